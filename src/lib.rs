@@ -1,0 +1,1 @@
+//! rseqmalloc (skeleton)
