@@ -1,1 +1,462 @@
-//! rseqmalloc (skeleton)
+//! rseqmalloc: a general-purpose memory allocator for Linux whose fast path is a per-CPU cache
+//! guarded by restartable sequences (rseq).
+//!
+//! ```no_run
+//! use rseqmalloc::RseqMalloc;
+//! #[global_allocator]
+//! static A: RseqMalloc = RseqMalloc;
+//! ```
+//!
+//! # Layers
+//! Each layer calls only the layers above it in this list (and `sync`/`guard`, which are
+//! leaves). `src/README.md` draws the same picture.
+//!
+//! 1. [`os`] — mmap/madvise/munmap, futex, environ, stderr; never allocates, never panics.
+//! 2. `arch` — the thread block in static TLS, rseq registration, the critical sections.
+//! 3. `size_class` — compile-time class tables.
+//! 4. `pagemap`, `span`, `page_heap` — address → span, span records, runs of pages,
+//!    large and huge objects.
+//! 5. `central` — per-class transfer stacks and span lists.
+//! 6. `cpu_cache` — per-CPU slabs, the rseq mode, refill/overflow, drains.
+//! 7. this file — the public API: [`RseqMalloc`], the C-shaped functions the shim forwards to,
+//!    [`stats`], [`trim`], [`rseq_mode`].
+//!
+//! Nothing reachable from an allocation uses the global allocator: the crate is `no_std` and
+//! debug builds abort on re-entrancy (see `guard`).
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+mod arch;
+mod central;
+pub mod config;
+mod cpu_cache;
+mod guard;
+pub mod os;
+mod page_heap;
+mod pagemap;
+mod size_class;
+mod span;
+mod stats;
+mod sync;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::null_mut;
+
+pub use cpu_cache::RseqMode;
+use page_heap::{HEAP, HUGE_MIN};
+use pagemap::{CLASS_MASK, PAGEMAP};
+use size_class::{class_for, size_of, CLASS_RECIP, CLASS_SIZE};
+pub use size_class::{MAX_SMALL, PAGE};
+use span::{Span, SpanState};
+pub use stats::{stats, Stats, MAX_REPORTED_CPUS};
+
+/// The allocator, for `#[global_allocator]`.
+pub struct RseqMalloc;
+
+/// Alignment `malloc` guarantees (`alignof(max_align_t)` on x86_64 Linux): 16 bytes, or 8 for
+/// requests of at most 8 bytes (no type needing 16 fits there).
+#[inline(always)]
+const fn c_align(size: usize) -> usize {
+    if size <= 8 {
+        8
+    } else {
+        16
+    }
+}
+
+/// Which rseq mode the per-CPU caches run in (`Uninitialized` before the first allocation).
+pub fn rseq_mode() -> RseqMode {
+    cpu_cache::mode()
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two). Null if the size is impossible
+/// or memory is exhausted.
+#[inline(always)]
+fn alloc_inner(size: usize, align: usize) -> *mut u8 {
+    let c = class_for(size, align);
+    if c != 0 {
+        let mut p = cpu_cache::pop(c);
+        if p.is_null() {
+            p = cpu_cache::alloc_slow(c);
+            if p.is_null() {
+                return oom();
+            }
+        }
+        // SAFETY: every object is at least 16 bytes; its second word carries the free tag,
+        // which a live object must not carry.
+        unsafe { p.cast::<usize>().add(1).write(0) };
+        return p;
+    }
+    alloc_large(size, align)
+}
+
+#[cold]
+fn oom() -> *mut u8 {
+    os::set_errno(libc::ENOMEM);
+    null_mut()
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_large(size: usize, align: usize) -> *mut u8 {
+    if size > isize::MAX as usize - 2 * HUGE_MIN || align > 1 << 40 {
+        return oom();
+    }
+    let size = size.max(1);
+    let mut heap = HEAP.lock();
+    let s = if size >= HUGE_MIN {
+        heap.alloc_huge(size, align)
+    } else {
+        let pages = size.div_ceil(PAGE);
+        let s = heap.alloc_span(pages, align.max(PAGE), 0, SpanState::Large);
+        if !s.is_null() {
+            // SAFETY: a live span we just created.
+            unsafe { (*s).usable = (*s).bytes() };
+        }
+        s
+    };
+    if s.is_null() {
+        return oom();
+    }
+    // SAFETY: `s` is a live span record.
+    unsafe { (*s).start as *mut u8 }
+}
+
+/// Like `alloc_inner`, but the memory reads as zero.
+fn alloc_zeroed_inner(size: usize, align: usize) -> *mut u8 {
+    if class_for(size, align) != 0 {
+        let p = alloc_inner(size, align);
+        if !p.is_null() {
+            // SAFETY: `p` holds at least `size` bytes.
+            unsafe { p.write_bytes(0, size) };
+        }
+        return p;
+    }
+    let p = alloc_large(size, align);
+    if !p.is_null() {
+        let s = (PAGEMAP.get(p as usize) & !CLASS_MASK) as *mut Span;
+        // SAFETY: `p` starts a live large or huge span that only this thread knows about.
+        unsafe {
+            if !(*s).zeroed {
+                p.write_bytes(0, size);
+            }
+            (*s).zeroed = false;
+        }
+    }
+    p
+}
+
+#[cold]
+#[inline(never)]
+fn bad_pointer(who: &str, what: &str, ptr: *mut u8) -> ! {
+    let mut m = os::Msg::new();
+    m.str(who).str("(): ").str(what).str(" ").hex(ptr as u64);
+    os::abort_with(&m)
+}
+
+/// What the page map says about `ptr`: its small-object class and span, after checking the
+/// pointer is the start of an object. Aborts (naming `who`) for a pointer we never handed out.
+#[inline(always)]
+fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
+    let e = PAGEMAP.get(ptr as usize);
+    if e == 0 {
+        bad_pointer(who, "invalid pointer", ptr);
+    }
+    let c = e & CLASS_MASK;
+    let s = (e & !CLASS_MASK) as *mut Span;
+    if c != 0 {
+        // SAFETY: entries with a class point at live small spans (records are never unmapped).
+        let off = ptr as usize - unsafe { (*s).start };
+        let idx = ((off as u64 * CLASS_RECIP[c]) >> 40) as usize;
+        if idx * CLASS_SIZE[c] as usize != off {
+            bad_pointer(who, "invalid pointer", ptr);
+        }
+    }
+    (c, s)
+}
+
+/// Frees a small object of class `c`.
+///
+/// # Safety
+/// `ptr` is a live object of class `c`.
+#[inline(always)]
+unsafe fn free_small(ptr: *mut u8, c: usize, who: &str) {
+    let key = cpu_cache::free_key();
+    // SAFETY: objects are at least 16 bytes; the second word is ours once the object is freed.
+    unsafe {
+        let tag = ptr.cast::<usize>().add(1);
+        if *tag == key {
+            bad_pointer(who, "double free detected", ptr);
+        }
+        *tag = key;
+    }
+    if !cpu_cache::push(c, ptr) {
+        // SAFETY: forwarded contract.
+        unsafe { cpu_cache::free_slow(c, ptr) };
+    }
+}
+
+/// Frees a large or huge object after validating it under the heap lock.
+#[cold]
+#[inline(never)]
+fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
+    let mut heap = HEAP.lock();
+    // SAFETY: `s` came from the page map: a span record, live or stale, always readable; it is
+    // checked to be a live large/huge span starting at `ptr` before anything is freed.
+    unsafe {
+        if (*s).start != ptr as usize {
+            drop(heap);
+            bad_pointer(who, "invalid pointer", ptr);
+        }
+        match (*s).state {
+            SpanState::Large => heap.free_span(s),
+            SpanState::Huge => heap.free_huge(s),
+            SpanState::Free => {
+                drop(heap);
+                bad_pointer(who, "double free detected", ptr)
+            }
+            _ => {
+                drop(heap);
+                bad_pointer(who, "invalid pointer", ptr)
+            }
+        }
+    }
+}
+
+/// Frees `ptr` (any pointer this allocator returned), aborting with a one-line message naming
+/// `who` for a pointer it never returned or one freed twice.
+///
+/// # Safety
+/// Nothing may use the object afterwards.
+#[inline(always)]
+unsafe fn free_inner(ptr: *mut u8, who: &str) {
+    if ptr.is_null() {
+        return;
+    }
+    let (c, s) = lookup(ptr, who);
+    if c != 0 {
+        // SAFETY: `lookup` checked `ptr` starts an object of class `c`.
+        unsafe { free_small(ptr, c, who) }
+    } else {
+        free_large(ptr, s, who)
+    }
+}
+
+/// Bytes usable at `ptr` (at least what was requested).
+///
+/// # Safety
+/// `ptr` is null or a live allocation of this allocator.
+pub unsafe fn usable_size(ptr: *mut u8) -> usize {
+    if ptr.is_null() {
+        return 0;
+    }
+    let _g = guard::enter("malloc_usable_size");
+    let (c, s) = lookup(ptr, "malloc_usable_size");
+    if c != 0 {
+        size_of(c)
+    } else {
+        // SAFETY: a large/huge span record (validated by the caller's contract).
+        unsafe { (*s).usable }
+    }
+}
+
+/// `malloc`: at least `size` bytes aligned to 16 (8 for sizes ≤ 8); a unique pointer for 0;
+/// null with `errno = ENOMEM` when impossible.
+#[inline]
+pub fn malloc(size: usize) -> *mut u8 {
+    let _g = guard::enter("malloc");
+    alloc_inner(size, c_align(size))
+}
+
+/// `aligned_alloc`/`memalign`: `size` bytes aligned to `align`, which must be a power of two
+/// (otherwise null with `EINVAL`).
+pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        os::set_errno(libc::EINVAL);
+        return null_mut();
+    }
+    let _g = guard::enter("aligned_alloc");
+    alloc_inner(size, align.max(c_align(size)))
+}
+
+/// `calloc`: `n * size` zeroed bytes; null with `ENOMEM` on overflow.
+pub fn calloc(n: usize, size: usize) -> *mut u8 {
+    let Some(total) = n.checked_mul(size) else {
+        return oom();
+    };
+    let _g = guard::enter("calloc");
+    alloc_zeroed_inner(total, c_align(total))
+}
+
+/// `free`: releases a pointer from any function of this API (null is a no-op).
+///
+/// # Safety
+/// `ptr` is null or a live allocation of this allocator that nobody uses any more.
+#[inline]
+pub unsafe fn free(ptr: *mut u8) {
+    let _g = guard::enter("free");
+    // SAFETY: forwarded contract.
+    unsafe { free_inner(ptr, "free") }
+}
+
+/// `realloc` with C semantics: null `ptr` allocates; the contents up to the smaller size are
+/// kept; on failure null is returned and `ptr` is untouched. (`realloc(p, 0)` as glibc — free
+/// and return null — is the shim's business; here size 0 gives a minimal object.)
+///
+/// # Safety
+/// `ptr` is null or a live allocation of this allocator.
+pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
+    let _g = guard::enter("realloc");
+    // SAFETY: forwarded contract.
+    unsafe { realloc_inner(ptr, size, c_align(size), "realloc") }
+}
+
+/// Resizes in place when possible (same class, or a large span that can shrink or grow into
+/// its free neighbour, or a huge mapping moved by the kernel), else moves.
+///
+/// # Safety
+/// `ptr` is null or a live allocation aligned to `align`.
+unsafe fn realloc_inner(ptr: *mut u8, size: usize, align: usize, who: &str) -> *mut u8 {
+    if ptr.is_null() {
+        return alloc_inner(size, align);
+    }
+    let (c, s) = lookup(ptr, who);
+    let old_usable = if c != 0 {
+        let cs = size_of(c);
+        if size <= cs && class_for(size, align) == c {
+            return ptr;
+        }
+        cs
+    } else {
+        let mut heap = HEAP.lock();
+        // SAFETY: `s` is the large/huge span starting at `ptr` (caller's contract); we hold the
+        // heap lock while resizing it.
+        unsafe {
+            let usable = (*s).usable;
+            if (*s).start == ptr as usize && align <= PAGE && size > MAX_SMALL {
+                let pages = size.div_ceil(PAGE);
+                match (*s).state {
+                    SpanState::Large if size < HUGE_MIN && heap.resize_in_place(s, pages) => {
+                        (*s).usable = (*s).bytes();
+                        return ptr;
+                    }
+                    SpanState::Huge if size >= HUGE_MIN && size <= usable && size > usable / 2 => {
+                        return ptr
+                    }
+                    SpanState::Huge if size >= HUGE_MIN && heap.remap_huge(s, size, PAGE) => {
+                        return (*s).start as *mut u8;
+                    }
+                    _ => {}
+                }
+            }
+            usable
+        }
+    };
+    let new = alloc_inner(size, align);
+    if !new.is_null() {
+        // SAFETY: both blocks are live and distinct; we copy what both can hold.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(size));
+            free_inner(ptr, who);
+        }
+    }
+    new
+}
+
+/// Returns to the OS every page the allocator holds free, after draining the per-CPU caches
+/// and transfer stacks. Returns the bytes released.
+pub fn trim() -> usize {
+    let _g = guard::enter("malloc_trim");
+    cpu_cache::drain_all();
+    central::flush_transfer();
+    HEAP.lock().release_free(u64::MAX)
+}
+
+// SAFETY: every method returns memory meeting the layout (class sizes and alignments are
+// checked in `size_class`), or null; `dealloc`/`realloc` accept exactly what `alloc` returned.
+unsafe impl GlobalAlloc for RseqMalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _g = guard::enter("alloc");
+        alloc_inner(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _g = guard::enter("dealloc");
+        // The layout gives the class without a page-map lookup: Rust promises it matches.
+        let c = class_for(layout.size(), layout.align());
+        if c != 0 && !cfg!(debug_assertions) {
+            // SAFETY: GlobalAlloc's contract: `ptr` was allocated with this layout.
+            unsafe { free_small(ptr, c, "dealloc") }
+        } else {
+            // SAFETY: as above; the checked path also validates the layout in debug builds.
+            unsafe { free_inner(ptr, "dealloc") }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _g = guard::enter("alloc_zeroed");
+        alloc_zeroed_inner(layout.size(), layout.align())
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _g = guard::enter("realloc");
+        // SAFETY: GlobalAlloc's contract: `ptr` is live with `layout`.
+        unsafe { realloc_inner(ptr, new_size, layout.align(), "realloc") }
+    }
+}
+
+/// Fork safety: every lock is taken before `fork` and released (parent) or reset (child)
+/// after, so the child never inherits a lock held by a thread that does not exist there.
+mod fork {
+    use super::*;
+
+    extern "C" fn prepare() {
+        central::lock_all();
+        core::mem::forget(HEAP.lock());
+        cpu_cache::lock_for_fork();
+    }
+
+    extern "C" fn parent() {
+        // SAFETY: `prepare` took these locks in this thread.
+        unsafe {
+            cpu_cache::unlock_after_fork(false);
+            HEAP.force_unlock();
+            central::unlock_all();
+        }
+    }
+
+    extern "C" fn child() {
+        // SAFETY: the child has one thread, and the parent's `prepare` left every structure
+        // consistent before taking the locks.
+        unsafe {
+            cpu_cache::unlock_after_fork(true);
+            HEAP.reset_in_child();
+            central::reset_all_in_child();
+        }
+    }
+
+    extern "C" fn init() {
+        // SAFETY: registering handlers with valid function pointers.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        config::load();
+        stats::register_at_exit();
+    }
+
+    #[used]
+    #[link_section = ".init_array"]
+    static INIT: extern "C" fn() = init;
+}
+
+#[doc(hidden)]
+/// Test hook: allocates from inside an allocator entry point, which the re-entrancy guard must
+/// turn into an abort in debug builds. Never call it otherwise.
+pub fn __reentrancy_probe() -> *mut u8 {
+    let _g = guard::enter("probe");
+    malloc(16)
+}

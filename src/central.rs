@@ -1,0 +1,219 @@
+//! Central free lists: per size class, the objects not held by any per-CPU cache.
+//!
+//! Owns: for each class, a transfer stack of free object pointers (filled and drained in
+//! batches by the per-CPU caches, so a batch moves with one `memcpy` under one lock) and the
+//! list of that class's spans that still have objects to give. When the stack is full, freed
+//! objects go back to their span; a span whose objects are all back returns to the page heap.
+//!
+//! Invariants (under the class's lock): a span is in `spans` iff it has a free object or an
+//! uncarved one (`Span::listed` mirrors membership); `in_use` counts the span's objects that are
+//! outside the span (with users, in caches or in this transfer stack).
+//!
+//! May call: `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
+
+use crate::page_heap::HEAP;
+use crate::pagemap::{CLASS_MASK, PAGEMAP};
+use crate::size_class::{size_of, CLASS_PAGES, NUM_CLASSES, PAGE};
+use crate::span::{FreeObject, Span, SpanList, SpanState};
+use crate::sync::{AtomicUsize, Mutex, Ordering};
+use core::ptr::null_mut;
+
+/// Slots of a class's transfer stack.
+pub const TRANSFER_SLOTS: usize = 512;
+
+/// How many objects the transfer stack of class `c` may hold: about 1 MiB worth, at least
+/// two full batches, at most [`TRANSFER_SLOTS`].
+fn transfer_limit(c: usize) -> usize {
+    let batch = crate::size_class::CLASS_BATCH[c] as usize;
+    ((1 << 20) / size_of(c)).clamp(2 * batch, TRANSFER_SLOTS)
+}
+
+struct Inner {
+    stack: [*mut u8; TRANSFER_SLOTS],
+    count: usize,
+    spans: SpanList,
+}
+
+/// One class's central list.
+pub struct Central {
+    inner: Mutex<Inner>,
+    /// Objects of this class in the transfer stack (for statistics, read without the lock).
+    pub cached: AtomicUsize,
+    /// Objects of this class outside their spans (for statistics).
+    pub out_of_spans: AtomicUsize,
+}
+
+// SAFETY: the raw pointers are objects and spans owned by the allocator, touched only under
+// the mutex.
+unsafe impl Send for Inner {}
+
+/// The central lists, indexed by class (index 0 unused).
+pub static CENTRAL: [Central; NUM_CLASSES] = [const {
+    Central {
+        inner: Mutex::new(Inner {
+            stack: [null_mut(); TRANSFER_SLOTS],
+            count: 0,
+            spans: SpanList::new(),
+        }),
+        cached: AtomicUsize::new(0),
+        out_of_spans: AtomicUsize::new(0),
+    }
+}; NUM_CLASSES];
+
+/// Takes up to `out.len()` objects of class `c`; returns how many were written (0 only when
+/// memory is exhausted).
+pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
+    let central = &CENTRAL[c];
+    let mut g = central.inner.lock();
+    let inner = &mut *g;
+    let want = out.len();
+    let from_stack = want.min(inner.count);
+    out[..from_stack].copy_from_slice(&inner.stack[inner.count - from_stack..inner.count]);
+    inner.count -= from_stack;
+    let mut got = from_stack;
+    let size = size_of(c);
+    while got < want {
+        let mut s = inner.spans.first();
+        if s.is_null() {
+            s = HEAP
+                .lock()
+                .alloc_span(CLASS_PAGES[c] as usize, PAGE, c, SpanState::Small);
+            if s.is_null() {
+                break;
+            }
+            // SAFETY: a fresh span of class `c`, owned by this class from now on.
+            unsafe {
+                (*s).capacity = ((*s).bytes() / size) as u32;
+                (*s).listed = true;
+                inner.spans.push(s);
+            }
+        }
+        // SAFETY: `s` is a listed span of this class; we hold the class lock that guards its
+        // free list and counters. Free objects are linked through their first word.
+        unsafe {
+            while got < want {
+                let obj = if !(*s).free.is_null() {
+                    let o = (*s).free;
+                    (*s).free = (*o).next;
+                    o as *mut u8
+                } else if (*s).carved < (*s).capacity {
+                    let o = (*s).start + (*s).carved as usize * size;
+                    (*s).carved += 1;
+                    o as *mut u8
+                } else {
+                    break;
+                };
+                (*s).in_use += 1;
+                out[got] = obj;
+                got += 1;
+            }
+            if (*s).free.is_null() && (*s).carved == (*s).capacity {
+                inner.spans.remove(s);
+                (*s).listed = false;
+            }
+        }
+    }
+    central.cached.store(inner.count, Ordering::Relaxed);
+    central
+        .out_of_spans
+        .fetch_add(got - from_stack, Ordering::Relaxed);
+    got
+}
+
+/// Returns objects of class `c` (each obtained from [`alloc_batch`]).
+///
+/// # Safety
+/// Every pointer must be a live object of class `c` that nobody uses any more.
+pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
+    let central = &CENTRAL[c];
+    let mut g = central.inner.lock();
+    let inner = &mut *g;
+    let room = transfer_limit(c)
+        .saturating_sub(inner.count)
+        .min(objs.len());
+    inner.stack[inner.count..inner.count + room].copy_from_slice(&objs[..room]);
+    inner.count += room;
+    for &obj in &objs[room..] {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { give_back_to_span(inner, c, obj) };
+    }
+    central.cached.store(inner.count, Ordering::Relaxed);
+    central
+        .out_of_spans
+        .fetch_sub(objs.len() - room, Ordering::Relaxed);
+}
+
+/// Links `obj` back into its span; returns the span to the page heap once all its objects
+/// are back, and lists it again if it had run dry.
+///
+/// # Safety
+/// `obj` is a live object of class `c` that nobody uses, and `inner` is class `c`'s locked state.
+unsafe fn give_back_to_span(inner: &mut Inner, c: usize, obj: *mut u8) {
+    let s = (PAGEMAP.get(obj as usize) & !CLASS_MASK) as *mut Span;
+    // SAFETY: `obj` belongs to a live small span of class `c` (caller's contract), whose free
+    // list and counters this class's lock guards.
+    unsafe {
+        debug_assert!(!s.is_null() && (*s).state == SpanState::Small && (*s).class as usize == c);
+        let o = obj as *mut FreeObject;
+        (*o).next = (*s).free;
+        (*s).free = o;
+        (*s).in_use -= 1;
+        if (*s).in_use == 0 {
+            if (*s).listed {
+                inner.spans.remove(s);
+                (*s).listed = false;
+            }
+            HEAP.lock().free_span(s);
+        } else if !(*s).listed {
+            (*s).listed = true;
+            inner.spans.push(s);
+        }
+    }
+}
+
+/// Gives every object in the transfer stacks back to its span, so that spans whose objects are
+/// all back return to the page heap (used by trim).
+pub fn flush_transfer() {
+    for (c, central) in CENTRAL.iter().enumerate().skip(1) {
+        let mut g = central.inner.lock();
+        let inner = &mut *g;
+        let n = inner.count;
+        for i in 0..n {
+            let obj = inner.stack[i];
+            // SAFETY: objects in the transfer stack are free objects of live spans of `c`.
+            unsafe { give_back_to_span(inner, c, obj) };
+        }
+        inner.count = 0;
+        central.cached.store(0, Ordering::Relaxed);
+        central.out_of_spans.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Takes every class lock (fork prepare). Pair with [`unlock_all`] or [`reset_all_in_child`].
+pub fn lock_all() {
+    for c in CENTRAL.iter() {
+        core::mem::forget(c.inner.lock());
+    }
+}
+
+/// Releases the locks taken by [`lock_all`] (fork parent).
+///
+/// # Safety
+/// The caller took them with [`lock_all`].
+pub unsafe fn unlock_all() {
+    for c in CENTRAL.iter() {
+        // SAFETY: the caller holds every class lock.
+        unsafe { c.inner.force_unlock() };
+    }
+}
+
+/// Resets the locks taken by [`lock_all`] in a fork child.
+///
+/// # Safety
+/// Only in the child of `fork`, after the parent's prepare handler ran [`lock_all`].
+pub unsafe fn reset_all_in_child() {
+    for c in CENTRAL.iter() {
+        // SAFETY: forwarded contract.
+        unsafe { c.inner.reset_in_child() };
+    }
+}

@@ -1,0 +1,690 @@
+//! Per-CPU caches: one slab per CPU (or per concurrency id), each a set of per-class stacks of
+//! free object pointers, popped and pushed inside rseq critical sections.
+//!
+//! Owns: the slab region (mapped once for every possible id, committed by the kernel only where
+//! touched, so memory follows the CPUs or concurrency ids that actually run), the choice of
+//! rseq mode, each thread's set-up, the refill/overflow slow paths, the locked fallback path, and
+//! the drain protocol for another CPU's slab.
+//!
+//! Slab layout (`1 << SLAB_SHIFT` bytes): word 0 holds the slab's state (0 untouched,
+//! 1 initialising, 2 ready) and, at byte 4, the fallback lock word; the 8-byte header of class
+//! `c` at byte `8c` holds `count: u16, cap: u16, floor: u16`; the class's slots start at byte
+//! `SLOT_OFFSET[c]`. Invariant: `slots[0..count]` are free objects of the class owned by the
+//! cache, and `floor <= count <= cap` except while a drain has the slab stopped
+//! (`cap = 0`, `floor = u16::MAX`).
+//!
+//! ## Modes
+//! - **Glibc**: glibc registered rseq; threads use its area (thread pointer + `__rseq_offset`).
+//! - **Own**: nobody registered; each thread registers our own area from its thread block and
+//!   unregisters it in a thread-exit destructor. A thread whose registration fails (EBUSY:
+//!   someone else owns rseq for it) never touches the slabs: it bypasses to the central lists.
+//! - **Fallback**: rseq off (forced by `rseq=off`, or unavailable). The fast path's sign test
+//!   sends every operation here, where the same slabs are used under each slab's lock word.
+//!   The two protocols never mix: the mode is chosen once per process.
+//!
+//! ## Draining another CPU's slab (trim, idle shrink)
+//! Lock-free rseq code cannot be locked out, so a drain *stops* the slab instead: it stores
+//! `cap = 0` (every push fails) and `floor = u16::MAX` (every pop fails) for each class, then
+//! calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`. When that returns, every critical
+//! section that might have read the old header has either committed (its effect is visible to
+//! us) or been aborted (and will restart, see the stop, and take the slow path, which never
+//! touches a stopped slab). The drainer then owns `slots[0..count]`: it hands them to the
+//! central lists, writes `count = 0`, and un-stops the slab by restoring `floor` then `cap`.
+//! Without the membarrier command (old kernel) rseq-mode drains are skipped and said so in
+//! statistics. In fallback mode a drain simply takes the slab's lock.
+//!
+//! May call: `arch`, `central`, `config`, `os`, `size_class`, `sync`.
+
+use crate::arch::{self, ThreadBlock, CPU_ID_OFFSET, DUMMY_AREA, MM_CID_OFFSET, SLAB_SHIFT};
+use crate::central;
+use crate::config;
+use crate::os;
+use crate::size_class::{size_of, CLASS_BATCH, CLASS_CAPACITY, NUM_CLASSES};
+use crate::sync::{
+    raw_lock, raw_unlock, AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering,
+};
+use core::ptr::null_mut;
+
+/// Bytes per slab.
+pub const SLAB_BYTES: usize = 1 << SLAB_SHIFT;
+const HEADER_BYTES: usize = 1024;
+/// Upper bound on slabs (possible CPU ids beyond it share nothing: they are clamped away by
+/// using the central lists). Linux's default `NR_CPUS` on x86_64 is 8192; 4096 covers every
+/// machine that boots with a sane `possible` mask.
+pub const MAX_SLABS: usize = 4096;
+
+/// Byte offset of each class's slots inside a slab.
+pub static SLOT_OFFSET: [u32; NUM_CLASSES] = slot_offsets();
+
+const fn slot_offsets() -> [u32; NUM_CLASSES] {
+    let mut t = [0u32; NUM_CLASSES];
+    let mut off = HEADER_BYTES;
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        t[c] = off as u32;
+        off += CLASS_CAPACITY[c] as usize * 8;
+        c += 1;
+    }
+    assert!(off <= SLAB_BYTES, "slab too small for the class capacities");
+    t
+}
+
+const _: () = assert!(NUM_CLASSES * 8 <= HEADER_BYTES);
+
+/// How the per-CPU layer reaches its slabs; see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RseqMode {
+    /// Nothing allocated yet.
+    Uninitialized = 0,
+    /// Using glibc's registered rseq area.
+    Glibc = 1,
+    /// Using our own registered rseq area.
+    Own = 2,
+    /// rseq off or unavailable: slabs under per-slab locks.
+    Fallback = 3,
+}
+
+/// Per-thread states kept in `ThreadBlock::state`.
+const T_NEW: u32 = 0;
+const T_RSEQ: u32 = 1;
+const T_BYPASS: u32 = 2;
+const T_LOCKED: u32 = 3;
+
+/// What the fast path reads, in one cache line.
+#[repr(C, align(64))]
+struct Globals {
+    slabs: AtomicUsize,
+    field: AtomicUsize,
+    nslabs: AtomicUsize,
+    mode: AtomicU8,
+    membarrier: AtomicBool,
+    key: AtomicU32,
+    free_key: AtomicUsize,
+}
+
+static G: Globals = Globals {
+    slabs: AtomicUsize::new(0),
+    field: AtomicUsize::new(CPU_ID_OFFSET),
+    nslabs: AtomicUsize::new(0),
+    mode: AtomicU8::new(0),
+    membarrier: AtomicBool::new(false),
+    key: AtomicU32::new(0),
+    free_key: AtomicUsize::new(0),
+};
+
+/// The process's random tag that freed small objects carry in their second word (set before
+/// the first object exists, never zero). Finding it on an object being freed means a double
+/// free.
+#[inline(always)]
+pub fn free_key() -> usize {
+    G.free_key.load(Ordering::Relaxed)
+}
+
+static INIT: Mutex<()> = Mutex::new(());
+static DRAIN: Mutex<()> = Mutex::new(());
+
+/// Operations that took the locked fallback path (statistics).
+pub static FALLBACK_OPS: AtomicUsize = AtomicUsize::new(0);
+/// Slabs whose drain was skipped because the kernel lacks the rseq membarrier.
+pub static DRAINS_SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// The mode chosen for this process.
+pub fn mode() -> RseqMode {
+    match G.mode.load(Ordering::Acquire) {
+        1 => RseqMode::Glibc,
+        2 => RseqMode::Own,
+        3 => RseqMode::Fallback,
+        _ => RseqMode::Uninitialized,
+    }
+}
+
+/// Whether slabs index by `mm_cid` (true) or by `cpu_id`.
+pub fn uses_mm_cid() -> bool {
+    G.field.load(Ordering::Relaxed) == MM_CID_OFFSET
+}
+
+/// Number of slabs (possible CPU ids).
+pub fn slab_count() -> usize {
+    G.nslabs.load(Ordering::Relaxed)
+}
+
+/// Pops a cached object of class `c`; null when the cache is empty, rseq is off, or the thread
+/// is not set up yet (all handled by [`alloc_slow`]).
+#[inline(always)]
+pub fn pop(c: usize) -> *mut u8 {
+    // SAFETY: before set-up the thread's area is DUMMY_AREA (cpu id -1) and the slabs are never
+    // touched; after it, `slabs` maps a slab for every id the kernel can report, whose headers
+    // are zero or initialised, and `field` is 4 or 24.
+    unsafe {
+        arch::percpu_pop(
+            G.slabs.load(Ordering::Relaxed),
+            G.field.load(Ordering::Relaxed),
+            c,
+            SLOT_OFFSET[c] as usize,
+        )
+    }
+}
+
+/// Pushes a free object of class `c`; false when full, rseq is off or the thread is not set up.
+#[inline(always)]
+pub fn push(c: usize, obj: *mut u8) -> bool {
+    // SAFETY: as in `pop`.
+    unsafe {
+        arch::percpu_push(
+            G.slabs.load(Ordering::Relaxed),
+            G.field.load(Ordering::Relaxed),
+            c,
+            SLOT_OFFSET[c] as usize,
+            obj,
+        )
+    }
+}
+
+/// A view of one slab.
+#[derive(Clone, Copy)]
+struct Slab(usize);
+
+impl Slab {
+    fn of(i: usize) -> Slab {
+        Slab(G.slabs.load(Ordering::Relaxed) + (i << SLAB_SHIFT))
+    }
+    fn word(&self, byte: usize) -> &AtomicU32 {
+        // SAFETY: byte < HEADER_BYTES and 4-aligned inside a mapped slab; the memory is only
+        // ever accessed atomically or by the rseq sections.
+        unsafe { &*((self.0 + byte) as *const AtomicU32) }
+    }
+    fn state(&self) -> &AtomicU32 {
+        self.word(0)
+    }
+    fn lock(&self) -> &AtomicU32 {
+        self.word(4)
+    }
+    fn half(&self, c: usize, field: usize) -> &AtomicU16 {
+        // SAFETY: header of class c, field 0..3, inside the mapped slab, 2-aligned.
+        unsafe { &*((self.0 + 8 * c + 2 * field) as *const AtomicU16) }
+    }
+    fn count(&self, c: usize) -> &AtomicU16 {
+        self.half(c, 0)
+    }
+    fn cap(&self, c: usize) -> &AtomicU16 {
+        self.half(c, 1)
+    }
+    fn floor(&self, c: usize) -> &AtomicU16 {
+        self.half(c, 2)
+    }
+    fn slot(&self, c: usize, i: usize) -> &AtomicUsize {
+        // SAFETY: i < CLASS_CAPACITY[c], so the slot lies inside the slab (checked at compile
+        // time by `slot_offsets`).
+        unsafe { &*((self.0 + SLOT_OFFSET[c] as usize + 8 * i) as *const AtomicUsize) }
+    }
+}
+
+/// The per-class capacities of a fresh slab: the static capacities scaled down so the bytes a
+/// full slab holds stay within `cpu_cache_bytes`.
+fn capacities() -> [u16; NUM_CLASSES] {
+    let budget = config::get().cpu_cache_bytes as usize;
+    let mut caps = CLASS_CAPACITY;
+    let total: usize = (1..NUM_CLASSES)
+        .map(|c| caps[c] as usize * size_of(c))
+        .sum();
+    if total > budget {
+        for (c, cap) in caps.iter_mut().enumerate().skip(1) {
+            *cap = (*cap as usize * budget / total).max(usize::from(size_of(c) <= 1024)) as u16;
+        }
+    }
+    caps[0] = 0;
+    caps
+}
+
+/// Makes slab `i` ready (once); false while another thread is initialising it.
+fn ensure_slab(i: usize) -> bool {
+    let slab = Slab::of(i);
+    match slab
+        .state()
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire)
+    {
+        Ok(_) => {
+            let caps = capacities();
+            for (c, &cap) in caps.iter().enumerate().skip(1) {
+                slab.cap(c).store(cap, Ordering::Relaxed);
+            }
+            slab.state().store(2, Ordering::Release);
+            true
+        }
+        Err(s) => s == 2,
+    }
+}
+
+/// Chooses the process's mode and maps the slabs. Runs once, under `INIT`.
+fn init_process(block: *mut ThreadBlock) {
+    let _g = INIT.lock();
+    if G.mode.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    G.free_key
+        .store(os::random_u64() as usize, Ordering::Relaxed);
+    let opts = config::get();
+    let n = os::possible_cpus().max(1);
+    if n > MAX_SLABS {
+        // Ids could exceed the slab array: do not use per-CPU caches at all.
+        G.mode.store(RseqMode::Fallback as u8, Ordering::Release);
+        return;
+    }
+    let Ok(base) = os::map(n << SLAB_SHIFT, SLAB_BYTES) else {
+        // No memory for slabs: every thread bypasses to the central lists.
+        G.mode.store(RseqMode::Fallback as u8, Ordering::Release);
+        return;
+    };
+    G.nslabs.store(n, Ordering::Relaxed);
+    G.slabs.store(base as usize, Ordering::Relaxed);
+    let feature_size = os::auxval(27); // AT_RSEQ_FEATURE_SIZE
+    let field = if feature_size >= 28 {
+        MM_CID_OFFSET
+    } else {
+        CPU_ID_OFFSET
+    };
+    G.field.store(field, Ordering::Relaxed);
+    let mode = if !opts.rseq {
+        RseqMode::Fallback
+    } else if arch::glibc_area().is_some_and(|a| {
+        // SAFETY: glibc's area for this thread is valid for the thread's life.
+        unsafe { (*a).cpu_id >= 0 }
+    }) {
+        RseqMode::Glibc
+    } else {
+        // SAFETY: the block is this thread's static TLS, alive as long as the thread.
+        match unsafe { arch::register(&raw mut (*block).own) } {
+            Ok(()) => {
+                // SAFETY: registered just now; undone right away, the thread set-up registers again.
+                unsafe { arch::unregister(&raw mut (*block).own) };
+                RseqMode::Own
+            }
+            Err(_) => RseqMode::Fallback,
+        }
+    };
+    if mode == RseqMode::Own {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: pthread_key_create writes the key; `thread_exit` is a valid destructor.
+        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+            G.key.store(key + 1, Ordering::Relaxed);
+        }
+    }
+    if mode != RseqMode::Fallback {
+        // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ
+        // SAFETY: a registration command with no memory arguments.
+        let ok = unsafe { libc::syscall(libc::SYS_membarrier, 1 << 8, 0, 0) } == 0;
+        G.membarrier.store(ok, Ordering::Relaxed);
+    }
+    G.mode.store(mode as u8, Ordering::Release);
+}
+
+/// Thread-exit destructor (own mode): unregister our area before the thread's TLS goes away,
+/// and send the thread's remaining operations to the central lists.
+extern "C" fn thread_exit(_: *mut libc::c_void) {
+    let b = arch::thread_block();
+    // SAFETY: `b` is this thread's block; it registered `own` (that is why the key was set).
+    unsafe {
+        (*b).area = &DUMMY_AREA;
+        (*b).state = T_BYPASS;
+        arch::unregister(&raw mut (*b).own);
+    }
+}
+
+/// Sets up the calling thread; returns its state.
+#[cold]
+fn init_thread(b: *mut ThreadBlock) -> u32 {
+    if G.mode.load(Ordering::Acquire) == 0 {
+        init_process(b);
+    }
+    // SAFETY: `b` is the calling thread's own block.
+    unsafe {
+        let state = match mode() {
+            RseqMode::Glibc => match arch::glibc_area() {
+                Some(a) if (*a).cpu_id >= 0 => {
+                    (*b).area = a;
+                    T_RSEQ
+                }
+                _ => T_BYPASS,
+            },
+            RseqMode::Own => match arch::register(&raw mut (*b).own) {
+                Ok(()) => {
+                    let key = G.key.load(Ordering::Relaxed);
+                    if key != 0 {
+                        // May allocate for keys ≥ 32; no lock is held here, so that is safe.
+                        let _nested = crate::guard::allow_nested();
+                        libc::pthread_setspecific(key - 1, 1 as *const libc::c_void);
+                    }
+                    (*b).area = &raw const (*b).own;
+                    T_RSEQ
+                }
+                Err(_) => T_BYPASS,
+            },
+            RseqMode::Fallback if G.nslabs.load(Ordering::Relaxed) > 0 => T_LOCKED,
+            _ => T_BYPASS,
+        };
+        (*b).state = state;
+        state
+    }
+}
+
+/// The calling thread's state, setting it up first if needed.
+#[inline]
+fn thread_state() -> u32 {
+    let b = arch::thread_block();
+    // SAFETY: the block is the calling thread's own.
+    let s = unsafe { (*b).state };
+    if s == T_NEW {
+        init_thread(b)
+    } else {
+        s
+    }
+}
+
+/// The slab id the thread runs on now, as the rseq area reports it (a hint outside a section).
+fn current_rseq_id() -> usize {
+    let b = arch::thread_block();
+    // SAFETY: in T_RSEQ state `area` is a registered area; reading the kernel-written field is
+    // a plain load. Clamp defensively.
+    let id = unsafe {
+        ((*b).area as *const u8)
+            .add(G.field.load(Ordering::Relaxed))
+            .cast::<u32>()
+            .read_volatile()
+    };
+    (id as usize).min(G.nslabs.load(Ordering::Relaxed) - 1)
+}
+
+/// Slow path of allocation for class `c`: set-up, refill, fallback and bypass.
+#[cold]
+#[inline(never)]
+pub fn alloc_slow(c: usize) -> *mut u8 {
+    match thread_state() {
+        T_RSEQ => {
+            ensure_slab(current_rseq_id());
+            let p = pop(c);
+            if !p.is_null() {
+                return p;
+            }
+            refill(c, push)
+        }
+        T_LOCKED => alloc_locked(c),
+        _ => {
+            let mut one = [null_mut(); 1];
+            if central::alloc_batch(c, &mut one) == 1 {
+                one[0]
+            } else {
+                null_mut()
+            }
+        }
+    }
+}
+
+/// Takes a batch from the central list, returns one object and caches the rest with `put`;
+/// what does not fit goes back.
+fn refill(c: usize, put: impl Fn(usize, *mut u8) -> bool) -> *mut u8 {
+    let mut buf = [null_mut(); 32];
+    let batch = CLASS_BATCH[c] as usize;
+    let n = central::alloc_batch(c, &mut buf[..batch]);
+    if n == 0 {
+        return null_mut();
+    }
+    let mut i = 1;
+    while i < n && put(c, buf[i]) {
+        i += 1;
+    }
+    if i < n {
+        // SAFETY: these objects came from `alloc_batch` and were never handed out.
+        unsafe { central::free_batch(c, &buf[i..n]) };
+    }
+    buf[0]
+}
+
+/// Slow path of free for class `c`: set-up, overflow, fallback and bypass.
+///
+/// # Safety
+/// `obj` is a live object of class `c` that nobody uses any more.
+#[cold]
+#[inline(never)]
+pub unsafe fn free_slow(c: usize, obj: *mut u8) {
+    match thread_state() {
+        T_RSEQ => {
+            ensure_slab(current_rseq_id());
+            if push(c, obj) {
+                return;
+            }
+            // Full: move a batch (this object and up to batch-1 cached ones) to the central list.
+            let mut buf = [null_mut(); 32];
+            buf[0] = obj;
+            let mut n = 1;
+            while n < CLASS_BATCH[c] as usize {
+                let p = pop(c);
+                if p.is_null() {
+                    break;
+                }
+                buf[n] = p;
+                n += 1;
+            }
+            // SAFETY: all are free objects of class `c` now owned by us.
+            unsafe { central::free_batch(c, &buf[..n]) };
+        }
+        // SAFETY: forwarded contract.
+        T_LOCKED => unsafe { free_locked(c, obj) },
+        // SAFETY: forwarded contract.
+        _ => unsafe { central::free_batch(c, &[obj]) },
+    }
+}
+
+/// The slab a fallback-mode thread uses: its CPU now (any slab is correct under the lock).
+fn locked_slab() -> Slab {
+    let i = arch::current_cpu() % G.nslabs.load(Ordering::Relaxed);
+    ensure_slab(i);
+    Slab::of(i)
+}
+
+fn alloc_locked(c: usize) -> *mut u8 {
+    FALLBACK_OPS.fetch_add(1, Ordering::Relaxed);
+    let slab = locked_slab();
+    raw_lock(slab.lock());
+    let n = slab.count(c).load(Ordering::Relaxed);
+    if n > 0 {
+        let obj = slab.slot(c, n as usize - 1).load(Ordering::Relaxed);
+        slab.count(c).store(n - 1, Ordering::Relaxed);
+        raw_unlock(slab.lock());
+        return obj as *mut u8;
+    }
+    raw_unlock(slab.lock());
+    refill(c, |c, obj| {
+        raw_lock(slab.lock());
+        let n = slab.count(c).load(Ordering::Relaxed);
+        let ok = n < slab.cap(c).load(Ordering::Relaxed);
+        if ok {
+            slab.slot(c, n as usize)
+                .store(obj as usize, Ordering::Relaxed);
+            slab.count(c).store(n + 1, Ordering::Relaxed);
+        }
+        raw_unlock(slab.lock());
+        ok
+    })
+}
+
+/// # Safety
+/// As for [`free_slow`].
+unsafe fn free_locked(c: usize, obj: *mut u8) {
+    FALLBACK_OPS.fetch_add(1, Ordering::Relaxed);
+    let slab = locked_slab();
+    let mut buf = [null_mut(); 32];
+    raw_lock(slab.lock());
+    let n = slab.count(c).load(Ordering::Relaxed);
+    if n < slab.cap(c).load(Ordering::Relaxed) {
+        slab.slot(c, n as usize)
+            .store(obj as usize, Ordering::Relaxed);
+        slab.count(c).store(n + 1, Ordering::Relaxed);
+        raw_unlock(slab.lock());
+        return;
+    }
+    buf[0] = obj;
+    let take = (CLASS_BATCH[c] as usize - 1).min(n as usize);
+    for (k, b) in buf[1..=take].iter_mut().enumerate() {
+        *b = slab.slot(c, n as usize - 1 - k).load(Ordering::Relaxed) as *mut u8;
+    }
+    slab.count(c).store(n - take as u16, Ordering::Relaxed);
+    raw_unlock(slab.lock());
+    // SAFETY: all are free objects of class `c`, now ours.
+    unsafe { central::free_batch(c, &buf[..=take]) };
+}
+
+/// Moves every object cached in slab `i` to the central lists. The slab must be stopped (rseq
+/// modes, after the membarrier) or locked (fallback).
+fn empty_slab(slab: Slab) -> usize {
+    let mut bytes = 0;
+    let mut buf = [null_mut(); 64];
+    for c in 1..NUM_CLASSES {
+        let n = slab.count(c).load(Ordering::Acquire) as usize;
+        let mut done = 0;
+        while done < n {
+            let k = (n - done).min(buf.len());
+            for (j, b) in buf[..k].iter_mut().enumerate() {
+                *b = slab.slot(c, done + j).load(Ordering::Relaxed) as *mut u8;
+            }
+            // SAFETY: the slab is stopped or locked, so these cached objects are ours.
+            unsafe { central::free_batch(c, &buf[..k]) };
+            done += k;
+        }
+        slab.count(c).store(0, Ordering::Release);
+        bytes += n * size_of(c);
+    }
+    bytes
+}
+
+/// Drains the caches of every slab (all CPUs or concurrency ids) into the central lists, using
+/// the protocol in the module documentation. Returns the bytes moved.
+pub fn drain_all() -> usize {
+    let nslabs = G.nslabs.load(Ordering::Relaxed);
+    if nslabs == 0 {
+        return 0;
+    }
+    let _g = DRAIN.lock();
+    let ready = |i: usize| Slab::of(i).state().load(Ordering::Acquire) == 2;
+    let mut bytes = 0;
+    match mode() {
+        RseqMode::Fallback => {
+            for i in (0..nslabs).filter(|&i| ready(i)) {
+                let slab = Slab::of(i);
+                raw_lock(slab.lock());
+                bytes += empty_slab(slab);
+                raw_unlock(slab.lock());
+            }
+        }
+        RseqMode::Glibc | RseqMode::Own => {
+            if !G.membarrier.load(Ordering::Relaxed) {
+                DRAINS_SKIPPED.fetch_add(nslabs, Ordering::Relaxed);
+                return 0;
+            }
+            // Only the slabs stopped here are emptied and restarted: one that becomes ready
+            // meanwhile was never stopped and must not be touched.
+            let mut stopped = [0u64; MAX_SLABS / 64];
+            for i in (0..nslabs).filter(|&i| ready(i)) {
+                stopped[i / 64] |= 1 << (i % 64);
+                let slab = Slab::of(i);
+                for c in 1..NUM_CLASSES {
+                    slab.cap(c).store(0, Ordering::Relaxed);
+                    slab.floor(c).store(u16::MAX, Ordering::Relaxed);
+                }
+            }
+            // MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: every running critical section restarts.
+            // SAFETY: a command with no memory arguments.
+            unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
+            let fresh = capacities();
+            for i in (0..nslabs).filter(|&i| stopped[i / 64] & (1 << (i % 64)) != 0) {
+                let slab = Slab::of(i);
+                bytes += empty_slab(slab);
+                for (c, &cap) in fresh.iter().enumerate().skip(1) {
+                    slab.floor(c).store(0, Ordering::Release);
+                    slab.cap(c).store(cap, Ordering::Release);
+                }
+            }
+        }
+        RseqMode::Uninitialized => {}
+    }
+    bytes
+}
+
+/// Bytes of objects cached per slab, written into `out[i]` for each slab (up to `out.len()`);
+/// returns the number of slabs. Racy by nature: a snapshot.
+pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
+    let nslabs = G.nslabs.load(Ordering::Relaxed);
+    for (i, o) in out.iter_mut().enumerate().take(nslabs) {
+        let slab = Slab::of(i);
+        *o = if slab.state().load(Ordering::Acquire) == 2 {
+            (1..NUM_CLASSES)
+                .map(|c| slab.count(c).load(Ordering::Relaxed) as usize * size_of(c))
+                .sum()
+        } else {
+            0
+        };
+    }
+    nslabs
+}
+
+/// Objects of class `c` cached across all slabs (snapshot).
+pub fn cached_objects(c: usize) -> usize {
+    let nslabs = G.nslabs.load(Ordering::Relaxed);
+    (0..nslabs)
+        .map(Slab::of)
+        .filter(|s| s.state().load(Ordering::Acquire) == 2)
+        .map(|s| s.count(c).load(Ordering::Relaxed) as usize)
+        .sum()
+}
+
+/// Slabs that have been touched (initialised) so far.
+pub fn slabs_in_use() -> usize {
+    let nslabs = G.nslabs.load(Ordering::Relaxed);
+    (0..nslabs)
+        .filter(|&i| Slab::of(i).state().load(Ordering::Acquire) == 2)
+        .count()
+}
+
+/// Fork prepare: takes the set-up and drain locks and, in fallback mode, every slab lock.
+pub fn lock_for_fork() {
+    core::mem::forget(INIT.lock());
+    core::mem::forget(DRAIN.lock());
+    if mode() == RseqMode::Fallback {
+        for i in 0..G.nslabs.load(Ordering::Relaxed) {
+            let slab = Slab::of(i);
+            if slab.state().load(Ordering::Acquire) == 2 {
+                raw_lock(slab.lock());
+            }
+        }
+    }
+}
+
+/// Fork parent/child: releases what [`lock_for_fork`] took (in the child the holder is gone,
+/// so the words are reset rather than handed over).
+///
+/// # Safety
+/// Only after [`lock_for_fork`] in the same fork; `child` says which side we are on.
+pub unsafe fn unlock_after_fork(child: bool) {
+    if mode() == RseqMode::Fallback {
+        for i in 0..G.nslabs.load(Ordering::Relaxed) {
+            let slab = Slab::of(i);
+            if slab.state().load(Ordering::Acquire) == 2 {
+                if child {
+                    slab.lock().store(0, Ordering::Relaxed);
+                } else {
+                    raw_unlock(slab.lock());
+                }
+            }
+        }
+    }
+    // SAFETY: taken in `lock_for_fork` (forwarded contract).
+    unsafe {
+        if child {
+            DRAIN.reset_in_child();
+            INIT.reset_in_child();
+        } else {
+            DRAIN.force_unlock();
+            INIT.force_unlock();
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Linux implementation of the OS layer: mmap/madvise/munmap, futex, auxv, environ, stderr.
+
+use super::{Msg, OsError};
+use core::sync::atomic::AtomicU32;
+
+/// The kernel's page size this allocator is built for (x86_64 and most aarch64 kernels).
+pub const OS_PAGE: usize = 4096;
+/// Transparent huge page size on x86_64.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+fn errno() -> i32 {
+    // SAFETY: `__errno_location` always returns the calling thread's valid errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's `errno`.
+pub fn set_errno(e: i32) {
+    // SAFETY: as in `errno`; writing the thread's own slot is always allowed.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Maps `size` bytes of fresh, zeroed, read-write address space aligned to `align`
+/// (a power of two). Pages cost nothing until touched (`MAP_NORESERVE`).
+pub fn map(size: usize, align: usize) -> Result<*mut u8, OsError> {
+    debug_assert!(align.is_power_of_two() && size % OS_PAGE == 0);
+    let align = align.max(OS_PAGE);
+    let extra = align - OS_PAGE;
+    let total = size.checked_add(extra).ok_or(OsError(libc::ENOMEM))?;
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory; the result is checked for MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(OsError(errno()));
+    }
+    let base = p as usize;
+    let aligned = (base + align - 1) & !(align - 1);
+    let head = aligned - base;
+    let tail = total - head - size;
+    // SAFETY: the head and tail trimmed here lie inside the mapping just made and are not
+    // part of the returned range.
+    unsafe {
+        if head > 0 {
+            libc::munmap(base as *mut _, head);
+        }
+        if tail > 0 {
+            libc::munmap((aligned + size) as *mut _, tail);
+        }
+    }
+    Ok(aligned as *mut u8)
+}
+
+/// Unmaps a range returned by [`map`] (or a page-aligned part of one).
+///
+/// # Safety
+/// Nothing may use the range afterwards.
+pub unsafe fn unmap(ptr: *mut u8, size: usize) {
+    // SAFETY: the caller gives up the range; munmap of our own mapping cannot fail in a way
+    // that matters (an error would leave the mapping in place, which is only a leak).
+    unsafe { libc::munmap(ptr.cast(), size) };
+}
+
+/// Moves the pages of mapping `[old, old + old_size)` to `dest` (a mapping of `new_size`
+/// bytes we own, which it replaces), growing or shrinking it, without copying bytes.
+///
+/// # Safety
+/// Both ranges must be ours and page-aligned; nothing may use `old` afterwards if it succeeds.
+pub unsafe fn move_pages(old: *mut u8, old_size: usize, dest: *mut u8, new_size: usize) -> bool {
+    // SAFETY: MREMAP_FIXED replaces our own mapping at `dest`; the caller owns both ranges.
+    let r = unsafe {
+        libc::mremap(
+            old.cast(),
+            old_size,
+            new_size,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            dest.cast::<libc::c_void>(),
+        )
+    };
+    r == dest.cast()
+}
+
+/// Returns the physical pages of a range to the kernel at once; the range stays mapped and
+/// reads back as zeros (`MADV_DONTNEED`). Returns whether the kernel accepted.
+///
+/// # Safety
+/// The range must be ours, page-aligned, and hold nothing anyone still needs.
+pub unsafe fn decommit(ptr: *mut u8, size: usize) -> bool {
+    // SAFETY: the caller guarantees the range is ours and dead.
+    unsafe { libc::madvise(ptr.cast(), size, libc::MADV_DONTNEED) == 0 }
+}
+
+/// Asks for (or refuses) transparent huge pages on a range; advisory, errors ignored.
+pub fn advise_huge(ptr: *mut u8, size: usize, want: bool) {
+    let advice = if want {
+        libc::MADV_HUGEPAGE
+    } else {
+        libc::MADV_NOHUGEPAGE
+    };
+    // SAFETY: madvise with (NO)HUGEPAGE changes no contents; the range is the caller's mapping.
+    unsafe { libc::madvise(ptr.cast(), size, advice) };
+}
+
+/// Sleeps while `*word == expected` (or until woken / interrupted).
+pub fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT only reads the aligned u32 behind a live reference.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            core::ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+/// Wakes up to `n` waiters on `word`.
+pub fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: FUTEX_WAKE does not access memory beyond the word's address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        )
+    };
+}
+
+/// `getauxval`, 0 when the entry is absent.
+pub fn auxval(kind: u64) -> u64 {
+    // SAFETY: getauxval reads the process's auxiliary vector; it never fails unsafely.
+    unsafe { libc::getauxval(kind as libc::c_ulong) as u64 }
+}
+
+/// A random 64-bit value from the kernel's `AT_RANDOM` bytes and the stack address.
+pub fn random_u64() -> u64 {
+    let p = auxval(libc::AT_RANDOM) as *const u64;
+    let mut v = 0x9e37_79b9_7f4a_7c15u64 ^ (&p as *const _ as u64);
+    if !p.is_null() {
+        // SAFETY: AT_RANDOM points at 16 random bytes the kernel placed on the initial stack,
+        // valid for the life of the process; read unaligned to be safe.
+        v ^= unsafe { p.read_unaligned() };
+    }
+    // splitmix64 finaliser so that a zero never comes out in practice.
+    v = (v ^ (v >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    v = (v ^ (v >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    v ^ (v >> 31) | 1
+}
+
+/// Monotonic time in milliseconds (coarse clock: a few ns to read).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Looks up an environment variable in the process's `environ` without allocating.
+///
+/// Returns the value's bytes; they live as long as nobody calls `setenv`/`putenv` for it,
+/// so callers copy what they keep.
+pub fn getenv(name: &[u8]) -> Option<&'static [u8]> {
+    extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    // SAFETY: `environ` is the C runtime's NULL-terminated array of NUL-terminated strings;
+    // we only read it, entry by entry, up to each string's NUL.
+    unsafe {
+        let mut e = environ;
+        if e.is_null() {
+            return None;
+        }
+        while !(*e).is_null() {
+            let s = core::ffi::CStr::from_ptr(*e).to_bytes();
+            if s.len() > name.len() && s.starts_with(name) && s[name.len()] == b'=' {
+                return Some(&s[name.len() + 1..]);
+            }
+            e = e.add(1);
+        }
+    }
+    None
+}
+
+/// Reads a small file (at most 4 KiB) into `buf` without allocating; returns the length.
+pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: open/read/close on a path we own the string of, into a buffer we own.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        (n >= 0).then_some(n as usize)
+    }
+}
+
+/// Number of CPU ids the kernel may ever report: one past the highest id in
+/// `/sys/devices/system/cpu/possible` (e.g. `0-1` → 2, `0-3,8-9` → 10). Falls back to the
+/// configured count and then to 1024 if the file cannot be read.
+pub fn possible_cpus() -> usize {
+    let mut buf = [0u8; 256];
+    if let Some(n) = read_small_file(c"/sys/devices/system/cpu/possible", &mut buf) {
+        let mut max = None;
+        let mut cur: Option<usize> = None;
+        for &b in &buf[..n] {
+            if b.is_ascii_digit() {
+                cur = Some(cur.unwrap_or(0) * 10 + (b - b'0') as usize);
+            } else {
+                if let Some(c) = cur.take() {
+                    max = Some(max.map_or(c, |m: usize| m.max(c)));
+                }
+            }
+        }
+        if let Some(c) = cur {
+            max = Some(max.map_or(c, |m: usize| m.max(c)));
+        }
+        if let Some(m) = max {
+            return m + 1;
+        }
+    }
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    if n > 0 {
+        n as usize
+    } else {
+        1024
+    }
+}
+
+/// Writes a message plus a newline to stderr (best effort, no allocation).
+pub fn write_stderr(m: &Msg) {
+    let mut line = Msg::new();
+    line.bytes(m.as_bytes()).str("\n");
+    let b = line.as_bytes();
+    // SAFETY: write(2) reads `b`, which we own.
+    unsafe { libc::write(2, b.as_ptr().cast(), b.len()) };
+}
+
+/// Prints the message on stderr and aborts the process (SIGABRT), without allocating.
+pub fn abort_with(m: &Msg) -> ! {
+    write_stderr(m);
+    // SAFETY: abort never returns and has no preconditions.
+    unsafe { libc::abort() }
+}
+
+/// The calling thread's CPU, from the vDSO/syscall (`sched_getcpu`); 0 if unknown.
+pub fn current_cpu() -> usize {
+    // SAFETY: sched_getcpu has no preconditions.
+    let c = unsafe { libc::sched_getcpu() };
+    if c < 0 {
+        0
+    } else {
+        c as usize
+    }
+}

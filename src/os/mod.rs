@@ -1,0 +1,19 @@
+//! Operating-system primitives: the bottom layer.
+//!
+//! Owns: mapping and unmapping address space, telling the kernel which pages it may reclaim,
+//! futexes, the raw environment, stderr messages and aborts — all without allocating.
+//! Failure is an [`OsError`] value, never a panic. One file per platform; only Linux exists.
+//!
+//! May call: `libc` only.
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+mod msg;
+pub use msg::Msg;
+
+/// The OS refused a mapping request (the `errno` it gave).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OsError(pub i32);

@@ -1,0 +1,543 @@
+//! The page heap: runs of pages for spans, large objects, and direct mappings for huge ones.
+//!
+//! Owns: every page the allocator mapped for spans (in chunks of at least [`GROW_BYTES`] that
+//! are never unmapped), the free spans among them — kept by length, coalesced with free
+//! neighbours on release — the span-record pool, and huge objects mapped one per request.
+//!
+//! Invariants (all under [`HEAP`]'s lock): a free span is in exactly one list (`by_len` for up
+//! to [`MAX_LISTED`] pages, `long` beyond); the first and last page of a free span map to it in
+//! the page map; every page of a span in use maps to it with its class; two free spans are never
+//! adjacent (they are merged as soon as the second is freed).
+//!
+//! May call: `os`, `size_class`, `pagemap`, `span`, `sync`.
+
+use crate::os;
+use crate::pagemap::PAGEMAP;
+use crate::size_class::{PAGE, PAGE_SHIFT};
+use crate::span::{Span, SpanList, SpanPool, SpanState};
+use crate::sync::Mutex;
+use core::ptr::null_mut;
+
+/// Free spans up to this many pages sit in exact-length lists.
+pub const MAX_LISTED: usize = 256;
+/// The page heap grows by at least this much address space at a time (2 MiB aligned, so
+/// transparent huge pages can back it).
+pub const GROW_BYTES: usize = 32 << 20;
+/// Objects of at least this size are mapped directly and unmapped on free.
+pub const HUGE_MIN: usize = 16 << 20;
+
+const BITMAP_WORDS: usize = (MAX_LISTED + 1).div_ceil(64);
+
+/// Byte counters of the page heap (all under its lock).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapStats {
+    /// Address space mapped for spans and huge objects.
+    pub mapped: usize,
+    /// Bytes in free spans (including released ones).
+    pub free: usize,
+    /// Bytes in free spans whose pages were handed back to the OS.
+    pub released: usize,
+    /// Bytes in large and huge objects handed to users.
+    pub large_in_use: usize,
+    /// Bytes in spans carved into small objects.
+    pub small_spans: usize,
+    /// Bytes mapped for span records.
+    pub metadata: usize,
+}
+
+/// The page heap's state; reach it through [`HEAP`].
+pub struct PageHeap {
+    by_len: [SpanList; MAX_LISTED + 1],
+    nonempty: [u64; BITMAP_WORDS],
+    long: SpanList,
+    pool: SpanPool,
+    stats: HeapStats,
+}
+
+// SAFETY: the raw pointers inside point at span records and pages owned by the heap; the heap
+// is only ever used behind `HEAP`'s mutex.
+unsafe impl Send for PageHeap {}
+
+/// The process's page heap.
+pub static HEAP: Mutex<PageHeap> = Mutex::new(PageHeap {
+    by_len: [const { SpanList::new() }; MAX_LISTED + 1],
+    nonempty: [0; BITMAP_WORDS],
+    long: SpanList::new(),
+    pool: SpanPool::new(),
+    stats: HeapStats {
+        mapped: 0,
+        free: 0,
+        released: 0,
+        large_in_use: 0,
+        small_spans: 0,
+        metadata: 0,
+    },
+});
+
+/// A page-map entry for span `s` with class `class`.
+#[inline]
+pub fn entry(s: *mut Span, class: usize) -> usize {
+    s as usize | class
+}
+
+impl PageHeap {
+    /// Counters at this moment.
+    pub fn stats(&self) -> HeapStats {
+        HeapStats {
+            metadata: self.pool.mapped,
+            ..self.stats
+        }
+    }
+
+    fn list_insert(&mut self, s: *mut Span) {
+        // SAFETY: `s` is a valid free span record in no list (caller's invariant).
+        let (pages, bytes, released) = unsafe { ((*s).pages, (*s).bytes(), (*s).released) };
+        self.stats.free += bytes;
+        if released {
+            self.stats.released += bytes;
+        }
+        // SAFETY: as above; the list takes ownership of the links.
+        unsafe {
+            if pages <= MAX_LISTED {
+                self.by_len[pages].push(s);
+                self.nonempty[pages / 64] |= 1 << (pages % 64);
+            } else {
+                self.long.push(s);
+            }
+        }
+    }
+
+    fn list_remove(&mut self, s: *mut Span) {
+        // SAFETY: `s` is a free span in the list matching its length.
+        let (pages, bytes, released) = unsafe { ((*s).pages, (*s).bytes(), (*s).released) };
+        self.stats.free -= bytes;
+        if released {
+            self.stats.released -= bytes;
+        }
+        // SAFETY: as above.
+        unsafe {
+            if pages <= MAX_LISTED {
+                self.by_len[pages].remove(s);
+                if self.by_len[pages].is_empty() {
+                    self.nonempty[pages / 64] &= !(1 << (pages % 64));
+                }
+            } else {
+                self.long.remove(s);
+            }
+        }
+    }
+
+    /// The smallest listed free span of at least `pages` pages, or null.
+    fn find(&self, pages: usize) -> *mut Span {
+        if pages <= MAX_LISTED {
+            let mut w = pages / 64;
+            let mut bits = self.nonempty[w] & (!0u64 << (pages % 64));
+            loop {
+                if bits != 0 {
+                    let n = w * 64 + bits.trailing_zeros() as usize;
+                    return self.by_len[n].first();
+                }
+                w += 1;
+                if w == BITMAP_WORDS {
+                    break;
+                }
+                bits = self.nonempty[w];
+            }
+        }
+        let mut best: *mut Span = null_mut();
+        let mut s = self.long.first();
+        while !s.is_null() {
+            // SAFETY: members of `long` are valid free spans.
+            unsafe {
+                if (*s).pages >= pages && (best.is_null() || (*s).pages < (*best).pages) {
+                    best = s;
+                }
+                s = (*s).next;
+            }
+        }
+        best
+    }
+
+    /// Maps a new chunk able to hold `pages` pages and lists it as a free span.
+    fn grow(&mut self, pages: usize) -> bool {
+        let Some(want) = pages.checked_mul(PAGE) else {
+            return false;
+        };
+        let bytes = want.max(GROW_BYTES).next_multiple_of(os::HUGE_PAGE);
+        let Ok(base) = os::map(bytes, os::HUGE_PAGE) else {
+            return false;
+        };
+        if !PAGEMAP.reserve(base as usize, bytes) {
+            // SAFETY: nothing refers to the mapping yet.
+            unsafe { os::unmap(base, bytes) };
+            return false;
+        }
+        let s = self.pool.take();
+        if s.is_null() {
+            // SAFETY: as above.
+            unsafe { os::unmap(base, bytes) };
+            return false;
+        }
+        self.stats.mapped += bytes;
+        // SAFETY: `s` is a fresh record we own.
+        unsafe {
+            (*s).start = base as usize;
+            (*s).pages = bytes / PAGE;
+            (*s).zeroed = true;
+            (*s).released = true;
+        }
+        self.insert_free(s);
+        true
+    }
+
+    /// Marks `s` free, merges it with free neighbours and lists the result.
+    fn insert_free(&mut self, mut s: *mut Span) {
+        // SAFETY: `s` is a valid record owned by the heap, in no list; neighbours found through
+        // the page map are validated (state Free and exact adjacency) before use.
+        unsafe {
+            (*s).state = SpanState::Free;
+            (*s).class = 0;
+            let left = PAGEMAP.get((*s).start - 1) & !crate::pagemap::CLASS_MASK;
+            let left = left as *mut Span;
+            if !left.is_null() && (*left).state == SpanState::Free && (*left).end() == (*s).start {
+                self.list_remove(left);
+                (*left).pages += (*s).pages;
+                (*left).zeroed &= (*s).zeroed;
+                (*left).released &= (*s).released;
+                (*left).freed_at_ms = (*left).freed_at_ms.max((*s).freed_at_ms);
+                self.pool.give(s);
+                s = left;
+            }
+            let right = (PAGEMAP.get((*s).end()) & !crate::pagemap::CLASS_MASK) as *mut Span;
+            if !right.is_null() && (*right).state == SpanState::Free && (*right).start == (*s).end()
+            {
+                self.list_remove(right);
+                (*s).pages += (*right).pages;
+                (*s).zeroed &= (*right).zeroed;
+                (*s).released &= (*right).released;
+                (*s).freed_at_ms = (*s).freed_at_ms.max((*right).freed_at_ms);
+                self.pool.give(right);
+            }
+            PAGEMAP.set((*s).start, entry(s, 0));
+            PAGEMAP.set((*s).end() - PAGE, entry(s, 0));
+        }
+        self.list_insert(s);
+    }
+
+    /// Splits the first `pages` pages off free span `s` (already unlisted); the rest goes back
+    /// to the free lists. Returns `s`, now exactly `pages` long, or null if no record was free.
+    fn split(&mut self, s: *mut Span, pages: usize) -> *mut Span {
+        // SAFETY: `s` is a valid unlisted free span of at least `pages` pages.
+        unsafe {
+            if (*s).pages > pages {
+                let rest = self.pool.take();
+                if rest.is_null() {
+                    self.list_insert(s);
+                    return null_mut();
+                }
+                (*rest).start = (*s).start + pages * PAGE;
+                (*rest).pages = (*s).pages - pages;
+                (*rest).zeroed = (*s).zeroed;
+                (*rest).released = (*s).released;
+                (*rest).freed_at_ms = (*s).freed_at_ms;
+                (*rest).state = SpanState::Free;
+                (*s).pages = pages;
+                PAGEMAP.set((*rest).start, entry(rest, 0));
+                PAGEMAP.set((*rest).end() - PAGE, entry(rest, 0));
+                self.list_insert(rest);
+            }
+        }
+        s
+    }
+
+    /// A span of exactly `pages` pages whose start is a multiple of `align` bytes (≥ a page),
+    /// marked `state` with every page mapped to it with `class`; null when memory ran out.
+    pub fn alloc_span(
+        &mut self,
+        pages: usize,
+        align: usize,
+        class: usize,
+        state: SpanState,
+    ) -> *mut Span {
+        debug_assert!(pages > 0 && align.is_power_of_two() && align >= PAGE);
+        let Some(need) = pages.checked_add(align / PAGE - 1) else {
+            return null_mut();
+        };
+        let mut s = self.find(need);
+        if s.is_null() {
+            if !self.grow(need) {
+                return null_mut();
+            }
+            s = self.find(need);
+            debug_assert!(!s.is_null());
+        }
+        self.list_remove(s);
+        // SAFETY: `s` is a valid free span of at least `need` pages, now unlisted.
+        unsafe {
+            let aligned = (*s).start.next_multiple_of(align);
+            if aligned != (*s).start {
+                let head_pages = (aligned - (*s).start) / PAGE;
+                let head = s;
+                s = self.split(head, head_pages);
+                if s.is_null() {
+                    return null_mut();
+                }
+                // `split` listed the tail; take it back and relist the head.
+                let tail = (PAGEMAP.get(aligned) & !crate::pagemap::CLASS_MASK) as *mut Span;
+                debug_assert_eq!((*tail).start, aligned);
+                self.list_remove(tail);
+                self.list_insert(head);
+                s = tail;
+            }
+            if self.split(s, pages).is_null() {
+                return null_mut();
+            }
+            (*s).state = state;
+            (*s).class = class as u8;
+            (*s).released = false;
+            (*s).in_use = 0;
+            (*s).carved = 0;
+            (*s).free = null_mut();
+            (*s).listed = false;
+            PAGEMAP.set_range((*s).start, pages, entry(s, class));
+            if state == SpanState::Small {
+                self.stats.small_spans += (*s).bytes();
+            } else {
+                self.stats.large_in_use += (*s).bytes();
+            }
+        }
+        s
+    }
+
+    /// Returns a span obtained from [`PageHeap::alloc_span`] to the free lists.
+    ///
+    /// # Safety
+    /// `s` must be a live span from `alloc_span` that nothing uses any more.
+    pub unsafe fn free_span(&mut self, s: *mut Span) {
+        // SAFETY: the caller hands the span back; we own its pages again.
+        unsafe {
+            if (*s).state == SpanState::Small {
+                self.stats.small_spans -= (*s).bytes();
+            } else {
+                self.stats.large_in_use -= (*s).bytes();
+            }
+            (*s).zeroed = false;
+            (*s).released = false;
+            (*s).freed_at_ms = os::now_ms();
+            // Interior pages must stop claiming a class so stale pointers take the checked path.
+            PAGEMAP.set_range((*s).start, (*s).pages, entry(s, 0));
+        }
+        self.insert_free(s);
+    }
+
+    /// Resizes live large span `s` to `pages` pages without moving it: shrinking gives the tail
+    /// back; growing takes the pages of the free span right after it. False if it cannot.
+    ///
+    /// # Safety
+    /// `s` must be a live `Large` span from [`PageHeap::alloc_span`].
+    pub unsafe fn resize_in_place(&mut self, s: *mut Span, pages: usize) -> bool {
+        // SAFETY: `s` is live and ours under the lock; neighbours are validated before use.
+        unsafe {
+            let have = (*s).pages;
+            if pages == have {
+                return true;
+            }
+            if pages < have {
+                let tail = self.pool.take();
+                if tail.is_null() {
+                    return false;
+                }
+                (*tail).start = (*s).start + pages * PAGE;
+                (*tail).pages = have - pages;
+                (*tail).state = SpanState::Large;
+                (*s).pages = pages;
+                self.stats.large_in_use -= (*tail).bytes();
+                (*tail).zeroed = false;
+                (*tail).freed_at_ms = os::now_ms();
+                PAGEMAP.set_range((*tail).start, (*tail).pages, entry(tail, 0));
+                self.insert_free(tail);
+                return true;
+            }
+            let need = pages - have;
+            let right = (PAGEMAP.get((*s).end()) & !crate::pagemap::CLASS_MASK) as *mut Span;
+            if right.is_null()
+                || (*right).state != SpanState::Free
+                || (*right).start != (*s).end()
+                || (*right).pages < need
+            {
+                return false;
+            }
+            self.list_remove(right);
+            if self.split(right, need).is_null() {
+                return false;
+            }
+            (*s).pages = pages;
+            PAGEMAP.set_range((*right).start, need, entry(s, 0));
+            self.stats.large_in_use += need * PAGE;
+            self.pool.give(right);
+            true
+        }
+    }
+
+    /// Maps a huge object of `size` bytes aligned to `align`; null if the OS refused.
+    pub fn alloc_huge(&mut self, size: usize, align: usize) -> *mut Span {
+        let Some(bytes) = size.checked_next_multiple_of(PAGE) else {
+            return null_mut();
+        };
+        let Ok(base) = os::map(bytes, align.max(PAGE)) else {
+            return null_mut();
+        };
+        if !PAGEMAP.reserve(base as usize, PAGE) {
+            // SAFETY: nothing refers to the mapping yet.
+            unsafe { os::unmap(base, bytes) };
+            return null_mut();
+        }
+        let s = self.pool.take();
+        if s.is_null() {
+            // SAFETY: as above.
+            unsafe { os::unmap(base, bytes) };
+            return null_mut();
+        }
+        // SAFETY: `s` is a fresh record.
+        unsafe {
+            (*s).start = base as usize;
+            (*s).pages = bytes >> PAGE_SHIFT;
+            (*s).state = SpanState::Huge;
+            (*s).zeroed = true;
+            (*s).usable = bytes;
+        }
+        PAGEMAP.set(base as usize, entry(s, 0));
+        self.stats.mapped += bytes;
+        self.stats.large_in_use += bytes;
+        s
+    }
+
+    /// Unmaps a huge object.
+    ///
+    /// # Safety
+    /// `s` must be a live span from [`PageHeap::alloc_huge`] that nothing uses any more.
+    pub unsafe fn free_huge(&mut self, s: *mut Span) {
+        // SAFETY: the caller hands the mapping back.
+        unsafe {
+            let bytes = (*s).bytes();
+            PAGEMAP.set((*s).start, 0);
+            os::unmap((*s).start as *mut u8, bytes);
+            self.stats.mapped -= bytes;
+            self.stats.large_in_use -= bytes;
+            self.pool.give(s);
+        }
+    }
+
+    /// Resizes huge span `s` to at least `size` bytes by moving its pages (no copy) into a
+    /// fresh mapping aligned to `align`. False if the OS refused (the object is unchanged).
+    ///
+    /// # Safety
+    /// `s` must be a live `Huge` span.
+    pub unsafe fn remap_huge(&mut self, s: *mut Span, size: usize, align: usize) -> bool {
+        let Some(bytes) = size.checked_next_multiple_of(PAGE) else {
+            return false;
+        };
+        // SAFETY: `s` is live and ours under the lock.
+        unsafe {
+            let old = (*s).bytes();
+            let Ok(dest) = os::map(bytes, align.max(PAGE)) else {
+                return false;
+            };
+            if !PAGEMAP.reserve(dest as usize, PAGE)
+                || !os::move_pages((*s).start as *mut u8, old, dest, bytes)
+            {
+                os::unmap(dest, bytes);
+                return false;
+            }
+            PAGEMAP.set((*s).start, 0);
+            (*s).start = dest as usize;
+            (*s).pages = bytes / PAGE;
+            (*s).usable = bytes;
+            PAGEMAP.set(dest as usize, entry(s, 0));
+            self.stats.mapped = self.stats.mapped + bytes - old;
+            self.stats.large_in_use = self.stats.large_in_use + bytes - old;
+        }
+        true
+    }
+
+    /// Hands the pages of free spans back to the OS: those freed at or before `cutoff_ms`
+    /// (`u64::MAX` for all). Returns the bytes released.
+    pub fn release_free(&mut self, cutoff_ms: u64) -> usize {
+        let mut released = 0;
+        let mut visit = |heap: &mut PageHeap, s: *mut Span| {
+            // SAFETY: `s` is a listed free span; releasing its pages keeps it free and listed.
+            unsafe {
+                if !(*s).released && (*s).freed_at_ms <= cutoff_ms {
+                    // Keep the first page's metadata-free content? Spans carry no inline
+                    // metadata, so the whole run can go.
+                    if os::decommit((*s).start as *mut u8, (*s).bytes()) {
+                        (*s).released = true;
+                        (*s).zeroed = true;
+                        heap.stats.released += (*s).bytes();
+                        released += (*s).bytes();
+                    }
+                }
+            }
+        };
+        for n in 1..=MAX_LISTED {
+            let mut s = self.by_len[n].first();
+            while !s.is_null() {
+                visit(self, s);
+                // SAFETY: `s` is still a valid listed span.
+                s = unsafe { (*s).next };
+            }
+        }
+        let mut s = self.long.first();
+        while !s.is_null() {
+            visit(self, s);
+            // SAFETY: as above.
+            s = unsafe { (*s).next };
+        }
+        released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_split_align_and_coalesce() {
+        let mut heap = HEAP.lock();
+        let a = heap.alloc_span(3, PAGE, 0, SpanState::Large);
+        let b = heap.alloc_span(5, 64 * PAGE, 0, SpanState::Large);
+        assert!(!a.is_null() && !b.is_null());
+        // SAFETY: both are live spans we own.
+        unsafe {
+            assert_eq!((*a).pages, 3);
+            assert_eq!((*b).start % (64 * PAGE), 0);
+            assert_eq!(
+                PAGEMAP.get((*b).start + 4 * PAGE + 17) & !crate::pagemap::CLASS_MASK,
+                b as usize
+            );
+            let free_before = heap.stats().free;
+            heap.free_span(b);
+            heap.free_span(a);
+            assert_eq!(heap.stats().free, free_before + 8 * PAGE);
+            // the freed runs merged with their free neighbours: a big request fits again
+            let c = heap.alloc_span(MAX_LISTED + 10, PAGE, 0, SpanState::Large);
+            assert!(!c.is_null());
+            heap.free_span(c);
+        }
+    }
+
+    #[test]
+    fn huge_objects_map_and_unmap() {
+        let mut heap = HEAP.lock();
+        let s = heap.alloc_huge(HUGE_MIN + 1, 1 << 22);
+        assert!(!s.is_null());
+        // SAFETY: `s` is a live huge span.
+        unsafe {
+            assert_eq!((*s).start % (1 << 22), 0);
+            assert!((*s).usable > HUGE_MIN);
+            let start = (*s).start;
+            heap.free_huge(s);
+            assert_eq!(PAGEMAP.get(start), 0);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The page map: a lock-free two-level radix map from any address to the span that owns it.
+//!
+//! Owns: one entry per 8 KiB page of the 48-bit user address space, holding the owning span's
+//! metadata pointer with the page's size class in its low 7 bits (class 0 = not a small-object
+//! page). Leaves are mapped on first use; the root lives in `.bss`, so untouched parts cost no
+//! memory. Looking up any address — ours, interior, foreign or garbage — reads only the root and
+//! (if present) a leaf, never the address itself, so it cannot fault.
+//!
+//! Invariants: an entry is written only by the thread that owns the span's pages at that
+//! moment (under the page heap lock or while creating the span); entries are published with
+//! release stores and read with acquire loads; leaves are never freed.
+//!
+//! May call: `os`, `sync`.
+
+use crate::os;
+use crate::size_class::PAGE_SHIFT;
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+
+const ADDRESS_BITS: usize = 48;
+const PAGE_BITS: usize = ADDRESS_BITS - PAGE_SHIFT; // 35
+const LEAF_BITS: usize = 18;
+const ROOT_BITS: usize = PAGE_BITS - LEAF_BITS; // 17
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+const ROOT_LEN: usize = 1 << ROOT_BITS;
+
+/// Entries store a span pointer (aligned to this) plus a class in the low bits.
+pub const CLASS_MASK: usize = 127;
+
+struct Leaf {
+    entries: [AtomicUsize; LEAF_LEN],
+}
+
+/// The map itself; there is one, [`PAGEMAP`].
+pub struct PageMap {
+    root: [AtomicPtr<Leaf>; ROOT_LEN],
+}
+
+/// The process's page map.
+pub static PAGEMAP: PageMap = PageMap {
+    root: [const { AtomicPtr::new(core::ptr::null_mut()) }; ROOT_LEN],
+};
+
+#[inline(always)]
+fn split(addr: usize) -> Option<(usize, usize)> {
+    let page = addr >> PAGE_SHIFT;
+    if page >> PAGE_BITS != 0 {
+        return None;
+    }
+    Some((page >> LEAF_BITS, page & (LEAF_LEN - 1)))
+}
+
+impl PageMap {
+    /// The entry for the page holding `addr`, or 0 when no span ever claimed it.
+    #[inline(always)]
+    pub fn get(&self, addr: usize) -> usize {
+        let Some((r, l)) = split(addr) else { return 0 };
+        let leaf = self.root[r].load(Ordering::Acquire);
+        if leaf.is_null() {
+            return 0;
+        }
+        // SAFETY: a non-null root slot points at a leaf mapped by `leaf_for` and never freed.
+        unsafe { (*leaf).entries[l].load(Ordering::Acquire) }
+    }
+
+    /// The leaf for root slot `r`, mapping it on first use. `None` if the OS refused.
+    fn leaf_for(&self, r: usize) -> Option<&Leaf> {
+        let mut leaf = self.root[r].load(Ordering::Acquire);
+        if leaf.is_null() {
+            let fresh = os::map(core::mem::size_of::<Leaf>(), os::OS_PAGE).ok()? as *mut Leaf;
+            match self.root[r].compare_exchange(
+                core::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => leaf = fresh,
+                Err(winner) => {
+                    // SAFETY: `fresh` was mapped above and never published.
+                    unsafe { os::unmap(fresh.cast(), core::mem::size_of::<Leaf>()) };
+                    leaf = winner;
+                }
+            }
+        }
+        // SAFETY: published leaves are zero-initialised mappings (a valid all-zero array of
+        // atomics) that live for the rest of the process.
+        Some(unsafe { &*leaf })
+    }
+
+    /// Makes sure every leaf covering `[addr, addr + len)` exists, so later `set`s cannot fail.
+    pub fn reserve(&self, addr: usize, len: usize) -> bool {
+        let (Some((first, _)), Some((last, _))) = (split(addr), split(addr + len - 1)) else {
+            return false;
+        };
+        (first..=last).all(|r| self.leaf_for(r).is_some())
+    }
+
+    /// Sets the entry of the page holding `addr`. The leaf must exist ([`PageMap::reserve`]).
+    #[inline]
+    pub fn set(&self, addr: usize, entry: usize) {
+        let Some((r, l)) = split(addr) else {
+            debug_assert!(false, "address outside the page map");
+            return;
+        };
+        let leaf = self.root[r].load(Ordering::Acquire);
+        debug_assert!(!leaf.is_null(), "pagemap leaf not reserved");
+        // SAFETY: reserved leaves are never freed (see `leaf_for`).
+        unsafe { (*leaf).entries[l].store(entry, Ordering::Release) };
+    }
+
+    /// Sets the entries of `pages` pages starting at `addr`.
+    pub fn set_range(&self, addr: usize, pages: usize, entry: usize) {
+        for i in 0..pages {
+            self.set(addr + (i << PAGE_SHIFT), entry);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_garbage_addresses_are_not_ours() {
+        let local = 5u64;
+        for a in [
+            0usize,
+            1,
+            4095,
+            &local as *const u64 as usize,
+            usize::MAX,
+            1 << 47,
+            (1 << 48) + 8,
+            0xdead_beef_0000,
+        ] {
+            assert_eq!(PAGEMAP.get(a), 0, "{a:#x}");
+        }
+    }
+
+    #[test]
+    fn set_and_get_cover_interior_addresses() {
+        let base = os::map(1 << 20, 1 << 20).unwrap() as usize;
+        assert!(PAGEMAP.reserve(base, 1 << 20));
+        let fake = 0x1000 * 128 | 5;
+        PAGEMAP.set_range(base, 4, fake);
+        assert_eq!(PAGEMAP.get(base), fake);
+        assert_eq!(PAGEMAP.get(base + 3 * (1 << PAGE_SHIFT) + 77), fake);
+        assert_eq!(PAGEMAP.get(base + 4 * (1 << PAGE_SHIFT)), 0);
+        PAGEMAP.set_range(base, 4, 0);
+        assert_eq!(PAGEMAP.get(base + 100), 0);
+    }
+}

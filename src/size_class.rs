@@ -1,0 +1,241 @@
+//! Size classes: compile-time tables mapping a request to a class and a class to its size,
+//! span length, batch size and per-CPU capacity.
+//!
+//! Owns: the class geometry. Classes are 16, 32, 48, 64 bytes, then eight classes per power of
+//! two (spacing 1/8 of the lower bound) up to [`MAX_SMALL`], so a request above 64 B wastes at
+//! most 12.5 % and the lookup is a few shifts with no loop. Class 0 means "not small".
+//!
+//! May call: nothing (pure data).
+
+/// Allocator page: the unit of spans and of the page map.
+pub const PAGE_SHIFT: usize = 13;
+/// 8 KiB.
+pub const PAGE: usize = 1 << PAGE_SHIFT;
+
+/// Largest size served from size classes (256 KiB); above it, whole spans.
+pub const MAX_SMALL: usize = 256 << 10;
+/// Number of classes including the unused class 0.
+pub const NUM_CLASSES: usize = 101;
+
+/// Size of each class in bytes (`CLASS_SIZE[0]` = 0).
+pub static CLASS_SIZE: [u32; NUM_CLASSES] = build_sizes();
+/// Pages per span of each class.
+pub static CLASS_PAGES: [u16; NUM_CLASSES] = build_pages();
+/// Objects moved at once between a per-CPU cache and the central lists.
+pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
+/// Maximum number of objects a per-CPU cache holds for each class.
+pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
+/// `ceil(2^40 / size)`: `(offset * RECIP) >> 40 == offset / size` for every offset in a span.
+pub static CLASS_RECIP: [u64; NUM_CLASSES] = build_recip();
+
+const fn size_of_class(c: usize) -> usize {
+    if c == 0 {
+        0
+    } else if c <= 4 {
+        c * 16
+    } else {
+        let i = c - 5; // 0-based among the geometric classes
+        let k = 6 + i / 8; // lower bound 2^k
+        let j = i % 8 + 1;
+        (1 << k) + j * (1 << (k - 3))
+    }
+}
+
+const fn build_sizes() -> [u32; NUM_CLASSES] {
+    let mut t = [0u32; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        t[c] = size_of_class(c) as u32;
+        c += 1;
+    }
+    t
+}
+
+/// Smallest span (in pages) holding at least `min_objs` objects with at most 1/8 of it lost
+/// to the tail that no whole object fits in.
+const fn pages_for(size: usize) -> usize {
+    let min_objs = if size <= 1024 { 8 } else { 4 };
+    let mut pages = 1;
+    loop {
+        let bytes = pages * PAGE;
+        let objs = bytes / size;
+        if objs >= min_objs && (bytes - objs * size) * 8 <= bytes {
+            return pages;
+        }
+        pages += 1;
+    }
+}
+
+const fn build_pages() -> [u16; NUM_CLASSES] {
+    let mut t = [0u16; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        t[c] = pages_for(size_of_class(c)) as u16;
+        c += 1;
+    }
+    t
+}
+
+const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+const fn build_batch() -> [u16; NUM_CLASSES] {
+    let mut t = [0u16; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        t[c] = clamp((64 << 10) / size_of_class(c), 2, 32) as u16;
+        c += 1;
+    }
+    t
+}
+
+const fn build_capacity() -> [u16; NUM_CLASSES] {
+    let mut t = [0u16; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        let batch = clamp((64 << 10) / size_of_class(c), 2, 32);
+        t[c] = clamp((1 << 20) / size_of_class(c), 2, 4 * batch) as u16;
+        c += 1;
+    }
+    t
+}
+
+const fn build_recip() -> [u64; NUM_CLASSES] {
+    let mut t = [0u64; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        let s = size_of_class(c) as u64;
+        t[c] = (1u64 << 40).div_ceil(s);
+        c += 1;
+    }
+    t
+}
+
+/// The class for a request of `size` bytes (1 ≤ size ≤ [`MAX_SMALL`]), alignment ≤ 8.
+#[inline(always)]
+pub const fn class_of(size: usize) -> usize {
+    debug_assert!(size <= MAX_SMALL);
+    if size <= 64 {
+        // 0 behaves like 1: the smallest class.
+        let s = if size == 0 { 1 } else { size };
+        (s + 15) >> 4
+    } else {
+        let k = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize; // 2^k < size <= 2^(k+1)
+        let j = ((size - 1 - (1 << k)) >> (k - 3)) + 1;
+        4 + (k - 6) * 8 + j
+    }
+}
+
+/// The class for a request with an alignment (a power of two), or 0 when it must be served
+/// as a whole span (too large, or aligned beyond a page).
+///
+/// Rounding the size up to the alignment lands on a class whose size is a multiple of it
+/// (classes in `(2^k, 2^(k+1)]` are multiples of `2^(k-3)`), and spans start on page
+/// boundaries, so every object of the class is aligned.
+#[inline(always)]
+pub const fn class_for(size: usize, align: usize) -> usize {
+    if align <= 8 {
+        if size <= MAX_SMALL {
+            return class_of(size);
+        }
+        return 0;
+    }
+    if align > PAGE {
+        return 0;
+    }
+    let rounded = (size + align - 1) & !(align - 1);
+    if rounded > MAX_SMALL || rounded < size {
+        return 0;
+    }
+    class_of(rounded)
+}
+
+/// Size in bytes of class `c`.
+#[inline(always)]
+pub fn size_of(c: usize) -> usize {
+    CLASS_SIZE[c] as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_monotonic_and_ends_at_max_small() {
+        for c in 2..NUM_CLASSES {
+            assert!(CLASS_SIZE[c] > CLASS_SIZE[c - 1], "class {c}");
+        }
+        assert_eq!(CLASS_SIZE[NUM_CLASSES - 1] as usize, MAX_SMALL);
+        assert_eq!(class_of(MAX_SMALL), NUM_CLASSES - 1);
+    }
+
+    #[test]
+    fn every_size_fits_waste_bound_alignment_and_monotonicity() {
+        let mut prev = 0;
+        for size in 1..=MAX_SMALL {
+            let c = class_of(size);
+            let cs = size_of(c);
+            assert!(c >= 1 && c < NUM_CLASSES);
+            assert!(cs >= size, "size {size} -> class size {cs}");
+            assert!(c >= prev, "class must not shrink as size grows ({size})");
+            // the class below is too small, so this is the tightest class
+            assert!(
+                c == 1 || size_of(c - 1) < size,
+                "size {size} not in its tightest class"
+            );
+            if size > 64 {
+                assert!(
+                    (cs - size) * 8 <= size,
+                    "waste above 12.5 % at {size}: class {cs}"
+                );
+            } else {
+                assert_eq!(cs % 16, 0);
+                assert!(cs - size < 16);
+            }
+            // natural alignment: what every object of the class gets (spans are page-aligned)
+            let natural = 1usize << cs.trailing_zeros().min(PAGE_SHIFT as u32);
+            assert!(natural >= 8 && (size < 16 || natural >= 16 || cs % 8 == 0));
+            prev = c;
+        }
+    }
+
+    #[test]
+    fn aligned_requests_land_on_aligned_classes() {
+        for align_shift in 3..=PAGE_SHIFT {
+            let align = 1 << align_shift;
+            for size in (1..=MAX_SMALL).step_by(7) {
+                let c = class_for(size, align);
+                if c == 0 {
+                    assert!(size.next_multiple_of(align) > MAX_SMALL);
+                    continue;
+                }
+                assert!(size_of(c) >= size);
+                assert_eq!(size_of(c) % align, 0, "size {size} align {align}");
+            }
+        }
+        assert_eq!(class_for(100, PAGE * 2), 0);
+        assert_eq!(class_for(MAX_SMALL + 1, 8), 0);
+    }
+
+    #[test]
+    fn spans_batches_and_reciprocals_are_sane() {
+        for c in 1..NUM_CLASSES {
+            let size = size_of(c);
+            let bytes = CLASS_PAGES[c] as usize * PAGE;
+            assert!(bytes / size >= 4);
+            assert!((bytes % size) * 8 <= bytes);
+            assert!(CLASS_BATCH[c] >= 2 && CLASS_BATCH[c] <= 32);
+            assert!(CLASS_CAPACITY[c] >= CLASS_BATCH[c]);
+            for off in (0..bytes).step_by(8) {
+                assert_eq!(((off as u64 * CLASS_RECIP[c]) >> 40) as usize, off / size);
+            }
+        }
+    }
+}

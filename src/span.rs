@@ -1,0 +1,289 @@
+//! Spans: runs of pages with one purpose, their metadata records, and intrusive span lists.
+//!
+//! Owns: [`Span`] (the record describing a run of pages), [`SpanList`] (an intrusive doubly
+//! linked list of spans) and [`SpanPool`] (where records come from: never freed, only recycled,
+//! so a stale page-map entry always points at readable memory).
+//!
+//! May call: `os`, `size_class`.
+
+use crate::os;
+use crate::size_class::{PAGE, PAGE_SHIFT};
+use core::ptr::null_mut;
+
+/// What a span is currently used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SpanState {
+    /// In the page heap, available.
+    Free = 0,
+    /// Carved into objects of one size class.
+    Small = 1,
+    /// One large object from the page heap.
+    Large = 2,
+    /// One very large object mapped directly from the OS.
+    Huge = 3,
+    /// Record not describing any pages (in the pool's free list).
+    Dead = 4,
+}
+
+/// An object on a span's free list: its first word links to the next one.
+#[repr(C)]
+pub struct FreeObject {
+    /// The next free object of the same span, or null.
+    pub next: *mut FreeObject,
+}
+
+/// Metadata of one run of pages.
+///
+/// Aligned to 128 bytes so that a page-map entry can carry a size class (< 128) in the low bits
+/// of the span's address.
+#[repr(C, align(128))]
+pub struct Span {
+    /// First byte of the run (page-aligned).
+    pub start: usize,
+    /// Length in allocator pages (8 KiB each); for `Huge`, the mapping length in pages.
+    pub pages: usize,
+    /// Size class for `Small` spans, else 0.
+    pub class: u8,
+    /// What the pages are used for.
+    pub state: SpanState,
+    /// Every byte of the run is known to read as zero (fresh from the OS or decommitted).
+    pub zeroed: bool,
+    /// The run's pages were handed back to the OS (free spans only).
+    pub released: bool,
+    /// `Small`: objects taken out of the span (with a user or in a cache).
+    pub in_use: u32,
+    /// `Small`: objects `[0, carved)` have been handed out at least once; the rest are fresh.
+    pub carved: u32,
+    /// `Small`: how many objects fit.
+    pub capacity: u32,
+    /// `Small`: objects returned to this span, linked through their first word.
+    pub free: *mut FreeObject,
+    /// Links in whichever [`SpanList`] holds the span (central or page heap); null otherwise.
+    pub prev: *mut Span,
+    /// See `prev`.
+    pub next: *mut Span,
+    /// `Free`: when the span became free (for decay), in ms of the monotonic clock.
+    pub freed_at_ms: u64,
+    /// `Large`/`Huge`: the bytes the user may use.
+    pub usable: usize,
+    /// `Small`: the span sits in its class's list of spans with free objects.
+    pub listed: bool,
+}
+
+impl Span {
+    /// One past the last byte of the run.
+    #[inline]
+    pub fn end(&self) -> usize {
+        self.start + (self.pages << PAGE_SHIFT)
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn bytes(&self) -> usize {
+        self.pages * PAGE
+    }
+}
+
+/// An intrusive doubly linked list of spans, threaded through `Span::prev`/`next`.
+///
+/// Invariant: every span in the list has `prev`/`next` set by this list and belongs to no other.
+pub struct SpanList {
+    head: *mut Span,
+    len: usize,
+}
+
+impl SpanList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        SpanList {
+            head: null_mut(),
+            len: 0,
+        }
+    }
+
+    /// True when the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    /// Number of spans in the list.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The first span, or null.
+    pub fn first(&self) -> *mut Span {
+        self.head
+    }
+
+    /// Adds `s` at the front.
+    ///
+    /// # Safety
+    /// `s` must be a valid span record in no list.
+    pub unsafe fn push(&mut self, s: *mut Span) {
+        // SAFETY: the caller guarantees `s` is valid and unlisted; `head`, if any, is a valid
+        // member of this list.
+        unsafe {
+            (*s).prev = null_mut();
+            (*s).next = self.head;
+            if !self.head.is_null() {
+                (*self.head).prev = s;
+            }
+        }
+        self.head = s;
+        self.len += 1;
+    }
+
+    /// Unlinks `s`.
+    ///
+    /// # Safety
+    /// `s` must be a member of this list.
+    pub unsafe fn remove(&mut self, s: *mut Span) {
+        // SAFETY: `s` and its neighbours are members of this list, hence valid records.
+        unsafe {
+            let (p, n) = ((*s).prev, (*s).next);
+            if p.is_null() {
+                debug_assert_eq!(self.head, s);
+                self.head = n;
+            } else {
+                (*p).next = n;
+            }
+            if !n.is_null() {
+                (*n).prev = p;
+            }
+            (*s).prev = null_mut();
+            (*s).next = null_mut();
+        }
+        self.len -= 1;
+    }
+}
+
+impl Default for SpanList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const POOL_CHUNK: usize = 1 << 20;
+
+/// Source of span records: carved from 1 MiB OS chunks, recycled through a free list, never
+/// unmapped. Used under the page heap's lock.
+pub struct SpanPool {
+    bump: usize,
+    end: usize,
+    recycled: *mut Span,
+    /// Bytes mapped for records (for statistics).
+    pub mapped: usize,
+}
+
+impl SpanPool {
+    /// An empty pool.
+    pub const fn new() -> Self {
+        SpanPool {
+            bump: 0,
+            end: 0,
+            recycled: null_mut(),
+            mapped: 0,
+        }
+    }
+
+    /// A fresh record (state `Dead`, all other fields zero), or null if the OS refused memory.
+    pub fn take(&mut self) -> *mut Span {
+        let s = if !self.recycled.is_null() {
+            let s = self.recycled;
+            // SAFETY: recycled records are valid, dead, and linked through `next`.
+            self.recycled = unsafe { (*s).next };
+            s
+        } else {
+            if self.bump + core::mem::size_of::<Span>() > self.end {
+                let Ok(chunk) = os::map(POOL_CHUNK, os::OS_PAGE) else {
+                    return null_mut();
+                };
+                self.bump = chunk as usize;
+                self.end = self.bump + POOL_CHUNK;
+                self.mapped += POOL_CHUNK;
+            }
+            let s = self.bump as *mut Span;
+            self.bump += core::mem::size_of::<Span>();
+            s
+        };
+        // SAFETY: `s` is 128-byte aligned memory we own (chunks are page-aligned and records are
+        // 128 bytes), and writing a whole record initialises it.
+        unsafe {
+            s.write(Span {
+                start: 0,
+                pages: 0,
+                class: 0,
+                state: SpanState::Dead,
+                zeroed: false,
+                released: false,
+                in_use: 0,
+                carved: 0,
+                capacity: 0,
+                free: null_mut(),
+                prev: null_mut(),
+                next: null_mut(),
+                freed_at_ms: 0,
+                usable: 0,
+                listed: false,
+            })
+        };
+        s
+    }
+
+    /// Returns a record for reuse. Its memory stays mapped, so stale pointers remain readable.
+    ///
+    /// # Safety
+    /// `s` came from [`SpanPool::take`], is in no list and nothing maps to it any more except
+    /// possibly stale page-map entries (which readers validate).
+    pub unsafe fn give(&mut self, s: *mut Span) {
+        // SAFETY: the caller hands over a valid record.
+        unsafe {
+            (*s).state = SpanState::Dead;
+            (*s).next = self.recycled;
+        }
+        self.recycled = s;
+    }
+}
+
+impl Default for SpanPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_records_fit_the_pagemap_tag() {
+        assert_eq!(core::mem::align_of::<Span>(), 128);
+        assert_eq!(core::mem::size_of::<Span>(), 128);
+    }
+
+    #[test]
+    fn pool_recycles_and_list_links() {
+        let mut pool = SpanPool::new();
+        let a = pool.take();
+        let b = pool.take();
+        assert!(!a.is_null() && !b.is_null() && a != b);
+        assert_eq!(a as usize % 128, 0);
+        let mut list = SpanList::new();
+        // SAFETY: a and b are fresh records in no list.
+        unsafe {
+            list.push(a);
+            list.push(b);
+            assert_eq!(list.len(), 2);
+            assert_eq!(list.first(), b);
+            list.remove(b);
+            assert_eq!(list.first(), a);
+            list.remove(a);
+            assert!(list.is_empty());
+            pool.give(a);
+        }
+        assert_eq!(pool.take(), a);
+    }
+}

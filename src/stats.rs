@@ -1,0 +1,252 @@
+//! Statistics: counters gathered from every layer into a plain struct, without allocating, and
+//! printed at exit when `stats=text|json` is set.
+//!
+//! May call: every layer below the public API (read-only), `os`, `config`.
+
+use crate::central::CENTRAL;
+use crate::config::{self, StatsAtExit};
+use crate::cpu_cache::{self, RseqMode};
+use crate::os::{self, Msg};
+use crate::page_heap::HEAP;
+use crate::size_class::{size_of, NUM_CLASSES};
+
+/// Per-CPU cache figures are reported for at most this many slabs.
+pub const MAX_REPORTED_CPUS: usize = 64;
+
+/// A snapshot of the allocator's state. Figures from different layers are read one after the
+/// other, not atomically together.
+#[derive(Clone, Copy, Debug)]
+pub struct Stats {
+    /// Bytes in objects handed to users (small objects by class size, large by span).
+    pub allocated: usize,
+    /// Bytes in spans in use (carved small spans plus large and huge objects).
+    pub active: usize,
+    /// Resident set size of the whole process (`/proc/self/statm`), 0 if unreadable.
+    pub resident: usize,
+    /// Address space the page heap and huge objects mapped.
+    pub mapped: usize,
+    /// Bytes in free spans whose pages were handed back to the OS.
+    pub released: usize,
+    /// Bytes in free spans (released or not).
+    pub free: usize,
+    /// Bytes mapped for span records.
+    pub metadata: usize,
+    /// Size of each class (index 0 unused).
+    pub class_size: [usize; NUM_CLASSES],
+    /// Objects of each class with users.
+    pub class_in_use: [usize; NUM_CLASSES],
+    /// Objects of each class in per-CPU caches and transfer stacks.
+    pub class_cached: [usize; NUM_CLASSES],
+    /// Bytes cached in each per-CPU slab (first [`MAX_REPORTED_CPUS`]).
+    pub cpu_cache_bytes: [usize; MAX_REPORTED_CPUS],
+    /// Number of slabs (possible CPU or concurrency ids).
+    pub slabs: usize,
+    /// Slabs touched so far.
+    pub slabs_in_use: usize,
+    /// The rseq mode.
+    pub rseq_mode: RseqMode,
+    /// Slabs are indexed by `mm_cid` (else by `cpu_id`).
+    pub uses_mm_cid: bool,
+    /// rseq critical sections aborted and restarted.
+    pub restarts: u64,
+    /// Operations served by the locked fallback path.
+    pub fallback_ops: usize,
+}
+
+/// Gathers the statistics.
+pub fn stats() -> Stats {
+    let heap = HEAP.lock().stats();
+    let mut s = Stats {
+        allocated: 0,
+        active: heap.small_spans + heap.large_in_use,
+        resident: resident_bytes(),
+        mapped: heap.mapped,
+        released: heap.released,
+        free: heap.free,
+        metadata: heap.metadata,
+        class_size: [0; NUM_CLASSES],
+        class_in_use: [0; NUM_CLASSES],
+        class_cached: [0; NUM_CLASSES],
+        cpu_cache_bytes: [0; MAX_REPORTED_CPUS],
+        slabs: cpu_cache::slab_count(),
+        slabs_in_use: cpu_cache::slabs_in_use(),
+        rseq_mode: cpu_cache::mode(),
+        uses_mm_cid: cpu_cache::uses_mm_cid(),
+        restarts: crate::arch::restarts(),
+        fallback_ops: cpu_cache::FALLBACK_OPS.load(core::sync::atomic::Ordering::Relaxed),
+    };
+    let mut small = 0;
+    for c in 1..NUM_CLASSES {
+        let central = &CENTRAL[c];
+        let out = central
+            .out_of_spans
+            .load(core::sync::atomic::Ordering::Relaxed);
+        let cached = central.cached.load(core::sync::atomic::Ordering::Relaxed)
+            + cpu_cache::cached_objects(c);
+        s.class_size[c] = size_of(c);
+        s.class_cached[c] = cached;
+        s.class_in_use[c] = out.saturating_sub(cached);
+        small += s.class_in_use[c] * size_of(c);
+    }
+    s.allocated = small + heap.large_in_use;
+    cpu_cache::cached_bytes_per_slab(&mut s.cpu_cache_bytes);
+    s
+}
+
+/// The process's resident set size from `/proc/self/statm`.
+pub fn resident_bytes() -> usize {
+    let mut buf = [0u8; 128];
+    let Some(n) = os::read_small_file(c"/proc/self/statm", &mut buf) else {
+        return 0;
+    };
+    let mut fields = buf[..n].split(|&b| b == b' ');
+    let _size = fields.next();
+    let pages = fields.next().map_or(0, |f| {
+        f.iter()
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0usize, |a, &d| a * 10 + (d - b'0') as usize)
+    });
+    pages * os::OS_PAGE
+}
+
+fn mode_name(m: RseqMode) -> &'static str {
+    match m {
+        RseqMode::Uninitialized => "uninitialized",
+        RseqMode::Glibc => "glibc",
+        RseqMode::Own => "own",
+        RseqMode::Fallback => "fallback",
+    }
+}
+
+/// Prints `s` as text, one line per figure, to stderr.
+pub fn print_text(s: &Stats) {
+    let line = |name: &str, v: u64| {
+        let mut m = Msg::new();
+        m.str("rseqmalloc: ").str(name).str(" ").dec(v);
+        os::write_stderr(&m);
+    };
+    let mut m = Msg::new();
+    m.str("rseqmalloc: rseq mode ")
+        .str(mode_name(s.rseq_mode))
+        .str(if s.uses_mm_cid {
+            " (mm_cid)"
+        } else {
+            " (cpu_id)"
+        });
+    os::write_stderr(&m);
+    line("allocated", s.allocated as u64);
+    line("active", s.active as u64);
+    line("resident", s.resident as u64);
+    line("mapped", s.mapped as u64);
+    line("released", s.released as u64);
+    line("free", s.free as u64);
+    line("metadata", s.metadata as u64);
+    line("restarts", s.restarts);
+    line("fallback_ops", s.fallback_ops as u64);
+    for (i, b) in s
+        .cpu_cache_bytes
+        .iter()
+        .enumerate()
+        .take(s.slabs.min(MAX_REPORTED_CPUS))
+    {
+        let mut m = Msg::new();
+        m.str("rseqmalloc: cpu ")
+            .dec(i as u64)
+            .str(" cache_bytes ")
+            .dec(*b as u64);
+        os::write_stderr(&m);
+    }
+    for c in 1..NUM_CLASSES {
+        if s.class_in_use[c] + s.class_cached[c] > 0 {
+            let mut m = Msg::new();
+            m.str("rseqmalloc: class ")
+                .dec(s.class_size[c] as u64)
+                .str(" in_use ")
+                .dec(s.class_in_use[c] as u64)
+                .str(" cached ")
+                .dec(s.class_cached[c] as u64);
+            os::write_stderr(&m);
+        }
+    }
+}
+
+/// Prints `s` as one JSON object on stderr (written in pieces, no allocation).
+pub fn print_json(s: &Stats) {
+    let out = |m: &Msg| {
+        let b = m.as_bytes();
+        // SAFETY: write(2) reads a buffer we own.
+        unsafe { libc::write(2, b.as_ptr().cast(), b.len()) };
+    };
+    let mut m = Msg::new();
+    m.str("{\"rseqmalloc\":{\"rseq_mode\":\"")
+        .str(mode_name(s.rseq_mode))
+        .str("\",\"uses_mm_cid\":")
+        .str(if s.uses_mm_cid { "true" } else { "false" });
+    out(&m);
+    for (k, v) in [
+        ("allocated", s.allocated as u64),
+        ("active", s.active as u64),
+        ("resident", s.resident as u64),
+        ("mapped", s.mapped as u64),
+        ("released", s.released as u64),
+        ("free", s.free as u64),
+        ("metadata", s.metadata as u64),
+        ("restarts", s.restarts),
+        ("fallback_ops", s.fallback_ops as u64),
+        ("slabs", s.slabs as u64),
+        ("slabs_in_use", s.slabs_in_use as u64),
+    ] {
+        let mut m = Msg::new();
+        m.str(",\"").str(k).str("\":").dec(v);
+        out(&m);
+    }
+    out(Msg::new().str(",\"cpu_cache_bytes\":["));
+    for (i, b) in s
+        .cpu_cache_bytes
+        .iter()
+        .enumerate()
+        .take(s.slabs.min(MAX_REPORTED_CPUS))
+    {
+        let mut m = Msg::new();
+        if i > 0 {
+            m.str(",");
+        }
+        m.dec(*b as u64);
+        out(&m);
+    }
+    out(Msg::new().str("],\"classes\":["));
+    let mut first = true;
+    for c in 1..NUM_CLASSES {
+        let mut m = Msg::new();
+        if !first {
+            m.str(",");
+        }
+        first = false;
+        m.str("{\"size\":")
+            .dec(s.class_size[c] as u64)
+            .str(",\"in_use\":")
+            .dec(s.class_in_use[c] as u64)
+            .str(",\"cached\":")
+            .dec(s.class_cached[c] as u64)
+            .str("}");
+        out(&m);
+    }
+    out(Msg::new().str("]}}\n"));
+}
+
+extern "C" fn at_exit() {
+    let s = stats();
+    match config::get().stats {
+        StatsAtExit::Text => print_text(&s),
+        StatsAtExit::Json => print_json(&s),
+        StatsAtExit::None => {}
+    }
+}
+
+/// Registers the exit report when `stats=text|json` is set.
+pub fn register_at_exit() {
+    if config::get().stats != StatsAtExit::None {
+        // SAFETY: registering a valid function pointer.
+        unsafe { libc::atexit(at_exit) };
+    }
+}
