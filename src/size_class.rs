@@ -150,7 +150,7 @@ pub const fn class_for(size: usize, align: usize) -> usize {
     if align > PAGE {
         return 0;
     }
-    let rounded = (size + align - 1) & !(align - 1);
+    let rounded = size.wrapping_add(align - 1) & !(align - 1);
     if rounded > MAX_SMALL || rounded < size {
         return 0;
     }
@@ -221,6 +221,8 @@ mod tests {
             }
         }
         assert_eq!(class_for(100, PAGE * 2), 0);
+        assert_eq!(class_for(usize::MAX, 16), 0);
+        assert_eq!(class_for(usize::MAX - 3, 4096), 0);
         assert_eq!(class_for(MAX_SMALL + 1, 8), 0);
     }
 

@@ -1,0 +1,203 @@
+//! Span reuse (1 GiB of small objects twice does not double the mapped memory), bad input
+//! (impossible sizes, huge alignments) and the re-entrancy guard, with rseqmalloc as the
+//! global allocator.
+
+use rseqmalloc::RseqMalloc;
+use std::alloc::{GlobalAlloc, Layout};
+use std::process::Command;
+
+#[global_allocator]
+static GLOBAL: RseqMalloc = RseqMalloc;
+
+/// Allocates about `total` bytes of small objects (16 B – 4 KiB), touches each, frees them all.
+fn churn_small(total: usize) {
+    let mut ptrs: Vec<(*mut u8, Layout)> = Vec::with_capacity(total / 512);
+    let mut bytes = 0;
+    let mut x = 0x9e37_79b9u64;
+    while bytes < total {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let size = 16 + (x % 4080) as usize;
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: non-zero size.
+        let p = unsafe { GLOBAL.alloc(layout) };
+        assert!(!p.is_null());
+        // SAFETY: p holds `size` bytes.
+        unsafe {
+            p.write(size as u8);
+            p.add(size - 1).write(size as u8);
+        }
+        ptrs.push((p, layout));
+        bytes += size;
+    }
+    for (p, l) in ptrs {
+        // SAFETY: allocated above with `l`; the marks written are still there.
+        unsafe {
+            assert_eq!(*p, l.size() as u8);
+            assert_eq!(*p.add(l.size() - 1), l.size() as u8);
+            GLOBAL.dealloc(p, l);
+        }
+    }
+}
+
+#[test]
+fn one_gib_of_small_objects_twice_reuses_spans() {
+    churn_small(1 << 30);
+    let first = rseqmalloc::stats().mapped;
+    churn_small(1 << 30);
+    let second = rseqmalloc::stats().mapped;
+    assert!(first >= 1 << 30, "the first round mapped only {first} bytes");
+    // The second round must be served from the spans the first one freed: mapping may grow by
+    // a little (different interleaving of classes), never by another gigabyte.
+    assert!(second < first + first / 4, "mapped grew from {first} to {second}: spans were not reused");
+}
+
+#[test]
+fn impossible_sizes_return_null_without_crashing() {
+    for size in [isize::MAX as usize - 4095, isize::MAX as usize / 2, 1usize << 60] {
+        let layout = Layout::from_size_align(size, 4096).unwrap();
+        // SAFETY: non-zero size; a null result is what we check for.
+        let p = unsafe { GLOBAL.alloc(layout) };
+        assert!(p.is_null(), "allocating {size} bytes returned {p:p}");
+    }
+    assert!(rseqmalloc::malloc(usize::MAX).is_null());
+    assert!(rseqmalloc::malloc(usize::MAX - 16).is_null());
+    assert!(rseqmalloc::calloc(usize::MAX / 2, 3).is_null());
+    assert!(rseqmalloc::aligned_alloc(3, 64).is_null());
+}
+
+#[test]
+fn zero_sizes_give_unique_pointers() {
+    let a = rseqmalloc::malloc(0);
+    let b = rseqmalloc::malloc(0);
+    assert!(!a.is_null() && !b.is_null() && a != b);
+    // SAFETY: both are live allocations of this allocator.
+    unsafe {
+        assert!(rseqmalloc::usable_size(a) >= 1);
+        rseqmalloc::free(a);
+        rseqmalloc::free(b);
+        rseqmalloc::free(std::ptr::null_mut());
+    }
+    // A zero-sized Layout through GlobalAlloc is not allowed by Rust; the smallest real one is.
+    let l = Layout::from_size_align(1, 1).unwrap();
+    // SAFETY: non-zero size.
+    unsafe {
+        let p = GLOBAL.alloc(l);
+        assert!(!p.is_null());
+        GLOBAL.dealloc(p, l);
+    }
+}
+
+#[test]
+fn every_alignment_up_to_four_mib() {
+    for shift in 0..=22 {
+        let align = 1usize << shift;
+        for size in [1, 24, align, align + 1, 3 * align / 2 + 5] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: non-zero size.
+            let p = unsafe { GLOBAL.alloc(layout) };
+            assert!(!p.is_null(), "{layout:?}");
+            assert_eq!(p as usize % align, 0, "{layout:?} gave {p:p}");
+            // SAFETY: `p` holds `size` bytes; zeroed memory must read as zero.
+            unsafe {
+                p.write_bytes(0xab, size);
+                GLOBAL.dealloc(p, layout);
+                let z = GLOBAL.alloc_zeroed(layout);
+                assert_eq!(z as usize % align, 0);
+                assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0), "{layout:?} not zeroed");
+                GLOBAL.dealloc(z, layout);
+            }
+        }
+    }
+}
+
+#[test]
+fn realloc_keeps_contents_across_classes_large_and_huge() {
+    let layout = Layout::from_size_align(8, 8).unwrap();
+    // SAFETY: every pointer is live with the layout it was last given.
+    unsafe {
+        let mut p = GLOBAL.alloc(layout);
+        let mut size = 8;
+        p.write_bytes(1, size);
+        for new_size in [24, 100, 5000, 300 << 10, 5 << 20, 40 << 20, 70 << 20, 20 << 20, 1 << 20, 64, 3] {
+            let q = GLOBAL.realloc(p, Layout::from_size_align(size, 8).unwrap(), new_size);
+            assert!(!q.is_null());
+            let kept = size.min(new_size);
+            let s = std::slice::from_raw_parts(q, kept);
+            let first_bad = s.iter().position(|&b| b != (kept.min(size) > 0) as u8 * s[0]);
+            assert_eq!(first_bad, None, "realloc {size}->{new_size} lost data");
+            q.write_bytes(s[0], new_size);
+            p = q;
+            size = new_size;
+        }
+        GLOBAL.dealloc(p, Layout::from_size_align(size, 8).unwrap());
+    }
+}
+
+#[test]
+fn freeing_foreign_pointers_aborts_with_one_line() {
+    if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
+        return;
+    }
+    for (case, needle) in [("foreign", "free(): invalid pointer 0x"), ("interior", "free(): invalid pointer 0x"), ("double", "free(): double free detected 0x")] {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_bad_free", "--nocapture", "--include-ignored"])
+            .env("RSEQMALLOC_CHILD", case)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{case}: {stderr}");
+        assert!(stderr.contains(needle), "{case}: stderr was {stderr}");
+    }
+}
+
+#[test]
+#[ignore = "run as a child by freeing_foreign_pointers_aborts_with_one_line"]
+fn child_bad_free() {
+    let case = std::env::var("RSEQMALLOC_CHILD").unwrap_or_default();
+    let mut local = [0u8; 64];
+    // SAFETY: deliberately wrong: each case must abort before anything is corrupted.
+    unsafe {
+        match case.as_str() {
+            "foreign" => rseqmalloc::free(local.as_mut_ptr()),
+            "interior" => {
+                let p = rseqmalloc::malloc(100);
+                rseqmalloc::free(p.add(16));
+            }
+            "double" => {
+                let p = rseqmalloc::malloc(100);
+                rseqmalloc::free(p);
+                rseqmalloc::free(p);
+            }
+            _ => return,
+        }
+    }
+    unreachable!("the bad free of case {case} did not abort");
+}
+
+#[test]
+fn reentrancy_guard_aborts_in_debug_builds() {
+    if !cfg!(debug_assertions) || std::env::var_os("RSEQMALLOC_CHILD").is_some() {
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_reentrancy", "--nocapture", "--include-ignored"])
+        .env("RSEQMALLOC_CHILD", "reenter")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(stderr.contains("rseqmalloc: re-entrant call to malloc from inside the allocator"), "{stderr}");
+}
+
+#[test]
+#[ignore = "run as a child by reentrancy_guard_aborts_in_debug_builds"]
+fn child_reentrancy() {
+    if std::env::var("RSEQMALLOC_CHILD").as_deref() == Ok("reenter") {
+        let _ = rseqmalloc::__reentrancy_probe();
+        unreachable!("the nested allocation was not caught");
+    }
+}
