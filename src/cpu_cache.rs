@@ -40,9 +40,7 @@ use crate::central;
 use crate::config;
 use crate::os;
 use crate::size_class::{size_of, CLASS_BATCH, CLASS_CAPACITY, NUM_CLASSES};
-use crate::sync::{
-    raw_lock, raw_unlock, AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering,
-};
+use crate::sync::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering};
 use core::ptr::null_mut;
 
 /// Bytes per slab.
@@ -124,8 +122,6 @@ pub fn free_key() -> usize {
 static INIT: Mutex<()> = Mutex::new(());
 static DRAIN: Mutex<()> = Mutex::new(());
 
-/// Operations that took the locked fallback path (statistics).
-pub static FALLBACK_OPS: AtomicUsize = AtomicUsize::new(0);
 /// Slabs whose drain was skipped because the kernel lacks the rseq membarrier.
 pub static DRAINS_SKIPPED: AtomicUsize = AtomicUsize::new(0);
 
@@ -220,40 +216,74 @@ impl Slab {
     }
 }
 
-/// The per-class capacities of a fresh slab: the static capacities scaled down so the bytes a
-/// full slab holds stay within `cpu_cache_bytes`.
-fn capacities() -> [u16; NUM_CLASSES] {
-    let budget = config::get().cpu_cache_bytes as usize;
-    let mut caps = CLASS_CAPACITY;
-    let total: usize = (1..NUM_CLASSES)
-        .map(|c| caps[c] as usize * size_of(c))
-        .sum();
-    if total > budget {
-        for (c, cap) in caps.iter_mut().enumerate().skip(1) {
-            *cap = (*cap as usize * budget / total).max(usize::from(size_of(c) <= 1024)) as u16;
-        }
-    }
-    caps[0] = 0;
-    caps
+/// Bytes the objects of a slab may occupy when every stack is at its capacity: the sum of
+/// `cap[c] * size(c)`, kept in the slab's header at [`CAP_BYTES_AT`]. Capacities grow on demand
+/// (a push that finds its stack full) while this stays within `cpu_cache_bytes`.
+const CAP_BYTES_AT: usize = 1016;
+
+/// The capacity a class starts with in a fresh slab: one batch (never above its maximum).
+fn initial_cap(c: usize) -> u16 {
+    CLASS_BATCH[c].min(CLASS_CAPACITY[c])
 }
 
 /// Makes slab `i` ready (once); false while another thread is initialising it.
 fn ensure_slab(i: usize) -> bool {
     let slab = Slab::of(i);
+    if slab.state().load(Ordering::Acquire) == 2 {
+        return true;
+    }
     match slab
         .state()
         .compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire)
     {
         Ok(_) => {
-            let caps = capacities();
-            for (c, &cap) in caps.iter().enumerate().skip(1) {
-                slab.cap(c).store(cap, Ordering::Relaxed);
-            }
+            reset_caps(slab);
             slab.state().store(2, Ordering::Release);
             true
         }
         Err(s) => s == 2,
     }
+}
+
+/// Gives every class of `slab` its initial capacity, within the byte budget.
+fn reset_caps(slab: Slab) {
+    let budget = config::get().cpu_cache_bytes as usize;
+    let mut bytes = 0;
+    for c in 1..NUM_CLASSES {
+        let mut cap = initial_cap(c);
+        if bytes + cap as usize * size_of(c) > budget {
+            cap = 0;
+        }
+        bytes += cap as usize * size_of(c);
+        slab.cap(c).store(cap, Ordering::Release);
+    }
+    slab.word(CAP_BYTES_AT)
+        .store(bytes as u32, Ordering::Relaxed);
+}
+
+/// Raises the capacity of class `c` in `slab` by a batch if the slab's byte budget allows.
+/// Capacity may change at any time: the slot region is sized for the maximum, a section that
+/// read the old value acts on a bound that is still within it, and a lowered capacity only
+/// makes pushes fail until pops bring the count under it.
+fn grow_cap(slab: Slab, c: usize) -> bool {
+    let cap = slab.cap(c).load(Ordering::Relaxed);
+    let max = CLASS_CAPACITY[c];
+    if cap == 0 && slab.floor(c).load(Ordering::Relaxed) == u16::MAX {
+        return false; // stopped by a drain
+    }
+    if cap >= max {
+        return false;
+    }
+    let add = CLASS_BATCH[c].min(max - cap);
+    let add_bytes = add as u32 * size_of(c) as u32;
+    let budget = config::get().cpu_cache_bytes.min(u32::MAX as u64) as u32;
+    let total = slab.word(CAP_BYTES_AT);
+    if total.fetch_add(add_bytes, Ordering::Relaxed) + add_bytes > budget {
+        total.fetch_sub(add_bytes, Ordering::Relaxed);
+        return false;
+    }
+    slab.cap(c).fetch_add(add, Ordering::Release);
+    true
 }
 
 /// Chooses the process's mode and maps the slabs. Runs once, under `INIT`.
@@ -401,12 +431,13 @@ fn current_rseq_id() -> usize {
 pub fn alloc_slow(c: usize) -> *mut u8 {
     match thread_state() {
         T_RSEQ => {
-            ensure_slab(current_rseq_id());
+            let id = current_rseq_id();
+            ensure_slab(id);
             let p = pop(c);
             if !p.is_null() {
                 return p;
             }
-            refill(c, push)
+            refill(c, Slab::of(id), push)
         }
         T_LOCKED => alloc_locked(c),
         _ => {
@@ -420,12 +451,16 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
     }
 }
 
-/// Takes a batch from the central list, returns one object and caches the rest with `put`;
-/// what does not fit goes back.
-fn refill(c: usize, put: impl Fn(usize, *mut u8) -> bool) -> *mut u8 {
+/// Takes a batch from the central list (no more than the slab has room for), returns one
+/// object and caches the rest with `put`; what does not fit goes back.
+fn refill(c: usize, slab: Slab, put: impl Fn(usize, *mut u8) -> bool) -> *mut u8 {
     let mut buf = [null_mut(); 32];
-    let batch = CLASS_BATCH[c] as usize;
-    let n = central::alloc_batch(c, &mut buf[..batch]);
+    let room = slab
+        .cap(c)
+        .load(Ordering::Relaxed)
+        .saturating_sub(slab.count(c).load(Ordering::Relaxed));
+    let want = (CLASS_BATCH[c] as usize).min(room as usize + 1);
+    let n = central::alloc_batch(c, &mut buf[..want]);
     if n == 0 {
         return null_mut();
     }
@@ -449,15 +484,19 @@ fn refill(c: usize, put: impl Fn(usize, *mut u8) -> bool) -> *mut u8 {
 pub unsafe fn free_slow(c: usize, obj: *mut u8) {
     match thread_state() {
         T_RSEQ => {
-            ensure_slab(current_rseq_id());
-            if push(c, obj) {
+            let id = current_rseq_id();
+            ensure_slab(id);
+            let slab = Slab::of(id);
+            if push(c, obj) || (grow_cap(slab, c) && push(c, obj)) {
                 return;
             }
-            // Full: move a batch (this object and up to batch-1 cached ones) to the central list.
+            // Full and at its budget: move this object and about half the stack (at most a
+            // batch) to the central list, so the next frees find room.
             let mut buf = [null_mut(); 32];
             buf[0] = obj;
             let mut n = 1;
-            while n < CLASS_BATCH[c] as usize {
+            let take = overflow_take(slab, c);
+            while n < take {
                 let p = pop(c);
                 if p.is_null() {
                     break;
@@ -475,27 +514,93 @@ pub unsafe fn free_slow(c: usize, obj: *mut u8) {
     }
 }
 
+/// How many objects an overflow moves out (including the one being freed): half the stack,
+/// at least one, at most a batch.
+fn overflow_take(slab: Slab, c: usize) -> usize {
+    let count = slab.count(c).load(Ordering::Relaxed) as usize;
+    (count / 2 + 1).min(CLASS_BATCH[c] as usize)
+}
+
 /// The slab a fallback-mode thread uses: its CPU now (any slab is correct under the lock).
 fn locked_slab() -> Slab {
-    let i = arch::current_cpu() % G.nslabs.load(Ordering::Relaxed);
+    let n = G.nslabs.load(Ordering::Relaxed);
+    let mut i = arch::current_cpu();
+    if i >= n {
+        i %= n;
+    }
     ensure_slab(i);
     Slab::of(i)
 }
 
+/// Offset of the slab's fallback operation counter (guarded by the slab lock).
+const FALLBACK_OPS_AT: usize = 1008;
+
+/// Takes a slab's fallback lock: a spin lock with one atomic instruction to take and a plain
+/// store to release, since it is held for a few nanoseconds; a waiter whose holder was
+/// preempted yields its CPU. Counts the operation while holding it.
+#[inline]
+fn slab_lock(slab: Slab) {
+    let w = slab.lock();
+    if w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        slab_lock_contended(w);
+    }
+    let ops = slab.word(FALLBACK_OPS_AT);
+    ops.store(
+        ops.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
+}
+
+#[cold]
+fn slab_lock_contended(w: &AtomicU32) {
+    let mut spins = 0u32;
+    loop {
+        if w.load(Ordering::Relaxed) == 0
+            && w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return;
+        }
+        spins += 1;
+        if spins < 64 {
+            core::hint::spin_loop();
+        } else {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+    }
+}
+
+#[inline]
+fn slab_unlock(slab: Slab) {
+    slab.lock().store(0, Ordering::Release);
+}
+
+/// Operations served by the locked fallback path so far (sum over slabs; a snapshot).
+pub fn fallback_ops() -> usize {
+    let nslabs = G.nslabs.load(Ordering::Relaxed);
+    (0..nslabs)
+        .map(Slab::of)
+        .filter(|s| s.state().load(Ordering::Acquire) == 2)
+        .map(|s| s.word(FALLBACK_OPS_AT).load(Ordering::Relaxed) as usize)
+        .sum()
+}
+
 fn alloc_locked(c: usize) -> *mut u8 {
-    FALLBACK_OPS.fetch_add(1, Ordering::Relaxed);
     let slab = locked_slab();
-    raw_lock(slab.lock());
+    slab_lock(slab);
     let n = slab.count(c).load(Ordering::Relaxed);
     if n > 0 {
         let obj = slab.slot(c, n as usize - 1).load(Ordering::Relaxed);
         slab.count(c).store(n - 1, Ordering::Relaxed);
-        raw_unlock(slab.lock());
+        slab_unlock(slab);
         return obj as *mut u8;
     }
-    raw_unlock(slab.lock());
-    refill(c, |c, obj| {
-        raw_lock(slab.lock());
+    slab_unlock(slab);
+    refill(c, slab, |c, obj| {
+        slab_lock(slab);
         let n = slab.count(c).load(Ordering::Relaxed);
         let ok = n < slab.cap(c).load(Ordering::Relaxed);
         if ok {
@@ -503,7 +608,7 @@ fn alloc_locked(c: usize) -> *mut u8 {
                 .store(obj as usize, Ordering::Relaxed);
             slab.count(c).store(n + 1, Ordering::Relaxed);
         }
-        raw_unlock(slab.lock());
+        slab_unlock(slab);
         ok
     })
 }
@@ -511,25 +616,39 @@ fn alloc_locked(c: usize) -> *mut u8 {
 /// # Safety
 /// As for [`free_slow`].
 unsafe fn free_locked(c: usize, obj: *mut u8) {
-    FALLBACK_OPS.fetch_add(1, Ordering::Relaxed);
     let slab = locked_slab();
     let mut buf = [null_mut(); 32];
-    raw_lock(slab.lock());
+    slab_lock(slab);
     let n = slab.count(c).load(Ordering::Relaxed);
     if n < slab.cap(c).load(Ordering::Relaxed) {
         slab.slot(c, n as usize)
             .store(obj as usize, Ordering::Relaxed);
         slab.count(c).store(n + 1, Ordering::Relaxed);
-        raw_unlock(slab.lock());
+        slab_unlock(slab);
         return;
     }
+    slab_unlock(slab);
+    if grow_cap(slab, c) {
+        slab_lock(slab);
+        let n = slab.count(c).load(Ordering::Relaxed);
+        if n < slab.cap(c).load(Ordering::Relaxed) {
+            slab.slot(c, n as usize)
+                .store(obj as usize, Ordering::Relaxed);
+            slab.count(c).store(n + 1, Ordering::Relaxed);
+            slab_unlock(slab);
+            return;
+        }
+        slab_unlock(slab);
+    }
+    slab_lock(slab);
+    let n = slab.count(c).load(Ordering::Relaxed);
     buf[0] = obj;
-    let take = (CLASS_BATCH[c] as usize - 1).min(n as usize);
+    let take = (overflow_take(slab, c) - 1).min(n as usize);
     for (k, b) in buf[1..=take].iter_mut().enumerate() {
         *b = slab.slot(c, n as usize - 1 - k).load(Ordering::Relaxed) as *mut u8;
     }
     slab.count(c).store(n - take as u16, Ordering::Relaxed);
-    raw_unlock(slab.lock());
+    slab_unlock(slab);
     // SAFETY: all are free objects of class `c`, now ours.
     unsafe { central::free_batch(c, &buf[..=take]) };
 }
@@ -571,9 +690,9 @@ pub fn drain_all() -> usize {
         RseqMode::Fallback => {
             for i in (0..nslabs).filter(|&i| ready(i)) {
                 let slab = Slab::of(i);
-                raw_lock(slab.lock());
+                slab_lock(slab);
                 bytes += empty_slab(slab);
-                raw_unlock(slab.lock());
+                slab_unlock(slab);
             }
         }
         RseqMode::Glibc | RseqMode::Own => {
@@ -595,14 +714,14 @@ pub fn drain_all() -> usize {
             // MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: every running critical section restarts.
             // SAFETY: a command with no memory arguments.
             unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
-            let fresh = capacities();
             for i in (0..nslabs).filter(|&i| stopped[i / 64] & (1 << (i % 64)) != 0) {
                 let slab = Slab::of(i);
                 bytes += empty_slab(slab);
-                for (c, &cap) in fresh.iter().enumerate().skip(1) {
+                for c in 1..NUM_CLASSES {
                     slab.floor(c).store(0, Ordering::Release);
-                    slab.cap(c).store(cap, Ordering::Release);
                 }
+                // Drained caches start small again; demand grows them back.
+                reset_caps(slab);
             }
         }
         RseqMode::Uninitialized => {}
@@ -653,7 +772,7 @@ pub fn lock_for_fork() {
         for i in 0..G.nslabs.load(Ordering::Relaxed) {
             let slab = Slab::of(i);
             if slab.state().load(Ordering::Acquire) == 2 {
-                raw_lock(slab.lock());
+                slab_lock(slab);
             }
         }
     }
@@ -672,7 +791,7 @@ pub unsafe fn unlock_after_fork(child: bool) {
                 if child {
                     slab.lock().store(0, Ordering::Relaxed);
                 } else {
-                    raw_unlock(slab.lock());
+                    slab_unlock(slab);
                 }
             }
         }

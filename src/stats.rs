@@ -73,7 +73,7 @@ pub fn stats() -> Stats {
         rseq_mode: cpu_cache::mode(),
         uses_mm_cid: cpu_cache::uses_mm_cid(),
         restarts: crate::arch::restarts(),
-        fallback_ops: cpu_cache::FALLBACK_OPS.load(core::sync::atomic::Ordering::Relaxed),
+        fallback_ops: cpu_cache::fallback_ops(),
     };
     let mut small = 0;
     for c in 1..NUM_CLASSES {

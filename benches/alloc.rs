@@ -1,0 +1,210 @@
+//! Allocator micro-benchmarks, every peer measured in the same run.
+//!
+//! - `pairs/<size>`: one allocation and its free, for 16, 64, 256 and 4096 bytes.
+//! - `batch_1000`: 1000 allocations of mixed small sizes, then their frees.
+//! - `fast_path/<size>` and `fast_path/100_then_free`: the per-CPU fast path, including
+//!   rseqmalloc with its fallback forced (`RSEQMALLOC_OPTIONS=rseq=off`). The mode is chosen
+//!   once per process, so that variant is timed inside a child process of this same binary
+//!   (`iter_custom`: the child times its own loop; spawning is not counted).
+//! - `threads/<n>`: throughput of n threads each doing malloc/free pairs of mixed sizes.
+//!
+//! Allocators are called through `GlobalAlloc` directly; the benchmark binary itself runs on
+//! the system allocator.
+
+use criterion::{black_box, BenchmarkId, Criterion, Throughput};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::time::{Duration, Instant};
+
+static RSEQ: rseqmalloc::RseqMalloc = rseqmalloc::RseqMalloc;
+static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const WORKER_ENV: &str = "RSEQMALLOC_BENCH_WORKER";
+
+fn peers() -> [(&'static str, &'static (dyn GlobalAlloc + Sync)); 4] {
+    [
+        ("rseqmalloc", &RSEQ),
+        ("glibc", &System),
+        ("mimalloc", &MIMALLOC),
+        ("jemalloc", &JEMALLOC),
+    ]
+}
+
+/// `iters` malloc/free pairs of `size` bytes.
+#[inline(always)]
+fn pairs(a: &dyn GlobalAlloc, size: usize, iters: u64) {
+    let l = Layout::from_size_align(size, 8).unwrap();
+    for _ in 0..iters {
+        // SAFETY: non-zero size; freed with the same layout.
+        unsafe {
+            let p = a.alloc(l);
+            black_box(p);
+            a.dealloc(p, l);
+        }
+    }
+}
+
+/// `n` allocations of mixed small sizes, then their frees.
+#[inline(always)]
+fn batch(a: &dyn GlobalAlloc, n: usize, ptrs: &mut Vec<(*mut u8, Layout)>) {
+    for i in 0..n {
+        let l = Layout::from_size_align(16 + (i * 40) % 496, 8).unwrap();
+        // SAFETY: non-zero size.
+        ptrs.push((unsafe { a.alloc(l) }, l));
+    }
+    for (p, l) in ptrs.drain(..) {
+        // SAFETY: allocated just above with `l`.
+        unsafe { a.dealloc(black_box(p), l) };
+    }
+}
+
+/// Runs one workload in a child process with the fallback forced; returns its own timing.
+fn in_fallback_child(work: &str, iters: u64) -> Duration {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(WORKER_ENV, format!("{work}:{iters}"))
+        .env("RSEQMALLOC_OPTIONS", "rseq=off")
+        .output()
+        .expect("spawn the fallback worker");
+    assert!(
+        out.status.success(),
+        "fallback worker failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ns: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("worker prints nanoseconds");
+    Duration::from_nanos(ns)
+}
+
+/// Worker mode: `work:iters` where work is `pair<size>`, `batch<n>` or `threads<n>`.
+fn worker(spec: &str) {
+    let (work, iters) = spec.split_once(':').unwrap();
+    let iters: u64 = iters.parse().unwrap();
+    assert_eq!(rseqmalloc::rseq_mode(), rseqmalloc::RseqMode::Uninitialized);
+    // warm up (and initialise) outside the timing
+    pairs(&RSEQ, 64, 1000);
+    assert_eq!(rseqmalloc::rseq_mode(), rseqmalloc::RseqMode::Fallback);
+    let t = if let Some(size) = work.strip_prefix("pair") {
+        let size = size.parse().unwrap();
+        let t = Instant::now();
+        pairs(&RSEQ, size, iters);
+        t.elapsed()
+    } else if let Some(n) = work.strip_prefix("batch") {
+        let n = n.parse().unwrap();
+        let mut v = Vec::with_capacity(n);
+        let t = Instant::now();
+        for _ in 0..iters {
+            batch(&RSEQ, n, &mut v);
+        }
+        t.elapsed()
+    } else if let Some(n) = work.strip_prefix("threads") {
+        threads(&RSEQ, n.parse().unwrap(), iters)
+    } else {
+        panic!("unknown worker {work}")
+    };
+    println!("{}", t.as_nanos());
+}
+
+/// `n` threads each doing `iters` pairs of mixed sizes; wall time from a common start.
+fn threads(a: &'static (dyn GlobalAlloc + Sync), n: usize, iters: u64) -> Duration {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n + 1));
+    let hs: Vec<_> = (0..n)
+        .map(|t| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                pairs(a, 64, 100); // set-up outside the timing
+                b.wait();
+                for i in 0..iters {
+                    pairs(a, 16 + ((i as usize + t) * 48) % 512, 1);
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    for h in hs {
+        h.join().unwrap();
+    }
+    t.elapsed()
+}
+
+fn bench_pairs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pairs");
+    for size in [16usize, 64, 256, 4096] {
+        for (name, a) in peers() {
+            g.bench_with_input(BenchmarkId::new(name, size), &size, |b, &s| {
+                b.iter_custom(|it| time(|| pairs(a, s, it)))
+            });
+        }
+    }
+    g.finish();
+    let mut g = c.benchmark_group("batch_1000");
+    g.throughput(Throughput::Elements(1000));
+    for (name, a) in peers() {
+        let mut v = Vec::with_capacity(1000);
+        g.bench_function(name, |b| b.iter(|| batch(a, 1000, &mut v)));
+    }
+    g.finish();
+}
+
+fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn bench_fast_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fast_path");
+    for size in [16usize, 64, 256] {
+        for (name, a) in peers() {
+            g.bench_with_input(BenchmarkId::new(name, size), &size, |b, &s| {
+                b.iter_custom(|it| time(|| pairs(a, s, it)))
+            });
+        }
+        g.bench_with_input(
+            BenchmarkId::new("rseqmalloc-fallback", size),
+            &size,
+            |b, &s| b.iter_custom(|it| in_fallback_child(&format!("pair{s}"), it)),
+        );
+    }
+    for (name, a) in peers() {
+        let mut v = Vec::with_capacity(100);
+        g.bench_function(BenchmarkId::new(name, "100_then_free"), |b| {
+            b.iter(|| batch(a, 100, &mut v))
+        });
+    }
+    g.bench_function(
+        BenchmarkId::new("rseqmalloc-fallback", "100_then_free"),
+        |b| b.iter_custom(|it| in_fallback_child("batch100", it)),
+    );
+    g.finish();
+
+    let mut g = c.benchmark_group("threads");
+    for n in [2usize, 16] {
+        g.throughput(Throughput::Elements(n as u64));
+        for (name, a) in peers() {
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+                b.iter_custom(|it| threads(a, n, it))
+            });
+        }
+        g.bench_with_input(BenchmarkId::new("rseqmalloc-fallback", n), &n, |b, &n| {
+            b.iter_custom(|it| in_fallback_child(&format!("threads{n}"), it))
+        });
+    }
+    g.finish();
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(WORKER_ENV) {
+        worker(&spec);
+        return;
+    }
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args();
+    bench_pairs(&mut c);
+    bench_fast_path(&mut c);
+    c.final_summary();
+}
