@@ -47,15 +47,25 @@ fn one_gib_of_small_objects_twice_reuses_spans() {
     let first = rseqmalloc::stats().mapped;
     churn_small(1 << 30);
     let second = rseqmalloc::stats().mapped;
-    assert!(first >= 1 << 30, "the first round mapped only {first} bytes");
+    assert!(
+        first >= 1 << 30,
+        "the first round mapped only {first} bytes"
+    );
     // The second round must be served from the spans the first one freed: mapping may grow by
     // a little (different interleaving of classes), never by another gigabyte.
-    assert!(second < first + first / 4, "mapped grew from {first} to {second}: spans were not reused");
+    assert!(
+        second < first + first / 4,
+        "mapped grew from {first} to {second}: spans were not reused"
+    );
 }
 
 #[test]
 fn impossible_sizes_return_null_without_crashing() {
-    for size in [isize::MAX as usize - 4095, isize::MAX as usize / 2, 1usize << 60] {
+    for size in [
+        isize::MAX as usize - 4095,
+        isize::MAX as usize / 2,
+        1usize << 60,
+    ] {
         let layout = Layout::from_size_align(size, 4096).unwrap();
         // SAFETY: non-zero size; a null result is what we check for.
         let p = unsafe { GLOBAL.alloc(layout) };
@@ -105,7 +115,10 @@ fn every_alignment_up_to_four_mib() {
                 GLOBAL.dealloc(p, layout);
                 let z = GLOBAL.alloc_zeroed(layout);
                 assert_eq!(z as usize % align, 0);
-                assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0), "{layout:?} not zeroed");
+                assert!(
+                    std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0),
+                    "{layout:?} not zeroed"
+                );
                 GLOBAL.dealloc(z, layout);
             }
         }
@@ -120,12 +133,26 @@ fn realloc_keeps_contents_across_classes_large_and_huge() {
         let mut p = GLOBAL.alloc(layout);
         let mut size = 8;
         p.write_bytes(1, size);
-        for new_size in [24, 100, 5000, 300 << 10, 5 << 20, 40 << 20, 70 << 20, 20 << 20, 1 << 20, 64, 3] {
+        for new_size in [
+            24,
+            100,
+            5000,
+            300 << 10,
+            5 << 20,
+            40 << 20,
+            70 << 20,
+            20 << 20,
+            1 << 20,
+            64,
+            3,
+        ] {
             let q = GLOBAL.realloc(p, Layout::from_size_align(size, 8).unwrap(), new_size);
             assert!(!q.is_null());
             let kept = size.min(new_size);
             let s = std::slice::from_raw_parts(q, kept);
-            let first_bad = s.iter().position(|&b| b != (kept.min(size) > 0) as u8 * s[0]);
+            let first_bad = s
+                .iter()
+                .position(|&b| b != (kept.min(size) > 0) as u8 * s[0]);
             assert_eq!(first_bad, None, "realloc {size}->{new_size} lost data");
             q.write_bytes(s[0], new_size);
             p = q;
@@ -140,9 +167,18 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
     if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
         return;
     }
-    for (case, needle) in [("foreign", "free(): invalid pointer 0x"), ("interior", "free(): invalid pointer 0x"), ("double", "free(): double free detected 0x")] {
+    for (case, needle) in [
+        ("foreign", "free(): invalid pointer 0x"),
+        ("interior", "free(): invalid pointer 0x"),
+        ("double", "free(): double free detected 0x"),
+    ] {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_bad_free", "--nocapture", "--include-ignored"])
+            .args([
+                "--exact",
+                "child_bad_free",
+                "--nocapture",
+                "--include-ignored",
+            ])
             .env("RSEQMALLOC_CHILD", case)
             .output()
             .unwrap();
@@ -183,14 +219,22 @@ fn reentrancy_guard_aborts_in_debug_builds() {
         return;
     }
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_reentrancy", "--nocapture", "--include-ignored"])
+        .args([
+            "--exact",
+            "child_reentrancy",
+            "--nocapture",
+            "--include-ignored",
+        ])
         .env("RSEQMALLOC_CHILD", "reenter")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
-    assert!(stderr.contains("rseqmalloc: re-entrant call to malloc from inside the allocator"), "{stderr}");
+    assert!(
+        stderr.contains("rseqmalloc: re-entrant call to malloc from inside the allocator"),
+        "{stderr}"
+    );
 }
 
 #[test]

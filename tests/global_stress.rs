@@ -70,10 +70,21 @@ fn check(o: &Obj, upto: usize) {
         .enumerate()
         .position(|(k, c)| u64::from_le_bytes(c.try_into().unwrap()) != word(o.seed, k));
     let first_bad = match bad_word {
-        Some(k) => Some(k * 8 + (0..8).find(|&j| bytes[k * 8 + j] != pattern(o.seed, k * 8 + j)).unwrap()),
+        Some(k) => Some(
+            k * 8
+                + (0..8)
+                    .find(|&j| bytes[k * 8 + j] != pattern(o.seed, k * 8 + j))
+                    .unwrap(),
+        ),
         None => (words * 8..upto).find(|&i| bytes[i] != pattern(o.seed, i)),
     };
-    assert!(first_bad.is_none(), "object {:p} size {} corrupted at byte {:?}", o.ptr, o.layout.size(), first_bad);
+    assert!(
+        first_bad.is_none(),
+        "object {:p} size {} corrupted at byte {:?}",
+        o.ptr,
+        o.layout.size(),
+        first_bad
+    );
 }
 
 fn random_layout(rng: &mut Rng) -> Layout {
@@ -82,7 +93,11 @@ fn random_layout(rng: &mut Rng) -> Layout {
     let lo = 1u64 << octave;
     let size = (lo + rng.next() % lo).min(1 << 20) as usize;
     let align = 1usize << (rng.next() % 13); // 1 .. 4096
-    let align = if rng.next() % 64 == 0 { 1 << (13 + rng.next() % 8) } else { align }; // up to 1 MiB
+    let align = if rng.next() % 64 == 0 {
+        1 << (13 + rng.next() % 8)
+    } else {
+        align
+    }; // up to 1 MiB
     Layout::from_size_align(size, align).unwrap()
 }
 
@@ -92,7 +107,11 @@ fn alloc_obj(rng: &mut Rng) -> Obj {
     let ptr = unsafe { GLOBAL.alloc(layout) };
     assert!(!ptr.is_null(), "allocation of {layout:?} failed");
     assert_eq!(ptr as usize % layout.align(), 0, "misaligned {layout:?}");
-    let o = Obj { ptr, layout, seed: rng.next() };
+    let o = Obj {
+        ptr,
+        layout,
+        seed: rng.next(),
+    };
     fill(&o, 0);
     o
 }
@@ -105,12 +124,14 @@ fn free_obj(o: Obj) {
 
 #[test]
 fn ten_million_operations_over_eight_threads() {
-    let inboxes: Arc<Vec<Mutex<Vec<Obj>>>> = Arc::new((0..THREADS).map(|_| Mutex::new(Vec::new())).collect());
+    let inboxes: Arc<Vec<Mutex<Vec<Obj>>>> =
+        Arc::new((0..THREADS).map(|_| Mutex::new(Vec::new())).collect());
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let inboxes = Arc::clone(&inboxes);
             std::thread::spawn(move || {
-                let mut rng = Rng(0x1234_5678_9abc_def1 ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut rng =
+                    Rng(0x1234_5678_9abc_def1 ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 let mut slots: Vec<Option<Obj>> = (0..SLOTS).map(|_| None).collect();
                 let (mut ops, mut remote_frees, mut reallocs) = (0usize, 0usize, 0usize);
                 while ops < OPS / THREADS {
@@ -126,14 +147,22 @@ fn ten_million_operations_over_eight_threads() {
                     match slots[i].take() {
                         None => slots[i] = Some(alloc_obj(&mut rng)),
                         Some(o) => match rng.next() % 8 {
-                            0 => inboxes[(t + 1 + (rng.next() as usize % (THREADS - 1))) % THREADS].lock().unwrap().push(o),
+                            0 => inboxes[(t + 1 + (rng.next() as usize % (THREADS - 1))) % THREADS]
+                                .lock()
+                                .unwrap()
+                                .push(o),
                             1 | 2 => {
                                 // realloc chain step: keep the prefix, extend the pattern
                                 let new_size = random_layout(&mut rng).size();
                                 // SAFETY: `o` is live with `o.layout`; new size is non-zero.
                                 let p = unsafe { GLOBAL.realloc(o.ptr, o.layout, new_size) };
                                 assert!(!p.is_null());
-                                let n = Obj { ptr: p, layout: Layout::from_size_align(new_size, o.layout.align()).unwrap(), seed: o.seed };
+                                let n = Obj {
+                                    ptr: p,
+                                    layout: Layout::from_size_align(new_size, o.layout.align())
+                                        .unwrap(),
+                                    seed: o.seed,
+                                };
                                 assert_eq!(p as usize % o.layout.align(), 0);
                                 check(&n, o.layout.size().min(new_size));
                                 fill(&n, o.layout.size().min(new_size));

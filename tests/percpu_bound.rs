@@ -1,0 +1,69 @@
+//! With 64 threads on this machine's CPUs, the per-CPU layer's memory is bounded by the number
+//! of CPUs (or concurrency ids), not by the number of threads.
+
+use rseqmalloc::RseqMalloc;
+use std::alloc::{GlobalAlloc, Layout};
+
+#[global_allocator]
+static GLOBAL: RseqMalloc = RseqMalloc;
+
+#[test]
+fn sixty_four_threads_touch_at_most_one_slab_per_cpu() {
+    const THREADS: usize = 64;
+    const PER_THREAD: usize = 20_000;
+    let barrier = std::sync::Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let barrier = &barrier;
+            s.spawn(move || {
+                let mut live = Vec::with_capacity(PER_THREAD);
+                for i in 0..PER_THREAD {
+                    let l = Layout::from_size_align(16 + (i * 7 + t) % 1000, 8).unwrap();
+                    // SAFETY: non-zero size.
+                    let p = unsafe { GLOBAL.alloc(l) };
+                    assert!(!p.is_null());
+                    live.push((p, l));
+                }
+                barrier.wait(); // all 64 working sets are live at once
+                for (p, l) in live {
+                    // SAFETY: allocated above with `l`.
+                    unsafe { GLOBAL.dealloc(p, l) };
+                }
+            });
+        }
+    });
+    let s = rseqmalloc::stats();
+    let budget = rseqmalloc::config::get().cpu_cache_bytes as usize;
+    let cached: usize = s.cpu_cache_bytes.iter().sum();
+    // One slab per possible CPU id, however many threads ran.
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let max_id: usize = possible
+        .trim()
+        .split([',', '-'])
+        .map(|n| n.parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(s.slabs, max_id + 1);
+    assert!(
+        s.slabs_in_use <= s.slabs,
+        "{} slabs touched, {} exist",
+        s.slabs_in_use,
+        s.slabs
+    );
+    assert!(s.slabs_in_use < THREADS);
+    // What the caches hold is bounded by slabs × budget, far below what the threads freed.
+    let freed_by_threads = THREADS * PER_THREAD * 16;
+    assert!(
+        cached <= s.slabs_in_use * budget,
+        "cached {cached} > {} slabs × {budget}",
+        s.slabs_in_use
+    );
+    assert!(
+        cached * 4 < freed_by_threads,
+        "cached {cached} is not small next to {freed_by_threads}"
+    );
+    println!(
+        "threads {THREADS}, slabs {} (in use {}), cached {cached} bytes, mm_cid {}",
+        s.slabs, s.slabs_in_use, s.uses_mm_cid
+    );
+}

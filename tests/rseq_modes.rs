@@ -1,0 +1,278 @@
+//! The per-CPU layer under stress in all three rseq modes: glibc's area, our own registration
+//! (`GLIBC_TUNABLES=glibc.pthread.rseq=0`) and the forced fallback (`RSEQMALLOC_OPTIONS=rseq=off`).
+//!
+//! Each mode runs in a child process of this test binary (the mode is chosen once per process):
+//! 32 threads on the machine's CPUs, each moving itself to another CPU with `sched_setaffinity`
+//! every few thousand operations, a 10 kHz `ITIMER_REAL` (`setitimer`) signal storm whose handler touches
+//! memory without allocating, and a `fork` in the middle whose child allocates, checks and exits.
+//! Every object carries a unique tag written at allocation and checked at free, so an object
+//! handed out twice is caught. At least 1e8 operations per mode.
+
+use rseqmalloc::{RseqMalloc, RseqMode};
+use std::alloc::{GlobalAlloc, Layout};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+#[global_allocator]
+static GLOBAL: RseqMalloc = RseqMalloc;
+
+const THREADS: usize = 32;
+const OPS_PER_MODE: usize = 100_000_000;
+const SLOTS: usize = 64;
+const MIGRATE_EVERY: usize = 4096;
+
+static SIGNALS: AtomicU64 = AtomicU64::new(0);
+static mut SCRATCH: [u64; 64] = [0; 64];
+
+/// Blocks (or unblocks) SIGALRM in the calling thread.
+fn block_alarm(block: bool) {
+    // SAFETY: a sigset we own, changed with the documented calls.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(
+            if block {
+                libc::SIG_BLOCK
+            } else {
+                libc::SIG_UNBLOCK
+            },
+            &set,
+            std::ptr::null_mut(),
+        );
+    }
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    let n = SIGNALS.fetch_add(1, Ordering::Relaxed);
+    // Touch memory, allocate nothing.
+    // SAFETY: a racy scratch buffer only written here; its contents are never relied upon.
+    unsafe { (*std::ptr::addr_of_mut!(SCRATCH))[(n % 64) as usize] = n };
+}
+
+fn layout_for(x: u64) -> Layout {
+    // mostly small sizes, the classes the per-CPU caches serve
+    let size = 8 + (x % 8 + 1) as usize * ((x >> 8) % 64 + 1) as usize;
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays in bounds for cpu < 1024.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// In a forked child: allocate, check, free, and exit without running any destructor.
+fn child_after_fork() -> ! {
+    let mut ok = true;
+    let mut v: Vec<Box<[u64; 8]>> = Vec::new();
+    for i in 0..10_000u64 {
+        v.push(Box::new([i; 8]));
+    }
+    for (i, b) in v.iter().enumerate() {
+        ok &= b.iter().all(|&x| x == i as u64);
+    }
+    drop(v);
+    // SAFETY: _exit ends the child at once, touching no shared state.
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+}
+
+fn stress() {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let forked = AtomicUsize::new(0);
+    let total_ops = AtomicUsize::new(0);
+    // SAFETY: installing a handler that only touches atomics and a scratch buffer; the main
+    // thread blocks SIGALRM so that the 10 kHz ITIMER_REAL storm lands on the workers (which
+    // unblock it), in the middle of their allocations.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        block_alarm(true);
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100,
+        };
+        let it = libc::itimerval {
+            it_interval: tv,
+            it_value: tv,
+        };
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    }
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (forked, total_ops) = (&forked, &total_ops);
+            s.spawn(move || {
+                block_alarm(false);
+                let mut slots: [(*mut u8, u64, Layout); SLOTS] =
+                    [(std::ptr::null_mut(), 0, Layout::new::<u8>()); SLOTS];
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t as u64;
+                let mut seq = 0u64;
+                let ops = OPS_PER_MODE / THREADS;
+                for op in 0..ops {
+                    if op % MIGRATE_EVERY == 0 {
+                        pin((t + op / MIGRATE_EVERY) % ncpu);
+                    }
+                    if t == 0 && op == ops / 2 && forked.fetch_add(1, Ordering::Relaxed) == 0 {
+                        // SAFETY: the child only allocates and calls _exit.
+                        let pid = unsafe { libc::fork() };
+                        if pid == 0 {
+                            child_after_fork();
+                        }
+                        let mut status = 0;
+                        // SAFETY: waiting for our own child.
+                        unsafe { libc::waitpid(pid, &mut status, 0) };
+                        assert!(
+                            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                            "fork child failed: {status}"
+                        );
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let i = (x % SLOTS as u64) as usize;
+                    let (p, tag, l) = slots[i];
+                    if !p.is_null() {
+                        // SAFETY: `p` is live with layout `l` and carries `tag` in its first word.
+                        unsafe {
+                            let got = p.cast::<u64>().read();
+                            assert_eq!(got, tag, "object {p:p} handed out twice or corrupted");
+                            GLOBAL.dealloc(p, l);
+                        }
+                        slots[i].0 = std::ptr::null_mut();
+                    } else {
+                        let l = layout_for(x >> 16);
+                        seq += 1;
+                        let tag = (t as u64) << 48 | seq;
+                        // SAFETY: non-zero size; the tag fits (size >= 16).
+                        let p = unsafe { GLOBAL.alloc(l) };
+                        assert!(!p.is_null());
+                        unsafe { p.cast::<u64>().write(tag) };
+                        slots[i] = (p, tag, l);
+                    }
+                }
+                for (p, tag, l) in slots {
+                    if !p.is_null() {
+                        // SAFETY: as above.
+                        unsafe {
+                            assert_eq!(p.cast::<u64>().read(), tag);
+                            GLOBAL.dealloc(p, l);
+                        }
+                    }
+                }
+                total_ops.fetch_add(ops, Ordering::Relaxed);
+            });
+        }
+    });
+    // SAFETY: stop the timer.
+    unsafe {
+        let zero = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            it_value: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+        };
+        libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
+    }
+    let s = rseqmalloc::stats();
+    // Machine-readable line for the parent.
+    println!(
+        "RESULT mode={:?} ops={} signals={} restarts={} fallback_ops={} forks={}",
+        s.rseq_mode,
+        total_ops.load(Ordering::Relaxed),
+        SIGNALS.load(Ordering::Relaxed),
+        s.restarts,
+        s.fallback_ops,
+        forked.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+#[ignore = "run as a child by the per-mode tests"]
+fn child_stress() {
+    if std::env::var_os("RSEQMALLOC_STRESS_CHILD").is_some() {
+        stress();
+    }
+}
+
+/// Runs the stress child with `env` and returns its RESULT fields.
+fn run_mode(env: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "child_stress",
+        "--nocapture",
+        "--include-ignored",
+        "--test-threads",
+        "1",
+    ]);
+    cmd.env("RSEQMALLOC_STRESS_CHILD", "1")
+        .env_remove("GLIBC_TUNABLES")
+        .env_remove("RSEQMALLOC_OPTIONS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stress child failed ({:?}, signal {:?}):\n{stdout}\n{}",
+        out.status,
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"))
+        .1;
+    line.split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn num(r: &std::collections::HashMap<String, String>, k: &str) -> u64 {
+    r[k].parse().unwrap()
+}
+
+#[test]
+fn stress_with_glibc_area() {
+    let r = run_mode(&[]);
+    assert_eq!(r["mode"], format!("{:?}", RseqMode::Glibc));
+    assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
+    assert_eq!(num(&r, "forks"), 1);
+    assert!(num(&r, "signals") > 1000, "signal storm too weak: {r:?}");
+    // The storm lands inside critical sections: the abort handlers must have run.
+    assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
+    assert_eq!(num(&r, "fallback_ops"), 0);
+}
+
+#[test]
+fn stress_with_own_registration() {
+    let r = run_mode(&[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")]);
+    assert_eq!(r["mode"], format!("{:?}", RseqMode::Own));
+    assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
+    assert_eq!(num(&r, "forks"), 1);
+    assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
+    assert_eq!(num(&r, "fallback_ops"), 0);
+}
+
+#[test]
+fn stress_with_forced_fallback() {
+    let r = run_mode(&[("RSEQMALLOC_OPTIONS", "rseq=off")]);
+    assert_eq!(r["mode"], format!("{:?}", RseqMode::Fallback));
+    assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
+    assert_eq!(num(&r, "forks"), 1);
+    assert_eq!(num(&r, "restarts"), 0);
+    assert!(num(&r, "fallback_ops") > OPS_PER_MODE as u64 / 2, "{r:?}");
+}
