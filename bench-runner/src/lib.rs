@@ -1,0 +1,104 @@
+//! The part of `rseqmalloc-bench` shared by its two binaries: the catalog of
+//! workloads (names, what each stresses, and the scales the runner passes).
+//!
+//! The runner (`rseqmalloc-bench`) reads it to plan a run; the workload binary
+//! (`rseqmalloc-workload`) reads it to accept exactly the same names.
+
+/// One workload of `rseqmalloc-workload`, as the runner knows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Workload {
+    /// The name given on the command line of both binaries.
+    pub name: &'static str,
+    /// What it stresses, in one line (printed by `--list` and in the docs).
+    pub stresses: &'static str,
+    /// Scale of a default run (1.0 = the workload's full size).
+    pub default_scale: f64,
+    /// Scale of a `--quick` run.
+    pub quick_scale: f64,
+}
+
+/// Every workload, in the order a run executes and reports them.
+pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "single-churn",
+        stresses: "one thread replacing random slots of a 100k-object ring of 8-512 B objects: the thread-local fast path",
+        default_scale: 1.0,
+        quick_scale: 0.15,
+    },
+    Workload {
+        name: "multi-churn",
+        stresses: "the churn on 4x CPUs threads (same live set, 4x the replacements): per-CPU caches under oversubscription and preemption",
+        default_scale: 1.0,
+        quick_scale: 0.15,
+    },
+    Workload {
+        name: "producer-consumer",
+        stresses: "pairs of threads; every object is freed by the thread that did not allocate it: remote frees",
+        default_scale: 1.0,
+        quick_scale: 0.15,
+    },
+    Workload {
+        name: "fragmentation",
+        stresses: "grow to 1 GiB (x scale) of mixed sizes, free 90% at random, grow again with larger sizes: hole reuse and peak RSS",
+        default_scale: 0.5,
+        quick_scale: 0.05,
+    },
+    Workload {
+        name: "realloc-growth",
+        stresses: "vectors, strings and byte buffers grown element by element, interleaved: realloc chains",
+        default_scale: 1.0,
+        quick_scale: 0.15,
+    },
+    Workload {
+        name: "large-objects",
+        stresses: "64 KiB-8 MiB objects touched once per page with a live set of 8: large-object path, page reuse and return",
+        default_scale: 1.0,
+        quick_scale: 0.15,
+    },
+    Workload {
+        name: "thread-churn",
+        stresses: "thousands of short-lived threads that allocate, hand a few objects to the parent and exit: thread caches' setup and teardown",
+        default_scale: 1.0,
+        quick_scale: 0.15,
+    },
+    Workload {
+        name: "larson",
+        stresses: "larson-like server: threads replace random slots of arrays that change hands every round: remote frees at steady state",
+        default_scale: 1.0,
+        quick_scale: 0.15,
+    },
+];
+
+/// The workload called `name`, if there is one.
+pub fn find(name: &str) -> Option<&'static Workload> {
+    WORKLOADS.iter().find(|w| w.name == name)
+}
+
+/// Names of every workload, comma-separated (for messages).
+pub fn names() -> String {
+    WORKLOADS
+        .iter()
+        .map(|w| w.name)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_scales_positive() {
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            assert!(w.default_scale > 0.0 && w.quick_scale > 0.0, "{}", w.name);
+            assert!(w.quick_scale <= w.default_scale, "{}", w.name);
+            assert!(
+                WORKLOADS[..i].iter().all(|o| o.name != w.name),
+                "duplicate {}",
+                w.name
+            );
+            assert_eq!(find(w.name), Some(w));
+        }
+        assert_eq!(find("nope"), None);
+    }
+}
