@@ -21,11 +21,11 @@ use core::ptr::null_mut;
 /// Slots of a class's transfer stack.
 pub const TRANSFER_SLOTS: usize = 512;
 
-/// How many objects the transfer stack of class `c` may hold: about 1 MiB worth, at least
-/// two full batches, at most [`TRANSFER_SLOTS`].
+/// How many objects the transfer stack of class `c` may hold: about 256 KiB worth, at least
+/// one full batch, at most [`TRANSFER_SLOTS`].
 fn transfer_limit(c: usize) -> usize {
     let batch = crate::size_class::CLASS_BATCH[c] as usize;
-    ((1 << 20) / size_of(c)).clamp(2 * batch, TRANSFER_SLOTS)
+    ((256 << 10) / size_of(c)).clamp(batch, TRANSFER_SLOTS)
 }
 
 struct Inner {
@@ -41,6 +41,8 @@ pub struct Central {
     pub cached: AtomicUsize,
     /// Objects of this class outside their spans (for statistics).
     pub out_of_spans: AtomicUsize,
+    /// Transfer-stack depth seen by the previous idle check.
+    last_seen: AtomicUsize,
 }
 
 // SAFETY: the raw pointers are objects and spans owned by the allocator, touched only under
@@ -57,6 +59,7 @@ pub static CENTRAL: [Central; NUM_CLASSES] = [const {
         }),
         cached: AtomicUsize::new(0),
         out_of_spans: AtomicUsize::new(0),
+        last_seen: AtomicUsize::new(0),
     }
 }; NUM_CLASSES];
 
@@ -174,7 +177,20 @@ unsafe fn give_back_to_span(inner: &mut Inner, c: usize, obj: *mut u8) {
 /// Gives every object in the transfer stacks back to its span, so that spans whose objects are
 /// all back return to the page heap (used by trim).
 pub fn flush_transfer() {
+    flush_where(|_, _| true);
+}
+
+/// Flushes the transfer stacks whose depth did not change since the previous call.
+pub fn flush_idle() {
+    flush_where(|central, count| central.last_seen.swap(count, Ordering::Relaxed) == count);
+}
+
+fn flush_where(pick: impl Fn(&Central, usize) -> bool) {
     for (c, central) in CENTRAL.iter().enumerate().skip(1) {
+        let count = central.cached.load(Ordering::Relaxed);
+        if count == 0 || !pick(central, count) {
+            continue;
+        }
         let mut g = central.inner.lock();
         let inner = &mut *g;
         let n = inner.count;

@@ -43,6 +43,8 @@ pub struct Options {
     pub huge_pages: HugePages,
     /// Statistics at exit (`stats=none|text|json`).
     pub stats: StatsAtExit,
+    /// Run maintenance (decay, idle drains) from a background thread (`background_thread=on`).
+    pub background_thread: bool,
 }
 
 /// The defaults, also what a malformed value falls back to.
@@ -52,6 +54,7 @@ pub const DEFAULTS: Options = Options {
     cpu_cache_bytes: 2 << 20,
     huge_pages: HugePages::Default,
     stats: StatsAtExit::None,
+    background_thread: false,
 };
 
 static LOADED: AtomicU8 = AtomicU8::new(0);
@@ -60,6 +63,7 @@ static DECAY_MS: AtomicU64 = AtomicU64::new(DEFAULTS.decay_ms);
 static CPU_CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULTS.cpu_cache_bytes);
 static HUGE: AtomicU8 = AtomicU8::new(0);
 static STATS: AtomicU8 = AtomicU8::new(0);
+static BACKGROUND: AtomicU8 = AtomicU8::new(0);
 static WARNINGS: AtomicU32 = AtomicU32::new(0);
 
 fn warn(what: &str, item: &[u8]) {
@@ -109,6 +113,7 @@ pub fn parse_into(s: &[u8], opts: &mut Options) {
         let (k, v) = (&item[..eq], &item[eq + 1..]);
         let ok = match k {
             b"rseq" => parse_bool(v).map(|b| opts.rseq = b).is_some(),
+            b"background_thread" => parse_bool(v).map(|b| opts.background_thread = b).is_some(),
             b"decay_ms" => parse_size(v).map(|n| opts.decay_ms = n).is_some(),
             b"cpu_cache_bytes" => parse_size(v)
                 .filter(|&n| n >= 4096)
@@ -165,6 +170,7 @@ pub fn load() {
     CPU_CACHE_BYTES.store(o.cpu_cache_bytes, Ordering::Relaxed);
     HUGE.store(o.huge_pages as u8, Ordering::Relaxed);
     STATS.store(o.stats as u8, Ordering::Relaxed);
+    BACKGROUND.store(o.background_thread as u8, Ordering::Relaxed);
     LOADED.store(2, Ordering::Release);
 }
 
@@ -185,6 +191,7 @@ pub fn get() -> Options {
             2 => StatsAtExit::Json,
             _ => StatsAtExit::None,
         },
+        background_thread: BACKGROUND.load(Ordering::Relaxed) != 0,
     }
 }
 
@@ -201,7 +208,7 @@ mod tests {
     fn good_options_parse() {
         let mut o = DEFAULTS;
         parse_into(
-            b"rseq=off,decay_ms=0,cpu_cache_bytes=256k,huge_pages=never,stats=json",
+            b"rseq=off,decay_ms=0,cpu_cache_bytes=256k,huge_pages=never,stats=json,background_thread=on",
             &mut o,
         );
         assert_eq!(
@@ -211,7 +218,8 @@ mod tests {
                 decay_ms: 0,
                 cpu_cache_bytes: 256 << 10,
                 huge_pages: HugePages::Never,
-                stats: StatsAtExit::Json
+                stats: StatsAtExit::Json,
+                background_thread: true,
             }
         );
     }

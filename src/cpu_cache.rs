@@ -39,8 +39,11 @@ use crate::arch::{self, ThreadBlock, CPU_ID_OFFSET, DUMMY_AREA, MM_CID_OFFSET, S
 use crate::central;
 use crate::config;
 use crate::os;
+use crate::page_heap::HEAP;
 use crate::size_class::{size_of, CLASS_BATCH, CLASS_CAPACITY, NUM_CLASSES};
-use crate::sync::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering};
+use crate::sync::{
+    AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Mutex, Ordering,
+};
 use core::ptr::null_mut;
 
 /// Bytes per slab.
@@ -429,6 +432,7 @@ fn current_rseq_id() -> usize {
 #[cold]
 #[inline(never)]
 pub fn alloc_slow(c: usize) -> *mut u8 {
+    maybe_tick();
     match thread_state() {
         T_RSEQ => {
             let id = current_rseq_id();
@@ -482,6 +486,7 @@ fn refill(c: usize, slab: Slab, put: impl Fn(usize, *mut u8) -> bool) -> *mut u8
 #[cold]
 #[inline(never)]
 pub unsafe fn free_slow(c: usize, obj: *mut u8) {
+    maybe_tick();
     match thread_state() {
         T_RSEQ => {
             let id = current_rseq_id();
@@ -679,16 +684,35 @@ fn empty_slab(slab: Slab) -> usize {
 /// Drains the caches of every slab (all CPUs or concurrency ids) into the central lists, using
 /// the protocol in the module documentation. Returns the bytes moved.
 pub fn drain_all() -> usize {
+    drain_where(|_, _| true)
+}
+
+/// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab).
+fn drain_where(mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
     let nslabs = G.nslabs.load(Ordering::Relaxed);
     if nslabs == 0 {
         return 0;
     }
     let _g = DRAIN.lock();
-    let ready = |i: usize| Slab::of(i).state().load(Ordering::Acquire) == 2;
+    // Only the slabs picked (and, with rseq, stopped) here are emptied and restarted: one that
+    // becomes ready meanwhile was never stopped and must not be touched.
+    let mut picked = [0u64; MAX_SLABS / 64];
+    let mut any = false;
+    for i in 0..nslabs {
+        let slab = Slab::of(i);
+        if slab.state().load(Ordering::Acquire) == 2 && pick(i, slab) {
+            picked[i / 64] |= 1 << (i % 64);
+            any = true;
+        }
+    }
+    let is_picked = |i: usize| picked[i / 64] & (1 << (i % 64)) != 0;
+    if !any {
+        return 0;
+    }
     let mut bytes = 0;
     match mode() {
         RseqMode::Fallback => {
-            for i in (0..nslabs).filter(|&i| ready(i)) {
+            for i in (0..nslabs).filter(|&i| is_picked(i)) {
                 let slab = Slab::of(i);
                 slab_lock(slab);
                 bytes += empty_slab(slab);
@@ -697,14 +721,10 @@ pub fn drain_all() -> usize {
         }
         RseqMode::Glibc | RseqMode::Own => {
             if !G.membarrier.load(Ordering::Relaxed) {
-                DRAINS_SKIPPED.fetch_add(nslabs, Ordering::Relaxed);
+                DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
                 return 0;
             }
-            // Only the slabs stopped here are emptied and restarted: one that becomes ready
-            // meanwhile was never stopped and must not be touched.
-            let mut stopped = [0u64; MAX_SLABS / 64];
-            for i in (0..nslabs).filter(|&i| ready(i)) {
-                stopped[i / 64] |= 1 << (i % 64);
+            for i in (0..nslabs).filter(|&i| is_picked(i)) {
                 let slab = Slab::of(i);
                 for c in 1..NUM_CLASSES {
                     slab.cap(c).store(0, Ordering::Relaxed);
@@ -714,7 +734,7 @@ pub fn drain_all() -> usize {
             // MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: every running critical section restarts.
             // SAFETY: a command with no memory arguments.
             unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
-            for i in (0..nslabs).filter(|&i| stopped[i / 64] & (1 << (i % 64)) != 0) {
+            for i in (0..nslabs).filter(|&i| is_picked(i)) {
                 let slab = Slab::of(i);
                 bytes += empty_slab(slab);
                 for c in 1..NUM_CLASSES {
@@ -727,6 +747,59 @@ pub fn drain_all() -> usize {
         RseqMode::Uninitialized => {}
     }
     bytes
+}
+
+/// Offset of a slab's activity signature from the previous maintenance tick.
+const SIGNATURE_AT: usize = 1000;
+
+/// A slab's contents in one number: changes whenever any stack moves (almost surely).
+fn signature(slab: Slab) -> u32 {
+    (1..NUM_CLASSES).fold(0u32, |h, c| {
+        h.rotate_left(5) ^ slab.count(c).load(Ordering::Relaxed) as u32
+    })
+}
+
+/// Drains the slabs whose stacks did not move since the previous call and still hold objects:
+/// the caches of idle CPUs or concurrency ids. Returns the bytes moved.
+pub fn drain_idle() -> usize {
+    drain_where(|_, slab| {
+        let sig = signature(slab);
+        let prev = slab.word(SIGNATURE_AT).swap(sig, Ordering::Relaxed);
+        let holds = (1..NUM_CLASSES).any(|c| slab.count(c).load(Ordering::Relaxed) != 0);
+        prev == sig && holds
+    })
+}
+
+/// When the next maintenance tick is due (ms of the monotonic clock).
+static NEXT_TICK_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs [`maintenance`] if a tick is due: cheap enough for every slow path (a coarse clock
+/// read and a compare).
+#[inline]
+pub fn maybe_tick() {
+    let now = os::now_ms();
+    let due = NEXT_TICK_MS.load(Ordering::Relaxed);
+    if now < due {
+        return;
+    }
+    let period = (config::get().decay_ms / 4).clamp(10, 1000);
+    if NEXT_TICK_MS
+        .compare_exchange(due, now + period, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+        && due != 0
+    {
+        maintenance(now);
+    }
+}
+
+/// Gives memory back as time passes: drains idle per-CPU caches, flushes idle transfer
+/// stacks, and releases free page runs that have been free for `decay_ms`. Driven from the
+/// slow paths, or from the background thread when it is enabled.
+pub fn maintenance(now_ms: u64) {
+    drain_idle();
+    central::flush_idle();
+    let decay = config::get().decay_ms;
+    HEAP.lock().release_free(now_ms.saturating_sub(decay));
 }
 
 /// Bytes of objects cached per slab, written into `out[i]` for each slab (up to `out.len()`);

@@ -107,6 +107,7 @@ fn alloc_large(size: usize, align: usize) -> *mut u8 {
         return oom();
     }
     let size = size.max(1);
+    cpu_cache::maybe_tick();
     let mut heap = HEAP.lock();
     let s = if size >= HUGE_MIN {
         heap.alloc_huge(size, align)
@@ -204,6 +205,7 @@ unsafe fn free_small(ptr: *mut u8, c: usize, who: &str) {
 #[cold]
 #[inline(never)]
 fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
+    cpu_cache::maybe_tick();
     let mut heap = HEAP.lock();
     // SAFETY: `s` came from the page map: a span record, live or stale, always readable; it is
     // checked to be a live large/huge span starting at `ptr` before anything is freed.
@@ -446,6 +448,32 @@ mod fork {
         unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
         config::load();
         stats::register_at_exit();
+        if config::get().background_thread {
+            start_background_thread();
+        }
+    }
+
+    /// The optional maintenance thread: every quarter of the decay period it drains idle
+    /// caches and releases pages free for longer than the decay time, so an idle program gives
+    /// memory back without making another allocation.
+    fn start_background_thread() {
+        extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+            let period = (config::get().decay_ms / 4).clamp(10, 1000);
+            loop {
+                let ts = libc::timespec {
+                    tv_sec: (period / 1000) as i64,
+                    tv_nsec: ((period % 1000) * 1_000_000) as i64,
+                };
+                // SAFETY: nanosleep reads the timespec we own.
+                unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+                let _g = guard::enter("background maintenance");
+                cpu_cache::maintenance(os::now_ms());
+            }
+        }
+        let mut tid: libc::pthread_t = 0;
+        // SAFETY: creating a detached-by-intent thread with a valid start routine; called from
+        // a constructor, outside any allocator lock.
+        unsafe { libc::pthread_create(&mut tid, core::ptr::null(), run, core::ptr::null_mut()) };
     }
 
     #[used]

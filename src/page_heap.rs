@@ -179,6 +179,11 @@ impl PageHeap {
             return false;
         }
         self.stats.mapped += bytes;
+        match crate::config::get().huge_pages {
+            crate::config::HugePages::Always => os::advise_huge(base, bytes, true),
+            crate::config::HugePages::Never => os::advise_huge(base, bytes, false),
+            crate::config::HugePages::Default => {}
+        }
         // SAFETY: `s` is a fresh record we own.
         unsafe {
             (*s).start = base as usize;

@@ -1,0 +1,224 @@
+//! Resident memory, read from `/proc/self/statm`: freed memory goes back to the OS on trim, after
+//! the decay period, and at once for huge objects; per-thread working sets leave behind an
+//! amount tied to CPUs, not threads. Each scenario runs in a child process of this binary so
+//! that no other test's memory is counted.
+
+use rseqmalloc::RseqMalloc;
+use std::alloc::{GlobalAlloc, Layout};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: RseqMalloc = RseqMalloc;
+
+const MIB: usize = 1 << 20;
+
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 4096
+}
+
+/// Allocates about `bytes` of small objects (16–2048 B), touching each, and returns them.
+fn small_objects(bytes: usize) -> Vec<(*mut u8, Layout)> {
+    let mut v = Vec::with_capacity(bytes / 512);
+    let mut total = 0;
+    let mut i = 0usize;
+    while total < bytes {
+        let l = Layout::from_size_align(16 + (i * 37) % 2032, 8).unwrap();
+        // SAFETY: non-zero size; we write within it.
+        let p = unsafe { GLOBAL.alloc(l) };
+        assert!(!p.is_null());
+        unsafe { p.write_bytes(0x5a, l.size()) };
+        v.push((p, l));
+        total += l.size();
+        i += 1;
+    }
+    v
+}
+
+fn free_all(v: Vec<(*mut u8, Layout)>) {
+    for (p, l) in v {
+        // SAFETY: allocated by `small_objects` with `l`.
+        unsafe { GLOBAL.dealloc(p, l) };
+    }
+}
+
+fn run_child(name: &str, options: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--nocapture",
+            "--include-ignored",
+            "--test-threads",
+            "1",
+        ])
+        .env("RSEQMALLOC_RSS_CHILD", "1")
+        .env("RSEQMALLOC_OPTIONS", options)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{name} failed:\n{text}"
+    );
+}
+
+fn is_child() -> bool {
+    std::env::var_os("RSEQMALLOC_RSS_CHILD").is_some()
+}
+
+#[test]
+fn trim_returns_a_freed_gib_of_small_objects() {
+    run_child("child_trim", "");
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_trim() {
+    if !is_child() {
+        return;
+    }
+    let v = small_objects(64 << 10); // warm up the allocator's own structures
+    free_all(v);
+    rseqmalloc::trim();
+    let base = rss();
+    let v = small_objects(1 << 30);
+    let peak = rss();
+    assert!(
+        peak > base + 900 * MIB,
+        "the objects were not resident: {base} -> {peak}"
+    );
+    free_all(v);
+    let released = rseqmalloc::trim();
+    let after = rss();
+    println!(
+        "baseline {} MiB, peak {} MiB, after trim {} MiB (released {} MiB)",
+        base / MIB,
+        peak / MIB,
+        after / MIB,
+        released / MIB
+    );
+    assert!(
+        after <= base + 5 * MIB,
+        "RSS {after} not within 5 MiB of baseline {base} after trim"
+    );
+}
+
+#[test]
+fn decay_returns_a_freed_gib_without_trim() {
+    run_child("child_decay", "decay_ms=200,background_thread=on");
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_decay() {
+    if !is_child() {
+        return;
+    }
+    let v = small_objects(64 << 10);
+    free_all(v);
+    rseqmalloc::trim();
+    let base = rss();
+    let v = small_objects(1 << 30);
+    free_all(v);
+    // Poll (the background thread releases pages free for longer than decay_ms); fail if it
+    // has not happened within 25 decay periods.
+    let start = Instant::now();
+    let mut after = rss();
+    while after > base + 5 * MIB && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+        after = rss();
+    }
+    println!(
+        "baseline {} MiB, after decay {} MiB in {:?}",
+        base / MIB,
+        after / MIB,
+        start.elapsed()
+    );
+    assert!(
+        after <= base + 5 * MIB,
+        "RSS {after} not within 5 MiB of baseline {base} after the decay period"
+    );
+}
+
+#[test]
+fn freed_huge_object_leaves_rss_at_once() {
+    run_child("child_huge", "");
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_huge() {
+    if !is_child() {
+        return;
+    }
+    let base = rss();
+    let l = Layout::from_size_align(256 * MIB, 8).unwrap();
+    // SAFETY: non-zero size; written within bounds.
+    unsafe {
+        let p = GLOBAL.alloc(l);
+        assert!(!p.is_null());
+        p.write_bytes(1, l.size());
+        assert!(rss() >= base + 250 * MIB);
+        GLOBAL.dealloc(p, l);
+    }
+    let after = rss();
+    assert!(
+        after <= base + 2 * MIB,
+        "RSS {after} vs baseline {base} right after freeing 256 MiB"
+    );
+}
+
+#[test]
+fn thread_working_sets_leave_a_cpu_bounded_footprint() {
+    run_child("child_threads", "");
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_threads() {
+    if !is_child() {
+        return;
+    }
+    const THREADS: usize = 64;
+    const WORKING_SET: usize = 4 * MIB;
+    let v = small_objects(64 << 10);
+    free_all(v);
+    let base = rss();
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| free_all(small_objects(WORKING_SET)));
+        }
+    });
+    let after = rss();
+    let st = rseqmalloc::stats();
+    let budget = rseqmalloc::config::get().cpu_cache_bytes as usize;
+    // per-CPU caches and slabs, plus central transfer stacks (at most 256 KiB per class) and
+    // partly used spans: a figure tied to CPUs and classes, not to the 64 threads.
+    let bound = st.slabs * (budget + 64 * 1024) + 32 * MIB;
+    println!(
+        "64 threads x {} MiB: RSS grew {} MiB (bound {} MiB for {} slabs), cached {:?}",
+        WORKING_SET / MIB,
+        (after - base) / MIB,
+        bound / MIB,
+        st.slabs,
+        &st.cpu_cache_bytes[..st.slabs.min(4)]
+    );
+    assert!(
+        after <= base + bound,
+        "RSS grew by {} bytes, bound {bound}",
+        after - base
+    );
+    assert!(bound < THREADS * WORKING_SET / 4);
+}
