@@ -386,7 +386,7 @@ fn init_thread(b: *mut ThreadBlock) -> u32 {
                     if key != 0 {
                         // May allocate for keys ≥ 32; no lock is held here, so that is safe.
                         let _nested = crate::guard::allow_nested();
-                        libc::pthread_setspecific(key - 1, 1 as *const libc::c_void);
+                        libc::pthread_setspecific(key - 1, core::ptr::dangling::<libc::c_void>());
                     }
                     (*b).area = &raw const (*b).own;
                     T_RSEQ

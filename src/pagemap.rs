@@ -140,7 +140,7 @@ mod tests {
     fn set_and_get_cover_interior_addresses() {
         let base = os::map(1 << 20, 1 << 20).unwrap() as usize;
         assert!(PAGEMAP.reserve(base, 1 << 20));
-        let fake = 0x1000 * 128 | 5;
+        let fake = (0x1000 * 128) | 5;
         PAGEMAP.set_range(base, 4, fake);
         assert_eq!(PAGEMAP.get(base), fake);
         assert_eq!(PAGEMAP.get(base + 3 * (1 << PAGE_SHIFT) + 77), fake);

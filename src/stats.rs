@@ -76,8 +76,7 @@ pub fn stats() -> Stats {
         fallback_ops: cpu_cache::fallback_ops(),
     };
     let mut small = 0;
-    for c in 1..NUM_CLASSES {
-        let central = &CENTRAL[c];
+    for (c, central) in CENTRAL.iter().enumerate().skip(1) {
         let out = central
             .out_of_spans
             .load(core::sync::atomic::Ordering::Relaxed);

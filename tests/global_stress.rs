@@ -48,7 +48,7 @@ fn fill(o: &Obj, from: usize) {
     // SAFETY: `o.ptr` holds `o.layout.size()` bytes we own.
     let bytes = unsafe { std::slice::from_raw_parts_mut(o.ptr, o.layout.size()) };
     let mut i = from;
-    while i < bytes.len() && i % 8 != 0 {
+    while i < bytes.len() && !i.is_multiple_of(8) {
         bytes[i] = pattern(o.seed, i);
         i += 1;
     }
@@ -93,7 +93,7 @@ fn random_layout(rng: &mut Rng) -> Layout {
     let lo = 1u64 << octave;
     let size = (lo + rng.next() % lo).min(1 << 20) as usize;
     let align = 1usize << (rng.next() % 13); // 1 .. 4096
-    let align = if rng.next() % 64 == 0 {
+    let align = if rng.next().is_multiple_of(64) {
         1 << (13 + rng.next() % 8)
     } else {
         align

@@ -22,7 +22,7 @@ pub fn set_errno(e: i32) {
 /// Maps `size` bytes of fresh, zeroed, read-write address space aligned to `align`
 /// (a power of two). Pages cost nothing until touched (`MAP_NORESERVE`).
 pub fn map(size: usize, align: usize) -> Result<*mut u8, OsError> {
-    debug_assert!(align.is_power_of_two() && size % OS_PAGE == 0);
+    debug_assert!(align.is_power_of_two() && size.is_multiple_of(OS_PAGE));
     let align = align.max(OS_PAGE);
     let extra = align - OS_PAGE;
     let total = size.checked_add(extra).ok_or(OsError(libc::ENOMEM))?;
