@@ -8,8 +8,9 @@
 //!
 //! Slab layout (`1 << SLAB_SHIFT` bytes): word 0 holds the slab's state (0 untouched,
 //! 1 initialising, 2 ready) and, at byte 4, the fallback lock word; the 8-byte header of class
-//! `c` at byte `8c` holds `count: u16, cap: u16, floor: u16`; the class's slots start at byte
-//! `SLOT_OFFSET[c]`. Invariant: `slots[0..count]` are free objects of the class owned by the
+//! `c` at byte `8c` holds `count: u16, cap: u16, floor: u16`; bytes 1000–1020 hold the idle
+//! signature, the capacity lock, the fallback operation count and the capacity bytes; the
+//! class's slots start at byte `SLOT_OFFSET[c]`. Invariant: `slots[0..count]` are free objects of the class owned by the
 //! cache, and `floor <= count <= cap` except while a drain has the slab stopped
 //! (`cap = 0`, `floor = u16::MAX`).
 //!
@@ -70,7 +71,7 @@ const fn slot_offsets() -> [u32; NUM_CLASSES] {
     t
 }
 
-const _: () = assert!(NUM_CLASSES * 8 <= HEADER_BYTES);
+const _: () = assert!(NUM_CLASSES * 8 <= SIGNATURE_AT && CAP_BYTES_AT + 4 <= HEADER_BYTES);
 
 /// How the per-CPU layer reaches its slabs; see the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,27 +265,71 @@ fn reset_caps(slab: Slab) {
         .store(bytes as u32, Ordering::Relaxed);
 }
 
-/// Raises the capacity of class `c` in `slab` by a batch if the slab's byte budget allows.
+/// Offset of a slab's capacity lock: held while capacities change (growth, stealing, a
+/// drain's stop-and-restore), so that no growth can un-stop a slab a drain has stopped.
+const CAP_LOCK_AT: usize = 1004;
+
+fn cap_try_lock(slab: Slab) -> bool {
+    slab.word(CAP_LOCK_AT)
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+}
+
+fn cap_lock(slab: Slab) {
+    while !cap_try_lock(slab) {
+        core::hint::spin_loop();
+    }
+}
+
+fn cap_unlock(slab: Slab) {
+    slab.word(CAP_LOCK_AT).store(0, Ordering::Release);
+}
+
+/// Raises the capacity of class `c` in `slab` by a batch: within the slab's byte budget if it
+/// allows, else by taking unused capacity (capacity above the current count) from the class
+/// that has the most, so capacity moves to the classes in demand.
+///
 /// Capacity may change at any time: the slot region is sized for the maximum, a section that
 /// read the old value acts on a bound that is still within it, and a lowered capacity only
-/// makes pushes fail until pops bring the count under it.
+/// makes pushes fail until pops bring the count under it. Changes happen under the slab's
+/// capacity lock, which a drain holds from its stop to its restore.
 fn grow_cap(slab: Slab, c: usize) -> bool {
+    if !cap_try_lock(slab) {
+        return false; // a drain or another grower is at work: try again on a later overflow
+    }
+    let grown = grow_cap_locked(slab, c);
+    cap_unlock(slab);
+    grown
+}
+
+fn grow_cap_locked(slab: Slab, c: usize) -> bool {
     let cap = slab.cap(c).load(Ordering::Relaxed);
     let max = CLASS_CAPACITY[c];
-    if cap == 0 && slab.floor(c).load(Ordering::Relaxed) == u16::MAX {
-        return false; // stopped by a drain
-    }
-    if cap >= max {
-        return false;
+    if cap >= max || slab.floor(c).load(Ordering::Relaxed) == u16::MAX {
+        return false; // at its maximum, or stopped by a drain
     }
     let add = CLASS_BATCH[c].min(max - cap);
-    let add_bytes = add as u32 * size_of(c) as u32;
-    let budget = config::get().cpu_cache_bytes.min(u32::MAX as u64) as u32;
+    let add_bytes = add as usize * size_of(c);
+    let budget = config::get().cpu_cache_bytes as usize;
     let total = slab.word(CAP_BYTES_AT);
-    if total.fetch_add(add_bytes, Ordering::Relaxed) + add_bytes > budget {
-        total.fetch_sub(add_bytes, Ordering::Relaxed);
-        return false;
+    let mut bytes = total.load(Ordering::Relaxed) as usize;
+    if bytes + add_bytes > budget {
+        // Steal from the class with the most unused capacity.
+        let spare = |v: usize| {
+            let cap = slab.cap(v).load(Ordering::Relaxed) as usize;
+            cap.saturating_sub(slab.count(v).load(Ordering::Relaxed) as usize) * size_of(v)
+        };
+        let victim = (1..NUM_CLASSES)
+            .filter(|&v| v != c)
+            .max_by_key(|&v| spare(v));
+        let Some(v) = victim.filter(|&v| spare(v) >= add_bytes) else {
+            return false;
+        };
+        let take = add_bytes.div_ceil(size_of(v)) as u16;
+        slab.cap(v).fetch_sub(take, Ordering::Release);
+        bytes -= take as usize * size_of(v);
     }
+    total.store((bytes + add_bytes) as u32, Ordering::Relaxed);
     slab.cap(c).fetch_add(add, Ordering::Release);
     true
 }
@@ -726,6 +771,7 @@ fn drain_where(mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
             }
             for i in (0..nslabs).filter(|&i| is_picked(i)) {
                 let slab = Slab::of(i);
+                cap_lock(slab);
                 for c in 1..NUM_CLASSES {
                     slab.cap(c).store(0, Ordering::Relaxed);
                     slab.floor(c).store(u16::MAX, Ordering::Relaxed);
@@ -742,6 +788,7 @@ fn drain_where(mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
                 }
                 // Drained caches start small again; demand grows them back.
                 reset_caps(slab);
+                cap_unlock(slab);
             }
         }
         RseqMode::Uninitialized => {}
@@ -837,7 +884,8 @@ pub fn slabs_in_use() -> usize {
         .count()
 }
 
-/// Fork prepare: takes the set-up and drain locks and, in fallback mode, every slab lock.
+/// Fork prepare, first step: takes the set-up and drain locks and, in fallback mode, every
+/// slab lock (the order the allocator nests them: these before any central or heap lock).
 pub fn lock_for_fork() {
     core::mem::forget(INIT.lock());
     core::mem::forget(DRAIN.lock());
@@ -857,6 +905,15 @@ pub fn lock_for_fork() {
 /// # Safety
 /// Only after [`lock_for_fork`] in the same fork; `child` says which side we are on.
 pub unsafe fn unlock_after_fork(child: bool) {
+    if child {
+        // A grower in another thread may have held a capacity lock; it does not exist here.
+        for i in 0..G.nslabs.load(Ordering::Relaxed) {
+            let slab = Slab::of(i);
+            if slab.state().load(Ordering::Acquire) == 2 {
+                cap_unlock(slab);
+            }
+        }
+    }
     if mode() == RseqMode::Fallback {
         for i in 0..G.nslabs.load(Ordering::Relaxed) {
             let slab = Slab::of(i);

@@ -415,21 +415,25 @@ unsafe impl GlobalAlloc for RseqMalloc {
 
 /// Fork safety: every lock is taken before `fork` and released (parent) or reset (child)
 /// after, so the child never inherits a lock held by a thread that does not exist there.
+///
+/// Locks are taken in the order the allocator itself nests them — set-up, drain, fallback slab
+/// locks (per-CPU layer), then the central classes, then the page heap — so taking them for a
+/// fork cannot deadlock with a thread in the middle of a drain.
 mod fork {
     use super::*;
 
     extern "C" fn prepare() {
+        cpu_cache::lock_for_fork();
         central::lock_all();
         core::mem::forget(HEAP.lock());
-        cpu_cache::lock_for_fork();
     }
 
     extern "C" fn parent() {
         // SAFETY: `prepare` took these locks in this thread.
         unsafe {
-            cpu_cache::unlock_after_fork(false);
             HEAP.force_unlock();
             central::unlock_all();
+            cpu_cache::unlock_after_fork(false);
         }
     }
 
@@ -437,9 +441,9 @@ mod fork {
         // SAFETY: the child has one thread, and the parent's `prepare` left every structure
         // consistent before taking the locks.
         unsafe {
-            cpu_cache::unlock_after_fork(true);
             HEAP.reset_in_child();
             central::reset_all_in_child();
+            cpu_cache::unlock_after_fork(true);
         }
     }
 

@@ -6,7 +6,8 @@
 //! every few thousand operations, a 10 kHz `ITIMER_REAL` (`setitimer`) signal storm whose handler touches
 //! memory without allocating, and a `fork` in the middle whose child allocates, checks and exits.
 //! Every object carries a unique tag written at allocation and checked at free, so an object
-//! handed out twice is caught. At least 1e8 operations per mode.
+//! handed out twice is caught. Meanwhile another thread drains every CPU's cache in a loop.
+//! At least 1e8 operations per mode.
 
 use rseqmalloc::{RseqMalloc, RseqMode};
 use std::alloc::{GlobalAlloc, Layout};
@@ -104,9 +105,22 @@ fn stress() {
         };
         libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
     }
+    let workers_done = AtomicUsize::new(0);
+    let drains = AtomicUsize::new(0);
     std::thread::scope(|s| {
+        // A drainer empties every CPU's cache (the stop + membarrier protocol) again and again
+        // while the workers run, so a drain racing a critical section would hand out an object
+        // twice and trip a tag check.
+        s.spawn(|| {
+            block_alarm(false);
+            while workers_done.load(Ordering::Relaxed) < THREADS {
+                rseqmalloc::trim();
+                drains.fetch_add(1, Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+        });
         for t in 0..THREADS {
-            let (forked, total_ops) = (&forked, &total_ops);
+            let (forked, total_ops, workers_done) = (&forked, &total_ops, &workers_done);
             s.spawn(move || {
                 block_alarm(false);
                 let mut slots: [(*mut u8, u64, Layout); SLOTS] =
@@ -166,6 +180,7 @@ fn stress() {
                     }
                 }
                 total_ops.fetch_add(ops, Ordering::Relaxed);
+                workers_done.fetch_add(1, Ordering::Relaxed);
             });
         }
     });
@@ -186,13 +201,14 @@ fn stress() {
     let s = rseqmalloc::stats();
     // Machine-readable line for the parent.
     println!(
-        "RESULT mode={:?} ops={} signals={} restarts={} fallback_ops={} forks={}",
+        "RESULT mode={:?} ops={} signals={} restarts={} fallback_ops={} forks={} drains={}",
         s.rseq_mode,
         total_ops.load(Ordering::Relaxed),
         SIGNALS.load(Ordering::Relaxed),
         s.restarts,
         s.fallback_ops,
-        forked.load(Ordering::Relaxed)
+        forked.load(Ordering::Relaxed),
+        drains.load(Ordering::Relaxed)
     );
 }
 
@@ -251,6 +267,7 @@ fn stress_with_glibc_area() {
     assert_eq!(r["mode"], format!("{:?}", RseqMode::Glibc));
     assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
     assert_eq!(num(&r, "forks"), 1);
+    assert!(num(&r, "drains") > 10, "{r:?}");
     assert!(num(&r, "signals") > 1000, "signal storm too weak: {r:?}");
     // The storm lands inside critical sections: the abort handlers must have run.
     assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
