@@ -477,9 +477,9 @@ fn current_rseq_id() -> usize {
 #[cold]
 #[inline(never)]
 pub fn alloc_slow(c: usize) -> *mut u8 {
-    maybe_tick();
     match thread_state() {
         T_RSEQ => {
+            maybe_tick();
             let id = current_rseq_id();
             ensure_slab(id);
             let p = pop(c);
@@ -531,9 +531,9 @@ fn refill(c: usize, slab: Slab, put: impl Fn(usize, *mut u8) -> bool) -> *mut u8
 #[cold]
 #[inline(never)]
 pub unsafe fn free_slow(c: usize, obj: *mut u8) {
-    maybe_tick();
     match thread_state() {
         T_RSEQ => {
+            maybe_tick();
             let id = current_rseq_id();
             ensure_slab(id);
             let slab = Slab::of(id);
@@ -571,15 +571,30 @@ fn overflow_take(slab: Slab, c: usize) -> usize {
     (count / 2 + 1).min(CLASS_BATCH[c] as usize)
 }
 
-/// The slab a fallback-mode thread uses: its CPU now (any slab is correct under the lock).
+/// Operations between two reads of the CPU number in fallback mode.
+const CPU_HINT_OPS: u32 = 64;
+
+/// The slab a fallback-mode thread uses: the CPU it ran on when it last asked (re-read every
+/// [`CPU_HINT_OPS`] operations, `rdpid` costing more than the lock). Any slab is correct under
+/// its lock; the hint only keeps a thread on its own CPU's slab most of the time.
+#[inline]
 fn locked_slab() -> Slab {
-    let n = G.nslabs.load(Ordering::Relaxed);
-    let mut i = arch::current_cpu();
-    if i >= n {
-        i %= n;
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block; only this thread touches these fields.
+    unsafe {
+        if (*b).hint_left == 0 {
+            let n = G.nslabs.load(Ordering::Relaxed);
+            let mut i = arch::current_cpu();
+            if i >= n {
+                i %= n;
+            }
+            ensure_slab(i);
+            (*b).cpu_hint = i as u32;
+            (*b).hint_left = CPU_HINT_OPS;
+        }
+        (*b).hint_left -= 1;
+        Slab::of((*b).cpu_hint as usize)
     }
-    ensure_slab(i);
-    Slab::of(i)
 }
 
 /// Offset of the slab's fallback operation counter (guarded by the slab lock).
@@ -649,47 +664,19 @@ fn alloc_locked(c: usize) -> *mut u8 {
         return obj as *mut u8;
     }
     slab_unlock(slab);
-    refill(c, slab, |c, obj| {
-        slab_lock(slab);
-        let n = slab.count(c).load(Ordering::Relaxed);
-        let ok = n < slab.cap(c).load(Ordering::Relaxed);
-        if ok {
-            slab.slot(c, n as usize)
-                .store(obj as usize, Ordering::Relaxed);
-            slab.count(c).store(n + 1, Ordering::Relaxed);
-        }
-        slab_unlock(slab);
-        ok
-    })
+    maybe_tick();
+    refill(c, slab, |c, obj| locked_push(slab, c, obj))
 }
 
 /// # Safety
 /// As for [`free_slow`].
 unsafe fn free_locked(c: usize, obj: *mut u8) {
     let slab = locked_slab();
-    let mut buf = [null_mut(); 32];
-    slab_lock(slab);
-    let n = slab.count(c).load(Ordering::Relaxed);
-    if n < slab.cap(c).load(Ordering::Relaxed) {
-        slab.slot(c, n as usize)
-            .store(obj as usize, Ordering::Relaxed);
-        slab.count(c).store(n + 1, Ordering::Relaxed);
-        slab_unlock(slab);
+    if locked_push(slab, c, obj) || (grow_cap(slab, c) && locked_push(slab, c, obj)) {
         return;
     }
-    slab_unlock(slab);
-    if grow_cap(slab, c) {
-        slab_lock(slab);
-        let n = slab.count(c).load(Ordering::Relaxed);
-        if n < slab.cap(c).load(Ordering::Relaxed) {
-            slab.slot(c, n as usize)
-                .store(obj as usize, Ordering::Relaxed);
-            slab.count(c).store(n + 1, Ordering::Relaxed);
-            slab_unlock(slab);
-            return;
-        }
-        slab_unlock(slab);
-    }
+    maybe_tick();
+    let mut buf = [null_mut(); 32];
     slab_lock(slab);
     let n = slab.count(c).load(Ordering::Relaxed);
     buf[0] = obj;
@@ -701,6 +688,20 @@ unsafe fn free_locked(c: usize, obj: *mut u8) {
     slab_unlock(slab);
     // SAFETY: all are free objects of class `c`, now ours.
     unsafe { central::free_batch(c, &buf[..=take]) };
+}
+
+/// Pushes `obj` on class `c`'s stack of `slab` under the slab lock; false when full.
+fn locked_push(slab: Slab, c: usize, obj: *mut u8) -> bool {
+    slab_lock(slab);
+    let n = slab.count(c).load(Ordering::Relaxed);
+    let ok = n < slab.cap(c).load(Ordering::Relaxed);
+    if ok {
+        slab.slot(c, n as usize)
+            .store(obj as usize, Ordering::Relaxed);
+        slab.count(c).store(n + 1, Ordering::Relaxed);
+    }
+    slab_unlock(slab);
+    ok
 }
 
 /// Moves every object cached in slab `i` to the central lists. The slab must be stopped (rseq

@@ -17,6 +17,8 @@ static mut BLOCK: ThreadBlock = ThreadBlock {
     area: &DUMMY_AREA,
     state: 0,
     depth: 0,
+    cpu_hint: 0,
+    hint_left: 0,
 };
 
 /// The calling thread's block (shared on this architecture; only `state` is read).

@@ -51,6 +51,10 @@ pub struct ThreadBlock {
     pub state: u32,
     /// Re-entrancy depth guard (debug builds).
     pub depth: u32,
+    /// Fallback mode: the slab this thread used last (a hint; any slab is correct).
+    pub cpu_hint: u32,
+    /// Fallback mode: operations left before `cpu_hint` is read again from the CPU.
+    pub hint_left: u32,
 }
 
 /// The area every thread starts with: cpu id -1, so the fast path's one sign test fails.

@@ -37,7 +37,8 @@ global_asm!(
     ".long 0, 0, 0, 0", // flags, node_id, mm_cid, padding
     ".quad {dummy}",    // area
     ".long 0, 0",       // state, depth
-    ".zero 16",
+    ".long 0, 0",       // cpu_hint, hint_left
+    ".zero 8",
     ".size rseqmalloc_thread_block, 64",
     ".popsection",
     ".pushsection .data.rel.ro.rseqmalloc_glibc,\"aw\",@progbits",
