@@ -1,7 +1,7 @@
 //! Architectures without rseq sections here: every per-CPU operation reports "rseq off", so
 //! the allocator always takes its locked per-CPU path. Compiled, not tested, on this machine.
 
-use super::{Rseq, ThreadBlock, DUMMY_AREA};
+use super::{Rseq, ThreadBlock, DUMMY_AREA, UNREGISTERED};
 
 /// Shared block: no rseq and no per-thread state on this architecture.
 static mut BLOCK: ThreadBlock = ThreadBlock {

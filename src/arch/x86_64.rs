@@ -153,6 +153,60 @@ pub fn current_cpu() -> usize {
     }
 }
 
+/// Emits one restartable sequence around `body`, which runs between the section's `start`
+/// (label 4) and its commit (label 6, right after the body's last, committing instruction):
+///
+/// ```text
+///   area = thread_block.area;  if area.cpu_id < 0 goto fail (5)   // the one "rseq off" branch
+/// restart (2):  area.rseq_cs = &descriptor (3)
+/// start (4):    body                                              // may `jmp 5f` to fail
+/// commit (6):   ok; goto done (8)
+///               .long RSEQ_SIG (inside `ud1 0x53053053(%rip), %edi`)
+/// abort (7):    restarts += 1; goto restart
+/// fail (5):     fail
+/// done (8):
+/// ```
+/// The descriptor (`struct rseq_cs`: version 0, flags 0, start, post-commit offset, abort) is
+/// emitted into `__rseq_cs` for every copy of the sequence the compiler makes. The body gets
+/// `{area}` (the rseq area in use) and a scratch register `{t}`; it must not write shared
+/// memory before its final instruction, the commit.
+macro_rules! rseq_sequence {
+    (body: [$($body:literal),* $(,)?], ok: $ok:literal, fail: $fail:literal, $($operands:tt)*) => {
+        asm!(
+            "mov {area}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
+            "mov {area}, qword ptr fs:[{area} + 32]",
+            "cmp dword ptr [{area} + 4], 0",
+            "jl 5f",
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "3:",
+            ".long 0, 0",
+            ".quad 4f, 6f - 4f, 7f",
+            ".popsection",
+            "2:",
+            "lea {t}, [rip + 3b]",
+            "mov qword ptr [{area} + 8], {t}",
+            "4:",
+            $($body,)*
+            "6:",
+            $ok,
+            "jmp 8f",
+            ".byte 0x0f, 0xb9, 0x3d",
+            ".long 0x53053053",
+            "7:",
+            "lock inc qword ptr [rip + {restarts}]",
+            "jmp 2b",
+            "5:",
+            $fail,
+            "8:",
+            area = out(reg) _,
+            t = out(reg) _,
+            restarts = sym RESTARTS,
+            $($operands)*
+        )
+    };
+}
+
 /// Pops an object from the calling CPU's stack of class `class`.
 ///
 /// The slab of CPU (or concurrency id) `i` is at `slabs + i << SLAB_SHIFT`; its header word for
@@ -190,43 +244,21 @@ pub unsafe fn percpu_pop(slabs: usize, field: usize, class: usize, slot: usize) 
     // descriptor is registered before `start`, the section ends with one committing store, and
     // the abort handler is preceded by the signature the area was registered with.
     unsafe {
-        asm!(
-            "mov {area}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
-            "mov {area}, qword ptr fs:[{area} + 32]",
-            "cmp dword ptr [{area} + 4], 0",
-            "jl 5f",
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 4f, 6f - 4f, 7f",
-            ".popsection",
-            "2:",
-            "lea {t}, [rip + 3b]",
-            "mov qword ptr [{area} + 8], {t}",
-            "4:",
-            "mov {slab:e}, dword ptr [{area} + {field}]",
-            "shl {slab}, {shift}",
-            "add {slab}, {slabs}",
-            "movzx {n:e}, word ptr [{slab} + {class} * 8]",
-            "cmp {n:x}, word ptr [{slab} + {class} * 8 + 4]",
-            "jbe 5f",
-            "lea {t}, [{slab} + {slot}]",
-            "mov {obj}, qword ptr [{t} + {n} * 8 - 8]",
-            "dec {n:e}",
-            "mov word ptr [{slab} + {class} * 8], {n:x}",
-            "6:",
-            "jmp 8f",
-            ".byte 0x0f, 0xb9, 0x3d",
-            ".long 0x53053053",
-            "7:",
-            "lock inc qword ptr [rip + {restarts}]",
-            "jmp 2b",
-            "5:",
-            "xor {obj:e}, {obj:e}",
-            "8:",
-            area = out(reg) _,
-            t = out(reg) _,
+        rseq_sequence!(
+            body: [
+                "mov {slab:e}, dword ptr [{area} + {field}]",
+                "shl {slab}, {shift}",
+                "add {slab}, {slabs}",
+                "movzx {n:e}, word ptr [{slab} + {class} * 8]",
+                "cmp {n:x}, word ptr [{slab} + {class} * 8 + 4]",
+                "jbe 5f",
+                "lea {t}, [{slab} + {slot}]",
+                "mov {obj}, qword ptr [{t} + {n} * 8 - 8]",
+                "dec {n:e}",
+                "mov word ptr [{slab} + {class} * 8], {n:x}",
+            ],
+            ok: "",
+            fail: "xor {obj:e}, {obj:e}",
             slab = out(reg) _,
             n = out(reg) _,
             obj = out(reg) obj,
@@ -235,7 +267,6 @@ pub unsafe fn percpu_pop(slabs: usize, field: usize, class: usize, slot: usize) 
             class = in(reg) class,
             slot = in(reg) slot,
             shift = const SLAB_SHIFT,
-            restarts = sym RESTARTS,
             options(nostack),
         );
     }
@@ -278,44 +309,21 @@ pub unsafe fn percpu_push(
     let ok: usize;
     // SAFETY: as in `percpu_pop`.
     unsafe {
-        asm!(
-            "mov {area}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
-            "mov {area}, qword ptr fs:[{area} + 32]",
-            "cmp dword ptr [{area} + 4], 0",
-            "jl 5f",
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "3:",
-            ".long 0, 0",
-            ".quad 4f, 6f - 4f, 7f",
-            ".popsection",
-            "2:",
-            "lea {t}, [rip + 3b]",
-            "mov qword ptr [{area} + 8], {t}",
-            "4:",
-            "mov {slab:e}, dword ptr [{area} + {field}]",
-            "shl {slab}, {shift}",
-            "add {slab}, {slabs}",
-            "movzx {n:e}, word ptr [{slab} + {class} * 8]",
-            "cmp {n:x}, word ptr [{slab} + {class} * 8 + 2]",
-            "jae 5f",
-            "lea {t}, [{slab} + {slot}]",
-            "mov qword ptr [{t} + {n} * 8], {obj}",
-            "inc {n:e}",
-            "mov word ptr [{slab} + {class} * 8], {n:x}",
-            "6:",
-            "mov {ok:e}, 1",
-            "jmp 8f",
-            ".byte 0x0f, 0xb9, 0x3d",
-            ".long 0x53053053",
-            "7:",
-            "lock inc qword ptr [rip + {restarts}]",
-            "jmp 2b",
-            "5:",
-            "xor {ok:e}, {ok:e}",
-            "8:",
-            area = out(reg) _,
-            t = out(reg) _,
+        rseq_sequence!(
+            body: [
+                "mov {slab:e}, dword ptr [{area} + {field}]",
+                "shl {slab}, {shift}",
+                "add {slab}, {slabs}",
+                "movzx {n:e}, word ptr [{slab} + {class} * 8]",
+                "cmp {n:x}, word ptr [{slab} + {class} * 8 + 2]",
+                "jae 5f",
+                "lea {t}, [{slab} + {slot}]",
+                "mov qword ptr [{t} + {n} * 8], {obj}",
+                "inc {n:e}",
+                "mov word ptr [{slab} + {class} * 8], {n:x}",
+            ],
+            ok: "mov {ok:e}, 1",
+            fail: "xor {ok:e}, {ok:e}",
             slab = out(reg) _,
             n = out(reg) _,
             ok = out(reg) ok,
@@ -325,7 +333,6 @@ pub unsafe fn percpu_push(
             slot = in(reg) slot,
             obj = in(reg) obj,
             shift = const SLAB_SHIFT,
-            restarts = sym RESTARTS,
             options(nostack),
         );
     }
