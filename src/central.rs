@@ -12,7 +12,7 @@
 //! May call: `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
 
 use crate::page_heap::HEAP;
-use crate::pagemap::{CLASS_MASK, PAGEMAP};
+use crate::pagemap::{span_of, PAGEMAP};
 use crate::size_class::{size_of, CLASS_PAGES, NUM_CLASSES, PAGE};
 use crate::span::{FreeObject, Span, SpanList, SpanState};
 use crate::sync::{AtomicUsize, Mutex, Ordering};
@@ -152,7 +152,7 @@ pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
 /// # Safety
 /// `obj` is a live object of class `c` that nobody uses, and `inner` is class `c`'s locked state.
 unsafe fn give_back_to_span(inner: &mut Inner, c: usize, obj: *mut u8) {
-    let s = (PAGEMAP.get(obj as usize) & !CLASS_MASK) as *mut Span;
+    let s = span_of(PAGEMAP.get(obj as usize)) as *mut Span;
     // SAFETY: `obj` belongs to a live small span of class `c` (caller's contract), whose free
     // list and counters this class's lock guards.
     unsafe {

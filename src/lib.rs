@@ -48,7 +48,7 @@ use core::ptr::null_mut;
 
 pub use cpu_cache::RseqMode;
 use page_heap::{HEAP, HUGE_MIN};
-use pagemap::{CLASS_MASK, PAGEMAP};
+use pagemap::PAGEMAP;
 use size_class::{class_for, size_of, CLASS_RECIP, CLASS_SIZE};
 pub use size_class::{MAX_SMALL, PAGE};
 use span::{Span, SpanState};
@@ -139,7 +139,7 @@ fn alloc_zeroed_inner(size: usize, align: usize) -> *mut u8 {
     }
     let p = alloc_large(size, align);
     if !p.is_null() {
-        let s = (PAGEMAP.get(p as usize) & !CLASS_MASK) as *mut Span;
+        let s = pagemap::span_of(PAGEMAP.get(p as usize)) as *mut Span;
         // SAFETY: `p` starts a live large or huge span that only this thread knows about.
         unsafe {
             if !(*s).zeroed {
@@ -161,23 +161,24 @@ fn bad_pointer(who: &str, what: &str, ptr: *mut u8) -> ! {
 
 /// What the page map says about `ptr`: its small-object class and span, after checking the
 /// pointer is the start of an object. Aborts (naming `who`) for a pointer we never handed out.
+///
+/// The check needs no access to the span: a small-object page's entry carries its index in the
+/// span, which gives the pointer's offset from the span's start.
 #[inline(always)]
 fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
     let e = PAGEMAP.get(ptr as usize);
     if e == 0 {
         bad_pointer(who, "invalid pointer", ptr);
     }
-    let c = e & CLASS_MASK;
-    let s = (e & !CLASS_MASK) as *mut Span;
+    let c = pagemap::class_of(e);
     if c != 0 {
-        // SAFETY: entries with a class point at live small spans (records are never unmapped).
-        let off = ptr as usize - unsafe { (*s).start };
+        let off = (pagemap::page_index(e) << size_class::PAGE_SHIFT) | (ptr as usize & (PAGE - 1));
         let idx = ((off as u64 * CLASS_RECIP[c]) >> 40) as usize;
         if idx * CLASS_SIZE[c] as usize != off {
             bad_pointer(who, "invalid pointer", ptr);
         }
     }
-    (c, s)
+    (c, pagemap::span_of(e) as *mut Span)
 }
 
 /// Frees a small object of class `c`.

@@ -12,7 +12,7 @@
 //! May call: `os`, `size_class`, `pagemap`, `span`, `sync`.
 
 use crate::os;
-use crate::pagemap::PAGEMAP;
+use crate::pagemap::{self, PAGEMAP};
 use crate::size_class::{PAGE, PAGE_SHIFT};
 use crate::span::{Span, SpanList, SpanPool, SpanState};
 use crate::sync::Mutex;
@@ -74,10 +74,16 @@ pub static HEAP: Mutex<PageHeap> = Mutex::new(PageHeap {
     },
 });
 
-/// A page-map entry for span `s` with class `class`.
+/// The page-map entry of a free or large span's pages (no class, no page index).
 #[inline]
-pub fn entry(s: *mut Span, class: usize) -> usize {
-    s as usize | class
+fn entry(s: *mut Span) -> usize {
+    pagemap::entry(s as usize, 0, 0)
+}
+
+/// The span a page-map entry names.
+#[inline]
+fn span_at(addr: usize) -> *mut Span {
+    pagemap::span_of(PAGEMAP.get(addr)) as *mut Span
 }
 
 impl PageHeap {
@@ -202,8 +208,7 @@ impl PageHeap {
         unsafe {
             (*s).state = SpanState::Free;
             (*s).class = 0;
-            let left = PAGEMAP.get((*s).start - 1) & !crate::pagemap::CLASS_MASK;
-            let left = left as *mut Span;
+            let left = span_at((*s).start - 1);
             if !left.is_null() && (*left).state == SpanState::Free && (*left).end() == (*s).start {
                 self.list_remove(left);
                 (*left).pages += (*s).pages;
@@ -213,7 +218,7 @@ impl PageHeap {
                 self.pool.give(s);
                 s = left;
             }
-            let right = (PAGEMAP.get((*s).end()) & !crate::pagemap::CLASS_MASK) as *mut Span;
+            let right = span_at((*s).end());
             if !right.is_null() && (*right).state == SpanState::Free && (*right).start == (*s).end()
             {
                 self.list_remove(right);
@@ -223,8 +228,8 @@ impl PageHeap {
                 (*s).freed_at_ms = (*s).freed_at_ms.max((*right).freed_at_ms);
                 self.pool.give(right);
             }
-            PAGEMAP.set((*s).start, entry(s, 0));
-            PAGEMAP.set((*s).end() - PAGE, entry(s, 0));
+            PAGEMAP.set((*s).start, entry(s));
+            PAGEMAP.set((*s).end() - PAGE, entry(s));
         }
         self.list_insert(s);
     }
@@ -247,8 +252,8 @@ impl PageHeap {
                 (*rest).freed_at_ms = (*s).freed_at_ms;
                 (*rest).state = SpanState::Free;
                 (*s).pages = pages;
-                PAGEMAP.set((*rest).start, entry(rest, 0));
-                PAGEMAP.set((*rest).end() - PAGE, entry(rest, 0));
+                PAGEMAP.set((*rest).start, entry(rest));
+                PAGEMAP.set((*rest).end() - PAGE, entry(rest));
                 self.list_insert(rest);
             }
         }
@@ -288,7 +293,7 @@ impl PageHeap {
                     return null_mut();
                 }
                 // `split` listed the tail; take it back and relist the head.
-                let tail = (PAGEMAP.get(aligned) & !crate::pagemap::CLASS_MASK) as *mut Span;
+                let tail = span_at(aligned);
                 debug_assert_eq!((*tail).start, aligned);
                 self.list_remove(tail);
                 self.list_insert(head);
@@ -304,7 +309,11 @@ impl PageHeap {
             (*s).carved = 0;
             (*s).free = null_mut();
             (*s).listed = false;
-            PAGEMAP.set_range((*s).start, pages, entry(s, class));
+            if class != 0 {
+                PAGEMAP.set_small_span((*s).start, pages, s as usize, class);
+            } else {
+                PAGEMAP.set_range((*s).start, pages, entry(s));
+            }
             if state == SpanState::Small {
                 self.stats.small_spans += (*s).bytes();
             } else {
@@ -330,7 +339,7 @@ impl PageHeap {
             (*s).released = false;
             (*s).freed_at_ms = os::now_ms();
             // Interior pages must stop claiming a class so stale pointers take the checked path.
-            PAGEMAP.set_range((*s).start, (*s).pages, entry(s, 0));
+            PAGEMAP.set_range((*s).start, (*s).pages, entry(s));
         }
         self.insert_free(s);
     }
@@ -359,12 +368,12 @@ impl PageHeap {
                 self.stats.large_in_use -= (*tail).bytes();
                 (*tail).zeroed = false;
                 (*tail).freed_at_ms = os::now_ms();
-                PAGEMAP.set_range((*tail).start, (*tail).pages, entry(tail, 0));
+                PAGEMAP.set_range((*tail).start, (*tail).pages, entry(tail));
                 self.insert_free(tail);
                 return true;
             }
             let need = pages - have;
-            let right = (PAGEMAP.get((*s).end()) & !crate::pagemap::CLASS_MASK) as *mut Span;
+            let right = span_at((*s).end());
             if right.is_null()
                 || (*right).state != SpanState::Free
                 || (*right).start != (*s).end()
@@ -377,7 +386,7 @@ impl PageHeap {
                 return false;
             }
             (*s).pages = pages;
-            PAGEMAP.set_range((*right).start, need, entry(s, 0));
+            PAGEMAP.set_range((*right).start, need, entry(s));
             self.stats.large_in_use += need * PAGE;
             self.pool.give(right);
             true
@@ -411,7 +420,7 @@ impl PageHeap {
             (*s).zeroed = true;
             (*s).usable = bytes;
         }
-        PAGEMAP.set(base as usize, entry(s, 0));
+        PAGEMAP.set(base as usize, entry(s));
         self.stats.mapped += bytes;
         self.stats.large_in_use += bytes;
         s
@@ -458,7 +467,7 @@ impl PageHeap {
             (*s).start = dest as usize;
             (*s).pages = bytes / PAGE;
             (*s).usable = bytes;
-            PAGEMAP.set(dest as usize, entry(s, 0));
+            PAGEMAP.set(dest as usize, entry(s));
             self.stats.mapped = self.stats.mapped + bytes - old;
             self.stats.large_in_use = self.stats.large_in_use + bytes - old;
         }
@@ -516,10 +525,7 @@ mod tests {
         unsafe {
             assert_eq!((*a).pages, 3);
             assert_eq!((*b).start % (64 * PAGE), 0);
-            assert_eq!(
-                PAGEMAP.get((*b).start + 4 * PAGE + 17) & !crate::pagemap::CLASS_MASK,
-                b as usize
-            );
+            assert_eq!(span_at((*b).start + 4 * PAGE + 17) as usize, b as usize);
             let free_before = heap.stats().free;
             heap.free_span(b);
             heap.free_span(a);

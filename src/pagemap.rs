@@ -1,8 +1,9 @@
 //! The page map: a lock-free two-level radix map from any address to the span that owns it.
 //!
 //! Owns: one entry per 8 KiB page of the 48-bit user address space, holding the owning span's
-//! metadata pointer with the page's size class in its low 7 bits (class 0 = not a small-object
-//! page). Leaves are mapped on first use; the root lives in `.bss`, so untouched parts cost no
+//! metadata pointer (bits 7–47), the page's size class in the low 7 bits (class 0 = not a
+//! small-object page) and, for small-object pages, the page's index inside its span in bits
+//! 48–63 — so `free` can check that a pointer starts an object without touching the span. Leaves are mapped on first use; the root lives in `.bss`, so untouched parts cost no
 //! memory. Looking up any address — ours, interior, foreign or garbage — reads only the root and
 //! (if present) a leaf, never the address itself, so it cannot fault.
 //!
@@ -23,8 +24,35 @@ const ROOT_BITS: usize = PAGE_BITS - LEAF_BITS; // 17
 const LEAF_LEN: usize = 1 << LEAF_BITS;
 const ROOT_LEN: usize = 1 << ROOT_BITS;
 
-/// Entries store a span pointer (aligned to this) plus a class in the low bits.
+/// Entries store a span pointer (aligned to 128) plus a class in the low bits.
 pub const CLASS_MASK: usize = 127;
+const SPAN_MASK: usize = ((1 << 48) - 1) & !CLASS_MASK;
+const INDEX_SHIFT: u32 = 48;
+
+/// The entry for page `index` of the span whose record is at `span`, with size class `class`.
+#[inline]
+pub fn entry(span: usize, class: usize, index: usize) -> usize {
+    debug_assert!(span & !SPAN_MASK == 0 && class <= CLASS_MASK && index <= 0xffff);
+    span | class | index << INDEX_SHIFT
+}
+
+/// The span record address an entry names (0 for none).
+#[inline(always)]
+pub fn span_of(e: usize) -> usize {
+    e & SPAN_MASK
+}
+
+/// The size class an entry names (0: not a small-object page).
+#[inline(always)]
+pub fn class_of(e: usize) -> usize {
+    e & CLASS_MASK
+}
+
+/// The page's index inside its span (small-object pages only).
+#[inline(always)]
+pub fn page_index(e: usize) -> usize {
+    e >> INDEX_SHIFT
+}
 
 struct Leaf {
     entries: [AtomicUsize; LEAF_LEN],
@@ -107,10 +135,18 @@ impl PageMap {
         unsafe { (*leaf).entries[l].store(entry, Ordering::Release) };
     }
 
-    /// Sets the entries of `pages` pages starting at `addr`.
+    /// Sets the entries of `pages` pages starting at `addr` to `entry`.
     pub fn set_range(&self, addr: usize, pages: usize, entry: usize) {
         for i in 0..pages {
             self.set(addr + (i << PAGE_SHIFT), entry);
+        }
+    }
+
+    /// Maps the `pages` pages of a small-object span (record at `span`, class `class`), each
+    /// entry carrying the page's index in the span.
+    pub fn set_small_span(&self, addr: usize, pages: usize, span: usize, class: usize) {
+        for i in 0..pages {
+            self.set(addr + (i << PAGE_SHIFT), entry(span, class, i));
         }
     }
 }
@@ -140,11 +176,17 @@ mod tests {
     fn set_and_get_cover_interior_addresses() {
         let base = os::map(1 << 20, 1 << 20).unwrap() as usize;
         assert!(PAGEMAP.reserve(base, 1 << 20));
-        let fake = (0x1000 * 128) | 5;
+        let fake = entry(0x1000 * 128, 5, 0);
         PAGEMAP.set_range(base, 4, fake);
         assert_eq!(PAGEMAP.get(base), fake);
         assert_eq!(PAGEMAP.get(base + 3 * (1 << PAGE_SHIFT) + 77), fake);
         assert_eq!(PAGEMAP.get(base + 4 * (1 << PAGE_SHIFT)), 0);
+        PAGEMAP.set_small_span(base, 4, 0x1000 * 128, 9);
+        let e = PAGEMAP.get(base + 2 * (1 << PAGE_SHIFT) + 5);
+        assert_eq!(
+            (span_of(e), class_of(e), page_index(e)),
+            (0x1000 * 128, 9, 2)
+        );
         PAGEMAP.set_range(base, 4, 0);
         assert_eq!(PAGEMAP.get(base + 100), 0);
     }
