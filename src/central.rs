@@ -13,10 +13,13 @@
 
 use crate::page_heap::HEAP;
 use crate::pagemap::{span_of, PAGEMAP};
-use crate::size_class::{size_of, CLASS_PAGES, NUM_CLASSES, PAGE};
+use crate::size_class::{size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE};
 use crate::span::{FreeObject, Span, SpanList, SpanState};
 use crate::sync::{AtomicUsize, Mutex, Ordering};
 use core::ptr::null_mut;
+
+/// Up to this much mapped heap, small-object spans use their small-heap length.
+const SMALL_HEAP_BYTES: usize = 32 << 20;
 
 /// Slots of a class's transfer stack.
 pub const TRANSFER_SLOTS: usize = 512;
@@ -78,9 +81,17 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
     while got < want {
         let mut s = inner.spans.first();
         if s.is_null() {
-            s = HEAP
-                .lock()
-                .alloc_span(CLASS_PAGES[c] as usize, PAGE, c, SpanState::Small);
+            let mut heap = HEAP.lock();
+            // Small spans while the heap is small (a program touching many classes pays about
+            // a page for each), 64 KiB ones once it is large (bounded metadata per byte).
+            let small_heap = heap.stats().mapped <= SMALL_HEAP_BYTES;
+            let pages = if small_heap {
+                CLASS_PAGES_SMALL_HEAP[c]
+            } else {
+                CLASS_PAGES[c]
+            };
+            s = heap.alloc_span(pages as usize, PAGE, c, SpanState::Small);
+            drop(heap);
             if s.is_null() {
                 break;
             }

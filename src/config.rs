@@ -51,7 +51,7 @@ pub struct Options {
 pub const DEFAULTS: Options = Options {
     rseq: true,
     decay_ms: 1000,
-    cpu_cache_bytes: 2 << 20,
+    cpu_cache_bytes: 1 << 20,
     huge_pages: HugePages::Default,
     stats: StatsAtExit::None,
     background_thread: false,

@@ -225,9 +225,12 @@ impl Slab {
 /// (a push that finds its stack full) while this stays within `cpu_cache_bytes`.
 const CAP_BYTES_AT: usize = 1016;
 
-/// The capacity a class starts with in a fresh slab: one batch (never above its maximum).
+/// The capacity a class starts with in a fresh slab: about 8 KiB worth of objects (at least
+/// two, at most a batch), so a class a program touches once holds little; demand doubles it.
 fn initial_cap(c: usize) -> u16 {
-    CLASS_BATCH[c].min(CLASS_CAPACITY[c])
+    ((8 << 10) / size_of(c))
+        .clamp(2, CLASS_BATCH[c] as usize)
+        .min(CLASS_CAPACITY[c] as usize) as u16
 }
 
 /// Makes slab `i` ready (once); false while another thread is initialising it.
@@ -285,8 +288,8 @@ fn cap_unlock(slab: Slab) {
     slab.word(CAP_LOCK_AT).store(0, Ordering::Release);
 }
 
-/// Raises the capacity of class `c` in `slab` by a batch: within the slab's byte budget if it
-/// allows, else by taking unused capacity (capacity above the current count) from the class
+/// Doubles the capacity of class `c` in `slab` (up to its maximum): within the slab's byte
+/// budget if it allows, else by taking unused capacity (capacity above the current count) from the class
 /// that has the most, so capacity moves to the classes in demand.
 ///
 /// Capacity may change at any time: the slot region is sized for the maximum, a section that
@@ -308,7 +311,7 @@ fn grow_cap_locked(slab: Slab, c: usize) -> bool {
     if cap >= max || slab.floor(c).load(Ordering::Relaxed) == u16::MAX {
         return false; // at its maximum, or stopped by a drain
     }
-    let add = CLASS_BATCH[c].min(max - cap);
+    let add = cap.max(initial_cap(c)).min(max - cap);
     let add_bytes = add as usize * size_of(c);
     let budget = config::get().cpu_cache_bytes as usize;
     let total = slab.word(CAP_BYTES_AT);
@@ -486,7 +489,9 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
             if !p.is_null() {
                 return p;
             }
-            refill(c, Slab::of(id), push)
+            let slab = Slab::of(id);
+            grow_cap(slab, c);
+            refill(c, slab, push)
         }
         T_LOCKED => alloc_locked(c),
         _ => {
@@ -665,6 +670,7 @@ fn alloc_locked(c: usize) -> *mut u8 {
     }
     slab_unlock(slab);
     maybe_tick();
+    grow_cap(slab, c);
     refill(c, slab, |c, obj| locked_push(slab, c, obj))
 }
 

@@ -19,8 +19,11 @@ pub const NUM_CLASSES: usize = 101;
 
 /// Size of each class in bytes (`CLASS_SIZE[0]` = 0).
 pub static CLASS_SIZE: [u32; NUM_CLASSES] = build_sizes();
-/// Pages per span of each class.
-pub static CLASS_PAGES: [u16; NUM_CLASSES] = build_pages();
+/// Pages per span of each class once the heap is large (spans of at least 64 KiB).
+pub static CLASS_PAGES: [u16; NUM_CLASSES] = build_pages(MIN_SPAN_PAGES);
+/// Pages per span of each class while the heap is small (spans of at least one page), so a
+/// program touching many classes does not pay 64 KiB for each.
+pub static CLASS_PAGES_SMALL_HEAP: [u16; NUM_CLASSES] = build_pages(1);
 /// Objects moved at once between a per-CPU cache and the central lists.
 pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
 /// Maximum number of objects a per-CPU cache holds for each class.
@@ -51,16 +54,17 @@ const fn build_sizes() -> [u32; NUM_CLASSES] {
     t
 }
 
-/// Spans are at least this many pages (64 KiB): one span record (128 bytes) per 64 KiB keeps
-/// metadata below 0.2 % of the memory it describes; the objects are carved lazily, so a span's
-/// untouched tail costs nothing.
+/// Once the heap is large, spans are at least this many pages (64 KiB): one span record
+/// (128 bytes) per 64 KiB keeps metadata below 0.2 % of the memory it describes (with 8 KiB
+/// spans, a freed GiB of small objects left 16 MiB of records resident). The objects are carved
+/// lazily, so a span's untouched tail costs nothing.
 const MIN_SPAN_PAGES: usize = 8;
 
-/// Smallest span (in pages, at least [`MIN_SPAN_PAGES`]) holding at least `min_objs` objects
-/// with at most 1/8 of it lost to the tail that no whole object fits in.
-const fn pages_for(size: usize) -> usize {
+/// Smallest span (in pages, at least `min_pages`) holding at least `min_objs` objects with at
+/// most 1/8 of it lost to the tail that no whole object fits in.
+const fn pages_for(size: usize, min_pages: usize) -> usize {
     let min_objs = if size <= 1024 { 8 } else { 4 };
-    let mut pages = MIN_SPAN_PAGES;
+    let mut pages = min_pages;
     loop {
         let bytes = pages * PAGE;
         let objs = bytes / size;
@@ -71,11 +75,11 @@ const fn pages_for(size: usize) -> usize {
     }
 }
 
-const fn build_pages() -> [u16; NUM_CLASSES] {
+const fn build_pages(min_pages: usize) -> [u16; NUM_CLASSES] {
     let mut t = [0u16; NUM_CLASSES];
     let mut c = 1;
     while c < NUM_CLASSES {
-        t[c] = pages_for(size_of_class(c)) as u16;
+        t[c] = pages_for(size_of_class(c), min_pages) as u16;
         c += 1;
     }
     t
@@ -237,9 +241,12 @@ mod tests {
     fn spans_batches_and_reciprocals_are_sane() {
         for c in 1..NUM_CLASSES {
             let size = size_of(c);
+            for pages in [CLASS_PAGES[c], CLASS_PAGES_SMALL_HEAP[c]] {
+                let bytes = pages as usize * PAGE;
+                assert!(bytes / size >= 4);
+                assert!((bytes % size) * 8 <= bytes);
+            }
             let bytes = CLASS_PAGES[c] as usize * PAGE;
-            assert!(bytes / size >= 4);
-            assert!((bytes % size) * 8 <= bytes);
             assert!(CLASS_BATCH[c] >= 2 && CLASS_BATCH[c] <= 32);
             assert!(CLASS_CAPACITY[c] >= CLASS_BATCH[c].min(2));
             for off in (0..bytes).step_by(8) {
