@@ -56,7 +56,7 @@ const HEADER_BYTES: usize = 1024;
 pub const MAX_SLABS: usize = 4096;
 
 /// Byte offset of each class's slots inside a slab.
-pub static SLOT_OFFSET: [u32; NUM_CLASSES] = slot_offsets();
+pub const SLOT_OFFSET: [u32; NUM_CLASSES] = slot_offsets();
 
 const fn slot_offsets() -> [u32; NUM_CLASSES] {
     let mut t = [0u32; NUM_CLASSES];

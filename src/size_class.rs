@@ -18,7 +18,7 @@ pub const MAX_SMALL: usize = 256 << 10;
 pub const NUM_CLASSES: usize = 101;
 
 /// Size of each class in bytes (`CLASS_SIZE[0]` = 0).
-pub static CLASS_SIZE: [u32; NUM_CLASSES] = build_sizes();
+pub const CLASS_SIZE: [u32; NUM_CLASSES] = build_sizes();
 /// Pages per span of each class once the heap is large (spans of at least 64 KiB).
 pub static CLASS_PAGES: [u16; NUM_CLASSES] = build_pages(MIN_SPAN_PAGES);
 /// Pages per span of each class while the heap is small (spans of at least one page), so a
@@ -29,7 +29,7 @@ pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
 /// Maximum number of objects a per-CPU cache holds for each class.
 pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
 /// `ceil(2^40 / size)`: `(offset * RECIP) >> 40 == offset / size` for every offset in a span.
-pub static CLASS_RECIP: [u64; NUM_CLASSES] = build_recip();
+pub const CLASS_RECIP: [u64; NUM_CLASSES] = build_recip();
 
 const fn size_of_class(c: usize) -> usize {
     if c == 0 {
