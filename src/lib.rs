@@ -197,6 +197,7 @@ unsafe fn free_small(ptr: *mut u8, c: usize, who: &str) {
         *tag = key;
     }
     if !cpu_cache::push(c, ptr) {
+        let _errno = os::ErrnoKeeper::new();
         // SAFETY: forwarded contract.
         unsafe { cpu_cache::free_slow(c, ptr) };
     }
@@ -206,6 +207,7 @@ unsafe fn free_small(ptr: *mut u8, c: usize, who: &str) {
 #[cold]
 #[inline(never)]
 fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
+    let _errno = os::ErrnoKeeper::new();
     cpu_cache::maybe_tick();
     let mut heap = HEAP.lock();
     // SAFETY: `s` came from the page map: a span record, live or stale, always readable; it is
@@ -295,7 +297,8 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
     alloc_zeroed_inner(total, c_align(total))
 }
 
-/// `free`: releases a pointer from any function of this API (null is a no-op).
+/// `free`: releases a pointer from any function of this API (null is a no-op). `errno` is
+/// left as it was.
 ///
 /// # Safety
 /// `ptr` is null or a live allocation of this allocator that nobody uses any more.

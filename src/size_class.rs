@@ -158,6 +158,8 @@ pub const fn class_for(size: usize, align: usize) -> usize {
     if align > PAGE {
         return 0;
     }
+    // Size 0 behaves like 1, so that it too rounds up to a class aligned for `align`.
+    let size = if size == 0 { 1 } else { size };
     let rounded = size.wrapping_add(align - 1) & !(align - 1);
     if rounded > MAX_SMALL || rounded < size {
         return 0;
@@ -233,6 +235,13 @@ mod tests {
         }
         assert_eq!(class_for(100, PAGE * 2), 0);
         assert_eq!(class_for(usize::MAX, 16), 0);
+        for align_shift in 4..=PAGE_SHIFT {
+            let c = class_for(0, 1 << align_shift);
+            assert!(
+                c != 0 && size_of(c).is_multiple_of(1 << align_shift),
+                "size 0, align 2^{align_shift}"
+            );
+        }
         assert_eq!(class_for(usize::MAX - 3, 4096), 0);
         assert_eq!(class_for(MAX_SMALL + 1, 8), 0);
     }

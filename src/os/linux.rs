@@ -13,6 +13,31 @@ fn errno() -> i32 {
     unsafe { *libc::__errno_location() }
 }
 
+/// Keeps the calling thread's `errno` across a slow path that makes system calls (`free` must
+/// not change it, POSIX.1-2024): saves it when made, restores it when dropped.
+pub struct ErrnoKeeper(i32);
+
+impl ErrnoKeeper {
+    /// Saves the current `errno`.
+    #[inline]
+    pub fn new() -> Self {
+        ErrnoKeeper(errno())
+    }
+}
+
+impl Default for ErrnoKeeper {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ErrnoKeeper {
+    #[inline]
+    fn drop(&mut self) {
+        set_errno(self.0);
+    }
+}
+
 /// Sets the calling thread's `errno`.
 pub fn set_errno(e: i32) {
     // SAFETY: as in `errno`; writing the thread's own slot is always allowed.

@@ -1,0 +1,68 @@
+/* rseqmalloc.h: the rseqmalloc-specific C API of librseqmalloc.so.
+ *
+ * The standard allocation functions (malloc, free, calloc, realloc, reallocarray,
+ * posix_memalign, aligned_alloc, memalign, valloc, pvalloc, malloc_usable_size, free_sized,
+ * free_aligned_sized, malloc_trim, mallinfo2, malloc_stats) and C++'s operator new/delete are
+ * exported with glibc's semantics and declared by the usual headers (<stdlib.h>, <malloc.h>,
+ * <new>). This header adds what only rseqmalloc has. Use it with the library linked
+ * (-lrseqmalloc) or preloaded (LD_PRELOAD=librseqmalloc.so); when it may be absent, look the
+ * functions up with dlsym(RTLD_DEFAULT, "rseqmalloc_stats") and friends instead. */
+#ifndef RSEQMALLOC_H
+#define RSEQMALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How the per-CPU caches are protected (struct rseqmalloc_stats.rseq_mode). */
+enum rseqmalloc_rseq_mode {
+    RSEQMALLOC_MODE_UNINITIALIZED = 0, /* nothing allocated yet */
+    RSEQMALLOC_MODE_GLIBC = 1,         /* restartable sequences on glibc's registered area */
+    RSEQMALLOC_MODE_OWN = 2,           /* restartable sequences on our own registered area */
+    RSEQMALLOC_MODE_FALLBACK = 3       /* rseq off or unavailable: per-slab locks */
+};
+
+/* A snapshot of the allocator's state; figures are read one after the other, not atomically.
+ *
+ * Versioned by size: fields are only ever appended. Pass sizeof(struct rseqmalloc_stats) as
+ * out_size; a newer library fills only the prefix you know about, an older one fills less and
+ * says how much (the return value). */
+struct rseqmalloc_stats {
+    size_t allocated;    /* bytes in objects handed to the program */
+    size_t active;       /* bytes in spans in use (small-object spans, large and huge objects) */
+    size_t resident;     /* resident set size of the whole process */
+    size_t mapped;       /* address space the allocator mapped */
+    size_t released;     /* bytes of free spans returned to the OS */
+    size_t free;         /* bytes in free spans, released or not */
+    size_t metadata;     /* bytes of allocator metadata */
+    int32_t rseq_mode;   /* enum rseqmalloc_rseq_mode */
+    int32_t uses_mm_cid; /* 1: per-CPU slabs indexed by concurrency id (mm_cid); 0: by cpu id */
+    uint64_t restarts;   /* rseq critical sections aborted and restarted */
+    size_t fallback_ops; /* operations served by the locked fallback path */
+    size_t slabs;        /* per-CPU slabs (possible CPU or concurrency ids) */
+    size_t slabs_in_use; /* slabs touched so far */
+};
+
+/* Fills the first min(out_size, sizeof(struct rseqmalloc_stats)) bytes of *out and returns
+ * that count. With out == NULL, returns the library's sizeof(struct rseqmalloc_stats). */
+size_t rseqmalloc_stats(struct rseqmalloc_stats *out, size_t out_size);
+
+/* The rseq mode as a static string: "glibc", "own", "fallback" or "uninitialized". */
+const char *rseqmalloc_rseq_mode(void);
+
+/* Bytes usable at ptr (at least what was requested); 0 for NULL. ptr must come from this
+ * allocator. Same as malloc_usable_size. */
+size_t rseqmalloc_usable_size(void *ptr);
+
+/* Drains every per-CPU cache and returns all free pages to the OS; returns the bytes
+ * released. (malloc_trim does the same and returns 1 if anything was released.) */
+size_t rseqmalloc_trim(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RSEQMALLOC_H */
