@@ -550,6 +550,56 @@ fn exit_report_shows_the_core_initialised_inside_the_shim() {
 }
 
 #[test]
+fn bad_options_warn_once_each_and_json_stats_parse() {
+    // Two malformed items among valid ones: one warning line each, naming the item; the valid
+    // ones (rseq=off, stats=json) still take effect; the program runs on and exits 0.
+    let libs = libs();
+    let dir = TempDir::new("options");
+    let bin = dir.join("options");
+    compile(&["options.c"], &bin, &[]);
+    let mut cmd = command(&bin, Some(&libs.release), 60);
+    cmd.env(
+        "RSEQMALLOC_OPTIONS",
+        "bogus=1,rseq=off,decay_ms=12x,stats=json",
+    );
+    let out = run_ok(&mut cmd, "options");
+    assert_eq!(stdout(&out), "live 500 objects of 100 bytes\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "two warnings and the JSON report expected:\n{err}"
+    );
+    assert_eq!(
+        lines[0],
+        "rseqmalloc: ignoring unknown key in RSEQMALLOC_OPTIONS: 'bogus=1' (default kept)"
+    );
+    assert_eq!(
+        lines[1],
+        "rseqmalloc: ignoring malformed value in RSEQMALLOC_OPTIONS: 'decay_ms=12x' (default kept)"
+    );
+    let json: serde_json::Value = serde_json::from_str(lines[2]).expect("the exit report is JSON");
+    let r = &json["rseqmalloc"];
+    assert_eq!(
+        r["rseq_mode"], "fallback",
+        "rseq=off must hold despite the bad items: {r}"
+    );
+    assert!(r["fallback_ops"].as_u64().unwrap() > 0);
+    let classes = r["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 100);
+    // 500 objects of 100 bytes live at exit, in the 112-byte class (C alignment 16).
+    let c112 = classes.iter().find(|c| c["size"] == 112).unwrap();
+    assert!(c112["in_use"].as_u64().unwrap() >= 500, "{c112}");
+    assert!(r["allocated"].as_u64().unwrap() >= 500 * 112);
+    assert!(r["mapped"].as_u64().unwrap() >= r["active"].as_u64().unwrap());
+    assert_eq!(
+        r["cpu_cache_bytes"].as_array().unwrap().len() as u64,
+        r["slabs"].as_u64().unwrap().min(64)
+    );
+}
+
+#[test]
 fn stress_random_mix_of_a_million_operations() {
     let libs = libs();
     let dir = TempDir::new("stress");
