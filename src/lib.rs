@@ -75,8 +75,15 @@ pub fn rseq_mode() -> RseqMode {
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null if the size is impossible
 /// or memory is exhausted.
+///
+/// `TAG` selects double-free detection, which the C API has and Rust's `GlobalAlloc` does not
+/// need (a double `dealloc` is already undefined behaviour the compiler rules out in safe code):
+/// a small object freed through a tagging path carries a random per-process tag in its second
+/// word; a tagging allocation clears it, a tagging free checks and sets it. Objects freed
+/// without the tag never trip the check, and objects allocated without clearing it are never
+/// freed through the C API, so the two kinds of path can share every cache.
 #[inline(always)]
-fn alloc_inner(size: usize, align: usize) -> *mut u8 {
+fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
     let c = class_for(size, align);
     if c != 0 {
         let mut p = cpu_cache::pop(c);
@@ -86,9 +93,11 @@ fn alloc_inner(size: usize, align: usize) -> *mut u8 {
                 return oom();
             }
         }
-        // SAFETY: every object is at least 16 bytes; its second word carries the free tag,
-        // which a live object must not carry.
-        unsafe { p.cast::<usize>().add(1).write(0) };
+        if TAG {
+            // SAFETY: every object is at least 16 bytes; its second word carries the free tag,
+            // which a live object must not carry.
+            unsafe { p.cast::<usize>().add(1).write(0) };
+        }
         return p;
     }
     alloc_large(size, align)
@@ -128,9 +137,9 @@ fn alloc_large(size: usize, align: usize) -> *mut u8 {
 }
 
 /// Like `alloc_inner`, but the memory reads as zero.
-fn alloc_zeroed_inner(size: usize, align: usize) -> *mut u8 {
+fn alloc_zeroed_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
     if class_for(size, align) != 0 {
-        let p = alloc_inner(size, align);
+        let p = alloc_inner::<TAG>(size, align);
         if !p.is_null() {
             // SAFETY: `p` holds at least `size` bytes.
             unsafe { p.write_bytes(0, size) };
@@ -181,20 +190,22 @@ fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
     (c, pagemap::span_of(e) as *mut Span)
 }
 
-/// Frees a small object of class `c`.
+/// Frees a small object of class `c` (checking and setting the double-free tag if `TAG`).
 ///
 /// # Safety
 /// `ptr` is a live object of class `c`.
 #[inline(always)]
-unsafe fn free_small(ptr: *mut u8, c: usize, who: &str) {
-    let key = cpu_cache::free_key();
-    // SAFETY: objects are at least 16 bytes; the second word is ours once the object is freed.
-    unsafe {
-        let tag = ptr.cast::<usize>().add(1);
-        if *tag == key {
-            bad_pointer(who, "double free detected", ptr);
+unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
+    if TAG {
+        let key = cpu_cache::free_key();
+        // SAFETY: objects are at least 16 bytes; the second word is ours once it is freed.
+        unsafe {
+            let tag = ptr.cast::<usize>().add(1);
+            if *tag == key {
+                bad_pointer(who, "double free detected", ptr);
+            }
+            *tag = key;
         }
-        *tag = key;
     }
     if !cpu_cache::push(c, ptr) {
         let _errno = os::ErrnoKeeper::new();
@@ -238,14 +249,14 @@ fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
 /// # Safety
 /// Nothing may use the object afterwards.
 #[inline(always)]
-unsafe fn free_inner(ptr: *mut u8, who: &str) {
+unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     if ptr.is_null() {
         return;
     }
     let (c, s) = lookup(ptr, who);
     if c != 0 {
         // SAFETY: `lookup` checked `ptr` starts an object of class `c`.
-        unsafe { free_small(ptr, c, who) }
+        unsafe { free_small::<TAG>(ptr, c, who) }
     } else {
         free_large(ptr, s, who)
     }
@@ -274,7 +285,7 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
     let _g = guard::enter("malloc");
-    alloc_inner(size, c_align(size))
+    alloc_inner::<true>(size, c_align(size))
 }
 
 /// `aligned_alloc`/`memalign`: `size` bytes aligned to `align`, which must be a power of two
@@ -285,7 +296,7 @@ pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
         return null_mut();
     }
     let _g = guard::enter("aligned_alloc");
-    alloc_inner(size, align.max(c_align(size)))
+    alloc_inner::<true>(size, align.max(c_align(size)))
 }
 
 /// `calloc`: `n * size` zeroed bytes; null with `ENOMEM` on overflow.
@@ -294,7 +305,7 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
         return oom();
     };
     let _g = guard::enter("calloc");
-    alloc_zeroed_inner(total, c_align(total))
+    alloc_zeroed_inner::<true>(total, c_align(total))
 }
 
 /// `free`: releases a pointer from any function of this API (null is a no-op). `errno` is
@@ -306,7 +317,7 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
 pub unsafe fn free(ptr: *mut u8) {
     let _g = guard::enter("free");
     // SAFETY: forwarded contract.
-    unsafe { free_inner(ptr, "free") }
+    unsafe { free_inner::<true>(ptr, "free") }
 }
 
 /// `realloc` with C semantics: null `ptr` allocates; the contents up to the smaller size are
@@ -318,7 +329,7 @@ pub unsafe fn free(ptr: *mut u8) {
 pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     let _g = guard::enter("realloc");
     // SAFETY: forwarded contract.
-    unsafe { realloc_inner(ptr, size, c_align(size), "realloc") }
+    unsafe { realloc_inner::<true>(ptr, size, c_align(size), "realloc") }
 }
 
 /// Resizes in place when possible (same class, or a large span that can shrink or grow into
@@ -326,9 +337,14 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
 ///
 /// # Safety
 /// `ptr` is null or a live allocation aligned to `align`.
-unsafe fn realloc_inner(ptr: *mut u8, size: usize, align: usize, who: &str) -> *mut u8 {
+unsafe fn realloc_inner<const TAG: bool>(
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+    who: &str,
+) -> *mut u8 {
     if ptr.is_null() {
-        return alloc_inner(size, align);
+        return alloc_inner::<TAG>(size, align);
     }
     let (c, s) = lookup(ptr, who);
     let old_usable = if c != 0 {
@@ -362,12 +378,12 @@ unsafe fn realloc_inner(ptr: *mut u8, size: usize, align: usize, who: &str) -> *
             usable
         }
     };
-    let new = alloc_inner(size, align);
+    let new = alloc_inner::<TAG>(size, align);
     if !new.is_null() {
         // SAFETY: both blocks are live and distinct; we copy what both can hold.
         unsafe {
             core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(size));
-            free_inner(ptr, who);
+            free_inner::<TAG>(ptr, who);
         }
     }
     new
@@ -388,7 +404,7 @@ unsafe impl GlobalAlloc for RseqMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _g = guard::enter("alloc");
-        alloc_inner(layout.size(), layout.align())
+        alloc_inner::<false>(layout.size(), layout.align())
     }
 
     #[inline]
@@ -398,22 +414,22 @@ unsafe impl GlobalAlloc for RseqMalloc {
         let c = class_for(layout.size(), layout.align());
         if c != 0 && !cfg!(debug_assertions) {
             // SAFETY: GlobalAlloc's contract: `ptr` was allocated with this layout.
-            unsafe { free_small(ptr, c, "dealloc") }
+            unsafe { free_small::<false>(ptr, c, "dealloc") }
         } else {
-            // SAFETY: as above; the checked path also validates the layout in debug builds.
-            unsafe { free_inner(ptr, "dealloc") }
+            // SAFETY: as above; the checked path also validates the pointer in debug builds.
+            unsafe { free_inner::<false>(ptr, "dealloc") }
         }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let _g = guard::enter("alloc_zeroed");
-        alloc_zeroed_inner(layout.size(), layout.align())
+        alloc_zeroed_inner::<false>(layout.size(), layout.align())
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _g = guard::enter("realloc");
         // SAFETY: GlobalAlloc's contract: `ptr` is live with `layout`.
-        unsafe { realloc_inner(ptr, new_size, layout.align(), "realloc") }
+        unsafe { realloc_inner::<false>(ptr, new_size, layout.align(), "realloc") }
     }
 }
 

@@ -126,9 +126,19 @@ const fn build_recip() -> [u64; NUM_CLASSES] {
     t
 }
 
-/// The class for a request of `size` bytes (1 ≤ size ≤ [`MAX_SMALL`]), alignment ≤ 8.
+/// The class for a request of `size` bytes (1 ≤ size ≤ [`MAX_SMALL`]), alignment ≤ 8:
+/// one table load up to 1 KiB, a few shifts above.
 #[inline(always)]
 pub const fn class_of(size: usize) -> usize {
+    if size <= 1024 {
+        SMALL_CLASS[(size + 7) >> 3] as usize
+    } else {
+        class_by_formula(size)
+    }
+}
+
+/// The class of `size` computed: `k = ⌊log2(size-1)⌋`, `j = ((size-1-2^k) >> (k-3)) + 1`.
+const fn class_by_formula(size: usize) -> usize {
     debug_assert!(size <= MAX_SMALL);
     if size <= 64 {
         // 0 behaves like 1: the smallest class.
@@ -140,6 +150,18 @@ pub const fn class_of(size: usize) -> usize {
         4 + (k - 6) * 8 + j
     }
 }
+
+/// `class_of` for sizes up to 1 KiB, indexed by `(size + 7) / 8` (every class boundary up
+/// to 1 KiB is a multiple of 8, so the 8-byte granules never straddle two classes).
+const SMALL_CLASS: [u8; 129] = {
+    let mut t = [0u8; 129];
+    let mut i = 0;
+    while i < 129 {
+        t[i] = class_by_formula(if i == 0 { 1 } else { i * 8 }) as u8;
+        i += 1;
+    }
+    t
+};
 
 /// The class for a request with an alignment (a power of two), or 0 when it must be served
 /// as a whole span (too large, or aligned beyond a page).
@@ -176,6 +198,13 @@ pub fn size_of(c: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_table_matches_the_formula() {
+        for size in 0..=2048 {
+            assert_eq!(class_of(size), class_by_formula(size), "size {size}");
+        }
+    }
 
     #[test]
     fn table_is_monotonic_and_ends_at_max_small() {
