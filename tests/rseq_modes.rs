@@ -166,6 +166,7 @@ fn stress() {
                         // SAFETY: non-zero size; the tag fits (size >= 16).
                         let p = unsafe { GLOBAL.alloc(l) };
                         assert!(!p.is_null());
+                        // SAFETY: the object holds at least 16 bytes, 8-aligned.
                         unsafe { p.cast::<u64>().write(tag) };
                         slots[i] = (p, tag, l);
                     }

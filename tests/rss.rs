@@ -34,6 +34,7 @@ fn small_objects(bytes: usize) -> Vec<(*mut u8, Layout)> {
         // SAFETY: non-zero size; we write within it.
         let p = unsafe { GLOBAL.alloc(l) };
         assert!(!p.is_null());
+        // SAFETY: `p` holds `l.size()` bytes.
         unsafe { p.write_bytes(0x5a, l.size()) };
         v.push((p, l));
         total += l.size();
