@@ -2,9 +2,13 @@
 //!
 //! Owns: everything that is written in assembly or depends on the CPU: where the calling
 //! thread's rseq area is, registering and unregistering our own area, reading a CPU id without
-//! rseq, and the two restartable sequences (pop and push on a per-CPU slab). x86_64 is the only
-//! architecture with rseq sections; every other one compiles [`fallback`], whose operations
-//! always report "rseq off" so the allocator runs on its locked path.
+//! rseq, and the two restartable sequences (pop and push on a per-CPU slab).
+//!
+//! x86_64 is the only architecture implemented and tested. Another one (aarch64 first) needs a
+//! file next to `x86_64.rs` providing the same items: the thread block in initial-exec TLS,
+//! `glibc_area`, `register`/`unregister` with that architecture's signature, `current_cpu`, and
+//! `percpu_pop`/`percpu_push` as restartable sequences. Until then other architectures stop at
+//! compile time rather than build something untested.
 //!
 //! May call: `os`.
 
@@ -74,6 +78,4 @@ mod x86_64;
 pub use x86_64::*;
 
 #[cfg(not(target_arch = "x86_64"))]
-mod fallback;
-#[cfg(not(target_arch = "x86_64"))]
-pub use fallback::*;
+compile_error!("rseqmalloc supports x86_64 Linux only so far (see src/arch/mod.rs)");
