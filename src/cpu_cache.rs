@@ -6,11 +6,12 @@
 //! rseq mode, each thread's set-up, the refill/overflow slow paths, the locked fallback path, and
 //! the drain protocol for another CPU's slab.
 //!
-//! Slab layout (`1 << SLAB_SHIFT` bytes): word 0 holds the slab's state (0 untouched,
-//! 1 initialising, 2 ready) and, at byte 4, the fallback lock word; the 8-byte header of class
-//! `c` at byte `8c` holds `count: u16, cap: u16, floor: u16`; bytes 1000–1020 hold the idle
-//! signature, the capacity lock, the fallback operation count and the capacity bytes; the
-//! class's slots start at byte `SLOT_OFFSET[c]`. Invariant: `slots[0..count]` are free objects of the class owned by the
+//! Slab layout (`1 << SLAB_SHIFT` bytes): class `c` owns the 1 KiB block at byte `1024 c`,
+//! an 8-byte header `count: u16, cap: u16, floor: u16` followed by its slots (so the fast path
+//! needs no per-class table: slot `k` is at `1024 c + 8 + 8 k`). Block 0 holds the slab-wide
+//! words: the state at byte 0 (0 untouched, 1 initialising, 2 ready), the fallback lock word at
+//! byte 4, and at bytes 1000–1020 the idle signature, the capacity lock, the fallback operation
+//! count and the capacity bytes. Invariant: `slots[0..count]` are free objects of the class owned by the
 //! cache, and `floor <= count <= cap` except while a drain has the slab stopped
 //! (`cap = 0`, `floor = u16::MAX`).
 //!
@@ -49,29 +50,34 @@ use core::ptr::null_mut;
 
 /// Bytes per slab.
 pub const SLAB_BYTES: usize = 1 << SLAB_SHIFT;
-const HEADER_BYTES: usize = 1024;
-/// Upper bound on slabs (possible CPU ids beyond it share nothing: they are clamped away by
-/// using the central lists). Linux's default `NR_CPUS` on x86_64 is 8192; 4096 covers every
-/// machine that boots with a sane `possible` mask.
-pub const MAX_SLABS: usize = 4096;
+/// log2 of the bytes of one class's block in a slab: its 8-byte header and 127 slots.
+const BLOCK_SHIFT: usize = 10;
+/// Bytes of the slab-wide words at the start of the slab (class 0's block, unused by classes).
+const HEADER_BYTES: usize = 1 << BLOCK_SHIFT;
 
-/// Byte offset of each class's slots inside a slab.
-pub const SLOT_OFFSET: [u32; NUM_CLASSES] = slot_offsets();
-
-const fn slot_offsets() -> [u32; NUM_CLASSES] {
-    let mut t = [0u32; NUM_CLASSES];
-    let mut off = HEADER_BYTES;
+const _: () = {
+    assert!(NUM_CLASSES << BLOCK_SHIFT <= SLAB_BYTES);
     let mut c = 1;
     while c < NUM_CLASSES {
-        t[c] = off as u32;
-        off += CLASS_CAPACITY[c] as usize * 8;
+        assert!(
+            8 + 8 * CLASS_CAPACITY[c] as usize <= 1 << BLOCK_SHIFT,
+            "slots overflow the block"
+        );
         c += 1;
     }
-    assert!(off <= SLAB_BYTES, "slab too small for the class capacities");
-    t
-}
+    assert!(CAP_BYTES_AT + 4 <= HEADER_BYTES);
+};
 
-const _: () = assert!(NUM_CLASSES * 8 <= SIGNATURE_AT && CAP_BYTES_AT + 4 <= HEADER_BYTES);
+/// Upper bound on slabs. Linux's default `NR_CPUS` on x86_64 is 8192; 4096 covers every
+/// machine that boots with a sane `possible` mask, and a process on a larger one does not use
+/// per-CPU caches at all (ids beyond the slabs could never be indexed safely).
+pub const MAX_SLABS: usize = 4096;
+
+/// Offset of class `c`'s block inside a slab.
+#[inline(always)]
+const fn block_offset(c: usize) -> usize {
+    c << BLOCK_SHIFT
+}
 
 /// How the per-CPU layer reaches its slabs; see the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,10 +164,8 @@ pub fn pop(c: usize) -> *mut u8 {
     // are zero or initialised, and `field` is 4 or 24.
     unsafe {
         arch::percpu_pop(
-            G.slabs.load(Ordering::Relaxed),
+            G.slabs.load(Ordering::Relaxed) + block_offset(c),
             G.field.load(Ordering::Relaxed),
-            c,
-            SLOT_OFFSET[c] as usize,
         )
     }
 }
@@ -172,10 +176,8 @@ pub fn push(c: usize, obj: *mut u8) -> bool {
     // SAFETY: as in `pop`.
     unsafe {
         arch::percpu_push(
-            G.slabs.load(Ordering::Relaxed),
+            G.slabs.load(Ordering::Relaxed) + block_offset(c),
             G.field.load(Ordering::Relaxed),
-            c,
-            SLOT_OFFSET[c] as usize,
             obj,
         )
     }
@@ -201,8 +203,8 @@ impl Slab {
         self.word(4)
     }
     fn half(&self, c: usize, field: usize) -> &AtomicU16 {
-        // SAFETY: header of class c, field 0..3, inside the mapped slab, 2-aligned.
-        unsafe { &*((self.0 + 8 * c + 2 * field) as *const AtomicU16) }
+        // SAFETY: the header of class c's block, field 0..3, inside the mapped slab, 2-aligned.
+        unsafe { &*((self.0 + block_offset(c) + 2 * field) as *const AtomicU16) }
     }
     fn count(&self, c: usize) -> &AtomicU16 {
         self.half(c, 0)
@@ -214,9 +216,9 @@ impl Slab {
         self.half(c, 2)
     }
     fn slot(&self, c: usize, i: usize) -> &AtomicUsize {
-        // SAFETY: i < CLASS_CAPACITY[c], so the slot lies inside the slab (checked at compile
-        // time by `slot_offsets`).
-        unsafe { &*((self.0 + SLOT_OFFSET[c] as usize + 8 * i) as *const AtomicUsize) }
+        // SAFETY: i < CLASS_CAPACITY[c], so the slot lies inside the class's block (checked at
+        // compile time next to `block_offset`).
+        unsafe { &*((self.0 + block_offset(c) + 8 + 8 * i) as *const AtomicUsize) }
     }
 }
 

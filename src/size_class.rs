@@ -109,7 +109,7 @@ const fn build_capacity() -> [u16; NUM_CLASSES] {
     let mut t = [0u16; NUM_CLASSES];
     let mut c = 1;
     while c < NUM_CLASSES {
-        t[c] = clamp((128 << 10) / size_of_class(c), 2, 128) as u16;
+        t[c] = clamp((128 << 10) / size_of_class(c), 2, 127) as u16;
         c += 1;
     }
     t

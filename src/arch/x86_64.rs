@@ -9,8 +9,8 @@ use super::{Rseq, ThreadBlock, DUMMY_AREA};
 use crate::sync::{AtomicU64, Ordering};
 use core::arch::{asm, global_asm};
 
-/// log2 of the per-CPU slab size in bytes.
-pub const SLAB_SHIFT: u32 = 16;
+/// log2 of the per-CPU slab size in bytes (101 class blocks of 1 KiB fit in 128 KiB).
+pub const SLAB_SHIFT: u32 = 17;
 
 const _: () = {
     assert!(core::mem::offset_of!(ThreadBlock, area) == 32);
@@ -207,11 +207,12 @@ macro_rules! rseq_sequence {
     };
 }
 
-/// Pops an object from the calling CPU's stack of class `class`.
+/// Pops an object from the calling CPU's stack of one size class.
 ///
-/// The slab of CPU (or concurrency id) `i` is at `slabs + i << SLAB_SHIFT`; its header word for
-/// class `c` is at offset `8 * c` and holds `count: u16, cap: u16, floor: u16`; its slots for the
-/// class start at byte `slot` of the slab.
+/// The slab of CPU (or concurrency id) `i` is at `slabs + i << SLAB_SHIFT`; inside it, the class
+/// has a block at a fixed offset, and the caller passes `block = slabs + that offset`. The block
+/// starts with the header `count: u16, cap: u16, floor: u16` and slot `k` is at `8 + 8k`, so
+/// the top object (slot `count - 1`) sits at `8 * count`.
 ///
 /// ```text
 ///   area = thread_block.area
@@ -219,12 +220,12 @@ macro_rules! rseq_sequence {
 /// restart:
 ///   area.rseq_cs = &descriptor
 /// start:                                                // ---- critical section ----
-///   id   = *(area + field)                               // cpu_id or mm_cid, read here
-///   slab = slabs + id << SLAB_SHIFT
-///   n    = slab.hdr[class].count
-///   if n <= slab.hdr[class].floor: goto fail              // empty (or stopped by a drain)
-///   obj  = slab.slots(class)[n - 1]
-///   slab.hdr[class].count = n - 1                         // the one committing store
+///   id  = *(area + field)                                // cpu_id or mm_cid, read here
+///   blk = block + id << SLAB_SHIFT                       // this CPU's block of the class
+///   n   = blk.count
+///   if n <= blk.floor: goto fail                          // empty (or stopped by a drain)
+///   obj = *(blk + 8 * n)                                  // slot n - 1
+///   blk.count = n - 1                                     // the one committing store
 /// post_commit:                                          // --------------------------
 ///   return obj
 /// abort:  (preceded by RSEQ_SIG)  goto restart
@@ -234,11 +235,11 @@ macro_rules! rseq_sequence {
 /// migration, signal) leaves the slab as it was and the retry reads the new id.
 ///
 /// # Safety
-/// When the thread's area has a non-negative cpu id, `slabs` must map one slab per possible id
-/// with initialised or zeroed headers, `field` must be 4 or 24, `class < 101`, and `slot` the
-/// class's slot offset.
+/// When the thread's area has a non-negative cpu id, the slabs must map one slab per possible
+/// id with initialised or zeroed headers, `block` must be the class's block in slab 0 and
+/// `field` 4 or 24.
 #[inline(always)]
-pub unsafe fn percpu_pop(slabs: usize, field: usize, class: usize, slot: usize) -> *mut u8 {
+pub unsafe fn percpu_pop(block: usize, field: usize) -> *mut u8 {
     let obj: *mut u8;
     // SAFETY: the caller guarantees the slab layout; the sequence follows the rseq ABI: the
     // descriptor is registered before `start`, the section ends with one committing store, and
@@ -246,26 +247,23 @@ pub unsafe fn percpu_pop(slabs: usize, field: usize, class: usize, slot: usize) 
     unsafe {
         rseq_sequence!(
             body: [
-                "mov {slab:e}, dword ptr [{area} + {field}]",
-                "shl {slab}, {shift}",
-                "add {slab}, {slabs}",
-                "movzx {n:e}, word ptr [{slab} + {class} * 8]",
-                "cmp {n:x}, word ptr [{slab} + {class} * 8 + 4]",
+                "mov {blk:e}, dword ptr [{area} + {field}]",
+                "shl {blk}, {shift}",
+                "add {blk}, {block}",
+                "movzx {n:e}, word ptr [{blk}]",
+                "cmp {n:x}, word ptr [{blk} + 4]",
                 "jbe 5f",
-                "lea {t}, [{slab} + {slot}]",
-                "mov {obj}, qword ptr [{t} + {n} * 8 - 8]",
+                "mov {obj}, qword ptr [{blk} + {n} * 8]",
                 "dec {n:e}",
-                "mov word ptr [{slab} + {class} * 8], {n:x}",
+                "mov word ptr [{blk}], {n:x}",
             ],
             ok: "",
             fail: "xor {obj:e}, {obj:e}",
-            slab = out(reg) _,
+            blk = out(reg) _,
             n = out(reg) _,
             obj = out(reg) obj,
-            slabs = in(reg) slabs,
+            block = in(reg) block,
             field = in(reg) field,
-            class = in(reg) class,
-            slot = in(reg) slot,
             shift = const SLAB_SHIFT,
             options(nostack),
         );
@@ -273,8 +271,8 @@ pub unsafe fn percpu_pop(slabs: usize, field: usize, class: usize, slot: usize) 
     obj
 }
 
-/// Pushes `obj` on the calling CPU's stack of class `class`; false when the stack is full or
-/// rseq is off. Same slab layout as [`percpu_pop`].
+/// Pushes `obj` on the calling CPU's stack of one size class; false when the stack is full or
+/// rseq is off. Same layout as [`percpu_pop`].
 ///
 /// ```text
 ///   area = thread_block.area
@@ -282,12 +280,12 @@ pub unsafe fn percpu_pop(slabs: usize, field: usize, class: usize, slot: usize) 
 /// restart:
 ///   area.rseq_cs = &descriptor
 /// start:                                                // ---- critical section ----
-///   id   = *(area + field)
-///   slab = slabs + id << SLAB_SHIFT
-///   n    = slab.hdr[class].count
-///   if n >= slab.hdr[class].cap: goto fail                // full (or stopped: cap 0)
-///   slab.slots(class)[n] = obj                            // invisible until the commit
-///   slab.hdr[class].count = n + 1                         // the one committing store
+///   id  = *(area + field)
+///   blk = block + id << SLAB_SHIFT
+///   n   = blk.count
+///   if n >= blk.cap: goto fail                            // full (or stopped: cap 0)
+///   *(blk + 8 + 8 * n) = obj                              // slot n, invisible until the commit
+///   blk.count = n + 1                                     // the one committing store
 /// post_commit:                                          // --------------------------
 ///   return true
 /// abort:  (preceded by RSEQ_SIG)  goto restart
@@ -299,38 +297,29 @@ pub unsafe fn percpu_pop(slabs: usize, field: usize, class: usize, slot: usize) 
 /// # Safety
 /// As for [`percpu_pop`]; `obj` is handed to the cache when this returns true.
 #[inline(always)]
-pub unsafe fn percpu_push(
-    slabs: usize,
-    field: usize,
-    class: usize,
-    slot: usize,
-    obj: *mut u8,
-) -> bool {
+pub unsafe fn percpu_push(block: usize, field: usize, obj: *mut u8) -> bool {
     let ok: usize;
     // SAFETY: as in `percpu_pop`.
     unsafe {
         rseq_sequence!(
             body: [
-                "mov {slab:e}, dword ptr [{area} + {field}]",
-                "shl {slab}, {shift}",
-                "add {slab}, {slabs}",
-                "movzx {n:e}, word ptr [{slab} + {class} * 8]",
-                "cmp {n:x}, word ptr [{slab} + {class} * 8 + 2]",
+                "mov {blk:e}, dword ptr [{area} + {field}]",
+                "shl {blk}, {shift}",
+                "add {blk}, {block}",
+                "movzx {n:e}, word ptr [{blk}]",
+                "cmp {n:x}, word ptr [{blk} + 2]",
                 "jae 5f",
-                "lea {t}, [{slab} + {slot}]",
-                "mov qword ptr [{t} + {n} * 8], {obj}",
+                "mov qword ptr [{blk} + {n} * 8 + 8], {obj}",
                 "inc {n:e}",
-                "mov word ptr [{slab} + {class} * 8], {n:x}",
+                "mov word ptr [{blk}], {n:x}",
             ],
             ok: "mov {ok:e}, 1",
             fail: "xor {ok:e}, {ok:e}",
-            slab = out(reg) _,
+            blk = out(reg) _,
             n = out(reg) _,
             ok = out(reg) ok,
-            slabs = in(reg) slabs,
+            block = in(reg) block,
             field = in(reg) field,
-            class = in(reg) class,
-            slot = in(reg) slot,
             obj = in(reg) obj,
             shift = const SLAB_SHIFT,
             options(nostack),
