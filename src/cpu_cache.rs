@@ -11,7 +11,7 @@
 //! needs no per-class table: slot `k` is at `1024 c + 8 + 8 k`). Block 0 holds the slab-wide
 //! words: the state at byte 0 (0 untouched, 1 initialising, 2 ready), the fallback lock word at
 //! byte 4, and at bytes 1000–1020 the idle signature, the capacity lock, the fallback operation
-//! count and the capacity bytes. Invariant: `slots[0..count]` are free objects of the class owned by the
+//! count, the steal cursor and the capacity bytes. Invariant: `slots[0..count]` are free objects of the class owned by the
 //! cache, and `floor <= count <= cap` except while a drain has the slab stopped
 //! (`cap = 0`, `floor = u16::MAX`).
 //!
@@ -273,6 +273,10 @@ fn reset_caps(slab: Slab) {
 /// Offset of a slab's capacity lock: held while capacities change (growth, stealing, a
 /// drain's stop-and-restore), so that no growth can un-stop a slab a drain has stopped.
 const CAP_LOCK_AT: usize = 1004;
+/// Offset of the class where the next capacity steal starts probing.
+const STEAL_CURSOR_AT: usize = 1012;
+/// Classes probed per steal.
+const STEAL_PROBES: usize = 8;
 
 fn cap_try_lock(slab: Slab) -> bool {
     slab.word(CAP_LOCK_AT)
@@ -298,16 +302,23 @@ fn cap_unlock(slab: Slab) {
 /// read the old value acts on a bound that is still within it, and a lowered capacity only
 /// makes pushes fail until pops bring the count under it. Changes happen under the slab's
 /// capacity lock, which a drain holds from its stop to its restore.
-fn grow_cap(slab: Slab, c: usize) -> bool {
+///
+/// Only an overflow (`may_steal`) takes capacity from other classes: a class that keeps
+/// running empty grows within the budget only, so two classes alternating cannot steal from
+/// each other on every refill.
+fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
+    if slab.cap(c).load(Ordering::Relaxed) >= CLASS_CAPACITY[c] {
+        return false; // at its maximum: no lock needed to know
+    }
     if !cap_try_lock(slab) {
         return false; // a drain or another grower is at work: try again on a later overflow
     }
-    let grown = grow_cap_locked(slab, c);
+    let grown = grow_cap_locked(slab, c, may_steal);
     cap_unlock(slab);
     grown
 }
 
-fn grow_cap_locked(slab: Slab, c: usize) -> bool {
+fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
     let cap = slab.cap(c).load(Ordering::Relaxed);
     let max = CLASS_CAPACITY[c];
     if cap >= max || slab.floor(c).load(Ordering::Relaxed) == u16::MAX {
@@ -319,17 +330,25 @@ fn grow_cap_locked(slab: Slab, c: usize) -> bool {
     let total = slab.word(CAP_BYTES_AT);
     let mut bytes = total.load(Ordering::Relaxed) as usize;
     if bytes + add_bytes > budget {
-        // Steal from the class with the most unused capacity.
+        if !may_steal {
+            return false;
+        }
+        // Steal from a class with enough unused capacity: probe a few classes from a cursor
+        // that moves on each time, so an overflow costs a handful of loads, not a scan.
         let spare = |v: usize| {
             let cap = slab.cap(v).load(Ordering::Relaxed) as usize;
             cap.saturating_sub(slab.count(v).load(Ordering::Relaxed) as usize) * size_of(v)
         };
-        let victim = (1..NUM_CLASSES)
-            .filter(|&v| v != c)
-            .max_by_key(|&v| spare(v));
-        let Some(v) = victim.filter(|&v| spare(v) >= add_bytes) else {
-            return false;
-        };
+        let cursor = slab.word(STEAL_CURSOR_AT);
+        let start = cursor.load(Ordering::Relaxed) as usize;
+        let victim = (0..STEAL_PROBES)
+            .map(|k| 1 + (start + k) % (NUM_CLASSES - 1))
+            .find(|&v| v != c && spare(v) >= add_bytes);
+        cursor.store(
+            ((start + STEAL_PROBES) % (NUM_CLASSES - 1)) as u32,
+            Ordering::Relaxed,
+        );
+        let Some(v) = victim else { return false };
         let take = add_bytes.div_ceil(size_of(v)) as u16;
         slab.cap(v).fetch_sub(take, Ordering::Release);
         bytes -= take as usize * size_of(v);
@@ -492,7 +511,7 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
                 return p;
             }
             let slab = Slab::of(id);
-            grow_cap(slab, c);
+            grow_cap(slab, c, false);
             refill(c, slab, push)
         }
         T_LOCKED => alloc_locked(c),
@@ -544,7 +563,7 @@ pub unsafe fn free_slow(c: usize, obj: *mut u8) {
             let id = current_rseq_id();
             ensure_slab(id);
             let slab = Slab::of(id);
-            if push(c, obj) || (grow_cap(slab, c) && push(c, obj)) {
+            if push(c, obj) || (grow_cap(slab, c, true) && push(c, obj)) {
                 return;
             }
             // Full and at its budget: move this object and about half the stack (at most a
@@ -672,7 +691,7 @@ fn alloc_locked(c: usize) -> *mut u8 {
     }
     slab_unlock(slab);
     maybe_tick();
-    grow_cap(slab, c);
+    grow_cap(slab, c, false);
     refill(c, slab, |c, obj| locked_push(slab, c, obj))
 }
 
@@ -680,7 +699,7 @@ fn alloc_locked(c: usize) -> *mut u8 {
 /// As for [`free_slow`].
 unsafe fn free_locked(c: usize, obj: *mut u8) {
     let slab = locked_slab();
-    if locked_push(slab, c, obj) || (grow_cap(slab, c) && locked_push(slab, c, obj)) {
+    if locked_push(slab, c, obj) || (grow_cap(slab, c, true) && locked_push(slab, c, obj)) {
         return;
     }
     maybe_tick();

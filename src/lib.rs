@@ -380,10 +380,15 @@ unsafe fn realloc_inner<const TAG: bool>(
     };
     let new = alloc_inner::<TAG>(size, align);
     if !new.is_null() {
-        // SAFETY: both blocks are live and distinct; we copy what both can hold.
+        // SAFETY: both blocks are live and distinct; we copy what both can hold. The old block
+        // was looked up and checked above, so it is freed without a second lookup.
         unsafe {
             core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(size));
-            free_inner::<TAG>(ptr, who);
+            if c != 0 {
+                free_small::<TAG>(ptr, c, who);
+            } else {
+                free_large(ptr, s, who);
+            }
         }
     }
     new
