@@ -10,8 +10,8 @@
 //! an 8-byte header `count: u16, cap: u16, floor: u16` followed by its slots (so the fast path
 //! needs no per-class table: slot `k` is at `1024 c + 8 + 8 k`). Block 0 holds the slab-wide
 //! words: the state at byte 0 (0 untouched, 1 initialising, 2 ready), the fallback lock word at
-//! byte 4, and at bytes 1000–1020 the idle signature, the capacity lock, the fallback operation
-//! count, the steal cursor and the capacity bytes. Invariant: `slots[0..count]` are free objects of the class owned by the
+//! byte 4, and at bytes 1000–1024 the idle signature, the capacity lock, the fallback operation
+//! count, the steal cursor, the capacity bytes and the idle tick count. Invariant: `slots[0..count]` are free objects of the class owned by the
 //! cache, and `floor <= count <= cap` except while a drain has the slab stopped
 //! (`cap = 0`, `floor = u16::MAX`).
 //!
@@ -24,7 +24,15 @@
 //!   sends every operation here, where the same slabs are used under each slab's lock word.
 //!   The two protocols never mix: the mode is chosen once per process.
 //!
-//! ## Draining another CPU's slab (trim, idle shrink)
+//! ## Draining another CPU's slab (idle shrink)
+//!
+//! **Known problem, not solved yet:** with this protocol run in a loop against busy slabs
+//! (32 threads on 2 CPUs), about one stress run in six handed an object out twice; a second
+//! membarrier did not change that, and the cause is not found. So remote drains are limited to
+//! slabs that stayed unchanged for two maintenance ticks, and `trim` in the rseq modes empties
+//! only the calling thread's own slab (through its own critical sections, which is always
+//! safe). See the open issue's notes.
+//!
 //! Lock-free rseq code cannot be locked out, so a drain *stops* the slab instead: it stores
 //! `cap = 0` (every push fails) and `floor = u16::MAX` (every pop fails) for each class, then
 //! calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`. When that returns, every critical
@@ -65,7 +73,7 @@ const _: () = {
         );
         c += 1;
     }
-    assert!(CAP_BYTES_AT + 4 <= HEADER_BYTES);
+    assert!(CAP_BYTES_AT + 4 <= IDLE_TICKS_AT && IDLE_TICKS_AT + 4 <= HEADER_BYTES);
 };
 
 /// Upper bound on slabs. Linux's default `NR_CPUS` on x86_64 is 8192; 4096 covers every
@@ -754,10 +762,47 @@ fn empty_slab(slab: Slab) -> usize {
     bytes
 }
 
-/// Drains the caches of every slab (all CPUs or concurrency ids) into the central lists, using
-/// the protocol in the module documentation. Returns the bytes moved.
+/// Drains what trim may take from the per-CPU caches. Returns the bytes moved.
+///
+/// Fallback mode: every slab, under its lock. rseq modes: only the calling thread's own slab,
+/// popped empty inside its own critical sections (safe by construction). Other CPUs' slabs are
+/// drained only by maintenance, once idle (see [`drain_idle`]): a stress test that drained
+/// every slab in a loop while 32 threads worked (`tests/rseq_modes.rs`) saw an object handed
+/// out twice in about one run in six, a race not understood yet (module documentation).
 pub fn drain_all() -> usize {
-    drain_where(|_, _| true)
+    if mode() == RseqMode::Fallback {
+        return drain_where(|_, _| true);
+    }
+    drain_own()
+}
+
+/// Empties the calling thread's current slab through its own critical sections.
+fn drain_own() -> usize {
+    if thread_state() != T_RSEQ {
+        return 0;
+    }
+    let mut bytes = 0;
+    let mut buf = [null_mut(); 64];
+    for c in 1..NUM_CLASSES {
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                let p = pop(c);
+                if p.is_null() {
+                    break;
+                }
+                buf[n] = p;
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            bytes += n * size_of(c);
+            // SAFETY: popped from the cache: free objects of class `c`, now ours.
+            unsafe { central::free_batch(c, &buf[..n]) };
+        }
+    }
+    bytes
 }
 
 /// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab).
@@ -834,14 +879,24 @@ fn signature(slab: Slab) -> u32 {
     })
 }
 
-/// Drains the slabs whose stacks did not move since the previous call and still hold objects:
-/// the caches of idle CPUs or concurrency ids. Returns the bytes moved.
+/// Offset of the number of consecutive maintenance ticks a slab's signature stayed the same.
+const IDLE_TICKS_AT: usize = 1020;
+/// Ticks a slab must stay unchanged before maintenance drains it remotely.
+const IDLE_TICKS: u32 = 2;
+
+/// Drains the slabs whose stacks did not move for [`IDLE_TICKS`] maintenance ticks in a row
+/// and still hold objects: the caches of idle CPUs or concurrency ids. Returns the bytes moved.
 pub fn drain_idle() -> usize {
     drain_where(|_, slab| {
         let sig = signature(slab);
         let prev = slab.word(SIGNATURE_AT).swap(sig, Ordering::Relaxed);
-        let holds = (1..NUM_CLASSES).any(|c| slab.count(c).load(Ordering::Relaxed) != 0);
-        prev == sig && holds
+        let ticks = slab.word(IDLE_TICKS_AT);
+        if prev != sig {
+            ticks.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let idle = ticks.fetch_add(1, Ordering::Relaxed) + 1 >= IDLE_TICKS;
+        idle && (1..NUM_CLASSES).any(|c| slab.count(c).load(Ordering::Relaxed) != 0)
     })
 }
 

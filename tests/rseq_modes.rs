@@ -6,7 +6,8 @@
 //! every few thousand operations, a 10 kHz `ITIMER_REAL` (`setitimer`) signal storm whose handler touches
 //! memory without allocating, and a `fork` in the middle whose child allocates, checks and exits.
 //! Every object carries a unique tag written at allocation and checked at free, so an object
-//! handed out twice is caught. Meanwhile another thread drains every CPU's cache in a loop.
+//! handed out twice is caught. Meanwhile another thread runs `trim()` in a loop (every slab's
+//! cache under its lock in fallback mode; its own slab in the rseq modes, see `drain_all`).
 //! At least 1e8 operations per mode.
 
 use rseqmalloc::{RseqMalloc, RseqMode};
@@ -108,9 +109,9 @@ fn stress() {
     let workers_done = AtomicUsize::new(0);
     let drains = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        // A drainer empties every CPU's cache (the stop + membarrier protocol) again and again
-        // while the workers run, so a drain racing a critical section would hand out an object
-        // twice and trip a tag check.
+        // A drainer trims again and again while the workers run (fallback: every slab, under its
+        // lock; rseq: its own slab, plus idle slabs from maintenance), so a drain racing an
+        // allocation would hand out an object twice and trip a tag check.
         s.spawn(|| {
             block_alarm(false);
             while workers_done.load(Ordering::Relaxed) < THREADS {
