@@ -454,7 +454,8 @@ pub unsafe extern "C" fn rseqmalloc_usable_size(ptr: *mut c_void) -> usize {
     unsafe { rseq::usable_size(ptr.cast()) }
 }
 
-/// Drains every cache and returns all free pages to the OS; returns the bytes released.
+/// Drains the caller's per-CPU cache (every CPU's without rseq) and the central caches, and
+/// returns all free pages to the OS; returns the bytes released.
 ///
 /// # Safety
 /// Always safe to call.
