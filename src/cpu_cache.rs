@@ -140,7 +140,7 @@ pub fn free_key() -> usize {
 static INIT: Mutex<()> = Mutex::new(());
 static DRAIN: Mutex<()> = Mutex::new(());
 
-/// Slabs whose drain was skipped because the kernel lacks the rseq membarrier.
+/// Drains skipped because the kernel lacks the rseq membarrier (reported in statistics).
 pub static DRAINS_SKIPPED: AtomicUsize = AtomicUsize::new(0);
 
 /// The mode chosen for this process.
@@ -195,7 +195,22 @@ pub fn push(c: usize, obj: *mut u8) -> bool {
 #[derive(Clone, Copy)]
 struct Slab(usize);
 
+/// `Slab::state` values.
+const SLAB_UNTOUCHED: u32 = 0;
+const SLAB_INITIALISING: u32 = 1;
+const SLAB_READY: u32 = 2;
+
+/// The slabs that are ready (initialised), with their indices.
+fn ready_slabs() -> impl Iterator<Item = (usize, Slab)> {
+    (0..G.nslabs.load(Ordering::Relaxed))
+        .map(|i| (i, Slab::of(i)))
+        .filter(|(_, s)| s.is_ready())
+}
+
 impl Slab {
+    fn is_ready(&self) -> bool {
+        self.state().load(Ordering::Acquire) == SLAB_READY
+    }
     fn of(i: usize) -> Slab {
         Slab(G.slabs.load(Ordering::Relaxed) + (i << SLAB_SHIFT))
     }
@@ -246,19 +261,21 @@ fn initial_cap(c: usize) -> u16 {
 /// Makes slab `i` ready (once); false while another thread is initialising it.
 fn ensure_slab(i: usize) -> bool {
     let slab = Slab::of(i);
-    if slab.state().load(Ordering::Acquire) == 2 {
+    if slab.is_ready() {
         return true;
     }
-    match slab
-        .state()
-        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire)
-    {
+    match slab.state().compare_exchange(
+        SLAB_UNTOUCHED,
+        SLAB_INITIALISING,
+        Ordering::Acquire,
+        Ordering::Acquire,
+    ) {
         Ok(_) => {
             reset_caps(slab);
-            slab.state().store(2, Ordering::Release);
+            slab.state().store(SLAB_READY, Ordering::Release);
             true
         }
-        Err(s) => s == 2,
+        Err(s) => s == SLAB_READY,
     }
 }
 
@@ -679,11 +696,8 @@ fn slab_unlock(slab: Slab) {
 
 /// Operations served by the locked fallback path so far (sum over slabs; a snapshot).
 pub fn fallback_ops() -> usize {
-    let nslabs = G.nslabs.load(Ordering::Relaxed);
-    (0..nslabs)
-        .map(Slab::of)
-        .filter(|s| s.state().load(Ordering::Acquire) == 2)
-        .map(|s| s.word(FALLBACK_OPS_AT).load(Ordering::Relaxed) as usize)
+    ready_slabs()
+        .map(|(_, s)| s.word(FALLBACK_OPS_AT).load(Ordering::Relaxed) as usize)
         .sum()
 }
 
@@ -816,9 +830,8 @@ fn drain_where(mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
     // becomes ready meanwhile was never stopped and must not be touched.
     let mut picked = [0u64; MAX_SLABS / 64];
     let mut any = false;
-    for i in 0..nslabs {
-        let slab = Slab::of(i);
-        if slab.state().load(Ordering::Acquire) == 2 && pick(i, slab) {
+    for (i, slab) in ready_slabs() {
+        if pick(i, slab) {
             picked[i / 64] |= 1 << (i % 64);
             any = true;
         }
@@ -938,7 +951,7 @@ pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
     let nslabs = G.nslabs.load(Ordering::Relaxed);
     for (i, o) in out.iter_mut().enumerate().take(nslabs) {
         let slab = Slab::of(i);
-        *o = if slab.state().load(Ordering::Acquire) == 2 {
+        *o = if slab.is_ready() {
             (1..NUM_CLASSES)
                 .map(|c| slab.count(c).load(Ordering::Relaxed) as usize * size_of(c))
                 .sum()
@@ -951,20 +964,14 @@ pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
 
 /// Objects of class `c` cached across all slabs (snapshot).
 pub fn cached_objects(c: usize) -> usize {
-    let nslabs = G.nslabs.load(Ordering::Relaxed);
-    (0..nslabs)
-        .map(Slab::of)
-        .filter(|s| s.state().load(Ordering::Acquire) == 2)
-        .map(|s| s.count(c).load(Ordering::Relaxed) as usize)
+    ready_slabs()
+        .map(|(_, s)| s.count(c).load(Ordering::Relaxed) as usize)
         .sum()
 }
 
 /// Slabs that have been touched (initialised) so far.
 pub fn slabs_in_use() -> usize {
-    let nslabs = G.nslabs.load(Ordering::Relaxed);
-    (0..nslabs)
-        .filter(|&i| Slab::of(i).state().load(Ordering::Acquire) == 2)
-        .count()
+    ready_slabs().count()
 }
 
 /// Fork prepare, first step: takes the set-up and drain locks and, in fallback mode, every
@@ -973,11 +980,8 @@ pub fn lock_for_fork() {
     core::mem::forget(INIT.lock());
     core::mem::forget(DRAIN.lock());
     if mode() == RseqMode::Fallback {
-        for i in 0..G.nslabs.load(Ordering::Relaxed) {
-            let slab = Slab::of(i);
-            if slab.state().load(Ordering::Acquire) == 2 {
-                slab_lock(slab);
-            }
+        for (_, slab) in ready_slabs() {
+            slab_lock(slab);
         }
     }
 }
@@ -990,22 +994,16 @@ pub fn lock_for_fork() {
 pub unsafe fn unlock_after_fork(child: bool) {
     if child {
         // A grower in another thread may have held a capacity lock; it does not exist here.
-        for i in 0..G.nslabs.load(Ordering::Relaxed) {
-            let slab = Slab::of(i);
-            if slab.state().load(Ordering::Acquire) == 2 {
-                cap_unlock(slab);
-            }
+        for (_, slab) in ready_slabs() {
+            cap_unlock(slab);
         }
     }
     if mode() == RseqMode::Fallback {
-        for i in 0..G.nslabs.load(Ordering::Relaxed) {
-            let slab = Slab::of(i);
-            if slab.state().load(Ordering::Acquire) == 2 {
-                if child {
-                    slab.lock().store(0, Ordering::Relaxed);
-                } else {
-                    slab_unlock(slab);
-                }
+        for (_, slab) in ready_slabs() {
+            if child {
+                slab.lock().store(0, Ordering::Relaxed);
+            } else {
+                slab_unlock(slab);
             }
         }
     }

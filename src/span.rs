@@ -90,16 +90,12 @@ impl Span {
 /// Invariant: every span in the list has `prev`/`next` set by this list and belongs to no other.
 pub struct SpanList {
     head: *mut Span,
-    len: usize,
 }
 
 impl SpanList {
     /// An empty list.
     pub const fn new() -> Self {
-        SpanList {
-            head: null_mut(),
-            len: 0,
-        }
+        SpanList { head: null_mut() }
     }
 
     /// True when the list is empty.
@@ -107,10 +103,16 @@ impl SpanList {
         self.head.is_null()
     }
 
-    /// Number of spans in the list.
+    /// Number of spans in the list, by walking it (tests only: nothing keeps a count).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.len
+        let (mut n, mut s) = (0, self.head);
+        while !s.is_null() {
+            n += 1;
+            // SAFETY: members of the list are valid span records.
+            s = unsafe { (*s).next };
+        }
+        n
     }
 
     /// The first span, or null.
@@ -133,7 +135,6 @@ impl SpanList {
             }
         }
         self.head = s;
-        self.len += 1;
     }
 
     /// Unlinks `s`.
@@ -156,7 +157,6 @@ impl SpanList {
             (*s).prev = null_mut();
             (*s).next = null_mut();
         }
-        self.len -= 1;
     }
 }
 

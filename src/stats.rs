@@ -51,6 +51,15 @@ pub struct Stats {
     pub restarts: u64,
     /// Operations served by the locked fallback path.
     pub fallback_ops: usize,
+    /// Drains of other CPUs' caches skipped because the kernel lacks the rseq membarrier.
+    pub drains_skipped: usize,
+}
+
+impl Stats {
+    /// Bytes cached in each reported per-CPU slab (the first `min(slabs, MAX_REPORTED_CPUS)`).
+    pub fn cpu_caches(&self) -> &[usize] {
+        &self.cpu_cache_bytes[..self.slabs.min(MAX_REPORTED_CPUS)]
+    }
 }
 
 /// Gathers the statistics.
@@ -74,6 +83,7 @@ pub fn stats() -> Stats {
         uses_mm_cid: cpu_cache::uses_mm_cid(),
         restarts: crate::arch::restarts(),
         fallback_ops: cpu_cache::fallback_ops(),
+        drains_skipped: cpu_cache::DRAINS_SKIPPED.load(core::sync::atomic::Ordering::Relaxed),
     };
     let mut small = 0;
     for (c, central) in CENTRAL.iter().enumerate().skip(1) {
@@ -108,6 +118,24 @@ pub fn resident_bytes() -> usize {
     pages * os::OS_PAGE
 }
 
+/// The single-number figures, named as both reports print them.
+fn scalars(s: &Stats) -> [(&'static str, u64); 12] {
+    [
+        ("allocated", s.allocated as u64),
+        ("active", s.active as u64),
+        ("resident", s.resident as u64),
+        ("mapped", s.mapped as u64),
+        ("released", s.released as u64),
+        ("free", s.free as u64),
+        ("metadata", s.metadata as u64),
+        ("restarts", s.restarts),
+        ("fallback_ops", s.fallback_ops as u64),
+        ("drains_skipped", s.drains_skipped as u64),
+        ("slabs", s.slabs as u64),
+        ("slabs_in_use", s.slabs_in_use as u64),
+    ]
+}
+
 fn mode_name(m: RseqMode) -> &'static str {
     match m {
         RseqMode::Uninitialized => "uninitialized",
@@ -133,21 +161,10 @@ pub fn print_text(s: &Stats) {
             " (cpu_id)"
         });
     os::write_stderr(&m);
-    line("allocated", s.allocated as u64);
-    line("active", s.active as u64);
-    line("resident", s.resident as u64);
-    line("mapped", s.mapped as u64);
-    line("released", s.released as u64);
-    line("free", s.free as u64);
-    line("metadata", s.metadata as u64);
-    line("restarts", s.restarts);
-    line("fallback_ops", s.fallback_ops as u64);
-    for (i, b) in s
-        .cpu_cache_bytes
-        .iter()
-        .enumerate()
-        .take(s.slabs.min(MAX_REPORTED_CPUS))
-    {
+    for (name, v) in scalars(s) {
+        line(name, v);
+    }
+    for (i, b) in s.cpu_caches().iter().enumerate() {
         let mut m = Msg::new();
         m.str("rseqmalloc: cpu ")
             .dec(i as u64)
@@ -182,30 +199,13 @@ pub fn print_json(s: &Stats) {
         .str("\",\"uses_mm_cid\":")
         .str(if s.uses_mm_cid { "true" } else { "false" });
     out(&m);
-    for (k, v) in [
-        ("allocated", s.allocated as u64),
-        ("active", s.active as u64),
-        ("resident", s.resident as u64),
-        ("mapped", s.mapped as u64),
-        ("released", s.released as u64),
-        ("free", s.free as u64),
-        ("metadata", s.metadata as u64),
-        ("restarts", s.restarts),
-        ("fallback_ops", s.fallback_ops as u64),
-        ("slabs", s.slabs as u64),
-        ("slabs_in_use", s.slabs_in_use as u64),
-    ] {
+    for (k, v) in scalars(s) {
         let mut m = Msg::new();
         m.str(",\"").str(k).str("\":").dec(v);
         out(&m);
     }
     out(Msg::new().str(",\"cpu_cache_bytes\":["));
-    for (i, b) in s
-        .cpu_cache_bytes
-        .iter()
-        .enumerate()
-        .take(s.slabs.min(MAX_REPORTED_CPUS))
-    {
+    for (i, b) in s.cpu_caches().iter().enumerate() {
         let mut m = Msg::new();
         if i > 0 {
             m.str(",");
