@@ -26,21 +26,27 @@
 //!
 //! ## Draining another CPU's slab (idle shrink)
 //!
-//! **Known problem, not solved yet:** with this protocol run in a loop against busy slabs
-//! (32 threads on 2 CPUs), about one stress run in six handed an object out twice; a second
-//! membarrier did not change that, and the cause is not found. So remote drains are limited to
-//! slabs that stayed unchanged for two maintenance ticks, and `trim` in the rseq modes empties
-//! only the calling thread's own slab (through its own critical sections, which is always
-//! safe). See the open issue's notes.
+//! Lock-free rseq code cannot be locked out, so a drain *stops* the slab instead, and uses two
+//! fences, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`; when one returns, every critical
+//! section that was running or preempted when it was called has either committed (its stores
+//! visible to us) or been aborted (and will restart from its first load).
 //!
-//! Lock-free rseq code cannot be locked out, so a drain *stops* the slab instead: it stores
-//! `cap = 0` (every push fails) and `floor = u16::MAX` (every pop fails) for each class, then
-//! calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`. When that returns, every critical
-//! section that might have read the old header has either committed (its effect is visible to
-//! us) or been aborted (and will restart, see the stop, and take the slow path, which never
-//! touches a stopped slab). The drainer then owns `slots[0..count]`: it hands them to the
-//! central lists, writes `count = 0`, and un-stops the slab by restoring `floor` then `cap`.
-//! Without the membarrier command (old kernel) rseq-mode drains are skipped and said so in
+//! 1. **Stop**: store `cap = 0` (every push fails) and `floor = u16::MAX` (every pop fails) in
+//!    each class header, under the slab's capacity lock (so no growth can un-stop it).
+//! 2. **Fence**: a section that read a header before the stop is now over. Any later one reads
+//!    the stop and fails to the slow path, which never touches a stopped slab.
+//! 3. **Empty**: the drainer owns `slots[0..count]`: it hands them to the central lists and
+//!    writes `count = 0`.
+//! 4. **Fence again.** A section reads `count` and then, in a second load, `floor` or `cap`.
+//!    One that read the old count just before step 3 wrote 0 is still in flight; were the slab
+//!    un-stopped now, its second load could see the restored bound and it would commit
+//!    `count - 1` (or `count + 1`) over slots that now belong to the central lists, handing
+//!    each of them out twice. The second fence ends every such section first. (This was the
+//!    race behind the double hand-outs seen when drains had a single fence; the stress test
+//!    `tests/rseq_modes.rs` drains every slab in a loop and catches it.)
+//! 5. **Restart**: restore `floor = 0`, reset the capacities, release the capacity lock.
+//!
+//! Without the membarrier command (old kernel) rseq-mode drains are skipped and counted in
 //! statistics. In fallback mode a drain simply takes the slab's lock.
 //!
 //! May call: `arch`, `central`, `config`, `os`, `size_class`, `sync`.
@@ -778,45 +784,10 @@ fn empty_slab(slab: Slab) -> usize {
 
 /// Drains what trim may take from the per-CPU caches. Returns the bytes moved.
 ///
-/// Fallback mode: every slab, under its lock. rseq modes: only the calling thread's own slab,
-/// popped empty inside its own critical sections (safe by construction). Other CPUs' slabs are
-/// drained only by maintenance, once idle (see [`drain_idle`]): a stress test that drained
-/// every slab in a loop while 32 threads worked (`tests/rseq_modes.rs`) saw an object handed
-/// out twice in about one run in six, a race not understood yet (module documentation).
+/// Every ready slab: under its lock in fallback mode, by the stop-and-fence protocol (module
+/// documentation) in the rseq modes.
 pub fn drain_all() -> usize {
-    if mode() == RseqMode::Fallback {
-        return drain_where(|_, _| true);
-    }
-    drain_own()
-}
-
-/// Empties the calling thread's current slab through its own critical sections.
-fn drain_own() -> usize {
-    if thread_state() != T_RSEQ {
-        return 0;
-    }
-    let mut bytes = 0;
-    let mut buf = [null_mut(); 64];
-    for c in 1..NUM_CLASSES {
-        loop {
-            let mut n = 0;
-            while n < buf.len() {
-                let p = pop(c);
-                if p.is_null() {
-                    break;
-                }
-                buf[n] = p;
-                n += 1;
-            }
-            if n == 0 {
-                break;
-            }
-            bytes += n * size_of(c);
-            // SAFETY: popped from the cache: free objects of class `c`, now ours.
-            unsafe { central::free_batch(c, &buf[..n]) };
-        }
-    }
-    bytes
+    drain_where(|_, _| true)
 }
 
 /// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab).
@@ -863,12 +834,17 @@ fn drain_where(mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
                     slab.floor(c).store(u16::MAX, Ordering::Relaxed);
                 }
             }
-            // MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: every running critical section restarts.
-            // SAFETY: a command with no memory arguments.
-            unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
+            // Every section that read a header before the stop commits or restarts here.
+            rseq_fence();
+            for i in (0..nslabs).filter(|&i| is_picked(i)) {
+                bytes += empty_slab(Slab::of(i));
+            }
+            // And every section that read a count before `empty_slab` zeroed it, here: without
+            // this second fence, a section could read the old count, then the restored
+            // floor or cap below, and commit against slots that now belong to the central lists.
+            rseq_fence();
             for i in (0..nslabs).filter(|&i| is_picked(i)) {
                 let slab = Slab::of(i);
-                bytes += empty_slab(slab);
                 for c in 1..NUM_CLASSES {
                     slab.floor(c).store(0, Ordering::Release);
                 }
@@ -880,6 +856,14 @@ fn drain_where(mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
         RseqMode::Uninitialized => {}
     }
     bytes
+}
+
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns, every critical
+/// section of this process that was running (or preempted) when it was called has either
+/// committed, with its stores visible to the caller, or been aborted and will restart.
+fn rseq_fence() {
+    // SAFETY: a command with no memory arguments (registered for in `init_process`).
+    unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
 }
 
 /// Offset of a slab's activity signature from the previous maintenance tick.

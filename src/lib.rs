@@ -394,9 +394,8 @@ unsafe fn realloc_inner<const TAG: bool>(
     new
 }
 
-/// Returns to the OS every page the allocator holds free, after draining the calling thread's
-/// per-CPU cache (every CPU's in fallback mode; other CPUs' idle caches are drained by
-/// maintenance) and the transfer stacks. Returns the bytes released.
+/// Returns to the OS every page the allocator holds free, after draining every per-CPU cache
+/// and transfer stack. Returns the bytes released.
 pub fn trim() -> usize {
     let _g = guard::enter("malloc_trim");
     cpu_cache::drain_all();

@@ -6,8 +6,8 @@
 //! every few thousand operations, a 10 kHz `ITIMER_REAL` (`setitimer`) signal storm whose handler touches
 //! memory without allocating, and a `fork` in the middle whose child allocates, checks and exits.
 //! Every object carries a unique tag written at allocation and checked at free, so an object
-//! handed out twice is caught. Meanwhile another thread runs `trim()` in a loop (every slab's
-//! cache under its lock in fallback mode; its own slab in the rseq modes, see `drain_all`).
+//! handed out twice is caught. Meanwhile another thread runs `trim()` in a loop, draining every
+//! slab (under its lock in fallback mode, by the stop-and-fence protocol with rseq).
 //! At least 1e8 operations per mode.
 
 use rseqmalloc::{RseqMalloc, RseqMode};
@@ -23,6 +23,8 @@ const THREADS: usize = 32;
 const OPS_PER_MODE: usize = 100_000_000;
 const SLOTS: usize = 64;
 const MIGRATE_EVERY: usize = 4096;
+/// How long a stress child may run before the watchdog kills it (a run takes seconds).
+const CHILD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
 static mut SCRATCH: [u64; 64] = [0; 64];
@@ -109,9 +111,8 @@ fn stress() {
     let workers_done = AtomicUsize::new(0);
     let drains = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        // A drainer trims again and again while the workers run (fallback: every slab, under its
-        // lock; rseq: its own slab, plus idle slabs from maintenance), so a drain racing an
-        // allocation would hand out an object twice and trip a tag check.
+        // A drainer trims again and again while the workers run, emptying every slab, so a
+        // drain racing an allocation would hand out an object twice and trip a tag check.
         s.spawn(|| {
             block_alarm(false);
             while workers_done.load(Ordering::Relaxed) < THREADS {
@@ -239,7 +240,33 @@ fn run_mode(env: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
+    // A child that breaks may hang (a thread panicking on a corrupted heap can deadlock in
+    // the panic machinery): a watchdog kills it, so the test fails instead of stalling CI.
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = wait_done.recv_timeout(CHILD_DEADLINE).is_err();
+        if timed_out {
+            // SAFETY: kill has no memory arguments. The pid could only name another process
+            // if the child were reaped and its pid reused in the microseconds between
+            // `wait_with_output` and `done`, at exactly the deadline.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        timed_out
+    });
+    let out = child.wait_with_output().unwrap();
+    done.send(()).unwrap();
+    assert!(
+        !watchdog.join().unwrap(),
+        "stress child hung for {CHILD_DEADLINE:?} and was killed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -57,8 +57,8 @@ const char *rseqmalloc_rseq_mode(void);
  * allocator. Same as malloc_usable_size. */
 size_t rseqmalloc_usable_size(void *ptr);
 
-/* Drains the calling thread's per-CPU cache (every CPU's without rseq) and the central
- * caches, and returns all free pages to the OS; returns the bytes
+/* Drains every per-CPU cache and the central caches, and returns all free pages to the
+ * OS; returns the bytes
  * released. (malloc_trim does the same and returns 1 if anything was released.) */
 size_t rseqmalloc_trim(void);
 
