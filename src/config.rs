@@ -39,6 +39,9 @@ pub struct Options {
     pub decay_ms: u64,
     /// Upper bound of one per-CPU cache in bytes (`cpu_cache_bytes`, accepts k/m suffixes).
     pub cpu_cache_bytes: u64,
+    /// Free pages the page heap keeps resident at most before releasing at once (`dirty_max`,
+    /// bytes with k/m/g suffixes; `u64::MAX`, unbounded, by default: decay alone).
+    pub dirty_max: u64,
     /// Huge page policy (`huge_pages=default|always|never`).
     pub huge_pages: HugePages,
     /// Statistics at exit (`stats=none|text|json`).
@@ -52,6 +55,7 @@ pub const DEFAULTS: Options = Options {
     rseq: true,
     decay_ms: 1000,
     cpu_cache_bytes: 1 << 20,
+    dirty_max: u64::MAX,
     huge_pages: HugePages::Default,
     stats: StatsAtExit::None,
     background_thread: false,
@@ -61,6 +65,7 @@ static LOADED: AtomicU8 = AtomicU8::new(0);
 static RSEQ: AtomicU8 = AtomicU8::new(1);
 static DECAY_MS: AtomicU64 = AtomicU64::new(DEFAULTS.decay_ms);
 static CPU_CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULTS.cpu_cache_bytes);
+static DIRTY_MAX: AtomicU64 = AtomicU64::new(DEFAULTS.dirty_max);
 static HUGE: AtomicU8 = AtomicU8::new(0);
 static STATS: AtomicU8 = AtomicU8::new(0);
 static BACKGROUND: AtomicU8 = AtomicU8::new(0);
@@ -119,6 +124,7 @@ pub fn parse_into(s: &[u8], opts: &mut Options) {
                 .filter(|&n| n >= 4096)
                 .map(|n| opts.cpu_cache_bytes = n)
                 .is_some(),
+            b"dirty_max" => parse_size(v).map(|n| opts.dirty_max = n).is_some(),
             b"huge_pages" => match v {
                 b"default" => Some(HugePages::Default),
                 b"always" | b"on" => Some(HugePages::Always),
@@ -168,6 +174,7 @@ pub fn load() {
     RSEQ.store(o.rseq as u8, Ordering::Relaxed);
     DECAY_MS.store(o.decay_ms, Ordering::Relaxed);
     CPU_CACHE_BYTES.store(o.cpu_cache_bytes, Ordering::Relaxed);
+    DIRTY_MAX.store(o.dirty_max, Ordering::Relaxed);
     HUGE.store(o.huge_pages as u8, Ordering::Relaxed);
     STATS.store(o.stats as u8, Ordering::Relaxed);
     BACKGROUND.store(o.background_thread as u8, Ordering::Relaxed);
@@ -181,6 +188,7 @@ pub fn get() -> Options {
         rseq: RSEQ.load(Ordering::Relaxed) != 0,
         decay_ms: DECAY_MS.load(Ordering::Relaxed),
         cpu_cache_bytes: CPU_CACHE_BYTES.load(Ordering::Relaxed),
+        dirty_max: DIRTY_MAX.load(Ordering::Relaxed),
         huge_pages: match HUGE.load(Ordering::Relaxed) {
             1 => HugePages::Always,
             2 => HugePages::Never,
@@ -208,7 +216,7 @@ mod tests {
     fn good_options_parse() {
         let mut o = DEFAULTS;
         parse_into(
-            b"rseq=off,decay_ms=0,cpu_cache_bytes=256k,huge_pages=never,stats=json,background_thread=on",
+            b"rseq=off,decay_ms=0,cpu_cache_bytes=256k,dirty_max=2m,huge_pages=never,stats=json,background_thread=on",
             &mut o,
         );
         assert_eq!(
@@ -217,6 +225,7 @@ mod tests {
                 rseq: false,
                 decay_ms: 0,
                 cpu_cache_bytes: 256 << 10,
+                dirty_max: 2 << 20,
                 huge_pages: HugePages::Never,
                 stats: StatsAtExit::Json,
                 background_thread: true,

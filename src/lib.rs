@@ -398,9 +398,14 @@ unsafe fn realloc_inner<const TAG: bool>(
 /// and transfer stack. Returns the bytes released.
 pub fn trim() -> usize {
     let _g = guard::enter("malloc_trim");
+    // Spans emptied by the drains may be released as they come back (past the heap's dirty
+    // bound), so count everything released from here on.
+    let before = HEAP.lock().stats().released_total;
     cpu_cache::drain_all();
     central::flush_transfer();
-    HEAP.lock().release_free(u64::MAX)
+    let mut heap = HEAP.lock();
+    heap.release_free(u64::MAX);
+    heap.stats().released_total - before
 }
 
 // SAFETY: every method returns memory meeting the layout (class sizes and alignments are

@@ -35,8 +35,12 @@ pub struct HeapStats {
     pub mapped: usize,
     /// Bytes in free spans (including released ones).
     pub free: usize,
-    /// Bytes in free spans whose pages were handed back to the OS.
+    /// Bytes in free spans whose pages were handed back to the OS (`free - dirty`).
     pub released: usize,
+    /// Bytes in free spans that may still be resident.
+    pub dirty: usize,
+    /// Bytes of free pages handed back to the OS so far (monotonic).
+    pub released_total: usize,
     /// Bytes in large and huge objects handed to users.
     pub large_in_use: usize,
     /// Bytes in spans carved into small objects.
@@ -68,6 +72,8 @@ pub static HEAP: Mutex<PageHeap> = Mutex::new(PageHeap {
         mapped: 0,
         free: 0,
         released: 0,
+        dirty: 0,
+        released_total: 0,
         large_in_use: 0,
         small_spans: 0,
         metadata: 0,
@@ -91,17 +97,16 @@ impl PageHeap {
     pub fn stats(&self) -> HeapStats {
         HeapStats {
             metadata: self.pool.mapped,
+            released: self.stats.free - self.stats.dirty,
             ..self.stats
         }
     }
 
     fn list_insert(&mut self, s: *mut Span) {
         // SAFETY: `s` is a valid free span record in no list (caller's invariant).
-        let (pages, bytes, released) = unsafe { ((*s).pages, (*s).bytes(), (*s).released) };
+        let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty) };
         self.stats.free += bytes;
-        if released {
-            self.stats.released += bytes;
-        }
+        self.stats.dirty += dirty;
         // SAFETY: as above; the list takes ownership of the links.
         unsafe {
             if pages <= MAX_LISTED {
@@ -115,11 +120,9 @@ impl PageHeap {
 
     fn list_remove(&mut self, s: *mut Span) {
         // SAFETY: `s` is a free span in the list matching its length.
-        let (pages, bytes, released) = unsafe { ((*s).pages, (*s).bytes(), (*s).released) };
+        let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty) };
         self.stats.free -= bytes;
-        if released {
-            self.stats.released -= bytes;
-        }
+        self.stats.dirty -= dirty;
         // SAFETY: as above.
         unsafe {
             if pages <= MAX_LISTED {
@@ -195,14 +198,14 @@ impl PageHeap {
             (*s).start = base as usize;
             (*s).pages = bytes / PAGE;
             (*s).zeroed = true;
-            (*s).released = true;
+            (*s).dirty = 0;
         }
         self.insert_free(s);
         true
     }
 
-    /// Marks `s` free, merges it with free neighbours and lists the result.
-    fn insert_free(&mut self, mut s: *mut Span) {
+    /// Marks `s` free, merges it with free neighbours and lists the result, which it returns.
+    fn insert_free(&mut self, mut s: *mut Span) -> *mut Span {
         // SAFETY: `s` is a valid record owned by the heap, in no list; neighbours found through
         // the page map are validated (state Free and exact adjacency) before use.
         unsafe {
@@ -213,7 +216,7 @@ impl PageHeap {
                 self.list_remove(left);
                 (*left).pages += (*s).pages;
                 (*left).zeroed &= (*s).zeroed;
-                (*left).released &= (*s).released;
+                (*left).dirty += (*s).dirty;
                 (*left).freed_at_ms = (*left).freed_at_ms.max((*s).freed_at_ms);
                 self.pool.give(s);
                 s = left;
@@ -224,7 +227,7 @@ impl PageHeap {
                 self.list_remove(right);
                 (*s).pages += (*right).pages;
                 (*s).zeroed &= (*right).zeroed;
-                (*s).released &= (*right).released;
+                (*s).dirty += (*right).dirty;
                 (*s).freed_at_ms = (*s).freed_at_ms.max((*right).freed_at_ms);
                 self.pool.give(right);
             }
@@ -232,6 +235,7 @@ impl PageHeap {
             PAGEMAP.set((*s).end() - PAGE, entry(s));
         }
         self.list_insert(s);
+        s
     }
 
     /// Splits the first `pages` pages off free span `s` (already unlisted); the rest goes back
@@ -248,7 +252,10 @@ impl PageHeap {
                 (*rest).start = (*s).start + pages * PAGE;
                 (*rest).pages = (*s).pages - pages;
                 (*rest).zeroed = (*s).zeroed;
-                (*rest).released = (*s).released;
+                // Where the dirty bytes lie is not known: each part keeps as many as it can.
+                let dirty = (*s).dirty;
+                (*rest).dirty = dirty.min(((*s).pages - pages) * PAGE);
+                (*s).dirty = dirty.min(pages * PAGE);
                 (*rest).freed_at_ms = (*s).freed_at_ms;
                 (*rest).state = SpanState::Free;
                 (*s).pages = pages;
@@ -304,7 +311,7 @@ impl PageHeap {
             }
             (*s).state = state;
             (*s).class = class as u8;
-            (*s).released = false;
+            (*s).dirty = 0;
             (*s).in_use = 0;
             (*s).carved = 0;
             (*s).free = null_mut();
@@ -336,12 +343,35 @@ impl PageHeap {
                 self.stats.large_in_use -= (*s).bytes();
             }
             (*s).zeroed = false;
-            (*s).released = false;
+            (*s).dirty = (*s).bytes();
             (*s).freed_at_ms = os::now_ms();
             // Interior pages must stop claiming a class so stale pointers take the checked path.
             PAGEMAP.set_range((*s).start, (*s).pages, entry(s));
         }
-        self.insert_free(s);
+        let merged = self.insert_free(s);
+        // Free pages kept resident for reuse may be bounded (`dirty_max`, unbounded by
+        // default): a span freed past the bound is released at once, with what it merged
+        // with, rather than after the decay period, so peak RSS stays within the live heap
+        // plus the bound — at the price of page faults when the memory is used again.
+        if self.stats.dirty as u64 > crate::config::get().dirty_max {
+            self.release_span(merged);
+        }
+    }
+
+    /// Hands the pages of listed free span `s` back to the OS, if they are not already.
+    fn release_span(&mut self, s: *mut Span) -> usize {
+        // SAFETY: `s` is a listed free span; releasing its pages keeps it free and listed.
+        unsafe {
+            let dirty = (*s).dirty;
+            if dirty == 0 || !os::decommit((*s).start as *mut u8, (*s).bytes()) {
+                return 0;
+            }
+            (*s).dirty = 0;
+            (*s).zeroed = true;
+            self.stats.dirty -= dirty;
+            self.stats.released_total += dirty;
+            dirty
+        }
     }
 
     /// Resizes live large span `s` to `pages` pages without moving it: shrinking gives the tail
@@ -367,6 +397,7 @@ impl PageHeap {
                 (*s).pages = pages;
                 self.stats.large_in_use -= (*tail).bytes();
                 (*tail).zeroed = false;
+                (*tail).dirty = (*tail).bytes();
                 (*tail).freed_at_ms = os::now_ms();
                 PAGEMAP.set_range((*tail).start, (*tail).pages, entry(tail));
                 self.insert_free(tail);
@@ -479,18 +510,9 @@ impl PageHeap {
     pub fn release_free(&mut self, cutoff_ms: u64) -> usize {
         let mut released = 0;
         let mut visit = |heap: &mut PageHeap, s: *mut Span| {
-            // SAFETY: `s` is a listed free span; releasing its pages keeps it free and listed.
-            unsafe {
-                if !(*s).released && (*s).freed_at_ms <= cutoff_ms {
-                    // Keep the first page's metadata-free content? Spans carry no inline
-                    // metadata, so the whole run can go.
-                    if os::decommit((*s).start as *mut u8, (*s).bytes()) {
-                        (*s).released = true;
-                        (*s).zeroed = true;
-                        heap.stats.released += (*s).bytes();
-                        released += (*s).bytes();
-                    }
-                }
+            // SAFETY: `s` is a listed free span (its record is valid).
+            if unsafe { (*s).freed_at_ms } <= cutoff_ms {
+                released += heap.release_span(s);
             }
         };
         for n in 1..=MAX_LISTED {

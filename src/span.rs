@@ -49,8 +49,9 @@ pub struct Span {
     pub state: SpanState,
     /// Every byte of the run is known to read as zero (fresh from the OS or decommitted).
     pub zeroed: bool,
-    /// The run's pages were handed back to the OS (free spans only).
-    pub released: bool,
+    /// `Free`: bytes of the run that may be resident (not handed back to the OS since they were
+    /// last used); an upper bound after a split, exact otherwise.
+    pub dirty: usize,
     /// `Small`: objects taken out of the span (with a user or in a cache).
     pub in_use: u32,
     /// `Small`: objects `[0, carved)` have been handed out at least once; the rest are fresh.
@@ -218,7 +219,7 @@ impl SpanPool {
                 class: 0,
                 state: SpanState::Dead,
                 zeroed: false,
-                released: false,
+                dirty: 0,
                 in_use: 0,
                 carved: 0,
                 capacity: 0,
