@@ -21,8 +21,9 @@
 //!   unregisters it in a thread-exit destructor. A thread whose registration fails (EBUSY:
 //!   someone else owns rseq for it) never touches the slabs: it bypasses to the central lists.
 //! - **Fallback**: rseq off (forced by `rseq=off`, or unavailable). The fast path's sign test
-//!   sends every operation here, where the same slabs are used under each slab's lock word.
-//!   The two protocols never mix: the mode is chosen once per process.
+//!   sends every operation here, where the same slabs are used under each slab's lock word,
+//!   behind a small per-thread magazine for the smallest classes (see `Magazines`). The two
+//!   protocols never mix: the mode is chosen once per process.
 //!
 //! ## Draining another CPU's slab (idle shrink)
 //!
@@ -174,27 +175,16 @@ pub fn slab_count() -> usize {
 #[inline(always)]
 pub fn pop(c: usize) -> *mut u8 {
     // SAFETY: before set-up the thread's area is DUMMY_AREA (cpu id -1) and the slabs are never
-    // touched; after it, `slabs` maps a slab for every id the kernel can report, whose headers
-    // are zero or initialised, and `field` is 4 or 24.
-    unsafe {
-        arch::percpu_pop(
-            G.slabs.load(Ordering::Relaxed) + block_offset(c),
-            G.field.load(Ordering::Relaxed),
-        )
-    }
+    // touched; set-up (`init_thread`) stores `slabs`, which maps a slab for every id the kernel
+    // can report, whose headers are zero or initialised, and `id` before the area.
+    unsafe { arch::percpu_pop(block_offset(c)) }
 }
 
 /// Pushes a free object of class `c`; false when full, rseq is off or the thread is not set up.
 #[inline(always)]
 pub fn push(c: usize, obj: *mut u8) -> bool {
     // SAFETY: as in `pop`.
-    unsafe {
-        arch::percpu_push(
-            G.slabs.load(Ordering::Relaxed) + block_offset(c),
-            G.field.load(Ordering::Relaxed),
-            obj,
-        )
-    }
+    unsafe { arch::percpu_push(block_offset(c), obj) }
 }
 
 /// A view of one slab.
@@ -436,7 +426,8 @@ fn init_process(block: *mut ThreadBlock) {
             Err(_) => RseqMode::Fallback,
         }
     };
-    if mode == RseqMode::Own {
+    if mode == RseqMode::Own || (mode == RseqMode::Fallback && G.nslabs.load(Ordering::Relaxed) > 0)
+    {
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: pthread_key_create writes the key; `thread_exit` is a valid destructor.
         if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
@@ -452,15 +443,36 @@ fn init_process(block: *mut ThreadBlock) {
     G.mode.store(mode as u8, Ordering::Release);
 }
 
-/// Thread-exit destructor (own mode): unregister our area before the thread's TLS goes away,
-/// and send the thread's remaining operations to the central lists.
+/// Thread-exit destructor (own and fallback modes): in own mode, unregister our area before
+/// the thread's TLS goes away; in fallback mode, hand the magazine back. Either way the
+/// thread's remaining operations (later destructors) go straight to the central lists.
 extern "C" fn thread_exit(_: *mut libc::c_void) {
     let b = arch::thread_block();
-    // SAFETY: `b` is this thread's block; it registered `own` (that is why the key was set).
+    // SAFETY: `b` is this thread's block; the key was set by `init_thread` for a thread that
+    // registered `own` (own mode) or runs locked (fallback mode).
     unsafe {
-        (*b).area = &DUMMY_AREA;
+        let was = (*b).state;
         (*b).state = T_BYPASS;
-        arch::unregister(&raw mut (*b).own);
+        if was == T_LOCKED {
+            flush_magazine();
+        } else {
+            (*b).area = &DUMMY_AREA;
+            arch::unregister(&raw mut (*b).own);
+        }
+    }
+}
+
+/// Ties `thread_exit` to the calling thread's exit.
+///
+/// # Safety
+/// Called once per thread, from its set-up, with no allocator lock held.
+unsafe fn arm_thread_exit() {
+    let key = G.key.load(Ordering::Relaxed);
+    if key != 0 {
+        // May allocate for keys ≥ 32; no lock is held here, so that is safe.
+        let _nested = crate::guard::allow_nested();
+        // SAFETY: a key created by `init_process`; any non-null value runs the destructor.
+        unsafe { libc::pthread_setspecific(key - 1, core::ptr::dangling::<libc::c_void>()) };
     }
 }
 
@@ -475,29 +487,44 @@ fn init_thread(b: *mut ThreadBlock) -> u32 {
         let state = match mode() {
             RseqMode::Glibc => match arch::glibc_area() {
                 Some(a) if (*a).cpu_id >= 0 => {
-                    (*b).area = a;
+                    use_area(b, a);
                     T_RSEQ
                 }
                 _ => T_BYPASS,
             },
             RseqMode::Own => match arch::register(&raw mut (*b).own) {
                 Ok(()) => {
-                    let key = G.key.load(Ordering::Relaxed);
-                    if key != 0 {
-                        // May allocate for keys ≥ 32; no lock is held here, so that is safe.
-                        let _nested = crate::guard::allow_nested();
-                        libc::pthread_setspecific(key - 1, core::ptr::dangling::<libc::c_void>());
-                    }
-                    (*b).area = &raw const (*b).own;
+                    arm_thread_exit();
+                    use_area(b, &raw const (*b).own);
                     T_RSEQ
                 }
                 Err(_) => T_BYPASS,
             },
-            RseqMode::Fallback if G.nslabs.load(Ordering::Relaxed) > 0 => T_LOCKED,
+            RseqMode::Fallback if G.nslabs.load(Ordering::Relaxed) > 0 => {
+                arm_thread_exit();
+                T_LOCKED
+            }
             _ => T_BYPASS,
         };
         (*b).state = state;
         state
+    }
+}
+
+/// Points the thread's fast path at `area`: the slabs and the id field first, the area last
+/// (its cpu id is what lets the fast path in).
+///
+/// # Safety
+/// `b` is the calling thread's block and `area` a registered area valid for the thread's life.
+unsafe fn use_area(b: *mut ThreadBlock, area: *const arch::Rseq) {
+    // SAFETY: forwarded contract; the field offset is 4 or 24, inside the area.
+    unsafe {
+        (*b).slabs = G.slabs.load(Ordering::Relaxed);
+        (*b).id = area
+            .cast::<u8>()
+            .add(G.field.load(Ordering::Relaxed))
+            .cast();
+        (*b).area = area;
     }
 }
 
@@ -708,14 +735,31 @@ pub fn fallback_ops() -> usize {
 }
 
 fn alloc_locked(c: usize) -> *mut u8 {
+    let mut mag = magazine(c);
+    if let Some(m) = mag.as_mut() {
+        if m.count > 0 {
+            m.count -= 1;
+            return m.slots[m.count as usize];
+        }
+    }
     let slab = locked_slab();
     slab_lock(slab);
-    let n = slab.count(c).load(Ordering::Relaxed);
+    let n = slab.count(c).load(Ordering::Relaxed) as usize;
     if n > 0 {
-        let obj = slab.slot(c, n as usize - 1).load(Ordering::Relaxed);
-        slab.count(c).store(n - 1, Ordering::Relaxed);
+        // One object for the caller and, for magazine classes, up to half a magazine more,
+        // so the next allocations need no lock.
+        let more = mag.as_ref().map_or(0, |_| (n - 1).min(MAG_SLOTS / 2));
+        let obj = slab.slot(c, n - 1).load(Ordering::Relaxed) as *mut u8;
+        if let Some(m) = mag {
+            for k in 0..more {
+                m.slots[k] = slab.slot(c, n - 2 - k).load(Ordering::Relaxed) as *mut u8;
+            }
+            m.count = more as u8;
+        }
+        slab.count(c)
+            .store((n - 1 - more) as u16, Ordering::Relaxed);
         slab_unlock(slab);
-        return obj as *mut u8;
+        return obj;
     }
     slab_unlock(slab);
     maybe_tick();
@@ -726,10 +770,112 @@ fn alloc_locked(c: usize) -> *mut u8 {
 /// # Safety
 /// As for [`free_slow`].
 unsafe fn free_locked(c: usize, obj: *mut u8) {
-    let slab = locked_slab();
-    if locked_push(slab, c, obj) || (grow_cap(slab, c, true) && locked_push(slab, c, obj)) {
+    if let Some(m) = magazine(c) {
+        if (m.count as usize) < MAG_SLOTS {
+            m.slots[m.count as usize] = obj;
+            m.count += 1;
+            return;
+        }
+        // Full: the older half goes to the slab (or past it, to the central list) in one go.
+        let half = MAG_SLOTS / 2;
+        // SAFETY: free objects of class `c` from the magazine, now handed on.
+        unsafe { put_locked(c, &m.slots[..half]) };
+        m.slots.copy_within(half.., 0);
+        m.slots[MAG_SLOTS - half] = obj;
+        m.count = (MAG_SLOTS - half + 1) as u8;
         return;
     }
+    // SAFETY: forwarded contract.
+    unsafe { put_locked(c, &[obj]) }
+}
+
+/// Fallback mode's quickest free: into the calling thread's magazine when it has room. False
+/// (nothing done) in any other case, which [`free_slow`] handles.
+///
+/// # Safety
+/// As for [`free_slow`].
+#[inline]
+pub unsafe fn free_to_magazine(c: usize, obj: *mut u8) -> bool {
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block.
+    if unsafe { (*b).state } != T_LOCKED {
+        return false;
+    }
+    match magazine(c) {
+        Some(m) if (m.count as usize) < MAG_SLOTS => {
+            m.slots[m.count as usize] = obj;
+            m.count += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Classes (1 up to this, exclusive) a fallback-mode thread keeps a magazine for: up to 384
+/// bytes.
+const MAG_CLASSES: usize = 24;
+/// Objects a magazine holds per class.
+const MAG_SLOTS: usize = 8;
+
+/// One class's magazine: a tiny per-thread stack in front of the slab lock.
+#[repr(C)]
+struct MagClass {
+    slots: [*mut u8; MAG_SLOTS],
+    count: u8,
+}
+
+/// Fallback mode's per-thread magazines, in the arch layer's static TLS. Without rseq every
+/// slab operation costs a locked instruction (about 20 cycles here), which alone made a
+/// malloc/free pair slower than glibc's tcache; the magazine serves most small operations
+/// with plain loads and stores and takes the lock once per half magazine. Bounded: at most
+/// `MAG_SLOTS` objects of each of the first `MAG_CLASSES` classes (under 20 KiB) per thread,
+/// handed back at thread exit and by `trim` on the calling thread; objects in other threads'
+/// magazines count as in use in statistics.
+type Magazines = [MagClass; MAG_CLASSES];
+
+const _: () = assert!(core::mem::size_of::<Magazines>() <= arch::MAGAZINE_BYTES);
+
+/// The calling thread's magazine for class `c`, if `c` has one.
+#[inline]
+fn magazine(c: usize) -> Option<&'static mut MagClass> {
+    if c >= MAG_CLASSES {
+        return None;
+    }
+    // SAFETY: the storage is this thread's own static TLS, zeroed at thread start (an empty
+    // magazine), large and aligned enough (checked above); only this thread touches it and
+    // no two references to one class's entry are live at once.
+    unsafe { Some(&mut (*arch::thread_magazine().cast::<Magazines>())[c]) }
+}
+
+/// Hands the calling thread's magazines back to its slab (fallback mode).
+fn flush_magazine() {
+    for c in 1..MAG_CLASSES {
+        if let Some(m) = magazine(c) {
+            let n = m.count as usize;
+            m.count = 0;
+            // SAFETY: free objects of class `c` that were the magazine's.
+            unsafe { put_locked(c, &m.slots[..n]) };
+        }
+    }
+}
+
+/// Puts free objects of class `c` into the calling thread's slab under its lock; what does
+/// not fit (after trying to grow the capacity) goes to the central list with about half the
+/// stack, so the next frees find room.
+///
+/// # Safety
+/// The objects are free objects of class `c` that nobody uses any more.
+unsafe fn put_locked(c: usize, objs: &[*mut u8]) {
+    if objs.is_empty() {
+        return;
+    }
+    let slab = locked_slab();
+    let mut done = locked_push_many(slab, c, objs);
+    if done < objs.len() && grow_cap(slab, c, true) {
+        done += locked_push_many(slab, c, &objs[done..]);
+    }
+    let rest = &objs[done..];
+    let Some(&obj) = rest.first() else { return };
     maybe_tick();
     let mut buf = [null_mut(); 32];
     slab_lock(slab);
@@ -741,22 +887,32 @@ unsafe fn free_locked(c: usize, obj: *mut u8) {
     }
     slab.count(c).store(n - take as u16, Ordering::Relaxed);
     slab_unlock(slab);
-    // SAFETY: all are free objects of class `c`, now ours.
-    unsafe { central::free_batch(c, &buf[..=take]) };
+    // SAFETY: all are free objects of class `c`, now ours (the forwarded contract for `rest`).
+    unsafe {
+        central::free_batch(c, &buf[..=take]);
+        central::free_batch(c, &rest[1..]);
+    }
 }
 
 /// Pushes `obj` on class `c`'s stack of `slab` under the slab lock; false when full.
 fn locked_push(slab: Slab, c: usize, obj: *mut u8) -> bool {
+    locked_push_many(slab, c, &[obj]) == 1
+}
+
+/// Pushes as many of `objs` as fit on class `c`'s stack of `slab`, under one hold of the slab
+/// lock; returns how many (a prefix of `objs`).
+fn locked_push_many(slab: Slab, c: usize, objs: &[*mut u8]) -> usize {
     slab_lock(slab);
-    let n = slab.count(c).load(Ordering::Relaxed);
-    let ok = n < slab.cap(c).load(Ordering::Relaxed);
-    if ok {
-        slab.slot(c, n as usize)
-            .store(obj as usize, Ordering::Relaxed);
-        slab.count(c).store(n + 1, Ordering::Relaxed);
+    let n = slab.count(c).load(Ordering::Relaxed) as usize;
+    let k = (slab.cap(c).load(Ordering::Relaxed) as usize)
+        .saturating_sub(n)
+        .min(objs.len());
+    for (j, &obj) in objs[..k].iter().enumerate() {
+        slab.slot(c, n + j).store(obj as usize, Ordering::Relaxed);
     }
+    slab.count(c).store((n + k) as u16, Ordering::Relaxed);
     slab_unlock(slab);
-    ok
+    k
 }
 
 /// Moves every object cached in slab `i` to the central lists. The slab must be stopped (rseq
@@ -787,7 +943,17 @@ fn empty_slab(slab: Slab) -> usize {
 /// Every ready slab: under its lock in fallback mode, by the stop-and-fence protocol (module
 /// documentation) in the rseq modes.
 pub fn drain_all() -> usize {
+    flush_own_magazine();
     drain_where(|_, _| true)
+}
+
+/// Fallback mode: hands the calling thread's magazine back to its slab (a no-op otherwise).
+pub fn flush_own_magazine() {
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block.
+    if unsafe { (*b).state } == T_LOCKED {
+        flush_magazine();
+    }
 }
 
 /// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab).

@@ -82,25 +82,45 @@ pub fn rseq_mode() -> RseqMode {
 /// word; a tagging allocation clears it, a tagging free checks and sets it. Objects freed
 /// without the tag never trip the check, and objects allocated without clearing it are never
 /// freed through the C API, so the two kinds of path can share every cache.
+///
+/// The fast path is this function: a class lookup and a per-CPU pop. Everything else is one
+/// out-of-line call, so the inlined path needs no stack frame.
 #[inline(always)]
 fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
     let c = class_for(size, align);
     if c != 0 {
-        let mut p = cpu_cache::pop(c);
-        if p.is_null() {
-            p = cpu_cache::alloc_slow(c);
-            if p.is_null() {
-                return oom();
-            }
+        let p = cpu_cache::pop(c);
+        if !p.is_null() {
+            return clear_tag::<TAG>(p);
         }
-        if TAG {
-            // SAFETY: every object is at least 16 bytes; its second word carries the free tag,
-            // which a live object must not carry.
-            unsafe { p.cast::<usize>().add(1).write(0) };
-        }
-        return p;
     }
-    alloc_large(size, align)
+    alloc_cold::<TAG>(size, align)
+}
+
+/// Clears the double-free tag of a small object being handed out (when `TAG`).
+#[inline(always)]
+fn clear_tag<const TAG: bool>(p: *mut u8) -> *mut u8 {
+    if TAG {
+        // SAFETY: every object is at least 16 bytes; its second word carries the free tag,
+        // which a live object must not carry.
+        unsafe { p.cast::<usize>().add(1).write(0) };
+    }
+    p
+}
+
+/// Everything [`alloc_inner`] does not do inline: refills, set-up, fallback, large objects.
+#[cold]
+#[inline(never)]
+fn alloc_cold<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
+    let c = class_for(size, align);
+    if c == 0 {
+        return alloc_large(size, align);
+    }
+    let p = cpu_cache::alloc_slow(c);
+    if p.is_null() {
+        return oom();
+    }
+    clear_tag::<TAG>(p)
 }
 
 #[cold]
@@ -208,10 +228,25 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
         }
     }
     if !cpu_cache::push(c, ptr) {
-        let _errno = os::ErrnoKeeper::new();
         // SAFETY: forwarded contract.
-        unsafe { cpu_cache::free_slow(c, ptr) };
+        unsafe { free_small_cold(c, ptr) }
     }
+}
+
+/// A small free the per-CPU push did not take: overflow, set-up, fallback.
+///
+/// # Safety
+/// As for [`free_small`].
+#[cold]
+#[inline(never)]
+unsafe fn free_small_cold(c: usize, ptr: *mut u8) {
+    // SAFETY: forwarded contract.
+    if unsafe { cpu_cache::free_to_magazine(c, ptr) } {
+        return; // no system call on this path: errno needs no keeping
+    }
+    let _errno = os::ErrnoKeeper::new();
+    // SAFETY: forwarded contract.
+    unsafe { cpu_cache::free_slow(c, ptr) };
 }
 
 /// Frees a large or huge object after validating it under the heap lock.
@@ -426,8 +461,8 @@ unsafe impl GlobalAlloc for RseqMalloc {
             // SAFETY: GlobalAlloc's contract: `ptr` was allocated with this layout.
             unsafe { free_small::<false>(ptr, c, "dealloc") }
         } else {
-            // SAFETY: as above; the checked path also validates the pointer in debug builds.
-            unsafe { free_inner::<false>(ptr, "dealloc") }
+            // SAFETY: as above.
+            unsafe { dealloc_checked(ptr) }
         }
     }
 
@@ -441,6 +476,18 @@ unsafe impl GlobalAlloc for RseqMalloc {
         // SAFETY: GlobalAlloc's contract: `ptr` is live with `layout`.
         unsafe { realloc_inner::<false>(ptr, new_size, layout.align(), "realloc") }
     }
+}
+
+/// `dealloc` of a large object, or of any object in debug builds, where the page map validates
+/// the pointer first.
+///
+/// # Safety
+/// As for [`free_inner`].
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_checked(ptr: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe { free_inner::<false>(ptr, "dealloc") }
 }
 
 /// Fork safety: every lock is taken before `fork` and released (parent) or reset (child)

@@ -171,6 +171,15 @@ const SMALL_CLASS: [u8; 129] = {
 /// boundaries, so every object of the class is aligned.
 #[inline(always)]
 pub const fn class_for(size: usize, align: usize) -> usize {
+    // The common case first, in two compares and a table load.
+    if size <= 1024 && align <= 8 {
+        return SMALL_CLASS[(size + 7) >> 3] as usize;
+    }
+    class_for_rest(size, align)
+}
+
+/// [`class_for`] beyond its common case.
+const fn class_for_rest(size: usize, align: usize) -> usize {
     if align <= 8 {
         if size <= MAX_SMALL {
             return class_of(size);

@@ -1,7 +1,8 @@
 //! Statistics: counters gathered from every layer into a plain struct, without allocating, and
 //! printed at exit when `stats=text|json` is set.
 //!
-//! May call: every layer below the public API (read-only), `os`, `config`.
+//! May call: every layer below the public API (read-only, except that it hands the calling
+//! thread's fallback-mode magazine back first), `os`, `config`.
 
 use crate::central::CENTRAL;
 use crate::config::{self, StatsAtExit};
@@ -64,6 +65,9 @@ impl Stats {
 
 /// Gathers the statistics.
 pub fn stats() -> Stats {
+    // Fallback mode: the caller's magazine goes back first, so that what it holds does not
+    // count as allocated (other threads' magazines, a few KiB each, still do).
+    crate::cpu_cache::flush_own_magazine();
     let heap = HEAP.lock().stats();
     let mut s = Stats {
         allocated: 0,

@@ -320,5 +320,7 @@ fn stress_with_forced_fallback() {
     assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
     assert_eq!(num(&r, "forks"), 1);
     assert_eq!(num(&r, "restarts"), 0);
-    assert!(num(&r, "fallback_ops") > OPS_PER_MODE as u64 / 2, "{r:?}");
+    // Most small operations are served by the thread's magazine without the slab lock; the
+    // slabs must still see traffic (refills, flushes, larger classes).
+    assert!(num(&r, "fallback_ops") > OPS_PER_MODE as u64 / 100, "{r:?}");
 }

@@ -14,7 +14,9 @@ pub const SLAB_SHIFT: u32 = 17;
 
 const _: () = {
     assert!(core::mem::offset_of!(ThreadBlock, area) == 32);
-    assert!(core::mem::size_of::<ThreadBlock>() == 64);
+    assert!(core::mem::offset_of!(ThreadBlock, slabs) == 56);
+    assert!(core::mem::offset_of!(ThreadBlock, id) == 64);
+    assert!(core::mem::size_of::<ThreadBlock>() == 96);
     assert!(core::mem::size_of::<Rseq>() == 32);
 };
 
@@ -38,8 +40,10 @@ global_asm!(
     ".quad {dummy}",    // area
     ".long 0, 0",       // state, depth
     ".long 0, 0",       // cpu_hint, hint_left
-    ".zero 8",
-    ".size rseqmalloc_thread_block, 64",
+    ".quad 0",          // slabs
+    ".quad 0",          // id
+    ".zero 24",
+    ".size rseqmalloc_thread_block, 96",
     ".popsection",
     ".pushsection .data.rel.ro.rseqmalloc_glibc,\"aw\",@progbits",
     ".balign 8",
@@ -78,19 +82,49 @@ fn thread_pointer() -> usize {
     tp
 }
 
+/// The calling thread's address of an initial-exec TLS symbol defined in this file.
+macro_rules! tls_address {
+    ($symbol:literal) => {{
+        let off: isize;
+        // SAFETY: reads the symbol's TLS offset from the GOT (a constant per process; the
+        // linker turns it into an immediate in executables).
+        unsafe {
+            asm!(
+                concat!("mov {}, qword ptr [rip + ", $symbol, "@GOTTPOFF]"),
+                out(reg) off,
+                options(nostack, readonly, preserves_flags)
+            )
+        };
+        thread_pointer().wrapping_add_signed(off)
+    }};
+}
+
 /// The calling thread's block.
 #[inline(always)]
 pub fn thread_block() -> *mut ThreadBlock {
-    let off: isize;
-    // SAFETY: reads the block's TLS offset from the GOT (a constant per process).
-    unsafe {
-        asm!(
-            "mov {}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
-            out(reg) off,
-            options(nostack, readonly, preserves_flags)
-        )
-    };
-    (thread_pointer() as isize + off) as *mut ThreadBlock
+    tls_address!("rseqmalloc_thread_block") as *mut ThreadBlock
+}
+
+// The fallback mode's per-thread magazine: zero-initialised static TLS, laid out by its user
+// (`cpu_cache`). `.tbss` costs nothing per thread until touched.
+global_asm!(
+    ".pushsection .tbss.rseqmalloc_magazine,\"awT\",@nobits",
+    ".balign 64",
+    ".globl rseqmalloc_magazine",
+    ".hidden rseqmalloc_magazine",
+    ".type rseqmalloc_magazine,@object",
+    "rseqmalloc_magazine:",
+    ".zero {bytes}",
+    ".size rseqmalloc_magazine, {bytes}",
+    ".popsection",
+    bytes = const super::MAGAZINE_BYTES,
+);
+
+/// The calling thread's magazine storage: [`super::MAGAZINE_BYTES`] zero-initialised bytes,
+/// 64-aligned, in static TLS.
+#[inline(always)]
+pub fn thread_magazine() -> *mut u8 {
+    tls_address!("rseqmalloc_magazine") as *mut u8
 }
 
 /// glibc's rseq area for the calling thread, if glibc (≥ 2.35) registered one.
@@ -157,24 +191,30 @@ pub fn current_cpu() -> usize {
 /// (label 4) and its commit (label 6, right after the body's last, committing instruction):
 ///
 /// ```text
-///   area = thread_block.area;  if area.cpu_id < 0 goto fail (5)   // the one "rseq off" branch
+///   tb = &thread_block (a constant offset from the thread pointer)
+///   area = tb.area;  if area.cpu_id < 0 goto fail (5)              // the one "rseq off" branch
 /// restart (2):  area.rseq_cs = &descriptor (3)
 /// start (4):    body                                              // may `jmp 5f` to fail
-/// commit (6):   ok; goto done (8)
+/// commit (6):   done (8)                                          // falls through: no jump
+///
+///   -- in .text.unlikely, out of the hot path's way --
 ///               .long RSEQ_SIG (inside `ud1 0x53053053(%rip), %edi`)
 /// abort (7):    restarts += 1; goto restart
-/// fail (5):     fail
-/// done (8):
+/// fail (5):     fail; goto done
 /// ```
 /// The descriptor (`struct rseq_cs`: version 0, flags 0, start, post-commit offset, abort) is
 /// emitted into `__rseq_cs` for every copy of the sequence the compiler makes. The body gets
-/// `{area}` (the rseq area in use) and a scratch register `{t}`; it must not write shared
-/// memory before its final instruction, the commit.
+/// `{tb}` (the thread block's offset from `fs`), `{area}` (the rseq area in use) and a
+/// scratch register `{t}`; it must not write shared
+/// memory before its final instruction, the commit. The abort handler and the failure code
+/// live in a cold section, so a successful operation runs straight through, without a taken
+/// jump (the kernel only asks that the abort address lie outside the section and follow the
+/// signature). `fail` may instead leave through a Rust `label` operand.
 macro_rules! rseq_sequence {
-    (body: [$($body:literal),* $(,)?], ok: $ok:literal, fail: $fail:literal, $($operands:tt)*) => {
+    (body: [$($body:literal),* $(,)?], fail: $fail:literal, $($operands:tt)*) => {
         asm!(
-            "mov {area}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
-            "mov {area}, qword ptr fs:[{area} + 32]",
+            "mov {tb}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
+            "mov {area}, qword ptr fs:[{tb} + 32]",
             "cmp dword ptr [{area} + 4], 0",
             "jl 5f",
             ".pushsection __rseq_cs, \"aw\"",
@@ -189,8 +229,7 @@ macro_rules! rseq_sequence {
             "4:",
             $($body,)*
             "6:",
-            $ok,
-            "jmp 8f",
+            ".pushsection .text.unlikely.rseqmalloc_rseq, \"ax\", @progbits",
             ".byte 0x0f, 0xb9, 0x3d",
             ".long 0x53053053",
             "7:",
@@ -198,7 +237,10 @@ macro_rules! rseq_sequence {
             "jmp 2b",
             "5:",
             $fail,
+            "jmp 8f",
+            ".popsection",
             "8:",
+            tb = out(reg) _,
             area = out(reg) _,
             t = out(reg) _,
             restarts = sym RESTARTS,
@@ -210,18 +252,20 @@ macro_rules! rseq_sequence {
 /// Pops an object from the calling CPU's stack of one size class.
 ///
 /// The slab of CPU (or concurrency id) `i` is at `slabs + i << SLAB_SHIFT`; inside it, the class
-/// has a block at a fixed offset, and the caller passes `block = slabs + that offset`. The block
+/// has a block at a fixed offset, which the caller passes as `block`. The thread block holds
+/// `slabs` and a pointer `id` to the area's `cpu_id` or `mm_cid`, so everything the section
+/// needs is a constant offset from the thread pointer (no GOT load, no global). The block
 /// starts with the header `count: u16, cap: u16, floor: u16` and slot `k` is at `8 + 8k`, so
 /// the top object (slot `count - 1`) sits at `8 * count`.
 ///
 /// ```text
-///   area = thread_block.area
+///   area = tb.area
 ///   if area.cpu_id < 0: return null                      // the single "rseq off" branch
 /// restart:
 ///   area.rseq_cs = &descriptor
 /// start:                                                // ---- critical section ----
-///   id  = *(area + field)                                // cpu_id or mm_cid, read here
-///   blk = block + id << SLAB_SHIFT                       // this CPU's block of the class
+///   id  = *tb.id                                         // cpu_id or mm_cid, read here
+///   blk = tb.slabs + id << SLAB_SHIFT + block            // this CPU's block of the class
 ///   n   = blk.count
 ///   if n <= blk.floor: goto fail                          // empty (or stopped by a drain)
 ///   obj = *(blk + 8 * n)                                  // slot n - 1
@@ -235,11 +279,11 @@ macro_rules! rseq_sequence {
 /// migration, signal) leaves the slab as it was and the retry reads the new id.
 ///
 /// # Safety
-/// When the thread's area has a non-negative cpu id, the slabs must map one slab per possible
-/// id with initialised or zeroed headers, `block` must be the class's block in slab 0 and
-/// `field` 4 or 24.
+/// When the thread's area has a non-negative cpu id, the thread block's `slabs` must map one
+/// slab per possible id with initialised or zeroed headers, its `id` must point at that area's
+/// `cpu_id` or `mm_cid`, and `block` must be a class's block offset inside a slab.
 #[inline(always)]
-pub unsafe fn percpu_pop(block: usize, field: usize) -> *mut u8 {
+pub unsafe fn percpu_pop(block: usize) -> *mut u8 {
     let obj: *mut u8;
     // SAFETY: the caller guarantees the slab layout; the sequence follows the rseq ABI: the
     // descriptor is registered before `start`, the section ends with one committing store, and
@@ -247,8 +291,10 @@ pub unsafe fn percpu_pop(block: usize, field: usize) -> *mut u8 {
     unsafe {
         rseq_sequence!(
             body: [
-                "mov {blk:e}, dword ptr [{area} + {field}]",
+                "mov {blk}, qword ptr fs:[{tb} + 64]",
+                "mov {blk:e}, dword ptr [{blk}]",
                 "shl {blk}, {shift}",
+                "add {blk}, qword ptr fs:[{tb} + 56]",
                 "add {blk}, {block}",
                 "movzx {n:e}, word ptr [{blk}]",
                 "cmp {n:x}, word ptr [{blk} + 4]",
@@ -257,13 +303,11 @@ pub unsafe fn percpu_pop(block: usize, field: usize) -> *mut u8 {
                 "dec {n:e}",
                 "mov word ptr [{blk}], {n:x}",
             ],
-            ok: "",
             fail: "xor {obj:e}, {obj:e}",
             blk = out(reg) _,
             n = out(reg) _,
             obj = out(reg) obj,
             block = in(reg) block,
-            field = in(reg) field,
             shift = const SLAB_SHIFT,
             options(nostack),
         );
@@ -275,13 +319,13 @@ pub unsafe fn percpu_pop(block: usize, field: usize) -> *mut u8 {
 /// rseq is off. Same layout as [`percpu_pop`].
 ///
 /// ```text
-///   area = thread_block.area
+///   area = tb.area
 ///   if area.cpu_id < 0: return false                     // the single "rseq off" branch
 /// restart:
 ///   area.rseq_cs = &descriptor
 /// start:                                                // ---- critical section ----
-///   id  = *(area + field)
-///   blk = block + id << SLAB_SHIFT
+///   id  = *tb.id
+///   blk = tb.slabs + id << SLAB_SHIFT + block
 ///   n   = blk.count
 ///   if n >= blk.cap: goto fail                            // full (or stopped: cap 0)
 ///   *(blk + 8 + 8 * n) = obj                              // slot n, invisible until the commit
@@ -297,14 +341,15 @@ pub unsafe fn percpu_pop(block: usize, field: usize) -> *mut u8 {
 /// # Safety
 /// As for [`percpu_pop`]; `obj` is handed to the cache when this returns true.
 #[inline(always)]
-pub unsafe fn percpu_push(block: usize, field: usize, obj: *mut u8) -> bool {
-    let ok: usize;
+pub unsafe fn percpu_push(block: usize, obj: *mut u8) -> bool {
     // SAFETY: as in `percpu_pop`.
     unsafe {
         rseq_sequence!(
             body: [
-                "mov {blk:e}, dword ptr [{area} + {field}]",
+                "mov {blk}, qword ptr fs:[{tb} + 64]",
+                "mov {blk:e}, dword ptr [{blk}]",
                 "shl {blk}, {shift}",
+                "add {blk}, qword ptr fs:[{tb} + 56]",
                 "add {blk}, {block}",
                 "movzx {n:e}, word ptr [{blk}]",
                 "cmp {n:x}, word ptr [{blk} + 2]",
@@ -313,17 +358,15 @@ pub unsafe fn percpu_push(block: usize, field: usize, obj: *mut u8) -> bool {
                 "inc {n:e}",
                 "mov word ptr [{blk}], {n:x}",
             ],
-            ok: "mov {ok:e}, 1",
-            fail: "xor {ok:e}, {ok:e}",
+            fail: "jmp {full}",
             blk = out(reg) _,
             n = out(reg) _,
-            ok = out(reg) ok,
             block = in(reg) block,
-            field = in(reg) field,
             obj = in(reg) obj,
             shift = const SLAB_SHIFT,
+            full = label { return false },
             options(nostack),
         );
     }
-    ok != 0
+    true
 }
