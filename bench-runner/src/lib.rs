@@ -32,6 +32,12 @@ pub const WORKLOADS: &[Workload] = &[
         quick_scale: 0.15,
     },
     Workload {
+        name: "many-threads",
+        stresses: "32x CPUs threads alive at once, each churning its own 256-object ring: what an allocator keeps per thread versus per CPU",
+        default_scale: 1.0,
+        quick_scale: 0.15,
+    },
+    Workload {
         name: "producer-consumer",
         stresses: "pairs of threads; every object is freed by the thread that did not allocate it: remote frees",
         default_scale: 1.0,

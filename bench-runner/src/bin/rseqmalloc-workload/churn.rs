@@ -1,5 +1,6 @@
-//! `single-churn` and `multi-churn`: a live ring of small objects in which
-//! random slots are replaced, on one thread or split over 4x CPUs threads.
+//! `single-churn`, `multi-churn` and `many-threads`: a live ring of small
+//! objects in which random slots are replaced, on one thread, split over 4x CPUs
+//! threads, or as a small ring on each of 32x CPUs threads.
 
 use crate::pattern::{Ids, Obj};
 use crate::rng::Rng;
@@ -27,6 +28,28 @@ pub fn multi(scale: f64) -> u64 {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| s.spawn(move || ring(t, slots / threads, ops / threads as u64, "multi-churn")))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("churn thread"))
+            .sum()
+    })
+}
+
+/// Threads of `many-threads` per CPU.
+const MANY_PER_CPU: usize = 32;
+/// Slots of each `many-threads` thread's ring: a small working set apiece, so
+/// what an allocator keeps per thread (or per CPU) dominates the footprint.
+const MANY_SLOTS: usize = 256;
+
+/// 32x CPUs threads, alive together, each churning its own small ring (a
+/// thread-per-connection server): [`FULL_OPS`] replacements in all.
+pub fn many(scale: f64) -> u64 {
+    let ops = scaled(FULL_OPS, scale, 10_000);
+    let threads = MANY_PER_CPU * cpus();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || ring(t, MANY_SLOTS, ops / threads as u64, "many-threads")))
             .collect();
         handles
             .into_iter()

@@ -46,6 +46,7 @@ fn workload(name: &str) -> Option<fn(f64) -> u64> {
     Some(match name {
         "single-churn" => churn::single,
         "multi-churn" => churn::multi,
+        "many-threads" => churn::many,
         "producer-consumer" => producer_consumer::run,
         "fragmentation" => fragmentation::run,
         "realloc-growth" => realloc_growth::run,
