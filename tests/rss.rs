@@ -181,6 +181,67 @@ fn child_huge() {
     );
 }
 
+/// Frees 16 large objects of 4 MiB (page-heap spans, under the huge threshold) that were
+/// written in full, and returns the RSS growth over `base` right after the frees.
+fn large_objects_freed(base: usize) -> usize {
+    let l = Layout::from_size_align(4 * MIB, 8).unwrap();
+    // SAFETY: non-zero size; written within bounds; freed with the same layout.
+    let ps: Vec<*mut u8> = (0..16)
+        .map(|i| unsafe {
+            let p = GLOBAL.alloc(l);
+            assert!(!p.is_null());
+            p.write_bytes(i as u8 + 1, l.size());
+            p
+        })
+        .collect();
+    assert!(rss() >= base + 60 * MIB);
+    for p in ps {
+        // SAFETY: allocated above with `l`.
+        unsafe { GLOBAL.dealloc(p, l) };
+    }
+    rss().saturating_sub(base)
+}
+
+#[test]
+fn dirty_max_bounds_resident_free_pages() {
+    run_child("child_dirty_max", "dirty_max=8m");
+    run_child("child_no_dirty_max", "decay_ms=60000");
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_dirty_max() {
+    if !is_child() {
+        return;
+    }
+    let base = rss();
+    // With dirty_max=8m, at most 8 MiB of the freed 64 MiB stays resident (plus slack for the
+    // merged span that pushed it over, released with it).
+    let kept = large_objects_freed(base);
+    assert!(
+        kept <= 12 * MIB,
+        "{kept} bytes still resident after the frees"
+    );
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_no_dirty_max() {
+    if !is_child() {
+        return;
+    }
+    let base = rss();
+    // Unbounded (the default), freed pages stay for reuse until the decay period (set to a
+    // minute here, so a slow machine cannot blur the figure) or a trim.
+    let kept = large_objects_freed(base);
+    assert!(
+        kept >= 56 * MIB,
+        "only {kept} bytes resident right after the frees"
+    );
+    assert!(rseqmalloc::trim() >= 56 * MIB);
+    assert!(rss() <= base + 8 * MIB);
+}
+
 #[test]
 fn thread_working_sets_leave_a_cpu_bounded_footprint() {
     // The page runs the 64 working sets freed are returned by the decay (shown by the decay
