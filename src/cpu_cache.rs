@@ -681,7 +681,7 @@ fn locked_slab() -> Slab {
     }
 }
 
-/// Offset of the slab's fallback operation counter (guarded by the slab lock).
+/// Offset of the slab's count of fallback lock acquisitions (guarded by the slab lock).
 const FALLBACK_OPS_AT: usize = 1008;
 
 /// Takes a slab's fallback lock: a spin lock with one atomic instruction to take and a plain
@@ -727,7 +727,7 @@ fn slab_unlock(slab: Slab) {
     slab.lock().store(0, Ordering::Release);
 }
 
-/// Operations served by the locked fallback path so far (sum over slabs; a snapshot).
+/// Slab-lock acquisitions of the locked fallback path so far (sum over slabs; a snapshot).
 pub fn fallback_ops() -> usize {
     ready_slabs()
         .map(|(_, s)| s.word(FALLBACK_OPS_AT).load(Ordering::Relaxed) as usize)

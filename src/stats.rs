@@ -50,7 +50,8 @@ pub struct Stats {
     pub uses_mm_cid: bool,
     /// rseq critical sections aborted and restarted.
     pub restarts: u64,
-    /// Operations served by the locked fallback path.
+    /// Slab-lock acquisitions of the locked fallback path (each serves one operation, or a
+    /// refill or flush of a thread's magazine; magazine hits take none). 0 with rseq.
     pub fallback_ops: usize,
     /// Drains of other CPUs' caches skipped because the kernel lacks the rseq membarrier.
     pub drains_skipped: usize,

@@ -41,7 +41,8 @@ struct rseqmalloc_stats {
     int32_t rseq_mode;   /* enum rseqmalloc_rseq_mode */
     int32_t uses_mm_cid; /* 1: per-CPU slabs indexed by concurrency id (mm_cid); 0: by cpu id */
     uint64_t restarts;   /* rseq critical sections aborted and restarted */
-    size_t fallback_ops; /* operations served by the locked fallback path */
+    size_t fallback_ops; /* slab-lock acquisitions of the locked fallback path (one per
+                          * operation, or per magazine refill/flush; magazine hits take none) */
     size_t slabs;        /* per-CPU slabs (possible CPU or concurrency ids) */
     size_t slabs_in_use; /* slabs touched so far */
 };
