@@ -19,7 +19,7 @@
 //! 5. `central` — per-class transfer stacks and span lists.
 //! 6. `cpu_cache` — per-CPU slabs, the rseq mode, refill/overflow, drains.
 //! 7. this file — the public API: [`RseqMalloc`], the C-shaped functions the shim forwards to,
-//!    [`stats`], [`trim`], [`rseq_mode`].
+//!    [`stats()`], [`trim`], [`rseq_mode`].
 //!
 //! Nothing reachable from an allocation uses the global allocator: the crate is `no_std` and
 //! debug builds abort on re-entrancy (see `guard`).
