@@ -455,6 +455,7 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
         (*b).state = T_BYPASS;
         if was == T_LOCKED {
             flush_magazine();
+            drop_magazine(b);
         } else {
             (*b).area = &DUMMY_AREA;
             arch::unregister(&raw mut (*b).own);
@@ -502,6 +503,7 @@ fn init_thread(b: *mut ThreadBlock) -> u32 {
             },
             RseqMode::Fallback if G.nslabs.load(Ordering::Relaxed) > 0 => {
                 arm_thread_exit();
+                (*b).magazine = new_magazine();
                 T_LOCKED
             }
             _ => T_BYPASS,
@@ -735,13 +737,11 @@ pub fn fallback_ops() -> usize {
 }
 
 fn alloc_locked(c: usize) -> *mut u8 {
-    let mut mag = magazine(c);
-    if let Some(m) = mag.as_mut() {
-        if m.count > 0 {
-            m.count -= 1;
-            return m.slots[m.count as usize];
-        }
+    let p = alloc_from_magazine(c);
+    if !p.is_null() {
+        return p;
     }
+    let mag = magazine(c);
     let slab = locked_slab();
     slab_lock(slab);
     let n = slab.count(c).load(Ordering::Relaxed) as usize;
@@ -796,11 +796,7 @@ unsafe fn free_locked(c: usize, obj: *mut u8) {
 /// As for [`free_slow`].
 #[inline]
 pub unsafe fn free_to_magazine(c: usize, obj: *mut u8) -> bool {
-    let b = arch::thread_block();
-    // SAFETY: the calling thread's own block.
-    if unsafe { (*b).state } != T_LOCKED {
-        return false;
-    }
+    // Only a thread in the locked state has magazines (set up with it, dropped at its exit).
     match magazine(c) {
         Some(m) if (m.count as usize) < MAG_SLOTS => {
             m.slots[m.count as usize] = obj;
@@ -808,6 +804,19 @@ pub unsafe fn free_to_magazine(c: usize, obj: *mut u8) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+/// Fallback mode's quickest allocation: from the calling thread's magazine; null (nothing
+/// done) in any other case, which [`alloc_slow`] handles.
+#[inline]
+pub fn alloc_from_magazine(c: usize) -> *mut u8 {
+    match magazine(c) {
+        Some(m) if m.count > 0 => {
+            m.count -= 1;
+            m.slots[m.count as usize]
+        }
+        _ => null_mut(),
     }
 }
 
@@ -824,27 +833,79 @@ struct MagClass {
     count: u8,
 }
 
-/// Fallback mode's per-thread magazines, in the arch layer's static TLS. Without rseq every
-/// slab operation costs a locked instruction (about 20 cycles here), which alone made a
-/// malloc/free pair slower than glibc's tcache; the magazine serves most small operations
-/// with plain loads and stores and takes the lock once per half magazine. Bounded: at most
-/// `MAG_SLOTS` objects of each of the first `MAG_CLASSES` classes (under 20 KiB) per thread,
-/// handed back at thread exit and by `trim` on the calling thread; objects in other threads'
-/// magazines count as in use in statistics.
+/// Fallback mode's per-thread magazines. Without rseq every slab operation costs a locked
+/// instruction (about 20 cycles here), which alone made a malloc/free pair slower than glibc's
+/// tcache; the magazine serves most small operations with plain loads and stores and takes
+/// the lock once per half magazine. Bounded: at most `MAG_SLOTS` objects of each of the first
+/// `MAG_CLASSES` classes (under 20 KiB) per thread, handed back at thread exit and by `trim`
+/// and `stats` on the calling thread; objects in other threads' magazines count as in use in
+/// statistics.
+///
+/// The storage is one object of the allocator's own (class [`MAG_STORAGE_CLASS`]), taken at
+/// the thread's set-up straight from the central list and given back at its exit, not static
+/// TLS: a library using initial-exec TLS must fit in the small static-TLS reserve that a
+/// `dlopen` draws from, and 96 bytes of thread block do where 1.7 KiB more might not.
 type Magazines = [MagClass; MAG_CLASSES];
 
-const _: () = assert!(core::mem::size_of::<Magazines>() <= arch::MAGAZINE_BYTES);
+/// The size class the magazine storage is allocated from.
+const MAG_STORAGE_CLASS: usize = crate::size_class::class_of(core::mem::size_of::<Magazines>());
 
-/// The calling thread's magazine for class `c`, if `c` has one.
+const _: () = assert!(
+    crate::size_class::CLASS_SIZE[MAG_STORAGE_CLASS] as usize >= core::mem::size_of::<Magazines>()
+        && core::mem::align_of::<Magazines>() <= 8
+);
+
+/// Magazine storages alive (one per thread in the locked state): allocator metadata, which
+/// statistics take out of `allocated`.
+static MAGAZINES_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of live magazine storage, for statistics: `(class, objects)`.
+pub fn magazine_storage() -> (usize, usize) {
+    (MAG_STORAGE_CLASS, MAGAZINES_LIVE.load(Ordering::Relaxed))
+}
+
+/// A fresh, empty set of magazines from the central list; null if memory ran out (the thread
+/// then works without one).
+fn new_magazine() -> *mut u8 {
+    let mut one = [null_mut(); 1];
+    if central::alloc_batch(MAG_STORAGE_CLASS, &mut one) != 1 {
+        return null_mut();
+    }
+    MAGAZINES_LIVE.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: an object of at least size_of::<Magazines>() bytes, now ours; all-zero is an
+    // empty magazine (counts 0, slots null).
+    unsafe { one[0].write_bytes(0, core::mem::size_of::<Magazines>()) };
+    one[0]
+}
+
+/// Gives the thread's (already flushed) magazine storage back.
+///
+/// # Safety
+/// `b` is the calling thread's block and its magazines are empty.
+unsafe fn drop_magazine(b: *mut ThreadBlock) {
+    // SAFETY: forwarded contract; the storage came from `new_magazine`.
+    unsafe {
+        let m = core::mem::replace(&mut (*b).magazine, null_mut());
+        if !m.is_null() {
+            central::free_batch(MAG_STORAGE_CLASS, &[m]);
+            MAGAZINES_LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The calling thread's magazine for class `c`, if it has magazines and `c` has one.
 #[inline]
 fn magazine(c: usize) -> Option<&'static mut MagClass> {
-    if c >= MAG_CLASSES {
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block.
+    let m = unsafe { (*b).magazine };
+    if c >= MAG_CLASSES || m.is_null() {
         return None;
     }
-    // SAFETY: the storage is this thread's own static TLS, zeroed at thread start (an empty
-    // magazine), large and aligned enough (checked above); only this thread touches it and
-    // no two references to one class's entry are live at once.
-    unsafe { Some(&mut (*arch::thread_magazine().cast::<Magazines>())[c]) }
+    // SAFETY: the storage is this thread's own (from `new_magazine`), large and aligned
+    // enough (checked above); only this thread touches it and no two references to one
+    // class's entry are live at once.
+    unsafe { Some(&mut (*m.cast::<Magazines>())[c]) }
 }
 
 /// Hands the calling thread's magazines back to its slab (fallback mode).

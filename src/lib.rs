@@ -116,6 +116,10 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
     if c == 0 {
         return alloc_large(size, align);
     }
+    let p = cpu_cache::alloc_from_magazine(c);
+    if !p.is_null() {
+        return clear_tag::<TAG>(p); // fallback mode's common case
+    }
     let p = cpu_cache::alloc_slow(c);
     if p.is_null() {
         return oom();

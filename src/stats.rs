@@ -30,7 +30,7 @@ pub struct Stats {
     pub released: usize,
     /// Bytes in free spans (released or not).
     pub free: usize,
-    /// Bytes mapped for span records.
+    /// Bytes mapped for span records, plus fallback-mode magazine storage.
     pub metadata: usize,
     /// Size of each class (index 0 unused).
     pub class_size: [usize; NUM_CLASSES],
@@ -91,6 +91,8 @@ pub fn stats() -> Stats {
         drains_skipped: cpu_cache::DRAINS_SKIPPED.load(core::sync::atomic::Ordering::Relaxed),
     };
     let mut small = 0;
+    // Fallback mode's magazine storage is the allocator's own metadata, not the program's.
+    let (mag_class, magazines) = cpu_cache::magazine_storage();
     for (c, central) in CENTRAL.iter().enumerate().skip(1) {
         let out = central
             .out_of_spans
@@ -100,6 +102,10 @@ pub fn stats() -> Stats {
         s.class_size[c] = size_of(c);
         s.class_cached[c] = cached;
         s.class_in_use[c] = out.saturating_sub(cached);
+        if c == mag_class {
+            s.class_in_use[c] = s.class_in_use[c].saturating_sub(magazines);
+            s.metadata += magazines * size_of(c);
+        }
         small += s.class_in_use[c] * size_of(c);
     }
     s.allocated = small + heap.large_in_use;

@@ -2,8 +2,8 @@
 //!
 //! Owns: everything that is written in assembly or depends on the CPU: where the calling
 //! thread's rseq area is, registering and unregistering our own area, reading a CPU id without
-//! rseq, the two restartable sequences (pop and push on a per-CPU slab), and the static-TLS
-//! storage of the thread block and of the fallback mode's magazine.
+//! rseq, the two restartable sequences (pop and push on a per-CPU slab), and the thread block
+//! in static TLS.
 //!
 //! x86_64 is the only architecture implemented and tested. Another one (aarch64 first) needs a
 //! file next to `x86_64.rs` providing the same items: the thread block in initial-exec TLS,
@@ -66,10 +66,10 @@ pub struct ThreadBlock {
     /// The id the slabs are indexed by: `cpu_id` or `mm_cid` of `area`, set with it. Only
     /// read after the sign test on `area.cpu_id` passed.
     pub id: *const u32,
+    /// Fallback mode: the thread's magazines (an object of the allocator's own, owned by the
+    /// per-CPU layer), or null.
+    pub magazine: *mut u8,
 }
-
-/// Bytes of per-thread static TLS the arch layer reserves for the fallback mode's magazine.
-pub const MAGAZINE_BYTES: usize = 1792;
 
 /// The area every thread starts with: cpu id -1, so the fast path's one sign test fails.
 pub static DUMMY_AREA: Rseq = Rseq {

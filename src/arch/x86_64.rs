@@ -16,6 +16,7 @@ const _: () = {
     assert!(core::mem::offset_of!(ThreadBlock, area) == 32);
     assert!(core::mem::offset_of!(ThreadBlock, slabs) == 56);
     assert!(core::mem::offset_of!(ThreadBlock, id) == 64);
+    assert!(core::mem::offset_of!(ThreadBlock, magazine) == 72);
     assert!(core::mem::size_of::<ThreadBlock>() == 96);
     assert!(core::mem::size_of::<Rseq>() == 32);
 };
@@ -42,7 +43,8 @@ global_asm!(
     ".long 0, 0",       // cpu_hint, hint_left
     ".quad 0",          // slabs
     ".quad 0",          // id
-    ".zero 24",
+    ".quad 0",          // magazine
+    ".zero 16",
     ".size rseqmalloc_thread_block, 96",
     ".popsection",
     ".pushsection .data.rel.ro.rseqmalloc_glibc,\"aw\",@progbits",
@@ -103,28 +105,6 @@ macro_rules! tls_address {
 #[inline(always)]
 pub fn thread_block() -> *mut ThreadBlock {
     tls_address!("rseqmalloc_thread_block") as *mut ThreadBlock
-}
-
-// The fallback mode's per-thread magazine: zero-initialised static TLS, laid out by its user
-// (`cpu_cache`). `.tbss` costs nothing per thread until touched.
-global_asm!(
-    ".pushsection .tbss.rseqmalloc_magazine,\"awT\",@nobits",
-    ".balign 64",
-    ".globl rseqmalloc_magazine",
-    ".hidden rseqmalloc_magazine",
-    ".type rseqmalloc_magazine,@object",
-    "rseqmalloc_magazine:",
-    ".zero {bytes}",
-    ".size rseqmalloc_magazine, {bytes}",
-    ".popsection",
-    bytes = const super::MAGAZINE_BYTES,
-);
-
-/// The calling thread's magazine storage: [`super::MAGAZINE_BYTES`] zero-initialised bytes,
-/// 64-aligned, in static TLS.
-#[inline(always)]
-pub fn thread_magazine() -> *mut u8 {
-    tls_address!("rseqmalloc_magazine") as *mut u8
 }
 
 /// glibc's rseq area for the calling thread, if glibc (≥ 2.35) registered one.
