@@ -408,7 +408,7 @@ fn init_process(block: *mut ThreadBlock) {
         CPU_ID_OFFSET
     };
     G.field.store(field, Ordering::Relaxed);
-    let mode = if !opts.rseq {
+    let mode = if !opts.rseq || !arch::HAS_CRITICAL_SECTIONS {
         RseqMode::Fallback
     } else if arch::glibc_area().is_some_and(|a| {
         // SAFETY: glibc's area for this thread is valid for the thread's life.

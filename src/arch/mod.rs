@@ -5,13 +5,22 @@
 //! rseq, the two restartable sequences (pop and push on a per-CPU slab), and the thread block
 //! in static TLS.
 //!
-//! x86_64 is the only architecture implemented and tested. Another one (aarch64 first) needs a
-//! file next to `x86_64.rs` providing the same items: the thread block in initial-exec TLS,
-//! `glibc_area`, `register`/`unregister` with that architecture's signature, `current_cpu`, and
-//! `percpu_pop`/`percpu_push` as restartable sequences. Until then other architectures stop at
-//! compile time rather than build something untested.
+//! Here: what every architecture shares — the thread block's layout and its `.tdata` image,
+//! glibc's weak `__rseq_offset`/`__rseq_size`, `glibc_area`, `register`/`unregister`, the restart
+//! counter. Each architecture's file provides `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`,
+//! `thread_pointer`, `thread_block`, `current_cpu` and `percpu_pop`/`percpu_push`.
+//!
+//! x86_64 is implemented and tested (`x86_64.rs`: the critical sections). aarch64 compiles to
+//! the locked fallback (`aarch64.rs`: thread-block access only, no critical sections, so the
+//! per-CPU layer never enters an rseq mode there); on this x86_64 machine it was built with the
+//! cross toolchain and its correctness tests run under qemu-user (README, "Other
+//! architectures"), not in CI. Other architectures stop at compile time rather than build
+//! something untested.
 //!
 //! May call: `os`.
+
+use crate::sync::{AtomicU64, Ordering};
+use core::arch::global_asm;
 
 /// Layout of the kernel's `struct rseq` (see `include/uapi/linux/rseq.h`).
 #[repr(C, align(32))]
@@ -38,8 +47,6 @@ pub const CPU_ID_OFFSET: usize = 4;
 pub const MM_CID_OFFSET: usize = 24;
 /// The registration length we use (the original ABI size).
 pub const RSEQ_LEN: u32 = 32;
-/// glibc's signature on x86, which every abort handler carries.
-pub const RSEQ_SIG: u32 = 0x5305_3053;
 
 /// Per-thread state kept next to our own rseq area, in static TLS.
 ///
@@ -82,10 +89,119 @@ pub static DUMMY_AREA: Rseq = Rseq {
     _pad: 0,
 };
 
+/// log2 of the per-CPU slab size in bytes (101 class blocks of 1 KiB fit in 128 KiB).
+pub const SLAB_SHIFT: u32 = 17;
+
+const _: () = {
+    assert!(core::mem::offset_of!(ThreadBlock, area) == 32);
+    assert!(core::mem::offset_of!(ThreadBlock, slabs) == 56);
+    assert!(core::mem::offset_of!(ThreadBlock, id) == 64);
+    assert!(core::mem::offset_of!(ThreadBlock, magazine) == 72);
+    assert!(core::mem::size_of::<ThreadBlock>() == 96);
+    assert!(core::mem::size_of::<Rseq>() == 32);
+};
+
+// The thread block lives in `.tdata` (initial-exec TLS, so the fast path reaches it from the
+// thread pointer without a call, in executables and in LD_PRELOADed libraries alike). It starts
+// with our own rseq area whose cpu id is -1 and `area` pointing at `DUMMY_AREA`.
+//
+// glibc's `__rseq_offset` and `__rseq_size` are referenced weakly, so a glibc without them still
+// links and loads: the pointers below are then null.
+global_asm!(
+    ".pushsection .tdata.rseqmalloc_thread_block,\"awT\",%progbits",
+    ".balign 32",
+    ".globl rseqmalloc_thread_block",
+    ".hidden rseqmalloc_thread_block",
+    ".type rseqmalloc_thread_block,%object",
+    "rseqmalloc_thread_block:",
+    ".long 0",          // cpu_id_start
+    ".long -1",         // cpu_id: uninitialised
+    ".quad 0",          // rseq_cs
+    ".long 0, 0, 0, 0", // flags, node_id, mm_cid, padding
+    ".quad {dummy}",    // area
+    ".long 0, 0",       // state, depth
+    ".long 0, 0",       // cpu_hint, hint_left
+    ".quad 0",          // slabs
+    ".quad 0",          // id
+    ".quad 0",          // magazine
+    ".zero 16",
+    ".size rseqmalloc_thread_block, 96",
+    ".popsection",
+    ".pushsection .data.rel.ro.rseqmalloc_glibc,\"aw\",%progbits",
+    ".balign 8",
+    ".weak __rseq_offset",
+    ".weak __rseq_size",
+    ".globl rseqmalloc_glibc_rseq_offset",
+    ".hidden rseqmalloc_glibc_rseq_offset",
+    "rseqmalloc_glibc_rseq_offset: .quad __rseq_offset",
+    ".globl rseqmalloc_glibc_rseq_size",
+    ".hidden rseqmalloc_glibc_rseq_size",
+    "rseqmalloc_glibc_rseq_size: .quad __rseq_size",
+    ".popsection",
+    dummy = sym DUMMY_AREA,
+);
+
+extern "C" {
+    static rseqmalloc_glibc_rseq_offset: *const isize;
+    static rseqmalloc_glibc_rseq_size: *const u32;
+}
+
+/// Times the kernel aborted one of our critical sections (counted in the abort handlers).
+pub(crate) static RESTARTS: AtomicU64 = AtomicU64::new(0);
+
+/// Restarts observed so far, process-wide.
+pub fn restarts() -> u64 {
+    RESTARTS.load(Ordering::Relaxed)
+}
+
+/// glibc's rseq area for the calling thread, if glibc (≥ 2.35) registered one.
+pub fn glibc_area() -> Option<*const Rseq> {
+    // SAFETY: the two pointers are either null (weak symbols absent) or point at glibc's
+    // read-only-after-start-up variables.
+    unsafe {
+        let size = rseqmalloc_glibc_rseq_size;
+        let offset = rseqmalloc_glibc_rseq_offset;
+        if size.is_null() || offset.is_null() || *size == 0 {
+            return None;
+        }
+        Some((thread_pointer() as isize + *offset) as *const Rseq)
+    }
+}
+
+/// Registers `area` as the calling thread's rseq area, with glibc's signature for this
+/// architecture.
+///
+/// # Safety
+/// `area` must stay valid (static TLS) for as long as the registration lasts.
+pub unsafe fn register(area: *mut Rseq) -> Result<(), i32> {
+    // SAFETY: the caller guarantees `area` outlives the registration.
+    let r = unsafe { libc::syscall(libc::SYS_rseq, area, RSEQ_LEN, 0, RSEQ_SIG) };
+    if r == 0 {
+        Ok(())
+    } else {
+        // SAFETY: reading errno is always allowed.
+        Err(unsafe { *libc::__errno_location() })
+    }
+}
+
+/// Unregisters `area` (registered with [`register`] by this thread).
+///
+/// # Safety
+/// `area` is the calling thread's registered area.
+pub unsafe fn unregister(area: *mut Rseq) {
+    // SAFETY: RSEQ_FLAG_UNREGISTER with the same area, length and signature.
+    unsafe { libc::syscall(libc::SYS_rseq, area, RSEQ_LEN, 1, RSEQ_SIG) };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::*;
 
-#[cfg(not(target_arch = "x86_64"))]
-compile_error!("rseqmalloc supports x86_64 Linux only so far (see src/arch/mod.rs)");
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "aarch64")]
+pub use aarch64::*;
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("rseqmalloc supports x86_64 and (fallback mode only) aarch64 Linux so far (see src/arch/mod.rs)");

@@ -5,77 +5,18 @@
 //! handler is preceded by glibc's signature, encoded inside `ud1 0x53053053(%rip), %edi` so the
 //! bytes never execute as anything but a trap.
 
-use super::{Rseq, ThreadBlock, DUMMY_AREA};
-use crate::sync::{AtomicU64, Ordering};
-use core::arch::{asm, global_asm};
+use super::{ThreadBlock, RESTARTS, SLAB_SHIFT};
+use crate::sync::Ordering;
+use core::arch::asm;
 
-/// log2 of the per-CPU slab size in bytes (101 class blocks of 1 KiB fit in 128 KiB).
-pub const SLAB_SHIFT: u32 = 17;
+/// glibc's rseq signature on x86, which every abort handler carries.
+pub const RSEQ_SIG: u32 = 0x5305_3053;
+/// This architecture has the critical sections: the rseq modes can be used.
+pub const HAS_CRITICAL_SECTIONS: bool = true;
 
-const _: () = {
-    assert!(core::mem::offset_of!(ThreadBlock, area) == 32);
-    assert!(core::mem::offset_of!(ThreadBlock, slabs) == 56);
-    assert!(core::mem::offset_of!(ThreadBlock, id) == 64);
-    assert!(core::mem::offset_of!(ThreadBlock, magazine) == 72);
-    assert!(core::mem::size_of::<ThreadBlock>() == 96);
-    assert!(core::mem::size_of::<Rseq>() == 32);
-};
-
-// The thread block lives in `.tdata` (initial-exec TLS, so the fast path reaches it from the
-// thread pointer without a call, in executables and in LD_PRELOADed libraries alike). It starts
-// with our own rseq area whose cpu id is -1 and `area` pointing at `DUMMY_AREA`.
-//
-// glibc's `__rseq_offset` and `__rseq_size` are referenced weakly, so a glibc without them still
-// links and loads: the pointers below are then null.
-global_asm!(
-    ".pushsection .tdata.rseqmalloc_thread_block,\"awT\",@progbits",
-    ".balign 32",
-    ".globl rseqmalloc_thread_block",
-    ".hidden rseqmalloc_thread_block",
-    ".type rseqmalloc_thread_block,@object",
-    "rseqmalloc_thread_block:",
-    ".long 0",          // cpu_id_start
-    ".long -1",         // cpu_id: uninitialised
-    ".quad 0",          // rseq_cs
-    ".long 0, 0, 0, 0", // flags, node_id, mm_cid, padding
-    ".quad {dummy}",    // area
-    ".long 0, 0",       // state, depth
-    ".long 0, 0",       // cpu_hint, hint_left
-    ".quad 0",          // slabs
-    ".quad 0",          // id
-    ".quad 0",          // magazine
-    ".zero 16",
-    ".size rseqmalloc_thread_block, 96",
-    ".popsection",
-    ".pushsection .data.rel.ro.rseqmalloc_glibc,\"aw\",@progbits",
-    ".balign 8",
-    ".weak __rseq_offset",
-    ".weak __rseq_size",
-    ".globl rseqmalloc_glibc_rseq_offset",
-    ".hidden rseqmalloc_glibc_rseq_offset",
-    "rseqmalloc_glibc_rseq_offset: .quad __rseq_offset",
-    ".globl rseqmalloc_glibc_rseq_size",
-    ".hidden rseqmalloc_glibc_rseq_size",
-    "rseqmalloc_glibc_rseq_size: .quad __rseq_size",
-    ".popsection",
-    dummy = sym DUMMY_AREA,
-);
-
-extern "C" {
-    static rseqmalloc_glibc_rseq_offset: *const isize;
-    static rseqmalloc_glibc_rseq_size: *const u32;
-}
-
-/// Times the kernel aborted one of our critical sections (counted in the abort handlers).
-static RESTARTS: AtomicU64 = AtomicU64::new(0);
-
-/// Restarts observed so far, process-wide.
-pub fn restarts() -> u64 {
-    RESTARTS.load(Ordering::Relaxed)
-}
-
+/// The thread pointer.
 #[inline(always)]
-fn thread_pointer() -> usize {
+pub fn thread_pointer() -> usize {
     let tp: usize;
     // SAFETY: on x86_64 Linux `%fs:0` holds the thread pointer itself (TCB self-pointer).
     unsafe {
@@ -105,44 +46,6 @@ macro_rules! tls_address {
 #[inline(always)]
 pub fn thread_block() -> *mut ThreadBlock {
     tls_address!("rseqmalloc_thread_block") as *mut ThreadBlock
-}
-
-/// glibc's rseq area for the calling thread, if glibc (≥ 2.35) registered one.
-pub fn glibc_area() -> Option<*const Rseq> {
-    // SAFETY: the two pointers are either null (weak symbols absent) or point at glibc's
-    // read-only-after-start-up variables.
-    unsafe {
-        let size = rseqmalloc_glibc_rseq_size;
-        let offset = rseqmalloc_glibc_rseq_offset;
-        if size.is_null() || offset.is_null() || *size == 0 {
-            return None;
-        }
-        Some((thread_pointer() as isize + *offset) as *const Rseq)
-    }
-}
-
-/// Registers `area` as the calling thread's rseq area, with glibc's signature.
-///
-/// # Safety
-/// `area` must stay valid (static TLS) for as long as the registration lasts.
-pub unsafe fn register(area: *mut Rseq) -> Result<(), i32> {
-    // SAFETY: the caller guarantees `area` outlives the registration.
-    let r = unsafe { libc::syscall(libc::SYS_rseq, area, super::RSEQ_LEN, 0, super::RSEQ_SIG) };
-    if r == 0 {
-        Ok(())
-    } else {
-        // SAFETY: reading errno is always allowed.
-        Err(unsafe { *libc::__errno_location() })
-    }
-}
-
-/// Unregisters `area` (registered with [`register`] by this thread).
-///
-/// # Safety
-/// `area` is the calling thread's registered area.
-pub unsafe fn unregister(area: *mut Rseq) {
-    // SAFETY: RSEQ_FLAG_UNREGISTER with the same area, length and signature.
-    unsafe { libc::syscall(libc::SYS_rseq, area, super::RSEQ_LEN, 1, super::RSEQ_SIG) };
 }
 
 /// The current CPU without rseq: `rdpid` where the CPU has it (Linux keeps the CPU number in

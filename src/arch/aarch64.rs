@@ -1,0 +1,68 @@
+//! aarch64: the thread block through the thread pointer, and no critical sections yet.
+//!
+//! The project's machine is x86_64: this file is built with the cross toolchain and its
+//! correctness tests run under qemu-user (see the README), not in CI, and not on hardware.
+//! Until restartable sequences are written and tested for this architecture, the per-CPU
+//! layer runs in fallback mode only
+//! ([`HAS_CRITICAL_SECTIONS`] is false): every thread's area stays the dummy with cpu id -1, so
+//! [`percpu_pop`] and [`percpu_push`] are never more than that sign test.
+
+use super::ThreadBlock;
+use core::arch::asm;
+
+/// glibc's rseq signature on aarch64 (`brk #0x45e0`), for registrations. Unused while
+/// [`HAS_CRITICAL_SECTIONS`] is false.
+pub const RSEQ_SIG: u32 = 0xd428_bc00;
+/// This architecture has no critical sections yet: the per-CPU layer uses its locked fallback.
+pub const HAS_CRITICAL_SECTIONS: bool = false;
+
+/// The thread pointer (`tpidr_el0`).
+#[inline(always)]
+pub fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: reading the user thread-pointer register has no side effects.
+    unsafe { asm!("mrs {}, tpidr_el0", out(reg) tp, options(nostack, nomem, preserves_flags)) };
+    tp
+}
+
+/// The calling thread's block (initial-exec TLS: its offset from the thread pointer sits in
+/// the GOT).
+#[inline(always)]
+pub fn thread_block() -> *mut ThreadBlock {
+    let off: usize;
+    // SAFETY: loads the block's TLS offset from its GOT entry (a constant per process).
+    unsafe {
+        asm!(
+            "adrp {0}, :gottprel:rseqmalloc_thread_block",
+            "ldr {0}, [{0}, #:gottprel_lo12:rseqmalloc_thread_block]",
+            out(reg) off,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    thread_pointer().wrapping_add(off) as *mut ThreadBlock
+}
+
+/// The current CPU without rseq (`sched_getcpu`).
+#[inline]
+pub fn current_cpu() -> usize {
+    crate::os::current_cpu()
+}
+
+/// No critical section on this architecture yet: the area's cpu id is always -1 here, and
+/// this is the fast path's "rseq off" answer.
+///
+/// # Safety
+/// None beyond the x86_64 version's; it touches no memory.
+#[inline(always)]
+pub unsafe fn percpu_pop(_block: usize) -> *mut u8 {
+    core::ptr::null_mut()
+}
+
+/// As [`percpu_pop`]: always "full or rseq off".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn percpu_push(_block: usize, _obj: *mut u8) -> bool {
+    false
+}
