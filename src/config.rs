@@ -48,6 +48,9 @@ pub struct Options {
     pub stats: StatsAtExit,
     /// Run maintenance (decay, idle drains) from a background thread (`background_thread=on`).
     pub background_thread: bool,
+    /// Use `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)` to drain other CPUs' caches
+    /// (`membarrier=on|off`); `off` behaves as on a kernel without it.
+    pub membarrier: bool,
 }
 
 /// The defaults, also what a malformed value falls back to.
@@ -59,6 +62,7 @@ pub const DEFAULTS: Options = Options {
     huge_pages: HugePages::Default,
     stats: StatsAtExit::None,
     background_thread: false,
+    membarrier: true,
 };
 
 static LOADED: AtomicU8 = AtomicU8::new(0);
@@ -69,6 +73,7 @@ static DIRTY_MAX: AtomicU64 = AtomicU64::new(DEFAULTS.dirty_max);
 static HUGE: AtomicU8 = AtomicU8::new(0);
 static STATS: AtomicU8 = AtomicU8::new(0);
 static BACKGROUND: AtomicU8 = AtomicU8::new(0);
+static MEMBARRIER: AtomicU8 = AtomicU8::new(1);
 static WARNINGS: AtomicU32 = AtomicU32::new(0);
 
 fn warn(what: &str, item: &[u8]) {
@@ -119,6 +124,7 @@ pub fn parse_into(s: &[u8], opts: &mut Options) {
         let ok = match k {
             b"rseq" => parse_bool(v).map(|b| opts.rseq = b).is_some(),
             b"background_thread" => parse_bool(v).map(|b| opts.background_thread = b).is_some(),
+            b"membarrier" => parse_bool(v).map(|b| opts.membarrier = b).is_some(),
             b"decay_ms" => parse_size(v).map(|n| opts.decay_ms = n).is_some(),
             b"cpu_cache_bytes" => parse_size(v)
                 .filter(|&n| n >= 4096)
@@ -178,6 +184,7 @@ pub fn load() {
     HUGE.store(o.huge_pages as u8, Ordering::Relaxed);
     STATS.store(o.stats as u8, Ordering::Relaxed);
     BACKGROUND.store(o.background_thread as u8, Ordering::Relaxed);
+    MEMBARRIER.store(o.membarrier as u8, Ordering::Relaxed);
     LOADED.store(2, Ordering::Release);
 }
 
@@ -200,6 +207,7 @@ pub fn get() -> Options {
             _ => StatsAtExit::None,
         },
         background_thread: BACKGROUND.load(Ordering::Relaxed) != 0,
+        membarrier: MEMBARRIER.load(Ordering::Relaxed) != 0,
     }
 }
 
@@ -216,7 +224,7 @@ mod tests {
     fn good_options_parse() {
         let mut o = DEFAULTS;
         parse_into(
-            b"rseq=off,decay_ms=0,cpu_cache_bytes=256k,dirty_max=2m,huge_pages=never,stats=json,background_thread=on",
+            b"rseq=off,decay_ms=0,cpu_cache_bytes=256k,dirty_max=2m,huge_pages=never,stats=json,background_thread=on,membarrier=off",
             &mut o,
         );
         assert_eq!(
@@ -229,6 +237,7 @@ mod tests {
                 huge_pages: HugePages::Never,
                 stats: StatsAtExit::Json,
                 background_thread: true,
+                membarrier: false,
             }
         );
     }

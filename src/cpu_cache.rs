@@ -47,8 +47,11 @@
 //!    `tests/rseq_modes.rs` drains every slab in a loop and catches it.)
 //! 5. **Restart**: restore `floor = 0`, reset the capacities, release the capacity lock.
 //!
-//! Without the membarrier command (old kernel) rseq-mode drains are skipped and counted in
-//! statistics. In fallback mode a drain simply takes the slab's lock.
+//! Without the membarrier command (a kernel before 5.10, or `membarrier=off`) slabs are
+//! indexed by `cpu_id`, and `trim` drains another CPU's slab by moving the trimming thread onto
+//! that CPU and popping it empty through its own critical sections (`drain_pinned`); the
+//! idle drains of maintenance, which run inside some thread's allocation, are skipped and
+//! counted instead. In fallback mode a drain simply takes the slab's lock.
 //!
 //! May call: `arch`, `central`, `config`, `os`, `size_class`, `sync`.
 
@@ -401,8 +404,16 @@ fn init_process(block: *mut ThreadBlock) {
     };
     G.nslabs.store(n, Ordering::Relaxed);
     G.slabs.store(base as usize, Ordering::Relaxed);
+    // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, unless told not to (`membarrier=off`).
+    let membarrier = opts.rseq
+        && opts.membarrier
+        // SAFETY: a registration command with no memory arguments.
+        && unsafe { libc::syscall(libc::SYS_membarrier, 1 << 8, 0, 0) } == 0;
+    // Without the membarrier, other CPUs' caches can only be drained by running on their CPU
+    // (`drain_pinned`), which needs slabs indexed by CPU: `mm_cid` only with the membarrier.
+    // (Kernels with `mm_cid`, 6.3 and later, all have the membarrier command, 5.10 and later.)
     let feature_size = os::auxval(27); // AT_RSEQ_FEATURE_SIZE
-    let field = if feature_size >= 28 {
+    let field = if feature_size >= 28 && membarrier {
         MM_CID_OFFSET
     } else {
         CPU_ID_OFFSET
@@ -434,12 +445,8 @@ fn init_process(block: *mut ThreadBlock) {
             G.key.store(key + 1, Ordering::Relaxed);
         }
     }
-    if mode != RseqMode::Fallback {
-        // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ
-        // SAFETY: a registration command with no memory arguments.
-        let ok = unsafe { libc::syscall(libc::SYS_membarrier, 1 << 8, 0, 0) } == 0;
-        G.membarrier.store(ok, Ordering::Relaxed);
-    }
+    G.membarrier
+        .store(membarrier && mode != RseqMode::Fallback, Ordering::Relaxed);
     G.mode.store(mode as u8, Ordering::Release);
 }
 
@@ -1005,7 +1012,7 @@ fn empty_slab(slab: Slab) -> usize {
 /// documentation) in the rseq modes.
 pub fn drain_all() -> usize {
     flush_own_magazine();
-    drain_where(|_, _| true)
+    drain_where(true, |_, _| true)
 }
 
 /// Fallback mode: hands the calling thread's magazine back to its slab (a no-op otherwise).
@@ -1018,7 +1025,11 @@ pub fn flush_own_magazine() {
 }
 
 /// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab).
-fn drain_where(mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
+///
+/// `may_pin`: without the rseq membarrier, whether the calling thread may drain by moving
+/// itself onto each picked CPU ([`drain_pinned`]); trim may, maintenance (which runs inside
+/// some thread's allocation) may not, and counts the drain as skipped.
+fn drain_where(may_pin: bool, mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
     let nslabs = G.nslabs.load(Ordering::Relaxed);
     if nslabs == 0 {
         return 0;
@@ -1050,6 +1061,9 @@ fn drain_where(mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
         }
         RseqMode::Glibc | RseqMode::Own => {
             if !G.membarrier.load(Ordering::Relaxed) {
+                if may_pin && !uses_mm_cid() && thread_state() == T_RSEQ {
+                    return drain_pinned((0..nslabs).filter(|&i| is_picked(i)));
+                }
                 DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
                 return 0;
             }
@@ -1085,6 +1099,70 @@ fn drain_where(mut pick: impl FnMut(usize, Slab) -> bool) -> usize {
     bytes
 }
 
+/// Drains the slabs of `cpus` without the membarrier: the calling thread restricts itself to
+/// each CPU in turn (`sched_setaffinity` returns only once the caller runs on an allowed CPU)
+/// and pops that CPU's stacks empty through its own critical sections, which are exact against
+/// any other thread on that CPU by construction; then its affinity is restored. Needs slabs
+/// indexed by `cpu_id`. A CPU the thread may not run on (cpuset, offline) is skipped and
+/// counted. Returns the bytes moved.
+fn drain_pinned(cpus: impl Iterator<Item = usize>) -> usize {
+    const SET: usize = core::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut saved: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `saved` is a writable cpu_set_t of SET bytes.
+    if unsafe { libc::sched_getaffinity(0, SET, &mut saved) } != 0 {
+        DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    }
+    let mut bytes = 0;
+    for cpu in cpus {
+        // SAFETY: as above.
+        let mut one: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        let pinned = cpu < SET * 8 && {
+            // SAFETY: `cpu` is below the set's capacity (checked just before).
+            unsafe { libc::CPU_SET(cpu, &mut one) };
+            // SAFETY: a valid set of SET bytes.
+            let r = unsafe { libc::sched_setaffinity(0, SET, &one) };
+            r == 0
+        };
+        if !pinned {
+            DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        bytes += drain_current();
+    }
+    // SAFETY: restores the mask read above.
+    unsafe { libc::sched_setaffinity(0, SET, &saved) };
+    bytes
+}
+
+/// Empties the slab of the CPU the thread runs on through its own critical sections (each pop
+/// reads the id inside the section, so a migration midway only means popping elsewhere).
+fn drain_current() -> usize {
+    let mut bytes = 0;
+    let mut buf = [null_mut(); 64];
+    for c in 1..NUM_CLASSES {
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                let p = pop(c);
+                if p.is_null() {
+                    break;
+                }
+                buf[n] = p;
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            bytes += n * size_of(c);
+            // SAFETY: popped from the cache: free objects of class `c`, now ours.
+            unsafe { central::free_batch(c, &buf[..n]) };
+        }
+    }
+    bytes
+}
+
 /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns, every critical
 /// section of this process that was running (or preempted) when it was called has either
 /// committed, with its stores visible to the caller, or been aborted and will restart.
@@ -1111,7 +1189,7 @@ const IDLE_TICKS: u32 = 2;
 /// Drains the slabs whose stacks did not move for [`IDLE_TICKS`] maintenance ticks in a row
 /// and still hold objects: the caches of idle CPUs or concurrency ids. Returns the bytes moved.
 pub fn drain_idle() -> usize {
-    drain_where(|_, slab| {
+    drain_where(false, |_, slab| {
         let sig = signature(slab);
         let prev = slab.word(SIGNATURE_AT).swap(sig, Ordering::Relaxed);
         let ticks = slab.word(IDLE_TICKS_AT);

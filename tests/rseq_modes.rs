@@ -201,17 +201,25 @@ fn stress() {
         };
         libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
     }
+    // Every worker is gone: one more trim must leave every CPU's cache empty, whichever way
+    // this mode drains other CPUs (slab locks, membarrier fences, or pinning).
+    rseqmalloc::trim();
     let s = rseqmalloc::stats();
+    let cached: usize = s.cpu_cache_bytes.iter().sum();
     // Machine-readable line for the parent.
     println!(
-        "RESULT mode={:?} ops={} signals={} restarts={} fallback_ops={} forks={} drains={}",
+        "RESULT mode={:?} ops={} signals={} restarts={} fallback_ops={} forks={} drains={} \
+         cached_after_trim={} mm_cid={} drains_skipped={}",
         s.rseq_mode,
         total_ops.load(Ordering::Relaxed),
         SIGNALS.load(Ordering::Relaxed),
         s.restarts,
         s.fallback_ops,
         forked.load(Ordering::Relaxed),
-        drains.load(Ordering::Relaxed)
+        drains.load(Ordering::Relaxed),
+        cached,
+        s.uses_mm_cid,
+        s.drains_skipped
     );
 }
 
@@ -301,6 +309,21 @@ fn stress_with_glibc_area() {
     // The storm lands inside critical sections: the abort handlers must have run.
     assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
     assert_eq!(num(&r, "fallback_ops"), 0);
+    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+}
+
+/// As on a kernel without the rseq membarrier: slabs by cpu_id, trim drains other CPUs by
+/// pinning itself to each (maintenance's idle drains are skipped there).
+#[test]
+fn stress_with_glibc_area_without_membarrier() {
+    let r = run_mode(&[("RSEQMALLOC_OPTIONS", "membarrier=off")]);
+    assert_eq!(r["mode"], format!("{:?}", RseqMode::Glibc));
+    assert_eq!(r["mm_cid"], "false", "{r:?}");
+    assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
+    assert_eq!(num(&r, "forks"), 1);
+    assert!(num(&r, "drains") > 10, "{r:?}");
+    assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
+    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }
 
 #[test]
@@ -311,6 +334,7 @@ fn stress_with_own_registration() {
     assert_eq!(num(&r, "forks"), 1);
     assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
     assert_eq!(num(&r, "fallback_ops"), 0);
+    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }
 
 #[test]
@@ -323,4 +347,5 @@ fn stress_with_forced_fallback() {
     // Most small operations are served by the thread's magazine without the slab lock; the
     // slabs must still see traffic (refills, flushes, larger classes).
     assert!(num(&r, "fallback_ops") > OPS_PER_MODE as u64 / 100, "{r:?}");
+    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }
