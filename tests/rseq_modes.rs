@@ -113,17 +113,18 @@ fn stress() {
     std::thread::scope(|s| {
         // A drainer trims again and again while the workers run, emptying every slab, so a
         // drain racing an allocation would hand out an object twice and trip a tag check.
-        s.spawn(|| {
+        let mut handles = Vec::with_capacity(THREADS + 1);
+        handles.push(s.spawn(|| {
             block_alarm(false);
             while workers_done.load(Ordering::Relaxed) < THREADS {
                 rseqmalloc::trim();
                 drains.fetch_add(1, Ordering::Relaxed);
                 std::thread::yield_now();
             }
-        });
+        }));
         for t in 0..THREADS {
             let (forked, total_ops, workers_done) = (&forked, &total_ops, &workers_done);
-            s.spawn(move || {
+            handles.push(s.spawn(move || {
                 block_alarm(false);
                 let mut slots: [(*mut u8, u64, Layout); SLOTS] =
                     [(std::ptr::null_mut(), 0, Layout::new::<u8>()); SLOTS];
@@ -184,7 +185,13 @@ fn stress() {
                 }
                 total_ops.fetch_add(ops, Ordering::Relaxed);
                 workers_done.fetch_add(1, Ordering::Relaxed);
-            });
+            }));
+        }
+        // Joined (pthread_join), not only waited for as the scope does: a thread's exit frees
+        // its own thread-local state after its closure returns, and the final trim below must
+        // come after that.
+        for h in handles {
+            h.join().unwrap();
         }
     });
     // SAFETY: stop the timer.
