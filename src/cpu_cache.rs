@@ -461,7 +461,7 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
         let was = (*b).state;
         (*b).state = T_BYPASS;
         if was == T_LOCKED {
-            flush_magazine();
+            flush_own_magazine();
             drop_magazine(b);
         } else {
             (*b).area = &DUMMY_AREA;
@@ -777,12 +777,11 @@ fn alloc_locked(c: usize) -> *mut u8 {
 /// # Safety
 /// As for [`free_slow`].
 unsafe fn free_locked(c: usize, obj: *mut u8) {
+    // SAFETY: forwarded contract.
+    if unsafe { free_to_magazine(c, obj) } {
+        return;
+    }
     if let Some(m) = magazine(c) {
-        if (m.count as usize) < MAG_SLOTS {
-            m.slots[m.count as usize] = obj;
-            m.count += 1;
-            return;
-        }
         // Full: the older half goes to the slab (or past it, to the central list) in one go.
         let half = MAG_SLOTS / 2;
         // SAFETY: free objects of class `c` from the magazine, now handed on.
@@ -866,7 +865,7 @@ const _: () = assert!(
 /// statistics take out of `allocated`.
 static MAGAZINES_LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes of live magazine storage, for statistics: `(class, objects)`.
+/// Live magazine storage, for statistics: its size class and how many objects of it.
 pub fn magazine_storage() -> (usize, usize) {
     (MAG_STORAGE_CLASS, MAGAZINES_LIVE.load(Ordering::Relaxed))
 }
@@ -915,8 +914,9 @@ fn magazine(c: usize) -> Option<&'static mut MagClass> {
     unsafe { Some(&mut (*m.cast::<Magazines>())[c]) }
 }
 
-/// Hands the calling thread's magazines back to its slab (fallback mode).
-fn flush_magazine() {
+/// Fallback mode: hands the calling thread's magazines back to its slab (a no-op for a thread
+/// without magazines: `magazine` finds none).
+pub fn flush_own_magazine() {
     for c in 1..MAG_CLASSES {
         if let Some(m) = magazine(c) {
             let n = m.count as usize;
@@ -1013,15 +1013,6 @@ fn empty_slab(slab: Slab) -> usize {
 pub fn drain_all() -> usize {
     flush_own_magazine();
     drain_where(true, |_, _| true)
-}
-
-/// Fallback mode: hands the calling thread's magazine back to its slab (a no-op otherwise).
-pub fn flush_own_magazine() {
-    let b = arch::thread_block();
-    // SAFETY: the calling thread's own block.
-    if unsafe { (*b).state } == T_LOCKED {
-        flush_magazine();
-    }
 }
 
 /// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab).

@@ -25,27 +25,20 @@ pub fn thread_pointer() -> usize {
     tp
 }
 
-/// The calling thread's address of an initial-exec TLS symbol defined in this file.
-macro_rules! tls_address {
-    ($symbol:literal) => {{
-        let off: isize;
-        // SAFETY: reads the symbol's TLS offset from the GOT (a constant per process; the
-        // linker turns it into an immediate in executables).
-        unsafe {
-            asm!(
-                concat!("mov {}, qword ptr [rip + ", $symbol, "@GOTTPOFF]"),
-                out(reg) off,
-                options(nostack, readonly, preserves_flags)
-            )
-        };
-        thread_pointer().wrapping_add_signed(off)
-    }};
-}
-
 /// The calling thread's block.
 #[inline(always)]
 pub fn thread_block() -> *mut ThreadBlock {
-    tls_address!("rseqmalloc_thread_block") as *mut ThreadBlock
+    let off: isize;
+    // SAFETY: reads the block's TLS offset from the GOT (a constant per process; the linker
+    // turns it into an immediate in executables).
+    unsafe {
+        asm!(
+            "mov {}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
+            out(reg) off,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    thread_pointer().wrapping_add_signed(off) as *mut ThreadBlock
 }
 
 /// The current CPU without rseq: `rdpid` where the CPU has it (Linux keeps the CPU number in

@@ -25,15 +25,12 @@ pub fn multi(scale: f64) -> u64 {
     let (slots, ops) = size(scale);
     let ops = ops * MULTI_FACTOR;
     let threads = 4 * cpus();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || ring(t, slots / threads, ops / threads as u64, "multi-churn")))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("churn thread"))
-            .sum()
-    })
+    rings(
+        threads,
+        slots / threads,
+        ops / threads as u64,
+        "multi-churn",
+    )
 }
 
 /// Threads of `many-threads` per CPU.
@@ -47,9 +44,15 @@ const MANY_SLOTS: usize = 256;
 pub fn many(scale: f64) -> u64 {
     let ops = scaled(FULL_OPS, scale, 10_000);
     let threads = MANY_PER_CPU * cpus();
+    rings(threads, MANY_SLOTS, ops / threads as u64, "many-threads")
+}
+
+/// Runs [`ring`] on `threads` threads at once, each with its own ring of `slots` objects and
+/// `ops` replacements; returns the allocations of all.
+fn rings(threads: usize, slots: usize, ops: u64, what: &'static str) -> u64 {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || ring(t, MANY_SLOTS, ops / threads as u64, "many-threads")))
+            .map(|t| s.spawn(move || ring(t, slots, ops, what)))
             .collect();
         handles
             .into_iter()
