@@ -6,9 +6,10 @@
 //! promise to catch it (see `docs/design.md`, "Draining another CPU's slab"). Runs in a child
 //! process so the rseq mode is the machine's default (glibc's area here).
 
+mod common;
+
 use rseqmalloc::RseqMalloc;
 use std::alloc::{GlobalAlloc, Layout};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[global_allocator]
@@ -88,39 +89,14 @@ fn child_drain_race() {
 
 #[test]
 fn drains_never_hand_an_object_out_twice() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_drain_race",
-            "--include-ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, "1")
-        .env_remove("RSEQMALLOC_OPTIONS")
-        .env_remove("GLIBC_TUNABLES")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed ({:?}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result = stdout
-        .lines()
-        .find_map(|l| l.split_once("RESULT "))
-        .map(|(_, r)| r.to_string())
-        .unwrap_or_default();
+    let stdout = common::run_child_test("child_drain_race", &[(CHILD_ENV, "1")]);
+    let r = common::result_fields(&stdout);
+    let result = format!("{r:?}");
     // The drains must really have run, with the membarrier (not skipped).
     assert!(
-        result.contains("bad=0") && result.contains("drains_skipped=0"),
+        r.get("bad").is_some_and(|v| v == "0") && r.get("drains_skipped").is_some_and(|v| v == "0"),
         "{result}"
     );
-    let drains: usize = result
-        .split(' ')
-        .find_map(|kv| kv.strip_prefix("drains="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let drains: usize = r.get("drains").and_then(|v| v.parse().ok()).unwrap_or(0);
     assert!(drains > 100, "too few drains to mean anything: {result}");
 }

@@ -2,9 +2,10 @@
 //! exit, the caller's at `stats()` and `trim()`. Runs in a child process with
 //! `RSEQMALLOC_OPTIONS=rseq=off` (the mode is chosen once per process).
 
+mod common;
+
 use rseqmalloc::{RseqMalloc, RseqMode};
 use std::alloc::{GlobalAlloc, Layout};
-use std::process::Command;
 
 #[global_allocator]
 static GLOBAL: RseqMalloc = RseqMalloc;
@@ -82,23 +83,9 @@ fn child_magazines() {
 
 #[test]
 fn magazines_are_handed_back() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_magazines",
-            "--include-ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, "1")
-        .env("RSEQMALLOC_OPTIONS", "rseq=off")
-        .env_remove("GLIBC_TUNABLES")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("MAGAZINE-CHILD-OK"),
-        "child failed ({:?}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = common::run_child_test(
+        "child_magazines",
+        &[(CHILD_ENV, "1"), ("RSEQMALLOC_OPTIONS", "rseq=off")],
     );
+    assert!(stdout.contains("MAGAZINE-CHILD-OK"), "{stdout}");
 }

@@ -10,10 +10,11 @@
 //! slab (under its lock in fallback mode, by the stop-and-fence protocol with rseq).
 //! At least 1e8 operations per mode.
 
+mod common;
+
 use rseqmalloc::{RseqMalloc, RseqMode};
 use std::alloc::{GlobalAlloc, Layout};
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[global_allocator]
@@ -23,8 +24,6 @@ const THREADS: usize = 32;
 const OPS_PER_MODE: usize = 100_000_000;
 const SLOTS: usize = 64;
 const MIGRATE_EVERY: usize = 4096;
-/// How long a stress child may run before the watchdog kills it (a run takes seconds).
-const CHILD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
 static mut SCRATCH: [u64; 64] = [0; 64];
@@ -239,69 +238,16 @@ fn child_stress() {
 }
 
 /// Runs the stress child with `env` and returns its RESULT fields.
-fn run_mode(env: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "child_stress",
-        "--nocapture",
-        "--include-ignored",
-        "--test-threads",
-        "1",
-    ]);
-    cmd.env("RSEQMALLOC_STRESS_CHILD", "1")
-        .env_remove("GLIBC_TUNABLES")
-        .env_remove("RSEQMALLOC_OPTIONS");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // A child that breaks may hang (a thread panicking on a corrupted heap can deadlock in
-    // the panic machinery): a watchdog kills it, so the test fails instead of stalling CI.
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let (done, wait_done) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let timed_out = wait_done.recv_timeout(CHILD_DEADLINE).is_err();
-        if timed_out {
-            // SAFETY: kill has no memory arguments. The pid could only name another process
-            // if the child were reaped and its pid reused in the microseconds between
-            // `wait_with_output` and `done`, at exactly the deadline.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        timed_out
-    });
-    let out = child.wait_with_output().unwrap();
-    done.send(()).unwrap();
-    assert!(
-        !watchdog.join().unwrap(),
-        "stress child hung for {CHILD_DEADLINE:?} and was killed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stress child failed ({:?}, signal {:?}):\n{stdout}\n{}",
-        out.status,
-        out.status.signal(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"))
-        .1;
-    line.split(' ')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+fn run_mode(env: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut all = vec![("RSEQMALLOC_STRESS_CHILD", "1")];
+    all.extend_from_slice(env);
+    let stdout = common::run_child_test("child_stress", &all);
+    let r = common::result_fields(&stdout);
+    assert!(!r.is_empty(), "no RESULT line in:\n{stdout}");
+    r
 }
 
-fn num(r: &std::collections::HashMap<String, String>, k: &str) -> u64 {
+fn num(r: &HashMap<String, String>, k: &str) -> u64 {
     r[k].parse().unwrap()
 }
 

@@ -3,9 +3,10 @@
 //! amount tied to CPUs, not threads. Each scenario runs in a child process of this binary so
 //! that no other test's memory is counted.
 
+mod common;
+
 use rseqmalloc::RseqMalloc;
 use std::alloc::{GlobalAlloc, Layout};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
@@ -51,27 +52,12 @@ fn free_all(v: Vec<(*mut u8, Layout)>) {
 }
 
 fn run_child(name: &str, options: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--nocapture",
-            "--include-ignored",
-            "--test-threads",
-            "1",
-        ])
-        .env("RSEQMALLOC_RSS_CHILD", "1")
-        .env("RSEQMALLOC_OPTIONS", options)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "{name} failed:\n{text}"
+    common::run_child_test(
+        name,
+        &[
+            ("RSEQMALLOC_RSS_CHILD", "1"),
+            ("RSEQMALLOC_OPTIONS", options),
+        ],
     );
 }
 

@@ -1,0 +1,81 @@
+//! Shared by the integration tests that run one of their own `#[ignore]`d tests in a child
+//! process: the rseq mode and the options are chosen once per process, so each setting needs a
+//! process of its own.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// How long a child may run before it is killed. The longest takes seconds; a heap corrupted
+/// by a bug can deadlock a panicking child, which must fail the test rather than stall CI.
+const CHILD_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs this binary's test `name` alone in a child process, with `RSEQMALLOC_OPTIONS` and
+/// `GLIBC_TUNABLES` cleared and then `env` set (the child test's own marker variable among
+/// them); asserts that it ran — exactly one test passed — and succeeded within the deadline;
+/// returns its stdout.
+pub fn run_child_test(name: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        name,
+        "--nocapture",
+        "--include-ignored",
+        "--test-threads",
+        "1",
+    ])
+    .env_remove("GLIBC_TUNABLES")
+    .env_remove("RSEQMALLOC_OPTIONS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = wait_done.recv_timeout(CHILD_DEADLINE).is_err();
+        if timed_out {
+            // SAFETY: kill has no memory arguments. The pid could only name another process
+            // if the child were reaped and its pid reused in the microseconds between
+            // `wait_with_output` and `done`, at exactly the deadline.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        timed_out
+    });
+    let out = child.wait_with_output().unwrap();
+    done.send(()).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !watchdog.join().unwrap(),
+        "{name} hung for {CHILD_DEADLINE:?} and was killed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} failed ({:?}, signal {:?}):\n{stdout}\n{stderr}",
+        out.status,
+        out.status.signal()
+    );
+    stdout
+}
+
+/// The `key=value` fields of the child's `RESULT ` line (empty if it printed none).
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all print RESULT"
+)]
+pub fn result_fields(stdout: &str) -> HashMap<String, String> {
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT "))
+        .map_or("", |(_, r)| r)
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
