@@ -70,6 +70,9 @@ pub struct Span {
     pub usable: usize,
     /// `Small`: the span sits in its class's list of spans with free objects.
     pub listed: bool,
+    /// `Free`: the sequence number of the heap chunk the run lies in (the lowest one, if it
+    /// spans adjacent chunks); large requests take the lowest (chunk, address) that fits.
+    pub chunk: u32,
 }
 
 impl Span {
@@ -229,6 +232,7 @@ impl SpanPool {
                 freed_at_ms: 0,
                 usable: 0,
                 listed: false,
+                chunk: 0,
             })
         };
         s
