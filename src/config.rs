@@ -57,7 +57,7 @@ pub struct Options {
 pub const DEFAULTS: Options = Options {
     rseq: true,
     decay_ms: 1000,
-    cpu_cache_bytes: 512 << 10,
+    cpu_cache_bytes: 256 << 10,
     dirty_max: u64::MAX,
     huge_pages: HugePages::Default,
     stats: StatsAtExit::None,
@@ -224,7 +224,7 @@ mod tests {
     fn good_options_parse() {
         let mut o = DEFAULTS;
         parse_into(
-            b"rseq=off,decay_ms=0,cpu_cache_bytes=256k,dirty_max=2m,huge_pages=never,stats=json,background_thread=on,membarrier=off",
+            b"rseq=off,decay_ms=0,cpu_cache_bytes=1m,dirty_max=2m,huge_pages=never,stats=json,background_thread=on,membarrier=off",
             &mut o,
         );
         assert_eq!(
@@ -232,7 +232,7 @@ mod tests {
             Options {
                 rseq: false,
                 decay_ms: 0,
-                cpu_cache_bytes: 256 << 10,
+                cpu_cache_bytes: 1 << 20,
                 dirty_max: 2 << 20,
                 huge_pages: HugePages::Never,
                 stats: StatsAtExit::Json,
