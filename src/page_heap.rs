@@ -37,8 +37,6 @@ pub struct HeapStats {
     pub mapped: usize,
     /// Bytes in free spans (including released ones).
     pub free: usize,
-    /// Bytes in free spans whose pages were handed back to the OS (`free - dirty`).
-    pub released: usize,
     /// Bytes in free spans that may still be resident.
     pub dirty: usize,
     /// Bytes of free pages handed back to the OS so far (monotonic).
@@ -49,6 +47,13 @@ pub struct HeapStats {
     pub small_spans: usize,
     /// Bytes mapped for span records.
     pub metadata: usize,
+}
+
+impl HeapStats {
+    /// Bytes in free spans whose pages were handed back to the OS.
+    pub fn released(&self) -> usize {
+        self.free - self.dirty
+    }
 }
 
 /// The page heap's state; reach it through [`HEAP`].
@@ -93,7 +98,6 @@ impl PageHeap {
             stats: HeapStats {
                 mapped: 0,
                 free: 0,
-                released: 0,
                 dirty: 0,
                 released_total: 0,
                 large_in_use: 0,
@@ -107,14 +111,13 @@ impl PageHeap {
     pub fn stats(&self) -> HeapStats {
         HeapStats {
             metadata: self.pool.mapped,
-            released: self.stats.free - self.stats.dirty,
             ..self.stats
         }
     }
 
     fn list_insert(&mut self, s: *mut Span) {
         // SAFETY: `s` is a valid free span record in no list (caller's invariant).
-        let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty) };
+        let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty()) };
         self.stats.free += bytes;
         self.stats.dirty += dirty;
         // SAFETY: as above; the list takes ownership of the links.
@@ -130,7 +133,7 @@ impl PageHeap {
 
     fn list_remove(&mut self, s: *mut Span) {
         // SAFETY: `s` is a free span in the list matching its length.
-        let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty) };
+        let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty()) };
         self.stats.free -= bytes;
         self.stats.dirty -= dirty;
         // SAFETY: as above.
@@ -244,7 +247,7 @@ impl PageHeap {
             (*s).start = base as usize;
             (*s).pages = bytes / PAGE;
             (*s).zeroed = true;
-            (*s).dirty = 0;
+            (*s).clear_dirty();
             (*s).chunk = self.chunks;
         }
         self.chunks = self.chunks.wrapping_add(1);
@@ -264,7 +267,7 @@ impl PageHeap {
                 self.list_remove(left);
                 (*left).pages += (*s).pages;
                 (*left).zeroed &= (*s).zeroed;
-                (*left).dirty += (*s).dirty;
+                (*left).merge_dirty(&*s);
                 (*left).freed_at_ms = (*left).freed_at_ms.max((*s).freed_at_ms);
                 (*left).chunk = (*left).chunk.min((*s).chunk);
                 self.pool.give(s);
@@ -276,7 +279,7 @@ impl PageHeap {
                 self.list_remove(right);
                 (*s).pages += (*right).pages;
                 (*s).zeroed &= (*right).zeroed;
-                (*s).dirty += (*right).dirty;
+                (*s).merge_dirty(&*right);
                 (*s).freed_at_ms = (*s).freed_at_ms.max((*right).freed_at_ms);
                 (*s).chunk = (*s).chunk.min((*right).chunk);
                 self.pool.give(right);
@@ -302,14 +305,14 @@ impl PageHeap {
                 (*rest).start = (*s).start + pages * PAGE;
                 (*rest).pages = (*s).pages - pages;
                 (*rest).zeroed = (*s).zeroed;
-                // Where the dirty bytes lie is not known: each part keeps as many as it can.
-                let dirty = (*s).dirty;
-                (*rest).dirty = dirty.min(((*s).pages - pages) * PAGE);
-                (*s).dirty = dirty.min(pages * PAGE);
+                (*rest).dirty_lo = (*s).dirty_lo;
+                (*rest).dirty_hi = (*s).dirty_hi;
+                (*rest).clip_dirty((*rest).start, (*rest).end());
                 (*rest).freed_at_ms = (*s).freed_at_ms;
                 (*rest).chunk = (*s).chunk;
                 (*rest).state = SpanState::Free;
                 (*s).pages = pages;
+                (*s).clip_dirty((*s).start, (*s).end());
                 PAGEMAP.set((*rest).start, entry(rest));
                 PAGEMAP.set((*rest).end() - PAGE, entry(rest));
                 self.list_insert(rest);
@@ -371,7 +374,7 @@ impl PageHeap {
             }
             (*s).state = state;
             (*s).class = class as u8;
-            (*s).dirty = 0;
+            (*s).clear_dirty();
             (*s).in_use = 0;
             (*s).carved = 0;
             (*s).free = null_mut();
@@ -403,7 +406,7 @@ impl PageHeap {
                 self.stats.large_in_use -= (*s).bytes();
             }
             (*s).zeroed = false;
-            (*s).dirty = (*s).bytes();
+            (*s).set_dirty();
             (*s).freed_at_ms = os::now_ms();
             // Interior pages must stop claiming a class so stale pointers take the checked path.
             PAGEMAP.set_range((*s).start, (*s).pages, entry(s));
@@ -422,11 +425,11 @@ impl PageHeap {
     fn release_span(&mut self, s: *mut Span) -> usize {
         // SAFETY: `s` is a listed free span; releasing its pages keeps it free and listed.
         unsafe {
-            let dirty = (*s).dirty;
-            if dirty == 0 || !os::decommit((*s).start as *mut u8, (*s).bytes()) {
+            let dirty = (*s).dirty();
+            if dirty == 0 || !os::decommit((*s).dirty_lo as *mut u8, dirty) {
                 return 0;
             }
-            (*s).dirty = 0;
+            (*s).clear_dirty();
             (*s).zeroed = true;
             self.stats.dirty -= dirty;
             self.stats.released_total += dirty;
@@ -457,7 +460,7 @@ impl PageHeap {
                 (*s).pages = pages;
                 self.stats.large_in_use -= (*tail).bytes();
                 (*tail).zeroed = false;
-                (*tail).dirty = (*tail).bytes();
+                (*tail).set_dirty();
                 (*tail).freed_at_ms = os::now_ms();
                 PAGEMAP.set_range((*tail).start, (*tail).pages, entry(tail));
                 self.insert_free(tail);
@@ -649,6 +652,39 @@ mod tests {
             // A request no hole fits comes from the chunk's untouched rest, above them all.
             let s = large(&mut heap, 61);
             assert!((*s).start >= (*spans[4]).end());
+        }
+    }
+
+    #[test]
+    fn dirty_bytes_follow_the_pages_used_through_splits_and_merges() {
+        let mut heap = PageHeap::new();
+        // SAFETY: every span used below is live and owned by this test's heap.
+        unsafe {
+            let spans = [0; 8].map(|_| heap.alloc_span(3, PAGE, 0, SpanState::Large));
+            assert_eq!(heap.stats().dirty, 0, "fresh pages are not dirty");
+            for s in spans {
+                heap.free_span(s);
+            }
+            // Merged with each other and with the untouched rest of the chunk.
+            assert_eq!(heap.stats().dirty, 24 * PAGE);
+            // Splitting the merged span again and again must not count a page twice.
+            for pages in (1..200).map(|i| 1 + i % 5) {
+                let s = heap.alloc_span(pages, PAGE, 0, SpanState::Large);
+                assert_eq!(heap.stats().dirty, 24 * PAGE - pages * PAGE);
+                heap.free_span(s);
+                assert_eq!(heap.stats().dirty, 24 * PAGE);
+            }
+            // The used pages go first (lowest fit); freeing the page above them after they were
+            // released leaves that one page dirty in the merged span, not the whole span.
+            let low = heap.alloc_span(24, PAGE, 0, SpanState::Large);
+            let above = heap.alloc_span(1, PAGE, 0, SpanState::Large);
+            assert_eq!((*low).end(), (*above).start);
+            heap.free_span(low);
+            assert_eq!(heap.release_free(u64::MAX), 24 * PAGE);
+            assert_eq!(heap.stats().dirty, 0);
+            heap.free_span(above);
+            assert_eq!(heap.stats().dirty, PAGE);
+            assert_eq!(heap.stats().released(), heap.stats().free - PAGE);
         }
     }
 

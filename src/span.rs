@@ -49,9 +49,13 @@ pub struct Span {
     pub state: SpanState,
     /// Every byte of the run is known to read as zero (fresh from the OS or decommitted).
     pub zeroed: bool,
-    /// `Free`: bytes of the run that may be resident (not handed back to the OS since they were
-    /// last used); an upper bound after a split, exact otherwise.
-    pub dirty: usize,
+    /// `Free`: the pages that may be resident (not handed back to the OS since they were last
+    /// used) all lie in `[dirty_lo, dirty_hi)`, inside the run; empty when equal. Exact for a
+    /// freed span; a merge takes the hull of both ranges, a split cuts the range with it, so
+    /// the sum over spans never grows without pages being used.
+    pub dirty_lo: usize,
+    /// See `dirty_lo`.
+    pub dirty_hi: usize,
     /// `Small`: objects taken out of the span (with a user or in a cache).
     pub in_use: u32,
     /// `Small`: objects `[0, carved)` have been handed out at least once; the rest are fresh.
@@ -86,6 +90,46 @@ impl Span {
     #[inline]
     pub fn bytes(&self) -> usize {
         self.pages * PAGE
+    }
+
+    /// Bytes of the dirty range.
+    #[inline]
+    pub fn dirty(&self) -> usize {
+        self.dirty_hi - self.dirty_lo
+    }
+
+    /// Marks every page of the run as possibly resident.
+    pub fn set_dirty(&mut self) {
+        (self.dirty_lo, self.dirty_hi) = (self.start, self.end());
+    }
+
+    /// Marks no page as resident (fresh from the OS, or released).
+    pub fn clear_dirty(&mut self) {
+        (self.dirty_lo, self.dirty_hi) = (0, 0);
+    }
+
+    /// Takes in the dirty range of `other`, a run adjacent to this one (the caller merges the
+    /// two runs).
+    pub fn merge_dirty(&mut self, other: &Span) {
+        if other.dirty() == 0 {
+            return;
+        }
+        if self.dirty() == 0 {
+            (self.dirty_lo, self.dirty_hi) = (other.dirty_lo, other.dirty_hi);
+        } else {
+            self.dirty_lo = self.dirty_lo.min(other.dirty_lo);
+            self.dirty_hi = self.dirty_hi.max(other.dirty_hi);
+        }
+    }
+
+    /// Cuts the dirty range to `[lo, hi)`, this run's new bounds after a split.
+    pub fn clip_dirty(&mut self, lo: usize, hi: usize) {
+        let (l, h) = (self.dirty_lo.max(lo), self.dirty_hi.min(hi));
+        if l < h {
+            (self.dirty_lo, self.dirty_hi) = (l, h);
+        } else {
+            self.clear_dirty();
+        }
     }
 }
 
@@ -222,7 +266,8 @@ impl SpanPool {
                 class: 0,
                 state: SpanState::Dead,
                 zeroed: false,
-                dirty: 0,
+                dirty_lo: 0,
+                dirty_hi: 0,
                 in_use: 0,
                 carved: 0,
                 capacity: 0,

@@ -75,7 +75,7 @@ pub fn stats() -> Stats {
         active: heap.small_spans + heap.large_in_use,
         resident: resident_bytes(),
         mapped: heap.mapped,
-        released: heap.released,
+        released: heap.released(),
         free: heap.free,
         metadata: heap.metadata,
         class_size: [0; NUM_CLASSES],
