@@ -118,6 +118,10 @@ impl PageHeap {
     fn list_insert(&mut self, s: *mut Span) {
         // SAFETY: `s` is a valid free span record in no list (caller's invariant).
         let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty()) };
+        // SAFETY: as above.
+        debug_assert!(unsafe {
+            dirty == 0 || (*s).start <= (*s).dirty_lo && (*s).dirty_hi <= (*s).end()
+        });
         self.stats.free += bytes;
         self.stats.dirty += dirty;
         // SAFETY: as above; the list takes ownership of the links.
@@ -199,7 +203,13 @@ impl PageHeap {
             let mut s = list.first();
             while !s.is_null() {
                 if budget == 0 {
-                    return best;
+                    // Nothing fitted among so many: fall back to the tightest fit rather than
+                    // map a new chunk.
+                    return if best.is_null() {
+                        self.find(pages)
+                    } else {
+                        best
+                    };
                 }
                 budget -= 1;
                 // SAFETY: members of the free lists are valid free spans.
@@ -222,9 +232,14 @@ impl PageHeap {
             return false;
         };
         let bytes = want.max(GROW_BYTES).next_multiple_of(os::HUGE_PAGE);
-        let Ok(base) = os::map(bytes, os::HUGE_PAGE) else {
+        // Unit tests run heaps of their own beside the process's: a guard on each side keeps
+        // their chunks from ever being adjacent, so no heap merges another's free span.
+        let guard = if cfg!(test) { os::HUGE_PAGE } else { 0 };
+        let Ok(base) = os::map(bytes + 2 * guard, os::HUGE_PAGE) else {
             return false;
         };
+        // SAFETY: `guard` bytes in, still inside the mapping just made.
+        let base = unsafe { base.add(guard) };
         if !PAGEMAP.reserve(base as usize, bytes) {
             // SAFETY: nothing refers to the mapping yet.
             unsafe { os::unmap(base, bytes) };
@@ -246,7 +261,6 @@ impl PageHeap {
         unsafe {
             (*s).start = base as usize;
             (*s).pages = bytes / PAGE;
-            (*s).zeroed = true;
             (*s).clear_dirty();
             (*s).chunk = self.chunks;
         }
@@ -266,7 +280,6 @@ impl PageHeap {
             if !left.is_null() && (*left).state == SpanState::Free && (*left).end() == (*s).start {
                 self.list_remove(left);
                 (*left).pages += (*s).pages;
-                (*left).zeroed &= (*s).zeroed;
                 (*left).merge_dirty(&*s);
                 (*left).freed_at_ms = (*left).freed_at_ms.max((*s).freed_at_ms);
                 (*left).chunk = (*left).chunk.min((*s).chunk);
@@ -278,7 +291,6 @@ impl PageHeap {
             {
                 self.list_remove(right);
                 (*s).pages += (*right).pages;
-                (*s).zeroed &= (*right).zeroed;
                 (*s).merge_dirty(&*right);
                 (*s).freed_at_ms = (*s).freed_at_ms.max((*right).freed_at_ms);
                 (*s).chunk = (*s).chunk.min((*right).chunk);
@@ -304,7 +316,6 @@ impl PageHeap {
                 }
                 (*rest).start = (*s).start + pages * PAGE;
                 (*rest).pages = (*s).pages - pages;
-                (*rest).zeroed = (*s).zeroed;
                 (*rest).dirty_lo = (*s).dirty_lo;
                 (*rest).dirty_hi = (*s).dirty_hi;
                 (*rest).clip_dirty((*rest).start, (*rest).end());
@@ -313,6 +324,9 @@ impl PageHeap {
                 (*rest).state = SpanState::Free;
                 (*s).pages = pages;
                 (*s).clip_dirty((*s).start, (*s).end());
+                // The head may go back to the lists (an alignment gap): its last page must map
+                // to it for a neighbour freed later to find it.
+                PAGEMAP.set((*s).end() - PAGE, entry(s));
                 PAGEMAP.set((*rest).start, entry(rest));
                 PAGEMAP.set((*rest).end() - PAGE, entry(rest));
                 self.list_insert(rest);
@@ -370,9 +384,14 @@ impl PageHeap {
                 s = tail;
             }
             if self.split(s, pages).is_null() {
+                // `split` relisted it whole; merge it with the alignment head again, if any.
+                self.list_remove(s);
+                self.insert_free(s);
                 return null_mut();
             }
             (*s).state = state;
+            // Pages outside a free run's dirty range read as zero (fresh or released).
+            (*s).zeroed = (*s).dirty() == 0;
             (*s).class = class as u8;
             (*s).clear_dirty();
             (*s).in_use = 0;
@@ -405,7 +424,6 @@ impl PageHeap {
             } else {
                 self.stats.large_in_use -= (*s).bytes();
             }
-            (*s).zeroed = false;
             (*s).set_dirty();
             (*s).freed_at_ms = os::now_ms();
             // Interior pages must stop claiming a class so stale pointers take the checked path.
@@ -423,14 +441,16 @@ impl PageHeap {
 
     /// Hands the pages of listed free span `s` back to the OS, if they are not already.
     fn release_span(&mut self, s: *mut Span) -> usize {
-        // SAFETY: `s` is a listed free span; releasing its pages keeps it free and listed.
+        // SAFETY: `s` is a listed free span; its dirty range lies inside it (splits cut the
+        // range, merges join adjacent ones), so the advice reaches only pages nobody uses.
+        // Releasing them keeps the span free and listed.
         unsafe {
             let dirty = (*s).dirty();
+            debug_assert!(dirty == 0 || (*s).start <= (*s).dirty_lo && (*s).dirty_hi <= (*s).end());
             if dirty == 0 || !os::decommit((*s).dirty_lo as *mut u8, dirty) {
                 return 0;
             }
             (*s).clear_dirty();
-            (*s).zeroed = true;
             self.stats.dirty -= dirty;
             self.stats.released_total += dirty;
             dirty
@@ -456,10 +476,10 @@ impl PageHeap {
                 }
                 (*tail).start = (*s).start + pages * PAGE;
                 (*tail).pages = have - pages;
+                (*tail).chunk = (*s).chunk;
                 (*tail).state = SpanState::Large;
                 (*s).pages = pages;
                 self.stats.large_in_use -= (*tail).bytes();
-                (*tail).zeroed = false;
                 (*tail).set_dirty();
                 (*tail).freed_at_ms = os::now_ms();
                 PAGEMAP.set_range((*tail).start, (*tail).pages, entry(tail));
@@ -678,13 +698,63 @@ mod tests {
             // released leaves that one page dirty in the merged span, not the whole span.
             let low = heap.alloc_span(24, PAGE, 0, SpanState::Large);
             let above = heap.alloc_span(1, PAGE, 0, SpanState::Large);
-            assert_eq!((*low).end(), (*above).start);
+            let above_start = (*above).start;
+            assert_eq!((*low).end(), above_start);
             heap.free_span(low);
             assert_eq!(heap.release_free(u64::MAX), 24 * PAGE);
             assert_eq!(heap.stats().dirty, 0);
             heap.free_span(above);
             assert_eq!(heap.stats().dirty, PAGE);
-            assert_eq!(heap.stats().released(), heap.stats().free - PAGE);
+            // Pages out of any dirty range read as zero: a large object there needs no memset.
+            let s = heap.alloc_span(24, PAGE, 0, SpanState::Large);
+            assert!((*s).zeroed);
+            let s2 = heap.alloc_span(1, PAGE, 0, SpanState::Large);
+            assert_eq!((*s2).start, above_start);
+            assert!(!(*s2).zeroed, "the page freed last is dirty");
+        }
+    }
+
+    #[test]
+    fn an_alignment_gap_merges_with_the_aligned_span_when_it_is_freed() {
+        let mut heap = PageHeap::new();
+        // SAFETY: every span used below is live and owned by this test's heap.
+        unsafe {
+            // Chunks are 2 MiB aligned: after one page, a 512 KiB-aligned span leaves a gap.
+            let first = heap.alloc_span(1, PAGE, 0, SpanState::Large);
+            let aligned = heap.alloc_span(5, 64 * PAGE, 0, SpanState::Large);
+            assert_eq!((*aligned).start, (*first).start + 64 * PAGE);
+            heap.free_span(aligned);
+            // The gap, the freed span and the rest are one free run again: the lowest fit for
+            // more than the gap starts right after `first`.
+            let big = heap.alloc_span(100, PAGE, 0, SpanState::Large);
+            assert_eq!((*big).start, (*first).end());
+        }
+    }
+
+    #[test]
+    fn large_requests_take_the_oldest_chunk_first() {
+        let mut heap = PageHeap::new();
+        let chunk_pages = GROW_BYTES / PAGE;
+        // SAFETY: every span used below is live and owned by this test's heap.
+        unsafe {
+            // Fill the first chunk but for a hole, then the same in a second chunk.
+            let mut holes = [null_mut(); 2];
+            for hole in &mut holes {
+                let before = heap.alloc_span(chunk_pages - 16 - 8, PAGE, 0, SpanState::Large);
+                *hole = heap.alloc_span(16, PAGE, 0, SpanState::Large);
+                let after = heap.alloc_span(8, PAGE, 0, SpanState::Large);
+                assert_eq!((*before).end(), (**hole).start);
+                assert_eq!((**hole).end(), (*after).start);
+            }
+            assert_eq!(heap.chunks, 2);
+            let (old, new) = ((*holes[0]).start, (*holes[1]).start);
+            heap.free_span(holes[1]);
+            heap.free_span(holes[0]);
+            // Whatever the kernel's address order, the older chunk's hole goes first.
+            let s = heap.alloc_span(10, PAGE, 0, SpanState::Large);
+            assert_eq!((*s).start, old);
+            let s = heap.alloc_span(10, PAGE, 0, SpanState::Large);
+            assert_eq!((*s).start, new);
         }
     }
 

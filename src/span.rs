@@ -47,12 +47,14 @@ pub struct Span {
     pub class: u8,
     /// What the pages are used for.
     pub state: SpanState,
-    /// Every byte of the run is known to read as zero (fresh from the OS or decommitted).
+    /// `Large`/`Huge`: every byte read as zero when the span was handed out (fresh or released
+    /// pages: the free run it came from had an empty dirty range), until `calloc` clears it.
     pub zeroed: bool,
-    /// `Free`: the pages that may be resident (not handed back to the OS since they were last
-    /// used) all lie in `[dirty_lo, dirty_hi)`, inside the run; empty when equal. Exact for a
-    /// freed span; a merge takes the hull of both ranges, a split cuts the range with it, so
-    /// the sum over spans never grows without pages being used.
+    /// `Free`: every page that may be resident (or read as non-zero: handed out and not given
+    /// back to the OS since) lies in `[dirty_lo, dirty_hi)`, inside the run; empty when equal.
+    /// A freed span counts whole; a merge takes the hull of both ranges (with any clean pages
+    /// between them); a split cuts the range with the run, so splitting never counts a page
+    /// twice. An upper bound, then, but one that only merges of separated dirty runs loosen.
     pub dirty_lo: usize,
     /// See `dirty_lo`.
     pub dirty_hi: usize,

@@ -280,7 +280,7 @@ fn child_threads() {
 }
 
 #[test]
-fn buffers_grown_through_every_class_leave_no_mid_size_objects_cached() {
+fn buffers_grown_through_every_class_keep_mid_size_objects_within_the_cpu_budget() {
     // Without transparent huge pages, whose 2 MiB steps would blur the figure.
     run_child("child_class_walk", "huge_pages=never");
 }
