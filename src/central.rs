@@ -2,9 +2,9 @@
 //!
 //! Owns: for each class, a transfer stack of free object pointers (filled and drained in
 //! batches by the per-CPU caches, so a batch moves with one `memcpy` under one lock) and the
-//! list of that class's spans that still have objects to give. When the stack is full — at
-//! once for classes above [`TRANSFER_MAX_SIZE`], which have none — freed objects go back to
-//! their span; a span whose objects are all back returns to the page heap.
+//! list of that class's spans that still have objects to give. When the stack is full — or,
+//! for classes above [`SHARED_ABOVE`], their shared budget is spent — freed objects go back
+//! to their span; a span whose objects are all back returns to the page heap.
 //!
 //! Invariants (under the class's lock): a span is in `spans` iff it has a free object or an
 //! uncarved one (`Span::listed` mirrors membership); `in_use` counts the span's objects that are
@@ -25,26 +25,53 @@ const SMALL_HEAP_BYTES: usize = 32 << 20;
 /// Slots of a class's transfer stack.
 pub const TRANSFER_SLOTS: usize = 512;
 
-/// Classes up to this size keep a transfer stack; larger objects go straight back to their
-/// spans.
+/// Classes above this size share one byte budget, [`SHARED_BUDGET`], for their transfer stacks.
 ///
-/// Small objects are many and cheap: moving them between CPUs a batch at a time, with one
-/// `memcpy` under one lock, is what keeps a producer/consumer pair fast. Larger ones are few
-/// per span, and a stack of them per class kept each class's high-water of freed objects
-/// resident: a buffer grown by `realloc` passes through every class up to its size, and with
-/// a stack in each class the benchmark runner's `realloc-growth` peaked at 6.7 MiB against
-/// jemalloc's 5.6; with the objects handed back, their spans empty and other classes reuse the
-/// pages (5.4 MiB, same run, no change in time).
-pub const TRANSFER_MAX_SIZE: usize = 1024;
+/// Small objects are many and cheap: each class keeps up to 256 KiB of them, and moving them
+/// between CPUs a batch at a time, one `memcpy` under one lock, keeps a producer/consumer pair
+/// fast. Larger objects get the same pipe but not the same depth: a stack of up to 256 KiB in
+/// each of their ~80 classes kept each class's high-water of freed objects resident — a buffer
+/// grown by `realloc` passes through every class up to its size, and the benchmark runner's
+/// `realloc-growth` peaked at 6.7 MiB against jemalloc's 5.6. With no stack at all above 1 KiB
+/// a 4 KiB producer/consumer pair took twice as long (0.2 s against 0.1), every object going
+/// back to its span and every emptied span through the page heap under the class lock.
+pub const SHARED_ABOVE: usize = 256;
+
+/// Bytes that the transfer stacks of all classes above [`SHARED_ABOVE`] may hold together.
+pub const SHARED_BUDGET: usize = 256 << 10;
+
+/// Bytes in the transfer stacks of classes above [`SHARED_ABOVE`].
+static SHARED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// How many objects the transfer stack of class `c` may hold: about 256 KiB worth, at least
-/// one full batch, at most [`TRANSFER_SLOTS`]; none above [`TRANSFER_MAX_SIZE`].
+/// one full batch, at most [`TRANSFER_SLOTS`].
 fn transfer_limit(c: usize) -> usize {
-    if size_of(c) > TRANSFER_MAX_SIZE {
-        return 0;
-    }
     let batch = crate::size_class::CLASS_BATCH[c] as usize;
     ((256 << 10) / size_of(c)).clamp(batch, TRANSFER_SLOTS)
+}
+
+/// How many of `n` freed objects of class `c` the stack, now holding `count`, takes: its own
+/// room, and for classes above [`SHARED_ABOVE`] what the shared budget has left (reserved here).
+fn stack_room(c: usize, count: usize, n: usize) -> usize {
+    let room = transfer_limit(c).saturating_sub(count).min(n);
+    let size = size_of(c);
+    if size <= SHARED_ABOVE || room == 0 {
+        return room;
+    }
+    let mut take = 0;
+    let _ = SHARED_BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+        take = room.min(SHARED_BUDGET.saturating_sub(used) / size);
+        (take > 0).then_some(used + take * size)
+    });
+    take
+}
+
+/// Accounts for `n` objects of class `c` leaving its stack.
+fn stack_left(c: usize, n: usize) {
+    let size = size_of(c);
+    if size > SHARED_ABOVE && n > 0 {
+        SHARED_BYTES.fetch_sub(n * size, Ordering::Relaxed);
+    }
 }
 
 struct Inner {
@@ -92,6 +119,7 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
     let from_stack = want.min(inner.count);
     out[..from_stack].copy_from_slice(&inner.stack[inner.count - from_stack..inner.count]);
     inner.count -= from_stack;
+    stack_left(c, from_stack);
     let mut got = from_stack;
     let size = size_of(c);
     while got < want {
@@ -158,9 +186,7 @@ pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
     let central = &CENTRAL[c];
     let mut g = central.inner.lock();
     let inner = &mut *g;
-    let room = transfer_limit(c)
-        .saturating_sub(inner.count)
-        .min(objs.len());
+    let room = stack_room(c, inner.count, objs.len());
     inner.stack[inner.count..inner.count + room].copy_from_slice(&objs[..room]);
     inner.count += room;
     for &obj in &objs[room..] {
@@ -171,6 +197,23 @@ pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
     central
         .out_of_spans
         .fetch_sub(objs.len() - room, Ordering::Relaxed);
+}
+
+/// Returns objects of class `c` straight to their spans, past the transfer stack: for memory
+/// unlikely to be asked for again at this size soon (a block `realloc` moved out of its class).
+///
+/// # Safety
+/// As for [`free_batch`].
+pub unsafe fn free_to_spans(c: usize, objs: &[*mut u8]) {
+    let central = &CENTRAL[c];
+    let mut g = central.inner.lock();
+    for &obj in objs {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { give_back_to_span(&mut g, c, obj) };
+    }
+    central
+        .out_of_spans
+        .fetch_sub(objs.len(), Ordering::Relaxed);
 }
 
 /// Links `obj` back into its span; returns the span to the page heap once all its objects
@@ -227,6 +270,7 @@ fn flush_where(pick: impl Fn(&Central, usize) -> bool) {
             unsafe { give_back_to_span(inner, c, obj) };
         }
         inner.count = 0;
+        stack_left(c, n);
         central.cached.store(0, Ordering::Relaxed);
         central.out_of_spans.fetch_sub(n, Ordering::Relaxed);
     }
@@ -258,5 +302,50 @@ pub unsafe fn reset_all_in_child() {
     for c in CENTRAL.iter() {
         // SAFETY: forwarded contract.
         unsafe { c.inner.reset_in_child() };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::class_of;
+
+    /// Takes `bytes` worth of class `c` from the central list, then frees them all.
+    fn take_and_free(c: usize, bytes: usize) {
+        let mut objs = std::vec![null_mut(); bytes / size_of(c)];
+        for chunk in objs.chunks_mut(32) {
+            assert_eq!(alloc_batch(c, chunk), chunk.len());
+        }
+        for chunk in objs.chunks(32) {
+            // SAFETY: just taken, never used.
+            unsafe { free_batch(c, chunk) };
+        }
+    }
+
+    #[test]
+    fn stacks_above_256_bytes_share_one_budget_and_small_ones_keep_their_own() {
+        let small = class_of(64);
+        let big = [512, 1024, 4096, 16384].map(class_of);
+        // Each class frees more than a stack of its own could hold.
+        for &c in big.iter().chain([small].iter()) {
+            take_and_free(c, 1 << 20);
+        }
+        let shared: usize = big
+            .iter()
+            .map(|&c| CENTRAL[c].cached.load(Ordering::Relaxed) * size_of(c))
+            .sum();
+        assert_eq!(shared, SHARED_BYTES.load(Ordering::Relaxed));
+        assert!(
+            shared > 0 && shared <= SHARED_BUDGET,
+            "{shared} bytes in shared stacks"
+        );
+        // A small class keeps its own stack, up to its limit, whatever the shared budget.
+        assert_eq!(
+            CENTRAL[small].cached.load(Ordering::Relaxed),
+            transfer_limit(small)
+        );
+        flush_transfer();
+        assert_eq!(SHARED_BYTES.load(Ordering::Relaxed), 0);
+        assert_eq!(CENTRAL[small].cached.load(Ordering::Relaxed), 0);
     }
 }

@@ -57,7 +57,7 @@ pub struct Options {
 pub const DEFAULTS: Options = Options {
     rseq: true,
     decay_ms: 1000,
-    cpu_cache_bytes: 256 << 10,
+    cpu_cache_bytes: 512 << 10,
     dirty_max: u64::MAX,
     huge_pages: HugePages::Default,
     stats: StatsAtExit::None,

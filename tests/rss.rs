@@ -350,3 +350,47 @@ fn child_class_walk() {
     let bound = BUFFERS * TOP + st.slabs_in_use * budget + 3 * MIB;
     assert!(grew <= bound, "RSS grew by {grew} bytes, bound {bound}");
 }
+
+#[test]
+fn a_block_realloc_moves_out_of_its_class_goes_back_to_its_span() {
+    run_child("child_realloc_bypass", "");
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_realloc_bypass() {
+    if !is_child() {
+        return;
+    }
+    let cached = |size: usize| {
+        let st = rseqmalloc::stats();
+        let c = (1..st.class_size.len())
+            .find(|&c| st.class_size[c] >= size)
+            .unwrap();
+        st.class_cached[c]
+    };
+    let l = |size| Layout::from_size_align(size, 8).unwrap();
+    for size in [2048, 16 << 10] {
+        // SAFETY: non-zero sizes; each block is used within its size and freed once.
+        unsafe {
+            let p = GLOBAL.alloc(l(size));
+            assert!(!p.is_null());
+            p.write_bytes(7, size);
+            let before = cached(size);
+            // Grown out of its class: the old block goes back to its span, not to a cache.
+            let q = GLOBAL.realloc(p, l(size), size * 2);
+            assert!(!q.is_null() && *q == 7 && *q.add(size - 1) == 7);
+            assert_eq!(
+                cached(size),
+                before,
+                "{size}-byte block cached after realloc"
+            );
+            // A plain free of a block of that class is cached as usual.
+            let r = GLOBAL.alloc(l(size));
+            let before = cached(size);
+            GLOBAL.dealloc(r, l(size));
+            assert_eq!(cached(size), before + 1, "{size}-byte free not cached");
+            GLOBAL.dealloc(q, l(size * 2));
+        }
+    }
+}
