@@ -220,6 +220,21 @@ fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
 /// `ptr` is a live object of class `c`.
 #[inline(always)]
 unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
+    // SAFETY: forwarded contract.
+    unsafe { mark_freed::<TAG>(ptr, who) };
+    if !cpu_cache::push(c, ptr) {
+        // SAFETY: forwarded contract.
+        unsafe { free_small_cold(c, ptr) }
+    }
+}
+
+/// C frees only (`TAG`): aborts if the small object's second word says it is already free,
+/// else marks it so. The allocation path clears the word when it hands the object out again.
+///
+/// # Safety
+/// `ptr` is an object of a small class (at least 16 bytes).
+#[inline(always)]
+unsafe fn mark_freed<const TAG: bool>(ptr: *mut u8, who: &str) {
     if TAG {
         let key = cpu_cache::free_key();
         // SAFETY: objects are at least 16 bytes; the second word is ours once it is freed.
@@ -231,24 +246,20 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
             *tag = key;
         }
     }
-    if !cpu_cache::push(c, ptr) {
-        // SAFETY: forwarded contract.
-        unsafe { free_small_cold(c, ptr) }
-    }
 }
 
 /// Frees a block `realloc` moved out of its class straight to its span (see `realloc_inner`),
-/// marked freed like any C free so that a later `free` of the old pointer is caught.
+/// checked and marked like any C free.
 ///
 /// # Safety
 /// `ptr` is a live object of class `c`, already copied out, that nobody uses any more.
 #[cold]
 #[inline(never)]
-unsafe fn free_grown_out<const TAG: bool>(ptr: *mut u8, c: usize) {
-    if TAG {
-        // SAFETY: objects are at least 16 bytes; the second word is ours once it is freed.
-        unsafe { *ptr.cast::<usize>().add(1) = cpu_cache::free_key() };
-    }
+unsafe fn free_grown_out<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
+    // SAFETY: forwarded contract.
+    unsafe { mark_freed::<TAG>(ptr, who) };
+    let _errno = os::ErrnoKeeper::new();
+    cpu_cache::maybe_tick();
     // SAFETY: forwarded contract.
     unsafe { central::free_to_spans(c, &[ptr]) };
 }
@@ -449,7 +460,7 @@ unsafe fn realloc_inner<const TAG: bool>(
                 // Grown out of its class: a buffer growing step by step leaves each class it
                 // passes through and rarely comes back at once, so the block goes back to its
                 // span, not to a cache that would keep one such block per class resident.
-                free_grown_out::<TAG>(ptr, c);
+                free_grown_out::<TAG>(ptr, c, who);
             } else if c != 0 {
                 free_small::<TAG>(ptr, c, who);
             } else {

@@ -677,7 +677,7 @@ fn bad_frees_abort_with_one_line() {
     compile(&["invalid_free.c"], &bin, &[]);
     for so in [&libs.checked, &libs.release] {
         let out = run_test_program(&bin, &[], so, Mode::Glibc, "invalid_free");
-        assert_eq!(last_line(&out), "invalid_free ok 11 cases", "{out}");
+        assert_eq!(last_line(&out), "invalid_free ok 13 cases", "{out}");
         assert!(
             out.starts_with("interior_small: free(): invalid pointer 0x"),
             "{out}"

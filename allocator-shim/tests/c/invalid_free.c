@@ -94,6 +94,26 @@ static void double_free_large(void) {
     free(r);
 }
 
+static void realloc_freed_block_grown_out_of_its_class(void) {
+    /* A block above 1 KiB that realloc moves to a larger class skips the caches; the check
+     * must not be skipped with them. */
+    char *p = malloc(opaque(2000));
+    free(p);
+    expect_line("realloc(): double free detected", (uintptr_t)(p));
+    char *q = realloc(launder(p), 4000);
+    free(q);
+}
+
+static void free_of_old_pointer_after_realloc_grew_it(void) {
+    char *keep = malloc(opaque(2000)); /* keeps the span of p in use */
+    char *p = malloc(opaque(2000));
+    char *q = realloc(p, 4000);
+    expect_line("free(): double free detected", (uintptr_t)(p));
+    free(launder(p));
+    free(q);
+    free(keep);
+}
+
 static void realloc_interior(void) {
     char *p = malloc(opaque(64));
     expect_line("realloc(): invalid pointer", (uintptr_t)(p + 16));
@@ -120,6 +140,8 @@ static const struct {
     {"double_free_small", double_free_small},
     {"double_free_small_after_others", double_free_small_after_others},
     {"double_free_large", double_free_large},
+    {"realloc_freed_block_grown_out_of_its_class", realloc_freed_block_grown_out_of_its_class},
+    {"free_of_old_pointer_after_realloc_grew_it", free_of_old_pointer_after_realloc_grew_it},
     {"realloc_interior", realloc_interior},
     {"usable_size_interior", usable_size_interior},
 };
