@@ -7,6 +7,8 @@
 //!   once per process, so that variant is timed inside a child process of this same binary
 //!   (`iter_custom`: the child times its own loop; spawning is not counted).
 //! - `threads/<n>`: throughput of n threads each doing malloc/free pairs of mixed sizes.
+//! - `realloc_grow`: one buffer grown by `realloc` 64 bytes at a time from 64 B to 64 KiB (1,023
+//!   reallocs, most in place, some moving to the next class), then freed.
 //!
 //! Allocators are called through `GlobalAlloc` directly; the benchmark binary itself runs on
 //! the system allocator.
@@ -148,6 +150,32 @@ fn bench_pairs(c: &mut Criterion) {
     g.finish();
 }
 
+/// One buffer grown by `realloc` in 64-byte steps up to 64 KiB, written at each new end.
+#[inline(always)]
+fn realloc_grow(a: &dyn GlobalAlloc) {
+    const STEP: usize = 64;
+    let mut size = STEP;
+    // SAFETY: every realloc passes the layout the block has; sizes are non-zero; the write
+    // is inside the new size.
+    unsafe {
+        let mut p = a.alloc(Layout::from_size_align(size, 8).unwrap());
+        while size < 64 << 10 {
+            p = a.realloc(p, Layout::from_size_align(size, 8).unwrap(), size + STEP);
+            size += STEP;
+            p.add(size - 1).write(1);
+        }
+        a.dealloc(black_box(p), Layout::from_size_align(size, 8).unwrap());
+    }
+}
+
+fn bench_realloc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("realloc_grow");
+    for (name, a) in peers() {
+        g.bench_function(name, |b| b.iter(|| realloc_grow(a)));
+    }
+    g.finish();
+}
+
 fn time(f: impl FnOnce()) -> Duration {
     let t = Instant::now();
     f();
@@ -206,5 +234,6 @@ fn main() {
         .configure_from_args();
     bench_pairs(&mut c);
     bench_fast_path(&mut c);
+    bench_realloc(&mut c);
     c.final_summary();
 }
