@@ -119,9 +119,7 @@ impl PageHeap {
         // SAFETY: `s` is a valid free span record in no list (caller's invariant).
         let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty()) };
         // SAFETY: as above.
-        debug_assert!(unsafe {
-            dirty == 0 || (*s).start <= (*s).dirty_lo && (*s).dirty_hi <= (*s).end()
-        });
+        debug_assert!(unsafe { (*s).dirty_within() });
         self.stats.free += bytes;
         self.stats.dirty += dirty;
         // SAFETY: as above; the list takes ownership of the links.
@@ -279,10 +277,7 @@ impl PageHeap {
             let left = span_at((*s).start - 1);
             if !left.is_null() && (*left).state == SpanState::Free && (*left).end() == (*s).start {
                 self.list_remove(left);
-                (*left).pages += (*s).pages;
-                (*left).merge_dirty(&*s);
-                (*left).freed_at_ms = (*left).freed_at_ms.max((*s).freed_at_ms);
-                (*left).chunk = (*left).chunk.min((*s).chunk);
+                (*left).absorb(&*s);
                 self.pool.give(s);
                 s = left;
             }
@@ -290,10 +285,7 @@ impl PageHeap {
             if !right.is_null() && (*right).state == SpanState::Free && (*right).start == (*s).end()
             {
                 self.list_remove(right);
-                (*s).pages += (*right).pages;
-                (*s).merge_dirty(&*right);
-                (*s).freed_at_ms = (*s).freed_at_ms.max((*right).freed_at_ms);
-                (*s).chunk = (*s).chunk.min((*right).chunk);
+                (*s).absorb(&*right);
                 self.pool.give(right);
             }
             PAGEMAP.set((*s).start, entry(s));
@@ -446,7 +438,7 @@ impl PageHeap {
         // Releasing them keeps the span free and listed.
         unsafe {
             let dirty = (*s).dirty();
-            debug_assert!(dirty == 0 || (*s).start <= (*s).dirty_lo && (*s).dirty_hi <= (*s).end());
+            debug_assert!((*s).dirty_within());
             if dirty == 0 || !os::decommit((*s).dirty_lo as *mut u8, dirty) {
                 return 0;
             }

@@ -112,7 +112,7 @@ impl Span {
 
     /// Takes in the dirty range of `other`, a run adjacent to this one (the caller merges the
     /// two runs).
-    pub fn merge_dirty(&mut self, other: &Span) {
+    fn merge_dirty(&mut self, other: &Span) {
         if other.dirty() == 0 {
             return;
         }
@@ -122,6 +122,21 @@ impl Span {
             self.dirty_lo = self.dirty_lo.min(other.dirty_lo);
             self.dirty_hi = self.dirty_hi.max(other.dirty_hi);
         }
+    }
+
+    /// The dirty range is empty or lies inside the run (what releasing it relies on).
+    pub fn dirty_within(&self) -> bool {
+        self.dirty() == 0 || self.start <= self.dirty_lo && self.dirty_hi <= self.end()
+    }
+
+    /// Merges `other`, the free run that starts where this one ends, into this one: its pages,
+    /// its dirty range, the later of the two free times and the older chunk.
+    pub fn absorb(&mut self, other: &Span) {
+        debug_assert_eq!(self.end(), other.start);
+        self.pages += other.pages;
+        self.merge_dirty(other);
+        self.freed_at_ms = self.freed_at_ms.max(other.freed_at_ms);
+        self.chunk = self.chunk.min(other.chunk);
     }
 
     /// Cuts the dirty range to `[lo, hi)`, this run's new bounds after a split.
