@@ -12,10 +12,14 @@
 //!
 //! May call: `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
 
+use crate::free_tag;
 use crate::page_heap::HEAP;
+use crate::pagemap::entry;
 use crate::pagemap::{span_of, PAGEMAP};
-use crate::size_class::{size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE};
-use crate::span::{FreeObject, Span, SpanList, SpanState};
+use crate::size_class::{
+    size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE, PAGE_SHIFT,
+};
+use crate::span::{Span, SpanList, SpanState};
 use crate::sync::{AtomicUsize, Mutex, Ordering};
 use core::ptr::null_mut;
 
@@ -147,22 +151,17 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
             }
         }
         // SAFETY: `s` is a listed span of this class; we hold the class lock that guards its
-        // free list and counters. Free objects are linked through their first word.
+        // free list and counters.
         unsafe {
+            let hi = (*s).start + (*s).capacity as usize * size;
             while got < want {
-                let obj = if !(*s).free.is_null() {
-                    let o = (*s).free;
-                    (*s).free = (*o).next;
-                    o as *mut u8
-                } else if (*s).carved < (*s).capacity {
-                    let o = (*s).start + (*s).carved as usize * size;
-                    (*s).carved += 1;
-                    o as *mut u8
-                } else {
+                if (*s).free.is_null() && !carve_page(s, c, size) {
                     break;
-                };
+                }
+                let o = (*s).free;
+                (*s).free = free_tag::next_checked(o, (*s).start, hi, size);
                 (*s).in_use += 1;
-                out[got] = obj;
+                out[got] = o;
                 got += 1;
             }
             if (*s).free.is_null() && (*s).carved == (*s).capacity {
@@ -176,6 +175,43 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
         .out_of_spans
         .fetch_add(got - from_stack, Ordering::Relaxed);
     got
+}
+
+/// Carves the next page of span `s` (class `c`, objects of `size` bytes): every object that
+/// starts in it goes onto the span's (empty) free list, tagged free, in address order, and the
+/// page's page-map entry starts naming the class — until then `free` of an address in it takes
+/// the checked path and aborts, so an object never handed out can never be freed. Returns
+/// false when the whole span is carved.
+///
+/// Carving a page at a time writes two words in each of its objects; the page is about to be
+/// used anyway, and pages of the span beyond it stay untouched.
+///
+/// # Safety
+/// `s` is a live small span of class `c` with an empty free list; the caller holds the class
+/// lock.
+unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
+    // SAFETY: the caller's contract: the span and its pages are this class's.
+    unsafe {
+        let (first, cap) = ((*s).carved as usize, (*s).capacity as usize);
+        if first == cap {
+            return false;
+        }
+        let page = (first * size) >> PAGE_SHIFT;
+        let end = (((page + 1) << PAGE_SHIFT).div_ceil(size)).min(cap);
+        let mut head = null_mut();
+        for i in (first..end).rev() {
+            let o = ((*s).start + i * size) as *mut u8;
+            free_tag::link(o, head);
+            head = o;
+        }
+        (*s).free = head;
+        (*s).carved = end as u32;
+        PAGEMAP.set(
+            (*s).start + (page << PAGE_SHIFT),
+            entry(s as usize, c, page),
+        );
+        true
+    }
 }
 
 /// Returns objects of class `c` (each obtained from [`alloc_batch`]).
@@ -227,9 +263,8 @@ unsafe fn give_back_to_span(inner: &mut Inner, c: usize, obj: *mut u8) {
     // list and counters this class's lock guards.
     unsafe {
         debug_assert!(!s.is_null() && (*s).state == SpanState::Small && (*s).class as usize == c);
-        let o = obj as *mut FreeObject;
-        (*o).next = (*s).free;
-        (*s).free = o;
+        free_tag::link(obj, (*s).free);
+        (*s).free = obj;
         (*s).in_use -= 1;
         if (*s).in_use == 0 {
             if (*s).listed {

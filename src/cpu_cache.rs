@@ -126,7 +126,6 @@ struct Globals {
     mode: AtomicU8,
     membarrier: AtomicBool,
     key: AtomicU32,
-    free_key: AtomicUsize,
 }
 
 static G: Globals = Globals {
@@ -136,16 +135,7 @@ static G: Globals = Globals {
     mode: AtomicU8::new(0),
     membarrier: AtomicBool::new(false),
     key: AtomicU32::new(0),
-    free_key: AtomicUsize::new(0),
 };
-
-/// The process's random tag that freed small objects carry in their second word (set before
-/// the first object exists, never zero). Finding it on an object being freed means a double
-/// free.
-#[inline(always)]
-pub fn free_key() -> usize {
-    G.free_key.load(Ordering::Relaxed)
-}
 
 static INIT: Mutex<()> = Mutex::new(());
 static DRAIN: Mutex<()> = Mutex::new(());
@@ -388,8 +378,6 @@ fn init_process(block: *mut ThreadBlock) {
     if G.mode.load(Ordering::Acquire) != 0 {
         return;
     }
-    G.free_key
-        .store(os::random_u64() as usize, Ordering::Relaxed);
     let opts = config::get();
     let n = os::possible_cpus().max(1);
     if n > MAX_SLABS {
@@ -485,8 +473,15 @@ unsafe fn arm_thread_exit() {
 }
 
 /// Sets up the calling thread; returns its state.
+///
+/// Re-entrant: anything set-up calls may allocate (`pthread_setspecific` for a key past the
+/// first 32, whatever a seccomp filter or valgrind makes of a system call), so the thread is
+/// in bypass (central lists, nothing else to set up) until its final state is stored, and a
+/// nested allocation neither recurses into set-up nor waits for the process's set-up lock.
 #[cold]
 fn init_thread(b: *mut ThreadBlock) -> u32 {
+    // SAFETY: `b` is the calling thread's own block.
+    unsafe { (*b).state = T_BYPASS };
     if G.mode.load(Ordering::Acquire) == 0 {
         init_process(b);
     }
@@ -893,6 +888,7 @@ unsafe fn drop_magazine(b: *mut ThreadBlock) {
     unsafe {
         let m = core::mem::replace(&mut (*b).magazine, null_mut());
         if !m.is_null() {
+            crate::free_tag::set(m);
             central::free_batch(MAG_STORAGE_CLASS, &[m]);
             MAGAZINES_LIVE.fetch_sub(1, Ordering::Relaxed);
         }

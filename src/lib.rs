@@ -34,6 +34,7 @@ mod arch;
 mod central;
 pub mod config;
 mod cpu_cache;
+mod free_tag;
 mod guard;
 pub mod os;
 mod page_heap;
@@ -101,9 +102,8 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 fn clear_tag<const TAG: bool>(p: *mut u8) -> *mut u8 {
     if TAG {
-        // SAFETY: every object is at least 16 bytes; its second word carries the free tag,
-        // which a live object must not carry.
-        unsafe { p.cast::<usize>().add(1).write(0) };
+        // SAFETY: a small object being handed out (every class is at least 16 bytes).
+        unsafe { free_tag::clear(p) };
     }
     p
 }
@@ -228,22 +228,20 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
     }
 }
 
-/// C frees only (`TAG`): aborts if the small object's second word says it is already free,
-/// else marks it so. The allocation path clears the word when it hands the object out again.
+/// C frees only (`TAG`): aborts if the small object carries its free tag (see `free_tag`),
+/// else tags it. The allocation path clears the tag when it hands the object out again.
 ///
 /// # Safety
 /// `ptr` is an object of a small class (at least 16 bytes).
 #[inline(always)]
 unsafe fn mark_freed<const TAG: bool>(ptr: *mut u8, who: &str) {
     if TAG {
-        let key = cpu_cache::free_key();
-        // SAFETY: objects are at least 16 bytes; the second word is ours once it is freed.
+        // SAFETY: the caller's contract: a small object, whose second word is ours once freed.
         unsafe {
-            let tag = ptr.cast::<usize>().add(1);
-            if *tag == key {
+            if free_tag::is_free(ptr) {
                 bad_pointer(who, "double free detected", ptr);
             }
-            *tag = key;
+            free_tag::set(ptr);
         }
     }
 }
@@ -280,6 +278,36 @@ unsafe fn free_small_cold(c: usize, ptr: *mut u8) {
     unsafe { cpu_cache::free_slow(c, ptr) };
 }
 
+/// True when `s`, the span the page map gives for `ptr`, is a live large or huge object
+/// starting at `ptr` — not an interior pointer, a page of a small span not carved yet, or a
+/// freed span.
+///
+/// # Safety
+/// `s` came from the page map: a span record, live or stale, always readable. For a verdict
+/// that stays true, the caller holds the heap lock.
+#[inline]
+unsafe fn is_live_large(s: *mut Span, ptr: *mut u8) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*s).start == ptr as usize && matches!((*s).state, SpanState::Large | SpanState::Huge)
+    }
+}
+
+/// Aborts naming `who` and `ptr`, which [`is_live_large`] rejected.
+///
+/// # Safety
+/// As for [`is_live_large`]; call it without holding the heap lock.
+#[cold]
+#[inline(never)]
+unsafe fn reject_large(s: *mut Span, ptr: *mut u8, who: &str) -> ! {
+    // SAFETY: the caller's contract.
+    let (start, state) = unsafe { ((*s).start, (*s).state) };
+    if start == ptr as usize && state == SpanState::Free {
+        bad_pointer(who, "double free detected", ptr)
+    }
+    bad_pointer(who, "invalid pointer", ptr)
+}
+
 /// Frees a large or huge object after validating it under the heap lock.
 #[cold]
 #[inline(never)]
@@ -287,24 +315,17 @@ fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
     let _errno = os::ErrnoKeeper::new();
     cpu_cache::maybe_tick();
     let mut heap = HEAP.lock();
-    // SAFETY: `s` came from the page map: a span record, live or stale, always readable; it is
-    // checked to be a live large/huge span starting at `ptr` before anything is freed.
+    // SAFETY: `s` came from the page map; it is checked to be a live large or huge span
+    // starting at `ptr` under the heap lock before anything is freed.
     unsafe {
-        if (*s).start != ptr as usize {
+        if !is_live_large(s, ptr) {
             drop(heap);
-            bad_pointer(who, "invalid pointer", ptr);
+            reject_large(s, ptr, who);
         }
-        match (*s).state {
-            SpanState::Large => heap.free_span(s),
-            SpanState::Huge => heap.free_huge(s),
-            SpanState::Free => {
-                drop(heap);
-                bad_pointer(who, "double free detected", ptr)
-            }
-            _ => {
-                drop(heap);
-                bad_pointer(who, "invalid pointer", ptr)
-            }
+        if (*s).state == SpanState::Large {
+            heap.free_span(s)
+        } else {
+            heap.free_huge(s)
         }
     }
 }
@@ -341,8 +362,14 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     if c != 0 {
         size_of(c)
     } else {
-        // SAFETY: a large/huge span record (validated by the caller's contract).
-        unsafe { (*s).usable }
+        // SAFETY: `s` came from the page map (a readable record); checked to be the live
+        // large or huge span starting at `ptr`.
+        unsafe {
+            if !is_live_large(s, ptr) {
+                reject_large(s, ptr, "malloc_usable_size");
+            }
+            (*s).usable
+        }
     }
 }
 
@@ -427,11 +454,16 @@ unsafe fn realloc_inner<const TAG: bool>(
         cs
     } else {
         let mut heap = HEAP.lock();
-        // SAFETY: `s` is the large/huge span starting at `ptr` (caller's contract); we hold the
-        // heap lock while resizing it.
+        // SAFETY: `s` came from the page map (a readable record); unless it is the live large
+        // or huge span starting at `ptr` we abort before using it. We hold the heap lock while
+        // resizing it.
         unsafe {
+            if !is_live_large(s, ptr) {
+                drop(heap);
+                reject_large(s, ptr, who);
+            }
             let usable = (*s).usable;
-            if (*s).start == ptr as usize && align <= PAGE && size > MAX_SMALL {
+            if align <= PAGE && size > MAX_SMALL {
                 let pages = size.div_ceil(PAGE);
                 match (*s).state {
                     SpanState::Large if size < HUGE_MIN && heap.resize_in_place(s, pages) => {
@@ -535,28 +567,51 @@ unsafe fn dealloc_checked(ptr: *mut u8) {
 /// Fork safety: every lock is taken before `fork` and released (parent) or reset (child)
 /// after, so the child never inherits a lock held by a thread that does not exist there.
 ///
-/// Locks are taken in the order the allocator itself nests them — set-up, drain, fallback slab
-/// locks (per-CPU layer), then the central classes, then the page heap — so taking them for a
-/// fork cannot deadlock with a thread in the middle of a drain.
+/// Lock order, the same glibc's own malloc keeps inside `fork`: glibc's stdio list lock first
+/// (a thread in `fflush(NULL)` holds it while it waits for a `FILE` whose holder may be in
+/// `realloc`), then the allocator's own in the order it nests them — set-up, drain, fallback
+/// slab locks (per-CPU layer), the central classes, the page heap — so taking them for a fork
+/// cannot deadlock with a thread in the middle of a drain or of stdio.
+///
+/// A process that has only ever had one thread takes no lock at all, as glibc does: no other
+/// thread can hold one, and the only code that can — the `malloc` a signal handler interrupted
+/// — must not be waited for, so a `fork` from that handler returns in parent and child.
 mod fork {
     use super::*;
+    use crate::sync::{AtomicBool, Ordering};
+
+    /// Whether the running fork's prepare handler took the locks.
+    static LOCKED: AtomicBool = AtomicBool::new(false);
 
     extern "C" fn prepare() {
+        if os::single_threaded() {
+            LOCKED.store(false, Ordering::Relaxed);
+            return;
+        }
+        os::stdio_list_lock();
         cpu_cache::lock_for_fork();
         central::lock_all();
         core::mem::forget(HEAP.lock());
+        LOCKED.store(true, Ordering::Relaxed);
     }
 
     extern "C" fn parent() {
+        if !LOCKED.load(Ordering::Relaxed) {
+            return;
+        }
         // SAFETY: `prepare` took these locks in this thread.
         unsafe {
             HEAP.force_unlock();
             central::unlock_all();
             cpu_cache::unlock_after_fork(false);
         }
+        os::stdio_list_unlock();
     }
 
     extern "C" fn child() {
+        if !LOCKED.load(Ordering::Relaxed) {
+            return;
+        }
         // SAFETY: the child has one thread, and the parent's `prepare` left every structure
         // consistent before taking the locks.
         unsafe {
@@ -564,6 +619,7 @@ mod fork {
             central::reset_all_in_child();
             cpu_cache::unlock_after_fork(true);
         }
+        os::stdio_list_reset();
     }
 
     extern "C" fn init() {

@@ -390,11 +390,8 @@ impl PageHeap {
             (*s).carved = 0;
             (*s).free = null_mut();
             (*s).listed = false;
-            if class != 0 {
-                PAGEMAP.set_small_span((*s).start, pages, s as usize, class);
-            } else {
-                PAGEMAP.set_range((*s).start, pages, entry(s));
-            }
+            // A small span's pages name its class only once carved (`central::carve_page`).
+            PAGEMAP.set_range((*s).start, pages, entry(s));
             if state == SpanState::Small {
                 self.stats.small_spans += (*s).bytes();
             } else {

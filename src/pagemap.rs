@@ -141,14 +141,6 @@ impl PageMap {
             self.set(addr + (i << PAGE_SHIFT), entry);
         }
     }
-
-    /// Maps the `pages` pages of a small-object span (record at `span`, class `class`), each
-    /// entry carrying the page's index in the span.
-    pub fn set_small_span(&self, addr: usize, pages: usize, span: usize, class: usize) {
-        for i in 0..pages {
-            self.set(addr + (i << PAGE_SHIFT), entry(span, class, i));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -181,7 +173,9 @@ mod tests {
         assert_eq!(PAGEMAP.get(base), fake);
         assert_eq!(PAGEMAP.get(base + 3 * (1 << PAGE_SHIFT) + 77), fake);
         assert_eq!(PAGEMAP.get(base + 4 * (1 << PAGE_SHIFT)), 0);
-        PAGEMAP.set_small_span(base, 4, 0x1000 * 128, 9);
+        for i in 0..4 {
+            PAGEMAP.set(base + (i << PAGE_SHIFT), entry(0x1000 * 128, 9, i));
+        }
         let e = PAGEMAP.get(base + 2 * (1 << PAGE_SHIFT) + 5);
         assert_eq!(
             (span_of(e), class_of(e), page_index(e)),

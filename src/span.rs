@@ -26,13 +26,6 @@ pub enum SpanState {
     Dead = 4,
 }
 
-/// An object on a span's free list: its first word links to the next one.
-#[repr(C)]
-pub struct FreeObject {
-    /// The next free object of the same span, or null.
-    pub next: *mut FreeObject,
-}
-
 /// Metadata of one run of pages.
 ///
 /// Aligned to 128 bytes so that a page-map entry can carry a size class (< 128) in the low bits
@@ -60,12 +53,15 @@ pub struct Span {
     pub dirty_hi: usize,
     /// `Small`: objects taken out of the span (with a user or in a cache).
     pub in_use: u32,
-    /// `Small`: objects `[0, carved)` have been handed out at least once; the rest are fresh.
+    /// `Small`: objects `[0, carved)` — every object starting in the pages carved so far — have
+    /// been put on the free list at least once; the page-map entries of the other pages do not
+    /// name the class yet (see `central::carve_page`).
     pub carved: u32,
     /// `Small`: how many objects fit.
     pub capacity: u32,
-    /// `Small`: objects returned to this span, linked through their first word.
-    pub free: *mut FreeObject,
+    /// `Small`: the span's free objects, linked through their first word (encoded and checked,
+    /// see `free_tag`).
+    pub free: *mut u8,
     /// Links in whichever [`SpanList`] holds the span (central or page heap); null otherwise.
     pub prev: *mut Span,
     /// See `prev`.

@@ -14,6 +14,11 @@ pub use linux::*;
 mod msg;
 pub use msg::Msg;
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub use glibc::*;
+
 /// The OS refused a mapping request (the `errno` it gave).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OsError(pub i32);

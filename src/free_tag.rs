@@ -1,0 +1,143 @@
+//! The free tag: how a small object says "I am free", and the encoded links of span free lists.
+//!
+//! Owns: the per-process random key, the tag every free small object carries in its second
+//! word, and the encoding of the link in the first word of an object on a span's free list.
+//!
+//! ## The representation of a small object's state (decided once, used by every path)
+//! - **Free** (in a per-CPU cache, a magazine, a transfer stack or a span's free list): its
+//!   second word holds `tag(addr) = key ^ addr`. Every path that takes an object back writes it:
+//!   a C `free`, a span's carving (all objects starting in a page are carved at once, tagged,
+//!   onto the span's free list), and linking into a span's free list.
+//! - **Live** (handed to a C caller): the second word is anything but its tag. Every C
+//!   allocation path clears it when it hands the object out (`lib.rs`).
+//! - **Never carved**: the object lies in a page of its span whose page-map entry does not yet
+//!   name the class, so `free` takes the checked large-object path and aborts
+//!   (`invalid pointer`).
+//!
+//! Binding the tag to the address means that bytes copied from a free object elsewhere (by
+//! `realloc`, or stale in a page reused for another class) can never make a live object at
+//! another address look free. Rust's `dealloc` neither checks nor sets the tag (a double
+//! `dealloc` is ruled out by safe Rust); objects it frees are tagged when they reach a span.
+//!
+//! A span's free list links through the first word, stored as `next ^ key ^ addr` (null as
+//! `key ^ addr`). A pop checks the object's tag and that the decoded link is null or an object
+//! boundary inside the same span that carries its own tag, so a write past the end of a live
+//! block into the free object after it (the usual heap overflow) is reported as a corrupted
+//! block instead of sending the allocator to a wild pointer.
+//!
+//! May call: `os`, `sync`.
+
+use crate::os;
+use crate::sync::{AtomicUsize, Ordering};
+
+static KEY: AtomicUsize = AtomicUsize::new(0);
+
+/// The process's key: random, odd, fixed at the first use (before any object is tagged).
+#[inline(always)]
+pub fn key() -> usize {
+    let k = KEY.load(Ordering::Relaxed);
+    if k != 0 {
+        k
+    } else {
+        init_key()
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn init_key() -> usize {
+    let fresh = os::random_u64() as usize | 1;
+    match KEY.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => fresh,
+        Err(k) => k,
+    }
+}
+
+/// The value a free object at `addr` carries in its second word.
+#[inline(always)]
+pub fn tag(addr: usize) -> usize {
+    key() ^ addr
+}
+
+/// True when the object at `p` carries its free tag.
+///
+/// # Safety
+/// `p` is an object of a small class (at least 16 bytes, readable).
+#[inline(always)]
+pub unsafe fn is_free(p: *mut u8) -> bool {
+    // SAFETY: the caller's contract: the second word is inside the object.
+    unsafe { p.cast::<usize>().add(1).read() == tag(p as usize) }
+}
+
+/// Marks the object at `p` free.
+///
+/// # Safety
+/// `p` is a small object (at least 16 bytes) that nobody uses any more.
+#[inline(always)]
+pub unsafe fn set(p: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe { p.cast::<usize>().add(1).write(tag(p as usize)) };
+}
+
+/// Marks the object at `p` live (not free).
+///
+/// # Safety
+/// `p` is a small object (at least 16 bytes) being handed out.
+#[inline(always)]
+pub unsafe fn clear(p: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe { p.cast::<usize>().add(1).write(0) };
+}
+
+/// Links the free object at `p` to `next` (null ends the list) and tags it.
+///
+/// # Safety
+/// `p` is a small object that nobody uses any more.
+#[inline]
+pub unsafe fn link(p: *mut u8, next: *mut u8) {
+    let t = tag(p as usize);
+    // SAFETY: the caller's contract: both words are inside the object.
+    unsafe {
+        p.cast::<usize>().write(next as usize ^ t);
+        p.cast::<usize>().add(1).write(t);
+    }
+}
+
+/// The link of `p`, a member of a span's free list, checked: `p` must carry its tag and the
+/// decoded next object must be null or an object boundary of `size` in `[lo, hi)` that carries
+/// its own. Aborts with one line naming the corrupted block otherwise.
+///
+/// # Safety
+/// `p` is readable for 16 bytes (an object boundary of a live small span, which the caller
+/// checked or created).
+#[inline]
+pub unsafe fn next_checked(p: *mut u8, lo: usize, hi: usize, size: usize) -> *mut u8 {
+    let t = tag(p as usize);
+    // SAFETY: the caller's contract.
+    let (w0, w1) = unsafe { (p.cast::<usize>().read(), p.cast::<usize>().add(1).read()) };
+    if w1 != t {
+        corrupted(p);
+    }
+    let next = w0 ^ t;
+    if next == 0 {
+        return core::ptr::null_mut();
+    }
+    if next < lo || next >= hi || !(next - lo).is_multiple_of(size) {
+        corrupted(p);
+    }
+    // SAFETY: `next` is an object boundary inside the same live span.
+    if unsafe { !is_free(next as *mut u8) } {
+        corrupted(next as *mut u8);
+    }
+    next as *mut u8
+}
+
+#[cold]
+#[inline(never)]
+fn corrupted(p: *mut u8) -> ! {
+    let mut m = os::Msg::new();
+    m.str("malloc(): corrupted free block ")
+        .hex(p as u64)
+        .str(" (written after free, or past the end of the block before it)");
+    os::abort_with(&m)
+}
