@@ -136,6 +136,14 @@ fn oom() -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_large(size: usize, align: usize) -> *mut u8 {
+    alloc_large_with(size, align, size)
+}
+
+/// A large or huge block of `size` bytes with room to grow to `reserve` bytes without moving
+/// (`realloc`'s growth margin; `reserve <= size` for none): heap pages for a large block,
+/// uncharged address space for a huge one. A huge request the OS refuses (an address-space
+/// limit) is served from free heap spans when one is long enough.
+fn alloc_large_with(size: usize, align: usize, reserve: usize) -> *mut u8 {
     if size > isize::MAX as usize - 2 * HUGE_MIN || align > 1 << 40 {
         return oom();
     }
@@ -143,21 +151,26 @@ fn alloc_large(size: usize, align: usize) -> *mut u8 {
     cpu_cache::maybe_tick();
     let mut heap = HEAP.lock();
     let s = if size >= HUGE_MIN {
-        heap.alloc_huge(size, align)
-    } else {
-        let pages = size.div_ceil(PAGE);
-        let s = heap.alloc_span(pages, align.max(PAGE), 0, SpanState::Large);
-        if !s.is_null() {
-            // SAFETY: a live span we just created.
-            unsafe { (*s).usable = (*s).bytes() };
+        let s = heap.alloc_huge(size, align, reserve);
+        if s.is_null() {
+            heap.alloc_large_from_free(size.div_ceil(PAGE), align.max(PAGE))
+        } else {
+            s
         }
-        s
+    } else {
+        let pages = reserve.clamp(size, isize::MAX as usize / 2).div_ceil(PAGE);
+        heap.alloc_span(pages, align.max(PAGE), 0, SpanState::Large)
     };
     if s.is_null() {
         return oom();
     }
-    // SAFETY: `s` is a live span record.
-    unsafe { (*s).start as *mut u8 }
+    // SAFETY: `s` is a live span record we just made.
+    unsafe {
+        if (*s).state == SpanState::Large {
+            (*s).usable = (*s).bytes();
+        }
+        (*s).start as *mut u8
+    }
 }
 
 /// Like `alloc_inner`, but the memory reads as zero.
@@ -466,6 +479,11 @@ unsafe fn realloc_inner<const TAG: bool>(
             if align <= PAGE && size > MAX_SMALL {
                 let pages = size.div_ceil(PAGE);
                 match (*s).state {
+                    // Within the span (its growth margin kept unless it shrinks by more than
+                    // half), or grown into the free span right after it.
+                    SpanState::Large if pages <= (*s).pages && pages * 2 > (*s).pages => {
+                        return ptr;
+                    }
                     SpanState::Large if size < HUGE_MIN && heap.resize_in_place(s, pages) => {
                         (*s).usable = (*s).bytes();
                         return ptr;
@@ -473,7 +491,7 @@ unsafe fn realloc_inner<const TAG: bool>(
                     SpanState::Huge if size >= HUGE_MIN && size <= usable && size > usable / 2 => {
                         return ptr
                     }
-                    SpanState::Huge if size >= HUGE_MIN && heap.remap_huge(s, size, PAGE) => {
+                    SpanState::Huge if size >= HUGE_MIN && heap.resize_huge(s, size) => {
                         return (*s).start as *mut u8;
                     }
                     _ => {}
@@ -482,7 +500,14 @@ unsafe fn realloc_inner<const TAG: bool>(
             usable
         }
     };
-    let new = alloc_inner::<TAG>(size, align);
+    // A large block that must move to grow gets a geometric margin, so growing step by step
+    // moves it O(log) times, not once per step.
+    let new = if c == 0 && size > old_usable && size > MAX_SMALL && align <= PAGE {
+        let margin = old_usable + (old_usable >> page_heap::GROWTH_MARGIN_SHIFT);
+        alloc_large_with(size, align, margin)
+    } else {
+        alloc_inner::<TAG>(size, align)
+    };
     if !new.is_null() {
         // SAFETY: both blocks are live and distinct; we copy what both can hold. The old block
         // was looked up and checked above, so it is freed without a second lookup.
@@ -504,7 +529,8 @@ unsafe fn realloc_inner<const TAG: bool>(
 }
 
 /// Returns to the OS every page the allocator holds free, after draining every per-CPU cache
-/// and transfer stack. Returns the bytes released.
+/// and transfer stack, and unmaps free runs of a whole chunk (32 MiB) or more. Returns the
+/// bytes released.
 pub fn trim() -> usize {
     let _g = guard::enter("malloc_trim");
     // Spans emptied by the drains may be released as they come back (past the heap's dirty
@@ -514,6 +540,9 @@ pub fn trim() -> usize {
     central::flush_transfer();
     let mut heap = HEAP.lock();
     heap.release_free(u64::MAX);
+    // Whole free chunks go back as address space too (an `RLIMIT_AS` program that freed
+    // everything can then map a block of any size again).
+    heap.unmap_free(page_heap::GROW_BYTES);
     heap.stats().released_total - before
 }
 

@@ -25,8 +25,16 @@ pub const MAX_LISTED: usize = 256;
 pub const GROW_BYTES: usize = 32 << 20;
 /// Free spans a large request looks at, at most, for the lowest that fits.
 const FIRST_FIT_SCAN: usize = 256;
-/// Objects of at least this size are mapped directly and unmapped on free.
-pub const HUGE_MIN: usize = 16 << 20;
+/// Objects of at least this size are mapped directly and unmapped on free; smaller ones come
+/// from the heap's chunks, where a freed block stays for reuse (no page faults, no zeroing of
+/// pages known to be zero) until the decay, `trim` or `dirty_max` releases it. glibc keeps
+/// blocks up to the same 32 MiB (its largest mmap threshold) and returns larger ones at once.
+pub const HUGE_MIN: usize = 32 << 20;
+
+/// A block that `realloc` must move to grow gets this much room ahead, as a fraction of its
+/// old size (1/2: a 1.5x geometric margin), so growing a block step by step moves it O(log)
+/// times: heap pages for large blocks, inaccessible uncharged address space for huge ones.
+pub const GROWTH_MARGIN_SHIFT: u32 = 1;
 
 const BITMAP_WORDS: usize = (MAX_LISTED + 1).div_ceil(64);
 
@@ -336,6 +344,23 @@ impl PageHeap {
         class: usize,
         state: SpanState,
     ) -> *mut Span {
+        self.alloc_span_from(pages, align, class, state, true)
+    }
+
+    /// A large span from the free spans the heap already has, never mapping more: for a huge
+    /// request the OS refused (an address-space limit), so memory the program freed serves it.
+    pub fn alloc_large_from_free(&mut self, pages: usize, align: usize) -> *mut Span {
+        self.alloc_span_from(pages, align, 0, SpanState::Large, false)
+    }
+
+    fn alloc_span_from(
+        &mut self,
+        pages: usize,
+        align: usize,
+        class: usize,
+        state: SpanState,
+        may_grow: bool,
+    ) -> *mut Span {
         debug_assert!(pages > 0 && align.is_power_of_two() && align >= PAGE);
         let Some(need) = pages.checked_add(align / PAGE - 1) else {
             return null_mut();
@@ -351,7 +376,7 @@ impl PageHeap {
         };
         let mut s = find(self);
         if s.is_null() {
-            if !self.grow(need) {
+            if !may_grow || !self.grow(need) {
                 return null_mut();
             }
             s = find(self);
@@ -496,85 +521,163 @@ impl PageHeap {
         }
     }
 
-    /// Maps a huge object of `size` bytes aligned to `align`; null if the OS refused.
-    pub fn alloc_huge(&mut self, size: usize, align: usize) -> *mut Span {
-        let Some(bytes) = size.checked_next_multiple_of(PAGE) else {
+    /// Maps a huge object of `size` bytes aligned to `align`, holding `reserve` bytes of address
+    /// space in all (at least `size`; the rest inaccessible and uncharged, room to grow into);
+    /// null if the OS refused. The object's pages are charged against the commit limit, so an
+    /// impossible size gets the answer glibc gets (`ENOMEM`) instead of a lazy mapping.
+    pub fn alloc_huge(&mut self, size: usize, align: usize, reserve: usize) -> *mut Span {
+        let (Some(bytes), Some(held)) = (
+            size.checked_next_multiple_of(PAGE),
+            reserve.max(size).checked_next_multiple_of(PAGE),
+        ) else {
             return null_mut();
         };
-        let Ok(base) = os::map(bytes, align.max(PAGE)) else {
+        let base = if held == bytes {
+            os::map_with(bytes, align.max(PAGE), os::Commit::Charged)
+        } else {
+            os::map_with(held, align.max(PAGE), os::Commit::Reserve).and_then(|base| {
+                // SAFETY: the first `bytes` of the reservation just made.
+                if unsafe { os::commit(base, bytes) } {
+                    Ok(base)
+                } else {
+                    // SAFETY: nothing refers to the reservation yet.
+                    unsafe { os::unmap(base, held) };
+                    Err(os::OsError(libc::ENOMEM))
+                }
+            })
+        };
+        let Ok(base) = base else {
             return null_mut();
         };
         if !PAGEMAP.reserve(base as usize, PAGE) {
             // SAFETY: nothing refers to the mapping yet.
-            unsafe { os::unmap(base, bytes) };
+            unsafe { os::unmap(base, held) };
             return null_mut();
         }
         let s = self.pool.take();
         if s.is_null() {
             // SAFETY: as above.
-            unsafe { os::unmap(base, bytes) };
+            unsafe { os::unmap(base, held) };
             return null_mut();
         }
         // SAFETY: `s` is a fresh record.
         unsafe {
             (*s).start = base as usize;
             (*s).pages = bytes >> PAGE_SHIFT;
+            (*s).reserved = held;
             (*s).state = SpanState::Huge;
             (*s).zeroed = true;
             (*s).usable = bytes;
         }
         PAGEMAP.set(base as usize, entry(s));
-        self.stats.mapped += bytes;
+        self.stats.mapped += held;
         self.stats.large_in_use += bytes;
         s
     }
 
-    /// Unmaps a huge object.
+    /// Unmaps a huge object (and the address space it held for growth).
     ///
     /// # Safety
     /// `s` must be a live span from [`PageHeap::alloc_huge`] that nothing uses any more.
     pub unsafe fn free_huge(&mut self, s: *mut Span) {
         // SAFETY: the caller hands the mapping back.
         unsafe {
-            let bytes = (*s).bytes();
             PAGEMAP.set((*s).start, 0);
-            os::unmap((*s).start as *mut u8, bytes);
-            self.stats.mapped -= bytes;
-            self.stats.large_in_use -= bytes;
+            os::unmap((*s).start as *mut u8, (*s).reserved);
+            self.stats.mapped -= (*s).reserved;
+            self.stats.large_in_use -= (*s).bytes();
+            (*s).reserved = 0;
             self.pool.give(s);
         }
     }
 
-    /// Resizes huge span `s` to at least `size` bytes by moving its pages (no copy) into a
-    /// fresh mapping aligned to `align`. False if the OS refused (the object is unchanged).
+    /// Resizes huge span `s` to hold `size` bytes (still a huge size), moving it only when it
+    /// must: shrinking unmaps the tail; growing within the address space it holds commits the
+    /// pages; growing past it moves the pages (no copy) into a new reservation twice as large,
+    /// so a block grown step by step moves O(log) times. False if the OS refused (the object is
+    /// unchanged).
     ///
     /// # Safety
     /// `s` must be a live `Huge` span.
-    pub unsafe fn remap_huge(&mut self, s: *mut Span, size: usize, align: usize) -> bool {
+    pub unsafe fn resize_huge(&mut self, s: *mut Span, size: usize) -> bool {
         let Some(bytes) = size.checked_next_multiple_of(PAGE) else {
             return false;
         };
-        // SAFETY: `s` is live and ours under the lock.
+        // SAFETY: `s` is live and ours under the lock; every range below lies in its
+        // reservation or in one just made.
         unsafe {
-            let old = (*s).bytes();
-            let Ok(dest) = os::map(bytes, align.max(PAGE)) else {
-                return false;
-            };
-            if !PAGEMAP.reserve(dest as usize, PAGE)
-                || !os::move_pages((*s).start as *mut u8, old, dest, bytes)
-            {
-                os::unmap(dest, bytes);
-                return false;
+            let (start, have, held) = ((*s).start, (*s).bytes(), (*s).reserved);
+            if bytes <= have {
+                if bytes < have {
+                    os::unmap((start + bytes) as *mut u8, held - bytes);
+                    self.stats.mapped -= held - bytes;
+                    self.stats.large_in_use -= have - bytes;
+                    (*s).reserved = bytes;
+                }
+            } else if bytes <= held {
+                if !os::grow_into_reservation(start as *mut u8, have, bytes) {
+                    // Another mapping took the gap: give up the rest and move instead.
+                    os::unmap((start + bytes) as *mut u8, held - bytes);
+                    self.stats.mapped -= held - have;
+                    (*s).reserved = have;
+                    return self.resize_huge(s, size);
+                }
+                self.stats.large_in_use += bytes - have;
+            } else {
+                let Some(cap) = held.checked_mul(2).map(|c| c.max(bytes)) else {
+                    return false;
+                };
+                let Ok(dest) = os::map_with(cap, PAGE, os::Commit::Reserve) else {
+                    return false;
+                };
+                if !PAGEMAP.reserve(dest as usize, PAGE)
+                    || !os::move_pages(start as *mut u8, have, dest, bytes)
+                {
+                    os::unmap(dest, cap);
+                    return false;
+                }
+                if held > have {
+                    os::unmap((start + have) as *mut u8, held - have);
+                }
+                PAGEMAP.set(start, 0);
+                (*s).start = dest as usize;
+                (*s).reserved = cap;
+                PAGEMAP.set(dest as usize, entry(s));
+                self.stats.mapped = self.stats.mapped + cap - held;
+                self.stats.large_in_use += bytes - have;
             }
-            PAGEMAP.set((*s).start, 0);
-            (*s).start = dest as usize;
             (*s).pages = bytes / PAGE;
             (*s).usable = bytes;
-            PAGEMAP.set(dest as usize, entry(s));
-            self.stats.mapped = self.stats.mapped + bytes - old;
-            self.stats.large_in_use = self.stats.large_in_use + bytes - old;
         }
         true
+    }
+
+    /// Unmaps every free span of at least `min_bytes` (with `trim`): the program freed that
+    /// memory, and under an address-space limit (`RLIMIT_AS`) it must serve any request again,
+    /// including a huge one that needs a mapping of its own. Returns the bytes that were still
+    /// resident.
+    pub fn unmap_free(&mut self, min_bytes: usize) -> usize {
+        let mut released = 0;
+        let mut s = self.long.first();
+        while !s.is_null() {
+            // SAFETY: `s` is a listed free span; once unlisted and unmapped its record goes
+            // back to the pool, after we read its successor.
+            unsafe {
+                let next = (*s).next;
+                if (*s).bytes() >= min_bytes {
+                    let dirty = (*s).dirty();
+                    self.list_remove(s);
+                    PAGEMAP.set_range((*s).start, (*s).pages, 0);
+                    os::unmap((*s).start as *mut u8, (*s).bytes());
+                    self.stats.mapped -= (*s).bytes();
+                    self.stats.released_total += dirty;
+                    released += dirty;
+                    self.pool.give(s);
+                }
+                s = next;
+            }
+        }
+        released
     }
 
     /// Hands the pages of free spans back to the OS: those freed at or before `cutoff_ms`
@@ -750,15 +853,73 @@ mod tests {
     #[test]
     fn huge_objects_map_and_unmap() {
         let mut heap = HEAP.lock();
-        let s = heap.alloc_huge(HUGE_MIN + 1, 1 << 22);
+        let s = heap.alloc_huge(HUGE_MIN + 1, 1 << 22, 0);
         assert!(!s.is_null());
         // SAFETY: `s` is a live huge span.
         unsafe {
             assert_eq!((*s).start % (1 << 22), 0);
             assert!((*s).usable > HUGE_MIN);
+            assert_eq!((*s).reserved, (*s).bytes());
             let start = (*s).start;
             heap.free_huge(s);
             assert_eq!(PAGEMAP.get(start), 0);
         }
+    }
+
+    #[test]
+    fn huge_growth_step_by_step_moves_a_logarithmic_number_of_times() {
+        let mut heap = HEAP.lock();
+        let mapped = heap.stats().mapped;
+        let s = heap.alloc_huge(HUGE_MIN, PAGE, 0);
+        assert!(!s.is_null());
+        // SAFETY: `s` is a live huge span, resized and freed only here.
+        unsafe {
+            let (mut moves, mut start) = (0, (*s).start);
+            let mut size = HUGE_MIN;
+            while size < 8 * HUGE_MIN {
+                size += 4096;
+                assert!(heap.resize_huge(s, size));
+                assert!((*s).usable >= size && (*s).reserved >= (*s).usable);
+                // The contents stay readable and writable where they are.
+                ((*s).start as *mut u8).add(size - 1).write(7);
+                if (*s).start != start {
+                    moves += 1;
+                    start = (*s).start;
+                }
+            }
+            // 32 MiB to 256 MiB: the reservation doubles at each move.
+            assert!(moves <= 3, "{moves} moves");
+            // Shrinking stays in place and gives the tail back.
+            assert!(heap.resize_huge(s, HUGE_MIN));
+            assert_eq!((*s).start, start);
+            assert_eq!((*s).reserved, HUGE_MIN);
+            heap.free_huge(s);
+        }
+        assert_eq!(heap.stats().mapped, mapped);
+    }
+
+    #[test]
+    fn trim_unmaps_free_chunks_and_a_refused_huge_request_uses_free_spans() {
+        let mut heap = PageHeap::new();
+        let s = heap.alloc_span(GROW_BYTES / PAGE, PAGE, 0, SpanState::Large);
+        assert!(!s.is_null());
+        // A huge-sized request with no growth allowed: only free spans may serve it.
+        assert!(heap
+            .alloc_large_from_free(GROW_BYTES / PAGE, PAGE)
+            .is_null());
+        // SAFETY: live span from this heap, freed once.
+        unsafe { heap.free_span(s) };
+        let t = heap.alloc_large_from_free(GROW_BYTES / PAGE, PAGE);
+        assert_eq!(
+            t, s,
+            "the freed run serves the request without a new mapping"
+        );
+        // SAFETY: as above.
+        unsafe { heap.free_span(t) };
+        let mapped = heap.stats().mapped;
+        assert!(mapped >= GROW_BYTES);
+        heap.unmap_free(GROW_BYTES);
+        assert_eq!(heap.stats().mapped, 0);
+        assert_eq!(heap.stats().free, 0);
     }
 }

@@ -70,6 +70,9 @@ pub struct Span {
     pub freed_at_ms: u64,
     /// `Large`/`Huge`: the bytes the user may use.
     pub usable: usize,
+    /// `Huge`: bytes of address space the mapping holds from `start`: its `pages` read-write,
+    /// then inaccessible, uncharged room to grow into (`os::Commit::Reserve`).
+    pub reserved: usize,
     /// `Small`: the span sits in its class's list of spans with free objects.
     pub listed: bool,
     /// `Free`: the sequence number of the heap chunk the run lies in (the lowest one, if it
@@ -289,6 +292,7 @@ impl SpanPool {
                 next: null_mut(),
                 freed_at_ms: 0,
                 usable: 0,
+                reserved: 0,
                 listed: false,
                 chunk: 0,
             })

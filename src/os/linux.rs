@@ -44,25 +44,51 @@ pub fn set_errno(e: i32) {
     unsafe { *libc::__errno_location() = e }
 }
 
+/// How a new mapping counts against the kernel's commit limit (`vm.overcommit_memory`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Read-write, `MAP_NORESERVE`: the allocator's own chunks, whose pages cost nothing until
+    /// touched and which the kernel never refuses for the commit limit alone.
+    Lazy,
+    /// Read-write and charged, as glibc maps a large block: under the kernel's overcommit policy
+    /// an impossible size is refused (`ENOMEM`) here instead of succeeding and meeting the OOM
+    /// killer later.
+    Charged,
+    /// Inaccessible address space held for growth (`PROT_NONE`, `MAP_NORESERVE`): neither
+    /// resident nor charged. [`commit`] replaces its start with a charged mapping, and
+    /// [`grow_into_reservation`] extends that mapping over it.
+    Reserve,
+}
+
 /// Maps `size` bytes of fresh, zeroed, read-write address space aligned to `align`
 /// (a power of two). Pages cost nothing until touched (`MAP_NORESERVE`).
 pub fn map(size: usize, align: usize) -> Result<*mut u8, OsError> {
+    map_with(size, align, Commit::Lazy)
+}
+
+/// [`map`], charged or reserved as `kind` says.
+pub fn map_with(size: usize, align: usize, kind: Commit) -> Result<*mut u8, OsError> {
     debug_assert!(align.is_power_of_two() && size.is_multiple_of(OS_PAGE));
     let align = align.max(OS_PAGE);
     let extra = align - OS_PAGE;
     let total = size.checked_add(extra).ok_or(OsError(libc::ENOMEM))?;
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
-    // existing memory; the result is checked for MAP_FAILED.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            total,
+    let (prot, flags) = match kind {
+        Commit::Lazy => (
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
+        ),
+        Commit::Charged => (
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        ),
+        Commit::Reserve => (
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        ),
     };
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory; the result is checked for MAP_FAILED.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), total, prot, flags, -1, 0) };
     if p == libc::MAP_FAILED {
         return Err(OsError(errno()));
     }
@@ -110,6 +136,45 @@ pub unsafe fn move_pages(old: *mut u8, old_size: usize, dest: *mut u8, new_size:
         )
     };
     r == dest.cast()
+}
+
+/// Replaces `[ptr, ptr + size)`, the start of a [`Commit::Reserve`] mapping of ours, with
+/// fresh read-write pages charged like a [`Commit::Charged`] mapping (atomically: the address
+/// space never leaves our hands). False if the kernel refused; the range is then unchanged.
+///
+/// # Safety
+/// The range must be ours, page-aligned, and hold nothing anyone needs.
+pub unsafe fn commit(ptr: *mut u8, size: usize) -> bool {
+    // SAFETY: MAP_FIXED replaces only our own range.
+    let p = unsafe {
+        libc::mmap(
+            ptr.cast(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    p == ptr.cast()
+}
+
+/// Grows the read-write mapping `[ptr, ptr + old_size)` in place to `new_size` bytes over the
+/// reservation right after it (which must cover the difference): the kernel can only extend a
+/// mapping into free address space, so that part of the reservation is unmapped first.
+/// False if another mapping took the gap in between; the mapping is then unchanged and the
+/// gap no longer ours.
+///
+/// # Safety
+/// `[ptr + old_size, ptr + new_size)` must be part of a reservation of ours; the mapping must
+/// be a single read-write mapping of ours.
+pub unsafe fn grow_into_reservation(ptr: *mut u8, old_size: usize, new_size: usize) -> bool {
+    // SAFETY: the caller owns both ranges; without MREMAP_MAYMOVE the kernel only extends
+    // this mapping where the address space is free.
+    unsafe {
+        libc::munmap(ptr.add(old_size).cast(), new_size - old_size);
+        libc::mremap(ptr.cast(), old_size, new_size, 0) == ptr.cast()
+    }
 }
 
 /// Returns the physical pages of a range to the kernel at once; the range stays mapped and
