@@ -20,7 +20,7 @@ use crate::size_class::{
     size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE, PAGE_SHIFT,
 };
 use crate::span::{Span, SpanList, SpanState};
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 use core::ptr::null_mut;
 
 /// Up to this much mapped heap, small-object spans use their small-heap length.
@@ -43,6 +43,17 @@ pub const SHARED_ABOVE: usize = 256;
 
 /// Bytes that the transfer stacks of all classes above [`SHARED_ABOVE`] may hold together.
 pub const SHARED_BUDGET: usize = 256 << 10;
+
+/// Set when the page heap reports that the small-object heap shrank (see
+/// `PageHeap::take_shrunk`); whoever next leaves a class lock empties every transfer stack.
+static FLUSH_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Empties every transfer stack if the page heap asked for it (call with no class lock held).
+fn flush_if_pending() {
+    if FLUSH_PENDING.load(Ordering::Relaxed) && FLUSH_PENDING.swap(false, Ordering::Relaxed) {
+        flush_transfer();
+    }
+}
 
 /// Bytes in the transfer stacks of classes above [`SHARED_ABOVE`].
 static SHARED_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -233,6 +244,8 @@ pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
     central
         .out_of_spans
         .fetch_sub(objs.len() - room, Ordering::Relaxed);
+    drop(g);
+    flush_if_pending();
 }
 
 /// Returns objects of class `c` straight to their spans, past the transfer stack: for memory
@@ -250,6 +263,8 @@ pub unsafe fn free_to_spans(c: usize, objs: &[*mut u8]) {
     central
         .out_of_spans
         .fetch_sub(objs.len(), Ordering::Relaxed);
+    drop(g);
+    flush_if_pending();
 }
 
 /// Links `obj` back into its span; returns the span to the page heap once all its objects
@@ -271,7 +286,11 @@ unsafe fn give_back_to_span(inner: &mut Inner, c: usize, obj: *mut u8) {
                 inner.spans.remove(s);
                 (*s).listed = false;
             }
-            HEAP.lock().free_span(s);
+            let mut heap = HEAP.lock();
+            heap.free_span(s);
+            if heap.take_shrunk() {
+                FLUSH_PENDING.store(true, Ordering::Relaxed);
+            }
         } else if !(*s).listed {
             (*s).listed = true;
             inner.spans.push(s);
