@@ -611,3 +611,11 @@ pub fn __reentrancy_probe() -> *mut u8 {
     let _g = guard::enter("probe");
     malloc(16)
 }
+
+/// Internals for the cargo-fuzz targets under `fuzz/` (feature `fuzzing`, off by default; not
+/// a stable API): exercises over private structures and the allocator's executable invariants.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::page_heap::check::{fuzz as page_heap, Broken};
+}
