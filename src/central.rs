@@ -403,3 +403,357 @@ mod tests {
         assert_eq!(CENTRAL[small].cached.load(Ordering::Relaxed), 0);
     }
 }
+
+/// Executable invariants of the central lists (tests and the `fuzzing` feature).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod check {
+    use super::*;
+    use crate::page_heap::check::{ensure, Broken};
+    use crate::pagemap::class_of;
+
+    impl Central {
+        /// Checks class `c`'s list under its lock (safe at any time: everything checked is
+        /// guarded by that lock):
+        /// - the transfer stack holds at most its limit, `cached` says how many, each a
+        ///   carved object (start of an object) of a small span of class `c`, none twice;
+        /// - every listed span is a small span of class `c` marked `listed`, with consistent
+        ///   links, `capacity` objects of its length, `in_use <= carved <= capacity`, and a free
+        ///   or an uncarved object; its free list holds carved objects of its own, none in the
+        ///   transfer stack, and `in_use` plus the free list's length is `carved`;
+        /// - the span of every stacked object is marked `listed` exactly when it has a free or
+        ///   an uncarved object.
+        pub fn check_invariants(&self, c: usize) -> Result<(), Broken> {
+            let g = self.inner.lock();
+            check_inner(&g, c, self.cached.load(Ordering::Relaxed))
+        }
+    }
+
+    /// Checks every class's list (one lock at a time).
+    #[cfg(feature = "fuzzing")]
+    pub fn check_all() -> Result<(), Broken> {
+        (1..NUM_CLASSES).try_for_each(|c| CENTRAL[c].check_invariants(c))
+    }
+
+    /// The span of `obj`, checked to be a small span of class `c` of which `obj` is an object
+    /// carved already.
+    pub fn span_of_object(obj: *mut u8, c: usize) -> Result<*mut Span, Broken> {
+        let at = obj as usize;
+        let e = PAGEMAP.get(at);
+        ensure(class_of(e) == c, "an object's page is not of its class", at)?;
+        let s = span_of(e) as *mut Span;
+        // SAFETY: a page-map entry names a span record of the pool (never unmapped).
+        unsafe {
+            ensure(
+                (*s).state == SpanState::Small && (*s).class as usize == c,
+                "an object's span is not a small span of its class",
+                at,
+            )?;
+            let off = at - (*s).start;
+            ensure(
+                off.is_multiple_of(size_of(c)),
+                "an object pointer is not an object's start",
+                at,
+            )?;
+            ensure(
+                off / size_of(c) < (*s).carved as usize,
+                "an object past its span's carved ones is handed around",
+                at,
+            )?;
+        }
+        Ok(s)
+    }
+
+    /// Whether span `s` has an object to give (free or never carved).
+    ///
+    /// # Safety
+    /// `s` is a small span record whose class lock the caller holds.
+    unsafe fn has_objects(s: *mut Span) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { !(*s).free.is_null() || (*s).carved < (*s).capacity }
+    }
+
+    pub(super) fn check_inner(inner: &Inner, c: usize, cached: usize) -> Result<(), Broken> {
+        let size = size_of(c);
+        let count = inner.count;
+        ensure(
+            count <= transfer_limit(c),
+            "a transfer stack above its limit",
+            count,
+        )?;
+        ensure(
+            cached == count,
+            "`cached` differs from the transfer stack's count",
+            c,
+        )?;
+        let mut stack = inner.stack;
+        let stack = &mut stack[..count];
+        for &obj in stack.iter() {
+            let s = span_of_object(obj, c)?;
+            // SAFETY: a small span of class `c` (just checked), under the class lock.
+            unsafe {
+                ensure(
+                    (*s).in_use > 0,
+                    "a stacked object's span counts none out",
+                    s as usize,
+                )?;
+                ensure(
+                    (*s).listed == has_objects(s),
+                    "a span is listed without objects to give, or unlisted with some",
+                    s as usize,
+                )?;
+            }
+        }
+        stack.sort_unstable();
+        if let Some(w) = stack.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Broken {
+                what: "an object is twice in the transfer stack",
+                at: w[0] as usize,
+            });
+        }
+        // Every span holds at least a page of the small-span bytes: a longer walk loops.
+        let mut budget = HEAP.lock().stats().small_spans / PAGE + 1;
+        let mut prev: *mut Span = null_mut();
+        let mut s = inner.spans.first();
+        while !s.is_null() {
+            let at = s as usize;
+            ensure(budget > 0, "a span list loops", at)?;
+            budget -= 1;
+            // SAFETY: members of the class's list are span records (pool memory, readable);
+            // their fields and free lists are guarded by the class lock the caller holds.
+            unsafe {
+                ensure((*s).prev == prev, "span list links disagree", at)?;
+                ensure(
+                    (*s).state == SpanState::Small && (*s).class as usize == c && (*s).listed,
+                    "a listed span is not a small span of its class marked listed",
+                    at,
+                )?;
+                ensure(
+                    (*s).capacity as usize == (*s).bytes() / size
+                        && (*s).in_use <= (*s).carved
+                        && (*s).carved <= (*s).capacity,
+                    "a span's counts disagree (in_use <= carved <= capacity)",
+                    at,
+                )?;
+                ensure(has_objects(s), "a listed span has no object to give", at)?;
+                let mut free = 0;
+                let mut o = (*s).free;
+                while !o.is_null() {
+                    ensure(
+                        free < (*s).carved - (*s).in_use,
+                        "a span's free list is longer than its carved objects allow",
+                        at,
+                    )?;
+                    free += 1;
+                    ensure(
+                        span_of_object(o.cast(), c)? == s,
+                        "a free object is on another span's list",
+                        o as usize,
+                    )?;
+                    ensure(
+                        stack.binary_search(&o.cast()).is_err(),
+                        "an object is both in the transfer stack and on its span's free list",
+                        o as usize,
+                    )?;
+                    o = (*o).next;
+                }
+                ensure(
+                    free + (*s).in_use == (*s).carved,
+                    "in_use plus free objects differ from the carved ones",
+                    at,
+                )?;
+                prev = s;
+                s = (*s).next;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::check::check_inner;
+    use super::*;
+    use crate::size_class::class_of;
+    use std::collections::{HashMap, HashSet};
+    use std::vec::Vec;
+
+    /// A class no other unit test uses (at most 256 B: outside the shared stack budget that
+    /// another test measures exactly).
+    const SIZE: usize = 176;
+
+    /// xorshift64*.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as usize % n
+        }
+    }
+
+    fn word(obj: *mut u8, k: usize) -> usize {
+        obj as usize ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x00c0_ffee
+    }
+
+    /// Writes the object's pattern into every word of it (what a user may do).
+    fn fill(obj: *mut u8) {
+        for k in 0..SIZE / 8 {
+            // SAFETY: an object of SIZE bytes the test holds.
+            unsafe { obj.cast::<usize>().add(k).write(word(obj, k)) };
+        }
+    }
+
+    fn intact(obj: *mut u8) -> bool {
+        // SAFETY: as in `fill`.
+        (0..SIZE / 8).all(|k| unsafe { obj.cast::<usize>().add(k).read() } == word(obj, k))
+    }
+
+    /// Up to `n` held objects, chosen at random and checked intact, no longer held.
+    fn take(
+        rng: &mut Rng,
+        held: &mut Vec<*mut u8>,
+        set: &mut HashSet<usize>,
+        n: usize,
+    ) -> Vec<*mut u8> {
+        let mut out = Vec::new();
+        for _ in 0..n.min(held.len()) {
+            let obj = held.swap_remove(rng.below(held.len()));
+            assert!(intact(obj), "a held object was overwritten");
+            set.remove(&(obj as usize));
+            out.push(obj);
+        }
+        out
+    }
+
+    /// Checks the class and the heap, and the shadow model's counts: the objects out of their
+    /// spans are those held plus those stacked, span by span.
+    fn check_class(c: usize, held: &HashSet<usize>) {
+        CENTRAL[c].check_invariants(c).unwrap();
+        HEAP.lock().check_invariants().unwrap();
+        let g = CENTRAL[c].inner.lock();
+        let out = held.len() + g.count;
+        assert_eq!(CENTRAL[c].out_of_spans.load(Ordering::Relaxed), out);
+        let mut per_span: HashMap<usize, u32> = HashMap::new();
+        let stacked = g.stack[..g.count].iter().map(|&o| o as usize);
+        for obj in held.iter().copied().chain(stacked) {
+            *per_span.entry(span_of(PAGEMAP.get(obj))).or_default() += 1;
+        }
+        for (&s, &n) in &per_span {
+            // SAFETY: a small span of class `c` (checked above), under its class lock.
+            assert_eq!(unsafe { (*(s as *mut Span)).in_use }, n, "span {s:#x}");
+        }
+    }
+
+    /// Random batches taken, returned to the stack or straight to the spans, and the class's
+    /// stack flushed, checked after every operation; at the end everything is back and the
+    /// class holds no span.
+    #[test]
+    fn random_batches_keep_the_central_invariants() {
+        let c = class_of(SIZE);
+        assert_eq!(size_of(c), SIZE);
+        let mut rng = Rng(0x5eed_0000_0000_0001);
+        let mut held: Vec<*mut u8> = Vec::new();
+        let mut set: HashSet<usize> = HashSet::new();
+        let mut done = [0; 4];
+        for _ in 0..6000 {
+            let (n, op) = (1 + rng.below(32), rng.below(9));
+            let kind = match op {
+                0..=3 if held.len() < 6000 => 0,
+                0..=5 => 1,
+                6 | 7 => 2,
+                _ => 3,
+            };
+            done[kind] += 1;
+            match kind {
+                0 => {
+                    let mut buf = [null_mut(); 32];
+                    let got = alloc_batch(c, &mut buf[..n]);
+                    assert_eq!(got, n);
+                    for &obj in &buf[..got] {
+                        assert!(set.insert(obj as usize), "{obj:?} handed out twice");
+                        fill(obj);
+                        held.push(obj);
+                    }
+                }
+                1 => {
+                    let objs = take(&mut rng, &mut held, &mut set, n);
+                    // SAFETY: objects of class `c` from `alloc_batch`, no longer used.
+                    unsafe { free_batch(c, &objs) };
+                }
+                2 => {
+                    let objs = take(&mut rng, &mut held, &mut set, n);
+                    // SAFETY: as above.
+                    unsafe { free_to_spans(c, &objs) };
+                }
+                _ => super::flush_where(|central, _| core::ptr::eq(central, &CENTRAL[c])),
+            }
+            check_class(c, &set);
+        }
+        assert!(done.iter().all(|&k| k > 100), "{done:?}");
+        let all = take(&mut rng, &mut held, &mut set, usize::MAX);
+        // SAFETY: as above.
+        unsafe { free_to_spans(c, &all) };
+        super::flush_where(|central, _| core::ptr::eq(central, &CENTRAL[c]));
+        check_class(c, &set);
+        assert!(
+            CENTRAL[c].inner.lock().spans.is_empty(),
+            "a span kept nothing"
+        );
+    }
+
+    /// Corruptions of the test's class, made and undone under its lock, are each reported.
+    #[test]
+    fn a_corrupted_central_list_fails_its_check() {
+        let c = class_of(SIZE + 16);
+        let mut objs = [null_mut(); 8];
+        assert_eq!(alloc_batch(c, &mut objs), 8);
+        // SAFETY: objects from `alloc_batch`, never used.
+        unsafe {
+            free_batch(c, &objs[..4]);
+            free_to_spans(c, &objs[4..6]);
+        }
+        let mut g = CENTRAL[c].inner.lock();
+        let n = g.count;
+        assert_eq!(check_inner(&g, c, n), Ok(()));
+        let broken = |g: &Inner, n| check_inner(g, c, n).map_err(|b| b.what).err();
+
+        // An object stacked twice.
+        g.stack[n] = g.stack[n - 1];
+        g.count += 1;
+        assert_eq!(
+            broken(&g, n + 1),
+            Some("an object is twice in the transfer stack")
+        );
+        // An object both stacked and on its span's free list.
+        let span = g.spans.first();
+        // SAFETY: a listed span of the class, under its lock.
+        g.stack[n] = unsafe { (*span).free.cast() };
+        assert_eq!(
+            broken(&g, n + 1),
+            Some("an object is both in the transfer stack and on its span's free list")
+        );
+        g.count -= 1;
+        // A pointer inside an object.
+        g.stack[0] = g.stack[0].wrapping_add(8);
+        assert_eq!(
+            broken(&g, n),
+            Some("an object pointer is not an object's start")
+        );
+        g.stack[0] = g.stack[0].wrapping_sub(8);
+        // A span count off by one.
+        // SAFETY: as above; undone before the lock is released.
+        unsafe { (*span).in_use -= 1 };
+        assert_eq!(
+            broken(&g, n),
+            Some("in_use plus free objects differ from the carved ones")
+        );
+        // SAFETY: as above.
+        unsafe { (*span).in_use += 1 };
+        assert_eq!(check_inner(&g, c, n), Ok(()));
+        drop(g);
+        // SAFETY: objects from `alloc_batch`, never used.
+        unsafe { free_to_spans(c, &objs[6..]) };
+        super::flush_where(|central, _| core::ptr::eq(central, &CENTRAL[c]));
+    }
+}

@@ -1294,3 +1294,256 @@ pub unsafe fn unlock_after_fork(child: bool) {
         }
     }
 }
+
+/// Executable invariants of the slabs (tests and the `fuzzing` feature).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod check {
+    use super::*;
+    use crate::central::check::span_of_object;
+    use crate::page_heap::check::{ensure, Broken};
+
+    /// Checks one slab at rest (no section, drain or locked operation running on it), for
+    /// every class:
+    /// - running (`floor = 0`) or stopped by a drain (`cap = 0`, `floor = u16::MAX`), nothing
+    ///   in between;
+    /// - `count` and `cap` within the class's slot region; a running class's `count <= cap`
+    ///   (which a capacity steal racing a push on the same slab may break, harmlessly: pushes
+    ///   fail until pops bring the count down — so only at rest after single-threaded use);
+    /// - `slots[0..count]` are distinct objects of the class: each the start of an object
+    ///   already carved from a small span of that class;
+    ///
+    /// and unless a class is stopped, the capacity bytes in the header are `Σ cap·size`, within
+    /// `cpu_cache_bytes`.
+    pub(super) fn check_slab(slab: Slab) -> Result<(), Broken> {
+        let mut cap_bytes = 0;
+        let mut any_stopped = false;
+        for (c, &max) in CLASS_CAPACITY.iter().enumerate().skip(1) {
+            let at = slab.0 + block_offset(c);
+            let count = slab.count(c).load(Ordering::Relaxed);
+            let cap = slab.cap(c).load(Ordering::Relaxed);
+            let floor = slab.floor(c).load(Ordering::Relaxed);
+            let stopped = floor == u16::MAX;
+            any_stopped |= stopped;
+            ensure(
+                floor == 0 || stopped && cap == 0,
+                "a class is neither running nor stopped",
+                at,
+            )?;
+            ensure(
+                count <= max && cap <= max,
+                "a count or cap beyond the slot region",
+                at,
+            )?;
+            ensure(
+                stopped || count <= cap,
+                "a running class holds more than its cap",
+                at,
+            )?;
+            cap_bytes += cap as usize * size_of(c);
+            let mut objs = [0usize; 128];
+            let objs = &mut objs[..count as usize];
+            for (i, o) in objs.iter_mut().enumerate() {
+                *o = slab.slot(c, i).load(Ordering::Relaxed);
+                span_of_object(*o as *mut u8, c)?;
+            }
+            objs.sort_unstable();
+            if let Some(w) = objs.windows(2).find(|w| w[0] == w[1]) {
+                return Err(Broken {
+                    what: "an object is twice in a class's stack",
+                    at: w[0],
+                });
+            }
+        }
+        if !any_stopped {
+            let recorded = slab.word(CAP_BYTES_AT).load(Ordering::Relaxed) as usize;
+            ensure(
+                recorded == cap_bytes,
+                "the capacity bytes differ from Σ cap·size",
+                recorded,
+            )?;
+            let budget = config::get().cpu_cache_bytes as usize;
+            ensure(
+                cap_bytes <= budget,
+                "the capacities exceed cpu_cache_bytes",
+                cap_bytes,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Checks every ready slab ([`check_slab`]; at rest only).
+    #[cfg(feature = "fuzzing")]
+    pub fn check_slabs() -> Result<(), Broken> {
+        ready_slabs().try_for_each(|(_, slab)| check_slab(slab))
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::check::check_slab;
+    use super::*;
+    use crate::size_class::class_of;
+    use std::vec::Vec;
+
+    /// Classes no other unit test uses, at most 256 B (outside the shared stack budget another
+    /// test measures exactly).
+    const SIZES: [usize; 4] = [32, 96, 144, 256];
+
+    /// A slab of the test's own, outside the slab region, with its initial capacities.
+    fn private_slab() -> Slab {
+        let base = os::map(SLAB_BYTES, SLAB_BYTES).unwrap();
+        let slab = Slab(base as usize);
+        reset_caps(slab);
+        slab
+    }
+
+    /// Pops up to `n` objects of class `c` under the slab lock (as the fallback path does).
+    fn pop_locked(slab: Slab, c: usize, n: usize) -> Vec<*mut u8> {
+        slab_lock(slab);
+        let count = slab.count(c).load(Ordering::Relaxed) as usize;
+        let k = n.min(count);
+        let objs = (count - k..count)
+            .rev()
+            .map(|i| slab.slot(c, i).load(Ordering::Relaxed) as *mut u8)
+            .collect();
+        slab.count(c).store((count - k) as u16, Ordering::Relaxed);
+        slab_unlock(slab);
+        objs
+    }
+
+    fn contents(slab: Slab, c: usize) -> Vec<*mut u8> {
+        (0..slab.count(c).load(Ordering::Relaxed) as usize)
+            .map(|i| slab.slot(c, i).load(Ordering::Relaxed) as *mut u8)
+            .collect()
+    }
+
+    /// Pushes, pops, capacity growth with and without stealing, and emptying, on a private
+    /// slab, checked after every operation against a shadow of each class's stack.
+    #[test]
+    fn random_slab_operations_keep_the_slab_invariants() {
+        let slab = private_slab();
+        let classes = SIZES.map(class_of);
+        // Objects to cache: taken from the central lists, given back at the end.
+        let mut spare: Vec<Vec<*mut u8>> = classes
+            .iter()
+            .map(|&c| {
+                let mut v = std::vec![null_mut(); 400];
+                for chunk in v.chunks_mut(32) {
+                    assert_eq!(central::alloc_batch(c, chunk), chunk.len());
+                }
+                v
+            })
+            .collect();
+        let mut shadow: Vec<Vec<*mut u8>> = std::vec![Vec::new(); classes.len()];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33) as usize % n
+        };
+        let mut done = [0; 5];
+        for step in 0..20_000 {
+            let (k, op, n) = (next(classes.len()), next(10), 1 + next(40));
+            let c = classes[k];
+            let changed = match op {
+                0..=3 => {
+                    let m = n.min(spare[k].len());
+                    let rest = spare[k].len() - m;
+                    let objs = spare[k].split_off(rest);
+                    let pushed = locked_push_many(slab, c, &objs);
+                    shadow[k].extend_from_slice(&objs[..pushed]);
+                    spare[k].extend_from_slice(&objs[pushed..]);
+                    pushed > 0
+                }
+                4..=6 => {
+                    let objs = pop_locked(slab, c, n);
+                    for &o in &objs {
+                        assert_eq!(shadow[k].pop(), Some(o), "step {step}: popped");
+                    }
+                    spare[k].extend_from_slice(&objs);
+                    !objs.is_empty()
+                }
+                7 | 8 => grow_cap(slab, c, op == 8),
+                _ => {
+                    // Everything to the central lists, as a drain does; take as many back.
+                    let moved = empty_slab(slab);
+                    for (k, &c) in classes.iter().enumerate() {
+                        let mut back = std::vec![null_mut(); shadow[k].len()];
+                        for chunk in back.chunks_mut(32) {
+                            assert_eq!(central::alloc_batch(c, chunk), chunk.len());
+                        }
+                        spare[k].extend_from_slice(&back);
+                        shadow[k].clear();
+                    }
+                    reset_caps(slab);
+                    moved > 0
+                }
+            };
+            done[op.min(9) / 2] += changed as usize;
+            if let Err(b) = check_slab(slab) {
+                panic!("step {step} (op {op}, class {c}): {b:?}");
+            }
+            for (k, &c) in classes.iter().enumerate() {
+                assert_eq!(contents(slab, c), shadow[k], "step {step}: class {c}");
+            }
+        }
+        assert!(done.iter().all(|&d| d > 50), "{done:?}");
+        for (k, &c) in classes.iter().enumerate() {
+            let mut all = pop_locked(slab, c, usize::MAX);
+            all.append(&mut spare[k]);
+            for chunk in all.chunks(32) {
+                // SAFETY: objects of class `c` from `alloc_batch`, never used.
+                unsafe { central::free_batch(c, chunk) };
+            }
+        }
+    }
+
+    fn broken(slab: Slab) -> &'static str {
+        check_slab(slab).err().map_or("nothing", |b| b.what)
+    }
+
+    /// Each corruption of a private slab is reported; undone, the slab checks clean again.
+    #[test]
+    fn a_corrupted_slab_fails_its_check() {
+        let slab = private_slab();
+        let c = class_of(SIZES[1]);
+        let mut objs = [null_mut(); 4];
+        assert_eq!(central::alloc_batch(c, &mut objs), 4);
+        assert_eq!(locked_push_many(slab, c, &objs), 4);
+        assert_eq!(check_slab(slab), Ok(()));
+
+        // One object cached twice.
+        slab.slot(c, 3).store(objs[0] as usize, Ordering::Relaxed);
+        assert_eq!(broken(slab), "an object is twice in a class's stack");
+        slab.slot(c, 3).store(objs[3] as usize, Ordering::Relaxed);
+        // A pointer inside an object.
+        slab.slot(c, 1)
+            .store(objs[1] as usize + 8, Ordering::Relaxed);
+        assert_eq!(broken(slab), "an object pointer is not an object's start");
+        slab.slot(c, 1).store(objs[1] as usize, Ordering::Relaxed);
+        // An object of another class.
+        let other = class_of(SIZES[0]);
+        slab.slot(other, 0)
+            .store(objs[2] as usize, Ordering::Relaxed);
+        slab.count(other).store(1, Ordering::Relaxed);
+        assert_eq!(broken(slab), "an object's page is not of its class");
+        slab.count(other).store(0, Ordering::Relaxed);
+        // A half-stopped class, then a whole stop (allowed: the capacity total is not checked).
+        slab.floor(c).store(u16::MAX, Ordering::Relaxed);
+        assert_eq!(broken(slab), "a class is neither running nor stopped");
+        let cap = slab.cap(c).swap(0, Ordering::Relaxed);
+        assert_eq!(check_slab(slab), Ok(()));
+        slab.floor(c).store(0, Ordering::Relaxed);
+        assert_eq!(broken(slab), "a running class holds more than its cap");
+        slab.cap(c).store(cap, Ordering::Relaxed);
+        // A capacity changed without its bytes.
+        slab.cap(c).store(cap + 1, Ordering::Relaxed);
+        assert_eq!(broken(slab), "the capacity bytes differ from Σ cap·size");
+        slab.cap(c).store(cap, Ordering::Relaxed);
+
+        assert_eq!(check_slab(slab), Ok(()));
+        // SAFETY: objects from `alloc_batch`, never used.
+        unsafe { central::free_batch(c, &pop_locked(slab, c, 4)) };
+    }
+}

@@ -696,3 +696,20 @@ pub fn __reentrancy_probe() -> *mut u8 {
     let _g = guard::enter("probe");
     malloc(16)
 }
+
+/// Internals for the cargo-fuzz targets under `fuzz/` (feature `fuzzing`, off by default; not
+/// a stable API): exercises over private structures and the allocator's executable invariants.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::page_heap::check::{fuzz as page_heap, Broken};
+
+    /// Checks the executable invariants of the whole allocator: the page heap, every class's
+    /// central list, every ready slab. The slabs only at rest: call it where no other thread
+    /// allocates or frees.
+    pub fn check_invariants() -> Result<(), Broken> {
+        crate::HEAP.lock().check_invariants()?;
+        crate::central::check::check_all()?;
+        crate::cpu_cache::check::check_slabs()
+    }
+}

@@ -992,3 +992,681 @@ mod tests {
         assert!(heap.stats().dirty >= 8 * 1024 * PAGE);
     }
 }
+
+/// Executable invariants of the page heap, and an exercise that checks them after every
+/// operation against a shadow model. Compiled for tests and for the `fuzzing` feature (the
+/// cargo-fuzz target `page_heap` and its seeded run in the unit tests share [`exercise`]).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod check {
+    use super::*;
+    use crate::size_class::NUM_CLASSES;
+
+    /// A broken invariant: what, and where (a span record, object, slab or list index).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Broken {
+        /// The invariant, in words.
+        pub what: &'static str,
+        /// The address (or index) it was found broken at.
+        pub at: usize,
+    }
+
+    /// `Err(Broken { what, at })` when `bad`.
+    #[inline]
+    pub fn ensure(ok: bool, what: &'static str, at: usize) -> Result<(), Broken> {
+        if ok {
+            Ok(())
+        } else {
+            Err(Broken { what, at })
+        }
+    }
+
+    impl PageHeap {
+        /// Checks the invariants the module documentation states, and the byte counters:
+        /// - every free span is in exactly the list its length says (`by_len[pages]` up to
+        ///   [`MAX_LISTED`], `long` beyond), with consistent links, in state `Free`;
+        /// - the bitmap has bit `n` set exactly when `by_len[n]` is not empty;
+        /// - a free span is page-aligned, not empty, in a chunk already mapped, its dirty
+        ///   range page-aligned and inside it, its first and last page map to it;
+        /// - no two free spans are adjacent (coalescing);
+        /// - `free` and `dirty` are the sums over the free spans, `dirty <= free`, and
+        ///   `free + small_spans + large_in_use == mapped`.
+        ///
+        /// Walks every free list: for tests, fuzzing and debug assertions, not for hot paths.
+        pub fn check_invariants(&self) -> Result<(), Broken> {
+            let mut sums = (0, 0);
+            // Each free span holds at least a page: a longer walk means a list loops.
+            let mut budget = self.stats.free / PAGE + 1;
+            for n in 0..BITMAP_WORDS * 64 {
+                let bit = self.nonempty[n / 64] >> (n % 64) & 1 != 0;
+                let listed = n <= MAX_LISTED && !self.by_len[n].is_empty();
+                ensure(
+                    bit == listed,
+                    "bitmap disagrees with its exact-length list",
+                    n,
+                )?;
+            }
+            for (n, list) in self.by_len.iter().enumerate() {
+                self.check_list(list, |p| p == n, &mut sums, &mut budget)?;
+            }
+            self.check_list(&self.long, |p| p > MAX_LISTED, &mut sums, &mut budget)?;
+            let s = &self.stats;
+            ensure(
+                sums.0 == s.free,
+                "free bytes differ from the free spans' sum",
+                sums.0,
+            )?;
+            ensure(
+                sums.1 == s.dirty,
+                "dirty bytes differ from the free spans' sum",
+                sums.1,
+            )?;
+            ensure(
+                s.dirty <= s.free,
+                "more dirty bytes than free ones",
+                s.dirty,
+            )?;
+            ensure(
+                s.free + s.small_spans + s.large_in_use == s.mapped,
+                "free + small spans + large in use differ from the mapped bytes",
+                s.mapped,
+            )
+        }
+
+        fn check_list(
+            &self,
+            list: &SpanList,
+            length_fits: impl Fn(usize) -> bool,
+            sums: &mut (usize, usize),
+            budget: &mut usize,
+        ) -> Result<(), Broken> {
+            let mut prev: *mut Span = null_mut();
+            let mut s = list.first();
+            while !s.is_null() {
+                ensure(*budget > 0, "a free list loops", s as usize)?;
+                *budget -= 1;
+                // SAFETY: members of the heap's lists are valid span records (the invariant
+                // being checked; a record that is not one is still readable memory of the
+                // pool, which is never unmapped); neighbours come from the page map, whose
+                // entries name pool records or nothing.
+                unsafe {
+                    let at = s as usize;
+                    ensure((*s).prev == prev, "list links disagree", at)?;
+                    ensure(
+                        (*s).state == SpanState::Free,
+                        "a listed span is not free",
+                        at,
+                    )?;
+                    ensure(
+                        length_fits((*s).pages),
+                        "a free span is in the wrong list",
+                        at,
+                    )?;
+                    ensure(
+                        (*s).pages > 0 && (*s).start.is_multiple_of(PAGE),
+                        "a free span is empty or not page-aligned",
+                        at,
+                    )?;
+                    ensure(
+                        (*s).dirty_within()
+                            && (*s).dirty_lo.is_multiple_of(PAGE)
+                            && (*s).dirty().is_multiple_of(PAGE),
+                        "a dirty range is not whole pages inside its span",
+                        at,
+                    )?;
+                    ensure(
+                        (*s).chunk < self.chunks,
+                        "a free span names an unmapped chunk",
+                        at,
+                    )?;
+                    ensure(
+                        PAGEMAP.get((*s).start) == entry(s)
+                            && PAGEMAP.get((*s).end() - PAGE) == entry(s),
+                        "a free span's first or last page does not map to it",
+                        at,
+                    )?;
+                    let (right, left) = (span_at((*s).end()), span_at((*s).start - 1));
+                    let touches = |n: *mut Span, meet: fn(&Span, &Span) -> bool| {
+                        !n.is_null() && (*n).state == SpanState::Free && meet(&*n, &*s)
+                    };
+                    ensure(
+                        !touches(right, |r, s| r.start == s.end())
+                            && !touches(left, |l, s| l.end() == s.start),
+                        "two free spans are adjacent",
+                        at,
+                    )?;
+                    sums.0 += (*s).bytes();
+                    sums.1 += (*s).dirty();
+                    prev = s;
+                    s = (*s).next;
+                }
+            }
+            Ok(())
+        }
+
+        /// Free spans listed (each chunk is one when nothing is in use).
+        pub fn free_spans(&self) -> usize {
+            let mut n = 0;
+            for list in self.by_len.iter().chain(core::iter::once(&self.long)) {
+                let mut s = list.first();
+                while !s.is_null() {
+                    n += 1;
+                    // SAFETY: members of the lists are valid span records.
+                    s = unsafe { (*s).next };
+                }
+            }
+            n
+        }
+    }
+
+    /// Checks a span in use: its state, and the page map — every page of a small-object span
+    /// maps to it with its class and the page's index, every page of a large one to it
+    /// without, the first page of a huge one to it.
+    ///
+    /// # Safety
+    /// `s` is a span record (of the pool: readable).
+    pub unsafe fn check_span_in_use(s: *mut Span) -> Result<(), Broken> {
+        let at = s as usize;
+        // SAFETY: the caller's contract.
+        let (start, pages, class, state) =
+            unsafe { ((*s).start, (*s).pages, (*s).class, (*s).state) };
+        let class = class as usize;
+        let page_entry = |i: usize| match state {
+            SpanState::Small => pagemap::entry(at, class, i),
+            _ => entry(s),
+        };
+        ensure(
+            matches!(state, SpanState::Small | SpanState::Large | SpanState::Huge),
+            "a span in use is free or dead",
+            at,
+        )?;
+        ensure(
+            (state == SpanState::Small) == (class != 0) && class < NUM_CLASSES,
+            "a span's class does not match its state",
+            at,
+        )?;
+        let mapped = if state == SpanState::Huge { 1 } else { pages };
+        for i in 0..mapped {
+            ensure(
+                PAGEMAP.get(start + i * PAGE) == page_entry(i),
+                "a page of a span in use does not map to it",
+                start + i * PAGE,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A span the exercise holds, with the tag written in its pages.
+    #[derive(Clone, Copy)]
+    struct Held {
+        span: *mut Span,
+        start: usize,
+        pages: usize,
+        state: SpanState,
+        tag: usize,
+    }
+
+    impl Held {
+        /// A span just handed to the exercise, to be tagged with `tag`.
+        ///
+        /// # Safety
+        /// `s` is a live span record.
+        unsafe fn of(s: *mut Span, tag: usize) -> Held {
+            // SAFETY: the caller's contract.
+            unsafe {
+                Held {
+                    span: s,
+                    start: (*s).start,
+                    pages: (*s).pages,
+                    state: (*s).state,
+                    tag,
+                }
+            }
+        }
+
+        fn end(&self) -> usize {
+            self.start + self.pages * PAGE
+        }
+
+        /// The words the exercise tags: the first of every page (of a huge span, of the
+        /// first page only: its pages are mapped fresh and moved whole).
+        fn tagged(&self) -> impl Iterator<Item = *mut usize> {
+            let (start, pages) = match self.state {
+                SpanState::Huge => (self.start, 1),
+                _ => (self.start, self.pages),
+            };
+            (0..pages).map(move |i| (start + i * PAGE) as *mut usize)
+        }
+
+        /// Writes this span's tag into its tagged words.
+        ///
+        /// # Safety
+        /// The span's pages are the caller's.
+        unsafe fn tag(&self) {
+            for w in self.tagged() {
+                // SAFETY: inside the span (caller's contract).
+                unsafe { w.write(self.tag) };
+            }
+        }
+
+        /// Whether every tagged word holds `value`.
+        ///
+        /// # Safety
+        /// As for [`Held::tag`].
+        unsafe fn all(&self, value: usize) -> bool {
+            // SAFETY: as above.
+            self.tagged().all(|w| unsafe { w.read() } == value)
+        }
+    }
+
+    /// Spans held at once, at most.
+    const HELD: usize = 32;
+    /// Pages held at once, at most (the exercise writes into every one).
+    const HELD_PAGES: usize = 8192;
+    /// Huge objects held at once, at most.
+    const HELD_HUGE: usize = 2;
+
+    /// The bytes of a fuzz input, read as numbers.
+    struct Input<'a>(&'a [u8]);
+
+    impl Input<'_> {
+        fn byte(&mut self) -> Option<usize> {
+            let (&b, rest) = self.0.split_first()?;
+            self.0 = rest;
+            Some(b as usize)
+        }
+
+        fn word(&mut self) -> Option<usize> {
+            Some(self.byte()? | self.byte()? << 8)
+        }
+    }
+
+    /// Runs the operations `data` encodes on `heap` — spans for classes and large objects of
+    /// every length and alignment, frees, in-place resizes, releases, huge objects mapped,
+    /// moved and unmapped — checking after each one the heap's invariants and a shadow model of
+    /// the spans held: each has the length and alignment asked for, lies apart from every
+    /// other, maps every page to itself, keeps the tag written into its pages, reads as zero
+    /// when it says so; the heap's counters agree with them. At the end everything is freed and
+    /// each chunk must be one free span again. Panics on the first violation.
+    ///
+    /// Returns how many operations of each kind (the input byte modulo 8) changed something.
+    pub fn exercise(heap: &mut PageHeap, data: &[u8]) -> [usize; 8] {
+        let mut input = Input(data);
+        let mut held: [Option<Held>; HELD] = [None; HELD];
+        let mut done = [0; 8];
+        let mut step = 0usize;
+        while let Some(op) = input.byte() {
+            step += 1;
+            let tag = 0x7a90_0000_0000_0000 | step;
+            let r = match op % 8 {
+                0..=2 => alloc(heap, &mut input, &mut held, op % 8 == 2, tag),
+                3 | 4 => input.byte().map(|i| release(heap, &mut held[i % HELD])),
+                5 => resize(heap, &mut input, &mut held, tag),
+                6 => input.byte().map(|b| {
+                    let dirty = heap.stats().dirty;
+                    let released = heap.release_free(if b % 2 == 0 { u64::MAX } else { 0 });
+                    assert_eq!(heap.stats().dirty, dirty - released, "step {step}: release");
+                    released > 0
+                }),
+                _ => huge(heap, &mut input, &mut held, tag),
+            };
+            let Some(changed) = r else {
+                break; // the input ran out inside an operation
+            };
+            done[op % 8] += changed as usize;
+            if let Err(b) = check_all(heap, &held) {
+                panic!("page heap, step {step} (op {}): {b:?}", op % 8);
+            }
+        }
+        for h in &mut held {
+            release(heap, h);
+        }
+        if let Err(b) = check_all(heap, &held) {
+            panic!("page heap, after freeing everything: {b:?}");
+        }
+        assert!(
+            heap.free_spans() <= heap.chunks as usize,
+            "{} free spans in {} chunks with nothing in use: a merge was missed",
+            heap.free_spans(),
+            heap.chunks
+        );
+        done
+    }
+
+    /// The heap's invariants, and the shadow model's: every held span in use and mapped to
+    /// itself, apart from every other, with its tags; the heap's counters their sums.
+    fn check_all(heap: &PageHeap, held: &[Option<Held>]) -> Result<(), Broken> {
+        heap.check_invariants()?;
+        let (mut small, mut large) = (0, 0);
+        for (i, h) in held.iter().enumerate() {
+            let Some(h) = h else { continue };
+            // SAFETY: a span the exercise holds: a live record and pages it owns.
+            unsafe {
+                check_span_in_use(h.span)?;
+                ensure(
+                    (*h.span).start == h.start,
+                    "a held span moved",
+                    h.span as usize,
+                )?;
+                ensure(
+                    h.all(h.tag),
+                    "a held span's pages were overwritten",
+                    h.start,
+                )?;
+            }
+            for other in held[i + 1..].iter().flatten() {
+                let apart = h.end() <= other.start || other.end() <= h.start;
+                ensure(apart, "two spans in use overlap", h.start)?;
+            }
+            *if h.state == SpanState::Small {
+                &mut small
+            } else {
+                &mut large
+            } += h.pages * PAGE;
+        }
+        let s = heap.stats();
+        ensure(
+            s.small_spans == small,
+            "small span bytes differ from the spans held",
+            small,
+        )?;
+        ensure(
+            s.large_in_use == large,
+            "large bytes differ from the spans held",
+            large,
+        )
+    }
+
+    /// Takes a span for a class (`small`) or a large object: length and alignment from the
+    /// input, into a free place of `held`.
+    fn alloc(
+        heap: &mut PageHeap,
+        input: &mut Input,
+        held: &mut [Option<Held>],
+        small: bool,
+        tag: usize,
+    ) -> Option<bool> {
+        let (len, shape) = (input.word()?, input.byte()?);
+        let most = match shape % 16 {
+            0..=5 => 8,
+            6..=10 => 64,
+            11..=14 => 600,
+            _ => GROW_BYTES / PAGE + 100, // more than a chunk
+        };
+        let pages = 1 + len % most;
+        let align = PAGE << (shape / 16 % 8);
+        let class = if small {
+            1 + len % (NUM_CLASSES - 1)
+        } else {
+            0
+        };
+        let state = if small {
+            SpanState::Small
+        } else {
+            SpanState::Large
+        };
+        let in_use: usize = held.iter().flatten().map(|h| h.pages).sum();
+        let Some(slot) = held.iter_mut().find(|h| h.is_none()) else {
+            return Some(false);
+        };
+        if in_use + pages > HELD_PAGES {
+            return Some(false);
+        }
+        let s = heap.alloc_span(pages, align, class, state);
+        assert!(!s.is_null(), "alloc_span({pages}, {align}) failed");
+        // SAFETY: a live span, now the exercise's.
+        unsafe {
+            let h = Held::of(s, tag);
+            assert!(
+                h.pages == pages && h.start.is_multiple_of(align) && (*s).class as usize == class,
+                "alloc_span({pages}, {align}, {class}) gave {} pages at {:#x}",
+                h.pages,
+                h.start
+            );
+            assert!(!(*s).zeroed || h.all(0), "a span said zeroed is not");
+            h.tag();
+            *slot = Some(h);
+        }
+        Some(true)
+    }
+
+    /// Frees a held span (if `h` holds one), after checking its tags.
+    fn release(heap: &mut PageHeap, h: &mut Option<Held>) -> bool {
+        let Some(h) = h.take() else { return false };
+        // SAFETY: a span the exercise held; nothing uses it after this.
+        unsafe {
+            assert!(
+                h.all(h.tag),
+                "a span's pages were overwritten before its free"
+            );
+            if h.state == SpanState::Huge {
+                heap.free_huge(h.span);
+            } else {
+                heap.free_span(h.span);
+            }
+        }
+        true
+    }
+
+    /// Resizes a held large span in place to a length from the input.
+    fn resize(
+        heap: &mut PageHeap,
+        input: &mut Input,
+        held: &mut [Option<Held>],
+        tag: usize,
+    ) -> Option<bool> {
+        let (i, len) = (input.byte()?, input.word()?);
+        let in_use: usize = held.iter().flatten().map(|h| h.pages).sum();
+        let Some(h) = held[i % HELD]
+            .as_mut()
+            .filter(|h| h.state == SpanState::Large)
+        else {
+            return Some(false);
+        };
+        let pages = 1 + len % (2 * h.pages + 8);
+        if in_use + pages > HELD_PAGES + h.pages {
+            return Some(false);
+        }
+        // SAFETY: a live large span the exercise holds.
+        unsafe {
+            let (resized, had) = (heap.resize_in_place(h.span, pages), h.pages);
+            if resized {
+                assert_eq!((*h.span).pages, pages, "resize_in_place");
+                h.pages = pages;
+                h.tag = tag;
+                h.tag();
+            } else {
+                assert_eq!((*h.span).pages, h.pages, "a failed resize changed the span");
+            }
+            Some(resized && pages != had)
+        }
+    }
+
+    /// Maps, moves or unmaps a huge object.
+    fn huge(
+        heap: &mut PageHeap,
+        input: &mut Input,
+        held: &mut [Option<Held>],
+        tag: usize,
+    ) -> Option<bool> {
+        let (what, len) = (input.byte()?, input.word()?);
+        let size = HUGE_MIN + len * 64;
+        let huge = held
+            .iter()
+            .filter(|h| h.is_some_and(|h| h.state == SpanState::Huge))
+            .count();
+        let free = held.iter().position(|h| h.is_none());
+        match (what % 3, free) {
+            (0, Some(slot)) if huge < HELD_HUGE => {
+                let align = 1 << (12 + what / 3 % 11);
+                let s = heap.alloc_huge(size, align);
+                assert!(!s.is_null(), "alloc_huge({size}, {align}) failed");
+                // SAFETY: a live huge span, now the exercise's.
+                unsafe {
+                    let h = Held::of(s, tag);
+                    assert!(
+                        h.start.is_multiple_of(align) && (*s).usable >= size,
+                        "alloc_huge"
+                    );
+                    assert!(h.all(0), "a fresh mapping is not zero");
+                    h.tag();
+                    held[slot] = Some(h);
+                }
+                Some(true)
+            }
+            (k @ (1 | 2), _) => {
+                let Some(h) = held
+                    .iter_mut()
+                    .find(|h| h.is_some_and(|h| h.state == SpanState::Huge))
+                else {
+                    return Some(false);
+                };
+                if k == 1 {
+                    return Some(release(heap, h));
+                }
+                let h = h.as_mut()?;
+                // SAFETY: a live huge span the exercise holds.
+                unsafe {
+                    let moved = heap.remap_huge(h.span, size, PAGE);
+                    if moved {
+                        (h.start, h.pages) = ((*h.span).start, (*h.span).pages);
+                        assert!((*h.span).usable >= size, "remap_huge");
+                    }
+                    Some(moved)
+                }
+            }
+            _ => Some(false),
+        }
+    }
+
+    /// The `page_heap` fuzz target: [`exercise`] on a heap of its own, kept from one input to
+    /// the next (every input frees all it took, so the heap stays bounded).
+    #[cfg(feature = "fuzzing")]
+    pub fn fuzz(data: &[u8]) {
+        static FUZZ_HEAP: Mutex<PageHeap> = Mutex::new(PageHeap::new());
+        exercise(&mut FUZZ_HEAP.lock(), data);
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::check::{exercise, Broken};
+    use super::*;
+
+    /// Seeded input for [`exercise`]: xorshift64* bytes.
+    pub(crate) fn seeded_bytes(seed: u64, len: usize) -> std::vec::Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect()
+    }
+
+    /// The `page_heap` fuzz target's logic, on seeded inputs, each on a heap of its own.
+    #[test]
+    fn random_operations_keep_the_page_heap_invariants() {
+        let mut done = [0; 8];
+        for seed in 1..=16 {
+            let mut heap = PageHeap::new();
+            let d = exercise(&mut heap, &seeded_bytes(seed, 4000));
+            done.iter_mut().zip(d).for_each(|(t, d)| *t += d);
+        }
+        std::println!("operations that changed something, by kind: {done:?}");
+        // Allocations (class and large), frees, resizes, releases and huge objects all ran.
+        assert!(done.iter().all(|&n| n > 20), "{done:?}");
+    }
+
+    fn broken(heap: &PageHeap) -> &'static str {
+        heap.check_invariants()
+            .err()
+            .map_or("nothing", |b: Broken| b.what)
+    }
+
+    /// Each corruption, made on a heap of the test's own, is reported; undone, the heap checks
+    /// clean again.
+    #[test]
+    fn a_corrupted_page_heap_fails_its_check() {
+        let mut heap = PageHeap::new();
+        // SAFETY: every span used below is owned by this test's heap; the corruptions are made
+        // and undone under the test's exclusive reference.
+        unsafe {
+            let [a, b, _c] = [3, 5, 2].map(|p| heap.alloc_span(p, PAGE, 0, SpanState::Large));
+            assert_eq!((*a).end(), (*b).start);
+            heap.free_span(a);
+            assert_eq!(heap.check_invariants(), Ok(()));
+
+            // A missed merge: `b` freed beside free `a` without coalescing.
+            heap.stats.large_in_use -= (*b).bytes();
+            (*b).state = SpanState::Free;
+            (*b).set_dirty();
+            PAGEMAP.set_range((*b).start, (*b).pages, entry(b));
+            heap.list_insert(b);
+            assert_eq!(broken(&heap), "two free spans are adjacent");
+            heap.list_remove(b);
+            (*b).state = SpanState::Large;
+            heap.stats.large_in_use += (*b).bytes();
+            heap.free_span(b);
+            assert_eq!(heap.check_invariants(), Ok(()));
+
+            // A bitmap bit set for an empty list.
+            assert!(heap.by_len[7].is_empty());
+            heap.nonempty[0] ^= 1 << 7;
+            assert_eq!(broken(&heap), "bitmap disagrees with its exact-length list");
+            heap.nonempty[0] ^= 1 << 7;
+
+            // A byte counter off by a page.
+            heap.stats.free += PAGE;
+            assert_eq!(broken(&heap), "free bytes differ from the free spans' sum");
+            heap.stats.free -= PAGE;
+
+            // A dirty range reaching past its span.
+            let s = heap.find(1);
+            let hi = (*s).dirty_hi;
+            (*s).dirty_hi = (*s).end() + PAGE;
+            assert_eq!(
+                broken(&heap),
+                "a dirty range is not whole pages inside its span"
+            );
+            (*s).dirty_hi = hi;
+
+            // A short free span in the list of long ones.
+            heap.list_remove(s);
+            heap.long.push(s);
+            assert_eq!(broken(&heap), "a free span is in the wrong list");
+            heap.long.remove(s);
+            heap.list_insert(s);
+
+            assert_eq!(heap.check_invariants(), Ok(()));
+        }
+    }
+
+    /// The unit tests' scenarios above keep every invariant after each operation.
+    #[test]
+    fn splits_alignments_and_merges_keep_the_invariants() {
+        let mut heap = PageHeap::new();
+        let ok = |heap: &PageHeap| assert_eq!(heap.check_invariants(), Ok(()));
+        // SAFETY: every span used below is live and owned by this test's heap.
+        unsafe {
+            let first = heap.alloc_span(1, PAGE, 0, SpanState::Large);
+            ok(&heap);
+            let aligned = heap.alloc_span(5, 64 * PAGE, 0, SpanState::Large);
+            ok(&heap);
+            let small = heap.alloc_span(2, PAGE, 9, SpanState::Small);
+            ok(&heap);
+            assert!(heap.resize_in_place(aligned, 9));
+            ok(&heap);
+            assert!(heap.resize_in_place(aligned, 2));
+            ok(&heap);
+            for s in [aligned, first, small] {
+                heap.free_span(s);
+                ok(&heap);
+            }
+            assert!(heap.release_free(u64::MAX) > 0);
+            ok(&heap);
+            assert_eq!(heap.free_spans(), 1, "one chunk, one free span");
+        }
+    }
+}
