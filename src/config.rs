@@ -211,7 +211,14 @@ pub fn get() -> Options {
     }
 }
 
+/// The options in force: `RSEQMALLOC_OPTIONS` over the defaults, read once (at start-up, or by
+/// the first allocation if that comes earlier).
+pub fn options() -> Options {
+    get()
+}
+
 /// Warnings printed so far.
+#[cfg(test)]
 pub fn warnings() -> u32 {
     WARNINGS.load(Ordering::Relaxed)
 }

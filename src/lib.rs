@@ -11,7 +11,7 @@
 //! Each layer calls only the layers above it in this list (and `sync`/`guard`, which are
 //! leaves). `src/README.md` draws the same picture.
 //!
-//! 1. [`os`] — mmap/madvise/munmap, futex, environ, stderr; never allocates, never panics.
+//! 1. `os` — mmap/madvise/munmap, futex, environ, stderr; never allocates, never panics.
 //! 2. `arch` — the thread block in static TLS, rseq registration, the critical sections.
 //! 3. `size_class` — compile-time class tables.
 //! 4. `pagemap`, `span`, `page_heap` — address → span, span records, runs of pages,
@@ -32,10 +32,11 @@ extern crate std;
 
 mod arch;
 mod central;
-pub mod config;
+mod config;
 mod cpu_cache;
+pub mod ffi;
 mod guard;
-pub mod os;
+mod os;
 mod page_heap;
 mod pagemap;
 mod size_class;
@@ -45,6 +46,8 @@ mod sync;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
+
+pub use config::{options, HugePages, Options, StatsAtExit};
 
 pub use cpu_cache::RseqMode;
 use page_heap::{HEAP, HUGE_MIN};

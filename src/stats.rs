@@ -147,12 +147,24 @@ fn scalars(s: &Stats) -> [(&'static str, u64); 12] {
     ]
 }
 
-fn mode_name(m: RseqMode) -> &'static str {
-    match m {
-        RseqMode::Uninitialized => "uninitialized",
-        RseqMode::Glibc => "glibc",
-        RseqMode::Own => "own",
-        RseqMode::Fallback => "fallback",
+impl RseqMode {
+    /// The mode's name as the reports, the JSON and `rseqmalloc_rseq_mode()` spell it:
+    /// `"uninitialized"`, `"glibc"`, `"own"` or `"fallback"`.
+    pub const fn name(self) -> &'static str {
+        match self.c_name().to_str() {
+            Ok(s) => s,
+            Err(_) => "",
+        }
+    }
+
+    /// [`RseqMode::name`] as a NUL-terminated static string, for C.
+    pub const fn c_name(self) -> &'static core::ffi::CStr {
+        match self {
+            RseqMode::Uninitialized => c"uninitialized",
+            RseqMode::Glibc => c"glibc",
+            RseqMode::Own => c"own",
+            RseqMode::Fallback => c"fallback",
+        }
     }
 }
 
@@ -165,7 +177,7 @@ pub fn print_text(s: &Stats) {
     };
     let mut m = Msg::new();
     m.str("rseqmalloc: rseq mode ")
-        .str(mode_name(s.rseq_mode))
+        .str(s.rseq_mode.name())
         .str(if s.uses_mm_cid {
             " (mm_cid)"
         } else {
@@ -206,7 +218,7 @@ pub fn print_json(s: &Stats) {
     };
     let mut m = Msg::new();
     m.str("{\"rseqmalloc\":{\"rseq_mode\":\"")
-        .str(mode_name(s.rseq_mode))
+        .str(s.rseq_mode.name())
         .str("\",\"uses_mm_cid\":")
         .str(if s.uses_mm_cid { "true" } else { "false" });
     out(&m);

@@ -8,7 +8,8 @@ pub const OS_PAGE: usize = 4096;
 /// Transparent huge page size on x86_64.
 pub const HUGE_PAGE: usize = 2 << 20;
 
-fn errno() -> i32 {
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
     // SAFETY: `__errno_location` always returns the calling thread's valid errno slot.
     unsafe { *libc::__errno_location() }
 }
