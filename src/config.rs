@@ -46,6 +46,9 @@ pub struct Options {
     pub huge_pages: HugePages,
     /// Statistics at exit (`stats=none|text|json`).
     pub stats: StatsAtExit,
+    /// Where the statistics at exit go (`stats_file=PATH`, `%p` for the pid): a file instead of
+    /// stderr; `stats=text` if `stats` is not set.
+    pub stats_file: Option<&'static [u8]>,
     /// Run maintenance (decay, idle drains) from a background thread (`background_thread=on`).
     pub background_thread: bool,
     /// Use `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)` to drain other CPUs' caches
@@ -61,6 +64,7 @@ pub const DEFAULTS: Options = Options {
     dirty_max: u64::MAX,
     huge_pages: HugePages::Default,
     stats: StatsAtExit::None,
+    stats_file: None,
     background_thread: false,
     membarrier: true,
 };
@@ -76,13 +80,79 @@ static BACKGROUND: AtomicU8 = AtomicU8::new(0);
 static MEMBARRIER: AtomicU8 = AtomicU8::new(1);
 static WARNINGS: AtomicU32 = AtomicU32::new(0);
 
+/// Longest `stats_file` path (with its NUL).
+const PATH_MAX: usize = 4096;
+
+/// The `stats_file` path, absolute, written once by `load` before the options are published.
+struct PathSlot {
+    buf: core::cell::UnsafeCell<[u8; PATH_MAX]>,
+    len: core::cell::UnsafeCell<usize>,
+}
+
+// SAFETY: written by one thread before LOADED is published as 2 (release), read only after
+// LOADED is seen as 2 (acquire).
+unsafe impl Sync for PathSlot {}
+
+static STATS_FILE: PathSlot = PathSlot {
+    buf: core::cell::UnsafeCell::new([0; PATH_MAX]),
+    len: core::cell::UnsafeCell::new(0),
+};
+
+impl PathSlot {
+    /// Stores `path`, made absolute against the current directory if it is relative (so a
+    /// program that changes directory still writes where it was asked); None if it does not
+    /// fit.
+    ///
+    /// # Safety
+    /// Only by `load`, before LOADED is 2.
+    unsafe fn set(&self, path: &[u8]) -> Option<&'static [u8]> {
+        // SAFETY: the caller is the only one touching the slot now.
+        let buf = unsafe { &mut *self.buf.get() };
+        let mut n = 0;
+        if path[0] != b'/' {
+            if !os::current_dir(&mut buf[..PATH_MAX - path.len() - 1]) {
+                return None;
+            }
+            n = buf.iter().position(|&b| b == 0)?;
+            if n > 1 {
+                buf[n] = b'/';
+                n += 1;
+            }
+        }
+        if n + path.len() >= PATH_MAX {
+            return None;
+        }
+        buf[n..n + path.len()].copy_from_slice(path);
+        n += path.len();
+        buf[n] = 0;
+        // SAFETY: as above.
+        unsafe { *self.len.get() = n };
+        // SAFETY: as in `get`.
+        unsafe { self.get() }
+    }
+
+    /// The stored path, if any.
+    ///
+    /// # Safety
+    /// Only after LOADED is 2.
+    unsafe fn get(&self) -> Option<&'static [u8]> {
+        // SAFETY: written before LOADED was published, never again.
+        let n = unsafe { *self.len.get() };
+        // SAFETY: as above.
+        (n > 0).then(|| unsafe { &(&*self.buf.get())[..n] })
+    }
+}
+
+/// The longest part of an item a warning quotes (escaped), so the line stays whole.
+const QUOTED_MAX: usize = 120;
+
 fn warn(what: &str, item: &[u8]) {
     WARNINGS.fetch_add(1, Ordering::Relaxed);
     let mut m = Msg::new();
     m.str("rseqmalloc: ignoring ")
         .str(what)
         .str(" in RSEQMALLOC_OPTIONS: '")
-        .bytes(item)
+        .escaped(item, QUOTED_MAX)
         .str("' (default kept)");
     os::write_stderr(&m);
 }
@@ -111,7 +181,7 @@ fn parse_size(v: &[u8]) -> Option<u64> {
 
 /// Parses an option string into `opts`, warning about every bad item. Pure apart from the
 /// warnings, so tests can call it directly.
-pub fn parse_into(s: &[u8], opts: &mut Options) {
+pub fn parse_into(s: &'static [u8], opts: &mut Options) {
     for item in s.split(|&b| b == b',') {
         if item.is_empty() {
             continue;
@@ -147,6 +217,9 @@ pub fn parse_into(s: &[u8], opts: &mut Options) {
             }
             .map(|s| opts.stats = s)
             .is_some(),
+            b"stats_file" => (!v.is_empty() && v.len() < PATH_MAX)
+                .then(|| opts.stats_file = Some(v))
+                .is_some(),
             _ => {
                 warn("unknown key", item);
                 continue;
@@ -173,9 +246,20 @@ pub fn load() {
         }
         return;
     }
+    os::output::capture_stderr();
     let mut o = DEFAULTS;
     if let Some(s) = os::getenv(b"RSEQMALLOC_OPTIONS") {
         parse_into(s, &mut o);
+    }
+    if let Some(path) = o.stats_file {
+        // SAFETY: only this thread writes the slot, before LOADED says 2.
+        o.stats_file = unsafe { STATS_FILE.set(path) };
+        if o.stats == StatsAtExit::None {
+            o.stats = StatsAtExit::Text;
+        }
+    }
+    if o.stats != StatsAtExit::None && o.stats_file.is_none() {
+        os::output::keep_stderr(); // the report at exit goes to the original stderr
     }
     RSEQ.store(o.rseq as u8, Ordering::Relaxed);
     DECAY_MS.store(o.decay_ms, Ordering::Relaxed);
@@ -206,6 +290,8 @@ pub fn get() -> Options {
             2 => StatsAtExit::Json,
             _ => StatsAtExit::None,
         },
+        // SAFETY: LOADED is 2 (`load` above), so the slot is written and never changes.
+        stats_file: unsafe { STATS_FILE.get() },
         background_thread: BACKGROUND.load(Ordering::Relaxed) != 0,
         membarrier: MEMBARRIER.load(Ordering::Relaxed) != 0,
     }
@@ -243,6 +329,7 @@ mod tests {
                 dirty_max: 2 << 20,
                 huge_pages: HugePages::Never,
                 stats: StatsAtExit::Json,
+                stats_file: None,
                 background_thread: true,
                 membarrier: false,
             }

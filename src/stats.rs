@@ -168,82 +168,98 @@ impl RseqMode {
     }
 }
 
-/// Prints `s` as text, one line per figure, to stderr.
-pub fn print_text(s: &Stats) {
+/// Where a report goes: the allocator's stderr channel, or a file of its own.
+#[derive(Clone, Copy)]
+enum Sink {
+    Stderr,
+    File(i32),
+}
+
+impl Sink {
+    /// Writes `m` as one line, with one `write(2)`.
+    fn line<const N: usize>(self, m: &Msg<N>) {
+        match self {
+            Sink::Stderr => os::write_stderr(m),
+            Sink::File(fd) => os::output::write_fd(fd, m.line().as_bytes()),
+        }
+    }
+}
+
+/// A report line's start: `rseqmalloc[<pid>]: `.
+fn prefix(m: &mut Msg) -> &mut Msg {
+    m.str("rseqmalloc[").dec(os::pid() as u64).str("]: ")
+}
+
+/// Prints `s` as text, one line per figure.
+fn print_text(s: &Stats, to: Sink) {
     let line = |name: &str, v: u64| {
         let mut m = Msg::new();
-        m.str("rseqmalloc: ").str(name).str(" ").dec(v);
-        os::write_stderr(&m);
+        prefix(&mut m).str(name).str(" ").dec(v);
+        to.line(&m);
     };
     let mut m = Msg::new();
-    m.str("rseqmalloc: rseq mode ")
+    prefix(&mut m)
+        .str("rseq mode ")
         .str(s.rseq_mode.name())
         .str(if s.uses_mm_cid {
             " (mm_cid)"
         } else {
             " (cpu_id)"
         });
-    os::write_stderr(&m);
+    to.line(&m);
     for (name, v) in scalars(s) {
         line(name, v);
     }
     for (i, b) in s.cpu_caches().iter().enumerate() {
         let mut m = Msg::new();
-        m.str("rseqmalloc: cpu ")
+        prefix(&mut m)
+            .str("cpu ")
             .dec(i as u64)
             .str(" cache_bytes ")
             .dec(*b as u64);
-        os::write_stderr(&m);
+        to.line(&m);
     }
     for c in 1..NUM_CLASSES {
         if s.class_in_use[c] + s.class_cached[c] > 0 {
             let mut m = Msg::new();
-            m.str("rseqmalloc: class ")
+            prefix(&mut m)
+                .str("class ")
                 .dec(s.class_size[c] as u64)
                 .str(" in_use ")
                 .dec(s.class_in_use[c] as u64)
                 .str(" cached ")
                 .dec(s.class_cached[c] as u64);
-            os::write_stderr(&m);
+            to.line(&m);
         }
     }
 }
 
-/// Prints `s` as one JSON object on stderr (written in pieces, no allocation).
-pub fn print_json(s: &Stats) {
-    let out = |m: &Msg| {
-        let b = m.as_bytes();
-        // SAFETY: write(2) reads a buffer we own.
-        unsafe { libc::write(2, b.as_ptr().cast(), b.len()) };
-    };
-    let mut m = Msg::new();
+/// Bytes of the JSON report at most: 100 classes of at most 70 bytes, 64 cpu figures of at
+/// most 21, the scalars and the rest well under 2 KiB.
+const JSON_MAX: usize = 16 << 10;
+
+/// Prints `s` as one JSON object on one line, written at once.
+fn print_json(s: &Stats, to: Sink) {
+    let mut m = Msg::<JSON_MAX>::empty();
     m.str("{\"rseqmalloc\":{\"rseq_mode\":\"")
         .str(s.rseq_mode.name())
         .str("\",\"uses_mm_cid\":")
         .str(if s.uses_mm_cid { "true" } else { "false" });
-    out(&m);
     for (k, v) in scalars(s) {
-        let mut m = Msg::new();
         m.str(",\"").str(k).str("\":").dec(v);
-        out(&m);
     }
-    out(Msg::new().str(",\"cpu_cache_bytes\":["));
+    m.str(",\"cpu_cache_bytes\":[");
     for (i, b) in s.cpu_caches().iter().enumerate() {
-        let mut m = Msg::new();
         if i > 0 {
             m.str(",");
         }
         m.dec(*b as u64);
-        out(&m);
     }
-    out(Msg::new().str("],\"classes\":["));
-    let mut first = true;
+    m.str("],\"classes\":[");
     for c in 1..NUM_CLASSES {
-        let mut m = Msg::new();
-        if !first {
+        if c > 1 {
             m.str(",");
         }
-        first = false;
         m.str("{\"size\":")
             .dec(s.class_size[c] as u64)
             .str(",\"in_use\":")
@@ -251,17 +267,63 @@ pub fn print_json(s: &Stats) {
             .str(",\"cached\":")
             .dec(s.class_cached[c] as u64)
             .str("}");
-        out(&m);
     }
-    out(Msg::new().str("]}}\n"));
+    m.str("]}}");
+    to.line(&m);
+}
+
+/// Opens `stats_file` for this process: `%p` becomes the pid, `%%` a `%`.
+fn open_stats_file(pattern: &[u8]) -> Option<i32> {
+    let mut path = [0u8; 4200];
+    let mut n = 0;
+    let mut i = 0;
+    while i < pattern.len() {
+        let mut pid = Msg::<32>::empty();
+        let piece: &[u8] = match (pattern[i], pattern.get(i + 1)) {
+            (b'%', Some(b'p')) => {
+                i += 2;
+                pid.dec(os::pid() as u64).as_bytes()
+            }
+            (b'%', Some(b'%')) => {
+                i += 2;
+                b"%"
+            }
+            _ => {
+                i += 1;
+                &pattern[i - 1..i]
+            }
+        };
+        path.get_mut(n..n + piece.len())?.copy_from_slice(piece);
+        n += piece.len();
+    }
+    *path.get_mut(n)? = 0;
+    let path = core::ffi::CStr::from_bytes_until_nul(&path).ok()?;
+    os::create_file(path)
 }
 
 extern "C" fn at_exit() {
+    let opts = config::get();
+    let mut to = Sink::Stderr;
+    if let Some(pattern) = opts.stats_file {
+        match open_stats_file(pattern) {
+            Some(fd) => to = Sink::File(fd),
+            None => {
+                let mut m = Msg::new();
+                m.str("rseqmalloc: cannot create stats_file '")
+                    .escaped(pattern, 160)
+                    .str("'; the report follows on stderr");
+                os::write_stderr(&m);
+            }
+        }
+    }
     let s = stats();
-    match config::get().stats {
-        StatsAtExit::Text => print_text(&s),
-        StatsAtExit::Json => print_json(&s),
+    match opts.stats {
+        StatsAtExit::Text => print_text(&s, to),
+        StatsAtExit::Json => print_json(&s, to),
         StatsAtExit::None => {}
+    }
+    if let Sink::File(fd) = to {
+        os::close(fd);
     }
 }
 

@@ -240,8 +240,8 @@ fn exit_report_shows_the_core_initialised_inside_the_shim() {
     cmd.env("RSEQMALLOC_OPTIONS", "stats=text");
     let out = run_ok(&mut cmd, "true with stats=text");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("rseqmalloc: rseq mode "), "{err}");
-    assert!(err.contains("\nrseqmalloc: allocated "), "{err}");
+    assert!(err.starts_with("rseqmalloc["), "{err}");
+    assert!(err.contains("]: allocated "), "{err}");
     let mut cmd = command("true", Some(&libs.release), 30);
     cmd.env("RSEQMALLOC_OPTIONS", "stats=json");
     let out = run_ok(&mut cmd, "true with stats=json");

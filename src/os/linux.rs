@@ -233,6 +233,39 @@ pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> 
     }
 }
 
+/// Writes the current directory, NUL-terminated, into `buf`; false if it does not fit.
+pub fn current_dir(buf: &mut [u8]) -> bool {
+    // SAFETY: getcwd writes at most `buf.len()` bytes into the buffer we own.
+    !buf.is_empty() && !unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) }.is_null()
+}
+
+/// Creates (or truncates) `path` for writing, close-on-exec; the descriptor, or None.
+pub fn create_file(path: &core::ffi::CStr) -> Option<i32> {
+    let _errno = ErrnoKeeper::new();
+    // SAFETY: open with a NUL-terminated path we own.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    (fd >= 0).then_some(fd)
+}
+
+/// Closes a descriptor this layer opened.
+pub fn close(fd: i32) {
+    let _errno = ErrnoKeeper::new();
+    // SAFETY: the caller owns `fd`.
+    unsafe { libc::close(fd) };
+}
+
+/// The process id.
+pub fn pid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
+}
+
 /// Number of CPU ids the kernel may ever report: one past the highest id in
 /// `/sys/devices/system/cpu/possible` (e.g. `0-1` → 2, `0-3,8-9` → 10). Falls back to the
 /// configured count and then to 1024 if the file cannot be read.
@@ -266,17 +299,14 @@ pub fn possible_cpus() -> usize {
     }
 }
 
-/// Writes a message plus a newline to stderr (best effort, no allocation).
-pub fn write_stderr(m: &Msg) {
-    let mut line = Msg::new();
-    line.bytes(m.as_bytes()).str("\n");
-    let b = line.as_bytes();
-    // SAFETY: write(2) reads `b`, which we own.
-    unsafe { libc::write(2, b.as_ptr().cast(), b.len()) };
+/// Writes a message as one whole line where the allocator's lines go (see `output`), with one
+/// `write(2)`, without allocating.
+pub fn write_stderr<const N: usize>(m: &Msg<N>) {
+    super::output::write_line(m.line().as_bytes());
 }
 
 /// Prints the message on stderr and aborts the process (SIGABRT), without allocating.
-pub fn abort_with(m: &Msg) -> ! {
+pub fn abort_with<const N: usize>(m: &Msg<N>) -> ! {
     write_stderr(m);
     // SAFETY: abort never returns and has no preconditions.
     unsafe { libc::abort() }
