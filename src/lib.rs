@@ -39,15 +39,19 @@ mod guard;
 mod os;
 mod page_heap;
 mod pagemap;
+mod report;
 mod size_class;
 mod span;
 mod stats;
 mod sync;
+mod version;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 
-pub use config::{options, HugePages, Options, StatsAtExit};
+pub use config::{options, CompiledOptions, HugePages, Options, StatsAtExit};
+pub use report::JSON_SCHEMA;
+pub use version::VERSION;
 
 pub use cpu_cache::RseqMode;
 use page_heap::{HEAP, HUGE_MIN};
@@ -573,7 +577,7 @@ mod fork {
         // SAFETY: registering handlers with valid function pointers.
         unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
         config::load();
-        stats::register_at_exit();
+        report::at_start();
         if config::get().background_thread {
             start_background_thread();
         }

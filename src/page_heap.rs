@@ -47,6 +47,8 @@ pub struct HeapStats {
     pub small_spans: usize,
     /// Bytes mapped for span records.
     pub metadata: usize,
+    /// The most `small_spans + large_in_use` has been (a bound on the most ever allocated).
+    pub peak_active: usize,
 }
 
 impl HeapStats {
@@ -103,6 +105,7 @@ impl PageHeap {
                 large_in_use: 0,
                 small_spans: 0,
                 metadata: 0,
+                peak_active: 0,
             },
         }
     }
@@ -113,6 +116,12 @@ impl PageHeap {
             metadata: self.pool.mapped,
             ..self.stats
         }
+    }
+
+    /// Raises `peak_active` to the bytes in use now; after every increase of them.
+    fn note_peak(&mut self) {
+        let active = self.stats.small_spans + self.stats.large_in_use;
+        self.stats.peak_active = self.stats.peak_active.max(active);
     }
 
     fn list_insert(&mut self, s: *mut Span) {
@@ -401,6 +410,7 @@ impl PageHeap {
                 self.stats.large_in_use += (*s).bytes();
             }
         }
+        self.note_peak();
         s
     }
 
@@ -494,6 +504,7 @@ impl PageHeap {
             (*s).pages = pages;
             PAGEMAP.set_range((*right).start, need, entry(s));
             self.stats.large_in_use += need * PAGE;
+            self.note_peak();
             self.pool.give(right);
             true
         }
@@ -529,6 +540,7 @@ impl PageHeap {
         PAGEMAP.set(base as usize, entry(s));
         self.stats.mapped += bytes;
         self.stats.large_in_use += bytes;
+        self.note_peak();
         s
     }
 
@@ -577,6 +589,7 @@ impl PageHeap {
             self.stats.mapped = self.stats.mapped + bytes - old;
             self.stats.large_in_use = self.stats.large_in_use + bytes - old;
         }
+        self.note_peak();
         true
     }
 

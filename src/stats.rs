@@ -1,13 +1,12 @@
-//! Statistics: counters gathered from every layer into a plain struct, without allocating, and
-//! printed at exit when `stats=text|json` is set.
+//! Statistics: counters gathered from every layer into a plain struct, without allocating
+//! (`report` prints them).
 //!
 //! May call: every layer below the public API (read-only, except that it hands the calling
-//! thread's fallback-mode magazine back first), `os`, `config`.
+//! thread's fallback-mode magazine back first), `os`.
 
 use crate::central::CENTRAL;
-use crate::config::{self, StatsAtExit};
 use crate::cpu_cache::{self, RseqMode};
-use crate::os::{self, Msg};
+use crate::os;
 use crate::page_heap::HEAP;
 use crate::size_class::{size_of, NUM_CLASSES};
 
@@ -24,6 +23,12 @@ pub struct Stats {
     pub active: usize,
     /// Resident set size of the whole process (`/proc/self/statm`), 0 if unreadable.
     pub resident: usize,
+    /// The most `active` has been: a bound on the most ever allocated (tracking `allocated`
+    /// itself would cost the fast path).
+    pub peak_active: usize,
+    /// The resident set size's high-water mark (`VmHWM` in `/proc/self/status`), 0 if
+    /// unreadable.
+    pub peak_resident: usize,
     /// Address space the page heap and huge objects mapped.
     pub mapped: usize,
     /// Bytes in free spans whose pages were handed back to the OS.
@@ -58,6 +63,15 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// What indexes the per-CPU slabs: `"mm_cid"` (concurrency ids) or `"cpu_id"`.
+    pub fn id_kind(&self) -> &'static str {
+        if self.uses_mm_cid {
+            "mm_cid"
+        } else {
+            "cpu_id"
+        }
+    }
+
     /// Bytes cached in each reported per-CPU slab (the first `min(slabs, MAX_REPORTED_CPUS)`).
     pub fn cpu_caches(&self) -> &[usize] {
         &self.cpu_cache_bytes[..self.slabs.min(MAX_REPORTED_CPUS)]
@@ -74,6 +88,8 @@ pub fn stats() -> Stats {
         allocated: 0,
         active: heap.small_spans + heap.large_in_use,
         resident: resident_bytes(),
+        peak_active: heap.peak_active,
+        peak_resident: peak_resident_bytes(),
         mapped: heap.mapped,
         released: heap.released(),
         free: heap.free,
@@ -129,22 +145,21 @@ pub fn resident_bytes() -> usize {
     pages * os::OS_PAGE
 }
 
-/// The single-number figures, named as both reports print them.
-fn scalars(s: &Stats) -> [(&'static str, u64); 12] {
-    [
-        ("allocated", s.allocated as u64),
-        ("active", s.active as u64),
-        ("resident", s.resident as u64),
-        ("mapped", s.mapped as u64),
-        ("released", s.released as u64),
-        ("free", s.free as u64),
-        ("metadata", s.metadata as u64),
-        ("restarts", s.restarts),
-        ("fallback_ops", s.fallback_ops as u64),
-        ("drains_skipped", s.drains_skipped as u64),
-        ("slabs", s.slabs as u64),
-        ("slabs_in_use", s.slabs_in_use as u64),
-    ]
+/// The resident set size's high-water mark from `/proc/self/status` (`VmHWM:  1234 kB`).
+fn peak_resident_bytes() -> usize {
+    let mut buf = [0u8; 4096];
+    let Some(n) = os::read_small_file(c"/proc/self/status", &mut buf) else {
+        return 0;
+    };
+    buf[..n]
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"VmHWM:"))
+        .map_or(0, |v| {
+            v.iter()
+                .filter(|b| b.is_ascii_digit())
+                .fold(0usize, |a, &d| a * 10 + (d - b'0') as usize)
+                * 1024
+        })
 }
 
 impl RseqMode {
@@ -165,172 +180,5 @@ impl RseqMode {
             RseqMode::Own => c"own",
             RseqMode::Fallback => c"fallback",
         }
-    }
-}
-
-/// Where a report goes: the allocator's stderr channel, or a file of its own.
-#[derive(Clone, Copy)]
-enum Sink {
-    Stderr,
-    File(i32),
-}
-
-impl Sink {
-    /// Writes `m` as one line, with one `write(2)`.
-    fn line<const N: usize>(self, m: &Msg<N>) {
-        match self {
-            Sink::Stderr => os::write_stderr(m),
-            Sink::File(fd) => os::output::write_fd(fd, m.line().as_bytes()),
-        }
-    }
-}
-
-/// A report line's start: `rseqmalloc[<pid>]: `.
-fn prefix(m: &mut Msg) -> &mut Msg {
-    m.str("rseqmalloc[").dec(os::pid() as u64).str("]: ")
-}
-
-/// Prints `s` as text, one line per figure.
-fn print_text(s: &Stats, to: Sink) {
-    let line = |name: &str, v: u64| {
-        let mut m = Msg::new();
-        prefix(&mut m).str(name).str(" ").dec(v);
-        to.line(&m);
-    };
-    let mut m = Msg::new();
-    prefix(&mut m)
-        .str("rseq mode ")
-        .str(s.rseq_mode.name())
-        .str(if s.uses_mm_cid {
-            " (mm_cid)"
-        } else {
-            " (cpu_id)"
-        });
-    to.line(&m);
-    for (name, v) in scalars(s) {
-        line(name, v);
-    }
-    for (i, b) in s.cpu_caches().iter().enumerate() {
-        let mut m = Msg::new();
-        prefix(&mut m)
-            .str("cpu ")
-            .dec(i as u64)
-            .str(" cache_bytes ")
-            .dec(*b as u64);
-        to.line(&m);
-    }
-    for c in 1..NUM_CLASSES {
-        if s.class_in_use[c] + s.class_cached[c] > 0 {
-            let mut m = Msg::new();
-            prefix(&mut m)
-                .str("class ")
-                .dec(s.class_size[c] as u64)
-                .str(" in_use ")
-                .dec(s.class_in_use[c] as u64)
-                .str(" cached ")
-                .dec(s.class_cached[c] as u64);
-            to.line(&m);
-        }
-    }
-}
-
-/// Bytes of the JSON report at most: 100 classes of at most 70 bytes, 64 cpu figures of at
-/// most 21, the scalars and the rest well under 2 KiB.
-const JSON_MAX: usize = 16 << 10;
-
-/// Prints `s` as one JSON object on one line, written at once.
-fn print_json(s: &Stats, to: Sink) {
-    let mut m = Msg::<JSON_MAX>::empty();
-    m.str("{\"rseqmalloc\":{\"rseq_mode\":\"")
-        .str(s.rseq_mode.name())
-        .str("\",\"uses_mm_cid\":")
-        .str(if s.uses_mm_cid { "true" } else { "false" });
-    for (k, v) in scalars(s) {
-        m.str(",\"").str(k).str("\":").dec(v);
-    }
-    m.str(",\"cpu_cache_bytes\":[");
-    for (i, b) in s.cpu_caches().iter().enumerate() {
-        if i > 0 {
-            m.str(",");
-        }
-        m.dec(*b as u64);
-    }
-    m.str("],\"classes\":[");
-    for c in 1..NUM_CLASSES {
-        if c > 1 {
-            m.str(",");
-        }
-        m.str("{\"size\":")
-            .dec(s.class_size[c] as u64)
-            .str(",\"in_use\":")
-            .dec(s.class_in_use[c] as u64)
-            .str(",\"cached\":")
-            .dec(s.class_cached[c] as u64)
-            .str("}");
-    }
-    m.str("]}}");
-    to.line(&m);
-}
-
-/// Opens `stats_file` for this process: `%p` becomes the pid, `%%` a `%`.
-fn open_stats_file(pattern: &[u8]) -> Option<i32> {
-    let mut path = [0u8; 4200];
-    let mut n = 0;
-    let mut i = 0;
-    while i < pattern.len() {
-        let mut pid = Msg::<32>::empty();
-        let piece: &[u8] = match (pattern[i], pattern.get(i + 1)) {
-            (b'%', Some(b'p')) => {
-                i += 2;
-                pid.dec(os::pid() as u64).as_bytes()
-            }
-            (b'%', Some(b'%')) => {
-                i += 2;
-                b"%"
-            }
-            _ => {
-                i += 1;
-                &pattern[i - 1..i]
-            }
-        };
-        path.get_mut(n..n + piece.len())?.copy_from_slice(piece);
-        n += piece.len();
-    }
-    *path.get_mut(n)? = 0;
-    let path = core::ffi::CStr::from_bytes_until_nul(&path).ok()?;
-    os::create_file(path)
-}
-
-extern "C" fn at_exit() {
-    let opts = config::get();
-    let mut to = Sink::Stderr;
-    if let Some(pattern) = opts.stats_file {
-        match open_stats_file(pattern) {
-            Some(fd) => to = Sink::File(fd),
-            None => {
-                let mut m = Msg::new();
-                m.str("rseqmalloc: cannot create stats_file '")
-                    .escaped(pattern, 160)
-                    .str("'; the report follows on stderr");
-                os::write_stderr(&m);
-            }
-        }
-    }
-    let s = stats();
-    match opts.stats {
-        StatsAtExit::Text => print_text(&s, to),
-        StatsAtExit::Json => print_json(&s, to),
-        StatsAtExit::None => {}
-    }
-    if let Sink::File(fd) = to {
-        os::close(fd);
-    }
-}
-
-/// Registers the exit report when `stats=text|json` is set.
-pub fn register_at_exit() {
-    if config::get().stats != StatsAtExit::None {
-        // SAFETY: registering a valid function pointer.
-        unsafe { libc::atexit(at_exit) };
     }
 }

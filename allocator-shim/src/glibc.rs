@@ -86,11 +86,9 @@ pub unsafe extern "C" fn malloc_stats() {
     let mut m = Msg::new();
     m.str("rseqmalloc (rseq mode ")
         .str(s.rseq_mode.name())
-        .str(if s.uses_mm_cid {
-            ", mm_cid, "
-        } else {
-            ", cpu_id, "
-        })
+        .str(", ")
+        .str(s.id_kind())
+        .str(", ")
         .dec(s.slabs_in_use as u64)
         .str("/")
         .dec(s.slabs as u64)

@@ -86,6 +86,27 @@ pub unsafe extern "C" fn rseqmalloc_rseq_mode() -> *const c_char {
     rseq::rseq_mode().c_name().as_ptr()
 }
 
+/// `rseq::VERSION`, NUL-terminated.
+static VERSION: [u8; rseq::VERSION.len() + 1] = {
+    let mut v = [0; rseq::VERSION.len() + 1];
+    let mut i = 0;
+    while i < rseq::VERSION.len() {
+        v[i] = rseq::VERSION.as_bytes()[i];
+        i += 1;
+    }
+    v
+};
+
+/// The library's version as a static string, e.g. "0.1.0" (`RSEQMALLOC_VERSION` in the header
+/// it was built with).
+///
+/// # Safety
+/// Always safe to call.
+#[no_mangle]
+pub unsafe extern "C" fn rseqmalloc_version() -> *const c_char {
+    VERSION.as_ptr().cast()
+}
+
 /// Same as `malloc_usable_size`.
 ///
 /// # Safety

@@ -117,14 +117,14 @@ fn messages_are_whole_single_lines_each_written_once() {
         }
         for w in &writes[..4] {
             assert!(w.starts_with("rseqmalloc: ignoring "), "{w:?}");
-            assert!(w.ends_with(" (default kept)\n") || w.contains("…"), "{w:?}");
+            assert!(w.ends_with(")\n"), "{w:?}");
         }
         // The long items are cut visibly; the newline and the control byte are escaped.
         assert!(writes[0].contains("kkkk…"), "{:?}", writes[0]);
         assert!(writes[1].contains("9999…"), "{:?}", writes[1]);
         assert!(writes[2].contains("'bad\\nnewline=on'"), "{:?}", writes[2]);
         assert!(
-            writes[3].contains("'huge_pages=\\x01weird'"),
+            writes[3].contains("'huge_pages=\\u0001weird'"),
             "{:?}",
             writes[3]
         );
@@ -267,5 +267,322 @@ fn readme_check_prints_the_report_for_ls() {
             "{what}: {err}"
         );
         assert!(err.contains("]: allocated "), "{what}: {err}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14: version, verbose line, readable statistics.
+
+/// The crate's version, from the workspace's `Cargo.toml` (the core crate's).
+fn crate_version() -> String {
+    let toml = fs::read_to_string(manifest_dir().join("../Cargo.toml")).unwrap();
+    let line = toml
+        .lines()
+        .find(|l| l.starts_with("version = "))
+        .expect("version in Cargo.toml");
+    line.trim_start_matches("version = ")
+        .trim_matches('"')
+        .to_string()
+}
+
+#[test]
+fn the_version_is_in_the_header_the_library_the_binary_and_the_reports() {
+    let libs = libs();
+    let version = crate_version();
+    let dir = TempDir::new("version");
+    let bin = dir.join("version");
+    compile(&["version.c"], &bin, &[libs.checked.as_os_str()]);
+    for mode in MODES {
+        let what = format!("version [{}]", mode.name());
+        let out = run_ok(
+            &mut command_in(&bin, &libs.checked, mode, "stats=json"),
+            &what,
+        );
+        assert_eq!(
+            stdout(&out),
+            format!("header {version} library {version}\n"),
+            "{what}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stderr).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(json["rseqmalloc"]["version"], version.as_str());
+    }
+    for so in [&libs.checked, &libs.release] {
+        let out = Command::new(require("readelf", "binutils"))
+            .args(["-p", ".comment"])
+            .arg(so)
+            .output()
+            .unwrap();
+        assert!(
+            stdout(&out).contains(&format!("rseqmalloc {version}")),
+            "{}: {}",
+            so.display(),
+            show(&out)
+        );
+    }
+}
+
+#[test]
+fn verbose_prints_one_start_up_line_with_version_mode_ids_and_options() {
+    let libs = libs();
+    let dir = TempDir::new("verbose");
+    let bin = program(&dir, "output");
+    let spy = write_spy(&dir);
+    let so = with_spy(&libs.checked, &spy);
+    let version = crate_version();
+    for mode in MODES {
+        let what = format!("output plain, verbose=on [{}]", mode.name());
+        let out = run_ok(
+            command_in(&bin, &so, mode, "verbose=on").arg("plain"),
+            &what,
+        );
+        let (writes, rest) = frames(&out.stderr);
+        assert_eq!(rest, "program stderr\n", "{what}: {}", show(&out));
+        assert_eq!(writes.len(), 1, "{what}: {writes:#?}");
+        let line = &writes[0];
+        assert_one_line(line, &what);
+        let (pid, text) = line
+            .strip_prefix("rseqmalloc[")
+            .and_then(|l| l.split_once("]: "))
+            .unwrap_or_else(|| panic!("{what}: {line:?}"));
+        assert!(pid.parse::<u32>().is_ok(), "{line:?}");
+        let ids = if text.contains(" (mm_cid), ") {
+            "mm_cid"
+        } else {
+            "cpu_id"
+        };
+        let rseq = if mode == Mode::Fallback { "off" } else { "on" };
+        assert!(
+            text.starts_with(&format!(
+                "rseqmalloc {version}, rseq mode {} ({ids}), options rseq={rseq},decay_ms=1000,",
+                mode.name()
+            )) && text.ends_with(",verbose=on,background_thread=off,membarrier=on\n"),
+            "{what}: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn the_text_report_is_short_and_readable_and_the_json_exact() {
+    let libs = libs();
+    let dir = TempDir::new("report");
+    let bin = dir.join("options");
+    compile(&["options.c"], &bin, &[]);
+    for mode in MODES {
+        // Text: five lines with units and peaks; no class lines unless asked for.
+        let what = format!("options, stats=text [{}]", mode.name());
+        let out = run_ok(
+            &mut command_in(&bin, &libs.checked, mode, "stats=text"),
+            &what,
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 5, "{what}:\n{err}");
+        let pid = lines[0]
+            .strip_prefix("rseqmalloc[")
+            .and_then(|l| l.split_once(']'))
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_else(|| panic!("{err}"));
+        for l in &lines {
+            assert!(l.starts_with(&format!("rseqmalloc[{pid}]: ")), "{l}");
+        }
+        assert!(
+            lines[0].contains(&format!(", rseq mode {} (", mode.name())),
+            "{err}"
+        );
+        // 500 objects of 112 bytes and a few more: between 54 and 100 KiB.
+        let allocated = lines[1]
+            .split("allocated ")
+            .nth(1)
+            .and_then(|r| r.split(" KiB").next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{what}: {}", lines[1]));
+        assert!((54.0..100.0).contains(&allocated), "{}", lines[1]);
+        assert!(
+            lines[1].contains("(peak ") && lines[1].contains("), resident "),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[4].contains("]: options rseq="), "{}", lines[4]);
+
+        let what = format!("options, stats_classes=on [{}]", mode.name());
+        let out = run_ok(
+            &mut command_in(&bin, &libs.checked, mode, "stats=text,stats_classes=on"),
+            &what,
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.lines().count() > 5, "{err}");
+        let c112 = err
+            .lines()
+            .find(|l| l.contains("]: class 112 B: "))
+            .unwrap_or_else(|| panic!("{what}: no class 112 line:\n{err}"));
+        let in_use: u64 = c112
+            .split("B: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(in_use >= 500, "{c112}");
+
+        // JSON: exact bytes, schema, version, pid, peaks.
+        let what = format!("options, stats=json [{}]", mode.name());
+        let out = run_ok(
+            &mut command_in(&bin, &libs.checked, mode, "stats=json"),
+            &what,
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+        let r = &json["rseqmalloc"];
+        assert_eq!(r["schema"], 2, "{r}");
+        assert_eq!(r["version"], crate_version().as_str());
+        assert!(r["pid"].as_u64().unwrap() > 0);
+        assert!(r["allocated"].as_u64().unwrap() >= 500 * 112);
+        assert!(r["peak_active"].as_u64().unwrap() >= r["active"].as_u64().unwrap());
+        assert!(r["peak_active"].as_u64().unwrap() >= r["allocated"].as_u64().unwrap());
+        assert!(r["peak_resident"].as_u64().unwrap() >= r["resident"].as_u64().unwrap() / 2);
+        assert_eq!(r["classes"].as_array().unwrap().len(), 100);
+        assert!(r["options"].as_str().unwrap().contains("stats=json"), "{r}");
+    }
+}
+
+#[test]
+fn a_program_that_never_allocates_reads_no_allocations_yet() {
+    let libs = libs();
+    let t = require("true", "coreutils");
+    for mode in MODES {
+        let what = format!("true, stats=text [{}]", mode.name());
+        let out = run_ok(
+            &mut command_in(&t, &libs.checked, mode, "stats=text"),
+            &what,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().next().unwrap_or("");
+        assert!(
+            first.contains("rseq mode: no allocations yet") && !err.contains("uninitialized"),
+            "{what}: {err}"
+        );
+        assert!(err.contains("]: allocated 0 B, "), "{what}: {err}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14: options.
+
+/// The `options` string of a JSON report on stderr.
+fn report_options(out: &std::process::Output, what: &str) -> String {
+    let json: serde_json::Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{what}: not one JSON report ({e}):\n{}", show(out)));
+    json["rseqmalloc"]["options"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn options_are_trimmed_warnings_say_what_is_accepted_and_help_lists_every_key() {
+    let libs = libs();
+    let dir = TempDir::new("options-help");
+    let bin = program(&dir, "output");
+    for mode in MODES {
+        let what = format!("spaces around items [{}]", mode.name());
+        let out = run_ok(
+            command_in(
+                &bin,
+                &libs.checked,
+                mode,
+                " stats=json , decay_ms = 20 ,\tstats_classes=on ",
+            )
+            .arg("quiet"),
+            &what,
+        );
+        let options = report_options(&out, &what);
+        assert!(
+            options.contains(",decay_ms=20,") && options.contains(",stats_classes=on,"),
+            "{what}: {options}"
+        );
+
+        let what = format!("a malformed value [{}]", mode.name());
+        let out = run_ok(
+            command_in(&bin, &libs.checked, mode, "huge_pages=sometimes").arg("quiet"),
+            &what,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "rseqmalloc: ignoring malformed value in RSEQMALLOC_OPTIONS: 'huge_pages=sometimes' \
+             (accepted: default|always|never; previous value kept)\n"
+        );
+
+        let what = format!("help [{}]", mode.name());
+        let out = run_ok(
+            command_in(&bin, &libs.checked, mode, "help").arg("quiet"),
+            &what,
+        );
+        assert_eq!(stdout(&out), "program stdout\n", "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(
+            lines[0].starts_with("rseqmalloc: RSEQMALLOC_OPTIONS=\"key=value,...\""),
+            "{err}"
+        );
+        let keys = [
+            "rseq",
+            "decay_ms",
+            "cpu_cache_bytes",
+            "dirty_max",
+            "huge_pages",
+            "stats",
+            "stats_file",
+            "stats_classes",
+            "verbose",
+            "background_thread",
+            "membarrier",
+        ];
+        assert_eq!(lines.len(), 1 + keys.len(), "{what}:\n{err}");
+        for (line, key) in lines[1..].iter().zip(keys) {
+            assert!(
+                line.starts_with(&format!("rseqmalloc:   {key}=")) && line.contains(" (default "),
+                "{what}: {line}"
+            );
+        }
+        // The program goes on with the defaults (and the other items).
+        let out = run_ok(
+            command_in(&bin, &libs.checked, mode, "help,stats=json").arg("quiet"),
+            &what,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let json = err.lines().last().unwrap();
+        assert!(json.contains("\"options\":\""), "{err}");
+        assert!(json.contains(",decay_ms=1000,"), "{err}");
+    }
+}
+
+#[test]
+fn compiled_in_options_apply_when_the_program_symbol_is_visible() {
+    let libs = libs();
+    let dir = TempDir::new("compiled");
+    let linked = dir.join("linked");
+    compile(&["compiled.c"], &linked, &[libs.checked.as_os_str()]);
+    let preloaded = dir.join("preloaded");
+    compile(&["compiled.c"], &preloaded, &[]);
+    let exported = dir.join("exported");
+    compile(&["compiled.c"], &exported, &[OsStr::new("-rdynamic")]);
+    for mode in MODES {
+        // Linked with the library: the linker exports the program's symbol for it.
+        for (bin, env, decay) in [
+            (&linked, "", "250"),
+            (&linked, "decay_ms=500", "500"),
+            (&exported, "", "250"),
+        ] {
+            let what = format!("{} {env} [{}]", bin.display(), mode.name());
+            let out = run_ok(&mut command_in(bin, &libs.checked, mode, env), &what);
+            assert_eq!(stdout(&out), "compiled ok\n");
+            let options = report_options(&out, &what);
+            assert!(
+                options.contains(&format!(",decay_ms={decay},"))
+                    && options.contains(",stats=json,"),
+                "{what}: {options}"
+            );
+        }
+        // Only preloaded, the symbol not exported: not found (documented).
+        let what = format!("preloaded only [{}]", mode.name());
+        let out = run_ok(&mut command_in(&preloaded, &libs.checked, mode, ""), &what);
+        assert_eq!(stdout(&out), "compiled ok\n");
+        assert!(out.stderr.is_empty(), "{what}: {}", show(&out));
     }
 }

@@ -65,6 +65,7 @@ const EXPORTS: &[&str] = &[
     "rseqmalloc_rseq_mode",
     "rseqmalloc_usable_size",
     "rseqmalloc_trim",
+    "rseqmalloc_version",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ fn map_file_symbols() -> BTreeSet<String> {
 #[test]
 fn exports_exactly_the_api() {
     let expected: BTreeSet<String> = EXPORTS.iter().map(|s| s.to_string()).collect();
-    assert_eq!(expected.len(), 40);
+    assert_eq!(expected.len(), 41);
     assert_eq!(
         map_file_symbols(),
         expected,
@@ -246,7 +247,7 @@ fn exit_report_shows_the_core_initialised_inside_the_shim() {
     cmd.env("RSEQMALLOC_OPTIONS", "stats=json");
     let out = run_ok(&mut cmd, "true with stats=json");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("{\"rseqmalloc\":{\"rseq_mode\":"), "{err}");
+    assert!(err.starts_with("{\"rseqmalloc\":{\"schema\":"), "{err}");
 }
 
 #[test]
@@ -273,11 +274,13 @@ fn bad_options_warn_once_each_and_json_stats_parse() {
     );
     assert_eq!(
         lines[0],
-        "rseqmalloc: ignoring unknown key in RSEQMALLOC_OPTIONS: 'bogus=1' (default kept)"
+        "rseqmalloc: ignoring unknown key in RSEQMALLOC_OPTIONS: 'bogus=1' (no such key; \
+         RSEQMALLOC_OPTIONS=help lists the keys)"
     );
     assert_eq!(
         lines[1],
-        "rseqmalloc: ignoring malformed value in RSEQMALLOC_OPTIONS: 'decay_ms=12x' (default kept)"
+        "rseqmalloc: ignoring malformed value in RSEQMALLOC_OPTIONS: 'decay_ms=12x' (accepted: \
+         milliseconds; previous value kept)"
     );
     let json: serde_json::Value = serde_json::from_str(lines[2]).expect("the exit report is JSON");
     let r = &json["rseqmalloc"];

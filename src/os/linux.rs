@@ -219,6 +219,71 @@ pub fn getenv(name: &[u8]) -> Option<&'static [u8]> {
     None
 }
 
+/// The string a program compiled in as `const char *rseqmalloc_options` (C) or with
+/// `rseqmalloc::options!` (Rust), if any.
+///
+/// The symbol is referenced weakly: a program that does not define it links and runs as
+/// before. It is found when the definition is visible to the linker of this code — a Rust
+/// program linking the crate, or a C program linking `-lrseqmalloc` (the linker then exports
+/// the program's symbol for the library) — and not under `LD_PRELOAD` unless the program
+/// exports it (`-rdynamic`).
+pub fn compiled_in_options() -> Option<&'static [u8]> {
+    extern "C" {
+        fn rseqmalloc_options_address() -> *const *const libc::c_char;
+    }
+    // SAFETY: the assembly below returns the GOT entry of the weak symbol: null if nobody
+    // defines it, else the address of the program's `const char *`.
+    let slot = unsafe { rseqmalloc_options_address() };
+    if slot.is_null() {
+        return None;
+    }
+    // SAFETY: a defined `rseqmalloc_options` is a pointer to a NUL-terminated string (or
+    // null) that lives as long as the program.
+    unsafe {
+        let s = *slot;
+        (!s.is_null()).then(|| core::ffi::CStr::from_ptr(s).to_bytes())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".weak rseqmalloc_options",
+    ".pushsection .text.rseqmalloc_options_address,\"ax\",@progbits",
+    ".globl rseqmalloc_options_address",
+    ".hidden rseqmalloc_options_address",
+    ".type rseqmalloc_options_address,@function",
+    "rseqmalloc_options_address:",
+    "mov rax, qword ptr [rip + rseqmalloc_options@GOTPCREL]",
+    "ret",
+    ".size rseqmalloc_options_address, . - rseqmalloc_options_address",
+    ".popsection",
+    // The version in `.comment`, in this block because the options are always read: the
+    // object holding it is then always linked (an unreferenced one of an rlib may not be).
+    ".pushsection .comment,\"MS\",@progbits,1",
+    concat!(".asciz \"rseqmalloc ", env!("CARGO_PKG_VERSION"), "\""),
+    ".popsection",
+);
+
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(
+    ".weak rseqmalloc_options",
+    ".pushsection .text.rseqmalloc_options_address,\"ax\",%progbits",
+    ".globl rseqmalloc_options_address",
+    ".hidden rseqmalloc_options_address",
+    ".type rseqmalloc_options_address,%function",
+    "rseqmalloc_options_address:",
+    "adrp x0, :got:rseqmalloc_options",
+    "ldr x0, [x0, :got_lo12:rseqmalloc_options]",
+    "ret",
+    ".size rseqmalloc_options_address, . - rseqmalloc_options_address",
+    ".popsection",
+    // The version in `.comment`, in this block because the options are always read: the
+    // object holding it is then always linked (an unreferenced one of an rlib may not be).
+    ".pushsection .comment,\"MS\",%progbits,1",
+    concat!(".asciz \"rseqmalloc ", env!("CARGO_PKG_VERSION"), "\""),
+    ".popsection",
+);
+
 /// Reads a small file (at most 4 KiB) into `buf` without allocating; returns the length.
 pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: open/read/close on a path we own the string of, into a buffer we own.

@@ -4,7 +4,7 @@
 //! than silent. Room for that mark and the final newline is always kept, so the line written
 //! is whole. Input that is not the allocator's own text (an option item, a path) goes in through
 //! [`Msg::escaped`], which keeps the line one line: a newline, a control byte or a non-ASCII
-//! byte is written as an escape (`\n`, `\x01`).
+//! byte is written as an escape (`\n`, `\u0001`).
 
 /// The mark that ends a cut line or a cut item.
 const CUT: &[u8] = "…".as_bytes();
@@ -63,18 +63,19 @@ impl<const N: usize> Msg<N> {
         self.bytes(s.as_bytes())
     }
 
-    /// Appends outside input so that it stays on this line and readable: printable ASCII as
-    /// is, a backslash as `\\`, newline, tab and carriage return as `\n`, `\t`, `\r`, any other
-    /// byte as `\xHH`. At most `max` bytes are appended; if the input does not fit, what fits
-    /// is followed by "…".
+    /// Appends outside input so that it stays on this line, readable and valid inside a JSON
+    /// string: printable ASCII as is, except a backslash and a double quote (`\\`, `\"`);
+    /// newline, tab and carriage return as `\n`, `\t`, `\r`; any other byte as `\u00HH`. At
+    /// most `max` bytes are appended; if the input does not fit, what fits is followed by "…".
     pub fn escaped(&mut self, s: &[u8], max: usize) -> &mut Self {
         let limit = max.min(self.room());
         let mut used = 0;
         for (i, &b) in s.iter().enumerate() {
-            let mut e = [0u8; 4];
+            let mut e = [0u8; 6];
             let n = match b {
-                b'\\' => {
-                    e[..2].copy_from_slice(b"\\\\");
+                b'\\' | b'"' => {
+                    e[0] = b'\\';
+                    e[1] = b;
                     2
                 }
                 b'\n' | b'\t' | b'\r' => {
@@ -91,10 +92,10 @@ impl<const N: usize> Msg<N> {
                     1
                 }
                 _ => {
-                    e[..2].copy_from_slice(b"\\x");
-                    e[2] = b"0123456789abcdef"[(b >> 4) as usize];
-                    e[3] = b"0123456789abcdef"[(b & 15) as usize];
-                    4
+                    e[..4].copy_from_slice(b"\\u00");
+                    e[4] = b"0123456789abcdef"[(b >> 4) as usize];
+                    e[5] = b"0123456789abcdef"[(b & 15) as usize];
+                    6
                 }
             };
             // The last byte may use the room kept for the mark; any other needs room for it.
@@ -191,8 +192,13 @@ mod tests {
     #[test]
     fn a_line_is_always_whole_and_one_line() {
         let mut m = Msg::new();
-        m.str("prefix '").escaped(b"a\nb\\c\x01\xff", 100).str("'");
-        assert_eq!(m.line().as_bytes(), b"prefix 'a\\nb\\\\c\\x01\\xff'\n");
+        m.str("prefix '")
+            .escaped(b"a\nb\\c\"\x01\xff", 100)
+            .str("'");
+        assert_eq!(
+            m.line().as_bytes(),
+            b"prefix 'a\\nb\\\\c\\\"\\u0001\\u00ff'\n"
+        );
         let mut m = Msg::new();
         m.str("x").escaped(&[b'k'; 300], 20).str(" tail");
         assert_eq!(m.line().as_bytes(), "xkkkkkkkkkkkkkkkkk… tail\n".as_bytes());
