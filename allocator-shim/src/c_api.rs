@@ -2,7 +2,7 @@
 
 use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
-use rseq::ffi::{page_size, set_errno, ErrnoKeeper};
+use rseq::ffi::{errno, page_size, set_errno};
 
 /// `sizeof(void *)`: the alignment plain `malloc` guarantees for every size (16 above 8 bytes),
 /// hence what `memalign` can pass to `malloc` unchanged (glibc passes up to 16, its
@@ -83,9 +83,9 @@ pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, n: usize, size: usize) -
     unsafe { realloc(ptr, total) }
 }
 
-/// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two multiple of `sizeof(void *)`,
-/// `ENOMEM` when out of memory (`*memptr` untouched in both cases), else 0. Never changes
-/// `errno`.
+/// `posix_memalign(3)` as glibc 2.36: `EINVAL` unless `align` is a power of two multiple of
+/// `sizeof(void *)` (`errno` untouched); `ENOMEM` when out of memory, with `errno` set to
+/// `ENOMEM` too (`*memptr` untouched in both cases); else 0, `errno` untouched.
 ///
 /// # Safety
 /// `memptr` must be valid for a pointer-sized write.
@@ -98,13 +98,13 @@ pub unsafe extern "C" fn posix_memalign(
     if !align.is_multiple_of(WORD) || !(align / WORD).is_power_of_two() {
         return libc::EINVAL;
     }
-    let p = {
-        let _errno = ErrnoKeeper::new();
-        rseq::aligned_alloc(align, size)
-    };
+    let saved = errno();
+    let p = rseq::aligned_alloc(align, size);
     if p.is_null() {
+        set_errno(libc::ENOMEM);
         return libc::ENOMEM;
     }
+    set_errno(saved);
     // SAFETY: the caller gives a writable `memptr`.
     unsafe { *memptr = p.cast() };
     0
