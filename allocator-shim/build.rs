@@ -1,5 +1,6 @@
 //! Passes the version script that makes the malloc API the only exported symbols of
-//! `librseqmalloc.so`, and the shared object's link options.
+//! `librseqmalloc.so` and the shared object's link options, and compiles the one C++ source
+//! (`src/cxx/nothrow.cc`, x86_64).
 //!
 //! rustc gives the linker its own version script for a cdylib as well (the `#[no_mangle]`
 //! symbols, `local: *`); the linker (cc driving rust-lld, or GNU ld) merges the two, so the
@@ -21,4 +22,15 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librseqmalloc.so");
     // Never unloaded: memory it handed out would outlive it (dlclose of an allocator).
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+
+    // The nothrow operator new's handler loop, in C++ (see the file); not linked to libstdc++.
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
+        println!("cargo:rerun-if-changed=src/cxx/nothrow.cc");
+        cc::Build::new()
+            .cpp(true)
+            .cpp_link_stdlib(None)
+            .file("src/cxx/nothrow.cc")
+            .flag("-fvisibility=hidden")
+            .compile("rseqmalloc_nothrow");
+    }
 }

@@ -10,8 +10,8 @@
 //! - [`c_api`]: the standard C and POSIX functions (`malloc` … `free_aligned_sized`);
 //! - [`glibc`]: glibc's own extensions (`malloc_trim`, `mallinfo2`, `malloc_stats`);
 //! - [`own`]: rseqmalloc's own API, declared in `include/rseqmalloc.h`;
-//! - [`cxx`]: C++ `operator new`/`operator delete`, with the throwing forms' assembly in
-//!   `cxx/new_x86_64.rs`.
+//! - [`cxx`]: C++ `operator new`/`operator delete`, with their assembly in
+//!   `cxx/asm_x86_64.rs` and the nothrow forms' handler loop in `cxx/nothrow.cc`.
 //!
 //! Exported, and nothing else (`rseqmalloc.map` is the version script, passed by `build.rs`);
 //! `README.md` lists the symbols.

@@ -641,3 +641,42 @@ fn every_failure_path_returns_and_sets_errno_as_glibc() {
         assert!(wrong.is_empty(), "{what}:\n{}", wrong.join("\n"));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11, item 7: the C++ allocation contract of the nothrow forms.
+
+#[test]
+fn nothrow_new_calls_the_new_handler_like_libstdcxx() {
+    let libs = libs();
+    let dir = TempDir::new("nothrow");
+    let bin = dir.join("nothrow");
+    compile(&["nothrow.cc"], &bin, &[]);
+    let reference = stdout(&run_ok(&mut command(&bin, None, 60), "nothrow (libstdc++)"));
+    assert_eq!(reference.lines().count(), 24, "{reference}");
+    assert!(
+        reference.contains("handler gives up after 3 calls     null calls=3 uncaught=0"),
+        "{reference}"
+    );
+    for (so, mode) in [
+        (&libs.checked, Mode::Glibc),
+        (&libs.checked, Mode::Own),
+        (&libs.checked, Mode::Fallback),
+        (&libs.release, Mode::Glibc),
+    ] {
+        let what = format!("nothrow [{}]", mode.name());
+        let out = run_ok(&mut command_in(&bin, so, mode, ""), &what);
+        assert!(out.stderr.is_empty(), "{what}: {}", show(&out));
+        let ours = stdout(&out);
+        let differ: Vec<String> = reference
+            .lines()
+            .zip(ours.lines())
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("libstdc++: {a}\nours:      {b}"))
+            .collect();
+        assert!(
+            differ.is_empty() && ours.lines().count() == 24,
+            "{what}:\n{}",
+            differ.join("\n")
+        );
+    }
+}

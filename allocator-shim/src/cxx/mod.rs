@@ -10,6 +10,11 @@
 //! frames only. Other architectures get the same loop in Rust as `extern "C-unwind"`, which is
 //! correct only with `panic = "unwind"`.
 //!
+//! The nothrow forms behave as libstdc++'s: on failure they call the installed new-handler in
+//! a loop and return null when none is installed or when it throws (anything). Catching the
+//! exception needs C++: the loop is `nothrow.cc`, compiled by `build.rs` (x86_64). Elsewhere
+//! the loop is Rust and a handler that throws ends the process (`panic = "abort"`).
+//!
 //! The C++ runtime is never linked: its functions are found with `dlsym`, only on failure.
 
 use core::ffi::{c_void, CStr};
@@ -17,7 +22,7 @@ use core::ptr::null_mut;
 use rseq::ffi::Msg;
 
 #[cfg(target_arch = "x86_64")]
-mod new_x86_64;
+mod asm_x86_64;
 
 /// Allocation for operator new: `align == 0` is plain new, else `std::align_val_t`; null on
 /// failure and for an alignment that is not a power of two (libstdc++ throws for those).
@@ -79,20 +84,28 @@ fn no_libstdcxx(what: &str) -> ! {
     unsafe { libc::abort() }
 }
 
+/// The installed `std::new_handler`, or 0 if there is none or no C++ runtime is loaded.
+extern "C" fn current_new_handler() -> usize {
+    let get = cxx_symbol(&[c"_ZSt15get_new_handlerv"]);
+    if get == 0 {
+        return 0;
+    }
+    // SAFETY: `get` is `std::get_new_handler()`, a noexcept function returning a function
+    // pointer (possibly null), with the C calling convention on this ABI.
+    let get: extern "C" fn() -> usize = unsafe { core::mem::transmute(get) };
+    get()
+}
+
 /// The failure step of a throwing operator new: the current `std::new_handler` to call before
 /// retrying, or 0 when `std::bad_alloc` must be thrown (no handler, or an invalid alignment).
 extern "C" fn new_handler_step(align: usize) -> usize {
     if align != 0 && !align.is_power_of_two() {
         return 0;
     }
-    let get = cxx_symbol(&[c"_ZSt15get_new_handlerv"]);
-    if get == 0 {
+    if cxx_symbol(&[c"_ZSt15get_new_handlerv"]) == 0 {
         no_libstdcxx("std::get_new_handler");
     }
-    // SAFETY: `get` is `std::get_new_handler()`, a noexcept function returning a function
-    // pointer (possibly null), with the C calling convention on this ABI.
-    let get: extern "C" fn() -> usize = unsafe { core::mem::transmute(get) };
-    get()
+    current_new_handler()
 }
 
 /// `std::__throw_bad_alloc` (libstdc++) or `std::__1::__throw_bad_alloc` (libc++): a function
@@ -184,14 +197,71 @@ mod new_portable {
     }
 }
 
-/// `operator new(size_t, const std::nothrow_t&)`: null on failure (the new-handler is not
-/// called).
+/// A nothrow operator new: allocates, and on failure runs the new-handler loop.
+#[inline(always)]
+fn nothrow(size: usize, align: usize) -> *mut c_void {
+    let p = new_alloc(size, align);
+    if p.is_null() {
+        nothrow_fail(size, align)
+    } else {
+        p
+    }
+}
+
+extern "C" fn nothrow_try(size: usize, align: usize) -> *mut c_void {
+    new_alloc(size, align)
+}
+
+/// The nothrow forms' failure path: libstdc++'s loop (see the module documentation).
+#[cold]
+#[inline(never)]
+fn nothrow_fail(size: usize, align: usize) -> *mut c_void {
+    // An alignment that is not a power of two fails before any handler (libstdc++ throws
+    // bad_alloc at once, which its nothrow form turns into null); so does "no handler".
+    if align != 0 && !align.is_power_of_two() || current_new_handler() == 0 {
+        return null_mut();
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        extern "C" {
+            fn rseqmalloc_nothrow_retry(
+                size: usize,
+                align: usize,
+                try_alloc: extern "C" fn(usize, usize) -> *mut c_void,
+                current_handler: extern "C" fn() -> usize,
+            ) -> *mut c_void;
+        }
+        if !asm_x86_64::bind_cxx_runtime() {
+            return null_mut();
+        }
+        // SAFETY: `nothrow.cc`'s loop, noexcept: it catches whatever the handler throws; the
+        // runtime functions it needs are bound just above.
+        unsafe { rseqmalloc_nothrow_retry(size, align, nothrow_try, current_new_handler) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    loop {
+        let h = current_new_handler();
+        if h == 0 {
+            return null_mut();
+        }
+        // SAFETY: the current `std::new_handler`, a C++ function taking nothing; if it throws,
+        // the process aborts (see the module documentation).
+        let h: extern "C-unwind" fn() = unsafe { core::mem::transmute(h) };
+        h();
+        let p = nothrow_try(size, align);
+        if !p.is_null() {
+            return p;
+        }
+    }
+}
+
+/// `operator new(size_t, const std::nothrow_t&)`: null on failure, after the new-handler loop.
 ///
 /// # Safety
 /// Always safe to call.
 #[no_mangle]
 pub unsafe extern "C" fn _ZnwmRKSt9nothrow_t(size: usize, _nt: *const c_void) -> *mut c_void {
-    new_alloc(size, 0)
+    nothrow(size, 0)
 }
 
 /// `operator new[](size_t, const std::nothrow_t&)`.
@@ -200,11 +270,12 @@ pub unsafe extern "C" fn _ZnwmRKSt9nothrow_t(size: usize, _nt: *const c_void) ->
 /// Always safe to call.
 #[no_mangle]
 pub unsafe extern "C" fn _ZnamRKSt9nothrow_t(size: usize, _nt: *const c_void) -> *mut c_void {
-    new_alloc(size, 0)
+    nothrow(size, 0)
 }
 
-/// `operator new(size_t, std::align_val_t, const std::nothrow_t&)`: null on failure or for an
-/// alignment that is not a power of two (0 counts as no alignment, like everywhere here).
+/// `operator new(size_t, std::align_val_t, const std::nothrow_t&)`: null on failure (after the
+/// new-handler loop) or for an alignment that is not a power of two (0 counts as no
+/// alignment, like everywhere here).
 ///
 /// # Safety
 /// Always safe to call.
@@ -214,7 +285,7 @@ pub unsafe extern "C" fn _ZnwmSt11align_val_tRKSt9nothrow_t(
     align: usize,
     _nt: *const c_void,
 ) -> *mut c_void {
-    new_alloc(size, align)
+    nothrow(size, align)
 }
 
 /// `operator new[](size_t, std::align_val_t, const std::nothrow_t&)`.
@@ -227,7 +298,7 @@ pub unsafe extern "C" fn _ZnamSt11align_val_tRKSt9nothrow_t(
     align: usize,
     _nt: *const c_void,
 ) -> *mut c_void {
-    new_alloc(size, align)
+    nothrow(size, align)
 }
 
 /// Defines operator delete symbols: each frees its first argument and ignores the rest.
