@@ -5,7 +5,7 @@
 //! throws) unwind through them. A C++ exception entering a Rust frame compiled with
 //! `panic = "abort"` aborts even through `extern "C-unwind"` (checked: `panic in a function
 //! that cannot unwind`), so on x86_64 those four symbols are a small assembly routine with CFI
-//! (`new_x86_64.rs`): it calls Rust only for steps that return normally, and calls the C++
+//! (`asm_x86_64.rs`): it calls Rust only for steps that return normally, and calls the C++
 //! new-handler and `std::__throw_bad_alloc` itself, so the exception unwinds through assembly
 //! frames only. Other architectures get the same loop in Rust as `extern "C-unwind"`, which is
 //! correct only with `panic = "unwind"`.
