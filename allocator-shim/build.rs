@@ -18,8 +18,9 @@ fn main() {
         "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
         map.display()
     );
-    // DT_SONAME, so a program linked against the library records `librseqmalloc.so`.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librseqmalloc.so");
+    // DT_SONAME, so a program linked against the library records `librseqmalloc.so.0`: the
+    // major version (0 while the C ABI may still change; bumped on any incompatible change).
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librseqmalloc.so.0");
     // Never unloaded: memory it handed out would outlive it (dlclose of an allocator).
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
 

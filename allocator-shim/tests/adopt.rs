@@ -680,3 +680,110 @@ fn nothrow_new_calls_the_new_handler_like_libstdcxx() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14: C linking and install.
+
+#[test]
+fn install_then_pkg_config_builds_a_program_that_links_the_library_directly() {
+    let libs = libs();
+    let pkg_config = require("pkg-config", "pkg-config");
+    let dir = TempDir::new("install");
+    let prefix = dir.join("prefix with space");
+    // The script builds with cargo into the harness's own target directory, where the release
+    // library is already built (so it takes a moment), then installs.
+    let target = libs.release.parent().and_then(Path::parent).unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = run_ok(
+        Command::new(manifest_dir().join("../scripts/install.sh"))
+            .arg("--prefix")
+            .arg(&prefix)
+            .env("CARGO_TARGET_DIR", target)
+            .env("CARGO", &cargo)
+            .env_remove("LD_PRELOAD"),
+        "scripts/install.sh",
+    );
+    let version = crate_version();
+    let lib = prefix.join("lib");
+    for (name, points_to) in [
+        ("librseqmalloc.so.0", format!("librseqmalloc.so.{version}")),
+        ("librseqmalloc.so", "librseqmalloc.so.0".to_string()),
+    ] {
+        assert_eq!(
+            fs::read_link(lib.join(name)).unwrap(),
+            PathBuf::from(&points_to),
+            "{}",
+            show(&out)
+        );
+    }
+    assert!(prefix.join("include/rseqmalloc.h").is_file());
+    let soname = stdout(
+        &Command::new(require("readelf", "binutils"))
+            .arg("-d")
+            .arg(lib.join(format!("librseqmalloc.so.{version}")))
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        soname.contains("Library soname: [librseqmalloc.so.0]"),
+        "{soname}"
+    );
+
+    // cc linked.c $(pkg-config --cflags --libs rseqmalloc)
+    let pc = Command::new(&pkg_config)
+        .args(["--cflags", "--libs", "rseqmalloc"])
+        .env("PKG_CONFIG_PATH", lib.join("pkgconfig"))
+        .output()
+        .unwrap();
+    assert!(pc.status.success(), "{}", show(&pc));
+    let flags = stdout(&pc);
+    let version_out = Command::new(&pkg_config)
+        .args(["--modversion", "rseqmalloc"])
+        .env("PKG_CONFIG_PATH", lib.join("pkgconfig"))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&version_out).trim(), version);
+    let bin = dir.join("linked");
+    let mut cc = Command::new(require("cc", "gcc"));
+    cc.args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&bin)
+        .arg(c_dir().join("linked.c"));
+    // The flags as the shell would split them (the prefix's space is escaped by pkg-config).
+    let mut word = String::new();
+    let mut chars = flags.trim().chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            ' ' => {
+                cc.arg(std::mem::take(&mut word));
+            }
+            c => word.push(c),
+        }
+    }
+    cc.arg(word);
+    run_ok(cc.env_remove("LD_PRELOAD"), "cc linked.c $(pkg-config ...)");
+    let needed = stdout(
+        &Command::new(require("readelf", "binutils"))
+            .arg("-d")
+            .arg(&bin)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        needed.contains("Shared library: [librseqmalloc.so.0]"),
+        "{needed}"
+    );
+    for mode in MODES {
+        // No LD_PRELOAD: the dynamic linker finds the library through the rpath.
+        let mut cmd = command(&bin, None, 60);
+        mode.apply(&mut cmd);
+        let out = run_ok(&mut cmd, &format!("linked [{}]", mode.name()));
+        assert_eq!(
+            stdout(&out),
+            format!(
+                "linked ok malloc from librseqmalloc.so.0, version {version}, mode {}\n",
+                mode.name()
+            )
+        );
+    }
+}
