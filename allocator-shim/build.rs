@@ -1,5 +1,6 @@
 //! Passes the version script that makes the malloc API the only exported symbols of
-//! `librseqmalloc.so`, and the shared object's link options.
+//! `librseqmalloc.so` and the shared object's link options, and compiles the one C++ source
+//! (`src/cxx/nothrow.cc`, x86_64).
 //!
 //! rustc gives the linker its own version script for a cdylib as well (the `#[no_mangle]`
 //! symbols, `local: *`); the linker (cc driving rust-lld, or GNU ld) merges the two, so the
@@ -17,8 +18,20 @@ fn main() {
         "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
         map.display()
     );
-    // DT_SONAME, so a program linked against the library records `librseqmalloc.so`.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librseqmalloc.so");
+    // DT_SONAME, so a program linked against the library records `librseqmalloc.so.0`: the
+    // major version (0 while the C ABI may still change; bumped on any incompatible change).
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librseqmalloc.so.0");
     // Never unloaded: memory it handed out would outlive it (dlclose of an allocator).
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+
+    // The nothrow operator new's handler loop, in C++ (see the file); not linked to libstdc++.
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
+        println!("cargo:rerun-if-changed=src/cxx/nothrow.cc");
+        cc::Build::new()
+            .cpp(true)
+            .cpp_link_stdlib(None)
+            .file("src/cxx/nothrow.cc")
+            .flag("-fvisibility=hidden")
+            .compile("rseqmalloc_nothrow");
+    }
 }

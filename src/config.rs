@@ -1,26 +1,32 @@
-//! Run-time options from `RSEQMALLOC_OPTIONS="key=value,..."`, read once without allocating.
+//! Options: `key=value` items from a compiled-in string (`rseqmalloc_options`, see
+//! [`compiled_in`]) and then from `RSEQMALLOC_OPTIONS`, read once without allocating; a few of
+//! them can also be changed while the program runs.
 //!
-//! Owns: the option values and their parsing. An unknown key or a malformed value prints one
-//! warning line on stderr naming it and keeps the default; parsing never fails the program.
+//! Owns: the option values, the table of keys ([`KEYS`]: accepted values, default, meaning),
+//! parsing, the warnings about bad items, `help`. An unknown key or a malformed value prints one
+//! warning line naming it (and what is accepted) and keeps the previous value; parsing never
+//! fails the program.
 //!
 //! May call: `os`, `sync`.
 
 use crate::os::{self, Msg};
-use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-/// What to print on stderr at exit.
+/// What to print at exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StatsAtExit {
     /// Nothing (default).
     None,
     /// A human-readable report.
     Text,
-    /// One JSON object.
+    /// One JSON object on one line.
     Json,
 }
 
 /// Transparent huge page policy for the page heap's chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HugePages {
     /// Leave the system default.
     Default,
@@ -30,14 +36,15 @@ pub enum HugePages {
     Never,
 }
 
-/// The parsed options.
+/// The options in force (see the crate documentation's table, or `RSEQMALLOC_OPTIONS=help`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// Use rseq when available (`rseq=on|off`).
     pub rseq: bool,
     /// Free pages are returned to the OS after this many ms (`decay_ms`, 0 = at once).
     pub decay_ms: u64,
-    /// Upper bound of one per-CPU cache in bytes (`cpu_cache_bytes`, accepts k/m suffixes).
+    /// Upper bound of one per-CPU cache in bytes (`cpu_cache_bytes`, accepts k/m/g suffixes).
     pub cpu_cache_bytes: u64,
     /// Free pages the page heap keeps resident at most before releasing at once (`dirty_max`,
     /// bytes with k/m/g suffixes; `u64::MAX`, unbounded, by default: decay alone).
@@ -46,6 +53,13 @@ pub struct Options {
     pub huge_pages: HugePages,
     /// Statistics at exit (`stats=none|text|json`).
     pub stats: StatsAtExit,
+    /// Where the statistics at exit go (`stats_file=PATH`, `%p` for the pid): a file instead of
+    /// stderr; `stats=text` if `stats` is not set.
+    pub stats_file: Option<&'static [u8]>,
+    /// The text report lists every size class in use (`stats_classes=on`; JSON always does).
+    pub stats_classes: bool,
+    /// One line at start-up: version, rseq mode, id kind, options (`verbose=on`).
+    pub verbose: bool,
     /// Run maintenance (decay, idle drains) from a background thread (`background_thread=on`).
     pub background_thread: bool,
     /// Use `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)` to drain other CPUs' caches
@@ -53,7 +67,7 @@ pub struct Options {
     pub membarrier: bool,
 }
 
-/// The defaults, also what a malformed value falls back to.
+/// The defaults, also what a malformed value leaves in place.
 pub const DEFAULTS: Options = Options {
     rseq: true,
     decay_ms: 1000,
@@ -61,29 +75,204 @@ pub const DEFAULTS: Options = Options {
     dirty_max: u64::MAX,
     huge_pages: HugePages::Default,
     stats: StatsAtExit::None,
+    stats_file: None,
+    stats_classes: false,
+    verbose: false,
     background_thread: false,
     membarrier: true,
 };
 
+/// One option key, as `help` and the warnings describe it.
+pub struct Key {
+    /// The key.
+    pub name: &'static str,
+    /// The values it accepts.
+    pub accepts: &'static str,
+    /// Its default, as written in an option string.
+    pub default: &'static str,
+    /// What it does.
+    pub meaning: &'static str,
+    /// Whether it may change while the program runs.
+    pub runtime: bool,
+}
+
+/// Every key, in the order `help` lists them.
+pub const KEYS: [Key; 11] = [
+    Key {
+        name: "rseq",
+        accepts: "on|off",
+        default: "on",
+        meaning: "off forces the locked fallback path (per-CPU slabs under locks)",
+        runtime: false,
+    },
+    Key {
+        name: "decay_ms",
+        accepts: "milliseconds",
+        default: "1000",
+        meaning: "free pages go back to the OS after this long (0: at once)",
+        runtime: true,
+    },
+    Key {
+        name: "cpu_cache_bytes",
+        accepts: "bytes >= 4k, k/m/g suffixes",
+        default: "512k",
+        meaning: "byte bound of one per-CPU cache",
+        runtime: true,
+    },
+    Key {
+        name: "dirty_max",
+        accepts: "bytes with k/m/g suffixes, or unbounded",
+        default: "unbounded",
+        meaning: "free pages kept resident at most; past it a freed span is released at once",
+        runtime: true,
+    },
+    Key {
+        name: "huge_pages",
+        accepts: "default|always|never",
+        default: "default",
+        meaning: "madvise (NO)HUGEPAGE on heap chunks mapped from now on",
+        runtime: true,
+    },
+    Key {
+        name: "stats",
+        accepts: "none|text|json",
+        default: "none",
+        meaning: "print statistics at exit",
+        runtime: true,
+    },
+    Key {
+        name: "stats_file",
+        accepts: "a path; %p is the pid",
+        default: "unset",
+        meaning: "write the statistics at exit to this file instead of stderr (implies stats=text)",
+        runtime: false,
+    },
+    Key {
+        name: "stats_classes",
+        accepts: "on|off",
+        default: "off",
+        meaning: "the text report lists every size class in use (JSON always does)",
+        runtime: true,
+    },
+    Key {
+        name: "verbose",
+        accepts: "on|off",
+        default: "off",
+        meaning: "one line at start-up: version, rseq mode, id kind, options in effect",
+        runtime: false,
+    },
+    Key {
+        name: "background_thread",
+        accepts: "on|off",
+        default: "off",
+        meaning: "a thread runs the decay instead of the slow paths",
+        runtime: false,
+    },
+    Key {
+        name: "membarrier",
+        accepts: "on|off",
+        default: "on",
+        meaning: "off drains as on a kernel without the rseq membarrier (testing)",
+        runtime: false,
+    },
+];
+
 static LOADED: AtomicU8 = AtomicU8::new(0);
-static RSEQ: AtomicU8 = AtomicU8::new(1);
+static RSEQ: AtomicBool = AtomicBool::new(DEFAULTS.rseq);
 static DECAY_MS: AtomicU64 = AtomicU64::new(DEFAULTS.decay_ms);
 static CPU_CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULTS.cpu_cache_bytes);
 static DIRTY_MAX: AtomicU64 = AtomicU64::new(DEFAULTS.dirty_max);
 static HUGE: AtomicU8 = AtomicU8::new(0);
 static STATS: AtomicU8 = AtomicU8::new(0);
-static BACKGROUND: AtomicU8 = AtomicU8::new(0);
-static MEMBARRIER: AtomicU8 = AtomicU8::new(1);
-static WARNINGS: AtomicU32 = AtomicU32::new(0);
+static STATS_CLASSES: AtomicBool = AtomicBool::new(DEFAULTS.stats_classes);
+static VERBOSE: AtomicBool = AtomicBool::new(DEFAULTS.verbose);
+static BACKGROUND: AtomicBool = AtomicBool::new(DEFAULTS.background_thread);
+static MEMBARRIER: AtomicBool = AtomicBool::new(DEFAULTS.membarrier);
+#[cfg(test)]
+static WARNINGS: crate::sync::AtomicU32 = crate::sync::AtomicU32::new(0);
 
-fn warn(what: &str, item: &[u8]) {
+/// Longest `stats_file` path (with its NUL).
+const PATH_MAX: usize = 4096;
+
+/// The `stats_file` path, absolute, written once by `load` before the options are published.
+struct PathSlot {
+    buf: core::cell::UnsafeCell<[u8; PATH_MAX]>,
+    len: core::cell::UnsafeCell<usize>,
+}
+
+// SAFETY: written by one thread before LOADED is published as 2 (release), read only after
+// LOADED is seen as 2 (acquire).
+unsafe impl Sync for PathSlot {}
+
+static STATS_FILE: PathSlot = PathSlot {
+    buf: core::cell::UnsafeCell::new([0; PATH_MAX]),
+    len: core::cell::UnsafeCell::new(0),
+};
+
+impl PathSlot {
+    /// Stores `path`, made absolute against the current directory if it is relative (so a
+    /// program that changes directory still writes where it was asked); None if it does not
+    /// fit.
+    ///
+    /// # Safety
+    /// Only by `load`, before LOADED is 2.
+    unsafe fn set(&self, path: &[u8]) -> Option<&'static [u8]> {
+        // SAFETY: the caller is the only one touching the slot now.
+        let buf = unsafe { &mut *self.buf.get() };
+        let mut n = 0;
+        if path[0] != b'/' {
+            if !os::current_dir(&mut buf[..PATH_MAX - path.len() - 1]) {
+                return None;
+            }
+            n = buf.iter().position(|&b| b == 0)?;
+            if n > 1 {
+                buf[n] = b'/';
+                n += 1;
+            }
+        }
+        if n + path.len() >= PATH_MAX {
+            return None;
+        }
+        buf[n..n + path.len()].copy_from_slice(path);
+        n += path.len();
+        buf[n] = 0;
+        // SAFETY: as above.
+        unsafe { *self.len.get() = n };
+        // SAFETY: as in `get`.
+        unsafe { self.get() }
+    }
+
+    /// The stored path, if any.
+    ///
+    /// # Safety
+    /// Only after LOADED is 2.
+    unsafe fn get(&self) -> Option<&'static [u8]> {
+        // SAFETY: written before LOADED was published, never again.
+        let n = unsafe { *self.len.get() };
+        // SAFETY: as above.
+        (n > 0).then(|| unsafe { &(&*self.buf.get())[..n] })
+    }
+}
+
+/// The longest part of an item a warning quotes (escaped), so the line stays whole.
+const QUOTED_MAX: usize = 100;
+
+/// One warning line about `item` of the option string from `source`, then `hint`.
+fn warn(source: &str, what: &str, item: &[u8], hint: &[&str]) {
+    #[cfg(test)]
     WARNINGS.fetch_add(1, Ordering::Relaxed);
-    let mut m = Msg::new();
+    let mut m = Msg::<512>::empty();
     m.str("rseqmalloc: ignoring ")
         .str(what)
-        .str(" in RSEQMALLOC_OPTIONS: '")
-        .bytes(item)
-        .str("' (default kept)");
+        .str(" in ")
+        .str(source)
+        .str(": '")
+        .escaped(item, QUOTED_MAX)
+        .str("' (");
+    for h in hint {
+        m.str(h);
+    }
+    m.str(")");
     os::write_stderr(&m);
 }
 
@@ -109,56 +298,235 @@ fn parse_size(v: &[u8]) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// Parses an option string into `opts`, warning about every bad item. Pure apart from the
-/// warnings, so tests can call it directly.
-pub fn parse_into(s: &[u8], opts: &mut Options) {
-    for item in s.split(|&b| b == b',') {
-        if item.is_empty() {
-            continue;
-        }
-        let Some(eq) = item.iter().position(|&b| b == b'=') else {
-            warn("malformed item", item);
-            continue;
-        };
-        let (k, v) = (&item[..eq], &item[eq + 1..]);
-        let ok = match k {
-            b"rseq" => parse_bool(v).map(|b| opts.rseq = b).is_some(),
-            b"background_thread" => parse_bool(v).map(|b| opts.background_thread = b).is_some(),
-            b"membarrier" => parse_bool(v).map(|b| opts.membarrier = b).is_some(),
-            b"decay_ms" => parse_size(v).map(|n| opts.decay_ms = n).is_some(),
-            b"cpu_cache_bytes" => parse_size(v)
-                .filter(|&n| n >= 4096)
-                .map(|n| opts.cpu_cache_bytes = n)
-                .is_some(),
-            b"dirty_max" => parse_size(v).map(|n| opts.dirty_max = n).is_some(),
-            b"huge_pages" => match v {
-                b"default" => Some(HugePages::Default),
-                b"always" | b"on" => Some(HugePages::Always),
-                b"never" | b"off" => Some(HugePages::Never),
-                _ => None,
-            }
-            .map(|h| opts.huge_pages = h)
+/// Sets key `k` of `opts` from `v`; false if `k` is unknown (None) or `v` malformed.
+fn parse_value(k: &[u8], v: &'static [u8], opts: &mut Options) -> Option<bool> {
+    let ok = match k {
+        b"rseq" => parse_bool(v).map(|b| opts.rseq = b).is_some(),
+        b"background_thread" => parse_bool(v).map(|b| opts.background_thread = b).is_some(),
+        b"membarrier" => parse_bool(v).map(|b| opts.membarrier = b).is_some(),
+        b"verbose" => parse_bool(v).map(|b| opts.verbose = b).is_some(),
+        b"stats_classes" => parse_bool(v).map(|b| opts.stats_classes = b).is_some(),
+        b"decay_ms" => parse_size(v).map(|n| opts.decay_ms = n).is_some(),
+        b"cpu_cache_bytes" => parse_size(v)
+            .filter(|&n| n >= 4096)
+            .map(|n| opts.cpu_cache_bytes = n)
             .is_some(),
-            b"stats" => match v {
-                b"none" | b"off" => Some(StatsAtExit::None),
-                b"text" => Some(StatsAtExit::Text),
-                b"json" => Some(StatsAtExit::Json),
-                _ => None,
-            }
-            .map(|s| opts.stats = s)
-            .is_some(),
-            _ => {
-                warn("unknown key", item);
-                continue;
-            }
-        };
-        if !ok {
-            warn("malformed value", item);
+        b"dirty_max" => match v {
+            b"unbounded" => Some(u64::MAX),
+            _ => parse_size(v),
         }
+        .map(|n| opts.dirty_max = n)
+        .is_some(),
+        b"huge_pages" => match v {
+            b"default" => Some(HugePages::Default),
+            b"always" | b"on" => Some(HugePages::Always),
+            b"never" | b"off" => Some(HugePages::Never),
+            _ => None,
+        }
+        .map(|h| opts.huge_pages = h)
+        .is_some(),
+        b"stats" => match v {
+            b"none" | b"off" => Some(StatsAtExit::None),
+            b"text" => Some(StatsAtExit::Text),
+            b"json" => Some(StatsAtExit::Json),
+            _ => None,
+        }
+        .map(|s| opts.stats = s)
+        .is_some(),
+        b"stats_file" => (!v.is_empty() && v.len() < PATH_MAX - 1)
+            .then(|| opts.stats_file = Some(v))
+            .is_some(),
+        _ => return None,
+    };
+    Some(ok)
+}
+
+/// The table entry of key `k`.
+fn key(k: &[u8]) -> Option<&'static Key> {
+    KEYS.iter().find(|key| key.name.as_bytes() == k)
+}
+
+/// `s` without leading and trailing ASCII white space.
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|b| !b.is_ascii_whitespace());
+    let end = s.iter().rposition(|b| !b.is_ascii_whitespace());
+    match (start, end) {
+        (Some(a), Some(b)) => &s[a..=b],
+        _ => &[],
     }
 }
 
-/// Reads `RSEQMALLOC_OPTIONS` once (later calls return at once).
+/// Parses an option string (from `source`, named in warnings) into `opts`: items separated by
+/// commas, white space around items, keys and values ignored. Warns about every bad item.
+/// Returns whether the string asked for `help`. Pure apart from the warnings, so tests can call
+/// it directly.
+pub fn parse_into(s: &'static [u8], source: &str, opts: &mut Options) -> bool {
+    let mut help = false;
+    for item in s.split(|&b| b == b',') {
+        let item = trim(item);
+        if item.is_empty() {
+            continue;
+        }
+        if item == b"help" {
+            help = true;
+            continue;
+        }
+        let Some(eq) = item.iter().position(|&b| b == b'=') else {
+            warn(
+                source,
+                "malformed item",
+                item,
+                &["not key=value; previous value kept; ", SEE_HELP],
+            );
+            continue;
+        };
+        let (k, v) = (trim(&item[..eq]), trim(&item[eq + 1..]));
+        match parse_value(k, v, opts) {
+            Some(true) => {}
+            Some(false) => {
+                let accepts = key(k).map_or("", |k| k.accepts);
+                warn(
+                    source,
+                    "malformed value",
+                    item,
+                    &["accepted: ", accepts, "; previous value kept"],
+                );
+            }
+            None => warn(source, "unknown key", item, &["no such key; ", SEE_HELP]),
+        }
+    }
+    help
+}
+
+const SEE_HELP: &str = "RSEQMALLOC_OPTIONS=help lists the keys";
+
+/// Writes the value of key `k` in `o` as an option string would give it; false for an unknown
+/// key.
+pub fn write_value<const N: usize>(m: &mut Msg<N>, k: &[u8], o: &Options) -> bool {
+    let on_off = |b: bool| if b { "on" } else { "off" };
+    let size = |m: &mut Msg<N>, v: u64| {
+        if v == u64::MAX {
+            m.str("unbounded");
+        } else if v != 0 && v.is_multiple_of(1 << 30) {
+            m.dec(v >> 30).str("g");
+        } else if v != 0 && v.is_multiple_of(1 << 20) {
+            m.dec(v >> 20).str("m");
+        } else if v != 0 && v.is_multiple_of(1 << 10) {
+            m.dec(v >> 10).str("k");
+        } else {
+            m.dec(v);
+        }
+    };
+    match k {
+        b"rseq" => m.str(on_off(o.rseq)),
+        b"decay_ms" => m.dec(o.decay_ms),
+        b"cpu_cache_bytes" => {
+            size(m, o.cpu_cache_bytes);
+            m
+        }
+        b"dirty_max" => {
+            size(m, o.dirty_max);
+            m
+        }
+        b"huge_pages" => m.str(match o.huge_pages {
+            HugePages::Default => "default",
+            HugePages::Always => "always",
+            HugePages::Never => "never",
+        }),
+        b"stats" => m.str(match o.stats {
+            StatsAtExit::None => "none",
+            StatsAtExit::Text => "text",
+            StatsAtExit::Json => "json",
+        }),
+        b"stats_file" => match o.stats_file {
+            Some(p) => m.escaped(p, 200),
+            None => m.str("unset"),
+        },
+        b"stats_classes" => m.str(on_off(o.stats_classes)),
+        b"verbose" => m.str(on_off(o.verbose)),
+        b"background_thread" => m.str(on_off(o.background_thread)),
+        b"membarrier" => m.str(on_off(o.membarrier)),
+        _ => return false,
+    };
+    true
+}
+
+/// Writes every option of `o` as `key=value,…`.
+pub fn write_options<const N: usize>(m: &mut Msg<N>, o: &Options) {
+    for (i, k) in KEYS.iter().enumerate() {
+        if k.name == "stats_file" && o.stats_file.is_none() {
+            continue;
+        }
+        if i > 0 {
+            m.str(",");
+        }
+        m.str(k.name).str("=");
+        write_value(m, k.name.as_bytes(), o);
+    }
+}
+
+/// Prints every key, what it accepts, its default and meaning, one line each.
+fn print_help() {
+    let mut m = Msg::<512>::empty();
+    m.str("rseqmalloc: RSEQMALLOC_OPTIONS=\"key=value,...\" (or a compiled-in rseqmalloc_options string, which RSEQMALLOC_OPTIONS overrides); keys:");
+    os::write_stderr(&m);
+    for k in &KEYS {
+        let mut m = Msg::<512>::empty();
+        m.str("rseqmalloc:   ")
+            .str(k.name)
+            .str("=")
+            .str(k.accepts)
+            .str(" (default ")
+            .str(k.default)
+            .str(if k.runtime {
+                ", changeable at run time"
+            } else {
+                ""
+            })
+            .str("): ")
+            .str(k.meaning);
+        os::write_stderr(&m);
+    }
+}
+
+/// A compiled-in options string, laid out as C's `const char *`: define one with
+/// [`options!`](crate::options).
+#[repr(transparent)]
+pub struct CompiledOptions(*const core::ffi::c_char);
+
+// SAFETY: the pointer comes from a `&'static CStr`: immutable and valid for the whole program.
+unsafe impl Sync for CompiledOptions {}
+
+impl CompiledOptions {
+    /// The options string `s` (`key=value,...`).
+    pub const fn new(s: &'static core::ffi::CStr) -> Self {
+        CompiledOptions(s.as_ptr())
+    }
+}
+
+/// Compiles default options into a Rust program, like jemalloc's `malloc_conf`:
+/// `rseqmalloc::options!("decay_ms=250,stats=text");` at the top level of the binary crate.
+///
+/// They apply before `RSEQMALLOC_OPTIONS`, which overrides them key by key. It defines the
+/// symbol `rseqmalloc_options` (C programs define `const char *rseqmalloc_options = "...";`
+/// instead); define it once per program, in the binary, not in a library.
+#[macro_export]
+macro_rules! options {
+    ($s:literal) => {
+        #[no_mangle]
+        #[used]
+        #[allow(non_upper_case_globals)]
+        static rseqmalloc_options: $crate::CompiledOptions = $crate::CompiledOptions::new(
+            match ::core::ffi::CStr::from_bytes_with_nul(::core::concat!($s, "\0").as_bytes()) {
+                Ok(s) => s,
+                Err(_) => panic!("rseqmalloc::options!: the string holds a NUL byte"),
+            },
+        );
+    };
+}
+
+/// Reads the options once (later calls return at once): the compiled-in string, then
+/// `RSEQMALLOC_OPTIONS`, over the defaults.
 pub fn load() {
     if LOADED.load(Ordering::Acquire) == 2 {
         return;
@@ -173,26 +541,51 @@ pub fn load() {
         }
         return;
     }
+    os::output::capture_stderr();
     let mut o = DEFAULTS;
-    if let Some(s) = os::getenv(b"RSEQMALLOC_OPTIONS") {
-        parse_into(s, &mut o);
+    let mut help = false;
+    if let Some(s) = os::compiled_in_options() {
+        help |= parse_into(s, "rseqmalloc_options", &mut o);
     }
-    RSEQ.store(o.rseq as u8, Ordering::Relaxed);
+    if let Some(s) = os::getenv(b"RSEQMALLOC_OPTIONS") {
+        help |= parse_into(s, "RSEQMALLOC_OPTIONS", &mut o);
+    }
+    if help {
+        print_help();
+    }
+    if let Some(path) = o.stats_file {
+        // SAFETY: only this thread writes the slot, before LOADED says 2.
+        o.stats_file = unsafe { STATS_FILE.set(path) };
+        if o.stats == StatsAtExit::None {
+            o.stats = StatsAtExit::Text;
+        }
+    }
+    if o.stats != StatsAtExit::None && o.stats_file.is_none() {
+        os::output::keep_stderr(); // the report at exit goes to the original stderr
+    }
+    store(&o);
+    RSEQ.store(o.rseq, Ordering::Relaxed);
+    VERBOSE.store(o.verbose, Ordering::Relaxed);
+    BACKGROUND.store(o.background_thread, Ordering::Relaxed);
+    MEMBARRIER.store(o.membarrier, Ordering::Relaxed);
+    LOADED.store(2, Ordering::Release);
+}
+
+/// Stores the options that may change at run time.
+fn store(o: &Options) {
     DECAY_MS.store(o.decay_ms, Ordering::Relaxed);
     CPU_CACHE_BYTES.store(o.cpu_cache_bytes, Ordering::Relaxed);
     DIRTY_MAX.store(o.dirty_max, Ordering::Relaxed);
     HUGE.store(o.huge_pages as u8, Ordering::Relaxed);
     STATS.store(o.stats as u8, Ordering::Relaxed);
-    BACKGROUND.store(o.background_thread as u8, Ordering::Relaxed);
-    MEMBARRIER.store(o.membarrier as u8, Ordering::Relaxed);
-    LOADED.store(2, Ordering::Release);
+    STATS_CLASSES.store(o.stats_classes, Ordering::Relaxed);
 }
 
 /// The options in force (loading them if needed).
 pub fn get() -> Options {
     load();
     Options {
-        rseq: RSEQ.load(Ordering::Relaxed) != 0,
+        rseq: RSEQ.load(Ordering::Relaxed),
         decay_ms: DECAY_MS.load(Ordering::Relaxed),
         cpu_cache_bytes: CPU_CACHE_BYTES.load(Ordering::Relaxed),
         dirty_max: DIRTY_MAX.load(Ordering::Relaxed),
@@ -206,12 +599,24 @@ pub fn get() -> Options {
             2 => StatsAtExit::Json,
             _ => StatsAtExit::None,
         },
-        background_thread: BACKGROUND.load(Ordering::Relaxed) != 0,
-        membarrier: MEMBARRIER.load(Ordering::Relaxed) != 0,
+        // SAFETY: LOADED is 2 (`load` above), so the slot is written and never changes.
+        stats_file: unsafe { STATS_FILE.get() },
+        stats_classes: STATS_CLASSES.load(Ordering::Relaxed),
+        verbose: VERBOSE.load(Ordering::Relaxed),
+        background_thread: BACKGROUND.load(Ordering::Relaxed),
+        membarrier: MEMBARRIER.load(Ordering::Relaxed),
     }
 }
 
+/// The options in force: the compiled-in `rseqmalloc_options` string, then
+/// `RSEQMALLOC_OPTIONS`, over the defaults — read once, at start-up or at the first
+/// allocation if that comes earlier.
+pub fn options() -> Options {
+    get()
+}
+
 /// Warnings printed so far.
+#[cfg(test)]
 pub fn warnings() -> u32 {
     WARNINGS.load(Ordering::Relaxed)
 }
@@ -223,10 +628,13 @@ mod tests {
     #[test]
     fn good_options_parse() {
         let mut o = DEFAULTS;
-        parse_into(
-            b"rseq=off,decay_ms=0,cpu_cache_bytes=1m,dirty_max=2m,huge_pages=never,stats=json,background_thread=on,membarrier=off",
+        let help = parse_into(
+            b"rseq=off,decay_ms=0,cpu_cache_bytes=1m,dirty_max=2m,huge_pages=never,stats=json,\
+              stats_classes=on,verbose=on,background_thread=on,membarrier=off",
+            "test",
             &mut o,
         );
+        assert!(!help);
         assert_eq!(
             o,
             Options {
@@ -236,10 +644,23 @@ mod tests {
                 dirty_max: 2 << 20,
                 huge_pages: HugePages::Never,
                 stats: StatsAtExit::Json,
+                stats_file: None,
+                stats_classes: true,
+                verbose: true,
                 background_thread: true,
                 membarrier: false,
             }
         );
+    }
+
+    #[test]
+    fn items_are_trimmed_and_help_is_seen() {
+        let mut o = DEFAULTS;
+        let before = warnings();
+        let help = parse_into(b" stats = text , rseq=off ,\thelp , ", "test", &mut o);
+        assert!(help);
+        assert_eq!(warnings(), before);
+        assert_eq!((o.stats, o.rseq), (StatsAtExit::Text, false));
     }
 
     #[test]
@@ -248,9 +669,29 @@ mod tests {
         let mut o = DEFAULTS;
         parse_into(
             b"bogus=1,rseq=maybe,decay_ms=12x,cpu_cache_bytes=1,noequals,,stats=loud",
+            "test",
             &mut o,
         );
         assert_eq!(o, DEFAULTS);
         assert_eq!(warnings() - before, 6);
+    }
+
+    #[test]
+    fn the_options_line_reads_back_as_the_same_options() {
+        let mut o = DEFAULTS;
+        parse_into(
+            b"decay_ms=250,dirty_max=3g,cpu_cache_bytes=4100",
+            "test",
+            &mut o,
+        );
+        let mut m = Msg::<1024>::empty();
+        write_options(&mut m, &o);
+        let line: &'static [u8] = std::vec::Vec::leak(m.as_bytes().to_vec());
+        let mut again = DEFAULTS;
+        let before = warnings();
+        parse_into(line, "test", &mut again);
+        assert_eq!(warnings(), before, "{:?}", core::str::from_utf8(line));
+        assert_eq!(again, o);
+        assert!(line.starts_with(b"rseq=on,decay_ms=250,cpu_cache_bytes=4100,dirty_max=3g,"));
     }
 }

@@ -11,7 +11,7 @@
 //! Each layer calls only the layers above it in this list (and `sync`/`guard`, which are
 //! leaves). `src/README.md` draws the same picture.
 //!
-//! 1. [`os`] — mmap/madvise/munmap, futex, environ, stderr; never allocates, never panics.
+//! 1. `os` — mmap/madvise/munmap, futex, environ, stderr; never allocates, never panics.
 //! 2. `arch` — the thread block in static TLS, rseq registration, the critical sections.
 //! 3. `size_class` — compile-time class tables.
 //! 4. `pagemap`, `span`, `page_heap` — address → span, span records, runs of pages,
@@ -32,20 +32,27 @@ extern crate std;
 
 mod arch;
 mod central;
-pub mod config;
+mod config;
 mod cpu_cache;
+pub mod ffi;
 mod free_tag;
 mod guard;
-pub mod os;
+mod os;
 mod page_heap;
 mod pagemap;
+mod report;
 mod size_class;
 mod span;
 mod stats;
 mod sync;
+mod version;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
+
+pub use config::{options, CompiledOptions, HugePages, Options, StatsAtExit};
+pub use report::JSON_SCHEMA;
+pub use version::VERSION;
 
 pub use cpu_cache::RseqMode;
 use page_heap::{HEAP, HUGE_MIN};
@@ -655,7 +662,7 @@ mod fork {
         // SAFETY: registering handlers with valid function pointers.
         unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
         config::load();
-        stats::register_at_exit();
+        report::at_start();
         if config::get().background_thread {
             start_background_thread();
         }

@@ -59,6 +59,8 @@ pub struct HeapStats {
     pub small_spans: usize,
     /// Bytes mapped for span records.
     pub metadata: usize,
+    /// The most `small_spans + large_in_use` has been (a bound on the most ever allocated).
+    pub peak_active: usize,
 }
 
 impl HeapStats {
@@ -121,6 +123,7 @@ impl PageHeap {
                 large_in_use: 0,
                 small_spans: 0,
                 metadata: 0,
+                peak_active: 0,
             },
         }
     }
@@ -131,6 +134,12 @@ impl PageHeap {
             metadata: self.pool.mapped,
             ..self.stats
         }
+    }
+
+    /// Raises `peak_active` to the bytes in use now; after every increase of them.
+    fn note_peak(&mut self) {
+        let active = self.stats.small_spans + self.stats.large_in_use;
+        self.stats.peak_active = self.stats.peak_active.max(active);
     }
 
     fn list_insert(&mut self, s: *mut Span) {
@@ -434,6 +443,7 @@ impl PageHeap {
                 self.stats.large_in_use += (*s).bytes();
             }
         }
+        self.note_peak();
         s
     }
 
@@ -554,6 +564,7 @@ impl PageHeap {
             (*s).pages = pages;
             PAGEMAP.set_range((*right).start, need, entry(s));
             self.stats.large_in_use += need * PAGE;
+            self.note_peak();
             self.pool.give(right);
             true
         }
@@ -610,6 +621,7 @@ impl PageHeap {
         PAGEMAP.set(base as usize, entry(s));
         self.stats.mapped += held;
         self.stats.large_in_use += bytes;
+        self.note_peak();
         s
     }
 
@@ -687,6 +699,7 @@ impl PageHeap {
             (*s).pages = bytes / PAGE;
             (*s).usable = bytes;
         }
+        self.note_peak();
         true
     }
 

@@ -1,13 +1,12 @@
-//! Statistics: counters gathered from every layer into a plain struct, without allocating, and
-//! printed at exit when `stats=text|json` is set.
+//! Statistics: counters gathered from every layer into a plain struct, without allocating
+//! (`report` prints them).
 //!
 //! May call: every layer below the public API (read-only, except that it hands the calling
-//! thread's fallback-mode magazine back first), `os`, `config`.
+//! thread's fallback-mode magazine back first), `os`.
 
 use crate::central::CENTRAL;
-use crate::config::{self, StatsAtExit};
 use crate::cpu_cache::{self, RseqMode};
-use crate::os::{self, Msg};
+use crate::os;
 use crate::page_heap::HEAP;
 use crate::size_class::{size_of, NUM_CLASSES};
 
@@ -24,6 +23,12 @@ pub struct Stats {
     pub active: usize,
     /// Resident set size of the whole process (`/proc/self/statm`), 0 if unreadable.
     pub resident: usize,
+    /// The most `active` has been: a bound on the most ever allocated (tracking `allocated`
+    /// itself would cost the fast path).
+    pub peak_active: usize,
+    /// The resident set size's high-water mark (`VmHWM` in `/proc/self/status`), 0 if
+    /// unreadable.
+    pub peak_resident: usize,
     /// Address space the page heap and huge objects mapped.
     pub mapped: usize,
     /// Bytes in free spans whose pages were handed back to the OS.
@@ -58,6 +63,15 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// What indexes the per-CPU slabs: `"mm_cid"` (concurrency ids) or `"cpu_id"`.
+    pub fn id_kind(&self) -> &'static str {
+        if self.uses_mm_cid {
+            "mm_cid"
+        } else {
+            "cpu_id"
+        }
+    }
+
     /// Bytes cached in each reported per-CPU slab (the first `min(slabs, MAX_REPORTED_CPUS)`).
     pub fn cpu_caches(&self) -> &[usize] {
         &self.cpu_cache_bytes[..self.slabs.min(MAX_REPORTED_CPUS)]
@@ -74,6 +88,8 @@ pub fn stats() -> Stats {
         allocated: 0,
         active: heap.small_spans + heap.large_in_use,
         resident: resident_bytes(),
+        peak_active: heap.peak_active,
+        peak_resident: peak_resident_bytes(),
         mapped: heap.mapped,
         released: heap.released(),
         free: heap.free,
@@ -129,134 +145,40 @@ pub fn resident_bytes() -> usize {
     pages * os::OS_PAGE
 }
 
-/// The single-number figures, named as both reports print them.
-fn scalars(s: &Stats) -> [(&'static str, u64); 12] {
-    [
-        ("allocated", s.allocated as u64),
-        ("active", s.active as u64),
-        ("resident", s.resident as u64),
-        ("mapped", s.mapped as u64),
-        ("released", s.released as u64),
-        ("free", s.free as u64),
-        ("metadata", s.metadata as u64),
-        ("restarts", s.restarts),
-        ("fallback_ops", s.fallback_ops as u64),
-        ("drains_skipped", s.drains_skipped as u64),
-        ("slabs", s.slabs as u64),
-        ("slabs_in_use", s.slabs_in_use as u64),
-    ]
-}
-
-fn mode_name(m: RseqMode) -> &'static str {
-    match m {
-        RseqMode::Uninitialized => "uninitialized",
-        RseqMode::Glibc => "glibc",
-        RseqMode::Own => "own",
-        RseqMode::Fallback => "fallback",
-    }
-}
-
-/// Prints `s` as text, one line per figure, to stderr.
-pub fn print_text(s: &Stats) {
-    let line = |name: &str, v: u64| {
-        let mut m = Msg::new();
-        m.str("rseqmalloc: ").str(name).str(" ").dec(v);
-        os::write_stderr(&m);
+/// The resident set size's high-water mark from `/proc/self/status` (`VmHWM:  1234 kB`).
+fn peak_resident_bytes() -> usize {
+    let mut buf = [0u8; 4096];
+    let Some(n) = os::read_small_file(c"/proc/self/status", &mut buf) else {
+        return 0;
     };
-    let mut m = Msg::new();
-    m.str("rseqmalloc: rseq mode ")
-        .str(mode_name(s.rseq_mode))
-        .str(if s.uses_mm_cid {
-            " (mm_cid)"
-        } else {
-            " (cpu_id)"
-        });
-    os::write_stderr(&m);
-    for (name, v) in scalars(s) {
-        line(name, v);
-    }
-    for (i, b) in s.cpu_caches().iter().enumerate() {
-        let mut m = Msg::new();
-        m.str("rseqmalloc: cpu ")
-            .dec(i as u64)
-            .str(" cache_bytes ")
-            .dec(*b as u64);
-        os::write_stderr(&m);
-    }
-    for c in 1..NUM_CLASSES {
-        if s.class_in_use[c] + s.class_cached[c] > 0 {
-            let mut m = Msg::new();
-            m.str("rseqmalloc: class ")
-                .dec(s.class_size[c] as u64)
-                .str(" in_use ")
-                .dec(s.class_in_use[c] as u64)
-                .str(" cached ")
-                .dec(s.class_cached[c] as u64);
-            os::write_stderr(&m);
-        }
-    }
+    buf[..n]
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"VmHWM:"))
+        .map_or(0, |v| {
+            v.iter()
+                .filter(|b| b.is_ascii_digit())
+                .fold(0usize, |a, &d| a * 10 + (d - b'0') as usize)
+                * 1024
+        })
 }
 
-/// Prints `s` as one JSON object on stderr (written in pieces, no allocation).
-pub fn print_json(s: &Stats) {
-    let out = |m: &Msg| {
-        let b = m.as_bytes();
-        // SAFETY: write(2) reads a buffer we own.
-        unsafe { libc::write(2, b.as_ptr().cast(), b.len()) };
-    };
-    let mut m = Msg::new();
-    m.str("{\"rseqmalloc\":{\"rseq_mode\":\"")
-        .str(mode_name(s.rseq_mode))
-        .str("\",\"uses_mm_cid\":")
-        .str(if s.uses_mm_cid { "true" } else { "false" });
-    out(&m);
-    for (k, v) in scalars(s) {
-        let mut m = Msg::new();
-        m.str(",\"").str(k).str("\":").dec(v);
-        out(&m);
-    }
-    out(Msg::new().str(",\"cpu_cache_bytes\":["));
-    for (i, b) in s.cpu_caches().iter().enumerate() {
-        let mut m = Msg::new();
-        if i > 0 {
-            m.str(",");
+impl RseqMode {
+    /// The mode's name as the reports, the JSON and `rseqmalloc_rseq_mode()` spell it:
+    /// `"uninitialized"`, `"glibc"`, `"own"` or `"fallback"`.
+    pub const fn name(self) -> &'static str {
+        match self.c_name().to_str() {
+            Ok(s) => s,
+            Err(_) => "",
         }
-        m.dec(*b as u64);
-        out(&m);
     }
-    out(Msg::new().str("],\"classes\":["));
-    let mut first = true;
-    for c in 1..NUM_CLASSES {
-        let mut m = Msg::new();
-        if !first {
-            m.str(",");
+
+    /// [`RseqMode::name`] as a NUL-terminated static string, for C.
+    pub const fn c_name(self) -> &'static core::ffi::CStr {
+        match self {
+            RseqMode::Uninitialized => c"uninitialized",
+            RseqMode::Glibc => c"glibc",
+            RseqMode::Own => c"own",
+            RseqMode::Fallback => c"fallback",
         }
-        first = false;
-        m.str("{\"size\":")
-            .dec(s.class_size[c] as u64)
-            .str(",\"in_use\":")
-            .dec(s.class_in_use[c] as u64)
-            .str(",\"cached\":")
-            .dec(s.class_cached[c] as u64)
-            .str("}");
-        out(&m);
-    }
-    out(Msg::new().str("]}}\n"));
-}
-
-extern "C" fn at_exit() {
-    let s = stats();
-    match config::get().stats {
-        StatsAtExit::Text => print_text(&s),
-        StatsAtExit::Json => print_json(&s),
-        StatsAtExit::None => {}
-    }
-}
-
-/// Registers the exit report when `stats=text|json` is set.
-pub fn register_at_exit() {
-    if config::get().stats != StatsAtExit::None {
-        // SAFETY: registering a valid function pointer.
-        unsafe { libc::atexit(at_exit) };
     }
 }

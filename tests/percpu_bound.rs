@@ -33,7 +33,7 @@ fn sixty_four_threads_touch_at_most_one_slab_per_cpu() {
         }
     });
     let s = rseqmalloc::stats();
-    let budget = rseqmalloc::config::get().cpu_cache_bytes as usize;
+    let budget = rseqmalloc::options().cpu_cache_bytes as usize;
     let cached: usize = s.cpu_cache_bytes.iter().sum();
     // One slab per possible CPU id, however many threads ran.
     let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();

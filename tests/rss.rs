@@ -252,7 +252,7 @@ fn child_threads() {
         }
     });
     let st = rseqmalloc::stats();
-    let budget = rseqmalloc::config::get().cpu_cache_bytes as usize;
+    let budget = rseqmalloc::options().cpu_cache_bytes as usize;
     // per-CPU caches and their 128 KiB slabs, plus central transfer stacks (at most 256 KiB
     // per class) and partly used spans: a figure tied to CPUs and classes, not to the 64
     // threads. Poll for at most 25 decay periods.
@@ -329,7 +329,7 @@ fn child_class_walk() {
         .filter(|&c| st.class_size[c] > 1024)
         .map(|c| st.class_cached[c] * st.class_size[c])
         .sum();
-    let budget = rseqmalloc::config::get().cpu_cache_bytes as usize;
+    let budget = rseqmalloc::options().cpu_cache_bytes as usize;
     println!(
         "class walk: RSS grew {} KiB; {} KiB of objects above 1 KiB cached ({} slabs in use, \
          budget {} KiB each)",

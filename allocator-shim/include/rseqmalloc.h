@@ -17,6 +17,16 @@
 extern "C" {
 #endif
 
+/* The version of rseqmalloc this header belongs to; rseqmalloc_version() gives the library's. */
+#define RSEQMALLOC_VERSION "0.1.0"
+
+/* Compiled-in options, like jemalloc's malloc_conf: a program may define
+ *     const char *rseqmalloc_options = "decay_ms=250,stats=text";
+ * (same syntax as RSEQMALLOC_OPTIONS, which is read after it and overrides it key by key). The
+ * library finds the definition when the program is linked with -lrseqmalloc (the linker then
+ * exports it); under LD_PRELOAD only if the program exports its symbols (-rdynamic). */
+extern const char *rseqmalloc_options;
+
 /* How the per-CPU caches are protected (struct rseqmalloc_stats.rseq_mode). */
 enum rseqmalloc_rseq_mode {
     RSEQMALLOC_MODE_UNINITIALIZED = 0, /* nothing allocated yet */
@@ -50,6 +60,10 @@ struct rseqmalloc_stats {
 /* Fills the first min(out_size, sizeof(struct rseqmalloc_stats)) bytes of *out and returns
  * that count. With out == NULL, returns the library's sizeof(struct rseqmalloc_stats). */
 size_t rseqmalloc_stats(struct rseqmalloc_stats *out, size_t out_size);
+
+/* The library's version as a static string, e.g. "0.1.0" (also in its ELF .comment section:
+ * readelf -p .comment librseqmalloc.so). */
+const char *rseqmalloc_version(void);
 
 /* The rseq mode as a static string: "glibc", "own", "fallback" or "uninitialized". */
 const char *rseqmalloc_rseq_mode(void);

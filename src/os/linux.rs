@@ -8,7 +8,8 @@ pub const OS_PAGE: usize = 4096;
 /// Transparent huge page size on x86_64.
 pub const HUGE_PAGE: usize = 2 << 20;
 
-fn errno() -> i32 {
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
     // SAFETY: `__errno_location` always returns the calling thread's valid errno slot.
     unsafe { *libc::__errno_location() }
 }
@@ -283,6 +284,71 @@ pub fn getenv(name: &[u8]) -> Option<&'static [u8]> {
     None
 }
 
+/// The string a program compiled in as `const char *rseqmalloc_options` (C) or with
+/// `rseqmalloc::options!` (Rust), if any.
+///
+/// The symbol is referenced weakly: a program that does not define it links and runs as
+/// before. It is found when the definition is visible to the linker of this code — a Rust
+/// program linking the crate, or a C program linking `-lrseqmalloc` (the linker then exports
+/// the program's symbol for the library) — and not under `LD_PRELOAD` unless the program
+/// exports it (`-rdynamic`).
+pub fn compiled_in_options() -> Option<&'static [u8]> {
+    extern "C" {
+        fn rseqmalloc_options_address() -> *const *const libc::c_char;
+    }
+    // SAFETY: the assembly below returns the GOT entry of the weak symbol: null if nobody
+    // defines it, else the address of the program's `const char *`.
+    let slot = unsafe { rseqmalloc_options_address() };
+    if slot.is_null() {
+        return None;
+    }
+    // SAFETY: a defined `rseqmalloc_options` is a pointer to a NUL-terminated string (or
+    // null) that lives as long as the program.
+    unsafe {
+        let s = *slot;
+        (!s.is_null()).then(|| core::ffi::CStr::from_ptr(s).to_bytes())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".weak rseqmalloc_options",
+    ".pushsection .text.rseqmalloc_options_address,\"ax\",@progbits",
+    ".globl rseqmalloc_options_address",
+    ".hidden rseqmalloc_options_address",
+    ".type rseqmalloc_options_address,@function",
+    "rseqmalloc_options_address:",
+    "mov rax, qword ptr [rip + rseqmalloc_options@GOTPCREL]",
+    "ret",
+    ".size rseqmalloc_options_address, . - rseqmalloc_options_address",
+    ".popsection",
+    // The version in `.comment`, in this block because the options are always read: the
+    // object holding it is then always linked (an unreferenced one of an rlib may not be).
+    ".pushsection .comment,\"MS\",@progbits,1",
+    concat!(".asciz \"rseqmalloc ", env!("CARGO_PKG_VERSION"), "\""),
+    ".popsection",
+);
+
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(
+    ".weak rseqmalloc_options",
+    ".pushsection .text.rseqmalloc_options_address,\"ax\",%progbits",
+    ".globl rseqmalloc_options_address",
+    ".hidden rseqmalloc_options_address",
+    ".type rseqmalloc_options_address,%function",
+    "rseqmalloc_options_address:",
+    "adrp x0, :got:rseqmalloc_options",
+    "ldr x0, [x0, :got_lo12:rseqmalloc_options]",
+    "ret",
+    ".size rseqmalloc_options_address, . - rseqmalloc_options_address",
+    ".popsection",
+    // The version in `.comment`, in this block because the options are always read: the
+    // object holding it is then always linked (an unreferenced one of an rlib may not be).
+    ".pushsection .comment,\"MS\",%progbits,1",
+    concat!(".asciz \"rseqmalloc ", env!("CARGO_PKG_VERSION"), "\""),
+    ".popsection",
+);
+
 /// Reads a small file (at most 4 KiB) into `buf` without allocating; returns the length.
 pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: open/read/close on a path we own the string of, into a buffer we own.
@@ -295,6 +361,39 @@ pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> 
         libc::close(fd);
         (n >= 0).then_some(n as usize)
     }
+}
+
+/// Writes the current directory, NUL-terminated, into `buf`; false if it does not fit.
+pub fn current_dir(buf: &mut [u8]) -> bool {
+    // SAFETY: getcwd writes at most `buf.len()` bytes into the buffer we own.
+    !buf.is_empty() && !unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) }.is_null()
+}
+
+/// Creates (or truncates) `path` for writing, close-on-exec; the descriptor, or None.
+pub fn create_file(path: &core::ffi::CStr) -> Option<i32> {
+    let _errno = ErrnoKeeper::new();
+    // SAFETY: open with a NUL-terminated path we own.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    (fd >= 0).then_some(fd)
+}
+
+/// Closes a descriptor this layer opened.
+pub fn close(fd: i32) {
+    let _errno = ErrnoKeeper::new();
+    // SAFETY: the caller owns `fd`.
+    unsafe { libc::close(fd) };
+}
+
+/// The process id.
+pub fn pid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
 }
 
 /// Number of CPU ids the kernel may ever report: one past the highest id in
@@ -330,17 +429,14 @@ pub fn possible_cpus() -> usize {
     }
 }
 
-/// Writes a message plus a newline to stderr (best effort, no allocation).
-pub fn write_stderr(m: &Msg) {
-    let mut line = Msg::new();
-    line.bytes(m.as_bytes()).str("\n");
-    let b = line.as_bytes();
-    // SAFETY: write(2) reads `b`, which we own.
-    unsafe { libc::write(2, b.as_ptr().cast(), b.len()) };
+/// Writes a message as one whole line where the allocator's lines go (see `output`), with one
+/// `write(2)`, without allocating.
+pub fn write_stderr<const N: usize>(m: &Msg<N>) {
+    super::output::write_line(m.line().as_bytes());
 }
 
 /// Prints the message on stderr and aborts the process (SIGABRT), without allocating.
-pub fn abort_with(m: &Msg) -> ! {
+pub fn abort_with<const N: usize>(m: &Msg<N>) -> ! {
     write_stderr(m);
     // SAFETY: abort never returns and has no preconditions.
     unsafe { libc::abort() }

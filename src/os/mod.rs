@@ -1,7 +1,8 @@
 //! Operating-system primitives: the bottom layer.
 //!
 //! Owns: mapping and unmapping address space, telling the kernel which pages it may reclaim,
-//! futexes, the raw environment, stderr messages and aborts — all without allocating.
+//! futexes, the raw environment, the allocator's output (`output`: where its lines go and how
+//! they are written) and aborts — all without allocating.
 //! Failure is an [`OsError`] value, never a panic. One file per platform; only Linux exists.
 //!
 //! May call: `libc` only.
@@ -13,6 +14,7 @@ pub use linux::*;
 
 mod msg;
 pub use msg::Msg;
+pub mod output;
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc;

@@ -1,0 +1,37 @@
+//! What a C face over this crate needs besides the allocation functions: the calling thread's
+//! `errno`, the kernel's page size, and a fixed-size line for messages built without allocating.
+//!
+//! `librseqmalloc.so` (the `allocator-shim` crate) is written against this module and the
+//! crate's other public functions only.
+//!
+//! May call: `os`.
+
+use crate::os;
+pub use crate::os::{ErrnoKeeper, Msg};
+
+/// The calling thread's `errno`.
+#[inline]
+pub fn errno() -> i32 {
+    os::errno()
+}
+
+/// Sets the calling thread's `errno`.
+#[inline]
+pub fn set_errno(e: i32) {
+    os::set_errno(e)
+}
+
+/// The kernel's page size (`getauxval(AT_PAGESZ)`, 4096 if the kernel did not say).
+pub fn page_size() -> usize {
+    match os::auxval(libc::AT_PAGESZ) {
+        0 => os::OS_PAGE,
+        p => p as usize,
+    }
+}
+
+/// Writes `m` as one line where the allocator writes its own messages (see the crate
+/// documentation, "Output"): whole, with one `write(2)`, never raising `SIGPIPE`, and never
+/// into a file the program put on descriptor 2 after start-up.
+pub fn message(m: &Msg) {
+    os::write_stderr(m)
+}
