@@ -554,7 +554,13 @@ pub mod check {
                         "an object is both in the transfer stack and on its span's free list",
                         o as usize,
                     )?;
-                    o = (*o).next;
+                    let (next, tagged) = free_tag::peek_next(o);
+                    ensure(
+                        tagged,
+                        "a free object does not carry its free tag",
+                        o as usize,
+                    )?;
+                    o = next;
                 }
                 ensure(
                     free + (*s).in_use == (*s).carved,

@@ -132,6 +132,19 @@ pub unsafe fn next_checked(p: *mut u8, lo: usize, hi: usize, size: usize) -> *mu
     next as *mut u8
 }
 
+/// The decoded link of `p`, a member of a span's free list, and whether `p` carries its tag —
+/// unchecked otherwise (for invariant checks that report instead of aborting).
+///
+/// # Safety
+/// `p` is readable for 16 bytes.
+#[cfg(any(test, feature = "fuzzing"))]
+pub unsafe fn peek_next(p: *mut u8) -> (*mut u8, bool) {
+    let t = tag(p as usize);
+    // SAFETY: the caller's contract.
+    let (w0, w1) = unsafe { (p.cast::<usize>().read(), p.cast::<usize>().add(1).read()) };
+    ((w0 ^ t) as *mut u8, w1 == t)
+}
+
 #[cold]
 #[inline(never)]
 fn corrupted(p: *mut u8) -> ! {

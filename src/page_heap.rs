@@ -57,6 +57,9 @@ pub struct HeapStats {
     pub large_in_use: usize,
     /// Bytes in spans carved into small objects.
     pub small_spans: usize,
+    /// Address space huge objects hold to grow into (inaccessible, neither resident nor
+    /// charged; part of `mapped`).
+    pub reserved: usize,
     /// Bytes mapped for span records.
     pub metadata: usize,
     /// The most `small_spans + large_in_use` has been (a bound on the most ever allocated).
@@ -122,6 +125,7 @@ impl PageHeap {
                 released_total: 0,
                 large_in_use: 0,
                 small_spans: 0,
+                reserved: 0,
                 metadata: 0,
                 peak_active: 0,
             },
@@ -619,9 +623,7 @@ impl PageHeap {
             (*s).usable = bytes;
         }
         PAGEMAP.set(base as usize, entry(s));
-        self.stats.mapped += held;
-        self.stats.large_in_use += bytes;
-        self.note_peak();
+        self.account_huge(0, 0, held, bytes);
         s
     }
 
@@ -634,8 +636,7 @@ impl PageHeap {
         unsafe {
             PAGEMAP.set((*s).start, 0);
             os::unmap((*s).start as *mut u8, (*s).reserved);
-            self.stats.mapped -= (*s).reserved;
-            self.stats.large_in_use -= (*s).bytes();
+            self.account_huge((*s).reserved, (*s).bytes(), 0, 0);
             (*s).reserved = 0;
             self.pool.give(s);
         }
@@ -660,19 +661,16 @@ impl PageHeap {
             if bytes <= have {
                 if bytes < have {
                     os::unmap((start + bytes) as *mut u8, held - bytes);
-                    self.stats.mapped -= held - bytes;
-                    self.stats.large_in_use -= have - bytes;
                     (*s).reserved = bytes;
                 }
             } else if bytes <= held {
                 if !os::grow_into_reservation(start as *mut u8, have, bytes) {
                     // Another mapping took the gap: give up the rest and move instead.
                     os::unmap((start + bytes) as *mut u8, held - bytes);
-                    self.stats.mapped -= held - have;
                     (*s).reserved = have;
+                    self.account_huge(held, have, have, have);
                     return self.resize_huge(s, size);
                 }
-                self.stats.large_in_use += bytes - have;
             } else {
                 let Some(cap) = held.checked_mul(2).map(|c| c.max(bytes)) else {
                     return false;
@@ -693,14 +691,21 @@ impl PageHeap {
                 (*s).start = dest as usize;
                 (*s).reserved = cap;
                 PAGEMAP.set(dest as usize, entry(s));
-                self.stats.mapped = self.stats.mapped + cap - held;
-                self.stats.large_in_use += bytes - have;
             }
             (*s).pages = bytes / PAGE;
             (*s).usable = bytes;
+            self.account_huge(held, have, (*s).reserved, bytes);
         }
-        self.note_peak();
         true
+    }
+
+    /// Counts a huge object that held `held` bytes of address space, `have` of them in use,
+    /// and now holds `new_held` with `new_have` in use.
+    fn account_huge(&mut self, held: usize, have: usize, new_held: usize, new_have: usize) {
+        self.stats.mapped = self.stats.mapped + new_held - held;
+        self.stats.large_in_use = self.stats.large_in_use + new_have - have;
+        self.stats.reserved = self.stats.reserved + (new_held - new_have) - (held - have);
+        self.note_peak();
     }
 
     /// Unmaps every free span of at least `min_bytes` (with `trim`): the program freed that
@@ -1079,8 +1084,8 @@ pub mod check {
                 s.dirty,
             )?;
             ensure(
-                s.free + s.small_spans + s.large_in_use == s.mapped,
-                "free + small spans + large in use differ from the mapped bytes",
+                s.free + s.small_spans + s.large_in_use + s.reserved == s.mapped,
+                "free + small spans + large in use + reserved differ from the mapped bytes",
                 s.mapped,
             )
         }
@@ -1199,8 +1204,10 @@ pub mod check {
         )?;
         let mapped = if state == SpanState::Huge { 1 } else { pages };
         for i in 0..mapped {
+            // A class span's page names the class once carved (`central::carve_page`).
+            let e = PAGEMAP.get(start + i * PAGE);
             ensure(
-                PAGEMAP.get(start + i * PAGE) == page_entry(i),
+                e == page_entry(i) || state == SpanState::Small && e == entry(s),
                 "a page of a span in use does not map to it",
                 start + i * PAGE,
             )?;
@@ -1511,7 +1518,9 @@ pub mod check {
         match (what % 3, free) {
             (0, Some(slot)) if huge < HELD_HUGE => {
                 let align = 1 << (12 + what / 3 % 11);
-                let s = heap.alloc_huge(size, align);
+                // Every other one holds room to grow into.
+                let reserve = if what & 1 == 0 { 0 } else { 2 * size };
+                let s = heap.alloc_huge(size, align, reserve);
                 assert!(!s.is_null(), "alloc_huge({size}, {align}) failed");
                 // SAFETY: a live huge span, now the exercise's.
                 unsafe {
@@ -1539,10 +1548,10 @@ pub mod check {
                 let h = h.as_mut()?;
                 // SAFETY: a live huge span the exercise holds.
                 unsafe {
-                    let moved = heap.remap_huge(h.span, size, PAGE);
+                    let moved = heap.resize_huge(h.span, size);
                     if moved {
                         (h.start, h.pages) = ((*h.span).start, (*h.span).pages);
-                        assert!((*h.span).usable >= size, "remap_huge");
+                        assert!((*h.span).usable >= size, "resize_huge");
                     }
                     Some(moved)
                 }
