@@ -1,6 +1,6 @@
 //! Options: `key=value` items from a compiled-in string (`rseqmalloc_options`, see
 //! [`compiled_in`]) and then from `RSEQMALLOC_OPTIONS`, read once without allocating; a few of
-//! them can also be changed while the program runs.
+//! them can also be changed while the program runs ([`set_runtime`]).
 //!
 //! Owns: the option values, the table of keys ([`KEYS`]: accepted values, default, meaning),
 //! parsing, the warnings about bad items, `help`. An unknown key or a malformed value prints one
@@ -92,7 +92,7 @@ pub struct Key {
     pub default: &'static str,
     /// What it does.
     pub meaning: &'static str,
-    /// Whether it may change while the program runs.
+    /// Whether [`set_runtime`] may change it while the program runs.
     pub runtime: bool,
 }
 
@@ -298,8 +298,9 @@ fn parse_size(v: &[u8]) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// Sets key `k` of `opts` from `v`; false if `k` is unknown (None) or `v` malformed.
-fn parse_value(k: &[u8], v: &'static [u8], opts: &mut Options) -> Option<bool> {
+/// Sets key `k` of `opts` from `v`; false if `v` is malformed, None if `k` is unknown.
+/// (`stats_file`, which keeps the string, is `parse_into`'s.)
+fn parse_value(k: &[u8], v: &[u8], opts: &mut Options) -> Option<bool> {
     let ok = match k {
         b"rseq" => parse_bool(v).map(|b| opts.rseq = b).is_some(),
         b"background_thread" => parse_bool(v).map(|b| opts.background_thread = b).is_some(),
@@ -333,9 +334,6 @@ fn parse_value(k: &[u8], v: &'static [u8], opts: &mut Options) -> Option<bool> {
         }
         .map(|s| opts.stats = s)
         .is_some(),
-        b"stats_file" => (!v.is_empty() && v.len() < PATH_MAX - 1)
-            .then(|| opts.stats_file = Some(v))
-            .is_some(),
         _ => return None,
     };
     Some(ok)
@@ -346,14 +344,10 @@ fn key(k: &[u8]) -> Option<&'static Key> {
     KEYS.iter().find(|key| key.name.as_bytes() == k)
 }
 
-/// `s` without leading and trailing ASCII white space.
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace());
-    match (start, end) {
-        (Some(a), Some(b)) => &s[a..=b],
-        _ => &[],
-    }
+/// An item's key and value, white space around each removed; None without `=`.
+fn key_value(item: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = item.iter().position(|&b| b == b'=')?;
+    Some((item[..eq].trim_ascii(), item[eq + 1..].trim_ascii()))
 }
 
 /// Parses an option string (from `source`, named in warnings) into `opts`: items separated by
@@ -363,7 +357,7 @@ fn trim(s: &[u8]) -> &[u8] {
 pub fn parse_into(s: &'static [u8], source: &str, opts: &mut Options) -> bool {
     let mut help = false;
     for item in s.split(|&b| b == b',') {
-        let item = trim(item);
+        let item = item.trim_ascii();
         if item.is_empty() {
             continue;
         }
@@ -371,7 +365,7 @@ pub fn parse_into(s: &'static [u8], source: &str, opts: &mut Options) -> bool {
             help = true;
             continue;
         }
-        let Some(eq) = item.iter().position(|&b| b == b'=') else {
+        let Some((k, v)) = key_value(item) else {
             warn(
                 source,
                 "malformed item",
@@ -380,8 +374,16 @@ pub fn parse_into(s: &'static [u8], source: &str, opts: &mut Options) -> bool {
             );
             continue;
         };
-        let (k, v) = (trim(&item[..eq]), trim(&item[eq + 1..]));
-        match parse_value(k, v, opts) {
+        let parsed = if k == b"stats_file" {
+            let ok = !v.is_empty() && v.len() < PATH_MAX - 1;
+            if ok {
+                opts.stats_file = Some(v);
+            }
+            Some(ok)
+        } else {
+            parse_value(k, v, opts)
+        };
+        match parsed {
             Some(true) => {}
             Some(false) => {
                 let accepts = key(k).map_or("", |k| k.accepts);
@@ -610,9 +612,38 @@ pub fn get() -> Options {
 
 /// The options in force: the compiled-in `rseqmalloc_options` string, then
 /// `RSEQMALLOC_OPTIONS`, over the defaults — read once, at start-up or at the first
-/// allocation if that comes earlier.
+/// allocation if that comes earlier — and any change made since with [`crate::ctl`].
 pub fn options() -> Options {
     get()
+}
+
+/// Why [`set_runtime`] refused an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetError {
+    /// No such key.
+    UnknownKey,
+    /// Not `key=value`, or a value the key does not accept.
+    Malformed,
+    /// The key is read at start-up only.
+    NotAtRunTime,
+}
+
+/// Changes one option (`key=value`) while the program runs; only keys marked `runtime` in
+/// [`KEYS`].
+pub fn set_runtime(item: &[u8]) -> Result<(), SetError> {
+    let (k, v) = key_value(item).ok_or(SetError::Malformed)?;
+    let entry = key(k).ok_or(SetError::UnknownKey)?;
+    if !entry.runtime {
+        return Err(SetError::NotAtRunTime);
+    }
+    let mut o = get();
+    match parse_value(k, v, &mut o) {
+        Some(true) => {
+            store(&o);
+            Ok(())
+        }
+        _ => Err(SetError::Malformed),
+    }
 }
 
 /// Warnings printed so far.

@@ -33,6 +33,7 @@ extern crate std;
 mod arch;
 mod central;
 mod config;
+mod control;
 mod cpu_cache;
 pub mod ffi;
 mod guard;
@@ -50,6 +51,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 
 pub use config::{options, CompiledOptions, HugePages, Options, StatsAtExit};
+pub use control::{ctl, CtlError};
 pub use report::JSON_SCHEMA;
 pub use version::VERSION;
 

@@ -787,3 +787,90 @@ fn install_then_pkg_config_builds_a_program_that_links_the_library_directly() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14: the rest of glibc's malloc API, and run-time control.
+
+#[test]
+fn control_mallopt_and_mallinfo_answer_from_rseqmalloc() {
+    let libs = libs();
+    let dir = TempDir::new("control");
+    let bin = dir.join("control");
+    compile(&["control.c"], &bin, &[libs.checked.as_os_str()]);
+    for mode in MODES {
+        let out = run_test_program(&bin, &[], &libs.checked, mode, "control");
+        assert_eq!(out, format!("control ok mode={}\n", mode.name()));
+    }
+}
+
+#[test]
+fn malloc_info_writes_glibc_shaped_xml_of_our_figures() {
+    let libs = libs();
+    let python = require("python3", "python3");
+    let dir = TempDir::new("malloc_info");
+    let bin = program(&dir, "malloc_info");
+    // Each element's tag and attribute names, and the mapped bytes the XML gives.
+    let shape = |xml: &str| -> (String, String) {
+        let script = "import sys, xml.etree.ElementTree as E\n\
+            r = E.fromstring(sys.stdin.read())\n\
+            assert r.tag == 'malloc' and r.get('version') == '1', r.tag\n\
+            print(sorted({(e.tag, tuple(sorted(e.attrib))) for e in r.iter()}))\n\
+            print(r.find(\"system[@type='current']\").get('size'))\n";
+        let mut child = Command::new(&python)
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(xml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "not malloc_info XML:\n{xml}\n{}",
+            show(&out)
+        );
+        let text = stdout(&out);
+        let (a, b) = text.trim().split_once('\n').unwrap();
+        (a.to_string(), b.to_string())
+    };
+    let split = |out: &str| -> (String, String) {
+        let (xml, mapped) = out.trim_end().rsplit_once('\n').unwrap();
+        (xml.to_string(), mapped.to_string())
+    };
+    let glibc = stdout(&run_ok(&mut command(&bin, None, 60), "malloc_info (glibc)"));
+    let (glibc_xml, none) = split(&glibc);
+    assert_eq!(none, "mapped none");
+    let (glibc_shape, _) = shape(&glibc_xml);
+    for mode in MODES {
+        let what = format!("malloc_info [{}]", mode.name());
+        let out = stdout(&run_ok(
+            &mut command_in(&bin, &libs.checked, mode, ""),
+            &what,
+        ));
+        let (xml, mapped) = split(&out);
+        let (ours_shape, current) = shape(&xml);
+        // The same elements and attributes as glibc's (ours lists size classes in <sizes>).
+        let size = "('size', ('count', 'from', 'to', 'total'))";
+        assert_eq!(
+            ours_shape.replace(&format!(", {size}"), ""),
+            glibc_shape.replace(&format!(", {size}"), ""),
+            "{what}:\n{xml}"
+        );
+        assert!(
+            xml.contains("<size from="),
+            "{what}: no size classes:\n{xml}"
+        );
+        assert_eq!(
+            format!("mapped {current}"),
+            mapped,
+            "{what}: not our figures:\n{xml}"
+        );
+    }
+}
