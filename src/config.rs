@@ -492,7 +492,7 @@ fn print_help() {
 }
 
 /// A compiled-in options string, laid out as C's `const char *`: define one with
-/// [`options!`](crate::options).
+/// [`options!`](crate::options!).
 #[repr(transparent)]
 pub struct CompiledOptions(*const core::ffi::c_char);
 
