@@ -65,6 +65,10 @@ pub struct Options {
     /// Use `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)` to drain other CPUs' caches
     /// (`membarrier=on|off`); `off` behaves as on a kernel without it.
     pub membarrier: bool,
+    /// `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`, so that the library opened
+    /// binds `malloc` and friends to the process's allocator (`deepbind=strip`, the default);
+    /// `deepbind=keep` passes the flag on.
+    pub strip_deepbind: bool,
 }
 
 /// The defaults, also what a malformed value leaves in place.
@@ -80,6 +84,7 @@ pub const DEFAULTS: Options = Options {
     verbose: false,
     background_thread: false,
     membarrier: true,
+    strip_deepbind: true,
 };
 
 /// One option key, as `help` and the warnings describe it.
@@ -97,7 +102,7 @@ pub struct Key {
 }
 
 /// Every key, in the order `help` lists them.
-pub const KEYS: [Key; 11] = [
+pub const KEYS: [Key; 12] = [
     Key {
         name: "rseq",
         accepts: "on|off",
@@ -175,6 +180,14 @@ pub const KEYS: [Key; 11] = [
         meaning: "off drains as on a kernel without the rseq membarrier (testing)",
         runtime: false,
     },
+    Key {
+        name: "deepbind",
+        accepts: "strip|keep",
+        default: "strip",
+        meaning: "librseqmalloc.so: dlopen drops RTLD_DEEPBIND so the library shares this malloc; \
+                  keep passes it on (blocks crossing between library and program then abort)",
+        runtime: false,
+    },
 ];
 
 static LOADED: AtomicU8 = AtomicU8::new(0);
@@ -188,6 +201,7 @@ static STATS_CLASSES: AtomicBool = AtomicBool::new(DEFAULTS.stats_classes);
 static VERBOSE: AtomicBool = AtomicBool::new(DEFAULTS.verbose);
 static BACKGROUND: AtomicBool = AtomicBool::new(DEFAULTS.background_thread);
 static MEMBARRIER: AtomicBool = AtomicBool::new(DEFAULTS.membarrier);
+static STRIP_DEEPBIND: AtomicBool = AtomicBool::new(DEFAULTS.strip_deepbind);
 #[cfg(test)]
 static WARNINGS: crate::sync::AtomicU32 = crate::sync::AtomicU32::new(0);
 
@@ -307,6 +321,13 @@ fn parse_value(k: &[u8], v: &[u8], opts: &mut Options) -> Option<bool> {
         b"membarrier" => parse_bool(v).map(|b| opts.membarrier = b).is_some(),
         b"verbose" => parse_bool(v).map(|b| opts.verbose = b).is_some(),
         b"stats_classes" => parse_bool(v).map(|b| opts.stats_classes = b).is_some(),
+        b"deepbind" => match v {
+            b"strip" => Some(true),
+            b"keep" => Some(false),
+            _ => None,
+        }
+        .map(|b| opts.strip_deepbind = b)
+        .is_some(),
         b"decay_ms" => parse_size(v).map(|n| opts.decay_ms = n).is_some(),
         b"cpu_cache_bytes" => parse_size(v)
             .filter(|&n| n >= 4096)
@@ -448,6 +469,7 @@ pub fn write_value<const N: usize>(m: &mut Msg<N>, k: &[u8], o: &Options) -> boo
         b"verbose" => m.str(on_off(o.verbose)),
         b"background_thread" => m.str(on_off(o.background_thread)),
         b"membarrier" => m.str(on_off(o.membarrier)),
+        b"deepbind" => m.str(if o.strip_deepbind { "strip" } else { "keep" }),
         _ => return false,
     };
     true
@@ -570,6 +592,7 @@ pub fn load() {
     VERBOSE.store(o.verbose, Ordering::Relaxed);
     BACKGROUND.store(o.background_thread, Ordering::Relaxed);
     MEMBARRIER.store(o.membarrier, Ordering::Relaxed);
+    STRIP_DEEPBIND.store(o.strip_deepbind, Ordering::Relaxed);
     LOADED.store(2, Ordering::Release);
 }
 
@@ -607,6 +630,7 @@ pub fn get() -> Options {
         verbose: VERBOSE.load(Ordering::Relaxed),
         background_thread: BACKGROUND.load(Ordering::Relaxed),
         membarrier: MEMBARRIER.load(Ordering::Relaxed),
+        strip_deepbind: STRIP_DEEPBIND.load(Ordering::Relaxed),
     }
 }
 
@@ -661,7 +685,7 @@ mod tests {
         let mut o = DEFAULTS;
         let help = parse_into(
             b"rseq=off,decay_ms=0,cpu_cache_bytes=1m,dirty_max=2m,huge_pages=never,stats=json,\
-              stats_classes=on,verbose=on,background_thread=on,membarrier=off",
+              stats_classes=on,verbose=on,background_thread=on,membarrier=off,deepbind=keep",
             "test",
             &mut o,
         );
@@ -680,6 +704,7 @@ mod tests {
                 verbose: true,
                 background_thread: true,
                 membarrier: false,
+                strip_deepbind: false,
             }
         );
     }

@@ -51,6 +51,7 @@
 //! | `verbose` | `off` | one line at start-up: version, rseq mode, id kind, options |
 //! | `background_thread` | `off` | a thread runs the decay instead of the slow paths |
 //! | `membarrier` | `on` | `off`: drain as on a kernel without the rseq membarrier (testing) |
+//! | `deepbind` | `strip` | `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`; `keep` passes it on |
 //!
 //! ```
 //! // Defaults compiled into this program; RSEQMALLOC_OPTIONS still overrides them.

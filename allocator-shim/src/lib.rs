@@ -11,6 +11,8 @@
 //! - [`glibc`]: glibc's own extensions (`malloc_trim`, `mallopt`, `mallinfo`, `mallinfo2`,
 //!   `malloc_info`, `malloc_stats`);
 //! - [`own`]: rseqmalloc's own API, declared in `include/rseqmalloc.h`;
+//! - [`dlopen`]: `dlopen` without `RTLD_DEEPBIND`, so libraries opened with it share the
+//!   allocator;
 //! - [`cxx`]: C++ `operator new`/`operator delete`, with their assembly in
 //!   `cxx/asm_x86_64.rs` and the nothrow forms' handler loop in `cxx/nothrow.cc`.
 //!
@@ -29,6 +31,7 @@
 
 pub mod c_api;
 pub mod cxx;
+pub mod dlopen;
 pub mod glibc;
 pub mod own;
 

@@ -356,7 +356,8 @@ fn verbose_prints_one_start_up_line_with_version_mode_ids_and_options() {
             text.starts_with(&format!(
                 "rseqmalloc {version}, rseq mode {} ({ids}), options rseq={rseq},decay_ms=1000,",
                 mode.name()
-            )) && text.ends_with(",verbose=on,background_thread=off,membarrier=on\n"),
+            )) && text
+                .ends_with(",verbose=on,background_thread=off,membarrier=on,deepbind=strip\n"),
             "{what}: {line:?}"
         );
     }
@@ -532,6 +533,7 @@ fn options_are_trimmed_warnings_say_what_is_accepted_and_help_lists_every_key() 
             "verbose",
             "background_thread",
             "membarrier",
+            "deepbind",
         ];
         assert_eq!(lines.len(), 1 + keys.len(), "{what}:\n{err}");
         for (line, key) in lines[1..].iter().zip(keys) {
@@ -871,6 +873,72 @@ fn malloc_info_writes_glibc_shaped_xml_of_our_figures() {
             format!("mapped {current}"),
             mapped,
             "{what}: not our figures:\n{xml}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11, item 14: RTLD_DEEPBIND.
+
+#[test]
+fn a_library_opened_with_rtld_deepbind_shares_our_malloc() {
+    let libs = libs();
+    let dir = TempDir::new("deepbind");
+    // The library is opened by its bare name, found through the program's RUNPATH: libc's
+    // dlopen must still see the program as its caller (our dlopen jumps, it does not call).
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    compile(
+        &["deeplib.c"],
+        &dir.join("sub/deeplib.so"),
+        &[OsStr::new("-shared"), OsStr::new("-fPIC")],
+    );
+    let lib = "deeplib.so";
+    let bin = dir.join("deepbind");
+    compile(
+        &["deepbind.c"],
+        &bin,
+        &[
+            OsStr::new("-rdynamic"),
+            OsStr::new("-Wl,--enable-new-dtags,-rpath,$ORIGIN/sub"),
+        ],
+    );
+    // glibc alone: the library binds to itself first, and every hand-over works.
+    let glibc = stdout(&run_ok(
+        command(&bin, None, 60).arg(lib),
+        "deepbind (glibc)",
+    ));
+    assert_eq!(
+        glibc,
+        "library malloc from libc.so.6, deep_whoami 1\ndeepbind ok\n"
+    );
+    for (so, mode) in [
+        (&libs.checked, Mode::Glibc),
+        (&libs.checked, Mode::Own),
+        (&libs.checked, Mode::Fallback),
+        (&libs.release, Mode::Glibc),
+    ] {
+        // All four hand-overs work: the library's malloc is ours. What changes for it (the
+        // documented cost): its other symbols too are looked up in the global scope first.
+        let what = format!("deepbind [{}]", mode.name());
+        let out = run_ok(command_in(&bin, so, mode, "").arg(lib), &what);
+        assert_eq!(
+            stdout(&out),
+            "library malloc from librseqmalloc.so, deep_whoami 2\ndeepbind ok\n",
+            "{what}: {}",
+            show(&out)
+        );
+        // deepbind=keep turns it off: the library gets what it asked for.
+        let what = format!("deepbind, deepbind=keep [{}]", mode.name());
+        let out = run_ok(
+            command_in(&bin, so, mode, "deepbind=keep")
+                .arg(lib)
+                .arg("probe"),
+            &what,
+        );
+        assert_eq!(
+            stdout(&out),
+            "library malloc from libc.so.6, deep_whoami 1\n",
+            "{what}"
         );
     }
 }
