@@ -1,6 +1,6 @@
 //! Options: `key=value` items from a compiled-in string (`rseqmalloc_options`, see
 //! [`compiled_in`]) and then from `RSEQMALLOC_OPTIONS`, read once without allocating; a few of
-//! them can also be changed while the program runs.
+//! them can also be changed while the program runs ([`set_runtime`]).
 //!
 //! Owns: the option values, the table of keys ([`KEYS`]: accepted values, default, meaning),
 //! parsing, the warnings about bad items, `help`. An unknown key or a malformed value prints one
@@ -65,6 +65,10 @@ pub struct Options {
     /// Use `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)` to drain other CPUs' caches
     /// (`membarrier=on|off`); `off` behaves as on a kernel without it.
     pub membarrier: bool,
+    /// `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`, so that the library opened
+    /// binds `malloc` and friends to the process's allocator (`deepbind=strip`, the default);
+    /// `deepbind=keep` passes the flag on.
+    pub strip_deepbind: bool,
 }
 
 /// The defaults, also what a malformed value leaves in place.
@@ -80,6 +84,7 @@ pub const DEFAULTS: Options = Options {
     verbose: false,
     background_thread: false,
     membarrier: true,
+    strip_deepbind: true,
 };
 
 /// One option key, as `help` and the warnings describe it.
@@ -92,12 +97,12 @@ pub struct Key {
     pub default: &'static str,
     /// What it does.
     pub meaning: &'static str,
-    /// Whether it may change while the program runs.
+    /// Whether [`set_runtime`] may change it while the program runs.
     pub runtime: bool,
 }
 
 /// Every key, in the order `help` lists them.
-pub const KEYS: [Key; 11] = [
+pub const KEYS: [Key; 12] = [
     Key {
         name: "rseq",
         accepts: "on|off",
@@ -175,6 +180,14 @@ pub const KEYS: [Key; 11] = [
         meaning: "off drains as on a kernel without the rseq membarrier (testing)",
         runtime: false,
     },
+    Key {
+        name: "deepbind",
+        accepts: "strip|keep",
+        default: "strip",
+        meaning: "librseqmalloc.so: dlopen drops RTLD_DEEPBIND so the library shares this malloc; \
+                  keep passes it on (blocks crossing between library and program then abort)",
+        runtime: false,
+    },
 ];
 
 static LOADED: AtomicU8 = AtomicU8::new(0);
@@ -188,6 +201,7 @@ static STATS_CLASSES: AtomicBool = AtomicBool::new(DEFAULTS.stats_classes);
 static VERBOSE: AtomicBool = AtomicBool::new(DEFAULTS.verbose);
 static BACKGROUND: AtomicBool = AtomicBool::new(DEFAULTS.background_thread);
 static MEMBARRIER: AtomicBool = AtomicBool::new(DEFAULTS.membarrier);
+static STRIP_DEEPBIND: AtomicBool = AtomicBool::new(DEFAULTS.strip_deepbind);
 #[cfg(test)]
 static WARNINGS: crate::sync::AtomicU32 = crate::sync::AtomicU32::new(0);
 
@@ -298,14 +312,22 @@ fn parse_size(v: &[u8]) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// Sets key `k` of `opts` from `v`; false if `k` is unknown (None) or `v` malformed.
-fn parse_value(k: &[u8], v: &'static [u8], opts: &mut Options) -> Option<bool> {
+/// Sets key `k` of `opts` from `v`; false if `v` is malformed, None if `k` is unknown.
+/// (`stats_file`, which keeps the string, is `parse_into`'s.)
+fn parse_value(k: &[u8], v: &[u8], opts: &mut Options) -> Option<bool> {
     let ok = match k {
         b"rseq" => parse_bool(v).map(|b| opts.rseq = b).is_some(),
         b"background_thread" => parse_bool(v).map(|b| opts.background_thread = b).is_some(),
         b"membarrier" => parse_bool(v).map(|b| opts.membarrier = b).is_some(),
         b"verbose" => parse_bool(v).map(|b| opts.verbose = b).is_some(),
         b"stats_classes" => parse_bool(v).map(|b| opts.stats_classes = b).is_some(),
+        b"deepbind" => match v {
+            b"strip" => Some(true),
+            b"keep" => Some(false),
+            _ => None,
+        }
+        .map(|b| opts.strip_deepbind = b)
+        .is_some(),
         b"decay_ms" => parse_size(v).map(|n| opts.decay_ms = n).is_some(),
         b"cpu_cache_bytes" => parse_size(v)
             .filter(|&n| n >= 4096)
@@ -333,9 +355,6 @@ fn parse_value(k: &[u8], v: &'static [u8], opts: &mut Options) -> Option<bool> {
         }
         .map(|s| opts.stats = s)
         .is_some(),
-        b"stats_file" => (!v.is_empty() && v.len() < PATH_MAX - 1)
-            .then(|| opts.stats_file = Some(v))
-            .is_some(),
         _ => return None,
     };
     Some(ok)
@@ -346,14 +365,10 @@ fn key(k: &[u8]) -> Option<&'static Key> {
     KEYS.iter().find(|key| key.name.as_bytes() == k)
 }
 
-/// `s` without leading and trailing ASCII white space.
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace());
-    match (start, end) {
-        (Some(a), Some(b)) => &s[a..=b],
-        _ => &[],
-    }
+/// An item's key and value, white space around each removed; None without `=`.
+fn key_value(item: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = item.iter().position(|&b| b == b'=')?;
+    Some((item[..eq].trim_ascii(), item[eq + 1..].trim_ascii()))
 }
 
 /// Parses an option string (from `source`, named in warnings) into `opts`: items separated by
@@ -363,7 +378,7 @@ fn trim(s: &[u8]) -> &[u8] {
 pub fn parse_into(s: &'static [u8], source: &str, opts: &mut Options) -> bool {
     let mut help = false;
     for item in s.split(|&b| b == b',') {
-        let item = trim(item);
+        let item = item.trim_ascii();
         if item.is_empty() {
             continue;
         }
@@ -371,7 +386,7 @@ pub fn parse_into(s: &'static [u8], source: &str, opts: &mut Options) -> bool {
             help = true;
             continue;
         }
-        let Some(eq) = item.iter().position(|&b| b == b'=') else {
+        let Some((k, v)) = key_value(item) else {
             warn(
                 source,
                 "malformed item",
@@ -380,8 +395,16 @@ pub fn parse_into(s: &'static [u8], source: &str, opts: &mut Options) -> bool {
             );
             continue;
         };
-        let (k, v) = (trim(&item[..eq]), trim(&item[eq + 1..]));
-        match parse_value(k, v, opts) {
+        let parsed = if k == b"stats_file" {
+            let ok = !v.is_empty() && v.len() < PATH_MAX - 1;
+            if ok {
+                opts.stats_file = Some(v);
+            }
+            Some(ok)
+        } else {
+            parse_value(k, v, opts)
+        };
+        match parsed {
             Some(true) => {}
             Some(false) => {
                 let accepts = key(k).map_or("", |k| k.accepts);
@@ -446,6 +469,7 @@ pub fn write_value<const N: usize>(m: &mut Msg<N>, k: &[u8], o: &Options) -> boo
         b"verbose" => m.str(on_off(o.verbose)),
         b"background_thread" => m.str(on_off(o.background_thread)),
         b"membarrier" => m.str(on_off(o.membarrier)),
+        b"deepbind" => m.str(if o.strip_deepbind { "strip" } else { "keep" }),
         _ => return false,
     };
     true
@@ -490,7 +514,7 @@ fn print_help() {
 }
 
 /// A compiled-in options string, laid out as C's `const char *`: define one with
-/// [`options!`](crate::options).
+/// [`options!`](crate::options!).
 #[repr(transparent)]
 pub struct CompiledOptions(*const core::ffi::c_char);
 
@@ -568,6 +592,7 @@ pub fn load() {
     VERBOSE.store(o.verbose, Ordering::Relaxed);
     BACKGROUND.store(o.background_thread, Ordering::Relaxed);
     MEMBARRIER.store(o.membarrier, Ordering::Relaxed);
+    STRIP_DEEPBIND.store(o.strip_deepbind, Ordering::Relaxed);
     LOADED.store(2, Ordering::Release);
 }
 
@@ -605,14 +630,44 @@ pub fn get() -> Options {
         verbose: VERBOSE.load(Ordering::Relaxed),
         background_thread: BACKGROUND.load(Ordering::Relaxed),
         membarrier: MEMBARRIER.load(Ordering::Relaxed),
+        strip_deepbind: STRIP_DEEPBIND.load(Ordering::Relaxed),
     }
 }
 
 /// The options in force: the compiled-in `rseqmalloc_options` string, then
 /// `RSEQMALLOC_OPTIONS`, over the defaults — read once, at start-up or at the first
-/// allocation if that comes earlier.
+/// allocation if that comes earlier — and any change made since with [`crate::ctl`].
 pub fn options() -> Options {
     get()
+}
+
+/// Why [`set_runtime`] refused an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetError {
+    /// No such key.
+    UnknownKey,
+    /// Not `key=value`, or a value the key does not accept.
+    Malformed,
+    /// The key is read at start-up only.
+    NotAtRunTime,
+}
+
+/// Changes one option (`key=value`) while the program runs; only keys marked `runtime` in
+/// [`KEYS`].
+pub fn set_runtime(item: &[u8]) -> Result<(), SetError> {
+    let (k, v) = key_value(item).ok_or(SetError::Malformed)?;
+    let entry = key(k).ok_or(SetError::UnknownKey)?;
+    if !entry.runtime {
+        return Err(SetError::NotAtRunTime);
+    }
+    let mut o = get();
+    match parse_value(k, v, &mut o) {
+        Some(true) => {
+            store(&o);
+            Ok(())
+        }
+        _ => Err(SetError::Malformed),
+    }
 }
 
 /// Warnings printed so far.
@@ -630,7 +685,7 @@ mod tests {
         let mut o = DEFAULTS;
         let help = parse_into(
             b"rseq=off,decay_ms=0,cpu_cache_bytes=1m,dirty_max=2m,huge_pages=never,stats=json,\
-              stats_classes=on,verbose=on,background_thread=on,membarrier=off",
+              stats_classes=on,verbose=on,background_thread=on,membarrier=off,deepbind=keep",
             "test",
             &mut o,
         );
@@ -649,6 +704,7 @@ mod tests {
                 verbose: true,
                 background_thread: true,
                 membarrier: false,
+                strip_deepbind: false,
             }
         );
     }

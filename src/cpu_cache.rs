@@ -1238,6 +1238,20 @@ pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
     nslabs
 }
 
+/// Empties the caches the calling thread uses: its magazine (fallback mode) and the slab of the
+/// CPU or concurrency id it runs on now. Returns the bytes moved to the central lists.
+pub fn flush_mine() -> usize {
+    flush_own_magazine();
+    match thread_state() {
+        T_RSEQ => drain_current(),
+        T_LOCKED => {
+            let mine = arch::current_cpu() % G.nslabs.load(Ordering::Relaxed).max(1);
+            drain_where(true, |i, _| i == mine)
+        }
+        _ => 0,
+    }
+}
+
 /// Objects of class `c` cached across all slabs (snapshot).
 pub fn cached_objects(c: usize) -> usize {
     ready_slabs()

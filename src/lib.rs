@@ -1,28 +1,109 @@
 //! rseqmalloc: a general-purpose memory allocator for Linux whose fast path is a per-CPU cache
 //! guarded by restartable sequences (rseq).
 //!
-//! ```no_run
+//! Allocation and free of a cached object are a handful of instructions on the current CPU's
+//! own stack: no atomic read-modify-write, no lock. Per-CPU caches keep memory bounded by the
+//! CPUs that run, not by the threads that exist. Where rseq is unavailable the same caches run
+//! under per-CPU locks behind small per-thread magazines. Bad frees (a pointer never handed
+//! out, an interior pointer, a double free through the C API) abort with one line naming the
+//! pointer. The crate is `no_std` and depends only on `libc`.
+//!
+//! # Use
+//!
+//! ```
 //! use rseqmalloc::RseqMalloc;
+//!
 //! #[global_allocator]
-//! static A: RseqMalloc = RseqMalloc;
+//! static GLOBAL: RseqMalloc = RseqMalloc;
+//!
+//! fn main() {
+//!     let v: Vec<u64> = (0..1000).collect();
+//!     assert_eq!(v.len(), 1000);
+//!     println!("rseqmalloc {} in rseq mode {}", rseqmalloc::VERSION, rseqmalloc::rseq_mode().name());
+//! }
 //! ```
 //!
-//! # Layers
-//! Each layer calls only the layers above it in this list (and `sync`/`guard`, which are
-//! leaves). `src/README.md` draws the same picture.
+//! C and C++ programs use the same allocator as `librseqmalloc.so` (the `rseqmalloc-shim`
+//! crate), preloaded (`LD_PRELOAD`) or linked (`scripts/install.sh`, `pkg-config rseqmalloc`);
+//! it exports the whole malloc API with glibc's semantics and every C++ `operator new`/`delete`.
+//! The C-shaped functions here ([`malloc`], [`free`], [`calloc`], [`realloc`],
+//! [`aligned_alloc`], [`usable_size`], [`trim`]) are what it forwards to.
 //!
-//! 1. `os` — mmap/madvise/munmap, futex, environ, stderr; never allocates, never panics.
-//! 2. `arch` — the thread block in static TLS, rseq registration, the critical sections.
-//! 3. `size_class` — compile-time class tables.
-//! 4. `pagemap`, `span`, `page_heap` — address → span, span records, runs of pages,
-//!    large and huge objects.
-//! 5. `central` — per-class transfer stacks and span lists.
-//! 6. `cpu_cache` — per-CPU slabs, the rseq mode, refill/overflow, drains.
-//! 7. this file — the public API: [`RseqMalloc`], the C-shaped functions the shim forwards to,
-//!    [`stats()`], [`trim`], [`rseq_mode`].
+//! # Options
 //!
-//! Nothing reachable from an allocation uses the global allocator: the crate is `no_std` and
-//! debug builds abort on re-entrancy (see `guard`).
+//! Read once at start-up, without allocating, from a string compiled into the program
+//! ([`options!`]) and then from the environment variable `RSEQMALLOC_OPTIONS`
+//! (`key=value,...`), which overrides it key by key. `RSEQMALLOC_OPTIONS=help` lists them; an
+//! unknown key or a malformed value prints one warning line and the previous value is kept.
+//! [`options()`] gives the options in effect; those marked *run time* can be changed with
+//! [`ctl`].
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `rseq` | `on` | `off` forces the locked fallback path |
+//! | `decay_ms` | `1000` | free pages go back to the OS after this long (0: at once); *run time* |
+//! | `cpu_cache_bytes` | `512k` | byte bound of one per-CPU cache (`k`/`m`/`g`, at least `4k`); *run time* |
+//! | `dirty_max` | `unbounded` | free pages kept resident at most; past it a freed span is released at once; *run time* |
+//! | `huge_pages` | `default` | `always`/`never`: `madvise` (NO)HUGEPAGE on heap chunks; *run time* |
+//! | `stats` | `none` | `text`/`json`: statistics at exit; *run time* |
+//! | `stats_file` | unset | the statistics go to this file (`%p`: pid) instead of stderr |
+//! | `stats_classes` | `off` | the text report lists every size class in use; *run time* |
+//! | `verbose` | `off` | one line at start-up: version, rseq mode, id kind, options |
+//! | `background_thread` | `off` | a thread runs the decay instead of the slow paths |
+//! | `membarrier` | `on` | `off`: drain as on a kernel without the rseq membarrier (testing) |
+//! | `deepbind` | `strip` | `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`; `keep` passes it on |
+//!
+//! ```
+//! // Defaults compiled into this program; RSEQMALLOC_OPTIONS still overrides them.
+//! rseqmalloc::options!("decay_ms=250");
+//! # fn main() {}
+//! ```
+//!
+//! The allocator's own lines (warnings, reports) are whole lines written with one `write(2)`,
+//! never raise `SIGPIPE`, and go to the stderr the program started with, never into a file the
+//! program later opened on descriptor 2.
+//!
+//! # Statistics and control
+//!
+//! [`stats()`] returns a [`Stats`] snapshot (allocated, active and resident bytes with their
+//! peaks, mapped, free and released bytes, per-class and per-CPU figures, the rseq mode).
+//! `stats=text` prints a short report at exit (sizes in KiB/MiB/GiB, each line starting with
+//! `rseqmalloc[<pid>]:`), `stats=json` one JSON line with exact bytes (schema
+//! [`JSON_SCHEMA`]). [`ctl`] reads and sets options, reads figures, purges free memory and
+//! flushes the calling thread's caches:
+//!
+//! ```
+//! let mut out = [0u8; 64];
+//! let n = rseqmalloc::ctl(b"decay_ms=250", &mut out).unwrap();
+//! assert_eq!(n, 0);
+//! let n = rseqmalloc::ctl(b"decay_ms", &mut out).unwrap();
+//! assert_eq!(&out[..n], b"250");
+//! rseqmalloc::ctl(b"purge", &mut out).unwrap(); // drain every cache, give free pages back
+//! ```
+//!
+//! # Modes
+//!
+//! [`rseq_mode()`] says how the per-CPU caches are protected, chosen once per process:
+//! - [`RseqMode::Glibc`]: glibc (2.35 and later) registered rseq; its area is used.
+//! - [`RseqMode::Own`]: nobody registered rseq (e.g. `GLIBC_TUNABLES=glibc.pthread.rseq=0`);
+//!   each thread registers the allocator's own area.
+//! - [`RseqMode::Fallback`]: rseq is off (`rseq=off`) or unavailable (old kernel, seccomp,
+//!   valgrind): the same caches under per-CPU locks, behind per-thread magazines.
+//!
+//! Slabs are indexed by the kernel's dense concurrency id (`mm_cid`, Linux 6.3 and later) when
+//! available, else by CPU number.
+//!
+//! # Platforms
+//!
+//! Linux only. x86_64 runs the rseq fast path and is where rseqmalloc is tested; aarch64 builds
+//! and runs in the locked fallback mode; other architectures stop at compile time. The
+//! toolchain is pinned to Rust 1.95.
+//!
+//! # Internals
+//!
+//! `src/README.md` gives the order of the layers (each calls only those below it) and
+//! `docs/design.md` the design. Nothing reachable from an allocation uses the global
+//! allocator: the crate is `no_std`, and debug builds abort on re-entrancy.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -33,6 +114,7 @@ extern crate std;
 mod arch;
 mod central;
 mod config;
+mod control;
 mod cpu_cache;
 pub mod ffi;
 mod free_tag;
@@ -51,6 +133,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 
 pub use config::{options, CompiledOptions, HugePages, Options, StatsAtExit};
+pub use control::{ctl, CtlError};
 pub use report::JSON_SCHEMA;
 pub use version::VERSION;
 

@@ -1,6 +1,6 @@
 //! The options and the version as a Rust program sees them: a compiled-in options string
 //! (`rseqmalloc::options!`) under `RSEQMALLOC_OPTIONS`, `rseqmalloc::options()`,
-//! `rseqmalloc::VERSION`. Each setting runs in a child process of its own (options are read
+//! `rseqmalloc::VERSION`, and run-time control with `rseqmalloc::ctl`. Each setting runs in a child process of its own (options are read
 //! once per process), in the three rseq modes.
 
 mod common;
@@ -85,5 +85,48 @@ fn compiled_in_options_apply_and_the_environment_overrides_them() {
                 "with RSEQMALLOC_OPTIONS={env:?}"
             );
         }
+    }
+}
+
+#[test]
+#[ignore = "run by ctl_reads_sets_purges_and_flushes"]
+fn child_ctl() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    use rseqmalloc::{ctl, CtlError};
+    let mut out = [0u8; 1024];
+    let mut answer = |cmd: &str| -> Result<String, CtlError> {
+        let n = ctl(cmd.as_bytes(), &mut out)?;
+        Ok(String::from_utf8(out[..n].to_vec()).unwrap())
+    };
+    assert_eq!(answer("version").unwrap(), rseqmalloc::VERSION);
+    assert_eq!(answer("decay_ms").unwrap(), "250"); // the compiled-in string
+    assert_eq!(answer("decay_ms=300").unwrap(), "");
+    assert_eq!(rseqmalloc::options().decay_ms, 300);
+    assert_eq!(answer("dirty_max = 8m").unwrap(), "");
+    assert_eq!(rseqmalloc::options().dirty_max, 8 << 20);
+    assert_eq!(answer("rseq=off"), Err(CtlError::NotAtRunTime));
+    assert_eq!(answer("decay_ms=later"), Err(CtlError::Invalid));
+    assert_eq!(answer("nonsense"), Err(CtlError::Unknown));
+    assert_eq!(ctl(b"options", &mut [0u8; 8]), Err(CtlError::TooLong));
+    // Freed objects sit in this thread's cache until `flush` moves them out.
+    let boxes: Vec<Box<[u8; 200]>> = (0..2000).map(|_| Box::new([7u8; 200])).collect();
+    drop(boxes);
+    let flushed: usize = answer("flush").unwrap().parse().unwrap();
+    assert!(flushed > 0, "flush moved nothing");
+    let _purged: usize = answer("purge").unwrap().parse().unwrap();
+    let allocated: usize = answer("stats.allocated").unwrap().parse().unwrap();
+    assert!(allocated > 0 && allocated <= rseqmalloc::stats().active);
+    println!("RESULT ctl ok flushed>0");
+}
+
+#[test]
+fn ctl_reads_sets_purges_and_flushes() {
+    for (_, env) in modes("") {
+        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.push((CHILD_ENV, "1"));
+        let out = common::run_child_test("child_ctl", &all);
+        assert!(out.contains("RESULT ctl ok"), "{out}");
     }
 }

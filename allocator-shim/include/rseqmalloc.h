@@ -2,9 +2,9 @@
  *
  * The standard allocation functions (malloc, free, calloc, realloc, reallocarray,
  * posix_memalign, aligned_alloc, memalign, valloc, pvalloc, malloc_usable_size, free_sized,
- * free_aligned_sized, malloc_trim, mallinfo2, malloc_stats) and C++'s operator new/delete are
- * exported with glibc's semantics and declared by the usual headers (<stdlib.h>, <malloc.h>,
- * <new>). This header adds what only rseqmalloc has. Use it with the library linked
+ * free_aligned_sized, malloc_trim, mallopt, mallinfo, mallinfo2, malloc_info, malloc_stats)
+ * and C++'s operator new/delete are exported with glibc's semantics and declared by the usual
+ * headers (<stdlib.h>, <malloc.h>, <new>). This header adds what only rseqmalloc has. Use it with the library linked
  * (-lrseqmalloc) or preloaded (LD_PRELOAD=librseqmalloc.so); when it may be absent, look the
  * functions up with dlsym(RTLD_DEFAULT, "rseqmalloc_stats") and friends instead. */
 #ifndef RSEQMALLOC_H
@@ -76,6 +76,23 @@ size_t rseqmalloc_usable_size(void *ptr);
  * OS; returns the bytes
  * released. (malloc_trim does the same and returns 1 if anything was released.) */
 size_t rseqmalloc_trim(void);
+
+/* Run-time control, like jemalloc's mallctl: runs `command` and writes its answer,
+ * NUL-terminated, into `out` (`out_size` bytes; `out` may be NULL when the answer is not
+ * wanted). Commands:
+ *   "KEY"          the value of option KEY (e.g. "decay_ms")
+ *   "KEY=VALUE"    sets an option that may change at run time: decay_ms, cpu_cache_bytes,
+ *                  dirty_max, huge_pages, stats, stats_classes
+ *   "options"      every option in effect, "key=value,..."
+ *   "version"      the library's version
+ *   "stats.NAME"   a figure in bytes: allocated, active, peak_active, resident,
+ *                  peak_resident, mapped, released, free, metadata
+ *   "purge"        drain every cache and return all free pages to the OS; answer: bytes
+ *   "flush"        empty the calling thread's caches (its CPU's slab, its magazine) into the
+ *                  central lists; answer: bytes moved
+ * Returns 0, or ENOENT (unknown command, option or figure), EINVAL (malformed), EPERM (the
+ * option is read at start-up only), ERANGE (the answer does not fit; the command did run). */
+int rseqmalloc_ctl(const char *command, char *out, size_t out_size);
 
 #ifdef __cplusplus
 }

@@ -8,8 +8,11 @@
 //!
 //! One file per concern:
 //! - [`c_api`]: the standard C and POSIX functions (`malloc` … `free_aligned_sized`);
-//! - [`glibc`]: glibc's own extensions (`malloc_trim`, `mallinfo2`, `malloc_stats`);
+//! - [`glibc`]: glibc's own extensions (`malloc_trim`, `mallopt`, `mallinfo`, `mallinfo2`,
+//!   `malloc_info`, `malloc_stats`);
 //! - [`own`]: rseqmalloc's own API, declared in `include/rseqmalloc.h`;
+//! - [`dlopen`]: `dlopen` without `RTLD_DEEPBIND`, so libraries opened with it share the
+//!   allocator;
 //! - [`cxx`]: C++ `operator new`/`operator delete`, with their assembly in
 //!   `cxx/asm_x86_64.rs` and the nothrow forms' handler loop in `cxx/nothrow.cc`.
 //!
@@ -28,6 +31,7 @@
 
 pub mod c_api;
 pub mod cxx;
+pub mod dlopen;
 pub mod glibc;
 pub mod own;
 

@@ -1,6 +1,6 @@
 //! rseqmalloc's own C API, declared in `include/rseqmalloc.h`.
 
-use core::ffi::{c_char, c_void};
+use core::ffi::{c_char, c_int, c_void, CStr};
 
 /// `struct rseqmalloc_stats` (include/rseqmalloc.h): the C layout of [`rseq::Stats`]'s
 /// single-number figures. Versioned by size: fields are only ever appended, and a caller gets
@@ -125,4 +125,40 @@ pub unsafe extern "C" fn rseqmalloc_usable_size(ptr: *mut c_void) -> usize {
 #[no_mangle]
 pub unsafe extern "C" fn rseqmalloc_trim() -> usize {
     rseq::trim()
+}
+
+/// Runs a control command (`rseq::ctl`: read or set an option, `options`, `version`,
+/// `stats.NAME`, `purge`, `flush`) and writes its answer, NUL-terminated, into `out`
+/// (`out_size` bytes; `out` may be null when the answer is not wanted). Returns 0, or
+/// `ENOENT` (unknown), `EINVAL` (malformed), `EPERM` (start-up only), `ERANGE` (the answer
+/// does not fit; the command did run).
+///
+/// # Safety
+/// `command` is a NUL-terminated string; `out` is null or valid for `out_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rseqmalloc_ctl(
+    command: *const c_char,
+    out: *mut c_char,
+    out_size: usize,
+) -> c_int {
+    if command.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: the caller gives a NUL-terminated string.
+    let command = unsafe { CStr::from_ptr(command) }.to_bytes();
+    let mut answer = [0u8; 1024];
+    let n = match rseq::ctl(command, &mut answer) {
+        Ok(n) => n,
+        Err(e) => return e.errno(),
+    };
+    if out.is_null() || out_size == 0 {
+        return 0;
+    }
+    if n >= out_size {
+        return libc::ERANGE;
+    }
+    answer[n] = 0;
+    // SAFETY: `n + 1 <= out_size` bytes into the caller's buffer.
+    unsafe { core::ptr::copy_nonoverlapping(answer.as_ptr(), out.cast::<u8>(), n + 1) };
+    0
 }

@@ -356,7 +356,8 @@ fn verbose_prints_one_start_up_line_with_version_mode_ids_and_options() {
             text.starts_with(&format!(
                 "rseqmalloc {version}, rseq mode {} ({ids}), options rseq={rseq},decay_ms=1000,",
                 mode.name()
-            )) && text.ends_with(",verbose=on,background_thread=off,membarrier=on\n"),
+            )) && text
+                .ends_with(",verbose=on,background_thread=off,membarrier=on,deepbind=strip\n"),
             "{what}: {line:?}"
         );
     }
@@ -532,6 +533,7 @@ fn options_are_trimmed_warnings_say_what_is_accepted_and_help_lists_every_key() 
             "verbose",
             "background_thread",
             "membarrier",
+            "deepbind",
         ];
         assert_eq!(lines.len(), 1 + keys.len(), "{what}:\n{err}");
         for (line, key) in lines[1..].iter().zip(keys) {
@@ -784,6 +786,159 @@ fn install_then_pkg_config_builds_a_program_that_links_the_library_directly() {
                 "linked ok malloc from librseqmalloc.so.0, version {version}, mode {}\n",
                 mode.name()
             )
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14: the rest of glibc's malloc API, and run-time control.
+
+#[test]
+fn control_mallopt_and_mallinfo_answer_from_rseqmalloc() {
+    let libs = libs();
+    let dir = TempDir::new("control");
+    let bin = dir.join("control");
+    compile(&["control.c"], &bin, &[libs.checked.as_os_str()]);
+    for mode in MODES {
+        let out = run_test_program(&bin, &[], &libs.checked, mode, "control");
+        assert_eq!(out, format!("control ok mode={}\n", mode.name()));
+    }
+}
+
+#[test]
+fn malloc_info_writes_glibc_shaped_xml_of_our_figures() {
+    let libs = libs();
+    let python = require("python3", "python3");
+    let dir = TempDir::new("malloc_info");
+    let bin = program(&dir, "malloc_info");
+    // Each element's tag and attribute names, and the mapped bytes the XML gives.
+    let shape = |xml: &str| -> (String, String) {
+        let script = "import sys, xml.etree.ElementTree as E\n\
+            r = E.fromstring(sys.stdin.read())\n\
+            assert r.tag == 'malloc' and r.get('version') == '1', r.tag\n\
+            print(sorted({(e.tag, tuple(sorted(e.attrib))) for e in r.iter()}))\n\
+            print(r.find(\"system[@type='current']\").get('size'))\n";
+        let mut child = Command::new(&python)
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(xml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "not malloc_info XML:\n{xml}\n{}",
+            show(&out)
+        );
+        let text = stdout(&out);
+        let (a, b) = text.trim().split_once('\n').unwrap();
+        (a.to_string(), b.to_string())
+    };
+    let split = |out: &str| -> (String, String) {
+        let (xml, mapped) = out.trim_end().rsplit_once('\n').unwrap();
+        (xml.to_string(), mapped.to_string())
+    };
+    let glibc = stdout(&run_ok(&mut command(&bin, None, 60), "malloc_info (glibc)"));
+    let (glibc_xml, none) = split(&glibc);
+    assert_eq!(none, "mapped none");
+    let (glibc_shape, _) = shape(&glibc_xml);
+    for mode in MODES {
+        let what = format!("malloc_info [{}]", mode.name());
+        let out = stdout(&run_ok(
+            &mut command_in(&bin, &libs.checked, mode, ""),
+            &what,
+        ));
+        let (xml, mapped) = split(&out);
+        let (ours_shape, current) = shape(&xml);
+        // The same elements and attributes as glibc's (ours lists size classes in <sizes>).
+        let size = "('size', ('count', 'from', 'to', 'total'))";
+        assert_eq!(
+            ours_shape.replace(&format!(", {size}"), ""),
+            glibc_shape.replace(&format!(", {size}"), ""),
+            "{what}:\n{xml}"
+        );
+        assert!(
+            xml.contains("<size from="),
+            "{what}: no size classes:\n{xml}"
+        );
+        assert_eq!(
+            format!("mapped {current}"),
+            mapped,
+            "{what}: not our figures:\n{xml}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11, item 14: RTLD_DEEPBIND.
+
+#[test]
+fn a_library_opened_with_rtld_deepbind_shares_our_malloc() {
+    let libs = libs();
+    let dir = TempDir::new("deepbind");
+    // The library is opened by its bare name, found through the program's RUNPATH: libc's
+    // dlopen must still see the program as its caller (our dlopen jumps, it does not call).
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    compile(
+        &["deeplib.c"],
+        &dir.join("sub/deeplib.so"),
+        &[OsStr::new("-shared"), OsStr::new("-fPIC")],
+    );
+    let lib = "deeplib.so";
+    let bin = dir.join("deepbind");
+    compile(
+        &["deepbind.c"],
+        &bin,
+        &[
+            OsStr::new("-rdynamic"),
+            OsStr::new("-Wl,--enable-new-dtags,-rpath,$ORIGIN/sub"),
+        ],
+    );
+    // glibc alone: the library binds to itself first, and every hand-over works.
+    let glibc = stdout(&run_ok(
+        command(&bin, None, 60).arg(lib),
+        "deepbind (glibc)",
+    ));
+    assert_eq!(
+        glibc,
+        "library malloc from libc.so.6, deep_whoami 1\ndeepbind ok\n"
+    );
+    for (so, mode) in [
+        (&libs.checked, Mode::Glibc),
+        (&libs.checked, Mode::Own),
+        (&libs.checked, Mode::Fallback),
+        (&libs.release, Mode::Glibc),
+    ] {
+        // All four hand-overs work: the library's malloc is ours. What changes for it (the
+        // documented cost): its other symbols too are looked up in the global scope first.
+        let what = format!("deepbind [{}]", mode.name());
+        let out = run_ok(command_in(&bin, so, mode, "").arg(lib), &what);
+        assert_eq!(
+            stdout(&out),
+            "library malloc from librseqmalloc.so, deep_whoami 2\ndeepbind ok\n",
+            "{what}: {}",
+            show(&out)
+        );
+        // deepbind=keep turns it off: the library gets what it asked for.
+        let what = format!("deepbind, deepbind=keep [{}]", mode.name());
+        let out = run_ok(
+            command_in(&bin, so, mode, "deepbind=keep")
+                .arg(lib)
+                .arg("probe"),
+            &what,
+        );
+        assert_eq!(
+            stdout(&out),
+            "library malloc from libc.so.6, deep_whoami 1\n",
+            "{what}"
         );
     }
 }

@@ -188,10 +188,51 @@ static void out_of_address_space(void) {
         printf("RLIMIT_AS child failed (status %d)\n", status);
 }
 
+/* mallopt's answers for each parameter glibc knows (and some it does not), last: glibc's own
+ * mallopt changes how its malloc behaves from then on. */
+static void mallopt_answers(void) {
+    static const struct {
+        int param, value;
+        const char *name;
+    } cases[] = {
+        {M_MXFAST, 0, "M_MXFAST, 0"},
+        {M_MXFAST, 160, "M_MXFAST, 160"},
+        {M_MXFAST, 161, "M_MXFAST, 161"},
+        {M_MXFAST, -1, "M_MXFAST, -1"},
+        {2, 5, "M_NLBLKS, 5"},
+        {3, 5, "M_GRAIN, 5"},
+        {4, 5, "M_KEEP, 5"},
+        {M_TRIM_THRESHOLD, 1 << 20, "M_TRIM_THRESHOLD, 1 MiB"},
+        {M_TRIM_THRESHOLD, -1, "M_TRIM_THRESHOLD, -1"},
+        {M_TOP_PAD, 4096, "M_TOP_PAD, 4096"},
+        {M_MMAP_THRESHOLD, 1 << 20, "M_MMAP_THRESHOLD, 1 MiB"},
+        {M_MMAP_THRESHOLD, 32 << 20, "M_MMAP_THRESHOLD, 32 MiB"},
+        {M_MMAP_THRESHOLD, (32 << 20) + 1, "M_MMAP_THRESHOLD, 32 MiB + 1"},
+        {M_MMAP_THRESHOLD, -1, "M_MMAP_THRESHOLD, -1"},
+        {M_MMAP_MAX, 1000, "M_MMAP_MAX, 1000"},
+        {M_CHECK_ACTION, 3, "M_CHECK_ACTION, 3"},
+        {M_PERTURB, 0, "M_PERTURB, 0"},
+        {M_ARENA_TEST, 8, "M_ARENA_TEST, 8"},
+        {M_ARENA_TEST, 0, "M_ARENA_TEST, 0"},
+        {M_ARENA_MAX, 2, "M_ARENA_MAX, 2"},
+        {M_ARENA_MAX, -1, "M_ARENA_MAX, -1"},
+        {12345, 1, "12345 (unknown), 1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "mallopt(%s)", cases[i].name);
+        errno = EDOM;
+        int r = mallopt(cases[i].param, cases[i].value);
+        int e = errno;
+        printf("%-44s %-8d %s\n", what, r, errname(e));
+    }
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     impossible_sizes();
     successes();
     out_of_address_space();
+    mallopt_answers();
     return 0;
 }
