@@ -154,6 +154,47 @@ fn modes() -> impl Iterator<Item = Under<'static>> {
     MODES.into_iter().map(move |m| Under::Ours(so, m))
 }
 
+/// Runs `f` for the three modes at once (for programs that may hang until their watchdog).
+fn in_parallel<T: Send>(f: impl Fn(Under<'static>) -> T + Sync) -> Vec<T> {
+    let all: Vec<Under<'static>> = modes().collect();
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = all.iter().map(|&u| s.spawn(move || f(u))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn valgrind() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("valgrind"))
+        .find(|p| p.is_file())
+}
+
+/// Runs `bin args` under memcheck with the checked library preloaded. Memcheck must leave our
+/// malloc alone (`--soname-synonyms=somalloc=NONE`: by default it replaces the malloc family
+/// of any preloaded allocator with its own, and our allocator would not run at all); valgrind
+/// has no rseq, so the library must run in fallback. Memcheck errors make the exit status 97.
+fn run_valgrind(vg: &Path, bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = command(vg, Some(&libs().checked), 300);
+    cmd.args([
+        "-q",
+        "--tool=memcheck",
+        "--soname-synonyms=somalloc=NONE",
+        "--error-exitcode=97",
+    ]);
+    cmd.arg(bin).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let what = format!(
+        "valgrind {} {}",
+        bin.file_name().unwrap().to_string_lossy(),
+        args.join(" ")
+    );
+    run(&mut cmd, &what)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 1: free-tag state
 
@@ -307,4 +348,127 @@ fn kind04_realloc_of_object_not_live_aborts() {
         }
     }
     report("kind04_realloc_of_object_not_live_aborts", failures);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 5: thread set-up re-entrancy
+
+#[test]
+fn kind05_thread_setup_reentrant_with_keys_made_in_a_constructor() {
+    let bin = program("ctor_keys");
+    let mut failures = Vec::new();
+    for keys in ["31", "32", "40", "200"] {
+        for args in [&[][..], &["thread-first"][..]] {
+            for u in modes() {
+                let out = run_under(&bin, args, u, 60, &[("CONF_KEYS", keys)]);
+                let what = format!("CONF_KEYS={keys} ctor_keys {}", args.join(" "));
+                if let Err(e) = check_ok(&out, &what, "ctor_keys ok keys=", &u.name()) {
+                    failures.push(e);
+                }
+            }
+        }
+    }
+    report(
+        "kind05_thread_setup_reentrant_with_keys_made_in_a_constructor",
+        failures,
+    );
+}
+
+#[test]
+fn kind05_keys_made_in_a_constructor_under_seccomp_and_valgrind() {
+    // The environments where the allocator runs without rseq whatever the mode asks.
+    let bin = program("ctor_keys");
+    let wrapper = program("seccomp_run");
+    let mut failures = Vec::new();
+    for errno in ["EPERM", "ENOSYS"] {
+        for u in modes() {
+            let args = [errno, bin.to_str().unwrap()];
+            let out = run_under(&wrapper, &args, u, 60, &[("CONF_KEYS", "40")]);
+            let what = format!("seccomp_run {errno} ctor_keys ({})", u.name());
+            if let Err(e) = check_ok(&out, &what, "ctor_keys ok keys=40 ", "fallback") {
+                failures.push(e);
+            }
+        }
+    }
+    match valgrind() {
+        None => eprintln!("valgrind is not installed: skipping the valgrind part"),
+        Some(vg) => {
+            let out = run_valgrind(&vg, &bin, &[], &[("CONF_KEYS", "40")]);
+            if let Err(e) = check_ok(
+                &out,
+                "valgrind ctor_keys",
+                "ctor_keys ok keys=40 ",
+                "fallback",
+            ) {
+                failures.push(e);
+            }
+        }
+    }
+    report(
+        "kind05_keys_made_in_a_constructor_under_seccomp_and_valgrind",
+        failures,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Items 2 and 3: fork
+
+/// Runs `name args_for(mode)` in the three modes at once; each must print a last line
+/// starting with `prefix`.
+fn parallel_ok(
+    test: &str,
+    name: &str,
+    prefix: &str,
+    args_for: impl Fn(Under) -> Vec<String> + Sync,
+) {
+    let bin = program(name);
+    let results = in_parallel(|u| {
+        let args = args_for(u);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_under(&bin, &args, u, 90, &[]);
+        check_ok(&out, name, prefix, &u.name())
+    });
+    report(test, results.into_iter().filter_map(Result::err).collect());
+}
+
+#[test]
+fn kind02_fork_against_stdio_locks() {
+    // 4 forking threads, 8 getline threads on a 50,000-character line, 1 fflush(NULL)
+    // thread, 3 s; the program's watchdog (12 s) turns a deadlock into a failure.
+    let dir = TempDir::new("fork_stdio");
+    parallel_ok(
+        "kind02_fork_against_stdio_locks",
+        "fork_stdio",
+        "fork_stdio ok forks=",
+        |u| {
+            vec![dir
+                .join(&format!("line-{}.txt", u.name()))
+                .display()
+                .to_string()]
+        },
+    );
+}
+
+#[test]
+fn kind03_fork_from_a_signal_handler_interrupting_malloc() {
+    // Single-threaded; SIGPROF every 200 us of CPU forks from whatever allocator call it
+    // interrupted, 300 times; watchdog 10 s (glibc's malloc: about 1 s).
+    parallel_ok(
+        "kind03_fork_from_a_signal_handler_interrupting_malloc",
+        "fork_signal",
+        "fork_signal ok forks=",
+        |_| vec!["300".into()],
+    );
+}
+
+#[test]
+fn kind02_03_fork_from_threads_children_with_threads_and_spawn() {
+    // 3 threads fork 10 times each while others allocate, trim, start threads and
+    // posix_spawn; children use threads, trim and fork grandchildren (see fork_more.c).
+    parallel_ok(
+        "kind02_03_fork_from_threads_children_with_threads_and_spawn",
+        "fork_more",
+        "fork_more ok forks=30 ",
+        |_| vec!["10".into()],
+    );
 }
