@@ -768,3 +768,80 @@ fn kind15_short_lived_threads_leave_rss_at_most_glibcs() {
         failures,
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The C library's documented behaviours, the shadow model, seccomp, valgrind
+
+#[test]
+fn libc_documented_behaviours_match_glibc() {
+    // The program checks the behaviours itself; its transcript of edge-case answers ("= "
+    // lines) must be glibc's. "~ " lines are printed where they differ, not compared.
+    let unders = modes().chain([Under::Ours(&libs().release, Mode::Glibc)]);
+    let failures = compare_with_glibc("basics", &[], "basics done", unders, |l| {
+        l.starts_with("= ")
+    });
+    report("libc_documented_behaviours_match_glibc", failures);
+}
+
+#[test]
+fn shadow_model_random_api_three_seeds() {
+    // 4 threads, up to 2 s or 300,000 operations each, per seed and mode.
+    let bin = program("shadow");
+    let mut failures = Vec::new();
+    for seed in ["1", "20240611", "977"] {
+        for u in modes() {
+            let out = run_under(&bin, &[seed, "4", "300000", "2"], u, 60, &[]);
+            if let Err(e) = check_ok(&out, &format!("shadow {seed}"), "shadow ok ", &u.name()) {
+                failures.push(e);
+            }
+        }
+    }
+    report("shadow_model_random_api_three_seeds", failures);
+}
+
+#[test]
+fn seccomp_refusing_rseq_runs_in_fallback() {
+    // The allocator starts under a filter that refuses rseq (EPERM, ENOSYS): every mode must
+    // come out as fallback, and the programs work.
+    let wrapper = program("seccomp_run");
+    let basics = program("basics");
+    let shadow = program("shadow");
+    let mut failures = Vec::new();
+    for errno in ["EPERM", "ENOSYS"] {
+        for u in modes() {
+            let out = run_under(&wrapper, &[errno, basics.to_str().unwrap()], u, 60, &[]);
+            let what = format!("seccomp_run {errno} basics ({})", u.name());
+            if let Err(e) = check_ok(&out, &what, "basics done", "fallback") {
+                failures.push(e);
+            }
+            let args = [errno, shadow.to_str().unwrap(), "5", "3", "20000", "1"];
+            let out = run_under(&wrapper, &args, u, 60, &[]);
+            let what = format!("seccomp_run {errno} shadow ({})", u.name());
+            if let Err(e) = check_ok(&out, &what, "shadow ok ", "fallback") {
+                failures.push(e);
+            }
+        }
+    }
+    report("seccomp_refusing_rseq_runs_in_fallback", failures);
+}
+
+#[test]
+fn valgrind_memcheck_subset_runs_in_fallback() {
+    let Some(vg) = valgrind() else {
+        eprintln!("valgrind is not installed (apt package `valgrind`): test skipped");
+        return;
+    };
+    let mut failures = Vec::new();
+    let runs: [(&str, &[&str], &str); 3] = [
+        ("basics", &[], "basics done"),
+        ("shadow", &["5", "3", "3000", "20", "16"], "shadow ok "),
+        ("cxx_contract", &[], "cxx_contract ok forms=20 "),
+    ];
+    for (name, args, prefix) in runs {
+        let out = run_valgrind(&vg, &program(name), args, &[]);
+        if let Err(e) = check_ok(&out, &format!("valgrind {name}"), prefix, "fallback") {
+            failures.push(e);
+        }
+    }
+    report("valgrind_memcheck_subset_runs_in_fallback", failures);
+}
