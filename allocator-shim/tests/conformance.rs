@@ -711,55 +711,46 @@ fn rss_growth(out: &Output, mode: &str) -> Result<i64, String> {
 
 #[test]
 fn kind15_short_lived_threads_leave_rss_at_most_glibcs() {
-    // 64 threads started together, each allocating 4 MiB of 16-240 B objects and freeing
-    // them; RSS growth right after the joins, median of 7 runs, against glibc's median of 7 in
-    // the same test (single runs scatter by a factor of 3 on both sides, with how many threads
-    // the scheduler lets overlap). The release build: what users get.
+    // 64 threads started together, each allocating 4 MiB of 16-240 B objects and freeing them
+    // in allocation order; RSS growth right after the joins, median of 7 runs against glibc's
+    // median of 7, runs alternating between the allocators (the machine's load drifts). Single
+    // runs scatter by a factor of 3 on both sides, with how many threads the scheduler lets
+    // overlap. The release build: what users get.
     const RUNS: usize = 7;
     let bin = program("thread_rss");
     let so = libs().release.as_path();
+    let unders = [
+        Under::Glibc,
+        Under::Ours(so, Mode::Glibc),
+        Under::Ours(so, Mode::Own),
+        Under::Ours(so, Mode::Fallback),
+    ];
+    let mut growth: Vec<Vec<i64>> = vec![Vec::new(); unders.len()];
     let mut failures = Vec::new();
-    let mut glibc = Vec::new();
     for _ in 0..RUNS {
-        match rss_growth(&run_under(&bin, &[], Under::Glibc, 60, &[]), "glibc-malloc") {
-            Ok(g) => glibc.push(g),
-            Err(e) => failures.push(e),
+        for (i, &u) in unders.iter().enumerate() {
+            match rss_growth(&run_under(&bin, &[], u, 60, &[]), &u.name()) {
+                Ok(g) => growth[i].push(g),
+                Err(e) => failures.push(e),
+            }
         }
     }
-    if glibc.len() == RUNS {
-        let g = median(glibc.clone());
-        for mode in MODES {
-            let mut ours = Vec::new();
-            for _ in 0..RUNS {
-                match rss_growth(
-                    &run_under(&bin, &[], Under::Ours(so, mode), 60, &[]),
-                    mode.name(),
-                ) {
-                    Ok(v) => ours.push(v),
-                    Err(e) => failures.push(e),
-                }
-            }
-            if ours.len() < RUNS {
-                continue;
-            }
-            let o = median(ours.clone());
-            eprintln!(
-                "thread_rss [{}]: median growth {:.1} MiB (runs {:?}), glibc's malloc {:.1} MiB (runs {:?})",
-                mode.name(),
-                o as f64 / 1048576.0,
-                ours,
-                g as f64 / 1048576.0,
-                glibc
+    let mib = |v: i64| v as f64 / 1048576.0;
+    if failures.is_empty() {
+        let g = median(growth[0].clone());
+        for (i, u) in unders.iter().enumerate().skip(1) {
+            let o = median(growth[i].clone());
+            let line = format!(
+                "thread_rss [{}]: median RSS growth {:.1} MiB (runs {:?}), glibc's malloc {:.1} MiB (runs {:?})",
+                u.name(),
+                mib(o),
+                growth[i],
+                mib(g),
+                growth[0]
             );
+            eprintln!("{line}");
             if o > g {
-                failures.push(format!(
-                    "thread_rss [{}]: median RSS growth {:.1} MiB > glibc's {:.1} MiB (ours {:?}, glibc {:?})",
-                    mode.name(),
-                    o as f64 / 1048576.0,
-                    g as f64 / 1048576.0,
-                    ours,
-                    glibc
-                ));
+                failures.push(line);
             }
         }
     }
