@@ -11,7 +11,8 @@
  * Requests: powers of two from 1 GiB to 1 PiB, PTRDIFF_MAX, SIZE_MAX, and three sizes around
  * the kernel's heuristic overcommit limit (mode 0: one request larger than RAM + swap fails),
  * through malloc, realloc of a small block, calloc, reallocarray, posix_memalign, aligned_alloc,
- * memalign, valloc and pvalloc. With argv[1] = "rlimit-as", the same under RLIMIT_AS set 1 GiB
+ * memalign, valloc and pvalloc; and small blocks at alignments 2^21 .. 2^46 (memalign,
+ * posix_memalign, aligned_alloc). With argv[1] = "rlimit-as", the same under RLIMIT_AS set 1 GiB
  * above the address space in use: 256, 512 and 768 MiB must be granted, 2 GiB and more not.
  *
  * usage: huge_sizes [rlimit-as]   prints the transcript, then "huge_sizes done mode=<mode>" */
@@ -118,6 +119,23 @@ int main(int argc, char **argv) {
         for (size_t n = GiB; n && n <= ((size_t)1 << 50); n *= 4) try_all(n);
         try_all((size_t)PTRDIFF_MAX);
         try_all(SIZE_MAX);
+        /* Small blocks at huge alignments: the alignment is what costs address space. */
+        for (unsigned k = 21; k <= 46; k += 5) {
+            size_t al = (size_t)1 << k;
+            errno = 0;
+            void *p = memalign(al, 100);
+            char call[64];
+            snprintf(call, sizeof call, "memalign(2^%u)", k);
+            report(call, 100, p, errno);
+            p = NULL;
+            int rc = posix_memalign(&p, al, (size_t)1 << 20);
+            conf_say("posix_memalign(2^%u, 1 MiB): %s\n", k, rc == 0 ? "ok" : strerror(rc));
+            free(p);
+            errno = 0;
+            p = aligned_alloc(al, 4096);
+            snprintf(call, sizeof call, "aligned_alloc(2^%u)", k);
+            report(call, 4096, p, errno);
+        }
         if (mode == 0) {
             size_t limit = ram_plus_swap();
             conf_say("around RAM + swap:\n");
