@@ -28,24 +28,12 @@ static size_t allocated_now(void) {
 }
 
 /* Writes every usable byte of p, checks the requested size is covered and the alignment. */
-static void use(void *p, size_t size, size_t align) {
-    CHECKF(p != NULL, "size %zu align %zu", size, align);
-    CHECKF(((uintptr_t)p & (align - 1)) == 0, "%p not aligned to %zu", p, align);
-    size_t u = malloc_usable_size(p);
-    CHECKF(u >= size, "usable %zu < requested %zu", u, size);
-    memset(p, 0x5a, u);
-}
+static void use(void *p, size_t size, size_t align) { CHECK_AND_WRITE_BLOCK(p, size, align); }
 
 static void test_malloc_zero_and_free_null(void) {
     enum { N = 1000 };
     static void *ptrs[N];
-    for (int i = 0; i < N; i++) {
-        ptrs[i] = malloc(opaque(0));
-        CHECK(ptrs[i] != NULL);
-        for (int j = 0; j < i; j++) CHECK(ptrs[j] != ptrs[i]);
-    }
-    for (int i = 0; i < N; i++) free(ptrs[i]);
-    free(NULL);
+    check_malloc_zero_unique(ptrs, N);
     free_sized(NULL, 0);
     free_aligned_sized(NULL, 64, 0);
     CHECK(malloc_usable_size(NULL) == 0);
@@ -54,18 +42,6 @@ static void test_malloc_zero_and_free_null(void) {
     CHECK(c0 && c1 && c0 != c1);
     free(c0);
     free(c1);
-}
-
-static void test_free_keeps_errno(void) {
-    size_t sizes[] = {16, 1000, 100000, 1 << 20, 64 << 20};
-    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
-        char *p = malloc(opaque(sizes[i]));
-        CHECK(p);
-        p[0] = 1;
-        errno = 4321;
-        free(p);
-        CHECKF(errno == 4321, "free(%zu bytes) changed errno to %d", sizes[i], errno);
-    }
 }
 
 static void test_realloc(void) {
@@ -483,7 +459,7 @@ int main(int argc, char **argv) {
     test_init(120);
     CHECK(argc == 2);
     test_malloc_zero_and_free_null();
-    test_free_keeps_errno();
+    check_free_keeps_errno();
     test_realloc();
     test_enomem();
     test_posix_memalign();

@@ -146,9 +146,8 @@ static inline size_t rss_bytes(void) {
 }
 
 /* Aborts unless malloc is librseqmalloc's (the file defining malloc is the one defining
- * rseqmalloc_rseq_mode), and arms a watchdog. */
-static inline void test_init(unsigned watchdog_seconds) {
-    alarm(watchdog_seconds);
+ * rseqmalloc_rseq_mode). */
+static inline void check_malloc_is_librseqmalloc(void) {
     void *ours = dlsym(RTLD_DEFAULT, "rseqmalloc_rseq_mode");
     CHECKF(ours != NULL, "librseqmalloc is not loaded (LD_PRELOAD=%s)", getenv("LD_PRELOAD"));
     Dl_info a, b;
@@ -156,6 +155,60 @@ static inline void test_init(unsigned watchdog_seconds) {
     CHECK(dladdr(m, &a) != 0 && dladdr(ours, &b) != 0);
     CHECKF(strcmp(a.dli_fname, b.dli_fname) == 0, "malloc comes from %s, not %s", a.dli_fname,
            b.dli_fname);
+}
+
+/* Arms a watchdog and checks librseqmalloc is the allocator. */
+static inline void test_init(unsigned watchdog_seconds) {
+    alarm(watchdog_seconds);
+    check_malloc_is_librseqmalloc();
+}
+
+/* Checks p is non-null, aligned to `align` and has at least `size` usable bytes, then writes
+ * every usable byte. (Needs <malloc.h>.) */
+#define CHECK_AND_WRITE_BLOCK(p, size, align)                                                  \
+    do {                                                                                       \
+        void *b_ = (p);                                                                        \
+        size_t s_ = (size), a_ = (align);                                                      \
+        CHECKF(b_ != NULL, "size %zu align %zu", s_, a_);                                      \
+        CHECKF(((uintptr_t)b_ & (a_ - 1)) == 0, "%p not aligned to %zu", b_, a_);              \
+        size_t u_ = malloc_usable_size(b_);                                                    \
+        CHECKF(u_ >= s_, "usable %zu < requested %zu", u_, s_);                                \
+        memset(b_, 0x5a, u_);                                                                  \
+    } while (0)
+
+/* malloc(0) n times: every pointer non-null and distinct; then all freed, and free(NULL). */
+static inline void check_malloc_zero_unique(void **ptrs, int n) {
+    for (int i = 0; i < n; i++) {
+        ptrs[i] = malloc(opaque(0));
+        CHECK(ptrs[i] != NULL);
+        for (int j = 0; j < i; j++) CHECK(ptrs[j] != ptrs[i]);
+    }
+    for (int i = 0; i < n; i++) free(ptrs[i]);
+    free(NULL);
+}
+
+/* free keeps errno, for small, large and huge blocks. */
+static inline void check_free_keeps_errno(void) {
+    size_t sizes[] = {1, 16, 1000, 100000, 1 << 20, 64 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        char *p = (char *)malloc(opaque(sizes[i]));
+        CHECK(p);
+        p[0] = 1;
+        errno = 4321;
+        free(p);
+        CHECKF(errno == 4321, "free(%zu bytes) changed errno to %d", sizes[i], errno);
+    }
+}
+
+/* Verifies (fill_sparse patterns) and frees the non-null blocks of a slot array. */
+static inline void free_slots(void **p, const size_t *sz, const uint64_t *seed, int n) {
+    for (int k = 0; k < n; k++) {
+        if (p[k]) {
+            CHECK(verify_sparse(p[k], sz[k], seed[k]) == (size_t)-1);
+            free(p[k]);
+            p[k] = NULL;
+        }
+    }
 }
 
 #endif

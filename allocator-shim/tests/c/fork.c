@@ -42,12 +42,7 @@ static void churn(rng_t *r, long ops, int big) {
             fill_sparse(p[k], sz[k], seed[k]);
         }
     }
-    for (int k = 0; k < SLOTS; k++) {
-        if (p[k]) {
-            CHECK(verify_sparse(p[k], sz[k], seed[k]) == (size_t)-1);
-            free(p[k]);
-        }
-    }
+    free_slots(p, sz, seed, SLOTS);
 }
 
 static void *worker(void *arg) {

@@ -78,18 +78,21 @@ pub fn libs() -> &'static Libs {
                 release: so,
             };
         }
-        // <target>/<profile>/deps/shim-<hash> -> <target>/<profile>/shim-so
-        let exe = std::env::current_exe().expect("current_exe");
-        let target = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary is in <target>/<profile>/deps")
-            .join("shim-so");
+        let target = profile_dir().join("shim-so");
         Libs {
             checked: build_so(&target, &["--profile", "test"], "debug"),
             release: build_so(&target, &["--release"], "release"),
         }
     })
+}
+
+/// `<target>/<profile>`: the test binary is `<target>/<profile>/deps/<name>-<hash>`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary is in <target>/<profile>/deps")
+        .to_path_buf()
 }
 
 pub fn build_so(target: &Path, profile: &[&str], dir: &str) -> PathBuf {

@@ -1,0 +1,146 @@
+/* Issue 11, item 4 (kind): an object that is not live never passes free's check, whatever
+ * path made it (carving, refill, drain, trim). Each run makes one bad free, which must abort
+ * with one line on stderr naming free (realloc for the realloc cases) and the pointer; the program first writes
+ * "pointer <p>" to stdout so the harness knows which pointer the line must name.
+ *
+ * Cases (argv[1]), for objects of `size` bytes (argv[2]); the object stride is
+ * malloc_usable_size(p), the class size:
+ *   unborn_fresh          p = malloc(size); free(p + 2 stride): an object boundary of p's span
+ *                         that was carved but never handed out (the issue's trigger with 208
+ *                         and 3000).
+ *   unborn_after_trim     the same after malloc_trim(0): the never-handed-out objects went
+ *                         from the caches back to the span.
+ *   unborn_after_churn    p allocated, then 200 objects of the class allocated and freed, 10
+ *                         times (refills from and overflows to the central lists and spans),
+ *                         then free(q) for the first object boundary above p that was never
+ *                         handed out.
+ *   double_after_trim     p freed, malloc_trim(0) (drain to the span; a neighbour keeps the
+ *                         span in use), p freed again.
+ *   double_after_trim_alone  the same without the neighbour: the span may go back to the
+ *                         page heap.
+ *   double_after_overflow p freed, then 4,000 objects of its class allocated before p was
+ *                         freed are freed (the caches overflow and push p towards its span),
+ *                         then p freed again.
+ *   realloc_unborn        realloc(p + 2 stride, size): realloc takes the object back too.
+ *   realloc_freed         p freed, then realloc(p, size) (same class: realloc could keep it
+ *                         in place).
+ * When free does not abort, the program goes on as the issue describes — 64 x malloc(size) —
+ * and reports whether the pointer came back twice, then exits 3.
+ *
+ * usage: bad_free <case> <size> */
+#include "conf.h"
+
+#include <malloc.h>
+
+#pragma GCC diagnostic ignored "-Wuse-after-free"
+
+static size_t size;
+
+static void say_pointer(void *p) { conf_say("pointer %#lx\n", (unsigned long)(uintptr_t)p); }
+
+/* The bad call returned: show the consequence and fail. */
+static void after_accepted_free(const char *who, void *bad) {
+    enum { N = 64 };
+    void *got[N];
+    int seen = 0;
+    for (int i = 0; i < N; i++) {
+        got[i] = malloc(size);
+        if (got[i] == bad) seen++;
+    }
+    conf_say("%s accepted %p; then 64 x malloc(%zu) returned it %d times\n", who, bad, size, seen);
+    exit(3);
+}
+
+int main(int argc, char **argv) {
+    conf_init("bad_free", 60);
+    CHECK(argc == 3);
+    const char *c = argv[1];
+    size = (size_t)strtoul(argv[2], NULL, 10);
+    char *keep[4000];
+    if (strcmp(c, "unborn_fresh") == 0 || strcmp(c, "unborn_after_trim") == 0) {
+        char *p = malloc(size);
+        CHECK(p);
+        size_t stride = malloc_usable_size(p);
+        if (c[7] == 'a') malloc_trim(0);
+        char *bad = p + 2 * stride;
+        say_pointer(bad);
+        free(launder(bad));
+        after_accepted_free("free", bad);
+    } else if (strcmp(c, "unborn_after_churn") == 0) {
+        /* 200 objects allocated and freed 10 times over (refills from and overflows to the
+         * central lists and spans); then the first object boundary above p that was never
+         * handed out. */
+        enum { M = 200, ROUNDS = 10 };
+        static char *seen[M * ROUNDS];
+        char *p = malloc(size);
+        CHECK(p);
+        size_t stride = malloc_usable_size(p);
+        char *obj[M];
+        size_t n = 0;
+        for (int round = 0; round < ROUNDS; round++) {
+            for (int i = 0; i < M; i++) {
+                obj[i] = malloc(size);
+                CHECK(obj[i]);
+                seen[n++] = obj[i];
+            }
+            for (int i = 0; i < M; i++) free(obj[i]);
+        }
+        char *bad = NULL;
+        for (size_t k = 1; !bad; k++) {
+            char *q = p + k * stride;
+            int handed = 0;
+            for (size_t i = 0; i < n && !handed; i++) handed = seen[i] == q;
+            if (!handed) bad = q;
+        }
+        say_pointer(bad);
+        free(launder(bad));
+        after_accepted_free("free", bad);
+    } else if (strcmp(c, "double_after_trim") == 0 || strcmp(c, "double_after_trim_alone") == 0) {
+        int alone = strcmp(c, "double_after_trim_alone") == 0;
+        char *before = alone ? NULL : malloc(size);
+        char *p = malloc(size);
+        char *after = alone ? NULL : malloc(size);
+        CHECK(p);
+        memset(p, 1, size);
+        free(p);
+        malloc_trim(0);
+        say_pointer(p);
+        free(launder(p));
+        free(before);
+        free(after);
+        after_accepted_free("free", p);
+    } else if (strcmp(c, "double_after_overflow") == 0) {
+        for (int i = 0; i < 4000; i++) {
+            keep[i] = malloc(size);
+            CHECK(keep[i]);
+        }
+        char *p = malloc(size);
+        CHECK(p);
+        memset(p, 1, size);
+        free(p);
+        for (int i = 0; i < 4000; i++) free(keep[i]);
+        say_pointer(p);
+        free(launder(p));
+        after_accepted_free("free", p);
+    } else if (strcmp(c, "realloc_unborn") == 0) {
+        char *p = malloc(size);
+        CHECK(p);
+        char *bad = p + 2 * malloc_usable_size(p);
+        say_pointer(bad);
+        char *q = realloc(launder(bad), size);
+        conf_say("realloc returned %p\n", q);
+        after_accepted_free("realloc", bad);
+    } else if (strcmp(c, "realloc_freed") == 0) {
+        char *keep1 = malloc(size);
+        char *p = malloc(size);
+        CHECK(keep1 && p);
+        free(p);
+        say_pointer(p);
+        char *q = realloc(launder(p), size);
+        conf_say("realloc returned %p\n", q);
+        after_accepted_free("realloc", p);
+    } else {
+        CHECKF(0, "unknown case %s", c);
+    }
+    return 0;
+}

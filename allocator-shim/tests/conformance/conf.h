@@ -1,0 +1,115 @@
+/* Helpers of the conformance programs (run by tests/conformance.rs), on top of tests/c/common.h.
+ *
+ * conf_init() replaces common.h's test_init(): the same check that librseqmalloc is the
+ * allocator — or, with CONF_GLIBC=1 in the environment (the harness's baseline runs of the same
+ * program without LD_PRELOAD), that it is NOT — and a watchdog that turns a hang into a
+ * failure the harness can name: after `secs` seconds it writes one line and kills the whole
+ * process group (the program, every child it forked, and the `timeout` wrapper, so no
+ * orphaned child keeps the harness's pipes open). */
+#ifndef CONF_H
+#define CONF_H
+
+#include "common.h"
+
+#include <signal.h>
+#include <stdarg.h>
+
+static const char *conf_name = "program";
+
+static void conf_watchdog(int sig) {
+    (void)sig;
+    char line[160];
+    int n = snprintf(line, sizeof line, "watchdog: %s hung (no progress before its deadline)\n",
+                     conf_name);
+    if (n > 0) (void)!write(2, line, (size_t)n);
+    kill(0, SIGKILL);
+    _exit(99);
+}
+
+/* 1 when this run is the glibc baseline (no librseqmalloc). */
+static inline int conf_glibc(void) { return getenv("CONF_GLIBC") != NULL; }
+
+static inline void conf_handle(int sig, void (*handler)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(sig, &sa, NULL) == 0);
+}
+
+static inline void conf_arm_watchdog(unsigned secs) {
+    conf_handle(SIGALRM, conf_watchdog);
+    alarm(secs);
+}
+
+static inline void conf_init(const char *name, unsigned watchdog_secs) {
+    conf_name = name;
+    conf_arm_watchdog(watchdog_secs);
+    if (conf_glibc()) {
+        CHECKF(dlsym(RTLD_DEFAULT, "rseqmalloc_rseq_mode") == NULL,
+               "CONF_GLIBC=1 but librseqmalloc is loaded");
+        return;
+    }
+    check_malloc_is_librseqmalloc();
+}
+
+/* The rseq mode, or "glibc-malloc" in a baseline run. Call after the first allocation. */
+static inline const char *conf_mode(void) { return conf_glibc() ? "glibc-malloc" : shim_mode(); }
+
+/* Writes a whole line to stdout with one write(2) (no stdio buffer a fork could duplicate and
+ * no buffer lost when the program dies by a signal). */
+static inline void conf_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline void conf_say(const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof line) n = sizeof line - 1;
+    (void)!write(1, line, (size_t)n);
+}
+
+/* What the program is doing, named on stderr if it dies by SIGABRT (an allocator's abort
+ * message says which pointer, this says which step of the test). */
+static char conf_step_buf[256];
+static inline void conf_step(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline void conf_step(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(conf_step_buf, sizeof conf_step_buf, fmt, ap);
+    va_end(ap);
+}
+static void conf_on_abort(int sig) {
+    char line[320];
+    int n = snprintf(line, sizeof line, "%s: aborted during: %s\n", conf_name, conf_step_buf);
+    if (n > 0) (void)!write(2, line, (size_t)n);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+/* Names the current step on stderr when the program aborts (for tests where any abort is a
+ * failure; not for those that expect exactly one line from the allocator). */
+static inline void conf_name_step_on_abort(void) { conf_handle(SIGABRT, conf_on_abort); }
+
+/* C23, not declared by glibc 2.36's headers. Weak, so a baseline run against glibc 2.36 (which
+ * has neither) links and can test for them. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+void free_sized(void *ptr, size_t size) __attribute__((weak));
+void free_aligned_sized(void *ptr, size_t alignment, size_t size) __attribute__((weak));
+#ifdef __cplusplus
+}
+#endif
+
+/* free_sized / free_aligned_sized when the allocator has them, else free. */
+static inline void conf_free_sized(void *p, size_t size) {
+    if (free_sized) free_sized(p, size);
+    else free(p);
+}
+static inline void conf_free_aligned_sized(void *p, size_t align, size_t size) {
+    if (free_aligned_sized) free_aligned_sized(p, align, size);
+    else free(p);
+}
+
+#endif

@@ -1,0 +1,139 @@
+/* Issue 11, item 10 (kind): under an address-space (or data) limit, memory the program freed
+ * becomes available again for any request.
+ *
+ * With the limit (argv[1]: "as" for RLIMIT_AS, "data" for RLIMIT_DATA) set 512 MiB above the
+ * process's current use:
+ *  1. fill with 100-byte blocks (chained through their first word) until malloc returns NULL,
+ *     which must come with errno ENOMEM (no crash, no abort);
+ *  2. free them all, malloc_trim(0);
+ *  3. malloc(256 MiB) must succeed (glibc: yes); the largest block obtainable is found by
+ *     bisection to 1 MiB and printed (glibc gets over 400 MiB);
+ *  4. the same with a fill of mixed sizes (100 B to 1 MiB), then malloc(128 MiB) must succeed
+ *     (glibc fragments more here: its largest block after this fill is about 240 MiB);
+ *  5. the 100-byte fill again: it must reach at least 90 % of the first fill's count.
+ *
+ * usage: rlimit as|data     prints "rlimit <as|data> ok blocks=<n> largest=<MiB> ... mode=<mode>" */
+#include "conf.h"
+
+#include <malloc.h>
+#include <sys/resource.h>
+
+static const size_t MiB = (size_t)1 << 20;
+
+/* Fills until malloc fails; returns the chain of blocks and stores the count. */
+static void *fill_until_null(size_t (*size_of)(long), long *count) {
+    void *head = NULL;
+    long n = 0;
+    for (;;) {
+        size_t size = size_of(n);
+        errno = 0;
+        void **p = malloc(size);
+        if (!p) {
+            CHECKF(errno == ENOMEM, "malloc(%zu) returned NULL with errno %d", size, errno);
+            break;
+        }
+        *p = head;
+        head = p;
+        n++;
+    }
+    *count = n;
+    return head;
+}
+
+static void free_chain(void *head) {
+    while (head) {
+        void *next = *(void **)head;
+        free(head);
+        head = next;
+    }
+}
+
+static size_t hundred(long i) {
+    (void)i;
+    return 100;
+}
+
+static size_t mixed(long i) {
+    uint64_t x = mix64((uint64_t)i);
+    switch (x % 4) {
+    case 0: return 100;
+    case 1: return 1000 + x % 4000;
+    case 2: return 20000 + x % 200000;
+    default: return MiB;
+    }
+}
+
+/* The largest block malloc gives now, to 1 MiB, by bisection between 0 and 1 GiB. */
+static size_t largest(void) {
+    size_t lo = 0, hi = 1024;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        void *p = malloc(mid * MiB);
+        if (p) {
+            free(p);
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static size_t in_use(int resource) {
+    /* VmSize for RLIMIT_AS; VmData (private writable + stack... as the kernel counts it) for
+     * RLIMIT_DATA, from /proc/self/status. */
+    FILE *f = fopen("/proc/self/status", "r");
+    CHECK(f);
+    char line[256];
+    size_t kb = 0, v;
+    const char *key = resource == RLIMIT_AS ? "VmSize: %zu kB" : "VmData: %zu kB";
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, key, &v) == 1) kb = v;
+    fclose(f);
+    CHECK(kb > 0);
+    return kb * 1024;
+}
+
+int main(int argc, char **argv) {
+    conf_init("rlimit", 60);
+    CHECK(argc == 2);
+    int resource = strcmp(argv[1], "as") == 0 ? RLIMIT_AS : RLIMIT_DATA;
+    CHECK(resource == RLIMIT_AS || strcmp(argv[1], "data") == 0);
+    void *warm = malloc(100);
+    free(warm);
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = in_use(resource) + 512 * MiB;
+    CHECK(setrlimit(resource, &rl) == 0);
+
+    long blocks = 0;
+    free_chain(fill_until_null(hundred, &blocks));
+    malloc_trim(0);
+    size_t after_small = largest();
+    void *big = malloc(256 * MiB);
+    CHECKF(big != NULL,
+           "after filling with %ld 100-byte blocks, freeing them and malloc_trim(0), "
+           "malloc(256 MiB) failed; the largest block malloc gives is %zu MiB",
+           blocks, after_small);
+    memset(big, 1, 256 * MiB);
+    free(big);
+
+    long mixed_blocks = 0;
+    free_chain(fill_until_null(mixed, &mixed_blocks));
+    malloc_trim(0);
+    size_t after_mixed = largest();
+    big = malloc(128 * MiB);
+    CHECKF(big != NULL,
+           "after a mixed fill of %ld blocks, freeing them and malloc_trim(0), malloc(128 MiB) "
+           "failed; the largest block malloc gives is %zu MiB",
+           mixed_blocks, after_mixed);
+    free(big);
+
+    long again = 0;
+    free_chain(fill_until_null(hundred, &again));
+    CHECKF(again >= blocks / 10 * 9, "the second 100-byte fill got %ld blocks, the first %ld",
+           again, blocks);
+    conf_say("rlimit %s ok blocks=%ld largest=%zu MiB mixed_blocks=%ld largest_after_mixed=%zu "
+             "MiB refill=%ld mode=%s\n",
+             argv[1], blocks, after_small, mixed_blocks, after_mixed, again, conf_mode());
+    return 0;
+}
