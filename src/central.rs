@@ -14,7 +14,7 @@
 
 use crate::free_tag;
 use crate::page_heap::HEAP;
-use crate::pagemap::entry;
+use crate::pagemap::{entry, LAST_PAGE};
 use crate::pagemap::{span_of, PAGEMAP};
 use crate::size_class::{
     size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE, PAGE_SHIFT,
@@ -217,9 +217,10 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
         }
         (*s).free = head;
         (*s).carved = end as u32;
+        let last = if page + 1 == (*s).pages { LAST_PAGE } else { 0 };
         PAGEMAP.set(
             (*s).start + (page << PAGE_SHIFT),
-            entry(s as usize, c, page),
+            entry(s as usize, c, page) | last,
         );
         true
     }

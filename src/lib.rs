@@ -240,7 +240,9 @@ fn alloc_large_with(size: usize, align: usize, reserve: usize) -> *mut u8 {
     let size = size.max(1);
     cpu_cache::maybe_tick();
     let mut heap = HEAP.lock();
-    let s = if size >= HUGE_MIN {
+    // A block whose alignment padding alone reaches the huge size is mapped (and charged) as a
+    // huge one too: `memalign(2^36, 100)` gets the answer glibc gets.
+    let s = if size >= HUGE_MIN || align >= HUGE_MIN {
         let s = heap.alloc_huge(size, align, reserve);
         if s.is_null() {
             heap.alloc_large_from_free(size.div_ceil(PAGE), align.max(PAGE))
@@ -308,9 +310,15 @@ fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
     }
     let c = pagemap::class_of(e);
     if c != 0 {
-        let off = (pagemap::page_index(e) << size_class::PAGE_SHIFT) | (ptr as usize & (PAGE - 1));
+        let page = pagemap::page_index(e);
+        let off = (page << size_class::PAGE_SHIFT) | (ptr as usize & (PAGE - 1));
+        let size = CLASS_SIZE[c] as usize;
         let idx = ((off as u64 * CLASS_RECIP[c]) >> 40) as usize;
-        if idx * CLASS_SIZE[c] as usize != off {
+        // On a span's last page, an object must end inside the span: the tail past the last
+        // whole object may hold what looks like an object boundary.
+        let past_end =
+            e & pagemap::LAST_PAGE != 0 && off + size > (page + 1) << size_class::PAGE_SHIFT;
+        if idx * size != off || past_end {
             bad_pointer(who, "invalid pointer", ptr);
         }
     }
@@ -550,6 +558,12 @@ unsafe fn realloc_inner<const TAG: bool>(
     }
     let (c, s) = lookup(ptr, who);
     let old_usable = if c != 0 {
+        // C only (`TAG`): a freed (or carved, never handed out) object must not be resized in
+        // place and handed back as if live.
+        // SAFETY: `lookup` checked `ptr` starts an object of class `c` (at least 16 bytes).
+        if TAG && unsafe { free_tag::is_free(ptr) } {
+            bad_pointer(who, "double free detected", ptr);
+        }
         let cs = size_of(c);
         if size <= cs && class_for(size, align) == c {
             return ptr;

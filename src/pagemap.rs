@@ -28,11 +28,17 @@ const ROOT_LEN: usize = 1 << ROOT_BITS;
 pub const CLASS_MASK: usize = 127;
 const SPAN_MASK: usize = ((1 << 48) - 1) & !CLASS_MASK;
 const INDEX_SHIFT: u32 = 48;
+const INDEX_MASK: usize = 0x7fff;
+
+/// Set in the entry of a small span's last page: the span ends with that page, so an object
+/// starting there must also end there (the span's tail, past its last whole object, may hold
+/// what looks like an object boundary).
+pub const LAST_PAGE: usize = 1 << 63;
 
 /// The entry for page `index` of the span whose record is at `span`, with size class `class`.
 #[inline]
 pub fn entry(span: usize, class: usize, index: usize) -> usize {
-    debug_assert!(span & !SPAN_MASK == 0 && class <= CLASS_MASK && index <= 0xffff);
+    debug_assert!(span & !SPAN_MASK == 0 && class <= CLASS_MASK && index <= INDEX_MASK);
     span | class | index << INDEX_SHIFT
 }
 
@@ -51,7 +57,7 @@ pub fn class_of(e: usize) -> usize {
 /// The page's index inside its span (small-object pages only).
 #[inline(always)]
 pub fn page_index(e: usize) -> usize {
-    e >> INDEX_SHIFT
+    (e >> INDEX_SHIFT) & INDEX_MASK
 }
 
 struct Leaf {
