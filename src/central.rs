@@ -1,16 +1,18 @@
 //! Central free lists: per size class, the objects not held by any per-CPU cache.
 //!
 //! Owns: for each class, a transfer stack of free object pointers (filled and drained in
-//! batches by the per-CPU caches, so a batch moves with one `memcpy` under one lock) and the
-//! list of that class's spans that still have objects to give. When the stack is full — or,
-//! for classes above [`SHARED_ABOVE`], their shared budget is spent — freed objects go back
-//! to their span; a span whose objects are all back returns to the page heap.
+//! batches by the per-CPU caches, so a batch moves with one `memcpy` under the stack's own
+//! lock) and, under a second lock, the list of that class's spans that still have objects to
+//! give. When the stack is full — or, for classes above [`SHARED_ABOVE`], their shared budget
+//! is spent — freed objects go back to their span; a span whose objects are all back returns
+//! to the page heap. The span lists are reached only when the stack is empty or full.
 //!
-//! Invariants (under the class's lock): a span is in `spans` iff it has a free object or an
+//! Invariants (under the span lock): a span is in `spans` iff it has a free object or an
 //! uncarved one (`Span::listed` mirrors membership); `in_use` counts the span's objects that are
-//! outside the span (with users, in caches or in this transfer stack).
+//! outside the span (with users, in caches or in this transfer stack). Lock order: transfer
+//! stack, spans, page heap.
 //!
-//! May call: `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
+//! May call: `free_tag`, `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
 
 use crate::free_tag;
 use crate::page_heap::HEAP;
@@ -89,15 +91,27 @@ fn stack_left(c: usize, n: usize) {
     }
 }
 
-struct Inner {
+/// A class's transfer stack: whole batches of free objects between the per-CPU caches, under
+/// a lock of its own that is held for a `memcpy` and nothing else.
+struct Transfer {
     stack: [*mut u8; TRANSFER_SLOTS],
     count: usize,
-    spans: SpanList,
+}
+
+/// A class's spans that still have free or uncarved objects, under the span lock.
+struct Spans {
+    list: SpanList,
 }
 
 /// One class's central list.
+///
+/// Lock order: `transfer`, then `spans`, then the page heap. A refill or an overflow that the
+/// transfer stack can serve takes only `transfer`; the span lists are reached only when it is
+/// empty or full, so a producer on one CPU and a consumer on another never wait for a walk
+/// through spans.
 pub struct Central {
-    inner: Mutex<Inner>,
+    transfer: Mutex<Transfer>,
+    spans: Mutex<Spans>,
     /// Objects of this class in the transfer stack (for statistics, read without the lock).
     pub cached: AtomicUsize,
     /// Objects of this class outside their spans (for statistics).
@@ -107,16 +121,20 @@ pub struct Central {
 }
 
 // SAFETY: the raw pointers are objects and spans owned by the allocator, touched only under
-// the mutex.
-unsafe impl Send for Inner {}
+// the mutexes.
+unsafe impl Send for Transfer {}
+// SAFETY: as above.
+unsafe impl Send for Spans {}
 
 /// The central lists, indexed by class (index 0 unused).
 pub static CENTRAL: [Central; NUM_CLASSES] = [const {
     Central {
-        inner: Mutex::new(Inner {
+        transfer: Mutex::new(Transfer {
             stack: [null_mut(); TRANSFER_SLOTS],
             count: 0,
-            spans: SpanList::new(),
+        }),
+        spans: Mutex::new(Spans {
+            list: SpanList::new(),
         }),
         cached: AtomicUsize::new(0),
         out_of_spans: AtomicUsize::new(0),
@@ -128,17 +146,25 @@ pub static CENTRAL: [Central; NUM_CLASSES] = [const {
 /// memory is exhausted).
 pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
     let central = &CENTRAL[c];
-    let mut g = central.inner.lock();
-    let inner = &mut *g;
     let want = out.len();
-    let from_stack = want.min(inner.count);
-    out[..from_stack].copy_from_slice(&inner.stack[inner.count - from_stack..inner.count]);
-    inner.count -= from_stack;
+    let from_stack = {
+        let mut t = central.transfer.lock();
+        let n = want.min(t.count);
+        out[..n].copy_from_slice(&t.stack[t.count - n..t.count]);
+        t.count -= n;
+        central.cached.store(t.count, Ordering::Relaxed);
+        n
+    };
     stack_left(c, from_stack);
+    if from_stack == want {
+        return want;
+    }
+    let mut g = central.spans.lock();
+    let inner = &mut *g;
     let mut got = from_stack;
     let size = size_of(c);
     while got < want {
-        let mut s = inner.spans.first();
+        let mut s = inner.list.first();
         if s.is_null() {
             let mut heap = HEAP.lock();
             // Small spans while the heap is small (a program touching many classes pays about
@@ -158,7 +184,7 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
             unsafe {
                 (*s).capacity = ((*s).bytes() / size) as u32;
                 (*s).listed = true;
-                inner.spans.push(s);
+                inner.list.push(s);
             }
         }
         // SAFETY: `s` is a listed span of this class; we hold the class lock that guards its
@@ -176,12 +202,11 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
                 got += 1;
             }
             if (*s).free.is_null() && (*s).carved == (*s).capacity {
-                inner.spans.remove(s);
+                inner.list.remove(s);
                 (*s).listed = false;
             }
         }
     }
-    central.cached.store(inner.count, Ordering::Relaxed);
     central
         .out_of_spans
         .fetch_add(got - from_stack, Ordering::Relaxed);
@@ -232,20 +257,25 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
 /// Every pointer must be a live object of class `c` that nobody uses any more.
 pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
     let central = &CENTRAL[c];
-    let mut g = central.inner.lock();
-    let inner = &mut *g;
-    let room = stack_room(c, inner.count, objs.len());
-    inner.stack[inner.count..inner.count + room].copy_from_slice(&objs[..room]);
-    inner.count += room;
-    for &obj in &objs[room..] {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { give_back_to_span(inner, c, obj) };
+    let room = {
+        let mut t = central.transfer.lock();
+        let room = stack_room(c, t.count, objs.len());
+        let count = t.count;
+        t.stack[count..count + room].copy_from_slice(&objs[..room]);
+        t.count += room;
+        central.cached.store(t.count, Ordering::Relaxed);
+        room
+    };
+    if room < objs.len() {
+        let mut g = central.spans.lock();
+        for &obj in &objs[room..] {
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { give_back_to_span(&mut g, c, obj) };
+        }
+        central
+            .out_of_spans
+            .fetch_sub(objs.len() - room, Ordering::Relaxed);
     }
-    central.cached.store(inner.count, Ordering::Relaxed);
-    central
-        .out_of_spans
-        .fetch_sub(objs.len() - room, Ordering::Relaxed);
-    drop(g);
     flush_if_pending();
 }
 
@@ -256,7 +286,7 @@ pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
 /// As for [`free_batch`].
 pub unsafe fn free_to_spans(c: usize, objs: &[*mut u8]) {
     let central = &CENTRAL[c];
-    let mut g = central.inner.lock();
+    let mut g = central.spans.lock();
     for &obj in objs {
         // SAFETY: forwarded from the caller's contract.
         unsafe { give_back_to_span(&mut g, c, obj) };
@@ -272,8 +302,8 @@ pub unsafe fn free_to_spans(c: usize, objs: &[*mut u8]) {
 /// are back, and lists it again if it had run dry.
 ///
 /// # Safety
-/// `obj` is a live object of class `c` that nobody uses, and `inner` is class `c`'s locked state.
-unsafe fn give_back_to_span(inner: &mut Inner, c: usize, obj: *mut u8) {
+/// `obj` is a live object of class `c` that nobody uses, and `inner` is class `c`'s locked spans.
+unsafe fn give_back_to_span(inner: &mut Spans, c: usize, obj: *mut u8) {
     let s = span_of(PAGEMAP.get(obj as usize)) as *mut Span;
     // SAFETY: `obj` belongs to a live small span of class `c` (caller's contract), whose free
     // list and counters this class's lock guards.
@@ -284,7 +314,7 @@ unsafe fn give_back_to_span(inner: &mut Inner, c: usize, obj: *mut u8) {
         (*s).in_use -= 1;
         if (*s).in_use == 0 {
             if (*s).listed {
-                inner.spans.remove(s);
+                inner.list.remove(s);
                 (*s).listed = false;
             }
             let mut heap = HEAP.lock();
@@ -294,7 +324,7 @@ unsafe fn give_back_to_span(inner: &mut Inner, c: usize, obj: *mut u8) {
             }
         } else if !(*s).listed {
             (*s).listed = true;
-            inner.spans.push(s);
+            inner.list.push(s);
         }
     }
 }
@@ -311,22 +341,27 @@ pub fn flush_idle() {
 }
 
 fn flush_where(pick: impl Fn(&Central, usize) -> bool) {
+    let mut buf = [null_mut(); TRANSFER_SLOTS];
     for (c, central) in CENTRAL.iter().enumerate().skip(1) {
         let count = central.cached.load(Ordering::Relaxed);
         if count == 0 || !pick(central, count) {
             continue;
         }
-        let mut g = central.inner.lock();
-        let inner = &mut *g;
-        let n = inner.count;
-        for i in 0..n {
-            let obj = inner.stack[i];
-            // SAFETY: objects in the transfer stack are free objects of live spans of `c`.
-            unsafe { give_back_to_span(inner, c, obj) };
-        }
-        inner.count = 0;
+        let n = {
+            let mut t = central.transfer.lock();
+            let n = t.count;
+            buf[..n].copy_from_slice(&t.stack[..n]);
+            t.count = 0;
+            central.cached.store(0, Ordering::Relaxed);
+            n
+        };
         stack_left(c, n);
-        central.cached.store(0, Ordering::Relaxed);
+        let mut g = central.spans.lock();
+        for &obj in &buf[..n] {
+            // SAFETY: objects of the transfer stack are free objects of live spans of `c`,
+            // now ours.
+            unsafe { give_back_to_span(&mut g, c, obj) };
+        }
         central.out_of_spans.fetch_sub(n, Ordering::Relaxed);
     }
 }
@@ -334,7 +369,8 @@ fn flush_where(pick: impl Fn(&Central, usize) -> bool) {
 /// Takes every class lock (fork prepare). Pair with [`unlock_all`] or [`reset_all_in_child`].
 pub fn lock_all() {
     for c in CENTRAL.iter() {
-        core::mem::forget(c.inner.lock());
+        core::mem::forget(c.transfer.lock());
+        core::mem::forget(c.spans.lock());
     }
 }
 
@@ -345,7 +381,10 @@ pub fn lock_all() {
 pub unsafe fn unlock_all() {
     for c in CENTRAL.iter() {
         // SAFETY: the caller holds every class lock.
-        unsafe { c.inner.force_unlock() };
+        unsafe {
+            c.spans.force_unlock();
+            c.transfer.force_unlock();
+        }
     }
 }
 
@@ -356,7 +395,10 @@ pub unsafe fn unlock_all() {
 pub unsafe fn reset_all_in_child() {
     for c in CENTRAL.iter() {
         // SAFETY: forwarded contract.
-        unsafe { c.inner.reset_in_child() };
+        unsafe {
+            c.spans.reset_in_child();
+            c.transfer.reset_in_child();
+        }
     }
 }
 
@@ -424,9 +466,24 @@ pub mod check {
         /// - the span of every stacked object is marked `listed` exactly when it has a free or
         ///   an uncarved object.
         pub fn check_invariants(&self, c: usize) -> Result<(), Broken> {
-            let g = self.inner.lock();
+            let g = self.lock_both();
             check_inner(&g, c, self.cached.load(Ordering::Relaxed))
         }
+
+        /// Both of the class's locks, in their order (checks and tests).
+        pub(super) fn lock_both(&self) -> Both<'_> {
+            let t = self.transfer.lock();
+            Both {
+                t,
+                s: self.spans.lock(),
+            }
+        }
+    }
+
+    /// A class's transfer stack and spans, both locked: what the checks look at.
+    pub(super) struct Both<'a> {
+        pub(super) t: crate::sync::MutexGuard<'a, Transfer>,
+        pub(super) s: crate::sync::MutexGuard<'a, Spans>,
     }
 
     /// Checks every class's list (one lock at a time).
@@ -473,9 +530,9 @@ pub mod check {
         unsafe { !(*s).free.is_null() || (*s).carved < (*s).capacity }
     }
 
-    pub(super) fn check_inner(inner: &Inner, c: usize, cached: usize) -> Result<(), Broken> {
+    pub(super) fn check_inner(inner: &Both<'_>, c: usize, cached: usize) -> Result<(), Broken> {
         let size = size_of(c);
-        let count = inner.count;
+        let count = inner.t.count;
         ensure(
             count <= transfer_limit(c),
             "a transfer stack above its limit",
@@ -486,7 +543,7 @@ pub mod check {
             "`cached` differs from the transfer stack's count",
             c,
         )?;
-        let mut stack = inner.stack;
+        let mut stack = inner.t.stack;
         let stack = &mut stack[..count];
         for &obj in stack.iter() {
             let s = span_of_object(obj, c)?;
@@ -514,7 +571,7 @@ pub mod check {
         // Every span holds at least a page of the small-span bytes: a longer walk loops.
         let mut budget = HEAP.lock().stats().small_spans / PAGE + 1;
         let mut prev: *mut Span = null_mut();
-        let mut s = inner.spans.first();
+        let mut s = inner.s.list.first();
         while !s.is_null() {
             let at = s as usize;
             ensure(budget > 0, "a span list loops", at)?;
@@ -578,7 +635,7 @@ pub mod check {
 
 #[cfg(test)]
 mod check_tests {
-    use super::check::check_inner;
+    use super::check::{check_inner, Both};
     use super::*;
     use crate::size_class::class_of;
     use std::collections::{HashMap, HashSet};
@@ -638,11 +695,11 @@ mod check_tests {
     fn check_class(c: usize, held: &HashSet<usize>) {
         CENTRAL[c].check_invariants(c).unwrap();
         HEAP.lock().check_invariants().unwrap();
-        let g = CENTRAL[c].inner.lock();
-        let out = held.len() + g.count;
+        let g = CENTRAL[c].lock_both();
+        let out = held.len() + g.t.count;
         assert_eq!(CENTRAL[c].out_of_spans.load(Ordering::Relaxed), out);
         let mut per_span: HashMap<usize, u32> = HashMap::new();
-        let stacked = g.stack[..g.count].iter().map(|&o| o as usize);
+        let stacked = g.t.stack[..g.t.count].iter().map(|&o| o as usize);
         for obj in held.iter().copied().chain(stacked) {
             *per_span.entry(span_of(PAGEMAP.get(obj))).or_default() += 1;
         }
@@ -704,7 +761,7 @@ mod check_tests {
         super::flush_where(|central, _| core::ptr::eq(central, &CENTRAL[c]));
         check_class(c, &set);
         assert!(
-            CENTRAL[c].inner.lock().spans.is_empty(),
+            CENTRAL[c].spans.lock().list.is_empty(),
             "a span kept nothing"
         );
     }
@@ -720,34 +777,34 @@ mod check_tests {
             free_batch(c, &objs[..4]);
             free_to_spans(c, &objs[4..6]);
         }
-        let mut g = CENTRAL[c].inner.lock();
-        let n = g.count;
+        let mut g = CENTRAL[c].lock_both();
+        let n = g.t.count;
         assert_eq!(check_inner(&g, c, n), Ok(()));
-        let broken = |g: &Inner, n| check_inner(g, c, n).map_err(|b| b.what).err();
+        let broken = |g: &Both<'_>, n| check_inner(g, c, n).map_err(|b| b.what).err();
 
         // An object stacked twice.
-        g.stack[n] = g.stack[n - 1];
-        g.count += 1;
+        g.t.stack[n] = g.t.stack[n - 1];
+        g.t.count += 1;
         assert_eq!(
             broken(&g, n + 1),
             Some("an object is twice in the transfer stack")
         );
         // An object both stacked and on its span's free list.
-        let span = g.spans.first();
+        let span = g.s.list.first();
         // SAFETY: a listed span of the class, under its lock.
-        g.stack[n] = unsafe { (*span).free.cast() };
+        g.t.stack[n] = unsafe { (*span).free.cast() };
         assert_eq!(
             broken(&g, n + 1),
             Some("an object is both in the transfer stack and on its span's free list")
         );
-        g.count -= 1;
+        g.t.count -= 1;
         // A pointer inside an object.
-        g.stack[0] = g.stack[0].wrapping_add(8);
+        g.t.stack[0] = g.t.stack[0].wrapping_add(8);
         assert_eq!(
             broken(&g, n),
             Some("an object pointer is not an object's start")
         );
-        g.stack[0] = g.stack[0].wrapping_sub(8);
+        g.t.stack[0] = g.t.stack[0].wrapping_sub(8);
         // A span count off by one.
         // SAFETY: as above; undone before the lock is released.
         unsafe { (*span).in_use -= 1 };
