@@ -29,9 +29,15 @@ pub fn page_size() -> usize {
     }
 }
 
-/// Writes `m` as one line where the allocator writes its own messages (see the crate
-/// documentation, "Output"): whole, with one `write(2)`, never raising `SIGPIPE`, and never
-/// into a file the program put on descriptor 2 after start-up.
-pub fn message(m: &Msg) {
-    os::write_stderr(m)
+/// Writes `m` as one whole line to descriptor 2 as it is now, with one `write(2)`, never
+/// raising `SIGPIPE`: for output the program asked for (glibc writes `malloc_stats` to its
+/// `stderr` stream).
+pub fn print_stderr(m: &Msg) {
+    os::output::write_stderr_now(m.line().as_bytes())
+}
+
+/// Writes `m` as [`print_stderr`] does, then aborts the process (`SIGABRT`), as the allocator
+/// does on a bad free.
+pub fn abort_with(m: &Msg) -> ! {
+    os::abort_with(m)
 }

@@ -59,9 +59,10 @@
 //! # fn main() {}
 //! ```
 //!
-//! The allocator's own lines (warnings, reports) are whole lines written with one `write(2)`,
-//! never raise `SIGPIPE`, and go to the stderr the program started with, never into a file the
-//! program later opened on descriptor 2.
+//! The output the options ask for (warnings, the start-up line, reports) is whole lines
+//! written with one `write(2)`, never raises `SIGPIPE`, and goes to the stderr the program
+//! started with, never into a file the program later opened on descriptor 2. The one line
+//! before an abort (a bad free) goes to descriptor 2 as it is then, as glibc's does.
 //!
 //! # Statistics and control
 //!

@@ -36,9 +36,7 @@ extern "C" fn resolve() -> usize {
     if real == 0 {
         let mut m = rseq::ffi::Msg::new();
         m.str("rseqmalloc: dlopen called but libc's dlopen not found; aborting");
-        rseq::ffi::message(&m);
-        // SAFETY: abort has no preconditions.
-        unsafe { libc::abort() }
+        rseq::ffi::abort_with(&m)
     }
     REAL.store(real, Ordering::Release);
     real

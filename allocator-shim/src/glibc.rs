@@ -3,7 +3,7 @@
 //! allocator. Each answers from rseqmalloc's figures in glibc's shape (see each function).
 
 use core::ffi::{c_int, c_void};
-use rseq::ffi::{message, Msg};
+use rseq::ffi::{print_stderr, Msg};
 
 /// `malloc_trim(3)`: drains the caches and returns free pages to the OS (`pad` is ignored);
 /// 1 if any memory was released, else 0.
@@ -124,10 +124,11 @@ fn stats_line(name: &str, v: usize) {
         m.str(" ");
     }
     m.dec(v as u64);
-    message(&m);
+    print_stderr(&m);
 }
 
-/// `malloc_stats(3)`: a few lines on stderr in glibc's format, written without allocating.
+/// `malloc_stats(3)`: a few lines on stderr (descriptor 2 as it is now, as glibc's) in glibc's
+/// format, each written whole with one `write(2)`, without allocating.
 ///
 /// # Safety
 /// Always safe to call.
@@ -144,7 +145,7 @@ pub unsafe extern "C" fn malloc_stats() {
         .str("/")
         .dec(s.slabs as u64)
         .str(" slabs):");
-    message(&m);
+    print_stderr(&m);
     stats_line("system bytes", s.mapped);
     stats_line("in use bytes", s.allocated);
     stats_line("active bytes", s.active);

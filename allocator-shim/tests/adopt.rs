@@ -35,6 +35,17 @@ fn command_in(bin: impl AsRef<OsStr>, so: &Path, mode: Mode, options: &str) -> C
     cmd
 }
 
+/// The checked build in the three modes, and the release build (as users get it) in the
+/// default mode.
+fn checked_modes_and_release(libs: &Libs) -> [(&Path, Mode); 4] {
+    [
+        (&libs.checked, Mode::Glibc),
+        (&libs.checked, Mode::Own),
+        (&libs.checked, Mode::Fallback),
+        (&libs.release, Mode::Glibc),
+    ]
+}
+
 /// Compiles `tests/c/<name>.c` into `dir`.
 fn program(dir: &TempDir, name: &str) -> PathBuf {
     let bin = dir.join(name);
@@ -613,12 +624,7 @@ fn every_failure_path_returns_and_sets_errno_as_glibc() {
     let glibc = stdout(&run_ok(&mut command(&bin, None, 60), "errno_probe (glibc)"));
     let split = |l: &str| (l[..44].trim_end().to_string(), l[45..].to_string());
     assert!(glibc.lines().count() > 50, "{glibc}");
-    for (so, mode) in [
-        (&libs.checked, Mode::Glibc),
-        (&libs.checked, Mode::Own),
-        (&libs.checked, Mode::Fallback),
-        (&libs.release, Mode::Glibc),
-    ] {
+    for (so, mode) in checked_modes_and_release(libs) {
         let what = format!("errno_probe [{}]", mode.name());
         let ours = stdout(&run_ok(&mut command_in(&bin, so, mode, ""), &what));
         assert_eq!(
@@ -659,12 +665,7 @@ fn nothrow_new_calls_the_new_handler_like_libstdcxx() {
         reference.contains("handler gives up after 3 calls     null calls=3 uncaught=0"),
         "{reference}"
     );
-    for (so, mode) in [
-        (&libs.checked, Mode::Glibc),
-        (&libs.checked, Mode::Own),
-        (&libs.checked, Mode::Fallback),
-        (&libs.release, Mode::Glibc),
-    ] {
+    for (so, mode) in checked_modes_and_release(libs) {
         let what = format!("nothrow [{}]", mode.name());
         let out = run_ok(&mut command_in(&bin, so, mode, ""), &what);
         assert!(out.stderr.is_empty(), "{what}: {}", show(&out));
@@ -911,12 +912,7 @@ fn a_library_opened_with_rtld_deepbind_shares_our_malloc() {
         glibc,
         "library malloc from libc.so.6, deep_whoami 1\ndeepbind ok\n"
     );
-    for (so, mode) in [
-        (&libs.checked, Mode::Glibc),
-        (&libs.checked, Mode::Own),
-        (&libs.checked, Mode::Fallback),
-        (&libs.release, Mode::Glibc),
-    ] {
+    for (so, mode) in checked_modes_and_release(libs) {
         // All four hand-overs work: the library's malloc is ours. What changes for it (the
         // documented cost): its other symbols too are looked up in the global scope first.
         let what = format!("deepbind [{}]", mode.name());

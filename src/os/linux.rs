@@ -435,9 +435,10 @@ pub fn write_stderr<const N: usize>(m: &Msg<N>) {
     super::output::write_line(m.line().as_bytes());
 }
 
-/// Prints the message on stderr and aborts the process (SIGABRT), without allocating.
+/// Prints the message on descriptor 2 as it is now (as glibc's own fatal messages go) and
+/// aborts the process (SIGABRT), without allocating.
 pub fn abort_with<const N: usize>(m: &Msg<N>) -> ! {
-    write_stderr(m);
+    super::output::write_stderr_now(m.line().as_bytes());
     // SAFETY: abort never returns and has no preconditions.
     unsafe { libc::abort() }
 }

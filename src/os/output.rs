@@ -12,6 +12,11 @@
 //! - Every line is one `write(2)` with `SIGPIPE` blocked for the calling thread; a `SIGPIPE`
 //!   the write raised is consumed, so a broken pipe on stderr fails the write silently instead
 //!   of killing the program. `errno` and the signal mask are as they were afterwards.
+//!
+//! That is for the output options ask for (warnings, the start-up line, reports). Two kinds of
+//! line go to whatever descriptor 2 is now, as glibc's own do ([`write_stderr_now`]): the one
+//! line before an abort (a bad free: the program is ending, and a program that redirected its
+//! stderr with `dup2` expects it there), and what the program asked for (`malloc_stats`).
 
 use super::linux::ErrnoKeeper;
 use core::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
@@ -98,6 +103,13 @@ pub fn write_line(line: &[u8]) {
         }
         _ => {}
     }
+}
+
+/// Writes one line to descriptor 2 as it is now (for the line before an abort, and for output
+/// the program asked for), never raising `SIGPIPE`.
+pub fn write_stderr_now(line: &[u8]) {
+    let _errno = ErrnoKeeper::new();
+    write_fd(2, line);
 }
 
 /// One `write(2)` of `bytes` to `fd` (more only if the kernel takes part of it), never raising

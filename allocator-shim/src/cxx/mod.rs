@@ -79,9 +79,7 @@ fn no_libstdcxx(what: &str) -> ! {
     m.str("rseqmalloc: operator new failed and no C++ runtime is loaded (no ")
         .str(what)
         .str("); aborting");
-    rseq::ffi::message(&m);
-    // SAFETY: abort has no preconditions and never returns.
-    unsafe { libc::abort() }
+    rseq::ffi::abort_with(&m)
 }
 
 /// The installed `std::new_handler`, or 0 if there is none or no C++ runtime is loaded.
