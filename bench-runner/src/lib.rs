@@ -15,6 +15,18 @@ pub struct Workload {
     pub default_scale: f64,
     /// Scale of a `--quick` run.
     pub quick_scale: f64,
+    /// One thread does all the work: its wall time should not exceed its
+    /// CPU time, and the report warns when it does (the machine was busy).
+    pub single_threaded: bool,
+    /// A program the workload drives, without which it is skipped.
+    pub needs: Option<Program>,
+}
+
+/// A program a workload runs, and the Debian package that installs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Program {
+    pub name: &'static str,
+    pub package: &'static str,
 }
 
 /// Every workload, in the order a run executes and reports them.
@@ -24,54 +36,72 @@ pub const WORKLOADS: &[Workload] = &[
         stresses: "one thread replacing random slots of a 100k-object ring of 8-512 B objects: the thread-local fast path",
         default_scale: 1.0,
         quick_scale: 0.15,
+        single_threaded: true,
+        needs: None,
     },
     Workload {
         name: "multi-churn",
         stresses: "the churn on 4x CPUs threads (same live set, 4x the replacements): per-CPU caches under oversubscription and preemption",
         default_scale: 1.0,
         quick_scale: 0.15,
+        single_threaded: false,
+        needs: None,
     },
     Workload {
         name: "many-threads",
         stresses: "32x CPUs threads alive at once, each churning its own 256-object ring: what an allocator keeps per thread versus per CPU",
         default_scale: 1.0,
         quick_scale: 0.15,
+        single_threaded: false,
+        needs: None,
     },
     Workload {
         name: "producer-consumer",
         stresses: "pairs of threads; every object is freed by the thread that did not allocate it: remote frees",
         default_scale: 1.0,
         quick_scale: 0.15,
+        single_threaded: false,
+        needs: None,
     },
     Workload {
         name: "fragmentation",
         stresses: "grow to 1 GiB (x scale) of mixed sizes, free 90% at random, grow again with larger sizes: hole reuse and peak RSS",
         default_scale: 0.5,
         quick_scale: 0.05,
+        single_threaded: true,
+        needs: None,
     },
     Workload {
         name: "realloc-growth",
         stresses: "vectors, strings and byte buffers grown element by element, interleaved: realloc chains",
         default_scale: 1.0,
         quick_scale: 0.15,
+        single_threaded: true,
+        needs: None,
     },
     Workload {
         name: "large-objects",
         stresses: "64 KiB-8 MiB objects touched once per page with a live set of 8: large-object path, page reuse and return",
         default_scale: 1.0,
         quick_scale: 0.15,
+        single_threaded: true,
+        needs: None,
     },
     Workload {
         name: "thread-churn",
         stresses: "thousands of short-lived threads that allocate, hand a few objects to the parent and exit: thread caches' setup and teardown",
         default_scale: 1.0,
         quick_scale: 0.15,
+        single_threaded: false,
+        needs: None,
     },
     Workload {
         name: "larson",
         stresses: "larson-like server: threads replace random slots of arrays that change hands every round: remote frees at steady state",
         default_scale: 1.0,
         quick_scale: 0.15,
+        single_threaded: false,
+        needs: None,
     },
 ];
 
