@@ -1,7 +1,8 @@
 //! Which allocators a run compares, where their libraries are and which
 //! versions they are: rseqmalloc (built from this workspace), glibc (no
-//! preload), the peers Debian installs (jemalloc, mimalloc 2, tcmalloc) and
-//! any `--allocator NAME=PATH`. Also owns the cargo invocations that build
+//! preload), the peers Debian installs (jemalloc, mimalloc 2, tcmalloc), the
+//! peers built from source (`peers`: mimalloc 3, snmalloc) and any
+//! `--allocator NAME=PATH`. Also owns the cargo invocations that build
 //! librseqmalloc.so and the workload binary.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::cli::Options;
+use crate::peers;
 
 /// The allocator this project builds; the one the table compares to the rest.
 pub const RSEQMALLOC: &str = "rseqmalloc";
@@ -75,6 +77,7 @@ pub fn builtin_names() -> Vec<&'static str> {
     [RSEQMALLOC, GLIBC]
         .into_iter()
         .chain(PEERS.iter().map(|p| p.name))
+        .chain(peers::SOURCE_PEERS.iter().map(|p| p.name))
         .collect()
 }
 
@@ -99,9 +102,9 @@ pub fn selected_names(opts: &Options) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// Resolves the allocators `opts` selects, building rseqmalloc first if it
-/// is among them (and `--no-build` was not given). An allocator that cannot
-/// be run is skipped, with the reason.
+/// Resolves the allocators `opts` selects, building rseqmalloc and the
+/// source peers first if they are among them (and `--no-build` was not
+/// given). An allocator that cannot be run is skipped, with the reason.
 pub fn resolve(opts: &Options, workspace: &Path) -> Result<(Vec<Allocator>, Vec<Skipped>), String> {
     let names = selected_names(opts)?;
     let mut found = Vec::new();
@@ -116,6 +119,14 @@ pub fn resolve(opts: &Options, workspace: &Path) -> Result<(Vec<Allocator>, Vec<
             } else if name == RSEQMALLOC {
                 rseqmalloc(workspace, &target_dir(workspace), opts.builds())
                     .map(|p| (Some(p), rseqmalloc_version(workspace)))
+            } else if let Some(source_peer) = peers::find(&name) {
+                peers::locate(
+                    source_peer,
+                    workspace,
+                    &target_dir(workspace),
+                    opts.builds(),
+                )
+                .map(|(p, v)| (Some(p), Some(v)))
             } else {
                 peer(&name)
             };

@@ -12,8 +12,8 @@ use clap::{CommandFactory, Parser};
 
 const ABOUT: &str = "\
 Run allocation workloads under rseqmalloc, glibc and the peer allocators side by side
-(jemalloc, mimalloc, tcmalloc from Debian), and print time, CPU time, page faults and peak RSS
-with the spread of the repetitions.";
+(jemalloc, mimalloc, tcmalloc from Debian; mimalloc 3 and snmalloc built from their crates'
+sources), and print time, CPU time, page faults and peak RSS with the spread of the repetitions.";
 
 const AFTER_HELP: &str = "\
 --quick is indicative only: one repetition of small scales, whose figures can move by 1.5x
@@ -61,7 +61,7 @@ pub struct Options {
     /// Add (or replace) an allocator: a malloc .so for LD_PRELOAD; repeatable
     #[arg(long = "allocator", value_name = "NAME=PATH", value_parser = named_path)]
     pub extra: Vec<(String, PathBuf)>,
-    /// Build nothing: no cargo for librseqmalloc.so or the workload binary
+    /// Build nothing: no cargo for librseqmalloc.so or the workload binary, no peer from source
     #[arg(long)]
     pub no_build: bool,
     /// Kill a run after SECS seconds and report it as a timeout

@@ -4,15 +4,16 @@
 //! CPU time and peak RSS side by side, as a table, JSON, CSV and an SVG chart.
 //!
 //! This file only wires the modules together: `cli` (arguments),
-//! `allocators` (which libraries, building rseqmalloc), `run` and `measure`
-//! (the schedule and one child run), `report` (table, JSON, CSV),
-//! `baseline` (`--baseline`) and `chart` (SVG).
+//! `allocators` and `peers` (which libraries, building rseqmalloc and the
+//! source peers), `run` and `measure` (the schedule and one child run),
+//! `report` (table, JSON, CSV), `baseline` (`--baseline`) and `chart` (SVG).
 
 mod allocators;
 mod baseline;
 mod chart;
 mod cli;
 mod measure;
+mod peers;
 mod report;
 mod run;
 
