@@ -126,14 +126,24 @@ fn quick_run_prints_a_complete_table() {
             .unwrap_or_else(|| panic!("no row for {}:\n{text}", w.name));
         assert!(line.contains("glibc") && line.contains("1.00x"), "{line}");
     }
+    // The server workload's latency percentiles get a table of their own.
+    let latency = text
+        .lines()
+        .skip_while(|l| !l.starts_with("latency"))
+        .nth(2)
+        .unwrap_or_else(|| panic!("no latency table:\n{text}"));
+    assert!(
+        latency.starts_with("server") && latency.contains("glibc"),
+        "{latency}"
+    );
     let with_jemalloc = jemalloc_installed();
     let jemalloc_rows = text
         .lines()
         .filter(|l| l.split_whitespace().take(2).any(|w| w == "jemalloc"))
         .count();
     if with_jemalloc {
-        // One row per workload and one geomean row, all measured.
-        assert_eq!(jemalloc_rows, measured().count() + 1, "{text}");
+        // One row per workload, one latency row and one geomean row, all measured.
+        assert_eq!(jemalloc_rows, measured().count() + 2, "{text}");
         assert!(!text.contains("skipped jemalloc"), "{text}");
     } else {
         assert!(
@@ -199,6 +209,11 @@ fn json_has_every_cell_and_parses() {
             assert!(c["minflt"].as_f64().unwrap() > 0.0, "{c}");
             assert!(c["peak_rss_mib"].as_f64().unwrap() > 0.0, "{c}");
             assert!(c["ops"].as_u64().unwrap() > 0, "{c}");
+            if w.name == "server" {
+                let p50 = c["latency"]["p50_ns"].as_f64().unwrap();
+                let p999 = c["latency"]["p999_ns"].as_f64().unwrap();
+                assert!(p50 > 0.0 && p999 >= p50, "{c}");
+            }
             assert_eq!(
                 c["runs"].as_array().unwrap().len(),
                 1,
