@@ -2,6 +2,10 @@
 //!
 //! - `pairs/<size>`: one allocation and its free, for 16, 64, 256 and 4096 bytes.
 //! - `batch_1000`: 1000 allocations of mixed small sizes, then their frees.
+//! - `batch/<allocator>_<size>B/<n>`: n allocations of one size (16, 64, 256, 1024 B), then
+//!   their frees, for n = 1, 16, 64, 256, 1024, 4096; each object gets its index written at
+//!   allocation and checked before its free. Throughput is in objects, so criterion's figure is
+//!   the cost of one object's allocation and free.
 //! - `fast_path/<size>` and `fast_path/100_then_free`: the per-CPU fast path, including
 //!   rseqmalloc with its fallback forced (`RSEQMALLOC_OPTIONS=rseq=off`). The mode is chosen
 //!   once per process, so that variant is timed inside a child process of this same binary
@@ -57,6 +61,28 @@ fn batch(a: &dyn GlobalAlloc, n: usize, ptrs: &mut Vec<(*mut u8, Layout)>) {
     for (p, l) in ptrs.drain(..) {
         // SAFETY: allocated just above with `l`.
         unsafe { a.dealloc(black_box(p), l) };
+    }
+}
+
+/// `n` allocations of `layout`, each written with its index, then each checked and freed.
+#[inline(always)]
+fn batch_of(a: &dyn GlobalAlloc, layout: Layout, n: usize, ptrs: &mut Vec<*mut u8>) {
+    for i in 0..n {
+        // SAFETY: non-zero size.
+        let p = unsafe { a.alloc(layout) };
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: the block holds at least 16 bytes, aligned to 8.
+        unsafe { p.cast::<usize>().write(i) };
+        ptrs.push(p);
+    }
+    for (i, p) in ptrs.drain(..).enumerate() {
+        // SAFETY: written above; allocated with `layout` and freed only here.
+        unsafe {
+            assert_eq!(p.cast::<usize>().read(), i, "object {i} was overwritten");
+            a.dealloc(p, layout);
+        }
     }
 }
 
@@ -150,6 +176,32 @@ fn bench_pairs(c: &mut Criterion) {
     g.finish();
 }
 
+/// Burst lengths and object sizes of the `batch` group.
+const BATCH_NS: [usize; 6] = [1, 16, 64, 256, 1024, 4096];
+const BATCH_SIZES: [usize; 4] = [16, 64, 256, 1024];
+
+fn bench_batch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("batch");
+    // 96 benchmarks: shorter than the default times keep the group near two minutes.
+    g.warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(600));
+    let mut ptrs = Vec::with_capacity(BATCH_NS[BATCH_NS.len() - 1]);
+    for size in BATCH_SIZES {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        for n in BATCH_NS {
+            g.throughput(Throughput::Elements(n as u64));
+            for (name, a) in peers() {
+                g.bench_with_input(
+                    BenchmarkId::new(format!("{name}_{size}B"), n),
+                    &n,
+                    |b, &n| b.iter(|| batch_of(a, layout, n, &mut ptrs)),
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
 /// One buffer grown by `realloc` in 64-byte steps up to 64 KiB, written at each new end.
 #[inline(always)]
 fn realloc_grow(a: &dyn GlobalAlloc) {
@@ -233,6 +285,7 @@ fn main() {
         .measurement_time(Duration::from_secs(1))
         .configure_from_args();
     bench_pairs(&mut c);
+    bench_batch(&mut c);
     bench_fast_path(&mut c);
     bench_realloc(&mut c);
     c.final_summary();

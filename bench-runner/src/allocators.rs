@@ -1,12 +1,16 @@
-//! Which allocators a run compares and where their libraries are: rseqmalloc
-//! (built from this workspace), glibc (no preload), the installed peers
-//! (jemalloc, mimalloc, tcmalloc) and any `--allocator NAME=PATH`. Also owns
-//! the cargo invocations that build librseqmalloc.so and the workload binary.
+//! Which allocators a run compares, where their libraries are and which
+//! versions they are: rseqmalloc (built from this workspace), glibc (no
+//! preload), the peers Debian installs (jemalloc, mimalloc 2, tcmalloc), the
+//! peers built from source (`peers`: mimalloc 3, snmalloc) and any
+//! `--allocator NAME=PATH`. Also owns the cargo invocations that build
+//! librseqmalloc.so and the workload binary.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use crate::cli::Options;
+use crate::peers;
 
 /// The allocator this project builds; the one the table compares to the rest.
 pub const RSEQMALLOC: &str = "rseqmalloc";
@@ -57,6 +61,8 @@ pub struct Allocator {
     pub name: String,
     /// The library given to `LD_PRELOAD`; `None` for glibc.
     pub preload: Option<PathBuf>,
+    /// Its version, where the runner can tell (package, sources, crate).
+    pub version: Option<String>,
 }
 
 /// An allocator that was asked for but cannot be run, and why.
@@ -71,6 +77,7 @@ pub fn builtin_names() -> Vec<&'static str> {
     [RSEQMALLOC, GLIBC]
         .into_iter()
         .chain(PEERS.iter().map(|p| p.name))
+        .chain(peers::SOURCE_PEERS.iter().map(|p| p.name))
         .collect()
 }
 
@@ -95,34 +102,52 @@ pub fn selected_names(opts: &Options) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// Resolves the allocators `opts` selects, building rseqmalloc first if it
-/// is among them (and `--no-build` was not given). An allocator that cannot
-/// be run is skipped, with the reason.
+/// Resolves the allocators `opts` selects, building rseqmalloc and the
+/// source peers first if they are among them (and `--no-build` was not
+/// given). An allocator that cannot be run is skipped, with the reason.
 pub fn resolve(opts: &Options, workspace: &Path) -> Result<(Vec<Allocator>, Vec<Skipped>), String> {
     let names = selected_names(opts)?;
     let mut found = Vec::new();
     let mut skipped = Vec::new();
     for name in names {
-        let located = if let Some((_, path)) = opts.extra.iter().rev().find(|(n, _)| *n == name) {
-            existing(path)
-        } else if name == GLIBC {
-            Ok(None)
-        } else if name == RSEQMALLOC {
-            rseqmalloc(workspace, &target_dir(workspace), opts.build).map(Some)
-        } else {
-            peer(&name).map(Some)
-        };
-        match located.and_then(|preload| check_exports(preload.as_deref()).map(|()| preload)) {
-            Ok(preload) => found.push(Allocator { name, preload }),
+        type Located = Result<(Option<PathBuf>, Option<String>), String>;
+        let located: Located =
+            if let Some((_, path)) = opts.extra.iter().rev().find(|(n, _)| *n == name) {
+                existing(path).map(|p| (Some(p), None))
+            } else if name == GLIBC {
+                Ok((None, glibc_version()))
+            } else if name == RSEQMALLOC {
+                rseqmalloc(workspace, &target_dir(workspace), opts.builds())
+                    .map(|p| (Some(p), rseqmalloc_version(workspace)))
+            } else if let Some(source_peer) = peers::find(&name) {
+                peers::locate(
+                    source_peer,
+                    workspace,
+                    &target_dir(workspace),
+                    opts.builds(),
+                )
+                .map(|(p, v)| (Some(p), Some(v)))
+            } else {
+                peer(&name)
+            };
+        let checked = located.and_then(|(preload, version)| {
+            check_exports(preload.as_deref()).map(|()| (preload, version))
+        });
+        match checked {
+            Ok((preload, version)) => found.push(Allocator {
+                name,
+                preload,
+                version,
+            }),
             Err(reason) => skipped.push(Skipped { name, reason }),
         }
     }
     Ok((found, skipped))
 }
 
-fn existing(path: &Path) -> Result<Option<PathBuf>, String> {
+fn existing(path: &Path) -> Result<PathBuf, String> {
     if path.is_file() {
-        Ok(Some(path.to_path_buf()))
+        Ok(path.to_path_buf())
     } else {
         Err(format!("{} not found", path.display()))
     }
@@ -130,69 +155,32 @@ fn existing(path: &Path) -> Result<Option<PathBuf>, String> {
 
 /// Refuses a library that, by its ELF dynamic symbol table, does not define
 /// `malloc`: preloading it would silently measure glibc under its name. A
-/// file this parser cannot read is let through (the dynamic loader will
+/// file `object` cannot parse is let through (the dynamic loader will
 /// complain at run time, and that is reported per cell).
 fn check_exports(preload: Option<&Path>) -> Result<(), String> {
     let Some(path) = preload else { return Ok(()) };
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    match elf::defines(&bytes, "malloc") {
-        Some(false) => Err(format!("{} does not export malloc", path.display())),
-        _ => Ok(()),
+    match defines(path, "malloc") {
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Ok(Some(false)) => Err(format!("{} does not export malloc", path.display())),
+        Ok(_) => Ok(()),
     }
 }
 
-/// Just enough of ELF64 (little-endian) to look a name up in `.dynsym`.
-mod elf {
-    fn u16_at(b: &[u8], at: usize) -> Option<usize> {
-        Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?).into())
-    }
-
-    fn u32_at(b: &[u8], at: usize) -> Option<usize> {
-        usize::try_from(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?)).ok()
-    }
-
-    fn u64_at(b: &[u8], at: usize) -> Option<usize> {
-        usize::try_from(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?)).ok()
-    }
-
-    /// Whether the dynamic symbol table defines `name`; `None` if `bytes`
-    /// is not a 64-bit little-endian ELF file with one.
-    pub fn defines(bytes: &[u8], name: &str) -> Option<bool> {
-        const SHT_DYNSYM: usize = 11;
-        if bytes.get(..6)? != b"\x7fELF\x02\x01" {
-            return None;
-        }
-        let (shoff, shentsize, shnum) = (
-            u64_at(bytes, 0x28)?,
-            u16_at(bytes, 0x3a)?,
-            u16_at(bytes, 0x3c)?,
-        );
-        let section = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
-        let dynsym = (0..shnum).find_map(|i| {
-            let at = section(i)?;
-            (u32_at(bytes, at + 4)? == SHT_DYNSYM).then_some(at)
-        })?;
-        let (symoff, symsize, entsize) = (
-            u64_at(bytes, dynsym + 24)?,
-            u64_at(bytes, dynsym + 32)?,
-            u64_at(bytes, dynsym + 56)?.max(24),
-        );
-        let strtab = section(u32_at(bytes, dynsym + 40)?)?;
-        let stroff = u64_at(bytes, strtab + 24)?;
-        let found = (0..symsize / entsize).any(|i| {
-            let sym = symoff + i * entsize;
-            let defined = u16_at(bytes, sym + 6).is_some_and(|shndx| shndx != 0);
-            let name_at = u32_at(bytes, sym).map(|n| stroff + n);
-            defined
-                && name_at.is_some_and(|at| {
-                    bytes
-                        .get(at..)
-                        .and_then(|rest| rest.split(|&c| c == 0).next())
-                        .is_some_and(|sym_name| sym_name == name.as_bytes())
-                })
-        });
-        Some(found)
-    }
+/// Whether the dynamic symbol table of the shared library at `path`
+/// defines `name`; `Ok(None)` if it is not an object file `object` reads.
+fn defines(path: &Path, name: &str) -> std::io::Result<Option<bool>> {
+    use object::{Object, ObjectSymbol};
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the mapping is only read while `map` lives; a library that
+    // someone truncates meanwhile could fault, which is a crash of this
+    // run's set-up, not undefined behaviour in what is measured.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let Ok(elf) = object::File::parse(&*map) else {
+        return Ok(None);
+    };
+    Ok(Some(elf.dynamic_symbols().any(|sym| {
+        !sym.is_undefined() && sym.name_bytes().is_ok_and(|n| n == name.as_bytes())
+    })))
 }
 
 /// The first of `files` present in the usual library directories.
@@ -203,15 +191,91 @@ pub fn find_library(files: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn peer(name: &str) -> Result<PathBuf, String> {
+/// A Debian peer's library and its package's version.
+fn peer(name: &str) -> Result<(Option<PathBuf>, Option<String>), String> {
     let peer = PEERS.iter().find(|p| p.name == name).expect("known peer");
-    find_library(peer.files)
-        .ok_or_else(|| format!("not installed (apt-get install {})", peer.package))
+    let lib = find_library(peer.files)
+        .ok_or_else(|| format!("not installed (apt-get install {})", peer.package))?;
+    Ok((Some(lib), package_version(peer.package)))
+}
+
+/// The installed version of a Debian package, by `dpkg-query`.
+fn package_version(package: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["--show", "--showformat=${Version}", package])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let version = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!version.is_empty()).then_some(version)
+}
+
+/// The C library's version, as it reports it (`2.36`).
+fn glibc_version() -> Option<String> {
+    // SAFETY: returns a pointer to a static NUL-terminated string.
+    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    version.to_str().ok().map(String::from)
+}
+
+/// rseqmalloc's crate version from the workspace's manifest, with the commit.
+fn rseqmalloc_version(workspace: &Path) -> Option<String> {
+    let version = metadata(workspace)?["packages"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == "rseqmalloc")?["version"]
+        .as_str()?
+        .to_string();
+    Some(match git_commit(workspace) {
+        Some(commit) => format!("{version} ({commit})"),
+        None => version,
+    })
+}
+
+/// The workspace's git commit (12 hex digits), `-dirty` if files differ from it.
+pub fn git_commit(workspace: &Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(workspace)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+    };
+    let head = git(&["rev-parse", "--short=12", "HEAD"]).filter(|o| o.status.success())?;
+    let head = String::from_utf8(head.stdout).ok()?.trim().to_string();
+    let clean = git(&["diff", "--quiet", "HEAD", "--"]).is_some_and(|o| o.status.success());
+    Some(if clean { head } else { format!("{head}-dirty") })
 }
 
 /// The cargo to run: the one that started us (`CARGO`), else `cargo` on PATH.
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// `cargo metadata --no-deps` of the workspace, once per run.
+fn metadata(workspace: &Path) -> Option<&'static serde_json::Value> {
+    static METADATA: OnceLock<Option<serde_json::Value>> = OnceLock::new();
+    METADATA
+        .get_or_init(|| {
+            cargo()
+                .args([
+                    "metadata",
+                    "--format-version",
+                    "1",
+                    "--no-deps",
+                    "--manifest-path",
+                ])
+                .arg(workspace.join("Cargo.toml"))
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|out| out.status.success())
+                .and_then(|out| serde_json::from_slice(&out.stdout).ok())
+        })
+        .as_ref()
 }
 
 /// The workspace's target directory, as cargo itself resolves it
@@ -219,24 +283,7 @@ fn cargo() -> Command {
 /// cargo cannot say, `CARGO_TARGET_DIR` (relative to the current directory,
 /// as cargo reads it) or `<workspace>/target`.
 pub fn target_dir(workspace: &Path) -> PathBuf {
-    let metadata = cargo()
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--manifest-path",
-        ])
-        .arg(workspace.join("Cargo.toml"))
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok());
-    if let Some(dir) = metadata
-        .as_ref()
-        .and_then(|m| m["target_directory"].as_str())
-    {
+    if let Some(dir) = metadata(workspace).and_then(|m| m["target_directory"].as_str()) {
         return PathBuf::from(dir);
     }
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -338,7 +385,7 @@ mod tests {
                 .iter()
                 .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
                 .collect(),
-            build: false,
+            no_build: true,
             ..Options::default()
         }
     }
@@ -350,13 +397,11 @@ mod tests {
             &[("ghost", "/nonexistent/libghost.so")],
         );
         let (found, skipped) = resolve(&o, Path::new("/nonexistent")).unwrap();
-        assert_eq!(
-            found,
-            [Allocator {
-                name: "glibc".into(),
-                preload: None
-            }]
-        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].name, "glibc");
+        assert_eq!(found[0].preload, None);
+        let version = found[0].version.as_deref().expect("glibc says its version");
+        assert!(version.starts_with("2."), "{version}");
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].name, "ghost");
         assert!(skipped[0].reason.contains("/nonexistent/libghost.so"));
@@ -384,29 +429,39 @@ mod tests {
 
     #[test]
     fn elf_exports_are_read() {
-        assert_eq!(elf::defines(b"not an elf", "malloc"), None);
+        let text = std::env::temp_dir().join(format!("not-an-elf-{}", std::process::id()));
+        std::fs::write(&text, "not an elf").unwrap();
+        assert_eq!(defines(&text, "malloc").unwrap(), None);
+        assert_eq!(check_exports(Some(&text)), Ok(()), "let through");
+        let _ = std::fs::remove_file(&text);
         let libc = find_library(&["libc.so.6"]).expect("glibc is installed");
         let libm = find_library(&["libm.so.6"]).expect("libm is installed");
-        let libc = std::fs::read(libc).unwrap();
-        assert_eq!(elf::defines(&libc, "malloc"), Some(true));
-        assert_eq!(elf::defines(&libc, "no_such_symbol_here"), Some(false));
-        assert_eq!(
-            elf::defines(&std::fs::read(&libm).unwrap(), "malloc"),
-            Some(false)
-        );
+        assert_eq!(defines(&libc, "malloc").unwrap(), Some(true));
+        assert_eq!(defines(&libc, "no_such_symbol_here").unwrap(), Some(false));
+        // libm imports malloc (undefined there) but does not define it.
+        assert_eq!(defines(&libm, "malloc").unwrap(), Some(false));
         assert!(check_exports(Some(&libm))
             .unwrap_err()
             .contains("does not export malloc"));
+        assert!(check_exports(Some(Path::new("/nonexistent.so")))
+            .unwrap_err()
+            .contains("cannot read"));
         assert_eq!(check_exports(None), Ok(()));
     }
 
     #[test]
-    fn missing_peer_names_its_package() {
+    fn peers_name_their_package_and_version() {
         assert!(find_library(&["libdefinitely-not-here.so.9"]).is_none());
         for p in PEERS {
-            if find_library(p.files).is_none() {
-                assert!(peer(p.name).unwrap_err().contains(p.package));
+            match peer(p.name) {
+                Err(e) => assert!(e.contains(p.package), "{e}"),
+                Ok((lib, version)) => {
+                    assert!(lib.is_some_and(|l| l.is_file()));
+                    let v = version.unwrap_or_else(|| panic!("{}: no version", p.name));
+                    assert!(v.starts_with(|c: char| c.is_ascii_digit()), "{v}");
+                }
             }
         }
+        assert_eq!(package_version("no-such-package-here"), None);
     }
 }

@@ -1,30 +1,24 @@
-//! The command line of `rseqmalloc-bench`: a small hand-written parser
-//! (`--flag value` or `--flag=value`) into [`Options`], and the help text.
+//! The command line of `rseqmalloc-bench`, declared with clap's derive: the
+//! flags, their defaults and their checks live on [`Options`] itself, and
+//! clap writes `--help` and the error messages (exit status 2) from it.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const USAGE: &str = "\
-rseqmalloc-bench: run allocation workloads under rseqmalloc, glibc, jemalloc,
-mimalloc and tcmalloc side by side, and print time, CPU time and peak RSS.
+use clap::builder::ArgPredicate;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 
-usage: cargo run --release -p rseqmalloc-bench [-- OPTIONS]
+const ABOUT: &str = "\
+Run allocation workloads under rseqmalloc, glibc and the peer allocators side by side
+(jemalloc, mimalloc, tcmalloc from Debian; mimalloc 3 and snmalloc built from their crates'
+sources), and print time, CPU time, page faults and peak RSS with the spread of the repetitions.";
 
-options:
-  --quick                 small scales and 1 repetition (well under 30 s)
-  --repeat N              repetitions of every (workload, allocator) [3; 1 with --quick]
-  --workloads A,B         run only these workloads (see --list)
-  --allocators A,B        use only these allocators, by name
-  --allocator NAME=PATH   add (or replace) an allocator: a malloc .so for LD_PRELOAD; repeatable
-  --no-build              do not run cargo to build librseqmalloc.so or the workload binary
-  --timeout SECS          kill a run after SECS seconds and report it as a timeout [60]
-  --scale F               multiply every workload's scale by F [1]
-  --json PATH             write every cell as JSON to PATH ('-' = stdout; the table goes to stderr)
-  --csv PATH              write every cell as CSV to PATH ('-' = stdout; the table goes to stderr)
-  --svg PATH              where to write the chart [<workspace>/bench-out/allocators.svg]
-  --list                  list the workloads and the allocators found, then exit
-  -h, --help              print this help
-";
+const AFTER_HELP: &str = "\
+--quick is indicative only: one repetition of small scales, whose figures can move by 1.5x
+between two runs on a busy machine. Compare allocators with the default run.
+What each dependency is for: docs/design.md, section Dependencies.";
 
 /// Where a machine-readable report goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,140 +27,134 @@ pub enum Sink {
     File(PathBuf),
 }
 
-impl Sink {
-    fn parse(value: String) -> Sink {
-        if value == "-" {
-            Sink::Stdout
-        } else {
-            Sink::File(value.into())
-        }
-    }
+fn sink(value: &str) -> Result<Sink, String> {
+    Ok(if value == "-" {
+        Sink::Stdout
+    } else {
+        Sink::File(value.into())
+    })
 }
 
 /// Everything a run was asked to do.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Parser)]
+#[command(name = "rseqmalloc-bench", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Options {
+    /// Small scales and 1 repetition: indicative only, about 30 s
+    #[arg(long)]
     pub quick: bool,
+    /// Repetitions of every (workload, allocator) [default: 3; 1 with --quick]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "3",
+        default_value_if("quick", ArgPredicate::Equals("true".into()), "1"),
+        hide_default_value = true,
+        value_parser = whole_number
+    )]
     pub repeat: usize,
+    /// Run only these workloads (see --list); they run in catalog order
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
+    /// Use only these allocators, by name
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub allocators: Option<Vec<String>>,
-    /// `--allocator NAME=PATH`, in the order given.
+    /// Add (or replace) an allocator: a malloc .so for LD_PRELOAD; repeatable
+    #[arg(long = "allocator", value_name = "NAME=PATH", value_parser = named_path)]
     pub extra: Vec<(String, PathBuf)>,
-    pub build: bool,
+    /// Build nothing: no cargo for librseqmalloc.so or the workload binary, no peer from source
+    #[arg(long)]
+    pub no_build: bool,
+    /// Kill a run after SECS seconds and report it as a timeout
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     pub timeout: Duration,
+    /// Multiply every workload's scale by F
+    #[arg(long, value_name = "F", default_value = "1", value_parser = positive)]
     pub scale: f64,
+    /// Write every cell as JSON to PATH ('-' = stdout; the table goes to stderr)
+    #[arg(long, value_name = "PATH", value_parser = sink)]
     pub json: Option<Sink>,
+    /// Write every cell as CSV to PATH ('-' = stdout; the table goes to stderr)
+    #[arg(long, value_name = "PATH", value_parser = sink)]
     pub csv: Option<Sink>,
+    /// Where to write the chart [default: <workspace>/bench-out/allocators.svg]
+    #[arg(long, value_name = "PATH")]
     pub svg: Option<PathBuf>,
+    /// Print the change of every figure against an earlier run's --json report
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
+    /// List the workloads and the allocators found, then exit
+    #[arg(long)]
+    pub list: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            quick: false,
-            repeat: 3,
-            workloads: None,
-            allocators: None,
-            extra: Vec::new(),
-            build: true,
-            timeout: Duration::from_secs(60),
-            scale: 1.0,
-            json: None,
-            csv: None,
-            svg: None,
-        }
+        parse(["rseqmalloc-bench"]).expect("the defaults parse")
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    Run(Options),
-    List(Options),
-    Help,
+impl Options {
+    /// Whether to build what is run (librseqmalloc.so, the workload binary, the source peers).
+    pub fn builds(&self) -> bool {
+        !self.no_build
+    }
 }
 
-/// Parses the arguments after the program name.
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut opts = Options::default();
-    let mut repeat = None;
-    let mut list = false;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg, None),
-        };
-        let mut value = || -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--list" => list = true,
-            "--quick" => opts.quick = true,
-            "--no-build" => opts.build = false,
-            "--repeat" => repeat = Some(number::<usize>(&value()?).filter(|n| *n > 0)),
-            "--timeout" => {
-                let secs = number::<f64>(&value()?).filter(|s| *s > 0.0 && s.is_finite());
-                opts.timeout = Duration::from_secs_f64(secs.ok_or("--timeout must be > 0")?);
-            }
-            "--scale" => {
-                let scale = number::<f64>(&value()?).filter(|s| *s > 0.0 && s.is_finite());
-                opts.scale = scale.ok_or("--scale must be > 0")?;
-            }
-            "--workloads" => opts.workloads = Some(list_of(&value()?)),
-            "--allocators" => opts.allocators = Some(list_of(&value()?)),
-            "--allocator" => {
-                let v = value()?;
-                match v.split_once('=') {
-                    Some((name, path)) if valid_name(name) && !path.is_empty() => {
-                        opts.extra.push((name.to_string(), path.into()))
-                    }
-                    _ => return Err(format!("--allocator wants NAME=PATH, got '{v}'")),
-                }
-            }
-            "--json" => opts.json = Some(Sink::parse(value()?)),
-            "--csv" => opts.csv = Some(Sink::parse(value()?)),
-            "--svg" => opts.svg = Some(value()?.into()),
-            _ => return Err(format!("unknown argument '{flag}' (see --help)")),
-        }
-        if inline.is_some() && matches!(flag.as_str(), "--quick" | "--no-build" | "--list") {
-            return Err(format!("{flag} takes no value"));
-        }
-    }
-    match repeat {
-        Some(None) => return Err("--repeat wants a whole number > 0".into()),
-        Some(Some(n)) => opts.repeat = n,
-        None if opts.quick => opts.repeat = 1,
-        None => {}
+/// Parses a command line (program name first). Errors, `--help` and
+/// `--version` come back as clap errors, which print and exit themselves.
+pub fn parse<I, T>(args: I) -> Result<Options, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut opts = Options::try_parse_from(args)?;
+    for list in [&mut opts.workloads, &mut opts.allocators]
+        .into_iter()
+        .flatten()
+    {
+        *list = list
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
     }
     if opts.json == Some(Sink::Stdout) && opts.csv == Some(Sink::Stdout) {
-        return Err("only one of --json and --csv can write to stdout".into());
+        return Err(Options::command().error(
+            ErrorKind::ArgumentConflict,
+            "only one of --json and --csv can write to stdout",
+        ));
     }
-    Ok(if list {
-        Command::List(opts)
-    } else {
-        Command::Run(opts)
-    })
+    Ok(opts)
 }
 
-/// `Some(n)` if `text` parses; `None` (reported by the caller) if not.
-fn number<T: std::str::FromStr>(text: &str) -> Option<T> {
-    text.trim().parse().ok()
+fn whole_number(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("wants a whole number > 0".into()),
+    }
 }
 
-fn list_of(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+fn positive(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err("wants a number > 0".into()),
+    }
 }
 
-/// Allocator names are used as table labels and JSON keys: keep them plain.
+fn seconds(text: &str) -> Result<Duration, String> {
+    positive(text).map(Duration::from_secs_f64)
+}
+
+/// `NAME=PATH`; allocator names are table labels and JSON keys, so plain.
+fn named_path(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, path)) if valid_name(name) && !path.is_empty() => {
+            Ok((name.to_string(), path.into()))
+        }
+        _ => Err("wants NAME=PATH, NAME of letters, digits, '-', '_' and '.'".into()),
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -178,11 +166,8 @@ fn valid_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn run(args: &[&str]) -> Result<Options, String> {
-        match parse(args.iter().map(|s| s.to_string()))? {
-            Command::Run(o) => Ok(o),
-            other => panic!("not a run: {other:?}"),
-        }
+    fn run(args: &[&str]) -> Result<Options, clap::Error> {
+        parse(std::iter::once("rseqmalloc-bench").chain(args.iter().copied()))
     }
 
     #[test]
@@ -190,7 +175,10 @@ mod tests {
         let o = run(&[]).unwrap();
         assert_eq!(o, Options::default());
         assert_eq!(o.repeat, 3);
-        assert!(o.build);
+        assert_eq!(o.timeout, Duration::from_secs(60));
+        assert_eq!(o.scale, 1.0);
+        assert!(o.builds() && !o.quick && !o.list);
+        Options::command().debug_assert();
     }
 
     #[test]
@@ -204,7 +192,7 @@ mod tests {
     fn lists_paths_and_sinks() {
         let o = run(&[
             "--workloads",
-            "larson, single-churn",
+            "larson, single-churn,",
             "--allocators=glibc,jemalloc",
             "--allocator",
             "ghost=/x/libghost.so",
@@ -214,6 +202,8 @@ mod tests {
             "--csv=out.csv",
             "--svg",
             "c.svg",
+            "--baseline",
+            "old.json",
             "--no-build",
             "--timeout",
             "2.5",
@@ -231,7 +221,8 @@ mod tests {
         assert_eq!(o.json, Some(Sink::Stdout));
         assert_eq!(o.csv, Some(Sink::File("out.csv".into())));
         assert_eq!(o.svg, Some(PathBuf::from("c.svg")));
-        assert!(!o.build);
+        assert_eq!(o.baseline, Some(PathBuf::from("old.json")));
+        assert!(o.no_build);
         assert_eq!(o.timeout, Duration::from_millis(2500));
     }
 
@@ -241,22 +232,26 @@ mod tests {
             &["--repeat", "0"][..],
             &["--repeat"],
             &["--timeout", "-1"],
+            &["--scale", "inf"],
             &["--allocator", "noequals"],
             &["--allocator", "bad name=/x.so"],
             &["--frobnicate"],
             &["--quick=yes"],
             &["--json", "-", "--csv", "-"],
         ] {
-            assert!(parse(bad.iter().map(|s| s.to_string())).is_err(), "{bad:?}");
+            let err = run(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
         }
     }
 
     #[test]
     fn help_and_list() {
-        assert_eq!(parse(["-h".to_string()]).unwrap(), Command::Help);
-        assert!(matches!(
-            parse(["--list".to_string()]).unwrap(),
-            Command::List(_)
-        ));
+        let help = run(&["-h"]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        assert_eq!(help.exit_code(), 0);
+        let text = help.to_string();
+        assert!(text.contains("--allocator <NAME=PATH>"), "{text}");
+        assert!(text.contains("indicative only"), "{text}");
+        assert!(run(&["--list"]).unwrap().list);
     }
 }

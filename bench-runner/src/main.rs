@@ -4,14 +4,16 @@
 //! CPU time and peak RSS side by side, as a table, JSON, CSV and an SVG chart.
 //!
 //! This file only wires the modules together: `cli` (arguments),
-//! `allocators` (which libraries, building rseqmalloc), `run` and `measure`
-//! (the schedule and one child run), `report` (table, JSON, CSV) and
-//! `chart` (SVG).
+//! `allocators` and `peers` (which libraries, building rseqmalloc and the
+//! source peers), `run` and `measure` (the schedule and one child run),
+//! `report` (table, JSON, CSV), `baseline` (`--baseline`) and `chart` (SVG).
 
 mod allocators;
+mod baseline;
 mod chart;
 mod cli;
 mod measure;
+mod peers;
 mod report;
 mod run;
 
@@ -20,48 +22,42 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cli::{Command, Options, Sink};
+use allocators::Skipped;
+use cli::{Options, Sink};
 use rseqmalloc_bench::{Workload, WORKLOADS};
 
-/// What each dependency is for.
-const DEPENDENCIES: &[(&str, &str)] = &[
-    ("libc", "wait4 (the child's own rusage), waitid and kill"),
-    ("plotters", "the SVG chart (--svg)"),
-    ("serde", "deriving the serialisation of the report"),
-    ("serde_json", "--json"),
-];
-
 fn main() -> ExitCode {
-    match cli::parse(std::env::args().skip(1)) {
-        Ok(Command::Help) => {
-            print!("{}", cli::USAGE);
-            println!("\ndependencies:");
-            for (name, purpose) in DEPENDENCIES {
-                println!("  {name:<12} {purpose}");
+    let opts = match cli::parse(std::env::args_os()) {
+        Ok(opts) => opts,
+        // Usage errors exit 2; --help and --version print and exit 0.
+        Err(e) => e.exit(),
+    };
+    if opts.list {
+        return list(&opts);
+    }
+    let baseline = match &opts.baseline {
+        None => None,
+        Some(path) => match baseline::load(path) {
+            Ok(b) => Some((path.clone(), b)),
+            Err(e) => {
+                eprintln!("rseqmalloc-bench: {e}");
+                return ExitCode::from(2);
             }
-            ExitCode::SUCCESS
-        }
-        Ok(Command::List(opts)) => list(&opts),
-        Ok(Command::Run(opts)) => {
-            let checked = allocators::selected_names(&opts).and(select_workloads(&opts));
-            match checked {
-                Err(e) => {
-                    eprintln!("rseqmalloc-bench: {e}");
-                    ExitCode::from(2)
-                }
-                Ok(workloads) => match run(&opts, workloads) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("rseqmalloc-bench: {e}");
-                        ExitCode::FAILURE
-                    }
-                },
-            }
-        }
+        },
+    };
+    let checked = allocators::selected_names(&opts).and(select_workloads(&opts));
+    match checked {
         Err(e) => {
             eprintln!("rseqmalloc-bench: {e}");
             ExitCode::from(2)
         }
+        Ok((workloads, skipped)) => match run(&opts, workloads, skipped, baseline) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rseqmalloc-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -80,7 +76,7 @@ fn list(opts: &Options) -> ExitCode {
         );
     }
     let no_build = Options {
-        build: false,
+        no_build: true,
         ..opts.clone()
     };
     match allocators::resolve(&no_build, &workspace()) {
@@ -90,7 +86,8 @@ fn list(opts: &Options) -> ExitCode {
                 let lib = a
                     .preload
                     .map_or("(no LD_PRELOAD)".into(), |p| p.display().to_string());
-                println!("  {:<18} {lib}", a.name);
+                let version = a.version.unwrap_or_else(|| "version unknown".into());
+                println!("  {:<18} {version}: {lib}", a.name);
             }
             for s in skipped {
                 println!("  {:<18} unavailable: {}", s.name, s.reason);
@@ -104,8 +101,12 @@ fn list(opts: &Options) -> ExitCode {
     }
 }
 
-/// The workloads `opts` selects, each with the scale to run it at.
-fn select_workloads(opts: &Options) -> Result<Vec<(&'static Workload, f64)>, String> {
+/// The workloads a run selects, each with its scale.
+type Selected = Vec<(&'static Workload, f64)>;
+
+/// The workloads `opts` selects, each with the scale to run it at, and
+/// those of them that cannot run here (a program they drive is missing).
+fn select_workloads(opts: &Options) -> Result<(Selected, Vec<Skipped>), String> {
     let chosen: Vec<&'static Workload> = match &opts.workloads {
         None => WORKLOADS.iter().collect(),
         Some(names) => {
@@ -122,22 +123,48 @@ fn select_workloads(opts: &Options) -> Result<Vec<(&'static Workload, f64)>, Str
                 .collect()
         }
     };
-    Ok(chosen
-        .into_iter()
-        .map(|w| {
-            let base = if opts.quick {
-                w.quick_scale
-            } else {
-                w.default_scale
-            };
-            (w, base * opts.scale)
+    let mut skipped = Vec::new();
+    let mut selected = Vec::new();
+    for w in chosen {
+        if let Some(program) = w.needs.filter(|p| !on_path(p.name)) {
+            skipped.push(Skipped {
+                name: w.name.to_string(),
+                reason: format!(
+                    "needs {} (apt-get install {})",
+                    program.name, program.package
+                ),
+            });
+            continue;
+        }
+        let base = if opts.quick {
+            w.quick_scale
+        } else {
+            w.default_scale
+        };
+        selected.push((w, base * opts.scale));
+    }
+    Ok((selected, skipped))
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-        .collect())
+    })
 }
 
 /// Runs the benchmark. Exit status: 0 when the report was written, even if
 /// some cells crashed or failed (they are in it); 1 when it could not run.
-fn run(opts: &Options, workloads: Vec<(&'static Workload, f64)>) -> Result<(), String> {
+fn run(
+    opts: &Options,
+    workloads: Selected,
+    skipped_workloads: Vec<Skipped>,
+    baseline: Option<(PathBuf, baseline::Earlier)>,
+) -> Result<(), String> {
     let workspace = workspace();
     // With JSON or CSV on stdout, everything meant for people goes to stderr.
     let mut human: Box<dyn Write> =
@@ -148,6 +175,9 @@ fn run(opts: &Options, workloads: Vec<(&'static Workload, f64)>) -> Result<(), S
         };
     let io_err = |e: io::Error| format!("cannot write the report: {e}");
 
+    for s in &skipped_workloads {
+        writeln!(human, "skipped workload {}: {}", s.name, s.reason).map_err(io_err)?;
+    }
     let (found, skipped) = allocators::resolve(opts, &workspace)?;
     for s in &skipped {
         writeln!(human, "skipped {}: {}", s.name, s.reason).map_err(io_err)?;
@@ -156,8 +186,13 @@ fn run(opts: &Options, workloads: Vec<(&'static Workload, f64)>) -> Result<(), S
     if found.is_empty() {
         return Err("no allocator left to run".into());
     }
-    let workload_bin = allocators::workload_binary(&workspace, opts.build)?;
+    if workloads.is_empty() {
+        return Err("no workload left to run".into());
+    }
+    let workload_bin = allocators::workload_binary(&workspace, opts.builds())?;
 
+    let date = report::utc_now();
+    let load_before = report::load_average();
     let started = std::time::Instant::now();
     let plan = run::Plan {
         workload_bin: &workload_bin,
@@ -169,23 +204,33 @@ fn run(opts: &Options, workloads: Vec<(&'static Workload, f64)>) -> Result<(), S
     let cells = run::run_all(&plan, &mut io::stderr());
 
     let setup = report::Setup {
-        date: report::utc_now(),
+        date,
+        commit: allocators::git_commit(&workspace),
         host: report::Host::probe(),
         repeat: opts.repeat,
         quick: opts.quick,
         timeout_s: opts.timeout.as_secs_f64(),
         elapsed_s: started.elapsed().as_secs_f64(),
+        load_before,
+        load_after: report::load_average(),
         allocators: found.iter().map(report::AllocatorInfo::from).collect(),
         skipped,
+        skipped_workloads,
         workloads: plan
             .workloads
             .iter()
             .map(|(w, _)| w.name.to_string())
             .collect(),
     };
-    let report = report::Report::new(setup, cells);
+    let mut report = report::Report::new(setup, cells);
     writeln!(human).map_err(io_err)?;
     report.write_table(&mut human).map_err(io_err)?;
+    if let Some((path, earlier)) = &baseline {
+        let comparison = baseline::compare(path, earlier, &report);
+        writeln!(human).map_err(io_err)?;
+        comparison.write(&mut human).map_err(io_err)?;
+        report.baseline = Some(comparison);
+    }
 
     if let Some(sink) = &opts.json {
         emit(sink, "JSON", &mut human, |out| report.write_json(out))?;

@@ -10,16 +10,55 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// What one child run measured.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     /// Wall-clock time from spawn to exit, in milliseconds.
     pub wall_ms: f64,
     /// User plus system CPU time of the child (all its threads), in ms.
     pub cpu_ms: f64,
+    /// User CPU time of the child, in ms.
+    #[serde(default)]
+    pub user_ms: f64,
+    /// System CPU time of the child, in ms.
+    #[serde(default)]
+    pub sys_ms: f64,
+    /// Minor page faults of the child (`ru_minflt`).
+    #[serde(default)]
+    pub minflt: u64,
     /// Peak resident set size of the child (`ru_maxrss`), in KiB.
     pub max_rss_kib: u64,
     /// The operation count the workload printed.
     pub ops: u64,
+    /// Per-operation latency percentiles, from workloads that print them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+}
+
+/// Per-operation latency percentiles a workload printed (`p50_ns=...`,
+/// `p99_ns=...`, `p999_ns=...` before its `ops=` line), in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Latency {
+    pub p50_ns: f64,
+    pub p99_ns: f64,
+    pub p999_ns: f64,
+}
+
+impl Latency {
+    /// The percentiles in `stdout`, if all three are there.
+    fn parse(stdout: &str) -> Option<Latency> {
+        let value = |key: &str| {
+            stdout
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+                .next_back()
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        Some(Latency {
+            p50_ns: value("p50_ns")?,
+            p99_ns: value("p99_ns")?,
+            p999_ns: value("p999_ns")?,
+        })
+    }
 }
 
 /// How one child run ended.
@@ -125,11 +164,19 @@ pub fn run_once(
             detail: last_lines(&stdout, 3),
         });
     };
+    let (user_ms, sys_ms) = (
+        timeval_secs(usage.ru_utime) * 1e3,
+        timeval_secs(usage.ru_stime) * 1e3,
+    );
     Ok(Outcome::Ok(Sample {
         wall_ms: wall.as_secs_f64() * 1e3,
-        cpu_ms: (timeval_secs(usage.ru_utime) + timeval_secs(usage.ru_stime)) * 1e3,
+        cpu_ms: user_ms + sys_ms,
+        user_ms,
+        sys_ms,
+        minflt: u64::try_from(usage.ru_minflt).unwrap_or(0),
         max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
         ops,
+        latency: Latency::parse(&stdout),
     }))
 }
 
@@ -237,9 +284,31 @@ mod tests {
             Outcome::Ok(s) => {
                 assert_eq!(s.ops, 42);
                 assert!(s.wall_ms > 0.0 && s.max_rss_kib > 0, "{s:?}");
+                assert!(s.minflt > 0, "a new process faults its pages in: {s:?}");
+                assert_eq!(s.latency, None);
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn latency_lines_are_read() {
+        let script = "echo p50_ns=120; echo p99_ns=900.5; echo p999_ns=15000; echo ops=7";
+        let Outcome::Ok(s) = sh(script, 10 * SECOND) else {
+            panic!("{script} failed")
+        };
+        assert_eq!(
+            s.latency,
+            Some(Latency {
+                p50_ns: 120.0,
+                p99_ns: 900.5,
+                p999_ns: 15000.0
+            })
+        );
+        let Outcome::Ok(partial) = sh("echo p50_ns=1; echo ops=1", 10 * SECOND) else {
+            panic!("partial")
+        };
+        assert_eq!(partial.latency, None, "all three or none");
     }
 
     #[test]
@@ -281,6 +350,8 @@ mod tests {
         };
         assert!(s.cpu_ms > 1.0, "{s:?}");
         assert!(s.cpu_ms <= s.wall_ms * 1.5 + 5.0, "{s:?}");
+        assert!((s.user_ms + s.sys_ms - s.cpu_ms).abs() < 1e-9, "{s:?}");
+        assert!(s.user_ms > 0.0, "{s:?}");
     }
 
     #[test]

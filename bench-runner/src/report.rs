@@ -1,13 +1,20 @@
-//! What a run found, in three forms: the text table (absolute figures,
-//! ratios to glibc for every allocator, ratios to the best peer for
-//! rseqmalloc, geometric means), JSON (`--json`) and CSV (`--csv`).
+//! What a run found, in three forms: the text table (absolute figures with
+//! the spread of the repetitions, ratios to glibc for every allocator,
+//! ratios to the best peer for rseqmalloc, geometric means, latency
+//! percentiles, warnings), JSON (`--json`) and CSV (`--csv`).
 
 use std::io::{self, Write};
 
+use comfy_table::{CellAlignment, Table};
 use serde::Serialize;
 
 use crate::allocators::{Allocator, Skipped, GLIBC, RSEQMALLOC};
+use crate::baseline::Comparison;
 use crate::run::Cell;
+
+/// A single-threaded cell whose median wall time exceeds its user + system
+/// time by this factor waited for a CPU: the machine was busy.
+pub const BUSY_FACTOR: f64 = 1.5;
 
 /// The machine a run was measured on.
 #[derive(Debug, Clone, Serialize)]
@@ -39,19 +46,33 @@ impl Host {
     }
 }
 
+/// The 1, 5 and 15 minute load averages, from `/proc/loadavg`.
+pub fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some([fields.next()??, fields.next()??, fields.next()??])
+}
+
 /// How a run was set up (everything in the report but the results).
 #[derive(Debug, Clone, Serialize)]
 pub struct Setup {
-    /// UTC, `YYYY-MM-DD HH:MM`.
+    /// UTC, `YYYY-MM-DD HH:MM UTC`, when the runs started.
     pub date: String,
+    /// The workspace's git commit (`-dirty` when it has uncommitted changes).
+    pub commit: Option<String>,
     pub host: Host,
     pub repeat: usize,
     pub quick: bool,
     pub timeout_s: f64,
     /// Wall time of all the runs, in seconds.
     pub elapsed_s: f64,
+    /// Load averages (1, 5, 15 min) just before the first run and after the last.
+    pub load_before: Option<[f64; 3]>,
+    pub load_after: Option<[f64; 3]>,
     pub allocators: Vec<AllocatorInfo>,
     pub skipped: Vec<Skipped>,
+    /// Workloads that were asked for but cannot run here (a program missing).
+    pub skipped_workloads: Vec<Skipped>,
     pub workloads: Vec<String>,
 }
 
@@ -60,6 +81,18 @@ pub struct AllocatorInfo {
     pub name: String,
     /// The `LD_PRELOAD` library; `null` for glibc.
     pub library: Option<String>,
+    /// Its version, where the runner can tell.
+    pub version: Option<String>,
+}
+
+impl AllocatorInfo {
+    /// `name version`, or the name alone.
+    pub fn label(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{} {v}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 impl From<&Allocator> for AllocatorInfo {
@@ -67,6 +100,7 @@ impl From<&Allocator> for AllocatorInfo {
         AllocatorInfo {
             name: a.name.clone(),
             library: a.preload.as_ref().map(|p| p.display().to_string()),
+            version: a.version.clone(),
         }
     }
 }
@@ -84,6 +118,9 @@ pub struct Row {
     /// rseqmalloc's rows only: against the smallest other allocator.
     pub rss_vs_best_peer: Option<f64>,
     pub rss_best_peer: Option<String>,
+    /// Single-threaded workloads only: median wall time / median user+system time,
+    /// when above [`BUSY_FACTOR`] (the child waited for a CPU: the figure is noisy).
+    pub busy: Option<f64>,
 }
 
 /// An allocator's geometric means over the workloads where both it and
@@ -106,6 +143,9 @@ pub struct Report {
     pub setup: Setup,
     pub cells: Vec<Row>,
     pub geomean: Vec<Geomean>,
+    /// The change against `--baseline`, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Comparison>,
 }
 
 impl Report {
@@ -131,6 +171,8 @@ impl Report {
                 } else {
                     (None, None)
                 };
+                let single =
+                    rseqmalloc_bench::find(&cell.workload).is_some_and(|w| w.single_threaded);
                 Row {
                     time_vs_glibc: glibc.and_then(|g| ratio(cell.time_ms, g.time_ms)),
                     rss_vs_glibc: glibc.and_then(|g| ratio(cell.peak_rss_mib, g.peak_rss_mib)),
@@ -139,6 +181,7 @@ impl Report {
                     rss_vs_best_peer: best_rss
                         .and_then(|b| ratio(cell.peak_rss_mib, b.peak_rss_mib)),
                     rss_best_peer: best_rss.map(|b| b.allocator.clone()),
+                    busy: ratio(cell.time_ms, cell.cpu_ms).filter(|r| single && *r > BUSY_FACTOR),
                     cell: cell.clone(),
                 }
             })
@@ -173,11 +216,12 @@ impl Report {
             setup,
             cells: rows,
             geomean,
+            baseline: None,
         }
     }
 
-    /// The human-readable table.
-    pub fn write_table(&self, out: &mut dyn Write) -> io::Result<()> {
+    /// The header: when, what, where, under which load.
+    pub fn write_header(&self, out: &mut dyn Write) -> io::Result<()> {
         let s = &self.setup;
         writeln!(
             out,
@@ -187,30 +231,58 @@ impl Report {
             s.allocators.len(),
             s.repeat,
             if s.repeat == 1 { "" } else { "s" },
-            if s.quick { " (--quick)" } else { "" },
+            if s.quick {
+                " (--quick: indicative only)"
+            } else {
+                ""
+            },
             s.elapsed_s,
         )?;
         writeln!(
             out,
-            "host: {} CPUs, {}, {}",
-            s.host.cpus, s.host.cpu_model, s.host.kernel
+            "host: {} CPUs, {}, {}; load average (1/5/15 min) {} before, {} after",
+            s.host.cpus,
+            s.host.cpu_model,
+            s.host.kernel,
+            load(s.load_before),
+            load(s.load_after),
         )?;
         writeln!(
             out,
-            "ratios below 1.00x are better; best peer = the best allocator other than rseqmalloc, per workload and figure"
+            "commit: {}",
+            s.commit
+                .as_deref()
+                .unwrap_or("unknown (not a git checkout)")
         )?;
+        let labels: Vec<String> = s.allocators.iter().map(AllocatorInfo::label).collect();
+        writeln!(out, "allocators: {}", labels.join(", "))?;
+        writeln!(
+            out,
+            "ratios below 1.00x are better; best peer = the best allocator other than rseqmalloc, per workload and figure;\n\
+             spread = (max - min) / median of the repetitions; minflt = minor page faults"
+        )
+    }
+
+    /// The human-readable report: header, table, latency, geomeans, warnings.
+    pub fn write_table(&self, out: &mut dyn Write) -> io::Result<()> {
+        let s = &self.setup;
+        self.write_header(out)?;
         writeln!(out)?;
 
-        let mut table = Table::new(&[
-            ("workload", Align::Left),
-            ("allocator", Align::Left),
-            ("time ms", Align::Right),
-            ("CPU ms", Align::Right),
-            ("peak MiB", Align::Right),
-            ("time/glibc", Align::Right),
-            ("RSS/glibc", Align::Right),
-            ("time/best peer", Align::Left),
-            ("RSS/best peer", Align::Left),
+        let mut cells = table(&[
+            ("workload", false),
+            ("allocator", false),
+            ("time ms", true),
+            ("spread", true),
+            ("user ms", true),
+            ("sys ms", true),
+            ("minflt", true),
+            ("peak MiB", true),
+            ("spread", true),
+            ("time/glibc", true),
+            ("RSS/glibc", true),
+            ("time/best peer", false),
+            ("RSS/best peer", false),
         ]);
         let mut last_workload = "";
         for row in &self.cells {
@@ -222,34 +294,66 @@ impl Report {
             };
             last_workload = &c.workload;
             if !c.is_ok() {
-                table.note(vec![workload, c.allocator.clone()], c.summary.clone());
+                cells.add_row(vec![workload, c.allocator.clone(), c.summary.clone()]);
                 continue;
             }
-            table.row(vec![
+            let busy_mark = if row.busy.is_some() { "*" } else { "" };
+            cells.add_row(vec![
                 workload,
                 c.allocator.clone(),
-                num(c.time_ms, 1),
-                num(c.cpu_ms, 1),
+                format!("{}{busy_mark}", num(c.time_ms, 1)),
+                percent(c.time_spread()),
+                num(c.user_ms, 1),
+                num(c.sys_ms, 1),
+                count(c.minflt),
                 num(c.peak_rss_mib, 1),
+                percent(c.rss_spread()),
                 times(row.time_vs_glibc),
                 times(row.rss_vs_glibc),
                 versus(row.time_vs_best_peer, &row.time_best_peer),
                 versus(row.rss_vs_best_peer, &row.rss_best_peer),
             ]);
         }
-        table.write(out)?;
+        writeln!(out, "{}", cells.trim_fmt())?;
+
+        let latency_rows: Vec<&Row> = self
+            .cells
+            .iter()
+            .filter(|r| r.cell.latency.is_some())
+            .collect();
+        if !latency_rows.is_empty() {
+            writeln!(out)?;
+            let mut lat = table(&[
+                ("latency", false),
+                ("allocator", false),
+                ("p50 ns", true),
+                ("p99 ns", true),
+                ("p99.9 ns", true),
+            ]);
+            for row in latency_rows {
+                let l = row.cell.latency.expect("filtered");
+                lat.add_row(vec![
+                    row.cell.workload.clone(),
+                    row.cell.allocator.clone(),
+                    format!("{:.0}", l.p50_ns),
+                    format!("{:.0}", l.p99_ns),
+                    format!("{:.0}", l.p999_ns),
+                ]);
+            }
+            writeln!(out, "{}", lat.trim_fmt())?;
+        }
 
         writeln!(out)?;
-        let mut means = Table::new(&[
-            ("geomean", Align::Left),
-            ("workloads", Align::Right),
-            ("time/glibc", Align::Right),
-            ("RSS/glibc", Align::Right),
-            ("time/best peer", Align::Right),
-            ("RSS/best peer", Align::Right),
+        let mut means = table(&[
+            ("geomean", false),
+            ("workloads", true),
+            ("time/glibc", true),
+            ("RSS/glibc", true),
+            ("time/best peer", true),
+            ("RSS/best peer", true),
         ]);
         for g in &self.geomean {
-            means.row(vec![
+            means.add_row(vec![
                 g.allocator.clone(),
                 format!("{}/{}", g.workloads, s.workloads.len()),
                 times(g.time_vs_glibc),
@@ -258,7 +362,7 @@ impl Report {
                 times(g.rss_vs_best_peer),
             ]);
         }
-        means.write(out)?;
+        writeln!(out, "{}", means.trim_fmt())?;
 
         if let Some(g) = self.geomean.iter().find(|g| g.allocator == RSEQMALLOC) {
             writeln!(out)?;
@@ -281,6 +385,40 @@ impl Report {
                 )?;
             }
         }
+        self.write_warnings(out)
+    }
+
+    /// One line per single-threaded workload whose cells waited for a
+    /// CPU, and one if `--quick` was used.
+    fn write_warnings(&self, out: &mut dyn Write) -> io::Result<()> {
+        let mut busy: Vec<(&str, Vec<String>)> = Vec::new();
+        for row in self.cells.iter() {
+            let Some(factor) = row.busy else { continue };
+            let entry = format!("{} {factor:.2}x", row.cell.allocator);
+            match busy.last_mut() {
+                Some((w, list)) if *w == row.cell.workload => list.push(entry),
+                _ => busy.push((&row.cell.workload, vec![entry])),
+            }
+        }
+        if !busy.is_empty() || self.setup.quick {
+            writeln!(out)?;
+        }
+        for (workload, list) in busy {
+            writeln!(
+                out,
+                "warning: {workload} is single-threaded, yet its wall time exceeded {BUSY_FACTOR}x its \
+                 user+system time under {}: it waited for a CPU (a busy machine), so those times (marked *) \
+                 are noisy",
+                list.join(", ")
+            )?;
+        }
+        if self.setup.quick {
+            writeln!(
+                out,
+                "note: --quick runs small scales once; its figures are indicative only (they can move by \
+                 1.5x between two runs); compare allocators with the default run"
+            )?;
+        }
         Ok(())
     }
 
@@ -289,42 +427,98 @@ impl Report {
         writeln!(out)
     }
 
-    /// One line per cell, failures included (their figures empty).
+    /// One record per cell, failures included (their figures empty).
     pub fn write_csv(&self, out: &mut dyn Write) -> io::Result<()> {
-        writeln!(
-            out,
-            "workload,allocator,scale,status,summary,time_ms,cpu_ms,peak_rss_mib,ops,\
-             time_vs_glibc,rss_vs_glibc,time_vs_best_peer,time_best_peer,rss_vs_best_peer,rss_best_peer,detail"
-        )?;
+        let mut writer = csv::Writer::from_writer(out);
         for row in &self.cells {
-            let c = &row.cell;
-            let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
-            let fields = [
-                c.workload.clone(),
-                c.allocator.clone(),
-                c.scale.to_string(),
-                serde_json::to_value(c.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                c.summary.clone(),
-                opt(c.time_ms),
-                opt(c.cpu_ms),
-                opt(c.peak_rss_mib),
-                c.ops.map_or(String::new(), |o| o.to_string()),
-                opt(row.time_vs_glibc),
-                opt(row.rss_vs_glibc),
-                opt(row.time_vs_best_peer),
-                row.time_best_peer.clone().unwrap_or_default(),
-                opt(row.rss_vs_best_peer),
-                row.rss_best_peer.clone().unwrap_or_default(),
-                c.detail.clone().unwrap_or_default(),
-            ];
-            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-            writeln!(out, "{}", line.join(","))?;
+            writer.serialize(CsvRecord::from(row))?;
         }
-        Ok(())
+        writer.flush()
     }
+}
+
+/// The columns of `--csv`: a cell's figures without its runs.
+#[derive(Serialize)]
+struct CsvRecord<'a> {
+    workload: &'a str,
+    allocator: &'a str,
+    scale: f64,
+    status: crate::run::Status,
+    summary: &'a str,
+    time_ms: Option<f64>,
+    time_min_ms: Option<f64>,
+    time_max_ms: Option<f64>,
+    cpu_ms: Option<f64>,
+    user_ms: Option<f64>,
+    sys_ms: Option<f64>,
+    minflt: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    peak_rss_min_mib: Option<f64>,
+    peak_rss_max_mib: Option<f64>,
+    ops: Option<u64>,
+    p50_ns: Option<f64>,
+    p99_ns: Option<f64>,
+    p999_ns: Option<f64>,
+    time_vs_glibc: Option<f64>,
+    rss_vs_glibc: Option<f64>,
+    time_vs_best_peer: Option<f64>,
+    time_best_peer: Option<&'a str>,
+    rss_vs_best_peer: Option<f64>,
+    rss_best_peer: Option<&'a str>,
+    busy: Option<f64>,
+    detail: Option<&'a str>,
+}
+
+impl<'a> From<&'a Row> for CsvRecord<'a> {
+    fn from(row: &'a Row) -> Self {
+        let c = &row.cell;
+        CsvRecord {
+            workload: &c.workload,
+            allocator: &c.allocator,
+            scale: c.scale,
+            status: c.status,
+            summary: &c.summary,
+            time_ms: c.time_ms,
+            time_min_ms: c.time_range_ms.map(|r| r[0]),
+            time_max_ms: c.time_range_ms.map(|r| r[1]),
+            cpu_ms: c.cpu_ms,
+            user_ms: c.user_ms,
+            sys_ms: c.sys_ms,
+            minflt: c.minflt,
+            peak_rss_mib: c.peak_rss_mib,
+            peak_rss_min_mib: c.peak_rss_range_mib.map(|r| r[0]),
+            peak_rss_max_mib: c.peak_rss_range_mib.map(|r| r[1]),
+            ops: c.ops,
+            p50_ns: c.latency.map(|l| l.p50_ns),
+            p99_ns: c.latency.map(|l| l.p99_ns),
+            p999_ns: c.latency.map(|l| l.p999_ns),
+            time_vs_glibc: row.time_vs_glibc,
+            rss_vs_glibc: row.rss_vs_glibc,
+            time_vs_best_peer: row.time_vs_best_peer,
+            time_best_peer: row.time_best_peer.as_deref(),
+            rss_vs_best_peer: row.rss_vs_best_peer,
+            rss_best_peer: row.rss_best_peer.as_deref(),
+            busy: row.busy,
+            detail: c.detail.as_deref(),
+        }
+    }
+}
+
+/// A borderless table: a rule under the header, columns two spaces apart,
+/// each column `(title, right-aligned)`.
+pub fn table(columns: &[(&str, bool)]) -> Table {
+    use comfy_table::{LineStyle, TableStyle};
+    let mut t = Table::new();
+    t.load_style(TableStyle::new().header_separator(LineStyle::none().fill('-')));
+    t.set_header(columns.iter().map(|(title, _)| *title).collect::<Vec<_>>());
+    for (i, (_, right)) in columns.iter().enumerate() {
+        let column = t.column_mut(i).expect("declared column");
+        column.set_padding((0, 2));
+        if *right {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
 }
 
 /// The successful cell with the lowest `figure` (time or RSS), if any.
@@ -337,7 +531,7 @@ fn best<'a>(cells: &[&'a Cell], figure: fn(&Cell) -> Option<f64>) -> Option<&'a 
         .map(|(c, _)| c)
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
@@ -354,8 +548,34 @@ fn num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
 }
 
-fn times(v: Option<f64>) -> String {
+pub fn times(v: Option<f64>) -> String {
     v.map_or_else(String::new, |v| format!("{v:.2}x"))
+}
+
+/// A spread as a whole percentage; `-` for one repetition (no spread).
+fn percent(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v > 0.0 => format!("{:.0}%", v * 100.0),
+        Some(_) => "0%".into(),
+        None => "-".into(),
+    }
+}
+
+/// A count in k or M above ten thousand.
+fn count(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v >= 1e7 => format!("{:.1}M", v / 1e6),
+        Some(v) if v >= 1e4 => format!("{:.0}k", v / 1e3),
+        Some(v) => format!("{v:.0}"),
+    }
+}
+
+fn load(l: Option<[f64; 3]>) -> String {
+    l.map_or_else(
+        || "unknown".into(),
+        |[a, b, c]| format!("{a:.2} {b:.2} {c:.2}"),
+    )
 }
 
 fn versus(v: Option<f64>, peer: &Option<String>) -> String {
@@ -365,118 +585,21 @@ fn versus(v: Option<f64>, peer: &Option<String>) -> String {
     }
 }
 
-fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
-}
-
-/// Today's date and time in UTC, `YYYY-MM-DD HH:MM UTC`, without a date crate.
+/// Now in UTC, `YYYY-MM-DD HH:MM UTC`.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-#[derive(Clone, Copy)]
-enum Align {
-    Left,
-    Right,
-}
-
-enum Line {
-    Cells(Vec<String>),
-    /// Leading cells, then free text over the remaining columns.
-    Note(Vec<String>, String),
-}
-
-/// A plain-text table with columns as wide as their widest cell.
-struct Table {
-    columns: Vec<(String, Align)>,
-    lines: Vec<Line>,
-}
-
-impl Table {
-    fn new(columns: &[(&str, Align)]) -> Self {
-        Table {
-            columns: columns.iter().map(|(h, a)| (h.to_string(), *a)).collect(),
-            lines: Vec::new(),
-        }
-    }
-
-    fn row(&mut self, cells: Vec<String>) {
-        self.lines.push(Line::Cells(cells));
-    }
-
-    fn note(&mut self, lead: Vec<String>, text: String) {
-        self.lines.push(Line::Note(lead, text));
-    }
-
-    fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-        let mut widths: Vec<usize> = self.columns.iter().map(|(h, _)| h.len()).collect();
-        for line in &self.lines {
-            let cells = match line {
-                Line::Cells(c) | Line::Note(c, _) => c,
-            };
-            for (w, c) in widths.iter_mut().zip(cells) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let render = |cells: &[String]| -> String {
-            let parts: Vec<String> = cells
-                .iter()
-                .zip(&widths)
-                .zip(&self.columns)
-                .map(|((c, &w), (_, align))| match align {
-                    Align::Left => format!("{c:<w$}"),
-                    Align::Right => format!("{c:>w$}"),
-                })
-                .collect();
-            parts.join("  ")
-        };
-        let header: Vec<String> = self.columns.iter().map(|(h, _)| h.clone()).collect();
-        writeln!(out, "{}", render(&header).trim_end())?;
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        writeln!(out, "{}", rule.join("  "))?;
-        for line in &self.lines {
-            match line {
-                Line::Cells(c) => writeln!(out, "{}", render(c).trim_end())?,
-                Line::Note(lead, text) => writeln!(out, "{}  {text}", render(lead))?,
-            }
-        }
-        Ok(())
-    }
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::now_utc()
+        .format(format)
+        .unwrap_or_else(|_| "unknown date".into())
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use crate::measure::Sample;
     use crate::run::Status;
 
-    fn cell(workload: &str, allocator: &str, ms: f64, mib: f64) -> Cell {
+    pub fn cell(workload: &str, allocator: &str, ms: f64, mib: f64) -> Cell {
         Cell {
             workload: workload.into(),
             allocator: allocator.into(),
@@ -485,21 +608,32 @@ mod tests {
             summary: "ok".into(),
             detail: None,
             time_ms: Some(ms),
+            time_range_ms: Some([ms * 0.9, ms * 1.1]),
             cpu_ms: Some(ms),
+            user_ms: Some(ms * 0.75),
+            sys_ms: Some(ms * 0.25),
+            minflt: Some(20_000.0),
             peak_rss_mib: Some(mib),
+            peak_rss_range_mib: Some([mib, mib]),
             ops: Some(1),
+            latency: None,
             runs: vec![Sample {
                 wall_ms: ms,
                 cpu_ms: ms,
+                user_ms: ms * 0.75,
+                sys_ms: ms * 0.25,
+                minflt: 20_000,
                 max_rss_kib: (mib * 1024.0) as u64,
                 ops: 1,
+                latency: None,
             }],
         }
     }
 
-    fn setup(allocators: &[&str]) -> Setup {
+    pub fn setup(allocators: &[&str]) -> Setup {
         Setup {
             date: "2026-01-01 00:00 UTC".into(),
+            commit: Some("0123456789ab".into()),
             host: Host {
                 cpus: 2,
                 cpu_model: "test".into(),
@@ -509,14 +643,18 @@ mod tests {
             quick: true,
             timeout_s: 60.0,
             elapsed_s: 1.0,
+            load_before: Some([0.5, 0.25, 0.125]),
+            load_after: Some([1.5, 0.5, 0.25]),
             allocators: allocators
                 .iter()
                 .map(|n| AllocatorInfo {
                     name: n.to_string(),
                     library: None,
+                    version: Some(format!("{n}-1.0")),
                 })
                 .collect(),
             skipped: vec![],
+            skipped_workloads: vec![],
             workloads: vec!["a".into(), "b".into()],
         }
     }
@@ -559,19 +697,38 @@ mod tests {
         let mut text = Vec::new();
         report.write_table(&mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
-        assert!(text.contains("crashed: SIGSEGV"), "{text}");
-        assert!(text.contains("0.62x jemalloc"), "{text}");
-        assert!(
-            text.contains("rseqmalloc vs glibc: 1.00x the time"),
-            "{text}"
-        );
+        for expected in [
+            "crashed: SIGSEGV",
+            "0.62x jemalloc",
+            "rseqmalloc vs glibc: 1.00x the time",
+            "load average (1/5/15 min) 0.50 0.25 0.12 before, 1.50 0.50 0.25 after",
+            "commit: 0123456789ab",
+            "allocators: rseqmalloc rseqmalloc-1.0, glibc glibc-1.0, jemalloc jemalloc-1.0",
+            "indicative only",
+            "20k",
+        ] {
+            assert!(text.contains(expected), "no '{expected}' in\n{text}");
+        }
+        // 100 ms with a range of 90-110 ms: a 20 % spread beside the median.
+        let glibc_a = text
+            .lines()
+            .find(|l| l.contains("glibc") && l.contains("100.0"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(glibc_a.contains("20%"), "{glibc_a}");
 
         let mut csv = Vec::new();
         report.write_csv(&mut csv).unwrap();
         let csv = String::from_utf8(csv).unwrap();
         assert_eq!(csv.lines().count(), 7);
         assert!(
-            csv.contains("b,jemalloc,1,crashed,crashed: SIGSEGV,"),
+            csv.lines()
+                .next()
+                .unwrap()
+                .starts_with("workload,allocator,scale,status,summary,time_ms,time_min_ms"),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("b,jemalloc,1.0,crashed,crashed: SIGSEGV,"),
             "{csv}"
         );
 
@@ -580,16 +737,45 @@ mod tests {
         assert_eq!(json["cells"].as_array().unwrap().len(), 6);
         assert_eq!(json["cells"][5]["status"], "crashed");
         assert_eq!(json["cells"][0]["time_vs_glibc"], 0.5);
+        assert!((json["cells"][1]["time_range_ms"][1].as_f64().unwrap() - 110.0).abs() < 1e-9);
+        assert_eq!(json["commit"], "0123456789ab");
+        assert_eq!(json["allocators"][2]["version"], "jemalloc-1.0");
+        assert_eq!(json["load_after"][0], 1.5);
+    }
+
+    #[test]
+    fn busy_single_threaded_cells_are_flagged() {
+        let mut waited = cell("single-churn", "glibc", 300.0, 1.0);
+        waited.cpu_ms = Some(100.0);
+        let mut threaded = cell("larson", "glibc", 300.0, 1.0);
+        threaded.cpu_ms = Some(100.0);
+        let report = Report::new(setup(&["glibc"]), vec![waited, threaded]);
+        assert_eq!(report.cells[0].busy, Some(3.0));
+        assert_eq!(report.cells[1].busy, None, "threads may wait on each other");
+        let mut text = Vec::new();
+        report.write_table(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("300.0*"), "{text}");
+        assert!(
+            text.contains(
+                "warning: single-churn is single-threaded, yet its wall time exceeded 1.5x its \
+                 user+system time under glibc 3.00x"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("warning: larson"), "{text}");
     }
 
     #[test]
     fn helpers() {
         assert_eq!(geometric_mean([2.0, 8.0].into_iter()), Some(4.0));
         assert_eq!(geometric_mean(std::iter::empty()), None);
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(count(Some(2_490_000.0)), "2490k");
+        assert_eq!(count(Some(24_900_000.0)), "24.9M");
+        assert_eq!(count(Some(999.0)), "999");
+        assert_eq!(percent(Some(0.034)), "3%");
+        assert_eq!(percent(None), "-");
+        let now = utc_now();
+        assert!(now.len() == 20 && now.ends_with(" UTC"), "{now}");
     }
 }

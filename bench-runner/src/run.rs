@@ -10,7 +10,7 @@ use std::time::Duration;
 use rseqmalloc_bench::Workload;
 
 use crate::allocators::Allocator;
-use crate::measure::{self, Outcome, Sample};
+use crate::measure::{self, Latency, Outcome, Sample};
 
 /// What to run.
 pub struct Plan<'a> {
@@ -44,11 +44,20 @@ pub struct Cell {
     /// The child's last lines of stderr, for a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Medians over the repetitions (absent unless `status` is ok).
+    /// Medians over the repetitions, each beside the lowest and highest
+    /// repetition (all absent unless `status` is ok).
     pub time_ms: Option<f64>,
+    pub time_range_ms: Option<[f64; 2]>,
     pub cpu_ms: Option<f64>,
+    pub user_ms: Option<f64>,
+    pub sys_ms: Option<f64>,
+    pub minflt: Option<f64>,
     pub peak_rss_mib: Option<f64>,
+    pub peak_rss_range_mib: Option<[f64; 2]>,
     pub ops: Option<u64>,
+    /// Medians of each latency percentile, for workloads that print them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
     /// Every successful repetition, in order.
     pub runs: Vec<Sample>,
 }
@@ -67,9 +76,15 @@ impl Cell {
             summary: "ok".into(),
             detail: None,
             time_ms: None,
+            time_range_ms: None,
             cpu_ms: None,
+            user_ms: None,
+            sys_ms: None,
+            minflt: None,
             peak_rss_mib: None,
+            peak_rss_range_mib: None,
             ops: None,
+            latency: None,
             runs: Vec::new(),
         }
     }
@@ -84,12 +99,52 @@ impl Cell {
         if !self.is_ok() || self.runs.is_empty() {
             return;
         }
-        let median_of = |f: fn(&Sample) -> f64| median(self.runs.iter().map(f).collect());
-        self.time_ms = Some(median_of(|s| s.wall_ms));
-        self.cpu_ms = Some(median_of(|s| s.cpu_ms));
-        self.peak_rss_mib = Some(median_of(|s| s.max_rss_kib as f64 / 1024.0));
+        let all = |f: &dyn Fn(&Sample) -> f64| self.runs.iter().map(f).collect::<Vec<f64>>();
+        let wall = all(&|s| s.wall_ms);
+        let rss = all(&|s| s.max_rss_kib as f64 / 1024.0);
+        self.time_ms = Some(median(wall.clone()));
+        self.time_range_ms = range(&wall);
+        self.cpu_ms = Some(median(all(&|s| s.cpu_ms)));
+        self.user_ms = Some(median(all(&|s| s.user_ms)));
+        self.sys_ms = Some(median(all(&|s| s.sys_ms)));
+        self.minflt = Some(median(all(&|s| s.minflt as f64)));
+        self.peak_rss_mib = Some(median(rss.clone()));
+        self.peak_rss_range_mib = range(&rss);
         self.ops = self.runs.last().map(|s| s.ops);
+        let latencies: Vec<Latency> = self.runs.iter().filter_map(|s| s.latency).collect();
+        if latencies.len() == self.runs.len() {
+            let of = |f: fn(&Latency) -> f64| median(latencies.iter().map(f).collect());
+            self.latency = Some(Latency {
+                p50_ns: of(|l| l.p50_ns),
+                p99_ns: of(|l| l.p99_ns),
+                p999_ns: of(|l| l.p999_ns),
+            });
+        }
     }
+
+    /// (max - min) / median of the wall time over the repetitions.
+    pub fn time_spread(&self) -> Option<f64> {
+        spread(self.time_range_ms, self.time_ms)
+    }
+
+    /// (max - min) / median of the peak RSS over the repetitions.
+    pub fn rss_spread(&self) -> Option<f64> {
+        spread(self.peak_rss_range_mib, self.peak_rss_mib)
+    }
+}
+
+fn spread(range: Option<[f64; 2]>, median: Option<f64>) -> Option<f64> {
+    match (range, median) {
+        (Some([lo, hi]), Some(m)) if m > 0.0 => Some((hi - lo) / m),
+        _ => None,
+    }
+}
+
+/// The lowest and highest value; `None` for none.
+fn range(values: &[f64]) -> Option<[f64; 2]> {
+    let lo = values.iter().copied().reduce(f64::min)?;
+    let hi = values.iter().copied().reduce(f64::max)?;
+    Some([lo, hi])
 }
 
 /// Runs the plan, writing a progress line per run to `progress`; returns
@@ -147,12 +202,13 @@ pub fn run_all(plan: &Plan, progress: &mut dyn Write) -> Vec<Cell> {
 fn record(cell: &mut Cell, outcome: std::io::Result<Outcome>) -> String {
     match outcome {
         Ok(Outcome::Ok(sample)) => {
-            cell.runs.push(sample);
-            return format!(
+            let shown = format!(
                 "{:.0} ms, {:.1} MiB",
                 sample.wall_ms,
                 sample.max_rss_kib as f64 / 1024.0
             );
+            cell.runs.push(sample);
+            return shown;
         }
         Ok(Outcome::Crashed { signal, detail }) => {
             cell.fail(Status::Crashed, format!("crashed: {signal}"), detail)
@@ -196,8 +252,16 @@ mod tests {
         Sample {
             wall_ms: ms,
             cpu_ms: ms / 2.0,
+            user_ms: ms / 4.0,
+            sys_ms: ms / 4.0,
+            minflt: kib / 4,
             max_rss_kib: kib,
             ops: 10,
+            latency: Some(Latency {
+                p50_ns: ms,
+                p99_ns: 10.0 * ms,
+                p999_ns: 100.0 * ms,
+            }),
         }
     }
 
@@ -209,9 +273,17 @@ mod tests {
         }
         cell.finish();
         assert_eq!(cell.time_ms, Some(20.0));
+        assert_eq!(cell.time_range_ms, Some([10.0, 30.0]));
+        assert_eq!(cell.time_spread(), Some(1.0));
         assert_eq!(cell.cpu_ms, Some(10.0));
+        assert_eq!(cell.user_ms, Some(5.0));
+        assert_eq!(cell.sys_ms, Some(5.0));
+        assert_eq!(cell.minflt, Some(512.0));
         assert_eq!(cell.peak_rss_mib, Some(2.0));
+        assert_eq!(cell.peak_rss_range_mib, Some([1.0, 4.0]));
+        assert_eq!(cell.rss_spread(), Some(1.5));
         assert_eq!(cell.ops, Some(10));
+        assert_eq!(cell.latency.map(|l| l.p99_ns), Some(200.0));
 
         let mut bad = Cell::new("w", "b", 1.0);
         record(&mut bad, Ok(Outcome::Ok(sample(1.0, 1))));

@@ -46,6 +46,18 @@ fn cell<'a>(report: &'a Value, workload: &str, allocator: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no cell {workload} x {allocator}"))
 }
 
+/// The workloads a run here measures: all but those whose program is missing.
+fn measured() -> impl Iterator<Item = &'static rseqmalloc_bench::Workload> {
+    rseqmalloc_bench::WORKLOADS.iter().filter(|w| {
+        w.needs.is_none_or(|p| {
+            Command::new(p.name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    })
+}
+
 fn jemalloc_installed() -> bool {
     [
         "/usr/lib/x86_64-linux-gnu",
@@ -92,33 +104,46 @@ fn quick_run_prints_a_complete_table() {
     let text = stdout(&run.out);
     for header in [
         "time ms",
-        "CPU ms",
+        "spread",
+        "user ms",
+        "sys ms",
+        "minflt",
         "peak MiB",
         "time/glibc",
         "RSS/glibc",
         "geomean",
+        "load average (1/5/15 min)",
+        "commit: ",
+        "allocators: glibc 2.",
+        "(--quick: indicative only)",
     ] {
         assert!(text.contains(header), "no '{header}' in:\n{text}");
     }
-    for w in rseqmalloc_bench::WORKLOADS {
+    for w in measured() {
         let line = text
             .lines()
             .find(|l| l.starts_with(w.name))
             .unwrap_or_else(|| panic!("no row for {}:\n{text}", w.name));
         assert!(line.contains("glibc") && line.contains("1.00x"), "{line}");
     }
+    // The server workload's latency percentiles get a table of their own.
+    let latency = text
+        .lines()
+        .skip_while(|l| !l.starts_with("latency"))
+        .nth(2)
+        .unwrap_or_else(|| panic!("no latency table:\n{text}"));
+    assert!(
+        latency.starts_with("server") && latency.contains("glibc"),
+        "{latency}"
+    );
     let with_jemalloc = jemalloc_installed();
     let jemalloc_rows = text
         .lines()
-        .filter(|l| l.split_whitespace().any(|w| w == "jemalloc"))
+        .filter(|l| l.split_whitespace().take(2).any(|w| w == "jemalloc"))
         .count();
     if with_jemalloc {
-        // One row per workload and one geomean row, all measured.
-        assert_eq!(
-            jemalloc_rows,
-            rseqmalloc_bench::WORKLOADS.len() + 1,
-            "{text}"
-        );
+        // One row per workload, one latency row and one geomean row, all measured.
+        assert_eq!(jemalloc_rows, measured().count() + 2, "{text}");
         assert!(!text.contains("skipped jemalloc"), "{text}");
     } else {
         assert!(
@@ -136,10 +161,13 @@ fn quick_run_prints_a_complete_table() {
         "{text}"
     );
     let svg = std::fs::read_to_string(chart).expect("chart written");
-    assert!(
-        svg.starts_with("<svg") && svg.contains("single-churn"),
-        "{svg:.200}"
-    );
+    for expected in ["single-churn", "geomean", "CPUs, --quick", "jemalloc 5."] {
+        if expected.starts_with("jemalloc") && !with_jemalloc {
+            continue;
+        }
+        assert!(svg.contains(expected), "no '{expected}' in the chart");
+    }
+    assert!(svg.starts_with("<svg"), "{svg:.200}");
 }
 
 #[test]
@@ -160,18 +188,32 @@ fn json_has_every_cell_and_parses() {
     };
     assert_eq!(allocators, expected);
     let cells = report["cells"].as_array().expect("cells");
-    assert_eq!(
-        cells.len(),
-        rseqmalloc_bench::WORKLOADS.len() * allocators.len()
-    );
-    for w in rseqmalloc_bench::WORKLOADS {
+    assert_eq!(cells.len(), measured().count() * allocators.len());
+    for w in measured() {
         for a in &allocators {
             let c = cell(&report, w.name, a);
             assert_eq!(c["status"], "ok", "{c}");
-            assert!(c["time_ms"].as_f64().unwrap() > 0.0, "{c}");
+            let time = c["time_ms"].as_f64().unwrap();
+            assert!(time > 0.0, "{c}");
+            assert_eq!(c["time_range_ms"][0], time, "one run: min = median");
+            assert_eq!(c["time_range_ms"][1], time, "one run: max = median");
             assert!(c["cpu_ms"].as_f64().unwrap() >= 0.0, "{c}");
+            let (user, sys) = (
+                c["user_ms"].as_f64().unwrap(),
+                c["sys_ms"].as_f64().unwrap(),
+            );
+            assert!(
+                (user + sys - c["cpu_ms"].as_f64().unwrap()).abs() < 1e-6,
+                "{c}"
+            );
+            assert!(c["minflt"].as_f64().unwrap() > 0.0, "{c}");
             assert!(c["peak_rss_mib"].as_f64().unwrap() > 0.0, "{c}");
             assert!(c["ops"].as_u64().unwrap() > 0, "{c}");
+            if w.name == "server" {
+                let p50 = c["latency"]["p50_ns"].as_f64().unwrap();
+                let p999 = c["latency"]["p999_ns"].as_f64().unwrap();
+                assert!(p50 > 0.0 && p999 >= p50, "{c}");
+            }
             assert_eq!(
                 c["runs"].as_array().unwrap().len(),
                 1,
@@ -183,7 +225,7 @@ fn json_has_every_cell_and_parses() {
     }
     // Same workload and scale: the same amount of work under each allocator.
     if allocators.len() == 2 {
-        for w in rseqmalloc_bench::WORKLOADS {
+        for w in measured() {
             assert_eq!(
                 cell(&report, w.name, "glibc")["ops"],
                 cell(&report, w.name, "jemalloc")["ops"],
@@ -198,6 +240,17 @@ fn json_has_every_cell_and_parses() {
     );
     assert_eq!(report["repeat"], 1);
     assert_eq!(report["quick"], true);
+    assert!(report["date"].as_str().unwrap().ends_with(" UTC"));
+    assert!(report["load_before"][0].as_f64().unwrap() >= 0.0);
+    assert!(report["load_after"][2].as_f64().unwrap() >= 0.0);
+    assert!(
+        report["commit"].is_string(),
+        "the workspace is a git checkout"
+    );
+    assert!(report["allocators"][0]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("2."));
 
     let csv = std::fs::read_to_string(run.dir.join("report.csv")).expect("CSV written");
     let mut lines = csv.lines();
@@ -314,21 +367,27 @@ fn crashing_allocator_is_reported_and_the_run_goes_on() {
     );
 }
 
-#[test]
-fn json_to_stdout_moves_the_table_to_stderr() {
-    let dir = scratch("stdout");
-    let out = bench(&[
+/// A quick run of `realloc-growth` under glibc alone, with `extra` arguments,
+/// its chart in `dir`.
+fn glibc_run(dir: &Path, extra: &[&str]) -> Output {
+    let svg = dir.join("c.svg").display().to_string();
+    let mut args = vec![
         "--quick",
         "--no-build",
         "--workloads",
         "realloc-growth",
         "--allocators",
         "glibc",
-        "--json",
-        "-",
         "--svg",
-        &dir.join("c.svg").display().to_string(),
-    ]);
+        &svg,
+    ];
+    args.extend_from_slice(extra);
+    bench(&args)
+}
+
+#[test]
+fn json_to_stdout_moves_the_table_to_stderr() {
+    let out = glibc_run(&scratch("stdout"), &["--json", "-"]);
     assert!(out.status.success());
     let report: Value = serde_json::from_slice(&out.stdout).expect("stdout is only JSON");
     assert_eq!(cell(&report, "realloc-growth", "glibc")["status"], "ok");
@@ -341,7 +400,11 @@ fn bad_arguments_exit_2_with_a_reason() {
         (&["--workloads", "nosuch"][..], "unknown workload 'nosuch'"),
         (&["--allocators", "nosuch"], "unknown allocator 'nosuch'"),
         (&["--repeat", "zero"], "--repeat"),
-        (&["--bogus"], "unknown argument"),
+        (&["--bogus"], "unexpected argument '--bogus'"),
+        (
+            &["--baseline", "/nonexistent/old.json"],
+            "cannot read --baseline",
+        ),
     ] {
         let mut all = vec!["--no-build"];
         all.extend_from_slice(args);
@@ -352,5 +415,34 @@ fn bad_arguments_exit_2_with_a_reason() {
     }
     let help = bench(&["--help"]);
     assert!(help.status.success());
-    assert!(stdout(&help).contains("--allocator NAME=PATH"));
+    let help = stdout(&help);
+    assert!(help.contains("--allocator <NAME=PATH>"), "{help}");
+    assert!(help.contains("--quick is indicative only"), "{help}");
+}
+
+#[test]
+fn baseline_prints_the_change_against_an_earlier_run() {
+    let run = quick_run();
+    assert!(run.out.status.success());
+    let dir = scratch("baseline");
+    let earlier = run.dir.join("report.json").display().to_string();
+    let json = dir.join("r.json").display().to_string();
+    let out = glibc_run(&dir, &["--baseline", &earlier, "--json", &json]);
+    assert!(out.status.success(), "exit {:?}", out.status);
+    let text = stdout(&out);
+    assert!(text.contains("change against "), "{text}");
+    let line = text
+        .lines()
+        .skip_while(|l| !l.starts_with("change against"))
+        .find(|l| l.starts_with("realloc-growth"))
+        .unwrap_or_else(|| panic!("no change row:\n{text}"));
+    assert!(line.contains("glibc") && line.contains('x'), "{line}");
+    let report = json_file(&dir.join("r.json"));
+    let change = &report["baseline"]["changes"][0];
+    let (then, now) = (
+        change["time_then_ms"].as_f64().unwrap(),
+        change["time_now_ms"].as_f64().unwrap(),
+    );
+    assert!((change["time_change"].as_f64().unwrap() - now / then).abs() < 1e-9);
+    assert_eq!(report["baseline"]["geomean"][0]["workloads"], 1);
 }

@@ -4,7 +4,9 @@
 //! change hands (thread t works on array t + round), so most frees are of
 //! objects another thread allocated, at a steady live size.
 
-use std::sync::{Barrier, Mutex};
+use std::sync::Barrier;
+
+use parking_lot::Mutex;
 
 use crate::pattern::{Ids, Obj};
 use crate::rng::Rng;
@@ -33,7 +35,7 @@ pub fn run(scale: f64) -> u64 {
                     let mut rng = Rng::new(SEED, ((round as u64) << 32) | t as u64);
                     // Each round maps threads to arrays one to one, so the
                     // lock is never contended; it only hands the array over.
-                    let mut array = arrays[(t + round) % threads].lock().expect("array");
+                    let mut array = arrays[(t + round) % threads].lock();
                     for _ in 0..per_round {
                         let fresh = Obj::new(ids.next_id(), rng.small_size());
                         if let Some(old) = array[rng.below(SLOTS)].replace(fresh) {
@@ -47,7 +49,7 @@ pub fn run(scale: f64) -> u64 {
         }
     });
     for array in arrays {
-        for obj in array.into_inner().expect("array").into_iter().flatten() {
+        for obj in array.into_inner().into_iter().flatten() {
             obj.release("larson");
         }
     }

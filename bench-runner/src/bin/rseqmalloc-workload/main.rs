@@ -8,14 +8,22 @@
 //! grows the work; the same name and scale make the same requests in the
 //! same order under every allocator.
 
+mod batch;
+mod blocks;
+mod calloc_big;
 mod churn;
 mod fragmentation;
+mod handoff;
 mod large_objects;
 mod larson;
+mod locality;
 mod pattern;
 mod producer_consumer;
 mod realloc_growth;
 mod rng;
+mod rounds;
+mod server;
+mod sqlite;
 mod thread_churn;
 
 use std::process::ExitCode;
@@ -53,6 +61,13 @@ fn workload(name: &str) -> Option<fn(f64) -> u64> {
         "large-objects" => large_objects::run,
         "thread-churn" => thread_churn::run,
         "larson" => larson::run,
+        "batch" => batch::run,
+        "handoff" => handoff::run,
+        "calloc-big" => calloc_big::run,
+        "rounds" => rounds::run,
+        "server" => server::run,
+        "sqlite" => sqlite::run,
+        "locality" => locality::run,
         _ => return None,
     })
 }
@@ -75,6 +90,20 @@ mod tests {
     fn every_catalog_workload_runs_and_counts() {
         for w in rseqmalloc_bench::WORKLOADS {
             let run = workload(w.name).unwrap_or_else(|| panic!("{} not runnable", w.name));
+            let missing = w.needs.is_some_and(|p| {
+                std::process::Command::new(p.name)
+                    .arg("--version")
+                    .output()
+                    .is_err()
+            });
+            if missing {
+                eprintln!(
+                    "{}: not run, {} is not installed",
+                    w.name,
+                    w.needs.unwrap().name
+                );
+                continue;
+            }
             assert!(run(0.001) > 0, "{}", w.name);
         }
         assert!(workload("nope").is_none());

@@ -21,7 +21,11 @@ pub fn run(scale: f64) -> u64 {
     std::thread::scope(|s| {
         for pair in 0..pairs {
             let (tx, rx) = mpsc::sync_channel::<Vec<Obj>>(DEPTH);
-            s.spawn(move || produce(pair, per_pair, tx));
+            s.spawn(move || {
+                produce(pair, per_pair, BATCH, |batch| {
+                    tx.send(batch).expect("consumer alive")
+                })
+            });
             s.spawn(move || {
                 for batch in rx {
                     for obj in batch {
@@ -34,16 +38,19 @@ pub fn run(scale: f64) -> u64 {
     per_pair * pairs as u64
 }
 
-fn produce(pair: usize, objects: u64, tx: mpsc::SyncSender<Vec<Obj>>) {
+/// Allocates `objects` objects of small sizes as stream `pair`, `batch` at
+/// a time, and hands each batch to `send`.
+pub fn produce(pair: usize, objects: u64, batch: usize, mut send: impl FnMut(Vec<Obj>)) {
     let mut rng = Rng::new(SEED, pair as u64);
     let mut ids = Ids::for_thread(pair);
     let mut left = objects;
     while left > 0 {
-        let n = left.min(BATCH as u64);
-        let batch: Vec<Obj> = (0..n)
-            .map(|_| Obj::new(ids.next_id(), rng.small_size()))
-            .collect();
-        tx.send(batch).expect("consumer alive");
+        let n = left.min(batch as u64);
+        send(
+            (0..n)
+                .map(|_| Obj::new(ids.next_id(), rng.small_size()))
+                .collect(),
+        );
         left -= n;
     }
 }
