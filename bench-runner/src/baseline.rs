@@ -165,21 +165,13 @@ impl Comparison {
             ("change", true),
         ]);
         let mut last = "";
-        for c in &self.changes {
+        for c in self.changes.iter().filter(|c| c.not_compared.is_none()) {
             let workload = if c.workload == last {
                 String::new()
             } else {
                 c.workload.clone()
             };
             last = &c.workload;
-            if let Some(why) = &c.not_compared {
-                t.add_row(vec![
-                    workload,
-                    c.allocator.clone(),
-                    format!("not compared: {why}"),
-                ]);
-                continue;
-            }
             let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
             t.add_row(vec![
                 workload,
@@ -192,7 +184,33 @@ impl Comparison {
                 times(c.rss_change),
             ]);
         }
-        writeln!(out, "{}", t.trim_fmt())?;
+        if t.row_count() > 0 {
+            writeln!(out, "{}", t.trim_fmt())?;
+        } else {
+            writeln!(out, "no cell to compare")?;
+        }
+        // The rest, one line per workload and reason.
+        let mut skipped: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+        for c in &self.changes {
+            let Some(why) = &c.not_compared else { continue };
+            match skipped
+                .iter_mut()
+                .find(|(w, r, _)| *w == c.workload && *r == why)
+            {
+                Some((_, _, allocators)) => allocators.push(&c.allocator),
+                None => skipped.push((&c.workload, why, vec![&c.allocator])),
+            }
+        }
+        for (workload, why, allocators) in skipped {
+            writeln!(
+                out,
+                "not compared: {workload} x {}: {why}",
+                allocators.join(", ")
+            )?;
+        }
+        if self.geomean.iter().all(|g| g.workloads == 0) {
+            return Ok(());
+        }
         writeln!(out)?;
         let mut means = table(&[
             ("geomean change", false),
@@ -264,7 +282,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("0.50x") && text.contains("2.00x"), "{text}");
-        assert!(text.contains("not compared: crashed then"), "{text}");
+        assert!(
+            text.contains("not compared: a x jemalloc: crashed then"),
+            "{text}"
+        );
+        assert!(
+            text.contains("not compared: b x glibc: scale 0.5 then, 1 now"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "single-churn",
         stresses: "one thread replacing random slots of a 100k-object ring of 8-512 B objects: the thread-local fast path",
-        default_scale: 0.7,
+        default_scale: 0.35,
         quick_scale: 0.1,
         single_threaded: true,
         needs: None,
@@ -42,7 +42,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "multi-churn",
         stresses: "the churn on 4x CPUs threads (same live set, 4x the replacements): per-CPU caches under oversubscription and preemption",
-        default_scale: 0.5,
+        default_scale: 0.25,
         quick_scale: 0.08,
         single_threaded: false,
         needs: None,
@@ -50,7 +50,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "many-threads",
         stresses: "32x CPUs threads alive at once, each churning its own 256-object ring: what an allocator keeps per thread versus per CPU",
-        default_scale: 1.0,
+        default_scale: 0.5,
         quick_scale: 0.15,
         single_threaded: false,
         needs: None,
@@ -58,7 +58,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "producer-consumer",
         stresses: "pairs of threads; every object is freed by the thread that did not allocate it: remote frees",
-        default_scale: 0.6,
+        default_scale: 0.3,
         quick_scale: 0.1,
         single_threaded: false,
         needs: None,
@@ -66,7 +66,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "fragmentation",
         stresses: "grow to 1 GiB (x scale) of mixed sizes, free 90% at random, grow again with larger sizes: hole reuse and peak RSS",
-        default_scale: 0.3,
+        default_scale: 0.15,
         quick_scale: 0.05,
         single_threaded: true,
         needs: None,
@@ -74,7 +74,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "realloc-growth",
         stresses: "vectors, strings and byte buffers grown element by element, interleaved: realloc chains",
-        default_scale: 0.6,
+        default_scale: 0.3,
         quick_scale: 0.1,
         single_threaded: true,
         needs: None,
@@ -82,7 +82,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "large-objects",
         stresses: "64 KiB-8 MiB objects touched once per page with a live set of 8: large-object path, page reuse and return",
-        default_scale: 0.6,
+        default_scale: 0.3,
         quick_scale: 0.1,
         single_threaded: true,
         needs: None,
@@ -90,7 +90,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "thread-churn",
         stresses: "thousands of short-lived threads that allocate, hand a few objects to the parent and exit: thread caches' setup and teardown",
-        default_scale: 1.0,
+        default_scale: 0.5,
         quick_scale: 0.15,
         single_threaded: false,
         needs: None,
@@ -98,7 +98,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "larson",
         stresses: "larson-like server: threads replace random slots of arrays that change hands every round: remote frees at steady state",
-        default_scale: 0.5,
+        default_scale: 0.25,
         quick_scale: 0.08,
         single_threaded: false,
         needs: None,
@@ -106,7 +106,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "batch",
         stresses: "one thread allocates N objects of one size, checks and frees them all, N from 1 to 100,000: bursts that outgrow per-CPU caches",
-        default_scale: 1.0,
+        default_scale: 0.5,
         quick_scale: 0.15,
         single_threaded: true,
         needs: None,
@@ -114,7 +114,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "handoff",
         stresses: "8x CPUs threads in producer/consumer pairs hand over small batches through locked queues: many threads, every free remote",
-        default_scale: 1.0,
+        default_scale: 0.5,
         quick_scale: 0.15,
         single_threaded: false,
         needs: None,
@@ -122,7 +122,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "calloc-big",
         stresses: "zeroed buffers of 5-25 MiB (calloc), 20 alive, each checked zero and written once per page: big blocks reused without page faults",
-        default_scale: 1.0,
+        default_scale: 0.35,
         quick_scale: 0.15,
         single_threaded: true,
         needs: None,
@@ -130,7 +130,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "rounds",
         stresses: "4x CPUs threads allocate a batch each, wait for all, then free them, round after round: allocation in synchronised rounds",
-        default_scale: 1.0,
+        default_scale: 0.5,
         quick_scale: 0.15,
         single_threaded: false,
         needs: None,
@@ -138,7 +138,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "server",
         stresses: "larson-style server on 8x CPUs threads over shared slot arrays, each request timed: latency percentiles p50/p99/p99.9",
-        default_scale: 1.0,
+        default_scale: 0.5,
         quick_scale: 0.15,
         single_threaded: false,
         needs: None,
@@ -146,7 +146,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "sqlite",
         stresses: "Debian's sqlite3 runs a fixed SQL script on an in-memory database (inserts, indexes, updates, deletes, group-by), its results checked",
-        default_scale: 1.0,
+        default_scale: 0.5,
         quick_scale: 0.15,
         single_threaded: true,
         needs: Some(Program {
@@ -157,7 +157,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "locality",
         stresses: "4x CPUs threads each walk and update their own linked objects, replacing a few per pass: locality of one thread's objects",
-        default_scale: 1.0,
+        default_scale: 0.5,
         quick_scale: 0.15,
         single_threaded: false,
         needs: None,
