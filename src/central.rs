@@ -50,10 +50,14 @@ pub const SHARED_BUDGET: usize = 256 << 10;
 /// `PageHeap::take_shrunk`); whoever next leaves a class lock empties every transfer stack.
 static FLUSH_PENDING: AtomicBool = AtomicBool::new(false);
 
-/// Empties every transfer stack if the page heap asked for it (call with no class lock held).
+/// Empties every transfer stack if the page heap asked for it, then releases the pages of the
+/// spans that came back (call with no class lock held).
 fn flush_if_pending() {
     if FLUSH_PENDING.load(Ordering::Relaxed) && FLUSH_PENDING.swap(false, Ordering::Relaxed) {
         flush_transfer();
+        // The flush may have asked again (its own spans shrank the heap): it is done.
+        FLUSH_PENDING.store(false, Ordering::Relaxed);
+        HEAP.lock().release_free(u64::MAX);
     }
 }
 

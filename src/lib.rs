@@ -251,8 +251,14 @@ fn alloc_large_with(size: usize, align: usize, reserve: usize) -> *mut u8 {
             s
         }
     } else {
+        // With the growth margin if the heap has it, else (an address-space limit) exactly.
         let pages = reserve.clamp(size, isize::MAX as usize / 2).div_ceil(PAGE);
-        heap.alloc_span(pages, align.max(PAGE), 0, SpanState::Large)
+        let s = heap.alloc_span(pages, align.max(PAGE), 0, SpanState::Large);
+        if s.is_null() && pages > size.div_ceil(PAGE) {
+            heap.alloc_span(size.div_ceil(PAGE), align.max(PAGE), 0, SpanState::Large)
+        } else {
+            s
+        }
     };
     if s.is_null() {
         return oom();

@@ -1,13 +1,15 @@
 //! The page heap: runs of pages for spans, large objects, and direct mappings for huge ones.
 //!
-//! Owns: every page the allocator mapped for spans (in chunks of at least [`GROW_BYTES`] that
-//! are never unmapped), the free spans among them — kept by length, coalesced with free
-//! neighbours on release — the span-record pool, and huge objects mapped one per request.
+//! Owns: every page the allocator mapped for spans (in chunks of at least [`GROW_BYTES`]; only
+//! `trim` unmaps free runs of that size again), the free spans among them — kept by length,
+//! coalesced with free neighbours on release — the span-record pool, and huge objects mapped one
+//! per request (with the address space they hold to grow into).
 //!
 //! Invariants (all under [`HEAP`]'s lock): a free span is in exactly one list (`by_len` for up
 //! to [`MAX_LISTED`] pages, `long` beyond); the first and last page of a free span map to it in
-//! the page map; every page of a span in use maps to it with its class; two free spans are never
-//! adjacent (they are merged as soon as the second is freed).
+//! the page map; every page of a large span maps to it; a class span's page maps to it with its
+//! class (and its index) once carved, without one before; a huge span's first page maps to it;
+//! two free spans are never adjacent (they are merged as soon as the second is freed).
 //!
 //! May call: `os`, `size_class`, `pagemap`, `span`, `sync`.
 
@@ -585,19 +587,25 @@ impl PageHeap {
         ) else {
             return null_mut();
         };
-        let base = if held == bytes {
-            os::map_with(bytes, align.max(PAGE), os::Commit::Charged)
-        } else {
-            os::map_with(held, align.max(PAGE), os::Commit::Reserve).and_then(|base| {
-                // SAFETY: the first `bytes` of the reservation just made.
-                if unsafe { os::commit(base, bytes) } {
-                    Ok(base)
-                } else {
-                    // SAFETY: nothing refers to the reservation yet.
-                    unsafe { os::unmap(base, held) };
-                    Err(os::OsError(libc::ENOMEM))
-                }
-            })
+        let reserved = || {
+            let base = os::map_with(held, align.max(PAGE), os::Commit::Reserve).ok()?;
+            // SAFETY: the first `bytes` of the reservation just made.
+            if unsafe { os::commit(base, bytes) } {
+                Some(base)
+            } else {
+                // SAFETY: nothing refers to the reservation yet.
+                unsafe { os::unmap(base, held) };
+                None
+            }
+        };
+        // Room to grow costs address space, which an `RLIMIT_AS` may not have: without it, the
+        // exact size, as glibc would map it.
+        let (base, held) = match (held > bytes).then(reserved).flatten() {
+            Some(base) => (Ok(base), held),
+            None => (
+                os::map_with(bytes, align.max(PAGE), os::Commit::Charged),
+                bytes,
+            ),
         };
         let Ok(base) = base else {
             return null_mut();
@@ -675,8 +683,38 @@ impl PageHeap {
                 let Some(cap) = held.checked_mul(2).map(|c| c.max(bytes)) else {
                     return false;
                 };
-                let Ok(dest) = os::map_with(cap, PAGE, os::Commit::Reserve) else {
-                    return false;
+                // Twice the room, or (under an address-space limit) just what is needed, or
+                // wherever the kernel can move it (needing no second range at all).
+                let Some((dest, cap)) = [cap, bytes].into_iter().find_map(|cap| {
+                    let dest = os::map_with(cap, PAGE, os::Commit::Reserve).ok()?;
+                    Some((dest, cap))
+                }) else {
+                    if held > have {
+                        os::unmap((start + have) as *mut u8, held - have);
+                        (*s).reserved = have;
+                        self.account_huge(held, have, have, have);
+                    }
+                    let Some(dest) = os::move_mapping(start as *mut u8, have, bytes) else {
+                        return false;
+                    };
+                    if !PAGEMAP.reserve(dest as usize, PAGE) {
+                        // No memory for the page map's leaf: move it back where it was (the
+                        // range it left is free) and report failure.
+                        if !os::move_pages(dest, bytes, start as *mut u8, have) {
+                            os::abort_with(os::Msg::new().str(
+                                "rseqmalloc: realloc could neither name nor restore a huge block",
+                            ));
+                        }
+                        return false;
+                    }
+                    PAGEMAP.set(start, 0);
+                    (*s).start = dest as usize;
+                    (*s).reserved = bytes;
+                    PAGEMAP.set(dest as usize, entry(s));
+                    (*s).pages = bytes / PAGE;
+                    (*s).usable = bytes;
+                    self.account_huge(have, have, bytes, bytes);
+                    return true;
                 };
                 if !PAGEMAP.reserve(dest as usize, PAGE)
                     || !os::move_pages(start as *mut u8, have, dest, bytes)

@@ -178,6 +178,19 @@ pub unsafe fn grow_into_reservation(ptr: *mut u8, old_size: usize, new_size: usi
     }
 }
 
+/// Grows or shrinks mapping `[ptr, ptr + old_size)` to `new_size` bytes, moving it wherever the
+/// kernel finds room (`MREMAP_MAYMOVE`, no copy); the new start, or `None` (the mapping is then
+/// unchanged).
+///
+/// # Safety
+/// The range must be a whole read-write mapping of ours; nothing may use `ptr` afterwards if it
+/// moved.
+pub unsafe fn move_mapping(ptr: *mut u8, old_size: usize, new_size: usize) -> Option<*mut u8> {
+    // SAFETY: the caller owns the mapping; the kernel picks the destination.
+    let r = unsafe { libc::mremap(ptr.cast(), old_size, new_size, libc::MREMAP_MAYMOVE) };
+    (r != libc::MAP_FAILED).then_some(r.cast())
+}
+
 /// Returns the physical pages of a range to the kernel at once; the range stays mapped and
 /// reads back as zeros (`MADV_DONTNEED`). Returns whether the kernel accepted.
 ///

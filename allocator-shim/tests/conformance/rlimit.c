@@ -11,6 +11,8 @@
  *  4. the same with a fill of mixed sizes (100 B to 1 MiB), then malloc(128 MiB) must succeed
  *     (glibc fragments more here: its largest block after this fill is about 240 MiB);
  *  5. the 100-byte fill again: it must reach at least 90 % of the first fill's count.
+ * Before all that (0.), a 300 MiB block grown by realloc to 310, 355 and 400 MiB must succeed
+ * with its contents: the limit leaves no room for a second copy (glibc moves it with mremap).
  *
  * usage: rlimit as|data     prints "rlimit <as|data> ok blocks=<n> largest=<MiB> ... mode=<mode>" */
 #include "conf.h"
@@ -105,6 +107,21 @@ int main(int argc, char **argv) {
     rl.rlim_cur = rl.rlim_max = in_use(resource) + 512 * MiB;
     CHECK(setrlimit(resource, &rl) == 0);
 
+    /* 0. A huge block grown by realloc while the limit leaves no room for a second copy (or for
+     * address space reserved ahead): glibc's mremap moves it; so must we. */
+    char *grow = malloc(300 * MiB);
+    CHECKF(grow != NULL, "malloc(300 MiB) failed under the limit");
+    memset(grow, 7, 300 * MiB);
+    for (size_t size = 310 * MiB; size <= 400 * MiB; size += 45 * MiB) {
+        char *q = realloc(grow, size);
+        CHECKF(q != NULL, "realloc of a huge block to %zu MiB failed under the limit (errno %d)",
+               size / MiB, errno);
+        CHECKF(q[0] == 7 && q[300 * MiB - 1] == 7, "realloc lost the contents at %zu MiB",
+               size / MiB);
+        grow = q;
+    }
+    free(grow);
+
     long blocks = 0;
     free_chain(fill_until_null(hundred, &blocks));
     malloc_trim(0);
@@ -129,9 +146,10 @@ int main(int argc, char **argv) {
     free(big);
 
     long again = 0;
-    free_chain(fill_until_null(hundred, &again));
+    void *refill = fill_until_null(hundred, &again);
     CHECKF(again >= blocks / 10 * 9, "the second 100-byte fill got %ld blocks, the first %ld",
            again, blocks);
+    free_chain(refill);
     conf_say("rlimit %s ok blocks=%ld largest=%zu MiB mixed_blocks=%ld largest_after_mixed=%zu "
              "MiB refill=%ld mode=%s\n",
              argv[1], blocks, after_small, mixed_blocks, after_mixed, again, conf_mode());
