@@ -49,7 +49,7 @@ static void set_timer(long usec) {
 }
 
 int main(int argc, char **argv) {
-    conf_init("fork_signal", 10);
+    conf_init("fork_signal", 60);
     if (argc > 1) max_forks = atol(argv[1]);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -8,7 +8,7 @@
  * getline + free it in a loop; one thread calls fflush(NULL) in a loop. It runs until the
  * forking threads have made `forks` children (argv[2], default 4000) or `secs` seconds
  * (argv[3], default 3) have passed, then every thread is joined. A deadlock is caught by the
- * watchdog (conf.h: 12 s, the run takes 3 s), which names it on stderr and kills the process
+ * watchdog (conf.h: 45 s, the run takes 3 s), which names it on stderr and kills the process
  * group.
  *
  * usage: fork_stdio <scratch file> [forks] [secs]
@@ -85,7 +85,7 @@ static void *flusher(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    conf_init("fork_stdio", 12);
+    conf_init("fork_stdio", 45);
     CHECK(argc >= 2);
     path = argv[1];
     if (argc > 2) max_forks = atol(argv[2]);
