@@ -55,7 +55,10 @@
 //!
 //! May call: `arch`, `central`, `config`, `os`, `size_class`, `sync`.
 
-use crate::arch::{self, ThreadBlock, CPU_ID_OFFSET, DUMMY_AREA, MM_CID_OFFSET, SLAB_SHIFT};
+use crate::arch::{
+    self, ClassBlock, ThreadBlock, ThreadState, BLOCK_SHIFT, BLOCK_SLOTS, CPU_ID_OFFSET,
+    DUMMY_AREA, MM_CID_OFFSET, SLAB_SHIFT,
+};
 use crate::central;
 use crate::config;
 use crate::os;
@@ -68,22 +71,54 @@ use core::ptr::null_mut;
 
 /// Bytes per slab.
 pub const SLAB_BYTES: usize = 1 << SLAB_SHIFT;
-/// log2 of the bytes of one class's block in a slab: its 8-byte header and 127 slots.
-const BLOCK_SHIFT: usize = 10;
-/// Bytes of the slab-wide words at the start of the slab (class 0's block, unused by classes).
-const HEADER_BYTES: usize = 1 << BLOCK_SHIFT;
+
+/// The slab-wide words, in block 0 of each slab (class 0 is no class). The offsets are those the
+/// untyped layout had (`offset_of!` checks below), so no field moved between cache lines.
+#[repr(C)]
+struct SlabHeader {
+    /// [`SLAB_UNTOUCHED`], [`SLAB_INITIALISING`] or [`SLAB_READY`]; a slab is used only when
+    /// ready.
+    state: AtomicU32,
+    /// The fallback lock (fallback mode's slab lock, see `slab_lock`).
+    lock: AtomicU32,
+    /// Unused.
+    _reserved: [u32; 248],
+    /// The slab's activity signature at the previous maintenance tick (see `signature`).
+    signature: AtomicU32,
+    /// The capacity lock: held while capacities change (growth, stealing, a drain's
+    /// stop-and-restore), so that no growth can un-stop a slab a drain has stopped.
+    cap_lock: AtomicU32,
+    /// Acquisitions of the fallback lock (guarded by it).
+    fallback_ops: AtomicU32,
+    /// The class where the next capacity steal starts probing.
+    steal_cursor: AtomicU32,
+    /// Bytes the objects of the slab may occupy when every stack is at its capacity: the sum
+    /// of `cap[c] * size(c)`, within the budget `cpu_cache_bytes`. Capacities grow on demand
+    /// (a push that finds its stack full) while this stays within the budget.
+    cap_bytes: AtomicU32,
+    /// Consecutive maintenance ticks the signature stayed the same.
+    idle_ticks: AtomicU32,
+}
 
 const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<SlabHeader>() == size_of::<ClassBlock>());
+    assert!(offset_of!(SlabHeader, state) == 0 && offset_of!(SlabHeader, lock) == 4);
+    assert!(offset_of!(SlabHeader, signature) == 1000);
+    assert!(offset_of!(SlabHeader, cap_lock) == 1004);
+    assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
+    assert!(offset_of!(SlabHeader, steal_cursor) == 1012);
+    assert!(offset_of!(SlabHeader, cap_bytes) == 1016);
+    assert!(offset_of!(SlabHeader, idle_ticks) == 1020);
     assert!(NUM_CLASSES << BLOCK_SHIFT <= SLAB_BYTES);
     let mut c = 1;
     while c < NUM_CLASSES {
         assert!(
-            8 + 8 * CLASS_CAPACITY[c] as usize <= 1 << BLOCK_SHIFT,
+            CLASS_CAPACITY[c] as usize <= BLOCK_SLOTS,
             "slots overflow the block"
         );
         c += 1;
     }
-    assert!(CAP_BYTES_AT + 4 <= IDLE_TICKS_AT && IDLE_TICKS_AT + 4 <= HEADER_BYTES);
 };
 
 /// Upper bound on slabs. Linux's default `NR_CPUS` on x86_64 is 8192; 4096 covers every
@@ -110,12 +145,6 @@ pub enum RseqMode {
     /// rseq off or unavailable: slabs under per-slab locks.
     Fallback = 3,
 }
-
-/// Per-thread states kept in `ThreadBlock::state`.
-const T_NEW: u32 = 0;
-const T_RSEQ: u32 = 1;
-const T_BYPASS: u32 = 2;
-const T_LOCKED: u32 = 3;
 
 /// What the fast path reads, in one cache line.
 #[repr(C, align(64))]
@@ -203,41 +232,38 @@ impl Slab {
     fn of(i: usize) -> Slab {
         Slab(G.slabs.load(Ordering::Relaxed) + (i << SLAB_SHIFT))
     }
-    fn word(&self, byte: usize) -> &AtomicU32 {
-        // SAFETY: byte < HEADER_BYTES and 4-aligned inside a mapped slab; the memory is only
-        // ever accessed atomically or by the rseq sections.
-        unsafe { &*((self.0 + byte) as *const AtomicU32) }
+    /// The slab-wide words.
+    fn header(&self) -> &SlabHeader {
+        // SAFETY: block 0 of a mapped slab (4 KiB-aligned, zero or initialised); its words are
+        // only ever accessed atomically, and the rseq sections never touch block 0.
+        unsafe { &*(self.0 as *const SlabHeader) }
     }
     fn state(&self) -> &AtomicU32 {
-        self.word(0)
+        &self.header().state
     }
     fn lock(&self) -> &AtomicU32 {
-        self.word(4)
+        &self.header().lock
     }
-    fn half(&self, c: usize, field: usize) -> &AtomicU16 {
-        // SAFETY: the header of class c's block, field 0..3, inside the mapped slab, 2-aligned.
-        unsafe { &*((self.0 + block_offset(c) + 2 * field) as *const AtomicU16) }
+    /// Class `c`'s block (`1 <= c < NUM_CLASSES`).
+    fn class(&self, c: usize) -> &ClassBlock {
+        debug_assert!(c > 0 && c < NUM_CLASSES);
+        // SAFETY: class c's block lies inside the mapped slab (NUM_CLASSES blocks fit, checked
+        // at compile time); it is only accessed atomically here and by the rseq sections.
+        unsafe { &*((self.0 + block_offset(c)) as *const ClassBlock) }
     }
     fn count(&self, c: usize) -> &AtomicU16 {
-        self.half(c, 0)
+        &self.class(c).count
     }
     fn cap(&self, c: usize) -> &AtomicU16 {
-        self.half(c, 1)
+        &self.class(c).cap
     }
     fn floor(&self, c: usize) -> &AtomicU16 {
-        self.half(c, 2)
+        &self.class(c).floor
     }
     fn slot(&self, c: usize, i: usize) -> &AtomicUsize {
-        // SAFETY: i < CLASS_CAPACITY[c], so the slot lies inside the class's block (checked at
-        // compile time next to `block_offset`).
-        unsafe { &*((self.0 + block_offset(c) + 8 + 8 * i) as *const AtomicUsize) }
+        &self.class(c).slots[i]
     }
 }
-
-/// Bytes the objects of a slab may occupy when every stack is at its capacity: the sum of
-/// `cap[c] * size(c)`, kept in the slab's header at [`CAP_BYTES_AT`]. Capacities grow on demand
-/// (a push that finds its stack full) while this stays within `cpu_cache_bytes`.
-const CAP_BYTES_AT: usize = 1016;
 
 /// The capacity a class starts with in a fresh slab: about 8 KiB worth of objects (at least
 /// two, at most a batch), so a class a program touches once holds little; demand doubles it.
@@ -280,20 +306,17 @@ fn reset_caps(slab: Slab) {
         bytes += cap as usize * size_of(c);
         slab.cap(c).store(cap, Ordering::Release);
     }
-    slab.word(CAP_BYTES_AT)
+    slab.header()
+        .cap_bytes
         .store(bytes as u32, Ordering::Relaxed);
 }
 
-/// Offset of a slab's capacity lock: held while capacities change (growth, stealing, a
-/// drain's stop-and-restore), so that no growth can un-stop a slab a drain has stopped.
-const CAP_LOCK_AT: usize = 1004;
-/// Offset of the class where the next capacity steal starts probing.
-const STEAL_CURSOR_AT: usize = 1012;
 /// Classes probed per steal.
 const STEAL_PROBES: usize = 8;
 
 fn cap_try_lock(slab: Slab) -> bool {
-    slab.word(CAP_LOCK_AT)
+    slab.header()
+        .cap_lock
         .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
         .is_ok()
 }
@@ -305,7 +328,7 @@ fn cap_lock(slab: Slab) {
 }
 
 fn cap_unlock(slab: Slab) {
-    slab.word(CAP_LOCK_AT).store(0, Ordering::Release);
+    slab.header().cap_lock.store(0, Ordering::Release);
 }
 
 /// Doubles the capacity of class `c` in `slab` (up to its maximum): within the slab's byte
@@ -341,7 +364,7 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
     let add = cap.max(initial_cap(c)).min(max - cap);
     let add_bytes = add as usize * size_of(c);
     let budget = config::get().cpu_cache_bytes as usize;
-    let total = slab.word(CAP_BYTES_AT);
+    let total = &slab.header().cap_bytes;
     let mut bytes = total.load(Ordering::Relaxed) as usize;
     if bytes + add_bytes > budget {
         if !may_steal {
@@ -353,7 +376,7 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
             let cap = slab.cap(v).load(Ordering::Relaxed) as usize;
             cap.saturating_sub(slab.count(v).load(Ordering::Relaxed) as usize) * size_of(v)
         };
-        let cursor = slab.word(STEAL_CURSOR_AT);
+        let cursor = &slab.header().steal_cursor;
         let start = cursor.load(Ordering::Relaxed) as usize;
         let victim = (0..STEAL_PROBES)
             .map(|k| 1 + (start + k) % (NUM_CLASSES - 1))
@@ -400,7 +423,7 @@ fn init_process(block: *mut ThreadBlock) {
     // Without the membarrier, other CPUs' caches can only be drained by running on their CPU
     // (`drain_pinned`), which needs slabs indexed by CPU: `mm_cid` only with the membarrier.
     // (Kernels with `mm_cid`, 6.3 and later, all have the membarrier command, 5.10 and later.)
-    let feature_size = os::auxval(27); // AT_RSEQ_FEATURE_SIZE
+    let feature_size = os::auxval(27); // AThreadState::Rseq_FEATURE_SIZE
     let field = if feature_size >= 28 && membarrier {
         MM_CID_OFFSET
     } else {
@@ -447,8 +470,8 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
     // registered `own` (own mode) or runs locked (fallback mode).
     unsafe {
         let was = (*b).state;
-        (*b).state = T_BYPASS;
-        if was == T_LOCKED {
+        (*b).state = ThreadState::Bypass;
+        if was == ThreadState::Locked {
             flush_own_magazine();
             drop_magazine(b);
         } else {
@@ -479,9 +502,9 @@ unsafe fn arm_thread_exit() {
 /// in bypass (central lists, nothing else to set up) until its final state is stored, and a
 /// nested allocation neither recurses into set-up nor waits for the process's set-up lock.
 #[cold]
-fn init_thread(b: *mut ThreadBlock) -> u32 {
+fn init_thread(b: *mut ThreadBlock) -> ThreadState {
     // SAFETY: `b` is the calling thread's own block.
-    unsafe { (*b).state = T_BYPASS };
+    unsafe { (*b).state = ThreadState::Bypass };
     if G.mode.load(Ordering::Acquire) == 0 {
         init_process(b);
     }
@@ -491,24 +514,24 @@ fn init_thread(b: *mut ThreadBlock) -> u32 {
             RseqMode::Glibc => match arch::glibc_area() {
                 Some(a) if (*a).cpu_id >= 0 => {
                     use_area(b, a);
-                    T_RSEQ
+                    ThreadState::Rseq
                 }
-                _ => T_BYPASS,
+                _ => ThreadState::Bypass,
             },
             RseqMode::Own => match arch::register(&raw mut (*b).own) {
                 Ok(()) => {
                     arm_thread_exit();
                     use_area(b, &raw const (*b).own);
-                    T_RSEQ
+                    ThreadState::Rseq
                 }
-                Err(_) => T_BYPASS,
+                Err(_) => ThreadState::Bypass,
             },
             RseqMode::Fallback if G.nslabs.load(Ordering::Relaxed) > 0 => {
                 arm_thread_exit();
                 (*b).magazine = new_magazine();
-                T_LOCKED
+                ThreadState::Locked
             }
-            _ => T_BYPASS,
+            _ => ThreadState::Bypass,
         };
         (*b).state = state;
         state
@@ -534,11 +557,11 @@ unsafe fn use_area(b: *mut ThreadBlock, area: *const arch::Rseq) {
 
 /// The calling thread's state, setting it up first if needed.
 #[inline]
-fn thread_state() -> u32 {
+fn thread_state() -> ThreadState {
     let b = arch::thread_block();
     // SAFETY: the block is the calling thread's own.
     let s = unsafe { (*b).state };
-    if s == T_NEW {
+    if s == ThreadState::New {
         init_thread(b)
     } else {
         s
@@ -548,7 +571,7 @@ fn thread_state() -> u32 {
 /// The slab id the thread runs on now, as the rseq area reports it (a hint outside a section).
 fn current_rseq_id() -> usize {
     let b = arch::thread_block();
-    // SAFETY: in T_RSEQ state `area` is a registered area; reading the kernel-written field is
+    // SAFETY: in the `Rseq` state `area` is a registered area; reading the kernel-written field is
     // a plain load. Clamp defensively.
     let id = unsafe {
         ((*b).area as *const u8)
@@ -564,7 +587,7 @@ fn current_rseq_id() -> usize {
 #[inline(never)]
 pub fn alloc_slow(c: usize) -> *mut u8 {
     match thread_state() {
-        T_RSEQ => {
+        ThreadState::Rseq => {
             maybe_tick();
             let id = current_rseq_id();
             ensure_slab(id);
@@ -576,7 +599,7 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
             grow_cap(slab, c, false);
             refill(c, slab, push)
         }
-        T_LOCKED => alloc_locked(c),
+        ThreadState::Locked => alloc_locked(c),
         _ => {
             let mut one = [null_mut(); 1];
             if central::alloc_batch(c, &mut one) == 1 {
@@ -620,7 +643,7 @@ fn refill(c: usize, slab: Slab, put: impl Fn(usize, *mut u8) -> bool) -> *mut u8
 #[inline(never)]
 pub unsafe fn free_slow(c: usize, obj: *mut u8) {
     match thread_state() {
-        T_RSEQ => {
+        ThreadState::Rseq => {
             maybe_tick();
             let id = current_rseq_id();
             ensure_slab(id);
@@ -646,7 +669,7 @@ pub unsafe fn free_slow(c: usize, obj: *mut u8) {
             unsafe { central::free_batch(c, &buf[..n]) };
         }
         // SAFETY: forwarded contract.
-        T_LOCKED => unsafe { free_locked(c, obj) },
+        ThreadState::Locked => unsafe { free_locked(c, obj) },
         // SAFETY: forwarded contract.
         _ => unsafe { central::free_batch(c, &[obj]) },
     }
@@ -685,9 +708,6 @@ fn locked_slab() -> Slab {
     }
 }
 
-/// Offset of the slab's count of fallback lock acquisitions (guarded by the slab lock).
-const FALLBACK_OPS_AT: usize = 1008;
-
 /// Takes a slab's fallback lock: a spin lock with one atomic instruction to take and a plain
 /// store to release, since it is held for a few nanoseconds; a waiter whose holder was
 /// preempted yields its CPU. Counts the operation while holding it.
@@ -699,7 +719,7 @@ fn slab_lock(slab: Slab) {
     {
         slab_lock_contended(w);
     }
-    let ops = slab.word(FALLBACK_OPS_AT);
+    let ops = &slab.header().fallback_ops;
     ops.store(
         ops.load(Ordering::Relaxed).wrapping_add(1),
         Ordering::Relaxed,
@@ -734,7 +754,7 @@ fn slab_unlock(slab: Slab) {
 /// Slab-lock acquisitions of the locked fallback path so far (sum over slabs; a snapshot).
 pub fn fallback_ops() -> usize {
     ready_slabs()
-        .map(|(_, s)| s.word(FALLBACK_OPS_AT).load(Ordering::Relaxed) as usize)
+        .map(|(_, s)| s.header().fallback_ops.load(Ordering::Relaxed) as usize)
         .sum()
 }
 
@@ -1048,7 +1068,7 @@ fn drain_where(may_pin: bool, mut pick: impl FnMut(usize, Slab) -> bool) -> usiz
         }
         RseqMode::Glibc | RseqMode::Own => {
             if !G.membarrier.load(Ordering::Relaxed) {
-                if may_pin && !uses_mm_cid() && thread_state() == T_RSEQ {
+                if may_pin && !uses_mm_cid() && thread_state() == ThreadState::Rseq {
                     return drain_pinned((0..nslabs).filter(|&i| is_picked(i)));
                 }
                 DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
@@ -1158,9 +1178,6 @@ fn rseq_fence() {
     unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
 }
 
-/// Offset of a slab's activity signature from the previous maintenance tick.
-const SIGNATURE_AT: usize = 1000;
-
 /// A slab's contents in one number: changes whenever any stack moves (almost surely).
 fn signature(slab: Slab) -> u32 {
     (1..NUM_CLASSES).fold(0u32, |h, c| {
@@ -1168,8 +1185,6 @@ fn signature(slab: Slab) -> u32 {
     })
 }
 
-/// Offset of the number of consecutive maintenance ticks a slab's signature stayed the same.
-const IDLE_TICKS_AT: usize = 1020;
 /// Ticks a slab must stay unchanged before maintenance drains it remotely.
 const IDLE_TICKS: u32 = 2;
 
@@ -1178,8 +1193,8 @@ const IDLE_TICKS: u32 = 2;
 pub fn drain_idle() -> usize {
     drain_where(false, |_, slab| {
         let sig = signature(slab);
-        let prev = slab.word(SIGNATURE_AT).swap(sig, Ordering::Relaxed);
-        let ticks = slab.word(IDLE_TICKS_AT);
+        let prev = slab.header().signature.swap(sig, Ordering::Relaxed);
+        let ticks = &slab.header().idle_ticks;
         if prev != sig {
             ticks.store(0, Ordering::Relaxed);
             return false;
@@ -1243,8 +1258,8 @@ pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
 pub fn flush_mine() -> usize {
     flush_own_magazine();
     match thread_state() {
-        T_RSEQ => drain_current(),
-        T_LOCKED => {
+        ThreadState::Rseq => drain_current(),
+        ThreadState::Locked => {
             let mine = arch::current_cpu() % G.nslabs.load(Ordering::Relaxed).max(1);
             drain_where(true, |i, _| i == mine)
         }
@@ -1369,7 +1384,7 @@ pub mod check {
             }
         }
         if !any_stopped {
-            let recorded = slab.word(CAP_BYTES_AT).load(Ordering::Relaxed) as usize;
+            let recorded = slab.header().cap_bytes.load(Ordering::Relaxed) as usize;
             ensure(
                 recorded == cap_bytes,
                 "the capacity bytes differ from Σ cap·size",
