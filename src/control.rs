@@ -1,7 +1,7 @@
 //! Run-time control, like jemalloc's `mallctl` or mimalloc's `mi_option_set`: one function,
 //! [`ctl`], taking a command string, for Rust and (as `rseqmalloc_ctl`) for C.
 //!
-//! May call: the public API (`trim`, `stats`, `VERSION`), `config`, `cpu_cache`, `os`.
+//! May call: the public API (`trim`, `stats`, `VERSION`), `config`, `percpu`, `os`.
 
 use crate::config::{self, SetError};
 use crate::os::Msg;
@@ -59,7 +59,7 @@ pub fn ctl(command: &[u8], out: &mut [u8]) -> Result<usize, CtlError> {
         }
         b"flush" => {
             let _g = crate::guard::enter("rseqmalloc_ctl");
-            m.dec(crate::cpu_cache::flush_mine() as u64);
+            m.dec(crate::percpu::flush_mine() as u64);
         }
         _ if cmd.starts_with(b"stats.") => {
             let s = crate::stats();

@@ -116,13 +116,13 @@ mod arch;
 mod central;
 mod config;
 mod control;
-mod cpu_cache;
 pub mod ffi;
 mod free_tag;
 mod guard;
 mod os;
 mod page_heap;
 mod pagemap;
+mod percpu;
 mod report;
 mod size_class;
 mod span;
@@ -138,9 +138,9 @@ pub use control::{ctl, CtlError};
 pub use report::JSON_SCHEMA;
 pub use version::VERSION;
 
-pub use cpu_cache::RseqMode;
 use page_heap::{HEAP, HUGE_MIN};
 use pagemap::PAGEMAP;
+pub use percpu::RseqMode;
 use size_class::{class_for, size_of, CLASS_RECIP, CLASS_SIZE};
 pub use size_class::{MAX_SMALL, PAGE};
 use span::{Span, SpanState};
@@ -162,7 +162,7 @@ const fn c_align(size: usize) -> usize {
 
 /// Which rseq mode the per-CPU caches run in (`Uninitialized` before the first allocation).
 pub fn rseq_mode() -> RseqMode {
-    cpu_cache::mode()
+    percpu::mode()
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null if the size is impossible
@@ -181,7 +181,7 @@ pub fn rseq_mode() -> RseqMode {
 fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
     let c = class_for(size, align);
     if c != 0 {
-        let p = cpu_cache::pop(c);
+        let p = percpu::pop(c);
         if !p.is_null() {
             return clear_tag::<TAG>(p);
         }
@@ -207,11 +207,11 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
     if c == 0 {
         return alloc_large(size, align);
     }
-    let p = cpu_cache::alloc_from_magazine(c);
+    let p = percpu::alloc_from_magazine(c);
     if !p.is_null() {
         return clear_tag::<TAG>(p); // fallback mode's common case
     }
-    let p = cpu_cache::alloc_slow(c);
+    let p = percpu::alloc_slow(c);
     if p.is_null() {
         return oom();
     }
@@ -239,7 +239,7 @@ fn alloc_large_with(size: usize, align: usize, reserve: usize) -> *mut u8 {
         return oom();
     }
     let size = size.max(1);
-    cpu_cache::maybe_tick();
+    percpu::maybe_tick();
     let mut heap = HEAP.lock();
     // A block whose alignment padding alone reaches the huge size is mapped (and charged) as a
     // huge one too: `memalign(2^36, 100)` gets the answer glibc gets.
@@ -340,7 +340,7 @@ fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
 unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
-    if !cpu_cache::push(c, ptr) {
+    if !percpu::push(c, ptr) {
         // SAFETY: forwarded contract.
         unsafe { free_small_cold(c, ptr) }
     }
@@ -375,7 +375,7 @@ unsafe fn free_grown_out<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
     let _errno = os::ErrnoKeeper::new();
-    cpu_cache::maybe_tick();
+    percpu::maybe_tick();
     // SAFETY: forwarded contract.
     unsafe { central::free_to_spans(c, &[ptr]) };
 }
@@ -388,12 +388,12 @@ unsafe fn free_grown_out<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
 #[inline(never)]
 unsafe fn free_small_cold(c: usize, ptr: *mut u8) {
     // SAFETY: forwarded contract.
-    if unsafe { cpu_cache::free_to_magazine(c, ptr) } {
+    if unsafe { percpu::free_to_magazine(c, ptr) } {
         return; // no system call on this path: errno needs no keeping
     }
     let _errno = os::ErrnoKeeper::new();
     // SAFETY: forwarded contract.
-    unsafe { cpu_cache::free_slow(c, ptr) };
+    unsafe { percpu::free_slow(c, ptr) };
 }
 
 /// True when `s`, the span the page map gives for `ptr`, is a live large or huge object
@@ -431,7 +431,7 @@ unsafe fn reject_large(s: *mut Span, ptr: *mut u8, who: &str) -> ! {
 #[inline(never)]
 fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
     let _errno = os::ErrnoKeeper::new();
-    cpu_cache::maybe_tick();
+    percpu::maybe_tick();
     let mut heap = HEAP.lock();
     // SAFETY: `s` came from the page map; it is checked to be a live large or huge span
     // starting at `ptr` under the heap lock before anything is freed.
@@ -647,7 +647,7 @@ pub fn trim() -> usize {
     // Spans emptied by the drains may be released as they come back (past the heap's dirty
     // bound), so count everything released from here on.
     let before = HEAP.lock().stats().released_total;
-    cpu_cache::drain_all();
+    percpu::drain_all();
     central::flush_transfer();
     let mut heap = HEAP.lock();
     heap.release_free(u64::MAX);
@@ -704,95 +704,19 @@ unsafe fn dealloc_checked(ptr: *mut u8) {
     unsafe { free_inner::<false>(ptr, "dealloc") }
 }
 
-/// Fork safety: every lock is taken before `fork` and released (parent) or reset (child)
-/// after, so the child never inherits a lock held by a thread that does not exist there.
-///
-/// Lock order, the same glibc's own malloc keeps inside `fork`: glibc's stdio list lock first
-/// (a thread in `fflush(NULL)` holds it while it waits for a `FILE` whose holder may be in
-/// `realloc`), then the allocator's own in the order it nests them — set-up, drain, fallback
-/// slab locks (per-CPU layer), the central classes, the page heap — so taking them for a fork
-/// cannot deadlock with a thread in the middle of a drain or of stdio.
-///
-/// A process that has only ever had one thread takes no lock at all, as glibc does: no other
-/// thread can hold one, and the only code that can — the `malloc` a signal handler interrupted
-/// — must not be waited for, so a `fork` from that handler returns in parent and child.
-mod fork {
+/// Start-up, from the loader's constructors (`.init_array`), before `main`: registers the fork
+/// handlers, loads the options, prints the start-up line if asked, and starts the background
+/// thread if asked.
+mod init {
     use super::*;
-    use crate::sync::{AtomicBool, Ordering};
-
-    /// Whether the running fork's prepare handler took the locks.
-    static LOCKED: AtomicBool = AtomicBool::new(false);
-
-    extern "C" fn prepare() {
-        if os::single_threaded() {
-            LOCKED.store(false, Ordering::Relaxed);
-            return;
-        }
-        os::stdio_list_lock();
-        cpu_cache::lock_for_fork();
-        central::lock_all();
-        core::mem::forget(HEAP.lock());
-        LOCKED.store(true, Ordering::Relaxed);
-    }
-
-    extern "C" fn parent() {
-        if !LOCKED.load(Ordering::Relaxed) {
-            return;
-        }
-        // SAFETY: `prepare` took these locks in this thread.
-        unsafe {
-            HEAP.force_unlock();
-            central::unlock_all();
-            cpu_cache::unlock_after_fork(false);
-        }
-        os::stdio_list_unlock();
-    }
-
-    extern "C" fn child() {
-        if !LOCKED.load(Ordering::Relaxed) {
-            return;
-        }
-        // SAFETY: the child has one thread, and the parent's `prepare` left every structure
-        // consistent before taking the locks.
-        unsafe {
-            HEAP.reset_in_child();
-            central::reset_all_in_child();
-            cpu_cache::unlock_after_fork(true);
-        }
-        os::stdio_list_reset();
-    }
 
     extern "C" fn init() {
-        // SAFETY: registering handlers with valid function pointers.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        percpu::install_fork_handlers();
         config::load();
         report::at_start();
         if config::get().background_thread {
-            start_background_thread();
+            percpu::start_background_thread();
         }
-    }
-
-    /// The optional maintenance thread: every quarter of the decay period it drains idle
-    /// caches and releases pages free for longer than the decay time, so an idle program gives
-    /// memory back without making another allocation.
-    fn start_background_thread() {
-        extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
-            let period = (config::get().decay_ms / 4).clamp(10, 1000);
-            loop {
-                let ts = libc::timespec {
-                    tv_sec: (period / 1000) as i64,
-                    tv_nsec: ((period % 1000) * 1_000_000) as i64,
-                };
-                // SAFETY: nanosleep reads the timespec we own.
-                unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
-                let _g = guard::enter("background maintenance");
-                cpu_cache::maintenance(os::now_ms());
-            }
-        }
-        let mut tid: libc::pthread_t = 0;
-        // SAFETY: creating a detached-by-intent thread with a valid start routine; called from
-        // a constructor, outside any allocator lock.
-        unsafe { libc::pthread_create(&mut tid, core::ptr::null(), run, core::ptr::null_mut()) };
     }
 
     #[used]
@@ -821,6 +745,6 @@ pub mod fuzzing {
     pub fn check_invariants() -> Result<(), Broken> {
         crate::HEAP.lock().check_invariants()?;
         crate::central::check::check_all()?;
-        crate::cpu_cache::check::check_slabs()
+        crate::percpu::check_slabs()
     }
 }

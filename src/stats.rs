@@ -5,9 +5,9 @@
 //! thread's fallback-mode magazine back first), `os`.
 
 use crate::central::CENTRAL;
-use crate::cpu_cache::{self, RseqMode};
 use crate::os;
 use crate::page_heap::HEAP;
+use crate::percpu::{self, RseqMode};
 use crate::size_class::{size_of, NUM_CLASSES};
 
 /// Per-CPU cache figures are reported for at most this many slabs.
@@ -82,7 +82,7 @@ impl Stats {
 pub fn stats() -> Stats {
     // Fallback mode: the caller's magazine goes back first, so that what it holds does not
     // count as allocated (other threads' magazines, a few KiB each, still do).
-    crate::cpu_cache::flush_own_magazine();
+    crate::percpu::flush_own_magazine();
     let heap = HEAP.lock().stats();
     let mut s = Stats {
         allocated: 0,
@@ -98,23 +98,23 @@ pub fn stats() -> Stats {
         class_in_use: [0; NUM_CLASSES],
         class_cached: [0; NUM_CLASSES],
         cpu_cache_bytes: [0; MAX_REPORTED_CPUS],
-        slabs: cpu_cache::slab_count(),
-        slabs_in_use: cpu_cache::slabs_in_use(),
-        rseq_mode: cpu_cache::mode(),
-        uses_mm_cid: cpu_cache::uses_mm_cid(),
+        slabs: percpu::slab_count(),
+        slabs_in_use: percpu::slabs_in_use(),
+        rseq_mode: percpu::mode(),
+        uses_mm_cid: percpu::uses_mm_cid(),
         restarts: crate::arch::restarts(),
-        fallback_ops: cpu_cache::fallback_ops(),
-        drains_skipped: cpu_cache::DRAINS_SKIPPED.load(core::sync::atomic::Ordering::Relaxed),
+        fallback_ops: percpu::fallback_ops(),
+        drains_skipped: percpu::DRAINS_SKIPPED.load(core::sync::atomic::Ordering::Relaxed),
     };
     let mut small = 0;
     // Fallback mode's magazine storage is the allocator's own metadata, not the program's.
-    let (mag_class, magazines) = cpu_cache::magazine_storage();
+    let (mag_class, magazines) = percpu::magazine_storage();
     for (c, central) in CENTRAL.iter().enumerate().skip(1) {
         let out = central
             .out_of_spans
             .load(core::sync::atomic::Ordering::Relaxed);
-        let cached = central.cached.load(core::sync::atomic::Ordering::Relaxed)
-            + cpu_cache::cached_objects(c);
+        let cached =
+            central.cached.load(core::sync::atomic::Ordering::Relaxed) + percpu::cached_objects(c);
         s.class_size[c] = size_of(c);
         s.class_cached[c] = cached;
         s.class_in_use[c] = out.saturating_sub(cached);
@@ -125,7 +125,7 @@ pub fn stats() -> Stats {
         small += s.class_in_use[c] * size_of(c);
     }
     s.allocated = small + heap.large_in_use;
-    cpu_cache::cached_bytes_per_slab(&mut s.cpu_cache_bytes);
+    percpu::cached_bytes_per_slab(&mut s.cpu_cache_bytes);
     s
 }
 

@@ -19,8 +19,9 @@
 //!
 //! May call: `os`.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use core::arch::global_asm;
+use core::mem::{align_of, offset_of, size_of};
 
 /// Layout of the kernel's `struct rseq` (see `include/uapi/linux/rseq.h`).
 #[repr(C, align(32))]
@@ -42,11 +43,29 @@ pub struct Rseq {
 }
 
 /// Byte offset of `cpu_id` in [`Rseq`].
-pub const CPU_ID_OFFSET: usize = 4;
+pub const CPU_ID_OFFSET: usize = offset_of!(Rseq, cpu_id);
 /// Byte offset of `mm_cid` in [`Rseq`].
-pub const MM_CID_OFFSET: usize = 24;
+pub const MM_CID_OFFSET: usize = offset_of!(Rseq, mm_cid);
 /// The registration length we use (the original ABI size).
-pub const RSEQ_LEN: u32 = 32;
+pub const RSEQ_LEN: u32 = size_of::<Rseq>() as u32;
+
+/// What the per-CPU layer has made of the calling thread, kept in [`ThreadBlock::state`].
+///
+/// Every thread starts `New` (the `.tdata` image is zero there); set-up moves it to one of the
+/// other three once, and thread exit to `Bypass`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ThreadState {
+    /// Not set up yet: its first slow path sets it up.
+    New = 0,
+    /// Runs the rseq critical sections on the slabs (its `area` has a cpu id).
+    Rseq = 1,
+    /// Goes straight to the central lists: rseq registration failed, no slabs, during set-up,
+    /// or after the thread-exit destructor.
+    Bypass = 2,
+    /// Fallback mode: the slabs under their locks, behind the thread's magazines.
+    Locked = 3,
+}
 
 /// Per-thread state kept next to our own rseq area, in static TLS.
 ///
@@ -59,8 +78,8 @@ pub struct ThreadBlock {
     pub own: Rseq,
     /// The area the fast path reads.
     pub area: *const Rseq,
-    /// `ThreadState` as u32.
-    pub state: u32,
+    /// What the per-CPU layer has made of this thread.
+    pub state: ThreadState,
     /// Re-entrancy depth guard (debug builds).
     pub depth: u32,
     /// Fallback mode: the slab this thread used last (a hint; any slab is correct).
@@ -92,40 +111,72 @@ pub static DUMMY_AREA: Rseq = Rseq {
 /// log2 of the per-CPU slab size in bytes (101 class blocks of 1 KiB fit in 128 KiB).
 pub const SLAB_SHIFT: u32 = 17;
 
+/// log2 of the bytes of one [`ClassBlock`].
+pub const BLOCK_SHIFT: usize = 10;
+/// Slots of a [`ClassBlock`]: what fits in 1 KiB after the header.
+pub const BLOCK_SLOTS: usize = 127;
+
+/// One size class's stack in a per-CPU slab: the layout the critical sections read and write
+/// (their offsets are `const` operands taken from this struct). Class `c`'s block is at byte
+/// `c << BLOCK_SHIFT` of the slab (block 0 is the slab's own header, see `percpu::slab`).
+///
+/// Invariant, outside a drain: `slots[0..count]` are free objects of the class owned by the
+/// cache, and `floor <= count <= cap <= ` the class's capacity (at most [`BLOCK_SLOTS`]). A
+/// drain stops a slab with `cap = 0` (every push fails) and `floor = u16::MAX` (every pop
+/// fails). A capacity lowered under the count only makes pushes fail until pops bring the
+/// count under it.
+#[repr(C)]
+pub struct ClassBlock {
+    /// Objects on the stack; written by the critical sections' one committing store, or under
+    /// the slab's lock (fallback mode), or by a drain that stopped the slab.
+    pub count: AtomicU16,
+    /// Pushes fail at `count >= cap`.
+    pub cap: AtomicU16,
+    /// Pops fail at `count <= floor`: 0 while running, `u16::MAX` while a drain has the slab.
+    pub floor: AtomicU16,
+    /// Keeps `slots` 8-aligned; unused.
+    pub _pad: u16,
+    /// The stack; `slots[count - 1]` is the top.
+    pub slots: [AtomicUsize; BLOCK_SLOTS],
+}
+
+const _: () = assert!(size_of::<ClassBlock>() == 1 << BLOCK_SHIFT);
+
+/// Where the `.tdata` image below puts its only non-zero words: our area's `cpu_id` and `area`.
+const IMAGE_CPU_ID_AT: usize = offset_of!(ThreadBlock, own) + CPU_ID_OFFSET;
+const IMAGE_AREA_AT: usize = offset_of!(ThreadBlock, area);
+
 const _: () = {
-    assert!(core::mem::offset_of!(ThreadBlock, area) == 32);
-    assert!(core::mem::offset_of!(ThreadBlock, slabs) == 56);
-    assert!(core::mem::offset_of!(ThreadBlock, id) == 64);
-    assert!(core::mem::offset_of!(ThreadBlock, magazine) == 72);
-    assert!(core::mem::size_of::<ThreadBlock>() == 96);
-    assert!(core::mem::size_of::<Rseq>() == 32);
+    assert!(size_of::<Rseq>() == 32 && align_of::<Rseq>() == 32);
+    // The image writes the words in this order, every other byte zero: the `area` pointer
+    // after the cpu id, and a zero `state` is `ThreadState::New`.
+    assert!(IMAGE_CPU_ID_AT + 4 <= IMAGE_AREA_AT);
+    assert!(IMAGE_AREA_AT + 8 <= size_of::<ThreadBlock>());
+    assert!(ThreadState::New as u32 == 0);
+    // 96 bytes of static TLS: a `dlopen`ed copy must fit in glibc's small surplus.
+    assert!(size_of::<ThreadBlock>() == 96 && align_of::<ThreadBlock>() == 32);
 };
 
 // The thread block lives in `.tdata` (initial-exec TLS, so the fast path reaches it from the
-// thread pointer without a call, in executables and in LD_PRELOADed libraries alike). It starts
-// with our own rseq area whose cpu id is -1 and `area` pointing at `DUMMY_AREA`.
+// thread pointer without a call, in executables and in LD_PRELOADed libraries alike). Its image
+// is all zeros but two words, placed from the struct's layout: our own area's cpu id, -1, and
+// `area`, pointing at `DUMMY_AREA`.
 //
 // glibc's `__rseq_offset` and `__rseq_size` are referenced weakly, so a glibc without them still
 // links and loads: the pointers below are then null.
 global_asm!(
     ".pushsection .tdata.rseqmalloc_thread_block,\"awT\",%progbits",
-    ".balign 32",
+    ".balign {align}",
     ".globl rseqmalloc_thread_block",
     ".hidden rseqmalloc_thread_block",
     ".type rseqmalloc_thread_block,%object",
     "rseqmalloc_thread_block:",
-    ".long 0",          // cpu_id_start
-    ".long -1",         // cpu_id: uninitialised
-    ".quad 0",          // rseq_cs
-    ".long 0, 0, 0, 0", // flags, node_id, mm_cid, padding
-    ".quad {dummy}",    // area
-    ".long 0, 0",       // state, depth
-    ".long 0, 0",       // cpu_hint, hint_left
-    ".quad 0",          // slabs
-    ".quad 0",          // id
-    ".quad 0",          // magazine
-    ".zero 16",
-    ".size rseqmalloc_thread_block, 96",
+    ".zero {cpu_id_at}",
+    ".long -1",                         // own.cpu_id: uninitialised
+    ".zero {area_at} - {cpu_id_at} - 4",
+    ".quad {dummy}",                    // area
+    ".zero {size} - {area_at} - 8",
+    ".size rseqmalloc_thread_block, {size}",
     ".popsection",
     ".pushsection .data.rel.ro.rseqmalloc_glibc,\"aw\",%progbits",
     ".balign 8",
@@ -139,6 +190,10 @@ global_asm!(
     "rseqmalloc_glibc_rseq_size: .quad __rseq_size",
     ".popsection",
     dummy = sym DUMMY_AREA,
+    align = const align_of::<ThreadBlock>(),
+    size = const size_of::<ThreadBlock>(),
+    cpu_id_at = const IMAGE_CPU_ID_AT,
+    area_at = const IMAGE_AREA_AT,
 );
 
 extern "C" {

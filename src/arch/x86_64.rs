@@ -5,11 +5,13 @@
 //! handler is preceded by glibc's signature, encoded inside `ud1 0x53053053(%rip), %edi` so the
 //! bytes never execute as anything but a trap.
 
-use super::{ThreadBlock, RESTARTS, SLAB_SHIFT};
+use super::{ClassBlock, Rseq, ThreadBlock, RESTARTS, SLAB_SHIFT};
 use crate::sync::Ordering;
 use core::arch::asm;
+use core::mem::offset_of;
 
-/// glibc's rseq signature on x86, which every abort handler carries.
+/// glibc's rseq signature on x86, which every abort handler carries (the `ud1` below encodes
+/// it as a `const` operand) and every registration passes to the kernel.
 pub const RSEQ_SIG: u32 = 0x5305_3053;
 /// This architecture has the critical sections: the rseq modes can be used.
 pub const HAS_CRITICAL_SECTIONS: bool = true;
@@ -90,8 +92,8 @@ macro_rules! rseq_sequence {
     (body: [$($body:literal),* $(,)?], fail: $fail:literal, $($operands:tt)*) => {
         asm!(
             "mov {tb}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
-            "mov {area}, qword ptr fs:[{tb} + 32]",
-            "cmp dword ptr [{area} + 4], 0",
+            "mov {area}, qword ptr fs:[{tb} + {tb_area}]",
+            "cmp dword ptr [{area} + {cpu_id}], 0",
             "jl 5f",
             ".pushsection __rseq_cs, \"aw\"",
             ".balign 32",
@@ -101,13 +103,13 @@ macro_rules! rseq_sequence {
             ".popsection",
             "2:",
             "lea {t}, [rip + 3b]",
-            "mov qword ptr [{area} + 8], {t}",
+            "mov qword ptr [{area} + {rseq_cs}], {t}",
             "4:",
             $($body,)*
             "6:",
             ".pushsection .text.unlikely.rseqmalloc_rseq, \"ax\", @progbits",
             ".byte 0x0f, 0xb9, 0x3d",
-            ".long 0x53053053",
+            ".long {sig}",
             "7:",
             "lock inc qword ptr [rip + {restarts}]",
             "jmp 2b",
@@ -120,19 +122,32 @@ macro_rules! rseq_sequence {
             area = out(reg) _,
             t = out(reg) _,
             restarts = sym RESTARTS,
+            tb_area = const offset_of!(ThreadBlock, area),
+            cpu_id = const offset_of!(Rseq, cpu_id),
+            rseq_cs = const offset_of!(Rseq, rseq_cs),
+            sig = const RSEQ_SIG,
             $($operands)*
         )
     };
 }
+
+/// Byte offset, in a [`ClassBlock`], of slot `count - 1` minus `8 * count`: the pop's load of the
+/// top object is `[block + 8 * count + TOP_SLOT_AT]`.
+const TOP_SLOT_AT: usize = offset_of!(ClassBlock, slots) - 8;
+
+const _: () = assert!(
+    core::mem::size_of::<usize>() == 8,
+    "the sections scale slots by 8"
+);
 
 /// Pops an object from the calling CPU's stack of one size class.
 ///
 /// The slab of CPU (or concurrency id) `i` is at `slabs + i << SLAB_SHIFT`; inside it, the class
 /// has a block at a fixed offset, which the caller passes as `block`. The thread block holds
 /// `slabs` and a pointer `id` to the area's `cpu_id` or `mm_cid`, so everything the section
-/// needs is a constant offset from the thread pointer (no GOT load, no global). The block
-/// starts with the header `count: u16, cap: u16, floor: u16` and slot `k` is at `8 + 8k`, so
-/// the top object (slot `count - 1`) sits at `8 * count`.
+/// needs is a constant offset from the thread pointer (no GOT load, no global). The block is a
+/// [`ClassBlock`] (`count`, `cap`, `floor`, then the slots); every offset below is a `const`
+/// operand taken from its layout or the thread block's.
 ///
 /// ```text
 ///   area = tb.area
@@ -144,7 +159,7 @@ macro_rules! rseq_sequence {
 ///   blk = tb.slabs + id << SLAB_SHIFT + block            // this CPU's block of the class
 ///   n   = blk.count
 ///   if n <= blk.floor: goto fail                          // empty (or stopped by a drain)
-///   obj = *(blk + 8 * n)                                  // slot n - 1
+///   obj = blk.slots[n - 1]
 ///   blk.count = n - 1                                     // the one committing store
 /// post_commit:                                          // --------------------------
 ///   return obj
@@ -167,17 +182,17 @@ pub unsafe fn percpu_pop(block: usize) -> *mut u8 {
     unsafe {
         rseq_sequence!(
             body: [
-                "mov {blk}, qword ptr fs:[{tb} + 64]",
+                "mov {blk}, qword ptr fs:[{tb} + {tb_id}]",
                 "mov {blk:e}, dword ptr [{blk}]",
                 "shl {blk}, {shift}",
-                "add {blk}, qword ptr fs:[{tb} + 56]",
+                "add {blk}, qword ptr fs:[{tb} + {tb_slabs}]",
                 "add {blk}, {block}",
-                "movzx {n:e}, word ptr [{blk}]",
-                "cmp {n:x}, word ptr [{blk} + 4]",
+                "movzx {n:e}, word ptr [{blk} + {count}]",
+                "cmp {n:x}, word ptr [{blk} + {floor}]",
                 "jbe 5f",
-                "mov {obj}, qword ptr [{blk} + {n} * 8]",
+                "mov {obj}, qword ptr [{blk} + {n} * 8 + {top}]",
                 "dec {n:e}",
-                "mov word ptr [{blk}], {n:x}",
+                "mov word ptr [{blk} + {count}], {n:x}",
             ],
             fail: "xor {obj:e}, {obj:e}",
             blk = out(reg) _,
@@ -185,6 +200,11 @@ pub unsafe fn percpu_pop(block: usize) -> *mut u8 {
             obj = out(reg) obj,
             block = in(reg) block,
             shift = const SLAB_SHIFT,
+            tb_id = const offset_of!(ThreadBlock, id),
+            tb_slabs = const offset_of!(ThreadBlock, slabs),
+            count = const offset_of!(ClassBlock, count),
+            floor = const offset_of!(ClassBlock, floor),
+            top = const TOP_SLOT_AT,
             options(nostack),
         );
     }
@@ -204,7 +224,7 @@ pub unsafe fn percpu_pop(block: usize) -> *mut u8 {
 ///   blk = tb.slabs + id << SLAB_SHIFT + block
 ///   n   = blk.count
 ///   if n >= blk.cap: goto fail                            // full (or stopped: cap 0)
-///   *(blk + 8 + 8 * n) = obj                              // slot n, invisible until the commit
+///   blk.slots[n] = obj                                    // invisible until the commit
 ///   blk.count = n + 1                                     // the one committing store
 /// post_commit:                                          // --------------------------
 ///   return true
@@ -222,17 +242,17 @@ pub unsafe fn percpu_push(block: usize, obj: *mut u8) -> bool {
     unsafe {
         rseq_sequence!(
             body: [
-                "mov {blk}, qword ptr fs:[{tb} + 64]",
+                "mov {blk}, qword ptr fs:[{tb} + {tb_id}]",
                 "mov {blk:e}, dword ptr [{blk}]",
                 "shl {blk}, {shift}",
-                "add {blk}, qword ptr fs:[{tb} + 56]",
+                "add {blk}, qword ptr fs:[{tb} + {tb_slabs}]",
                 "add {blk}, {block}",
-                "movzx {n:e}, word ptr [{blk}]",
-                "cmp {n:x}, word ptr [{blk} + 2]",
+                "movzx {n:e}, word ptr [{blk} + {count}]",
+                "cmp {n:x}, word ptr [{blk} + {cap}]",
                 "jae 5f",
-                "mov qword ptr [{blk} + {n} * 8 + 8], {obj}",
+                "mov qword ptr [{blk} + {n} * 8 + {slots}], {obj}",
                 "inc {n:e}",
-                "mov word ptr [{blk}], {n:x}",
+                "mov word ptr [{blk} + {count}], {n:x}",
             ],
             fail: "jmp {full}",
             blk = out(reg) _,
@@ -240,6 +260,11 @@ pub unsafe fn percpu_push(block: usize, obj: *mut u8) -> bool {
             block = in(reg) block,
             obj = in(reg) obj,
             shift = const SLAB_SHIFT,
+            tb_id = const offset_of!(ThreadBlock, id),
+            tb_slabs = const offset_of!(ThreadBlock, slabs),
+            count = const offset_of!(ClassBlock, count),
+            cap = const offset_of!(ClassBlock, cap),
+            slots = const offset_of!(ClassBlock, slots),
             full = label { return false },
             options(nostack),
         );

@@ -1,0 +1,263 @@
+//! Drains: emptying per-CPU slabs into the central lists, for `trim`, `flush` and the idle
+//! drains of maintenance — including slabs of other CPUs, whose critical sections may be
+//! running while the drain works.
+//!
+//! Owns: the drain lock (one drain at a time), the count of drains skipped, and the three
+//! protocols, each a function of its own; [`drain_where`] picks the one the mode allows.
+//!
+//! ## Locked (`drain_locked`): fallback mode
+//!
+//! Every operation on a slab holds its fallback lock, so a drain takes the lock and empties.
+//!
+//! ## Stop, fence, empty, fence, restart (`drain_fenced`): rseq modes with the membarrier
+//!
+//! Lock-free rseq code cannot be locked out, so a drain *stops* the slab instead, and uses two
+//! fences, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`; when one returns, every critical
+//! section that was running or preempted when it was called has either committed (its stores
+//! visible to us) or been aborted (and will restart from its first load).
+//!
+//! 1. **Stop**: store `cap = 0` (every push fails) and `floor = u16::MAX` (every pop fails) in
+//!    each class block, under the slab's capacity lock (so no growth can un-stop it).
+//! 2. **Fence**: a section that read a block before the stop is now over. Any later one reads
+//!    the stop and fails to the slow path, which never touches a stopped slab.
+//! 3. **Empty**: the drainer owns `slots[0..count]`: it hands them to the central lists and
+//!    writes `count = 0`.
+//! 4. **Fence again.** A section reads `count` and then, in a second load, `floor` or `cap`.
+//!    One that read the old count just before step 3 wrote 0 is still in flight; were the slab
+//!    un-stopped now, its second load could see the restored bound and it would commit
+//!    `count - 1` (or `count + 1`) over slots that now belong to the central lists, handing
+//!    each of them out twice. The second fence ends every such section first.
+//! 5. **Restart**: restore `floor = 0`, reset the capacities, release the capacity lock.
+//!
+//! `tests/drain_model.rs` checks this protocol against the critical sections over every
+//! interleaving, and shows that the one-fence version hands an object out twice; the stress
+//! tests `tests/drain_race.rs` and `tests/rseq_modes.rs` run it for real.
+//!
+//! ## Pinned (`drain_pinned`): rseq modes without the membarrier
+//!
+//! Without the membarrier command (a kernel before 5.10, or `membarrier=off`) slabs are indexed
+//! by `cpu_id`, and `trim` drains another CPU's slab by moving the trimming thread onto that
+//! CPU and popping it empty through its own critical sections. The idle drains of maintenance,
+//! which run inside some thread's allocation, may not move it: they are skipped and counted.
+//!
+//! May call: `arch` (through `percpu::pop`), `central`, `os`, `size_class`, `sync`, and in this
+//! folder `slab`, `state`, and the face's `pop`.
+
+use super::slab::{ready_slabs, reset_caps, Slab, MAX_SLABS};
+use super::state::{mode, uses_mm_cid, RseqMode, G};
+use crate::central;
+use crate::size_class::{size_of, NUM_CLASSES};
+use crate::sync::{AtomicUsize, Mutex, Ordering};
+use core::ptr::null_mut;
+
+/// One drain at a time (and none during a fork).
+pub(super) static DRAIN: Mutex<()> = Mutex::new(());
+
+/// Drains skipped because the kernel lacks the rseq membarrier (reported in statistics).
+pub static DRAINS_SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// A set of slab indices.
+struct Picked {
+    bits: [u64; MAX_SLABS / 64],
+    nslabs: usize,
+}
+
+impl Picked {
+    fn contains(&self, i: usize) -> bool {
+        self.bits[i / 64] & (1 << (i % 64)) != 0
+    }
+    /// The picked slabs, in index order.
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nslabs).filter(|&i| self.contains(i))
+    }
+}
+
+/// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab),
+/// with the protocol the mode allows (module documentation). Returns the bytes moved.
+///
+/// `may_pin`: without the rseq membarrier, asked (only then) whether the calling thread may
+/// drain by moving itself onto each picked CPU ([`drain_pinned`]); trim's thread may if it
+/// runs the critical sections, maintenance (which runs inside some thread's allocation) may
+/// not, and counts the drain as skipped.
+pub(super) fn drain_where(
+    may_pin: impl FnOnce() -> bool,
+    mut pick: impl FnMut(usize, Slab) -> bool,
+) -> usize {
+    let nslabs = G.nslabs.load(Ordering::Relaxed);
+    if nslabs == 0 {
+        return 0;
+    }
+    let _g = DRAIN.lock();
+    // Only the slabs picked (and, with rseq, stopped) here are emptied and restarted: one that
+    // becomes ready meanwhile was never stopped and must not be touched.
+    let mut picked = Picked {
+        bits: [0; MAX_SLABS / 64],
+        nslabs,
+    };
+    let mut any = false;
+    for (i, slab) in ready_slabs() {
+        if pick(i, slab) {
+            picked.bits[i / 64] |= 1 << (i % 64);
+            any = true;
+        }
+    }
+    if !any {
+        return 0;
+    }
+    match mode() {
+        RseqMode::Fallback => drain_locked(&picked),
+        RseqMode::Glibc | RseqMode::Own => {
+            if G.membarrier.load(Ordering::Relaxed) {
+                drain_fenced(&picked)
+            } else if !uses_mm_cid() && may_pin() {
+                drain_pinned(picked.iter())
+            } else {
+                DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+        }
+        RseqMode::Uninitialized => 0,
+    }
+}
+
+/// Fallback mode: empties each picked slab under its lock.
+fn drain_locked(picked: &Picked) -> usize {
+    let mut bytes = 0;
+    for i in picked.iter() {
+        let slab = Slab::of(i);
+        slab.lock();
+        bytes += empty_slab(slab);
+        slab.unlock();
+    }
+    bytes
+}
+
+/// Rseq modes with the membarrier: stop, fence, empty, fence, restart (module documentation).
+fn drain_fenced(picked: &Picked) -> usize {
+    // 1. Stop, holding each capacity lock until the restart.
+    for i in picked.iter() {
+        let slab = Slab::of(i);
+        slab.cap_lock();
+        for c in 1..NUM_CLASSES {
+            slab.cap(c).store(0, Ordering::Relaxed);
+            slab.floor(c).store(u16::MAX, Ordering::Relaxed);
+        }
+    }
+    // 2. Every section that read a block before the stop commits or restarts here.
+    rseq_fence();
+    // 3. Empty.
+    let mut bytes = 0;
+    for i in picked.iter() {
+        bytes += empty_slab(Slab::of(i));
+    }
+    // 4. And every section that read a count before `empty_slab` zeroed it, here: without
+    // this second fence, a section could read the old count, then the restored floor or cap
+    // below, and commit against slots that now belong to the central lists.
+    rseq_fence();
+    // 5. Restart.
+    for i in picked.iter() {
+        let slab = Slab::of(i);
+        for c in 1..NUM_CLASSES {
+            slab.floor(c).store(0, Ordering::Release);
+        }
+        // Drained caches start small again; demand grows them back.
+        reset_caps(slab);
+        slab.cap_unlock();
+    }
+    bytes
+}
+
+/// Drains the slabs of `cpus` without the membarrier: the calling thread restricts itself to
+/// each CPU in turn (`sched_setaffinity` returns only once the caller runs on an allowed CPU)
+/// and pops that CPU's stacks empty through its own critical sections, which are exact against
+/// any other thread on that CPU by construction; then its affinity is restored. Needs slabs
+/// indexed by `cpu_id`. A CPU the thread may not run on (cpuset, offline) is skipped and
+/// counted. Returns the bytes moved.
+fn drain_pinned(cpus: impl Iterator<Item = usize>) -> usize {
+    const SET: usize = core::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut saved: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `saved` is a writable cpu_set_t of SET bytes.
+    if unsafe { libc::sched_getaffinity(0, SET, &mut saved) } != 0 {
+        DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    }
+    let mut bytes = 0;
+    for cpu in cpus {
+        // SAFETY: as above.
+        let mut one: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        let pinned = cpu < SET * 8 && {
+            // SAFETY: `cpu` is below the set's capacity (checked just before).
+            unsafe { libc::CPU_SET(cpu, &mut one) };
+            // SAFETY: a valid set of SET bytes.
+            let r = unsafe { libc::sched_setaffinity(0, SET, &one) };
+            r == 0
+        };
+        if !pinned {
+            DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        bytes += drain_current();
+    }
+    // SAFETY: restores the mask read above.
+    unsafe { libc::sched_setaffinity(0, SET, &saved) };
+    bytes
+}
+
+/// Empties the slab of the CPU the thread runs on through its own critical sections (each pop
+/// reads the id inside the section, so a migration midway only means popping elsewhere).
+pub(super) fn drain_current() -> usize {
+    let mut bytes = 0;
+    let mut buf = [null_mut(); 64];
+    for c in 1..NUM_CLASSES {
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                let p = super::pop(c);
+                if p.is_null() {
+                    break;
+                }
+                buf[n] = p;
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            bytes += n * size_of(c);
+            // SAFETY: popped from the cache: free objects of class `c`, now ours.
+            unsafe { central::free_batch(c, &buf[..n]) };
+        }
+    }
+    bytes
+}
+
+/// Moves every object cached in `slab` to the central lists. The slab must be stopped (rseq
+/// modes, after the fence) or locked (fallback).
+pub(super) fn empty_slab(slab: Slab) -> usize {
+    let mut bytes = 0;
+    let mut buf = [null_mut(); 64];
+    for c in 1..NUM_CLASSES {
+        let n = slab.count(c).load(Ordering::Acquire) as usize;
+        let mut done = 0;
+        while done < n {
+            let k = (n - done).min(buf.len());
+            for (j, b) in buf[..k].iter_mut().enumerate() {
+                *b = slab.slot(c, done + j).load(Ordering::Relaxed) as *mut u8;
+            }
+            // SAFETY: the slab is stopped or locked, so these cached objects are ours.
+            unsafe { central::free_batch(c, &buf[..k]) };
+            done += k;
+        }
+        slab.count(c).store(0, Ordering::Release);
+        bytes += n * size_of(c);
+    }
+    bytes
+}
+
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns, every critical
+/// section of this process that was running (or preempted) when it was called has either
+/// committed, with its stores visible to the caller, or been aborted and will restart.
+fn rseq_fence() {
+    // SAFETY: a command with no memory arguments (registered for in `init_process`).
+    unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
+}

@@ -1,0 +1,292 @@
+//! The fallback: fallback mode's operations on the slabs under their locks, and the per-thread
+//! magazines in front of them.
+//!
+//! Without rseq (`rseq=off`, an old kernel, seccomp, valgrind, or an architecture without
+//! critical sections) the fast path's sign test sends every operation to the slow path, which
+//! for a thread in the `Locked` state comes here: the same slabs as the rseq modes, each
+//! operation under the slab's fallback lock ([`Slab::lock`]), on the slab of the CPU the
+//! thread last ran on (a hint: any slab is correct under its lock). In front of the smallest
+//! classes sits a per-thread magazine ([`Magazines`]), so most operations take no lock at all.
+//! The two protocols never mix: the mode is chosen once per process.
+//!
+//! Owns: the magazines (their storage, and the count of storages alive for statistics), the
+//! thread's CPU hint, the locked pushes and pops.
+//!
+//! May call: `arch` (the thread block, the CPU number), `central`, `free_tag`, `size_class`,
+//! `sync`, and in this folder `maintenance` (a tick on the paths that reach the central
+//! lists), `slab`, `state`.
+
+use super::maintenance;
+use super::slab::{ensure_slab, grow_cap, overflow_take, refill, Slab};
+use super::state::G;
+use crate::arch::{self, ThreadBlock};
+use crate::central;
+use crate::sync::{AtomicUsize, Ordering};
+use core::ptr::null_mut;
+
+/// Operations between two reads of the CPU number in fallback mode.
+const CPU_HINT_OPS: u32 = 64;
+
+/// The slab a fallback-mode thread uses: the CPU it ran on when it last asked (re-read every
+/// [`CPU_HINT_OPS`] operations, `rdpid` costing more than the lock). Any slab is correct under
+/// its lock; the hint only keeps a thread on its own CPU's slab most of the time.
+#[inline]
+pub(super) fn locked_slab() -> Slab {
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block; only this thread touches these fields.
+    unsafe {
+        if (*b).hint_left == 0 {
+            let n = G.nslabs.load(Ordering::Relaxed);
+            let mut i = arch::current_cpu();
+            if i >= n {
+                i %= n;
+            }
+            ensure_slab(i);
+            (*b).cpu_hint = i as u32;
+            (*b).hint_left = CPU_HINT_OPS;
+        }
+        (*b).hint_left -= 1;
+        Slab::of((*b).cpu_hint as usize)
+    }
+}
+
+pub(super) fn alloc_locked(c: usize) -> *mut u8 {
+    let p = alloc_from_magazine(c);
+    if !p.is_null() {
+        return p;
+    }
+    let mag = magazine(c);
+    let slab = locked_slab();
+    slab.lock();
+    let n = slab.count(c).load(Ordering::Relaxed) as usize;
+    if n > 0 {
+        // One object for the caller and, for magazine classes, up to half a magazine more,
+        // so the next allocations need no lock.
+        let more = mag.as_ref().map_or(0, |_| (n - 1).min(MAG_SLOTS / 2));
+        let obj = slab.slot(c, n - 1).load(Ordering::Relaxed) as *mut u8;
+        if let Some(m) = mag {
+            for k in 0..more {
+                m.slots[k] = slab.slot(c, n - 2 - k).load(Ordering::Relaxed) as *mut u8;
+            }
+            m.count = more as u8;
+        }
+        slab.count(c)
+            .store((n - 1 - more) as u16, Ordering::Relaxed);
+        slab.unlock();
+        return obj;
+    }
+    slab.unlock();
+    maintenance::maybe_tick();
+    grow_cap(slab, c, false);
+    refill(c, slab, |c, obj| locked_push(slab, c, obj))
+}
+
+/// # Safety
+/// As for [`free_slow`](super::free_slow).
+pub(super) unsafe fn free_locked(c: usize, obj: *mut u8) {
+    // SAFETY: forwarded contract.
+    if unsafe { free_to_magazine(c, obj) } {
+        return;
+    }
+    if let Some(m) = magazine(c) {
+        // Full: the older half goes to the slab (or past it, to the central list) in one go.
+        let half = MAG_SLOTS / 2;
+        // SAFETY: free objects of class `c` from the magazine, now handed on.
+        unsafe { put_locked(c, &m.slots[..half]) };
+        m.slots.copy_within(half.., 0);
+        m.slots[MAG_SLOTS - half] = obj;
+        m.count = (MAG_SLOTS - half + 1) as u8;
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { put_locked(c, &[obj]) }
+}
+
+/// Fallback mode's quickest free: into the calling thread's magazine when it has room. False
+/// (nothing done) in any other case, which [`free_slow`](super::free_slow) handles.
+///
+/// # Safety
+/// As for [`free_slow`](super::free_slow).
+#[inline]
+pub unsafe fn free_to_magazine(c: usize, obj: *mut u8) -> bool {
+    // Only a thread in the locked state has magazines (set up with it, dropped at its exit).
+    match magazine(c) {
+        Some(m) if (m.count as usize) < MAG_SLOTS => {
+            m.slots[m.count as usize] = obj;
+            m.count += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Fallback mode's quickest allocation: from the calling thread's magazine; null (nothing
+/// done) in any other case, which [`alloc_slow`](super::alloc_slow) handles.
+#[inline]
+pub fn alloc_from_magazine(c: usize) -> *mut u8 {
+    match magazine(c) {
+        Some(m) if m.count > 0 => {
+            m.count -= 1;
+            m.slots[m.count as usize]
+        }
+        _ => null_mut(),
+    }
+}
+
+/// Classes (1 up to this, exclusive) a fallback-mode thread keeps a magazine for: up to 384
+/// bytes.
+const MAG_CLASSES: usize = 24;
+/// Objects a magazine holds per class.
+const MAG_SLOTS: usize = 8;
+
+/// One class's magazine: a tiny per-thread stack in front of the slab lock.
+#[repr(C)]
+struct MagClass {
+    slots: [*mut u8; MAG_SLOTS],
+    count: u8,
+}
+
+/// Fallback mode's per-thread magazines. Without rseq every slab operation costs a locked
+/// instruction (about 20 cycles here), which alone made a malloc/free pair slower than glibc's
+/// tcache; the magazine serves most small operations with plain loads and stores and takes
+/// the lock once per half magazine. Bounded: at most `MAG_SLOTS` objects of each of the first
+/// `MAG_CLASSES` classes (under 20 KiB) per thread, handed back at thread exit and by `trim`
+/// and `stats` on the calling thread; objects in other threads' magazines count as in use in
+/// statistics.
+///
+/// The storage is one object of the allocator's own (class [`MAG_STORAGE_CLASS`]), taken at
+/// the thread's set-up straight from the central list and given back at its exit, not static
+/// TLS: a library using initial-exec TLS must fit in the small static-TLS reserve that a
+/// `dlopen` draws from, and 96 bytes of thread block do where 1.7 KiB more might not.
+type Magazines = [MagClass; MAG_CLASSES];
+
+/// The size class the magazine storage is allocated from.
+const MAG_STORAGE_CLASS: usize = crate::size_class::class_of(core::mem::size_of::<Magazines>());
+
+const _: () = assert!(
+    crate::size_class::CLASS_SIZE[MAG_STORAGE_CLASS] as usize >= core::mem::size_of::<Magazines>()
+        && core::mem::align_of::<Magazines>() <= 8
+);
+
+/// Magazine storages alive (one per thread in the locked state): allocator metadata, which
+/// statistics take out of `allocated`.
+static MAGAZINES_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Live magazine storage, for statistics: its size class and how many objects of it.
+pub fn magazine_storage() -> (usize, usize) {
+    (MAG_STORAGE_CLASS, MAGAZINES_LIVE.load(Ordering::Relaxed))
+}
+
+/// A fresh, empty set of magazines from the central list; null if memory ran out (the thread
+/// then works without one).
+pub(super) fn new_magazine() -> *mut u8 {
+    let mut one = [null_mut(); 1];
+    if central::alloc_batch(MAG_STORAGE_CLASS, &mut one) != 1 {
+        return null_mut();
+    }
+    MAGAZINES_LIVE.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: an object of at least size_of::<Magazines>() bytes, now ours; all-zero is an
+    // empty magazine (counts 0, slots null).
+    unsafe { one[0].write_bytes(0, core::mem::size_of::<Magazines>()) };
+    one[0]
+}
+
+/// Gives the thread's (already flushed) magazine storage back.
+///
+/// # Safety
+/// `b` is the calling thread's block and its magazines are empty.
+pub(super) unsafe fn drop_magazine(b: *mut ThreadBlock) {
+    // SAFETY: forwarded contract; the storage came from `new_magazine`.
+    unsafe {
+        let m = core::mem::replace(&mut (*b).magazine, null_mut());
+        if !m.is_null() {
+            crate::free_tag::set(m);
+            central::free_batch(MAG_STORAGE_CLASS, &[m]);
+            MAGAZINES_LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The calling thread's magazine for class `c`, if it has magazines and `c` has one.
+#[inline]
+fn magazine(c: usize) -> Option<&'static mut MagClass> {
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block.
+    let m = unsafe { (*b).magazine };
+    if c >= MAG_CLASSES || m.is_null() {
+        return None;
+    }
+    // SAFETY: the storage is this thread's own (from `new_magazine`), large and aligned
+    // enough (checked above); only this thread touches it and no two references to one
+    // class's entry are live at once.
+    unsafe { Some(&mut (*m.cast::<Magazines>())[c]) }
+}
+
+/// Fallback mode: hands the calling thread's magazines back to its slab (a no-op for a thread
+/// without magazines: `magazine` finds none).
+pub fn flush_own_magazine() {
+    for c in 1..MAG_CLASSES {
+        if let Some(m) = magazine(c) {
+            let n = m.count as usize;
+            m.count = 0;
+            // SAFETY: free objects of class `c` that were the magazine's.
+            unsafe { put_locked(c, &m.slots[..n]) };
+        }
+    }
+}
+
+/// Puts free objects of class `c` into the calling thread's slab under its lock; what does
+/// not fit (after trying to grow the capacity) goes to the central list with about half the
+/// stack, so the next frees find room.
+///
+/// # Safety
+/// The objects are free objects of class `c` that nobody uses any more.
+unsafe fn put_locked(c: usize, objs: &[*mut u8]) {
+    if objs.is_empty() {
+        return;
+    }
+    let slab = locked_slab();
+    let mut done = locked_push_many(slab, c, objs);
+    if done < objs.len() && grow_cap(slab, c, true) {
+        done += locked_push_many(slab, c, &objs[done..]);
+    }
+    let rest = &objs[done..];
+    let Some(&obj) = rest.first() else { return };
+    maintenance::maybe_tick();
+    let mut buf = [null_mut(); 32];
+    slab.lock();
+    let n = slab.count(c).load(Ordering::Relaxed);
+    buf[0] = obj;
+    let take = (overflow_take(slab, c) - 1).min(n as usize);
+    for (k, b) in buf[1..=take].iter_mut().enumerate() {
+        *b = slab.slot(c, n as usize - 1 - k).load(Ordering::Relaxed) as *mut u8;
+    }
+    slab.count(c).store(n - take as u16, Ordering::Relaxed);
+    slab.unlock();
+    // SAFETY: all are free objects of class `c`, now ours (the forwarded contract for `rest`).
+    unsafe {
+        central::free_batch(c, &buf[..=take]);
+        central::free_batch(c, &rest[1..]);
+    }
+}
+
+/// Pushes `obj` on class `c`'s stack of `slab` under the slab lock; false when full.
+fn locked_push(slab: Slab, c: usize, obj: *mut u8) -> bool {
+    locked_push_many(slab, c, &[obj]) == 1
+}
+
+/// Pushes as many of `objs` as fit on class `c`'s stack of `slab`, under one hold of the slab
+/// lock; returns how many (a prefix of `objs`).
+pub(super) fn locked_push_many(slab: Slab, c: usize, objs: &[*mut u8]) -> usize {
+    slab.lock();
+    let n = slab.count(c).load(Ordering::Relaxed) as usize;
+    let k = (slab.cap(c).load(Ordering::Relaxed) as usize)
+        .saturating_sub(n)
+        .min(objs.len());
+    for (j, &obj) in objs[..k].iter().enumerate() {
+        slab.slot(c, n + j).store(obj as usize, Ordering::Relaxed);
+    }
+    slab.count(c).store((n + k) as u16, Ordering::Relaxed);
+    slab.unlock();
+    k
+}

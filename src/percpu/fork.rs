@@ -1,0 +1,122 @@
+//! Fork safety: the `pthread_atfork` handlers of the whole allocator. Every lock is taken
+//! before `fork` and released (parent) or reset (child) after, so the child never inherits a
+//! lock held by a thread that does not exist there.
+//!
+//! Lock order, the same glibc's own malloc keeps inside `fork`: glibc's stdio list lock first
+//! (a thread in `fflush(NULL)` holds it while it waits for a `FILE` whose holder may be in
+//! `realloc`), then the allocator's own in the order it nests them — set-up, drain, fallback
+//! slab locks (this layer), the central classes, the page heap — so taking them for a fork
+//! cannot deadlock with a thread in the middle of a drain or of stdio. A capacity lock is not
+//! taken (its holders never wait for another lock while holding it) but is reset in the child.
+//!
+//! A process that has only ever had one thread takes no lock at all, as glibc does: no other
+//! thread can hold one, and the only code that can — the `malloc` a signal handler interrupted
+//! — must not be waited for, so a `fork` from that handler returns in parent and child.
+//!
+//! The handlers live here, at the top of the per-CPU layer, because this layer's locks are the
+//! outermost: every lock below (central, page heap) is reachable from here.
+//!
+//! May call: `central`, `os`, `page_heap`, `sync`, and in this folder `drain` (its lock),
+//! `setup` (its lock), `slab`, `state`.
+
+use super::drain::DRAIN;
+use super::setup::INIT;
+use super::slab::ready_slabs;
+use super::state::{mode, RseqMode};
+use crate::central;
+use crate::os;
+use crate::page_heap::HEAP;
+use crate::sync::{AtomicBool, Ordering};
+
+/// Whether the running fork's prepare handler took the locks.
+static LOCKED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the handlers (once, from the start-up constructor).
+pub fn install() {
+    // SAFETY: registering handlers with valid function pointers.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+extern "C" fn prepare() {
+    if os::single_threaded() {
+        LOCKED.store(false, Ordering::Relaxed);
+        return;
+    }
+    os::stdio_list_lock();
+    lock_percpu();
+    central::lock_all();
+    core::mem::forget(HEAP.lock());
+    LOCKED.store(true, Ordering::Relaxed);
+}
+
+extern "C" fn parent() {
+    if !LOCKED.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: `prepare` took these locks in this thread.
+    unsafe {
+        HEAP.force_unlock();
+        central::unlock_all();
+        unlock_percpu(false);
+    }
+    os::stdio_list_unlock();
+}
+
+extern "C" fn child() {
+    if !LOCKED.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the child has one thread, and the parent's `prepare` left every structure
+    // consistent before taking the locks.
+    unsafe {
+        HEAP.reset_in_child();
+        central::reset_all_in_child();
+        unlock_percpu(true);
+    }
+    os::stdio_list_reset();
+}
+
+/// This layer's part of prepare: takes the set-up and drain locks and, in fallback mode, every
+/// slab lock (the order the allocator nests them: these before any central or heap lock).
+fn lock_percpu() {
+    core::mem::forget(INIT.lock());
+    core::mem::forget(DRAIN.lock());
+    if mode() == RseqMode::Fallback {
+        for (_, slab) in ready_slabs() {
+            slab.lock();
+        }
+    }
+}
+
+/// Releases what [`lock_percpu`] took (in the child the holder is gone, so the words are reset
+/// rather than handed over).
+///
+/// # Safety
+/// Only after [`lock_percpu`] in the same fork; `child` says which side we are on.
+unsafe fn unlock_percpu(child: bool) {
+    if child {
+        // A grower in another thread may have held a capacity lock; it does not exist here.
+        for (_, slab) in ready_slabs() {
+            slab.cap_unlock();
+        }
+    }
+    if mode() == RseqMode::Fallback {
+        for (_, slab) in ready_slabs() {
+            if child {
+                slab.reset_lock_in_child();
+            } else {
+                slab.unlock();
+            }
+        }
+    }
+    // SAFETY: taken in `lock_percpu` (forwarded contract).
+    unsafe {
+        if child {
+            DRAIN.reset_in_child();
+            INIT.reset_in_child();
+        } else {
+            DRAIN.force_unlock();
+            INIT.force_unlock();
+        }
+    }
+}

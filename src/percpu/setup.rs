@@ -1,0 +1,208 @@
+//! Set-up: the process's (once: the mode, the slabs) and each thread's (once: its state), and
+//! each thread's exit.
+//!
+//! Owns: the set-up lock, the choice of [`RseqMode`] and of the id that indexes the slabs,
+//! mapping the slab region, registering for the rseq membarrier, the thread-exit key, and the
+//! moves of a thread's [`ThreadState`]: `New` to `Rseq`, `Bypass` or `Locked` at its first slow
+//! path, to `Bypass` at its exit.
+//!
+//! ## Modes
+//! - **Glibc**: glibc registered rseq; threads use its area (thread pointer + `__rseq_offset`).
+//! - **Own**: nobody registered; each thread registers our own area from its thread block and
+//!   unregisters it in a thread-exit destructor. A thread whose registration fails (EBUSY:
+//!   someone else owns rseq for it) never touches the slabs: it bypasses to the central lists.
+//! - **Fallback**: rseq off (forced by `rseq=off`, or unavailable): see `fallback`. A thread
+//!   gets its magazines at set-up and hands them back at exit.
+//!
+//! Slabs are indexed by `mm_cid` when the kernel fills it (feature size ≥ 28) and the rseq
+//! membarrier is registered, else by `cpu_id` (see [`init_process`]).
+//!
+//! May call: `arch`, `config`, `guard`, `os`, `sync`, and in this folder `fallback`
+//! (magazines), `slab`, `state`.
+
+use super::fallback;
+use super::slab::{MAX_SLABS, SLAB_BYTES};
+use super::state::{mode, RseqMode, G};
+use crate::arch::{
+    self, ThreadBlock, ThreadState, CPU_ID_OFFSET, DUMMY_AREA, MM_CID_OFFSET, SLAB_SHIFT,
+};
+use crate::config;
+use crate::os;
+use crate::sync::{Mutex, Ordering};
+
+/// Held while the process is set up (and during a fork).
+pub(super) static INIT: Mutex<()> = Mutex::new(());
+
+/// Chooses the process's mode and maps the slabs. Runs once, under `INIT`.
+fn init_process(block: *mut ThreadBlock) {
+    let _g = INIT.lock();
+    if G.mode.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let opts = config::get();
+    let n = os::possible_cpus().max(1);
+    if n > MAX_SLABS {
+        // Ids could exceed the slab array: do not use per-CPU caches at all.
+        G.mode.store(RseqMode::Fallback as u8, Ordering::Release);
+        return;
+    }
+    let Ok(base) = os::map(n << SLAB_SHIFT, SLAB_BYTES) else {
+        // No memory for slabs: every thread bypasses to the central lists.
+        G.mode.store(RseqMode::Fallback as u8, Ordering::Release);
+        return;
+    };
+    G.nslabs.store(n, Ordering::Relaxed);
+    G.slabs.store(base as usize, Ordering::Relaxed);
+    // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, unless told not to (`membarrier=off`).
+    let membarrier = opts.rseq
+        && opts.membarrier
+        // SAFETY: a registration command with no memory arguments.
+        && unsafe { libc::syscall(libc::SYS_membarrier, 1 << 8, 0, 0) } == 0;
+    // Without the membarrier, other CPUs' caches can only be drained by running on their CPU
+    // (`drain_pinned`), which needs slabs indexed by CPU: `mm_cid` only with the membarrier.
+    // (Kernels with `mm_cid`, 6.3 and later, all have the membarrier command, 5.10 and later.)
+    let feature_size = os::auxval(27); // AThreadState::Rseq_FEATURE_SIZE
+    let field = if feature_size >= 28 && membarrier {
+        MM_CID_OFFSET
+    } else {
+        CPU_ID_OFFSET
+    };
+    G.field.store(field, Ordering::Relaxed);
+    let mode = if !opts.rseq || !arch::HAS_CRITICAL_SECTIONS {
+        RseqMode::Fallback
+    } else if arch::glibc_area().is_some_and(|a| {
+        // SAFETY: glibc's area for this thread is valid for the thread's life.
+        unsafe { (*a).cpu_id >= 0 }
+    }) {
+        RseqMode::Glibc
+    } else {
+        // SAFETY: the block is this thread's static TLS, alive as long as the thread.
+        match unsafe { arch::register(&raw mut (*block).own) } {
+            Ok(()) => {
+                // SAFETY: registered just now; undone right away (the thread's set-up registers
+                // it again).
+                unsafe { arch::unregister(&raw mut (*block).own) };
+                RseqMode::Own
+            }
+            Err(_) => RseqMode::Fallback,
+        }
+    };
+    if mode == RseqMode::Own || (mode == RseqMode::Fallback && G.nslabs.load(Ordering::Relaxed) > 0)
+    {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: pthread_key_create writes the key; `thread_exit` is a valid destructor.
+        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+            G.key.store(key + 1, Ordering::Relaxed);
+        }
+    }
+    G.membarrier
+        .store(membarrier && mode != RseqMode::Fallback, Ordering::Relaxed);
+    G.mode.store(mode as u8, Ordering::Release);
+}
+
+/// Thread-exit destructor (own and fallback modes): in own mode, unregister our area before
+/// the thread's TLS goes away; in fallback mode, hand the magazine back. Either way the
+/// thread's remaining operations (later destructors) go straight to the central lists.
+extern "C" fn thread_exit(_: *mut libc::c_void) {
+    let b = arch::thread_block();
+    // SAFETY: `b` is this thread's block; the key was set by `init_thread` for a thread that
+    // registered `own` (own mode) or runs locked (fallback mode).
+    unsafe {
+        let was = (*b).state;
+        (*b).state = ThreadState::Bypass;
+        if was == ThreadState::Locked {
+            fallback::flush_own_magazine();
+            fallback::drop_magazine(b);
+        } else {
+            (*b).area = &DUMMY_AREA;
+            arch::unregister(&raw mut (*b).own);
+        }
+    }
+}
+
+/// Ties `thread_exit` to the calling thread's exit.
+///
+/// # Safety
+/// Called once per thread, from its set-up, with no allocator lock held.
+unsafe fn arm_thread_exit() {
+    let key = G.key.load(Ordering::Relaxed);
+    if key != 0 {
+        // May allocate for keys ≥ 32; no lock is held here, so that is safe.
+        let _nested = crate::guard::allow_nested();
+        // SAFETY: a key created by `init_process`; any non-null value runs the destructor.
+        unsafe { libc::pthread_setspecific(key - 1, core::ptr::dangling::<libc::c_void>()) };
+    }
+}
+
+/// Sets up the calling thread; returns its state.
+///
+/// Re-entrant: anything set-up calls may allocate (`pthread_setspecific` for a key past the
+/// first 32, whatever a seccomp filter or valgrind makes of a system call), so the thread is
+/// in bypass (central lists, nothing else to set up) until its final state is stored, and a
+/// nested allocation neither recurses into set-up nor waits for the process's set-up lock.
+#[cold]
+fn init_thread(b: *mut ThreadBlock) -> ThreadState {
+    // SAFETY: `b` is the calling thread's own block.
+    unsafe { (*b).state = ThreadState::Bypass };
+    if G.mode.load(Ordering::Acquire) == 0 {
+        init_process(b);
+    }
+    // SAFETY: `b` is the calling thread's own block.
+    unsafe {
+        let state = match mode() {
+            RseqMode::Glibc => match arch::glibc_area() {
+                Some(a) if (*a).cpu_id >= 0 => {
+                    use_area(b, a);
+                    ThreadState::Rseq
+                }
+                _ => ThreadState::Bypass,
+            },
+            RseqMode::Own => match arch::register(&raw mut (*b).own) {
+                Ok(()) => {
+                    arm_thread_exit();
+                    use_area(b, &raw const (*b).own);
+                    ThreadState::Rseq
+                }
+                Err(_) => ThreadState::Bypass,
+            },
+            RseqMode::Fallback if G.nslabs.load(Ordering::Relaxed) > 0 => {
+                arm_thread_exit();
+                (*b).magazine = fallback::new_magazine();
+                ThreadState::Locked
+            }
+            _ => ThreadState::Bypass,
+        };
+        (*b).state = state;
+        state
+    }
+}
+
+/// Points the thread's fast path at `area`: the slabs and the id field first, the area last
+/// (its cpu id is what lets the fast path in).
+///
+/// # Safety
+/// `b` is the calling thread's block and `area` a registered area valid for the thread's life.
+unsafe fn use_area(b: *mut ThreadBlock, area: *const arch::Rseq) {
+    // SAFETY: forwarded contract; the field offset is 4 or 24, inside the area.
+    unsafe {
+        (*b).slabs = G.slabs.load(Ordering::Relaxed);
+        (*b).id = area
+            .cast::<u8>()
+            .add(G.field.load(Ordering::Relaxed))
+            .cast();
+        (*b).area = area;
+    }
+}
+
+/// The calling thread's state, setting it up first if needed.
+#[inline]
+pub(super) fn thread_state() -> ThreadState {
+    let b = arch::thread_block();
+    // SAFETY: the block is the calling thread's own.
+    let s = unsafe { (*b).state };
+    if s == ThreadState::New {
+        init_thread(b)
+    } else {
+        s
+    }
+}
