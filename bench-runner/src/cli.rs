@@ -1,24 +1,42 @@
-//! The command line of `rseqmalloc-bench`, declared with clap's derive: the
-//! flags, their defaults and their checks live on [`Options`] itself, and
-//! clap writes `--help` and the error messages (exit status 2) from it.
+//! The command line of `rseqmalloc-bench`: lexopt splits it (`--flag value`,
+//! `--flag=value`, a value where none belongs, an unknown flag), this file
+//! checks each value into [`Options`] and holds the help text.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::ArgPredicate;
-use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use lexopt::prelude::*;
 
-const ABOUT: &str = "\
-Run allocation workloads under rseqmalloc, glibc and the peer allocators side by side
-(jemalloc, mimalloc, tcmalloc from Debian; mimalloc 3 and snmalloc built from their crates'
-sources), and print time, CPU time, page faults and peak RSS with the spread of the repetitions.";
+pub const USAGE: &str = "\
+rseqmalloc-bench: run allocation workloads under rseqmalloc, glibc and the peer allocators side
+by side (jemalloc, mimalloc, tcmalloc from Debian; mimalloc 3 and snmalloc built from their
+crates' sources), and print time, CPU time, page faults and peak RSS with the spread of the
+repetitions.
 
-const AFTER_HELP: &str = "\
+usage: cargo run --release -p rseqmalloc-bench [-- OPTIONS]
+
+options:
+  --quick                 small scales and 1 repetition: indicative only, about 30 s
+  --repeat N              repetitions of every (workload, allocator) [3; 1 with --quick]
+  --workloads A,B         run only these workloads (see --list); they run in catalog order
+  --allocators A,B        use only these allocators, by name
+  --allocator NAME=PATH   add (or replace) an allocator: a malloc .so for LD_PRELOAD; repeatable
+  --no-build              build nothing: no cargo for librseqmalloc.so or the workload binary,
+                          no peer from source
+  --timeout SECS          kill a run after SECS seconds and report it as a timeout [60]
+  --scale F               multiply every workload's scale by F [1]
+  --json PATH             write every cell as JSON to PATH ('-' = stdout; the table goes to stderr)
+  --csv PATH              write every cell as CSV to PATH ('-' = stdout; the table goes to stderr)
+  --svg PATH              where to write the chart [<workspace>/bench-out/allocators.svg]
+  --baseline PATH         print the change of every figure against an earlier run's --json report
+  --list                  list the workloads and the allocators found, then exit
+  -h, --help              print this help
+
 --quick is indicative only: one repetition of small scales, whose figures can move by 1.5x
 between two runs on a busy machine. Compare allocators with the default run.
-What each dependency is for: docs/design.md, section Dependencies.";
+What each dependency is for: docs/design.md, section Dependencies.
+";
 
 /// Where a machine-readable report goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,69 +45,52 @@ pub enum Sink {
     File(PathBuf),
 }
 
-fn sink(value: &str) -> Result<Sink, String> {
-    Ok(if value == "-" {
-        Sink::Stdout
-    } else {
-        Sink::File(value.into())
-    })
+impl Sink {
+    fn from(value: OsString) -> Sink {
+        if value == "-" {
+            Sink::Stdout
+        } else {
+            Sink::File(value.into())
+        }
+    }
 }
 
 /// Everything a run was asked to do.
-#[derive(Debug, Clone, PartialEq, Parser)]
-#[command(name = "rseqmalloc-bench", version, about = ABOUT, after_help = AFTER_HELP)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
-    /// Small scales and 1 repetition: indicative only, about 30 s
-    #[arg(long)]
     pub quick: bool,
-    /// Repetitions of every (workload, allocator) [default: 3; 1 with --quick]
-    #[arg(
-        long,
-        value_name = "N",
-        default_value = "3",
-        default_value_if("quick", ArgPredicate::Equals("true".into()), "1"),
-        hide_default_value = true,
-        value_parser = whole_number
-    )]
     pub repeat: usize,
-    /// Run only these workloads (see --list); they run in catalog order
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
-    /// Use only these allocators, by name
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub allocators: Option<Vec<String>>,
-    /// Add (or replace) an allocator: a malloc .so for LD_PRELOAD; repeatable
-    #[arg(long = "allocator", value_name = "NAME=PATH", value_parser = named_path)]
+    /// `--allocator NAME=PATH`, in the order given.
     pub extra: Vec<(String, PathBuf)>,
-    /// Build nothing: no cargo for librseqmalloc.so or the workload binary, no peer from source
-    #[arg(long)]
     pub no_build: bool,
-    /// Kill a run after SECS seconds and report it as a timeout
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     pub timeout: Duration,
-    /// Multiply every workload's scale by F
-    #[arg(long, value_name = "F", default_value = "1", value_parser = positive)]
     pub scale: f64,
-    /// Write every cell as JSON to PATH ('-' = stdout; the table goes to stderr)
-    #[arg(long, value_name = "PATH", value_parser = sink)]
     pub json: Option<Sink>,
-    /// Write every cell as CSV to PATH ('-' = stdout; the table goes to stderr)
-    #[arg(long, value_name = "PATH", value_parser = sink)]
     pub csv: Option<Sink>,
-    /// Where to write the chart [default: <workspace>/bench-out/allocators.svg]
-    #[arg(long, value_name = "PATH")]
     pub svg: Option<PathBuf>,
-    /// Print the change of every figure against an earlier run's --json report
-    #[arg(long, value_name = "PATH")]
     pub baseline: Option<PathBuf>,
-    /// List the workloads and the allocators found, then exit
-    #[arg(long)]
     pub list: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        parse(["rseqmalloc-bench"]).expect("the defaults parse")
+        Options {
+            quick: false,
+            repeat: 3,
+            workloads: None,
+            allocators: None,
+            extra: Vec::new(),
+            no_build: false,
+            timeout: Duration::from_secs(60),
+            scale: 1.0,
+            json: None,
+            csv: None,
+            svg: None,
+            baseline: None,
+            list: false,
+        }
     }
 }
 
@@ -100,61 +101,92 @@ impl Options {
     }
 }
 
-/// Parses a command line (program name first). Errors, `--help` and
-/// `--version` come back as clap errors, which print and exit themselves.
-pub fn parse<I, T>(args: I) -> Result<Options, clap::Error>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let mut opts = Options::try_parse_from(args)?;
-    for list in [&mut opts.workloads, &mut opts.allocators]
-        .into_iter()
-        .flatten()
-    {
-        *list = list
-            .iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Run(Box<Options>),
+    Help,
+}
+
+/// Parses the arguments after the program name; `Err` is the message for a
+/// bad command line (exit status 2).
+pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Command, String> {
+    let mut opts = Options::default();
+    let mut repeat = None;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        let flag = match &arg {
+            Long(name) => format!("--{name}"),
+            Short(c) => format!("-{c}"),
+            Value(_) => String::new(),
+        };
+        let value = |parser: &mut lexopt::Parser| parser.value().map_err(|e| e.to_string());
+        let checked = |parser: &mut lexopt::Parser,
+                       check: fn(&str) -> Result<f64, &'static str>| {
+            value(parser)?
+                .parse_with(check)
+                .map_err(|e| format!("{flag}: {e}"))
+        };
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("list") => opts.list = true,
+            Long("quick") => opts.quick = true,
+            Long("no-build") => opts.no_build = true,
+            Long("repeat") => repeat = Some(checked(&mut parser, whole_number)? as usize),
+            Long("timeout") => {
+                opts.timeout = Duration::from_secs_f64(checked(&mut parser, positive)?)
+            }
+            Long("scale") => opts.scale = checked(&mut parser, positive)?,
+            Long("workloads") => opts.workloads = Some(list_of(value(&mut parser)?)),
+            Long("allocators") => opts.allocators = Some(list_of(value(&mut parser)?)),
+            Long("allocator") => {
+                let v = value(&mut parser)?.string().map_err(|e| e.to_string())?;
+                match v.split_once('=') {
+                    Some((name, path)) if valid_name(name) && !path.is_empty() => {
+                        opts.extra.push((name.to_string(), path.into()))
+                    }
+                    _ => return Err(format!("--allocator wants NAME=PATH, got '{v}'")),
+                }
+            }
+            Long("json") => opts.json = Some(Sink::from(value(&mut parser)?)),
+            Long("csv") => opts.csv = Some(Sink::from(value(&mut parser)?)),
+            Long("svg") => opts.svg = Some(value(&mut parser)?.into()),
+            Long("baseline") => opts.baseline = Some(value(&mut parser)?.into()),
+            _ => return Err(format!("{} (see --help)", arg.unexpected())),
+        }
     }
+    opts.repeat = repeat.unwrap_or(if opts.quick { 1 } else { 3 });
     if opts.json == Some(Sink::Stdout) && opts.csv == Some(Sink::Stdout) {
-        return Err(Options::command().error(
-            ErrorKind::ArgumentConflict,
-            "only one of --json and --csv can write to stdout",
-        ));
+        return Err("only one of --json and --csv can write to stdout".into());
     }
-    Ok(opts)
+    Ok(Command::Run(Box::new(opts)))
 }
 
-fn whole_number(text: &str) -> Result<usize, String> {
+fn whole_number(text: &str) -> Result<f64, &'static str> {
     match text.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err("wants a whole number > 0".into()),
+        Ok(n) if n > 0 => Ok(n as f64),
+        _ => Err("wants a whole number > 0"),
     }
 }
 
-fn positive(text: &str) -> Result<f64, String> {
+fn positive(text: &str) -> Result<f64, &'static str> {
     match text.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err("wants a number > 0".into()),
+        _ => Err("wants a number > 0"),
     }
 }
 
-fn seconds(text: &str) -> Result<Duration, String> {
-    positive(text).map(Duration::from_secs_f64)
+/// A comma-separated list, items trimmed, empty ones dropped.
+fn list_of(value: OsString) -> Vec<String> {
+    value
+        .to_string_lossy()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
-/// `NAME=PATH`; allocator names are table labels and JSON keys, so plain.
-fn named_path(text: &str) -> Result<(String, PathBuf), String> {
-    match text.split_once('=') {
-        Some((name, path)) if valid_name(name) && !path.is_empty() => {
-            Ok((name.to_string(), path.into()))
-        }
-        _ => Err("wants NAME=PATH, NAME of letters, digits, '-', '_' and '.'".into()),
-    }
-}
-
+/// Allocator names are table labels and JSON keys: keep them plain.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -166,8 +198,11 @@ fn valid_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn run(args: &[&str]) -> Result<Options, clap::Error> {
-        parse(std::iter::once("rseqmalloc-bench").chain(args.iter().copied()))
+    fn run(args: &[&str]) -> Result<Options, String> {
+        match parse(args.iter().copied())? {
+            Command::Run(o) => Ok(*o),
+            other => panic!("not a run: {other:?}"),
+        }
     }
 
     #[test]
@@ -176,9 +211,7 @@ mod tests {
         assert_eq!(o, Options::default());
         assert_eq!(o.repeat, 3);
         assert_eq!(o.timeout, Duration::from_secs(60));
-        assert_eq!(o.scale, 1.0);
         assert!(o.builds() && !o.quick && !o.list);
-        Options::command().debug_assert();
     }
 
     #[test]
@@ -209,6 +242,7 @@ mod tests {
             "2.5",
         ])
         .unwrap();
+        assert!(!o.builds());
         assert_eq!(o.workloads.unwrap(), ["larson", "single-churn"]);
         assert_eq!(o.allocators.unwrap(), ["glibc", "jemalloc"]);
         assert_eq!(
@@ -222,36 +256,35 @@ mod tests {
         assert_eq!(o.csv, Some(Sink::File("out.csv".into())));
         assert_eq!(o.svg, Some(PathBuf::from("c.svg")));
         assert_eq!(o.baseline, Some(PathBuf::from("old.json")));
-        assert!(o.no_build);
         assert_eq!(o.timeout, Duration::from_millis(2500));
     }
 
     #[test]
     fn rejects_bad_input() {
-        for bad in [
-            &["--repeat", "0"][..],
-            &["--repeat"],
-            &["--timeout", "-1"],
-            &["--scale", "inf"],
-            &["--allocator", "noequals"],
-            &["--allocator", "bad name=/x.so"],
-            &["--frobnicate"],
-            &["--quick=yes"],
-            &["--json", "-", "--csv", "-"],
+        for (bad, says) in [
+            (&["--repeat", "0"][..], "--repeat: "),
+            (&["--repeat"], "missing argument for option '--repeat'"),
+            (&["--timeout", "-1"], "--timeout: "),
+            (&["--scale", "inf"], "--scale: "),
+            (&["--allocator", "noequals"], "wants NAME=PATH"),
+            (&["--allocator", "bad name=/x.so"], "wants NAME=PATH"),
+            (
+                &["--frobnicate"],
+                "invalid option '--frobnicate' (see --help)",
+            ),
+            (&["--quick=yes"], "unexpected argument for option '--quick'"),
+            (&["--json", "-", "--csv", "-"], "only one of"),
         ] {
             let err = run(bad).unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+            assert!(err.contains(says), "{bad:?}: {err}");
         }
     }
 
     #[test]
     fn help_and_list() {
-        let help = run(&["-h"]).unwrap_err();
-        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
-        assert_eq!(help.exit_code(), 0);
-        let text = help.to_string();
-        assert!(text.contains("--allocator <NAME=PATH>"), "{text}");
-        assert!(text.contains("indicative only"), "{text}");
+        assert_eq!(parse(["-h"]).unwrap(), Command::Help);
+        assert_eq!(parse(["--list", "--help"]).unwrap(), Command::Help);
         assert!(run(&["--list"]).unwrap().list);
+        assert!(USAGE.contains("--allocator NAME=PATH") && USAGE.contains("indicative only"));
     }
 }

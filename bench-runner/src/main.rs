@@ -23,14 +23,20 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use allocators::Skipped;
-use cli::{Options, Sink};
+use cli::{Command, Options, Sink};
 use rseqmalloc_bench::{Workload, WORKLOADS};
 
 fn main() -> ExitCode {
-    let opts = match cli::parse(std::env::args_os()) {
-        Ok(opts) => opts,
-        // Usage errors exit 2; --help and --version print and exit 0.
-        Err(e) => e.exit(),
+    let opts = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Run(opts)) => *opts,
+        Ok(Command::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("rseqmalloc-bench: {e}");
+            return ExitCode::from(2);
+        }
     };
     if opts.list {
         return list(&opts);

@@ -587,10 +587,15 @@ fn versus(v: Option<f64>, peer: &Option<String>) -> String {
 
 /// Now in UTC, `YYYY-MM-DD HH:MM UTC`.
 pub fn utc_now() -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    time::OffsetDateTime::now_utc()
-        .format(format)
-        .unwrap_or_else(|_| "unknown date".into())
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute()
+    )
 }
 
 #[cfg(test)]
