@@ -33,8 +33,7 @@ static LOCKED: AtomicBool = AtomicBool::new(false);
 
 /// Registers the handlers (once, from the start-up constructor).
 pub fn install() {
-    // SAFETY: registering handlers with valid function pointers.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    os::at_fork(prepare, parent, child);
 }
 
 extern "C" fn prepare() {

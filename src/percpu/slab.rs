@@ -211,8 +211,7 @@ fn slab_lock_contended(w: &AtomicU32) {
         if spins < 64 {
             core::hint::spin_loop();
         } else {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
+            crate::os::yield_now();
         }
     }
 }
