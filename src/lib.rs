@@ -6,7 +6,8 @@
 //! CPUs that run, not by the threads that exist. Where rseq is unavailable the same caches run
 //! under per-CPU locks behind small per-thread magazines. Bad frees (a pointer never handed
 //! out, an interior pointer, a double free through the C API) abort with one line naming the
-//! pointer. The crate is `no_std` and depends only on `libc`.
+//! pointer. The crate is `no_std` and depends only on `libc` and (without its `std` feature)
+//! `crossbeam-utils`.
 //!
 //! # Use
 //!

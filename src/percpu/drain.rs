@@ -138,7 +138,7 @@ fn drain_fenced(picked: &Picked) -> usize {
     // 1. Stop, holding each capacity lock until the restart.
     for i in picked.iter() {
         let slab = Slab::of(i);
-        slab.cap_lock();
+        slab.cap_lock().lock();
         for c in 1..NUM_CLASSES {
             slab.cap(c).store(0, Ordering::Relaxed);
             slab.floor(c).store(u16::MAX, Ordering::Relaxed);
@@ -163,7 +163,7 @@ fn drain_fenced(picked: &Picked) -> usize {
         }
         // Drained caches start small again; demand grows them back.
         reset_caps(slab);
-        slab.cap_unlock();
+        slab.cap_lock().unlock();
     }
     bytes
 }
