@@ -10,7 +10,7 @@
 //! uncarved one (`Span::listed` mirrors membership); `in_use` counts the span's objects that are
 //! outside the span (with users, in caches or in this transfer stack).
 //!
-//! May call: `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
+//! May call: `free_tag`, `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
 
 use crate::free_tag;
 use crate::page_heap::HEAP;

@@ -9,7 +9,7 @@
 //! the page map; every page of a span in use maps to it with its class; two free spans are never
 //! adjacent (they are merged as soon as the second is freed).
 //!
-//! May call: `os`, `size_class`, `pagemap`, `span`, `sync`.
+//! May call: `config`, `os`, `size_class`, `pagemap`, `span`, `sync`.
 
 use crate::os;
 use crate::pagemap::{self, PAGEMAP};

@@ -8,7 +8,7 @@
 //! meaning or goes away (added fields do not bump it).
 //!
 //! May call: the public API (`crate::malloc`/`free`, to choose the rseq mode before the
-//! start-up line), `stats`, `config`, `os`.
+//! start-up line), `stats`, `config`, `os`, `size_class`.
 
 use crate::config::{self, StatsAtExit};
 use crate::os::{self, Msg};

@@ -17,7 +17,7 @@
 //! architectures"), not in CI. Other architectures stop at compile time rather than build
 //! something untested.
 //!
-//! May call: `os`.
+//! May call: `os`, `sync`.
 
 use crate::sync::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use core::arch::global_asm;

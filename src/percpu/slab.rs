@@ -42,8 +42,8 @@ pub const MAX_SLABS: usize = 4096;
 
 /// The slab-wide words, in block 0 of each slab (class 0 is no class).
 ///
-/// The words sit at the byte offsets the slab had before it was a type (checked below), so a
-/// restructuring moved no word to another cache line.
+/// The words sit at fixed byte offsets (checked below): the state and the fallback lock on the
+/// slab's first cache line, the other words on the last line of block 0.
 #[repr(C)]
 pub(super) struct SlabHeader {
     /// [`SLAB_UNTOUCHED`], [`SLAB_INITIALISING`] or [`SLAB_READY`]; a slab is used only when
