@@ -10,7 +10,7 @@
 //! May call: `os`, `sync`.
 
 use crate::os::{self, Msg};
-use crate::sync::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicU8, Backoff, Ordering};
 
 /// What to print at exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -559,9 +559,10 @@ pub fn load() {
         .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        // Another thread is parsing; it takes microseconds.
+        // Another thread is parsing; it takes microseconds (unless it was preempted).
+        let mut backoff = Backoff::new();
         while LOADED.load(Ordering::Acquire) != 2 {
-            core::hint::spin_loop();
+            backoff.snooze();
         }
         return;
     }

@@ -1,7 +1,7 @@
 //! Run-time control, like jemalloc's `mallctl` or mimalloc's `mi_option_set`: one function,
 //! [`ctl`], taking a command string, for Rust and (as `rseqmalloc_ctl`) for C.
 //!
-//! May call: the public API (`trim`, `stats`, `VERSION`), `config`, `percpu`, `os`.
+//! May call: the public API (`trim`, `stats`, `VERSION`), `config`, `guard`, `percpu`, `os`.
 
 use crate::config::{self, SetError};
 use crate::os::Msg;

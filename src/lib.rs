@@ -6,7 +6,8 @@
 //! CPUs that run, not by the threads that exist. Where rseq is unavailable the same caches run
 //! under per-CPU locks behind small per-thread magazines. Bad frees (a pointer never handed
 //! out, an interior pointer, a double free through the C API) abort with one line naming the
-//! pointer. The crate is `no_std` and depends only on `libc`.
+//! pointer. The crate is `no_std` and depends only on `libc` and (without its `std` feature)
+//! `crossbeam-utils`.
 //!
 //! # Use
 //!
@@ -102,8 +103,11 @@
 //!
 //! # Internals
 //!
-//! `src/README.md` gives the order of the layers (each calls only those below it) and
-//! `docs/design.md` the design. Nothing reachable from an allocation uses the global
+//! `src/README.md` gives the order of the layers (each calls only those below it): `os` (every
+//! system call), `sync` (atomics and locks), `arch` (the thread block, rseq registration, the
+//! critical sections in assembly), then the size classes, page map, spans, page heap, central
+//! lists and the per-CPU caches (`percpu/`, one file per concern), under this public API.
+//! `docs/design.md` gives the design. Nothing reachable from an allocation uses the global
 //! allocator: the crate is `no_std`, and debug builds abort on re-entrancy.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -545,8 +549,8 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
 
 /// A block above this size that `realloc` moves to a larger class goes back to its span, not to
 /// a cache: a buffer grown a step at a time passes through every class up to its size, and a
-/// cached block in each kept a high-water per class resident (the runner's `realloc-growth`
-/// peaked at 6.7 MiB, jemalloc 5.6; now 5.3). Smaller blocks are cheap to cache and many.
+/// cached block in each would keep a high-water per class resident (docs/design.md, "Central
+/// lists", has the measurement). Smaller blocks are cheap to cache and many.
 const REALLOC_BYPASS_ABOVE: usize = 1024;
 
 /// Resizes in place when possible (same class, or a large span that can shrink or grow into

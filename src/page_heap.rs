@@ -11,7 +11,7 @@
 //! class (and its index) once carved, without one before; a huge span's first page maps to it;
 //! two free spans are never adjacent (they are merged as soon as the second is freed).
 //!
-//! May call: `os`, `size_class`, `pagemap`, `span`, `sync`.
+//! May call: `config`, `os`, `size_class`, `pagemap`, `span`, `sync`.
 
 use crate::os;
 use crate::pagemap::{self, PAGEMAP};

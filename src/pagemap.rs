@@ -11,7 +11,7 @@
 //! moment (under the page heap lock or while creating the span); entries are published with
 //! release stores and read with acquire loads; leaves are never freed.
 //!
-//! May call: `os`, `sync`.
+//! May call: `os`, `size_class`, `sync`.
 
 use crate::os;
 use crate::size_class::PAGE_SHIFT;

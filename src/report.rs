@@ -8,7 +8,7 @@
 //! meaning or goes away (added fields do not bump it).
 //!
 //! May call: the public API (`crate::malloc`/`free`, to choose the rseq mode before the
-//! start-up line), `stats`, `config`, `os`.
+//! start-up line), `stats`, `config`, `os`, `size_class`.
 
 use crate::config::{self, StatsAtExit};
 use crate::os::{self, Msg};
@@ -287,8 +287,7 @@ extern "C" fn at_exit() {
 /// Start-up, after the options are loaded: registers the report at exit (it checks `stats`
 /// then, which may have changed at run time) and prints the `verbose` line.
 pub fn at_start() {
-    // SAFETY: registering a valid function pointer.
-    unsafe { libc::atexit(at_exit) };
+    os::at_exit(at_exit);
     if config::get().verbose {
         // The rseq mode is chosen by the first allocation.
         // SAFETY: a pointer `malloc` just returned, freed once.

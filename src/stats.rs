@@ -9,6 +9,7 @@ use crate::os;
 use crate::page_heap::HEAP;
 use crate::percpu::{self, RseqMode};
 use crate::size_class::{size_of, NUM_CLASSES};
+use crate::sync::Ordering;
 
 /// Per-CPU cache figures are reported for at most this many slabs.
 pub const MAX_REPORTED_CPUS: usize = 64;
@@ -104,17 +105,14 @@ pub fn stats() -> Stats {
         uses_mm_cid: percpu::uses_mm_cid(),
         restarts: crate::arch::restarts(),
         fallback_ops: percpu::fallback_ops(),
-        drains_skipped: percpu::DRAINS_SKIPPED.load(core::sync::atomic::Ordering::Relaxed),
+        drains_skipped: percpu::DRAINS_SKIPPED.load(Ordering::Relaxed),
     };
     let mut small = 0;
     // Fallback mode's magazine storage is the allocator's own metadata, not the program's.
     let (mag_class, magazines) = percpu::magazine_storage();
     for (c, central) in CENTRAL.iter().enumerate().skip(1) {
-        let out = central
-            .out_of_spans
-            .load(core::sync::atomic::Ordering::Relaxed);
-        let cached =
-            central.cached.load(core::sync::atomic::Ordering::Relaxed) + percpu::cached_objects(c);
+        let out = central.out_of_spans.load(Ordering::Relaxed);
+        let cached = central.cached.load(Ordering::Relaxed) + percpu::cached_objects(c);
         s.class_size[c] = size_of(c);
         s.class_cached[c] = cached;
         s.class_in_use[c] = out.saturating_sub(cached);

@@ -1,4 +1,4 @@
-//! An exhaustive model of the remote-drain protocol (`drain_where` in `src/cpu_cache.rs`, and
+//! An exhaustive model of the remote-drain protocol (`drain_fenced` in `src/percpu/drain.rs`, and
 //! `docs/design.md`, "Draining another CPU's slab") against the per-CPU critical sections of
 //! `src/arch/x86_64.rs`, checked over every interleaving.
 //!

@@ -17,7 +17,7 @@
 //! architectures"), not in CI. Other architectures stop at compile time rather than build
 //! something untested.
 //!
-//! May call: `os`.
+//! May call: `os`, `sync`.
 
 use crate::sync::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use core::arch::global_asm;
@@ -230,13 +230,7 @@ pub fn glibc_area() -> Option<*const Rseq> {
 /// `area` must stay valid (static TLS) for as long as the registration lasts.
 pub unsafe fn register(area: *mut Rseq) -> Result<(), i32> {
     // SAFETY: the caller guarantees `area` outlives the registration.
-    let r = unsafe { libc::syscall(libc::SYS_rseq, area, RSEQ_LEN, 0, RSEQ_SIG) };
-    if r == 0 {
-        Ok(())
-    } else {
-        // SAFETY: reading errno is always allowed.
-        Err(unsafe { *libc::__errno_location() })
-    }
+    unsafe { crate::os::rseq(area.cast(), RSEQ_LEN, false, RSEQ_SIG) }
 }
 
 /// Unregisters `area` (registered with [`register`] by this thread).
@@ -244,8 +238,8 @@ pub unsafe fn register(area: *mut Rseq) -> Result<(), i32> {
 /// # Safety
 /// `area` is the calling thread's registered area.
 pub unsafe fn unregister(area: *mut Rseq) {
-    // SAFETY: RSEQ_FLAG_UNREGISTER with the same area, length and signature.
-    unsafe { libc::syscall(libc::SYS_rseq, area, RSEQ_LEN, 1, RSEQ_SIG) };
+    // SAFETY: the same area, length and signature as the registration.
+    let _ = unsafe { crate::os::rseq(area.cast(), RSEQ_LEN, true, RSEQ_SIG) };
 }
 
 #[cfg(target_arch = "x86_64")]

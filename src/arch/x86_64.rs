@@ -47,7 +47,7 @@ pub fn thread_block() -> *mut ThreadBlock {
 /// the low 12 bits of TSC_AUX), else `sched_getcpu`.
 #[inline]
 pub fn current_cpu() -> usize {
-    use core::sync::atomic::AtomicU8;
+    use crate::sync::AtomicU8;
     static HAS_RDPID: AtomicU8 = AtomicU8::new(2);
     let mut has = HAS_RDPID.load(Ordering::Relaxed);
     if has == 2 {

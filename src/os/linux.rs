@@ -466,3 +466,36 @@ pub fn current_cpu() -> usize {
         c as usize
     }
 }
+
+/// Registers the process for the rseq fence
+/// (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ`); whether the kernel accepted (it needs
+/// Linux 5.10).
+pub fn membarrier_register_rseq() -> bool {
+    // SAFETY: a registration command with no memory arguments.
+    unsafe { libc::syscall(libc::SYS_membarrier, 1 << 8, 0, 0) == 0 }
+}
+
+/// The rseq fence, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns, every
+/// rseq critical section of this process that was running (or preempted) when it was called
+/// has either committed, with its stores visible to the caller, or been aborted and will
+/// restart. Only after [`membarrier_register_rseq`] succeeded.
+pub fn membarrier_rseq() {
+    // SAFETY: a command with no memory arguments.
+    unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
+}
+
+/// The `rseq` system call: registers (`unregister` false) or unregisters the calling thread's
+/// rseq area `area` of `len` bytes with abort signature `sig`; the `errno` on failure.
+///
+/// # Safety
+/// Registering: `area` must stay valid, and be used only as the kernel's ABI says, until it is
+/// unregistered or the thread exits. Unregistering: the same area, length and signature.
+pub unsafe fn rseq(area: *mut u8, len: u32, unregister: bool, sig: u32) -> Result<(), i32> {
+    // SAFETY: forwarded contract.
+    let r = unsafe { libc::syscall(libc::SYS_rseq, area, len, unregister as i32, sig) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}

@@ -1,8 +1,10 @@
 //! Operating-system primitives: the bottom layer.
 //!
-//! Owns: mapping and unmapping address space, telling the kernel which pages it may reclaim,
-//! futexes, the raw environment, the allocator's output (`output`: where its lines go and how
-//! they are written) and aborts — all without allocating.
+//! Owns: every system call and C-library call of the allocator — mapping and unmapping
+//! address space, telling the kernel which pages it may reclaim, futexes, the `rseq` and
+//! `membarrier` system calls, threads (`thread`: keys, spawning, fork and exit handlers, CPU
+//! affinity, yielding, sleeping), the raw environment, the allocator's output (`output`: where
+//! its lines go and how they are written) and aborts — all without allocating.
 //! Failure is an [`OsError`] value, never a panic. One file per platform; only Linux exists.
 //!
 //! May call: `libc` only.
@@ -15,6 +17,9 @@ pub use linux::*;
 mod msg;
 pub use msg::Msg;
 pub mod output;
+
+mod thread;
+pub use thread::*;
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc;

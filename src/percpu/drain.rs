@@ -46,6 +46,7 @@
 use super::slab::{ready_slabs, reset_caps, Slab, MAX_SLABS};
 use super::state::{mode, uses_mm_cid, RseqMode, G};
 use crate::central;
+use crate::os;
 use crate::size_class::{size_of, NUM_CLASSES};
 use crate::sync::{AtomicUsize, Mutex, Ordering};
 use core::ptr::null_mut;
@@ -137,7 +138,7 @@ fn drain_fenced(picked: &Picked) -> usize {
     // 1. Stop, holding each capacity lock until the restart.
     for i in picked.iter() {
         let slab = Slab::of(i);
-        slab.cap_lock();
+        slab.cap_lock().lock();
         for c in 1..NUM_CLASSES {
             slab.cap(c).store(0, Ordering::Relaxed);
             slab.floor(c).store(u16::MAX, Ordering::Relaxed);
@@ -162,7 +163,7 @@ fn drain_fenced(picked: &Picked) -> usize {
         }
         // Drained caches start small again; demand grows them back.
         reset_caps(slab);
-        slab.cap_unlock();
+        slab.cap_lock().unlock();
     }
     bytes
 }
@@ -174,33 +175,19 @@ fn drain_fenced(picked: &Picked) -> usize {
 /// indexed by `cpu_id`. A CPU the thread may not run on (cpuset, offline) is skipped and
 /// counted. Returns the bytes moved.
 fn drain_pinned(cpus: impl Iterator<Item = usize>) -> usize {
-    const SET: usize = core::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
-    let mut saved: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-    // SAFETY: `saved` is a writable cpu_set_t of SET bytes.
-    if unsafe { libc::sched_getaffinity(0, SET, &mut saved) } != 0 {
+    let Some(saved) = os::affinity() else {
         DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
         return 0;
-    }
+    };
     let mut bytes = 0;
     for cpu in cpus {
-        // SAFETY: as above.
-        let mut one: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-        let pinned = cpu < SET * 8 && {
-            // SAFETY: `cpu` is below the set's capacity (checked just before).
-            unsafe { libc::CPU_SET(cpu, &mut one) };
-            // SAFETY: a valid set of SET bytes.
-            let r = unsafe { libc::sched_setaffinity(0, SET, &one) };
-            r == 0
-        };
-        if !pinned {
+        if !os::pin_to_cpu(cpu) {
             DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         bytes += drain_current();
     }
-    // SAFETY: restores the mask read above.
-    unsafe { libc::sched_setaffinity(0, SET, &saved) };
+    os::set_affinity(&saved);
     bytes
 }
 
@@ -254,10 +241,10 @@ pub(super) fn empty_slab(slab: Slab) -> usize {
     bytes
 }
 
-/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns, every critical
-/// section of this process that was running (or preempted) when it was called has either
-/// committed, with its stores visible to the caller, or been aborted and will restart.
+/// The rseq fence ([`os::membarrier_rseq`]; registered for in `setup::init_process`): when it
+/// returns, every critical section of this process that was running (or preempted) when it
+/// was called has either committed, with its stores visible to the caller, or been aborted
+/// and will restart.
 fn rseq_fence() {
-    // SAFETY: a command with no memory arguments (registered for in `init_process`).
-    unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
+    os::membarrier_rseq();
 }

@@ -147,9 +147,8 @@ struct MagClass {
 }
 
 /// Fallback mode's per-thread magazines. Without rseq every slab operation costs a locked
-/// instruction (about 20 cycles here), which alone made a malloc/free pair slower than glibc's
-/// tcache; the magazine serves most small operations with plain loads and stores and takes
-/// the lock once per half magazine. Bounded: at most `MAG_SLOTS` objects of each of the first
+/// instruction; the magazine serves most small operations with plain loads and stores and
+/// takes the lock once per half magazine (docs/design.md, "Fallback", has the figures). Bounded: at most `MAG_SLOTS` objects of each of the first
 /// `MAG_CLASSES` classes (under 20 KiB) per thread, handed back at thread exit and by `trim`
 /// and `stats` on the calling thread; objects in other threads' magazines count as in use in
 /// statistics.

@@ -33,8 +33,7 @@ static LOCKED: AtomicBool = AtomicBool::new(false);
 
 /// Registers the handlers (once, from the start-up constructor).
 pub fn install() {
-    // SAFETY: registering handlers with valid function pointers.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    os::at_fork(prepare, parent, child);
 }
 
 extern "C" fn prepare() {
@@ -88,25 +87,22 @@ fn lock_percpu() {
     }
 }
 
-/// Releases what [`lock_percpu`] took (in the child the holder is gone, so the words are reset
-/// rather than handed over).
+/// Releases what [`lock_percpu`] took (in the child the holders are gone, so the words are
+/// reset rather than handed over).
 ///
 /// # Safety
 /// Only after [`lock_percpu`] in the same fork; `child` says which side we are on.
 unsafe fn unlock_percpu(child: bool) {
     if child {
-        // A grower in another thread may have held a capacity lock; it does not exist here.
+        // Every slab lock, and the capacity locks a grower in another thread may have held:
+        // their holders do not exist here.
         for (_, slab) in ready_slabs() {
-            slab.cap_unlock();
+            // SAFETY: the child of a fork, single-threaded (forwarded contract).
+            unsafe { slab.reset_locks_in_child() };
         }
-    }
-    if mode() == RseqMode::Fallback {
+    } else if mode() == RseqMode::Fallback {
         for (_, slab) in ready_slabs() {
-            if child {
-                slab.reset_lock_in_child();
-            } else {
-                slab.unlock();
-            }
+            slab.unlock();
         }
     }
     // SAFETY: taken in `lock_percpu` (forwarded contract).

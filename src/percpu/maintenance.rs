@@ -20,6 +20,7 @@ use crate::os;
 use crate::page_heap::HEAP;
 use crate::size_class::NUM_CLASSES;
 use crate::sync::{AtomicU64, Ordering};
+use core::ffi::c_void;
 
 /// When the next maintenance tick is due (ms of the monotonic clock).
 static NEXT_TICK_MS: AtomicU64 = AtomicU64::new(0);
@@ -91,21 +92,13 @@ pub fn drain_idle() -> usize {
 /// [`maintenance`], so an idle program gives memory back without making another allocation.
 /// Called once, from the start-up constructor, outside any allocator lock.
 pub fn start_background_thread() {
-    extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    extern "C" fn run(_: *mut c_void) -> *mut c_void {
         let period = tick_period_ms();
         loop {
-            let ts = libc::timespec {
-                tv_sec: (period / 1000) as i64,
-                tv_nsec: ((period % 1000) * 1_000_000) as i64,
-            };
-            // SAFETY: nanosleep reads the timespec we own.
-            unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+            os::sleep_ms(period);
             let _g = crate::guard::enter("background maintenance");
             maintenance(os::now_ms());
         }
     }
-    let mut tid: libc::pthread_t = 0;
-    // SAFETY: creating a detached-by-intent thread with a valid start routine; called from
-    // a constructor, outside any allocator lock.
-    unsafe { libc::pthread_create(&mut tid, core::ptr::null(), run, core::ptr::null_mut()) };
+    os::spawn(run);
 }

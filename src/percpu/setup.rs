@@ -53,11 +53,8 @@ fn init_process(block: *mut ThreadBlock) {
     };
     G.nslabs.store(n, Ordering::Relaxed);
     G.slabs.store(base as usize, Ordering::Relaxed);
-    // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, unless told not to (`membarrier=off`).
-    let membarrier = opts.rseq
-        && opts.membarrier
-        // SAFETY: a registration command with no memory arguments.
-        && unsafe { libc::syscall(libc::SYS_membarrier, 1 << 8, 0, 0) } == 0;
+    // The rseq fence, unless told not to (`membarrier=off`).
+    let membarrier = opts.rseq && opts.membarrier && os::membarrier_register_rseq();
     // Without the membarrier, other CPUs' caches can only be drained by running on their CPU
     // (`drain_pinned`), which needs slabs indexed by CPU: `mm_cid` only with the membarrier.
     // (Kernels with `mm_cid`, 6.3 and later, all have the membarrier command, 5.10 and later.)
@@ -89,9 +86,7 @@ fn init_process(block: *mut ThreadBlock) {
     };
     if mode == RseqMode::Own || (mode == RseqMode::Fallback && G.nslabs.load(Ordering::Relaxed) > 0)
     {
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: pthread_key_create writes the key; `thread_exit` is a valid destructor.
-        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+        if let Some(key) = os::thread_key_create(thread_exit) {
             G.key.store(key + 1, Ordering::Relaxed);
         }
     }
@@ -103,7 +98,7 @@ fn init_process(block: *mut ThreadBlock) {
 /// Thread-exit destructor (own and fallback modes): in own mode, unregister our area before
 /// the thread's TLS goes away; in fallback mode, hand the magazine back. Either way the
 /// thread's remaining operations (later destructors) go straight to the central lists.
-extern "C" fn thread_exit(_: *mut libc::c_void) {
+extern "C" fn thread_exit(_: *mut core::ffi::c_void) {
     let b = arch::thread_block();
     // SAFETY: `b` is this thread's block; the key was set by `init_thread` for a thread that
     // registered `own` (own mode) or runs locked (fallback mode).
@@ -129,8 +124,7 @@ unsafe fn arm_thread_exit() {
     if key != 0 {
         // May allocate for keys ≥ 32; no lock is held here, so that is safe.
         let _nested = crate::guard::allow_nested();
-        // SAFETY: a key created by `init_process`; any non-null value runs the destructor.
-        unsafe { libc::pthread_setspecific(key - 1, core::ptr::dangling::<libc::c_void>()) };
+        os::thread_key_arm(key - 1);
     }
 }
 

@@ -29,7 +29,7 @@ use crate::arch::{ClassBlock, BLOCK_SHIFT, BLOCK_SLOTS, SLAB_SHIFT};
 use crate::central;
 use crate::config;
 use crate::size_class::{size_of, CLASS_BATCH, CLASS_CAPACITY, NUM_CLASSES};
-use crate::sync::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{AtomicU16, AtomicU32, AtomicUsize, Ordering, SpinLock};
 use core::ptr::null_mut;
 
 /// Bytes per slab.
@@ -42,15 +42,15 @@ pub const MAX_SLABS: usize = 4096;
 
 /// The slab-wide words, in block 0 of each slab (class 0 is no class).
 ///
-/// The words sit at the byte offsets the slab had before it was a type (checked below), so a
-/// restructuring moved no word to another cache line.
+/// The words sit at fixed byte offsets (checked below): the state and the fallback lock on the
+/// slab's first cache line, the other words on the last line of block 0.
 #[repr(C)]
 pub(super) struct SlabHeader {
     /// [`SLAB_UNTOUCHED`], [`SLAB_INITIALISING`] or [`SLAB_READY`]; a slab is used only when
     /// ready.
     state: AtomicU32,
     /// The fallback lock (see [`Slab::lock`]).
-    lock: AtomicU32,
+    lock: SpinLock,
     /// Unused.
     _reserved: [u32; 248],
     /// The slab's activity signature at the previous maintenance tick (see
@@ -58,7 +58,7 @@ pub(super) struct SlabHeader {
     pub signature: AtomicU32,
     /// The capacity lock: held while capacities change (growth, stealing, a drain's
     /// stop-and-restore), so that no growth can un-stop a slab a drain has stopped.
-    cap_lock: AtomicU32,
+    cap_lock: SpinLock,
     /// Acquisitions of the fallback lock (written under it).
     fallback_ops: AtomicU32,
     /// The class where the next capacity steal starts probing.
@@ -148,17 +148,11 @@ impl Slab {
         &self.class(c).slots[i]
     }
 
-    /// Takes the slab's fallback lock: a spin lock with one atomic instruction to take and a
-    /// plain store to release, since it is held for a few nanoseconds; a waiter whose holder
-    /// was preempted yields its CPU. Counts the operation while holding it.
+    /// Takes the slab's fallback lock (a [`SpinLock`]: it is held for a few nanoseconds).
+    /// Counts the operation while holding it.
     #[inline]
     pub(super) fn lock(self) {
-        let w = &self.header().lock;
-        if w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            slab_lock_contended(w);
-        }
+        self.header().lock.lock();
         let ops = &self.header().fallback_ops;
         ops.store(
             ops.load(Ordering::Relaxed).wrapping_add(1),
@@ -169,50 +163,24 @@ impl Slab {
     /// Releases the fallback lock.
     #[inline]
     pub(super) fn unlock(self) {
-        self.header().lock.store(0, Ordering::Release);
+        self.header().lock.unlock();
     }
 
-    /// Resets the fallback lock in a fork child, where its holder does not exist.
-    pub(super) fn reset_lock_in_child(self) {
-        self.header().lock.store(0, Ordering::Relaxed);
+    /// The capacity lock (a [`SpinLock`]: held briefly, except by a drain from its stop to its
+    /// restart).
+    pub(super) fn cap_lock(&self) -> &SpinLock {
+        &self.header().cap_lock
     }
 
-    fn cap_try_lock(self) -> bool {
-        self.header()
-            .cap_lock
-            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-    }
-
-    /// Takes the capacity lock (spinning: its holders hold it briefly).
-    pub(super) fn cap_lock(self) {
-        while !self.cap_try_lock() {
-            core::hint::spin_loop();
-        }
-    }
-
-    /// Releases the capacity lock (also: resets it in a fork child).
-    pub(super) fn cap_unlock(self) {
-        self.header().cap_lock.store(0, Ordering::Release);
-    }
-}
-
-#[cold]
-fn slab_lock_contended(w: &AtomicU32) {
-    let mut spins = 0u32;
-    loop {
-        if w.load(Ordering::Relaxed) == 0
-            && w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            return;
-        }
-        spins += 1;
-        if spins < 64 {
-            core::hint::spin_loop();
-        } else {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
+    /// Frees both locks in a fork child, where their holders do not exist.
+    ///
+    /// # Safety
+    /// As for [`SpinLock::reset_in_child`].
+    pub(super) unsafe fn reset_locks_in_child(self) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            self.header().lock.reset_in_child();
+            self.header().cap_lock.reset_in_child();
         }
     }
 }
@@ -283,11 +251,11 @@ pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
     if slab.cap(c).load(Ordering::Relaxed) >= CLASS_CAPACITY[c] {
         return false; // at its maximum: no lock needed to know
     }
-    if !slab.cap_try_lock() {
+    if !slab.cap_lock().try_lock() {
         return false; // a drain or another grower is at work: try again on a later overflow
     }
     let grown = grow_cap_locked(slab, c, may_steal);
-    slab.cap_unlock();
+    slab.cap_lock().unlock();
     grown
 }
 

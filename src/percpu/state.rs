@@ -8,7 +8,7 @@
 //! May call: `arch` (constants), `sync`.
 
 use crate::arch::{CPU_ID_OFFSET, MM_CID_OFFSET};
-use crate::sync::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, CachePadded, Ordering};
 
 /// How the per-CPU layer reaches its slabs; see the module documentation of `percpu`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,8 +24,7 @@ pub enum RseqMode {
     Fallback = 3,
 }
 
-/// The process-wide words, together in one cache line.
-#[repr(C, align(64))]
+/// The process-wide words, together in a cache line of their own ([`CachePadded`]).
 pub(super) struct Globals {
     /// Base of slab 0 (0 until mapped).
     pub slabs: AtomicUsize,
@@ -42,14 +41,14 @@ pub(super) struct Globals {
     pub key: AtomicU32,
 }
 
-pub(super) static G: Globals = Globals {
+pub(super) static G: CachePadded<Globals> = CachePadded::new(Globals {
     slabs: AtomicUsize::new(0),
     field: AtomicUsize::new(CPU_ID_OFFSET),
     nslabs: AtomicUsize::new(0),
     mode: AtomicU8::new(0),
     membarrier: AtomicBool::new(false),
     key: AtomicU32::new(0),
-};
+});
 
 /// The mode chosen for this process.
 pub fn mode() -> RseqMode {

@@ -1,0 +1,88 @@
+//! Threads, through the C library: thread-exit keys, starting a thread, fork and exit
+//! handlers, the calling thread's CPU affinity, yielding and sleeping. None of them allocates
+//! through this allocator, except `pthread_setspecific` for a key past the first 32 (see
+//! [`thread_key_arm`]) and `pthread_create` (its caller runs outside every allocator lock).
+
+use core::ffi::c_void;
+
+/// Creates a thread-specific key whose destructor `dtor` runs at the exit of every thread that
+/// armed it ([`thread_key_arm`]); None if the C library has no key left.
+pub fn thread_key_create(dtor: extern "C" fn(*mut c_void)) -> Option<u32> {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: pthread_key_create writes the key; `dtor` is a valid destructor.
+    (unsafe { libc::pthread_key_create(&mut key, Some(dtor)) } == 0).then_some(key)
+}
+
+/// Arms `key`'s destructor for the calling thread (gives it a non-null value). May allocate,
+/// through `malloc`, for a key past the first 32: call it with no allocator lock held.
+pub fn thread_key_arm(key: u32) {
+    // SAFETY: a key from `thread_key_create`; any non-null value runs the destructor.
+    unsafe { libc::pthread_setspecific(key, core::ptr::dangling::<c_void>()) };
+}
+
+/// Starts a thread running `run` (never joined); false if it could not be created.
+pub fn spawn(run: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
+    let mut tid: libc::pthread_t = 0;
+    // SAFETY: a valid start routine with a null argument, default attributes.
+    unsafe { libc::pthread_create(&mut tid, core::ptr::null(), run, core::ptr::null_mut()) == 0 }
+}
+
+/// Registers fork handlers (`pthread_atfork`).
+pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: registering valid function pointers.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// Registers an exit handler (`atexit`).
+pub fn at_exit(f: extern "C" fn()) {
+    // SAFETY: registering a valid function pointer.
+    unsafe { libc::atexit(f) };
+}
+
+/// Gives the calling thread's CPU to another runnable thread (`sched_yield`).
+pub fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
+}
+
+/// Sleeps for about `ms` milliseconds (`nanosleep`; a signal may end it early).
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as i64,
+        tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+    };
+    // SAFETY: nanosleep reads the timespec we own.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
+/// A CPU affinity mask.
+pub struct CpuSet(libc::cpu_set_t);
+
+/// The calling thread's CPU affinity mask, or None if the kernel refused.
+pub fn affinity() -> Option<CpuSet> {
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `set` is a writable cpu_set_t of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    (r == 0).then_some(CpuSet(set))
+}
+
+/// Sets the calling thread's CPU affinity mask (a mask read by [`affinity`]).
+pub fn set_affinity(set: &CpuSet) -> bool {
+    // SAFETY: a valid set of the size passed.
+    unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set.0) == 0 }
+}
+
+/// Restricts the calling thread to CPU `cpu`; when this returns true, the thread runs there
+/// (`sched_setaffinity` migrates the caller before it returns). False if `cpu` is beyond the
+/// mask or the kernel refused (cpuset, offline CPU).
+pub fn pin_to_cpu(cpu: usize) -> bool {
+    if cpu >= size_of::<libc::cpu_set_t>() * 8 {
+        return false;
+    }
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut one = CpuSet(unsafe { core::mem::zeroed() });
+    // SAFETY: `cpu` is below the set's capacity (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut one.0) };
+    set_affinity(&one)
+}
