@@ -475,17 +475,20 @@ impl PageHeap {
         let merged = self.insert_free(s);
         let dirty_max = crate::config::get().dirty_max;
         if dirty_max == u64::MAX {
-            // By default: when the small-object heap has shrunk to three quarters of its
-            // high-water mark (and that mark was at least `DIRTY_FLOOR`), every free page goes
-            // back at once, as glibc trims its heaps when their top is freed. Class spans come
+            // By default, in a process with more than one thread: when the small-object heap
+            // has shrunk to three quarters of its high-water mark (and that mark was at least
+            // `DIRTY_FLOOR`), every free page goes back at once, as glibc trims its heaps when their top is freed. Class spans come
             // back only when every object in them has been freed, so this is a program whose
             // working set of small objects shrank — 64 threads that each allocate 4 MiB of
             // small objects, free them and exit — not one that churns at a steady size. Large
             // blocks, which come and go one at a time, wait for the decay: on the runner's
             // `large-objects` (8 live blocks of 64 KiB–8 MiB) releasing whenever the free
             // pages exceeded twice the heap in use took 2.5 s and 650,000 page faults instead
-            // of 0.1 s and 14,000.
+            // of 0.1 s and 14,000. A single-threaded program that shrinks (the runner's batch,
+            // fragmentation, sqlite) allocates again soon itself: releasing there cost 12-25 %
+            // of their time in page faults, so it waits for the decay.
             if small
+                && !os::single_threaded()
                 && self.small_peak >= DIRTY_FLOOR
                 && self.stats.small_spans < self.small_peak / 4 * 3
             {
