@@ -6,7 +6,7 @@
 //! ## The representation of a small object's state (decided once, used by every path)
 //! - **Free** (in a per-CPU cache, a magazine, a transfer stack or a span's free list): its
 //!   second word holds `tag(addr) = key ^ addr`. Every path that takes an object back writes it:
-//!   a C `free`, a span's carving (all objects starting in a page are carved at once, tagged,
+//!   a C `free`, a span's carving (all objects starting in a half page are carved at once, tagged,
 //!   onto the span's free list), and linking into a span's free list.
 //! - **Live** (handed to a C caller): the second word is anything but its tag. Every C
 //!   allocation path clears it when it hands the object out (`lib.rs`).

@@ -329,7 +329,10 @@ fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
         // whole object may hold what looks like an object boundary.
         let past_end =
             e & pagemap::LAST_PAGE != 0 && off + size > (page + 1) << size_class::PAGE_SHIFT;
-        if idx * size != off || past_end {
+        // An object in the second half of a page exists only once that half is carved.
+        let uncarved =
+            ptr as usize & (1 << pagemap::HALF_SHIFT) != 0 && e & pagemap::SECOND_HALF == 0;
+        if idx * size != off || past_end || uncarved {
             bad_pointer(who, "invalid pointer", ptr);
         }
     }

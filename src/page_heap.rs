@@ -1246,7 +1246,7 @@ pub mod check {
         let mapped = if state == SpanState::Huge { 1 } else { pages };
         for i in 0..mapped {
             // A class span's page names the class once carved (`central::carve_page`).
-            let e = PAGEMAP.get(start + i * PAGE) & !pagemap::LAST_PAGE;
+            let e = PAGEMAP.get(start + i * PAGE) & !(pagemap::LAST_PAGE | pagemap::SECOND_HALF);
             ensure(
                 e == page_entry(i) || state == SpanState::Small && e == entry(s),
                 "a page of a span in use does not map to it",

@@ -28,7 +28,14 @@ const ROOT_LEN: usize = 1 << ROOT_BITS;
 pub const CLASS_MASK: usize = 127;
 const SPAN_MASK: usize = ((1 << 48) - 1) & !CLASS_MASK;
 const INDEX_SHIFT: u32 = 48;
-const INDEX_MASK: usize = 0x7fff;
+const INDEX_MASK: usize = 0x3fff;
+
+/// Set in the entry of a small span's page once its second half (its second 4 KiB, the
+/// kernel's page) is carved: an object starting there is not an object before.
+pub const SECOND_HALF: usize = 1 << 62;
+
+/// log2 of the half page that carving proceeds by (the kernel's page).
+pub const HALF_SHIFT: usize = PAGE_SHIFT - 1;
 
 /// Set in the entry of a small span's last page: the span ends with that page, so an object
 /// starting there must also end there (the span's tail, past its last whole object, may hold
