@@ -112,13 +112,12 @@ pub unsafe fn link(p: *mut u8, next: *mut u8) {
 /// checked or created).
 #[inline]
 pub unsafe fn next_checked(p: *mut u8, lo: usize, hi: usize, size: usize) -> *mut u8 {
-    let t = tag(p as usize);
     // SAFETY: the caller's contract.
-    let (w0, w1) = unsafe { (p.cast::<usize>().read(), p.cast::<usize>().add(1).read()) };
-    if w1 != t {
+    let (next, tagged) = unsafe { peek_next(p) };
+    if !tagged {
         corrupted(p);
     }
-    let next = w0 ^ t;
+    let next = next as usize;
     if next == 0 {
         return core::ptr::null_mut();
     }
@@ -137,7 +136,7 @@ pub unsafe fn next_checked(p: *mut u8, lo: usize, hi: usize, size: usize) -> *mu
 ///
 /// # Safety
 /// `p` is readable for 16 bytes.
-#[cfg(any(test, feature = "fuzzing"))]
+#[inline]
 pub unsafe fn peek_next(p: *mut u8) -> (*mut u8, bool) {
     let t = tag(p as usize);
     // SAFETY: the caller's contract.

@@ -668,7 +668,7 @@ impl PageHeap {
         // SAFETY: `s` is live and ours under the lock; every range below lies in its
         // reservation or in one just made.
         unsafe {
-            let (start, have, held) = ((*s).start, (*s).bytes(), (*s).reserved);
+            let (start, have, mut held) = ((*s).start, (*s).bytes(), (*s).reserved);
             if bytes <= have {
                 if bytes < have {
                     os::unmap((start + bytes) as *mut u8, held - bytes);
@@ -686,16 +686,29 @@ impl PageHeap {
                 let Some(cap) = held.checked_mul(2).map(|c| c.max(bytes)) else {
                     return false;
                 };
-                // Twice the room, or (under an address-space limit) just what is needed, or
-                // wherever the kernel can move it (needing no second range at all).
-                let Some((dest, cap)) = [cap, bytes].into_iter().find_map(|cap| {
+                // Twice the room, or (under an address-space limit) just what is needed.
+                let reservation = [cap, bytes].into_iter().find_map(|cap| {
                     let dest = os::map_with(cap, PAGE, os::Commit::Reserve).ok()?;
                     Some((dest, cap))
-                }) else {
+                });
+                if let Some((dest, cap)) = reservation {
+                    if !PAGEMAP.reserve(dest as usize, PAGE)
+                        || !os::move_pages(start as *mut u8, have, dest, bytes)
+                    {
+                        os::unmap(dest, cap);
+                        return false;
+                    }
+                    if held > have {
+                        os::unmap((start + have) as *mut u8, held - have);
+                    }
+                    self.relocate_huge(s, dest, cap);
+                } else {
+                    // No room for a second range at all: wherever the kernel can move it.
                     if held > have {
                         os::unmap((start + have) as *mut u8, held - have);
                         (*s).reserved = have;
                         self.account_huge(held, have, have, have);
+                        held = have;
                     }
                     let Some(dest) = os::move_mapping(start as *mut u8, have, bytes) else {
                         return false;
@@ -710,34 +723,29 @@ impl PageHeap {
                         }
                         return false;
                     }
-                    PAGEMAP.set(start, 0);
-                    (*s).start = dest as usize;
-                    (*s).reserved = bytes;
-                    PAGEMAP.set(dest as usize, entry(s));
-                    (*s).pages = bytes / PAGE;
-                    (*s).usable = bytes;
-                    self.account_huge(have, have, bytes, bytes);
-                    return true;
-                };
-                if !PAGEMAP.reserve(dest as usize, PAGE)
-                    || !os::move_pages(start as *mut u8, have, dest, bytes)
-                {
-                    os::unmap(dest, cap);
-                    return false;
+                    self.relocate_huge(s, dest, bytes);
                 }
-                if held > have {
-                    os::unmap((start + have) as *mut u8, held - have);
-                }
-                PAGEMAP.set(start, 0);
-                (*s).start = dest as usize;
-                (*s).reserved = cap;
-                PAGEMAP.set(dest as usize, entry(s));
             }
             (*s).pages = bytes / PAGE;
             (*s).usable = bytes;
             self.account_huge(held, have, (*s).reserved, bytes);
         }
         true
+    }
+
+    /// Names huge span `s` at its new place `dest`, holding `reserved` bytes there (its pages
+    /// were just moved; the old place is no longer ours).
+    ///
+    /// # Safety
+    /// `s` is a live `Huge` span whose pages now start at `dest`, with a reserved page-map leaf.
+    unsafe fn relocate_huge(&mut self, s: *mut Span, dest: *mut u8, reserved: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            PAGEMAP.set((*s).start, 0);
+            (*s).start = dest as usize;
+            (*s).reserved = reserved;
+        }
+        PAGEMAP.set(dest as usize, entry(s));
     }
 
     /// Counts a huge object that held `held` bytes of address space, `have` of them in use,
