@@ -25,9 +25,32 @@
 //! release profile is `panic = "abort"` anyway). The core never panics on purpose. The one
 //! thing that must unwind *through* us is a C++ exception out of the throwing `operator new`s:
 //! see [`cxx`].
+//!
+//! # No standard library
+//! The library is `no_std` where panics abort (the release profile): nothing here needs `std`,
+//! and linking it brought its backtrace symbolizer (about 250 KB of text that no allocation
+//! runs, but that the loader maps and the kernel's fault-around reads in with its neighbours).
+//! Builds with unwinding panics (`cargo test`'s) link `std` for its panic runtime.
+#![cfg_attr(panic = "abort", no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 #![allow(non_snake_case)]
+
+// Without `std`, nothing else asks for the C library by name when the `libc` crate's `std`
+// feature is on; `-lc` is glibc's linker script, which adds `libc_nonshared.a` (`atexit`,
+// `pthread_atfork`: static wrappers that bind the handler to this library).
+#[cfg(panic = "abort")]
+#[link(name = "c")]
+extern "C" {}
+
+/// A panic in the shim or the core (neither panics on purpose) aborts with one line.
+#[cfg(panic = "abort")]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    let mut m = rseq::ffi::Msg::default();
+    m.str("rseqmalloc: internal error (panic)");
+    rseq::ffi::abort_with(&m)
+}
 
 pub mod c_api;
 pub mod cxx;
@@ -35,7 +58,8 @@ pub mod dlopen;
 pub mod glibc;
 pub mod own;
 
-/// Everything the shim (and the Rust standard library linked into it) allocates goes straight to
-/// the core, not through the exported `malloc`.
+/// Everything the Rust standard library, where it is linked in (unwinding builds), allocates
+/// goes straight to the core, not through the exported `malloc`.
+#[cfg(panic = "unwind")]
 #[global_allocator]
 static GLOBAL: rseq::RseqMalloc = rseq::RseqMalloc;
