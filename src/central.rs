@@ -240,6 +240,7 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
         }
         let half = (first * size) >> HALF_SHIFT;
         let end = (((half + 1) << HALF_SHIFT).div_ceil(size)).min(cap);
+        free_tag::init();
         let mut head = null_mut();
         for i in (first..end).rev() {
             let o = ((*s).start + i * size) as *mut u8;

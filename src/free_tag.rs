@@ -32,25 +32,34 @@ use crate::sync::{AtomicUsize, Ordering};
 
 static KEY: AtomicUsize = AtomicUsize::new(0);
 
-/// The process's key: random, odd, fixed at the first use (before any object is tagged).
+/// Makes sure the process's key exists: carving calls it before it tags its first object.
+#[inline]
+pub fn init() {
+    if KEY.load(Ordering::Relaxed) == 0 {
+        init_key();
+    }
+}
+
+/// The process's key: random, odd, fixed before any object is tagged ([`init`], called by
+/// carving).
+///
+/// A plain load, with no first-use branch (whose call would keep the caller's pointer live
+/// across it and cost `free` its register saves): every tagged or tested object was carved,
+/// carving called [`init`] first, and the object's page-map entry was published (release)
+/// after that; whoever holds the object learned of it through that entry (acquire) or from
+/// the thread that did, so the key is visible. Debug builds check it.
 #[inline(always)]
 pub fn key() -> usize {
     let k = KEY.load(Ordering::Relaxed);
-    if k != 0 {
-        k
-    } else {
-        init_key()
-    }
+    debug_assert!(k != 0, "an object was tagged before the key existed");
+    k
 }
 
 #[cold]
 #[inline(never)]
-fn init_key() -> usize {
+fn init_key() {
     let fresh = os::random_u64() as usize | 1;
-    match KEY.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => fresh,
-        Err(k) => k,
-    }
+    let _ = KEY.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 /// The value a free object at `addr` carries in its second word.
@@ -67,6 +76,28 @@ pub fn tag(addr: usize) -> usize {
 pub unsafe fn is_free(p: *mut u8) -> bool {
     // SAFETY: the caller's contract: the second word is inside the object.
     unsafe { p.cast::<usize>().add(1).read() == tag(p as usize) }
+}
+
+/// `free`'s check and mark in one: false (nothing written) when the object at `p` already
+/// carries its free tag, else writes the tag and returns true.
+///
+/// Loads the key once ([`key`] says why it is visible: the caller's page-map load).
+///
+/// # Safety
+/// `p` is a small object (at least 16 bytes) whose page-map entry the caller has loaded
+/// (acquire) and checked; nobody uses it any more unless it is already free.
+#[inline(always)]
+pub unsafe fn mark_free(p: *mut u8) -> bool {
+    let t = tag(p as usize);
+    // SAFETY: the caller's contract: the second word is inside the object.
+    unsafe {
+        let w = p.cast::<usize>().add(1);
+        if w.read() == t {
+            return false;
+        }
+        w.write(t);
+    }
+    true
 }
 
 /// Marks the object at `p` free.

@@ -327,12 +327,12 @@ fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
         let idx = ((off as u64 * CLASS_RECIP[c]) >> 40) as usize;
         // On a span's last page, an object must end inside the span: the tail past the last
         // whole object may hold what looks like an object boundary.
-        let past_end =
-            e & pagemap::LAST_PAGE != 0 && off + size > (page + 1) << size_class::PAGE_SHIFT;
+        let past_end = (e & pagemap::LAST_PAGE != 0) & ((ptr as usize & (PAGE - 1)) + size > PAGE);
         // An object in the second half of a page exists only once that half is carved.
         let uncarved =
-            ptr as usize & (1 << pagemap::HALF_SHIFT) != 0 && e & pagemap::SECOND_HALF == 0;
-        if idx * size != off || past_end || uncarved {
+            (ptr as usize & (1 << pagemap::HALF_SHIFT) != 0) & (e & pagemap::SECOND_HALF == 0);
+        // Non-short-circuit `|`: one branch for the three checks, which valid pointers pass.
+        if (idx * size != off) | past_end | uncarved {
             bad_pointer(who, "invalid pointer", ptr);
         }
     }
@@ -362,11 +362,9 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
 unsafe fn mark_freed<const TAG: bool>(ptr: *mut u8, who: &str) {
     if TAG {
         // SAFETY: the caller's contract: a small object, whose second word is ours once freed.
-        unsafe {
-            if free_tag::is_free(ptr) {
-                bad_pointer(who, "double free detected", ptr);
-            }
-            free_tag::set(ptr);
+        // The caller's `lookup` loaded and checked the page-map entry, as `mark_free` asks.
+        if unsafe { !free_tag::mark_free(ptr) } {
+            bad_pointer(who, "double free detected", ptr);
         }
     }
 }
