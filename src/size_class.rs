@@ -26,7 +26,9 @@ pub static CLASS_PAGES: [u16; NUM_CLASSES] = build_pages(MIN_SPAN_PAGES);
 pub static CLASS_PAGES_SMALL_HEAP: [u16; NUM_CLASSES] = build_pages(1);
 /// Objects moved at once between a per-CPU cache and the central lists.
 pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
-/// Maximum number of objects a per-CPU cache holds for each class.
+/// Maximum number of objects a per-CPU cache holds for each class: 256 KiB worth (half the
+/// default `cpu_cache_bytes`), at least 2, at most 4096 — so a burst of up to 4096 small
+/// objects, or 256 KiB of larger ones, stays in the per-CPU cache.
 pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
 /// `ceil(2^40 / size)`: `(offset * RECIP) >> 40 == offset / size` for every offset in a span.
 pub const CLASS_RECIP: [u64; NUM_CLASSES] = build_recip();
@@ -109,7 +111,7 @@ const fn build_capacity() -> [u16; NUM_CLASSES] {
     let mut t = [0u16; NUM_CLASSES];
     let mut c = 1;
     while c < NUM_CLASSES {
-        t[c] = clamp((128 << 10) / size_of_class(c), 2, 127) as u16;
+        t[c] = clamp((256 << 10) / size_of_class(c), 2, 4096) as u16;
         c += 1;
     }
     t

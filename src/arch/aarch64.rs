@@ -54,7 +54,7 @@ pub fn current_cpu() -> usize {
 /// # Safety
 /// None beyond the x86_64 version's; it touches no memory.
 #[inline(always)]
-pub unsafe fn percpu_pop(_block: usize) -> *mut u8 {
+pub unsafe fn percpu_pop(_hdr: usize) -> *mut u8 {
     core::ptr::null_mut()
 }
 
@@ -63,6 +63,33 @@ pub unsafe fn percpu_pop(_block: usize) -> *mut u8 {
 /// # Safety
 /// None; it touches no memory.
 #[inline(always)]
-pub unsafe fn percpu_push(_block: usize, _obj: *mut u8) -> bool {
+pub unsafe fn percpu_push(_hdr: usize, _obj: *mut u8) -> bool {
+    false
+}
+
+/// As [`percpu_pop`]: always "empty or rseq off".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn percpu_pop_batch(_hdr: usize, _out: *mut *mut u8, _max: usize) -> usize {
+    0
+}
+
+/// As [`percpu_pop`]: always "full or rseq off".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn percpu_push_batch(_hdr: usize, _objs: *const *mut u8, _len: usize) -> usize {
+    0
+}
+
+/// As [`percpu_pop`]: always "not on that slab or rseq off".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn percpu_relocate(_hdr: usize, _id: u32, _word: u64) -> bool {
     false
 }

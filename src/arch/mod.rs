@@ -2,13 +2,15 @@
 //!
 //! Owns: everything that is written in assembly or depends on the CPU: where the calling
 //! thread's rseq area is, registering and unregistering our own area, reading a CPU id without
-//! rseq, the two restartable sequences (pop and push on a per-CPU slab), and the thread block
+//! rseq, the restartable sequences on a per-CPU slab (pop and push of one object or of a batch,
+//! and the move of a class's stack to another region), and the thread block
 //! in static TLS.
 //!
 //! Here: what every architecture shares — the thread block's layout and its `.tdata` image,
 //! glibc's weak `__rseq_offset`/`__rseq_size`, `glibc_area`, `register`/`unregister`, the restart
 //! counter. Each architecture's file provides `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`,
-//! `thread_pointer`, `thread_block`, `current_cpu` and `percpu_pop`/`percpu_push`.
+//! `thread_pointer`, `thread_block`, `current_cpu`, `percpu_pop`/`percpu_push`,
+//! `percpu_pop_batch`/`percpu_push_batch` and `percpu_relocate`.
 //!
 //! x86_64 is implemented and tested (`x86_64.rs`: the critical sections). aarch64 compiles to
 //! the locked fallback (`aarch64.rs`: thread-block access only, no critical sections, so the
@@ -19,7 +21,7 @@
 //!
 //! May call: `os`, `sync`.
 
-use crate::sync::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU16, AtomicU64, Ordering};
 use core::arch::global_asm;
 use core::mem::{align_of, offset_of, size_of};
 
@@ -108,39 +110,52 @@ pub static DUMMY_AREA: Rseq = Rseq {
     _pad: 0,
 };
 
-/// log2 of the per-CPU slab size in bytes (101 class blocks of 1 KiB fit in 128 KiB).
-pub const SLAB_SHIFT: u32 = 17;
+/// log2 of the per-CPU slab size in bytes: 512 KiB, 65,536 slots of 8 bytes, so every slot
+/// index fits the `u16` fields of [`ClassHeader`]. The kernel backs only the touched pages.
+pub const SLAB_SHIFT: u32 = 19;
 
-/// log2 of the bytes of one [`ClassBlock`].
-pub const BLOCK_SHIFT: usize = 10;
-/// Slots of a [`ClassBlock`]: what fits in 1 KiB after the header.
-pub const BLOCK_SLOTS: usize = 127;
+/// Slot `i` of a slab is the 8-byte word at byte `8 * i` of the slab (the slab's first slots
+/// hold its headers, which the per-CPU layer never hands to a class).
+pub const SLOT_SHIFT: u32 = 3;
 
-/// One size class's stack in a per-CPU slab: the layout the critical sections read and write
-/// (their offsets are `const` operands taken from this struct). Class `c`'s block is at byte
-/// `c << BLOCK_SHIFT` of the slab (block 0 is the slab's own header, see `percpu::slab`).
+/// One size class's stack in a per-CPU slab: the header the critical sections read and write
+/// (their offsets are `const` operands taken from this struct), at an offset the per-CPU layer
+/// chooses per class (`percpu::slab`). Its four fields are slot indices into the slab, so the
+/// fast path addresses a slot as `slab + 8 * current` with no per-class table:
 ///
-/// Invariant, outside a drain: `slots[0..count]` are free objects of the class owned by the
-/// cache, and `floor <= count <= cap <= ` the class's capacity (at most [`BLOCK_SLOTS`]). A
-/// drain stops a slab with `cap = 0` (every push fails) and `floor = u16::MAX` (every pop
-/// fails). A capacity lowered under the count only makes pushes fail until pops bring the
-/// count under it.
-#[repr(C)]
-pub struct ClassBlock {
-    /// Objects on the stack; written by the critical sections' one committing store, or under
-    /// the slab's lock (fallback mode), or by a drain that stopped the slab.
-    pub count: AtomicU16,
-    /// Pushes fail at `count >= cap`.
-    pub cap: AtomicU16,
-    /// Pops fail at `count <= floor`: 0 while running, `u16::MAX` while a drain has the slab.
+/// ```text
+///   slab: [ headers | ... | begin ... current ... end ... region end | ... ]
+///                           └ cached objects ┘└ room ┘
+/// ```
+///
+/// Invariant, outside a drain: `slots[begin..current]` are free objects of the class owned by
+/// the cache; `floor = begin <= current`, and `end - begin` is the class's capacity, inside the
+/// class's region of the slab. A drain stops a slab with `end = 0` (every push fails) and
+/// `floor = u16::MAX` (every pop fails); a capacity lowered under the count (`end < current`)
+/// only makes pushes fail until pops bring `current` under it.
+///
+/// Fields are written by the critical sections' one committing store (`current`; the
+/// relocation section's 8-byte store of all four), or under the slab's lock (fallback mode),
+/// or by a drain that stopped the slab, or under the slab's capacity lock (`end`).
+#[repr(C, align(8))]
+pub struct ClassHeader {
+    /// One past the top of the stack: `slots[current - 1]` is the top.
+    pub current: AtomicU16,
+    /// The stack's first slot (not read by the fast path; what `floor` returns to).
+    pub begin: AtomicU16,
+    /// Pops fail at `current <= floor`: `begin` while running, `u16::MAX` while stopped.
     pub floor: AtomicU16,
-    /// Keeps `slots` 8-aligned; unused.
-    pub _pad: u16,
-    /// The stack; `slots[count - 1]` is the top.
-    pub slots: [AtomicUsize; BLOCK_SLOTS],
+    /// Pushes fail at `current >= end`: `begin` + capacity while running, 0 while stopped.
+    pub end: AtomicU16,
 }
 
-const _: () = assert!(size_of::<ClassBlock>() == 1 << BLOCK_SHIFT);
+const _: () = assert!(size_of::<ClassHeader>() == 8);
+
+/// `ClassHeader` as the 8-byte word the relocation section stores: `current | begin << 16 |
+/// floor << 32 | end << 48` (little-endian field order).
+pub const fn class_header_word(current: u16, begin: u16, floor: u16, end: u16) -> u64 {
+    current as u64 | (begin as u64) << 16 | (floor as u64) << 32 | (end as u64) << 48
+}
 
 /// Where the `.tdata` image below puts its only non-zero words: our area's `cpu_id` and `area`.
 const IMAGE_CPU_ID_AT: usize = offset_of!(ThreadBlock, own) + CPU_ID_OFFSET;

@@ -1,11 +1,11 @@
-//! x86_64: the thread block in static TLS, rseq registration, and the two critical sections.
+//! x86_64: the thread block in static TLS, rseq registration, and the critical sections.
 //!
 //! Every rseq critical section of the allocator is in this file, each with pseudocode above it.
 //! Each emits its own descriptor (`struct rseq_cs`) into the `__rseq_cs` section, and its abort
 //! handler is preceded by glibc's signature, encoded inside `ud1 0x53053053(%rip), %edi` so the
 //! bytes never execute as anything but a trap.
 
-use super::{ClassBlock, Rseq, ThreadBlock, RESTARTS, SLAB_SHIFT};
+use super::{ClassHeader, Rseq, ThreadBlock, RESTARTS, SLAB_SHIFT, SLOT_SHIFT};
 use crate::sync::Ordering;
 use core::arch::asm;
 use core::mem::offset_of;
@@ -131,23 +131,19 @@ macro_rules! rseq_sequence {
     };
 }
 
-/// Byte offset, in a [`ClassBlock`], of slot `count - 1` minus `8 * count`: the pop's load of the
-/// top object is `[block + 8 * count + TOP_SLOT_AT]`.
-const TOP_SLOT_AT: usize = offset_of!(ClassBlock, slots) - 8;
-
 const _: () = assert!(
-    core::mem::size_of::<usize>() == 8,
-    "the sections scale slots by 8"
+    core::mem::size_of::<usize>() == 8 && 1 << SLOT_SHIFT == 8,
+    "the sections scale slot indices by 8"
 );
 
 /// Pops an object from the calling CPU's stack of one size class.
 ///
 /// The slab of CPU (or concurrency id) `i` is at `slabs + i << SLAB_SHIFT`; inside it, the class
-/// has a block at a fixed offset, which the caller passes as `block`. The thread block holds
-/// `slabs` and a pointer `id` to the area's `cpu_id` or `mm_cid`, so everything the section
-/// needs is a constant offset from the thread pointer (no GOT load, no global). The block is a
-/// [`ClassBlock`] (`count`, `cap`, `floor`, then the slots); every offset below is a `const`
-/// operand taken from its layout or the thread block's.
+/// has a [`ClassHeader`] at a fixed offset, which the caller passes as `hdr`, and slot `k` of
+/// the slab is at byte `8 * k`. The thread block holds `slabs` and a pointer `id` to the
+/// area's `cpu_id` or `mm_cid`, so everything the section needs is a constant offset from the
+/// thread pointer (no GOT load, no global); every offset below is a `const` operand taken from
+/// the header's layout or the thread block's.
 ///
 /// ```text
 ///   area = tb.area
@@ -155,12 +151,12 @@ const _: () = assert!(
 /// restart:
 ///   area.rseq_cs = &descriptor
 /// start:                                                // ---- critical section ----
-///   id  = *tb.id                                         // cpu_id or mm_cid, read here
-///   blk = tb.slabs + id << SLAB_SHIFT + block            // this CPU's block of the class
-///   n   = blk.count
-///   if n <= blk.floor: goto fail                          // empty (or stopped by a drain)
-///   obj = blk.slots[n - 1]
-///   blk.count = n - 1                                     // the one committing store
+///   id   = *tb.id                                        // cpu_id or mm_cid, read here
+///   slab = tb.slabs + id << SLAB_SHIFT                   // this CPU's slab
+///   n    = slab[hdr].current
+///   if n <= slab[hdr].floor: goto fail                   // empty (or stopped by a drain)
+///   obj  = slot[n - 1]
+///   slab[hdr].current = n - 1                            // the one committing store
 /// post_commit:                                          // --------------------------
 ///   return obj
 /// abort:  (preceded by RSEQ_SIG)  goto restart
@@ -171,10 +167,11 @@ const _: () = assert!(
 ///
 /// # Safety
 /// When the thread's area has a non-negative cpu id, the thread block's `slabs` must map one
-/// slab per possible id with initialised or zeroed headers, its `id` must point at that area's
-/// `cpu_id` or `mm_cid`, and `block` must be a class's block offset inside a slab.
+/// slab per possible id with initialised or zeroed headers whose indices lie inside the slab,
+/// its `id` must point at that area's `cpu_id` or `mm_cid`, and `hdr` must be a class header's
+/// offset inside a slab.
 #[inline(always)]
-pub unsafe fn percpu_pop(block: usize) -> *mut u8 {
+pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
     let obj: *mut u8;
     // SAFETY: the caller guarantees the slab layout; the sequence follows the rseq ABI: the
     // descriptor is registered before `start`, the section ends with one committing store, and
@@ -182,29 +179,27 @@ pub unsafe fn percpu_pop(block: usize) -> *mut u8 {
     unsafe {
         rseq_sequence!(
             body: [
-                "mov {blk}, qword ptr fs:[{tb} + {tb_id}]",
-                "mov {blk:e}, dword ptr [{blk}]",
-                "shl {blk}, {shift}",
-                "add {blk}, qword ptr fs:[{tb} + {tb_slabs}]",
-                "add {blk}, {block}",
-                "movzx {n:e}, word ptr [{blk} + {count}]",
-                "cmp {n:x}, word ptr [{blk} + {floor}]",
+                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
+                "mov {slab:e}, dword ptr [{slab}]",
+                "shl {slab}, {shift}",
+                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
+                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "cmp {n:x}, word ptr [{slab} + {hdr} + {floor}]",
                 "jbe 5f",
-                "mov {obj}, qword ptr [{blk} + {n} * 8 + {top}]",
+                "mov {obj}, qword ptr [{slab} + {n} * 8 - 8]",
                 "dec {n:e}",
-                "mov word ptr [{blk} + {count}], {n:x}",
+                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
             ],
             fail: "xor {obj:e}, {obj:e}",
-            blk = out(reg) _,
+            slab = out(reg) _,
             n = out(reg) _,
             obj = out(reg) obj,
-            block = in(reg) block,
+            hdr = in(reg) hdr,
             shift = const SLAB_SHIFT,
             tb_id = const offset_of!(ThreadBlock, id),
             tb_slabs = const offset_of!(ThreadBlock, slabs),
-            count = const offset_of!(ClassBlock, count),
-            floor = const offset_of!(ClassBlock, floor),
-            top = const TOP_SLOT_AT,
+            current = const offset_of!(ClassHeader, current),
+            floor = const offset_of!(ClassHeader, floor),
             options(nostack),
         );
     }
@@ -220,52 +215,301 @@ pub unsafe fn percpu_pop(block: usize) -> *mut u8 {
 /// restart:
 ///   area.rseq_cs = &descriptor
 /// start:                                                // ---- critical section ----
-///   id  = *tb.id
-///   blk = tb.slabs + id << SLAB_SHIFT + block
-///   n   = blk.count
-///   if n >= blk.cap: goto fail                            // full (or stopped: cap 0)
-///   blk.slots[n] = obj                                    // invisible until the commit
-///   blk.count = n + 1                                     // the one committing store
+///   id   = *tb.id
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   n    = slab[hdr].current
+///   if n >= slab[hdr].end: goto fail                     // full (or stopped: end 0)
+///   slot[n] = obj                                        // invisible until the commit
+///   slab[hdr].current = n + 1                            // the one committing store
 /// post_commit:                                          // --------------------------
 ///   return true
 /// abort:  (preceded by RSEQ_SIG)  goto restart
 /// fail:   return false
 /// ```
-/// Restart-safe: the slot written before the commit lies above `count`, so an aborted attempt
-/// leaves garbage only where no reader looks.
+/// Restart-safe: the slot written before the commit lies at or above `current`, inside the
+/// class's region, so an aborted attempt leaves garbage only where no reader looks.
 ///
 /// # Safety
 /// As for [`percpu_pop`]; `obj` is handed to the cache when this returns true.
 #[inline(always)]
-pub unsafe fn percpu_push(block: usize, obj: *mut u8) -> bool {
+pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
     // SAFETY: as in `percpu_pop`.
     unsafe {
         rseq_sequence!(
             body: [
-                "mov {blk}, qword ptr fs:[{tb} + {tb_id}]",
-                "mov {blk:e}, dword ptr [{blk}]",
-                "shl {blk}, {shift}",
-                "add {blk}, qword ptr fs:[{tb} + {tb_slabs}]",
-                "add {blk}, {block}",
-                "movzx {n:e}, word ptr [{blk} + {count}]",
-                "cmp {n:x}, word ptr [{blk} + {cap}]",
+                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
+                "mov {slab:e}, dword ptr [{slab}]",
+                "shl {slab}, {shift}",
+                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
+                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
                 "jae 5f",
-                "mov qword ptr [{blk} + {n} * 8 + {slots}], {obj}",
+                "mov qword ptr [{slab} + {n} * 8], {obj}",
                 "inc {n:e}",
-                "mov word ptr [{blk} + {count}], {n:x}",
+                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
             ],
             fail: "jmp {full}",
-            blk = out(reg) _,
+            slab = out(reg) _,
             n = out(reg) _,
-            block = in(reg) block,
+            hdr = in(reg) hdr,
             obj = in(reg) obj,
             shift = const SLAB_SHIFT,
             tb_id = const offset_of!(ThreadBlock, id),
             tb_slabs = const offset_of!(ThreadBlock, slabs),
-            count = const offset_of!(ClassBlock, count),
-            cap = const offset_of!(ClassBlock, cap),
-            slots = const offset_of!(ClassBlock, slots),
+            current = const offset_of!(ClassHeader, current),
+            end = const offset_of!(ClassHeader, end),
             full = label { return false },
+            options(nostack),
+        );
+    }
+    true
+}
+
+/// Pops up to `max` objects (`max >= 1`) from the calling CPU's stack of one size class into
+/// `out`, in one section; returns how many (0 when empty, stopped or rseq is off). Used by
+/// overflow and drains. Same layout as [`percpu_pop`].
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return 0                         // the single "rseq off" branch
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                // ---- critical section ----
+///   id   = *tb.id
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   n    = slab[hdr].current
+///   k    = n - slab[hdr].floor                           // signed: a stop makes it negative
+///   if k <= 0: goto fail
+///   k    = min(k, max);  n = n - k
+///   for i in 0..k: out[i] = slot[n + i]                  // into the caller's private buffer
+///   slab[hdr].current = n                                // the one committing store
+/// post_commit:                                          // --------------------------
+///   return k
+/// abort:  (preceded by RSEQ_SIG)  goto restart
+/// fail:   return 0
+/// ```
+/// Restart-safe: the copy writes only `out`, which no other thread reads; an abort leaves the
+/// slab as it was, and the retry copies again from what the slab holds then.
+///
+/// # Safety
+/// As for [`percpu_pop`]; `out` is valid for `max` writes; the objects returned are the
+/// caller's.
+#[inline(always)]
+pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usize {
+    let k: usize;
+    // SAFETY: as in `percpu_pop`; the loop writes `out[0..k]` with `k <= max`.
+    unsafe {
+        rseq_sequence!(
+            body: [
+                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
+                "mov {slab:e}, dword ptr [{slab}]",
+                "shl {slab}, {shift}",
+                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
+                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "movzx {k:e}, word ptr [{slab} + {hdr} + {floor}]",
+                "neg {k}",
+                "add {k}, {n}",
+                "jle 5f",
+                "cmp {k}, {max}",
+                "cmova {k}, {max}",
+                "sub {n}, {k}",
+                "lea {src}, [{slab} + {n} * 8]",
+                "xor {i:e}, {i:e}",
+                "9:",
+                "mov {t}, qword ptr [{src} + {i} * 8]",
+                "mov qword ptr [{out} + {i} * 8], {t}",
+                "inc {i}",
+                "cmp {i}, {k}",
+                "jb 9b",
+                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
+            ],
+            fail: "xor {k:e}, {k:e}",
+            slab = out(reg) _,
+            n = out(reg) _,
+            k = out(reg) k,
+            src = out(reg) _,
+            i = out(reg) _,
+            hdr = in(reg) hdr,
+            out = in(reg) out,
+            max = in(reg) max,
+            shift = const SLAB_SHIFT,
+            tb_id = const offset_of!(ThreadBlock, id),
+            tb_slabs = const offset_of!(ThreadBlock, slabs),
+            current = const offset_of!(ClassHeader, current),
+            floor = const offset_of!(ClassHeader, floor),
+            options(nostack),
+        );
+    }
+    k
+}
+
+/// Pushes up to `len` objects (`len >= 1`) from `objs` on the calling CPU's stack of one size
+/// class, in one section; returns how many were pushed (a prefix of `objs`; 0 when full,
+/// stopped or rseq is off). Used by refill. Same layout as [`percpu_pop`].
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return 0                         // the single "rseq off" branch
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                // ---- critical section ----
+///   id   = *tb.id
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   n    = slab[hdr].current
+///   k    = slab[hdr].end - n                             // signed: a stop makes it negative
+///   if k <= 0: goto fail
+///   k    = min(k, len)
+///   for i in 0..k: slot[n + i] = objs[i]                 // above `current`: invisible
+///   slab[hdr].current = n + k                            // the one committing store
+/// post_commit:                                          // --------------------------
+///   return k
+/// abort:  (preceded by RSEQ_SIG)  goto restart
+/// fail:   return 0
+/// ```
+/// Restart-safe: every slot written before the commit lies in `[current, end)`, inside the
+/// class's region and above what any reader looks at; an aborted attempt leaves garbage only
+/// there, and the retry starts again from the `current` it reads.
+///
+/// # Safety
+/// As for [`percpu_pop`]; `objs` is valid for `len` reads; the objects pushed (the first `k`)
+/// are handed to the cache.
+#[inline(always)]
+pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) -> usize {
+    let k: usize;
+    // SAFETY: as in `percpu_pop`; the loop reads `objs[0..k]` with `k <= len` and writes slots
+    // `n..n + k` with `n + k <= end`, inside the class's region.
+    unsafe {
+        rseq_sequence!(
+            body: [
+                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
+                "mov {slab:e}, dword ptr [{slab}]",
+                "shl {slab}, {shift}",
+                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
+                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "movzx {k:e}, word ptr [{slab} + {hdr} + {end}]",
+                "sub {k}, {n}",
+                "jle 5f",
+                "cmp {k}, {len}",
+                "cmova {k}, {len}",
+                "lea {dst}, [{slab} + {n} * 8]",
+                "xor {i:e}, {i:e}",
+                "9:",
+                "mov {t}, qword ptr [{objs} + {i} * 8]",
+                "mov qword ptr [{dst} + {i} * 8], {t}",
+                "inc {i}",
+                "cmp {i}, {k}",
+                "jb 9b",
+                "add {n}, {k}",
+                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
+            ],
+            fail: "xor {k:e}, {k:e}",
+            slab = out(reg) _,
+            n = out(reg) _,
+            k = out(reg) k,
+            dst = out(reg) _,
+            i = out(reg) _,
+            hdr = in(reg) hdr,
+            objs = in(reg) objs,
+            len = in(reg) len,
+            shift = const SLAB_SHIFT,
+            tb_id = const offset_of!(ThreadBlock, id),
+            tb_slabs = const offset_of!(ThreadBlock, slabs),
+            current = const offset_of!(ClassHeader, current),
+            end = const offset_of!(ClassHeader, end),
+            options(nostack),
+        );
+    }
+    k
+}
+
+/// Moves one class's stack of slab `id` to the region starting at slot `begin` (free slab
+/// space the caller reserved), giving it the header `word` describes — `begin`, `floor =
+/// begin`, `end`, with `current` 0 (see [`class_header_word`]): the section copies the cached
+/// objects and adds their count to `current`. False when the thread does not run on `id`'s
+/// slab (the caller may retry from its new slab), the class is stopped, or rseq is off.
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return false                     // the single "rseq off" branch
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                // ---- critical section ----
+///   if *tb.id != id: goto fail                           // only on the slab's own CPU
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   n = slab[hdr].current;  b = slab[hdr].begin
+///   if slab[hdr].floor != b: goto fail                   // stopped by a drain
+///   new = word + (word.begin + (n - b))                  // current = begin' + count
+///   for i in 0..n - b: slot[word.begin + i] = slot[b + i]  // into the reserved region
+///   slab[hdr] = new                                      // the one committing 8-byte store
+/// post_commit:                                          // --------------------------
+///   return true
+/// abort:  (preceded by RSEQ_SIG)  goto restart
+/// fail:   return false
+/// ```
+/// Restart-safe: before the commit the section writes only the reserved region, which no
+/// header names yet; every other section on this slab runs on this CPU, so it either finished
+/// before this one started or, preempted, restarts after its commit and reads the new header.
+/// A drain cannot interleave: the caller holds the slab's capacity lock, which a drain holds
+/// from its stop to its restart.
+///
+/// # Safety
+/// As for [`percpu_pop`]; the caller holds slab `id`'s capacity lock, and the region from
+/// `word`'s `begin` to its `end` lies inside the slab, past every other class's region and
+/// the headers, and is large enough for the class's count.
+#[inline(always)]
+pub unsafe fn percpu_relocate(hdr: usize, id: u32, word: u64) -> bool {
+    // SAFETY: as in `percpu_pop`; the copy reads the class's cached slots and writes the
+    // reserved region (the caller's contract).
+    unsafe {
+        rseq_sequence!(
+            body: [
+                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
+                "cmp dword ptr [{slab}], {id:e}",
+                "jne 5f",
+                "mov {slab:e}, {id:e}",
+                "shl {slab}, {shift}",
+                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
+                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "movzx {src:e}, word ptr [{slab} + {hdr} + {begin}]",
+                "cmp word ptr [{slab} + {hdr} + {floor}], {src:x}",
+                "jne 5f",
+                "sub {n}, {src}",
+                "lea {src}, [{slab} + {src} * 8]",
+                "mov {new}, {word}",
+                "shr {new}, 16",
+                "movzx {dst:e}, {new:x}",
+                "lea {dst}, [{slab} + {dst} * 8]",
+                "movzx {new:e}, {new:x}",
+                "add {new}, {n}",
+                "add {new}, {word}",
+                "test {n}, {n}",
+                "jz 22f",
+                "9:",
+                "mov {t}, qword ptr [{src}]",
+                "mov qword ptr [{dst}], {t}",
+                "add {src}, 8",
+                "add {dst}, 8",
+                "dec {n}",
+                "jnz 9b",
+                "22:",
+                "mov qword ptr [{slab} + {hdr}], {new}",
+            ],
+            fail: "jmp {failed}",
+            slab = out(reg) _,
+            n = out(reg) _,
+            src = out(reg) _,
+            dst = out(reg) _,
+            new = out(reg) _,
+            hdr = in(reg) hdr,
+            id = in(reg) id,
+            word = in(reg) word,
+            shift = const SLAB_SHIFT,
+            tb_id = const offset_of!(ThreadBlock, id),
+            tb_slabs = const offset_of!(ThreadBlock, slabs),
+            current = const offset_of!(ClassHeader, current),
+            begin = const offset_of!(ClassHeader, begin),
+            floor = const offset_of!(ClassHeader, floor),
+            failed = label { return false },
             options(nostack),
         );
     }

@@ -16,18 +16,22 @@
 //! section that was running or preempted when it was called has either committed (its stores
 //! visible to us) or been aborted (and will restart from its first load).
 //!
-//! 1. **Stop**: store `cap = 0` (every push fails) and `floor = u16::MAX` (every pop fails) in
-//!    each class block, under the slab's capacity lock (so no growth can un-stop it).
-//! 2. **Fence**: a section that read a block before the stop is now over. Any later one reads
+//! 1. **Stop**: store `end = 0` (every push fails) and `floor = u16::MAX` (every pop fails) in
+//!    each class header, under the slab's capacity lock (so no growth or relocation can
+//!    un-stop it or move a class).
+//! 2. **Fence**: a section that read a header before the stop is now over. Any later one reads
 //!    the stop and fails to the slow path, which never touches a stopped slab.
-//! 3. **Empty**: the drainer owns `slots[0..count]`: it hands them to the central lists and
-//!    writes `count = 0`.
-//! 4. **Fence again.** A section reads `count` and then, in a second load, `floor` or `cap`.
-//!    One that read the old count just before step 3 wrote 0 is still in flight; were the slab
-//!    un-stopped now, its second load could see the restored bound and it would commit
-//!    `count - 1` (or `count + 1`) over slots that now belong to the central lists, handing
+//! 3. **Empty**: the drainer owns `slots[begin..current]`: it hands them to the central lists
+//!    and writes `current = begin`; then it starts the layout again (`begin = current =
+//!    FIRST_SLOT` for every class, the whole slab free), still stopped.
+//! 4. **Fence again.** A section reads `current` and then, in a second load, `floor` or
+//!    `end`. One that read the old `current` just before step 3 rewrote it is still in flight;
+//!    were the slab un-stopped now, its second load could see the restored bound and it would
+//!    commit `current - 1` (or more) over slots that now belong to the central lists, handing
 //!    each of them out twice. The second fence ends every such section first.
-//! 5. **Restart**: restore `floor = 0`, reset the capacities, release the capacity lock.
+//! 5. **Restart**: `floor = end = begin` (running, no capacity), release the capacity lock.
+//!    A section that reads the restarted header sees `current = begin`: a pop finds it empty
+//!    and a push finds it full, whatever it reads of the bound.
 //!
 //! `tests/drain_model.rs` checks this protocol against the critical sections over every
 //! interleaving, and shows that the one-fence version hands an object out twice; the stress
@@ -43,7 +47,7 @@
 //! May call: `arch` (through `percpu::pop`), `central`, `os`, `size_class`, `sync`, and in this
 //! folder `slab`, `state`, and the face's `pop`.
 
-use super::slab::{ready_slabs, reset_caps, Slab, MAX_SLABS};
+use super::slab::{ready_slabs, relayout_stopped, reset_layout, restart_layout, Slab, MAX_SLABS};
 use super::state::{mode, uses_mm_cid, RseqMode, G};
 use crate::central;
 use crate::os;
@@ -121,14 +125,18 @@ pub(super) fn drain_where(
     }
 }
 
-/// Fallback mode: empties each picked slab under its lock.
+/// Fallback mode: empties each picked slab under its lock and starts its layout again (under
+/// its capacity lock too, taken first as growth does, so no relocation is half done).
 fn drain_locked(picked: &Picked) -> usize {
     let mut bytes = 0;
     for i in picked.iter() {
         let slab = Slab::of(i);
+        slab.cap_lock().lock();
         slab.lock();
         bytes += empty_slab(slab);
+        reset_layout(slab);
         slab.unlock();
+        slab.cap_lock().unlock();
     }
     bytes
 }
@@ -140,29 +148,27 @@ fn drain_fenced(picked: &Picked) -> usize {
         let slab = Slab::of(i);
         slab.cap_lock().lock();
         for c in 1..NUM_CLASSES {
-            slab.cap(c).store(0, Ordering::Relaxed);
-            slab.floor(c).store(u16::MAX, Ordering::Relaxed);
+            slab.class(c).end.store(0, Ordering::Relaxed);
+            slab.class(c).floor.store(u16::MAX, Ordering::Relaxed);
         }
     }
     // 2. Every section that read a block before the stop commits or restarts here.
     rseq_fence();
-    // 3. Empty.
+    // 3. Empty, and start the layout again: every stack at `FIRST_SLOT`, still stopped.
     let mut bytes = 0;
     for i in picked.iter() {
         bytes += empty_slab(Slab::of(i));
+        relayout_stopped(Slab::of(i));
     }
-    // 4. And every section that read a count before `empty_slab` zeroed it, here: without
-    // this second fence, a section could read the old count, then the restored floor or cap
-    // below, and commit against slots that now belong to the central lists.
+    // 4. And every section that read a `current` before step 3 rewrote it, here: without
+    // this second fence, a section could read the old `current`, then the restored floor or
+    // end below, and commit against slots that now belong to the central lists.
     rseq_fence();
-    // 5. Restart.
+    // 5. Restart: `floor = end = begin`, no capacity (drained caches start small again;
+    // demand grows them back).
     for i in picked.iter() {
         let slab = Slab::of(i);
-        for c in 1..NUM_CLASSES {
-            slab.floor(c).store(0, Ordering::Release);
-        }
-        // Drained caches start small again; demand grows them back.
-        reset_caps(slab);
+        restart_layout(slab);
         slab.cap_lock().unlock();
     }
     bytes
@@ -198,15 +204,7 @@ pub(super) fn drain_current() -> usize {
     let mut buf = [null_mut(); 64];
     for c in 1..NUM_CLASSES {
         loop {
-            let mut n = 0;
-            while n < buf.len() {
-                let p = super::pop(c);
-                if p.is_null() {
-                    break;
-                }
-                buf[n] = p;
-                n += 1;
-            }
+            let n = super::pop_batch(c, &mut buf);
             if n == 0 {
                 break;
             }
@@ -224,7 +222,7 @@ pub(super) fn empty_slab(slab: Slab) -> usize {
     let mut bytes = 0;
     let mut buf = [null_mut(); 64];
     for c in 1..NUM_CLASSES {
-        let n = slab.count(c).load(Ordering::Acquire) as usize;
+        let n = slab.count(c);
         let mut done = 0;
         while done < n {
             let k = (n - done).min(buf.len());
@@ -235,7 +233,7 @@ pub(super) fn empty_slab(slab: Slab) -> usize {
             unsafe { central::free_batch(c, &buf[..k]) };
             done += k;
         }
-        slab.count(c).store(0, Ordering::Release);
+        slab.set_count(c, 0);
         bytes += n * size_of(c);
     }
     bytes

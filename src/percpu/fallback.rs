@@ -58,7 +58,7 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
     let mag = magazine(c);
     let slab = locked_slab();
     slab.lock();
-    let n = slab.count(c).load(Ordering::Relaxed) as usize;
+    let n = slab.count(c);
     if n > 0 {
         // One object for the caller and, for magazine classes, up to half a magazine more,
         // so the next allocations need no lock.
@@ -70,15 +70,14 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
             }
             m.count = more as u8;
         }
-        slab.count(c)
-            .store((n - 1 - more) as u16, Ordering::Relaxed);
+        slab.set_count(c, n - 1 - more);
         slab.unlock();
         return obj;
     }
     slab.unlock();
     maintenance::maybe_tick();
     grow_cap(slab, c, false);
-    refill(c, slab, |c, obj| locked_push(slab, c, obj))
+    refill(c, slab, |c, objs| locked_push_many(slab, c, objs))
 }
 
 /// # Safety
@@ -254,13 +253,13 @@ unsafe fn put_locked(c: usize, objs: &[*mut u8]) {
     maintenance::maybe_tick();
     let mut buf = [null_mut(); 32];
     slab.lock();
-    let n = slab.count(c).load(Ordering::Relaxed);
+    let n = slab.count(c);
     buf[0] = obj;
-    let take = (overflow_take(slab, c) - 1).min(n as usize);
+    let take = (overflow_take(slab, c) - 1).min(n);
     for (k, b) in buf[1..=take].iter_mut().enumerate() {
-        *b = slab.slot(c, n as usize - 1 - k).load(Ordering::Relaxed) as *mut u8;
+        *b = slab.slot(c, n - 1 - k).load(Ordering::Relaxed) as *mut u8;
     }
-    slab.count(c).store(n - take as u16, Ordering::Relaxed);
+    slab.set_count(c, n - take);
     slab.unlock();
     // SAFETY: all are free objects of class `c`, now ours (the forwarded contract for `rest`).
     unsafe {
@@ -269,23 +268,16 @@ unsafe fn put_locked(c: usize, objs: &[*mut u8]) {
     }
 }
 
-/// Pushes `obj` on class `c`'s stack of `slab` under the slab lock; false when full.
-fn locked_push(slab: Slab, c: usize, obj: *mut u8) -> bool {
-    locked_push_many(slab, c, &[obj]) == 1
-}
-
 /// Pushes as many of `objs` as fit on class `c`'s stack of `slab`, under one hold of the slab
 /// lock; returns how many (a prefix of `objs`).
 pub(super) fn locked_push_many(slab: Slab, c: usize, objs: &[*mut u8]) -> usize {
     slab.lock();
-    let n = slab.count(c).load(Ordering::Relaxed) as usize;
-    let k = (slab.cap(c).load(Ordering::Relaxed) as usize)
-        .saturating_sub(n)
-        .min(objs.len());
+    let n = slab.count(c);
+    let k = slab.cap(c).saturating_sub(n).min(objs.len());
     for (j, &obj) in objs[..k].iter().enumerate() {
         slab.slot(c, n + j).store(obj as usize, Ordering::Relaxed);
     }
-    slab.count(c).store((n + k) as u16, Ordering::Relaxed);
+    slab.set_count(c, n + k);
     slab.unlock();
     k
 }

@@ -20,8 +20,9 @@
 //! state.rs        process-wide state: mode, id kind, slab base and count, thread-exit key
 //! ```
 //!
-//! Invariant of every slab's class block, outside a drain: `slots[0..count]` are free objects
-//! of the class owned by the cache, and `floor <= count <= cap` (see `arch::ClassBlock`).
+//! Invariant of every slab's class header, outside a drain: `slots[begin..current]` are free
+//! objects of the class owned by the cache, and `floor = begin <= current <= end` (see
+//! `arch::ClassHeader` and `slab`).
 //!
 //! May call: `arch`, `central`, `config`, `free_tag`, `guard`, `os`, `page_heap`, `size_class`,
 //! `sync`.
@@ -50,7 +51,7 @@ use crate::sync::Ordering;
 use core::ptr::null_mut;
 use drain::{drain_current, drain_where};
 use setup::thread_state;
-use slab::{block_offset, ensure_slab, grow_cap, overflow_take, refill, Slab};
+use slab::{ensure_slab, grow_cap, header_offset, overflow_take, refill, Slab};
 use state::G;
 
 /// Pops a cached object of class `c`; null when the cache is empty, rseq is off, or the thread
@@ -59,15 +60,36 @@ use state::G;
 pub fn pop(c: usize) -> *mut u8 {
     // SAFETY: before set-up the thread's area is DUMMY_AREA (cpu id -1) and the slabs are never
     // touched; set-up (`init_thread`) stores `slabs`, which maps a slab for every id the kernel
-    // can report, whose headers are zero or initialised, and `id` before the area.
-    unsafe { arch::percpu_pop(block_offset(c)) }
+    // can report, whose headers are zero (every index 0: empty and full) or initialised, and
+    // `id` before the area.
+    unsafe { arch::percpu_pop(header_offset(c)) }
 }
 
 /// Pushes a free object of class `c`; false when full, rseq is off or the thread is not set up.
 #[inline(always)]
 pub fn push(c: usize, obj: *mut u8) -> bool {
     // SAFETY: as in `pop`.
-    unsafe { arch::percpu_push(block_offset(c), obj) }
+    unsafe { arch::percpu_push(header_offset(c), obj) }
+}
+
+/// Pops up to `out.len()` cached objects of class `c` into `out` in one critical section;
+/// returns how many (0 as [`pop`] returns null).
+fn pop_batch(c: usize, out: &mut [*mut u8]) -> usize {
+    if out.is_empty() {
+        return 0;
+    }
+    // SAFETY: as in `pop`; `out` is valid for `out.len()` writes.
+    unsafe { arch::percpu_pop_batch(header_offset(c), out.as_mut_ptr(), out.len()) }
+}
+
+/// Pushes a prefix of `objs` (free objects of class `c`) in one critical section; returns how
+/// many (0 as [`push`] returns false). The objects pushed belong to the cache.
+fn push_batch(c: usize, objs: &[*mut u8]) -> usize {
+    if objs.is_empty() {
+        return 0;
+    }
+    // SAFETY: as in `pop`; `objs` is valid for `objs.len()` reads.
+    unsafe { arch::percpu_push_batch(header_offset(c), objs.as_ptr(), objs.len()) }
 }
 
 /// The slab id the thread runs on now, as the rseq area reports it (a hint outside a section).
@@ -99,7 +121,7 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
             }
             let slab = Slab::of(id);
             grow_cap(slab, c, false);
-            refill(c, slab, push)
+            refill(c, slab, push_batch)
         }
         ThreadState::Locked => fallback::alloc_locked(c),
         _ => {
@@ -133,16 +155,8 @@ pub unsafe fn free_slow(c: usize, obj: *mut u8) {
             // batch) to the central list, so the next frees find room.
             let mut buf = [null_mut(); 32];
             buf[0] = obj;
-            let mut n = 1;
             let take = overflow_take(slab, c);
-            while n < take {
-                let p = pop(c);
-                if p.is_null() {
-                    break;
-                }
-                buf[n] = p;
-                n += 1;
-            }
+            let n = 1 + pop_batch(c, &mut buf[1..take]);
             // SAFETY: all are free objects of class `c` now owned by us.
             unsafe { central::free_batch(c, &buf[..n]) };
         }

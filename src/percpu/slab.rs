@@ -1,31 +1,51 @@
 //! The slabs: their layout, their capacity policy, the slab-wide locks, and the figures read
 //! from them.
 //!
-//! Owns: the slab region's layout — one slab of `1 << SLAB_SHIFT` bytes per possible CPU or
-//! concurrency id, mapped once (the kernel commits a slab's pages only where touched, so memory
-//! follows the ids that actually run). Block 0 of a slab is its [`SlabHeader`]; class `c`'s
-//! block, a [`ClassBlock`] (`count`, `cap`, `floor`, the slots), is at byte
-//! `c << BLOCK_SHIFT`, so the critical sections need no per-class table. The class block's
-//! layout is defined in `arch`, beside the assembly that reads it; this file checks that every
-//! class's capacity fits its slots.
+//! Owns: the slab region's layout — one slab of `1 << SLAB_SHIFT` bytes (512 KiB) per possible
+//! CPU or concurrency id, mapped once (the kernel commits a slab's pages only where touched, so
+//! memory follows the ids that actually run and the objects they cache). A slab is an array of
+//! 65,536 eight-byte slots:
 //!
-//! Also owns each slab's readiness, capacities and two locks: the fallback lock (each
-//! fallback-mode operation, a fallback-mode drain, fork) and the capacity lock (growth, and a
-//! drain from its stop to its restart).
+//! ```text
+//!   byte 0      SlabHeader (1 KiB): state, locks, the region table, figures
+//!   byte 1024   ClassHeader of class c at 1024 + 8c (current, begin, floor, end)
+//!   FIRST_SLOT  the classes' regions, handed out in order from `next_free` as classes grow;
+//!               class c caches its objects in slots[begin..current], room up to end
+//! ```
+//!
+//! The class header's layout is defined in `arch`, beside the assembly that reads it. Its
+//! fields are slot indices, so the fast path's instructions are those of a fixed per-class
+//! block (one load of `current`, one of the bound, the slot at `slab + 8 * current`), while a
+//! class can hold thousands of objects when a program needs it and a class nobody uses costs
+//! no slots at all.
+//!
+//! Also owns each slab's readiness, capacities, region table and two locks: the fallback lock
+//! (each fallback-mode operation, a fallback-mode drain, fork) and the capacity lock (growth,
+//! relocation, and a drain from its stop to its restart).
 //!
 //! ## Capacity policy
 //!
-//! A class starts with about 8 KiB worth of objects ([`initial_cap`]), so a class a program
-//! touches once holds little. A refill that finds its stack empty doubles the capacity while
-//! the slab's capacity bytes stay within `cpu_cache_bytes`; an overflow (a push that finds its
-//! stack full) may also take spare capacity (above the count) from another class: it probes
-//! [`STEAL_PROBES`] classes from a cursor kept in the header, which moves on each time, and
-//! takes from the first with enough. A drain resets every capacity to its initial value.
+//! A class starts with no capacity and no region. Its first refill (or a free that finds no
+//! room) gives it about 8 KiB worth of objects ([`initial_cap`]); each refill that finds its
+//! stack empty doubles the capacity while the slab's capacity bytes stay within
+//! `cpu_cache_bytes`, up to the class's maximum (`CLASS_CAPACITY`: 4096 objects, or 256 KiB
+//! worth); an overflow (a push that finds its stack full) may also take spare capacity (above
+//! the count) from another class: it probes [`STEAL_PROBES`] classes from a cursor kept in the
+//! header, which moves on each time, and takes from the first with enough.
+//!
+//! A capacity that outgrows the class's region moves the class to a new region at the slab's
+//! free end ([`place`]), sized for the new capacity: in rseq modes by the relocation section
+//! (`arch::percpu_relocate`, which copies the cached objects and commits the new header with
+//! one store, on the slab's own CPU), in fallback mode under the slab lock. Regions grow by
+//! doubling, so the moves cost O(1) per cached object and the space left behind is at most
+//! what the live regions hold; when the slab's free end is used up, growth fails until a
+//! drain, which empties the slab and starts its layout again from `FIRST_SLOT` with every
+//! capacity at zero.
 //!
 //! May call: `arch`, `central`, `config`, `size_class`, `sync`, and `state` in this folder.
 
-use super::state::G;
-use crate::arch::{ClassBlock, BLOCK_SHIFT, BLOCK_SLOTS, SLAB_SHIFT};
+use super::state::{mode, RseqMode, G};
+use crate::arch::{self, class_header_word, ClassHeader, SLAB_SHIFT, SLOT_SHIFT};
 use crate::central;
 use crate::config;
 use crate::size_class::{size_of, CLASS_BATCH, CLASS_CAPACITY, NUM_CLASSES};
@@ -35,15 +55,29 @@ use core::ptr::null_mut;
 /// Bytes per slab.
 pub const SLAB_BYTES: usize = 1 << SLAB_SHIFT;
 
+/// Slots per slab: every index fits a `u16`, with `u16::MAX` left over as the stopped floor.
+const SLOTS: usize = SLAB_BYTES >> SLOT_SHIFT;
+
 /// Upper bound on slabs. Linux's default `NR_CPUS` on x86_64 is 8192; 4096 covers every
 /// machine that boots with a sane `possible` mask, and a process on a larger one does not use
 /// per-CPU caches at all (ids beyond the slabs could never be indexed safely).
 pub const MAX_SLABS: usize = 4096;
 
-/// The slab-wide words, in block 0 of each slab (class 0 is no class).
+/// Byte offset of class 0's [`ClassHeader`] (class 0 is no class; its header is unused).
+const HEADERS_AT: usize = 1024;
+
+/// The first slot a class's region may use: past the class headers, on a cache line of its
+/// own.
+pub(super) const FIRST_SLOT: usize = (HEADERS_AT + 8 * NUM_CLASSES).div_ceil(64) * 8;
+
+/// Regions are handed out in multiples of a cache line's slots.
+const REGION_ALIGN: usize = 8;
+
+/// The slab-wide words, at the start of each slab.
 ///
 /// The words sit at fixed byte offsets (checked below): the state and the fallback lock on the
-/// slab's first cache line, the other words on the last line of block 0.
+/// slab's first cache line, the region table after them, the other words on the last line of
+/// the header's kilobyte.
 #[repr(C)]
 pub(super) struct SlabHeader {
     /// [`SLAB_UNTOUCHED`], [`SLAB_INITIALISING`] or [`SLAB_READY`]; a slab is used only when
@@ -51,13 +85,21 @@ pub(super) struct SlabHeader {
     state: AtomicU32,
     /// The fallback lock (see [`Slab::lock`]).
     lock: SpinLock,
+    /// The first slot no region uses yet (under the capacity lock).
+    next_free: AtomicU32,
     /// Unused.
-    _reserved: [u32; 248],
+    _pad: u32,
+    /// One past the last slot of each class's region (under the capacity lock); a class
+    /// without a region has `region_end = begin`.
+    region_end: [AtomicU16; 128],
+    /// Unused.
+    _reserved: [u32; 182],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
-    /// The capacity lock: held while capacities change (growth, stealing, a drain's
-    /// stop-and-restore), so that no growth can un-stop a slab a drain has stopped.
+    /// The capacity lock: held while capacities or regions change (growth, stealing,
+    /// relocation, a drain's stop-and-restart), so that no growth can un-stop a slab a drain
+    /// has stopped.
     cap_lock: SpinLock,
     /// Acquisitions of the fallback lock (written under it).
     fallback_ops: AtomicU32,
@@ -72,29 +114,37 @@ pub(super) struct SlabHeader {
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<SlabHeader>() == size_of::<ClassBlock>());
+    assert!(size_of::<SlabHeader>() == HEADERS_AT);
     assert!(offset_of!(SlabHeader, state) == 0 && offset_of!(SlabHeader, lock) == 4);
+    assert!(offset_of!(SlabHeader, next_free) == 8);
+    assert!(offset_of!(SlabHeader, region_end) == 16);
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
     assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
     assert!(offset_of!(SlabHeader, steal_cursor) == 1012);
     assert!(offset_of!(SlabHeader, cap_bytes) == 1016);
     assert!(offset_of!(SlabHeader, idle_ticks) == 1020);
-    assert!(NUM_CLASSES << BLOCK_SHIFT <= SLAB_BYTES);
+    assert!(NUM_CLASSES <= 128, "the region table has 128 entries");
+    assert!(FIRST_SLOT * 8 >= HEADERS_AT + 8 * NUM_CLASSES);
+    assert!(
+        SLOTS == 1 << 16,
+        "slot indices are u16, u16::MAX the stopped floor"
+    );
+    // Every class at its maximum fits the slots at once, twice over (room for the regions
+    // that doubling leaves behind), so the budget, not the slab, bounds capacities in practice.
+    let mut slots = 0;
     let mut c = 1;
     while c < NUM_CLASSES {
-        assert!(
-            CLASS_CAPACITY[c] as usize <= BLOCK_SLOTS,
-            "slots overflow the block"
-        );
+        slots += (CLASS_CAPACITY[c] as usize).div_ceil(REGION_ALIGN) * REGION_ALIGN;
         c += 1;
     }
+    assert!(FIRST_SLOT + slots <= SLOTS);
 };
 
-/// Offset of class `c`'s block inside a slab.
+/// Offset of class `c`'s header inside a slab (what the critical sections take).
 #[inline(always)]
-pub(super) const fn block_offset(c: usize) -> usize {
-    c << BLOCK_SHIFT
+pub(super) const fn header_offset(c: usize) -> usize {
+    HEADERS_AT + 8 * c
 }
 
 /// A view of one slab: its address.
@@ -121,31 +171,64 @@ impl Slab {
     pub(super) fn of(i: usize) -> Slab {
         Slab(G.slabs.load(Ordering::Relaxed) + (i << SLAB_SHIFT))
     }
+    /// This slab's index among the process's slabs; `None` for a slab of its own (tests).
+    fn index(&self) -> Option<usize> {
+        let i = self.0.wrapping_sub(G.slabs.load(Ordering::Relaxed)) >> SLAB_SHIFT;
+        (i < G.nslabs.load(Ordering::Relaxed)).then_some(i)
+    }
     /// The slab-wide words.
     pub(super) fn header(&self) -> &SlabHeader {
-        // SAFETY: block 0 of a mapped slab (aligned to the slab size, zero or initialised);
+        // SAFETY: the start of a mapped slab (aligned to the slab size, zero or initialised);
         // its words are only ever accessed atomically, and the rseq sections never touch it.
         unsafe { &*(self.0 as *const SlabHeader) }
     }
-    /// Class `c`'s block (`1 <= c < NUM_CLASSES`).
-    pub(super) fn class(&self, c: usize) -> &ClassBlock {
+    /// Class `c`'s header (`1 <= c < NUM_CLASSES`).
+    pub(super) fn class(&self, c: usize) -> &ClassHeader {
         debug_assert!(c > 0 && c < NUM_CLASSES);
-        // SAFETY: class c's block lies inside the mapped slab (NUM_CLASSES blocks fit, checked
-        // at compile time); it is only accessed atomically here and by the rseq sections.
-        unsafe { &*((self.0 + block_offset(c)) as *const ClassBlock) }
+        // SAFETY: class c's header lies inside the mapped slab (checked at compile time); it
+        // is only accessed atomically here and by the rseq sections.
+        unsafe { &*((self.0 + header_offset(c)) as *const ClassHeader) }
     }
-    pub(super) fn count(&self, c: usize) -> &AtomicU16 {
-        &self.class(c).count
+    /// Objects class `c` caches (`current - begin`; a snapshot unless the slab is locked or
+    /// stopped).
+    pub(super) fn count(&self, c: usize) -> usize {
+        let h = self.class(c);
+        let begin = h.begin.load(Ordering::Relaxed);
+        (h.current.load(Ordering::Acquire)).saturating_sub(begin) as usize
     }
-    pub(super) fn cap(&self, c: usize) -> &AtomicU16 {
-        &self.class(c).cap
+    /// Sets class `c`'s count (under the slab lock, or with the slab stopped).
+    pub(super) fn set_count(&self, c: usize, n: usize) {
+        let h = self.class(c);
+        let current = h.begin.load(Ordering::Relaxed) as usize + n;
+        debug_assert!(current <= self.region_end(c).load(Ordering::Relaxed) as usize);
+        h.current.store(current as u16, Ordering::Release);
     }
-    pub(super) fn floor(&self, c: usize) -> &AtomicU16 {
-        &self.class(c).floor
+    /// Class `c`'s capacity (`end - begin`; 0 while stopped).
+    pub(super) fn cap(&self, c: usize) -> usize {
+        let h = self.class(c);
+        let begin = h.begin.load(Ordering::Relaxed);
+        h.end.load(Ordering::Relaxed).saturating_sub(begin) as usize
     }
-    /// Slot `i` of class `c` (`i < CLASS_CAPACITY[c]`).
+    /// Whether a drain has stopped class `c` (`floor = u16::MAX`).
+    pub(super) fn is_stopped(&self, c: usize) -> bool {
+        self.class(c).floor.load(Ordering::Relaxed) == u16::MAX
+    }
+    /// Slot `i` of class `c`'s stack (`begin + i`, inside the class's region).
     pub(super) fn slot(&self, c: usize, i: usize) -> &AtomicUsize {
-        &self.class(c).slots[i]
+        let k = self.class(c).begin.load(Ordering::Relaxed) as usize + i;
+        debug_assert!(k < self.region_end(c).load(Ordering::Relaxed) as usize);
+        self.slot_at(k)
+    }
+    /// Slot `k` of the slab.
+    fn slot_at(&self, k: usize) -> &AtomicUsize {
+        debug_assert!((FIRST_SLOT..SLOTS).contains(&k));
+        // SAFETY: slot k lies inside the mapped slab, past its headers; slots are only
+        // accessed atomically here and by the rseq sections.
+        unsafe { &*((self.0 + (k << SLOT_SHIFT)) as *const AtomicUsize) }
+    }
+    /// One past the last slot of class `c`'s region.
+    fn region_end(&self, c: usize) -> &AtomicU16 {
+        &self.header().region_end[c]
     }
 
     /// Takes the slab's fallback lock (a [`SpinLock`]: it is held for a few nanoseconds).
@@ -185,12 +268,12 @@ impl Slab {
     }
 }
 
-/// The capacity a class starts with in a fresh slab: about 8 KiB worth of objects (at least
-/// two, at most a batch), so a class a program touches once holds little; demand doubles it.
-fn initial_cap(c: usize) -> u16 {
+/// The capacity a class's first growth gives it: about 8 KiB worth of objects (at least two,
+/// at most a batch), so a class a program touches once holds little; demand doubles it.
+fn initial_cap(c: usize) -> usize {
     ((8 << 10) / size_of(c))
         .clamp(2, CLASS_BATCH[c] as usize)
-        .min(CLASS_CAPACITY[c] as usize) as u16
+        .min(CLASS_CAPACITY[c] as usize)
 }
 
 /// Makes slab `i` ready (once); false while another thread is initialising it.
@@ -206,7 +289,7 @@ pub(super) fn ensure_slab(i: usize) -> bool {
         Ordering::Acquire,
     ) {
         Ok(_) => {
-            reset_caps(slab);
+            reset_layout(slab);
             slab.header().state.store(SLAB_READY, Ordering::Release);
             true
         }
@@ -214,21 +297,49 @@ pub(super) fn ensure_slab(i: usize) -> bool {
     }
 }
 
-/// Gives every class of `slab` its initial capacity, within the byte budget.
-pub(super) fn reset_caps(slab: Slab) {
-    let budget = config::get().cpu_cache_bytes as usize;
-    let mut bytes = 0;
+/// Gives every class of `slab` an empty stack, no region and no capacity, and the whole slab
+/// back to hand out. Only on a slab no other thread changes: not yet ready, locked (fallback
+/// mode, where every operation takes the lock), or a private one.
+///
+/// A section may still read a slab that is not ready (a thread that moved to a new CPU runs
+/// its fast path there before its slow path makes the slab ready), so every state in between
+/// must fail both pop and push: a zeroed header does (`current = floor = end = 0`), the stop
+/// comes next, and `current` moves only while stopped.
+pub(super) fn reset_layout(slab: Slab) {
     for c in 1..NUM_CLASSES {
-        let mut cap = initial_cap(c);
-        if bytes + cap as usize * size_of(c) > budget {
-            cap = 0;
-        }
-        bytes += cap as usize * size_of(c);
-        slab.cap(c).store(cap, Ordering::Release);
+        slab.class(c).end.store(0, Ordering::Release);
+        slab.class(c).floor.store(u16::MAX, Ordering::Release);
+    }
+    relayout_stopped(slab);
+    restart_layout(slab);
+}
+
+/// The first half of [`reset_layout`], for a slab a drain has stopped (every class `floor =
+/// u16::MAX`, `end = 0`) and emptied: every class's stack starts at `FIRST_SLOT` again, with no
+/// region, still stopped. Holds or needs the capacity lock.
+pub(super) fn relayout_stopped(slab: Slab) {
+    for c in 1..NUM_CLASSES {
+        let h = slab.class(c);
+        h.begin.store(FIRST_SLOT as u16, Ordering::Relaxed);
+        h.current.store(FIRST_SLOT as u16, Ordering::Release);
+        slab.region_end(c)
+            .store(FIRST_SLOT as u16, Ordering::Relaxed);
     }
     slab.header()
-        .cap_bytes
-        .store(bytes as u32, Ordering::Relaxed);
+        .next_free
+        .store(FIRST_SLOT as u32, Ordering::Relaxed);
+}
+
+/// The second half of [`reset_layout`]: un-stops every class with no capacity (`floor = end =
+/// begin`), so the first refill or free grows it.
+pub(super) fn restart_layout(slab: Slab) {
+    for c in 1..NUM_CLASSES {
+        let h = slab.class(c);
+        let begin = h.begin.load(Ordering::Relaxed);
+        h.floor.store(begin, Ordering::Release);
+        h.end.store(begin, Ordering::Release);
+    }
+    slab.header().cap_bytes.store(0, Ordering::Relaxed);
 }
 
 /// Classes probed per steal.
@@ -237,18 +348,20 @@ const STEAL_PROBES: usize = 8;
 /// Doubles the capacity of class `c` in `slab` (up to its maximum): within the slab's byte
 /// budget if it allows, else, when `may_steal`, by taking spare capacity (above the count) from
 /// the first of [`STEAL_PROBES`] classes, probed from the slab's steal cursor, that has enough;
-/// so capacity moves to the classes in demand.
+/// so capacity moves to the classes in demand. A capacity past the class's region moves the
+/// class ([`place`]); if that fails (the thread left the slab's CPU, or the slab has no free
+/// slots left), nothing changes.
 ///
-/// Capacity may change at any time: the slot region is sized for the maximum, a section that
-/// read the old value acts on a bound that is still within it, and a lowered capacity only
-/// makes pushes fail until pops bring the count under it. Changes happen under the slab's
-/// capacity lock, which a drain holds from its stop to its restore.
+/// Capacity may change at any time: a section that read the old `end` acts on a bound that is
+/// still inside the class's region, and a lowered capacity only makes pushes fail until pops
+/// bring the count under it. Changes happen under the slab's capacity lock, which a drain holds
+/// from its stop to its restart.
 ///
 /// Only an overflow (`may_steal`) takes capacity from other classes: a class that keeps
 /// running empty grows within the budget only, so two classes alternating cannot steal from
 /// each other on every refill.
 pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
-    if slab.cap(c).load(Ordering::Relaxed) >= CLASS_CAPACITY[c] {
+    if slab.cap(c) >= CLASS_CAPACITY[c] as usize {
         return false; // at its maximum: no lock needed to know
     }
     if !slab.cap_lock().try_lock() {
@@ -260,65 +373,117 @@ pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
 }
 
 fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
-    let cap = slab.cap(c).load(Ordering::Relaxed);
-    let max = CLASS_CAPACITY[c];
-    if cap >= max || slab.floor(c).load(Ordering::Relaxed) == u16::MAX {
+    let cap = slab.cap(c);
+    let max = CLASS_CAPACITY[c] as usize;
+    if cap >= max || slab.is_stopped(c) {
         return false; // at its maximum, or stopped by a drain
     }
     let add = cap.max(initial_cap(c)).min(max - cap);
-    let add_bytes = add as usize * size_of(c);
+    let add_bytes = add * size_of(c);
     let budget = config::get().cpu_cache_bytes as usize;
     let total = &slab.header().cap_bytes;
-    let mut bytes = total.load(Ordering::Relaxed) as usize;
+    let bytes = total.load(Ordering::Relaxed) as usize;
+    let mut victim = None;
     if bytes + add_bytes > budget {
         if !may_steal {
             return false;
         }
         // Steal from a class with enough unused capacity: probe a few classes from a cursor
         // that moves on each time, so an overflow costs a handful of loads, not a scan.
-        let spare = |v: usize| {
-            let cap = slab.cap(v).load(Ordering::Relaxed) as usize;
-            cap.saturating_sub(slab.count(v).load(Ordering::Relaxed) as usize) * size_of(v)
-        };
+        let spare = |v: usize| slab.cap(v).saturating_sub(slab.count(v)) * size_of(v);
         let cursor = &slab.header().steal_cursor;
         let start = cursor.load(Ordering::Relaxed) as usize;
-        let victim = (0..STEAL_PROBES)
+        victim = (0..STEAL_PROBES)
             .map(|k| 1 + (start + k) % (NUM_CLASSES - 1))
             .find(|&v| v != c && spare(v) >= add_bytes);
         cursor.store(
             ((start + STEAL_PROBES) % (NUM_CLASSES - 1)) as u32,
             Ordering::Relaxed,
         );
-        let Some(v) = victim else { return false };
-        let take = add_bytes.div_ceil(size_of(v)) as u16;
-        slab.cap(v).fetch_sub(take, Ordering::Release);
-        bytes -= take as usize * size_of(v);
+        if victim.is_none() {
+            return false;
+        }
     }
-    total.store((bytes + add_bytes) as u32, Ordering::Relaxed);
-    slab.cap(c).fetch_add(add, Ordering::Release);
+    if !place(slab, c, cap + add) {
+        return false;
+    }
+    let mut bytes = bytes + add_bytes;
+    if let Some(v) = victim {
+        let take = add_bytes.div_ceil(size_of(v));
+        slab.class(v).end.fetch_sub(take as u16, Ordering::Release);
+        bytes -= take * size_of(v);
+    }
+    total.store(bytes as u32, Ordering::Relaxed);
+    true
+}
+
+/// Gives class `c` of `slab` the capacity `cap` (larger than its current one): in place when
+/// its region holds it, else in a region of its own at the slab's free end, moving its cached
+/// objects there. False when the move was not possible (see [`grow_cap`]). Under the capacity
+/// lock.
+fn place(slab: Slab, c: usize, cap: usize) -> bool {
+    let h = slab.class(c);
+    let begin = h.begin.load(Ordering::Relaxed) as usize;
+    if begin + cap <= slab.region_end(c).load(Ordering::Relaxed) as usize {
+        h.end.store((begin + cap) as u16, Ordering::Release);
+        return true;
+    }
+    let next = &slab.header().next_free;
+    let at = next.load(Ordering::Relaxed) as usize;
+    let len = cap.next_multiple_of(REGION_ALIGN);
+    if at + len >= SLOTS {
+        return false; // no free slots left: growth waits for the next drain
+    }
+    let word = class_header_word(0, at as u16, at as u16, (at + cap) as u16);
+    let moved = match slab.index() {
+        // SAFETY: slab `i` is the process's, the caller holds its capacity lock, and the
+        // region [at, at + len) lies past every other region (`next_free`) inside the slab.
+        Some(i) if mode() != RseqMode::Fallback => unsafe {
+            arch::percpu_relocate(header_offset(c), i as u32, word)
+        },
+        _ => relocate_locked(slab, c, at, at + cap),
+    };
+    if moved {
+        next.store((at + len) as u32, Ordering::Relaxed);
+        slab.region_end(c)
+            .store((at + len) as u16, Ordering::Relaxed);
+    }
+    moved
+}
+
+/// Fallback mode's (and a private slab's) relocation: the same move as the relocation
+/// section, under the slab lock, which every operation on the slab takes.
+fn relocate_locked(slab: Slab, c: usize, begin: usize, end: usize) -> bool {
+    slab.lock();
+    let n = slab.count(c);
+    for i in 0..n {
+        let obj = slab.slot(c, i).load(Ordering::Relaxed);
+        slab.slot_at(begin + i).store(obj, Ordering::Relaxed);
+    }
+    let h = slab.class(c);
+    h.begin.store(begin as u16, Ordering::Relaxed);
+    h.current.store((begin + n) as u16, Ordering::Relaxed);
+    h.floor.store(begin as u16, Ordering::Relaxed);
+    h.end.store(end as u16, Ordering::Release);
+    slab.unlock();
     true
 }
 
 /// Takes a batch from the central list (no more than the slab has room for), returns one
-/// object and caches the rest with `put`; what does not fit goes back.
-pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, *mut u8) -> bool) -> *mut u8 {
+/// object and caches the rest with `put` (which caches a prefix of what it is given and says
+/// how many); what does not fit goes back.
+pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> usize) -> *mut u8 {
     let mut buf = [null_mut(); 32];
-    let room = slab
-        .cap(c)
-        .load(Ordering::Relaxed)
-        .saturating_sub(slab.count(c).load(Ordering::Relaxed));
-    let want = (CLASS_BATCH[c] as usize).min(room as usize + 1);
+    let room = slab.cap(c).saturating_sub(slab.count(c));
+    let want = (CLASS_BATCH[c] as usize).min(room + 1);
     let n = central::alloc_batch(c, &mut buf[..want]);
     if n == 0 {
         return null_mut();
     }
-    let mut i = 1;
-    while i < n && put(c, buf[i]) {
-        i += 1;
-    }
-    if i < n {
+    let cached = if n > 1 { put(c, &buf[1..n]) } else { 0 };
+    if 1 + cached < n {
         // SAFETY: these objects came from `alloc_batch` and were never handed out.
-        unsafe { central::free_batch(c, &buf[i..n]) };
+        unsafe { central::free_batch(c, &buf[1 + cached..n]) };
     }
     buf[0]
 }
@@ -326,8 +491,7 @@ pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, *mut u8) -> bool)
 /// How many objects an overflow moves out (including the one being freed): half the stack,
 /// at least one, at most a batch.
 pub(super) fn overflow_take(slab: Slab, c: usize) -> usize {
-    let count = slab.count(c).load(Ordering::Relaxed) as usize;
-    (count / 2 + 1).min(CLASS_BATCH[c] as usize)
+    (slab.count(c) / 2 + 1).min(CLASS_BATCH[c] as usize)
 }
 
 /// Bytes of objects cached per slab, written into `out[i]` for each slab (up to `out.len()`);
@@ -337,9 +501,7 @@ pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
     for (i, o) in out.iter_mut().enumerate().take(nslabs) {
         let slab = Slab::of(i);
         *o = if slab.is_ready() {
-            (1..NUM_CLASSES)
-                .map(|c| slab.count(c).load(Ordering::Relaxed) as usize * size_of(c))
-                .sum()
+            (1..NUM_CLASSES).map(|c| slab.count(c) * size_of(c)).sum()
         } else {
             0
         };
@@ -349,9 +511,7 @@ pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
 
 /// Objects of class `c` cached across all slabs (snapshot).
 pub fn cached_objects(c: usize) -> usize {
-    ready_slabs()
-        .map(|(_, s)| s.count(c).load(Ordering::Relaxed) as usize)
-        .sum()
+    ready_slabs().map(|(_, s)| s.count(c)).sum()
 }
 
 /// Slabs that have been touched (initialised) so far.
@@ -375,34 +535,55 @@ pub mod check {
 
     /// Checks one slab at rest (no section, drain or locked operation running on it), for
     /// every class:
-    /// - running (`floor = 0`) or stopped by a drain (`cap = 0`, `floor = u16::MAX`), nothing
-    ///   in between;
-    /// - `count` and `cap` within the class's slot region; a running class's `count <= cap`
+    /// - running (`floor = begin`) or stopped by a drain (`end = 0`, `floor = u16::MAX`),
+    ///   nothing in between;
+    /// - its stack inside its region (`FIRST_SLOT <= begin <= current <= region_end <=
+    ///   next_free`) and a running class's `end` too; no two classes' regions overlap;
+    /// - `count` and `cap` within the class's maximum; a running class's `count <= cap`
     ///   (which a capacity steal racing a push on the same slab may break, harmlessly: pushes
     ///   fail until pops bring the count down — so only at rest after single-threaded use);
-    /// - `slots[0..count]` are distinct objects of the class: each the start of an object
-    ///   already carved from a small span of that class;
+    /// - `slots[begin..current]` are distinct objects of the class: each the start of an
+    ///   object already carved from a small span of that class;
     ///
     /// and unless a class is stopped, the capacity bytes in the header are `Σ cap·size`, within
     /// `cpu_cache_bytes`.
     pub(super) fn check_slab(slab: Slab) -> Result<(), Broken> {
         let mut cap_bytes = 0;
         let mut any_stopped = false;
+        let next_free = slab.header().next_free.load(Ordering::Relaxed) as usize;
+        ensure(
+            (FIRST_SLOT..SLOTS).contains(&next_free),
+            "the slab's free end is outside its slots",
+            next_free,
+        )?;
+        let mut regions = [(0usize, 0usize); NUM_CLASSES];
         for (c, &max) in CLASS_CAPACITY.iter().enumerate().skip(1) {
-            let at = slab.0 + block_offset(c);
-            let count = slab.count(c).load(Ordering::Relaxed);
-            let cap = slab.cap(c).load(Ordering::Relaxed);
-            let floor = slab.floor(c).load(Ordering::Relaxed);
-            let stopped = floor == u16::MAX;
+            let at = slab.0 + header_offset(c);
+            let h = slab.class(c);
+            let [current, begin, floor, end] = [&h.current, &h.begin, &h.floor, &h.end]
+                .map(|f| f.load(Ordering::Relaxed) as usize);
+            let region_end = slab.region_end(c).load(Ordering::Relaxed) as usize;
+            let stopped = floor == u16::MAX as usize;
             any_stopped |= stopped;
             ensure(
-                floor == 0 || stopped && cap == 0,
+                floor == begin || stopped && end == 0,
                 "a class is neither running nor stopped",
                 at,
             )?;
             ensure(
-                count <= max && cap <= max,
-                "a count or cap beyond the slot region",
+                FIRST_SLOT <= begin
+                    && begin <= current
+                    && current <= region_end
+                    && region_end <= next_free
+                    && (stopped || begin <= end && end <= region_end),
+                "a class's stack is outside its region",
+                at,
+            )?;
+            let count = current - begin;
+            let cap = if stopped { 0 } else { end - begin };
+            ensure(
+                count <= max as usize && cap <= max as usize,
+                "a count or cap beyond the class's maximum",
                 at,
             )?;
             ensure(
@@ -410,9 +591,10 @@ pub mod check {
                 "a running class holds more than its cap",
                 at,
             )?;
-            cap_bytes += cap as usize * size_of(c);
-            let mut objs = [0usize; 128];
-            let objs = &mut objs[..count as usize];
+            regions[c] = (begin, region_end);
+            cap_bytes += cap * size_of(c);
+            let mut objs = [0usize; 4096];
+            let objs = &mut objs[..count];
             for (i, o) in objs.iter_mut().enumerate() {
                 *o = slab.slot(c, i).load(Ordering::Relaxed);
                 span_of_object(*o as *mut u8, c)?;
@@ -424,6 +606,12 @@ pub mod check {
                     at: w[0],
                 });
             }
+        }
+        regions.sort_unstable();
+        let mut last_end = FIRST_SLOT;
+        for &(begin, end) in regions.iter().filter(|r| r.1 > r.0) {
+            ensure(begin >= last_end, "two classes' regions overlap", begin)?;
+            last_end = end;
         }
         if !any_stopped {
             let recorded = slab.header().cap_bytes.load(Ordering::Relaxed) as usize;
@@ -463,30 +651,30 @@ mod check_tests {
     /// test measures exactly).
     const SIZES: [usize; 4] = [32, 96, 144, 256];
 
-    /// A slab of the test's own, outside the slab region, with its initial capacities.
+    /// A slab of the test's own, outside the slab region, with its initial (empty) layout.
     fn private_slab() -> Slab {
         let base = os::map(SLAB_BYTES, SLAB_BYTES).unwrap();
         let slab = Slab(base as usize);
-        reset_caps(slab);
+        reset_layout(slab);
         slab
     }
 
     /// Pops up to `n` objects of class `c` under the slab lock (as the fallback path does).
     fn pop_locked(slab: Slab, c: usize, n: usize) -> Vec<*mut u8> {
         slab.lock();
-        let count = slab.count(c).load(Ordering::Relaxed) as usize;
+        let count = slab.count(c);
         let k = n.min(count);
         let objs = (count - k..count)
             .rev()
             .map(|i| slab.slot(c, i).load(Ordering::Relaxed) as *mut u8)
             .collect();
-        slab.count(c).store((count - k) as u16, Ordering::Relaxed);
+        slab.set_count(c, count - k);
         slab.unlock();
         objs
     }
 
     fn contents(slab: Slab, c: usize) -> Vec<*mut u8> {
-        (0..slab.count(c).load(Ordering::Relaxed) as usize)
+        (0..slab.count(c))
             .map(|i| slab.slot(c, i).load(Ordering::Relaxed) as *mut u8)
             .collect()
     }
@@ -550,7 +738,7 @@ mod check_tests {
                         spare[k].extend_from_slice(&back);
                         shadow[k].clear();
                     }
-                    reset_caps(slab);
+                    reset_layout(slab);
                     moved > 0
                 }
             };
@@ -582,6 +770,13 @@ mod check_tests {
     fn a_corrupted_slab_fails_its_check() {
         let slab = private_slab();
         let c = class_of(SIZES[1]);
+        let other = class_of(SIZES[0]);
+        // Classes start with no capacity; give both room for what the test caches.
+        for k in [c, other] {
+            while slab.cap(k) < 4 {
+                assert!(grow_cap(slab, k, false));
+            }
+        }
         let mut objs = [null_mut(); 4];
         assert_eq!(central::alloc_batch(c, &mut objs), 4);
         assert_eq!(locked_push_many(slab, c, &objs), 4);
@@ -597,24 +792,52 @@ mod check_tests {
         assert_eq!(broken(slab), "an object pointer is not an object's start");
         slab.slot(c, 1).store(objs[1] as usize, Ordering::Relaxed);
         // An object of another class.
-        let other = class_of(SIZES[0]);
         slab.slot(other, 0)
             .store(objs[2] as usize, Ordering::Relaxed);
-        slab.count(other).store(1, Ordering::Relaxed);
+        slab.set_count(other, 1);
         assert_eq!(broken(slab), "an object's page is not of its class");
-        slab.count(other).store(0, Ordering::Relaxed);
+        slab.set_count(other, 0);
         // A half-stopped class, then a whole stop (allowed: the capacity total is not checked).
-        slab.floor(c).store(u16::MAX, Ordering::Relaxed);
+        let h = slab.class(c);
+        let begin = h.begin.load(Ordering::Relaxed);
+        h.floor.store(u16::MAX, Ordering::Relaxed);
         assert_eq!(broken(slab), "a class is neither running nor stopped");
-        let cap = slab.cap(c).swap(0, Ordering::Relaxed);
+        let end = h.end.swap(0, Ordering::Relaxed);
         assert_eq!(check_slab(slab), Ok(()));
-        slab.floor(c).store(0, Ordering::Relaxed);
+        h.floor.store(begin, Ordering::Relaxed);
+        assert_eq!(broken(slab), "a class's stack is outside its region");
+        h.end.store(begin + 2, Ordering::Relaxed);
         assert_eq!(broken(slab), "a running class holds more than its cap");
-        slab.cap(c).store(cap, Ordering::Relaxed);
+        h.end.store(end, Ordering::Relaxed);
         // A capacity changed without its bytes.
-        slab.cap(c).store(cap + 1, Ordering::Relaxed);
+        h.end.store(end - 1, Ordering::Relaxed);
         assert_eq!(broken(slab), "the capacity bytes differ from Σ cap·size");
-        slab.cap(c).store(cap, Ordering::Relaxed);
+        h.end.store(end, Ordering::Relaxed);
+        // A region past the slab's free end, then two overlapping regions.
+        let free_end = slab.header().next_free.load(Ordering::Relaxed);
+        slab.header()
+            .next_free
+            .store(begin.into(), Ordering::Relaxed);
+        assert_eq!(broken(slab), "a class's stack is outside its region");
+        slab.header().next_free.store(free_end, Ordering::Relaxed);
+        let o = slab.class(other);
+        let (ob, oe) = (
+            o.begin.load(Ordering::Relaxed),
+            o.end.load(Ordering::Relaxed),
+        );
+        let region_end = slab.region_end(other).load(Ordering::Relaxed);
+        for f in [&o.begin, &o.current, &o.floor] {
+            f.store(begin, Ordering::Relaxed);
+        }
+        o.end.store(begin + (oe - ob), Ordering::Relaxed);
+        slab.region_end(other)
+            .store(begin + (oe - ob), Ordering::Relaxed);
+        assert_eq!(broken(slab), "two classes' regions overlap");
+        for f in [&o.begin, &o.current, &o.floor] {
+            f.store(ob, Ordering::Relaxed);
+        }
+        o.end.store(oe, Ordering::Relaxed);
+        slab.region_end(other).store(region_end, Ordering::Relaxed);
 
         assert_eq!(check_slab(slab), Ok(()));
         // SAFETY: objects from `alloc_batch`, never used.
