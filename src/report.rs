@@ -140,7 +140,9 @@ fn print_text(s: &Stats, to: Sink, classes: bool) {
     let mut m = line();
     m.str("restarts ")
         .dec(s.restarts)
-        .str(", fallback lock operations ")
+        .str(" (batch sections ")
+        .dec(s.batch_restarts)
+        .str("), fallback lock operations ")
         .dec(s.fallback_ops as u64)
         .str(", drains skipped ")
         .dec(s.drains_skipped as u64);
@@ -190,6 +192,7 @@ fn print_json(s: &Stats, to: Sink) {
         ("free", s.free as u64),
         ("metadata", s.metadata as u64),
         ("restarts", s.restarts),
+        ("batch_restarts", s.batch_restarts),
         ("fallback_ops", s.fallback_ops as u64),
         ("drains_skipped", s.drains_skipped as u64),
         ("slabs", s.slabs as u64),

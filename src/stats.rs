@@ -56,6 +56,9 @@ pub struct Stats {
     pub uses_mm_cid: bool,
     /// rseq critical sections aborted and restarted.
     pub restarts: u64,
+    /// Of `restarts`, those of the batch sections (refill, overflow and drain batches, and the
+    /// relocation of a class's stack).
+    pub batch_restarts: u64,
     /// Slab-lock acquisitions of the locked fallback path (each serves one operation, or a
     /// refill or flush of a thread's magazine; magazine hits take none). 0 with rseq.
     pub fallback_ops: usize,
@@ -104,6 +107,7 @@ pub fn stats() -> Stats {
         rseq_mode: percpu::mode(),
         uses_mm_cid: percpu::uses_mm_cid(),
         restarts: crate::arch::restarts(),
+        batch_restarts: crate::arch::batch_restarts(),
         fallback_ops: percpu::fallback_ops(),
         drains_skipped: percpu::DRAINS_SKIPPED.load(Ordering::Relaxed),
     };

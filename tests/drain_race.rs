@@ -78,10 +78,11 @@ fn child_drain_race() {
     });
     let s = rseqmalloc::stats();
     println!(
-        "RESULT mode={:?} bad={bad} drains={} restarts={} drains_skipped={}",
+        "RESULT mode={:?} bad={bad} drains={} restarts={} batch_restarts={} drains_skipped={}",
         rseqmalloc::rseq_mode(),
         drains.load(Ordering::Relaxed),
         s.restarts,
+        s.batch_restarts,
         s.drains_skipped
     );
     assert_eq!(bad, 0, "{bad} words of objects handed out twice");

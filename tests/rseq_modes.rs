@@ -214,12 +214,13 @@ fn stress() {
     let cached: usize = s.cpu_cache_bytes.iter().sum();
     // Machine-readable line for the parent.
     println!(
-        "RESULT mode={:?} ops={} signals={} restarts={} fallback_ops={} forks={} drains={} \
-         cached_after_trim={} mm_cid={} drains_skipped={}",
+        "RESULT mode={:?} ops={} signals={} restarts={} batch_restarts={} fallback_ops={} \
+         forks={} drains={} cached_after_trim={} mm_cid={} drains_skipped={}",
         s.rseq_mode,
         total_ops.load(Ordering::Relaxed),
         SIGNALS.load(Ordering::Relaxed),
         s.restarts,
+        s.batch_restarts,
         s.fallback_ops,
         forked.load(Ordering::Relaxed),
         drains.load(Ordering::Relaxed),
@@ -297,6 +298,7 @@ fn stress_with_forced_fallback() {
     assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
     assert_eq!(num(&r, "forks"), 1);
     assert_eq!(num(&r, "restarts"), 0);
+    assert_eq!(num(&r, "batch_restarts"), 0);
     // Most small operations are served by the thread's magazine without the slab lock; the
     // slabs must still see traffic (refills, flushes, larger classes).
     assert!(num(&r, "fallback_ops") > OPS_PER_MODE as u64 / 100, "{r:?}");

@@ -55,6 +55,8 @@ struct rseqmalloc_stats {
                           * operation, or per magazine refill/flush; magazine hits take none) */
     size_t slabs;        /* per-CPU slabs (possible CPU or concurrency ids) */
     size_t slabs_in_use; /* slabs touched so far */
+    uint64_t batch_restarts; /* of restarts, those of the batch sections (refill, overflow and
+                              * drain batches, a class's relocation) */
 };
 
 /* Fills the first min(out_size, sizeof(struct rseqmalloc_stats)) bytes of *out and returns

@@ -34,9 +34,11 @@ pub struct RseqmallocStats {
     pub slabs: usize,
     /// Slabs touched so far.
     pub slabs_in_use: usize,
+    /// Of `restarts`, those of the batch sections (appended in 0.1.1's layout: 104 bytes).
+    pub batch_restarts: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<RseqmallocStats>() == 96);
+const _: () = assert!(core::mem::size_of::<RseqmallocStats>() == 104);
 
 impl From<&rseq::Stats> for RseqmallocStats {
     fn from(s: &rseq::Stats) -> Self {
@@ -54,6 +56,7 @@ impl From<&rseq::Stats> for RseqmallocStats {
             fallback_ops: s.fallback_ops,
             slabs: s.slabs,
             slabs_in_use: s.slabs_in_use,
+            batch_restarts: s.batch_restarts,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! handler is preceded by glibc's signature, encoded inside `ud1 0x53053053(%rip), %edi` so the
 //! bytes never execute as anything but a trap.
 
-use super::{ClassHeader, Rseq, ThreadBlock, RESTARTS, SLAB_SHIFT, SLOT_SHIFT};
+use super::{
+    ClassHeader, Rseq, ThreadBlock, BATCH_RESTARTS, NO_RESTARTS, RESTARTS, SLAB_SHIFT, SLOT_SHIFT,
+};
 use crate::sync::Ordering;
 use core::arch::asm;
 use core::mem::offset_of;
@@ -90,6 +92,12 @@ pub fn current_cpu() -> usize {
 /// signature). `fail` may instead leave through a Rust `label` operand.
 macro_rules! rseq_sequence {
     (body: [$($body:literal),* $(,)?], fail: $fail:literal, $($operands:tt)*) => {
+        rseq_sequence!(
+            counted: NO_RESTARTS, body: [$($body),*], fail: $fail, $($operands)*
+        )
+    };
+    (counted: $also:path, body: [$($body:literal),* $(,)?], fail: $fail:literal,
+     $($operands:tt)*) => {
         asm!(
             "mov {tb}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
             "mov {area}, qword ptr fs:[{tb} + {tb_area}]",
@@ -112,6 +120,7 @@ macro_rules! rseq_sequence {
             ".long {sig}",
             "7:",
             "lock inc qword ptr [rip + {restarts}]",
+            "lock inc qword ptr [rip + {also}]",
             "jmp 2b",
             "5:",
             $fail,
@@ -122,6 +131,7 @@ macro_rules! rseq_sequence {
             area = out(reg) _,
             t = out(reg) _,
             restarts = sym RESTARTS,
+            also = sym $also,
             tb_area = const offset_of!(ThreadBlock, area),
             cpu_id = const offset_of!(Rseq, cpu_id),
             rseq_cs = const offset_of!(Rseq, rseq_cs),
@@ -300,6 +310,7 @@ pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usi
     // SAFETY: as in `percpu_pop`; the loop writes `out[0..k]` with `k <= max`.
     unsafe {
         rseq_sequence!(
+            counted: BATCH_RESTARTS,
             body: [
                 "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
                 "mov {slab:e}, dword ptr [{slab}]",
@@ -380,6 +391,7 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
     // `n..n + k` with `n + k <= end`, inside the class's region.
     unsafe {
         rseq_sequence!(
+            counted: BATCH_RESTARTS,
             body: [
                 "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
                 "mov {slab:e}, dword ptr [{slab}]",
@@ -462,6 +474,7 @@ pub unsafe fn percpu_relocate(hdr: usize, id: u32, word: u64) -> bool {
     // reserved region (the caller's contract).
     unsafe {
         rseq_sequence!(
+            counted: BATCH_RESTARTS,
             body: [
                 "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
                 "cmp dword ptr [{slab}], {id:e}",

@@ -193,3 +193,118 @@ pub fn flush_mine() -> usize {
         _ => 0,
     }
 }
+
+/// The batch sections aborted on purpose: the test single-steps the calling thread (the x86
+/// trap flag) into a section, so the kernel delivers `SIGTRAP` with the thread inside it and,
+/// as for any signal, moves it to the section's abort handler; the handler stops the stepping
+/// there. Each section must then restart and leave the slab exactly as one uninterrupted run.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod abort_tests {
+    use super::*;
+    use crate::arch::RSEQ_SIG;
+    use crate::size_class::class_of;
+    use crate::sync::AtomicUsize;
+    use std::vec::Vec;
+
+    /// Traps taken, and traps that found the thread moved to an abort handler.
+    static STEPS: AtomicUsize = AtomicUsize::new(0);
+    static ABORTS: AtomicUsize = AtomicUsize::new(0);
+
+    /// The x86 trap flag in `RFLAGS`.
+    const TF: i64 = 0x100;
+
+    extern "C" fn on_trap(_: i32, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes the interrupted context; its instruction pointer is in
+        // our code, whose 4 bytes before an abort handler are the rseq signature.
+        unsafe {
+            let gregs = &mut (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs;
+            let ip = gregs[libc::REG_RIP as usize] as usize;
+            let steps = STEPS.fetch_add(1, Ordering::Relaxed);
+            if (ip as *const u32).sub(1).read_unaligned() == RSEQ_SIG {
+                ABORTS.fetch_add(1, Ordering::Relaxed);
+                gregs[libc::REG_EFL as usize] &= !TF;
+            } else if steps > 1_000_000 {
+                gregs[libc::REG_EFL as usize] &= !TF; // never reached a section: give up
+            }
+        }
+    }
+
+    /// Runs `f` single-stepped until the first abort; returns `f`'s result and the aborts seen.
+    fn stepped<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        ABORTS.store(0, Ordering::Relaxed);
+        STEPS.store(0, Ordering::Relaxed);
+        // SAFETY: a handler for SIGTRAP, which nothing else in the test process uses, restored
+        // afterwards; setting the trap flag only makes the CPU trap after each instruction.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = on_trap as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            let mut old: libc::sigaction = core::mem::zeroed();
+            assert_eq!(libc::sigaction(libc::SIGTRAP, &sa, &mut old), 0);
+            core::arch::asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq");
+            let r = f();
+            core::arch::asm!("pushfq", "and qword ptr [rsp], -0x101", "popfq");
+            assert_eq!(
+                libc::sigaction(libc::SIGTRAP, &old, core::ptr::null_mut()),
+                0
+            );
+            (r, ABORTS.load(Ordering::Relaxed))
+        }
+    }
+
+    #[test]
+    fn batch_sections_aborted_inside_restart_and_commit_once() {
+        // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU, so
+        // every section below runs on the same slab.
+        let c = class_of(2560);
+        // SAFETY: a malloc/free pair through the C path sets the thread up.
+        unsafe { crate::free(crate::malloc(2560)) };
+        assert_eq!(
+            thread_state(),
+            ThreadState::Rseq,
+            "the unit tests run with rseq"
+        );
+        let saved = crate::os::affinity().unwrap();
+        assert!(crate::os::pin_to_cpu(arch::current_cpu()));
+        let slab = Slab::of(current_rseq_id());
+        while slab.cap(c) < 16 {
+            assert!(grow_cap(slab, c, false));
+        }
+        let before = slab.count(c);
+        let mut objs = [null_mut(); 16];
+        assert_eq!(central::alloc_batch(c, &mut objs), 16);
+        let restarts = arch::batch_restarts();
+
+        // Push: aborted once, then all 16 on the stack once.
+        let (pushed, aborts) = stepped(|| push_batch(c, &objs));
+        assert_eq!((pushed, aborts), (16, 1));
+        assert_eq!(slab.count(c), before + 16);
+        let top: Vec<_> = (before..before + 16)
+            .map(|i| slab.slot(c, i).load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(top, objs.map(|o| o as usize));
+
+        // Relocation: a capacity past the region moves the stack, aborted once on the way.
+        let cap = slab.cap(c);
+        let (grown, aborts) = stepped(|| grow_cap(slab, c, false));
+        assert_eq!((grown, aborts), (true, 1));
+        assert!(slab.cap(c) > cap);
+        assert_eq!(slab.count(c), before + 16);
+        let moved: Vec<_> = (before..before + 16)
+            .map(|i| slab.slot(c, i).load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(moved, top);
+
+        // Pop: aborted once, then the same 16 objects out, once.
+        let mut out = [null_mut(); 16];
+        let (popped, aborts) = stepped(|| pop_batch(c, &mut out));
+        assert_eq!((popped, aborts), (16, 1));
+        assert_eq!(slab.count(c), before);
+        assert_eq!(out, objs);
+        assert!(arch::batch_restarts() - restarts >= 3);
+
+        // SAFETY: objects from `alloc_batch`, never handed out.
+        unsafe { central::free_batch(c, &out) };
+        assert!(crate::os::set_affinity(&saved));
+    }
+}

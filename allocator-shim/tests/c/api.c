@@ -14,7 +14,8 @@
 void free_sized(void *ptr, size_t size);
 void free_aligned_sized(void *ptr, size_t alignment, size_t size);
 
-_Static_assert(sizeof(struct rseqmalloc_stats) == 96, "rseqmalloc_stats layout");
+_Static_assert(sizeof(struct rseqmalloc_stats) == 104, "rseqmalloc_stats layout");
+_Static_assert(offsetof(struct rseqmalloc_stats, batch_restarts) == 96, "rseqmalloc_stats layout");
 _Static_assert(offsetof(struct rseqmalloc_stats, rseq_mode) == 56, "rseqmalloc_stats layout");
 _Static_assert(offsetof(struct rseqmalloc_stats, restarts) == 64, "rseqmalloc_stats layout");
 _Static_assert(offsetof(struct rseqmalloc_stats, slabs_in_use) == 88, "rseqmalloc_stats layout");
