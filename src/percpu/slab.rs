@@ -361,8 +361,21 @@ const STEAL_PROBES: usize = 8;
 /// running empty grows within the budget only, so two classes alternating cannot steal from
 /// each other on every refill.
 pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
-    if slab.cap(c) >= CLASS_CAPACITY[c] as usize {
+    let cap = slab.cap(c);
+    if cap >= CLASS_CAPACITY[c] as usize {
         return false; // at its maximum: no lock needed to know
+    }
+    if !may_steal {
+        // A refill of a program past the budget would otherwise take the lock every time
+        // just to learn this: a snapshot suffices to give up (the locked path decides).
+        let add = cap
+            .max(initial_cap(c))
+            .min(CLASS_CAPACITY[c] as usize - cap)
+            * size_of(c);
+        let bytes = slab.header().cap_bytes.load(Ordering::Relaxed) as usize;
+        if bytes + add > config::get().cpu_cache_bytes as usize {
+            return false;
+        }
     }
     if !slab.cap_lock().try_lock() {
         return false; // a drain or another grower is at work: try again on a later overflow
