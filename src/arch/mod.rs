@@ -110,18 +110,24 @@ pub static DUMMY_AREA: Rseq = Rseq {
     _pad: 0,
 };
 
-/// log2 of the per-CPU slab size in bytes: 512 KiB, 65,536 slots of 8 bytes, so every slot
-/// index fits the `u16` fields of [`ClassHeader`]. The kernel backs only the touched pages.
+/// log2 of the per-CPU slab size in bytes: 512 KiB, 65,280 slots of 8 bytes after the headers,
+/// so every slot index fits the `u16` fields of [`ClassHeader`] with `u16::MAX` to spare. The
+/// kernel backs only the touched pages.
 pub const SLAB_SHIFT: u32 = 19;
 
-/// Slot `i` of a slab is the 8-byte word at byte `8 * i` of the slab (the slab's first slots
-/// hold its headers, which the per-CPU layer never hands to a class).
+/// Slots are 8-byte words: slot `i` of a slab is at byte [`SLOTS_AT`] `+ 8 * i`.
 pub const SLOT_SHIFT: u32 = 3;
+
+/// Byte offset of slot 0 in a slab: the first 2 KiB hold the slab's header (1 KiB) and up to
+/// 128 class headers. Indices count from here, so an all-zero class header — a slab nobody has
+/// touched yet — is already a valid empty stack (`current = begin = floor = end = 0`: every
+/// pop and push fails) at a valid slot, and making a slab ready writes nothing a section reads.
+pub const SLOTS_AT: usize = 2048;
 
 /// One size class's stack in a per-CPU slab: the header the critical sections read and write
 /// (their offsets are `const` operands taken from this struct), at an offset the per-CPU layer
 /// chooses per class (`percpu::slab`). Its four fields are slot indices into the slab, so the
-/// fast path addresses a slot as `slab + 8 * current` with no per-class table:
+/// fast path addresses a slot as `slab + SLOTS_AT + 8 * current` with no per-class table:
 ///
 /// ```text
 ///   slab: [ headers | ... | begin ... current ... end ... region end | ... ]

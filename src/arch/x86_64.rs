@@ -6,7 +6,8 @@
 //! bytes never execute as anything but a trap.
 
 use super::{
-    ClassHeader, Rseq, ThreadBlock, BATCH_RESTARTS, NO_RESTARTS, RESTARTS, SLAB_SHIFT, SLOT_SHIFT,
+    ClassHeader, Rseq, ThreadBlock, BATCH_RESTARTS, NO_RESTARTS, RESTARTS, SLAB_SHIFT, SLOTS_AT,
+    SLOT_SHIFT,
 };
 use crate::sync::Ordering;
 use core::arch::asm;
@@ -79,14 +80,17 @@ pub fn current_cpu() -> usize {
 ///
 ///   -- in .text.unlikely, out of the hot path's way --
 ///               .long RSEQ_SIG (inside `ud1 0x53053053(%rip), %edi`)
-/// abort (7):    restarts += 1; goto restart
+/// abort (7):    RESTARTS += 1; counted += 1; goto restart
 /// fail (5):     fail; goto done
 /// ```
 /// The descriptor (`struct rseq_cs`: version 0, flags 0, start, post-commit offset, abort) is
 /// emitted into `__rseq_cs` for every copy of the sequence the compiler makes. The body gets
 /// `{tb}` (the thread block's offset from `fs`), `{area}` (the rseq area in use) and a
-/// scratch register `{t}`; it must not write shared
-/// memory before its final instruction, the commit. The abort handler and the failure code
+/// scratch register `{t}`; it must not write anything another thread can read before its
+/// final instruction, the commit (it may write the caller's private memory and slots no
+/// reader looks at), and must not change its input registers (a restart runs it again).
+/// `counted:` names a second counter the abort handler increments (the batch sections'
+/// [`BATCH_RESTARTS`]; the single-object sections' `NO_RESTARTS`, which nobody reads). The abort handler and the failure code
 /// live in a cold section, so a successful operation runs straight through, without a taken
 /// jump (the kernel only asks that the abort address lie outside the section and follow the
 /// signature). `fail` may instead leave through a Rust `label` operand.
@@ -150,7 +154,7 @@ const _: () = assert!(
 ///
 /// The slab of CPU (or concurrency id) `i` is at `slabs + i << SLAB_SHIFT`; inside it, the class
 /// has a [`ClassHeader`] at a fixed offset, which the caller passes as `hdr`, and slot `k` of
-/// the slab is at byte `8 * k`. The thread block holds `slabs` and a pointer `id` to the
+/// the slab is at byte `SLOTS_AT + 8 * k`. The thread block holds `slabs` and a pointer `id` to the
 /// area's `cpu_id` or `mm_cid`, so everything the section needs is a constant offset from the
 /// thread pointer (no GOT load, no global); every offset below is a `const` operand taken from
 /// the header's layout or the thread block's.
@@ -196,7 +200,7 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
                 "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
                 "cmp {n:x}, word ptr [{slab} + {hdr} + {floor}]",
                 "jbe 5f",
-                "mov {obj}, qword ptr [{slab} + {n} * 8 - 8]",
+                "mov {obj}, qword ptr [{slab} + {n} * 8 + {top}]",
                 "dec {n:e}",
                 "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
             ],
@@ -205,6 +209,7 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
             n = out(reg) _,
             obj = out(reg) obj,
             hdr = in(reg) hdr,
+            top = const SLOTS_AT - 8,
             shift = const SLAB_SHIFT,
             tb_id = const offset_of!(ThreadBlock, id),
             tb_slabs = const offset_of!(ThreadBlock, slabs),
@@ -254,7 +259,7 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
                 "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
                 "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
                 "jae 5f",
-                "mov qword ptr [{slab} + {n} * 8], {obj}",
+                "mov qword ptr [{slab} + {n} * 8 + {slots}], {obj}",
                 "inc {n:e}",
                 "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
             ],
@@ -263,6 +268,7 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
             n = out(reg) _,
             hdr = in(reg) hdr,
             obj = in(reg) obj,
+            slots = const SLOTS_AT,
             shift = const SLAB_SHIFT,
             tb_id = const offset_of!(ThreadBlock, id),
             tb_slabs = const offset_of!(ThreadBlock, slabs),
@@ -324,7 +330,7 @@ pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usi
                 "cmp {k}, {max}",
                 "cmova {k}, {max}",
                 "sub {n}, {k}",
-                "lea {src}, [{slab} + {n} * 8]",
+                "lea {src}, [{slab} + {n} * 8 + {slots}]",
                 "xor {i:e}, {i:e}",
                 "9:",
                 "mov {t}, qword ptr [{src} + {i} * 8]",
@@ -343,6 +349,7 @@ pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usi
             hdr = in(reg) hdr,
             out = in(reg) out,
             max = in(reg) max,
+            slots = const SLOTS_AT,
             shift = const SLAB_SHIFT,
             tb_id = const offset_of!(ThreadBlock, id),
             tb_slabs = const offset_of!(ThreadBlock, slabs),
@@ -403,7 +410,7 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
                 "jle 5f",
                 "cmp {k}, {len}",
                 "cmova {k}, {len}",
-                "lea {dst}, [{slab} + {n} * 8]",
+                "lea {dst}, [{slab} + {n} * 8 + {slots}]",
                 "xor {i:e}, {i:e}",
                 "9:",
                 "mov {t}, qword ptr [{objs} + {i} * 8]",
@@ -423,6 +430,7 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
             hdr = in(reg) hdr,
             objs = in(reg) objs,
             len = in(reg) len,
+            slots = const SLOTS_AT,
             shift = const SLAB_SHIFT,
             tb_id = const offset_of!(ThreadBlock, id),
             tb_slabs = const offset_of!(ThreadBlock, slabs),
@@ -487,11 +495,11 @@ pub unsafe fn percpu_relocate(hdr: usize, id: u32, word: u64) -> bool {
                 "cmp word ptr [{slab} + {hdr} + {floor}], {src:x}",
                 "jne 5f",
                 "sub {n}, {src}",
-                "lea {src}, [{slab} + {src} * 8]",
+                "lea {src}, [{slab} + {src} * 8 + {slots}]",
                 "mov {new}, {word}",
                 "shr {new}, 16",
                 "movzx {dst:e}, {new:x}",
-                "lea {dst}, [{slab} + {dst} * 8]",
+                "lea {dst}, [{slab} + {dst} * 8 + {slots}]",
                 "movzx {new:e}, {new:x}",
                 "add {new}, {n}",
                 "add {new}, {word}",
@@ -516,6 +524,7 @@ pub unsafe fn percpu_relocate(hdr: usize, id: u32, word: u64) -> bool {
             hdr = in(reg) hdr,
             id = in(reg) id,
             word = in(reg) word,
+            slots = const SLOTS_AT,
             shift = const SLAB_SHIFT,
             tb_id = const offset_of!(ThreadBlock, id),
             tb_slabs = const offset_of!(ThreadBlock, slabs),

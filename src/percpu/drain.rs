@@ -22,8 +22,8 @@
 //! 2. **Fence**: a section that read a header before the stop is now over. Any later one reads
 //!    the stop and fails to the slow path, which never touches a stopped slab.
 //! 3. **Empty**: the drainer owns `slots[begin..current]`: it hands them to the central lists
-//!    and writes `current = begin`; then it starts the layout again (`begin = current =
-//!    FIRST_SLOT` for every class, the whole slab free), still stopped.
+//!    and writes `current = begin`; then it starts the layout again (`begin = current = 0` for
+//!    every class, the whole slab free), still stopped.
 //! 4. **Fence again.** A section reads `current` and then, in a second load, `floor` or
 //!    `end`. One that read the old `current` just before step 3 rewrote it is still in flight;
 //!    were the slab un-stopped now, its second load could see the restored bound and it would
@@ -45,9 +45,11 @@
 //! which run inside some thread's allocation, may not move it: they are skipped and counted.
 //!
 //! May call: `arch` (through `percpu::pop`), `central`, `os`, `size_class`, `sync`, and in this
-//! folder `slab`, `state`, and the face's `pop`.
+//! folder `slab`, `state`, and the face's `pop_batch`.
 
-use super::slab::{ready_slabs, relayout_stopped, reset_layout, restart_layout, Slab, MAX_SLABS};
+use super::slab::{
+    ready_slabs, relayout_stopped, reset_layout, restart_layout, take_full, Slab, MAX_SLABS,
+};
 use super::state::{mode, uses_mm_cid, RseqMode, G};
 use crate::central;
 use crate::os;
@@ -125,6 +127,17 @@ pub(super) fn drain_where(
     }
 }
 
+/// Drains `slab` when a growth found its free slots used up ([`take_full`]): the drain starts
+/// its layout again, with room for every class. Rare (regions double, and drains of idle slabs
+/// re-lay them too); without the membarrier in rseq modes it is skipped and counted, like
+/// maintenance's drains. Called from slow paths holding no lock.
+#[cold]
+pub(super) fn relayout_if_full(slab: Slab) {
+    if let (true, Some(id)) = (take_full(slab), slab.index()) {
+        drain_where(|| false, |i, _| i == id);
+    }
+}
+
 /// Fallback mode: empties each picked slab under its lock and starts its layout again (under
 /// its capacity lock too, taken first as growth does, so no relocation is half done).
 fn drain_locked(picked: &Picked) -> usize {
@@ -154,7 +167,7 @@ fn drain_fenced(picked: &Picked) -> usize {
     }
     // 2. Every section that read a block before the stop commits or restarts here.
     rseq_fence();
-    // 3. Empty, and start the layout again: every stack at `FIRST_SLOT`, still stopped.
+    // 3. Empty, and start the layout again: every stack at slot 0, still stopped.
     let mut bytes = 0;
     for i in picked.iter() {
         bytes += empty_slab(Slab::of(i));

@@ -13,9 +13,10 @@
 //! thread's CPU hint, the locked pushes and pops.
 //!
 //! May call: `arch` (the thread block, the CPU number), `central`, `free_tag`, `size_class`,
-//! `sync`, and in this folder `maintenance` (a tick on the paths that reach the central
-//! lists), `slab`, `state`.
+//! `sync`, and in this folder `drain` (a slab whose free slots ran out), `maintenance` (a tick
+//! on the paths that reach the central lists), `slab`, `state`.
 
+use super::drain::relayout_if_full;
 use super::maintenance;
 use super::slab::{ensure_slab, grow_cap, overflow_take, refill, Slab};
 use super::state::G;
@@ -76,7 +77,9 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
     }
     slab.unlock();
     maintenance::maybe_tick();
-    grow_cap(slab, c, false);
+    if !grow_cap(slab, c, false) {
+        relayout_if_full(slab);
+    }
     refill(c, slab, |c, objs| locked_push_many(slab, c, objs))
 }
 
@@ -245,8 +248,12 @@ unsafe fn put_locked(c: usize, objs: &[*mut u8]) {
     }
     let slab = locked_slab();
     let mut done = locked_push_many(slab, c, objs);
-    if done < objs.len() && grow_cap(slab, c, true) {
-        done += locked_push_many(slab, c, &objs[done..]);
+    if done < objs.len() {
+        if grow_cap(slab, c, true) {
+            done += locked_push_many(slab, c, &objs[done..]);
+        } else {
+            relayout_if_full(slab);
+        }
     }
     let rest = &objs[done..];
     let Some(&obj) = rest.first() else { return };

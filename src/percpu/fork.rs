@@ -5,9 +5,12 @@
 //! Lock order, the same glibc's own malloc keeps inside `fork`: glibc's stdio list lock first
 //! (a thread in `fflush(NULL)` holds it while it waits for a `FILE` whose holder may be in
 //! `realloc`), then the allocator's own in the order it nests them — set-up, drain, fallback
-//! slab locks (this layer), the central classes, the page heap — so taking them for a fork
-//! cannot deadlock with a thread in the middle of a drain or of stdio. A capacity lock is not
-//! taken (its holders never wait for another lock while holding it) but is reset in the child.
+//! capacity locks and, in fallback mode, slab locks (this layer), the central classes, the
+//! page heap — so taking them for a fork cannot deadlock with a thread in the middle of a drain
+//! or of stdio. The capacity locks are taken so that no growth is half done in the child (a
+//! class moved to a new region whose reservation was not yet recorded would let the next
+//! growth hand the same slots to another class); their holders take nothing but a slab lock
+//! (fallback mode's relocation), which comes after them here too.
 //!
 //! A process that has only ever had one thread takes no lock at all, as glibc does: no other
 //! thread can hold one, and the only code that can — the `malloc` a signal handler interrupted
@@ -80,6 +83,9 @@ extern "C" fn child() {
 fn lock_percpu() {
     core::mem::forget(INIT.lock());
     core::mem::forget(DRAIN.lock());
+    for (_, slab) in ready_slabs() {
+        slab.cap_lock().lock();
+    }
     if mode() == RseqMode::Fallback {
         for (_, slab) in ready_slabs() {
             slab.lock();
@@ -100,9 +106,12 @@ unsafe fn unlock_percpu(child: bool) {
             // SAFETY: the child of a fork, single-threaded (forwarded contract).
             unsafe { slab.reset_locks_in_child() };
         }
-    } else if mode() == RseqMode::Fallback {
+    } else {
         for (_, slab) in ready_slabs() {
-            slab.unlock();
+            if mode() == RseqMode::Fallback {
+                slab.unlock();
+            }
+            slab.cap_lock().unlock();
         }
     }
     // SAFETY: taken in `lock_percpu` (forwarded contract).

@@ -3,15 +3,19 @@
 //!
 //! Owns: the slab region's layout — one slab of `1 << SLAB_SHIFT` bytes (512 KiB) per possible
 //! CPU or concurrency id, mapped once (the kernel commits a slab's pages only where touched, so
-//! memory follows the ids that actually run and the objects they cache). A slab is an array of
-//! 65,536 eight-byte slots:
+//! memory follows the ids that actually run and the objects they cache):
 //!
 //! ```text
 //!   byte 0      SlabHeader (1 KiB): state, locks, the region table, figures
 //!   byte 1024   ClassHeader of class c at 1024 + 8c (current, begin, floor, end)
-//!   FIRST_SLOT  the classes' regions, handed out in order from `next_free` as classes grow;
-//!               class c caches its objects in slots[begin..current], room up to end
+//!   byte 2048   slot 0 (arch::SLOTS_AT): 65,280 slots of 8 bytes, the classes' regions
+//!               handed out in order from `next_free` as classes grow; class c caches its
+//!               objects in slots[begin..current], room up to end
 //! ```
+//!
+//! Everything counts from zero, so a slab nobody has touched (all zero) is already the empty
+//! layout: every class an empty stack with no capacity at slot 0, `next_free` 0. Making a slab
+//! ready writes nothing a critical section reads.
 //!
 //! The class header's layout is defined in `arch`, beside the assembly that reads it. Its
 //! fields are slot indices, so the fast path's instructions are those of a fixed per-class
@@ -38,14 +42,14 @@
 //! (`arch::percpu_relocate`, which copies the cached objects and commits the new header with
 //! one store, on the slab's own CPU), in fallback mode under the slab lock. Regions grow by
 //! doubling, so the moves cost O(1) per cached object and the space left behind is at most
-//! what the live regions hold; when the slab's free end is used up, growth fails until a
-//! drain, which empties the slab and starts its layout again from `FIRST_SLOT` with every
-//! capacity at zero.
+//! what the live regions hold; the region at the free end grows in place. When the free end is
+//! used up, growth fails and the slab asks for a drain ([`take_full`]), which empties it and
+//! starts its layout again from slot 0 with every capacity at zero.
 //!
 //! May call: `arch`, `central`, `config`, `size_class`, `sync`, and `state` in this folder.
 
 use super::state::{mode, RseqMode, G};
-use crate::arch::{self, class_header_word, ClassHeader, SLAB_SHIFT, SLOT_SHIFT};
+use crate::arch::{self, class_header_word, ClassHeader, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT};
 use crate::central;
 use crate::config;
 use crate::size_class::{size_of, CLASS_BATCH, CLASS_CAPACITY, NUM_CLASSES};
@@ -56,7 +60,7 @@ use core::ptr::null_mut;
 pub const SLAB_BYTES: usize = 1 << SLAB_SHIFT;
 
 /// Slots per slab: every index fits a `u16`, with `u16::MAX` left over as the stopped floor.
-const SLOTS: usize = SLAB_BYTES >> SLOT_SHIFT;
+const SLOTS: usize = (SLAB_BYTES - SLOTS_AT) >> SLOT_SHIFT;
 
 /// Upper bound on slabs. Linux's default `NR_CPUS` on x86_64 is 8192; 4096 covers every
 /// machine that boots with a sane `possible` mask, and a process on a larger one does not use
@@ -65,10 +69,6 @@ pub const MAX_SLABS: usize = 4096;
 
 /// Byte offset of class 0's [`ClassHeader`] (class 0 is no class; its header is unused).
 const HEADERS_AT: usize = 1024;
-
-/// The first slot a class's region may use: past the class headers, on a cache line of its
-/// own.
-pub(super) const FIRST_SLOT: usize = (HEADERS_AT + 8 * NUM_CLASSES).div_ceil(64) * 8;
 
 /// Regions are handed out in multiples of a cache line's slots.
 const REGION_ALIGN: usize = 8;
@@ -80,15 +80,14 @@ const REGION_ALIGN: usize = 8;
 /// the header's kilobyte.
 #[repr(C)]
 pub(super) struct SlabHeader {
-    /// [`SLAB_UNTOUCHED`], [`SLAB_INITIALISING`] or [`SLAB_READY`]; a slab is used only when
-    /// ready.
+    /// 0 (untouched) or [`SLAB_READY`] (drains and figures look at ready slabs only).
     state: AtomicU32,
     /// The fallback lock (see [`Slab::lock`]).
     lock: SpinLock,
     /// The first slot no region uses yet (under the capacity lock).
     next_free: AtomicU32,
-    /// Unused.
-    _pad: u32,
+    /// Set when a growth found no free slots left: the slab wants a drain ([`take_full`]).
+    full: AtomicU32,
     /// One past the last slot of each class's region (under the capacity lock); a class
     /// without a region has `region_end = begin`.
     region_end: [AtomicU16; 128],
@@ -116,7 +115,7 @@ const _: () = {
     use core::mem::{offset_of, size_of};
     assert!(size_of::<SlabHeader>() == HEADERS_AT);
     assert!(offset_of!(SlabHeader, state) == 0 && offset_of!(SlabHeader, lock) == 4);
-    assert!(offset_of!(SlabHeader, next_free) == 8);
+    assert!(offset_of!(SlabHeader, next_free) == 8 && offset_of!(SlabHeader, full) == 12);
     assert!(offset_of!(SlabHeader, region_end) == 16);
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
@@ -125,20 +124,20 @@ const _: () = {
     assert!(offset_of!(SlabHeader, cap_bytes) == 1016);
     assert!(offset_of!(SlabHeader, idle_ticks) == 1020);
     assert!(NUM_CLASSES <= 128, "the region table has 128 entries");
-    assert!(FIRST_SLOT * 8 >= HEADERS_AT + 8 * NUM_CLASSES);
+    assert!(HEADERS_AT + 8 * NUM_CLASSES <= SLOTS_AT);
     assert!(
-        SLOTS == 1 << 16,
+        SLOTS < u16::MAX as usize,
         "slot indices are u16, u16::MAX the stopped floor"
     );
-    // Every class at its maximum fits the slots at once, twice over (room for the regions
-    // that doubling leaves behind), so the budget, not the slab, bounds capacities in practice.
+    // Every class at its maximum fits the slots at once (not twice: the regions doubling
+    // leaves behind can use the free end up, and then the slab asks for a drain).
     let mut slots = 0;
     let mut c = 1;
     while c < NUM_CLASSES {
         slots += (CLASS_CAPACITY[c] as usize).div_ceil(REGION_ALIGN) * REGION_ALIGN;
         c += 1;
     }
-    assert!(FIRST_SLOT + slots <= SLOTS);
+    assert!(slots <= SLOTS);
 };
 
 /// Offset of class `c`'s header inside a slab (what the critical sections take).
@@ -151,9 +150,7 @@ pub(super) const fn header_offset(c: usize) -> usize {
 #[derive(Clone, Copy)]
 pub(super) struct Slab(usize);
 
-/// [`SlabHeader::state`] values.
-const SLAB_UNTOUCHED: u32 = 0;
-const SLAB_INITIALISING: u32 = 1;
+/// [`SlabHeader::state`] once the slab is ready (0 before: untouched).
 const SLAB_READY: u32 = 2;
 
 /// The slabs that are ready (initialised), with their indices.
@@ -172,7 +169,7 @@ impl Slab {
         Slab(G.slabs.load(Ordering::Relaxed) + (i << SLAB_SHIFT))
     }
     /// This slab's index among the process's slabs; `None` for a slab of its own (tests).
-    fn index(&self) -> Option<usize> {
+    pub(super) fn index(&self) -> Option<usize> {
         let i = self.0.wrapping_sub(G.slabs.load(Ordering::Relaxed)) >> SLAB_SHIFT;
         (i < G.nslabs.load(Ordering::Relaxed)).then_some(i)
     }
@@ -221,10 +218,10 @@ impl Slab {
     }
     /// Slot `k` of the slab.
     fn slot_at(&self, k: usize) -> &AtomicUsize {
-        debug_assert!((FIRST_SLOT..SLOTS).contains(&k));
+        debug_assert!(k < SLOTS);
         // SAFETY: slot k lies inside the mapped slab, past its headers; slots are only
         // accessed atomically here and by the rseq sections.
-        unsafe { &*((self.0 + (k << SLOT_SHIFT)) as *const AtomicUsize) }
+        unsafe { &*((self.0 + SLOTS_AT + (k << SLOT_SHIFT)) as *const AtomicUsize) }
     }
     /// One past the last slot of class `c`'s region.
     fn region_end(&self, c: usize) -> &AtomicU16 {
@@ -276,35 +273,22 @@ fn initial_cap(c: usize) -> usize {
         .min(CLASS_CAPACITY[c] as usize)
 }
 
-/// Makes slab `i` ready (once); false while another thread is initialising it.
-pub(super) fn ensure_slab(i: usize) -> bool {
+/// Makes slab `i` ready: it takes part in drains and figures from now on. Its memory is zero
+/// until a class grows (the empty layout, see the module documentation), so there is nothing
+/// to initialise: a thread whose fast path reached the slab first found every stack empty and
+/// full, and any thread may grow it at once.
+pub(super) fn ensure_slab(i: usize) {
     let slab = Slab::of(i);
-    if slab.is_ready() {
-        return true;
-    }
-    match slab.header().state.compare_exchange(
-        SLAB_UNTOUCHED,
-        SLAB_INITIALISING,
-        Ordering::Acquire,
-        Ordering::Acquire,
-    ) {
-        Ok(_) => {
-            reset_layout(slab);
-            slab.header().state.store(SLAB_READY, Ordering::Release);
-            true
-        }
-        Err(s) => s == SLAB_READY,
+    let state = &slab.header().state;
+    if state.load(Ordering::Relaxed) != SLAB_READY {
+        state.store(SLAB_READY, Ordering::Release);
     }
 }
 
 /// Gives every class of `slab` an empty stack, no region and no capacity, and the whole slab
-/// back to hand out. Only on a slab no other thread changes: not yet ready, locked (fallback
-/// mode, where every operation takes the lock), or a private one.
-///
-/// A section may still read a slab that is not ready (a thread that moved to a new CPU runs
-/// its fast path there before its slow path makes the slab ready), so every state in between
-/// must fail both pop and push: a zeroed header does (`current = floor = end = 0`), the stop
-/// comes next, and `current` moves only while stopped.
+/// back to hand out. Only on a slab no section runs on and no other thread changes: locked
+/// (fallback mode, where every operation takes the lock), or a private one. Stops every class
+/// first, so the states in between fail both pop and push anyway.
 pub(super) fn reset_layout(slab: Slab) {
     for c in 1..NUM_CLASSES {
         slab.class(c).end.store(0, Ordering::Release);
@@ -315,19 +299,17 @@ pub(super) fn reset_layout(slab: Slab) {
 }
 
 /// The first half of [`reset_layout`], for a slab a drain has stopped (every class `floor =
-/// u16::MAX`, `end = 0`) and emptied: every class's stack starts at `FIRST_SLOT` again, with no
+/// u16::MAX`, `end = 0`) and emptied: every class's stack starts at slot 0 again, with no
 /// region, still stopped. Holds or needs the capacity lock.
 pub(super) fn relayout_stopped(slab: Slab) {
     for c in 1..NUM_CLASSES {
         let h = slab.class(c);
-        h.begin.store(FIRST_SLOT as u16, Ordering::Relaxed);
-        h.current.store(FIRST_SLOT as u16, Ordering::Release);
-        slab.region_end(c)
-            .store(FIRST_SLOT as u16, Ordering::Relaxed);
+        h.begin.store(0, Ordering::Relaxed);
+        h.current.store(0, Ordering::Release);
+        slab.region_end(c).store(0, Ordering::Relaxed);
     }
-    slab.header()
-        .next_free
-        .store(FIRST_SLOT as u32, Ordering::Relaxed);
+    slab.header().next_free.store(0, Ordering::Relaxed);
+    slab.header().full.store(0, Ordering::Relaxed);
 }
 
 /// The second half of [`reset_layout`]: un-stops every class with no capacity (`floor = end =
@@ -442,10 +424,22 @@ fn place(slab: Slab, c: usize, cap: usize) -> bool {
         return true;
     }
     let next = &slab.header().next_free;
-    let at = next.load(Ordering::Relaxed) as usize;
+    let free = next.load(Ordering::Relaxed) as usize;
+    let region_end = slab.region_end(c).load(Ordering::Relaxed) as usize;
+    if region_end == free && begin + cap <= SLOTS {
+        // The region at the free end (or a first region on a fresh layout) grows in place.
+        let end = (begin + cap.next_multiple_of(REGION_ALIGN)).min(SLOTS);
+        next.store(end as u32, Ordering::Relaxed);
+        slab.region_end(c).store(end as u16, Ordering::Relaxed);
+        h.end.store((begin + cap) as u16, Ordering::Release);
+        return true;
+    }
+    let at = free;
     let len = cap.next_multiple_of(REGION_ALIGN);
-    if at + len >= SLOTS {
-        return false; // no free slots left: growth waits for the next drain
+    if at + len > SLOTS {
+        // No free slots left: growth waits for a drain, which the slow path asks for.
+        slab.header().full.store(1, Ordering::Relaxed);
+        return false;
     }
     let word = class_header_word(0, at as u16, at as u16, (at + cap) as u16);
     let moved = match slab.index() {
@@ -480,6 +474,13 @@ fn relocate_locked(slab: Slab, c: usize, begin: usize, end: usize) -> bool {
     h.end.store(end as u16, Ordering::Release);
     slab.unlock();
     true
+}
+
+/// Whether a growth of `slab` found no free slots since the last call (and clears it): the
+/// slow path then drains the slab, which starts its layout again.
+pub(super) fn take_full(slab: Slab) -> bool {
+    let full = &slab.header().full;
+    full.load(Ordering::Relaxed) != 0 && full.swap(0, Ordering::Relaxed) != 0
 }
 
 /// Takes a batch from the central list (no more than the slab has room for), returns one
@@ -550,7 +551,7 @@ pub mod check {
     /// every class:
     /// - running (`floor = begin`) or stopped by a drain (`end = 0`, `floor = u16::MAX`),
     ///   nothing in between;
-    /// - its stack inside its region (`FIRST_SLOT <= begin <= current <= region_end <=
+    /// - its stack inside its region (`begin <= current <= region_end <=
     ///   next_free`) and a running class's `end` too; no two classes' regions overlap;
     /// - `count` and `cap` within the class's maximum; a running class's `count <= cap`
     ///   (which a capacity steal racing a push on the same slab may break, harmlessly: pushes
@@ -565,7 +566,7 @@ pub mod check {
         let mut any_stopped = false;
         let next_free = slab.header().next_free.load(Ordering::Relaxed) as usize;
         ensure(
-            (FIRST_SLOT..SLOTS).contains(&next_free),
+            next_free <= SLOTS,
             "the slab's free end is outside its slots",
             next_free,
         )?;
@@ -584,8 +585,7 @@ pub mod check {
                 at,
             )?;
             ensure(
-                FIRST_SLOT <= begin
-                    && begin <= current
+                begin <= current
                     && current <= region_end
                     && region_end <= next_free
                     && (stopped || begin <= end && end <= region_end),
@@ -621,7 +621,7 @@ pub mod check {
             }
         }
         regions.sort_unstable();
-        let mut last_end = FIRST_SLOT;
+        let mut last_end = 0;
         for &(begin, end) in regions.iter().filter(|r| r.1 > r.0) {
             ensure(begin >= last_end, "two classes' regions overlap", begin)?;
             last_end = end;
@@ -774,6 +774,53 @@ mod check_tests {
         }
     }
 
+    /// A slab nobody has touched (all zero) is the empty layout: it checks clean, and a class
+    /// grows and caches there without anything written first — so a thread that reaches a slab
+    /// before it is marked ready cannot write over its headers (slot indices count from the
+    /// slots, past them).
+    #[test]
+    fn an_untouched_slab_is_the_empty_layout() {
+        let slab = Slab(os::map(SLAB_BYTES, SLAB_BYTES).unwrap() as usize);
+        assert_eq!(check_slab(slab), Ok(()));
+        let c = class_of(SIZES[2]);
+        assert!(grow_cap(slab, c, false));
+        let mut objs = [null_mut(); 4];
+        assert_eq!(central::alloc_batch(c, &mut objs), 4);
+        assert_eq!(locked_push_many(slab, c, &objs), 4);
+        assert_eq!(check_slab(slab), Ok(()));
+        assert_eq!(slab.class(c).begin.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            slab.header().state.load(Ordering::Relaxed),
+            0,
+            "the header untouched"
+        );
+        // SAFETY: objects from `alloc_batch`, never used.
+        unsafe { central::free_batch(c, &pop_locked(slab, c, 4)) };
+    }
+
+    /// A growth that needs a new region when the slab's free slots are used up (regions left
+    /// behind by moves, here simulated by moving the free end) fails and asks for a drain, once;
+    /// the drain's fresh layout gives room again.
+    #[test]
+    fn a_slab_whose_free_slots_run_out_asks_for_a_drain() {
+        let slab = private_slab();
+        let (c, d) = (class_of(SIZES[0]), class_of(SIZES[3]));
+        assert!(grow_cap(slab, c, false) && grow_cap(slab, d, false));
+        let cap = slab.cap(c);
+        // c's region is no longer at the free end, and the free end is 4 slots from the last.
+        slab.header()
+            .next_free
+            .store(SLOTS as u32 - 4, Ordering::Relaxed);
+        assert!(!take_full(slab));
+        assert!(!grow_cap(slab, c, false));
+        assert_eq!(slab.cap(c), cap, "nothing changed");
+        assert!(take_full(slab));
+        assert!(!take_full(slab), "asked once");
+        reset_layout(slab);
+        assert!(grow_cap(slab, c, false) && slab.cap(c) > 0);
+        assert_eq!(check_slab(slab), Ok(()));
+    }
+
     fn broken(slab: Slab) -> &'static str {
         check_slab(slab).err().map_or("nothing", |b| b.what)
     }
@@ -818,6 +865,10 @@ mod check_tests {
         let end = h.end.swap(0, Ordering::Relaxed);
         assert_eq!(check_slab(slab), Ok(()));
         h.floor.store(begin, Ordering::Relaxed);
+        h.end.store(
+            slab.region_end(c).load(Ordering::Relaxed) + 1,
+            Ordering::Relaxed,
+        );
         assert_eq!(broken(slab), "a class's stack is outside its region");
         h.end.store(begin + 2, Ordering::Relaxed);
         assert_eq!(broken(slab), "a running class holds more than its cap");
