@@ -293,6 +293,14 @@ fn alloc_zeroed_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
         unsafe {
             if !(*s).zeroed {
                 p.write_bytes(0, size);
+            } else if size < HUGE_MIN {
+                // Known zero, so nothing to clear; but a program reading its zeroed block
+                // before writing it takes two faults per page (the shared zero page, then the
+                // copy), which cost more than the clearing would: fault it in writable with one
+                // call instead. Blocks below 32 MiB only, the sizes glibc clears (and so makes
+                // resident) too; huge ones stay lazy, for sparse tables.
+                let _errno = os::ErrnoKeeper::new();
+                os::populate_write(p, size.next_multiple_of(os::OS_PAGE));
             }
             (*s).zeroed = false;
         }
