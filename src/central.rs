@@ -356,16 +356,16 @@ fn flush_where(pick: impl Fn(&Central, usize) -> bool) {
         if count == 0 || !pick(central, count) {
             continue;
         }
-        let n = {
-            let mut t = central.transfer.lock();
-            let n = t.count;
-            buf[..n].copy_from_slice(&t.stack[..n]);
-            t.count = 0;
-            central.cached.store(0, Ordering::Relaxed);
-            n
-        };
-        stack_left(c, n);
+        let mut t = central.transfer.lock();
+        let n = t.count;
+        buf[..n].copy_from_slice(&t.stack[..n]);
+        t.count = 0;
+        central.cached.store(0, Ordering::Relaxed);
+        // The span lock before the transfer lock goes (the documented order): whoever holds
+        // both never sees the objects neither stacked nor back in their spans.
         let mut g = central.spans.lock();
+        drop(t);
+        stack_left(c, n);
         for &obj in &buf[..n] {
             // SAFETY: objects of the transfer stack are free objects of live spans of `c`,
             // now ours.
