@@ -1,6 +1,7 @@
 //! Options: `key=value` items from a compiled-in string (`rseqmalloc_options`, see
-//! [`compiled_in`]) and then from `RSEQMALLOC_OPTIONS`, read once without allocating; a few of
-//! them can also be changed while the program runs ([`set_runtime`]).
+//! [`compiled_in_options`](crate::os::compiled_in_options)) and then from
+//! `RSEQMALLOC_OPTIONS`, read once without allocating; a few of them can also be changed while
+//! the program runs ([`set_runtime`]).
 //!
 //! Owns: the option values, the table of keys ([`KEYS`]: accepted values, default, meaning),
 //! parsing, the warnings about bad items, `help`. An unknown key or a malformed value prints one

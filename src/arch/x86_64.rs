@@ -444,7 +444,7 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
 
 /// Moves one class's stack of slab `id` to the region starting at slot `begin` (free slab
 /// space the caller reserved), giving it the header `word` describes — `begin`, `floor =
-/// begin`, `end`, with `current` 0 (see [`class_header_word`]): the section copies the cached
+/// begin`, `end`, with `current` 0 (see [`class_header_word`](super::class_header_word)): the section copies the cached
 /// objects and adds their count to `current`. False when the thread does not run on `id`'s
 /// slab (the caller may retry from its new slab), the class is stopped, or rseq is off.
 ///
