@@ -48,7 +48,8 @@
 //! folder `slab`, `state`, and the face's `pop_batch`.
 
 use super::slab::{
-    ready_slabs, relayout_stopped, reset_layout, restart_layout, take_full, Slab, MAX_SLABS,
+    grow_cap, ready_slabs, relayout_stopped, reset_layout, restart_layout, stop, take_full, Slab,
+    MAX_SLABS,
 };
 use super::state::{mode, uses_mm_cid, RseqMode, G};
 use crate::central;
@@ -127,15 +128,19 @@ pub(super) fn drain_where(
     }
 }
 
-/// Drains `slab` when a growth found its free slots used up ([`take_full`]): the drain starts
-/// its layout again, with room for every class. Rare (regions double, and drains of idle slabs
-/// re-lay them too); without the membarrier in rseq modes it is skipped and counted, like
-/// maintenance's drains. Called from slow paths holding no lock.
-#[cold]
-pub(super) fn relayout_if_full(slab: Slab) {
+/// [`grow_cap`], and when the growth failed because the slab's free slots are used up
+/// ([`take_full`]), a drain of the slab, which starts its layout again with room for every
+/// class. Rare (regions double, and drains of idle slabs re-lay them too); without the
+/// membarrier in rseq modes it is skipped and counted, like maintenance's drains. For slow
+/// paths holding no lock.
+pub(super) fn grow_or_relayout(slab: Slab, c: usize, may_steal: bool) -> bool {
+    if grow_cap(slab, c, may_steal) {
+        return true;
+    }
     if let (true, Some(id)) = (take_full(slab), slab.index()) {
         drain_where(|| false, |i, _| i == id);
     }
+    false
 }
 
 /// Fallback mode: empties each picked slab under its lock and starts its layout again (under
@@ -160,10 +165,7 @@ fn drain_fenced(picked: &Picked) -> usize {
     for i in picked.iter() {
         let slab = Slab::of(i);
         slab.cap_lock().lock();
-        for c in 1..NUM_CLASSES {
-            slab.class(c).end.store(0, Ordering::Relaxed);
-            slab.class(c).floor.store(u16::MAX, Ordering::Relaxed);
-        }
+        stop(slab);
     }
     // 2. Every section that read a block before the stop commits or restarts here.
     rseq_fence();

@@ -16,9 +16,9 @@
 //! `sync`, and in this folder `drain` (a slab whose free slots ran out), `maintenance` (a tick
 //! on the paths that reach the central lists), `slab`, `state`.
 
-use super::drain::relayout_if_full;
+use super::drain::grow_or_relayout;
 use super::maintenance;
-use super::slab::{ensure_slab, grow_cap, overflow_take, refill, Slab};
+use super::slab::{ensure_slab, overflow_take, refill, Slab};
 use super::state::G;
 use crate::arch::{self, ThreadBlock};
 use crate::central;
@@ -77,9 +77,7 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
     }
     slab.unlock();
     maintenance::maybe_tick();
-    if !grow_cap(slab, c, false) {
-        relayout_if_full(slab);
-    }
+    grow_or_relayout(slab, c, false);
     refill(c, slab, |c, objs| locked_push_many(slab, c, objs))
 }
 
@@ -248,12 +246,8 @@ unsafe fn put_locked(c: usize, objs: &[*mut u8]) {
     }
     let slab = locked_slab();
     let mut done = locked_push_many(slab, c, objs);
-    if done < objs.len() {
-        if grow_cap(slab, c, true) {
-            done += locked_push_many(slab, c, &objs[done..]);
-        } else {
-            relayout_if_full(slab);
-        }
+    if done < objs.len() && grow_or_relayout(slab, c, true) {
+        done += locked_push_many(slab, c, &objs[done..]);
     }
     let rest = &objs[done..];
     let Some(&obj) = rest.first() else { return };

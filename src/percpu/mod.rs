@@ -50,9 +50,9 @@ use crate::arch::{self, ThreadState};
 use crate::central;
 use crate::sync::Ordering;
 use core::ptr::null_mut;
-use drain::{drain_current, drain_where, relayout_if_full};
+use drain::{drain_current, drain_where, grow_or_relayout};
 use setup::thread_state;
-use slab::{ensure_slab, grow_cap, header_offset, overflow_take, refill, Slab};
+use slab::{ensure_slab, header_offset, overflow_take, refill, Slab};
 use state::G;
 
 /// Pops a cached object of class `c`; null when the cache is empty, rseq is off, or the thread
@@ -121,9 +121,7 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
                 return p;
             }
             let slab = Slab::of(id);
-            if !grow_cap(slab, c, false) {
-                relayout_if_full(slab);
-            }
+            grow_or_relayout(slab, c, false);
             refill(c, slab, push_batch)
         }
         ThreadState::Locked => fallback::alloc_locked(c),
@@ -151,15 +149,8 @@ pub unsafe fn free_slow(c: usize, obj: *mut u8) {
             let id = current_rseq_id();
             ensure_slab(id);
             let slab = Slab::of(id);
-            if push(c, obj) {
+            if push(c, obj) || (grow_or_relayout(slab, c, true) && push(c, obj)) {
                 return;
-            }
-            if grow_cap(slab, c, true) {
-                if push(c, obj) {
-                    return;
-                }
-            } else {
-                relayout_if_full(slab);
             }
             // Full and at its budget: move this object and about half the stack (at most a
             // batch) to the central list, so the next frees find room.
@@ -210,6 +201,7 @@ pub fn flush_mine() -> usize {
 /// there. Each section must then restart and leave the slab exactly as one uninterrupted run.
 #[cfg(all(test, target_arch = "x86_64"))]
 mod abort_tests {
+    use super::slab::grow_cap;
     use super::*;
     use crate::arch::RSEQ_SIG;
     use crate::size_class::class_of;

@@ -290,12 +290,19 @@ pub(super) fn ensure_slab(i: usize) {
 /// (fallback mode, where every operation takes the lock), or a private one. Stops every class
 /// first, so the states in between fail both pop and push anyway.
 pub(super) fn reset_layout(slab: Slab) {
+    stop(slab);
+    relayout_stopped(slab);
+    restart_layout(slab);
+}
+
+/// Stops every class of `slab`: `end = 0` (every push fails), then `floor = u16::MAX` (every
+/// pop fails). A drain's first step; the capacity lock must be held (or nobody else may use
+/// the slab), so no growth un-stops it.
+pub(super) fn stop(slab: Slab) {
     for c in 1..NUM_CLASSES {
         slab.class(c).end.store(0, Ordering::Release);
         slab.class(c).floor.store(u16::MAX, Ordering::Release);
     }
-    relayout_stopped(slab);
-    restart_layout(slab);
 }
 
 /// The first half of [`reset_layout`], for a slab a drain has stopped (every class `floor =
@@ -350,10 +357,7 @@ pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
     if !may_steal {
         // A refill of a program past the budget would otherwise take the lock every time
         // just to learn this: a snapshot suffices to give up (the locked path decides).
-        let add = cap
-            .max(initial_cap(c))
-            .min(CLASS_CAPACITY[c] as usize - cap)
-            * size_of(c);
+        let add = growth(c, cap) * size_of(c);
         let bytes = slab.header().cap_bytes.load(Ordering::Relaxed) as usize;
         if bytes + add > config::get().cpu_cache_bytes as usize {
             return false;
@@ -367,13 +371,20 @@ pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
     grown
 }
 
+/// Objects a growth of class `c` from capacity `cap` (below its maximum) adds: a doubling, at
+/// least the initial capacity, at most up to the maximum.
+fn growth(c: usize, cap: usize) -> usize {
+    cap.max(initial_cap(c))
+        .min(CLASS_CAPACITY[c] as usize - cap)
+}
+
 fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
     let cap = slab.cap(c);
     let max = CLASS_CAPACITY[c] as usize;
     if cap >= max || slab.is_stopped(c) {
         return false; // at its maximum, or stopped by a drain
     }
-    let add = cap.max(initial_cap(c)).min(max - cap);
+    let add = growth(c, cap);
     let add_bytes = add * size_of(c);
     let budget = config::get().cpu_cache_bytes as usize;
     let total = &slab.header().cap_bytes;
