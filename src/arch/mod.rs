@@ -228,11 +228,6 @@ pub(crate) static RESTARTS: AtomicU64 = AtomicU64::new(0);
 /// Of [`RESTARTS`], those of the batch sections (batch push and pop, relocation).
 pub(crate) static BATCH_RESTARTS: AtomicU64 = AtomicU64::new(0);
 
-/// Where the single-object sections' abort handlers count their second increment, which
-/// nobody reads (one abort-handler shape for every section).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) static NO_RESTARTS: AtomicU64 = AtomicU64::new(0);
-
 /// Restarts observed so far, process-wide (every section).
 pub fn restarts() -> u64 {
     RESTARTS.load(Ordering::Relaxed)

@@ -6,8 +6,7 @@
 //! bytes never execute as anything but a trap.
 
 use super::{
-    ClassHeader, Rseq, ThreadBlock, BATCH_RESTARTS, NO_RESTARTS, RESTARTS, SLAB_SHIFT, SLOTS_AT,
-    SLOT_SHIFT,
+    ClassHeader, Rseq, ThreadBlock, BATCH_RESTARTS, RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
 };
 use crate::sync::Ordering;
 use core::arch::asm;
@@ -80,7 +79,7 @@ pub fn current_cpu() -> usize {
 ///
 ///   -- in .text.unlikely, out of the hot path's way --
 ///               .long RSEQ_SIG (inside `ud1 0x53053053(%rip), %edi`)
-/// abort (7):    RESTARTS += 1; counted += 1; goto restart
+/// abort (7):    RESTARTS += 1; on_abort; goto restart
 /// fail (5):     fail; goto done
 /// ```
 /// The descriptor (`struct rseq_cs`: version 0, flags 0, start, post-commit offset, abort) is
@@ -89,18 +88,13 @@ pub fn current_cpu() -> usize {
 /// scratch register `{t}`; it must not write anything another thread can read before its
 /// final instruction, the commit (it may write the caller's private memory and slots no
 /// reader looks at), and must not change its input registers (a restart runs it again).
-/// `counted:` names a second counter the abort handler increments (the batch sections'
-/// [`BATCH_RESTARTS`]; the single-object sections' `NO_RESTARTS`, which nobody reads). The abort handler and the failure code
+/// `on_abort:` adds instructions to the abort handler (the batch sections count their restarts
+/// in [`BATCH_RESTARTS`] too). The abort handler and the failure code
 /// live in a cold section, so a successful operation runs straight through, without a taken
 /// jump (the kernel only asks that the abort address lie outside the section and follow the
 /// signature). `fail` may instead leave through a Rust `label` operand.
 macro_rules! rseq_sequence {
-    (body: [$($body:literal),* $(,)?], fail: $fail:literal, $($operands:tt)*) => {
-        rseq_sequence!(
-            counted: NO_RESTARTS, body: [$($body),*], fail: $fail, $($operands)*
-        )
-    };
-    (counted: $also:path, body: [$($body:literal),* $(,)?], fail: $fail:literal,
+    ($(on_abort: [$($abort:literal),*],)? body: [$($body:literal),* $(,)?], fail: $fail:literal,
      $($operands:tt)*) => {
         asm!(
             "mov {tb}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
@@ -124,7 +118,7 @@ macro_rules! rseq_sequence {
             ".long {sig}",
             "7:",
             "lock inc qword ptr [rip + {restarts}]",
-            "lock inc qword ptr [rip + {also}]",
+            $($($abort,)*)?
             "jmp 2b",
             "5:",
             $fail,
@@ -135,11 +129,41 @@ macro_rules! rseq_sequence {
             area = out(reg) _,
             t = out(reg) _,
             restarts = sym RESTARTS,
-            also = sym $also,
             tb_area = const offset_of!(ThreadBlock, area),
             cpu_id = const offset_of!(Rseq, cpu_id),
             rseq_cs = const offset_of!(Rseq, rseq_cs),
             sig = const RSEQ_SIG,
+            $($operands)*
+        )
+    };
+}
+
+/// [`rseq_sequence!`] for a section on the calling CPU's slab: the body starts with `{slab}`
+/// holding the slab's address,
+///
+/// ```text
+///   slab = tb.slabs + *tb.id << SLAB_SHIFT        // id: cpu_id or mm_cid, read in the section
+/// ```
+///
+/// and may use `{slots}` (the byte offset of slot 0, [`SLOTS_AT`]).
+macro_rules! slab_sequence {
+    ($(on_abort: [$($abort:literal),*],)? body: [$($body:literal),* $(,)?], fail: $fail:literal,
+     $($operands:tt)*) => {
+        rseq_sequence!(
+            $(on_abort: [$($abort),*],)?
+            body: [
+                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
+                "mov {slab:e}, dword ptr [{slab}]",
+                "shl {slab}, {shift}",
+                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
+                $($body),*
+            ],
+            fail: $fail,
+            slab = out(reg) _,
+            shift = const SLAB_SHIFT,
+            tb_id = const offset_of!(ThreadBlock, id),
+            tb_slabs = const offset_of!(ThreadBlock, slabs),
+            slots = const SLOTS_AT,
             $($operands)*
         )
     };
@@ -191,28 +215,19 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
     // descriptor is registered before `start`, the section ends with one committing store, and
     // the abort handler is preceded by the signature the area was registered with.
     unsafe {
-        rseq_sequence!(
+        slab_sequence!(
             body: [
-                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
-                "mov {slab:e}, dword ptr [{slab}]",
-                "shl {slab}, {shift}",
-                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
                 "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
                 "cmp {n:x}, word ptr [{slab} + {hdr} + {floor}]",
                 "jbe 5f",
-                "mov {obj}, qword ptr [{slab} + {n} * 8 + {top}]",
+                "mov {obj}, qword ptr [{slab} + {n} * 8 + {slots} - 8]",
                 "dec {n:e}",
                 "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
             ],
             fail: "xor {obj:e}, {obj:e}",
-            slab = out(reg) _,
             n = out(reg) _,
             obj = out(reg) obj,
             hdr = in(reg) hdr,
-            top = const SLOTS_AT - 8,
-            shift = const SLAB_SHIFT,
-            tb_id = const offset_of!(ThreadBlock, id),
-            tb_slabs = const offset_of!(ThreadBlock, slabs),
             current = const offset_of!(ClassHeader, current),
             floor = const offset_of!(ClassHeader, floor),
             options(nostack),
@@ -250,12 +265,8 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
 pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
     // SAFETY: as in `percpu_pop`.
     unsafe {
-        rseq_sequence!(
+        slab_sequence!(
             body: [
-                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
-                "mov {slab:e}, dword ptr [{slab}]",
-                "shl {slab}, {shift}",
-                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
                 "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
                 "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
                 "jae 5f",
@@ -264,14 +275,9 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
                 "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
             ],
             fail: "jmp {full}",
-            slab = out(reg) _,
             n = out(reg) _,
             hdr = in(reg) hdr,
             obj = in(reg) obj,
-            slots = const SLOTS_AT,
-            shift = const SLAB_SHIFT,
-            tb_id = const offset_of!(ThreadBlock, id),
-            tb_slabs = const offset_of!(ThreadBlock, slabs),
             current = const offset_of!(ClassHeader, current),
             end = const offset_of!(ClassHeader, end),
             full = label { return false },
@@ -315,13 +321,9 @@ pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usi
     let k: usize;
     // SAFETY: as in `percpu_pop`; the loop writes `out[0..k]` with `k <= max`.
     unsafe {
-        rseq_sequence!(
-            counted: BATCH_RESTARTS,
+        slab_sequence!(
+            on_abort: ["lock inc qword ptr [rip + {batch}]"],
             body: [
-                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
-                "mov {slab:e}, dword ptr [{slab}]",
-                "shl {slab}, {shift}",
-                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
                 "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
                 "movzx {k:e}, word ptr [{slab} + {hdr} + {floor}]",
                 "neg {k}",
@@ -341,18 +343,14 @@ pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usi
                 "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
             ],
             fail: "xor {k:e}, {k:e}",
-            slab = out(reg) _,
             n = out(reg) _,
             k = out(reg) k,
             src = out(reg) _,
             i = out(reg) _,
+            batch = sym BATCH_RESTARTS,
             hdr = in(reg) hdr,
             out = in(reg) out,
             max = in(reg) max,
-            slots = const SLOTS_AT,
-            shift = const SLAB_SHIFT,
-            tb_id = const offset_of!(ThreadBlock, id),
-            tb_slabs = const offset_of!(ThreadBlock, slabs),
             current = const offset_of!(ClassHeader, current),
             floor = const offset_of!(ClassHeader, floor),
             options(nostack),
@@ -397,13 +395,9 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
     // SAFETY: as in `percpu_pop`; the loop reads `objs[0..k]` with `k <= len` and writes slots
     // `n..n + k` with `n + k <= end`, inside the class's region.
     unsafe {
-        rseq_sequence!(
-            counted: BATCH_RESTARTS,
+        slab_sequence!(
+            on_abort: ["lock inc qword ptr [rip + {batch}]"],
             body: [
-                "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
-                "mov {slab:e}, dword ptr [{slab}]",
-                "shl {slab}, {shift}",
-                "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
                 "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
                 "movzx {k:e}, word ptr [{slab} + {hdr} + {end}]",
                 "sub {k}, {n}",
@@ -422,18 +416,14 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
                 "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
             ],
             fail: "xor {k:e}, {k:e}",
-            slab = out(reg) _,
             n = out(reg) _,
             k = out(reg) k,
             dst = out(reg) _,
             i = out(reg) _,
+            batch = sym BATCH_RESTARTS,
             hdr = in(reg) hdr,
             objs = in(reg) objs,
             len = in(reg) len,
-            slots = const SLOTS_AT,
-            shift = const SLAB_SHIFT,
-            tb_id = const offset_of!(ThreadBlock, id),
-            tb_slabs = const offset_of!(ThreadBlock, slabs),
             current = const offset_of!(ClassHeader, current),
             end = const offset_of!(ClassHeader, end),
             options(nostack),
@@ -482,7 +472,7 @@ pub unsafe fn percpu_relocate(hdr: usize, id: u32, word: u64) -> bool {
     // reserved region (the caller's contract).
     unsafe {
         rseq_sequence!(
-            counted: BATCH_RESTARTS,
+            on_abort: ["lock inc qword ptr [rip + {batch}]"],
             body: [
                 "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
                 "cmp dword ptr [{slab}], {id:e}",
@@ -521,6 +511,7 @@ pub unsafe fn percpu_relocate(hdr: usize, id: u32, word: u64) -> bool {
             src = out(reg) _,
             dst = out(reg) _,
             new = out(reg) _,
+            batch = sym BATCH_RESTARTS,
             hdr = in(reg) hdr,
             id = in(reg) id,
             word = in(reg) word,
