@@ -138,6 +138,10 @@ const _: () = {
         c += 1;
     }
     assert!(slots <= SLOTS);
+    assert!(
+        SLOTS.is_multiple_of(REGION_ALIGN),
+        "regions and the free end stay aligned"
+    );
 };
 
 /// Offset of class `c`'s header inside a slab (what the critical sections take).
@@ -430,36 +434,38 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
 fn place(slab: Slab, c: usize, cap: usize) -> bool {
     let h = slab.class(c);
     let begin = h.begin.load(Ordering::Relaxed) as usize;
-    if begin + cap <= slab.region_end(c).load(Ordering::Relaxed) as usize {
+    let region_end = slab.region_end(c).load(Ordering::Relaxed) as usize;
+    if begin + cap <= region_end {
         h.end.store((begin + cap) as u16, Ordering::Release);
         return true;
     }
+    // A new region for the capacity: where the class is when its region is the one at the
+    // free end (or a first region on a fresh layout), which so grows in place; else at the
+    // free end, the class moving there. (Regions start at multiples of REGION_ALIGN, as does
+    // the free end, so in place fits exactly when `begin + cap` does.)
     let next = &slab.header().next_free;
     let free = next.load(Ordering::Relaxed) as usize;
-    let region_end = slab.region_end(c).load(Ordering::Relaxed) as usize;
-    if region_end == free && begin + cap <= SLOTS {
-        // The region at the free end (or a first region on a fresh layout) grows in place.
-        let end = (begin + cap.next_multiple_of(REGION_ALIGN)).min(SLOTS);
-        next.store(end as u32, Ordering::Relaxed);
-        slab.region_end(c).store(end as u16, Ordering::Relaxed);
-        h.end.store((begin + cap) as u16, Ordering::Release);
-        return true;
-    }
-    let at = free;
+    let at = if region_end == free { begin } else { free };
     let len = cap.next_multiple_of(REGION_ALIGN);
     if at + len > SLOTS {
         // No free slots left: growth waits for a drain, which the slow path asks for.
         slab.header().full.store(1, Ordering::Relaxed);
         return false;
     }
-    let word = class_header_word(0, at as u16, at as u16, (at + cap) as u16);
-    let moved = match slab.index() {
-        // SAFETY: slab `i` is the process's, the caller holds its capacity lock, and the
-        // region [at, at + len) lies past every other region (`next_free`) inside the slab.
-        Some(i) if mode() != RseqMode::Fallback => unsafe {
-            arch::percpu_relocate(header_offset(c), i as u32, word)
-        },
-        _ => relocate_locked(slab, c, at, at + cap),
+    let moved = if at == begin {
+        h.end.store((begin + cap) as u16, Ordering::Release);
+        true
+    } else {
+        let word = class_header_word(0, at as u16, at as u16, (at + cap) as u16);
+        match slab.index() {
+            // SAFETY: slab `i` is the process's, the caller holds its capacity lock, and the
+            // region [at, at + len) lies past every other region (`next_free`) inside the
+            // slab.
+            Some(i) if mode() != RseqMode::Fallback => unsafe {
+                arch::percpu_relocate(header_offset(c), i as u32, word)
+            },
+            _ => relocate_locked(slab, c, at, at + cap),
+        }
     };
     if moved {
         next.store((at + len) as u32, Ordering::Relaxed);
