@@ -329,22 +329,29 @@ fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
     }
     let c = pagemap::class_of(e);
     if c != 0 {
-        let page = pagemap::page_index(e);
-        let off = (page << size_class::PAGE_SHIFT) | (ptr as usize & (PAGE - 1));
-        let size = CLASS_SIZE[c] as usize;
-        let idx = ((off as u64 * CLASS_RECIP[c]) >> 40) as usize;
-        // On a span's last page, an object must end inside the span: the tail past the last
-        // whole object may hold what looks like an object boundary.
-        let past_end = (e & pagemap::LAST_PAGE != 0) & ((ptr as usize & (PAGE - 1)) + size > PAGE);
-        // An object in the second half of a page exists only once that half is carved.
-        let uncarved =
-            (ptr as usize & (1 << pagemap::HALF_SHIFT) != 0) & (e & pagemap::SECOND_HALF == 0);
-        // Non-short-circuit `|`: one branch for the three checks, which valid pointers pass.
-        if (idx * size != off) | past_end | uncarved {
-            bad_pointer(who, "invalid pointer", ptr);
-        }
+        check_object(ptr, e, c, who);
     }
     (c, pagemap::span_of(e) as *mut Span)
+}
+
+/// Aborts (naming `who`) unless `ptr` starts an object of class `c` (not 0) in the page
+/// whose page-map entry is `e`.
+#[inline(always)]
+fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
+    let page = pagemap::page_index(e);
+    let off = (page << size_class::PAGE_SHIFT) | (ptr as usize & (PAGE - 1));
+    let size = CLASS_SIZE[c] as usize;
+    let idx = ((off as u64 * CLASS_RECIP[c]) >> 40) as usize;
+    // On a span's last page, an object must end inside the span: the tail past the last
+    // whole object may hold what looks like an object boundary.
+    let past_end = (e & pagemap::LAST_PAGE != 0) & ((ptr as usize & (PAGE - 1)) + size > PAGE);
+    // An object in the second half of a page exists only once that half is carved.
+    let uncarved =
+        (ptr as usize & (1 << pagemap::HALF_SHIFT) != 0) & (e & pagemap::SECOND_HALF == 0);
+    // Non-short-circuit `|`: one branch for the three checks, which valid pointers pass.
+    if (idx * size != off) | past_end | uncarved {
+        bad_pointer(who, "invalid pointer", ptr);
+    }
 }
 
 /// Frees a small object of class `c` (checking and setting the double-free tag if `TAG`).
@@ -552,6 +559,20 @@ pub unsafe fn free(ptr: *mut u8) {
 /// `ptr` is null or a live allocation of this allocator.
 pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     let _g = guard::enter("realloc");
+    // The common case in a few instructions: a small block whose class is also the class of
+    // `size` stays where it is (a buffer grown a few bytes at a time mostly does).
+    if !ptr.is_null() {
+        let e = PAGEMAP.get(ptr as usize);
+        let c = pagemap::class_of(e);
+        if c != 0 && size <= CLASS_SIZE[c] as usize && size > size_class::C_FLOOR[c] as usize {
+            check_object(ptr, e, c, "realloc");
+            // SAFETY: `check_object` found `ptr` starts an object of class `c` (≥ 16 bytes).
+            if unsafe { free_tag::is_free(ptr) } {
+                bad_pointer("realloc", "double free detected", ptr);
+            }
+            return ptr;
+        }
+    }
     // SAFETY: forwarded contract.
     unsafe { realloc_inner::<true>(ptr, size, c_align(size), "realloc") }
 }
@@ -700,6 +721,12 @@ unsafe impl GlobalAlloc for RseqMalloc {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _g = guard::enter("realloc");
+        // As in `dealloc`: the layout gives the class, and a size of the same class stays in
+        // place without a page-map lookup (debug builds take the checked path).
+        let c = class_for(layout.size(), layout.align());
+        if c != 0 && !cfg!(debug_assertions) && class_for(new_size, layout.align()) == c {
+            return ptr;
+        }
         // SAFETY: GlobalAlloc's contract: `ptr` is live with `layout`.
         unsafe { realloc_inner::<false>(ptr, new_size, layout.align(), "realloc") }
     }

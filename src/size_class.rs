@@ -30,6 +30,11 @@ pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
 /// default `cpu_cache_bytes`), at least 2, at most 4096 — so a burst of up to 4096 small
 /// objects, or 256 KiB of larger ones, stays in the per-CPU cache.
 pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
+/// For `realloc`'s in-place test: a C request (aligned to 8 up to 8 bytes, to 16 above, as
+/// glibc aligns) of `size` bytes maps to class `c` exactly when
+/// `C_FLOOR[c] < size <= CLASS_SIZE[c]`. `u32::MAX` for the classes whose size is not a multiple
+/// of 16 (72, 88, 104, 120 B), which no C request maps to.
+pub static C_FLOOR: [u32; NUM_CLASSES] = build_c_floor();
 /// `ceil(2^40 / size)`: `(offset * RECIP) >> 40 == offset / size` for every offset in a span.
 pub const CLASS_RECIP: [u64; NUM_CLASSES] = build_recip();
 
@@ -112,6 +117,25 @@ const fn build_capacity() -> [u16; NUM_CLASSES] {
     let mut c = 1;
     while c < NUM_CLASSES {
         t[c] = clamp((256 << 10) / size_of_class(c), 2, 4096) as u16;
+        c += 1;
+    }
+    t
+}
+
+const fn build_c_floor() -> [u32; NUM_CLASSES] {
+    let mut t = [0u32; NUM_CLASSES];
+    // The previous class a C request can map to: requests above its size round up to a
+    // multiple of 16, and the smallest class at or above that is the next 16-aligned one.
+    let mut prev16 = 0;
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        let s = size_of_class(c) as u32;
+        if s.is_multiple_of(16) {
+            t[c] = prev16;
+            prev16 = s;
+        } else {
+            t[c] = u32::MAX;
+        }
         c += 1;
     }
     t
@@ -209,6 +233,19 @@ pub fn size_of(c: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn c_floor_bounds_exactly_the_c_requests_of_each_class() {
+        // C's alignment rule (lib.rs `c_align`): 8 up to 8 bytes, 16 above.
+        for size in 1..=MAX_SMALL {
+            let align = if size <= 8 { 8 } else { 16 };
+            let c = class_for(size, align);
+            for d in 1..NUM_CLASSES {
+                let inside = (C_FLOOR[d] as usize) < size && size <= CLASS_SIZE[d] as usize;
+                assert_eq!(inside, d == c, "size {size}: class {c}, tested {d}");
+            }
+        }
+    }
 
     #[test]
     fn lookup_table_matches_the_formula() {

@@ -336,10 +336,11 @@ fn kind04_double_free_after_drain_or_overflow_aborts() {
 #[test]
 fn kind04_realloc_of_object_not_live_aborts() {
     // realloc takes the object back too: of a never handed out object, and of a freed one,
-    // to a size of the same class (where realloc could answer "in place").
+    // to a size of the same class (where realloc could answer "in place"), and inside a live
+    // object.
     let mut failures = Vec::new();
     for u in modes() {
-        for case in ["realloc_unborn", "realloc_freed"] {
+        for case in ["realloc_unborn", "realloc_freed", "realloc_interior"] {
             for size in [16, 208, 3000, 20000] {
                 if let Err(e) = expect_bad_free_abort(case, size, &["realloc"], u) {
                     failures.push(e);

@@ -24,6 +24,8 @@
  *   realloc_unborn        realloc(p + 2 stride, size): realloc takes the object back too.
  *   realloc_freed         p freed, then realloc(p, size) (same class: realloc could keep it
  *                         in place).
+ *   realloc_interior      realloc(p + 8, size): inside a live object, to a size of its class
+ *                         (realloc's in-place path checks the pointer too).
  * When free does not abort, the program goes on as the issue describes — 64 x malloc(size) —
  * and reports whether the pointer came back twice, then exits 3.
  *
@@ -139,6 +141,14 @@ int main(int argc, char **argv) {
         char *q = realloc(launder(p), size);
         conf_say("realloc returned %p\n", q);
         after_accepted_free("realloc", p);
+    } else if (strcmp(c, "realloc_interior") == 0) {
+        char *p = malloc(size);
+        CHECK(p);
+        char *bad = p + 8;
+        say_pointer(bad);
+        char *q = realloc(launder(bad), size);
+        conf_say("realloc returned %p\n", q);
+        after_accepted_free("realloc", bad);
     } else {
         CHECKF(0, "unknown case %s", c);
     }
