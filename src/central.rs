@@ -200,7 +200,7 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
                     break;
                 }
                 let o = (*s).free;
-                (*s).free = free_tag::next_checked(o, (*s).start, hi, size);
+                (*s).free = free_tag::next_checked(o, (*s).start, hi, c);
                 (*s).in_use += 1;
                 out[got] = o;
                 got += 1;

@@ -25,7 +25,7 @@
 //! block into the free object after it (the usual heap overflow) is reported as a corrupted
 //! block instead of sending the allocator to a wild pointer.
 //!
-//! May call: `os`, `sync`.
+//! May call: `os`, `size_class`, `sync`.
 
 use crate::os;
 use crate::sync::{AtomicUsize, Ordering};
@@ -135,14 +135,14 @@ pub unsafe fn link(p: *mut u8, next: *mut u8) {
 }
 
 /// The link of `p`, a member of a span's free list, checked: `p` must carry its tag and the
-/// decoded next object must be null or an object boundary of `size` in `[lo, hi)` that carries
-/// its own. Aborts with one line naming the corrupted block otherwise.
+/// decoded next object must be null or an object boundary of class `c` in `[lo, hi)` that
+/// carries its own. Aborts with one line naming the corrupted block otherwise.
 ///
 /// # Safety
 /// `p` is readable for 16 bytes (an object boundary of a live small span, which the caller
 /// checked or created).
 #[inline]
-pub unsafe fn next_checked(p: *mut u8, lo: usize, hi: usize, size: usize) -> *mut u8 {
+pub unsafe fn next_checked(p: *mut u8, lo: usize, hi: usize, c: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
     let (next, tagged) = unsafe { peek_next(p) };
     if !tagged {
@@ -152,7 +152,9 @@ pub unsafe fn next_checked(p: *mut u8, lo: usize, hi: usize, size: usize) -> *mu
     if next == 0 {
         return core::ptr::null_mut();
     }
-    if next < lo || next >= hi || !(next - lo).is_multiple_of(size) {
+    // `starts_object`: one multiplication, where `%` by the run-time size was a division per
+    // object taken from a span.
+    if next < lo || next >= hi || !crate::size_class::starts_object(next - lo, c) {
         corrupted(p);
     }
     // SAFETY: `next` is an object boundary inside the same live span.

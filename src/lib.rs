@@ -145,7 +145,7 @@ pub use version::VERSION;
 use page_heap::{HEAP, HUGE_MIN};
 use pagemap::PAGEMAP;
 pub use percpu::RseqMode;
-use size_class::{class_for, size_of, CLASS_RECIP, CLASS_SIZE};
+use size_class::{class_for, size_of, CLASS_SIZE};
 pub use size_class::{MAX_SMALL, PAGE};
 use span::{Span, SpanState};
 pub use stats::{stats, Stats, MAX_REPORTED_CPUS};
@@ -338,18 +338,11 @@ fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
 /// whose page-map entry is `e`.
 #[inline(always)]
 fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
-    let page = pagemap::page_index(e);
-    let off = (page << size_class::PAGE_SHIFT) | (ptr as usize & (PAGE - 1));
-    let size = CLASS_SIZE[c] as usize;
-    let idx = ((off as u64 * CLASS_RECIP[c]) >> 40) as usize;
-    // On a span's last page, an object must end inside the span: the tail past the last
-    // whole object may hold what looks like an object boundary.
-    let past_end = (e & pagemap::LAST_PAGE != 0) & ((ptr as usize & (PAGE - 1)) + size > PAGE);
-    // An object in the second half of a page exists only once that half is carved.
-    let uncarved =
-        (ptr as usize & (1 << pagemap::HALF_SHIFT) != 0) & (e & pagemap::SECOND_HALF == 0);
-    // Non-short-circuit `|`: one branch for the three checks, which valid pointers pass.
-    if (idx * size != off) | past_end | uncarved {
+    let in_page = ptr as usize & (PAGE - 1);
+    let off = (pagemap::page_index(e) << size_class::PAGE_SHIFT) | in_page;
+    // An object boundary, in the part of the page where objects of the class exist (carved,
+    // and ending inside the span). Non-short-circuit `|`: one branch for both.
+    if !size_class::starts_object(off, c) | (in_page >= pagemap::start_limit(e, c)) {
         bad_pointer(who, "invalid pointer", ptr);
     }
 }
