@@ -196,8 +196,8 @@ mod tests {
     fn start_limit_admits_exactly_the_objects_that_exist() {
         // An object starting at `in_page` of a page exists when it is in a carved half and,
         // on the span's last page, ends inside the page.
-        for c in 1..NUM_CLASSES {
-            let size = CLASS_SIZE[c] as usize;
+        for (c, &size) in CLASS_SIZE.iter().enumerate().skip(1) {
+            let size = size as usize;
             for last in [false, true] {
                 for second in [false, true] {
                     let e = entry(128, c, 0)
