@@ -187,6 +187,9 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
     if c != 0 {
         let p = percpu::pop(c);
         if !p.is_null() {
+            if TAG {
+                arch::note_alloc(p, c);
+            }
             return clear_tag::<TAG>(p);
         }
     }
@@ -473,6 +476,18 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     }
     let (c, s) = lookup(ptr, who);
     if c != 0 {
+        if TAG {
+            // Freeing what this thread allocated last (a temporary buffer): the class it was
+            // allocated with, read from the thread block, equals the page map's (checked), and
+            // taken from there (`noted_class`: a load the compiler cannot replace with `c`) the
+            // push need not wait for the page-map loads (docs/design.md, "Fast path").
+            let (last, last_class) = arch::noted_alloc();
+            if last == ptr as usize && last_class == c {
+                // SAFETY: `lookup` checked `ptr` starts an object of class `c`, which is the
+                // thread's noted class (only this thread writes it).
+                return unsafe { free_small::<TAG>(ptr, arch::noted_class(), who) };
+            }
+        }
         // SAFETY: `lookup` checked `ptr` starts an object of class `c`.
         unsafe { free_small::<TAG>(ptr, c, who) }
     } else {

@@ -228,6 +228,25 @@ fn kind01_free_tag_state_every_path() {
 }
 
 #[test]
+fn free_checks_the_noted_class_of_the_last_allocation() {
+    // free() of what its thread allocated last takes the class from the thread block; a stale
+    // note (the object's span carved again for another class, by another thread) must lose
+    // to the page map (see last_alloc.c). The program must reach the stale case.
+    let bin = program("last_alloc");
+    let mut failures = Vec::new();
+    for u in modes() {
+        let out = run_under(&bin, &[], u, 60, &[]);
+        if let Err(e) = check_ok(&out, "last_alloc", "last_alloc ok reached=1", &u.name()) {
+            failures.push(e);
+        }
+    }
+    report(
+        "free_checks_the_noted_class_of_the_last_allocation",
+        failures,
+    );
+}
+
+#[test]
 fn cxx_contract_all_20_forms_and_free_tag_through_them() {
     let bin = program("cxx_contract");
     let mut failures = Vec::new();

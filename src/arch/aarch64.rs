@@ -25,6 +25,14 @@ pub fn thread_pointer() -> usize {
     tp
 }
 
+/// `ThreadBlock::last_class` of the calling thread (x86_64 hides the load from the compiler;
+/// here, where only the fallback runs, a plain read does).
+#[inline(always)]
+pub fn noted_class() -> usize {
+    // SAFETY: the calling thread's own block.
+    unsafe { (*thread_block()).last_class }
+}
+
 /// The calling thread's block (initial-exec TLS: its offset from the thread pointer sits in
 /// the GOT).
 #[inline(always)]

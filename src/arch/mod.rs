@@ -97,6 +97,12 @@ pub struct ThreadBlock {
     /// Fallback mode: the thread's magazines (an object of the allocator's own, owned by the
     /// per-CPU layer), or null.
     pub magazine: *mut u8,
+    /// The C API's last small object handed out on this thread, and its class ([`note_alloc`]):
+    /// a hint that lets `free` of that very object start its push before the page map
+    /// answers. Only ever compared with what the page map says, never trusted alone.
+    pub last_alloc: usize,
+    /// See `last_alloc`.
+    pub last_class: usize,
 }
 
 /// The area every thread starts with: cpu id -1, so the fast path's one sign test fails.
@@ -220,6 +226,26 @@ global_asm!(
 extern "C" {
     static rseqmalloc_glibc_rseq_offset: *const isize;
     static rseqmalloc_glibc_rseq_size: *const u32;
+}
+
+/// Remembers `p`, of class `c`, as the calling thread's last small allocation (see
+/// `ThreadBlock::last_alloc`): two stores into the thread block.
+#[inline(always)]
+pub fn note_alloc(p: *mut u8, c: usize) {
+    let b = thread_block();
+    // SAFETY: the calling thread's own block; only this thread touches these two fields.
+    unsafe {
+        (*b).last_alloc = p as usize;
+        (*b).last_class = c;
+    }
+}
+
+/// The calling thread's last small allocation and its class, as [`note_alloc`] left them.
+#[inline(always)]
+pub fn noted_alloc() -> (usize, usize) {
+    let b = thread_block();
+    // SAFETY: as in `note_alloc`.
+    unsafe { ((*b).last_alloc, (*b).last_class) }
 }
 
 /// Times the kernel aborted one of our critical sections (counted in the abort handlers).

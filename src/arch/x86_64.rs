@@ -29,6 +29,26 @@ pub fn thread_pointer() -> usize {
     tp
 }
 
+/// `ThreadBlock::last_class` of the calling thread, loaded by an instruction the compiler
+/// cannot see through: after a branch that compared it with another class, the compiler
+/// would otherwise use that other value, and the push would wait for what computed it (the
+/// page map's answer) again. See `free_inner` in lib.rs.
+#[inline(always)]
+pub fn noted_class() -> usize {
+    let c: usize;
+    // SAFETY: reads one word of the calling thread's own block (initial-exec TLS).
+    unsafe {
+        asm!(
+            "mov {c}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
+            "mov {c}, qword ptr fs:[{c} + {at}]",
+            c = out(reg) c,
+            at = const offset_of!(ThreadBlock, last_class),
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    c
+}
+
 /// The calling thread's block.
 #[inline(always)]
 pub fn thread_block() -> *mut ThreadBlock {
