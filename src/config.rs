@@ -514,8 +514,8 @@ fn print_help() {
     }
 }
 
-/// A compiled-in options string, laid out as C's `const char *`: define one with
-/// [`options!`](crate::options!).
+/// A compiled-in options string, laid out as C's `const char *`; [`options!`](crate::options!)
+/// defines one (and uses the helpers below).
 #[repr(transparent)]
 pub struct CompiledOptions(*const core::ffi::c_char);
 
@@ -527,26 +527,68 @@ impl CompiledOptions {
     pub const fn new(s: &'static core::ffi::CStr) -> Self {
         CompiledOptions(s.as_ptr())
     }
+
+    /// For [`options!`](crate::options!): whether `s` ends with its only NUL byte.
+    #[doc(hidden)]
+    pub const fn nul_only_at_end(s: &str) -> bool {
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if (b[i] == 0) != (i + 1 == b.len()) {
+                return false;
+            }
+            i += 1;
+        }
+        !b.is_empty()
+    }
+
+    /// For [`options!`](crate::options!): the bytes of `s` as an array (`N` = `s.len()`).
+    #[doc(hidden)]
+    pub const fn bytes<const N: usize>(s: &str) -> [u8; N] {
+        let b = s.as_bytes();
+        assert!(b.len() == N);
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = b[i];
+            i += 1;
+        }
+        out
+    }
 }
 
 /// Compiles default options into a Rust program, like jemalloc's `malloc_conf`:
 /// `rseqmalloc::options!("decay_ms=250,stats=text");` at the top level of the binary crate.
 ///
 /// They apply before `RSEQMALLOC_OPTIONS`, which overrides them key by key. It defines the
-/// symbol `rseqmalloc_options` (C programs define `const char *rseqmalloc_options = "...";`
-/// instead); define it once per program, in the binary, not in a library.
+/// symbol `rseqmalloc_options`, a `const char *` as C programs define it
+/// (`const char *rseqmalloc_options = "...";`); define it once per program, in the binary, not
+/// in a library. The definition is weak: the library refers to the symbol weakly, and under
+/// `lto = "fat"` both meet in one object, where a strong definition does not assemble
+/// ("rseqmalloc_options changed binding to STB_GLOBAL").
 #[macro_export]
 macro_rules! options {
     ($s:literal) => {
-        #[no_mangle]
-        #[used]
-        #[allow(non_upper_case_globals)]
-        static rseqmalloc_options: $crate::CompiledOptions = $crate::CompiledOptions::new(
-            match ::core::ffi::CStr::from_bytes_with_nul(::core::concat!($s, "\0").as_bytes()) {
-                Ok(s) => s,
-                Err(_) => panic!("rseqmalloc::options!: the string holds a NUL byte"),
-            },
-        );
+        #[doc(hidden)]
+        mod __rseqmalloc_options {
+            const TEXT: &str = ::core::concat!($s, "\0");
+            const _: () = ::core::assert!(
+                $crate::CompiledOptions::nul_only_at_end(TEXT),
+                "rseqmalloc::options!: the string holds a NUL byte"
+            );
+            static BYTES: [u8; TEXT.len()] = $crate::CompiledOptions::bytes(TEXT);
+            ::core::arch::global_asm!(
+                ".pushsection .data.rel.ro.rseqmalloc_options,\"aw\",%progbits",
+                ".balign 8",
+                ".weak rseqmalloc_options",
+                ".type rseqmalloc_options,%object",
+                ".size rseqmalloc_options, 8",
+                "rseqmalloc_options:",
+                ".8byte {text}",
+                ".popsection",
+                text = sym BYTES,
+            );
+        }
     };
 }
 

@@ -130,3 +130,63 @@ fn ctl_reads_sets_purges_and_flushes() {
         assert!(out.contains("RESULT ctl ok"), "{out}");
     }
 }
+
+/// `rseqmalloc::options!` in a program built with `lto = "fat"`, where the macro's definition
+/// and the library's weak reference to `rseqmalloc_options` meet in one object (a strong
+/// definition did not assemble there: "rseqmalloc_options changed binding to STB_GLOBAL", so
+/// such a program did not build). Builds a small program so (offline, with this workspace's
+/// lock file) and checks the compiled-in options apply in the three modes.
+#[test]
+fn compiled_in_options_build_and_apply_under_fat_lto() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fat-lto-options");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"fat-lto-options\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+             [dependencies]\nrseqmalloc = {{ path = \"{root}\" }}\n\n\
+             [profile.release]\nlto = \"fat\"\ncodegen-units = 1\n\n[workspace]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("src/main.rs"),
+        "#[global_allocator]\nstatic A: rseqmalloc::RseqMalloc = rseqmalloc::RseqMalloc;\n\
+         rseqmalloc::options!(\"decay_ms=250,cpu_cache_bytes=64k\");\n\
+         fn main() {\n    let v: Vec<u64> = (0..1000).collect();\n    \
+         let o = rseqmalloc::options();\n    \
+         println!(\"decay_ms={} cpu_cache_bytes={} sum={}\", o.decay_ms, o.cpu_cache_bytes, \
+         v.iter().sum::<u64>());\n}\n",
+    )
+    .unwrap();
+    std::fs::copy(format!("{root}/Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let build = std::process::Command::new(cargo)
+        .args(["build", "--release", "--offline", "--quiet"])
+        .current_dir(&dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "building with lto = \"fat\": {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let bin = dir.join("target/release/fat-lto-options");
+    for (mode, env) in modes("") {
+        let out = std::process::Command::new(&bin)
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove("RSEQMALLOC_OPTIONS")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "decay_ms=250 cpu_cache_bytes=65536 sum=499500\n",
+            "{mode}"
+        );
+    }
+}
