@@ -514,8 +514,10 @@ fn print_help() {
     }
 }
 
-/// A compiled-in options string, laid out as C's `const char *`; [`options!`](crate::options!)
-/// defines one (and uses the helpers below).
+/// A compiled-in options string, laid out as C's `const char *`. [`options!`](crate::options!)
+/// no longer builds one (it defines the symbol in assembly, weak, and uses only the helpers
+/// below); a hand-written `#[no_mangle] static rseqmalloc_options: CompiledOptions` still works
+/// but, being a strong definition, does not build under `lto = "fat"`: use the macro.
 #[repr(transparent)]
 pub struct CompiledOptions(*const core::ffi::c_char);
 
@@ -565,7 +567,10 @@ impl CompiledOptions {
 /// (`const char *rseqmalloc_options = "...";`); define it once per program, in the binary, not
 /// in a library. The definition is weak: the library refers to the symbol weakly, and under
 /// `lto = "fat"` both meet in one object, where a strong definition does not assemble
-/// ("rseqmalloc_options changed binding to STB_GLOBAL").
+/// ("rseqmalloc_options changed binding to STB_GLOBAL"). Being weak, a second definition is no
+/// longer a link error: a strong one in an object the program links wins, one in a static
+/// archive is not pulled in for it (the weak one already satisfies the reference), and of two
+/// weak ones the linker keeps the first.
 #[macro_export]
 macro_rules! options {
     ($s:literal) => {

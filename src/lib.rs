@@ -476,17 +476,14 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     }
     let (c, s) = lookup(ptr, who);
     if c != 0 {
-        if TAG {
-            // Freeing what this thread allocated last (a temporary buffer): the class it was
-            // allocated with, read from the thread block, equals the page map's (checked), and
-            // taken from there (`noted_class`: a load the compiler cannot replace with `c`) the
-            // push need not wait for the page-map loads (docs/design.md, "Fast path").
-            let (last, last_class) = arch::noted_alloc();
-            if last == ptr as usize && last_class == c {
-                // SAFETY: `lookup` checked `ptr` starts an object of class `c`, which is the
-                // thread's noted class (only this thread writes it).
-                return unsafe { free_small::<TAG>(ptr, arch::noted_class(), who) };
-            }
+        if TAG && arch::noted_alloc().0 == ptr as usize {
+            // Freeing what this thread allocated last (a temporary buffer): its class, noted
+            // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
+            // and chosen in one block of assembly) the push need not wait for the page-map
+            // loads (docs/design.md, "Fast path").
+            // SAFETY: `lookup` checked `ptr` starts an object of class `c`, which
+            // `confirmed_class` returns.
+            return unsafe { free_small::<TAG>(ptr, arch::confirmed_class(c), who) };
         }
         // SAFETY: `lookup` checked `ptr` starts an object of class `c`.
         unsafe { free_small::<TAG>(ptr, c, who) }

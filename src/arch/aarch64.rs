@@ -25,12 +25,11 @@ pub fn thread_pointer() -> usize {
     tp
 }
 
-/// `ThreadBlock::last_class` of the calling thread (x86_64 hides the load from the compiler;
-/// here, where only the fallback runs, a plain read does).
+/// `c` (x86_64 takes it from the thread block's note when equal, to run ahead of the page map;
+/// here, where only the fallback runs, nothing is noted and `c` itself is the answer).
 #[inline(always)]
-pub fn noted_class() -> usize {
-    // SAFETY: the calling thread's own block.
-    unsafe { (*thread_block()).last_class }
+pub fn confirmed_class(c: usize) -> usize {
+    c
 }
 
 /// The calling thread's block (initial-exec TLS: its offset from the thread pointer sits in

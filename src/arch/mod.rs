@@ -8,9 +8,10 @@
 //!
 //! Here: what every architecture shares — the thread block's layout and its `.tdata` image,
 //! glibc's weak `__rseq_offset`/`__rseq_size`, `glibc_area`, `register`/`unregister`, the restart
-//! counter. Each architecture's file provides `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`,
-//! `thread_pointer`, `thread_block`, `current_cpu`, `percpu_pop`/`percpu_push`,
-//! `percpu_pop_batch`/`percpu_push_batch` and `percpu_relocate`.
+//! counter, the allocation note (`note_alloc`/`noted_alloc`). Each architecture's file provides
+//! `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`, `thread_pointer`, `thread_block`, `current_cpu`,
+//! `confirmed_class`, `percpu_pop`/`percpu_push`, `percpu_pop_batch`/`percpu_push_batch` and
+//! `percpu_relocate`.
 //!
 //! x86_64 is implemented and tested (`x86_64.rs`: the critical sections). aarch64 compiles to
 //! the locked fallback (`aarch64.rs`: thread-block access only, no critical sections, so the

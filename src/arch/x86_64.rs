@@ -29,24 +29,32 @@ pub fn thread_pointer() -> usize {
     tp
 }
 
-/// `ThreadBlock::last_class` of the calling thread, loaded by an instruction the compiler
-/// cannot see through: after a branch that compared it with another class, the compiler
-/// would otherwise use that other value, and the push would wait for what computed it (the
-/// page map's answer) again. See `free_inner` in lib.rs.
+/// `c` (the page map's class of the object being freed), taken from the thread block's
+/// `last_class` when the two are equal: the value is the same, but when the branch below is
+/// predicted the push that uses it need not wait for the page map (see `free_inner` in
+/// lib.rs). Load, compare and choice are one block of assembly: the compiler cannot replace
+/// the result with `c`, and a signal handler that allocates (and so rewrites the note) between
+/// the load and the push cannot change the value compared, which is the value returned.
 #[inline(always)]
-pub fn noted_class() -> usize {
-    let c: usize;
-    // SAFETY: reads one word of the calling thread's own block (initial-exec TLS).
+pub fn confirmed_class(c: usize) -> usize {
+    let k: usize;
+    // SAFETY: reads one word of the calling thread's own block (initial-exec TLS); the result
+    // is `c` on every path.
     unsafe {
         asm!(
-            "mov {c}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
-            "mov {c}, qword ptr fs:[{c} + {at}]",
-            c = out(reg) c,
+            "mov {k}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
+            "mov {k}, qword ptr fs:[{k} + {at}]",
+            "cmp {k}, {c}",
+            "je 2f",
+            "mov {k}, {c}",
+            "2:",
+            k = out(reg) k,
+            c = in(reg) c,
             at = const offset_of!(ThreadBlock, last_class),
-            options(nostack, readonly, preserves_flags)
+            options(nostack, readonly)
         )
     };
-    c
+    k
 }
 
 /// The calling thread's block.

@@ -11,6 +11,9 @@
  *     page map 1.5 KiB. The object must go back as 1.5 KiB: 2,000 malloc(3072) after it
  *     never return it.
  *
+ * reached=0 means B never got p's address back, so the stale case was not built: the page
+ * heap placed the 1.5 KiB span elsewhere (the harness fails then; it says nothing about free).
+ *
  * usage: last_alloc     prints "last_alloc ok reached=<0|1> mode=<mode>" */
 #include "conf.h"
 
