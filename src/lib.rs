@@ -476,7 +476,7 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     }
     let (c, s) = lookup(ptr, who);
     if c != 0 {
-        if TAG && arch::noted_alloc().0 == ptr as usize {
+        if TAG && arch::noted_ptr() == ptr as usize {
             // Freeing what this thread allocated last (a temporary buffer): its class, noted
             // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
             // and chosen in one block of assembly) the push need not wait for the page-map

@@ -25,6 +25,25 @@ pub fn thread_pointer() -> usize {
     tp
 }
 
+/// Remembers `p`, of class `c`, as the calling thread's last small allocation (see
+/// `ThreadBlock::last_alloc`).
+#[inline(always)]
+pub fn note_alloc(p: *mut u8, c: usize) {
+    let b = thread_block();
+    // SAFETY: the calling thread's own block; only this thread touches these two fields.
+    unsafe {
+        (*b).last_alloc = p as usize;
+        (*b).last_class = c;
+    }
+}
+
+/// The calling thread's last small allocation, as [`note_alloc`] left it.
+#[inline(always)]
+pub fn noted_ptr() -> usize {
+    // SAFETY: as in `note_alloc`.
+    unsafe { (*thread_block()).last_alloc }
+}
+
 /// `c` (x86_64 takes it from the thread block's note when equal, to run ahead of the page map;
 /// here, where only the fallback runs, nothing is noted and `c` itself is the answer).
 #[inline(always)]

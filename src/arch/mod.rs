@@ -8,9 +8,9 @@
 //!
 //! Here: what every architecture shares — the thread block's layout and its `.tdata` image,
 //! glibc's weak `__rseq_offset`/`__rseq_size`, `glibc_area`, `register`/`unregister`, the restart
-//! counter, the allocation note (`note_alloc`/`noted_alloc`). Each architecture's file provides
-//! `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`, `thread_pointer`, `thread_block`, `current_cpu`,
-//! `confirmed_class`, `percpu_pop`/`percpu_push`, `percpu_pop_batch`/`percpu_push_batch` and
+//! counter. Each architecture's file provides `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`,
+//! `thread_pointer`, `thread_block`, `current_cpu`, the allocation note (`note_alloc`,
+//! `noted_ptr`, `confirmed_class`), `percpu_pop`/`percpu_push`, `percpu_pop_batch`/`percpu_push_batch` and
 //! `percpu_relocate`.
 //!
 //! x86_64 is implemented and tested (`x86_64.rs`: the critical sections). aarch64 compiles to
@@ -227,26 +227,6 @@ global_asm!(
 extern "C" {
     static rseqmalloc_glibc_rseq_offset: *const isize;
     static rseqmalloc_glibc_rseq_size: *const u32;
-}
-
-/// Remembers `p`, of class `c`, as the calling thread's last small allocation (see
-/// `ThreadBlock::last_alloc`): two stores into the thread block.
-#[inline(always)]
-pub fn note_alloc(p: *mut u8, c: usize) {
-    let b = thread_block();
-    // SAFETY: the calling thread's own block; only this thread touches these two fields.
-    unsafe {
-        (*b).last_alloc = p as usize;
-        (*b).last_class = c;
-    }
-}
-
-/// The calling thread's last small allocation and its class, as [`note_alloc`] left them.
-#[inline(always)]
-pub fn noted_alloc() -> (usize, usize) {
-    let b = thread_block();
-    // SAFETY: as in `note_alloc`.
-    unsafe { ((*b).last_alloc, (*b).last_class) }
 }
 
 /// Times the kernel aborted one of our critical sections (counted in the abort handlers).

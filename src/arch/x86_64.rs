@@ -29,6 +29,44 @@ pub fn thread_pointer() -> usize {
     tp
 }
 
+/// Remembers `p`, of class `c`, as the calling thread's last small allocation (see
+/// `ThreadBlock::last_alloc`): two stores, addressed from the thread pointer.
+#[inline(always)]
+pub fn note_alloc(p: *mut u8, c: usize) {
+    // SAFETY: writes two words of the calling thread's own block (initial-exec TLS), which
+    // only this thread touches.
+    unsafe {
+        asm!(
+            "mov {t}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
+            "mov qword ptr fs:[{t} + {at_p}], {p}",
+            "mov qword ptr fs:[{t} + {at_c}], {c}",
+            t = out(reg) _,
+            p = in(reg) p,
+            c = in(reg) c,
+            at_p = const offset_of!(ThreadBlock, last_alloc),
+            at_c = const offset_of!(ThreadBlock, last_class),
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// The calling thread's last small allocation, as [`note_alloc`] left it.
+#[inline(always)]
+pub fn noted_ptr() -> usize {
+    let p: usize;
+    // SAFETY: reads one word of the calling thread's own block.
+    unsafe {
+        asm!(
+            "mov {p}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
+            "mov {p}, qword ptr fs:[{p} + {at}]",
+            p = out(reg) p,
+            at = const offset_of!(ThreadBlock, last_alloc),
+            options(nostack, readonly, pure, preserves_flags)
+        )
+    };
+    p
+}
+
 /// `c` (the page map's class of the object being freed), taken from the thread block's
 /// `last_class` when the two are equal: the value is the same, but when the branch below is
 /// predicted the push that uses it need not wait for the page map (see `free_inner` in
