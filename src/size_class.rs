@@ -246,10 +246,8 @@ mod tests {
 
     #[test]
     fn c_floor_bounds_exactly_the_c_requests_of_each_class() {
-        // C's alignment rule (lib.rs `c_align`): 8 up to 8 bytes, 16 above.
         for size in 1..=MAX_SMALL {
-            let align = if size <= 8 { 8 } else { 16 };
-            let c = class_for(size, align);
+            let c = class_for(size, crate::c_align(size));
             for d in 1..NUM_CLASSES {
                 let inside = (C_FLOOR[d] as usize) < size && size <= CLASS_SIZE[d] as usize;
                 assert_eq!(inside, d == c, "size {size}: class {c}, tested {d}");
