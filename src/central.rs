@@ -194,17 +194,28 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
         // SAFETY: `s` is a listed span of this class; we hold the class lock that guards its
         // free list and counters.
         unsafe {
-            let hi = (*s).start + (*s).capacity as usize * size;
+            let (lo, hi) = ((*s).start, (*s).start + (*s).capacity as usize * size);
+            // The list's head and the count taken stay in registers while the loop pops
+            // (each pop is a load from the object popped before it); the span header is
+            // written once, and before a carve, which reads and sets it.
+            let mut o = (*s).free;
+            let mut taken = 0;
             while got < want {
-                if (*s).free.is_null() && !carve_page(s, c, size) {
-                    break;
+                if o.is_null() {
+                    (*s).in_use += taken;
+                    taken = 0;
+                    if !carve_page(s, c, size) {
+                        break;
+                    }
+                    o = (*s).free;
                 }
-                let o = (*s).free;
-                (*s).free = free_tag::next_checked(o, (*s).start, hi, c);
-                (*s).in_use += 1;
                 out[got] = o;
                 got += 1;
+                taken += 1;
+                o = free_tag::next_checked(o, lo, hi, c);
             }
+            (*s).free = o;
+            (*s).in_use += taken;
             if (*s).free.is_null() && (*s).carved == (*s).capacity {
                 inner.list.remove(s);
                 (*s).listed = false;
@@ -277,10 +288,8 @@ pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
     };
     if room < objs.len() {
         let mut g = central.spans.lock();
-        for &obj in &objs[room..] {
-            // SAFETY: forwarded from the caller's contract.
-            unsafe { give_back_to_span(&mut g, c, obj) };
-        }
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { give_back_all(&mut g, c, &objs[room..]) };
         central
             .out_of_spans
             .fetch_sub(objs.len() - room, Ordering::Relaxed);
@@ -296,10 +305,8 @@ pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
 pub unsafe fn free_to_spans(c: usize, objs: &[*mut u8]) {
     let central = &CENTRAL[c];
     let mut g = central.spans.lock();
-    for &obj in objs {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { give_back_to_span(&mut g, c, obj) };
-    }
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { give_back_all(&mut g, c, objs) };
     central
         .out_of_spans
         .fetch_sub(objs.len(), Ordering::Relaxed);
@@ -307,20 +314,56 @@ pub unsafe fn free_to_spans(c: usize, objs: &[*mut u8]) {
     flush_if_pending();
 }
 
-/// Links `obj` back into its span; returns the span to the page heap once all its objects
-/// are back, and lists it again if it had run dry.
+/// Links each of `objs` back into its span; a span whose objects are all back returns to the
+/// page heap, one that had run dry is listed again.
+///
+/// Objects of one span often come in runs (a batch freed in the order it was taken, a span's
+/// objects carved in address order): a run is linked onto its span's list with one page-map
+/// lookup and one update of the span's head, count and listing, where each object used to pay
+/// a lookup (root, then leaf, then span: three dependent loads) and a read-modify-write of the
+/// span header.
 ///
 /// # Safety
-/// `obj` is a live object of class `c` that nobody uses, and `inner` is class `c`'s locked spans.
-unsafe fn give_back_to_span(inner: &mut Spans, c: usize, obj: *mut u8) {
-    let s = span_of(PAGEMAP.get(obj as usize)) as *mut Span;
-    // SAFETY: `obj` belongs to a live small span of class `c` (caller's contract), whose free
-    // list and counters this class's lock guards.
+/// Every pointer is a live object of class `c` that nobody uses, and `inner` is class `c`'s
+/// locked spans.
+unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
+    let mut rest = objs;
+    while let Some((&first, _)) = rest.split_first() {
+        let s = span_of(PAGEMAP.get(first as usize)) as *mut Span;
+        // SAFETY: `first` belongs to a live small span of class `c` (caller's contract), whose
+        // free list and counters this class's lock guards; so does every object of the run,
+        // which lies inside the same span's bytes.
+        unsafe {
+            debug_assert!(
+                !s.is_null() && (*s).state == SpanState::Small && (*s).class as usize == c
+            );
+            let (lo, hi) = ((*s).start, (*s).start + (*s).bytes());
+            let run = rest
+                .iter()
+                .position(|&o| !(lo..hi).contains(&(o as usize)))
+                .unwrap_or(rest.len());
+            let mut head = (*s).free;
+            for &obj in &rest[..run] {
+                free_tag::link(obj, head);
+                head = obj;
+            }
+            debug_assert!((*s).in_use as usize >= run);
+            (*s).free = head;
+            (*s).in_use -= run as u32;
+            span_updated(inner, s);
+            rest = &rest[run..];
+        }
+    }
+}
+
+/// After objects came back to span `s`: returns it to the page heap once all its objects are
+/// back, and lists it again if it had run dry.
+///
+/// # Safety
+/// `s` is a live small span of the class whose locked spans `inner` are, with a free object.
+unsafe fn span_updated(inner: &mut Spans, s: *mut Span) {
+    // SAFETY: the caller's contract; the class lock guards the span's list fields.
     unsafe {
-        debug_assert!(!s.is_null() && (*s).state == SpanState::Small && (*s).class as usize == c);
-        free_tag::link(obj, (*s).free);
-        (*s).free = obj;
-        (*s).in_use -= 1;
         if (*s).in_use == 0 {
             if (*s).listed {
                 inner.list.remove(s);
@@ -366,11 +409,9 @@ fn flush_where(pick: impl Fn(&Central, usize) -> bool) {
         let mut g = central.spans.lock();
         drop(t);
         stack_left(c, n);
-        for &obj in &buf[..n] {
-            // SAFETY: objects of the transfer stack are free objects of live spans of `c`,
-            // now ours.
-            unsafe { give_back_to_span(&mut g, c, obj) };
-        }
+        // SAFETY: objects of the transfer stack are free objects of live spans of `c`, now
+        // ours.
+        unsafe { give_back_all(&mut g, c, &buf[..n]) };
         central.out_of_spans.fetch_sub(n, Ordering::Relaxed);
     }
 }
