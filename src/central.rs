@@ -504,6 +504,64 @@ mod tests {
         }
     }
 
+    /// A batch whose objects come from several spans, in runs that break at every object or
+    /// in long stretches, goes back whole: every span is emptied and returned to the page heap
+    /// (its pages no longer name the class), and the class's lists keep their invariants, also
+    /// when a span empties in the middle of the batch.
+    #[test]
+    fn a_batch_from_several_spans_goes_back_run_by_run() {
+        // A class no other test uses.
+        let c = class_of(1408);
+        let mut objs = std::vec![null_mut(); 48];
+        for chunk in objs.chunks_mut(16) {
+            assert_eq!(alloc_batch(c, chunk), chunk.len());
+        }
+        let span_of_obj = |o: *mut u8| span_of(PAGEMAP.get(o as usize));
+        let mut spans: std::vec::Vec<usize> = objs.iter().map(|&o| span_of_obj(o)).collect();
+        spans.sort_unstable();
+        spans.dedup();
+        assert!(
+            spans.len() >= 3,
+            "48 objects of {} B fill several spans",
+            size_of(c)
+        );
+        // Interleave the spans: consecutive objects from different spans wherever possible,
+        // so almost every run is one object long.
+        let mut by_span: std::vec::Vec<std::vec::Vec<*mut u8>> = spans
+            .iter()
+            .map(|&s| {
+                objs.iter()
+                    .copied()
+                    .filter(|&o| span_of_obj(o) == s)
+                    .collect()
+            })
+            .collect();
+        let mut mixed = std::vec::Vec::new();
+        while by_span.iter().any(|v| !v.is_empty()) {
+            for v in by_span.iter_mut() {
+                mixed.extend(v.pop());
+            }
+        }
+        assert_eq!(mixed.len(), objs.len());
+        // Half of them one by one in two batches, the rest in one: runs of one and long runs.
+        let (a, b) = mixed.split_at(24);
+        // SAFETY: objects from `alloc_batch`, never handed out, each given back once.
+        unsafe {
+            free_to_spans(c, a);
+            let mut rest = b.to_vec();
+            rest.sort_unstable(); // address order: long runs of one span
+            free_to_spans(c, &rest);
+        }
+        CENTRAL[c].check_invariants(c).unwrap();
+        for &o in &objs {
+            assert_ne!(
+                crate::pagemap::class_of(PAGEMAP.get(o as usize)),
+                c,
+                "every span went back to the page heap"
+            );
+        }
+    }
+
     #[test]
     fn stacks_above_256_bytes_share_one_budget_and_small_ones_keep_their_own() {
         let small = class_of(64);
