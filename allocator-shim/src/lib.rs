@@ -43,6 +43,19 @@
 #[link(name = "c")]
 extern "C" {}
 
+// The precompiled `core` of the aarch64 target carries unwind tables that name
+// `rust_eh_personality`, which only `std` defines; GNU ld keeps the reference where rust-lld
+// (x86_64) drops it. With `panic = "abort"` nothing ever unwinds through this library, so a
+// hidden definition that aborts satisfies the reference without exporting anything.
+#[cfg(all(panic = "abort", target_arch = "aarch64"))]
+core::arch::global_asm!(
+    ".globl rust_eh_personality",
+    ".hidden rust_eh_personality",
+    ".type rust_eh_personality, %function",
+    "rust_eh_personality:",
+    "b abort",
+);
+
 /// A panic in the shim or the core (neither panics on purpose) aborts with one line.
 #[cfg(panic = "abort")]
 #[panic_handler]
