@@ -452,33 +452,47 @@ fn place(slab: Slab, c: usize, cap: usize) -> bool {
         slab.header().full.store(1, Ordering::Relaxed);
         return false;
     }
-    let moved = if at == begin {
-        h.end.store((begin + cap) as u16, Ordering::Release);
-        true
-    } else {
-        let word = class_header_word(0, at as u16, at as u16, (at + cap) as u16);
-        match slab.index() {
-            // SAFETY: slab `i` is the process's, the caller holds its capacity lock, and the
-            // region [at, at + len) lies past every other region (`next_free`) inside the
-            // slab.
-            Some(i) if mode() != RseqMode::Fallback => unsafe {
-                arch::percpu_relocate(header_offset(c), i as u32, word)
-            },
-            _ => relocate_locked(slab, c, at, at + cap),
-        }
-    };
-    if moved {
+    // The region is claimed before the class header names it: a slab-lock holder (fallback
+    // mode) that reads the new `end` must find the region's end past it — the slots added
+    // belong to nobody else (they lie past `next_free`, which only growth under this lock
+    // moves).
+    let claim = || {
         next.store((at + len) as u32, Ordering::Relaxed);
         slab.region_end(c)
-            .store((at + len) as u16, Ordering::Relaxed);
+            .store((at + len) as u16, Ordering::Release);
+    };
+    if at == begin {
+        claim();
+        h.end.store((begin + cap) as u16, Ordering::Release);
+        return true;
     }
-    moved
+    match slab.index() {
+        Some(i) if mode() != RseqMode::Fallback => {
+            let word = class_header_word(0, at as u16, at as u16, (at + cap) as u16);
+            // SAFETY: slab `i` is the process's, the caller holds its capacity lock, and the
+            // region [at, at + len) lies past every other region (`next_free`) inside the
+            // slab. (The sections do not read the region's end; it is claimed once the move
+            // committed, so a failed move leaves it as it was.)
+            let moved = unsafe { arch::percpu_relocate(header_offset(c), i as u32, word) };
+            if moved {
+                claim();
+            }
+            moved
+        }
+        _ => {
+            // Under the slab lock, which every reader of the header in this mode holds.
+            slab.lock();
+            claim();
+            relocate_locked(slab, c, at, at + cap);
+            slab.unlock();
+            true
+        }
+    }
 }
 
 /// Fallback mode's (and a private slab's) relocation: the same move as the relocation
-/// section, under the slab lock, which every operation on the slab takes.
-fn relocate_locked(slab: Slab, c: usize, begin: usize, end: usize) -> bool {
-    slab.lock();
+/// section, under the slab lock (held by the caller), which every operation on the slab takes.
+fn relocate_locked(slab: Slab, c: usize, begin: usize, end: usize) {
     let n = slab.count(c);
     for i in 0..n {
         let obj = slab.slot(c, i).load(Ordering::Relaxed);
@@ -489,8 +503,6 @@ fn relocate_locked(slab: Slab, c: usize, begin: usize, end: usize) -> bool {
     h.current.store((begin + n) as u16, Ordering::Relaxed);
     h.floor.store(begin as u16, Ordering::Relaxed);
     h.end.store(end as u16, Ordering::Release);
-    slab.unlock();
-    true
 }
 
 /// Whether a growth of `slab` found no free slots since the last call (and clears it): the
@@ -789,6 +801,60 @@ mod check_tests {
                 unsafe { central::free_batch(c, chunk) };
             }
         }
+    }
+
+    /// Growth in fallback mode (in place at the slab's free end, or moving a class to a new
+    /// region) runs under the capacity lock only, while locked pushes and pops run under the
+    /// slab lock: what a slab-lock holder reads must never give a class a capacity that
+    /// reaches past its region (the debug build checks it in `slot`, and the forced-fallback
+    /// stress test tripped that check in about half of its runs: growth stored the new `end`
+    /// before the region's end).
+    #[test]
+    fn a_slab_lock_holder_never_sees_a_capacity_past_the_region() {
+        let slab = private_slab();
+        // Classes no other unit test uses.
+        let (c, d) = (class_of(176), class_of(208));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut seen = None;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Grow `c` to its maximum (in place while its region is the last one, moved
+                // once `d` has a region after it), then start over.
+                for round in 0..5_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    while grow_cap(slab, c, false) {}
+                    if round % 2 == 0 {
+                        grow_cap(slab, d, false);
+                    }
+                    slab.cap_lock().lock();
+                    slab.lock();
+                    reset_layout(slab);
+                    slab.unlock();
+                    slab.cap_lock().unlock();
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+            while !stop.load(Ordering::Relaxed) {
+                slab.lock();
+                let h = slab.class(c);
+                let (begin, end) = (
+                    h.begin.load(Ordering::Relaxed),
+                    h.end.load(Ordering::Relaxed),
+                );
+                let region_end = slab.region_end(c).load(Ordering::Relaxed);
+                slab.unlock();
+                if end > region_end.max(begin) {
+                    seen = Some((begin, end, region_end));
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        assert_eq!(
+            seen, None,
+            "(begin, end, region end) seen under the slab lock"
+        );
     }
 
     /// A slab nobody has touched (all zero) is the empty layout: it checks clean, and a class
