@@ -9,7 +9,9 @@
 //! Elsewhere the map is not passed: GNU ld (aarch64's cross linker) refuses a second anonymous
 //! version script ("anonymous version tag cannot be combined with other version tags"), and
 //! there every export is a Rust `#[no_mangle]` function, which rustc's own script already lists
-//! (the same 46 names as the map, checked with the cross toolchain on 2026-11-30).
+//! (the same 46 names as the map, checked with the cross toolchain on 2026-11-30). The choice
+//! goes by architecture because the toolchains do: x86_64 Linux links with rust-lld by default
+//! (since Rust 1.90); an x86_64 build forced onto GNU ld would meet the same refusal.
 
 use std::path::Path;
 

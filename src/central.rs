@@ -512,19 +512,19 @@ mod tests {
     fn a_batch_from_several_spans_goes_back_run_by_run() {
         // A class no other test uses.
         let c = class_of(1408);
-        let mut objs = std::vec![null_mut(); 48];
-        for chunk in objs.chunks_mut(16) {
-            assert_eq!(alloc_batch(c, chunk), chunk.len());
-        }
         let span_of_obj = |o: *mut u8| span_of(PAGEMAP.get(o as usize));
-        let mut spans: std::vec::Vec<usize> = objs.iter().map(|&o| span_of_obj(o)).collect();
-        spans.sort_unstable();
-        spans.dedup();
-        assert!(
-            spans.len() >= 3,
-            "48 objects of {} B fill several spans",
-            size_of(c)
-        );
+        // Take objects until they come from three spans (how many a span holds depends on
+        // how large the heap is: small spans while it is small).
+        let mut objs = std::vec::Vec::new();
+        let mut spans: std::vec::Vec<usize> = std::vec::Vec::new();
+        while spans.len() < 3 {
+            let mut chunk = [null_mut(); 16];
+            assert_eq!(alloc_batch(c, &mut chunk), chunk.len());
+            objs.extend_from_slice(&chunk);
+            spans = objs.iter().map(|&o| span_of_obj(o)).collect();
+            spans.sort_unstable();
+            spans.dedup();
+        }
         // Interleave the spans: consecutive objects from different spans wherever possible,
         // so almost every run is one object long.
         let mut by_span: std::vec::Vec<std::vec::Vec<*mut u8>> = spans
@@ -543,8 +543,9 @@ mod tests {
             }
         }
         assert_eq!(mixed.len(), objs.len());
-        // Half of them one by one in two batches, the rest in one: runs of one and long runs.
-        let (a, b) = mixed.split_at(24);
+        // The first half interleaved (runs of one object), the rest in address order (long
+        // runs).
+        let (a, b) = mixed.split_at(mixed.len() / 2);
         // SAFETY: objects from `alloc_batch`, never handed out, each given back once.
         unsafe {
             free_to_spans(c, a);

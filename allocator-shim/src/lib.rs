@@ -16,8 +16,8 @@
 //! - [`cxx`]: C++ `operator new`/`operator delete`, with their assembly in
 //!   `cxx/asm_x86_64.rs` and the nothrow forms' handler loop in `cxx/nothrow.cc`.
 //!
-//! Exported, and nothing else (`rseqmalloc.map` is the version script, passed by `build.rs`);
-//! `README.md` lists the symbols.
+//! Exported, and nothing else (`rseqmalloc.map` is the version script, passed by `build.rs` on
+//! x86_64; elsewhere rustc's own script exports the same names); `README.md` lists the symbols.
 //!
 //! # Unwinding
 //! No Rust panic ever unwinds into C: every C-facing function is `extern "C"`, and an unwind
@@ -49,11 +49,15 @@ extern "C" {}
 // hidden definition that aborts satisfies the reference without exporting anything.
 #[cfg(all(panic = "abort", target_arch = "aarch64"))]
 core::arch::global_asm!(
+    ".pushsection .text.rseqmalloc_eh_personality,\"ax\",%progbits",
+    ".p2align 2",
     ".globl rust_eh_personality",
     ".hidden rust_eh_personality",
     ".type rust_eh_personality, %function",
     "rust_eh_personality:",
     "b abort",
+    ".size rust_eh_personality, . - rust_eh_personality",
+    ".popsection",
 );
 
 /// A panic in the shim or the core (neither panics on purpose) aborts with one line.

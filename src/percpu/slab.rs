@@ -204,11 +204,14 @@ impl Slab {
         debug_assert!(current <= self.region_end(c).load(Ordering::Relaxed) as usize);
         h.current.store(current as u16, Ordering::Release);
     }
-    /// Class `c`'s capacity (`end - begin`; 0 while stopped).
+    /// Class `c`'s capacity (`end - begin`; 0 while stopped). `end` is read with acquire: a
+    /// growth claims the region (its end, `next_free`) before it stores the new `end`, so a
+    /// reader that sees the new `end` sees the region that holds it (on aarch64 too, where
+    /// loads may pass each other).
     pub(super) fn cap(&self, c: usize) -> usize {
         let h = self.class(c);
         let begin = h.begin.load(Ordering::Relaxed);
-        h.end.load(Ordering::Relaxed).saturating_sub(begin) as usize
+        h.end.load(Ordering::Acquire).saturating_sub(begin) as usize
     }
     /// Whether a drain has stopped class `c` (`floor = u16::MAX`).
     pub(super) fn is_stopped(&self, c: usize) -> bool {
@@ -468,14 +471,22 @@ fn place(slab: Slab, c: usize, cap: usize) -> bool {
     }
     match slab.index() {
         Some(i) if mode() != RseqMode::Fallback => {
+            // Claimed before the move too (a fork that lands right after the commit must not
+            // leave the child a header naming slots `next_free` still offers), and given back
+            // if the move fails: in rseq modes only capacity-lock holders read the two words.
+            let (old_next, old_end) = (
+                next.load(Ordering::Relaxed),
+                slab.region_end(c).load(Ordering::Relaxed),
+            );
+            claim();
             let word = class_header_word(0, at as u16, at as u16, (at + cap) as u16);
             // SAFETY: slab `i` is the process's, the caller holds its capacity lock, and the
             // region [at, at + len) lies past every other region (`next_free`) inside the
-            // slab. (The sections do not read the region's end; it is claimed once the move
-            // committed, so a failed move leaves it as it was.)
+            // slab.
             let moved = unsafe { arch::percpu_relocate(header_offset(c), i as u32, word) };
-            if moved {
-                claim();
+            if !moved {
+                next.store(old_next, Ordering::Relaxed);
+                slab.region_end(c).store(old_end, Ordering::Relaxed);
             }
             moved
         }
@@ -808,41 +819,50 @@ mod check_tests {
     /// slab lock: what a slab-lock holder reads must never give a class a capacity that
     /// reaches past its region (the debug build checks it in `slot`, and the forced-fallback
     /// stress test tripped that check in about half of its runs: growth stored the new `end`
-    /// before the region's end).
+    /// before the region's end). The grower takes both paths; the in-place one, whose `end`
+    /// store needs no slab lock, fails this test at once when reordered. The move's window
+    /// (between releasing the slab lock and claiming, when it claimed late) is a few
+    /// instructions long and this test does not reliably catch it: the move claims under the
+    /// slab lock, before the header changes, by construction.
     #[test]
     fn a_slab_lock_holder_never_sees_a_capacity_past_the_region() {
         let slab = private_slab();
-        // Classes no other unit test uses.
+        // Any two classes: a private slab, and no object is cached.
         let (c, d) = (class_of(176), class_of(208));
         let stop = std::sync::atomic::AtomicBool::new(false);
+        /// Sets the flag when dropped, so a panic in the grower ends the reader's loop too.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
         let mut seen = None;
         std::thread::scope(|s| {
             s.spawn(|| {
-                // Grow `c` to its maximum (in place while its region is the last one, moved
-                // once `d` has a region after it), then start over.
-                for round in 0..5_000 {
+                let _stop = StopOnDrop(&stop);
+                // Each round: `c` grows once, then `d` gets a region after it, so `c`'s next
+                // growth moves it (the move path); growing on, `c`'s region is the last one
+                // and grows in place (the in-place path). Then the layout starts over.
+                for _ in 0..5_000 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
+                    grow_cap(slab, c, false);
+                    grow_cap(slab, d, false);
                     while grow_cap(slab, c, false) {}
-                    if round % 2 == 0 {
-                        grow_cap(slab, d, false);
-                    }
                     slab.cap_lock().lock();
                     slab.lock();
                     reset_layout(slab);
                     slab.unlock();
                     slab.cap_lock().unlock();
                 }
-                stop.store(true, Ordering::Relaxed);
             });
             while !stop.load(Ordering::Relaxed) {
                 slab.lock();
                 let h = slab.class(c);
-                let (begin, end) = (
-                    h.begin.load(Ordering::Relaxed),
-                    h.end.load(Ordering::Relaxed),
-                );
+                let begin = h.begin.load(Ordering::Relaxed);
+                let end = h.end.load(Ordering::Acquire);
                 let region_end = slab.region_end(c).load(Ordering::Relaxed);
                 slab.unlock();
                 if end > region_end.max(begin) {
