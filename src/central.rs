@@ -197,13 +197,13 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
             let (lo, hi) = ((*s).start, (*s).start + (*s).capacity as usize * size);
             // The list's head and the count taken stay in registers while the loop pops
             // (each pop is a load from the object popped before it); the span header is
-            // written once, and before a carve, which reads and sets it.
+            // written once at the end, and its (emptied) list before a carve, which asks for
+            // an empty list and sets it.
             let mut o = (*s).free;
             let mut taken = 0;
             while got < want {
                 if o.is_null() {
-                    (*s).in_use += taken;
-                    taken = 0;
+                    (*s).free = o;
                     if !carve_page(s, c, size) {
                         break;
                     }

@@ -49,7 +49,7 @@
 
 use super::slab::{
     grow_cap, ready_slabs, relayout_stopped, reset_layout, restart_layout, stop, take_full, Slab,
-    MAX_SLABS,
+    SlabSet,
 };
 use super::state::{mode, uses_mm_cid, RseqMode, G};
 use crate::central;
@@ -63,22 +63,6 @@ pub(super) static DRAIN: Mutex<()> = Mutex::new(());
 
 /// Drains skipped because the kernel lacks the rseq membarrier (reported in statistics).
 pub static DRAINS_SKIPPED: AtomicUsize = AtomicUsize::new(0);
-
-/// A set of slab indices.
-struct Picked {
-    bits: [u64; MAX_SLABS / 64],
-    nslabs: usize,
-}
-
-impl Picked {
-    fn contains(&self, i: usize) -> bool {
-        self.bits[i / 64] & (1 << (i % 64)) != 0
-    }
-    /// The picked slabs, in index order.
-    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nslabs).filter(|&i| self.contains(i))
-    }
-}
 
 /// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab),
 /// with the protocol the mode allows (module documentation). Returns the bytes moved.
@@ -98,14 +82,11 @@ pub(super) fn drain_where(
     let _g = DRAIN.lock();
     // Only the slabs picked (and, with rseq, stopped) here are emptied and restarted: one that
     // becomes ready meanwhile was never stopped and must not be touched.
-    let mut picked = Picked {
-        bits: [0; MAX_SLABS / 64],
-        nslabs,
-    };
+    let picked = SlabSet::new();
     let mut any = false;
     for (i, slab) in ready_slabs() {
         if pick(i, slab) {
-            picked.bits[i / 64] |= 1 << (i % 64);
+            picked.insert(i);
             any = true;
         }
     }
@@ -145,7 +126,7 @@ pub(super) fn grow_or_relayout(slab: Slab, c: usize, may_steal: bool) -> bool {
 
 /// Fallback mode: empties each picked slab under its lock and starts its layout again (under
 /// its capacity lock too, taken first as growth does, so no relocation is half done).
-fn drain_locked(picked: &Picked) -> usize {
+fn drain_locked(picked: &SlabSet) -> usize {
     let mut bytes = 0;
     for i in picked.iter() {
         let slab = Slab::of(i);
@@ -160,7 +141,7 @@ fn drain_locked(picked: &Picked) -> usize {
 }
 
 /// Rseq modes with the membarrier: stop, fence, empty, fence, restart (module documentation).
-fn drain_fenced(picked: &Picked) -> usize {
+fn drain_fenced(picked: &SlabSet) -> usize {
     // 1. Stop, holding each capacity lock until the restart.
     for i in picked.iter() {
         let slab = Slab::of(i);

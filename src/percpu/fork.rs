@@ -24,12 +24,12 @@
 
 use super::drain::DRAIN;
 use super::setup::INIT;
-use super::slab::{ready_slabs, Slab, MAX_SLABS};
+use super::slab::{ready_slabs, Slab, SlabSet};
 use super::state::{mode, RseqMode};
 use crate::central;
 use crate::os;
 use crate::page_heap::HEAP;
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, Ordering};
 
 /// Whether the running fork's prepare handler took the locks.
 static LOCKED: AtomicBool = AtomicBool::new(false);
@@ -78,33 +78,24 @@ extern "C" fn child() {
     os::stdio_list_reset();
 }
 
-/// The slabs whose locks the running fork's prepare handler took, one bit each: a slab can
-/// become ready while the fork runs (`ensure_slab` takes no lock), and the parent must release
-/// exactly what prepare took, never a lock another thread holds.
-static TAKEN: [AtomicU64; MAX_SLABS / 64] = [const { AtomicU64::new(0) }; MAX_SLABS / 64];
-
-/// The slabs recorded in [`TAKEN`].
-fn taken_slabs() -> impl Iterator<Item = Slab> {
-    (0..MAX_SLABS)
-        .filter(|&i| TAKEN[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0)
-        .map(Slab::of)
-}
+/// The slabs whose locks the running fork's prepare handler took: a slab can become ready
+/// while the fork runs (`ensure_slab` takes no lock), and the parent must release exactly what
+/// prepare took, never a lock another thread holds.
+static TAKEN: SlabSet = SlabSet::new();
 
 /// This layer's part of prepare: takes the set-up and drain locks and, in fallback mode, every
 /// slab lock (the order the allocator nests them: these before any central or heap lock).
 fn lock_percpu() {
     core::mem::forget(INIT.lock());
     core::mem::forget(DRAIN.lock());
-    for word in &TAKEN {
-        word.store(0, Ordering::Relaxed);
-    }
+    TAKEN.clear();
     for (i, slab) in ready_slabs() {
-        TAKEN[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
+        TAKEN.insert(i);
         slab.cap_lock().lock();
     }
     if mode() == RseqMode::Fallback {
-        for slab in taken_slabs() {
-            slab.lock();
+        for i in TAKEN.iter() {
+            Slab::of(i).lock();
         }
     }
 }
@@ -123,7 +114,7 @@ unsafe fn unlock_percpu(child: bool) {
             unsafe { slab.reset_locks_in_child() };
         }
     } else {
-        for slab in taken_slabs() {
+        for slab in TAKEN.iter().map(Slab::of) {
             if mode() == RseqMode::Fallback {
                 slab.unlock();
             }

@@ -53,8 +53,41 @@ use crate::arch::{self, class_header_word, ClassHeader, SLAB_SHIFT, SLOTS_AT, SL
 use crate::central;
 use crate::config;
 use crate::size_class::{size_of, CLASS_BATCH, CLASS_CAPACITY, NUM_CLASSES};
-use crate::sync::{AtomicU16, AtomicU32, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinLock};
 use core::ptr::null_mut;
+
+/// A set of slab indices: the slabs a drain picked, the slabs whose locks a fork's prepare
+/// handler took. Atomic words so that a `static` can hold one (the fork handlers run as
+/// separate calls); each set has one writer at a time.
+pub(super) struct SlabSet {
+    bits: [AtomicU64; MAX_SLABS / 64],
+}
+
+impl SlabSet {
+    /// The empty set.
+    pub(super) const fn new() -> Self {
+        SlabSet {
+            bits: [const { AtomicU64::new(0) }; MAX_SLABS / 64],
+        }
+    }
+    /// Empties the set.
+    pub(super) fn clear(&self) {
+        for word in &self.bits {
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+    /// Adds slab `i` (`i < MAX_SLABS`).
+    pub(super) fn insert(&self, i: usize) {
+        self.bits[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
+    }
+    fn contains(&self, i: usize) -> bool {
+        self.bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+    }
+    /// The slabs in the set, in index order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..G.nslabs.load(Ordering::Relaxed)).filter(|&i| self.contains(i))
+    }
+}
 
 /// Bytes per slab.
 pub const SLAB_BYTES: usize = 1 << SLAB_SHIFT;
