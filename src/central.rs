@@ -151,7 +151,11 @@ pub static CENTRAL: [Central; NUM_CLASSES] = [const {
 pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
     let central = &CENTRAL[c];
     let want = out.len();
-    let from_stack = {
+    // A stack seen empty is not locked: a burst past the per-CPU caches takes every batch
+    // from the spans, and each lock is an atomic exchange on the way in and out.
+    let from_stack = if central.cached.load(Ordering::Relaxed) == 0 {
+        0
+    } else {
         let mut t = central.transfer.lock();
         let n = want.min(t.count);
         out[..n].copy_from_slice(&t.stack[t.count - n..t.count]);
@@ -277,7 +281,11 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
 /// Every pointer must be a live object of class `c` that nobody uses any more.
 pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
     let central = &CENTRAL[c];
-    let room = {
+    // A stack seen full is not locked (see `alloc_batch`); `cached` is written under the
+    // lock, so a stale reading only sends a batch to the spans or takes the lock for nothing.
+    let room = if central.cached.load(Ordering::Relaxed) >= transfer_limit(c) {
+        0
+    } else {
         let mut t = central.transfer.lock();
         let room = stack_room(c, t.count, objs.len());
         let count = t.count;
