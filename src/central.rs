@@ -216,7 +216,7 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
                 out[got] = o;
                 got += 1;
                 taken += 1;
-                o = free_tag::next_checked(o, lo, hi, c);
+                o = free_tag::next_checked(o, lo, hi);
             }
             (*s).free = o;
             (*s).in_use += taken;
@@ -510,6 +510,87 @@ mod tests {
             free_to_spans(c, &objs);
             free_to_spans(c, &one);
         }
+    }
+
+    /// A span's free list whose link was written over (past the end of a live block, or
+    /// after a free) aborts with one line naming a corrupted block before `alloc_batch`
+    /// returns anything: a link to outside the span, to the middle of an object, to a live
+    /// object, and a next object whose tag was overwritten; the intact list hands the freed
+    /// objects back. Each case runs in a child process (the abort ends it). The span lists
+    /// are the same code in every rseq mode: nothing here runs through a per-CPU cache.
+    #[test]
+    fn a_corrupted_span_list_aborts_before_anything_is_handed_out() {
+        use std::os::unix::process::ExitStatusExt;
+        if std::env::var_os("RSEQMALLOC_CORRUPT").is_some() {
+            return;
+        }
+        for case in ["intact", "outside", "misaligned", "live", "untagged"] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "central::tests::child_corrupt_span_list",
+                    "--nocapture",
+                    "--include-ignored",
+                ])
+                .env("RSEQMALLOC_CORRUPT", case)
+                .output()
+                .unwrap();
+            let stderr = std::string::String::from_utf8_lossy(&out.stderr);
+            let stdout = std::string::String::from_utf8_lossy(&out.stdout);
+            if case == "intact" {
+                assert!(
+                    out.status.success() && stdout.contains("1 passed"),
+                    "{case}: {stdout}\n{stderr}"
+                );
+            } else {
+                assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{case}: {stderr}");
+                let lines: std::vec::Vec<_> = stderr
+                    .lines()
+                    .filter(|l| l.contains("corrupted free block 0x"))
+                    .collect();
+                assert_eq!(lines.len(), 1, "{case}: stderr was {stderr}");
+                assert!(!stdout.contains("handed out"), "{case}: {stdout}");
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "run as a child by a_corrupted_span_list_aborts_before_anything_is_handed_out"]
+    fn child_corrupt_span_list() {
+        let Ok(case) = std::env::var("RSEQMALLOC_CORRUPT") else {
+            return;
+        };
+        let c = class_of(640);
+        let mut objs = [null_mut(); 8];
+        assert_eq!(alloc_batch(c, &mut objs), 8);
+        // Objects 0..6 back to the span: its list is 5, 4, 3, 2, 1, 0, then the rest of the
+        // carved half page. Objects 6 and 7 stay handed out.
+        // SAFETY: objects from `alloc_batch`, never used.
+        unsafe { free_to_spans(c, &objs[..6]) };
+        let set_link = |p: *mut u8, next: usize| {
+            // SAFETY: `p` is a free object of the span (16 bytes readable and writable):
+            // this writes its link as a stray store into freed memory would.
+            unsafe { p.cast::<usize>().write(next ^ free_tag::tag(p as usize)) };
+        };
+        match case.as_str() {
+            "intact" => {}
+            "outside" => set_link(objs[5], 0x1000),
+            "misaligned" => set_link(objs[5], objs[3] as usize + 8),
+            "live" => {
+                // SAFETY: object 7 is handed out: a live object carries no tag.
+                unsafe { free_tag::clear(objs[7]) };
+                set_link(objs[5], objs[7] as usize);
+            }
+            // SAFETY: object 4 is free; this is a write after free into its second word.
+            "untagged" => unsafe { objs[4].cast::<usize>().add(1).write(0) },
+            _ => unreachable!("unknown case {case}"),
+        }
+        let mut out = [null_mut(); 6];
+        let n = alloc_batch(c, &mut out);
+        std::println!("handed out {n}");
+        assert_eq!(case, "intact", "the corrupted list was not caught");
+        let back: std::vec::Vec<_> = objs[..6].iter().rev().copied().collect();
+        assert_eq!(&out[..n], &back[..]);
     }
 
     /// A batch whose objects come from several spans, in runs that break at every object or

@@ -134,32 +134,31 @@ pub unsafe fn link(p: *mut u8, next: *mut u8) {
     }
 }
 
-/// The link of `p`, a member of a span's free list, checked: `p` must carry its tag and the
-/// decoded next object must be null or an object boundary of class `c` in `[lo, hi)` that
-/// carries its own. Aborts with one line naming the corrupted block otherwise.
+/// The link of `p`, a member of a span's free list, checked: `p` must carry its tag, and the
+/// decoded next object must be null or lie in `[lo, hi - 16]`, so that reading its two words
+/// stays inside the span. Aborts with one line naming the corrupted block otherwise.
+///
+/// The next object is not read here: it is checked when it is popped in turn (every pop
+/// checks the object's own tag before the batch it joins is handed out), so a link written
+/// over with an address inside the span that is not a free object's start — misaligned, or a
+/// live object — still aborts before anything is handed out, one pop later. Checking it here
+/// as well (its tag, and `starts_object` for the boundary) cost a span pop about 1.5 ns of
+/// its ~4 (10,000 × 16 B bursts: 13.4 against 11.9 ns per object, 2026-11-30).
 ///
 /// # Safety
-/// `p` is readable for 16 bytes (an object boundary of a live small span, which the caller
-/// checked or created).
+/// `p` is readable for 16 bytes (inside a live small span, within `[lo, hi - 16]`), and
+/// `hi - lo` is at least 16.
 #[inline]
-pub unsafe fn next_checked(p: *mut u8, lo: usize, hi: usize, c: usize) -> *mut u8 {
+pub unsafe fn next_checked(p: *mut u8, lo: usize, hi: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
     let (next, tagged) = unsafe { peek_next(p) };
     if !tagged {
         corrupted(p);
     }
     let next = next as usize;
-    if next == 0 {
-        return core::ptr::null_mut();
-    }
-    // `starts_object`: one multiplication, where `%` by the run-time size was a division per
-    // object taken from a span.
-    if next < lo || next >= hi || !crate::size_class::starts_object(next - lo, c) {
+    // One unsigned comparison for both ends; null passes only through its own test.
+    if next.wrapping_sub(lo) > hi - lo - 16 && next != 0 {
         corrupted(p);
-    }
-    // SAFETY: `next` is an object boundary inside the same live span.
-    if unsafe { !is_free(next as *mut u8) } {
-        corrupted(next as *mut u8);
     }
     next as *mut u8
 }
