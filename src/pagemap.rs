@@ -14,7 +14,7 @@
 //! May call: `os`, `size_class`, `sync`.
 
 use crate::os;
-use crate::size_class::{CLASS_SIZE, NUM_CLASSES, PAGE, PAGE_SHIFT};
+use crate::size_class::{CLASS_FIELD_VALUES, CLASS_SIZE, NUM_CLASSES, PAGE, PAGE_SHIFT};
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 
 const ADDRESS_BITS: usize = 48;
@@ -76,9 +76,11 @@ pub fn start_limit(e: usize, c: usize) -> usize {
     START_LIMIT[c * 4 + (e >> 62)] as usize
 }
 
-/// [`start_limit`]'s table, indexed by `class * 4 + (LAST_PAGE, SECOND_HALF as two bits)`.
-const START_LIMIT: [u16; NUM_CLASSES * 4] = {
-    let mut t = [0u16; NUM_CLASSES * 4];
+/// [`start_limit`]'s table, indexed by `class * 4 + (LAST_PAGE, SECOND_HALF as two bits)`, for
+/// every value of the class field (0 past the last class: nothing starts there), so `free`
+/// indexes it without a bounds check.
+const START_LIMIT: [u16; CLASS_FIELD_VALUES * 4] = {
+    let mut t = [0u16; CLASS_FIELD_VALUES * 4];
     let mut c = 1;
     while c < NUM_CLASSES {
         let mut flags = 0;

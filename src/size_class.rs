@@ -36,7 +36,12 @@ pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
 /// of 16 (72, 88, 104, 120 B), which no C request maps to.
 pub static C_FLOOR: [u32; NUM_CLASSES] = build_c_floor();
 /// `ceil(2^64 / size)`, for [`starts_object`]'s divisibility test.
-pub const CLASS_DIVISOR: [u64; NUM_CLASSES] = build_divisor();
+///
+/// One entry for every value a page-map entry's class field can hold (0 past the last class,
+/// which no object starts in), so `free`'s lookup indexes it without a bounds check.
+pub const CLASS_DIVISOR: [u64; CLASS_FIELD_VALUES] = build_divisor();
+/// Values of a page-map entry's 7-bit class field (`pagemap::CLASS_MASK + 1`).
+pub const CLASS_FIELD_VALUES: usize = 128;
 
 const fn size_of_class(c: usize) -> usize {
     if c == 0 {
@@ -141,8 +146,8 @@ const fn build_c_floor() -> [u32; NUM_CLASSES] {
     t
 }
 
-const fn build_divisor() -> [u64; NUM_CLASSES] {
-    let mut t = [0u64; NUM_CLASSES];
+const fn build_divisor() -> [u64; CLASS_FIELD_VALUES] {
+    let mut t = [0u64; CLASS_FIELD_VALUES];
     let mut c = 1;
     while c < NUM_CLASSES {
         t[c] = u64::MAX / size_of_class(c) as u64 + 1;
