@@ -232,6 +232,9 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
     got
 }
 
+/// Spans returned to the page heap under one hold of its lock (see [`give_back_all`]).
+const SPANS_PER_LOCK: usize = 8;
+
 /// Carves the next half page (one 4 KiB OS page) of span `s` (class `c`, objects of `size`
 /// bytes): every object that starts in it goes onto the span's (empty) free list, tagged free,
 /// in address order, and the page's page-map entry says so — it names the class once the
@@ -335,6 +338,9 @@ pub unsafe fn free_to_spans(c: usize, objs: &[*mut u8]) {
 /// Every pointer is a live object of class `c` that nobody uses, and `inner` is class `c`'s
 /// locked spans.
 unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
+    // Spans emptied by this batch, returned to the page heap under one hold of its lock.
+    let mut empty = [null_mut(); SPANS_PER_LOCK];
+    let mut n_empty = 0;
     let mut rest = objs;
     while let Some((&first, _)) = rest.split_first() {
         let s = span_of(PAGEMAP.get(first as usize)) as *mut Span;
@@ -358,18 +364,46 @@ unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
             debug_assert!((*s).in_use as usize >= run);
             (*s).free = head;
             (*s).in_use -= run as u32;
-            span_updated(inner, s);
+            if span_updated(inner, s) {
+                if n_empty == empty.len() {
+                    // SAFETY: as at the end below.
+                    release_spans(&empty);
+                    n_empty = 0;
+                }
+                empty[n_empty] = s;
+                n_empty += 1;
+            }
             rest = &rest[run..];
         }
     }
+    // SAFETY: spans emptied above, no longer listed: nothing of the class refers to them.
+    unsafe { release_spans(&empty[..n_empty]) };
 }
 
-/// After objects came back to span `s`: returns it to the page heap once all its objects are
-/// back, and lists it again if it had run dry.
+/// Returns spans whose objects are all back to the page heap, under one hold of its lock.
+///
+/// # Safety
+/// Each span is a small span whose objects are all back, unlisted, that nobody else holds.
+unsafe fn release_spans(spans: &[*mut Span]) {
+    if spans.is_empty() {
+        return;
+    }
+    let mut heap = HEAP.lock();
+    for &s in spans {
+        // SAFETY: the caller's contract: an emptied span of a class, no longer referred to.
+        unsafe { heap.free_span(s) };
+    }
+    if heap.take_shrunk() {
+        FLUSH_PENDING.store(true, Ordering::Relaxed);
+    }
+}
+
+/// After objects came back to span `s`: unlists it and returns true once all its objects are
+/// back (the caller returns it to the page heap), and lists it again if it had run dry.
 ///
 /// # Safety
 /// `s` is a live small span of the class whose locked spans `inner` are, with a free object.
-unsafe fn span_updated(inner: &mut Spans, s: *mut Span) {
+unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
     // SAFETY: the caller's contract; the class lock guards the span's list fields.
     unsafe {
         if (*s).in_use == 0 {
@@ -377,15 +411,13 @@ unsafe fn span_updated(inner: &mut Spans, s: *mut Span) {
                 inner.list.remove(s);
                 (*s).listed = false;
             }
-            let mut heap = HEAP.lock();
-            heap.free_span(s);
-            if heap.take_shrunk() {
-                FLUSH_PENDING.store(true, Ordering::Relaxed);
-            }
-        } else if !(*s).listed {
+            return true;
+        }
+        if !(*s).listed {
             (*s).listed = true;
             inner.list.push(s);
         }
+        false
     }
 }
 
@@ -596,17 +628,18 @@ mod tests {
     /// A batch whose objects come from several spans, in runs that break at every object or
     /// in long stretches, goes back whole: every span is emptied and returned to the page heap
     /// (its pages no longer name the class), and the class's lists keep their invariants, also
-    /// when a span empties in the middle of the batch.
+    /// when a span empties in the middle of the batch, and when one batch empties more spans
+    /// than go back to the page heap under one hold of its lock.
     #[test]
     fn a_batch_from_several_spans_goes_back_run_by_run() {
         // A class no other test uses.
         let c = class_of(1408);
         let span_of_obj = |o: *mut u8| span_of(PAGEMAP.get(o as usize));
-        // Take objects until they come from three spans (how many a span holds depends on
+        // Take objects until they come from 11 spans (how many a span holds depends on
         // how large the heap is: small spans while it is small).
         let mut objs = std::vec::Vec::new();
         let mut spans: std::vec::Vec<usize> = std::vec::Vec::new();
-        while spans.len() < 3 {
+        while spans.len() < SPANS_PER_LOCK + 3 {
             let mut chunk = [null_mut(); 16];
             assert_eq!(alloc_batch(c, &mut chunk), chunk.len());
             objs.extend_from_slice(&chunk);
