@@ -63,6 +63,8 @@ pub struct Allocator {
     pub preload: Option<PathBuf>,
     /// Its version, where the runner can tell (package, sources, crate).
     pub version: Option<String>,
+    /// Another build of rseqmalloc (`--candidate`): compared with rseqmalloc, not a peer.
+    pub candidate: bool,
 }
 
 /// An allocator that was asked for but cannot be run, and why.
@@ -135,6 +137,7 @@ pub fn resolve(opts: &Options, workspace: &Path) -> Result<(Vec<Allocator>, Vec<
         });
         match checked {
             Ok((preload, version)) => found.push(Allocator {
+                candidate: opts.candidates.contains(&name),
                 name,
                 preload,
                 version,

@@ -22,6 +22,8 @@ options:
   --workloads A,B         run only these workloads (see --list); they run in catalog order
   --allocators A,B        use only these allocators, by name
   --allocator NAME=PATH   add (or replace) an allocator: a malloc .so for LD_PRELOAD; repeatable
+  --candidate NAME=PATH   add another build of rseqmalloc (e.g. the one before a change), run
+                          side by side: compared with rseqmalloc, never counted as a peer
   --no-build              build nothing: no cargo for librseqmalloc.so or the workload binary,
                           no peer from source
   --timeout SECS          kill a run after SECS seconds and report it as a timeout [60]
@@ -62,8 +64,10 @@ pub struct Options {
     pub repeat: usize,
     pub workloads: Option<Vec<String>>,
     pub allocators: Option<Vec<String>>,
-    /// `--allocator NAME=PATH`, in the order given.
+    /// `--allocator NAME=PATH` and `--candidate NAME=PATH`, in the order given.
     pub extra: Vec<(String, PathBuf)>,
+    /// The names given with `--candidate`: other builds of rseqmalloc, not peers.
+    pub candidates: Vec<String>,
     pub no_build: bool,
     pub timeout: Duration,
     pub scale: f64,
@@ -82,6 +86,7 @@ impl Default for Options {
             workloads: None,
             allocators: None,
             extra: Vec::new(),
+            candidates: Vec::new(),
             no_build: false,
             timeout: Duration::from_secs(60),
             scale: 1.0,
@@ -138,13 +143,24 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Comm
             Long("scale") => opts.scale = checked(&mut parser, positive)?,
             Long("workloads") => opts.workloads = Some(list_of(value(&mut parser)?)),
             Long("allocators") => opts.allocators = Some(list_of(value(&mut parser)?)),
-            Long("allocator") => {
+            Long(which @ ("allocator" | "candidate")) => {
+                let which = which.to_string();
                 let v = value(&mut parser)?.string().map_err(|e| e.to_string())?;
                 match v.split_once('=') {
                     Some((name, path)) if valid_name(name) && !path.is_empty() => {
+                        let candidate = which == "candidate";
+                        if candidate && name == crate::allocators::RSEQMALLOC {
+                            return Err(format!(
+                                "--candidate needs a name of its own, not '{name}'"
+                            ));
+                        }
+                        opts.candidates.retain(|n| n != name);
+                        if candidate {
+                            opts.candidates.push(name.to_string());
+                        }
                         opts.extra.push((name.to_string(), path.into()))
                     }
-                    _ => return Err(format!("--allocator wants NAME=PATH, got '{v}'")),
+                    _ => return Err(format!("--{which} wants NAME=PATH, got '{v}'")),
                 }
             }
             Long("json") => opts.json = Some(Sink::from(value(&mut parser)?)),
@@ -257,6 +273,25 @@ mod tests {
         assert_eq!(o.svg, Some(PathBuf::from("c.svg")));
         assert_eq!(o.baseline, Some(PathBuf::from("old.json")));
         assert_eq!(o.timeout, Duration::from_millis(2500));
+        assert!(o.candidates.is_empty());
+    }
+
+    #[test]
+    fn candidates_are_extra_allocators_marked_as_such() {
+        let o = run(&[
+            "--candidate",
+            "before=/a.so",
+            "--allocator=ghost=/b.so",
+            "--candidate=ghost=/c.so",
+            "--candidate=other=/d.so",
+            "--allocator",
+            "other=/e.so",
+        ])
+        .unwrap();
+        // The last flag for a name decides what it is.
+        assert_eq!(o.candidates, ["before", "ghost"]);
+        assert_eq!(o.extra.len(), 5);
+        assert_eq!(o.extra[4], ("other".to_string(), PathBuf::from("/e.so")));
     }
 
     #[test]
@@ -268,6 +303,11 @@ mod tests {
             (&["--scale", "inf"], "--scale: "),
             (&["--allocator", "noequals"], "wants NAME=PATH"),
             (&["--allocator", "bad name=/x.so"], "wants NAME=PATH"),
+            (&["--candidate", "noequals"], "--candidate wants NAME=PATH"),
+            (
+                &["--candidate", "rseqmalloc=/x.so"],
+                "needs a name of its own",
+            ),
             (
                 &["--frobnicate"],
                 "invalid option '--frobnicate' (see --help)",

@@ -83,6 +83,18 @@ pub struct AllocatorInfo {
     pub library: Option<String>,
     /// Its version, where the runner can tell.
     pub version: Option<String>,
+    /// Another build of rseqmalloc (`--candidate`), not a peer (absent in older reports).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub candidate: bool,
+}
+
+impl Setup {
+    /// Whether `name` is another build of rseqmalloc (`--candidate`), not a peer.
+    pub fn is_candidate(&self, name: &str) -> bool {
+        self.allocators
+            .iter()
+            .any(|a| a.name == name && a.candidate)
+    }
 }
 
 impl AllocatorInfo {
@@ -101,6 +113,7 @@ impl From<&Allocator> for AllocatorInfo {
             name: a.name.clone(),
             library: a.preload.as_ref().map(|p| p.display().to_string()),
             version: a.version.clone(),
+            candidate: a.candidate,
         }
     }
 }
@@ -146,6 +159,21 @@ pub struct Report {
     /// The change against `--baseline`, when one was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Comparison>,
+    /// rseqmalloc against each `--candidate` build, same run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vs_candidates: Vec<VsCandidate>,
+}
+
+/// rseqmalloc against another build of itself measured in the same run (`--candidate`):
+/// geometric means over the workloads where both succeeded.
+#[derive(Debug, Clone, Serialize)]
+pub struct VsCandidate {
+    pub candidate: String,
+    pub workloads: usize,
+    /// Geomean of rseqmalloc's median time / the candidate's.
+    pub time: Option<f64>,
+    /// Geomean of rseqmalloc's median peak RSS / the candidate's.
+    pub peak_rss: Option<f64>,
 }
 
 impl Report {
@@ -162,7 +190,11 @@ impl Report {
                 let (best_time, best_rss) = if cell.allocator == RSEQMALLOC && cell.is_ok() {
                     let peers: Vec<&Cell> = cells
                         .iter()
-                        .filter(|c| c.workload == cell.workload && c.allocator != RSEQMALLOC)
+                        .filter(|c| {
+                            c.workload == cell.workload
+                                && c.allocator != RSEQMALLOC
+                                && !setup.is_candidate(&c.allocator)
+                        })
                         .collect();
                     (
                         best(&peers, |c| c.time_ms),
@@ -212,11 +244,38 @@ impl Report {
                 }
             })
             .collect();
+        let vs_candidates = setup
+            .allocators
+            .iter()
+            .filter(|a| a.candidate)
+            .map(|a| {
+                let pairs: Vec<(&Cell, &Cell)> = cells
+                    .iter()
+                    .filter(|c| c.allocator == RSEQMALLOC && c.is_ok())
+                    .filter_map(|c| ok(&c.workload, &a.name).map(|k| (c, k)))
+                    .collect();
+                VsCandidate {
+                    candidate: a.name.clone(),
+                    workloads: pairs.len(),
+                    time: geometric_mean(
+                        pairs
+                            .iter()
+                            .filter_map(|(c, k)| ratio(c.time_ms, k.time_ms)),
+                    ),
+                    peak_rss: geometric_mean(
+                        pairs
+                            .iter()
+                            .filter_map(|(c, k)| ratio(c.peak_rss_mib, k.peak_rss_mib)),
+                    ),
+                }
+            })
+            .collect();
         Report {
             setup,
             cells: rows,
             geomean,
             baseline: None,
+            vs_candidates,
         }
     }
 
@@ -258,8 +317,14 @@ impl Report {
         writeln!(out, "allocators: {}", labels.join(", "))?;
         writeln!(
             out,
-            "ratios below 1.00x are better; best peer = the best allocator other than rseqmalloc, per workload and figure;\n\
-             spread = (max - min) / median of the repetitions; minflt = minor page faults"
+            "ratios below 1.00x are better; best peer = the best allocator other than rseqmalloc{}, per workload and figure;\n\
+             spread = (max - min) / median of the repetitions; minflt = minor page faults",
+            if self.vs_candidates.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = self.vs_candidates.iter().map(|v| v.candidate.as_str()).collect();
+                format!(" and its candidate builds ({})", names.join(", "))
+            }
         )
     }
 
@@ -384,6 +449,16 @@ impl Report {
                     times(Some(r))
                 )?;
             }
+        }
+        for v in &self.vs_candidates {
+            writeln!(
+                out,
+                "rseqmalloc vs candidate {}: {} the time, {} the peak RSS (geomean of {} workloads, same run)",
+                v.candidate,
+                times(v.time),
+                times(v.peak_rss),
+                v.workloads
+            )?;
         }
         self.write_warnings(out)
     }
@@ -656,12 +731,55 @@ pub mod tests {
                     name: n.to_string(),
                     library: None,
                     version: Some(format!("{n}-1.0")),
+                    candidate: false,
                 })
                 .collect(),
             skipped: vec![],
             skipped_workloads: vec![],
             workloads: vec!["a".into(), "b".into()],
         }
+    }
+
+    /// A `--candidate` build is compared with rseqmalloc and never chosen as its best peer,
+    /// even where it is the fastest or smallest other allocator.
+    #[test]
+    fn a_candidate_build_is_compared_not_a_peer() {
+        let mut s = setup(&["rseqmalloc", "glibc", "jemalloc", "before"]);
+        s.allocators[3].candidate = true;
+        let report = Report::new(
+            s,
+            vec![
+                cell("a", "rseqmalloc", 50.0, 20.0),
+                cell("a", "glibc", 100.0, 10.0),
+                cell("a", "jemalloc", 80.0, 40.0),
+                cell("a", "before", 40.0, 5.0),
+                cell("b", "rseqmalloc", 200.0, 10.0),
+                cell("b", "glibc", 100.0, 10.0),
+                cell("b", "before", 100.0, 20.0),
+            ],
+        );
+        assert_eq!(report.cells[0].time_best_peer.as_deref(), Some("jemalloc"));
+        assert_eq!(report.cells[0].rss_best_peer.as_deref(), Some("glibc"));
+        assert_eq!(report.cells[4].time_best_peer.as_deref(), Some("glibc"));
+        let v = &report.vs_candidates[..];
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].candidate.as_str(), v[0].workloads), ("before", 2));
+        // sqrt(50/40 * 200/100) and sqrt(20/5 * 10/20)
+        assert!((v[0].time.unwrap() - 2.5f64.sqrt()).abs() < 1e-12);
+        assert!((v[0].peak_rss.unwrap() - 2f64.sqrt()).abs() < 1e-12);
+        let mut text = Vec::new();
+        report.write_table(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        for expected in [
+            "other than rseqmalloc and its candidate builds (before)",
+            "rseqmalloc vs candidate before: 1.58x the time, 1.41x the peak RSS (geomean of 2 workloads, same run)",
+        ] {
+            assert!(text.contains(expected), "no '{expected}' in\n{text}");
+        }
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["vs_candidates"][0]["candidate"], "before");
+        assert_eq!(json["allocators"][3]["candidate"], true);
+        assert!(json["allocators"][0].get("candidate").is_none());
     }
 
     #[test]
