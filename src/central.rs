@@ -116,7 +116,9 @@ struct Spans {
 pub struct Central {
     transfer: Mutex<Transfer>,
     spans: Mutex<Spans>,
-    /// Objects of this class in the transfer stack (for statistics, read without the lock).
+    /// Objects of this class in the transfer stack, written under its lock and read without
+    /// it: for statistics, and to skip a stack that looks empty or full (`alloc_batch`,
+    /// `free_batch`).
     pub cached: AtomicUsize,
     /// Objects of this class outside their spans (for statistics).
     pub out_of_spans: AtomicUsize,
@@ -156,14 +158,8 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
     let from_stack = if central.cached.load(Ordering::Relaxed) == 0 {
         0
     } else {
-        let mut t = central.transfer.lock();
-        let n = want.min(t.count);
-        out[..n].copy_from_slice(&t.stack[t.count - n..t.count]);
-        t.count -= n;
-        central.cached.store(t.count, Ordering::Relaxed);
-        n
+        take_from_stack(c, out)
     };
-    stack_left(c, from_stack);
     if from_stack == want {
         return want;
     }
@@ -216,7 +212,7 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
                 out[got] = o;
                 got += 1;
                 taken += 1;
-                o = free_tag::next_checked(o, lo, hi);
+                o = free_tag::next_checked(o, lo, hi, c);
             }
             (*s).free = o;
             (*s).in_use += taken;
@@ -229,7 +225,29 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
     central
         .out_of_spans
         .fetch_add(got - from_stack, Ordering::Relaxed);
+    if got == 0 {
+        // The page heap found no memory for a span. The stack was seen empty without its lock
+        // and may have been filled since: look under the lock before reporting exhaustion.
+        drop(g);
+        got = take_from_stack(c, out);
+    }
     got
+}
+
+/// Moves up to `out.len()` objects of class `c` from its transfer stack into `out`, under
+/// the stack's lock; returns how many.
+fn take_from_stack(c: usize, out: &mut [*mut u8]) -> usize {
+    let central = &CENTRAL[c];
+    let n = {
+        let mut t = central.transfer.lock();
+        let n = out.len().min(t.count);
+        out[..n].copy_from_slice(&t.stack[t.count - n..t.count]);
+        t.count -= n;
+        central.cached.store(t.count, Ordering::Relaxed);
+        n
+    };
+    stack_left(c, n);
+    n
 }
 
 /// Spans returned to the page heap under one hold of its lock (see [`give_back_all`]).
@@ -556,7 +574,14 @@ mod tests {
         if std::env::var_os("RSEQMALLOC_CORRUPT").is_some() {
             return;
         }
-        for case in ["intact", "outside", "misaligned", "live", "untagged"] {
+        for case in [
+            "intact",
+            "outside",
+            "misaligned",
+            "live",
+            "untagged",
+            "reused",
+        ] {
             let out = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
@@ -586,12 +611,53 @@ mod tests {
         }
     }
 
+    /// The case a tag cannot catch by itself: a page that held 16 B objects, all freed, is
+    /// reused for 48 B ones and keeps a valid tag at every 16 B boundary; a one-byte overwrite
+    /// of a free object's link then points into the middle of a 48 B object, at one of those
+    /// stale tags. Must abort in `alloc_batch` (the link is not an object boundary).
+    fn corrupt_a_reused_page() {
+        let (c16, c48) = (class_of(16), class_of(48));
+        assert_eq!((size_of(c16), size_of(c48)), (16, 48));
+        let mut small = std::vec![null_mut(); 512];
+        for chunk in small.chunks_mut(32) {
+            assert_eq!(alloc_batch(c16, chunk), chunk.len());
+        }
+        let span16 = span_of(PAGEMAP.get(small[0] as usize)) as *mut Span;
+        assert!(
+            small
+                .iter()
+                .all(|&o| span_of(PAGEMAP.get(o as usize)) as *mut Span == span16),
+            "the 16 B objects fill one span"
+        );
+        // SAFETY: a span of this process's own central list, alive here.
+        let start = unsafe { (*span16).start };
+        // SAFETY: objects from `alloc_batch`, never used: the span goes back to the heap.
+        unsafe { free_to_spans(c16, &small) };
+        let mut two = [null_mut(); 2];
+        assert_eq!(alloc_batch(c48, &mut two), 2);
+        let span48 = span_of(PAGEMAP.get(two[0] as usize)) as *mut Span;
+        // SAFETY: the span of objects just handed out.
+        let (start48, head) = unsafe { ((*span48).start, (*span48).free as usize) };
+        assert_eq!(start48, start, "the 48 B span reuses the page");
+        assert_eq!(head, start + 96);
+        // SAFETY: `head` is a free object of the span: a one-byte stray write into its link
+        // (next: start + 144 becomes start + 160, mid-object, where a stale tag lies).
+        unsafe { *(head as *mut u8) ^= 0x30 };
+        let mut out = [null_mut(); 8];
+        let n = alloc_batch(c48, &mut out);
+        std::println!("handed out {n}");
+        panic!("the link into the middle of an object on a reused page was not caught");
+    }
+
     #[test]
     #[ignore = "run as a child by a_corrupted_span_list_aborts_before_anything_is_handed_out"]
     fn child_corrupt_span_list() {
         let Ok(case) = std::env::var("RSEQMALLOC_CORRUPT") else {
             return;
         };
+        if case == "reused" {
+            corrupt_a_reused_page();
+        }
         let c = class_of(640);
         let mut objs = [null_mut(); 8];
         assert_eq!(alloc_batch(c, &mut objs), 8);

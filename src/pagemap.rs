@@ -26,6 +26,10 @@ const ROOT_LEN: usize = 1 << ROOT_BITS;
 
 /// Entries store a span pointer (aligned to 128) plus a class in the low bits.
 pub const CLASS_MASK: usize = 127;
+const _: () = assert!(
+    CLASS_FIELD_VALUES == CLASS_MASK + 1,
+    "class-indexed tables cover the field"
+);
 const SPAN_MASK: usize = ((1 << 48) - 1) & !CLASS_MASK;
 const INDEX_SHIFT: u32 = 48;
 const INDEX_MASK: usize = 0x3fff;
