@@ -198,6 +198,20 @@ impl PageMap {
 mod tests {
     use super::*;
 
+    /// A page-map entry whose class field names no class (a corrupted entry) admits no
+    /// object: `free`'s check indexes both tables with the raw field, without a bounds check.
+    #[test]
+    fn class_field_values_past_the_last_class_admit_nothing() {
+        for c in NUM_CLASSES..CLASS_FIELD_VALUES {
+            for flags in 0..4usize {
+                assert_eq!(start_limit(flags << 62, c), 0, "class field {c}");
+            }
+            for off in [0, 16, 4096, 1 << 20] {
+                assert!(!crate::size_class::starts_object(off, c), "class field {c}");
+            }
+        }
+    }
+
     #[test]
     fn start_limit_admits_exactly_the_objects_that_exist() {
         // An object starting at `in_page` of a page exists when it is in a carved half and,
