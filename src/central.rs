@@ -23,6 +23,7 @@ use crate::size_class::{
 };
 use crate::span::{Span, SpanList, SpanState};
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
+use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
 /// Up to this much mapped heap, small-object spans use their small-heap length.
@@ -96,10 +97,51 @@ fn stack_left(c: usize, n: usize) {
 }
 
 /// A class's transfer stack: whole batches of free objects between the per-CPU caches, under
-/// a lock of its own that is held for a `memcpy` and nothing else.
+/// a lock of its own that is held for a `memcpy` and nothing else. Its slots live in
+/// [`STACKS`], apart from the class's locks and counts (see there); a `Transfer` exists only
+/// inside `CENTRAL`, and its position there names the class whose slots it owns.
 struct Transfer {
-    stack: [*mut u8; TRANSFER_SLOTS],
     count: usize,
+}
+
+/// The slots of every class's transfer stack, indexed by class. Apart from [`CENTRAL`] so
+/// that the locks and counts of all classes share a few pages: with each class's 4 KiB of slots
+/// beside its locks, a process touched one more page (a page fault) per class it used, even
+/// when it never stacked an object (about 45 of the ~120 page faults the library added to a
+/// short `git hash-object`).
+struct Stacks(UnsafeCell<[[*mut u8; TRANSFER_SLOTS]; NUM_CLASSES]>);
+
+// SAFETY: class `c`'s slots are reached only through `CENTRAL[c]`'s `Transfer`, that is under
+// its lock ([`Transfer::stack`]).
+unsafe impl Sync for Stacks {}
+
+static STACKS: Stacks = Stacks(UnsafeCell::new([[null_mut(); TRANSFER_SLOTS]; NUM_CLASSES]));
+
+impl Transfer {
+    /// The class whose transfer stack this is: its place in `CENTRAL`.
+    fn class(&self) -> usize {
+        let at = self as *const Transfer as usize;
+        let c = (at - CENTRAL.as_ptr() as usize) / core::mem::size_of::<Central>();
+        debug_assert!(core::ptr::eq(CENTRAL[c].transfer.data_ptr(), self));
+        c
+    }
+
+    /// The stack's slots, to read (the first `count` hold objects).
+    #[cfg(any(test, feature = "fuzzing"))]
+    fn slots(&self) -> &[*mut u8; TRANSFER_SLOTS] {
+        let c = self.class();
+        // SAFETY: `self` is `CENTRAL[c]`'s `Transfer`, borrowed (through its lock), so nothing
+        // writes class `c`'s slots while the returned borrow lives.
+        unsafe { &(*STACKS.0.get())[c] }
+    }
+
+    /// The stack's slots (the first `count` hold objects).
+    fn stack(&mut self) -> &mut [*mut u8; TRANSFER_SLOTS] {
+        let c = self.class();
+        // SAFETY: `self` is `CENTRAL[c]`'s `Transfer`, borrowed mutably (through its lock), so
+        // nothing else reaches class `c`'s slots while the returned borrow lives.
+        unsafe { &mut (*STACKS.0.get())[c] }
+    }
 }
 
 /// A class's spans that still have free or uncarved objects, under the span lock.
@@ -113,6 +155,7 @@ struct Spans {
 /// transfer stack can serve takes only `transfer`; the span lists are reached only when it is
 /// empty or full, so a producer on one CPU and a consumer on another never wait for a walk
 /// through spans.
+#[repr(align(128))] // each class's locks on cache lines of their own
 pub struct Central {
     transfer: Mutex<Transfer>,
     spans: Mutex<Spans>,
@@ -132,13 +175,14 @@ unsafe impl Send for Transfer {}
 // SAFETY: as above.
 unsafe impl Send for Spans {}
 
+// A class's locks and counts fit in one aligned block, so a process that uses a class touches
+// its 128 bytes here, not a page of its own (the slots live in `STACKS`).
+const _: () = assert!(core::mem::size_of::<Central>() == 128);
+
 /// The central lists, indexed by class (index 0 unused).
 pub static CENTRAL: [Central; NUM_CLASSES] = [const {
     Central {
-        transfer: Mutex::new(Transfer {
-            stack: [null_mut(); TRANSFER_SLOTS],
-            count: 0,
-        }),
+        transfer: Mutex::new(Transfer { count: 0 }),
         spans: Mutex::new(Spans {
             list: SpanList::new(),
         }),
@@ -240,8 +284,8 @@ fn take_from_stack(c: usize, out: &mut [*mut u8]) -> usize {
     let central = &CENTRAL[c];
     let n = {
         let mut t = central.transfer.lock();
-        let n = out.len().min(t.count);
-        out[..n].copy_from_slice(&t.stack[t.count - n..t.count]);
+        let (n, count) = (out.len().min(t.count), t.count);
+        out[..n].copy_from_slice(&t.stack()[count - n..count]);
         t.count -= n;
         central.cached.store(t.count, Ordering::Relaxed);
         n
@@ -310,7 +354,7 @@ pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
         let mut t = central.transfer.lock();
         let room = stack_room(c, t.count, objs.len());
         let count = t.count;
-        t.stack[count..count + room].copy_from_slice(&objs[..room]);
+        t.stack()[count..count + room].copy_from_slice(&objs[..room]);
         t.count += room;
         central.cached.store(t.count, Ordering::Relaxed);
         room
@@ -459,7 +503,7 @@ fn flush_where(pick: impl Fn(&Central, usize) -> bool) {
         }
         let mut t = central.transfer.lock();
         let n = t.count;
-        buf[..n].copy_from_slice(&t.stack[..n]);
+        buf[..n].copy_from_slice(&t.stack()[..n]);
         t.count = 0;
         central.cached.store(0, Ordering::Relaxed);
         // The span lock before the transfer lock goes (the documented order): whoever holds
@@ -875,7 +919,7 @@ pub mod check {
             "`cached` differs from the transfer stack's count",
             c,
         )?;
-        let mut stack = inner.t.stack;
+        let mut stack = *inner.t.slots();
         let stack = &mut stack[..count];
         for &obj in stack.iter() {
             let s = span_of_object(obj, c)?;
@@ -1031,7 +1075,7 @@ mod check_tests {
         let out = held.len() + g.t.count;
         assert_eq!(CENTRAL[c].out_of_spans.load(Ordering::Relaxed), out);
         let mut per_span: HashMap<usize, u32> = HashMap::new();
-        let stacked = g.t.stack[..g.t.count].iter().map(|&o| o as usize);
+        let stacked = g.t.slots()[..g.t.count].iter().map(|&o| o as usize);
         for obj in held.iter().copied().chain(stacked) {
             *per_span.entry(span_of(PAGEMAP.get(obj))).or_default() += 1;
         }
@@ -1115,7 +1159,7 @@ mod check_tests {
         let broken = |g: &Both<'_>, n| check_inner(g, c, n).map_err(|b| b.what).err();
 
         // An object stacked twice.
-        g.t.stack[n] = g.t.stack[n - 1];
+        g.t.stack()[n] = g.t.stack()[n - 1];
         g.t.count += 1;
         assert_eq!(
             broken(&g, n + 1),
@@ -1124,19 +1168,19 @@ mod check_tests {
         // An object both stacked and on its span's free list.
         let span = g.s.list.first();
         // SAFETY: a listed span of the class, under its lock.
-        g.t.stack[n] = unsafe { (*span).free.cast() };
+        g.t.stack()[n] = unsafe { (*span).free.cast() };
         assert_eq!(
             broken(&g, n + 1),
             Some("an object is both in the transfer stack and on its span's free list")
         );
         g.t.count -= 1;
         // A pointer inside an object.
-        g.t.stack[0] = g.t.stack[0].wrapping_add(8);
+        g.t.stack()[0] = g.t.stack()[0].wrapping_add(8);
         assert_eq!(
             broken(&g, n),
             Some("an object pointer is not an object's start")
         );
-        g.t.stack[0] = g.t.stack[0].wrapping_sub(8);
+        g.t.stack()[0] = g.t.stack()[0].wrapping_sub(8);
         // A span count off by one.
         // SAFETY: as above; undone before the lock is released.
         unsafe { (*span).in_use -= 1 };

@@ -113,6 +113,11 @@ impl<T> Mutex<T> {
         MutexGuard { mutex: self }
     }
 
+    /// Where the data lives (for identity checks; reading through it needs the lock).
+    pub fn data_ptr(&self) -> *const T {
+        self.data.get()
+    }
+
     /// Releases a lock taken by [`Mutex::lock`] whose guard was forgotten (fork handlers).
     ///
     /// # Safety
