@@ -257,9 +257,17 @@ fn open_stats_file(pattern: &[u8]) -> Option<i32> {
 /// Prints the statistics as the options say (nothing with `stats=none`).
 fn print_at_exit() {
     let opts = config::get();
-    if opts.stats == StatsAtExit::None {
-        return;
+    if opts.stats != StatsAtExit::None {
+        print_report(&opts);
     }
+}
+
+/// The report at exit, out of line: its figures take kilobytes of stack, which every
+/// process's exit touched (a page fault per stack page, about ten) even with `stats=off`
+/// while this was inlined into [`print_at_exit`].
+#[cold]
+#[inline(never)]
+fn print_report(opts: &config::Options) {
     let mut to = Sink::Stderr;
     if let Some(pattern) = opts.stats_file {
         match open_stats_file(pattern) {
