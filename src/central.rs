@@ -66,11 +66,30 @@ fn flush_if_pending() {
 static SHARED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// How many objects the transfer stack of class `c` may hold: about 256 KiB worth, at least
-/// one full batch, at most [`TRANSFER_SLOTS`].
+/// one full batch, at most [`TRANSFER_SLOTS`]. A table: `free_batch` reads it on every
+/// overflow, before the lock, to skip a full stack, where the formula was a division.
 fn transfer_limit(c: usize) -> usize {
-    let batch = crate::size_class::CLASS_BATCH[c] as usize;
-    ((256 << 10) / size_of(c)).clamp(batch, TRANSFER_SLOTS)
+    TRANSFER_LIMIT[c] as usize
 }
+
+/// [`transfer_limit`] per class.
+static TRANSFER_LIMIT: [u16; NUM_CLASSES] = {
+    let mut t = [0u16; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        let batch = crate::size_class::CLASS_BATCH[c] as usize;
+        let mut limit = (256 << 10) / crate::size_class::CLASS_SIZE[c] as usize;
+        if limit < batch {
+            limit = batch;
+        }
+        if limit > TRANSFER_SLOTS {
+            limit = TRANSFER_SLOTS;
+        }
+        t[c] = limit as u16;
+        c += 1;
+    }
+    t
+};
 
 /// How many of `n` freed objects of class `c` the stack, now holding `count`, takes: its own
 /// room, and for classes above [`SHARED_ABOVE`] what the shared budget has left (reserved here).
@@ -792,6 +811,16 @@ mod tests {
                 c,
                 "every span went back to the page heap"
             );
+        }
+    }
+
+    /// The table is the rule: about 256 KiB worth, at least a batch, at most the slots.
+    #[test]
+    fn transfer_limits_follow_their_rule() {
+        for c in 1..NUM_CLASSES {
+            let batch = crate::size_class::CLASS_BATCH[c] as usize;
+            let rule = ((256 << 10) / size_of(c)).clamp(batch, TRANSFER_SLOTS);
+            assert_eq!(transfer_limit(c), rule, "class {c}");
         }
     }
 
