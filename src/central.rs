@@ -627,7 +627,8 @@ mod tests {
 
     /// A span's free list whose link was written over (past the end of a live block, or
     /// after a free) aborts with one line naming a corrupted block before `alloc_batch`
-    /// returns anything: a link to outside the span, to the middle of an object, to a live
+    /// returns anything: a link to outside the span, to the middle of an object (on a fresh
+    /// page, and on a page reused from a smaller class, whose stale tags lie there), to a live
     /// object, and a next object whose tag was overwritten; the intact list hands the freed
     /// objects back. Each case runs in a child process (the abort ends it). The span lists
     /// are the same code in every rseq mode: nothing here runs through a per-CPU cache.
