@@ -27,20 +27,22 @@ pub enum StatsAtExit {
 
 /// Transparent huge page policy for the page heap's chunks (`huge_pages`). Huge pages cut a
 /// big heap's page faults by up to 512x and its TLB misses; each 2 MiB page that is only partly
-/// used costs resident memory, so a small heap keeps 4 KiB pages (see [`HugePages::Auto`]).
+/// used costs resident memory, and on a guest whose kernel reports free memory to its host a
+/// fresh 2 MiB page can cost far more than 512 small faults (docs/design.md, "Huge pages").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HugePages {
+    /// No advice: the system policy (`/sys/kernel/mm/transparent_hugepage/enabled`) decides.
+    /// The default.
+    System,
     /// `madvise(MADV_HUGEPAGE)` on every chunk the heap maps after its first
     /// (`page_heap::HUGE_AUTO_FROM_CHUNK`): a heap under 32 MiB keeps 4 KiB pages, a larger one
-    /// pays at most a few partly used 2 MiB pages (a few percent of its size). The default.
+    /// pays at most a few partly used 2 MiB pages (a few percent of its size).
     Auto,
     /// `madvise(MADV_HUGEPAGE)` on every chunk.
     Always,
     /// `madvise(MADV_NOHUGEPAGE)` on every chunk.
     Never,
-    /// No advice: the system policy (`/sys/kernel/mm/transparent_hugepage/enabled`) decides.
-    System,
 }
 
 /// The options in force (see the crate documentation's table, or `RSEQMALLOC_OPTIONS=help`).
@@ -56,7 +58,7 @@ pub struct Options {
     /// Free pages the page heap keeps resident at most before releasing at once (`dirty_max`,
     /// bytes with k/m/g suffixes; `u64::MAX`, unbounded, by default: decay alone).
     pub dirty_max: u64,
-    /// Huge page policy (`huge_pages=auto|always|never|system`).
+    /// Huge page policy (`huge_pages=system|auto|always|never`).
     pub huge_pages: HugePages,
     /// Statistics at exit (`stats=none|text|json`).
     pub stats: StatsAtExit,
@@ -84,7 +86,7 @@ pub const DEFAULTS: Options = Options {
     decay_ms: 1000,
     cpu_cache_bytes: 512 << 10,
     dirty_max: u64::MAX,
-    huge_pages: HugePages::Auto,
+    huge_pages: HugePages::System,
     stats: StatsAtExit::None,
     stats_file: None,
     stats_classes: false,
@@ -140,8 +142,8 @@ pub const KEYS: [Key; 12] = [
     },
     Key {
         name: "huge_pages",
-        accepts: "auto|always|never|system",
-        default: "auto",
+        accepts: "system|auto|always|never",
+        default: "system",
         meaning: "madvise (NO)HUGEPAGE on heap chunks mapped from now on (auto: past the first)",
         runtime: true,
     },
@@ -347,10 +349,10 @@ fn parse_value(k: &[u8], v: &[u8], opts: &mut Options) -> Option<bool> {
         .map(|n| opts.dirty_max = n)
         .is_some(),
         b"huge_pages" => match v {
-            b"auto" | b"default" => Some(HugePages::Auto),
+            b"system" | b"default" => Some(HugePages::System),
+            b"auto" => Some(HugePages::Auto),
             b"always" | b"on" => Some(HugePages::Always),
             b"never" | b"off" => Some(HugePages::Never),
-            b"system" => Some(HugePages::System),
             _ => None,
         }
         .map(|h| opts.huge_pages = h)
@@ -460,10 +462,10 @@ pub fn write_value<const N: usize>(m: &mut Msg<N>, k: &[u8], o: &Options) -> boo
             m
         }
         b"huge_pages" => m.str(match o.huge_pages {
+            HugePages::System => "system",
             HugePages::Auto => "auto",
             HugePages::Always => "always",
             HugePages::Never => "never",
-            HugePages::System => "system",
         }),
         b"stats" => m.str(match o.stats {
             StatsAtExit::None => "none",
@@ -672,10 +674,10 @@ pub fn get() -> Options {
         cpu_cache_bytes: CPU_CACHE_BYTES.load(Ordering::Relaxed),
         dirty_max: DIRTY_MAX.load(Ordering::Relaxed),
         huge_pages: match HUGE.load(Ordering::Relaxed) {
-            1 => HugePages::Always,
-            2 => HugePages::Never,
-            3 => HugePages::System,
-            _ => HugePages::Auto,
+            1 => HugePages::Auto,
+            2 => HugePages::Always,
+            3 => HugePages::Never,
+            _ => HugePages::System,
         },
         stats: match STATS.load(Ordering::Relaxed) {
             1 => StatsAtExit::Text,
@@ -738,13 +740,13 @@ pub fn warnings() -> u32 {
 mod tests {
     use super::*;
 
-    /// `huge_pages` takes every policy by name; `default` is `auto`, the default.
+    /// `huge_pages` takes every policy by name; `default` is `system`, the default.
     #[test]
     fn huge_page_policies_parse() {
-        assert_eq!(DEFAULTS.huge_pages, HugePages::Auto);
+        assert_eq!(DEFAULTS.huge_pages, HugePages::System);
         for (v, want) in [
             (&b"huge_pages=auto"[..], HugePages::Auto),
-            (b"huge_pages=default", HugePages::Auto),
+            (b"huge_pages=default", HugePages::System),
             (b"huge_pages=always", HugePages::Always),
             (b"huge_pages=never", HugePages::Never),
             (b"huge_pages=system", HugePages::System),

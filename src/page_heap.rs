@@ -26,13 +26,24 @@ pub const MAX_LISTED: usize = 256;
 /// The page heap grows by at least this much address space at a time (2 MiB aligned, so
 /// transparent huge pages can back it).
 pub const GROW_BYTES: usize = 32 << 20;
-/// With `huge_pages=auto` (the default), the heap's chunks from this one on (counting from 0,
-/// in mapping order) get `MADV_HUGEPAGE`. The first chunk keeps 4 KiB pages, so a program
-/// whose heap fits in 32 MiB pays nothing for huge pages (a 2 MiB page faulted for its first
-/// object would double a small program's resident memory); past it, a fault maps 2 MiB at once
-/// (the runner's big-heap workloads took 0.6–0.8x the time, 2026-11-30) and partly used huge
-/// pages cost at most a few percent of the heap.
+/// With `huge_pages=auto`, the heap's chunks from this one on (counting from 0, in mapping
+/// order) get `MADV_HUGEPAGE`. The first chunk keeps 4 KiB pages, so a program whose heap fits
+/// in 32 MiB pays nothing for huge pages (a 2 MiB page faulted for its first object would
+/// double a small program's resident memory); past it, a fault maps 2 MiB at once and partly
+/// used huge pages cost at most a few percent of the heap. Not the default: docs/design.md,
+/// "Huge pages", has the measurements on both sides.
 pub const HUGE_AUTO_FROM_CHUNK: u32 = 1;
+/// The advice for the heap's chunk number `chunk` under `policy`: `Some(true)` for
+/// `MADV_HUGEPAGE`, `Some(false)` for `MADV_NOHUGEPAGE`, `None` for none.
+fn chunk_advice(policy: HugePages, chunk: u32) -> Option<bool> {
+    match policy {
+        HugePages::Auto => (chunk >= HUGE_AUTO_FROM_CHUNK).then_some(true),
+        HugePages::Always => Some(true),
+        HugePages::Never => Some(false),
+        HugePages::System => None,
+    }
+}
+
 /// Free spans a large request looks at, at most, for the lowest that fits.
 const FIRST_FIT_SCAN: usize = 256;
 /// Objects of at least this size are mapped directly and unmapped on free; smaller ones come
@@ -291,13 +302,8 @@ impl PageHeap {
             return false;
         }
         self.stats.mapped += bytes;
-        match crate::config::get().huge_pages {
-            HugePages::Auto if self.chunks >= HUGE_AUTO_FROM_CHUNK => {
-                os::advise_huge(base, bytes, true)
-            }
-            HugePages::Always => os::advise_huge(base, bytes, true),
-            HugePages::Never => os::advise_huge(base, bytes, false),
-            HugePages::Auto | HugePages::System => {}
+        if let Some(want) = chunk_advice(crate::config::get().huge_pages, self.chunks) {
+            os::advise_huge(base, bytes, want);
         }
         // SAFETY: `s` is a fresh record we own.
         unsafe {
@@ -962,26 +968,42 @@ mod tests {
         panic!("no mapping holds {addr:#x}");
     }
 
-    /// One mode only: the page heap is below the per-CPU layer, the same in every mode.
+    /// One mode only: the page heap is below the per-CPU layer, the same in every mode. Sets
+    /// the process's `huge_pages` for a moment (other tests' chunks may get advice meanwhile,
+    /// which changes no contents) and puts it back.
     #[test]
     fn huge_pages_follow_the_policy_chunk_by_chunk() {
-        let mut heap = PageHeap::new();
+        let before = crate::config::get().huge_pages;
         let chunk_pages = GROW_BYTES / PAGE;
-        // SAFETY: the spans are live and owned by this test's heap.
-        unsafe {
-            let first = heap.alloc_span(chunk_pages, PAGE, 0, SpanState::Large);
-            let second = heap.alloc_span(chunk_pages, PAGE, 0, SpanState::Large);
-            assert_eq!(heap.chunks, 2);
-            let flags = [(*first).start, (*second).start].map(advised_huge);
-            let want = match crate::config::get().huge_pages {
-                HugePages::Auto => [false, true],
-                HugePages::Always => [true, true],
-                HugePages::Never | HugePages::System => [false, false],
-            };
-            assert_eq!(flags, want, "{:?}", crate::config::get().huge_pages);
-            heap.free_span(first);
-            heap.free_span(second);
+        for (policy, name, want) in [
+            (HugePages::System, &b"huge_pages=system"[..], [false, false]),
+            (HugePages::Auto, b"huge_pages=auto", [false, true]),
+            (HugePages::Always, b"huge_pages=always", [true, true]),
+        ] {
+            crate::config::set_runtime(name).unwrap();
+            assert_eq!(crate::config::get().huge_pages, policy);
+            let mut heap = PageHeap::new();
+            // SAFETY: the spans are live and owned by this test's heap.
+            unsafe {
+                let first = heap.alloc_span(chunk_pages, PAGE, 0, SpanState::Large);
+                let second = heap.alloc_span(chunk_pages, PAGE, 0, SpanState::Large);
+                assert_eq!(heap.chunks, 2);
+                let flags = [(*first).start, (*second).start].map(advised_huge);
+                assert_eq!(flags, want, "{policy:?}");
+                heap.free_span(first);
+                heap.free_span(second);
+            }
         }
+        for chunk in [0, 1, 7] {
+            assert_eq!(chunk_advice(HugePages::Never, chunk), Some(false));
+        }
+        let restore = match before {
+            HugePages::System => &b"huge_pages=system"[..],
+            HugePages::Auto => b"huge_pages=auto",
+            HugePages::Always => b"huge_pages=always",
+            HugePages::Never => b"huge_pages=never",
+        };
+        crate::config::set_runtime(restore).unwrap();
     }
 
     #[test]

@@ -517,7 +517,7 @@ fn options_are_trimmed_warnings_say_what_is_accepted_and_help_lists_every_key() 
         assert_eq!(
             String::from_utf8_lossy(&out.stderr),
             "rseqmalloc: ignoring malformed value in RSEQMALLOC_OPTIONS: 'huge_pages=sometimes' \
-             (accepted: auto|always|never|system; previous value kept)\n"
+             (accepted: system|auto|always|never; previous value kept)\n"
         );
 
         let what = format!("help [{}]", mode.name());
