@@ -12,9 +12,10 @@
 //! outside the span (with users, in caches or in this transfer stack). Lock order: transfer
 //! stack, spans, page heap.
 //!
-//! May call: `free_tag`, `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
+//! May call: `free_tag`, `os`, `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
 
 use crate::free_tag;
+use crate::os;
 use crate::page_heap::HEAP;
 use crate::pagemap::{entry, HALF_SHIFT, LAST_PAGE, SECOND_HALF};
 use crate::pagemap::{span_of, PAGEMAP};
@@ -28,6 +29,14 @@ use core::ptr::null_mut;
 
 /// Up to this much mapped heap, small-object spans use their small-heap length.
 const SMALL_HEAP_BYTES: usize = 32 << 20;
+/// Half pages (4 KiB each) a carve into a fresh span of a big heap faults in at once
+/// ([`Span::populate_ahead`]): one `MADV_POPULATE_WRITE` call instead of up to 8 page faults,
+/// for pages the carving (and, for classes above 4 KiB, the program writing its objects) would
+/// fault in one by one anyway. At most 28 KiB per class is resident ahead of use. Same run,
+/// medians of 11 alternated runs: `fragmentation` 0.96x the time, `batch` 0.92x, peak RSS
+/// +0.3 % / 0; a whole span at once (64 KiB) gained more on `fragmentation` (0.86x) but held
+/// 1.6 % more at its peak.
+const POPULATE_HALVES: usize = 8;
 
 /// Slots of a class's transfer stack.
 pub const TRANSFER_SLOTS: usize = 512;
@@ -249,6 +258,7 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
             }
             // SAFETY: a fresh span of class `c`, owned by this class from now on.
             unsafe {
+                (*s).populate_ahead = !small_heap && (*s).zeroed && size <= 1 << HALF_SHIFT;
                 (*s).capacity = ((*s).bytes() / size) as u32;
                 (*s).listed = true;
                 inner.list.push(s);
@@ -325,7 +335,10 @@ const SPANS_PER_LOCK: usize = 8;
 ///
 /// Carving writes two words in each object it carves; the half page is about to be used
 /// anyway, and the rest of the span stays untouched (carving whole 8 KiB pages touched a
-/// second OS page per class in use: about 120 KiB more in a small program).
+/// second OS page per class in use: about 120 KiB more in a small program). In a span marked
+/// [`Span::populate_ahead`] (fresh pages, big heap), a carve at a multiple of
+/// [`POPULATE_HALVES`] first faults in that many half pages with one call, under the class lock
+/// as the faults of carving itself are.
 ///
 /// # Safety
 /// `s` is a live small span of class `c` with an empty free list; the caller holds the class
@@ -339,6 +352,12 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
         }
         let half = (first * size) >> HALF_SHIFT;
         let end = (((half + 1) << HALF_SHIFT).div_ceil(size)).min(cap);
+        if (*s).populate_ahead && half.is_multiple_of(POPULATE_HALVES) {
+            let from = (*s).start + (half << HALF_SHIFT);
+            let to = (from + (POPULATE_HALVES << HALF_SHIFT)).min((*s).start + (*s).bytes());
+            let _errno = os::ErrnoKeeper::new();
+            os::populate_write(from as *mut u8, to - from);
+        }
         free_tag::init();
         let mut head = null_mut();
         for i in (first..end).rev() {
@@ -588,6 +607,63 @@ mod tests {
             // SAFETY: just taken, never used.
             unsafe { free_batch(c, chunk) };
         }
+    }
+
+    /// 4 KiB pages of `[start, start + bytes)` resident now (`mincore`), in order.
+    fn resident(start: usize, bytes: usize) -> std::vec::Vec<bool> {
+        let mut v = std::vec![0u8; bytes / 4096];
+        // SAFETY: the range is a span of the heap's mappings; `v` has a byte per page.
+        let r = unsafe { libc::mincore(start as *mut libc::c_void, bytes, v.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        v.iter().map(|b| b & 1 == 1).collect()
+    }
+
+    /// While the heap is past 32 MiB, a span of fresh pages taken for a class up to 4 KiB is
+    /// faulted in ahead of carving, [`POPULATE_HALVES`] half pages at a time; one of a larger
+    /// class (whose pages carving would not all touch) only as carved. One mode: the central
+    /// lists are below the per-CPU layer.
+    #[test]
+    fn carving_a_fresh_span_of_a_big_heap_faults_pages_in_ahead() {
+        // Hold a large span so the heap maps more than 32 MiB while the spans are taken.
+        let big = HEAP
+            .lock()
+            .alloc_span(SMALL_HEAP_BYTES / PAGE + 1, PAGE, 0, SpanState::Large);
+        assert!(!big.is_null());
+        // Classes no other test uses: each takes a span of its own.
+        let mut checked = [false; 2];
+        for (i, c) in [class_of(1792), class_of(12 << 10)].into_iter().enumerate() {
+            let size = size_of(c);
+            // Free runs released, so the span comes from pages known to be zero, unless
+            // another test frees a run in between (then it is said not zeroed, and skipped).
+            HEAP.lock().release_free(u64::MAX);
+            let mut obj = [null_mut()];
+            assert_eq!(alloc_batch(c, &mut obj), 1);
+            let s = span_of(PAGEMAP.get(obj[0] as usize)) as *mut Span;
+            // SAFETY: the span of an object just handed out; only this test uses its class.
+            let (start, bytes, zeroed, ahead) =
+                unsafe { ((*s).start, (*s).bytes(), (*s).zeroed, (*s).populate_ahead) };
+            assert_eq!(ahead, zeroed && size <= 4096, "class of {size} B");
+            if zeroed {
+                checked[i] = true;
+                let pages = resident(start, bytes);
+                let want = if ahead {
+                    POPULATE_HALVES.min(pages.len())
+                } else {
+                    size.div_ceil(4096).min(1)
+                };
+                assert!(pages[..want].iter().all(|&r| r), "{size} B: {pages:?}");
+                assert!(!pages[want..].iter().any(|&r| r), "{size} B: {pages:?}");
+            }
+            // SAFETY: taken above, never used. Straight to its span: a transfer stack would
+            // hold it against the budget another test counts.
+            unsafe { free_to_spans(c, &obj) };
+        }
+        // SAFETY: the large span taken above.
+        unsafe { HEAP.lock().free_span(big) };
+        assert!(
+            checked.iter().any(|&c| c),
+            "every span came from dirty pages"
+        );
     }
 
     /// A page's second half names its objects only once carved, and carving goes a half page

@@ -43,6 +43,10 @@ pub struct Span {
     /// `Large`/`Huge`: every byte read as zero when the span was handed out (fresh or released
     /// pages: the free run it came from had an empty dirty range), until `calloc` clears it.
     pub zeroed: bool,
+    /// `Small`: the span's pages were fresh or released (`zeroed`) when the class took it from
+    /// a heap past 32 MiB, so carving faults them in ahead of itself, a window at a time
+    /// (`central::carve_page`). Set by the central list whenever it takes a span.
+    pub populate_ahead: bool,
     /// `Free`: every page that may be resident (or read as non-zero: handed out and not given
     /// back to the OS since) lies in `[dirty_lo, dirty_hi)`, inside the run; empty when equal.
     /// A freed span counts whole; a merge takes the hull of both ranges (with any clean pages
@@ -282,6 +286,7 @@ impl SpanPool {
                 class: 0,
                 state: SpanState::Dead,
                 zeroed: false,
+                populate_ahead: false,
                 dirty_lo: 0,
                 dirty_hi: 0,
                 in_use: 0,
