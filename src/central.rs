@@ -622,21 +622,11 @@ mod tests {
     /// False under qemu-user (the aarch64 check), which does not pass the advice on.
     fn populate_honoured() -> bool {
         let len = 2 * 4096;
-        // SAFETY: a fresh private anonymous mapping, populated, looked at and unmapped here.
-        unsafe {
-            let p = libc::mmap(
-                null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            let done = os::populate_write(p.cast(), len) && resident(p as usize, len) == [true; 2];
-            libc::munmap(p, len);
-            done
-        }
+        let p = os::map(len, 4096).unwrap();
+        let done = os::populate_write(p, len) && resident(p as usize, len) == [true; 2];
+        // SAFETY: our own probe mapping, used no more.
+        unsafe { os::unmap(p, len) };
+        done
     }
 
     /// While the heap is past 32 MiB, a span of fresh pages taken for a class up to 4 KiB is

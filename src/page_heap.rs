@@ -974,22 +974,12 @@ mod tests {
     /// pass the advice on.
     fn huge_advice_visible() -> bool {
         let len = 4 << 20;
-        // SAFETY: a fresh private anonymous mapping, advised, looked at and unmapped here.
-        unsafe {
-            let p = libc::mmap(
-                null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            libc::madvise(p, len, libc::MADV_HUGEPAGE);
-            let seen = advised_huge(p as usize) == Some(true);
-            libc::munmap(p, len);
-            seen
-        }
+        let p = os::map(len, os::HUGE_PAGE).unwrap();
+        os::advise_huge(p, len, true);
+        let seen = advised_huge(p as usize) == Some(true);
+        // SAFETY: our own probe mapping, used no more.
+        unsafe { os::unmap(p, len) };
+        seen
     }
 
     /// One mode only: the page heap is below the per-CPU layer, the same in every mode. Sets
