@@ -34,15 +34,28 @@ pub enum StatsAtExit {
 pub enum HugePages {
     /// No advice: the system policy (`/sys/kernel/mm/transparent_hugepage/enabled`) decides.
     /// The default.
-    System,
+    System = 0,
     /// `madvise(MADV_HUGEPAGE)` on every chunk the heap maps after its first
-    /// (`page_heap::HUGE_AUTO_FROM_CHUNK`): a heap under 32 MiB keeps 4 KiB pages, a larger one
-    /// pays at most a few partly used 2 MiB pages (a few percent of its size).
-    Auto,
+    /// (`page_heap::HUGE_AUTO_FROM_CHUNK`): a heap that never grew past 32 MiB keeps 4 KiB
+    /// pages; once it has, every later chunk is advised (even after `trim` unmapped some),
+    /// at the cost of a few partly used 2 MiB pages (a few percent of a big heap).
+    Auto = 1,
     /// `madvise(MADV_HUGEPAGE)` on every chunk.
-    Always,
+    Always = 2,
     /// `madvise(MADV_NOHUGEPAGE)` on every chunk.
-    Never,
+    Never = 3,
+}
+
+impl HugePages {
+    /// The policy stored as `v` (`self as u8`); `System` for any other value.
+    const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => HugePages::Auto,
+            2 => HugePages::Always,
+            3 => HugePages::Never,
+            _ => HugePages::System,
+        }
+    }
 }
 
 /// The options in force (see the crate documentation's table, or `RSEQMALLOC_OPTIONS=help`).
@@ -673,12 +686,7 @@ pub fn get() -> Options {
         decay_ms: DECAY_MS.load(Ordering::Relaxed),
         cpu_cache_bytes: CPU_CACHE_BYTES.load(Ordering::Relaxed),
         dirty_max: DIRTY_MAX.load(Ordering::Relaxed),
-        huge_pages: match HUGE.load(Ordering::Relaxed) {
-            1 => HugePages::Auto,
-            2 => HugePages::Always,
-            3 => HugePages::Never,
-            _ => HugePages::System,
-        },
+        huge_pages: HugePages::from_u8(HUGE.load(Ordering::Relaxed)),
         stats: match STATS.load(Ordering::Relaxed) {
             1 => StatsAtExit::Text,
             2 => StatsAtExit::Json,
@@ -760,6 +768,8 @@ mod tests {
             }
             assert!(!parse_into(v, "test", &mut o));
             assert_eq!(o.huge_pages, want, "{v:?}");
+            // And through the byte the run-time options are kept in.
+            assert_eq!(HugePages::from_u8(want as u8), want);
         }
     }
 

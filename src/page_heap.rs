@@ -27,7 +27,7 @@ pub const MAX_LISTED: usize = 256;
 /// transparent huge pages can back it).
 pub const GROW_BYTES: usize = 32 << 20;
 /// With `huge_pages=auto`, the heap's chunks from this one on (counting from 0, in mapping
-/// order) get `MADV_HUGEPAGE`. The first chunk keeps 4 KiB pages, so a program whose heap fits
+/// order; chunks ever mapped, which `trim` does not lower) get `MADV_HUGEPAGE`. The first chunk keeps 4 KiB pages, so a program whose heap fits
 /// in 32 MiB pays nothing for huge pages (a 2 MiB page faulted for its first object would
 /// double a small program's resident memory); past it, a fault maps 2 MiB at once and partly
 /// used huge pages cost at most a few percent of the heap. Not the default: docs/design.md,
@@ -102,6 +102,9 @@ pub struct PageHeap {
     pool: SpanPool,
     /// Chunks mapped so far (the next chunk's sequence number).
     chunks: u32,
+    /// Tests: the huge-page policy of this heap's chunks, instead of the process's option.
+    #[cfg(test)]
+    huge_policy: Option<HugePages>,
     /// High-water mark of `stats.small_spans` since the last release it triggered.
     small_peak: usize,
     /// That release happened and nobody asked since (see [`PageHeap::take_shrunk`]).
@@ -137,6 +140,8 @@ impl PageHeap {
             long: SpanList::new(),
             pool: SpanPool::new(),
             chunks: 0,
+            #[cfg(test)]
+            huge_policy: None,
             small_peak: 0,
             shrunk: false,
             stats: HeapStats {
@@ -302,7 +307,13 @@ impl PageHeap {
             return false;
         }
         self.stats.mapped += bytes;
-        if let Some(want) = chunk_advice(crate::config::get().huge_pages, self.chunks) {
+        #[cfg(test)]
+        let policy = self
+            .huge_policy
+            .unwrap_or_else(|| crate::config::get().huge_pages);
+        #[cfg(not(test))]
+        let policy = crate::config::get().huge_pages;
+        if let Some(want) = chunk_advice(policy, self.chunks) {
             os::advise_huge(base, bytes, want);
         }
         // SAFETY: `s` is a fresh record we own.
@@ -982,9 +993,9 @@ mod tests {
         seen
     }
 
-    /// One mode only: the page heap is below the per-CPU layer, the same in every mode. Sets
-    /// the process's `huge_pages` for a moment (other tests' chunks may get advice meanwhile,
-    /// which changes no contents) and puts it back.
+    /// One mode only: the page heap is below the per-CPU layer, the same in every mode. Each
+    /// heap here has its policy set on it, so the process's option (and every other test's
+    /// chunks) stay as they are.
     #[test]
     fn huge_pages_follow_the_policy_chunk_by_chunk() {
         for chunk in [0, 1, 7] {
@@ -1002,16 +1013,14 @@ mod tests {
             );
             return;
         }
-        let before = crate::config::get().huge_pages;
         let chunk_pages = GROW_BYTES / PAGE;
-        for (policy, name, want) in [
-            (HugePages::System, &b"huge_pages=system"[..], [false, false]),
-            (HugePages::Auto, b"huge_pages=auto", [false, true]),
-            (HugePages::Always, b"huge_pages=always", [true, true]),
+        for (policy, want) in [
+            (HugePages::System, [false, false]),
+            (HugePages::Auto, [false, true]),
+            (HugePages::Always, [true, true]),
         ] {
-            crate::config::set_runtime(name).unwrap();
-            assert_eq!(crate::config::get().huge_pages, policy);
             let mut heap = PageHeap::new();
+            heap.huge_policy = Some(policy);
             // SAFETY: the spans are live and owned by this test's heap.
             unsafe {
                 let first = heap.alloc_span(chunk_pages, PAGE, 0, SpanState::Large);
@@ -1023,13 +1032,6 @@ mod tests {
                 heap.free_span(second);
             }
         }
-        let restore = match before {
-            HugePages::System => &b"huge_pages=system"[..],
-            HugePages::Auto => b"huge_pages=auto",
-            HugePages::Always => b"huge_pages=always",
-            HugePages::Never => b"huge_pages=never",
-        };
-        crate::config::set_runtime(restore).unwrap();
     }
 
     #[test]

@@ -40,8 +40,9 @@ pub struct Span {
     pub class: u8,
     /// What the pages are used for.
     pub state: SpanState,
-    /// `Large`/`Huge`: every byte read as zero when the span was handed out (fresh or released
-    /// pages: the free run it came from had an empty dirty range), until `calloc` clears it.
+    /// Every byte read as zero when the span was handed out (fresh or released pages: the free
+    /// run it came from had an empty dirty range). `Large`/`Huge`: until `calloc` clears it;
+    /// `Small`: read once, when the central list takes the span (`populate_ahead`).
     pub zeroed: bool,
     /// `Small`: the span's pages were fresh or released (`zeroed`) when the class took it from
     /// a heap past 32 MiB, so carving faults them in ahead of itself, a window at a time
