@@ -27,11 +27,12 @@ pub const MAX_LISTED: usize = 256;
 /// transparent huge pages can back it).
 pub const GROW_BYTES: usize = 32 << 20;
 /// With `huge_pages=auto`, the heap's chunks from this one on (counting from 0, in mapping
-/// order; chunks ever mapped, which `trim` does not lower) get `MADV_HUGEPAGE`. The first chunk keeps 4 KiB pages, so a program whose heap fits
-/// in 32 MiB pays nothing for huge pages (a 2 MiB page faulted for its first object would
-/// double a small program's resident memory); past it, a fault maps 2 MiB at once and partly
-/// used huge pages cost at most a few percent of the heap. Not the default: docs/design.md,
-/// "Huge pages", has the measurements on both sides.
+/// order; chunks ever mapped, which `trim` does not lower) get `MADV_HUGEPAGE`. The first
+/// chunk keeps 4 KiB pages, so a program whose heap never outgrew 32 MiB pays nothing for huge
+/// pages (a 2 MiB page faulted for its first object would double a small program's resident
+/// memory); past it, a fault maps 2 MiB at once and partly used huge pages cost at most a few
+/// percent of the heap. Not the default: docs/design.md, "Huge pages", has the measurements on
+/// both sides.
 pub const HUGE_AUTO_FROM_CHUNK: u32 = 1;
 /// The advice for the heap's chunk number `chunk` under `policy`: `Some(true)` for
 /// `MADV_HUGEPAGE`, `Some(false)` for `MADV_NOHUGEPAGE`, `None` for none.
