@@ -282,6 +282,16 @@ impl PageHeap {
         best
     }
 
+    /// The huge-page policy for a chunk mapped now: the process's option (`huge_pages`), or
+    /// in tests the one set on this heap.
+    fn chunk_policy(&self) -> HugePages {
+        #[cfg(test)]
+        if let Some(policy) = self.huge_policy {
+            return policy;
+        }
+        crate::config::get().huge_pages
+    }
+
     /// Maps a new chunk able to hold `pages` pages and lists it as a free span.
     fn grow(&mut self, pages: usize) -> bool {
         let Some(want) = pages.checked_mul(PAGE) else {
@@ -308,13 +318,7 @@ impl PageHeap {
             return false;
         }
         self.stats.mapped += bytes;
-        #[cfg(test)]
-        let policy = self
-            .huge_policy
-            .unwrap_or_else(|| crate::config::get().huge_pages);
-        #[cfg(not(test))]
-        let policy = crate::config::get().huge_pages;
-        if let Some(want) = chunk_advice(policy, self.chunks) {
+        if let Some(want) = chunk_advice(self.chunk_policy(), self.chunks) {
             os::advise_huge(base, bytes, want);
         }
         // SAFETY: `s` is a fresh record we own.

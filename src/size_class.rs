@@ -97,7 +97,8 @@ const fn build_pages(min_pages: usize) -> [u16; NUM_CLASSES] {
     t
 }
 
-const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
+/// `v` within `[lo, hi]`, for the compile-time tables (`Ord::clamp` is not `const`).
+pub(crate) const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
     if v < lo {
         lo
     } else if v > hi {
