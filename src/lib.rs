@@ -145,7 +145,7 @@ pub use version::VERSION;
 use page_heap::{HEAP, HUGE_MIN};
 use pagemap::PAGEMAP;
 pub use percpu::RseqMode;
-use size_class::{class_for, size_of, CLASS_SIZE};
+use size_class::{class_for, size_of};
 pub use size_class::{MAX_SMALL, PAGE};
 use span::{Span, SpanState};
 pub use stats::{stats, Stats, MAX_REPORTED_CPUS};
@@ -562,21 +562,28 @@ pub unsafe fn free(ptr: *mut u8) {
 ///
 /// # Safety
 /// `ptr` is null or a live allocation of this allocator.
+#[inline]
 pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     let _g = guard::enter("realloc");
     // The common case in a few instructions: a small block whose class is also the class of
-    // `size` stays where it is (a buffer grown a few bytes at a time mostly does).
-    if !ptr.is_null() {
-        let e = PAGEMAP.get(ptr as usize);
-        let c = pagemap::class_of(e);
-        if c != 0 && size <= CLASS_SIZE[c] as usize && size > size_class::C_FLOOR[c] as usize {
-            check_object(ptr, e, c, "realloc");
-            // SAFETY: `check_object` found `ptr` starts an object of class `c` (≥ 16 bytes).
-            if unsafe { free_tag::is_free(ptr) } {
-                bad_pointer("realloc", "double free detected", ptr);
-            }
+    // `size` stays where it is (a buffer grown a few bytes at a time mostly does); one that
+    // changes class (every step or two of such a buffer up to 256 bytes) moves without a
+    // second page-map lookup and check.
+    // (Null needs no test of its own: no page of a small class is at address 0, so null goes
+    // to `realloc_inner`, which allocates.)
+    let e = PAGEMAP.get(ptr as usize);
+    let c = pagemap::class_of(e);
+    if c != 0 {
+        check_object(ptr, e, c, "realloc");
+        // SAFETY: `check_object` found `ptr` starts an object of class `c` (≥ 16 bytes).
+        if unsafe { free_tag::is_free(ptr) } {
+            bad_pointer("realloc", "double free detected", ptr);
+        }
+        if size_class::c_request_maps_to(size, c) {
             return ptr;
         }
+        // SAFETY: checked above: a live object of class `c`.
+        return unsafe { realloc_move_small::<true>(ptr, c, size, c_align(size), "realloc") };
     }
     // SAFETY: forwarded contract.
     unsafe { realloc_inner::<true>(ptr, size, c_align(size), "realloc") }
@@ -603,19 +610,20 @@ unsafe fn realloc_inner<const TAG: bool>(
         return alloc_inner::<TAG>(size, align);
     }
     let (c, s) = lookup(ptr, who);
-    let old_usable = if c != 0 {
+    if c != 0 {
         // C only (`TAG`): a freed (or carved, never handed out) object must not be resized in
         // place and handed back as if live.
         // SAFETY: `lookup` checked `ptr` starts an object of class `c` (at least 16 bytes).
         if TAG && unsafe { free_tag::is_free(ptr) } {
             bad_pointer(who, "double free detected", ptr);
         }
-        let cs = size_of(c);
-        if size <= cs && class_for(size, align) == c {
+        if size <= size_of(c) && class_for(size, align) == c {
             return ptr;
         }
-        cs
-    } else {
+        // SAFETY: `lookup` checked `ptr` starts an object of class `c`; live by contract.
+        return unsafe { realloc_move_small::<TAG>(ptr, c, size, align, who) };
+    }
+    let old_usable = {
         let mut heap = HEAP.lock();
         // SAFETY: `s` came from the page map (a readable record); unless it is the live large
         // or huge span starting at `ptr` we abort before using it. We hold the heap lock while
@@ -652,7 +660,7 @@ unsafe fn realloc_inner<const TAG: bool>(
     };
     // A large block that must move to grow gets a geometric margin, so growing step by step
     // moves it O(log) times, not once per step.
-    let new = if c == 0 && size > old_usable && size > MAX_SMALL && align <= PAGE {
+    let new = if size > old_usable && size > MAX_SMALL && align <= PAGE {
         let margin = old_usable + (old_usable >> page_heap::GROWTH_MARGIN_SHIFT);
         alloc_large_with(size, align, margin)
     } else {
@@ -663,15 +671,40 @@ unsafe fn realloc_inner<const TAG: bool>(
         // was looked up and checked above, so it is freed without a second lookup.
         unsafe {
             core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(size));
-            if c != 0 && size > old_usable && old_usable > REALLOC_BYPASS_ABOVE {
+            free_large(ptr, s, who);
+        }
+    }
+    new
+}
+
+/// Moves a small block of class `c` to a new block of `size` bytes aligned to `align` (which
+/// `c` does not fit): copies what both hold and frees the old block. Null (the old block
+/// untouched) when no memory is left.
+///
+/// # Safety
+/// `ptr` is a live object of class `c` (its pointer and free tag already checked).
+#[inline(never)]
+unsafe fn realloc_move_small<const TAG: bool>(
+    ptr: *mut u8,
+    c: usize,
+    size: usize,
+    align: usize,
+    who: &str,
+) -> *mut u8 {
+    let old_usable = size_of(c);
+    let new = alloc_inner::<TAG>(size, align);
+    if !new.is_null() {
+        // SAFETY: both blocks are live and distinct; we copy what both can hold; the caller
+        // checked the old block, so it is freed without a second lookup.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(size));
+            if size > old_usable && old_usable > REALLOC_BYPASS_ABOVE {
                 // Grown out of its class: a buffer growing step by step leaves each class it
                 // passes through and rarely comes back at once, so the block goes back to its
                 // span, not to a cache that would keep one such block per class resident.
                 free_grown_out::<TAG>(ptr, c, who);
-            } else if c != 0 {
-                free_small::<TAG>(ptr, c, who);
             } else {
-                free_large(ptr, s, who);
+                free_small::<TAG>(ptr, c, who);
             }
         }
     }

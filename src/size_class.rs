@@ -30,11 +30,14 @@ pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
 /// default `cpu_cache_bytes`), at least 2, at most 4096 — so a burst of up to 4096 small
 /// objects, or 256 KiB of larger ones, stays in the per-CPU cache.
 pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
-/// For `realloc`'s in-place test: a C request (aligned to 8 up to 8 bytes, to 16 above, as
-/// glibc aligns) of `size` bytes maps to class `c` exactly when
-/// `C_FLOOR[c] < size <= CLASS_SIZE[c]`. `u32::MAX` for the classes whose size is not a multiple
-/// of 16 (72, 88, 104, 120 B), which no C request maps to.
-pub static C_FLOOR: [u32; NUM_CLASSES] = build_c_floor();
+/// For `realloc`'s in-place test ([`c_request_maps_to`]): the C requests (aligned to 8 up to
+/// 8 bytes, to 16 above, as glibc aligns) that map to class `c` are the sizes `floor + 1 ..=
+/// CLASS_SIZE[c]`, where `floor` is the size of the class before it that a C request can map
+/// to; entry `c` holds `floor + 1` in its low 32 bits and the count `CLASS_SIZE[c] - floor` in
+/// its high 32 bits. The count is 0 for the classes whose size is not a multiple of 16 (72,
+/// 88, 104, 120 B), which no C request maps to, and for every value of a page-map entry's class
+/// field that is no class (so the lookup needs no bounds check).
+const C_RANGE: [u64; CLASS_FIELD_VALUES] = build_c_range();
 /// `ceil(2^64 / size)`, for [`starts_object`]'s divisibility test.
 ///
 /// One entry for every value a page-map entry's class field can hold (0 past the last class,
@@ -128,23 +131,30 @@ const fn build_capacity() -> [u16; NUM_CLASSES] {
     t
 }
 
-const fn build_c_floor() -> [u32; NUM_CLASSES] {
-    let mut t = [0u32; NUM_CLASSES];
+const fn build_c_range() -> [u64; CLASS_FIELD_VALUES] {
+    let mut t = [0u64; CLASS_FIELD_VALUES];
     // The previous class a C request can map to: requests above its size round up to a
     // multiple of 16, and the smallest class at or above that is the next 16-aligned one.
-    let mut prev16 = 0;
+    let mut prev16 = 0u64;
     let mut c = 1;
     while c < NUM_CLASSES {
-        let s = size_of_class(c) as u32;
+        let s = size_of_class(c) as u64;
         if s.is_multiple_of(16) {
-            t[c] = prev16;
+            t[c] = (prev16 + 1) | ((s - prev16) << 32);
             prev16 = s;
-        } else {
-            t[c] = u32::MAX;
         }
         c += 1;
     }
     t
+}
+
+/// Whether a C request of `size` bytes (see [`C_RANGE`]) maps to class `c`, for any `c` below
+/// [`CLASS_FIELD_VALUES`] (a class that does not exist takes no request). One load and one
+/// unsigned compare: `size - lo < count` wraps for sizes below the range.
+#[inline(always)]
+pub fn c_request_maps_to(size: usize, c: usize) -> bool {
+    let r = C_RANGE[c];
+    (size as u64).wrapping_sub(r & 0xffff_ffff) < r >> 32
 }
 
 const fn build_divisor() -> [u64; CLASS_FIELD_VALUES] {
@@ -251,13 +261,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn c_floor_bounds_exactly_the_c_requests_of_each_class() {
+    fn c_range_holds_exactly_the_c_requests_of_each_class() {
         for size in 1..=MAX_SMALL {
             let c = class_for(size, crate::c_align(size));
             for d in 1..NUM_CLASSES {
-                let inside = (C_FLOOR[d] as usize) < size && size <= CLASS_SIZE[d] as usize;
-                assert_eq!(inside, d == c, "size {size}: class {c}, tested {d}");
+                assert_eq!(
+                    c_request_maps_to(size, d),
+                    d == c,
+                    "size {size}: class {c}, tested {d}"
+                );
             }
+            for d in NUM_CLASSES..CLASS_FIELD_VALUES {
+                assert!(!c_request_maps_to(size, d), "size {size}, no class {d}");
+            }
+        }
+        for d in 0..CLASS_FIELD_VALUES {
+            assert!(!c_request_maps_to(0, d), "size 0, class {d}");
+            assert!(
+                !c_request_maps_to(usize::MAX, d),
+                "size usize::MAX, class {d}"
+            );
+            assert!(
+                !c_request_maps_to(MAX_SMALL + 1, d),
+                "past MAX_SMALL, class {d}"
+            );
         }
     }
 
