@@ -471,25 +471,40 @@ fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
 /// Nothing may use the object afterwards.
 #[inline(always)]
 unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
-    if ptr.is_null() {
-        return;
-    }
-    let (c, s) = lookup(ptr, who);
+    // Null needs no test of its own here: no page of a small class is at address 0, so null
+    // (like every pointer that is not a small object) takes `free_not_small`.
+    let e = PAGEMAP.get(ptr as usize);
+    let c = pagemap::class_of(e);
     if c != 0 {
+        check_object(ptr, e, c, who);
         if TAG && arch::noted_ptr() == ptr as usize {
             // Freeing what this thread allocated last (a temporary buffer): its class, noted
             // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
             // and chosen in one block of assembly) the push need not wait for the page-map
             // loads (docs/design.md, "Fast path").
-            // SAFETY: `lookup` checked `ptr` starts an object of class `c`, which
+            // SAFETY: `check_object` found `ptr` starts an object of class `c`, which
             // `confirmed_class` returns.
             return unsafe { free_small::<TAG>(ptr, arch::confirmed_class(c), who) };
         }
-        // SAFETY: `lookup` checked `ptr` starts an object of class `c`.
+        // SAFETY: `check_object` found `ptr` starts an object of class `c`.
         unsafe { free_small::<TAG>(ptr, c, who) }
     } else {
-        free_large(ptr, s, who)
+        free_not_small(ptr, e, who)
     }
+}
+
+/// [`free_inner`] of a pointer whose page-map entry `e` names no size class: null (nothing
+/// to do), a large or huge object, or a pointer we never handed out (abort).
+#[cold]
+#[inline(never)]
+fn free_not_small(ptr: *mut u8, e: usize, who: &str) {
+    if ptr.is_null() {
+        return;
+    }
+    if e == 0 {
+        bad_pointer(who, "invalid pointer", ptr);
+    }
+    free_large(ptr, pagemap::span_of(e) as *mut Span, who)
 }
 
 /// Bytes usable at `ptr` (at least what was requested).

@@ -121,10 +121,10 @@ pub static PAGEMAP: PageMap = PageMap {
 
 #[inline(always)]
 fn split(addr: usize) -> Option<(usize, usize)> {
-    let page = addr >> PAGE_SHIFT;
-    if page >> PAGE_BITS != 0 {
+    if addr >> ADDRESS_BITS != 0 {
         return None;
     }
+    let page = addr >> PAGE_SHIFT;
     Some((page >> LEAF_BITS, page & (LEAF_LEN - 1)))
 }
 
