@@ -183,7 +183,14 @@ pub fn rseq_mode() -> RseqMode {
 /// out-of-line call, so the inlined path needs no stack frame.
 #[inline(always)]
 fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
-    let c = class_for(size, align);
+    alloc_class::<TAG>(class_for(size, align), || alloc_cold::<TAG>(size, align))
+}
+
+/// [`alloc_inner`] with the class already chosen (`c`, which may be 0 for a large request);
+/// `cold` does the rest when the per-CPU pop cannot (its arguments computed there, not on the
+/// fast path).
+#[inline(always)]
+fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
         let p = percpu::pop(c);
         if !p.is_null() {
@@ -193,7 +200,7 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
             return clear_tag::<TAG>(p);
         }
     }
-    alloc_cold::<TAG>(size, align)
+    cold()
 }
 
 /// Clears the double-free tag of a small object being handed out (when `TAG`).
@@ -536,7 +543,14 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
     let _g = guard::enter("malloc");
-    alloc_inner::<true>(size, c_align(size))
+    alloc_class::<true>(size_class::c_class_for(size), || malloc_cold(size))
+}
+
+/// `malloc` past its fast path ([`alloc_cold`] at `malloc`'s alignment).
+#[cold]
+#[inline(never)]
+fn malloc_cold(size: usize) -> *mut u8 {
+    alloc_cold::<true>(size, c_align(size))
 }
 
 /// `aligned_alloc`/`memalign`: `size` bytes aligned to `align`, which must be a power of two
