@@ -565,11 +565,32 @@ pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
 }
 
 /// `calloc`: `n * size` zeroed bytes; null with `ENOMEM` on overflow.
+///
+/// A small block is `malloc`'s fast path and a clear of the bytes asked for, inlined into the
+/// caller; everything else (refills, large and huge blocks, which are often known to be zero
+/// already) is one call.
+#[inline]
 pub fn calloc(n: usize, size: usize) -> *mut u8 {
     let Some(total) = n.checked_mul(size) else {
         return oom();
     };
     let _g = guard::enter("calloc");
+    let c = size_class::c_class_for(total);
+    if c == 0 {
+        return calloc_cold(total);
+    }
+    let p = alloc_class::<true>(c, || malloc_cold(total));
+    if !p.is_null() {
+        // SAFETY: `p` holds at least `total` bytes.
+        unsafe { p.write_bytes(0, total) };
+    }
+    p
+}
+
+/// [`calloc`] of a block too large for a size class.
+#[cold]
+#[inline(never)]
+fn calloc_cold(total: usize) -> *mut u8 {
     alloc_zeroed_inner::<true>(total, c_align(total))
 }
 
