@@ -277,10 +277,18 @@ fn alloc_large_with(size: usize, align: usize, reserve: usize) -> *mut u8 {
     if s.is_null() {
         return oom();
     }
-    // SAFETY: `s` is a live span record we just made.
+    // SAFETY: `s` is a live span record we just made; its first page is ours to write.
     unsafe {
         if (*s).state == SpanState::Large {
             (*s).usable = (*s).bytes();
+        }
+        if !(*s).zeroed {
+            // The pages may have held free small objects, whose free tag (docs/design.md, "A
+            // small object's state") could sit at offset 8 of this block; `realloc` copies a
+            // block's bytes at their offsets, so a move into a small block at this very
+            // address would carry the tag and make that live block look freed. Cleared here,
+            // no block is handed out with a stale tag at offset 8 (small ones clear it too).
+            free_tag::clear((*s).start as *mut u8);
         }
         (*s).start as *mut u8
     }
@@ -380,14 +388,15 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
 unsafe fn mark_freed<const TAG: bool>(ptr: *mut u8, who: &str) {
     if TAG {
         // SAFETY: the caller's contract: a small object, whose second word is ours once freed.
-        // The caller's `lookup` loaded and checked the page-map entry, as `mark_free` asks.
+        // The caller loaded (acquire) and checked the page-map entry (`lookup`, or
+        // `PAGEMAP.get` and `check_object`), as `mark_free` asks.
         if unsafe { !free_tag::mark_free(ptr) } {
             bad_pointer(who, "double free detected", ptr);
         }
     }
 }
 
-/// Frees a block `realloc` moved out of its class straight to its span (see `realloc_inner`),
+/// Frees a block `realloc` moved out of its class straight to its span (see `realloc_move_small`),
 /// checked and marked like any C free.
 ///
 /// # Safety
@@ -732,7 +741,8 @@ unsafe fn realloc_inner<const TAG: bool>(
 /// untouched) when no memory is left.
 ///
 /// # Safety
-/// `ptr` is a live object of class `c` (its pointer and free tag already checked).
+/// `ptr` is a live object of class `c` (its pointer and, when `TAG`, its free tag already
+/// checked); after a non-null return the caller no longer uses `ptr`.
 #[inline(never)]
 unsafe fn realloc_move_small<const TAG: bool>(
     ptr: *mut u8,

@@ -30,8 +30,9 @@ pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
 /// default `cpu_cache_bytes`), at least 2, at most 4096 — so a burst of up to 4096 small
 /// objects, or 256 KiB of larger ones, stays in the per-CPU cache.
 pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
-/// For `realloc`'s in-place test ([`c_request_maps_to`]): the C requests (aligned to 8 up to
-/// 8 bytes, to 16 above, as glibc aligns) that map to class `c` are the sizes `floor + 1 ..=
+/// For `realloc`'s in-place test ([`c_request_maps_to`]): the C requests of at least 1 byte
+/// (aligned to 8 up to 8 bytes, to 16 above, as glibc aligns; size 0 is the shim's, which
+/// frees) that map to class `c` are the sizes `floor + 1 ..=
 /// CLASS_SIZE[c]`, where `floor` is the size of the class before it that a C request can map
 /// to; entry `c` holds `floor + 1` in its low 32 bits and the count `CLASS_SIZE[c] - floor` in
 /// its high 32 bits. The count is 0 for the classes whose size is not a multiple of 16 (72,

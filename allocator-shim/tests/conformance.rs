@@ -430,6 +430,22 @@ fn kind05_keys_made_in_a_constructor_under_seccomp_and_valgrind() {
     );
 }
 
+#[test]
+fn kind01_stale_tag_copied_by_realloc_to_its_own_address() {
+    // A large block handed out over pages that held free 2 KiB objects keeps an old free tag
+    // at offset 8; realloc copies it along, and a move back to a small block at that very
+    // address made the block look freed: a valid program aborted with "double free detected"
+    // (found by the session 10 review). Large blocks are now handed out with that word
+    // cleared. The program prints `reached=1` when it got the small block at the old address
+    // (the case that aborted), `reached=0` when the layout did not give it.
+    parallel_ok(
+        "kind01_stale_tag_copied_by_realloc_to_its_own_address",
+        "stale_tag",
+        "stale_tag ok reached=",
+        |_| Vec::new(),
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Items 2 and 3: fork
 
