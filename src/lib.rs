@@ -341,15 +341,25 @@ fn bad_pointer(who: &str, what: &str, ptr: *mut u8) -> ! {
 /// span, which gives the pointer's offset from the span's start.
 #[inline(always)]
 fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
-    let e = PAGEMAP.get(ptr as usize);
+    let (c, e) = checked_class(ptr, who);
     if e == 0 {
         bad_pointer(who, "invalid pointer", ptr);
     }
+    (c, pagemap::span_of(e) as *mut Span)
+}
+
+/// The page map's entry `e` for `ptr` and the size class it names (0: none — null, a large
+/// or huge object, or not ours), as `(class, entry)`; when the class is not 0, `ptr` has been
+/// checked to start an object of it (else this aborts, naming `who`). The fast paths of
+/// `free` and `realloc` leave the entry-0 case to their cold paths; [`lookup`] aborts on it.
+#[inline(always)]
+fn checked_class(ptr: *mut u8, who: &str) -> (usize, usize) {
+    let e = PAGEMAP.get(ptr as usize);
     let c = pagemap::class_of(e);
     if c != 0 {
         check_object(ptr, e, c, who);
     }
-    (c, pagemap::span_of(e) as *mut Span)
+    (c, e)
 }
 
 /// Aborts (naming `who`) unless `ptr` starts an object of class `c` (not 0) in the page
@@ -388,8 +398,8 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
 unsafe fn mark_freed<const TAG: bool>(ptr: *mut u8, who: &str) {
     if TAG {
         // SAFETY: the caller's contract: a small object, whose second word is ours once freed.
-        // The caller loaded (acquire) and checked the page-map entry (`lookup`, or
-        // `PAGEMAP.get` and `check_object`), as `mark_free` asks.
+        // The caller loaded (acquire) and checked the page-map entry (`checked_class`, on its
+        // own or through `lookup`), as `mark_free` asks.
         if unsafe { !free_tag::mark_free(ptr) } {
             bad_pointer(who, "double free detected", ptr);
         }
@@ -489,20 +499,18 @@ fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
 unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     // Null needs no test of its own here: no page of a small class is at address 0, so null
     // (like every pointer that is not a small object) takes `free_not_small`.
-    let e = PAGEMAP.get(ptr as usize);
-    let c = pagemap::class_of(e);
+    let (c, e) = checked_class(ptr, who);
     if c != 0 {
-        check_object(ptr, e, c, who);
         if TAG && arch::noted_ptr() == ptr as usize {
             // Freeing what this thread allocated last (a temporary buffer): its class, noted
             // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
             // and chosen in one block of assembly) the push need not wait for the page-map
             // loads (docs/design.md, "Fast path").
-            // SAFETY: `check_object` found `ptr` starts an object of class `c`, which
+            // SAFETY: `checked_class` found `ptr` starts an object of class `c`, which
             // `confirmed_class` returns.
             return unsafe { free_small::<TAG>(ptr, arch::confirmed_class(c), who) };
         }
-        // SAFETY: `check_object` found `ptr` starts an object of class `c`.
+        // SAFETY: `checked_class` found `ptr` starts an object of class `c`.
         unsafe { free_small::<TAG>(ptr, c, who) }
     } else {
         free_not_small(ptr, e, who)
@@ -630,11 +638,9 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     // second page-map lookup and check.
     // (Null needs no test of its own: no page of a small class is at address 0, so null goes
     // to `realloc_inner`, which allocates.)
-    let e = PAGEMAP.get(ptr as usize);
-    let c = pagemap::class_of(e);
+    let (c, _) = checked_class(ptr, "realloc");
     if c != 0 {
-        check_object(ptr, e, c, "realloc");
-        // SAFETY: `check_object` found `ptr` starts an object of class `c` (≥ 16 bytes).
+        // SAFETY: `checked_class` found `ptr` starts an object of class `c` (≥ 16 bytes).
         if unsafe { free_tag::is_free(ptr) } {
             bad_pointer("realloc", "double free detected", ptr);
         }
