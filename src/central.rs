@@ -17,7 +17,7 @@
 use crate::free_tag;
 use crate::os;
 use crate::page_heap::HEAP;
-use crate::pagemap::{entry, HALF_SHIFT, LAST_PAGE, SECOND_HALF};
+use crate::pagemap::{entry, home_field, HALF_SHIFT, LAST_PAGE, SECOND_HALF};
 use crate::pagemap::{span_of, PAGEMAP};
 use crate::size_class::{
     size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE, PAGE_SHIFT,
@@ -219,6 +219,12 @@ pub static CENTRAL: [Central; NUM_CLASSES] = [const {
 /// Takes up to `out.len()` objects of class `c`; returns how many were written (0 only when
 /// memory is exhausted).
 pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
+    alloc_batch_home(c, out, crate::span::NO_HOME)
+}
+
+/// [`alloc_batch`] for slab `home`'s refill: a span taken from the page heap gets `home` as its
+/// home.
+pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32) -> usize {
     let central = &CENTRAL[c];
     let want = out.len();
     // A stack seen empty is not locked: a burst past the per-CPU caches takes every batch
@@ -256,6 +262,7 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
             unsafe {
                 (*s).populate_ahead = !small_heap && (*s).zeroed && size <= 1 << HALF_SHIFT;
                 (*s).capacity = ((*s).bytes() / size) as u32;
+                (*s).home = home;
                 (*s).listed = true;
                 inner.list.push(s);
             }
@@ -368,7 +375,7 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
         let second = if half & 1 == 1 { SECOND_HALF } else { 0 };
         PAGEMAP.set(
             (*s).start + (page << PAGE_SHIFT),
-            entry(s as usize, c, page) | last | second,
+            entry(s as usize, c, page) | home_field((*s).home) | last | second,
         );
         true
     }

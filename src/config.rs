@@ -91,6 +91,9 @@ pub struct Options {
     /// binds `malloc` and friends to the process's allocator (`deepbind=strip`, the default);
     /// `deepbind=keep` passes the flag on.
     pub strip_deepbind: bool,
+    /// Owner return (`owner_return=on|off`): a C `free` of an object another CPU's cache
+    /// carved sends it back there (rseq modes; docs/design.md, "Owner return").
+    pub owner_return: bool,
 }
 
 /// The defaults, also what a malformed value leaves in place.
@@ -107,6 +110,7 @@ pub const DEFAULTS: Options = Options {
     background_thread: false,
     membarrier: true,
     strip_deepbind: true,
+    owner_return: true,
 };
 
 /// One option key, as `help` and the warnings describe it.
@@ -124,7 +128,7 @@ pub struct Key {
 }
 
 /// Every key, in the order `help` lists them.
-pub const KEYS: [Key; 12] = [
+pub const KEYS: [Key; 13] = [
     Key {
         name: "rseq",
         accepts: "on|off",
@@ -210,6 +214,14 @@ pub const KEYS: [Key; 12] = [
                   keep passes it on (blocks crossing between library and program then abort)",
         runtime: false,
     },
+    Key {
+        name: "owner_return",
+        accepts: "on|off",
+        default: "on",
+        meaning: "a C free of an object another CPU's cache carved sends it back there \
+                  (off: it stays in the freeing CPU's cache)",
+        runtime: false,
+    },
 ];
 
 static LOADED: AtomicU8 = AtomicU8::new(0);
@@ -223,6 +235,7 @@ static STATS_CLASSES: AtomicBool = AtomicBool::new(DEFAULTS.stats_classes);
 static VERBOSE: AtomicBool = AtomicBool::new(DEFAULTS.verbose);
 static BACKGROUND: AtomicBool = AtomicBool::new(DEFAULTS.background_thread);
 static MEMBARRIER: AtomicBool = AtomicBool::new(DEFAULTS.membarrier);
+static OWNER_RETURN: AtomicBool = AtomicBool::new(DEFAULTS.owner_return);
 static STRIP_DEEPBIND: AtomicBool = AtomicBool::new(DEFAULTS.strip_deepbind);
 #[cfg(test)]
 static WARNINGS: crate::sync::AtomicU32 = crate::sync::AtomicU32::new(0);
@@ -341,6 +354,7 @@ fn parse_value(k: &[u8], v: &[u8], opts: &mut Options) -> Option<bool> {
         b"rseq" => parse_bool(v).map(|b| opts.rseq = b).is_some(),
         b"background_thread" => parse_bool(v).map(|b| opts.background_thread = b).is_some(),
         b"membarrier" => parse_bool(v).map(|b| opts.membarrier = b).is_some(),
+        b"owner_return" => parse_bool(v).map(|b| opts.owner_return = b).is_some(),
         b"verbose" => parse_bool(v).map(|b| opts.verbose = b).is_some(),
         b"stats_classes" => parse_bool(v).map(|b| opts.stats_classes = b).is_some(),
         b"deepbind" => match v {
@@ -493,6 +507,7 @@ pub fn write_value<const N: usize>(m: &mut Msg<N>, k: &[u8], o: &Options) -> boo
         b"verbose" => m.str(on_off(o.verbose)),
         b"background_thread" => m.str(on_off(o.background_thread)),
         b"membarrier" => m.str(on_off(o.membarrier)),
+        b"owner_return" => m.str(on_off(o.owner_return)),
         b"deepbind" => m.str(if o.strip_deepbind { "strip" } else { "keep" }),
         _ => return false,
     };
@@ -664,6 +679,7 @@ pub fn load() {
     VERBOSE.store(o.verbose, Ordering::Relaxed);
     BACKGROUND.store(o.background_thread, Ordering::Relaxed);
     MEMBARRIER.store(o.membarrier, Ordering::Relaxed);
+    OWNER_RETURN.store(o.owner_return, Ordering::Relaxed);
     STRIP_DEEPBIND.store(o.strip_deepbind, Ordering::Relaxed);
     LOADED.store(2, Ordering::Release);
 }
@@ -698,6 +714,7 @@ pub fn get() -> Options {
         verbose: VERBOSE.load(Ordering::Relaxed),
         background_thread: BACKGROUND.load(Ordering::Relaxed),
         membarrier: MEMBARRIER.load(Ordering::Relaxed),
+        owner_return: OWNER_RETURN.load(Ordering::Relaxed),
         strip_deepbind: STRIP_DEEPBIND.load(Ordering::Relaxed),
     }
 }
@@ -778,7 +795,8 @@ mod tests {
         let mut o = DEFAULTS;
         let help = parse_into(
             b"rseq=off,decay_ms=0,cpu_cache_bytes=1m,dirty_max=2m,huge_pages=never,stats=json,\
-              stats_classes=on,verbose=on,background_thread=on,membarrier=off,deepbind=keep",
+              stats_classes=on,verbose=on,background_thread=on,membarrier=off,deepbind=keep,\
+              owner_return=off",
             "test",
             &mut o,
         );
@@ -798,6 +816,7 @@ mod tests {
                 background_thread: true,
                 membarrier: false,
                 strip_deepbind: false,
+                owner_return: false,
             }
         );
     }

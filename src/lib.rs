@@ -501,6 +501,14 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     // (like every pointer that is not a small object) takes `free_not_small`.
     let (c, e) = checked_class(ptr, who);
     if c != 0 {
+        // Owner return: an object of another slab's span goes home (`percpu::free_foreign`).
+        let home = pagemap::home_bits(e);
+        if TAG && home != 0 && percpu::is_foreign(home) {
+            // SAFETY: `checked_class` found `ptr` starts an object of class `c`.
+            unsafe { mark_freed::<TAG>(ptr, who) };
+            // SAFETY: as above, in the live span `e` names; now tagged free.
+            return unsafe { percpu::free_foreign(c, ptr, pagemap::span_of(e) as *const Span) };
+        }
         if TAG && arch::noted_ptr() == ptr as usize {
             // Freeing what this thread allocated last (a temporary buffer): its class, noted
             // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`

@@ -1348,8 +1348,10 @@ pub mod check {
         let (start, pages, class, state) =
             unsafe { ((*s).start, (*s).pages, (*s).class, (*s).state) };
         let class = class as usize;
+        // SAFETY: the caller's contract.
+        let home = unsafe { pagemap::home_field((*s).home) };
         let page_entry = |i: usize| match state {
-            SpanState::Small => pagemap::entry(at, class, i),
+            SpanState::Small => pagemap::entry(at, class, i) | home,
             _ => entry(s),
         };
         ensure(
@@ -1367,7 +1369,7 @@ pub mod check {
             // A class span's page names the class once carved (`central::carve_page`).
             let e = PAGEMAP.get(start + i * PAGE) & !(pagemap::LAST_PAGE | pagemap::SECOND_HALF);
             ensure(
-                e == page_entry(i) || state == SpanState::Small && e == entry(s),
+                state == SpanState::Small && e == entry(s) || e == page_entry(i),
                 "a page of a span in use does not map to it",
                 start + i * PAGE,
             )?;

@@ -3,7 +3,9 @@
 //! Owns: one entry per 8 KiB page of the 48-bit user address space, holding the owning span's
 //! metadata pointer (bits 7–47), the page's size class in the low 7 bits (class 0 = not a
 //! small-object page) and, for small-object pages, the page's index inside its span in bits
-//! 48–63 — so `free` can check that a pointer starts an object without touching the span. Leaves are mapped on first use; the root lives in `.bss`, so untouched parts cost no
+//! 48–54, its span's home slab ([`home_bits`]) in bits 55–61 and two carving flags in bits 62
+//! and 63 — so `free` can check that a pointer starts an object, and see whether it goes
+//! home, without touching the span. Leaves are mapped on first use; the root lives in `.bss`, so untouched parts cost no
 //! memory. Looking up any address — ours, interior, foreign or garbage — reads only the root and
 //! (if present) a leaf, never the address itself, so it cannot fault.
 //!
@@ -32,7 +34,24 @@ const _: () = assert!(
 );
 const SPAN_MASK: usize = ((1 << 48) - 1) & !CLASS_MASK;
 const INDEX_SHIFT: u32 = 48;
-const INDEX_MASK: usize = 0x3fff;
+const INDEX_MASK: usize = 0x7f;
+
+/// Where an entry keeps its span's home bits (see [`home_bits`]).
+const HOME_SHIFT: u32 = 55;
+/// The home bits: a flag (a span with a home) and the home slab's low 6 bits.
+const HOME_MASK: usize = 0x7f;
+/// In the home bits: the span has a home.
+pub const HOMED: usize = 0x40;
+
+const _: () = {
+    // Every small span's page index fits the index field.
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        assert!(crate::size_class::pages_for_class(c) <= INDEX_MASK + 1);
+        c += 1;
+    }
+    assert!(INDEX_SHIFT as usize + 7 == HOME_SHIFT as usize && HOME_SHIFT + 7 == 62);
+};
 
 /// Set in the entry of a small span's page once its second half (its second 4 KiB, the
 /// kernel's page) is carved: an object starting there is not an object before.
@@ -69,6 +88,25 @@ pub fn class_of(e: usize) -> usize {
 #[inline(always)]
 pub fn page_index(e: usize) -> usize {
     (e >> INDEX_SHIFT) & INDEX_MASK
+}
+
+/// The entry bits that record home slab `home` of a small span (`span::NO_HOME`: none): the
+/// [`HOMED`] flag and the home's low 6 bits, so that `free` tells an object of another slab
+/// from the entry it reads anyway. Homes 64 apart share their bits; a free that takes another
+/// slab's object for its own merely keeps it where it was freed.
+#[inline]
+pub fn home_field(home: u32) -> usize {
+    if home == crate::span::NO_HOME {
+        0
+    } else {
+        (HOMED | (home as usize & (HOMED - 1))) << HOME_SHIFT
+    }
+}
+
+/// An entry's home bits: 0 (no home), or [`HOMED`] plus the home slab's low 6 bits.
+#[inline(always)]
+pub fn home_bits(e: usize) -> usize {
+    (e >> HOME_SHIFT) & HOME_MASK
 }
 
 /// Where an object of class `c` may start in a small-object page whose entry is `e`: below

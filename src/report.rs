@@ -145,7 +145,12 @@ fn print_text(s: &Stats, to: Sink, classes: bool) {
         .str("), fallback lock operations ")
         .dec(s.fallback_ops as u64)
         .str(", drains skipped ")
-        .dec(s.drains_skipped as u64);
+        .dec(s.drains_skipped as u64)
+        .str(", objects sent home ")
+        .dec(s.sent_home as u64)
+        .str(" (declined ")
+        .dec(s.sent_home_declined as u64)
+        .str(")");
     to.line(&m);
 
     let mut m = line();
@@ -195,6 +200,8 @@ fn print_json(s: &Stats, to: Sink) {
         ("batch_restarts", s.batch_restarts),
         ("fallback_ops", s.fallback_ops as u64),
         ("drains_skipped", s.drains_skipped as u64),
+        ("sent_home", s.sent_home as u64),
+        ("sent_home_declined", s.sent_home_declined as u64),
         ("slabs", s.slabs as u64),
         ("slabs_in_use", s.slabs_in_use as u64),
     ] {

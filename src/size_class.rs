@@ -100,6 +100,12 @@ const fn build_pages(min_pages: usize) -> [u16; NUM_CLASSES] {
     t
 }
 
+/// Pages of class `c`'s spans once the heap is large ([`CLASS_PAGES`], as a `const fn`: the
+/// most any span of the class has).
+pub(crate) const fn pages_for_class(c: usize) -> usize {
+    pages_for(size_of_class(c), MIN_SPAN_PAGES)
+}
+
 /// `v` within `[lo, hi]`, for the compile-time tables (`Ord::clamp` is not `const`).
 pub(crate) const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
     if v < lo {

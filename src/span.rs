@@ -83,7 +83,13 @@ pub struct Span {
     /// `Free`: the sequence number of the heap chunk the run lies in (the lowest one, if it
     /// spans adjacent chunks); large requests take the lowest (chunk, address) that fits.
     pub chunk: u32,
+    /// `Small`: the per-CPU slab whose refill took the span from the page heap (its home), or
+    /// [`NO_HOME`]. A C `free` on another slab sends the object home (`percpu::remote`).
+    pub home: u32,
 }
+
+/// [`Span::home`] of a span no slab's refill carved (fallback mode, bypassing threads).
+pub const NO_HOME: u32 = u32::MAX;
 
 impl Span {
     /// One past the last byte of the run.
@@ -301,6 +307,7 @@ impl SpanPool {
                 reserved: 0,
                 listed: false,
                 chunk: 0,
+                home: NO_HOME,
             })
         };
         s

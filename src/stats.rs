@@ -64,6 +64,10 @@ pub struct Stats {
     pub fallback_ops: usize,
     /// Drains of other CPUs' caches skipped because the kernel lacks the rseq membarrier.
     pub drains_skipped: usize,
+    /// Owner return: objects a C `free` on one slab sent to their span's home slab's inbox.
+    pub sent_home: usize,
+    /// Owner return: objects bound for a home whose inbox was full, cached where freed instead.
+    pub sent_home_declined: usize,
 }
 
 impl Stats {
@@ -84,9 +88,10 @@ impl Stats {
 
 /// Gathers the statistics.
 pub fn stats() -> Stats {
-    // Fallback mode: the caller's magazine goes back first, so that what it holds does not
-    // count as allocated (other threads' magazines, a few KiB each, still do).
-    crate::percpu::flush_own_magazine();
+    // The caller's magazine (fallback mode) and outbox (owner return) go back first, so that
+    // what they hold does not count as allocated (other threads' magazines and outboxes, a few
+    // KiB each at most, still do).
+    crate::percpu::flush_own();
     let heap = HEAP.lock().stats();
     let mut s = Stats {
         allocated: 0,
@@ -110,10 +115,13 @@ pub fn stats() -> Stats {
         batch_restarts: crate::arch::batch_restarts(),
         fallback_ops: percpu::fallback_ops(),
         drains_skipped: percpu::DRAINS_SKIPPED.load(Ordering::Relaxed),
+        sent_home: percpu::owner_return_figures().0,
+        sent_home_declined: percpu::owner_return_figures().1,
     };
     let mut small = 0;
-    // Fallback mode's magazine storage is the allocator's own metadata, not the program's.
-    let (mag_class, magazines) = percpu::magazine_storage();
+    // The per-CPU layer's per-thread storage (magazines, outboxes) is the allocator's own
+    // metadata, not the program's.
+    let (mag_class, magazines) = percpu::thread_storage();
     for (c, central) in CENTRAL.iter().enumerate().skip(1) {
         let out = central.out_of_spans.load(Ordering::Relaxed);
         let cached = central.cached.load(Ordering::Relaxed) + percpu::cached_objects(c);

@@ -367,8 +367,10 @@ fn verbose_prints_one_start_up_line_with_version_mode_ids_and_options() {
             text.starts_with(&format!(
                 "rseqmalloc {version}, rseq mode {} ({ids}), options rseq={rseq},decay_ms=1000,",
                 mode.name()
-            )) && text
-                .ends_with(",verbose=on,background_thread=off,membarrier=on,deepbind=strip\n"),
+            )) && text.ends_with(
+                ",verbose=on,background_thread=off,membarrier=on,deepbind=strip,\
+                     owner_return=on\n"
+            ),
             "{what}: {line:?}"
         );
     }
@@ -545,6 +547,7 @@ fn options_are_trimmed_warnings_say_what_is_accepted_and_help_lists_every_key() 
             "background_thread",
             "membarrier",
             "deepbind",
+            "owner_return",
         ];
         assert_eq!(lines.len(), 1 + keys.len(), "{what}:\n{err}");
         for (line, key) in lines[1..].iter().zip(keys) {

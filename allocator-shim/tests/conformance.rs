@@ -353,6 +353,25 @@ fn kind04_double_free_after_drain_or_overflow_aborts() {
 }
 
 #[test]
+fn kind04_double_free_of_an_object_sent_home_aborts() {
+    // Owner return: a free on another CPU's slab puts the object in that thread's outbox,
+    // bound for its home slab, and a flush moves it into the home's inbox. A second free of it
+    // from either place must abort like any double free (sizes up to 1 KiB are sent home;
+    // 3000 bytes is not, and must abort all the same).
+    let mut failures = Vec::new();
+    for u in modes() {
+        for case in ["double_sent_home", "double_in_home_inbox"] {
+            for size in [16, 208, 1000, 3000] {
+                if let Err(e) = expect_bad_free_abort(case, size, &["free"], u) {
+                    failures.push(e);
+                }
+            }
+        }
+    }
+    report("kind04_double_free_of_an_object_sent_home_aborts", failures);
+}
+
+#[test]
 fn kind04_realloc_of_object_not_live_aborts() {
     // realloc takes the object back too: of a never handed out object, and of a freed one,
     // to a size of the same class (where realloc could answer "in place"), and inside a live
@@ -442,6 +461,21 @@ fn kind01_stale_tag_copied_by_realloc_to_its_own_address() {
         "kind01_stale_tag_copied_by_realloc_to_its_own_address",
         "stale_tag",
         "stale_tag ok reached=",
+        |_| Vec::new(),
+    );
+}
+
+#[test]
+fn kind01_02_objects_sent_home_across_cpus_and_forks() {
+    // Owner return: a consumer on CPU 1 frees what a producer on CPU 0 allocated, so the
+    // objects go to the producer's slab through the consumer's outbox and the producer's
+    // inbox, while the main thread forks. Every object must arrive intact (no block handed
+    // out twice while live), every child must allocate and free (no inbox lock left held),
+    // and with rseq on two CPUs objects must have been sent home (`stats.sent_home`).
+    parallel_ok(
+        "kind01_02_objects_sent_home_across_cpus_and_forks",
+        "owner_return",
+        "owner_return ok objects=",
         |_| Vec::new(),
     );
 }

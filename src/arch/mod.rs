@@ -92,8 +92,10 @@ pub struct ThreadBlock {
     /// Base of the slabs (slab 0), copied here at set-up so the fast path reaches it from the
     /// thread pointer like everything else it reads.
     pub slabs: usize,
-    /// The id the slabs are indexed by: `cpu_id` or `mm_cid` of `area`, set with it. Only
-    /// read after the sign test on `area.cpu_id` passed.
+    /// The id the slabs are indexed by: `cpu_id` or `mm_cid` of `area`, set with it. Always
+    /// readable: initially [`DUMMY_AREA`]'s `cpu_id` (-1). The critical sections read it only
+    /// after the sign test on `area.cpu_id` passed; `free` reads it anywhere as a hint of the
+    /// slab it would push to (owner return).
     pub id: *const u32,
     /// Fallback mode: the thread's magazines (an object of the allocator's own, owned by the
     /// per-CPU layer), or null.
@@ -104,6 +106,9 @@ pub struct ThreadBlock {
     pub last_alloc: usize,
     /// See `last_alloc`.
     pub last_class: usize,
+    /// Rseq state: the thread's outbox of objects to send to their home slabs (an object of
+    /// the allocator's own, owned by the per-CPU layer's owner return), or null.
+    pub outbox: *mut u8,
 }
 
 /// The area every thread starts with: cpu id -1, so the fast path's one sign test fails.
@@ -170,25 +175,29 @@ pub const fn class_header_word(current: u16, begin: u16, floor: u16, end: u16) -
     current as u64 | (begin as u64) << 16 | (floor as u64) << 32 | (end as u64) << 48
 }
 
-/// Where the `.tdata` image below puts its only non-zero words: our area's `cpu_id` and `area`.
+/// Where the `.tdata` image below puts its only non-zero words: our area's `cpu_id`, `area`
+/// and `id`.
 const IMAGE_CPU_ID_AT: usize = offset_of!(ThreadBlock, own) + CPU_ID_OFFSET;
 const IMAGE_AREA_AT: usize = offset_of!(ThreadBlock, area);
+const IMAGE_ID_AT: usize = offset_of!(ThreadBlock, id);
 
 const _: () = {
     assert!(size_of::<Rseq>() == 32 && align_of::<Rseq>() == 32);
     // The image writes the words in this order, every other byte zero: the `area` pointer
     // after the cpu id, and a zero `state` is `ThreadState::New`.
     assert!(IMAGE_CPU_ID_AT + 4 <= IMAGE_AREA_AT);
-    assert!(IMAGE_AREA_AT + 8 <= size_of::<ThreadBlock>());
+    assert!(IMAGE_AREA_AT + 8 <= IMAGE_ID_AT);
+    assert!(IMAGE_ID_AT + 8 <= size_of::<ThreadBlock>());
     assert!(ThreadState::New as u32 == 0);
-    // 96 bytes of static TLS: a `dlopen`ed copy must fit in glibc's small surplus.
-    assert!(size_of::<ThreadBlock>() == 96 && align_of::<ThreadBlock>() == 32);
+    // 128 bytes of static TLS: a `dlopen`ed copy must fit in glibc's small surplus (1,664
+    // bytes by default, shared with every other library's initial-exec TLS).
+    assert!(size_of::<ThreadBlock>() == 128 && align_of::<ThreadBlock>() == 32);
 };
 
 // The thread block lives in `.tdata` (initial-exec TLS, so the fast path reaches it from the
 // thread pointer without a call, in executables and in LD_PRELOADed libraries alike). Its image
-// is all zeros but two words, placed from the struct's layout: our own area's cpu id, -1, and
-// `area`, pointing at `DUMMY_AREA`.
+// is all zeros but three words, placed from the struct's layout: our own area's cpu id, -1,
+// `area`, pointing at `DUMMY_AREA`, and `id`, pointing at its cpu id.
 //
 // glibc's `__rseq_offset` and `__rseq_size` are referenced weakly, so a glibc without them still
 // links and loads: the pointers below are then null.
@@ -203,7 +212,9 @@ global_asm!(
     ".long -1",                         // own.cpu_id: uninitialised
     ".zero {area_at} - {cpu_id_at} - 4",
     ".quad {dummy}",                    // area
-    ".zero {size} - {area_at} - 8",
+    ".zero {id_at} - {area_at} - 8",
+    ".quad {dummy} + {cpu_id_off}",     // id
+    ".zero {size} - {id_at} - 8",
     ".size rseqmalloc_thread_block, {size}",
     ".popsection",
     ".pushsection .data.rel.ro.rseqmalloc_glibc,\"aw\",%progbits",
@@ -222,6 +233,8 @@ global_asm!(
     size = const size_of::<ThreadBlock>(),
     cpu_id_at = const IMAGE_CPU_ID_AT,
     area_at = const IMAGE_AREA_AT,
+    id_at = const IMAGE_ID_AT,
+    cpu_id_off = const CPU_ID_OFFSET,
 );
 
 extern "C" {

@@ -45,8 +45,9 @@
 //! which run inside some thread's allocation, may not move it: they are skipped and counted.
 //!
 //! May call: `arch` (through `percpu::pop`), `central`, `os`, `size_class`, `sync`, and in this
-//! folder `slab`, `state`, and the face's `pop_batch`.
+//! folder `remote`, `slab`, `state`, and the face's `pop_batch`.
 
+use super::remote;
 use super::slab::{
     grow_cap, ready_slabs, relayout_stopped, reset_layout, restart_layout, stop, take_full, Slab,
     SlabSet,
@@ -93,7 +94,7 @@ pub(super) fn drain_where(
     if !any {
         return 0;
     }
-    match mode() {
+    let bytes = match mode() {
         RseqMode::Fallback => drain_locked(&picked),
         RseqMode::Glibc | RseqMode::Own => {
             if G.membarrier.load(Ordering::Relaxed) {
@@ -106,7 +107,9 @@ pub(super) fn drain_where(
             }
         }
         RseqMode::Uninitialized => 0,
-    }
+    };
+    // What other slabs sent home to the drained ones: lock-free, so in every protocol.
+    bytes + picked.iter().map(remote::flush_slab).sum::<usize>()
 }
 
 /// [`grow_cap`], and when the growth failed because the slab's free slots are used up

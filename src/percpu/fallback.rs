@@ -9,20 +9,20 @@
 //! classes sits a per-thread magazine ([`Magazines`]), so most operations take no lock at all.
 //! The two protocols never mix: the mode is chosen once per process.
 //!
-//! Owns: the magazines (their storage, and the count of storages alive for statistics), the
-//! thread's CPU hint, the locked pushes and pops.
+//! Owns: the magazines, the thread's CPU hint, the locked pushes and pops.
 //!
 //! May call: `arch` (the thread block, the CPU number), `central`, `free_tag`, `size_class`,
 //! `sync`, and in this folder `drain` (a slab whose free slots ran out), `maintenance` (a tick
-//! on the paths that reach the central lists), `slab`, `state`.
+//! on the paths that reach the central lists), `slab`, `state`, `storage`.
 
 use super::drain::grow_or_relayout;
 use super::maintenance;
 use super::slab::{ensure_slab, overflow_take, refill, Slab};
 use super::state::G;
+use super::storage::{drop_storage, new_storage, STORAGE_BYTES};
 use crate::arch::{self, ThreadBlock};
 use crate::central;
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::Ordering;
 use core::ptr::null_mut;
 
 /// Operations between two reads of the CPU number in fallback mode.
@@ -153,41 +153,16 @@ struct MagClass {
 /// and `stats` on the calling thread; objects in other threads' magazines count as in use in
 /// statistics.
 ///
-/// The storage is one object of the allocator's own (class [`MAG_STORAGE_CLASS`]), taken at
-/// the thread's set-up straight from the central list and given back at its exit, not static
-/// TLS: a library using initial-exec TLS must fit in the small static-TLS reserve that a
-/// `dlopen` draws from, and 96 bytes of thread block do where 1.7 KiB more might not.
+/// The storage is the thread's per-thread storage object (`storage`), taken at the thread's
+/// set-up and given back at its exit.
 type Magazines = [MagClass; MAG_CLASSES];
 
-/// The size class the magazine storage is allocated from.
-const MAG_STORAGE_CLASS: usize = crate::size_class::class_of(core::mem::size_of::<Magazines>());
+const _: () = assert!(core::mem::size_of::<Magazines>() <= STORAGE_BYTES);
 
-const _: () = assert!(
-    crate::size_class::CLASS_SIZE[MAG_STORAGE_CLASS] as usize >= core::mem::size_of::<Magazines>()
-        && core::mem::align_of::<Magazines>() <= 8
-);
-
-/// Magazine storages alive (one per thread in the locked state): allocator metadata, which
-/// statistics take out of `allocated`.
-static MAGAZINES_LIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// Live magazine storage, for statistics: its size class and how many objects of it.
-pub fn magazine_storage() -> (usize, usize) {
-    (MAG_STORAGE_CLASS, MAGAZINES_LIVE.load(Ordering::Relaxed))
-}
-
-/// A fresh, empty set of magazines from the central list; null if memory ran out (the thread
-/// then works without one).
+/// A fresh, empty set of magazines; null if memory ran out (the thread then works without one).
 pub(super) fn new_magazine() -> *mut u8 {
-    let mut one = [null_mut(); 1];
-    if central::alloc_batch(MAG_STORAGE_CLASS, &mut one) != 1 {
-        return null_mut();
-    }
-    MAGAZINES_LIVE.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: an object of at least size_of::<Magazines>() bytes, now ours; all-zero is an
-    // empty magazine (counts 0, slots null).
-    unsafe { one[0].write_bytes(0, core::mem::size_of::<Magazines>()) };
-    one[0]
+    // All-zero is an empty magazine (counts 0, slots null).
+    new_storage()
 }
 
 /// Gives the thread's (already flushed) magazine storage back.
@@ -199,9 +174,7 @@ pub(super) unsafe fn drop_magazine(b: *mut ThreadBlock) {
     unsafe {
         let m = core::mem::replace(&mut (*b).magazine, null_mut());
         if !m.is_null() {
-            crate::free_tag::set(m);
-            central::free_batch(MAG_STORAGE_CLASS, &[m]);
-            MAGAZINES_LIVE.fetch_sub(1, Ordering::Relaxed);
+            drop_storage(m);
         }
     }
 }

@@ -20,9 +20,10 @@
 //! outermost: every lock below (central, page heap) is reachable from here.
 //!
 //! May call: `central`, `os`, `page_heap`, `sync`, and in this folder `drain` (its lock),
-//! `setup` (its lock), `slab`, `state`.
+//! `remote` (the inbox locks), `setup` (its lock), `slab`, `state`.
 
 use super::drain::DRAIN;
+use super::remote;
 use super::setup::INIT;
 use super::slab::{ready_slabs, Slab, SlabSet};
 use super::state::{mode, RseqMode};
@@ -98,6 +99,7 @@ fn lock_percpu() {
             Slab::of(i).lock();
         }
     }
+    remote::lock_all();
 }
 
 /// Releases what [`lock_percpu`] took (in the child the holders are gone, so the words are
@@ -106,6 +108,8 @@ fn lock_percpu() {
 /// # Safety
 /// Only after [`lock_percpu`] in the same fork; `child` says which side we are on.
 unsafe fn unlock_percpu(child: bool) {
+    // SAFETY: taken by `lock_percpu` in this fork (forwarded contract).
+    unsafe { remote::unlock_all(child) };
     if child {
         // Every slab lock, and the capacity locks a grower in another thread may have held:
         // their holders do not exist here.

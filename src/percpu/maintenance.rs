@@ -10,7 +10,7 @@
 //! decides what is idle in what it owns; this file only says when.
 //!
 //! May call: `central`, `config`, `guard`, `os`, `page_heap`, `size_class`, `sync`, and in this
-//! folder `drain`, `slab`.
+//! folder `drain`, `remote`, `slab`.
 
 use super::drain::drain_where;
 use super::slab::Slab;
@@ -54,6 +54,8 @@ pub fn maybe_tick() {
 /// slow paths, or from the background thread when it is enabled.
 pub fn maintenance(now_ms: u64) {
     drain_idle();
+    // Objects sent home that their slab has not taken within a tick go to the central lists.
+    super::remote::flush_all();
     central::flush_idle();
     let decay = config::get().decay_ms;
     HEAP.lock().release_free(now_ms.saturating_sub(decay));

@@ -16,7 +16,9 @@
 //! fallback.rs     fallback mode: locked operations and per-thread magazines
 //! maintenance.rs  the tick, idle drains, the background thread
 //! drain.rs        the drain protocols: locked, stop/fence/empty/fence/restart, pinned
+//! remote.rs       owner return: per-thread outboxes, per-slab inboxes
 //! slab.rs         slab layout, slab locks, capacity policy, refill/overflow sizes, figures
+//! storage.rs      per-thread storage (magazines, outboxes) and its count
 //! state.rs        process-wide state: mode, id kind, slab base and count, thread-exit key
 //! ```
 //!
@@ -26,28 +28,33 @@
 //! `arch::ClassHeader` and `slab`).
 //!
 //! May call: `arch`, `central`, `config`, `free_tag`, `guard`, `os`, `page_heap`, `size_class`,
-//! `sync`.
+//! `span` (its `NO_HOME`), `sync`.
 
 mod drain;
 mod fallback;
 mod fork;
 mod maintenance;
+mod remote;
 mod setup;
 mod slab;
 mod state;
+mod storage;
 
 pub use drain::DRAINS_SKIPPED;
-pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine, magazine_storage};
+pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread};
-pub use slab::{cached_bytes_per_slab, cached_objects, fallback_ops, slabs_in_use};
+pub use remote::figures as owner_return_figures;
+pub use slab::{cached_bytes_per_slab, fallback_ops, slabs_in_use};
 pub use state::{mode, slab_count, uses_mm_cid, RseqMode};
+pub use storage::thread_storage;
 
 #[cfg(feature = "fuzzing")]
 pub use slab::check::check_slabs;
 
 use crate::arch::{self, ThreadState};
 use crate::central;
+use crate::span::NO_HOME;
 use crate::sync::Ordering;
 use core::ptr::null_mut;
 use drain::{drain_current, drain_where, grow_or_relayout};
@@ -107,6 +114,73 @@ fn current_rseq_id() -> usize {
     (id as usize).min(G.nslabs.load(Ordering::Relaxed) - 1)
 }
 
+/// Objects of class `c` held by the per-CPU layer: cached in the slabs, or sent home and not
+/// yet taken (a racy snapshot, for statistics).
+pub fn cached_objects(c: usize) -> usize {
+    slab::cached_objects(c) + remote::queued(c)
+}
+
+/// Whether a small object whose page-map home bits are `home_bits` (not 0: its span has a
+/// home, see `pagemap::home_bits`) belongs to another slab than the one the calling thread
+/// runs on: the low 6 bits of the home and of the thread's slab id differ. A hint (the thread
+/// may move before it pushes; homes 64 apart look alike), read without a check of the
+/// thread's state: before set-up and outside the rseq state the id is the dummy's -1, and
+/// [`free_foreign`] sorts those threads out.
+#[inline(always)]
+pub fn is_foreign(home_bits: usize) -> bool {
+    let b = arch::thread_block();
+    // SAFETY: the thread's own block; `id` always points at a readable u32 (`ThreadBlock`).
+    let id = unsafe { (*b).id.read_volatile() };
+    (home_bits ^ id as usize) & (crate::pagemap::HOMED - 1) != 0
+}
+
+/// Frees `obj` (class `c`, tagged free, in span `span`), which [`is_foreign`] found to be
+/// another slab's: into the thread's outbox, bound for the span's home (`remote`); as any free
+/// when the thread runs without the critical sections, the home is its own slab after all, or
+/// it has no outbox and cannot get one.
+///
+/// # Safety
+/// `obj` is a free object of class `c`, tagged free, that nobody uses any more; `span` is its
+/// live small span.
+#[cold]
+#[inline(never)]
+pub unsafe fn free_foreign(c: usize, obj: *mut u8, span: *const crate::span::Span) {
+    // What no inbox has room for is freed where the thread runs.
+    let here = |k, o| {
+        if !push(k, o) {
+            // SAFETY: a free object of class `k` that nobody uses (forwarded contract).
+            unsafe { free_slow(k, o) };
+        }
+    };
+    // SAFETY: forwarded contract: a live span.
+    let home = unsafe { (*span).home };
+    debug_assert!(home != NO_HOME);
+    if thread_state() == ThreadState::Rseq
+        && home as usize != current_rseq_id()
+        && (remote::send(c, obj, home, here)
+            || (setup::give_outbox() && remote::send(c, obj, home, here)))
+    {
+        return;
+    }
+    here(c, obj);
+}
+
+/// Hands back what the calling thread holds for itself: its magazines (fallback mode) and its
+/// outbox (owner return; what no inbox takes goes to the central lists). For `stats`, which
+/// would otherwise count those objects as in use.
+pub fn flush_own() {
+    flush_own_magazine();
+    flush_own_outbox();
+}
+
+/// Sends the calling thread's outbox home; what no inbox takes goes to the central lists.
+fn flush_own_outbox() {
+    remote::flush_outbox(|c, obj| {
+        // SAFETY: a free object of class `c` (tagged), the outbox's until now.
+        unsafe { central::free_batch(c, &[obj]) }
+    });
+}
+
 /// Slow path of allocation for class `c`: set-up, refill, fallback and bypass.
 #[cold]
 #[inline(never)]
@@ -121,6 +195,22 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
                 return p;
             }
             let slab = Slab::of(id);
+            // Objects other slabs sent home first: they are this slab's own memory. Arriving
+            // objects are like frees that find a stack full: the class may grow, stealing.
+            let put = |k, objs: &[*mut u8]| {
+                let n = push_batch(k, objs);
+                if n < objs.len() && grow_or_relayout(slab, k, true) {
+                    n + push_batch(k, &objs[n..])
+                } else {
+                    n
+                }
+            };
+            if remote::take(id, put) != 0 {
+                let p = pop(c);
+                if !p.is_null() {
+                    return p;
+                }
+            }
             grow_or_relayout(slab, c, false);
             refill(c, slab, push_batch)
         }
@@ -178,6 +268,7 @@ fn may_pin() -> bool {
 /// slab (`drain` for the protocols). Returns the bytes moved.
 pub fn drain_all() -> usize {
     flush_own_magazine();
+    flush_own_outbox();
     drain_where(may_pin, |_, _| true)
 }
 
@@ -185,6 +276,7 @@ pub fn drain_all() -> usize {
 /// CPU or concurrency id it runs on now. Returns the bytes moved to the central lists.
 pub fn flush_mine() -> usize {
     flush_own_magazine();
+    flush_own_outbox();
     match thread_state() {
         ThreadState::Rseq => drain_current(),
         ThreadState::Locked => {

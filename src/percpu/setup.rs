@@ -14,18 +14,24 @@
 //! - **Fallback**: rseq off (forced by `rseq=off`, or unavailable): see `fallback`. A thread
 //!   gets its magazines at set-up and hands them back at exit.
 //!
+//! In both rseq modes a thread that frees another slab's object gets an outbox (owner return,
+//! `remote`) and sends it home at exit; in glibc mode that first free arms the exit key.
+//!
 //! Slabs are indexed by `mm_cid` when the kernel fills it (feature size ≥ 28) and the rseq
 //! membarrier is registered, else by `cpu_id` (see [`init_process`]).
 //!
-//! May call: `arch`, `config`, `guard`, `os`, `sync`, and in this folder `fallback`
-//! (magazines), `slab`, `state`.
+//! May call: `arch`, `central`, `config`, `guard`, `os`, `sync`, and in this folder `fallback`
+//! (magazines), `remote` (its mapping, outboxes), `slab`, `state`, `storage`.
 
 use super::fallback;
+use super::remote;
 use super::slab::{MAX_SLABS, SLAB_BYTES};
 use super::state::{mode, RseqMode, G};
+use super::storage::{drop_storage, new_storage};
 use crate::arch::{
     self, ThreadBlock, ThreadState, CPU_ID_OFFSET, DUMMY_AREA, MM_CID_OFFSET, SLAB_SHIFT,
 };
+use crate::central;
 use crate::config;
 use crate::os;
 use crate::sync::{Mutex, Ordering};
@@ -53,6 +59,7 @@ fn init_process(block: *mut ThreadBlock) {
     };
     G.nslabs.store(n, Ordering::Relaxed);
     G.slabs.store(base as usize, Ordering::Relaxed);
+    super::remote::init(n, opts.owner_return && opts.rseq);
     // The rseq fence, unless told not to (`membarrier=off`).
     let membarrier = opts.rseq && opts.membarrier && os::membarrier_register_rseq();
     // Without the membarrier, other CPUs' caches can only be drained by running on their CPU
@@ -84,8 +91,9 @@ fn init_process(block: *mut ThreadBlock) {
             Err(_) => RseqMode::Fallback,
         }
     };
-    if mode == RseqMode::Own || (mode == RseqMode::Fallback && G.nslabs.load(Ordering::Relaxed) > 0)
-    {
+    // Own mode unregisters at exit, fallback mode hands its magazines back, glibc mode sends
+    // its outbox home (owner return): every mode with slabs needs the key.
+    if mode == RseqMode::Own || G.nslabs.load(Ordering::Relaxed) > 0 {
         if let Some(key) = os::thread_key_create(thread_exit) {
             G.key.store(key + 1, Ordering::Relaxed);
         }
@@ -95,24 +103,60 @@ fn init_process(block: *mut ThreadBlock) {
     G.mode.store(mode as u8, Ordering::Release);
 }
 
-/// Thread-exit destructor (own and fallback modes): in own mode, unregister our area before
-/// the thread's TLS goes away; in fallback mode, hand the magazine back. Either way the
-/// thread's remaining operations (later destructors) go straight to the central lists.
+/// Thread-exit destructor: in fallback mode, hand the magazine back; in the rseq state, send
+/// the outbox home and give its storage back, and in own mode unregister our area before the
+/// thread's TLS goes away. Either way the thread's remaining operations (later destructors)
+/// go straight to the central lists.
 extern "C" fn thread_exit(_: *mut core::ffi::c_void) {
     let b = arch::thread_block();
-    // SAFETY: `b` is this thread's block; the key was set by `init_thread` for a thread that
-    // registered `own` (own mode) or runs locked (fallback mode).
+    // SAFETY: `b` is this thread's block; the key was armed by `init_thread` for a thread that
+    // registered `own` (own mode) or runs locked (fallback mode), or by `give_outbox`.
     unsafe {
         let was = (*b).state;
         (*b).state = ThreadState::Bypass;
         if was == ThreadState::Locked {
             fallback::flush_own_magazine();
             fallback::drop_magazine(b);
-        } else {
+            return;
+        }
+        remote::flush_outbox(|c, obj| central::free_batch(c, &[obj]));
+        let out = core::mem::replace(&mut (*b).outbox, core::ptr::null_mut());
+        if !out.is_null() {
+            drop_storage(out);
+        }
+        if mode() == RseqMode::Own && (*b).area == &raw const (*b).own {
             (*b).area = &DUMMY_AREA;
+            (*b).id = (&raw const DUMMY_AREA.cpu_id).cast();
             arch::unregister(&raw mut (*b).own);
         }
     }
+}
+
+/// Gives the calling thread (in the rseq state, owner return on) an outbox, and in glibc mode
+/// ties `thread_exit` to its exit (own mode did at set-up); false if it has one already, owner
+/// return is off or memory ran out.
+pub(super) fn give_outbox() -> bool {
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block.
+    if !remote::is_on() || unsafe { !(*b).outbox.is_null() } {
+        return false;
+    }
+    // Without the exit key a glibc-mode thread's outbox could not be sent home at its exit.
+    if mode() == RseqMode::Glibc && G.key.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let out = new_storage();
+    if out.is_null() {
+        return false;
+    }
+    // SAFETY: as above; the storage is ours, all-zero is an empty outbox.
+    unsafe { (*b).outbox = out };
+    if mode() == RseqMode::Glibc {
+        // SAFETY: once per thread (the outbox is given once), no allocator lock held: called
+        // from `free_foreign` outside any lock.
+        unsafe { arm_thread_exit() };
+    }
+    true
 }
 
 /// Ties `thread_exit` to the calling thread's exit.

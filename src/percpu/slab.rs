@@ -563,7 +563,12 @@ pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> us
     let mut buf = [null_mut(); 32];
     let room = slab.cap(c).saturating_sub(slab.count(c));
     let want = (CLASS_BATCH[c] as usize).min(room + 1);
-    let n = central::alloc_batch(c, &mut buf[..want]);
+    // Spans a refill of an rseq-mode slab carves are that slab's (owner return, `remote`).
+    let home = match slab.index() {
+        Some(i) if mode() != RseqMode::Fallback && super::remote::homes(c) => i as u32,
+        _ => crate::span::NO_HOME,
+    };
+    let n = central::alloc_batch_home(c, &mut buf[..want], home);
     if n == 0 {
         return null_mut();
     }

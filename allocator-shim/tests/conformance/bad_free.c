@@ -21,6 +21,12 @@
  *   double_after_overflow p freed, then 4,000 objects of its class allocated before p was
  *                         freed are freed (the caches overflow and push p towards its span),
  *                         then p freed again.
+ *   double_sent_home      p allocated on CPU 0, freed by a thread on CPU 1 while the first
+ *                         runs (owner return: into that thread's outbox, bound for p's home),
+ *                         then freed again by that thread.
+ *   double_in_home_inbox  the same, with the outbox sent home in between
+ *                         (rseqmalloc_ctl("flush")): the second free finds p in its home's
+ *                         inbox.
  *   realloc_unborn        realloc(p + 2 stride, size): realloc takes the object back too.
  *   realloc_freed         p freed, then realloc(p, size) (same class: realloc could keep it
  *                         in place).
@@ -33,6 +39,9 @@
 #include "conf.h"
 
 #include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 
 #pragma GCC diagnostic ignored "-Wuse-after-free"
 
@@ -51,6 +60,28 @@ static void after_accepted_free(const char *who, void *bad) {
     }
     conf_say("%s accepted %p; then 64 x malloc(%zu) returned it %d times\n", who, bad, size, seen);
     exit(3);
+}
+
+/* double_sent_home / double_in_home_inbox: the second thread's side. */
+static char *sent_p;
+static int sent_flush;
+static atomic_int main_spins;
+
+
+static void *free_twice_elsewhere(void *arg) {
+    (void)arg;
+    (void)conf_pin(1); /* best effort: one CPU is still a test */
+    while (!atomic_load(&main_spins)) {
+    }
+    free(sent_p);
+    if (sent_flush) {
+        char out[32];
+        CHECK(conf_ctl("flush", out, sizeof out) == 0 || conf_glibc());
+    }
+    say_pointer(sent_p);
+    free(launder(sent_p));
+    after_accepted_free("free", sent_p);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -124,6 +155,19 @@ int main(int argc, char **argv) {
         say_pointer(p);
         free(launder(p));
         after_accepted_free("free", p);
+    } else if (strcmp(c, "double_sent_home") == 0 || strcmp(c, "double_in_home_inbox") == 0) {
+        (void)conf_pin(0);
+        sent_p = malloc(size);
+        CHECK(sent_p);
+        memset(sent_p, 1, size);
+        sent_flush = strcmp(c, "double_in_home_inbox") == 0;
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, free_twice_elsewhere, NULL) == 0);
+        /* Keep running on CPU 0 while the other thread frees, so that it runs on another slab
+         * (with mm_cid, a thread that sleeps may hand its id over). */
+        atomic_store(&main_spins, 1);
+        for (;;) {
+        }
     } else if (strcmp(c, "realloc_unborn") == 0) {
         char *p = malloc(size);
         CHECK(p);

@@ -11,6 +11,7 @@
 
 #include "common.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 
@@ -51,6 +52,22 @@ static inline void conf_init(const char *name, unsigned watchdog_secs) {
         return;
     }
     check_malloc_is_librseqmalloc();
+}
+
+/* Pins the calling thread to CPU `cpu`; 1 on success (a machine with fewer CPUs refuses). */
+static inline int conf_pin(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+/* rseqmalloc_ctl(command, out, size) when librseqmalloc is loaded (found at run time: the
+ * programs also run without it); -1 without it. */
+static inline int conf_ctl(const char *command, char *out, size_t size) {
+    int (*f)(const char *, char *, size_t) =
+        (int (*)(const char *, char *, size_t))dlsym(RTLD_DEFAULT, "rseqmalloc_ctl");
+    return f ? f(command, out, size) : -1;
 }
 
 /* The rseq mode, or "glibc-malloc" in a baseline run. Call after the first allocation. */

@@ -1,0 +1,351 @@
+//! Owner return: a C `free`, on one slab, of an object whose span another slab's refill carved
+//! (the span's *home*, `Span::home`) sends the object back to that slab instead of caching it
+//! where it was freed.
+//!
+//! Why: a per-CPU cache adopts whatever is freed on its CPU, so once objects cross CPUs (a
+//! thread hands its objects to another, or threads outnumber CPUs and move between them), the
+//! live objects of two CPUs end up interleaved in the same cache lines, and every write by one
+//! CPU evicts the other's neighbours. Sending objects home keeps each span's objects with one
+//! CPU. docs/design.md ("Owner return") has the figures.
+//!
+//! Owns two kinds of buffer:
+//!
+//! - **The outbox**, per thread (its per-thread storage, see `storage`): a foreign free appends
+//!   (object and class packed as `object | class << 56` — user addresses have 48 bits — and the
+//!   home) with plain stores. A full outbox is flushed: for each home among its entries, one
+//!   hold of that home's inbox lock appends all of them. What an inbox has no room for goes to
+//!   the caller's `rest` (a free where the thread runs, as before owner return). An outbox is
+//!   also flushed by `trim`, `stats` and `ctl("flush")` on its own thread and at the thread's
+//!   exit.
+//! - **The inbox**, per slab (per class of [`HOMED_CLASSES`] a stack of [`INBOX`] objects, all
+//!   under one spin lock, mapped at start-up for every slab; the kernel backs only the pages
+//!   touched): the slab's allocation slow path moves every class's waiting objects into the
+//!   slab's stacks with batch pushes; what does not fit stays for a later slow path (not the
+//!   central lists: in bursts of foreign frees that round trip cost `rounds` 28 % of the
+//!   objects taken). Maintenance flushes every inbox to the central lists each tick, and a
+//!   drain flushes the inboxes of the slabs it drains.
+//!
+//! Pointers move, objects are not read: a linked list of objects sent home would cost one
+//! cache miss per object in a row when the home walks it.
+//!
+//! Objects in outboxes and inboxes keep their free tag, so a second free of one still aborts.
+//! The inbox lock is a leaf: nothing else is locked while it is held.
+//!
+//! May call: `arch` (the thread block), `central`, `os`, `size_class`, `sync`.
+
+use crate::arch;
+use crate::central;
+use crate::os;
+use crate::size_class::{size_of, NUM_CLASSES, PAGE};
+use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Ordering, SpinLock};
+use core::ptr::null_mut;
+
+/// Classes owner return covers: 1 up to this, exclusive (objects up to 1 KiB). Larger objects
+/// span whole cache lines, so their neighbours share little; refills leave their spans
+/// without a home.
+pub(super) const HOMED_CLASSES: usize = 37;
+
+/// Objects an inbox holds per class.
+pub(super) const INBOX: usize = 128;
+
+/// Entries an outbox holds.
+pub(super) const OUTBOX: usize = 64;
+
+/// Where a packed word keeps the class.
+const CLASS_SHIFT: u32 = 56;
+
+/// Packs `obj` and its class `c`.
+fn pack(obj: *mut u8, c: usize) -> usize {
+    debug_assert!((obj as usize) >> CLASS_SHIFT == 0 && c < NUM_CLASSES);
+    obj as usize | c << CLASS_SHIFT
+}
+
+/// The object and class of a packed word.
+fn unpack(w: usize) -> (*mut u8, usize) {
+    ((w & ((1 << CLASS_SHIFT) - 1)) as *mut u8, w >> CLASS_SHIFT)
+}
+
+/// One slab's inbox: per class a stack of objects sent home.
+#[repr(C)]
+struct Inbox {
+    lock: SpinLock,
+    /// Objects per class: `objs[c][..count[c]]` (under the lock; read without it only as a
+    /// hint).
+    count: [AtomicU8; HOMED_CLASSES],
+    objs: [[AtomicUsize; INBOX]; HOMED_CLASSES],
+}
+
+/// A thread's outbox (in its per-thread storage; all-zero is empty).
+#[repr(C)]
+pub(super) struct Outbox {
+    /// Entries in use: `words[..len]`, `homes[..len]`.
+    len: usize,
+    /// Packed (object, class) words.
+    words: [usize; OUTBOX],
+    /// The home slab of each entry.
+    homes: [u16; OUTBOX],
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Outbox>() <= super::storage::STORAGE_BYTES);
+    assert!(super::slab::MAX_SLABS <= u16::MAX as usize);
+    assert!(NUM_CLASSES <= 128 && HOMED_CLASSES <= NUM_CLASSES && INBOX <= u8::MAX as usize);
+    assert!(crate::size_class::CLASS_SIZE[HOMED_CLASSES - 1] == 1024);
+};
+
+/// Base of the inboxes, slab after slab (0: not mapped, nothing is sent).
+static BASE: AtomicUsize = AtomicUsize::new(0);
+/// Slabs the inboxes cover.
+static SLABS: AtomicUsize = AtomicUsize::new(0);
+/// Owner return is on (`owner_return=on` and the inboxes are mapped).
+static ON: AtomicBool = AtomicBool::new(false);
+/// Objects delivered to inboxes, and objects an inbox had no room for (statistics).
+static SENT: AtomicUsize = AtomicUsize::new(0);
+static DECLINED: AtomicUsize = AtomicUsize::new(0);
+
+/// Owner return's figures: objects sent home (delivered to an inbox), and objects declined
+/// (their home's inbox was full; freed where they were).
+pub fn figures() -> (usize, usize) {
+    (
+        SENT.load(Ordering::Relaxed),
+        DECLINED.load(Ordering::Relaxed),
+    )
+}
+
+/// Maps the inboxes of `n` slabs when `on` (all-zero: unlocked and empty). Without them
+/// owner return is off: refills give spans no home and nothing is sent.
+pub(super) fn init(n: usize, on: bool) {
+    if !on || n == 0 {
+        return;
+    }
+    let bytes = (n * core::mem::size_of::<Inbox>()).next_multiple_of(PAGE);
+    if let Ok(p) = os::map(bytes, PAGE) {
+        SLABS.store(n, Ordering::Relaxed);
+        BASE.store(p as usize, Ordering::Release);
+        ON.store(true, Ordering::Release);
+    }
+}
+
+/// Whether owner return is on.
+pub(super) fn is_on() -> bool {
+    ON.load(Ordering::Acquire)
+}
+
+/// Whether refills of rseq-mode slabs give the spans of class `c` they carve a home.
+pub(super) fn homes(c: usize) -> bool {
+    c < HOMED_CLASSES && is_on()
+}
+
+/// Slab `slab`'s inbox, if mapped and `slab` is covered.
+fn inbox(slab: usize) -> Option<&'static Inbox> {
+    let base = BASE.load(Ordering::Acquire);
+    if base == 0 || slab >= SLABS.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: inside the mapping made by `init`, never unmapped; all-zero is a valid inbox.
+    Some(unsafe { &*((base + slab * core::mem::size_of::<Inbox>()) as *const Inbox) })
+}
+
+/// The calling thread's outbox, if it has one.
+fn outbox() -> Option<&'static mut Outbox> {
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block; `outbox` is null or its storage (see `storage`),
+    // large and aligned enough (checked above), touched only by this thread.
+    unsafe { (*b).outbox.cast::<Outbox>().as_mut() }
+}
+
+/// Appends `obj` (class `c`, tagged free, nobody's) to the calling thread's outbox for slab
+/// `home`; a full outbox is flushed first ([`flush_outbox`], `rest` taking what no inbox has
+/// room for). False (nothing done) when the thread has no outbox.
+pub(super) fn send(c: usize, obj: *mut u8, home: u32, rest: impl FnMut(usize, *mut u8)) -> bool {
+    let Some(out) = outbox() else {
+        return false;
+    };
+    if out.len == OUTBOX {
+        flush(out, rest);
+    }
+    out.words[out.len] = pack(obj, c);
+    out.homes[out.len] = home as u16;
+    out.len += 1;
+    true
+}
+
+/// Sends everything in the calling thread's outbox home; `rest` takes each (class, object)
+/// no inbox has room for.
+pub(super) fn flush_outbox(rest: impl FnMut(usize, *mut u8)) {
+    if let Some(out) = outbox() {
+        flush(out, rest);
+    }
+}
+
+/// [`flush_outbox`] of `out`: one inbox lock hold per home among the entries. `rest` runs last,
+/// with the outbox already empty, so it may free (even send) again.
+fn flush(out: &mut Outbox, mut rest: impl FnMut(usize, *mut u8)) {
+    let mut n = out.len;
+    let sent = n;
+    let mut declined = [0usize; OUTBOX];
+    let mut left = 0;
+    while n > 0 {
+        // Entries for `home` go to its inbox; the others move to the front for the next round.
+        let home = out.homes[0];
+        let b = inbox(home as usize);
+        if let Some(b) = b {
+            b.lock.lock();
+        }
+        let mut kept = 0;
+        for i in 0..n {
+            let (w, h) = (out.words[i], out.homes[i]);
+            if h != home {
+                (out.words[kept], out.homes[kept]) = (w, h);
+                kept += 1;
+                continue;
+            }
+            let (obj, c) = unpack(w);
+            let count = match b {
+                Some(b) if c < HOMED_CLASSES => b.count[c].load(Ordering::Relaxed) as usize,
+                _ => INBOX,
+            };
+            match b {
+                Some(b) if count < INBOX => {
+                    b.objs[c][count].store(obj as usize, Ordering::Relaxed);
+                    b.count[c].store(count as u8 + 1, Ordering::Relaxed);
+                }
+                _ => {
+                    declined[left] = w;
+                    left += 1;
+                }
+            }
+        }
+        if let Some(b) = b {
+            b.lock.unlock();
+        }
+        n = kept;
+    }
+    out.len = 0;
+    if sent != 0 {
+        SENT.fetch_add(sent - left, Ordering::Relaxed);
+        DECLINED.fetch_add(left, Ordering::Relaxed);
+    }
+    for &w in &declined[..left] {
+        let (obj, c) = unpack(w);
+        rest(c, obj);
+    }
+}
+
+/// Moves what other slabs sent home to slab `id` into its stacks: for each class with objects
+/// waiting, `put` caches a prefix of them and says how many; the others go back to the inbox
+/// (to the central lists if it filled up meanwhile). Returns how many were cached.
+pub(super) fn take(id: usize, mut put: impl FnMut(usize, &[*mut u8]) -> usize) -> usize {
+    let Some(b) = inbox(id) else {
+        return 0;
+    };
+    let mut total = 0;
+    let mut objs = [null_mut(); INBOX];
+    for c in 1..HOMED_CLASSES {
+        if b.count[c].load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let n = take_class(b, c, &mut objs);
+        let k = put(c, &objs[..n]);
+        total += k;
+        if k < n {
+            give_back(b, c, &objs[k..n]);
+        }
+    }
+    total
+}
+
+/// Empties `b`'s stack of class `c` into `out`; returns how many.
+fn take_class(b: &Inbox, c: usize, out: &mut [*mut u8; INBOX]) -> usize {
+    b.lock.lock();
+    let n = b.count[c].load(Ordering::Relaxed) as usize;
+    for (o, w) in out[..n].iter_mut().zip(&b.objs[c]) {
+        *o = w.load(Ordering::Relaxed) as *mut u8;
+    }
+    b.count[c].store(0, Ordering::Relaxed);
+    b.lock.unlock();
+    n
+}
+
+/// Puts `objs` (class `c`, taken from `b`) back into `b`; what no longer fits goes to the
+/// central list.
+fn give_back(b: &Inbox, c: usize, objs: &[*mut u8]) {
+    b.lock.lock();
+    let n = b.count[c].load(Ordering::Relaxed) as usize;
+    let k = objs.len().min(INBOX - n);
+    for (i, &o) in objs[..k].iter().enumerate() {
+        b.objs[c][n + i].store(o as usize, Ordering::Relaxed);
+    }
+    b.count[c].store((n + k) as u8, Ordering::Relaxed);
+    b.lock.unlock();
+    if k < objs.len() {
+        // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
+        unsafe { central::free_batch(c, &objs[k..]) };
+    }
+}
+
+/// Gives slab `id`'s inbox to the central lists; returns the bytes moved.
+pub(super) fn flush_slab(id: usize) -> usize {
+    let Some(b) = inbox(id) else {
+        return 0;
+    };
+    let mut bytes = 0;
+    let mut objs = [null_mut(); INBOX];
+    for c in 1..HOMED_CLASSES {
+        if b.count[c].load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let n = take_class(b, c, &mut objs);
+        if n != 0 {
+            // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
+            unsafe { central::free_batch(c, &objs[..n]) };
+            bytes += n * size_of(c);
+        }
+    }
+    bytes
+}
+
+/// [`flush_slab`] for every slab; returns the bytes moved.
+pub(super) fn flush_all() -> usize {
+    (0..SLABS.load(Ordering::Relaxed)).map(flush_slab).sum()
+}
+
+/// Objects of class `c` in the inboxes (a racy snapshot, for statistics).
+pub(super) fn queued(c: usize) -> usize {
+    if c >= HOMED_CLASSES {
+        return 0;
+    }
+    (0..SLABS.load(Ordering::Relaxed))
+        .filter_map(inbox)
+        .map(|b| b.count[c].load(Ordering::Relaxed) as usize)
+        .sum()
+}
+
+/// Fork's prepare: takes every inbox lock (leaves, so any point of prepare's order will do).
+pub(super) fn lock_all() {
+    for i in 0..SLABS.load(Ordering::Relaxed) {
+        if let Some(b) = inbox(i) {
+            b.lock.lock();
+        }
+    }
+}
+
+/// Fork's parent and child: releases what [`lock_all`] took (in the child, resets the words).
+///
+/// # Safety
+/// Only after [`lock_all`] in the same fork; `child` says which side we are on.
+pub(super) unsafe fn unlock_all(child: bool) {
+    for i in 0..SLABS.load(Ordering::Relaxed) {
+        if let Some(b) = inbox(i) {
+            // SAFETY: taken by `lock_all` in this fork (forwarded contract); the child is
+            // single-threaded.
+            unsafe {
+                if child {
+                    b.lock.reset_in_child();
+                } else {
+                    b.lock.unlock();
+                }
+            }
+        }
+    }
+}
