@@ -17,9 +17,9 @@
 //!   the caller's `rest` (a free where the thread runs, as before owner return). An outbox is
 //!   also flushed by `trim`, `stats` and `ctl("flush")` on its own thread and at the thread's
 //!   exit.
-//! - **The inbox**, per slab (per class of [`HOMED_CLASSES`] a stack of [`INBOX`] objects, all
-//!   under one spin lock, mapped at start-up for every slab; the kernel backs only the pages
-//!   touched): the slab's allocation slow path moves every class's waiting objects into the
+//! - **The inbox**, per slab (per class of [`HOMED_CLASSES`] a stack of up to [`INBOX`] objects
+//!   or [`INBOX_BYTES`] of them, all under one spin lock, mapped at start-up for every slab;
+//!   the kernel backs only the pages touched): the slab's allocation slow path moves every class's waiting objects into the
 //!   slab's stacks with batch pushes; what does not fit stays for a later slow path (not the
 //!   central lists: in bursts of foreign frees that round trip cost `rounds` 28 % of the
 //!   objects taken). Maintenance flushes every inbox to the central lists each tick, and a
@@ -47,6 +47,16 @@ pub(super) const HOMED_CLASSES: usize = 37;
 
 /// Objects an inbox holds per class.
 pub(super) const INBOX: usize = 128;
+
+/// Bytes of objects an inbox holds per class at most (its count limit is this over the class
+/// size, between 16 and [`INBOX`]): the small classes, where false sharing is, keep deep
+/// stacks; the larger ones hold less memory.
+const INBOX_BYTES: usize = 8 << 10;
+
+/// Objects an inbox holds of class `c` (`c < HOMED_CLASSES`).
+fn inbox_limit(c: usize) -> usize {
+    (INBOX_BYTES / size_of(c)).clamp(16, INBOX)
+}
 
 /// Entries an outbox holds.
 pub(super) const OUTBOX: usize = 64;
@@ -201,14 +211,14 @@ fn flush(out: &mut Outbox, mut rest: impl FnMut(usize, *mut u8)) {
                 continue;
             }
             let (obj, c) = unpack(w);
-            let count = match b {
-                Some(b) if c < HOMED_CLASSES => b.count[c].load(Ordering::Relaxed) as usize,
-                _ => INBOX,
-            };
             match b {
-                Some(b) if count < INBOX => {
-                    b.objs[c][count].store(obj as usize, Ordering::Relaxed);
-                    b.count[c].store(count as u8 + 1, Ordering::Relaxed);
+                Some(b)
+                    if c < HOMED_CLASSES
+                        && usize::from(b.count[c].load(Ordering::Relaxed)) < inbox_limit(c) =>
+                {
+                    let k = b.count[c].load(Ordering::Relaxed);
+                    b.objs[c][usize::from(k)].store(obj as usize, Ordering::Relaxed);
+                    b.count[c].store(k + 1, Ordering::Relaxed);
                 }
                 _ => {
                     declined[left] = w;
@@ -272,7 +282,7 @@ fn take_class(b: &Inbox, c: usize, out: &mut [*mut u8; INBOX]) -> usize {
 fn give_back(b: &Inbox, c: usize, objs: &[*mut u8]) {
     b.lock.lock();
     let n = b.count[c].load(Ordering::Relaxed) as usize;
-    let k = objs.len().min(INBOX - n);
+    let k = objs.len().min(inbox_limit(c).saturating_sub(n));
     for (i, &o) in objs[..k].iter().enumerate() {
         b.objs[c][n + i].store(o as usize, Ordering::Relaxed);
     }
