@@ -5,8 +5,8 @@
 //! small-object page) and, for small-object pages, the page's index inside its span in bits
 //! 48–54, its span's home slab ([`home_bits`]) in bits 55–61 and two carving flags in bits 62
 //! and 63 — so `free` can check that a pointer starts an object, and see whether it goes
-//! home, without touching the span. Leaves are mapped on first use; the root lives in `.bss`, so untouched parts cost no
-//! memory. Looking up any address — ours, interior, foreign or garbage — reads only the root and
+//! home, without touching the span. Leaves are mapped on first use; the root lives in `.bss`,
+//! so untouched parts cost no memory. Looking up any address — ours, interior, foreign or garbage — reads only the root and
 //! (if present) a leaf, never the address itself, so it cannot fault.
 //!
 //! Invariants: an entry is written only by the thread that owns the span's pages at that

@@ -34,9 +34,10 @@ pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
 /// (aligned to 8 up to 8 bytes, to 16 above, as glibc aligns; size 0 is the shim's, which
 /// frees) that map to class `c` are the sizes `floor + 1 ..= CLASS_SIZE[c]`, where `floor` is
 /// the size of the class before it that a C request can map to; entry `c` holds `floor + 1`
-/// in its low 32 bits and the count `CLASS_SIZE[c] - floor` in its high 32 bits. The count is 0 for the classes whose size is not a multiple of 16 (72,
-/// 88, 104, 120 B), which no C request maps to, and for every value of a page-map entry's class
-/// field that is no class (so the lookup needs no bounds check).
+/// in its low 32 bits and the count `CLASS_SIZE[c] - floor` in its high 32 bits. The count is
+/// 0 for the classes whose size is not a multiple of 16 (72, 88, 104, 120 B), which no C
+/// request maps to, and for every value of a page-map entry's class field that is no class
+/// (so the lookup needs no bounds check).
 const C_RANGE: [u64; CLASS_FIELD_VALUES] = build_c_range();
 /// `ceil(2^64 / size)`, for [`starts_object`]'s divisibility test.
 ///

@@ -92,6 +92,7 @@ pub fn stats() -> Stats {
     // what they hold does not count as allocated (other threads' magazines and outboxes, a few
     // KiB each at most, still do).
     crate::percpu::flush_own();
+    let (sent_home, sent_home_declined) = percpu::owner_return_figures();
     let heap = HEAP.lock().stats();
     let mut s = Stats {
         allocated: 0,
@@ -115,8 +116,8 @@ pub fn stats() -> Stats {
         batch_restarts: crate::arch::batch_restarts(),
         fallback_ops: percpu::fallback_ops(),
         drains_skipped: percpu::DRAINS_SKIPPED.load(Ordering::Relaxed),
-        sent_home: percpu::owner_return_figures().0,
-        sent_home_declined: percpu::owner_return_figures().1,
+        sent_home,
+        sent_home_declined,
     };
     let mut small = 0;
     // The per-CPU layer's per-thread storage (magazines, outboxes) is the allocator's own

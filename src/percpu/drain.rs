@@ -108,7 +108,8 @@ pub(super) fn drain_where(
         }
         RseqMode::Uninitialized => 0,
     };
-    // What other slabs sent home to the drained ones: lock-free, so in every protocol.
+    // What other slabs sent home to the drained ones: under the inboxes' own leaf locks, so
+    // the same in every protocol.
     bytes + picked.iter().map(remote::flush_slab).sum::<usize>()
 }
 

@@ -170,15 +170,7 @@ pub unsafe fn free_foreign(c: usize, obj: *mut u8, span: *const crate::span::Spa
 /// would otherwise count those objects as in use.
 pub fn flush_own() {
     flush_own_magazine();
-    flush_own_outbox();
-}
-
-/// Sends the calling thread's outbox home; what no inbox takes goes to the central lists.
-fn flush_own_outbox() {
-    remote::flush_outbox(|c, obj| {
-        // SAFETY: a free object of class `c` (tagged), the outbox's until now.
-        unsafe { central::free_batch(c, &[obj]) }
-    });
+    remote::flush_outbox();
 }
 
 /// Slow path of allocation for class `c`: set-up, refill, fallback and bypass.
@@ -268,7 +260,7 @@ fn may_pin() -> bool {
 /// slab (`drain` for the protocols). Returns the bytes moved.
 pub fn drain_all() -> usize {
     flush_own_magazine();
-    flush_own_outbox();
+    remote::flush_outbox();
     drain_where(may_pin, |_, _| true)
 }
 
@@ -276,7 +268,7 @@ pub fn drain_all() -> usize {
 /// CPU or concurrency id it runs on now. Returns the bytes moved to the central lists.
 pub fn flush_mine() -> usize {
     flush_own_magazine();
-    flush_own_outbox();
+    remote::flush_outbox();
     match thread_state() {
         ThreadState::Rseq => drain_current(),
         ThreadState::Locked => {

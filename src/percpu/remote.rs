@@ -180,11 +180,14 @@ pub(super) fn send(c: usize, obj: *mut u8, home: u32, rest: impl FnMut(usize, *m
     true
 }
 
-/// Sends everything in the calling thread's outbox home; `rest` takes each (class, object)
-/// no inbox has room for.
-pub(super) fn flush_outbox(rest: impl FnMut(usize, *mut u8)) {
+/// Sends everything in the calling thread's outbox home; what no inbox has room for goes to
+/// the central lists (`trim`, `stats`, `ctl("flush")`, the thread's exit).
+pub(super) fn flush_outbox() {
     if let Some(out) = outbox() {
-        flush(out, rest);
+        flush(out, |c, obj| {
+            // SAFETY: a free object of class `c` (tagged), the outbox's until now.
+            unsafe { central::free_batch(c, &[obj]) }
+        });
     }
 }
 
@@ -320,23 +323,25 @@ pub(super) fn flush_all() -> usize {
     (0..SLABS.load(Ordering::Relaxed)).map(flush_slab).sum()
 }
 
+/// Every mapped inbox, in slab order.
+fn inboxes() -> impl Iterator<Item = &'static Inbox> {
+    (0..SLABS.load(Ordering::Relaxed)).filter_map(inbox)
+}
+
 /// Objects of class `c` in the inboxes (a racy snapshot, for statistics).
 pub(super) fn queued(c: usize) -> usize {
     if c >= HOMED_CLASSES {
         return 0;
     }
-    (0..SLABS.load(Ordering::Relaxed))
-        .filter_map(inbox)
+    inboxes()
         .map(|b| b.count[c].load(Ordering::Relaxed) as usize)
         .sum()
 }
 
 /// Fork's prepare: takes every inbox lock (leaves, so any point of prepare's order will do).
 pub(super) fn lock_all() {
-    for i in 0..SLABS.load(Ordering::Relaxed) {
-        if let Some(b) = inbox(i) {
-            b.lock.lock();
-        }
+    for b in inboxes() {
+        b.lock.lock();
     }
 }
 
@@ -345,17 +350,13 @@ pub(super) fn lock_all() {
 /// # Safety
 /// Only after [`lock_all`] in the same fork; `child` says which side we are on.
 pub(super) unsafe fn unlock_all(child: bool) {
-    for i in 0..SLABS.load(Ordering::Relaxed) {
-        if let Some(b) = inbox(i) {
+    for b in inboxes() {
+        if child {
             // SAFETY: taken by `lock_all` in this fork (forwarded contract); the child is
             // single-threaded.
-            unsafe {
-                if child {
-                    b.lock.reset_in_child();
-                } else {
-                    b.lock.unlock();
-                }
-            }
+            unsafe { b.lock.reset_in_child() };
+        } else {
+            b.lock.unlock();
         }
     }
 }

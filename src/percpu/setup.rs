@@ -20,7 +20,7 @@
 //! Slabs are indexed by `mm_cid` when the kernel fills it (feature size ≥ 28) and the rseq
 //! membarrier is registered, else by `cpu_id` (see [`init_process`]).
 //!
-//! May call: `arch`, `central`, `config`, `guard`, `os`, `sync`, and in this folder `fallback`
+//! May call: `arch`, `config`, `guard`, `os`, `sync`, and in this folder `fallback`
 //! (magazines), `remote` (its mapping, outboxes), `slab`, `state`, `storage`.
 
 use super::fallback;
@@ -31,7 +31,6 @@ use super::storage::{drop_storage, new_storage};
 use crate::arch::{
     self, ThreadBlock, ThreadState, CPU_ID_OFFSET, DUMMY_AREA, MM_CID_OFFSET, SLAB_SHIFT,
 };
-use crate::central;
 use crate::config;
 use crate::os;
 use crate::sync::{Mutex, Ordering};
@@ -119,7 +118,7 @@ extern "C" fn thread_exit(_: *mut core::ffi::c_void) {
             fallback::drop_magazine(b);
             return;
         }
-        remote::flush_outbox(|c, obj| central::free_batch(c, &[obj]));
+        remote::flush_outbox();
         let out = core::mem::replace(&mut (*b).outbox, core::ptr::null_mut());
         if !out.is_null() {
             drop_storage(out);
