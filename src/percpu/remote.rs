@@ -53,9 +53,29 @@ pub(super) const INBOX: usize = 128;
 /// stacks; the larger ones hold less memory.
 const INBOX_BYTES: usize = 8 << 10;
 
+/// Objects an inbox holds of each class (`INBOX_BYTES` over the class size, between 16 and
+/// [`INBOX`]; class 0 holds none): a table, as a flush asks once per entry and a division
+/// there cost a fifth of `rounds`' flushes.
+const INBOX_LIMIT: [u8; HOMED_CLASSES] = {
+    let mut t = [0u8; HOMED_CLASSES];
+    let mut c = 1;
+    while c < HOMED_CLASSES {
+        let n = INBOX_BYTES / crate::size_class::CLASS_SIZE[c] as usize;
+        t[c] = if n < 16 {
+            16
+        } else if n > INBOX {
+            INBOX as u8
+        } else {
+            n as u8
+        };
+        c += 1;
+    }
+    t
+};
+
 /// Objects an inbox holds of class `c` (`c < HOMED_CLASSES`).
 fn inbox_limit(c: usize) -> usize {
-    (INBOX_BYTES / size_of(c)).clamp(16, INBOX)
+    usize::from(INBOX_LIMIT[c])
 }
 
 /// Entries an outbox holds.
@@ -82,6 +102,10 @@ struct Inbox {
     /// Objects per class: `objs[c][..count[c]]` (under the lock; read without it only as a
     /// hint).
     count: [AtomicU8; HOMED_CLASSES],
+    /// Objects delivered here, and objects this inbox had no room for (statistics; written
+    /// under the lock, so a flush pays no atomic read-modify-write for them).
+    sent: AtomicUsize,
+    declined: AtomicUsize,
     objs: [[AtomicUsize; INBOX]; HOMED_CLASSES],
 }
 
@@ -109,17 +133,20 @@ static BASE: AtomicUsize = AtomicUsize::new(0);
 static SLABS: AtomicUsize = AtomicUsize::new(0);
 /// Owner return is on (`owner_return=on` and the inboxes are mapped).
 static ON: AtomicBool = AtomicBool::new(false);
-/// Objects delivered to inboxes, and objects an inbox had no room for (statistics).
-static SENT: AtomicUsize = AtomicUsize::new(0);
-static DECLINED: AtomicUsize = AtomicUsize::new(0);
-
 /// Owner return's figures: objects sent home (delivered to an inbox), and objects declined
-/// (their home's inbox was full; freed where they were).
+/// (their home's inbox was full; freed where they were), summed over the inboxes.
 pub fn figures() -> (usize, usize) {
-    (
-        SENT.load(Ordering::Relaxed),
-        DECLINED.load(Ordering::Relaxed),
-    )
+    inboxes().fold((0, 0), |(s, d), b| {
+        (
+            s + b.sent.load(Ordering::Relaxed),
+            d + b.declined.load(Ordering::Relaxed),
+        )
+    })
+}
+
+/// Adds `n` to a statistics counter written only under its inbox's lock.
+fn bump(counter: &AtomicUsize, n: usize) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 /// Maps the inboxes of `n` slabs when `on` (all-zero: unlocked and empty). Without them
@@ -195,17 +222,21 @@ pub(super) fn flush_outbox() {
 /// with the outbox already empty, so it may free (even send) again.
 fn flush(out: &mut Outbox, mut rest: impl FnMut(usize, *mut u8)) {
     let mut n = out.len;
-    let sent = n;
     let mut declined = [0usize; OUTBOX];
     let mut left = 0;
     while n > 0 {
         // Entries for `home` go to its inbox; the others move to the front for the next round.
         let home = out.homes[0];
         let b = inbox(home as usize);
+        // Homes are slabs, and every slab has an inbox while owner return is on.
+        debug_assert!(
+            b.is_some(),
+            "an outbox entry for slab {home}, which has no inbox"
+        );
         if let Some(b) = b {
             b.lock.lock();
         }
-        let mut kept = 0;
+        let (mut kept, before) = (0, left);
         for i in 0..n {
             let (w, h) = (out.words[i], out.homes[i]);
             if h != home {
@@ -230,15 +261,13 @@ fn flush(out: &mut Outbox, mut rest: impl FnMut(usize, *mut u8)) {
             }
         }
         if let Some(b) = b {
+            bump(&b.sent, n - kept - (left - before));
+            bump(&b.declined, left - before);
             b.lock.unlock();
         }
         n = kept;
     }
     out.len = 0;
-    if sent != 0 {
-        SENT.fetch_add(sent - left, Ordering::Relaxed);
-        DECLINED.fetch_add(left, Ordering::Relaxed);
-    }
     for &w in &declined[..left] {
         let (obj, c) = unpack(w);
         rest(c, obj);
