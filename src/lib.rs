@@ -376,17 +376,46 @@ fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
 }
 
 /// Frees a small object of class `c` (checking and setting the double-free tag if `TAG`).
+/// `e` is its page-map entry, or 0 where the caller read none: for a C free (`TAG`) its home
+/// bits send an object of another slab's span home (owner return, [`free_foreign`]), tested
+/// inside the push (`percpu::push_homed`).
 ///
 /// # Safety
-/// `ptr` is a live object of class `c`.
+/// `ptr` is a live object of class `c`; a non-zero `e` is the entry `checked_class` read for
+/// it.
 #[inline(always)]
-unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
+unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &str) {
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
-    if !percpu::push(c, ptr) {
-        // SAFETY: forwarded contract.
-        unsafe { free_small_cold(c, ptr) }
+    if !TAG {
+        if !percpu::push(c, ptr) {
+            // SAFETY: forwarded contract.
+            unsafe { free_small_cold(c, ptr) }
+        }
+        return;
     }
+    match percpu::push_homed(c, ptr, pagemap::home_bits(e)) {
+        arch::Push::Done => {}
+        // SAFETY: forwarded contract.
+        arch::Push::Full => unsafe { free_small_cold(c, ptr) },
+        // SAFETY: forwarded contract; the object is tagged free now.
+        arch::Push::Foreign => unsafe { free_foreign(c, ptr) },
+    }
+}
+
+/// [`free_small`] of an object whose span's home is another slab: reads the page map again
+/// (the entry is not kept live across the push, which would cost `free` a saved register) and
+/// hands the object to `percpu::free_foreign`.
+///
+/// # Safety
+/// `ptr` is an object of class `c` in a live small span, tagged free, that nobody uses.
+#[cold]
+#[inline(never)]
+unsafe fn free_foreign(c: usize, ptr: *mut u8) {
+    let e = PAGEMAP.get(ptr as usize);
+    debug_assert!(pagemap::class_of(e) == c && pagemap::home_bits(e) != 0);
+    // SAFETY: forwarded contract: the entry names the object's live small span.
+    unsafe { percpu::free_foreign(c, ptr, pagemap::span_of(e) as *const Span) }
 }
 
 /// C frees only (`TAG`): aborts if the small object carries its free tag (see `free_tag`),
@@ -501,14 +530,6 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     // (like every pointer that is not a small object) takes `free_not_small`.
     let (c, e) = checked_class(ptr, who);
     if c != 0 {
-        // Owner return: an object of another slab's span goes home (`percpu::free_foreign`).
-        let home = pagemap::home_bits(e);
-        if TAG && home != 0 && percpu::is_foreign(home) {
-            // SAFETY: `checked_class` found `ptr` starts an object of class `c`.
-            unsafe { mark_freed::<TAG>(ptr, who) };
-            // SAFETY: as above, in the live span `e` names; now tagged free.
-            return unsafe { percpu::free_foreign(c, ptr, pagemap::span_of(e) as *const Span) };
-        }
         if TAG && arch::noted_ptr() == ptr as usize {
             // Freeing what this thread allocated last (a temporary buffer): its class, noted
             // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
@@ -516,10 +537,10 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
             // loads (docs/design.md, "Fast path").
             // SAFETY: `checked_class` found `ptr` starts an object of class `c`, which
             // `confirmed_class` returns.
-            return unsafe { free_small::<TAG>(ptr, arch::confirmed_class(c), who) };
+            return unsafe { free_small::<TAG>(ptr, arch::confirmed_class(c), e, who) };
         }
-        // SAFETY: `checked_class` found `ptr` starts an object of class `c`.
-        unsafe { free_small::<TAG>(ptr, c, who) }
+        // SAFETY: `checked_class` found `ptr` starts an object of class `c` (entry `e`).
+        unsafe { free_small::<TAG>(ptr, c, e, who) }
     } else {
         free_not_small(ptr, e, who)
     }
@@ -778,7 +799,7 @@ unsafe fn realloc_move_small<const TAG: bool>(
                 // span, not to a cache that would keep one such block per class resident.
                 free_grown_out::<TAG>(ptr, c, who);
             } else {
-                free_small::<TAG>(ptr, c, who);
+                free_small::<TAG>(ptr, c, 0, who);
             }
         }
     }
@@ -819,7 +840,7 @@ unsafe impl GlobalAlloc for RseqMalloc {
         let c = class_for(layout.size(), layout.align());
         if c != 0 && !cfg!(debug_assertions) {
             // SAFETY: GlobalAlloc's contract: `ptr` was allocated with this layout.
-            unsafe { free_small::<false>(ptr, c, "dealloc") }
+            unsafe { free_small::<false>(ptr, c, 0, "dealloc") }
         } else {
             // SAFETY: as above.
             unsafe { dealloc_checked(ptr) }

@@ -93,6 +93,15 @@ pub unsafe fn percpu_push(_hdr: usize, _obj: *mut u8) -> bool {
     false
 }
 
+/// As [`percpu_push`]: always "full or rseq off" (fallback mode has no homes).
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn percpu_push_homed(_hdr: usize, _obj: *mut u8, _home: usize) -> super::Push {
+    super::Push::Full
+}
+
 /// As [`percpu_pop`]: always "empty or rseq off".
 ///
 /// # Safety

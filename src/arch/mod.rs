@@ -10,7 +10,8 @@
 //! glibc's weak `__rseq_offset`/`__rseq_size`, `glibc_area`, `register`/`unregister`, the restart
 //! counter. Each architecture's file provides `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`,
 //! `thread_pointer`, `thread_block`, `current_cpu`, the allocation note (`note_alloc`,
-//! `noted_ptr`, `confirmed_class`), `percpu_pop`/`percpu_push`, `percpu_pop_batch`/`percpu_push_batch` and
+//! `noted_ptr`, `confirmed_class`), `percpu_pop`/`percpu_push`, `percpu_push_homed` (a C `free`'s
+//! push with owner return's home test), `percpu_pop_batch`/`percpu_push_batch` and
 //! `percpu_relocate`.
 //!
 //! x86_64 is implemented and tested (`x86_64.rs`: the critical sections). aarch64 compiles to
@@ -291,6 +292,17 @@ pub unsafe fn unregister(area: *mut Rseq) {
     let _ = unsafe { crate::os::rseq(area.cast(), RSEQ_LEN, true, RSEQ_SIG) };
 }
 
+/// What `percpu_push_homed` did with an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Cached: the object belongs to the calling CPU's stack now.
+    Done,
+    /// Not pushed: the stack is full or stopped, or rseq is off.
+    Full,
+    /// Not pushed: the object's span has a home whose low bits are not the slab the section
+    /// ran on (owner return sends it there).
+    Foreign,
+}
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]

@@ -6,7 +6,8 @@
 //! bytes never execute as anything but a trap.
 
 use super::{
-    ClassHeader, Rseq, ThreadBlock, BATCH_RESTARTS, RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
+    ClassHeader, Push, Rseq, ThreadBlock, BATCH_RESTARTS, RESTARTS, SLAB_SHIFT, SLOTS_AT,
+    SLOT_SHIFT,
 };
 use crate::sync::Ordering;
 use core::arch::asm;
@@ -211,15 +212,17 @@ macro_rules! rseq_sequence {
 ///   slab = tb.slabs + *tb.id << SLAB_SHIFT        // id: cpu_id or mm_cid, read in the section
 /// ```
 ///
+/// (an `id_check` runs between the id's load and the shift, with `{slab:e}` holding the id),
 /// and may use `{slots}` (the byte offset of slot 0, [`SLOTS_AT`]).
 macro_rules! slab_sequence {
-    ($(on_abort: [$($abort:literal),*],)? body: [$($body:literal),* $(,)?], fail: $fail:literal,
-     $($operands:tt)*) => {
+    ($(on_abort: [$($abort:literal),*],)? $(id_check: [$($check:literal),* $(,)?],)?
+     body: [$($body:literal),* $(,)?], fail: $fail:literal, $($operands:tt)*) => {
         rseq_sequence!(
             $(on_abort: [$($abort),*],)?
             body: [
                 "mov {slab}, qword ptr fs:[{tb} + {tb_id}]",
                 "mov {slab:e}, dword ptr [{slab}]",
+                $($($check,)*)?
                 "shl {slab}, {shift}",
                 "add {slab}, qword ptr fs:[{tb} + {tb_slabs}]",
                 $($body),*
@@ -351,6 +354,69 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
         );
     }
     true
+}
+
+/// [`percpu_push`] for a C `free`, with owner return's test inside the section: `home` is the
+/// object's page-map home field (`pagemap::home_bits`: 0, or `HOMED` plus the home slab's low
+/// 6 bits). When it is not 0 and its low bits are not those of the id the section reads, the
+/// object is not pushed ([`Push::Foreign`]): the test uses the id the push loads anyway,
+/// where a test before the section loaded the thread block's `id` pointer and the id again.
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return Full                      // the single "rseq off" branch
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                // ---- critical section ----
+///   id   = *tb.id
+///   mask = home != 0 ? 63 : 0
+///   if (id ^ home) & mask != 0: return Foreign           // leaves before any store
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   ... as percpu_push, Full where it fails
+/// ```
+/// Restart-safe as [`percpu_push`]; the early exit writes nothing.
+///
+/// # Safety
+/// As for [`percpu_push`]; `home` is 0 or `HOMED` (0x40) plus 6 bits.
+#[inline(always)]
+pub unsafe fn percpu_push_homed(hdr: usize, obj: *mut u8, home: usize) -> Push {
+    debug_assert!(home == 0 || (0x40..0x80).contains(&home));
+    // SAFETY: as in `percpu_pop`.
+    unsafe {
+        slab_sequence!(
+            // mask = -(home >> 6) (all ones with the HOMED flag, else 0) in `t`, free once
+            // `rseq_cs` is stored: no register of its own, so `free` saves none.
+            id_check: [
+                "mov {t:e}, {home:e}",
+                "shr {t:e}, 6",
+                "neg {t:e}",
+                "mov {n:e}, {slab:e}",
+                "xor {n:e}, {home:e}",
+                "and {n:e}, {t:e}",
+                "test {n:e}, 63",
+                "jnz {foreign}",
+            ],
+            body: [
+                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
+                "jae 5f",
+                "mov qword ptr [{slab} + {n} * 8 + {slots}], {obj}",
+                "inc {n:e}",
+                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
+            ],
+            fail: "jmp {full}",
+            n = out(reg) _,
+            hdr = in(reg) hdr,
+            obj = in(reg) obj,
+            home = in(reg) home,
+            current = const offset_of!(ClassHeader, current),
+            end = const offset_of!(ClassHeader, end),
+            full = label { return Push::Full },
+            foreign = label { return Push::Foreign },
+            options(nostack),
+        );
+    }
+    Push::Done
 }
 
 /// Pops up to `max` objects (`max >= 1`) from the calling CPU's stack of one size class into

@@ -120,21 +120,18 @@ pub fn cached_objects(c: usize) -> usize {
     slab::cached_objects(c) + remote::queued(c)
 }
 
-/// Whether a small object whose page-map home bits are `home_bits` (not 0: its span has a
-/// home, see `pagemap::home_bits`) belongs to another slab than the one the calling thread
-/// runs on: the low 6 bits of the home and of the thread's slab id differ. A hint (the thread
-/// may move before it pushes; homes 64 apart look alike), read without a check of the
-/// thread's state: before set-up and outside the rseq state the id is the dummy's -1, and
-/// [`free_foreign`] sorts those threads out.
+/// [`push`] for a C `free` whose span may have a home (`home`: its page-map home bits, see
+/// `pagemap::home_bits`): [`Push::Foreign`](arch::Push) when the home's low 6 bits are not
+/// those of the slab the push ran on — a hint (the thread may move right after; homes 64
+/// apart look alike) that [`free_foreign`] sorts out, threads without the critical sections
+/// included.
 #[inline(always)]
-pub fn is_foreign(home_bits: usize) -> bool {
-    let b = arch::thread_block();
-    // SAFETY: the thread's own block; `id` always points at a readable u32 (`ThreadBlock`).
-    let id = unsafe { (*b).id.read_volatile() };
-    (home_bits ^ id as usize) & (crate::pagemap::HOMED - 1) != 0
+pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
+    // SAFETY: as in `pop`; `home` comes from a page-map entry (`pagemap::home_bits`).
+    unsafe { arch::percpu_push_homed(header_offset(c), obj, home) }
 }
 
-/// Frees `obj` (class `c`, tagged free, in span `span`), which [`is_foreign`] found to be
+/// Frees `obj` (class `c`, tagged free, in span `span`), which [`push_homed`] found to be
 /// another slab's: into the thread's outbox, bound for the span's home (`remote`); as any free
 /// when the thread runs without the critical sections, the home is its own slab after all, or
 /// it has no outbox and cannot get one.
@@ -427,5 +424,73 @@ mod abort_tests {
         assert!(crate::os::set_affinity(&saved));
         assert_eq!(proved, 1, "no run stayed on one slab in 20 tries");
         assert!(arch::batch_restarts() - restarts >= 3);
+    }
+}
+
+/// Owner return's test inside the push section (`push_homed`), on the thread's own slab.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod push_homed_tests {
+    use super::*;
+    use crate::size_class::class_of;
+
+    /// One round on the slab the thread runs on: an object homed on another slab is refused
+    /// and the stack left as it was; one homed here, and one with no home, are pushed (or the
+    /// stack is full). None when the thread changed slabs meanwhile.
+    fn one_round(c: usize, obj: *mut u8) -> Option<()> {
+        let id = current_rseq_id();
+        let slab = Slab::of(id);
+        let before = slab.count(c);
+        let here = crate::pagemap::HOMED | (id & 63);
+        let other = crate::pagemap::HOMED | ((id ^ 1) & 63);
+        let refused = push_homed(c, obj, other);
+        let unchanged = slab.count(c);
+        let own = push_homed(c, obj, here);
+        let own_popped = if own == arch::Push::Done { pop(c) } else { obj };
+        let unhomed = push_homed(c, obj, 0);
+        let unhomed_popped = if unhomed == arch::Push::Done {
+            pop(c)
+        } else {
+            obj
+        };
+        if current_rseq_id() != id {
+            return None;
+        }
+        assert_eq!(
+            refused,
+            arch::Push::Foreign,
+            "another slab's object was pushed"
+        );
+        assert_eq!(unchanged, before, "a refused push changed the stack");
+        assert_ne!(own, arch::Push::Foreign, "this slab's object was refused");
+        assert_ne!(
+            unhomed,
+            arch::Push::Foreign,
+            "an object with no home was refused"
+        );
+        assert_eq!((own_popped, unhomed_popped), (obj, obj));
+        assert_eq!(slab.count(c), before);
+        Some(())
+    }
+
+    #[test]
+    fn push_homed_refuses_only_objects_homed_on_another_slab() {
+        // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
+        let c = class_of(2304);
+        // SAFETY: a malloc/free pair through the C path sets the thread up.
+        unsafe { crate::free(crate::malloc(2304)) };
+        assert_eq!(
+            thread_state(),
+            ThreadState::Rseq,
+            "the unit tests run with rseq"
+        );
+        let saved = crate::os::affinity().unwrap();
+        assert!(crate::os::pin_to_cpu(arch::current_cpu()));
+        let mut one = [null_mut(); 1];
+        assert_eq!(central::alloc_batch(c, &mut one), 1);
+        let proved = (0..20).any(|_| one_round(c, one[0]).is_some());
+        assert!(crate::os::set_affinity(&saved));
+        // SAFETY: an object from `alloc_batch`, never handed out, not cached any more.
+        unsafe { central::free_batch(c, &one) };
+        assert!(proved, "no round stayed on one slab in 20 tries");
     }
 }
