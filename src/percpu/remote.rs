@@ -37,7 +37,7 @@ use crate::arch;
 use crate::central;
 use crate::os;
 use crate::size_class::{size_of, NUM_CLASSES, PAGE};
-use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering, SpinLock};
 use core::ptr::null_mut;
 
 /// Classes owner return covers: 1 up to this, exclusive (objects up to 1 KiB). Larger objects
@@ -102,6 +102,9 @@ struct Inbox {
     /// Objects per class: `objs[c][..count[c]]` (under the lock; read without it only as a
     /// hint).
     count: [AtomicU8; HOMED_CLASSES],
+    /// Bit `c` set while `count[c]` is not 0 (under the lock; read without it as a hint, so
+    /// that a slow path with nothing waiting reads one word, not every count).
+    waiting: AtomicU64,
     /// Objects delivered here, and objects this inbox had no room for (statistics; written
     /// under the lock, so a flush pays no atomic read-modify-write for them).
     sent: AtomicUsize,
@@ -124,6 +127,7 @@ const _: () = {
     assert!(core::mem::size_of::<Outbox>() <= super::storage::STORAGE_BYTES);
     assert!(super::slab::MAX_SLABS <= u16::MAX as usize);
     assert!(NUM_CLASSES <= 128 && HOMED_CLASSES <= NUM_CLASSES && INBOX <= u8::MAX as usize);
+    assert!(HOMED_CLASSES <= 64, "`Inbox::waiting` has a bit per class");
     assert!(crate::size_class::CLASS_SIZE[HOMED_CLASSES - 1] == 1024);
 };
 
@@ -141,6 +145,25 @@ pub fn figures() -> (usize, usize) {
             s + b.sent.load(Ordering::Relaxed),
             d + b.declined.load(Ordering::Relaxed),
         )
+    })
+}
+
+/// Records (under `b`'s lock) whether class `c` has objects waiting in `b`.
+fn set_waiting(b: &Inbox, c: usize, any: bool) {
+    let w = b.waiting.load(Ordering::Relaxed);
+    let w = if any { w | 1 << c } else { w & !(1 << c) };
+    b.waiting.store(w, Ordering::Relaxed);
+}
+
+/// The classes with objects waiting in `b` (a hint read without the lock), in class order.
+fn waiting(b: &Inbox) -> impl Iterator<Item = usize> {
+    let mut w = b.waiting.load(Ordering::Relaxed);
+    core::iter::from_fn(move || {
+        (w != 0).then(|| {
+            let c = w.trailing_zeros() as usize;
+            w &= w - 1;
+            c
+        })
     })
 }
 
@@ -253,6 +276,7 @@ fn flush(out: &mut Outbox, mut rest: impl FnMut(usize, *mut u8)) {
                     let k = b.count[c].load(Ordering::Relaxed);
                     b.objs[c][usize::from(k)].store(obj as usize, Ordering::Relaxed);
                     b.count[c].store(k + 1, Ordering::Relaxed);
+                    set_waiting(b, c, true);
                 }
                 _ => {
                     declined[left] = w;
@@ -283,10 +307,7 @@ pub(super) fn take(id: usize, mut put: impl FnMut(usize, &[*mut u8]) -> usize) -
     };
     let mut total = 0;
     let mut objs = [null_mut(); INBOX];
-    for c in 1..HOMED_CLASSES {
-        if b.count[c].load(Ordering::Relaxed) == 0 {
-            continue;
-        }
+    for c in waiting(b) {
         let n = take_class(b, c, &mut objs);
         let k = put(c, &objs[..n]);
         total += k;
@@ -305,6 +326,7 @@ fn take_class(b: &Inbox, c: usize, out: &mut [*mut u8; INBOX]) -> usize {
         *o = w.load(Ordering::Relaxed) as *mut u8;
     }
     b.count[c].store(0, Ordering::Relaxed);
+    set_waiting(b, c, false);
     b.lock.unlock();
     n
 }
@@ -319,6 +341,7 @@ fn give_back(b: &Inbox, c: usize, objs: &[*mut u8]) {
         b.objs[c][n + i].store(o as usize, Ordering::Relaxed);
     }
     b.count[c].store((n + k) as u8, Ordering::Relaxed);
+    set_waiting(b, c, n + k != 0);
     b.lock.unlock();
     if k < objs.len() {
         // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
@@ -333,10 +356,7 @@ pub(super) fn flush_slab(id: usize) -> usize {
     };
     let mut bytes = 0;
     let mut objs = [null_mut(); INBOX];
-    for c in 1..HOMED_CLASSES {
-        if b.count[c].load(Ordering::Relaxed) == 0 {
-            continue;
-        }
+    for c in waiting(b) {
         let n = take_class(b, c, &mut objs);
         if n != 0 {
             // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
