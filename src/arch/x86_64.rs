@@ -238,6 +238,36 @@ macro_rules! slab_sequence {
     };
 }
 
+/// The push section ([`percpu_push`]'s pseudocode) on the slab [`slab_sequence!`] finds, for
+/// `hdr` and `obj`; a failure (full, stopped, rseq off) runs the `full` block. An `id_check`
+/// (with the operands it names, each followed by a comma) runs between the id's load and the
+/// slab's address: [`percpu_push_homed`].
+macro_rules! push_sequence {
+    (hdr: $hdr:expr, obj: $obj:expr, full: $full:block
+     $(, id_check: [$($check:literal),* $(,)?], $($operands:tt)*)?) => {
+        slab_sequence!(
+            $(id_check: [$($check),*],)?
+            body: [
+                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
+                "jae 5f",
+                "mov qword ptr [{slab} + {n} * 8 + {slots}], {obj}",
+                "inc {n:e}",
+                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
+            ],
+            fail: "jmp {full}",
+            n = out(reg) _,
+            hdr = in(reg) $hdr,
+            obj = in(reg) $obj,
+            current = const offset_of!(ClassHeader, current),
+            end = const offset_of!(ClassHeader, end),
+            full = label $full,
+            $($($operands)*)?
+            options(nostack),
+        )
+    };
+}
+
 const _: () = assert!(
     core::mem::size_of::<usize>() == 8 && 1 << SLOT_SHIFT == 8,
     "the sections scale slot indices by 8"
@@ -333,26 +363,7 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
     // SAFETY: as in `percpu_pop`.
-    unsafe {
-        slab_sequence!(
-            body: [
-                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
-                "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
-                "jae 5f",
-                "mov qword ptr [{slab} + {n} * 8 + {slots}], {obj}",
-                "inc {n:e}",
-                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
-            ],
-            fail: "jmp {full}",
-            n = out(reg) _,
-            hdr = in(reg) hdr,
-            obj = in(reg) obj,
-            current = const offset_of!(ClassHeader, current),
-            end = const offset_of!(ClassHeader, end),
-            full = label { return false },
-            options(nostack),
-        );
-    }
+    unsafe { push_sequence!(hdr: hdr, obj: obj, full: { return false }) };
     true
 }
 
@@ -383,7 +394,10 @@ pub unsafe fn percpu_push_homed(hdr: usize, obj: *mut u8, home: usize) -> Push {
     debug_assert!(home == 0 || (0x40..0x80).contains(&home));
     // SAFETY: as in `percpu_pop`.
     unsafe {
-        slab_sequence!(
+        push_sequence!(
+            hdr: hdr,
+            obj: obj,
+            full: { return Push::Full },
             // mask = -(home >> 6) (all ones with the HOMED flag, else 0) in `t`, free once
             // `rseq_cs` is stored: no register of its own, so `free` saves none.
             id_check: [
@@ -396,24 +410,8 @@ pub unsafe fn percpu_push_homed(hdr: usize, obj: *mut u8, home: usize) -> Push {
                 "test {n:e}, 63",
                 "jnz {foreign}",
             ],
-            body: [
-                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
-                "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
-                "jae 5f",
-                "mov qword ptr [{slab} + {n} * 8 + {slots}], {obj}",
-                "inc {n:e}",
-                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
-            ],
-            fail: "jmp {full}",
-            n = out(reg) _,
-            hdr = in(reg) hdr,
-            obj = in(reg) obj,
             home = in(reg) home,
-            current = const offset_of!(ClassHeader, current),
-            end = const offset_of!(ClassHeader, end),
-            full = label { return Push::Full },
             foreign = label { return Push::Foreign },
-            options(nostack),
         );
     }
     Push::Done

@@ -276,6 +276,23 @@ pub fn flush_mine() -> usize {
     }
 }
 
+/// Test set-up on x86_64: sets the calling thread up through a C malloc/free pair of `size`
+/// bytes, checks it runs the critical sections, and pins it to the CPU it is on; returns the
+/// affinity to restore (`os::set_affinity`).
+#[cfg(all(test, target_arch = "x86_64"))]
+fn rseq_thread_pinned(size: usize) -> crate::os::CpuSet {
+    // SAFETY: a malloc/free pair through the C path sets the thread up.
+    unsafe { crate::free(crate::malloc(size)) };
+    assert_eq!(
+        thread_state(),
+        ThreadState::Rseq,
+        "the unit tests run with rseq"
+    );
+    let saved = crate::os::affinity().unwrap();
+    assert!(crate::os::pin_to_cpu(arch::current_cpu()));
+    saved
+}
+
 /// The batch sections aborted on purpose: the test single-steps the calling thread (the x86
 /// trap flag) into a section, so the kernel delivers `SIGTRAP` with the thread inside it and,
 /// as for any signal, moves it to the section's abort handler; the handler stops the stepping
@@ -401,15 +418,7 @@ mod abort_tests {
     fn batch_sections_aborted_inside_restart_and_commit_once() {
         // Classes no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let (c, d) = (class_of(2560), class_of(3072));
-        // SAFETY: a malloc/free pair through the C path sets the thread up.
-        unsafe { crate::free(crate::malloc(2560)) };
-        assert_eq!(
-            thread_state(),
-            ThreadState::Rseq,
-            "the unit tests run with rseq"
-        );
-        let saved = crate::os::affinity().unwrap();
-        assert!(crate::os::pin_to_cpu(arch::current_cpu()));
+        let saved = rseq_thread_pinned(2560);
         let restarts = arch::batch_restarts();
         let mut proved = 0;
         for _ in 0..20 {
@@ -476,15 +485,7 @@ mod push_homed_tests {
     fn push_homed_refuses_only_objects_homed_on_another_slab() {
         // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let c = class_of(2304);
-        // SAFETY: a malloc/free pair through the C path sets the thread up.
-        unsafe { crate::free(crate::malloc(2304)) };
-        assert_eq!(
-            thread_state(),
-            ThreadState::Rseq,
-            "the unit tests run with rseq"
-        );
-        let saved = crate::os::affinity().unwrap();
-        assert!(crate::os::pin_to_cpu(arch::current_cpu()));
+        let saved = rseq_thread_pinned(2304);
         let mut one = [null_mut(); 1];
         assert_eq!(central::alloc_batch(c, &mut one), 1);
         let proved = (0..20).any(|_| one_round(c, one[0]).is_some());
