@@ -30,6 +30,25 @@ pub fn thread_pointer() -> usize {
     tp
 }
 
+/// The thread block's offset from the thread pointer (initial-exec TLS: a GOT load in a
+/// shared library, an immediate once the linker relaxes it in an executable). Constant for
+/// the process, so the block is `pure` and `nomem`: the compiler loads it once in a function
+/// and every access below (the note, the sections) is one `fs:`-relative instruction.
+#[inline(always)]
+fn tb_offset() -> usize {
+    let off: usize;
+    // SAFETY: reads the GOT entry the dynamic linker filled before any code of ours ran, and
+    // which never changes afterwards (hence `nomem`).
+    unsafe {
+        asm!(
+            "mov {}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
+            out(reg) off,
+            options(nostack, pure, nomem, preserves_flags)
+        )
+    };
+    off
+}
+
 /// Remembers `p`, of class `c`, as the calling thread's last small allocation (see
 /// `ThreadBlock::last_alloc`): two stores, addressed from the thread pointer.
 #[inline(always)]
@@ -38,10 +57,9 @@ pub fn note_alloc(p: *mut u8, c: usize) {
     // only this thread touches.
     unsafe {
         asm!(
-            "mov {t}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
             "mov qword ptr fs:[{t} + {at_p}], {p}",
             "mov qword ptr fs:[{t} + {at_c}], {c}",
-            t = out(reg) _,
+            t = in(reg) tb_offset(),
             p = in(reg) p,
             c = in(reg) c,
             at_p = const offset_of!(ThreadBlock, last_alloc),
@@ -58,8 +76,8 @@ pub fn noted_ptr() -> usize {
     // SAFETY: reads one word of the calling thread's own block.
     unsafe {
         asm!(
-            "mov {p}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
-            "mov {p}, qword ptr fs:[{p} + {at}]",
+            "mov {p}, qword ptr fs:[{t} + {at}]",
+            t = in(reg) tb_offset(),
             p = out(reg) p,
             at = const offset_of!(ThreadBlock, last_alloc),
             options(nostack, readonly, pure, preserves_flags)
@@ -81,12 +99,12 @@ pub fn confirmed_class(c: usize) -> usize {
     // is `c` on every path.
     unsafe {
         asm!(
-            "mov {k}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
-            "mov {k}, qword ptr fs:[{k} + {at}]",
+            "mov {k}, qword ptr fs:[{t} + {at}]",
             "cmp {k}, {c}",
             "je 2f",
             "mov {k}, {c}",
             "2:",
+            t = in(reg) tb_offset(),
             k = out(reg) k,
             c = in(reg) c,
             at = const offset_of!(ThreadBlock, last_class),
@@ -99,17 +117,7 @@ pub fn confirmed_class(c: usize) -> usize {
 /// The calling thread's block.
 #[inline(always)]
 pub fn thread_block() -> *mut ThreadBlock {
-    let off: isize;
-    // SAFETY: reads the block's TLS offset from the GOT (a constant per process; the linker
-    // turns it into an immediate in executables).
-    unsafe {
-        asm!(
-            "mov {}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
-            out(reg) off,
-            options(nostack, readonly, preserves_flags)
-        )
-    };
-    thread_pointer().wrapping_add_signed(off) as *mut ThreadBlock
+    thread_pointer().wrapping_add(tb_offset()) as *mut ThreadBlock
 }
 
 /// The current CPU without rseq: `rdpid` where the CPU has it (Linux keeps the CPU number in
@@ -164,7 +172,6 @@ macro_rules! rseq_sequence {
     ($(on_abort: [$($abort:literal),*],)? body: [$($body:literal),* $(,)?], fail: $fail:literal,
      $($operands:tt)*) => {
         asm!(
-            "mov {tb}, qword ptr [rip + rseqmalloc_thread_block@GOTTPOFF]",
             "mov {area}, qword ptr fs:[{tb} + {tb_area}]",
             "cmp dword ptr [{area} + {cpu_id}], 0",
             "jl 5f",
@@ -192,7 +199,7 @@ macro_rules! rseq_sequence {
             "jmp 8f",
             ".popsection",
             "8:",
-            tb = out(reg) _,
+            tb = in(reg) tb_offset(),
             area = out(reg) _,
             t = out(reg) _,
             restarts = sym RESTARTS,
