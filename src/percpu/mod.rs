@@ -442,10 +442,15 @@ mod push_homed_tests {
     use super::*;
     use crate::size_class::class_of;
 
-    /// One round on the slab the thread runs on: an object homed on another slab is refused
-    /// and the stack left as it was; one homed here, and one with no home, are pushed (or the
-    /// stack is full). None when the thread changed slabs meanwhile.
-    fn one_round(c: usize, obj: *mut u8) -> Option<()> {
+    /// One round on the slab the thread runs on, with a fresh object: one homed on another
+    /// slab is refused and the stack left as it was; one homed here, and one with no home, are
+    /// pushed (and popped back). None when anything suggests the thread changed slabs
+    /// meanwhile (pinning fixes the CPU, not the concurrency id other threads share): the
+    /// object may then be cached somewhere, so it is left there, never given back twice.
+    fn one_round(c: usize) -> Option<()> {
+        let mut one = [null_mut(); 1];
+        assert_eq!(central::alloc_batch(c, &mut one), 1);
+        let obj = one[0];
         let id = current_rseq_id();
         let slab = Slab::of(id);
         let before = slab.count(c);
@@ -461,14 +466,12 @@ mod push_homed_tests {
         } else {
             obj
         };
-        if current_rseq_id() != id {
+        if current_rseq_id() != id
+            || refused != arch::Push::Foreign
+            || (own_popped, unhomed_popped) != (obj, obj)
+        {
             return None;
         }
-        assert_eq!(
-            refused,
-            arch::Push::Foreign,
-            "another slab's object was pushed"
-        );
         assert_eq!(unchanged, before, "a refused push changed the stack");
         assert_ne!(own, arch::Push::Foreign, "this slab's object was refused");
         assert_ne!(
@@ -476,8 +479,9 @@ mod push_homed_tests {
             arch::Push::Foreign,
             "an object with no home was refused"
         );
-        assert_eq!((own_popped, unhomed_popped), (obj, obj));
         assert_eq!(slab.count(c), before);
+        // SAFETY: an object from `alloc_batch`, never handed out, popped back: ours again.
+        unsafe { central::free_batch(c, &one) };
         Some(())
     }
 
@@ -486,12 +490,8 @@ mod push_homed_tests {
         // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let c = class_of(2304);
         let saved = rseq_thread_pinned(2304);
-        let mut one = [null_mut(); 1];
-        assert_eq!(central::alloc_batch(c, &mut one), 1);
-        let proved = (0..20).any(|_| one_round(c, one[0]).is_some());
+        let proved = (0..20).any(|_| one_round(c).is_some());
         assert!(crate::os::set_affinity(&saved));
-        // SAFETY: an object from `alloc_batch`, never handed out, not cached any more.
-        unsafe { central::free_batch(c, &one) };
         assert!(proved, "no round stayed on one slab in 20 tries");
     }
 }
