@@ -412,9 +412,7 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
 #[cold]
 #[inline(never)]
 unsafe fn free_foreign(c: usize, ptr: *mut u8) {
-    // Its slow paths may make system calls (a fresh outbox, a slab's set-up): `free` keeps
-    // errno, as `free_small_cold` does.
-    let _errno = os::ErrnoKeeper::new();
+    // errno: kept by `percpu::free_foreign` around its paths that may make system calls.
     let e = PAGEMAP.get(ptr as usize);
     debug_assert!(pagemap::class_of(e) == c && pagemap::home_bits(e) != 0);
     // SAFETY: forwarded contract: the entry names the object's live small span.

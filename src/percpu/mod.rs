@@ -142,20 +142,26 @@ pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
 #[cold]
 #[inline(never)]
 pub unsafe fn free_foreign(c: usize, obj: *mut u8, span: *const crate::span::Span) {
-    // What no inbox has room for is freed where the thread runs.
+    // What no inbox has room for is freed where the thread runs. `free` keeps errno: the
+    // two paths here that may make system calls (the slow free, a fresh outbox) save it,
+    // not every foreign free.
     let here = |k, o| {
         if !push(k, o) {
+            let _errno = crate::os::ErrnoKeeper::new();
             // SAFETY: a free object of class `k` that nobody uses (forwarded contract).
             unsafe { free_slow(k, o) };
         }
+    };
+    let new_outbox = || {
+        let _errno = crate::os::ErrnoKeeper::new();
+        setup::give_outbox()
     };
     // SAFETY: forwarded contract: a live span.
     let home = unsafe { (*span).home };
     debug_assert!(home != NO_HOME);
     if thread_state() == ThreadState::Rseq
         && home as usize != current_rseq_id()
-        && (remote::send(c, obj, home, here)
-            || (setup::give_outbox() && remote::send(c, obj, home, here)))
+        && (remote::send(c, obj, home, here) || (new_outbox() && remote::send(c, obj, home, here)))
     {
         return;
     }
