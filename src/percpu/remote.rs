@@ -148,11 +148,31 @@ pub fn figures() -> (usize, usize) {
     })
 }
 
-/// Records (under `b`'s lock) whether class `c` has objects waiting in `b`.
+/// Records (under `b`'s lock) whether class `c` has objects waiting in `b`, after its count
+/// changed; debug builds then check the whole inbox ([`check`]).
 fn set_waiting(b: &Inbox, c: usize, any: bool) {
     let w = b.waiting.load(Ordering::Relaxed);
     let w = if any { w | 1 << c } else { w & !(1 << c) };
     b.waiting.store(w, Ordering::Relaxed);
+    if cfg!(debug_assertions) {
+        check(b);
+    }
+}
+
+/// The inbox invariants (under `b`'s lock): every class's count within its limit (class 0
+/// holds none), and bit `c` of `waiting` set exactly when class `c` has objects.
+fn check(b: &Inbox) {
+    let w = b.waiting.load(Ordering::Relaxed);
+    for c in 0..HOMED_CLASSES {
+        let n = usize::from(b.count[c].load(Ordering::Relaxed));
+        assert!(n <= inbox_limit(c), "inbox class {c}: {n} objects");
+        assert_eq!(w >> c & 1 == 1, n != 0, "inbox class {c}: waiting bit");
+    }
+    assert_eq!(
+        w >> HOMED_CLASSES,
+        0,
+        "inbox: waiting bits past the classes"
+    );
 }
 
 /// The classes with objects waiting in `b` (a hint read without the lock), in class order.
