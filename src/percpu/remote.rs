@@ -326,16 +326,26 @@ pub(super) fn take(id: usize, mut put: impl FnMut(usize, &[*mut u8]) -> usize) -
         return 0;
     };
     let mut total = 0;
+    empty_each(b, |c, objs| {
+        let k = put(c, objs);
+        total += k;
+        if k < objs.len() {
+            give_back(b, c, &objs[k..]);
+        }
+    });
+    total
+}
+
+/// Empties every class of `b` with objects waiting, one at a time ([`take_class`]), and hands
+/// each class's objects to `f` (with the lock released).
+fn empty_each(b: &Inbox, mut f: impl FnMut(usize, &[*mut u8])) {
     let mut objs = [null_mut(); INBOX];
     for c in waiting(b) {
         let n = take_class(b, c, &mut objs);
-        let k = put(c, &objs[..n]);
-        total += k;
-        if k < n {
-            give_back(b, c, &objs[k..n]);
+        if n != 0 {
+            f(c, &objs[..n]);
         }
     }
-    total
 }
 
 /// Empties `b`'s stack of class `c` into `out`; returns how many.
@@ -375,15 +385,11 @@ pub(super) fn flush_slab(id: usize) -> usize {
         return 0;
     };
     let mut bytes = 0;
-    let mut objs = [null_mut(); INBOX];
-    for c in waiting(b) {
-        let n = take_class(b, c, &mut objs);
-        if n != 0 {
-            // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
-            unsafe { central::free_batch(c, &objs[..n]) };
-            bytes += n * size_of(c);
-        }
-    }
+    empty_each(b, |c, objs| {
+        // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
+        unsafe { central::free_batch(c, objs) };
+        bytes += objs.len() * size_of(c);
+    });
     bytes
 }
 
