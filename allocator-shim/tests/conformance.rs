@@ -480,6 +480,20 @@ fn kind01_02_objects_sent_home_across_cpus_and_forks() {
     );
 }
 
+#[test]
+fn free_keeps_errno_when_sending_home_fails_for_want_of_memory() {
+    // Owner return: a consumer's first frees of another slab's objects find no outbox and, the
+    // address space exhausted under RLIMIT_AS, no memory for one (a failing mmap, which sets
+    // errno); each free must still leave errno as the program set it. Failed on 1879f19,
+    // whose foreign-free path kept no errno (found in session 12's review).
+    parallel_ok(
+        "free_keeps_errno_when_sending_home_fails_for_want_of_memory",
+        "owner_return_errno",
+        "owner_return_errno ok frees=",
+        |_| Vec::new(),
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Items 2 and 3: fork
 

@@ -1,0 +1,101 @@
+/* Conformance (free keeps errno), owner return: a free that sends an object to another slab
+ * may need memory of the allocator's own (the freeing thread's first outbox) or the slow free
+ * path, so it may make a system call that fails; free must still leave errno as it was.
+ *
+ * A producer pinned to CPU 0 warms its cache with blocks of 1000 bytes; the main thread then
+ * sets RLIMIT_AS to the process's current use and takes 1792-byte blocks (the per-thread
+ * storage's size) until malloc returns NULL, so the allocator can map nothing more. The
+ * producer then allocates 200 blocks of 1000 bytes (from memory it already holds) and a
+ * consumer pinned to CPU 1 frees them, setting errno to 77 before each free and checking it
+ * after. Both spin while the other works, so they run on different slabs, and the consumer's
+ * frees are foreign: its first ones find no outbox and no memory for one.
+ *
+ * Prints "owner_return_errno ok frees=N mode=...". */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+
+#include "conf.h"
+
+enum { WARM = 2000, FREES = 200, SIZE = 1000, STORAGE = 1792 };
+
+static sem_t ready, exhausted;
+static void *blocks[FREES];
+static atomic_int published, consumed, clobbered;
+
+static void *produce(void *arg) {
+    (void)arg;
+    conf_pin(0);
+    static void *warm[WARM];
+    for (int i = 0; i < WARM; i++) CHECK(warm[i] = malloc(SIZE));
+    for (int i = 0; i < WARM; i++) free(warm[i]);
+    CHECK(sem_post(&ready) == 0);
+    CHECK(sem_wait(&exhausted) == 0);
+    for (int i = 0; i < FREES; i++) {
+        blocks[i] = malloc(SIZE);
+        CHECKF(blocks[i] != NULL, "malloc(%d) failed with memory the program had freed", SIZE);
+        memset(blocks[i], i & 0xff, SIZE);
+    }
+    atomic_store(&published, 1);
+    while (!atomic_load(&consumed)) {
+    }
+    return NULL;
+}
+
+static void *consume(void *arg) {
+    (void)arg;
+    conf_pin(1);
+    while (!atomic_load(&published)) {
+    }
+    for (int i = 0; i < FREES; i++) {
+        errno = 77;
+        free(blocks[i]);
+        if (errno != 77) atomic_fetch_add(&clobbered, 1);
+    }
+    atomic_store(&consumed, 1);
+    return NULL;
+}
+
+static size_t vm_size(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    CHECK(f);
+    char line[256];
+    size_t kb = 0, v;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %zu kB", &v) == 1) kb = v;
+    fclose(f);
+    CHECK(kb > 0);
+    return kb * 1024;
+}
+
+int main(void) {
+    conf_init("owner_return_errno", 60);
+    free(malloc(1));
+    CHECK(sem_init(&ready, 0, 0) == 0 && sem_init(&exhausted, 0, 0) == 0);
+    pthread_t p, c;
+    CHECK(pthread_create(&c, NULL, consume, NULL) == 0);
+    CHECK(pthread_create(&p, NULL, produce, NULL) == 0);
+    CHECK(sem_wait(&ready) == 0);
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = vm_size();
+    CHECK(setrlimit(RLIMIT_AS, &rl) == 0);
+    void *chain = NULL;
+    for (void **q; (q = malloc(STORAGE)) != NULL;) {
+        *q = chain;
+        chain = q;
+    }
+    CHECK(sem_post(&exhausted) == 0);
+    CHECK(pthread_join(p, NULL) == 0);
+    CHECK(pthread_join(c, NULL) == 0);
+    CHECKF(atomic_load(&clobbered) == 0, "%d of %d foreign frees changed errno",
+           atomic_load(&clobbered), FREES);
+    while (chain) {
+        void *next = *(void **)chain;
+        free(chain);
+        chain = next;
+    }
+    conf_say("owner_return_errno ok frees=%d mode=%s\n", FREES, conf_mode());
+    return 0;
+}
