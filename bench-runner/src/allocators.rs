@@ -84,7 +84,8 @@ pub fn builtin_names() -> Vec<&'static str> {
 }
 
 /// The names of the allocators `opts` selects, in table order; an unknown
-/// name in `--allocators` is an error.
+/// name in `--allocators` is an error. A `--candidate` is always selected:
+/// it was given to be compared with rseqmalloc.
 pub fn selected_names(opts: &Options) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = builtin_names().into_iter().map(String::from).collect();
     for (name, _) in &opts.extra {
@@ -99,7 +100,7 @@ pub fn selected_names(opts: &Options) -> Result<Vec<String>, String> {
                 names.join(",")
             ));
         }
-        names.retain(|n| wanted.contains(n));
+        names.retain(|n| wanted.contains(n) || opts.candidates.contains(n));
     }
     Ok(names)
 }
@@ -408,6 +409,17 @@ mod tests {
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].name, "ghost");
         assert!(skipped[0].reason.contains("/nonexistent/libghost.so"));
+    }
+
+    /// `--allocators` narrows the peers, never the candidates given beside it.
+    #[test]
+    fn a_candidate_is_selected_without_being_listed() {
+        let mut o = opts(&["rseqmalloc", "glibc"], &[("before", "/tmp/before.so")]);
+        o.candidates = vec!["before".into()];
+        let names = selected_names(&o).unwrap();
+        assert_eq!(names, ["rseqmalloc", "glibc", "before"]);
+        o.candidates.clear();
+        assert_eq!(selected_names(&o).unwrap(), ["rseqmalloc", "glibc"]);
     }
 
     #[test]

@@ -23,7 +23,9 @@ options:
   --allocators A,B        use only these allocators, by name
   --allocator NAME=PATH   add (or replace) an allocator: a malloc .so for LD_PRELOAD; repeatable
   --candidate NAME=PATH   add another build of rseqmalloc (e.g. the one before a change), run
-                          side by side: compared with rseqmalloc, never counted as a peer
+                          side by side: compared with rseqmalloc, never counted as a peer, run
+                          even when --allocators leaves it out; with --repeat 3 or more, each
+                          workload's runs are paired pass by pass, with a confidence interval
   --no-build              build nothing: no cargo for librseqmalloc.so or the workload binary,
                           no peer from source
   --timeout SECS          kill a run after SECS seconds and report it as a timeout [60]

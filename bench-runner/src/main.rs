@@ -13,6 +13,7 @@ mod baseline;
 mod chart;
 mod cli;
 mod measure;
+mod paired;
 mod peers;
 mod report;
 mod run;

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::allocators::{Allocator, Skipped, GLIBC, RSEQMALLOC};
 use crate::baseline::Comparison;
+use crate::paired::{self, PairedWorkload};
 use crate::run::Cell;
 
 /// A single-threaded cell whose median wall time exceeds its user + system
@@ -174,6 +175,9 @@ pub struct VsCandidate {
     pub time: Option<f64>,
     /// Geomean of rseqmalloc's median peak RSS / the candidate's.
     pub peak_rss: Option<f64>,
+    /// Per workload, the two builds' runs paired by repetition (`paired`): the median ratio
+    /// and a confidence interval for it.
+    pub paired: Vec<PairedWorkload>,
 }
 
 impl Report {
@@ -267,6 +271,10 @@ impl Report {
                             .iter()
                             .filter_map(|(c, k)| ratio(c.peak_rss_mib, k.peak_rss_mib)),
                     ),
+                    paired: pairs
+                        .iter()
+                        .filter_map(|(c, k)| paired::compare(c, k))
+                        .collect(),
                 }
             })
             .collect();
@@ -460,6 +468,9 @@ impl Report {
                 v.workloads
             )?;
         }
+        for v in &self.vs_candidates {
+            write_paired(out, v)?;
+        }
         self.write_warnings(out)
     }
 
@@ -637,6 +648,84 @@ fn percent(v: Option<f64>) -> String {
 }
 
 /// A count in k or M above ten thousand.
+/// The paired comparison with one candidate: a row per workload with enough pairs, then how
+/// many workloads the run resolved, faster or slower, smaller or larger.
+fn write_paired(out: &mut dyn Write, v: &VsCandidate) -> io::Result<()> {
+    let rows: Vec<&PairedWorkload> = v
+        .paired
+        .iter()
+        .filter(|p| p.time.is_some_and(|t| t.pairs >= paired::MIN_PAIRS))
+        .collect();
+    writeln!(out)?;
+    if rows.is_empty() {
+        return writeln!(
+            out,
+            "rseqmalloc / {}, paired by repetition: needs --repeat {} or more",
+            v.candidate,
+            paired::MIN_PAIRS
+        );
+    }
+    writeln!(
+        out,
+        "rseqmalloc / {}, paired by repetition: median of the ratios [interval, its confidence]; \
+         * = the interval excludes 1.00x",
+        v.candidate
+    )?;
+    let mut t = table(&[
+        ("workload", false),
+        ("pairs", true),
+        ("time", false),
+        ("peak RSS", false),
+    ]);
+    for p in &rows {
+        let pairs = p.time.map_or(0, |i| i.pairs);
+        t.add_row(vec![
+            p.workload.clone(),
+            pairs.to_string(),
+            interval(p.time),
+            interval(p.peak_rss),
+        ]);
+    }
+    writeln!(out, "{}", t.trim_fmt())?;
+    let tally = |get: fn(&PairedWorkload) -> Option<paired::Interval>, less: &str, more: &str| {
+        let below = rows
+            .iter()
+            .filter_map(|p| get(p))
+            .filter(|i| i.hi < 1.0)
+            .count();
+        let above = rows
+            .iter()
+            .filter_map(|p| get(p))
+            .filter(|i| i.lo > 1.0)
+            .count();
+        format!(
+            "{} of {} ({below} {less}, {above} {more})",
+            below + above,
+            rows.len()
+        )
+    };
+    writeln!(
+        out,
+        "resolved: time {}, peak RSS {}",
+        tally(|p| p.time, "faster", "slower"),
+        tally(|p| p.peak_rss, "smaller", "larger")
+    )
+}
+
+/// `0.97x [0.93-1.01, 94%]`, with `*` when the interval excludes 1.
+fn interval(i: Option<paired::Interval>) -> String {
+    i.map_or_else(String::new, |i| {
+        format!(
+            "{:.2}x [{:.2}-{:.2}, {:.0}%]{}",
+            i.median,
+            i.lo,
+            i.hi,
+            i.confidence * 100.0,
+            if i.resolved() { " *" } else { "" }
+        )
+    })
+}
+
 fn count(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
@@ -767,9 +856,7 @@ pub mod tests {
         // sqrt(50/40 * 200/100) and sqrt(20/5 * 10/20)
         assert!((v[0].time.unwrap() - 2.5f64.sqrt()).abs() < 1e-12);
         assert!((v[0].peak_rss.unwrap() - 2f64.sqrt()).abs() < 1e-12);
-        let mut text = Vec::new();
-        report.write_table(&mut text).unwrap();
-        let text = String::from_utf8(text).unwrap();
+        let text = table_text(&report);
         for expected in [
             "other than rseqmalloc and its candidate builds (before)",
             "rseqmalloc vs candidate before: 1.58x the time, 1.41x the peak RSS (geomean of 2 workloads, same run)",
@@ -780,6 +867,97 @@ pub mod tests {
         assert_eq!(json["vs_candidates"][0]["candidate"], "before");
         assert_eq!(json["allocators"][3]["candidate"], true);
         assert!(json["allocators"][0].get("candidate").is_none());
+    }
+
+    /// `cell` with one run per entry of `ms` (in pass order), each of `mib` peak RSS.
+    fn cell_runs(workload: &str, allocator: &str, ms: &[f64], mib: f64) -> Cell {
+        let mut c = cell(workload, allocator, ms[ms.len() / 2], mib);
+        let one = c.runs[0];
+        c.runs = ms.iter().map(|&t| Sample { wall_ms: t, ..one }).collect();
+        c
+    }
+
+    /// The text report of `report`.
+    fn table_text(report: &Report) -> String {
+        let mut text = Vec::new();
+        report.write_table(&mut text).unwrap();
+        String::from_utf8(text).unwrap()
+    }
+
+    /// The candidate comparison pairs the two builds' runs pass by pass: a steady 10 % gain
+    /// under drift that makes each build's own runs spread by 2x is resolved, a mixed one is
+    /// not, and a failed candidate cell is left out.
+    #[test]
+    fn a_candidate_is_compared_run_by_run() {
+        let mut s = setup(&["rseqmalloc", "glibc", "before"]);
+        s.allocators[2].candidate = true;
+        s.repeat = 5;
+        s.workloads = vec!["a".into(), "b".into(), "c".into()];
+        let drift = [100.0, 150.0, 200.0, 120.0, 180.0];
+        let faster: Vec<f64> = drift.iter().map(|t| t * 0.9).collect();
+        let mut failed = cell("c", "before", 0.0, 0.0);
+        failed.status = Status::Crashed;
+        failed.summary = "crashed: SIGSEGV".into();
+        let report = Report::new(
+            s,
+            vec![
+                cell_runs("a", "rseqmalloc", &faster, 10.0),
+                cell_runs("a", "glibc", &drift, 10.0),
+                cell_runs("a", "before", &drift, 10.0),
+                cell_runs("b", "rseqmalloc", &[100.0, 95.0, 105.0, 100.0, 98.0], 10.0),
+                cell_runs("b", "glibc", &drift, 10.0),
+                cell_runs("b", "before", &[100.0, 100.0, 100.0, 100.0, 100.0], 10.0),
+                cell_runs("c", "rseqmalloc", &drift, 10.0),
+                cell_runs("c", "glibc", &drift, 10.0),
+                failed,
+            ],
+        );
+        let p = &report.vs_candidates[0].paired;
+        assert_eq!(p.len(), 2, "the failed cell has no pairs: {p:?}");
+        let a = p[0].time.unwrap();
+        assert_eq!((p[0].workload.as_str(), a.pairs), ("a", 5));
+        assert!((a.median - 0.9).abs() < 1e-12 && (a.hi - 0.9).abs() < 1e-12);
+        assert!(a.resolved());
+        let b = p[1].time.unwrap();
+        assert!((b.median - 1.0).abs() < 1e-12 && b.lo < 1.0 && b.hi > 1.0);
+        assert!(!b.resolved());
+        assert_eq!(p[0].peak_rss.unwrap().median, 1.0);
+
+        let text = table_text(&report);
+        for expected in [
+            "rseqmalloc / before, paired by repetition: median of the ratios",
+            "0.90x [0.90-0.90, 94%] *",
+            "1.00x [0.95-1.05, 94%]",
+            "resolved: time 1 of 2 (1 faster, 0 slower), peak RSS 0 of 2 (0 smaller, 0 larger)",
+        ] {
+            assert!(text.contains(expected), "no '{expected}' in\n{text}");
+        }
+        let json = serde_json::to_value(&report).unwrap();
+        let a = &json["vs_candidates"][0]["paired"][0];
+        assert_eq!(a["workload"], "a");
+        assert_eq!(a["time"]["pairs"], 5);
+        assert_eq!(a["time"]["confidence"], 0.9375);
+    }
+
+    /// With fewer than three repetitions the pairs say too little for an interval: one line.
+    #[test]
+    fn paired_intervals_need_three_repetitions() {
+        let mut s = setup(&["rseqmalloc", "glibc", "before"]);
+        s.allocators[2].candidate = true;
+        let report = Report::new(
+            s,
+            vec![
+                cell_runs("a", "rseqmalloc", &[90.0, 95.0], 10.0),
+                cell_runs("a", "glibc", &[100.0, 100.0], 10.0),
+                cell_runs("a", "before", &[100.0, 100.0], 10.0),
+            ],
+        );
+        let text = table_text(&report);
+        assert!(
+            text.contains("rseqmalloc / before, paired by repetition: needs --repeat 3 or more"),
+            "{text}"
+        );
+        assert!(!text.contains("resolved:"), "{text}");
     }
 
     #[test]
@@ -817,9 +995,7 @@ pub mod tests {
         assert!((g.time_vs_glibc.unwrap() - 1.0).abs() < 1e-12); // sqrt(0.5 * 2)
         assert_eq!(report.geomean[2].workloads, 1);
 
-        let mut text = Vec::new();
-        report.write_table(&mut text).unwrap();
-        let text = String::from_utf8(text).unwrap();
+        let text = table_text(&report);
         for expected in [
             "crashed: SIGSEGV",
             "0.62x jemalloc",
@@ -875,9 +1051,7 @@ pub mod tests {
         let report = Report::new(setup(&["glibc"]), vec![waited, threaded]);
         assert_eq!(report.cells[0].busy, Some(3.0));
         assert_eq!(report.cells[1].busy, None, "threads may wait on each other");
-        let mut text = Vec::new();
-        report.write_table(&mut text).unwrap();
-        let text = String::from_utf8(text).unwrap();
+        let text = table_text(&report);
         assert!(text.contains("300.0*"), "{text}");
         assert!(
             text.contains(
