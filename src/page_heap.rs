@@ -214,20 +214,8 @@ impl PageHeap {
 
     /// The smallest listed free span of at least `pages` pages, or null.
     fn find(&self, pages: usize) -> *mut Span {
-        if pages <= MAX_LISTED {
-            let mut w = pages / 64;
-            let mut bits = self.nonempty[w] & (!0u64 << (pages % 64));
-            loop {
-                if bits != 0 {
-                    let n = w * 64 + bits.trailing_zeros() as usize;
-                    return self.by_len[n].first();
-                }
-                w += 1;
-                if w == BITMAP_WORDS {
-                    break;
-                }
-                bits = self.nonempty[w];
-            }
+        if let Some(n) = self.listed_lengths(pages).next() {
+            return self.by_len[n].first();
         }
         let mut best: *mut Span = null_mut();
         let mut s = self.long.first();
@@ -243,9 +231,28 @@ impl PageHeap {
         best
     }
 
-    /// Lengths of the non-empty exact-length lists from `pages` up, shortest first.
+    /// Lengths of the non-empty exact-length lists from `pages` up, shortest first (a word of
+    /// the bitmap at a time).
     fn listed_lengths(&self, pages: usize) -> impl Iterator<Item = usize> + '_ {
-        (pages..=MAX_LISTED).filter(|&n| self.nonempty[n / 64] & (1 << (n % 64)) != 0)
+        let mut w = pages / 64;
+        let mut bits = if pages <= MAX_LISTED {
+            self.nonempty[w] & (!0u64 << (pages % 64))
+        } else {
+            w = BITMAP_WORDS;
+            0
+        };
+        core::iter::from_fn(move || loop {
+            if bits != 0 {
+                let n = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                return Some(n);
+            }
+            w += 1;
+            if w >= BITMAP_WORDS {
+                return None;
+            }
+            bits = self.nonempty[w];
+        })
     }
 
     /// The free span of at least `pages` pages for a size class's span: the tightest fit among
