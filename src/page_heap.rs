@@ -257,7 +257,9 @@ impl PageHeap {
 
     /// The free span of at least `pages` pages for a size class's span: the tightest fit among
     /// the spans that may hold resident pages (a dirty range), else the tightest fit of all;
-    /// null if none fits. Looks at no more than [`DIRTY_SCAN`] spans of each exact-length list.
+    /// null if none fits. Looks at no more than [`DIRTY_SCAN`] spans of each exact-length list
+    /// and [`FIRST_FIT_SCAN`] of the runs beyond them (each of those is over 2 MiB: a heap has
+    /// few).
     ///
     /// Dirty first, as jemalloc reuses its dirty extents before the clean ones: a program whose
     /// bursts of small objects come and go keeps landing on the pages it already touched. The
@@ -286,11 +288,13 @@ impl PageHeap {
                 }
             }
         }
-        // Then the long runs: the tightest dirty one, else the tightest clean one if no listed
-        // span fitted.
+        // Then the long runs (the first FIRST_FIT_SCAN of them): the tightest dirty one, else
+        // the tightest clean one if no listed span fitted.
         let mut best: *mut Span = null_mut();
         let mut s = self.long.first();
-        while !s.is_null() {
+        let mut budget = FIRST_FIT_SCAN;
+        while !s.is_null() && budget > 0 {
+            budget -= 1;
             // SAFETY: members of `long` are valid free spans.
             unsafe {
                 let key = |t: *mut Span| ((*t).dirty() == 0, (*t).pages);
@@ -513,12 +517,15 @@ impl PageHeap {
             if state == SpanState::Small && (*s).pages > need {
                 // A class's span goes where the pages may be resident: at the start of the
                 // run's dirty range; in a clean run, at the end that touches a span in use if
-                // only that end does. A fresh chunk is mapped just below the older one: its
-                // spans are carved from the top down, next to the older chunk's pages, so that
+                // only that end does. A fresh chunk is usually mapped just below the older one:
+                // its spans are carved from the top down, next to the older chunk's pages, so that
                 // once both are free the used pages form one run whose dirty range holds no
                 // untouched gap (carved from the bottom up, the untouched middle fell inside the
                 // merged dirty range, and the next burst's spans went there).
                 let last = ((*s).end() - pages * PAGE) & !(align - 1);
+                // The neighbours come from the page map: span records (the pool never unmaps
+                // them), live or stale, of which only `state` is read; a record back in the
+                // pool (`Dead`) counts as in use, which only moves where a span is carved.
                 let in_use = |p: *mut Span| !p.is_null() && (*p).state != SpanState::Free;
                 if (*s).dirty() > 0 {
                     aligned = ((*s).dirty_lo & !(align - 1)).clamp(aligned, last);
@@ -1017,6 +1024,52 @@ mod tests {
             let s = class_span(&mut heap);
             assert_eq!((*s).start, (*spans[0]).start);
             assert!((*s).zeroed);
+        }
+    }
+
+    /// Inside the run it takes, a class's span starts at the run's dirty range, or ends at the
+    /// run's end when the dirty pages lie closer to the end than its length.
+    #[test]
+    fn class_spans_start_at_the_dirty_pages_of_their_run() {
+        let mut heap = PageHeap::new();
+        // SAFETY: every span used below is live and owned by this test's heap.
+        unsafe {
+            // [released 12][dirty 6][released 12][used 4]: once all three are free they merge
+            // into one run of 30 pages that is clean at both ends, dirty in the middle.
+            let spans = [12, 6, 12, 4].map(|pages| large(&mut heap, pages));
+            heap.free_span(spans[0]);
+            heap.free_span(spans[2]);
+            heap.release_free(u64::MAX);
+            heap.free_span(spans[1]);
+            let dirty = (*spans[1]).start;
+            let s = heap.alloc_span(8, PAGE, 1, SpanState::Small);
+            assert_eq!(
+                (*s).start,
+                dirty,
+                "at the dirty range, not the run's clean head"
+            );
+            assert!(!(*s).zeroed);
+            heap.free_span(s);
+            // Then only the run's last 6 pages dirty (taken and given back after the rest was
+            // released), and a span of 10 asked for: it ends at the run's end.
+            heap.release_free(u64::MAX);
+            let near_end = large(&mut heap, 30);
+            let tail_dirty = (*near_end).start + 24 * PAGE;
+            heap.free_span(near_end);
+            heap.release_free(u64::MAX);
+            let t = large(&mut heap, 24);
+            let u = large(&mut heap, 6);
+            assert_eq!((*u).start, tail_dirty);
+            heap.free_span(t);
+            heap.release_free(u64::MAX);
+            heap.free_span(u);
+            let v = heap.alloc_span(10, PAGE, 1, SpanState::Small);
+            assert_eq!(
+                (*v).end(),
+                (*spans[3]).start,
+                "clamped to end at the run's end"
+            );
+            assert!(!(*v).zeroed);
         }
     }
 
