@@ -673,7 +673,6 @@ pub fn table(columns: &[(&str, bool)]) -> Table {
     t
 }
 
-/// The successful cell with the lowest `figure` (time or RSS), if any.
 /// [`BestOverall`]'s figure: rseqmalloc against each peer (geomean of the per-workload ratios
 /// where both completed), and of those the highest ratio; `None` without rseqmalloc or peers.
 fn best_overall(
@@ -705,6 +704,7 @@ fn best_overall(
         .max_by(|a, b| a.ratio.total_cmp(&b.ratio))
 }
 
+/// The successful cell with the lowest `figure` (time or RSS), if any.
 fn best<'a>(cells: &[&'a Cell], figure: fn(&Cell) -> Option<f64>) -> Option<&'a Cell> {
     cells
         .iter()
@@ -744,7 +744,6 @@ fn percent(v: Option<f64>) -> String {
     }
 }
 
-/// A count in k or M above ten thousand.
 /// The paired comparison with one candidate: a row per workload with enough pairs, then how
 /// many workloads the run resolved, faster or slower, smaller or larger.
 fn write_paired(out: &mut dyn Write, v: &VsCandidate) -> io::Result<()> {
@@ -823,6 +822,7 @@ fn interval(i: Option<paired::Interval>) -> String {
     })
 }
 
+/// A count in k or M above ten thousand.
 fn count(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
