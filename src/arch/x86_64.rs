@@ -255,12 +255,13 @@ macro_rules! push_sequence {
         slab_sequence!(
             $(id_check: [$($check),*],)?
             body: [
-                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
+                "movzx {n:e}, {t:x}",
                 "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
                 "jae 5f",
                 "mov qword ptr [{slab} + {n} * 8 + {slots}], {obj}",
-                "inc {n:e}",
-                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
+                "inc {t:e}",
+                "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
             ],
             fail: "jmp {full}",
             n = out(reg) _,
@@ -278,6 +279,10 @@ macro_rules! push_sequence {
 const _: () = assert!(
     core::mem::size_of::<usize>() == 8 && 1 << SLOT_SHIFT == 8,
     "the sections scale slot indices by 8"
+);
+const _: () = assert!(
+    offset_of!(ClassHeader, current) == 0 && offset_of!(ClassHeader, begin) == 2,
+    "the sections read and commit `current` as the low half of the word `current | begin << 16`"
 );
 
 /// Pops an object from the calling CPU's stack of one size class.
@@ -297,17 +302,21 @@ const _: () = assert!(
 /// start:                                                // ---- critical section ----
 ///   id   = *tb.id                                        // cpu_id or mm_cid, read here
 ///   slab = tb.slabs + id << SLAB_SHIFT                   // this CPU's slab
-///   n    = slab[hdr].current
+///   w    = slab[hdr].current | slab[hdr].begin << 16    // one 32-bit load
+///   n    = w & 0xffff                                    // current
 ///   if n <= slab[hdr].floor: goto fail                   // empty (or stopped by a drain)
 ///   obj  = slot[n - 1]
-///   slab[hdr].current = n - 1                            // the one committing store
+///   slab[hdr].(current, begin) = w - 1                   // the one committing store (32-bit)
 /// post_commit:                                          // --------------------------
 ///   return obj
 /// abort:  (preceded by RSEQ_SIG)  goto restart
 /// fail:   return null
 /// ```
 /// Restart-safe: nothing before the commit writes shared memory, so an abort (preemption,
-/// migration, signal) leaves the slab as it was and the retry reads the new id.
+/// migration, signal) leaves the slab as it was and the retry reads the new id. Every section
+/// commits `current` through the 32-bit word it shares with `begin` (see [`ClassHeader`] for
+/// why, and why `begin` cannot change under a section); pseudocode below writes it as
+/// `current` where the word's upper half is only carried along.
 ///
 /// # Safety
 /// When the thread's area has a non-negative cpu id, the thread block's `slabs` must map one
@@ -323,12 +332,13 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
     unsafe {
         slab_sequence!(
             body: [
-                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
+                "movzx {n:e}, {t:x}",
                 "cmp {n:x}, word ptr [{slab} + {hdr} + {floor}]",
                 "jbe 5f",
                 "mov {obj}, qword ptr [{slab} + {n} * 8 + {slots} - 8]",
-                "dec {n:e}",
-                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
+                "dec {t:e}",
+                "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
             ],
             fail: "xor {obj:e}, {obj:e}",
             n = out(reg) _,
@@ -477,7 +487,9 @@ pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usi
                 "inc {i}",
                 "cmp {i}, {k}",
                 "jb 9b",
-                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
+                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
+                "sub {t:e}, {k:e}",
+                "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
             ],
             fail: "xor {k:e}, {k:e}",
             n = out(reg) _,
@@ -549,8 +561,9 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
                 "inc {i}",
                 "cmp {i}, {k}",
                 "jb 9b",
-                "add {n}, {k}",
-                "mov word ptr [{slab} + {hdr} + {current}], {n:x}",
+                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
+                "add {t:e}, {k:e}",
+                "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
             ],
             fail: "xor {k:e}, {k:e}",
             n = out(reg) _,
