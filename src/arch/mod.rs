@@ -153,25 +153,35 @@ pub const SLOTS_AT: usize = 2048;
 /// `floor = u16::MAX` (every pop fails); a capacity lowered under the count (`end < current`)
 /// only makes pushes fail until pops bring `current` under it.
 ///
-/// Fields are written by the critical sections' one committing store (`current`; the
-/// relocation section's 8-byte store of all four), or under the slab's lock (fallback mode),
-/// or by a drain that stopped the slab, or under the slab's capacity lock (`end`).
+/// Fields are written by the critical sections' one committing store (`current`, with `begin`
+/// rewritten as it was: below; the relocation section's 8-byte store of all four), or under
+/// the slab's lock (fallback mode), or by a drain that stopped the slab, or under the slab's
+/// capacity lock (`end`).
 ///
 /// On x86_64 the pop, push and batch sections load and commit `current` as the low half of
 /// the 32-bit word `current | begin << 16`, writing `begin` back as they read it: a 16-bit
 /// store followed by the next operation's 16-bit load of the same address cost the AMD EPYC
 /// of session 15 about a quarter of a cached pop/push pair (an emulation of the sections,
 /// variants alternated in one process), where 32-bit accesses forward at full speed. The
-/// word's `begin` cannot change under a section: it is written only by the relocation
-/// section (the same CPU's, so the two exclude each other), under the slab's lock (fallback
-/// mode, where no section runs), or on a stopped slab after the rseq fence (where every
-/// section fails before its commit). The arithmetic stays in the low half: a pop commits
-/// `current - k` with `k <= current - floor`, a push `current + k` with `current + k <= end`.
+/// word's `begin` cannot change under a section: every writer of `begin` also writes
+/// `current`, so a section that could write back a stale `begin` would already have written
+/// a stale `current` with a 16-bit commit. It is written by the relocation section (the same
+/// CPU's, so the two exclude each other), under the slab's lock (fallback mode, where no
+/// section runs, or a private slab no section reaches), and by a drain between its two rseq
+/// fences (`percpu::drain`: the second fence ends every section that read the old word before
+/// the slab restarts, exactly as it does for `current`). The arithmetic stays in the low half:
+/// a pop commits `current - k` with `k <= current - floor`, a push `current + k` with
+/// `current + k <= end`. The 32-bit store races the Rust side's 16-bit atomic loads of
+/// `current` and `begin` (counts, drains, checks), mixed-size accesses Rust's memory model
+/// does not define: this relies on x86's single-copy atomicity of an aligned 4-byte store,
+/// under which a 16-bit load sees the old or the new half (the relocation section's 8-byte
+/// store already did the same).
 #[repr(C, align(8))]
 pub struct ClassHeader {
     /// One past the top of the stack: `slots[current - 1]` is the top.
     pub current: AtomicU16,
-    /// The stack's first slot (not read by the fast path; what `floor` returns to).
+    /// The stack's first slot (what `floor` returns to); the fast path only carries it along in
+    /// the 32-bit word it commits.
     pub begin: AtomicU16,
     /// Pops fail at `current <= floor`: `begin` while running, `u16::MAX` while stopped.
     pub floor: AtomicU16,

@@ -313,10 +313,11 @@ const _: () = assert!(
 /// fail:   return null
 /// ```
 /// Restart-safe: nothing before the commit writes shared memory, so an abort (preemption,
-/// migration, signal) leaves the slab as it was and the retry reads the new id. Every section
-/// commits `current` through the 32-bit word it shares with `begin` (see [`ClassHeader`] for
-/// why, and why `begin` cannot change under a section); pseudocode below writes it as
-/// `current` where the word's upper half is only carried along.
+/// migration, signal) leaves the slab as it was and the retry reads the new id. The pop,
+/// push and batch sections commit `current` through the 32-bit word it shares with `begin`
+/// (see [`ClassHeader`] for why, and why `begin` cannot change under a section); the other
+/// sections' pseudocode writes it as `current` where the word's upper half is only carried
+/// along.
 ///
 /// # Safety
 /// When the thread's area has a non-negative cpu id, the thread block's `slabs` must map one
@@ -471,7 +472,8 @@ pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usi
         slab_sequence!(
             on_abort: ["lock inc qword ptr [rip + {batch}]"],
             body: [
-                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
+                "movzx {n:e}, {t:x}",
                 "movzx {k:e}, word ptr [{slab} + {hdr} + {floor}]",
                 "neg {k}",
                 "add {k}, {n}",
@@ -482,12 +484,11 @@ pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usi
                 "lea {src}, [{slab} + {n} * 8 + {slots}]",
                 "xor {i:e}, {i:e}",
                 "9:",
-                "mov {t}, qword ptr [{src} + {i} * 8]",
-                "mov qword ptr [{out} + {i} * 8], {t}",
+                "mov {n}, qword ptr [{src} + {i} * 8]",
+                "mov qword ptr [{out} + {i} * 8], {n}",
                 "inc {i}",
                 "cmp {i}, {k}",
                 "jb 9b",
-                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
                 "sub {t:e}, {k:e}",
                 "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
             ],
@@ -547,7 +548,8 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
         slab_sequence!(
             on_abort: ["lock inc qword ptr [rip + {batch}]"],
             body: [
-                "movzx {n:e}, word ptr [{slab} + {hdr} + {current}]",
+                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
+                "movzx {n:e}, {t:x}",
                 "movzx {k:e}, word ptr [{slab} + {hdr} + {end}]",
                 "sub {k}, {n}",
                 "jle 5f",
@@ -556,12 +558,11 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
                 "lea {dst}, [{slab} + {n} * 8 + {slots}]",
                 "xor {i:e}, {i:e}",
                 "9:",
-                "mov {t}, qword ptr [{objs} + {i} * 8]",
-                "mov qword ptr [{dst} + {i} * 8], {t}",
+                "mov {n}, qword ptr [{objs} + {i} * 8]",
+                "mov qword ptr [{dst} + {i} * 8], {n}",
                 "inc {i}",
                 "cmp {i}, {k}",
                 "jb 9b",
-                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
                 "add {t:e}, {k:e}",
                 "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
             ],
