@@ -29,6 +29,16 @@ use core::ptr::null_mut;
 
 /// Up to this much mapped heap, small-object spans use their small-heap length.
 const SMALL_HEAP_BYTES: usize = 32 << 20;
+/// A class with at least this many bytes of objects out of its spans (handed to caches or the
+/// program) takes spans of the big heap's length even while the heap is small: a burst of
+/// 1,000 × 1 KiB otherwise took 125 one-page spans from the page heap and gave them back, a
+/// fifth of its time in page-heap work (split, merge, span records). Such a class fills long
+/// spans anyway, and their pages are carved (touched) only as objects are taken. The per-CPU
+/// budget (`cpu_cache_bytes`' default): what a burst past every cache has out at least.
+/// Measured (docs/design.md, "Central lists"): bursts of 1,000 and 4,096 × 1 KiB 0.84x and
+/// 0.76x the time, the nine original workloads' peak RSS unchanged (0.996x, 11 runs each);
+/// 256 KiB instead raised `fragmentation`'s peak by 1 %.
+const LONG_SPANS_FROM: usize = 512 << 10;
 /// Half pages (4 KiB each) a carve into a fresh span of a big heap faults in at once
 /// ([`Span::populate_ahead`], classes up to 4 KiB): one `MADV_POPULATE_WRITE` call instead of
 /// up to 8 page faults, for pages the carving would fault in one by one anyway (an object
@@ -246,9 +256,11 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32) -> usize {
         if s.is_null() {
             let mut heap = HEAP.lock();
             // Small spans while the heap is small (a program touching many classes pays about
-            // a page for each), 64 KiB ones once it is large (bounded metadata per byte).
+            // a page for each), 64 KiB ones once it is large (bounded metadata per byte), or
+            // once the class has `LONG_SPANS_FROM` out (fewer page-heap operations a burst).
             let small_heap = heap.stats().mapped <= SMALL_HEAP_BYTES;
-            let pages = if small_heap {
+            let busy = central.out_of_spans.load(Ordering::Relaxed) * size >= LONG_SPANS_FROM;
+            let pages = if small_heap && !busy {
                 CLASS_PAGES_SMALL_HEAP[c]
             } else {
                 CLASS_PAGES[c]
@@ -704,6 +716,76 @@ mod tests {
                 "MADV_POPULATE_WRITE is not honoured here (emulated?): residency not checked"
             );
         }
+    }
+
+    /// While the heap is small, a class takes one-page spans until it has `LONG_SPANS_FROM`
+    /// out of its spans, then spans of the big heap's length: a burst past every cache costs
+    /// a page-heap operation per 64 KiB, not per 8 KiB. In a child process, whose heap is
+    /// fresh and stays below 32 MiB (the lists are below the per-CPU layer: one mode).
+    #[test]
+    fn a_class_with_much_out_takes_long_spans_in_a_small_heap() {
+        if std::env::var_os("RSEQMALLOC_LONG_SPANS").is_some() {
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "central::tests::child_long_spans",
+                "--nocapture",
+                "--include-ignored",
+            ])
+            .env("RSEQMALLOC_LONG_SPANS", "1")
+            .output()
+            .unwrap();
+        let stdout = std::string::String::from_utf8_lossy(&out.stdout);
+        let stderr = std::string::String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{stderr}"
+        );
+    }
+
+    #[test]
+    #[ignore = "run as a child by a_class_with_much_out_takes_long_spans_in_a_small_heap"]
+    fn child_long_spans() {
+        let c = class_of(1024);
+        let size = size_of(c);
+        let (short, long) = (CLASS_PAGES_SMALL_HEAP[c], CLASS_PAGES[c]);
+        assert!(short < long);
+        // Each span this class took, with its length and the bytes the class had out when
+        // the batch that took it began.
+        let mut seen: std::vec::Vec<(usize, u16, usize)> = std::vec::Vec::new();
+        let mut objs = std::vec::Vec::new();
+        while objs.len() * size < 2 * LONG_SPANS_FROM {
+            let before = CENTRAL[c].out_of_spans.load(Ordering::Relaxed) * size;
+            let mut chunk = [null_mut(); 16];
+            assert_eq!(alloc_batch(c, &mut chunk), chunk.len());
+            for &o in &chunk {
+                let s = span_of(PAGEMAP.get(o as usize)) as *mut Span;
+                // SAFETY: the span of an object just handed out, live while we hold it.
+                let pages = unsafe { (*s).pages } as u16;
+                if !seen.iter().any(|&(x, _, _)| x == s as usize) {
+                    seen.push((s as usize, pages, before));
+                }
+            }
+            objs.extend_from_slice(&chunk);
+        }
+        assert!(
+            HEAP.lock().stats().mapped <= SMALL_HEAP_BYTES,
+            "the heap stayed small"
+        );
+        for &(_, pages, before) in &seen {
+            let want = if before >= LONG_SPANS_FROM {
+                long
+            } else {
+                short
+            };
+            assert_eq!(pages, want, "a span taken with {before} bytes out");
+        }
+        assert!(seen.iter().any(|&(_, p, _)| p == long), "{seen:?}");
+        // SAFETY: objects from `alloc_batch`, never handed out, each given back once.
+        unsafe { free_to_spans(c, &objs) };
+        CENTRAL[c].check_invariants(c).unwrap();
     }
 
     /// A page's second half names its objects only once carved, and carving goes a half page
