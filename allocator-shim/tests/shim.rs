@@ -324,6 +324,50 @@ fn stress_random_mix_of_a_million_operations() {
     }
 }
 
+/// Two copies of the shim in one process, each opened by `dlopen` from its own path (how
+/// `benches/c/ab.c` compares two builds): each keeps its own heap and objects, and only the
+/// first may register an rseq area of its own; the second finds it taken and runs in the
+/// fallback, never fighting the owner (with glibc's area, both use it). `ab.c` itself runs
+/// too, so the benchmark keeps building and checking its objects.
+#[test]
+fn two_copies_in_one_process_keep_their_objects_and_one_rseq_owner() {
+    let libs = libs();
+    let dir = TempDir::new("two-copies");
+    let (a, b) = (dir.join("a.so"), dir.join("b.so"));
+    fs::copy(&libs.release, &a).unwrap();
+    fs::copy(&libs.release, &b).unwrap();
+    let bin = dir.join("two_copies");
+    compile(&["two_copies.c"], &bin, &[]);
+    let ab = dir.join("ab");
+    compile_in(&manifest_dir().join("../benches/c"), &["ab.c"], &ab, &[]);
+    for mode in MODES {
+        let want = match mode {
+            Mode::Glibc => "glibc,glibc",
+            Mode::Own => "own,fallback",
+            Mode::Fallback => "fallback,fallback",
+        };
+        let mut cmd = command(&bin, None, 120);
+        cmd.arg(&a).arg(&b);
+        mode.apply(&mut cmd);
+        let out = run_ok(&mut cmd, &format!("two_copies [{}]", mode.name()));
+        assert_eq!(
+            stdout(&out),
+            format!("two_copies ok modes={want}\n"),
+            "{}",
+            show(&out)
+        );
+        let mut cmd = command(&ab, None, 120);
+        cmd.arg(&a).arg(&b).args(["64", "16", "3"]);
+        mode.apply(&mut cmd);
+        let out = run_ok(&mut cmd, &format!("ab [{}]", mode.name()));
+        let line = stdout(&out);
+        assert!(
+            line.starts_with("64 B x 16: A ") && line.ends_with("(3 rounds)\n"),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn sixteen_threads_free_each_others_objects() {
     let libs = libs();
