@@ -217,18 +217,30 @@ impl PageHeap {
         if let Some(n) = self.listed_lengths(pages).next() {
             return self.by_len[n].first();
         }
-        let mut best: *mut Span = null_mut();
+        self.long_fit(pages, usize::MAX, |s| s.pages)
+    }
+
+    /// The span of the long runs (`long`, past [`MAX_LISTED`] pages) of at least `pages` pages
+    /// with the smallest `key`, the first of equals, among the first `budget` of them; null if
+    /// none fits.
+    fn long_fit<K: Ord>(&self, pages: usize, budget: usize, key: impl Fn(&Span) -> K) -> *mut Span {
+        let mut best: Option<(*mut Span, K)> = None;
         let mut s = self.long.first();
-        while !s.is_null() {
-            // SAFETY: members of `long` are valid free spans.
-            unsafe {
-                if (*s).pages >= pages && (best.is_null() || (*s).pages < (*best).pages) {
-                    best = s;
-                }
-                s = (*s).next;
+        for _ in 0..budget {
+            if s.is_null() {
+                break;
             }
+            // SAFETY: members of `long` are valid free spans.
+            let span = unsafe { &*s };
+            if span.pages >= pages {
+                let k = key(span);
+                if best.as_ref().is_none_or(|(_, b)| k < *b) {
+                    best = Some((s, k));
+                }
+            }
+            s = span.next;
         }
-        best
+        best.map_or(null_mut(), |(s, _)| s)
     }
 
     /// Lengths of the non-empty exact-length lists from `pages` up, shortest first (a word of
@@ -290,20 +302,7 @@ impl PageHeap {
         }
         // Then the long runs (the first FIRST_FIT_SCAN of them): the tightest dirty one, else
         // the tightest clean one if no listed span fitted.
-        let mut best: *mut Span = null_mut();
-        let mut s = self.long.first();
-        let mut budget = FIRST_FIT_SCAN;
-        while !s.is_null() && budget > 0 {
-            budget -= 1;
-            // SAFETY: members of `long` are valid free spans.
-            unsafe {
-                let key = |t: *mut Span| ((*t).dirty() == 0, (*t).pages);
-                if (*s).pages >= pages && (best.is_null() || key(s) < key(best)) {
-                    best = s;
-                }
-                s = (*s).next;
-            }
-        }
+        let best = self.long_fit(pages, FIRST_FIT_SCAN, |t| (t.dirty() == 0, t.pages));
         // SAFETY: `best`, when not null, is a member of `long`, as above.
         if !best.is_null() && (clean.is_null() || unsafe { (*best).dirty() } > 0) {
             best
