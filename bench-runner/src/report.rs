@@ -210,11 +210,7 @@ pub struct VsCandidate {
 
 impl Report {
     pub fn new(setup: Setup, cells: Vec<Cell>) -> Self {
-        let ok = |workload: &str, allocator: &str| {
-            cells
-                .iter()
-                .find(|c| c.workload == workload && c.allocator == allocator && c.is_ok())
-        };
+        let ok = |workload: &str, allocator: &str| ok_cell(&cells, workload, allocator);
         let rows: Vec<Row> = cells
             .iter()
             .map(|cell| {
@@ -680,11 +676,6 @@ fn best_overall(
     cells: &[Cell],
     figure: fn(&Cell) -> Option<f64>,
 ) -> Option<Overall> {
-    let ok = |workload: &str, allocator: &str| {
-        cells
-            .iter()
-            .find(|c| c.workload == workload && c.allocator == allocator && c.is_ok())
-    };
     setup
         .allocators
         .iter()
@@ -693,7 +684,7 @@ fn best_overall(
             let ratios: Vec<f64> = cells
                 .iter()
                 .filter(|c| c.allocator == RSEQMALLOC && c.is_ok())
-                .filter_map(|c| ratio(figure(c), figure(ok(&c.workload, &a.name)?)))
+                .filter_map(|c| ratio(figure(c), figure(ok_cell(cells, &c.workload, &a.name)?)))
                 .collect();
             Some(Overall {
                 peer: a.name.clone(),
@@ -702,6 +693,13 @@ fn best_overall(
             })
         })
         .max_by(|a, b| a.ratio.total_cmp(&b.ratio))
+}
+
+/// The successful cell of `allocator` on `workload`, if any.
+fn ok_cell<'a>(cells: &'a [Cell], workload: &str, allocator: &str) -> Option<&'a Cell> {
+    cells
+        .iter()
+        .find(|c| c.workload == workload && c.allocator == allocator && c.is_ok())
 }
 
 /// The successful cell with the lowest `figure` (time or RSS), if any.
