@@ -38,7 +38,7 @@ const SMALL_HEAP_BYTES: usize = 32 << 20;
 /// Measured (docs/design.md, "Central lists"): bursts of 1,000 and 4,096 × 1 KiB 0.84x and
 /// 0.76x the time, the nine original workloads' peak RSS unchanged (0.996x, 11 runs each);
 /// 256 KiB instead raised `fragmentation`'s peak by 1 %.
-const LONG_SPANS_FROM: usize = 512 << 10;
+const LONG_SPANS_FROM: usize = crate::config::DEFAULTS.cpu_cache_bytes as usize;
 /// Half pages (4 KiB each) a carve into a fresh span of a big heap faults in at once
 /// ([`Span::populate_ahead`], classes up to 4 KiB): one `MADV_POPULATE_WRITE` call instead of
 /// up to 8 page faults, for pages the carving would fault in one by one anyway (an object
@@ -254,12 +254,12 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32) -> usize {
     while got < want {
         let mut s = inner.list.first();
         if s.is_null() {
-            let mut heap = HEAP.lock();
             // Small spans while the heap is small (a program touching many classes pays about
             // a page for each), 64 KiB ones once it is large (bounded metadata per byte), or
             // once the class has `LONG_SPANS_FROM` out (fewer page-heap operations a burst).
-            let small_heap = heap.stats().mapped <= SMALL_HEAP_BYTES;
             let busy = central.out_of_spans.load(Ordering::Relaxed) * size >= LONG_SPANS_FROM;
+            let mut heap = HEAP.lock();
+            let small_heap = heap.stats().mapped <= SMALL_HEAP_BYTES;
             let pages = if small_heap && !busy {
                 CLASS_PAGES_SMALL_HEAP[c]
             } else {
