@@ -662,10 +662,10 @@ pub unsafe fn free(ptr: *mut u8) {
 #[inline]
 pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     let _g = guard::enter("realloc");
-    // The common case in a few instructions: a small block whose class is also the class of
-    // `size` stays where it is (a buffer grown a few bytes at a time mostly does); one that
-    // changes class (every step or two of such a buffer up to 256 bytes) moves without a
-    // second page-map lookup and check.
+    // The common case in a few instructions: a small block whose class is the class of
+    // `size` or one C class above it stays where it is (a buffer grown a few bytes at a time
+    // mostly does); one that must change class moves, one class further up than `size` needs
+    // (`size_class::c_grown_request`), without a second page-map lookup and check.
     // (Null needs no test of its own: no page of a small class is at address 0, so null goes
     // to `realloc_inner`, which allocates.)
     let (c, _) = checked_class(ptr, "realloc");
@@ -674,7 +674,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
         if unsafe { free_tag::is_free(ptr) } {
             bad_pointer("realloc", "double free detected", ptr);
         }
-        if size_class::c_request_maps_to(size, c) {
+        if size_class::c_request_fits(size, c) {
             return ptr;
         }
         // SAFETY: checked above: a live object of class `c`.
@@ -788,7 +788,14 @@ unsafe fn realloc_move_small<const TAG: bool>(
     who: &str,
 ) -> *mut u8 {
     let old_usable = size_of(c);
-    let new = alloc_inner::<TAG>(size, align);
+    // A C block moved to grow gets one class of headroom (`c_grown_request` says why; only C,
+    // whose `free` finds the class in the page map).
+    let request = if TAG && size > old_usable && size <= MAX_SMALL {
+        size_class::c_grown_request(c, size)
+    } else {
+        size
+    };
+    let new = alloc_inner::<TAG>(request, align);
     if !new.is_null() {
         // SAFETY: both blocks are live and distinct; we copy what both can hold; the caller
         // checked the old block, so it is freed without a second lookup.

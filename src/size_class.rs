@@ -30,14 +30,18 @@ pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
 /// default `cpu_cache_bytes`), at least 2, at most 4096 — so a burst of up to 4096 small
 /// objects, or 256 KiB of larger ones, stays in the per-CPU cache.
 pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
-/// For `realloc`'s in-place test ([`c_request_maps_to`]): the C requests of at least 1 byte
+/// For `realloc`'s in-place test ([`c_request_fits`]): the C requests of at least 1 byte
 /// (aligned to 8 up to 8 bytes, to 16 above, as glibc aligns; size 0 is the shim's, which
-/// frees) that map to class `c` are the sizes `floor + 1 ..= CLASS_SIZE[c]`, where `floor` is
-/// the size of the class before it that a C request can map to; entry `c` holds `floor + 1`
-/// in its low 32 bits and the count `CLASS_SIZE[c] - floor` in its high 32 bits. The count is
-/// 0 for the classes whose size is not a multiple of 16 (72, 88, 104, 120 B), which no C
-/// request maps to, and for every value of a page-map entry's class field that is no class
-/// (so the lookup needs no bounds check).
+/// frees) that a block of class `c` keeps in place are those that map to `c` or to the C class
+/// just below it (a C class: one a C request can map to) — the sizes `floor + 1 ..=
+/// CLASS_SIZE[c]`, where `floor` is the size of the C class two below `c` (0 if none). Entry
+/// `c` holds `floor + 1` in its low 32 bits and the count `CLASS_SIZE[c] - floor` in its high
+/// 32 bits. The count is 0 for the classes whose size is not a multiple of 16 (72, 88, 104,
+/// 120 B), which no C request maps to, and for every value of a page-map entry's class field
+/// that is no class (so the lookup needs no bounds check).
+///
+/// Why one class below too: a block `realloc` moves to grow lands one class above the one its
+/// new size needs ([`c_grown_request`]), and the steps that follow must find it in place.
 const C_RANGE: [u64; CLASS_FIELD_VALUES] = build_c_range();
 /// `ceil(2^64 / size)`, for [`starts_object`]'s divisibility test.
 ///
@@ -140,26 +144,30 @@ const fn build_capacity() -> [u16; NUM_CLASSES] {
 
 const fn build_c_range() -> [u64; CLASS_FIELD_VALUES] {
     let mut t = [0u64; CLASS_FIELD_VALUES];
-    // The previous class a C request can map to: requests above its size round up to a
-    // multiple of 16, and the smallest class at or above that is the next 16-aligned one.
-    let mut prev16 = 0u64;
+    // The C classes (those a C request can map to) are the 16-aligned ones: requests above a
+    // class's size round up to a multiple of 16, and the smallest class at or above that is
+    // the next 16-aligned one. `below` is the size of the C class just below `c`, `floor` that
+    // of the one below it.
+    let (mut floor, mut below) = (0u64, 0u64);
     let mut c = 1;
     while c < NUM_CLASSES {
         let s = size_of_class(c) as u64;
         if s.is_multiple_of(16) {
-            t[c] = (prev16 + 1) | ((s - prev16) << 32);
-            prev16 = s;
+            t[c] = (floor + 1) | ((s - floor) << 32);
+            floor = below;
+            below = s;
         }
         c += 1;
     }
     t
 }
 
-/// Whether a C request of `size` bytes (see [`C_RANGE`]) maps to class `c`, for any `c` below
-/// [`CLASS_FIELD_VALUES`] (a class that does not exist takes no request). One load and one
+/// Whether `realloc` keeps a block of class `c` in place for a C request of `size` bytes: the
+/// request maps to `c` or to the C class just below it (see [`C_RANGE`]), for any `c` below
+/// [`CLASS_FIELD_VALUES`] (a class that does not exist keeps no request). One load and one
 /// unsigned compare: `size - lo < count` wraps for sizes below the range.
 #[inline(always)]
-pub fn c_request_maps_to(size: usize, c: usize) -> bool {
+pub fn c_request_fits(size: usize, c: usize) -> bool {
     let r = C_RANGE[c];
     (size as u64).wrapping_sub(r & 0xffff_ffff) < r >> 32
 }
@@ -246,6 +254,30 @@ pub const fn c_class_for(size: usize) -> usize {
     class_for_rest(size, 16)
 }
 
+/// What `realloc` asks for when it moves a small C block of class `c` to grow it to `size`
+/// bytes (at most [`MAX_SMALL`]): when `size` maps to the C class right above `c` (the block
+/// grows a step at a time), one byte more than that class holds, so the block lands one C
+/// class further up; otherwise (a larger jump, as a container that doubles its capacity makes,
+/// or no small class further up) `size` itself.
+///
+/// Classes are 12.5 % apart above 128 B, so a buffer grown a few bytes at a time would move
+/// (and be copied) at every class, 8 times per doubling: about 11x its final size copied in
+/// all. One class of headroom halves the moves (about 6x copied, as mimalloc and snmalloc,
+/// whose classes are 25 % apart); [`c_request_fits`] keeps the block in place for the sizes
+/// of the class it skipped. The cost is at most one class step of slack in a block that grew
+/// by a step. C only: Rust's `dealloc` takes the class from the layout's size, so a Rust
+/// block must stay in the class its size maps to.
+#[inline]
+pub fn c_grown_request(c: usize, size: usize) -> usize {
+    debug_assert!(size <= MAX_SMALL && size > size_of(c));
+    let next = CLASS_SIZE[c_class_for(size_of(c) + 1)] as usize;
+    if size <= next && next < MAX_SMALL {
+        next + 1
+    } else {
+        size
+    }
+}
+
 /// The class for a request with an alignment (a power of two), or 0 when it must be served
 /// as a whole span (too large, or aligned beyond a page).
 ///
@@ -304,30 +336,55 @@ mod tests {
     }
 
     #[test]
-    fn c_range_holds_exactly_the_c_requests_of_each_class() {
+    fn c_range_holds_the_c_requests_of_each_class_and_of_the_c_class_below() {
+        // The C classes in order, and the one each sits above.
+        let c_classes: std::vec::Vec<usize> = (1..NUM_CLASSES)
+            .filter(|&c| (1..=MAX_SMALL).any(|s| c_class_for(s) == c))
+            .collect();
+        let below = |d: usize| -> Option<usize> {
+            let i = c_classes.iter().position(|&x| x == d)?;
+            i.checked_sub(1).map(|j| c_classes[j])
+        };
         for size in 1..=MAX_SMALL {
             let c = class_for(size, crate::c_align(size));
             for d in 1..NUM_CLASSES {
+                let fits = c_classes.contains(&d) && (d == c || below(d) == Some(c));
                 assert_eq!(
-                    c_request_maps_to(size, d),
-                    d == c,
+                    c_request_fits(size, d),
+                    fits,
                     "size {size}: class {c}, tested {d}"
                 );
             }
             for d in NUM_CLASSES..CLASS_FIELD_VALUES {
-                assert!(!c_request_maps_to(size, d), "size {size}, no class {d}");
+                assert!(!c_request_fits(size, d), "size {size}, no class {d}");
             }
         }
         for d in 0..CLASS_FIELD_VALUES {
-            assert!(!c_request_maps_to(0, d), "size 0, class {d}");
+            assert!(!c_request_fits(0, d), "size 0, class {d}");
+            assert!(!c_request_fits(usize::MAX, d), "size usize::MAX, class {d}");
             assert!(
-                !c_request_maps_to(usize::MAX, d),
-                "size usize::MAX, class {d}"
-            );
-            assert!(
-                !c_request_maps_to(MAX_SMALL + 1, d),
+                !c_request_fits(MAX_SMALL + 1, d),
                 "past MAX_SMALL, class {d}"
             );
+        }
+    }
+
+    #[test]
+    fn a_c_block_grown_a_step_lands_one_c_class_up_and_fits_the_sizes_between() {
+        let last = c_class_for(MAX_SMALL);
+        for c in (1..NUM_CLASSES).filter(|&c| c != last && c_request_fits(size_of(c), c)) {
+            let next = c_class_for(size_of(c) + 1);
+            for size in size_of(c) + 1..=MAX_SMALL.min(size_of(next) + 1000) {
+                let r = c_grown_request(c, size);
+                if size > size_of(next) || next == last {
+                    assert_eq!(r, size, "class {c}, size {size}: a jump gets no headroom");
+                    continue;
+                }
+                // One C class past `next`, and every size from `size` up to it fits there.
+                let g = c_class_for(r);
+                assert_eq!(c_class_for(size_of(next) + 1), g, "class {c}, size {size}");
+                assert!(c_request_fits(size, g), "class {c}, size {size}");
+            }
         }
     }
 

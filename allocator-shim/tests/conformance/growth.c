@@ -1,7 +1,8 @@
 /* Issue 11, item 9 (kind): every realloc growth path is amortized — a block grown a step at a
  * time moves O(log) times (geometric margin, address space reserved ahead, in place where
  * possible), so the total cost is linear in the final size. Counted, not timed: a "move" is a
- * realloc that returns a different pointer.
+ * realloc that returns a different pointer, and "copied" adds the block's size at each move
+ * (what a move copies), so copied / reached is the cost per final byte.
  *
  * Three runs, each one block grown by realloc in fixed steps, with a marker word written at
  * the start of every step's new bytes and all markers checked at the end (contents kept across
@@ -9,8 +10,10 @@
  *   huge   16 MiB -> 128 MiB in 4 KiB steps (the issue's trigger: 28,672 reallocs)
  *   large  256 KiB -> 16 MiB in 4 KiB steps (page spans growing into huge mappings)
  *   small  16 B -> 256 KiB in 16 B steps (through the size classes)
+ *   steps  8 B -> 64 KiB in 8 B steps (a C buffer grown a few bytes at a time: issue 12)
  * A run stops early once it has moved `cap` times (argv[1], default 2000), so a quadratic
- * allocator fails fast; it prints "<run>: moves=<n> reallocs=<n> reached=<bytes>".
+ * allocator fails fast; it prints "<run>: moves=<n> reallocs=<n> reached=<bytes>
+ * copied=<bytes>".
  *
  * usage: growth [cap]     prints the three lines, then "growth done mode=<mode>" */
 #include "conf.h"
@@ -23,6 +26,7 @@ static void grow(const char *name, size_t from, size_t to, size_t step) {
     memset(p, 0x33, from);
     size_t size = from;
     long moves = 0, reallocs = 0;
+    size_t copied = 0;
     while (size < to && moves < cap) {
         size_t next = size + step;
         unsigned char *q = realloc(p, next);
@@ -30,6 +34,7 @@ static void grow(const char *name, size_t from, size_t to, size_t step) {
         reallocs++;
         if (q != p) {
             moves++;
+            copied += size;
             /* The first bytes and the last marker survived the move. */
             CHECK(q[0] == 0x33);
             if (size > from) {
@@ -52,7 +57,8 @@ static void grow(const char *name, size_t from, size_t to, size_t step) {
     }
     for (size_t i = 0; i < from; i++) CHECK(p[i] == 0x33);
     free(p);
-    conf_say("%s: moves=%ld reallocs=%ld reached=%zu\n", name, moves, reallocs, size);
+    conf_say("%s: moves=%ld reallocs=%ld reached=%zu copied=%zu\n", name, moves, reallocs, size,
+             copied);
 }
 
 int main(int argc, char **argv) {
@@ -61,6 +67,7 @@ int main(int argc, char **argv) {
     grow("huge", (size_t)16 << 20, (size_t)128 << 20, 4096);
     grow("large", (size_t)256 << 10, (size_t)16 << 20, 4096);
     grow("small", 16, (size_t)256 << 10, 16);
+    grow("steps", 8, (size_t)64 << 10, 8);
     conf_say("growth done mode=%s\n", conf_mode());
     return 0;
 }
