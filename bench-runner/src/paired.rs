@@ -72,6 +72,26 @@ impl Interval {
     pub fn resolved(&self) -> bool {
         self.hi < 1.0 || self.lo > 1.0
     }
+
+    /// Where the interval lies against `bound`: wholly above it, wholly at or below it, or
+    /// across it (the run cannot tell).
+    pub fn against(&self, bound: f64) -> Side {
+        if self.lo > bound {
+            Side::Above
+        } else if self.hi <= bound {
+            Side::AtOrBelow
+        } else {
+            Side::Across
+        }
+    }
+}
+
+/// Where an [`Interval`] lies against a bound ([`Interval::against`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Above,
+    AtOrBelow,
+    Across,
 }
 
 /// Coverage of `[r(k), r(n+1-k)]` (1-based order statistics of `n` values) as an interval for

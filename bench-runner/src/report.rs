@@ -180,6 +180,19 @@ pub struct BestOverall {
     pub peak_rss: Option<Overall>,
     /// Workloads where rseqmalloc's time is above [`ABOVE`] times its best peer's, with the ratio.
     pub above: Vec<(String, f64)>,
+    /// Per workload, rseqmalloc's runs paired by repetition with those of the workload's best
+    /// peer for time (the `time_best_peer` of its row): the median of the ratios and an
+    /// interval for it, so that "above 1.1x" can be told from the machine's noise (a best
+    /// peer picked as the lowest of several noisy medians flatters the peers).
+    pub paired: Vec<PairedWithPeer>,
+}
+
+/// One workload of [`BestOverall::paired`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedWithPeer {
+    pub peer: String,
+    #[serde(flatten)]
+    pub paired: PairedWorkload,
 }
 
 /// One figure of [`BestOverall`].
@@ -309,6 +322,18 @@ impl Report {
                 .iter()
                 .filter_map(|r| Some((r.cell.workload.clone(), r.time_vs_best_peer?)))
                 .filter(|(_, t)| *t > ABOVE)
+                .collect(),
+            paired: rows
+                .iter()
+                .filter(|r| r.cell.allocator == RSEQMALLOC)
+                .filter_map(|r| {
+                    let peer = r.time_best_peer.as_ref()?;
+                    let theirs = ok(&r.cell.workload, peer)?;
+                    Some(PairedWithPeer {
+                        peer: peer.clone(),
+                        paired: paired::compare(&r.cell, theirs)?,
+                    })
+                })
                 .collect(),
         };
         Report {
@@ -518,6 +543,7 @@ impl Report {
                         format!(" ({})", above.join(", "))
                     }
                 )?;
+                write_paired_with_peers(out, &o.paired)?;
             }
         }
         for v in &self.vs_candidates {
@@ -806,6 +832,51 @@ fn write_paired(out: &mut dyn Write, v: &VsCandidate) -> io::Result<()> {
     )
 }
 
+/// The summary line of [`BestOverall::paired`]: with enough pairs, how many workloads' time
+/// intervals against their best peer lie wholly above 1.1x, wholly at or below it, or across
+/// it (each listed with its interval), and the geomean of the paired medians.
+fn write_paired_with_peers(out: &mut dyn Write, all: &[PairedWithPeer]) -> io::Result<()> {
+    let rows: Vec<(&PairedWithPeer, paired::Interval)> = all
+        .iter()
+        .filter_map(|p| Some((p, p.paired.time?)))
+        .filter(|(_, t)| t.pairs >= paired::MIN_PAIRS)
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let side = |want: paired::Side| -> Vec<String> {
+        rows.iter()
+            .filter(|(_, t)| t.against(ABOVE) == want)
+            .map(|(p, t)| {
+                format!(
+                    "{} {:.2}x [{:.2}-{:.2}] vs {}",
+                    p.paired.workload, t.median, t.lo, t.hi, p.peer
+                )
+            })
+            .collect()
+    };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", v.join("; "))
+        }
+    };
+    let (above, across) = (side(paired::Side::Above), side(paired::Side::Across));
+    let below = rows.len() - above.len() - across.len();
+    writeln!(
+        out,
+        "the same, paired by repetition with each workload's best peer (median [interval]): \
+         geomean {}; {} of {} wholly above {ABOVE}x{}; {below} at or below; {} across it{}",
+        times(geometric_mean(rows.iter().map(|(_, t)| t.median))),
+        above.len(),
+        rows.len(),
+        list(&above),
+        across.len(),
+        list(&across)
+    )
+}
+
 /// `0.97x [0.93-1.01, 94%]`, with `*` when the interval excludes 1.
 fn interval(i: Option<paired::Interval>) -> String {
     i.map_or_else(String::new, |i| {
@@ -1032,6 +1103,73 @@ pub mod tests {
         assert_eq!(a["workload"], "a");
         assert_eq!(a["time"]["pairs"], 5);
         assert_eq!(a["time"]["confidence"], 0.9375);
+    }
+
+    /// Against each workload's best peer, the runs are paired pass by pass too: a steady 1.2x
+    /// under drift lies wholly above 1.1x, a steady 0.9x at or below it, a mixed one across it;
+    /// the peer is the workload's best by median, never a candidate.
+    #[test]
+    fn the_best_peer_of_each_workload_is_compared_run_by_run() {
+        let mut s = setup(&["rseqmalloc", "glibc", "jemalloc", "cand"]);
+        s.allocators[3].candidate = true;
+        s.repeat = 5;
+        s.workloads = vec!["a".into(), "b".into(), "c".into()];
+        let drift = [100.0, 150.0, 200.0, 120.0, 180.0];
+        let scaled = |k: f64| drift.iter().map(|t| t * k).collect::<Vec<f64>>();
+        let slow = [1.2, 1.0, 1.25, 0.95, 1.3];
+        let mixed: Vec<f64> = drift.iter().zip(slow).map(|(t, k)| t * k).collect();
+        let report = Report::new(
+            s,
+            vec![
+                cell_runs("a", "rseqmalloc", &scaled(1.2), 10.0),
+                cell_runs("a", "glibc", &scaled(1.5), 10.0),
+                cell_runs("a", "jemalloc", &drift, 10.0),
+                cell_runs("a", "cand", &scaled(0.5), 10.0),
+                cell_runs("b", "rseqmalloc", &scaled(0.9), 10.0),
+                cell_runs("b", "glibc", &drift, 10.0),
+                cell_runs("b", "jemalloc", &scaled(1.1), 10.0),
+                cell_runs("c", "rseqmalloc", &mixed, 10.0),
+                cell_runs("c", "glibc", &drift, 10.0),
+                cell_runs("c", "jemalloc", &scaled(2.0), 10.0),
+            ],
+        );
+        let p = &report.vs_best_overall.paired;
+        let got: Vec<(&str, &str, paired::Side)> = p
+            .iter()
+            .map(|p| {
+                let t = p.paired.time.unwrap();
+                (
+                    p.paired.workload.as_str(),
+                    p.peer.as_str(),
+                    t.against(ABOVE),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", "jemalloc", paired::Side::Above),
+                ("b", "glibc", paired::Side::AtOrBelow),
+                ("c", "glibc", paired::Side::Across),
+            ]
+        );
+        let a = p[0].paired.time.unwrap();
+        assert!(
+            (a.median - 1.2).abs() < 1e-12 && (a.lo - 1.2).abs() < 1e-12,
+            "{a:?}"
+        );
+        let text = table_text(&report);
+        let expected = "the same, paired by repetition with each workload's best peer (median \
+                        [interval]): geomean 1.09x; 1 of 3 wholly above 1.1x: a 1.20x [1.20-1.20] \
+                        vs jemalloc; 1 at or below; 1 across it: c 1.20x [0.95-1.30] vs glibc";
+        assert!(text.contains(expected), "no '{expected}' in\n{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        let a = &json["vs_best_overall"]["paired"][0];
+        assert_eq!(
+            (a["workload"].as_str(), a["peer"].as_str()),
+            (Some("a"), Some("jemalloc"))
+        );
+        assert_eq!(a["time"]["pairs"], 5);
     }
 
     /// With fewer than three repetitions the pairs say too little for an interval: one line.
