@@ -664,8 +664,9 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     let _g = guard::enter("realloc");
     // The common case in a few instructions: a small block whose class is the class of
     // `size` or one C class above it stays where it is (a buffer grown a few bytes at a time
-    // mostly does); one that must change class moves, one class further up than `size` needs
-    // (`size_class::c_grown_request`), without a second page-map lookup and check.
+    // mostly does); one that must change class moves without a second page-map lookup and
+    // check — one class further up than `size` needs when it grew by one class
+    // (`size_class::c_grown_request`), else to `size`'s own class.
     // (Null needs no test of its own: no page of a small class is at address 0, so null goes
     // to `realloc_inner`, which allocates.)
     let (c, _) = checked_class(ptr, "realloc");
@@ -795,6 +796,10 @@ unsafe fn realloc_move_small<const TAG: bool>(
     } else {
         size
     };
+    debug_assert!(
+        TAG || request == size,
+        "a Rust block must keep its size's class"
+    );
     let new = alloc_inner::<TAG>(request, align);
     if !new.is_null() {
         // SAFETY: both blocks are live and distinct; we copy what both can hold; the caller

@@ -183,7 +183,8 @@ pub struct BestOverall {
     /// Per workload, rseqmalloc's runs paired by repetition with those of the workload's best
     /// peer for time (the `time_best_peer` of its row): the median of the ratios and an
     /// interval for it, so that "above 1.1x" can be told from the machine's noise (a best
-    /// peer picked as the lowest of several noisy medians flatters the peers).
+    /// peer picked as the lowest of several noisy medians flatters the peers). Its
+    /// `peak_rss` is against that same peer, not against the best peer for RSS.
     pub paired: Vec<PairedWithPeer>,
 }
 
@@ -864,16 +865,25 @@ fn write_paired_with_peers(out: &mut dyn Write, all: &[PairedWithPeer]) -> io::R
     };
     let (above, across) = (side(paired::Side::Above), side(paired::Side::Across));
     let below = rows.len() - above.len() - across.len();
+    let short = all.len() - rows.len();
     writeln!(
         out,
         "the same, paired by repetition with each workload's best peer (median [interval]): \
-         geomean {}; {} of {} wholly above {ABOVE}x{}; {below} at or below; {} across it{}",
+         geomean {}; {} of {} wholly above {ABOVE}x{}; {below} at or below; {} across it{}{}",
         times(geometric_mean(rows.iter().map(|(_, t)| t.median))),
         above.len(),
         rows.len(),
         list(&above),
         across.len(),
-        list(&across)
+        list(&across),
+        if short == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({short} with fewer than {} pairs left out)",
+                paired::MIN_PAIRS
+            )
+        }
     )
 }
 
@@ -1113,10 +1123,16 @@ pub mod tests {
         let mut s = setup(&["rseqmalloc", "glibc", "jemalloc", "cand"]);
         s.allocators[3].candidate = true;
         s.repeat = 5;
-        s.workloads = vec!["a".into(), "b".into(), "c".into()];
+        s.workloads = vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()];
         let drift = [100.0, 150.0, 200.0, 120.0, 180.0];
         let scaled = |k: f64| drift.iter().map(|t| t * k).collect::<Vec<f64>>();
         let slow = [1.2, 1.0, 1.25, 0.95, 1.3];
+        let crashed = |w: &str, a: &str| {
+            let mut c = cell(w, a, 0.0, 0.0);
+            c.status = Status::Crashed;
+            c.summary = "crashed: SIGSEGV".into();
+            c
+        };
         let mixed: Vec<f64> = drift.iter().zip(slow).map(|(t, k)| t * k).collect();
         let report = Report::new(
             s,
@@ -1131,6 +1147,13 @@ pub mod tests {
                 cell_runs("c", "rseqmalloc", &mixed, 10.0),
                 cell_runs("c", "glibc", &drift, 10.0),
                 cell_runs("c", "jemalloc", &scaled(2.0), 10.0),
+                // The fastest peer crashed: the next one is the best peer.
+                cell_runs("d", "rseqmalloc", &drift, 10.0),
+                cell_runs("d", "glibc", &drift, 10.0),
+                crashed("d", "jemalloc"),
+                // rseqmalloc crashed: nothing to pair.
+                crashed("e", "rseqmalloc"),
+                cell_runs("e", "glibc", &drift, 10.0),
             ],
         );
         let p = &report.vs_best_overall.paired;
@@ -1151,6 +1174,7 @@ pub mod tests {
                 ("a", "jemalloc", paired::Side::Above),
                 ("b", "glibc", paired::Side::AtOrBelow),
                 ("c", "glibc", paired::Side::Across),
+                ("d", "glibc", paired::Side::AtOrBelow),
             ]
         );
         let a = p[0].paired.time.unwrap();
@@ -1160,8 +1184,8 @@ pub mod tests {
         );
         let text = table_text(&report);
         let expected = "the same, paired by repetition with each workload's best peer (median \
-                        [interval]): geomean 1.09x; 1 of 3 wholly above 1.1x: a 1.20x [1.20-1.20] \
-                        vs jemalloc; 1 at or below; 1 across it: c 1.20x [0.95-1.30] vs glibc";
+                        [interval]): geomean 1.07x; 1 of 4 wholly above 1.1x: a 1.20x [1.20-1.20] \
+                        vs jemalloc; 2 at or below; 1 across it: c 1.20x [0.95-1.30] vs glibc\n";
         assert!(text.contains(expected), "no '{expected}' in\n{text}");
         let json = serde_json::to_value(&report).unwrap();
         let a = &json["vs_best_overall"]["paired"][0];
@@ -1170,6 +1194,22 @@ pub mod tests {
             (Some("a"), Some("jemalloc"))
         );
         assert_eq!(a["time"]["pairs"], 5);
+    }
+
+    /// With fewer than three repetitions there is no paired line against the best peers.
+    #[test]
+    fn no_paired_best_peer_line_below_three_repetitions() {
+        let report = Report::new(
+            setup(&["rseqmalloc", "glibc"]),
+            vec![
+                cell_runs("a", "rseqmalloc", &[90.0, 95.0], 10.0),
+                cell_runs("a", "glibc", &[100.0, 100.0], 10.0),
+            ],
+        );
+        assert_eq!(report.vs_best_overall.paired.len(), 1);
+        let text = table_text(&report);
+        assert!(text.contains("workloads above 1.1x"), "{text}");
+        assert!(!text.contains("paired by repetition with each"), "{text}");
     }
 
     /// With fewer than three repetitions the pairs say too little for an interval: one line.

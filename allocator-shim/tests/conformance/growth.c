@@ -4,7 +4,7 @@
  * realloc that returns a different pointer, and "copied" adds the block's size at each move
  * (what a move copies), so copied / reached is the cost per final byte.
  *
- * Three runs, each one block grown by realloc in fixed steps, with a marker word written at
+ * Four runs, each one block grown by realloc in fixed steps, with a marker word written at
  * the start of every step's new bytes and all markers checked at the end (contents kept across
  * every move):
  *   huge   16 MiB -> 128 MiB in 4 KiB steps (the issue's trigger: 28,672 reallocs)
@@ -15,7 +15,7 @@
  * allocator fails fast; it prints "<run>: moves=<n> reallocs=<n> reached=<bytes>
  * copied=<bytes>".
  *
- * usage: growth [cap]     prints the three lines, then "growth done mode=<mode>" */
+ * usage: growth [cap]     prints the four lines, then "growth done mode=<mode>" */
 #include "conf.h"
 
 static long cap = 2000;
