@@ -265,8 +265,9 @@ pub const fn c_class_for(size: usize) -> usize {
 /// all. One class of headroom halves the moves (about 6x copied, as mimalloc and snmalloc,
 /// whose classes are 25 % apart); [`c_request_fits`] keeps the block in place for the sizes
 /// of the class it skipped. The cost: a block that grew by a step holds one class more than
-/// it needs (and one shrunk into the class below keeps its place). C only: Rust's `dealloc` takes the class from the layout's size, so a Rust
-/// block must stay in the class its size maps to.
+/// it needs (and one shrunk into the class below keeps its place). C only: Rust's `dealloc`
+/// takes the class from the layout's size, so a Rust block must stay in the class its size
+/// maps to.
 #[inline]
 pub fn c_grown_request(c: usize, size: usize) -> usize {
     debug_assert!(size <= MAX_SMALL && size > size_of(c));
