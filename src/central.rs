@@ -718,6 +718,16 @@ mod tests {
         }
     }
 
+    /// Runs this test binary's ignored test `test` alone in a child process, with `var` set to
+    /// `value` (the child's marker: a fresh heap, or an abort that must not end this process).
+    fn run_child(test: &str, var: &str, value: &str) -> std::process::Output {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--include-ignored"])
+            .env(var, value)
+            .output()
+            .unwrap()
+    }
+
     /// While the heap is small, a class takes one-page spans until it has `LONG_SPANS_FROM`
     /// out of its spans, then spans of the big heap's length: a burst past every cache costs
     /// a page-heap operation per 64 KiB, not per 8 KiB. In a child process, whose heap is
@@ -727,16 +737,11 @@ mod tests {
         if std::env::var_os("RSEQMALLOC_LONG_SPANS").is_some() {
             return;
         }
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "central::tests::child_long_spans",
-                "--nocapture",
-                "--include-ignored",
-            ])
-            .env("RSEQMALLOC_LONG_SPANS", "1")
-            .output()
-            .unwrap();
+        let out = run_child(
+            "central::tests::child_long_spans",
+            "RSEQMALLOC_LONG_SPANS",
+            "1",
+        );
         let stdout = std::string::String::from_utf8_lossy(&out.stdout);
         let stderr = std::string::String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -844,16 +849,11 @@ mod tests {
             "untagged",
             "reused",
         ] {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "central::tests::child_corrupt_span_list",
-                    "--nocapture",
-                    "--include-ignored",
-                ])
-                .env("RSEQMALLOC_CORRUPT", case)
-                .output()
-                .unwrap();
+            let out = run_child(
+                "central::tests::child_corrupt_span_list",
+                "RSEQMALLOC_CORRUPT",
+                case,
+            );
             let stderr = std::string::String::from_utf8_lossy(&out.stderr);
             let stdout = std::string::String::from_utf8_lossy(&out.stdout);
             if case == "intact" {
