@@ -1,0 +1,128 @@
+/* Churn: the runner's `single-churn` and `multi-churn` pattern as a C program, for profiling
+ * where an allocator's time goes outside its own functions.
+ *
+ * T threads, each with a ring of S slots {id, pointer, length}. Each of OPS operations per
+ * thread allocates an object of a random small size (60 % 8-64 B, 30 % 65-256 B, 10 %
+ * 257-512 B, as the runner's `small_size`), fills it with a pattern derived from its id,
+ * checks the object in a random slot (first bytes by memcmp against the id, the rest by one
+ * overlapping memcmp, as the runner's `pattern::holds`), frees it and puts the new one in its
+ * place. At the end every survivor is checked and freed. A corrupted object aborts.
+ *
+ * The program's own loads (the slot, the old object) dominate: an allocator's placement of
+ * objects shows up here as time spent in `memcmp` and `check`, which `perf record -e
+ * cpu-clock` separates from the allocator's functions (docs/design.md, "Object locality
+ * across threads", has what session 17 measured with it).
+ *
+ *   cc -O2 -o /tmp/churn benches/c/churn.c -lpthread
+ *   taskset -c 0 env LD_PRELOAD=target/release/librseqmalloc.so /tmp/churn 8 1500000 6250
+ *   taskset -c 0 env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /tmp/churn
+ *
+ * Arguments (all optional): threads T (default 8, at most 64), operations per thread OPS
+ * (1,500,000), slots per thread S (6,250: `multi-churn`'s live set at scale 0.5 on two CPUs;
+ * `1 8000000 50000` is `single-churn`'s). Time it with `/usr/bin/time` (user + system) and
+ * alternate the libraries over several runs: single runs on a noisy machine spread by 30 %. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    uint64_t id;
+    uint8_t *p;
+    size_t len;
+} Obj;
+
+static int threads = 8;
+static long ops = 1500000, slots = 6250;
+
+static uint64_t mix(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t next(uint64_t *state) {
+    *state += 0x9e3779b97f4a7c15ULL;
+    return mix(*state);
+}
+
+static size_t small_size(uint64_t *rng) {
+    uint64_t band = next(rng) % 100;
+    if (band < 60)
+        return 8 + next(rng) % 57;
+    if (band < 90)
+        return 65 + next(rng) % 192;
+    return 257 + next(rng) % 256;
+}
+
+static uint8_t tag(uint64_t id) { return (uint8_t)mix(id) | 1; }
+
+static void fill(Obj *o) {
+    memset(o->p, tag(o->id), o->len);
+    memcpy(o->p, &o->id, o->len < 8 ? o->len : 8);
+}
+
+static void check(const Obj *o) {
+    size_t head = o->len < 8 ? o->len : 8;
+    if (memcmp(o->p, &o->id, head))
+        abort();
+    if (o->len > head &&
+        (o->p[head] != tag(o->id) || memcmp(o->p + head + 1, o->p + head, o->len - head - 1)))
+        abort();
+}
+
+static Obj fresh(uint64_t *id, uint64_t *rng) {
+    Obj o = {++*id, NULL, small_size(rng)};
+    o.p = malloc(o.len);
+    if (!o.p)
+        abort();
+    fill(&o);
+    return o;
+}
+
+static void *run(void *arg) {
+    long t = (long)arg;
+    uint64_t rng = (uint64_t)t * 7919 + 1, id = (uint64_t)t << 40;
+    Obj *ring = malloc(slots * sizeof(Obj));
+    if (!ring)
+        abort();
+    for (long i = 0; i < slots; i++)
+        ring[i] = fresh(&id, &rng);
+    for (long k = 0; k < ops; k++) {
+        long i = next(&rng) % slots;
+        Obj o = fresh(&id, &rng);
+        check(&ring[i]);
+        free(ring[i].p);
+        ring[i] = o;
+    }
+    for (long i = 0; i < slots; i++) {
+        check(&ring[i]);
+        free(ring[i].p);
+    }
+    free(ring);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1)
+        threads = atoi(argv[1]);
+    if (argc > 2)
+        ops = atol(argv[2]);
+    if (argc > 3)
+        slots = atol(argv[3]);
+    if (threads < 1 || threads > 64 || ops < 0 || slots < 1) {
+        fprintf(stderr, "usage: churn [threads 1-64] [ops per thread] [slots per thread]\n");
+        return 2;
+    }
+    pthread_t th[64];
+    for (long t = 0; t < threads; t++)
+        if (pthread_create(&th[t], NULL, run, (void *)t))
+            abort();
+    for (int t = 0; t < threads; t++)
+        pthread_join(th[t], NULL);
+    return 0;
+}
