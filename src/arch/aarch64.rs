@@ -111,6 +111,15 @@ pub unsafe fn percpu_pop_batch(_hdr: usize, _out: *mut *mut u8, _max: usize) -> 
     0
 }
 
+/// As [`percpu_pop`]: always "empty or rseq off".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn percpu_pop_batch_on(_hdr: usize, _id: u32, _out: *mut *mut u8, _max: usize) -> usize {
+    0
+}
+
 /// As [`percpu_pop`]: always "full or rseq off".
 ///
 /// # Safety

@@ -11,8 +11,8 @@
 //! counter. Each architecture's file provides `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`,
 //! `thread_pointer`, `thread_block`, `current_cpu`, the allocation note (`note_alloc`,
 //! `noted_ptr`, `confirmed_class`), `percpu_pop`/`percpu_push`, `percpu_push_homed` (a C `free`'s
-//! push with owner return's home test), `percpu_pop_batch`/`percpu_push_batch` and
-//! `percpu_relocate`.
+//! push with owner return's home test), `percpu_pop_batch`/`percpu_push_batch`,
+//! `percpu_pop_batch_on` (a batch pop on a given slab only) and `percpu_relocate`.
 //!
 //! x86_64 is implemented and tested (`x86_64.rs`: the critical sections). aarch64 compiles to
 //! the locked fallback (`aarch64.rs`: thread-block access only, no critical sections, so the

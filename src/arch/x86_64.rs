@@ -276,6 +276,54 @@ macro_rules! push_sequence {
     };
 }
 
+/// The batch pop section ([`percpu_pop_batch`]'s pseudocode) on the slab [`slab_sequence!`]
+/// finds, for `hdr`, into `out` (at most `max` objects), the count popped in `k`; an
+/// `id_check` (with the operands it names, each followed by a comma) runs between the id's load
+/// and the slab's address: [`percpu_pop_batch_on`].
+macro_rules! pop_batch_sequence {
+    (hdr: $hdr:expr, out: $out:expr, max: $max:expr, k: $k:ident
+     $(, id_check: [$($check:literal),* $(,)?], $($operands:tt)*)?) => {
+        slab_sequence!(
+            on_abort: ["lock inc qword ptr [rip + {batch}]"],
+            $(id_check: [$($check),*],)?
+            body: [
+                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
+                "movzx {n:e}, {t:x}",
+                "movzx {k:e}, word ptr [{slab} + {hdr} + {floor}]",
+                "neg {k}",
+                "add {k}, {n}",
+                "jle 5f",
+                "cmp {k}, {max}",
+                "cmova {k}, {max}",
+                "sub {n}, {k}",
+                "lea {src}, [{slab} + {n} * 8 + {slots}]",
+                "xor {i:e}, {i:e}",
+                "9:",
+                "mov {n}, qword ptr [{src} + {i} * 8]",
+                "mov qword ptr [{out} + {i} * 8], {n}",
+                "inc {i}",
+                "cmp {i}, {k}",
+                "jb 9b",
+                "sub {t:e}, {k:e}",
+                "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
+            ],
+            fail: "xor {k:e}, {k:e}",
+            n = out(reg) _,
+            k = out(reg) $k,
+            src = out(reg) _,
+            i = out(reg) _,
+            batch = sym BATCH_RESTARTS,
+            hdr = in(reg) $hdr,
+            out = in(reg) $out,
+            max = in(reg) $max,
+            current = const offset_of!(ClassHeader, current),
+            floor = const offset_of!(ClassHeader, floor),
+            $($($operands)*)?
+            options(nostack),
+        )
+    };
+}
+
 const _: () = assert!(
     core::mem::size_of::<usize>() == 8 && 1 << SLOT_SHIFT == 8,
     "the sections scale slot indices by 8"
@@ -468,44 +516,32 @@ pub unsafe fn percpu_push_homed(hdr: usize, obj: *mut u8, home: usize) -> Push {
 pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usize {
     let k: usize;
     // SAFETY: as in `percpu_pop`; the loop writes `out[0..k]` with `k <= max`.
+    unsafe { pop_batch_sequence!(hdr: hdr, out: out, max: max, k: k) };
+    k
+}
+
+/// [`percpu_pop_batch`] on slab `id` only: returns 0, popping nothing, when the thread does
+/// not run on that slab (it moved, or the id is another slab's). For a slab's capacity-lock
+/// holder taking objects out of one class to give its capacity to another (`slab::evict`).
+///
+/// ```text
+///   ... as percpu_pop_batch, with after the id's load:
+///   if *tb.id != id: goto fail                           // only on the slab's own CPU
+/// ```
+/// Restart-safe as [`percpu_pop_batch`]; the early exit writes nothing.
+///
+/// # Safety
+/// As for [`percpu_pop_batch`].
+#[inline(always)]
+pub unsafe fn percpu_pop_batch_on(hdr: usize, id: u32, out: *mut *mut u8, max: usize) -> usize {
+    let k: usize;
+    // SAFETY: as in `percpu_pop_batch`.
     unsafe {
-        slab_sequence!(
-            on_abort: ["lock inc qword ptr [rip + {batch}]"],
-            body: [
-                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
-                "movzx {n:e}, {t:x}",
-                "movzx {k:e}, word ptr [{slab} + {hdr} + {floor}]",
-                "neg {k}",
-                "add {k}, {n}",
-                "jle 5f",
-                "cmp {k}, {max}",
-                "cmova {k}, {max}",
-                "sub {n}, {k}",
-                "lea {src}, [{slab} + {n} * 8 + {slots}]",
-                "xor {i:e}, {i:e}",
-                "9:",
-                "mov {n}, qword ptr [{src} + {i} * 8]",
-                "mov qword ptr [{out} + {i} * 8], {n}",
-                "inc {i}",
-                "cmp {i}, {k}",
-                "jb 9b",
-                "sub {t:e}, {k:e}",
-                "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
-            ],
-            fail: "xor {k:e}, {k:e}",
-            n = out(reg) _,
-            k = out(reg) k,
-            src = out(reg) _,
-            i = out(reg) _,
-            batch = sym BATCH_RESTARTS,
-            hdr = in(reg) hdr,
-            out = in(reg) out,
-            max = in(reg) max,
-            current = const offset_of!(ClassHeader, current),
-            floor = const offset_of!(ClassHeader, floor),
-            options(nostack),
-        );
-    }
+        pop_batch_sequence!(
+            hdr: hdr, out: out, max: max, k: k,
+            id_check: ["cmp {slab:e}, {id:e}", "jne 5f"], id = in(reg) id,
+        )
+    };
     k
 }
 

@@ -9,8 +9,9 @@
 //! page heap — so taking them for a fork cannot deadlock with a thread in the middle of a drain
 //! or of stdio. The capacity locks are taken so that no growth is half done in the child (a
 //! class moved to a new region whose reservation was not yet recorded would let the next
-//! growth hand the same slots to another class); their holders take nothing but a slab lock
-//! (fallback mode's relocation), which comes after them here too.
+//! growth hand the same slots to another class); their holders take a slab lock (fallback
+//! mode's relocation and eviction) and, when a steal moves an idle class's objects to the
+//! central lists (`slab::evict`), the central and page-heap locks: all after them here too.
 //!
 //! A process that has only ever had one thread takes no lock at all, as glibc does: no other
 //! thread can hold one, and the only code that can — the `malloc` a signal handler interrupted

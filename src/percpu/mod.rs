@@ -491,6 +491,64 @@ mod push_homed_tests {
         Some(())
     }
 
+    /// One round of `percpu_pop_batch_on` on the slab the thread runs on: named another slab it
+    /// pops nothing and leaves the stack as it was; named this one it pops what was pushed.
+    /// None when the thread may have changed slabs meanwhile (the objects are then left
+    /// cached wherever they are).
+    fn one_pop_on_round(c: usize) -> Option<()> {
+        let id = current_rseq_id();
+        let slab = Slab::of(id);
+        while slab.cap(c) < 8 {
+            if !super::slab::grow_cap(slab, c, false) {
+                return None;
+            }
+        }
+        let mut objs = [null_mut(); 8];
+        assert_eq!(central::alloc_batch(c, &mut objs), 8);
+        let before = slab.count(c);
+        let pushed = push_batch(c, &objs);
+        let mut out = [null_mut(); 8];
+        // SAFETY: `out` holds 8 pointers.
+        let elsewhere = unsafe {
+            arch::percpu_pop_batch_on(header_offset(c), (id ^ 1) as u32, out.as_mut_ptr(), 8)
+        };
+        let unchanged = slab.count(c);
+        // SAFETY: as above.
+        let here =
+            unsafe { arch::percpu_pop_batch_on(header_offset(c), id as u32, out.as_mut_ptr(), 8) };
+        if current_rseq_id() != id || pushed != 8 || here != 8 {
+            return None;
+        }
+        assert_eq!(
+            elsewhere, 0,
+            "popped from a slab the thread does not run on"
+        );
+        assert_eq!(unchanged, before + 8, "a refused pop changed the stack");
+        assert_eq!(slab.count(c), before);
+        assert_eq!(out, objs);
+        // SAFETY: objects from `alloc_batch`, never handed out, popped back: ours again.
+        unsafe { central::free_batch(c, &out) };
+        Some(())
+    }
+
+    #[test]
+    fn a_pop_on_a_named_slab_takes_only_from_that_slab() {
+        // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
+        let c = class_of(3584);
+        let saved = rseq_thread_pinned(3584);
+        let proved = (0..20).any(|_| {
+            one_pop_on_round(c).is_some() || {
+                // Start the next round from a fresh layout (a growth may have found the
+                // budget used by other tests' classes): drain the thread's slab.
+                let id = current_rseq_id();
+                drain_where(|| true, |i, _| i == id);
+                false
+            }
+        });
+        assert!(crate::os::set_affinity(&saved));
+        assert!(proved, "no round stayed on one slab in 20 tries");
+    }
+
     #[test]
     fn push_homed_refuses_only_objects_homed_on_another_slab() {
         // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
