@@ -507,16 +507,22 @@ mod push_homed_tests {
         assert_eq!(central::alloc_batch(c, &mut objs), 8);
         let before = slab.count(c);
         let pushed = push_batch(c, &objs);
-        let mut out = [null_mut(); 8];
-        // SAFETY: `out` holds 8 pointers.
+        let (mut there, mut here) = ([null_mut(); 8], [null_mut(); 8]);
+        // SAFETY: each buffer holds 8 pointers.
         let elsewhere = unsafe {
-            arch::percpu_pop_batch_on(header_offset(c), (id ^ 1) as u32, out.as_mut_ptr(), 8)
+            arch::percpu_pop_batch_on(header_offset(c), (id ^ 1) as u32, there.as_mut_ptr(), 8)
         };
         let unchanged = slab.count(c);
         // SAFETY: as above.
-        let here =
-            unsafe { arch::percpu_pop_batch_on(header_offset(c), id as u32, out.as_mut_ptr(), 8) };
-        if current_rseq_id() != id || pushed != 8 || here != 8 {
+        let popped =
+            unsafe { arch::percpu_pop_batch_on(header_offset(c), id as u32, here.as_mut_ptr(), 8) };
+        if current_rseq_id() != id || pushed != 8 || popped != 8 {
+            // What the pops took is ours again; the rest stays cached wherever it went.
+            // SAFETY: free objects of class `c` popped from a cache.
+            unsafe {
+                central::free_batch(c, &there[..elsewhere]);
+                central::free_batch(c, &here[..popped]);
+            }
             return None;
         }
         assert_eq!(
@@ -525,9 +531,9 @@ mod push_homed_tests {
         );
         assert_eq!(unchanged, before + 8, "a refused pop changed the stack");
         assert_eq!(slab.count(c), before);
-        assert_eq!(out, objs);
+        assert_eq!(here, objs);
         // SAFETY: objects from `alloc_batch`, never handed out, popped back: ours again.
-        unsafe { central::free_batch(c, &out) };
+        unsafe { central::free_batch(c, &here) };
         Some(())
     }
 
@@ -557,5 +563,124 @@ mod push_homed_tests {
         let proved = (0..20).any(|_| one_round(c).is_some());
         assert!(crate::os::set_affinity(&saved));
         assert!(proved, "no round stayed on one slab in 20 tries");
+    }
+}
+
+/// A capacity steal from an idle class on the thread's own slab, in an rseq mode: the idle
+/// class's objects leave through the batch pop that runs only on the slab's CPU
+/// (`slab::evict`'s rseq branch; the slab tests run the locked branch on a private slab).
+#[cfg(all(test, target_arch = "x86_64"))]
+mod evict_tests {
+    use super::slab::grow_cap;
+    use super::*;
+    use crate::size_class::{class_of, CLASS_CAPACITY};
+    use std::vec::Vec;
+
+    /// Pushes all of `objs` (class `c`) on the thread's slab; how many went.
+    fn push_all(c: usize, objs: &[*mut u8]) -> usize {
+        let mut pushed = 0;
+        while pushed < objs.len() {
+            match push_batch(c, &objs[pushed..]) {
+                0 => break,
+                k => pushed += k,
+            }
+        }
+        pushed
+    }
+
+    /// One round on a freshly drained slab: classes of 112–240 B (no other unit test caches
+    /// them on a real slab) filled until the budget stops one, then a 48 B class grows by
+    /// stealing with the probes set on the fillers. None when the round proved nothing: the
+    /// thread changed slabs, a drain (another test's, or maintenance) emptied a filler, or the
+    /// capacity came from elsewhere. Objects left cached on a slab stay there (free objects).
+    fn one_round() -> Option<()> {
+        let fillers = [112, 128, 160, 176, 192, 208, 224, 240].map(class_of);
+        let want = class_of(48);
+        let id = current_rseq_id();
+        drain_where(|| true, |i, _| i == id);
+        let slab = Slab::of(id);
+        let mut filled: Vec<(usize, Vec<*mut u8>)> = Vec::new();
+        for &c in &fillers {
+            while grow_cap(slab, c, false) {}
+            let mut objs = std::vec![null_mut(); slab.cap(c)];
+            for chunk in objs.chunks_mut(32) {
+                assert_eq!(central::alloc_batch(c, chunk), chunk.len());
+            }
+            let pushed = push_all(c, &objs);
+            // SAFETY: objects from `alloc_batch` that no cache took: ours.
+            unsafe { central::free_batch(c, &objs[pushed..]) };
+            objs.truncate(pushed);
+            let at_max = slab.cap(c) >= CLASS_CAPACITY[c] as usize;
+            filled.push((c, objs));
+            if !at_max {
+                break;
+            }
+        }
+        let stopped = filled
+            .last()
+            .is_some_and(|(c, _)| slab.cap(*c) < CLASS_CAPACITY[*c] as usize);
+        if !stopped || current_rseq_id() != id || grow_cap(slab, want, false) {
+            return None;
+        }
+        let idle = filled[0].0;
+        let grown = (0..3).any(|_| {
+            slab.probe_from(idle);
+            grow_cap(slab, want, true)
+        });
+        if current_rseq_id() != id || !grown {
+            return None;
+        }
+        let mut evicted = 0;
+        for (c, objs) in &filled {
+            let now: Vec<*mut u8> = (0..slab.count(*c))
+                .map(|i| slab.slot(*c, i).load(Ordering::Relaxed) as *mut u8)
+                .collect();
+            if now.is_empty() && !objs.is_empty() {
+                return None; // drained meanwhile
+            }
+            assert_eq!(now, objs[..now.len()], "class {c}: not its bottom objects");
+            evicted += (now.len() < objs.len()) as usize;
+        }
+        if evicted == 0 {
+            return None; // the capacity was another class's spare
+        }
+        assert_eq!(evicted, 1, "one idle class gives the capacity");
+        assert!(slab.cap(want) > 0);
+        let victim = filled
+            .iter()
+            .find(|(c, o)| slab.count(*c) < o.len())
+            .unwrap()
+            .0;
+        assert!(
+            slab.count(victim) <= slab.cap(victim),
+            "more cached than the capacity"
+        );
+        // Give back what is still cached here (the evicted objects went to the central lists).
+        for (c, _) in &filled {
+            let mut out = [null_mut(); 32];
+            loop {
+                // SAFETY: `out` holds 32 pointers; what the pop takes is ours.
+                let k = unsafe {
+                    arch::percpu_pop_batch_on(header_offset(*c), id as u32, out.as_mut_ptr(), 32)
+                };
+                if k == 0 {
+                    break;
+                }
+                // SAFETY: free objects of class `c` popped from the cache.
+                unsafe { central::free_batch(*c, &out[..k]) };
+            }
+        }
+        Some(())
+    }
+
+    #[test]
+    fn an_idle_class_on_the_threads_slab_gives_its_capacity() {
+        let saved = rseq_thread_pinned(3328);
+        let proved = (0..20).any(|_| one_round().is_some());
+        assert!(crate::os::set_affinity(&saved));
+        assert!(
+            proved,
+            "no round showed a steal from the idle class in 20 tries"
+        );
     }
 }

@@ -297,8 +297,18 @@ impl Slab {
         self.header().lock.unlock();
     }
 
+    /// Makes the next capacity steal probe class `c` first (tests: the probes start one class
+    /// past the cursor).
+    #[cfg(test)]
+    pub(super) fn probe_from(&self, c: usize) {
+        self.header()
+            .steal_cursor
+            .store(c as u32 - 1, Ordering::Relaxed);
+    }
+
     /// The capacity lock (a [`SpinLock`]: held briefly, except by a drain from its stop to its
-    /// restart).
+    /// restart and by a steal while it frees an idle class's objects to the central lists,
+    /// [`evict`]; nobody waits for it in a fast path: growth only tries it).
     pub(super) fn cap_lock(&self) -> &SpinLock {
         &self.header().cap_lock
     }
@@ -392,10 +402,10 @@ const STEAL_PROBES: usize = 8;
 /// previous probe) and has at least twice the capacity needed, after moving enough of its
 /// objects to the central lists ([`evict`]); so capacity moves to the classes in demand. A
 /// class in use is rarely taken for idle (its count must come back to the same value at two
-/// probes some overflows apart), and then loses at most half its capacity, which its next
-/// refills win back. A capacity past the class's region moves the
-/// class ([`place`]); if that fails (the thread left the slab's CPU, or the slab has no free
-/// slots left), nothing changes.
+/// probes some overflows apart), and then loses at most half its capacity, which its own
+/// overflows take back. A capacity past the class's region moves the class ([`place`]); if
+/// that fails (the thread left the slab's CPU, or the slab has no free slots left), nothing
+/// changes.
 ///
 /// Capacity may change at any time: a section that read the old `end` acts on a bound that is
 /// still inside the class's region, and a lowered capacity only makes pushes fail until pops
@@ -1033,7 +1043,8 @@ mod check_tests {
 
     /// A class that overflows with the budget used up takes capacity from a class that caches
     /// objects but stays idle, whose top objects go to the central lists ([`evict`]); never
-    /// from a class in use, whose count moves between probes.
+    /// from a class in use, whose count moves between probes. Needs a `cpu_cache_bytes` that
+    /// eight classes of 112–240 B at their maximum (256 KiB each) fill: the default, 512 KiB.
     #[test]
     fn an_idle_class_gives_its_capacity_to_a_class_in_demand() {
         let slab = private_slab();
@@ -1072,9 +1083,7 @@ mod check_tests {
                 assert_eq!(locked_push_many(slab, busy, &out), 1);
                 out.clear();
             }
-            slab.header()
-                .steal_cursor
-                .store(busy as u32 - 1, Ordering::Relaxed);
+            slab.probe_from(busy);
             grow_cap(slab, want, true)
         });
         assert!(grown, "no idle class gave capacity");
