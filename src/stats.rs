@@ -68,6 +68,10 @@ pub struct Stats {
     pub sent_home: usize,
     /// Owner return: objects bound for a home whose inbox was full, cached where freed instead.
     pub sent_home_declined: usize,
+    /// Objects moved from a per-CPU class that looked idle to the central lists, so that a
+    /// class overflowing past `cpu_cache_bytes` could take its capacity (docs/design.md,
+    /// "Capacity").
+    pub evicted: usize,
 }
 
 impl Stats {
@@ -118,6 +122,7 @@ pub fn stats() -> Stats {
         drains_skipped: percpu::DRAINS_SKIPPED.load(Ordering::Relaxed),
         sent_home,
         sent_home_declined,
+        evicted: percpu::EVICTED.load(Ordering::Relaxed),
     };
     let mut small = 0;
     // The per-CPU layer's per-thread storage (magazines, outboxes) is the allocator's own

@@ -1,7 +1,8 @@
 //! The options and the version as a Rust program sees them: a compiled-in options string
 //! (`rseqmalloc::options!`) under `RSEQMALLOC_OPTIONS`, `rseqmalloc::options()`,
 //! `rseqmalloc::VERSION`, and run-time control with `rseqmalloc::ctl`. Each setting runs in a child process of its own (options are read
-//! once per process), in the three rseq modes.
+//! once per process), in the three rseq modes. Also what the compiled-in 64 KiB per-CPU budget
+//! shows: capacity moving from an idle class to the class in demand.
 
 mod common;
 
@@ -128,6 +129,96 @@ fn ctl_reads_sets_purges_and_flushes() {
         all.push((CHILD_ENV, "1"));
         let out = common::run_child_test("child_ctl", &all);
         assert!(out.contains("RESULT ctl ok"), "{out}");
+    }
+}
+
+/// Bursts of `n` objects of `size` bytes, `rounds` times: each object carries its index in its
+/// first word and the complement in its last, written at allocation and checked before its
+/// free, so an object handed out twice within a burst fails the run.
+fn checked_bursts(size: usize, n: usize, rounds: usize) {
+    let layout = std::alloc::Layout::from_size_align(size, 8).unwrap();
+    let mut ptrs = [std::ptr::null_mut::<u8>(); 2000];
+    for r in 0..rounds {
+        for (i, p) in ptrs[..n].iter_mut().enumerate() {
+            let id = (r * n + i) as u64;
+            // SAFETY: a non-zero size; both words lie inside the block, aligned to 8.
+            unsafe {
+                *p = std::alloc::alloc(layout);
+                assert!(!p.is_null());
+                p.cast::<u64>().write(id);
+                p.add(size - 8).cast::<u64>().write(!id);
+            }
+        }
+        for (i, &p) in ptrs[..n].iter().enumerate() {
+            let id = (r * n + i) as u64;
+            // SAFETY: allocated above with `layout`, freed once here.
+            unsafe {
+                assert_eq!(p.cast::<u64>().read(), id, "object {id} overwritten");
+                assert_eq!(p.add(size - 8).cast::<u64>().read(), !id);
+                std::alloc::dealloc(p, layout);
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "run by an_idle_class_gives_its_capacity_in_every_mode"]
+fn child_capacity() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    // One CPU: one per-CPU cache (slab) takes every object.
+    // SAFETY: a zeroed `cpu_set_t` with one CPU set, applied to this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(libc::sched_getcpu() as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let evicted = || -> usize {
+        let mut out = [0u8; 32];
+        let n = rseqmalloc::ctl(b"stats.evicted", &mut out).unwrap();
+        std::str::from_utf8(&out[..n]).unwrap().parse().unwrap()
+    };
+    // From an empty cache (what the test harness left there goes to the central lists), a
+    // phase of 48 B objects grows their class to 48 KiB of the 64 KiB budget (compiled in
+    // above; the next doubling does not fit), and long runs of frees leave its stack nearly
+    // full; then 1 KiB objects grow their class to 16 KiB in the rest, and their next
+    // doubling (16 KiB) finds neither budget nor spare capacity: only the idle 48 B class
+    // can give it.
+    rseqmalloc::ctl(b"flush", &mut [0u8; 32]).unwrap();
+    checked_bursts(48, 2000, 8);
+    let before = evicted();
+    checked_bursts(1024, 100, 50);
+    println!(
+        "RESULT evicted_before={before} evicted_after={} stats={}",
+        evicted(),
+        rseqmalloc::stats().evicted
+    );
+}
+
+/// Capacity follows demand across a phase change: once a class's cached objects fill the
+/// per-CPU budget and the program moves on to another class, the new class's overflows take
+/// capacity from the idle one, whose objects above what it keeps go to the central lists
+/// (`stats.evicted`); every object checked on the way. In the three modes.
+#[test]
+fn an_idle_class_gives_its_capacity_in_every_mode() {
+    // Slabs indexed by CPU (`membarrier=off`): a thread pinned to one CPU stays on one slab,
+    // where a concurrency id (`mm_cid`) may change when the test harness's threads come and go.
+    for (mode, env) in modes("membarrier=off") {
+        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.push((CHILD_ENV, "1"));
+        let out = common::run_child_test("child_capacity", &all);
+        let r = common::result_fields(&out);
+        let before: usize = r["evicted_before"].parse().unwrap();
+        let after: usize = r["evicted_after"].parse().unwrap();
+        assert!(after > before, "[{mode}] nothing evicted: {out}");
+        assert_eq!(
+            r["stats"], r["evicted_after"],
+            "[{mode}] ctl and stats differ"
+        );
     }
 }
 

@@ -395,6 +395,10 @@ pub(super) fn restart_layout(slab: Slab) {
 /// Classes probed per steal.
 const STEAL_PROBES: usize = 8;
 
+/// Objects capacity steals moved from idle classes' stacks to the central lists ([`evict`];
+/// reported in statistics).
+pub static EVICTED: AtomicUsize = AtomicUsize::new(0);
+
 /// Doubles the capacity of class `c` in `slab` (up to its maximum): within the slab's byte
 /// budget if it allows, else, when `may_steal`, by taking spare capacity (above the count) from
 /// the first of [`STEAL_PROBES`] classes, probed from the slab's steal cursor, that has enough,
@@ -539,6 +543,7 @@ fn evict(slab: Slab, v: usize, bytes: usize) -> bool {
         }
         // SAFETY: free objects of class `v` just taken out of the cache: ours.
         unsafe { central::free_batch(v, &buf[..got]) };
+        EVICTED.fetch_add(got, Ordering::Relaxed);
     }
 }
 
