@@ -600,23 +600,7 @@ mod evict_tests {
         let id = current_rseq_id();
         drain_where(|| true, |i, _| i == id);
         let slab = Slab::of(id);
-        let mut filled: Vec<(usize, Vec<*mut u8>)> = Vec::new();
-        for &c in &fillers {
-            while grow_cap(slab, c, false) {}
-            let mut objs = std::vec![null_mut(); slab.cap(c)];
-            for chunk in objs.chunks_mut(32) {
-                assert_eq!(central::alloc_batch(c, chunk), chunk.len());
-            }
-            let pushed = push_all(c, &objs);
-            // SAFETY: objects from `alloc_batch` that no cache took: ours.
-            unsafe { central::free_batch(c, &objs[pushed..]) };
-            objs.truncate(pushed);
-            let at_max = slab.cap(c) >= CLASS_CAPACITY[c] as usize;
-            filled.push((c, objs));
-            if !at_max {
-                break;
-            }
-        }
+        let filled = super::slab::fill_to_budget(slab, &fillers, push_all);
         let stopped = filled
             .last()
             .is_some_and(|(c, _)| slab.cap(*c) < CLASS_CAPACITY[*c] as usize);

@@ -297,6 +297,21 @@ impl Slab {
         self.header().lock.unlock();
     }
 
+    /// Moves the top `min(out.len(), count)` objects of class `c`'s stack into `out`, bottom
+    /// first as the batch pop section does, under the fallback lock; returns how many. For
+    /// fallback mode and private slabs, where every reader of the stack takes the lock.
+    pub(super) fn locked_pop(self, c: usize, out: &mut [*mut u8]) -> usize {
+        self.lock();
+        let n = self.count(c);
+        let k = n.min(out.len());
+        for (j, o) in out[..k].iter_mut().enumerate() {
+            *o = self.slot(c, n - k + j).load(Ordering::Relaxed) as *mut u8;
+        }
+        self.set_count(c, n - k);
+        self.unlock();
+        k
+    }
+
     /// Makes the next capacity steal probe class `c` first (tests: the probes start one class
     /// past the cursor).
     #[cfg(test)]
@@ -526,17 +541,7 @@ fn evict(slab: Slab, v: usize, bytes: usize) -> bool {
             Some(i) if mode() != RseqMode::Fallback => unsafe {
                 arch::percpu_pop_batch_on(header_offset(v), i as u32, buf.as_mut_ptr(), want)
             },
-            _ => {
-                slab.lock();
-                let n = slab.count(v);
-                let k = n.min(want);
-                for (j, o) in buf[..k].iter_mut().enumerate() {
-                    *o = slab.slot(v, n - k + j).load(Ordering::Relaxed) as *mut u8;
-                }
-                slab.set_count(v, n - k);
-                slab.unlock();
-                k
-            }
+            _ => slab.locked_pop(v, &mut buf[..want]),
         };
         if got == 0 {
             return false;
@@ -668,6 +673,35 @@ pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> us
 /// at least one, at most a batch.
 pub(super) fn overflow_take(slab: Slab, c: usize) -> usize {
     (slab.count(c) / 2 + 1).min(CLASS_BATCH[c] as usize)
+}
+
+/// Tests: grows each of `classes` in turn on `slab` as far as the budget lets it (no steal)
+/// and fills its stack with objects from the central lists, until the budget, not the class's
+/// maximum, stops one. `push` caches a prefix of the objects it is given and says how many;
+/// the rest go back to the central lists. Returns each class filled with what it caches.
+#[cfg(test)]
+pub(super) fn fill_to_budget(
+    slab: Slab,
+    classes: &[usize],
+    push: impl Fn(usize, &[*mut u8]) -> usize,
+) -> std::vec::Vec<(usize, std::vec::Vec<*mut u8>)> {
+    let mut filled = std::vec::Vec::new();
+    for &c in classes {
+        while grow_cap(slab, c, false) {}
+        let mut objs = std::vec![null_mut(); slab.cap(c)];
+        for chunk in objs.chunks_mut(32) {
+            assert_eq!(central::alloc_batch(c, chunk), chunk.len());
+        }
+        let pushed = push(c, &objs);
+        // SAFETY: objects from `alloc_batch` that no cache took: ours.
+        unsafe { central::free_batch(c, &objs[pushed..]) };
+        objs.truncate(pushed);
+        filled.push((c, objs));
+        if slab.cap(c) < CLASS_CAPACITY[c] as usize {
+            break;
+        }
+    }
+    filled
 }
 
 /// Bytes of objects cached per slab, written into `out[i]` for each slab (up to `out.len()`);
@@ -834,17 +868,12 @@ mod check_tests {
         slab
     }
 
-    /// Pops up to `n` objects of class `c` under the slab lock (as the fallback path does).
+    /// Pops up to `n` objects of class `c` under the slab lock (as the fallback path does),
+    /// the top one first. The test's own slab: nothing changes its count meanwhile.
     fn pop_locked(slab: Slab, c: usize, n: usize) -> Vec<*mut u8> {
-        slab.lock();
-        let count = slab.count(c);
-        let k = n.min(count);
-        let objs = (count - k..count)
-            .rev()
-            .map(|i| slab.slot(c, i).load(Ordering::Relaxed) as *mut u8)
-            .collect();
-        slab.set_count(c, count - k);
-        slab.unlock();
+        let mut objs = std::vec![null_mut(); n.min(slab.count(c))];
+        assert_eq!(slab.locked_pop(c, &mut objs), objs.len());
+        objs.reverse();
         objs
     }
 
@@ -1057,18 +1086,13 @@ mod check_tests {
         // them, every slot holding an object) until the budget stops one.
         let fillers = [112, 128, 160, 176, 192, 208, 224, 240].map(class_of);
         let want = class_of(48);
-        let mut shadow: Vec<(usize, Vec<*mut u8>)> = Vec::new();
-        for &c in &fillers {
-            while grow_cap(slab, c, false) {}
-            let mut objs = std::vec![null_mut(); slab.cap(c)];
-            for chunk in objs.chunks_mut(32) {
-                assert_eq!(central::alloc_batch(c, chunk), chunk.len());
-            }
-            assert_eq!(locked_push_many(slab, c, &objs), objs.len());
-            shadow.push((c, objs));
-            if slab.cap(c) < CLASS_CAPACITY[c] as usize {
-                break; // the budget, not the class's maximum, stopped it
-            }
+        let shadow = fill_to_budget(slab, &fillers, |c, objs| locked_push_many(slab, c, objs));
+        for (c, objs) in &shadow {
+            assert_eq!(
+                objs.len(),
+                slab.cap(*c),
+                "class {c}: a slot without an object"
+            );
         }
         assert!(
             slab.cap(shadow.last().unwrap().0) < CLASS_CAPACITY[shadow.last().unwrap().0] as usize,
