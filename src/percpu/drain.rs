@@ -41,16 +41,18 @@
 //!
 //! Without the membarrier command (a kernel before 5.10, or `membarrier=off`) slabs are indexed
 //! by `cpu_id`, and `trim` drains another CPU's slab by moving the trimming thread onto that
-//! CPU and popping it empty through its own critical sections. The idle drains of maintenance,
-//! which run inside some thread's allocation, may not move it: they are skipped and counted.
+//! CPU and popping it empty through its own critical sections, then lowering each class's
+//! capacity to its count (the layout stays; a flush of the thread's own slab does the same).
+//! The idle drains of maintenance, which run inside some thread's allocation, may not move it:
+//! they are skipped and counted.
 //!
 //! May call: `arch` (through `percpu::pop`), `central`, `os`, `size_class`, `sync`, and in this
 //! folder `remote`, `slab`, `state`, and the face's `pop_batch`.
 
 use super::remote;
 use super::slab::{
-    grow_cap, ready_slabs, relayout_stopped, reset_layout, restart_layout, stop, take_full, Slab,
-    SlabSet,
+    grow_cap, ready_slabs, relayout_stopped, reset_layout, restart_layout, shrink_to_counts, stop,
+    take_full, Slab, SlabSet,
 };
 use super::state::{mode, uses_mm_cid, RseqMode, G};
 use crate::central;
@@ -191,15 +193,18 @@ fn drain_pinned(cpus: impl Iterator<Item = usize>) -> usize {
             DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        bytes += drain_current();
+        bytes += drain_current(cpu);
     }
     os::set_affinity(&saved);
     bytes
 }
 
 /// Empties the slab of the CPU the thread runs on through its own critical sections (each pop
-/// reads the id inside the section, so a migration midway only means popping elsewhere).
-pub(super) fn drain_current() -> usize {
+/// reads the id inside the section, so a migration midway only means popping elsewhere), then
+/// lowers the capacities of slab `id` (the one the caller runs on, or was on) to their counts
+/// (`slab::shrink_to_counts`): drained caches start small, as after the other protocols'
+/// restart, so what a drain leaves is the same whatever the mode.
+pub(super) fn drain_current(id: usize) -> usize {
     let mut bytes = 0;
     let mut buf = [null_mut(); 64];
     for c in 1..NUM_CLASSES {
@@ -213,6 +218,7 @@ pub(super) fn drain_current() -> usize {
             unsafe { central::free_batch(c, &buf[..n]) };
         }
     }
+    shrink_to_counts(Slab::of(id));
     bytes
 }
 

@@ -274,7 +274,7 @@ pub fn flush_mine() -> usize {
     flush_own_magazine();
     remote::flush_outbox();
     match thread_state() {
-        ThreadState::Rseq => drain_current(),
+        ThreadState::Rseq => drain_current(current_rseq_id()),
         ThreadState::Locked => {
             let mine = arch::current_cpu() % G.nslabs.load(Ordering::Relaxed).max(1);
             drain_where(may_pin, |i, _| i == mine)
@@ -667,5 +667,45 @@ mod evict_tests {
             proved,
             "no round showed a steal from the idle class in 20 tries"
         );
+    }
+}
+
+/// What a flush leaves on the thread's slab in an rseq mode: no capacity above the count, as
+/// after the fenced and locked drains' restart (`drain::drain_current`, which the flush and the
+/// drains without the membarrier use, once left the capacity as it was, so what a program's next
+/// phase could grow into depended on what ran before the flush).
+#[cfg(all(test, target_arch = "x86_64"))]
+mod flush_tests {
+    use super::*;
+    use crate::size_class::class_of;
+
+    /// One round: grows a class no other unit test uses on the thread's slab, flushes, and
+    /// returns its capacity and count after the flush. None when the thread changed slabs.
+    fn one_round(size: usize) -> Option<(usize, usize)> {
+        let c = class_of(size);
+        let id = current_rseq_id();
+        let slab = Slab::of(id);
+        let mut objs = [null_mut::<u8>(); 16];
+        for p in objs.iter_mut() {
+            *p = crate::malloc(size).cast();
+            assert!(!p.is_null());
+        }
+        for &p in &objs {
+            // SAFETY: allocated above, freed once.
+            unsafe { crate::free(p.cast()) };
+        }
+        let grown = slab.cap(c) > 0;
+        flush_mine();
+        (grown && current_rseq_id() == id).then(|| (slab.cap(c), slab.count(c)))
+    }
+
+    #[test]
+    fn a_flush_leaves_no_capacity_above_the_count() {
+        let saved = rseq_thread_pinned(2816);
+        let after = (0..20).find_map(|_| one_round(2816));
+        assert!(crate::os::set_affinity(&saved));
+        let (cap, count) = after.expect("no round stayed on one slab in 20 tries");
+        assert_eq!(count, 0, "the flush left objects cached");
+        assert_eq!(cap, 0, "the flush left capacity above the count");
     }
 }

@@ -407,6 +407,30 @@ pub(super) fn restart_layout(slab: Slab) {
     slab.header().cap_bytes.store(0, Ordering::Relaxed);
 }
 
+/// Lowers the capacity of every class of `slab` to its count and gives the difference back to
+/// the slab's budget, as a steal would without a taker. For the drains that empty a slab
+/// through the thread's own critical sections (`drain::drain_current`: a flush, and drains
+/// without the membarrier), which cannot start its layout again: so drained caches start small
+/// in every protocol. A section that read the old bound acts on one still inside its class's
+/// region (see [`grow_cap`]). Takes the capacity lock.
+pub(super) fn shrink_to_counts(slab: Slab) {
+    slab.cap_lock().lock();
+    let mut freed = 0;
+    for c in 1..NUM_CLASSES {
+        let take = slab.cap(c).saturating_sub(slab.count(c));
+        if take > 0 {
+            slab.class(c).end.fetch_sub(take as u16, Ordering::Release);
+            freed += take * size_of(c);
+        }
+    }
+    let total = &slab.header().cap_bytes;
+    total.store(
+        (total.load(Ordering::Relaxed) as usize).saturating_sub(freed) as u32,
+        Ordering::Relaxed,
+    );
+    slab.cap_lock().unlock();
+}
+
 /// Classes probed per steal.
 const STEAL_PROBES: usize = 8;
 
