@@ -134,6 +134,16 @@ mod stats;
 mod sync;
 mod version;
 
+/// Unit tests that act on process-wide allocator state other unit tests change too hold this
+/// for their whole body: a real per-CPU slab (two test threads pinned to one CPU share it when
+/// slabs are indexed by CPU: a kernel before 6.3, or `membarrier=off`), and the central lists'
+/// shared transfer budget (which those tests' objects pass through).
+#[cfg(test)]
+fn serial_test() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 

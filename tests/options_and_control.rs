@@ -111,7 +111,9 @@ fn child_ctl() {
     assert_eq!(answer("decay_ms=later"), Err(CtlError::Invalid));
     assert_eq!(answer("nonsense"), Err(CtlError::Unknown));
     assert_eq!(ctl(b"options", &mut [0u8; 8]), Err(CtlError::TooLong));
-    // Freed objects sit in this thread's cache until `flush` moves them out.
+    // Freed objects sit in this thread's cache until `flush` moves them out (pinned: the
+    // flush empties the cache of the CPU or concurrency id the thread runs on when it asks).
+    pin_to_this_cpu();
     let boxes: Vec<Box<[u8; 200]>> = (0..2000).map(|_| Box::new([7u8; 200])).collect();
     drop(boxes);
     let flushed: usize = answer("flush").unwrap().parse().unwrap();
@@ -161,13 +163,8 @@ fn checked_bursts(size: usize, n: usize, rounds: usize) {
     }
 }
 
-#[test]
-#[ignore = "run by an_idle_class_gives_its_capacity_in_every_mode"]
-fn child_capacity() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return;
-    }
-    // One CPU: one per-CPU cache (slab) takes every object.
+/// Pins the calling thread to the CPU it runs on.
+fn pin_to_this_cpu() {
     // SAFETY: a zeroed `cpu_set_t` with one CPU set, applied to this thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -177,6 +174,16 @@ fn child_capacity() {
             0
         );
     }
+}
+
+#[test]
+#[ignore = "run by an_idle_class_gives_its_capacity_in_every_mode"]
+fn child_capacity() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    // One CPU: one per-CPU cache (slab) takes every object.
+    pin_to_this_cpu();
     let evicted = || -> usize {
         let mut out = [0u8; 32];
         let n = rseqmalloc::ctl(b"stats.evicted", &mut out).unwrap();

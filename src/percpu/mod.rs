@@ -425,6 +425,7 @@ mod abort_tests {
     fn batch_sections_aborted_inside_restart_and_commit_once() {
         // Classes no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let (c, d) = (class_of(2560), class_of(3072));
+        let _serial = crate::serial_test();
         let saved = rseq_thread_pinned(2560);
         let restarts = arch::batch_restarts();
         let mut proved = 0;
@@ -542,6 +543,7 @@ mod push_homed_tests {
     fn a_pop_on_a_named_slab_takes_only_from_that_slab() {
         // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let c = class_of(3584);
+        let _serial = crate::serial_test();
         let saved = rseq_thread_pinned(3584);
         let proved = (0..20).any(|_| {
             one_pop_on_round(c).is_some() || {
@@ -560,6 +562,7 @@ mod push_homed_tests {
     fn push_homed_refuses_only_objects_homed_on_another_slab() {
         // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let c = class_of(2304);
+        let _serial = crate::serial_test();
         let saved = rseq_thread_pinned(2304);
         let proved = (0..20).any(|_| one_round(c).is_some());
         assert!(crate::os::set_affinity(&saved));
@@ -660,6 +663,7 @@ mod evict_tests {
 
     #[test]
     fn an_idle_class_on_the_threads_slab_gives_its_capacity() {
+        let _serial = crate::serial_test();
         let saved = rseq_thread_pinned(3328);
         let proved = (0..20).any(|_| one_round().is_some());
         assert!(crate::os::set_affinity(&saved));
@@ -701,6 +705,7 @@ mod flush_tests {
 
     #[test]
     fn a_flush_leaves_no_capacity_above_the_count() {
+        let _serial = crate::serial_test();
         let saved = rseq_thread_pinned(2816);
         let after = (0..20).find_map(|_| one_round(2816));
         assert!(crate::os::set_affinity(&saved));
