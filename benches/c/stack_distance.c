@@ -1,0 +1,196 @@
+/* Stack distances of a churn's own data accesses: where an allocator places objects, measured
+ * without a clock, so two allocators (or two builds) compare exactly on a noisy machine.
+ *
+ * One thread keeps S slots of objects of the runner's small sizes (60 % 8-64 B, 30 % 65-256 B,
+ * 10 % 257-512 B, as `churn.c` and the runner's `small_size`). A warm-up of OPS / 4
+ * replacements, then OPS measured ones: each touches the old object of a random slot (as the
+ * churn's check does), frees it, allocates a new one and touches all of it (the fill). Every
+ * 4 KiB page and every 64-byte line a touch covers is one access; for each access the program
+ * computes its LRU stack distance (the number of distinct pages or lines touched since the
+ * previous access to the same one; a Fenwick tree over the access times, exact) and counts
+ * the accesses at or beyond a few distances, per measured operation:
+ *
+ *   pages  >= 64     misses of a 64-entry fully associative LRU TLB (an L1 dTLB's size)
+ *          >= 1024, >= 2048   the same for an L2 TLB's sizes
+ *   lines  >= 512    misses of a 32 KiB fully associative LRU cache (an L1D's size)
+ *          >= 8192   512 KiB (an L2's), and >= 512K lines: 32 MiB (an L3's)
+ *
+ * Only the program's accesses count, not the allocator's own: the figures compare placement
+ * (which addresses the program gets back, in what order), the part of an allocator's cost that
+ * shows up in the program's loads (docs/design.md, "Object locality across threads"). Real
+ * caches are set associative and prefetch, so these are a model, not a prediction of time.
+ *
+ *   cc -O2 -o /tmp/stack_distance benches/c/stack_distance.c
+ *   env LD_PRELOAD=target/release/librseqmalloc.so /tmp/stack_distance
+ *   env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /tmp/stack_distance
+ *
+ * Arguments (optional): slots S (default 50,000: `single-churn`'s live set), measured
+ * operations OPS (2,000,000). Deterministic for a given allocator and build. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t mix(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t next(uint64_t *state) {
+    *state += 0x9e3779b97f4a7c15ULL;
+    return mix(*state);
+}
+
+static size_t small_size(uint64_t *rng) {
+    uint64_t band = next(rng) % 100;
+    if (band < 60)
+        return 8 + next(rng) % 57;
+    if (band < 90)
+        return 65 + next(rng) % 192;
+    return 257 + next(rng) % 256;
+}
+
+/* Open-addressing map from a page or line number to the time of its latest access. */
+typedef struct {
+    uint64_t *key; /* key + 1; 0 marks an empty cell */
+    uint64_t *time;
+    uint64_t mask;
+} Map;
+
+static uint64_t *map_slot(Map *m, uint64_t key) {
+    uint64_t k = key + 1, h = mix(k) & m->mask;
+    while (m->key[h] && m->key[h] != k)
+        h = (h + 1) & m->mask;
+    if (!m->key[h]) {
+        m->key[h] = k;
+        m->time[h] = 0;
+    }
+    return &m->time[h];
+}
+
+#define LEVELS 3
+typedef struct {
+    Map last;
+    int64_t *tree; /* Fenwick tree over access times: 1 at each item's latest access */
+    uint64_t len, now;
+    uint64_t limit[LEVELS];
+    uint64_t beyond[LEVELS]; /* accesses at or beyond each limit, first accesses included */
+} Distances;
+
+static void *zalloc(size_t n, size_t size) {
+    void *p = calloc(n, size);
+    if (!p) {
+        fprintf(stderr, "stack_distance: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static void init(Distances *d, uint64_t accesses, const uint64_t limit[LEVELS]) {
+    uint64_t cells = 1;
+    while (cells < 2 * accesses)
+        cells <<= 1;
+    d->last.key = zalloc(cells, 8);
+    d->last.time = zalloc(cells, 8);
+    d->last.mask = cells - 1;
+    d->len = accesses + 2;
+    d->tree = zalloc(d->len + 1, 8);
+    d->now = 0;
+    memcpy(d->limit, limit, sizeof d->limit);
+    memset(d->beyond, 0, sizeof d->beyond);
+}
+
+static void tree_add(Distances *d, uint64_t i, int64_t v) {
+    for (; i <= d->len; i += i & -i)
+        d->tree[i] += v;
+}
+
+static int64_t tree_sum(const Distances *d, uint64_t i) {
+    int64_t s = 0;
+    for (; i > 0; i -= i & -i)
+        s += d->tree[i];
+    return s;
+}
+
+static void access_item(Distances *d, uint64_t item) {
+    uint64_t *last = map_slot(&d->last, item);
+    uint64_t t = ++d->now;
+    if (t >= d->len) {
+        fprintf(stderr, "stack_distance: more accesses than sized for\n");
+        exit(1);
+    }
+    uint64_t distance = UINT64_MAX; /* a first access: beyond every limit */
+    if (*last) {
+        distance = (uint64_t)(tree_sum(d, t - 1) - tree_sum(d, *last));
+        tree_add(d, *last, -1);
+    }
+    for (int k = 0; k < LEVELS; k++)
+        d->beyond[k] += distance >= d->limit[k];
+    *last = t;
+    tree_add(d, t, 1);
+}
+
+static Distances pages, lines;
+
+static void touch(const uint8_t *p, size_t len) {
+    uint64_t first = (uint64_t)p, last = first + len - 1;
+    for (uint64_t x = first >> 12; x <= last >> 12; x++)
+        access_item(&pages, x);
+    for (uint64_t x = first >> 6; x <= last >> 6; x++)
+        access_item(&lines, x);
+}
+
+static uint8_t *fresh(size_t len) {
+    uint8_t *p = malloc(len);
+    if (!p) {
+        fprintf(stderr, "stack_distance: malloc(%zu) failed\n", len);
+        exit(1);
+    }
+    memset(p, 0x5a, len);
+    return p;
+}
+
+int main(int argc, char **argv) {
+    long slots = argc > 1 ? atol(argv[1]) : 50000;
+    long ops = argc > 2 ? atol(argv[2]) : 2000000;
+    if (slots < 1 || ops < 1) {
+        fprintf(stderr, "usage: stack_distance [slots] [operations]\n");
+        return 2;
+    }
+    uint8_t **slot = zalloc(slots, sizeof *slot);
+    size_t *len = zalloc(slots, sizeof *len);
+    uint64_t rng = 1;
+    for (long i = 0; i < slots; i++) {
+        len[i] = small_size(&rng);
+        slot[i] = fresh(len[i]);
+    }
+    for (long k = 0; k < ops / 4; k++) {
+        long i = (long)(next(&rng) % (uint64_t)slots);
+        free(slot[i]);
+        len[i] = small_size(&rng);
+        slot[i] = fresh(len[i]);
+    }
+    /* An object of at most 512 B covers at most 2 pages and 9 lines. */
+    init(&pages, (uint64_t)ops * 4, (const uint64_t[LEVELS]){64, 1024, 2048});
+    init(&lines, (uint64_t)ops * 18, (const uint64_t[LEVELS]){512, 8192, 512 * 1024});
+    for (long k = 0; k < ops; k++) {
+        long i = (long)(next(&rng) % (uint64_t)slots);
+        touch(slot[i], len[i]);
+        free(slot[i]);
+        len[i] = small_size(&rng);
+        slot[i] = fresh(len[i]);
+        touch(slot[i], len[i]);
+    }
+    double n = (double)ops;
+    printf("per operation: pages %.3f, at >= 64 %.3f, >= 1024 %.3f, >= 2048 %.4f; "
+           "lines %.3f, at >= 512 %.3f, >= 8192 %.3f, >= 512K %.4f\n",
+           pages.now / n, pages.beyond[0] / n, pages.beyond[1] / n, pages.beyond[2] / n,
+           lines.now / n, lines.beyond[0] / n, lines.beyond[1] / n, lines.beyond[2] / n);
+    for (long i = 0; i < slots; i++)
+        free(slot[i]);
+    return 0;
+}
