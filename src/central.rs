@@ -1322,6 +1322,8 @@ mod check_tests {
     /// class holds no span.
     #[test]
     fn random_batches_keep_the_central_invariants() {
+        // Another test flushes every transfer stack (`flush_transfer`) while it runs.
+        let _serial = crate::serial_test();
         let c = class_of(SIZE);
         assert_eq!(size_of(c), SIZE);
         let mut rng = Rng(0x5eed_0000_0000_0001);
@@ -1377,6 +1379,8 @@ mod check_tests {
     /// Corruptions of the test's class, made and undone under its lock, are each reported.
     #[test]
     fn a_corrupted_central_list_fails_its_check() {
+        // Another test flushes every transfer stack (`flush_transfer`) while it runs.
+        let _serial = crate::serial_test();
         let c = class_of(SIZE + 16);
         let mut objs = [null_mut(); 8];
         assert_eq!(alloc_batch(c, &mut objs), 8);

@@ -137,7 +137,8 @@ mod version;
 /// Unit tests that act on process-wide allocator state other unit tests change too hold this
 /// for their whole body: a real per-CPU slab (two test threads pinned to one CPU share it when
 /// slabs are indexed by CPU: a kernel before 6.3, or `membarrier=off`), and the central lists'
-/// shared transfer budget (which those tests' objects pass through).
+/// shared transfer budget (which those tests' objects pass through), and the central tests that
+/// look at a transfer stack another test's `flush_transfer` may empty.
 #[cfg(test)]
 fn serial_test() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

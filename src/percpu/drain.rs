@@ -193,18 +193,18 @@ fn drain_pinned(cpus: impl Iterator<Item = usize>) -> usize {
             DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        bytes += drain_current(cpu);
+        bytes += drain_current();
+        shrink_to_counts(Slab::of(cpu));
     }
     os::set_affinity(&saved);
     bytes
 }
 
 /// Empties the slab of the CPU the thread runs on through its own critical sections (each pop
-/// reads the id inside the section, so a migration midway only means popping elsewhere), then
-/// lowers the capacities of slab `id` (the one the caller runs on, or was on) to their counts
-/// (`slab::shrink_to_counts`): drained caches start small, as after the other protocols'
-/// restart, so what a drain leaves is the same whatever the mode.
-pub(super) fn drain_current(id: usize) -> usize {
+/// reads the id inside the section, so a migration midway only means popping elsewhere).
+/// Callers then lower the drained slab's capacities to its counts (`slab::shrink_to_counts`):
+/// drained caches start small, as after the other protocols' restart, whatever the mode.
+pub(super) fn drain_current() -> usize {
     let mut bytes = 0;
     let mut buf = [null_mut(); 64];
     for c in 1..NUM_CLASSES {
@@ -218,7 +218,6 @@ pub(super) fn drain_current(id: usize) -> usize {
             unsafe { central::free_batch(c, &buf[..n]) };
         }
     }
-    shrink_to_counts(Slab::of(id));
     bytes
 }
 

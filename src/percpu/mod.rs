@@ -274,7 +274,12 @@ pub fn flush_mine() -> usize {
     flush_own_magazine();
     remote::flush_outbox();
     match thread_state() {
-        ThreadState::Rseq => drain_current(current_rseq_id()),
+        ThreadState::Rseq => {
+            let bytes = drain_current();
+            // The slab the thread runs on now (it may have moved during the pops).
+            slab::shrink_to_counts(Slab::of(current_rseq_id()));
+            bytes
+        }
         ThreadState::Locked => {
             let mine = arch::current_cpu() % G.nslabs.load(Ordering::Relaxed).max(1);
             drain_where(may_pin, |i, _| i == mine)

@@ -412,8 +412,12 @@ pub(super) fn restart_layout(slab: Slab) {
 /// through the thread's own critical sections (`drain::drain_current`: a flush, and drains
 /// without the membarrier), which cannot start its layout again: so drained caches start small
 /// in every protocol. A section that read the old bound acts on one still inside its class's
-/// region (see [`grow_cap`]). Takes the capacity lock.
+/// region (see [`grow_cap`]). Takes the capacity lock; a slab not ready is left alone (it has
+/// no capacity, and fork's handlers cover only the locks of ready slabs).
 pub(super) fn shrink_to_counts(slab: Slab) {
+    if !slab.is_ready() {
+        return;
+    }
     slab.cap_lock().lock();
     let mut freed = 0;
     for c in 1..NUM_CLASSES {
