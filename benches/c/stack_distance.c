@@ -4,8 +4,9 @@
  * One thread keeps S slots of objects of the runner's small sizes (60 % 8-64 B, 30 % 65-256 B,
  * 10 % 257-512 B, as `churn.c` and the runner's `small_size`). A warm-up of OPS / 4
  * replacements, then OPS measured ones: each touches the old object of a random slot (as the
- * churn's check does), frees it, allocates a new one and touches all of it (the fill). Every
- * 4 KiB page and every 64-byte line a touch covers is one access; for each access the program
+ * churn's check does), frees it, allocates a new one and touches all of it (the fill). The
+ * warm-up's touches count towards the distances but not the figures, so a unit's first touch
+ * in the measured part is a miss only when it really is far (or new). Every 4 KiB page and every 64-byte line a touch covers is one access; for each access the program
  * computes its LRU stack distance (the number of distinct pages or lines touched since the
  * previous access to the same one; a Fenwick tree over the access times, exact) and counts
  * the accesses at or beyond a few distances, per measured operation:
@@ -58,14 +59,22 @@ static size_t small_size(uint64_t *rng) {
 typedef struct {
     uint64_t *key; /* key + 1; 0 marks an empty cell */
     uint64_t *time;
-    uint64_t mask;
+    uint64_t mask, used;
 } Map;
+
+/* Distinct pages or lines a map holds at most: far more than a heap of 50,000 objects of at
+ * most 512 B covers (the map has twice as many cells). */
+#define MAX_ITEMS (1u << 22)
 
 static uint64_t *map_slot(Map *m, uint64_t key) {
     uint64_t k = key + 1, h = mix(k) & m->mask;
     while (m->key[h] && m->key[h] != k)
         h = (h + 1) & m->mask;
     if (!m->key[h]) {
+        if (++m->used > MAX_ITEMS) {
+            fprintf(stderr, "stack_distance: more distinct pages or lines than sized for\n");
+            exit(1);
+        }
         m->key[h] = k;
         m->time[h] = 0;
     }
@@ -76,9 +85,9 @@ static uint64_t *map_slot(Map *m, uint64_t key) {
 typedef struct {
     Map last;
     int64_t *tree; /* Fenwick tree over access times: 1 at each item's latest access */
-    uint64_t len, now;
+    uint64_t len, now, warm; /* tree size; accesses so far, and in the warm-up */
     uint64_t limit[LEVELS];
-    uint64_t beyond[LEVELS]; /* accesses at or beyond each limit, first accesses included */
+    uint64_t beyond[LEVELS]; /* measured accesses at or beyond each limit, first ones included */
 } Distances;
 
 static void *zalloc(size_t n, size_t size) {
@@ -91,15 +100,14 @@ static void *zalloc(size_t n, size_t size) {
 }
 
 static void init(Distances *d, uint64_t accesses, const uint64_t limit[LEVELS]) {
-    uint64_t cells = 1;
-    while (cells < 2 * accesses)
-        cells <<= 1;
+    uint64_t cells = 2 * (uint64_t)MAX_ITEMS;
     d->last.key = zalloc(cells, 8);
     d->last.time = zalloc(cells, 8);
     d->last.mask = cells - 1;
+    d->last.used = 0;
     d->len = accesses + 2;
     d->tree = zalloc(d->len + 1, 8);
-    d->now = 0;
+    d->now = d->warm = 0;
     memcpy(d->limit, limit, sizeof d->limit);
     memset(d->beyond, 0, sizeof d->beyond);
 }
@@ -168,16 +176,18 @@ int main(int argc, char **argv) {
         len[i] = small_size(&rng);
         slot[i] = fresh(len[i]);
     }
-    for (long k = 0; k < ops / 4; k++) {
-        long i = (long)(next(&rng) % (uint64_t)slots);
-        free(slot[i]);
-        len[i] = small_size(&rng);
-        slot[i] = fresh(len[i]);
-    }
-    /* An object of at most 512 B covers at most 2 pages and 9 lines. */
-    init(&pages, (uint64_t)ops * 4, (const uint64_t[LEVELS]){64, 1024, 2048});
-    init(&lines, (uint64_t)ops * 18, (const uint64_t[LEVELS]){512, 8192, 512 * 1024});
-    for (long k = 0; k < ops; k++) {
+    /* An object of at most 512 B covers at most 2 pages and 9 lines: 4 and 18 an operation. */
+    long warm = ops / 4, all = warm + ops;
+    init(&pages, (uint64_t)all * 4, (const uint64_t[LEVELS]){64, 1024, 2048});
+    init(&lines, (uint64_t)all * 18, (const uint64_t[LEVELS]){512, 8192, 512 * 1024});
+    for (long k = 0; k < all; k++) {
+        if (k == warm) {
+            /* The warm-up's accesses stay in the distances, out of the figures. */
+            memset(pages.beyond, 0, sizeof pages.beyond);
+            memset(lines.beyond, 0, sizeof lines.beyond);
+            pages.warm = pages.now;
+            lines.warm = lines.now;
+        }
         long i = (long)(next(&rng) % (uint64_t)slots);
         touch(slot[i], len[i]);
         free(slot[i]);
@@ -188,8 +198,8 @@ int main(int argc, char **argv) {
     double n = (double)ops;
     printf("per operation: pages %.3f, at >= 64 %.3f, >= 1024 %.3f, >= 2048 %.4f; "
            "lines %.3f, at >= 512 %.3f, >= 8192 %.3f, >= 512K %.4f\n",
-           pages.now / n, pages.beyond[0] / n, pages.beyond[1] / n, pages.beyond[2] / n,
-           lines.now / n, lines.beyond[0] / n, lines.beyond[1] / n, lines.beyond[2] / n);
+           (pages.now - pages.warm) / n, pages.beyond[0] / n, pages.beyond[1] / n, pages.beyond[2] / n,
+           (lines.now - lines.warm) / n, lines.beyond[0] / n, lines.beyond[1] / n, lines.beyond[2] / n);
     for (long i = 0; i < slots; i++)
         free(slot[i]);
     return 0;

@@ -68,11 +68,13 @@ typedef struct {
 } Ring;
 
 static Ring ring[64];
+static pthread_barrier_t start;
 
 static void *run(void *arg) {
     long t = (long)arg;
     uint64_t rng = (uint64_t)t + 1;
     Ring *r = &ring[t];
+    pthread_barrier_wait(&start); /* every thread churns against the others from the start */
     r->obj = xmalloc(slots * sizeof *r->obj);
     r->len = xmalloc(slots * sizeof *r->len);
     for (long i = 0; i < slots; i++) {
@@ -120,6 +122,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     pthread_t th[64];
+    pthread_barrier_init(&start, NULL, (unsigned)threads);
     for (long t = 0; t < threads; t++)
         if (pthread_create(&th[t], NULL, run, (void *)t)) {
             fprintf(stderr, "thread_density: pthread_create failed\n");
