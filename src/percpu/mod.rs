@@ -269,7 +269,9 @@ pub fn drain_all() -> usize {
 }
 
 /// Empties the caches the calling thread uses: its magazine (fallback mode) and the slab of the
-/// CPU or concurrency id it runs on now. Returns the bytes moved to the central lists.
+/// CPU or concurrency id it runs on now, whose capacities start small again (lowered to the
+/// counts in the rseq state, reset by the locked drain in fallback mode). Returns the bytes
+/// moved to the central lists.
 pub fn flush_mine() -> usize {
     flush_own_magazine();
     remote::flush_outbox();
@@ -680,9 +682,10 @@ mod evict_tests {
 }
 
 /// What a flush leaves on the thread's slab in an rseq mode: no capacity above the count, as
-/// after the fenced and locked drains' restart (`drain::drain_current`, which the flush and the
-/// drains without the membarrier use, once left the capacity as it was, so what a program's next
-/// phase could grow into depended on what ran before the flush).
+/// after the fenced and locked drains' restart. (The flush and the drains without the
+/// membarrier empty a slab through `drain::drain_current`; until session 18 they left its
+/// capacities as they were, so what a program's next phase could grow into depended on what ran
+/// before the flush.)
 #[cfg(all(test, target_arch = "x86_64"))]
 mod flush_tests {
     use super::*;
