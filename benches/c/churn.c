@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "small_sizes.h"
+
 typedef struct {
     uint64_t id;
     uint8_t *p;
@@ -35,29 +37,6 @@ typedef struct {
 
 static int threads = 8;
 static long ops = 1500000, slots = 6250;
-
-static uint64_t mix(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
-static uint64_t next(uint64_t *state) {
-    *state += 0x9e3779b97f4a7c15ULL;
-    return mix(*state);
-}
-
-static size_t small_size(uint64_t *rng) {
-    uint64_t band = next(rng) % 100;
-    if (band < 60)
-        return 8 + next(rng) % 57;
-    if (band < 90)
-        return 65 + next(rng) % 192;
-    return 257 + next(rng) % 256;
-}
 
 static uint8_t tag(uint64_t id) { return (uint8_t)mix(id) | 1; }
 
