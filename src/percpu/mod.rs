@@ -290,11 +290,13 @@ pub fn flush_mine() -> usize {
     }
 }
 
-/// Test set-up on x86_64: sets the calling thread up through a C malloc/free pair of `size`
-/// bytes, checks it runs the critical sections, and pins it to the CPU it is on; returns the
-/// affinity to restore (`os::set_affinity`).
+/// Test set-up on x86_64: takes the unit tests' lock for real slabs (`crate::serial_test`, held
+/// as long as the guard returned), sets the calling thread up through a C malloc/free pair of
+/// `size` bytes, checks it runs the critical sections, and pins it to the CPU it is on; returns
+/// the guard and the affinity to restore (`os::set_affinity`).
 #[cfg(all(test, target_arch = "x86_64"))]
-fn rseq_thread_pinned(size: usize) -> crate::os::CpuSet {
+fn rseq_thread_pinned(size: usize) -> (std::sync::MutexGuard<'static, ()>, crate::os::CpuSet) {
+    let serial = crate::serial_test();
     // SAFETY: a malloc/free pair through the C path sets the thread up.
     unsafe { crate::free(crate::malloc(size)) };
     assert_eq!(
@@ -304,7 +306,7 @@ fn rseq_thread_pinned(size: usize) -> crate::os::CpuSet {
     );
     let saved = crate::os::affinity().unwrap();
     assert!(crate::os::pin_to_cpu(arch::current_cpu()));
-    saved
+    (serial, saved)
 }
 
 /// The batch sections aborted on purpose: the test single-steps the calling thread (the x86
@@ -432,8 +434,7 @@ mod abort_tests {
     fn batch_sections_aborted_inside_restart_and_commit_once() {
         // Classes no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let (c, d) = (class_of(2560), class_of(3072));
-        let _serial = crate::serial_test();
-        let saved = rseq_thread_pinned(2560);
+        let (_serial, saved) = rseq_thread_pinned(2560);
         let restarts = arch::batch_restarts();
         let mut proved = 0;
         for _ in 0..20 {
@@ -550,8 +551,7 @@ mod push_homed_tests {
     fn a_pop_on_a_named_slab_takes_only_from_that_slab() {
         // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let c = class_of(3584);
-        let _serial = crate::serial_test();
-        let saved = rseq_thread_pinned(3584);
+        let (_serial, saved) = rseq_thread_pinned(3584);
         let proved = (0..20).any(|_| {
             one_pop_on_round(c).is_some() || {
                 // Start the next round from a fresh layout (a growth may have found the
@@ -569,8 +569,7 @@ mod push_homed_tests {
     fn push_homed_refuses_only_objects_homed_on_another_slab() {
         // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let c = class_of(2304);
-        let _serial = crate::serial_test();
-        let saved = rseq_thread_pinned(2304);
+        let (_serial, saved) = rseq_thread_pinned(2304);
         let proved = (0..20).any(|_| one_round(c).is_some());
         assert!(crate::os::set_affinity(&saved));
         assert!(proved, "no round stayed on one slab in 20 tries");
@@ -670,8 +669,7 @@ mod evict_tests {
 
     #[test]
     fn an_idle_class_on_the_threads_slab_gives_its_capacity() {
-        let _serial = crate::serial_test();
-        let saved = rseq_thread_pinned(3328);
+        let (_serial, saved) = rseq_thread_pinned(3328);
         let proved = (0..20).any(|_| one_round().is_some());
         assert!(crate::os::set_affinity(&saved));
         assert!(
@@ -713,8 +711,7 @@ mod flush_tests {
 
     #[test]
     fn a_flush_leaves_no_capacity_above_the_count() {
-        let _serial = crate::serial_test();
-        let saved = rseq_thread_pinned(2816);
+        let (_serial, saved) = rseq_thread_pinned(2816);
         let after = (0..20).find_map(|_| one_round(2816));
         assert!(crate::os::set_affinity(&saved));
         let (cap, count) = after.expect("no round stayed on one slab in 20 tries");
