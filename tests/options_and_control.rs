@@ -40,6 +40,14 @@ fn modes(extra: &str) -> [(&'static str, Vec<(&'static str, String)>); 3] {
     ]
 }
 
+/// Runs the child test `name` (which acts only under [`CHILD_ENV`]) with `env` (one mode of
+/// [`modes`]); returns its output.
+fn run_child(name: &str, env: &[(&str, String)]) -> String {
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.push((CHILD_ENV, "1"));
+    common::run_child_test(name, &all)
+}
+
 #[test]
 #[ignore = "run by compiled_in_options_apply_and_the_environment_overrides_them"]
 fn child_print_options() {
@@ -68,9 +76,7 @@ fn child_print_options() {
 fn compiled_in_options_apply_and_the_environment_overrides_them() {
     for extra in ["", "decay_ms=500"] {
         for (mode, env) in modes(extra) {
-            let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            all.push((CHILD_ENV, "1"));
-            let out = common::run_child_test("child_print_options", &all);
+            let out = run_child("child_print_options", &env);
             let line = out
                 .lines()
                 .find_map(|l| l.find("RESULT ").map(|i| &l[i..]))
@@ -127,9 +133,7 @@ fn child_ctl() {
 #[test]
 fn ctl_reads_sets_purges_and_flushes() {
     for (_, env) in modes("") {
-        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        all.push((CHILD_ENV, "1"));
-        let out = common::run_child_test("child_ctl", &all);
+        let out = run_child("child_ctl", &env);
         assert!(out.contains("RESULT ctl ok"), "{out}");
     }
 }
@@ -229,9 +233,7 @@ fn an_idle_class_gives_its_capacity_in_every_mode() {
     // Maintenance ticks a second apart (`decay_ms`): on a loaded machine they could otherwise
     // come during the bursts, whose counts may look the same at two ticks, and drain the slab.
     for (mode, env) in modes("membarrier=off,decay_ms=4000") {
-        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        all.push((CHILD_ENV, "1"));
-        let out = common::run_child_test("child_capacity", &all);
+        let out = run_child("child_capacity", &env);
         let r = common::result_fields(&out);
         let before: usize = r["evicted_before"].parse().unwrap();
         let after: usize = r["evicted_after"].parse().unwrap();
