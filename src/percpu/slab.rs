@@ -257,6 +257,11 @@ impl Slab {
         let begin = h.begin.load(Ordering::Relaxed);
         h.end.load(Ordering::Acquire).saturating_sub(begin) as usize
     }
+    /// Class `c`'s room: its capacity above its count, in objects (0 when a lowered capacity
+    /// left the count above it; a snapshot unless the stack cannot move meanwhile).
+    pub(super) fn room(&self, c: usize) -> usize {
+        self.cap(c).saturating_sub(self.count(c))
+    }
     /// Whether a drain has stopped class `c` (`floor = u16::MAX`).
     pub(super) fn is_stopped(&self, c: usize) -> bool {
         self.class(c).floor.load(Ordering::Relaxed) == u16::MAX
@@ -421,7 +426,7 @@ pub(super) fn shrink_to_counts(slab: Slab) {
     slab.cap_lock().lock();
     let mut freed = 0;
     for c in 1..NUM_CLASSES {
-        let take = slab.cap(c).saturating_sub(slab.count(c));
+        let take = slab.room(c);
         if take > 0 {
             slab.class(c).end.fetch_sub(take as u16, Ordering::Release);
             freed += take * size_of(c);
@@ -511,7 +516,7 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
         // that moves on each time, so an overflow costs a handful of loads, not a scan.
         // Failing that, from a class that caches enough but looks idle (its count unchanged
         // since the previous probe of it): part of its objects go to the central lists first.
-        let spare = |v: usize| slab.cap(v).saturating_sub(slab.count(v)) * size_of(v);
+        let spare = |v: usize| slab.room(v) * size_of(v);
         let cursor = &slab.header().steal_cursor;
         let start = cursor.load(Ordering::Relaxed) as usize;
         let mut idle = None;
@@ -558,7 +563,7 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
 fn evict(slab: Slab, v: usize, bytes: usize) -> bool {
     let size = size_of(v);
     loop {
-        let spare = slab.cap(v).saturating_sub(slab.count(v)) * size;
+        let spare = slab.room(v) * size;
         if spare >= bytes {
             return true;
         }
@@ -678,7 +683,7 @@ pub(super) fn take_full(slab: Slab) -> bool {
 /// how many); what does not fit goes back.
 pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> usize) -> *mut u8 {
     let mut buf = [null_mut(); 32];
-    let room = slab.cap(c).saturating_sub(slab.count(c));
+    let room = slab.room(c);
     let want = (CLASS_BATCH[c] as usize).min(room + 1);
     // Spans a refill of an rseq-mode slab carves are that slab's (owner return, `remote`).
     let home = match slab.index() {
