@@ -22,25 +22,11 @@
  * loaded this way uses glibc's rseq area like the first. Only the library calls differ
  * between A and B, so the ratio is the allocators' (plus where their code happens to sit). */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
-typedef void *(*malloc_fn)(size_t);
-typedef void (*free_fn)(void *);
-
-static double now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "ab_libs.h"
 
 int main(int argc, char **argv) {
     if (argc != 6) {
@@ -49,19 +35,8 @@ int main(int argc, char **argv) {
     }
     malloc_fn m[2];
     free_fn f[2];
-    for (int i = 0; i < 2; i++) {
-        void *h = dlopen(argv[1 + i], RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
-        if (!h) {
-            fprintf(stderr, "ab: %s\n", dlerror());
-            return 1;
-        }
-        m[i] = (malloc_fn)dlsym(h, "malloc");
-        f[i] = (free_fn)dlsym(h, "free");
-        if (!m[i] || !f[i]) {
-            fprintf(stderr, "ab: %s has no malloc or free\n", argv[1 + i]);
-            return 1;
-        }
-    }
+    if (!load_pair("ab", argv + 1, m, f))
+        return 1;
     size_t size = strtoul(argv[3], NULL, 10);
     long n = strtol(argv[4], NULL, 10), rounds = strtol(argv[5], NULL, 10);
     if (size < 8 || n < 1 || rounds < 3) {
