@@ -51,18 +51,43 @@ fn free_all(v: Vec<(*mut u8, Layout)>) {
     }
 }
 
+/// Runs the child test `name` with `options` (a comma-separated list, may be empty) in each
+/// of the three rseq modes (glibc's area, our own registration, the fallback), checking the
+/// child ran in the mode meant.
 fn run_child(name: &str, options: &str) {
-    common::run_child_test(
-        name,
-        &[
-            ("RSEQMALLOC_RSS_CHILD", "1"),
-            ("RSEQMALLOC_OPTIONS", options),
-        ],
-    );
+    for (mode, rseq, tunables) in [
+        ("Glibc", "", ""),
+        ("Own", "", "glibc.pthread.rseq=0"),
+        ("Fallback", "rseq=off", ""),
+    ] {
+        let options = [rseq, options]
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = common::run_child_test(
+            name,
+            &[
+                ("RSEQMALLOC_RSS_CHILD", "1"),
+                ("RSEQMALLOC_OPTIONS", &options),
+                ("GLIBC_TUNABLES", tunables),
+            ],
+        );
+        assert!(
+            out.contains(&format!("rseq mode {mode}\n")),
+            "{name} did not run in mode {mode}:\n{out}"
+        );
+    }
 }
 
+/// Whether this process is a scenario's child (which then says in which rseq mode it runs,
+/// for [`run_child`]); the parent's copy of a child test does nothing.
 fn is_child() -> bool {
-    std::env::var_os("RSEQMALLOC_RSS_CHILD").is_some()
+    let child = std::env::var_os("RSEQMALLOC_RSS_CHILD").is_some();
+    if child {
+        println!("rseq mode {:?}", rseqmalloc::rseq_mode());
+    }
+    child
 }
 
 #[test]
