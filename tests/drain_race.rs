@@ -4,7 +4,8 @@
 //! first of the protocol's two fences crashed here in 2 of 11 runs, the real one in none of 7;
 //! the race needs an interrupt to land between a section's two header loads, so no run can
 //! promise to catch it (see `docs/design.md`, "Draining another CPU's slab"). Runs in a child
-//! process so the rseq mode is the machine's default (glibc's area here).
+//! process in each of the three rseq modes: glibc's area and our own registration drain with
+//! the fences, the fallback under each slab's lock.
 
 mod common;
 
@@ -59,7 +60,7 @@ fn worker(w: usize) -> usize {
 #[test]
 #[ignore = "run as a child by `drains_never_hand_an_object_out_twice`"]
 fn child_drain_race() {
-    if std::env::var_os(CHILD_ENV).is_none() {
+    if !common::in_child(CHILD_ENV) {
         return;
     }
     let done = AtomicBool::new(false);
@@ -90,14 +91,16 @@ fn child_drain_race() {
 
 #[test]
 fn drains_never_hand_an_object_out_twice() {
-    let stdout = common::run_child_test("child_drain_race", &[(CHILD_ENV, "1")]);
-    let r = common::result_fields(&stdout);
-    let result = format!("{r:?}");
-    // The drains must really have run, with the membarrier (not skipped).
-    assert!(
-        r.get("bad").is_some_and(|v| v == "0") && r.get("drains_skipped").is_some_and(|v| v == "0"),
-        "{result}"
-    );
-    let drains: usize = r.get("drains").and_then(|v| v.parse().ok()).unwrap_or(0);
-    assert!(drains > 100, "too few drains to mean anything: {result}");
+    for (mode, stdout) in common::run_in_modes("child_drain_race", CHILD_ENV, "") {
+        let r = common::result_fields(&stdout);
+        let result = format!("{mode}: {r:?}");
+        // The drains must really have run, with the membarrier (not skipped).
+        assert!(
+            r.get("bad").is_some_and(|v| v == "0")
+                && r.get("drains_skipped").is_some_and(|v| v == "0"),
+            "{result}"
+        );
+        let drains: usize = r.get("drains").and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!(drains > 100, "too few drains to mean anything: {result}");
+    }
 }

@@ -1,6 +1,9 @@
 //! Span reuse (1 GiB of small objects twice does not double the mapped memory), bad input
-//! (impossible sizes, huge alignments) and the re-entrancy guard, with rseqmalloc as the
-//! global allocator.
+//! (impossible sizes, huge alignments, foreign and double frees) and the re-entrancy guard,
+//! with rseqmalloc as the global allocator. Span reuse and the bad frees run in a child
+//! process in each of the three rseq modes.
+
+mod common;
 
 use rseqmalloc::RseqMalloc;
 use std::alloc::{GlobalAlloc, Layout};
@@ -41,8 +44,19 @@ fn churn_small(total: usize) {
     }
 }
 
+const REUSE_CHILD: &str = "RSEQMALLOC_REUSE_CHILD";
+
 #[test]
 fn one_gib_of_small_objects_twice_reuses_spans() {
+    common::run_in_modes("child_reuse", REUSE_CHILD, "");
+}
+
+#[test]
+#[ignore = "run as a child by one_gib_of_small_objects_twice_reuses_spans"]
+fn child_reuse() {
+    if !common::in_child(REUSE_CHILD) {
+        return;
+    }
     churn_small(1 << 30);
     let first = rseqmalloc::stats().mapped;
     churn_small(1 << 30);
@@ -167,25 +181,38 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
     if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
         return;
     }
-    for (case, needle) in [
-        ("foreign", "free(): invalid pointer 0x"),
-        ("interior", "free(): invalid pointer 0x"),
-        ("double", "free(): double free detected 0x"),
-    ] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_bad_free",
-                "--nocapture",
-                "--include-ignored",
-            ])
-            .env("RSEQMALLOC_CHILD", case)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{case}: {stderr}");
-        assert!(stderr.contains(needle), "{case}: stderr was {stderr}");
+    for (mode, options, tunables) in common::MODES {
+        for (case, needle) in [
+            ("foreign", "free(): invalid pointer 0x"),
+            ("interior", "free(): invalid pointer 0x"),
+            ("double", "free(): double free detected 0x"),
+        ] {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "child_bad_free",
+                    "--nocapture",
+                    "--include-ignored",
+                ])
+                .env("RSEQMALLOC_CHILD", case)
+                .env("RSEQMALLOC_OPTIONS", options)
+                .env("GLIBC_TUNABLES", tunables)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let what = format!("{case} [{mode}]");
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{what}: {stderr}");
+            assert!(
+                stderr.lines().count() == 1 && stderr.starts_with(needle),
+                "{what}: stderr was {stderr}"
+            );
+            assert!(
+                stdout.contains(&format!("rseq mode {mode}\n")),
+                "{what}: not run in mode {mode}: {stdout}"
+            );
+        }
     }
 }
 
@@ -193,6 +220,10 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
 #[ignore = "run as a child by freeing_foreign_pointers_aborts_with_one_line"]
 fn child_bad_free() {
     let case = std::env::var("RSEQMALLOC_CHILD").unwrap_or_default();
+    if case.is_empty() {
+        return;
+    }
+    common::say_mode();
     let mut local = [0u8; 64];
     // SAFETY: deliberately wrong: each case must abort before anything is corrupted.
     unsafe {

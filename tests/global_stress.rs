@@ -1,6 +1,9 @@
-//! The allocator as this test binary's `#[global_allocator]`, under 8 threads doing 1e7
-//! operations: sizes log-distributed from 1 B to 1 MiB, random alignments, objects freed by
-//! other threads, every byte pattern-checked before free, realloc chains checked for content.
+//! The allocator as this test binary's `#[global_allocator]`, under 8 threads doing 4e6
+//! operations in each of the three rseq modes (a child process each): sizes log-distributed
+//! from 1 B to 1 MiB, random alignments, objects freed by other threads, every byte
+//! pattern-checked before free, realloc chains checked for content.
+
+mod common;
 
 use rseqmalloc::RseqMalloc;
 use std::alloc::{GlobalAlloc, Layout};
@@ -10,7 +13,8 @@ use std::sync::{Arc, Mutex};
 static GLOBAL: RseqMalloc = RseqMalloc;
 
 const THREADS: usize = 8;
-const OPS: usize = 10_000_000;
+/// Operations in each mode (over all threads).
+const OPS: usize = 4_000_000;
 const SLOTS: usize = 256;
 
 /// xorshift64*: fast, good enough to choose sizes and slots.
@@ -122,8 +126,19 @@ fn free_obj(o: Obj) {
     unsafe { GLOBAL.dealloc(o.ptr, o.layout) };
 }
 
+const CHILD: &str = "RSEQMALLOC_GLOBAL_STRESS_CHILD";
+
 #[test]
-fn ten_million_operations_over_eight_threads() {
+fn four_million_operations_over_eight_threads_in_every_mode() {
+    common::run_in_modes("child_stress", CHILD, "");
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_stress() {
+    if !common::in_child(CHILD) {
+        return;
+    }
     let inboxes: Arc<Vec<Mutex<Vec<Obj>>>> =
         Arc::new((0..THREADS).map(|_| Mutex::new(Vec::new())).collect());
     let handles: Vec<_> = (0..THREADS)

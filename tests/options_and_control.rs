@@ -56,12 +56,7 @@ fn child_print_options() {
     }
     let v: Vec<u64> = (0..1000).collect();
     let o = rseqmalloc::options();
-    let mode = match rseqmalloc::rseq_mode() {
-        RseqMode::Glibc => "glibc",
-        RseqMode::Own => "own",
-        RseqMode::Fallback => "fallback",
-        _ => "uninitialized",
-    };
+    let mode = mode_name();
     println!(
         "RESULT mode={mode} decay_ms={} stats_classes={} cpu_cache_bytes={} version={} sum={}",
         o.decay_ms,
@@ -70,6 +65,16 @@ fn child_print_options() {
         rseqmalloc::VERSION,
         v.iter().sum::<u64>()
     );
+}
+
+/// The rseq mode this process runs in, as [`modes`] names it.
+fn mode_name() -> &'static str {
+    match rseqmalloc::rseq_mode() {
+        RseqMode::Glibc => "glibc",
+        RseqMode::Own => "own",
+        RseqMode::Fallback => "fallback",
+        _ => "uninitialized",
+    }
 }
 
 #[test]
@@ -127,14 +132,17 @@ fn child_ctl() {
     let _purged: usize = answer("purge").unwrap().parse().unwrap();
     let allocated: usize = answer("stats.allocated").unwrap().parse().unwrap();
     assert!(allocated > 0 && allocated <= rseqmalloc::stats().active);
-    println!("RESULT ctl ok flushed>0");
+    println!("RESULT ctl ok flushed>0 mode={}", mode_name());
 }
 
 #[test]
 fn ctl_reads_sets_purges_and_flushes() {
-    for (_, env) in modes("") {
+    for (mode, env) in modes("") {
         let out = run_child("child_ctl", &env);
-        assert!(out.contains("RESULT ctl ok"), "{out}");
+        assert!(
+            out.contains(&format!("RESULT ctl ok flushed>0 mode={mode}\n")),
+            "{out}"
+        );
     }
 }
 
@@ -216,9 +224,10 @@ fn child_capacity() {
     let before = evicted();
     checked_bursts(1024, 100, 50);
     println!(
-        "RESULT evicted_before={before} evicted_after={} stats={}",
+        "RESULT evicted_before={before} evicted_after={} stats={} mode={}",
         evicted(),
-        rseqmalloc::stats().evicted
+        rseqmalloc::stats().evicted,
+        mode_name()
     );
 }
 
@@ -237,6 +246,7 @@ fn an_idle_class_gives_its_capacity_in_every_mode() {
         let r = common::result_fields(&out);
         let before: usize = r["evicted_before"].parse().unwrap();
         let after: usize = r["evicted_after"].parse().unwrap();
+        assert_eq!(r["mode"], mode, "{out}");
         assert!(after > before, "[{mode}] nothing evicted: {out}");
         assert_eq!(
             r["stats"], r["evicted_after"],

@@ -1,5 +1,8 @@
 //! With 64 threads on this machine's CPUs, the per-CPU layer's memory is bounded by the number
-//! of CPUs (or concurrency ids), not by the number of threads.
+//! of CPUs (or concurrency ids), not by the number of threads. In the three rseq modes, each in
+//! a child process of its own (the mode is chosen once per process).
+
+mod common;
 
 use rseqmalloc::RseqMalloc;
 use std::alloc::{GlobalAlloc, Layout};
@@ -7,8 +10,19 @@ use std::alloc::{GlobalAlloc, Layout};
 #[global_allocator]
 static GLOBAL: RseqMalloc = RseqMalloc;
 
+const CHILD: &str = "RSEQMALLOC_PERCPU_BOUND_CHILD";
+
 #[test]
 fn sixty_four_threads_touch_at_most_one_slab_per_cpu() {
+    common::run_in_modes("child_sixty_four_threads", CHILD, "");
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_sixty_four_threads() {
+    if !common::in_child(CHILD) {
+        return;
+    }
     const THREADS: usize = 64;
     const PER_THREAD: usize = 20_000;
     let barrier = std::sync::Barrier::new(THREADS);

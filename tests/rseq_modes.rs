@@ -280,6 +280,23 @@ fn stress_with_glibc_area_without_membarrier() {
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }
 
+/// The same with our own registration: its pinned drains run on an area glibc never saw.
+#[test]
+fn stress_with_own_registration_without_membarrier() {
+    let r = run_mode(&[
+        ("RSEQMALLOC_OPTIONS", "membarrier=off"),
+        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
+    ]);
+    assert_eq!(r["mode"], format!("{:?}", RseqMode::Own));
+    assert_eq!(r["mm_cid"], "false", "{r:?}");
+    assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
+    assert_eq!(num(&r, "forks"), 1);
+    assert!(num(&r, "drains") > 10, "{r:?}");
+    assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
+    assert_eq!(num(&r, "fallback_ops"), 0);
+    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+}
+
 #[test]
 fn stress_with_own_registration() {
     let r = run_mode(&[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")]);

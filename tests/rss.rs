@@ -51,43 +51,15 @@ fn free_all(v: Vec<(*mut u8, Layout)>) {
     }
 }
 
-/// Runs the child test `name` with `options` (a comma-separated list, may be empty) in each
-/// of the three rseq modes (glibc's area, our own registration, the fallback), checking the
+/// Runs the child test `name` with `options` in each of the three rseq modes, checking the
 /// child ran in the mode meant.
 fn run_child(name: &str, options: &str) {
-    for (mode, rseq, tunables) in [
-        ("Glibc", "", ""),
-        ("Own", "", "glibc.pthread.rseq=0"),
-        ("Fallback", "rseq=off", ""),
-    ] {
-        let options = [rseq, options]
-            .into_iter()
-            .filter(|o| !o.is_empty())
-            .collect::<Vec<_>>()
-            .join(",");
-        let out = common::run_child_test(
-            name,
-            &[
-                ("RSEQMALLOC_RSS_CHILD", "1"),
-                ("RSEQMALLOC_OPTIONS", &options),
-                ("GLIBC_TUNABLES", tunables),
-            ],
-        );
-        assert!(
-            out.contains(&format!("rseq mode {mode}\n")),
-            "{name} did not run in mode {mode}:\n{out}"
-        );
-    }
+    common::run_in_modes(name, "RSEQMALLOC_RSS_CHILD", options);
 }
 
-/// Whether this process is a scenario's child (which then says in which rseq mode it runs,
-/// for [`run_child`]); the parent's copy of a child test does nothing.
+/// Whether this process is a scenario's child (see `common::in_child`).
 fn is_child() -> bool {
-    let child = std::env::var_os("RSEQMALLOC_RSS_CHILD").is_some();
-    if child {
-        println!("rseq mode {:?}", rseqmalloc::rseq_mode());
-    }
-    child
+    common::in_child("RSEQMALLOC_RSS_CHILD")
 }
 
 #[test]
@@ -436,13 +408,7 @@ fn minor_faults() -> i64 {
 /// below 32 MiB in writable with one call. In all three modes.
 #[test]
 fn calloc_of_fresh_memory_is_read_then_written_without_two_faults_per_page() {
-    for env in [
-        ("GLIBC_TUNABLES", ""),
-        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
-        ("RSEQMALLOC_OPTIONS", "rseq=off"),
-    ] {
-        let out =
-            common::run_child_test("child_calloc_faults", &[("RSEQMALLOC_RSS_CHILD", "1"), env]);
+    for (_, out) in common::run_in_modes("child_calloc_faults", "RSEQMALLOC_RSS_CHILD", "") {
         assert!(out.contains("RESULT"), "{out}");
     }
 }

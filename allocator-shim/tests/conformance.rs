@@ -292,6 +292,12 @@ fn expect_bad_free_abort(case: &str, size: usize, who: &[&str], u: Under) -> Res
                 status_words(&out)
             )
         })?;
+    if !so.contains(&format!("mode {}\n", u.name())) {
+        return Err(format!(
+            "{what}: not run in mode {}; stdout {so:?}",
+            u.name()
+        ));
+    }
     let line_ok = err.lines().count() == 1
         && err.ends_with('\n')
         && who.iter().any(|w| {
@@ -772,7 +778,9 @@ fn kind11_small_overflow_never_crashes_or_hands_out_a_bad_pointer() {
                 let (s, ks) = (size.to_string(), k.to_string());
                 let out = run_under(&bin, &[&s, &ks], u, 30, &[]);
                 let err = text(&out.stderr);
-                let ok = (out.status.success() && text(&out.stdout).starts_with("overflow ok "))
+                let ok = (out.status.success()
+                    && text(&out.stdout).starts_with("overflow ok ")
+                    && text(&out.stdout).ends_with(&format!(" mode={}\n", u.name())))
                     || (out.status.signal() == Some(libc::SIGABRT)
                         && err.lines().count() == 1
                         && err.contains("0x")

@@ -316,11 +316,16 @@ fn stress_random_mix_of_a_million_operations() {
     compile(&["stress.c"], &bin, &[]);
     for (so, mode) in [
         (&libs.checked, Mode::Glibc),
-        (&libs.release, Mode::Glibc),
+        (&libs.checked, Mode::Own),
         (&libs.checked, Mode::Fallback),
+        (&libs.release, Mode::Glibc),
     ] {
         let out = run_test_program(&bin, &["1000000"], so, mode, "stress");
-        assert!(out.starts_with("stress ok ops=1000000 "), "{out}");
+        assert!(
+            out.starts_with("stress ok ops=1000000 ")
+                && out.ends_with(&format!(" mode={}\n", mode.name())),
+            "{out}"
+        );
     }
 }
 
@@ -428,9 +433,18 @@ fn bad_frees_abort_with_one_line() {
     let dir = TempDir::new("invalid_free");
     let bin = dir.join("invalid_free");
     compile(&["invalid_free.c"], &bin, &[]);
-    for so in [&libs.checked, &libs.release] {
-        let out = run_test_program(&bin, &[], so, Mode::Glibc, "invalid_free");
-        assert_eq!(last_line(&out), "invalid_free ok 13 cases", "{out}");
+    for (so, mode) in [
+        (&libs.checked, Mode::Glibc),
+        (&libs.checked, Mode::Own),
+        (&libs.checked, Mode::Fallback),
+        (&libs.release, Mode::Glibc),
+    ] {
+        let out = run_test_program(&bin, &[], so, mode, "invalid_free");
+        assert_eq!(
+            last_line(&out),
+            format!("invalid_free ok 13 cases mode={}", mode.name()),
+            "{out}"
+        );
         assert!(
             out.starts_with("interior_small: free(): invalid pointer 0x"),
             "{out}"
@@ -525,14 +539,20 @@ fn cxx_operators_new_handler_and_containers() {
 // ---------------------------------------------------------------------------------------------
 // Real programs: stdout with LD_PRELOAD must be byte-identical to stdout without it.
 
-/// Runs `make()` without and with the release library; both must succeed with the same
-/// stdout.
+/// Working directories for the runs of [`compare_with_and_without`], in order: without the
+/// library, then one per rseq mode.
+const RUNS: [&str; 1 + MODES.len()] = ["a", "b", "c", "d"];
+
+/// Runs `make()` without the release library and with it in each rseq mode; all must succeed
+/// with the same stdout.
 ///
 /// That the preloaded run really used librseqmalloc is shown on stderr: an unknown key in
 /// `RSEQMALLOC_OPTIONS` makes the core print one warning line when it loads in a process, so
-/// `min_processes` is how many processes at least must have loaded it. (The exit report,
-/// `stats=text`, would also show the allocations, but coreutils programs close stderr in their
-/// own atexit handler before it runs.) Once loaded first, it is what `malloc` resolves to.
+/// `min_processes` is how many processes at least must have loaded it. (Exit reports,
+/// `stats=text`, do not count them: coreutils programs close stderr in their own atexit
+/// handler before the report runs.) The reports that do appear name each process's rseq mode,
+/// which must be the mode of the run. Once loaded first, the library is what `malloc`
+/// resolves to.
 fn compare_with_and_without(
     what: &str,
     min_processes: usize,
@@ -540,20 +560,50 @@ fn compare_with_and_without(
 ) {
     let so = &libs().release;
     let base = run_ok(&mut make(None), &format!("{what} (glibc malloc)"));
-    let mut cmd = make(Some(so));
-    cmd.env("RSEQMALLOC_OPTIONS", "shim_test_marker=1");
-    let ours = run_ok(&mut cmd, &format!("{what} (librseqmalloc)"));
-    let loaded = String::from_utf8_lossy(&ours.stderr)
-        .lines()
-        .filter(|l| {
-            l.starts_with("rseqmalloc: ignoring unknown key") && l.contains("shim_test_marker")
-        })
-        .count();
-    assert!(
-        loaded >= min_processes,
-        "{what}: librseqmalloc loaded in {loaded} processes, expected at least {min_processes}\n{}",
-        show(&ours)
-    );
+    for mode in MODES {
+        let what = format!("{what} [{}]", mode.name());
+        let mut cmd = make(Some(so));
+        mode.apply(&mut cmd);
+        // The marker (an unknown key: each process that loads the library warns once) and an
+        // exit report per process, which names its rseq mode.
+        let rseq = if mode == Mode::Fallback {
+            "rseq=off,"
+        } else {
+            ""
+        };
+        cmd.env(
+            "RSEQMALLOC_OPTIONS",
+            format!("{rseq}shim_test_marker=1,stats=text"),
+        );
+        let ours = run_ok(&mut cmd, &format!("{what} (librseqmalloc)"));
+        let err = String::from_utf8_lossy(&ours.stderr);
+        let loaded = err
+            .lines()
+            .filter(|l| {
+                l.starts_with("rseqmalloc: ignoring unknown key") && l.contains("shim_test_marker")
+            })
+            .count();
+        assert!(
+            loaded >= min_processes,
+            "{what}: librseqmalloc loaded in {loaded} processes, expected at least \
+             {min_processes}\n{}",
+            show(&ours)
+        );
+        // Every process that chose a mode chose this one.
+        let modes: Vec<&str> = err
+            .lines()
+            .filter_map(|l| l.split_once(", rseq mode ")?.1.split([' ', ',']).next())
+            .collect();
+        assert!(
+            !modes.is_empty() && modes.iter().all(|m| *m == mode.name()),
+            "{what}: exit reports name the modes {modes:?}"
+        );
+        same_stdout(&what, &base, &ours);
+    }
+}
+
+/// Asserts `ours` printed exactly what `base` did (and something).
+fn same_stdout(what: &str, base: &std::process::Output, ours: &std::process::Output) {
     if base.stdout != ours.stdout {
         let a = String::from_utf8_lossy(&base.stdout);
         let b = String::from_utf8_lossy(&ours.stdout);
@@ -569,10 +619,7 @@ fn compare_with_and_without(
         );
     }
     assert!(!base.stdout.is_empty(), "{what}: no output");
-    eprintln!(
-        "{what}: {} identical bytes of stdout; librseqmalloc loaded in {loaded} processes",
-        base.stdout.len()
-    );
+    eprintln!("{what}: {} identical bytes of stdout", base.stdout.len());
 }
 
 #[test]
@@ -667,8 +714,8 @@ fn real_git_add_commit_log_gc() {
     require("git", "git");
     let sh = require("sh", "dash");
     let dir = TempDir::new("git");
-    // Two identical trees of 2,000 generated files, one per run.
-    for run in ["a", "b"] {
+    // Identical trees of 2,000 generated files, one per run.
+    for run in RUNS {
         for i in 0..2000u64 {
             let d = dir.join(&format!("{run}/repo/dir{:02}", i % 40));
             fs::create_dir_all(&d).unwrap();
@@ -709,11 +756,7 @@ git diff --stat HEAD~1 HEAD | tail -1
 "#;
     let n = AtomicUsize::new(0);
     compare_with_and_without("git", 8, |so| {
-        let run = if n.fetch_add(1, Ordering::Relaxed) == 0 {
-            "a"
-        } else {
-            "b"
-        };
+        let run = RUNS[n.fetch_add(1, Ordering::Relaxed)];
         let mut cmd = command(&sh, so, 300);
         cmd.current_dir(dir.join(run))
             .args(["-c", script])
@@ -766,7 +809,7 @@ int main(void) {
     return 0;
 }
 "#;
-    for run in ["a", "b"] {
+    for run in RUNS {
         fs::create_dir_all(dir.join(run)).unwrap();
         fs::write(dir.join(&format!("{run}/prog.c")), prog).unwrap();
     }
@@ -774,11 +817,7 @@ int main(void) {
     // binary's hash shows the compilation is byte-identical.
     let n = AtomicUsize::new(0);
     compare_with_and_without("cc", 3, |so| {
-        let run = if n.fetch_add(1, Ordering::Relaxed) == 0 {
-            "a"
-        } else {
-            "b"
-        };
+        let run = RUNS[n.fetch_add(1, Ordering::Relaxed)];
         let mut cmd = command(&sh, so, 300);
         cmd.current_dir(dir.join(run)).args([
             "-c",

@@ -80,3 +80,81 @@ pub fn result_fields(stdout: &str) -> HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// The three rseq modes every behaviour test runs in, as (the mode's name as
+/// `rseqmalloc::RseqMode` prints it, the options that select it, `GLIBC_TUNABLES`): glibc's
+/// area, our own registration (glibc told not to register), and the fallback.
+pub const MODES: [(&str, &str, &str); 3] = [
+    ("Glibc", "", ""),
+    ("Own", "", "glibc.pthread.rseq=0"),
+    ("Fallback", "rseq=off", ""),
+];
+
+/// Whether this kernel (or emulator) has the rseq system call: qemu-user, for one, has not,
+/// and there every mode runs the fallback. A call with a null area answers `EINVAL` where the
+/// call exists and `ENOSYS` where it does not.
+fn rseq_exists() -> bool {
+    // SAFETY: rseq with a null area and length 0 registers nothing; it only fails.
+    let r = unsafe { libc::syscall(libc::SYS_rseq, std::ptr::null_mut::<u8>(), 0u32, 0i32, 0u32) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+}
+
+/// Runs the child test `name` once in each of [`MODES`], with `marker` set (the variable the
+/// child acts under) and `options` (comma-separated, may be empty) after the mode's own; the
+/// child must print [`say_mode`]'s line, which is checked against the mode meant (the fallback
+/// in every mode where the system has no rseq). Returns each mode's name and the child's
+/// stdout.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all run children in the modes"
+)]
+pub fn run_in_modes(name: &str, marker: &str, options: &str) -> Vec<(&'static str, String)> {
+    MODES
+        .iter()
+        .map(|&(mode, rseq, tunables)| {
+            let options = [rseq, options]
+                .into_iter()
+                .filter(|o| !o.is_empty())
+                .collect::<Vec<_>>()
+                .join(",");
+            let out = run_child_test(
+                name,
+                &[
+                    (marker, "1"),
+                    ("RSEQMALLOC_OPTIONS", &options),
+                    ("GLIBC_TUNABLES", tunables),
+                ],
+            );
+            let expected = if rseq_exists() { mode } else { "Fallback" };
+            assert!(
+                out.contains(&format!("rseq mode {expected}\n")),
+                "{name} did not run in mode {expected}:\n{out}"
+            );
+            (mode, out)
+        })
+        .collect()
+}
+
+/// Whether this process is a child [`run_in_modes`] started with `marker` set; if so, prints
+/// the line it checks: the rseq mode this process runs in (the test harness has allocated by
+/// then, so the mode is chosen). The parent's copy of a child test does nothing.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all run children in the modes"
+)]
+pub fn in_child(marker: &str) -> bool {
+    let child = std::env::var_os(marker).is_some();
+    if child {
+        say_mode();
+    }
+    child
+}
+
+/// Prints the line [`run_in_modes`] checks (for a child that is not started by marker).
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all run children in the modes"
+)]
+pub fn say_mode() {
+    println!("rseq mode {:?}", rseqmalloc::rseq_mode());
+}

@@ -3,7 +3,7 @@
  * exactly one line containing the expected text with the exact pointer (as the core prints
  * it: lower-case hex, no padding).
  *
- * usage: invalid_free             prints "invalid_free ok <n> cases" */
+ * usage: invalid_free             prints "invalid_free ok <n> cases mode=<rseq mode>" */
 #include "common.h"
 
 /* Freeing freed or foreign pointers is the point here. */
@@ -187,6 +187,6 @@ int main(void) {
                expect);
         printf("%s: %s", cases[i].name, out);
     }
-    printf("invalid_free ok %d cases\n", n);
+    printf("invalid_free ok %d cases mode=%s\n", n, shim_mode());
     return 0;
 }

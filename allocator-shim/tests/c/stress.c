@@ -118,7 +118,7 @@ int main(int argc, char **argv) {
     }
     size_t end = allocated_now();
     CHECKF(end == base, "allocated %zu before, %zu after freeing everything", base, end);
-    printf("stress ok ops=%ld malloc=%ld calloc=%ld realloc=%ld free=%ld peak=%zu\n", ops,
-           counts[0], counts[1], counts[2], counts[3], peak);
+    printf("stress ok ops=%ld malloc=%ld calloc=%ld realloc=%ld free=%ld peak=%zu mode=%s\n",
+           ops, counts[0], counts[1], counts[2], counts[3], peak, shim_mode());
     return 0;
 }

@@ -1,7 +1,8 @@
 /* Issue 11, item 4 (kind): an object that is not live never passes free's check, whatever
  * path made it (carving, refill, drain, trim). Each run makes one bad free, which must abort
  * with one line on stderr naming free (realloc for the realloc cases) and the pointer; the program first writes
- * "pointer <p>" to stdout so the harness knows which pointer the line must name.
+ * "mode <rseq mode>" and "pointer <p>" to stdout so the harness knows the mode it ran in and
+ * which pointer the line must name.
  *
  * Cases (argv[1]), for objects of `size` bytes (argv[2]); the object stride is
  * malloc_usable_size(p), the class size:
@@ -47,7 +48,11 @@
 
 static size_t size;
 
-static void say_pointer(void *p) { conf_say("pointer %#lx\n", (unsigned long)(uintptr_t)p); }
+/* Announces the pointer the abort line must name, after the rseq mode the run is in. */
+static void say_pointer(void *p) {
+    conf_say("mode %s\n", conf_mode());
+    conf_say("pointer %#lx\n", (unsigned long)(uintptr_t)p);
+}
 
 /* The bad call returned: show the consequence and fail. */
 static void after_accepted_free(const char *who, void *bad) {
