@@ -208,9 +208,10 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
                 stderr.lines().count() == 1 && stderr.starts_with(needle),
                 "{what}: stderr was {stderr}"
             );
+            let expected = common::expected_mode(mode);
             assert!(
-                stdout.contains(&format!("rseq mode {mode}\n")),
-                "{what}: not run in mode {mode}: {stdout}"
+                stdout.contains(&format!("rseq mode {expected}\n")),
+                "{what}: not run in mode {expected}: {stdout}"
             );
         }
     }

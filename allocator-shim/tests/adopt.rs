@@ -141,6 +141,7 @@ fn messages_are_whole_single_lines_each_written_once() {
         );
         let json: serde_json::Value = serde_json::from_str(&writes[4]).expect("JSON report");
         assert!(json["rseqmalloc"]["classes"].is_array(), "{json}");
+        assert_eq!(json["rseqmalloc"]["rseq_mode"], mode.name(), "{what}");
 
         // The text report: every line its own write.
         let what = format!("output plain, stats=text [{}]", mode.name());
@@ -250,6 +251,10 @@ fn stats_file_gets_the_report_with_the_pid_in_its_name() {
             assert!(line.starts_with(&prefix), "{what}: {line:?}");
         }
         assert!(report.contains(": allocated "), "{report}");
+        assert!(
+            report.contains(&format!(", rseq mode {} ", mode.name())),
+            "{what}: {report}"
+        );
     }
 }
 

@@ -18,7 +18,7 @@
  *   /tmp/ab_churn /tmp/new.so /usr/lib/x86_64-linux-gnu/libmimalloc.so.2.0 1 100000 100000 40
  *
  * 8 threads × 3,125 slots is `multi-churn` at the runner's default scale on two CPUs; one
- * thread × 100,000 slots is `single-churn`. The first two rounds warm both rings up and are
+ * thread × 100,000 slots is `single-churn` at scale 1 (35,000 at its default scale, 0.35). The first two rounds warm both rings up and are
  * not counted. Prints each library's median phase time over OPS (wall ns per replacement of
  * one thread) and the percentiles of the per-round ratio B/A. Only the
  * library calls differ between A and B, but the two heaps share the caches: each phase

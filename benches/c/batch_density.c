@@ -69,16 +69,18 @@ static long batches_measured;
 /* Adds one batch's figures: `n` objects at `obj` of `len` bytes each. Works in the calling
  * thread's stack, so measuring allocates nothing from the allocator being measured. */
 static void measure(uint8_t **obj, const size_t *len, size_t n) {
-    uintptr_t pages[MAX_BATCH], lines[MAX_BATCH * MAX_LINES_PER_OBJECT];
+    uintptr_t pages[2 * MAX_BATCH], lines[MAX_BATCH * MAX_LINES_PER_OBJECT];
     size_t bytes = 0, nlines = 0;
     for (size_t i = 0; i < n; i++) {
-        uintptr_t first = (uintptr_t)obj[i] >> 6, last = ((uintptr_t)obj[i] + len[i] - 1) >> 6;
-        pages[i] = (uintptr_t)obj[i] >> 12;
+        uintptr_t lo = (uintptr_t)obj[i], hi = lo + len[i] - 1;
+        /* An object of at most 512 B covers one page or two. */
+        pages[2 * i] = lo >> 12;
+        pages[2 * i + 1] = hi >> 12;
         bytes += len[i];
-        for (uintptr_t l = first; l <= last; l++)
+        for (uintptr_t l = lo >> 6; l <= hi >> 6; l++)
             lines[nlines++] = l;
     }
-    double p = (double)distinct(pages, n) / ((double)bytes / 4096);
+    double p = (double)distinct(pages, 2 * n) / ((double)bytes / 4096);
     double l = (double)distinct(lines, nlines) / ((double)bytes / 64);
     pthread_mutex_lock(&totals_lock);
     total_pages += p;
@@ -124,13 +126,12 @@ static void *round_thread(void *arg) {
         round_obj[t] = obj;
         round_len[t] = len;
         pthread_barrier_wait(&barrier);
+        /* As the runner: every batch is freed before any thread allocates the next one. */
         long o = (t + r) % threads;
-        uint8_t **theirs = round_obj[o];
-        size_t *their_len = round_len[o];
+        release(round_obj[o], round_len[o], ROUND_BATCH, (uint8_t)o);
+        free(round_obj[o]);
+        free(round_len[o]);
         pthread_barrier_wait(&barrier);
-        release(theirs, their_len, ROUND_BATCH, (uint8_t)o);
-        free(theirs);
-        free(their_len);
     }
     return NULL;
 }
