@@ -214,11 +214,7 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
                 lines.len() == 1 && lines[0].starts_with(needle),
                 "{what}: stderr was {stderr}"
             );
-            let expected = common::expected_mode(mode);
-            assert!(
-                stdout.contains(&format!("rseq mode {expected}\n")),
-                "{what}: not run in mode {expected}: {stdout}"
-            );
+            common::assert_ran_in(&what, mode, &stdout);
         }
     }
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use rseqmalloc::{RseqMalloc, RseqMode};
+use rseqmalloc::RseqMalloc;
 
 #[global_allocator]
 static A: RseqMalloc = RseqMalloc;
@@ -15,48 +15,15 @@ rseqmalloc::options!("decay_ms=250, stats_classes=on,cpu_cache_bytes=64k");
 
 const CHILD_ENV: &str = "RSEQMALLOC_OPTIONS_TEST_CHILD";
 
-/// The three modes as `(name, environment)`; the options of each are added to `extra`.
-fn modes(extra: &str) -> [(&'static str, Vec<(&'static str, String)>); 3] {
-    let opts = |rseq: &str| {
-        let mut all = String::from(rseq);
-        if !extra.is_empty() {
-            if !all.is_empty() {
-                all.push(',');
-            }
-            all.push_str(extra);
-        }
-        all
-    };
-    [
-        ("glibc", vec![("RSEQMALLOC_OPTIONS", opts(""))]),
-        (
-            "own",
-            vec![
-                ("RSEQMALLOC_OPTIONS", opts("")),
-                ("GLIBC_TUNABLES", "glibc.pthread.rseq=0".to_string()),
-            ],
-        ),
-        ("fallback", vec![("RSEQMALLOC_OPTIONS", opts("rseq=off"))]),
-    ]
-}
-
-/// Runs the child test `name` (which acts only under [`CHILD_ENV`]) with `env` (one mode of
-/// [`modes`]); returns its output.
-fn run_child(name: &str, env: &[(&str, String)]) -> String {
-    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    all.push((CHILD_ENV, "1"));
-    common::run_child_test(name, &all)
-}
-
 #[test]
 #[ignore = "run by compiled_in_options_apply_and_the_environment_overrides_them"]
 fn child_print_options() {
-    if std::env::var_os(CHILD_ENV).is_none() {
+    if !common::in_child(CHILD_ENV) {
         return;
     }
     let v: Vec<u64> = (0..1000).collect();
     let o = rseqmalloc::options();
-    let mode = mode_name();
+    let mode = format!("{:?}", rseqmalloc::rseq_mode()).to_lowercase();
     println!(
         "RESULT mode={mode} decay_ms={} stats_classes={} cpu_cache_bytes={} version={} sum={}",
         o.decay_ms,
@@ -67,21 +34,11 @@ fn child_print_options() {
     );
 }
 
-/// The rseq mode this process runs in, as [`modes`] names it.
-fn mode_name() -> &'static str {
-    match rseqmalloc::rseq_mode() {
-        RseqMode::Glibc => "glibc",
-        RseqMode::Own => "own",
-        RseqMode::Fallback => "fallback",
-        _ => "uninitialized",
-    }
-}
-
 #[test]
 fn compiled_in_options_apply_and_the_environment_overrides_them() {
     for extra in ["", "decay_ms=500"] {
-        for (mode, env) in modes(extra) {
-            let out = run_child("child_print_options", &env);
+        for (mode, out) in common::run_in_modes("child_print_options", CHILD_ENV, extra) {
+            let mode = common::expected_mode(mode).to_lowercase();
             let line = out
                 .lines()
                 .find_map(|l| l.find("RESULT ").map(|i| &l[i..]))
@@ -94,7 +51,7 @@ fn compiled_in_options_apply_and_the_environment_overrides_them() {
                      version={} sum=499500",
                     env!("CARGO_PKG_VERSION")
                 ),
-                "with RSEQMALLOC_OPTIONS={env:?}"
+                "{mode}, with {extra:?} in RSEQMALLOC_OPTIONS"
             );
         }
     }
@@ -103,7 +60,7 @@ fn compiled_in_options_apply_and_the_environment_overrides_them() {
 #[test]
 #[ignore = "run by ctl_reads_sets_purges_and_flushes"]
 fn child_ctl() {
-    if std::env::var_os(CHILD_ENV).is_none() {
+    if !common::in_child(CHILD_ENV) {
         return;
     }
     use rseqmalloc::{ctl, CtlError};
@@ -132,17 +89,13 @@ fn child_ctl() {
     let _purged: usize = answer("purge").unwrap().parse().unwrap();
     let allocated: usize = answer("stats.allocated").unwrap().parse().unwrap();
     assert!(allocated > 0 && allocated <= rseqmalloc::stats().active);
-    println!("RESULT ctl ok flushed>0 mode={}", mode_name());
+    println!("RESULT ctl ok flushed>0");
 }
 
 #[test]
 fn ctl_reads_sets_purges_and_flushes() {
-    for (mode, env) in modes("") {
-        let out = run_child("child_ctl", &env);
-        assert!(
-            out.contains(&format!("RESULT ctl ok flushed>0 mode={mode}\n")),
-            "{out}"
-        );
+    for (mode, out) in common::run_in_modes("child_ctl", CHILD_ENV, "") {
+        assert!(out.contains("RESULT ctl ok flushed>0\n"), "[{mode}] {out}");
     }
 }
 
@@ -191,7 +144,7 @@ fn pin_to_this_cpu() {
 #[test]
 #[ignore = "run by an_idle_class_gives_its_capacity_in_every_mode"]
 fn child_capacity() {
-    if std::env::var_os(CHILD_ENV).is_none() {
+    if !common::in_child(CHILD_ENV) {
         return;
     }
     // One CPU: one per-CPU cache (slab) takes every object.
@@ -224,10 +177,9 @@ fn child_capacity() {
     let before = evicted();
     checked_bursts(1024, 100, 50);
     println!(
-        "RESULT evicted_before={before} evicted_after={} stats={} mode={}",
+        "RESULT evicted_before={before} evicted_after={} stats={}",
         evicted(),
-        rseqmalloc::stats().evicted,
-        mode_name()
+        rseqmalloc::stats().evicted
     );
 }
 
@@ -241,12 +193,12 @@ fn an_idle_class_gives_its_capacity_in_every_mode() {
     // where a concurrency id (`mm_cid`) may change when the test harness's threads come and go.
     // Maintenance ticks a second apart (`decay_ms`): on a loaded machine they could otherwise
     // come during the bursts, whose counts may look the same at two ticks, and drain the slab.
-    for (mode, env) in modes("membarrier=off,decay_ms=4000") {
-        let out = run_child("child_capacity", &env);
+    for (mode, out) in
+        common::run_in_modes("child_capacity", CHILD_ENV, "membarrier=off,decay_ms=4000")
+    {
         let r = common::result_fields(&out);
         let before: usize = r["evicted_before"].parse().unwrap();
         let after: usize = r["evicted_after"].parse().unwrap();
-        assert_eq!(r["mode"], mode, "{out}");
         assert!(after > before, "[{mode}] nothing evicted: {out}");
         assert_eq!(
             r["stats"], r["evicted_after"],
@@ -302,11 +254,10 @@ fn compiled_in_options_build_and_apply_under_fat_lto() {
         String::from_utf8_lossy(&build.stderr)
     );
     let bin = dir.join("target/release/fat-lto-options");
-    for (mode, env) in modes("") {
+    for (mode, rseq, tunables) in common::MODES {
         let out = std::process::Command::new(&bin)
-            .env_remove("GLIBC_TUNABLES")
-            .env_remove("RSEQMALLOC_OPTIONS")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RSEQMALLOC_OPTIONS", rseq)
+            .env("GLIBC_TUNABLES", tunables)
             .output()
             .unwrap();
         assert!(out.status.success(), "{mode}: {out:?}");

@@ -55,17 +55,13 @@ fn free_all(v: Vec<(*mut u8, Layout)>) {
 /// child ran in the mode meant. The heap gets no transparent huge pages unless `options` says
 /// otherwise: the bounds here count 4 KiB pages, and a system whose THP policy is `always`
 /// would back the heap with 2 MiB ones.
-fn run_child(name: &str, options: &str) {
+fn run_child(name: &str, options: &str) -> Vec<(&'static str, String)> {
     let options = if options.contains("huge_pages=") {
         options.to_string()
     } else {
-        [options, "huge_pages=never"]
-            .into_iter()
-            .filter(|o| !o.is_empty())
-            .collect::<Vec<_>>()
-            .join(",")
+        common::join_options(&[options, "huge_pages=never"])
     };
-    common::run_in_modes(name, "RSEQMALLOC_RSS_CHILD", &options);
+    common::run_in_modes(name, "RSEQMALLOC_RSS_CHILD", &options)
 }
 
 /// Whether this process is a scenario's child (see `common::in_child`).
@@ -418,7 +414,7 @@ fn minor_faults() -> i64 {
 /// below 32 MiB in writable with one call. In all three modes.
 #[test]
 fn calloc_of_fresh_memory_is_read_then_written_without_two_faults_per_page() {
-    for (_, out) in common::run_in_modes("child_calloc_faults", "RSEQMALLOC_RSS_CHILD", "") {
+    for (_, out) in run_child("child_calloc_faults", "") {
         assert!(out.contains("RESULT"), "{out}");
     }
 }

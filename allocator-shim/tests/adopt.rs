@@ -18,32 +18,8 @@ use support::*;
 /// `RSEQMALLOC_OPTIONS` (the fallback mode's `rseq=off` comes first).
 fn command_in(bin: impl AsRef<OsStr>, so: &Path, mode: Mode, options: &str) -> Command {
     let mut cmd = command(bin, Some(so), 60);
-    mode.apply(&mut cmd);
-    let mut all = String::new();
-    if mode == Mode::Fallback {
-        all.push_str("rseq=off");
-    }
-    if !options.is_empty() {
-        if !all.is_empty() {
-            all.push(',');
-        }
-        all.push_str(options);
-    }
-    if !all.is_empty() {
-        cmd.env("RSEQMALLOC_OPTIONS", all);
-    }
+    mode.apply_with(&mut cmd, options);
     cmd
-}
-
-/// The checked build in the three modes, and the release build (as users get it) in the
-/// default mode.
-fn checked_modes_and_release(libs: &Libs) -> [(&Path, Mode); 4] {
-    [
-        (&libs.checked, Mode::Glibc),
-        (&libs.checked, Mode::Own),
-        (&libs.checked, Mode::Fallback),
-        (&libs.release, Mode::Glibc),
-    ]
 }
 
 /// Compiles `tests/c/<name>.c` into `dir`.

@@ -314,12 +314,7 @@ fn stress_random_mix_of_a_million_operations() {
     let dir = TempDir::new("stress");
     let bin = dir.join("stress");
     compile(&["stress.c"], &bin, &[]);
-    for (so, mode) in [
-        (&libs.checked, Mode::Glibc),
-        (&libs.checked, Mode::Own),
-        (&libs.checked, Mode::Fallback),
-        (&libs.release, Mode::Glibc),
-    ] {
+    for (so, mode) in checked_modes_and_release(libs) {
         let out = run_test_program(&bin, &["1000000"], so, mode, "stress");
         assert!(
             out.starts_with("stress ok ops=1000000 ")
@@ -395,12 +390,7 @@ fn ten_thousand_short_lived_threads_keep_rss_bounded() {
     let dir = TempDir::new("churn");
     let bin = dir.join("churn");
     compile(&["churn.c"], &bin, &[]);
-    for (so, mode) in [
-        (&libs.checked, Mode::Glibc),
-        (&libs.checked, Mode::Own),
-        (&libs.checked, Mode::Fallback),
-        (&libs.release, Mode::Glibc),
-    ] {
+    for (so, mode) in checked_modes_and_release(libs) {
         // The bounds are asserted by the program (see the comment at the top of churn.c).
         let out = run_test_program(&bin, &["200"], so, mode, "churn");
         assert!(
@@ -433,12 +423,7 @@ fn bad_frees_abort_with_one_line() {
     let dir = TempDir::new("invalid_free");
     let bin = dir.join("invalid_free");
     compile(&["invalid_free.c"], &bin, &[]);
-    for (so, mode) in [
-        (&libs.checked, Mode::Glibc),
-        (&libs.checked, Mode::Own),
-        (&libs.checked, Mode::Fallback),
-        (&libs.release, Mode::Glibc),
-    ] {
+    for (so, mode) in checked_modes_and_release(libs) {
         let out = run_test_program(&bin, &[], so, mode, "invalid_free");
         assert_eq!(
             last_line(&out),
@@ -521,12 +506,7 @@ fn cxx_operators_new_handler_and_containers() {
     let dir = TempDir::new("cxx");
     let bin = dir.join("cxx");
     compile(&["cxx.cc"], &bin, &[libs.checked.as_os_str()]);
-    for (so, mode) in [
-        (&libs.checked, Mode::Glibc),
-        (&libs.checked, Mode::Own),
-        (&libs.checked, Mode::Fallback),
-        (&libs.release, Mode::Glibc),
-    ] {
+    for (so, mode) in checked_modes_and_release(libs) {
         let out = run_test_program(&bin, &[], so, mode, "cxx");
         assert!(
             out.starts_with("cxx ok forms=20 ")
@@ -563,18 +543,9 @@ fn compare_with_and_without(
     for mode in MODES {
         let what = format!("{what} [{}]", mode.name());
         let mut cmd = make(Some(so));
-        mode.apply(&mut cmd);
         // The marker (an unknown key: each process that loads the library warns once) and an
         // exit report per process, which names its rseq mode.
-        let rseq = if mode == Mode::Fallback {
-            "rseq=off,"
-        } else {
-            ""
-        };
-        cmd.env(
-            "RSEQMALLOC_OPTIONS",
-            format!("{rseq}shim_test_marker=1,stats=text"),
-        );
+        mode.apply_with(&mut cmd, "shim_test_marker=1,stats=text");
         let ours = run_ok(&mut cmd, &format!("{what} (librseqmalloc)"));
         let err = String::from_utf8_lossy(&ours.stderr);
         let loaded = err

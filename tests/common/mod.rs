@@ -134,11 +134,7 @@ pub fn run_in_modes(name: &str, marker: &str, options: &str) -> Vec<(&'static st
     MODES
         .iter()
         .map(|&(mode, rseq, tunables)| {
-            let options = [rseq, options]
-                .into_iter()
-                .filter(|o| !o.is_empty())
-                .collect::<Vec<_>>()
-                .join(",");
+            let options = join_options(&[rseq, options]);
             let out = run_child_test(
                 name,
                 &[
@@ -147,14 +143,38 @@ pub fn run_in_modes(name: &str, marker: &str, options: &str) -> Vec<(&'static st
                     ("GLIBC_TUNABLES", tunables),
                 ],
             );
-            let expected = expected_mode(mode);
-            assert!(
-                out.contains(&format!("rseq mode {expected}\n")),
-                "{name} did not run in mode {expected}:\n{out}"
-            );
+            assert_ran_in(name, mode, &out);
             (mode, out)
         })
         .collect()
+}
+
+/// `RSEQMALLOC_OPTIONS` lists joined with commas, the empty ones left out.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all run children in the modes"
+)]
+pub fn join_options(lists: &[&str]) -> String {
+    lists
+        .iter()
+        .filter(|o| !o.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Asserts that the child `what`, asked to run in `mode`, says (its [`say_mode`] line in
+/// `stdout`) it ran in the mode [`expected_mode`] gives for it here.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all run children in the modes"
+)]
+pub fn assert_ran_in(what: &str, mode: &'static str, stdout: &str) {
+    let expected = expected_mode(mode);
+    assert!(
+        stdout.contains(&format!("rseq mode {expected}\n")),
+        "{what} did not run in mode {expected}:\n{stdout}"
+    );
 }
 
 /// Whether this process is a child [`run_in_modes`] started with `marker` set; if so, prints

@@ -258,16 +258,39 @@ impl Mode {
         }
     }
     pub fn apply(self, cmd: &mut Command) {
-        match self {
-            Mode::Glibc => {}
-            Mode::Own => {
-                cmd.env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
-            }
-            Mode::Fallback => {
-                cmd.env("RSEQMALLOC_OPTIONS", "rseq=off");
-            }
+        self.apply_with(cmd, "");
+    }
+    /// [`Mode::apply`] with `options` (comma-separated, may be empty) in `RSEQMALLOC_OPTIONS`
+    /// after the mode's own.
+    pub fn apply_with(self, cmd: &mut Command, options: &str) {
+        if self == Mode::Own {
+            cmd.env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+        }
+        let rseq = if self == Mode::Fallback {
+            "rseq=off"
+        } else {
+            ""
+        };
+        let all = [rseq, options]
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect::<Vec<_>>()
+            .join(",");
+        if !all.is_empty() {
+            cmd.env("RSEQMALLOC_OPTIONS", all);
         }
     }
+}
+
+/// The checked build in the three modes, and the release build (as users get it) in the
+/// default mode.
+pub fn checked_modes_and_release(libs: &Libs) -> [(&Path, Mode); 4] {
+    [
+        (&libs.checked, Mode::Glibc),
+        (&libs.checked, Mode::Own),
+        (&libs.checked, Mode::Fallback),
+        (&libs.release, Mode::Glibc),
+    ]
 }
 
 /// A command for `program`, killed after `secs`, with the allocator-related environment
