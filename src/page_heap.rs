@@ -17,7 +17,7 @@ use crate::config::HugePages;
 use crate::os;
 use crate::pagemap::{self, PAGEMAP};
 use crate::size_class::{PAGE, PAGE_SHIFT};
-use crate::span::{Span, SpanList, SpanPool, SpanState};
+use crate::span::{BitmapPool, Span, SpanList, SpanPool, SpanState};
 use crate::sync::Mutex;
 use core::ptr::null_mut;
 
@@ -85,7 +85,7 @@ pub struct HeapStats {
     /// Address space huge objects hold to grow into (inaccessible, neither resident nor
     /// charged; part of `mapped`).
     pub reserved: usize,
-    /// Bytes mapped for span records.
+    /// Bytes mapped for span records and small spans' free bitmaps.
     pub metadata: usize,
     /// The most `small_spans + large_in_use` has been (a bound on the most ever allocated).
     pub peak_active: usize,
@@ -104,6 +104,7 @@ pub struct PageHeap {
     nonempty: [u64; BITMAP_WORDS],
     long: SpanList,
     pool: SpanPool,
+    bitmaps: BitmapPool,
     /// Chunks mapped so far (the next chunk's sequence number).
     chunks: u32,
     /// Tests: the huge-page policy of this heap's chunks, instead of the process's option.
@@ -143,6 +144,7 @@ impl PageHeap {
             nonempty: [0; BITMAP_WORDS],
             long: SpanList::new(),
             pool: SpanPool::new(),
+            bitmaps: BitmapPool::new(),
             chunks: 0,
             #[cfg(test)]
             huge_policy: None,
@@ -165,7 +167,7 @@ impl PageHeap {
     /// Counters at this moment.
     pub fn stats(&self) -> HeapStats {
         HeapStats {
-            metadata: self.pool.mapped,
+            metadata: self.pool.mapped() + self.bitmaps.mapped(),
             ..self.stats
         }
     }
@@ -559,7 +561,8 @@ impl PageHeap {
             (*s).clear_dirty();
             (*s).in_use = 0;
             (*s).carved = 0;
-            (*s).free = null_mut();
+            (*s).scan = 0;
+            (*s).bits = null_mut();
             (*s).listed = false;
             // A small span's pages name its class only once carved (`central::carve_page`).
             PAGEMAP.set_range((*s).start, pages, entry(s));
@@ -572,6 +575,21 @@ impl PageHeap {
         }
         self.note_peak();
         s
+    }
+
+    /// A zeroed free bitmap of `words` words (a power of two, at most 64) for a small span
+    /// the caller just took ([`Span::bits`]), or null if the OS refused memory.
+    pub fn take_bitmap(&mut self, words: usize) -> *mut u64 {
+        self.bitmaps.take(words)
+    }
+
+    /// Returns a bitmap from [`PageHeap::take_bitmap`].
+    ///
+    /// # Safety
+    /// `bits` came from `take_bitmap(words)` and nothing uses it any more.
+    pub unsafe fn give_bitmap(&mut self, bits: *mut u64, words: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.bitmaps.give(bits, words) }
     }
 
     /// Returns a span obtained from [`PageHeap::alloc_span`] to the free lists.

@@ -193,6 +193,15 @@ pub fn starts_object(off: usize, c: usize) -> bool {
     (off as u64).wrapping_mul(CLASS_DIVISOR[c]) < CLASS_DIVISOR[c]
 }
 
+/// `off / size` for class `c` (`off` bytes from a span's start, below 2^32): the index of the
+/// object starting at `off`, with one multiplication — the high word of `off * ceil(2^64 /
+/// size)`, exact for every 32-bit `off` (the same paper as [`starts_object`]).
+#[inline(always)]
+pub fn object_index(off: usize, c: usize) -> usize {
+    debug_assert!(off < 1 << 32);
+    ((off as u128 * CLASS_DIVISOR[c] as u128) >> 64) as usize
+}
+
 /// The class for a request of `size` bytes (1 ≤ size ≤ [`MAX_SMALL`]), alignment ≤ 8:
 /// one table load up to 1 KiB, a few shifts above.
 #[inline(always)]
@@ -480,6 +489,7 @@ mod tests {
             // Every 8-byte step of the span, and next to each object boundary.
             for off in (0..bytes).step_by(8) {
                 assert_eq!(starts_object(off, c), off % size == 0, "class {c}, {off}");
+                assert_eq!(object_index(off, c), off / size, "class {c}, {off}");
             }
             for start in (0..bytes).step_by(size) {
                 for off in start.saturating_sub(9)..start + 9 {

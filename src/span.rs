@@ -1,8 +1,9 @@
 //! Spans: runs of pages with one purpose, their metadata records, and intrusive span lists.
 //!
 //! Owns: [`Span`] (the record describing a run of pages), [`SpanList`] (an intrusive doubly
-//! linked list of spans) and [`SpanPool`] (where records come from: never freed, only recycled,
-//! so a stale page-map entry always points at readable memory).
+//! linked list of spans), [`SpanPool`] (where records come from: never freed, only recycled,
+//! so a stale page-map entry always points at readable memory) and [`BitmapPool`] (where
+//! small spans' free bitmaps come from).
 //!
 //! May call: `os`, `size_class`.
 
@@ -59,14 +60,19 @@ pub struct Span {
     /// `Small`: objects taken out of the span (with a user or in a cache).
     pub in_use: u32,
     /// `Small`: objects `[0, carved)` — every object starting in the pages carved so far — have
-    /// been put on the free list at least once; the page-map entries of the other pages do not
-    /// name the class yet (see `central::carve_page`).
+    /// been in the span's free bitmap at least once; the page-map entries of the other pages do
+    /// not name the class yet (see `central::carve_page`).
     pub carved: u32,
     /// `Small`: how many objects fit.
     pub capacity: u32,
-    /// `Small`: the span's free objects, linked through their first word (encoded and checked,
-    /// see `free_tag`).
-    pub free: *mut u8,
+    /// `Small`: no word of `bits` below this one has a bit set (where a refill starts looking).
+    pub scan: u32,
+    /// `Small`: the span's free bitmap, [`bitmap_words`]`(capacity)` words from the
+    /// [`BitmapPool`]: bit `i` set when object `i` is in the span (free, not in any cache);
+    /// only objects below `carved` are ever set, and the set ones number `carved - in_use`.
+    /// The objects themselves hold no link, so nothing written into a free object can make
+    /// the span hand out a block twice or a wild pointer. Null for other states.
+    pub bits: *mut u64,
     /// Links in whichever [`SpanList`] holds the span (central or page heap); null otherwise.
     pub prev: *mut Span,
     /// See `prev`.
@@ -243,25 +249,59 @@ impl Default for SpanList {
 
 const POOL_CHUNK: usize = 1 << 20;
 
+/// Metadata memory handed out front to back from 1 MiB OS chunks, never unmapped (what both
+/// pools below carve their blocks from).
+struct Chunks {
+    bump: usize,
+    end: usize,
+    /// Bytes mapped so far.
+    mapped: usize,
+}
+
+impl Chunks {
+    const fn new() -> Self {
+        Chunks {
+            bump: 0,
+            end: 0,
+            mapped: 0,
+        }
+    }
+
+    /// The address of `bytes` fresh bytes (zero, 8-byte aligned, and a multiple of `bytes`
+    /// when every request is the same power of two), mapping a new chunk if this one is
+    /// used up; `None` if the OS refused memory. What is left of a used-up chunk is abandoned.
+    fn take(&mut self, bytes: usize) -> Option<usize> {
+        if self.bump + bytes > self.end {
+            let chunk = os::map(POOL_CHUNK, os::OS_PAGE).ok()?;
+            self.bump = chunk as usize;
+            self.end = self.bump + POOL_CHUNK;
+            self.mapped += POOL_CHUNK;
+        }
+        let p = self.bump;
+        self.bump += bytes;
+        Some(p)
+    }
+}
+
 /// Source of span records: carved from 1 MiB OS chunks, recycled through a free list, never
 /// unmapped. Used under the page heap's lock.
 pub struct SpanPool {
-    bump: usize,
-    end: usize,
+    chunks: Chunks,
     recycled: *mut Span,
-    /// Bytes mapped for records (for statistics).
-    pub mapped: usize,
 }
 
 impl SpanPool {
     /// An empty pool.
     pub const fn new() -> Self {
         SpanPool {
-            bump: 0,
-            end: 0,
+            chunks: Chunks::new(),
             recycled: null_mut(),
-            mapped: 0,
         }
+    }
+
+    /// Bytes mapped for records (for statistics).
+    pub fn mapped(&self) -> usize {
+        self.chunks.mapped
     }
 
     /// A fresh record (state `Dead`, all other fields zero), or null if the OS refused memory.
@@ -272,17 +312,10 @@ impl SpanPool {
             self.recycled = unsafe { (*s).next };
             s
         } else {
-            if self.bump + core::mem::size_of::<Span>() > self.end {
-                let Ok(chunk) = os::map(POOL_CHUNK, os::OS_PAGE) else {
-                    return null_mut();
-                };
-                self.bump = chunk as usize;
-                self.end = self.bump + POOL_CHUNK;
-                self.mapped += POOL_CHUNK;
+            match self.chunks.take(core::mem::size_of::<Span>()) {
+                Some(p) => p as *mut Span,
+                None => return null_mut(),
             }
-            let s = self.bump as *mut Span;
-            self.bump += core::mem::size_of::<Span>();
-            s
         };
         // SAFETY: `s` is 128-byte aligned memory we own (chunks are page-aligned and records are
         // 128 bytes), and writing a whole record initialises it.
@@ -299,7 +332,8 @@ impl SpanPool {
                 in_use: 0,
                 carved: 0,
                 capacity: 0,
-                free: null_mut(),
+                scan: 0,
+                bits: null_mut(),
                 prev: null_mut(),
                 next: null_mut(),
                 freed_at_ms: 0,
@@ -334,9 +368,111 @@ impl Default for SpanPool {
     }
 }
 
+/// Words of a free bitmap for `capacity` objects: one bit each, rounded up to a power of two
+/// words (the [`BitmapPool`]'s block sizes).
+#[inline]
+pub const fn bitmap_words(capacity: usize) -> usize {
+    capacity.div_ceil(64).next_power_of_two()
+}
+
+/// Block sizes of the [`BitmapPool`]: 1, 2, 4, ... 64 words (8 to 512 bytes, a bit for each
+/// of the 4,096 16-byte objects of a 64 KiB span at most).
+const BITMAP_BINS: usize = 7;
+
+/// Source of small spans' free bitmaps ([`Span::bits`]): blocks of 1 to 64 words carved from
+/// 1 MiB OS chunks, recycled through one free list per size, never unmapped. Used under the
+/// page heap's lock, which takes one for each small span it hands out and gives it back
+/// with the span.
+///
+/// Resident cost: one bit per object slot a span has (at most 1/128 of the span, for 16 B
+/// objects), in blocks packed side by side.
+pub struct BitmapPool {
+    chunks: Chunks,
+    recycled: [*mut u64; BITMAP_BINS],
+}
+
+impl BitmapPool {
+    /// An empty pool.
+    pub const fn new() -> Self {
+        BitmapPool {
+            chunks: Chunks::new(),
+            recycled: [null_mut(); BITMAP_BINS],
+        }
+    }
+
+    /// Bytes mapped for bitmaps (for statistics).
+    pub fn mapped(&self) -> usize {
+        self.chunks.mapped
+    }
+
+    /// A zeroed block of `words` words (a power of two, at most 64), 8-byte aligned, or null
+    /// if the OS refused memory.
+    pub fn take(&mut self, words: usize) -> *mut u64 {
+        debug_assert!(words.is_power_of_two() && words <= 1 << (BITMAP_BINS - 1));
+        let bin = words.trailing_zeros() as usize;
+        let p = self.recycled[bin];
+        if !p.is_null() {
+            // SAFETY: recycled blocks are ours, `words` words long, linked through word 0.
+            unsafe {
+                self.recycled[bin] = p.read() as *mut u64;
+                p.write_bytes(0, words);
+            }
+            return p;
+        }
+        // Fresh chunk memory reads as zero.
+        self.chunks
+            .take(words * 8)
+            .map_or(null_mut(), |p| p as *mut u64)
+    }
+
+    /// Returns a block for reuse.
+    ///
+    /// # Safety
+    /// `p` came from [`BitmapPool::take`] with the same `words`, and nothing uses it any more.
+    pub unsafe fn give(&mut self, p: *mut u64, words: usize) {
+        let bin = words.trailing_zeros() as usize;
+        // SAFETY: the caller hands over the block; word 0 becomes the free-list link.
+        unsafe { p.write(self.recycled[bin] as u64) };
+        self.recycled[bin] = p;
+    }
+}
+
+impl Default for BitmapPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bitmaps_come_zeroed_and_are_recycled_by_size() {
+        let mut pool = BitmapPool::new();
+        let a = pool.take(4);
+        let b = pool.take(1);
+        assert!(!a.is_null() && !b.is_null());
+        // SAFETY: blocks of 4 and 1 words just taken.
+        unsafe {
+            assert!((0..4).all(|i| a.add(i).read() == 0));
+            a.write_bytes(0xff, 4);
+            b.write(u64::MAX);
+            pool.give(a, 4);
+            pool.give(b, 1);
+        }
+        assert_eq!(pool.take(1), b, "a block comes back for its own size");
+        let c = pool.take(4);
+        assert_eq!(c, a);
+        // SAFETY: as above.
+        assert!(
+            (0..4).all(|i| unsafe { c.add(i).read() } == 0),
+            "recycled zeroed"
+        );
+        let words = bitmap_words(4096);
+        assert_eq!(words, 64);
+        assert!(!pool.take(words).is_null());
+    }
 
     #[test]
     fn span_records_fit_the_pagemap_tag() {
