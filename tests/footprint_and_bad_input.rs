@@ -176,6 +176,18 @@ fn realloc_keeps_contents_across_classes_large_and_huge() {
     }
 }
 
+/// Runs this binary's ignored test `test` alone with `RSEQMALLOC_CHILD=case`, in the mode that
+/// `options` and `tunables` (a row of `common::MODES`) ask for; the child's output.
+fn child_in_mode(test: &str, case: &str, options: &str, tunables: &str) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--include-ignored"])
+        .env("RSEQMALLOC_CHILD", case)
+        .env("RSEQMALLOC_OPTIONS", options)
+        .env("GLIBC_TUNABLES", tunables)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn freeing_foreign_pointers_aborts_with_one_line() {
     if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
@@ -187,18 +199,7 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
             ("interior", "free(): invalid pointer 0x"),
             ("double", "free(): double free detected 0x"),
         ] {
-            let out = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "child_bad_free",
-                    "--nocapture",
-                    "--include-ignored",
-                ])
-                .env("RSEQMALLOC_CHILD", case)
-                .env("RSEQMALLOC_OPTIONS", options)
-                .env("GLIBC_TUNABLES", tunables)
-                .output()
-                .unwrap();
+            let out = child_in_mode("child_bad_free", case, options, tunables);
             let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
             let what = format!("{case} [{mode}]");
@@ -247,34 +248,36 @@ fn child_bad_free() {
     unreachable!("the bad free of case {case} did not abort");
 }
 
+/// In every rseq mode (the guard sits at the entry points, before any mode's code), a nested
+/// call from inside the allocator aborts a debug build with one line naming it.
 #[test]
 fn reentrancy_guard_aborts_in_debug_builds() {
     if !cfg!(debug_assertions) || std::env::var_os("RSEQMALLOC_CHILD").is_some() {
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_reentrancy",
-            "--nocapture",
-            "--include-ignored",
-        ])
-        .env("RSEQMALLOC_CHILD", "reenter")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
-    assert!(
-        stderr.contains("rseqmalloc: re-entrant call to malloc from inside the allocator"),
-        "{stderr}"
-    );
+    for (mode, options, tunables) in common::MODES {
+        let out = child_in_mode("child_reentrancy", "reenter", options, tunables);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "[{mode}] {stderr}"
+        );
+        assert!(
+            stderr.contains("rseqmalloc: re-entrant call to malloc from inside the allocator"),
+            "[{mode}] {stderr}"
+        );
+        common::assert_ran_in(&format!("reentrancy [{mode}]"), mode, &stdout);
+    }
 }
 
 #[test]
 #[ignore = "run as a child by reentrancy_guard_aborts_in_debug_builds"]
 fn child_reentrancy() {
     if std::env::var("RSEQMALLOC_CHILD").as_deref() == Ok("reenter") {
+        common::say_mode();
         let _ = rseqmalloc::__reentrancy_probe();
         unreachable!("the nested allocation was not caught");
     }
