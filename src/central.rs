@@ -492,18 +492,23 @@ pub unsafe fn free_to_spans(c: usize, objs: &[*mut u8]) {
     flush_if_pending();
 }
 
-/// Links each of `objs` back into its span; a span whose objects are all back returns to the
-/// page heap, one that had run dry is listed again.
+/// Sets each of `objs` back in its span's free bitmap (and tags it free); a span whose objects
+/// are all back returns to the page heap, one that had run dry is listed again.
 ///
 /// Objects of one span often come in runs (a batch freed in the order it was taken, a span's
-/// objects carved in address order): a run is linked onto its span's list with one page-map
-/// lookup and one update of the span's head, count and listing, where each object used to pay
-/// a lookup (root, then leaf, then span: three dependent loads) and a read-modify-write of the
-/// span header.
+/// objects carved in address order): a run costs one page-map lookup and one update of the
+/// span's scan start, count and listing, where each object used to pay a lookup (root, then
+/// leaf, then span: three dependent loads) and a read-modify-write of the span header.
+///
+/// An object that cannot be in the span its page names — its bit already set, an index past
+/// the carved ones, or a page no longer of a live span of class `c` — aborts naming it
+/// ([`back_twice`]): what a double free that reached this far leaves. A block freed twice
+/// after its span went back to the page heap and was taken again by the same class, at a
+/// time its second copy's object is out, cannot be told from a valid return.
 ///
 /// # Safety
-/// Every pointer is a live object of class `c` that nobody uses, and `inner` is class `c`'s
-/// locked spans.
+/// Every pointer is an object of class `c` (each obtained from this class's spans) that
+/// nobody uses, and `inner` is class `c`'s locked spans.
 unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
     // Spans emptied by this batch, returned to the page heap under one hold of its lock.
     let mut empty = [null_mut(); SPANS_PER_LOCK];
@@ -511,13 +516,14 @@ unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
     let mut rest = objs;
     while let Some((&first, _)) = rest.split_first() {
         let s = span_of(PAGEMAP.get(first as usize)) as *mut Span;
-        // SAFETY: `first` belongs to a live small span of class `c` (caller's contract), whose
-        // free list and counters this class's lock guards; so does every object of the run,
-        // which lies inside the same span's bytes.
+        // SAFETY: a non-null page-map entry names a span record (pool memory, never unmapped);
+        // once it is checked to be a live small span of class `c`, its bitmap and counters
+        // are this class's lock's, and every object of the run lies inside its bytes, so its
+        // index is below the span's capacity and within the bitmap (`bitmap_words`).
         unsafe {
-            debug_assert!(
-                !s.is_null() && (*s).state == SpanState::Small && (*s).class as usize == c
-            );
+            if s.is_null() || (*s).state != SpanState::Small || (*s).class as usize != c {
+                back_twice(first);
+            }
             let (lo, hi) = ((*s).start, (*s).start + (*s).bytes());
             let run = rest
                 .iter()
@@ -527,9 +533,8 @@ unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
             let mut scan = (*s).scan as usize;
             for &obj in &rest[..run] {
                 let i = object_index(obj as usize - lo, c);
-                debug_assert!(i < (*s).carved as usize);
                 let (word, bit) = (i / 64, 1u64 << (i % 64));
-                if *bits.add(word) & bit != 0 {
+                if i >= (*s).carved as usize || *bits.add(word) & bit != 0 {
                     back_twice(obj);
                 }
                 *bits.add(word) |= bit;
@@ -556,10 +561,10 @@ unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
     unsafe { release_spans(&empty[..n_empty]) };
 }
 
-/// An object came back to its span while its bit was set: it was in the span and somewhere
-/// else at once, which only a double free the free tag did not see can cause (two threads
-/// freeing it at the same moment, or a Rust `dealloc` of a block freed before). Aborts rather
-/// than let the span hand it out twice.
+/// An object came back to a span that holds it already (its bit set), or to one that cannot
+/// hold it (not carved there, or the span gone): it was freed twice, in a way the free tag did
+/// not see (two threads freeing it at the same moment, or a Rust `dealloc` of a block freed
+/// before). Aborts rather than let a span hand it out twice.
 #[cold]
 #[inline(never)]
 fn back_twice(p: *mut u8) -> ! {
@@ -913,11 +918,12 @@ mod tests {
     /// objects it took back come out again, each once, and none of the objects still held.
     /// Each first word is overwritten with what used to be read as its link to the next free
     /// object: an address outside the span, the middle of an object, a held object, a free
-    /// object a cache holds, the object itself (a loop); the second with a value that is not
-    /// its tag. With the span free lists linked through the objects (before the bitmaps), the
-    /// first three aborted and the last two handed a block out twice (docs/design.md, Known
-    /// weaknesses, as it was). The span lists are the same code in every rseq mode: nothing
-    /// here runs through a per-CPU cache.
+    /// object a cache holds, the object itself (a loop); one object's tag word is zeroed too.
+    /// With the span free lists linked through the objects (before the bitmaps) this test
+    /// aborted at the first pop, on the zeroed tag (`corrupted free block`); one at a time,
+    /// the first three links aborted too and the last two handed a block out twice
+    /// (`docs/experiments/listed-tag.patch`, cases "cached" and "cycle"). The span lists are
+    /// the same code in every rseq mode: nothing here runs through a per-CPU cache.
     #[test]
     fn writes_into_free_objects_cannot_make_a_span_hand_out_a_block_twice() {
         // A class no other test uses.
@@ -964,15 +970,16 @@ mod tests {
     /// An object that comes back to its span while the span holds it — a double free the
     /// free tag did not stop (two threads freeing a block at once, or a Rust `dealloc` of a
     /// freed block) — aborts with one line naming it, straight to the span and through the
-    /// transfer stack. Before the bitmaps, the span's list took it twice and handed it out
-    /// twice. Each case runs in a child process (the abort ends it); one mode, as above.
+    /// transfer stack, and so does one whose span went back to the page heap in between.
+    /// Before the bitmaps, the span's list took it twice and handed it out twice. Each case
+    /// runs in a child process (the abort ends it); one mode, as above.
     #[test]
     fn an_object_back_in_its_span_twice_aborts_naming_it() {
         use std::os::unix::process::ExitStatusExt;
         if std::env::var_os("RSEQMALLOC_BACK_TWICE").is_some() {
             return;
         }
-        for case in ["spans", "stack"] {
+        for case in ["spans", "stack", "released"] {
             let out = run_child(
                 "central::tests::child_back_twice",
                 "RSEQMALLOC_BACK_TWICE",
@@ -1016,6 +1023,12 @@ mod tests {
                     free_batch(c, &objs[..1]);
                     free_batch(c, &objs[..1]);
                     flush_transfer();
+                }
+                "released" => {
+                    // Both objects back: the span returns to the page heap; then object 0
+                    // again, to a page that no longer belongs to a span of the class.
+                    free_to_spans(c, &objs);
+                    free_to_spans(c, &objs[..1]);
                 }
                 _ => unreachable!("unknown case {case}"),
             }
@@ -1271,7 +1284,7 @@ pub mod check {
             ensure(budget > 0, "a span list loops", at)?;
             budget -= 1;
             // SAFETY: members of the class's list are span records (pool memory, readable);
-            // their fields and free lists are guarded by the class lock the caller holds.
+            // their fields and bitmaps are guarded by the class lock the caller holds.
             unsafe {
                 ensure((*s).prev == prev, "span list links disagree", at)?;
                 ensure(
@@ -1535,6 +1548,32 @@ mod check_tests {
         );
         // SAFETY: as above.
         unsafe { (*span).scan = scan };
+        assert_eq!(check_inner(&g, c, n), Ok(()));
+        // A bit set for an object not carved yet (the span's first half page is carved, the
+        // rest of its 64 KiB or 8 KiB not).
+        // SAFETY: as above; a bit of the span's own bitmap, cleared again below.
+        let (bits, carved) = unsafe { ((*span).bits, (*span).carved as usize) };
+        // SAFETY: as above.
+        assert!(carved < unsafe { (*span).capacity } as usize);
+        let (word, bit) = (carved / 64, 1u64 << (carved % 64));
+        // SAFETY: as above.
+        unsafe { *bits.add(word) |= bit };
+        assert_eq!(
+            broken(&g, n),
+            Some("a span's bitmap holds an object not carved yet")
+        );
+        // SAFETY: as above.
+        unsafe { *bits.add(word) &= !bit };
+        // A free object in the span whose tag was written over.
+        let held = g.t.stack()[n];
+        // SAFETY: the object in the span found above (16 bytes writable), tagged again below.
+        unsafe { free_tag::clear(held) };
+        assert_eq!(
+            broken(&g, n),
+            Some("a free object does not carry its free tag")
+        );
+        // SAFETY: as above.
+        unsafe { free_tag::set(held) };
         assert_eq!(check_inner(&g, c, n), Ok(()));
         drop(g);
         // SAFETY: objects from `alloc_batch`, never used.

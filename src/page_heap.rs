@@ -577,8 +577,8 @@ impl PageHeap {
         s
     }
 
-    /// A zeroed free bitmap of `words` words (a power of two, at most 64) for a small span
-    /// the caller just took ([`Span::bits`]), or null if the OS refused memory.
+    /// A zeroed free bitmap of at least `words` words (at most 64) for a small span the caller
+    /// just took ([`Span::bits`]); null if the OS refused memory or `words` is above 64.
     pub fn take_bitmap(&mut self, words: usize) -> *mut u64 {
         self.bitmaps.take(words)
     }

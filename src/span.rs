@@ -379,10 +379,18 @@ pub const fn bitmap_words(capacity: usize) -> usize {
 /// of the 4,096 16-byte objects of a 64 KiB span at most).
 const BITMAP_BINS: usize = 7;
 
+/// The [`BitmapPool`] bin of blocks of `words` words, rounded up to a power of two; None above
+/// the largest block.
+fn bin_of(words: usize) -> Option<usize> {
+    let bin = words.max(1).next_power_of_two().trailing_zeros() as usize;
+    (bin < BITMAP_BINS).then_some(bin)
+}
+
 /// Source of small spans' free bitmaps ([`Span::bits`]): blocks of 1 to 64 words carved from
-/// 1 MiB OS chunks, recycled through one free list per size, never unmapped. Used under the
-/// page heap's lock, which takes one for each small span it hands out and gives it back
-/// with the span.
+/// 1 MiB OS chunks, recycled through one free list per size, never unmapped. Owned by the page
+/// heap and used under its lock; the central lists take a block when they take a span for a
+/// class and give it back when they return the span (`PageHeap::alloc_span` and `free_span`
+/// do neither).
 ///
 /// Resident cost: one bit per object slot a span has (at most 1/128 of the span, for 16 B
 /// objects), in blocks packed side by side.
@@ -405,11 +413,13 @@ impl BitmapPool {
         self.chunks.mapped
     }
 
-    /// A zeroed block of `words` words (a power of two, at most 64), 8-byte aligned, or null
-    /// if the OS refused memory.
+    /// A zeroed block of at least `words` words (rounded up to a power of two), 8-byte
+    /// aligned; null if the OS refused memory or `words` is above 64.
     pub fn take(&mut self, words: usize) -> *mut u64 {
-        debug_assert!(words.is_power_of_two() && words <= 1 << (BITMAP_BINS - 1));
-        let bin = words.trailing_zeros() as usize;
+        let Some(bin) = bin_of(words) else {
+            return null_mut();
+        };
+        let words = 1 << bin;
         let p = self.recycled[bin];
         if !p.is_null() {
             // SAFETY: recycled blocks are ours, `words` words long, linked through word 0.
@@ -430,7 +440,10 @@ impl BitmapPool {
     /// # Safety
     /// `p` came from [`BitmapPool::take`] with the same `words`, and nothing uses it any more.
     pub unsafe fn give(&mut self, p: *mut u64, words: usize) {
-        let bin = words.trailing_zeros() as usize;
+        let Some(bin) = bin_of(words) else {
+            debug_assert!(false, "a bitmap of {words} words never came from the pool");
+            return;
+        };
         // SAFETY: the caller hands over the block; word 0 becomes the free-list link.
         unsafe { p.write(self.recycled[bin] as u64) };
         self.recycled[bin] = p;
@@ -472,6 +485,13 @@ mod tests {
         let words = bitmap_words(4096);
         assert_eq!(words, 64);
         assert!(!pool.take(words).is_null());
+        assert!(pool.take(65).is_null(), "no block above 64 words");
+        // A size between two bins takes the larger block.
+        let three = pool.take(3);
+        assert!(!three.is_null());
+        // SAFETY: a block of at least 3 (4) words, just taken.
+        unsafe { pool.give(three, 3) };
+        assert_eq!(pool.take(4), three, "3 and 4 words share a bin");
     }
 
     #[test]

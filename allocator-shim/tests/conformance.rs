@@ -768,8 +768,11 @@ fn kind10_rlimit_data_exhaustion_and_recovery() {
 
 #[test]
 fn kind11_small_overflow_never_crashes_or_hands_out_a_bad_pointer() {
-    // Either the program completes (exit 0) or the allocator aborts with one line naming a
-    // block; never SIGSEGV/SIGBUS, never a misaligned or overlapping block (exit 3).
+    // The program completes (exit 0): never SIGSEGV/SIGBUS, never a misaligned or overlapping
+    // block (exit 3). The contract also allows an abort with one line naming a block, which
+    // is what the span free lists linked through the objects did; since session 20 spans keep
+    // their free objects in bitmaps and nothing reads a free object's first word, so the
+    // program must simply keep working.
     let bin = program("overflow");
     let mut failures = Vec::new();
     for u in modes() {
@@ -778,13 +781,9 @@ fn kind11_small_overflow_never_crashes_or_hands_out_a_bad_pointer() {
                 let (s, ks) = (size.to_string(), k.to_string());
                 let out = run_under(&bin, &[&s, &ks], u, 30, &[]);
                 let err = text(&out.stderr);
-                let ok = (out.status.success()
+                let ok = out.status.success()
                     && text(&out.stdout).starts_with("overflow ok ")
-                    && text(&out.stdout).ends_with(&format!(" mode={}\n", u.name())))
-                    || (out.status.signal() == Some(libc::SIGABRT)
-                        && err.lines().count() == 1
-                        && err.contains("0x")
-                        && !err.contains("CHECK failed"));
+                    && text(&out.stdout).ends_with(&format!(" mode={}\n", u.name()));
                 if !ok {
                     failures.push(format!(
                         "overflow of {k} B past a {size}-byte block [{}]: {}; stdout {:?}; stderr {:?}",
