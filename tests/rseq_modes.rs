@@ -271,13 +271,19 @@ fn stress_with_glibc_area() {
 #[test]
 fn stress_with_glibc_area_without_membarrier() {
     let r = run_mode(&[("RSEQMALLOC_OPTIONS", "membarrier=off")]);
-    assert_eq!(r["mode"], format!("{:?}", RseqMode::Glibc));
+    assert_stressed_by_cpu_id(&r, RseqMode::Glibc);
+}
+
+/// What both stress runs without the membarrier must show: the mode asked for, slabs by
+/// `cpu_id`, every operation, the fork, drains, rseq restarts, and nothing cached after trim.
+fn assert_stressed_by_cpu_id(r: &HashMap<String, String>, mode: RseqMode) {
+    assert_eq!(r["mode"], format!("{mode:?}"));
     assert_eq!(r["mm_cid"], "false", "{r:?}");
-    assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
-    assert_eq!(num(&r, "forks"), 1);
-    assert!(num(&r, "drains") > 10, "{r:?}");
-    assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
-    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+    assert!(num(r, "ops") >= OPS_PER_MODE as u64);
+    assert_eq!(num(r, "forks"), 1);
+    assert!(num(r, "drains") > 10, "{r:?}");
+    assert!(num(r, "restarts") > 0, "no rseq restart observed: {r:?}");
+    assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
 }
 
 /// The same with our own registration: its pinned drains run on an area glibc never saw.
@@ -287,14 +293,8 @@ fn stress_with_own_registration_without_membarrier() {
         ("RSEQMALLOC_OPTIONS", "membarrier=off"),
         ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
     ]);
-    assert_eq!(r["mode"], format!("{:?}", RseqMode::Own));
-    assert_eq!(r["mm_cid"], "false", "{r:?}");
-    assert!(num(&r, "ops") >= OPS_PER_MODE as u64);
-    assert_eq!(num(&r, "forks"), 1);
-    assert!(num(&r, "drains") > 10, "{r:?}");
-    assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
+    assert_stressed_by_cpu_id(&r, RseqMode::Own);
     assert_eq!(num(&r, "fallback_ops"), 0);
-    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }
 
 #[test]
