@@ -405,7 +405,7 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
         }
         return;
     }
-    match percpu::push_homed(c, ptr, pagemap::home_bits(e)) {
+    match percpu::push_homed(c, ptr, pagemap::home_bits_unmasked(e)) {
         arch::Push::Done => {}
         // SAFETY: forwarded contract.
         arch::Push::Full => unsafe { free_small_cold(c, ptr) },

@@ -109,6 +109,14 @@ pub fn home_bits(e: usize) -> usize {
     (e >> HOME_SHIFT) & HOME_MASK
 }
 
+/// An entry's home bits with the two carving flags above them (bits 7 and 8): what `free`
+/// hands the push's home test, which reads only bits 0–6 ([`home_bits`] without the mask,
+/// one instruction less on `free`'s path).
+#[inline(always)]
+pub fn home_bits_unmasked(e: usize) -> usize {
+    e >> HOME_SHIFT
+}
+
 /// Where an object of class `c` may start in a small-object page whose entry is `e`: below
 /// this in-page offset (bytes). That is the page, or its first half while the second half is
 /// not carved ([`SECOND_HALF`]), less `size - 1` on the span's last page ([`LAST_PAGE`]), so

@@ -434,8 +434,9 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
 }
 
 /// [`percpu_push`] for a C `free`, with owner return's test inside the section: `home` is the
-/// object's page-map home field (`pagemap::home_bits`: 0, or `HOMED` plus the home slab's low
-/// 6 bits). When it is not 0 and its low bits are not those of the id the section reads, the
+/// object's page-map home field in bits 0–6 (`pagemap::home_bits`: 0, or `HOMED` plus the
+/// home slab's low 6 bits; bits above it are ignored, so the caller need not mask them off).
+/// When bit 6 is set and the low bits are not those of the id the section reads, the
 /// object is not pushed ([`Push::Foreign`]): the test uses the id the push loads anyway,
 /// where a test before the section loaded the thread block's `id` pointer and the id again.
 ///
@@ -446,7 +447,7 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
 ///   area.rseq_cs = &descriptor
 /// start:                                                // ---- critical section ----
 ///   id   = *tb.id
-///   mask = home != 0 ? 63 : 0
+///   mask = home & HOMED != 0 ? 63 : 0
 ///   if (id ^ home) & mask != 0: return Foreign           // leaves before any store
 ///   slab = tb.slabs + id << SLAB_SHIFT
 ///   ... as percpu_push, Full where it fails
@@ -454,22 +455,22 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
 /// Restart-safe as [`percpu_push`]; the early exit writes nothing.
 ///
 /// # Safety
-/// As for [`percpu_push`]; `home` is 0 or `HOMED` (0x40) plus 6 bits.
+/// As for [`percpu_push`]; `home`'s bits 0–6 are 0 or `HOMED` (0x40) plus 6 bits.
 #[inline(always)]
 pub unsafe fn percpu_push_homed(hdr: usize, obj: *mut u8, home: usize) -> Push {
-    debug_assert!(home == 0 || (0x40..0x80).contains(&home));
+    debug_assert!(home & 0x7f == 0 || home & 0x40 != 0);
     // SAFETY: as in `percpu_pop`.
     unsafe {
         push_sequence!(
             hdr: hdr,
             obj: obj,
             full: { return Push::Full },
-            // mask = -(home >> 6) (all ones with the HOMED flag, else 0) in `t`, free once
-            // `rseq_cs` is stored: no register of its own, so `free` saves none.
+            // mask = -(HOMED bit) (all ones with the flag, else 0: `bt` puts the bit in the
+            // carry, `sbb` spreads it) in `t`, free once `rseq_cs` is stored: no register of
+            // its own, so `free` saves none. Neither instruction reads the bits above 6.
             id_check: [
-                "mov {t:e}, {home:e}",
-                "shr {t:e}, 6",
-                "neg {t:e}",
+                "bt {home:e}, 6",
+                "sbb {t:e}, {t:e}",
                 "mov {n:e}, {slab:e}",
                 "xor {n:e}, {home:e}",
                 "and {n:e}, {t:e}",
