@@ -257,10 +257,22 @@ const C_SMALL_CLASS: [u8; 65] = {
 /// one compare and one table load up to 1 KiB (`malloc`'s fast path).
 #[inline(always)]
 pub const fn c_class_for(size: usize) -> usize {
-    if size <= 1024 {
-        return C_SMALL_CLASS[(size + 15) >> 4] as usize;
+    if size <= C_TABLE_MAX {
+        return c_table_class(size);
     }
+    // Not rare, but laid out after the pop: a request up to 1 KiB runs straight through.
+    core::hint::cold_path();
     class_for_rest(size, 16)
+}
+
+/// The largest C request [`c_table_class`] answers.
+pub const C_TABLE_MAX: usize = 1024;
+
+/// [`c_class_for`] of a request of at most [`C_TABLE_MAX`] bytes: one table load.
+#[inline(always)]
+pub const fn c_table_class(size: usize) -> usize {
+    debug_assert!(size <= C_TABLE_MAX);
+    C_SMALL_CLASS[(size + 15) >> 4] as usize
 }
 
 /// What `realloc` asks for when it moves a small C block of class `c` to grow it to `size`
@@ -304,6 +316,7 @@ pub const fn class_for(size: usize, align: usize) -> usize {
 }
 
 /// [`class_for`] beyond its common case.
+#[inline(always)]
 const fn class_for_rest(size: usize, align: usize) -> usize {
     if align <= 8 {
         if size <= MAX_SMALL {
