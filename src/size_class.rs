@@ -242,10 +242,10 @@ const SMALL_CLASS: [u8; 129] = {
 /// The class of a C request (`malloc`'s alignment: 8 up to 8 bytes, 16 above) for sizes up to
 /// 1 KiB, indexed by `(size + 15) / 16`: `class_for(16 * i, 16)`, and the smallest class for
 /// index 0 (size 0) and 1 (sizes 1..=16, which need 8 or 16).
-const C_SMALL_CLASS: [u8; 65] = {
-    let mut t = [0u8; 65];
+const C_SMALL_CLASS: [u8; C_TABLE_MAX / 16 + 1] = {
+    let mut t = [0u8; C_TABLE_MAX / 16 + 1];
     let mut i = 0;
-    while i < 65 {
+    while i < t.len() {
         t[i] = class_for(if i == 0 { 1 } else { i * 16 }, 16) as u8;
         i += 1;
     }
@@ -260,17 +260,19 @@ pub const fn c_class_for(size: usize) -> usize {
     if size <= C_TABLE_MAX {
         return c_table_class(size);
     }
-    // Not rare, but laid out after the pop: a request up to 1 KiB runs straight through.
+    // Not rare, but laid out after the pop: a request up to 1 KiB runs straight through. The
+    // formula is inlined (`class_for_rest_inlined`): a call from the cold block would cost
+    // `malloc` a stack frame.
     core::hint::cold_path();
-    class_for_rest(size, 16)
+    class_for_rest_inlined(size, 16)
 }
 
 /// The largest C request [`c_table_class`] answers.
-pub const C_TABLE_MAX: usize = 1024;
+const C_TABLE_MAX: usize = 1024;
 
 /// [`c_class_for`] of a request of at most [`C_TABLE_MAX`] bytes: one table load.
 #[inline(always)]
-pub const fn c_table_class(size: usize) -> usize {
+const fn c_table_class(size: usize) -> usize {
     debug_assert!(size <= C_TABLE_MAX);
     C_SMALL_CLASS[(size + 15) >> 4] as usize
 }
@@ -315,9 +317,15 @@ pub const fn class_for(size: usize, align: usize) -> usize {
     class_for_rest(size, align)
 }
 
-/// [`class_for`] beyond its common case.
-#[inline(always)]
+/// [`class_for`] beyond its common case; the compiler decides whether to inline it (Rust's
+/// allocation paths).
 const fn class_for_rest(size: usize, align: usize) -> usize {
+    class_for_rest_inlined(size, align)
+}
+
+/// [`class_for_rest`], always inlined: [`c_class_for`]'s cold block.
+#[inline(always)]
+const fn class_for_rest_inlined(size: usize, align: usize) -> usize {
     if align <= 8 {
         if size <= MAX_SMALL {
             return class_of(size);

@@ -461,23 +461,25 @@ mod push_homed_tests {
 
     /// One round on the slab the thread runs on, with a fresh object: one homed on another
     /// slab is refused and the stack left as it was; one homed here, and one with no home, are
-    /// pushed (and popped back). None when anything suggests the thread changed slabs
+    /// pushed (and popped back). `flags` sit above the home bits in every home given, as the
+    /// page-map entry's carving flags do in what `free` passes (`home_bits_unmasked`): the
+    /// test must not read them. None when anything suggests the thread changed slabs
     /// meanwhile (pinning fixes the CPU, not the concurrency id other threads share): the
     /// object may then be cached somewhere, so it is left there, never given back twice.
-    fn one_round(c: usize) -> Option<()> {
+    fn one_round(c: usize, flags: usize) -> Option<()> {
         let mut one = [null_mut(); 1];
         assert_eq!(central::alloc_batch(c, &mut one), 1);
         let obj = one[0];
         let id = current_rseq_id();
         let slab = Slab::of(id);
         let before = slab.count(c);
-        let here = crate::pagemap::HOMED | (id & 63);
-        let other = crate::pagemap::HOMED | ((id ^ 1) & 63);
+        let here = flags | crate::pagemap::HOMED | (id & 63);
+        let other = flags | crate::pagemap::HOMED | ((id ^ 1) & 63);
         let refused = push_homed(c, obj, other);
         let unchanged = slab.count(c);
         let own = push_homed(c, obj, here);
         let own_popped = if own == arch::Push::Done { pop(c) } else { obj };
-        let unhomed = push_homed(c, obj, 0);
+        let unhomed = push_homed(c, obj, flags);
         let unhomed_popped = if unhomed == arch::Push::Done {
             pop(c)
         } else {
@@ -571,9 +573,14 @@ mod push_homed_tests {
         // A class no other unit test uses; the thread set up (rseq) and pinned to one CPU.
         let c = class_of(2304);
         let (_serial, saved) = rseq_thread_pinned(2304);
-        let proved = (0..20).any(|_| one_round(c).is_some());
+        // Without and with the page-map entry's two carving flags (`SECOND_HALF`, `LAST_PAGE`:
+        // the entry's top bits), where `free` leaves them: above the home bits.
+        let proved = [0, 1, 2, 3].map(|f| {
+            let flags = crate::pagemap::home_bits_unmasked(f * crate::pagemap::SECOND_HALF);
+            (0..20).any(|_| one_round(c, flags).is_some())
+        });
         assert!(crate::os::set_affinity(&saved));
-        assert!(proved, "no round stayed on one slab in 20 tries");
+        assert_eq!(proved, [true; 4], "no round stayed on one slab in 20 tries");
     }
 }
 
