@@ -123,10 +123,9 @@ pub fn cached_objects(c: usize) -> usize {
 
 /// [`push`] for a C `free` whose span may have a home (`home`: its page-map home bits, see
 /// `pagemap::home_bits`, in bits 0–6; bits above are ignored): [`Push::Foreign`](arch::Push)
-/// when the home's low 6 bits are not
-/// those of the slab the push ran on — a hint (the thread may move right after; homes 64
-/// apart look alike) that [`free_foreign`] sorts out, threads without the critical sections
-/// included.
+/// when the home's low 6 bits are not those of the slab the push ran on — a hint (the thread
+/// may move right after; homes 64 apart look alike) that [`free_foreign`] sorts out, threads
+/// without the critical sections included.
 #[inline(always)]
 pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
     // SAFETY: as in `pop`; `home` comes from a page-map entry (`pagemap::home_bits_unmasked`).
