@@ -20,12 +20,17 @@ const CHILD_ENV: &str = "RSEQMALLOC_DRAIN_RACE_CHILD";
 const WORKERS: usize = 16;
 const ROUNDS_PER_WORKER: usize = 200_000;
 const BATCH: usize = 8;
+/// Worker rounds (all workers together) per drain the trimmer may run ahead of them: the
+/// density of drains an unloaded run of the unpaced loop reached (770,000 drains over 3.2
+/// million rounds), kept when the CPUs are oversubscribed, where the unpaced trimmer took
+/// almost all of one CPU and the workers' rounds slowed past the child's deadline.
+const ROUNDS_PER_DRAIN: usize = 4;
 
 fn tag(worker: usize, round: usize, k: usize) -> u64 {
     ((worker as u64) << 48) ^ ((round as u64) << 8) ^ k as u64 ^ 0x5a5a_0000_0000_0000
 }
 
-fn worker(w: usize) -> usize {
+fn worker(w: usize, rounds: &AtomicUsize) -> usize {
     let l = Layout::from_size_align(48, 8).unwrap();
     let mut bad = 0;
     let mut objs = [std::ptr::null_mut::<u64>(); BATCH];
@@ -53,6 +58,7 @@ fn worker(w: usize) -> usize {
                 GLOBAL.dealloc(p.cast(), l);
             }
         }
+        rounds.fetch_add(1, Ordering::Relaxed);
     }
     bad
 }
@@ -65,14 +71,25 @@ fn child_drain_race() {
     }
     let done = AtomicBool::new(false);
     let drains = AtomicUsize::new(0);
+    let rounds = AtomicUsize::new(0);
     let bad: usize = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::Relaxed) {
+                // Paced by the workers' progress, so it cannot starve them.
+                if drains.load(Ordering::Relaxed) * ROUNDS_PER_DRAIN
+                    > rounds.load(Ordering::Relaxed)
+                {
+                    std::thread::yield_now();
+                    continue;
+                }
                 rseqmalloc::trim();
                 drains.fetch_add(1, Ordering::Relaxed);
             }
         });
-        let hs: Vec<_> = (0..WORKERS).map(|w| s.spawn(move || worker(w))).collect();
+        let rounds = &rounds;
+        let hs: Vec<_> = (0..WORKERS)
+            .map(|w| s.spawn(move || worker(w, rounds)))
+            .collect();
         let bad = hs.into_iter().map(|h| h.join().unwrap()).sum();
         done.store(true, Ordering::Relaxed);
         bad
