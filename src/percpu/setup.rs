@@ -64,7 +64,7 @@ fn init_process(block: *mut ThreadBlock) {
     // Without the membarrier, other CPUs' caches can only be drained by running on their CPU
     // (`drain_pinned`), which needs slabs indexed by CPU: `mm_cid` only with the membarrier.
     // (Kernels with `mm_cid`, 6.3 and later, all have the membarrier command, 5.10 and later.)
-    let feature_size = os::auxval(27); // AThreadState::Rseq_FEATURE_SIZE
+    let feature_size = os::auxval(27); // AT_RSEQ_FEATURE_SIZE (the kernel's rseq feature size)
     let field = if feature_size >= 28 && membarrier {
         MM_CID_OFFSET
     } else {
