@@ -1,11 +1,12 @@
 //! The remote-drain protocol against the race it once lost: threads popping and pushing one
-//! size class as fast as they can while another thread drains every slab in a loop. An object
-//! handed out twice is caught by a per-object tag (or crashes the child). A build with only the
-//! first of the protocol's two fences crashed here in 2 of 11 runs, the real one in none of 7;
-//! the race needs an interrupt to land between a section's two header loads, so no run can
-//! promise to catch it (see `docs/design.md`, "Draining another CPU's slab"). Runs in a child
-//! process in each of the three rseq modes: glibc's area and our own registration drain with
-//! the fences, the fallback under each slab's lock.
+//! size class as fast as they can while another thread drains every slab in a loop, paced by
+//! their rounds (so it cannot starve them on a loaded machine). An object handed out twice is
+//! caught by a per-object tag (or crashes the child). A build with only the first of the
+//! protocol's two fences crashed here in 2 of 11 runs, the real one in none of 7; the race
+//! needs an interrupt to land between a section's two header loads, so no run can promise to
+//! catch it (see `docs/design.md`, "Draining another CPU's slab"). Runs in a child process in
+//! each of the three rseq modes: glibc's area and our own registration drain with the fences,
+//! the fallback under each slab's lock.
 
 mod common;
 
@@ -20,10 +21,11 @@ const CHILD_ENV: &str = "RSEQMALLOC_DRAIN_RACE_CHILD";
 const WORKERS: usize = 16;
 const ROUNDS_PER_WORKER: usize = 200_000;
 const BATCH: usize = 8;
-/// Worker rounds (all workers together) per drain the trimmer may run ahead of them: the
-/// density of drains an unloaded run of the unpaced loop reached (770,000 drains over 3.2
-/// million rounds), kept when the CPUs are oversubscribed, where the unpaced trimmer took
-/// almost all of one CPU and the workers' rounds slowed past the child's deadline.
+/// The trimmer runs at most one drain per this many worker rounds (counted over all workers):
+/// the density the unpaced loop reached on an idle machine in the rseq modes (770,000 drains
+/// over 3.2 million rounds; the fallback's cheaper drains reached 4.4 million, so it drains
+/// about 5.5x less than before). Unpaced, on oversubscribed CPUs, the trimmer took almost all
+/// of one CPU and the workers' rounds slowed past the child's deadline.
 const ROUNDS_PER_DRAIN: usize = 4;
 
 fn tag(worker: usize, round: usize, k: usize) -> u64 {
@@ -90,9 +92,11 @@ fn child_drain_race() {
         let hs: Vec<_> = (0..WORKERS)
             .map(|w| s.spawn(move || worker(w, rounds)))
             .collect();
-        let bad = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        // Every worker joined before the trimmer is told to stop, a panicked one too: a panic
+        // must fail the child, not leave the trimmer waiting for rounds that never come.
+        let joined: Vec<_> = hs.into_iter().map(|h| h.join()).collect();
         done.store(true, Ordering::Relaxed);
-        bad
+        joined.into_iter().map(|r| r.unwrap()).sum()
     });
     let s = rseqmalloc::stats();
     println!(
