@@ -35,6 +35,11 @@ use crate::config;
 use crate::os;
 use crate::sync::{Mutex, Ordering};
 
+/// The auxiliary vector's entry for the kernel's rseq feature size (`AT_RSEQ_FEATURE_SIZE`,
+/// Linux 6.3's `include/uapi/linux/auxvec.h`): 20 before the extended fields, 28 or more with
+/// `node_id` and `mm_cid`; absent (0) on older kernels.
+const AT_RSEQ_FEATURE_SIZE: u64 = 27;
+
 /// Held while the process is set up (and during a fork).
 pub(super) static INIT: Mutex<()> = Mutex::new(());
 
@@ -64,7 +69,7 @@ fn init_process(block: *mut ThreadBlock) {
     // Without the membarrier, other CPUs' caches can only be drained by running on their CPU
     // (`drain_pinned`), which needs slabs indexed by CPU: `mm_cid` only with the membarrier.
     // (Kernels with `mm_cid`, 6.3 and later, all have the membarrier command, 5.10 and later.)
-    let feature_size = os::auxval(27); // AT_RSEQ_FEATURE_SIZE (the kernel's rseq feature size)
+    let feature_size = os::auxval(AT_RSEQ_FEATURE_SIZE);
     let field = if feature_size >= 28 && membarrier {
         MM_CID_OFFSET
     } else {

@@ -523,8 +523,8 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
         for v in (0..STEAL_PROBES).map(|k| 1 + (start + k) % (NUM_CLASSES - 1)) {
             let n = slab.count(v) as u16;
             // A load and a store, not `swap`: `seen` is written only under the capacity lock,
-            // held here, and a locked exchange per probe was an eighth of this function's
-            // samples in `batch` (perf, session 22).
+            // held here, and a locked exchange per probe was an eighth of the samples of
+            // `grow_or_relayout` (where this function is inlined) in `batch` (perf, session 22).
             let seen = &slab.header().seen[v];
             let unchanged = seen.load(Ordering::Relaxed) == n;
             seen.store(n, Ordering::Relaxed);
