@@ -44,6 +44,14 @@ pub fn noted_ptr() -> usize {
     unsafe { (*thread_block()).last_alloc }
 }
 
+/// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before
+/// the first; only read by owner return, which the fallback never runs).
+#[inline(always)]
+pub fn noted_class() -> usize {
+    // SAFETY: as in `note_alloc`.
+    unsafe { (*thread_block()).last_class }
+}
+
 /// `c` (x86_64 takes it from the thread block's note when equal, to run ahead of the page map;
 /// here, where only the fallback runs, nothing is noted and `c` itself is the answer).
 #[inline(always)]

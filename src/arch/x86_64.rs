@@ -86,6 +86,25 @@ pub fn noted_ptr() -> usize {
     p
 }
 
+/// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before
+/// the first): owner return's hint that this thread allocates objects of that class
+/// (`percpu::free_foreign`).
+#[inline(always)]
+pub fn noted_class() -> usize {
+    let c: usize;
+    // SAFETY: reads one word of the calling thread's own block.
+    unsafe {
+        asm!(
+            "mov {c}, qword ptr fs:[{t} + {at}]",
+            t = in(reg) tb_offset(),
+            c = out(reg) c,
+            at = const offset_of!(ThreadBlock, last_class),
+            options(nostack, readonly, pure, preserves_flags)
+        )
+    };
+    c
+}
+
 /// `c` (the page map's class of the object being freed), taken from the thread block's
 /// `last_class` when the two are equal: the value is the same, but when the branch below is
 /// predicted the push that uses it need not wait for the page map (see `free_inner` in

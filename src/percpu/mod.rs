@@ -134,8 +134,18 @@ pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
 
 /// Frees `obj` (class `c`, tagged free, in span `span`), which [`push_homed`] found to be
 /// another slab's: into the thread's outbox, bound for the span's home (`remote`); as any free
-/// when the thread runs without the critical sections, the home is its own slab after all, or
-/// it has no outbox and cannot get one.
+/// when the thread's last allocation was of class `c` (see below), the thread runs without
+/// the critical sections, the home is its own slab after all, or it has no outbox and cannot
+/// get one.
+///
+/// Why the last allocation's class: a thread that replaces the nodes of a structure of its
+/// own (free one, allocate its successor) frees objects of the class it allocates. Kept here,
+/// the freed node comes back to the same thread at once and its neighbours stay that thread's;
+/// sent home, it goes to whichever thread allocates there next, and over time the threads'
+/// objects interleave in the same lines (docs/design.md, "Owner return"). Threads that free
+/// what others allocated (a consumer, `larson`'s arrays changing hands) mostly allocate
+/// other classes in between, so their frees still go home. The note is only a hint: either
+/// path is correct.
 ///
 /// # Safety
 /// `obj` is a free object of class `c`, tagged free, that nobody uses any more; `span` is its
@@ -162,6 +172,7 @@ pub unsafe fn free_foreign(c: usize, obj: *mut u8, span: *const crate::span::Spa
     debug_assert!(home != NO_HOME);
     if thread_state() == ThreadState::Rseq
         && home as usize != current_rseq_id()
+        && arch::noted_class() != c
         && (remote::send(c, obj, home, here) || (new_outbox() && remote::send(c, obj, home, here)))
     {
         return;

@@ -1,0 +1,138 @@
+/* Conformance (owner return's policy): a thread that frees another slab's objects of the class it
+ * allocates keeps them; one that allocates another class sends them home.
+ *
+ * A producer pinned to CPU 0 allocates objects of one size, fills each with its serial number,
+ * and passes them through a ring to a consumer pinned to CPU 1; both spin, so they run at once
+ * on different slabs, and every object the consumer frees comes from a span the producer's
+ * slab carved (each phase uses a size no earlier phase did, so its spans are fresh).
+ *
+ *  - Phase "other class" (48-byte objects): for each object it receives, the consumer first
+ *    allocates a 200-byte object of its own, then checks and frees the received one: the
+ *    objects go home, at least half of them (counted after the consumer's exit has flushed
+ *    its outbox) when rseq runs on two CPUs with owner return on.
+ *  - Phase "replace" (64-byte objects): the same, but the consumer allocates a 64-byte object
+ *    (a node replacing the one it is about to free). Its last allocation is of the freed
+ *    object's class, so owner return keeps the object on the consumer's slab: almost none may
+ *    be sent home (`stats.sent_home` plus `stats.sent_home_declined` over the phase, the
+ *    consumer's exit included, below 1 % of the objects: the threads' start and exit free a
+ *    few blocks of their own).
+ *
+ * Every received object must hold its bytes (no block handed out twice while live). In the
+ * fallback mode, or with owner return off, nothing is ever sent. Prints
+ * "owner_return_keep ok objects=N kept_phase_sent=A other_phase_sent=B mode=...". */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#include "conf.h"
+
+enum { OBJECTS = 100000, RING = 256 };
+
+static unsigned char *ring[RING];
+static _Atomic unsigned long head, tail; /* written by the producer, the consumer */
+static atomic_int bad;
+static size_t size;     /* what the producer allocates */
+static size_t own_size; /* what the consumer allocates before each free */
+static void *own[OBJECTS];
+
+static void *produce(void *arg) {
+    (void)arg;
+    conf_pin(0);
+    for (unsigned long i = 0; i < OBJECTS; i++) {
+        unsigned char *p = malloc(size);
+        CHECK(p);
+        memset(p, (int)(i & 0xff), size);
+        while (atomic_load_explicit(&head, memory_order_relaxed) -
+                   atomic_load_explicit(&tail, memory_order_acquire) ==
+               RING) {
+        }
+        ring[i % RING] = p;
+        atomic_store_explicit(&head, i + 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static void *consume(void *arg) {
+    (void)arg;
+    conf_pin(1);
+    for (unsigned long i = 0; i < OBJECTS; i++) {
+        while (atomic_load_explicit(&head, memory_order_acquire) == i) {
+        }
+        unsigned char *p = ring[i % RING];
+        atomic_store_explicit(&tail, i + 1, memory_order_release);
+        own[i] = malloc(own_size);
+        CHECK(own[i]);
+        memset(own[i], 0x3c, own_size);
+        for (size_t k = 0; k < size; k++) {
+            if (p[k] != (unsigned char)(i & 0xff)) {
+                atomic_fetch_add(&bad, 1);
+                break;
+            }
+        }
+        free(p);
+    }
+    return NULL; /* the thread's exit sends its outbox home */
+}
+
+static unsigned long ctl_count(const char *what) {
+    char out[64];
+    if (conf_ctl(what, out, sizeof out) != 0) return 0;
+    return strtoul(out, NULL, 10);
+}
+
+/* Objects owner return has taken from threads for their homes so far (accepted or declined). */
+static unsigned long left_for_home(void) {
+    return ctl_count("stats.sent_home") + ctl_count("stats.sent_home_declined");
+}
+
+/* One phase: producer and consumer at once; returns what was left for home during it. */
+static unsigned long phase(size_t producer_allocates, size_t consumer_allocates) {
+    size = producer_allocates;
+    own_size = consumer_allocates;
+    atomic_store(&head, 0);
+    atomic_store(&tail, 0);
+    unsigned long before = left_for_home();
+    pthread_t p, c;
+    CHECK(pthread_create(&c, NULL, consume, NULL) == 0);
+    CHECK(pthread_create(&p, NULL, produce, NULL) == 0);
+    CHECK(pthread_join(p, NULL) == 0);
+    CHECK(pthread_join(c, NULL) == 0);
+    unsigned long sent = left_for_home() - before;
+    CHECKF(atomic_load(&bad) == 0, "%d objects arrived with a wrong byte", atomic_load(&bad));
+    for (unsigned long i = 0; i < OBJECTS; i++) {
+        unsigned char *q = own[i];
+        for (size_t k = 0; k < consumer_allocates; k++) CHECK(q[k] == 0x3c);
+        free(q);
+    }
+    return sent;
+}
+
+int main(void) {
+    conf_init("owner_return_keep", 60);
+    free(malloc(1));
+    unsigned long other_phase = phase(48, 200);
+    unsigned long kept_phase = phase(64, 64);
+    const char *mode = conf_mode();
+    int two_cpus = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && conf_pin(1) && conf_pin(0);
+    char opt[16] = "";
+    int on = conf_ctl("owner_return", opt, sizeof opt) == 0 && strcmp(opt, "on") == 0;
+    int rseq = strcmp(mode, "glibc") == 0 || strcmp(mode, "own") == 0;
+    if (!conf_glibc()) {
+        /* Not 0: the threads' own start and exit free a few blocks of other classes that
+         * another thread allocated (glibc's thread bookkeeping), and those go home. */
+        CHECKF(kept_phase < OBJECTS / 100,
+               "%lu objects of the class the consumer allocates were sent home in mode %s",
+               kept_phase, mode);
+        if (on && rseq && two_cpus)
+            CHECKF(other_phase >= OBJECTS / 2,
+                   "only %lu of %d objects of another class were sent home in mode %s",
+                   other_phase, OBJECTS, mode);
+        if (!on || !rseq)
+            CHECKF(other_phase == 0, "%lu objects sent home in mode %s, owner_return %s",
+                   other_phase, mode, opt);
+    }
+    conf_say("owner_return_keep ok objects=%d kept_phase_sent=%lu other_phase_sent=%lu mode=%s\n",
+             OBJECTS, kept_phase, other_phase, mode);
+    return 0;
+}
