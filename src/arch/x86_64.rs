@@ -69,21 +69,28 @@ pub fn note_alloc(p: *mut u8, c: usize) {
     };
 }
 
-/// The calling thread's last small allocation, as [`note_alloc`] left it.
+/// One word of the calling thread's own block, `AT` bytes into it.
 #[inline(always)]
-pub fn noted_ptr() -> usize {
-    let p: usize;
-    // SAFETY: reads one word of the calling thread's own block.
+fn block_word<const AT: usize>() -> usize {
+    let v: usize;
+    // SAFETY: reads one word of the calling thread's own block (initial-exec TLS); `AT` is a
+    // field's offset inside it.
     unsafe {
         asm!(
-            "mov {p}, qword ptr fs:[{t} + {at}]",
+            "mov {v}, qword ptr fs:[{t} + {at}]",
             t = in(reg) tb_offset(),
-            p = out(reg) p,
-            at = const offset_of!(ThreadBlock, last_alloc),
+            v = out(reg) v,
+            at = const AT,
             options(nostack, readonly, pure, preserves_flags)
         )
     };
-    p
+    v
+}
+
+/// The calling thread's last small allocation, as [`note_alloc`] left it.
+#[inline(always)]
+pub fn noted_ptr() -> usize {
+    block_word::<{ offset_of!(ThreadBlock, last_alloc) }>()
 }
 
 /// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before
@@ -91,18 +98,7 @@ pub fn noted_ptr() -> usize {
 /// (`percpu::free_foreign`).
 #[inline(always)]
 pub fn noted_class() -> usize {
-    let c: usize;
-    // SAFETY: reads one word of the calling thread's own block.
-    unsafe {
-        asm!(
-            "mov {c}, qword ptr fs:[{t} + {at}]",
-            t = in(reg) tb_offset(),
-            c = out(reg) c,
-            at = const offset_of!(ThreadBlock, last_class),
-            options(nostack, readonly, pure, preserves_flags)
-        )
-    };
-    c
+    block_word::<{ offset_of!(ThreadBlock, last_class) }>()
 }
 
 /// `c` (the page map's class of the object being freed), taken from the thread block's
