@@ -494,12 +494,21 @@ fn owner_return_keeps_objects_of_the_class_the_thread_allocates() {
     // Before session 23 every such free went home (the phase that allocates their class sent
     // 96,672-100,000 of its 100,000 objects in the rseq modes). Every object must arrive intact
     // in every mode.
-    parallel_ok(
-        "owner_return_keeps_objects_of_the_class_the_thread_allocates",
-        "owner_return_keep",
-        "owner_return_keep ok objects=",
-        |_| Vec::new(),
-    );
+    let test = "owner_return_keeps_objects_of_the_class_the_thread_allocates";
+    let (name, prefix) = ("owner_return_keep", "owner_return_keep ok objects=");
+    parallel_ok(test, name, prefix, |_| Vec::new());
+    // With owner return off, nothing goes home in either phase, in every mode.
+    let bin = program(name);
+    let results = in_parallel(|u| {
+        let Under::Ours(so, mode) = u else {
+            unreachable!("modes() runs our library")
+        };
+        let mut cmd = command(&bin, Some(so), 90);
+        mode.apply_with(&mut cmd, "owner_return=off");
+        let out = run(&mut cmd, &format!("{name} owner_return=off [{}]", u.name()));
+        check_ok(&out, &format!("{name} owner_return=off"), prefix, &u.name())
+    });
+    report(test, results.into_iter().filter_map(Result::err).collect());
 }
 
 #[test]

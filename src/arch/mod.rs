@@ -10,8 +10,9 @@
 //! glibc's weak `__rseq_offset`/`__rseq_size`, `glibc_area`, `register`/`unregister`, the restart
 //! counter. Each architecture's file provides `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`,
 //! `thread_pointer`, `thread_block`, `current_cpu`, the allocation note (`note_alloc`,
-//! `noted_ptr`, `noted_class`, `confirmed_class`), `percpu_pop`/`percpu_push`, `percpu_push_homed` (a C `free`'s
-//! push with owner return's home test), `percpu_pop_batch`/`percpu_push_batch`,
+//! `noted_ptr`, `noted_class`, `confirmed_class`), `percpu_pop`/`percpu_push`,
+//! `percpu_push_homed` (a C `free`'s push with owner return's home test),
+//! `percpu_pop_batch`/`percpu_push_batch`,
 //! `percpu_pop_batch_on` (a batch pop on a given slab only) and `percpu_relocate`.
 //!
 //! x86_64 is implemented and tested (`x86_64.rs`: the critical sections). aarch64 compiles to
@@ -101,11 +102,13 @@ pub struct ThreadBlock {
     /// Fallback mode: the thread's magazines (an object of the allocator's own, owned by the
     /// per-CPU layer), or null.
     pub magazine: *mut u8,
-    /// The C API's last small object handed out on this thread, and its class ([`note_alloc`]):
-    /// a hint that lets `free` of that very object start its push before the page map
-    /// answers, and that tells owner return which class the thread allocates (it keeps a
-    /// foreign object of that class, `percpu::free_foreign`). Only ever compared with what the
-    /// page map says or used to choose between two correct paths, never trusted alone.
+    /// The C API's last small object handed out on this thread from the per-CPU cache (the hit
+    /// path; refills, Rust's allocations and the fallback do not write it), and its class
+    /// ([`note_alloc`]): a hint that lets `free` of that very object start its push before the
+    /// page map answers, and that tells owner return which class the thread allocates (it
+    /// keeps a foreign object of that class, `percpu::free_foreign`). Only ever compared with
+    /// what the page map says or used to choose between two correct paths, never trusted
+    /// alone.
     pub last_alloc: usize,
     /// See `last_alloc`.
     pub last_class: usize,

@@ -72,6 +72,7 @@ pub fn note_alloc(p: *mut u8, c: usize) {
 /// One word of the calling thread's own block, `AT` bytes into it.
 #[inline(always)]
 fn block_word<const AT: usize>() -> usize {
+    const { assert!(AT.is_multiple_of(8) && AT + 8 <= size_of::<ThreadBlock>()) };
     let v: usize;
     // SAFETY: reads one word of the calling thread's own block (initial-exec TLS); `AT` is a
     // field's offset inside it.

@@ -144,8 +144,11 @@ pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
 /// sent home, it goes to whichever thread allocates there next, and over time the threads'
 /// objects interleave in the same lines (docs/design.md, "Owner return"). Threads that free
 /// what others allocated (a consumer, `larson`'s arrays changing hands) mostly allocate
-/// other classes in between, so their frees still go home. The note is only a hint: either
-/// path is correct.
+/// other classes in between, so their frees still go home. The note is only a hint (the last
+/// small C allocation the per-CPU cache served): either path is correct. Its blind spots: a
+/// thread that stops allocating keeps the foreign objects of its last class from then on, and
+/// a pipeline stage that allocates a message of the size it frees keeps them too; both give up
+/// owner return's placement for that class, nothing more.
 ///
 /// # Safety
 /// `obj` is a free object of class `c`, tagged free, that nobody uses any more; `span` is its
