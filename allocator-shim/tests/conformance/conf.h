@@ -70,6 +70,14 @@ static inline int conf_ctl(const char *command, char *out, size_t size) {
     return f ? f(command, out, size) : -1;
 }
 
+/* A count `rseqmalloc_ctl` reports for `command` (e.g. "stats.sent_home"); 0 without the
+ * library. */
+static inline unsigned long conf_ctl_count(const char *command) {
+    char out[64];
+    if (conf_ctl(command, out, sizeof out) != 0) return 0;
+    return strtoul(out, NULL, 10);
+}
+
 /* The rseq mode, or "glibc-malloc" in a baseline run. Call after the first allocation. */
 static inline const char *conf_mode(void) { return conf_glibc() ? "glibc-malloc" : shim_mode(); }
 

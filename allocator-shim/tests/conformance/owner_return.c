@@ -68,12 +68,6 @@ static void *consume(void *arg) {
     return NULL; /* the thread's exit sends its outbox home */
 }
 
-static unsigned long ctl_count(const char *what) {
-    char out[64];
-    if (conf_ctl(what, out, sizeof out) != 0) return 0;
-    return strtoul(out, NULL, 10);
-}
-
 int main(void) {
     conf_init("owner_return", 60);
     free(malloc(1));
@@ -109,7 +103,7 @@ int main(void) {
         memset(again[i], 0x5a, size_of((unsigned long)i));
     }
     for (int i = 0; i < 4096; i++) free(again[i]);
-    unsigned long sent = ctl_count("stats.sent_home");
+    unsigned long sent = conf_ctl_count("stats.sent_home");
     const char *mode = conf_mode();
     int two_cpus = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && conf_pin(1) && conf_pin(0);
     char opt[16] = "";

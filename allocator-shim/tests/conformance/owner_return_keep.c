@@ -79,15 +79,9 @@ static void *consume(void *arg) {
     return NULL; /* the thread's exit sends its outbox home */
 }
 
-static unsigned long ctl_count(const char *what) {
-    char out[64];
-    if (conf_ctl(what, out, sizeof out) != 0) return 0;
-    return strtoul(out, NULL, 10);
-}
-
 /* Objects owner return has taken from threads for their homes so far (accepted or declined). */
 static unsigned long left_for_home(void) {
-    return ctl_count("stats.sent_home") + ctl_count("stats.sent_home_declined");
+    return conf_ctl_count("stats.sent_home") + conf_ctl_count("stats.sent_home_declined");
 }
 
 /* One phase: producer and consumer at once; returns what was left for home during it. */
