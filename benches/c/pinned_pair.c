@@ -1,19 +1,25 @@
-/* Pinned pair: the runner's `producer-consumer` with its scheduling taken out. A producer
- * pinned to CPU P allocates objects of the runner's small sizes (60 % 8-64 B, 30 % 65-256 B,
- * 10 % 257-512 B), fills them, and hands them over in batches of 64 through a ring of 16
- * batches to a consumer pinned to CPU C, which checks each object's first and last byte and
- * frees it. With P != C every free is of another CPU's object (owner return sends it home);
- * with P == C none is. The runner's workload is bimodal because the scheduler decides which
- * of the two it runs (docs/benchmarks.md, "Session 24"); this program measures each alone.
- * Prints nanoseconds per object (allocation, fill, check and free, wall clock). Waiting for
- * the ring spins with sched_yield, so on one CPU the two threads take turns.
+/* Pinned pair: one producer/consumer pair with the scheduler's placement taken out. A producer
+ * pinned to CPU P allocates objects of the runner's small sizes (`small_sizes.h`), fills each
+ * with a byte derived from its sequence number and writes the number into its first bytes,
+ * and hands them over in batches of 64 through a ring of 16 batches to a consumer pinned to
+ * CPU C, which checks each object (number and fill, every byte) and frees it. With P != C
+ * every free is of another CPU's object (owner return sends it home); with P == C none is.
+ * Prints nanoseconds per object (allocation, fill, check and free, wall clock).
+ *
+ * How it differs from the runner's `producer-consumer`, whose time depends on whether the
+ * scheduler puts a pair on one CPU or two (docs/benchmarks.md, "Session 24"): one pair, not
+ * one per CPU; the batches travel in a static ring, not in heap vectors freed by the consumer;
+ * waiting spins with sched_yield instead of blocking in a channel (on one CPU the two threads
+ * take turns).
  *
  *   cc -O2 -o /tmp/pinned_pair benches/c/pinned_pair.c -lpthread
  *   env LD_PRELOAD=target/release/librseqmalloc.so /tmp/pinned_pair 0 1 4000000
  *   env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2.0 /tmp/pinned_pair 0 1 4000000
  *
- * Arguments (optional): producer CPU P (0), consumer CPU C (1), objects N (4,000,000). Alternate
- * the libraries over several runs and compare medians. */
+ * Arguments (optional): producer CPU P (0), consumer CPU C (1), objects N (4,000,000; rounded
+ * down to whole batches of 64, at least one). Alternate the libraries over several runs and
+ * compare medians: what crosses between two CPUs of a virtual machine costs more or less as
+ * the host places them. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -23,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "small_sizes.h"
 
 #define BATCH 64
 #define RING 16
@@ -34,22 +42,9 @@ static _Atomic long head, tail;
 static long batches;
 static int cpu_p, cpu_c;
 
-/* xorshift64: the producer's own generator. */
-static uint64_t rng = 88172645463325252ull;
-static uint64_t next(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static size_t small_size(void) {
-    uint64_t r = next() % 100;
-    if (r < 60)
-        return 8 + next() % 57;
-    if (r < 90)
-        return 65 + next() % 192;
-    return 257 + next() % 256;
+/* The fill byte of object `id`: never 0, so a zeroed block never passes. */
+static unsigned char fill_of(uint64_t id) {
+    return (unsigned char)(mix(id) | 1);
 }
 
 static void pin(int cpu) {
@@ -65,16 +60,19 @@ static void pin(int cpu) {
 static void *produce(void *arg) {
     (void)arg;
     pin(cpu_p);
+    uint64_t rng = 1;
     for (long b = 0; b < batches; b++) {
         while (b - atomic_load_explicit(&tail, memory_order_acquire) >= RING)
             sched_yield();
         long at = b % RING;
         for (int i = 0; i < BATCH; i++) {
-            size_t n = small_size();
+            uint64_t id = (uint64_t)b * BATCH + i;
+            size_t n = small_size(&rng);
             unsigned char *p = malloc(n);
             if (!p)
                 abort();
-            memset(p, (unsigned char)(n | 1), n);
+            memset(p, fill_of(id), n);
+            memcpy(p, &id, n < sizeof id ? n : sizeof id);
             ring[at][i] = p;
             lens[at][i] = n;
         }
@@ -91,11 +89,19 @@ static void *consume(void *arg) {
             sched_yield();
         long at = b % RING;
         for (int i = 0; i < BATCH; i++) {
+            uint64_t id = (uint64_t)b * BATCH + i;
             unsigned char *p = ring[at][i];
             size_t n = lens[at][i];
-            unsigned char tag = (unsigned char)(n | 1);
-            if (p[0] != tag || p[n - 1] != tag) {
-                fprintf(stderr, "pinned_pair: object %p (%zu B) was overwritten\n", (void *)p, n);
+            size_t head_bytes = n < sizeof id ? n : sizeof id;
+            /* The number, then the fill: every byte after it equal to the first (one
+             * overlapping memcmp, as the runner's `pattern::uniform`). */
+            int ok = memcmp(p, &id, head_bytes) == 0 &&
+                     (n == head_bytes ||
+                      (p[head_bytes] == fill_of(id) &&
+                       memcmp(p + head_bytes, p + head_bytes + 1, n - head_bytes - 1) == 0));
+            if (!ok) {
+                fprintf(stderr, "pinned_pair: object %llu (%zu B) was overwritten\n",
+                        (unsigned long long)id, n);
                 exit(3);
             }
             free(p);
