@@ -415,19 +415,28 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
 }
 
 /// [`free_small`] of an object whose span's home is another slab: reads the page map again
-/// (the entry is not kept live across the push, which would cost `free` a saved register) and
-/// hands the object to `percpu::free_foreign`.
+/// (the entry is not kept live across the push, which would cost `free` saved registers) and
+/// appends the object to the thread's outbox (`percpu::send_home`), or, when that cannot be
+/// done in a few instructions, hands it to `percpu::free_foreign`.
+///
+/// Not `#[cold]`: every foreign free of a thread that hands objects back comes here, and a
+/// lean function `free` jumps to (no saved registers, no call on the append, no read of the
+/// span record) took a producer on one CPU and its consumer on another 0.82–0.91x the time of
+/// the path through `percpu::free_foreign` alone (docs/benchmarks.md, "Session 24").
 ///
 /// # Safety
 /// `ptr` is an object of class `c` in a live small span, tagged free, that nobody uses.
-#[cold]
 #[inline(never)]
 unsafe fn free_foreign(c: usize, ptr: *mut u8) {
     // errno: kept by `percpu::free_foreign` around its paths that may make system calls.
     let e = PAGEMAP.get(ptr as usize);
     debug_assert!(pagemap::class_of(e) == c && pagemap::home_bits(e) != 0);
+    let span = pagemap::span_of(e) as *const Span;
     // SAFETY: forwarded contract: the entry names the object's live small span.
-    unsafe { percpu::free_foreign(c, ptr, pagemap::span_of(e) as *const Span) }
+    if unsafe { !percpu::send_home(c, ptr, span, pagemap::home_bits(e)) } {
+        // SAFETY: as above.
+        unsafe { percpu::free_foreign(c, ptr, span) }
+    }
 }
 
 /// C frees only (`TAG`): aborts if the small object carries its free tag (see `free_tag`),

@@ -132,6 +132,37 @@ pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
     unsafe { arch::percpu_push_homed(header_offset(c), obj, home) }
 }
 
+/// Slab counts up to which a page-map entry's home bits (`pagemap::home_bits`: `HOMED` plus
+/// the home's low 6 bits) name the home exactly.
+const HOME_IN_ENTRY: usize = crate::pagemap::HOMED;
+
+/// [`free_foreign`]'s common case in a few instructions: appends `obj` (class `c`, tagged
+/// free, in span `span`, whose page-map entry has home bits `bits`) to the calling thread's
+/// outbox when the entry names its home exactly (at most [`HOME_IN_ENTRY`] slabs: the span
+/// record, which other CPUs' refills write, is not read), `c` is not the allocation note's
+/// class, and the thread has an outbox with room. Returns false, doing nothing, otherwise:
+/// [`free_foreign`] decides then. The thread runs the critical sections ([`push_homed`] only
+/// finds an object foreign inside one), and the home is another slab's — or was, if the
+/// thread has moved since: such an object goes home all the same, which is correct too.
+///
+/// # Safety
+/// As [`free_foreign`]; `bits` are the home bits of `obj`'s page-map entry.
+#[inline(always)]
+pub unsafe fn send_home(
+    c: usize,
+    obj: *mut u8,
+    span: *const crate::span::Span,
+    bits: usize,
+) -> bool {
+    if G.nslabs.load(Ordering::Relaxed) > HOME_IN_ENTRY || arch::noted_class() == c {
+        return false;
+    }
+    let home = (bits % HOME_IN_ENTRY) as u32;
+    // SAFETY: forwarded contract: a live span.
+    debug_assert!(home == unsafe { (*span).home });
+    remote::append(c, obj, home)
+}
+
 /// Frees `obj` (class `c`, tagged free, in span `span`), which [`push_homed`] found to be
 /// another slab's: into the thread's outbox, bound for the span's home (`remote`); as any free
 /// when the thread's last allocation was of class `c` (see below), the thread runs without

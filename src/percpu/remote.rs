@@ -244,10 +244,33 @@ pub(super) fn send(c: usize, obj: *mut u8, home: u32, rest: impl FnMut(usize, *m
     if out.len == OUTBOX {
         flush(out, rest);
     }
-    out.words[out.len] = pack(obj, c);
-    out.homes[out.len] = home as u16;
-    out.len += 1;
+    put(out, c, obj, home);
     true
+}
+
+/// [`send`] without the flush: appends `obj` (class `c`, tagged free, nobody's) to the calling
+/// thread's outbox for slab `home`. False (nothing done) when the thread has no outbox or it
+/// is full.
+#[inline(always)]
+pub(super) fn append(c: usize, obj: *mut u8, home: u32) -> bool {
+    let Some(out) = outbox() else {
+        return false;
+    };
+    if out.len == OUTBOX {
+        return false;
+    }
+    put(out, c, obj, home);
+    true
+}
+
+/// One entry into `out`, which has room.
+#[inline(always)]
+fn put(out: &mut Outbox, c: usize, obj: *mut u8, home: u32) {
+    let n = out.len;
+    debug_assert!(n < OUTBOX);
+    out.words[n] = pack(obj, c);
+    out.homes[n] = home as u16;
+    out.len = n + 1;
 }
 
 /// Sends everything in the calling thread's outbox home; what no inbox has room for goes to
