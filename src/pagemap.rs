@@ -109,6 +109,17 @@ pub fn home_bits(e: usize) -> usize {
     (e >> HOME_SHIFT) & HOME_MASK
 }
 
+/// The home slab that an entry's home bits `bits` ([`home_bits`], naming a home) give when
+/// the process has `slabs` slabs: exact while `slabs` is at most 64, where the low 6 bits are
+/// the whole home; `None` above that, where homes 64 apart share their bits and the span's
+/// record must be read (`Span::home`). Lets a foreign `free` skip that record, which other
+/// CPUs' refills write (`percpu::send_home`).
+#[inline(always)]
+pub fn exact_home(bits: usize, slabs: usize) -> Option<u32> {
+    debug_assert!(bits & HOMED != 0, "home bits {bits:#x} name no home");
+    (slabs <= HOMED).then_some((bits & (HOMED - 1)) as u32)
+}
+
 /// An entry's home bits with the two carving flags above them (bits 7 and 8): what `free`
 /// hands the push's home test, which reads only bits 0–6 ([`home_bits`] without the mask,
 /// one instruction less on `free`'s path).
@@ -246,6 +257,23 @@ impl PageMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The entry's home bits give back every home exactly while there are at most 64 slabs,
+    /// and never a guess above that.
+    #[test]
+    fn exact_home_is_the_home_up_to_64_slabs_and_nothing_above() {
+        for slabs in [1usize, 2, 3, 63, 64, 65, 128, 4096] {
+            for home in 0..slabs.min(200) as u32 {
+                let bits = home_bits(home_field(home));
+                let want = (slabs <= 64).then_some(home);
+                assert_eq!(
+                    exact_home(bits, slabs),
+                    want,
+                    "home {home} of {slabs} slabs"
+                );
+            }
+        }
+    }
 
     /// A page-map entry whose class field names no class (a corrupted entry) admits no
     /// object: `free`'s check indexes both tables with the raw field, without a bounds check.

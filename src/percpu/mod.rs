@@ -124,26 +124,28 @@ pub fn cached_objects(c: usize) -> usize {
 /// [`push`] for a C `free` whose span may have a home (`home`: its page-map home bits, see
 /// `pagemap::home_bits`, in bits 0–6; bits above are ignored): [`Push::Foreign`](arch::Push)
 /// when the home's low 6 bits are not those of the slab the push ran on — a hint (the thread
-/// may move right after; homes 64 apart look alike) that [`free_foreign`] sorts out, threads
-/// without the critical sections included.
+/// may move right after; homes 64 apart look alike) that `free`'s foreign path acts on
+/// ([`send_home`], else [`free_foreign`]). Only a thread that runs the critical sections gets
+/// it: for the others the push fails on the "rseq off" branch first.
 #[inline(always)]
 pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
     // SAFETY: as in `pop`; `home` comes from a page-map entry (`pagemap::home_bits_unmasked`).
     unsafe { arch::percpu_push_homed(header_offset(c), obj, home) }
 }
 
-/// Slab counts up to which a page-map entry's home bits (`pagemap::home_bits`: `HOMED` plus
-/// the home's low 6 bits) name the home exactly.
-const HOME_IN_ENTRY: usize = crate::pagemap::HOMED;
-
 /// [`free_foreign`]'s common case in a few instructions: appends `obj` (class `c`, tagged
 /// free, in span `span`, whose page-map entry has home bits `bits`) to the calling thread's
-/// outbox when the entry names its home exactly (at most [`HOME_IN_ENTRY`] slabs: the span
-/// record, which other CPUs' refills write, is not read), `c` is not the allocation note's
-/// class, and the thread has an outbox with room. Returns false, doing nothing, otherwise:
-/// [`free_foreign`] decides then. The thread runs the critical sections ([`push_homed`] only
-/// finds an object foreign inside one), and the home is another slab's — or was, if the
-/// thread has moved since: such an object goes home all the same, which is correct too.
+/// outbox when the entry names its home exactly (`pagemap::exact_home`: at most 64 slabs; the
+/// span record, which other CPUs' refills write, is not read), `c` is not the allocation
+/// note's class, and the thread has an outbox with room. Returns false, doing nothing,
+/// otherwise: [`free_foreign`] decides then.
+///
+/// What it need not check: the thread's state. Only a thread in the `Rseq` state has an
+/// outbox (`setup::give_outbox` runs after [`free_foreign`]'s state check, and the thread's
+/// exit empties and forgets it before a later free could get here; checked in debug builds by
+/// `remote::append`), so a thread without one goes to [`free_foreign`]. Nor whether the home
+/// is still another slab: a thread that moved onto the home since the push found the object
+/// foreign sends it to its own inbox, which its next slow path takes — correct too.
 ///
 /// # Safety
 /// As [`free_foreign`]; `bits` are the home bits of `obj`'s page-map entry.
@@ -154,10 +156,12 @@ pub unsafe fn send_home(
     span: *const crate::span::Span,
     bits: usize,
 ) -> bool {
-    if G.nslabs.load(Ordering::Relaxed) > HOME_IN_ENTRY || arch::noted_class() == c {
+    let Some(home) = crate::pagemap::exact_home(bits, G.nslabs.load(Ordering::Relaxed)) else {
+        return false;
+    };
+    if arch::noted_class() == c {
         return false;
     }
-    let home = (bits % HOME_IN_ENTRY) as u32;
     // SAFETY: forwarded contract: a live span.
     debug_assert!(home == unsafe { (*span).home });
     remote::append(c, obj, home)

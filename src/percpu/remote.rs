@@ -256,6 +256,9 @@ pub(super) fn append(c: usize, obj: *mut u8, home: u32) -> bool {
     let Some(out) = outbox() else {
         return false;
     };
+    // Only a thread that runs the critical sections has an outbox (`percpu::send_home`).
+    // SAFETY: the calling thread's own block.
+    debug_assert!(unsafe { (*arch::thread_block()).state } == arch::ThreadState::Rseq);
     if out.len == OUTBOX {
         return false;
     }
