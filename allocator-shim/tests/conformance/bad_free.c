@@ -24,10 +24,20 @@
  *                         then p freed again.
  *   double_sent_home      p allocated on CPU 0, freed by a thread on CPU 1 while the first
  *                         runs (owner return: into that thread's outbox, bound for p's home),
- *                         then freed again by that thread.
+ *                         then freed again by that thread. The thread first sets itself up
+ *                         (a fresh thread's first call takes the slow path, where a free
+ *                         stays where it is made) and frees another object of main's (its
+ *                         first foreign free, which gets it an outbox), so p goes into the
+ *                         outbox by `free`'s short path (`percpu::send_home`).
  *   double_in_home_inbox  the same, with the outbox sent home in between
  *                         (rseqmalloc_ctl("flush")): the second free finds p in its home's
- *                         inbox.
+ *                         inbox. Before that free, the run checks that owner return took both
+ *                         objects (stats) wherever it must have: rseq mode, owner return on,
+ *                         slabs by CPU (`membarrier=off`: with mm_cid the kernel may swap the
+ *                         two threads' ids), two CPUs, a size it sends home (up to 1 KiB).
+ *   double_first_sent_home, double_first_in_home_inbox  the same two without the other
+ *                         object: p is the thread's first foreign free (the long path, which
+ *                         makes the outbox).
  *   realloc_unborn        realloc(p + 2 stride, size): realloc takes the object back too.
  *   realloc_freed         p freed, then realloc(p, size) (same class: realloc could keep it
  *                         in place).
@@ -67,21 +77,49 @@ static void after_accepted_free(const char *who, void *bad) {
     exit(3);
 }
 
-/* double_sent_home / double_in_home_inbox: the second thread's side. */
+/* double_(first_)sent_home / double_(first_)in_home_inbox: the second thread's side. */
 static char *sent_p;
+static char *first_p; /* freed before sent_p when not null */
 static int sent_flush;
 static atomic_int main_spins;
 
+/* Objects owner return has taken for their homes so far (sent, or declined by a full inbox). */
+static unsigned long taken_for_home(void) {
+    return conf_ctl_count("stats.sent_home") + conf_ctl_count("stats.sent_home_declined");
+}
 
 static void *free_twice_elsewhere(void *arg) {
     (void)arg;
-    (void)conf_pin(1); /* best effort: one CPU is still a test */
+    int pinned = conf_pin(1); /* best effort: one CPU is still a test */
     while (!atomic_load(&main_spins)) {
+    }
+    /* Sets the thread up (its first call takes the slow path, where a free would stay where it
+     * is made), with a class no case frees; laundered, or the compiler drops the pair. */
+    free(launder(malloc(40)));
+    unsigned long before = taken_for_home();
+    unsigned long objects = 1;
+    if (first_p) {
+        free(first_p);
+        objects++;
     }
     free(sent_p);
     if (sent_flush) {
         char out[32];
         CHECK(conf_ctl("flush", out, sizeof out) == 0 || conf_glibc());
+        /* The premise: the objects went through owner return, where it runs. */
+        const char *mode = conf_mode();
+        char opt[16] = "", membarrier[16] = "";
+        int on = conf_ctl("owner_return", opt, sizeof opt) == 0 && strcmp(opt, "on") == 0;
+        /* Slabs by CPU: the two pinned threads' slabs differ (with mm_cid the kernel may
+         * swap the threads' ids, and the objects may be this thread's slab's own). */
+        int by_cpu = conf_ctl("membarrier", membarrier, sizeof membarrier) == 0 &&
+                     strcmp(membarrier, "off") == 0;
+        int rseq = strcmp(mode, "glibc") == 0 || strcmp(mode, "own") == 0;
+        int two_cpus = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && pinned;
+        unsigned long taken = taken_for_home() - before;
+        if (on && by_cpu && rseq && two_cpus && size <= 1024)
+            CHECKF(taken >= objects, "owner return took %lu of the %lu objects (mode %s)", taken,
+                   objects, mode);
     }
     say_pointer(sent_p);
     free(launder(sent_p));
@@ -160,12 +198,18 @@ int main(int argc, char **argv) {
         say_pointer(p);
         free(launder(p));
         after_accepted_free("free", p);
-    } else if (strcmp(c, "double_sent_home") == 0 || strcmp(c, "double_in_home_inbox") == 0) {
+    } else if (strcmp(c, "double_sent_home") == 0 || strcmp(c, "double_in_home_inbox") == 0 ||
+               strcmp(c, "double_first_sent_home") == 0 ||
+               strcmp(c, "double_first_in_home_inbox") == 0) {
         (void)conf_pin(0);
+        if (strstr(c, "_first_") == NULL) {
+            first_p = malloc(size);
+            CHECK(first_p);
+        }
         sent_p = malloc(size);
         CHECK(sent_p);
         memset(sent_p, 1, size);
-        sent_flush = strcmp(c, "double_in_home_inbox") == 0;
+        sent_flush = strstr(c, "inbox") != NULL;
         pthread_t t;
         CHECK(pthread_create(&t, NULL, free_twice_elsewhere, NULL) == 0);
         /* Keep running on CPU 0 while the other thread frees, so that it runs on another slab
