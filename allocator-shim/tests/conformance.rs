@@ -542,12 +542,7 @@ fn owner_return_keeps_objects_of_the_class_the_thread_allocates() {
     // With owner return off, nothing goes home in either phase, in every mode.
     let bin = program(name);
     let results = in_parallel(|u| {
-        let Under::Ours(so, mode) = u else {
-            unreachable!("modes() runs our library")
-        };
-        let mut cmd = command(&bin, Some(so), 90);
-        mode.apply_with(&mut cmd, "owner_return=off");
-        let out = run(&mut cmd, &format!("{name} owner_return=off [{}]", u.name()));
+        let out = run_under_with(&bin, &[], u, 90, &[], "owner_return=off");
         check_ok(&out, &format!("{name} owner_return=off"), prefix, &u.name())
     });
     report(test, results.into_iter().filter_map(Result::err).collect());
