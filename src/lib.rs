@@ -421,7 +421,7 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
 ///
 /// Not `#[cold]`: every foreign free of a thread that hands objects back comes here, and a
 /// lean function `free` jumps to (no saved registers, no call on the append, no read of the
-/// span record) took a producer on one CPU and its consumer on another 0.82–0.91x the time of
+/// span record) took a producer on one CPU and its consumer on another 0.82–0.92x the time of
 /// the path through `percpu::free_foreign` alone (docs/benchmarks.md, "Session 24").
 ///
 /// # Safety
