@@ -83,11 +83,6 @@ static char *first_p; /* freed before sent_p when not null */
 static int sent_flush;
 static atomic_int main_spins;
 
-/* Objects owner return has taken for their homes so far (sent, or declined by a full inbox). */
-static unsigned long taken_for_home(void) {
-    return conf_ctl_count("stats.sent_home") + conf_ctl_count("stats.sent_home_declined");
-}
-
 static void *free_twice_elsewhere(void *arg) {
     (void)arg;
     int pinned = conf_pin(1); /* best effort: one CPU is still a test */
@@ -96,7 +91,7 @@ static void *free_twice_elsewhere(void *arg) {
     /* Sets the thread up (its first call takes the slow path, where a free would stay where it
      * is made), with a class no case frees; laundered, or the compiler drops the pair. */
     free(launder(malloc(40)));
-    unsigned long before = taken_for_home();
+    unsigned long before = conf_taken_for_home();
     unsigned long objects = 1;
     if (first_p) {
         free(first_p);
@@ -108,15 +103,13 @@ static void *free_twice_elsewhere(void *arg) {
         CHECK(conf_ctl("flush", out, sizeof out) == 0 || conf_glibc());
         /* The premise: the objects went through owner return, where it runs. */
         const char *mode = conf_mode();
-        char opt[16] = "", membarrier[16] = "";
-        int on = conf_ctl("owner_return", opt, sizeof opt) == 0 && strcmp(opt, "on") == 0;
+        int on = conf_option_is("owner_return", "on");
         /* Slabs by CPU: the two pinned threads' slabs differ (with mm_cid the kernel may
          * swap the threads' ids, and the objects may be this thread's slab's own). */
-        int by_cpu = conf_ctl("membarrier", membarrier, sizeof membarrier) == 0 &&
-                     strcmp(membarrier, "off") == 0;
-        int rseq = strcmp(mode, "glibc") == 0 || strcmp(mode, "own") == 0;
+        int by_cpu = conf_option_is("membarrier", "off");
+        int rseq = conf_rseq_mode();
         int two_cpus = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && pinned;
-        unsigned long taken = taken_for_home() - before;
+        unsigned long taken = conf_taken_for_home() - before;
         if (on && by_cpu && rseq && two_cpus && size <= 1024)
             CHECKF(taken >= objects, "owner return took %lu of the %lu objects (mode %s)", taken,
                    objects, mode);

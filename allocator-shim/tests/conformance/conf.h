@@ -78,8 +78,28 @@ static inline unsigned long conf_ctl_count(const char *command) {
     return strtoul(out, NULL, 10);
 }
 
+/* 1 when librseqmalloc reports its option `name` set to `value` (`rseqmalloc_ctl(name)`); 0
+ * without the library. */
+static inline int conf_option_is(const char *name, const char *value) {
+    char out[32] = "";
+    return conf_ctl(name, out, sizeof out) == 0 && strcmp(out, value) == 0;
+}
+
+/* Objects owner return has taken from threads for their homes so far: sent to an inbox, or
+ * declined by a full one (0 without the library). */
+static inline unsigned long conf_taken_for_home(void) {
+    return conf_ctl_count("stats.sent_home") + conf_ctl_count("stats.sent_home_declined");
+}
+
 /* The rseq mode, or "glibc-malloc" in a baseline run. Call after the first allocation. */
 static inline const char *conf_mode(void) { return conf_glibc() ? "glibc-malloc" : shim_mode(); }
+
+/* 1 when the run uses the critical sections (rseq mode glibc or own; not the fallback, not
+ * the glibc baseline). Call after the first allocation. */
+static inline int conf_rseq_mode(void) {
+    const char *mode = conf_mode();
+    return strcmp(mode, "glibc") == 0 || strcmp(mode, "own") == 0;
+}
 
 /* Writes a whole line to stdout with one write(2) (no stdio buffer a fork could duplicate and
  * no buffer lost when the program dies by a signal). */

@@ -18,11 +18,12 @@
 #include <sys/wait.h>
 
 #include "conf.h"
+#include "ring.h"
 
 enum { OBJECTS = 400000, RING = 1024, FORKS = 20 };
 
-static unsigned char *ring[RING];
-static _Atomic unsigned long head, tail; /* written by the producer, the consumer */
+static unsigned char *slots[RING];
+static struct conf_ring ring = {.slot = slots, .size = RING};
 static atomic_int done_producing;
 static atomic_int bad;
 
@@ -37,12 +38,7 @@ static void *produce(void *arg) {
         unsigned char *p = malloc(n);
         CHECK(p);
         memset(p, (int)(i & 0xff), n);
-        while (atomic_load_explicit(&head, memory_order_relaxed) -
-                   atomic_load_explicit(&tail, memory_order_acquire) ==
-               RING) {
-        }
-        ring[i % RING] = p;
-        atomic_store_explicit(&head, i + 1, memory_order_release);
+        conf_ring_put(&ring, i, p, 0);
     }
     atomic_store(&done_producing, 1);
     return NULL;
@@ -52,17 +48,8 @@ static void *consume(void *arg) {
     (void)arg;
     conf_pin(1);
     for (unsigned long i = 0; i < OBJECTS; i++) {
-        while (atomic_load_explicit(&head, memory_order_acquire) == i) {
-        }
-        unsigned char *p = ring[i % RING];
-        atomic_store_explicit(&tail, i + 1, memory_order_release);
-        size_t n = size_of(i);
-        for (size_t k = 0; k < n; k++) {
-            if (p[k] != (unsigned char)(i & 0xff)) {
-                atomic_fetch_add(&bad, 1);
-                break;
-            }
-        }
+        unsigned char *p = conf_ring_take(&ring, i, 0);
+        if (!conf_filled(p, size_of(i), (unsigned char)(i & 0xff))) atomic_fetch_add(&bad, 1);
         free(p);
     }
     return NULL; /* the thread's exit sends its outbox home */
@@ -106,11 +93,12 @@ int main(void) {
     unsigned long sent = conf_ctl_count("stats.sent_home");
     const char *mode = conf_mode();
     int two_cpus = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && conf_pin(1) && conf_pin(0);
-    char opt[16] = "";
-    int on = conf_ctl("owner_return", opt, sizeof opt) == 0 && strcmp(opt, "on") == 0;
-    int rseq = strcmp(mode, "glibc") == 0 || strcmp(mode, "own") == 0;
+    int on = conf_option_is("owner_return", "on");
+    int rseq = conf_rseq_mode();
     if (on && rseq && two_cpus) CHECKF(sent > 0, "no object was sent home in mode %s", mode);
-    if (!on || !rseq) CHECKF(sent == 0, "%lu objects sent home in mode %s, owner_return %s", sent, mode, opt);
+    if (!on || !rseq)
+        CHECKF(sent == 0, "%lu objects sent home in mode %s, owner_return %s", sent, mode,
+               on ? "on" : "off");
     conf_say("owner_return ok objects=%d sent=%lu mode=%s\n", OBJECTS, sent, mode);
     return 0;
 }

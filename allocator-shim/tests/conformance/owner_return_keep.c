@@ -28,11 +28,12 @@
 #include <stdatomic.h>
 
 #include "conf.h"
+#include "ring.h"
 
 enum { OBJECTS = 100000, RING = 256 };
 
-static unsigned char *ring[RING];
-static _Atomic unsigned long head, tail; /* written by the producer, the consumer */
+static unsigned char *slots[RING];
+static struct conf_ring ring = {.slot = slots, .size = RING};
 static atomic_int bad;
 static size_t size;     /* what the producer allocates */
 static size_t own_size; /* what the consumer allocates before each free */
@@ -45,13 +46,7 @@ static void *produce(void *arg) {
         unsigned char *p = malloc(size);
         CHECK(p);
         memset(p, (int)(i & 0xff), size);
-        while (atomic_load_explicit(&head, memory_order_relaxed) -
-                   atomic_load_explicit(&tail, memory_order_acquire) ==
-               RING) {
-            sched_yield(); /* returns at once when nothing else wants the CPU */
-        }
-        ring[i % RING] = p;
-        atomic_store_explicit(&head, i + 1, memory_order_release);
+        conf_ring_put(&ring, i, p, 1);
     }
     return NULL;
 }
@@ -60,47 +55,33 @@ static void *consume(void *arg) {
     (void)arg;
     conf_pin(1);
     for (unsigned long i = 0; i < OBJECTS; i++) {
-        while (atomic_load_explicit(&head, memory_order_acquire) == i) {
-            sched_yield();
-        }
-        unsigned char *p = ring[i % RING];
-        atomic_store_explicit(&tail, i + 1, memory_order_release);
+        unsigned char *p = conf_ring_take(&ring, i, 1);
         own[i] = malloc(own_size);
         CHECK(own[i]);
         memset(own[i], 0x3c, own_size);
-        for (size_t k = 0; k < size; k++) {
-            if (p[k] != (unsigned char)(i & 0xff)) {
-                atomic_fetch_add(&bad, 1);
-                break;
-            }
-        }
+        if (!conf_filled(p, size, (unsigned char)(i & 0xff))) atomic_fetch_add(&bad, 1);
         free(p);
     }
     return NULL; /* the thread's exit sends its outbox home */
-}
-
-/* Objects owner return has taken from threads for their homes so far (accepted or declined). */
-static unsigned long left_for_home(void) {
-    return conf_ctl_count("stats.sent_home") + conf_ctl_count("stats.sent_home_declined");
 }
 
 /* One phase: producer and consumer at once; returns what was left for home during it. */
 static unsigned long phase(size_t producer_allocates, size_t consumer_allocates) {
     size = producer_allocates;
     own_size = consumer_allocates;
-    atomic_store(&head, 0);
-    atomic_store(&tail, 0);
-    unsigned long before = left_for_home();
+    atomic_store(&ring.head, 0);
+    atomic_store(&ring.tail, 0);
+    unsigned long before = conf_taken_for_home();
     pthread_t p, c;
     CHECK(pthread_create(&c, NULL, consume, NULL) == 0);
     CHECK(pthread_create(&p, NULL, produce, NULL) == 0);
     CHECK(pthread_join(p, NULL) == 0);
     CHECK(pthread_join(c, NULL) == 0);
-    unsigned long sent = left_for_home() - before;
+    unsigned long sent = conf_taken_for_home() - before;
     CHECKF(atomic_load(&bad) == 0, "%d objects arrived with a wrong byte", atomic_load(&bad));
     for (unsigned long i = 0; i < OBJECTS; i++) {
         unsigned char *q = own[i];
-        for (size_t k = 0; k < consumer_allocates; k++) CHECK(q[k] == 0x3c);
+        CHECK(conf_filled(q, consumer_allocates, 0x3c));
         free(q);
     }
     return sent;
@@ -113,9 +94,8 @@ int main(void) {
     unsigned long kept_phase = phase(64, 64);
     const char *mode = conf_mode();
     int two_cpus = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && conf_pin(1) && conf_pin(0);
-    char opt[16] = "";
-    int on = conf_ctl("owner_return", opt, sizeof opt) == 0 && strcmp(opt, "on") == 0;
-    int rseq = strcmp(mode, "glibc") == 0 || strcmp(mode, "own") == 0;
+    int on = conf_option_is("owner_return", "on");
+    int rseq = conf_rseq_mode();
     if (!conf_glibc()) {
         /* Not 0: the threads' own start and exit free a few blocks of other classes that
          * another thread allocated (glibc's thread bookkeeping), and those go home. */
@@ -128,7 +108,7 @@ int main(void) {
                    other_phase, OBJECTS, mode);
         if (!on || !rseq)
             CHECKF(other_phase == 0, "%lu objects sent home in mode %s, owner_return %s",
-                   other_phase, mode, opt);
+                   other_phase, mode, on ? "on" : "off");
     }
     /* discriminating=0: a run that cannot tell the rule from its absence (fallback mode, owner
      * return off, one CPU), so its pass says only that every object arrived intact. */
