@@ -150,6 +150,8 @@ fn print_text(s: &Stats, to: Sink, classes: bool) {
         .dec(s.sent_home as u64)
         .str(" (declined ")
         .dec(s.sent_home_declined as u64)
+        .str(", no outbox ")
+        .dec(s.sent_home_no_outbox as u64)
         .str("), objects evicted ")
         .dec(s.evicted as u64);
     to.line(&m);
@@ -203,6 +205,7 @@ fn print_json(s: &Stats, to: Sink) {
         ("drains_skipped", s.drains_skipped as u64),
         ("sent_home", s.sent_home as u64),
         ("sent_home_declined", s.sent_home_declined as u64),
+        ("sent_home_no_outbox", s.sent_home_no_outbox as u64),
         ("evicted", s.evicted as u64),
         ("slabs", s.slabs as u64),
         ("slabs_in_use", s.slabs_in_use as u64),

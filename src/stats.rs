@@ -68,6 +68,10 @@ pub struct Stats {
     pub sent_home: usize,
     /// Owner return: objects bound for a home whose inbox was full, cached where freed instead.
     pub sent_home_declined: usize,
+    /// Owner return: objects bound for another slab that were freed where they were because
+    /// the freeing thread had no outbox and no memory for one could be had (the address
+    /// space or the commit limit ran out).
+    pub sent_home_no_outbox: usize,
     /// Objects moved from a per-CPU class that looked idle to the central lists, so that a
     /// class overflowing past `cpu_cache_bytes` could take its capacity (docs/design.md,
     /// "Capacity").
@@ -122,6 +126,7 @@ pub fn stats() -> Stats {
         drains_skipped: percpu::DRAINS_SKIPPED.load(Ordering::Relaxed),
         sent_home,
         sent_home_declined,
+        sent_home_no_outbox: percpu::NO_OUTBOX.load(Ordering::Relaxed),
         evicted: percpu::EVICTED.load(Ordering::Relaxed),
     };
     let mut small = 0;

@@ -89,8 +89,9 @@ size_t rseqmalloc_trim(void);
  *   "version"      the library's version
  *   "stats.NAME"   a figure in bytes: allocated, active, peak_active, resident,
  *                  peak_resident, mapped, released, free, metadata; or an object count:
- *                  sent_home, sent_home_declined (owner return), evicted (objects
- *                  moved out of idle per-CPU classes for others' capacity)
+ *                  sent_home, sent_home_declined, sent_home_no_outbox (owner return),
+ *                  evicted (objects moved out of idle per-CPU classes for others'
+ *                  capacity)
  *   "purge"        drain every cache and return all free pages to the OS; answer: bytes
  *   "flush"        empty the calling thread's caches (its CPU's slab, its magazine) into the
  *                  central lists; answer: bytes moved

@@ -550,15 +550,29 @@ fn owner_return_keeps_objects_of_the_class_the_thread_allocates() {
 
 #[test]
 fn free_keeps_errno_when_sending_home_fails_for_want_of_memory() {
-    // Owner return: a consumer's first frees of another slab's objects find no outbox and, the
+    // Owner return: a consumer's frees of another slab's objects find no outbox and, the
     // address space exhausted under RLIMIT_AS, no memory for one (a failing mmap, which sets
     // errno); each free must still leave errno as the program set it. Failed on 1879f19,
-    // whose foreign-free path kept no errno (found in session 12's review).
-    parallel_ok(
-        "free_keeps_errno_when_sending_home_fails_for_want_of_memory",
-        "owner_return_errno",
-        "owner_return_errno ok frees=",
-        |_| Vec::new(),
+    // whose foreign-free path kept no errno (found in session 12's review). With
+    // `membarrier=off` the two pinned threads' slabs differ for certain and the program checks
+    // that every free went that way (`stats.sent_home_no_outbox`); before session 25 nothing
+    // checked it, and the consumer's first free, its set-up, never did.
+    let test = "free_keeps_errno_when_sending_home_fails_for_want_of_memory";
+    let (name, prefix) = ("owner_return_errno", "owner_return_errno ok frees=");
+    let bin = program(name);
+    let results = in_parallel(|u| {
+        ["", "membarrier=off"].map(|options| {
+            let out = run_under_with(&bin, &[], u, 90, &[], options);
+            check_ok(&out, &format!("{name} [{options}]"), prefix, &u.name())
+        })
+    });
+    report(
+        test,
+        results
+            .into_iter()
+            .flatten()
+            .filter_map(Result::err)
+            .collect(),
     );
 }
 

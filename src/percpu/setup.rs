@@ -151,6 +151,8 @@ pub(super) fn give_outbox() -> bool {
     }
     let out = new_storage();
     if out.is_null() {
+        // The caller frees its object where it is.
+        remote::NO_OUTBOX.fetch_add(1, Ordering::Relaxed);
         return false;
     }
     // SAFETY: as above; the storage is ours, all-zero is an empty outbox.

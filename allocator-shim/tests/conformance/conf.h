@@ -91,6 +91,12 @@ static inline unsigned long conf_taken_for_home(void) {
     return conf_ctl_count("stats.sent_home") + conf_ctl_count("stats.sent_home_declined");
 }
 
+/* Objects owner return would have sent home but freed where they were, the freeing thread
+ * having no outbox and no memory for one (0 without the library). */
+static inline unsigned long conf_kept_for_want_of_outbox(void) {
+    return conf_ctl_count("stats.sent_home_no_outbox");
+}
+
 /* The rseq mode, or "glibc-malloc" in a baseline run. Call after the first allocation. */
 static inline const char *conf_mode(void) { return conf_glibc() ? "glibc-malloc" : shim_mode(); }
 
