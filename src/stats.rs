@@ -70,7 +70,8 @@ pub struct Stats {
     pub sent_home_declined: usize,
     /// Owner return: objects bound for another slab that were freed where they were because
     /// the freeing thread had no outbox and no memory for one could be had (the address
-    /// space or the commit limit ran out).
+    /// space or the commit limit ran out; also for the C library's block that arms the
+    /// thread's exit, without which an outbox would be stranded when the thread ends).
     pub sent_home_no_outbox: usize,
     /// Objects moved from a per-CPU class that looked idle to the central lists, so that a
     /// class overflowing past `cpu_cache_bytes` could take its capacity (docs/design.md,

@@ -554,16 +554,62 @@ fn free_keeps_errno_when_sending_home_fails_for_want_of_memory() {
     // address space exhausted under RLIMIT_AS, no memory for one (a failing mmap, which sets
     // errno); each free must still leave errno as the program set it. Failed on 1879f19,
     // whose foreign-free path kept no errno (found in session 12's review). With
-    // `membarrier=off` the two pinned threads' slabs differ for certain and the program checks
-    // that every free went that way (`stats.sent_home_no_outbox`); before session 25 nothing
-    // checked it, and the consumer's first free, its set-up, never did.
-    let test = "free_keeps_errno_when_sending_home_fails_for_want_of_memory";
-    let (name, prefix) = ("owner_return_errno", "owner_return_errno ok frees=");
+    // `membarrier=off` the two pinned threads' slabs differ for certain, and in the rseq modes
+    // the program must have checked that every free went that way
+    // (`stats.sent_home_no_outbox`); before session 25 nothing checked it, and the consumer's
+    // first free, its set-up, never did.
+    let pinnable = cpus_allowed(0) && cpus_allowed(1);
+    per_mode_and_options(
+        "free_keeps_errno_when_sending_home_fails_for_want_of_memory",
+        ("owner_return_errno", "owner_return_errno ok frees="),
+        " no_outbox=200 checked=1 ",
+        |mode, options| pinnable && options == "membarrier=off" && matches!(mode, "glibc" | "own"),
+    );
+}
+
+#[test]
+fn nothing_freed_stays_in_use_when_a_thread_exit_cannot_be_armed() {
+    // What each mode keeps per thread (own mode's registration, owner return's outbox, the
+    // fallback's magazine) only the thread-exit destructor gives back, and
+    // `pthread_setspecific`, which arms it, can fail (ENOMEM for a key past the first 32). A
+    // worker whose arm is refused frees another thread's blocks and its own; once it ended,
+    // `stats.allocated` must be where it was. Failed on 1b3b873 (found in session 25's
+    // review): with `membarrier=off`, 32,768 bytes (the outbox's objects, glibc and own modes)
+    // and 64 (the magazine's, fallback) stayed in use for good.
+    let pinnable = cpus_allowed(0) && cpus_allowed(1);
+    per_mode_and_options(
+        "nothing_freed_stays_in_use_when_a_thread_exit_cannot_be_armed",
+        ("exit_key_refused", "exit_key_refused ok objects="),
+        " premise=1 ",
+        |mode, options| match mode {
+            "own" | "fallback" => true,
+            _ => pinnable && options == "membarrier=off",
+        },
+    );
+}
+
+/// Runs the program `name` (no arguments) in the three modes, with no extra option and with
+/// `membarrier=off` (slabs by CPU: two pinned threads' slabs then differ for certain); each run
+/// must end with a line starting with `prefix`, and that line must contain `premise` wherever
+/// `premise_holds(mode, options)` — where the program's premise is certain and it must say it
+/// checked it.
+fn per_mode_and_options(
+    test: &str,
+    (name, prefix): (&str, &str),
+    premise: &str,
+    premise_holds: impl Fn(&str, &str) -> bool + Sync,
+) {
     let bin = program(name);
     let results = in_parallel(|u| {
         ["", "membarrier=off"].map(|options| {
+            let what = format!("{name} [{options}]");
             let out = run_under_with(&bin, &[], u, 90, &[], options);
-            check_ok(&out, &format!("{name} [{options}]"), prefix, &u.name())
+            let so = check_ok(&out, &what, prefix, &u.name())?;
+            let said = so.lines().last().unwrap_or("").contains(premise);
+            if premise_holds(&u.name(), options) && !said {
+                return Err(format!("{what} [{}]: premise not checked: {so}", u.name()));
+            }
+            Ok(so)
         })
     });
     report(
@@ -574,6 +620,25 @@ fn free_keeps_errno_when_sending_home_fails_for_want_of_memory() {
             .filter_map(Result::err)
             .collect(),
     );
+}
+
+/// True when this process may run on CPU `cpu` (its `Cpus_allowed_list`, e.g. "0-1,4").
+fn cpus_allowed(cpu: usize) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(list) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+    else {
+        return false;
+    };
+    list.trim().split(',').any(|range| {
+        let mut ends = range.split('-').map(|n| n.trim().parse::<usize>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(lo)), None) => cpu == lo,
+            (Some(Ok(lo)), Some(Ok(hi))) => (lo..=hi).contains(&cpu),
+            _ => false,
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ pub fn thread_key_create(dtor: extern "C" fn(*mut c_void)) -> Option<u32> {
     (unsafe { libc::pthread_key_create(&mut key, Some(dtor)) } == 0).then_some(key)
 }
 
-/// Arms `key`'s destructor for the calling thread (gives it a non-null value). May allocate,
-/// through `malloc`, for a key past the first 32: call it with no allocator lock held.
-pub fn thread_key_arm(key: u32) {
+/// Arms `key`'s destructor for the calling thread (gives it a non-null value); false if the
+/// C library refused (`ENOMEM`: for a key past the first 32 it allocates, through `malloc`, a
+/// block per thread). Call it with no allocator lock held.
+pub fn thread_key_arm(key: u32) -> bool {
     // SAFETY: a key from `thread_key_create`; any non-null value runs the destructor.
-    unsafe { libc::pthread_setspecific(key, core::ptr::dangling::<c_void>()) };
+    unsafe { libc::pthread_setspecific(key, core::ptr::dangling::<c_void>()) == 0 }
 }
 
 /// Starts a thread running `run` (never joined); false if it could not be created.

@@ -136,8 +136,9 @@ static BASE: AtomicUsize = AtomicUsize::new(0);
 /// Slabs the inboxes cover.
 static SLABS: AtomicUsize = AtomicUsize::new(0);
 /// Objects owner return would have sent home but that were freed where they were, because
-/// the freeing thread had no outbox and no memory for one could be had (`setup::give_outbox`;
-/// statistics). Counted where it happens, a path that has just failed a system call.
+/// the freeing thread had no outbox and no memory for one could be had — for the outbox, or
+/// for the C library's block that arms the thread's exit (`setup::give_outbox`; statistics).
+/// Counted where it happens, a path that has just failed for want of memory.
 pub static NO_OUTBOX: AtomicUsize = AtomicUsize::new(0);
 /// Owner return is on (`owner_return=on` and the inboxes are mapped).
 static ON: AtomicBool = AtomicBool::new(false);

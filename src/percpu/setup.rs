@@ -149,33 +149,40 @@ pub(super) fn give_outbox() -> bool {
     if mode() == RseqMode::Glibc && G.key.load(Ordering::Relaxed) == 0 {
         return false;
     }
-    let out = new_storage();
+    // A glibc-mode thread arms its exit now (own mode did at set-up): an outbox whose exit is
+    // not armed would strand its objects when the thread ends.
+    // SAFETY: no allocator lock held: called from `free_foreign` outside any lock.
+    let armed = mode() != RseqMode::Glibc || unsafe { arm_thread_exit() };
+    let out = if armed {
+        new_storage()
+    } else {
+        core::ptr::null_mut()
+    };
     if out.is_null() {
-        // The caller frees its object where it is.
+        // No memory for the storage or for the C library's key block: the caller frees its
+        // object where it is.
         remote::NO_OUTBOX.fetch_add(1, Ordering::Relaxed);
         return false;
     }
     // SAFETY: as above; the storage is ours, all-zero is an empty outbox.
     unsafe { (*b).outbox = out };
-    if mode() == RseqMode::Glibc {
-        // SAFETY: once per thread (the outbox is given once), no allocator lock held: called
-        // from `free_foreign` outside any lock.
-        unsafe { arm_thread_exit() };
-    }
     true
 }
 
-/// Ties `thread_exit` to the calling thread's exit.
+/// Ties `thread_exit` to the calling thread's exit; false when it could not (no key, or the C
+/// library found no memory for it), and then the thread must keep nothing that only
+/// `thread_exit` would give back.
 ///
 /// # Safety
-/// Called once per thread, from its set-up, with no allocator lock held.
-unsafe fn arm_thread_exit() {
+/// Called with no allocator lock held (arming may allocate).
+unsafe fn arm_thread_exit() -> bool {
     let key = G.key.load(Ordering::Relaxed);
-    if key != 0 {
-        // May allocate for keys ≥ 32; no lock is held here, so that is safe.
-        let _nested = crate::guard::allow_nested();
-        os::thread_key_arm(key - 1);
+    if key == 0 {
+        return false;
     }
+    // May allocate for keys ≥ 32; no lock is held here, so that is safe.
+    let _nested = crate::guard::allow_nested();
+    os::thread_key_arm(key - 1)
 }
 
 /// Sets up the calling thread; returns its state.
@@ -201,16 +208,20 @@ fn init_thread(b: *mut ThreadBlock) -> ThreadState {
                 }
                 _ => ThreadState::Bypass,
             },
+            // Each mode's per-thread state is given back by `thread_exit` (own mode's
+            // registration, the outbox, the magazine): without an armed exit, none is taken.
             RseqMode::Own => match arch::register(&raw mut (*b).own) {
-                Ok(()) => {
-                    arm_thread_exit();
+                Ok(()) if arm_thread_exit() => {
                     use_area(b, &raw const (*b).own);
                     ThreadState::Rseq
                 }
+                Ok(()) => {
+                    arch::unregister(&raw mut (*b).own);
+                    ThreadState::Bypass
+                }
                 Err(_) => ThreadState::Bypass,
             },
-            RseqMode::Fallback if G.nslabs.load(Ordering::Relaxed) > 0 => {
-                arm_thread_exit();
+            RseqMode::Fallback if G.nslabs.load(Ordering::Relaxed) > 0 && arm_thread_exit() => {
                 (*b).magazine = fallback::new_magazine();
                 ThreadState::Locked
             }
