@@ -425,11 +425,12 @@ fn kind04_double_free_of_an_object_sent_home_aborts() {
                         && pinnable;
                     match expect_bad_free_abort_with(case, size, &["free"], u, options) {
                         Err(e) => failures.push(e),
-                        Ok(so) if checked && !so.contains("premise checked\n") => failures
-                            .push(format!(
+                        Ok(so) if checked && !so.contains("premise checked\n") => {
+                            failures.push(format!(
                             "bad_free {case} {size} ({options}) [{}]: premise not checked: {so:?}",
                             u.name()
-                        )),
+                        ))
+                        }
                         Ok(_) => {}
                     }
                 }
