@@ -407,7 +407,6 @@ fn kind04_double_free_of_an_object_sent_home_aborts() {
     // which takes the slow path and keeps the object there: nothing was ever sent home. Where
     // the inbox cases' check is certain (rseq modes, `membarrier=off`, CPUs 0 and 1 usable,
     // sizes up to 1 KiB), the program must say it made it.
-    let pinnable = cpus_allowed(0) && cpus_allowed(1);
     let mut failures = Vec::new();
     for u in modes() {
         for options in ["", "membarrier=off"] {
@@ -419,10 +418,8 @@ fn kind04_double_free_of_an_object_sent_home_aborts() {
             ] {
                 for size in [16, 208, 1000, 3000] {
                     let checked = case.ends_with("in_home_inbox")
-                        && options == "membarrier=off"
-                        && matches!(u.name().as_str(), "glibc" | "own")
                         && size <= 1024
-                        && pinnable;
+                        && two_slabs_for_certain(&u.name(), options);
                     match expect_bad_free_abort_with(case, size, &["free"], u, options) {
                         Err(e) => failures.push(e),
                         Ok(so) if checked && !so.contains("premise checked\n") => {
@@ -579,12 +576,11 @@ fn free_keeps_errno_when_sending_home_fails_for_want_of_memory() {
     // the program must have checked that every free went that way
     // (`stats.sent_home_no_outbox`); before session 25 nothing checked it, and the consumer's
     // first free, its set-up, never did.
-    let pinnable = cpus_allowed(0) && cpus_allowed(1);
     per_mode_and_options(
         "free_keeps_errno_when_sending_home_fails_for_want_of_memory",
         ("owner_return_errno", "owner_return_errno ok frees="),
         " no_outbox=200 checked=1 ",
-        |mode, options| pinnable && options == "membarrier=off" && matches!(mode, "glibc" | "own"),
+        two_slabs_for_certain,
     );
 }
 
@@ -597,15 +593,11 @@ fn nothing_freed_stays_in_use_when_a_thread_exit_cannot_be_armed() {
     // `stats.allocated` must be where it was. Failed on 1b3b873 (found in session 25's
     // review): with `membarrier=off`, 32,768 bytes (the outbox's objects, glibc and own modes)
     // and 64 (the magazine's, fallback) stayed in use for good.
-    let pinnable = cpus_allowed(0) && cpus_allowed(1);
     per_mode_and_options(
         "nothing_freed_stays_in_use_when_a_thread_exit_cannot_be_armed",
         ("exit_key_refused", "exit_key_refused ok objects="),
         " premise=1 ",
-        |mode, options| match mode {
-            "own" | "fallback" => true,
-            _ => pinnable && options == "membarrier=off",
-        },
+        |mode, options| matches!(mode, "own" | "fallback") || two_slabs_for_certain(mode, options),
     );
 }
 
@@ -643,23 +635,31 @@ fn per_mode_and_options(
     );
 }
 
-/// True when this process may run on CPU `cpu` (its `Cpus_allowed_list`, e.g. "0-1,4").
-fn cpus_allowed(cpu: usize) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let Some(list) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-    else {
-        return false;
-    };
-    list.trim().split(',').any(|range| {
-        let mut ends = range.split('-').map(|n| n.trim().parse::<usize>());
-        match (ends.next(), ends.next()) {
-            (Some(Ok(lo)), None) => cpu == lo,
-            (Some(Ok(lo)), Some(Ok(hi))) => (lo..=hi).contains(&cpu),
-            _ => false,
-        }
-    })
+/// True when two pinned threads' rseq slabs differ for certain in `mode` with `options`: an
+/// rseq mode (glibc or own), slabs by CPU (`membarrier=off`; with `mm_cid` the kernel may swap
+/// two threads' ids), and CPUs 0 and 1 both usable by this process (its `Cpus_allowed_list`,
+/// e.g. "0-1,4"), where the programs pin their two threads.
+fn two_slabs_for_certain(mode: &str, options: &str) -> bool {
+    static PINNABLE: OnceLock<bool> = OnceLock::new();
+    let pinnable = *PINNABLE.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("");
+        let allowed = |cpu: usize| {
+            list.trim().split(',').any(|range| {
+                let mut ends = range.split('-').map(|n| n.trim().parse::<usize>());
+                match (ends.next(), ends.next()) {
+                    (Some(Ok(lo)), None) => cpu == lo,
+                    (Some(Ok(lo)), Some(Ok(hi))) => (lo..=hi).contains(&cpu),
+                    _ => false,
+                }
+            })
+        };
+        allowed(0) && allowed(1)
+    });
+    pinnable && options == "membarrier=off" && matches!(mode, "glibc" | "own")
 }
 
 // ---------------------------------------------------------------------------------------------
