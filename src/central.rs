@@ -42,8 +42,8 @@ const LONG_SPANS_FROM: usize = crate::config::DEFAULTS.cpu_cache_bytes as usize;
 /// Half pages (4 KiB each) a carve into a fresh span of a big heap faults in at once
 /// ([`Span::populate_ahead`], classes up to 4 KiB): one `MADV_POPULATE_WRITE` call instead of
 /// up to 8 page faults, for pages the carving would fault in one by one anyway (an object
-/// starts in every half page of such a span, except the tail of the 3328 and 3584 B classes'
-/// spans: 4 KiB each). At most 28 KiB per class is resident ahead of use. Medians of 11
+/// starts in every half page of such a span, except the last one of the 2752, 3008, 3520 and
+/// 3776 B classes' spans). At most 28 KiB per class is resident ahead of use. Medians of 11
 /// alternated runs against the build without: `fragmentation` 0.97x the time, `batch` 0.92x,
 /// peak RSS +0.3 % / 0. Populating whole spans, object bodies of larger classes included,
 /// gained more on `fragmentation` (0.86x) but held 1.6 % more at its peak: pages a program

@@ -3,7 +3,10 @@
 //!
 //! Owns: the class geometry. Classes are 16, 32, 48, 64 bytes, then eight classes per power of
 //! two (spacing 1/8 of the lower bound) up to [`MAX_SMALL`], so a request above 64 B wastes at
-//! most 12.5 % and the lookup is a few shifts with no loop. Class 0 means "not small".
+//! most 12.5 % and the lookup is a few shifts with no loop. Above 1 KiB every class that is not
+//! a power of two is one cache line smaller than that grid's step ([`LINE_OFFSET`]), an odd
+//! number of lines, so its objects' first lines fall in every cache set. Class 0 means "not
+//! small".
 //!
 //! May call: nothing (pure data).
 
@@ -51,6 +54,23 @@ pub const CLASS_DIVISOR: [u64; CLASS_FIELD_VALUES] = build_divisor();
 /// Values of a page-map entry's 7-bit class field (`pagemap::CLASS_MASK + 1`).
 pub const CLASS_FIELD_VALUES: usize = 128;
 
+/// How much smaller than the grid's step `2^k + j·2^(k-3)` a class above [`ODD_LINES_ABOVE`]
+/// is, unless it is a power of two (`j = 8`): one cache line.
+///
+/// Why: a step above 1 KiB is a multiple of 128 B, so its objects start at only a few offsets
+/// modulo a cache way (4 KiB for a 32 KiB 8-way L1D), and a program that reads mostly the
+/// first line of each object (a B-tree page's header, a buffer's length) has those lines
+/// compete for a few sets: the 4,608 B step put a span's 14 objects in 8 of 64 L1 sets. One
+/// line less makes the size an odd number of lines, so consecutive objects' first lines walk
+/// through the sets: a span's objects take as many sets as there are objects in it, up to all
+/// 64. (Spans start at the same few offsets in a way, so objects of different spans still
+/// share sets; colouring spans would put an offset into `free`'s object-start check.)
+/// docs/design.md, "Size classes", has the measurements. Powers of two keep their size:
+/// aligned requests need them ([`class_for`]).
+pub const LINE_OFFSET: usize = 64;
+/// Classes above this size (and not powers of two) are [`LINE_OFFSET`] below the grid.
+pub const ODD_LINES_ABOVE: usize = 1024;
+
 const fn size_of_class(c: usize) -> usize {
     if c == 0 {
         0
@@ -60,7 +80,12 @@ const fn size_of_class(c: usize) -> usize {
         let i = c - 5; // 0-based among the geometric classes
         let k = 6 + i / 8; // lower bound 2^k
         let j = i % 8 + 1;
-        (1 << k) + j * (1 << (k - 3))
+        let step = (1 << k) + j * (1 << (k - 3));
+        if step > ODD_LINES_ABOVE && j != 8 {
+            step - LINE_OFFSET
+        } else {
+            step
+        }
     }
 }
 
@@ -213,7 +238,9 @@ pub const fn class_of(size: usize) -> usize {
     }
 }
 
-/// The class of `size` computed: `k = ⌊log2(size-1)⌋`, `j = ((size-1-2^k) >> (k-3)) + 1`.
+/// The class of `size` computed: `k = ⌊log2(size-1)⌋`, `j = ((size-1-2^k) >> (k-3)) + 1`,
+/// the grid's step at or above `size`; above [`ODD_LINES_ABOVE`] the class one up when that
+/// step's class (a line smaller) is too small.
 const fn class_by_formula(size: usize) -> usize {
     debug_assert!(size <= MAX_SMALL);
     if size <= 64 {
@@ -223,7 +250,13 @@ const fn class_by_formula(size: usize) -> usize {
     } else {
         let k = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize; // 2^k < size <= 2^(k+1)
         let j = ((size - 1 - (1 << k)) >> (k - 3)) + 1;
-        4 + (k - 6) * 8 + j
+        let c = 4 + (k - 6) * 8 + j;
+        // A step is at least 128 B apart from the next above 1 KiB, so one class up fits.
+        if size > size_of_class(c) {
+            c + 1
+        } else {
+            c
+        }
     }
 }
 
@@ -305,9 +338,11 @@ pub fn c_grown_request(c: usize, size: usize) -> usize {
 /// The class for a request with an alignment (a power of two), or 0 when it must be served
 /// as a whole span (too large, or aligned beyond a page).
 ///
-/// Rounding the size up to the alignment lands on a class whose size is a multiple of it
-/// (classes in `(2^k, 2^(k+1)]` are multiples of `2^(k-3)`), and spans start on page
-/// boundaries, so every object of the class is aligned.
+/// Rounding the size up to the alignment lands on a class whose size is a multiple of it up to
+/// 64 B (classes up to 1 KiB in `(2^k, 2^(k+1)]` are multiples of `2^(k-3)`, those above it
+/// multiples of 64), and spans start on page boundaries, so every object of the class is
+/// aligned. Above 1 KiB an alignment of 128 B or more takes the power-of-two class at or above
+/// the rounded size (the others are odd multiples of 64: [`LINE_OFFSET`]).
 #[inline(always)]
 pub const fn class_for(size: usize, align: usize) -> usize {
     // The common case first, in two compares and a table load.
@@ -341,7 +376,12 @@ const fn class_for_rest_inlined(size: usize, align: usize) -> usize {
     if rounded > MAX_SMALL || rounded < size {
         return 0;
     }
-    class_of(rounded)
+    let c = class_of(rounded);
+    if align > LINE_OFFSET && !(CLASS_SIZE[c] as usize).is_multiple_of(align) {
+        // `rounded` is above 1 KiB here; its power of two is at most `MAX_SMALL`.
+        return class_of(rounded.next_power_of_two());
+    }
+    c
 }
 
 /// Size in bytes of class `c`.
@@ -465,6 +505,38 @@ mod tests {
             let c16 = class_for(size, 16);
             assert!(size_of(c16).is_multiple_of(16) && size_of(c16) >= size);
             prev = c;
+        }
+    }
+
+    #[test]
+    fn first_lines_of_a_spans_objects_above_1_kib_fall_in_as_many_cache_sets() {
+        // 64 sets of 64-byte lines: a 4 KiB way, as a 32 KiB 8-way L1D. Objects at multiples
+        // of the class size from a span's start, which is page-aligned.
+        const SETS: usize = 64;
+        for c in 1..NUM_CLASSES {
+            let size = size_of(c);
+            if size <= ODD_LINES_ABOVE || size.is_power_of_two() {
+                continue;
+            }
+            assert!(
+                size.is_multiple_of(LINE_OFFSET) && (size / LINE_OFFSET) % 2 == 1,
+                "class {size} is not an odd number of lines"
+            );
+            // So a span's objects' first lines fall in as many sets as there are objects, up
+            // to all 64 (the 4,608 B step put 14 objects in 8 sets).
+            for pages in [CLASS_PAGES[c], CLASS_PAGES_SMALL_HEAP[c]] {
+                let objects = pages as usize * PAGE / size;
+                let mut hit = [false; SETS];
+                for i in 0..objects {
+                    hit[(i * size / LINE_OFFSET) % SETS] = true;
+                }
+                let sets = hit.iter().filter(|&&h| h).count();
+                assert_eq!(
+                    sets,
+                    objects.min(SETS),
+                    "class {size}: first lines share sets"
+                );
+            }
         }
     }
 

@@ -482,9 +482,11 @@ mod abort_tests {
 
     #[test]
     fn batch_sections_aborted_inside_restart_and_commit_once() {
-        // Classes no other unit test uses; the thread set up (rseq) and pinned to one CPU.
-        let (c, d) = (class_of(2560), class_of(3072));
-        let (_serial, saved) = rseq_thread_pinned(2560);
+        // Classes no other unit test uses, `c` with an initial capacity of 3 (8 KiB of
+        // objects, so 24 after three doublings); the thread set up (rseq) and pinned to one CPU.
+        let (c, d) = (class_of(2240), class_of(3072));
+        assert_eq!(slab::initial_cap(c), 3);
+        let (_serial, saved) = rseq_thread_pinned(2240);
         let restarts = arch::batch_restarts();
         let mut proved = 0;
         for _ in 0..20 {

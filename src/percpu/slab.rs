@@ -348,7 +348,7 @@ impl Slab {
 
 /// The capacity a class's first growth gives it: about 8 KiB worth of objects (at least two,
 /// at most a batch), so a class a program touches once holds little; demand doubles it.
-fn initial_cap(c: usize) -> usize {
+pub(super) fn initial_cap(c: usize) -> usize {
     ((8 << 10) / size_of(c))
         .clamp(2, CLASS_BATCH[c] as usize)
         .min(CLASS_CAPACITY[c] as usize)
