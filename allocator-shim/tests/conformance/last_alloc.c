@@ -3,16 +3,17 @@
  * the page map still decides. This program makes that note stale and frees through it:
  *
  *  1. the note's own case, for every small size: malloc, write, free, 100 times each;
- *  2. a stale note: thread A allocates p (3 KiB, a class nothing else here uses, so p's span
- *     holds only A's objects; the second of two, so it comes from the per-CPU cache and is
- *     noted) and frees it; malloc_trim(0) sends p's span back to the heap; thread B (created
- *     before, so that A allocates nothing after p) allocates 1.5 KiB objects until one lands
- *     at p's address, and hands it to A. A frees it: the note says 3 KiB at that address, the
- *     page map 1.5 KiB. The object must go back as 1.5 KiB: 2,000 malloc(3072) after it
- *     never return it.
+ *  2. a stale note: thread A allocates p (8 KiB; the second of two, so it comes from the
+ *     per-CPU cache and is noted) and frees it; malloc_trim(0) sends p's span back to the
+ *     heap; thread B (created before, so that A allocates nothing after p) allocates 2 KiB
+ *     objects until one lands at p's address, and hands it to A. A frees it: the note says
+ *     8 KiB at that address, the page map 2 KiB. The object must go back as 2 KiB: 2,000
+ *     malloc(8192) after it never return it. Both are power-of-two classes, so every 8 KiB
+ *     object's address is a 2 KiB object's in any span laid over it (classes above 1 KiB that
+ *     are not powers of two are odd numbers of cache lines, whose objects rarely coincide).
  *
  * reached=0 means B never got p's address back, so the stale case was not built: the page
- * heap placed the 1.5 KiB span elsewhere (the harness fails then; it says nothing about free).
+ * heap placed the 2 KiB spans elsewhere (the harness fails then; it says nothing about free).
  *
  * usage: last_alloc     prints "last_alloc ok reached=<0|1> mode=<mode>" */
 #include "conf.h"
@@ -20,7 +21,7 @@
 #include <malloc.h>
 #include <pthread.h>
 
-enum { BIG = 3072, SMALL = 1536, SEARCH_MAX = 20000, CHECK_BIG = 2000 };
+enum { BIG = 8192, SMALL = 2048, SEARCH_MAX = 20000, CHECK_BIG = 2000 };
 
 static int go[2], back[2];
 static char *target;
