@@ -5,8 +5,8 @@
 //! two (spacing 1/8 of the lower bound) up to [`MAX_SMALL`], so a request above 64 B wastes at
 //! most 12.5 % and the lookup is a few shifts with no loop. Above 1 KiB every class that is not
 //! a power of two is one cache line smaller than that grid's step ([`LINE_OFFSET`]), an odd
-//! number of lines, so its objects' first lines fall in every cache set. Class 0 means "not
-//! small".
+//! number of lines, so a span's objects' first lines fall in as many cache sets as there are
+//! objects (up to 64). Class 0 means "not small".
 //!
 //! May call: nothing (pure data).
 
@@ -469,9 +469,13 @@ mod tests {
     }
 
     #[test]
-    fn lookup_table_matches_the_formula() {
-        for size in 0..=2048 {
-            assert_eq!(class_of(size), class_by_formula(size), "size {size}");
+    fn lookup_is_the_tightest_class_for_every_size() {
+        // Against a search of the class table, every size: the table up to 1 KiB, the
+        // formula (odd-line classes) above it.
+        for size in 0..=MAX_SMALL {
+            let tightest = CLASS_SIZE[1..].partition_point(|&s| (s as usize) < size.max(1)) + 1;
+            assert_eq!(class_of(size), tightest, "size {size}");
+            assert_eq!(class_by_formula(size), tightest, "size {size}");
         }
     }
 
@@ -550,17 +554,24 @@ mod tests {
     }
 
     #[test]
-    fn aligned_requests_land_on_aligned_classes() {
-        for align_shift in 3..=PAGE_SHIFT {
+    fn aligned_requests_land_on_the_tightest_aligned_class() {
+        for align_shift in 0..=PAGE_SHIFT {
             let align = 1 << align_shift;
-            for size in (1..=MAX_SMALL).step_by(7) {
+            // The classes whose size is a multiple of `align` (up to 8 B every class is: the
+            // alignment C's and Rust's small requests get anyway).
+            let aligned: std::vec::Vec<usize> = (1..NUM_CLASSES)
+                .filter(|&c| align <= 8 || size_of(c).is_multiple_of(align))
+                .collect();
+            for size in 0..=MAX_SMALL {
                 let c = class_for(size, align);
-                if c == 0 {
-                    assert!(size.next_multiple_of(align) > MAX_SMALL);
-                    continue;
+                let tightest = aligned
+                    .iter()
+                    .copied()
+                    .find(|&d| size_of(d) >= size.max(1).next_multiple_of(align));
+                match tightest {
+                    Some(t) => assert_eq!(c, t, "size {size} align {align}"),
+                    None => assert_eq!(c, 0, "size {size} align {align}"),
                 }
-                assert!(size_of(c) >= size);
-                assert_eq!(size_of(c) % align, 0, "size {size} align {align}");
             }
         }
         assert_eq!(class_for(100, PAGE * 2), 0);
