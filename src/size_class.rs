@@ -345,13 +345,15 @@ pub fn c_grown_request(c: usize, size: usize) -> usize {
 }
 
 /// The class for a request with an alignment (a power of two), or 0 when it must be served
-/// as a whole span (too large, or aligned beyond a page).
+/// as a whole span (too large, aligned beyond a page, or aligned and smaller as a span).
 ///
 /// Rounding the size up to the alignment lands on a class whose size is a multiple of it up to
 /// 64 B (classes up to 1 KiB in `(2^k, 2^(k+1)]` are multiples of `2^(k-3)`, those above it
 /// multiples of 64), and spans start on page boundaries, so every object of the class is
 /// aligned. Above 1 KiB an alignment of 128 B or more takes the power-of-two class at or above
-/// the rounded size (the others are odd multiples of 64: [`LINE_OFFSET`]).
+/// the rounded size (the others are odd multiples of 64: [`LINE_OFFSET`]), or a whole span
+/// (page-aligned, whole 8 KiB pages) when that is smaller: `posix_memalign(4096, 20 KiB)` takes
+/// 24 KiB of pages, not the 32 KiB class.
 #[inline(always)]
 pub const fn class_for(size: usize, align: usize) -> usize {
     // The common case first, in two compares and a table load.
@@ -386,9 +388,18 @@ const fn class_for_rest_inlined(size: usize, align: usize) -> usize {
         return 0;
     }
     let c = class_of(rounded);
-    if align > LINE_OFFSET && !(CLASS_SIZE[c] as usize).is_multiple_of(align) {
-        // `rounded` is above 1 KiB here; its power of two is at most `MAX_SMALL`.
-        return class_of(rounded.next_power_of_two());
+    if align <= LINE_OFFSET || rounded <= ODD_LINES_ABOVE {
+        return c;
+    }
+    // Above 1 KiB only the powers of two are multiples of 128; `rounded`'s is at most
+    // `MAX_SMALL`.
+    let c = if (CLASS_SIZE[c] as usize).is_multiple_of(align) {
+        c
+    } else {
+        class_of(rounded.next_power_of_two())
+    };
+    if rounded.next_multiple_of(PAGE) < CLASS_SIZE[c] as usize {
+        return 0;
     }
     c
 }
@@ -564,13 +575,22 @@ mod tests {
                 .collect();
             for size in 0..=MAX_SMALL {
                 let c = class_for(size, align);
-                let tightest = aligned
-                    .iter()
-                    .copied()
-                    .find(|&d| size_of(d) >= size.max(1).next_multiple_of(align));
+                let rounded = size.max(1).next_multiple_of(align);
+                let tightest = aligned.iter().copied().find(|&d| size_of(d) >= rounded);
+                // Above 1 KiB an aligned request (128 B or more) takes whole pages when they
+                // hold less than its tightest class.
+                let span_smaller = |t: usize| {
+                    align > 64 && rounded > 1024 && rounded.next_multiple_of(PAGE) < size_of(t)
+                };
                 match tightest {
-                    Some(t) => assert_eq!(c, t, "size {size} align {align}"),
-                    None => assert_eq!(c, 0, "size {size} align {align}"),
+                    Some(t) if !span_smaller(t) => {
+                        assert_eq!(c, t, "size {size} align {align}");
+                        assert!(
+                            rounded <= 64 || size_of(c) <= 2 * rounded,
+                            "size {size} align {align}: more than twice the rounded size"
+                        );
+                    }
+                    _ => assert_eq!(c, 0, "size {size} align {align}"),
                 }
             }
         }
