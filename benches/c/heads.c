@@ -33,21 +33,16 @@
 /* An L1D of 32 KiB, 8-way: 64 sets of 64-byte lines. */
 enum { LINE = 64, L1_SETS = 64 };
 
-/* How many of `sets` sets the first lines fall in, and the most in one. */
-static void coverage(uint64_t **obj, size_t n, size_t sets, size_t *used, size_t *most) {
-    size_t *per_set = calloc(sets, sizeof *per_set);
-    if (!per_set) {
-        fprintf(stderr, "heads: out of memory\n");
-        exit(1);
-    }
+/* How many of the L1's sets the objects' first lines fall in, and the most in one. */
+static void coverage(uint64_t **obj, size_t n, size_t *used, size_t *most) {
+    size_t per_set[L1_SETS] = {0};
     for (size_t i = 0; i < n; i++)
-        per_set[((uintptr_t)obj[i] / LINE) % sets]++;
+        per_set[((uintptr_t)obj[i] / LINE) % L1_SETS]++;
     *used = *most = 0;
-    for (size_t s = 0; s < sets; s++) {
+    for (size_t s = 0; s < L1_SETS; s++) {
         *used += per_set[s] != 0;
         *most = per_set[s] > *most ? per_set[s] : *most;
     }
-    free(per_set);
 }
 
 int main(int argc, char **argv) {
@@ -80,7 +75,7 @@ int main(int argc, char **argv) {
         order[j] = t;
     }
     size_t l1, l1_most;
-    coverage(obj, n, L1_SETS, &l1, &l1_most);
+    coverage(obj, n, &l1, &l1_most);
 
     struct timespec a, b;
     uint64_t sum = 0;
