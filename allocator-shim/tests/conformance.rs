@@ -637,27 +637,19 @@ fn per_mode_and_options(
 
 /// True when two pinned threads' rseq slabs differ for certain in `mode` with `options`: an
 /// rseq mode (glibc or own), slabs by CPU (`membarrier=off`; with `mm_cid` the kernel may swap
-/// two threads' ids), and CPUs 0 and 1 both usable by this process (its `Cpus_allowed_list`,
-/// e.g. "0-1,4"), where the programs pin their two threads.
+/// two threads' ids), and CPUs 0 and 1 both in this process's affinity mask (which the
+/// programs inherit), where they pin their two threads.
 fn two_slabs_for_certain(mode: &str, options: &str) -> bool {
     static PINNABLE: OnceLock<bool> = OnceLock::new();
     let pinnable = *PINNABLE.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let list = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap_or("");
-        let allowed = |cpu: usize| {
-            list.trim().split(',').any(|range| {
-                let mut ends = range.split('-').map(|n| n.trim().parse::<usize>());
-                match (ends.next(), ends.next()) {
-                    (Some(Ok(lo)), None) => cpu == lo,
-                    (Some(Ok(lo)), Some(Ok(hi))) => (lo..=hi).contains(&cpu),
-                    _ => false,
-                }
-            })
-        };
-        allowed(0) && allowed(1)
+        // SAFETY: a zeroed `cpu_set_t` is an empty set; `sched_getaffinity` writes at most its
+        // size, and `CPU_ISSET` reads the set it filled.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0
+                && libc::CPU_ISSET(0, &set)
+                && libc::CPU_ISSET(1, &set)
+        }
     });
     pinnable && options == "membarrier=off" && matches!(mode, "glibc" | "own")
 }
