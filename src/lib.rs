@@ -683,9 +683,9 @@ pub unsafe fn free(ptr: *mut u8) {
 pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     let _g = guard::enter("realloc");
     // The common case in a few instructions: a small block whose class is the class of
-    // `size` or one C class above it stays where it is (a buffer grown a few bytes at a time
-    // mostly does); one that must change class moves without a second page-map lookup and
-    // check — one class further up than `size` needs when it grew by one class
+    // `size`, or that `size` fills at least half of, stays where it is (a buffer grown a few
+    // bytes at a time mostly does); one that must change class moves without a second
+    // page-map lookup and check — with a quarter of headroom when it grows
     // (`size_class::c_grown_request`), else to `size`'s own class.
     // (Null needs no test of its own: no page of a small class is at address 0, so null goes
     // to `realloc_inner`, which allocates.)
@@ -809,7 +809,7 @@ unsafe fn realloc_move_small<const TAG: bool>(
     who: &str,
 ) -> *mut u8 {
     let old_usable = size_of(c);
-    // A C block moved to grow gets one class of headroom (`c_grown_request` says why; only C,
+    // A C block moved to grow gets a quarter of headroom (`c_grown_request` says why; only C,
     // whose `free` finds the class in the page map).
     let request = if TAG && size > old_usable && size <= MAX_SMALL {
         size_class::c_grown_request(c, size)

@@ -11,11 +11,13 @@
  *   large  256 KiB -> 16 MiB in 4 KiB steps (page spans growing into huge mappings)
  *   small  16 B -> 256 KiB in 16 B steps (through the size classes)
  *   steps  8 B -> 64 KiB in 8 B steps (a C buffer grown a few bytes at a time: issue 12)
+ * and one block shrunk the same way:
+ *   shrink 64 KiB -> 16 B in 16 B steps (kept in place down to half its size: issue 12)
  * A run stops early once it has moved `cap` times (argv[1], default 2000), so a quadratic
  * allocator fails fast; it prints "<run>: moves=<n> reallocs=<n> reached=<bytes>
  * copied=<bytes>".
  *
- * usage: growth [cap]     prints the four lines, then "growth done mode=<mode>" */
+ * usage: growth [cap]     prints the five lines, then "growth done mode=<mode>" */
 #include "conf.h"
 
 static long cap = 2000;
@@ -61,6 +63,37 @@ static void grow(const char *name, size_t from, size_t to, size_t step) {
              copied);
 }
 
+/* One block shrunk by realloc in fixed steps, from `from` bytes down to `to`, every byte a
+ * function of its offset and checked at the end (contents kept across every move). A block
+ * stays in place down to half its size, so it moves about once per halving. */
+static void shrink(const char *name, size_t from, size_t to, size_t step) {
+    unsigned char *p = malloc(from);
+    CHECK(p);
+    for (size_t i = 0; i < from; i++) p[i] = (unsigned char)(i * 7 + 1);
+    size_t size = from;
+    long moves = 0, reallocs = 0;
+    size_t copied = 0;
+    while (size > to && moves < cap) {
+        size_t next = size - step;
+        unsigned char *q = realloc(p, next);
+        CHECKF(q != NULL, "%s: realloc to %zu failed", name, next);
+        reallocs++;
+        if (q != p) {
+            moves++;
+            copied += next;
+            CHECKF(q[next - 1] == (unsigned char)((next - 1) * 7 + 1),
+                   "%s: byte %zu lost in a move", name, next - 1);
+        }
+        p = q;
+        size = next;
+    }
+    for (size_t i = 0; i < size; i++)
+        CHECKF(p[i] == (unsigned char)(i * 7 + 1), "%s: byte %zu lost", name, i);
+    free(p);
+    conf_say("%s: moves=%ld reallocs=%ld reached=%zu copied=%zu\n", name, moves, reallocs, size,
+             copied);
+}
+
 int main(int argc, char **argv) {
     conf_init("growth", 60);
     if (argc > 1) cap = atol(argv[1]);
@@ -68,6 +101,7 @@ int main(int argc, char **argv) {
     grow("large", (size_t)256 << 10, (size_t)16 << 20, 4096);
     grow("small", 16, (size_t)256 << 10, 16);
     grow("steps", 8, (size_t)64 << 10, 8);
+    shrink("shrink", (size_t)64 << 10, 16, 16);
     conf_say("growth done mode=%s\n", conf_mode());
     return 0;
 }
