@@ -820,7 +820,12 @@ unsafe fn realloc_move_small<const TAG: bool>(
         TAG || request == size,
         "a Rust block must keep its size's class"
     );
-    let new = alloc_inner::<TAG>(request, align);
+    let mut new = alloc_inner::<TAG>(request, align);
+    if new.is_null() && request != size {
+        // No memory for the headroom (an address-space limit): the exact size may still fit,
+        // as the large path's margin falls back too (`alloc_large_with`).
+        new = alloc_inner::<TAG>(size, align);
+    }
     if !new.is_null() {
         // SAFETY: both blocks are live and distinct; we copy what both can hold; the caller
         // checked the old block, so it is freed without a second lookup.

@@ -4,7 +4,8 @@
  * With the limit (argv[1]: "as" for RLIMIT_AS, "data" for RLIMIT_DATA) set 512 MiB above the
  * process's current use:
  *  1. fill with 100-byte blocks (chained through their first word) until malloc returns NULL,
- *     which must come with errno ENOMEM (no crash, no abort);
+ *     which must come with errno ENOMEM (no crash, no abort); then (1b) realloc of a 4 KiB block
+ *     to 4,097 B, whose class has a free object kept from before the fill, must succeed;
  *  2. free them all, malloc_trim(0);
  *  3. malloc(256 MiB) must succeed (glibc: yes); the largest block obtainable is found by
  *     bisection to 1 MiB and printed (glibc gets over 400 MiB);
@@ -122,8 +123,26 @@ int main(int argc, char **argv) {
     }
     free(grow);
 
+    /* For 1b: a 4 KiB block, and a free object of the class 4,097 B maps to whose span stays
+     * (a live neighbour), so that class has room when nothing else has. */
+    char *old4k = malloc(4096), *neighbour = malloc(4097), *spare = malloc(4097);
+    CHECK(old4k && neighbour && spare);
+    memset(old4k, 0x4b, 4096);
+    free(spare);
+
     long blocks = 0;
-    free_chain(fill_until_null(hundred, &blocks));
+    void *chain = fill_until_null(hundred, &blocks);
+    /* 1b. With nothing left for a new span, a block grown by realloc into a class that has a
+     * free object must still move there: the headroom realloc asks for (a class whose span
+     * cannot be made now) is not required. */
+    errno = 0;
+    char *grown = realloc(old4k, 4097);
+    CHECKF(grown != NULL, "realloc(4 KiB block, 4097) failed with the heap full (errno %d)",
+           errno);
+    for (size_t i = 0; i < 4096; i++) CHECKF(grown[i] == 0x4b, "realloc lost byte %zu", i);
+    free(grown);
+    free(neighbour);
+    free_chain(chain);
     malloc_trim(0);
     size_t after_small = largest();
     void *big = malloc(256 * MiB);
