@@ -20,6 +20,8 @@
  * usage: growth [cap]     prints the five lines, then "growth done mode=<mode>" */
 #include "conf.h"
 
+#include <malloc.h>
+
 static long cap = 2000;
 
 static void grow(const char *name, size_t from, size_t to, size_t step) {
@@ -63,14 +65,17 @@ static void grow(const char *name, size_t from, size_t to, size_t step) {
              copied);
 }
 
-/* One block shrunk by realloc in fixed steps, from `from` bytes down to `to`, every byte a
- * function of its offset and checked at the end (contents kept across every move). A block
- * stays in place down to half its size, so it moves about once per halving. */
+/* One block shrunk by realloc in fixed steps, from `from` bytes down to `to` (`from - to` a
+ * multiple of `step`), every byte a function of its offset and checked at the end (contents
+ * kept across every move). A block stays in place down to half its size, so it moves about
+ * once per halving and never holds more than about twice what was asked: "slack" is the
+ * largest malloc_usable_size seen over the size asked, in percent. */
 static void shrink(const char *name, size_t from, size_t to, size_t step) {
+    CHECK(from >= to && (from - to) % step == 0);
     unsigned char *p = malloc(from);
     CHECK(p);
     for (size_t i = 0; i < from; i++) p[i] = (unsigned char)(i * 7 + 1);
-    size_t size = from;
+    size_t size = from, slack = 100;
     long moves = 0, reallocs = 0;
     size_t copied = 0;
     while (size > to && moves < cap) {
@@ -86,12 +91,14 @@ static void shrink(const char *name, size_t from, size_t to, size_t step) {
         }
         p = q;
         size = next;
+        size_t held = malloc_usable_size(p) * 100 / size;
+        if (held > slack) slack = held;
     }
     for (size_t i = 0; i < size; i++)
         CHECKF(p[i] == (unsigned char)(i * 7 + 1), "%s: byte %zu lost", name, i);
     free(p);
-    conf_say("%s: moves=%ld reallocs=%ld reached=%zu copied=%zu\n", name, moves, reallocs, size,
-             copied);
+    conf_say("%s: moves=%ld reallocs=%ld reached=%zu copied=%zu slack=%zu\n", name, moves,
+             reallocs, size, copied, slack);
 }
 
 int main(int argc, char **argv) {
