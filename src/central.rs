@@ -266,6 +266,16 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32) -> usize {
                 CLASS_PAGES[c]
             };
             s = heap.alloc_span(pages as usize, PAGE, c, SpanState::Small);
+            if s.is_null() && pages > CLASS_PAGES_SMALL_HEAP[c] {
+                // No run that long (an address-space limit, the heap full): the class's
+                // shortest span may still fit where only short runs are free.
+                s = heap.alloc_span(
+                    CLASS_PAGES_SMALL_HEAP[c] as usize,
+                    PAGE,
+                    c,
+                    SpanState::Small,
+                );
+            }
             if s.is_null() {
                 break;
             }

@@ -5,7 +5,9 @@
  * process's current use:
  *  1. fill with 100-byte blocks (chained through their first word) until malloc returns NULL,
  *     which must come with errno ENOMEM (no crash, no abort); then (1b) realloc of a 4 KiB block
- *     to 4,097 B, whose class has a free object kept from before the fill, must succeed;
+ *     to 4,097 B, whose class has a free object kept from before the fill, must succeed, and
+ *     (1c) after a page-aligned 40 KiB block is freed, malloc(100) must succeed from its
+ *     pages;
  *  2. free them all, malloc_trim(0);
  *  3. malloc(256 MiB) must succeed (glibc: yes); the largest block obtainable is found by
  *     bisection to 1 MiB and printed (glibc gets over 400 MiB);
@@ -129,6 +131,12 @@ int main(int argc, char **argv) {
     CHECK(old4k && neighbour && spare);
     memset(old4k, 0x4b, 4096);
     free(spare);
+    /* For 1c: a page-aligned 40 KiB block (whole pages) between two others, whose five pages
+     * come free after the fill. */
+    void *left = NULL, *hole = NULL, *right = NULL;
+    CHECK(posix_memalign(&left, 8192, 40 << 10) == 0);
+    CHECK(posix_memalign(&hole, 8192, 40 << 10) == 0);
+    CHECK(posix_memalign(&right, 8192, 40 << 10) == 0);
 
     long blocks = 0;
     void *chain = fill_until_null(hundred, &blocks);
@@ -142,6 +150,15 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < 4096; i++) CHECKF(grown[i] == 0x4b, "realloc lost byte %zu", i);
     free(grown);
     free(neighbour);
+    /* 1c. With only a short run free (the 40 KiB block's pages), small objects of a class whose
+     * spans are longer than that must still be served, from a shorter span. */
+    free(hole);
+    errno = 0;
+    void *after_hole = malloc(100);
+    CHECKF(after_hole != NULL, "malloc(100) failed with a 40 KiB run free (errno %d)", errno);
+    free(after_hole);
+    free(left);
+    free(right);
     free_chain(chain);
     malloc_trim(0);
     size_t after_small = largest();
