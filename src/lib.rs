@@ -750,7 +750,12 @@ unsafe fn realloc_inner<const TAG: bool>(
                 reject_large(s, ptr, who);
             }
             let usable = (*s).usable;
-            if align <= PAGE && size > MAX_SMALL {
+            // A C block of whole pages shrunk to a small size stays too while it keeps more
+            // than half its pages, as a small block does (`size_class::c_request_fits`); a
+            // Rust block must move, since its `dealloc` takes a small size's class from the
+            // layout.
+            let c_small_shrink = TAG && size <= MAX_SMALL && (*s).state == SpanState::Large;
+            if align <= PAGE && (size > MAX_SMALL || c_small_shrink) {
                 let pages = size.div_ceil(PAGE);
                 match (*s).state {
                     // Within the span (its growth margin kept unless it shrinks by more than
@@ -758,7 +763,11 @@ unsafe fn realloc_inner<const TAG: bool>(
                     SpanState::Large if pages <= (*s).pages && pages * 2 > (*s).pages => {
                         return ptr;
                     }
-                    SpanState::Large if size < HUGE_MIN && heap.resize_in_place(s, pages) => {
+                    SpanState::Large
+                        if size > MAX_SMALL
+                            && size < HUGE_MIN
+                            && heap.resize_in_place(s, pages) =>
+                    {
                         (*s).usable = (*s).bytes();
                         return ptr;
                     }

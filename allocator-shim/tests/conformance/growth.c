@@ -13,11 +13,13 @@
  *   steps  8 B -> 64 KiB in 8 B steps (a C buffer grown a few bytes at a time: issue 12)
  * and one block shrunk the same way:
  *   shrink 64 KiB -> 16 B in 16 B steps (kept in place down to half its size: issue 12)
+ *   large-shrink 300 KiB -> 4 KiB in 4 KiB steps (whole pages kept down to half, past the
+ *          largest size class too)
  * A run stops early once it has moved `cap` times (argv[1], default 2000), so a quadratic
  * allocator fails fast; it prints "<run>: moves=<n> reallocs=<n> reached=<bytes>
  * copied=<bytes>".
  *
- * usage: growth [cap]     prints the five lines, then "growth done mode=<mode>" */
+ * usage: growth [cap]     prints the six lines, then "growth done mode=<mode>" */
 #include "conf.h"
 
 #include <malloc.h>
@@ -109,6 +111,7 @@ int main(int argc, char **argv) {
     grow("small", 16, (size_t)256 << 10, 16);
     grow("steps", 8, (size_t)64 << 10, 8);
     shrink("shrink", (size_t)64 << 10, 16, 16);
+    shrink("large-shrink", (size_t)300 << 10, 4096, 4096);
     conf_say("growth done mode=%s\n", conf_mode());
     return 0;
 }
