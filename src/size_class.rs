@@ -339,9 +339,8 @@ const fn c_table_class(size: usize) -> usize {
 /// steps that follow stay. The cost: a block that grew by a step holds up to a quarter (plus
 /// the class rounding, which dominates for the smallest classes: 17 B lands in 32 B) more
 /// than it needs until it is freed or shrunk below half. When the headroom cannot be had
-/// (no memory), `realloc` asks for `size` alone. C only:
-/// Rust's `dealloc` takes the class from the layout's size, so a Rust block must stay in the
-/// class its size maps to.
+/// (no memory), `realloc` asks for `size` alone. C only: Rust's `dealloc` takes the class
+/// from the layout's size, so a Rust block must stay in the class its size maps to.
 #[inline]
 pub fn c_grown_request(c: usize, size: usize) -> usize {
     debug_assert!(size <= MAX_SMALL && size > size_of(c));
@@ -478,7 +477,7 @@ mod tests {
                     .expect("a class holds MAX_SMALL");
                 assert_eq!(g, tightest, "class {c}, size {size}");
                 // Headroom, not more: past the 16-B-spaced classes a class step is at most
-                // 12.5 %, so the new block holds at most 1.25 × 1.125 of what it needs.
+                // 12.5 %, so the new block holds at most 12.5 % above max(size, old × 1.25).
                 if old >= 128 {
                     assert!(
                         size_of(g) * 1000 <= size.max(old + old / 4) * 1125 + 1000,

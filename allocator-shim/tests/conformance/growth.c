@@ -17,7 +17,7 @@
  *          largest size class too)
  * A run stops early once it has moved `cap` times (argv[1], default 2000), so a quadratic
  * allocator fails fast; it prints "<run>: moves=<n> reallocs=<n> reached=<bytes>
- * copied=<bytes>".
+ * copied=<bytes>" (and, for the shrink runs, "slack=<percent>").
  *
  * usage: growth [cap]     prints the six lines, then "growth done mode=<mode>" */
 #include "conf.h"
