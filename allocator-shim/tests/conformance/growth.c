@@ -26,21 +26,36 @@
 
 static long cap = 2000;
 
+/* A run's counts: reallocs, moves among them, and the bytes the moves copied. */
+struct counts {
+    long moves, reallocs;
+    size_t copied;
+};
+
+/* realloc(p, next) of a block holding `size` bytes, counted in `c` (a move copies the smaller
+ * of the two sizes); aborts on NULL. */
+static unsigned char *resize(const char *name, unsigned char *p, size_t size, size_t next,
+                             struct counts *c) {
+    unsigned char *q = realloc(p, next);
+    CHECKF(q != NULL, "%s: realloc to %zu failed", name, next);
+    c->reallocs++;
+    if (q != p) {
+        c->moves++;
+        c->copied += size < next ? size : next;
+    }
+    return q;
+}
+
 static void grow(const char *name, size_t from, size_t to, size_t step) {
     unsigned char *p = malloc(from);
     CHECK(p);
     memset(p, 0x33, from);
     size_t size = from;
-    long moves = 0, reallocs = 0;
-    size_t copied = 0;
-    while (size < to && moves < cap) {
+    struct counts c = {0};
+    while (size < to && c.moves < cap) {
         size_t next = size + step;
-        unsigned char *q = realloc(p, next);
-        CHECKF(q != NULL, "%s: realloc to %zu failed", name, next);
-        reallocs++;
+        unsigned char *q = resize(name, p, size, next, &c);
         if (q != p) {
-            moves++;
-            copied += size;
             /* The first bytes and the last marker survived the move. */
             CHECK(q[0] == 0x33);
             if (size > from) {
@@ -63,8 +78,8 @@ static void grow(const char *name, size_t from, size_t to, size_t step) {
     }
     for (size_t i = 0; i < from; i++) CHECK(p[i] == 0x33);
     free(p);
-    conf_say("%s: moves=%ld reallocs=%ld reached=%zu copied=%zu\n", name, moves, reallocs, size,
-             copied);
+    conf_say("%s: moves=%ld reallocs=%ld reached=%zu copied=%zu\n", name, c.moves, c.reallocs,
+             size, c.copied);
 }
 
 /* One block shrunk by realloc in fixed steps, from `from` bytes down to `to` (`from - to` a
@@ -78,19 +93,13 @@ static void shrink(const char *name, size_t from, size_t to, size_t step) {
     CHECK(p);
     for (size_t i = 0; i < from; i++) p[i] = (unsigned char)(i * 7 + 1);
     size_t size = from, slack = 100;
-    long moves = 0, reallocs = 0;
-    size_t copied = 0;
-    while (size > to && moves < cap) {
+    struct counts c = {0};
+    while (size > to && c.moves < cap) {
         size_t next = size - step;
-        unsigned char *q = realloc(p, next);
-        CHECKF(q != NULL, "%s: realloc to %zu failed", name, next);
-        reallocs++;
-        if (q != p) {
-            moves++;
-            copied += next;
+        unsigned char *q = resize(name, p, size, next, &c);
+        if (q != p)
             CHECKF(q[next - 1] == (unsigned char)((next - 1) * 7 + 1),
                    "%s: byte %zu lost in a move", name, next - 1);
-        }
         p = q;
         size = next;
         size_t held = malloc_usable_size(p) * 100 / size;
@@ -99,8 +108,8 @@ static void shrink(const char *name, size_t from, size_t to, size_t step) {
     for (size_t i = 0; i < size; i++)
         CHECKF(p[i] == (unsigned char)(i * 7 + 1), "%s: byte %zu lost", name, i);
     free(p);
-    conf_say("%s: moves=%ld reallocs=%ld reached=%zu copied=%zu slack=%zu\n", name, moves,
-             reallocs, size, copied, slack);
+    conf_say("%s: moves=%ld reallocs=%ld reached=%zu copied=%zu slack=%zu\n", name, c.moves,
+             c.reallocs, size, c.copied, slack);
 }
 
 int main(int argc, char **argv) {
