@@ -79,7 +79,7 @@ fn flush_if_pending() {
         flush_transfer();
         // The flush may have asked again (its own spans shrank the heap): it is done.
         FLUSH_PENDING.store(false, Ordering::Relaxed);
-        HEAP.lock().release_free(u64::MAX);
+        HEAP.lock().release_shrunk();
     }
 }
 

@@ -865,6 +865,7 @@ pub fn trim() -> usize {
     central::flush_transfer();
     let mut heap = HEAP.lock();
     heap.release_free(u64::MAX);
+    heap.note_trimmed();
     // Whole free chunks go back as address space too (an `RLIMIT_AS` program that freed
     // everything can then map a block of any size again).
     heap.unmap_free(page_heap::GROW_BYTES);

@@ -112,6 +112,10 @@ pub struct PageHeap {
     huge_policy: Option<HugePages>,
     /// High-water mark of `stats.small_spans` since the last release it triggered.
     small_peak: usize,
+    /// High-water mark of `stats.small_spans` over the process (lowered only by `trim`): three
+    /// quarters of it may stay resident after a shrinking heap's release
+    /// ([`PageHeap::release_shrunk`]).
+    small_high: usize,
     /// That release happened and nobody asked since (see [`PageHeap::take_shrunk`]).
     shrunk: bool,
     stats: HeapStats,
@@ -149,6 +153,7 @@ impl PageHeap {
             #[cfg(test)]
             huge_policy: None,
             small_peak: 0,
+            small_high: 0,
             shrunk: false,
             stats: HeapStats {
                 mapped: 0,
@@ -569,6 +574,7 @@ impl PageHeap {
             if state == SpanState::Small {
                 self.stats.small_spans += (*s).bytes();
                 self.small_peak = self.small_peak.max(self.stats.small_spans);
+                self.small_high = self.small_high.max(self.stats.small_spans);
             } else {
                 self.stats.large_in_use += (*s).bytes();
             }
@@ -616,7 +622,9 @@ impl PageHeap {
         if dirty_max == u64::MAX {
             // By default, in a process with more than one thread: when the small-object heap
             // has shrunk to three quarters of its high-water mark (and that mark was at least
-            // `DIRTY_FLOOR`), every free page goes back at once, as glibc trims its heaps when their top is freed. Class spans come
+            // `DIRTY_FLOOR`), the free pages go back at once down to a cushion
+            // ([`PageHeap::release_shrunk`]), as glibc trims its heaps when their top is freed.
+            // Class spans come
             // back only when every object in them has been freed, so this is a program whose
             // working set of small objects shrank — 64 threads that each allocate 4 MiB of
             // small objects, free them and exit — not one that churns at a steady size. Large
@@ -632,7 +640,7 @@ impl PageHeap {
                 && self.stats.small_spans < self.small_peak / 4 * 3
             {
                 self.small_peak = self.stats.small_spans;
-                self.release_free(u64::MAX);
+                self.release_shrunk();
                 self.shrunk = true;
             }
         } else if self.stats.dirty as u64 > dirty_max {
@@ -642,8 +650,48 @@ impl PageHeap {
         }
     }
 
-    /// True once after the small-object heap shrank enough for `free_span` to release every
-    /// free page: the central lists then empty their transfer stacks too, whose objects keep
+    /// The release of a shrinking small-object heap ([`PageHeap::free_span`]): free pages go
+    /// back to the OS until at most three quarters of the heap's high-water mark of small
+    /// spans stays resident in free runs; the decay releases that cushion later if nothing
+    /// takes it. Returns the bytes released.
+    ///
+    /// Without the cushion every free page went back, and again at each later step of three
+    /// quarters down: a program whose threads free everything and exit (64 threads of 4 MiB
+    /// each, the conformance suite's `kind15`) kept 23–33 MB against glibc's 302 MB, but one
+    /// that starts new threads at once to allocate as much again faulted every page back in:
+    /// Node.js with rounds of 8 worker threads (`worker_threads`, 20,000 buffers of up to 9 KB
+    /// each) took 9.2–9.5 s and 2.8 million page faults against glibc's 6.7–6.8 s and 1.0
+    /// million. With a cushion of half the mark 7.5–7.8 s and 1.7 million; with three
+    /// quarters 6.4 s and 1.0 million, at the same peak RSS, while the 64 threads leave 89–137
+    /// MB (docs/benchmarks.md, "Session 28").
+    pub fn release_shrunk(&mut self) -> usize {
+        let keep = self.small_high / 4 * 3;
+        let mut released = 0;
+        let mut lists = (1..=MAX_LISTED).map(Some).chain(core::iter::once(None));
+        while self.stats.dirty > keep {
+            let Some(n) = lists.next() else { break };
+            let mut s = match n {
+                Some(n) => self.by_len[n].first(),
+                None => self.long.first(),
+            };
+            while !s.is_null() && self.stats.dirty > keep {
+                released += self.release_span(s);
+                // SAFETY: `s` is still a valid listed span (releasing keeps it listed).
+                s = unsafe { (*s).next };
+            }
+        }
+        released
+    }
+
+    /// After `trim` released every free page: the high-water mark that sizes the cushion of
+    /// [`PageHeap::release_shrunk`] starts again from the heap in use.
+    pub fn note_trimmed(&mut self) {
+        self.small_high = self.stats.small_spans;
+        self.small_peak = self.small_peak.min(self.small_high);
+    }
+
+    /// True once after the small-object heap shrank enough for `free_span` to release its
+    /// free pages: the central lists then empty their transfer stacks too, whose objects keep
     /// their spans from coming back.
     pub fn take_shrunk(&mut self) -> bool {
         core::mem::take(&mut self.shrunk)
@@ -1355,34 +1403,46 @@ mod tests {
     }
 
     #[test]
-    fn a_shrinking_small_object_heap_gives_its_free_pages_back_at_once() {
+    fn a_shrinking_small_object_heap_gives_its_free_pages_back_down_to_a_cushion() {
         let mut heap = PageHeap::new();
-        // 24 MiB of class spans, then the first quarter and a bit freed, one span at a time.
+        // 24 MiB of class spans (the high-water mark) and 64 MiB of large blocks.
         let spans: std::vec::Vec<_> = (0..384)
             .map(|_| heap.alloc_span(8, PAGE, 1, SpanState::Small))
             .collect();
         assert!(spans.iter().all(|s| !s.is_null()));
-        let mut fired_at = None;
-        for (i, &s) in spans.iter().enumerate().take(100) {
-            // SAFETY: live spans of this heap, each freed once.
-            unsafe { heap.free_span(s) };
-            if heap.take_shrunk() {
-                fired_at.get_or_insert(i);
-                assert_eq!(heap.stats().dirty, 0, "everything free was released");
-            }
-        }
-        // It fires once the heap is below three quarters of its peak (384 * 3 / 4 = 288 live).
-        assert_eq!(fired_at, Some(96));
-        // Large blocks never trigger it, however many come back.
         let big: std::vec::Vec<_> = (0..8)
             .map(|_| heap.alloc_span(1024, PAGE, 0, SpanState::Large))
             .collect();
+        // Large blocks never trigger it, however many come back: they wait for the decay.
         for s in big {
-            // SAFETY: as above.
+            // SAFETY: live spans of this heap, each freed once.
             unsafe { heap.free_span(s) };
             assert!(!heap.take_shrunk());
         }
         assert!(heap.stats().dirty >= 8 * 1024 * PAGE);
+        // Then the first quarter and a bit of the class spans, one span at a time.
+        let cushion = 384 * 8 * PAGE / 4 * 3;
+        let mut fired_at = None;
+        for (i, &s) in spans.iter().enumerate().take(100) {
+            // SAFETY: as above.
+            unsafe { heap.free_span(s) };
+            if heap.take_shrunk() {
+                fired_at.get_or_insert(i);
+                assert!(
+                    heap.stats().dirty <= cushion,
+                    "what is free went back down to three quarters of the high-water mark"
+                );
+            }
+        }
+        // It fires once the heap is below three quarters of its peak (384 * 3 / 4 = 288 live),
+        // and releases what stood above the cushion.
+        assert_eq!(fired_at, Some(96));
+        let free_then = (64 << 20) + 97 * 8 * PAGE;
+        assert!(heap.stats().released_total >= free_then - cushion);
+        // `trim` starts the mark again from the heap in use.
+        heap.release_free(u64::MAX);
+        heap.note_trimmed();
+        assert_eq!(heap.small_high, 284 * 8 * PAGE);
     }
 }
 

@@ -153,6 +153,22 @@ void free_aligned_sized(void *ptr, size_t alignment, size_t size) __attribute__(
 }
 #endif
 
+/* Fills `v` with small objects (16-240 B, each written) until they hold `bytes`; returns how
+ * many (at most bytes / 16): a thread's share of a small-object heap (thread_rss,
+ * thread_rounds). */
+static inline size_t conf_fill_small(rng_t *r, void **v, size_t bytes) {
+    size_t n = 0, total = 0;
+    while (total < bytes) {
+        size_t size = 16 + rng_below(r, 225);
+        v[n] = malloc(size);
+        CHECK(v[n]);
+        memset(v[n], 0x5a, size);
+        total += size;
+        n++;
+    }
+    return n;
+}
+
 /* free_sized / free_aligned_sized when the allocator has them, else free. */
 static inline void conf_free_sized(void *p, size_t size) {
     if (free_sized) free_sized(p, size);

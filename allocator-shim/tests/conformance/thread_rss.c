@@ -19,17 +19,9 @@ static void *worker(void *arg) {
     pthread_barrier_wait(&start);
     /* The objects' pointers in an array (malloc'd too), freed in allocation order: a program
      * walking its array of objects. */
-    size_t cap = BYTES / 16, n = 0, total = 0;
-    void **v = malloc(cap * sizeof *v);
+    void **v = malloc(BYTES / 16 * sizeof *v);
     CHECK(v);
-    while (total < BYTES) {
-        size_t size = 16 + rng_below(&r, 225);
-        v[n] = malloc(size);
-        CHECK(v[n]);
-        memset(v[n], 0x5a, size);
-        total += size;
-        n++;
-    }
+    size_t n = conf_fill_small(&r, v, BYTES);
     /* Every thread holds its 4 MiB before any frees: the peak is the same 256 MiB in every
      * run, whatever the scheduler lets overlap. */
     pthread_barrier_wait(&held);
