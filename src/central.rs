@@ -72,8 +72,8 @@ pub const SHARED_BUDGET: usize = 256 << 10;
 /// `PageHeap::take_shrunk`); whoever next leaves a class lock empties every transfer stack.
 static FLUSH_PENDING: AtomicBool = AtomicBool::new(false);
 
-/// Empties every transfer stack if the page heap asked for it, then releases the pages of the
-/// spans that came back (call with no class lock held).
+/// Empties every transfer stack if the page heap asked for it, then releases the free pages down
+/// to the shrinking heap's cushion (`PageHeap::release_shrunk`; call with no class lock held).
 fn flush_if_pending() {
     if FLUSH_PENDING.load(Ordering::Relaxed) && FLUSH_PENDING.swap(false, Ordering::Relaxed) {
         flush_transfer();

@@ -624,11 +624,10 @@ impl PageHeap {
             // has shrunk to three quarters of its high-water mark (and that mark was at least
             // `DIRTY_FLOOR`), the free pages go back at once down to a cushion
             // ([`PageHeap::release_shrunk`]), as glibc trims its heaps when their top is freed.
-            // Class spans come
-            // back only when every object in them has been freed, so this is a program whose
-            // working set of small objects shrank — 64 threads that each allocate 4 MiB of
-            // small objects, free them and exit — not one that churns at a steady size. Large
-            // blocks, which come and go one at a time, wait for the decay: on the runner's
+            // Class spans come back only when every object in them has been freed, so this is a
+            // program whose working set of small objects shrank — 64 threads that each allocate
+            // 4 MiB of small objects, free them and exit — not one that churns at a steady size.
+            // Large blocks, which come and go one at a time, wait for the decay: on the runner's
             // `large-objects` (8 live blocks of 64 KiB–8 MiB) releasing whenever the free
             // pages exceeded twice the heap in use took 2.5 s and 650,000 page faults instead
             // of 0.1 s and 14,000. A single-threaded program that shrinks (the runner's batch,
@@ -662,8 +661,8 @@ impl PageHeap {
     /// Node.js with rounds of 8 worker threads (`worker_threads`, 20,000 buffers of up to 9 KB
     /// each) took 9.2–9.5 s and 2.8 million page faults against glibc's 6.7–6.8 s and 1.0
     /// million. With a cushion of half the mark 7.5–7.8 s and 1.7 million; with three
-    /// quarters 6.4 s and 1.0 million, at the same peak RSS, while the 64 threads leave 89–137
-    /// MB (docs/benchmarks.md, "Session 28").
+    /// quarters 6.4 s and 1.0 million, at the same peak RSS, while the 64 threads leave 95–105
+    /// MiB (medians of 7 runs; docs/benchmarks.md, "Session 28").
     pub fn release_shrunk(&mut self) -> usize {
         let keep = self.small_high / 4 * 3;
         let mut released = 0;
