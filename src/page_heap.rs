@@ -665,21 +665,7 @@ impl PageHeap {
     /// MiB (medians of 7 runs; docs/benchmarks.md, "Session 28").
     pub fn release_shrunk(&mut self) -> usize {
         let keep = self.small_high / 4 * 3;
-        let mut released = 0;
-        let mut lists = (1..=MAX_LISTED).map(Some).chain(core::iter::once(None));
-        while self.stats.dirty > keep {
-            let Some(n) = lists.next() else { break };
-            let mut s = match n {
-                Some(n) => self.by_len[n].first(),
-                None => self.long.first(),
-            };
-            while !s.is_null() && self.stats.dirty > keep {
-                released += self.release_span(s);
-                // SAFETY: `s` is still a valid listed span (releasing keeps it listed).
-                s = unsafe { (*s).next };
-            }
-        }
-        released
+        self.release_runs(|heap| heap.stats.dirty <= keep, |_| true)
     }
 
     /// After `trim` released every free page: the high-water mark that sizes the cushion of
@@ -974,26 +960,33 @@ impl PageHeap {
     /// Hands the pages of free spans back to the OS: those freed at or before `cutoff_ms`
     /// (`u64::MAX` for all). Returns the bytes released.
     pub fn release_free(&mut self, cutoff_ms: u64) -> usize {
+        // SAFETY: `s` is a listed free span (its record is valid).
+        self.release_runs(|_| false, |s| unsafe { (*s).freed_at_ms } <= cutoff_ms)
+    }
+
+    /// Releases the free spans that `pick` chooses, exact-length lists first, then the long
+    /// runs, until `done` says the heap is done. Returns the bytes released.
+    fn release_runs(
+        &mut self,
+        done: impl Fn(&Self) -> bool,
+        mut pick: impl FnMut(*mut Span) -> bool,
+    ) -> usize {
         let mut released = 0;
-        let mut visit = |heap: &mut PageHeap, s: *mut Span| {
-            // SAFETY: `s` is a listed free span (its record is valid).
-            if unsafe { (*s).freed_at_ms } <= cutoff_ms {
-                released += heap.release_span(s);
-            }
-        };
-        for n in 1..=MAX_LISTED {
-            let mut s = self.by_len[n].first();
+        for n in (1..=MAX_LISTED).map(Some).chain(core::iter::once(None)) {
+            let mut s = match n {
+                Some(n) => self.by_len[n].first(),
+                None => self.long.first(),
+            };
             while !s.is_null() {
-                visit(self, s);
-                // SAFETY: `s` is still a valid listed span.
+                if done(self) {
+                    return released;
+                }
+                if pick(s) {
+                    released += self.release_span(s);
+                }
+                // SAFETY: `s` is still a valid listed span (releasing keeps it listed).
                 s = unsafe { (*s).next };
             }
-        }
-        let mut s = self.long.first();
-        while !s.is_null() {
-            visit(self, s);
-            // SAFETY: as above.
-            s = unsafe { (*s).next };
         }
         released
     }

@@ -166,7 +166,14 @@ fn report(test: &str, failures: Vec<String>) {
     }
 }
 
-/// The checked library in each mode.
+/// Field `key` of a program's output line (`key=value` among its words), parsed.
+fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))?
+        .parse()
+        .ok()
+}
+
 /// glibc's malloc, then the release build (what users get) in the three modes.
 fn glibc_and_release_modes() -> [Under<'static>; 4] {
     let so = libs().release.as_path();
@@ -178,6 +185,7 @@ fn glibc_and_release_modes() -> [Under<'static>; 4] {
     ]
 }
 
+/// The checked library in each mode.
 fn modes() -> impl Iterator<Item = Under<'static>> {
     let so = libs().checked.as_path();
     MODES.into_iter().map(move |m| Under::Ours(so, m))
@@ -880,12 +888,7 @@ fn kind09_realloc_growth_moves_are_logarithmic() {
                 .find(|l| l.starts_with(&format!("{run}: ")))
                 .unwrap_or("")
         };
-        let field = |line: &str, key: &str| -> u64 {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(u64::MAX)
-        };
+        let field = |line: &str, key: &str| -> u64 { field(line, key).unwrap_or(u64::MAX) };
         for (run, key, bound) in at_most {
             let line = line(run);
             if field(line, key) > bound {
@@ -996,9 +999,7 @@ fn rss_growth(out: &Output, mode: &str) -> Result<i64, String> {
     let so = check_ok(out, "thread_rss", "thread_rss growth=", mode)?;
     so.lines()
         .last()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|w| w.strip_prefix("growth="))
-        .and_then(|v| v.parse().ok())
+        .and_then(|l| field(l, "growth"))
         .ok_or_else(|| format!("thread_rss [{mode}]: cannot parse {so:?}"))
 }
 
@@ -1061,14 +1062,6 @@ fn threads_that_exit_round_after_round_do_not_fault_the_heap_back_in() {
     // build before: 73-76 % of the first round's faults in every mode (glibc's malloc about
     // 48 %); this one 6-13 %. The release build: what users get.
     let bin = program("thread_rounds");
-    let parse = |so: &str, key: &str| -> Option<i64> {
-        so.lines()
-            .last()?
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))?
-            .parse()
-            .ok()
-    };
     let mut failures = Vec::new();
     for u in glibc_and_release_modes() {
         let out = run_under(&bin, &[], u, 120, &[]);
@@ -1079,7 +1072,9 @@ fn threads_that_exit_round_after_round_do_not_fault_the_heap_back_in() {
                 continue;
             }
         };
-        let (Some(first), Some(later)) = (parse(&so, "first="), parse(&so, "later=")) else {
+        let last = so.lines().last().unwrap_or("");
+        let (Some(first), Some(later)) = (field::<i64>(last, "first"), field::<i64>(last, "later"))
+        else {
             failures.push(format!("thread_rounds [{}]: cannot parse {so:?}", u.name()));
             continue;
         };
