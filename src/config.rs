@@ -66,7 +66,8 @@ pub struct Options {
     pub rseq: bool,
     /// Free pages are returned to the OS after this many ms (`decay_ms`, 0 = at once).
     pub decay_ms: u64,
-    /// Upper bound of one per-CPU cache in bytes (`cpu_cache_bytes`, accepts k/m/g suffixes).
+    /// Upper bound of one per-CPU cache in bytes (`cpu_cache_bytes`, accepts k/m/g suffixes),
+    /// outside the burst tier, whose classes may hold twice as much more.
     pub cpu_cache_bytes: u64,
     /// Free pages the page heap keeps resident at most before releasing at once (`dirty_max`,
     /// bytes with k/m/g suffixes; `u64::MAX`, unbounded, by default: decay alone).

@@ -44,6 +44,7 @@ impl CtlError {
 /// | `stats.NAME` (`allocated`, `active`, `peak_active`, `resident`, `peak_resident`, `mapped`, `released`, `free`, `metadata`) | none | the figure in bytes |
 /// | `stats.sent_home`, `stats.sent_home_declined`, `stats.sent_home_no_outbox` | none | owner return's object counts (see [`crate::Stats`]) |
 /// | `stats.evicted` | none | objects capacity steals moved out of idle per-CPU classes (see [`crate::Stats`]) |
+/// | `stats.burst_growths` | none | growths of per-CPU classes into the burst tier (see [`crate::Stats`]) |
 /// | `purge` | drains every per-CPU cache and the central caches and returns every free page to the OS ([`crate::trim`]) | bytes released |
 /// | `flush` | empties the calling thread's caches: its magazine (locked fallback) and the per-CPU slab it runs on, into the central lists | bytes moved |
 ///
@@ -79,6 +80,7 @@ pub fn ctl(command: &[u8], out: &mut [u8]) -> Result<usize, CtlError> {
                 b"sent_home_declined" => s.sent_home_declined,
                 b"sent_home_no_outbox" => s.sent_home_no_outbox,
                 b"evicted" => s.evicted,
+                b"burst_growths" => s.burst_growths,
                 _ => return Err(CtlError::Unknown),
             };
             m.dec(v as u64);

@@ -153,7 +153,9 @@ fn print_text(s: &Stats, to: Sink, classes: bool) {
         .str(", no outbox ")
         .dec(s.sent_home_no_outbox as u64)
         .str("), objects evicted ")
-        .dec(s.evicted as u64);
+        .dec(s.evicted as u64)
+        .str(", burst growths ")
+        .dec(s.burst_growths as u64);
     to.line(&m);
 
     let mut m = line();
@@ -207,6 +209,7 @@ fn print_json(s: &Stats, to: Sink) {
         ("sent_home_declined", s.sent_home_declined as u64),
         ("sent_home_no_outbox", s.sent_home_no_outbox as u64),
         ("evicted", s.evicted as u64),
+        ("burst_growths", s.burst_growths as u64),
         ("slabs", s.slabs as u64),
         ("slabs_in_use", s.slabs_in_use as u64),
     ] {

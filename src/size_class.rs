@@ -33,6 +33,18 @@ pub static CLASS_BATCH: [u16; NUM_CLASSES] = build_batch();
 /// default `cpu_cache_bytes`), at least 2, at most 4096 — so a burst of up to 4096 small
 /// objects, or 256 KiB of larger ones, stays in the per-CPU cache.
 pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
+/// Largest size a class may have for its per-CPU cache to go past [`CLASS_CAPACITY`] for a
+/// burst ([`CLASS_BURST_CAPACITY`]).
+pub const BURST_CLASS_MAX: usize = 4096;
+/// Maximum number of objects a per-CPU cache holds for each class while one thread's bursts
+/// outgrow [`CLASS_CAPACITY`] (the burst tier, `percpu::slab`, "Capacity policy"): 1 MiB worth,
+/// at most 16,384 objects, for classes up to [`BURST_CLASS_MAX`]; the same as
+/// `CLASS_CAPACITY` above it. So a burst of 10,000 objects of up to 64 B, or of 1,000 of 1
+/// KiB, fits one per-CPU cache, as it fits a gperftools thread cache (up to 8,192 objects of a
+/// class, 4 MiB a thread).
+pub static CLASS_BURST_CAPACITY: [u16; NUM_CLASSES] = build_burst_capacity();
+/// What no entry of [`CLASS_BURST_CAPACITY`] exceeds.
+pub const MAX_BURST_CAPACITY: usize = 16384;
 /// For `realloc`'s in-place test ([`c_request_fits`]): the C requests of at least 1 byte
 /// (aligned to 8 up to 8 bytes, to 16 above, as glibc aligns; size 0 is the shim's, which
 /// frees) that a block of class `c` keeps in place: those that map to `c`, and every smaller
@@ -169,6 +181,25 @@ const fn build_capacity() -> [u16; NUM_CLASSES] {
     let mut c = 1;
     while c < NUM_CLASSES {
         t[c] = clamp((256 << 10) / size_of_class(c), 2, 4096) as u16;
+        c += 1;
+    }
+    t
+}
+
+const fn build_burst_capacity() -> [u16; NUM_CLASSES] {
+    let base = build_capacity();
+    let mut t = [0u16; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        t[c] = if size_of_class(c) <= BURST_CLASS_MAX {
+            clamp(
+                (1 << 20) / size_of_class(c),
+                base[c] as usize,
+                MAX_BURST_CAPACITY,
+            ) as u16
+        } else {
+            base[c]
+        };
         c += 1;
     }
     t

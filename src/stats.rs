@@ -77,6 +77,9 @@ pub struct Stats {
     /// class overflowing past `cpu_cache_bytes` could take its capacity (docs/design.md,
     /// "Capacity").
     pub evicted: usize,
+    /// Growths of per-CPU classes past their base maximum into the burst tier, when one
+    /// thread's bursts outgrew a class's stack (docs/design.md, "Capacity").
+    pub burst_growths: usize,
 }
 
 impl Stats {
@@ -129,6 +132,7 @@ pub fn stats() -> Stats {
         sent_home_declined,
         sent_home_no_outbox: percpu::NO_OUTBOX.load(Ordering::Relaxed),
         evicted: percpu::EVICTED.load(Ordering::Relaxed),
+        burst_growths: percpu::BURST_GROWTHS.load(Ordering::Relaxed),
     };
     let mut small = 0;
     // The per-CPU layer's per-thread storage (magazines, outboxes) is the allocator's own

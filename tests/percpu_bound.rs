@@ -65,11 +65,12 @@ fn child_sixty_four_threads() {
         s.slabs
     );
     assert!(s.slabs_in_use < THREADS);
-    // What the caches hold is bounded by slabs × budget, far below what the threads freed.
+    // What the caches hold is bounded by slabs × (budget + the burst tier's twice the budget),
+    // far below what the threads freed.
     let freed_by_threads = THREADS * PER_THREAD * 16;
     assert!(
-        cached <= s.slabs_in_use * budget,
-        "cached {cached} > {} slabs × {budget}",
+        cached <= s.slabs_in_use * 3 * budget,
+        "cached {cached} > {} slabs × 3 × {budget}",
         s.slabs_in_use
     );
     assert!(

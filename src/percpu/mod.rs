@@ -46,8 +46,8 @@ pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread};
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;
-pub use slab::EVICTED;
 pub use slab::{cached_bytes_per_slab, fallback_ops, slabs_in_use};
+pub use slab::{BURST_GROWTHS, EVICTED};
 pub use state::{mode, slab_count, uses_mm_cid, RseqMode};
 pub use storage::thread_storage;
 

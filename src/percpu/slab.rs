@@ -44,6 +44,20 @@
 //! bursts of 16–256 B took 0.62x the time, median of 9 alternated runs of
 //! `benches/c/bursts.c`, session 17).
 //!
+//! **The burst tier.** A class at its maximum grows further only for one thread's bursts: a
+//! free that finds its stack full there records the freeing thread's tag in the header
+//! (`burst_tag`), and a refill that finds the stack empty and its own thread's tag there
+//! doubles the capacity, up to the class's burst maximum (`CLASS_BURST_CAPACITY`: 1 MiB worth,
+//! at most 16,384 objects, for classes up to 4 KiB) — the same thread filled the stack and
+//! emptied it, so its bursts outgrow it. A producer and a consumer sharing the CPU fill and
+//! empty it from different threads and never grow it. A class in the tier counts its whole
+//! capacity against the tier's own budget ([`burst_budget`], twice `cpu_cache_bytes`) instead
+//! of `cpu_cache_bytes`, gives no capacity to steals, and leaves the tier when another class
+//! entering it needs the budget ([`shrink_burst`]: its objects above its base maximum go to
+//! the central lists). Measured (`benches/c/bursts.c`, session 29, 3 alternated runs): bursts
+//! of 10,000 × 16 B 13.6 → 10.0 ns an object, 10,000 × 64 B 14.4 → 10.6, 10,000 × 256 B 18.4
+//! → 16.9, 1,000 × 1 KiB 21.0 → 10.6; every other cell within noise.
+//!
 //! A capacity that outgrows the class's region moves the class to a new region at the slab's
 //! free end ([`place`]), sized for the new capacity: in rseq modes by the relocation section
 //! (`arch::percpu_relocate`, which copies the cached objects and commits the new header with
@@ -59,7 +73,7 @@ use super::state::{mode, RseqMode, G};
 use crate::arch::{self, class_header_word, ClassHeader, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT};
 use crate::central;
 use crate::config;
-use crate::size_class::{size_of, CLASS_BATCH, CLASS_CAPACITY, NUM_CLASSES};
+use crate::size_class::{size_of, CLASS_BATCH, CLASS_BURST_CAPACITY, CLASS_CAPACITY, NUM_CLASSES};
 use crate::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinLock};
 use core::ptr::null_mut;
 
@@ -135,8 +149,18 @@ pub(super) struct SlabHeader {
     /// capacity lock): a class found with the same count again is taken for idle (see
     /// [`grow_cap`]).
     seen: [AtomicU16; 128],
+    /// Per class, the tag ([`thread_tag`]) of the thread whose free last found the class's
+    /// stack full at its base maximum (`CLASS_CAPACITY`) or above, 0 when none since the
+    /// class last ran empty: a refill that finds the stack empty and its own tag here grows
+    /// the class into the burst tier ([`grow_cap`]). Written by the slow paths without a lock
+    /// (a heuristic: a lost or stale tag costs a growth or lets one through, never an object).
+    burst_tag: [AtomicU16; 128],
+    /// Capacity bytes of the classes in the burst tier (`Σ cap·size` over the classes whose
+    /// capacity is above their base maximum), within [`burst_budget`]; part of `cap_bytes`
+    /// (under the capacity lock).
+    burst_bytes: AtomicU32,
     /// Unused.
-    _reserved: [u32; 118],
+    _reserved: [u32; 53],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -149,7 +173,7 @@ pub(super) struct SlabHeader {
     /// The class where the next capacity steal starts probing.
     steal_cursor: AtomicU32,
     /// Bytes the objects of the slab may occupy when every stack is at its capacity: the sum
-    /// of `cap[c] * size(c)`, within the budget `cpu_cache_bytes`.
+    /// of `cap[c] * size(c)`, within `cpu_cache_bytes` plus the burst tier's `burst_bytes`.
     cap_bytes: AtomicU32,
     /// Consecutive maintenance ticks the signature stayed the same.
     pub idle_ticks: AtomicU32,
@@ -161,6 +185,8 @@ const _: () = {
     assert!(offset_of!(SlabHeader, state) == 0 && offset_of!(SlabHeader, lock) == 4);
     assert!(offset_of!(SlabHeader, next_free) == 8 && offset_of!(SlabHeader, full) == 12);
     assert!(offset_of!(SlabHeader, region_end) == 16);
+    assert!(offset_of!(SlabHeader, burst_tag) == 528);
+    assert!(offset_of!(SlabHeader, burst_bytes) == 784);
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
     assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
@@ -261,6 +287,10 @@ impl Slab {
     /// left the count above it; a snapshot unless the stack cannot move meanwhile).
     pub(super) fn room(&self, c: usize) -> usize {
         self.cap(c).saturating_sub(self.count(c))
+    }
+    /// Whether class `c` is in the burst tier: its capacity above its base maximum.
+    pub(super) fn in_burst_tier(&self, c: usize) -> bool {
+        self.cap(c) > CLASS_CAPACITY[c] as usize
     }
     /// Whether a drain has stopped class `c` (`floor = u16::MAX`).
     pub(super) fn is_stopped(&self, c: usize) -> bool {
@@ -410,6 +440,7 @@ pub(super) fn restart_layout(slab: Slab) {
         h.end.store(begin, Ordering::Release);
     }
     slab.header().cap_bytes.store(0, Ordering::Relaxed);
+    slab.header().burst_bytes.store(0, Ordering::Relaxed);
 }
 
 /// Lowers the capacity of every class of `slab` to its count and gives the difference back to
@@ -425,11 +456,15 @@ pub(super) fn shrink_to_counts(slab: Slab) {
     }
     slab.cap_lock().lock();
     let mut freed = 0;
+    let mut burst = 0;
     for c in 1..NUM_CLASSES {
         let take = slab.room(c);
         if take > 0 {
             slab.class(c).end.fetch_sub(take as u16, Ordering::Release);
             freed += take * size_of(c);
+        }
+        if slab.in_burst_tier(c) {
+            burst += slab.cap(c) * size_of(c);
         }
     }
     let total = &slab.header().cap_bytes;
@@ -437,6 +472,9 @@ pub(super) fn shrink_to_counts(slab: Slab) {
         (total.load(Ordering::Relaxed) as usize).saturating_sub(freed) as u32,
         Ordering::Relaxed,
     );
+    slab.header()
+        .burst_bytes
+        .store(burst as u32, Ordering::Relaxed);
     slab.cap_lock().unlock();
 }
 
@@ -467,17 +505,37 @@ pub static EVICTED: AtomicUsize = AtomicUsize::new(0);
 /// Only an overflow (`may_steal`) takes capacity from other classes: a class that keeps
 /// running empty grows within the budget only, so two classes alternating cannot steal from
 /// each other on every refill.
+///
+/// At its base maximum (`CLASS_CAPACITY`) or above, a class grows only into the burst tier:
+/// an overflow there records the calling thread's tag, and a refill that finds the stack
+/// empty and its own thread's tag doubles the capacity ([`grow_burst`]; see "Capacity
+/// policy" in the module documentation).
 pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
     let cap = slab.cap(c);
     if cap >= CLASS_CAPACITY[c] as usize {
-        return false; // at its maximum: no lock needed to know
+        let tag = &slab.header().burst_tag[c];
+        if may_steal {
+            // An overflow at the base maximum or above: note who filled the stack.
+            let me = thread_tag();
+            if tag.load(Ordering::Relaxed) != me {
+                tag.store(me, Ordering::Relaxed);
+            }
+            return false;
+        }
+        // A refill of an empty stack: the same thread filled it, so one thread's bursts
+        // outgrow the stack (not a producer and a consumer sharing the CPU).
+        let was = tag.load(Ordering::Relaxed);
+        if was == 0 {
+            return false;
+        }
+        tag.store(0, Ordering::Relaxed);
+        return was == thread_tag() && grow_burst(slab, c);
     }
     if !may_steal {
         // A refill of a program past the budget would otherwise take the lock every time
         // just to learn this: a snapshot suffices to give up (the locked path decides).
         let add = growth(c, cap) * size_of(c);
-        let bytes = slab.header().cap_bytes.load(Ordering::Relaxed) as usize;
-        if bytes + add > config::get().cpu_cache_bytes as usize {
+        if base_bytes(slab) + add > config::get().cpu_cache_bytes as usize {
             return false;
         }
     }
@@ -496,6 +554,118 @@ fn growth(c: usize, cap: usize) -> usize {
         .min(CLASS_CAPACITY[c] as usize - cap)
 }
 
+/// The capacity bytes of the slab's classes outside the burst tier: what `cpu_cache_bytes`
+/// bounds.
+fn base_bytes(slab: Slab) -> usize {
+    let h = slab.header();
+    (h.cap_bytes.load(Ordering::Relaxed) as usize)
+        .saturating_sub(h.burst_bytes.load(Ordering::Relaxed) as usize)
+}
+
+/// The burst tier's budget per slab: the capacity bytes of the classes in it, twice
+/// `cpu_cache_bytes` (1 MiB by default, one class at its burst maximum), so a slab's
+/// capacities stay within three times `cpu_cache_bytes`.
+pub(super) fn burst_budget() -> usize {
+    2 * config::get().cpu_cache_bytes as usize
+}
+
+/// A 16-bit tag of the calling thread, never 0: its thread block's address, hashed. Two
+/// threads may share a tag (the burst tier's test is a heuristic).
+fn thread_tag() -> u16 {
+    let a = arch::thread_block() as usize as u64;
+    ((a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u16) | 1
+}
+
+/// Growths into the burst tier ([`grow_burst`]; reported in statistics).
+pub static BURST_GROWTHS: AtomicUsize = AtomicUsize::new(0);
+
+/// Doubles the capacity of class `c` of `slab`, at or above its base maximum, up to its burst
+/// maximum (`CLASS_BURST_CAPACITY`): the class enters the burst tier, whose capacity bytes
+/// count against [`burst_budget`] instead of `cpu_cache_bytes`. When the tier is full, the
+/// other classes in it leave it first ([`shrink_burst`]), their objects above their new
+/// capacity going to the central lists. False when nothing changed (at the burst maximum, a
+/// drain or a grower at work, the thread off the slab's CPU, or no slots left).
+fn grow_burst(slab: Slab, c: usize) -> bool {
+    if !slab.cap_lock().try_lock() {
+        return false;
+    }
+    let grown = grow_burst_locked(slab, c);
+    slab.cap_lock().unlock();
+    grown
+}
+
+fn grow_burst_locked(slab: Slab, c: usize) -> bool {
+    let cap = slab.cap(c);
+    let max = CLASS_BURST_CAPACITY[c] as usize;
+    if cap >= max || cap < CLASS_CAPACITY[c] as usize || slab.is_stopped(c) {
+        return false;
+    }
+    let add = cap.min(max - cap);
+    let add_bytes = add * size_of(c);
+    // Entering the tier moves the class's whole capacity into it.
+    let entering = cap == CLASS_CAPACITY[c] as usize;
+    let tier_add = if entering { cap + add } else { add } * size_of(c);
+    let budget = burst_budget();
+    let burst = &slab.header().burst_bytes;
+    for v in 1..NUM_CLASSES {
+        if burst.load(Ordering::Relaxed) as usize + tier_add <= budget {
+            break;
+        }
+        if v != c && slab.in_burst_tier(v) {
+            shrink_burst(slab, v);
+        }
+    }
+    if burst.load(Ordering::Relaxed) as usize + tier_add > budget {
+        return false;
+    }
+    let full = &slab.header().full;
+    let was_full = full.load(Ordering::Relaxed);
+    if !place(slab, c, cap + add) {
+        // Out of slots: a drain (which starts the layout again) is asked for only if the
+        // capacities would then fit, so a slab whose classes fill it does not drain on every
+        // burst.
+        let need: usize = (1..NUM_CLASSES)
+            .map(|v| if v == c { cap + add } else { slab.cap(v) })
+            .map(|n| n.next_multiple_of(REGION_ALIGN))
+            .sum();
+        if was_full == 0 && need > SLOTS {
+            full.store(0, Ordering::Relaxed);
+        }
+        return false;
+    }
+    burst.fetch_add(tier_add as u32, Ordering::Relaxed);
+    slab.header()
+        .cap_bytes
+        .fetch_add(add_bytes as u32, Ordering::Relaxed);
+    BURST_GROWTHS.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Takes class `v` of `slab` out of the burst tier: back to its base maximum, or less when
+/// `cpu_cache_bytes` has no room for that much (other classes took it meanwhile); its objects
+/// above the new capacity go to the central lists ([`evict`]). Under the capacity lock. False
+/// (nothing changed) when the objects could not be taken (see [`evict`]).
+fn shrink_burst(slab: Slab, v: usize) -> bool {
+    let cap = slab.cap(v);
+    let size = size_of(v);
+    if !slab.in_burst_tier(v) || slab.is_stopped(v) {
+        return false;
+    }
+    let room = (config::get().cpu_cache_bytes as usize).saturating_sub(base_bytes(slab));
+    let keep = (CLASS_CAPACITY[v] as usize).min(room / size);
+    let drop = cap - keep;
+    if !evict(slab, v, drop * size) {
+        return false;
+    }
+    slab.class(v).end.fetch_sub(drop as u16, Ordering::Release);
+    let h = slab.header();
+    h.burst_bytes
+        .fetch_sub((cap * size) as u32, Ordering::Relaxed);
+    h.cap_bytes
+        .fetch_sub((drop * size) as u32, Ordering::Relaxed);
+    true
+}
+
 fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
     let cap = slab.cap(c);
     let max = CLASS_CAPACITY[c] as usize;
@@ -506,7 +676,7 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
     let add_bytes = add * size_of(c);
     let budget = config::get().cpu_cache_bytes as usize;
     let total = &slab.header().cap_bytes;
-    let bytes = total.load(Ordering::Relaxed) as usize;
+    let bytes = base_bytes(slab);
     let mut victim = None;
     if bytes + add_bytes > budget {
         if !may_steal {
@@ -528,7 +698,8 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
             let seen = &slab.header().seen[v];
             let unchanged = seen.load(Ordering::Relaxed) == n;
             seen.store(n, Ordering::Relaxed);
-            if v == c || victim.is_some() {
+            // Classes in the burst tier give capacity back only to it (`shrink_burst`).
+            if v == c || victim.is_some() || slab.in_burst_tier(v) {
                 continue;
             }
             if spare(v) >= add_bytes {
@@ -551,7 +722,7 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
     if !place(slab, c, cap + add) {
         return false;
     }
-    let mut bytes = bytes + add_bytes;
+    let mut bytes = total.load(Ordering::Relaxed) as usize + add_bytes;
     if let Some(v) = victim {
         let take = add_bytes.div_ceil(size_of(v));
         slab.class(v).end.fetch_sub(take as u16, Ordering::Release);
@@ -787,16 +958,18 @@ pub mod check {
     ///   nothing in between;
     /// - its stack inside its region (`begin <= current <= region_end <=
     ///   next_free`) and a running class's `end` too; no two classes' regions overlap;
-    /// - `count` and `cap` within the class's maximum; a running class's `count <= cap`
+    /// - `count` and `cap` within the class's burst maximum; a running class's `count <= cap`
     ///   (which a capacity steal racing a push on the same slab may break, harmlessly: pushes
     ///   fail until pops bring the count down — so only at rest after single-threaded use);
     /// - `slots[begin..current]` are distinct objects of the class: each the start of an
     ///   object already carved from a small span of that class;
     ///
-    /// and unless a class is stopped, the capacity bytes in the header are `Σ cap·size`, within
-    /// `cpu_cache_bytes`.
+    /// and unless a class is stopped, the capacity bytes in the header are `Σ cap·size`, the
+    /// burst tier's bytes `Σ cap·size` over the classes above their base maximum, the rest
+    /// within `cpu_cache_bytes` and the tier within [`burst_budget`].
     pub(super) fn check_slab(slab: Slab) -> Result<(), Broken> {
         let mut cap_bytes = 0;
+        let mut burst_bytes = 0;
         let mut any_stopped = false;
         let next_free = slab.header().next_free.load(Ordering::Relaxed) as usize;
         ensure(
@@ -805,7 +978,7 @@ pub mod check {
             next_free,
         )?;
         let mut regions = [(0usize, 0usize); NUM_CLASSES];
-        for (c, &max) in CLASS_CAPACITY.iter().enumerate().skip(1) {
+        for (c, &max) in CLASS_BURST_CAPACITY.iter().enumerate().skip(1) {
             let at = slab.0 + header_offset(c);
             let h = slab.class(c);
             let [current, begin, floor, end] = [&h.current, &h.begin, &h.floor, &h.end]
@@ -840,7 +1013,10 @@ pub mod check {
             )?;
             regions[c] = (begin, region_end);
             cap_bytes += cap * size_of(c);
-            let mut objs = [0usize; 4096];
+            if cap > CLASS_CAPACITY[c] as usize {
+                burst_bytes += cap * size_of(c);
+            }
+            let mut objs = [0usize; crate::size_class::MAX_BURST_CAPACITY];
             let objs = &mut objs[..count];
             for (i, o) in objs.iter_mut().enumerate() {
                 *o = slab.slot(c, i).load(Ordering::Relaxed);
@@ -867,11 +1043,22 @@ pub mod check {
                 "the capacity bytes differ from Σ cap·size",
                 recorded,
             )?;
+            let recorded = slab.header().burst_bytes.load(Ordering::Relaxed) as usize;
+            ensure(
+                recorded == burst_bytes,
+                "the burst tier's bytes differ from its classes' Σ cap·size",
+                recorded,
+            )?;
             let budget = config::get().cpu_cache_bytes as usize;
             ensure(
-                cap_bytes <= budget,
-                "the capacities exceed cpu_cache_bytes",
+                cap_bytes - burst_bytes <= budget,
+                "the capacities outside the burst tier exceed cpu_cache_bytes",
                 cap_bytes,
+            )?;
+            ensure(
+                burst_bytes <= burst_budget(),
+                "the burst tier exceeds its budget",
+                burst_bytes,
             )?;
         }
         Ok(())
@@ -1181,6 +1368,96 @@ mod check_tests {
                 unsafe { central::free_batch(*c, chunk) };
             }
         }
+    }
+
+    /// Fills class `c` of `slab` up to its capacity with objects from the central lists
+    /// (under the slab lock, as the fallback path pushes).
+    fn fill(slab: Slab, c: usize) {
+        let mut objs = std::vec![null_mut(); slab.room(c)];
+        for chunk in objs.chunks_mut(32) {
+            assert_eq!(central::alloc_batch(c, chunk), chunk.len());
+        }
+        assert_eq!(locked_push_many(slab, c, &objs), objs.len());
+    }
+
+    /// Empties class `c` of `slab` into the central lists.
+    fn empty(slab: Slab, c: usize) {
+        for chunk in pop_locked(slab, c, usize::MAX).chunks(32) {
+            // SAFETY: objects of class `c` from `alloc_batch`, never handed out.
+            unsafe { central::free_batch(c, chunk) };
+        }
+    }
+
+    /// One round of a burst past class `c`'s stack by the calling thread: the stack filled,
+    /// a free that finds it full (an overflow), the stack emptied, and a refill that finds it
+    /// empty. Returns the refill's growth.
+    fn burst_round(slab: Slab, c: usize) -> bool {
+        fill(slab, c);
+        assert!(!grow_cap(slab, c, true), "an overflow grew the class");
+        empty(slab, c);
+        grow_cap(slab, c, false)
+    }
+
+    /// The burst tier: a class at its base maximum doubles, up to its burst maximum, only
+    /// when the thread whose free found its stack full comes back to find it empty (one
+    /// thread's bursts outgrow it), not when another thread filled it (a producer and a
+    /// consumer sharing the CPU); when the tier's budget is spent, a class entering it sends
+    /// the others back to their base maxima, their objects above it to the central lists.
+    #[test]
+    fn one_threads_bursts_grow_a_class_past_its_base_maximum() {
+        let slab = private_slab();
+        // Classes no other test caches on this slab: 16 B (base 4,096 objects, burst
+        // 16,384) and 80 B (base 3,276, burst 13,107).
+        let (c, d) = (class_of(16), class_of(80));
+        while grow_cap(slab, c, false) {}
+        let base = CLASS_CAPACITY[c] as usize;
+        assert_eq!(
+            slab.cap(c),
+            base,
+            "the base growth stops at the base maximum"
+        );
+        // Another thread fills the stack: the refill of this one does not grow it.
+        fill(slab, c);
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(!grow_cap(slab, c, true)));
+        });
+        empty(slab, c);
+        assert!(
+            !grow_cap(slab, c, false),
+            "grew on another thread's overflow"
+        );
+        assert_eq!(slab.cap(c), base);
+        // This thread's bursts double it, round by round, to its burst maximum.
+        let mut caps = Vec::new();
+        while burst_round(slab, c) {
+            caps.push(slab.cap(c));
+            assert_eq!(check_slab(slab), Ok(()));
+        }
+        assert_eq!(caps, [2 * base, 4 * base]);
+        assert_eq!(slab.cap(c), CLASS_BURST_CAPACITY[c] as usize);
+        // An empty stack without an overflow since: no growth.
+        assert!(!grow_cap(slab, c, false));
+        // `d` enters the tier beside `c`; its next doubling needs `c`'s share of the budget.
+        while grow_cap(slab, d, false) {}
+        assert_eq!(slab.cap(d), CLASS_CAPACITY[d] as usize);
+        fill(slab, c);
+        assert!(burst_round(slab, d));
+        assert_eq!(
+            slab.cap(c),
+            CLASS_BURST_CAPACITY[c] as usize,
+            "c left the tier early"
+        );
+        let evicted = EVICTED.load(Ordering::Relaxed);
+        assert!(burst_round(slab, d));
+        assert_eq!(slab.cap(d), 4 * CLASS_CAPACITY[d] as usize);
+        assert_eq!(slab.cap(c), base, "c did not leave the tier");
+        assert_eq!(slab.count(c), base, "c lost objects below its base maximum");
+        assert!(EVICTED.load(Ordering::Relaxed) >= evicted + 3 * base);
+        assert!(slab.header().burst_bytes.load(Ordering::Relaxed) as usize <= burst_budget());
+        assert_eq!(check_slab(slab), Ok(()));
+        // What stays cached goes back (the evicted objects already went).
+        empty(slab, c);
+        empty(slab, d);
     }
 
     fn broken(slab: Slab) -> &'static str {
