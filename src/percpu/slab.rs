@@ -54,7 +54,8 @@
 //! capacity against the tier's own budget ([`burst_budget`], twice `cpu_cache_bytes`) instead
 //! of `cpu_cache_bytes`, gives no capacity to steals, and leaves the tier when another class
 //! entering it needs the budget ([`shrink_burst`]: its objects above its base maximum go to
-//! the central lists). Measured (`benches/c/bursts.c`, session 29, 3 alternated runs): bursts
+//! the central lists), or when it did not burst for a whole maintenance tick
+//! ([`mark_idle_tier`], [`leave_idle_tier`]). Measured (`benches/c/bursts.c`, session 29, 3 alternated runs): bursts
 //! of 10,000 × 16 B 13.6 → 10.0 ns an object, 10,000 × 64 B 14.4 → 10.6, 10,000 × 256 B 18.4
 //! → 16.9, 1,000 × 1 KiB 21.0 → 10.6; every other cell within noise.
 //!
@@ -159,8 +160,16 @@ pub(super) struct SlabHeader {
     /// capacity is above their base maximum), within [`burst_budget`]; part of `cap_bytes`
     /// (under the capacity lock).
     burst_bytes: AtomicU32,
+    _pad: u32,
+    /// Classes of the burst tier seen bursting (a refill that found its own thread's tag)
+    /// since the previous maintenance tick, one bit per class; the tick clears it.
+    tier_active: [AtomicU64; 2],
+    /// Classes of the burst tier the maintenance tick found idle for a whole tick, one bit
+    /// per class: the next slow path on the slab that reaches [`grow_cap`] takes them out of
+    /// the tier ([`leave_idle_tier`]), on the slab's own CPU.
+    tier_idle: [AtomicU64; 2],
     /// Unused.
-    _reserved: [u32; 53],
+    _reserved: [u32; 44],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -187,6 +196,8 @@ const _: () = {
     assert!(offset_of!(SlabHeader, region_end) == 16);
     assert!(offset_of!(SlabHeader, burst_tag) == 528);
     assert!(offset_of!(SlabHeader, burst_bytes) == 784);
+    assert!(offset_of!(SlabHeader, tier_active) == 792);
+    assert!(offset_of!(SlabHeader, tier_idle) == 808);
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
     assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
@@ -441,6 +452,9 @@ pub(super) fn restart_layout(slab: Slab) {
     }
     slab.header().cap_bytes.store(0, Ordering::Relaxed);
     slab.header().burst_bytes.store(0, Ordering::Relaxed);
+    for word in slab.header().tier_idle.iter() {
+        word.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Lowers the capacity of every class of `slab` to its count and gives the difference back to
@@ -511,6 +525,7 @@ pub static EVICTED: AtomicUsize = AtomicUsize::new(0);
 /// empty and its own thread's tag doubles the capacity ([`grow_burst`]; see "Capacity
 /// policy" in the module documentation).
 pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
+    leave_idle_tier(slab);
     let cap = slab.cap(c);
     if cap >= CLASS_CAPACITY[c] as usize {
         let tag = &slab.header().burst_tag[c];
@@ -529,7 +544,11 @@ pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
             return false;
         }
         tag.store(0, Ordering::Relaxed);
-        return was == thread_tag() && grow_burst(slab, c);
+        if was != thread_tag() {
+            return false;
+        }
+        set_bit(&slab.header().tier_active, c);
+        return grow_burst(slab, c);
     }
     if !may_steal {
         // A refill of a program past the budget would otherwise take the lock every time
@@ -574,6 +593,62 @@ pub(super) fn burst_budget() -> usize {
 fn thread_tag() -> u16 {
     let a = arch::thread_block() as usize as u64;
     ((a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u16) | 1
+}
+
+/// Sets bit `c` of a per-class mask, if not set yet.
+fn set_bit(mask: &[AtomicU64; 2], c: usize) {
+    let (word, bit) = (&mask[c / 64], 1u64 << (c % 64));
+    if word.load(Ordering::Relaxed) & bit == 0 {
+        word.fetch_or(bit, Ordering::Relaxed);
+    }
+}
+
+/// Maintenance's part of the burst tier, for each tick: the classes of `slab` in the tier
+/// that did not burst since the previous tick are marked idle, for the slab's next slow path
+/// to take out ([`leave_idle_tier`]). Any thread; reads a snapshot of the capacities.
+pub(super) fn mark_idle_tier(slab: Slab) {
+    let h = slab.header();
+    if h.burst_bytes.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    for (k, word) in h.tier_active.iter().enumerate() {
+        let active = word.swap(0, Ordering::Relaxed);
+        let mut idle = 0u64;
+        for b in 0..64 {
+            let c = 64 * k + b;
+            if (1..NUM_CLASSES).contains(&c) && active & (1 << b) == 0 && slab.in_burst_tier(c) {
+                idle |= 1 << b;
+            }
+        }
+        if idle != 0 {
+            h.tier_idle[k].fetch_or(idle, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Takes the classes maintenance marked idle ([`mark_idle_tier`]) out of the burst tier
+/// ([`shrink_burst`]), when there are any: a load for the slow paths otherwise. A class whose
+/// objects cannot be taken now (the thread left the slab's CPU, or the capacity lock is
+/// held) stays marked for a later call.
+fn leave_idle_tier(slab: Slab) {
+    let h = slab.header();
+    if h.tier_idle.iter().all(|w| w.load(Ordering::Relaxed) == 0) || !slab.cap_lock().try_lock() {
+        return;
+    }
+    for (k, word) in h.tier_idle.iter().enumerate() {
+        let marked = word.swap(0, Ordering::Relaxed);
+        let mut left = 0u64;
+        for b in (0..64).filter(|b| marked & (1 << b) != 0) {
+            let c = 64 * k + b;
+            if slab.in_burst_tier(c) && !shrink_burst(slab, c) {
+                left |= 1 << b;
+            }
+        }
+        if left != 0 {
+            word.fetch_or(left, Ordering::Relaxed);
+        }
+    }
+    slab.cap_lock().unlock();
 }
 
 /// Growths into the burst tier ([`grow_burst`]; reported in statistics).
@@ -1402,7 +1477,8 @@ mod check_tests {
     /// when the thread whose free found its stack full comes back to find it empty (one
     /// thread's bursts outgrow it), not when another thread filled it (a producer and a
     /// consumer sharing the CPU); when the tier's budget is spent, a class entering it sends
-    /// the others back to their base maxima, their objects above it to the central lists.
+    /// the others back to their base maxima, their objects above it to the central lists; a
+    /// class that stops bursting for a maintenance tick leaves the tier.
     #[test]
     fn one_threads_bursts_grow_a_class_past_its_base_maximum() {
         let slab = private_slab();
@@ -1454,6 +1530,29 @@ mod check_tests {
         assert_eq!(slab.count(c), base, "c lost objects below its base maximum");
         assert!(EVICTED.load(Ordering::Relaxed) >= evicted + 3 * base);
         assert!(slab.header().burst_bytes.load(Ordering::Relaxed) as usize <= burst_budget());
+        assert_eq!(check_slab(slab), Ok(()));
+        // Idle: a maintenance tick after `d`'s bursts keeps it; the next tick finds it idle
+        // for a whole tick, and the slab's next slow path (any class's) takes it out.
+        mark_idle_tier(slab);
+        assert!(!grow_cap(slab, c, false));
+        assert_eq!(
+            slab.cap(d),
+            4 * CLASS_CAPACITY[d] as usize,
+            "d left while bursting"
+        );
+        mark_idle_tier(slab);
+        assert_eq!(
+            slab.cap(d),
+            4 * CLASS_CAPACITY[d] as usize,
+            "the tick took it out"
+        );
+        assert!(!grow_cap(slab, c, false));
+        assert_eq!(
+            slab.cap(d),
+            CLASS_CAPACITY[d] as usize,
+            "d stayed in the tier"
+        );
+        assert_eq!(slab.header().burst_bytes.load(Ordering::Relaxed), 0);
         assert_eq!(check_slab(slab), Ok(()));
         // What stays cached goes back (the evicted objects already went).
         empty(slab, c);
