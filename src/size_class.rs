@@ -37,14 +37,22 @@ pub static CLASS_CAPACITY: [u16; NUM_CLASSES] = build_capacity();
 /// burst ([`CLASS_BURST_CAPACITY`]).
 pub const BURST_CLASS_MAX: usize = 4096;
 /// Maximum number of objects a per-CPU cache holds for each class while one thread's bursts
-/// outgrow [`CLASS_CAPACITY`] (the burst tier, `percpu::slab`, "Capacity policy"): 1 MiB worth,
-/// at most 16,384 objects, for classes up to [`BURST_CLASS_MAX`]; the same as
-/// `CLASS_CAPACITY` above it. So a burst of 10,000 objects of up to 64 B, or of 1,000 of 1
-/// KiB, fits one per-CPU cache, as it fits a gperftools thread cache (up to 8,192 objects of a
-/// class, 4 MiB a thread).
+/// outgrow [`CLASS_CAPACITY`] (the burst tier, `percpu::slab`, "Capacity policy"): four times
+/// `CLASS_CAPACITY` (so two doublings reach it exactly: 1 MiB worth, at most 16,384 objects)
+/// for classes up to [`BURST_CLASS_MAX`]; the same as `CLASS_CAPACITY` above it. So a burst of
+/// 10,000 objects of up to 64 B, or of 1,000 of 1 KiB, fits one per-CPU cache, as it fits a
+/// gperftools thread cache (up to 8,192 objects of a class, 4 MiB a thread).
 pub static CLASS_BURST_CAPACITY: [u16; NUM_CLASSES] = build_burst_capacity();
-/// What no entry of [`CLASS_BURST_CAPACITY`] exceeds.
+/// What no entry of [`CLASS_BURST_CAPACITY`] exceeds: four times the largest base maximum.
 pub const MAX_BURST_CAPACITY: usize = 16384;
+const _: () = {
+    let t = build_burst_capacity();
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        assert!(t[c] as usize <= MAX_BURST_CAPACITY);
+        c += 1;
+    }
+};
 /// For `realloc`'s in-place test ([`c_request_fits`]): the C requests of at least 1 byte
 /// (aligned to 8 up to 8 bytes, to 16 above, as glibc aligns; size 0 is the shim's, which
 /// frees) that a block of class `c` keeps in place: those that map to `c`, and every smaller
@@ -192,11 +200,7 @@ const fn build_burst_capacity() -> [u16; NUM_CLASSES] {
     let mut c = 1;
     while c < NUM_CLASSES {
         t[c] = if size_of_class(c) <= BURST_CLASS_MAX {
-            clamp(
-                (1 << 20) / size_of_class(c),
-                base[c] as usize,
-                MAX_BURST_CAPACITY,
-            ) as u16
+            4 * base[c]
         } else {
             base[c]
         };

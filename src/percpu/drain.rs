@@ -51,8 +51,8 @@
 
 use super::remote;
 use super::slab::{
-    grow_cap, ready_slabs, relayout_stopped, reset_layout, restart_layout, shrink_to_counts, stop,
-    take_full, Slab, SlabSet,
+    grow_cap, grow_cap_for_arrivals, ready_slabs, relayout_stopped, reset_layout, restart_layout,
+    shrink_to_counts, stop, take_full, Slab, SlabSet,
 };
 use super::state::{mode, uses_mm_cid, RseqMode, G};
 use crate::central;
@@ -121,7 +121,17 @@ pub(super) fn drain_where(
 /// membarrier in rseq modes it is skipped and counted, like maintenance's drains. For slow
 /// paths holding no lock.
 pub(super) fn grow_or_relayout(slab: Slab, c: usize, may_steal: bool) -> bool {
-    if grow_cap(slab, c, may_steal) {
+    relayout_unless(slab, grow_cap(slab, c, may_steal))
+}
+
+/// [`grow_or_relayout`] for objects arriving from other slabs ([`grow_cap_for_arrivals`]).
+pub(super) fn grow_or_relayout_for_arrivals(slab: Slab, c: usize) -> bool {
+    relayout_unless(slab, grow_cap_for_arrivals(slab, c))
+}
+
+/// `grown`, after draining `slab` when it was not and the slab asked for a drain.
+fn relayout_unless(slab: Slab, grown: bool) -> bool {
+    if grown {
         return true;
     }
     if let (true, Some(id)) = (take_full(slab), slab.index()) {

@@ -59,7 +59,7 @@ use crate::central;
 use crate::span::NO_HOME;
 use crate::sync::Ordering;
 use core::ptr::null_mut;
-use drain::{drain_current, drain_where, grow_or_relayout};
+use drain::{drain_current, drain_where, grow_or_relayout, grow_or_relayout_for_arrivals};
 use setup::thread_state;
 use slab::{ensure_slab, header_offset, overflow_take, refill, Slab};
 use state::G;
@@ -245,7 +245,7 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
             // objects are like frees that find a stack full: the class may grow, stealing.
             let put = |k, objs: &[*mut u8]| {
                 let n = push_batch(k, objs);
-                if n < objs.len() && grow_or_relayout(slab, k, true) {
+                if n < objs.len() && grow_or_relayout_for_arrivals(slab, k) {
                     n + push_batch(k, &objs[n..])
                 } else {
                     n

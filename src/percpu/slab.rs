@@ -47,15 +47,17 @@
 //! **The burst tier.** A class at its maximum grows further only for one thread's bursts: a
 //! free that finds its stack full there records the freeing thread's tag in the header
 //! (`burst_tag`), and a refill that finds the stack empty and its own thread's tag there
-//! doubles the capacity, up to the class's burst maximum (`CLASS_BURST_CAPACITY`: 1 MiB worth,
-//! at most 16,384 objects, for classes up to 4 KiB) — the same thread filled the stack and
-//! emptied it, so its bursts outgrow it. A producer and a consumer sharing the CPU fill and
-//! empty it from different threads and never grow it. A class in the tier counts its whole
-//! capacity against the tier's own budget ([`burst_budget`], twice `cpu_cache_bytes`) instead
-//! of `cpu_cache_bytes`, gives no capacity to steals, and leaves the tier when another class
-//! entering it needs the budget ([`shrink_burst`]: its objects above its base maximum go to
-//! the central lists), or when it did not burst for a whole maintenance tick
-//! ([`mark_idle_tier`], [`leave_idle_tier`]). Measured (`benches/c/bursts.c`, session 29, 3 alternated runs): bursts
+//! doubles the capacity, up to the class's burst maximum (`CLASS_BURST_CAPACITY`: four times
+//! the base one, for classes up to 4 KiB) — the same thread filled the stack and emptied it,
+//! so its bursts outgrow it. A producer and a consumer sharing the CPU fill and empty it from
+//! different threads and never grow it; nor do objects arriving from other slabs
+//! ([`grow_cap_for_arrivals`]), and a drain forgets every tag. A class in the tier counts its
+//! whole capacity against the tier's own budget ([`burst_budget`], twice `cpu_cache_bytes`)
+//! instead of `cpu_cache_bytes`, gives no capacity to steals, and leaves the tier when another
+//! class's doubling in it needs the budget ([`shrink_burst`]: its objects above its base
+//! maximum go to the central lists), or when it did not burst for a whole maintenance tick
+//! ([`mark_idle_tier`], [`leave_idle_tier`]). A growth into the tier that finds no free slots
+//! asks for no drain. Measured (`benches/c/bursts.c`, session 29, 3 alternated runs): bursts
 //! of 10,000 × 16 B 13.6 → 10.0 ns an object, 10,000 × 64 B 14.4 → 10.6, 10,000 × 256 B 18.4
 //! → 16.9, 1,000 × 1 KiB 21.0 → 10.6; every other cell within noise.
 //!
@@ -210,8 +212,9 @@ const _: () = {
         SLOTS < u16::MAX as usize,
         "slot indices are u16, u16::MAX the stopped floor"
     );
-    // Every class at its maximum fits the slots at once (not twice: the regions doubling
-    // leaves behind can use the free end up, and then the slab asks for a drain).
+    // Every class at its base maximum fits the slots at once (not twice: the regions doubling
+    // leaves behind can use the free end up, and then the slab asks for a drain; the burst
+    // tier's maxima need not fit, and its growths ask for no drain).
     let mut slots = 0;
     let mut c = 1;
     while c < NUM_CLASSES {
@@ -455,6 +458,14 @@ pub(super) fn restart_layout(slab: Slab) {
     for word in slab.header().tier_idle.iter() {
         word.store(0, Ordering::Relaxed);
     }
+    clear_tags(slab);
+}
+
+/// Forgets every class's burst tag: after a drain, no thread filled the stacks.
+fn clear_tags(slab: Slab) {
+    for tag in slab.header().burst_tag.iter() {
+        tag.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Lowers the capacity of every class of `slab` to its count and gives the difference back to
@@ -464,6 +475,11 @@ pub(super) fn restart_layout(slab: Slab) {
 /// in every protocol. A section that read the old bound acts on one still inside its class's
 /// region (see [`grow_cap`]). Takes the capacity lock; a slab not ready is left alone (it has
 /// no capacity, and fork's handlers cover only the locks of ready slabs).
+///
+/// A class of the burst tier whose count is at or below its base maximum so leaves the tier,
+/// its capacity counted against `cpu_cache_bytes` again: past it only if pushes raced the
+/// drain and left objects (the drain emptied the stack), until steals or the next drain bring
+/// it back.
 pub(super) fn shrink_to_counts(slab: Slab) {
     if !slab.is_ready() {
         return;
@@ -489,6 +505,7 @@ pub(super) fn shrink_to_counts(slab: Slab) {
     slab.header()
         .burst_bytes
         .store(burst as u32, Ordering::Relaxed);
+    clear_tags(slab);
     slab.cap_lock().unlock();
 }
 
@@ -654,6 +671,18 @@ fn leave_idle_tier(slab: Slab) {
 /// Growths into the burst tier ([`grow_burst`]; reported in statistics).
 pub static BURST_GROWTHS: AtomicUsize = AtomicUsize::new(0);
 
+/// [`grow_cap`] for objects arriving from other slabs (owner return's inboxes): like a free that
+/// finds the stack full, except that at the base maximum no tag is noted — the objects were
+/// freed by other threads, and the thread taking them in would otherwise look as if it had
+/// filled the stack (a producer whose objects come home would grow the tier).
+pub(super) fn grow_cap_for_arrivals(slab: Slab, c: usize) -> bool {
+    if slab.cap(c) >= CLASS_CAPACITY[c] as usize {
+        leave_idle_tier(slab);
+        return false;
+    }
+    grow_cap(slab, c, true)
+}
+
 /// Doubles the capacity of class `c` of `slab`, at or above its base maximum, up to its burst
 /// maximum (`CLASS_BURST_CAPACITY`): the class enters the burst tier, whose capacity bytes
 /// count against [`burst_budget`] instead of `cpu_cache_bytes`. When the tier is full, the
@@ -682,12 +711,17 @@ fn grow_burst_locked(slab: Slab, c: usize) -> bool {
     let tier_add = if entering { cap + add } else { add } * size_of(c);
     let budget = burst_budget();
     let burst = &slab.header().burst_bytes;
-    for v in 1..NUM_CLASSES {
-        if burst.load(Ordering::Relaxed) as usize + tier_add <= budget {
-            break;
-        }
-        if v != c && slab.in_burst_tier(v) {
-            shrink_burst(slab, v);
+    // Classes that did not burst since the last maintenance tick leave first, then any.
+    let active = &slab.header().tier_active;
+    let bursting = |v: usize| active[v / 64].load(Ordering::Relaxed) & (1 << (v % 64)) != 0;
+    for pass in [false, true] {
+        for v in 1..NUM_CLASSES {
+            if burst.load(Ordering::Relaxed) as usize + tier_add <= budget {
+                break;
+            }
+            if v != c && slab.in_burst_tier(v) && bursting(v) == pass {
+                shrink_burst(slab, v);
+            }
         }
     }
     if burst.load(Ordering::Relaxed) as usize + tier_add > budget {
@@ -696,14 +730,11 @@ fn grow_burst_locked(slab: Slab, c: usize) -> bool {
     let full = &slab.header().full;
     let was_full = full.load(Ordering::Relaxed);
     if !place(slab, c, cap + add) {
-        // Out of slots: a drain (which starts the layout again) is asked for only if the
-        // capacities would then fit, so a slab whose classes fill it does not drain on every
-        // burst.
-        let need: usize = (1..NUM_CLASSES)
-            .map(|v| if v == c { cap + add } else { slab.cap(v) })
-            .map(|n| n.next_multiple_of(REGION_ALIGN))
-            .sum();
-        if was_full == 0 && need > SLOTS {
+        // Out of slots: the tier asks for no drain. A drain sets every capacity back to zero,
+        // and the classes growing again leave the same gaps behind their moved regions: with
+        // `cpu_cache_bytes=1m` a review measured a drain on every other burst. The tier waits
+        // for a drain asked for otherwise.
+        if was_full == 0 {
             full.store(0, Ordering::Relaxed);
         }
         return false;
@@ -716,8 +747,9 @@ fn grow_burst_locked(slab: Slab, c: usize) -> bool {
     true
 }
 
-/// Takes class `v` of `slab` out of the burst tier: back to its base maximum, or less when
-/// `cpu_cache_bytes` has no room for that much (other classes took it meanwhile); its objects
+/// Takes class `v` of `slab` out of the burst tier: back to its base maximum, or less — down
+/// to nothing — when `cpu_cache_bytes` has no room for that much (the classes outside the tier
+/// took it meanwhile; steals then give some back as the class overflows again); its objects
 /// above the new capacity go to the central lists ([`evict`]). Under the capacity lock. False
 /// (nothing changed) when the objects could not be taken (see [`evict`]).
 fn shrink_burst(slab: Slab, v: usize) -> bool {
@@ -1482,8 +1514,7 @@ mod check_tests {
     #[test]
     fn one_threads_bursts_grow_a_class_past_its_base_maximum() {
         let slab = private_slab();
-        // Classes no other test caches on this slab: 16 B (base 4,096 objects, burst
-        // 16,384) and 80 B (base 3,276, burst 13,107).
+        // 16 B (base maximum 4,096 objects, burst maximum 16,384) and 80 B (3,276, 13,104).
         let (c, d) = (class_of(16), class_of(80));
         while grow_cap(slab, c, false) {}
         let base = CLASS_CAPACITY[c] as usize;
@@ -1554,9 +1585,36 @@ mod check_tests {
         );
         assert_eq!(slab.header().burst_bytes.load(Ordering::Relaxed), 0);
         assert_eq!(check_slab(slab), Ok(()));
-        // What stays cached goes back (the evicted objects already went).
-        empty(slab, c);
-        empty(slab, d);
+        // Out of slots, a growth into the tier fails and asks for no drain (a drain would only
+        // make the classes grow into the same gaps again).
+        let e = class_of(32);
+        while grow_cap(slab, e, false) {}
+        assert_eq!(slab.cap(e), CLASS_CAPACITY[e] as usize);
+        let next = slab.header().next_free.load(Ordering::Relaxed);
+        slab.header()
+            .next_free
+            .store(SLOTS as u32 - 8, Ordering::Relaxed);
+        assert!(!burst_round(slab, e));
+        assert_eq!(slab.cap(e), CLASS_CAPACITY[e] as usize);
+        assert!(!take_full(slab), "a tier growth asked for a drain");
+        slab.header().next_free.store(next, Ordering::Relaxed);
+        assert_eq!(check_slab(slab), Ok(()));
+        // A drain forgets who filled the stacks: a refill after it grows nothing.
+        fill(slab, e);
+        assert!(!grow_cap(slab, e, true));
+        for k in [c, d, e] {
+            empty(slab, k);
+        }
+        reset_layout(slab);
+        while grow_cap(slab, e, false) {}
+        assert_eq!(slab.cap(e), CLASS_CAPACITY[e] as usize);
+        assert!(!grow_cap(slab, e, false), "a tag outlived the drain");
+        // Objects arriving from other slabs into a full stack note no tag either.
+        fill(slab, e);
+        assert!(!grow_cap_for_arrivals(slab, e));
+        empty(slab, e);
+        assert!(!grow_cap(slab, e, false), "arrivals noted a tag");
+        assert_eq!(slab.cap(e), CLASS_CAPACITY[e] as usize);
     }
 
     fn broken(slab: Slab) -> &'static str {
