@@ -236,9 +236,19 @@ fn child_bursts() {
     const N: usize = 10_000;
     let layout = std::alloc::Layout::from_size_align(64, 8).unwrap();
     // One thread's bursts of 10,000 × 64 B (640,000 B, past the 512 KiB budget): from the
-    // third round on its class holds the whole burst.
+    // third round on its class holds the whole burst, and keeps it across maintenance ticks
+    // (250 ms apart with the default `decay_ms`) for as long as the bursts go on: 6 rounds
+    // at least, and at least 1.6 s. Each round also runs bursts of 100 × 8 KiB, a class
+    // without a burst tier whose stack (32 objects) they overflow: the slab's slow paths,
+    // where classes maintenance found idle leave the tier.
     rseqmalloc::ctl(b"flush", &mut [0u8; 32]).unwrap();
-    checked_bursts(64, N, 6);
+    let start = std::time::Instant::now();
+    let mut rounds = 0;
+    while rounds < 6 || start.elapsed() < std::time::Duration::from_millis(1600) {
+        checked_bursts(64, N, 1);
+        checked_bursts(8192, 100, 1);
+        rounds += 1;
+    }
     let (burst_cached, burst_growths) = slab_figures();
     // A producer and a consumer on the same CPU passing the same bursts: the consumer's
     // frees fill the stack, the producer's allocations empty it, and the class stays within
@@ -287,26 +297,34 @@ fn child_bursts() {
 
 /// Per-CPU capacity follows one thread's demand past the budget (the burst tier): bursts of
 /// 10,000 × 64 B, 640,000 B against a 512 KiB `cpu_cache_bytes`, are cached whole once the
-/// thread has filled and emptied its class's stack; the same objects passed from a producer
+/// thread has filled and emptied its class's stack, and stay so across maintenance ticks
+/// while the bursts go on (two growths, none again); the same objects passed from a producer
 /// to a consumer on the same CPU never grow it, so the cache stays within the budget. In the
 /// three modes, each object checked.
 #[test]
 fn one_threads_bursts_are_cached_whole_and_handoffs_are_not_in_every_mode() {
-    // Slabs indexed by CPU and maintenance ticks a second apart, as for the test above.
+    // Slabs indexed by CPU, as for the test above; the default `decay_ms` (ticks 250 ms
+    // apart).
     for (mode, out) in common::run_in_modes(
         "child_bursts",
         CHILD_ENV,
-        "membarrier=off,decay_ms=4000,cpu_cache_bytes=512k",
+        "membarrier=off,decay_ms=1000,cpu_cache_bytes=512k",
     ) {
         let r = common::result_fields(&out);
         let field = |k: &str| -> usize { r[k].parse().unwrap() };
-        // More than a slab holds outside the tier (cpu_cache_bytes, 524,288 B): the burst,
-        // 640,000 B, less what a fallback-mode magazine keeps (8 objects).
+        // More than a slab can hold outside the tier (cpu_cache_bytes, 524,288 B); the burst
+        // is 640,000 B (a fallback-mode magazine keeps 8 of its objects).
         assert!(
             field("burst_cached") >= 600_000,
             "[{mode}] the bursts were not cached whole: {out}"
         );
-        assert!(field("burst_growths") >= 2, "[{mode}] {out}");
+        // Two doublings reach the burst maximum; a class taken out of the tier while its
+        // bursts went on would grow twice again at every other tick. One more pair of growths
+        // is allowed for a thread descheduled for two ticks on a loaded machine.
+        assert!(
+            (2..=4).contains(&field("burst_growths")),
+            "[{mode}] the class left the tier while bursting: {out}"
+        );
         assert_eq!(
             field("handoff_growths"),
             field("burst_growths"),

@@ -4,12 +4,10 @@
 //! per-CPU caches (the part of maintenance this layer owns), and the optional background
 //! thread that ticks instead of the slow paths.
 //!
-//! A tick drains the per-CPU caches that stayed idle ([`drain_idle`]), marks the classes of
-//! the per-CPU burst tier that did not burst since the previous tick for their slab to take
-//! out (`slab::mark_idle_tier`), then asks the central lists to flush their idle transfer
-//! stacks (`central::flush_idle`) and the page heap to release the pages free for longer than
-//! `decay_ms` (`PageHeap::release_free`): each layer decides what is idle in what it owns;
-//! this file only says when.
+//! A tick drains the per-CPU caches that stayed idle ([`drain_idle`]), then asks the central
+//! lists to flush their idle transfer stacks (`central::flush_idle`) and the page heap to
+//! release the pages free for longer than `decay_ms` (`PageHeap::release_free`): each layer
+//! decides what is idle in what it owns; this file only says when.
 //!
 //! May call: `central`, `config`, `guard`, `os`, `page_heap`, `size_class`, `sync`, and in this
 //! folder `drain`, `remote`, `slab`.
@@ -56,9 +54,6 @@ pub fn maybe_tick() {
 /// slow paths, or from the background thread when it is enabled.
 pub fn maintenance(now_ms: u64) {
     drain_idle();
-    for (_, slab) in super::slab::ready_slabs() {
-        super::slab::mark_idle_tier(slab);
-    }
     // Objects sent home that their slab has not taken within a tick go to the central lists.
     super::remote::flush_all();
     central::flush_idle();

@@ -55,11 +55,12 @@
 //! whole capacity against the tier's own budget ([`burst_budget`], twice `cpu_cache_bytes`)
 //! instead of `cpu_cache_bytes`, gives no capacity to steals, and leaves the tier when another
 //! class's doubling in it needs the budget ([`shrink_burst`]: its objects above its base
-//! maximum go to the central lists), or when it did not burst for a whole maintenance tick
-//! ([`mark_idle_tier`], [`leave_idle_tier`]). A growth into the tier that finds no free slots
-//! asks for no drain. Measured (`benches/c/bursts.c`, session 29, 3 alternated runs): bursts
-//! of 10,000 × 16 B 13.6 → 10.0 ns an object, 10,000 × 64 B 14.4 → 10.6, 10,000 × 256 B 18.4
-//! → 16.9, 1,000 × 1 KiB 21.0 → 10.6; every other cell within noise.
+//! maximum go to the central lists) or when the slab is drained (idle, `trim`, `flush`): a
+//! class that stops bursting keeps what it caches until then, at most twice
+//! `cpu_cache_bytes` a slab. A growth into the tier that finds no free slots fails and asks
+//! for no drain. Measured (`benches/c/bursts.c`, session 29, medians of 3 alternated runs):
+//! bursts of 10,000 × 16 B 13.8 → 9.9 ns an object, 10,000 × 64 B 14.2 → 10.5, 10,000 × 256 B
+//! 18.7 → 17.1, 1,000 × 1 KiB 21.1 → 10.9; every other cell within 0.96–1.05x.
 //!
 //! A capacity that outgrows the class's region moves the class to a new region at the slab's
 //! free end ([`place`]), sized for the new capacity: in rseq modes by the relocation section
@@ -162,16 +163,8 @@ pub(super) struct SlabHeader {
     /// capacity is above their base maximum), within [`burst_budget`]; part of `cap_bytes`
     /// (under the capacity lock).
     burst_bytes: AtomicU32,
-    _pad: u32,
-    /// Classes of the burst tier seen bursting (a refill that found its own thread's tag)
-    /// since the previous maintenance tick, one bit per class; the tick clears it.
-    tier_active: [AtomicU64; 2],
-    /// Classes of the burst tier the maintenance tick found idle for a whole tick, one bit
-    /// per class: the next slow path on the slab that reaches [`grow_cap`] takes them out of
-    /// the tier ([`leave_idle_tier`]), on the slab's own CPU.
-    tier_idle: [AtomicU64; 2],
     /// Unused.
-    _reserved: [u32; 44],
+    _reserved: [u32; 53],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -198,8 +191,6 @@ const _: () = {
     assert!(offset_of!(SlabHeader, region_end) == 16);
     assert!(offset_of!(SlabHeader, burst_tag) == 528);
     assert!(offset_of!(SlabHeader, burst_bytes) == 784);
-    assert!(offset_of!(SlabHeader, tier_active) == 792);
-    assert!(offset_of!(SlabHeader, tier_idle) == 808);
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
     assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
@@ -455,9 +446,6 @@ pub(super) fn restart_layout(slab: Slab) {
     }
     slab.header().cap_bytes.store(0, Ordering::Relaxed);
     slab.header().burst_bytes.store(0, Ordering::Relaxed);
-    for word in slab.header().tier_idle.iter() {
-        word.store(0, Ordering::Relaxed);
-    }
     clear_tags(slab);
 }
 
@@ -542,7 +530,6 @@ pub static EVICTED: AtomicUsize = AtomicUsize::new(0);
 /// empty and its own thread's tag doubles the capacity ([`grow_burst`]; see "Capacity
 /// policy" in the module documentation).
 pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
-    leave_idle_tier(slab);
     let cap = slab.cap(c);
     if cap >= CLASS_CAPACITY[c] as usize {
         let tag = &slab.header().burst_tag[c];
@@ -561,11 +548,7 @@ pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
             return false;
         }
         tag.store(0, Ordering::Relaxed);
-        if was != thread_tag() {
-            return false;
-        }
-        set_bit(&slab.header().tier_active, c);
-        return grow_burst(slab, c);
+        return was == thread_tag() && grow_burst(slab, c);
     }
     if !may_steal {
         // A refill of a program past the budget would otherwise take the lock every time
@@ -612,62 +595,6 @@ fn thread_tag() -> u16 {
     ((a.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u16) | 1
 }
 
-/// Sets bit `c` of a per-class mask, if not set yet.
-fn set_bit(mask: &[AtomicU64; 2], c: usize) {
-    let (word, bit) = (&mask[c / 64], 1u64 << (c % 64));
-    if word.load(Ordering::Relaxed) & bit == 0 {
-        word.fetch_or(bit, Ordering::Relaxed);
-    }
-}
-
-/// Maintenance's part of the burst tier, for each tick: the classes of `slab` in the tier
-/// that did not burst since the previous tick are marked idle, for the slab's next slow path
-/// to take out ([`leave_idle_tier`]). Any thread; reads a snapshot of the capacities.
-pub(super) fn mark_idle_tier(slab: Slab) {
-    let h = slab.header();
-    if h.burst_bytes.load(Ordering::Relaxed) == 0 {
-        return;
-    }
-    for (k, word) in h.tier_active.iter().enumerate() {
-        let active = word.swap(0, Ordering::Relaxed);
-        let mut idle = 0u64;
-        for b in 0..64 {
-            let c = 64 * k + b;
-            if (1..NUM_CLASSES).contains(&c) && active & (1 << b) == 0 && slab.in_burst_tier(c) {
-                idle |= 1 << b;
-            }
-        }
-        if idle != 0 {
-            h.tier_idle[k].fetch_or(idle, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Takes the classes maintenance marked idle ([`mark_idle_tier`]) out of the burst tier
-/// ([`shrink_burst`]), when there are any: a load for the slow paths otherwise. A class whose
-/// objects cannot be taken now (the thread left the slab's CPU, or the capacity lock is
-/// held) stays marked for a later call.
-fn leave_idle_tier(slab: Slab) {
-    let h = slab.header();
-    if h.tier_idle.iter().all(|w| w.load(Ordering::Relaxed) == 0) || !slab.cap_lock().try_lock() {
-        return;
-    }
-    for (k, word) in h.tier_idle.iter().enumerate() {
-        let marked = word.swap(0, Ordering::Relaxed);
-        let mut left = 0u64;
-        for b in (0..64).filter(|b| marked & (1 << b) != 0) {
-            let c = 64 * k + b;
-            if slab.in_burst_tier(c) && !shrink_burst(slab, c) {
-                left |= 1 << b;
-            }
-        }
-        if left != 0 {
-            word.fetch_or(left, Ordering::Relaxed);
-        }
-    }
-    slab.cap_lock().unlock();
-}
-
 /// Growths into the burst tier ([`grow_burst`]; reported in statistics).
 pub static BURST_GROWTHS: AtomicUsize = AtomicUsize::new(0);
 
@@ -677,7 +604,6 @@ pub static BURST_GROWTHS: AtomicUsize = AtomicUsize::new(0);
 /// filled the stack (a producer whose objects come home would grow the tier).
 pub(super) fn grow_cap_for_arrivals(slab: Slab, c: usize) -> bool {
     if slab.cap(c) >= CLASS_CAPACITY[c] as usize {
-        leave_idle_tier(slab);
         return false;
     }
     grow_cap(slab, c, true)
@@ -711,32 +637,24 @@ fn grow_burst_locked(slab: Slab, c: usize) -> bool {
     let tier_add = if entering { cap + add } else { add } * size_of(c);
     let budget = burst_budget();
     let burst = &slab.header().burst_bytes;
-    // Classes that did not burst since the last maintenance tick leave first, then any.
-    let active = &slab.header().tier_active;
-    let bursting = |v: usize| active[v / 64].load(Ordering::Relaxed) & (1 << (v % 64)) != 0;
-    for pass in [false, true] {
-        for v in 1..NUM_CLASSES {
-            if burst.load(Ordering::Relaxed) as usize + tier_add <= budget {
-                break;
-            }
-            if v != c && slab.in_burst_tier(v) && bursting(v) == pass {
-                shrink_burst(slab, v);
-            }
-        }
-    }
-    if burst.load(Ordering::Relaxed) as usize + tier_add > budget {
+    // Out of slots, the tier asks for no drain and sends no class out. A drain sets every
+    // capacity back to zero, and the classes growing again leave the same gaps behind their
+    // moved regions: with `cpu_cache_bytes=1m` a review measured a drain on every other
+    // burst. The tier waits for a drain asked for otherwise.
+    if !placeable(slab, c, cap + add) {
         return false;
     }
-    let full = &slab.header().full;
-    let was_full = full.load(Ordering::Relaxed);
-    if !place(slab, c, cap + add) {
-        // Out of slots: the tier asks for no drain. A drain sets every capacity back to zero,
-        // and the classes growing again leave the same gaps behind their moved regions: with
-        // `cpu_cache_bytes=1m` a review measured a drain on every other burst. The tier waits
-        // for a drain asked for otherwise.
-        if was_full == 0 {
-            full.store(0, Ordering::Relaxed);
+    for v in 1..NUM_CLASSES {
+        if burst.load(Ordering::Relaxed) as usize + tier_add <= budget {
+            break;
         }
+        if v != c && slab.in_burst_tier(v) {
+            shrink_burst(slab, v);
+        }
+    }
+    if burst.load(Ordering::Relaxed) as usize + tier_add > budget
+        || !place(slab, c, cap + add, false)
+    {
         return false;
     }
     burst.fetch_add(tier_add as u32, Ordering::Relaxed);
@@ -826,7 +744,7 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
             return false;
         }
     }
-    if !place(slab, c, cap + add) {
+    if !place(slab, c, cap + add, true) {
         return false;
     }
     let mut bytes = total.load(Ordering::Relaxed) as usize + add_bytes;
@@ -868,11 +786,23 @@ fn evict(slab: Slab, v: usize, bytes: usize) -> bool {
     }
 }
 
+/// Whether [`place`] finds the slots for class `c` of `slab` at capacity `cap`: its region
+/// holds it, or the region it would move to (or grow in place at the free end) fits the slab.
+/// Under the capacity lock, which every change of the regions holds.
+fn placeable(slab: Slab, c: usize, cap: usize) -> bool {
+    let begin = slab.class(c).begin.load(Ordering::Relaxed) as usize;
+    let region_end = slab.region_end(c).load(Ordering::Relaxed) as usize;
+    let free = slab.header().next_free.load(Ordering::Relaxed) as usize;
+    let at = if region_end == free { begin } else { free };
+    begin + cap <= region_end || at + cap.next_multiple_of(REGION_ALIGN) <= SLOTS
+}
+
 /// Gives class `c` of `slab` the capacity `cap` (larger than its current one): in place when
 /// its region holds it, else in a region of its own at the slab's free end, moving its cached
-/// objects there. False when the move was not possible (see [`grow_cap`]). Under the capacity
-/// lock.
-fn place(slab: Slab, c: usize, cap: usize) -> bool {
+/// objects there. False when the move was not possible (see [`grow_cap`]); when that was for
+/// lack of free slots and `ask_drain`, the slab is marked for a drain ([`take_full`]). Under
+/// the capacity lock.
+fn place(slab: Slab, c: usize, cap: usize, ask_drain: bool) -> bool {
     let h = slab.class(c);
     let begin = h.begin.load(Ordering::Relaxed) as usize;
     let region_end = slab.region_end(c).load(Ordering::Relaxed) as usize;
@@ -890,7 +820,9 @@ fn place(slab: Slab, c: usize, cap: usize) -> bool {
     let len = cap.next_multiple_of(REGION_ALIGN);
     if at + len > SLOTS {
         // No free slots left: growth waits for a drain, which the slow path asks for.
-        slab.header().full.store(1, Ordering::Relaxed);
+        if ask_drain {
+            slab.header().full.store(1, Ordering::Relaxed);
+        }
         return false;
     }
     // The region is claimed before the class header names it: a slab-lock holder (fallback
@@ -1508,9 +1440,10 @@ mod check_tests {
     /// The burst tier: a class at its base maximum doubles, up to its burst maximum, only
     /// when the thread whose free found its stack full comes back to find it empty (one
     /// thread's bursts outgrow it), not when another thread filled it (a producer and a
-    /// consumer sharing the CPU); when the tier's budget is spent, a class entering it sends
+    /// consumer sharing the CPU); when the tier's budget is spent, a class doubling in it sends
     /// the others back to their base maxima, their objects above it to the central lists; a
-    /// class that stops bursting for a maintenance tick leaves the tier.
+    /// growth with no free slots asks for no drain and sends no class out; a drain, and
+    /// objects arriving from other slabs, leave no tag.
     #[test]
     fn one_threads_bursts_grow_a_class_past_its_base_maximum() {
         let slab = private_slab();
@@ -1562,31 +1495,10 @@ mod check_tests {
         assert!(EVICTED.load(Ordering::Relaxed) >= evicted + 3 * base);
         assert!(slab.header().burst_bytes.load(Ordering::Relaxed) as usize <= burst_budget());
         assert_eq!(check_slab(slab), Ok(()));
-        // Idle: a maintenance tick after `d`'s bursts keeps it; the next tick finds it idle
-        // for a whole tick, and the slab's next slow path (any class's) takes it out.
-        mark_idle_tier(slab);
-        assert!(!grow_cap(slab, c, false));
-        assert_eq!(
-            slab.cap(d),
-            4 * CLASS_CAPACITY[d] as usize,
-            "d left while bursting"
-        );
-        mark_idle_tier(slab);
-        assert_eq!(
-            slab.cap(d),
-            4 * CLASS_CAPACITY[d] as usize,
-            "the tick took it out"
-        );
-        assert!(!grow_cap(slab, c, false));
-        assert_eq!(
-            slab.cap(d),
-            CLASS_CAPACITY[d] as usize,
-            "d stayed in the tier"
-        );
-        assert_eq!(slab.header().burst_bytes.load(Ordering::Relaxed), 0);
-        assert_eq!(check_slab(slab), Ok(()));
-        // Out of slots, a growth into the tier fails and asks for no drain (a drain would only
-        // make the classes grow into the same gaps again).
+        let tier_d = 4 * CLASS_CAPACITY[d] as usize;
+        // Out of slots, a growth into the tier fails, asks for no drain (a drain would only
+        // make the classes grow into the same gaps again) and sends no class out of the tier
+        // (`d` holds all its budget).
         let e = class_of(32);
         while grow_cap(slab, e, false) {}
         assert_eq!(slab.cap(e), CLASS_CAPACITY[e] as usize);
@@ -1596,6 +1508,7 @@ mod check_tests {
             .store(SLOTS as u32 - 8, Ordering::Relaxed);
         assert!(!burst_round(slab, e));
         assert_eq!(slab.cap(e), CLASS_CAPACITY[e] as usize);
+        assert_eq!(slab.cap(d), tier_d, "a growth that had no slots sent d out");
         assert!(!take_full(slab), "a tier growth asked for a drain");
         slab.header().next_free.store(next, Ordering::Relaxed);
         assert_eq!(check_slab(slab), Ok(()));
