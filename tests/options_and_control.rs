@@ -240,7 +240,8 @@ fn child_bursts() {
     // (250 ms apart with the default `decay_ms`) for as long as the bursts go on: 6 rounds
     // at least, and at least 1.6 s. Each round also runs bursts of 100 × 8 KiB, a class
     // without a burst tier whose stack (32 objects) they overflow: the slab's slow paths,
-    // where classes maintenance found idle leave the tier.
+    // where an idle rule that took out classes whose bursts fit would act (session 29 tried
+    // two; each read 8 growths here).
     rseqmalloc::ctl(b"flush", &mut [0u8; 32]).unwrap();
     let start = std::time::Instant::now();
     let mut rounds = 0;

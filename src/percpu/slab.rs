@@ -786,15 +786,27 @@ fn evict(slab: Slab, v: usize, bytes: usize) -> bool {
     }
 }
 
-/// Whether [`place`] finds the slots for class `c` of `slab` at capacity `cap`: its region
-/// holds it, or the region it would move to (or grow in place at the free end) fits the slab.
-/// Under the capacity lock, which every change of the regions holds.
-fn placeable(slab: Slab, c: usize, cap: usize) -> bool {
+/// Where class `c` of `slab` gets capacity `cap`: `None` when its region holds it; else the
+/// first slot and the length of the region it needs — where the class is when its region is
+/// the one at the free end (or a first region on a fresh layout), which so grows in place,
+/// else at the free end, the class moving there. (Regions start at multiples of
+/// REGION_ALIGN, as does the free end, so in place fits exactly when `begin + cap` does.)
+/// The region may reach past the slab's slots. Under the capacity lock, which every change
+/// of the regions holds.
+fn region_for(slab: Slab, c: usize, cap: usize) -> Option<(usize, usize)> {
     let begin = slab.class(c).begin.load(Ordering::Relaxed) as usize;
     let region_end = slab.region_end(c).load(Ordering::Relaxed) as usize;
+    if begin + cap <= region_end {
+        return None;
+    }
     let free = slab.header().next_free.load(Ordering::Relaxed) as usize;
     let at = if region_end == free { begin } else { free };
-    begin + cap <= region_end || at + cap.next_multiple_of(REGION_ALIGN) <= SLOTS
+    Some((at, cap.next_multiple_of(REGION_ALIGN)))
+}
+
+/// Whether [`place`] finds the slots for class `c` of `slab` at capacity `cap`.
+fn placeable(slab: Slab, c: usize, cap: usize) -> bool {
+    region_for(slab, c, cap).is_none_or(|(at, len)| at + len <= SLOTS)
 }
 
 /// Gives class `c` of `slab` the capacity `cap` (larger than its current one): in place when
@@ -805,19 +817,11 @@ fn placeable(slab: Slab, c: usize, cap: usize) -> bool {
 fn place(slab: Slab, c: usize, cap: usize, ask_drain: bool) -> bool {
     let h = slab.class(c);
     let begin = h.begin.load(Ordering::Relaxed) as usize;
-    let region_end = slab.region_end(c).load(Ordering::Relaxed) as usize;
-    if begin + cap <= region_end {
+    let Some((at, len)) = region_for(slab, c, cap) else {
         h.end.store((begin + cap) as u16, Ordering::Release);
         return true;
-    }
-    // A new region for the capacity: where the class is when its region is the one at the
-    // free end (or a first region on a fresh layout), which so grows in place; else at the
-    // free end, the class moving there. (Regions start at multiples of REGION_ALIGN, as does
-    // the free end, so in place fits exactly when `begin + cap` does.)
+    };
     let next = &slab.header().next_free;
-    let free = next.load(Ordering::Relaxed) as usize;
-    let at = if region_end == free { begin } else { free };
-    let len = cap.next_multiple_of(REGION_ALIGN);
     if at + len > SLOTS {
         // No free slots left: growth waits for a drain, which the slow path asks for.
         if ask_drain {
@@ -1052,7 +1056,7 @@ pub mod check {
             )?;
             regions[c] = (begin, region_end);
             cap_bytes += cap * size_of(c);
-            if cap > CLASS_CAPACITY[c] as usize {
+            if slab.in_burst_tier(c) {
                 burst_bytes += cap * size_of(c);
             }
             let mut objs = [0usize; crate::size_class::MAX_BURST_CAPACITY];
