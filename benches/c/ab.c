@@ -7,15 +7,18 @@
  * data), then alternates rounds between them, the order swapped every round: both meet the
  * same machine phase, and the ratio is taken round by round.
  *
- * A round is bursts of N objects of one size: N mallocs, each object's first word written
- * with its index, then each checked and freed, until 200,000 objects went through (the
- * runner's `batch` pattern, as in bursts.c). Prints the medians of each library's ns per
- * object (malloc + free) and the percentiles of the per-round ratio B/A.
+ * A round is bursts of N objects: N mallocs, each object's first word written with its
+ * index, then each checked and freed, until 200,000 objects went through (the runner's
+ * `batch` pattern, as in bursts.c). The size is one number or a comma-separated list, which
+ * the objects of a burst cycle through ("16,32": 16, 32, 16, 32, ...; a program's mixed
+ * sizes). Prints the medians of each library's ns per object (malloc + free) and the
+ * percentiles of the per-round ratio B/A.
  *
  *   cc -O2 -o /tmp/ab benches/c/ab.c -ldl
  *   cp target/release/librseqmalloc.so /tmp/new.so     # give the two builds distinct paths
  *   /tmp/ab /tmp/old.so /tmp/new.so 16 100 150          # size, N, rounds
  *   /tmp/ab /tmp/new.so /usr/lib/x86_64-linux-gnu/libmimalloc.so.2.0 64 16 150
+ *   /tmp/ab /tmp/old.so /tmp/new.so 16,32 100 150       # two size classes in turn
  *
  * Both libraries must be loadable with dlopen (rseqmalloc's shim, mimalloc 2.0 and
  * tcmalloc-minimal are; glibc's malloc is not a separate library). A copy of rseqmalloc
@@ -30,17 +33,29 @@
 
 int main(int argc, char **argv) {
     if (argc != 6) {
-        fprintf(stderr, "usage: ab A.so B.so size N rounds\n");
+        fprintf(stderr, "usage: ab A.so B.so size[,size...] N rounds\n");
         return 2;
     }
     malloc_fn m[2];
     free_fn f[2];
     if (!load_pair("ab", argv + 1, m, f))
         return 1;
-    size_t size = strtoul(argv[3], NULL, 10);
+    size_t sizes[16];
+    int nsizes = 0;
+    for (char *s = argv[3]; nsizes < 16;) {
+        char *end;
+        sizes[nsizes] = strtoul(s, &end, 10);
+        if (end == s || sizes[nsizes] < 8)
+            nsizes = 0, s = "";
+        else
+            nsizes++, s = end;
+        if (*s != ',')
+            break;
+        s++;
+    }
     long n = strtol(argv[4], NULL, 10), rounds = strtol(argv[5], NULL, 10);
-    if (size < 8 || n < 1 || rounds < 3) {
-        fprintf(stderr, "ab: size >= 8, N >= 1, rounds >= 3\n");
+    if (nsizes == 0 || n < 1 || rounds < 3) {
+        fprintf(stderr, "ab: sizes >= 8 (at most 16), N >= 1, rounds >= 3\n");
         return 2;
     }
     uint64_t **p = calloc(n, sizeof *p);
@@ -53,7 +68,7 @@ int main(int argc, char **argv) {
             double t0 = now_ns();
             for (long q = 0; q < reps; q++) {
                 for (long j = 0; j < n; j++) {
-                    p[j] = m[i](size);
+                    p[j] = m[i](sizes[j % nsizes]);
                     if (!p[j])
                         abort();
                     p[j][0] = j;
@@ -73,9 +88,9 @@ int main(int argc, char **argv) {
     qsort(t[0], rounds, sizeof(double), by_value);
     qsort(t[1], rounds, sizeof(double), by_value);
     qsort(ratio, rounds, sizeof(double), by_value);
-    printf("%zu B x %ld: A %.2f ns, B %.2f ns (medians); B/A per round: p10 %.2f p25 %.2f "
+    printf("%s B x %ld: A %.2f ns, B %.2f ns (medians); B/A per round: p10 %.2f p25 %.2f "
            "p50 %.2f p75 %.2f p90 %.2f (%ld rounds)\n",
-           size, n, t[0][rounds / 2], t[1][rounds / 2], ratio[rounds / 10], ratio[rounds / 4],
+           argv[3], n, t[0][rounds / 2], t[1][rounds / 2], ratio[rounds / 10], ratio[rounds / 4],
            ratio[rounds / 2], ratio[rounds * 3 / 4], ratio[rounds * 9 / 10], rounds);
     return 0;
 }
