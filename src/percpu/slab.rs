@@ -58,7 +58,7 @@
 //! maximum go to the central lists) or when the slab is drained (idle, `trim`, `flush`): a
 //! class that stops bursting keeps what it caches until then, at most twice
 //! `cpu_cache_bytes` a slab. A growth into the tier that finds no free slots fails and asks
-//! for no drain. Measured (`benches/c/bursts.c`, session 29, medians of 3 alternated runs):
+//! for a drain, at most once a second ([`TIER_DRAIN_EVERY_MS`]). Measured (`benches/c/bursts.c`, session 29, medians of 3 alternated runs):
 //! bursts of 10,000 × 16 B 13.8 → 9.9 ns an object, 10,000 × 64 B 14.2 → 10.5, 10,000 × 256 B
 //! 18.7 → 17.1, 1,000 × 1 KiB 21.1 → 10.9; every other cell within 0.96–1.05x.
 //!
@@ -71,7 +71,8 @@
 //! used up, growth fails and the slab asks for a drain ([`take_full`]), which empties it and
 //! starts its layout again from slot 0 with every capacity at zero.
 //!
-//! May call: `arch`, `central`, `config`, `size_class`, `sync`, and `state` in this folder.
+//! May call: `arch`, `central`, `config`, `os` (the clock), `size_class`, `sync`, and `state` in
+//! this folder.
 
 use super::state::{mode, RseqMode, G};
 use crate::arch::{self, class_header_word, ClassHeader, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT};
@@ -163,8 +164,12 @@ pub(super) struct SlabHeader {
     /// capacity is above their base maximum), within [`burst_budget`]; part of `cap_bytes`
     /// (under the capacity lock).
     burst_bytes: AtomicU32,
+    /// When a growth into the burst tier last asked for a drain for want of slots (the low 32
+    /// bits of `os::now_ms`, never 0; 0: never), under the capacity lock: such drains come at
+    /// most once per [`TIER_DRAIN_EVERY_MS`] ([`tier_drain_due`]).
+    tier_drain_ms: AtomicU32,
     /// Unused.
-    _reserved: [u32; 53],
+    _reserved: [u32; 52],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -191,6 +196,7 @@ const _: () = {
     assert!(offset_of!(SlabHeader, region_end) == 16);
     assert!(offset_of!(SlabHeader, burst_tag) == 528);
     assert!(offset_of!(SlabHeader, burst_bytes) == 784);
+    assert!(offset_of!(SlabHeader, tier_drain_ms) == 788);
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
     assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
@@ -205,7 +211,7 @@ const _: () = {
     );
     // Every class at its base maximum fits the slots at once (not twice: the regions doubling
     // leaves behind can use the free end up, and then the slab asks for a drain; the burst
-    // tier's maxima need not fit, and its growths ask for no drain).
+    // tier's maxima need not fit, and its growths ask for one at most once a second).
     let mut slots = 0;
     let mut c = 1;
     while c < NUM_CLASSES {
@@ -588,6 +594,26 @@ pub(super) fn burst_budget() -> usize {
     2 * config::get().cpu_cache_bytes as usize
 }
 
+/// Milliseconds a slab's burst tier waits between two drains it asks for ([`grow_burst`]):
+/// what one costs (emptying the slab, its classes growing again) stays under a thousandth of
+/// the time however its bursts fall.
+pub(super) const TIER_DRAIN_EVERY_MS: u32 = 1000;
+
+/// Whether a growth into the burst tier of `slab` that found no free slots at `now_ms` (the
+/// monotonic clock, `os::now_ms`) may ask for a drain: none asked for in the last
+/// [`TIER_DRAIN_EVERY_MS`]. When so, notes `now_ms` as the last. Under the capacity lock.
+fn tier_drain_due(slab: Slab, now_ms: u64) -> bool {
+    let last = &slab.header().tier_drain_ms;
+    // The low 32 bits (wrapping every 49 days); 0 is "never".
+    let now = (now_ms as u32).max(1);
+    let was = last.load(Ordering::Relaxed);
+    if was != 0 && now.wrapping_sub(was) < TIER_DRAIN_EVERY_MS {
+        return false;
+    }
+    last.store(now, Ordering::Relaxed);
+    true
+}
+
 /// A 16-bit tag of the calling thread, never 0: its thread block's address, hashed. Two
 /// threads may share a tag (the burst tier's test is a heuristic).
 fn thread_tag() -> u16 {
@@ -637,11 +663,19 @@ fn grow_burst_locked(slab: Slab, c: usize) -> bool {
     let tier_add = if entering { cap + add } else { add } * size_of(c);
     let budget = burst_budget();
     let burst = &slab.header().burst_bytes;
-    // Out of slots, the tier asks for no drain and sends no class out. A drain sets every
-    // capacity back to zero, and the classes growing again leave the same gaps behind their
-    // moved regions: with `cpu_cache_bytes=1m` a review measured a drain on every other
-    // burst. The tier waits for a drain asked for otherwise.
+    // Out of slots, the tier sends no class out and asks for a drain at most once per
+    // `TIER_DRAIN_EVERY_MS`. Regions grow by moving to the free end, so a class that doubled
+    // its way to its burst maximum leaves about as many slots behind as it holds, and after
+    // two or three classes have been through the tier no other class gets in: without a
+    // drain it waited for an idle one, which a busy program never gets (a class bursting
+    // 10,000 × 64 B after three others stayed at 8,192; docs/benchmarks.md, "Session 30").
+    // A drain sets every capacity back to zero and the classes growing again may leave the
+    // same gaps behind (with `cpu_cache_bytes=1m` a review measured a drain on every other
+    // burst when every such growth asked): hence the rate.
     if !placeable(slab, c, cap + add) {
+        if tier_drain_due(slab, crate::os::now_ms()) {
+            slab.header().full.store(1, Ordering::Relaxed);
+        }
         return false;
     }
     for v in 1..NUM_CLASSES {
@@ -1446,8 +1480,8 @@ mod check_tests {
     /// thread's bursts outgrow it), not when another thread filled it (a producer and a
     /// consumer sharing the CPU); when the tier's budget is spent, a class doubling in it sends
     /// the others back to their base maxima, their objects above it to the central lists; a
-    /// growth with no free slots asks for no drain and sends no class out; a drain, and
-    /// objects arriving from other slabs, leave no tag.
+    /// growth with no free slots sends no class out and asks for a drain, once a second at
+    /// most; a drain, and objects arriving from other slabs, leave no tag.
     #[test]
     fn one_threads_bursts_grow_a_class_past_its_base_maximum() {
         let slab = private_slab();
@@ -1500,9 +1534,10 @@ mod check_tests {
         assert!(slab.header().burst_bytes.load(Ordering::Relaxed) as usize <= burst_budget());
         assert_eq!(check_slab(slab), Ok(()));
         let tier_d = 4 * CLASS_CAPACITY[d] as usize;
-        // Out of slots, a growth into the tier fails, asks for no drain (a drain would only
-        // make the classes grow into the same gaps again) and sends no class out of the tier
-        // (`d` holds all its budget).
+        // Out of slots, a growth into the tier fails, sends no class out of the tier (`d`
+        // holds all its budget) and asks for a drain, which starts the layout again; not
+        // when a tier growth asked for one within the last second (the next test: such a
+        // drain makes the classes grow into the same gaps again).
         let e = class_of(32);
         while grow_cap(slab, e, false) {}
         assert_eq!(slab.cap(e), CLASS_CAPACITY[e] as usize);
@@ -1510,10 +1545,24 @@ mod check_tests {
         slab.header()
             .next_free
             .store(SLOTS as u32 - 8, Ordering::Relaxed);
+        let stamp = &slab.header().tier_drain_ms;
+        // As if a tier growth had asked a minute ago (never is the same): this one may ask.
+        stamp.store(
+            (os::now_ms() as u32).wrapping_sub(60_000).max(1),
+            Ordering::Relaxed,
+        );
         assert!(!burst_round(slab, e));
         assert_eq!(slab.cap(e), CLASS_CAPACITY[e] as usize);
         assert_eq!(slab.cap(d), tier_d, "a growth that had no slots sent d out");
-        assert!(!take_full(slab), "a tier growth asked for a drain");
+        assert!(
+            take_full(slab),
+            "a tier growth without slots asked for no drain"
+        );
+        assert_ne!(
+            stamp.load(Ordering::Relaxed),
+            0,
+            "the ask was not noted for the rate"
+        );
         slab.header().next_free.store(next, Ordering::Relaxed);
         assert_eq!(check_slab(slab), Ok(()));
         // A drain forgets who filled the stacks: a refill after it grows nothing.
@@ -1532,6 +1581,27 @@ mod check_tests {
         empty(slab, e);
         assert!(!grow_cap(slab, e, false), "arrivals noted a tag");
         assert_eq!(slab.cap(e), CLASS_CAPACITY[e] as usize);
+    }
+
+    /// A tier growth without slots may ask for a drain when none was asked for in the last
+    /// `TIER_DRAIN_EVERY_MS`, and notes when; the clock's low 32 bits may wrap.
+    #[test]
+    fn the_burst_tier_asks_for_a_drain_at_most_once_a_second() {
+        let slab = private_slab();
+        let period = u64::from(TIER_DRAIN_EVERY_MS);
+        assert!(tier_drain_due(slab, 5_000), "never asked before");
+        assert!(!tier_drain_due(slab, 5_000));
+        assert!(!tier_drain_due(slab, 5_000 + period - 1));
+        assert!(tier_drain_due(slab, 5_000 + period));
+        assert!(!tier_drain_due(slab, 5_000 + period + 1));
+        // Across the 32-bit wrap of the clock.
+        let wrap = 1u64 << 32;
+        assert!(tier_drain_due(slab, wrap - 10));
+        assert!(!tier_drain_due(slab, wrap + period - 11));
+        assert!(tier_drain_due(slab, wrap + period - 10));
+        // A clock whose low bits are 0 is noted as 1, not as "never".
+        assert!(tier_drain_due(slab, 3 * wrap));
+        assert!(!tier_drain_due(slab, 3 * wrap + 1));
     }
 
     fn broken(slab: Slab) -> &'static str {
