@@ -229,6 +229,8 @@ static LOADED: AtomicU8 = AtomicU8::new(0);
 static RSEQ: AtomicBool = AtomicBool::new(DEFAULTS.rseq);
 static DECAY_MS: AtomicU64 = AtomicU64::new(DEFAULTS.decay_ms);
 static CPU_CACHE_BYTES: AtomicU64 = AtomicU64::new(DEFAULTS.cpu_cache_bytes);
+/// The largest `cpu_cache_bytes` stored so far ([`cpu_cache_bytes_high`]).
+static CPU_CACHE_BYTES_HIGH: AtomicU64 = AtomicU64::new(0);
 static DIRTY_MAX: AtomicU64 = AtomicU64::new(DEFAULTS.dirty_max);
 static HUGE: AtomicU8 = AtomicU8::new(DEFAULTS.huge_pages as u8);
 static STATS: AtomicU8 = AtomicU8::new(0);
@@ -689,10 +691,24 @@ pub fn load() {
 fn store(o: &Options) {
     DECAY_MS.store(o.decay_ms, Ordering::Relaxed);
     CPU_CACHE_BYTES.store(o.cpu_cache_bytes, Ordering::Relaxed);
+    CPU_CACHE_BYTES_HIGH.fetch_max(o.cpu_cache_bytes, Ordering::Relaxed);
     DIRTY_MAX.store(o.dirty_max, Ordering::Relaxed);
     HUGE.store(o.huge_pages as u8, Ordering::Relaxed);
     STATS.store(o.stats as u8, Ordering::Relaxed);
     STATS_CLASSES.store(o.stats_classes, Ordering::Relaxed);
+}
+
+/// The largest `cpu_cache_bytes` in force at any time so far, in bytes: what the per-CPU
+/// caches' capacities may still add up to. A bound lowered at run time applies as capacities
+/// grow and to a slab laid out again (any drain: idle, `flush`, `purge`/`trim`); capacities laid
+/// out under an earlier, larger bound keep their size until then (`percpu`'s slab check allows
+/// for it).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn cpu_cache_bytes_high() -> u64 {
+    load();
+    CPU_CACHE_BYTES_HIGH
+        .load(Ordering::Relaxed)
+        .max(CPU_CACHE_BYTES.load(Ordering::Relaxed))
 }
 
 /// The options in force (loading them if needed).

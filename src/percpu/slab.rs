@@ -1126,14 +1126,16 @@ pub mod check {
                 "the burst tier's bytes differ from its classes' Σ cap·size",
                 recorded,
             )?;
-            let budget = config::get().cpu_cache_bytes as usize;
+            // Against the largest bound in force so far: a bound lowered at run time applies
+            // as capacities grow and to slabs laid out again (`config::cpu_cache_bytes_high`).
+            let budget = config::cpu_cache_bytes_high() as usize;
             ensure(
                 cap_bytes - burst_bytes <= budget,
                 "the capacities outside the burst tier exceed cpu_cache_bytes",
                 cap_bytes,
             )?;
             ensure(
-                burst_bytes <= burst_budget(),
+                burst_bytes <= 2 * budget,
                 "the burst tier exceeds its budget",
                 burst_bytes,
             )?;

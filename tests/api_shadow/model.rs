@@ -1,5 +1,6 @@
 //! The `api_shadow` model: a sequence of calls to the crate's C-shaped public functions
-//! (`malloc`, `calloc`, `realloc`, `aligned_alloc`, `free`, `usable_size`, `trim`) decoded from
+//! (`malloc`, `calloc`, `realloc`, `aligned_alloc`, `free`, `usable_size`, `trim`, and the per-CPU
+//! budget set at run time through `ctl`) decoded from
 //! bytes, each checked against a shadow of every live block: no two live blocks overlap, each is
 //! aligned as promised, `usable_size` is at least the size asked for, contents are kept (across
 //! `realloc` up to the smaller size), `calloc` memory reads as zero, and bad input gets NULL and
@@ -9,7 +10,7 @@
 use std::collections::BTreeMap;
 
 /// Kinds of operation, for the counts [`run`] returns.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "malloc",
     "calloc",
     "realloc",
@@ -18,6 +19,16 @@ pub const KINDS: [&str; 8] = [
     "usable_size",
     "trim",
     "bad input",
+    "cpu_cache_bytes",
+];
+
+/// Per-CPU budgets the model sets at run time (`ctl("cpu_cache_bytes=…")`), lowering and
+/// raising it under the caches' feet.
+const CPU_CACHE_BYTES: [&[u8]; 4] = [
+    b"cpu_cache_bytes=4k",
+    b"cpu_cache_bytes=64k",
+    b"cpu_cache_bytes=512k",
+    b"cpu_cache_bytes=2m",
 ];
 
 /// Blocks live at once, at most; huge ones (16 MiB and more) among them; bytes live, at most.
@@ -293,13 +304,18 @@ pub fn run(data: &[u8], check: &dyn Fn()) -> [usize; KINDS.len()] {
                 s.check(a, usize::MAX, "usable_size");
                 5
             }
-            8 => {
-                if input.byte() % 4 != 0 {
-                    continue;
+            8 => match input.byte() % 4 {
+                0 => {
+                    rseqmalloc::trim();
+                    6
                 }
-                rseqmalloc::trim();
-                6
-            }
+                1 => {
+                    let set = CPU_CACHE_BYTES[input.byte() % CPU_CACHE_BYTES.len()];
+                    assert_eq!(rseqmalloc::ctl(set, &mut [0u8; 8]), Ok(0), "ctl({set:?})");
+                    8
+                }
+                _ => continue,
+            },
             _ => {
                 bad_input(&mut input, &s);
                 7
