@@ -663,17 +663,22 @@ fn grow_burst_locked(slab: Slab, c: usize) -> bool {
     let tier_add = if entering { cap + add } else { add } * size_of(c);
     let budget = burst_budget();
     let burst = &slab.header().burst_bytes;
-    // Out of slots, the tier sends no class out and asks for a drain at most once per
-    // `TIER_DRAIN_EVERY_MS`. Regions grow by moving to the free end, so a class that doubled
+    // Out of slots, the tier sends no class out and asks for a drain, when one would make
+    // room, at most once per `TIER_DRAIN_EVERY_MS`. Regions grow by moving to the free end, so a class that doubled
     // its way to its burst maximum leaves about as many slots behind as it holds, and after
     // two or three classes have been through the tier no other class gets in: without a
     // drain it waited for an idle one, which a busy program never gets (a class bursting
     // 10,000 × 64 B after three others stayed at 8,192; docs/benchmarks.md, "Session 30").
-    // A drain sets every capacity back to zero and the classes growing again may leave the
-    // same gaps behind (with `cpu_cache_bytes=1m` a review measured a drain on every other
-    // burst when every such growth asked): hence the rate.
+    // A drain sets every capacity back to zero and the classes growing again leave gaps
+    // behind as before, about as many slots as they hold: so it helps only when the slab's
+    // capacities with this growth take at most half the slots (gaps, not capacities, used the
+    // slots up). With `cpu_cache_bytes=1m` the capacities themselves outgrow the slots: there
+    // a review measured a drain on every other burst when every such growth asked, and
+    // `bursts_alternating.c` ran 1.2-1.9x slower on five of seven lines with a drain once a
+    // second and no such test. Hence both the test and the rate.
     if !placeable(slab, c, cap + add) {
-        if tier_drain_due(slab, crate::os::now_ms()) {
+        let held: usize = (1..NUM_CLASSES).map(|v| slab.cap(v)).sum();
+        if 2 * (held + add) <= SLOTS && tier_drain_due(slab, crate::os::now_ms()) {
             slab.header().full.store(1, Ordering::Relaxed);
         }
         return false;
