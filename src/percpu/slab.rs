@@ -58,7 +58,8 @@
 //! maximum go to the central lists) or when the slab is drained (idle, `trim`, `flush`): a
 //! class that stops bursting keeps what it caches until then, at most twice
 //! `cpu_cache_bytes` a slab. A growth into the tier that finds no free slots fails and asks
-//! for a drain, at most once a second ([`TIER_DRAIN_EVERY_MS`]). Measured (`benches/c/bursts.c`, session 29, medians of 3 alternated runs):
+//! for a drain, at most once a second ([`TIER_DRAIN_EVERY_MS`]) and only when the capacities
+//! take at most half the slots. Measured (`benches/c/bursts.c`, session 29, medians of 3 alternated runs):
 //! bursts of 10,000 × 16 B 13.8 → 9.9 ns an object, 10,000 × 64 B 14.2 → 10.5, 10,000 × 256 B
 //! 18.7 → 17.1, 1,000 × 1 KiB 21.1 → 10.9; every other cell within 0.96–1.05x.
 //!
