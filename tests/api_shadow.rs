@@ -1,6 +1,7 @@
 //! The `api_shadow` fuzz target's logic (`tests/api_shadow/model.rs`), run on seeded inputs in
 //! each rseq mode: random sequences over `malloc`, `calloc`, `realloc`, `aligned_alloc`,
-//! `free`, `usable_size`, `trim` and bad input, every call checked against a shadow of the
+//! `free`, `usable_size`, `trim`, run-time changes of `cpu_cache_bytes` and bad input, every
+//! call checked against a shadow of the
 //! live blocks. With `--features fuzzing` the allocator's own invariants (page heap, central
 //! lists, slabs) are checked after every call too.
 

@@ -354,8 +354,8 @@ fn child_tier_after_phases() {
     };
     rseqmalloc::ctl(b"flush", &mut [0u8; 32]).unwrap();
     // Three classes in turn burst 10,000 objects, past their base maxima: each doubles its
-    // way to its burst maximum (16,384 objects), every doubling moving its region to the
-    // slab's free end, so the slots the three leave behind use the free end up.
+    // way to its burst maximum (16,384 objects) and, sent out of the tier by the next, keeps
+    // its region, so the three regions use the slots up.
     for size in [16, 32, 48] {
         checked_bursts(size, 10_000, 6);
     }
@@ -371,8 +371,8 @@ fn child_tier_after_phases() {
 }
 
 /// A phase change in a busy program does not shut a new bursting class out of the burst
-/// tier: three classes' bursts push their stacks to the burst maximum, whose moved regions
-/// use the slab's slots up, then a fourth class's bursts of 10,000 × 64 B are cached whole
+/// tier: three classes' bursts push their stacks to the burst maximum, whose regions use the
+/// slab's slots up, then a fourth class's bursts of 10,000 × 64 B are cached whole
 /// (its growth asks for a drain, at most once a second, which lays the slab out again; the
 /// build before stayed at 8,192 objects). In the three modes (the default membarrier: a drain
 /// of the thread's own slab runs in every mode), each object checked.
@@ -396,6 +396,11 @@ fn a_class_bursting_after_others_still_enters_the_burst_tier_in_every_mode() {
         assert!(
             field("cached_64") >= 10_000,
             "[{mode}] the fourth class's bursts were not cached whole: {out}"
+        );
+        // It grew into the tier twice (to 8,192 and 16,384), the second after the drain.
+        assert!(
+            field("growths_after") >= field("growths_before") + 2,
+            "[{mode}] the fourth class did not reach its burst maximum: {out}"
         );
     }
 }

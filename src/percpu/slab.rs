@@ -59,9 +59,11 @@
 //! class that stops bursting keeps what it caches until then, at most twice
 //! `cpu_cache_bytes` a slab. A growth into the tier that finds no free slots fails and asks
 //! for a drain, at most once a second ([`TIER_DRAIN_EVERY_MS`]) and only when the capacities
-//! take at most half the slots. Measured (`benches/c/bursts.c`, session 29, medians of 3 alternated runs):
-//! bursts of 10,000 × 16 B 13.8 → 9.9 ns an object, 10,000 × 64 B 14.2 → 10.5, 10,000 × 256 B
-//! 18.7 → 17.1, 1,000 × 1 KiB 21.1 → 10.9; every other cell within 0.96–1.05x.
+//! with the growth take at most half the slots (the slow path's drain is skipped in rseq modes
+//! without the membarrier, as other drains are). Measured (`benches/c/bursts.c`, session 29,
+//! medians of 3 alternated runs): bursts of 10,000 × 16 B 13.8 → 9.9 ns an object, 10,000 ×
+//! 64 B 14.2 → 10.5, 10,000 × 256 B 18.7 → 17.1, 1,000 × 1 KiB 21.1 → 10.9; every other cell
+//! within 0.96–1.05x.
 //!
 //! A capacity that outgrows the class's region moves the class to a new region at the slab's
 //! free end ([`place`]), sized for the new capacity: in rseq modes by the relocation section
@@ -212,7 +214,8 @@ const _: () = {
     );
     // Every class at its base maximum fits the slots at once (not twice: the regions doubling
     // leaves behind can use the free end up, and then the slab asks for a drain; the burst
-    // tier's maxima need not fit, and its growths ask for one at most once a second).
+    // tier's maxima need not fit, and its growths ask for one at most once a second, when the
+    // capacities take at most half the slots).
     let mut slots = 0;
     let mut c = 1;
     while c < NUM_CLASSES {
@@ -595,9 +598,9 @@ pub(super) fn burst_budget() -> usize {
     2 * config::get().cpu_cache_bytes as usize
 }
 
-/// Milliseconds a slab's burst tier waits between two drains it asks for ([`grow_burst`]):
-/// what one costs (emptying the slab, its classes growing again) stays under a thousandth of
-/// the time however its bursts fall.
+/// Milliseconds a slab's burst tier waits between two drains it asks for ([`grow_burst`]), so
+/// that such drains (each empties the slab and fences every CPU running the process, and its
+/// classes grow again) come at most once a second per slab however the bursts fall.
 pub(super) const TIER_DRAIN_EVERY_MS: u32 = 1000;
 
 /// Whether a growth into the burst tier of `slab` that found no free slots at `now_ms` (the
@@ -641,7 +644,8 @@ pub(super) fn grow_cap_for_arrivals(slab: Slab, c: usize) -> bool {
 /// count against [`burst_budget`] instead of `cpu_cache_bytes`. When the tier is full, the
 /// other classes in it leave it first ([`shrink_burst`]), their objects above their new
 /// capacity going to the central lists. False when nothing changed (at the burst maximum, a
-/// drain or a grower at work, the thread off the slab's CPU, or no slots left).
+/// drain or a grower at work, the thread off the slab's CPU, or no slots left; in the last
+/// case the slab may be marked for a drain, see [`grow_burst_locked`]).
 fn grow_burst(slab: Slab, c: usize) -> bool {
     if !slab.cap_lock().try_lock() {
         return false;
@@ -665,20 +669,26 @@ fn grow_burst_locked(slab: Slab, c: usize) -> bool {
     let budget = burst_budget();
     let burst = &slab.header().burst_bytes;
     // Out of slots, the tier sends no class out and asks for a drain, when one would make
-    // room, at most once per `TIER_DRAIN_EVERY_MS`. Regions grow by moving to the free end, so a class that doubled
-    // its way to its burst maximum leaves about as many slots behind as it holds, and after
-    // two or three classes have been through the tier no other class gets in: without a
-    // drain it waited for an idle one, which a busy program never gets (a class bursting
-    // 10,000 × 64 B after three others stayed at 8,192; docs/benchmarks.md, "Session 30").
-    // A drain sets every capacity back to zero and the classes growing again leave gaps
-    // behind as before, about as many slots as they hold: so it helps only when the slab's
-    // capacities with this growth take at most half the slots (gaps, not capacities, used the
-    // slots up). With `cpu_cache_bytes=1m` the capacities themselves outgrow the slots: there
-    // a review measured a drain on every other burst when every such growth asked, and
-    // `bursts_alternating.c` ran 1.2-1.9x slower on five of seven lines with a drain once a
-    // second and no such test. Hence both the test and the rate.
+    // room, at most once per `TIER_DRAIN_EVERY_MS`. A class leaving the tier keeps its
+    // region (its capacity is lowered in place), and a class whose region is not at the free
+    // end moves at each doubling: after two or three classes have been through the tier,
+    // their regions use the slots up and no other class gets in; without a drain it waited
+    // for an idle one, which a busy program never gets (a class bursting 10,000 × 64 B after
+    // three others stayed at 8,192; docs/benchmarks.md, "Session 30"). A drain helps only
+    // when the capacities in use, with this growth, take at most half the slots (classes
+    // growing again in turn leave regions behind): the other tier classes are counted at
+    // their base maxima, as this growth or their next burst would leave them. With
+    // `cpu_cache_bytes=1m` the capacities themselves outgrow the slots: a drain on every such
+    // growth there gave one every other burst (session 29's review), and a drain once a
+    // second with no half-slots test ran `bursts_alternating.c` 1.2-1.9x slower on five of
+    // seven lines. Hence both the test and the rate.
     if !placeable(slab, c, cap + add) {
-        let held: usize = (1..NUM_CLASSES).map(|v| slab.cap(v)).sum();
+        let held: usize = (1..NUM_CLASSES)
+            .map(|v| match slab.cap(v) {
+                k if v == c => k,
+                k => k.min(CLASS_CAPACITY[v] as usize),
+            })
+            .sum();
         if 2 * (held + add) <= SLOTS && tier_drain_due(slab, crate::os::now_ms()) {
             slab.header().full.store(1, Ordering::Relaxed);
         }
@@ -1134,6 +1144,8 @@ pub mod check {
             )?;
             // Against the largest bound in force so far: a bound lowered at run time applies
             // as capacities grow and to slabs laid out again (`config::cpu_cache_bytes_high`).
+            // Weaker than the bound in force once a larger one was set: a per-slab record of
+            // the bound at each layout would keep it exact.
             let budget = config::cpu_cache_bytes_high() as usize;
             ensure(
                 cap_bytes - burst_bytes <= budget,

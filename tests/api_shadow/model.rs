@@ -212,6 +212,11 @@ pub fn run(data: &[u8], check: &dyn Fn()) -> [usize; KINDS.len()] {
         next_seed: 0,
     };
     let mut done = [0; KINDS.len()];
+    // The per-CPU budget in force now, restored at the end: each input starts from the same
+    // options (a fuzzer's later inputs, and reproducing one, do not depend on earlier ones).
+    let mut was = [0u8; 32];
+    let n = rseqmalloc::ctl(b"cpu_cache_bytes", &mut was).expect("ctl(cpu_cache_bytes)");
+    let restore = [b"cpu_cache_bytes=".as_slice(), &was[..n]].concat();
     while !input.0.is_empty() {
         let op = input.byte() % 10;
         let kind = match op {
@@ -331,6 +336,7 @@ pub fn run(data: &[u8], check: &dyn Fn()) -> [usize; KINDS.len()] {
         // SAFETY: a live block, not used after this call.
         unsafe { rseqmalloc::free(a as *mut u8) };
     }
+    assert_eq!(rseqmalloc::ctl(&restore, &mut [0u8; 8]), Ok(0));
     check();
     done
 }
