@@ -702,9 +702,7 @@ fn grow_burst_locked(slab: Slab, c: usize) -> bool {
             shrink_burst(slab, v);
         }
     }
-    if burst.load(Ordering::Relaxed) as usize + tier_add > budget
-        || !place(slab, c, cap + add, false)
-    {
+    if burst.load(Ordering::Relaxed) as usize + tier_add > budget || !place(slab, c, cap + add) {
         return false;
     }
     burst.fetch_add(tier_add as u32, Ordering::Relaxed);
@@ -794,7 +792,7 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
             return false;
         }
     }
-    if !place(slab, c, cap + add, true) {
+    if !place(slab, c, cap + add) {
         return false;
     }
     let mut bytes = total.load(Ordering::Relaxed) as usize + add_bytes;
@@ -862,9 +860,10 @@ fn placeable(slab: Slab, c: usize, cap: usize) -> bool {
 /// Gives class `c` of `slab` the capacity `cap` (larger than its current one): in place when
 /// its region holds it, else in a region of its own at the slab's free end, moving its cached
 /// objects there. False when the move was not possible (see [`grow_cap`]); when that was for
-/// lack of free slots and `ask_drain`, the slab is marked for a drain ([`take_full`]). Under
-/// the capacity lock.
-fn place(slab: Slab, c: usize, cap: usize, ask_drain: bool) -> bool {
+/// lack of free slots, the slab is marked for a drain ([`take_full`]). (A growth into the
+/// burst tier asks [`placeable`] first and decides about drains itself.) Under the capacity
+/// lock.
+fn place(slab: Slab, c: usize, cap: usize) -> bool {
     let h = slab.class(c);
     let begin = h.begin.load(Ordering::Relaxed) as usize;
     let Some((at, len)) = region_for(slab, c, cap) else {
@@ -874,9 +873,7 @@ fn place(slab: Slab, c: usize, cap: usize, ask_drain: bool) -> bool {
     let next = &slab.header().next_free;
     if at + len > SLOTS {
         // No free slots left: growth waits for a drain, which the slow path asks for.
-        if ask_drain {
-            slab.header().full.store(1, Ordering::Relaxed);
-        }
+        slab.header().full.store(1, Ordering::Relaxed);
         return false;
     }
     // The region is claimed before the class header names it: a slab-lock holder (fallback
