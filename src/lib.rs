@@ -194,7 +194,8 @@ pub fn rseq_mode() -> RseqMode {
 /// out-of-line call, so the inlined path needs no stack frame.
 #[inline(always)]
 fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
-    alloc_class::<TAG>(class_for(size, align), || alloc_cold::<TAG>(size, align))
+    let c = class_for(size, align);
+    alloc_class::<TAG>(c, || alloc_cold::<TAG>(c, size, align))
 }
 
 /// [`alloc_inner`] with the class already chosen (`c`, which may be 0 for a large request);
@@ -225,10 +226,12 @@ fn clear_tag<const TAG: bool>(p: *mut u8) -> *mut u8 {
 }
 
 /// Everything [`alloc_inner`] does not do inline: refills, set-up, fallback, large objects.
+/// `c` is `class_for(size, align)`, which the fast path already computed (recomputing it here
+/// cost fallback mode, where every allocation comes here, a fifth of its `malloc`).
 #[cold]
 #[inline(never)]
-fn alloc_cold<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
-    let c = class_for(size, align);
+fn alloc_cold<const TAG: bool>(c: usize, size: usize, align: usize) -> *mut u8 {
+    debug_assert_eq!(c, class_for(size, align));
     if c == 0 {
         return alloc_large(size, align);
     }
@@ -610,14 +613,16 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
     let _g = guard::enter("malloc");
-    alloc_class::<true>(size_class::c_class_for(size), || malloc_cold(size))
+    let c = size_class::c_class_for(size);
+    alloc_class::<true>(c, || malloc_cold(c, size))
 }
 
-/// `malloc` past its fast path ([`alloc_cold`] at `malloc`'s alignment).
+/// `malloc` past its fast path ([`alloc_cold`] at `malloc`'s alignment); `c` is
+/// `c_class_for(size)`.
 #[cold]
 #[inline(never)]
-fn malloc_cold(size: usize) -> *mut u8 {
-    alloc_cold::<true>(size, c_align(size))
+fn malloc_cold(c: usize, size: usize) -> *mut u8 {
+    alloc_cold::<true>(c, size, c_align(size))
 }
 
 /// `aligned_alloc`/`memalign`: `size` bytes aligned to `align`, which must be a power of two
@@ -646,7 +651,7 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
     if c == 0 {
         return calloc_cold(total);
     }
-    let p = alloc_class::<true>(c, || malloc_cold(total));
+    let p = alloc_class::<true>(c, || malloc_cold(c, total));
     if !p.is_null() {
         // SAFETY: `p` holds at least `total` bytes.
         unsafe { p.write_bytes(0, total) };
