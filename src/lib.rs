@@ -195,7 +195,7 @@ pub fn rseq_mode() -> RseqMode {
 #[inline(always)]
 fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
     let c = class_for(size, align);
-    alloc_class::<TAG>(c, || alloc_cold::<TAG>(c, size, align))
+    alloc_class::<TAG>(c, || alloc_cold::<TAG>(size, align, c))
 }
 
 /// [`alloc_inner`] with the class already chosen (`c`, which may be 0 for a large request);
@@ -230,7 +230,7 @@ fn clear_tag<const TAG: bool>(p: *mut u8) -> *mut u8 {
 /// cost fallback mode, where every allocation comes here, a fifth of its `malloc`).
 #[cold]
 #[inline(never)]
-fn alloc_cold<const TAG: bool>(c: usize, size: usize, align: usize) -> *mut u8 {
+fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     debug_assert_eq!(c, class_for(size, align));
     if c == 0 {
         return alloc_large(size, align);
@@ -614,15 +614,15 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 pub fn malloc(size: usize) -> *mut u8 {
     let _g = guard::enter("malloc");
     let c = size_class::c_class_for(size);
-    alloc_class::<true>(c, || malloc_cold(c, size))
+    alloc_class::<true>(c, || malloc_cold(size, c))
 }
 
 /// `malloc` past its fast path ([`alloc_cold`] at `malloc`'s alignment); `c` is
 /// `c_class_for(size)`.
 #[cold]
 #[inline(never)]
-fn malloc_cold(c: usize, size: usize) -> *mut u8 {
-    alloc_cold::<true>(c, size, c_align(size))
+fn malloc_cold(size: usize, c: usize) -> *mut u8 {
+    alloc_cold::<true>(size, c_align(size), c)
 }
 
 /// `aligned_alloc`/`memalign`: `size` bytes aligned to `align`, which must be a power of two
@@ -651,7 +651,7 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
     if c == 0 {
         return calloc_cold(total);
     }
-    let p = alloc_class::<true>(c, || malloc_cold(c, total));
+    let p = alloc_class::<true>(c, || malloc_cold(total, c));
     if !p.is_null() {
         // SAFETY: `p` holds at least `total` bytes.
         unsafe { p.write_bytes(0, total) };
