@@ -227,7 +227,7 @@ fn clear_tag<const TAG: bool>(p: *mut u8) -> *mut u8 {
 
 /// Everything [`alloc_inner`] does not do inline: refills, set-up, fallback, large objects.
 /// `c` is `class_for(size, align)`, which the fast path already computed (recomputing it here
-/// cost fallback mode, where every allocation comes here, a fifth of its `malloc`).
+/// cost fallback mode, where every allocation comes here, about a quarter of its `malloc`).
 #[cold]
 #[inline(never)]
 fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
