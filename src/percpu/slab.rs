@@ -595,7 +595,13 @@ fn base_bytes(slab: Slab) -> usize {
 /// `cpu_cache_bytes` (1 MiB by default, one class at its burst maximum), so a slab's
 /// capacities stay within three times `cpu_cache_bytes`.
 pub(super) fn burst_budget() -> usize {
-    2 * config::get().cpu_cache_bytes as usize
+    burst_budget_for(config::get().cpu_cache_bytes as usize)
+}
+
+/// [`burst_budget`] under a `cpu_cache_bytes` of `bound` bytes (the slab check's largest bound
+/// so far, as well as the one in force).
+fn burst_budget_for(bound: usize) -> usize {
+    2 * bound
 }
 
 /// Milliseconds a slab's burst tier waits between two drains it asks for ([`grow_burst`]), so
@@ -1150,7 +1156,7 @@ pub mod check {
                 cap_bytes,
             )?;
             ensure(
-                burst_bytes <= 2 * budget,
+                burst_bytes <= burst_budget_for(budget),
                 "the burst tier exceeds its budget",
                 burst_bytes,
             )?;
