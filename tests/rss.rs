@@ -455,3 +455,68 @@ fn child_calloc_faults() {
     }
     println!("RESULT ok=1");
 }
+
+/// A program with more than one thread (this test harness has several) that allocates rounds
+/// of mid-size buffers, uses their start and frees them all keeps its free pages between the
+/// rounds: rounds 11–20 fault in on average at most half the pages the first round did.
+/// Before the shrinking-heap rule told rounds from a shrink (`PageHeap::shrink_rule`), every
+/// round gave a quarter of the heap back and faulted it in again, carving the classes at new
+/// offsets: about four fifths of the first round's faults each round
+/// (`benches/c/partial_buffers.c` with an idle thread: 81,000 faults in 50 rounds against
+/// 33,800 in a single-threaded process; docs/benchmarks.md, "Session 32"). In all three modes.
+#[test]
+fn rounds_of_partly_used_buffers_keep_their_pages_in_a_threaded_program() {
+    for (mode, out) in run_child("child_partial_buffer_rounds", "") {
+        let figures = out.lines().find(|l| l.starts_with("first round"));
+        eprintln!("[{mode}] {}", figures.unwrap_or("(none)"));
+        assert!(out.contains("RESULT"), "{out}");
+    }
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_partial_buffer_rounds() {
+    if !is_child() {
+        return;
+    }
+    const BLOCKS: usize = 2000;
+    // The rule applies to processes that ever had a second thread; the harness's test thread
+    // makes this one so, and this one makes sure of it.
+    std::thread::spawn(|| {}).join().unwrap();
+    let mut blocks = vec![std::ptr::null_mut::<u8>(); BLOCKS];
+    let mut x = 88172645463325252u64;
+    let mut first = 0;
+    let mut late = 0;
+    for round in 0..20 {
+        let before = minor_faults();
+        for (i, b) in blocks.iter_mut().enumerate() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let p = rseqmalloc::malloc(8192 + (x % 120_000) as usize);
+            assert!(!p.is_null());
+            // SAFETY: the block holds at least 8,192 bytes.
+            unsafe { p.write_bytes((round + i) as u8, 64) };
+            *b = p;
+        }
+        for (i, &p) in blocks.iter().enumerate() {
+            // SAFETY: written above; freed once here.
+            unsafe {
+                assert_eq!(p.add(63).read(), (round + i) as u8);
+                rseqmalloc::free(p);
+            }
+        }
+        let faults = minor_faults() - before;
+        if round == 0 {
+            first = faults;
+        } else if round >= 10 {
+            late += faults;
+        }
+    }
+    println!("first round {first} faults, rounds 11-20 {late}");
+    assert!(
+        late * 2 <= first * 10,
+        "rounds 11-20 faulted in {late} pages, the first round {first}"
+    );
+    println!("RESULT ok=1");
+}

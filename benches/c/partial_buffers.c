@@ -6,18 +6,22 @@
  * how many fresh pages the later rounds touch, which depends on whether a block of the next
  * round starts on a page an earlier block already used.
  *
- *   cc -O2 -o /tmp/partial_buffers benches/c/partial_buffers.c
- *   LD_PRELOAD=target/release/librseqmalloc.so /tmp/partial_buffers [ROUNDS [LO [SPAN]]]
+ *   cc -O2 -pthread -o /tmp/partial_buffers benches/c/partial_buffers.c
+ *   LD_PRELOAD=target/release/librseqmalloc.so /tmp/partial_buffers [ROUNDS [LO [SPAN [IDLE]]]]
  *
- * Defaults: 50 rounds, LO 8192, SPAN 120000. Session 31 (docs/benchmarks.md): rseqmalloc took
+ * Defaults: 50 rounds, LO 8192, SPAN 120000, IDLE 0: how many idle threads the program starts
+ * first (a program with a thread pool; allocators may treat a multi-threaded process
+ * differently). Session 31 (docs/benchmarks.md): rseqmalloc took
  * about 1.8x the page faults of tcmalloc-minimal and 2x those of mimalloc 2.0 over 50 rounds
  * (34,000 against 19,000 and 17,000), equal in the first round. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BLOCKS 2000
 
@@ -25,6 +29,13 @@ static double now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static void *idle(void *arg) {
+    (void)arg;
+    for (;;)
+        pause();
+    return NULL;
 }
 
 static long minor_faults(void) {
@@ -37,9 +48,15 @@ int main(int argc, char **argv) {
     int rounds = argc > 1 ? atoi(argv[1]) : 50;
     size_t lo = argc > 2 ? strtoul(argv[2], 0, 10) : 8192;
     size_t span = argc > 3 ? strtoul(argv[3], 0, 10) : 120000;
-    if (rounds < 1 || lo < 64 || span < 1) {
-        fprintf(stderr, "partial_buffers: ROUNDS >= 1, LO >= 64, SPAN >= 1\n");
+    int idle_threads = argc > 4 ? atoi(argv[4]) : 0;
+    if (rounds < 1 || lo < 64 || span < 1 || idle_threads < 0) {
+        fprintf(stderr, "partial_buffers: ROUNDS >= 1, LO >= 64, SPAN >= 1, IDLE >= 0\n");
         return 2;
+    }
+    for (int i = 0; i < idle_threads; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, idle, NULL) != 0)
+            abort();
     }
     static unsigned char *p[BLOCKS];
     uint64_t x = 88172645463325252ull;
