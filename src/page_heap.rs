@@ -113,7 +113,8 @@ pub struct PageHeap {
     /// Tests: the time `free_span` reads, instead of the clock.
     #[cfg(test)]
     clock: Option<u64>,
-    /// High-water mark of `stats.small_spans` since the last release it triggered.
+    /// High-water mark of `stats.small_spans` since the shrinking rule's last step (a release,
+    /// or pages left to the decay: [`PageHeap::shrink_rule`]).
     small_peak: usize,
     /// High-water mark of `stats.small_spans` over the process (lowered only by `trim`): three
     /// quarters of it may stay resident after a shrinking heap's release
@@ -121,10 +122,13 @@ pub struct PageHeap {
     small_high: usize,
     /// That release happened and nobody asked since (see [`PageHeap::take_shrunk`]).
     shrunk: bool,
-    /// `small_peak` when the shrinking rule last released (the highest of its steps since the
-    /// heap last grew back); 0 before the first release.
+    /// Where the shrinking rule's last release started: `small_peak` at the first of its
+    /// consecutive steps (steps with no growth between them); 0 before any, and after `trim`.
     released_from: usize,
-    /// The small spans in use grew back to three quarters of `released_from` since that
+    /// `stats.small_spans` right after the rule's last step: a later `small_peak` above it
+    /// means the heap grew in between, so the next release starts a new shrink.
+    step_level: usize,
+    /// The small spans in use grew back to seven eighths of `released_from` since that
     /// release: the program allocates in rounds ([`PageHeap::shrink_rule`]).
     regrew: bool,
     /// When the shrinking rule last released, or last left the pages of a program that
@@ -170,6 +174,7 @@ impl PageHeap {
             small_high: 0,
             shrunk: false,
             released_from: 0,
+            step_level: 0,
             regrew: false,
             shrink_ms: 0,
             stats: HeapStats {
@@ -592,7 +597,7 @@ impl PageHeap {
                 self.stats.small_spans += (*s).bytes();
                 self.small_peak = self.small_peak.max(self.stats.small_spans);
                 self.small_high = self.small_high.max(self.stats.small_spans);
-                if self.stats.small_spans >= self.released_from / 4 * 3 && self.released_from > 0 {
+                if self.stats.small_spans >= self.released_from / 8 * 7 && self.released_from > 0 {
                     self.regrew = true;
                 }
             } else {
@@ -666,15 +671,19 @@ impl PageHeap {
     }
 
     /// [`PageHeap::free_span`]'s shrinking-heap rule, for a class span freed at `now` (ms) in
-    /// a process with more than one thread: once the small spans in use fell to three quarters
-    /// of their high-water mark since the last step (`small_peak`, at least [`DIRTY_FLOOR`]),
-    /// the free pages go back down to the cushion ([`PageHeap::release_shrunk`]) and
-    /// [`PageHeap::take_shrunk`] tells the central lists to empty their transfer stacks.
+    /// a process with more than one thread: once the small spans in use fell below three
+    /// quarters of their high-water mark since the last step (`small_peak`, at least
+    /// [`DIRTY_FLOOR`]), the free pages go back down to the cushion
+    /// ([`PageHeap::release_shrunk`]) and [`PageHeap::take_shrunk`] tells the central lists to
+    /// empty their transfer stacks.
     ///
-    /// Unless the program allocates in rounds: when the heap grew back to three quarters of
-    /// where the last release started and shrinks again within `decay_ms` of that release
-    /// (or of the last step so left), its free pages stay for the next round and the decay
-    /// (`decay_ms`) returns them once it stops. Releasing at every round made a program with a
+    /// Unless the program allocates in rounds: when the heap grew back to seven eighths of
+    /// where the last release started (above the three quarters that fire the rule, so a
+    /// shrinking program that allocates a little after the first step is not taken for one)
+    /// and shrinks again within `decay_ms` of that release (or of the last step so left), its
+    /// free pages stay for the next round and the decay returns them once the rounds stop (at
+    /// the next slow path after `decay_ms`, or at once with `background_thread=on`; until
+    /// then up to the high-water mark's free pages stay resident, not three quarters of it). Releasing at every round made a program with a
     /// second thread fault in a quarter of its heap again each round, and carve its classes at
     /// new offsets: rounds of 2,000 buffers of 8–125 KiB, each written in its first 64 bytes
     /// (`benches/c/partial_buffers.c` with one idle thread), took 81,000 page faults in 50
@@ -687,18 +696,19 @@ impl PageHeap {
             self.regrew && now.wrapping_sub(self.shrink_ms) < crate::config::get().decay_ms;
         if in_rounds {
             self.small_peak = self.stats.small_spans;
+            self.step_level = self.small_peak;
             self.shrink_ms = now;
             return;
         }
-        // A new shrink starts from this peak; a later step of the same one keeps its start.
-        self.released_from = if self.regrew {
-            self.small_peak
-        } else {
-            self.released_from.max(self.small_peak)
-        };
+        // A step right after another (no growth between) continues that shrink and keeps its
+        // start; after growth, a new shrink starts from this peak.
+        if self.small_peak > self.step_level || self.released_from == 0 {
+            self.released_from = self.small_peak;
+        }
         self.regrew = false;
         self.shrink_ms = now;
         self.small_peak = self.stats.small_spans;
+        self.step_level = self.small_peak;
         self.release_shrunk();
         self.shrunk = true;
     }
@@ -736,6 +746,9 @@ impl PageHeap {
     pub fn note_trimmed(&mut self) {
         self.small_high = self.stats.small_spans;
         self.small_peak = self.small_peak.min(self.small_high);
+        // The rounds the rule saw before, too (`PageHeap::shrink_rule`).
+        self.released_from = 0;
+        self.regrew = false;
     }
 
     /// True once after the small-object heap shrank enough for `free_span` to release its
@@ -1547,9 +1560,34 @@ mod tests {
             round(&mut heap, 384, t0 + 4 * decay).0,
             "after a pause it fires again"
         );
-        // Grown back to less than three quarters of where that release started (280 of 384
-        // spans, above the floor): not a round, so the rule fires.
-        assert!(round(&mut heap, 280, t0 + 4 * decay + 1).0);
+        // Grown back to less than seven eighths of where that release started (320 of 384
+        // spans, more than the three quarters that fire the rule): not a round, so it fires.
+        assert!(round(&mut heap, 320, t0 + 4 * decay + 1).0);
+        // A heap that shrinks once and allocates a little after the rule's first step is not
+        // taken for rounds: its later steps still fire (a first form set `regrew` at the very
+        // level that fires the rule, so one span allocated there skipped them all).
+        let mut heap = PageHeap::new();
+        heap.clock = Some(t0);
+        let mut spans: std::vec::Vec<_> = (0..384)
+            .map(|_| heap.alloc_span(8, PAGE, 1, SpanState::Small))
+            .collect();
+        let mut steps = 0;
+        for i in 0..384 {
+            let s = spans.pop().unwrap();
+            // SAFETY: a live span of this heap, freed once.
+            unsafe { heap.free_span(s) };
+            if heap.take_shrunk() {
+                steps += 1;
+                if steps == 1 {
+                    assert_eq!(i, 96);
+                    spans.push(heap.alloc_span(8, PAGE, 1, SpanState::Small));
+                }
+            }
+            if spans.is_empty() {
+                break;
+            }
+        }
+        assert!(steps >= 2, "the shrink's later steps fired ({steps} steps)");
     }
 }
 
