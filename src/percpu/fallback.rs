@@ -66,8 +66,10 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
         let more = mag.as_ref().map_or(0, |_| (n - 1).min(MAG_SLOTS / 2));
         let obj = slab.slot(c, n - 1).load(Ordering::Relaxed) as *mut u8;
         if let Some(m) = mag {
+            // The magazine pops its slots from the last: filled in reverse, it hands them out
+            // in the slab's pop order (ascending addresses after a refill, `slab::refill`).
             for k in 0..more {
-                m.slots[k] = slab.slot(c, n - 2 - k).load(Ordering::Relaxed) as *mut u8;
+                m.slots[more - 1 - k] = slab.slot(c, n - 2 - k).load(Ordering::Relaxed) as *mut u8;
             }
             m.count = more as u8;
         }

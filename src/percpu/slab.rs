@@ -952,7 +952,8 @@ pub(super) fn take_full(slab: Slab) -> bool {
 
 /// Takes a batch from the central list (no more than the slab has room for), returns one
 /// object and caches the rest with `put` (which caches a prefix of what it is given and says
-/// how many); what does not fit goes back.
+/// how many), so that they are popped in the order the central list gave them (lowest address
+/// first); what does not fit goes back.
 pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> usize) -> *mut u8 {
     let mut buf = [null_mut(); 32];
     let room = slab.room(c);
@@ -966,6 +967,11 @@ pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> us
     if n == 0 {
         return null_mut();
     }
+    // The central lists hand a batch out lowest address first (`central::take_from_span`);
+    // pushed in reverse, the stack pops it in that order, so a burst past the cache walks
+    // memory forwards. Pushed as it came, each batch popped backwards: `batch` 0.88-0.95x the
+    // time with this (docs/benchmarks.md, "Session 32").
+    buf[1..n].reverse();
     let cached = if n > 1 { put(c, &buf[1..n]) } else { 0 };
     if 1 + cached < n {
         // SAFETY: these objects came from `alloc_batch` and were never handed out.
