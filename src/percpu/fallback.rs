@@ -67,7 +67,8 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
         let obj = slab.slot(c, n - 1).load(Ordering::Relaxed) as *mut u8;
         if let Some(m) = mag {
             // The magazine pops its slots from the last: filled in reverse, it hands them out
-            // in the slab's pop order (ascending addresses after a refill, `slab::refill`).
+            // in the slab's pop order (ascending addresses after a refill, `slab::refill`;
+            // frees leave the stack in last-freed-first order).
             for k in 0..more {
                 m.slots[more - 1 - k] = slab.slot(c, n - 2 - k).load(Ordering::Relaxed) as *mut u8;
             }

@@ -953,7 +953,7 @@ pub(super) fn take_full(slab: Slab) -> bool {
 /// Takes a batch from the central list (no more than the slab has room for), returns one
 /// object and caches the rest with `put` (which caches a prefix of what it is given and says
 /// how many), so that they are popped in the order the central list gave them (lowest address
-/// first); what does not fit goes back.
+/// first within a span); what does not fit goes back.
 pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> usize) -> *mut u8 {
     let mut buf = [null_mut(); 32];
     let room = slab.room(c);
@@ -967,7 +967,8 @@ pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> us
     if n == 0 {
         return null_mut();
     }
-    // The central lists hand a batch out lowest address first (`central::take_from_span`);
+    // The central lists hand a batch out lowest address first within a span
+    // (`central::take_from_span`; one from the transfer stack in the order it was freed);
     // pushed in reverse, the stack pops it in that order, so a burst past the cache walks
     // memory forwards. Pushed as it came, each batch popped backwards: `batch` 0.88-0.95x the
     // time with this (docs/benchmarks.md, "Session 32").
