@@ -683,11 +683,12 @@ impl PageHeap {
     /// and shrinks again within `decay_ms` of that release (or of the last step so left), its
     /// free pages stay for the next round and the decay returns them once the rounds stop (at
     /// the next slow path after `decay_ms`, or at once with `background_thread=on`; until
-    /// then up to the high-water mark's free pages stay resident, not three quarters of it). Releasing at every round made a program with a
-    /// second thread fault in a quarter of its heap again each round, and carve its classes at
-    /// new offsets: rounds of 2,000 buffers of 8–125 KiB, each written in its first 64 bytes
-    /// (`benches/c/partial_buffers.c` with one idle thread), took 81,000 page faults in 50
-    /// rounds against 33,800 without the thread (tcmalloc-minimal 18,100 with or without).
+    /// then up to the high-water mark's free pages stay resident, not three quarters of it).
+    /// Releasing at every round made a program with a second thread fault in a quarter of its
+    /// heap again each round, and carve its classes at new offsets: rounds of 2,000 buffers
+    /// of 8–125 KiB, each written in its first 64 bytes (`benches/c/partial_buffers.c` with
+    /// one idle thread), took 81,000 page faults in 50 rounds against 33,800 without the
+    /// thread (tcmalloc-minimal 18,100 with or without).
     fn shrink_rule(&mut self, now: u64) {
         if self.small_peak < DIRTY_FLOOR || self.stats.small_spans >= self.small_peak / 4 * 3 {
             return;
