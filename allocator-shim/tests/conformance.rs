@@ -1070,7 +1070,7 @@ fn threads_that_exit_round_after_round_do_not_fault_the_heap_back_in() {
     // all of them: the later rounds' minor faults must stay under a quarter of the first's. The
     // build before: 73-76 % of the first round's faults in every mode (glibc's malloc about
     // 48 %); this one 6-13 %; since session 32, where a heap that grows back in rounds keeps
-    // its free pages for the decay, 2-4 % (392-663 faults a round against 18,700). The
+    // its free pages for the decay, 2-4 % (392-653 faults a round against 18,700). The
     // release build: what users get.
     let bin = program("thread_rounds");
     let mut failures = Vec::new();
