@@ -1580,7 +1580,7 @@ mod tests {
             if heap.take_shrunk() {
                 steps += 1;
                 if steps == 1 {
-                    assert_eq!(i, 96);
+                    assert_eq!(i, 96, "the first step fires below three quarters of 384");
                     spans.push(heap.alloc_span(8, PAGE, 1, SpanState::Small));
                 }
             }
