@@ -714,7 +714,7 @@ impl PageHeap {
         self.shrunk = true;
     }
 
-    /// The clock of [`PageHeap::free_span`] ([`os::now_ms`]; tests may set it).
+    /// The heap's clock for the time a span became free ([`os::now_ms`]; tests may set it).
     fn now_ms(&self) -> u64 {
         #[cfg(test)]
         if let Some(now) = self.clock {
@@ -801,7 +801,7 @@ impl PageHeap {
                 (*s).pages = pages;
                 self.stats.large_in_use -= (*tail).bytes();
                 (*tail).set_dirty();
-                (*tail).freed_at_ms = os::now_ms();
+                (*tail).freed_at_ms = self.now_ms();
                 PAGEMAP.set_range((*tail).start, (*tail).pages, entry(tail));
                 self.insert_free(tail);
                 return true;
