@@ -18,7 +18,7 @@ use crate::os;
 use crate::pagemap::{self, PAGEMAP};
 use crate::size_class::{PAGE, PAGE_SHIFT};
 use crate::span::{BitmapPool, Span, SpanList, SpanPool, SpanState};
-use crate::sync::Mutex;
+use crate::sync::{AtomicU32, Mutex, Ordering};
 use core::ptr::null_mut;
 
 /// Free spans up to this many pages sit in exact-length lists.
@@ -50,6 +50,21 @@ fn chunk_advice(policy: HugePages, chunk: u32) -> Option<bool> {
 const DIRTY_SCAN: usize = 8;
 /// Free spans a large request looks at, at most, for the lowest that fits.
 const FIRST_FIT_SCAN: usize = 256;
+/// How far below an address [`PageHeap::free_run_containing`] looks for the first page of the
+/// free run holding it: 512 MiB, at most 1,024 words of page marks. A run that starts further
+/// down is not found (the caller then takes a span where the heap's own rules put it).
+const RUN_LOOKBACK: usize = 512 << 20;
+
+/// Large spans the page heap placed so far (wrapping), written under its lock: a class that
+/// remembers a span it gave back also remembers this, and takes the span back only while no
+/// large block was placed since ([`PageHeap::alloc_span_at`]).
+static LARGE_EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// The low 16 bits of [`LARGE_EPOCH`], read without the heap lock (a stale value only makes a
+/// remembered span go unused).
+pub fn large_epoch() -> u16 {
+    LARGE_EPOCH.load(Ordering::Relaxed) as u16
+}
 /// Objects of at least this size are mapped directly and unmapped on free; smaller ones come
 /// from the heap's chunks, where a freed block stays for reuse (no page faults, no zeroing of
 /// pages known to be zero) until the decay, `trim` or `dirty_max` releases it. glibc keeps
@@ -205,6 +220,8 @@ impl PageHeap {
         self.stats.peak_active = self.stats.peak_active.max(active);
     }
 
+    /// Lists free run `s` by its length and marks its first page in the page map
+    /// ([`PageMap::set_mark`], what [`PageHeap::free_run_containing`] looks for).
     fn list_insert(&mut self, s: *mut Span) {
         // SAFETY: `s` is a valid free span record in no list (caller's invariant).
         let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty()) };
@@ -212,6 +229,8 @@ impl PageHeap {
         debug_assert!(unsafe { (*s).dirty_within() });
         self.stats.free += bytes;
         self.stats.dirty += dirty;
+        // SAFETY: as above.
+        PAGEMAP.set_mark(unsafe { (*s).start }, true);
         // SAFETY: as above; the list takes ownership of the links.
         unsafe {
             if pages <= MAX_LISTED {
@@ -223,11 +242,14 @@ impl PageHeap {
         }
     }
 
+    /// Unlists free run `s` and clears the mark on its first page.
     fn list_remove(&mut self, s: *mut Span) {
         // SAFETY: `s` is a free span in the list matching its length.
         let (pages, bytes, dirty) = unsafe { ((*s).pages, (*s).bytes(), (*s).dirty()) };
         self.stats.free -= bytes;
         self.stats.dirty -= dirty;
+        // SAFETY: as above.
+        PAGEMAP.set_mark(unsafe { (*s).start }, false);
         // SAFETY: as above.
         unsafe {
             if pages <= MAX_LISTED {
@@ -540,7 +562,7 @@ impl PageHeap {
         }
         self.list_remove(s);
         // SAFETY: `s` is a valid free span of at least `need` pages, now unlisted.
-        unsafe {
+        let aligned = unsafe {
             let mut aligned = (*s).start.next_multiple_of(align);
             if state == SpanState::Small && (*s).pages > need {
                 // A class's span goes where the pages may be resident: at the start of the
@@ -561,6 +583,81 @@ impl PageHeap {
                     aligned = last;
                 }
             }
+            aligned
+        };
+        // SAFETY: `aligned` and the `pages` pages after it lie in `s`, unlisted.
+        unsafe { self.take_from_run(s, aligned, pages, class, state) }
+    }
+
+    /// The free run holding the page at `addr`, or null. A run merged with its neighbours maps
+    /// only its first and last pages to its record, so it is found through the mark on its
+    /// first page (`list_insert`), looking at most [`RUN_LOOKBACK`] bytes below `addr`.
+    fn free_run_containing(&self, addr: usize) -> *mut Span {
+        let Some(first) = PAGEMAP.mark_at_or_below(addr, addr.saturating_sub(RUN_LOOKBACK)) else {
+            return null_mut();
+        };
+        let s = span_at(first);
+        // SAFETY: page-map entries name span records of the pool (never unmapped) or nothing;
+        // only `state`, `start` and `pages` are read before the record is known to be the run.
+        let holds = !s.is_null()
+            && unsafe { (*s).state == SpanState::Free && (*s).start == first && (*s).end() > addr };
+        if holds {
+            s
+        } else {
+            null_mut()
+        }
+    }
+
+    /// A small span of class `class`, exactly `pages` pages at `start`, carved from the free run
+    /// that holds them, when that run's dirty range holds them (they may all be resident) and
+    /// no large block was placed since `epoch` ([`large_epoch`]); null otherwise. For a class taking back the pages of a span it gave back
+    /// (`central::alloc_batch_home`): its objects then start where they started before, on
+    /// pages a program that touches only the start of each block has touched already.
+    pub fn alloc_span_at(
+        &mut self,
+        start: usize,
+        pages: usize,
+        class: usize,
+        epoch: u16,
+    ) -> *mut Span {
+        debug_assert!(pages > 0 && start.is_multiple_of(PAGE));
+        // A large block takes the lowest free run that fits it; once one was placed, a class
+        // span put back where it was may split a run the next large block would fit (the
+        // runner's `fragmentation`, 90 % freed and grown back in larger sizes, read 1.02x its
+        // peak RSS without this test), so the heap's own rules place it instead.
+        if large_epoch() != epoch {
+            return null_mut();
+        }
+        let s = self.free_run_containing(start);
+        let end = start + pages * PAGE;
+        // SAFETY: `s` is a listed free run (checked above).
+        if s.is_null()
+            || unsafe { (*s).end() < end || (*s).dirty_lo > start || (*s).dirty_hi < end }
+        {
+            return null_mut();
+        }
+        self.list_remove(s);
+        // SAFETY: `[start, end)` lies in `s`, now unlisted.
+        unsafe { self.take_from_run(s, start, pages, class, SpanState::Small) }
+    }
+
+    /// Carves the span of `pages` pages at `aligned` out of free run `s`, marked `state` with
+    /// every page mapped to it with `class`; what lies before and after goes back to the lists.
+    /// Null when no span record was free for a split (`s` is then listed again, whole).
+    ///
+    /// # Safety
+    /// `s` is a valid free run of this heap, unlisted, holding `[aligned, aligned + pages
+    /// pages)`; `aligned` is page-aligned.
+    unsafe fn take_from_run(
+        &mut self,
+        mut s: *mut Span,
+        aligned: usize,
+        pages: usize,
+        class: usize,
+        state: SpanState,
+    ) -> *mut Span {
+        // SAFETY: the caller's contract.
+        unsafe {
             if aligned != (*s).start {
                 let head_pages = (aligned - (*s).start) / PAGE;
                 let head = s;
@@ -602,6 +699,7 @@ impl PageHeap {
                 }
             } else {
                 self.stats.large_in_use += (*s).bytes();
+                LARGE_EPOCH.store(LARGE_EPOCH.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             }
         }
         self.note_peak();
@@ -1158,6 +1256,58 @@ mod tests {
             let s = class_span(&mut heap);
             assert_eq!((*s).start, (*spans[0]).start);
             assert!((*s).zeroed);
+        }
+    }
+
+    /// A span a class gave back is found again inside the run it merged into (through the mark
+    /// on the run's first page, `free_run_containing`) and carved at its old place, leaving
+    /// the rest of the run free; not when the place is in use, its pages were released, or a
+    /// large block was placed since the class remembered it.
+    #[test]
+    fn a_class_span_goes_back_to_its_place_inside_a_merged_run() {
+        let mut heap = PageHeap::new();
+        // SAFETY: every span used below is live and owned by this test's heap.
+        unsafe {
+            // [a 8][b 8][c 8][d 4], all of class 40 but `d`, a large block that stays.
+            let spans = [8, 8, 8].map(|pages| heap.alloc_span(pages, PAGE, 40, SpanState::Small));
+            let d = large(&mut heap, 4);
+            let starts = spans.map(|s| (*s).start);
+            for s in spans {
+                heap.free_span(s);
+            }
+            heap.check_invariants().unwrap();
+            // `b` lies inside one free run now: its first page names no run.
+            let run = heap.free_run_containing(starts[1]);
+            assert!(
+                !run.is_null() && (*run).start < starts[1] && (*run).end() > starts[1] + 8 * PAGE
+            );
+            assert_ne!(span_at(starts[1]), run);
+            let epoch = large_epoch();
+            let b = heap.alloc_span_at(starts[1], 8, 40, epoch);
+            assert!(!b.is_null());
+            assert_eq!(((*b).start, (*b).pages, (*b).class), (starts[1], 8, 40));
+            assert_eq!((*b).state, SpanState::Small);
+            heap.check_invariants().unwrap();
+            // Its neighbours are free runs of their own, found as before.
+            assert_eq!((*heap.free_run_containing(starts[0])).end(), starts[1]);
+            assert_eq!((*heap.free_run_containing(starts[2])).start, starts[2]);
+            // A place in use is not free.
+            assert!(heap.alloc_span_at(starts[1], 8, 40, epoch).is_null());
+            // A place whose pages went back to the OS is left to the heap's own rules.
+            heap.release_free(u64::MAX);
+            assert!(heap.alloc_span_at(starts[2], 8, 40, epoch).is_null());
+            heap.free_span(b);
+            let epoch = large_epoch();
+            // After a large block, a place remembered before it is not taken.
+            let e = large(&mut heap, 2);
+            assert_ne!(large_epoch(), epoch);
+            assert!(heap.alloc_span_at(starts[1], 8, 40, epoch).is_null());
+            let again = heap.alloc_span_at(starts[1], 8, 40, large_epoch());
+            assert_eq!((*again).start, starts[1]);
+            heap.free_span(again);
+            heap.free_span(e);
+            heap.free_span(d);
+            heap.check_invariants().unwrap();
         }
     }
 
@@ -1721,6 +1871,12 @@ pub mod check {
                         PAGEMAP.get((*s).start) == entry(s)
                             && PAGEMAP.get((*s).end() - PAGE) == entry(s),
                         "a free span's first or last page does not map to it",
+                        at,
+                    )?;
+                    ensure(
+                        PAGEMAP.marks_within((*s).start, (*s).bytes()) == 1
+                            && PAGEMAP.marks_within((*s).start, PAGE) == 1,
+                        "a free span's pages are not marked on its first page alone",
                         at,
                     )?;
                     let (right, left) = (span_at((*s).end()), span_at((*s).start - 1));

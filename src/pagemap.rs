@@ -9,15 +9,21 @@
 //! so untouched parts cost no memory. Looking up any address — ours, interior, foreign or garbage — reads only the root and
 //! (if present) a leaf, never the address itself, so it cannot fault.
 //!
+//! Beside the entries, each leaf keeps one *mark* bit per page for the page heap, which marks
+//! the first page of every free run it lists ([`PageMap::set_mark`]): a run merged with its
+//! neighbours maps only its first and last pages to its record, and the marks are how an
+//! address inside it finds the run ([`PageMap::mark_at_or_below`]).
+//!
 //! Invariants: an entry is written only by the thread that owns the span's pages at that
 //! moment (under the page heap lock or while creating the span); entries are published with
-//! release stores and read with acquire loads; leaves are never freed.
+//! release stores and read with acquire loads; marks are written and read under the page heap
+//! lock only; leaves are never freed.
 //!
 //! May call: `os`, `size_class`, `sync`.
 
 use crate::os;
 use crate::size_class::{CLASS_FIELD_VALUES, CLASS_SIZE, NUM_CLASSES, PAGE, PAGE_SHIFT};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 const ADDRESS_BITS: usize = 48;
 const PAGE_BITS: usize = ADDRESS_BITS - PAGE_SHIFT; // 35
@@ -167,6 +173,8 @@ const START_LIMIT: [u16; CLASS_FIELD_VALUES * 4] = {
 
 struct Leaf {
     entries: [AtomicUsize; LEAF_LEN],
+    /// One bit per page (bit `l % 64` of word `l / 64` for entry `l`): the page heap's marks.
+    marks: [AtomicU64; LEAF_LEN / 64],
 }
 
 /// The map itself; there is one, [`PAGEMAP`].
@@ -233,17 +241,26 @@ impl PageMap {
         (first..=last).all(|r| self.leaf_for(r).is_some())
     }
 
-    /// Sets the entry of the page holding `addr`. The leaf must exist ([`PageMap::reserve`]).
+    /// The leaf holding the page of `addr`, which must exist ([`PageMap::reserve`]), and the
+    /// page's index in it; `None` for an address outside the map.
     #[inline]
-    pub fn set(&self, addr: usize, entry: usize) {
+    fn reserved(&self, addr: usize) -> Option<(&Leaf, usize)> {
         let Some((r, l)) = split(addr) else {
             debug_assert!(false, "address outside the page map");
-            return;
+            return None;
         };
         let leaf = self.root[r].load(Ordering::Acquire);
         debug_assert!(!leaf.is_null(), "pagemap leaf not reserved");
-        // SAFETY: reserved leaves are never freed (see `leaf_for`).
-        unsafe { (*leaf).entries[l].store(entry, Ordering::Release) };
+        // SAFETY: the caller reserved the leaf; reserved leaves are never freed (`leaf_for`).
+        Some((unsafe { &*leaf }, l))
+    }
+
+    /// Sets the entry of the page holding `addr`. The leaf must exist ([`PageMap::reserve`]).
+    #[inline]
+    pub fn set(&self, addr: usize, entry: usize) {
+        if let Some((leaf, l)) = self.reserved(addr) {
+            leaf.entries[l].store(entry, Ordering::Release);
+        }
     }
 
     /// Sets the entries of `pages` pages starting at `addr` to `entry`.
@@ -251,6 +268,81 @@ impl PageMap {
         for i in 0..pages {
             self.set(addr + (i << PAGE_SHIFT), entry);
         }
+    }
+
+    /// Sets (`on`) or clears the mark of the page holding `addr`. The leaf must exist
+    /// ([`PageMap::reserve`]); the caller holds the page heap lock, which guards every mark.
+    pub fn set_mark(&self, addr: usize, on: bool) {
+        let Some((leaf, l)) = self.reserved(addr) else {
+            return;
+        };
+        let word = &leaf.marks[l / 64];
+        let bit = 1u64 << (l % 64);
+        let w = word.load(Ordering::Relaxed);
+        word.store(if on { w | bit } else { w & !bit }, Ordering::Relaxed);
+    }
+
+    /// The address of the highest marked page at or below the page holding `addr` and not
+    /// below the page holding `floor`, or `None`; reads at most `(addr - floor) / 512 KiB + 1`
+    /// words of marks (a missing leaf reads as unmarked). Under the page heap lock.
+    pub fn mark_at_or_below(&self, addr: usize, floor: usize) -> Option<usize> {
+        let (Some(_), Some(_)) = (split(addr), split(floor)) else {
+            return None;
+        };
+        let (top, bottom) = (addr >> PAGE_SHIFT, floor >> PAGE_SHIFT);
+        let mut page = top;
+        loop {
+            let (r, l) = (page >> LEAF_BITS, page & (LEAF_LEN - 1));
+            let leaf = self.root[r].load(Ordering::Acquire);
+            // The marks of this word at or below `page`.
+            let below = if l % 64 == 63 {
+                u64::MAX
+            } else {
+                (1u64 << (l % 64 + 1)) - 1
+            };
+            let w = if leaf.is_null() {
+                0
+            } else {
+                // SAFETY: published leaves are never freed (see `leaf_for`).
+                unsafe { (*leaf).marks[l / 64].load(Ordering::Relaxed) & below }
+            };
+            if w != 0 {
+                let found = (page & !63) + (63 - w.leading_zeros() as usize);
+                return (found >= bottom).then_some(found << PAGE_SHIFT);
+            }
+            // The first page of this word; below it, the last page of the word before.
+            let first = page & !63;
+            if first <= bottom || first == 0 {
+                return None;
+            }
+            page = first - 1;
+        }
+    }
+
+    /// Tests and fuzzing: how many pages of `[addr, addr + len)` (whole pages) carry a mark,
+    /// counted a word of marks at a time.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn marks_within(&self, addr: usize, len: usize) -> usize {
+        let (mut page, end) = (addr >> PAGE_SHIFT, (addr + len) >> PAGE_SHIFT);
+        let mut n = 0;
+        while page < end {
+            let (r, l) = (page >> LEAF_BITS, page & (LEAF_LEN - 1));
+            // The pages of this word from `page` on, up to `end`.
+            let take = (64 - l % 64).min(end - page);
+            let leaf = self.root[r].load(Ordering::Acquire);
+            if !leaf.is_null() {
+                // SAFETY: published leaves are never freed (see `leaf_for`).
+                let w = unsafe { (*leaf).marks[l / 64].load(Ordering::Relaxed) } >> (l % 64);
+                let mask = if take == 64 {
+                    u64::MAX
+                } else {
+                    (1 << take) - 1
+                };
+                n += (w & mask).count_ones() as usize;
+            }
+            page += take;
+        }
+        n
     }
 }
 
