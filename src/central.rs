@@ -18,7 +18,7 @@
 
 use crate::free_tag;
 use crate::os;
-use crate::page_heap::{self, HEAP};
+use crate::page_heap::HEAP;
 use crate::pagemap::{entry, home_field, HALF_SHIFT, LAST_PAGE, SECOND_HALF};
 use crate::pagemap::{span_of, PAGEMAP};
 use crate::size_class::{
@@ -202,7 +202,7 @@ const HINTS_FROM: usize = PAGE;
 /// heap's own rules put it: one that another class or a large block took since fails at once.
 const HINT_TRIES: usize = 4;
 
-/// Where a hint keeps the page heap's large epoch (`page_heap::large_epoch`) at the span's
+/// Where a hint keeps the page heap's large epoch (`PageHeap::large_epoch`) at the span's
 /// give-back: above the 48 bits of an address.
 const EPOCH_SHIFT: u32 = 48;
 
@@ -240,17 +240,18 @@ impl Spans {
         unsafe { &mut (*HINT_SLOTS.0.get())[c] }
     }
 
-    /// Remembers span `s`, given back to the page heap now; the oldest goes when all
-    /// [`HINTS`] slots are taken.
+    /// Remembers span `s`, given back to the page heap now, whose large epoch
+    /// (`PageHeap::large_epoch`) is `epoch`; the oldest goes when all [`HINTS`] slots are
+    /// taken.
     ///
     /// # Safety
     /// `s` is a valid span record of this class.
-    unsafe fn note_given_back(&mut self, s: *mut Span) {
+    unsafe fn note_given_back(&mut self, s: *mut Span, epoch: u16) {
         // SAFETY: the caller's contract.
         let (start, pages) = unsafe { ((*s).start, (*s).pages) };
         debug_assert!(start.is_multiple_of(PAGE) && pages < PAGE && start >> EPOCH_SHIFT == 0);
         let at = self.hints_next as usize;
-        self.hints()[at] = start | pages | (page_heap::large_epoch() as usize) << EPOCH_SHIFT;
+        self.hints()[at] = start | pages | (epoch as usize) << EPOCH_SHIFT;
         self.hints_next = ((at + 1) % HINTS) as u8;
         self.hints_len = (self.hints_len as usize + 1).min(HINTS) as u8;
     }
@@ -356,10 +357,10 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32) -> usize {
             };
             // The pages of a span the class gave back first, where they are still free.
             for _ in 0..HINT_TRIES {
-                let Some((start, pages, epoch)) = inner.take_hint() else {
+                let Some((at, length, epoch)) = inner.take_hint() else {
                     break;
                 };
-                s = heap.alloc_span_at(start, pages, c, epoch);
+                s = heap.alloc_span_at(at, length, c, epoch);
                 if !s.is_null() {
                     break;
                 }
@@ -657,12 +658,9 @@ unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
             debug_assert!((*s).in_use as usize >= run);
             (*s).in_use -= run as u32;
             if span_updated(inner, s) {
-                if size_of(c) >= HINTS_FROM {
-                    inner.note_given_back(s);
-                }
                 if n_empty == empty.len() {
                     // SAFETY: as at the end below.
-                    release_spans(&empty);
+                    release_spans(inner, c, &empty);
                     n_empty = 0;
                 }
                 empty[n_empty] = s;
@@ -672,7 +670,7 @@ unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
         }
     }
     // SAFETY: spans emptied above, no longer listed: nothing of the class refers to them.
-    unsafe { release_spans(&empty[..n_empty]) };
+    unsafe { release_spans(inner, c, &empty[..n_empty]) };
 }
 
 /// An object came back to a span that holds it already (its bit set), or to one that cannot
@@ -689,19 +687,26 @@ fn back_twice(p: *mut u8) -> ! {
     os::abort_with(&m)
 }
 
-/// Returns spans whose objects are all back to the page heap, under one hold of its lock.
+/// Returns spans of class `c` (whose locked spans `inner` are) whose objects are all back to
+/// the page heap, under one hold of its lock; a class of [`HINTS_FROM`] bytes or more
+/// remembers each ([`Spans::note_given_back`]).
 ///
 /// # Safety
-/// Each span is a small span whose objects are all back, unlisted, that nobody else holds.
-unsafe fn release_spans(spans: &[*mut Span]) {
+/// Each span is a small span of class `c` whose objects are all back, unlisted, that nobody
+/// else holds.
+unsafe fn release_spans(inner: &mut Spans, c: usize, spans: &[*mut Span]) {
     if spans.is_empty() {
         return;
     }
     let mut heap = HEAP.lock();
+    let remember = size_of(c) >= HINTS_FROM;
     for &s in spans {
         // SAFETY: the caller's contract: an emptied span of a class, no longer referred to;
         // its bitmap goes back with it.
         unsafe {
+            if remember {
+                inner.note_given_back(s, heap.large_epoch());
+            }
             heap.give_bitmap((*s).bits, bitmap_words((*s).capacity as usize));
             (*s).bits = null_mut();
             heap.free_span(s);

@@ -9,7 +9,8 @@
 //! to [`MAX_LISTED`] pages, `long` beyond); the first and last page of a free span map to it in
 //! the page map; every page of a large span maps to it; a class span's page maps to it with its
 //! class (and its index) once carved, without one before; a huge span's first page maps to it;
-//! two free spans are never adjacent (they are merged as soon as the second is freed).
+//! two free spans are never adjacent (they are merged as soon as the second is freed); the page
+//! map's mark is set on the first page of every free span and on no other page of it.
 //!
 //! May call: `config`, `os`, `size_class`, `pagemap`, `span`, `sync`.
 
@@ -18,7 +19,7 @@ use crate::os;
 use crate::pagemap::{self, PAGEMAP};
 use crate::size_class::{PAGE, PAGE_SHIFT};
 use crate::span::{BitmapPool, Span, SpanList, SpanPool, SpanState};
-use crate::sync::{AtomicU32, Mutex, Ordering};
+use crate::sync::Mutex;
 use core::ptr::null_mut;
 
 /// Free spans up to this many pages sit in exact-length lists.
@@ -51,20 +52,10 @@ const DIRTY_SCAN: usize = 8;
 /// Free spans a large request looks at, at most, for the lowest that fits.
 const FIRST_FIT_SCAN: usize = 256;
 /// How far below an address [`PageHeap::free_run_containing`] looks for the first page of the
-/// free run holding it: 512 MiB, at most 1,024 words of page marks. A run that starts further
+/// free run holding it: 512 MiB, at most 1,025 words of page marks. A run that starts further
 /// down is not found (the caller then takes a span where the heap's own rules put it).
 const RUN_LOOKBACK: usize = 512 << 20;
 
-/// Large spans the page heap placed so far (wrapping), written under its lock: a class that
-/// remembers a span it gave back also remembers this, and takes the span back only while no
-/// large block was placed since ([`PageHeap::alloc_span_at`]).
-static LARGE_EPOCH: AtomicU32 = AtomicU32::new(0);
-
-/// The low 16 bits of [`LARGE_EPOCH`], read without the heap lock (a stale value only makes a
-/// remembered span go unused).
-pub fn large_epoch() -> u16 {
-    LARGE_EPOCH.load(Ordering::Relaxed) as u16
-}
 /// Objects of at least this size are mapped directly and unmapped on free; smaller ones come
 /// from the heap's chunks, where a freed block stays for reuse (no page faults, no zeroing of
 /// pages known to be zero) until the decay, `trim` or `dirty_max` releases it. glibc keeps
@@ -135,6 +126,8 @@ pub struct PageHeap {
     /// quarters of it may stay resident after a shrinking heap's release
     /// ([`PageHeap::release_shrunk`]).
     small_high: usize,
+    /// Large spans placed so far, wrapping ([`PageHeap::large_epoch`]).
+    large_placed: u32,
     /// That release happened and nobody asked since (see [`PageHeap::take_shrunk`]).
     shrunk: bool,
     /// Where the shrinking rule's last release started: `small_peak` at the first of its
@@ -187,6 +180,7 @@ impl PageHeap {
             clock: None,
             small_peak: 0,
             small_high: 0,
+            large_placed: 0,
             shrunk: false,
             released_from: 0,
             step_level: 0,
@@ -608,11 +602,20 @@ impl PageHeap {
         }
     }
 
+    /// Large spans this heap has placed (wrapping, low 16 bits): a class that remembers a span
+    /// it gave back remembers this too, and [`PageHeap::alloc_span_at`] gives the span back
+    /// only while no large block was placed since.
+    pub fn large_epoch(&self) -> u16 {
+        self.large_placed as u16
+    }
+
     /// A small span of class `class`, exactly `pages` pages at `start`, carved from the free run
-    /// that holds them, when that run's dirty range holds them (they may all be resident) and
-    /// no large block was placed since `epoch` ([`large_epoch`]); null otherwise. For a class taking back the pages of a span it gave back
-    /// (`central::alloc_batch_home`): its objects then start where they started before, on
-    /// pages a program that touches only the start of each block has touched already.
+    /// that holds them, when that run's dirty range covers them and no large block was placed
+    /// since `epoch` ([`PageHeap::large_epoch`]); null otherwise. For a class taking back the
+    /// pages of a span it gave back (`central::alloc_batch_home`): its objects then start where
+    /// they started before, on pages a program that touches only the start of each block has
+    /// touched already. The dirty range is a hull (a merge takes both ranges and any released
+    /// pages between them), so pages it covers are likely, not certain, to be resident.
     pub fn alloc_span_at(
         &mut self,
         start: usize,
@@ -625,7 +628,7 @@ impl PageHeap {
         // span put back where it was may split a run the next large block would fit (the
         // runner's `fragmentation`, 90 % freed and grown back in larger sizes, read 1.02x its
         // peak RSS without this test), so the heap's own rules place it instead.
-        if large_epoch() != epoch {
+        if self.large_epoch() != epoch {
             return null_mut();
         }
         let s = self.free_run_containing(start);
@@ -699,7 +702,7 @@ impl PageHeap {
                 }
             } else {
                 self.stats.large_in_use += (*s).bytes();
-                LARGE_EPOCH.store(LARGE_EPOCH.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                self.large_placed = self.large_placed.wrapping_add(1);
             }
         }
         self.note_peak();
@@ -1282,7 +1285,7 @@ mod tests {
                 !run.is_null() && (*run).start < starts[1] && (*run).end() > starts[1] + 8 * PAGE
             );
             assert_ne!(span_at(starts[1]), run);
-            let epoch = large_epoch();
+            let epoch = heap.large_epoch();
             let b = heap.alloc_span_at(starts[1], 8, 40, epoch);
             assert!(!b.is_null());
             assert_eq!(((*b).start, (*b).pages, (*b).class), (starts[1], 8, 40));
@@ -1297,12 +1300,13 @@ mod tests {
             heap.release_free(u64::MAX);
             assert!(heap.alloc_span_at(starts[2], 8, 40, epoch).is_null());
             heap.free_span(b);
-            let epoch = large_epoch();
+            let epoch = heap.large_epoch();
             // After a large block, a place remembered before it is not taken.
             let e = large(&mut heap, 2);
-            assert_ne!(large_epoch(), epoch);
+            assert_ne!(heap.large_epoch(), epoch);
             assert!(heap.alloc_span_at(starts[1], 8, 40, epoch).is_null());
-            let again = heap.alloc_span_at(starts[1], 8, 40, large_epoch());
+            let again = heap.alloc_span_at(starts[1], 8, 40, heap.large_epoch());
+            assert!(!again.is_null());
             assert_eq!((*again).start, starts[1]);
             heap.free_span(again);
             heap.free_span(e);
@@ -1941,6 +1945,11 @@ pub mod check {
             "a span's class does not match its state",
             at,
         )?;
+        ensure(
+            state == SpanState::Huge || PAGEMAP.marks_within(start, pages * PAGE) == 0,
+            "a span in use carries a free run's mark",
+            at,
+        )?;
         let mapped = if state == SpanState::Huge { 1 } else { pages };
         for i in 0..mapped {
             // A class span's page names the class once carved (`central::carve_page`).
@@ -2051,14 +2060,25 @@ pub mod check {
     pub fn exercise(heap: &mut PageHeap, data: &[u8]) -> [usize; 8] {
         let mut input = Input(data);
         let mut held: [Option<Held>; HELD] = [None; HELD];
+        // Small spans freed lately, (start, pages, class, large epoch): places to take back.
+        let mut freed = [(0, 0, 0, 0u16); 8];
         let mut done = [0; 8];
         let mut step = 0usize;
         while let Some(op) = input.byte() {
             step += 1;
             let tag = 0x7a90_0000_0000_0000 | step;
             let r = match op % 8 {
+                1 if op & 8 != 0 => alloc_at(heap, &mut input, &mut held, &freed, tag),
                 0..=2 => alloc(heap, &mut input, &mut held, op % 8 == 2, tag),
-                3 | 4 => input.byte().map(|i| release(heap, &mut held[i % HELD])),
+                3 | 4 => input.byte().map(|i| {
+                    let h = &mut held[i % HELD];
+                    if let Some(h) = h.filter(|h| h.state == SpanState::Small) {
+                        // SAFETY: a live span the exercise holds.
+                        let class = unsafe { (*h.span).class } as usize;
+                        freed[step % freed.len()] = (h.start, h.pages, class, heap.large_epoch());
+                    }
+                    release(heap, h)
+                }),
                 5 => resize(heap, &mut input, &mut held, tag),
                 6 => input.byte().map(|b| {
                     let dirty = heap.stats().dirty;
@@ -2178,6 +2198,43 @@ pub mod check {
             assert!(
                 h.pages == pages && h.start.is_multiple_of(align) && (*s).class as usize == class,
                 "alloc_span({pages}, {align}, {class}) gave {} pages at {:#x}",
+                h.pages,
+                h.start
+            );
+            assert!(!(*s).zeroed || h.all(0), "a span said zeroed is not");
+            h.tag();
+            *slot = Some(h);
+        }
+        Some(true)
+    }
+
+    /// Takes back the place of a small span freed before (`PageHeap::alloc_span_at`), chosen
+    /// by the input; when the heap gives it, checks it is exactly that place and holds it.
+    fn alloc_at(
+        heap: &mut PageHeap,
+        input: &mut Input,
+        held: &mut [Option<Held>],
+        freed: &[(usize, usize, usize, u16)],
+        tag: usize,
+    ) -> Option<bool> {
+        let (start, pages, class, epoch) = freed[input.byte()? % freed.len()];
+        let in_use: usize = held.iter().flatten().map(|h| h.pages).sum();
+        let Some(slot) = held.iter_mut().find(|h| h.is_none()) else {
+            return Some(false);
+        };
+        if pages == 0 || in_use + pages > HELD_PAGES {
+            return Some(false);
+        }
+        let s = heap.alloc_span_at(start, pages, class, epoch);
+        if s.is_null() {
+            return Some(false);
+        }
+        // SAFETY: a live span, now the exercise's.
+        unsafe {
+            let h = Held::of(s, tag);
+            assert!(
+                h.start == start && h.pages == pages && (*s).class as usize == class,
+                "alloc_span_at({start:#x}, {pages}) gave {} pages at {:#x}",
                 h.pages,
                 h.start
             );

@@ -250,8 +250,11 @@ impl PageMap {
             return None;
         };
         let leaf = self.root[r].load(Ordering::Acquire);
-        debug_assert!(!leaf.is_null(), "pagemap leaf not reserved");
-        // SAFETY: the caller reserved the leaf; reserved leaves are never freed (`leaf_for`).
+        if leaf.is_null() {
+            debug_assert!(false, "pagemap leaf not reserved");
+            return None;
+        }
+        // SAFETY: a published leaf is never freed (`leaf_for`).
         Some((unsafe { &*leaf }, l))
     }
 
@@ -283,8 +286,9 @@ impl PageMap {
     }
 
     /// The address of the highest marked page at or below the page holding `addr` and not
-    /// below the page holding `floor`, or `None`; reads at most `(addr - floor) / 512 KiB + 1`
-    /// words of marks (a missing leaf reads as unmarked). Under the page heap lock.
+    /// below the page holding `floor`, or `None`; reads at most `(addr - floor) / 512 KiB + 2`
+    /// words of marks (a missing leaf reads as unmarked and is skipped whole). Under the page
+    /// heap lock.
     pub fn mark_at_or_below(&self, addr: usize, floor: usize) -> Option<usize> {
         let (Some(_), Some(_)) = (split(addr), split(floor)) else {
             return None;
@@ -294,24 +298,24 @@ impl PageMap {
         loop {
             let (r, l) = (page >> LEAF_BITS, page & (LEAF_LEN - 1));
             let leaf = self.root[r].load(Ordering::Acquire);
-            // The marks of this word at or below `page`.
-            let below = if l % 64 == 63 {
-                u64::MAX
+            // The first page this step looked at: the word's, or the whole missing leaf's.
+            let first = if leaf.is_null() {
+                page & !(LEAF_LEN - 1)
             } else {
-                (1u64 << (l % 64 + 1)) - 1
-            };
-            let w = if leaf.is_null() {
-                0
-            } else {
+                // The marks of this word at or below `page`.
+                let below = if l % 64 == 63 {
+                    u64::MAX
+                } else {
+                    (1u64 << (l % 64 + 1)) - 1
+                };
                 // SAFETY: published leaves are never freed (see `leaf_for`).
-                unsafe { (*leaf).marks[l / 64].load(Ordering::Relaxed) & below }
+                let w = unsafe { (*leaf).marks[l / 64].load(Ordering::Relaxed) } & below;
+                if w != 0 {
+                    let found = (page & !63) + (63 - w.leading_zeros() as usize);
+                    return (found >= bottom).then_some(found << PAGE_SHIFT);
+                }
+                page & !63
             };
-            if w != 0 {
-                let found = (page & !63) + (63 - w.leading_zeros() as usize);
-                return (found >= bottom).then_some(found << PAGE_SHIFT);
-            }
-            // The first page of this word; below it, the last page of the word before.
-            let first = page & !63;
             if first <= bottom || first == 0 {
                 return None;
             }
