@@ -194,9 +194,10 @@ struct Spans {
 const HINTS: usize = 64;
 /// Classes of at least this size (a page) remember the spans they give back. A span of
 /// smaller objects is touched whole as it is carved and used, so any resident pages serve it
-/// as well as its old ones; put back in its old place, it only split runs the heap's own rule
-/// would have kept whole (the runner's `thread-churn`: 1.02x its peak RSS when every class
-/// remembered).
+/// as well as its old ones, and put back in its old place it only splits runs the heap's own
+/// rule would have kept whole. (With every class remembering, before the large-block test,
+/// the runner's `thread-churn` read 1.02x its peak RSS; with this bound it reads 1.00–1.02x,
+/// within its run-to-run spread: docs/benchmarks.md, "Session 33".)
 const HINTS_FROM: usize = PAGE;
 /// Remembered spans a class looks at, newest first, before it takes a span where the page
 /// heap's own rules put it: one that another class or a large block took since fails at once.
@@ -224,7 +225,9 @@ unsafe impl Sync for Hints {}
 static HINT_SLOTS: Hints = Hints(UnsafeCell::new([[0; HINTS]; NUM_CLASSES]));
 
 impl Spans {
-    /// The class whose spans these are: its place in `CENTRAL`.
+    /// The class whose spans these are: its place in `CENTRAL`. (The hint slots live apart,
+    /// in [`HINT_SLOTS`], so that a class's 128-byte block in `CENTRAL` stays one line pair and
+    /// the slots of classes that never remember cost no touched page.)
     fn class(&self) -> usize {
         let at = self as *const Spans as usize;
         let c = (at - CENTRAL.as_ptr() as usize) / core::mem::size_of::<Central>();

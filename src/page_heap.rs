@@ -623,7 +623,9 @@ impl PageHeap {
         class: usize,
         epoch: u16,
     ) -> *mut Span {
-        debug_assert!(pages > 0 && start.is_multiple_of(PAGE));
+        if pages == 0 || !start.is_multiple_of(PAGE) {
+            return null_mut();
+        }
         // A large block takes the lowest free run that fits it; once one was placed, a class
         // span put back where it was may split a run the next large block would fit (the
         // runner's `fragmentation`, 90 % freed and grown back in larger sizes, read 1.02x its
@@ -2068,6 +2070,7 @@ pub mod check {
             step += 1;
             let tag = 0x7a90_0000_0000_0000 | step;
             let r = match op % 8 {
+                // Op 1 takes back a remembered place, or allocates a large span when none is.
                 1 if op & 8 != 0 => alloc_at(heap, &mut input, &mut held, &freed, tag),
                 0..=2 => alloc(heap, &mut input, &mut held, op % 8 == 2, tag),
                 3 | 4 => input.byte().map(|i| {

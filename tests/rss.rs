@@ -460,11 +460,12 @@ fn child_calloc_faults() {
 /// of mid-size buffers, uses their start and frees them all keeps its free pages between the
 /// rounds: rounds 11–20 fault in on average at most three fifths of the pages the first round
 /// did (measured: 0.42–0.43 when this rule came; since session 33 classes of a page and up
-/// also take their own spans' pages back, and it reads 0.02–0.03). Before the shrinking-heap rule told rounds from a shrink
-/// (`PageHeap::shrink_rule`), every round gave a quarter of the heap back and faulted it in
-/// again, carving the classes at new offsets: 0.77 of the first round's faults each round
-/// (`benches/c/partial_buffers.c` with an idle thread: 81,000 faults in 50 rounds against
-/// 33,800 in a single-threaded process; docs/benchmarks.md, "Session 32"). In all three modes.
+/// also take their own spans' pages back, and it reads 0.02–0.03). Before the shrinking-heap
+/// rule told rounds from a shrink (`PageHeap::shrink_rule`), every round gave a quarter of the
+/// heap back and faulted it in again, carving the classes at new offsets: 0.77 of the first
+/// round's faults each round (`benches/c/partial_buffers.c` with an idle thread: 81,000 faults
+/// in 50 rounds against 33,800 in a single-threaded process; docs/benchmarks.md, "Session
+/// 32"). In all three modes.
 #[test]
 fn rounds_of_partly_used_buffers_keep_their_pages_in_a_threaded_program() {
     for (mode, out) in run_child("child_partial_buffer_rounds", "") {
@@ -477,7 +478,7 @@ fn rounds_of_partly_used_buffers_keep_their_pages_in_a_threaded_program() {
 /// A class takes back the pages of the spans it gave back (`central`'s hints,
 /// `PageHeap::alloc_span_at`), so rounds of partly used buffers put each class's blocks where
 /// they were and the later rounds touch few new pages. Before, each round carved the classes at
-/// new offsets in the merged free runs: rounds 11-20 faulted in 8,850-8,910 pages against
+/// new offsets in the merged free runs: rounds 11-20 faulted in 8,735-8,907 pages against
 /// 2,090 for the first round, and 50 rounds of `benches/c/partial_buffers.c` left 137 MB
 /// resident (tcmalloc-minimal 78 MB); now 446-551 pages and 21 MB (docs/benchmarks.md,
 /// "Session 33"). The same child as above, in all three modes.
