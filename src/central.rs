@@ -153,11 +153,16 @@ unsafe impl Sync for Stacks {}
 
 static STACKS: Stacks = Stacks(UnsafeCell::new([[null_mut(); TRANSFER_SLOTS]; NUM_CLASSES]));
 
+/// The class whose `Central` holds `field` (a `Transfer` or `Spans` inside `CENTRAL`): the
+/// index of the 128-byte block its address falls in.
+fn class_holding<T>(field: &T) -> usize {
+    (field as *const T as usize - CENTRAL.as_ptr() as usize) / core::mem::size_of::<Central>()
+}
+
 impl Transfer {
     /// The class whose transfer stack this is: its place in `CENTRAL`.
     fn class(&self) -> usize {
-        let at = self as *const Transfer as usize;
-        let c = (at - CENTRAL.as_ptr() as usize) / core::mem::size_of::<Central>();
+        let c = class_holding(self);
         debug_assert!(core::ptr::eq(CENTRAL[c].transfer.data_ptr(), self));
         c
     }
@@ -229,8 +234,7 @@ impl Spans {
     /// in [`HINT_SLOTS`], so that a class's 128-byte block in `CENTRAL` stays one line pair and
     /// the slots of classes that never remember cost no touched page.)
     fn class(&self) -> usize {
-        let at = self as *const Spans as usize;
-        let c = (at - CENTRAL.as_ptr() as usize) / core::mem::size_of::<Central>();
+        let c = class_holding(self);
         debug_assert!(core::ptr::eq(CENTRAL[c].spans.data_ptr(), self));
         c
     }
