@@ -417,10 +417,26 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
     }
 }
 
-/// [`free_small`] of an object whose span's home is another slab: reads the page map again
-/// (the entry is not kept live across the push, which would cost `free` saved registers) and
-/// appends the object to the thread's outbox (`percpu::send_home`), or, when that cannot be
-/// done in a few instructions, hands it to `percpu::free_foreign`.
+/// [`free_small`] without owner return's home test: the object goes to this slab's cache
+/// whichever slab's span it is in.
+///
+/// # Safety
+/// `ptr` is a live object of class `c`.
+#[inline(always)]
+unsafe fn free_small_here<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
+    // SAFETY: forwarded contract.
+    unsafe { mark_freed::<TAG>(ptr, who) };
+    if !percpu::push(c, ptr) {
+        // SAFETY: forwarded contract.
+        unsafe { free_small_cold(c, ptr) }
+    }
+}
+
+/// [`free_small`] of an object whose span's home is another slab: pushes it here when owner
+/// return keeps it (`percpu::keeps_foreign`); else reads the page map again (the entry is not
+/// kept live across the push, which would cost `free` saved registers) and appends the object
+/// to the thread's outbox (`percpu::send_home`), or, when that cannot be done in a few
+/// instructions, hands it to `percpu::free_foreign`.
 ///
 /// Not `#[cold]`: every foreign free of a thread that hands objects back comes here, and a
 /// lean function `free` jumps to (no saved registers, no call on the append, no read of the
@@ -431,6 +447,16 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
 /// `ptr` is an object of class `c` in a live small span, tagged free, that nobody uses.
 #[inline(never)]
 unsafe fn free_foreign(c: usize, ptr: *mut u8) {
+    if percpu::keeps_foreign(c) {
+        // Kept where it is freed: pushed here at once, without the page map's second read
+        // (session 34: a thread whose cache holds another slab's objects of the class it
+        // allocates, after a move, went this way on each of their frees).
+        if !percpu::push(c, ptr) {
+            // SAFETY: forwarded contract.
+            unsafe { free_small_cold(c, ptr) }
+        }
+        return;
+    }
     // errno: kept by `percpu::free_foreign` around its paths that may make system calls.
     let e = PAGEMAP.get(ptr as usize);
     debug_assert!(pagemap::class_of(e) == c && pagemap::home_bits(e) != 0);
@@ -558,10 +584,13 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
             // Freeing what this thread allocated last (a temporary buffer): its class, noted
             // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
             // and chosen in one block of assembly) the push need not wait for the page-map
-            // loads (docs/design.md, "Fast path").
+            // loads (docs/design.md, "Fast path"). Owner return keeps an object of the class
+            // the thread allocated last where it is freed (`percpu::keeps_foreign`), so the
+            // push has no home test: an object of another slab's span goes here at once, not
+            // through `free_foreign` to the same end.
             // SAFETY: `checked_class` found `ptr` starts an object of class `c`, which
             // `confirmed_class` returns.
-            return unsafe { free_small::<TAG>(ptr, arch::confirmed_class(c), e, who) };
+            return unsafe { free_small_here::<TAG>(ptr, arch::confirmed_class(c), who) };
         }
         // SAFETY: `checked_class` found `ptr` starts an object of class `c` (entry `e`).
         unsafe { free_small::<TAG>(ptr, c, e, who) }

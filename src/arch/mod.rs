@@ -106,7 +106,7 @@ pub struct ThreadBlock {
     /// path; refills, Rust's allocations and the fallback do not write it), and its class
     /// ([`note_alloc`]): a hint that lets `free` of that very object start its push before the
     /// page map answers, and that tells owner return which class the thread allocates (it
-    /// keeps a foreign object of that class: `percpu::send_home`, `percpu::free_foreign`). Only
+    /// keeps a foreign object of that class: `percpu::keeps_foreign`). Only
     /// ever compared with what the page map says or used to choose between two correct paths,
     /// never trusted alone.
     pub last_alloc: usize,

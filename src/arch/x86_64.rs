@@ -96,7 +96,7 @@ pub fn noted_ptr() -> usize {
 
 /// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before
 /// the first): owner return's hint that this thread allocates objects of that class
-/// (`percpu::send_home`, `percpu::free_foreign`).
+/// (`percpu::keeps_foreign`).
 #[inline(always)]
 pub fn noted_class() -> usize {
     block_word::<{ offset_of!(ThreadBlock, last_class) }>()

@@ -134,12 +134,35 @@ pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
     unsafe { arch::percpu_push_homed(header_offset(c), obj, home) }
 }
 
+/// Owner return's policy for a C `free` of another slab's object of class `c`: true when the
+/// object stays where it is freed (pushed here like any free), false when it goes home
+/// ([`send_home`], else [`free_foreign`]). It stays when `c` is the class of the thread's last
+/// small C allocation served from the per-CPU cache (the allocation note, `arch::noted_class`).
+///
+/// Why the last allocation's class: a thread that replaces the nodes of a structure of its
+/// own (free one, allocate its successor) frees objects of the class it allocates. Kept here,
+/// the freed node comes back to the same thread at once and its neighbours stay that thread's;
+/// sent home, it goes to whichever thread allocates there next, and over time the threads'
+/// objects interleave in the same lines (docs/design.md, "Owner return"). Threads that free
+/// what others allocated (a consumer, `larson`'s arrays changing hands) mostly allocate
+/// other classes in between, so their frees still go home. The note is only a hint: either
+/// answer is correct. Its blind spots: a thread that stops allocating keeps the foreign objects
+/// of its last class from then on, and a pipeline stage that allocates a message of the size it
+/// frees keeps them too; both give up owner return's placement for that class, nothing more.
+///
+/// `free` of the noted object itself is of that class by definition, so it skips the home test
+/// altogether (`lib::free_small_here`).
+#[inline(always)]
+pub fn keeps_foreign(c: usize) -> bool {
+    arch::noted_class() == c
+}
+
 /// [`free_foreign`]'s common case in a few instructions: appends `obj` (class `c`, tagged
 /// free, in span `span`, whose page-map entry has home bits `bits`) to the calling thread's
 /// outbox when the entry names its home exactly (`pagemap::exact_home`: at most 64 slabs; the
-/// span record, which other CPUs' refills write, is not read), `c` is not the allocation
-/// note's class, and the thread has an outbox with room. Returns false, doing nothing,
-/// otherwise: [`free_foreign`] decides then.
+/// span record, which other CPUs' refills write, is not read) and the thread has an outbox with
+/// room. Returns false, doing nothing, otherwise: [`free_foreign`] decides then. The caller has
+/// asked [`keeps_foreign`] first.
 ///
 /// What it need not check: the thread's state. Only a thread in the `Rseq` state has an
 /// outbox (`setup::give_outbox` runs after [`free_foreign`]'s state check, and the thread's
@@ -160,31 +183,15 @@ pub unsafe fn send_home(
     let Some(home) = crate::pagemap::exact_home(bits, G.nslabs.load(Ordering::Relaxed)) else {
         return false;
     };
-    if arch::noted_class() == c {
-        return false;
-    }
     // SAFETY: forwarded contract: a live span.
     debug_assert!(home == unsafe { (*span).home });
     remote::append(c, obj, home)
 }
 
 /// Frees `obj` (class `c`, tagged free, in span `span`), which [`push_homed`] found to be
-/// another slab's: into the thread's outbox, bound for the span's home (`remote`); as any free
-/// when the thread's last allocation was of class `c` (see below), the thread runs without
-/// the critical sections, the home is its own slab after all, or it has no outbox and cannot
-/// get one.
-///
-/// Why the last allocation's class: a thread that replaces the nodes of a structure of its
-/// own (free one, allocate its successor) frees objects of the class it allocates. Kept here,
-/// the freed node comes back to the same thread at once and its neighbours stay that thread's;
-/// sent home, it goes to whichever thread allocates there next, and over time the threads'
-/// objects interleave in the same lines (docs/design.md, "Owner return"). Threads that free
-/// what others allocated (a consumer, `larson`'s arrays changing hands) mostly allocate
-/// other classes in between, so their frees still go home. The note is only a hint (the last
-/// small C allocation the per-CPU cache served): either path is correct. Its blind spots: a
-/// thread that stops allocating keeps the foreign objects of its last class from then on, and
-/// a pipeline stage that allocates a message of the size it frees keeps them too; both give up
-/// owner return's placement for that class, nothing more.
+/// another slab's and [`keeps_foreign`] did not keep: into the thread's outbox, bound for the
+/// span's home (`remote`); as any free when the thread runs without the critical sections, the
+/// home is its own slab after all, or it has no outbox and cannot get one.
 ///
 /// # Safety
 /// `obj` is a free object of class `c`, tagged free, that nobody uses any more; `span` is its
@@ -211,7 +218,6 @@ pub unsafe fn free_foreign(c: usize, obj: *mut u8, span: *const crate::span::Spa
     debug_assert!(home != NO_HOME);
     if thread_state() == ThreadState::Rseq
         && home as usize != current_rseq_id()
-        && arch::noted_class() != c
         && (remote::send(c, obj, home, here) || (new_outbox() && remote::send(c, obj, home, here)))
     {
         return;

@@ -16,11 +16,17 @@
  *    be sent home (`stats.sent_home` plus `stats.sent_home_declined` over the phase, the
  *    consumer's exit included, below 1 % of the objects: the threads' start and exit free a
  *    few blocks of their own).
+ *  - Phase "temporary" (64-byte objects again): a thread pinned to CPU 1, whose cache the
+ *    replace phase left holding the producer's objects, allocates one object and frees it at
+ *    once, TEMPS times (a temporary buffer). Each free is of the block the thread allocated
+ *    last, which owner return keeps where it runs (since session 34 without the home test):
+ *    the thread must get the same block back every time (at least 99 % of the times), and
+ *    almost nothing may be sent home (below 1 % of TEMPS).
  *
  * Every received object must hold its bytes (no block handed out twice while live). In the
  * fallback mode, or with owner return off, nothing is ever sent. Prints
- * "owner_return_keep ok objects=N kept_phase_sent=A other_phase_sent=B discriminating=D
- * mode=..." (D is 0 where the run cannot tell the rule from its absence: fallback mode, owner
+ * "owner_return_keep ok objects=N kept_phase_sent=A other_phase_sent=B temporary_same=S
+ * temporary_sent=T discriminating=D mode=..." (D is 0 where the run cannot tell the rule from its absence: fallback mode, owner
  * return off, one CPU). */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -30,7 +36,7 @@
 #include "conf.h"
 #include "ring.h"
 
-enum { OBJECTS = 100000, RING = 256 };
+enum { OBJECTS = 100000, RING = 256, TEMPS = 10000 };
 
 static unsigned char *slots[RING];
 static struct conf_ring ring = {.slot = slots, .size = RING};
@@ -87,11 +93,36 @@ static unsigned long phase(size_t producer_allocates, size_t consumer_allocates)
     return sent;
 }
 
+/* Phase "temporary": returns how many times malloc gave back the block freed just before. */
+static void *temporaries(void *arg) {
+    conf_pin(1);
+    unsigned char *last = NULL;
+    unsigned long same = 0;
+    for (unsigned long i = 0; i < TEMPS; i++) {
+        unsigned char *p = malloc(64);
+        CHECK(p);
+        memset(p, (int)(i & 0xff), 64);
+        if (p == last) same++;
+        last = p;
+        CHECK(conf_filled(p, 64, (unsigned char)(i & 0xff)));
+        free(p);
+    }
+    *(unsigned long *)arg = same;
+    return NULL;
+}
+
 int main(void) {
     conf_init("owner_return_keep", 60);
     free(malloc(1));
     unsigned long other_phase = phase(48, 200);
     unsigned long kept_phase = phase(64, 64);
+    unsigned long temporary_same = 0, before = conf_taken_for_home();
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, temporaries, &temporary_same) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    unsigned long temporary_sent = conf_taken_for_home() - before;
+    CHECKF(temporary_same >= (TEMPS - 1) * 99 / 100,
+           "a block freed at once came back only %lu of %d times", temporary_same, TEMPS - 1);
     const char *mode = conf_mode();
     int two_cpus = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && conf_pin(1) && conf_pin(0);
     int on = conf_option_is("owner_return", "on");
@@ -102,6 +133,9 @@ int main(void) {
         CHECKF(kept_phase < OBJECTS / 100,
                "%lu objects of the class the consumer allocates were sent home in mode %s",
                kept_phase, mode);
+        CHECKF(temporary_sent < TEMPS / 100,
+               "%lu blocks freed at once by the thread that allocated them were sent home in "
+               "mode %s", temporary_sent, mode);
         if (on && rseq && two_cpus)
             CHECKF(other_phase >= OBJECTS / 2,
                    "only %lu of %d objects of another class were sent home in mode %s",
@@ -113,7 +147,8 @@ int main(void) {
     /* discriminating=0: a run that cannot tell the rule from its absence (fallback mode, owner
      * return off, one CPU), so its pass says only that every object arrived intact. */
     conf_say("owner_return_keep ok objects=%d kept_phase_sent=%lu other_phase_sent=%lu "
-             "discriminating=%d mode=%s\n",
-             OBJECTS, kept_phase, other_phase, on && rseq && two_cpus, mode);
+             "temporary_same=%lu temporary_sent=%lu discriminating=%d mode=%s\n",
+             OBJECTS, kept_phase, other_phase, temporary_same, temporary_sent,
+             on && rseq && two_cpus, mode);
     return 0;
 }
