@@ -587,7 +587,8 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
             // loads (docs/design.md, "Fast path"). Owner return keeps an object of the class
             // the thread allocated last where it is freed (`percpu::keeps_foreign`), so the
             // push has no home test: an object of another slab's span goes here at once, not
-            // through `free_foreign` to the same end.
+            // through `free_foreign` to the same end (a stale note's object stays too, see
+            // `keeps_foreign`).
             // SAFETY: `checked_class` found `ptr` starts an object of class `c`, which
             // `confirmed_class` returns.
             return unsafe { free_small_here::<TAG>(ptr, arch::confirmed_class(c), who) };

@@ -58,7 +58,8 @@ int main(int argc, char **argv) {
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
     double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
-    printf("%.1f ns per pair (%d threads, %ld pairs each)\n", ns / ((double)threads * pairs_per_thread),
-           threads, pairs_per_thread);
+    double pairs = (double)threads * (double)pairs_per_thread;
+    printf("%.1f ns per pair (%d threads, %ld pairs each)\n", ns / pairs, threads,
+           pairs_per_thread);
     return 0;
 }

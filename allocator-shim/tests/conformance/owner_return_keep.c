@@ -1,10 +1,11 @@
 /* Conformance (owner return's policy): a thread that frees another slab's objects of the class it
  * allocates keeps them; one that allocates another class sends them home.
  *
- * A producer pinned to CPU 0 allocates objects of one size, fills each with its serial number,
- * and passes them through a ring to a consumer pinned to CPU 1; both spin, so they run at once
- * on different slabs, and every object the consumer frees comes from a span the producer's
- * slab carved (each phase uses a size no earlier phase did, so its spans are fresh).
+ * In the first two phases a producer pinned to CPU 0 allocates objects of one size, fills each
+ * with its serial number, and passes them through a ring to a consumer pinned to CPU 1; both
+ * spin, so they run at once on different slabs, and every object the consumer frees comes from
+ * a span the producer's slab carved (each phase uses a size no earlier phase did, so its spans
+ * are fresh).
  *
  *  - Phase "other class" (48-byte objects): for each object it receives, the consumer first
  *    allocates a 200-byte object of its own, then checks and frees the received one: the
@@ -16,18 +17,29 @@
  *    be sent home (`stats.sent_home` plus `stats.sent_home_declined` over the phase, the
  *    consumer's exit included, below 1 % of the objects: the threads' start and exit free a
  *    few blocks of their own).
- *  - Phase "temporary" (64-byte objects again): a thread pinned to CPU 1, whose cache the
- *    replace phase left holding the producer's objects, allocates one object and frees it at
- *    once, TEMPS times (a temporary buffer). Each free is of the block the thread allocated
- *    last, which owner return keeps where it runs (since session 34 without the home test):
- *    the thread must get the same block back every time (at least 99 % of the times), and
- *    almost nothing may be sent home (below 1 % of TEMPS).
+ *  - Phase "temporary" (96-byte objects): a producer pinned to CPU 0 allocates TEMP_OBJECTS
+ *    objects before anyone else allocates that size (so every one is in a span its slab
+ *    carved), hands them over in an array, and spins until the consumer is done, so the two
+ *    keep distinct slabs (threads that run at once have distinct `mm_cid`s). The consumer,
+ *    pinned to CPU 1, allocates one 96-byte block of its own (the note's class is now the
+ *    objects') and frees the first half: kept where they are freed, on top of its cache. Then
+ *    it allocates a 96-byte block and frees it at once, TEMPS times (a temporary buffer): each
+ *    malloc pops the producer's object freed last, and each free is of the block the thread
+ *    allocated last, which owner return keeps where it runs (since session 34 with no home
+ *    test, `lib::free_small_here`). So the thread must get the same block back every time (at
+ *    least 99 % of the times, in every mode: any LIFO cache does), and below 1 % of TEMPS may
+ *    be sent home meanwhile; a build that sent those frees home fails both. Premise: with
+ *    another class noted, the second half goes home, which shows the objects were the other
+ *    slab's. It is certain, and checked (at least half of it sent), only with slabs by CPU
+ *    (`membarrier=off`, rseq on two CPUs, owner return on): then the program prints
+ *    temporary_premise=1.
  *
  * Every received object must hold its bytes (no block handed out twice while live). In the
  * fallback mode, or with owner return off, nothing is ever sent. Prints
  * "owner_return_keep ok objects=N kept_phase_sent=A other_phase_sent=B temporary_same=S
- * temporary_sent=T discriminating=D mode=..." (D is 0 where the run cannot tell the rule from its absence: fallback mode, owner
- * return off, one CPU). */
+ * temporary_sent=T premise_sent=P discriminating=D temporary_premise=E mode=..." (D is 0
+ * where the run cannot tell the rule from its absence: fallback mode, owner return off, one
+ * CPU). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -36,7 +48,7 @@
 #include "conf.h"
 #include "ring.h"
 
-enum { OBJECTS = 100000, RING = 256, TEMPS = 10000 };
+enum { OBJECTS = 100000, RING = 256, TEMP_OBJECTS = 2000, TEMPS = 10000 };
 
 static unsigned char *slots[RING];
 static struct conf_ring ring = {.slot = slots, .size = RING};
@@ -71,6 +83,17 @@ static void *consume(void *arg) {
     return NULL; /* the thread's exit sends its outbox home */
 }
 
+/* Starts a consumer and a producer, each on a thread of its own, and waits for both; then
+ * every object the consumer received must have held its bytes. */
+static void run_pair(void *(*consumer)(void *), void *(*producer)(void *)) {
+    pthread_t p, c;
+    CHECK(pthread_create(&c, NULL, consumer, NULL) == 0);
+    CHECK(pthread_create(&p, NULL, producer, NULL) == 0);
+    CHECK(pthread_join(p, NULL) == 0);
+    CHECK(pthread_join(c, NULL) == 0);
+    CHECKF(atomic_load(&bad) == 0, "%d objects arrived with a wrong byte", atomic_load(&bad));
+}
+
 /* One phase: producer and consumer at once; returns what was left for home during it. */
 static unsigned long phase(size_t producer_allocates, size_t consumer_allocates) {
     size = producer_allocates;
@@ -78,13 +101,8 @@ static unsigned long phase(size_t producer_allocates, size_t consumer_allocates)
     atomic_store(&ring.head, 0);
     atomic_store(&ring.tail, 0);
     unsigned long before = conf_taken_for_home();
-    pthread_t p, c;
-    CHECK(pthread_create(&c, NULL, consume, NULL) == 0);
-    CHECK(pthread_create(&p, NULL, produce, NULL) == 0);
-    CHECK(pthread_join(p, NULL) == 0);
-    CHECK(pthread_join(c, NULL) == 0);
+    run_pair(consume, produce);
     unsigned long sent = conf_taken_for_home() - before;
-    CHECKF(atomic_load(&bad) == 0, "%d objects arrived with a wrong byte", atomic_load(&bad));
     for (unsigned long i = 0; i < OBJECTS; i++) {
         unsigned char *q = own[i];
         CHECK(conf_filled(q, consumer_allocates, 0x3c));
@@ -93,22 +111,64 @@ static unsigned long phase(size_t producer_allocates, size_t consumer_allocates)
     return sent;
 }
 
-/* Phase "temporary": returns how many times malloc gave back the block freed just before. */
-static void *temporaries(void *arg) {
-    conf_pin(1);
-    unsigned char *last = NULL;
-    unsigned long same = 0;
-    for (unsigned long i = 0; i < TEMPS; i++) {
-        unsigned char *p = malloc(64);
+/* Phase "temporary": its own producer and consumer (see the header). */
+static unsigned char *temp_objects[TEMP_OBJECTS];
+static atomic_int temps_ready, temps_done;
+static unsigned long temporary_same, temporary_sent, temporary_mid;
+
+static void *temp_produce(void *arg) {
+    (void)arg;
+    conf_pin(0);
+    for (unsigned long i = 0; i < TEMP_OBJECTS; i++) {
+        unsigned char *p = malloc(96);
         CHECK(p);
-        memset(p, (int)(i & 0xff), 64);
-        if (p == last) same++;
-        last = p;
-        CHECK(conf_filled(p, 64, (unsigned char)(i & 0xff)));
+        memset(p, (int)(i & 0xff), 96);
+        temp_objects[i] = p;
+    }
+    atomic_store(&temps_ready, 1);
+    while (!atomic_load(&temps_done)) {
+    }
+    return NULL;
+}
+
+static void *temp_consume(void *arg) {
+    (void)arg;
+    conf_pin(1);
+    free(malloc(200)); /* set-up: a thread's first allocation takes the slow path, no note */
+    while (!atomic_load(&temps_ready)) {
+    }
+    unsigned char *anchor = malloc(96);
+    CHECK(anchor);
+    unsigned long i = 0;
+    for (; i < TEMP_OBJECTS / 2; i++) {
+        unsigned char *p = temp_objects[i];
+        if (!conf_filled(p, 96, (unsigned char)(i & 0xff))) atomic_fetch_add(&bad, 1);
         free(p);
     }
-    *(unsigned long *)arg = same;
-    return NULL;
+    unsigned long before = conf_taken_for_home();
+    unsigned char *last = NULL;
+    for (unsigned long k = 0; k < TEMPS; k++) {
+        unsigned char *p = malloc(96);
+        CHECK(p);
+        if (p == last) temporary_same++;
+        last = p;
+        memset(p, (int)(k & 0xff), 96);
+        CHECK(conf_filled(p, 96, (unsigned char)(k & 0xff)));
+        free(p);
+    }
+    temporary_mid = conf_taken_for_home();
+    temporary_sent = temporary_mid - before;
+    unsigned char *other = malloc(200);
+    CHECK(other);
+    for (; i < TEMP_OBJECTS; i++) {
+        unsigned char *p = temp_objects[i];
+        if (!conf_filled(p, 96, (unsigned char)(i & 0xff))) atomic_fetch_add(&bad, 1);
+        free(p);
+    }
+    free(other);
+    free(anchor);
+    atomic_store(&temps_done, 1);
+    return NULL; /* the thread's exit sends its outbox home */
 }
 
 int main(void) {
@@ -116,17 +176,18 @@ int main(void) {
     free(malloc(1));
     unsigned long other_phase = phase(48, 200);
     unsigned long kept_phase = phase(64, 64);
-    unsigned long temporary_same = 0, before = conf_taken_for_home();
-    pthread_t t;
-    CHECK(pthread_create(&t, NULL, temporaries, &temporary_same) == 0);
-    CHECK(pthread_join(t, NULL) == 0);
-    unsigned long temporary_sent = conf_taken_for_home() - before;
+    run_pair(temp_consume, temp_produce);
+    unsigned long premise_sent = conf_taken_for_home() - temporary_mid;
     CHECKF(temporary_same >= (TEMPS - 1) * 99 / 100,
            "a block freed at once came back only %lu of %d times", temporary_same, TEMPS - 1);
     const char *mode = conf_mode();
     int two_cpus = sysconf(_SC_NPROCESSORS_ONLN) >= 2 && conf_pin(1) && conf_pin(0);
     int on = conf_option_is("owner_return", "on");
     int rseq = conf_rseq_mode();
+    /* The temporary phase's premise is certain only with slabs by CPU (`membarrier=off`): with
+     * `mm_cid` a thread that runs alone for a moment may take the other's id, and the
+     * consumer's refill may then share the producer's slab. */
+    int premise = on && rseq && two_cpus && conf_option_is("membarrier", "off");
     if (!conf_glibc()) {
         /* Not 0: the threads' own start and exit free a few blocks of other classes that
          * another thread allocated (glibc's thread bookkeeping), and those go home. */
@@ -136,6 +197,13 @@ int main(void) {
         CHECKF(temporary_sent < TEMPS / 100,
                "%lu blocks freed at once by the thread that allocated them were sent home in "
                "mode %s", temporary_sent, mode);
+        if (premise)
+            CHECKF(premise_sent >= TEMP_OBJECTS / 4,
+                   "only %lu of %d objects freed after another class went home in mode %s",
+                   premise_sent, TEMP_OBJECTS / 2, mode);
+        if (!on || !rseq)
+            CHECKF(premise_sent == 0, "%lu objects sent home in mode %s, owner_return %s",
+                   premise_sent, mode, on ? "on" : "off");
         if (on && rseq && two_cpus)
             CHECKF(other_phase >= OBJECTS / 2,
                    "only %lu of %d objects of another class were sent home in mode %s",
@@ -147,8 +215,9 @@ int main(void) {
     /* discriminating=0: a run that cannot tell the rule from its absence (fallback mode, owner
      * return off, one CPU), so its pass says only that every object arrived intact. */
     conf_say("owner_return_keep ok objects=%d kept_phase_sent=%lu other_phase_sent=%lu "
-             "temporary_same=%lu temporary_sent=%lu discriminating=%d mode=%s\n",
-             OBJECTS, kept_phase, other_phase, temporary_same, temporary_sent,
-             on && rseq && two_cpus, mode);
+             "temporary_same=%lu temporary_sent=%lu premise_sent=%lu discriminating=%d "
+             "temporary_premise=%d mode=%s\n",
+             OBJECTS, kept_phase, other_phase, temporary_same, temporary_sent, premise_sent,
+             on && rseq && two_cpus, premise, mode);
     return 0;
 }
