@@ -584,7 +584,7 @@ fn owner_return_keeps_objects_of_the_class_the_thread_allocates() {
         " temporary_premise=1 ",
         two_slabs_for_certain,
     );
-    // With owner return off, nothing goes home in either phase, in every mode.
+    // With owner return off, nothing goes home in any phase, in every mode.
     let bin = program(name);
     let results = in_parallel(|u| {
         let out = run_under_with(&bin, &[], u, 90, &[], "owner_return=off");

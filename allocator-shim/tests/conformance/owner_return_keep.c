@@ -20,7 +20,8 @@
  *  - Phase "temporary" (96-byte objects): a producer pinned to CPU 0 allocates TEMP_OBJECTS
  *    objects before anyone else allocates that size (so every one is in a span its slab
  *    carved), hands them over in an array, and spins until the consumer is done, so the two
- *    keep distinct slabs (threads that run at once have distinct `mm_cid`s). The consumer,
+ *    mostly run at once (with slabs by `mm_cid`, distinct ones then; certain only with slabs
+ *    by CPU, `membarrier=off`, see the premise below). The consumer,
  *    pinned to CPU 1, allocates one 96-byte block of its own (the note's class is now the
  *    objects') and frees the first half: kept where they are freed, on top of its cache. Then
  *    it allocates a 96-byte block and frees it at once, TEMPS times (a temporary buffer): each
