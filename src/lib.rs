@@ -399,15 +399,12 @@ fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
 /// it.
 #[inline(always)]
 unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &str) {
+    if !TAG {
+        // SAFETY: forwarded contract.
+        return unsafe { free_small_here::<TAG>(ptr, c, who) };
+    }
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
-    if !TAG {
-        if !percpu::push(c, ptr) {
-            // SAFETY: forwarded contract.
-            unsafe { free_small_cold(c, ptr) }
-        }
-        return;
-    }
     match percpu::push_homed(c, ptr, pagemap::home_bits_unmasked(e)) {
         arch::Push::Done => {}
         // SAFETY: forwarded contract.
@@ -425,7 +422,19 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
 #[inline(always)]
 unsafe fn free_small_here<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
     // SAFETY: forwarded contract.
-    unsafe { mark_freed::<TAG>(ptr, who) };
+    unsafe {
+        mark_freed::<TAG>(ptr, who);
+        push_here(c, ptr);
+    }
+}
+
+/// Pushes `ptr`, a free object of class `c` (already tagged if it is to be), onto this slab's
+/// cache with no home test; a full stack, set-up or the fallback go to [`free_small_cold`].
+///
+/// # Safety
+/// `ptr` is a free object of class `c` that nobody uses.
+#[inline(always)]
+unsafe fn push_here(c: usize, ptr: *mut u8) {
     if !percpu::push(c, ptr) {
         // SAFETY: forwarded contract.
         unsafe { free_small_cold(c, ptr) }
@@ -451,11 +460,8 @@ unsafe fn free_foreign(c: usize, ptr: *mut u8) {
         // Kept where it is freed: pushed here at once, without the page map's second read
         // (session 34: a thread whose cache holds another slab's objects of the class it
         // allocates, after a move, went this way on each of their frees).
-        if !percpu::push(c, ptr) {
-            // SAFETY: forwarded contract.
-            unsafe { free_small_cold(c, ptr) }
-        }
-        return;
+        // SAFETY: forwarded contract.
+        return unsafe { push_here(c, ptr) };
     }
     // errno: kept by `percpu::free_foreign` around its paths that may make system calls.
     let e = PAGEMAP.get(ptr as usize);

@@ -2186,29 +2186,42 @@ pub mod check {
         } else {
             SpanState::Large
         };
-        let in_use: usize = held.iter().flatten().map(|h| h.pages).sum();
-        let Some(slot) = held.iter_mut().find(|h| h.is_none()) else {
+        let Some(slot) = room_for(held, pages) else {
             return Some(false);
         };
-        if in_use + pages > HELD_PAGES {
-            return Some(false);
-        }
         let s = heap.alloc_span(pages, align, class, state);
         assert!(!s.is_null(), "alloc_span({pages}, {align}) failed");
         // SAFETY: a live span, now the exercise's.
-        unsafe {
-            let h = Held::of(s, tag);
-            assert!(
-                h.pages == pages && h.start.is_multiple_of(align) && (*s).class as usize == class,
-                "alloc_span({pages}, {align}, {class}) gave {} pages at {:#x}",
-                h.pages,
-                h.start
-            );
-            assert!(!(*s).zeroed || h.all(0), "a span said zeroed is not");
-            h.tag();
-            *slot = Some(h);
-        }
+        let (h, got) = unsafe { (Held::of(s, tag), (*s).class as usize) };
+        assert!(
+            h.pages == pages && h.start.is_multiple_of(align) && got == class,
+            "alloc_span({pages}, {align}, {class}) gave {} pages at {:#x}",
+            h.pages,
+            h.start
+        );
+        hold(slot, h);
         Some(true)
+    }
+
+    /// A free slot of `held` for a span of `pages` pages, when the spans held leave room for it
+    /// ([`HELD_PAGES`]).
+    fn room_for(held: &mut [Option<Held>], pages: usize) -> Option<&mut Option<Held>> {
+        let in_use: usize = held.iter().flatten().map(|h| h.pages).sum();
+        if in_use + pages > HELD_PAGES {
+            return None;
+        }
+        held.iter_mut().find(|h| h.is_none())
+    }
+
+    /// Holds span `h`, just taken from the heap, in `slot`: checks that a span said zeroed
+    /// reads zero, then tags its pages.
+    fn hold(slot: &mut Option<Held>, h: Held) {
+        // SAFETY: a live span, the exercise's.
+        unsafe {
+            assert!(!(*h.span).zeroed || h.all(0), "a span said zeroed is not");
+            h.tag();
+        }
+        *slot = Some(h);
     }
 
     /// Takes back the place of a small span freed before (`PageHeap::alloc_span_at`), chosen
@@ -2221,30 +2234,25 @@ pub mod check {
         tag: usize,
     ) -> Option<bool> {
         let (start, pages, class, epoch) = freed[input.byte()? % freed.len()];
-        let in_use: usize = held.iter().flatten().map(|h| h.pages).sum();
-        let Some(slot) = held.iter_mut().find(|h| h.is_none()) else {
-            return Some(false);
-        };
-        if pages == 0 || in_use + pages > HELD_PAGES {
+        if pages == 0 {
             return Some(false);
         }
+        let Some(slot) = room_for(held, pages) else {
+            return Some(false);
+        };
         let s = heap.alloc_span_at(start, pages, class, epoch);
         if s.is_null() {
             return Some(false);
         }
         // SAFETY: a live span, now the exercise's.
-        unsafe {
-            let h = Held::of(s, tag);
-            assert!(
-                h.start == start && h.pages == pages && (*s).class as usize == class,
-                "alloc_span_at({start:#x}, {pages}) gave {} pages at {:#x}",
-                h.pages,
-                h.start
-            );
-            assert!(!(*s).zeroed || h.all(0), "a span said zeroed is not");
-            h.tag();
-            *slot = Some(h);
-        }
+        let (h, got) = unsafe { (Held::of(s, tag), (*s).class as usize) };
+        assert!(
+            h.start == start && h.pages == pages && got == class,
+            "alloc_span_at({start:#x}, {pages}) gave {} pages at {:#x}",
+            h.pages,
+            h.start
+        );
+        hold(slot, h);
         Some(true)
     }
 

@@ -303,11 +303,7 @@ impl PageMap {
                 page & !(LEAF_LEN - 1)
             } else {
                 // The marks of this word at or below `page`.
-                let below = if l % 64 == 63 {
-                    u64::MAX
-                } else {
-                    (1u64 << (l % 64 + 1)) - 1
-                };
+                let below = u64::MAX >> (63 - l % 64);
                 // SAFETY: published leaves are never freed (see `leaf_for`).
                 let w = unsafe { (*leaf).marks[l / 64].load(Ordering::Relaxed) } & below;
                 if w != 0 {
@@ -337,12 +333,8 @@ impl PageMap {
             if !leaf.is_null() {
                 // SAFETY: published leaves are never freed (see `leaf_for`).
                 let w = unsafe { (*leaf).marks[l / 64].load(Ordering::Relaxed) } >> (l % 64);
-                let mask = if take == 64 {
-                    u64::MAX
-                } else {
-                    (1 << take) - 1
-                };
-                n += (w & mask).count_ones() as usize;
+                // `take` is 1 to 64: its low `take` bits.
+                n += (w & u64::MAX >> (64 - take)).count_ones() as usize;
             }
             page += take;
         }
