@@ -235,13 +235,20 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     if c == 0 {
         return alloc_large(size, align);
     }
-    let p = percpu::alloc_from_magazine(c);
-    if !p.is_null() {
-        return clear_tag::<TAG>(p); // fallback mode's common case
-    }
-    let p = percpu::alloc_slow(c);
+    let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
     if p.is_null() {
-        return oom();
+        p = percpu::alloc_slow(c);
+        if p.is_null() {
+            return oom();
+        }
+    }
+    // Noted like a pop's object: owner return asks for the class of the thread's last small
+    // allocation, whichever path served it. Noted only by pops, a thread whose allocations of
+    // a class all refilled (its first on a slab, a class with no room there) kept the class
+    // before as its note, and owner return's choice for that thread's next foreign frees
+    // followed the wrong class (session 35).
+    if TAG {
+        arch::note_alloc(p, c);
     }
     clear_tag::<TAG>(p)
 }

@@ -137,7 +137,8 @@ pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
 /// Owner return's policy for a C `free` of another slab's object of class `c`: true when the
 /// object stays where it is freed (pushed here like any free), false when it goes home
 /// ([`send_home`], else [`free_foreign`]). It stays when `c` is the class of the thread's last
-/// small C allocation served from the per-CPU cache (the allocation note, `arch::noted_class`).
+/// small C allocation, popped or served by the slow path (the allocation note,
+/// `arch::noted_class`).
 ///
 /// Why the last allocation's class: a thread that replaces the nodes of a structure of its
 /// own (free one, allocate its successor) frees objects of the class it allocates. Kept here,
