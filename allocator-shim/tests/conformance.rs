@@ -575,7 +575,10 @@ fn owner_return_keeps_objects_of_the_class_the_thread_allocates() {
     // in every mode. Since session 34 a third phase frees, at once, blocks the thread just
     // allocated from a cache topped with the other slab's objects: kept, the same block each
     // time. A build that sent them home failed it (0 of 9,999) wherever its premise is
-    // certain, which the program must say it checked (slabs by CPU: `membarrier=off`).
+    // certain, which the program must say it checked (slabs by CPU: `membarrier=off`). Since
+    // session 35 that phase also checks that the objects freed after the consumer's first
+    // allocation of their class (a refill) are kept: before, only the pop wrote the allocation
+    // note, so all went home (1,000 of 1,000), and the phase failed 1-2 % of runs under load.
     let test = "owner_return_keeps_objects_of_the_class_the_thread_allocates";
     let (name, prefix) = ("owner_return_keep", "owner_return_keep ok objects=");
     per_mode_and_options(

@@ -45,7 +45,7 @@ pub fn noted_ptr() -> usize {
 }
 
 /// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before
-/// the first; only read by owner return, which the fallback never runs).
+/// the first; only owner return reads it, which the fallback never runs).
 #[inline(always)]
 pub fn noted_class() -> usize {
     // SAFETY: as in `note_alloc`.
@@ -53,7 +53,8 @@ pub fn noted_class() -> usize {
 }
 
 /// `c` (x86_64 takes it from the thread block's note when equal, to run ahead of the page map;
-/// here, where only the fallback runs, nothing is noted and `c` itself is the answer).
+/// here, where only the fallback runs and the push always goes to its slow path, `c` itself
+/// is the answer).
 #[inline(always)]
 pub fn confirmed_class(c: usize) -> usize {
     c

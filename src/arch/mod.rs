@@ -102,8 +102,8 @@ pub struct ThreadBlock {
     /// Fallback mode: the thread's magazines (an object of the allocator's own, owned by the
     /// per-CPU layer), or null.
     pub magazine: *mut u8,
-    /// The C API's last small object handed out on this thread (by the hit path or the slow
-    /// path; Rust's allocations do not write it), and its class
+    /// The C API's last small object handed out on this thread (by the pop, the fallback's
+    /// magazine or the slow path; Rust's allocations do not write it), and its class
     /// ([`note_alloc`]): a hint that lets `free` of that very object start its push before the
     /// page map answers, and that tells owner return which class the thread allocates (it
     /// keeps a foreign object of that class: `percpu::keeps_foreign`). Only

@@ -22,11 +22,11 @@
  *    carved), hands them over in an array, and spins until the consumer is done, so the two
  *    mostly run at once (with slabs by `mm_cid`, distinct ones then; certain only with slabs
  *    by CPU, `membarrier=off`, see the premise below). The consumer,
- *    pinned to CPU 1, allocates one 96-byte block of its own, its first on its slab, so a
- *    refill (the note's class is now the objects': the slow path notes too) and frees the
- *    first half: kept where they are freed, on top of its cache, below 1 % of them sent home
- *    (a build whose refills did not note sent all, and kept the second half in 1-2 % of runs
- *    on a loaded machine, when the 200-byte allocation below refilled too). Then
+ *    pinned to CPU 1, allocates one 96-byte block of its own, its first on its slab, as a
+ *    rule a refill (the note's class is now the objects': the slow path notes too), and
+ *    frees the first half: kept where they are freed, on top of its cache, below 1 % of them
+ *    sent home (a build whose refills did not note sent all, and kept the second half in
+ *    1-2 % of runs on a loaded machine, when the 200-byte allocation below refilled too). Then
  *    it allocates a 96-byte block and frees it at once, TEMPS times (a temporary buffer): each
  *    malloc pops the producer's object freed last, and each free is of the block the thread
  *    allocated last, which owner return keeps where it runs (since session 34 with no home
@@ -142,10 +142,13 @@ static void *temp_consume(void *arg) {
     free(malloc(200)); /* set-up: the thread's first allocation */
     while (!atomic_load(&temps_ready)) {
     }
-    /* The thread's first 96-byte block on its slab: a refill, which must note its class too. */
+    /* Read first: a ctl call may allocate (glibc before 2.34 callocs a buffer at a thread's
+     * first dlsym), which would move the note. */
+    unsigned long kept_start = conf_taken_for_home();
+    /* The thread's first 96-byte block on its slab, as a rule a refill, which must note its
+     * class too. */
     unsigned char *anchor = malloc(96);
     CHECK(anchor);
-    unsigned long kept_start = conf_taken_for_home();
     unsigned long i = 0;
     for (; i < TEMP_OBJECTS / 2; i++) {
         unsigned char *p = temp_objects[i];
