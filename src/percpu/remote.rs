@@ -293,7 +293,8 @@ pub(super) fn flush_outbox() {
 }
 
 /// [`flush_outbox`] of `out`: one inbox lock hold per home among the entries. `rest` runs last,
-/// with the outbox already empty, so it may free (even send) again.
+/// with the outbox already empty and no inbox lock held, so it may push and free; it must not
+/// send or flush (`out` is still borrowed: a second reference to the outbox would alias it).
 fn flush(out: &mut Outbox, mut rest: impl FnMut(usize, *mut u8)) {
     let mut n = out.len;
     let mut declined = [0usize; OUTBOX];
