@@ -3,8 +3,8 @@
  * the page map still decides. This program makes that note stale and frees through it:
  *
  *  1. the note's own case, for every small size: malloc, write, free, 100 times each;
- *  2. a stale note: thread A allocates p (8 KiB; the second of two, from the cache, noted
- *     even when only pops were) and frees it; malloc_trim(0) sends p's span back to the
+ *  2. a stale note: thread A allocates p (8 KiB; the second of two, so a pop, which noted
+ *     it even before session 35) and frees it; malloc_trim(0) sends p's span back to the
  *     heap; thread B (created before, so that A allocates nothing after p) allocates 2 KiB
  *     objects until one lands at p's address, and hands it to A. A frees it: the note says
  *     8 KiB at that address, the page map 2 KiB. The object must go back as 2 KiB: 2,000

@@ -42,9 +42,8 @@
  * fallback mode, or with owner return off, nothing is ever sent. Prints
  * "owner_return_keep ok objects=N kept_phase_sent=A other_phase_sent=B first_half_sent=F
  * temporary_same=S temporary_sent=T premise_sent=P discriminating=D temporary_premise=E
- * mode=..." (D is 0
- * where the run cannot tell the rule from its absence: fallback mode, owner return off, one
- * CPU). */
+ * mode=..." (D is 0 where the run cannot tell the rule from its absence: fallback mode, owner
+ * return off, one CPU). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
