@@ -396,10 +396,21 @@ pub fn c_grown_request(c: usize, size: usize) -> usize {
 #[inline(always)]
 pub const fn class_for(size: usize, align: usize) -> usize {
     // The common case first, in two compares and a table load.
-    if size <= 1024 && align <= 8 {
-        return SMALL_CLASS[(size + 7) >> 3] as usize;
+    if let Some(c) = class_for_common(size, align) {
+        return c;
     }
     class_for_rest(size, align)
+}
+
+/// [`class_for`]'s common case alone: the class of a request of at most 1 KiB aligned to at
+/// most 8 bytes (two compares and a table load), or `None` for any other request.
+#[inline(always)]
+pub const fn class_for_common(size: usize, align: usize) -> Option<usize> {
+    if size <= 1024 && align <= 8 {
+        Some(SMALL_CLASS[(size + 7) >> 3] as usize)
+    } else {
+        None
+    }
 }
 
 /// [`class_for`] beyond its common case; the compiler decides whether to inline it (Rust's
