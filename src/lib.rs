@@ -191,7 +191,8 @@ pub fn rseq_mode() -> RseqMode {
 /// freed through the C API, so the two kinds of path can share every cache.
 ///
 /// The fast path is this function: a class lookup and a per-CPU pop. Everything else is one
-/// out-of-line call, so the inlined path needs no stack frame.
+/// out-of-line call, so the inlined path needs no stack frame (C `malloc` saves no register;
+/// Rust's `alloc`, which keeps the size and alignment for its cold call, saves one).
 #[inline(always)]
 fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
     let c = class_for(size, align);
