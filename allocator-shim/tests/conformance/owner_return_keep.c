@@ -135,6 +135,15 @@ static void *temp_produce(void *arg) {
     return NULL;
 }
 
+/* Checks and frees the producer's objects temp_objects[from..to). */
+static void free_temp_objects(unsigned long from, unsigned long to) {
+    for (unsigned long i = from; i < to; i++) {
+        unsigned char *p = temp_objects[i];
+        if (!conf_filled(p, 96, (unsigned char)(i & 0xff))) atomic_fetch_add(&bad, 1);
+        free(p);
+    }
+}
+
 static void *temp_consume(void *arg) {
     (void)arg;
     conf_pin(1);
@@ -148,12 +157,7 @@ static void *temp_consume(void *arg) {
      * class too. */
     unsigned char *anchor = malloc(96);
     CHECK(anchor);
-    unsigned long i = 0;
-    for (; i < TEMP_OBJECTS / 2; i++) {
-        unsigned char *p = temp_objects[i];
-        if (!conf_filled(p, 96, (unsigned char)(i & 0xff))) atomic_fetch_add(&bad, 1);
-        free(p);
-    }
+    free_temp_objects(0, TEMP_OBJECTS / 2);
     unsigned long before = conf_taken_for_home();
     first_half_sent = before - kept_start;
     unsigned char *last = NULL;
@@ -170,11 +174,7 @@ static void *temp_consume(void *arg) {
     temporary_sent = temporary_mid - before;
     unsigned char *other = malloc(200);
     CHECK(other);
-    for (; i < TEMP_OBJECTS; i++) {
-        unsigned char *p = temp_objects[i];
-        if (!conf_filled(p, 96, (unsigned char)(i & 0xff))) atomic_fetch_add(&bad, 1);
-        free(p);
-    }
+    free_temp_objects(TEMP_OBJECTS / 2, TEMP_OBJECTS);
     free(other);
     free(anchor);
     atomic_store(&temps_done, 1);
@@ -232,7 +232,6 @@ int main(void) {
              "first_half_sent=%lu temporary_same=%lu temporary_sent=%lu premise_sent=%lu "
              "discriminating=%d temporary_premise=%d mode=%s\n",
              OBJECTS, kept_phase, other_phase, first_half_sent, temporary_same, temporary_sent,
-             premise_sent,
-             on && rseq && two_cpus, premise, mode);
+             premise_sent, on && rseq && two_cpus, premise, mode);
     return 0;
 }
