@@ -5,8 +5,8 @@
 //! critical sections) the fast path's sign test sends every operation to the slow path, which
 //! for a thread in the `Locked` state comes here: the same slabs as the rseq modes, each
 //! operation under the slab's fallback lock ([`Slab::lock`]), on the slab of the CPU the
-//! thread last ran on (a hint: any slab is correct under its lock). In front of the smallest
-//! classes sits a per-thread magazine ([`Magazines`]), so most operations take no lock at all.
+//! thread last ran on (a hint: any slab is correct under its lock). In front of the classes up
+//! to 1 KiB sits a per-thread magazine ([`Magazines`]), so most operations take no lock at all.
 //! The two protocols never mix: the mode is chosen once per process.
 //!
 //! Owns: the magazines, the thread's CPU hint, the locked pushes and pops.
@@ -22,6 +22,7 @@ use super::state::G;
 use super::storage::{drop_storage, new_storage, STORAGE_BYTES};
 use crate::arch::{self, ThreadBlock};
 use crate::central;
+use crate::size_class::{class_of, CLASS_SIZE};
 use crate::sync::Ordering;
 use core::ptr::null_mut;
 
@@ -63,7 +64,7 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
     if n > 0 {
         // One object for the caller and, for magazine classes, up to half a magazine more,
         // so the next allocations need no lock.
-        let more = mag.as_ref().map_or(0, |_| (n - 1).min(MAG_SLOTS / 2));
+        let more = mag.as_ref().map_or(0, |m| (n - 1).min(m.slots.len() / 2));
         let obj = slab.slot(c, n - 1).load(Ordering::Relaxed) as *mut u8;
         if let Some(m) = mag {
             // The magazine pops its slots from the last: filled in reverse, it hands them out
@@ -72,7 +73,7 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
             for k in 0..more {
                 m.slots[more - 1 - k] = slab.slot(c, n - 2 - k).load(Ordering::Relaxed) as *mut u8;
             }
-            m.count = more as u8;
+            *m.count = more as u8;
         }
         slab.set_count(c, n - 1 - more);
         slab.unlock();
@@ -93,12 +94,13 @@ pub(super) unsafe fn free_locked(c: usize, obj: *mut u8) {
     }
     if let Some(m) = magazine(c) {
         // Full: the older half goes to the slab (or past it, to the central list) in one go.
-        let half = MAG_SLOTS / 2;
+        let cap = m.slots.len();
+        let half = cap / 2;
         // SAFETY: free objects of class `c` from the magazine, now handed on.
         unsafe { put_locked(c, &m.slots[..half]) };
         m.slots.copy_within(half.., 0);
-        m.slots[MAG_SLOTS - half] = obj;
-        m.count = (MAG_SLOTS - half + 1) as u8;
+        m.slots[cap - half] = obj;
+        *m.count = (cap - half + 1) as u8;
         return;
     }
     // SAFETY: forwarded contract.
@@ -114,9 +116,9 @@ pub(super) unsafe fn free_locked(c: usize, obj: *mut u8) {
 pub unsafe fn free_to_magazine(c: usize, obj: *mut u8) -> bool {
     // Only a thread in the locked state has magazines (set up with it, dropped at its exit).
     match magazine(c) {
-        Some(m) if (m.count as usize) < MAG_SLOTS => {
-            m.slots[m.count as usize] = obj;
-            m.count += 1;
+        Some(m) if (*m.count as usize) < m.slots.len() => {
+            m.slots[*m.count as usize] = obj;
+            *m.count += 1;
             true
         }
         _ => false,
@@ -128,39 +130,101 @@ pub unsafe fn free_to_magazine(c: usize, obj: *mut u8) -> bool {
 #[inline]
 pub fn alloc_from_magazine(c: usize) -> *mut u8 {
     match magazine(c) {
-        Some(m) if m.count > 0 => {
-            m.count -= 1;
-            m.slots[m.count as usize]
+        Some(m) if *m.count > 0 => {
+            *m.count -= 1;
+            // SAFETY: `count <= cap` (the invariant of `Magazines`), so `count - 1` is a slot.
+            unsafe { *m.slots.get_unchecked(*m.count as usize) }
         }
         _ => null_mut(),
     }
 }
 
-/// Classes (1 up to this, exclusive) a fallback-mode thread keeps a magazine for: up to 384
-/// bytes.
-const MAG_CLASSES: usize = 24;
-/// Objects a magazine holds per class.
-const MAG_SLOTS: usize = 8;
+/// Classes (1 up to this, exclusive) a fallback-mode thread keeps a magazine for: every class
+/// up to 1 KiB.
+const MAG_CLASSES: usize = class_of(1024) + 1;
 
-/// One class's magazine: a tiny per-thread stack in front of the slab lock.
-#[repr(C)]
-struct MagClass {
-    slots: [*mut u8; MAG_SLOTS],
-    count: u8,
+/// Objects class `c`'s magazine holds: 8 up to 352 bytes, 4 up to 512, 2 up to 1 KiB (fewer
+/// for larger objects, so one thread's magazines hold at most [`MAG_BOUND_BYTES`]). Two are
+/// enough for a thread that frees and allocates one object at a time, which for larger
+/// classes is the common case; a burst then takes the slab lock once per two objects.
+const fn mag_cap(c: usize) -> usize {
+    let size = CLASS_SIZE[c] as usize;
+    if c == 0 {
+        0
+    } else if size <= 352 {
+        8
+    } else if size <= 512 {
+        4
+    } else {
+        2
+    }
 }
 
-/// Fallback mode's per-thread magazines. Without rseq every slab operation costs a locked
-/// instruction; the magazine serves most small operations with plain loads and stores and
-/// takes the lock once per half magazine (docs/design.md, "Fallback", has the figures). Bounded: at most `MAG_SLOTS` objects of each of the first
-/// `MAG_CLASSES` classes (under 20 KiB) per thread, handed back at thread exit and by `trim`
-/// and `stats` on the calling thread; objects in other threads' magazines count as in use in
-/// statistics.
+/// Where class `c`'s slots start in [`Magazines::slots`] (the caps of the classes before it).
+const MAG_START: [u16; MAG_CLASSES + 1] = {
+    let mut t = [0u16; MAG_CLASSES + 1];
+    let mut c = 1;
+    while c <= MAG_CLASSES {
+        t[c] = t[c - 1] + mag_cap(c - 1) as u16;
+        c += 1;
+    }
+    t
+};
+
+/// [`mag_cap`] as a table (a free compares a magazine's count with it).
+const MAG_CAP: [u8; MAG_CLASSES] = {
+    let mut t = [0u8; MAG_CLASSES];
+    let mut c = 0;
+    while c < MAG_CLASSES {
+        t[c] = mag_cap(c) as u8;
+        c += 1;
+    }
+    t
+};
+
+/// Slots of all magazines together.
+const MAG_SLOTS: usize = MAG_START[MAG_CLASSES] as usize;
+
+/// The most object bytes one thread's magazines hold (every magazine full): 49,920.
+const MAG_BOUND_BYTES: usize = {
+    let mut b = 0;
+    let mut c = 1;
+    while c < MAG_CLASSES {
+        b += mag_cap(c) * CLASS_SIZE[c] as usize;
+        c += 1;
+    }
+    b
+};
+
+/// Fallback mode's per-thread magazines: one tiny stack per class in front of the slab lock.
+/// Without rseq every slab operation costs a locked instruction; the magazine serves most
+/// small operations with plain loads and stores and takes the lock once per half magazine
+/// (docs/design.md, "Fallback", has the figures). Bounded: at most [`mag_cap`] objects of
+/// each class up to 1 KiB, [`MAG_BOUND_BYTES`] in all, per thread, handed back at thread exit
+/// and by `trim` and `stats` on the calling thread; objects in other threads' magazines count
+/// as in use in statistics.
+///
+/// Invariant: `count[c] <= mag_cap(c)`, and `slots[MAG_START[c]..][..count[c]]` are free
+/// objects of class `c` that only this magazine holds. All-zero is the empty set.
 ///
 /// The storage is the thread's per-thread storage object (`storage`), taken at the thread's
 /// set-up and given back at its exit.
-type Magazines = [MagClass; MAG_CLASSES];
+#[repr(C)]
+struct Magazines {
+    /// Objects in each class's magazine.
+    count: [u8; MAG_CLASSES],
+    /// Every class's slots, class `c`'s at `MAG_START[c]`, the oldest first.
+    slots: [*mut u8; MAG_SLOTS],
+}
 
 const _: () = assert!(core::mem::size_of::<Magazines>() <= STORAGE_BYTES);
+const _: () = assert!(MAG_BOUND_BYTES < 50 * 1024 && MAG_CLASSES <= u8::MAX as usize);
+
+/// One class's magazine: its slots (as many as it may hold) and its count.
+struct Mag {
+    slots: &'static mut [*mut u8],
+    count: &'static mut u8,
+}
 
 /// A fresh, empty set of magazines; null if memory ran out (the thread then works without one).
 pub(super) fn new_magazine() -> *mut u8 {
@@ -184,17 +248,28 @@ pub(super) unsafe fn drop_magazine(b: *mut ThreadBlock) {
 
 /// The calling thread's magazine for class `c`, if it has magazines and `c` has one.
 #[inline]
-fn magazine(c: usize) -> Option<&'static mut MagClass> {
+fn magazine(c: usize) -> Option<Mag> {
     let b = arch::thread_block();
     // SAFETY: the calling thread's own block.
     let m = unsafe { (*b).magazine };
     if c >= MAG_CLASSES || m.is_null() {
         return None;
     }
+    let m = m.cast::<Magazines>();
+    let (start, cap) = (MAG_START[c] as usize, MAG_CAP[c] as usize);
     // SAFETY: the storage is this thread's own (from `new_magazine`), large and aligned
-    // enough (checked above); only this thread touches it and no two references to one
-    // class's entry are live at once.
-    unsafe { Some(&mut (*m.cast::<Magazines>())[c]) }
+    // enough (checked above); only this thread touches it, class `c`'s slots and count are
+    // disjoint from every other class's, and no two `Mag`s of one class are live at once.
+    unsafe {
+        let slots = (&raw mut (*m).slots).cast::<*mut u8>().add(start);
+        let slots = core::slice::from_raw_parts_mut(slots, cap);
+        let count = &mut *(&raw mut (*m).count).cast::<u8>().add(c);
+        debug_assert!(
+            *count as usize <= slots.len(),
+            "magazine {c} holds {count} objects"
+        );
+        Some(Mag { slots, count })
+    }
 }
 
 /// Fallback mode: hands the calling thread's magazines back to its slab (a no-op for a thread
@@ -202,8 +277,8 @@ fn magazine(c: usize) -> Option<&'static mut MagClass> {
 pub fn flush_own_magazine() {
     for c in 1..MAG_CLASSES {
         if let Some(m) = magazine(c) {
-            let n = m.count as usize;
-            m.count = 0;
+            let n = *m.count as usize;
+            *m.count = 0;
             // SAFETY: free objects of class `c` that were the magazine's.
             unsafe { put_locked(c, &m.slots[..n]) };
         }
