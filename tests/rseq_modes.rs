@@ -58,7 +58,7 @@ fn layout_for(x: u64) -> Layout {
     // Mostly small sizes, the classes the per-CPU caches serve; one in eight of 1-4 KiB, past
     // what fallback mode's magazines hold (classes up to 1 KiB), so its slab locks see steady
     // traffic too.
-    let size = if (x >> 14) % 8 == 0 {
+    let size = if (x >> 14).is_multiple_of(8) {
         1025 + ((x >> 17) % 3072) as usize
     } else {
         8 + (x % 8 + 1) as usize * ((x >> 8) % 64 + 1) as usize
