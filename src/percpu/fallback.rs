@@ -62,9 +62,13 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
     slab.lock();
     let n = slab.count(c);
     if n > 0 {
-        // One object for the caller and, for magazine classes, up to half a magazine more,
-        // so the next allocations need no lock.
-        let more = mag.as_ref().map_or(0, |m| (n - 1).min(m.slots.len() / 2));
+        // One object for the caller and, for stocked magazine classes, up to half a magazine
+        // more, so the next allocations need no lock (a recycling class's magazine holds only
+        // what the thread frees, see `RECYCLE_FROM`).
+        let more = match &mag {
+            Some(m) if c < RECYCLE_FROM => (n - 1).min(m.slots.len() / 2),
+            _ => 0,
+        };
         let obj = slab.slot(c, n - 1).load(Ordering::Relaxed) as *mut u8;
         if let Some(m) = mag {
             // The magazine pops its slots from the last: filled in reverse, it hands them out
@@ -92,7 +96,7 @@ pub(super) unsafe fn free_locked(c: usize, obj: *mut u8) {
     if unsafe { free_to_magazine(c, obj) } {
         return;
     }
-    if let Some(m) = magazine(c) {
+    if let Some(m) = magazine(c).filter(|_| c < RECYCLE_FROM) {
         // Full: the older half goes to the slab (or past it, to the central list) in one go.
         let cap = m.slots.len();
         let half = cap / 2;
@@ -115,8 +119,11 @@ pub(super) unsafe fn free_locked(c: usize, obj: *mut u8) {
 #[inline]
 pub unsafe fn free_to_magazine(c: usize, obj: *mut u8) -> bool {
     // Only a thread in the locked state has magazines (set up with it, dropped at its exit).
+    // A recycling class takes the object only if it is the class the thread allocated last.
     match magazine(c) {
-        Some(m) if (*m.count as usize) < m.slots.len() => {
+        Some(m)
+            if (*m.count as usize) < m.slots.len() && (c < RECYCLE_FROM || *m.last == c as u8) =>
+        {
             m.slots[*m.count as usize] = obj;
             *m.count += 1;
             true
@@ -129,32 +136,39 @@ pub unsafe fn free_to_magazine(c: usize, obj: *mut u8) -> bool {
 /// done) in any other case, which [`alloc_slow`](super::alloc_slow) handles.
 #[inline]
 pub fn alloc_from_magazine(c: usize) -> *mut u8 {
-    match magazine(c) {
-        Some(m) if *m.count > 0 => {
-            *m.count -= 1;
-            // SAFETY: `count <= cap` (the invariant of `Magazines`), so `count - 1` is a slot.
-            unsafe { *m.slots.get_unchecked(*m.count as usize) }
-        }
-        _ => null_mut(),
+    let Some(m) = magazine(c) else {
+        return null_mut();
+    };
+    *m.last = c as u8;
+    if *m.count == 0 {
+        return null_mut();
     }
+    *m.count -= 1;
+    // SAFETY: `count <= cap` (the invariant of `Magazines`), so `count - 1` is a slot.
+    unsafe { *m.slots.get_unchecked(*m.count as usize) }
 }
 
 /// Classes (1 up to this, exclusive) a fallback-mode thread keeps a magazine for: every class
 /// up to 1 KiB.
 const MAG_CLASSES: usize = class_of(1024) + 1;
 
-/// Objects class `c`'s magazine holds: 8 up to 352 bytes, 4 up to 512, 2 up to 1 KiB (fewer
-/// for larger objects, so one thread's magazines hold at most [`MAG_BOUND_BYTES`]). Two are
-/// enough for a thread that frees and allocates one object at a time, which for larger
-/// classes is the common case; a burst then takes the slab lock once per two objects.
+/// The first class (384 bytes) whose magazine only *recycles*: it takes a freed object only
+/// when its class is the one the thread allocated last (`Magazines::last`), and a refill puts
+/// nothing in it. So it serves a thread that allocates and frees one object at a time — a
+/// program mixing sizes, which took the slab lock on each operation of these classes — but a
+/// thread's burst of frees, after which it may sit idle, leaves objects in at most one of these
+/// magazines: each object a magazine holds keeps its span from going back to the page heap,
+/// and stocked magazines for these classes held about 45 KiB more resident per class after a
+/// freed GiB (docs/benchmarks.md, "Session 36").
+const RECYCLE_FROM: usize = class_of(353);
+
+/// Objects class `c`'s magazine holds: 8 up to 352 bytes (stocked: refills fill half of it),
+/// 2 for the recycling classes up to 1 KiB; at most [`MAG_BOUND_BYTES`] in all.
 const fn mag_cap(c: usize) -> usize {
-    let size = CLASS_SIZE[c] as usize;
     if c == 0 {
         0
-    } else if size <= 352 {
+    } else if c < RECYCLE_FROM {
         8
-    } else if size <= 512 {
-        4
     } else {
         2
     }
@@ -185,7 +199,7 @@ const MAG_CAP: [u8; MAG_CLASSES] = {
 /// Slots of all magazines together.
 const MAG_SLOTS: usize = MAG_START[MAG_CLASSES] as usize;
 
-/// The most object bytes one thread's magazines hold (every magazine full): 49,920.
+/// The most object bytes one thread's magazines hold (every magazine full): 45,440.
 const MAG_BOUND_BYTES: usize = {
     let mut b = 0;
     let mut c = 1;
@@ -198,8 +212,8 @@ const MAG_BOUND_BYTES: usize = {
 
 /// Fallback mode's per-thread magazines: one tiny stack per class in front of the slab lock.
 /// Without rseq every slab operation costs a locked instruction; the magazine serves most
-/// small operations with plain loads and stores and takes the lock once per half magazine
-/// (docs/design.md, "Fallback", has the figures). Bounded: at most [`mag_cap`] objects of
+/// small operations with plain loads and stores, and a stocked class's takes the lock once per
+/// half magazine (docs/design.md, "Fallback", has the figures). Bounded: at most [`mag_cap`] objects of
 /// each class up to 1 KiB, [`MAG_BOUND_BYTES`] in all, per thread, handed back at thread exit
 /// and by `trim` and `stats` on the calling thread; objects in other threads' magazines count
 /// as in use in statistics.
@@ -213,6 +227,10 @@ const MAG_BOUND_BYTES: usize = {
 struct Magazines {
     /// Objects in each class's magazine.
     count: [u8; MAG_CLASSES],
+    /// The class of the thread's last allocation of a magazine class (0 before the first),
+    /// written by every [`alloc_from_magazine`]: a recycling class's magazine takes frees of
+    /// this class only.
+    last: u8,
     /// Every class's slots, class `c`'s at `MAG_START[c]`, the oldest first.
     slots: [*mut u8; MAG_SLOTS],
 }
@@ -220,10 +238,12 @@ struct Magazines {
 const _: () = assert!(core::mem::size_of::<Magazines>() <= STORAGE_BYTES);
 const _: () = assert!(MAG_BOUND_BYTES < 50 * 1024 && MAG_CLASSES <= u8::MAX as usize);
 
-/// One class's magazine: its slots (as many as it may hold) and its count.
+/// One class's magazine: its slots (as many as it may hold), its count, and the thread's
+/// [`Magazines::last`].
 struct Mag {
     slots: &'static mut [*mut u8],
     count: &'static mut u8,
+    last: &'static mut u8,
 }
 
 /// A fresh, empty set of magazines; null if memory ran out (the thread then works without one).
@@ -264,11 +284,12 @@ fn magazine(c: usize) -> Option<Mag> {
         let slots = (&raw mut (*m).slots).cast::<*mut u8>().add(start);
         let slots = core::slice::from_raw_parts_mut(slots, cap);
         let count = &mut *(&raw mut (*m).count).cast::<u8>().add(c);
+        let last = &mut (*m).last;
         debug_assert!(
             *count as usize <= slots.len(),
             "magazine {c} holds {count} objects"
         );
-        Some(Mag { slots, count })
+        Some(Mag { slots, count, last })
     }
 }
 
