@@ -171,7 +171,7 @@ fn stress() {
                         let l = layout_for(x >> 16);
                         seq += 1;
                         let tag = (t as u64) << 48 | seq;
-                        // SAFETY: non-zero size; the tag fits (size >= 16).
+                        // SAFETY: non-zero size; the tag fits (size >= 9, the tag is 8 bytes).
                         let p = unsafe { GLOBAL.alloc(l) };
                         assert!(!p.is_null());
                         // SAFETY: the object holds at least 16 bytes, 8-aligned.

@@ -156,8 +156,9 @@ const MAG_CLASSES: usize = class_of(1024) + 1;
 /// when its class is the one the thread allocated last (`Magazines::last`), and a refill puts
 /// nothing in it. So it serves a thread that allocates and frees one object at a time — a
 /// program mixing sizes, which took the slab lock on each operation of these classes — but a
-/// thread's burst of frees, after which it may sit idle, leaves objects in at most one of these
-/// magazines: each object a magazine holds keeps its span from going back to the page heap,
+/// thread's burst of frees, after which it may sit idle, adds objects to at most one of these
+/// magazines (beside at most two a class left from earlier one-at-a-time pairs, 17,280 bytes
+/// in all): each object a magazine holds keeps its span from going back to the page heap,
 /// and stocked magazines for these classes held about 45 KiB more resident per class after a
 /// freed GiB (docs/benchmarks.md, "Session 36").
 const RECYCLE_FROM: usize = class_of(353);
@@ -236,7 +237,8 @@ struct Magazines {
 }
 
 const _: () = assert!(core::mem::size_of::<Magazines>() <= STORAGE_BYTES);
-const _: () = assert!(MAG_BOUND_BYTES < 50 * 1024 && MAG_CLASSES <= u8::MAX as usize);
+// The bound the docs state (docs/design.md, "Fallback"): change both together.
+const _: () = assert!(MAG_BOUND_BYTES == 45_440 && MAG_CLASSES <= u8::MAX as usize);
 
 /// One class's magazine: its slots (as many as it may hold), its count, and the thread's
 /// [`Magazines::last`].
@@ -248,7 +250,7 @@ struct Mag {
 
 /// A fresh, empty set of magazines; null if memory ran out (the thread then works without one).
 pub(super) fn new_magazine() -> *mut u8 {
-    // All-zero is an empty magazine (counts 0, slots null).
+    // All-zero is an empty magazine (counts 0, `last` 0: no class, slots null).
     new_storage()
 }
 
@@ -277,9 +279,11 @@ fn magazine(c: usize) -> Option<Mag> {
     }
     let m = m.cast::<Magazines>();
     let (start, cap) = (MAG_START[c] as usize, MAG_CAP[c] as usize);
-    // SAFETY: the storage is this thread's own (from `new_magazine`), large and aligned
-    // enough (checked above); only this thread touches it, class `c`'s slots and count are
-    // disjoint from every other class's, and no two `Mag`s of one class are live at once.
+    // SAFETY: the storage is this thread's own (from `new_magazine`), large enough (the
+    // assertion after `Magazines`) and 16-byte aligned (`new_storage`); only this thread
+    // touches it, class `c`'s slots and count are disjoint from every other class's, and no two
+    // `Mag`s are live at once (each holds the shared `last` byte): every caller drops one before
+    // it takes another.
     unsafe {
         let slots = (&raw mut (*m).slots).cast::<*mut u8>().add(start);
         let slots = core::slice::from_raw_parts_mut(slots, cap);
