@@ -18,8 +18,27 @@ const THREADS: usize = 64;
 const DTV_CLASS_SIZES: std::ops::RangeInclusive<usize> = 577..=640;
 
 /// Allocates and frees objects of every magazine size (up to 1 KiB), so the magazines end up
-/// holding some.
+/// holding some: bursts for the stocked classes, then one object at a time of every size from
+/// 384 B up, so that every recycling class's magazine (which takes only a free of the class
+/// allocated last) holds one too.
 fn churn(seed: usize) {
+    churn_bursts(seed);
+    for size in (384..=1024).step_by(32) {
+        if DTV_CLASS_SIZES.contains(&size) {
+            continue;
+        }
+        let l = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: non-zero size; freed at once with the same layout.
+        unsafe {
+            let p = GLOBAL.alloc(l);
+            assert!(!p.is_null());
+            GLOBAL.dealloc(p, l);
+        }
+    }
+}
+
+/// Bursts of up to 200 live objects of sizes from 16 B to 1 KiB.
+fn churn_bursts(seed: usize) {
     let mut live = Vec::with_capacity(256);
     for i in 0..4096 {
         let mut size = 16 + (i * 7 + seed) % 1009;
