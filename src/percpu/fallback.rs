@@ -186,7 +186,9 @@ const MAG_START: [u16; MAG_CLASSES + 1] = {
     t
 };
 
-/// [`mag_cap`] as a table (a free compares a magazine's count with it).
+/// [`mag_cap`] as a table (a free compares a magazine's count with it). Not derived from
+/// `MAG_START`'s neighbouring entries: that took two loads and a subtraction on every magazine
+/// operation, and small classes' pairs 1.07x the time (docs/benchmarks.md, "Session 36").
 const MAG_CAP: [u8; MAG_CLASSES] = {
     let mut t = [0u8; MAG_CLASSES];
     let mut c = 0;
@@ -214,10 +216,10 @@ const MAG_BOUND_BYTES: usize = {
 /// Fallback mode's per-thread magazines: one tiny stack per class in front of the slab lock.
 /// Without rseq every slab operation costs a locked instruction; the magazine serves most
 /// small operations with plain loads and stores, and a stocked class's takes the lock once per
-/// half magazine (docs/design.md, "Fallback", has the figures). Bounded: at most [`mag_cap`] objects of
-/// each class up to 1 KiB, [`MAG_BOUND_BYTES`] in all, per thread, handed back at thread exit
-/// and by `trim` and `stats` on the calling thread; objects in other threads' magazines count
-/// as in use in statistics.
+/// half magazine (docs/design.md, "Fallback", has the figures). Bounded: at most [`mag_cap`]
+/// objects of each class up to 1 KiB, [`MAG_BOUND_BYTES`] in all, per thread, handed back at
+/// thread exit and by `trim` and `stats` on the calling thread; objects in other threads'
+/// magazines count as in use in statistics.
 ///
 /// Invariant: `count[c] <= mag_cap(c)`, and `slots[MAG_START[c]..][..count[c]]` are free
 /// objects of class `c` that only this magazine holds. All-zero is the empty set.
