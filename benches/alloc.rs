@@ -17,6 +17,9 @@
 //! Allocators are called through `GlobalAlloc` directly; the benchmark binary itself runs on
 //! the system allocator.
 
+mod burst;
+
+use burst::batch_of;
 use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::time::{Duration, Instant};
@@ -61,28 +64,6 @@ fn batch(a: &dyn GlobalAlloc, n: usize, ptrs: &mut Vec<(*mut u8, Layout)>) {
     for (p, l) in ptrs.drain(..) {
         // SAFETY: allocated just above with `l`.
         unsafe { a.dealloc(black_box(p), l) };
-    }
-}
-
-/// `n` allocations of `layout`, each written with its index, then each checked and freed.
-#[inline(always)]
-fn batch_of(a: &dyn GlobalAlloc, layout: Layout, n: usize, ptrs: &mut Vec<*mut u8>) {
-    for i in 0..n {
-        // SAFETY: non-zero size.
-        let p = unsafe { a.alloc(layout) };
-        if p.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        // SAFETY: the block holds at least 16 bytes, aligned to 8.
-        unsafe { p.cast::<usize>().write(i) };
-        ptrs.push(p);
-    }
-    for (i, p) in ptrs.drain(..).enumerate() {
-        // SAFETY: written above; allocated with `layout` and freed only here.
-        unsafe {
-            assert_eq!(p.cast::<usize>().read(), i, "object {i} was overwritten");
-            a.dealloc(p, layout);
-        }
     }
 }
 

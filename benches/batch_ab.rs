@@ -13,11 +13,11 @@
 //! the `mimalloc` crate while n × size fits the per-CPU byte budget (`cpu_cache_bytes`, 512 KiB
 //! by default), at most 1.3x past it.
 //!
-//! Every object gets its index written at allocation and checked before its free, as in
-//! `alloc.rs`'s `batch_of`, into a pointer array of criterion's capacity (4,096: where the
-//! array lies against the objects moved every allocator's cells by about 10 % in session 37).
-//! Allocators are called through `GlobalAlloc` directly; the binary runs on the system
-//! allocator.
+//! Every object gets its index written at allocation and checked before its free: the burst is
+//! `burst.rs`' `batch_of`, the code criterion's `batch` group times, with a pointer array of
+//! criterion's capacity (4,096: where the array lies against the objects moved every
+//! allocator's cells by about 10 % in session 37). Allocators are called through `GlobalAlloc`
+//! directly; the binary runs on the system allocator.
 //!
 //! What this does not remove: the harness itself. In session 37 the `mimalloc` crate's 16 B
 //! cells from n = 64 to 1024 read 3.3–4.1 ns per object under criterion and 3.8–4.6 ns here
@@ -34,6 +34,9 @@
 //! blocks of one allocator) and filters, each a substring of the cell's name (`16B/64`); a cell
 //! runs when any filter matches it.
 
+mod burst;
+
+use burst::batch_of;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::time::Instant;
 
@@ -61,28 +64,6 @@ const BLOCK_OBJECTS: usize = 1 << 16;
 /// The per-CPU byte budget the cells are read against: `cpu_cache_bytes`' default.
 const BUDGET_BYTES: usize = 512 << 10;
 
-/// `n` allocations of `layout`, each written with its index, then each checked and freed.
-#[inline(always)]
-fn burst(a: &dyn GlobalAlloc, layout: Layout, n: usize, ptrs: &mut Vec<*mut u8>) {
-    for i in 0..n {
-        // SAFETY: non-zero size.
-        let p = unsafe { a.alloc(layout) };
-        if p.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        // SAFETY: the block holds at least 16 bytes, aligned to 8.
-        unsafe { p.cast::<usize>().write(i) };
-        ptrs.push(p);
-    }
-    for (i, p) in ptrs.drain(..).enumerate() {
-        // SAFETY: written above; allocated with `layout` and freed only here.
-        unsafe {
-            assert_eq!(p.cast::<usize>().read(), i, "object {i} was overwritten");
-            a.dealloc(p, layout);
-        }
-    }
-}
-
 /// One timed block: `reps` bursts of `n`; returns ns per object.
 fn block(
     a: &dyn GlobalAlloc,
@@ -93,7 +74,7 @@ fn block(
 ) -> f64 {
     let t = Instant::now();
     for _ in 0..reps {
-        burst(a, layout, n, ptrs);
+        batch_of(a, layout, n, ptrs);
     }
     t.elapsed().as_nanos() as f64 / (reps * n) as f64
 }
@@ -167,20 +148,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--rounds" => {
-                rounds = args
-                    .next()
-                    .and_then(|r| r.parse().ok())
-                    .filter(|&r: &usize| r > 0)
-                    .expect("--rounds takes a positive number");
-            }
-            "--block" => {
-                block_objects = args
-                    .next()
-                    .and_then(|r| r.parse().ok())
-                    .filter(|&r: &usize| r > 0)
-                    .expect("--block takes a positive number");
-            }
+            "--rounds" => rounds = positive(args.next(), "--rounds"),
+            "--block" => block_objects = positive(args.next(), "--block"),
             "--peers" => {
                 let list = args
                     .next()
@@ -233,6 +202,13 @@ fn main() {
     if on.contains(&MIMALLOC_AT) {
         summary(&cells);
     }
+}
+
+/// The positive number an option takes (panics naming `option` otherwise).
+fn positive(arg: Option<String>, option: &str) -> usize {
+    arg.and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or_else(|| panic!("{option} takes a positive number"))
 }
 
 /// Where the `mimalloc` crate is in [`ALLOCATORS`]: the targets are read against it.
