@@ -26,7 +26,7 @@
 //! by side (docs/benchmarks.md, "Session 37"), neither alone.
 //!
 //! ```sh
-//! cargo bench -p rseqmalloc-benches --bench batch_ab                  # all 24 cells, ~1 min
+//! cargo bench -p rseqmalloc-benches --bench batch_ab                  # all 24 cells, ~10 s
 //! cargo bench -p rseqmalloc-benches --bench batch_ab -- --rounds 301 16B
 //! ```
 //! Arguments: `--rounds R` (default 101), `--peers a,b` (which of mimalloc, jemalloc and glibc
