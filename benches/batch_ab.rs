@@ -3,15 +3,16 @@
 //!
 //! On a noisy machine criterion measures one cell after another, and the host's slow phases
 //! land on some allocators' cells and not on others: the `mimalloc` crate's own 16 B × 16
-//! cell read 70.6 and 126.7 ns in two runs of session 36. Here every round times one block of
-//! each allocator in turn (the order rotated each round), and the ratio of rseqmalloc's block
-//! to a peer's in the same round is the unit of comparison, so a slow phase of the host
-//! lengthens both sides of a ratio. Each cell prints every allocator's median cost per object
-//! (one allocation and its free, in ns), rseqmalloc's median per-round ratio to each peer with
-//! its 10th–90th percentile range, and rseqmalloc's median against its own n = 16 figure
-//! (issue 12's "flat in n" target). A summary gives the issue's `batch` targets: at or below
-//! the `mimalloc` crate while n × size fits the per-CPU byte budget (`cpu_cache_bytes`, 512 KiB
-//! by default), at most 1.3x past it.
+//! cell read 70.6 and 126.7 ns a burst of 16 in two runs of session 36. Here every round times
+//! one block of each allocator in turn (in an order shuffled each round, so no allocator
+//! always runs after the same one), and the ratio of rseqmalloc's block to a peer's in the same
+//! round is the unit of comparison, so a slow phase of the host lengthens both sides of a
+//! ratio. Each cell prints every allocator's median cost per object (one allocation and its
+//! free, in ns) and rseqmalloc's median per-round ratio to each peer with its 10th–90th
+//! percentile range. A summary gives issue 12's `batch` targets: at or below the `mimalloc`
+//! crate while n × size fits the per-CPU byte budget (`cpu_cache_bytes`, 512 KiB by default),
+//! at most 1.3x past it (both from the ratios, when mimalloc is among the peers), and flat in n
+//! (rseqmalloc's median against its own n = 16 median, within 1.3x).
 //!
 //! Every object gets its index written at allocation and checked before its free: the burst is
 //! `burst.rs`' `batch_of`, the code criterion's `batch` group times, with a pointer array of
@@ -20,23 +21,30 @@
 //! directly; the binary runs on the system allocator.
 //!
 //! What this does not remove: the harness itself. In session 37 the `mimalloc` crate's 16 B
-//! cells from n = 64 to 1024 read 3.3–4.1 ns per object under criterion and 3.8–4.6 ns here
+//! cells from n = 64 to 1024 read 3.3–4.1 ns per object under criterion and 4.1–4.7 ns here
 //! (the same build, mimalloc's C code aligned to 64 bytes in both), while rseqmalloc's read
-//! within 5 % of each other; not explained. So criterion's cells and these ratios are read side
-//! by side (docs/benchmarks.md, "Session 37"), neither alone.
+//! 3–7 % lower under criterion; not explained. So criterion's cells and these ratios are read
+//! side by side (docs/benchmarks.md, "Session 37"), neither alone.
 //!
 //! ```sh
 //! cargo bench -p rseqmalloc-benches --bench batch_ab                  # all 24 cells, ~10 s
 //! cargo bench -p rseqmalloc-benches --bench batch_ab -- --rounds 301 16B
+//! cargo bench -p rseqmalloc-benches --bench batch_ab -- --peers mimalloc --n 16,32,48,64 16B
 //! ```
-//! Arguments: `--rounds R` (default 101), `--peers a,b` (which of mimalloc, jemalloc and glibc
-//! alternate with rseqmalloc; default all three: with fewer, less time passes between two
-//! blocks of one allocator) and filters, each a substring of the cell's name (`16B/64`); a cell
-//! runs when any filter matches it.
+//! Arguments:
+//! - `--rounds R`: rounds a cell (default 101).
+//! - `--peers a,b`: which of mimalloc, jemalloc and glibc alternate with rseqmalloc (default all
+//!   three; with fewer, less time passes between two blocks of one allocator).
+//! - `--alone NAME`: time one allocator by itself (rseqmalloc or a peer): its medians only, no
+//!   ratios and no summary, to tell what the alternation does to it.
+//! - `--n a,b,…`: burst lengths in place of criterion's.
+//! - `--block OBJECTS`: objects a timed block allocates and frees (default 65,536).
+//! - Anything else is a filter, a substring of a cell's name (`16B/64`); a cell runs when any
+//!   filter matches it. No cell matching is an error.
 
 mod burst;
 
-use burst::batch_of;
+use burst::{batch_of, BATCH_NS, BATCH_SIZES};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::time::Instant;
 
@@ -52,19 +60,21 @@ const ALLOCATORS: [(&str, &(dyn GlobalAlloc + Sync)); 4] = [
     ("glibc", &System),
 ];
 
-/// Burst lengths and object sizes, as criterion's `batch` group.
-const NS: [usize; 6] = [1, 16, 64, 256, 1024, 4096];
-const SIZES: [usize; 4] = [16, 64, 256, 1024];
+/// Where the `mimalloc` crate is in [`ALLOCATORS`]: the targets are read against it.
+const MIMALLOC_AT: usize = 1;
+const _: () = assert!(matches!(ALLOCATORS[MIMALLOC_AT].0.as_bytes(), b"mimalloc"));
 
 /// Objects one timed block allocates and frees (a block repeats its burst this many objects'
-/// worth): about half a millisecond, long against the clock's cost, short against the host's
-/// slow phases.
+/// worth): about a quarter of a millisecond for rseqmalloc and mimalloc (up to 22 ms for
+/// glibc's 1 KiB bursts past its caches), long against the clock's cost, short against the
+/// host's slow phases.
 const BLOCK_OBJECTS: usize = 1 << 16;
 
 /// The per-CPU byte budget the cells are read against: `cpu_cache_bytes`' default.
 const BUDGET_BYTES: usize = 512 << 10;
 
-/// One timed block: `reps` bursts of `n`; returns ns per object.
+/// One timed block: `reps` bursts of `n` objects of `layout` (at least a `usize`, aligned for
+/// one); returns ns per object.
 fn block(
     a: &dyn GlobalAlloc,
     layout: Layout,
@@ -74,12 +84,13 @@ fn block(
 ) -> f64 {
     let t = Instant::now();
     for _ in 0..reps {
-        batch_of(a, layout, n, ptrs);
+        // SAFETY: `measure` builds `layout` from `BATCH_SIZES` (16 B and up), aligned to 8.
+        unsafe { batch_of(a, layout, n, ptrs) };
     }
     t.elapsed().as_nanos() as f64 / (reps * n) as f64
 }
 
-/// The `q`-quantile (0..=1) of sorted `v`, by nearest rank.
+/// The `q`-quantile (0..=1) of sorted `v`: the element at index `round((len - 1) · q)`.
 fn quantile(v: &[f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
@@ -89,7 +100,8 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
-/// What one cell measured: per allocator its per-round ns per object, in round order.
+/// What one cell measured: per allocator its per-round ns per object, in round order (empty
+/// for an allocator not measured).
 struct Cell {
     size: usize,
     n: usize,
@@ -97,12 +109,17 @@ struct Cell {
 }
 
 impl Cell {
+    fn name(&self) -> String {
+        format!("{}B/{}", self.size, self.n)
+    }
+
     fn median(&self, k: usize) -> f64 {
         quantile(&sorted(self.times[k].clone()), 0.5)
     }
 
-    /// rseqmalloc's per-round ratios to allocator `k`, sorted.
+    /// rseqmalloc's per-round ratios to allocator `k`, sorted (both measured in every round).
     fn ratios(&self, k: usize) -> Vec<f64> {
+        debug_assert_eq!(self.times[0].len(), self.times[k].len());
         sorted(
             self.times[0]
                 .iter()
@@ -117,62 +134,123 @@ impl Cell {
     }
 }
 
-/// Measures one cell on the allocators `on` (indices into [`ALLOCATORS`], rseqmalloc's first);
-/// an allocator not in `on` gets no times.
+/// A small xorshift generator: the rounds' orders, the same in every run.
+struct Shuffle(u64);
+
+impl Shuffle {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Fisher–Yates over `v`.
+    fn shuffle(&mut self, v: &mut [usize]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, (self.next() % (i as u64 + 1)) as usize);
+        }
+    }
+}
+
+/// Measures one cell on the allocators `on` (indices into [`ALLOCATORS`], each once), every
+/// round timing each of them once in a shuffled order; an allocator not in `on` gets no times.
 fn measure(size: usize, n: usize, rounds: usize, on: &[usize], block_objects: usize) -> Cell {
     let layout = Layout::from_size_align(size, 8).unwrap();
     let reps = (block_objects / n).max(1);
     // Criterion's `batch` group's capacity (see above).
-    let mut ptrs = Vec::with_capacity(NS[NS.len() - 1]);
+    let mut ptrs = Vec::with_capacity(BATCH_NS[BATCH_NS.len() - 1].max(n));
     for &i in on {
         for _ in 0..3 {
             block(ALLOCATORS[i].1, layout, n, reps, &mut ptrs);
         }
     }
     let mut times = vec![Vec::with_capacity(rounds); ALLOCATORS.len()];
-    for r in 0..rounds {
-        for j in 0..on.len() {
-            let i = on[(r + j) % on.len()];
+    let mut order = on.to_vec();
+    let mut rng = Shuffle(0x9e37_79b9_7f4a_7c15 ^ (size * 4099 + n) as u64);
+    for _ in 0..rounds {
+        rng.shuffle(&mut order);
+        for &i in &order {
             times[i].push(block(ALLOCATORS[i].1, layout, n, reps, &mut ptrs));
         }
     }
     Cell { size, n, times }
 }
 
+/// The index in [`ALLOCATORS`] of `name` (panics naming `option` for an unknown one).
+fn allocator(name: &str, option: &str) -> usize {
+    ALLOCATORS
+        .iter()
+        .position(|(l, _)| *l == name)
+        .unwrap_or_else(|| panic!("{option}: no allocator {name:?}"))
+}
+
+/// The positive number an option takes (panics naming `option` otherwise).
+fn positive(arg: Option<&str>, option: &str) -> usize {
+    arg.and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or_else(|| panic!("{option} takes a positive number"))
+}
+
 fn main() {
-    assert_eq!(ALLOCATORS[MIMALLOC_AT].0, "mimalloc");
     let mut rounds = 101;
     let mut block_objects = BLOCK_OBJECTS;
     let mut on: Vec<usize> = (0..ALLOCATORS.len()).collect();
+    let mut alone = false;
+    let mut ns = BATCH_NS.to_vec();
     let mut filters = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        let value = |args: &mut std::iter::Skip<std::env::Args>| {
+            args.next().unwrap_or_else(|| panic!("{a} takes a value"))
+        };
         match a.as_str() {
-            "--rounds" => rounds = positive(args.next(), "--rounds"),
-            "--block" => block_objects = positive(args.next(), "--block"),
+            "--rounds" => rounds = positive(Some(&value(&mut args)), "--rounds"),
+            "--block" => block_objects = positive(Some(&value(&mut args)), "--block"),
             "--peers" => {
-                let list = args
-                    .next()
-                    .expect("--peers takes a list: mimalloc,jemalloc,glibc");
                 on = vec![0];
-                for name in list.split(',') {
-                    let k = ALLOCATORS.iter().skip(1).position(|(l, _)| *l == name);
-                    on.push(1 + k.unwrap_or_else(|| panic!("--peers: no allocator {name:?}")));
+                for name in value(&mut args).split(',') {
+                    let k = allocator(name, "--peers");
+                    assert!(
+                        k != 0 && !on.contains(&k),
+                        "--peers: {name:?} twice or ours"
+                    );
+                    on.push(k);
                 }
+            }
+            "--alone" => {
+                on = vec![allocator(&value(&mut args), "--alone")];
+                alone = true;
+            }
+            "--n" => {
+                ns = value(&mut args)
+                    .split(',')
+                    .map(|n| positive(Some(n), "--n"))
+                    .collect();
             }
             // What `cargo bench` passes to every bench target.
             "--bench" => {}
+            f if f.starts_with('-') => panic!("unknown option {f:?} (see the file's header)"),
             f => filters.push(f.to_string()),
         }
     }
     println!(
-        "batch_ab: {rounds} rounds a cell, blocks of {block_objects} objects, order rotated each round"
+        "batch_ab: {rounds} rounds a cell, blocks of {block_objects} objects, order shuffled \
+         each round"
     );
-    println!("cell = size/n; ns per object (allocation + free), median of rounds; ours/peer: median per-round ratio [p10-p90]");
+    println!(
+        "cell = size/n; ns per object (allocation + free), median of rounds; ours/peer: median \
+         per-round ratio [p10-p90]"
+    );
     let mut cells = Vec::new();
-    for size in SIZES {
-        for n in NS {
-            let name = format!("{size}B/{n}");
+    for size in BATCH_SIZES {
+        for &n in &ns {
+            let cell = Cell {
+                size,
+                n,
+                times: Vec::new(),
+            };
+            let name = cell.name();
             if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
                 continue;
             }
@@ -184,42 +262,36 @@ fn main() {
             for &k in &on {
                 line += &format!(" {} {:6.2}", ALLOCATORS[k].0, cell.median(k));
             }
-            line += " |";
-            for &k in &on[1..] {
-                let label = ALLOCATORS[k].0;
-                let r = cell.ratios(k);
-                line += &format!(
-                    " /{label} {:.2} [{:.2}-{:.2}]",
-                    quantile(&r, 0.5),
-                    quantile(&r, 0.1),
-                    quantile(&r, 0.9)
-                );
+            if !alone {
+                line += " |";
+                for &k in &on[1..] {
+                    let r = cell.ratios(k);
+                    line += &format!(
+                        " /{} {:.2} [{:.2}-{:.2}]",
+                        ALLOCATORS[k].0,
+                        quantile(&r, 0.5),
+                        quantile(&r, 0.1),
+                        quantile(&r, 0.9)
+                    );
+                }
             }
             println!("{line}");
             cells.push(cell);
         }
     }
-    if on.contains(&MIMALLOC_AT) {
-        summary(&cells);
+    assert!(!cells.is_empty(), "no cell matches the filters {filters:?}");
+    if alone {
+        return;
     }
+    if on.contains(&MIMALLOC_AT) {
+        targets_against_mimalloc(&cells);
+    }
+    flat_in_n(&cells);
 }
 
-/// The positive number an option takes (panics naming `option` otherwise).
-fn positive(arg: Option<String>, option: &str) -> usize {
-    arg.and_then(|r| r.parse().ok())
-        .filter(|&r| r > 0)
-        .unwrap_or_else(|| panic!("{option} takes a positive number"))
-}
-
-/// Where the `mimalloc` crate is in [`ALLOCATORS`]: the targets are read against it.
-const MIMALLOC_AT: usize = 1;
-
-/// The issue's `batch` targets, read from the cells measured.
-fn summary(cells: &[Cell]) {
-    let mi = ALLOCATORS
-        .iter()
-        .position(|(l, _)| *l == "mimalloc")
-        .unwrap();
+/// Issue 12's `batch` targets against the `mimalloc` crate, from the per-round ratios.
+fn targets_against_mimalloc(cells: &[Cell]) {
+    let mi = MIMALLOC_AT;
     let (inside, past): (Vec<&Cell>, Vec<&Cell>) = cells.iter().partition(|c| c.in_budget());
     let at_or_below = inside
         .iter()
@@ -228,7 +300,7 @@ fn summary(cells: &[Cell]) {
     let clearly_above: Vec<String> = inside
         .iter()
         .filter(|c| quantile(&c.ratios(mi), 0.1) > 1.0)
-        .map(|c| format!("{}B/{}", c.size, c.n))
+        .map(|c| c.name())
         .collect();
     println!(
         "within the budget ({} cells): at or below mimalloc by median in {at_or_below}; \
@@ -242,17 +314,24 @@ fn summary(cells: &[Cell]) {
     );
     let worst_past = past
         .iter()
-        .map(|c| (quantile(&c.ratios(mi), 0.5), format!("{}B/{}", c.size, c.n)))
+        .map(|c| (quantile(&c.ratios(mi), 0.5), c.name()))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((r, name)) = worst_past {
         println!(
-            "past the budget ({} cells): highest median ratio to mimalloc {r:.2} ({name}); target <= 1.3",
+            "past the budget ({} cells): highest median ratio to mimalloc {r:.2} ({name}); \
+             target <= 1.3",
             past.len()
         );
     }
-    for size in SIZES {
-        let at16 = cells.iter().find(|c| c.size == size && c.n == 16);
-        let Some(at16) = at16 else { continue };
+}
+
+/// Issue 12's "flat in n": rseqmalloc's median at each n ≥ 16 within the budget against its
+/// own median at n = 16 (a size without an n = 16 cell measured is skipped).
+fn flat_in_n(cells: &[Cell]) {
+    for size in BATCH_SIZES {
+        let Some(at16) = cells.iter().find(|c| c.size == size && c.n == 16) else {
+            continue;
+        };
         let base = at16.median(0);
         let flat: Vec<String> = cells
             .iter()
