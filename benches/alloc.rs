@@ -20,7 +20,8 @@
 mod burst;
 
 use burst::{batch_of, BATCH_NS, BATCH_SIZES};
-use criterion::{black_box, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{black_box, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::time::{Duration, Instant};
 
@@ -162,22 +163,38 @@ fn bench_batch(c: &mut Criterion) {
     // 96 benchmarks: shorter than the default times keep the group near two minutes.
     g.warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_millis(600));
-    let mut ptrs = Vec::with_capacity(BATCH_NS[BATCH_NS.len() - 1]);
+    let mut ptrs = vec![std::ptr::null_mut(); BATCH_NS[BATCH_NS.len() - 1]];
     for size in BATCH_SIZES {
-        let layout = Layout::from_size_align(size, 8).unwrap();
         for n in BATCH_NS {
             g.throughput(Throughput::Elements(n as u64));
-            for (name, a) in peers() {
-                g.bench_with_input(
-                    BenchmarkId::new(format!("{name}_{size}B"), n),
-                    &n,
-                    // SAFETY: every size of `BATCH_SIZES` holds a `usize`, aligned to 8.
-                    |b, &n| b.iter(|| unsafe { batch_of(a, layout, n, &mut ptrs) }),
-                );
-            }
+            // The order of `peers()`, each allocator's calls statically dispatched (burst.rs).
+            batch_cell(&mut g, "rseqmalloc", &RSEQ, size, n, &mut ptrs);
+            batch_cell(&mut g, "glibc", &System, size, n, &mut ptrs);
+            batch_cell(&mut g, "mimalloc", &MIMALLOC, size, n, &mut ptrs);
+            batch_cell(&mut g, "jemalloc", &JEMALLOC, size, n, &mut ptrs);
         }
     }
     g.finish();
+}
+
+/// One `batch` cell: allocator `a` (called `name`), bursts of `n` objects of `size` bytes.
+fn batch_cell<A: GlobalAlloc>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    a: &A,
+    size: usize,
+    n: usize,
+    ptrs: &mut [*mut u8],
+) {
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    g.bench_with_input(
+        BenchmarkId::new(format!("{name}_{size}B"), n),
+        &n,
+        |b, &n| {
+            // SAFETY: every size of `BATCH_SIZES` holds a `usize`, aligned to 8.
+            b.iter(|| unsafe { batch_of(a, layout, n, ptrs) })
+        },
+    );
 }
 
 /// One buffer grown by `realloc` in 64-byte steps up to 64 KiB, written at each new end.

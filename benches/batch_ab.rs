@@ -15,16 +15,16 @@
 //! (rseqmalloc's median against its own n = 16 median, within 1.3x).
 //!
 //! Every object gets its index written at allocation and checked before its free: the burst is
-//! `burst.rs`' `batch_of`, the code criterion's `batch` group times, with a pointer array of
-//! criterion's capacity (4,096: where the array lies against the objects moved every
-//! allocator's cells by about 10 % in session 37). Allocators are called through `GlobalAlloc`
-//! directly; the binary runs on the system allocator.
+//! `burst.rs`' `batch_of`, the code criterion's `batch` group times, which calls each allocator
+//! as a program calls its global allocator (one direct call each for `alloc` and `dealloc`).
+//! Each block takes its pointer array at a fresh offset (below, `measure`), where criterion
+//! keeps one array: where the array lies against the objects moved a cell by 10 % or more in
+//! session 37. The binary itself runs on the system allocator.
 //!
-//! What this does not remove: the harness itself. In session 37 the `mimalloc` crate's 16 B
-//! cells from n = 64 to 1024 read 3.3–4.1 ns per object under criterion and 4.1–4.7 ns here
-//! (the same build, mimalloc's C code aligned to 64 bytes in both), while rseqmalloc's read
-//! 3–7 % lower under criterion; not explained. So criterion's cells and these ratios are read
-//! side by side (docs/benchmarks.md, "Session 37"), neither alone.
+//! What this does not remove: the harness itself. In session 37 criterion read rseqmalloc's
+//! cells about a fifth higher than this (16 B: 2.9–3.9 ns per object against 2.4–2.7), the
+//! `mimalloc` crate's about the same; not explained. So criterion's cells and these ratios are
+//! read side by side (docs/benchmarks.md, "Session 37"), neither alone.
 //!
 //! ```sh
 //! cargo bench -p rseqmalloc-benches --bench batch_ab                  # all 24 cells, ~10 s
@@ -52,17 +52,13 @@ static RSEQ: rseqmalloc::RseqMalloc = rseqmalloc::RseqMalloc;
 static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// The allocators, rseqmalloc first: every ratio is rseqmalloc's time over another's.
-const ALLOCATORS: [(&str, &(dyn GlobalAlloc + Sync)); 4] = [
-    ("rseqmalloc", &RSEQ),
-    ("mimalloc", &MIMALLOC),
-    ("jemalloc", &JEMALLOC),
-    ("glibc", &System),
-];
+/// The allocators' names, rseqmalloc first: every ratio is rseqmalloc's time over another's.
+/// [`block_of`] calls them by these indices.
+const ALLOCATORS: [&str; 4] = ["rseqmalloc", "mimalloc", "jemalloc", "glibc"];
 
 /// Where the `mimalloc` crate is in [`ALLOCATORS`]: the targets are read against it.
 const MIMALLOC_AT: usize = 1;
-const _: () = assert!(matches!(ALLOCATORS[MIMALLOC_AT].0.as_bytes(), b"mimalloc"));
+const _: () = assert!(matches!(ALLOCATORS[MIMALLOC_AT].as_bytes(), b"mimalloc"));
 
 /// Objects one timed block allocates and frees (a block repeats its burst this many objects'
 /// worth): about a quarter of a millisecond for rseqmalloc and mimalloc (up to 22 ms for
@@ -74,13 +70,14 @@ const BLOCK_OBJECTS: usize = 1 << 16;
 const BUDGET_BYTES: usize = 512 << 10;
 
 /// One timed block: `reps` bursts of `n` objects of `layout` (at least a `usize`, aligned for
-/// one); returns ns per object.
-fn block(
-    a: &dyn GlobalAlloc,
+/// one); returns ns per object. One copy per allocator, as `burst.rs`' calls are.
+#[inline(never)]
+fn block<A: GlobalAlloc>(
+    a: &A,
     layout: Layout,
     n: usize,
     reps: usize,
-    ptrs: &mut Vec<*mut u8>,
+    ptrs: &mut [*mut u8],
 ) -> f64 {
     let t = Instant::now();
     for _ in 0..reps {
@@ -88,6 +85,16 @@ fn block(
         unsafe { batch_of(a, layout, n, ptrs) };
     }
     t.elapsed().as_nanos() as f64 / (reps * n) as f64
+}
+
+/// [`block`] of allocator `i` of [`ALLOCATORS`], statically dispatched (burst.rs says why).
+fn block_of(i: usize, layout: Layout, n: usize, reps: usize, ptrs: &mut [*mut u8]) -> f64 {
+    match i {
+        0 => block(&RSEQ, layout, n, reps, ptrs),
+        1 => block(&MIMALLOC, layout, n, reps, ptrs),
+        2 => block(&JEMALLOC, layout, n, reps, ptrs),
+        _ => block(&System, layout, n, reps, ptrs),
+    }
 }
 
 /// The `q`-quantile (0..=1) of sorted `v`: the element at index `round((len - 1) · q)`.
@@ -158,20 +165,30 @@ impl Shuffle {
 fn measure(size: usize, n: usize, rounds: usize, on: &[usize], block_objects: usize) -> Cell {
     let layout = Layout::from_size_align(size, 8).unwrap();
     let reps = (block_objects / n).max(1);
-    // Criterion's `batch` group's capacity (see above).
-    let mut ptrs = Vec::with_capacity(BATCH_NS[BATCH_NS.len() - 1].max(n));
+    // Where the pointer array lies against the objects moves a cell by 10 % or more (session
+    // 37), so each block takes its `n` slots at a fresh offset: one of the 64 cache lines of a
+    // 4 KiB page, the whole range of the ways a store to the array and a load of an object can
+    // alias.
+    const LINE: usize = 64 / size_of::<*mut u8>();
+    let mut buf = vec![std::ptr::null_mut::<u8>(); n + 64 * LINE];
+    let mut rng = Shuffle(0x9e37_79b9_7f4a_7c15 ^ (size * 4099 + n) as u64);
+    let slots = |rng: &mut Shuffle| {
+        let at = (rng.next() % 64) as usize * LINE;
+        at..at + n
+    };
     for &i in on {
         for _ in 0..3 {
-            block(ALLOCATORS[i].1, layout, n, reps, &mut ptrs);
+            let r = slots(&mut rng);
+            block_of(i, layout, n, reps, &mut buf[r]);
         }
     }
     let mut times = vec![Vec::with_capacity(rounds); ALLOCATORS.len()];
     let mut order = on.to_vec();
-    let mut rng = Shuffle(0x9e37_79b9_7f4a_7c15 ^ (size * 4099 + n) as u64);
     for _ in 0..rounds {
         rng.shuffle(&mut order);
         for &i in &order {
-            times[i].push(block(ALLOCATORS[i].1, layout, n, reps, &mut ptrs));
+            let r = slots(&mut rng);
+            times[i].push(block_of(i, layout, n, reps, &mut buf[r]));
         }
     }
     Cell { size, n, times }
@@ -181,7 +198,7 @@ fn measure(size: usize, n: usize, rounds: usize, on: &[usize], block_objects: us
 fn allocator(name: &str, option: &str) -> usize {
     ALLOCATORS
         .iter()
-        .position(|(l, _)| *l == name)
+        .position(|l| *l == name)
         .unwrap_or_else(|| panic!("{option}: no allocator {name:?}"))
 }
 
@@ -260,7 +277,7 @@ fn main() {
                 if cell.in_budget() { "in " } else { "out" }
             );
             for &k in &on {
-                line += &format!(" {} {:6.2}", ALLOCATORS[k].0, cell.median(k));
+                line += &format!(" {} {:6.2}", ALLOCATORS[k], cell.median(k));
             }
             if !alone {
                 line += " |";
@@ -268,7 +285,7 @@ fn main() {
                     let r = cell.ratios(k);
                     line += &format!(
                         " /{} {:.2} [{:.2}-{:.2}]",
-                        ALLOCATORS[k].0,
+                        ALLOCATORS[k],
                         quantile(&r, 0.5),
                         quantile(&r, 0.1),
                         quantile(&r, 0.9)

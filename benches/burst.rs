@@ -1,5 +1,12 @@
 //! The burst both `alloc.rs`'s `batch` group and `batch_ab.rs` time, and the cells they time it
 //! in, so that the two harnesses measure the same code on the same cells.
+//!
+//! The burst calls each allocator as a program calls its `#[global_allocator]`: `alloc` and
+//! `dealloc` each through one direct call of a function of their own (what `__rust_alloc` and
+//! `__rust_dealloc` are), monomorphized per allocator ([`global_alloc`], [`global_dealloc`]).
+//! Through `&dyn GlobalAlloc` (sessions up to 36) every allocator's calls went through the same
+//! indirect call sites, and once two allocators had run there, each one's cells took 8–27 %
+//! longer than when it ran alone, even in blocks of 60 ms (session 37, docs/benchmarks.md).
 
 use std::alloc::{GlobalAlloc, Layout};
 
@@ -8,29 +15,55 @@ pub const BATCH_NS: [usize; 6] = [1, 16, 64, 256, 1024, 4096];
 /// Object sizes of the `batch` cells, in bytes.
 pub const BATCH_SIZES: [usize; 4] = [16, 64, 256, 1024];
 
-/// `n` allocations of `layout`, each written with its index, then each checked and freed.
+/// `a.alloc(layout)`, never inlined into the caller: the call a program makes to its global
+/// allocator (`__rust_alloc`).
+///
+/// # Safety
+/// As for [`GlobalAlloc::alloc`].
+#[inline(never)]
+pub unsafe fn global_alloc<A: GlobalAlloc>(a: &A, layout: Layout) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { a.alloc(layout) }
+}
+
+/// `a.dealloc(p, layout)`, never inlined into the caller (`__rust_dealloc`).
+///
+/// # Safety
+/// As for [`GlobalAlloc::dealloc`].
+#[inline(never)]
+pub unsafe fn global_dealloc<A: GlobalAlloc>(a: &A, p: *mut u8, layout: Layout) {
+    // SAFETY: forwarded contract.
+    unsafe { a.dealloc(p, layout) }
+}
+
+/// `n` allocations of `layout`, each written with its index into its first word and its address
+/// into `ptrs[i]` (`ptrs` holds at least `n`), then each checked and freed.
+///
+/// Never inlined, so that criterion and `batch_ab` run the same machine code for each allocator
+/// (the call costs every allocator the same, once a burst).
 ///
 /// # Safety
 /// `layout` holds at least a `usize` (`size ≥ 8`) aligned for one (`align ≥ 8`): every object
 /// gets its index written into its first word.
-#[inline(always)]
-pub unsafe fn batch_of(a: &dyn GlobalAlloc, layout: Layout, n: usize, ptrs: &mut Vec<*mut u8>) {
+#[inline(never)]
+pub unsafe fn batch_of<A: GlobalAlloc>(a: &A, layout: Layout, n: usize, ptrs: &mut [*mut u8]) {
     debug_assert!(layout.size() >= size_of::<usize>() && layout.align() >= align_of::<usize>());
-    for i in 0..n {
+    let ptrs = &mut ptrs[..n];
+    for (i, slot) in ptrs.iter_mut().enumerate() {
         // SAFETY: the caller's contract: a non-zero size.
-        let p = unsafe { a.alloc(layout) };
+        let p = unsafe { global_alloc(a, layout) };
         if p.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
         // SAFETY: the caller's contract: the block holds a `usize` and is aligned for one.
         unsafe { p.cast::<usize>().write(i) };
-        ptrs.push(p);
+        *slot = p;
     }
-    for (i, p) in ptrs.drain(..).enumerate() {
+    for (i, &p) in ptrs.iter().enumerate() {
         // SAFETY: written above; allocated with `layout` and freed only here.
         unsafe {
             assert_eq!(p.cast::<usize>().read(), i, "object {i} was overwritten");
-            a.dealloc(p, layout);
+            global_dealloc(a, p, layout);
         }
     }
 }
