@@ -14,12 +14,15 @@
 //! - `realloc_grow`: one buffer grown by `realloc` 64 bytes at a time from 64 B to 64 KiB (1,023
 //!   reallocs, most in place, some moving to the next class), then freed.
 //!
-//! Allocators are called through `GlobalAlloc` directly; the benchmark binary itself runs on
-//! the system allocator.
+//! Every allocator is called as a program calls its global allocator: one direct call of a
+//! function of its own for each `alloc`, `dealloc` and `realloc` (`burst.rs`; until session 37
+//! through `&dyn GlobalAlloc`, whose shared call sites slowed every allocator by 8–27 % once
+//! two had run there, so figures from before then are not comparable). The benchmark binary
+//! itself runs on the system allocator.
 
 mod burst;
 
-use burst::{batch_of, BATCH_NS, BATCH_SIZES};
+use burst::{batch_of, global_alloc, global_dealloc, global_realloc, BATCH_NS, BATCH_SIZES};
 use criterion::measurement::WallTime;
 use criterion::{black_box, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -31,40 +34,55 @@ static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const WORKER_ENV: &str = "RSEQMALLOC_BENCH_WORKER";
 
-fn peers() -> [(&'static str, &'static (dyn GlobalAlloc + Sync)); 4] {
-    [
-        ("rseqmalloc", &RSEQ),
-        ("glibc", &System),
-        ("mimalloc", &MIMALLOC),
-        ("jemalloc", &JEMALLOC),
-    ]
+/// Runs `$body` once for each allocator, in this order, with `$name` its label and `$a` a
+/// `&'static` reference of its own type, so that every call below is statically dispatched as a
+/// program's calls to its global allocator are (`burst.rs` says why, and what `&dyn` cost).
+macro_rules! each_peer {
+    (|$name:ident, $a:ident| $body:block) => {{
+        {
+            let ($name, $a) = ("rseqmalloc", &RSEQ);
+            $body
+        }
+        {
+            let ($name, $a) = ("glibc", &System);
+            $body
+        }
+        {
+            let ($name, $a) = ("mimalloc", &MIMALLOC);
+            $body
+        }
+        {
+            let ($name, $a) = ("jemalloc", &JEMALLOC);
+            $body
+        }
+    }};
 }
 
 /// `iters` malloc/free pairs of `size` bytes.
 #[inline(always)]
-fn pairs(a: &dyn GlobalAlloc, size: usize, iters: u64) {
+fn pairs<A: GlobalAlloc>(a: &A, size: usize, iters: u64) {
     let l = Layout::from_size_align(size, 8).unwrap();
     for _ in 0..iters {
         // SAFETY: non-zero size; freed with the same layout.
         unsafe {
-            let p = a.alloc(l);
+            let p = global_alloc(a, l);
             black_box(p);
-            a.dealloc(p, l);
+            global_dealloc(a, p, l);
         }
     }
 }
 
 /// `n` allocations of mixed small sizes, then their frees.
 #[inline(always)]
-fn batch(a: &dyn GlobalAlloc, n: usize, ptrs: &mut Vec<(*mut u8, Layout)>) {
+fn batch<A: GlobalAlloc>(a: &A, n: usize, ptrs: &mut Vec<(*mut u8, Layout)>) {
     for i in 0..n {
         let l = Layout::from_size_align(16 + (i * 40) % 496, 8).unwrap();
         // SAFETY: non-zero size.
-        ptrs.push((unsafe { a.alloc(l) }, l));
+        ptrs.push((unsafe { global_alloc(a, l) }, l));
     }
     for (p, l) in ptrs.drain(..) {
         // SAFETY: allocated just above with `l`.
-        unsafe { a.dealloc(black_box(p), l) };
+        unsafe { global_dealloc(a, black_box(p), l) };
     }
 }
 
@@ -117,7 +135,7 @@ fn worker(spec: &str) {
 }
 
 /// `n` threads each doing `iters` pairs of mixed sizes; wall time from a common start.
-fn threads(a: &'static (dyn GlobalAlloc + Sync), n: usize, iters: u64) -> Duration {
+fn threads<A: GlobalAlloc + Sync>(a: &'static A, n: usize, iters: u64) -> Duration {
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(n + 1));
     let hs: Vec<_> = (0..n)
         .map(|t| {
@@ -142,19 +160,19 @@ fn threads(a: &'static (dyn GlobalAlloc + Sync), n: usize, iters: u64) -> Durati
 fn bench_pairs(c: &mut Criterion) {
     let mut g = c.benchmark_group("pairs");
     for size in [16usize, 64, 256, 4096] {
-        for (name, a) in peers() {
+        each_peer!(|name, a| {
             g.bench_with_input(BenchmarkId::new(name, size), &size, |b, &s| {
                 b.iter_custom(|it| time(|| pairs(a, s, it)))
             });
-        }
+        });
     }
     g.finish();
     let mut g = c.benchmark_group("batch_1000");
     g.throughput(Throughput::Elements(1000));
-    for (name, a) in peers() {
+    each_peer!(|name, a| {
         let mut v = Vec::with_capacity(1000);
         g.bench_function(name, |b| b.iter(|| batch(a, 1000, &mut v)));
-    }
+    });
     g.finish();
 }
 
@@ -167,11 +185,9 @@ fn bench_batch(c: &mut Criterion) {
     for size in BATCH_SIZES {
         for n in BATCH_NS {
             g.throughput(Throughput::Elements(n as u64));
-            // The order of `peers()`, each allocator's calls statically dispatched (burst.rs).
-            batch_cell(&mut g, "rseqmalloc", &RSEQ, size, n, &mut ptrs);
-            batch_cell(&mut g, "glibc", &System, size, n, &mut ptrs);
-            batch_cell(&mut g, "mimalloc", &MIMALLOC, size, n, &mut ptrs);
-            batch_cell(&mut g, "jemalloc", &JEMALLOC, size, n, &mut ptrs);
+            each_peer!(|name, a| {
+                batch_cell(&mut g, name, a, size, n, &mut ptrs);
+            });
         }
     }
     g.finish();
@@ -199,27 +215,27 @@ fn batch_cell<A: GlobalAlloc>(
 
 /// One buffer grown by `realloc` in 64-byte steps up to 64 KiB, written at each new end.
 #[inline(always)]
-fn realloc_grow(a: &dyn GlobalAlloc) {
+fn realloc_grow<A: GlobalAlloc>(a: &A) {
     const STEP: usize = 64;
     let mut size = STEP;
     // SAFETY: every realloc passes the layout the block has; sizes are non-zero; the write
     // is inside the new size.
     unsafe {
-        let mut p = a.alloc(Layout::from_size_align(size, 8).unwrap());
+        let mut p = global_alloc(a, Layout::from_size_align(size, 8).unwrap());
         while size < 64 << 10 {
-            p = a.realloc(p, Layout::from_size_align(size, 8).unwrap(), size + STEP);
+            p = global_realloc(a, p, Layout::from_size_align(size, 8).unwrap(), size + STEP);
             size += STEP;
             p.add(size - 1).write(1);
         }
-        a.dealloc(black_box(p), Layout::from_size_align(size, 8).unwrap());
+        global_dealloc(a, black_box(p), Layout::from_size_align(size, 8).unwrap());
     }
 }
 
 fn bench_realloc(c: &mut Criterion) {
     let mut g = c.benchmark_group("realloc_grow");
-    for (name, a) in peers() {
+    each_peer!(|name, a| {
         g.bench_function(name, |b| b.iter(|| realloc_grow(a)));
-    }
+    });
     g.finish();
 }
 
@@ -232,23 +248,23 @@ fn time(f: impl FnOnce()) -> Duration {
 fn bench_fast_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("fast_path");
     for size in [16usize, 64, 256] {
-        for (name, a) in peers() {
+        each_peer!(|name, a| {
             g.bench_with_input(BenchmarkId::new(name, size), &size, |b, &s| {
                 b.iter_custom(|it| time(|| pairs(a, s, it)))
             });
-        }
+        });
         g.bench_with_input(
             BenchmarkId::new("rseqmalloc-fallback", size),
             &size,
             |b, &s| b.iter_custom(|it| in_fallback_child(&format!("pair{s}"), it)),
         );
     }
-    for (name, a) in peers() {
+    each_peer!(|name, a| {
         let mut v = Vec::with_capacity(100);
         g.bench_function(BenchmarkId::new(name, "100_then_free"), |b| {
             b.iter(|| batch(a, 100, &mut v))
         });
-    }
+    });
     g.bench_function(
         BenchmarkId::new("rseqmalloc-fallback", "100_then_free"),
         |b| b.iter_custom(|it| in_fallback_child("batch100", it)),
@@ -258,11 +274,11 @@ fn bench_fast_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("threads");
     for n in [2usize, 16] {
         g.throughput(Throughput::Elements(n as u64));
-        for (name, a) in peers() {
+        each_peer!(|name, a| {
             g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
                 b.iter_custom(|it| threads(a, n, it))
             });
-        }
+        });
         g.bench_with_input(BenchmarkId::new("rseqmalloc-fallback", n), &n, |b, &n| {
             b.iter_custom(|it| in_fallback_child(&format!("threads{n}"), it))
         });

@@ -42,6 +42,10 @@
 //! - Anything else is a filter, a substring of a cell's name (`16B/64`); a cell runs when any
 //!   filter matches it. No cell matching is an error.
 
+#[expect(
+    dead_code,
+    reason = "`global_realloc` is for alloc.rs's `realloc_grow` group"
+)]
 mod burst;
 
 use burst::{batch_of, BATCH_NS, BATCH_SIZES};

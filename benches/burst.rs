@@ -36,6 +36,21 @@ pub unsafe fn global_dealloc<A: GlobalAlloc>(a: &A, p: *mut u8, layout: Layout) 
     unsafe { a.dealloc(p, layout) }
 }
 
+/// `a.realloc(p, layout, new_size)`, never inlined into the caller (`__rust_realloc`).
+///
+/// # Safety
+/// As for [`GlobalAlloc::realloc`].
+#[inline(never)]
+pub unsafe fn global_realloc<A: GlobalAlloc>(
+    a: &A,
+    p: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { a.realloc(p, layout, new_size) }
+}
+
 /// `n` allocations of `layout`, each written with its index into its first word and its address
 /// into `ptrs[i]` (`ptrs` holds at least `n`), then each checked and freed.
 ///
