@@ -22,7 +22,9 @@
 
 mod burst;
 
-use burst::{batch_of, global_alloc, global_dealloc, global_realloc, BATCH_NS, BATCH_SIZES};
+use burst::{
+    align8, batch_of, global_alloc, global_dealloc, global_realloc, BATCH_NS, BATCH_SIZES,
+};
 use criterion::measurement::WallTime;
 use criterion::{black_box, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -61,7 +63,7 @@ macro_rules! each_peer {
 /// `iters` malloc/free pairs of `size` bytes.
 #[inline(always)]
 fn pairs<A: GlobalAlloc>(a: &A, size: usize, iters: u64) {
-    let l = Layout::from_size_align(size, 8).unwrap();
+    let l = Layout::from_size_align(size, align8()).unwrap();
     for _ in 0..iters {
         // SAFETY: non-zero size; freed with the same layout.
         unsafe {
@@ -75,8 +77,9 @@ fn pairs<A: GlobalAlloc>(a: &A, size: usize, iters: u64) {
 /// `n` allocations of mixed small sizes, then their frees.
 #[inline(always)]
 fn batch<A: GlobalAlloc>(a: &A, n: usize, ptrs: &mut Vec<(*mut u8, Layout)>) {
+    let align = align8();
     for i in 0..n {
-        let l = Layout::from_size_align(16 + (i * 40) % 496, 8).unwrap();
+        let l = Layout::from_size_align(16 + (i * 40) % 496, align).unwrap();
         // SAFETY: non-zero size.
         ptrs.push((unsafe { global_alloc(a, l) }, l));
     }
@@ -202,7 +205,7 @@ fn batch_cell<A: GlobalAlloc>(
     n: usize,
     ptrs: &mut [*mut u8],
 ) {
-    let layout = Layout::from_size_align(size, 8).unwrap();
+    let layout = Layout::from_size_align(size, align8()).unwrap();
     g.bench_with_input(
         BenchmarkId::new(format!("{name}_{size}B"), n),
         &n,
@@ -218,16 +221,26 @@ fn batch_cell<A: GlobalAlloc>(
 fn realloc_grow<A: GlobalAlloc>(a: &A) {
     const STEP: usize = 64;
     let mut size = STEP;
+    let align = align8();
     // SAFETY: every realloc passes the layout the block has; sizes are non-zero; the write
     // is inside the new size.
     unsafe {
-        let mut p = global_alloc(a, Layout::from_size_align(size, 8).unwrap());
+        let mut p = global_alloc(a, Layout::from_size_align(size, align).unwrap());
         while size < 64 << 10 {
-            p = global_realloc(a, p, Layout::from_size_align(size, 8).unwrap(), size + STEP);
+            p = global_realloc(
+                a,
+                p,
+                Layout::from_size_align(size, align).unwrap(),
+                size + STEP,
+            );
             size += STEP;
             p.add(size - 1).write(1);
         }
-        global_dealloc(a, black_box(p), Layout::from_size_align(size, 8).unwrap());
+        global_dealloc(
+            a,
+            black_box(p),
+            Layout::from_size_align(size, align).unwrap(),
+        );
     }
 }
 

@@ -16,15 +16,11 @@
 //!
 //! Every object gets its index written at allocation and checked before its free: the burst is
 //! `burst.rs`' `batch_of`, the code criterion's `batch` group times, which calls each allocator
-//! as a program calls its global allocator (one direct call each for `alloc` and `dealloc`).
-//! Each block takes its pointer array at a fresh offset (below, `measure`), where criterion
-//! keeps one array: where the array lies against the objects moved a cell by 10 % or more in
-//! session 37. The binary itself runs on the system allocator.
-//!
-//! What this does not remove: the harness itself. In session 37 criterion read rseqmalloc's
-//! cells about a fifth higher than this (16 B: 2.9–3.9 ns per object against 2.4–2.7), the
-//! `mimalloc` crate's about the same; not explained. So criterion's cells and these ratios are
-//! read side by side (docs/benchmarks.md, "Session 37"), neither alone.
+//! as a program calls its global allocator (one direct call each for `alloc` and `dealloc`, the
+//! alignment a value the compiler cannot see). Each block takes its pointer array at a fresh
+//! cache line of a page (below, `measure`), where criterion keeps one array; since session 37's
+//! mends to the harness that moves nothing measurable, and the two harnesses agree to a few per
+//! cent. The binary itself runs on the system allocator.
 //!
 //! ```sh
 //! cargo bench -p rseqmalloc-benches --bench batch_ab                  # all 24 cells, ~10 s
@@ -48,7 +44,7 @@
 )]
 mod burst;
 
-use burst::{batch_of, BATCH_NS, BATCH_SIZES};
+use burst::{align8, batch_of, BATCH_NS, BATCH_SIZES};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::time::Instant;
 
@@ -167,7 +163,7 @@ impl Shuffle {
 /// Measures one cell on the allocators `on` (indices into [`ALLOCATORS`], each once), every
 /// round timing each of them once in a shuffled order; an allocator not in `on` gets no times.
 fn measure(size: usize, n: usize, rounds: usize, on: &[usize], block_objects: usize) -> Cell {
-    let layout = Layout::from_size_align(size, 8).unwrap();
+    let layout = Layout::from_size_align(size, align8()).unwrap();
     let reps = (block_objects / n).max(1);
     // Where the pointer array lies against the objects moves a cell by 10 % or more (session
     // 37), so each block takes its `n` slots at a fresh offset: one of the 64 cache lines of a
