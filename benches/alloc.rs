@@ -14,11 +14,11 @@
 //! - `realloc_grow`: one buffer grown by `realloc` 64 bytes at a time from 64 B to 64 KiB (1,023
 //!   reallocs, most in place, some moving to the next class), then freed.
 //!
-//! Every allocator is called as a program calls its global allocator: one direct call of a
-//! function of its own for each `alloc`, `dealloc` and `realloc` (`burst.rs`; until session 37
-//! through `&dyn GlobalAlloc`, whose shared call sites slowed every allocator by 8–27 % once
-//! two had run there, so figures from before then are not comparable). The benchmark binary
-//! itself runs on the system allocator.
+//! Every allocator is called as a program calls its global allocator through a `__rust_alloc` not
+//! inlined into it: one direct call of a function of its own for each `alloc`, `dealloc` and
+//! `realloc` (`burst.rs`; until session 37 through `&dyn GlobalAlloc`, whose shared call sites
+//! slowed each allocator measured by 8–27 % once two had run there, so figures from before then are not
+//! comparable). The benchmark binary itself runs on the system allocator.
 
 mod burst;
 
@@ -65,9 +65,12 @@ macro_rules! each_peer {
 fn pairs<A: GlobalAlloc>(a: &A, size: usize, iters: u64) {
     let l = Layout::from_size_align(size, align8()).unwrap();
     for _ in 0..iters {
-        // SAFETY: non-zero size; freed with the same layout.
+        // SAFETY: non-zero size; a non-null block is freed with the same layout.
         unsafe {
             let p = global_alloc(a, l);
+            if p.is_null() {
+                std::alloc::handle_alloc_error(l);
+            }
             black_box(p);
             global_dealloc(a, p, l);
         }
@@ -81,7 +84,11 @@ fn batch<A: GlobalAlloc>(a: &A, n: usize, ptrs: &mut Vec<(*mut u8, Layout)>) {
     for i in 0..n {
         let l = Layout::from_size_align(16 + (i * 40) % 496, align).unwrap();
         // SAFETY: non-zero size.
-        ptrs.push((unsafe { global_alloc(a, l) }, l));
+        let p = unsafe { global_alloc(a, l) };
+        if p.is_null() {
+            std::alloc::handle_alloc_error(l);
+        }
+        ptrs.push((p, l));
     }
     for (p, l) in ptrs.drain(..) {
         // SAFETY: allocated just above with `l`.
@@ -205,12 +212,14 @@ fn batch_cell<A: GlobalAlloc>(
     n: usize,
     ptrs: &mut [*mut u8],
 ) {
+    // `batch_of`'s contract: every object holds a `usize`, aligned for one (align8 is 8).
+    assert!(size >= size_of::<usize>());
     let layout = Layout::from_size_align(size, align8()).unwrap();
     g.bench_with_input(
         BenchmarkId::new(format!("{name}_{size}B"), n),
         &n,
         |b, &n| {
-            // SAFETY: every size of `BATCH_SIZES` holds a `usize`, aligned to 8.
+            // SAFETY: `size` holds a `usize` (asserted above), aligned to 8.
             b.iter(|| unsafe { batch_of(a, layout, n, ptrs) })
         },
     );
@@ -222,10 +231,13 @@ fn realloc_grow<A: GlobalAlloc>(a: &A) {
     const STEP: usize = 64;
     let mut size = STEP;
     let align = align8();
-    // SAFETY: every realloc passes the layout the block has; sizes are non-zero; the write
-    // is inside the new size.
+    // SAFETY: every block is checked non-null before it is written or passed on; every realloc
+    // passes the layout the block has; sizes are non-zero; the write is inside the new size.
     unsafe {
         let mut p = global_alloc(a, Layout::from_size_align(size, align).unwrap());
+        if p.is_null() {
+            std::alloc::handle_alloc_error(Layout::from_size_align(size, align).unwrap());
+        }
         while size < 64 << 10 {
             p = global_realloc(
                 a,
@@ -234,6 +246,9 @@ fn realloc_grow<A: GlobalAlloc>(a: &A) {
                 size + STEP,
             );
             size += STEP;
+            if p.is_null() {
+                std::alloc::handle_alloc_error(Layout::from_size_align(size, align).unwrap());
+            }
             p.add(size - 1).write(1);
         }
         global_dealloc(

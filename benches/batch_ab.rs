@@ -15,12 +15,12 @@
 //! (rseqmalloc's median against its own n = 16 median, within 1.3x).
 //!
 //! Every object gets its index written at allocation and checked before its free: the burst is
-//! `burst.rs`' `batch_of`, the code criterion's `batch` group times, which calls each allocator
-//! as a program calls its global allocator (one direct call each for `alloc` and `dealloc`, the
-//! alignment a value the compiler cannot see). Each block takes its pointer array at a fresh
-//! cache line of a page (below, `measure`), where criterion keeps one array; since session 37's
-//! mends to the harness that moves nothing measurable, and the two harnesses agree to a few per
-//! cent. The binary itself runs on the system allocator.
+//! `burst.rs`' `batch_of`, the code criterion's `batch` group times, which calls each allocator as
+//! a program calls its global allocator through a non-inlined `__rust_alloc` (one direct call each
+//! for `alloc` and `dealloc`, the alignment a value the compiler cannot see). Each block takes its
+//! pointer array at a fresh cache line of a page (below, `measure`), where criterion keeps one
+//! array; since session 37's mends to the harness that moves nothing measurable, and the two
+//! harnesses agree by median within about 3 %. The binary itself runs on the system allocator.
 //!
 //! ```sh
 //! cargo bench -p rseqmalloc-benches --bench batch_ab                  # all 24 cells, ~10 s
@@ -81,7 +81,7 @@ fn block<A: GlobalAlloc>(
 ) -> f64 {
     let t = Instant::now();
     for _ in 0..reps {
-        // SAFETY: `measure` builds `layout` from `BATCH_SIZES` (16 B and up), aligned to 8.
+        // SAFETY: `measure` asserts `layout` holds a `usize`; `align8` is 8.
         unsafe { batch_of(a, layout, n, ptrs) };
     }
     t.elapsed().as_nanos() as f64 / (reps * n) as f64
@@ -163,6 +163,8 @@ impl Shuffle {
 /// Measures one cell on the allocators `on` (indices into [`ALLOCATORS`], each once), every
 /// round timing each of them once in a shuffled order; an allocator not in `on` gets no times.
 fn measure(size: usize, n: usize, rounds: usize, on: &[usize], block_objects: usize) -> Cell {
+    // `batch_of`'s contract (through `block`): every object holds a `usize`, aligned for one.
+    assert!(size >= size_of::<usize>());
     let layout = Layout::from_size_align(size, align8()).unwrap();
     let reps = (block_objects / n).max(1);
     // Where the pointer array lies against the objects moves a cell by 10 % or more (session

@@ -1,12 +1,16 @@
 //! The burst both `alloc.rs`'s `batch` group and `batch_ab.rs` time, and the cells they time it
 //! in, so that the two harnesses measure the same code on the same cells.
 //!
-//! The burst calls each allocator as a program calls its `#[global_allocator]`: `alloc` and
-//! `dealloc` each through one direct call of a function of their own (what `__rust_alloc` and
-//! `__rust_dealloc` are), monomorphized per allocator ([`global_alloc`], [`global_dealloc`]),
-//! with the alignment a value the compiler cannot see ([`align8`]). Through `&dyn GlobalAlloc` (sessions up to 36) every allocator's calls went through the same
-//! indirect call sites, and once two allocators had run there, each one's cells took 8–27 %
-//! longer than when it ran alone, even in blocks of 60 ms (session 37, docs/benchmarks.md).
+//! The burst calls each allocator as a program calls its `#[global_allocator]` through a
+//! `__rust_alloc` that is not inlined into it: `alloc` and `dealloc` each through one direct call
+//! of a function of their own, monomorphized per allocator ([`global_alloc`],
+//! [`global_dealloc`]), with the alignment a value the compiler cannot see ([`align8`]). (A
+//! program built with LTO may inline its allocator with constant layouts, which would favour
+//! rseqmalloc, whose fast path is Rust; this is the conservative case.) Through `&dyn
+//! GlobalAlloc` (sessions up to 36) every allocator's calls went through the same indirect call
+//! sites, and once two allocators had run there, rseqmalloc's, the `mimalloc` crate's and
+//! jemalloc's cells each took 8–27 % longer than when it ran alone, even in blocks of 60 ms
+//! (session 37, docs/benchmarks.md).
 
 use std::alloc::{GlobalAlloc, Layout};
 
