@@ -17,8 +17,8 @@
 //! Every allocator is called as a program calls its global allocator through a `__rust_alloc` not
 //! inlined into it: one direct call of a function of its own for each `alloc`, `dealloc` and
 //! `realloc` (`burst.rs`; until session 37 through `&dyn GlobalAlloc`, whose shared call sites
-//! slowed each allocator measured by 8–27 % once two had run there, so figures from before then are not
-//! comparable). The benchmark binary itself runs on the system allocator.
+//! slowed each allocator measured by 8–27 % once two had run there, so figures from before then are
+//! not comparable). The benchmark binary itself runs on the system allocator.
 
 mod burst;
 
