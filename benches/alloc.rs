@@ -63,9 +63,10 @@ macro_rules! each_peer {
 /// `iters` malloc/free pairs of `size` bytes.
 #[inline(always)]
 fn pairs<A: GlobalAlloc>(a: &A, size: usize, iters: u64) {
+    assert!(size > 0, "GlobalAlloc::alloc needs a non-zero size");
     let l = Layout::from_size_align(size, align8()).unwrap();
     for _ in 0..iters {
-        // SAFETY: non-zero size; a non-null block is freed with the same layout.
+        // SAFETY: non-zero size (asserted above); a non-null block is freed with the same layout.
         unsafe {
             let p = global_alloc(a, l);
             if p.is_null() {

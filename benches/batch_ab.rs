@@ -79,9 +79,11 @@ fn block<A: GlobalAlloc>(
     reps: usize,
     ptrs: &mut [*mut u8],
 ) -> f64 {
+    // `batch_of`'s contract, checked outside the timing.
+    assert!(layout.size() >= size_of::<usize>() && layout.align() >= align_of::<usize>());
     let t = Instant::now();
     for _ in 0..reps {
-        // SAFETY: `measure` asserts `layout` holds a `usize`; `align8` is 8.
+        // SAFETY: asserted above.
         unsafe { batch_of(a, layout, n, ptrs) };
     }
     t.elapsed().as_nanos() as f64 / (reps * n) as f64
@@ -167,10 +169,10 @@ fn measure(size: usize, n: usize, rounds: usize, on: &[usize], block_objects: us
     assert!(size >= size_of::<usize>());
     let layout = Layout::from_size_align(size, align8()).unwrap();
     let reps = (block_objects / n).max(1);
-    // Where the pointer array lies against the objects moves a cell by 10 % or more (session
-    // 37), so each block takes its `n` slots at a fresh offset: one of the 64 cache lines of a
-    // 4 KiB page, the whole range of the ways a store to the array and a load of an object can
-    // alias.
+    // Each block takes its `n` slots at a fresh offset, one of the 64 cache lines of a 4 KiB
+    // page (the whole range of the ways a store to the array and a load of an object can
+    // alias), so that no one placement decides a cell: through `&dyn` the array's place moved
+    // cells by 10 % or more; since session 37's mends nothing measurable.
     const LINE: usize = 64 / size_of::<*mut u8>();
     let mut buf = vec![std::ptr::null_mut::<u8>(); n + 64 * LINE];
     let mut rng = Shuffle(0x9e37_79b9_7f4a_7c15 ^ (size * 4099 + n) as u64);
@@ -227,6 +229,7 @@ fn main() {
             "--rounds" => rounds = positive(Some(&value(&mut args)), "--rounds"),
             "--block" => block_objects = positive(Some(&value(&mut args)), "--block"),
             "--peers" => {
+                assert!(!alone, "--alone and --peers exclude each other");
                 on = vec![0];
                 for name in value(&mut args).split(',') {
                     let k = allocator(name, "--peers");
@@ -238,6 +241,10 @@ fn main() {
                 }
             }
             "--alone" => {
+                assert!(
+                    on.len() == ALLOCATORS.len(),
+                    "--alone and --peers exclude each other"
+                );
                 on = vec![allocator(&value(&mut args), "--alone")];
                 alone = true;
             }

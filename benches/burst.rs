@@ -67,8 +67,9 @@ pub unsafe fn global_realloc<A: GlobalAlloc>(
 /// `n` allocations of `layout`, each written with its index into its first word and its address
 /// into `ptrs[i]` (`ptrs` holds at least `n`), then each checked and freed.
 ///
-/// Never inlined, so that criterion and `batch_ab` run the same machine code for each allocator
-/// (the call costs every allocator the same, once a burst).
+/// Never inlined, so that criterion and `batch_ab` compile the same function for each allocator
+/// rather than two loops shaped by their callers (the call costs every allocator the same, once
+/// a burst). They are still two binaries; the compiler may place or specialize them apart.
 ///
 /// # Safety
 /// `layout` holds at least a `usize` (`size ≥ 8`) aligned for one (`align ≥ 8`): every object
