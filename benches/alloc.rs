@@ -24,15 +24,12 @@ mod burst;
 
 use burst::{
     align8, batch_of, global_alloc, global_dealloc, global_realloc, BATCH_NS, BATCH_SIZES,
+    JEMALLOC, MIMALLOC, RSEQ,
 };
 use criterion::measurement::WallTime;
 use criterion::{black_box, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::time::{Duration, Instant};
-
-static RSEQ: rseqmalloc::RseqMalloc = rseqmalloc::RseqMalloc;
-static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const WORKER_ENV: &str = "RSEQMALLOC_BENCH_WORKER";
 
@@ -63,8 +60,15 @@ macro_rules! each_peer {
 /// `iters` malloc/free pairs of `size` bytes.
 #[inline(always)]
 fn pairs<A: GlobalAlloc>(a: &A, size: usize, iters: u64) {
+    pairs_aligned(a, size, align8(), iters);
+}
+
+/// [`pairs`] with the alignment given: a caller that runs it once an iteration takes
+/// [`align8`] once, outside its loop.
+#[inline(always)]
+fn pairs_aligned<A: GlobalAlloc>(a: &A, size: usize, align: usize, iters: u64) {
     assert!(size > 0, "GlobalAlloc::alloc needs a non-zero size");
-    let l = Layout::from_size_align(size, align8()).unwrap();
+    let l = Layout::from_size_align(size, align).unwrap();
     for _ in 0..iters {
         // SAFETY: non-zero size (asserted above); a non-null block is freed with the same layout.
         unsafe {
@@ -153,9 +157,10 @@ fn threads<A: GlobalAlloc + Sync>(a: &'static A, n: usize, iters: u64) -> Durati
             let b = barrier.clone();
             std::thread::spawn(move || {
                 pairs(a, 64, 100); // set-up outside the timing
+                let align = align8();
                 b.wait();
                 for i in 0..iters {
-                    pairs(a, 16 + ((i as usize + t) * 48) % 512, 1);
+                    pairs_aligned(a, 16 + ((i as usize + t) * 48) % 512, align, 1);
                 }
             })
         })

@@ -44,13 +44,9 @@
 )]
 mod burst;
 
-use burst::{align8, batch_of, BATCH_NS, BATCH_SIZES};
+use burst::{align8, batch_of, BATCH_NS, BATCH_SIZES, JEMALLOC, MIMALLOC, RSEQ};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::time::Instant;
-
-static RSEQ: rseqmalloc::RseqMalloc = rseqmalloc::RseqMalloc;
-static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The allocators' names, rseqmalloc first: every ratio is rseqmalloc's time over another's.
 /// [`block_of`] calls them by these indices.
@@ -117,9 +113,14 @@ struct Cell {
     times: Vec<Vec<f64>>,
 }
 
+/// A cell's name, as filters match it and the output prints it: `16B/64`.
+fn cell_name(size: usize, n: usize) -> String {
+    format!("{size}B/{n}")
+}
+
 impl Cell {
     fn name(&self) -> String {
-        format!("{}B/{}", self.size, self.n)
+        cell_name(self.size, self.n)
     }
 
     fn median(&self, k: usize) -> f64 {
@@ -165,8 +166,6 @@ impl Shuffle {
 /// Measures one cell on the allocators `on` (indices into [`ALLOCATORS`], each once), every
 /// round timing each of them once in a shuffled order; an allocator not in `on` gets no times.
 fn measure(size: usize, n: usize, rounds: usize, on: &[usize], block_objects: usize) -> Cell {
-    // `batch_of`'s contract (through `block`): every object holds a `usize`, aligned for one.
-    assert!(size >= size_of::<usize>());
     let layout = Layout::from_size_align(size, align8()).unwrap();
     let reps = (block_objects / n).max(1);
     // Each block takes its `n` slots at a fresh offset, one of the 64 cache lines of a 4 KiB
@@ -271,12 +270,7 @@ fn main() {
     let mut cells = Vec::new();
     for size in BATCH_SIZES {
         for &n in &ns {
-            let cell = Cell {
-                size,
-                n,
-                times: Vec::new(),
-            };
-            let name = cell.name();
+            let name = cell_name(size, n);
             if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
                 continue;
             }

@@ -14,6 +14,11 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
+/// The allocators both harnesses compare with glibc's (`std::alloc::System`).
+pub static RSEQ: rseqmalloc::RseqMalloc = rseqmalloc::RseqMalloc;
+pub static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Burst lengths of the `batch` cells (objects allocated, then freed).
 pub const BATCH_NS: [usize; 6] = [1, 16, 64, 256, 1024, 4096];
 /// Object sizes of the `batch` cells, in bytes.
