@@ -8,6 +8,7 @@ CONFIG is NAME=LIB[:OPTIONS[:VAR=VALUE]]:
            target/release/librseqmalloc.so or /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
   OPTIONS  RSEQMALLOC_OPTIONS for that configuration (may be empty)
   VAR=VALUE one more environment variable (for scratch builds' experiment switches)
+OPTIONS cannot contain ':', and only one extra variable can be given.
 
 Each round runs every configuration once, in an order shuffled per round, so the host's slow
 and fast phases fall on all of them alike. Prints, per configuration, the median wall time,
@@ -50,8 +51,30 @@ def parse_config(text):
     return name, env
 
 
-def percentile(sorted_values, p):
-    return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
+def tenth_to_ninetieth(sorted_values):
+    """The 10th and 90th percentiles, symmetric: as many values left out at each end."""
+    k = int(0.1 * len(sorted_values))
+    return sorted_values[k], sorted_values[len(sorted_values) - 1 - k]
+
+
+def run_once(binary, workload, scale, env, name):
+    """One run; exits with a message (and no table) if it fails or its preload did not load."""
+    try:
+        done = subprocess.run(
+            [binary, workload, scale],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except OSError as e:
+        sys.exit(f"alternate.py: cannot run {binary}: {e}")
+    if "cannot be preloaded" in done.stderr:
+        sys.exit(f"alternate.py: {name}: the library was not preloaded:\n{done.stderr.strip()}")
+    if done.returncode != 0:
+        sys.exit(
+            f"alternate.py: {name}: {workload} exited with {done.returncode}:\n{done.stderr.strip()}"
+        )
 
 
 def main():
@@ -64,6 +87,13 @@ def main():
     ap.add_argument("scale")
     ap.add_argument("config", nargs="+")
     args = ap.parse_args()
+    if args.rounds < 1:
+        sys.exit("alternate.py: --rounds must be at least 1")
+    if not os.access(args.workload_bin, os.X_OK):
+        sys.exit(
+            f"alternate.py: no workload binary at {args.workload_bin} "
+            "(cargo build --release -p rseqmalloc-bench)"
+        )
     configs = [parse_config(c) for c in args.config]
     names = [n for n, _ in configs]
     if len(set(names)) != len(names):
@@ -80,12 +110,7 @@ def main():
             env.update(extra)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
-            subprocess.run(
-                [args.workload_bin, args.workload, args.scale],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                check=True,
-            )
+            run_once(args.workload_bin, args.workload, args.scale, env, name)
             wall[name].append((time.perf_counter() - start) * 1000)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
@@ -94,11 +119,12 @@ def main():
     print(f"{args.workload} at scale {args.scale}, {args.rounds} alternated rounds")
     for name in names:
         ratios = sorted(a / b for a, b in zip(wall[name], wall[base]))
+        low, high = tenth_to_ninetieth(ratios)
         print(
             f"{name:14s} wall {statistics.median(wall[name]):8.1f} ms"
             f"  cpu {statistics.median(cpu[name]):8.1f} ms"
             f"  /{base} {statistics.median(ratios):.3f}"
-            f" [{percentile(ratios, 0.1):.3f}-{percentile(ratios, 0.9):.3f}]"
+            f" [{low:.3f}-{high:.3f}]"
         )
 
 
