@@ -23,8 +23,8 @@
 mod burst;
 
 use burst::{
-    align8, batch_of, global_alloc, global_dealloc, global_realloc, BATCH_NS, BATCH_SIZES,
-    JEMALLOC, MIMALLOC, RSEQ,
+    align8, batch_of, global_alloc, global_dealloc, global_realloc, or_abort, BATCH_NS,
+    BATCH_SIZES, JEMALLOC, MIMALLOC, RSEQ,
 };
 use criterion::measurement::WallTime;
 use criterion::{black_box, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
@@ -72,10 +72,7 @@ fn pairs_aligned<A: GlobalAlloc>(a: &A, size: usize, align: usize, iters: u64) {
     for _ in 0..iters {
         // SAFETY: non-zero size (asserted above); a non-null block is freed with the same layout.
         unsafe {
-            let p = global_alloc(a, l);
-            if p.is_null() {
-                std::alloc::handle_alloc_error(l);
-            }
+            let p = or_abort(global_alloc(a, l), l);
             black_box(p);
             global_dealloc(a, p, l);
         }
@@ -89,10 +86,7 @@ fn batch<A: GlobalAlloc>(a: &A, n: usize, ptrs: &mut Vec<(*mut u8, Layout)>) {
     for i in 0..n {
         let l = Layout::from_size_align(16 + (i * 40) % 496, align).unwrap();
         // SAFETY: non-zero size.
-        let p = unsafe { global_alloc(a, l) };
-        if p.is_null() {
-            std::alloc::handle_alloc_error(l);
-        }
+        let p = or_abort(unsafe { global_alloc(a, l) }, l);
         ptrs.push((p, l));
     }
     for (p, l) in ptrs.drain(..) {
@@ -237,31 +231,20 @@ fn realloc_grow<A: GlobalAlloc>(a: &A) {
     const STEP: usize = 64;
     let mut size = STEP;
     let align = align8();
+    let layout = |size| Layout::from_size_align(size, align).unwrap();
     // SAFETY: every block is checked non-null before it is written or passed on; every realloc
     // passes the layout the block has; sizes are non-zero; the write is inside the new size.
     unsafe {
-        let mut p = global_alloc(a, Layout::from_size_align(size, align).unwrap());
-        if p.is_null() {
-            std::alloc::handle_alloc_error(Layout::from_size_align(size, align).unwrap());
-        }
+        let mut p = or_abort(global_alloc(a, layout(size)), layout(size));
         while size < 64 << 10 {
-            p = global_realloc(
-                a,
-                p,
-                Layout::from_size_align(size, align).unwrap(),
-                size + STEP,
+            p = or_abort(
+                global_realloc(a, p, layout(size), size + STEP),
+                layout(size + STEP),
             );
             size += STEP;
-            if p.is_null() {
-                std::alloc::handle_alloc_error(Layout::from_size_align(size, align).unwrap());
-            }
             p.add(size - 1).write(1);
         }
-        global_dealloc(
-            a,
-            black_box(p),
-            Layout::from_size_align(size, align).unwrap(),
-        );
+        global_dealloc(a, black_box(p), layout(size));
     }
 }
 

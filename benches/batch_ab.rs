@@ -206,8 +206,9 @@ fn allocator(name: &str, option: &str) -> usize {
 }
 
 /// The positive number an option takes (panics naming `option` otherwise).
-fn positive(arg: Option<&str>, option: &str) -> usize {
-    arg.and_then(|r| r.parse().ok())
+fn positive(arg: &str, option: &str) -> usize {
+    arg.parse()
+        .ok()
         .filter(|&r| r > 0)
         .unwrap_or_else(|| panic!("{option} takes a positive number"))
 }
@@ -225,8 +226,8 @@ fn main() {
             args.next().unwrap_or_else(|| panic!("{a} takes a value"))
         };
         match a.as_str() {
-            "--rounds" => rounds = positive(Some(&value(&mut args)), "--rounds"),
-            "--block" => block_objects = positive(Some(&value(&mut args)), "--block"),
+            "--rounds" => rounds = positive(&value(&mut args), "--rounds"),
+            "--block" => block_objects = positive(&value(&mut args), "--block"),
             "--peers" => {
                 assert!(!alone, "--alone and --peers exclude each other");
                 on = vec![0];
@@ -250,7 +251,7 @@ fn main() {
             "--n" => {
                 ns = value(&mut args)
                     .split(',')
-                    .map(|n| positive(Some(n), "--n"))
+                    .map(|n| positive(n, "--n"))
                     .collect();
             }
             // What `cargo bench` passes to every bench target.

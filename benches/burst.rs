@@ -44,6 +44,16 @@ pub unsafe fn global_alloc<A: GlobalAlloc>(a: &A, layout: Layout) -> *mut u8 {
     unsafe { a.alloc(layout) }
 }
 
+/// `p`, or the out-of-memory abort a program's `Box` or `Vec` takes when `__rust_alloc` or
+/// `__rust_realloc` returns null (`handle_alloc_error(layout)`, `layout` the one asked for).
+#[inline(always)]
+pub fn or_abort(p: *mut u8, layout: Layout) -> *mut u8 {
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    p
+}
+
 /// `a.dealloc(p, layout)`, never inlined into the caller (`__rust_dealloc`).
 ///
 /// # Safety
@@ -85,10 +95,7 @@ pub unsafe fn batch_of<A: GlobalAlloc>(a: &A, layout: Layout, n: usize, ptrs: &m
     let ptrs = &mut ptrs[..n];
     for (i, slot) in ptrs.iter_mut().enumerate() {
         // SAFETY: the caller's contract: a non-zero size.
-        let p = unsafe { global_alloc(a, layout) };
-        if p.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
+        let p = or_abort(unsafe { global_alloc(a, layout) }, layout);
         // SAFETY: the caller's contract: the block holds a `usize` and is aligned for one.
         unsafe { p.cast::<usize>().write(i) };
         *slot = p;

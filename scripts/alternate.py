@@ -35,7 +35,8 @@ def parse_config(text):
         sys.exit(f"alternate.py: a configuration is NAME=LIB[:OPTIONS[:VAR=VALUE]], not {text!r}")
     lib, _, rest = rest.partition(":")
     options, _, extra = rest.partition(":")
-    env = {}
+    # The caller's environment without an allocator of its own, then this configuration's.
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "RSEQMALLOC_OPTIONS")}
     if lib != "none":
         lib = os.path.abspath(lib)
         if not os.path.exists(lib):
@@ -103,11 +104,7 @@ def main():
     for _ in range(args.rounds):
         order = configs[:]
         random.shuffle(order)
-        for name, extra in order:
-            env = dict(os.environ)
-            env.pop("LD_PRELOAD", None)
-            env.pop("RSEQMALLOC_OPTIONS", None)
-            env.update(extra)
+        for name, env in order:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             run_once(args.workload_bin, args.workload, args.scale, env, name)
