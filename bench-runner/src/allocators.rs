@@ -65,6 +65,9 @@ pub struct Allocator {
     pub version: Option<String>,
     /// Another build of rseqmalloc (`--candidate`): compared with rseqmalloc, not a peer.
     pub candidate: bool,
+    /// Variables set for this allocator's runs only (`--env`), after the runner's own
+    /// environment: (variable, value), the last setting of a variable winning.
+    pub env: Vec<(String, String)>,
 }
 
 /// An allocator that was asked for but cannot be run, and why.
@@ -92,6 +95,12 @@ pub fn selected_names(opts: &Options) -> Result<Vec<String>, String> {
         if !names.contains(name) {
             names.push(name.clone());
         }
+    }
+    if let Some((unknown, _, _)) = opts.env.iter().find(|(n, _, _)| !names.contains(n)) {
+        return Err(format!(
+            "--env for unknown allocator '{unknown}' (known: {})",
+            names.join(",")
+        ));
     }
     if let Some(wanted) = &opts.allocators {
         if let Some(unknown) = wanted.iter().find(|w| !names.contains(w)) {
@@ -139,6 +148,7 @@ pub fn resolve(opts: &Options, workspace: &Path) -> Result<(Vec<Allocator>, Vec<
         match checked {
             Ok((preload, version)) => found.push(Allocator {
                 candidate: opts.candidates.contains(&name),
+                env: env_of(opts, &name),
                 name,
                 preload,
                 version,
@@ -147,6 +157,19 @@ pub fn resolve(opts: &Options, workspace: &Path) -> Result<(Vec<Allocator>, Vec<
         }
     }
     Ok((found, skipped))
+}
+
+/// The `--env` settings for allocator `name`, one per variable (the last given wins), in the
+/// order the variables were first given.
+fn env_of(opts: &Options, name: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (_, var, value) in opts.env.iter().filter(|(n, _, _)| n == name) {
+        match env.iter_mut().find(|(v, _)| v == var) {
+            Some(setting) => setting.1 = value.clone(),
+            None => env.push((var.clone(), value.clone())),
+        }
+    }
+    env
 }
 
 fn existing(path: &Path) -> Result<PathBuf, String> {
@@ -420,6 +443,31 @@ mod tests {
         assert_eq!(names, ["rseqmalloc", "glibc", "before"]);
         o.candidates.clear();
         assert_eq!(selected_names(&o).unwrap(), ["rseqmalloc", "glibc"]);
+    }
+
+    /// `--env` reaches only the allocator it names; a later setting of a variable wins.
+    #[test]
+    fn env_settings_reach_their_allocator_only() {
+        let mut o = opts(&["glibc"], &[("other", "/nonexistent/other.so")]);
+        let setting = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        o.env = vec![
+            setting("glibc", "A", "1"),
+            setting("other", "A", "2"),
+            setting("glibc", "B", "x=y"),
+            setting("glibc", "A", "3"),
+        ];
+        let (found, _) = resolve(&o, Path::new("/nonexistent")).unwrap();
+        assert_eq!(found[0].name, "glibc");
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(found[0].env, [pair("A", "3"), pair("B", "x=y")]);
+        assert_eq!(env_of(&o, "other"), [pair("A", "2")]);
+        assert!(env_of(&o, "tcmalloc").is_empty());
+        o.env.push(setting("nosuch", "A", "1"));
+        let err = resolve(&o, Path::new("/nonexistent")).unwrap_err();
+        assert!(
+            err.contains("--env for unknown allocator 'nosuch'"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ options:
                           side by side: compared with rseqmalloc, never counted as a peer, run
                           even when --allocators leaves it out; with --repeat 3 or more, each
                           workload's runs are paired pass by pass, with a confidence interval
+  --env NAME:VAR=VALUE    set VAR=VALUE in the environment of NAME's runs only (e.g.
+                          --candidate off=target/release/librseqmalloc.so
+                          --env off:RSEQMALLOC_OPTIONS=owner_return=off); repeatable
   --no-build              build nothing: no cargo for librseqmalloc.so or the workload binary,
                           no peer from source
   --timeout SECS          kill a run after SECS seconds and report it as a timeout [60]
@@ -70,6 +73,8 @@ pub struct Options {
     pub extra: Vec<(String, PathBuf)>,
     /// The names given with `--candidate`: other builds of rseqmalloc, not peers.
     pub candidates: Vec<String>,
+    /// `--env NAME:VAR=VALUE`: (allocator, variable, value), in the order given.
+    pub env: Vec<(String, String, String)>,
     pub no_build: bool,
     pub timeout: Duration,
     pub scale: f64,
@@ -89,6 +94,7 @@ impl Default for Options {
             allocators: None,
             extra: Vec::new(),
             candidates: Vec::new(),
+            env: Vec::new(),
             no_build: false,
             timeout: Duration::from_secs(60),
             scale: 1.0,
@@ -165,6 +171,10 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Comm
                     _ => return Err(format!("--{which} wants NAME=PATH, got '{v}'")),
                 }
             }
+            Long("env") => {
+                let v = value(&mut parser)?.string().map_err(|e| e.to_string())?;
+                opts.env.push(env_setting(&v)?);
+            }
             Long("json") => opts.json = Some(Sink::from(value(&mut parser)?)),
             Long("csv") => opts.csv = Some(Sink::from(value(&mut parser)?)),
             Long("svg") => opts.svg = Some(value(&mut parser)?.into()),
@@ -202,6 +212,23 @@ fn list_of(value: OsString) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect()
+}
+
+/// `NAME:VAR=VALUE` as (allocator, variable, value). `LD_PRELOAD` is the allocator's own.
+fn env_setting(text: &str) -> Result<(String, String, String), String> {
+    let parsed = text.split_once(':').and_then(|(name, setting)| {
+        let (var, value) = setting.split_once('=')?;
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        (valid_name(name) && !var.is_empty() && var.chars().all(plain))
+            .then(|| (name.to_string(), var.to_string(), value.to_string()))
+    });
+    match parsed {
+        Some((_, var, _)) if var == "LD_PRELOAD" => Err(
+            "--env cannot set LD_PRELOAD: give the library with --allocator or --candidate".into(),
+        ),
+        Some(setting) => Ok(setting),
+        None => Err(format!("--env wants NAME:VAR=VALUE, got '{text}'")),
+    }
 }
 
 /// Allocator names are table labels and JSON keys: keep them plain.
@@ -297,6 +324,24 @@ mod tests {
     }
 
     #[test]
+    fn env_settings_keep_everything_after_the_first_equals_sign() {
+        let o = run(&[
+            "--env",
+            "off:RSEQMALLOC_OPTIONS=owner_return=off,stats=text",
+            "--env=tc:EMPTY=",
+        ])
+        .unwrap();
+        let setting = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            o.env,
+            [
+                setting("off", "RSEQMALLOC_OPTIONS", "owner_return=off,stats=text"),
+                setting("tc", "EMPTY", "")
+            ]
+        );
+    }
+
+    #[test]
     fn rejects_bad_input() {
         for (bad, says) in [
             (&["--repeat", "0"][..], "--repeat: "),
@@ -316,6 +361,11 @@ mod tests {
             ),
             (&["--quick=yes"], "unexpected argument for option '--quick'"),
             (&["--json", "-", "--csv", "-"], "only one of"),
+            (&["--env", "off"], "--env wants NAME:VAR=VALUE"),
+            (&["--env", "off:=1"], "--env wants NAME:VAR=VALUE"),
+            (&["--env", "off:A B=1"], "--env wants NAME:VAR=VALUE"),
+            (&["--env", "bad name:A=1"], "--env wants NAME:VAR=VALUE"),
+            (&["--env", "off:LD_PRELOAD=/x.so"], "cannot set LD_PRELOAD"),
         ] {
             let err = run(bad).unwrap_err();
             assert!(err.contains(says), "{bad:?}: {err}");
@@ -328,5 +378,6 @@ mod tests {
         assert_eq!(parse(["--list", "--help"]).unwrap(), Command::Help);
         assert!(run(&["--list"]).unwrap().list);
         assert!(USAGE.contains("--allocator NAME=PATH") && USAGE.contains("indicative only"));
+        assert!(USAGE.contains("--env NAME:VAR=VALUE"));
     }
 }

@@ -80,12 +80,13 @@ pub enum Outcome {
 }
 
 /// Runs `program args...` once with `preload` (or no `LD_PRELOAD` at all)
-/// and waits at most `timeout` for it. The runner passes the workload binary
-/// with `<workload> <scale>`.
+/// and `env` added to the runner's environment, and waits at most `timeout`
+/// for it. The runner passes the workload binary with `<workload> <scale>`.
 pub fn run_once(
     program: &Path,
     args: &[&str],
     preload: Option<&Path>,
+    env: &[(String, String)],
     timeout: Duration,
 ) -> std::io::Result<Outcome> {
     let mut cmd = Command::new(program);
@@ -97,6 +98,7 @@ pub fn run_once(
         Some(lib) => cmd.env("LD_PRELOAD", lib),
         None => cmd.env_remove("LD_PRELOAD"),
     };
+    cmd.envs(env.iter().map(|(var, value)| (var, value)));
 
     reset_peak_rss();
     let start = Instant::now();
@@ -274,7 +276,7 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
 
     fn sh(script: &str, timeout: Duration) -> Outcome {
-        run_once(Path::new("/bin/sh"), &["-c", script], None, timeout)
+        run_once(Path::new("/bin/sh"), &["-c", script], None, &[], timeout)
             .unwrap_or_else(|e| panic!("{script}: {e}"))
     }
 
@@ -354,9 +356,32 @@ mod tests {
         assert!(s.user_ms > 0.0, "{s:?}");
     }
 
+    /// The settings reach the child, replacing the runner's own value of a variable.
+    #[test]
+    fn env_reaches_the_child() {
+        let env = [
+            ("RSEQMALLOC_BENCH_TEST_A".to_string(), "x=1".to_string()),
+            ("PATH".to_string(), "/bin:/usr/bin".to_string()),
+        ];
+        let script =
+            r#"[ "$RSEQMALLOC_BENCH_TEST_A" = x=1 ] && [ "$PATH" = /bin:/usr/bin ] && echo ops=3"#;
+        let outcome = run_once(
+            Path::new("/bin/sh"),
+            &["-c", script],
+            None,
+            &env,
+            10 * SECOND,
+        )
+        .expect("sh runs");
+        assert!(
+            matches!(outcome, Outcome::Ok(Sample { ops: 3, .. })),
+            "{outcome:?}"
+        );
+    }
+
     #[test]
     fn missing_program_is_an_error() {
-        assert!(run_once(Path::new("/nonexistent/bin"), &[], None, SECOND).is_err());
+        assert!(run_once(Path::new("/nonexistent/bin"), &[], None, &[], SECOND).is_err());
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub struct AllocatorInfo {
     /// Another build of rseqmalloc (`--candidate`), not a peer (absent in older reports).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub candidate: bool,
+    /// Variables set for its runs only (`--env`), as `[variable, value]` pairs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -99,12 +102,17 @@ impl Setup {
 }
 
 impl AllocatorInfo {
-    /// `name version`, or the name alone.
+    /// `name version`, or the name alone, then any `--env` settings in brackets.
     pub fn label(&self) -> String {
-        match &self.version {
+        let mut label = match &self.version {
             Some(v) => format!("{} {v}", self.name),
             None => self.name.clone(),
+        };
+        if !self.env.is_empty() {
+            let settings: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            label += &format!(" [{}]", settings.join(" "));
         }
+        label
     }
 }
 
@@ -115,6 +123,7 @@ impl From<&Allocator> for AllocatorInfo {
             library: a.preload.as_ref().map(|p| p.display().to_string()),
             version: a.version.clone(),
             candidate: a.candidate,
+            env: a.env.clone(),
         }
     }
 }
@@ -997,6 +1006,7 @@ pub mod tests {
                     library: None,
                     version: Some(format!("{n}-1.0")),
                     candidate: false,
+                    env: vec![],
                 })
                 .collect(),
             skipped: vec![],
@@ -1011,6 +1021,7 @@ pub mod tests {
     fn a_candidate_build_is_compared_not_a_peer() {
         let mut s = setup(&["rseqmalloc", "glibc", "jemalloc", "before"]);
         s.allocators[3].candidate = true;
+        s.allocators[3].env = vec![("RSEQMALLOC_OPTIONS".into(), "owner_return=off".into())];
         let report = Report::new(
             s,
             vec![
@@ -1036,6 +1047,7 @@ pub mod tests {
         for expected in [
             "other than rseqmalloc and its candidate builds (before)",
             "rseqmalloc vs candidate before: 1.58x the time, 1.41x the peak RSS (geomean of 2 workloads, same run)",
+            "before before-1.0 [RSEQMALLOC_OPTIONS=owner_return=off]",
         ] {
             assert!(text.contains(expected), "no '{expected}' in\n{text}");
         }
@@ -1043,6 +1055,12 @@ pub mod tests {
         assert_eq!(json["vs_candidates"][0]["candidate"], "before");
         assert_eq!(json["allocators"][3]["candidate"], true);
         assert!(json["allocators"][0].get("candidate").is_none());
+        let env = &json["allocators"][3]["env"][0];
+        assert_eq!(
+            (&env[0], &env[1]),
+            (&"RSEQMALLOC_OPTIONS".into(), &"owner_return=off".into())
+        );
+        assert!(json["allocators"][0].get("env").is_none());
     }
 
     /// `cell` with one run per entry of `ms` (in pass order), each of `mib` peak RSS.

@@ -177,6 +177,7 @@ pub fn run_all(plan: &Plan, progress: &mut dyn Write) -> Vec<Cell> {
                     plan.workload_bin,
                     &[workload.name, &scale_arg],
                     allocator.preload.as_deref(),
+                    &allocator.env,
                     plan.timeout,
                 );
                 let shown = record(cell, outcome);
