@@ -1,0 +1,4 @@
+#include "common.h"
+static long N; static int WS;
+static void *w(void *a){ uint64_t s=(uintptr_t)a*1000003+7; void **p=calloc(WS,sizeof(void*)); size_t *sz=calloc(WS,sizeof(size_t)); for(long i=0;i<N;i++){ int k=rng(&s)%WS; if(p[k]){ chkp(p[k],sz[k],sz[k]^k,"gthread"); free(p[k]); } size_t n; uint64_t r=rng(&s)%100; if(r<80) n=1+rng(&s)%128; else if(r<98) n=129+rng(&s)%4000; else n=4096+rng(&s)%60000; p[k]=malloc(n); CHK(p[k]); sz[k]=n; fillp(p[k],n,n^k);} for(int k=0;k<WS;k++) if(p[k]){ chkp(p[k],sz[k],sz[k]^k,"gthread"); free(p[k]); } free(p); free(sz); return 0; }
+int main(int c,char**v){ int T=c>1?atoi(v[1]):4; N=c>2?atol(v[2]):3000000; WS=c>3?atoi(v[3]):4096; pthread_t th[256]; for(int i=0;i<T;i++) pthread_create(&th[i],0,w,(void*)(uintptr_t)(i+1)); for(int i=0;i<T;i++) pthread_join(th[i],0); printf("ok\n"); return 0; }
