@@ -42,7 +42,10 @@
 //! program that filled the budget with one phase's classes and moved on does not leave the
 //! next phase's classes without a cache until an idle drain (a C burst of 100 × 1 KiB after
 //! bursts of 16–256 B took 0.62x the time, median of 9 alternated runs of
-//! `benches/c/bursts.c`, session 17).
+//! `benches/c/bursts.c`, session 17). A steal that finds nothing to take makes the class's
+//! next [`STEAL_RETRY_AFTER`] overflows give up without probing (`steal_wait` in the
+//! header): when every class's capacity is in use, nearly every probe fails, and probing
+//! on every overflow took 5-8 % of programs bursting several classes past the budget.
 //!
 //! **The burst tier.** A class at its maximum grows further only for one thread's bursts: a
 //! free that finds its stack full there records the freeing thread's tag in the header
@@ -82,7 +85,7 @@ use crate::arch::{self, class_header_word, ClassHeader, SLAB_SHIFT, SLOTS_AT, SL
 use crate::central;
 use crate::config;
 use crate::size_class::{size_of, CLASS_BATCH, CLASS_BURST_CAPACITY, CLASS_CAPACITY, NUM_CLASSES};
-use crate::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering, SpinLock};
 use core::ptr::null_mut;
 
 /// A set of slab indices: the slabs a drain picked, the slabs whose locks a fork's prepare
@@ -171,8 +174,13 @@ pub(super) struct SlabHeader {
     /// bits of `os::now_ms`, never 0; 0: never), under the capacity lock: such drains come at
     /// most once per [`TIER_DRAIN_EVERY_MS`] ([`tier_drain_due`]).
     tier_drain_ms: AtomicU32,
+    /// Per class, overflows left before the next capacity steal for it may probe: set to
+    /// [`STEAL_RETRY_AFTER`] when a steal found no class to take from, counted down by the
+    /// overflows that would need one (see [`grow_cap`]). Written by the slow paths without a
+    /// lock (a heuristic: a lost or stale count costs a probe or delays one, never an object).
+    steal_wait: [AtomicU8; 128],
     /// Unused.
-    _reserved: [u32; 52],
+    _reserved: [u32; 20],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -200,6 +208,7 @@ const _: () = {
     assert!(offset_of!(SlabHeader, burst_tag) == 528);
     assert!(offset_of!(SlabHeader, burst_bytes) == 784);
     assert!(offset_of!(SlabHeader, tier_drain_ms) == 788);
+    assert!(offset_of!(SlabHeader, steal_wait) == 792);
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
     assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
@@ -459,10 +468,15 @@ pub(super) fn restart_layout(slab: Slab) {
     clear_tags(slab);
 }
 
-/// Forgets every class's burst tag: after a drain, no thread filled the stacks.
+/// Forgets every class's burst tag and steal wait: after a drain, no thread filled the stacks
+/// and the capacities are free to take again.
 fn clear_tags(slab: Slab) {
-    for tag in slab.header().burst_tag.iter() {
+    let h = slab.header();
+    for tag in h.burst_tag.iter() {
         tag.store(0, Ordering::Relaxed);
+    }
+    for wait in h.steal_wait.iter() {
+        wait.store(0, Ordering::Relaxed);
     }
 }
 
@@ -509,6 +523,14 @@ pub(super) fn shrink_to_counts(slab: Slab) {
 
 /// Classes probed per steal.
 const STEAL_PROBES: usize = 8;
+
+/// Overflows of a class that skip the capacity steal after one for it found no class to take
+/// from ([`SlabHeader::steal_wait`]). A steal probes [`STEAL_PROBES`] classes under the
+/// capacity lock; when every class's capacity is in use (bursts of several classes past the
+/// budget), nearly all fail: 99.8 % of 710,000 in a burst benchmark of mixed sizes from 1 to
+/// 1,000 bytes (`benches/c/mbench/shbench.c`, one thread), and 95 % of 655,000 with a live
+/// set of sizes up to 128 KiB (`alloc_test.c`), where the probing took 5-8 % of the run.
+const STEAL_RETRY_AFTER: u8 = 16;
 
 /// Objects capacity steals moved from idle classes' stacks to the central lists ([`evict`];
 /// reported in statistics).
@@ -560,11 +582,19 @@ pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
         tag.store(0, Ordering::Relaxed);
         return was == thread_tag() && grow_burst(slab, c);
     }
-    if !may_steal {
-        // A refill of a program past the budget would otherwise take the lock every time
-        // just to learn this: a snapshot suffices to give up (the locked path decides).
-        let add = growth(c, cap) * size_of(c);
-        if base_bytes(slab) + add > config::get().cpu_cache_bytes as usize {
+    // A growth past the budget needs a steal. A refill may not steal, and an overflow may
+    // not probe again until `steal_wait` overflows after one that failed: either would
+    // otherwise take the lock just to learn this, and a snapshot suffices to give up (the
+    // locked path decides).
+    let add = growth(c, cap) * size_of(c);
+    if base_bytes(slab) + add > config::get().cpu_cache_bytes as usize {
+        if !may_steal {
+            return false;
+        }
+        let wait = &slab.header().steal_wait[c];
+        let left = wait.load(Ordering::Relaxed);
+        if left > 0 {
+            wait.store(left - 1, Ordering::Relaxed);
             return false;
         }
     }
@@ -795,6 +825,7 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
             victim = idle.filter(|&v| evict(slab, v, add_bytes));
         }
         if victim.is_none() {
+            slab.header().steal_wait[c].store(STEAL_RETRY_AFTER, Ordering::Relaxed);
             return false;
         }
     }
@@ -1061,6 +1092,7 @@ pub mod check {
     ///   nothing in between;
     /// - its stack inside its region (`begin <= current <= region_end <=
     ///   next_free`) and a running class's `end` too; no two classes' regions overlap;
+    /// - its steal wait at most [`STEAL_RETRY_AFTER`];
     /// - `count` and `cap` within the class's burst maximum; a running class's `count <= cap`
     ///   (which a capacity steal racing a push on the same slab may break, harmlessly: pushes
     ///   fail until pops bring the count down — so only at rest after single-threaded use);
@@ -1100,6 +1132,11 @@ pub mod check {
                     && region_end <= next_free
                     && (stopped || begin <= end && end <= region_end),
                 "a class's stack is outside its region",
+                at,
+            )?;
+            ensure(
+                slab.header().steal_wait[c].load(Ordering::Relaxed) <= STEAL_RETRY_AFTER,
+                "a class's steal wait beyond its maximum",
                 at,
             )?;
             let count = current - begin;
@@ -1445,7 +1482,21 @@ mod check_tests {
                 out.clear();
             }
             slab.probe_from(busy);
-            grow_cap(slab, want, true)
+            let grown = grow_cap(slab, want, true);
+            if !grown {
+                // A steal that found nothing to take: the next `STEAL_RETRY_AFTER` overflows
+                // give up without probing (the cursor and the counts seen stay as they are).
+                let cursor = slab.header().steal_cursor.load(Ordering::Relaxed);
+                for _ in 0..STEAL_RETRY_AFTER {
+                    assert!(!grow_cap(slab, want, true), "a waiting overflow grew");
+                }
+                assert_eq!(
+                    slab.header().steal_cursor.load(Ordering::Relaxed),
+                    cursor,
+                    "a waiting overflow probed"
+                );
+            }
+            grown
         });
         assert!(grown, "no idle class gave capacity");
         assert!(slab.cap(want) > 0);
@@ -1686,6 +1737,10 @@ mod check_tests {
         h.end.store(begin + 2, Ordering::Relaxed);
         assert_eq!(broken(slab), "a running class holds more than its cap");
         h.end.store(end, Ordering::Relaxed);
+        // A steal wait past its maximum.
+        slab.header().steal_wait[c].store(STEAL_RETRY_AFTER + 1, Ordering::Relaxed);
+        assert_eq!(broken(slab), "a class's steal wait beyond its maximum");
+        slab.header().steal_wait[c].store(0, Ordering::Relaxed);
         // A capacity changed without its bytes.
         h.end.store(end - 1, Ordering::Relaxed);
         assert_eq!(broken(slab), "the capacity bytes differ from Σ cap·size");
