@@ -260,7 +260,7 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
                     n
                 }
             };
-            if remote::take(id, put) != 0 {
+            if remote::take(id, |k| k == c || slab.may_take_arrivals(k), put) != 0 {
                 let p = pop(c);
                 if !p.is_null() {
                     return p;

@@ -22,7 +22,10 @@
 //!   the kernel backs only the pages touched): the slab's allocation slow path moves every class's waiting objects into the
 //!   slab's stacks with batch pushes; what does not fit stays for a later slow path (not the
 //!   central lists: in bursts of foreign frees that round trip cost `rounds` 28 % of the
-//!   objects taken). Maintenance flushes every inbox to the central lists each tick, and a
+//!   objects taken). A class the slow path does not want now (its stack full and unable to
+//!   grow, see `Slab::may_take_arrivals`) is not taken out at all: taking its objects out and
+//!   putting them back on every slow path was a fifth of that path's samples in bursts of
+//!   mixed sizes. Maintenance flushes every inbox to the central lists each tick, and a
 //!   drain flushes the inboxes of the slabs it drains.
 //!
 //! Pointers move, objects are not read: a linked list of objects sent home would cost one
@@ -351,14 +354,19 @@ fn flush(out: &mut Outbox, mut rest: impl FnMut(usize, *mut u8)) {
 }
 
 /// Moves what other slabs sent home to slab `id` into its stacks: for each class with objects
-/// waiting, `put` caches a prefix of them and says how many; the others go back to the inbox
-/// (to the central lists if it filled up meanwhile). Returns how many were cached.
-pub(super) fn take(id: usize, mut put: impl FnMut(usize, &[*mut u8]) -> usize) -> usize {
+/// waiting that is `wanted`, `put` caches a prefix of them and says how many; the others go
+/// back to the inbox (to the central lists if it filled up meanwhile). Classes not wanted stay
+/// in the inbox untouched. Returns how many were cached.
+pub(super) fn take(
+    id: usize,
+    wanted: impl Fn(usize) -> bool,
+    mut put: impl FnMut(usize, &[*mut u8]) -> usize,
+) -> usize {
     let Some(b) = inbox(id) else {
         return 0;
     };
     let mut total = 0;
-    empty_each(b, |c, objs| {
+    empty_each(b, wanted, |c, objs| {
         let k = put(c, objs);
         total += k;
         if k < objs.len() {
@@ -368,9 +376,10 @@ pub(super) fn take(id: usize, mut put: impl FnMut(usize, &[*mut u8]) -> usize) -
     total
 }
 
-/// Empties every class of `b` with objects waiting, one at a time ([`take_class`]), and hands
-/// each class's objects to `f` (with the lock released).
-fn empty_each(b: &Inbox, mut f: impl FnMut(usize, &[*mut u8])) {
+/// Empties every `wanted` class of `b` with objects waiting, one at a time ([`take_class`]),
+/// and hands each class's objects to `f` (with the lock released); the other classes keep
+/// theirs.
+fn empty_each(b: &Inbox, wanted: impl Fn(usize) -> bool, mut f: impl FnMut(usize, &[*mut u8])) {
     // Every refill of an rseq-mode slab asks, and most find nothing: the buffer's 1 KiB is
     // zeroed only when some class waits (it was 1.4-1.7 % of the samples of a burst of mixed
     // sizes past the per-CPU caches, in `memset`).
@@ -378,7 +387,7 @@ fn empty_each(b: &Inbox, mut f: impl FnMut(usize, &[*mut u8])) {
         return;
     }
     let mut objs = [null_mut(); INBOX];
-    for c in waiting(b) {
+    for c in waiting(b).filter(|&c| wanted(c)) {
         let n = take_class(b, c, &mut objs);
         if n != 0 {
             f(c, &objs[..n]);
@@ -423,11 +432,15 @@ pub(super) fn flush_slab(id: usize) -> usize {
         return 0;
     };
     let mut bytes = 0;
-    empty_each(b, |c, objs| {
-        // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
-        unsafe { central::free_batch(c, objs) };
-        bytes += objs.len() * size_of(c);
-    });
+    empty_each(
+        b,
+        |_| true,
+        |c, objs| {
+            // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
+            unsafe { central::free_batch(c, objs) };
+            bytes += objs.len() * size_of(c);
+        },
+    );
     bytes
 }
 
@@ -471,5 +484,51 @@ pub(super) unsafe fn unlock_all(child: bool) {
         } else {
             b.lock.unlock();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// An all-zero (empty, unlocked) inbox of the test's own, outside the mapped ones.
+    fn private_inbox() -> &'static Inbox {
+        let bytes = core::mem::size_of::<Inbox>().next_multiple_of(PAGE);
+        let p = os::map(bytes, PAGE).unwrap();
+        // SAFETY: a fresh zeroed mapping, never unmapped, large and aligned enough; all-zero
+        // is a valid inbox.
+        unsafe { &*(p as *const Inbox) }
+    }
+
+    /// Appends `objs` to class `c` of `b`, as a flush delivers them.
+    fn deliver(b: &Inbox, c: usize, objs: &[*mut u8]) {
+        b.lock.lock();
+        let n = usize::from(b.count[c].load(Ordering::Relaxed));
+        for (i, &o) in objs.iter().enumerate() {
+            b.objs[c][n + i].store(o as usize, Ordering::Relaxed);
+        }
+        b.count[c].store((n + objs.len()) as u8, Ordering::Relaxed);
+        set_waiting(b, c, true);
+        b.lock.unlock();
+    }
+
+    /// Only the wanted classes are taken out; the others keep their objects, in order, and
+    /// stay marked waiting. (Pointers move, objects are not read: these are never touched.)
+    #[test]
+    fn classes_not_wanted_stay_in_the_inbox() {
+        let b = private_inbox();
+        let fake = |k: usize| (0x10_0000 + 64 * k) as *mut u8;
+        let (kept, taken) = (3, 5);
+        deliver(b, kept, &[fake(1), fake(2)]);
+        deliver(b, taken, &[fake(3)]);
+        let mut seen = Vec::new();
+        empty_each(b, |c| c == taken, |c, objs| seen.push((c, objs.to_vec())));
+        assert_eq!(seen, [(taken, std::vec![fake(3)])]);
+        assert_eq!(waiting(b).collect::<Vec<_>>(), [kept]);
+        let mut rest = Vec::new();
+        empty_each(b, |_| true, |c, objs| rest.push((c, objs.to_vec())));
+        assert_eq!(rest, [(kept, std::vec![fake(1), fake(2)])]);
+        assert_eq!(waiting(b).count(), 0);
     }
 }

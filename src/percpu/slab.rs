@@ -312,6 +312,11 @@ impl Slab {
     pub(super) fn room(&self, c: usize) -> usize {
         self.cap(c).saturating_sub(self.count(c))
     }
+    /// Whether class `c` may take objects arriving from other slabs now: its stack has room,
+    /// or it may grow (no steal wait).
+    pub(super) fn may_take_arrivals(&self, c: usize) -> bool {
+        self.room(c) > 0 || self.header().steal_wait[c].load(Ordering::Relaxed) == 0
+    }
     /// Whether class `c` is in the burst tier: its capacity above its base maximum.
     pub(super) fn in_burst_tier(&self, c: usize) -> bool {
         self.cap(c) > CLASS_CAPACITY[c] as usize
@@ -1690,6 +1695,28 @@ mod check_tests {
     }
 
     /// Each corruption of a private slab is reported; undone, the slab checks clean again.
+    /// A class takes objects arriving from other slabs while its stack has room, or while it
+    /// may grow; not when it is full and a failed steal made it wait.
+    #[test]
+    fn a_full_class_waiting_to_steal_takes_no_arrivals() {
+        let slab = private_slab();
+        let c = class_of(SIZES[2]);
+        while slab.cap(c) < 4 {
+            assert!(grow_cap(slab, c, false));
+        }
+        assert!(slab.may_take_arrivals(c), "an empty stack");
+        fill(slab, c);
+        assert!(slab.may_take_arrivals(c), "a full stack that may grow");
+        slab.header().steal_wait[c].store(STEAL_RETRY_AFTER, Ordering::Relaxed);
+        assert!(!slab.may_take_arrivals(c), "a full stack waiting to steal");
+        let one = pop_locked(slab, c, 1);
+        assert!(slab.may_take_arrivals(c), "room in the stack");
+        assert_eq!(locked_push_many(slab, c, &one), 1);
+        slab.header().steal_wait[c].store(0, Ordering::Relaxed);
+        empty(slab, c);
+        assert_eq!(check_slab(slab), Ok(()));
+    }
+
     #[test]
     fn a_corrupted_slab_fails_its_check() {
         let slab = private_slab();
