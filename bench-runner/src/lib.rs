@@ -162,6 +162,14 @@ pub const WORKLOADS: &[Workload] = &[
         single_threaded: false,
         needs: None,
     },
+    Workload {
+        name: "mixed-bursts",
+        stresses: "one thread per CPU allocates bursts of 1,000-3,999 objects of sizes in a 128 B band that moves over 16 B-1 KiB each round, then frees them (sh6bench's pattern): bursts of changing classes past the caches",
+        default_scale: 0.5,
+        quick_scale: 0.15,
+        single_threaded: false,
+        needs: None,
+    },
 ];
 
 /// The workload called `name`, if there is one.

@@ -10,7 +10,7 @@
 //! enough not to hide the allocator's cost, and two live objects that
 //! overlap fail the run.
 
-use std::alloc::{self, Layout};
+use std::alloc::Layout;
 
 use crate::scaled;
 
@@ -34,43 +34,17 @@ pub fn run(scale: f64) -> u64 {
                 let first = next_id;
                 for _ in 0..n {
                     next_id += 1;
-                    ptrs.push(allocate(layout, next_id));
+                    ptrs.push(crate::pattern::alloc_tagged(layout, next_id));
                 }
                 for (i, p) in ptrs.drain(..).enumerate() {
-                    release(p, layout, first + 1 + i as u64);
+                    // SAFETY: `p` came from `alloc_tagged` with `layout` and leaves the burst here.
+                    unsafe {
+                        crate::pattern::free_tagged(p, layout, first + 1 + i as u64, "batch")
+                    };
                 }
             }
             ops += rounds * n as u64;
         }
     }
     ops
-}
-
-fn allocate(layout: Layout, id: u64) -> *mut u8 {
-    // SAFETY: `layout` has a non-zero size.
-    let p = unsafe { alloc::alloc(layout) };
-    if p.is_null() {
-        alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: the block is at least 16 bytes, aligned to 8; both words are inside it.
-    unsafe {
-        p.cast::<u64>().write(id);
-        p.add(layout.size() - 8).cast::<u64>().write(!id);
-    }
-    p
-}
-
-fn release(p: *mut u8, layout: Layout, id: u64) {
-    // SAFETY: `p` came from `allocate` with `layout` and is freed only here.
-    let (head, tail) = unsafe {
-        (
-            p.cast::<u64>().read(),
-            p.add(layout.size() - 8).cast::<u64>().read(),
-        )
-    };
-    if head != id || tail != !id {
-        crate::pattern::corrupted("batch", id, layout.size());
-    }
-    // SAFETY: as above.
-    unsafe { alloc::dealloc(p, layout) };
 }

@@ -17,6 +17,7 @@ mod handoff;
 mod large_objects;
 mod larson;
 mod locality;
+mod mixed_bursts;
 mod pattern;
 mod producer_consumer;
 mod realloc_growth;
@@ -68,6 +69,7 @@ fn workload(name: &str) -> Option<fn(f64) -> u64> {
         "server" => server::run,
         "sqlite" => sqlite::run,
         "locality" => locality::run,
+        "mixed-bursts" => mixed_bursts::run,
         _ => return None,
     })
 }

@@ -6,6 +6,8 @@
 //! The checks compare slices (`memcmp`) rather than looping over bytes, so
 //! they stay cheap even in an unoptimised build of this binary.
 
+use std::alloc::{self, Layout};
+
 use crate::rng::mix;
 
 /// Exit status of a workload that found corrupted data.
@@ -59,6 +61,45 @@ pub fn uniform(bytes: &[u8], byte: u8) -> bool {
 pub fn corrupted(what: &str, id: u64, len: usize) -> ! {
     eprintln!("data mismatch: {what} object {id:#x} ({len} B) was overwritten");
     std::process::exit(EXIT_CORRUPT)
+}
+
+/// Allocates a block of `layout` (at least 16 bytes, aligned to at least 8) and writes object
+/// `id` into it: `id` in its first word, `!id` in its last. Cheap enough not to hide an
+/// allocator's cost (two words, where [`Obj`] fills every byte), and two live blocks that
+/// overlap fail [`free_tagged`]. Ends the process on allocation failure.
+pub fn alloc_tagged(layout: Layout, id: u64) -> *mut u8 {
+    assert!(layout.size() >= 16 && layout.align() >= 8, "{layout:?}");
+    // SAFETY: `layout` has a non-zero size.
+    let p = unsafe { alloc::alloc(layout) };
+    if p.is_null() {
+        alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: the block has at least 16 bytes, aligned to 8: both words are inside it.
+    unsafe {
+        p.cast::<u64>().write(id);
+        p.add(layout.size() - 8).cast::<u64>().write(!id);
+    }
+    p
+}
+
+/// Checks that the block at `p` still holds object `id` as [`alloc_tagged`] wrote it, then
+/// frees it; a mismatch ends the run as corruption of workload `what`'s object.
+///
+/// # Safety
+/// `p` came from `alloc_tagged(layout, id')` for this `layout`, and is freed only here, once.
+pub unsafe fn free_tagged(p: *mut u8, layout: Layout, id: u64, what: &str) {
+    // SAFETY: the caller's contract: a live block of `layout`, at least 16 bytes, aligned to 8.
+    let (head, tail) = unsafe {
+        (
+            p.cast::<u64>().read(),
+            p.add(layout.size() - 8).cast::<u64>().read(),
+        )
+    };
+    if head != id || tail != !id {
+        corrupted(what, id, layout.size());
+    }
+    // SAFETY: as above; nothing uses the block afterwards.
+    unsafe { alloc::dealloc(p, layout) };
 }
 
 /// A heap block (one `malloc`) filled as object `id`.
