@@ -685,9 +685,14 @@ mod evict_tests {
             return None;
         }
         let idle = filled[0].0;
+        // A failed steal makes the class's next `STEAL_RETRY_AFTER` overflows skip the probe:
+        // they pass before the next try, which so probes the fillers again. (One of them grows
+        // only from room another class left in the budget: the evictions below then show no
+        // idle class gave the capacity, and the round proves nothing.)
         let grown = (0..3).any(|_| {
             slab.probe_from(idle);
             grow_cap(slab, want, true)
+                || (0..super::slab::STEAL_RETRY_AFTER).any(|_| grow_cap(slab, want, true))
         });
         if current_rseq_id() != id || !grown {
             return None;

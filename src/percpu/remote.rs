@@ -23,7 +23,8 @@
 //!   slab's stacks with batch pushes; what does not fit stays for a later slow path (not the
 //!   central lists: in bursts of foreign frees that round trip cost `rounds` 28 % of the
 //!   objects taken). A class the slow path does not want now (its stack full and unable to
-//!   grow, see `Slab::may_take_arrivals`) is not taken out at all: taking its objects out and
+//!   grow for arrivals: at its base maximum, or waiting after a failed steal, see
+//!   `Slab::may_take_arrivals`) is not taken out at all: taking its objects out and
 //!   putting them back on every slow path was a fifth of that path's samples in bursts of
 //!   mixed sizes. Maintenance flushes every inbox to the central lists each tick, and a
 //!   drain flushes the inboxes of the slabs it drains.
@@ -381,13 +382,14 @@ pub(super) fn take(
 /// theirs.
 fn empty_each(b: &Inbox, wanted: impl Fn(usize) -> bool, mut f: impl FnMut(usize, &[*mut u8])) {
     // Every refill of an rseq-mode slab asks, and most find nothing: the buffer's 1 KiB is
-    // zeroed only when some class waits (it was 1.4-1.7 % of the samples of a burst of mixed
-    // sizes past the per-CPU caches, in `memset`).
-    if b.waiting.load(Ordering::Relaxed) == 0 {
+    // zeroed only when some wanted class waits (it was 1.4-1.7 % of the samples of a burst of
+    // mixed sizes past the per-CPU caches, in `memset`).
+    let mut classes = waiting(b).filter(|&c| wanted(c)).peekable();
+    if classes.peek().is_none() {
         return;
     }
     let mut objs = [null_mut(); INBOX];
-    for c in waiting(b).filter(|&c| wanted(c)) {
+    for c in classes {
         let n = take_class(b, c, &mut objs);
         if n != 0 {
             f(c, &objs[..n]);

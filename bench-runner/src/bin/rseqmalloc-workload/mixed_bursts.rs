@@ -1,9 +1,9 @@
 //! `mixed-bursts`: one thread per CPU, each on its own, allocates a burst
 //! of 1,000–3,999 objects of mixed sizes, then checks and frees them all,
 //! round after round. A burst's sizes lie in a band 128 bytes wide whose
-//! start moves up by 40 bytes each round (16 B to 1 KiB, then again from the
-//! bottom), and the burst is freed forwards, backwards or evens-then-odds in
-//! turn. The pattern of mimalloc-bench's `sh6bench` (benches/c/mbench has
+//! start moves up by 40 bytes each round over 16-896 B (modulo 881: after
+//! the top it starts again near the bottom, at a new offset), and the burst
+//! is freed forwards, backwards or evens-then-odds in turn. The pattern of mimalloc-bench's `sh6bench` (benches/c/mbench has
 //! a C version): bursts of several size classes at once that outgrow per-CPU
 //! and per-thread caches, whose classes change as the band moves, so the
 //! memory one class freed has to serve the next ones.
@@ -22,7 +22,8 @@ const FULL_ROUNDS: u64 = 4_000;
 const BURST_MIN: usize = 1_000;
 const BURST_SPREAD: usize = 3_000;
 /// The sizes' band: its start runs over `[LOW, HIGH - BAND]` in steps of
-/// `STEP`; sizes are multiples of 8 in `[start, start + BAND)`.
+/// `STEP` (modulo the range's length, 881); a size is `start` plus less than
+/// `BAND`, rounded down to a multiple of 8 (so 16 to 1016 bytes).
 const LOW: usize = 16;
 const HIGH: usize = 1024;
 const BAND: usize = 128;
