@@ -50,15 +50,7 @@ pub fn many(scale: f64) -> u64 {
 /// Runs [`ring`] on `threads` threads at once, each with its own ring of `slots` objects and
 /// `ops` replacements; returns the allocations of all.
 fn rings(threads: usize, slots: usize, ops: u64, what: &'static str) -> u64 {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || ring(t, slots, ops, what)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("churn thread"))
-            .sum()
-    })
+    crate::on_threads(threads, "churn", |t| ring(t, slots, ops, what))
 }
 
 fn size(scale: f64) -> (usize, u64) {

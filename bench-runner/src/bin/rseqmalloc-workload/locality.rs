@@ -38,16 +38,7 @@ impl Node {
 pub fn run(scale: f64) -> u64 {
     let threads = THREADS_PER_CPU * cpus();
     let passes = scaled(FULL_PASSES, scale, 4);
-    let work: u64 = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || walk(t, passes)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("locality thread"))
-            .sum()
-    });
-    work
+    crate::on_threads(threads, "locality", |t| walk(t, passes))
 }
 
 /// One thread's work; returns the node visits plus the replacements.

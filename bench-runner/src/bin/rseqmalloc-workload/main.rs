@@ -84,6 +84,23 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Runs `work(t)` for `t` in `0..threads`, each on a thread of its own, all at once; returns
+/// the sum of their results. A thread that panics (a failed check) fails the run, naming
+/// `what`'s thread.
+fn on_threads(threads: usize, what: &str, work: impl Fn(usize) -> u64 + Sync) -> u64 {
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || work(t))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("{what} thread panicked"))
+            })
+            .sum()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

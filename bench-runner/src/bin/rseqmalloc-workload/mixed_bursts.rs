@@ -3,10 +3,11 @@
 //! round after round. A burst's sizes lie in a band 128 bytes wide whose
 //! start moves up by 40 bytes each round over 16-896 B (modulo 881: after
 //! the top it starts again near the bottom, at a new offset), and the burst
-//! is freed forwards, backwards or evens-then-odds in turn. The pattern of mimalloc-bench's `sh6bench` (benches/c/mbench has
-//! a C version): bursts of several size classes at once that outgrow per-CPU
-//! and per-thread caches, whose classes change as the band moves, so the
-//! memory one class freed has to serve the next ones.
+//! is freed forwards, backwards or evens-then-odds in turn. The pattern of
+//! mimalloc-bench's `sh6bench` (benches/c/mbench has a C version): bursts of
+//! several size classes at once that outgrow per-CPU and per-thread caches,
+//! whose classes change as the band moves, so the memory one class freed has
+//! to serve the next ones.
 //!
 //! Every object carries its id in its first word and the id's complement in
 //! its last, written at allocation and checked before its free.
@@ -31,15 +32,7 @@ const STEP: usize = 40;
 
 pub fn run(scale: f64) -> u64 {
     let rounds = scaled(FULL_ROUNDS, scale, 3);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..cpus())
-            .map(|t| s.spawn(move || thread(t, rounds)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("worker panicked"))
-            .sum()
-    })
+    crate::on_threads(cpus(), "mixed-bursts", |t| thread(t, rounds))
 }
 
 /// One thread's rounds; returns the objects it allocated and freed.
