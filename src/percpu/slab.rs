@@ -319,8 +319,12 @@ impl Slab {
     /// could be taken: they wait in the inbox for a later slow path or the next tick.
     pub(super) fn may_take_arrivals(&self, c: usize) -> bool {
         self.room(c) > 0
-            || self.cap(c) < CLASS_CAPACITY[c] as usize
-                && self.header().steal_wait[c].load(Ordering::Relaxed) == 0
+            || self.below_base_max(c) && self.header().steal_wait[c].load(Ordering::Relaxed) == 0
+    }
+    /// Whether class `c`'s capacity is below its base maximum (`CLASS_CAPACITY`): the only
+    /// capacities objects arriving from other slabs may grow ([`grow_cap_for_arrivals`]).
+    fn below_base_max(&self, c: usize) -> bool {
+        self.cap(c) < CLASS_CAPACITY[c] as usize
     }
     /// Whether class `c` is in the burst tier: its capacity above its base maximum.
     pub(super) fn in_burst_tier(&self, c: usize) -> bool {
@@ -597,8 +601,9 @@ pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
     // not probe again until `steal_wait` overflows after one that failed: either would
     // otherwise take the lock just to learn this, and a snapshot suffices to give up (the
     // locked path decides).
+    let budget = config::get().cpu_cache_bytes as usize;
     let add = growth(c, cap) * size_of(c);
-    if base_bytes(slab) + add > config::get().cpu_cache_bytes as usize {
+    if base_bytes(slab) + add > budget {
         if !may_steal {
             return false;
         }
@@ -612,7 +617,7 @@ pub(super) fn grow_cap(slab: Slab, c: usize, may_steal: bool) -> bool {
     if !slab.cap_lock().try_lock() {
         return false; // a drain or another grower is at work: try again on a later overflow
     }
-    let grown = grow_cap_locked(slab, c, may_steal);
+    let grown = grow_cap_locked(slab, c, may_steal, budget);
     slab.cap_lock().unlock();
     grown
 }
@@ -680,10 +685,7 @@ pub static BURST_GROWTHS: AtomicUsize = AtomicUsize::new(0);
 /// freed by other threads, and the thread taking them in would otherwise look as if it had
 /// filled the stack (a producer whose objects come home would grow the tier).
 pub(super) fn grow_cap_for_arrivals(slab: Slab, c: usize) -> bool {
-    if slab.cap(c) >= CLASS_CAPACITY[c] as usize {
-        return false;
-    }
-    grow_cap(slab, c, true)
+    slab.below_base_max(c) && grow_cap(slab, c, true)
 }
 
 /// Doubles the capacity of class `c` of `slab`, at or above its base maximum, up to its burst
@@ -786,7 +788,9 @@ fn shrink_burst(slab: Slab, v: usize) -> bool {
     true
 }
 
-fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
+/// [`grow_cap`] under the capacity lock, against `budget` (`cpu_cache_bytes`, as `grow_cap`
+/// read it).
+fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool, budget: usize) -> bool {
     let cap = slab.cap(c);
     let max = CLASS_CAPACITY[c] as usize;
     if cap >= max || slab.is_stopped(c) {
@@ -794,7 +798,6 @@ fn grow_cap_locked(slab: Slab, c: usize, may_steal: bool) -> bool {
     }
     let add = growth(c, cap);
     let add_bytes = add * size_of(c);
-    let budget = config::get().cpu_cache_bytes as usize;
     let total = &slab.header().cap_bytes;
     let bytes = base_bytes(slab);
     let mut victim = None;
