@@ -25,7 +25,7 @@ use crate::size_class::{
     object_index, size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE, PAGE_SHIFT,
 };
 use crate::span::{bitmap_words, Span, SpanList, SpanState};
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
@@ -193,6 +193,49 @@ struct Spans {
     hints_len: u8,
     /// The slot the next span given back goes to (the newest is the one before it).
     hints_next: u8,
+    /// Spans of the small heap's length ([`CLASS_PAGES_SMALL_HEAP`]) the class gave back to
+    /// the page heap during maintenance tick `churn_tick` (counted by [`release_spans`], read
+    /// by [`Spans::churning`]).
+    churned: u32,
+    /// The tick ([`TICK`]) `churned` counts in.
+    churn_tick: u32,
+}
+
+/// Maintenance ticks so far ([`new_tick`]): the window of the span churn counts.
+static TICK: AtomicU32 = AtomicU32::new(0);
+
+/// Short spans a class gives back within one maintenance tick (250 ms by default) after which
+/// it takes long ones even while the heap is small, until the next tick: a class cycling 8 MiB
+/// or more of one-page spans through the page heap that often pays a page-heap operation and
+/// a span record per 8 KiB for memory it takes straight back. That is a burst past the
+/// per-CPU caches whose objects stay below [`LONG_SPANS_FROM`] per class (several classes at
+/// once: `shbench`, the runner's `mixed-bursts`). One-thread bursts of 1,000-3,999 objects of
+/// 400-528 B, alternated against the build without: 0.87x the time [0.64-0.91]; the runner's
+/// peak RSS unchanged on all 17 workloads (7 pairs, none resolved), where 64 (512 KiB) raised
+/// `realloc-growth`'s by 7 % (docs/benchmarks.md, "Session 41").
+const CHURN_SPANS: u32 = 1024;
+
+impl Spans {
+    /// Whether the class gave back [`CHURN_SPANS`] short spans in the current tick.
+    fn churning(&self) -> bool {
+        self.churn_tick == TICK.load(Ordering::Relaxed) && self.churned >= CHURN_SPANS
+    }
+
+    /// Counts `n` short spans given back now.
+    fn note_churn(&mut self, n: u32) {
+        let tick = TICK.load(Ordering::Relaxed);
+        if self.churn_tick != tick {
+            self.churn_tick = tick;
+            self.churned = 0;
+        }
+        self.churned = self.churned.saturating_add(n);
+    }
+}
+
+/// Starts a new maintenance tick for the span churn counts ([`CHURN_SPANS`]); maintenance
+/// calls it once a tick.
+pub fn new_tick() {
+    TICK.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Spans given back to the page heap that a class remembers, to take their pages back first.
@@ -316,6 +359,8 @@ pub static CENTRAL: [Central; NUM_CLASSES] = [const {
             list: SpanList::new(),
             hints_len: 0,
             hints_next: 0,
+            churned: 0,
+            churn_tick: 0,
         }),
         cached: AtomicUsize::new(0),
         out_of_spans: AtomicUsize::new(0),
@@ -353,8 +398,10 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32) -> usize {
         if s.is_null() {
             // Small spans while the heap is small (a program touching many classes pays about
             // a page for each), 64 KiB ones once it is large (bounded metadata per byte), or
-            // once the class has `LONG_SPANS_FROM` out (fewer page-heap operations a burst).
-            let busy = central.out_of_spans.load(Ordering::Relaxed) * size >= LONG_SPANS_FROM;
+            // once the class has `LONG_SPANS_FROM` out or churns short spans (fewer page-heap
+            // operations a burst).
+            let busy = central.out_of_spans.load(Ordering::Relaxed) * size >= LONG_SPANS_FROM
+                || inner.churning();
             let mut heap = HEAP.lock();
             let small_heap = heap.stats().mapped <= SMALL_HEAP_BYTES;
             let pages = if small_heap && !busy {
@@ -707,6 +754,13 @@ unsafe fn release_spans(inner: &mut Spans, c: usize, spans: &[*mut Span]) {
     }
     let mut heap = HEAP.lock();
     let remember = size_of(c) >= HINTS_FROM;
+    let short = CLASS_PAGES_SMALL_HEAP[c] as usize;
+    // SAFETY: the caller's contract: emptied spans of the class.
+    let n_short = spans
+        .iter()
+        .filter(|&&s| unsafe { (*s).pages } == short)
+        .count();
+    inner.note_churn(n_short as u32);
     for &s in spans {
         // SAFETY: the caller's contract: an emptied span of a class, no longer referred to;
         // its bitmap goes back with it.
@@ -939,26 +993,28 @@ mod tests {
             .unwrap()
     }
 
-    /// While the heap is small, a class takes one-page spans until it has `LONG_SPANS_FROM`
-    /// out of its spans, then spans of the big heap's length: a burst past every cache costs
-    /// a page-heap operation per 64 KiB, not per 8 KiB. In a child process, whose heap is
-    /// fresh and stays below 32 MiB (the lists are below the per-CPU layer: one mode).
-    #[test]
-    fn a_class_with_much_out_takes_long_spans_in_a_small_heap() {
-        if std::env::var_os("RSEQMALLOC_LONG_SPANS").is_some() {
+    /// Runs `test` in a fresh child ([`run_child`], with `var` set) and asserts it passed; a
+    /// no-op in that child, whose own copy of the calling test sees `var`.
+    fn passes_in_a_fresh_child(test: &str, var: &str) {
+        if std::env::var_os(var).is_some() {
             return;
         }
-        let out = run_child(
-            "central::tests::child_long_spans",
-            "RSEQMALLOC_LONG_SPANS",
-            "1",
-        );
+        let out = run_child(test, var, "1");
         let stdout = std::string::String::from_utf8_lossy(&out.stdout);
         let stderr = std::string::String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && stdout.contains("1 passed"),
             "{stdout}\n{stderr}"
         );
+    }
+
+    /// While the heap is small, a class takes one-page spans until it has `LONG_SPANS_FROM`
+    /// out of its spans, then spans of the big heap's length: a burst past every cache costs
+    /// a page-heap operation per 64 KiB, not per 8 KiB. In a child process, whose heap is
+    /// fresh and stays below 32 MiB (the lists are below the per-CPU layer: one mode).
+    #[test]
+    fn a_class_with_much_out_takes_long_spans_in_a_small_heap() {
+        passes_in_a_fresh_child("central::tests::child_long_spans", "RSEQMALLOC_LONG_SPANS");
     }
 
     #[test]
@@ -1001,6 +1057,85 @@ mod tests {
         assert!(seen.iter().any(|&(_, p, _)| p == long), "{seen:?}");
         // SAFETY: objects from `alloc_batch`, never handed out, each given back once.
         unsafe { free_to_spans(c, &objs) };
+        CENTRAL[c].check_invariants(c).unwrap();
+    }
+
+    /// While the heap is small, a class that gives back `CHURN_SPANS` short spans within one
+    /// maintenance tick takes long spans until the next tick, with little out of its spans. In
+    /// a child process (a fresh heap that stays below 32 MiB; one mode: the lists are below
+    /// the per-CPU layer).
+    #[test]
+    fn a_class_churning_short_spans_takes_long_ones_in_a_small_heap() {
+        passes_in_a_fresh_child(
+            "central::tests::child_churn_spans",
+            "RSEQMALLOC_CHURN_SPANS",
+        );
+    }
+
+    #[test]
+    #[ignore = "run as a child by a_class_churning_short_spans_takes_long_ones_in_a_small_heap"]
+    fn child_churn_spans() {
+        let c = class_of(1024);
+        let size = size_of(c);
+        let (short, long) = (CLASS_PAGES_SMALL_HEAP[c] as usize, CLASS_PAGES[c] as usize);
+        assert!(short < long);
+        // Takes 16 objects (two short spans' worth, far below `LONG_SPANS_FROM`), gives them
+        // back to their spans, which all return to the page heap, and returns the lengths of
+        // those spans.
+        let cycle = || {
+            let mut objs = [null_mut(); 16];
+            assert!(objs.len() * size < LONG_SPANS_FROM);
+            assert_eq!(alloc_batch(c, &mut objs), objs.len());
+            let mut spans: std::vec::Vec<(usize, usize)> = std::vec::Vec::new();
+            for &o in &objs {
+                let s = span_of(PAGEMAP.get(o as usize)) as *mut Span;
+                // SAFETY: the span of an object just handed out, live while we hold it.
+                let pages = unsafe { (*s).pages };
+                if !spans.iter().any(|&(x, _)| x == s as usize) {
+                    spans.push((s as usize, pages));
+                }
+            }
+            // SAFETY: objects from `alloc_batch`, never handed out, each given back once.
+            unsafe { free_to_spans(c, &objs) };
+            assert!(
+                CENTRAL[c].spans.lock().list.first().is_null(),
+                "a span kept"
+            );
+            spans
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect::<std::vec::Vec<_>>()
+        };
+        // Short spans given back in the current tick, as far as this loop can tell: a tick
+        // that maintenance starts meanwhile (in the harness's own slow paths) starts it over.
+        let (mut given_back, mut tick) = (0usize, TICK.load(Ordering::Relaxed));
+        let mut went_long = false;
+        for _ in 0..8 * CHURN_SPANS {
+            let lengths = cycle();
+            let now = TICK.load(Ordering::Relaxed);
+            if now != tick {
+                (given_back, tick) = (0, now);
+                continue;
+            }
+            if lengths.contains(&long) {
+                assert!(
+                    given_back >= CHURN_SPANS as usize,
+                    "a long span after {given_back} short ones"
+                );
+                went_long = true;
+                break;
+            }
+            assert!(lengths.iter().all(|&p| p == short), "{lengths:?}");
+            given_back += lengths.len();
+        }
+        assert!(went_long, "no long span after {given_back} short ones");
+        assert!(
+            HEAP.lock().stats().mapped <= SMALL_HEAP_BYTES,
+            "the heap stayed small"
+        );
+        // A new tick: short spans again.
+        new_tick();
+        assert!(cycle().iter().all(|&p| p == short));
         CENTRAL[c].check_invariants(c).unwrap();
     }
 

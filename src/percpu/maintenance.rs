@@ -57,6 +57,7 @@ pub fn maintenance(now_ms: u64) {
     // Objects sent home that their slab has not taken within a tick go to the central lists.
     super::remote::flush_all();
     central::flush_idle();
+    central::new_tick();
     let decay = config::get().decay_ms;
     HEAP.lock().release_free(now_ms.saturating_sub(decay));
 }
