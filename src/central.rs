@@ -7,7 +7,8 @@
 //! is spent — freed objects go back to their span; a span whose objects are all back returns
 //! to the page heap. The span lists are reached only when the stack is empty or full. Classes
 //! of a page or more remember the spans they gave back ([`Hints`]) and take those pages back
-//! first when they need a span.
+//! first when they need a span; smaller ones count the short spans they give back in each
+//! maintenance tick ([`CHURN_SPANS`]) and take long spans while they churn.
 //!
 //! Invariants (under the span lock): a span is in `spans` iff it has a free object or an
 //! uncarved one (`Span::listed` mirrors membership); `in_use` counts the span's objects that are
@@ -204,15 +205,21 @@ struct Spans {
 /// Maintenance ticks so far ([`new_tick`]): the window of the span churn counts.
 static TICK: AtomicU32 = AtomicU32::new(0);
 
-/// Short spans a class gives back within one maintenance tick (250 ms by default) after which
-/// it takes long ones even while the heap is small, until the next tick: a class cycling 8 MiB
-/// or more of one-page spans through the page heap that often pays a page-heap operation and
-/// a span record per 8 KiB for memory it takes straight back. That is a burst past the
-/// per-CPU caches whose objects stay below [`LONG_SPANS_FROM`] per class (several classes at
-/// once: `shbench`, the runner's `mixed-bursts`). One-thread bursts of 1,000-3,999 objects of
-/// 400-528 B, alternated against the build without: 0.87x the time [0.64-0.91]; the runner's
-/// peak RSS unchanged on all 17 workloads (7 pairs, none resolved), where 64 (512 KiB) raised
-/// `realloc-growth`'s by 7 % (docs/benchmarks.md, "Session 41").
+/// Short spans (of the small heap's length) a class gives back to the page heap within one
+/// maintenance tick (a quarter of `decay_ms`: 250 ms by default), after which it takes long
+/// ones even while the heap is small, until the next tick. A class giving back 8 MiB or more
+/// of short spans that often is cycling them: a burst past the per-CPU caches whose objects
+/// stay below [`LONG_SPANS_FROM`] per class (several classes at once: `shbench`, the runner's
+/// `mixed-bursts`) pays a page-heap operation, a span record and a bitmap per span for memory
+/// it takes straight back. Only classes below [`HINTS_FROM`] count: the larger ones take the
+/// pages of the spans they gave back first ([`Spans::take_hint`]), short or not.
+///
+/// Measured against the build without (docs/benchmarks.md, "Session 41"): one-thread bursts
+/// 0.88x the time with the sizes' band fixed and 0.85x with it moving, sh6 0.89x, the runner's
+/// `mixed-bursts` 0.91-0.93x; peak RSS of `mixed-bursts` 1.01-1.06x across three runs and of
+/// sh6 +5 % (long spans hold a partly used 64 KiB where short ones went back page by page),
+/// none resolved on the runner's other sixteen workloads. A threshold of 64 raised
+/// `realloc-growth`'s peak RSS by 7 %.
 const CHURN_SPANS: u32 = 1024;
 
 impl Spans {
@@ -752,15 +759,17 @@ unsafe fn release_spans(inner: &mut Spans, c: usize, spans: &[*mut Span]) {
     if spans.is_empty() {
         return;
     }
-    let mut heap = HEAP.lock();
     let remember = size_of(c) >= HINTS_FROM;
-    let short = CLASS_PAGES_SMALL_HEAP[c] as usize;
-    // SAFETY: the caller's contract: emptied spans of the class.
-    let n_short = spans
-        .iter()
-        .filter(|&&s| unsafe { (*s).pages } == short)
-        .count();
-    inner.note_churn(n_short as u32);
+    if !remember {
+        let short = CLASS_PAGES_SMALL_HEAP[c] as usize;
+        let n_short = spans
+            .iter()
+            // SAFETY: the caller's contract: live span records of emptied spans of the class.
+            .filter(|&&s| unsafe { (*s).pages } == short)
+            .count();
+        inner.note_churn(n_short as u32);
+    }
+    let mut heap = HEAP.lock();
     for &s in spans {
         // SAFETY: the caller's contract: an emptied span of a class, no longer referred to;
         // its bitmap goes back with it.
@@ -988,6 +997,8 @@ mod tests {
     fn run_child(test: &str, var: &str, value: &str) -> std::process::Output {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", test, "--nocapture", "--include-ignored"])
+            // No background thread or other option from the caller's environment.
+            .env_remove("RSEQMALLOC_OPTIONS")
             .env(var, value)
             .output()
             .unwrap()
@@ -1106,20 +1117,16 @@ mod tests {
                 .map(|(_, p)| p)
                 .collect::<std::vec::Vec<_>>()
         };
-        // Short spans given back in the current tick, as far as this loop can tell: a tick
-        // that maintenance starts meanwhile (in the harness's own slow paths) starts it over.
-        let (mut given_back, mut tick) = (0usize, TICK.load(Ordering::Relaxed));
-        let mut went_long = false;
+        // Nothing starts a maintenance tick in the child (no slow path of ours, no background
+        // thread), so every short span the class gives back counts in one tick.
+        let tick = TICK.load(Ordering::Relaxed);
+        let (mut given_back, mut went_long) = (0usize, false);
         for _ in 0..8 * CHURN_SPANS {
             let lengths = cycle();
-            let now = TICK.load(Ordering::Relaxed);
-            if now != tick {
-                (given_back, tick) = (0, now);
-                continue;
-            }
+            assert_eq!(TICK.load(Ordering::Relaxed), tick, "a tick in the child");
             if lengths.contains(&long) {
-                assert!(
-                    given_back >= CHURN_SPANS as usize,
+                assert_eq!(
+                    given_back, CHURN_SPANS as usize,
                     "a long span after {given_back} short ones"
                 );
                 went_long = true;

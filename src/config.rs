@@ -197,7 +197,7 @@ pub const KEYS: [Key; 13] = [
         name: "background_thread",
         accepts: "on|off",
         default: "off",
-        meaning: "a thread runs the decay instead of the slow paths",
+        meaning: "a thread runs the decay tick too, so an idle program gives memory back",
         runtime: false,
     },
     Key {

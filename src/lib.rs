@@ -50,7 +50,7 @@
 //! | `stats_file` | unset | the statistics go to this file (`%p`: pid) instead of stderr |
 //! | `stats_classes` | `off` | the text report lists every size class in use; *run time* |
 //! | `verbose` | `off` | one line at start-up: version, rseq mode, id kind, options |
-//! | `background_thread` | `off` | a thread runs the decay instead of the slow paths |
+//! | `background_thread` | `off` | a thread runs the decay tick too, so an idle program gives memory back |
 //! | `membarrier` | `on` | `off`: drain as on a kernel without the rseq membarrier (testing) |
 //! | `deepbind` | `strip` | `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`; `keep` passes it on |
 //!

@@ -2,12 +2,13 @@
 //!
 //! Owns: the tick (when maintenance is next due), what a tick does, the idle drains of the
 //! per-CPU caches (the part of maintenance this layer owns), and the optional background
-//! thread that ticks instead of the slow paths.
+//! thread that ticks when no slow path does (each tick is claimed once, whoever runs it).
 //!
 //! A tick drains the per-CPU caches that stayed idle ([`drain_idle`]), then asks the central
-//! lists to flush their idle transfer stacks (`central::flush_idle`) and the page heap to
-//! release the pages free for longer than `decay_ms` (`PageHeap::release_free`): each layer
-//! decides what is idle in what it owns; this file only says when.
+//! lists to flush their idle transfer stacks (`central::flush_idle`) and to start a new
+//! window for their span churn counts (`central::new_tick`), and the page heap to release the
+//! pages free for longer than `decay_ms` (`PageHeap::release_free`): each layer decides what
+//! is idle in what it owns; this file only says when.
 //!
 //! May call: `central`, `config`, `guard`, `os`, `page_heap`, `size_class`, `sync`, and in this
 //! folder `drain`, `remote`, `slab`.
@@ -35,23 +36,30 @@ fn tick_period_ms() -> u64 {
 #[inline]
 pub fn maybe_tick() {
     let now = os::now_ms();
-    let due = NEXT_TICK_MS.load(Ordering::Relaxed);
-    if now < due {
-        return;
-    }
-    let period = tick_period_ms();
-    if NEXT_TICK_MS
-        .compare_exchange(due, now + period, Ordering::Relaxed, Ordering::Relaxed)
-        .is_ok()
-        && due != 0
-    {
+    if claim_tick(&NEXT_TICK_MS, now, tick_period_ms) {
         maintenance(now);
     }
 }
 
+/// Whether the caller runs the tick due by `now` (ms) on the schedule `next` (when the next
+/// tick is due; 0 before the first call, which only starts the schedule): true for one caller
+/// per due tick, however many slow paths and the background thread ask, and the next one is
+/// then due `period()` ms later. `period` is called only by a caller that may win.
+#[inline]
+fn claim_tick(next: &AtomicU64, now: u64, period: impl FnOnce() -> u64) -> bool {
+    let due = next.load(Ordering::Relaxed);
+    if now < due {
+        return false;
+    }
+    next.compare_exchange(due, now + period(), Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+        && due != 0
+}
+
 /// Gives memory back as time passes: drains idle per-CPU caches, flushes idle transfer
-/// stacks, and releases free page runs that have been free for `decay_ms`. Driven from the
-/// slow paths, or from the background thread when it is enabled.
+/// stacks, starts the central lists' next churn window, and releases free page runs that have
+/// been free for `decay_ms`. Driven from the slow paths, and from the background thread when
+/// it is enabled (one of them per tick, [`claim_tick`]).
 pub fn maintenance(now_ms: u64) {
     drain_idle();
     // Objects sent home that their slab has not taken within a tick go to the central lists.
@@ -97,9 +105,66 @@ pub fn start_background_thread() {
         let period = tick_period_ms();
         loop {
             os::sleep_ms(period);
-            let _g = crate::guard::enter("background maintenance");
-            maintenance(os::now_ms());
+            // The tick the slow paths claim too: one per period whoever runs it (the churn
+            // window of the central lists, `central::new_tick`, is a tick long).
+            let now = os::now_ms();
+            if claim_tick(&NEXT_TICK_MS, now, || period) {
+                let _g = crate::guard::enter("background maintenance");
+                maintenance(now);
+            }
         }
     }
     os::spawn(run);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first call starts the schedule; a due tick is claimed by one caller, and the next
+    /// falls due a period after the claim; a caller that comes late claims one tick, not one
+    /// for every period it missed.
+    #[test]
+    fn a_tick_falls_due_once_a_period() {
+        let next = AtomicU64::new(0);
+        assert!(
+            !claim_tick(&next, 1_000, || 250),
+            "the first call ran a tick"
+        );
+        assert_eq!(next.load(Ordering::Relaxed), 1_250);
+        assert!(
+            !claim_tick(&next, 1_249, || 250),
+            "a tick before it was due"
+        );
+        assert!(claim_tick(&next, 1_250, || 250));
+        assert!(!claim_tick(&next, 1_250, || 250), "a tick claimed twice");
+        assert_eq!(next.load(Ordering::Relaxed), 1_500);
+        assert!(claim_tick(&next, 9_000, || 250));
+        assert!(
+            !claim_tick(&next, 9_100, || 250),
+            "a missed period claimed late"
+        );
+        assert_eq!(next.load(Ordering::Relaxed), 9_250);
+    }
+
+    /// Slow paths on several threads and the background thread asking at the same moment run
+    /// one tick between them.
+    #[test]
+    fn callers_at_once_run_one_tick() {
+        let next = AtomicU64::new(500);
+        let barrier = std::sync::Barrier::new(8);
+        let won = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    barrier.wait();
+                    if claim_tick(&next, 600, || 250) {
+                        won.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(won.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(next.load(Ordering::Relaxed), 850);
+    }
 }

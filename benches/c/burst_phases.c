@@ -1,0 +1,104 @@
+/* Burst phases: the runner's `mixed-bursts` loop on one thread, with each phase timed apart.
+ *
+ * Each round allocates a burst of 1,000-3,999 objects whose sizes lie in a 128-byte band
+ * ((start + rand % 128) & ~7), writing an id into each object's first word and its complement
+ * into its last; then reads every object's first word (the id check); then frees the burst,
+ * forwards, backwards or evens-then-odds in turn. The band's start moves up 40 bytes a round
+ * over 16-896 B (modulo 881), as in the runner, or stays at 400 B with a fifth argument
+ * ("fixed"). Prints the total milliseconds of each phase and fails unless every id read back.
+ *
+ *   cc -O2 -o /tmp/burst_phases benches/c/burst_phases.c
+ *   LD_PRELOAD=target/release/librseqmalloc.so taskset -c 1 /tmp/burst_phases 4000 1000 3000
+ *   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2 taskset -c 1 /tmp/burst_phases 4000 1000 3000 fixed
+ *
+ * Arguments: rounds, the smallest burst, the spread of burst lengths, and optionally "fixed".
+ * The read phase costs the same under every allocator when the objects handed out are as
+ * warm as each other; the allocation and free phases then show the allocator's own work
+ * (docs/benchmarks.md, "Session 41"). Alternate the libraries over several runs. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t state = 12345;
+
+static uint64_t next_rand(void) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+}
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+/* The index freed at step k of a burst of n in round r. */
+static int order(long r, int k, int n) {
+    int half = (n + 1) / 2;
+    switch (r % 3) {
+    case 0: return k;
+    case 1: return n - 1 - k;
+    default: return k < half ? 2 * k : 2 * (k - half) + 1;
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s rounds burst_min burst_spread [fixed]\n", argv[0]);
+        return 2;
+    }
+    long rounds = atol(argv[1]);
+    int burst_min = atoi(argv[2]), spread = atoi(argv[3]);
+    int fixed = argc > 4 && strcmp(argv[4], "fixed") == 0;
+    if (rounds < 1 || burst_min < 1 || spread < 1) {
+        fprintf(stderr, "rounds, burst_min and burst_spread must be positive\n");
+        return 2;
+    }
+    void **p = malloc((size_t)(burst_min + spread) * sizeof *p);
+    size_t *sz = malloc((size_t)(burst_min + spread) * sizeof *sz);
+    if (!p || !sz) return 1;
+    double alloc_ms = 0, read_ms = 0, free_ms = 0;
+    uint64_t id = 0;
+    for (long r = 0; r < rounds; r++) {
+        int n = burst_min + (int)(next_rand() % (uint64_t)spread);
+        size_t start = fixed ? 400 : 16 + (size_t)(r * 40) % 881;
+        uint64_t first = id;
+        double t0 = now_ms();
+        for (int i = 0; i < n; i++) {
+            size_t z = (start + next_rand() % 128) & ~(size_t)7;
+            uint64_t *o = malloc(z);
+            if (!o) return 1;
+            o[0] = ++id;
+            o[z / 8 - 1] = ~id;
+            p[i] = o;
+            sz[i] = z;
+        }
+        double t1 = now_ms();
+        for (int k = 0; k < n; k++) {
+            int i = order(r, k, n);
+            if (((uint64_t *)p[i])[0] != first + 1 + (uint64_t)i) {
+                fprintf(stderr, "object %d of round %ld lost its id\n", i, r);
+                return 1;
+            }
+        }
+        double t2 = now_ms();
+        for (int k = 0; k < n; k++) {
+            int i = order(r, k, n);
+            if (((uint64_t *)p[i])[sz[i] / 8 - 1] != ~(first + 1 + (uint64_t)i)) {
+                fprintf(stderr, "object %d of round %ld lost its last word\n", i, r);
+                return 1;
+            }
+            free(p[i]);
+        }
+        double t3 = now_ms();
+        alloc_ms += t1 - t0;
+        read_ms += t2 - t1;
+        free_ms += t3 - t2;
+    }
+    printf("allocate+write %.0f ms  read %.0f ms  free %.0f ms\n", alloc_ms, read_ms, free_ms);
+    return 0;
+}
