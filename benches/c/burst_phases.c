@@ -2,8 +2,9 @@
  *
  * Each round allocates a burst of 1,000-3,999 objects whose sizes lie in a 128-byte band
  * ((start + rand % 128) & ~7), writing an id into each object's first word and its complement
- * into its last; then reads every object's first word (the id check); then frees the burst,
- * forwards, backwards or evens-then-odds in turn. The band's start moves up 40 bytes a round
+ * into its last; then reads every object's first word (the id check); then checks each
+ * object's last word and frees it. Both later phases walk the burst forwards, backwards or
+ * evens-then-odds in turn. The band's start moves up 40 bytes a round
  * over 16-896 B (modulo 881), as in the runner, or stays at 400 B with a fifth argument
  * ("fixed"). Prints the total milliseconds of each phase and fails unless every id read back.
  *
@@ -13,8 +14,9 @@
  *
  * Arguments: rounds, the smallest burst, the spread of burst lengths, and optionally "fixed".
  * The read phase costs the same under every allocator when the objects handed out are as
- * warm as each other; the allocation and free phases then show the allocator's own work
- * (docs/benchmarks.md, "Session 41"). Alternate the libraries over several runs. */
+ * warm as each other; the allocation and free phases then differ by the allocator's own work
+ * (each also touches an object's last line, the same under every allocator; see
+ * docs/benchmarks.md, "Session 41"). Alternate the libraries over several runs. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -97,25 +97,35 @@ pub fn drain_idle() -> usize {
     )
 }
 
-/// Starts the optional maintenance thread (`background_thread=on`): every tick period it runs
+/// Starts the optional maintenance thread (`background_thread=on`): it claims each tick as it
+/// falls due ([`claim_tick`], as the slow paths do, so one of them runs each tick) and runs
 /// [`maintenance`], so an idle program gives memory back without making another allocation.
 /// Called once, from the start-up constructor, outside any allocator lock.
 pub fn start_background_thread() {
     extern "C" fn run(_: *mut c_void) -> *mut c_void {
-        let period = tick_period_ms();
         loop {
-            os::sleep_ms(period);
-            // The tick the slow paths claim too: one per period whoever runs it (the churn
-            // window of the central lists, `central::new_tick`, is a tick long).
             let now = os::now_ms();
-            if claim_tick(&NEXT_TICK_MS, now, || period) {
+            if claim_tick(&NEXT_TICK_MS, now, tick_period_ms) {
                 let _g = crate::guard::enter("background maintenance");
                 maintenance(now);
             }
+            // Until the next tick is due (a slow path may have moved it), read afresh each time
+            // (`decay_ms` may change at run time), plus a margin for the coarse clock, which
+            // moves a kernel tick at a time: waking a millisecond early would skip a period.
+            let period = tick_period_ms();
+            let wait = NEXT_TICK_MS
+                .load(Ordering::Relaxed)
+                .saturating_sub(os::now_ms())
+                .clamp(1, period);
+            os::sleep_ms(wait + COARSE_CLOCK_SLACK_MS);
         }
     }
     os::spawn(run);
 }
+
+/// Milliseconds the background thread sleeps past a tick's due time: more than one kernel tick
+/// (4 ms at `HZ=250`), the step of the coarse clock [`os::now_ms`] reads.
+const COARSE_CLOCK_SLACK_MS: u64 = 5;
 
 #[cfg(test)]
 mod tests {
@@ -145,6 +155,10 @@ mod tests {
             "a missed period claimed late"
         );
         assert_eq!(next.load(Ordering::Relaxed), 9_250);
+        // Only a caller that may win reads the period (a configuration load).
+        assert!(!claim_tick(&next, 9_249, || panic!(
+            "the period read for nothing"
+        )));
     }
 
     /// Slow paths on several threads and the background thread asking at the same moment run
