@@ -207,20 +207,20 @@ static TICK: AtomicU32 = AtomicU32::new(0);
 
 /// Short spans (of the small heap's length) a class gives back to the page heap within one
 /// maintenance tick (a quarter of `decay_ms` within 10 ms to 1 s: 250 ms by default), after
-/// which it takes long
-/// ones even while the heap is small, until the next tick. A class giving back 8 MiB or more
-/// of short spans that often is cycling them: a burst past the per-CPU caches whose objects
-/// stay below [`LONG_SPANS_FROM`] per class (several classes at once: `shbench`, the runner's
-/// `mixed-bursts`) pays a page-heap operation, a span record and a bitmap per span for memory
-/// it takes straight back. Only classes below [`HINTS_FROM`] count: the larger ones take the
-/// pages of the spans they gave back first ([`Spans::take_hint`]), short or not.
+/// which it takes long ones even while the heap is small, until the next tick. A class giving
+/// back 8 MiB or more of short spans that often is cycling them: a burst past the per-CPU
+/// caches whose objects stay below [`LONG_SPANS_FROM`] per class (several classes at once:
+/// `shbench`, the runner's `mixed-bursts`) pays a page-heap operation, a span record and a
+/// bitmap per span for memory it takes straight back. Only classes below [`HINTS_FROM`] count:
+/// the larger ones take the pages of the spans they gave back first ([`Spans::take_hint`]),
+/// short or not.
 ///
 /// Measured against the build without (docs/benchmarks.md, "Session 41"): one-thread bursts
 /// 0.88x the time with the sizes' band fixed and 0.85x with it moving, sh6 0.89x, the runner's
 /// `mixed-bursts` 0.91-0.97x; peak RSS of `mixed-bursts` 1.01-1.06x across three runs and of
 /// sh6 17.2 against 16.4 MiB (long spans hold a partly used 64 KiB where short ones went back
-/// page by page), none resolved on the runner's other sixteen workloads. A threshold of 64 raised
-/// `realloc-growth`'s peak RSS by 7 %.
+/// page by page), none resolved on the runner's other sixteen workloads. A threshold of 64
+/// raised `realloc-growth`'s peak RSS by 7 %.
 const CHURN_SPANS: u32 = 1024;
 
 impl Spans {

@@ -1,12 +1,13 @@
 /* Burst phases: the runner's `mixed-bursts` loop on one thread, with each phase timed apart.
  *
- * Each round allocates a burst of 1,000-3,999 objects whose sizes lie in a 128-byte band
- * ((start + rand % 128) & ~7), writing an id into each object's first word and its complement
- * into its last; then reads every object's first word (the id check); then checks each
- * object's last word and frees it. Both later phases walk the burst forwards, backwards or
- * evens-then-odds in turn. The band's start moves up 40 bytes a round
- * over 16-896 B (modulo 881), as in the runner, or stays at 400 B with a fifth argument
- * ("fixed"). Prints the total milliseconds of each phase and fails unless every id read back.
+ * Each round allocates a burst of objects (1,000-3,999 with the arguments below, as in the
+ * runner) whose sizes lie in a 128-byte band ((start + rand % 128) & ~7), writing an id into
+ * each object's first word and its complement into its last; then reads every object's first
+ * word (the id check); then checks each object's last word and frees it. Both later phases
+ * walk the burst forwards, backwards or evens-then-odds in turn. The band's start moves up 40
+ * bytes a round over 16-896 B (modulo 881), as in the runner, or stays at 400 B with a fifth
+ * argument "fixed". Prints the total milliseconds of each phase and fails unless every id
+ * reads back.
  *
  *   cc -O2 -o /tmp/burst_phases benches/c/burst_phases.c
  *   LD_PRELOAD=target/release/librseqmalloc.so taskset -c 1 /tmp/burst_phases 4000 1000 3000
@@ -17,6 +18,7 @@
  * warm as each other; the allocation and free phases then differ by the allocator's own work
  * (each also touches an object's last line, the same under every allocator; see
  * docs/benchmarks.md, "Session 41"). Alternate the libraries over several runs. */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c99 */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +40,7 @@ static double now_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
-/* The index freed at step k of a burst of n in round r. */
+/* The index read, and then freed, at step k of a burst of n in round r. */
 static int order(long r, int k, int n) {
     int half = (n + 1) / 2;
     switch (r % 3) {
@@ -55,9 +57,13 @@ int main(int argc, char **argv) {
     }
     long rounds = atol(argv[1]);
     int burst_min = atoi(argv[2]), spread = atoi(argv[3]);
-    int fixed = argc > 4 && strcmp(argv[4], "fixed") == 0;
-    if (rounds < 1 || burst_min < 1 || spread < 1) {
-        fprintf(stderr, "rounds, burst_min and burst_spread must be positive\n");
+    if (argc > 4 && strcmp(argv[4], "fixed") != 0) {
+        fprintf(stderr, "the fifth argument, if any, is \"fixed\"\n");
+        return 2;
+    }
+    int fixed = argc > 4;
+    if (rounds < 1 || burst_min < 1 || spread < 1 || burst_min > 1000000 || spread > 1000000) {
+        fprintf(stderr, "rounds, burst_min and burst_spread must be positive (bursts up to 1e6)\n");
         return 2;
     }
     void **p = malloc((size_t)(burst_min + spread) * sizeof *p);

@@ -110,8 +110,9 @@ pub fn start_background_thread() {
                 maintenance(now);
             }
             // Until the next tick is due (a slow path may have moved it), read afresh each time
-            // (`decay_ms` may change at run time), plus a margin for the coarse clock, which
-            // moves a kernel tick at a time: waking a millisecond early would skip a period.
+            // (`decay_ms` may change at run time), and a little past it: the coarse clock
+            // moves a kernel tick at a time, so a thread woken on time may not yet read the
+            // tick as due, and then sleeps again briefly (never a whole period).
             let period = tick_period_ms();
             let wait = NEXT_TICK_MS
                 .load(Ordering::Relaxed)
@@ -123,9 +124,12 @@ pub fn start_background_thread() {
     os::spawn(run);
 }
 
-/// Milliseconds the background thread sleeps past a tick's due time: more than one kernel tick
-/// (4 ms at `HZ=250`), the step of the coarse clock [`os::now_ms`] reads.
-const COARSE_CLOCK_SLACK_MS: u64 = 5;
+/// Milliseconds the background thread sleeps past a tick's due time. The coarse clock
+/// [`os::now_ms`] reads moves a kernel tick (4 ms at `HZ=250`) at a time, so the thread may
+/// wake before it reads the tick as due and sleep again for 2 ms at least; a larger margin
+/// would save those wake-ups but delay every tick by it (a tenth of the 10 ms shortest period
+/// at 1 ms).
+const COARSE_CLOCK_SLACK_MS: u64 = 1;
 
 #[cfg(test)]
 mod tests {
