@@ -45,6 +45,7 @@ impl CtlError {
 /// | `stats.sent_home`, `stats.sent_home_declined`, `stats.sent_home_no_outbox` | none | owner return's object counts (see [`crate::Stats`]) |
 /// | `stats.evicted` | none | objects capacity steals moved out of idle per-CPU classes (see [`crate::Stats`]) |
 /// | `stats.burst_growths` | none | growths of per-CPU classes into the burst tier (see [`crate::Stats`]) |
+/// | `stats.maintenance_ticks`, `stats.background_ticks` | none | maintenance ticks run, and of those the ones the background thread ran (see [`crate::Stats`]) |
 /// | `purge` | drains every per-CPU cache and the central caches and returns every free page to the OS ([`crate::trim`]) | bytes released |
 /// | `flush` | empties the calling thread's caches: its magazine (locked fallback) and the per-CPU slab it runs on, into the central lists | bytes moved |
 ///
@@ -67,23 +68,25 @@ pub fn ctl(command: &[u8], out: &mut [u8]) -> Result<usize, CtlError> {
         _ if cmd.starts_with(b"stats.") => {
             let s = crate::stats();
             let v = match &cmd[6..] {
-                b"allocated" => s.allocated,
-                b"active" => s.active,
-                b"peak_active" => s.peak_active,
-                b"resident" => s.resident,
-                b"peak_resident" => s.peak_resident,
-                b"mapped" => s.mapped,
-                b"released" => s.released,
-                b"free" => s.free,
-                b"metadata" => s.metadata,
-                b"sent_home" => s.sent_home,
-                b"sent_home_declined" => s.sent_home_declined,
-                b"sent_home_no_outbox" => s.sent_home_no_outbox,
-                b"evicted" => s.evicted,
-                b"burst_growths" => s.burst_growths,
+                b"allocated" => s.allocated as u64,
+                b"active" => s.active as u64,
+                b"peak_active" => s.peak_active as u64,
+                b"resident" => s.resident as u64,
+                b"peak_resident" => s.peak_resident as u64,
+                b"mapped" => s.mapped as u64,
+                b"released" => s.released as u64,
+                b"free" => s.free as u64,
+                b"metadata" => s.metadata as u64,
+                b"sent_home" => s.sent_home as u64,
+                b"sent_home_declined" => s.sent_home_declined as u64,
+                b"sent_home_no_outbox" => s.sent_home_no_outbox as u64,
+                b"evicted" => s.evicted as u64,
+                b"burst_growths" => s.burst_growths as u64,
+                b"maintenance_ticks" => s.maintenance_ticks,
+                b"background_ticks" => s.background_ticks,
                 _ => return Err(CtlError::Unknown),
             };
-            m.dec(v as u64);
+            m.dec(v);
         }
         _ if cmd.contains(&b'=') => {
             config::set_runtime(cmd).map_err(|e| match e {

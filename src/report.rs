@@ -155,7 +155,12 @@ fn print_text(s: &Stats, to: Sink, classes: bool) {
         .str("), objects evicted ")
         .dec(s.evicted as u64)
         .str(", burst growths ")
-        .dec(s.burst_growths as u64);
+        .dec(s.burst_growths as u64)
+        .str(", maintenance ticks ")
+        .dec(s.maintenance_ticks)
+        .str(" (background thread ")
+        .dec(s.background_ticks)
+        .str(")");
     to.line(&m);
 
     let mut m = line();
@@ -210,6 +215,8 @@ fn print_json(s: &Stats, to: Sink) {
         ("sent_home_no_outbox", s.sent_home_no_outbox as u64),
         ("evicted", s.evicted as u64),
         ("burst_growths", s.burst_growths as u64),
+        ("maintenance_ticks", s.maintenance_ticks),
+        ("background_ticks", s.background_ticks),
         ("slabs", s.slabs as u64),
         ("slabs_in_use", s.slabs_in_use as u64),
     ] {

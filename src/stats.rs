@@ -80,6 +80,14 @@ pub struct Stats {
     /// Growths of per-CPU classes past their base maximum into the burst tier, when one
     /// thread's bursts outgrew a class's stack (docs/design.md, "Capacity").
     pub burst_growths: usize,
+    /// Maintenance ticks run so far (each drains the per-CPU caches that stayed idle, flushes
+    /// idle transfer stacks and inboxes, and releases pages free for `decay_ms`): at most one
+    /// per tick period, a quarter of `decay_ms` within 10 ms to 1 s, run by a slow path that
+    /// finds one due or by the background thread (docs/tuning.md, `decay_ms`).
+    pub maintenance_ticks: u64,
+    /// Of `maintenance_ticks`, those the background thread ran (`background_thread=on`); the
+    /// thread ticks an idle program's memory back without waiting for an allocation.
+    pub background_ticks: u64,
 }
 
 impl Stats {
@@ -106,6 +114,7 @@ pub fn stats() -> Stats {
     crate::percpu::flush_own();
     let (sent_home, sent_home_declined) = percpu::owner_return_figures();
     let heap = HEAP.lock().stats();
+    let (maintenance_ticks, background_ticks) = percpu::tick_counts();
     let mut s = Stats {
         allocated: 0,
         active: heap.small_spans + heap.large_in_use,
@@ -133,6 +142,8 @@ pub fn stats() -> Stats {
         sent_home_no_outbox: percpu::NO_OUTBOX.load(Ordering::Relaxed),
         evicted: percpu::EVICTED.load(Ordering::Relaxed),
         burst_growths: percpu::BURST_GROWTHS.load(Ordering::Relaxed),
+        maintenance_ticks,
+        background_ticks,
     };
     let mut small = 0;
     // The per-CPU layer's per-thread storage (magazines, outboxes) is the allocator's own

@@ -466,3 +466,96 @@ fn compiled_in_options_build_and_apply_under_fat_lto() {
         );
     }
 }
+
+/// The maintenance tick period in force: a quarter of `decay_ms`, within 10 ms to 1 s
+/// (docs/tuning.md, `decay_ms`).
+fn tick_period() -> std::time::Duration {
+    std::time::Duration::from_millis((rseqmalloc::options().decay_ms / 4).clamp(10, 1000))
+}
+
+/// Maintenance ticks run so far, and of those the ones the background thread ran.
+fn ticks() -> (u64, u64) {
+    let s = rseqmalloc::stats();
+    (s.maintenance_ticks, s.background_ticks)
+}
+
+#[test]
+#[ignore = "run by the background thread's tick test"]
+fn child_background_ticks() {
+    if !common::in_child(CHILD_ENV) {
+        return;
+    }
+    let period = tick_period();
+    // Idle: no allocator call for 20 periods, so only the background thread can tick.
+    let (t0, b0) = ticks();
+    let start = std::time::Instant::now();
+    std::thread::sleep(20 * period);
+    let idle = start.elapsed();
+    let (t1, b1) = ticks();
+    // Busy: slow paths on this thread find ticks due all the time, and the thread ticks too.
+    let start = std::time::Instant::now();
+    while start.elapsed() < 20 * period {
+        checked_bursts(64, 5_000, 1);
+    }
+    let busy = start.elapsed();
+    let (t2, b2) = ticks();
+    // `ctl` reads the same counts (which only grow).
+    let count = |name: &str| -> u64 {
+        let mut out = [0u8; 32];
+        let n = rseqmalloc::ctl(name.as_bytes(), &mut out).unwrap();
+        std::str::from_utf8(&out[..n]).unwrap().parse().unwrap()
+    };
+    assert!(count("stats.maintenance_ticks") >= t2);
+    assert!(count("stats.background_ticks") >= b2);
+    println!(
+        "RESULT period_us={} idle_us={} idle_ticks={} idle_background={} busy_us={} \
+         busy_ticks={} busy_background={}",
+        period.as_micros(),
+        idle.as_micros(),
+        t1 - t0,
+        b1 - b0,
+        busy.as_micros(),
+        t2 - t1,
+        b2 - b1
+    );
+}
+
+/// With `background_thread=on`, an idle program still gets its maintenance ticks (the thread
+/// runs them: this is what gives its memory back without another allocation), and the thread
+/// and the slow paths together run at most one tick a period (each tick claimed once, so the
+/// decay and the span churn window keep their length). A clock bound, so loose: an idle
+/// program gets at least a quarter of the periods it sleeps (a loaded machine wakes the thread
+/// late), and never more ticks than periods plus the one each end can add.
+#[test]
+fn the_background_thread_ticks_an_idle_program_once_a_period_in_every_mode() {
+    for (mode, out) in common::run_in_modes(
+        "child_background_ticks",
+        CHILD_ENV,
+        "decay_ms=200,background_thread=on",
+    ) {
+        let f = common::result_fields(&out);
+        let field = |k: &str| -> u128 {
+            f.get(k)
+                .unwrap_or_else(|| panic!("{mode}: no {k}:\n{out}"))
+                .parse()
+                .unwrap()
+        };
+        let period = field("period_us");
+        assert_eq!(period, 50_000, "{mode}: decay_ms=200 gives 50 ms ticks");
+        let (idle, busy) = (field("idle_us"), field("busy_us"));
+        let (idle_ticks, idle_background) = (field("idle_ticks"), field("idle_background"));
+        let busy_ticks = field("busy_ticks");
+        assert!(
+            idle_background * 4 >= idle / period,
+            "{mode}: {idle_background} background ticks in {idle} us idle:\n{out}"
+        );
+        assert!(
+            idle_ticks <= idle / period + 2,
+            "{mode}: {idle_ticks} ticks in {idle} us idle:\n{out}"
+        );
+        assert!(
+            (1..=busy / period + 2).contains(&busy_ticks),
+            "{mode}: {busy_ticks} ticks in {busy} us of slow paths beside the thread:\n{out}"
+        );
+    }
+}

@@ -91,7 +91,9 @@ size_t rseqmalloc_trim(void);
  *                  peak_resident, mapped, released, free, metadata; or an object count:
  *                  sent_home, sent_home_declined, sent_home_no_outbox (owner return),
  *                  evicted (objects moved out of idle per-CPU classes for others'
- *                  capacity)
+ *                  capacity), burst_growths (per-CPU classes grown into the burst tier);
+ *                  or a count of maintenance ticks: maintenance_ticks (all),
+ *                  background_ticks (those the background thread ran)
  *   "purge"        drain every cache and return all free pages to the OS; answer: bytes
  *   "flush"        empty the calling thread's caches (its CPU's slab, its magazine) into the
  *                  central lists; answer: bytes moved

@@ -26,6 +26,21 @@ use core::ffi::c_void;
 /// When the next maintenance tick is due (ms of the monotonic clock).
 static NEXT_TICK_MS: AtomicU64 = AtomicU64::new(0);
 
+/// Maintenance ticks run so far, whoever ran them ([`tick_counts`]).
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Of [`TICKS`], those the background thread ran.
+static BACKGROUND_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Maintenance ticks run since the process started, and of those the ones the background
+/// thread ran (`background_thread=on`; the slow paths ran the others): `stats`' figures.
+pub fn tick_counts() -> (u64, u64) {
+    (
+        TICKS.load(Ordering::Relaxed),
+        BACKGROUND_TICKS.load(Ordering::Relaxed),
+    )
+}
+
 /// Milliseconds between ticks: a quarter of the decay time, within 10 ms to 1 s.
 fn tick_period_ms() -> u64 {
     (config::get().decay_ms / 4).clamp(10, 1000)
@@ -61,6 +76,7 @@ fn claim_tick(next: &AtomicU64, now: u64, period: impl FnOnce() -> u64) -> bool 
 /// been free for `decay_ms`. Driven from the slow paths, and from the background thread when
 /// it is enabled (one of them per tick, [`claim_tick`]).
 pub fn maintenance(now_ms: u64) {
+    TICKS.fetch_add(1, Ordering::Relaxed);
     drain_idle();
     // Objects sent home that their slab has not taken within a tick go to the central lists.
     super::remote::flush_all();
@@ -107,6 +123,7 @@ pub fn start_background_thread() {
             let now = os::now_ms();
             if claim_tick(&NEXT_TICK_MS, now, tick_period_ms) {
                 let _g = crate::guard::enter("background maintenance");
+                BACKGROUND_TICKS.fetch_add(1, Ordering::Relaxed);
                 maintenance(now);
             }
             // Until the next tick is due (a slow path may have moved it), read afresh each time

@@ -43,7 +43,7 @@ mod storage;
 pub use drain::DRAINS_SKIPPED;
 pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
-pub use maintenance::{maintenance, maybe_tick, start_background_thread};
+pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;
 pub use slab::{cached_bytes_per_slab, fallback_ops, slabs_in_use};
