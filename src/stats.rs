@@ -83,10 +83,13 @@ pub struct Stats {
     /// Maintenance ticks run so far (each drains the per-CPU caches that stayed idle, flushes
     /// idle transfer stacks and inboxes, and releases pages free for `decay_ms`): at most one
     /// per tick period, a quarter of `decay_ms` within 10 ms to 1 s, run by a slow path that
-    /// finds one due or by the background thread (docs/tuning.md, `decay_ms`).
+    /// finds one due or by the background thread (docs/tuning.md, `decay_ms`). A `fork`
+    /// child's count includes its parent's before the fork.
     pub maintenance_ticks: u64,
     /// Of `maintenance_ticks`, those the background thread ran (`background_thread=on`); the
-    /// thread ticks an idle program's memory back without waiting for an allocation.
+    /// thread ticks an idle program's memory back without waiting for an allocation. Never
+    /// above `maintenance_ticks`; in a `fork` child it stays at the parent's count (the
+    /// thread is not recreated there).
     pub background_ticks: u64,
 }
 

@@ -486,19 +486,22 @@ fn child_background_ticks() {
         return;
     }
     let period = tick_period();
+    // Each count is taken inside the window its clock times (`stats` may wait for a lock
+    // a tick holds), so no tick is counted outside the time it is bounded by.
     // Idle: no allocator call for 20 periods, so only the background thread can tick.
-    let (t0, b0) = ticks();
     let start = std::time::Instant::now();
+    let (t0, b0) = ticks();
     std::thread::sleep(20 * period);
-    let idle = start.elapsed();
     let (t1, b1) = ticks();
+    let idle = start.elapsed();
     // Busy: slow paths on this thread find ticks due all the time, and the thread ticks too.
     let start = std::time::Instant::now();
+    let (t1_busy, b1_busy) = ticks();
     while start.elapsed() < 20 * period {
         checked_bursts(64, 5_000, 1);
     }
-    let busy = start.elapsed();
     let (t2, b2) = ticks();
+    let busy = start.elapsed();
     // `ctl` reads the same counts (which only grow).
     let count = |name: &str| -> u64 {
         let mut out = [0u8; 32];
@@ -515,8 +518,8 @@ fn child_background_ticks() {
         t1 - t0,
         b1 - b0,
         busy.as_micros(),
-        t2 - t1,
-        b2 - b1
+        t2 - t1_busy,
+        b2 - b1_busy
     );
 }
 
@@ -548,6 +551,10 @@ fn the_background_thread_ticks_an_idle_program_once_a_period_in_every_mode() {
         assert!(
             idle_background * 4 >= idle / period,
             "{mode}: {idle_background} background ticks in {idle} us idle:\n{out}"
+        );
+        assert!(
+            idle_background <= idle_ticks && field("busy_background") <= field("busy_ticks"),
+            "{mode}: more ticks by the thread than ticks:\n{out}"
         );
         assert!(
             idle_ticks <= idle / period + 2,

@@ -32,13 +32,14 @@ static TICKS: AtomicU64 = AtomicU64::new(0);
 /// Of [`TICKS`], those the background thread ran.
 static BACKGROUND_TICKS: AtomicU64 = AtomicU64::new(0);
 
-/// Maintenance ticks run since the process started, and of those the ones the background
-/// thread ran (`background_thread=on`; the slow paths ran the others): `stats`' figures.
+/// Maintenance ticks run since the process started (a `fork` child's include its parent's
+/// before the fork), and of those the ones the background thread ran
+/// (`background_thread=on`; the slow paths ran the others): `stats`' figures. The second
+/// never exceeds the first: the thread counts its tick (release) after `maintenance` counted
+/// it, and this reads the thread's count first (acquire).
 pub fn tick_counts() -> (u64, u64) {
-    (
-        TICKS.load(Ordering::Relaxed),
-        BACKGROUND_TICKS.load(Ordering::Relaxed),
-    )
+    let background = BACKGROUND_TICKS.load(Ordering::Acquire);
+    (TICKS.load(Ordering::Relaxed), background)
 }
 
 /// Milliseconds between ticks: a quarter of the decay time, within 10 ms to 1 s.
@@ -123,8 +124,8 @@ pub fn start_background_thread() {
             let now = os::now_ms();
             if claim_tick(&NEXT_TICK_MS, now, tick_period_ms) {
                 let _g = crate::guard::enter("background maintenance");
-                BACKGROUND_TICKS.fetch_add(1, Ordering::Relaxed);
                 maintenance(now);
+                BACKGROUND_TICKS.fetch_add(1, Ordering::Release);
             }
             // Until the next tick is due (a slow path may have moved it), read afresh each time
             // (`decay_ms` may change at run time), and a little past it: the coarse clock
