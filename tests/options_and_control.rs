@@ -502,6 +502,11 @@ fn child_background_ticks() {
     }
     let (t2, b2) = ticks();
     let busy = start.elapsed();
+    // Each reading's thread count is part of its total (two readings may each catch a tick
+    // half counted, so only the readings themselves are compared).
+    for (t, b) in [(t0, b0), (t1, b1), (t1_busy, b1_busy), (t2, b2)] {
+        assert!(b <= t, "{b} ticks by the thread of {t} ticks");
+    }
     // `ctl` reads the same counts (which only grow).
     let count = |name: &str| -> u64 {
         let mut out = [0u8; 32];
@@ -551,10 +556,6 @@ fn the_background_thread_ticks_an_idle_program_once_a_period_in_every_mode() {
         assert!(
             idle_background * 4 >= idle / period,
             "{mode}: {idle_background} background ticks in {idle} us idle:\n{out}"
-        );
-        assert!(
-            idle_background <= idle_ticks && field("busy_background") <= field("busy_ticks"),
-            "{mode}: more ticks by the thread than ticks:\n{out}"
         );
         assert!(
             idle_ticks <= idle / period + 2,
