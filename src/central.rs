@@ -26,7 +26,7 @@ use crate::size_class::{
     object_index, size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE, PAGE_SHIFT,
 };
 use crate::span::{bitmap_words, Span, SpanList, SpanState};
-use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
@@ -199,11 +199,12 @@ struct Spans {
     /// by [`Spans::churning`]).
     churned: u32,
     /// The tick ([`TICK`]) `churned` counts in.
-    churn_tick: u32,
+    churn_tick: u64,
 }
 
-/// Maintenance ticks so far ([`new_tick`]): the window of the span churn counts.
-static TICK: AtomicU32 = AtomicU32::new(0);
+/// Maintenance ticks so far ([`new_tick`]): the window of the span churn counts, and the
+/// tick count `stats` reports ([`ticks`]).
+static TICK: AtomicU64 = AtomicU64::new(0);
 
 /// Short spans (of the small heap's length) a class gives back to the page heap within one
 /// maintenance tick (a quarter of `decay_ms` within 10 ms to 1 s: 250 ms by default), after
@@ -241,9 +242,14 @@ impl Spans {
 }
 
 /// Starts a new maintenance tick for the span churn counts ([`CHURN_SPANS`]); maintenance
-/// calls it once a tick.
+/// calls it once a tick (so it counts the ticks too).
 pub fn new_tick() {
     TICK.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Maintenance ticks run so far ([`new_tick`]).
+pub fn ticks() -> u64 {
+    TICK.load(Ordering::Relaxed)
 }
 
 /// Spans given back to the page heap that a class remembers, to take their pages back first.

@@ -26,20 +26,18 @@ use core::ffi::c_void;
 /// When the next maintenance tick is due (ms of the monotonic clock).
 static NEXT_TICK_MS: AtomicU64 = AtomicU64::new(0);
 
-/// Maintenance ticks run so far, whoever ran them ([`tick_counts`]).
-static TICKS: AtomicU64 = AtomicU64::new(0);
-
-/// Of [`TICKS`], those the background thread ran.
+/// Of the maintenance ticks run so far (`central::ticks`: [`maintenance`] starts each one
+/// there), those the background thread ran.
 static BACKGROUND_TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// Maintenance ticks run since the process started (a `fork` child's include its parent's
 /// before the fork), and of those the ones the background thread ran
 /// (`background_thread=on`; the slow paths ran the others): `stats`' figures. The second
 /// never exceeds the first: the thread counts its tick (release) after `maintenance` counted
-/// it, and this reads the thread's count first (acquire).
+/// it (`central::new_tick`), and this reads the thread's count first (acquire).
 pub fn tick_counts() -> (u64, u64) {
     let background = BACKGROUND_TICKS.load(Ordering::Acquire);
-    (TICKS.load(Ordering::Relaxed), background)
+    (central::ticks(), background)
 }
 
 /// Milliseconds between ticks: a quarter of the decay time, within 10 ms to 1 s.
@@ -77,7 +75,6 @@ fn claim_tick(next: &AtomicU64, now: u64, period: impl FnOnce() -> u64) -> bool 
 /// been free for `decay_ms`. Driven from the slow paths, and from the background thread when
 /// it is enabled (one of them per tick, [`claim_tick`]).
 pub fn maintenance(now_ms: u64) {
-    TICKS.fetch_add(1, Ordering::Relaxed);
     drain_idle();
     // Objects sent home that their slab has not taken within a tick go to the central lists.
     super::remote::flush_all();
