@@ -752,6 +752,131 @@ mod evict_tests {
     }
 }
 
+/// The allocation slow path's filter on the slab's inbox (owner return): a class the slow path
+/// does not want now (`Slab::may_take_arrivals`: its stack full and a steal wait pending) stays
+/// in the inbox, while the class being allocated is taken in and served from. `remote::take`'s
+/// filter and `may_take_arrivals` have tests of their own; this is the wiring in `alloc_slow`.
+/// Were every class taken out, the refused class would grow for the arrivals (the budget has
+/// room) and take them.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod inbox_filter_tests {
+    use super::slab::{grow_cap, STEAL_RETRY_AFTER};
+    use super::*;
+    use crate::size_class::class_of;
+    use std::vec::Vec;
+
+    /// Objects of class `c` from the central lists.
+    fn objects(c: usize, n: usize) -> Vec<*mut u8> {
+        let mut objs = std::vec![null_mut(); n];
+        for chunk in objs.chunks_mut(32) {
+            assert_eq!(central::alloc_batch(c, chunk), chunk.len());
+        }
+        objs
+    }
+
+    /// Gives back what the thread's slab caches of class `c`.
+    fn give_back_cached(c: usize, id: usize) {
+        let mut out = [null_mut(); 32];
+        loop {
+            // SAFETY: `out` holds 32 pointers; what the pop takes is ours.
+            let k = unsafe {
+                arch::percpu_pop_batch_on(header_offset(c), id as u32, out.as_mut_ptr(), 32)
+            };
+            if k == 0 {
+                break;
+            }
+            // SAFETY: free objects of class `c` popped from the cache.
+            unsafe { central::free_batch(c, &out[..k]) };
+        }
+    }
+
+    /// One round on a freshly drained slab; None when it proved nothing (the thread changed
+    /// slabs, or a maintenance tick, which flushes the inboxes, ran meanwhile).
+    fn one_round() -> Option<()> {
+        let (c, refused) = (class_of(48), class_of(96));
+        let id = current_rseq_id();
+        let ticks = central::ticks();
+        drain_where(|| true, |i, _| i == id);
+        let slab = Slab::of(id);
+        // The refused class: its initial capacity, full, and a steal wait pending.
+        if !grow_cap(slab, refused, false) {
+            return None;
+        }
+        let full = objects(refused, slab.cap(refused));
+        let pushed = push_batch(refused, &full);
+        // SAFETY: objects from `alloc_batch` that the cache did not take: ours.
+        unsafe { central::free_batch(refused, &full[pushed..]) };
+        slab.set_steal_wait(refused, STEAL_RETRY_AFTER);
+        if current_rseq_id() != id || slab.room(refused) != 0 {
+            give_back_cached(refused, id);
+            return None;
+        }
+        assert!(!slab.may_take_arrivals(refused));
+        let (arriving, theirs) = (objects(c, 4), objects(refused, 4));
+        assert!(remote::deliver(id, c, &arriving) && remote::deliver(id, refused, &theirs));
+        // The drain left class `c` with no capacity: the pop fails and the slow path runs.
+        let p = alloc_slow(c);
+        let proved = current_rseq_id() == id && central::ticks() == ticks;
+        if proved {
+            assert!(arriving.contains(&p), "not served from the inbox");
+            assert_eq!(remote::queued_on(id, c), 0, "the class allocated stayed");
+            assert_eq!(
+                remote::queued_on(id, refused),
+                4,
+                "the refused class was taken"
+            );
+            assert_eq!(slab.room(refused), 0, "the refused class grew");
+        }
+        // SAFETY: `p` came from `alloc_slow(c)` and was never used.
+        unsafe { central::free_batch(c, &[p]) };
+        give_back_cached(c, id);
+        give_back_cached(refused, id);
+        remote::flush_slab(id);
+        slab.set_steal_wait(refused, 0);
+        proved.then_some(())
+    }
+
+    /// Set in the child that runs the test in own mode.
+    const OWN_CHILD: &str = "RSEQMALLOC_INBOX_FILTER_OWN";
+
+    /// In both rseq modes: here (glibc's area) and in a child whose glibc does not register
+    /// rseq (own mode). Fallback mode has no owner return (a refill there gives its spans no
+    /// home), so no inbox to filter.
+    #[test]
+    fn an_allocation_leaves_a_class_it_does_not_want_in_the_inbox() {
+        if std::env::var_os(OWN_CHILD).is_none() {
+            let test = "percpu::inbox_filter_tests::\
+                        an_allocation_leaves_a_class_it_does_not_want_in_the_inbox";
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", test, "--nocapture"])
+                .env_remove("RSEQMALLOC_OPTIONS")
+                .env(OWN_CHILD, "1")
+                .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+                .output()
+                .unwrap();
+            let stdout = std::string::String::from_utf8_lossy(&out.stdout);
+            let stderr = std::string::String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "own mode: {stdout}\n{stderr}"
+            );
+        }
+        let (_serial, saved) = rseq_thread_pinned(3328);
+        let expected = if std::env::var_os(OWN_CHILD).is_some() {
+            state::RseqMode::Own
+        } else {
+            state::RseqMode::Glibc
+        };
+        assert_eq!(state::mode(), expected);
+        let proved = (0..20).any(|_| one_round().is_some());
+        assert!(crate::os::set_affinity(&saved));
+        assert!(
+            proved,
+            "no round stayed on one slab between ticks in 20 tries"
+        );
+    }
+}
+
 /// What a flush leaves on the thread's slab in an rseq mode: no capacity above the count, as
 /// after the fenced and locked drains' restart. (The flush and the drains without the
 /// membarrier empty a slab through `drain::drain_current`; until session 18 they left its

@@ -489,6 +489,42 @@ pub(super) unsafe fn unlock_all(child: bool) {
     }
 }
 
+/// Tests: appends `objs` to class `c` of `b`, as a flush delivers them (`b` has room).
+#[cfg(test)]
+fn deliver_to(b: &Inbox, c: usize, objs: &[*mut u8]) {
+    b.lock.lock();
+    let n = usize::from(b.count[c].load(Ordering::Relaxed));
+    for (i, &o) in objs.iter().enumerate() {
+        b.objs[c][n + i].store(o as usize, Ordering::Relaxed);
+    }
+    b.count[c].store((n + objs.len()) as u8, Ordering::Relaxed);
+    set_waiting(b, c, true);
+    b.lock.unlock();
+}
+
+/// Tests: appends `objs` (free objects of class `c`, tagged) to slab `id`'s inbox, as a flush
+/// delivers them; false (nothing done) when the slab has no inbox or the class no room.
+#[cfg(test)]
+pub(super) fn deliver(id: usize, c: usize, objs: &[*mut u8]) -> bool {
+    match inbox(id) {
+        Some(b)
+            if c < HOMED_CLASSES
+                && usize::from(b.count[c].load(Ordering::Relaxed)) + objs.len()
+                    <= inbox_limit(c) =>
+        {
+            deliver_to(b, c, objs);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Tests: objects of class `c` waiting in slab `id`'s inbox.
+#[cfg(test)]
+pub(super) fn queued_on(id: usize, c: usize) -> usize {
+    inbox(id).map_or(0, |b| usize::from(b.count[c].load(Ordering::Relaxed)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,18 +539,6 @@ mod tests {
         unsafe { &*(p as *const Inbox) }
     }
 
-    /// Appends `objs` to class `c` of `b`, as a flush delivers them.
-    fn deliver(b: &Inbox, c: usize, objs: &[*mut u8]) {
-        b.lock.lock();
-        let n = usize::from(b.count[c].load(Ordering::Relaxed));
-        for (i, &o) in objs.iter().enumerate() {
-            b.objs[c][n + i].store(o as usize, Ordering::Relaxed);
-        }
-        b.count[c].store((n + objs.len()) as u8, Ordering::Relaxed);
-        set_waiting(b, c, true);
-        b.lock.unlock();
-    }
-
     /// Only the wanted classes are taken out; the others keep their objects, in order, and
     /// stay marked waiting. (Pointers move, objects are not read: these are never touched.)
     #[test]
@@ -522,8 +546,8 @@ mod tests {
         let b = private_inbox();
         let fake = |k: usize| (0x10_0000 + 64 * k) as *mut u8;
         let (kept, taken) = (3, 5);
-        deliver(b, kept, &[fake(1), fake(2)]);
-        deliver(b, taken, &[fake(3)]);
+        deliver_to(b, kept, &[fake(1), fake(2)]);
+        deliver_to(b, taken, &[fake(3)]);
         let mut seen = Vec::new();
         empty_each(b, |c| c == taken, |c, objs| seen.push((c, objs.to_vec())));
         assert_eq!(seen, [(taken, std::vec![fake(3)])]);

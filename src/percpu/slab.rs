@@ -321,6 +321,11 @@ impl Slab {
         self.room(c) > 0
             || self.below_base_max(c) && self.header().steal_wait[c].load(Ordering::Relaxed) == 0
     }
+    /// Tests: sets class `c`'s steal wait (overflows left before its next steal may probe).
+    #[cfg(test)]
+    pub(super) fn set_steal_wait(&self, c: usize, n: u8) {
+        self.header().steal_wait[c].store(n, Ordering::Relaxed);
+    }
     /// Whether class `c`'s capacity is below its base maximum (`CLASS_CAPACITY`): the only
     /// capacities objects arriving from other slabs may grow ([`grow_cap_for_arrivals`]).
     fn below_base_max(&self, c: usize) -> bool {
