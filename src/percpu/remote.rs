@@ -504,7 +504,7 @@ fn deliver_to(b: &Inbox, c: usize, objs: &[*mut u8]) {
 
 /// Tests: appends `objs` (free objects of class `c`, tagged) to slab `id`'s inbox, as a flush
 /// delivers them; false (nothing done) when the slab has no inbox or the class no room.
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(super) fn deliver(id: usize, c: usize, objs: &[*mut u8]) -> bool {
     match inbox(id) {
         Some(b)
@@ -520,7 +520,7 @@ pub(super) fn deliver(id: usize, c: usize, objs: &[*mut u8]) -> bool {
 }
 
 /// Tests: objects of class `c` waiting in slab `id`'s inbox.
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(super) fn queued_on(id: usize, c: usize) -> usize {
     inbox(id).map_or(0, |b| usize::from(b.count[c].load(Ordering::Relaxed)))
 }

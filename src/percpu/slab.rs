@@ -322,7 +322,7 @@ impl Slab {
             || self.below_base_max(c) && self.header().steal_wait[c].load(Ordering::Relaxed) == 0
     }
     /// Tests: sets class `c`'s steal wait (overflows left before its next steal may probe).
-    #[cfg(test)]
+    #[cfg(all(test, target_arch = "x86_64"))]
     pub(super) fn set_steal_wait(&self, c: usize, n: u8) {
         self.header().steal_wait[c].store(n, Ordering::Relaxed);
     }
