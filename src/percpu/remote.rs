@@ -489,34 +489,29 @@ pub(super) unsafe fn unlock_all(child: bool) {
     }
 }
 
-/// Tests: appends `objs` to class `c` of `b`, as a flush delivers them (`b` has room).
+/// Tests: appends `objs` to class `c` of `b`, as a flush delivers them; false (nothing done)
+/// when the class has no room for them all.
 #[cfg(test)]
-fn deliver_to(b: &Inbox, c: usize, objs: &[*mut u8]) {
+fn deliver_to(b: &Inbox, c: usize, objs: &[*mut u8]) -> bool {
     b.lock.lock();
     let n = usize::from(b.count[c].load(Ordering::Relaxed));
-    for (i, &o) in objs.iter().enumerate() {
-        b.objs[c][n + i].store(o as usize, Ordering::Relaxed);
+    let room = n + objs.len() <= inbox_limit(c);
+    if room {
+        for (i, &o) in objs.iter().enumerate() {
+            b.objs[c][n + i].store(o as usize, Ordering::Relaxed);
+        }
+        b.count[c].store((n + objs.len()) as u8, Ordering::Relaxed);
+        set_waiting(b, c, true);
     }
-    b.count[c].store((n + objs.len()) as u8, Ordering::Relaxed);
-    set_waiting(b, c, true);
     b.lock.unlock();
+    room
 }
 
 /// Tests: appends `objs` (free objects of class `c`, tagged) to slab `id`'s inbox, as a flush
 /// delivers them; false (nothing done) when the slab has no inbox or the class no room.
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(super) fn deliver(id: usize, c: usize, objs: &[*mut u8]) -> bool {
-    match inbox(id) {
-        Some(b)
-            if c < HOMED_CLASSES
-                && usize::from(b.count[c].load(Ordering::Relaxed)) + objs.len()
-                    <= inbox_limit(c) =>
-        {
-            deliver_to(b, c, objs);
-            true
-        }
-        _ => false,
-    }
+    c < HOMED_CLASSES && inbox(id).is_some_and(|b| deliver_to(b, c, objs))
 }
 
 /// Tests: objects of class `c` waiting in slab `id`'s inbox.
@@ -546,8 +541,8 @@ mod tests {
         let b = private_inbox();
         let fake = |k: usize| (0x10_0000 + 64 * k) as *mut u8;
         let (kept, taken) = (3, 5);
-        deliver_to(b, kept, &[fake(1), fake(2)]);
-        deliver_to(b, taken, &[fake(3)]);
+        assert!(deliver_to(b, kept, &[fake(1), fake(2)]));
+        assert!(deliver_to(b, taken, &[fake(3)]));
         let mut seen = Vec::new();
         empty_each(b, |c| c == taken, |c, objs| seen.push((c, objs.to_vec())));
         assert_eq!(seen, [(taken, std::vec![fake(3)])]);
