@@ -368,6 +368,24 @@ fn rseq_thread_pinned(size: usize) -> (std::sync::MutexGuard<'static, ()>, crate
     (serial, saved)
 }
 
+/// Tests on x86_64: gives back to the central lists what slab `id` caches of class `c` (the
+/// pops run only while the calling thread is on that slab's CPU; what a pop that finds the
+/// thread elsewhere leaves stays cached, as free objects).
+#[cfg(all(test, target_arch = "x86_64"))]
+fn give_back_cached(c: usize, id: usize) {
+    let mut out = [null_mut(); 32];
+    loop {
+        // SAFETY: `out` holds 32 pointers; what the pop takes is ours.
+        let k =
+            unsafe { arch::percpu_pop_batch_on(header_offset(c), id as u32, out.as_mut_ptr(), 32) };
+        if k == 0 {
+            break;
+        }
+        // SAFETY: free objects of class `c` popped from the cache.
+        unsafe { central::free_batch(c, &out[..k]) };
+    }
+}
+
 /// The batch sections aborted on purpose: the test single-steps the calling thread (the x86
 /// trap flag) into a section, so the kernel delivers `SIGTRAP` with the thread inside it and,
 /// as for any signal, moves it to the section's abort handler; the handler stops the stepping
@@ -724,18 +742,7 @@ mod evict_tests {
         );
         // Give back what is still cached here (the evicted objects went to the central lists).
         for (c, _) in &filled {
-            let mut out = [null_mut(); 32];
-            loop {
-                // SAFETY: `out` holds 32 pointers; what the pop takes is ours.
-                let k = unsafe {
-                    arch::percpu_pop_batch_on(header_offset(*c), id as u32, out.as_mut_ptr(), 32)
-                };
-                if k == 0 {
-                    break;
-                }
-                // SAFETY: free objects of class `c` popped from the cache.
-                unsafe { central::free_batch(*c, &out[..k]) };
-            }
+            give_back_cached(*c, id);
         }
         Some(())
     }
@@ -772,22 +779,6 @@ mod inbox_filter_tests {
             assert_eq!(central::alloc_batch(c, chunk), chunk.len());
         }
         objs
-    }
-
-    /// Gives back what the thread's slab caches of class `c`.
-    fn give_back_cached(c: usize, id: usize) {
-        let mut out = [null_mut(); 32];
-        loop {
-            // SAFETY: `out` holds 32 pointers; what the pop takes is ours.
-            let k = unsafe {
-                arch::percpu_pop_batch_on(header_offset(c), id as u32, out.as_mut_ptr(), 32)
-            };
-            if k == 0 {
-                break;
-            }
-            // SAFETY: free objects of class `c` popped from the cache.
-            unsafe { central::free_batch(c, &out[..k]) };
-        }
     }
 
     /// One round on a freshly drained slab; `Err` says why it proved nothing: the thread
