@@ -25,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "burst_order.h"
+
 static uint64_t state = 12345;
 
 static uint64_t next_rand(void) {
@@ -38,16 +40,6 @@ static double now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
-}
-
-/* The index read, and then freed, at step k of a burst of n in round r. */
-static int order(long r, int k, int n) {
-    int half = (n + 1) / 2;
-    switch (r % 3) {
-    case 0: return k;
-    case 1: return n - 1 - k;
-    default: return k < half ? 2 * k : 2 * (k - half) + 1;
-    }
 }
 
 int main(int argc, char **argv) {
@@ -87,7 +79,7 @@ int main(int argc, char **argv) {
         }
         double t1 = now_ms();
         for (int k = 0; k < n; k++) {
-            int i = order(r, k, n);
+            int i = (int)burst_order(r, k, n);
             if (((uint64_t *)p[i])[0] != first + 1 + (uint64_t)i) {
                 fprintf(stderr, "object %d of round %ld lost its id\n", i, r);
                 return 1;
@@ -95,7 +87,7 @@ int main(int argc, char **argv) {
         }
         double t2 = now_ms();
         for (int k = 0; k < n; k++) {
-            int i = order(r, k, n);
+            int i = (int)burst_order(r, k, n);
             if (((uint64_t *)p[i])[sz[i] / 8 - 1] != ~(first + 1 + (uint64_t)i)) {
                 fprintf(stderr, "object %d of round %ld lost its last word\n", i, r);
                 return 1;

@@ -26,12 +26,20 @@
  *   env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /tmp/stack_distance
  *
  * Arguments (optional): slots S (default 50,000: `single-churn`'s live set), measured
- * operations OPS (2,000,000). Deterministic for a given allocator and build. */
+ * operations OPS (2,000,000). Deterministic for a given allocator and build.
+ *
+ * `stack_distance bursts [ROUNDS]` measures the runner's `mixed-bursts` loop on one thread
+ * instead (ROUNDS rounds, default 1,000, the first quarter the warm-up): a burst of 1,000-3,999
+ * objects whose sizes lie in a 128-byte band moving up 40 bytes a round, each written at its
+ * first and last 8 bytes when allocated and read there before its free, the burst freed
+ * forwards, backwards or evens-then-odds in turn. An operation is one object (its allocation
+ * and its free); the middle line limit is 16,384 lines (1 MiB, this machine's L2). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "burst_order.h"
 #include "small_sizes.h"
 
 /* Open-addressing map from a page or line number to the time of its latest access. */
@@ -141,7 +149,75 @@ static uint8_t *fresh(size_t len) {
     return p;
 }
 
+static void print_figures(double n) {
+    printf("per operation: pages %.3f, at >= %lu %.3f, >= %lu %.3f, >= %lu %.4f; "
+           "lines %.3f, at >= %lu %.3f, >= %lu %.3f, >= %lu %.4f\n",
+           (pages.now - pages.warm) / n, pages.limit[0], pages.beyond[0] / n, pages.limit[1],
+           pages.beyond[1] / n, pages.limit[2], pages.beyond[2] / n, (lines.now - lines.warm) / n,
+           lines.limit[0], lines.beyond[0] / n, lines.limit[1], lines.beyond[1] / n,
+           lines.limit[2], lines.beyond[2] / n);
+}
+
+/* The warm-up's accesses stay in the distances, out of the figures. */
+static void end_warm_up(void) {
+    memset(pages.beyond, 0, sizeof pages.beyond);
+    memset(lines.beyond, 0, sizeof lines.beyond);
+    pages.warm = pages.now;
+    lines.warm = lines.now;
+}
+
+/* The object's first and last 8 bytes: what `mixed-bursts` writes and later checks. */
+static void touch_ends(const uint8_t *p, size_t len) {
+    touch(p, 8);
+    touch(p + len - 8, 8);
+}
+
+
+static int bursts(long rounds) {
+    enum { MAX_BURST = 3999 };
+    uint8_t **obj = zalloc(MAX_BURST, sizeof *obj);
+    size_t *len = zalloc(MAX_BURST, sizeof *len);
+    uint64_t rng = 1;
+    /* At most 2 pages and 2 lines for each of an object's 4 touches. */
+    uint64_t most = (uint64_t)rounds * MAX_BURST * 8;
+    init(&pages, most, (const uint64_t[LEVELS]){64, 1024, 2048});
+    init(&lines, most, (const uint64_t[LEVELS]){512, 16384, 512 * 1024});
+    long warm = rounds / 4, measured = 0;
+    for (long r = 0; r < rounds; r++) {
+        if (r == warm)
+            end_warm_up();
+        long n = 1000 + (long)(next(&rng) % 3000);
+        size_t start = 16 + (size_t)(r * 40) % 881;
+        for (long i = 0; i < n; i++) {
+            len[i] = (start + next(&rng) % 128) & ~(size_t)7;
+            obj[i] = malloc(len[i]);
+            if (!obj[i]) {
+                fprintf(stderr, "stack_distance: malloc(%zu) failed\n", len[i]);
+                return 1;
+            }
+            touch_ends(obj[i], len[i]);
+        }
+        for (long k = 0; k < n; k++) {
+            long i = burst_order(r, k, n);
+            touch_ends(obj[i], len[i]);
+            free(obj[i]);
+        }
+        if (r >= warm)
+            measured += n;
+    }
+    print_figures((double)measured);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "bursts") == 0) {
+        long rounds = argc > 2 ? atol(argv[2]) : 1000;
+        if (rounds < 4) {
+            fprintf(stderr, "usage: stack_distance bursts [rounds, at least 4]\n");
+            return 2;
+        }
+        return bursts(rounds);
+    }
     long slots = argc > 1 ? atol(argv[1]) : 50000;
     long ops = argc > 2 ? atol(argv[2]) : 2000000;
     if (slots < 1 || ops < 1) {
@@ -160,13 +236,8 @@ int main(int argc, char **argv) {
     init(&pages, (uint64_t)all * 4, (const uint64_t[LEVELS]){64, 1024, 2048});
     init(&lines, (uint64_t)all * 18, (const uint64_t[LEVELS]){512, 8192, 512 * 1024});
     for (long k = 0; k < all; k++) {
-        if (k == warm) {
-            /* The warm-up's accesses stay in the distances, out of the figures. */
-            memset(pages.beyond, 0, sizeof pages.beyond);
-            memset(lines.beyond, 0, sizeof lines.beyond);
-            pages.warm = pages.now;
-            lines.warm = lines.now;
-        }
+        if (k == warm)
+            end_warm_up();
         long i = (long)(next(&rng) % (uint64_t)slots);
         touch(slot[i], len[i]);
         free(slot[i]);
@@ -174,11 +245,7 @@ int main(int argc, char **argv) {
         slot[i] = fresh(len[i]);
         touch(slot[i], len[i]);
     }
-    double n = (double)ops;
-    printf("per operation: pages %.3f, at >= 64 %.3f, >= 1024 %.3f, >= 2048 %.4f; "
-           "lines %.3f, at >= 512 %.3f, >= 8192 %.3f, >= 512K %.4f\n",
-           (pages.now - pages.warm) / n, pages.beyond[0] / n, pages.beyond[1] / n, pages.beyond[2] / n,
-           (lines.now - lines.warm) / n, lines.beyond[0] / n, lines.beyond[1] / n, lines.beyond[2] / n);
+    print_figures((double)ops);
     for (long i = 0; i < slots; i++)
         free(slot[i]);
     return 0;
