@@ -26,14 +26,26 @@
  *   env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /tmp/stack_distance
  *
  * Arguments (optional): slots S (default 50,000: `single-churn`'s live set), measured
- * operations OPS (2,000,000). Deterministic for a given allocator and build.
+ * operations OPS (2,000,000). Deterministic for a given allocator and build, except where the
+ * allocator acts on a clock: rseqmalloc's maintenance ticks (every `decay_ms` / 4) move its
+ * figures by a few percent between runs (`RSEQMALLOC_OPTIONS=decay_ms=100000` makes them
+ * repeat exactly, and shows placement without the ticks), so report a range over runs.
  *
  * `stack_distance bursts [ROUNDS]` measures the runner's `mixed-bursts` loop on one thread
  * instead (ROUNDS rounds, default 1,000, the first quarter the warm-up): a burst of 1,000-3,999
  * objects whose sizes lie in a 128-byte band moving up 40 bytes a round, each written at its
  * first and last 8 bytes when allocated and read there before its free, the burst freed
  * forwards, backwards or evens-then-odds in turn. An operation is one object (its allocation
- * and its free); the middle line limit is 16,384 lines (1 MiB, this machine's L2). */
+ * and its free); the middle line limit is 16,384 lines (1 MiB, this machine's L2), not the
+ * churn's 8,192, so the two modes' figures do not compare. The tool runs about 70x slower per
+ * round than the workload, so an allocator's clock-driven work (above) comes about 70x more
+ * often per round than in the runner. Two more lines split the measured allocations' first
+ * touches (their first line) that lie 1 MiB or more away: by whether the address last held an
+ * object of the same usable size (`malloc_usable_size`: the same class), of another, or none;
+ * and by how many objects of the same usable size the round had allocated before (0-31 first:
+ * what a per-CPU or per-thread cache typically serves; then 32-127, 128-511, 512 and more). */
+#include <inttypes.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,8 +61,9 @@ typedef struct {
     uint64_t mask, used;
 } Map;
 
-/* Distinct pages or lines a map holds at most: far more than a heap of 50,000 objects of at
- * most 512 B covers (the map has twice as many cells). */
+/* Distinct keys a map holds at most: far more than the pages or lines of a heap of 50,000
+ * objects of at most 512 B, or of `bursts`' few MiB, or the addresses its objects start at
+ * (the map has twice as many cells). */
 #define MAX_ITEMS (1u << 22)
 
 static uint64_t *map_slot(Map *m, uint64_t key) {
@@ -111,7 +124,8 @@ static int64_t tree_sum(const Distances *d, uint64_t i) {
     return s;
 }
 
-static void access_item(Distances *d, uint64_t item) {
+/* Records an access to `item`; returns its stack distance (UINT64_MAX for a first access). */
+static uint64_t access_item(Distances *d, uint64_t item) {
     uint64_t *last = map_slot(&d->last, item);
     uint64_t t = ++d->now;
     if (t >= d->len) {
@@ -127,16 +141,20 @@ static void access_item(Distances *d, uint64_t item) {
         d->beyond[k] += distance >= d->limit[k];
     *last = t;
     tree_add(d, t, 1);
+    return distance;
 }
 
 static Distances pages, lines;
 
-static void touch(const uint8_t *p, size_t len) {
+/* Touches `len` bytes at `p`; returns the stack distance of its first line. */
+static uint64_t touch(const uint8_t *p, size_t len) {
     uint64_t first = (uint64_t)p, last = first + len - 1;
     for (uint64_t x = first >> 12; x <= last >> 12; x++)
         access_item(&pages, x);
-    for (uint64_t x = first >> 6; x <= last >> 6; x++)
+    uint64_t distance = access_item(&lines, first >> 6);
+    for (uint64_t x = (first >> 6) + 1; x <= last >> 6; x++)
         access_item(&lines, x);
+    return distance;
 }
 
 static uint8_t *fresh(size_t len) {
@@ -150,8 +168,8 @@ static uint8_t *fresh(size_t len) {
 }
 
 static void print_figures(double n) {
-    printf("per operation: pages %.3f, at >= %lu %.3f, >= %lu %.3f, >= %lu %.4f; "
-           "lines %.3f, at >= %lu %.3f, >= %lu %.3f, >= %lu %.4f\n",
+    printf("per operation: pages %.3f, at >= %" PRIu64 " %.3f, >= %" PRIu64 " %.3f, >= %" PRIu64
+           " %.4f; lines %.3f, at >= %" PRIu64 " %.3f, >= %" PRIu64 " %.3f, >= %" PRIu64 " %.4f\n",
            (pages.now - pages.warm) / n, pages.limit[0], pages.beyond[0] / n, pages.limit[1],
            pages.beyond[1] / n, pages.limit[2], pages.beyond[2] / n, (lines.now - lines.warm) / n,
            lines.limit[0], lines.beyond[0] / n, lines.limit[1], lines.beyond[1] / n,
@@ -166,10 +184,70 @@ static void end_warm_up(void) {
     lines.warm = lines.now;
 }
 
-/* The object's first and last 8 bytes: what `mixed-bursts` writes and later checks. */
-static void touch_ends(const uint8_t *p, size_t len) {
-    touch(p, 8);
+/* The object's first and last 8 bytes: what `mixed-bursts` writes and later checks; returns
+ * the stack distance of the first. */
+static uint64_t touch_ends(const uint8_t *p, size_t len) {
+    uint64_t distance = touch(p, 8);
     touch(p + len - 8, 8);
+    return distance;
+}
+
+/* `bursts`' split of the allocations whose first touch lies at or past `lines.limit[1]`. */
+typedef struct {
+    Map last_size;  /* object start -> its usable size (as the map's value) */
+    Map round_size; /* usable size -> (round + 1) << 32 | objects of it allocated this round */
+    uint64_t by_kind[3], far_by_kind[3]; /* same size as before, another size, a new address */
+    uint64_t by_rank[4], far_by_rank[4]; /* the round's objects of its size before: <32, <128, <512, more */
+} Split;
+
+static void split_init(Split *sp) {
+    uint64_t cells = 2 * (uint64_t)MAX_ITEMS;
+    Map *maps[2] = {&sp->last_size, &sp->round_size};
+    for (int m = 0; m < 2; m++) {
+        maps[m]->key = zalloc(cells, 8);
+        maps[m]->time = zalloc(cells, 8);
+        maps[m]->mask = cells - 1;
+        maps[m]->used = 0;
+    }
+    memset(sp->by_kind, 0, sizeof sp->by_kind);
+    memset(sp->far_by_kind, 0, sizeof sp->far_by_kind);
+    memset(sp->by_rank, 0, sizeof sp->by_rank);
+    memset(sp->far_by_rank, 0, sizeof sp->far_by_rank);
+}
+
+/* Files the allocation of `p` in round `r` (counted when `measured`), whose first touch was at
+ * stack distance `distance`. */
+static void split_note(Split *sp, const void *p, long r, uint64_t distance, int measured) {
+    uint64_t size = malloc_usable_size((void *)p);
+    uint64_t *was = map_slot(&sp->last_size, (uint64_t)p);
+    int kind = *was == 0 ? 2 : *was == size ? 0 : 1;
+    *was = size;
+    uint64_t *seen = map_slot(&sp->round_size, size);
+    if (*seen >> 32 != (uint64_t)r + 1)
+        *seen = ((uint64_t)r + 1) << 32;
+    uint64_t before = (*seen)++ & 0xffffffff;
+    int rank = before < 32 ? 0 : before < 128 ? 1 : before < 512 ? 2 : 3;
+    if (!measured)
+        return;
+    int far = distance >= lines.limit[1];
+    sp->by_kind[kind]++;
+    sp->far_by_kind[kind] += far;
+    sp->by_rank[rank]++;
+    sp->far_by_rank[rank] += far;
+}
+
+static void split_print(const Split *sp, double n) {
+    const char *kind[3] = {"same size", "another size", "new address"};
+    const char *rank[4] = {"0-31", "32-127", "128-511", "512+"};
+    printf("allocations by the address's last size:");
+    for (int k = 0; k < 3; k++)
+        printf(" %s %.3f (far %.3f)", kind[k], sp->by_kind[k] / n,
+               sp->far_by_kind[k] / (double)(sp->by_kind[k] ? sp->by_kind[k] : 1));
+    printf("\nallocations by rank of their size in the round:");
+    for (int k = 0; k < 4; k++)
+        printf(" %s %.3f (far %.3f)", rank[k], sp->by_rank[k] / n,
+               sp->far_by_rank[k] / (double)(sp->by_rank[k] ? sp->by_rank[k] : 1));
+    printf("\n");
 }
 
 
@@ -178,8 +256,10 @@ static int bursts(long rounds) {
     uint8_t **obj = zalloc(MAX_BURST, sizeof *obj);
     size_t *len = zalloc(MAX_BURST, sizeof *len);
     uint64_t rng = 1;
-    /* At most 2 pages and 2 lines for each of an object's 4 touches. */
-    uint64_t most = (uint64_t)rounds * MAX_BURST * 8;
+    /* One page and one line for each of an object's 4 touches (8 aligned bytes). */
+    uint64_t most = (uint64_t)rounds * MAX_BURST * 4;
+    static Split split;
+    split_init(&split);
     init(&pages, most, (const uint64_t[LEVELS]){64, 1024, 2048});
     init(&lines, most, (const uint64_t[LEVELS]){512, 16384, 512 * 1024});
     long warm = rounds / 4, measured = 0;
@@ -195,7 +275,7 @@ static int bursts(long rounds) {
                 fprintf(stderr, "stack_distance: malloc(%zu) failed\n", len[i]);
                 return 1;
             }
-            touch_ends(obj[i], len[i]);
+            split_note(&split, obj[i], r, touch_ends(obj[i], len[i]), r >= warm);
         }
         for (long k = 0; k < n; k++) {
             long i = burst_order(r, k, n);
@@ -206,6 +286,7 @@ static int bursts(long rounds) {
             measured += n;
     }
     print_figures((double)measured);
+    split_print(&split, (double)measured);
     return 0;
 }
 
