@@ -20,7 +20,15 @@
 //!   - pick (the class takes `s` again): load `owner`, fail unless A; commit `cur` = `s`;
 //!   - retire (the owner gives the span back): load `cur`, fail if `s`; commit `owner` = none.
 //!     Then, outside any section (the span is the thread's alone now), load `local`, hand its
-//!     list to the central lists, and store `local` = empty.
+//!     list to the central lists, and store `local` = empty;
+//!   - collect (the owner takes back what foreign frees left in the bitmap): first, outside
+//!     any section (under the class lock), take every object out of the bitmap; then the
+//!     section: load `owner`, fail unless A; load `local`; write the taken objects' links into
+//!     a chain ending at the head; commit `local` = (first taken, count + taken). A failed
+//!     collect puts the objects back into the bitmap; an aborted one restarts its section
+//!     with the same objects.
+//! - **Foreign frees** by threads on another CPU: the owner test fails there, so the object goes
+//!   to the bitmap (one step; such a thread preempts nothing on A's CPU).
 //! - The **drainer** on another CPU: stop (`stop` set), fence, load `owner`; if A: load
 //!   `local`, hand its list to the central lists, store `local` = empty, `owner` = none; then
 //!   `cur` = none, and restart (`stop` cleared).
@@ -61,8 +69,11 @@ enum Op {
     Away,
     Pick,
     Retire,
+    Collect,
+    /// A free of this object by a thread on another CPU.
+    Foreign(u8),
 }
-use Op::{Away, Pick, Pop, Push, Retire};
+use Op::{Away, Collect, Foreign, Pick, Pop, Push, Retire};
 
 /// One load or store of the drainer, or its fence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +106,8 @@ struct Mutant {
     push_ignores_stop: bool,
     /// Retire does not test the stop.
     retire_ignores_stop: bool,
+    /// Collect does not test the owner.
+    collect_ignores_owner: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -108,13 +121,25 @@ struct Thread {
     head: u8,
     count: u8,
     link: u8,
+    /// Collect: the objects taken out of the bitmap (bit x), in the thread's hands.
+    taken: u8,
     /// In a section when the pending fence was called.
     holds_fence: bool,
 }
 
 impl Thread {
     fn in_section(&self, op: Op) -> bool {
-        self.pc > 0 && !(op == Retire && self.pc >= 3)
+        match op {
+            Retire => (1..3).contains(&self.pc),
+            Foreign(_) => false,
+            _ => self.pc > 0,
+        }
+    }
+
+    /// Where an aborted section restarts: its first step (collect keeps what it took).
+    fn abort(&mut self, op: Op) {
+        self.pc = if op == Collect { 1 } else { 0 };
+        self.holds_fence = false;
     }
 }
 
@@ -174,7 +199,7 @@ impl Model<'_> {
         }
         let mut held = [0; OBJECTS + 1];
         for op in self.programs.iter().flat_map(|p| p.iter()) {
-            if let Push(x) = *op {
+            if let Push(x) | Foreign(x) = *op {
                 held[x as usize] += 1;
             }
         }
@@ -192,6 +217,7 @@ impl Model<'_> {
                     head: 0,
                     count: 0,
                     link: 0,
+                    taken: 0,
                     holds_fence: false,
                 };
                 self.programs.len()
@@ -210,7 +236,7 @@ impl Model<'_> {
     fn objects(&self) -> Vec<u8> {
         let mut v = INITIAL.to_vec();
         for op in self.programs.iter().flat_map(|p| p.iter()) {
-            if let Push(x) = *op {
+            if let Push(x) | Foreign(x) = *op {
                 v.push(x);
             }
         }
@@ -227,14 +253,18 @@ impl Model<'_> {
             };
             if th.in_section(op) {
                 let mut n = s.clone();
-                reset(&mut n.threads[t]);
+                n.threads[t].abort(op);
                 out.push((format!("T{t} {op:?}: aborted"), n));
             }
-            // This thread runs on A's CPU now: another's half-done section was preempted.
+            // A thread on A's CPU runs now: another's half-done section there was preempted.
             let mut n = s.clone();
-            for (u, other) in n.threads.iter_mut().enumerate() {
-                if u != t && prog_op(self.programs[u], other).is_some_and(|o| other.in_section(o)) {
-                    reset(other);
+            if !matches!(op, Foreign(_)) {
+                for (u, other) in n.threads.iter_mut().enumerate() {
+                    if let Some(o) = prog_op(self.programs[u], other) {
+                        if u != t && other.in_section(o) {
+                            other.abort(o);
+                        }
+                    }
                 }
             }
             let what = self.thread_step(&mut n, t, op)?;
@@ -328,6 +358,80 @@ impl Model<'_> {
             n.bitmap[x as usize] += 1;
         };
         Ok(match (op, me.pc) {
+            (Foreign(x), _) => {
+                finish(me);
+                foreign(n, x);
+                format!("T{t} Foreign({x}): owner is not this CPU's slab: {x} to the bitmap")
+            }
+            (Collect, 0) => {
+                let mut taken = 0u8;
+                for x in 1..=OBJECTS {
+                    if n.bitmap[x] > 0 {
+                        n.bitmap[x] -= 1;
+                        n.held[x] += 1;
+                        taken |= 1 << x;
+                    }
+                }
+                let me = &mut n.threads[t];
+                me.taken = taken;
+                if taken == 0 {
+                    finish(me);
+                    return Ok(format!("T{t} Collect: the bitmap is empty"));
+                }
+                me.pc = 1;
+                format!("T{t} Collect: takes {:?} out of the bitmap", bits(taken))
+            }
+            (Collect, 1) if stopped => {
+                let taken = me.taken;
+                finish(me);
+                give_back(n, taken);
+                format!(
+                    "T{t} Collect: sees the stop, fails: {:?} back to the bitmap",
+                    bits(taken)
+                )
+            }
+            (Collect, 1) => {
+                me.pc = 2;
+                format!("T{t} Collect: loads the stop, passes")
+            }
+            (Collect, 2) if !owned && !self.mutant.collect_ignores_owner => {
+                let taken = me.taken;
+                finish(me);
+                give_back(n, taken);
+                format!(
+                    "T{t} Collect: loads owner = none, fails: {:?} back",
+                    bits(taken)
+                )
+            }
+            (Collect, 2) => {
+                me.pc = 3;
+                format!("T{t} Collect: loads owner = A")
+            }
+            (Collect, 3) => {
+                (me.head, me.count, me.pc) = (head, count, 4);
+                format!("T{t} Collect: loads local = ({head}, {count})")
+            }
+            (Collect, 4) => {
+                let chain = bits(me.taken);
+                let before = me.head;
+                me.pc = 5;
+                for pair in chain.windows(2) {
+                    n.links[pair[0] as usize] = pair[1];
+                }
+                let last = *chain.last().expect("something was taken");
+                n.links[last as usize] = before;
+                format!("T{t} Collect: links {chain:?} before {before}")
+            }
+            (Collect, _) => {
+                let chain = bits(me.taken);
+                let count = me.count + chain.len() as u8;
+                finish(me);
+                (n.head, n.count) = (chain[0], count);
+                for &x in &chain {
+                    n.held[x as usize] -= 1;
+                }
+                format!("T{t} Collect: commits local = ({}, {})", n.head, n.count)
+            }
             (_, 0) if stopped && !ignores => {
                 finish(me);
                 if let Push(x) = op {
@@ -544,6 +648,21 @@ impl Model<'_> {
     }
 }
 
+/// The objects whose bits are set in `mask`, lowest first.
+fn bits(mask: u8) -> Vec<u8> {
+    (1..=OBJECTS as u8)
+        .filter(|&x| mask & 1 << x != 0)
+        .collect()
+}
+
+/// A failed collect's objects go back to the bitmap.
+fn give_back(n: &mut State, taken: u8) {
+    for x in bits(taken) {
+        n.held[x as usize] -= 1;
+        n.bitmap[x as usize] += 1;
+    }
+}
+
 fn owner(owned: bool) -> &'static str {
     if owned {
         "A"
@@ -577,6 +696,9 @@ const SCENARIOS: &[&[&[Op]]] = &[
     &[&[Away, Retire], &[Pop, Push(3)]],
     &[&[Away, Pick, Pop], &[Push(3)]],
     &[&[Pop, Away, Retire], &[Push(3), Push(4)]],
+    &[&[Foreign(3), Foreign(4)], &[Collect, Pop]],
+    &[&[Foreign(3)], &[Pop, Collect], &[Push(4)]],
+    &[&[Foreign(3)], &[Away, Retire], &[Collect]],
 ];
 
 fn check(drainer: &[Drain], programs: &[&[Op]], mutant: Mutant) -> Result<usize, Counterexample> {
@@ -684,6 +806,25 @@ fn a_push_or_a_retire_that_ignores_the_stop_goes_wrong() {
             first_failure(PROTOCOL, mutant).unwrap_or_else(|| panic!("{mutant:?} must go wrong"));
         println!("{mutant:?}, {:?}: {}", SCENARIOS[i], show(&c));
     }
+}
+
+/// A collect that does not test the owner puts foreign frees into the list of a span its owner
+/// retired meanwhile, where nobody will take them.
+#[test]
+fn a_collect_that_ignores_the_owner_loses_objects() {
+    let (i, c) = first_failure(
+        PROTOCOL,
+        Mutant {
+            collect_ignores_owner: true,
+            ..Mutant::default()
+        },
+    )
+    .expect("a collect into a retired span must go wrong");
+    println!("{:?}: {}", SCENARIOS[i], show(&c));
+    assert!(SCENARIOS[i]
+        .iter()
+        .flat_map(|p| p.iter())
+        .any(|&op| op == Collect));
 }
 
 #[test]
