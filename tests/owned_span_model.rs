@@ -792,8 +792,7 @@ fn show(c: &Counterexample) -> String {
     format!("{}\n  {}", c.violation, c.trace.join("\n  "))
 }
 
-/// The first scenario where `drainer` and `mutant` go wrong (or the only one, `only`), with
-/// what went wrong.
+/// The first of [`SCENARIOS`] where `drainer` and `mutant` go wrong, with what went wrong.
 fn first_failure(drainer: &[Drain], mutant: Mutant) -> Option<(usize, Counterexample)> {
     SCENARIOS
         .iter()
