@@ -6,8 +6,8 @@
 //! bytes never execute as anything but a trap.
 
 use super::{
-    ClassHeader, Push, Rseq, ThreadBlock, BATCH_RESTARTS, RESTARTS, SLAB_SHIFT, SLOTS_AT,
-    SLOT_SHIFT,
+    ClassHeader, OwnedWords, Push, Rseq, ThreadBlock, BATCH_RESTARTS, CUR_AT, OWNED_STOP_AT,
+    RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
 };
 use crate::sync::Ordering;
 use core::arch::asm;
@@ -415,6 +415,189 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
         );
     }
     obj
+}
+
+/// What [`owned_pop`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))] // stage 1: only the tests call the sections
+pub enum OwnedPop {
+    /// The object popped.
+    Object(*mut u8),
+    /// Nothing popped: rseq off, the slab stopped, no current span, or its list empty.
+    Fail,
+    /// The list is corrupt at this object: it lacks its free tag, or its link decodes to an
+    /// address outside the span (a write into a freed object).
+    Corrupt(*mut u8),
+}
+
+/// Pops the first free object of the calling CPU's current owned span of class `c` (stage 1 of
+/// the owned-span build: docs/design.md, "The next build, proposed in session 44").
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return Fail                       // the single "rseq off" branch
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                 // ---- critical section ----
+///   bad  = 0
+///   slab = tb.slabs + *tb.id << SLAB_SHIFT
+///   if slab.owned_stop != 0: goto fail                   // a drain is at work
+///   s    = slab.cur[c];  if s == 0: goto fail            // no current span
+///   w    = s.local;  h = w & HEAD_MASK;  if h == 0: goto fail
+///   bad  = 1
+///   if h[1] != key ^ h: goto fail                        // h carries no free tag
+///   n    = h[0] ^ key                                    // the next free object, decoded
+///   if n != 0 and not (s.start <= n < s.end): goto fail  // a link bent out of the span
+///   s.local = n | ((w >> 48) - 1) << 48                  // the one committing store
+/// post_commit:
+///   return Object(h)
+/// abort:  (preceded by RSEQ_SIG)  goto restart
+/// fail:   return bad ? Corrupt(h) : Fail
+/// ```
+/// Restart-safe: nothing before the commit writes shared memory (`bad` and the loaded words
+/// are registers), so an abort leaves the span as it was and the retry reads the new id, stop
+/// word and current span. The stop word is loaded first, as the protocol needs (a section that
+/// loaded it before a drain's stop either ends before the drain's fence returns or restarts).
+///
+/// # Safety
+/// As [`percpu_pop`] for the slab layout; `c < 128`; every non-zero `cur[c]` of every slab
+/// points at live [`OwnedWords`] that satisfy their invariants with `key`, the free tag's key.
+#[inline(always)]
+#[cfg_attr(not(test), allow(dead_code))] // stage 1: only the tests call the sections
+pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
+    let h: usize;
+    let bad: usize;
+    // SAFETY: the caller guarantees the slab layout and the owned words; the sequence follows
+    // the rseq ABI as `percpu_pop`'s does, with one committing store.
+    unsafe {
+        slab_sequence!(
+            body: [
+                "# (no slot is read here; slot 0 is at {slots})",
+                "xor {bad:e}, {bad:e}",
+                "cmp dword ptr [{slab} + {stop}], 0",
+                "jne 5f",
+                "mov {s}, qword ptr [{slab} + {c} * 8 + {cur}]",
+                "test {s}, {s}",
+                "jz 5f",
+                "mov {w}, qword ptr [{s} + {local}]",
+                "mov {h}, {w}",
+                "shl {h}, 16",
+                "shr {h}, 16",
+                "jz 5f",
+                "mov {bad:e}, 1",
+                "mov {n}, {key}",
+                "xor {n}, {h}",
+                "cmp qword ptr [{h} + 8], {n}",
+                "jne 5f",
+                "mov {n}, qword ptr [{h}]",
+                "xor {n}, {key}",
+                "jz 20f",
+                "cmp {n}, qword ptr [{s} + {start}]",
+                "jb 5f",
+                "cmp {n}, qword ptr [{s} + {end}]",
+                "jae 5f",
+                "20:",
+                "shr {w}, 48",
+                "dec {w}",
+                "shl {w}, 48",
+                "or {w}, {n}",
+                "mov qword ptr [{s} + {local}], {w}",
+                "xor {bad:e}, {bad:e}",
+            ],
+            // Nothing to add: `bad` and `h` already say why.
+            fail: "nop",
+            s = out(reg) _,
+            w = out(reg) _,
+            n = out(reg) _,
+            h = inout(reg) 0usize => h,
+            bad = inout(reg) 0usize => bad,
+            c = in(reg) c,
+            key = in(reg) key,
+            stop = const OWNED_STOP_AT,
+            cur = const CUR_AT,
+            local = const offset_of!(OwnedWords, local),
+            start = const offset_of!(OwnedWords, start),
+            end = const offset_of!(OwnedWords, end),
+            options(nostack),
+        );
+    }
+    match (bad, h) {
+        (0, 0) => OwnedPop::Fail,
+        (0, h) => OwnedPop::Object(h as *mut u8),
+        (_, h) => OwnedPop::Corrupt(h as *mut u8),
+    }
+}
+
+/// Pushes `obj`, a free object tagged free, onto the list of the owned span whose words are
+/// `words`, when the calling CPU's slab owns it; false (nothing written) when it does not, the
+/// slab is stopped, or rseq is off.
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return false
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                 // ---- critical section ----
+///   id   = *tb.id
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   if slab.owned_stop != 0: goto fail                   // a drain is at work
+///   if words.owner != id: goto fail                      // not this slab's span
+///   w    = words.local
+///   obj[0] = (w & HEAD_MASK) ^ key                       // the link, encoded (obj is ours)
+///   words.local = obj | ((w >> 48) + 1) << 48            // the one committing store
+/// post_commit:
+///   return true
+/// abort:  (preceded by RSEQ_SIG)  goto restart
+/// fail:   return false
+/// ```
+/// Restart-safe: the only store before the commit is into `obj`, which the caller owns and
+/// nobody else reads until the commit publishes it; a restart writes it again.
+///
+/// # Safety
+/// As [`percpu_pop`] for the slab layout; `words` are live [`OwnedWords`] satisfying their
+/// invariants with `key`; `obj` is an object of their span, tagged free, that nobody uses.
+#[inline(always)]
+#[cfg_attr(not(test), allow(dead_code))] // stage 1: only the tests call the sections
+pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize) -> bool {
+    let ok: usize;
+    // SAFETY: the caller guarantees the slab layout, the owned words and `obj`; the sequence
+    // follows the rseq ABI as `percpu_push`'s does, with one committing store.
+    unsafe {
+        slab_sequence!(
+            id_check: ["mov {id:e}, {slab:e}"],
+            body: [
+                "# (no slot is read here; slot 0 is at {slots})",
+                "cmp dword ptr [{slab} + {stop}], 0",
+                "jne 5f",
+                "cmp dword ptr [{wd} + {owner}], {id:e}",
+                "jne 5f",
+                "mov {w}, qword ptr [{wd} + {local}]",
+                "mov {n}, {w}",
+                "shl {n}, 16",
+                "shr {n}, 16",
+                "xor {n}, {key}",
+                "mov qword ptr [{obj}], {n}",
+                "shr {w}, 48",
+                "inc {w}",
+                "shl {w}, 48",
+                "or {w}, {obj}",
+                "mov qword ptr [{wd} + {local}], {w}",
+            ],
+            fail: "xor {ok:e}, {ok:e}",
+            id = out(reg) _,
+            w = out(reg) _,
+            n = out(reg) _,
+            ok = inout(reg) 1usize => ok,
+            wd = in(reg) words,
+            obj = in(reg) obj,
+            key = in(reg) key,
+            stop = const OWNED_STOP_AT,
+            owner = const offset_of!(OwnedWords, owner),
+            local = const offset_of!(OwnedWords, local),
+            options(nostack),
+        );
+    }
+    ok != 0
 }
 
 /// Pushes `obj` on the calling CPU's stack of one size class; false when the stack is full or

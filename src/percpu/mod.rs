@@ -390,6 +390,229 @@ fn give_back_cached(c: usize, id: usize) {
 /// trap flag) into a section, so the kernel delivers `SIGTRAP` with the thread inside it and,
 /// as for any signal, moves it to the section's abort handler; the handler stops the stepping
 /// there. Each section must then restart and leave the slab exactly as one uninterrupted run.
+/// The owned-span sections (stage 1 of the build docs/design.md proposes, "The next build,
+/// proposed in session 44"), on a span the test builds by hand: 32-byte objects in a buffer,
+/// linked and tagged as `arch::OwnedWords` requires. Nothing in the allocator owns spans yet,
+/// so the slabs' owned-span tables are all zero but where these tests write them.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod owned_tests {
+    use super::*;
+    use crate::arch::{
+        owned_pop, owned_push, OwnedPop, OwnedWords, CUR_AT, NO_OWNER, OWNED_STOP_AT,
+    };
+    use crate::free_tag;
+    use crate::sync::{AtomicU32, AtomicU64};
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    /// The class whose table entry the tests use (its stack is not touched).
+    const C: usize = 7;
+    /// Bytes per object of the hand-built span.
+    const SIZE: usize = 32;
+
+    /// A hand-built owned span of `n` objects, all free, linked in address order.
+    struct Fake {
+        buf: Vec<[u64; SIZE / 8]>,
+        words: Box<OwnedWords>,
+    }
+
+    impl Fake {
+        fn new(n: usize) -> Fake {
+            free_tag::init();
+            let mut buf = std::vec![[0u64; SIZE / 8]; n];
+            let start = buf.as_mut_ptr() as usize;
+            let words = Box::new(OwnedWords {
+                local: AtomicU64::new(0),
+                start,
+                end: start + n * SIZE,
+                owner: AtomicU32::new(NO_OWNER),
+            });
+            let key = free_tag::key();
+            for i in 0..n {
+                let next = if i + 1 < n { start + SIZE * (i + 1) } else { 0 };
+                // SAFETY: object `i` of the buffer, 32 bytes, ours.
+                unsafe {
+                    (Self::at(start, i) as *mut usize).write(next ^ key);
+                    free_tag::set(Self::at(start, i));
+                }
+            }
+            words
+                .local
+                .store(start as u64 | (n as u64) << 48, Ordering::Relaxed);
+            Fake { buf, words }
+        }
+
+        fn at(start: usize, i: usize) -> *mut u8 {
+            (start + SIZE * i) as *mut u8
+        }
+
+        fn obj(&self, i: usize) -> *mut u8 {
+            Self::at(self.buf.as_ptr() as usize, i)
+        }
+
+        fn free_count(&self) -> u64 {
+            self.words.local.load(Ordering::Relaxed) >> 48
+        }
+    }
+
+    /// Points class `C`'s table entry of every slab at `words` (0: none), so a pop finds the
+    /// span whichever slab the thread runs on.
+    fn set_cur(words: *const OwnedWords) {
+        for i in 0..G.nslabs.load(Ordering::Relaxed) {
+            let at = Slab::of(i).addr() + CUR_AT + 8 * C;
+            // SAFETY: the table entry of a mapped slab; nothing else writes it in stage 1.
+            unsafe { (at as *mut usize).write_volatile(words as usize) };
+        }
+    }
+
+    /// Sets (or clears) the owned-span stop word of every slab.
+    fn set_stop(on: bool) {
+        for i in 0..G.nslabs.load(Ordering::Relaxed) {
+            let at = Slab::of(i).addr() + OWNED_STOP_AT;
+            // SAFETY: the stop word of a mapped slab (an aligned `u32` of its header).
+            unsafe { (*(at as *const AtomicU32)).store(on as u32, Ordering::Relaxed) };
+        }
+    }
+
+    fn pop() -> OwnedPop {
+        // SAFETY: the slabs are set up (`rseq_thread_pinned`), and every table entry of class
+        // `C` is 0 or the test's span, whose words hold their invariants with this key.
+        unsafe { owned_pop(C, free_tag::key()) }
+    }
+
+    /// Pushes `obj` with the span owned by the slab the thread runs on; retries if the thread
+    /// moved between naming the owner and the section.
+    fn push_owned(f: &Fake, obj: *mut u8) {
+        loop {
+            let id = current_rseq_id() as u32;
+            f.words.owner.store(id, Ordering::Relaxed);
+            // SAFETY: `obj` is an object of the span, tagged free, not in its list.
+            if unsafe { owned_push(&*f.words, obj, free_tag::key()) } {
+                return;
+            }
+            assert_ne!(current_rseq_id() as u32, id, "a push by the owner failed");
+        }
+    }
+
+    #[test]
+    fn owned_pop_and_push_keep_the_list_and_its_count() {
+        let (_serial, saved) = rseq_thread_pinned(64);
+        let f = Fake::new(4);
+        set_cur(&*f.words);
+        for i in 0..4 {
+            assert_eq!(
+                pop(),
+                OwnedPop::Object(f.obj(i)),
+                "pop {i} in address order"
+            );
+            assert_eq!(f.free_count(), 3 - i as u64);
+        }
+        assert_eq!(
+            pop(),
+            OwnedPop::Fail,
+            "an empty list fails to the slow path"
+        );
+        for i in (0..4).rev() {
+            push_owned(&f, f.obj(i));
+        }
+        assert_eq!(f.free_count(), 4);
+        let again: Vec<_> = (0..4).map(|_| pop()).collect();
+        let want: Vec<_> = (0..4).map(|i| OwnedPop::Object(f.obj(i))).collect();
+        assert_eq!(again, want, "pushed back, popped in the same order");
+        set_cur(core::ptr::null());
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    #[test]
+    fn owned_sections_fail_when_stopped_and_pushes_when_not_the_owner() {
+        let (_serial, saved) = rseq_thread_pinned(64);
+        let f = Fake::new(2);
+        set_cur(&*f.words);
+        set_stop(true);
+        assert_eq!(pop(), OwnedPop::Fail, "a stopped slab's pop fails");
+        f.words
+            .owner
+            .store(current_rseq_id() as u32, Ordering::Relaxed);
+        // SAFETY: as in `push_owned` (object 0 is in the list: the push must not happen).
+        let pushed = unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) };
+        assert!(!pushed, "a stopped slab's push fails");
+        set_stop(false);
+        f.words.owner.store(NO_OWNER, Ordering::Relaxed);
+        // SAFETY: as above; the owner test must refuse it.
+        let pushed = unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) };
+        assert!(!pushed, "a push onto a span the slab does not own fails");
+        assert_eq!(f.free_count(), 2, "nothing written by the failed sections");
+        assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
+        set_cur(core::ptr::null());
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    /// Each section, aborted once inside (single-stepped: the trap's signal moves the thread to
+    /// the abort handler), restarts and commits exactly once.
+    #[test]
+    fn owned_sections_aborted_inside_restart_and_commit_once() {
+        let (_serial, saved) = rseq_thread_pinned(64);
+        let f = Fake::new(3);
+        set_cur(&*f.words);
+        let (popped, aborts) = super::abort_tests::stepped(pop);
+        assert_eq!(aborts, 1, "the pop was aborted once");
+        assert_eq!(popped, OwnedPop::Object(f.obj(0)));
+        assert_eq!(f.free_count(), 2, "popped once");
+        let mut proved = false;
+        for _ in 0..20 {
+            let id = current_rseq_id() as u32;
+            f.words.owner.store(id, Ordering::Relaxed);
+            // SAFETY: object 0, tagged free, out of the list (popped above).
+            let push = || unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) };
+            let (pushed, aborts) = super::abort_tests::stepped(push);
+            if current_rseq_id() as u32 != id {
+                assert!(!pushed || f.free_count() == 3);
+                if pushed {
+                    proved = true;
+                    break;
+                }
+                continue; // the thread's slab changed: a refused push proves nothing
+            }
+            assert_eq!(aborts, 1, "the push was aborted once");
+            assert!(pushed, "the owner's push, restarted, commits");
+            proved = true;
+            break;
+        }
+        assert!(proved, "no push stayed on one slab in 20 tries");
+        assert_eq!(f.free_count(), 3, "pushed once");
+        assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
+        set_cur(core::ptr::null());
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    #[test]
+    fn owned_pop_reports_a_bent_link_or_a_missing_tag() {
+        let (_serial, saved) = rseq_thread_pinned(64);
+        let f = Fake::new(3);
+        set_cur(&*f.words);
+        // A write into free object 0 (a use after free) bends its link out of the span.
+        let outside = 0x1234_5000usize;
+        // SAFETY: object 0 of the buffer, ours.
+        unsafe { (f.obj(0) as *mut usize).write(outside) };
+        assert_eq!(pop(), OwnedPop::Corrupt(f.obj(0)), "a link out of the span");
+        assert_eq!(f.free_count(), 3, "the corrupt pop wrote nothing");
+        // Mended, then object 1 loses its tag: the pop of object 0 succeeds, object 1's fails.
+        // SAFETY: objects 0 and 1 of the buffer, ours.
+        unsafe {
+            (f.obj(0) as *mut usize).write(f.obj(1) as usize ^ free_tag::key());
+            free_tag::clear(f.obj(1));
+        }
+        assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
+        assert_eq!(
+            pop(),
+            OwnedPop::Corrupt(f.obj(1)),
+            "an object without its free tag"
+        );
+        set_cur(core::ptr::null());
+        assert!(crate::os::set_affinity(&saved));
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod abort_tests {
     use super::slab::grow_cap;
@@ -423,7 +646,7 @@ mod abort_tests {
     }
 
     /// Runs `f` single-stepped until the first abort; returns `f`'s result and the aborts seen.
-    fn stepped<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    pub(super) fn stepped<R>(f: impl FnOnce() -> R) -> (R, usize) {
         ABORTS.store(0, Ordering::Relaxed);
         STEPS.store(0, Ordering::Relaxed);
         // SAFETY: a handler for SIGTRAP, which nothing else in the test process uses, restored

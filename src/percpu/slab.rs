@@ -8,7 +8,8 @@
 //! ```text
 //!   byte 0      SlabHeader (1 KiB): state, locks, the region table, figures
 //!   byte 1024   ClassHeader of class c at 1024 + 8c (current, begin, floor, end)
-//!   byte 2048   slot 0 (arch::SLOTS_AT): 65,280 slots of 8 bytes, the classes' regions
+//!   byte 2048   the owned-span table (arch::CUR_AT): class c's current owned span at 2048 + 8c
+//!   byte 3072   slot 0 (arch::SLOTS_AT): 65,152 slots of 8 bytes, the classes' regions
 //!               handed out in order from `next_free` as classes grow; class c caches its
 //!               objects in slots[begin..current], room up to end
 //! ```
@@ -180,8 +181,13 @@ pub(super) struct SlabHeader {
     /// overflows that would need one (see [`grow_cap`]). Written by the slow paths without a
     /// lock (a heuristic: a lost or stale count costs a probe or delays one, never an object).
     steal_wait: [AtomicU8; 128],
+    /// The owned-span stop word (`arch::OWNED_STOP_AT`): set while a drain takes the slab's
+    /// owned spans back; the owned-span sections fail while it is set. Stage 1: nothing sets it
+    /// yet but the tests, which write it through its address.
+    #[allow(dead_code)] // stage 1: read only by the owned-span sections, by offset
+    owned_stop: AtomicU32,
     /// Unused.
-    _reserved: [u32; 20],
+    _reserved: [u32; 19],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -210,6 +216,7 @@ const _: () = {
     assert!(offset_of!(SlabHeader, burst_bytes) == 784);
     assert!(offset_of!(SlabHeader, tier_drain_ms) == 788);
     assert!(offset_of!(SlabHeader, steal_wait) == 792);
+    assert!(offset_of!(SlabHeader, owned_stop) == crate::arch::OWNED_STOP_AT);
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
     assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
@@ -217,7 +224,8 @@ const _: () = {
     assert!(offset_of!(SlabHeader, cap_bytes) == 1016);
     assert!(offset_of!(SlabHeader, idle_ticks) == 1020);
     assert!(NUM_CLASSES <= 128, "the region table has 128 entries");
-    assert!(HEADERS_AT + 8 * NUM_CLASSES <= SLOTS_AT);
+    assert!(HEADERS_AT + 8 * NUM_CLASSES <= crate::arch::CUR_AT);
+    assert!(crate::arch::CUR_AT + 8 * NUM_CLASSES <= SLOTS_AT);
     assert!(
         SLOTS < u16::MAX as usize,
         "slot indices are u16, u16::MAX the stopped floor"
@@ -273,6 +281,12 @@ impl Slab {
         (i < G.nslabs.load(Ordering::Relaxed)).then_some(i)
     }
     /// The slab-wide words.
+    /// Tests on x86_64: the slab's address.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(super) fn addr(&self) -> usize {
+        self.0
+    }
+
     pub(super) fn header(&self) -> &SlabHeader {
         // SAFETY: the start of a mapped slab (aligned to the slab size, zero or initialised);
         // its words are only ever accessed atomically, and the rseq sections never touch it.
