@@ -439,7 +439,7 @@ pub enum OwnedPop {
 /// restart:
 ///   area.rseq_cs = &descriptor
 /// start:                                                 // ---- critical section ----
-///   bad  = 0
+///   bad  = 0;  h = 0                                     // registers: reset on every restart
 ///   slab = tb.slabs + *tb.id << SLAB_SHIFT
 ///   if slab.owned_stop != 0: goto fail                   // a drain is at work
 ///   s    = slab.cur[c];  if s == 0: goto fail            // no current span
@@ -448,20 +448,25 @@ pub enum OwnedPop {
 ///   if h[1] != key ^ h: goto fail                        // h carries no free tag
 ///   n    = h[0] ^ key                                    // the next free object, decoded
 ///   if n != 0 and not (s.start <= n < s.end): goto fail  // a link bent out of the span
+///   bad  = 0
 ///   s.local = n | ((w >> 48) - 1) << 48                  // the one committing store
 /// post_commit:
 ///   return Object(h)
 /// abort:  (preceded by RSEQ_SIG)  goto restart
 /// fail:   return bad ? Corrupt(h) : Fail
 /// ```
-/// Restart-safe: nothing before the commit writes shared memory (`bad` and the loaded words
-/// are registers), so an abort leaves the span as it was and the retry reads the new id, stop
-/// word and current span. The stop word is loaded first, as the protocol needs (a section that
+/// (`HEAD_MASK` is `(1 << 48) - 1`.) Restart-safe: nothing before the commit writes shared
+/// memory (`bad`, `h` and the loaded words are registers, reset at the start of every run, so
+/// a retry that fails early reports `Fail`, never a stale object), and the commit is the
+/// section's last instruction; an abort leaves the span as it was and the retry reads the new
+/// id, stop word and current span. A link bent into the span's last 15 bytes passes the range
+/// check (the object-start test is stage 2's), so the next pop may read past `end`. The stop word is loaded first, as the protocol needs (a section that
 /// loaded it before a drain's stop either ends before the drain's fence returns or restarts).
 ///
 /// # Safety
 /// As [`percpu_pop`] for the slab layout; `c < 128`; every non-zero `cur[c]` of every slab
-/// points at live [`OwnedWords`] that satisfy their invariants with `key`, the free tag's key.
+/// points at live [`OwnedWords`] that satisfy their invariants with `key`, the free tag's key,
+/// for a span of objects of at least 16 bytes.
 #[inline(always)]
 #[cfg_attr(not(test), allow(dead_code))] // stage 1: only the tests call the sections
 pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
@@ -474,6 +479,7 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
             body: [
                 "# (no slot is read here; slot 0 is at {slots})",
                 "xor {bad:e}, {bad:e}",
+                "xor {h:e}, {h:e}",
                 "cmp dword ptr [{slab} + {stop}], 0",
                 "jne 5f",
                 "mov {s}, qword ptr [{slab} + {c} * 8 + {cur}]",
@@ -501,8 +507,8 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
                 "dec {w}",
                 "shl {w}, 48",
                 "or {w}, {n}",
-                "mov qword ptr [{s} + {local}], {w}",
                 "xor {bad:e}, {bad:e}",
+                "mov qword ptr [{s} + {local}], {w}",
             ],
             // Nothing to add: `bad` and `h` already say why.
             fail: "nop",
@@ -542,7 +548,7 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
 ///   slab = tb.slabs + id << SLAB_SHIFT
 ///   if slab.owned_stop != 0: goto fail                   // a drain is at work
 ///   if words.owner != id: goto fail                      // not this slab's span
-///   w    = words.local
+///   w    = words.local                                   // HEAD_MASK: (1 << 48) - 1
 ///   obj[0] = (w & HEAD_MASK) ^ key                       // the link, encoded (obj is ours)
 ///   words.local = obj | ((w >> 48) + 1) << 48            // the one committing store
 /// post_commit:
@@ -555,7 +561,9 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
 ///
 /// # Safety
 /// As [`percpu_pop`] for the slab layout; `words` are live [`OwnedWords`] satisfying their
-/// invariants with `key`; `obj` is an object of their span, tagged free, that nobody uses.
+/// invariants with `key`, for a span of fewer than 65,535 objects (the count's 16 bits); `obj`
+/// is an object of their span (below `1 << 48`), tagged free, in no free list or cache, that
+/// nobody uses.
 #[inline(always)]
 #[cfg_attr(not(test), allow(dead_code))] // stage 1: only the tests call the sections
 pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize) -> bool {

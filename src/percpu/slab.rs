@@ -143,8 +143,8 @@ const REGION_ALIGN: usize = 8;
 /// The slab-wide words, at the start of each slab.
 ///
 /// The words sit at fixed byte offsets (checked below): the state and the fallback lock on the
-/// slab's first cache line, the region table after them, the other words on the last line of
-/// the header's kilobyte.
+/// slab's first cache line, the region table after them, the owned-span stop word at byte 920
+/// (`arch::OWNED_STOP_AT`), the other words on the last line of the header's kilobyte.
 #[repr(C)]
 pub(super) struct SlabHeader {
     /// 0 (untouched) or [`SLAB_READY`] (drains and figures look at ready slabs only).
@@ -280,16 +280,18 @@ impl Slab {
         let i = self.0.wrapping_sub(G.slabs.load(Ordering::Relaxed)) >> SLAB_SHIFT;
         (i < G.nslabs.load(Ordering::Relaxed)).then_some(i)
     }
-    /// The slab-wide words.
+
     /// Tests on x86_64: the slab's address.
     #[cfg(all(test, target_arch = "x86_64"))]
     pub(super) fn addr(&self) -> usize {
         self.0
     }
 
+    /// The slab-wide words.
     pub(super) fn header(&self) -> &SlabHeader {
         // SAFETY: the start of a mapped slab (aligned to the slab size, zero or initialised);
-        // its words are only ever accessed atomically, and the rseq sections never touch it.
+        // its words are only ever accessed atomically, and the rseq sections touch none of them
+        // but the owned-span stop word, which they only load.
         unsafe { &*(self.0 as *const SlabHeader) }
     }
     /// Class `c`'s header (`1 <= c < NUM_CLASSES`).
