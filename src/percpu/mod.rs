@@ -407,13 +407,13 @@ mod owned_tests {
     const SIZE: usize = 32;
 
     /// A hand-built owned span of `n` objects, all free, linked in address order.
-    struct Fake {
+    pub(super) struct Fake {
         buf: Vec<[u64; SIZE / 8]>,
-        words: Box<OwnedWords>,
+        pub(super) words: Box<OwnedWords>,
     }
 
     impl Fake {
-        fn new(n: usize) -> Fake {
+        pub(super) fn new(n: usize) -> Fake {
             free_tag::init();
             let mut buf = std::vec![[0u64; SIZE / 8]; n];
             let start = buf.as_mut_ptr() as usize;
@@ -442,18 +442,18 @@ mod owned_tests {
             (start + SIZE * i) as *mut u8
         }
 
-        fn obj(&self, i: usize) -> *mut u8 {
+        pub(super) fn obj(&self, i: usize) -> *mut u8 {
             Self::at(self.buf.as_ptr() as usize, i)
         }
 
-        fn free_count(&self) -> u64 {
+        pub(super) fn free_count(&self) -> u64 {
             self.words.local.load(Ordering::Relaxed) >> 48
         }
     }
 
     /// Points class `C`'s table entry of every slab at `words` (0: none), so a pop finds the
     /// span whichever slab the thread runs on.
-    fn set_cur(words: *const OwnedWords) {
+    pub(super) fn set_cur(words: *const OwnedWords) {
         for i in 0..G.nslabs.load(Ordering::Relaxed) {
             let at = Slab::of(i).addr() + CUR_AT + 8 * C;
             // SAFETY: the table entry of a mapped slab; nothing else writes it in stage 1.
@@ -464,7 +464,7 @@ mod owned_tests {
     /// Clears every slab's table entry of class `C` and stop word when dropped, so a failed
     /// assertion leaves no slab naming a freed span or stopped (declare it after the `Fake`:
     /// it drops first).
-    struct Cleanup;
+    pub(super) struct Cleanup;
 
     impl Drop for Cleanup {
         fn drop(&mut self) {
@@ -474,7 +474,7 @@ mod owned_tests {
     }
 
     /// Sets (or clears) the owned-span stop word of every slab.
-    fn set_stop(on: bool) {
+    pub(super) fn set_stop(on: bool) {
         for i in 0..G.nslabs.load(Ordering::Relaxed) {
             let at = Slab::of(i).addr() + OWNED_STOP_AT;
             // SAFETY: the stop word of a mapped slab (an aligned `u32` of its header).
@@ -482,7 +482,10 @@ mod owned_tests {
         }
     }
 
-    fn pop() -> OwnedPop {
+    /// Not inlined: one copy of the section, so one descriptor, whoever calls it (the
+    /// every-instruction tests disarm that descriptor).
+    #[inline(never)]
+    pub(super) fn pop() -> OwnedPop {
         // SAFETY: the slabs are set up (`rseq_thread_pinned`), and every table entry of class
         // `C` is 0 or the test's span, whose words hold their invariants with this key.
         unsafe { owned_pop(C, free_tag::key()) }
@@ -652,6 +655,226 @@ mod owned_tests {
     }
 }
 
+/// The owned-span sections aborted after each of their instructions in turn, not only at their
+/// start: single-stepped with the section's descriptor disarmed (its post-commit offset 0, so
+/// the kernel does not abort it), the trap handler counts the section's instructions and, after
+/// the k-th, re-arms the descriptor and points the thread's rseq area at it, so the next trap's
+/// signal moves the thread to the abort handler there. Only the descriptor of the section under
+/// test (one inlined copy, found by a first run from its abort handler) is ever disarmed, so
+/// other threads' sections stay protected.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod owned_every_point_tests {
+    use super::owned_tests::{pop, set_cur, set_stop, Cleanup, Fake};
+    use super::*;
+    use crate::arch::{owned_push, OwnedPop, RSEQ_SIG};
+    use crate::free_tag;
+    use crate::sync::{AtomicBool, AtomicU64, AtomicUsize};
+
+    extern "C" {
+        static __start___rseq_cs: u8;
+        static __stop___rseq_cs: u8;
+    }
+
+    /// `struct rseq_cs` as the sections emit it into `__rseq_cs` (32-byte aligned records).
+    #[repr(C, align(32))]
+    struct Descriptor {
+        version: u32,
+        flags: u32,
+        start: u64,
+        post_commit_offset: u64,
+        abort: u64,
+    }
+
+    /// The descriptors of every section in the binary: the linker's bounds of the `__rseq_cs`
+    /// section, which holds only descriptors (taking the symbols' addresses reads nothing).
+    fn descriptors() -> *mut [Descriptor] {
+        let first = (&raw const __start___rseq_cs) as *mut Descriptor;
+        let bytes = (&raw const __stop___rseq_cs) as usize - first as usize;
+        core::ptr::slice_from_raw_parts_mut(first, bytes / size_of::<Descriptor>())
+    }
+
+    /// The descriptor under test, its saved offset, the instruction to abort after, the count
+    /// so far, whether the abort is armed, and whether arming also stops the slabs (a drain's
+    /// stop at that point).
+    static TARGET: AtomicUsize = AtomicUsize::new(usize::MAX);
+    static SAVED: AtomicU64 = AtomicU64::new(0);
+    static K: AtomicUsize = AtomicUsize::new(0);
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static STOP_ON_ARM: AtomicBool = AtomicBool::new(false);
+    /// The abort handler reached (its address), or 0.
+    static ABORTED_AT: AtomicU64 = AtomicU64::new(0);
+    static STEPS: AtomicUsize = AtomicUsize::new(0);
+
+    const TF: i64 = 0x100;
+
+    extern "C" fn on_trap(_: i32, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes the interrupted context; the descriptor index is one of
+        // `descriptors()`, whose records the test owns while it runs (nothing else writes them).
+        unsafe {
+            let gregs = &mut (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs;
+            let ip = gregs[libc::REG_RIP as usize] as usize;
+            if (ip as *const u32).sub(1).read_unaligned() == RSEQ_SIG {
+                ABORTED_AT.store(ip as u64, Ordering::Relaxed);
+                gregs[libc::REG_EFL as usize] &= !TF;
+                return;
+            }
+            if STEPS.fetch_add(1, Ordering::Relaxed) > 1_000_000 {
+                gregs[libc::REG_EFL as usize] &= !TF;
+                return;
+            }
+            let target = TARGET.load(Ordering::Relaxed);
+            if ARMED.load(Ordering::Relaxed) || target == usize::MAX {
+                return;
+            }
+            let d = (descriptors() as *mut Descriptor).add(target);
+            let start = (*d).start as usize;
+            if !(start..start + SAVED.load(Ordering::Relaxed) as usize).contains(&ip) {
+                return;
+            }
+            if COUNT.fetch_add(1, Ordering::Relaxed) + 1 == K.load(Ordering::Relaxed) {
+                (*d).post_commit_offset = SAVED.load(Ordering::Relaxed);
+                let area = (*arch::thread_block()).area as *mut arch::Rseq;
+                core::ptr::addr_of_mut!((*area).rseq_cs).write_volatile(d as u64);
+                ARMED.store(true, Ordering::Relaxed);
+                if STOP_ON_ARM.load(Ordering::Relaxed) {
+                    set_stop(true);
+                }
+            }
+        }
+    }
+
+    /// Runs `f` single-stepped with the handler above; returns its result and the abort
+    /// handler reached (0: none).
+    fn stepped<R>(f: impl FnOnce() -> R) -> (R, u64) {
+        ABORTED_AT.store(0, Ordering::Relaxed);
+        STEPS.store(0, Ordering::Relaxed);
+        COUNT.store(0, Ordering::Relaxed);
+        ARMED.store(false, Ordering::Relaxed);
+        let r = super::abort_tests::single_stepped(on_trap, f);
+        (r, ABORTED_AT.load(Ordering::Relaxed))
+    }
+
+    /// The index of the descriptor whose abort handler is at `abort`.
+    fn descriptor_of(abort: u64) -> usize {
+        // SAFETY: reading the descriptors, which nothing writes now.
+        let all = unsafe { &*descriptors() };
+        let i = all.iter().position(|d| d.abort == abort);
+        i.expect("the abort handler reached belongs to a descriptor")
+    }
+
+    /// Runs `f` (one section, whose descriptor is `target`) single-stepped with the
+    /// descriptor disarmed, re-armed after the section's `k`-th instruction (and the slabs
+    /// stopped then, if `stop`); returns `f`'s result and whether an abort was taken, or `None`
+    /// once `k` is past the section's length (nothing armed). Armed at the commit itself, the
+    /// section completes with no abort: the trap after the commit lands past the section.
+    fn at_point<R>(
+        target: usize,
+        k: usize,
+        stop: bool,
+        f: impl FnOnce() -> R,
+    ) -> Option<(R, bool)> {
+        // SAFETY: the descriptor under test, which only this thread's section of it uses.
+        let d = unsafe { &mut (*descriptors())[target] };
+        SAVED.store(d.post_commit_offset, Ordering::Relaxed);
+        TARGET.store(target, Ordering::Relaxed);
+        K.store(k, Ordering::Relaxed);
+        STOP_ON_ARM.store(stop, Ordering::Relaxed);
+        d.post_commit_offset = 0;
+        let (r, aborted) = stepped(f);
+        d.post_commit_offset = SAVED.load(Ordering::Relaxed);
+        TARGET.store(usize::MAX, Ordering::Relaxed);
+        STOP_ON_ARM.store(false, Ordering::Relaxed);
+        let armed = ARMED.load(Ordering::Relaxed);
+        armed.then_some((r, aborted != 0))
+    }
+
+    #[test]
+    fn owned_pop_aborted_after_each_instruction_pops_once_or_fails_cleanly() {
+        let (_serial, saved) = rseq_thread_pinned(64);
+        let f = Fake::new(3);
+        set_cur(&*f.words);
+        let _cleanup = Cleanup;
+        let (first, aborted) = super::abort_tests::stepped_abort(pop);
+        assert_eq!(first, OwnedPop::Object(f.obj(0)));
+        let target = descriptor_of(aborted);
+        let mut points = 0;
+        for stop in [false, true] {
+            for k in 1.. {
+                let f = Fake::new(3);
+                set_cur(&*f.words);
+                let Some((r, aborted)) = at_point(target, k, stop, pop) else {
+                    break;
+                };
+                set_stop(false);
+                let count = f.free_count();
+                if !aborted {
+                    // Armed at the commit itself: the trap after it lands past the section.
+                    assert_eq!((r, count), (OwnedPop::Object(f.obj(0)), 2), "k = {k}, last");
+                    points += 1;
+                    break;
+                }
+                if stop {
+                    // A drain's stop at the abort: the retry fails, nothing popped.
+                    assert_eq!((r, count), (OwnedPop::Fail, 3), "k = {k}, stopped");
+                } else {
+                    assert_eq!((r, count), (OwnedPop::Object(f.obj(0)), 2), "k = {k}");
+                }
+                points += 1;
+            }
+        }
+        assert!(points >= 30, "only {points} abort points");
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    #[test]
+    fn owned_push_aborted_after_each_instruction_pushes_once() {
+        let (_serial, saved) = rseq_thread_pinned(64);
+        let setup = || {
+            let f = Fake::new(3);
+            set_cur(&*f.words);
+            assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
+            f.words
+                .owner
+                .store(current_rseq_id() as u32, Ordering::Relaxed);
+            f
+        };
+        let _cleanup = Cleanup;
+        let f = setup();
+        /// One copy of the push section (see `pop`).
+        #[inline(never)]
+        fn push(f: &Fake) -> bool {
+            // SAFETY: object 0, popped by `setup`, tagged free, out of the list.
+            unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) }
+        }
+        let (pushed, aborted) = super::abort_tests::stepped_abort(|| push(&f));
+        assert!(pushed);
+        let target = descriptor_of(aborted);
+        let mut points = 0;
+        for k in 1.. {
+            let f = setup();
+            let id = current_rseq_id();
+            let Some((pushed, aborted)) = at_point(target, k, false, || push(&f)) else {
+                break;
+            };
+            if current_rseq_id() != id {
+                continue; // moved off the owner's slab: a refused push proves nothing
+            }
+            // Armed at the commit itself, the push completes with no abort (the last point).
+            assert!(pushed, "k = {k}: pushed (aborted: {aborted})");
+            assert_eq!(f.free_count(), 3, "k = {k}: pushed once");
+            assert_eq!(pop(), OwnedPop::Object(f.obj(0)), "k = {k}");
+            assert_eq!(pop(), OwnedPop::Object(f.obj(1)), "k = {k}: the link kept");
+            points += 1;
+            if !aborted {
+                break;
+            }
+        }
+        assert!(points >= 10, "only {points} abort points");
+        assert!(crate::os::set_affinity(&saved));
+    }
+}
+
 /// The batch sections aborted on purpose: the test single-steps the calling thread (the x86
 /// trap flag) into a section, so the kernel delivers `SIGTRAP` with the thread inside it and,
 /// as for any signal, moves it to the section's abort handler; the handler stops the stepping
@@ -680,6 +903,7 @@ mod abort_tests {
             let ip = gregs[libc::REG_RIP as usize] as usize;
             let steps = STEPS.fetch_add(1, Ordering::Relaxed);
             if (ip as *const u32).sub(1).read_unaligned() == RSEQ_SIG {
+                ABORTED_AT.store(ip as u64, Ordering::Relaxed);
                 ABORTS.fetch_add(1, Ordering::Relaxed);
                 gregs[libc::REG_EFL as usize] &= !TF;
             } else if steps > 1_000_000 {
@@ -688,15 +912,36 @@ mod abort_tests {
         }
     }
 
+    /// The abort handler the last abort reached.
+    static ABORTED_AT: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(0);
+
+    /// [`stepped`] for a run that must abort once: `f`'s result and the abort handler's address.
+    pub(super) fn stepped_abort<R>(f: impl FnOnce() -> R) -> (R, u64) {
+        let (r, aborts) = stepped(f);
+        assert_eq!(aborts, 1, "the section was aborted once");
+        (r, ABORTED_AT.load(Ordering::Relaxed))
+    }
+
     /// Runs `f` single-stepped until the first abort; returns `f`'s result and the aborts seen.
     pub(super) fn stepped<R>(f: impl FnOnce() -> R) -> (R, usize) {
         ABORTS.store(0, Ordering::Relaxed);
         STEPS.store(0, Ordering::Relaxed);
+        let r = single_stepped(on_trap, f);
+        (r, ABORTS.load(Ordering::Relaxed))
+    }
+
+    /// A `SIGTRAP` handler: the kernel's interrupted context in its third argument.
+    pub(super) type TrapHandler = extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void);
+
+    /// Runs `f` with the x86 trap flag set, so the CPU traps after each instruction and
+    /// `handler` runs for each trap (it clears the flag in the context to stop); restores the
+    /// previous `SIGTRAP` disposition afterwards.
+    pub(super) fn single_stepped<R>(handler: TrapHandler, f: impl FnOnce() -> R) -> R {
         // SAFETY: a handler for SIGTRAP, which nothing else in the test process uses, restored
         // afterwards; setting the trap flag only makes the CPU trap after each instruction.
         unsafe {
             let mut sa: libc::sigaction = core::mem::zeroed();
-            sa.sa_sigaction = on_trap as *const () as usize;
+            sa.sa_sigaction = handler as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO;
             let mut old: libc::sigaction = core::mem::zeroed();
             assert_eq!(libc::sigaction(libc::SIGTRAP, &sa, &mut old), 0);
@@ -707,7 +952,7 @@ mod abort_tests {
                 libc::sigaction(libc::SIGTRAP, &old, core::ptr::null_mut()),
                 0
             );
-            (r, ABORTS.load(Ordering::Relaxed))
+            r
         }
     }
 
