@@ -393,9 +393,7 @@ fn give_back_cached(c: usize, id: usize) {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod owned_tests {
     use super::*;
-    use crate::arch::{
-        owned_pop, owned_push, OwnedPop, OwnedWords, CUR_AT, NO_OWNER, OWNED_STOP_AT,
-    };
+    use crate::arch::{owned_pop, owned_push, OwnedPop, OwnedWords, NO_OWNER};
     use crate::free_tag;
     use crate::sync::{AtomicU32, AtomicU64};
     use std::boxed::Box;
@@ -455,9 +453,7 @@ mod owned_tests {
     /// span whichever slab the thread runs on.
     pub(super) fn set_cur(words: *const OwnedWords) {
         for i in 0..G.nslabs.load(Ordering::Relaxed) {
-            let at = Slab::of(i).addr() + CUR_AT + 8 * C;
-            // SAFETY: the table entry of a mapped slab; nothing else writes it in stage 1.
-            unsafe { (at as *mut usize).write_volatile(words as usize) };
+            Slab::of(i).set_owned_cur(C, words);
         }
     }
 
@@ -476,9 +472,7 @@ mod owned_tests {
     /// Sets (or clears) the owned-span stop word of every slab.
     pub(super) fn set_stop(on: bool) {
         for i in 0..G.nslabs.load(Ordering::Relaxed) {
-            let at = Slab::of(i).addr() + OWNED_STOP_AT;
-            // SAFETY: the stop word of a mapped slab (an aligned `u32` of its header).
-            unsafe { (*(at as *const AtomicU32)).store(on as u32, Ordering::Relaxed) };
+            Slab::of(i).set_owned_stop(on);
         }
     }
 

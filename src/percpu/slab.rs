@@ -281,10 +281,20 @@ impl Slab {
         (i < G.nslabs.load(Ordering::Relaxed)).then_some(i)
     }
 
-    /// Tests on x86_64: the slab's address.
+    /// Tests on x86_64: points class `c`'s entry of the owned-span table (`arch::CUR_AT`) at
+    /// `words` (null: none). Nothing but the tests writes the table in stage 1.
     #[cfg(all(test, target_arch = "x86_64"))]
-    pub(super) fn addr(&self) -> usize {
-        self.0
+    pub(super) fn set_owned_cur(&self, c: usize, words: *const crate::arch::OwnedWords) {
+        assert!(c < NUM_CLASSES);
+        let at = self.0 + crate::arch::CUR_AT + 8 * c;
+        // SAFETY: the table entry of a mapped slab (inside its header kilobytes, checked above).
+        unsafe { (at as *mut usize).write_volatile(words as usize) };
+    }
+
+    /// Tests on x86_64: sets or clears the owned-span stop word.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(super) fn set_owned_stop(&self, on: bool) {
+        self.header().owned_stop.store(on as u32, Ordering::Relaxed);
     }
 
     /// The slab-wide words.
