@@ -32,7 +32,9 @@
 //! twice and no push was lost; the slab running again (`floor <= count <= cap`, bounds
 //! restored). And no state is stuck (every fence can return).
 
-use std::collections::{HashMap, VecDeque};
+mod model_check;
+
+use model_check::{explore, Counterexample};
 
 /// Slots of the modelled stack, and its capacity when running.
 const SLOTS: usize = 4;
@@ -130,13 +132,6 @@ struct State {
     held: [u8; OBJECTS + 1],
     /// Per object: how many times the drainer gave it to the central list.
     central: [u8; OBJECTS + 1],
-}
-
-/// A violation and the shortest run to it.
-#[derive(Debug)]
-struct Counterexample {
-    violation: String,
-    trace: Vec<String>,
 }
 
 struct Model<'a> {
@@ -361,46 +356,15 @@ impl Model<'_> {
         None
     }
 
-    /// Breadth-first over every reachable state; the number of states, or the shortest run to
-    /// the first violation found.
+    /// Breadth-first over every reachable state ([`explore`]); the number of states, or the
+    /// shortest run to the first violation found.
     fn check(&self) -> Result<usize, Counterexample> {
-        let start = self.initial();
-        let mut states = vec![start.clone()];
-        let mut parent: Vec<Option<(usize, String)>> = vec![None];
-        let mut seen = HashMap::from([(start, 0usize)]);
-        let mut queue = VecDeque::from([0usize]);
-        let trace = |mut i: usize, parent: &[Option<(usize, String)>]| {
-            let mut steps = Vec::new();
-            while let Some((p, what)) = &parent[i] {
-                steps.push(what.clone());
-                i = *p;
-            }
-            steps.reverse();
-            steps
-        };
-        while let Some(i) = queue.pop_front() {
-            let s = states[i].clone();
-            let fail = |violation: String| Counterexample {
-                violation,
-                trace: trace(i, &parent),
-            };
-            if let Some(v) = self.violation(&s) {
-                return Err(fail(v));
-            }
-            let next = self.successors(&s).map_err(|v| fail(v + " out of range"))?;
-            if next.is_empty() && !self.is_final(&s) {
-                return Err(fail("stuck: nothing can move".to_string()));
-            }
-            for (what, n) in next {
-                if !seen.contains_key(&n) {
-                    seen.insert(n.clone(), states.len());
-                    states.push(n);
-                    parent.push(Some((i, what)));
-                    queue.push_back(states.len() - 1);
-                }
-            }
-        }
-        Ok(states.len())
+        explore(
+            self.initial(),
+            |s| self.successors(s).map_err(|v| v + " out of range"),
+            |s| self.violation(s),
+            |s| self.is_final(s),
+        )
     }
 }
 

@@ -50,7 +50,9 @@
 //! without it. The first is a variant of the proposal as first written, which kept the stop in
 //! `cur` itself: a section that writes `cur` (away, pick) can then undo the stop.
 
-use std::collections::{HashMap, VecDeque};
+mod model_check;
+
+use model_check::{explore, Counterexample};
 
 /// Object ids are 1..=OBJECTS; 0 ends a list.
 const OBJECTS: usize = 5;
@@ -307,12 +309,6 @@ struct State {
     held: [u8; OBJECTS + 1],
     central: [u8; OBJECTS + 1],
     bitmap: [u8; OBJECTS + 1],
-}
-
-#[derive(Debug)]
-struct Counterexample {
-    violation: String,
-    trace: Vec<String>,
 }
 
 struct Model<'a> {
@@ -719,46 +715,15 @@ impl Model<'_> {
         None
     }
 
-    /// Breadth-first over every reachable state; the number of states, or the shortest run to
-    /// the first violation.
+    /// Breadth-first over every reachable state ([`explore`]); the number of states, or the
+    /// shortest run to the first violation found.
     fn check(&self) -> Result<usize, Counterexample> {
-        let start = self.initial();
-        let mut states = vec![start.clone()];
-        let mut parent: Vec<Option<(usize, String)>> = vec![None];
-        let mut seen = HashMap::from([(start, 0usize)]);
-        let mut queue = VecDeque::from([0usize]);
-        let trace = |mut i: usize, parent: &[Option<(usize, String)>]| {
-            let mut steps = Vec::new();
-            while let Some((p, what)) = &parent[i] {
-                steps.push(what.clone());
-                i = *p;
-            }
-            steps.reverse();
-            steps
-        };
-        while let Some(i) = queue.pop_front() {
-            let s = states[i].clone();
-            let fail = |violation: String| Counterexample {
-                violation,
-                trace: trace(i, &parent),
-            };
-            if let Some(v) = self.violation(&s) {
-                return Err(fail(v));
-            }
-            let next = self.successors(&s).map_err(fail)?;
-            if next.is_empty() && !self.is_final(&s) {
-                return Err(fail("stuck: nothing can move".to_string()));
-            }
-            for (what, n) in next {
-                if !seen.contains_key(&n) {
-                    seen.insert(n.clone(), states.len());
-                    states.push(n);
-                    parent.push(Some((i, what)));
-                    queue.push_back(states.len() - 1);
-                }
-            }
-        }
-        Ok(states.len())
+        explore(
+            self.initial(),
+            |s| self.successors(s),
+            |s| self.violation(s),
+            |s| self.is_final(s),
+        )
     }
 }
 
