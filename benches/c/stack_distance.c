@@ -99,12 +99,17 @@ static void *zalloc(size_t n, size_t size) {
     return p;
 }
 
-static void init(Distances *d, uint64_t accesses, const uint64_t limit[LEVELS]) {
+/* An empty map of `MAX_ITEMS` keys (twice as many cells). */
+static void map_init(Map *m) {
     uint64_t cells = 2 * (uint64_t)MAX_ITEMS;
-    d->last.key = zalloc(cells, 8);
-    d->last.time = zalloc(cells, 8);
-    d->last.mask = cells - 1;
-    d->last.used = 0;
+    m->key = zalloc(cells, 8);
+    m->time = zalloc(cells, 8);
+    m->mask = cells - 1;
+    m->used = 0;
+}
+
+static void init(Distances *d, uint64_t accesses, const uint64_t limit[LEVELS]) {
+    map_init(&d->last);
     d->len = accesses + 2;
     d->tree = zalloc(d->len + 1, 8);
     d->now = d->warm = 0;
@@ -201,14 +206,8 @@ typedef struct {
 } Split;
 
 static void split_init(Split *sp) {
-    uint64_t cells = 2 * (uint64_t)MAX_ITEMS;
-    Map *maps[2] = {&sp->last_size, &sp->round_size};
-    for (int m = 0; m < 2; m++) {
-        maps[m]->key = zalloc(cells, 8);
-        maps[m]->time = zalloc(cells, 8);
-        maps[m]->mask = cells - 1;
-        maps[m]->used = 0;
-    }
+    map_init(&sp->last_size);
+    map_init(&sp->round_size);
     memset(sp->by_kind, 0, sizeof sp->by_kind);
     memset(sp->far_by_kind, 0, sizeof sp->far_by_kind);
     memset(sp->by_rank, 0, sizeof sp->by_rank);
