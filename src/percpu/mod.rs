@@ -386,6 +386,46 @@ fn give_back_cached(c: usize, id: usize) {
     }
 }
 
+/// Set in the child a test runs itself again in, in own mode ([`pinned_in_both_rseq_modes`]).
+#[cfg(all(test, target_arch = "x86_64"))]
+const OWN_CHILD: &str = "RSEQMALLOC_TEST_OWN_CHILD";
+
+/// Tests on x86_64 that must hold in both rseq modes: unless this process is already the
+/// child, runs the unit test `test` (its full path) again in a child process whose glibc does
+/// not register rseq (`GLIBC_TUNABLES=glibc.pthread.rseq=0`: own mode), with no options from
+/// the environment, and asserts it passed there; then sets the thread up here as
+/// [`rseq_thread_pinned`] does (`size`: the set-up allocation's) and, in the child, asserts
+/// it runs in own mode. Returns the guard and the affinity to restore.
+#[cfg(all(test, target_arch = "x86_64"))]
+fn pinned_in_both_rseq_modes(
+    test: &str,
+    size: usize,
+) -> (std::sync::MutexGuard<'static, ()>, crate::os::CpuSet) {
+    if std::env::var_os(OWN_CHILD).is_some() {
+        let pinned = rseq_thread_pinned(size);
+        assert_eq!(
+            state::mode(),
+            state::RseqMode::Own,
+            "the child runs in own mode"
+        );
+        return pinned;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture"])
+        .env_remove("RSEQMALLOC_OPTIONS")
+        .env(OWN_CHILD, "1")
+        .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+        .output()
+        .unwrap();
+    let stdout = std::string::String::from_utf8_lossy(&out.stdout);
+    let stderr = std::string::String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} in own mode: {stdout}\n{stderr}"
+    );
+    rseq_thread_pinned(size)
+}
+
 /// The owned-span sections (stage 1 of the build docs/design.md proposes, "The next build,
 /// proposed in session 44"), on a span the test builds by hand: 32-byte objects in a buffer,
 /// linked and tagged as `arch::OwnedWords` requires. Nothing in the allocator owns spans yet,
@@ -501,7 +541,10 @@ mod owned_tests {
 
     #[test]
     fn owned_pop_and_push_keep_the_list_and_its_count() {
-        let (_serial, saved) = rseq_thread_pinned(64);
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned_tests::owned_pop_and_push_keep_the_list_and_its_count",
+            64,
+        );
         let f = Fake::new(4);
         set_cur(&*f.words);
         let _cleanup = Cleanup;
@@ -530,7 +573,10 @@ mod owned_tests {
 
     #[test]
     fn owned_sections_fail_when_stopped_and_pushes_when_not_the_owner() {
-        let (_serial, saved) = rseq_thread_pinned(64);
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned_tests::owned_sections_fail_when_stopped_and_pushes_when_not_the_owner",
+            64,
+        );
         let f = Fake::new(2);
         set_cur(&*f.words);
         let _cleanup = Cleanup;
@@ -576,7 +622,10 @@ mod owned_tests {
     /// covered here (docs/design.md, the proposal's status: an every-instruction harness).
     #[test]
     fn owned_sections_aborted_at_their_start_restart_and_commit_once() {
-        let (_serial, saved) = rseq_thread_pinned(64);
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned_tests::owned_sections_aborted_at_their_start_restart_and_commit_once",
+            64,
+        );
         let f = Fake::new(3);
         set_cur(&*f.words);
         let _cleanup = Cleanup;
@@ -612,7 +661,10 @@ mod owned_tests {
 
     #[test]
     fn owned_pop_reports_a_bent_link_or_a_missing_tag() {
-        let (_serial, saved) = rseq_thread_pinned(64);
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned_tests::owned_pop_reports_a_bent_link_or_a_missing_tag",
+            64,
+        );
         let f = Fake::new(3);
         set_cur(&*f.words);
         let _cleanup = Cleanup;
@@ -785,7 +837,7 @@ mod owned_every_point_tests {
 
     #[test]
     fn owned_pop_aborted_after_each_instruction_pops_once_or_fails_cleanly() {
-        let (_serial, saved) = rseq_thread_pinned(64);
+        let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_pop_aborted_after_each_instruction_pops_once_or_fails_cleanly", 64);
         let f = Fake::new(3);
         set_cur(&*f.words);
         let _cleanup = Cleanup;
@@ -823,7 +875,7 @@ mod owned_every_point_tests {
 
     #[test]
     fn owned_push_aborted_after_each_instruction_pushes_once() {
-        let (_serial, saved) = rseq_thread_pinned(64);
+        let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_push_aborted_after_each_instruction_pushes_once", 64);
         let setup = || {
             let f = Fake::new(3);
             set_cur(&*f.words);
@@ -1358,43 +1410,22 @@ mod inbox_filter_tests {
         proved
     }
 
-    /// Set in the child that runs the test in own mode.
-    const OWN_CHILD: &str = "RSEQMALLOC_INBOX_FILTER_OWN";
-
     /// In both rseq modes: here (glibc's area) and in a child whose glibc does not register
     /// rseq (own mode). Fallback mode has no owner return (a refill there gives its spans no
     /// home), so no inbox to filter.
     #[test]
     fn an_allocation_leaves_a_class_it_does_not_want_in_the_inbox() {
-        if std::env::var_os(OWN_CHILD).is_none() {
-            let test = "percpu::inbox_filter_tests::\
-                        an_allocation_leaves_a_class_it_does_not_want_in_the_inbox";
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", test, "--nocapture"])
-                .env_remove("RSEQMALLOC_OPTIONS")
-                .env(OWN_CHILD, "1")
-                .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
-                .output()
-                .unwrap();
-            let stdout = std::string::String::from_utf8_lossy(&out.stdout);
-            let stderr = std::string::String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && stdout.contains("1 passed"),
-                "own mode: {stdout}\n{stderr}"
-            );
-        }
-        let (_serial, saved) = rseq_thread_pinned(3328);
         // Here, either rseq mode (glibc's registration may be refused by the environment);
-        // the child must be in own mode.
-        let mode = state::mode();
-        if std::env::var_os(OWN_CHILD).is_some() {
-            assert_eq!(mode, state::RseqMode::Own);
-        } else {
-            assert!(matches!(
-                mode,
-                state::RseqMode::Glibc | state::RseqMode::Own
-            ));
-        }
+        // the child in own mode (checked by `pinned_in_both_rseq_modes`).
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::inbox_filter_tests::\
+             an_allocation_leaves_a_class_it_does_not_want_in_the_inbox",
+            3328,
+        );
+        assert!(matches!(
+            state::mode(),
+            state::RseqMode::Glibc | state::RseqMode::Own
+        ));
         assert!(
             remote::is_on(),
             "owner return is off (RSEQMALLOC_OPTIONS in the environment?): no inbox to test"
