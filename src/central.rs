@@ -11,7 +11,8 @@
 //! maintenance tick ([`CHURN_SPANS`]) and take long spans while they churn.
 //!
 //! Invariants (under the span lock): a span is in `spans` iff it has a free object or an
-//! uncarved one (`Span::listed` mirrors membership); `in_use` counts the span's objects that are
+//! uncarved one and no per-CPU slab owns it (`Span::listed` mirrors membership, `Span::in_slab`
+//! marks an owned span, which [`take_span_to_own`], [`take_from_owned`] and [`disown`] manage); `in_use` counts the span's objects that are
 //! outside the span (with users, in caches or in this transfer stack). Lock order: transfer
 //! stack, spans, page heap.
 //!
@@ -410,68 +411,21 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32) -> usize {
     while got < want {
         let mut s = inner.list.first();
         if s.is_null() {
-            // Small spans while the heap is small (a program touching many classes pays about
-            // a page for each), 64 KiB ones once it is large (bounded metadata per byte), or
-            // once the class has `LONG_SPANS_FROM` out or churns short spans (fewer page-heap
-            // operations a burst).
-            let busy = central.out_of_spans.load(Ordering::Relaxed) * size >= LONG_SPANS_FROM
-                || inner.churning();
-            let mut heap = HEAP.lock();
-            let small_heap = heap.stats().mapped <= SMALL_HEAP_BYTES;
-            let pages = if small_heap && !busy {
-                CLASS_PAGES_SMALL_HEAP[c]
-            } else {
-                CLASS_PAGES[c]
-            };
-            // The pages of a span the class gave back first, where they are still free.
-            for _ in 0..HINT_TRIES {
-                let Some((at, length, epoch)) = inner.take_hint() else {
-                    break;
-                };
-                s = heap.alloc_span_at(at, length, c, epoch);
-                if !s.is_null() {
-                    break;
-                }
-            }
-            if s.is_null() {
-                s = heap.alloc_span(pages as usize, PAGE, c, SpanState::Small);
-            }
-            if s.is_null() && pages > CLASS_PAGES_SMALL_HEAP[c] {
-                // No run that long (an address-space limit, the heap full): the class's
-                // shortest span may still fit where only short runs are free.
-                s = heap.alloc_span(
-                    CLASS_PAGES_SMALL_HEAP[c] as usize,
-                    PAGE,
-                    c,
-                    SpanState::Small,
-                );
-            }
+            s = new_span(inner, c, home, false);
             if s.is_null() {
                 break;
             }
-            // SAFETY: a fresh span of class `c`, owned by this class from now on; its bitmap
-            // comes from the heap under the same hold of its lock.
+            // SAFETY: a fresh span of class `c`, unlisted, under the class lock.
             unsafe {
-                let capacity = (*s).bytes() / size;
-                let bits = heap.take_bitmap(bitmap_words(capacity));
-                if bits.is_null() {
-                    heap.free_span(s);
-                    break;
-                }
-                (*s).bits = bits;
-                (*s).capacity = capacity as u32;
-                (*s).populate_ahead = !small_heap && (*s).zeroed && size <= 1 << HALF_SHIFT;
-                (*s).home = home;
                 (*s).listed = true;
                 inner.list.push(s);
             }
-            drop(heap);
         }
         // SAFETY: `s` is a listed span of this class; we hold the class lock that guards its
         // bitmap and counters.
         unsafe {
             got += take_from_span(s, c, size, &mut out[got..]);
-            if (*s).in_use == (*s).capacity {
+            if (*s).in_use() == (*s).capacity {
                 inner.list.remove(s);
                 (*s).listed = false;
             }
@@ -487,6 +441,188 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32) -> usize {
         got = take_from_stack(c, out);
     }
     got
+}
+
+/// A fresh span of class `c` from the page heap, with its bitmap, home `home`, unlisted; null
+/// when the page heap found no memory. Small spans while the heap is small (a program touching
+/// many classes pays about a page for each), 64 KiB ones once it is large (bounded metadata per
+/// byte), or once the class has `LONG_SPANS_FROM` out or churns short spans (fewer page-heap
+/// operations a burst).
+fn new_span(inner: &mut Spans, c: usize, home: u32, long: bool) -> *mut Span {
+    let central = &CENTRAL[c];
+    let size = size_of(c);
+    let busy = long
+        || central.out_of_spans.load(Ordering::Relaxed) * size >= LONG_SPANS_FROM
+        || inner.churning();
+    let mut heap = HEAP.lock();
+    let small_heap = heap.stats().mapped <= SMALL_HEAP_BYTES;
+    let pages = if small_heap && !busy {
+        CLASS_PAGES_SMALL_HEAP[c]
+    } else {
+        CLASS_PAGES[c]
+    };
+    let mut s = null_mut();
+    // The pages of a span the class gave back first, where they are still free.
+    for _ in 0..HINT_TRIES {
+        let Some((at, length, epoch)) = inner.take_hint() else {
+            break;
+        };
+        s = heap.alloc_span_at(at, length, c, epoch);
+        if !s.is_null() {
+            break;
+        }
+    }
+    if s.is_null() {
+        s = heap.alloc_span(pages as usize, PAGE, c, SpanState::Small);
+    }
+    if s.is_null() && pages > CLASS_PAGES_SMALL_HEAP[c] {
+        // No run that long (an address-space limit, the heap full): the class's shortest span
+        // may still fit where only short runs are free.
+        s = heap.alloc_span(
+            CLASS_PAGES_SMALL_HEAP[c] as usize,
+            PAGE,
+            c,
+            SpanState::Small,
+        );
+    }
+    if s.is_null() {
+        return s;
+    }
+    // SAFETY: a fresh span of class `c`, owned by this class from now on; its bitmap comes
+    // from the heap under the same hold of its lock.
+    unsafe {
+        let capacity = (*s).bytes() / size;
+        let bits = heap.take_bitmap(bitmap_words(capacity));
+        if bits.is_null() {
+            heap.free_span(s);
+            return null_mut();
+        }
+        (*s).bits = bits;
+        (*s).capacity = capacity as u32;
+        (*s).populate_ahead = !small_heap && (*s).zeroed && size <= 1 << HALF_SHIFT;
+        (*s).home = home;
+    }
+    s
+}
+
+/// Takes a span of class `c` for slab `home` to own (`percpu::owned`; docs/design.md, "Owned
+/// spans"): the class's first listed span, else a fresh one (whose home is `home`); unlisted
+/// and marked [`Span::in_slab`], so this list neither lists it nor returns it to the page heap
+/// until [`disown`]. Its owned words are left as they were (no owner): the caller publishes
+/// it. Null when the page heap found no memory.
+pub fn take_span_to_own(c: usize, home: u32) -> *mut Span {
+    let mut g = CENTRAL[c].spans.lock();
+    let inner = &mut *g;
+    let mut s = inner.list.first();
+    // SAFETY: a listed span of the class, or a fresh one; both under the class lock.
+    unsafe {
+        if s.is_null() {
+            s = new_span(inner, c, home, true);
+            if s.is_null() {
+                return s;
+            }
+        } else {
+            inner.list.remove(s);
+            (*s).listed = false;
+        }
+        debug_assert!(!(*s).in_slab);
+        (*s).in_slab = true;
+    }
+    s
+}
+
+/// Takes up to `out.len()` objects from span `s`, which a slab owns ([`take_span_to_own`]),
+/// into `out`, carving as needed; returns how many (0 when every object of the span is out).
+///
+/// # Safety
+/// `s` is a small span of class `c` marked `in_slab`, whose owning slab's capacity lock the
+/// caller holds.
+pub unsafe fn take_from_owned(s: *mut Span, c: usize, out: &mut [*mut u8]) -> usize {
+    let central = &CENTRAL[c];
+    let _g = central.spans.lock();
+    // SAFETY: the caller's contract; the class lock is held.
+    let got = unsafe {
+        debug_assert!((*s).in_slab && (*s).class as usize == c);
+        take_from_span(s, c, size_of(c), out)
+    };
+    central.out_of_spans.fetch_add(got, Ordering::Relaxed);
+    got
+}
+
+/// Whether span `s` (class `c`), which a slab owns, has objects in its bitmap or not carved
+/// yet: what [`take_from_owned`] would find.
+///
+/// # Safety
+/// `s` is a small span of class `c` marked `in_slab`.
+pub unsafe fn owned_has_objects(s: *mut Span, c: usize) -> bool {
+    let _g = CENTRAL[c].spans.lock();
+    // SAFETY: the caller's contract; the class lock guards the counts.
+    unsafe { (*s).in_use() < (*s).capacity }
+}
+
+/// Ends a slab's ownership of span `s` (class `c`) when every object out of it is on its owned
+/// list, which holds `listed` objects: every carved object goes back to its bitmap at once,
+/// without reading the list, and the span to the page heap. False (nothing done) when some
+/// object is out elsewhere; the caller then gives the list back object by object ([`disown`]).
+///
+/// # Safety
+/// As [`disown`], with `listed` the count of the span's list.
+pub unsafe fn disown_whole(s: *mut Span, c: usize, listed: usize) -> bool {
+    let central = &CENTRAL[c];
+    let mut g = central.spans.lock();
+    // SAFETY: the caller's contract; the class lock is held. Every carved object not in the
+    // bitmap is on the list (`in_use == listed`), and each carries its free tag (a C free, a
+    // carve or a return to the span tagged it), so the bitmap may take them all.
+    unsafe {
+        if (*s).in_use() as usize != listed {
+            return false;
+        }
+        set_bits((*s).bits, 0, (*s).carved as usize);
+        (*s).scan = 0;
+        (*s).set_in_use(0);
+        (*s).in_slab = false;
+        debug_assert!(!(*s).listed);
+        release_spans(&mut g, c, &[s]);
+    }
+    central.out_of_spans.fetch_sub(listed, Ordering::Relaxed);
+    drop(g);
+    flush_if_pending();
+    true
+}
+
+/// Ends a slab's ownership of span `s` (class `c`): gives `objs` (the free objects its owned
+/// list held, each tagged free) back to its bitmap and clears [`Span::in_slab`]; then the span
+/// returns to the page heap if all its objects are back, or is listed if it has any to give.
+///
+/// # Safety
+/// `s` is a small span of class `c` marked `in_slab` whose owned list no section can reach any
+/// more (retired, or drained after the fence), and `objs` are that list's objects.
+pub unsafe fn disown(s: *mut Span, c: usize, objs: &[*mut u8]) {
+    let central = &CENTRAL[c];
+    let mut g = central.spans.lock();
+    let inner = &mut *g;
+    // SAFETY: the caller's contract; the class lock is held. While `in_slab` is set,
+    // `give_back_all` neither lists nor releases the span, so it is still live below.
+    unsafe {
+        give_back_all(inner, c, objs);
+        (*s).in_slab = false;
+        if (*s).in_use() == 0 {
+            release_spans(inner, c, &[s]);
+        } else if (*s).in_use() < (*s).capacity && !(*s).listed {
+            (*s).listed = true;
+            inner.list.push(s);
+        }
+    }
+    central
+        .out_of_spans
+        .fetch_sub(objs.len(), Ordering::Relaxed);
+    drop(g);
+    flush_if_pending();
+}
+
+/// Whether class `c`'s transfer stack looked non-empty (a racy hint, no lock).
+pub fn has_transfer(c: usize) -> bool {
+    CENTRAL[c].cached.load(Ordering::Relaxed) != 0
 }
 
 /// Moves up to `out.len()` objects of class `c` from its transfer stack into `out`, under
@@ -526,7 +662,7 @@ unsafe fn take_from_span(s: *mut Span, c: usize, size: usize, out: &mut [*mut u8
         let mut got = 0;
         let mut i = (*s).scan as usize;
         while got < out.len() {
-            if ((*s).carved - (*s).in_use) as usize == got {
+            if ((*s).carved - (*s).in_use()) as usize == got {
                 (*s).scan = i as u32;
                 if !carve_page(s, c, size) {
                     break;
@@ -550,7 +686,7 @@ unsafe fn take_from_span(s: *mut Span, c: usize, size: usize, out: &mut [*mut u8
             *bits.add(i) = w;
         }
         (*s).scan = i as u32;
-        (*s).in_use += got as u32;
+        (*s).set_in_use((*s).in_use() + got as u32);
         got
     }
 }
@@ -723,8 +859,8 @@ unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
                 free_tag::set(obj);
             }
             (*s).scan = scan as u32;
-            debug_assert!((*s).in_use as usize >= run);
-            (*s).in_use -= run as u32;
+            debug_assert!((*s).in_use() as usize >= run);
+            (*s).set_in_use((*s).in_use() - run as u32);
             if span_updated(inner, s) {
                 if n_empty == empty.len() {
                     // SAFETY: as at the end below.
@@ -802,7 +938,11 @@ unsafe fn release_spans(inner: &mut Spans, c: usize, spans: &[*mut Span]) {
 unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
     // SAFETY: the caller's contract; the class lock guards the span's list fields.
     unsafe {
-        if (*s).in_use == 0 {
+        if (*s).in_slab {
+            // A slab owns it: it collects these objects itself, and `disown` decides.
+            return false;
+        }
+        if (*s).in_use() == 0 {
             if (*s).listed {
                 inner.list.remove(s);
                 (*s).listed = false;
@@ -1446,7 +1586,8 @@ pub mod check {
         ///   start's word, none in the transfer stack, each tagged free, and `in_use` plus the
         ///   bits set is `carved`;
         /// - the span of every stacked object is marked `listed` exactly when it has a free or
-        ///   an uncarved object.
+        ///   an uncarved object and no slab owns it (`in_slab`);
+        /// - no listed span is owned by a slab.
         pub fn check_invariants(&self, c: usize) -> Result<(), Broken> {
             let g = self.lock_both();
             check_inner(&g, c, self.cached.load(Ordering::Relaxed))
@@ -1509,7 +1650,7 @@ pub mod check {
     /// `s` is a small span record whose class lock the caller holds.
     unsafe fn has_objects(s: *mut Span) -> bool {
         // SAFETY: the caller's contract.
-        unsafe { (*s).in_use < (*s).capacity }
+        unsafe { (*s).in_use() < (*s).capacity }
     }
 
     pub(super) fn check_inner(inner: &Both<'_>, c: usize, cached: usize) -> Result<(), Broken> {
@@ -1532,12 +1673,12 @@ pub mod check {
             // SAFETY: a small span of class `c` (just checked), under the class lock.
             unsafe {
                 ensure(
-                    (*s).in_use > 0,
+                    (*s).in_use() > 0,
                     "a stacked object's span counts none out",
                     s as usize,
                 )?;
                 ensure(
-                    (*s).listed == has_objects(s),
+                    (*s).listed == (has_objects(s) && !(*s).in_slab),
                     "a span is listed without objects to give, or unlisted with some",
                     s as usize,
                 )?;
@@ -1563,13 +1704,16 @@ pub mod check {
             unsafe {
                 ensure((*s).prev == prev, "span list links disagree", at)?;
                 ensure(
-                    (*s).state == SpanState::Small && (*s).class as usize == c && (*s).listed,
-                    "a listed span is not a small span of its class marked listed",
+                    (*s).state == SpanState::Small
+                        && (*s).class as usize == c
+                        && (*s).listed
+                        && !(*s).in_slab,
+                    "a listed span is not a small span of its class marked listed, or a slab owns it",
                     at,
                 )?;
                 ensure(
                     (*s).capacity as usize == (*s).bytes() / size
-                        && (*s).in_use <= (*s).carved
+                        && (*s).in_use() <= (*s).carved
                         && (*s).carved <= (*s).capacity,
                     "a span's counts disagree (in_use <= carved <= capacity)",
                     at,
@@ -1608,7 +1752,7 @@ pub mod check {
                     }
                 }
                 ensure(
-                    free + (*s).in_use == (*s).carved,
+                    free + (*s).in_use() == (*s).carved,
                     "in_use plus the span's free objects differ from the carved ones",
                     at,
                 )?;
@@ -1692,7 +1836,7 @@ mod check_tests {
         }
         for (&s, &n) in &per_span {
             // SAFETY: a small span of class `c` (checked above), under its class lock.
-            assert_eq!(unsafe { (*(s as *mut Span)).in_use }, n, "span {s:#x}");
+            assert_eq!(unsafe { (*(s as *mut Span)).in_use() }, n, "span {s:#x}");
         }
     }
 
@@ -1806,13 +1950,13 @@ mod check_tests {
         g.t.stack()[0] = g.t.stack()[0].wrapping_sub(8);
         // A span count off by one.
         // SAFETY: as above; undone before the lock is released.
-        unsafe { (*span).in_use -= 1 };
+        unsafe { (*span).set_in_use((*span).in_use() - 1) };
         assert_eq!(
             broken(&g, n),
             Some("in_use plus the span's free objects differ from the carved ones")
         );
         // SAFETY: as above.
-        unsafe { (*span).in_use += 1 };
+        unsafe { (*span).set_in_use((*span).in_use() + 1) };
         assert_eq!(check_inner(&g, c, n), Ok(()));
         // A scan start past a word with a bit set (a refill would skip those objects).
         // SAFETY: as above.

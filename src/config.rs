@@ -95,6 +95,11 @@ pub struct Options {
     /// Owner return (`owner_return=on|off`): a C `free` of an object another CPU's cache
     /// carved sends it back there (rseq modes; docs/design.md, "Owner return").
     pub owner_return: bool,
+    /// Owned spans (`owned_spans=on|off`, off by default, an experiment): C allocations and
+    /// frees of small objects use spans each CPU's slab owns, one critical section per
+    /// `malloc` and per `free` on the owner's CPU (x86_64 rseq modes with the membarrier only;
+    /// docs/design.md, "Owned spans").
+    pub owned_spans: bool,
 }
 
 /// The defaults, also what a malformed value leaves in place.
@@ -112,6 +117,7 @@ pub const DEFAULTS: Options = Options {
     membarrier: true,
     strip_deepbind: true,
     owner_return: true,
+    owned_spans: false,
 };
 
 /// One option key, as `help` and the warnings describe it.
@@ -129,7 +135,7 @@ pub struct Key {
 }
 
 /// Every key, in the order `help` lists them.
-pub const KEYS: [Key; 13] = [
+pub const KEYS: [Key; 14] = [
     Key {
         name: "rseq",
         accepts: "on|off",
@@ -223,6 +229,14 @@ pub const KEYS: [Key; 13] = [
                   (off: it stays in the freeing CPU's cache)",
         runtime: false,
     },
+    Key {
+        name: "owned_spans",
+        accepts: "on|off",
+        default: "off",
+        meaning: "experimental: C allocations and frees use spans each CPU's cache owns \
+                  (x86_64 rseq modes with the membarrier; ignored elsewhere)",
+        runtime: false,
+    },
 ];
 
 static LOADED: AtomicU8 = AtomicU8::new(0);
@@ -239,6 +253,7 @@ static VERBOSE: AtomicBool = AtomicBool::new(DEFAULTS.verbose);
 static BACKGROUND: AtomicBool = AtomicBool::new(DEFAULTS.background_thread);
 static MEMBARRIER: AtomicBool = AtomicBool::new(DEFAULTS.membarrier);
 static OWNER_RETURN: AtomicBool = AtomicBool::new(DEFAULTS.owner_return);
+static OWNED_SPANS: AtomicBool = AtomicBool::new(DEFAULTS.owned_spans);
 static STRIP_DEEPBIND: AtomicBool = AtomicBool::new(DEFAULTS.strip_deepbind);
 #[cfg(test)]
 static WARNINGS: crate::sync::AtomicU32 = crate::sync::AtomicU32::new(0);
@@ -358,6 +373,7 @@ fn parse_value(k: &[u8], v: &[u8], opts: &mut Options) -> Option<bool> {
         b"background_thread" => parse_bool(v).map(|b| opts.background_thread = b).is_some(),
         b"membarrier" => parse_bool(v).map(|b| opts.membarrier = b).is_some(),
         b"owner_return" => parse_bool(v).map(|b| opts.owner_return = b).is_some(),
+        b"owned_spans" => parse_bool(v).map(|b| opts.owned_spans = b).is_some(),
         b"verbose" => parse_bool(v).map(|b| opts.verbose = b).is_some(),
         b"stats_classes" => parse_bool(v).map(|b| opts.stats_classes = b).is_some(),
         b"deepbind" => match v {
@@ -511,6 +527,7 @@ pub fn write_value<const N: usize>(m: &mut Msg<N>, k: &[u8], o: &Options) -> boo
         b"background_thread" => m.str(on_off(o.background_thread)),
         b"membarrier" => m.str(on_off(o.membarrier)),
         b"owner_return" => m.str(on_off(o.owner_return)),
+        b"owned_spans" => m.str(on_off(o.owned_spans)),
         b"deepbind" => m.str(if o.strip_deepbind { "strip" } else { "keep" }),
         _ => return false,
     };
@@ -683,6 +700,7 @@ pub fn load() {
     BACKGROUND.store(o.background_thread, Ordering::Relaxed);
     MEMBARRIER.store(o.membarrier, Ordering::Relaxed);
     OWNER_RETURN.store(o.owner_return, Ordering::Relaxed);
+    OWNED_SPANS.store(o.owned_spans, Ordering::Relaxed);
     STRIP_DEEPBIND.store(o.strip_deepbind, Ordering::Relaxed);
     LOADED.store(2, Ordering::Release);
 }
@@ -732,6 +750,7 @@ pub fn get() -> Options {
         background_thread: BACKGROUND.load(Ordering::Relaxed),
         membarrier: MEMBARRIER.load(Ordering::Relaxed),
         owner_return: OWNER_RETURN.load(Ordering::Relaxed),
+        owned_spans: OWNED_SPANS.load(Ordering::Relaxed),
         strip_deepbind: STRIP_DEEPBIND.load(Ordering::Relaxed),
     }
 }
@@ -813,7 +832,7 @@ mod tests {
         let help = parse_into(
             b"rseq=off,decay_ms=0,cpu_cache_bytes=1m,dirty_max=2m,huge_pages=never,stats=json,\
               stats_classes=on,verbose=on,background_thread=on,membarrier=off,deepbind=keep,\
-              owner_return=off",
+              owner_return=off,owned_spans=on",
             "test",
             &mut o,
         );
@@ -834,6 +853,7 @@ mod tests {
                 membarrier: false,
                 strip_deepbind: false,
                 owner_return: false,
+                owned_spans: true,
             }
         );
     }

@@ -53,6 +53,15 @@ pub fn key() -> usize {
     k
 }
 
+/// The process's key, or 0 before the first carve ([`init`]): for a caller that uses it only on
+/// objects that exist (every one was carved after the key was set), without [`key`]'s debug
+/// check, which would fire on the first allocation of a process that has carved nothing yet
+/// (owned spans' pop, which runs before any carve).
+#[inline(always)]
+pub fn key_raw() -> usize {
+    KEY.load(Ordering::Relaxed)
+}
+
 #[cold]
 #[inline(never)]
 fn init_key() {

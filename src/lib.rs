@@ -205,6 +205,13 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
+        if TAG && percpu::owned_enabled() {
+            let p = percpu::owned_pop(c);
+            if !p.is_null() {
+                arch::note_alloc(p, c);
+                return clear_tag::<TAG>(p);
+            }
+        }
         let p = percpu::pop(c);
         if !p.is_null() {
             if TAG {
@@ -238,7 +245,7 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     }
     let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
     if p.is_null() {
-        p = percpu::alloc_slow(c);
+        p = percpu::alloc_slow(c, TAG && percpu::owned_enabled());
         if p.is_null() {
             return oom();
         }
@@ -398,9 +405,10 @@ fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
 }
 
 /// Frees a small object of class `c` (checking and setting the double-free tag if `TAG`).
-/// `e` is its page-map entry, or 0 where the caller read none: for a C free (`TAG`) its home
-/// bits send an object of another slab's span home (owner return, [`free_foreign`]), tested
-/// inside the push (`percpu::push_homed`).
+/// `e` is its page-map entry, or 0 where the caller read none: for a C free (`TAG`) it names
+/// the span whose owned list takes the object when owned spans are on and this CPU's slab owns
+/// the span (`percpu::owned_push`), and its home bits send an object of another slab's span
+/// home (owner return, [`free_foreign`]), tested inside the push (`percpu::push_homed`).
 ///
 /// # Safety
 /// `ptr` is a live object of class `c`; a non-zero `e` is the entry `checked_class` read for
@@ -413,6 +421,14 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
     }
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
+    // Owned spans (`owned_spans=on`): onto its span's list when this CPU's slab owns the span.
+    // SAFETY: a free object, tagged free; `e` names its span.
+    if e != 0
+        && percpu::owned_enabled()
+        && unsafe { percpu::owned_push(ptr, pagemap::span_of(e) as *mut Span) }
+    {
+        return;
+    }
     match percpu::push_homed(c, ptr, pagemap::home_bits_unmasked(e)) {
         arch::Push::Done => {}
         // SAFETY: forwarded contract.
@@ -594,7 +610,7 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     // (like every pointer that is not a small object) takes `free_not_small`.
     let (c, e) = checked_class(ptr, who);
     if c != 0 {
-        if TAG && arch::noted_ptr() == ptr as usize {
+        if TAG && arch::noted_ptr() == ptr as usize && !percpu::owned_enabled() {
             // Freeing what this thread allocated last (a temporary buffer): its class, noted
             // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
             // and chosen in one block of assembly) the push need not wait for the page-map

@@ -688,7 +688,7 @@ impl PageHeap {
             (*s).zeroed = (*s).dirty() == 0;
             (*s).class = class as u8;
             (*s).clear_dirty();
-            (*s).in_use = 0;
+            (*s).set_in_use(0);
             (*s).carved = 0;
             (*s).scan = 0;
             (*s).bits = null_mut();

@@ -156,6 +156,8 @@ fn print_text(s: &Stats, to: Sink, classes: bool) {
         .dec(s.evicted as u64)
         .str(", burst growths ")
         .dec(s.burst_growths as u64)
+        .str(", owned spans taken ")
+        .dec(s.owned_spans_taken as u64)
         .str(", maintenance ticks ")
         .dec(s.maintenance_ticks)
         .str(" (background thread ")
@@ -215,6 +217,7 @@ fn print_json(s: &Stats, to: Sink) {
         ("sent_home_no_outbox", s.sent_home_no_outbox as u64),
         ("evicted", s.evicted as u64),
         ("burst_growths", s.burst_growths as u64),
+        ("owned_spans_taken", s.owned_spans_taken as u64),
         ("maintenance_ticks", s.maintenance_ticks),
         ("background_ticks", s.background_ticks),
         ("slabs", s.slabs as u64),

@@ -7,8 +7,11 @@
 //!
 //! May call: `os`, `size_class`.
 
+use crate::arch::OwnedWords;
 use crate::os;
 use crate::size_class::{PAGE, PAGE_SHIFT};
+use crate::sync::{AtomicU32, Ordering};
+use core::mem::size_of;
 use core::ptr::null_mut;
 
 /// What a span is currently used for.
@@ -30,7 +33,8 @@ pub enum SpanState {
 /// Metadata of one run of pages.
 ///
 /// Aligned to 128 bytes so that a page-map entry can carry a size class (< 128) in the low bits
-/// of the span's address.
+/// of the span's address. What a per-CPU slab that owns the span needs lives beside the
+/// record, in its [`SpanExt`] ([`Span::ext`]).
 #[repr(C, align(128))]
 pub struct Span {
     /// First byte of the run (page-aligned).
@@ -57,8 +61,6 @@ pub struct Span {
     pub dirty_lo: usize,
     /// See `dirty_lo`.
     pub dirty_hi: usize,
-    /// `Small`: objects taken out of the span (with a user or in a cache).
-    pub in_use: u32,
     /// `Small`: objects `[0, carved)` — every object starting in the pages carved so far — have
     /// been in the span's free bitmap at least once; the page-map entries of the other pages do
     /// not name the class yet (see `central::carve_page`).
@@ -92,12 +94,68 @@ pub struct Span {
     /// `Small`: the per-CPU slab whose refill took the span from the page heap (its home), or
     /// [`NO_HOME`]. A C `free` on another slab sends the object home (`percpu::remote`).
     pub home: u32,
+    /// `Small`: objects taken out of the span (with a user, in a cache, or on its owned list),
+    /// written under the class lock; an atomic, because `free` compares it, without the lock,
+    /// with its owned list's count after a push (a span whose objects are all on the list goes
+    /// back, `percpu::owned`). Read it with [`Span::in_use`].
+    pub in_use: AtomicU32,
+    /// `Small`: a slab owns the span, or is taking or giving it up (set and cleared under the
+    /// class lock, `central::take_span_to_own` and `central::disown`): the central list neither
+    /// lists it nor returns it to the page heap, whatever its counts.
+    pub in_slab: bool,
 }
+
+/// What a per-CPU slab that owns a small span keeps of it (`owned_spans=on`; docs/design.md,
+/// "Owned spans"), beside the span's record: at the record's address plus [`EXT_OFFSET`]
+/// ([`Span::ext`]), in the second half of the record's pool chunk, whose pages the kernel backs
+/// only where an owned span's words were written, so records stay 128 bytes and a program that
+/// never owns a span pays nothing for this. All zero (never written) reads as owned by nobody
+/// (`arch::NO_OWNER` is 0).
+#[repr(C, align(128))]
+pub struct SpanExt {
+    /// The words the owning slab's critical sections read and commit (`arch::owned_pop`,
+    /// `arch::owned_push_chain`); `owner` is `arch::NO_OWNER` for a span no slab owns, and
+    /// `start`/`end` are the span's bytes while a slab owns it. Objects on the list count in
+    /// the record's `in_use` (they are out of the bitmap).
+    pub owned: OwnedWords,
+    /// Links in the owning slab's list of its owned spans of the class (`percpu::owned`, under
+    /// the slab's capacity lock); null otherwise.
+    pub slab_prev: *mut Span,
+    /// See `slab_prev`.
+    pub slab_next: *mut Span,
+}
+
+/// Where a record's [`SpanExt`] is: this many bytes past the record (the pool maps its
+/// records' chunks twice as long, [`SpanPool`]).
+pub const EXT_OFFSET: usize = POOL_CHUNK;
+
+const _: () = assert!(
+    size_of::<SpanExt>() == size_of::<Span>(),
+    "a record's extension sits at the same place in the chunk's second half"
+);
 
 /// [`Span::home`] of a span no slab's refill carved (fallback mode, bypassing threads).
 pub const NO_HOME: u32 = u32::MAX;
 
 impl Span {
+    /// The [`SpanExt`] of the record at `s`, a record of the [`SpanPool`]: an address, computed
+    /// without a load (the record's plus [`EXT_OFFSET`]).
+    #[inline(always)]
+    pub fn ext(s: *const Span) -> *mut SpanExt {
+        (s as usize + EXT_OFFSET) as *mut SpanExt
+    }
+
+    /// `Small`: objects out of the span ([`Span::in_use`]'s field; exact under the class lock).
+    #[inline(always)]
+    pub fn in_use(&self) -> u32 {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Sets `in_use` (under the class lock, or while the span is the caller's alone).
+    #[inline(always)]
+    pub fn set_in_use(&self, n: u32) {
+        self.in_use.store(n, Ordering::Relaxed);
+    }
     /// One past the last byte of the run.
     #[inline]
     pub fn end(&self) -> usize {
@@ -256,14 +314,18 @@ struct Chunks {
     end: usize,
     /// Bytes mapped so far.
     mapped: usize,
+    /// Each chunk is mapped twice as long, the second half left for extensions (the span
+    /// records' [`SpanExt`]s, [`EXT_OFFSET`] past them).
+    with_ext: bool,
 }
 
 impl Chunks {
-    const fn new() -> Self {
+    const fn new(with_ext: bool) -> Self {
         Chunks {
             bump: 0,
             end: 0,
             mapped: 0,
+            with_ext,
         }
     }
 
@@ -272,10 +334,15 @@ impl Chunks {
     /// used up; `None` if the OS refused memory. What is left of a used-up chunk is abandoned.
     fn take(&mut self, bytes: usize) -> Option<usize> {
         if self.bump + bytes > self.end {
-            let chunk = os::map(POOL_CHUNK, os::OS_PAGE).ok()?;
+            let length = if self.with_ext {
+                2 * POOL_CHUNK
+            } else {
+                POOL_CHUNK
+            };
+            let chunk = os::map(length, os::OS_PAGE).ok()?;
             self.bump = chunk as usize;
             self.end = self.bump + POOL_CHUNK;
-            self.mapped += POOL_CHUNK;
+            self.mapped += length;
         }
         let p = self.bump;
         self.bump += bytes;
@@ -284,7 +351,8 @@ impl Chunks {
 }
 
 /// Source of span records: carved from 1 MiB OS chunks, recycled through a free list, never
-/// unmapped. Used under the page heap's lock.
+/// unmapped. Used under the page heap's lock. Each chunk is mapped 2 MiB long: the second MiB
+/// holds the records' [`SpanExt`]s, untouched (so not resident) unless a slab owns a span.
 pub struct SpanPool {
     chunks: Chunks,
     recycled: *mut Span,
@@ -294,7 +362,7 @@ impl SpanPool {
     /// An empty pool.
     pub const fn new() -> Self {
         SpanPool {
-            chunks: Chunks::new(),
+            chunks: Chunks::new(true),
             recycled: null_mut(),
         }
     }
@@ -329,7 +397,6 @@ impl SpanPool {
                 populate_ahead: false,
                 dirty_lo: 0,
                 dirty_hi: 0,
-                in_use: 0,
                 carved: 0,
                 capacity: 0,
                 scan: 0,
@@ -342,6 +409,8 @@ impl SpanPool {
                 listed: false,
                 chunk: 0,
                 home: NO_HOME,
+                in_use: AtomicU32::new(0),
+                in_slab: false,
             })
         };
         s
@@ -403,7 +472,7 @@ impl BitmapPool {
     /// An empty pool.
     pub const fn new() -> Self {
         BitmapPool {
-            chunks: Chunks::new(),
+            chunks: Chunks::new(false),
             recycled: [null_mut(); BITMAP_BINS],
         }
     }
@@ -498,6 +567,11 @@ mod tests {
     fn span_records_fit_the_pagemap_tag() {
         assert_eq!(core::mem::align_of::<Span>(), 128);
         assert_eq!(core::mem::size_of::<Span>(), 128);
+        assert_eq!(
+            core::mem::size_of::<SpanExt>(),
+            128,
+            "one extension per record"
+        );
     }
 
     #[test]

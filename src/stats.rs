@@ -80,6 +80,9 @@ pub struct Stats {
     /// Growths of per-CPU classes past their base maximum into the burst tier, when one
     /// thread's bursts outgrew a class's stack (docs/design.md, "Capacity").
     pub burst_growths: usize,
+    /// Spans per-CPU slabs took to own (`owned_spans=on`; docs/design.md, "Owned spans"); 0
+    /// when owned spans are off.
+    pub owned_spans_taken: usize,
     /// Maintenance ticks run so far (each drains the per-CPU caches that stayed idle, flushes
     /// idle transfer stacks and inboxes, and releases pages free for `decay_ms`): at most one
     /// per tick period, a quarter of `decay_ms` within 10 ms to 1 s, run by a slow path that
@@ -145,6 +148,7 @@ pub fn stats() -> Stats {
         sent_home_no_outbox: percpu::NO_OUTBOX.load(Ordering::Relaxed),
         evicted: percpu::EVICTED.load(Ordering::Relaxed),
         burst_growths: percpu::BURST_GROWTHS.load(Ordering::Relaxed),
+        owned_spans_taken: percpu::OWNED_TAKEN.load(Ordering::Relaxed),
         maintenance_ticks,
         background_ticks,
     };

@@ -188,33 +188,48 @@ fn child_in_mode(test: &str, case: &str, options: &str, tunables: &str) -> std::
         .unwrap()
 }
 
+/// Asserts that the child whose output is `out` (`what`) stopped on `SIGABRT` after one line on
+/// stderr starting with `needle` (under qemu-user the emulator reports the signal on a line of
+/// its own after it, which is not counted).
+fn assert_aborted_with_one_line(out: &std::process::Output, needle: &str, what: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{what}: {stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("qemu: uncaught target signal"))
+        .collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(needle),
+        "{what}: stderr was {stderr}"
+    );
+}
+
 #[test]
 fn freeing_foreign_pointers_aborts_with_one_line() {
     if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
         return;
     }
+    // Each case also with owned spans on (`owned_spans=on`: a C free of an object of a span
+    // the CPU's slab owns goes onto that span's list, not onto a stack).
     for (mode, options, tunables) in common::MODES {
-        for (case, needle) in [
-            ("foreign", "free(): invalid pointer 0x"),
-            ("interior", "free(): invalid pointer 0x"),
-            ("double", "free(): double free detected 0x"),
+        for (case, needle, extra) in [
+            ("foreign", "free(): invalid pointer 0x", ""),
+            ("interior", "free(): invalid pointer 0x", ""),
+            ("double", "free(): double free detected 0x", ""),
+            ("foreign", "free(): invalid pointer 0x", "owned_spans=on"),
+            ("interior", "free(): invalid pointer 0x", "owned_spans=on"),
+            (
+                "double",
+                "free(): double free detected 0x",
+                "owned_spans=on",
+            ),
         ] {
-            let out = child_in_mode("child_bad_free", case, options, tunables);
+            let options = common::join_options(&[options, extra]);
+            let out = child_in_mode("child_bad_free", case, &options, tunables);
             let stdout = String::from_utf8_lossy(&out.stdout);
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let what = format!("{case} [{mode}]");
-            use std::os::unix::process::ExitStatusExt;
-            assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{what}: {stderr}");
-            // One line from the allocator (under qemu-user the emulator reports the signal on
-            // a line of its own after it).
-            let lines: Vec<&str> = stderr
-                .lines()
-                .filter(|l| !l.starts_with("qemu: uncaught target signal"))
-                .collect();
-            assert!(
-                lines.len() == 1 && lines[0].starts_with(needle),
-                "{what}: stderr was {stderr}"
-            );
+            let what = format!("{case} [{mode}, {extra}]");
+            assert_aborted_with_one_line(&out, needle, &what);
             common::assert_ran_in(&what, mode, &stdout);
         }
     }
@@ -246,6 +261,62 @@ fn child_bad_free() {
         }
     }
     unreachable!("the bad free of case {case} did not abort");
+}
+
+/// With owned spans on, a write into a freed block's first word (where its span's list keeps
+/// the next free object's address, encoded) makes the `malloc` that would hand the block out
+/// again stop the process with one line naming `malloc` and the block, in both rseq modes: the
+/// link no longer decodes to an object of the span. Fallback mode ignores `owned_spans` and
+/// reads nothing in a free block (`free_tag.rs`: nothing written into one can make the
+/// allocator hand out a block twice), so the same program runs on there.
+#[test]
+fn a_write_into_a_freed_block_stops_the_next_malloc_with_one_line() {
+    if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
+        return;
+    }
+    for (mode, options, tunables) in common::MODES {
+        let options = common::join_options(&[options, "owned_spans=on"]);
+        let out = child_in_mode("child_write_after_free", "write", &options, tunables);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let what = format!("write after free [{mode}]");
+        common::assert_ran_in(&what, mode, &stdout);
+        if common::expected_mode(mode) == "Fallback" {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{what}: {stderr}");
+            assert!(stdout.contains("ran on"), "{what}: {stdout}");
+            continue;
+        }
+        assert_aborted_with_one_line(&out, "malloc(): corrupted free list at 0x", &what);
+    }
+}
+
+#[test]
+#[ignore = "run as a child by a_write_into_a_freed_block_stops_the_next_malloc_with_one_line"]
+fn child_write_after_free() {
+    if std::env::var("RSEQMALLOC_CHILD").as_deref() != Ok("write") {
+        return;
+    }
+    common::say_mode();
+    // One CPU: the frees and the malloc below use the same slab's span.
+    // SAFETY: a zeroed cpu_set_t is valid; the CPU is the one the thread runs on.
+    unsafe {
+        let cpu = libc::sched_getcpu() as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    // SAFETY: deliberately wrong: a write into a freed block (its first word), which the
+    // next malloc of its size must catch (owned spans) or never read (fallback).
+    unsafe {
+        let p = rseqmalloc::malloc(100);
+        let q = rseqmalloc::malloc(100);
+        rseqmalloc::free(q);
+        rseqmalloc::free(p);
+        p.cast::<u64>().write(0x4141_4141_4141_4141);
+        let r = rseqmalloc::malloc(100);
+        let s = rseqmalloc::malloc(100);
+        println!("ran on: {r:p} {s:p}");
+    }
 }
 
 /// In every rseq mode (the guard sits at the entry points, before any mode's code), a nested

@@ -9,13 +9,59 @@
 //! handed out twice is caught. Meanwhile another thread runs `trim()` in a loop, draining every
 //! slab (under its lock in fallback mode, by the stop-and-fence protocol with rseq).
 //! At least 1e8 operations per mode.
+//!
+//! The same stress runs through the C API (`rseqmalloc::malloc`/`free`) with owned spans on
+//! (`owned_spans=on`, which only C allocations use), in the three modes, with objects also
+//! passed between threads through mailboxes, so frees land on other CPUs than their owners':
+//! in the rseq modes slabs must take spans to own, and in fallback mode the option is ignored.
 
 mod common;
 
 use rseqmalloc::{RseqMalloc, RseqMode};
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+/// The stress goes through the C API (`RSEQMALLOC_STRESS_C` in the child's environment).
+static C_API: AtomicBool = AtomicBool::new(false);
+
+/// Allocates an object of layout `l` through the API under stress.
+fn alloc(l: Layout) -> *mut u8 {
+    if C_API.load(Ordering::Relaxed) {
+        rseqmalloc::malloc(l.size())
+    } else {
+        // SAFETY: the layouts of `layout_for` have a non-zero size.
+        unsafe { GLOBAL.alloc(l) }
+    }
+}
+
+/// Frees `p` (from [`alloc`] with layout `l`) through the API under stress.
+///
+/// # Safety
+/// `p` is live, from [`alloc`] with `l`, and not used afterwards.
+unsafe fn dealloc(p: *mut u8, l: Layout) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if C_API.load(Ordering::Relaxed) {
+            rseqmalloc::free(p)
+        } else {
+            GLOBAL.dealloc(p, l)
+        }
+    }
+}
+
+/// Checks an object passed between threads: its second word holds its tag's complement.
+///
+/// # Safety
+/// `q` is a live C object of at least 16 bytes passed through a mailbox.
+unsafe fn check_passed(q: *mut u8) {
+    // SAFETY: the caller's contract.
+    let (tag, mark) = unsafe { (q.cast::<u64>().read(), q.cast::<u64>().add(1).read()) };
+    assert_eq!(
+        mark, !tag,
+        "passed object {q:p} handed out twice or corrupted"
+    );
+}
 
 #[global_allocator]
 static GLOBAL: RseqMalloc = RseqMalloc;
@@ -26,6 +72,10 @@ const SLOTS: usize = 64;
 const MIGRATE_EVERY: usize = 4096;
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
+/// Mailboxes the C-API stress passes objects between threads through.
+const MAILBOXES: usize = 64;
+static MAILBOX: [AtomicPtr<u8>; MAILBOXES] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAILBOXES];
 static mut SCRATCH: [u64; 64] = [0; 64];
 
 /// Blocks (or unblocks) SIGALRM in the calling thread.
@@ -86,11 +136,31 @@ fn child_after_fork() -> ! {
         ok &= b.iter().all(|&x| x == i as u64);
     }
     drop(v);
+    // And through the C API (owned spans, when on, taken over from the parent's slabs).
+    let c: Vec<*mut u8> = (0..10_000u64)
+        .map(|i| {
+            let p = rseqmalloc::malloc(24 + (i % 40) as usize * 8);
+            // SAFETY: at least 24 bytes.
+            unsafe { p.cast::<u64>().write(i) };
+            p
+        })
+        .collect();
+    for (i, &p) in c.iter().enumerate() {
+        // SAFETY: live objects of ours.
+        unsafe {
+            ok &= p.cast::<u64>().read() == i as u64;
+            rseqmalloc::free(p);
+        }
+    }
     // SAFETY: _exit ends the child at once, touching no shared state.
     unsafe { libc::_exit(if ok { 0 } else { 1 }) }
 }
 
 fn stress() {
+    C_API.store(
+        std::env::var_os("RSEQMALLOC_STRESS_C").is_some(),
+        Ordering::Relaxed,
+    );
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let forked = AtomicUsize::new(0);
     let total_ops = AtomicUsize::new(0);
@@ -164,15 +234,30 @@ fn stress() {
                         unsafe {
                             let got = p.cast::<u64>().read();
                             assert_eq!(got, tag, "object {p:p} handed out twice or corrupted");
-                            GLOBAL.dealloc(p, l);
+                        }
+                        if C_API.load(Ordering::Relaxed) && op % 8 == 0 {
+                            // Passed to another thread instead: the tag's complement in the
+                            // second word says whose it is; what comes back is freed here.
+                            // SAFETY: C objects of at least 16 bytes, live and ours.
+                            unsafe {
+                                p.cast::<u64>().add(1).write(!tag);
+                                let q = MAILBOX[(i + t) % MAILBOXES].swap(p, Ordering::AcqRel);
+                                if !q.is_null() {
+                                    check_passed(q);
+                                    rseqmalloc::free(q);
+                                }
+                            }
+                        } else {
+                            // SAFETY: as above.
+                            unsafe { dealloc(p, l) };
                         }
                         slots[i].0 = std::ptr::null_mut();
                     } else {
                         let l = layout_for(x >> 16);
                         seq += 1;
                         let tag = (t as u64) << 48 | seq;
-                        // SAFETY: non-zero size; the tag fits (size >= 9, the tag is 8 bytes).
-                        let p = unsafe { GLOBAL.alloc(l) };
+                        // The tag fits (size >= 9, the tag is 8 bytes).
+                        let p = alloc(l);
                         assert!(!p.is_null());
                         // SAFETY: the object holds at least 16 bytes, 8-aligned.
                         unsafe { p.cast::<u64>().write(tag) };
@@ -184,7 +269,7 @@ fn stress() {
                         // SAFETY: as above.
                         unsafe {
                             assert_eq!(p.cast::<u64>().read(), tag);
-                            GLOBAL.dealloc(p, l);
+                            dealloc(p, l);
                         }
                     }
                 }
@@ -199,6 +284,16 @@ fn stress() {
             h.join().unwrap();
         }
     });
+    for m in &MAILBOX {
+        let q = m.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !q.is_null() {
+            // SAFETY: a passed object, live, now ours.
+            unsafe {
+                check_passed(q);
+                rseqmalloc::free(q);
+            }
+        }
+    }
     // SAFETY: stop the timer.
     unsafe {
         let zero = libc::itimerval {
@@ -221,7 +316,7 @@ fn stress() {
     // Machine-readable line for the parent.
     println!(
         "RESULT mode={:?} ops={} signals={} restarts={} batch_restarts={} fallback_ops={} \
-         forks={} drains={} cached_after_trim={} mm_cid={} drains_skipped={}",
+         forks={} drains={} cached_after_trim={} mm_cid={} drains_skipped={} owned_taken={}",
         s.rseq_mode,
         total_ops.load(Ordering::Relaxed),
         SIGNALS.load(Ordering::Relaxed),
@@ -232,7 +327,8 @@ fn stress() {
         drains.load(Ordering::Relaxed),
         cached,
         s.uses_mm_cid,
-        s.drains_skipped
+        s.drains_skipped,
+        s.owned_spans_taken
     );
 }
 
@@ -325,5 +421,68 @@ fn stress_with_forced_fallback() {
     // Most small operations are served by the thread's magazine without the slab lock; the
     // slabs must still see traffic (refills, flushes, larger classes).
     assert!(num(&r, "fallback_ops") > OPS_PER_MODE as u64 / 100, "{r:?}");
+    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+}
+
+/// What the C-API stress with `owned_spans=on` must show in an rseq mode: every operation, the
+/// fork, drains and restarts, spans taken to own, and nothing cached after the final trim (the
+/// drains took every owned span back).
+fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
+    assert_eq!(r["mode"], format!("{mode:?}"));
+    assert!(num(r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
+    assert_eq!(num(r, "forks"), 1);
+    assert!(num(r, "drains") > 10, "{r:?}");
+    assert!(num(r, "restarts") > 0, "no rseq restart observed: {r:?}");
+    assert!(num(r, "owned_taken") > 0, "no span owned: {r:?}");
+    assert_eq!(num(r, "fallback_ops"), 0);
+    assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
+}
+
+#[test]
+fn stress_owned_spans_with_glibc_area() {
+    let r = run_mode(&[
+        ("RSEQMALLOC_STRESS_C", "1"),
+        ("RSEQMALLOC_OPTIONS", "owned_spans=on"),
+    ]);
+    assert_owned_stress(&r, RseqMode::Glibc);
+}
+
+#[test]
+fn stress_owned_spans_with_own_registration() {
+    let r = run_mode(&[
+        ("RSEQMALLOC_STRESS_C", "1"),
+        ("RSEQMALLOC_OPTIONS", "owned_spans=on"),
+        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
+    ]);
+    assert_owned_stress(&r, RseqMode::Own);
+}
+
+/// Fallback mode ignores `owned_spans=on` (no sections to run them): the same stress, no span
+/// owned.
+#[test]
+fn stress_owned_spans_with_forced_fallback() {
+    let r = run_mode(&[
+        ("RSEQMALLOC_STRESS_C", "1"),
+        ("RSEQMALLOC_OPTIONS", "owned_spans=on,rseq=off"),
+    ]);
+    assert_eq!(r["mode"], format!("{:?}", RseqMode::Fallback));
+    assert!(num(&r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
+    assert_eq!(num(&r, "forks"), 1);
+    assert_eq!(num(&r, "owned_taken"), 0, "{r:?}");
+    assert_eq!(num(&r, "restarts"), 0);
+    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+}
+
+/// Without the rseq membarrier a drain cannot stop owned spans (docs/design.md, "Owned
+/// spans"), so `owned_spans=on` is ignored there too.
+#[test]
+fn stress_owned_spans_without_membarrier_owns_nothing() {
+    let r = run_mode(&[
+        ("RSEQMALLOC_STRESS_C", "1"),
+        ("RSEQMALLOC_OPTIONS", "owned_spans=on,membarrier=off"),
+    ]);
+    assert_eq!(r["mode"], format!("{:?}", RseqMode::Glibc));
+    assert!(num(&r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
+    assert_eq!(num(&r, "owned_taken"), 0, "{r:?}");
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }

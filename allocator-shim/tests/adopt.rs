@@ -350,7 +350,7 @@ fn verbose_prints_one_start_up_line_with_version_mode_ids_and_options() {
                 mode.name()
             )) && text.ends_with(
                 ",verbose=on,background_thread=off,membarrier=on,deepbind=strip,\
-                     owner_return=on\n"
+                     owner_return=on,owned_spans=off\n"
             ),
             "{what}: {line:?}"
         );
@@ -529,6 +529,7 @@ fn options_are_trimmed_warnings_say_what_is_accepted_and_help_lists_every_key() 
             "membarrier",
             "deepbind",
             "owner_return",
+            "owned_spans",
         ];
         assert_eq!(lines.len(), 1 + keys.len(), "{what}:\n{err}");
         for (line, key) in lines[1..].iter().zip(keys) {

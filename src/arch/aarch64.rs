@@ -146,3 +146,55 @@ pub unsafe fn percpu_push_batch(_hdr: usize, _objs: *const *mut u8, _len: usize)
 pub unsafe fn percpu_relocate(_hdr: usize, _id: u32, _word: u64) -> bool {
     false
 }
+
+/// No owned-span sections on this architecture: always "nothing popped" (owned spans are
+/// never enabled here; see `percpu::owned`).
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn owned_pop(_c: usize, _key: usize) -> super::OwnedPop {
+    super::OwnedPop::Fail
+}
+
+/// As [`owned_pop`]: always "not pushed".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn owned_push_chain(
+    _words: *const super::OwnedWords,
+    _first: *mut u8,
+    _last: *mut u8,
+    _k: usize,
+    _key: usize,
+) -> usize {
+    0
+}
+
+/// As [`owned_pop`]: always "not pushed".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn owned_push(_words: *const super::OwnedWords, _obj: *mut u8, _key: usize) -> usize {
+    0
+}
+
+/// As [`owned_pop`]: always "not set".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn owned_set_cur(_c: usize, _words: *const super::OwnedWords) -> bool {
+    false
+}
+
+/// As [`owned_pop`]: always "not retired".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn owned_retire(_c: usize, _words: *const super::OwnedWords) -> bool {
+    false
+}

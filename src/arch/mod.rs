@@ -128,7 +128,7 @@ pub static DUMMY_AREA: Rseq = Rseq {
     _pad: 0,
 };
 
-/// log2 of the per-CPU slab size in bytes: 512 KiB, 65,152 slots of 8 bytes after the headers,
+/// log2 of the per-CPU slab size in bytes: 512 KiB, 65,024 slots of 8 bytes after the headers,
 /// so every slot index fits the `u16` fields of [`ClassHeader`] with `u16::MAX` to spare. The
 /// kernel backs only the touched pages.
 pub const SLAB_SHIFT: u32 = 19;
@@ -136,12 +136,13 @@ pub const SLAB_SHIFT: u32 = 19;
 /// Slots are 8-byte words: slot `i` of a slab is at byte [`SLOTS_AT`] `+ 8 * i`.
 pub const SLOT_SHIFT: u32 = 3;
 
-/// Byte offset of slot 0 in a slab: the first 3 KiB hold the slab's header (1 KiB), up to 128
-/// class headers and the owned-span table ([`CUR_AT`]). Indices count from here, so an all-zero
-/// class header — a slab nobody has touched yet — is already a valid empty stack (`current =
-/// begin = floor = end = 0`: every pop and push fails) at a valid slot, and making a slab ready
-/// writes nothing a section reads.
-pub const SLOTS_AT: usize = 3072;
+/// Byte offset of slot 0 in a slab: the first 4 KiB hold the slab's header (1 KiB), up to 128
+/// class headers, the owned-span table ([`CUR_AT`]) and the per-class lists of owned spans
+/// (`percpu::slab`, byte 3072). Indices count from here, so an all-zero class header — a slab
+/// nobody has touched yet — is already a valid empty stack (`current = begin = floor = end =
+/// 0`: every pop and push fails) at a valid slot, and making a slab ready writes nothing a
+/// section reads.
+pub const SLOTS_AT: usize = 4096;
 
 /// Byte offset in a slab of its owned-span table (owned spans, stage 1 of the build proposed in
 /// docs/design.md, "The next build, proposed in session 44"): class `c`'s current owned span,
@@ -155,21 +156,23 @@ pub const CUR_AT: usize = 2048;
 /// `tests/owned_span_model.rs` checks).
 pub const OWNED_STOP_AT: usize = 920;
 
-/// The words of a span a slab owns that its critical sections read and commit ([`owned_pop`],
-/// [`owned_push`]). Shared with the assembly through `offset_of!`, as [`ClassHeader`] is.
+/// The words of a span a slab owns that its critical sections read and commit (`owned_pop`,
+/// `owned_push_chain`, `owned_set_cur`, `owned_retire`). Shared with the assembly through
+/// `offset_of!`, as [`ClassHeader`] is; 32 bytes, aligned to 32 so that they sit on one cache
+/// line of the span record (`span::Span::owned`).
 ///
-/// Invariants (stage 1: nothing in the allocator builds one yet; the tests do):
+/// Invariants (embedded in every span record, `span::Span::owned`; `percpu::owned` keeps them):
 /// - `local` is `head | free << 48`: `head` the first free object (0: none), `free` how many
 ///   objects the list holds; each free object's first word holds the next one's address XOR
 ///   the free tag's key (`free_tag::key`), 0 encoded for the last; every free object carries
 ///   its free tag. Only sections of the slab named by `owner`, a retiring thread after its
 ///   retire commit, and a drain after its fence touch it.
 /// - `[start, end)` is the span's bytes; every object of the list lies in it.
-/// - `owner` is the owning slab's index, or [`NO_OWNER`]; it changes only as
+/// - `owner` is the owning slab's index plus one ([`owner_of`]), or [`NO_OWNER`] (0, so that
+///   memory never written reads as owned by nobody); it changes only as
 ///   docs/design.md describes (a section's commit on the owning CPU, or a drain after its
 ///   fence).
-#[repr(C)]
-#[cfg_attr(any(not(test), not(target_arch = "x86_64")), allow(dead_code))] // stage 1: tests only
+#[repr(C, align(32))]
 pub struct OwnedWords {
     /// `head | free << 48`.
     pub local: AtomicU64,
@@ -177,13 +180,19 @@ pub struct OwnedWords {
     pub start: usize,
     /// One past the last byte of the span.
     pub end: usize,
-    /// The owning slab, or [`NO_OWNER`].
+    /// The owning slab's index plus one ([`owner_of`]), or [`NO_OWNER`].
     pub owner: AtomicU32,
 }
 
 /// [`OwnedWords::owner`] of a span no slab owns.
-#[cfg_attr(any(not(test), not(target_arch = "x86_64")), allow(dead_code))] // stage 1: tests only
-pub const NO_OWNER: u32 = u32::MAX;
+pub const NO_OWNER: u32 = 0;
+
+/// [`OwnedWords::owner`] of a span slab `id` owns: `id + 1` (the sections compare it with the
+/// id they read, plus one).
+#[inline(always)]
+pub const fn owner_of(id: usize) -> u32 {
+    id as u32 + 1
+}
 
 /// One size class's stack in a per-CPU slab: the header the critical sections read and write
 /// (their offsets are `const` operands taken from this struct), at an offset the per-CPU layer
@@ -374,6 +383,19 @@ pub enum Push {
     /// ran on (owner return sends it there).
     Foreign,
 }
+/// What `owned_pop` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only x86_64 pops objects
+pub enum OwnedPop {
+    /// The object popped.
+    Object(*mut u8),
+    /// Nothing popped: rseq off, the slab stopped, no current span, or its list empty.
+    Fail,
+    /// The list is corrupt at this object: it lacks its free tag, or its link decodes to an
+    /// address outside the span (a write into a freed object).
+    Corrupt(*mut u8),
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]

@@ -6,8 +6,8 @@
 //! bytes never execute as anything but a trap.
 
 use super::{
-    ClassHeader, OwnedWords, Push, Rseq, ThreadBlock, BATCH_RESTARTS, CUR_AT, OWNED_STOP_AT,
-    RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
+    ClassHeader, OwnedPop, OwnedWords, Push, Rseq, ThreadBlock, BATCH_RESTARTS, CUR_AT,
+    OWNED_STOP_AT, RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
 };
 use crate::sync::Ordering;
 use core::arch::asm;
@@ -417,19 +417,6 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
     obj
 }
 
-/// What [`owned_pop`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))] // stage 1: only the tests call the sections
-pub enum OwnedPop {
-    /// The object popped.
-    Object(*mut u8),
-    /// Nothing popped: rseq off, the slab stopped, no current span, or its list empty.
-    Fail,
-    /// The list is corrupt at this object: it lacks its free tag, or its link decodes to an
-    /// address outside the span (a write into a freed object).
-    Corrupt(*mut u8),
-}
-
 /// Pops the first free object of the calling CPU's current owned span of class `c` (stage 1 of
 /// the owned-span build: docs/design.md, "The next build, proposed in session 44").
 ///
@@ -468,7 +455,6 @@ pub enum OwnedPop {
 /// points at live [`OwnedWords`] that satisfy their invariants with `key`, the free tag's key,
 /// for a span of objects of at least 16 bytes.
 #[inline(always)]
-#[cfg_attr(not(test), allow(dead_code))] // stage 1: only the tests call the sections
 pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
     let h: usize;
     let bad: usize;
@@ -534,9 +520,68 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
     }
 }
 
+/// The start every owned-span section but the pop shares: on the slab [`slab_sequence!`]
+/// finds, with `{id}` holding the slab's owner value (its id plus one, [`super::owner_of`]),
+/// fail while the slab's stop word is set; then `body`, which ends with the one committing
+/// store and may use `{wd}` (the owned words, `words`), `{stop}` and `{owner}`; `fail` and the
+/// further operands as for [`rseq_sequence!`].
+macro_rules! owned_sequence {
+    (words: $words:expr, body: [$($body:literal),* $(,)?], fail: $fail:literal,
+     $($operands:tt)*) => {
+        slab_sequence!(
+            id_check: ["lea {id:e}, [{slab} + 1]"],
+            body: [
+                "# (no slot is read here; slot 0 is at {slots})",
+                "cmp dword ptr [{slab} + {stop}], 0",
+                "jne 5f",
+                $($body),*
+            ],
+            fail: $fail,
+            id = out(reg) _,
+            wd = in(reg) $words,
+            stop = const OWNED_STOP_AT,
+            owner = const offset_of!(OwnedWords, owner),
+            $($operands)*
+        )
+    };
+}
+
+/// [`owned_sequence!`] for [`owned_set_cur`] and [`owned_retire`]: `{c}` the class and `{cur}`
+/// the owned-span table's offset too; evaluates to whether the section committed.
+macro_rules! owned_word_sequence {
+    (words: $words:expr, c: $c:expr, body: [$($body:literal),* $(,)?]) => {{
+        let ok: usize;
+        owned_sequence!(
+            words: $words,
+            body: [$($body),*],
+            fail: "xor {ok:e}, {ok:e}",
+            ok = inout(reg) 1usize => ok,
+            c = in(reg) $c,
+            cur = const CUR_AT,
+            options(nostack),
+        );
+        ok != 0
+    }};
+}
+
 /// Pushes `obj`, a free object tagged free, onto the list of the owned span whose words are
-/// `words`, when the calling CPU's slab owns it; false (nothing written) when it does not, the
-/// slab is stopped, or rseq is off.
+/// `words`, when the calling CPU's slab owns it, and returns the list's new count; 0 (nothing
+/// written) when it does not, the slab is stopped, or rseq is off. [`owned_push_chain`] for
+/// one object.
+///
+/// # Safety
+/// As [`owned_push_chain`] with `first = last = obj` and `k = 1`.
+#[inline(always)]
+pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { owned_push_chain(words, obj, obj, 1, key) }
+}
+
+/// Pushes a chain of `k` free objects, `first` to `last`, each tagged free and each but `last`
+/// linked to the next (encoded with `key`), onto the list of the owned span whose words are
+/// `words`, when the calling CPU's slab owns it, and returns the list's new count (at least
+/// `k`); 0 (nothing written but `last`'s link) when it does not, the slab is stopped, or rseq
+/// is off.
 ///
 /// ```text
 ///   area = tb.area
@@ -547,36 +592,39 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
 ///   id   = *tb.id
 ///   slab = tb.slabs + id << SLAB_SHIFT
 ///   if slab.owned_stop != 0: goto fail                   // a drain is at work
-///   if words.owner != id: goto fail                      // not this slab's span
+///   if words.owner != id + 1: goto fail                  // not this slab's span
 ///   w    = words.local                                   // HEAD_MASK: (1 << 48) - 1
-///   obj[0] = (w & HEAD_MASK) ^ key                       // the link, encoded (obj is ours)
-///   words.local = obj | ((w >> 48) + 1) << 48            // the one committing store
+///   last[0] = (w & HEAD_MASK) ^ key                      // the link, encoded (last is ours)
+///   w    = first | ((w >> 48) + k) << 48
+///   words.local = w                                      // the one committing store
 /// post_commit:
-///   return true
+///   return w >> 48
 /// abort:  (preceded by RSEQ_SIG)  goto restart
-/// fail:   return false
+/// fail:   return 0
 /// ```
-/// Restart-safe: the only store before the commit is into `obj`, which the caller owns and
+/// Restart-safe: the only store before the commit is into `last`, which the caller owns and
 /// nobody else reads until the commit publishes it; a restart writes it again.
 ///
 /// # Safety
 /// As [`percpu_pop`] for the slab layout; `words` are live [`OwnedWords`] satisfying their
-/// invariants with `key`, for a span of fewer than 65,535 objects (the count's 16 bits); `obj`
-/// is an object of their span (below `1 << 48`), tagged free, in no free list or cache, that
-/// nobody uses.
+/// invariants with `key`, for a span of at most 4,096 objects (the count's 16 bits hold the
+/// span's whole capacity); the chain's objects are of their span (below `1 << 48`), tagged
+/// free, in no free list or cache, and nobody uses them.
 #[inline(always)]
-#[cfg_attr(not(test), allow(dead_code))] // stage 1: only the tests call the sections
-pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize) -> bool {
-    let ok: usize;
-    // SAFETY: the caller guarantees the slab layout, the owned words and `obj`; the sequence
-    // follows the rseq ABI as `percpu_push`'s does, with one committing store.
+pub unsafe fn owned_push_chain(
+    words: *const OwnedWords,
+    first: *mut u8,
+    last: *mut u8,
+    k: usize,
+    key: usize,
+) -> usize {
+    let w: usize;
+    // SAFETY: the caller guarantees the slab layout, the owned words and the chain; the
+    // sequence follows the rseq ABI as `percpu_push`'s does, with one committing store.
     unsafe {
-        slab_sequence!(
-            id_check: ["mov {id:e}, {slab:e}"],
+        owned_sequence!(
+            words: words,
             body: [
-                "# (no slot is read here; slot 0 is at {slots})",
-                "cmp dword ptr [{slab} + {stop}], 0",
-                "jne 5f",
                 "cmp dword ptr [{wd} + {owner}], {id:e}",
                 "jne 5f",
                 "mov {w}, qword ptr [{wd} + {local}]",
@@ -584,29 +632,118 @@ pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize) -> 
                 "shl {n}, 16",
                 "shr {n}, 16",
                 "xor {n}, {key}",
-                "mov qword ptr [{obj}], {n}",
+                "mov qword ptr [{last}], {n}",
                 "shr {w}, 48",
-                "inc {w}",
+                "add {w}, {k}",
                 "shl {w}, 48",
-                "or {w}, {obj}",
+                "or {w}, {first}",
                 "mov qword ptr [{wd} + {local}], {w}",
             ],
-            fail: "xor {ok:e}, {ok:e}",
-            id = out(reg) _,
-            w = out(reg) _,
+            fail: "xor {w:e}, {w:e}",
+            w = out(reg) w,
             n = out(reg) _,
-            ok = inout(reg) 1usize => ok,
-            wd = in(reg) words,
-            obj = in(reg) obj,
+            first = in(reg) first,
+            last = in(reg) last,
+            k = in(reg) k,
             key = in(reg) key,
-            stop = const OWNED_STOP_AT,
-            owner = const offset_of!(OwnedWords, owner),
             local = const offset_of!(OwnedWords, local),
             options(nostack),
         );
     }
-    ok != 0
+    w >> 48
 }
+
+/// Makes `words` (null: none) class `c`'s current owned span on the calling CPU's slab, when
+/// that slab owns it (or `words` is null); false (nothing written) when it does not, the slab
+/// is stopped, or rseq is off.
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return false
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                 // ---- critical section ----
+///   id   = *tb.id
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   if slab.owned_stop != 0: goto fail                   // a drain is at work
+///   if words != 0 and words.owner != id + 1: goto fail   // not this slab's span
+///   slab.cur[c] = words                                  // the one committing store
+/// post_commit:
+///   return true
+/// abort:  (preceded by RSEQ_SIG)  goto restart
+/// fail:   return false
+/// ```
+/// Restart-safe: the commit is the only store.
+///
+/// # Safety
+/// As [`percpu_pop`] for the slab layout; `c < 128`; `words` is null or live [`OwnedWords`]
+/// satisfying their invariants.
+#[inline(always)]
+pub unsafe fn owned_set_cur(c: usize, words: *const OwnedWords) -> bool {
+    // SAFETY: the caller guarantees the slab layout and the owned words; one committing store.
+    unsafe {
+        owned_word_sequence!(
+            words: words,
+            c: c,
+            body: [
+                "test {wd}, {wd}",
+                "jz 20f",
+                "cmp dword ptr [{wd} + {owner}], {id:e}",
+                "jne 5f",
+                "20:",
+                "mov qword ptr [{slab} + {c} * 8 + {cur}], {wd}",
+            ]
+        )
+    }
+}
+
+/// Gives up the calling CPU's slab's ownership of the span whose words are `words` (class
+/// `c`): when that slab owns it and it is not the class's current span there, commits `owner
+/// = NO_OWNER`; false (nothing written) otherwise, when the slab is stopped, or rseq is off.
+/// After a true return no section can touch `words.local` any more: it is the caller's.
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return false
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                 // ---- critical section ----
+///   id   = *tb.id
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   if slab.owned_stop != 0: goto fail                   // a drain is at work
+///   if words.owner != id + 1: goto fail                  // the thread moved, or not ours
+///   if slab.cur[c] == words: goto fail                   // still current: pops may use it
+///   words.owner = NO_OWNER                               // the one committing store
+/// post_commit:
+///   return true
+/// abort:  (preceded by RSEQ_SIG)  goto restart
+/// fail:   return false
+/// ```
+/// Restart-safe: the commit is the only store. Every other section that touches `local`
+/// runs on the owning slab's CPU and tests the owner (pushes) or `cur` (pops) inside itself,
+/// so rseq orders it before this commit or makes it see the new owner.
+///
+/// # Safety
+/// As [`owned_set_cur`], with `words` not null.
+#[inline(always)]
+pub unsafe fn owned_retire(c: usize, words: *const OwnedWords) -> bool {
+    // SAFETY: the caller guarantees the slab layout and the owned words; one committing store.
+    unsafe {
+        owned_word_sequence!(
+            words: words,
+            c: c,
+            body: [
+                "cmp dword ptr [{wd} + {owner}], {id:e}",
+                "jne 5f",
+                "cmp qword ptr [{slab} + {c} * 8 + {cur}], {wd}",
+                "je 5f",
+                "mov dword ptr [{wd} + {owner}], 0",
+            ]
+        )
+    }
+}
+
+const _: () = assert!(super::NO_OWNER == 0, "`owned_retire` stores 0");
 
 /// Pushes `obj` on the calling CPU's stack of one size class; false when the stack is full or
 /// rseq is off. Same layout as [`percpu_pop`].

@@ -49,6 +49,7 @@
 //! May call: `arch` (through `percpu::pop`), `central`, `os`, `size_class`, `sync`, and in this
 //! folder `remote`, `slab`, `state`, and the face's `pop_batch`.
 
+use super::owned;
 use super::remote;
 use super::slab::{
     grow_cap, grow_cap_for_arrivals, ready_slabs, relayout_stopped, reset_layout, restart_layout,
@@ -143,6 +144,7 @@ fn relayout_unless(slab: Slab, grown: bool) -> bool {
 /// Fallback mode: empties each picked slab under its lock and starts its layout again (under
 /// its capacity lock too, taken first as growth does, so no relocation is half done).
 fn drain_locked(picked: &SlabSet) -> usize {
+    debug_assert!(!owned::enabled(), "owned spans need the fenced drain");
     let mut bytes = 0;
     for i in picked.iter() {
         let slab = Slab::of(i);
@@ -163,6 +165,7 @@ fn drain_fenced(picked: &SlabSet) -> usize {
         let slab = Slab::of(i);
         slab.cap_lock().lock();
         stop(slab);
+        slab.set_owned_stop(true);
     }
     // 2. Every section that read a block before the stop commits or restarts here.
     rseq_fence();
@@ -170,6 +173,7 @@ fn drain_fenced(picked: &SlabSet) -> usize {
     let mut bytes = 0;
     for i in picked.iter() {
         bytes += empty_slab(Slab::of(i));
+        bytes += owned::give_back_stopped(Slab::of(i));
         relayout_stopped(Slab::of(i));
     }
     // 4. And every section that read a `current` before step 3 rewrote it, here: without
@@ -181,6 +185,7 @@ fn drain_fenced(picked: &SlabSet) -> usize {
     for i in picked.iter() {
         let slab = Slab::of(i);
         restart_layout(slab);
+        slab.set_owned_stop(false);
         slab.cap_lock().unlock();
     }
     bytes
@@ -193,6 +198,7 @@ fn drain_fenced(picked: &SlabSet) -> usize {
 /// indexed by `cpu_id`. A CPU the thread may not run on (cpuset, offline) is skipped and
 /// counted. Returns the bytes moved.
 fn drain_pinned(cpus: impl Iterator<Item = usize>) -> usize {
+    debug_assert!(!owned::enabled(), "owned spans need the fenced drain");
     let Some(saved) = os::affinity() else {
         DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
         return 0;

@@ -87,6 +87,7 @@ pub fn maintenance(now_ms: u64) {
 /// A slab's contents in one number: changes whenever any stack moves (almost surely).
 fn signature(slab: Slab) -> u32 {
     (1..NUM_CLASSES).fold(0u32, |h, c| h.rotate_left(5) ^ slab.count(c) as u32)
+        ^ super::owned::signature(slab)
 }
 
 /// Ticks a slab must stay unchanged before maintenance drains it remotely.
@@ -106,7 +107,7 @@ pub fn drain_idle() -> usize {
                 return false;
             }
             let idle = ticks.fetch_add(1, Ordering::Relaxed) + 1 >= IDLE_TICKS;
-            idle && (1..NUM_CLASSES).any(|c| slab.count(c) != 0)
+            idle && ((1..NUM_CLASSES).any(|c| slab.count(c) != 0) || super::owned::owns_any(slab))
         },
     )
 }

@@ -17,6 +17,7 @@
 //! maintenance.rs  the tick, idle drains, the background thread
 //! drain.rs        the drain protocols: locked, stop/fence/empty/fence/restart, pinned
 //! remote.rs       owner return: per-thread outboxes, per-slab inboxes
+//! owned.rs        owned spans (`owned_spans=on`): their slow path, lists, drain and figures
 //! slab.rs         slab layout, slab locks, capacity policy, refill/overflow sizes, figures
 //! storage.rs      per-thread storage (magazines, outboxes) and its count
 //! state.rs        process-wide state: mode, id kind, slab base and count, thread-exit key
@@ -34,6 +35,7 @@ mod drain;
 mod fallback;
 mod fork;
 mod maintenance;
+mod owned;
 mod remote;
 mod setup;
 mod slab;
@@ -44,15 +46,21 @@ pub use drain::DRAINS_SKIPPED;
 pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
+pub use owned::{enabled as owned_enabled, pop as owned_pop, push as owned_push, OWNED_TAKEN};
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;
-pub use slab::{cached_bytes_per_slab, fallback_ops, slabs_in_use};
+pub use slab::{fallback_ops, slabs_in_use};
 pub use slab::{BURST_GROWTHS, EVICTED};
 pub use state::{mode, slab_count, uses_mm_cid, RseqMode};
 pub use storage::thread_storage;
 
+/// Checks every ready slab at rest: its stacks (`slab::check::check_slabs`) and its owned spans
+/// (`owned::check::check_owned`).
 #[cfg(feature = "fuzzing")]
-pub use slab::check::check_slabs;
+pub fn check_slabs() -> Result<(), crate::page_heap::check::Broken> {
+    slab::check::check_slabs()?;
+    slab::ready_slabs().try_for_each(|(i, s)| owned::check::check_owned(i, s))
+}
 
 use crate::arch::{self, ThreadState};
 use crate::central;
@@ -116,10 +124,26 @@ fn current_rseq_id() -> usize {
     (id as usize).min(G.nslabs.load(Ordering::Relaxed) - 1)
 }
 
-/// Objects of class `c` held by the per-CPU layer: cached in the slabs, or sent home and not
-/// yet taken (a racy snapshot, for statistics).
+/// Objects of class `c` held by the per-CPU layer: cached in the slabs' stacks or on the lists
+/// of their owned spans, or sent home and not yet taken (a racy snapshot, for statistics).
 pub fn cached_objects(c: usize) -> usize {
-    slab::cached_objects(c) + remote::queued(c)
+    let owned: usize = slab::ready_slabs().map(|(_, s)| owned::listed(s, c)).sum();
+    slab::cached_objects(c) + owned + remote::queued(c)
+}
+
+/// Bytes of objects cached per slab (stacks and owned spans' lists), written into `out[i]` for
+/// each slab (up to `out.len()`); returns the number of slabs. Racy by nature: a snapshot.
+pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
+    let n = slab::cached_bytes_per_slab(out);
+    for (i, o) in out.iter_mut().enumerate().take(n) {
+        let s = Slab::of(i);
+        if *o != 0 || owned::owns_any(s) {
+            *o += (1..crate::size_class::NUM_CLASSES)
+                .map(|c| owned::listed(s, c) * crate::size_class::size_of(c))
+                .sum::<usize>();
+        }
+    }
+    n
 }
 
 /// [`push`] for a C `free` whose span may have a home (`home`: its page-map home bits, see
@@ -236,10 +260,13 @@ pub fn flush_own() {
     remote::flush_outbox();
 }
 
-/// Slow path of allocation for class `c`: set-up, refill, fallback and bypass.
+/// Slow path of allocation for class `c`: set-up, refill, fallback and bypass. `owned`: the
+/// caller pops owned spans (a C allocation with owned spans on, `owned_enabled`), so a refill
+/// may take from them ([`owned::refill`]) once the stack, the inbox and the transfer stack have
+/// nothing.
 #[cold]
 #[inline(never)]
-pub fn alloc_slow(c: usize) -> *mut u8 {
+pub fn alloc_slow(c: usize, owned: bool) -> *mut u8 {
     match thread_state() {
         ThreadState::Rseq => {
             maintenance::maybe_tick();
@@ -262,6 +289,12 @@ pub fn alloc_slow(c: usize) -> *mut u8 {
             };
             if remote::take(id, |k| k == c || slab.may_take_arrivals(k), put) != 0 {
                 let p = pop(c);
+                if !p.is_null() {
+                    return p;
+                }
+            }
+            if owned && !central::has_transfer(c) {
+                let p = owned::refill(c, id);
                 if !p.is_null() {
                     return p;
                 }
@@ -433,7 +466,7 @@ fn pinned_in_both_rseq_modes(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod owned_tests {
     use super::*;
-    use crate::arch::{owned_pop, owned_push, OwnedPop, OwnedWords, NO_OWNER};
+    use crate::arch::{owned_pop, owned_push, owner_of, OwnedPop, OwnedWords, NO_OWNER};
     use crate::free_tag;
     use crate::sync::{AtomicU32, AtomicU64};
     use std::boxed::Box;
@@ -530,9 +563,17 @@ mod owned_tests {
     fn push_owned(f: &Fake, obj: *mut u8) {
         loop {
             let id = current_rseq_id() as u32;
-            f.words.owner.store(id, Ordering::Relaxed);
+            f.words
+                .owner
+                .store(owner_of(id as usize), Ordering::Relaxed);
             // SAFETY: `obj` is an object of the span, tagged free, not in its list.
-            if unsafe { owned_push(&*f.words, obj, free_tag::key()) } {
+            let n = unsafe { owned_push(&*f.words, obj, free_tag::key()) };
+            if n != 0 {
+                assert_eq!(
+                    n as u64,
+                    f.free_count(),
+                    "the push returns the list's new count"
+                );
                 return;
             }
             assert_ne!(current_rseq_id() as u32, id, "a push by the owner failed");
@@ -584,24 +625,24 @@ mod owned_tests {
         assert_eq!(pop(), OwnedPop::Fail, "a stopped slab's pop fails");
         f.words
             .owner
-            .store(current_rseq_id() as u32, Ordering::Relaxed);
+            .store(owner_of(current_rseq_id()), Ordering::Relaxed);
         // SAFETY: as in `push_owned` (object 0 is in the list: the push must not happen).
-        let pushed = unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) };
+        let pushed = unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) } != 0;
         assert!(!pushed, "a stopped slab's push fails");
         set_stop(false);
         // SAFETY: object 0's first word, readable.
         let link = || unsafe { (f.obj(0) as *const usize).read() };
         let before = link();
-        let slabs = G.nslabs.load(Ordering::Relaxed) as u32;
-        let mine = current_rseq_id() as u32;
-        for other in [NO_OWNER, (mine + 1) % slabs] {
+        let slabs = G.nslabs.load(Ordering::Relaxed);
+        let mine = owner_of(current_rseq_id());
+        for other in [NO_OWNER, owner_of((current_rseq_id() + 1) % slabs)] {
             if other == mine {
                 continue; // one slab: no other owner to test
             }
             f.words.owner.store(other, Ordering::Relaxed);
             // SAFETY: as above; the owner test must refuse it.
-            let pushed = unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) };
-            if current_rseq_id() as u32 == other {
+            let pushed = unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) } != 0;
+            if owner_of(current_rseq_id()) == other {
                 continue; // the thread moved onto the owner's slab: proves nothing
             }
             assert!(!pushed, "a push onto a span owner {other} has fails");
@@ -636,9 +677,11 @@ mod owned_tests {
         let mut proved = false;
         for _ in 0..20 {
             let id = current_rseq_id() as u32;
-            f.words.owner.store(id, Ordering::Relaxed);
+            f.words
+                .owner
+                .store(owner_of(id as usize), Ordering::Relaxed);
             // SAFETY: object 0, tagged free, out of the list (popped above).
-            let push = || unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) };
+            let push = || unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) } != 0;
             let (pushed, aborts) = super::abort_tests::stepped(push);
             if current_rseq_id() as u32 != id {
                 assert!(!pushed || f.free_count() == 3);
@@ -712,7 +755,7 @@ mod owned_tests {
 mod owned_every_point_tests {
     use super::owned_tests::{pop, set_cur, set_stop, Cleanup, Fake};
     use super::*;
-    use crate::arch::{owned_push, OwnedPop, RSEQ_SIG};
+    use crate::arch::{owned_push, owner_of, OwnedPop, RSEQ_SIG};
     use crate::free_tag;
     use crate::sync::{AtomicBool, AtomicU64, AtomicUsize};
 
@@ -882,7 +925,7 @@ mod owned_every_point_tests {
             assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
             f.words
                 .owner
-                .store(current_rseq_id() as u32, Ordering::Relaxed);
+                .store(owner_of(current_rseq_id()), Ordering::Relaxed);
             f
         };
         let _cleanup = Cleanup;
@@ -891,7 +934,7 @@ mod owned_every_point_tests {
         #[inline(never)]
         fn push(f: &Fake) -> bool {
             // SAFETY: object 0, popped by `setup`, tagged free, out of the list.
-            unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) }
+            unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) != 0 }
         }
         let (pushed, aborted) = super::abort_tests::stepped_abort(|| push(&f));
         assert!(pushed);
@@ -1373,7 +1416,7 @@ mod inbox_filter_tests {
             assert!(remote::deliver(id, refused, &theirs));
             assert!(remote::deliver(id, taken, &others));
             // The drain left class `c` with no capacity: the pop fails and the slow path runs.
-            let p = alloc_slow(c);
+            let p = alloc_slow(c, false);
             assert!(!p.is_null());
             let moved = !arriving.contains(&p) && remote::queued_on(id, c) == 4;
             let flushed = remote::queued_on(id, refused) == 0 && slab.room(refused) == 0;

@@ -104,6 +104,8 @@ fn init_process(block: *mut ThreadBlock) {
     }
     G.membarrier
         .store(membarrier && mode != RseqMode::Fallback, Ordering::Relaxed);
+    // Owned spans need the sections and the fenced drain (`owned`).
+    super::owned::init(opts.owned_spans && membarrier && mode != RseqMode::Fallback);
     G.mode.store(mode as u8, Ordering::Release);
 }
 

@@ -9,7 +9,8 @@
 //!   byte 0      SlabHeader (1 KiB): state, locks, the region table, figures
 //!   byte 1024   ClassHeader of class c at 1024 + 8c (current, begin, floor, end)
 //!   byte 2048   the owned-span table (arch::CUR_AT): class c's current owned span at 2048 + 8c
-//!   byte 3072   slot 0 (arch::SLOTS_AT): 65,152 slots of 8 bytes, the classes' regions
+//!   byte 3072   the lists of owned spans (OWNED_LISTS_AT): class c's at 3072 + 8c (`owned`)
+//!   byte 4096   slot 0 (arch::SLOTS_AT): 65,024 slots of 8 bytes, the classes' regions
 //!               handed out in order from `next_free` as classes grow; class c caches its
 //!               objects in slots[begin..current], room up to end
 //! ```
@@ -137,6 +138,10 @@ pub const MAX_SLABS: usize = 4096;
 /// Byte offset of class 0's [`ClassHeader`] (class 0 is no class; its header is unused).
 const HEADERS_AT: usize = 1024;
 
+/// Byte offset of the owned-span lists: class `c`'s list head (a span record's address, or 0)
+/// at `OWNED_LISTS_AT + 8 * c` (`percpu::owned`).
+const OWNED_LISTS_AT: usize = 3072;
+
 /// Regions are handed out in multiples of a cache line's slots.
 const REGION_ALIGN: usize = 8;
 
@@ -182,9 +187,8 @@ pub(super) struct SlabHeader {
     /// lock (a heuristic: a lost or stale count costs a probe or delays one, never an object).
     steal_wait: [AtomicU8; 128],
     /// The owned-span stop word (`arch::OWNED_STOP_AT`): set while a drain takes the slab's
-    /// owned spans back; the owned-span sections fail while it is set. Stage 1: nothing sets it
-    /// yet but the tests, which write it through its address.
-    #[allow(dead_code)] // stage 1: read only by the owned-span sections, by offset
+    /// owned spans back (under the capacity lock, [`Slab::set_owned_stop`]); the owned-span
+    /// sections load it first and fail while it is set.
     owned_stop: AtomicU32,
     /// Unused.
     _reserved: [u32; 19],
@@ -225,7 +229,8 @@ const _: () = {
     assert!(offset_of!(SlabHeader, idle_ticks) == 1020);
     assert!(NUM_CLASSES <= 128, "the region table has 128 entries");
     assert!(HEADERS_AT + 8 * NUM_CLASSES <= crate::arch::CUR_AT);
-    assert!(crate::arch::CUR_AT + 8 * NUM_CLASSES <= SLOTS_AT);
+    assert!(crate::arch::CUR_AT + 8 * NUM_CLASSES <= OWNED_LISTS_AT);
+    assert!(OWNED_LISTS_AT + 8 * NUM_CLASSES <= SLOTS_AT);
     assert!(
         SLOTS < u16::MAX as usize,
         "slot indices are u16, u16::MAX the stopped floor"
@@ -281,18 +286,39 @@ impl Slab {
         (i < G.nslabs.load(Ordering::Relaxed)).then_some(i)
     }
 
-    /// Tests on x86_64: points class `c`'s entry of the owned-span table (`arch::CUR_AT`) at
-    /// `words` (null: none). Nothing but the tests writes the table in stage 1.
-    #[cfg(all(test, target_arch = "x86_64"))]
-    pub(super) fn set_owned_cur(&self, c: usize, words: *const crate::arch::OwnedWords) {
+    /// Class `c`'s entry of the owned-span table (`arch::CUR_AT`): the address of its current
+    /// owned span's `OwnedWords`, or 0. The sections read it and `arch::owned_set_cur`
+    /// commits it; a drain writes it after its fence, and the tests directly.
+    pub(super) fn owned_cur(&self, c: usize) -> &AtomicUsize {
         assert!(c < NUM_CLASSES);
-        let at = self.0 + crate::arch::CUR_AT + 8 * c;
-        // SAFETY: the table entry of a mapped slab (inside its header kilobytes, checked above).
-        unsafe { (at as *mut usize).write_volatile(words as usize) };
+        // SAFETY: the table entry of a mapped slab (inside its header kilobytes, checked
+        // above), only accessed atomically here and by the sections.
+        unsafe { &*((self.0 + crate::arch::CUR_AT + 8 * c) as *const AtomicUsize) }
     }
 
-    /// Tests on x86_64: sets or clears the owned-span stop word.
+    /// Class `c`'s list of owned spans (`percpu::owned`): the head span's address, or 0.
+    /// Written under the capacity lock only.
+    pub(super) fn owned_list(&self, c: usize) -> &AtomicUsize {
+        assert!(c < NUM_CLASSES);
+        // SAFETY: inside the mapped slab's header kilobytes (checked above); only accessed
+        // atomically, and no section reads it.
+        unsafe { &*((self.0 + OWNED_LISTS_AT + 8 * c) as *const AtomicUsize) }
+    }
+
+    /// Tests on x86_64: points class `c`'s entry of the owned-span table at `words` (null:
+    /// none).
     #[cfg(all(test, target_arch = "x86_64"))]
+    pub(super) fn set_owned_cur(&self, c: usize, words: *const crate::arch::OwnedWords) {
+        self.owned_cur(c).store(words as usize, Ordering::Relaxed);
+    }
+
+    /// The owned-span stop word (checks).
+    #[cfg(any(all(test, target_arch = "x86_64"), feature = "fuzzing"))]
+    pub(super) fn header_owned_stop(&self) -> u32 {
+        self.header().owned_stop.load(Ordering::Relaxed)
+    }
+
+    /// Sets or clears the owned-span stop word (drains, under the capacity lock; tests).
     pub(super) fn set_owned_stop(&self, on: bool) {
         self.header().owned_stop.store(on as u32, Ordering::Relaxed);
     }

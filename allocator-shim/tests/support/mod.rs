@@ -261,7 +261,9 @@ impl Mode {
         self.apply_with(cmd, "");
     }
     /// [`Mode::apply`] with `options` (comma-separated, may be empty) in `RSEQMALLOC_OPTIONS`
-    /// after the mode's own.
+    /// after the mode's own, and after those any options in the test run's own
+    /// `RSEQMALLOC_TEST_EXTRA_OPTIONS` (to run a whole suite with a setting that is off by
+    /// default, such as `owned_spans=on`; README, "Tests").
     pub fn apply_with(self, cmd: &mut Command, options: &str) {
         if self == Mode::Own {
             cmd.env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
@@ -271,7 +273,8 @@ impl Mode {
         } else {
             ""
         };
-        let all = [rseq, options]
+        let extra = std::env::var("RSEQMALLOC_TEST_EXTRA_OPTIONS").unwrap_or_default();
+        let all = [rseq, options, extra.as_str()]
             .into_iter()
             .filter(|o| !o.is_empty())
             .collect::<Vec<_>>()
