@@ -473,7 +473,7 @@ mod owned_tests {
     use std::vec::Vec;
 
     /// The class whose table entry the tests use (its stack is not touched).
-    const C: usize = 7;
+    pub(super) const C: usize = 7;
     /// Bytes per object of the hand-built span.
     const SIZE: usize = 32;
 
@@ -609,6 +609,53 @@ mod owned_tests {
         let again: Vec<_> = (0..4).map(|_| pop()).collect();
         let want: Vec<_> = (0..4).map(|i| OwnedPop::Object(f.obj(i))).collect();
         assert_eq!(again, want, "pushed back, popped in the same order");
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    #[test]
+    fn owned_set_cur_and_retire_need_the_slabs_ownership_and_retire_spares_the_current_span() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned_tests::owned_set_cur_and_retire_need_the_slabs_ownership_and_retire_spares_the_current_span",
+            64,
+        );
+        let f = Fake::new(3);
+        set_cur(core::ptr::null());
+        let _cleanup = Cleanup;
+        let slab = Slab::of(current_rseq_id());
+        let words: *const OwnedWords = &*f.words;
+        let cur = || slab.owned_cur(C).load(Ordering::Relaxed);
+        // SAFETY (every section below): the slabs are set up; the span's words hold their
+        // invariants.
+        let (set, retire) = (
+            |w| unsafe { arch::owned_set_cur(C, w) },
+            || unsafe { arch::owned_retire(C, words) },
+        );
+        // Nobody's span, then another slab's: neither section commits.
+        let slabs = G.nslabs.load(Ordering::Relaxed);
+        for other in [NO_OWNER, owner_of((current_rseq_id() + 1) % slabs)] {
+            if other == owner_of(current_rseq_id()) {
+                continue; // one slab: no other owner to test
+            }
+            f.words.owner.store(other, Ordering::Relaxed);
+            assert!(!set(words) && cur() == 0, "not made current");
+            assert!(!retire(), "not retired");
+            assert_eq!(f.words.owner.load(Ordering::Relaxed), other, "owner kept");
+        }
+        // The slab's own span: made current; not retired while current; retired once not.
+        f.words
+            .owner
+            .store(owner_of(current_rseq_id()), Ordering::Relaxed);
+        assert!(set(words) && cur() == words as usize);
+        assert!(!retire(), "the current span is not retired");
+        assert_eq!(
+            f.words.owner.load(Ordering::Relaxed),
+            owner_of(current_rseq_id())
+        );
+        assert!(set(core::ptr::null()) && cur() == 0, "no current span");
+        assert!(retire(), "retired");
+        assert_eq!(f.words.owner.load(Ordering::Relaxed), NO_OWNER);
+        assert!(!retire(), "retired once");
+        assert!(!set(words), "a retired span is not made current");
         assert!(crate::os::set_affinity(&saved));
     }
 
@@ -755,7 +802,7 @@ mod owned_tests {
 mod owned_every_point_tests {
     use super::owned_tests::{pop, set_cur, set_stop, Cleanup, Fake};
     use super::*;
-    use crate::arch::{owned_push, owner_of, OwnedPop, RSEQ_SIG};
+    use crate::arch::{owned_push, owner_of, OwnedPop, OwnedWords, NO_OWNER, RSEQ_SIG};
     use crate::free_tag;
     use crate::sync::{AtomicBool, AtomicU64, AtomicUsize};
 
@@ -960,6 +1007,90 @@ mod owned_every_point_tests {
             }
         }
         assert!(points >= 10, "only {points} abort points");
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    /// One copy of the section that makes the span current (see `pop`).
+    #[inline(never)]
+    fn set_cur_here(f: &Fake) -> bool {
+        // SAFETY: the slabs are set up; the span's words hold their invariants.
+        unsafe { arch::owned_set_cur(super::owned_tests::C, &*f.words) }
+    }
+
+    /// One copy of the retire section (see `pop`).
+    #[inline(never)]
+    fn retire_here(f: &Fake) -> bool {
+        // SAFETY: as above.
+        unsafe { arch::owned_retire(super::owned_tests::C, &*f.words) }
+    }
+
+    /// Runs `section` aborted after each of its instructions in turn (and, with `stop`, a
+    /// drain's stop set at that point), on a fresh span owned by the thread's slab that is not
+    /// current there; `check(fake, committed, stopped, k)` judges each point. Returns the
+    /// points that proved something (the thread stayed on its slab).
+    fn every_point(section: fn(&Fake) -> bool, check: impl Fn(&Fake, bool, bool, usize)) -> usize {
+        let setup = || {
+            let f = Fake::new(3);
+            set_cur(core::ptr::null());
+            f.words
+                .owner
+                .store(owner_of(current_rseq_id()), Ordering::Relaxed);
+            f
+        };
+        let _cleanup = Cleanup;
+        let f = setup();
+        let (done, aborted) = super::abort_tests::stepped_abort(|| section(&f));
+        assert!(done, "the section commits after a restart");
+        let target = descriptor_of(aborted);
+        let mut points = 0;
+        for stop in [false, true] {
+            for k in 1.. {
+                let f = setup();
+                let id = current_rseq_id();
+                let Some((done, aborted)) = at_point(target, k, stop, || section(&f)) else {
+                    break;
+                };
+                set_stop(false);
+                if current_rseq_id() != id {
+                    continue; // moved off the owner's slab: proves nothing
+                }
+                check(&f, done, stop && aborted, k);
+                points += 1;
+                if !aborted {
+                    break; // armed at the commit itself: the last point
+                }
+            }
+        }
+        points
+    }
+
+    #[test]
+    fn owned_set_cur_and_retire_aborted_after_each_instruction_commit_once() {
+        let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_set_cur_and_retire_aborted_after_each_instruction_commit_once", 64);
+        let slab = Slab::of(current_rseq_id());
+        let cur = || {
+            slab.owned_cur(super::owned_tests::C)
+                .load(Ordering::Relaxed)
+        };
+        let points = every_point(set_cur_here, |f, done, stopped, k| {
+            let words = &*f.words as *const OwnedWords as usize;
+            if stopped {
+                assert!(!done && cur() == 0, "k = {k}: stopped, nothing set");
+            } else {
+                assert!(done && cur() == words, "k = {k}: set once");
+            }
+            set_cur(core::ptr::null());
+        });
+        assert!(points >= 10, "only {points} abort points of owned_set_cur");
+        let points = every_point(retire_here, |f, done, stopped, k| {
+            let owner = f.words.owner.load(Ordering::Relaxed);
+            if stopped {
+                assert!(!done && owner != NO_OWNER, "k = {k}: stopped, still owned");
+            } else {
+                assert!(done && owner == NO_OWNER, "k = {k}: retired once");
+            }
+        });
+        assert!(points >= 10, "only {points} abort points of owned_retire");
         assert!(crate::os::set_affinity(&saved));
     }
 }
