@@ -205,12 +205,18 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
-        if TAG && percpu::owned_enabled() {
-            let p = percpu::owned_pop(c);
-            if !p.is_null() {
-                arch::note_alloc(p, c);
-                return clear_tag::<TAG>(p);
+        if TAG && percpu::owned_routes(c) {
+            // Owned spans (`owned_spans=on`): the current owned span's list, then the stack.
+            let mut p = percpu::owned_pop(c);
+            if p.is_null() {
+                p = percpu::pop(c);
+                if p.is_null() {
+                    return cold();
+                }
+                clear_link(p);
             }
+            arch::note_alloc(p, c);
+            return clear_tag::<TAG>(p);
         }
         let p = percpu::pop(c);
         if !p.is_null() {
@@ -221,6 +227,16 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
         }
     }
     cold()
+}
+
+/// Clears the first word of a small object being handed out by a C allocation with owned spans
+/// on (`percpu::owned_routes`): an object that was on an owned span's list and went back to
+/// its span's bitmap whole (a span given back, a drain) may still hold its encoded link, which
+/// would give the free tag's key away (the owned pop clears it itself).
+#[inline(always)]
+fn clear_link(p: *mut u8) {
+    // SAFETY: a small object being handed out (every class is at least 16 bytes).
+    unsafe { p.cast::<usize>().write(0) };
 }
 
 /// Clears the double-free tag of a small object being handed out (when `TAG`).
@@ -245,7 +261,7 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     }
     let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
     if p.is_null() {
-        p = percpu::alloc_slow(c, TAG && percpu::owned_enabled());
+        p = percpu::alloc_slow(c, TAG && percpu::owned_routes(c));
         if p.is_null() {
             return oom();
         }
@@ -257,6 +273,9 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     // followed the wrong class (session 35).
     if TAG {
         arch::note_alloc(p, c);
+        if percpu::owned_routes(c) {
+            clear_link(p);
+        }
     }
     clear_tag::<TAG>(p)
 }
@@ -424,8 +443,8 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
     // Owned spans (`owned_spans=on`): onto its span's list when this CPU's slab owns the span.
     // SAFETY: a free object, tagged free; `e` names its span.
     if e != 0
-        && percpu::owned_enabled()
-        && unsafe { percpu::owned_push(ptr, pagemap::span_of(e) as *mut Span) }
+        && percpu::owned_routes(c)
+        && unsafe { percpu::owned_push(ptr, pagemap::span_of(e) as *mut Span, c) }
     {
         return;
     }
@@ -610,7 +629,7 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     // (like every pointer that is not a small object) takes `free_not_small`.
     let (c, e) = checked_class(ptr, who);
     if c != 0 {
-        if TAG && arch::noted_ptr() == ptr as usize && !percpu::owned_enabled() {
+        if TAG && arch::noted_ptr() == ptr as usize && !percpu::owned_routes(c) {
             // Freeing what this thread allocated last (a temporary buffer): its class, noted
             // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
             // and chosen in one block of assembly) the push need not wait for the page-map

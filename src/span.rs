@@ -73,7 +73,8 @@ pub struct Span {
     /// [`BitmapPool`]: bit `i` set when object `i` is in the span (free, not in any cache);
     /// only objects below `carved` are ever set, and the set ones number `carved - in_use`.
     /// The objects themselves hold no link, so nothing written into a free object can make
-    /// the span hand out a block twice or a wild pointer. Null for other states.
+    /// the span hand out a block twice or a wild pointer (but see `free_tag` for the lists of
+    /// owned spans, `owned_spans=on`). Null for other states.
     pub bits: *mut u64,
     /// Links in whichever [`SpanList`] holds the span (central or page heap); null otherwise.
     pub prev: *mut Span,
@@ -340,6 +341,12 @@ impl Chunks {
                 POOL_CHUNK
             };
             let chunk = os::map(length, os::OS_PAGE).ok()?;
+            if self.with_ext {
+                // 2 MiB long: a kernel with transparent huge pages always on may back it with
+                // one huge page at the first record written, extensions and all; the half
+                // meant to stay untouched would then be resident.
+                os::advise_huge(chunk, length, false);
+            }
             self.bump = chunk as usize;
             self.end = self.bump + POOL_CHUNK;
             self.mapped += length;

@@ -83,6 +83,8 @@ pub struct Stats {
     /// Spans per-CPU slabs took to own (`owned_spans=on`; docs/design.md, "Owned spans"); 0
     /// when owned spans are off.
     pub owned_spans_taken: usize,
+    /// Owned spans a free gave back whole (every object of the span back on its list).
+    pub owned_spans_given_back: usize,
     /// Maintenance ticks run so far (each drains the per-CPU caches that stayed idle, flushes
     /// idle transfer stacks and inboxes, and releases pages free for `decay_ms`): at most one
     /// per tick period, a quarter of `decay_ms` within 10 ms to 1 s, run by a slow path that
@@ -149,6 +151,7 @@ pub fn stats() -> Stats {
         evicted: percpu::EVICTED.load(Ordering::Relaxed),
         burst_growths: percpu::BURST_GROWTHS.load(Ordering::Relaxed),
         owned_spans_taken: percpu::OWNED_TAKEN.load(Ordering::Relaxed),
+        owned_spans_given_back: percpu::OWNED_GIVEN_BACK.load(Ordering::Relaxed),
         maintenance_ticks,
         background_ticks,
     };

@@ -305,18 +305,26 @@ fn child_write_after_free() {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
-    // SAFETY: deliberately wrong: a write into a freed block (its first word), which the
-    // next malloc of its size must catch (owned spans) or never read (fallback).
+    // Enough blocks that the last ones come from an owned span whatever this process's Rust
+    // code left in the class's stack (owned spans are tried first, then the stack).
+    let blocks: Vec<*mut u8> = (0..2000).map(|_| rseqmalloc::malloc(100)).collect();
+    println!(
+        "owned spans taken: {}",
+        rseqmalloc::stats().owned_spans_taken
+    );
+    let (p, q) = (blocks[1998], blocks[1999]);
+    // SAFETY: deliberately wrong: a write into a freed block (its first word), which a later
+    // malloc of its size must catch (owned spans: `p` is its span's list head, popped once its
+    // span is current) or never read (fallback).
     unsafe {
-        let p = rseqmalloc::malloc(100);
-        let q = rseqmalloc::malloc(100);
         rseqmalloc::free(q);
         rseqmalloc::free(p);
         p.cast::<u64>().write(0x4141_4141_4141_4141);
-        let r = rseqmalloc::malloc(100);
-        let s = rseqmalloc::malloc(100);
-        println!("ran on: {r:p} {s:p}");
+        for _ in 0..200 {
+            rseqmalloc::malloc(100);
+        }
     }
+    println!("ran on");
 }
 
 /// In every rseq mode (the guard sits at the entry points, before any mode's code), a nested

@@ -316,7 +316,8 @@ fn stress() {
     // Machine-readable line for the parent.
     println!(
         "RESULT mode={:?} ops={} signals={} restarts={} batch_restarts={} fallback_ops={} \
-         forks={} drains={} cached_after_trim={} mm_cid={} drains_skipped={} owned_taken={}",
+         forks={} drains={} cached_after_trim={} mm_cid={} drains_skipped={} owned_taken={} \
+         owned_given_back={} invariants={}",
         s.rseq_mode,
         total_ops.load(Ordering::Relaxed),
         SIGNALS.load(Ordering::Relaxed),
@@ -328,8 +329,23 @@ fn stress() {
         cached,
         s.uses_mm_cid,
         s.drains_skipped,
-        s.owned_spans_taken
+        s.owned_spans_taken,
+        s.owned_spans_given_back,
+        invariants()
     );
+}
+
+/// The allocator's own invariants at rest (`fuzzing` builds: the page heap, every central
+/// list, every slab's stacks and owned spans), as the RESULT line reports them: `ok`, the
+/// broken one, or `unchecked` without the feature.
+fn invariants() -> String {
+    #[cfg(feature = "fuzzing")]
+    return match rseqmalloc::fuzzing::check_invariants() {
+        Ok(()) => "ok".into(),
+        Err(b) => format!("broken:{}@{:#x}", b.what.replace(' ', "_"), b.at),
+    };
+    #[cfg(not(feature = "fuzzing"))]
+    "unchecked".into()
 }
 
 #[test]
@@ -350,6 +366,16 @@ fn run_mode(env: &[(&str, &str)]) -> HashMap<String, String> {
     r
 }
 
+/// The child's invariants held at rest after its final trim (checked in `fuzzing` builds).
+fn assert_invariants(r: &HashMap<String, String>) {
+    let want = if cfg!(feature = "fuzzing") {
+        "ok"
+    } else {
+        "unchecked"
+    };
+    assert_eq!(r["invariants"], want, "{r:?}");
+}
+
 fn num(r: &HashMap<String, String>, k: &str) -> u64 {
     r[k].parse().unwrap()
 }
@@ -366,6 +392,7 @@ fn stress_with_glibc_area() {
     assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
     assert_eq!(num(&r, "fallback_ops"), 0);
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+    assert_invariants(&r);
 }
 
 /// As on a kernel without the rseq membarrier: slabs by cpu_id, trim drains other CPUs by
@@ -408,6 +435,7 @@ fn stress_with_own_registration() {
     assert!(num(&r, "restarts") > 0, "no rseq restart observed: {r:?}");
     assert_eq!(num(&r, "fallback_ops"), 0);
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+    assert_invariants(&r);
 }
 
 #[test]
@@ -422,6 +450,7 @@ fn stress_with_forced_fallback() {
     // slabs must still see traffic (refills, flushes, larger classes).
     assert!(num(&r, "fallback_ops") > OPS_PER_MODE as u64 / 100, "{r:?}");
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+    assert_invariants(&r);
 }
 
 /// What the C-API stress with `owned_spans=on` must show in an rseq mode: every operation, the
@@ -434,6 +463,11 @@ fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
     assert!(num(r, "drains") > 10, "{r:?}");
     assert!(num(r, "restarts") > 0, "no rseq restart observed: {r:?}");
     assert!(num(r, "owned_taken") > 0, "no span owned: {r:?}");
+    assert!(
+        num(r, "owned_given_back") > 0,
+        "no span given back whole: {r:?}"
+    );
+    assert_invariants(r);
     assert_eq!(num(r, "fallback_ops"), 0);
     assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
 }
@@ -471,6 +505,7 @@ fn stress_owned_spans_with_forced_fallback() {
     assert_eq!(num(&r, "owned_taken"), 0, "{r:?}");
     assert_eq!(num(&r, "restarts"), 0);
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+    assert_invariants(&r);
 }
 
 /// Without the rseq membarrier a drain cannot stop owned spans (docs/design.md, "Owned

@@ -144,8 +144,8 @@ pub const SLOT_SHIFT: u32 = 3;
 /// section reads.
 pub const SLOTS_AT: usize = 4096;
 
-/// Byte offset in a slab of its owned-span table (owned spans, stage 1 of the build proposed in
-/// docs/design.md, "The next build, proposed in session 44"): class `c`'s current owned span,
+/// Byte offset in a slab of its owned-span table (owned spans, `owned_spans=on`; docs/design.md,
+/// "Owned spans"): class `c`'s current owned span,
 /// the address of its [`OwnedWords`] or 0, at `CUR_AT + 8 * c`. All zero in an untouched slab:
 /// no class has a current span, and [`owned_pop`] fails to the slow path.
 pub const CUR_AT: usize = 2048;

@@ -417,8 +417,8 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
     obj
 }
 
-/// Pops the first free object of the calling CPU's current owned span of class `c` (stage 1 of
-/// the owned-span build: docs/design.md, "The next build, proposed in session 44").
+/// Pops the first free object of the calling CPU's current owned span of class `c` (owned spans,
+/// `owned_spans=on`: docs/design.md, "Owned spans").
 ///
 /// ```text
 ///   area = tb.area

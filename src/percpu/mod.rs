@@ -46,7 +46,10 @@ pub use drain::DRAINS_SKIPPED;
 pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
-pub use owned::{enabled as owned_enabled, pop as owned_pop, push as owned_push, OWNED_TAKEN};
+pub use owned::routes as owned_routes;
+pub use owned::{
+    pop as owned_pop, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK, OWNED_TAKEN,
+};
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;
 pub use slab::{fallback_ops, slabs_in_use};
@@ -368,6 +371,12 @@ pub fn flush_mine() -> usize {
     flush_own_magazine();
     remote::flush_outbox();
     match thread_state() {
+        ThreadState::Rseq if owned::enabled() => {
+            // Owned spans are taken back only by the fenced drain (which owned spans need to
+            // be on): the slab the thread runs on now, stacks and owned spans alike.
+            let id = current_rseq_id();
+            drain_where(may_pin, |i, _| i == id)
+        }
         ThreadState::Rseq => {
             let bytes = drain_current();
             // The slab the thread runs on now (it may have moved during the pops).
@@ -459,7 +468,7 @@ fn pinned_in_both_rseq_modes(
     rseq_thread_pinned(size)
 }
 
-/// The owned-span sections (stage 1 of the build docs/design.md proposes, "The next build,
+/// The owned-span sections (docs/design.md, "Owned spans"; built first as stage 1 of "The next build,
 /// proposed in session 44"), on a span the test builds by hand: 32-byte objects in a buffer,
 /// linked and tagged as `arch::OwnedWords` requires. Nothing in the allocator owns spans yet,
 /// so the slabs' owned-span tables are all zero but where these tests write them.

@@ -47,10 +47,32 @@ static ON: AtomicBool = AtomicBool::new(false);
 /// Spans slabs took to own so far (statistics: `owned_spans_taken`).
 pub static OWNED_TAKEN: AtomicUsize = AtomicUsize::new(0);
 
+/// Owned spans given back whole by a free that found them wholly free (statistics:
+/// `owned_spans_given_back`).
+pub static GIVEN_BACK: AtomicUsize = AtomicUsize::new(0);
+
 /// Whether C allocations and frees use owned spans.
 #[inline(always)]
 pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
+}
+
+/// The largest class owned spans serve: objects up to 1 KiB (the C table's classes, where
+/// `mixed-bursts` lives). Larger classes' spans hold few objects each, and a slab owning spans
+/// of many of them held a good deal of memory (docs/benchmarks.md, "Session 45").
+pub const MAX_CLASS: usize = crate::size_class::class_of(1024);
+
+/// Whether a C allocation or free of class `c` uses owned spans: on, and `c` at most
+/// [`MAX_CLASS`].
+#[inline(always)]
+pub fn routes(c: usize) -> bool {
+    c <= MAX_CLASS && enabled()
+}
+
+/// Objects a slow path takes from a span's bitmap at once for class `c`: up to [`COLLECT`],
+/// and about [`COLLECT_BYTES`] worth (at least 4).
+fn collect_count(c: usize) -> usize {
+    (COLLECT_BYTES / size_of(c)).clamp(4, COLLECT)
 }
 
 /// Turns owned spans on or off at process set-up (`setup::init_process`): on only when asked
@@ -62,9 +84,13 @@ pub(super) fn init(on: bool) {
 /// The low 48 bits of `OwnedWords::local`: the list's head.
 const HEAD_MASK: u64 = (1 << 48) - 1;
 
-/// Objects a slow path takes from a span's bitmap at once: the one it returns and the rest
-/// pushed onto the span's list (the lazy carving of the session-44 prototype).
+/// Objects a slow path takes from a span's bitmap at once at most: the one it returns and the
+/// rest pushed onto the span's list (the lazy carving of the session-44 prototype).
 const COLLECT: usize = 64;
+
+/// Bytes of objects a slow path takes from a span's bitmap at once, about (`collect_count`):
+/// 64 objects up to 256 B, 16 of 1 KiB.
+const COLLECT_BYTES: usize = 16 << 10;
 
 /// Spans the slow path looks at in a class's list before it takes a new one.
 const WALK: usize = 8;
@@ -120,61 +146,90 @@ pub fn pop(c: usize) -> *mut u8 {
     }
 }
 
-/// Pushes `obj` (a free object, tagged free, of span `span`) onto its span's owned list when
-/// the calling CPU's slab owns the span; false otherwise. A push that leaves every object out
-/// of the span on its list (the span wholly free) gives the span back ([`give_back_free`]),
-/// unless it is its class's current span.
+/// Pushes `obj` (a free object of class `c`, tagged free, of span `span`) onto its span's
+/// owned list when the calling CPU's slab owns the span; false otherwise. A push that leaves
+/// every object out of the span on its list (the span wholly free) gives the span back
+/// ([`give_back_free`]), unless it is its class's current span (a `malloc`/`free` pair on the
+/// current span's last object out would otherwise try it every time).
 ///
 /// # Safety
-/// `obj` is a free object of a small class, tagged free, that nobody uses; `span` is the span
+/// `obj` is a free object of class `c`, tagged free, that nobody uses; `span` is the span
 /// record its page-map entry names.
 #[inline(always)]
-pub unsafe fn push(obj: *mut u8, span: *mut Span) -> bool {
+pub unsafe fn push(obj: *mut u8, span: *mut Span, c: usize) -> bool {
+    let words = words_of(span);
     // SAFETY: the caller's contract; the span's words satisfy their invariants (module
     // invariants), and a span no slab owns has owner `NO_OWNER`, which no id equals.
-    let n = unsafe { arch::owned_push(words_of(span), obj, free_tag::key()) };
+    let n = unsafe { arch::owned_push(words, obj, free_tag::key()) };
     if n == 0 {
         return false;
     }
-    // SAFETY: as above; `in_use` is an atomic on the line the push just wrote.
-    if n == unsafe { (*span).in_use() } as usize {
-        give_back_free(span);
+    // SAFETY: span records are pool memory, always readable; `in_use` is an atomic. The owner
+    // was this slab a moment ago (the push committed), so its index names a slab.
+    unsafe {
+        if n == (*span).in_use() as usize {
+            let owner = (*words).owner.load(Ordering::Relaxed) as usize;
+            if owner != NO_OWNER as usize
+                && Slab::of(owner - 1).owned_cur(c).load(Ordering::Relaxed) != words as usize
+            {
+                give_back_free(span);
+            }
+        }
     }
     true
 }
 
 /// Gives span `s` back to the central lists when the calling CPU's slab owns it, it is not its
 /// class's current span and every object out of it is on its list (which [`push`] saw a moment
-/// ago): retired in a section ([`arch::owned_retire`]), unlinked, and its list given back
-/// ([`disown`]), after which the page heap has its pages. Does nothing when the slab's
-/// capacity lock is busy or the thread moved: the span stays owned, to be reused or drained.
+/// ago), through [`give_back_as`] with the owner it reads now. Does nothing when nobody owns it
+/// any more.
 #[cold]
 #[inline(never)]
 fn give_back_free(s: *mut Span) {
-    // SAFETY: span records are pool memory, always readable; the class of a span a slab owns
-    // does not change while it is owned.
-    let (owner, c) = unsafe {
-        (
-            (*Span::ext(s)).owned.owner.load(Ordering::Relaxed),
-            (*s).class as usize,
-        )
-    };
-    if owner == NO_OWNER || owner as usize > super::state::G.nslabs.load(Ordering::Relaxed) {
-        return;
+    // SAFETY: span records and their extensions are pool memory, always readable.
+    let owner = unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) } as usize;
+    if owner != NO_OWNER as usize && owner <= super::state::G.nslabs.load(Ordering::Relaxed) {
+        give_back_as(owner - 1, s);
     }
-    let slab = Slab::of(owner as usize - 1);
+}
+
+/// [`give_back_free`] for a span that slab `a` owned when the caller looked: under `a`'s
+/// capacity lock, and only if `a` still owns it (ownership by `a` cannot change while the lock
+/// is held: takes, retires and drains of `a`'s spans all hold it), it is retired in a section
+/// on this CPU ([`arch::owned_retire`]: fails unless this CPU's slab is `a` and the span is not
+/// current), unlinked from `a`'s list, and its list given back ([`central::disown_whole`],
+/// else [`disown`]), after which the page heap has its pages. Does nothing when the lock is
+/// busy, `a` no longer owns the span, or the thread runs elsewhere: the span stays owned, to be
+/// reused or drained.
+///
+/// Why the owner is read again under the lock: between the look and the lock, `a` may have
+/// given the span up and another slab taken it; the retire section, run on that other slab's
+/// CPU, would then succeed, and `a`'s list (under the lock held) and the other slab's (not
+/// held) would be changed wrongly (found by review; `tests::a_give_back_under_an_owner_gone_
+/// since_changes_nothing`).
+fn give_back_as(a: usize, s: *mut Span) {
+    let slab = Slab::of(a);
     if !slab.cap_lock().try_lock() {
         return;
     }
+    // SAFETY: as in `give_back_free`.
+    let owner = unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) };
+    if owner != arch::owner_of(a) {
+        slab.cap_lock().unlock();
+        return;
+    }
     let _errno = os::ErrnoKeeper::new();
-    // SAFETY: the slab owned `s` when the push committed; the retire section checks that it
-    // still does, on this CPU, and that `s` is not current; after it, the list is ours, and
-    // the span is in the slab's list (module invariants), which we hold the lock of.
+    // SAFETY: `a` owns `s` and we hold `a`'s capacity lock, so `s` is in `a`'s list and its
+    // class cannot change; the retire section checks, on this CPU, that this CPU's slab is `a`
+    // and that `s` is not current; after it, the list is ours.
     unsafe {
+        let c = (*s).class as usize;
         if arch::owned_retire(c, words_of(s)) {
             list_remove(slab, c, s);
             let w = (*Span::ext(s)).owned.local.swap(0, Ordering::Relaxed);
-            if !central::disown_whole(s, c, (w >> 48) as usize) {
+            if central::disown_whole(s, c, (w >> 48) as usize) {
+                GIVEN_BACK.fetch_add(1, Ordering::Relaxed);
+            } else {
                 // Some object went out again since the push (a refill may have taken the span
                 // as current and popped, then moved on): give the list back object by object.
                 (*Span::ext(s)).owned.local.store(w, Ordering::Relaxed);
@@ -293,7 +348,7 @@ fn refill_locked(slab: Slab, c: usize, id: usize) -> *mut u8 {
 unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
     let mut buf = [null_mut(); COLLECT];
     // SAFETY: the caller's contract: the span is `in_slab`, its slab's lock held.
-    let got = unsafe { central::take_from_owned(s, c, &mut buf) };
+    let got = unsafe { central::take_from_owned(s, c, &mut buf[..collect_count(c)]) };
     if got == 0 {
         return null_mut();
     }
@@ -674,6 +729,56 @@ mod tests {
         assert!(current(slab, c).is_null(), "no current span");
     }
 
+    /// A free that looked at a span's owner, then found it given up by that slab and taken by
+    /// the one it runs on now, must leave the span alone: `give_back_as` is handed another
+    /// slab as the owner it saw, for a span this CPU's slab owns (not current, so the retire
+    /// section would pass here).
+    #[test]
+    fn a_give_back_under_an_owner_gone_since_changes_nothing() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned::tests::a_give_back_under_an_owner_gone_since_changes_nothing",
+            64,
+        );
+        let id = current_rseq_id();
+        let slabs = super::super::state::G.nslabs.load(Ordering::Relaxed);
+        if slabs < 2 {
+            std::eprintln!("one slab: no other owner to name");
+            crate::os::set_affinity(&saved);
+            return;
+        }
+        let (slab, other) = (Slab::of(id), (id + 1) % slabs);
+        let c = class_of(SIZE);
+        drain(id);
+        let p = refill(c, id);
+        assert!(!p.is_null());
+        let s = current(slab, c);
+        // SAFETY: the slab layout is set up; null names no span.
+        assert!(unsafe { arch::owned_set_cur(c, core::ptr::null()) });
+        let other_head = Slab::of(other).owned_list(c).load(Ordering::Relaxed);
+        give_back_as(other, s);
+        // SAFETY: span records are pool memory, always readable.
+        let owner = unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) };
+        assert_eq!(owner, arch::owner_of(id), "still this slab's");
+        assert_eq!(
+            slab.owned_list(c).load(Ordering::Relaxed),
+            s as usize,
+            "still in this slab's list"
+        );
+        assert_eq!(
+            Slab::of(other).owned_list(c).load(Ordering::Relaxed),
+            other_head,
+            "the other slab's list untouched"
+        );
+        check::check_owned(id, slab).unwrap();
+        // SAFETY: handed out as `malloc` hands objects out, then freed as a C program would.
+        unsafe {
+            free_tag::clear(p);
+            crate::free(p);
+        }
+        drain(id);
+        crate::os::set_affinity(&saved);
+    }
+
     #[test]
     fn an_owned_span_is_taken_used_given_back_and_drained() {
         let (_serial, saved) = pinned_in_both_rseq_modes(
@@ -696,7 +801,10 @@ mod tests {
         let (start, end, capacity) = unsafe { ((*s).start, (*s).end(), (*s).capacity as usize) };
         assert!((start..end).contains(&(p0 as usize)));
         // SAFETY: as above.
-        assert_eq!(unsafe { listed_objects(s) }, COLLECT.min(capacity) - 1);
+        assert_eq!(
+            unsafe { listed_objects(s) },
+            collect_count(c).min(capacity) - 1
+        );
         check::check_owned(id, slab).unwrap();
 
         // Popped: every listed object once, its link word cleared; then nothing.
@@ -715,7 +823,7 @@ mod tests {
             );
             objs.push(p);
         }
-        assert_eq!(objs.len(), COLLECT.min(capacity));
+        assert_eq!(objs.len(), collect_count(c).min(capacity));
         let mut sorted: Vec<_> = objs.clone();
         sorted.sort_unstable();
         sorted.dedup();
@@ -730,7 +838,7 @@ mod tests {
             unsafe {
                 free_tag::clear(p);
                 assert!(free_tag::mark_free(p));
-                assert!(push(p, s), "the owner's push succeeds");
+                assert!(push(p, s, c), "the owner's push succeeds");
             }
             // SAFETY: as above.
             assert_eq!(unsafe { listed_objects(s) }, k + 1);
