@@ -444,6 +444,7 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
     // SAFETY: a free object, tagged free; `e` names its span.
     if e != 0
         && percpu::owned_routes(c)
+        && percpu::owned_homed_here(pagemap::home_bits_unmasked(e))
         && unsafe { percpu::owned_push(ptr, pagemap::span_of(e) as *mut Span, c) }
     {
         return;

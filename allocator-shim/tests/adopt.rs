@@ -344,14 +344,19 @@ fn verbose_prints_one_start_up_line_with_version_mode_ids_and_options() {
             "cpu_id"
         };
         let rseq = if mode == Mode::Fallback { "off" } else { "on" };
+        let owned = if support::owned_spans_on() {
+            "on"
+        } else {
+            "off"
+        };
         assert!(
             text.starts_with(&format!(
                 "rseqmalloc {version}, rseq mode {} ({ids}), options rseq={rseq},decay_ms=1000,",
                 mode.name()
-            )) && text.ends_with(
+            )) && text.ends_with(&format!(
                 ",verbose=on,background_thread=off,membarrier=on,deepbind=strip,\
-                     owner_return=on,owned_spans=off\n"
-            ),
+                     owner_return=on,owned_spans={owned}\n"
+            )),
             "{what}: {line:?}"
         );
     }

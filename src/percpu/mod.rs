@@ -46,7 +46,7 @@ pub use drain::DRAINS_SKIPPED;
 pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
-pub use owned::routes as owned_routes;
+pub use owned::{homed_here as owned_homed_here, routes as owned_routes};
 pub use owned::{
     pop as owned_pop, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK, OWNED_TAKEN,
 };

@@ -69,6 +69,17 @@ pub fn routes(c: usize) -> bool {
     c <= MAX_CLASS && enabled()
 }
 
+/// Whether an object whose page-map entry has home bits `bits` (`pagemap::home_bits_unmasked`)
+/// is likely of a span the calling thread's slab owns: its home's low bits are this slab's (a
+/// hint: the slab takes its fresh spans with itself as home). A C `free` asks it before the
+/// owned push, so that a free of another slab's object does not run a section that fails, nor
+/// read the owner's line, which the owner's own pops and pushes write.
+#[inline(always)]
+pub fn homed_here(bits: usize) -> bool {
+    let homed = crate::pagemap::HOMED;
+    bits & (2 * homed - 1) == homed | (arch::id_hint() as usize & (homed - 1))
+}
+
 /// Objects a slow path takes from a span's bitmap at once for class `c`: up to [`COLLECT`],
 /// and about [`COLLECT_BYTES`] worth (at least 4).
 fn collect_count(c: usize) -> usize {

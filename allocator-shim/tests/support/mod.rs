@@ -287,6 +287,18 @@ impl Mode {
 
 /// The checked build in the three modes, and the release build (as users get it) in the
 /// default mode.
+/// Whether this test run asks for owned spans (`owned_spans=on` in
+/// `RSEQMALLOC_TEST_EXTRA_OPTIONS`, which [`Mode::apply_with`] adds to every mode): the few
+/// tests whose expectations the option changes (the options line, small overflows) ask it.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all ask"
+)]
+pub fn owned_spans_on() -> bool {
+    std::env::var("RSEQMALLOC_TEST_EXTRA_OPTIONS")
+        .is_ok_and(|o| o.split(',').any(|kv| kv.trim() == "owned_spans=on"))
+}
+
 pub fn checked_modes_and_release(libs: &Libs) -> [(&Path, Mode); 4] {
     [
         (&libs.checked, Mode::Glibc),
