@@ -344,7 +344,9 @@ impl Chunks {
             if self.with_ext {
                 // 2 MiB long: a kernel with transparent huge pages always on may back it with
                 // one huge page at the first record written, extensions and all; the half
-                // meant to stay untouched would then be resident.
+                // meant to stay untouched would then be resident. (A kernel without huge pages
+                // refuses the advice: errno stays as the program left it.)
+                let _errno = os::ErrnoKeeper::new();
                 os::advise_huge(chunk, length, false);
             }
             self.bump = chunk as usize;

@@ -159,9 +159,10 @@ pub const OWNED_STOP_AT: usize = 920;
 /// The words of a span a slab owns that its critical sections read and commit (`owned_pop`,
 /// `owned_push_chain`, `owned_set_cur`, `owned_retire`). Shared with the assembly through
 /// `offset_of!`, as [`ClassHeader`] is; 32 bytes, aligned to 32 so that they sit on one cache
-/// line of the span record (`span::Span::owned`).
+/// line of the span record's extension (`span::SpanExt::owned`).
 ///
-/// Invariants (embedded in every span record, `span::Span::owned`; `percpu::owned` keeps them):
+/// Invariants (in every span record's extension, `span::SpanExt::owned`; `percpu::owned` keeps
+/// them):
 /// - `local` is `head | free << 48`: `head` the first free object (0: none), `free` how many
 ///   objects the list holds; each free object's first word holds the next one's address XOR
 ///   the free tag's key (`free_tag::key`), 0 encoded for the last; every free object carries

@@ -447,7 +447,8 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
 /// a retry that fails early reports `Fail`, never a stale object), and the commit is the
 /// section's last instruction; an abort leaves the span as it was and the retry reads the new
 /// id, stop word and current span. A link bent into the span's last 15 bytes passes the range
-/// check (the object-start test is stage 2's), so the next pop may read past `end`. The stop word is loaded first, as the protocol needs (a section that
+/// check (the object-start test is still to do: docs/design.md, "Known weaknesses"), so the next
+/// pop may read past `end`. The stop word is loaded first, as the protocol needs (a section that
 /// loaded it before a drain's stop either ends before the drain's fence returns or restarts).
 ///
 /// # Safety

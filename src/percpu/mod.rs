@@ -264,7 +264,8 @@ pub fn flush_own() {
 }
 
 /// Slow path of allocation for class `c`: set-up, refill, fallback and bypass. `owned`: the
-/// caller pops owned spans (a C allocation with owned spans on, `owned_enabled`), so a refill
+/// caller pops owned spans (a C allocation of a class owned spans serve, `owned_routes`), so a
+/// refill
 /// may take from them ([`owned::refill`]) once the stack, the inbox and the transfer stack have
 /// nothing.
 #[cold]
@@ -468,10 +469,10 @@ fn pinned_in_both_rseq_modes(
     rseq_thread_pinned(size)
 }
 
-/// The owned-span sections (docs/design.md, "Owned spans"; built first as stage 1 of "The next build,
-/// proposed in session 44"), on a span the test builds by hand: 32-byte objects in a buffer,
-/// linked and tagged as `arch::OwnedWords` requires. Nothing in the allocator owns spans yet,
-/// so the slabs' owned-span tables are all zero but where these tests write them.
+/// The owned-span sections (docs/design.md, "Owned spans"), on a span the test builds by hand:
+/// 32-byte objects in a buffer, linked and tagged as `arch::OwnedWords` requires. The unit
+/// tests run with owned spans off (`owned_spans` is not set), so no allocation of the test
+/// process reads the owned-span tables these tests write (class 7's entry).
 #[cfg(all(test, target_arch = "x86_64"))]
 mod owned_tests {
     use super::*;

@@ -285,8 +285,6 @@ impl Mode {
     }
 }
 
-/// The checked build in the three modes, and the release build (as users get it) in the
-/// default mode.
 /// Whether this test run asks for owned spans (`owned_spans=on` in
 /// `RSEQMALLOC_TEST_EXTRA_OPTIONS`, which [`Mode::apply_with`] adds to every mode): the few
 /// tests whose expectations the option changes (the options line, small overflows) ask it.
@@ -299,6 +297,8 @@ pub fn owned_spans_on() -> bool {
         .is_ok_and(|o| o.split(',').any(|kv| kv.trim() == "owned_spans=on"))
 }
 
+/// The checked build in the three modes, and the release build (as users get it) in the
+/// default mode.
 pub fn checked_modes_and_release(libs: &Libs) -> [(&Path, Mode); 4] {
     [
         (&libs.checked, Mode::Glibc),
