@@ -206,17 +206,10 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
         if TAG && percpu::owned_routes(c) {
-            // Owned spans (`owned_spans=on`): the current owned span's list, then the stack.
-            let mut p = percpu::owned_pop(c);
-            if p.is_null() {
-                p = percpu::pop(c);
-                if p.is_null() {
-                    return cold();
-                }
-                clear_link(p);
-            }
-            arch::note_alloc(p, c);
-            return clear_tag::<TAG>(p);
+            // Owned spans (`owned_spans=on`, experimental): all in `alloc_cold`, out of line,
+            // so that this path keeps needing no stack frame (inlined here, the owned pop cost
+            // the default build's one-thread churn 1.05x its time, session 45).
+            return cold();
         }
         let p = percpu::pop(c);
         if !p.is_null() {
@@ -227,6 +220,26 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
         }
     }
     cold()
+}
+
+/// A C allocation of class `c` with owned spans on (`percpu::owned_routes`): the current owned
+/// span's list, then the stack, then `slow` (the slow path, which refills from owned spans).
+/// The object's first word (its link, or a stale one) and its tag are cleared, and it is noted.
+#[inline(always)]
+fn alloc_owned(c: usize, slow: impl FnOnce() -> *mut u8) -> *mut u8 {
+    let mut p = percpu::owned_pop(c);
+    if p.is_null() {
+        p = percpu::pop(c);
+        if p.is_null() {
+            p = slow();
+            if p.is_null() {
+                return p;
+            }
+        }
+        clear_link(p);
+    }
+    arch::note_alloc(p, c);
+    clear_tag::<true>(p)
 }
 
 /// Clears the first word of a small object being handed out by a C allocation with owned spans
@@ -259,9 +272,19 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     if c == 0 {
         return alloc_large(size, align);
     }
+    if TAG && percpu::owned_routes(c) {
+        return alloc_owned(c, || {
+            let p = percpu::alloc_slow(c, true);
+            if p.is_null() {
+                oom()
+            } else {
+                p
+            }
+        });
+    }
     let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
     if p.is_null() {
-        p = percpu::alloc_slow(c, TAG && percpu::owned_routes(c));
+        p = percpu::alloc_slow(c, false);
         if p.is_null() {
             return oom();
         }
@@ -273,9 +296,6 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     // followed the wrong class (session 35).
     if TAG {
         arch::note_alloc(p, c);
-        if percpu::owned_routes(c) {
-            clear_link(p);
-        }
     }
     clear_tag::<TAG>(p)
 }
@@ -438,17 +458,44 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
         // SAFETY: forwarded contract.
         return unsafe { free_small_here::<TAG>(ptr, c, who) };
     }
+    if e != 0 && percpu::owned_routes(c) {
+        // Owned spans (`owned_spans=on`, experimental): out of line, as in `alloc_class`.
+        // SAFETY: forwarded contract.
+        return unsafe { free_owned(ptr, c, e, who) };
+    }
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
-    // Owned spans (`owned_spans=on`): onto its span's list when this CPU's slab owns the span.
+    // SAFETY: forwarded contract.
+    unsafe { free_marked(ptr, c, e) }
+}
+
+/// [`free_small`] with owned spans on, for a class they serve: onto the span's owned list when
+/// the page map names this slab as the span's home and this CPU's slab owns it, else as any
+/// C free.
+///
+/// # Safety
+/// As for [`free_small`], with a non-zero `e`.
+#[inline(never)]
+unsafe fn free_owned(ptr: *mut u8, c: usize, e: usize, who: &str) {
+    // SAFETY: forwarded contract.
+    unsafe { mark_freed::<true>(ptr, who) };
     // SAFETY: a free object, tagged free; `e` names its span.
-    if e != 0
-        && percpu::owned_routes(c)
-        && percpu::owned_homed_here(pagemap::home_bits_unmasked(e))
+    if percpu::owned_homed_here(pagemap::home_bits_unmasked(e))
         && unsafe { percpu::owned_push(ptr, pagemap::span_of(e) as *mut Span, c) }
     {
         return;
     }
+    // SAFETY: forwarded contract.
+    unsafe { free_marked(ptr, c, e) }
+}
+
+/// The rest of a C [`free_small`] once the object is tagged free: the push with owner return's
+/// home test, and what follows it.
+///
+/// # Safety
+/// `ptr` is an object of class `c`, tagged free, that nobody uses; `e` as for [`free_small`].
+#[inline(always)]
+unsafe fn free_marked(ptr: *mut u8, c: usize, e: usize) {
     match percpu::push_homed(c, ptr, pagemap::home_bits_unmasked(e)) {
         arch::Push::Done => {}
         // SAFETY: forwarded contract.

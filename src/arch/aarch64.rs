@@ -44,6 +44,13 @@ pub fn noted_ptr() -> usize {
     unsafe { (*thread_block()).last_alloc }
 }
 
+/// Whether the calling thread's C allocations use owned spans: never here (the option is
+/// ignored without the sections).
+#[inline(always)]
+pub fn owned_flag() -> bool {
+    false
+}
+
 /// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before
 /// the first; only owner return reads it, which the fallback never runs).
 #[inline(always)]

@@ -115,6 +115,11 @@ pub struct ThreadBlock {
     /// Rseq state: the thread's outbox of objects to send to their home slabs (an object of
     /// the allocator's own, owned by the per-CPU layer's owner return), or null.
     pub outbox: *mut u8,
+    /// Non-zero when the thread's C allocations use owned spans (`percpu::owned`): set with
+    /// the rseq state at the thread's set-up when the process has them on, so the C fast
+    /// paths test a word of the block they already address instead of a global (the test on
+    /// a global, through the GOT, cost the default build's one-thread churn about 1 %).
+    pub owned: usize,
 }
 
 /// The area every thread starts with: cpu id -1, so the fast path's one sign test fails.

@@ -94,6 +94,12 @@ pub fn noted_ptr() -> usize {
     block_word::<{ offset_of!(ThreadBlock, last_alloc) }>()
 }
 
+/// Whether the calling thread's C allocations use owned spans (`ThreadBlock::owned`).
+#[inline(always)]
+pub fn owned_flag() -> bool {
+    block_word::<{ offset_of!(ThreadBlock, owned) }>() != 0
+}
+
 /// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before
 /// the first): owner return's hint that this thread allocates objects of that class
 /// (`percpu::keeps_foreign`).

@@ -62,11 +62,12 @@ pub fn enabled() -> bool {
 /// of many of them held a good deal of memory (docs/benchmarks.md, "Session 45").
 pub const MAX_CLASS: usize = crate::size_class::class_of(1024);
 
-/// Whether a C allocation or free of class `c` uses owned spans: on, and `c` at most
+/// Whether a C allocation or free of class `c` uses owned spans: on for the calling thread
+/// (`arch::owned_flag`, set at its set-up when the process has them on), and `c` at most
 /// [`MAX_CLASS`].
 #[inline(always)]
 pub fn routes(c: usize) -> bool {
-    c <= MAX_CLASS && enabled()
+    c <= MAX_CLASS && arch::owned_flag()
 }
 
 /// Whether an object whose page-map entry has home bits `bits` (`pagemap::home_bits_unmasked`)
