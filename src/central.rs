@@ -557,6 +557,15 @@ pub unsafe fn take_from_owned(s: *mut Span, c: usize, out: &mut [*mut u8]) -> us
 pub unsafe fn owned_has_objects(s: *mut Span, c: usize) -> bool {
     let _g = CENTRAL[c].spans.lock();
     // SAFETY: the caller's contract; the class lock guards the counts.
+    unsafe { has_objects(s) }
+}
+
+/// Whether span `s` has an object to give (free or never carved).
+///
+/// # Safety
+/// `s` is a small span record whose class lock the caller holds.
+unsafe fn has_objects(s: *mut Span) -> bool {
+    // SAFETY: the caller's contract.
     unsafe { (*s).in_use() < (*s).capacity }
 }
 
@@ -606,11 +615,8 @@ pub unsafe fn disown(s: *mut Span, c: usize, objs: &[*mut u8]) {
     unsafe {
         give_back_all(inner, c, objs);
         (*s).in_slab = false;
-        if (*s).in_use() == 0 {
+        if span_updated(inner, s) {
             release_spans(inner, c, &[s]);
-        } else if (*s).in_use() < (*s).capacity && !(*s).listed {
-            (*s).listed = true;
-            inner.list.push(s);
         }
     }
     central
@@ -930,11 +936,13 @@ unsafe fn release_spans(inner: &mut Spans, c: usize, spans: &[*mut Span]) {
     }
 }
 
-/// After objects came back to span `s`: unlists it and returns true once all its objects are
-/// back (the caller returns it to the page heap), and lists it again if it had run dry.
+/// After objects came back to span `s`, or a slab gave it up ([`disown`]): unlists it and
+/// returns true once all its objects are back (the caller returns it to the page heap), and
+/// lists it again if it had run dry and has an object to give (one a slab gave up may have
+/// every object out). Does nothing while a slab owns it.
 ///
 /// # Safety
-/// `s` is a live small span of the class whose locked spans `inner` are, with a free object.
+/// `s` is a live small span of the class whose locked spans `inner` are.
 unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
     // SAFETY: the caller's contract; the class lock guards the span's list fields.
     unsafe {
@@ -949,7 +957,7 @@ unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
             }
             return true;
         }
-        if !(*s).listed {
+        if !(*s).listed && has_objects(s) {
             (*s).listed = true;
             inner.list.push(s);
         }
@@ -1642,15 +1650,6 @@ pub mod check {
             )?;
         }
         Ok(s)
-    }
-
-    /// Whether span `s` has an object to give (free or never carved).
-    ///
-    /// # Safety
-    /// `s` is a small span record whose class lock the caller holds.
-    unsafe fn has_objects(s: *mut Span) -> bool {
-        // SAFETY: the caller's contract.
-        unsafe { (*s).in_use() < (*s).capacity }
     }
 
     pub(super) fn check_inner(inner: &Both<'_>, c: usize, cached: usize) -> Result<(), Broken> {

@@ -281,7 +281,8 @@ unsafe fn push_all(s: *mut Span, objs: &[*mut u8], key: usize) -> bool {
 }
 
 /// The owned part of the allocation slow path for class `c`, for a thread that ran on slab
-/// `id`: an object (first word cleared, still tagged free) from the slab's owned spans —
+/// `id`: an object (still tagged free; its first word may hold a stale link, which the C path
+/// clears, `lib::alloc_owned`) from the slab's owned spans —
 /// collected from the current span's bitmap, from another span of the slab's list, or from a
 /// new span the slab takes — or null when it cannot (the capacity lock is busy, the thread
 /// moved, no memory); the caller then takes the stack path.
@@ -294,10 +295,6 @@ pub(super) fn refill(c: usize, id: usize) -> *mut u8 {
     free_tag::init();
     let p = refill_locked(slab, c, id);
     slab.cap_lock().unlock();
-    if !p.is_null() {
-        // SAFETY: an object handed to us (from a bitmap or popped).
-        unsafe { p.cast::<usize>().write(0) };
-    }
     p
 }
 
