@@ -531,6 +531,67 @@ pub fn take_span_to_own(c: usize, home: u32) -> *mut Span {
     s
 }
 
+/// Turns span `s`, an owned span of class `old` that its slab just retired, into a span of
+/// class `c` for the same slab to own, with nothing carved and home `home`, without the page
+/// heap: the slab's span turnover between its classes stays on its own memory, most likely
+/// still in its CPU's cache, and off the heap's lock, which two threads bursting at once
+/// contended on (docs/design.md, "Kept spans"). `listed` is the count of its owned list, whose
+/// objects are dropped with the old layout (every carved object is free: the list and the
+/// bitmap hold them all). False, with nothing changed, when some object is out elsewhere,
+/// the span's length is not class `c`'s, or no bitmap of the new size was free.
+///
+/// Like a fresh span from the page heap, the memory is not cleared: the old objects' free tags
+/// stay where they were, inside objects of the new layout, where no object starts (a free of an
+/// address there is refused by its page-map entry before any tag is read).
+///
+/// # Safety
+/// `s` is a small span of class `old` marked `in_slab`, retired (no section can reach its
+/// list any more), and its list was taken by the caller, holding `listed` objects.
+pub unsafe fn reclass_owned(s: *mut Span, old: usize, listed: usize, c: usize, home: u32) -> bool {
+    // SAFETY: the caller's contract: the span is ours alone (retired, in no list); the old
+    // class lock guards its counts against remote frees, which reach its bitmap under it.
+    unsafe {
+        debug_assert!((*s).in_slab && (*s).class as usize == old && old != c);
+        let pages = (*s).pages;
+        if pages != CLASS_PAGES[c] as usize {
+            return false;
+        }
+        let capacity = pages * PAGE / size_of(c);
+        let (old_words, words) = (bitmap_words((*s).capacity as usize), bitmap_words(capacity));
+        let g = CENTRAL[old].spans.lock();
+        if (*s).in_use() as usize != listed {
+            return false;
+        }
+        if old_words == words {
+            (*s).bits.write_bytes(0, words);
+        } else {
+            let mut heap = HEAP.lock();
+            let bits = heap.take_bitmap(words);
+            if bits.is_null() {
+                return false;
+            }
+            heap.give_bitmap((*s).bits, old_words);
+            (*s).bits = bits;
+        }
+        (*s).set_in_use(0);
+        CENTRAL[old]
+            .out_of_spans
+            .fetch_sub(listed, Ordering::Relaxed);
+        drop(g);
+        (*s).class = c as u8;
+        (*s).capacity = capacity as u32;
+        (*s).carved = 0;
+        (*s).scan = 0;
+        (*s).zeroed = false;
+        (*s).populate_ahead = false;
+        (*s).home = home;
+        // Every page uncarved again (`carve_page` names the class as it carves): the pages are
+        // the span's, which its owner's lock and the retire make ours alone.
+        PAGEMAP.set_range((*s).start, pages, entry(s as usize, 0, 0));
+    }
+    true
+}
+
 /// Takes up to `out.len()` objects from span `s`, which a slab owns ([`take_span_to_own`]),
 /// into `out`, carving as needed; returns how many (0 when every object of the span is out).
 ///

@@ -18,8 +18,8 @@ use crate::{RseqMode, VERSION};
 
 /// Version of the JSON report's layout: 2 added `schema`, `version`, `pid`, the peaks and
 /// `options` to the unversioned layout 1; 3 added `owned_spans_taken` and
-/// `owned_spans_given_back` (`owned_spans=on`).
-pub const JSON_SCHEMA: u32 = 3;
+/// `owned_spans_given_back` (`owned_spans=on`); 4 added `owned_spans_reclassed`.
+pub const JSON_SCHEMA: u32 = 4;
 
 /// Where a report goes: the allocator's stderr channel, or a file of its own.
 #[derive(Clone, Copy)]
@@ -161,6 +161,8 @@ fn print_text(s: &Stats, to: Sink, classes: bool) {
         .dec(s.owned_spans_taken as u64)
         .str(" (given back whole ")
         .dec(s.owned_spans_given_back as u64)
+        .str(", turned over to another class ")
+        .dec(s.owned_spans_reclassed as u64)
         .str(")")
         .str(", maintenance ticks ")
         .dec(s.maintenance_ticks)
@@ -223,6 +225,7 @@ fn print_json(s: &Stats, to: Sink) {
         ("burst_growths", s.burst_growths as u64),
         ("owned_spans_taken", s.owned_spans_taken as u64),
         ("owned_spans_given_back", s.owned_spans_given_back as u64),
+        ("owned_spans_reclassed", s.owned_spans_reclassed as u64),
         ("maintenance_ticks", s.maintenance_ticks),
         ("background_ticks", s.background_ticks),
         ("slabs", s.slabs as u64),

@@ -124,6 +124,12 @@ pub struct SpanExt {
     pub slab_prev: *mut Span,
     /// See `slab_prev`.
     pub slab_next: *mut Span,
+    /// Links in the owning slab's list of kept spans (`percpu::owned`: wholly free owned spans
+    /// it keeps for reuse, oldest first; under the slab's capacity lock); null while the span
+    /// is not kept.
+    pub kept_prev: *mut Span,
+    /// See `kept_prev`.
+    pub kept_next: *mut Span,
 }
 
 /// Where a record's [`SpanExt`] is: this many bytes past the record (the pool maps its

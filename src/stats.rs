@@ -85,6 +85,9 @@ pub struct Stats {
     pub owned_spans_taken: usize,
     /// Owned spans a free gave back whole (every object of the span back on its list).
     pub owned_spans_given_back: usize,
+    /// Kept owned spans a slab turned over to another of its classes without the page heap
+    /// (docs/design.md, "Kept spans").
+    pub owned_spans_reclassed: usize,
     /// Maintenance ticks run so far (each drains the per-CPU caches that stayed idle, flushes
     /// idle transfer stacks and inboxes, and releases pages free for `decay_ms`): at most one
     /// per tick period, a quarter of `decay_ms` within 10 ms to 1 s, run by a slow path that
@@ -152,6 +155,7 @@ pub fn stats() -> Stats {
         burst_growths: percpu::BURST_GROWTHS.load(Ordering::Relaxed),
         owned_spans_taken: percpu::OWNED_TAKEN.load(Ordering::Relaxed),
         owned_spans_given_back: percpu::OWNED_GIVEN_BACK.load(Ordering::Relaxed),
+        owned_spans_reclassed: percpu::OWNED_RECLASSED.load(Ordering::Relaxed),
         maintenance_ticks,
         background_ticks,
     };

@@ -70,6 +70,10 @@ const THREADS: usize = 32;
 const OPS_PER_MODE: usize = 100_000_000;
 const SLOTS: usize = 64;
 const MIGRATE_EVERY: usize = 4096;
+/// Through the C API, every this many operations a worker also runs a burst ([`burst`]).
+const BURST_EVERY: usize = 8192;
+/// Objects of one burst.
+const BURST: usize = 256;
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
 /// Mailboxes the C-API stress passes objects between threads through.
@@ -156,6 +160,32 @@ fn child_after_fork() -> ! {
     unsafe { libc::_exit(if ok { 0 } else { 1 }) }
 }
 
+/// Worker `t`'s burst number `k`: [`BURST`] objects of one size, its class changing from
+/// burst to burst (144 to 912 bytes), allocated, checked and freed together, so that owned
+/// spans run wholly free, are kept, and are taken over by the next burst's class while the
+/// drainer, the signals and the migrations go on.
+fn burst(t: usize, k: usize) {
+    let size = 144 + 96 * ((t + k) % 9);
+    let mut objs = [std::ptr::null_mut::<u8>(); BURST];
+    for (i, o) in objs.iter_mut().enumerate() {
+        *o = rseqmalloc::malloc(size);
+        assert!(!o.is_null());
+        // SAFETY: a fresh object of `size` (at least 144) bytes.
+        unsafe { o.cast::<u64>().write(((t as u64) << 32) | i as u64) };
+    }
+    for (i, &o) in objs.iter().enumerate() {
+        // SAFETY: our live objects, tagged above.
+        unsafe {
+            assert_eq!(
+                o.cast::<u64>().read(),
+                ((t as u64) << 32) | i as u64,
+                "burst object {o:p} handed out twice or corrupted"
+            );
+            rseqmalloc::free(o);
+        }
+    }
+}
+
 fn stress() {
     C_API.store(
         std::env::var_os("RSEQMALLOC_STRESS_C").is_some(),
@@ -209,6 +239,9 @@ fn stress() {
                 for op in 0..ops {
                     if op % MIGRATE_EVERY == 0 {
                         pin((t + op / MIGRATE_EVERY) % ncpu);
+                    }
+                    if C_API.load(Ordering::Relaxed) && op % BURST_EVERY == BURST_EVERY / 2 {
+                        burst(t, op / BURST_EVERY);
                     }
                     if t == 0 && op == ops / 2 && forked.fetch_add(1, Ordering::Relaxed) == 0 {
                         // SAFETY: the child only allocates and calls _exit.
@@ -317,7 +350,7 @@ fn stress() {
     println!(
         "RESULT mode={:?} ops={} signals={} restarts={} batch_restarts={} fallback_ops={} \
          forks={} drains={} cached_after_trim={} mm_cid={} drains_skipped={} owned_taken={} \
-         owned_given_back={} invariants={}",
+         owned_given_back={} owned_reclassed={} invariants={}",
         s.rseq_mode,
         total_ops.load(Ordering::Relaxed),
         SIGNALS.load(Ordering::Relaxed),
@@ -331,6 +364,7 @@ fn stress() {
         s.drains_skipped,
         s.owned_spans_taken,
         s.owned_spans_given_back,
+        s.owned_spans_reclassed,
         invariants()
     );
 }
@@ -480,6 +514,10 @@ fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
     assert!(
         num(r, "owned_given_back") > 0,
         "no span given back whole: {r:?}"
+    );
+    assert!(
+        num(r, "owned_reclassed") > 0,
+        "no kept span taken over by another class: {r:?}"
     );
     assert_invariants(r);
     assert_eq!(num(r, "fallback_ops"), 0);

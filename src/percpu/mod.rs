@@ -49,6 +49,7 @@ pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_cou
 pub use owned::{homed_here as owned_homed_here, routes as owned_routes};
 pub use owned::{
     pop as owned_pop, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK, OWNED_TAKEN,
+    RECLASSED as OWNED_RECLASSED,
 };
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;

@@ -51,6 +51,10 @@ pub static OWNED_TAKEN: AtomicUsize = AtomicUsize::new(0);
 /// `owned_spans_given_back`).
 pub static GIVEN_BACK: AtomicUsize = AtomicUsize::new(0);
 
+/// Kept spans a slab turned over to another class without the page heap
+/// (`central::reclass_owned`; statistics: `owned_spans_reclassed`).
+pub static RECLASSED: AtomicUsize = AtomicUsize::new(0);
+
 /// Whether C allocations and frees use owned spans.
 #[inline(always)]
 pub fn enabled() -> bool {
@@ -89,8 +93,9 @@ fn collect_count(c: usize) -> usize {
 
 /// Turns owned spans on or off at process set-up (`setup::init_process`): on only when asked
 /// for, in an rseq mode with the rseq membarrier, on an architecture with the sections.
-pub(super) fn init(on: bool) {
+pub(super) fn init(on: bool, keep_bytes: usize) {
     ON.store(on && arch::HAS_CRITICAL_SECTIONS, Ordering::Relaxed);
+    KEEP_BYTES.store(keep_bytes, Ordering::Relaxed);
 }
 
 /// The low 48 bits of `OwnedWords::local`: the list's head.
@@ -217,12 +222,12 @@ unsafe fn give_back_free(s: *mut Span) {
 
 /// [`give_back_free`] for a span that slab `a` owned when the caller looked: under `a`'s
 /// capacity lock, and only if `a` still owns it (ownership by `a` cannot change while the lock
-/// is held: takes, retires and drains of `a`'s spans all hold it), it is retired in a section
-/// on this CPU ([`arch::owned_retire`]: fails unless this CPU's slab is `a` and the span is not
-/// current), unlinked from `a`'s list, and its list given back ([`central::disown_whole`],
-/// else [`disown`]), after which the page heap has its pages. Does nothing when the lock is
-/// busy, `a` no longer owns the span, or the thread runs elsewhere: the span stays owned, to be
-/// reused or drained.
+/// is held: takes, retires and drains of `a`'s spans all hold it), the span is kept for reuse
+/// ([`keep`]) when it is still wholly free and not current, the oldest kept spans given back
+/// ([`evict_oldest`]) while the kept ones hold more than [`keep_bytes`]; else (or with nothing
+/// to keep) it is given back itself ([`give_back_retired`]). Does nothing when the lock is
+/// busy or `a` no longer owns the span; a give-back does nothing when the thread runs
+/// elsewhere: the span stays owned, to be reused or drained.
 ///
 /// Why the owner is read again under the lock: between the look and the lock, `a` may have
 /// given the span up and another slab taken it; the retire section, run on that other slab's
@@ -244,25 +249,141 @@ unsafe fn give_back_as(a: usize, s: *mut Span) {
         return;
     }
     let _errno = os::ErrnoKeeper::new();
-    // SAFETY: `a` owns `s` and we hold `a`'s capacity lock, so `s` is in `a`'s list and its
-    // class cannot change; the retire section checks, on this CPU, that this CPU's slab is `a`
-    // and that `s` is not current; after it, the list is ours.
+    // SAFETY: `a` owns `s` and we hold `a`'s capacity lock, so `s` is in `a`'s list, its class
+    // cannot change, and only this lock's holders make a span current.
     unsafe {
         let c = (*s).class as usize;
-        if arch::owned_retire(c, words_of(s)) {
-            list_remove(slab, c, s);
-            let w = (*Span::ext(s)).owned.local.swap(0, Ordering::Relaxed);
-            if central::disown_whole(s, c, (w >> 48) as usize) {
-                GIVEN_BACK.fetch_add(1, Ordering::Relaxed);
-            } else {
-                // Some object went out again since the push (a refill may have taken the span
-                // as current and popped, then moved on): give the list back object by object.
-                (*Span::ext(s)).owned.local.store(w, Ordering::Relaxed);
-                disown(s, c);
+        if !is_kept(s) {
+            let current = slab.owned_cur(c).load(Ordering::Relaxed) == words_of(s) as usize;
+            if !current && listed_objects(s) == (*s).in_use() as usize && keep_bytes() > 0 {
+                keep(slab, s);
+                while slab.owned_kept_bytes().load(Ordering::Relaxed) > keep_bytes()
+                    && evict_oldest(slab)
+                {}
+            } else if arch::owned_retire(c, words_of(s)) {
+                give_back_retired(slab, s, c);
             }
         }
     }
     slab.cap_lock().unlock();
+}
+
+/// Bytes of wholly free owned spans a slab keeps for reuse, at most ([`KEEP_PER_CACHE`] times
+/// `cpu_cache_bytes`, set at process set-up): a burst's spans, freed whole, serve the next
+/// burst of their class as they are, or another class's without the page heap
+/// (docs/design.md, "Kept spans").
+fn keep_bytes() -> usize {
+    KEEP_BYTES.load(Ordering::Relaxed)
+}
+
+/// See [`keep_bytes`].
+static KEEP_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// A slab keeps wholly free owned spans up to this many times `cpu_cache_bytes` (2 MiB by
+/// default): measured on `mixed-bursts`, whose two threads each free about 1.2 MiB of spans a
+/// burst (docs/benchmarks.md, "Session 46").
+pub(super) const KEEP_PER_CACHE: usize = 4;
+
+/// Whether span `s` is in its owner's list of kept spans.
+///
+/// # Safety
+/// `s` is a span record; the caller holds its owner's capacity lock.
+unsafe fn is_kept(s: *mut Span) -> bool {
+    // SAFETY: the caller's contract; the links change only under that lock.
+    unsafe { !(*Span::ext(s)).kept_next.is_null() }
+}
+
+/// The bytes of span `s`.
+///
+/// # Safety
+/// `s` is a live span record.
+unsafe fn span_bytes(s: *mut Span) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { (*s).end() - (*s).start }
+}
+
+/// Adds span `s` (owned by `slab`, wholly free, not current, not kept) at the tail of the
+/// slab's kept list (the newest).
+///
+/// # Safety
+/// The caller holds the slab's capacity lock; `s` is in one of the slab's class lists.
+unsafe fn keep(slab: Slab, s: *mut Span) {
+    // SAFETY: the caller's contract; kept spans are span records of the slab.
+    unsafe {
+        Ring::Kept.push(slab.owned_kept(), s);
+        slab.owned_kept_bytes()
+            .fetch_add(span_bytes(s), Ordering::Relaxed);
+    }
+}
+
+/// Takes span `s` off the slab's kept list (it stays owned and in its class list).
+///
+/// # Safety
+/// `s` is in the slab's kept list; the caller holds the slab's capacity lock.
+unsafe fn unkeep(slab: Slab, s: *mut Span) {
+    // SAFETY: the caller's contract; kept spans are span records of the slab.
+    unsafe {
+        Ring::Kept.remove(slab.owned_kept(), s);
+        slab.owned_kept_bytes()
+            .fetch_sub(span_bytes(s), Ordering::Relaxed);
+    }
+}
+
+/// Gives the slab's oldest kept span back ([`give_back_retired`]); false when it keeps none or
+/// the retire section fails (the thread runs on another CPU's slab now).
+///
+/// # Safety
+/// The caller holds the slab's capacity lock.
+unsafe fn evict_oldest(slab: Slab) -> bool {
+    let h = slab.owned_kept().load(Ordering::Relaxed) as *mut Span;
+    if h.is_null() {
+        return false;
+    }
+    // SAFETY: the caller's contract: a kept span is owned by the slab, in its class list, and
+    // never current (a refill unkeeps a span it makes current, under this lock).
+    unsafe {
+        let c = (*h).class as usize;
+        if !arch::owned_retire(c, words_of(h)) {
+            return false;
+        }
+        unkeep(slab, h);
+        give_back_retired(slab, h, c);
+    }
+    true
+}
+
+/// Gives span `s` (class `c`), just retired by this slab ([`arch::owned_retire`]), back: off
+/// the slab's class list, and its list with it ([`central::disown_whole`], else [`disown`]),
+/// after which the page heap has its pages if it is wholly free.
+///
+/// # Safety
+/// `s` was owned by `slab`, is not kept, and the retire section passed for it; the caller
+/// holds the slab's capacity lock.
+unsafe fn give_back_retired(slab: Slab, s: *mut Span, c: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        list_remove(slab, c, s);
+        give_back_list(s, c);
+    }
+}
+
+/// Gives span `s` (class `c`), retired and off its slab's lists, back with its list.
+///
+/// # Safety
+/// As [`give_back_retired`], with `s` unlinked from the slab's class list.
+unsafe fn give_back_list(s: *mut Span, c: usize) {
+    // SAFETY: the caller's contract: after the retire the list is ours.
+    unsafe {
+        let w = (*Span::ext(s)).owned.local.swap(0, Ordering::Relaxed);
+        if central::disown_whole(s, c, (w >> 48) as usize) {
+            GIVEN_BACK.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Some object went out again since the push (a refill may have taken the span as
+            // current and popped, then moved on): give the list back object by object.
+            (*Span::ext(s)).owned.local.store(w, Ordering::Relaxed);
+            disown(s, c);
+        }
+    }
 }
 
 /// Links `objs` (free objects of span `s`, tagged free, ours) into a chain and pushes it onto
@@ -315,8 +436,17 @@ fn refill_locked(slab: Slab, c: usize, id: usize) -> *mut u8 {
     if !cur_span.is_null() && unsafe { listed_objects(cur_span) } > 0 {
         return pop(c);
     }
-    // SAFETY: as above.
-    let mut s = find(slab, c, cur, |s| unsafe { listed_objects(s) } > 0);
+    // SAFETY: as above; a kept span's links change only under the lock we hold. A span in use
+    // is preferred to a kept one, which stays whole for any class to take over.
+    let mut s = find(slab, c, cur, |s| unsafe {
+        if listed_objects(s) == 0 {
+            Found::No
+        } else if is_kept(s) {
+            Found::Second
+        } else {
+            Found::Yes
+        }
+    });
     if s.is_null() && !cur_span.is_null() {
         // SAFETY: as above.
         let p = unsafe { collect(cur_span, c, key) };
@@ -327,26 +457,24 @@ fn refill_locked(slab: Slab, c: usize, id: usize) -> *mut u8 {
     if s.is_null() {
         // SAFETY: members of the list are owned spans of class `c` (module invariants).
         s = find(slab, c, cur, |s| unsafe {
-            central::owned_has_objects(s, c)
+            if central::owned_has_objects(s, c) {
+                Found::Yes
+            } else {
+                Found::No
+            }
         });
+    }
+    if s.is_null() {
+        // SAFETY: we hold the slab's capacity lock.
+        s = unsafe { reclass_oldest(slab, c, id) };
     }
     if s.is_null() {
         s = central::take_span_to_own(c, id as u32);
         if s.is_null() {
             return null_mut();
         }
-        // SAFETY: a span just marked `in_slab` for us, which no section can reach yet (no
-        // slab names it as owner): set its words, list it, then publish the owner.
-        unsafe {
-            (*Span::ext(s)).owned.start = (*s).start;
-            (*Span::ext(s)).owned.end = (*s).end();
-            (*Span::ext(s)).owned.local.store(0, Ordering::Relaxed);
-            list_push(slab, c, s);
-            (*Span::ext(s))
-                .owned
-                .owner
-                .store(arch::owner_of(id), Ordering::Release);
-        }
+        // SAFETY: a span just marked `in_slab` for us, which no section can reach yet.
+        unsafe { publish(slab, c, id, s) };
         OWNED_TAKEN.fetch_add(1, Ordering::Relaxed);
     }
     // SAFETY: `s` is a span in the slab's list (module invariants).
@@ -354,11 +482,67 @@ fn refill_locked(slab: Slab, c: usize, id: usize) -> *mut u8 {
         if !arch::owned_set_cur(c, words_of(s)) {
             return null_mut(); // moved, or rseq off: the span stays listed and owned
         }
+        if is_kept(s) {
+            unkeep(slab, s); // found by the bitmap walk: current now, so no longer kept
+        }
         if listed_objects(s) > 0 {
             return pop(c);
         }
         collect(s, c, key)
     }
+}
+
+/// Makes span `s` (class `c`, marked `in_slab`, no owner) slab `id`'s: sets its words, lists
+/// it, then publishes the owner (so every span a push can reach is in the list a drain walks).
+///
+/// # Safety
+/// No section can reach `s` (no slab names it as owner); the caller holds the slab's capacity
+/// lock.
+unsafe fn publish(slab: Slab, c: usize, id: usize, s: *mut Span) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*Span::ext(s)).owned.start = (*s).start;
+        (*Span::ext(s)).owned.end = (*s).end();
+        (*Span::ext(s)).owned.local.store(0, Ordering::Relaxed);
+        list_push(slab, c, s);
+        (*Span::ext(s))
+            .owned
+            .owner
+            .store(arch::owner_of(id), Ordering::Release);
+    }
+}
+
+/// The slab's oldest kept span (of another class: [`take_kept`] found none of `c`) turned into
+/// a span of class `c` ([`central::reclass_owned`]) and made the slab's again ([`publish`]);
+/// null when the slab keeps none, the retire section fails (the thread moved), or the span
+/// cannot be turned over (it is then given back, [`give_back_list`]).
+///
+/// # Safety
+/// The caller holds the slab's capacity lock; slab `id` is `slab`.
+unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
+    let h = slab.owned_kept().load(Ordering::Relaxed) as *mut Span;
+    if h.is_null() {
+        return null_mut();
+    }
+    // SAFETY: the caller's contract: a kept span is owned by the slab, in its class list and
+    // never current; after the retire its list is ours.
+    unsafe {
+        let old = (*h).class as usize;
+        if !arch::owned_retire(old, words_of(h)) {
+            return null_mut();
+        }
+        unkeep(slab, h);
+        list_remove(slab, old, h);
+        let w = (*Span::ext(h)).owned.local.swap(0, Ordering::Relaxed);
+        if !central::reclass_owned(h, old, (w >> 48) as usize, c, id as u32) {
+            (*Span::ext(h)).owned.local.store(w, Ordering::Relaxed);
+            give_back_list(h, old);
+            return null_mut();
+        }
+        publish(slab, c, id, h);
+    }
+    RECLASSED.fetch_add(1, Ordering::Relaxed);
+    h
 }
 
 /// Takes up to [`collect_count`] objects from span `s`'s bitmap: returns one and pushes the rest onto
@@ -382,26 +566,56 @@ unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
     buf[0]
 }
 
-/// A span of the slab's class-`c` list, other than `cur`'s, for which `wanted` holds, looking
-/// at up to [`WALK`] spans from the head; the spans passed over go to the list's tail, the one
-/// returned too. Null when none was found.
-fn find(slab: Slab, c: usize, cur: usize, wanted: impl Fn(*mut Span) -> bool) -> *mut Span {
+/// What [`find`] makes of a span.
+enum Found {
+    /// Take it.
+    Yes,
+    /// Take it if the walk finds none better.
+    Second,
+    /// Pass it over.
+    No,
+}
+
+/// A span of the slab's class-`c` list, other than `cur`'s, that `wanted` takes, looking at up
+/// to [`WALK`] spans from the head: the first it says [`Found::Yes`] to, else the first it said
+/// [`Found::Second`] to. The spans passed over go to the list's tail, the one returned too (the
+/// walk stops at a `Yes`). Null when none was found.
+fn find(slab: Slab, c: usize, cur: usize, wanted: impl Fn(*mut Span) -> Found) -> *mut Span {
     let head = slab.owned_list(c);
-    let mut s = head.load(Ordering::Relaxed) as *mut Span;
+    let first = head.load(Ordering::Relaxed) as *mut Span;
+    let (mut s, mut second): (*mut Span, *mut Span) = (first, null_mut());
     for _ in 0..WALK {
         if s.is_null() {
-            return null_mut();
+            break;
         }
-        // SAFETY: a member of the list (module invariants), under the capacity lock; moving
-        // the head past it makes it the tail.
+        // SAFETY: a member of the list (module invariants), under the capacity lock.
         let next = unsafe { (*Span::ext(s)).slab_next };
-        head.store(next as usize, Ordering::Relaxed);
-        if words_of(s) as usize != cur && wanted(s) {
-            return s;
+        if words_of(s) as usize != cur {
+            match wanted(s) {
+                Found::Yes => {
+                    // Moving the head past it makes it (and those passed over) the tail.
+                    head.store(next as usize, Ordering::Relaxed);
+                    return s;
+                }
+                Found::Second if second.is_null() => second = s,
+                _ => {}
+            }
         }
         s = next;
+        if s == first {
+            break;
+        }
     }
-    null_mut()
+    if !second.is_null() {
+        // SAFETY: as above.
+        head.store(
+            unsafe { (*Span::ext(second)).slab_next } as usize,
+            Ordering::Relaxed,
+        );
+    } else if !s.is_null() {
+        head.store(s as usize, Ordering::Relaxed);
+    }
+    second
 }
 
 /// Unlinks span `s` from the slab's class-`c` list.
@@ -409,22 +623,8 @@ fn find(slab: Slab, c: usize, cur: usize, wanted: impl Fn(*mut Span) -> bool) ->
 /// # Safety
 /// `s` is in that list; the caller holds the slab's capacity lock.
 unsafe fn list_remove(slab: Slab, c: usize, s: *mut Span) {
-    let head = slab.owned_list(c);
-    // SAFETY: the caller's contract; members of the list are span records.
-    unsafe {
-        let (p, n) = ((*Span::ext(s)).slab_prev, (*Span::ext(s)).slab_next);
-        if n == s {
-            head.store(0, Ordering::Relaxed);
-        } else {
-            (*Span::ext(p)).slab_next = n;
-            (*Span::ext(n)).slab_prev = p;
-            if head.load(Ordering::Relaxed) == s as usize {
-                head.store(n as usize, Ordering::Relaxed);
-            }
-        }
-        (*Span::ext(s)).slab_prev = null_mut();
-        (*Span::ext(s)).slab_next = null_mut();
-    }
+    // SAFETY: the caller's contract.
+    unsafe { Ring::Class.remove(slab.owned_list(c), s) }
 }
 
 /// Adds span `s` at the tail of the slab's class-`c` list (before the head).
@@ -432,20 +632,75 @@ unsafe fn list_remove(slab: Slab, c: usize, s: *mut Span) {
 /// # Safety
 /// `s` is in no slab list; the caller holds the slab's capacity lock.
 unsafe fn list_push(slab: Slab, c: usize, s: *mut Span) {
-    let head = slab.owned_list(c);
-    let h = head.load(Ordering::Relaxed) as *mut Span;
-    // SAFETY: the caller's contract; members of the list are span records.
-    unsafe {
-        if h.is_null() {
-            (*Span::ext(s)).slab_prev = s;
-            (*Span::ext(s)).slab_next = s;
-            head.store(s as usize, Ordering::Relaxed);
-        } else {
-            let t = (*Span::ext(h)).slab_prev;
-            (*Span::ext(s)).slab_next = h;
-            (*Span::ext(s)).slab_prev = t;
-            (*Span::ext(t)).slab_next = s;
-            (*Span::ext(h)).slab_prev = s;
+    // SAFETY: the caller's contract.
+    unsafe { Ring::Class.push(slab.owned_list(c), s) }
+}
+
+/// The two circular lists of a slab's owned spans, each linked through a pair of
+/// [`SpanExt`] fields, with its head (the first span's record address, or 0) in the slab.
+#[derive(Clone, Copy)]
+enum Ring {
+    /// A class's owned spans (`SpanExt::slab_prev/next`; head at `slab::OWNED_LISTS_AT`).
+    Class,
+    /// The kept spans, oldest first (`SpanExt::kept_prev/next`; head `owned_kept`).
+    Kept,
+}
+
+impl Ring {
+    /// The addresses of span `s`'s `(prev, next)` links in this ring.
+    fn links(self, s: *mut Span) -> (*mut *mut Span, *mut *mut Span) {
+        let e = Span::ext(s);
+        // SAFETY: only the fields' addresses are taken.
+        unsafe {
+            match self {
+                Ring::Class => (&raw mut (*e).slab_prev, &raw mut (*e).slab_next),
+                Ring::Kept => (&raw mut (*e).kept_prev, &raw mut (*e).kept_next),
+            }
+        }
+    }
+
+    /// Adds span `s` at the ring's tail (before `head`'s span).
+    ///
+    /// # Safety
+    /// `s` is a span record in no ring of this kind; `head` is the ring's head, whose slab's
+    /// capacity lock the caller holds.
+    unsafe fn push(self, head: &AtomicUsize, s: *mut Span) {
+        let h = head.load(Ordering::Relaxed) as *mut Span;
+        let (sp, sn) = self.links(s);
+        // SAFETY: the caller's contract; members of the ring are span records.
+        unsafe {
+            if h.is_null() {
+                (*sp, *sn) = (s, s);
+                head.store(s as usize, Ordering::Relaxed);
+            } else {
+                let (hp, _) = self.links(h);
+                let t = *hp;
+                (*sp, *sn) = (t, h);
+                *self.links(t).1 = s;
+                *hp = s;
+            }
+        }
+    }
+
+    /// Unlinks span `s` from the ring whose head is `head`, and clears its links.
+    ///
+    /// # Safety
+    /// `s` is in that ring; the caller holds its slab's capacity lock.
+    unsafe fn remove(self, head: &AtomicUsize, s: *mut Span) {
+        let (sp, sn) = self.links(s);
+        // SAFETY: the caller's contract; members of the ring are span records.
+        unsafe {
+            let (p, n) = (*sp, *sn);
+            if n == s {
+                head.store(0, Ordering::Relaxed);
+            } else {
+                *self.links(p).1 = n;
+                *self.links(n).0 = p;
+                if head.load(Ordering::Relaxed) == s as usize {
+                    head.store(n as usize, Ordering::Relaxed);
+                }
+            }
+            (*sp, *sn) = (null_mut(), null_mut());
         }
     }
 }
@@ -475,6 +730,9 @@ pub(super) fn give_back_stopped(slab: Slab) -> usize {
         }
         head.store(0, Ordering::Relaxed);
     }
+    // `disown` cleared every kept span's links.
+    slab.owned_kept().store(0, Ordering::Relaxed);
+    slab.owned_kept_bytes().store(0, Ordering::Relaxed);
     bytes
 }
 
@@ -494,6 +752,8 @@ unsafe fn disown(s: *mut Span, c: usize) -> usize {
             .store(NO_OWNER, Ordering::Relaxed);
         (*Span::ext(s)).slab_prev = null_mut();
         (*Span::ext(s)).slab_next = null_mut();
+        (*Span::ext(s)).kept_prev = null_mut();
+        (*Span::ext(s)).kept_next = null_mut();
         (
             (*Span::ext(s)).owned.local.swap(0, Ordering::Relaxed),
             (*Span::ext(s)).owned.start,
@@ -603,6 +863,7 @@ pub mod check {
             i,
         )?;
         let key = free_tag::key_raw();
+        let mut kept_in_lists = 0;
         for c in 1..NUM_CLASSES {
             let first = slab.owned_list(c).load(Ordering::Relaxed) as *mut Span;
             let cur = slab.owned_cur(c).load(Ordering::Relaxed);
@@ -647,6 +908,19 @@ pub mod check {
                         "an owned list holds more objects than are out of its span",
                         at,
                     )?;
+                    if is_kept(s) {
+                        kept_in_lists += 1;
+                        ensure(
+                            words_of(s) as usize != cur,
+                            "a kept span is its class's current span",
+                            at,
+                        )?;
+                        ensure(
+                            n == (*s).in_use() as usize,
+                            "a kept span has objects out",
+                            at,
+                        )?;
+                    }
                     ensure(
                         n <= MAX_OBJECTS,
                         "an owned list's count is past a span's",
@@ -701,7 +975,42 @@ pub mod check {
                 cur,
             )?;
         }
-        Ok(())
+        check_kept(slab, kept_in_lists)
+    }
+
+    /// Checks slab `slab`'s kept list at rest: consistent links, as many spans as its class
+    /// lists hold kept ones (`in_lists`, so each kept span is in its class list, which
+    /// [`check_owned`] checked), and their bytes as the slab counts them.
+    fn check_kept(slab: Slab, in_lists: usize) -> Result<(), Broken> {
+        let first = slab.owned_kept().load(Ordering::Relaxed) as *mut Span;
+        let (mut n, mut bytes, mut s) = (0, 0, first);
+        while !s.is_null() && n <= in_lists {
+            // SAFETY: kept spans are span records of the slab; at rest nothing changes them.
+            unsafe {
+                let next = (*Span::ext(s)).kept_next;
+                ensure(
+                    !next.is_null() && (*Span::ext(next)).kept_prev == s,
+                    "a kept list's links disagree",
+                    s as usize,
+                )?;
+                n += 1;
+                bytes += span_bytes(s);
+                s = next;
+            }
+            if s == first {
+                break;
+            }
+        }
+        ensure(
+            n == in_lists,
+            "the kept list and the class lists' kept spans differ",
+            n,
+        )?;
+        ensure(
+            bytes == slab.owned_kept_bytes().load(Ordering::Relaxed),
+            "a slab's kept bytes are not its kept spans'",
+            bytes,
+        )
     }
 }
 
@@ -813,6 +1122,8 @@ mod tests {
         let c = class_of(SIZE);
         drain(id);
         let taken = OWNED_TAKEN.load(Ordering::Relaxed);
+        // Nothing kept: a wholly free span goes back (keeping is the next test's).
+        let keep = KEEP_BYTES.swap(0, Ordering::Relaxed);
 
         // Taken: one object handed out, the rest of a batch on the span's list.
         let p0 = refill(c, id);
@@ -909,6 +1220,191 @@ mod tests {
             unsafe { crate::free(p) };
         }
         crate::central::CENTRAL[c].check_invariants(c).unwrap();
+        KEEP_BYTES.store(keep, Ordering::Relaxed);
+        crate::os::set_affinity(&saved);
+    }
+
+    /// Takes class `c`'s current span on slab `id` (making one current first), with every
+    /// object of its list popped and pushed back (wholly free), and leaves it not current, so
+    /// the next give-back keeps it or gives it back. Returns the span.
+    fn a_wholly_free_span(slab: Slab, id: usize, c: usize) -> *mut Span {
+        let p0 = refill(c, id);
+        assert!(!p0.is_null());
+        let s = current(slab, c);
+        let mut objs = std::vec![p0];
+        objs.extend(core::iter::from_fn(|| {
+            Some(pop(c)).filter(|p| !p.is_null())
+        }));
+        for p in objs {
+            // SAFETY: our objects, handed out as `malloc` hands them out, then freed as `free`
+            // frees them: tagged, then pushed.
+            unsafe {
+                free_tag::clear(p);
+                assert!(free_tag::mark_free(p));
+                assert!(push(p, s, c));
+            }
+        }
+        // SAFETY: the slab layout is set up; null names no span.
+        assert!(unsafe { arch::owned_set_cur(c, core::ptr::null()) });
+        s
+    }
+
+    /// `give_back_free(s)`, tried until the capacity lock was free for it (another test's
+    /// growth may hold it): until `done` holds.
+    #[track_caller]
+    fn give_back_until(s: *mut Span, done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            // SAFETY: a span record the slab owns.
+            unsafe { give_back_free(s) };
+            if done() {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        // SAFETY: span records are pool memory, always readable.
+        let (listed, in_use, owner) = unsafe {
+            (
+                listed_objects(s),
+                (*s).in_use(),
+                (*Span::ext(s)).owned.owner.load(Ordering::Relaxed),
+            )
+        };
+        panic!("the give-back never took the capacity lock: listed {listed}, out {in_use}, owner {owner}");
+    }
+
+    /// A span a free leaves wholly free (not current) is kept for reuse: its class takes it
+    /// back as it was, another class of the same span length takes it over without the page
+    /// heap, a span kept past the bound sends the oldest back to the page heap, and a drain
+    /// gives back every kept span.
+    #[test]
+    fn a_wholly_free_span_is_kept_reused_turned_over_evicted_and_drained() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned::tests::a_wholly_free_span_is_kept_reused_turned_over_evicted_and_drained",
+            64,
+        );
+        let id = current_rseq_id();
+        let slab = Slab::of(id);
+        // Two classes no other unit test uses (the other tests here leave objects of
+        // `SIZE` in per-CPU stacks), with spans of the same length.
+        let (c, c2) = (class_of(848), class_of(976));
+        assert_ne!(c, c2);
+        assert_eq!(
+            crate::size_class::CLASS_PAGES[c],
+            crate::size_class::CLASS_PAGES[c2]
+        );
+        // Every slab drained: no object of the classes waits in a stack (another test's frees
+        // on another CPU), so the spans taken have every object out of them here.
+        drain_where(|| false, |_, _| true);
+        let keep = KEEP_BYTES.load(Ordering::Relaxed);
+        let is_kept_here = |s| {
+            // SAFETY: a span record; nobody else changes this slab's lists (pinned, serial).
+            unsafe { is_kept(s) }
+        };
+
+        // Kept: still owned, on the kept list, its bytes counted.
+        let s = a_wholly_free_span(slab, id, c);
+        // SAFETY: a span record the slab owns.
+        let bytes = unsafe { span_bytes(s) };
+        KEEP_BYTES.store(bytes, Ordering::Relaxed);
+        give_back_until(s, || is_kept_here(s));
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) },
+            arch::owner_of(id),
+            "a kept span stays owned"
+        );
+        assert_eq!(slab.owned_kept().load(Ordering::Relaxed), s as usize);
+        assert_eq!(slab.owned_kept_bytes().load(Ordering::Relaxed), bytes);
+        check::check_owned(id, slab).unwrap();
+
+        // Reused by its class: current again, off the kept list, no span taken.
+        let taken = OWNED_TAKEN.load(Ordering::Relaxed);
+        let p = refill(c, id);
+        assert!(!p.is_null());
+        assert_eq!(current(slab, c), s, "the class took its kept span back");
+        assert!(!is_kept_here(s));
+        assert_eq!(slab.owned_kept_bytes().load(Ordering::Relaxed), 0);
+        assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken);
+        // SAFETY: handed out as `malloc` hands objects out, freed as `free` frees them.
+        unsafe {
+            free_tag::clear(p);
+            assert!(free_tag::mark_free(p));
+            assert!(push(p, s, c));
+        }
+        check::check_owned(id, slab).unwrap();
+
+        // Turned over: another class with no span takes the kept one, with nothing carved.
+        // SAFETY: the slab layout is set up; null names no span.
+        assert!(unsafe { arch::owned_set_cur(c, core::ptr::null()) });
+        give_back_until(s, || is_kept_here(s));
+        let reclassed = RECLASSED.load(Ordering::Relaxed);
+        let q = refill(c2, id);
+        assert!(!q.is_null());
+        // SAFETY: span records are pool memory, always readable.
+        let (long, class, owner) = unsafe {
+            (
+                (*s).pages == crate::size_class::CLASS_PAGES[c2] as usize,
+                (*s).class as usize,
+                (*Span::ext(s)).owned.owner.load(Ordering::Relaxed),
+            )
+        };
+        if long {
+            assert_eq!(current(slab, c2), s, "class {c2} took the kept span over");
+            assert_eq!((class, owner), (c2, arch::owner_of(id)));
+            assert_eq!(RECLASSED.load(Ordering::Relaxed), reclassed + 1);
+            assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken);
+            // SAFETY: as above.
+            let (start, end) = unsafe { ((*s).start, (*s).end()) };
+            assert!(
+                (start..end).contains(&(q as usize)),
+                "an object of the span"
+            );
+        } else {
+            // A short span (taken from the central list, from before the heap grew) is not
+            // another class's length: it went back, and class c2 took a span of its own.
+            assert_eq!(owner, NO_OWNER, "the short span went back");
+            assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken + 1);
+        }
+        assert_eq!(slab.owned_kept_bytes().load(Ordering::Relaxed), 0);
+        check::check_owned(id, slab).unwrap();
+        let s2 = current(slab, c2);
+        // SAFETY: as above.
+        unsafe {
+            free_tag::clear(q);
+            assert!(free_tag::mark_free(q));
+            assert!(push(q, s2, c2));
+        }
+
+        // Evicted: with room for one span, keeping a second sends the oldest back.
+        let a = a_wholly_free_span(slab, id, c);
+        give_back_until(a, || is_kept_here(a));
+        // SAFETY: the slab layout is set up; null names no span.
+        assert!(unsafe { arch::owned_set_cur(c2, core::ptr::null()) });
+        // SAFETY: span records are pool memory, always readable.
+        KEEP_BYTES.store(
+            unsafe { span_bytes(a).max(span_bytes(s2)) },
+            Ordering::Relaxed,
+        );
+        give_back_until(s2, || is_kept_here(s2));
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { (*Span::ext(a)).owned.owner.load(Ordering::Relaxed) },
+            NO_OWNER,
+            "the oldest kept span went back"
+        );
+        assert_eq!(slab.owned_kept().load(Ordering::Relaxed), s2 as usize);
+        check::check_owned(id, slab).unwrap();
+
+        // Drained: nothing kept, nothing owned.
+        drain(id);
+        assert_disowned(slab, c2, s2);
+        assert_eq!(slab.owned_kept().load(Ordering::Relaxed), 0);
+        assert_eq!(slab.owned_kept_bytes().load(Ordering::Relaxed), 0);
+        check::check_owned(id, slab).unwrap();
+        for k in [c, c2] {
+            crate::central::CENTRAL[k].check_invariants(k).unwrap();
+        }
+        KEEP_BYTES.store(keep, Ordering::Relaxed);
         crate::os::set_affinity(&saved);
     }
 }

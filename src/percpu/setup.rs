@@ -105,7 +105,10 @@ fn init_process(block: *mut ThreadBlock) {
     G.membarrier
         .store(membarrier && mode != RseqMode::Fallback, Ordering::Relaxed);
     // Owned spans need the sections and the fenced drain (`owned`).
-    super::owned::init(opts.owned_spans && membarrier && mode != RseqMode::Fallback);
+    super::owned::init(
+        opts.owned_spans && membarrier && mode != RseqMode::Fallback,
+        opts.cpu_cache_bytes as usize * super::owned::KEEP_PER_CACHE,
+    );
     G.mode.store(mode as u8, Ordering::Release);
 }
 

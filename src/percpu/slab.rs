@@ -190,8 +190,16 @@ pub(super) struct SlabHeader {
     /// owned spans back (under the capacity lock, [`Slab::set_owned_stop`]); the owned-span
     /// sections load it first and fail while it is set.
     owned_stop: AtomicU32,
+    /// Unused (aligns what follows).
+    _pad: u32,
+    /// The head of the slab's list of kept spans (`percpu::owned`: wholly free owned spans it
+    /// keeps for reuse, oldest first, linked through `SpanExt::kept_prev/next`), a span
+    /// record's address or 0; under the capacity lock.
+    owned_kept: AtomicUsize,
+    /// Bytes of the kept spans (under the capacity lock).
+    owned_kept_bytes: AtomicUsize,
     /// Unused.
-    _reserved: [u32; 19],
+    _reserved: [u32; 14],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -221,6 +229,8 @@ const _: () = {
     assert!(offset_of!(SlabHeader, tier_drain_ms) == 788);
     assert!(offset_of!(SlabHeader, steal_wait) == 792);
     assert!(offset_of!(SlabHeader, owned_stop) == crate::arch::OWNED_STOP_AT);
+    assert!(offset_of!(SlabHeader, owned_kept) == 928);
+    assert!(offset_of!(SlabHeader, owned_kept_bytes) == 936);
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
     assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
@@ -316,6 +326,17 @@ impl Slab {
     #[cfg(any(all(test, target_arch = "x86_64"), feature = "fuzzing"))]
     pub(super) fn header_owned_stop(&self) -> u32 {
         self.header().owned_stop.load(Ordering::Relaxed)
+    }
+
+    /// The head of the slab's list of kept spans (`percpu::owned`): the oldest kept span's
+    /// record address, or 0. Written under the capacity lock only.
+    pub(super) fn owned_kept(&self) -> &AtomicUsize {
+        &self.header().owned_kept
+    }
+
+    /// Bytes of the slab's kept spans (`percpu::owned`). Written under the capacity lock only.
+    pub(super) fn owned_kept_bytes(&self) -> &AtomicUsize {
+        &self.header().owned_kept_bytes
     }
 
     /// Sets or clears the owned-span stop word (drains, under the capacity lock; tests).
