@@ -813,7 +813,9 @@ mod owned_tests {
 mod owned_every_point_tests {
     use super::owned_tests::{pop, set_cur, set_stop, Cleanup, Fake};
     use super::*;
-    use crate::arch::{owned_push, owner_of, OwnedPop, OwnedWords, NO_OWNER, RSEQ_SIG};
+    use crate::arch::{
+        owned_push, owned_push_chain, owner_of, OwnedPop, OwnedWords, NO_OWNER, RSEQ_SIG,
+    };
     use crate::free_tag;
     use crate::sync::{AtomicBool, AtomicU64, AtomicUsize};
 
@@ -1012,6 +1014,66 @@ mod owned_every_point_tests {
             assert_eq!(f.free_count(), 3, "k = {k}: pushed once");
             assert_eq!(pop(), OwnedPop::Object(f.obj(0)), "k = {k}");
             assert_eq!(pop(), OwnedPop::Object(f.obj(1)), "k = {k}: the link kept");
+            points += 1;
+            if !aborted {
+                break;
+            }
+        }
+        assert!(points >= 10, "only {points} abort points");
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    /// The chain push (`owned_push_chain` with two objects, as `owned::collect` pushes a batch)
+    /// aborted after each of its instructions: the chain goes on once, its first object the new
+    /// head and its last linked to the old head, and the new count is returned.
+    #[test]
+    fn owned_push_chain_aborted_after_each_instruction_pushes_once() {
+        let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_push_chain_aborted_after_each_instruction_pushes_once", 64);
+        let setup = || {
+            let f = Fake::new(3);
+            set_cur(&*f.words);
+            assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
+            assert_eq!(pop(), OwnedPop::Object(f.obj(1)));
+            // SAFETY: object 0, popped above, ours: linked to object 1 as `owned::push_all`
+            // links a chain (object 1's link is the section's to write).
+            unsafe { (f.obj(0) as *mut usize).write(f.obj(1) as usize ^ free_tag::key()) };
+            f.words
+                .owner
+                .store(owner_of(current_rseq_id()), Ordering::Relaxed);
+            f
+        };
+        let _cleanup = Cleanup;
+        let f = setup();
+        /// One copy of the chain push section (see `pop`).
+        #[inline(never)]
+        fn push_chain(f: &Fake) -> usize {
+            // SAFETY: objects 0 and 1, popped by `setup`, tagged free, out of the list, 0
+            // linked to 1.
+            unsafe { owned_push_chain(&*f.words, f.obj(0), f.obj(1), 2, free_tag::key()) }
+        }
+        let (n, aborted) = super::abort_tests::stepped_abort(|| push_chain(&f));
+        assert_eq!(n, 3, "the new count");
+        let target = descriptor_of(aborted);
+        let mut points = 0;
+        for k in 1.. {
+            let f = setup();
+            let id = current_rseq_id();
+            let Some((n, aborted)) = at_point(target, k, false, || push_chain(&f)) else {
+                break;
+            };
+            if current_rseq_id() != id {
+                continue; // moved off the owner's slab: a refused push proves nothing
+            }
+            // Armed at the commit itself, the push completes with no abort (the last point).
+            assert_eq!(
+                n, 3,
+                "k = {k}: pushed, the new count returned (aborted: {aborted})"
+            );
+            assert_eq!(f.free_count(), 3, "k = {k}: pushed once");
+            for i in 0..3 {
+                assert_eq!(pop(), OwnedPop::Object(f.obj(i)), "k = {k}: object {i}");
+            }
+            assert_eq!(pop(), OwnedPop::Fail, "k = {k}: nothing more on the list");
             points += 1;
             if !aborted {
                 break;
