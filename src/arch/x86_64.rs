@@ -440,7 +440,8 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
 ///   bad  = 1
 ///   if h[1] != key ^ h: goto fail                        // h carries no free tag
 ///   n    = h[0] ^ key                                    // the next free object, decoded
-///   if n != 0 and not (s.start <= n < s.end): goto fail  // a link bent out of the span
+///   if n != 0 and not (s.start <= n < s.end - 15):       // a link bent out of the span, or
+///       goto fail                                        // into its last 15 bytes
 ///   bad  = 0
 ///   s.local = n | ((w >> 48) - 1) << 48                  // the one committing store
 /// post_commit:
@@ -452,9 +453,10 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
 /// memory (`bad`, `h` and the loaded words are registers, reset at the start of every run, so
 /// a retry that fails early reports `Fail`, never a stale object), and the commit is the
 /// section's last instruction; an abort leaves the span as it was and the retry reads the new
-/// id, stop word and current span. A link bent into the span's last 15 bytes passes the range
-/// check (the object-start test is still to do: docs/design.md, "Known weaknesses"), so the next
-/// pop may read past `end`. The stop word is loaded first, as the protocol needs (a section that
+/// id, stop word and current span. Every object is at least 16 bytes, so a link the range check
+/// lets through leaves the next pop's tag load inside the span; whether it starts an object is
+/// the caller's test, after the commit and off the section's chain of loads
+/// (`percpu::owned::pop`). The stop word is loaded first, as the protocol needs (a section that
 /// loaded it before a drain's stop either ends before the drain's fence returns or restarts).
 ///
 /// # Safety
@@ -493,7 +495,9 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
                 "jz 20f",
                 "cmp {n}, qword ptr [{s} + {start}]",
                 "jb 5f",
-                "cmp {n}, qword ptr [{s} + {end}]",
+                "mov {t}, qword ptr [{s} + {end}]",
+                "sub {t}, 15",
+                "cmp {n}, {t}",
                 "jae 5f",
                 "20:",
                 "shr {w}, 48",

@@ -766,14 +766,23 @@ mod owned_tests {
             "percpu::owned_tests::owned_pop_reports_a_bent_link_or_a_missing_tag",
             64,
         );
-        let f = Fake::new(3);
+        let (f, g) = (Fake::new(3), Fake::new(3));
         set_cur(&*f.words);
         let _cleanup = Cleanup;
         // A write into free object 0 (a use after free) bends its link out of the span: below
-        // it, at its end, past it. (The write stores a plain address, which decodes to
-        // garbage; the tests store encoded ones to reach each bound.)
+        // it, at its end, past it, or into its last 15 bytes, from where the next pop's tag
+        // load would read past the span (session 45 let those through). (The write stores a
+        // plain address, which decodes to garbage; the tests store encoded ones to reach each
+        // bound.)
         let (start, end) = (f.words.start, f.words.end);
-        for bent in [start - SIZE, end, end + SIZE, 0x1234_5000] {
+        for bent in [
+            start - SIZE,
+            end,
+            end + SIZE,
+            0x1234_5000,
+            end - 15,
+            end - 8,
+        ] {
             // SAFETY: object 0 of the buffer, ours.
             unsafe { (f.obj(0) as *mut usize).write(bent ^ free_tag::key()) };
             assert_eq!(pop(), OwnedPop::Corrupt(f.obj(0)), "a link to {bent:#x}");
@@ -786,7 +795,21 @@ mod owned_tests {
             OwnedPop::Corrupt(f.obj(0)),
             "a plain address written"
         );
-        // Mended, then object 1 loses its tag: the pop of object 0 succeeds, object 1's fails.
+        // Bent inside the span but not to an object's start (inside object 1): the pop of
+        // object 0 succeeds (the range holds), the next finds no free tag there and fails.
+        let inside = start + SIZE + 8;
+        // SAFETY: object 0 of the buffer, ours.
+        unsafe { (f.obj(0) as *mut usize).write(inside ^ free_tag::key()) };
+        assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
+        assert_eq!(
+            pop(),
+            OwnedPop::Corrupt(inside as *mut u8),
+            "a link into an object"
+        );
+        // Another span, whose object 1 loses its tag: the pop of object 0 succeeds, object 1's
+        // fails.
+        let f = &g;
+        set_cur(&*f.words);
         // SAFETY: objects 0 and 1 of the buffer, ours.
         unsafe {
             (f.obj(0) as *mut usize).write(f.obj(1) as usize ^ free_tag::key());
