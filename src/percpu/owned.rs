@@ -47,8 +47,9 @@ static ON: AtomicBool = AtomicBool::new(false);
 /// Spans slabs took to own so far (statistics: `owned_spans_taken`).
 pub static OWNED_TAKEN: AtomicUsize = AtomicUsize::new(0);
 
-/// Owned spans given back whole by a free that found them wholly free (statistics:
-/// `owned_spans_given_back`).
+/// Wholly free owned spans given back whole to the page heap by a slow path: a free's when
+/// nothing is kept, the oldest kept span past the bound, or a kept span no other class could
+/// take over (statistics: `owned_spans_given_back`).
 pub static GIVEN_BACK: AtomicUsize = AtomicUsize::new(0);
 
 /// Kept spans a slab turned over to another class without the page heap
@@ -512,10 +513,12 @@ unsafe fn publish(slab: Slab, c: usize, id: usize, s: *mut Span) {
     }
 }
 
-/// The slab's oldest kept span (of another class: [`take_kept`] found none of `c`) turned into
-/// a span of class `c` ([`central::reclass_owned`]) and made the slab's again ([`publish`]);
-/// null when the slab keeps none, the retire section fails (the thread moved), or the span
-/// cannot be turned over (it is then given back, [`give_back_list`]).
+/// The slab's oldest kept span for class `c`, which the refill's walks did not find one of its
+/// own in: as it is when it is of class `c` (a class list longer than the walks reach; the
+/// caller takes it off the kept list once it is current), else turned into a span of class `c`
+/// ([`central::reclass_owned`]) and made the slab's again ([`publish`]). Null when the slab
+/// keeps none, the retire section fails (the thread moved), or the span cannot be turned over
+/// (it is then given back, [`give_back_list`]).
 ///
 /// # Safety
 /// The caller holds the slab's capacity lock; slab `id` is `slab`.
@@ -528,6 +531,12 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
     // never current; after the retire its list is ours.
     unsafe {
         let old = (*h).class as usize;
+        if old == c {
+            // Its list whole: turning it over to its own class would drop it and carve the
+            // span again (found by review; `tests::the_oldest_kept_span_of_the_class_is_taken_
+            // as_it_is`).
+            return h;
+        }
         if !arch::owned_retire(old, words_of(h)) {
             return null_mut();
         }
@@ -578,8 +587,9 @@ enum Found {
 
 /// A span of the slab's class-`c` list, other than `cur`'s, that `wanted` takes, looking at up
 /// to [`WALK`] spans from the head: the first it says [`Found::Yes`] to, else the first it said
-/// [`Found::Second`] to. The spans passed over go to the list's tail, the one returned too (the
-/// walk stops at a `Yes`). Null when none was found.
+/// [`Found::Second`] to; null when none. The head then moves past the span returned (so it and
+/// the spans before it go to the tail; on a `Second`, the spans walked after it stay in
+/// front), or, with none found, past every span walked.
 fn find(slab: Slab, c: usize, cur: usize, wanted: impl Fn(*mut Span) -> Found) -> *mut Span {
     let head = slab.owned_list(c);
     let first = head.load(Ordering::Relaxed) as *mut Span;
@@ -1224,28 +1234,68 @@ mod tests {
         crate::os::set_affinity(&saved);
     }
 
+    /// `refill(c, id)`, tried until it gave an object: it fails while another test's growth
+    /// holds the capacity lock, or a drain has the slab stopped.
+    #[track_caller]
+    fn refill_until(c: usize, id: usize) -> *mut u8 {
+        for _ in 0..1000 {
+            let p = refill(c, id);
+            if !p.is_null() {
+                return p;
+            }
+            std::thread::yield_now();
+        }
+        panic!("no refill of class {c} succeeded");
+    }
+
+    /// Leaves class `c` with no current span on the thread's slab (retried while a drain has
+    /// the slab stopped).
+    #[track_caller]
+    fn no_current(slab: Slab, c: usize) {
+        for _ in 0..1000 {
+            // SAFETY: the slab layout is set up; null names no span.
+            if unsafe { arch::owned_set_cur(c, core::ptr::null()) } {
+                assert!(current(slab, c).is_null());
+                return;
+            }
+            std::thread::yield_now();
+        }
+        panic!("the slab stayed stopped");
+    }
+
+    /// Frees `p` (an object of class `c` of span `s`, handed out as `malloc` hands objects out)
+    /// as `free` frees it: tagged, then pushed onto its owned list.
+    fn free_owned(p: *mut u8, s: *mut Span, c: usize) {
+        // SAFETY: our object, out of every list.
+        unsafe {
+            free_tag::clear(p);
+            assert!(free_tag::mark_free(p));
+            assert!(push(p, s, c), "the owner's push succeeds");
+        }
+    }
+
     /// Takes class `c`'s current span on slab `id` (making one current first), with every
     /// object of its list popped and pushed back (wholly free), and leaves it not current, so
-    /// the next give-back keeps it or gives it back. Returns the span.
+    /// the next give-back keeps it or gives it back. Returns the span, a long one (every class
+    /// the test uses has 64 KiB spans: `take_span_to_own` takes long ones, and no other test
+    /// leaves a span of these classes on the central lists).
     fn a_wholly_free_span(slab: Slab, id: usize, c: usize) -> *mut Span {
-        let p0 = refill(c, id);
-        assert!(!p0.is_null());
+        let p0 = refill_until(c, id);
         let s = current(slab, c);
+        // SAFETY: a span record the slab owns.
+        assert_eq!(
+            unsafe { (*s).pages },
+            crate::size_class::CLASS_PAGES[c] as usize,
+            "a long span"
+        );
         let mut objs = std::vec![p0];
         objs.extend(core::iter::from_fn(|| {
             Some(pop(c)).filter(|p| !p.is_null())
         }));
         for p in objs {
-            // SAFETY: our objects, handed out as `malloc` hands them out, then freed as `free`
-            // frees them: tagged, then pushed.
-            unsafe {
-                free_tag::clear(p);
-                assert!(free_tag::mark_free(p));
-                assert!(push(p, s, c));
-            }
+            free_owned(p, s, c);
         }
-        // SAFETY: the slab layout is set up; null names no span.
-        assert!(unsafe { arch::owned_set_cur(c, core::ptr::null()) });
+        no_current(slab, c);
         s
     }
 
@@ -1261,21 +1311,45 @@ mod tests {
             }
             std::thread::yield_now();
         }
+        panic!("the give-back never took the capacity lock");
+    }
+
+    /// Whether span `s` is kept (the test's slab: nobody else changes its lists, pinned and
+    /// serial).
+    fn kept(s: *mut Span) -> bool {
+        // SAFETY: a span record.
+        unsafe { is_kept(s) }
+    }
+
+    /// Asserts that span `s` was turned over to class `c` on slab `id` and is current there:
+    /// its record names the class, the slab owns it, and no page of it still names another
+    /// class in the page map (each is uncarved, or carved for `c`).
+    fn assert_turned_over(slab: Slab, id: usize, s: *mut Span, c: usize) {
+        assert_eq!(current(slab, c), s, "class {c} took the kept span over");
         // SAFETY: span records are pool memory, always readable.
-        let (listed, in_use, owner) = unsafe {
+        let (class, owner, start, end) = unsafe {
             (
-                listed_objects(s),
-                (*s).in_use(),
+                (*s).class as usize,
                 (*Span::ext(s)).owned.owner.load(Ordering::Relaxed),
+                (*s).start,
+                (*s).end(),
             )
         };
-        panic!("the give-back never took the capacity lock: listed {listed}, out {in_use}, owner {owner}");
+        assert_eq!((class, owner), (c, arch::owner_of(id)));
+        for page in (start..end).step_by(crate::size_class::PAGE) {
+            let named = crate::pagemap::class_of(crate::pagemap::PAGEMAP.get(page));
+            assert!(
+                named == 0 || named == c,
+                "page {page:#x} names class {named}"
+            );
+        }
     }
 
     /// A span a free leaves wholly free (not current) is kept for reuse: its class takes it
-    /// back as it was, another class of the same span length takes it over without the page
-    /// heap, a span kept past the bound sends the oldest back to the page heap, and a drain
-    /// gives back every kept span.
+    /// back as it was; other classes of the same span length take it over without the page
+    /// heap, with a bitmap of the same size (zeroed) and of another size (swapped); a span
+    /// kept past the bound sends the oldest back to the page heap; and a drain gives back
+    /// every kept span.
     #[test]
     fn a_wholly_free_span_is_kept_reused_turned_over_evicted_and_drained() {
         let (_serial, saved) = pinned_in_both_rseq_modes(
@@ -1284,29 +1358,21 @@ mod tests {
         );
         let id = current_rseq_id();
         let slab = Slab::of(id);
-        // Two classes no other unit test uses (the other tests here leave objects of
-        // `SIZE` in per-CPU stacks), with spans of the same length.
-        let (c, c2) = (class_of(848), class_of(976));
-        assert_ne!(c, c2);
-        assert_eq!(
-            crate::size_class::CLASS_PAGES[c],
-            crate::size_class::CLASS_PAGES[c2]
-        );
+        // Classes no other unit test uses (the other tests here leave objects of `SIZE` in
+        // per-CPU stacks): 896 and 768 bytes, with 2-word bitmaps, and 1 KiB with 1 word.
+        let (c, c2, c3) = (class_of(848), class_of(720), class_of(976));
+        let words = |k| crate::span::bitmap_words(65536 / size_of(k));
+        assert_eq!((words(c), words(c2), words(c3)), (2, 2, 1));
         // Every slab drained: no object of the classes waits in a stack (another test's frees
         // on another CPU), so the spans taken have every object out of them here.
         drain_where(|| false, |_, _| true);
-        let keep = KEEP_BYTES.load(Ordering::Relaxed);
-        let is_kept_here = |s| {
-            // SAFETY: a span record; nobody else changes this slab's lists (pinned, serial).
-            unsafe { is_kept(s) }
-        };
+        let keep = KEEP_BYTES.swap(usize::MAX, Ordering::Relaxed);
 
         // Kept: still owned, on the kept list, its bytes counted.
         let s = a_wholly_free_span(slab, id, c);
         // SAFETY: a span record the slab owns.
         let bytes = unsafe { span_bytes(s) };
-        KEEP_BYTES.store(bytes, Ordering::Relaxed);
-        give_back_until(s, || is_kept_here(s));
+        give_back_until(s, || kept(s));
         // SAFETY: as above.
         assert_eq!(
             unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) },
@@ -1319,91 +1385,109 @@ mod tests {
 
         // Reused by its class: current again, off the kept list, no span taken.
         let taken = OWNED_TAKEN.load(Ordering::Relaxed);
-        let p = refill(c, id);
-        assert!(!p.is_null());
+        let p = refill_until(c, id);
         assert_eq!(current(slab, c), s, "the class took its kept span back");
-        assert!(!is_kept_here(s));
+        assert!(!kept(s));
         assert_eq!(slab.owned_kept_bytes().load(Ordering::Relaxed), 0);
         assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken);
-        // SAFETY: handed out as `malloc` hands objects out, freed as `free` frees them.
-        unsafe {
-            free_tag::clear(p);
-            assert!(free_tag::mark_free(p));
-            assert!(push(p, s, c));
-        }
+        free_owned(p, s, c);
         check::check_owned(id, slab).unwrap();
 
-        // Turned over: another class with no span takes the kept one, with nothing carved.
-        // SAFETY: the slab layout is set up; null names no span.
-        assert!(unsafe { arch::owned_set_cur(c, core::ptr::null()) });
-        give_back_until(s, || is_kept_here(s));
-        let reclassed = RECLASSED.load(Ordering::Relaxed);
-        let q = refill(c2, id);
-        assert!(!q.is_null());
-        // SAFETY: span records are pool memory, always readable.
-        let (long, class, owner) = unsafe {
-            (
-                (*s).pages == crate::size_class::CLASS_PAGES[c2] as usize,
-                (*s).class as usize,
-                (*Span::ext(s)).owned.owner.load(Ordering::Relaxed),
-            )
-        };
-        if long {
-            assert_eq!(current(slab, c2), s, "class {c2} took the kept span over");
-            assert_eq!((class, owner), (c2, arch::owner_of(id)));
-            assert_eq!(RECLASSED.load(Ordering::Relaxed), reclassed + 1);
-            assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken);
-            // SAFETY: as above.
+        // Turned over twice: a class with no span takes the kept one, with nothing carved
+        // (its bitmap zeroed in place), then a class with a smaller bitmap (swapped).
+        let mut reclassed = RECLASSED.load(Ordering::Relaxed);
+        let mut from = c;
+        for to in [c2, c3] {
+            no_current(slab, from);
+            give_back_until(s, || kept(s));
+            let q = refill_until(to, id);
+            assert_turned_over(slab, id, s, to);
+            reclassed += 1;
+            assert_eq!(RECLASSED.load(Ordering::Relaxed), reclassed);
+            assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken, "no span taken");
+            // SAFETY: span records are pool memory, always readable.
             let (start, end) = unsafe { ((*s).start, (*s).end()) };
             assert!(
                 (start..end).contains(&(q as usize)),
                 "an object of the span"
             );
-        } else {
-            // A short span (taken from the central list, from before the heap grew) is not
-            // another class's length: it went back, and class c2 took a span of its own.
-            assert_eq!(owner, NO_OWNER, "the short span went back");
-            assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken + 1);
-        }
-        assert_eq!(slab.owned_kept_bytes().load(Ordering::Relaxed), 0);
-        check::check_owned(id, slab).unwrap();
-        let s2 = current(slab, c2);
-        // SAFETY: as above.
-        unsafe {
-            free_tag::clear(q);
-            assert!(free_tag::mark_free(q));
-            assert!(push(q, s2, c2));
+            assert_eq!(slab.owned_kept_bytes().load(Ordering::Relaxed), 0);
+            check::check_owned(id, slab).unwrap();
+            free_owned(q, s, to);
+            from = to;
         }
 
         // Evicted: with room for one span, keeping a second sends the oldest back.
         let a = a_wholly_free_span(slab, id, c);
-        give_back_until(a, || is_kept_here(a));
-        // SAFETY: the slab layout is set up; null names no span.
-        assert!(unsafe { arch::owned_set_cur(c2, core::ptr::null()) });
+        give_back_until(a, || kept(a));
+        no_current(slab, c3);
         // SAFETY: span records are pool memory, always readable.
         KEEP_BYTES.store(
-            unsafe { span_bytes(a).max(span_bytes(s2)) },
+            unsafe { span_bytes(a).max(span_bytes(s)) },
             Ordering::Relaxed,
         );
-        give_back_until(s2, || is_kept_here(s2));
+        give_back_until(s, || kept(s));
         // SAFETY: as above.
         assert_eq!(
             unsafe { (*Span::ext(a)).owned.owner.load(Ordering::Relaxed) },
             NO_OWNER,
             "the oldest kept span went back"
         );
-        assert_eq!(slab.owned_kept().load(Ordering::Relaxed), s2 as usize);
+        assert_eq!(slab.owned_kept().load(Ordering::Relaxed), s as usize);
         check::check_owned(id, slab).unwrap();
 
         // Drained: nothing kept, nothing owned.
         drain(id);
-        assert_disowned(slab, c2, s2);
+        assert_disowned(slab, c3, s);
         assert_eq!(slab.owned_kept().load(Ordering::Relaxed), 0);
         assert_eq!(slab.owned_kept_bytes().load(Ordering::Relaxed), 0);
         check::check_owned(id, slab).unwrap();
-        for k in [c, c2] {
+        for k in [c, c2, c3] {
             crate::central::CENTRAL[k].check_invariants(k).unwrap();
         }
+        KEEP_BYTES.store(keep, Ordering::Relaxed);
+        crate::os::set_affinity(&saved);
+    }
+
+    /// The oldest kept span, when it is of the class the refill wants (its walks did not reach
+    /// it, on a long class list), is taken as it is: its list whole, nothing carved again,
+    /// nothing counted as turned over (found by review: it was turned over to its own class).
+    #[test]
+    fn the_oldest_kept_span_of_the_class_is_taken_as_it_is() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned::tests::the_oldest_kept_span_of_the_class_is_taken_as_it_is",
+            64,
+        );
+        let id = current_rseq_id();
+        let slab = Slab::of(id);
+        let c = class_of(848);
+        drain_where(|| false, |_, _| true);
+        let keep = KEEP_BYTES.swap(usize::MAX, Ordering::Relaxed);
+        let s = a_wholly_free_span(slab, id, c);
+        give_back_until(s, || kept(s));
+        // SAFETY: a span record the slab owns.
+        let listed = unsafe { listed_objects(s) };
+        let reclassed = RECLASSED.load(Ordering::Relaxed);
+        while !slab.cap_lock().try_lock() {
+            std::thread::yield_now();
+        }
+        // SAFETY: we hold the slab's capacity lock; `id` is the slab's.
+        let got = unsafe { reclass_oldest(slab, c, id) };
+        slab.cap_lock().unlock();
+        assert_eq!(got, s, "the kept span of the class");
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!((*s).class as usize, c);
+            assert_eq!(listed_objects(s), listed, "its list whole");
+        }
+        assert_eq!(
+            RECLASSED.load(Ordering::Relaxed),
+            reclassed,
+            "nothing turned over"
+        );
+        check::check_owned(id, slab).unwrap();
+        drain(id);
+        assert_disowned(slab, c, s);
         KEEP_BYTES.store(keep, Ordering::Relaxed);
         crate::os::set_affinity(&saved);
     }
