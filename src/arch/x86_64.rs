@@ -454,10 +454,11 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
 /// a retry that fails early reports `Fail`, never a stale object), and the commit is the
 /// section's last instruction; an abort leaves the span as it was and the retry reads the new
 /// id, stop word and current span. Every object is at least 16 bytes, so a link the range check
-/// lets through leaves the next pop's tag load inside the span; whether it starts an object is
-/// the caller's test, after the commit and off the section's chain of loads
-/// (`percpu::owned::pop`). The stop word is loaded first, as the protocol needs (a section that
-/// loaded it before a drain's stop either ends before the drain's fence returns or restarts).
+/// lets through leaves the next pop's tag load inside the span. Whether it starts an object is
+/// not tested: a link into an object's middle fails the next pop's tag check unless the word
+/// 8 bytes past it holds `key ^ address` (docs/design.md, "Known weaknesses", where the exact
+/// test's cost is). The stop word is loaded first, as the protocol needs (a section that loaded
+/// it before a drain's stop either ends before the drain's fence returns or restarts).
 ///
 /// # Safety
 /// As [`percpu_pop`] for the slab layout; `c < 128`; every non-zero `cur[c]` of every slab

@@ -766,9 +766,11 @@ mod owned_tests {
             "percpu::owned_tests::owned_pop_reports_a_bent_link_or_a_missing_tag",
             64,
         );
-        let (f, g) = (Fake::new(3), Fake::new(3));
-        set_cur(&*f.words);
+        let spans = [Fake::new(3), Fake::new(3), Fake::new(3), Fake::new(3)];
         let _cleanup = Cleanup;
+        let key = free_tag::key();
+        let f = &spans[0];
+        set_cur(&*f.words);
         // A write into free object 0 (a use after free) bends its link out of the span: below
         // it, at its end, past it, or into its last 15 bytes, from where the next pop's tag
         // load would read past the span (session 45 let those through). (The write stores a
@@ -784,7 +786,7 @@ mod owned_tests {
             end - 8,
         ] {
             // SAFETY: object 0 of the buffer, ours.
-            unsafe { (f.obj(0) as *mut usize).write(bent ^ free_tag::key()) };
+            unsafe { (f.obj(0) as *mut usize).write(bent ^ key) };
             assert_eq!(pop(), OwnedPop::Corrupt(f.obj(0)), "a link to {bent:#x}");
             assert_eq!(f.free_count(), 3, "the corrupt pop wrote nothing");
         }
@@ -795,26 +797,33 @@ mod owned_tests {
             OwnedPop::Corrupt(f.obj(0)),
             "a plain address written"
         );
-        // Bent inside the span but not to an object's start (inside object 1): the pop of
-        // object 0 succeeds (the range holds), the next finds no free tag there and fails.
-        let inside = start + SIZE + 8;
-        // SAFETY: object 0 of the buffer, ours.
-        unsafe { (f.obj(0) as *mut usize).write(inside ^ free_tag::key()) };
-        assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
-        assert_eq!(
-            pop(),
-            OwnedPop::Corrupt(inside as *mut u8),
-            "a link into an object"
-        );
-        // Another span, whose object 1 loses its tag: the pop of object 0 succeeds, object 1's
-        // fails.
-        let f = &g;
-        set_cur(&*f.words);
-        // SAFETY: objects 0 and 1 of the buffer, ours.
-        unsafe {
-            (f.obj(0) as *mut usize).write(f.obj(1) as usize ^ free_tag::key());
-            free_tag::clear(f.obj(1));
+        // Inside the span, so the range passes and object 0 goes out; the next pop finds no
+        // free tag there and stops: the middle of object 1, and `end - 16`, where the last
+        // object of a 16-byte class starts (a range check one byte too strict would stop a
+        // valid list there).
+        for (f, bent) in [
+            (&spans[1], spans[1].words.start + SIZE + 8),
+            (&spans[2], spans[2].words.end - 16),
+        ] {
+            set_cur(&*f.words);
+            // SAFETY: object 0 of the buffer, ours.
+            unsafe { (f.obj(0) as *mut usize).write(bent ^ key) };
+            assert_eq!(
+                pop(),
+                OwnedPop::Object(f.obj(0)),
+                "a link to {bent:#x} passes"
+            );
+            assert_eq!(
+                pop(),
+                OwnedPop::Corrupt(bent as *mut u8),
+                "no free tag at {bent:#x}"
+            );
         }
+        // Object 1 loses its tag: the pop of object 0 succeeds, object 1's fails.
+        let f = &spans[3];
+        set_cur(&*f.words);
+        // SAFETY: object 1 of the buffer, ours.
+        unsafe { free_tag::clear(f.obj(1)) };
         assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
         assert_eq!(
             pop(),
@@ -1006,6 +1015,9 @@ mod owned_every_point_tests {
             let f = Fake::new(3);
             set_cur(&*f.words);
             assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
+            // SAFETY: object 0, popped, ours: poisoned, so only the section's link store
+            // makes the list whole again.
+            unsafe { (f.obj(0) as *mut usize).write(!0) };
             f.words
                 .owner
                 .store(owner_of(current_rseq_id()), Ordering::Relaxed);
@@ -1057,9 +1069,13 @@ mod owned_every_point_tests {
             set_cur(&*f.words);
             assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
             assert_eq!(pop(), OwnedPop::Object(f.obj(1)));
-            // SAFETY: object 0, popped above, ours: linked to object 1 as `owned::push_all`
-            // links a chain (object 1's link is the section's to write).
-            unsafe { (f.obj(0) as *mut usize).write(f.obj(1) as usize ^ free_tag::key()) };
+            // SAFETY: objects 0 and 1, popped above, ours: 0 linked to 1 as `owned::push_all`
+            // links a chain; 1's link, the section's to write, poisoned (else it would still
+            // hold the value the section writes, and a lost store would go unseen).
+            unsafe {
+                (f.obj(0) as *mut usize).write(f.obj(1) as usize ^ free_tag::key());
+                (f.obj(1) as *mut usize).write(!0);
+            }
             f.words
                 .owner
                 .store(owner_of(current_rseq_id()), Ordering::Relaxed);

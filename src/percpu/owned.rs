@@ -48,8 +48,8 @@ static ON: AtomicBool = AtomicBool::new(false);
 pub static OWNED_TAKEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Wholly free owned spans given back whole to the page heap by a slow path: a free's when
-/// nothing is kept, the oldest kept span past the bound, or a kept span no other class could
-/// take over (statistics: `owned_spans_given_back`).
+/// keeping is off (a bound of 0), the oldest kept span past the bound, or a kept span no other
+/// class could take over (statistics: `owned_spans_given_back`).
 pub static GIVEN_BACK: AtomicUsize = AtomicUsize::new(0);
 
 /// Kept spans a slab turned over to another class without the page heap
@@ -1359,10 +1359,11 @@ mod tests {
         let id = current_rseq_id();
         let slab = Slab::of(id);
         // Classes no other unit test uses (the other tests here leave objects of `SIZE` in
-        // per-CPU stacks): 896 and 768 bytes, with 2-word bitmaps, and 1 KiB with 1 word.
-        let (c, c2, c3) = (class_of(848), class_of(720), class_of(976));
+        // per-CPU stacks, central's use 896 B and 1 KiB): 704 and 768 bytes, with 2-word
+        // bitmaps, and 448 with 4 words.
+        let (c, c2, c3) = (class_of(700), class_of(760), class_of(440));
         let words = |k| crate::span::bitmap_words(65536 / size_of(k));
-        assert_eq!((words(c), words(c2), words(c3)), (2, 2, 1));
+        assert_eq!((words(c), words(c2), words(c3)), (2, 2, 4));
         // Every slab drained: no object of the classes waits in a stack (another test's frees
         // on another CPU), so the spans taken have every object out of them here.
         drain_where(|| false, |_, _| true);
@@ -1460,7 +1461,7 @@ mod tests {
         );
         let id = current_rseq_id();
         let slab = Slab::of(id);
-        let c = class_of(848);
+        let c = class_of(700);
         drain_where(|| false, |_, _| true);
         let keep = KEEP_BYTES.swap(usize::MAX, Ordering::Relaxed);
         let s = a_wholly_free_span(slab, id, c);
