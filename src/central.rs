@@ -556,7 +556,7 @@ pub unsafe fn reclass_owned(s: *mut Span, old: usize, listed: usize, c: usize, h
         if pages != CLASS_PAGES[c] as usize {
             return false;
         }
-        let capacity = pages * PAGE / size_of(c);
+        let capacity = (*s).bytes() / size_of(c);
         let (old_words, words) = (bitmap_words((*s).capacity as usize), bitmap_words(capacity));
         let g = CENTRAL[old].spans.lock();
         if (*s).in_use() as usize != listed {

@@ -1008,16 +1008,27 @@ mod owned_every_point_tests {
         assert!(crate::os::set_affinity(&saved));
     }
 
-    #[test]
-    fn owned_push_aborted_after_each_instruction_pushes_once() {
-        let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_push_aborted_after_each_instruction_pushes_once", 64);
+    /// Runs `push`, one copy of a push section that pushes objects 0 to `k - 1` of a fresh
+    /// three-object span (popped first, then chained as `owned::push_all` chains them), aborted
+    /// after each of its instructions in turn: every point pushes exactly once, returns the new
+    /// count and leaves the list whole (objects 0, 1, 2, then nothing). The last pushed object's
+    /// link word is poisoned first (else it would still hold the value the section writes),
+    /// so only the section's link store makes the list whole again. Returns the points that
+    /// proved something (the thread stayed on the owner's slab).
+    fn every_push_point(k: usize, push: fn(&Fake) -> usize) -> usize {
         let setup = || {
             let f = Fake::new(3);
             set_cur(&*f.words);
-            assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
-            // SAFETY: object 0, popped, ours: poisoned, so only the section's link store
-            // makes the list whole again.
-            unsafe { (f.obj(0) as *mut usize).write(!0) };
+            for i in 0..k {
+                assert_eq!(pop(), OwnedPop::Object(f.obj(i)));
+            }
+            // SAFETY: objects 0 to k - 1, popped above, ours.
+            unsafe {
+                for i in 1..k {
+                    (f.obj(i - 1) as *mut usize).write(f.obj(i) as usize ^ free_tag::key());
+                }
+                (f.obj(k - 1) as *mut usize).write(!0);
+            }
             f.words
                 .owner
                 .store(owner_of(current_rseq_id()), Ordering::Relaxed);
@@ -1025,35 +1036,51 @@ mod owned_every_point_tests {
         };
         let _cleanup = Cleanup;
         let f = setup();
-        /// One copy of the push section (see `pop`).
-        #[inline(never)]
-        fn push(f: &Fake) -> bool {
-            // SAFETY: object 0, popped by `setup`, tagged free, out of the list.
-            unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) != 0 }
-        }
-        let (pushed, aborted) = super::abort_tests::stepped_abort(|| push(&f));
-        assert!(pushed);
+        let (n, aborted) = super::abort_tests::stepped_abort(|| push(&f));
+        assert_eq!(n, 3, "the new count");
         let target = descriptor_of(aborted);
         let mut points = 0;
-        for k in 1.. {
+        for step in 1.. {
             let f = setup();
             let id = current_rseq_id();
-            let Some((pushed, aborted)) = at_point(target, k, false, || push(&f)) else {
+            let Some((n, aborted)) = at_point(target, step, false, || push(&f)) else {
                 break;
             };
             if current_rseq_id() != id {
                 continue; // moved off the owner's slab: a refused push proves nothing
             }
             // Armed at the commit itself, the push completes with no abort (the last point).
-            assert!(pushed, "k = {k}: pushed (aborted: {aborted})");
-            assert_eq!(f.free_count(), 3, "k = {k}: pushed once");
-            assert_eq!(pop(), OwnedPop::Object(f.obj(0)), "k = {k}");
-            assert_eq!(pop(), OwnedPop::Object(f.obj(1)), "k = {k}: the link kept");
+            assert_eq!(
+                n, 3,
+                "step {step}: pushed, the new count returned (aborted: {aborted})"
+            );
+            assert_eq!(f.free_count(), 3, "step {step}: pushed once");
+            for i in 0..3 {
+                assert_eq!(pop(), OwnedPop::Object(f.obj(i)), "step {step}: object {i}");
+            }
+            assert_eq!(
+                pop(),
+                OwnedPop::Fail,
+                "step {step}: nothing more on the list"
+            );
             points += 1;
             if !aborted {
                 break;
             }
         }
+        points
+    }
+
+    #[test]
+    fn owned_push_aborted_after_each_instruction_pushes_once() {
+        let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_push_aborted_after_each_instruction_pushes_once", 64);
+        /// One copy of the push section (see `pop`).
+        #[inline(never)]
+        fn push(f: &Fake) -> usize {
+            // SAFETY: object 0, popped by `every_push_point`, tagged free, out of the list.
+            unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) }
+        }
+        let points = every_push_point(1, push);
         assert!(points >= 10, "only {points} abort points");
         assert!(crate::os::set_affinity(&saved));
     }
@@ -1064,60 +1091,14 @@ mod owned_every_point_tests {
     #[test]
     fn owned_push_chain_aborted_after_each_instruction_pushes_once() {
         let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_push_chain_aborted_after_each_instruction_pushes_once", 64);
-        let setup = || {
-            let f = Fake::new(3);
-            set_cur(&*f.words);
-            assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
-            assert_eq!(pop(), OwnedPop::Object(f.obj(1)));
-            // SAFETY: objects 0 and 1, popped above, ours: 0 linked to 1 as `owned::push_all`
-            // links a chain; 1's link, the section's to write, poisoned (else it would still
-            // hold the value the section writes, and a lost store would go unseen).
-            unsafe {
-                (f.obj(0) as *mut usize).write(f.obj(1) as usize ^ free_tag::key());
-                (f.obj(1) as *mut usize).write(!0);
-            }
-            f.words
-                .owner
-                .store(owner_of(current_rseq_id()), Ordering::Relaxed);
-            f
-        };
-        let _cleanup = Cleanup;
-        let f = setup();
         /// One copy of the chain push section (see `pop`).
         #[inline(never)]
         fn push_chain(f: &Fake) -> usize {
-            // SAFETY: objects 0 and 1, popped by `setup`, tagged free, out of the list, 0
-            // linked to 1.
+            // SAFETY: objects 0 and 1, popped by `every_push_point`, tagged free, out of the
+            // list, 0 linked to 1.
             unsafe { owned_push_chain(&*f.words, f.obj(0), f.obj(1), 2, free_tag::key()) }
         }
-        let (n, aborted) = super::abort_tests::stepped_abort(|| push_chain(&f));
-        assert_eq!(n, 3, "the new count");
-        let target = descriptor_of(aborted);
-        let mut points = 0;
-        for k in 1.. {
-            let f = setup();
-            let id = current_rseq_id();
-            let Some((n, aborted)) = at_point(target, k, false, || push_chain(&f)) else {
-                break;
-            };
-            if current_rseq_id() != id {
-                continue; // moved off the owner's slab: a refused push proves nothing
-            }
-            // Armed at the commit itself, the push completes with no abort (the last point).
-            assert_eq!(
-                n, 3,
-                "k = {k}: pushed, the new count returned (aborted: {aborted})"
-            );
-            assert_eq!(f.free_count(), 3, "k = {k}: pushed once");
-            for i in 0..3 {
-                assert_eq!(pop(), OwnedPop::Object(f.obj(i)), "k = {k}: object {i}");
-            }
-            assert_eq!(pop(), OwnedPop::Fail, "k = {k}: nothing more on the list");
-            points += 1;
-            if !aborted {
-                break;
-            }
-        }
+        let points = every_push_point(2, push_chain);
         assert!(points >= 10, "only {points} abort points");
         assert!(crate::os::set_affinity(&saved));
     }

@@ -294,15 +294,6 @@ unsafe fn is_kept(s: *mut Span) -> bool {
     unsafe { !(*Span::ext(s)).kept_next.is_null() }
 }
 
-/// The bytes of span `s`.
-///
-/// # Safety
-/// `s` is a live span record.
-unsafe fn span_bytes(s: *mut Span) -> usize {
-    // SAFETY: the caller's contract.
-    unsafe { (*s).end() - (*s).start }
-}
-
 /// Adds span `s` (owned by `slab`, wholly free, not current, not kept) at the tail of the
 /// slab's kept list (the newest).
 ///
@@ -313,7 +304,7 @@ unsafe fn keep(slab: Slab, s: *mut Span) {
     unsafe {
         Ring::Kept.push(slab.owned_kept(), s);
         slab.owned_kept_bytes()
-            .fetch_add(span_bytes(s), Ordering::Relaxed);
+            .fetch_add((*s).bytes(), Ordering::Relaxed);
     }
 }
 
@@ -326,7 +317,7 @@ unsafe fn unkeep(slab: Slab, s: *mut Span) {
     unsafe {
         Ring::Kept.remove(slab.owned_kept(), s);
         slab.owned_kept_bytes()
-            .fetch_sub(span_bytes(s), Ordering::Relaxed);
+            .fetch_sub((*s).bytes(), Ordering::Relaxed);
     }
 }
 
@@ -1004,7 +995,7 @@ pub mod check {
                     s as usize,
                 )?;
                 n += 1;
-                bytes += span_bytes(s);
+                bytes += (*s).bytes();
                 s = next;
             }
             if s == first {
@@ -1177,14 +1168,8 @@ mod tests {
         // Pushed back (tagged as a C free tags): the span, current, stays owned even wholly
         // free.
         for (k, &p) in objs.iter().enumerate() {
-            // SAFETY: our objects, handed out as `malloc` hands them out (the tag cleared),
-            // then freed as `free` frees them: tagged, then pushed.
-            unsafe {
-                free_tag::clear(p);
-                assert!(free_tag::mark_free(p));
-                assert!(push(p, s, c), "the owner's push succeeds");
-            }
-            // SAFETY: as above.
+            free_owned(p, s, c);
+            // SAFETY: a span record the slab owns.
             assert_eq!(unsafe { listed_objects(s) }, k + 1);
         }
         // SAFETY: as above.
@@ -1372,7 +1357,7 @@ mod tests {
         // Kept: still owned, on the kept list, its bytes counted.
         let s = a_wholly_free_span(slab, id, c);
         // SAFETY: a span record the slab owns.
-        let bytes = unsafe { span_bytes(s) };
+        let bytes = unsafe { (*s).bytes() };
         give_back_until(s, || kept(s));
         // SAFETY: as above.
         assert_eq!(
@@ -1423,10 +1408,7 @@ mod tests {
         give_back_until(a, || kept(a));
         no_current(slab, c3);
         // SAFETY: span records are pool memory, always readable.
-        KEEP_BYTES.store(
-            unsafe { span_bytes(a).max(span_bytes(s)) },
-            Ordering::Relaxed,
-        );
+        KEEP_BYTES.store(unsafe { (*a).bytes().max((*s).bytes()) }, Ordering::Relaxed);
         give_back_until(s, || kept(s));
         // SAFETY: as above.
         assert_eq!(
