@@ -95,10 +95,10 @@ pub struct Options {
     /// Owner return (`owner_return=on|off`): a C `free` of an object another CPU's cache
     /// carved sends it back there (rseq modes; docs/design.md, "Owner return").
     pub owner_return: bool,
-    /// Owned spans (`owned_spans=on|off`, off by default, an experiment): C allocations and
-    /// frees of small objects use spans each CPU's slab owns, one critical section per
-    /// `malloc` and per `free` on the owner's CPU (x86_64 rseq modes with the membarrier only;
-    /// docs/design.md, "Owned spans").
+    /// Owned spans (`owned_spans=on|off`, on by default): C allocations and frees of objects of
+    /// 257 B to 1 KiB use spans each CPU's slab owns, one critical section per `malloc` and per
+    /// `free` on the owner's CPU (x86_64 rseq modes with the membarrier only; docs/design.md,
+    /// "Owned spans").
     pub owned_spans: bool,
 }
 
@@ -117,7 +117,7 @@ pub const DEFAULTS: Options = Options {
     membarrier: true,
     strip_deepbind: true,
     owner_return: true,
-    owned_spans: false,
+    owned_spans: true,
 };
 
 /// One option key, as `help` and the warnings describe it.
@@ -232,8 +232,8 @@ pub const KEYS: [Key; 14] = [
     Key {
         name: "owned_spans",
         accepts: "on|off",
-        default: "off",
-        meaning: "experimental: C allocations and frees use spans each CPU's cache owns \
+        default: "on",
+        meaning: "C allocations and frees of 257 B-1 KiB use spans each CPU's cache owns \
                   (x86_64 rseq modes with the membarrier; ignored elsewhere)",
         runtime: false,
     },
@@ -832,7 +832,7 @@ mod tests {
         let help = parse_into(
             b"rseq=off,decay_ms=0,cpu_cache_bytes=1m,dirty_max=2m,huge_pages=never,stats=json,\
               stats_classes=on,verbose=on,background_thread=on,membarrier=off,deepbind=keep,\
-              owner_return=off,owned_spans=on",
+              owner_return=off,owned_spans=off",
             "test",
             &mut o,
         );
@@ -853,7 +853,7 @@ mod tests {
                 membarrier: false,
                 strip_deepbind: false,
                 owner_return: false,
-                owned_spans: true,
+                owned_spans: false,
             }
         );
     }

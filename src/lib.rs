@@ -206,7 +206,7 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
         if TAG && percpu::owned_routes(c) {
-            // Owned spans (`owned_spans=on`, experimental): all in `alloc_cold`, out of line,
+            // Owned spans (`owned_spans=on`, classes of 257 B-1 KiB): all in `alloc_cold`, out of line,
             // so that this path keeps needing no stack frame (inlined here, the owned pop cost
             // the default build's one-thread churn 1.05x its time, session 45).
             return cold();
@@ -222,20 +222,28 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
     cold()
 }
 
-/// A C allocation of class `c` with owned spans on (`percpu::owned_routes`): the current owned
-/// span's list, then the stack, then `slow` (the slow path, which refills from owned spans).
-/// The object's first word (its link, or a stale one) and its tag are cleared, and it is noted.
+/// A C allocation of class `c` with owned spans on (`percpu::owned_routes`): the stack, then the
+/// current owned span's list, then `slow` (the slow path, which refills from owned spans). The
+/// object's first word (its link, or a stale one) and its tag are cleared, and it is noted.
+///
+/// The stack first: with owned spans on, only what a free could not push onto an owned span
+/// reaches a routed class's stack (another slab's object that owner return kept here, a span
+/// no longer owned), so it is mostly empty; taken after the list, those objects waited there
+/// while the slab carved its own spans further (`rounds`, two CPUs: 5.6 MiB peak RSS against
+/// the default's 5.2; stack first 5.3, in no more time: docs/benchmarks.md, "Session 47").
 #[inline(always)]
 fn alloc_owned(c: usize, slow: impl FnOnce() -> *mut u8) -> *mut u8 {
-    let mut p = percpu::owned_pop(c);
+    let mut p = percpu::pop(c);
     if p.is_null() {
-        p = percpu::pop(c);
+        p = percpu::owned_pop(c);
         if p.is_null() {
             p = slow();
             if p.is_null() {
                 return p;
             }
+            clear_link(p);
         }
+    } else {
         clear_link(p);
     }
     arch::note_alloc(p, c);
@@ -459,7 +467,7 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
         return unsafe { free_small_here::<TAG>(ptr, c, who) };
     }
     if e != 0 && percpu::owned_routes(c) {
-        // Owned spans (`owned_spans=on`, experimental): out of line, as in `alloc_class`.
+        // Owned spans (`owned_spans=on`, classes of 257 B-1 KiB): out of line, as in `alloc_class`.
         // SAFETY: forwarded contract.
         return unsafe { free_owned(ptr, c, e, who) };
     }

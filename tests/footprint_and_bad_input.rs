@@ -210,27 +210,25 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
     if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
         return;
     }
-    // Each case also with owned spans on (`owned_spans=on`: a C free of an object of a span
-    // the CPU's slab owns goes onto that span's list, not onto a stack).
+    // Blocks of 100 B (a class the per-CPU stacks serve) and of 400 B (one owned spans serve
+    // in the rseq modes, `percpu::owned::MIN_CLASS`: a C free of an object of a span the CPU's
+    // slab owns goes onto that span's list, not onto a stack), each also with owned spans off.
     for (mode, options, tunables) in common::MODES {
-        for (case, needle, extra) in [
-            ("foreign", "free(): invalid pointer 0x", ""),
-            ("interior", "free(): invalid pointer 0x", ""),
-            ("double", "free(): double free detected 0x", ""),
-            ("foreign", "free(): invalid pointer 0x", "owned_spans=on"),
-            ("interior", "free(): invalid pointer 0x", "owned_spans=on"),
-            (
-                "double",
-                "free(): double free detected 0x",
-                "owned_spans=on",
-            ),
+        for (case, needle) in [
+            ("foreign", "free(): invalid pointer 0x"),
+            ("interior:100", "free(): invalid pointer 0x"),
+            ("double:100", "free(): double free detected 0x"),
+            ("interior:400", "free(): invalid pointer 0x"),
+            ("double:400", "free(): double free detected 0x"),
         ] {
-            let options = common::join_options(&[options, extra]);
-            let out = child_in_mode("child_bad_free", case, &options, tunables);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let what = format!("{case} [{mode}, {extra}]");
-            assert_aborted_with_one_line(&out, needle, &what);
-            common::assert_ran_in(&what, mode, &stdout);
+            for extra in ["", "owned_spans=off"] {
+                let options = common::join_options(&[options, extra]);
+                let out = child_in_mode("child_bad_free", case, &options, tunables);
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let what = format!("{case} [{mode}, {extra}]");
+                assert_aborted_with_one_line(&out, needle, &what);
+                common::assert_ran_in(&what, mode, &stdout);
+            }
         }
     }
 }
@@ -244,16 +242,18 @@ fn child_bad_free() {
     }
     common::say_mode();
     let mut local = [0u8; 64];
+    let (what, size) = case.split_once(':').unwrap_or((case.as_str(), "0"));
+    let size: usize = size.parse().unwrap();
     // SAFETY: deliberately wrong: each case must abort before anything is corrupted.
     unsafe {
-        match case.as_str() {
+        match what {
             "foreign" => rseqmalloc::free(local.as_mut_ptr()),
             "interior" => {
-                let p = rseqmalloc::malloc(100);
+                let p = rseqmalloc::malloc(size);
                 rseqmalloc::free(p.add(16));
             }
             "double" => {
-                let p = rseqmalloc::malloc(100);
+                let p = rseqmalloc::malloc(size);
                 rseqmalloc::free(p);
                 rseqmalloc::free(p);
             }
@@ -263,39 +263,59 @@ fn child_bad_free() {
     unreachable!("the bad free of case {case} did not abort");
 }
 
-/// With owned spans on, a write into a freed block's first word (where its span's list keeps
-/// the next free object's address, encoded) makes the `malloc` that would hand the block out
-/// again stop the process with one line naming `malloc` and the block, in both rseq modes: the
-/// link no longer decodes to an object of the span. Fallback mode ignores `owned_spans` and
-/// reads nothing in a free block (`free_tag.rs`: nothing written into one can make the
-/// allocator hand out a block twice), so the same program runs on there.
+/// With owned spans on (the default), a write into a freed block's first word (where its span's
+/// list keeps the next free object's address, encoded) makes the `malloc` that would hand the
+/// block out again stop the process with one line naming `malloc` and the block, in both rseq
+/// modes: the link no longer decodes to an object of the span. Fallback mode ignores
+/// `owned_spans` and reads nothing in a free block (`free_tag.rs`: nothing written into one can
+/// make the allocator hand out a block twice), so the same program runs on there; so does any
+/// mode with owned spans off, and a block of a class the stacks serve (100 B).
 #[test]
 fn a_write_into_a_freed_block_stops_the_next_malloc_with_one_line() {
     if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
         return;
     }
     for (mode, options, tunables) in common::MODES {
-        let options = common::join_options(&[options, "owned_spans=on"]);
-        let out = child_in_mode("child_write_after_free", "write", &options, tunables);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let what = format!("write after free [{mode}]");
-        common::assert_ran_in(&what, mode, &stdout);
-        if common::expected_mode(mode) == "Fallback" {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "{what}: {stderr}");
-            assert!(stdout.contains("ran on"), "{what}: {stdout}");
-            continue;
+        for (case, extra) in [
+            ("write:400", ""),
+            ("write:400", "owned_spans=off"),
+            ("write:100", ""),
+        ] {
+            let options = common::join_options(&[options, extra]);
+            let out = child_in_mode("child_write_after_free", case, &options, tunables);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let what = format!("write after free, {case} [{mode}, {extra}]");
+            common::assert_ran_in(&what, mode, &stdout);
+            // Owned spans serve the 400 B blocks only, in the rseq modes with the option on.
+            let owned = common::expected_mode(mode) != "Fallback"
+                && extra.is_empty()
+                && case == "write:400";
+            let taken = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("owned spans taken: "))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("{what}: no span count in {stdout}"));
+            assert_eq!(taken > 0, owned, "{what}: {taken} spans taken to own");
+            if common::expected_mode(mode) == "Fallback" || !extra.is_empty() || case != "write:400"
+            {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "{what}: {stderr}");
+                assert!(stdout.contains("ran on"), "{what}: {stdout}");
+                continue;
+            }
+            assert_aborted_with_one_line(&out, "malloc(): corrupted free list at 0x", &what);
         }
-        assert_aborted_with_one_line(&out, "malloc(): corrupted free list at 0x", &what);
     }
 }
 
 #[test]
 #[ignore = "run as a child by a_write_into_a_freed_block_stops_the_next_malloc_with_one_line"]
 fn child_write_after_free() {
-    if std::env::var("RSEQMALLOC_CHILD").as_deref() != Ok("write") {
+    let case = std::env::var("RSEQMALLOC_CHILD").unwrap_or_default();
+    let Some(size) = case.strip_prefix("write:") else {
         return;
-    }
+    };
+    let size: usize = size.parse().unwrap();
     common::say_mode();
     // One CPU: the frees and the malloc below use the same slab's span.
     // SAFETY: a zeroed cpu_set_t is valid; the CPU is the one the thread runs on.
@@ -306,8 +326,8 @@ fn child_write_after_free() {
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
     // Enough blocks that the last ones come from an owned span whatever this process's Rust
-    // code left in the class's stack (owned spans are tried first, then the stack).
-    let blocks: Vec<*mut u8> = (0..2000).map(|_| rseqmalloc::malloc(100)).collect();
+    // code left in the class's stack (the stack is tried first, then the owned span).
+    let blocks: Vec<*mut u8> = (0..2000).map(|_| rseqmalloc::malloc(size)).collect();
     println!(
         "owned spans taken: {}",
         rseqmalloc::stats().owned_spans_taken
@@ -321,7 +341,7 @@ fn child_write_after_free() {
         rseqmalloc::free(p);
         p.cast::<u64>().write(0x4141_4141_4141_4141);
         for _ in 0..200 {
-            rseqmalloc::malloc(100);
+            rseqmalloc::malloc(size);
         }
     }
     println!("ran on");

@@ -10,10 +10,12 @@
 //! slab (under its lock in fallback mode, by the stop-and-fence protocol with rseq).
 //! At least 1e8 operations per mode.
 //!
-//! The same stress runs through the C API (`rseqmalloc::malloc`/`free`) with owned spans on
-//! (`owned_spans=on`, which only C allocations use), in the three modes, with objects also
-//! passed between threads through mailboxes, so frees land on other CPUs than their owners':
-//! in the rseq modes slabs must take spans to own, and in fallback mode the option is ignored.
+//! The same stress runs through the C API (`rseqmalloc::malloc`/`free`) with owned spans on (the
+//! default, `owned_spans=on`, which only C allocations of 257 B-1 KiB use), in the three modes,
+//! with objects also passed between threads through mailboxes, so frees land on other CPUs than
+//! their owners': in the rseq modes slabs must take spans to own, and in fallback mode the
+//! option is ignored; and in both rseq modes with `owned_spans=off`, where the stacks serve
+//! every C allocation.
 
 mod common;
 
@@ -524,12 +526,10 @@ fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
     assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
 }
 
+/// The C-API stress with the default options: owned spans on (for classes of 257 B-1 KiB).
 #[test]
 fn stress_owned_spans_with_glibc_area() {
-    let r = run_mode(&[
-        ("RSEQMALLOC_STRESS_C", "1"),
-        ("RSEQMALLOC_OPTIONS", "owned_spans=on"),
-    ]);
+    let r = run_mode(&[("RSEQMALLOC_STRESS_C", "1")]);
     assert_owned_stress(&r, RseqMode::Glibc);
 }
 
@@ -537,19 +537,61 @@ fn stress_owned_spans_with_glibc_area() {
 fn stress_owned_spans_with_own_registration() {
     let r = run_mode(&[
         ("RSEQMALLOC_STRESS_C", "1"),
-        ("RSEQMALLOC_OPTIONS", "owned_spans=on"),
         ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
     ]);
     assert_owned_stress(&r, RseqMode::Own);
 }
 
-/// Fallback mode ignores `owned_spans=on` (no sections to run them): the same stress, no span
+/// What the C-API stress with `owned_spans=off` must show in an rseq mode: every operation, the
+/// fork, drains and restarts, no span owned, and nothing cached after the final trim (every C
+/// allocation went through the stacks, as the default did before session 47).
+fn assert_c_stress_without_owned_spans(r: &HashMap<String, String>, mode: RseqMode) {
+    let name = format!("{mode:?}");
+    let expected = common::expected_mode(if mode == RseqMode::Glibc {
+        "Glibc"
+    } else {
+        "Own"
+    });
+    assert_eq!(r["mode"], expected, "asked for {name}");
+    assert!(num(r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
+    assert_eq!(num(r, "owned_taken"), 0, "{r:?}");
+    assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
+    assert_invariants(r);
+    if expected == "Fallback" {
+        return;
+    }
+    assert_eq!(num(r, "forks"), 1);
+    assert!(num(r, "drains") > 10, "{r:?}");
+    assert!(num(r, "restarts") > 0, "no rseq restart observed: {r:?}");
+    assert_eq!(num(r, "fallback_ops"), 0);
+}
+
+#[test]
+fn stress_without_owned_spans_with_glibc_area() {
+    let r = run_mode(&[
+        ("RSEQMALLOC_STRESS_C", "1"),
+        ("RSEQMALLOC_OPTIONS", "owned_spans=off"),
+    ]);
+    assert_c_stress_without_owned_spans(&r, RseqMode::Glibc);
+}
+
+#[test]
+fn stress_without_owned_spans_with_own_registration() {
+    let r = run_mode(&[
+        ("RSEQMALLOC_STRESS_C", "1"),
+        ("RSEQMALLOC_OPTIONS", "owned_spans=off"),
+        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
+    ]);
+    assert_c_stress_without_owned_spans(&r, RseqMode::Own);
+}
+
+/// Fallback mode ignores `owned_spans` (no sections to run them): the same stress, no span
 /// owned.
 #[test]
 fn stress_owned_spans_with_forced_fallback() {
     let r = run_mode(&[
         ("RSEQMALLOC_STRESS_C", "1"),
-        ("RSEQMALLOC_OPTIONS", "owned_spans=on,rseq=off"),
+        ("RSEQMALLOC_OPTIONS", "rseq=off"),
     ]);
     assert_eq!(r["mode"], format!("{:?}", RseqMode::Fallback));
     assert!(num(&r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
@@ -561,12 +603,12 @@ fn stress_owned_spans_with_forced_fallback() {
 }
 
 /// Without the rseq membarrier a drain cannot stop owned spans (docs/design.md, "Owned
-/// spans"), so `owned_spans=on` is ignored there too.
+/// spans"), so `owned_spans` is ignored there too.
 #[test]
 fn stress_owned_spans_without_membarrier_owns_nothing() {
     let r = run_mode(&[
         ("RSEQMALLOC_STRESS_C", "1"),
-        ("RSEQMALLOC_OPTIONS", "owned_spans=on,membarrier=off"),
+        ("RSEQMALLOC_OPTIONS", "membarrier=off"),
     ]);
     assert_eq!(r["mode"], common::expected_mode("Glibc"));
     assert!(num(&r, "ops") >= OPS_PER_MODE as u64, "{r:?}");

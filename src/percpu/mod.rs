@@ -471,9 +471,9 @@ fn pinned_in_both_rseq_modes(
 }
 
 /// The owned-span sections (docs/design.md, "Owned spans"), on a span the test builds by hand:
-/// 32-byte objects in a buffer, linked and tagged as `arch::OwnedWords` requires. The unit
-/// tests run with owned spans off (`owned_spans` is not set), so no allocation of the test
-/// process reads the owned-span tables these tests write (class 7's entry).
+/// 32-byte objects in a buffer, linked and tagged as `arch::OwnedWords` requires. Class 7 is
+/// below the classes owned spans serve (`owned::MIN_CLASS`), so no allocation of the test
+/// process reads the owned-span table entry these tests write.
 #[cfg(all(test, target_arch = "x86_64"))]
 mod owned_tests {
     use super::*;

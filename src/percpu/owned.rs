@@ -1,7 +1,8 @@
-//! Owned spans (`owned_spans=on`, off by default; docs/design.md, "Owned spans"): each slab
-//! owns spans of the classes its CPU allocates, and a C `malloc` pops an object from the
-//! class's current owned span while a C `free` on the owner's CPU pushes it back onto its span's
-//! list, one critical section each (`arch::owned_pop`, `arch::owned_push_chain`).
+//! Owned spans (`owned_spans=on`, the default; docs/design.md, "Owned spans"): for the classes
+//! of 257 B to 1 KiB ([`routes`]), each slab owns spans of the classes its CPU allocates, and a C
+//! `malloc` pops an object from the class's current owned span while a C `free` on the owner's
+//! CPU pushes it back onto its span's list, one critical section each (`arch::owned_pop`,
+//! `arch::owned_push_chain`).
 //!
 //! Owns: whether owned spans are on, the slow path that gives a class a current span with
 //! objects ([`refill`]), each slab's lists of the spans it owns (one circular list per class,
@@ -67,12 +68,26 @@ pub fn enabled() -> bool {
 /// of many of them held a good deal of memory (docs/benchmarks.md, "Session 45").
 pub const MAX_CLASS: usize = crate::size_class::class_of(1024);
 
+/// The smallest class owned spans serve: the first above 256 B. Below it the per-CPU stacks
+/// serve C allocations too: a program's churn lives mostly there, where the stack hands back the
+/// object freed a moment ago and an owned span's list an older one (owned spans for every class
+/// up to 1 KiB cost one thread's churn 1.11-1.28x its time and `larson` 1.14x, for objects
+/// from 129 B 1.08x `larson`; from 257 B level, with `mixed-bursts` as fast as with every
+/// class owned: docs/benchmarks.md, "Session 47").
+pub const MIN_CLASS: usize = crate::size_class::class_of(257);
+
+// The first class above 256 B: the one below it holds 256 B objects.
+const _: () = assert!(
+    crate::size_class::CLASS_SIZE[MIN_CLASS] > 256
+        && crate::size_class::CLASS_SIZE[MIN_CLASS - 1] == 256
+);
+
 /// Whether a C allocation or free of class `c` uses owned spans: on for the calling thread
-/// (`arch::owned_flag`, set at its set-up when the process has them on), and `c` at most
-/// [`MAX_CLASS`].
+/// (`arch::owned_flag`, set at its set-up when the process has them on), and `c` in
+/// [`MIN_CLASS`]`..=`[`MAX_CLASS`].
 #[inline(always)]
 pub fn routes(c: usize) -> bool {
-    c <= MAX_CLASS && arch::owned_flag()
+    (MIN_CLASS..=MAX_CLASS).contains(&c) && arch::owned_flag()
 }
 
 /// Whether an object whose page-map entry has home bits `bits` (`pagemap::home_bits_unmasked`)
@@ -1017,8 +1032,8 @@ pub mod check {
 
 /// An owned span's life on the calling thread's slab, in both rseq modes: taken by a refill,
 /// its objects popped and pushed back, given back once wholly free and not current, and taken
-/// back by a drain with objects still out. The tests call the layer directly, so they need no
-/// `owned_spans=on` (the unit tests' allocations stay on the stacks).
+/// back by a drain with objects still out. The tests call the layer directly, on a class no
+/// other unit test allocates ([`SIZE`]), whatever `owned_spans` says.
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::super::drain::drain_where;

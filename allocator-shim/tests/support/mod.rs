@@ -262,8 +262,8 @@ impl Mode {
     }
     /// [`Mode::apply`] with `options` (comma-separated, may be empty) in `RSEQMALLOC_OPTIONS`
     /// after the mode's own, and after those any options in the test run's own
-    /// `RSEQMALLOC_TEST_EXTRA_OPTIONS` (to run a whole suite with a setting that is off by
-    /// default, such as `owned_spans=on`; README, "Tests").
+    /// `RSEQMALLOC_TEST_EXTRA_OPTIONS` (to run a whole suite with a setting other than the
+    /// default, such as `owned_spans=off`; README, "Tests").
     pub fn apply_with(self, cmd: &mut Command, options: &str) {
         if self == Mode::Own {
             cmd.env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
@@ -285,16 +285,17 @@ impl Mode {
     }
 }
 
-/// Whether this test run asks for owned spans (`owned_spans=on` in
-/// `RSEQMALLOC_TEST_EXTRA_OPTIONS`, which [`Mode::apply_with`] adds to every mode): the few
-/// tests whose expectations the option changes (the options line, small overflows) ask it.
+/// Whether this test run leaves owned spans on (the default; `owned_spans=off` in
+/// `RSEQMALLOC_TEST_EXTRA_OPTIONS`, which [`Mode::apply_with`] adds to every mode, turns them
+/// off): the few tests whose expectations the option changes (the options line, small
+/// overflows) ask it.
 #[allow(
     dead_code,
     reason = "each test binary compiles this module; not all ask"
 )]
 pub fn owned_spans_on() -> bool {
-    std::env::var("RSEQMALLOC_TEST_EXTRA_OPTIONS")
-        .is_ok_and(|o| o.split(',').any(|kv| kv.trim() == "owned_spans=on"))
+    !std::env::var("RSEQMALLOC_TEST_EXTRA_OPTIONS")
+        .is_ok_and(|o| o.split(',').any(|kv| kv.trim() == "owned_spans=off"))
 }
 
 /// The checked build in the three modes, and the release build (as users get it) in the
