@@ -95,8 +95,8 @@ pub struct Options {
     /// Owner return (`owner_return=on|off`): a C `free` of an object another CPU's cache
     /// carved sends it back there (rseq modes; docs/design.md, "Owner return").
     pub owner_return: bool,
-    /// Owned spans (`owned_spans=on|off`, on by default): C allocations and frees of objects of
-    /// 257 B to 1 KiB use spans each CPU's slab owns, one critical section per `malloc` and per
+    /// Owned spans (`owned_spans=on|off`, on by default): C allocations and frees of the classes
+    /// of 288 B to 1 KiB use spans each CPU's slab owns, one critical section per `malloc` and per
     /// `free` on the owner's CPU (x86_64 rseq modes with the membarrier only; docs/design.md,
     /// "Owned spans").
     pub owned_spans: bool,
@@ -233,7 +233,8 @@ pub const KEYS: [Key; 14] = [
         name: "owned_spans",
         accepts: "on|off",
         default: "on",
-        meaning: "C allocations and frees of 257 B-1 KiB use spans each CPU's cache owns \
+        meaning:
+            "C allocations and frees of the classes of 288 B-1 KiB use spans each CPU's cache owns \
                   (x86_64 rseq modes with the membarrier; ignored elsewhere)",
         runtime: false,
     },

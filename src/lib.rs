@@ -53,6 +53,8 @@
 //! | `background_thread` | `off` | a thread runs the decay tick too, so an idle program gives memory back |
 //! | `membarrier` | `on` | `off`: drain as on a kernel without the rseq membarrier (testing) |
 //! | `deepbind` | `strip` | `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`; `keep` passes it on |
+//! | `owner_return` | `on` | a C `free` of an object another CPU's cache carved sends it back there (rseq modes) |
+//! | `owned_spans` | `on` | C allocations of the classes of 288 B–1 KiB use spans each CPU's cache owns (x86_64 rseq modes with the membarrier) |
 //!
 //! ```
 //! // Defaults compiled into this program; RSEQMALLOC_OPTIONS still overrides them.
@@ -206,9 +208,9 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
         if TAG && percpu::owned_routes(c) {
-            // Owned spans (`owned_spans=on`, classes of 257 B-1 KiB): all in `alloc_cold`, out of line,
-            // so that this path keeps needing no stack frame (inlined here, the owned pop cost
-            // the default build's one-thread churn 1.05x its time, session 45).
+            // Owned spans (`owned_spans=on`, the classes of 288 B-1 KiB): all in `alloc_cold`,
+            // out of line, so that this path keeps needing no stack frame (inlined here, the
+            // owned pop cost the default build's one-thread churn 1.05x its time, session 45).
             return cold();
         }
         let p = percpu::pop(c);
@@ -226,11 +228,14 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
 /// current owned span's list, then `slow` (the slow path, which refills from owned spans). The
 /// object's first word (its link, or a stale one) and its tag are cleared, and it is noted.
 ///
-/// The stack first: with owned spans on, only what a free could not push onto an owned span
-/// reaches a routed class's stack (another slab's object that owner return kept here, a span
-/// no longer owned), so it is mostly empty; taken after the list, those objects waited there
-/// while the slab carved its own spans further (`rounds`, two CPUs: 5.6 MiB peak RSS against
-/// the default's 5.2; stack first 5.3, in no more time: docs/benchmarks.md, "Session 47").
+/// The stack first: with owned spans on, a routed class's stack holds only what did not go onto
+/// an owned span's list: objects of other slabs' spans that owner return kept here, this
+/// slab's own objects sent home (the inbox), blocks `realloc` moved out, Rust's frees, frees
+/// of spans taken partly used from the central lists, and the slow path's refills from the
+/// transfer stack. Popped after the list, those objects waited while the slab carved its own
+/// spans further (`rounds`, two CPUs, peak RSS: 5,568 KB against 5,228 with owned spans off;
+/// stack first 5,316, in no more time: docs/benchmarks.md, "Session 47"). Where little
+/// reaches the stack its failed pop costs one short section.
 #[inline(always)]
 fn alloc_owned(c: usize, slow: impl FnOnce() -> *mut u8) -> *mut u8 {
     let mut p = percpu::pop(c);
@@ -467,7 +472,8 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
         return unsafe { free_small_here::<TAG>(ptr, c, who) };
     }
     if e != 0 && percpu::owned_routes(c) {
-        // Owned spans (`owned_spans=on`, classes of 257 B-1 KiB): out of line, as in `alloc_class`.
+        // Owned spans (`owned_spans=on`, the classes of 288 B-1 KiB): out of line, as in
+        // `alloc_class`.
         // SAFETY: forwarded contract.
         return unsafe { free_owned(ptr, c, e, who) };
     }

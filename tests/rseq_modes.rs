@@ -142,10 +142,11 @@ fn child_after_fork() -> ! {
         ok &= b.iter().all(|&x| x == i as u64);
     }
     drop(v);
-    // And through the C API (owned spans, when on, taken over from the parent's slabs).
+    // And through the C API (owned spans, when on, taken over from the parent's slabs: the
+    // sizes above 256 B).
     let c: Vec<*mut u8> = (0..10_000u64)
         .map(|i| {
-            let p = rseqmalloc::malloc(24 + (i % 40) as usize * 8);
+            let p = rseqmalloc::malloc(24 + (i % 40) as usize * 24);
             // SAFETY: at least 24 bytes.
             unsafe { p.cast::<u64>().write(i) };
             p
@@ -163,9 +164,9 @@ fn child_after_fork() -> ! {
 }
 
 /// Worker `t`'s burst number `k`: [`BURST`] objects of one size, its class changing from
-/// burst to burst (144 to 912 bytes), allocated, checked and freed together, so that owned
-/// spans run wholly free, are kept, and are taken over by the next burst's class while the
-/// drainer, the signals and the migrations go on.
+/// burst to burst (144 to 912 bytes; from 336 B on owned spans, `owned::MIN_CLASS`), allocated,
+/// checked and freed together, so that owned spans run wholly free, are kept, and are taken
+/// over by the next burst's class while the drainer, the signals and the migrations go on.
 fn burst(t: usize, k: usize) {
     let size = 144 + 96 * ((t + k) % 9);
     let mut objs = [std::ptr::null_mut::<u8>(); BURST];
@@ -562,6 +563,7 @@ fn assert_c_stress_without_owned_spans(r: &HashMap<String, String>, mode: RseqMo
     }
     assert_eq!(num(r, "forks"), 1);
     assert!(num(r, "drains") > 10, "{r:?}");
+    assert!(num(r, "signals") > 1000, "signal storm too weak: {r:?}");
     assert!(num(r, "restarts") > 0, "no rseq restart observed: {r:?}");
     assert_eq!(num(r, "fallback_ops"), 0);
 }
@@ -585,13 +587,13 @@ fn stress_without_owned_spans_with_own_registration() {
     assert_c_stress_without_owned_spans(&r, RseqMode::Own);
 }
 
-/// Fallback mode ignores `owned_spans` (no sections to run them): the same stress, no span
+/// Fallback mode ignores `owned_spans=on` (no sections to run them): the same stress, no span
 /// owned.
 #[test]
 fn stress_owned_spans_with_forced_fallback() {
     let r = run_mode(&[
         ("RSEQMALLOC_STRESS_C", "1"),
-        ("RSEQMALLOC_OPTIONS", "rseq=off"),
+        ("RSEQMALLOC_OPTIONS", "owned_spans=on,rseq=off"),
     ]);
     assert_eq!(r["mode"], format!("{:?}", RseqMode::Fallback));
     assert!(num(&r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
@@ -603,12 +605,12 @@ fn stress_owned_spans_with_forced_fallback() {
 }
 
 /// Without the rseq membarrier a drain cannot stop owned spans (docs/design.md, "Owned
-/// spans"), so `owned_spans` is ignored there too.
+/// spans"), so `owned_spans=on` is ignored there too.
 #[test]
 fn stress_owned_spans_without_membarrier_owns_nothing() {
     let r = run_mode(&[
         ("RSEQMALLOC_STRESS_C", "1"),
-        ("RSEQMALLOC_OPTIONS", "membarrier=off"),
+        ("RSEQMALLOC_OPTIONS", "owned_spans=on,membarrier=off"),
     ]);
     assert_eq!(r["mode"], common::expected_mode("Glibc"));
     assert!(num(&r, "ops") >= OPS_PER_MODE as u64, "{r:?}");

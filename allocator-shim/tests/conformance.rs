@@ -976,7 +976,7 @@ fn kind11_small_overflow_never_crashes_or_hands_out_a_bad_pointer() {
     let bin = program("overflow");
     let mut failures = Vec::new();
     for u in modes() {
-        for size in [16usize, 48, 208, 1024, 3000] {
+        for size in [16usize, 48, 208, 400, 1024, 3000] {
             for k in [1usize, 2, 8, 16] {
                 let (s, ks) = (size.to_string(), k.to_string());
                 let out = run_under(&bin, &[&s, &ks], u, 30, &[]);

@@ -1,5 +1,5 @@
 //! Owned spans (`owned_spans=on`, the default; docs/design.md, "Owned spans"): for the classes
-//! of 257 B to 1 KiB ([`routes`]), each slab owns spans of the classes its CPU allocates, and a C
+//! of 288 B to 1 KiB ([`routes`]), each slab owns spans of the classes its CPU allocates, and a C
 //! `malloc` pops an object from the class's current owned span while a C `free` on the owner's
 //! CPU pushes it back onto its span's list, one critical section each (`arch::owned_pop`,
 //! `arch::owned_push_chain`).
@@ -71,7 +71,7 @@ pub const MAX_CLASS: usize = crate::size_class::class_of(1024);
 /// The smallest class owned spans serve: the first above 256 B. Below it the per-CPU stacks
 /// serve C allocations too: a program's churn lives mostly there, where the stack hands back the
 /// object freed a moment ago and an owned span's list an older one (owned spans for every class
-/// up to 1 KiB cost one thread's churn 1.11-1.28x its time and `larson` 1.14x, for objects
+/// up to 1 KiB cost one thread's churn 1.11-1.28x its CPU time and `larson` 1.14x, for objects
 /// from 129 B 1.08x `larson`; from 257 B level, with `mixed-bursts` as fast as with every
 /// class owned: docs/benchmarks.md, "Session 47").
 pub const MIN_CLASS: usize = crate::size_class::class_of(257);
@@ -122,7 +122,8 @@ const HEAD_MASK: u64 = (1 << 48) - 1;
 const COLLECT: usize = 64;
 
 /// Bytes of objects a slow path takes from a span's bitmap at once, about (`collect_count`):
-/// 64 objects up to 256 B, 16 of 1 KiB.
+/// 56 objects of 288 B, 16 of 1 KiB (32 KiB measured 0.95-0.98x `mixed-bursts`' time at up to
+/// 6 % more peak RSS on `rounds` and `larson`: docs/benchmarks.md, "Session 47").
 const COLLECT_BYTES: usize = 16 << 10;
 
 /// Spans the slow path looks at in a class's list before it takes a new one.
