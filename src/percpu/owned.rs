@@ -102,9 +102,15 @@ pub fn homed_here(bits: usize) -> bool {
 }
 
 /// Objects a slow path takes from a span's bitmap at once for class `c`: up to [`COLLECT`],
-/// and about [`COLLECT_BYTES`] worth (at least 4).
-fn collect_count(c: usize) -> usize {
-    (COLLECT_BYTES / size_of(c)).clamp(4, COLLECT)
+/// and about [`COLLECT_BYTES`] worth (at least 4); from a span nothing was carved from yet
+/// (`fresh`), one half page's worth ([`FIRST_COLLECT_BYTES`]).
+fn collect_count(c: usize, fresh: bool) -> usize {
+    let bytes = if fresh {
+        FIRST_COLLECT_BYTES
+    } else {
+        COLLECT_BYTES
+    };
+    (bytes / size_of(c)).clamp(4, COLLECT)
 }
 
 /// Turns owned spans on or off at process set-up (`setup::init_process`): on only when asked
@@ -125,6 +131,14 @@ const COLLECT: usize = 64;
 /// 56 objects of 288 B, 16 of 1 KiB (32 KiB measured 0.95-0.98x `mixed-bursts`' time at up to
 /// 6 % more peak RSS on `rounds` and `larson`: docs/benchmarks.md, "Session 47").
 const COLLECT_BYTES: usize = 16 << 10;
+
+/// Bytes of objects the first slow path on a fresh span takes (one half page, what carving
+/// touches at once): a slab owns a span of each class its CPU allocates, and a program that
+/// allocates a little of many classes on several CPUs kept most of 16 KiB carved per span
+/// resident (two CPUs, peak RSS: `server` 7,012 KB against 7,124, `rounds` 5,364 against
+/// 5,540, with owned spans off 6,840 and 5,260; `mixed-bursts` level, 0.99x; 4 KiB for every
+/// collect took `mixed-bursts` 1.12x the time: docs/benchmarks.md, "Session 47").
+const FIRST_COLLECT_BYTES: usize = 4 << 10;
 
 /// Spans the slow path looks at in a class's list before it takes a new one.
 const WALK: usize = 8;
@@ -561,16 +575,20 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
     h
 }
 
-/// Takes up to [`collect_count`] objects from span `s`'s bitmap: returns one and pushes the rest onto
-/// its list (or, if the calling CPU's slab does not own it any more, to the central lists);
+/// Takes up to [`collect_count`] objects from span `s`'s bitmap (one half page's worth from a
+/// span not carved yet): returns one and pushes the rest onto its list (or, if the calling CPU's slab does not own it any more, to the central lists);
 /// null when the bitmap had none.
 ///
 /// # Safety
 /// `s` is in the list of a slab whose capacity lock the caller holds.
 unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
     let mut buf = [null_mut(); COLLECT];
-    // SAFETY: the caller's contract: the span is `in_slab`, its slab's lock held.
-    let got = unsafe { central::take_from_owned(s, c, &mut buf[..collect_count(c)]) };
+    // SAFETY: the caller's contract: the span is `in_slab`, its slab's lock held. Its
+    // `carved` changes only under the class lock, by carving, which for an owned span only
+    // this slab's collects do (under the lock we hold): stable here.
+    let fresh = unsafe { (*s).carved } == 0;
+    // SAFETY: as above.
+    let got = unsafe { central::take_from_owned(s, c, &mut buf[..collect_count(c, fresh)]) };
     if got == 0 {
         return null_mut();
     }
@@ -1155,7 +1173,7 @@ mod tests {
         // partly used by other tests' allocations, had fewer left).
         // SAFETY: as above.
         let listed = unsafe { listed_objects(s) };
-        assert!(listed < collect_count(c), "{listed} listed");
+        assert!(listed < collect_count(c, false), "{listed} listed");
         check::check_owned(id, slab).unwrap();
 
         // Popped: every listed object once, its link word cleared; then nothing.
