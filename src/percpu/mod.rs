@@ -373,16 +373,17 @@ pub fn flush_mine() -> usize {
     flush_own_magazine();
     remote::flush_outbox();
     match thread_state() {
-        ThreadState::Rseq if owned::enabled() && owned::owns_any(Slab::of(current_rseq_id())) => {
-            // Owned spans are taken back only by the fenced drain (which owned spans need to
-            // be on): the slab the thread runs on now, stacks and owned spans alike. A slab
-            // that owns none (a program that never allocates 257 B-1 KiB through C) is drained
-            // through the thread's own sections, without the two fences; one that takes a span
-            // in between keeps it until its next drain.
-            let id = current_rseq_id();
-            drain_where(may_pin, |i, _| i == id)
-        }
         ThreadState::Rseq => {
+            let id = current_rseq_id();
+            if owned::enabled() && owned::owns_any(Slab::of(id)) {
+                // Owned spans are taken back only by the fenced drain (which owned spans need
+                // to be on): the slab the thread runs on now, stacks and owned spans alike. A
+                // slab that owns none (a program that never allocates 257 B-1 KiB through C)
+                // is drained through the thread's own sections, without the two fences; one
+                // that takes a span in between (or another the thread moves to) keeps it until
+                // its next drain.
+                return drain_where(may_pin, |i, _| i == id);
+            }
             let bytes = drain_current();
             // The slab the thread runs on now (it may have moved during the pops).
             slab::shrink_to_counts(Slab::of(current_rseq_id()));

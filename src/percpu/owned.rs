@@ -132,12 +132,15 @@ const COLLECT: usize = 64;
 /// 6 % more peak RSS on `rounds` and `larson`: docs/benchmarks.md, "Session 47").
 const COLLECT_BYTES: usize = 16 << 10;
 
-/// Bytes of objects the first slow path on a fresh span takes (one half page, what carving
-/// touches at once): a slab owns a span of each class its CPU allocates, and a program that
+/// Bytes of objects the first slow path on a span nothing was carved from takes (one half page,
+/// what carving touches at once on a small heap; a big heap's fresh spans populate eight half
+/// pages ahead, and a span turned over is resident already, so there it only costs one more
+/// slow path): a slab owns a span of each class its CPU allocates, and a program that
 /// allocates a little of many classes on several CPUs kept most of 16 KiB carved per span
-/// resident (two CPUs, peak RSS: `server` 7,012 KB against 7,124, `rounds` 5,364 against
-/// 5,540, with owned spans off 6,840 and 5,260; `mixed-bursts` level, 0.99x; 4 KiB for every
-/// collect took `mixed-bursts` 1.12x the time: docs/benchmarks.md, "Session 47").
+/// resident (two CPUs, peak RSS: `server` 7,012 KB against 7,124-7,168, `rounds` 5,364 against
+/// 5,408-5,540, with owned spans off 6,788-6,840 and 5,260-5,264; `mixed-bursts` level, 0.99x;
+/// 4 KiB for every collect took `mixed-bursts` 1.12x the time: docs/benchmarks.md,
+/// "Session 47").
 const FIRST_COLLECT_BYTES: usize = 4 << 10;
 
 /// Spans the slow path looks at in a class's list before it takes a new one.
@@ -576,8 +579,8 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
 }
 
 /// Takes up to [`collect_count`] objects from span `s`'s bitmap (one half page's worth from a
-/// span not carved yet): returns one and pushes the rest onto its list (or, if the calling CPU's slab does not own it any more, to the central lists);
-/// null when the bitmap had none.
+/// span not carved yet): returns one and pushes the rest onto its list (or, if the calling
+/// CPU's slab does not own it any more, to the central lists); null when the bitmap had none.
 ///
 /// # Safety
 /// `s` is in the list of a slab whose capacity lock the caller holds.
