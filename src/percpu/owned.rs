@@ -1149,6 +1149,45 @@ mod tests {
         crate::os::set_affinity(&saved);
     }
 
+    /// A C `malloc` of a class owned spans serve takes what the CPU's stack holds of that class
+    /// before the current owned span's list (`alloc_owned`): only what did not go onto an owned
+    /// span's list reaches that stack, and popped last it waited while the slab carved further.
+    #[test]
+    fn a_routed_malloc_takes_the_stack_before_the_owned_list() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned::tests::a_routed_malloc_takes_the_stack_before_the_owned_list",
+            64,
+        );
+        let id = current_rseq_id();
+        let slab = Slab::of(id);
+        let c = class_of(SIZE);
+        assert!(routes(c), "owned spans serve class {c} on this thread");
+        drain(id);
+        let p = refill_until(c, id);
+        let s = current(slab, c);
+        assert!(!s.is_null(), "the refill made a span current");
+        // SAFETY: a span record the slab owns.
+        let listed = unsafe { listed_objects(s) };
+        assert!(listed > 0, "the current span has objects on its list");
+        // SAFETY: `p` is ours, out of every list: tagged free and put on the class's stack, as a
+        // free the owned push could not take leaves an object (the slow path grows the stack
+        // the drain left without capacity).
+        unsafe {
+            free_tag::clear(p);
+            assert!(free_tag::mark_free(p));
+            super::super::free_slow(c, p);
+        }
+        assert_eq!(slab.count(c), 1, "the object is on the stack");
+        let q = crate::malloc(size_of(c));
+        assert_eq!(q, p, "the stack's object comes first");
+        // SAFETY: as above.
+        assert_eq!(unsafe { listed_objects(s) }, listed, "the list untouched");
+        // SAFETY: handed out by `malloc`, freed once.
+        unsafe { crate::free(q) };
+        drain(id);
+        crate::os::set_affinity(&saved);
+    }
+
     #[test]
     fn an_owned_span_is_taken_used_given_back_and_drained() {
         let (_serial, saved) = pinned_in_both_rseq_modes(
