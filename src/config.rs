@@ -96,7 +96,7 @@ pub struct Options {
     /// carved sends it back there (rseq modes; docs/design.md, "Owner return").
     pub owner_return: bool,
     /// Owned spans (`owned_spans=on|off`, on by default): C allocations and frees of the classes
-    /// of 288 B to 1 KiB use spans each CPU's slab owns, one critical section per `malloc` and per
+    /// of 288 B to 960 B use spans each CPU's slab owns, one critical section per `malloc` and per
     /// `free` on the owner's CPU (x86_64 rseq modes with the membarrier only; docs/design.md,
     /// "Owned spans").
     pub owned_spans: bool,
@@ -234,7 +234,7 @@ pub const KEYS: [Key; 14] = [
         accepts: "on|off",
         default: "on",
         meaning:
-            "C allocations and frees of the classes of 288 B-1 KiB use spans each CPU's cache owns \
+            "C allocations and frees of the classes of 288-960 B use spans each CPU's cache owns \
                   (x86_64 rseq modes with the membarrier; ignored elsewhere)",
         runtime: false,
     },

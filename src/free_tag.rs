@@ -22,7 +22,7 @@
 //! Which free objects a span holds is its bitmap's business (`central`), not the objects':
 //! nothing written into a free object can make the allocator hand out a block twice or a wild
 //! pointer; the tag only tells `free` that a block is already free. The exception is owned
-//! spans (`owned_spans=on`, the default, for C allocations of the classes of 288 B-1 KiB in the
+//! spans (`owned_spans=on`, the default, for C allocations of the classes of 288-960 B in the
 //! rseq modes; `percpu::owned`): an owned span's list is threaded through its free objects'
 //! first words, stored XOR this key, and a pop checks the popped object's tag and that the
 //! decoded link lies in the span. A write that decodes outside the span stops the

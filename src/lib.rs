@@ -54,7 +54,7 @@
 //! | `membarrier` | `on` | `off`: drain as on a kernel without the rseq membarrier (testing) |
 //! | `deepbind` | `strip` | `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`; `keep` passes it on |
 //! | `owner_return` | `on` | a C `free` of an object another CPU's cache carved sends it back there (rseq modes) |
-//! | `owned_spans` | `on` | C allocations of the classes of 288 B–1 KiB use spans each CPU's cache owns (x86_64 rseq modes with the membarrier) |
+//! | `owned_spans` | `on` | C allocations of the classes of 288–960 B use spans each CPU's cache owns (x86_64 rseq modes with the membarrier) |
 //!
 //! ```
 //! // Defaults compiled into this program; RSEQMALLOC_OPTIONS still overrides them.
@@ -208,7 +208,7 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
         if TAG && percpu::owned_routes(c) {
-            // Owned spans (`owned_spans=on`, the classes of 288 B-1 KiB): all in `alloc_cold`,
+            // Owned spans (`owned_spans=on`, the classes of 288-960 B): all in `alloc_cold`,
             // out of line, so that this path keeps needing no stack frame (inlined here, the
             // owned pop cost the default build's one-thread churn 1.05x its time, session 45).
             return cold();
@@ -472,7 +472,7 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
         return unsafe { free_small_here::<TAG>(ptr, c, who) };
     }
     if e != 0 && percpu::owned_routes(c) {
-        // Owned spans (`owned_spans=on`, the classes of 288 B-1 KiB): out of line, as in
+        // Owned spans (`owned_spans=on`, the classes of 288-960 B): out of line, as in
         // `alloc_class`.
         // SAFETY: forwarded contract.
         return unsafe { free_owned(ptr, c, e, who) };

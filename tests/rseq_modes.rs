@@ -11,7 +11,7 @@
 //! At least 1e8 operations per mode.
 //!
 //! The same stress runs through the C API (`rseqmalloc::malloc`/`free`) with owned spans on (the
-//! default, `owned_spans=on`, which only C allocations of 257 B-1 KiB use), in the three modes,
+//! default, `owned_spans=on`, which only C allocations of 257-960 B use), in the three modes,
 //! with objects also passed between threads through mailboxes, so frees land on other CPUs than
 //! their owners': in the rseq modes slabs must take spans to own, and in fallback mode the
 //! option is ignored; and in both rseq modes with `owned_spans=off`, where the stacks serve
@@ -527,7 +527,7 @@ fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
     assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
 }
 
-/// The C-API stress with the default options: owned spans on (for classes of 257 B-1 KiB).
+/// The C-API stress with the default options: owned spans on (for classes of 257-960 B).
 #[test]
 fn stress_owned_spans_with_glibc_area() {
     let r = run_mode(&[("RSEQMALLOC_STRESS_C", "1")]);

@@ -970,7 +970,7 @@ fn kind11_small_overflow_never_crashes_or_hands_out_a_bad_pointer() {
     // their free objects in bitmaps and nothing reads a free object's first word, so the
     // program must simply keep working. With owned spans on (`owned_spans=on`, the default,
     // whose lists run through free objects' first words again) in the rseq modes, an overflow
-    // past a block of 257 B-1 KiB (the classes they serve) that reaches a free neighbour's
+    // past a block of 257-960 B (the classes they serve) that reaches a free neighbour's
     // first word may instead stop the program with that one line (`malloc(): corrupted free
     // list at 0x…`), as the contract allows.
     let bin = program("overflow");
@@ -985,7 +985,7 @@ fn kind11_small_overflow_never_crashes_or_hands_out_a_bad_pointer() {
                     && text(&out.stdout).starts_with("overflow ok ")
                     && text(&out.stdout).ends_with(&format!(" mode={}\n", u.name()));
                 let stopped_by_the_owned_pop = support::owned_spans_on()
-                    && (257..=1024).contains(&size)
+                    && (257..=960).contains(&size)
                     && !matches!(u, Under::Ours(_, Mode::Fallback))
                     && out.status.signal() == Some(libc::SIGABRT)
                     && err.lines().count() == 1

@@ -378,7 +378,7 @@ pub fn flush_mine() -> usize {
             if owned::enabled() && owned::owns_any(Slab::of(id)) {
                 // Owned spans are taken back only by the fenced drain (which owned spans need
                 // to be on): the slab the thread runs on now, stacks and owned spans alike. A
-                // slab that owns none (a program that never allocates 257 B-1 KiB through C)
+                // slab that owns none (a program that never allocates 257-960 B through C)
                 // is drained through the thread's own sections, without the two fences; one
                 // that takes a span in between (or another the thread moves to) keeps it until
                 // its next drain.

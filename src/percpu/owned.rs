@@ -1,5 +1,5 @@
 //! Owned spans (`owned_spans=on`, the default; docs/design.md, "Owned spans"): for the classes
-//! of 288 B to 1 KiB ([`routes`]), each slab owns spans of the classes its CPU allocates, and a C
+//! of 288 B to 960 B ([`routes`]), each slab owns spans of the classes its CPU allocates, and a C
 //! `malloc` pops an object from the class's current owned span while a C `free` on the owner's
 //! CPU pushes it back onto its span's list, one critical section each (`arch::owned_pop`,
 //! `arch::owned_push_chain`).
@@ -63,10 +63,13 @@ pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
-/// The largest class owned spans serve: objects up to 1 KiB (the C table's classes, where
+/// The largest class owned spans serve: objects up to 960 B (the C table's classes, where
 /// `mixed-bursts` lives). Larger classes' spans hold few objects each, and a slab owning spans
-/// of many of them held a good deal of memory (docs/benchmarks.md, "Session 45").
-pub const MAX_CLASS: usize = crate::size_class::class_of(1024);
+/// of many of them held a good deal of memory (docs/benchmarks.md, "Session 45"); the 1 KiB
+/// class stays on the stacks since session 47: owned, `batch`'s bursts of 1 KiB objects took
+/// 1.05-1.08x the runner's time, and with the class on the stacks one thread's `batch` took
+/// 0.92x [0.92-0.98] of that, `mixed-bursts` level (1.01x one thread, 0.97x two).
+pub const MAX_CLASS: usize = crate::size_class::class_of(960);
 
 /// The smallest class owned spans serve: the first above 256 B. Below it the per-CPU stacks
 /// serve C allocations too: a program's churn lives mostly there, where the stack hands back the
@@ -128,7 +131,7 @@ const HEAD_MASK: u64 = (1 << 48) - 1;
 const COLLECT: usize = 64;
 
 /// Bytes of objects a slow path takes from a span's bitmap at once, about (`collect_count`):
-/// 56 objects of 288 B, 16 of 1 KiB (32 KiB measured 0.95-0.98x `mixed-bursts`' time at up to
+/// 56 objects of 288 B, 17 of 960 B (32 KiB measured 0.95-0.98x `mixed-bursts`' time at up to
 /// 6 % more peak RSS on `rounds` and `larson`: docs/benchmarks.md, "Session 47").
 const COLLECT_BYTES: usize = 16 << 10;
 
