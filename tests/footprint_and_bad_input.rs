@@ -246,6 +246,18 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
     }
 }
 
+/// 2000 blocks of `size` bytes from `malloc`: enough that the last ones come from an owned span
+/// where owned spans serve the class, whatever this process's Rust code left in the class's
+/// stack (popped first). Prints the spans taken to own so far, for [`owned_spans_taken`].
+fn blocks_past_the_stack(size: usize) -> Vec<*mut u8> {
+    let blocks: Vec<*mut u8> = (0..2000).map(|_| rseqmalloc::malloc(size)).collect();
+    println!(
+        "owned spans taken: {}",
+        rseqmalloc::stats().owned_spans_taken
+    );
+    blocks
+}
+
 /// The count a child printed as `owned spans taken: N` (`rseqmalloc::stats`).
 fn owned_spans_taken(stdout: &str, what: &str) -> usize {
     stdout
@@ -266,13 +278,7 @@ fn child_bad_free() {
     let mut local = [0u8; 64];
     let (what, size) = case.split_once(':').unwrap_or((case.as_str(), "0"));
     let size: usize = size.parse().unwrap();
-    // Of enough blocks that the last comes from an owned span where owned spans serve the
-    // class, whatever this process's Rust code left in the class's stack (popped first).
-    let p = (0..2000).fold(std::ptr::null_mut(), |_, _| rseqmalloc::malloc(size.max(1)));
-    println!(
-        "owned spans taken: {}",
-        rseqmalloc::stats().owned_spans_taken
-    );
+    let p = blocks_past_the_stack(size.max(1))[1999];
     // SAFETY: deliberately wrong: each case must abort before anything is corrupted.
     unsafe {
         match what {
@@ -344,13 +350,7 @@ fn child_write_after_free() {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
-    // Enough blocks that the last ones come from an owned span whatever this process's Rust
-    // code left in the class's stack (the stack is tried first, then the owned span).
-    let blocks: Vec<*mut u8> = (0..2000).map(|_| rseqmalloc::malloc(size)).collect();
-    println!(
-        "owned spans taken: {}",
-        rseqmalloc::stats().owned_spans_taken
-    );
+    let blocks = blocks_past_the_stack(size);
     let (p, q) = (blocks[1998], blocks[1999]);
     // SAFETY: deliberately wrong: a write into a freed block (its first word), which a later
     // malloc of its size must catch (owned spans: `p` is its span's list head, popped once its

@@ -490,12 +490,26 @@ fn stress_with_forced_fallback() {
     assert_invariants(&r);
 }
 
-/// What the C-API stress with `owned_spans=on` must show in an rseq mode: every operation, the
-/// fork, drains and restarts, spans taken to own, and nothing cached after the final trim (the
-/// drains took every owned span back). Where the critical sections cannot run (aarch64, qemu:
-/// `common::expected_mode`), the child runs the fallback, which ignores the option: every
-/// operation, nothing owned, nothing cached.
-fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
+/// Runs the C-API stress in `mode` (glibc's area or our own registration) with `options` in
+/// `RSEQMALLOC_OPTIONS` (none when empty: the defaults).
+fn run_c_stress(mode: RseqMode, options: &str) -> HashMap<String, String> {
+    let mut env = vec![("RSEQMALLOC_STRESS_C", "1")];
+    if !options.is_empty() {
+        env.push(("RSEQMALLOC_OPTIONS", options));
+    }
+    if mode == RseqMode::Own {
+        env.push(("GLIBC_TUNABLES", "glibc.pthread.rseq=0"));
+    }
+    run_mode(&env)
+}
+
+/// What every C-API stress asked to run in `mode` (glibc's area or our own registration) must
+/// show: the mode, every operation, nothing cached after the final trim, the invariants; and
+/// where the critical sections run, the fork, drains, the signal storm, restarts and no
+/// fallback operation. Where they cannot (aarch64, qemu: `common::expected_mode`), the child
+/// runs the fallback, which ignores `owned_spans`: nothing owned. Returns whether the critical
+/// sections ran.
+fn assert_c_stress_ran(r: &HashMap<String, String>, mode: RseqMode) -> bool {
     let name = format!("{mode:?}");
     let expected = common::expected_mode(if mode == RseqMode::Glibc {
         "Glibc"
@@ -504,15 +518,27 @@ fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
     });
     assert_eq!(r["mode"], expected, "asked for {name}");
     assert!(num(r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
+    assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
+    assert_invariants(r);
     if expected == "Fallback" {
         assert_eq!(num(r, "owned_taken"), 0, "{r:?}");
-        assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
-        assert_invariants(r);
-        return;
+        return false;
     }
     assert_eq!(num(r, "forks"), 1);
     assert!(num(r, "drains") > 10, "{r:?}");
+    assert!(num(r, "signals") > 1000, "signal storm too weak: {r:?}");
     assert!(num(r, "restarts") > 0, "no rseq restart observed: {r:?}");
+    assert_eq!(num(r, "fallback_ops"), 0);
+    true
+}
+
+/// What the C-API stress with owned spans on must show in an rseq mode, beyond
+/// [`assert_c_stress_ran`]: spans taken to own, given back whole, and turned over to another
+/// class (the final trim's drains took every owned span back: nothing cached).
+fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
+    if !assert_c_stress_ran(r, mode) {
+        return;
+    }
     assert!(num(r, "owned_taken") > 0, "no span owned: {r:?}");
     assert!(
         num(r, "owned_given_back") > 0,
@@ -522,68 +548,35 @@ fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
         num(r, "owned_reclassed") > 0,
         "no kept span taken over by another class: {r:?}"
     );
-    assert_invariants(r);
-    assert_eq!(num(r, "fallback_ops"), 0);
-    assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
 }
 
 /// The C-API stress with the default options: owned spans on (for classes of 257-960 B).
 #[test]
 fn stress_owned_spans_with_glibc_area() {
-    let r = run_mode(&[("RSEQMALLOC_STRESS_C", "1")]);
-    assert_owned_stress(&r, RseqMode::Glibc);
+    assert_owned_stress(&run_c_stress(RseqMode::Glibc, ""), RseqMode::Glibc);
 }
 
 #[test]
 fn stress_owned_spans_with_own_registration() {
-    let r = run_mode(&[
-        ("RSEQMALLOC_STRESS_C", "1"),
-        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
-    ]);
-    assert_owned_stress(&r, RseqMode::Own);
+    assert_owned_stress(&run_c_stress(RseqMode::Own, ""), RseqMode::Own);
 }
 
-/// What the C-API stress with `owned_spans=off` must show in an rseq mode: every operation, the
-/// fork, drains and restarts, no span owned, and nothing cached after the final trim (every C
-/// allocation went through the stacks, as the default did before session 47).
+/// With `owned_spans=off` every C allocation goes through the stacks (as the default did
+/// before session 47): [`assert_c_stress_ran`], and no span owned.
 fn assert_c_stress_without_owned_spans(r: &HashMap<String, String>, mode: RseqMode) {
-    let name = format!("{mode:?}");
-    let expected = common::expected_mode(if mode == RseqMode::Glibc {
-        "Glibc"
-    } else {
-        "Own"
-    });
-    assert_eq!(r["mode"], expected, "asked for {name}");
-    assert!(num(r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
+    assert_c_stress_ran(r, mode);
     assert_eq!(num(r, "owned_taken"), 0, "{r:?}");
-    assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
-    assert_invariants(r);
-    if expected == "Fallback" {
-        return;
-    }
-    assert_eq!(num(r, "forks"), 1);
-    assert!(num(r, "drains") > 10, "{r:?}");
-    assert!(num(r, "signals") > 1000, "signal storm too weak: {r:?}");
-    assert!(num(r, "restarts") > 0, "no rseq restart observed: {r:?}");
-    assert_eq!(num(r, "fallback_ops"), 0);
 }
 
 #[test]
 fn stress_without_owned_spans_with_glibc_area() {
-    let r = run_mode(&[
-        ("RSEQMALLOC_STRESS_C", "1"),
-        ("RSEQMALLOC_OPTIONS", "owned_spans=off"),
-    ]);
+    let r = run_c_stress(RseqMode::Glibc, "owned_spans=off");
     assert_c_stress_without_owned_spans(&r, RseqMode::Glibc);
 }
 
 #[test]
 fn stress_without_owned_spans_with_own_registration() {
-    let r = run_mode(&[
-        ("RSEQMALLOC_STRESS_C", "1"),
-        ("RSEQMALLOC_OPTIONS", "owned_spans=off"),
-        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
-    ]);
+    let r = run_c_stress(RseqMode::Own, "owned_spans=off");
     assert_c_stress_without_owned_spans(&r, RseqMode::Own);
 }
 
