@@ -6,14 +6,15 @@
  * word (the id check); then checks each object's last word and frees it. Both later phases
  * walk the burst forwards, backwards or evens-then-odds in turn. The band's start moves up 40
  * bytes a round over 16-896 B (modulo 881), as in the runner, or stays at 400 B with a fifth
- * argument "fixed". Prints the total milliseconds of each phase and fails unless every id
+ * argument "fixed" (or at START bytes, 16-896, with "fixed=START"). Prints the total milliseconds of each phase and fails unless every id
  * reads back.
  *
  *   cc -O2 -o /tmp/burst_phases benches/c/burst_phases.c
  *   LD_PRELOAD=target/release/librseqmalloc.so taskset -c 1 /tmp/burst_phases 4000 1000 3000
  *   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2 taskset -c 1 /tmp/burst_phases 4000 1000 3000 fixed
  *
- * Arguments: rounds, the smallest burst, the spread of burst lengths, and optionally "fixed".
+ * Arguments: rounds, the smallest burst, the spread of burst lengths, and optionally "fixed" or
+ * "fixed=START".
  * The read phase costs the same under every allocator when the objects handed out are as
  * warm as each other; the allocation and free phases then differ by the allocator's own work
  * (each also touches an object's last line, the same under every allocator; see
@@ -44,16 +45,21 @@ static double now_ms(void) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s rounds burst_min burst_spread [fixed]\n", argv[0]);
+        fprintf(stderr, "usage: %s rounds burst_min burst_spread [fixed[=START]]\n", argv[0]);
         return 2;
     }
     long rounds = atol(argv[1]);
     int burst_min = atoi(argv[2]), spread = atoi(argv[3]);
-    if (argc > 4 && strcmp(argv[4], "fixed") != 0) {
-        fprintf(stderr, "the fifth argument, if any, is \"fixed\"\n");
-        return 2;
-    }
     int fixed = argc > 4;
+    long fixed_start = 400;
+    if (fixed && strcmp(argv[4], "fixed") != 0) {
+        char *end = NULL;
+        if (strncmp(argv[4], "fixed=", 6) == 0) fixed_start = strtol(argv[4] + 6, &end, 10);
+        if (!end || *end != '\0' || end == argv[4] + 6 || fixed_start < 16 || fixed_start > 896) {
+            fprintf(stderr, "the fifth argument, if any, is \"fixed\" or \"fixed=START\" (16-896)\n");
+            return 2;
+        }
+    }
     if (rounds < 1 || burst_min < 1 || spread < 1 || burst_min > 1000000 || spread > 1000000) {
         fprintf(stderr, "rounds, burst_min and burst_spread must be positive (bursts up to 1e6)\n");
         return 2;
@@ -65,7 +71,7 @@ int main(int argc, char **argv) {
     uint64_t id = 0;
     for (long r = 0; r < rounds; r++) {
         int n = burst_min + (int)(next_rand() % (uint64_t)spread);
-        size_t start = fixed ? 400 : 16 + (size_t)(r * 40) % 881;
+        size_t start = fixed ? (size_t)fixed_start : 16 + (size_t)(r * 40) % 881;
         uint64_t first = id;
         double t0 = now_ms();
         for (int i = 0; i < n; i++) {
