@@ -1070,6 +1070,10 @@ mod tests {
     /// An object size no other unit test uses.
     const SIZE: usize = 592;
 
+    /// An object size of a class no other unit test allocates at all (the 832 B class), so
+    /// that every span of it a test takes is new.
+    const FRESH_SIZE: usize = 800;
+
     /// The owned words of class `c`'s current span on `slab`, or null.
     fn current(slab: Slab, c: usize) -> *mut Span {
         match slab.owned_cur(c).load(Ordering::Relaxed) {
@@ -1188,6 +1192,71 @@ mod tests {
         // SAFETY: handed out by `malloc`, freed once.
         unsafe { crate::free(q) };
         drain(id);
+        crate::os::set_affinity(&saved);
+    }
+
+    /// Pops every object on class `c`'s current list into `objs`.
+    fn pop_all(c: usize, objs: &mut Vec<*mut u8>) {
+        objs.extend(core::iter::from_fn(|| {
+            Some(pop(c)).filter(|p| !p.is_null())
+        }));
+    }
+
+    /// The first slow path on a span nothing was carved from collects one half page's worth of
+    /// objects ([`FIRST_COLLECT_BYTES`]) and carves no further; the next one on that span
+    /// collects about [`COLLECT_BYTES`] (session 47: a slab holds a span of each class its CPU
+    /// allocates, and 16 KiB carved at once per span kept most of it resident).
+    #[test]
+    fn a_new_spans_first_collect_is_one_half_page() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned::tests::a_new_spans_first_collect_is_one_half_page",
+            64,
+        );
+        let id = current_rseq_id();
+        let slab = Slab::of(id);
+        let c = class_of(FRESH_SIZE);
+        let (first, later) = (collect_count(c, true), collect_count(c, false));
+        assert!(first < later, "{first} objects first, {later} later");
+        // The drain leaves the slab no span, kept or owned: the refill takes a new one.
+        drain(id);
+        let mut objs = std::vec![refill_until(c, id)];
+        let s = current(slab, c);
+        assert!(!s.is_null(), "the refill made a span current");
+        let half_page = crate::size_class::PAGE / 2;
+        // SAFETY: a span record the slab owns; its list and `carved` change only on this
+        // thread (pinned, serial, the class no other test's).
+        unsafe {
+            assert_eq!(
+                (*s).carved as usize,
+                half_page.div_ceil(size_of(c)),
+                "only the first half page carved"
+            );
+            assert_eq!(
+                listed_objects(s) + 1,
+                first,
+                "one half page's objects collected"
+            );
+        }
+        pop_all(c, &mut objs);
+        assert_eq!(objs.len(), first);
+
+        // The span's second collect (nothing listed, nothing kept: its own bitmap) is the
+        // larger one.
+        objs.push(refill_until(c, id));
+        assert_eq!(current(slab, c), s, "the same span");
+        // SAFETY: as above.
+        assert_eq!(unsafe { listed_objects(s) } + 1, later);
+        pop_all(c, &mut objs);
+        assert_eq!(objs.len(), first + later);
+        // SAFETY: as above.
+        let (start, end) = unsafe { ((*s).start, (*s).end()) };
+        for &p in &objs {
+            assert!((start..end).contains(&(p as usize)));
+            free_owned(p, s, c);
+        }
+        check::check_owned(id, slab).unwrap();
+        drain(id);
+        assert_disowned(slab, c, s);
         crate::os::set_affinity(&saved);
     }
 
