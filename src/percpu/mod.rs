@@ -365,10 +365,10 @@ pub fn drain_all() -> usize {
     drain_where(may_pin, |_, _| true)
 }
 
-/// Empties the caches the calling thread uses: its magazine (fallback mode) and the slab of the
-/// CPU or concurrency id it runs on now, whose capacities start small again (lowered to the
-/// counts in the rseq state, reset by the locked drain in fallback mode). Returns the bytes
-/// moved to the central lists.
+/// Empties the caches the calling thread uses: its magazine (fallback mode), its outbox, and the
+/// slab of the CPU or concurrency id it runs on now with that slab's inbox, whose capacities
+/// start small again (lowered to the counts in the rseq state, reset by the locked drain in
+/// fallback mode). Returns the bytes moved to the central lists.
 pub fn flush_mine() -> usize {
     flush_own_magazine();
     remote::flush_outbox();
@@ -385,9 +385,11 @@ pub fn flush_mine() -> usize {
                 return drain_where(may_pin, |i, _| i == id);
             }
             let bytes = drain_current();
-            // The slab the thread runs on now (it may have moved during the pops).
-            slab::shrink_to_counts(Slab::of(current_rseq_id()));
-            bytes
+            // The slab the thread runs on now (it may have moved during the pops), and what
+            // other slabs sent home to it, as every drain gives its slabs' inboxes back.
+            let now = current_rseq_id();
+            slab::shrink_to_counts(Slab::of(now));
+            bytes + remote::flush_slab(now)
         }
         ThreadState::Locked => {
             let mine = arch::current_cpu() % G.nslabs.load(Ordering::Relaxed).max(1);
@@ -1736,6 +1738,70 @@ mod flush_tests {
         let grown = slab.cap(c) > 0;
         flush_mine();
         (grown && current_rseq_id() == id).then(|| (slab.cap(c), slab.count(c)))
+    }
+
+    /// One round of [`a_flush_empties_the_slabs_inbox_with_or_without_owned_spans`]: flushes
+    /// a slab whose inbox holds objects of a class no other unit test uses, after making it
+    /// own a span (`owning`, a C allocation of a class owned spans serve) or none (the drain
+    /// before gives every span back); returns whether the slab owned any before the flush,
+    /// any after, and the objects left in its inbox. None when the thread changed slabs.
+    fn inbox_round(owning: bool) -> Option<(bool, bool, usize)> {
+        let c = class_of(160);
+        let id = current_rseq_id();
+        drain_where(|| true, |i, _| i == id);
+        let slab = Slab::of(id);
+        if owning {
+            let p = crate::malloc(400);
+            assert!(!p.is_null());
+            // SAFETY: allocated above, freed once.
+            unsafe { crate::free(p) };
+        }
+        let mut objs = [null_mut(); 4];
+        assert_eq!(central::alloc_batch(c, &mut objs), 4);
+        assert!(remote::deliver(id, c, &objs), "the inbox took the objects");
+        let owned_before = owned::owns_any(slab);
+        flush_mine();
+        let left = remote::queued_on(id, c);
+        let owned_after = owned::owns_any(slab);
+        // Whatever the round proved, nothing stays behind for the next test.
+        remote::flush_slab(id);
+        (current_rseq_id() == id).then_some((owned_before, owned_after, left))
+    }
+
+    /// `ctl("flush")` empties the slab the thread runs on, the objects other slabs sent home
+    /// to it (its inbox) included, by either of its ways: the fenced drain when the slab owns
+    /// owned spans (they go back too), the thread's own sections when it owns none. Both rseq
+    /// modes; fallback mode has no owner return (no inbox) and no owned spans.
+    #[test]
+    fn a_flush_empties_the_slabs_inbox_with_or_without_owned_spans() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::flush_tests::a_flush_empties_the_slabs_inbox_with_or_without_owned_spans",
+            64,
+        );
+        assert!(
+            remote::is_on(),
+            "owner return is on (no options from the environment)"
+        );
+        assert!(
+            owned::enabled(),
+            "owned spans are on (no options from the environment)"
+        );
+        let without = (0..20).find_map(|_| inbox_round(false));
+        let with = (0..20).find_map(|_| inbox_round(true));
+        assert!(crate::os::set_affinity(&saved));
+        let (before, after, left) = without.expect("no round stayed on one slab in 20 tries");
+        assert!(!before && !after, "the slab owned no span");
+        assert_eq!(
+            left, 0,
+            "the flush of a slab without owned spans left its inbox"
+        );
+        let (before, after, left) = with.expect("no round stayed on one slab in 20 tries");
+        assert!(before, "the C allocation of 400 B made the slab own a span");
+        assert!(!after, "the flush gave the owned spans back");
+        assert_eq!(
+            left, 0,
+            "the flush of a slab with owned spans left its inbox"
+        );
     }
 
     #[test]
