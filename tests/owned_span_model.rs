@@ -29,7 +29,16 @@
 //!     the section: load `owner`, fail unless A; load `local`; write the taken objects' links
 //!     into a chain ending at the head; commit `local` = (first taken, count + taken). A failed
 //!     collect puts the objects back into the bitmap; an aborted one restarts its section with
-//!     the same objects.
+//!     the same objects;
+//!   - turnover (on A: a kept span, wholly free and not current, turned over to another class,
+//!     session 46's `reclass_oldest`; modelled in session 48): the retire section; then,
+//!     outside any section, swap `local` for empty (one atomic step); then under the class lock
+//!     (one step, as foreign frees and collect's take are), if every object out of the bitmap
+//!     is on the list swapped out, make every object of the span free in the new class's
+//!     bitmap, else hand the list to the central lists and end; then store `owner` = A (a `Pick`
+//!     for the new class follows in the thread's program). The capacity lock, which in the
+//!     allocator keeps turnovers and drains apart, is not modelled: the model also checks the
+//!     interleavings it rules out. Objects are not told apart by class.
 //! - **Foreign frees** by threads on B: the owner test fails there, so the object goes to the
 //!   bitmap (one step outside any section).
 //! - The **drainer** on another CPU: stop A (`stop` set), fence, load `owner`; if A: load
@@ -83,8 +92,16 @@ enum Op {
     Collect,
     /// A free of this object by a thread on B.
     Foreign(u8),
+    /// The span, kept (wholly free, not current), turned over to another class by its owner
+    /// (`owned::reclass_oldest`, session 46): the retire section, then, outside any section,
+    /// its list taken (one swap of `local` for empty) and, under the class lock, the span made
+    /// a span of the new class if every object out of its bitmap was on that list (all its
+    /// objects free in its bitmap again, as carving them afresh makes them), else the list
+    /// handed to the central lists; then the owner published again (a `Pick` follows in the
+    /// thread's program for the new class).
+    Turnover,
 }
-use Op::{Away, Collect, Foreign, Pick, Pop, Push, Retire, RetireOnB};
+use Op::{Away, Collect, Foreign, Pick, Pop, Push, Retire, RetireOnB, Turnover};
 
 /// One load or store of the drainer, or its fence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +141,11 @@ struct Mutant {
     retire_ignores_cur: bool,
     collect_ignores_owner: bool,
     pick_ignores_owner: bool,
+    /// Turnover makes the span a new class's without comparing its list with what is out of
+    /// its bitmap (`central::reclass_owned`'s `in_use` test).
+    turnover_ignores_in_use: bool,
+    /// Turnover takes the list without the retire section (the span stays owned meanwhile).
+    turnover_skips_retire: bool,
 }
 
 /// One step of an op.
@@ -158,6 +180,15 @@ enum Step {
     WalkZero,
     /// Outside any section: a foreign free into the bitmap.
     ToBitmap,
+    /// Outside any section, after turnover's retire: load `local` and store it empty (one
+    /// atomic swap).
+    SwapLocal,
+    /// Under the class lock: the span becomes a new class's (every object in its bitmap) if
+    /// no object of it is out of both the bitmap and the swapped list, else the list goes to
+    /// the central lists and the op ends.
+    Reclass,
+    /// The owner published again: `owner` = A.
+    Publish,
 }
 use Step::*;
 
@@ -241,6 +272,26 @@ impl Mutant {
                 false,
             ),
             Foreign(_) => (vec![ToBitmap], vec![], vec![], true),
+            Turnover => (
+                vec![],
+                if self.turnover_skips_retire {
+                    vec![]
+                } else {
+                    [
+                        stop(self.retire_ignores_stop),
+                        owner(self.retire_ignores_owner),
+                        if self.retire_ignores_cur {
+                            vec![]
+                        } else {
+                            vec![CurIsNotSpan]
+                        },
+                        vec![CommitRetire],
+                    ]
+                    .concat()
+                },
+                vec![SwapLocal, Reclass, Publish],
+                false,
+            ),
         };
         Steps {
             before,
@@ -660,6 +711,36 @@ impl Model<'_> {
                 n.bitmap[x as usize] += 1;
                 format!("owner is not B: {x} to the bitmap")
             }
+            SwapLocal => {
+                (me.head, me.count) = (n.head, n.count);
+                (n.head, n.count) = (0, 0);
+                format!("swaps local = ({}, {}) for empty", me.head, me.count)
+            }
+            Reclass => {
+                let list = walk(&n.links, me.head, me.count)?;
+                let out: u8 = n.held.iter().sum();
+                if out > 0 && !self.mutant.turnover_ignores_in_use {
+                    for &x in &list {
+                        n.central[x as usize] += 1;
+                    }
+                    n.threads[t].finish();
+                    format!("{out} object(s) out: hands {list:?} to the central lists")
+                } else {
+                    // Every object of the span free in the new class's bitmap (the list's,
+                    // and any other not there yet: carving makes the whole span's memory
+                    // free objects again).
+                    for x in self.objects() {
+                        if n.bitmap[x as usize] == 0 {
+                            n.bitmap[x as usize] = 1;
+                        }
+                    }
+                    format!("the span is the new class's: {list:?} and the rest in its bitmap")
+                }
+            }
+            Publish => {
+                n.owned = true;
+                "stores owner = A".to_string()
+            }
         })
     }
 
@@ -742,6 +823,13 @@ const SCENARIOS: &[&[&[Op]]] = &[
     &[&[Foreign(3), Foreign(4)], &[Collect, Pop]],
     &[&[Foreign(3)], &[Pop, Collect], &[Push(4)]],
     &[&[Foreign(3)], &[Away, Retire], &[Collect]],
+    // Turnover (kept spans, session 46): against pops of the class it leaves, a live object's
+    // free, a foreign free and collect, a pick of the class it leaves, and of the current span.
+    &[&[Away, Turnover, Pick, Pop], &[Pop]],
+    &[&[Away, Turnover, Pick], &[Push(3)]],
+    &[&[Away, Turnover, Pick, Collect], &[Foreign(3)]],
+    &[&[Away, Turnover, Pick], &[Pick, Pop]],
+    &[&[Turnover, Pick], &[Pop, Push(3)]],
 ];
 
 fn check(drainer: &[Drain], programs: &[&[Op]], mutant: Mutant) -> Result<usize, Counterexample> {
@@ -916,6 +1004,40 @@ fn each_section_that_ignores_the_owner_goes_wrong() {
         ..Mutant::default()
     };
     must_fail("pick ignoring the owner", PROTOCOL, mutant, &[UNOWNED_CUR]);
+}
+
+/// Turnover's test under the class lock (every object out of the bitmap on the list it took)
+/// is what keeps a live object from becoming a free object of the new class.
+#[test]
+fn a_turnover_that_ignores_what_is_out_hands_an_object_out_twice() {
+    let mutant = Mutant {
+        turnover_ignores_in_use: true,
+        ..Mutant::default()
+    };
+    let c = must_fail("turnover ignoring in_use", PROTOCOL, mutant, &[TWICE]);
+    assert!(at(&c, "Pop: commits local") < at(&c, "Turnover: the span is the new class's"));
+}
+
+/// Turnover's retire section (its stop test and its owner store) is what keeps a drain and the
+/// owner's pushes off the list it takes: without it a drain that loaded the list before the
+/// swap hands it to the central lists while the new class's bitmap holds the same objects,
+/// and, with no drain, a push committed after the swap lands on a list the bitmap also holds.
+#[test]
+fn a_turnover_without_the_retire_section_hands_an_object_out_twice() {
+    let mutant = Mutant {
+        turnover_skips_retire: true,
+        ..Mutant::default()
+    };
+    let c = must_fail("turnover without the retire", PROTOCOL, mutant, &[TWICE]);
+    assert!(at(&c, "drainer: loads local") < at(&c, "Turnover: swaps local"));
+    assert!(at(&c, "Turnover: the span is the new class's") < at(&c, "drainer: hands"));
+    let c = must_fail(
+        "turnover without the retire, no drain",
+        &[],
+        mutant,
+        &[TWICE, LOST],
+    );
+    assert!(at(&c, "Turnover: swaps local") < at(&c, "Push(3): commits local"));
 }
 
 /// Retire's `cur` test keeps the current span from being given back while pops use it.
