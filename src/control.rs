@@ -47,7 +47,7 @@ impl CtlError {
 /// | `stats.burst_growths` | none | growths of per-CPU classes into the burst tier (see [`crate::Stats`]) |
 /// | `stats.maintenance_ticks`, `stats.background_ticks` | none | maintenance ticks run, and of those the ones the background thread ran (see [`crate::Stats`]) |
 /// | `purge` | drains every per-CPU cache and the central caches and returns every free page to the OS ([`crate::trim`]) | bytes released |
-/// | `flush` | empties the calling thread's caches: its magazine (locked fallback) and the per-CPU slab it runs on, into the central lists | bytes moved |
+/// | `flush` | empties the calling thread's caches: its magazine (locked fallback) and the per-CPU slab it runs on with what other CPUs sent home to it, into the central lists | bytes moved |
 ///
 /// White space around the command, the key and the value is ignored.
 pub fn ctl(command: &[u8], out: &mut [u8]) -> Result<usize, CtlError> {

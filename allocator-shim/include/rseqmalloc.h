@@ -95,8 +95,8 @@ size_t rseqmalloc_trim(void);
  *                  or a count of maintenance ticks: maintenance_ticks (all),
  *                  background_ticks (those the background thread ran)
  *   "purge"        drain every cache and return all free pages to the OS; answer: bytes
- *   "flush"        empty the calling thread's caches (its CPU's slab, its magazine) into the
- *                  central lists; answer: bytes moved
+ *   "flush"        empty the calling thread's caches (its CPU's slab with what other CPUs
+ *                  sent home to it, its magazine) into the central lists; answer: bytes moved
  * Returns 0, or ENOENT (unknown command, option or figure), EINVAL (malformed), EPERM (the
  * option is read at start-up only), ERANGE (the answer does not fit; the command did run). */
 int rseqmalloc_ctl(const char *command, char *out, size_t out_size);

@@ -6,8 +6,8 @@
  * word (the id check); then checks each object's last word and frees it. Both later phases
  * walk the burst forwards, backwards or evens-then-odds in turn. The band's start moves up 40
  * bytes a round over 16-896 B (modulo 881), as in the runner, or stays at 400 B with a fifth
- * argument "fixed" (or at START bytes, 16-896, with "fixed=START"). Prints the total milliseconds of each phase and fails unless every id
- * reads back.
+ * argument "fixed" (or at START bytes, 16-896, with "fixed=START"). Prints the total
+ * milliseconds of each phase and fails unless every id reads back.
  *
  *   cc -O2 -o /tmp/burst_phases benches/c/burst_phases.c
  *   LD_PRELOAD=target/release/librseqmalloc.so taskset -c 1 /tmp/burst_phases 4000 1000 3000

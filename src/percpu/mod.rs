@@ -1741,14 +1741,16 @@ mod flush_tests {
     }
 
     /// One round of [`a_flush_empties_the_slabs_inbox_with_or_without_owned_spans`]: flushes
-    /// a slab whose inbox holds objects of a class no other unit test uses, after making it
-    /// own a span (`owning`, a C allocation of a class owned spans serve) or none (the drain
+    /// a slab whose inbox holds objects of a class no other unit test sends home, after making
+    /// it own a span (`owning`, a C allocation of a class owned spans serve) or none (the drain
     /// before gives every span back); returns whether the slab owned any before the flush,
-    /// any after, and the objects left in its inbox. None when the thread changed slabs.
+    /// any after, and the objects left in its inbox. None when the round proved nothing: the
+    /// thread changed slabs, or a maintenance tick (which empties every inbox) ran meanwhile.
     fn inbox_round(owning: bool) -> Option<(bool, bool, usize)> {
         let c = class_of(160);
         let id = current_rseq_id();
         drain_where(|| true, |i, _| i == id);
+        let ticks = central::ticks();
         let slab = Slab::of(id);
         if owning {
             let p = crate::malloc(400);
@@ -1759,13 +1761,20 @@ mod flush_tests {
         let mut objs = [null_mut(); 4];
         assert_eq!(central::alloc_batch(c, &mut objs), 4);
         assert!(remote::deliver(id, c, &objs), "the inbox took the objects");
+        let waiting = remote::queued_on(id, c);
         let owned_before = owned::owns_any(slab);
         flush_mine();
         let left = remote::queued_on(id, c);
         let owned_after = owned::owns_any(slab);
         // Whatever the round proved, nothing stays behind for the next test.
         remote::flush_slab(id);
-        (current_rseq_id() == id).then_some((owned_before, owned_after, left))
+        // With no tick in the round, the four objects were still waiting when the flush began.
+        let proved = current_rseq_id() == id && central::ticks() == ticks;
+        assert!(
+            !proved || waiting == 4,
+            "{waiting} objects waiting before the flush"
+        );
+        proved.then_some((owned_before, owned_after, left))
     }
 
     /// `ctl("flush")` empties the slab the thread runs on, the objects other slabs sent home
@@ -1789,13 +1798,15 @@ mod flush_tests {
         let without = (0..20).find_map(|_| inbox_round(false));
         let with = (0..20).find_map(|_| inbox_round(true));
         assert!(crate::os::set_affinity(&saved));
-        let (before, after, left) = without.expect("no round stayed on one slab in 20 tries");
+        let (before, after, left) =
+            without.expect("no round stayed on one slab without a maintenance tick in 20 tries");
         assert!(!before && !after, "the slab owned no span");
         assert_eq!(
             left, 0,
             "the flush of a slab without owned spans left its inbox"
         );
-        let (before, after, left) = with.expect("no round stayed on one slab in 20 tries");
+        let (before, after, left) =
+            with.expect("no round stayed on one slab without a maintenance tick in 20 tries");
         assert!(before, "the C allocation of 400 B made the slab own a span");
         assert!(!after, "the flush gave the owned spans back");
         assert_eq!(
