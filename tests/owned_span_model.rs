@@ -207,6 +207,20 @@ impl Mutant {
     fn steps(&self, op: Op) -> Steps {
         let stop = |ignored: bool| if ignored { vec![] } else { vec![StopTest] };
         let owner = |ignored: bool| if ignored { vec![] } else { vec![OwnerIsMine] };
+        // The retire section, which turnover runs too.
+        let retire = || {
+            [
+                stop(self.retire_ignores_stop),
+                owner(self.retire_ignores_owner),
+                if self.retire_ignores_cur {
+                    vec![]
+                } else {
+                    vec![CurIsNotSpan]
+                },
+                vec![CommitRetire],
+            ]
+            .concat()
+        };
         let (before, section, after, on_b) = match op {
             Pop if self.pop_stop_last => (
                 vec![],
@@ -248,17 +262,7 @@ impl Mutant {
             ),
             Retire | RetireOnB => (
                 vec![],
-                [
-                    stop(self.retire_ignores_stop),
-                    owner(self.retire_ignores_owner),
-                    if self.retire_ignores_cur {
-                        vec![]
-                    } else {
-                        vec![CurIsNotSpan]
-                    },
-                    vec![CommitRetire],
-                ]
-                .concat(),
+                retire(),
                 vec![WalkLoad, WalkHandOut, WalkZero],
                 op == RetireOnB,
             ),
@@ -279,17 +283,7 @@ impl Mutant {
                 if self.turnover_skips_retire {
                     vec![]
                 } else {
-                    [
-                        stop(self.retire_ignores_stop),
-                        owner(self.retire_ignores_owner),
-                        if self.retire_ignores_cur {
-                            vec![]
-                        } else {
-                            vec![CurIsNotSpan]
-                        },
-                        vec![CommitRetire],
-                    ]
-                    .concat()
+                    retire()
                 },
                 vec![SwapLocal, Reclass, Publish],
                 false,

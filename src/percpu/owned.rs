@@ -1422,9 +1422,7 @@ mod tests {
             "a long span"
         );
         let mut objs = std::vec![p0];
-        objs.extend(core::iter::from_fn(|| {
-            Some(pop(c)).filter(|p| !p.is_null())
-        }));
+        pop_all(c, &mut objs);
         for p in objs {
             free_owned(p, s, c);
         }
