@@ -87,6 +87,38 @@ fn flush_if_pending() {
     }
 }
 
+/// Owned spans that frees from elsewhere left wholly free (every object out of the span on its
+/// owner's list: [`span_updated`]), by owner: bit `(owner - 1) % 64` set says a slab whose
+/// index is that modulo 64 may own one. Only its owner may give such a span back (its retire
+/// section runs on the owner's CPU), and nothing else would until the owner drains or goes
+/// idle: the per-CPU layer's slow paths read this hint ([`owned_freed`]) and sweep their
+/// slab's owned spans (`percpu::owned::sweep_freed`). Written only when such a free comes.
+static OWNED_FREED: AtomicU64 = AtomicU64::new(0);
+
+/// The [`OWNED_FREED`] bit of slab `id`.
+#[inline(always)]
+fn owned_freed_bit(id: usize) -> u64 {
+    1 << (id % 64)
+}
+
+/// Whether slab `id` may own a span that frees from elsewhere left wholly free (a hint; see
+/// [`OWNED_FREED`]).
+#[inline(always)]
+pub fn owned_freed(id: usize) -> bool {
+    OWNED_FREED.load(Ordering::Relaxed) & owned_freed_bit(id) != 0
+}
+
+/// Clears slab `id`'s [`owned_freed`] hint: its owner is about to look at every span it owns
+/// (a free that sets it again meanwhile is looked at next time).
+pub fn clear_owned_freed(id: usize) {
+    OWNED_FREED.fetch_and(!owned_freed_bit(id), Ordering::Relaxed);
+}
+
+/// Sets slab `id`'s [`owned_freed`] hint again (a sweep that could not finish).
+pub fn set_owned_freed(id: usize) {
+    OWNED_FREED.fetch_or(owned_freed_bit(id), Ordering::Relaxed);
+}
+
 /// Bytes in the transfer stacks of classes above [`SHARED_ABOVE`].
 static SHARED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
@@ -1008,7 +1040,17 @@ unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
     // SAFETY: the caller's contract; the class lock guards the span's list fields.
     unsafe {
         if (*s).in_slab {
-            // A slab owns it: it collects these objects itself, and `disown` decides.
+            // A slab owns it: it collects these objects itself, and `disown` decides. If every
+            // object out of it is on its owner's list now (a snapshot), the owner's next slow
+            // path gives it back or keeps it ([`OWNED_FREED`]); the owner's own frees onto the
+            // list see that themselves (`percpu::owned::push`), but not frees that come here.
+            let ext = &*Span::ext(s);
+            if (*s).in_use() == ext.listed() {
+                let owner = ext.owner();
+                if owner != 0 && !owned_freed(owner as usize - 1) {
+                    set_owned_freed(owner as usize - 1);
+                }
+            }
             return false;
         }
         if (*s).in_use() == 0 {

@@ -141,6 +141,21 @@ const _: () = assert!(
     "a record's extension sits at the same place in the chunk's second half"
 );
 
+impl SpanExt {
+    /// Objects on the owning slab's list of the span: the top 16 bits of `owned.local` (a
+    /// snapshot while a slab owns the span; its sections change it).
+    #[inline(always)]
+    pub fn listed(&self) -> u32 {
+        (self.owned.local.load(Ordering::Relaxed) >> 48) as u32
+    }
+
+    /// `owned.owner`: the owning slab's index plus one, or `arch::NO_OWNER` (0).
+    #[inline(always)]
+    pub fn owner(&self) -> u32 {
+        self.owned.owner.load(Ordering::Relaxed)
+    }
+}
+
 /// [`Span::home`] of a span no slab's refill carved (fallback mode, bypassing threads).
 pub const NO_HOME: u32 = u32::MAX;
 

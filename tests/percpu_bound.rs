@@ -131,3 +131,152 @@ fn child_burst_in_address_order() {
     );
     println!("RESULT ok");
 }
+
+/// Owned spans (the C classes of 257-960 B, `owned_spans=on`) whose objects another CPU
+/// freed go back once their owner runs a slow path: a program that allocates 32 MiB of
+/// 400 B blocks on one CPU and frees them all on the other keeps that memory only until the
+/// first CPU next leaves its fast path, whatever class it then allocates. Before, those
+/// spans stayed with the slab that took them while it stayed busy (20 MiB in a C program,
+/// docs/benchmarks.md, "Session 49"): its own frees onto a span's list see the span go
+/// wholly free, frees from elsewhere did not. In the three modes (the fallback has no owned
+/// spans; its frees go back through the central lists as before).
+#[test]
+fn owned_spans_freed_on_another_cpu_go_back_at_the_owners_next_slow_path() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs to free on one what the other allocated");
+        return;
+    }
+    for (mode, out) in common::run_in_modes("child_owned_freed_elsewhere", CHILD, "") {
+        let line = out.lines().find(|l| l.starts_with("retained"));
+        eprintln!("[{mode}] {}", line.unwrap_or("(none)"));
+        assert!(out.contains("RESULT ok"), "[{mode}] {out}");
+    }
+}
+
+/// Pins the calling thread to CPU `cpu`.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set; the calls only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0
+        );
+    }
+}
+
+/// Bytes in spans and caches that no object the program holds uses: `active - allocated`.
+fn retained() -> usize {
+    let s = rseqmalloc::stats();
+    s.active.saturating_sub(s.allocated)
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_owned_freed_elsewhere() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    /// Sets its flag when its thread panics, so the other thread stops waiting.
+    struct OnPanic<'a>(&'a AtomicBool);
+    impl Drop for OnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+    }
+    if !common::in_child(CHILD) {
+        return;
+    }
+    const BYTES: usize = 32 << 20;
+    const SIZE: usize = 400;
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| {
+            // SAFETY: as in `pin`.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) == 0
+                    && libc::CPU_ISSET(c, &set)
+            }
+        })
+        .collect();
+    let (a, b) = (cpus[0], cpus[1]);
+    // 0: A allocates; 1: B frees (A spins, so both run and hold different slabs); 2: A's
+    // slow path; 3: done.
+    let phase = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let wait_for = |k| {
+        while phase.load(Ordering::Acquire) != k {
+            assert!(!failed.load(Ordering::Acquire), "the other thread failed");
+            std::hint::spin_loop();
+        }
+    };
+    let blocks = std::sync::Mutex::new(Vec::new());
+    let (mut before, mut foreign) = (0, 0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _flag = OnPanic(&failed);
+            pin(a);
+            let mine: Vec<usize> = (0..BYTES / SIZE)
+                .map(|i| {
+                    let p = rseqmalloc::malloc(SIZE);
+                    assert!(!p.is_null());
+                    // SAFETY: `p` holds SIZE bytes.
+                    unsafe { p.write_bytes(i as u8, SIZE) };
+                    p as usize
+                })
+                .collect();
+            *blocks.lock().unwrap() = mine;
+            phase.store(1, Ordering::Release);
+            wait_for(2);
+            // A slow path on this CPU's slab: 1 MiB of 4000 B blocks, more than its stack
+            // of that class may hold (`cpu_cache_bytes`, 512 KiB by default).
+            let big: Vec<*mut u8> = (0..256).map(|_| rseqmalloc::malloc(4000)).collect();
+            for p in big {
+                assert!(!p.is_null());
+                // SAFETY: allocated just above.
+                unsafe { rseqmalloc::free(p) };
+            }
+            phase.store(3, Ordering::Release);
+        });
+        s.spawn(|| {
+            let _flag = OnPanic(&failed);
+            pin(b);
+            wait_for(1);
+            let sent = |s: rseqmalloc::Stats| s.sent_home + s.sent_home_declined;
+            let sent_before = sent(rseqmalloc::stats());
+            for p in std::mem::take(&mut *blocks.lock().unwrap()) {
+                // SAFETY: allocated by `malloc` above, freed once.
+                unsafe { rseqmalloc::free(p as *mut u8) };
+            }
+            foreign = sent(rseqmalloc::stats()) - sent_before;
+            // This CPU's caches to the central lists: what is left is the owner's to give.
+            rseqmalloc::ctl(b"flush", &mut [0; 64]).unwrap();
+            before = retained();
+            phase.store(2, Ordering::Release);
+        });
+    });
+    let after = retained();
+    let o = rseqmalloc::options();
+    let budget = o.cpu_cache_bytes as usize;
+    println!("retained {before} bytes after the frees, {after} after the owner's slow path; {foreign} frees foreign; owned spans {}", o.owned_spans);
+    if rseqmalloc::rseq_mode() != rseqmalloc::RseqMode::Fallback && o.owned_spans {
+        // The frees were another slab's (owner return saw them), and the spans stayed owned.
+        assert!(
+            foreign * 2 >= BYTES / SIZE,
+            "only {foreign} frees were foreign"
+        );
+        assert!(
+            before >= BYTES / 2,
+            "only {before} bytes stayed after the frees"
+        );
+    }
+    // What may stay: the owner's kept spans (4 × `cpu_cache_bytes`), the two slabs' stacks
+    // (up to twice the budget each with the burst tier), the transfer stacks' shared budget
+    // and the current spans: within 9 × the budget, 4.5 MiB by default, 32 MiB freed.
+    assert!(
+        after <= 9 * budget,
+        "{after} bytes retained after the owner's slow path, budget {budget}"
+    );
+    println!("RESULT ok");
+}

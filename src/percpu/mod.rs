@@ -264,6 +264,16 @@ pub fn flush_own() {
     remote::flush_outbox();
 }
 
+/// Gives slab `id`'s owned spans that others' frees left wholly free back
+/// ([`owned::sweep_freed`]) when the central lists' hint says it may own some: a slow path of
+/// any class on the slab looks, so a slab busy with other classes gives them back too.
+#[inline(always)]
+fn sweep_if_freed(id: usize) {
+    if owned::enabled() && central::owned_freed(id) {
+        owned::sweep_freed(id);
+    }
+}
+
 /// Slow path of allocation for class `c`: set-up, refill, fallback and bypass. `owned`: the
 /// caller pops owned spans (a C allocation of a class owned spans serve, `owned_routes`), so a
 /// refill
@@ -277,6 +287,7 @@ pub fn alloc_slow(c: usize, owned: bool) -> *mut u8 {
             maintenance::maybe_tick();
             let id = current_rseq_id();
             ensure_slab(id);
+            sweep_if_freed(id);
             let p = pop(c);
             if !p.is_null() {
                 return p;
@@ -331,6 +342,7 @@ pub unsafe fn free_slow(c: usize, obj: *mut u8) {
             maintenance::maybe_tick();
             let id = current_rseq_id();
             ensure_slab(id);
+            sweep_if_freed(id);
             let slab = Slab::of(id);
             if push(c, obj) || (grow_or_relayout(slab, c, true) && push(c, obj)) {
                 return;

@@ -305,6 +305,79 @@ unsafe fn give_back_as(a: usize, s: *mut Span) {
     slab.cap_lock().unlock();
 }
 
+/// Gives back, or keeps, the owned spans of slab `id` (the slab the calling thread runs on)
+/// that frees from elsewhere left wholly free: every object out of the span on its list, none
+/// with the program, as a free onto the list that empties a span does ([`give_back_as`]):
+/// kept while the kept spans stay within [`keep_bytes`], else retired and given back. Runs
+/// when the central lists' hint for the slab is set (`central::owned_freed`, set by such a
+/// free: the spans of a slab whose objects another CPU frees went back only when the slab
+/// drained, and a busy slab does not: 20 MiB of 400 B blocks allocated on one CPU and freed on
+/// the other stayed with the first, docs/benchmarks.md, "Session 49"), at most once per
+/// maintenance tick, under the capacity lock (does nothing when it is busy).
+///
+/// The current spans stay (a refill chose them), and kept ones are kept already. Stops,
+/// setting the hint again, when a retire fails (the thread moved off the slab).
+pub(super) fn sweep_freed(id: usize) {
+    let slab = Slab::of(id);
+    // Plus one: a slab's word starts at 0, before the first tick.
+    let tick = (central::ticks() as u32).wrapping_add(1);
+    if slab.owned_swept().load(Ordering::Relaxed) == tick || !slab.cap_lock().try_lock() {
+        return;
+    }
+    slab.owned_swept().store(tick, Ordering::Relaxed);
+    central::clear_owned_freed(id);
+    let _errno = os::ErrnoKeeper::new();
+    'classes: for c in MIN_CLASS..=MAX_CLASS {
+        let head = slab.owned_list(c);
+        let cur = slab.owned_cur(c).load(Ordering::Relaxed);
+        // SAFETY: under the capacity lock the class list is ours to walk and change; its
+        // members are owned spans of class `c` (module invariants). A span given back leaves
+        // the list, and nothing else does here (no eviction), so the walk counts its spans
+        // first and saves each one's successor before it may go.
+        unsafe {
+            let mut s = head.load(Ordering::Relaxed) as *mut Span;
+            for _ in 0..ring_len(head) {
+                let next = (*Span::ext(s)).slab_next;
+                if words_of(s) as usize != cur
+                    && !is_kept(s)
+                    && listed_objects(s) == (*s).in_use() as usize
+                {
+                    if slab.owned_kept_bytes().load(Ordering::Relaxed) + (*s).bytes()
+                        <= keep_bytes()
+                    {
+                        keep(slab, s);
+                    } else if arch::owned_retire(c, words_of(s)) {
+                        give_back_retired(slab, s, c);
+                    } else {
+                        central::set_owned_freed(id);
+                        break 'classes;
+                    }
+                }
+                s = next;
+            }
+        }
+    }
+    slab.cap_lock().unlock();
+}
+
+/// Spans in the ring whose head is `head` (a slab's class list).
+///
+/// # Safety
+/// The caller holds the ring's slab's capacity lock.
+unsafe fn ring_len(head: &AtomicUsize) -> usize {
+    let first = head.load(Ordering::Relaxed) as *mut Span;
+    let (mut s, mut n) = (first, 0);
+    while !s.is_null() {
+        n += 1;
+        // SAFETY: the caller's contract; members of the ring are span records.
+        s = unsafe { (*Span::ext(s)).slab_next };
+        if s == first {
+            break;
+        }
+    }
+    n
+}
+
 /// Bytes of wholly free owned spans a slab keeps for reuse, at most ([`KEEP_PER_CACHE`] times
 /// `cpu_cache_bytes`, set at process set-up): a burst's spans, freed whole, serve the next
 /// burst of their class as they are, or another class's without the page heap

@@ -198,8 +198,12 @@ pub(super) struct SlabHeader {
     owned_kept: AtomicUsize,
     /// Bytes of the kept spans (under the capacity lock).
     owned_kept_bytes: AtomicUsize,
+    /// The maintenance tick (`central::ticks`, low 32 bits) of the slab's last sweep of owned
+    /// spans others' frees left wholly free (`percpu::owned::sweep_freed`: at most one a
+    /// tick); under the capacity lock.
+    owned_swept: AtomicU32,
     /// Unused.
-    _reserved: [u32; 14],
+    _reserved: [u32; 13],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -337,6 +341,12 @@ impl Slab {
     /// Bytes of the slab's kept spans (`percpu::owned`). Written under the capacity lock only.
     pub(super) fn owned_kept_bytes(&self) -> &AtomicUsize {
         &self.header().owned_kept_bytes
+    }
+
+    /// The tick of the slab's last sweep of owned spans (`percpu::owned::sweep_freed`).
+    /// Written under the capacity lock only.
+    pub(super) fn owned_swept(&self) -> &AtomicU32 {
+        &self.header().owned_swept
     }
 
     /// Sets or clears the owned-span stop word (drains, under the capacity lock; tests).
