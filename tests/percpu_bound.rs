@@ -142,14 +142,45 @@ fn child_burst_in_address_order() {
 /// spans; its frees go back through the central lists as before).
 #[test]
 fn owned_spans_freed_on_another_cpu_go_back_at_the_owners_next_slow_path() {
+    owned_freed_elsewhere("child_owned_freed_elsewhere", "");
+}
+
+/// The same when the owner stays busy on its fast paths alone (it pops and pushes one object
+/// of its current owned span each maintenance tick, so its slab never looks idle, and never
+/// runs a slow path): a tick drains its slab once the hint has stood a whole tick
+/// (`maintenance::drain_idle`), so the memory goes back within a few ticks (10 ms each with
+/// `decay_ms=40`) all the same.
+#[test]
+fn owned_spans_freed_on_another_cpu_go_back_within_ticks_while_the_owner_stays_busy() {
+    owned_freed_elsewhere("child_owned_freed_elsewhere_busy", "decay_ms=40");
+}
+
+/// Runs `child` in the three modes with `options` and checks that it passed.
+fn owned_freed_elsewhere(child: &str, options: &str) {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         eprintln!("skipped: needs two CPUs to free on one what the other allocated");
         return;
     }
-    for (mode, out) in common::run_in_modes("child_owned_freed_elsewhere", CHILD, "") {
+    for (mode, out) in common::run_in_modes(child, CHILD, options) {
         let line = out.lines().find(|l| l.starts_with("retained"));
         eprintln!("[{mode}] {}", line.unwrap_or("(none)"));
         assert!(out.contains("RESULT ok"), "[{mode}] {out}");
+    }
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_owned_freed_elsewhere() {
+    if common::in_child(CHILD) {
+        freed_elsewhere(false);
+    }
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_owned_freed_elsewhere_busy() {
+    if common::in_child(CHILD) {
+        freed_elsewhere(true);
     }
 }
 
@@ -172,11 +203,18 @@ fn retained() -> usize {
     s.active.saturating_sub(s.allocated)
 }
 
-#[test]
-#[ignore = "run as a child"]
-fn child_owned_freed_elsewhere() {
+/// Thread A, on one CPU, allocates 32 MiB of 400 B blocks through `malloc` (owned spans in the
+/// rseq modes) and frees the last 8 itself (onto its current span's list); thread B, on
+/// another CPU, frees the rest, while A spins (both run, so they hold different slabs), and
+/// empties its own caches (`flush`). Then A either runs a slow path (1 MiB of 4000 B blocks,
+/// more than its stack of that class may hold) or, `busy`, pops and pushes one object of its
+/// current span each tick while this thread makes the ticks come (a large block each
+/// millisecond), up to 40 ticks or until the memory went back. Asserts that the frees were
+/// foreign and the memory stayed after them (rseq modes with owned spans), and that little
+/// stays at the end.
+fn freed_elsewhere(busy: bool) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    /// Sets its flag when its thread panics, so the other thread stops waiting.
+    /// Sets its flag when its thread panics, so the other threads stop waiting.
     struct OnPanic<'a>(&'a AtomicBool);
     impl Drop for OnPanic<'_> {
         fn drop(&mut self) {
@@ -185,11 +223,9 @@ fn child_owned_freed_elsewhere() {
             }
         }
     }
-    if !common::in_child(CHILD) {
-        return;
-    }
     const BYTES: usize = 32 << 20;
     const SIZE: usize = 400;
+    const OWN: usize = 8;
     let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
         .filter(|&c| {
             // SAFETY: as in `pin`.
@@ -201,23 +237,29 @@ fn child_owned_freed_elsewhere() {
         })
         .collect();
     let (a, b) = (cpus[0], cpus[1]);
-    // 0: A allocates; 1: B frees (A spins, so both run and hold different slabs); 2: A's
-    // slow path; 3: done.
+    // 0: A allocates; 1: B frees (A spins); 2: A's slow path, or A busy while ticks come;
+    // 3: done.
     let phase = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let wait_for = |k| {
-        while phase.load(Ordering::Acquire) != k {
-            assert!(!failed.load(Ordering::Acquire), "the other thread failed");
+        while phase.load(Ordering::Acquire) < k {
+            assert!(!failed.load(Ordering::Acquire), "another thread failed");
             std::hint::spin_loop();
         }
     };
     let blocks = std::sync::Mutex::new(Vec::new());
-    let (mut before, mut foreign) = (0, 0);
+    let (mut before, mut foreign, mut after) = (0, 0, 0);
+    let o = rseqmalloc::options();
+    let budget = o.cpu_cache_bytes as usize;
+    // What may stay: the owner's kept spans (4 × `cpu_cache_bytes`), the two slabs' stacks
+    // (up to twice the budget each with the burst tier), the transfer stacks' shared budget
+    // and the current spans: within 9 × the budget, 4.5 MiB by default, 32 MiB freed.
+    let bound = 9 * budget;
     std::thread::scope(|s| {
         s.spawn(|| {
             let _flag = OnPanic(&failed);
             pin(a);
-            let mine: Vec<usize> = (0..BYTES / SIZE)
+            let mut mine: Vec<usize> = (0..BYTES / SIZE)
                 .map(|i| {
                     let p = rseqmalloc::malloc(SIZE);
                     assert!(!p.is_null());
@@ -226,18 +268,41 @@ fn child_owned_freed_elsewhere() {
                     p as usize
                 })
                 .collect();
+            for p in mine.split_off(mine.len() - OWN) {
+                // SAFETY: allocated by `malloc` above, freed once.
+                unsafe { rseqmalloc::free(p as *mut u8) };
+            }
             *blocks.lock().unwrap() = mine;
             phase.store(1, Ordering::Release);
             wait_for(2);
-            // A slow path on this CPU's slab: 1 MiB of 4000 B blocks, more than its stack
-            // of that class may hold (`cpu_cache_bytes`, 512 KiB by default).
-            let big: Vec<*mut u8> = (0..256).map(|_| rseqmalloc::malloc(4000)).collect();
-            for p in big {
-                assert!(!p.is_null());
-                // SAFETY: allocated just above.
-                unsafe { rseqmalloc::free(p) };
+            if busy {
+                let (mut seen, mut held) = (rseqmalloc::stats().maintenance_ticks, None);
+                while phase.load(Ordering::Acquire) < 3 {
+                    let now = rseqmalloc::stats().maintenance_ticks;
+                    if now != seen {
+                        seen = now;
+                        match held.take() {
+                            // SAFETY: allocated below, freed once.
+                            Some(p) => unsafe { rseqmalloc::free(p) },
+                            None => held = Some(rseqmalloc::malloc(SIZE)),
+                        }
+                    }
+                    assert!(!failed.load(Ordering::Acquire), "another thread failed");
+                    std::hint::spin_loop();
+                }
+                if let Some(p) = held {
+                    // SAFETY: allocated above, freed once.
+                    unsafe { rseqmalloc::free(p) };
+                }
+            } else {
+                let big: Vec<*mut u8> = (0..256).map(|_| rseqmalloc::malloc(4000)).collect();
+                for p in big {
+                    assert!(!p.is_null());
+                    // SAFETY: allocated just above.
+                    unsafe { rseqmalloc::free(p) };
+                }
+                phase.store(3, Ordering::Release);
             }
-            phase.store(3, Ordering::Release);
         });
         s.spawn(|| {
             let _flag = OnPanic(&failed);
@@ -255,11 +320,29 @@ fn child_owned_freed_elsewhere() {
             before = retained();
             phase.store(2, Ordering::Release);
         });
+        if busy {
+            let _flag = OnPanic(&failed);
+            wait_for(2);
+            let start = rseqmalloc::stats().maintenance_ticks;
+            while retained() > bound && rseqmalloc::stats().maintenance_ticks < start + 40 {
+                assert!(!failed.load(Ordering::Acquire), "another thread failed");
+                // A large block: its path runs the tick when one is due.
+                let p = rseqmalloc::malloc(1 << 20);
+                assert!(!p.is_null());
+                // SAFETY: allocated just above.
+                unsafe { rseqmalloc::free(p) };
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            after = retained();
+            phase.store(3, Ordering::Release);
+        }
     });
-    let after = retained();
-    let o = rseqmalloc::options();
-    let budget = o.cpu_cache_bytes as usize;
-    println!("retained {before} bytes after the frees, {after} after the owner's slow path; {foreign} frees foreign; owned spans {}", o.owned_spans);
+    if !busy {
+        after = retained();
+    }
+    println!(
+        "retained {before} bytes after the frees, {after} at the end; {foreign} frees foreign"
+    );
     if rseqmalloc::rseq_mode() != rseqmalloc::RseqMode::Fallback && o.owned_spans {
         // The frees were another slab's (owner return saw them), and the spans stayed owned.
         assert!(
@@ -271,12 +354,9 @@ fn child_owned_freed_elsewhere() {
             "only {before} bytes stayed after the frees"
         );
     }
-    // What may stay: the owner's kept spans (4 × `cpu_cache_bytes`), the two slabs' stacks
-    // (up to twice the budget each with the burst tier), the transfer stacks' shared budget
-    // and the current spans: within 9 × the budget, 4.5 MiB by default, 32 MiB freed.
     assert!(
-        after <= 9 * budget,
-        "{after} bytes retained after the owner's slow path, budget {budget}"
+        after <= bound,
+        "{after} bytes retained at the end, budget {budget}"
     );
     println!("RESULT ok");
 }

@@ -4,14 +4,16 @@
 //! per-CPU caches (the part of maintenance this layer owns), and the optional background
 //! thread that ticks when no slow path does (each tick is claimed once, whoever runs it).
 //!
-//! A tick drains the per-CPU caches that stayed idle ([`drain_idle`]), then asks the central
+//! A tick drains the per-CPU caches that stayed idle, and those that held owned spans other
+//! CPUs' frees left wholly free for a tick without a slow path to give them back
+//! ([`drain_idle`]), then asks the central
 //! lists to flush their idle transfer stacks (`central::flush_idle`) and to start a new
 //! window for their span churn counts (`central::new_tick`), and the page heap to release the
 //! pages free for longer than `decay_ms` (`PageHeap::release_free`): each layer decides what
 //! is idle in what it owns; this file only says when.
 //!
 //! May call: `central`, `config`, `guard`, `os`, `page_heap`, `size_class`, `sync`, and in this
-//! folder `drain`, `remote`, `slab`.
+//! folder `drain`, `owned`, `remote`, `slab`.
 
 use super::drain::drain_where;
 use super::slab::Slab;
@@ -94,20 +96,26 @@ fn signature(slab: Slab) -> u32 {
 const IDLE_TICKS: u32 = 2;
 
 /// Drains the slabs whose stacks did not move for [`IDLE_TICKS`] maintenance ticks in a row
-/// and still hold objects: the caches of idle CPUs or concurrency ids. Returns the bytes moved.
+/// and still hold objects: the caches of idle CPUs or concurrency ids; and those that may have
+/// held owned spans others' frees left wholly free for a tick without a slow path to give them
+/// back (`owned::freed_unswept`). Returns the bytes moved.
 pub fn drain_idle() -> usize {
     drain_where(
         || false,
-        |_, slab| {
+        |i, slab| {
+            let unswept = super::owned::freed_unswept(i, slab);
             let sig = signature(slab);
             let prev = slab.header().signature.swap(sig, Ordering::Relaxed);
             let ticks = &slab.header().idle_ticks;
             if prev != sig {
                 ticks.store(0, Ordering::Relaxed);
-                return false;
+                return unswept;
             }
             let idle = ticks.fetch_add(1, Ordering::Relaxed) + 1 >= IDLE_TICKS;
-            idle && ((1..NUM_CLASSES).any(|c| slab.count(c) != 0) || super::owned::owns_any(slab))
+            unswept
+                || idle
+                    && ((1..NUM_CLASSES).any(|c| slab.count(c) != 0)
+                        || super::owned::owns_any(slab))
         },
     )
 }

@@ -360,6 +360,24 @@ pub(super) fn sweep_freed(id: usize) {
     slab.cap_lock().unlock();
 }
 
+/// For a maintenance tick (`maintenance::drain_idle`, before the tick count moves on):
+/// whether slab `i` (`slab`) may hold owned spans others' frees left wholly free with no slow
+/// path of its own to give them back ([`sweep_freed`]): the central lists' hint for it was
+/// set at the previous tick and still is, and the slab did not sweep since. Such a slab is
+/// drained (fenced, as an idle one), so that an owner busy on its fast paths alone, whose
+/// slab never looks idle, does not keep them for ever.
+pub(super) fn freed_unswept(i: usize, slab: Slab) -> bool {
+    let hinted = enabled() && central::owned_freed(i) && owns_any(slab);
+    let seen = slab
+        .owned_freed_seen()
+        .swap(hinted as u32, Ordering::Relaxed)
+        != 0;
+    // A sweep since the previous tick stamped the count that tick left, plus one.
+    let swept =
+        slab.owned_swept().load(Ordering::Relaxed) == (central::ticks() as u32).wrapping_add(1);
+    hinted && seen && !swept
+}
+
 /// Spans in the ring whose head is `head` (a slab's class list).
 ///
 /// # Safety

@@ -202,8 +202,12 @@ pub(super) struct SlabHeader {
     /// spans others' frees left wholly free (`percpu::owned::sweep_freed`: at most one a
     /// tick); under the capacity lock.
     owned_swept: AtomicU32,
+    /// Whether the central lists' hint that the slab may own spans others' frees left wholly
+    /// free (`central::owned_freed`) was set at the previous maintenance tick
+    /// (`percpu::owned::freed_unswept`); written by the tick only.
+    owned_freed_seen: AtomicU32,
     /// Unused.
-    _reserved: [u32; 13],
+    _reserved: [u32; 12],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -347,6 +351,12 @@ impl Slab {
     /// Written under the capacity lock only.
     pub(super) fn owned_swept(&self) -> &AtomicU32 {
         &self.header().owned_swept
+    }
+
+    /// Whether the slab's owned-freed hint was set at the previous tick
+    /// (`percpu::owned::freed_unswept`).
+    pub(super) fn owned_freed_seen(&self) -> &AtomicU32 {
+        &self.header().owned_freed_seen
     }
 
     /// Sets or clears the owned-span stop word (drains, under the capacity lock; tests).
