@@ -119,6 +119,26 @@ pub fn set_owned_freed(id: usize) {
     OWNED_FREED.fetch_or(owned_freed_bit(id), Ordering::Relaxed);
 }
 
+/// Owned spans that frees from elsewhere left at least half free (carved whole, at most half
+/// their objects out other than those on the owner's list: [`span_updated`]), by owner, as
+/// [`OWNED_FREED`]: other slabs cannot allocate from them while their owner keeps them, so a
+/// slab about to take a span reads this ([`owned_sparse`]) and drains the slabs it names
+/// (`percpu::drain_sparse_elsewhere`), after which these lists list their spans. Written only
+/// when such a free comes.
+static OWNED_SPARSE: AtomicU64 = AtomicU64::new(0);
+
+/// The slabs (bit `id % 64`) that may own spans frees from elsewhere left at least half free
+/// (a hint; see [`OWNED_SPARSE`]).
+#[inline(always)]
+pub fn owned_sparse() -> u64 {
+    OWNED_SPARSE.load(Ordering::Relaxed)
+}
+
+/// Clears the [`owned_sparse`] hints `bits` (their slabs are about to be drained).
+pub fn clear_owned_sparse(bits: u64) {
+    OWNED_SPARSE.fetch_and(!bits, Ordering::Relaxed);
+}
+
 /// Bytes in the transfer stacks of classes above [`SHARED_ABOVE`].
 static SHARED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
@@ -1044,11 +1064,20 @@ unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
             // object out of it is on its owner's list now (a snapshot), the owner's next slow
             // path gives it back or keeps it ([`OWNED_FREED`]); the owner's own frees onto the
             // list see that themselves (`percpu::owned::push`), but not frees that come here.
+            // A span carved whole with at most half its objects out beyond that list may serve
+            // other slabs better ([`OWNED_SPARSE`]). (`owner` 0 is `arch::NO_OWNER`.)
             let ext = &*Span::ext(s);
-            if (*s).in_use() == ext.listed() {
-                let owner = ext.owner();
-                if owner != 0 && !owned_freed(owner as usize - 1) {
+            let (in_use, listed, owner) = ((*s).in_use(), ext.listed(), ext.owner());
+            if owner != 0 {
+                let bit = owned_freed_bit(owner as usize - 1);
+                if in_use == listed && !owned_freed(owner as usize - 1) {
                     set_owned_freed(owner as usize - 1);
+                }
+                if (*s).carved == (*s).capacity
+                    && in_use.saturating_sub(listed) * 2 <= (*s).capacity
+                    && owned_sparse() & bit == 0
+                {
+                    OWNED_SPARSE.fetch_or(bit, Ordering::Relaxed);
                 }
             }
             return false;

@@ -69,7 +69,7 @@ pub fn check_slabs() -> Result<(), crate::page_heap::check::Broken> {
 use crate::arch::{self, ThreadState};
 use crate::central;
 use crate::span::NO_HOME;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use core::ptr::null_mut;
 use drain::{drain_current, drain_where, grow_or_relayout, grow_or_relayout_for_arrivals};
 use setup::thread_state;
@@ -274,6 +274,33 @@ fn sweep_if_freed(id: usize) {
     }
 }
 
+/// Before slab `id` refills class `c` from owned spans (which may take a fresh span): drains
+/// the other slabs whose owned spans frees from elsewhere left at least half free
+/// (`central::owned_sparse`), at most once per maintenance tick in the process, so that their
+/// spans go back to the central lists, which list them, and this refill takes one of them
+/// rather than fresh memory. A thread that frees most of what a thread on another CPU
+/// allocated and allocates as much again otherwise took fresh spans for all of it while the
+/// other thread kept its CPU's slab (`benches/c/reuse_elsewhere.c`: 23 MB resident after the
+/// first allocation, 41 MB at the end, docs/benchmarks.md, "Session 49").
+fn drain_sparse_elsewhere(id: usize) {
+    /// The tick of the last such drain, plus one (0: none yet).
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let others = central::owned_sparse() & !(1u64 << (id % 64));
+    if others == 0 {
+        return;
+    }
+    let tick = central::ticks().wrapping_add(1);
+    if LAST.load(Ordering::Relaxed) == tick || LAST.swap(tick, Ordering::Relaxed) == tick {
+        return;
+    }
+    central::clear_owned_sparse(others);
+    let _errno = crate::os::ErrnoKeeper::new();
+    drain_where(
+        || false,
+        |i, slab| i != id && others & (1 << (i % 64)) != 0 && owned::owns_any(slab),
+    );
+}
+
 /// Slow path of allocation for class `c`: set-up, refill, fallback and bypass. `owned`: the
 /// caller pops owned spans (a C allocation of a class owned spans serve, `owned_routes`), so a
 /// refill
@@ -310,6 +337,7 @@ pub fn alloc_slow(c: usize, owned: bool) -> *mut u8 {
                 }
             }
             if owned && !central::has_transfer(c) {
+                drain_sparse_elsewhere(id);
                 let p = owned::refill(c, id);
                 if !p.is_null() {
                     return p;
