@@ -186,15 +186,70 @@ fn child_owned_freed_elsewhere_busy() {
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// Sets its flag when its thread panics, so the other threads stop waiting.
-struct OnPanic<'a>(&'a AtomicBool);
+/// The steps of a test's threads, taken in turn: [`Steps::wait_for`] spins until a step is
+/// reached, and fails once another thread panicked (its [`Steps::guard`] says so).
+struct Steps {
+    step: AtomicUsize,
+    failed: AtomicBool,
+}
 
-impl Drop for OnPanic<'_> {
+impl Steps {
+    fn new() -> Self {
+        Steps {
+            step: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Spins until step `k` (or a later one) is reached.
+    fn wait_for(&self, k: usize) {
+        while !self.reached(k) {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Whether step `k` (or a later one) is reached; panics once another thread failed.
+    fn reached(&self, k: usize) -> bool {
+        assert!(
+            !self.failed.load(Ordering::Acquire),
+            "another thread failed"
+        );
+        self.step.load(Ordering::Acquire) >= k
+    }
+
+    /// Moves on to step `k`.
+    fn set(&self, k: usize) {
+        self.step.store(k, Ordering::Release);
+    }
+
+    /// Marks the steps failed if the calling thread panics while the guard lives.
+    fn guard(&self) -> StepsGuard<'_> {
+        StepsGuard(&self.failed)
+    }
+}
+
+/// See [`Steps::guard`].
+struct StepsGuard<'a>(&'a AtomicBool);
+
+impl Drop for StepsGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.store(true, Ordering::Release);
         }
     }
+}
+
+/// `bytes / size` blocks of `size` bytes from `malloc`, block `i` filled with the byte `i`.
+fn malloc_blocks(bytes: usize, size: usize) -> Vec<usize> {
+    (0..bytes / size)
+        .map(|i| {
+            let p = rseqmalloc::malloc(size);
+            assert!(!p.is_null());
+            // SAFETY: `p` holds `size` bytes.
+            unsafe { p.write_bytes(i as u8, size) };
+            p as usize
+        })
+        .collect()
 }
 
 /// The first two CPUs the calling thread may run on.
@@ -247,14 +302,7 @@ fn freed_elsewhere(busy: bool) {
     let (a, b) = two_cpus();
     // 0: A allocates; 1: B frees (A spins); 2: A's slow path, or A busy while ticks come;
     // 3: done.
-    let phase = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let wait_for = |k| {
-        while phase.load(Ordering::Acquire) < k {
-            assert!(!failed.load(Ordering::Acquire), "another thread failed");
-            std::hint::spin_loop();
-        }
-    };
+    let steps = Steps::new();
     let blocks = std::sync::Mutex::new(Vec::new());
     let (mut before, mut foreign, mut after) = (0, 0, 0);
     let o = rseqmalloc::options();
@@ -265,27 +313,19 @@ fn freed_elsewhere(busy: bool) {
     let bound = 9 * budget;
     std::thread::scope(|s| {
         s.spawn(|| {
-            let _flag = OnPanic(&failed);
+            let _guard = steps.guard();
             pin(a);
-            let mut mine: Vec<usize> = (0..BYTES / SIZE)
-                .map(|i| {
-                    let p = rseqmalloc::malloc(SIZE);
-                    assert!(!p.is_null());
-                    // SAFETY: `p` holds SIZE bytes.
-                    unsafe { p.write_bytes(i as u8, SIZE) };
-                    p as usize
-                })
-                .collect();
+            let mut mine = malloc_blocks(BYTES, SIZE);
             for p in mine.split_off(mine.len() - OWN) {
                 // SAFETY: allocated by `malloc` above, freed once.
                 unsafe { rseqmalloc::free(p as *mut u8) };
             }
             *blocks.lock().unwrap() = mine;
-            phase.store(1, Ordering::Release);
-            wait_for(2);
+            steps.set(1);
+            steps.wait_for(2);
             if busy {
                 let (mut seen, mut held) = (rseqmalloc::stats().maintenance_ticks, None);
-                while phase.load(Ordering::Acquire) < 3 {
+                while !steps.reached(3) {
                     let now = rseqmalloc::stats().maintenance_ticks;
                     if now != seen {
                         seen = now;
@@ -295,7 +335,6 @@ fn freed_elsewhere(busy: bool) {
                             None => held = Some(rseqmalloc::malloc(SIZE)),
                         }
                     }
-                    assert!(!failed.load(Ordering::Acquire), "another thread failed");
                     std::hint::spin_loop();
                 }
                 if let Some(p) = held {
@@ -309,13 +348,13 @@ fn freed_elsewhere(busy: bool) {
                     // SAFETY: allocated just above.
                     unsafe { rseqmalloc::free(p) };
                 }
-                phase.store(3, Ordering::Release);
+                steps.set(3);
             }
         });
         s.spawn(|| {
-            let _flag = OnPanic(&failed);
+            let _guard = steps.guard();
             pin(b);
-            wait_for(1);
+            steps.wait_for(1);
             let sent = |s: rseqmalloc::Stats| s.sent_home + s.sent_home_declined;
             let sent_before = sent(rseqmalloc::stats());
             for p in std::mem::take(&mut *blocks.lock().unwrap()) {
@@ -326,14 +365,14 @@ fn freed_elsewhere(busy: bool) {
             // This CPU's caches to the central lists: what is left is the owner's to give.
             rseqmalloc::ctl(b"flush", &mut [0; 64]).unwrap();
             before = retained();
-            phase.store(2, Ordering::Release);
+            steps.set(2);
         });
         if busy {
-            let _flag = OnPanic(&failed);
-            wait_for(2);
+            let _guard = steps.guard();
+            steps.wait_for(2);
             let start = rseqmalloc::stats().maintenance_ticks;
             while retained() > bound && rseqmalloc::stats().maintenance_ticks < start + 40 {
-                assert!(!failed.load(Ordering::Acquire), "another thread failed");
+                assert!(!steps.reached(3), "the owner stopped first");
                 // A large block: its path runs the tick when one is due.
                 let p = rseqmalloc::malloc(1 << 20);
                 assert!(!p.is_null());
@@ -342,7 +381,7 @@ fn freed_elsewhere(busy: bool) {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             after = retained();
-            phase.store(3, Ordering::Release);
+            steps.set(3);
         }
     });
     if !busy {
@@ -392,38 +431,23 @@ fn child_reuse_elsewhere() {
     const KEEP: usize = 8;
     let (a, b) = two_cpus();
     // 0: A allocates; 1: B frees and allocates (A spins, keeping its slab); 2: done.
-    let phase = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let wait_for = |k| {
-        while phase.load(Ordering::Acquire) < k {
-            assert!(!failed.load(Ordering::Acquire), "another thread failed");
-            std::hint::spin_loop();
-        }
-    };
+    let steps = Steps::new();
     let blocks = std::sync::Mutex::new(Vec::new());
     let (mut first, mut end) = (0, 0);
     std::thread::scope(|s| {
         s.spawn(|| {
-            let _flag = OnPanic(&failed);
+            let _guard = steps.guard();
             pin(a);
-            let mine: Vec<usize> = (0..BYTES / SIZE)
-                .map(|i| {
-                    let p = rseqmalloc::malloc(SIZE);
-                    assert!(!p.is_null());
-                    // SAFETY: `p` holds SIZE bytes.
-                    unsafe { p.write_bytes(i as u8, SIZE) };
-                    p as usize
-                })
-                .collect();
+            let mine = malloc_blocks(BYTES, SIZE);
             *blocks.lock().unwrap() = mine;
             first = rseqmalloc::stats().active;
-            phase.store(1, Ordering::Release);
-            wait_for(2);
+            steps.set(1);
+            steps.wait_for(2);
         });
         s.spawn(|| {
-            let _flag = OnPanic(&failed);
+            let _guard = steps.guard();
             pin(b);
-            wait_for(1);
+            steps.wait_for(1);
             let mut mine = std::mem::take(&mut *blocks.lock().unwrap());
             for (i, p) in mine.iter_mut().enumerate() {
                 if i % KEEP != 0 {
@@ -446,7 +470,7 @@ fn child_reuse_elsewhere() {
                 // SAFETY: each block is live and freed once.
                 unsafe { rseqmalloc::free(p as *mut u8) };
             }
-            phase.store(2, Ordering::Release);
+            steps.set(2);
         });
     });
     println!("retained: active {first} bytes after the first allocation, {end} after the second");
