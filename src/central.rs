@@ -8,7 +8,9 @@
 //! to the page heap. The span lists are reached only when the stack is empty or full. Classes
 //! of a page or more remember the spans they gave back ([`Hints`]) and take those pages back
 //! first when they need a span; smaller ones count the short spans they give back in each
-//! maintenance tick ([`CHURN_SPANS`]) and take long spans while they churn.
+//! maintenance tick ([`CHURN_SPANS`]) and take long spans while they churn. For the per-CPU
+//! layer's owned spans it keeps two hints, a bit per slab ([`OWNED_FREED`], [`OWNED_SPARSE`]):
+//! which slabs own spans that frees from elsewhere left wholly or half free.
 //!
 //! Invariants (under the span lock): a span is in `spans` iff it has a free object or an
 //! uncarved one and no per-CPU slab owns it (`Span::listed` mirrors membership, `Span::in_slab`
@@ -26,7 +28,7 @@ use crate::pagemap::{span_of, PAGEMAP};
 use crate::size_class::{
     object_index, size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE, PAGE_SHIFT,
 };
-use crate::span::{bitmap_words, Span, SpanList, SpanState};
+use crate::span::{bitmap_words, Span, SpanExt, SpanList, SpanState};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
@@ -87,56 +89,103 @@ fn flush_if_pending() {
     }
 }
 
-/// Owned spans that frees from elsewhere left wholly free (every object out of the span on its
-/// owner's list: [`span_updated`]), by owner: bit `(owner - 1) % 64` set says a slab whose
-/// index is that modulo 64 may own one. Only its owner may give such a span back (its retire
-/// section runs on the owner's CPU), and nothing else would until the owner drains or goes
-/// idle: the per-CPU layer's slow paths read this hint ([`owned_freed`]) and sweep their
-/// slab's owned spans (`percpu::owned::sweep_freed`). Written only when such a free comes.
-static OWNED_FREED: AtomicU64 = AtomicU64::new(0);
+/// Slabs the per-slab hints below can name (every slab: `percpu::slab::MAX_SLABS` is checked
+/// against it there).
+pub const HINTED_SLABS: usize = 4096;
 
-/// The [`OWNED_FREED`] bit of slab `id`.
-#[inline(always)]
-fn owned_freed_bit(id: usize) -> u64 {
-    1 << (id % 64)
+/// One bit per slab (by index), set and read with relaxed atomics: a hint, which whoever acts on
+/// it checks again.
+struct SlabBits([AtomicU64; HINTED_SLABS / 64]);
+
+impl SlabBits {
+    const fn new() -> Self {
+        SlabBits([const { AtomicU64::new(0) }; HINTED_SLABS / 64])
+    }
+
+    /// The word and bit of slab `id`.
+    #[inline(always)]
+    fn at(&self, id: usize) -> (&AtomicU64, u64) {
+        (&self.0[id / 64], 1 << (id % 64))
+    }
+
+    /// Whether slab `id`'s bit is set.
+    #[inline(always)]
+    fn get(&self, id: usize) -> bool {
+        let (w, b) = self.at(id);
+        w.load(Ordering::Relaxed) & b != 0
+    }
+
+    /// Sets slab `id`'s bit (written only when it was clear).
+    fn set(&self, id: usize) {
+        let (w, b) = self.at(id);
+        if w.load(Ordering::Relaxed) & b == 0 {
+            w.fetch_or(b, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears slab `id`'s bit; whether it was set.
+    fn take(&self, id: usize) -> bool {
+        let (w, b) = self.at(id);
+        w.load(Ordering::Relaxed) & b != 0 && w.fetch_and(!b, Ordering::Relaxed) & b != 0
+    }
+
+    /// Whether the bit of any slab below `n` other than `id` is set.
+    fn any_other(&self, n: usize, id: usize) -> bool {
+        self.0[..n.div_ceil(64).min(HINTED_SLABS / 64)]
+            .iter()
+            .enumerate()
+            .any(|(k, w)| {
+                let mine = if k == id / 64 { 1 << (id % 64) } else { 0 };
+                w.load(Ordering::Relaxed) & !mine != 0
+            })
+    }
 }
+
+/// Slabs that may own a span frees from elsewhere left wholly free (every object out of the
+/// span on its owner's list: [`span_updated`]). Only the owner may give such a span back (its
+/// retire section runs on the owner's CPU), and nothing else would until the owner drains or
+/// goes idle: the per-CPU layer's slow paths read this hint ([`owned_freed`]) and sweep their
+/// slab's owned spans (`percpu::owned::sweep_freed`), and a tick drains a slab whose hint
+/// stood a whole tick unswept (`percpu::owned::freed_unswept`). Written only when such a free
+/// comes.
+static OWNED_FREED: SlabBits = SlabBits::new();
 
 /// Whether slab `id` may own a span that frees from elsewhere left wholly free (a hint; see
 /// [`OWNED_FREED`]).
 #[inline(always)]
 pub fn owned_freed(id: usize) -> bool {
-    OWNED_FREED.load(Ordering::Relaxed) & owned_freed_bit(id) != 0
+    OWNED_FREED.get(id)
 }
 
 /// Clears slab `id`'s [`owned_freed`] hint: its owner is about to look at every span it owns
 /// (a free that sets it again meanwhile is looked at next time).
 pub fn clear_owned_freed(id: usize) {
-    OWNED_FREED.fetch_and(!owned_freed_bit(id), Ordering::Relaxed);
+    OWNED_FREED.take(id);
 }
 
 /// Sets slab `id`'s [`owned_freed`] hint again (a sweep that could not finish).
 pub fn set_owned_freed(id: usize) {
-    OWNED_FREED.fetch_or(owned_freed_bit(id), Ordering::Relaxed);
+    OWNED_FREED.set(id);
 }
 
-/// Owned spans that frees from elsewhere left at least half free (carved whole, at most half
-/// their objects out other than those on the owner's list: [`span_updated`]), by owner, as
-/// [`OWNED_FREED`]: other slabs cannot allocate from them while their owner keeps them, so a
-/// slab about to take a span reads this ([`owned_sparse`]) and drains the slabs it names
+/// Slabs that may own a span frees from elsewhere left at least half free (carved whole, at
+/// most half its objects out other than those on the owner's list: [`span_updated`]): other
+/// slabs cannot allocate from it while its owner keeps it, so a slab about to refill from owned
+/// spans asks ([`owned_sparse_elsewhere`]) and drains the slabs named
 /// (`percpu::drain_sparse_elsewhere`), after which these lists list their spans. Written only
 /// when such a free comes.
-static OWNED_SPARSE: AtomicU64 = AtomicU64::new(0);
+static OWNED_SPARSE: SlabBits = SlabBits::new();
 
-/// The slabs (bit `id % 64`) that may own spans frees from elsewhere left at least half free
-/// (a hint; see [`OWNED_SPARSE`]).
+/// Whether a slab below `n` other than `id` may own a span frees from elsewhere left at least
+/// half free (a hint; see [`OWNED_SPARSE`]).
 #[inline(always)]
-pub fn owned_sparse() -> u64 {
-    OWNED_SPARSE.load(Ordering::Relaxed)
+pub fn owned_sparse_elsewhere(n: usize, id: usize) -> bool {
+    OWNED_SPARSE.any_other(n, id)
 }
 
-/// Clears the [`owned_sparse`] hints `bits` (their slabs are about to be drained).
-pub fn clear_owned_sparse(bits: u64) {
-    OWNED_SPARSE.fetch_and(!bits, Ordering::Relaxed);
+/// Clears slab `id`'s [`OWNED_SPARSE`] hint; whether it was set (its slab is then drained).
+pub fn take_owned_sparse(id: usize) -> bool {
+    OWNED_SPARSE.take(id)
 }
 
 /// Bytes in the transfer stacks of classes above [`SHARED_ABOVE`].
@@ -1057,7 +1106,8 @@ unsafe fn release_spans(inner: &mut Spans, c: usize, spans: &[*mut Span]) {
 /// # Safety
 /// `s` is a live small span of the class whose locked spans `inner` are.
 unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
-    // SAFETY: the caller's contract; the class lock guards the span's list fields.
+    // SAFETY: the caller's contract; the class lock guards the span's list fields. A record's
+    // extension is pool memory too, always readable (`SpanExt::listed`'s contract).
     unsafe {
         if (*s).in_slab {
             // A slab owns it: it collects these objects itself, and `disown` decides. If every
@@ -1065,19 +1115,20 @@ unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
             // path gives it back or keeps it ([`OWNED_FREED`]); the owner's own frees onto the
             // list see that themselves (`percpu::owned::push`), but not frees that come here.
             // A span carved whole with at most half its objects out beyond that list may serve
-            // other slabs better ([`OWNED_SPARSE`]). (`owner` 0 is `arch::NO_OWNER`.)
-            let ext = &*Span::ext(s);
-            let (in_use, listed, owner) = ((*s).in_use(), ext.listed(), ext.owner());
+            // other slabs better ([`OWNED_SPARSE`]). The owned words are read in place (the
+            // owner changes the extension's other fields meanwhile); `owner` 0 is
+            // `arch::NO_OWNER`.
+            let ext = Span::ext(s);
+            let (in_use, owner) = ((*s).in_use(), SpanExt::owner(ext));
             if owner != 0 {
-                let bit = owned_freed_bit(owner as usize - 1);
-                if in_use == listed && !owned_freed(owner as usize - 1) {
-                    set_owned_freed(owner as usize - 1);
+                let (id, listed) = (owner as usize - 1, SpanExt::listed(ext));
+                if in_use == listed {
+                    OWNED_FREED.set(id);
                 }
                 if (*s).carved == (*s).capacity
                     && in_use.saturating_sub(listed) * 2 <= (*s).capacity
-                    && owned_sparse() & bit == 0
                 {
-                    OWNED_SPARSE.fetch_or(bit, Ordering::Relaxed);
+                    OWNED_SPARSE.set(id);
                 }
             }
             return false;

@@ -142,17 +142,27 @@ const _: () = assert!(
 );
 
 impl SpanExt {
-    /// Objects on the owning slab's list of the span: the top 16 bits of `owned.local` (a
-    /// snapshot while a slab owns the span; its sections change it).
+    /// Objects on the owning slab's list of the span whose extension is at `e`: the top 16 bits
+    /// of `owned.local` (a snapshot while a slab owns the span; its sections change it).
+    ///
+    /// # Safety
+    /// `e` is a record's extension ([`Span::ext`]): pool memory, always readable. Only the
+    /// atomic is read, in place, so the owner may write the other fields meanwhile.
     #[inline(always)]
-    pub fn listed(&self) -> u32 {
-        (self.owned.local.load(Ordering::Relaxed) >> 48) as u32
+    pub unsafe fn listed(e: *const SpanExt) -> u32 {
+        // SAFETY: the caller's contract.
+        (unsafe { (*e).owned.local.load(Ordering::Relaxed) } >> 48) as u32
     }
 
-    /// `owned.owner`: the owning slab's index plus one, or `arch::NO_OWNER` (0).
+    /// `owned.owner` of the extension at `e`: the owning slab's index plus one, or
+    /// `arch::NO_OWNER` (0).
+    ///
+    /// # Safety
+    /// As [`SpanExt::listed`].
     #[inline(always)]
-    pub fn owner(&self) -> u32 {
-        self.owned.owner.load(Ordering::Relaxed)
+    pub unsafe fn owner(e: *const SpanExt) -> u32 {
+        // SAFETY: the caller's contract.
+        unsafe { (*e).owned.owner.load(Ordering::Relaxed) }
     }
 }
 

@@ -85,8 +85,9 @@ pub struct Stats {
     pub owned_spans_taken: usize,
     /// Wholly free owned spans given back whole to the page heap (every object out of the span
     /// back on its list): a free's when keeping is off (a bound of 0), the oldest kept span past
-    /// the bound, or a kept span another class could not take over (docs/design.md, "Kept
-    /// spans").
+    /// the bound, a kept span another class could not take over (docs/design.md, "Kept
+    /// spans"), or one that frees on other CPUs left wholly free, past the bound (docs/design.md,
+    /// "Spans freed whole on other CPUs").
     pub owned_spans_given_back: usize,
     /// Kept owned spans a slab turned over to another of its classes without the page heap
     /// (docs/design.md, "Kept spans").

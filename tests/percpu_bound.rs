@@ -1,6 +1,7 @@
 //! With 64 threads on this machine's CPUs, the per-CPU layer's memory is bounded by the number
-//! of CPUs (or concurrency ids), not by the number of threads. In the three rseq modes, each in
-//! a child process of its own (the mode is chosen once per process).
+//! of CPUs (or concurrency ids), not by the number of threads; memory one CPU frees of what
+//! another allocated goes back, or is reused, whatever the other CPU's slab does. In the three
+//! rseq modes, each in a child process of its own (the mode is chosen once per process).
 
 mod common;
 
@@ -149,10 +150,11 @@ fn owned_spans_freed_on_another_cpu_go_back_at_the_owners_next_slow_path() {
 /// of its current owned span each maintenance tick, so its slab never looks idle, and never
 /// runs a slow path): a tick drains its slab once the hint has stood a whole tick
 /// (`maintenance::drain_idle`), so the memory goes back within a few ticks (10 ms each with
-/// `decay_ms=40`) all the same.
+/// `decay_ms=40`, set once the frees are done, so that no tick drains before they are
+/// counted) all the same.
 #[test]
 fn owned_spans_freed_on_another_cpu_go_back_within_ticks_while_the_owner_stays_busy() {
-    owned_freed_elsewhere("child_owned_freed_elsewhere_busy", "decay_ms=40");
+    owned_freed_elsewhere("child_owned_freed_elsewhere_busy", "");
 }
 
 /// Runs `child` in the three modes with `options` and checks that it passed.
@@ -305,8 +307,8 @@ fn freed_elsewhere(busy: bool) {
     let steps = Steps::new();
     let blocks = std::sync::Mutex::new(Vec::new());
     let (mut before, mut foreign, mut after) = (0, 0, 0);
-    let o = rseqmalloc::options();
-    let budget = o.cpu_cache_bytes as usize;
+    let budget = rseqmalloc::options().cpu_cache_bytes as usize;
+    let mut owned = false;
     // What may stay: the owner's kept spans (4 × `cpu_cache_bytes`), the two slabs' stacks
     // (up to twice the budget each with the burst tier), the transfer stacks' shared budget
     // and the current spans: within 9 × the budget, 4.5 MiB by default, 32 MiB freed.
@@ -316,6 +318,7 @@ fn freed_elsewhere(busy: bool) {
             let _guard = steps.guard();
             pin(a);
             let mut mine = malloc_blocks(BYTES, SIZE);
+            owned = rseqmalloc::stats().owned_spans_taken > 0;
             for p in mine.split_off(mine.len() - OWN) {
                 // SAFETY: allocated by `malloc` above, freed once.
                 unsafe { rseqmalloc::free(p as *mut u8) };
@@ -366,23 +369,24 @@ fn freed_elsewhere(busy: bool) {
             rseqmalloc::ctl(b"flush", &mut [0; 64]).unwrap();
             before = retained();
             steps.set(2);
-        });
-        if busy {
-            let _guard = steps.guard();
-            steps.wait_for(2);
-            let start = rseqmalloc::stats().maintenance_ticks;
-            while retained() > bound && rseqmalloc::stats().maintenance_ticks < start + 40 {
-                assert!(!steps.reached(3), "the owner stopped first");
-                // A large block: its path runs the tick when one is due.
-                let p = rseqmalloc::malloc(1 << 20);
-                assert!(!p.is_null());
-                // SAFETY: allocated just above.
-                unsafe { rseqmalloc::free(p) };
-                std::thread::sleep(std::time::Duration::from_millis(1));
+            if busy {
+                // The ticks, from this thread (the main thread only joins: a third thread
+                // spinning on two CPUs would move A or B between slabs).
+                rseqmalloc::ctl(b"decay_ms=40", &mut [0; 64]).unwrap();
+                let start = rseqmalloc::stats().maintenance_ticks;
+                while retained() > bound && rseqmalloc::stats().maintenance_ticks < start + 40 {
+                    assert!(!steps.reached(3), "the owner stopped first");
+                    // A large block: its path runs the tick when one is due.
+                    let p = rseqmalloc::malloc(1 << 20);
+                    assert!(!p.is_null());
+                    // SAFETY: allocated just above.
+                    unsafe { rseqmalloc::free(p) };
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                after = retained();
+                steps.set(3);
             }
-            after = retained();
-            steps.set(3);
-        }
+        });
     });
     if !busy {
         after = retained();
@@ -390,8 +394,14 @@ fn freed_elsewhere(busy: bool) {
     println!(
         "retained {before} bytes after the frees, {after} at the end; {foreign} frees foreign"
     );
-    if rseqmalloc::rseq_mode() != rseqmalloc::RseqMode::Fallback && o.owned_spans {
-        // The frees were another slab's (owner return saw them), and the spans stayed owned.
+    // Owned spans serve the blocks in the rseq modes (this machine has the rseq membarrier), and
+    // then the frees were another slab's (owner return saw them) and the spans stayed owned.
+    assert_eq!(
+        owned,
+        rseqmalloc::rseq_mode() != rseqmalloc::RseqMode::Fallback,
+        "owned spans in effect"
+    );
+    if owned {
         assert!(
             foreign * 2 >= BYTES / SIZE,
             "only {foreign} frees were foreign"
@@ -433,14 +443,15 @@ fn child_reuse_elsewhere() {
     // 0: A allocates; 1: B frees and allocates (A spins, keeping its slab); 2: done.
     let steps = Steps::new();
     let blocks = std::sync::Mutex::new(Vec::new());
-    let (mut first, mut end) = (0, 0);
+    let (mut first, mut end, mut owned) = (0, 0, false);
     std::thread::scope(|s| {
         s.spawn(|| {
             let _guard = steps.guard();
             pin(a);
             let mine = malloc_blocks(BYTES, SIZE);
             *blocks.lock().unwrap() = mine;
-            first = rseqmalloc::stats().active;
+            let s = rseqmalloc::stats();
+            (first, owned) = (s.active, s.owned_spans_taken > 0);
             steps.set(1);
             steps.wait_for(2);
         });
@@ -474,6 +485,12 @@ fn child_reuse_elsewhere() {
         });
     });
     println!("retained: active {first} bytes after the first allocation, {end} after the second");
+    // Owned spans served A's blocks in the rseq modes (as in `freed_elsewhere`).
+    assert_eq!(
+        owned,
+        rseqmalloc::rseq_mode() != rseqmalloc::RseqMode::Fallback,
+        "owned spans in effect"
+    );
     assert!(
         end * 4 <= first * 5,
         "active grew from {first} to {end} bytes"

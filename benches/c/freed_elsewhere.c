@@ -5,10 +5,10 @@
  * CPU 1 and makes four rounds of slow paths there (1 MiB of SIZE-byte blocks allocated and
  * freed, 0.3 s apart), and prints the figures again.
  *
- * Before session 49 the spans owned spans (257-960 B) gave the first CPU's slab stayed with it
- * after the frees for as long as that slab stayed busy (`active` 22 MB of 20 MiB freed, also
- * after IDLE); whether the frees are another slab's depends on the concurrency ids the kernel
- * gives the two threads (`mm_cid`), so about half the runs show it.
+ * Before session 49, the owned spans (257-960 B requests) that the first CPU's slab took
+ * stayed with that slab after the frees for as long as it stayed busy (`active` 22 MB of the
+ * 20 MiB freed, also after IDLE). Whether the frees are another slab's depends on the
+ * concurrency ids the kernel gives the two threads (`mm_cid`): 6 runs in 8 showed it.
  *
  *   cc -O2 -o /tmp/freed_elsewhere benches/c/freed_elsewhere.c -lpthread -ldl
  *   LD_PRELOAD=target/release/librseqmalloc.so /tmp/freed_elsewhere 400 20 1 2

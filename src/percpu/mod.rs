@@ -285,21 +285,22 @@ fn sweep_if_freed(id: usize) {
 fn drain_sparse_elsewhere(id: usize) {
     /// The tick of the last such drain, plus one (0: none yet).
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let others = central::owned_sparse() & !(1u64 << (id % 64));
-    if others == 0 {
+    if !central::owned_sparse_elsewhere(G.nslabs.load(Ordering::Relaxed), id) {
         return;
     }
     let tick = central::ticks().wrapping_add(1);
     if LAST.load(Ordering::Relaxed) == tick || LAST.swap(tick, Ordering::Relaxed) == tick {
         return;
     }
-    central::clear_owned_sparse(others);
     let _errno = crate::os::ErrnoKeeper::new();
     drain_where(
         || false,
-        |i, slab| i != id && others & (1 << (i % 64)) != 0 && owned::owns_any(slab),
+        |i, slab| i != id && central::take_owned_sparse(i) && owned::owns_any(slab),
     );
 }
+
+// Every slab has its bit in the central lists' hints.
+const _: () = assert!(slab::MAX_SLABS <= central::HINTED_SLABS);
 
 /// Slow path of allocation for class `c`: set-up, refill, fallback and bypass. `owned`: the
 /// caller pops owned spans (a C allocation of a class owned spans serve, `owned_routes`), so a

@@ -49,8 +49,9 @@ static ON: AtomicBool = AtomicBool::new(false);
 pub static OWNED_TAKEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Wholly free owned spans given back whole to the page heap by a slow path: a free's when
-/// keeping is off (a bound of 0), the oldest kept span past the bound, or a kept span no other
-/// class could take over (statistics: `owned_spans_given_back`).
+/// keeping is off (a bound of 0), the oldest kept span past the bound, a kept span no other
+/// class could take over, or a span the sweep found past the bound ([`sweep_freed`])
+/// (statistics: `owned_spans_given_back`).
 pub static GIVEN_BACK: AtomicUsize = AtomicUsize::new(0);
 
 /// Kept spans a slab turned over to another class without the page heap
@@ -315,8 +316,10 @@ unsafe fn give_back_as(a: usize, s: *mut Span) {
 /// the other stayed with the first, docs/benchmarks.md, "Session 49"), at most once per
 /// maintenance tick, under the capacity lock (does nothing when it is busy).
 ///
-/// The current spans stay (a refill chose them), and kept ones are kept already. Stops,
-/// setting the hint again, when a retire fails (the thread moved off the slab).
+/// The current spans stay (a refill chose them), and kept ones are kept already. The hint is
+/// set again when a current span is wholly free (so that a sweep looks again, a tick later, once
+/// it may no longer be current) and when a retire fails (the thread moved off the slab; the
+/// sweep stops there).
 pub(super) fn sweep_freed(id: usize) {
     let slab = Slab::of(id);
     // Plus one: a slab's word starts at 0, before the first tick.
@@ -327,61 +330,102 @@ pub(super) fn sweep_freed(id: usize) {
     slab.owned_swept().store(tick, Ordering::Relaxed);
     central::clear_owned_freed(id);
     let _errno = os::ErrnoKeeper::new();
-    'classes: for c in MIN_CLASS..=MAX_CLASS {
+    let mut current_freed = false;
+    // SAFETY: we hold the capacity lock; the spans walked are the slab's owned spans, not
+    // kept, wholly free (module invariants): as `give_back_as` keeps or retires one.
+    let done = unsafe {
+        walk_freed(slab, |c, s| {
+            if slab.owned_cur(c).load(Ordering::Relaxed) == words_of(s) as usize {
+                current_freed = true;
+                true
+            } else if slab.owned_kept_bytes().load(Ordering::Relaxed) + (*s).bytes() <= keep_bytes()
+            {
+                keep(slab, s);
+                true
+            } else if arch::owned_retire(c, words_of(s)) {
+                give_back_retired(slab, s, c);
+                true
+            } else {
+                false
+            }
+        })
+    };
+    if current_freed || !done {
+        central::set_owned_freed(id);
+    }
+    slab.cap_lock().unlock();
+}
+
+/// Calls `f(c, s)` for each span `s` of the slab's owned class lists (class `c`) that is not
+/// kept and is wholly free (every object out of it on its list; current ones included), in
+/// list order, until `f` returns false; false then, else true. `f` may give `s` back (take it
+/// off its list) or keep it, nothing else: the walk counts each list's spans first and saves
+/// each one's successor before `f` sees it.
+///
+/// # Safety
+/// The caller holds the slab's capacity lock.
+unsafe fn walk_freed(slab: Slab, mut f: impl FnMut(usize, *mut Span) -> bool) -> bool {
+    for c in MIN_CLASS..=MAX_CLASS {
         let head = slab.owned_list(c);
-        let cur = slab.owned_cur(c).load(Ordering::Relaxed);
-        // SAFETY: under the capacity lock the class list is ours to walk and change; its
-        // members are owned spans of class `c` (module invariants). A span given back leaves
-        // the list, and nothing else does here (no eviction), so the walk counts its spans
-        // first and saves each one's successor before it may go.
+        // SAFETY: under the capacity lock the class list is ours to walk; its members are
+        // owned spans of class `c` (module invariants), which only `f` may take off it.
         unsafe {
             let mut s = head.load(Ordering::Relaxed) as *mut Span;
             for _ in 0..ring_len(head) {
                 let next = (*Span::ext(s)).slab_next;
-                if words_of(s) as usize != cur
-                    && !is_kept(s)
-                    && listed_objects(s) == (*s).in_use() as usize
-                {
-                    if slab.owned_kept_bytes().load(Ordering::Relaxed) + (*s).bytes()
-                        <= keep_bytes()
-                    {
-                        keep(slab, s);
-                    } else if arch::owned_retire(c, words_of(s)) {
-                        give_back_retired(slab, s, c);
-                    } else {
-                        central::set_owned_freed(id);
-                        break 'classes;
-                    }
+                if !is_kept(s) && listed_objects(s) == (*s).in_use() as usize && !f(c, s) {
+                    return false;
                 }
                 s = next;
             }
         }
     }
-    slab.cap_lock().unlock();
+    true
 }
 
 /// For a maintenance tick (`maintenance::drain_idle`, before the tick count moves on):
-/// whether slab `i` (`slab`) may hold owned spans others' frees left wholly free with no slow
+/// whether slab `i` (`slab`) holds owned spans others' frees left wholly free with no slow
 /// path of its own to give them back ([`sweep_freed`]): the central lists' hint for it was
-/// set at the previous tick and still is, and the slab did not sweep since. Such a slab is
-/// drained (fenced, as an idle one), so that an owner busy on its fast paths alone, whose
-/// slab never looks idle, does not keep them for ever.
+/// set at the previous tick and still is, the slab did not sweep since, and it owns such a
+/// span that is not current ([`holds_freed`]). Such a slab is drained (fenced, as an idle
+/// one), so that an owner busy on its fast paths alone, whose slab never looks idle, does not
+/// keep them for ever.
 pub(super) fn freed_unswept(i: usize, slab: Slab) -> bool {
     let hinted = enabled() && central::owned_freed(i) && owns_any(slab);
-    let seen = slab
-        .owned_freed_seen()
-        .swap(hinted as u32, Ordering::Relaxed)
-        != 0;
+    // Written only when it changes: the word shares its line with the stop word, which every
+    // owned section reads.
+    let seen_word = slab.owned_freed_seen();
+    let seen = seen_word.load(Ordering::Relaxed) != 0;
+    if seen != hinted {
+        seen_word.store(hinted as u32, Ordering::Relaxed);
+    }
     // A sweep since the previous tick stamped the count that tick left, plus one.
     let swept =
         slab.owned_swept().load(Ordering::Relaxed) == (central::ticks() as u32).wrapping_add(1);
-    hinted && seen && !swept
+    hinted && seen && !swept && holds_freed(slab)
 }
 
-/// Spans in the ring whose head is `head` (a slab's class list).
+/// Whether the slab owns a span that is wholly free, neither current nor kept (what a sweep
+/// would keep or give back); true when its capacity lock is busy (the drain then decides).
+/// The caller holds no capacity lock.
+fn holds_freed(slab: Slab) -> bool {
+    if !slab.cap_lock().try_lock() {
+        return true;
+    }
+    // SAFETY: we hold the capacity lock; `f` changes nothing.
+    let none = unsafe {
+        walk_freed(slab, |c, s| {
+            slab.owned_cur(c).load(Ordering::Relaxed) == words_of(s) as usize
+        })
+    };
+    slab.cap_lock().unlock();
+    !none
+}
+
+/// Spans in the ring whose head is `head`, a slab's class list.
 ///
 /// # Safety
-/// The caller holds the ring's slab's capacity lock.
+/// `head` is the head of one of a slab's class lists, whose capacity lock the caller holds.
 unsafe fn ring_len(head: &AtomicUsize) -> usize {
     let first = head.load(Ordering::Relaxed) as *mut Span;
     let (mut s, mut n) = (first, 0);
@@ -1708,6 +1752,79 @@ mod tests {
         check::check_owned(id, slab).unwrap();
         drain(id);
         assert_disowned(slab, c, s);
+        KEEP_BYTES.store(keep, Ordering::Relaxed);
+        crate::os::set_affinity(&saved);
+    }
+
+    /// The sweep (`sweep_freed`) of the spans others' frees left wholly free: keeps such a span
+    /// that is neither current nor kept while the kept spans fit, and clears the hint; leaves a
+    /// current one (setting the hint again, so that a sweep looks again once it may no longer
+    /// be current); runs once a tick; and retires and gives back a span past the kept bound.
+    #[test]
+    fn the_sweep_keeps_or_gives_back_wholly_free_spans_but_never_a_current_one() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned::tests::the_sweep_keeps_or_gives_back_wholly_free_spans_but_never_a_current_one",
+            64,
+        );
+        let id = current_rseq_id();
+        let slab = Slab::of(id);
+        // A class no other unit test uses (528 B); every slab drained, as in the test above.
+        let c = class_of(520);
+        drain_where(|| false, |_, _| true);
+        let keep = KEEP_BYTES.swap(usize::MAX, Ordering::Relaxed);
+        // A sweep in a new tick (as far as the slab knows) with the hint set, tried until it
+        // took the capacity lock (another test's growth may hold it): until `done` holds.
+        let sweep_until = |done: &dyn Fn() -> bool| {
+            for _ in 0..1000 {
+                slab.owned_swept().store(0, Ordering::Relaxed);
+                central::set_owned_freed(id);
+                sweep_freed(id);
+                if done() {
+                    return;
+                }
+                std::thread::yield_now();
+            }
+            panic!("the sweep never took the capacity lock");
+        };
+        let owner = |s: *mut Span| {
+            // SAFETY: span records are pool memory, always readable.
+            unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) }
+        };
+
+        // Neither current nor kept: kept, still owned, the hint cleared.
+        let s = a_wholly_free_span(slab, id, c);
+        sweep_until(&|| kept(s));
+        assert_eq!(owner(s), arch::owner_of(id));
+        assert!(!central::owned_freed(id), "the hint cleared");
+        check::check_owned(id, slab).unwrap();
+
+        // Current and wholly free: left as it is, the hint set again.
+        let p = refill_until(c, id);
+        assert_eq!(current(slab, c), s, "the class took its kept span back");
+        let mut objs = std::vec![p];
+        pop_all(c, &mut objs);
+        for q in objs {
+            free_owned(q, s, c);
+        }
+        sweep_until(&|| central::owned_freed(id));
+        let tick = central::ticks();
+        assert_eq!(current(slab, c), s, "a current span stays");
+        assert!(!kept(s), "and is not kept");
+        check::check_owned(id, slab).unwrap();
+
+        // Past the kept bound: given back, but not twice in a tick.
+        no_current(slab, c);
+        KEEP_BYTES.store(0, Ordering::Relaxed);
+        central::set_owned_freed(id);
+        sweep_freed(id);
+        if central::ticks() == tick {
+            assert_eq!(owner(s), arch::owner_of(id), "one sweep a tick");
+        }
+        sweep_until(&|| owner(s) == NO_OWNER);
+        assert_disowned(slab, c, s);
+        assert!(!central::owned_freed(id), "the hint cleared");
+        check::check_owned(id, slab).unwrap();
+        crate::central::CENTRAL[c].check_invariants(c).unwrap();
         KEEP_BYTES.store(keep, Ordering::Relaxed);
         crate::os::set_affinity(&saved);
     }

@@ -198,9 +198,9 @@ pub(super) struct SlabHeader {
     owned_kept: AtomicUsize,
     /// Bytes of the kept spans (under the capacity lock).
     owned_kept_bytes: AtomicUsize,
-    /// The maintenance tick (`central::ticks`, low 32 bits) of the slab's last sweep of owned
-    /// spans others' frees left wholly free (`percpu::owned::sweep_freed`: at most one a
-    /// tick); under the capacity lock.
+    /// The maintenance tick (`central::ticks`, low 32 bits, plus one so that 0 names none) of
+    /// the slab's last sweep of owned spans others' frees left wholly free
+    /// (`percpu::owned::sweep_freed`: at most one a tick); under the capacity lock.
     owned_swept: AtomicU32,
     /// Whether the central lists' hint that the slab may own spans others' frees left wholly
     /// free (`central::owned_freed`) was set at the previous maintenance tick
