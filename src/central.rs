@@ -115,18 +115,29 @@ impl SlabBits {
         w.load(Ordering::Relaxed) & b != 0
     }
 
-    /// Sets slab `id`'s bit (written only when it was clear).
+    /// Sets slab `id`'s bit, always with a write that releases what the caller wrote before
+    /// (for a hint whose reader clears it with [`SlabBits::take`] and then reads that state:
+    /// a set skipped because the bit looked set could be lost to a clear that read the state
+    /// before the caller's writes, found by review).
     fn set(&self, id: usize) {
+        let (w, b) = self.at(id);
+        w.fetch_or(b, Ordering::Release);
+    }
+
+    /// Sets slab `id`'s bit, written only when it looks clear (for a hint that may be lost now
+    /// and then: it costs reuse, not memory held for good).
+    fn set_once(&self, id: usize) {
         let (w, b) = self.at(id);
         if w.load(Ordering::Relaxed) & b == 0 {
             w.fetch_or(b, Ordering::Relaxed);
         }
     }
 
-    /// Clears slab `id`'s bit; whether it was set.
+    /// Clears slab `id`'s bit, acquiring what the setters wrote before their sets; whether it
+    /// was set.
     fn take(&self, id: usize) -> bool {
         let (w, b) = self.at(id);
-        w.load(Ordering::Relaxed) & b != 0 && w.fetch_and(!b, Ordering::Relaxed) & b != 0
+        w.fetch_and(!b, Ordering::Acquire) & b != 0
     }
 
     /// Whether the bit of any slab below `n` other than `id` is set.
@@ -1128,7 +1139,7 @@ unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
                 if (*s).carved == (*s).capacity
                     && in_use.saturating_sub(listed) * 2 <= (*s).capacity
                 {
-                    OWNED_SPARSE.set(id);
+                    OWNED_SPARSE.set_once(id);
                 }
             }
             return false;

@@ -358,12 +358,12 @@ pub(super) fn sweep_freed(id: usize) {
 
 /// Calls `f(c, s)` for each span `s` of the slab's owned class lists (class `c`) that is not
 /// kept and is wholly free (every object out of it on its list; current ones included), in
-/// list order, until `f` returns false; false then, else true. `f` may give `s` back (take it
-/// off its list) or keep it, nothing else: the walk counts each list's spans first and saves
-/// each one's successor before `f` sees it.
+/// list order, until `f` returns false; false then, else true. The walk counts each list's
+/// spans first and saves each one's successor before `f` sees it.
 ///
 /// # Safety
-/// The caller holds the slab's capacity lock.
+/// The caller holds the slab's capacity lock; `f` may give `s` back (take it off its list) or
+/// keep it, and takes no other span off any of the slab's lists.
 unsafe fn walk_freed(slab: Slab, mut f: impl FnMut(usize, *mut Span) -> bool) -> bool {
     for c in MIN_CLASS..=MAX_CLASS {
         let head = slab.owned_list(c);
@@ -1768,18 +1768,19 @@ mod tests {
         );
         let id = current_rseq_id();
         let slab = Slab::of(id);
-        // A class no other unit test uses (528 B); every slab drained, as in the test above.
+        // A class no other unit test uses (576 B); every slab drained, as in the test above.
         let c = class_of(520);
         drain_where(|| false, |_, _| true);
         let keep = KEEP_BYTES.swap(usize::MAX, Ordering::Relaxed);
         // A sweep in a new tick (as far as the slab knows) with the hint set, tried until it
-        // took the capacity lock (another test's growth may hold it): until `done` holds.
+        // ran (it took the capacity lock, which another test's growth may hold, and stamped
+        // the tick) and `done` holds.
         let sweep_until = |done: &dyn Fn() -> bool| {
             for _ in 0..1000 {
                 slab.owned_swept().store(0, Ordering::Relaxed);
                 central::set_owned_freed(id);
                 sweep_freed(id);
-                if done() {
+                if slab.owned_swept().load(Ordering::Relaxed) != 0 && done() {
                     return;
                 }
                 std::thread::yield_now();
@@ -1807,7 +1808,8 @@ mod tests {
             free_owned(q, s, c);
         }
         sweep_until(&|| central::owned_freed(id));
-        let tick = central::ticks();
+        // The tick the sweep saw, plus one.
+        let stamp = slab.owned_swept().load(Ordering::Relaxed);
         assert_eq!(current(slab, c), s, "a current span stays");
         assert!(!kept(s), "and is not kept");
         check::check_owned(id, slab).unwrap();
@@ -1817,10 +1819,16 @@ mod tests {
         KEEP_BYTES.store(0, Ordering::Relaxed);
         central::set_owned_freed(id);
         sweep_freed(id);
-        if central::ticks() == tick {
+        if (central::ticks() as u32).wrapping_add(1) == stamp {
             assert_eq!(owner(s), arch::owner_of(id), "one sweep a tick");
         }
+        let given_back = GIVEN_BACK.load(Ordering::Relaxed);
         sweep_until(&|| owner(s) == NO_OWNER);
+        assert_eq!(
+            GIVEN_BACK.load(Ordering::Relaxed),
+            given_back + 1,
+            "the sweep gave it back"
+        );
         assert_disowned(slab, c, s);
         assert!(!central::owned_freed(id), "the hint cleared");
         check::check_owned(id, slab).unwrap();
