@@ -93,8 +93,8 @@ fn flush_if_pending() {
 /// against it there).
 pub const HINTED_SLABS: usize = 4096;
 
-/// One bit per slab (by index), set and read with relaxed atomics: a hint, which whoever acts on
-/// it checks again.
+/// One bit per slab (by index): a hint, which whoever acts on it checks again (each method says
+/// its memory ordering).
 struct SlabBits([AtomicU64; HINTED_SLABS / 64]);
 
 impl SlabBits {

@@ -7,6 +7,7 @@ mod common;
 
 use rseqmalloc::RseqMalloc;
 use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[global_allocator]
 static GLOBAL: RseqMalloc = RseqMalloc;
@@ -143,7 +144,7 @@ fn child_burst_in_address_order() {
 /// spans; its frees go back through the central lists as before).
 #[test]
 fn owned_spans_freed_on_another_cpu_go_back_at_the_owners_next_slow_path() {
-    owned_freed_elsewhere("child_owned_freed_elsewhere", "");
+    owned_freed_elsewhere("child_owned_freed_elsewhere");
 }
 
 /// The same when the owner stays busy on its fast paths alone (it pops and pushes one object
@@ -154,16 +155,16 @@ fn owned_spans_freed_on_another_cpu_go_back_at_the_owners_next_slow_path() {
 /// counted) all the same.
 #[test]
 fn owned_spans_freed_on_another_cpu_go_back_within_ticks_while_the_owner_stays_busy() {
-    owned_freed_elsewhere("child_owned_freed_elsewhere_busy", "");
+    owned_freed_elsewhere("child_owned_freed_elsewhere_busy");
 }
 
-/// Runs `child` in the three modes with `options` and checks that it passed.
-fn owned_freed_elsewhere(child: &str, options: &str) {
+/// Runs `child` in the three modes and checks that it passed.
+fn owned_freed_elsewhere(child: &str) {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         eprintln!("skipped: needs two CPUs to free on one what the other allocated");
         return;
     }
-    for (mode, out) in common::run_in_modes(child, CHILD, options) {
+    for (mode, out) in common::run_in_modes(child, CHILD, "") {
         let line = out.lines().find(|l| l.starts_with("retained"));
         eprintln!("[{mode}] {}", line.unwrap_or("(none)"));
         assert!(out.contains("RESULT ok"), "[{mode}] {out}");
@@ -185,8 +186,6 @@ fn child_owned_freed_elsewhere_busy() {
         freed_elsewhere(true);
     }
 }
-
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The steps of a test's threads, taken in turn: [`Steps::wait_for`] spins until a step is
 /// reached, and fails once another thread panicked (its [`Steps::guard`] says so).
@@ -427,7 +426,7 @@ fn freed_elsewhere(busy: bool) {
 /// 49"). In the three modes.
 #[test]
 fn memory_freed_on_another_cpu_is_reused_there_while_its_owner_stays() {
-    owned_freed_elsewhere("child_reuse_elsewhere", "");
+    owned_freed_elsewhere("child_reuse_elsewhere");
 }
 
 #[test]

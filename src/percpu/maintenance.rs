@@ -6,11 +6,11 @@
 //!
 //! A tick drains the per-CPU caches that stayed idle, and those that held owned spans other
 //! CPUs' frees left wholly free for a tick without a slow path to give them back
-//! ([`drain_idle`]), then asks the central
-//! lists to flush their idle transfer stacks (`central::flush_idle`) and to start a new
-//! window for their span churn counts (`central::new_tick`), and the page heap to release the
-//! pages free for longer than `decay_ms` (`PageHeap::release_free`): each layer decides what
-//! is idle in what it owns; this file only says when.
+//! ([`drain_idle`]), then asks the central lists to flush their idle transfer stacks
+//! (`central::flush_idle`) and to start a new window for their span churn counts
+//! (`central::new_tick`), and the page heap to release the pages free for longer than
+//! `decay_ms` (`PageHeap::release_free`): each layer decides what is idle in what it owns; this
+//! file only says when.
 //!
 //! May call: `central`, `config`, `guard`, `os`, `page_heap`, `size_class`, `sync`, and in this
 //! folder `drain`, `owned`, `remote`, `slab`.

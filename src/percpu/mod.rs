@@ -274,11 +274,11 @@ fn sweep_if_freed(id: usize) {
     }
 }
 
-/// Before slab `id` refills class `c` from owned spans (which may take a fresh span): drains
-/// the other slabs whose owned spans frees from elsewhere left at least half free
-/// (`central::owned_sparse_elsewhere`), at most once per maintenance tick in the process, so that their
-/// spans go back to the central lists, which list them, and this refill takes one of them
-/// rather than fresh memory. A thread that frees most of what a thread on another CPU
+/// Before slab `id` refills from owned spans (which may take a fresh span): drains the other
+/// slabs whose owned spans frees from elsewhere left at least half free
+/// (`central::owned_sparse_elsewhere`), at most once per maintenance tick in the process, so
+/// that their spans go back to the central lists, which list them, and this refill takes one
+/// of them rather than fresh memory. A thread that frees most of what a thread on another CPU
 /// allocated and allocates as much again otherwise took fresh spans for all of it while the
 /// other thread kept its CPU's slab (`benches/c/reuse_elsewhere.c`: 23 MB resident after the
 /// first allocation, 41 MB at the end, docs/benchmarks.md, "Session 49").
