@@ -181,10 +181,10 @@ pub fn set_owned_freed(id: usize) {
 
 /// Slabs that may own a span frees from elsewhere left at least half free (carved whole, at
 /// most half its objects out other than those on the owner's list: [`span_updated`]): other
-/// slabs cannot allocate from it while its owner keeps it, so a slab about to refill from owned
-/// spans asks ([`owned_sparse_elsewhere`]) and drains the slabs named
-/// (`percpu::drain_sparse_elsewhere`), after which these lists list their spans. Written only
-/// when such a free comes.
+/// slabs cannot allocate from it while its owner keeps it, so a slab whose owned refill would
+/// take a fresh span asks ([`owned_sparse_elsewhere`]) and drains the slabs named first
+/// (`percpu::refill_owned`), after which these lists list their spans. Written only when such a
+/// free comes.
 static OWNED_SPARSE: SlabBits = SlabBits::new();
 
 /// Whether a slab below `n` other than `id` may own a span frees from elsewhere left at least
@@ -618,17 +618,21 @@ fn new_span(inner: &mut Spans, c: usize, home: u32, long: bool) -> *mut Span {
 }
 
 /// Takes a span of class `c` for slab `home` to own (`percpu::owned`; docs/design.md, "Owned
-/// spans"): the class's first listed span, else a fresh one (whose home is `home`); unlisted
-/// and marked [`Span::in_slab`], so this list neither lists it nor returns it to the page heap
-/// until [`disown`]. Its owned words are left as they were (no owner): the caller publishes
-/// it. Null when the page heap found no memory.
-pub fn take_span_to_own(c: usize, home: u32) -> *mut Span {
+/// spans"): the class's first listed span, else, if `fresh_ok`, a fresh one (whose home is
+/// `home`); unlisted and marked [`Span::in_slab`], so this list neither lists it nor returns
+/// it to the page heap until [`disown`]. Its owned words are left as they were (no owner): the
+/// caller publishes it. Null when no span is listed and `fresh_ok` is false, or the page heap
+/// found no memory.
+pub fn take_span_to_own(c: usize, home: u32, fresh_ok: bool) -> *mut Span {
     let mut g = CENTRAL[c].spans.lock();
     let inner = &mut *g;
     let mut s = inner.list.first();
     // SAFETY: a listed span of the class, or a fresh one; both under the class lock.
     unsafe {
         if s.is_null() {
+            if !fresh_ok {
+                return s;
+            }
             s = new_span(inner, c, home, true);
             if s.is_null() {
                 return s;
@@ -1666,6 +1670,44 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Without `fresh_ok`, `take_span_to_own` takes a span the class lists and never a fresh
+    /// one: an owned refill that may first drain other slabs' half-free spans
+    /// (`percpu::refill_owned`) takes no fresh memory before it has.
+    #[test]
+    fn a_span_to_own_is_fresh_only_when_asked() {
+        // A class no other test uses.
+        let c = class_of(1600);
+        assert!(
+            take_span_to_own(c, 0, false).is_null(),
+            "nothing listed: no span taken"
+        );
+        let s = take_span_to_own(c, 0, true);
+        assert!(!s.is_null(), "a fresh span when asked");
+        let mut one = [null_mut(); 1];
+        // SAFETY: a span just taken to own, which no slab owns or reaches: ours alone, as a
+        // slab's span under its capacity lock; given up with nothing on its list.
+        unsafe {
+            assert_eq!(take_from_owned(s, c, &mut one), 1);
+            disown(s, c, &[]);
+        }
+        CENTRAL[c].check_invariants(c).unwrap();
+        assert_eq!(
+            take_span_to_own(c, 0, false),
+            s,
+            "the listed span, one object out"
+        );
+        // SAFETY: as above; then the object goes back, and the span with it.
+        unsafe {
+            disown(s, c, &[]);
+            free_to_spans(c, &one);
+        }
+        CENTRAL[c].check_invariants(c).unwrap();
+        assert!(
+            take_span_to_own(c, 0, false).is_null(),
+            "the span went back to the page heap"
+        );
     }
 
     /// A batch whose objects come from several spans, in runs that break at every object or

@@ -274,30 +274,38 @@ fn sweep_if_freed(id: usize) {
     }
 }
 
-/// Before slab `id` refills from owned spans (which may take a fresh span): drains the other
-/// slabs whose owned spans frees from elsewhere left at least half free
-/// (`central::owned_sparse_elsewhere`), at most once per maintenance tick in the process, so
-/// that their spans go back to the central lists, which list them, and this refill takes one
-/// of them rather than fresh memory. A thread that frees most of what a thread on another CPU
-/// allocated and allocates as much again otherwise took fresh spans for all of it while the
-/// other thread kept its CPU's slab (`benches/c/reuse_elsewhere.c`: 23 MB resident after the
-/// first allocation, 41 MB at the end, docs/benchmarks.md, "Session 49").
-fn drain_sparse_elsewhere(id: usize) {
-    /// The tick of the last such drain, plus one (0: none yet).
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    if !central::owned_sparse_elsewhere(G.nslabs.load(Ordering::Relaxed), id) {
-        return;
-    }
+/// The owned part of slab `id`'s allocation slow path for class `c` ([`owned::refill`]),
+/// taking a fresh span only when no other slab may hold spans that frees from elsewhere left
+/// at least half free (`central::owned_sparse_elsewhere`). When one may, and the refill found
+/// nothing but a fresh span would do, those slabs are drained first, at most once per
+/// maintenance tick in the process ([`SPARSE_DRAINED`]): their spans go back to the central
+/// lists, which list them, and the refill takes one of them rather than fresh memory. A
+/// thread that frees most of what a thread on another CPU allocated and allocates as much
+/// again otherwise took fresh spans for all of it while the other thread kept its CPU's slab
+/// (`benches/c/reuse_elsewhere.c`: 23 MB resident after the first allocation, 41 MB at the
+/// end, docs/benchmarks.md, "Session 49"). A refill that its own spans, a kept one or a span
+/// the central lists hold can serve drains nobody.
+fn refill_owned(c: usize, id: usize) -> *mut u8 {
     let tick = central::ticks().wrapping_add(1);
-    if LAST.load(Ordering::Relaxed) == tick || LAST.swap(tick, Ordering::Relaxed) == tick {
-        return;
+    let sparse = SPARSE_DRAINED.load(Ordering::Relaxed) != tick
+        && central::owned_sparse_elsewhere(G.nslabs.load(Ordering::Relaxed), id);
+    let p = owned::refill(c, id, !sparse);
+    if !p.is_null() || !sparse {
+        return p;
     }
-    let _errno = crate::os::ErrnoKeeper::new();
-    drain_where(
-        || false,
-        |i, slab| i != id && central::take_owned_sparse(i) && owned::owns_any(slab),
-    );
+    if SPARSE_DRAINED.swap(tick, Ordering::Relaxed) != tick {
+        let _errno = crate::os::ErrnoKeeper::new();
+        drain_where(
+            || false,
+            |i, slab| i != id && central::take_owned_sparse(i) && owned::owns_any(slab),
+        );
+    }
+    owned::refill(c, id, true)
 }
+
+/// The maintenance tick (plus one; 0: none yet) of the last drain of slabs holding spans that
+/// frees from elsewhere left half free ([`refill_owned`]).
+static SPARSE_DRAINED: AtomicU64 = AtomicU64::new(0);
 
 // Every slab has its bit in the central lists' hints.
 const _: () = assert!(slab::MAX_SLABS <= central::HINTED_SLABS);
@@ -338,8 +346,7 @@ pub fn alloc_slow(c: usize, owned: bool) -> *mut u8 {
                 }
             }
             if owned && !central::has_transfer(c) {
-                drain_sparse_elsewhere(id);
-                let p = owned::refill(c, id);
+                let p = refill_owned(c, id);
                 if !p.is_null() {
                     return p;
                 }

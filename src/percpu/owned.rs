@@ -568,16 +568,17 @@ unsafe fn push_all(s: *mut Span, objs: &[*mut u8], key: usize) -> bool {
 /// `id`: an object (still tagged free; its first word may hold a stale link, which the C path
 /// clears, `lib::alloc_owned`) from the slab's owned spans —
 /// collected from the current span's bitmap, from another span of the slab's list, or from a
-/// new span the slab takes — or null when it cannot (the capacity lock is busy, the thread
-/// moved, no memory); the caller then takes the stack path.
-pub(super) fn refill(c: usize, id: usize) -> *mut u8 {
+/// span the slab takes from the central lists (a fresh one only if `fresh_ok`) — or null when
+/// it cannot (the capacity lock is busy, the thread moved, no memory, or only a fresh span
+/// would do and `fresh_ok` is false); the caller then drains others or takes the stack path.
+pub(super) fn refill(c: usize, id: usize, fresh_ok: bool) -> *mut u8 {
     debug_assert!(c > 0 && c < NUM_CLASSES);
     let slab = Slab::of(id);
     if !slab.cap_lock().try_lock() {
         return null_mut();
     }
     free_tag::init();
-    let p = refill_locked(slab, c, id);
+    let p = refill_locked(slab, c, id, fresh_ok);
     slab.cap_lock().unlock();
     p
 }
@@ -585,8 +586,9 @@ pub(super) fn refill(c: usize, id: usize) -> *mut u8 {
 /// [`refill`] under the slab's capacity lock. In order: objects pushed onto the current
 /// span's list since the pop failed; another owned span with objects on its list (freed
 /// here); the current span's bitmap (carving it further, or what other CPUs freed); another
-/// owned span with objects in its bitmap; a new span.
-fn refill_locked(slab: Slab, c: usize, id: usize) -> *mut u8 {
+/// owned span with objects in its bitmap; a kept span turned over; a span from the central
+/// lists (a fresh one only if `fresh_ok`).
+fn refill_locked(slab: Slab, c: usize, id: usize, fresh_ok: bool) -> *mut u8 {
     let key = free_tag::key();
     let cur = slab.owned_cur(c).load(Ordering::Relaxed);
     let cur_span = if cur == 0 {
@@ -632,7 +634,7 @@ fn refill_locked(slab: Slab, c: usize, id: usize) -> *mut u8 {
         s = unsafe { reclass_oldest(slab, c, id) };
     }
     if s.is_null() {
-        s = central::take_span_to_own(c, id as u32);
+        s = central::take_span_to_own(c, id as u32, fresh_ok);
         if s.is_null() {
             return null_mut();
         }
@@ -1260,7 +1262,7 @@ mod tests {
         let (slab, other) = (Slab::of(id), (id + 1) % slabs);
         let c = class_of(SIZE);
         drain(id);
-        let p = refill(c, id);
+        let p = refill(c, id, true);
         assert!(!p.is_null());
         let s = current(slab, c);
         // SAFETY: the slab layout is set up; null names no span.
@@ -1410,7 +1412,7 @@ mod tests {
         let keep = KEEP_BYTES.swap(0, Ordering::Relaxed);
 
         // Taken: one object handed out, the rest of a batch on the span's list.
-        let p0 = refill(c, id);
+        let p0 = refill(c, id, true);
         assert!(!p0.is_null());
         assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken + 1);
         let s = current(slab, c);
@@ -1479,7 +1481,7 @@ mod tests {
         assert_disowned(slab, c, s);
 
         // Drained with objects out: the span goes back, the objects stay valid.
-        let q = refill(c, id);
+        let q = refill(c, id, true);
         assert!(!q.is_null());
         let s2 = current(slab, c);
         let live = [q, pop(c), pop(c)];
@@ -1502,12 +1504,12 @@ mod tests {
         crate::os::set_affinity(&saved);
     }
 
-    /// `refill(c, id)`, tried until it gave an object: it fails while another test's growth
+    /// `refill(c, id, true)`, tried until it gave an object: it fails while another test's growth
     /// holds the capacity lock, or a drain has the slab stopped.
     #[track_caller]
     fn refill_until(c: usize, id: usize) -> *mut u8 {
         for _ in 0..1000 {
-            let p = refill(c, id);
+            let p = refill(c, id, true);
             if !p.is_null() {
                 return p;
             }
