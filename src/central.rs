@@ -181,10 +181,10 @@ pub fn set_owned_freed(id: usize) {
 
 /// Slabs that may own a span frees from elsewhere left at least half free (carved whole, at
 /// most half its objects out other than those on the owner's list: [`span_updated`]): other
-/// slabs cannot allocate from it while its owner keeps it, so a slab whose owned refill would
-/// take a fresh span asks ([`owned_sparse_elsewhere`]) and drains the slabs named first
-/// (`percpu::refill_owned`), after which these lists list their spans. Written only when such a
-/// free comes.
+/// slabs cannot allocate from it while its owner keeps it, so an owned refill asks
+/// ([`owned_sparse_elsewhere`]), takes no fresh span while the hint names another slab, and
+/// when only a fresh one would do drains the slabs named first (`percpu::refill_owned`), after
+/// which these lists list their spans. Written only when such a free comes.
 static OWNED_SPARSE: SlabBits = SlabBits::new();
 
 /// Whether a slab below `n` other than `id` may own a span frees from elsewhere left at least

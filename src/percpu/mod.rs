@@ -274,33 +274,38 @@ fn sweep_if_freed(id: usize) {
     }
 }
 
-/// The owned part of slab `id`'s allocation slow path for class `c` ([`owned::refill`]),
-/// taking a fresh span only when no other slab may hold spans that frees from elsewhere left
-/// at least half free (`central::owned_sparse_elsewhere`). When one may, and the refill found
-/// nothing but a fresh span would do, those slabs are drained first, at most once per
-/// maintenance tick in the process ([`SPARSE_DRAINED`]): their spans go back to the central
-/// lists, which list them, and the refill takes one of them rather than fresh memory. A
-/// thread that frees most of what a thread on another CPU allocated and allocates as much
-/// again otherwise took fresh spans for all of it while the other thread kept its CPU's slab
+/// The owned part of slab `id`'s allocation slow path for class `c` ([`owned::refill`]). While
+/// another slab may hold spans that frees from elsewhere left at least half free
+/// (`central::owned_sparse_elsewhere`) and no drain of such slabs ran in this maintenance tick
+/// ([`SPARSE_DRAINED`]), the refill may not take a fresh span; when only a fresh span would do
+/// ([`owned::Refilled::WantsFresh`]), those slabs are drained (at most once a tick in the
+/// process) and the refill runs again, fresh spans allowed: their spans went back to the
+/// central lists, which list them, and it takes one of them rather than fresh memory. A thread
+/// that frees most of what a thread on another CPU allocated and allocates as much again
+/// otherwise took fresh spans for all of it while the other thread kept its CPU's slab
 /// (`benches/c/reuse_elsewhere.c`: 23 MB resident after the first allocation, 41 MB at the
 /// end, docs/benchmarks.md, "Session 49"). A refill that its own spans, a kept one or a span
-/// the central lists hold can serve drains nobody.
+/// the central lists hold can serve, or that failed otherwise (the capacity lock busy, the
+/// thread moved), drains nobody.
 fn refill_owned(c: usize, id: usize) -> *mut u8 {
-    let tick = central::ticks().wrapping_add(1);
-    let sparse = SPARSE_DRAINED.load(Ordering::Relaxed) != tick
+    let sparse = SPARSE_DRAINED.load(Ordering::Relaxed) != central::ticks().wrapping_add(1)
         && central::owned_sparse_elsewhere(G.nslabs.load(Ordering::Relaxed), id);
-    let p = owned::refill(c, id, !sparse);
-    if !p.is_null() || !sparse {
-        return p;
+    match owned::refill(c, id, !sparse) {
+        owned::Refilled::Object(p) => return p,
+        owned::Refilled::Nothing => return null_mut(),
+        owned::Refilled::WantsFresh => {}
     }
-    if SPARSE_DRAINED.swap(tick, Ordering::Relaxed) != tick {
+    // The tick read again: one that moved on since is this drain's (`fetch_max`: a thread with
+    // the older tick cannot claim the newer one's drain back).
+    let tick = central::ticks().wrapping_add(1);
+    if SPARSE_DRAINED.fetch_max(tick, Ordering::Relaxed) < tick {
         let _errno = crate::os::ErrnoKeeper::new();
         drain_where(
             || false,
             |i, slab| i != id && central::take_owned_sparse(i) && owned::owns_any(slab),
         );
     }
-    owned::refill(c, id, true)
+    owned::refill(c, id, true).object()
 }
 
 /// The maintenance tick (plus one; 0: none yet) of the last drain of slabs holding spans that

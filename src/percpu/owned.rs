@@ -564,31 +564,63 @@ unsafe fn push_all(s: *mut Span, objs: &[*mut u8], key: usize) -> bool {
     unsafe { arch::owned_push_chain(words_of(s), first, last, objs.len(), key) != 0 }
 }
 
+/// What [`refill`] got.
+pub(super) enum Refilled {
+    /// An object (still tagged free; its first word may hold a stale link, which the C path
+    /// clears, `lib::alloc_owned`).
+    Object(*mut u8),
+    /// Nothing of the slab's own, no kept span to turn over and no span the central lists
+    /// list: only a fresh span would do, which the caller did not allow (`fresh_ok` false).
+    WantsFresh,
+    /// Nothing: the capacity lock was busy, the thread moved, or no memory.
+    Nothing,
+}
+
+impl Refilled {
+    /// The object, or null.
+    pub(super) fn object(self) -> *mut u8 {
+        match self {
+            Refilled::Object(p) => p,
+            _ => null_mut(),
+        }
+    }
+}
+
 /// The owned part of the allocation slow path for class `c`, for a thread that ran on slab
-/// `id`: an object (still tagged free; its first word may hold a stale link, which the C path
-/// clears, `lib::alloc_owned`) from the slab's owned spans —
-/// collected from the current span's bitmap, from another span of the slab's list, or from a
-/// span the slab takes from the central lists (a fresh one only if `fresh_ok`) — or null when
-/// it cannot (the capacity lock is busy, the thread moved, no memory, or only a fresh span
-/// would do and `fresh_ok` is false); the caller then drains others or takes the stack path.
-pub(super) fn refill(c: usize, id: usize, fresh_ok: bool) -> *mut u8 {
+/// `id`: an object from the slab's owned spans — collected from the current span's bitmap,
+/// from another span of the slab's list, or from a span the slab takes from the central lists
+/// (a fresh one only if `fresh_ok`) — or why there is none ([`Refilled`]); the caller then
+/// drains others or takes the stack path.
+pub(super) fn refill(c: usize, id: usize, fresh_ok: bool) -> Refilled {
     debug_assert!(c > 0 && c < NUM_CLASSES);
     let slab = Slab::of(id);
     if !slab.cap_lock().try_lock() {
-        return null_mut();
+        return Refilled::Nothing;
     }
     free_tag::init();
-    let p = refill_locked(slab, c, id, fresh_ok);
+    let mut wants_fresh = false;
+    let p = refill_locked(slab, c, id, fresh_ok, &mut wants_fresh);
     slab.cap_lock().unlock();
-    p
+    match (p.is_null(), wants_fresh) {
+        (false, _) => Refilled::Object(p),
+        (true, true) => Refilled::WantsFresh,
+        (true, false) => Refilled::Nothing,
+    }
 }
 
 /// [`refill`] under the slab's capacity lock. In order: objects pushed onto the current
 /// span's list since the pop failed; another owned span with objects on its list (freed
 /// here); the current span's bitmap (carving it further, or what other CPUs freed); another
 /// owned span with objects in its bitmap; a kept span turned over; a span from the central
-/// lists (a fresh one only if `fresh_ok`).
-fn refill_locked(slab: Slab, c: usize, id: usize, fresh_ok: bool) -> *mut u8 {
+/// lists (a fresh one only if `fresh_ok`: else, with none listed, `wants_fresh` is set and the
+/// result is null).
+fn refill_locked(
+    slab: Slab,
+    c: usize,
+    id: usize,
+    fresh_ok: bool,
+    wants_fresh: &mut bool,
+) -> *mut u8 {
     let key = free_tag::key();
     let cur = slab.owned_cur(c).load(Ordering::Relaxed);
     let cur_span = if cur == 0 {
@@ -636,6 +668,7 @@ fn refill_locked(slab: Slab, c: usize, id: usize, fresh_ok: bool) -> *mut u8 {
     if s.is_null() {
         s = central::take_span_to_own(c, id as u32, fresh_ok);
         if s.is_null() {
+            *wants_fresh = !fresh_ok;
             return null_mut();
         }
         // SAFETY: a span just marked `in_slab` for us, which no section can reach yet.
@@ -1262,7 +1295,7 @@ mod tests {
         let (slab, other) = (Slab::of(id), (id + 1) % slabs);
         let c = class_of(SIZE);
         drain(id);
-        let p = refill(c, id, true);
+        let p = refill(c, id, true).object();
         assert!(!p.is_null());
         let s = current(slab, c);
         // SAFETY: the slab layout is set up; null names no span.
@@ -1412,7 +1445,7 @@ mod tests {
         let keep = KEEP_BYTES.swap(0, Ordering::Relaxed);
 
         // Taken: one object handed out, the rest of a batch on the span's list.
-        let p0 = refill(c, id, true);
+        let p0 = refill(c, id, true).object();
         assert!(!p0.is_null());
         assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken + 1);
         let s = current(slab, c);
@@ -1481,7 +1514,7 @@ mod tests {
         assert_disowned(slab, c, s);
 
         // Drained with objects out: the span goes back, the objects stay valid.
-        let q = refill(c, id, true);
+        let q = refill(c, id, true).object();
         assert!(!q.is_null());
         let s2 = current(slab, c);
         let live = [q, pop(c), pop(c)];
@@ -1504,12 +1537,12 @@ mod tests {
         crate::os::set_affinity(&saved);
     }
 
-    /// `refill(c, id, true)`, tried until it gave an object: it fails while another test's growth
-    /// holds the capacity lock, or a drain has the slab stopped.
+    /// `refill(c, id, true)`, tried until it gave an object: it fails while another test's
+    /// growth holds the capacity lock, or a drain has the slab stopped.
     #[track_caller]
     fn refill_until(c: usize, id: usize) -> *mut u8 {
         for _ in 0..1000 {
-            let p = refill(c, id, true);
+            let p = refill(c, id, true).object();
             if !p.is_null() {
                 return p;
             }
