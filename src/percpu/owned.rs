@@ -166,8 +166,8 @@ fn span_of_words(w: usize) -> *mut Span {
 /// # Safety
 /// `s` is a span record (pool memory, always readable).
 unsafe fn listed_objects(s: *mut Span) -> usize {
-    // SAFETY: the caller's contract.
-    (unsafe { (*Span::ext(s)).owned.local.load(Ordering::Relaxed) } >> 48) as usize
+    // SAFETY: the caller's contract: the record's extension is pool memory too.
+    unsafe { SpanExt::listed(Span::ext(s)) as usize }
 }
 
 /// Aborts: the owned list of a span is corrupt at `p` (it lacks its free tag, or its link
@@ -251,7 +251,7 @@ pub unsafe fn push(obj: *mut u8, span: *mut Span, c: usize) -> bool {
 #[inline(never)]
 unsafe fn give_back_free(s: *mut Span) {
     // SAFETY: the caller's contract: records and their extensions are pool memory, readable.
-    let owner = unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) } as usize;
+    let owner = unsafe { SpanExt::owner(Span::ext(s)) } as usize;
     if owner != NO_OWNER as usize && owner <= super::state::G.nslabs.load(Ordering::Relaxed) {
         // SAFETY: forwarded contract.
         unsafe { give_back_as(owner - 1, s) };
@@ -281,7 +281,7 @@ unsafe fn give_back_as(a: usize, s: *mut Span) {
         return;
     }
     // SAFETY: as in `give_back_free`.
-    let owner = unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) };
+    let owner = unsafe { SpanExt::owner(Span::ext(s)) };
     if owner != arch::owner_of(a) {
         slab.cap_lock().unlock();
         return;
@@ -1646,6 +1646,39 @@ mod tests {
         }
     }
 
+    /// The kept-span tests' set-up, undone when dropped: the thread pinned in both rseq modes
+    /// (`pinned_in_both_rseq_modes`, as `test`), every slab drained (no object of the test's
+    /// classes waits in a stack, from another test's frees on another CPU, so the spans taken
+    /// have every object out of them here), and keeping unbounded (`KEEP_BYTES`) until a test
+    /// sets its own bound. Returns the set-up, the slab's id and the slab.
+    fn kept_setup(test: &str) -> (KeptSetup, usize, Slab) {
+        let (serial, saved) = pinned_in_both_rseq_modes(test, 64);
+        let id = current_rseq_id();
+        drain_where(|| false, |_, _| true);
+        let keep = KEEP_BYTES.swap(usize::MAX, Ordering::Relaxed);
+        let setup = KeptSetup {
+            keep,
+            saved,
+            _serial: serial,
+        };
+        (setup, id, Slab::of(id))
+    }
+
+    /// See [`kept_setup`]; dropped, restores the bound and the thread's affinity, then lets
+    /// the next test run.
+    struct KeptSetup {
+        keep: usize,
+        saved: crate::os::CpuSet,
+        _serial: std::sync::MutexGuard<'static, ()>,
+    }
+
+    impl Drop for KeptSetup {
+        fn drop(&mut self) {
+            KEEP_BYTES.store(self.keep, Ordering::Relaxed);
+            crate::os::set_affinity(&self.saved);
+        }
+    }
+
     /// A span a free leaves wholly free (not current) is kept for reuse: its class takes it
     /// back as it was; other classes of the same span length take it over without the page
     /// heap, with a bitmap of the same size (zeroed) and of another size (swapped); a span
@@ -1653,22 +1686,15 @@ mod tests {
     /// every kept span.
     #[test]
     fn a_wholly_free_span_is_kept_reused_turned_over_evicted_and_drained() {
-        let (_serial, saved) = pinned_in_both_rseq_modes(
+        let (_setup, id, slab) = kept_setup(
             "percpu::owned::tests::a_wholly_free_span_is_kept_reused_turned_over_evicted_and_drained",
-            64,
         );
-        let id = current_rseq_id();
-        let slab = Slab::of(id);
         // Classes no other unit test uses (the other tests here leave objects of `SIZE` in
         // per-CPU stacks, central's use 896 B and 1 KiB): 704 and 768 bytes, with 2-word
         // bitmaps, and 448 with 4 words.
         let (c, c2, c3) = (class_of(700), class_of(760), class_of(440));
         let words = |k| crate::span::bitmap_words(65536 / size_of(k));
         assert_eq!((words(c), words(c2), words(c3)), (2, 2, 4));
-        // Every slab drained: no object of the classes waits in a stack (another test's frees
-        // on another CPU), so the spans taken have every object out of them here.
-        drain_where(|| false, |_, _| true);
-        let keep = KEEP_BYTES.swap(usize::MAX, Ordering::Relaxed);
 
         // Kept: still owned, on the kept list, its bytes counted.
         let s = a_wholly_free_span(slab, id, c);
@@ -1744,8 +1770,6 @@ mod tests {
         for k in [c, c2, c3] {
             crate::central::CENTRAL[k].check_invariants(k).unwrap();
         }
-        KEEP_BYTES.store(keep, Ordering::Relaxed);
-        crate::os::set_affinity(&saved);
     }
 
     /// The oldest kept span, when it is of the class the refill wants (its walks did not reach
@@ -1753,15 +1777,9 @@ mod tests {
     /// nothing counted as turned over (found by review: it was turned over to its own class).
     #[test]
     fn the_oldest_kept_span_of_the_class_is_taken_as_it_is() {
-        let (_serial, saved) = pinned_in_both_rseq_modes(
-            "percpu::owned::tests::the_oldest_kept_span_of_the_class_is_taken_as_it_is",
-            64,
-        );
-        let id = current_rseq_id();
-        let slab = Slab::of(id);
+        let (_setup, id, slab) =
+            kept_setup("percpu::owned::tests::the_oldest_kept_span_of_the_class_is_taken_as_it_is");
         let c = class_of(700);
-        drain_where(|| false, |_, _| true);
-        let keep = KEEP_BYTES.swap(usize::MAX, Ordering::Relaxed);
         let s = a_wholly_free_span(slab, id, c);
         give_back_until(s, || kept(s));
         // SAFETY: a span record the slab owns.
@@ -1787,8 +1805,6 @@ mod tests {
         check::check_owned(id, slab).unwrap();
         drain(id);
         assert_disowned(slab, c, s);
-        KEEP_BYTES.store(keep, Ordering::Relaxed);
-        crate::os::set_affinity(&saved);
     }
 
     /// The sweep (`sweep_freed`) of the spans others' frees left wholly free: keeps such a span
@@ -1797,16 +1813,11 @@ mod tests {
     /// be current); runs once a tick; and retires and gives back a span past the kept bound.
     #[test]
     fn the_sweep_keeps_or_gives_back_wholly_free_spans_but_never_a_current_one() {
-        let (_serial, saved) = pinned_in_both_rseq_modes(
+        let (_setup, id, slab) = kept_setup(
             "percpu::owned::tests::the_sweep_keeps_or_gives_back_wholly_free_spans_but_never_a_current_one",
-            64,
         );
-        let id = current_rseq_id();
-        let slab = Slab::of(id);
-        // A class no other unit test uses (576 B); every slab drained, as in the test above.
+        // A class no other unit test uses (576 B).
         let c = class_of(520);
-        drain_where(|| false, |_, _| true);
-        let keep = KEEP_BYTES.swap(usize::MAX, Ordering::Relaxed);
         // A sweep in a new tick (as far as the slab knows) with the hint set, tried until it
         // ran (it took the capacity lock, which another test's growth may hold, and stamped
         // the tick) and `done` holds.
@@ -1868,7 +1879,5 @@ mod tests {
         assert!(!central::owned_freed(id), "the hint cleared");
         check::check_owned(id, slab).unwrap();
         crate::central::CENTRAL[c].check_invariants(c).unwrap();
-        KEEP_BYTES.store(keep, Ordering::Relaxed);
-        crate::os::set_affinity(&saved);
     }
 }
