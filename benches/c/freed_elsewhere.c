@@ -15,56 +15,37 @@
  *
  * Arguments: SIZE (400), MIB (20), ROUNDS (1), IDLE (none). */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
+
+#include "cross_cpu.h"
 
 static void **objs;
 static size_t n, size;
 
-static void pin(int cpu) {
-    cpu_set_t s;
-    CPU_ZERO(&s);
-    CPU_SET(cpu, &s);
-    sched_setaffinity(0, sizeof s, &s);
-}
-
 static void *alloc_thread(void *arg) {
     (void)arg;
-    pin(0);
-    for (size_t i = 0; i < n; i++) {
-        objs[i] = malloc(size);
-        memset(objs[i], 1, size);
-    }
+    pin_to_cpu("freed_elsewhere", 0);
+    fill_empty_slots(objs, n, size, 1);
     return NULL;
 }
 
 static void *free_thread(void *arg) {
     (void)arg;
-    pin(1);
-    for (size_t i = 0; i < n; i++)
+    pin_to_cpu("freed_elsewhere", 1);
+    for (size_t i = 0; i < n; i++) {
         free(objs[i]);
+        objs[i] = NULL;
+    }
     return NULL;
-}
-
-/* A figure of rseqmalloc's (0 when the library is not there). */
-static size_t figure(const char *name) {
-    int (*ctl)(const char *, char *, size_t) = (int (*)(const char *, char *, size_t))dlsym(
-        RTLD_DEFAULT, "rseqmalloc_ctl");
-    char buf[64];
-    if (!ctl || ctl(name, buf, sizeof buf) != 0)
-        return 0;
-    return strtoull(buf, NULL, 10);
 }
 
 static void report(const char *when) {
     printf("%s: allocated %zu active %zu free %zu resident %zu\n", when,
-           figure("stats.allocated"), figure("stats.active"), figure("stats.free"),
-           figure("stats.resident"));
+           rseqmalloc_figure("stats.allocated"), rseqmalloc_figure("stats.active"),
+           rseqmalloc_figure("stats.free"), rseqmalloc_figure("stats.resident"));
 }
 
 int main(int argc, char **argv) {
@@ -85,7 +66,7 @@ int main(int argc, char **argv) {
     }
     if (argc > 4) {
         sleep(atoi(argv[4]));
-        pin(1);
+        pin_to_cpu("freed_elsewhere", 1);
         size_t m = (1 << 20) / size;
         void **v = malloc(m * sizeof *v);
         for (int k = 0; k < 4; k++) {

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cross_cpu.h"
 #include "small_sizes.h"
 
 #define BATCH 64
@@ -47,19 +48,9 @@ static unsigned char fill_of(uint64_t id) {
     return (unsigned char)(mix(id) | 1);
 }
 
-static void pin(int cpu) {
-    cpu_set_t s;
-    CPU_ZERO(&s);
-    CPU_SET(cpu, &s);
-    if (pthread_setaffinity_np(pthread_self(), sizeof s, &s) != 0) {
-        fprintf(stderr, "pinned_pair: cannot pin to CPU %d\n", cpu);
-        exit(2);
-    }
-}
-
 static void *produce(void *arg) {
     (void)arg;
-    pin(cpu_p);
+    pin_to_cpu("pinned_pair", cpu_p);
     uint64_t rng = 1;
     for (long b = 0; b < batches; b++) {
         while (b - atomic_load_explicit(&tail, memory_order_acquire) >= RING)
@@ -83,7 +74,7 @@ static void *produce(void *arg) {
 
 static void *consume(void *arg) {
     (void)arg;
-    pin(cpu_c);
+    pin_to_cpu("pinned_pair", cpu_c);
     for (long b = 0; b < batches; b++) {
         while (atomic_load_explicit(&head, memory_order_acquire) <= b)
             sched_yield();

@@ -16,32 +16,21 @@
  *
  * Arguments: SIZE (400), MIB (20), KEEP (8). */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
+
+#include "cross_cpu.h"
 
 static void **objs;
 static size_t n, size, keep;
 static atomic_int phase;
 
-static void pin(int cpu) {
-    cpu_set_t s;
-    CPU_ZERO(&s);
-    CPU_SET(cpu, &s);
-    sched_setaffinity(0, sizeof s, &s);
-}
-
 static void *thread_a(void *arg) {
     (void)arg;
-    pin(0);
-    for (size_t i = 0; i < n; i++) {
-        objs[i] = malloc(size);
-        memset(objs[i], 1, size);
-    }
+    pin_to_cpu("reuse_elsewhere", 0);
+    fill_empty_slots(objs, n, size, 1);
     atomic_store(&phase, 1);
     while (atomic_load(&phase) != 2)
         ;
@@ -50,28 +39,14 @@ static void *thread_a(void *arg) {
 
 static void *thread_b(void *arg) {
     (void)arg;
-    pin(1);
+    pin_to_cpu("reuse_elsewhere", 1);
     for (size_t i = 0; i < n; i++)
         if (i % keep) {
             free(objs[i]);
             objs[i] = NULL;
         }
-    for (size_t i = 0; i < n; i++)
-        if (!objs[i]) {
-            objs[i] = malloc(size);
-            memset(objs[i], 2, size);
-        }
+    fill_empty_slots(objs, n, size, 2);
     return NULL;
-}
-
-/* A figure of rseqmalloc's (0 when the library is not there). */
-static size_t figure(const char *name) {
-    int (*ctl)(const char *, char *, size_t) = (int (*)(const char *, char *, size_t))dlsym(
-        RTLD_DEFAULT, "rseqmalloc_ctl");
-    char buf[64];
-    if (!ctl || ctl(name, buf, sizeof buf) != 0)
-        return 0;
-    return strtoull(buf, NULL, 10);
 }
 
 static size_t resident(void) {
@@ -101,6 +76,6 @@ int main(int argc, char **argv) {
     atomic_store(&phase, 2);
     pthread_join(a, NULL);
     printf("resident %zu MB after A's allocation, %zu MB at the end; active %zu MB\n",
-           before >> 20, resident() >> 20, figure("stats.active") >> 20);
+           before >> 20, resident() >> 20, rseqmalloc_figure("stats.active") >> 20);
     return 0;
 }
