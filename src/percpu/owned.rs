@@ -322,8 +322,7 @@ unsafe fn give_back_as(a: usize, s: *mut Span) {
 /// sweep stops there).
 pub(super) fn sweep_freed(id: usize) {
     let slab = Slab::of(id);
-    // Plus one: a slab's word starts at 0, before the first tick.
-    let tick = (central::ticks() as u32).wrapping_add(1);
+    let tick = sweep_stamp();
     if slab.owned_swept().load(Ordering::Relaxed) == tick || !slab.cap_lock().try_lock() {
         return;
     }
@@ -354,6 +353,12 @@ pub(super) fn sweep_freed(id: usize) {
         central::set_owned_freed(id);
     }
     slab.cap_lock().unlock();
+}
+
+/// What a sweep in the current maintenance tick stamps a slab with (`Slab::owned_swept`): the
+/// tick count's low 32 bits plus one, since a slab's word starts at 0, before the first tick.
+fn sweep_stamp() -> u32 {
+    (central::ticks() as u32).wrapping_add(1)
 }
 
 /// Calls `f(c, s)` for each span `s` of the slab's owned class lists (class `c`) that is not
@@ -399,9 +404,8 @@ pub(super) fn freed_unswept(i: usize, slab: Slab) -> bool {
     if seen != hinted {
         seen_word.store(hinted as u32, Ordering::Relaxed);
     }
-    // A sweep since the previous tick stamped the count that tick left, plus one.
-    let swept =
-        slab.owned_swept().load(Ordering::Relaxed) == (central::ticks() as u32).wrapping_add(1);
+    // A sweep since the previous tick stamped the count that tick left.
+    let swept = slab.owned_swept().load(Ordering::Relaxed) == sweep_stamp();
     hinted && seen && !swept && holds_freed(slab)
 }
 
@@ -1865,7 +1869,7 @@ mod tests {
         KEEP_BYTES.store(0, Ordering::Relaxed);
         central::set_owned_freed(id);
         sweep_freed(id);
-        if (central::ticks() as u32).wrapping_add(1) == stamp {
+        if sweep_stamp() == stamp {
             assert_eq!(owner(s), arch::owner_of(id), "one sweep a tick");
         }
         let given_back = GIVEN_BACK.load(Ordering::Relaxed);
