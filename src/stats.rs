@@ -169,7 +169,7 @@ pub fn stats() -> Stats {
     let (mag_class, magazines) = percpu::thread_storage();
     for (c, central) in CENTRAL.iter().enumerate().skip(1) {
         let out = central.out_of_spans.load(Ordering::Relaxed);
-        let cached = central.cached.load(Ordering::Relaxed) + percpu::cached_objects(c);
+        let cached = crate::central::cached(c) + percpu::cached_objects(c);
         s.class_size[c] = size_of(c);
         s.class_cached[c] = cached;
         s.class_in_use[c] = out.saturating_sub(cached);

@@ -1,7 +1,8 @@
 //! With 64 threads on this machine's CPUs, the per-CPU layer's memory is bounded by the number
 //! of CPUs (or concurrency ids), not by the number of threads; memory one CPU frees of what
-//! another allocated goes back, or is reused, whatever the other CPU's slab does. In the three
-//! rseq modes, each in a child process of its own (the mode is chosen once per process).
+//! another allocated goes back, or is reused, whatever the other CPU's slab does; what a CPU
+//! gives the central lists comes back to it first. In the three rseq modes, each in a child
+//! process of its own (the mode is chosen once per process).
 
 mod common;
 
@@ -185,6 +186,100 @@ fn child_owned_freed_elsewhere_busy() {
     if common::in_child(CHILD) {
         freed_elsewhere(true);
     }
+}
+
+/// What a CPU's cache gives the central lists comes back to that CPU first (one transfer stack
+/// shard per slab, `central::set_shards`): thread A, on one CPU, and thread B, on another,
+/// each allocate 200 blocks of 48 B (Rust's `alloc`, which the stacks serve in every mode);
+/// A frees its blocks and empties its caches into the central lists (`flush`), then B does
+/// the same; then A allocates 200 blocks again and gets what it gave up, none of B's (its own
+/// blocks, and those its refills had cached beside them, at most a refill's batch of 32). Each
+/// thread spins while the other works (both run, so they hold different slabs). With one
+/// transfer stack per class, A got B's blocks, the last pushed (200 of 200, checked before the
+/// change).
+#[test]
+fn a_cpu_takes_back_first_what_it_gave_the_central_lists() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs, one slab each");
+        return;
+    }
+    for (mode, out) in common::run_in_modes("child_own_objects_back", CHILD, "") {
+        let line = out.lines().find(|l| l.starts_with("taken back"));
+        eprintln!("[{mode}] {}", line.unwrap_or("(none)"));
+        assert!(out.contains("RESULT ok"), "[{mode}] {out}");
+    }
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_own_objects_back() {
+    if !common::in_child(CHILD) {
+        return;
+    }
+    const N: usize = 200;
+    let l = Layout::from_size_align(48, 8).unwrap();
+    let (a, b) = two_cpus();
+    // 0: A allocates; 1: B allocates; 2: A gives its blocks up; 3: B gives its blocks up;
+    // 4: A allocates again; 5: done. The thread whose step it is not spins.
+    let steps = Steps::new();
+    let (mut mine, mut theirs, mut again) = (Vec::new(), Vec::new(), Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _guard = steps.guard();
+            pin(a);
+            mine = alloc_blocks(l, N);
+            steps.set(1);
+            steps.wait_for(2);
+            give_up(l, &mine);
+            steps.set(3);
+            steps.wait_for(4);
+            again = alloc_blocks(l, N);
+            for &p in &again {
+                // SAFETY: allocated above with `l`, freed once.
+                unsafe { GLOBAL.dealloc(p as *mut u8, l) };
+            }
+            steps.set(5);
+        });
+        s.spawn(|| {
+            let _guard = steps.guard();
+            pin(b);
+            steps.wait_for(1);
+            theirs = alloc_blocks(l, N);
+            steps.set(2);
+            steps.wait_for(3);
+            give_up(l, &theirs);
+            steps.set(4);
+            steps.wait_for(5);
+        });
+    });
+    let own = again.iter().filter(|p| mine.contains(p)).count();
+    let other = again.iter().filter(|p| theirs.contains(p)).count();
+    println!("taken back: {own} of {N} blocks the thread gave up, {other} of the other CPU's");
+    assert_eq!(other, 0, "blocks the other CPU gave up");
+    assert!(own + 32 >= N, "{own} blocks the thread gave up");
+    println!("RESULT ok");
+}
+
+/// `n` blocks of layout `l` from Rust's `alloc`, as addresses.
+fn alloc_blocks(l: Layout, n: usize) -> Vec<usize> {
+    (0..n)
+        .map(|_| {
+            // SAFETY: non-zero size.
+            let p = unsafe { GLOBAL.alloc(l) };
+            assert!(!p.is_null());
+            p as usize
+        })
+        .collect()
+}
+
+/// Frees `blocks` (each allocated with layout `l`) and empties the calling thread's caches
+/// into the central lists (`flush`).
+fn give_up(l: Layout, blocks: &[usize]) {
+    for &p in blocks {
+        // SAFETY: allocated with `l` (the caller's contract), freed once.
+        unsafe { GLOBAL.dealloc(p as *mut u8, l) };
+    }
+    rseqmalloc::ctl(b"flush", &mut [0; 64]).expect("flush");
 }
 
 /// The steps of a test's threads, taken in turn: [`Steps::wait_for`] spins until a step is

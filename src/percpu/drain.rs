@@ -209,7 +209,7 @@ fn drain_pinned(cpus: impl Iterator<Item = usize>) -> usize {
             DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        bytes += drain_current();
+        bytes += drain_current(cpu);
         shrink_to_counts(Slab::of(cpu));
     }
     os::set_affinity(&saved);
@@ -220,7 +220,10 @@ fn drain_pinned(cpus: impl Iterator<Item = usize>) -> usize {
 /// reads the id inside the section, so a migration midway only means popping elsewhere).
 /// Callers then lower the drained slab's capacities to its counts (`slab::shrink_to_counts`):
 /// drained caches start small, as after the other protocols' restart, whatever the mode.
-pub(super) fn drain_current() -> usize {
+///
+/// `near` is the slab the caller expects to drain: the transfer stack shard tried first for
+/// what it gives back (`central::set_shards`).
+pub(super) fn drain_current(near: usize) -> usize {
     let mut bytes = 0;
     let mut buf = [null_mut(); 64];
     for c in 1..NUM_CLASSES {
@@ -231,7 +234,7 @@ pub(super) fn drain_current() -> usize {
             }
             bytes += n * size_of(c);
             // SAFETY: popped from the cache: free objects of class `c`, now ours.
-            unsafe { central::free_batch(c, &buf[..n]) };
+            unsafe { central::free_batch_from(c, &buf[..n], near) };
         }
     }
     bytes
@@ -251,7 +254,7 @@ pub(super) fn empty_slab(slab: Slab) -> usize {
                 *b = slab.slot(c, done + j).load(Ordering::Relaxed) as *mut u8;
             }
             // SAFETY: the slab is stopped or locked, so these cached objects are ours.
-            unsafe { central::free_batch(c, &buf[..k]) };
+            unsafe { central::free_batch_from(c, &buf[..k], slab.index().unwrap_or(0)) };
             done += k;
         }
         slab.set_count(c, 0);

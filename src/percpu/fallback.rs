@@ -340,10 +340,11 @@ unsafe fn put_locked(c: usize, objs: &[*mut u8]) {
     }
     slab.set_count(c, n - take);
     slab.unlock();
+    let near = slab.index().unwrap_or(0);
     // SAFETY: all are free objects of class `c`, now ours (the forwarded contract for `rest`).
     unsafe {
-        central::free_batch(c, &buf[..=take]);
-        central::free_batch(c, &rest[1..]);
+        central::free_batch_from(c, &buf[..=take], near);
+        central::free_batch_from(c, &rest[1..], near);
     }
 }
 

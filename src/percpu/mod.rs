@@ -395,7 +395,7 @@ pub unsafe fn free_slow(c: usize, obj: *mut u8) {
             let take = overflow_take(slab, c);
             let n = 1 + pop_batch(c, &mut buf[1..take]);
             // SAFETY: all are free objects of class `c` now owned by us.
-            unsafe { central::free_batch(c, &buf[..n]) };
+            unsafe { central::free_batch_from(c, &buf[..n], id) };
         }
         // SAFETY: forwarded contract.
         ThreadState::Locked => unsafe { fallback::free_locked(c, obj) },
@@ -437,7 +437,7 @@ pub fn flush_mine() -> usize {
                 // its next drain.
                 return drain_where(may_pin, |i, _| i == id);
             }
-            let bytes = drain_current();
+            let bytes = drain_current(id);
             // The slab the thread runs on now (it may have moved during the pops), and what
             // other slabs sent home to it, as every drain gives its slabs' inboxes back.
             let now = current_rseq_id();

@@ -439,7 +439,7 @@ pub(super) fn flush_slab(id: usize) -> usize {
         |_| true,
         |c, objs| {
             // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
-            unsafe { central::free_batch(c, objs) };
+            unsafe { central::free_batch_from(c, objs, id) };
             bytes += objs.len() * size_of(c);
         },
     );

@@ -63,6 +63,9 @@ fn init_process(block: *mut ThreadBlock) {
     };
     G.nslabs.store(n, Ordering::Relaxed);
     G.slabs.store(base as usize, Ordering::Relaxed);
+    // One transfer stack shard per slab, as far as they go: each slab overflows into and
+    // refills from its own first.
+    crate::central::set_shards(n);
     super::remote::init(n, opts.owner_return && opts.rseq);
     // The rseq fence, unless told not to (`membarrier=off`).
     let membarrier = opts.rseq && opts.membarrier && os::membarrier_register_rseq();

@@ -978,7 +978,7 @@ fn evict(slab: Slab, v: usize, bytes: usize) -> bool {
             return false;
         }
         // SAFETY: free objects of class `v` just taken out of the cache: ours.
-        unsafe { central::free_batch(v, &buf[..got]) };
+        unsafe { central::free_batch_from(v, &buf[..got], slab.index().unwrap_or(0)) };
         EVICTED.fetch_add(got, Ordering::Relaxed);
     }
 }
@@ -1106,7 +1106,9 @@ pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> us
         Some(i) if mode() != RseqMode::Fallback && super::remote::homes(c) => i as u32,
         _ => crate::span::NO_HOME,
     };
-    let n = central::alloc_batch_home(c, &mut buf[..want], home);
+    // Its transfer stack shard first (`central::set_shards`).
+    let near = slab.index().unwrap_or(0);
+    let n = central::alloc_batch_home(c, &mut buf[..want], home, near);
     if n == 0 {
         return null_mut();
     }
@@ -1119,7 +1121,7 @@ pub(super) fn refill(c: usize, slab: Slab, put: impl Fn(usize, &[*mut u8]) -> us
     let cached = if n > 1 { put(c, &buf[1..n]) } else { 0 };
     if 1 + cached < n {
         // SAFETY: these objects came from `alloc_batch` and were never handed out.
-        unsafe { central::free_batch(c, &buf[1 + cached..n]) };
+        unsafe { central::free_batch_from(c, &buf[1 + cached..n], near) };
     }
     buf[0]
 }
