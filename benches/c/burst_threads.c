@@ -1,0 +1,98 @@
+/* Burst threads: the runner's `mixed-bursts` loop on T threads at once, with the sizes' band
+ * moving or held at one start, to see what the threads cost each other.
+ *
+ * Each thread, round after round, allocates a burst of 1,000-3,999 objects whose sizes lie in
+ * a 128-byte band ((start + rand % 128) & ~7), writing an id into each object's first word and
+ * its complement into its last; then checks both words of every object and frees it, walking
+ * the burst forwards, backwards or evens-then-odds in turn (`burst_order.h`). The band's start
+ * moves up 40 bytes a round over 16-896 B (modulo 881), as in the runner, or stays at START
+ * bytes (16-896) with a fourth argument. Fails unless every id reads back; prints nothing.
+ *
+ * Compare the CPU time of T threads with T times that of one thread, and with T processes of
+ * one thread each (no state shared): what is left is what the threads share in the allocator.
+ *
+ *   cc -O2 -pthread -o /tmp/burst_threads benches/c/burst_threads.c
+ *   LD_PRELOAD=target/release/librseqmalloc.so taskset -c 0-1 /tmp/burst_threads 2000 2 100
+ *   LD_PRELOAD=target/release/librseqmalloc.so taskset -c 0 /tmp/burst_threads 2000 1 100
+ *
+ * Arguments: rounds per thread, threads (1-64), and optionally START. Alternate the libraries
+ * over several runs and compare CPU times (docs/benchmarks.md, "Session 50"). */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "burst_order.h"
+
+#define BURST_MIN 1000
+#define BURST_SPREAD 3000
+
+static long rounds;
+static long fixed_start = -1;
+
+static uint64_t next_rand(uint64_t *state) {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+static void *thread(void *arg) {
+    long t = (long)(intptr_t)arg;
+    uint64_t state = 12345 + 7777 * (uint64_t)t;
+    void **p = malloc((BURST_MIN + BURST_SPREAD) * sizeof *p);
+    size_t *sz = malloc((BURST_MIN + BURST_SPREAD) * sizeof *sz);
+    if (!p || !sz) abort();
+    for (long r = 0; r < rounds; r++) {
+        long n = BURST_MIN + (long)(next_rand(&state) % BURST_SPREAD);
+        size_t start = fixed_start >= 0 ? (size_t)fixed_start : 16 + (size_t)(r * 40) % 881;
+        for (long i = 0; i < n; i++) {
+            size_t z = (start + next_rand(&state) % 128) & ~(size_t)7;
+            uint64_t *o = malloc(z);
+            if (!o) abort();
+            o[0] = (uint64_t)i;
+            o[z / 8 - 1] = ~(uint64_t)i;
+            p[i] = o;
+            sz[i] = z;
+        }
+        for (long k = 0; k < n; k++) {
+            long i = burst_order(r, k, n);
+            uint64_t *o = p[i];
+            if (o[0] != (uint64_t)i || o[sz[i] / 8 - 1] != ~(uint64_t)i) {
+                fprintf(stderr, "object %ld of round %ld lost its id\n", i, r);
+                abort();
+            }
+            free(o);
+        }
+    }
+    free(p);
+    free(sz);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s rounds threads [START]\n", argv[0]);
+        return 2;
+    }
+    rounds = atol(argv[1]);
+    long threads = atol(argv[2]);
+    if (argc > 3) {
+        char *end = NULL;
+        fixed_start = strtol(argv[3], &end, 10);
+        if (!end || *end != '\0' || fixed_start < 16 || fixed_start > 896) {
+            fprintf(stderr, "START is a number of bytes, 16-896\n");
+            return 2;
+        }
+    }
+    if (rounds < 1 || threads < 1 || threads > 64) {
+        fprintf(stderr, "rounds must be positive, threads 1-64\n");
+        return 2;
+    }
+    pthread_t th[64];
+    for (long t = 0; t < threads; t++)
+        if (pthread_create(&th[t], NULL, thread, (void *)(intptr_t)t) != 0) return 1;
+    for (long t = 0; t < threads; t++) pthread_join(th[t], NULL);
+    return 0;
+}
