@@ -4,9 +4,10 @@
 //! batches by the per-CPU caches, so a batch moves with one `memcpy` under the stack's own
 //! lock), split into shards, one per slab up to [`MAX_SHARDS`], each slab trying its own first
 //! ([`set_shards`]), and, under a second lock, the list of that class's spans that still have
-//! objects to give. When the stack is full — or, for classes above [`SHARED_ABOVE`], their shared budget
-//! is spent — freed objects go back to their span; a span whose objects are all back returns
-//! to the page heap. The span lists are reached only when the stack is empty or full. Classes
+//! objects to give. When every shard is full — or, for classes above [`SHARED_ABOVE`], their
+//! shared budget is spent — freed objects go back to their span; a span whose objects are all
+//! back returns to the page heap. The span lists are reached only when the stack is empty or
+//! full. Classes
 //! of a page or more remember the spans they gave back ([`Hints`]) and take those pages back
 //! first when they need a span; smaller ones count the short spans they give back in each
 //! maintenance tick ([`CHURN_SPANS`]) and take long spans while they churn. For the per-CPU
@@ -17,7 +18,8 @@
 //! uncarved one and no per-CPU slab owns it (`Span::listed` mirrors membership, `Span::in_slab`
 //! marks an owned span, which [`take_span_to_own`], [`take_from_owned`] and [`disown`] manage); `in_use` counts the span's objects that are
 //! outside the span (with users, in caches or in this transfer stack). Lock order: a transfer
-//! stack shard (never two at once, except [`lock_all`], in shard order), spans, page heap.
+//! stack shard (never two at once, except [`lock_all`] and the checks, in shard order), spans,
+//! page heap.
 //!
 //! May call: `free_tag`, `os`, `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
 
@@ -230,58 +232,81 @@ pub const MAX_SHARDS: usize = 8;
 /// Shards in use: 1 until the per-CPU layer calls [`set_shards`].
 static SHARDS_IN_USE: AtomicUsize = AtomicUsize::new(1);
 
-/// Splits every class's transfer stack into `n` shards (1 to [`MAX_SHARDS`]; `n` is clamped),
-/// each holding at most its share of the class's limit ([`shard_limit`]). The per-CPU layer
-/// calls it once, when it maps its slabs, with their count: slab `i` then pushes its overflow
-/// onto shard `i % n` and takes its refills from there first, going to the other shards only
-/// when its own is full or empty, so a CPU mostly gets back the objects it gave up (lines its
-/// own cache holds) and two CPUs overflowing the same class meet on no lock. Objects stacked
-/// before stay where they are; every shard is looked at before the spans.
+/// Splits every class's transfer stack into `n` shards (1 to [`MAX_SHARDS`]; `n` is clamped).
+/// The per-CPU layer calls it once, when it maps its slabs, with their count: slab `i` then
+/// pushes its overflow onto shard `i % n` and takes its refills from there first, going to the
+/// other shards only when its own is full or empty, so a CPU mostly gets back the objects it
+/// gave up (lines its own cache holds) and two CPUs overflowing the same class meet on no lock
+/// (slabs `i` and `i + n` share a shard). With more than one shard each holds at most half the
+/// class's limit ([`shard_limit`]) and all of them together at most the limit
+/// (`Central::stacked`). Objects stacked before stay where they are; every shard is looked at
+/// before the spans.
 ///
 /// Why (docs/design.md, "Central lists"): with one stack per class, two threads each
 /// overflowing and refilling the same classes swapped their objects through it, and a thread
-/// took 1.7x the CPU time it took alone on bursts of 100-228 B objects.
+/// took 1.6-1.9x the CPU time per thread it took alone on bursts of 96-224 B objects.
 pub fn set_shards(n: usize) {
     SHARDS_IN_USE.store(n.clamp(1, MAX_SHARDS), Ordering::Relaxed);
 }
 
-/// Shards in use ([`set_shards`]).
+/// Shards in use ([`set_shards`]); each caller reads it once and passes it on.
 fn shards() -> usize {
     SHARDS_IN_USE.load(Ordering::Relaxed)
 }
 
-/// The shard slab (or caller key) `near` tries first.
-fn home_shard(near: usize) -> usize {
-    near % shards()
-}
-
-/// How many objects one shard of class `c`'s transfer stack may hold: the class's limit
-/// ([`transfer_limit`]) split evenly over the shards in use, rounded up. A shard stacked
-/// before [`set_shards`] may hold more, up to the class's limit, until it is emptied.
-fn shard_limit(c: usize) -> usize {
-    transfer_limit(c).div_ceil(shards())
-}
-
-/// How many of `n` freed objects of class `c` a shard holding `count` takes: its own room, and
-/// for classes above [`SHARED_ABOVE`] what the shared budget has left (reserved here).
-fn stack_room(c: usize, count: usize, n: usize) -> usize {
-    let room = shard_limit(c).saturating_sub(count).min(n);
-    let size = size_of(c);
-    if size <= SHARED_ABOVE || room == 0 {
-        return room;
+/// How many objects one of `shards` shards of class `c`'s transfer stack may hold: the class's
+/// limit ([`transfer_limit`]) with one shard, half of it (rounded up) with more, however many:
+/// split evenly over 8 shards, a share of 64 objects gave back most of the shards' gain (two
+/// threads on 96-224 B bursts: 1.48x one thread's time per thread against 1.15x with 2
+/// shards; docs/benchmarks.md, "Session 50"). A shard stacked before [`set_shards`] may hold
+/// more, up to the class's limit, until it is emptied.
+fn shard_limit(c: usize, shards: usize) -> usize {
+    if shards == 1 {
+        transfer_limit(c)
+    } else {
+        transfer_limit(c).div_ceil(2)
     }
-    let mut take = 0;
-    let _ = SHARED_BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-        take = room.min(SHARED_BUDGET.saturating_sub(used) / size);
-        (take > 0).then_some(used + take * size)
-    });
-    take
 }
 
-/// Accounts for `n` objects of class `c` leaving its stack.
-fn stack_left(c: usize, n: usize) {
+/// How many of `n` freed objects of class `c` a shard (of `shards`) holding `count` takes, all
+/// reserved here: its own room, what the class's limit leaves over every shard
+/// (`Central::stacked`), and for classes above [`SHARED_ABOVE`] what the shared budget has
+/// left. Called under the shard's lock.
+fn stack_room(c: usize, shards: usize, count: usize, n: usize) -> usize {
+    let room = shard_limit(c, shards).saturating_sub(count).min(n);
+    if room == 0 {
+        return 0;
+    }
+    let stacked = &CENTRAL[c].stacked;
+    let mut take = 0;
+    let _ = stacked.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+        take = room.min(transfer_limit(c).saturating_sub(s));
+        (take > 0).then_some(s + take)
+    });
     let size = size_of(c);
-    if size > SHARED_ABOVE && n > 0 {
+    if size <= SHARED_ABOVE || take == 0 {
+        return take;
+    }
+    let mut shared = 0;
+    let _ = SHARED_BYTES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+        shared = take.min(SHARED_BUDGET.saturating_sub(used) / size);
+        (shared > 0).then_some(used + shared * size)
+    });
+    if shared < take {
+        stacked.fetch_sub(take - shared, Ordering::Relaxed);
+    }
+    shared
+}
+
+/// Accounts for `n` objects of class `c` leaving a shard of its stack (called under that
+/// shard's lock, so that `Central::stacked` is every shard's count while all are locked).
+fn stack_left(c: usize, n: usize) {
+    if n == 0 {
+        return;
+    }
+    CENTRAL[c].stacked.fetch_sub(n, Ordering::Relaxed);
+    let size = size_of(c);
+    if size > SHARED_ABOVE {
         SHARED_BYTES.fetch_sub(n * size, Ordering::Relaxed);
     }
 }
@@ -536,6 +561,10 @@ pub struct Central {
     spans: Mutex<Spans>,
     /// Objects of this class outside their spans (for statistics).
     pub out_of_spans: AtomicUsize,
+    /// Objects in all shards of this class's transfer stack together, reserved before a push
+    /// and released on a take, each under the shard's lock: at most the class's limit
+    /// ([`stack_room`]).
+    stacked: AtomicUsize,
 }
 
 // SAFETY: the raw pointers are objects and spans owned by the allocator, touched only under
@@ -559,6 +588,7 @@ pub static CENTRAL: [Central; NUM_CLASSES] = [const {
             churn_tick: 0,
         }),
         out_of_spans: AtomicUsize::new(0),
+        stacked: AtomicUsize::new(0),
     }
 }; NUM_CLASSES];
 
@@ -877,7 +907,8 @@ pub fn has_transfer(c: usize) -> bool {
 /// `near % shards` first, then from the others in turn, each under its own lock (one at a
 /// time), skipping those that look empty when `skip_empty`; returns how many.
 fn take_from_stack(c: usize, out: &mut [*mut u8], near: usize, skip_empty: bool) -> usize {
-    let (n, first) = (shards(), home_shard(near));
+    let n = shards();
+    let first = near % n;
     let mut got = 0;
     for i in 0..n {
         let k = if first + i < n {
@@ -894,26 +925,30 @@ fn take_from_stack(c: usize, out: &mut [*mut u8], near: usize, skip_empty: bool)
         out[got..got + m].copy_from_slice(&t.stack()[count - m..count]);
         t.count -= m;
         shard.cached.store(t.count, Ordering::Relaxed);
+        stack_left(c, m);
         drop(t);
         got += m;
         if got == out.len() {
             break;
         }
     }
-    stack_left(c, got);
     got
 }
 
 /// Pushes a prefix of `objs` (free objects of class `c`) onto its transfer stack: onto shard
 /// `near % shards` first, then onto the others in turn, each up to its limit
-/// ([`shard_limit`]) and, for classes above [`SHARED_ABOVE`], while the shared budget lasts;
-/// shards that look full are not locked. Returns how many it took.
+/// ([`shard_limit`]), while the class's limit over every shard and, for classes above
+/// [`SHARED_ABOVE`], the shared budget last ([`stack_room`]); shards that look full are not
+/// locked. Returns how many it took.
 fn put_on_stack(c: usize, objs: &[*mut u8], near: usize) -> usize {
-    let (n, first) = (shards(), home_shard(near));
-    let (limit, size) = (shard_limit(c), size_of(c));
+    let n = shards();
+    let first = near % n;
+    let (limit, size) = (shard_limit(c, n), size_of(c));
     let mut put = 0;
     for i in 0..n {
-        if size > SHARED_ABOVE && SHARED_BYTES.load(Ordering::Relaxed) + size > SHARED_BUDGET {
+        if CENTRAL[c].stacked.load(Ordering::Relaxed) >= transfer_limit(c)
+            || (size > SHARED_ABOVE && SHARED_BYTES.load(Ordering::Relaxed) + size > SHARED_BUDGET)
+        {
             break;
         }
         let k = if first + i < n {
@@ -926,7 +961,7 @@ fn put_on_stack(c: usize, objs: &[*mut u8], near: usize) -> usize {
             continue;
         }
         let mut t = shard.transfer.lock();
-        let room = stack_room(c, t.count, objs.len() - put);
+        let room = stack_room(c, n, t.count, objs.len() - put);
         let count = t.count;
         t.stack()[count..count + room].copy_from_slice(&objs[put..put + room]);
         t.count += room;
@@ -1307,11 +1342,11 @@ fn flush_where(pick: impl Fn(&Shard, usize, usize) -> bool) {
             buf[..n].copy_from_slice(&t.stack()[..n]);
             t.count = 0;
             shard.cached.store(0, Ordering::Relaxed);
+            stack_left(c, n);
             // The span lock before the shard's lock goes (the documented order): whoever holds
             // both never sees the objects neither stacked nor back in their spans.
             let mut g = central.spans.lock();
             drop(t);
-            stack_left(c, n);
             // SAFETY: objects of the transfer stack are free objects of live spans of `c`, now
             // ours.
             unsafe { give_back_all(&mut g, c, &buf[..n]) };
@@ -1911,15 +1946,23 @@ mod tests {
     /// With two shards, what slab 1 gives the transfer stack goes back to slab 1 first, though
     /// slab 0 gave its objects after (one stack per class handed slab 1 slab 0's, the last
     /// pushed); a batch past its shard's share goes onto the other shard, not back to the
-    /// spans, and a refill takes from the other shard once its own is empty.
+    /// spans, and a refill takes from the other shard once its own is empty. With four, the
+    /// shards together hold no more than the class's limit.
     #[test]
     fn each_slab_takes_back_its_own_shard_first_and_overflows_into_the_others() {
         let _serial = crate::serial_test();
-        let saved = SHARDS_IN_USE.swap(2, Ordering::Relaxed);
-        // A class no other test uses.
-        let c = class_of(176);
+        /// Puts the shard count back when the test ends, passed or not.
+        struct Restore(usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                SHARDS_IN_USE.store(self.0, Ordering::Relaxed);
+            }
+        }
+        let _restore = Restore(SHARDS_IN_USE.swap(2, Ordering::Relaxed));
+        // A class the other tests that reach the central lists use only while serialised.
+        let c = class_of(240);
         flush_where(|_, k, _| k == c);
-        let limit = shard_limit(c);
+        let limit = shard_limit(c, 2);
         let mut objs = std::vec![null_mut(); limit + 24];
         assert_eq!(alloc_batch(c, &mut objs), objs.len());
         let (ones, zeros, rest) = (&objs[..8], &objs[8..16], &objs[16..]);
@@ -1960,9 +2003,39 @@ mod tests {
         );
         assert_eq!(sorted(&all), sorted(rest));
         assert_eq!(cached(c), 0);
-        SHARDS_IN_USE.store(saved, Ordering::Relaxed);
         // SAFETY: as above.
         unsafe { free_to_spans(c, &objs) };
+
+        // With four shards, each takes half the class's limit and all of them together the
+        // limit: slabs 0 and 1 fill it, and what slab 2 gives goes back to the spans.
+        SHARDS_IN_USE.store(4, Ordering::Relaxed);
+        let whole = transfer_limit(c);
+        let mut objs = std::vec![null_mut(); whole + 16];
+        assert_eq!(alloc_batch(c, &mut objs), objs.len());
+        let (half, more) = objs.split_at(whole / 2);
+        let (other, extra) = more.split_at(whole - whole / 2);
+        // SAFETY: as above.
+        unsafe {
+            free_batch_from(c, half, 0);
+            free_batch_from(c, other, 1);
+            free_batch_from(c, extra, 2);
+        }
+        assert_eq!(
+            cached(c),
+            whole,
+            "the shards together past the class's limit"
+        );
+        assert_eq!(SHARDS[2][c].cached.load(Ordering::Relaxed), 0);
+        assert_eq!(CENTRAL[c].stacked.load(Ordering::Relaxed), whole);
+        CENTRAL[c].check_invariants(c).unwrap();
+        let mut all = std::vec![null_mut(); whole];
+        assert_eq!(
+            alloc_batch_home(c, &mut all, crate::span::NO_HOME, 0),
+            whole
+        );
+        assert_eq!(CENTRAL[c].stacked.load(Ordering::Relaxed), 0);
+        // SAFETY: as above.
+        unsafe { free_to_spans(c, &all) };
     }
 
     #[test]
@@ -1986,10 +2059,9 @@ mod tests {
             SHARED_BYTES.load(Ordering::Relaxed)
         );
         assert_eq!(SHARED_BYTES.load(Ordering::Relaxed), SHARED_BUDGET);
-        // A small class keeps its own stack, every shard up to its share of the class's limit,
+        // A small class keeps its own stack, its shards together up to the class's limit,
         // whatever the shared budget.
-        assert_eq!(cached(small), shards() * shard_limit(small));
-        assert!(cached(small) >= transfer_limit(small));
+        assert_eq!(cached(small), transfer_limit(small));
         flush_transfer();
         assert_eq!(SHARED_BYTES.load(Ordering::Relaxed), 0);
         assert_eq!(cached(small), 0);
@@ -2196,6 +2268,18 @@ pub mod check {
                 s = (*s).next;
             }
         }
+        // Last: the corruption tests change a shard's count and nothing else.
+        let count = stack.len();
+        ensure(
+            count == CENTRAL[c].stacked.load(Ordering::Relaxed),
+            "the shards' counts differ from the class's stacked total",
+            c,
+        )?;
+        ensure(
+            count <= transfer_limit(c),
+            "the shards together hold more than the class's limit",
+            count,
+        )?;
         Ok(())
     }
 }

@@ -216,9 +216,12 @@ fn child_own_objects_back() {
     if !common::in_child(CHILD) {
         return;
     }
+    // What A gives up (N and what its refills cached, under 232) stays within its shard's half
+    // of the class's limit (256 of 48 B), however many shards there are.
     const N: usize = 200;
     let l = Layout::from_size_align(48, 8).unwrap();
-    let (a, b) = two_cpus();
+    // Adjacent CPUs: where slabs are by CPU, their shards differ however many there are.
+    let (a, b) = adjacent_cpus();
     // 0: A allocates; 1: B allocates; 2: A gives its blocks up; 3: B gives its blocks up;
     // 4: A allocates again; 5: done. The thread whose step it is not spins.
     let steps = Steps::new();
@@ -350,7 +353,21 @@ fn malloc_blocks(bytes: usize, size: usize) -> Vec<usize> {
 
 /// The first two CPUs the calling thread may run on.
 fn two_cpus() -> (usize, usize) {
-    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+    let cpus = allowed_cpus();
+    (cpus[0], cpus[1])
+}
+
+/// The first two CPUs with consecutive ids the calling thread may run on (else the first two).
+fn adjacent_cpus() -> (usize, usize) {
+    let cpus = allowed_cpus();
+    cpus.windows(2)
+        .find(|w| w[1] == w[0] + 1)
+        .map_or((cpus[0], cpus[1]), |w| (w[0], w[1]))
+}
+
+/// The CPUs the calling thread may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    (0..libc::CPU_SETSIZE as usize)
         .filter(|&c| {
             // SAFETY: as in `pin`.
             unsafe {
@@ -359,8 +376,7 @@ fn two_cpus() -> (usize, usize) {
                     && libc::CPU_ISSET(c, &set)
             }
         })
-        .collect();
-    (cpus[0], cpus[1])
+        .collect()
 }
 
 /// Pins the calling thread to CPU `cpu`.

@@ -371,7 +371,7 @@ pub(super) fn take(
         let k = put(c, objs);
         total += k;
         if k < objs.len() {
-            give_back(b, c, &objs[k..]);
+            give_back(b, id, c, &objs[k..]);
         }
     });
     total
@@ -410,9 +410,9 @@ fn take_class(b: &Inbox, c: usize, out: &mut [*mut u8; INBOX]) -> usize {
     n
 }
 
-/// Puts `objs` (class `c`, taken from `b`) back into `b`; what no longer fits goes to the
-/// central list.
-fn give_back(b: &Inbox, c: usize, objs: &[*mut u8]) {
+/// Puts `objs` (class `c`, taken from `b`, slab `id`'s inbox) back into `b`; what no longer
+/// fits goes to the central list (slab `id`'s transfer stack shard first).
+fn give_back(b: &Inbox, id: usize, c: usize, objs: &[*mut u8]) {
     b.lock.lock();
     let n = b.count[c].load(Ordering::Relaxed) as usize;
     let k = objs.len().min(inbox_limit(c).saturating_sub(n));
@@ -424,7 +424,7 @@ fn give_back(b: &Inbox, c: usize, objs: &[*mut u8]) {
     b.lock.unlock();
     if k < objs.len() {
         // SAFETY: free objects of class `c` (tagged), ours since they left the inbox.
-        unsafe { central::free_batch(c, &objs[k..]) };
+        unsafe { central::free_batch_from(c, &objs[k..], id) };
     }
 }
 
