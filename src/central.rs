@@ -1,18 +1,18 @@
 //! Central free lists: per size class, the objects not held by any per-CPU cache.
 //!
 //! Owns: for each class, a transfer stack of free object pointers (filled and drained in
-//! batches by the per-CPU caches, so a batch moves with one `memcpy` under the stack's own
-//! lock), split into shards, one per slab up to [`MAX_SHARDS`], each slab trying its own first
-//! ([`set_shards`]), and, under a second lock, the list of that class's spans that still have
-//! objects to give. When every shard is full — or, for classes above [`SHARED_ABOVE`], their
-//! shared budget is spent — freed objects go back to their span; a span whose objects are all
-//! back returns to the page heap. The span lists are reached only when the stack is empty or
-//! full. Classes
-//! of a page or more remember the spans they gave back ([`Hints`]) and take those pages back
-//! first when they need a span; smaller ones count the short spans they give back in each
-//! maintenance tick ([`CHURN_SPANS`]) and take long spans while they churn. For the per-CPU
-//! layer's owned spans it keeps two hints, a bit per slab ([`OWNED_FREED`], [`OWNED_SPARSE`]):
-//! which slabs own spans that frees from elsewhere left wholly or half free.
+//! batches by the per-CPU caches, so a batch moves with a `memcpy` under a lock), split into
+//! shards, one per slab up to [`MAX_SHARDS`], each slab trying its own first ([`set_shards`]),
+//! and, under a second lock, the list of that class's spans that still have objects to give.
+//! When every shard is full — or the class's limit over them, or for classes above
+//! [`SHARED_ABOVE`] their shared budget, is spent — freed objects go back to their span; a
+//! span whose objects are all back returns to the page heap. The span lists are reached only
+//! when the stack is empty or full. Classes of a page or more remember the spans they gave back
+//! ([`Hints`]) and take those pages back first when they need a span; smaller ones count the
+//! short spans they give back in each maintenance tick ([`CHURN_SPANS`]) and take long spans
+//! while they churn. For the per-CPU layer's owned spans it keeps two hints, a bit per slab
+//! ([`OWNED_FREED`], [`OWNED_SPARSE`]): which slabs own spans that frees from elsewhere left
+//! wholly or half free.
 //!
 //! Invariants (under the span lock): a span is in `spans` iff it has a free object or an
 //! uncarved one and no per-CPU slab owns it (`Span::listed` mirrors membership, `Span::in_slab`
