@@ -259,7 +259,7 @@ fn shards() -> usize {
 /// split evenly over 8 shards, a share of 64 objects gave back most of the shards' gain (two
 /// threads on 96-224 B bursts: 1.48x one thread's time per thread against 1.15x with 2
 /// shards; docs/benchmarks.md, "Session 50"). A shard stacked before [`set_shards`] may hold
-/// more, up to the class's limit, until it is emptied.
+/// more, up to the class's limit, and takes nothing until it is below its limit again.
 fn shard_limit(c: usize, shards: usize) -> usize {
     if shards == 1 {
         transfer_limit(c)
@@ -554,16 +554,19 @@ impl Spans {
 ///
 /// Lock order: a transfer stack shard, then `spans`, then the page heap. A refill or an
 /// overflow that the transfer stack can serve takes only shard locks, one at a time; the span
-/// lists are reached only when every shard is empty or full, so a producer on one CPU and a
-/// consumer on another never wait for a walk through spans.
+/// lists are reached only when every shard is empty (refill), or full or the shards together
+/// at the class's limit (overflow), so a producer on one CPU and a consumer on another never
+/// wait for a walk through spans.
 #[repr(align(128))] // each class's span lock on cache lines of its own
 pub struct Central {
     spans: Mutex<Spans>,
     /// Objects of this class outside their spans (for statistics).
     pub out_of_spans: AtomicUsize,
     /// Objects in all shards of this class's transfer stack together, reserved before a push
-    /// and released on a take, each under the shard's lock: at most the class's limit
-    /// ([`stack_room`]).
+    /// and released when objects leave (a take, a flush), each under the shard's lock: at most
+    /// the class's limit ([`stack_room`]). Every CPU writes it on every push and take, as it
+    /// wrote the single stack's lock; measured without it, no faster (docs/design.md, "Central
+    /// lists").
     stacked: AtomicUsize,
 }
 
@@ -2007,11 +2010,23 @@ mod tests {
         unsafe { free_to_spans(c, &objs) };
 
         // With four shards, each takes half the class's limit and all of them together the
-        // limit: slabs 0 and 1 fill it, and what slab 2 gives goes back to the spans.
+        // limit: what slab 0 gives alone fills its shard and the next; then slabs 0 and 1 fill
+        // theirs, and what slab 2 gives goes back to the spans.
         SHARDS_IN_USE.store(4, Ordering::Relaxed);
         let whole = transfer_limit(c);
         let mut objs = std::vec![null_mut(); whole + 16];
         assert_eq!(alloc_batch(c, &mut objs), objs.len());
+        // SAFETY: as above.
+        unsafe { free_batch_from(c, &objs[..whole], 0) };
+        let counts: std::vec::Vec<usize> = (0..4)
+            .map(|k| SHARDS[k][c].cached.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counts, [whole.div_ceil(2), whole / 2, 0, 0]);
+        let mut all = std::vec![null_mut(); whole];
+        assert_eq!(
+            alloc_batch_home(c, &mut all, crate::span::NO_HOME, 0),
+            whole
+        );
         let (half, more) = objs.split_at(whole / 2);
         let (other, extra) = more.split_at(whole - whole / 2);
         // SAFETY: as above.
@@ -2081,7 +2096,8 @@ pub mod check {
         /// - each transfer stack shard holds at most the class's limit (a push keeps it within
         ///   its share, [`shard_limit`], but a shard stacked before [`set_shards`] may hold
         ///   more), its `cached` says how many, each a carved object (start of an object) of a
-        ///   small span of class `c`, none twice in any shard;
+        ///   small span of class `c`, none twice in any shard, and all shards together hold
+        ///   `stacked` objects, at most the class's limit;
         /// - every listed span is a small span of class `c` marked `listed`, with consistent
         ///   links, `capacity` objects of its length, `in_use <= carved <= capacity`, and a free
         ///   or an uncarved object; its bitmap sets only carved objects, none below its scan
@@ -2519,6 +2535,15 @@ mod check_tests {
         );
         // SAFETY: as above.
         unsafe { free_tag::set(held) };
+        assert_eq!(check_inner(&g, c, cached(&g, n)), Ok(()));
+        // The class's stacked total off by one (every shard's lock is held, so nothing else
+        // writes it until it is undone).
+        CENTRAL[c].stacked.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(
+            broken(&g, n),
+            Some("the shards' counts differ from the class's stacked total")
+        );
+        CENTRAL[c].stacked.fetch_sub(1, Ordering::Relaxed);
         assert_eq!(check_inner(&g, c, cached(&g, n)), Ok(()));
         drop(g);
         // SAFETY: objects from `alloc_batch`, never used.

@@ -220,8 +220,13 @@ fn child_own_objects_back() {
     // of the class's limit (256 of 48 B), however many shards there are.
     const N: usize = 200;
     let l = Layout::from_size_align(48, 8).unwrap();
-    // Adjacent CPUs: where slabs are by CPU, their shards differ however many there are.
-    let (a, b) = adjacent_cpus();
+    // Two CPUs whose slabs fall on different shards where slabs are by CPU (with concurrency
+    // ids, two threads running at once hold two small ids).
+    let Some((a, b)) = cpus_on_two_shards() else {
+        println!("skipped: no two CPUs whose slabs use different shards");
+        println!("RESULT ok");
+        return;
+    };
     // 0: A allocates; 1: B allocates; 2: A gives its blocks up; 3: B gives its blocks up;
     // 4: A allocates again; 5: done. The thread whose step it is not spins.
     let steps = Steps::new();
@@ -357,12 +362,16 @@ fn two_cpus() -> (usize, usize) {
     (cpus[0], cpus[1])
 }
 
-/// The first two CPUs with consecutive ids the calling thread may run on (else the first two).
-fn adjacent_cpus() -> (usize, usize) {
+/// Two CPUs the calling thread may run on whose slabs, where slabs are by CPU, use different
+/// transfer stack shards (a slab's shard is its index modulo the slab count, at most 8), if
+/// there are two.
+fn cpus_on_two_shards() -> Option<(usize, usize)> {
+    let shards = rseqmalloc::stats().slabs.clamp(1, 8);
     let cpus = allowed_cpus();
-    cpus.windows(2)
-        .find(|w| w[1] == w[0] + 1)
-        .map_or((cpus[0], cpus[1]), |w| (w[0], w[1]))
+    let a = cpus[0];
+    cpus.iter()
+        .find(|&&b| !(b - a).is_multiple_of(shards))
+        .map(|&b| (a, b))
 }
 
 /// The CPUs the calling thread may run on, in order.
