@@ -290,6 +290,109 @@ fn give_up(l: Layout, blocks: &[usize]) {
     rseqmalloc::ctl(b"flush", &mut [0; 64]).expect("flush");
 }
 
+/// Another slab is drained for the spans frees from elsewhere left half free only when an owned
+/// refill would otherwise take a fresh span, never for a refill its own spans can serve (the
+/// first build drained before every owned refill: fixed in session 49, 2c9307b). Thread A, on
+/// one CPU, allocates 8 MiB of 400 B blocks (owned spans in the rseq modes) and caches 64 KB of
+/// 64 B blocks it freed; thread B, on another CPU, holds 64 blocks of 320 B (its current span
+/// of that class, carved in part), frees 7 in 8 of A's blocks (which leaves A's spans half
+/// free), and allocates 64 more of 320 B: refills its own span serves, and A's cache keeps
+/// what it held. Then B allocates 2 MiB of 400 B blocks, past what it holds of that class: in
+/// the rseq modes that drains A (its cache empties) and reuses A's memory. A spins throughout,
+/// so the two threads hold different slabs.
+#[test]
+fn a_half_free_owner_is_drained_only_for_a_refill_that_would_take_a_fresh_span() {
+    owned_freed_elsewhere("child_drain_only_when_fresh");
+}
+
+#[test]
+#[ignore = "run as a child"]
+fn child_drain_only_when_fresh() {
+    if !common::in_child(CHILD) {
+        return;
+    }
+    const SIZE: usize = 400;
+    // B's own class: owned, other than A's, and not a size Rust's `Vec` buffers here take (a
+    // freed one would go onto B's stack of the class, which `malloc` pops first). Its 64 KiB
+    // spans hold 204 blocks: the 128 B allocates stay within B's first.
+    const OWN: usize = 320;
+    const CACHED: usize = 64 << 10;
+    let (a, b) = two_cpus();
+    // 0: A allocates and caches; 1: B's frees and allocations (A spins); 2: done.
+    let steps = Steps::new();
+    // A's blocks and its slab's index.
+    let handed = std::sync::Mutex::new((Vec::new(), 0));
+    let (mut held, mut owned) = (0, false);
+    let (mut after_own, mut after_fresh) = (0, 0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _guard = steps.guard();
+            pin(a);
+            let mine = malloc_blocks(8 << 20, SIZE);
+            owned = rseqmalloc::stats().owned_spans_taken > 0;
+            let before = rseqmalloc::stats().cpu_cache_bytes;
+            for p in malloc_blocks(CACHED, 64) {
+                // SAFETY: allocated by `malloc` just now, freed once.
+                unsafe { rseqmalloc::free(p as *mut u8) };
+            }
+            let after = rseqmalloc::stats().cpu_cache_bytes;
+            // A's slab: the one whose cache grew by what A freed.
+            let ia = (0..after.len())
+                .max_by_key(|&i| after[i].saturating_sub(before[i]))
+                .unwrap();
+            held = after[ia];
+            *handed.lock().unwrap() = (mine, ia);
+            steps.set(1);
+            steps.wait_for(2);
+        });
+        s.spawn(|| {
+            let _guard = steps.guard();
+            pin(b);
+            steps.wait_for(1);
+            let mut mine = malloc_blocks(64 * OWN, OWN);
+            let (theirs, ia) = std::mem::take(&mut *handed.lock().unwrap());
+            // One block of A's class first: B's frees of that class then stay on B's CPU
+            // (owner return keeps the class a thread allocates), and past its cache they go back
+            // to A's spans through the central lists, which leaves them half free.
+            let mut kept = malloc_blocks(SIZE, SIZE);
+            for (i, p) in theirs.into_iter().enumerate() {
+                if i % 8 == 0 {
+                    kept.push(p);
+                } else {
+                    // SAFETY: allocated by `malloc` in A, freed once.
+                    unsafe { rseqmalloc::free(p as *mut u8) };
+                }
+            }
+            mine.extend(malloc_blocks(64 * OWN, OWN));
+            after_own = rseqmalloc::stats().cpu_cache_bytes[ia];
+            mine.extend(malloc_blocks(2 << 20, SIZE));
+            after_fresh = rseqmalloc::stats().cpu_cache_bytes[ia];
+            for p in mine.into_iter().chain(kept) {
+                // SAFETY: each block is live and freed once.
+                unsafe { rseqmalloc::free(p as *mut u8) };
+            }
+            steps.set(2);
+        });
+    });
+    println!(
+        "retained: A's cache {held} bytes, {after_own} after B's refills from its own span, \
+         {after_fresh} after B's refills past it"
+    );
+    assert!(held >= CACHED, "A's cache holds {held} bytes");
+    assert!(
+        after_own >= held,
+        "A was drained for a refill B's own span served: {held} -> {after_own} bytes"
+    );
+    if rseqmalloc::rseq_mode() != rseqmalloc::RseqMode::Fallback {
+        assert!(owned, "owned spans in effect");
+        assert!(
+            after_fresh < CACHED / 8,
+            "A was not drained for a refill that would take a fresh span: {after_fresh} bytes"
+        );
+    }
+    println!("RESULT ok");
+}
+
 /// The steps of a test's threads, taken in turn: [`Steps::wait_for`] spins until a step is
 /// reached, and fails once another thread panicked (its [`Steps::guard`] says so).
 struct Steps {
