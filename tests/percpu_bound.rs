@@ -15,8 +15,20 @@ static GLOBAL: RseqMalloc = RseqMalloc;
 
 const CHILD: &str = "RSEQMALLOC_PERCPU_BOUND_CHILD";
 
+/// Held by the tests whose children need two threads running at once on two CPUs, and by the
+/// one with 64 threads: run beside each other on a small machine, one preempted the other's
+/// spinning threads, whose slabs then changed under them (four failures in twelve runs of this
+/// file, session 50).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`ONE_AT_A_TIME`] (also after another test failed holding it).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn sixty_four_threads_touch_at_most_one_slab_per_cpu() {
+    let _alone = one_at_a_time();
     common::run_in_modes("child_sixty_four_threads", CHILD, "");
 }
 
@@ -161,6 +173,7 @@ fn owned_spans_freed_on_another_cpu_go_back_within_ticks_while_the_owner_stays_b
 
 /// Runs `child` in the three modes and checks that it passed.
 fn owned_freed_elsewhere(child: &str) {
+    let _alone = one_at_a_time();
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         eprintln!("skipped: needs two CPUs to free on one what the other allocated");
         return;
@@ -212,6 +225,7 @@ fn a_cpu_takes_back_first_what_it_gave_the_central_lists() {
 /// thread that is not running (preempted on a busy machine, though it spins) another's
 /// concurrency id (seen once in CI, session 50). Any other outcome fails at once.
 fn run_on_two_slabs(child: &str, line: &str) {
+    let _alone = one_at_a_time();
     let mut pending: Vec<&str> = common::MODES.iter().map(|m| m.0).collect();
     for _ in 0..5 {
         if pending.is_empty() {
@@ -431,8 +445,9 @@ fn child_drain_only_when_fresh() {
         return;
     }
     assert!(held >= CACHED, "A's cache holds {held} bytes");
+    // A drain empties A's caches; anything else leaves them about as they were.
     assert!(
-        after_own >= held,
+        after_own * 2 >= held,
         "A was drained for a refill B's own span served: {held} -> {after_own} bytes"
     );
     if rseqmalloc::rseq_mode() != rseqmalloc::RseqMode::Fallback {
