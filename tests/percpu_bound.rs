@@ -108,6 +108,7 @@ fn child_sixty_four_threads() {
 /// three modes; 48 B objects, a class nothing else here uses in bulk.
 #[test]
 fn a_burst_is_handed_out_in_address_order() {
+    let _alone = one_at_a_time();
     for (mode, out) in common::run_in_modes("child_burst_in_address_order", CHILD, "") {
         let line = out.lines().find(|l| l.starts_with("forwards"));
         eprintln!("[{mode}] {}", line.unwrap_or("(none)"));
@@ -219,43 +220,67 @@ fn a_cpu_takes_back_first_what_it_gave_the_central_lists() {
     run_on_two_slabs("child_own_objects_back", "taken back");
 }
 
-/// Runs `child` in the three modes until each has printed `RESULT ok`, at most five times a
-/// mode, printing its line that starts with `line`. A child whose two threads did not hold
-/// two slabs throughout proves nothing and prints `RETRY` instead: the kernel can give a
-/// thread that is not running (preempted on a busy machine, though it spins) another's
-/// concurrency id (seen once in CI, session 50). Any other outcome fails at once.
+/// Runs `child` in each of the three modes until it prints `RESULT ok`, at most five times a
+/// mode, printing its lines that start with `line` or `skipped`. A child that saw its premise
+/// fail at one of the points it checks (its two threads on one slab, or on one transfer stack
+/// shard; a thread's slab changed; a maintenance tick in its window) proves nothing and
+/// prints `RETRY` instead: the kernel can give a thread that is not running (preempted on a
+/// busy machine, though it spins) another's concurrency id (seen once in CI, session 50). Any
+/// other outcome fails at once.
 fn run_on_two_slabs(child: &str, line: &str) {
     let _alone = one_at_a_time();
-    let mut pending: Vec<&str> = common::MODES.iter().map(|m| m.0).collect();
-    for _ in 0..5 {
-        if pending.is_empty() {
-            break;
-        }
-        for (mode, out) in common::run_in_modes(child, CHILD, "") {
-            if !pending.contains(&mode) {
-                continue;
+    for &(mode, rseq, tunables) in common::MODES.iter() {
+        let mut ok = false;
+        for _ in 0..5 {
+            let out = common::run_child_test(
+                child,
+                &[
+                    (CHILD, "1"),
+                    ("RSEQMALLOC_OPTIONS", rseq),
+                    ("GLIBC_TUNABLES", tunables),
+                ],
+            );
+            common::assert_ran_in(child, mode, &out);
+            for l in out.lines().filter(|l| {
+                l.starts_with(line) || l.starts_with("skipped") || l.starts_with("RETRY")
+            }) {
+                eprintln!("[{mode}] {l}");
             }
-            let shown = out.lines().find(|l| l.starts_with(line));
-            eprintln!("[{mode}] {}", shown.unwrap_or("(none)"));
             if out.contains("RESULT ok") {
-                pending.retain(|&m| m != mode);
-            } else {
-                assert!(out.contains("RETRY"), "[{mode}] {out}");
+                ok = true;
+                break;
             }
+            assert!(out.contains("RETRY"), "[{mode}] {out}");
         }
+        assert!(ok, "[{mode}] the premise failed in five runs");
     }
-    assert!(
-        pending.is_empty(),
-        "the threads never held two slabs in {pending:?}"
-    );
 }
 
-/// The index of the slab whose cache grew most between two snapshots of
-/// `stats().cpu_cache_bytes`: the calling thread's, when it has just freed what the growth is.
-fn slab_that_grew(before: &[usize], after: &[usize]) -> usize {
-    (0..after.len())
-        .max_by_key(|&i| after[i].saturating_sub(before[i]))
-        .unwrap()
+/// The index of the slab whose cache grew by at least `bytes` between two snapshots of
+/// `stats().cpu_cache_bytes`: the calling thread's, when it has just freed `bytes` of blocks
+/// the stacks keep. Fails if none did (the frees did not stay in a reported slab's cache).
+fn slab_that_grew(before: &[usize], after: &[usize], bytes: usize) -> usize {
+    let grown = |i: usize| after[i].saturating_sub(before[i]);
+    let i = (0..after.len()).max_by_key(|&i| grown(i)).unwrap();
+    assert!(
+        grown(i) >= bytes,
+        "no slab's cache grew by the {bytes} bytes just freed (most: slab {i}, {})",
+        grown(i)
+    );
+    i
+}
+
+/// The calling thread's slab now: frees 64 blocks of 96 B (a class these tests use for nothing
+/// else) and finds the slab whose cache grew by them.
+fn my_slab() -> usize {
+    let l = Layout::from_size_align(96, 8).unwrap();
+    let blocks = alloc_blocks(l, 64);
+    let before = rseqmalloc::stats().cpu_cache_bytes;
+    for &p in &blocks {
+        // SAFETY: allocated just now with `l`, freed once.
+        unsafe { GLOBAL.dealloc(p as *mut u8, l) };
+    }
+    slab_that_grew(&before, &rseqmalloc::stats().cpu_cache_bytes, 64 * 96)
 }
 
 #[test]
@@ -275,6 +300,7 @@ fn child_own_objects_back() {
         println!("RESULT ok");
         return;
     };
+    let ticks = rseqmalloc::stats().maintenance_ticks;
     // 0: A allocates; 1: B allocates; 2: A gives its blocks up; 3: B gives its blocks up;
     // 4: A allocates again; 5: done. The thread whose step it is not spins.
     let steps = Steps::new();
@@ -288,7 +314,8 @@ fn child_own_objects_back() {
             mine = alloc_blocks(l, N);
             steps.set(1);
             steps.wait_for(2);
-            ia = give_up(l, &mine);
+            // SAFETY: A's blocks, live, given up once.
+            ia = unsafe { give_up(l, &mine) };
             steps.set(3);
             steps.wait_for(4);
             again = alloc_blocks(l, N);
@@ -297,7 +324,7 @@ fn child_own_objects_back() {
                 // SAFETY: allocated above with `l`, freed once.
                 unsafe { GLOBAL.dealloc(p as *mut u8, l) };
             }
-            ia_again = slab_that_grew(&before, &rseqmalloc::stats().cpu_cache_bytes);
+            ia_again = slab_that_grew(&before, &rseqmalloc::stats().cpu_cache_bytes, N * 48 / 2);
             steps.set(5);
         });
         s.spawn(|| {
@@ -307,19 +334,26 @@ fn child_own_objects_back() {
             theirs = alloc_blocks(l, N);
             steps.set(2);
             steps.wait_for(3);
-            ib = give_up(l, &theirs);
+            // SAFETY: B's blocks, live, given up once.
+            ib = unsafe { give_up(l, &theirs) };
             steps.set(4);
             steps.wait_for(5);
         });
     });
-    if ia == ib || ia != ia_again {
-        println!("RETRY: A on slabs {ia} and {ia_again}, B on slab {ib}");
+    let shards = rseqmalloc::stats().slabs.clamp(1, 8);
+    if ia % shards == ib % shards
+        || ia != ia_again
+        || rseqmalloc::stats().maintenance_ticks != ticks
+    {
+        println!("RETRY: A on slabs {ia} and {ia_again}, B on slab {ib}, or a tick came");
         return;
     }
     let own = again.iter().filter(|p| mine.contains(p)).count();
     let other = again.iter().filter(|p| theirs.contains(p)).count();
     println!("taken back: {own} of {N} blocks the thread gave up, {other} of the other CPU's");
     assert_eq!(other, 0, "blocks the other CPU gave up");
+    // The rest are what A's refills had cached beside its blocks and gave up with them: at
+    // most one refill's batch (32 objects at most, `size_class::CLASS_BATCH`).
     assert!(own + 32 >= N, "{own} blocks the thread gave up");
     println!("RESULT ok");
 }
@@ -337,30 +371,42 @@ fn alloc_blocks(l: Layout, n: usize) -> Vec<usize> {
 }
 
 /// Frees `blocks` (each allocated with layout `l`) and empties the calling thread's caches
-/// into the central lists (`flush`); returns the index of the slab the frees went to.
-fn give_up(l: Layout, blocks: &[usize]) -> usize {
+/// into the central lists (`flush`); returns the index of the slab the frees went to, checked
+/// to have kept at least half of them and to have given them up.
+///
+/// # Safety
+/// Each of `blocks` is a live block allocated with `l`, freed here once.
+unsafe fn give_up(l: Layout, blocks: &[usize]) -> usize {
     let before = rseqmalloc::stats().cpu_cache_bytes;
     for &p in blocks {
-        // SAFETY: allocated with `l` (the caller's contract), freed once.
+        // SAFETY: the caller's contract.
         unsafe { GLOBAL.dealloc(p as *mut u8, l) };
     }
-    let slab = slab_that_grew(&before, &rseqmalloc::stats().cpu_cache_bytes);
+    let freed = rseqmalloc::stats().cpu_cache_bytes;
+    let kept = blocks.len() * l.size() / 2;
+    let slab = slab_that_grew(&before, &freed, kept);
     rseqmalloc::ctl(b"flush", &mut [0; 64]).expect("flush");
+    let flushed = rseqmalloc::stats().cpu_cache_bytes[slab];
+    assert!(
+        flushed + kept <= freed[slab],
+        "flush left slab {slab} with {flushed} of {} bytes",
+        freed[slab]
+    );
     slab
 }
 
-/// Another slab is drained for the spans frees from elsewhere left half free only when an owned
-/// refill would otherwise take a fresh span, never for a refill its own spans can serve (the
-/// first build drained before every owned refill: fixed in session 49, 2c9307b). Thread A, on
-/// one CPU, allocates 8 MiB of 400 B blocks (owned spans in the rseq modes) and caches 64 KB of
-/// 64 B blocks it freed; thread B, on another CPU, holds 64 blocks of 320 B (its current span
-/// of that class, carved in part), frees 7 in 8 of A's blocks (which leaves A's spans half
-/// free), and allocates 64 more of 320 B: refills its own span serves, and A's cache keeps
-/// what it held. Then B allocates 2 MiB of 400 B blocks, past what it holds of that class: in
-/// the rseq modes that drains A (its cache empties) and reuses A's memory. A spins throughout,
-/// so the two threads hold different slabs.
+/// A slab whose spans frees from elsewhere left half free is not drained for another slab's
+/// owned refill that its own spans serve (the first build drained before every owned refill
+/// while the hint stood: fixed in session 49, 2c9307b; that a refill which would take a fresh
+/// span drains it is `memory_freed_on_another_cpu_is_reused_there_while_its_owner_stays`).
+/// Thread A, on one CPU, allocates 8 MiB of 400 B blocks (owned spans in the rseq modes) and
+/// caches 64 KB of 64 B blocks it freed; thread B, on another CPU, holds 64 blocks of 320 B
+/// (its current span of that class, carved in part), frees 7 in 8 of A's blocks (which leaves
+/// A's spans half free), and allocates 120 more of 320 B, refills its own span serves: A's
+/// cache keeps what it held. Each thread spins while the other works; the child checks their
+/// slabs at the points that matter and retries a run where they changed.
 #[test]
-fn a_half_free_owner_is_drained_only_for_a_refill_that_would_take_a_fresh_span() {
+fn a_half_free_owner_is_not_drained_for_a_refill_its_own_span_serves() {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         eprintln!("skipped: needs two CPUs, one slab each");
         return;
@@ -374,24 +420,48 @@ fn child_drain_only_when_fresh() {
     if !common::in_child(CHILD) {
         return;
     }
+    if rseqmalloc::rseq_mode() == rseqmalloc::RseqMode::Fallback {
+        // No owned spans, so no slab owns a span to be drained for: the frees and refills
+        // below would prove nothing (and a thread's magazine, not a slab, keeps its frees).
+        let blocks = malloc_blocks(1 << 20, 400);
+        assert_eq!(
+            rseqmalloc::stats().owned_spans_taken,
+            0,
+            "owned spans in fallback mode"
+        );
+        for p in blocks {
+            // SAFETY: allocated just now, freed once.
+            unsafe { rseqmalloc::free(p as *mut u8) };
+        }
+        println!("skipped: fallback mode has no owned spans");
+        println!("RESULT ok");
+        return;
+    }
     const SIZE: usize = 400;
     // B's own class: owned, other than A's, and not a size Rust's `Vec` buffers here take (a
     // freed one would go onto B's stack of the class, which `malloc` pops first). Its 64 KiB
-    // spans hold 204 blocks: the 128 B allocates stay within B's first.
+    // spans hold 204 blocks: the 184 B allocates stay within B's first (its first 64 collect
+    // 114, the next 120 take two refills more).
     const OWN: usize = 320;
     const CACHED: usize = 64 << 10;
     let (a, b) = two_cpus();
-    // 0: A allocates and caches; 1: B's frees and allocations (A spins); 2: done.
+    let ticks = rseqmalloc::stats().maintenance_ticks;
+    // 0: A allocates and caches; 1: B's frees and allocations (A spins); 2: A finds its slab
+    // again (B spins); 3: done.
     let steps = Steps::new();
     // A's blocks and its slab's index.
     let handed = std::sync::Mutex::new((Vec::new(), 0));
     let (mut held, mut owned) = (0, false);
-    let (mut after_own, mut after_fresh) = (0, 0);
+    let mut after_own = 0;
+    // A's slab after its allocation (the owner of its spans) and at the end; B's before and
+    // after its refills.
+    let (mut ia_first, mut ia_end, mut ib) = (0, 0, [0; 2]);
     std::thread::scope(|s| {
         s.spawn(|| {
             let _guard = steps.guard();
             pin(a);
             let mine = malloc_blocks(8 << 20, SIZE);
+            ia_first = my_slab();
             owned = rseqmalloc::stats().owned_spans_taken > 0;
             let before = rseqmalloc::stats().cpu_cache_bytes;
             for p in malloc_blocks(CACHED, 64) {
@@ -400,18 +470,24 @@ fn child_drain_only_when_fresh() {
             }
             let after = rseqmalloc::stats().cpu_cache_bytes;
             // A's slab: the one whose cache grew by what A freed.
-            let ia = slab_that_grew(&before, &after);
+            let ia = slab_that_grew(&before, &after, CACHED / 2);
             held = after[ia];
             *handed.lock().unwrap() = (mine, ia);
             steps.set(1);
             steps.wait_for(2);
+            ia_end = my_slab();
+            steps.set(3);
         });
         s.spawn(|| {
             let _guard = steps.guard();
             pin(b);
             steps.wait_for(1);
+            ib[0] = my_slab();
             let mut mine = malloc_blocks(64 * OWN, OWN);
-            let (theirs, ia) = std::mem::take(&mut *handed.lock().unwrap());
+            let (theirs, ia) = {
+                let mut g = handed.lock().unwrap();
+                (std::mem::take(&mut g.0), g.1)
+            };
             // One block of A's class first: B's frees of that class then stay on B's CPU
             // (owner return keeps the class a thread allocates), and past its cache they go back
             // to A's spans through the central lists, which leaves them half free.
@@ -424,24 +500,28 @@ fn child_drain_only_when_fresh() {
                     unsafe { rseqmalloc::free(p as *mut u8) };
                 }
             }
-            mine.extend(malloc_blocks(64 * OWN, OWN));
+            mine.extend(malloc_blocks(120 * OWN, OWN));
             after_own = rseqmalloc::stats().cpu_cache_bytes[ia];
-            mine.extend(malloc_blocks(2 << 20, SIZE));
-            after_fresh = rseqmalloc::stats().cpu_cache_bytes[ia];
+            ib[1] = my_slab();
             for p in mine.into_iter().chain(kept) {
                 // SAFETY: each block is live and freed once.
                 unsafe { rseqmalloc::free(p as *mut u8) };
             }
             steps.set(2);
+            steps.wait_for(3);
         });
     });
-    println!(
-        "retained: A's cache {held} bytes, {after_own} after B's refills from its own span, \
-         {after_fresh} after B's refills past it"
-    );
-    // B's frees or refills cached on A's slab: the threads shared it.
-    if after_own > held + CACHED || after_fresh > held + CACHED {
-        println!("RETRY: B's objects went to A's slab");
+    let ia = handed.lock().unwrap().1;
+    println!("retained: A's cache {held} bytes, {after_own} after B's refills from its own span");
+    // The threads shared a slab, one changed slabs, or a tick came (an idle drain of A).
+    if ib.contains(&ia)
+        || ia_first != ia
+        || ib[1] != ib[0]
+        || ia_end != ia
+        || after_own > held + CACHED
+        || rseqmalloc::stats().maintenance_ticks != ticks
+    {
+        println!("RETRY: A on slabs {ia_first}, {ia} and {ia_end}, B on {ib:?}, or a tick came");
         return;
     }
     assert!(held >= CACHED, "A's cache holds {held} bytes");
@@ -450,13 +530,8 @@ fn child_drain_only_when_fresh() {
         after_own * 2 >= held,
         "A was drained for a refill B's own span served: {held} -> {after_own} bytes"
     );
-    if rseqmalloc::rseq_mode() != rseqmalloc::RseqMode::Fallback {
-        assert!(owned, "owned spans in effect");
-        assert!(
-            after_fresh < CACHED / 8,
-            "A was not drained for a refill that would take a fresh span: {after_fresh} bytes"
-        );
-    }
+    // Owned spans served A's blocks (as in `freed_elsewhere`): the sparse hint names A.
+    assert!(owned, "owned spans in effect");
     println!("RESULT ok");
 }
 
@@ -544,9 +619,10 @@ fn cpus_on_two_shards() -> Option<(usize, usize)> {
         .map(|&b| (a, b))
 }
 
-/// The CPUs the calling thread may run on, in order.
+/// The CPUs the calling thread may run on, in order, below `rseqmalloc::MAX_REPORTED_CPUS`
+/// (where slabs are by CPU, `stats` reports only those slabs' caches).
 fn allowed_cpus() -> Vec<usize> {
-    (0..libc::CPU_SETSIZE as usize)
+    (0..(libc::CPU_SETSIZE as usize).min(rseqmalloc::MAX_REPORTED_CPUS))
         .filter(|&c| {
             // SAFETY: as in `pin`.
             unsafe {
