@@ -344,12 +344,16 @@ static SHARDS: [[Shard; NUM_CLASSES]; MAX_SHARDS] = [const {
     }; NUM_CLASSES]
 }; MAX_SHARDS];
 
-/// Objects of class `c` in its transfer stack, all shards (read without the locks).
+/// Objects of class `c` in its transfer stack, all shards (`Central::stacked`, read without
+/// the locks).
 pub fn cached(c: usize) -> usize {
-    SHARDS
-        .iter()
-        .map(|s| s[c].cached.load(Ordering::Relaxed))
-        .sum()
+    CENTRAL[c].stacked.load(Ordering::Relaxed)
+}
+
+/// The shards slab `near` tries, of `n`, in turn: its own (`near % n`), then the ones after it.
+fn shard_order(near: usize, n: usize) -> impl Iterator<Item = usize> {
+    let first = near % n;
+    (first..n).chain(0..first)
 }
 
 /// The slots of every transfer stack shard, by shard, then class. Apart from [`SHARDS`] so
@@ -903,22 +907,15 @@ pub unsafe fn disown(s: *mut Span, c: usize, objs: &[*mut u8]) {
 
 /// Whether class `c`'s transfer stack looked non-empty, any shard (a racy hint, no lock).
 pub fn has_transfer(c: usize) -> bool {
-    (0..shards()).any(|k| SHARDS[k][c].cached.load(Ordering::Relaxed) != 0)
+    cached(c) != 0
 }
 
 /// Moves up to `out.len()` objects of class `c` from its transfer stack into `out`: from shard
 /// `near % shards` first, then from the others in turn, each under its own lock (one at a
 /// time), skipping those that look empty when `skip_empty`; returns how many.
 fn take_from_stack(c: usize, out: &mut [*mut u8], near: usize, skip_empty: bool) -> usize {
-    let n = shards();
-    let first = near % n;
     let mut got = 0;
-    for i in 0..n {
-        let k = if first + i < n {
-            first + i
-        } else {
-            first + i - n
-        };
+    for k in shard_order(near, shards()) {
         let shard = &SHARDS[k][c];
         if skip_empty && shard.cached.load(Ordering::Relaxed) == 0 {
             continue;
@@ -945,20 +942,14 @@ fn take_from_stack(c: usize, out: &mut [*mut u8], near: usize, skip_empty: bool)
 /// locked. Returns how many it took.
 fn put_on_stack(c: usize, objs: &[*mut u8], near: usize) -> usize {
     let n = shards();
-    let first = near % n;
     let (limit, size) = (shard_limit(c, n), size_of(c));
     let mut put = 0;
-    for i in 0..n {
+    for k in shard_order(near, n) {
         if CENTRAL[c].stacked.load(Ordering::Relaxed) >= transfer_limit(c)
             || (size > SHARED_ABOVE && SHARED_BYTES.load(Ordering::Relaxed) + size > SHARED_BUDGET)
         {
             break;
         }
-        let k = if first + i < n {
-            first + i
-        } else {
-            first + i - n
-        };
         let shard = &SHARDS[k][c];
         if shard.cached.load(Ordering::Relaxed) >= limit {
             continue;

@@ -124,21 +124,15 @@ fn child_burst_in_address_order() {
     }
     const N: usize = 10_000;
     let l = Layout::from_size_align(48, 8).unwrap();
-    let mut live = Vec::with_capacity(N);
-    for _ in 0..N {
-        // SAFETY: non-zero size.
-        let p = unsafe { GLOBAL.alloc(l) };
-        assert!(!p.is_null());
-        live.push(p);
-    }
+    let live = alloc_blocks(l, N);
     let forwards = live
         .windows(2)
-        .filter(|w| w[1] > w[0] && (w[1] as usize - w[0] as usize) < 4096)
+        .filter(|w| w[1] > w[0] && w[1] - w[0] < 4096)
         .count();
     println!("forwards {forwards} of {} steps", N - 1);
     for p in live {
         // SAFETY: allocated above with `l`.
-        unsafe { GLOBAL.dealloc(p, l) };
+        unsafe { GLOBAL.dealloc(p as *mut u8, l) };
     }
     assert!(
         forwards * 10 >= (N - 1) * 9,
