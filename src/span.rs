@@ -130,6 +130,11 @@ pub struct SpanExt {
     pub kept_prev: *mut Span,
     /// See `kept_prev`.
     pub kept_next: *mut Span,
+    /// While the span is its class's current span: `owned.local` as the owning slab's last
+    /// look for idleness saw it wholly free, else 0 (`percpu::owned::keep_idle_current`, under
+    /// the slab's capacity lock). A current span seen wholly free twice with the same `local`
+    /// was not used in between, and is kept.
+    pub idle_seen: u64,
 }
 
 /// Where a record's [`SpanExt`] is: this many bytes past the record (the pool maps its

@@ -205,3 +205,12 @@ pub unsafe fn owned_set_cur(_c: usize, _words: *const super::OwnedWords) -> bool
 pub unsafe fn owned_retire(_c: usize, _words: *const super::OwnedWords) -> bool {
     false
 }
+
+/// As [`owned_pop`]: always "not taken off".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn owned_uncur(_c: usize, _words: *const super::OwnedWords) -> bool {
+    false
+}

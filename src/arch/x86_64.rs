@@ -757,6 +757,52 @@ pub unsafe fn owned_retire(c: usize, words: *const OwnedWords) -> bool {
 
 const _: () = assert!(super::NO_OWNER == 0, "`owned_retire` stores 0");
 
+/// Takes the span whose words are `words` off the calling CPU's slab's table of current spans
+/// (class `c`): when that slab owns it and it is the class's current span there, commits
+/// `cur[c] = 0`; false (nothing written) otherwise, when the slab is stopped, or rseq is off.
+/// The span stays owned and listed: the caller keeps it (`percpu::owned`, "Idle current
+/// spans" in docs/design.md).
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return false
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                 // ---- critical section ----
+///   id   = *tb.id
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   if slab.owned_stop != 0: goto fail                   // a drain is at work
+///   if words.owner != id + 1: goto fail                  // the thread moved, or not ours
+///   if slab.cur[c] != words: goto fail                   // not the current span
+///   slab.cur[c] = 0                                      // the one committing store
+/// post_commit:
+///   return true
+/// abort:  (preceded by RSEQ_SIG)  goto restart
+/// fail:   return false
+/// ```
+/// Restart-safe: the commit is the only store. The owner test makes the slab the one whose
+/// capacity lock the caller holds, so no refill there makes another span current meanwhile.
+///
+/// # Safety
+/// As [`owned_set_cur`], with `words` not null.
+#[inline(always)]
+pub unsafe fn owned_uncur(c: usize, words: *const OwnedWords) -> bool {
+    // SAFETY: the caller guarantees the slab layout and the owned words; one committing store.
+    unsafe {
+        owned_word_sequence!(
+            words: words,
+            c: c,
+            body: [
+                "cmp dword ptr [{wd} + {owner}], {id:e}",
+                "jne 5f",
+                "cmp qword ptr [{slab} + {c} * 8 + {cur}], {wd}",
+                "jne 5f",
+                "mov qword ptr [{slab} + {c} * 8 + {cur}], 0",
+            ]
+        )
+    }
+}
+
 /// Pushes `obj` on the calling CPU's stack of one size class; false when the stack is full or
 /// rseq is off. Same layout as [`percpu_pop`].
 ///

@@ -730,6 +730,61 @@ mod owned_tests {
     }
 
     #[test]
+    fn owned_uncur_takes_only_the_slabs_own_current_span_off() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned_tests::owned_uncur_takes_only_the_slabs_own_current_span_off",
+            64,
+        );
+        let f = Fake::new(3);
+        let other = Fake::new(1);
+        set_cur(&*f.words);
+        let _cleanup = Cleanup;
+        let slab = Slab::of(current_rseq_id());
+        let words: *const OwnedWords = &*f.words;
+        let cur = || slab.owned_cur(C).load(Ordering::Relaxed);
+        // SAFETY (every section below): the slabs are set up; the spans' words hold their
+        // invariants.
+        let uncur = |w: *const OwnedWords| unsafe { arch::owned_uncur(C, w) };
+        // Nobody's span, then another slab's, though current here: not taken off.
+        let slabs = G.nslabs.load(Ordering::Relaxed);
+        let mine = owner_of(current_rseq_id());
+        for owner in [NO_OWNER, owner_of((current_rseq_id() + 1) % slabs)] {
+            if owner == mine {
+                continue; // one slab: no other owner to test
+            }
+            f.words.owner.store(owner, Ordering::Relaxed);
+            assert!(
+                !uncur(words) && cur() == words as usize,
+                "owner {owner}: kept current"
+            );
+        }
+        // The slab's own span, but another is current: nothing changes.
+        f.words.owner.store(mine, Ordering::Relaxed);
+        other.words.owner.store(mine, Ordering::Relaxed);
+        set_cur(&*other.words);
+        let other_words = &*other.words as *const OwnedWords as usize;
+        assert!(
+            !uncur(words) && cur() == other_words,
+            "another span stays current"
+        );
+        // Its own current span: taken off once; the span stays owned, its list whole.
+        set_cur(words);
+        assert!(uncur(words) && cur() == 0, "taken off");
+        assert!(!uncur(words), "taken off once");
+        assert_eq!(f.words.owner.load(Ordering::Relaxed), mine, "still owned");
+        assert_eq!(f.free_count(), 3, "its list whole");
+        // Stopped: not taken off.
+        set_cur(words);
+        set_stop(true);
+        assert!(
+            !uncur(words) && cur() == words as usize,
+            "stopped: kept current"
+        );
+        set_stop(false);
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    #[test]
     fn owned_sections_fail_when_stopped_and_pushes_when_not_the_owner() {
         let (_serial, saved) = pinned_in_both_rseq_modes(
             "percpu::owned_tests::owned_sections_fail_when_stopped_and_pushes_when_not_the_owner",
@@ -1176,6 +1231,13 @@ mod owned_every_point_tests {
         unsafe { arch::owned_retire(super::owned_tests::C, &*f.words) }
     }
 
+    /// One copy of the section that takes the span off the current spans (see `pop`).
+    #[inline(never)]
+    fn uncur_here(f: &Fake) -> bool {
+        // SAFETY: as above.
+        unsafe { arch::owned_uncur(super::owned_tests::C, &*f.words) }
+    }
+
     /// Runs `section` aborted after each of its instructions in turn (and, with `stop`, a
     /// drain's stop set at that point), on a fresh span owned by the thread's slab that is not
     /// current there; `check(fake, committed, stopped, k)` judges each point. Returns the
@@ -1243,6 +1305,34 @@ mod owned_every_point_tests {
             }
         });
         assert!(points >= 10, "only {points} abort points of owned_retire");
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    /// `owned_uncur` on the slab's current span (`every_point` leaves none current, so each
+    /// run makes it current first).
+    #[test]
+    fn owned_uncur_aborted_after_each_instruction_commits_once() {
+        let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_uncur_aborted_after_each_instruction_commits_once", 64);
+        let slab = Slab::of(current_rseq_id());
+        let cur = || {
+            slab.owned_cur(super::owned_tests::C)
+                .load(Ordering::Relaxed)
+        };
+        fn current_then_uncur(f: &Fake) -> bool {
+            set_cur(&*f.words);
+            uncur_here(f)
+        }
+        let points = every_point(current_then_uncur, |f, done, stopped, k| {
+            let words = &*f.words as *const OwnedWords as usize;
+            if stopped {
+                assert!(!done && cur() == words, "k = {k}: stopped, still current");
+            } else {
+                assert!(done && cur() == 0, "k = {k}: taken off once");
+            }
+            assert_eq!(f.free_count(), 3, "k = {k}: its list whole");
+            set_cur(core::ptr::null());
+        });
+        assert!(points >= 10, "only {points} abort points of owned_uncur");
         assert!(crate::os::set_affinity(&saved));
     }
 }

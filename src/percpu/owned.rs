@@ -294,10 +294,7 @@ unsafe fn give_back_as(a: usize, s: *mut Span) {
         if !is_kept(s) {
             let current = slab.owned_cur(c).load(Ordering::Relaxed) == words_of(s) as usize;
             if !current && listed_objects(s) == (*s).in_use() as usize && keep_bytes() > 0 {
-                keep(slab, s);
-                while slab.owned_kept_bytes().load(Ordering::Relaxed) > keep_bytes()
-                    && evict_oldest(slab)
-                {}
+                keep_bounded(slab, s);
             } else if arch::owned_retire(c, words_of(s)) {
                 give_back_retired(slab, s, c);
             }
@@ -483,6 +480,86 @@ unsafe fn keep(slab: Slab, s: *mut Span) {
     }
 }
 
+/// [`keep`]s span `s`, then gives the oldest kept spans back ([`evict_oldest`]) while the kept
+/// spans hold more than [`keep_bytes`].
+///
+/// # Safety
+/// As [`keep`].
+unsafe fn keep_bounded(slab: Slab, s: *mut Span) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        keep(slab, s);
+        while slab.owned_kept_bytes().load(Ordering::Relaxed) > keep_bytes() && evict_oldest(slab) {
+        }
+    }
+}
+
+/// Owned classes, which the hand of [`keep_idle_current`] goes round.
+const OWNED_CLASSES: u32 = (MAX_CLASS - MIN_CLASS + 1) as u32;
+
+/// Looks at the current span of one owned class, the next in turn (the slab's hand goes round
+/// the owned classes, one class a refill), and, unless it is class `c`'s, keeps it ([`keep`],
+/// off the table of current spans with [`arch::owned_uncur`]) when it is *idle*: wholly free
+/// (every object out of it on its list) and with the same list as when the hand saw it wholly
+/// free the time before, so that no `malloc` or `free` of its class touched it in between.
+/// Its class's next `malloc` then takes it back from the kept list as it is (the refill's
+/// walk, one slow path); meanwhile another class that needs a span turns it over, and past
+/// the kept bound it goes back to the page heap.
+///
+/// Why: a wholly free current span is never kept ([`push`] skips it, so that a `malloc`/`free`
+/// pair on its last object does not give it back each time), and a class whose use ended kept
+/// its current span, list and all, until the class ran again or the slab drained. In
+/// `mixed-bursts`, whose band of sizes leaves a class for about 20 rounds, that was a span of
+/// each class the band had passed: one thread's peak RSS 8.3 MB against 7.5 with them kept,
+/// and the classes entering the band turned over spans of the classes still in it
+/// (docs/design.md, "Idle current spans").
+///
+/// # Safety
+/// The caller holds the slab's capacity lock (so no refill there changes a current span, and
+/// only this slab's pops and pushes change its spans' lists).
+unsafe fn keep_idle_current(slab: Slab, c: usize) {
+    let hand = slab.owned_hand().load(Ordering::Relaxed) % OWNED_CLASSES;
+    slab.owned_hand()
+        .store((hand + 1) % OWNED_CLASSES, Ordering::Relaxed);
+    let k = MIN_CLASS + hand as usize;
+    let w = slab.owned_cur(k).load(Ordering::Relaxed);
+    if k == c || w == 0 || keep_bytes() == 0 {
+        return;
+    }
+    let s = span_of_words(w);
+    // SAFETY: `cur[k]` names a span the slab owns (module invariants; only this lock's
+    // holders change that); its extension is pool memory, and `idle_seen` is written under
+    // this lock only.
+    unsafe {
+        let e = Span::ext(s);
+        let local = (*e).owned.local.load(Ordering::Relaxed);
+        let free = wholly_free(s);
+        let seen = core::mem::replace(&mut (*e).idle_seen, if free { local } else { 0 });
+        if !free || seen != local || !arch::owned_uncur(k, words_of(s)) {
+            return;
+        }
+        (*e).idle_seen = 0;
+        // A pop of this slab between the look and the section may have taken an object: not
+        // current any more, the span only gains objects now, and the push that makes it
+        // wholly free keeps it then (`give_back_free`).
+        if wholly_free(s) {
+            keep_bounded(slab, s);
+        }
+    }
+}
+
+/// Whether every object out of span `s` is on its owned list, which is not empty.
+///
+/// # Safety
+/// `s` is a span record (pool memory, always readable).
+unsafe fn wholly_free(s: *mut Span) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let listed = listed_objects(s);
+        listed != 0 && listed == (*s).in_use() as usize
+    }
+}
+
 /// Takes span `s` off the slab's kept list (it stays owned and in its class list).
 ///
 /// # Safety
@@ -626,6 +703,8 @@ fn refill_locked(
     wants_fresh: &mut bool,
 ) -> *mut u8 {
     let key = free_tag::key();
+    // SAFETY: the caller holds the slab's capacity lock.
+    unsafe { keep_idle_current(slab, c) };
     let cur = slab.owned_cur(c).load(Ordering::Relaxed);
     let cur_span = if cur == 0 {
         null_mut()
@@ -684,6 +763,7 @@ fn refill_locked(
         if !arch::owned_set_cur(c, words_of(s)) {
             return null_mut(); // moved, or rseq off: the span stays listed and owned
         }
+        (*Span::ext(s)).idle_seen = 0;
         if is_kept(s) {
             unkeep(slab, s); // found by the bitmap walk: current now, so no longer kept
         }
@@ -706,6 +786,7 @@ unsafe fn publish(slab: Slab, c: usize, id: usize, s: *mut Span) {
         (*Span::ext(s)).owned.start = (*s).start;
         (*Span::ext(s)).owned.end = (*s).end();
         (*Span::ext(s)).owned.local.store(0, Ordering::Relaxed);
+        (*Span::ext(s)).idle_seen = 0;
         list_push(slab, c, s);
         (*Span::ext(s))
             .owned
@@ -1774,6 +1855,118 @@ mod tests {
         for k in [c, c2, c3] {
             crate::central::CENTRAL[k].check_invariants(k).unwrap();
         }
+    }
+
+    /// Runs [`keep_idle_current`] for a refill of class `c` with the slab's hand on class
+    /// `looked`, under the capacity lock.
+    fn look_at(slab: Slab, looked: usize, c: usize) {
+        slab.owned_hand()
+            .store((looked - MIN_CLASS) as u32, Ordering::Relaxed);
+        while !slab.cap_lock().try_lock() {
+            std::thread::yield_now();
+        }
+        // SAFETY: we hold the slab's capacity lock, on the slab's CPU (pinned).
+        unsafe { keep_idle_current(slab, c) };
+        slab.cap_lock().unlock();
+        assert_eq!(
+            slab.owned_hand().load(Ordering::Relaxed),
+            (looked + 1 - MIN_CLASS) as u32 % OWNED_CLASSES,
+            "the hand moves on one class"
+        );
+    }
+
+    /// A current span left wholly free is kept once the hand of the slab's refills has seen it
+    /// so twice with the same list (docs/design.md, "Idle current spans"): its class has no
+    /// current span then, the span stays owned with its list whole, on the kept list, and the
+    /// class's next refill takes it back as it is (no span taken, none turned over). A span
+    /// whose list changed between the looks, one with an object out, and the refilling
+    /// class's own span stay current.
+    #[test]
+    fn an_idle_current_span_is_kept_and_taken_back_as_it_is() {
+        let (_setup, id, slab) = kept_setup(
+            "percpu::owned::tests::an_idle_current_span_is_kept_and_taken_back_as_it_is",
+        );
+        // Classes no other unit test uses (see the test above): 704 and 768 bytes.
+        let (c, other) = (class_of(700), class_of(760));
+        let p = refill_until(c, id);
+        let s = current(slab, c);
+        let mut objs = std::vec![p];
+        pop_all(c, &mut objs);
+        let n = objs.len();
+        assert!(n >= 2, "a list to pop from");
+
+        // One object out: not wholly free, not kept, however often the hand looks.
+        for p in &objs[1..] {
+            free_owned(*p, s, c);
+        }
+        for _ in 0..2 {
+            look_at(slab, c, other);
+        }
+        assert_eq!(
+            current(slab, c),
+            s,
+            "a span with an object out stays current"
+        );
+        free_owned(objs[0], s, c);
+
+        // Wholly free, but used between the looks (two objects out and back, so the list's
+        // head changed): still current.
+        look_at(slab, c, other);
+        let (a, b) = (pop(c), pop(c));
+        assert!(!a.is_null() && !b.is_null());
+        free_owned(a, s, c);
+        free_owned(b, s, c);
+        look_at(slab, c, other);
+        assert_eq!(
+            current(slab, c),
+            s,
+            "a span used between the looks stays current"
+        );
+
+        // The refilling class's own span is never taken off, however often it is looked at.
+        for _ in 0..2 {
+            look_at(slab, c, c);
+        }
+        assert_eq!(current(slab, c), s, "the refilling class keeps its span");
+
+        // Seen wholly free twice with the same list: kept, owned, its list whole.
+        // SAFETY (the reads below): a span record the slab owns.
+        let listed = unsafe { listed_objects(s) };
+        assert_eq!(listed, n, "every object on the list");
+        look_at(slab, c, other);
+        assert!(current(slab, c).is_null(), "taken off the current spans");
+        assert!(kept(s), "on the kept list");
+        assert_eq!(
+            unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) },
+            arch::owner_of(id),
+            "still owned"
+        );
+        assert_eq!(unsafe { listed_objects(s) }, listed, "its list whole");
+        check::check_owned(id, slab).unwrap();
+
+        // Taken back by its class as it is.
+        let (taken, reclassed) = (
+            OWNED_TAKEN.load(Ordering::Relaxed),
+            RECLASSED.load(Ordering::Relaxed),
+        );
+        let q = refill_until(c, id);
+        assert_eq!(current(slab, c), s, "the class took its span back");
+        assert!(!kept(s));
+        assert_eq!(OWNED_TAKEN.load(Ordering::Relaxed), taken, "no span taken");
+        assert_eq!(
+            RECLASSED.load(Ordering::Relaxed),
+            reclassed,
+            "none turned over"
+        );
+        assert_eq!(
+            unsafe { listed_objects(s) },
+            listed - 1,
+            "one popped, the rest listed"
+        );
+        free_owned(q, s, c);
+        check::check_owned(id, slab).unwrap();
+        drain(id);
+        assert_disowned(slab, c, s);
     }
 
     /// The oldest kept span, when it is of the class the refill wants (its walks did not reach

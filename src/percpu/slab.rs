@@ -206,8 +206,11 @@ pub(super) struct SlabHeader {
     /// free (`central::owned_freed`) was set at the previous maintenance tick
     /// (`percpu::owned::freed_unswept`); written by the tick only.
     owned_freed_seen: AtomicU32,
+    /// The next owned class whose current span a refill looks at for idleness
+    /// (`percpu::owned::keep_idle_current`), less `owned::MIN_CLASS`; under the capacity lock.
+    owned_hand: AtomicU32,
     /// Unused.
-    _reserved: [u32; 12],
+    _reserved: [u32; 11],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -351,6 +354,13 @@ impl Slab {
     /// Written under the capacity lock only.
     pub(super) fn owned_swept(&self) -> &AtomicU32 {
         &self.header().owned_swept
+    }
+
+    /// The next owned class a refill looks at for an idle current span
+    /// (`percpu::owned::keep_idle_current`), less `owned::MIN_CLASS`. Written under the
+    /// capacity lock only.
+    pub(super) fn owned_hand(&self) -> &AtomicU32 {
+        &self.header().owned_hand
     }
 
     /// Whether the slab's owned-freed hint was set at the previous tick
