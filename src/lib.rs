@@ -494,9 +494,11 @@ unsafe fn free_owned(ptr: *mut u8, c: usize, e: usize, who: &str) {
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<true>(ptr, who) };
     // SAFETY: a free object, tagged free; `e` names its span.
-    if percpu::owned_homed_here(pagemap::home_bits_unmasked(e))
-        && unsafe { percpu::owned_push(ptr, pagemap::span_of(e) as *mut Span, c) }
-    {
+    let (span, home) = (
+        pagemap::span_of(e) as *mut Span,
+        pagemap::home_bits_unmasked(e),
+    );
+    if unsafe { percpu::owned_push(ptr, span, c, home) } {
         return;
     }
     // SAFETY: forwarded contract.

@@ -184,7 +184,12 @@ pub unsafe fn owned_push_chain(
 /// # Safety
 /// None; it touches no memory.
 #[inline(always)]
-pub unsafe fn owned_push(_words: *const super::OwnedWords, _obj: *mut u8, _key: usize) -> usize {
+pub unsafe fn owned_push(
+    _words: *const super::OwnedWords,
+    _obj: *mut u8,
+    _key: usize,
+    _home: usize,
+) -> usize {
     0
 }
 

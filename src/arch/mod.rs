@@ -389,17 +389,6 @@ pub enum Push {
     /// ran on (owner return sends it there).
     Foreign,
 }
-/// The slab id the calling thread would use now, read outside any section: `*tb.id`, its
-/// area's `cpu_id` or `mm_cid` (`u32::MAX` before set-up, from [`DUMMY_AREA`]). A hint only:
-/// the thread may move at once.
-#[inline(always)]
-pub fn id_hint() -> u32 {
-    let b = thread_block();
-    // SAFETY: `id` always points at a readable `u32` of an area (ThreadBlock's invariants);
-    // the kernel may write it, so it is read as volatile.
-    unsafe { (*b).id.read_volatile() }
-}
-
 /// What `owned_pop` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only x86_64 pops objects

@@ -576,18 +576,98 @@ macro_rules! owned_word_sequence {
     }};
 }
 
-/// Pushes `obj`, a free object tagged free, onto the list of the owned span whose words are
-/// `words`, when the calling CPU's slab owns it, and returns the list's new count; 0 (nothing
-/// written) when it does not, the slab is stopped, or rseq is off. [`owned_push_chain`] for
-/// one object.
+/// A C `free`'s push of `obj`, a free object tagged free, onto the list of the owned span whose
+/// words are `words`, when the object's page-map home bits name the calling CPU's slab and that
+/// slab owns the span; returns the list's new count, or 0 (nothing written) when the home is
+/// another slab or none, the slab does not own the span, the slab is stopped, or rseq is off.
+/// `home` is the object's page-map home field in bits 0-6 (`pagemap::home_bits_unmasked`:
+/// `HOMED` plus the home slab's low 6 bits, or 0; bits above 6 are ignored).
+///
+/// The home test uses the id the section loads anyway: before it was built into the section
+/// (session 51), `free` tested the home first, loading the thread block's id pointer and the
+/// id again, and the push's ten registers made `free_owned` save five; owned frees took
+/// 53 ms against 58 in `burst_phases` at 496 B (docs/benchmarks.md, "Session 51").
+///
+/// ```text
+///   area = tb.area
+///   if area.cpu_id < 0: return 0
+/// restart:
+///   area.rseq_cs = &descriptor
+/// start:                                                 // ---- critical section ----
+///   id   = *tb.id
+///   if (home ^ (id | HOMED)) & 0x7f != 0: goto fail      // homed elsewhere, or no home
+///   slab = tb.slabs + id << SLAB_SHIFT
+///   if slab.owned_stop != 0: goto fail                   // a drain is at work
+///   if words.owner != id + 1: goto fail                  // not this slab's span
+///   w    = words.local                                   // HEAD_MASK: (1 << 48) - 1
+///   obj[0] = (w & HEAD_MASK) ^ key                       // the link, encoded (obj is ours)
+///   w    = obj | ((w >> 48) + 1) << 48
+///   words.local = w                                      // the one committing store
+/// post_commit:
+///   return w >> 48
+/// abort:  (preceded by RSEQ_SIG)  goto restart
+/// fail:   return 0
+/// ```
+/// Restart-safe as [`owned_push_chain`] for one object: the only store before the commit is
+/// into `obj`, which the caller owns; the home test fails before any store.
 ///
 /// # Safety
 /// As [`owned_push_chain`] with `first = last = obj` and `k = 1`.
 #[inline(always)]
-pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { owned_push_chain(words, obj, obj, 1, key) }
+pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize, home: usize) -> usize {
+    let w: usize;
+    // SAFETY: the caller guarantees the slab layout, the owned words and the object; the
+    // sequence follows the rseq ABI as `percpu_push`'s does, with one committing store.
+    unsafe {
+        slab_sequence!(
+            // `w` holds the home test's difference, then the owner word's id + 1, then the
+            // list word; `slab` is free once the stop word is read, and holds the link: seven
+            // registers and `tb`, so that `free_owned` saves few.
+            id_check: [
+                "mov {w:e}, {slab:e}",
+                "or {w:e}, 64",
+                "xor {w:e}, {home:e}",
+                "test {w:e}, 127",
+                "jnz 5f",
+                "lea {w:e}, [{slab} + 1]",
+            ],
+            body: [
+                "# (no slot is read here; slot 0 is at {slots})",
+                "cmp dword ptr [{slab} + {stop}], 0",
+                "jne 5f",
+                "cmp dword ptr [{wd} + {owner}], {w:e}",
+                "jne 5f",
+                "mov {w}, qword ptr [{wd} + {local}]",
+                "mov {slab}, {w}",
+                "shl {slab}, 16",
+                "shr {slab}, 16",
+                "xor {slab}, {key}",
+                "mov qword ptr [{obj}], {slab}",
+                "shr {w}, 48",
+                "inc {w}",
+                "shl {w}, 48",
+                "or {w}, {obj}",
+                "mov qword ptr [{wd} + {local}], {w}",
+            ],
+            fail: "xor {w:e}, {w:e}",
+            w = out(reg) w,
+            wd = in(reg) words,
+            obj = in(reg) obj,
+            key = in(reg) key,
+            home = in(reg) home,
+            stop = const OWNED_STOP_AT,
+            owner = const offset_of!(OwnedWords, owner),
+            local = const offset_of!(OwnedWords, local),
+            options(nostack),
+        );
+    }
+    w >> 48
 }
+
+const _: () = assert!(
+    crate::pagemap::HOMED == 64,
+    "`owned_push` tests the home flag as bit 6"
+);
 
 /// Pushes a chain of `k` free objects, `first` to `last`, each tagged free and each but `last`
 /// linked to the next (encoded with `key`), onto the list of the owned span whose words are

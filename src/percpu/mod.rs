@@ -46,7 +46,7 @@ pub use drain::DRAINS_SKIPPED;
 pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
-pub use owned::{homed_here as owned_homed_here, routes as owned_routes};
+pub use owned::routes as owned_routes;
 pub use owned::{
     pop as owned_pop, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK, OWNED_TAKEN,
     RECLASSED as OWNED_RECLASSED,
@@ -592,6 +592,16 @@ mod owned_tests {
         }
     }
 
+    /// The page-map home bits of an object whose span's home is slab `id`.
+    pub(super) fn home_of(id: usize) -> usize {
+        crate::pagemap::HOMED | (id & (crate::pagemap::HOMED - 1))
+    }
+
+    /// [`home_of`] the slab the thread runs on now.
+    pub(super) fn home_here() -> usize {
+        home_of(current_rseq_id())
+    }
+
     /// Points class `C`'s table entry of every slab at `words` (0: none), so a pop finds the
     /// span whichever slab the thread runs on.
     pub(super) fn set_cur(words: *const OwnedWords) {
@@ -637,7 +647,7 @@ mod owned_tests {
                 .owner
                 .store(owner_of(id as usize), Ordering::Relaxed);
             // SAFETY: `obj` is an object of the span, tagged free, not in its list.
-            let n = unsafe { owned_push(&*f.words, obj, free_tag::key()) };
+            let n = unsafe { owned_push(&*f.words, obj, free_tag::key(), home_of(id as usize)) };
             if n != 0 {
                 assert_eq!(
                     n as u64,
@@ -799,7 +809,7 @@ mod owned_tests {
             .owner
             .store(owner_of(current_rseq_id()), Ordering::Relaxed);
         // SAFETY: as in `push_owned` (object 0 is in the list: the push must not happen).
-        let pushed = unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) } != 0;
+        let pushed = unsafe { owned_push(&*f.words, f.obj(0), free_tag::key(), home_here()) } != 0;
         assert!(!pushed, "a stopped slab's push fails");
         set_stop(false);
         // SAFETY: object 0's first word, readable.
@@ -813,7 +823,8 @@ mod owned_tests {
             }
             f.words.owner.store(other, Ordering::Relaxed);
             // SAFETY: as above; the owner test must refuse it.
-            let pushed = unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) } != 0;
+            let pushed =
+                unsafe { owned_push(&*f.words, f.obj(0), free_tag::key(), home_here()) } != 0;
             if owner_of(current_rseq_id()) == other {
                 continue; // the thread moved onto the owner's slab: proves nothing
             }
@@ -827,6 +838,48 @@ mod owned_tests {
         assert_eq!(link(), before, "nothing written into the object either");
         assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
         assert!(crate::os::set_affinity(&saved));
+    }
+
+    /// A free's push onto the slab's own span fails before it reads the owner unless the
+    /// object's home bits name the slab it runs on: no home, another slab's home, or the flag
+    /// missing; the bits above the home field are ignored (`free` passes the entry shifted,
+    /// unmasked).
+    #[test]
+    fn owned_push_needs_the_objects_home_to_be_the_slab_it_runs_on() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned_tests::owned_push_needs_the_objects_home_to_be_the_slab_it_runs_on",
+            64,
+        );
+        let f = Fake::new(2);
+        set_cur(&*f.words);
+        let _cleanup = Cleanup;
+        assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
+        // SAFETY (each push below): object 0, tagged free, out of the list (popped above).
+        let push = |home| unsafe { owned_push(&*f.words, f.obj(0), free_tag::key(), home) };
+        for _ in 0..100 {
+            let id = current_rseq_id();
+            f.words.owner.store(owner_of(id), Ordering::Relaxed);
+            let other = crate::pagemap::HOMED | ((id + 1) & (crate::pagemap::HOMED - 1));
+            let refused = [0, home_of(id) & !crate::pagemap::HOMED, other]
+                .into_iter()
+                .map(&push)
+                .collect::<Vec<_>>();
+            let pushed = push(home_of(id) | 0x5a80);
+            if current_rseq_id() != id {
+                // Moved between the owner's store and the pushes: proves nothing. Take back
+                // what was pushed, so that object 0 is out of the list again.
+                for _ in refused.iter().chain([&pushed]).filter(|&&n| n != 0) {
+                    assert_eq!(pop(), OwnedPop::Object(f.obj(0)));
+                }
+                continue;
+            }
+            assert_eq!(refused, [0, 0, 0], "no home, no flag, another slab's home");
+            assert_eq!(pushed, 2, "the slab's own home, the bits above it ignored");
+            assert_eq!(pop(), OwnedPop::Object(f.obj(0)), "pushed once, on top");
+            assert!(crate::os::set_affinity(&saved));
+            return;
+        }
+        panic!("the thread never stayed on one slab");
     }
 
     /// Each section, aborted once at its start (single-stepped: the first trap inside a section
@@ -853,7 +906,7 @@ mod owned_tests {
                 .owner
                 .store(owner_of(id as usize), Ordering::Relaxed);
             // SAFETY: object 0, tagged free, out of the list (popped above).
-            let push = || unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) } != 0;
+            let push = || unsafe { owned_push(&*f.words, f.obj(0), free_tag::key(), home_of(id as usize)) } != 0;
             let (pushed, aborts) = super::abort_tests::stepped(push);
             if current_rseq_id() as u32 != id {
                 assert!(!pushed || f.free_count() == 3);
@@ -1192,7 +1245,14 @@ mod owned_every_point_tests {
         #[inline(never)]
         fn push(f: &Fake) -> usize {
             // SAFETY: object 0, popped by `every_push_point`, tagged free, out of the list.
-            unsafe { owned_push(&*f.words, f.obj(0), free_tag::key()) }
+            unsafe {
+                owned_push(
+                    &*f.words,
+                    f.obj(0),
+                    free_tag::key(),
+                    super::owned_tests::home_here(),
+                )
+            }
         }
         let points = every_push_point(1, push);
         assert!(points >= 10, "only {points} abort points");

@@ -94,17 +94,6 @@ pub fn routes(c: usize) -> bool {
     (MIN_CLASS..=MAX_CLASS).contains(&c) && arch::owned_flag()
 }
 
-/// Whether an object whose page-map entry has home bits `bits` (`pagemap::home_bits_unmasked`)
-/// is likely of a span the calling thread's slab owns: its home's low bits are this slab's (a
-/// hint: the slab takes its fresh spans with itself as home). A C `free` asks it before the
-/// owned push, so that a free of another slab's object does not run a section that fails, nor
-/// read the owner's line, which the owner's own pops and pushes write.
-#[inline(always)]
-pub fn homed_here(bits: usize) -> bool {
-    let homed = crate::pagemap::HOMED;
-    bits & (2 * homed - 1) == homed | (arch::id_hint() as usize & (homed - 1))
-}
-
 /// Objects a slow path takes from a span's bitmap at once for class `c`: up to [`COLLECT`],
 /// and about [`COLLECT_BYTES`] worth (at least 4); from a span nothing was carved from yet
 /// (`fresh`), one half page's worth ([`FIRST_COLLECT_BYTES`]).
@@ -207,7 +196,12 @@ pub fn pop(c: usize) -> *mut u8 {
 }
 
 /// Pushes `obj` (a free object of class `c`, tagged free, of span `span`) onto its span's
-/// owned list when the calling CPU's slab owns the span; false otherwise. A push that leaves
+/// owned list when its page-map home bits `home` (`pagemap::home_bits_unmasked`) name the
+/// calling CPU's slab and that slab owns the span; false otherwise. The home test comes first,
+/// inside the section ([`arch::owned_push`]): a slab takes its fresh spans with itself as home,
+/// so a free of another slab's object fails before it reads the owner's line, which the owner's
+/// own pops and pushes write, and a span taken partly used, with another home or none, sends
+/// its objects the stack way (they come back through its bitmap). A push that leaves
 /// every object out of the span on its list (the span wholly free) gives the span back
 /// ([`give_back_free`]), unless it is its class's current span (a `malloc`/`free` pair on the
 /// current span's last object out would otherwise try it every time).
@@ -216,11 +210,11 @@ pub fn pop(c: usize) -> *mut u8 {
 /// `obj` is a free object of class `c`, tagged free, that nobody uses; `span` is the span
 /// record its page-map entry names.
 #[inline(always)]
-pub unsafe fn push(obj: *mut u8, span: *mut Span, c: usize) -> bool {
+pub unsafe fn push(obj: *mut u8, span: *mut Span, c: usize, home: usize) -> bool {
     let words = words_of(span);
     // SAFETY: the caller's contract; the span's words satisfy their invariants (module
     // invariants), and a span no slab owns has owner `NO_OWNER`, which no id equals.
-    let n = unsafe { arch::owned_push(words, obj, free_tag::key()) };
+    let n = unsafe { arch::owned_push(words, obj, free_tag::key(), home) };
     if n == 0 {
         return false;
     }
@@ -1658,7 +1652,8 @@ mod tests {
         unsafe {
             free_tag::clear(p);
             assert!(free_tag::mark_free(p));
-            assert!(push(p, s, c), "the owner's push succeeds");
+            let home = crate::pagemap::home_bits_unmasked(crate::pagemap::PAGEMAP.get(p as usize));
+            assert!(push(p, s, c, home), "the owner's push succeeds");
         }
     }
 
