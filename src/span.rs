@@ -115,7 +115,7 @@ pub struct Span {
 #[repr(C, align(128))]
 pub struct SpanExt {
     /// The words the owning slab's critical sections read and commit (`arch::owned_pop`,
-    /// `arch::owned_push_chain`); `owner` is `arch::NO_OWNER` for a span no slab owns, and
+    /// `arch::owned_push`, `arch::owned_push_chain`); `owner` is `arch::NO_OWNER` for a span no slab owns, and
     /// `start`/`end` are the span's bytes while a slab owns it. Objects on the list count in
     /// the record's `in_use` (they are out of the bitmap).
     pub owned: OwnedWords,
@@ -132,8 +132,9 @@ pub struct SpanExt {
     pub kept_next: *mut Span,
     /// While the span is its class's current span: `owned.local` as the owning slab's last
     /// look for idleness saw it wholly free, else 0 (`percpu::owned::keep_idle_current`, under
-    /// the slab's capacity lock). A current span seen wholly free twice with the same `local`
-    /// was not used in between, and is kept.
+    /// the slab's capacity lock; reset when the span is published or made current). A current
+    /// span seen wholly free twice with the same `local` is taken for unused and kept (pops and
+    /// pushes that undo each other in between go unseen).
     pub idle_seen: u64,
 }
 

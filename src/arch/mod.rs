@@ -162,7 +162,8 @@ pub const CUR_AT: usize = 2048;
 pub const OWNED_STOP_AT: usize = 920;
 
 /// The words of a span a slab owns that its critical sections read and commit (`owned_pop`,
-/// `owned_push_chain`, `owned_set_cur`, `owned_retire`, `owned_uncur`). Shared with the assembly through
+/// `owned_push`, `owned_push_chain`, `owned_set_cur`, `owned_retire`, `owned_uncur`). Shared
+/// with the assembly through
 /// `offset_of!`, as [`ClassHeader`] is; 32 bytes, aligned to 32 so that they sit on one cache
 /// line of the span record's extension (`span::SpanExt::owned`).
 ///

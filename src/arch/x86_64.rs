@@ -578,14 +578,17 @@ macro_rules! owned_word_sequence {
 
 /// A C `free`'s push of `obj`, a free object tagged free, onto the list of the owned span whose
 /// words are `words`, when the object's page-map home bits name the calling CPU's slab and that
-/// slab owns the span; returns the list's new count, or 0 (nothing written) when the home is
-/// another slab or none, the slab does not own the span, the slab is stopped, or rseq is off.
+/// slab owns the span; returns the list's new count, or 0 when the home is another slab or
+/// none, the slab does not own the span, the slab is stopped, or rseq is off (nothing written
+/// then, but `obj`'s link when a restart after the link's store failed: `obj` is the caller's).
 /// `home` is the object's page-map home field in bits 0-6 (`pagemap::home_bits_unmasked`:
 /// `HOMED` plus the home slab's low 6 bits, or 0; bits above 6 are ignored).
 ///
 /// The home test uses the id the section loads anyway: before it was built into the section
 /// (session 51), `free` tested the home first, loading the thread block's id pointer and the
-/// id again, and the push's ten registers made `free_owned` save five; owned frees took
+/// id again, and the push (a chain push of one, eleven registers besides the thread block's
+/// offset) made `free_owned` save five, where this section's eight make it save two; owned
+/// frees took
 /// 53 ms against 58 in `burst_phases` at 496 B (docs/benchmarks.md, "Session 51").
 ///
 /// ```text
@@ -621,8 +624,8 @@ pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize, hom
     unsafe {
         slab_sequence!(
             // `w` holds the home test's difference, then the owner word's id + 1, then the
-            // list word; `slab` is free once the stop word is read, and holds the link: seven
-            // registers and `tb`, so that `free_owned` saves few.
+            // list word; `slab` is free once the stop word is read, and holds the link: eight
+            // registers besides `tb`, so that `free_owned` saves few.
             id_check: [
                 "mov {w:e}, {slab:e}",
                 "or {w:e}, 64",

@@ -2,7 +2,7 @@
 //! of 288 B to 960 B ([`routes`]), each slab owns spans of the classes its CPU allocates, and a C
 //! `malloc` pops an object from the class's current owned span while a C `free` on the owner's
 //! CPU pushes it back onto its span's list, one critical section each (`arch::owned_pop`,
-//! `arch::owned_push_chain`).
+//! `arch::owned_push`; a collect pushes its objects with `arch::owned_push_chain`).
 //!
 //! Owns: whether owned spans are on, the slow path that gives a class a current span with
 //! objects ([`refill`]), each slab's lists of the spans it owns (one circular list per class,
@@ -257,9 +257,12 @@ unsafe fn give_back_free(s: *mut Span) {
 /// is held: takes, retires and drains of `a`'s spans all hold it), the span is kept for reuse
 /// ([`keep`]) when it is still wholly free and not current, the oldest kept spans given back
 /// ([`evict_oldest`]) while the kept ones hold more than [`keep_bytes`]; else (or with nothing
-/// to keep) it is given back itself ([`give_back_retired`]). Does nothing when the lock is
-/// busy or `a` no longer owns the span; a give-back does nothing when the thread runs
-/// elsewhere: the span stays owned, to be reused or drained.
+/// to keep) it is given back itself ([`give_back_retired`]). Does nothing when `a` no longer
+/// owns the span; a give-back does nothing when the thread runs elsewhere: the span stays
+/// owned, to be reused or drained. When the lock is busy (a refill or a drain of `a` holds
+/// it), it sets `a`'s owned-freed hint instead, so that `a`'s next slow path sweeps the span
+/// ([`sweep_freed`]): before session 51 such a span stayed owned, wholly free, neither current
+/// nor kept, until its class ran again or the slab drained (found by review).
 ///
 /// Why the owner is read again under the lock: between the look and the lock, `a` may have
 /// given the span up and another slab taken it; the retire section, run on that other slab's
@@ -272,6 +275,7 @@ unsafe fn give_back_free(s: *mut Span) {
 unsafe fn give_back_as(a: usize, s: *mut Span) {
     let slab = Slab::of(a);
     if !slab.cap_lock().try_lock() {
+        central::set_owned_freed(a);
         return;
     }
     // SAFETY: as in `give_back_free`.
@@ -492,19 +496,24 @@ unsafe fn keep_bounded(slab: Slab, s: *mut Span) {
 const OWNED_CLASSES: u32 = (MAX_CLASS - MIN_CLASS + 1) as u32;
 
 /// Looks at the current span of one owned class, the next in turn (the slab's hand goes round
-/// the owned classes, one class a refill), and, unless it is class `c`'s, keeps it ([`keep`],
-/// off the table of current spans with [`arch::owned_uncur`]) when it is *idle*: wholly free
-/// (every object out of it on its list) and with the same list as when the hand saw it wholly
-/// free the time before, so that no `malloc` or `free` of its class touched it in between.
-/// Its class's next `malloc` then takes it back from the kept list as it is (the refill's
-/// walk, one slow path); meanwhile another class that needs a span turns it over, and past
-/// the kept bound it goes back to the page heap.
+/// the owned classes, one class a refill), and, unless it is class `c`'s, sets it aside
+/// ([`set_aside`]) when it is *idle*: wholly free (every object out of it on its list) and with
+/// the same list word (`local`: head and count) as when the hand saw it wholly free the time
+/// before. Its class's next `malloc` then takes it back from the kept list as it is (the
+/// refill's walk, one slow path); meanwhile another class that needs a span turns it over, and
+/// past the kept bound it goes back to the page heap.
+///
+/// What the test cannot tell: a class whose objects between the two looks were all freed in
+/// the reverse order of their allocation shows the same list word (the pops and pushes undo
+/// each other), and its span is set aside while in use. That costs its next `malloc` one slow
+/// path (or a span, if another class turns the kept one over first), at most once per two
+/// rounds of the hand ([`OWNED_CLASSES`] refills each).
 ///
 /// Why: a wholly free current span is never kept ([`push`] skips it, so that a `malloc`/`free`
 /// pair on its last object does not give it back each time), and a class whose use ended kept
 /// its current span, list and all, until the class ran again or the slab drained. In
 /// `mixed-bursts`, whose band of sizes leaves a class for about 20 rounds, that was a span of
-/// each class the band had passed: one thread's peak RSS 8.3 MB against 7.5 with them kept,
+/// each class the band had passed: one thread's peak RSS 8.3 MB against 7.6 with them kept,
 /// and the classes entering the band turned over spans of the classes still in it
 /// (docs/design.md, "Idle current spans").
 ///
@@ -529,13 +538,29 @@ unsafe fn keep_idle_current(slab: Slab, c: usize) {
         let local = (*e).owned.local.load(Ordering::Relaxed);
         let free = wholly_free(s);
         let seen = core::mem::replace(&mut (*e).idle_seen, if free { local } else { 0 });
-        if !free || seen != local || !arch::owned_uncur(k, words_of(s)) {
+        if free && seen == local {
+            set_aside(slab, k, s);
+        }
+    }
+}
+
+/// Takes span `s`, class `k`'s current span on `slab` a moment ago, off the table of current
+/// spans ([`arch::owned_uncur`]) and keeps it ([`keep_bounded`]) if it is still wholly free. A
+/// pop of this slab between the caller's look and the section may have taken an object: then
+/// it is only no longer current, and the push that empties it keeps it (or, with the capacity
+/// lock busy, has the next slow path sweep it, [`give_back_as`]). Nothing changes when the
+/// section fails (the thread moved, or a drain is at work).
+///
+/// # Safety
+/// As [`keep_idle_current`]; `s` is a span the slab owns, of class `k`.
+unsafe fn set_aside(slab: Slab, k: usize, s: *mut Span) {
+    // SAFETY: the caller's contract; once not current the span only gains objects (no pop can
+    // reach it), so a wholly free span seen after the section stays so for `keep`.
+    unsafe {
+        if !arch::owned_uncur(k, words_of(s)) {
             return;
         }
-        (*e).idle_seen = 0;
-        // A pop of this slab between the look and the section may have taken an object: not
-        // current any more, the span only gains objects now, and the push that makes it
-        // wholly free keeps it then (`give_back_free`).
+        (*Span::ext(s)).idle_seen = 0;
         if wholly_free(s) {
             keep_bounded(slab, s);
         }
@@ -1855,19 +1880,77 @@ mod tests {
     /// Runs [`keep_idle_current`] for a refill of class `c` with the slab's hand on class
     /// `looked`, under the capacity lock.
     fn look_at(slab: Slab, looked: usize, c: usize) {
+        lock(slab);
         slab.owned_hand()
             .store((looked - MIN_CLASS) as u32, Ordering::Relaxed);
-        while !slab.cap_lock().try_lock() {
-            std::thread::yield_now();
-        }
         // SAFETY: we hold the slab's capacity lock, on the slab's CPU (pinned).
         unsafe { keep_idle_current(slab, c) };
+        let hand = slab.owned_hand().load(Ordering::Relaxed);
         slab.cap_lock().unlock();
         assert_eq!(
-            slab.owned_hand().load(Ordering::Relaxed),
+            hand,
             (looked + 1 - MIN_CLASS) as u32 % OWNED_CLASSES,
             "the hand moves on one class"
         );
+    }
+
+    /// Takes the slab's capacity lock (another test's growth may hold it a moment).
+    fn lock(slab: Slab) {
+        while !slab.cap_lock().try_lock() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// A current span set aside while a pop had an object out of it (the race between the
+    /// look and the section, played here in order) is only no longer current: not kept, since
+    /// not wholly free. The push that empties it keeps it; when that push finds the capacity
+    /// lock busy it sets the slab's owned-freed hint instead, and the next sweep keeps it
+    /// (found by review: such a push did nothing, and the span stayed owned, wholly free,
+    /// neither current nor kept).
+    #[test]
+    fn a_span_set_aside_with_an_object_out_is_kept_by_the_push_that_empties_it() {
+        let (_setup, id, slab) = kept_setup(
+            "percpu::owned::tests::a_span_set_aside_with_an_object_out_is_kept_by_the_push_that_empties_it",
+        );
+        let c = class_of(700);
+        let p = refill_until(c, id);
+        let s = current(slab, c);
+        let mut objs = std::vec![p];
+        pop_all(c, &mut objs);
+        assert!(objs.len() >= 3, "a list to pop from");
+        let (a, b) = (objs[0], objs[1]);
+        for p in &objs[2..] {
+            free_owned(*p, s, c);
+        }
+
+        // Set aside with two objects out: not current, not kept.
+        lock(slab);
+        // SAFETY: we hold the capacity lock; `s` is class `c`'s current span, the slab's.
+        unsafe { set_aside(slab, c, s) };
+        slab.cap_lock().unlock();
+        assert!(current(slab, c).is_null(), "taken off the current spans");
+        assert!(!kept(s), "not kept with objects out");
+        check::check_owned(id, slab).unwrap();
+
+        // One back: still not wholly free. The other back while the lock is held: the push
+        // cannot keep it, and leaves the hint.
+        free_owned(a, s, c);
+        assert!(!kept(s));
+        crate::central::clear_owned_freed(id);
+        lock(slab);
+        free_owned(b, s, c);
+        slab.cap_lock().unlock();
+        assert!(!kept(s), "the push could not take the lock");
+        assert!(crate::central::owned_freed(id), "the push left the hint");
+
+        // The next sweep (this tick's allowed) keeps it.
+        slab.owned_swept().store(0, Ordering::Relaxed);
+        sweep_freed(id);
+        assert!(kept(s), "the sweep kept it");
+        assert!(current(slab, c).is_null());
+        check::check_owned(id, slab).unwrap();
+        drain(id);
+        assert_disowned(slab, c, s);
     }
 
     /// A current span left wholly free is kept once the hand of the slab's refills has seen it

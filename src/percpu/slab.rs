@@ -206,11 +206,13 @@ pub(super) struct SlabHeader {
     /// free (`central::owned_freed`) was set at the previous maintenance tick
     /// (`percpu::owned::freed_unswept`); written by the tick only.
     owned_freed_seen: AtomicU32,
+    /// Unused (keeps the hand below off the stop word's line, which every owned section reads).
+    _reserved_low: [u32; 2],
     /// The next owned class whose current span a refill looks at for idleness
     /// (`percpu::owned::keep_idle_current`), less `owned::MIN_CLASS`; under the capacity lock.
     owned_hand: AtomicU32,
     /// Unused.
-    _reserved: [u32; 11],
+    _reserved: [u32; 9],
     /// The slab's activity signature at the previous maintenance tick (see
     /// `maintenance::drain_idle`).
     pub signature: AtomicU32,
@@ -242,6 +244,10 @@ const _: () = {
     assert!(offset_of!(SlabHeader, owned_stop) == crate::arch::OWNED_STOP_AT);
     assert!(offset_of!(SlabHeader, owned_kept) == 928);
     assert!(offset_of!(SlabHeader, owned_kept_bytes) == 936);
+    assert!(
+        offset_of!(SlabHeader, owned_hand) == 960,
+        "not on the stop word's line"
+    );
     assert!(offset_of!(SlabHeader, signature) == 1000);
     assert!(offset_of!(SlabHeader, cap_lock) == 1004);
     assert!(offset_of!(SlabHeader, fallback_ops) == 1008);
