@@ -161,7 +161,8 @@ impl SlabBits {
 /// goes idle: the per-CPU layer's slow paths read this hint ([`owned_freed`]) and sweep their
 /// slab's owned spans (`percpu::owned::sweep_freed`), and a tick drains a slab whose hint
 /// stood a whole tick unswept (`percpu::owned::freed_unswept`). Written only when such a free
-/// comes.
+/// comes, and by the owner's own sweeps and give-backs that could not finish
+/// ([`set_owned_freed`]).
 static OWNED_FREED: SlabBits = SlabBits::new();
 
 /// Whether slab `id` may own a span that frees from elsewhere left wholly free (a hint; see
@@ -177,7 +178,9 @@ pub fn clear_owned_freed(id: usize) {
     OWNED_FREED.take(id);
 }
 
-/// Sets slab `id`'s [`owned_freed`] hint again (a sweep that could not finish).
+/// Sets slab `id`'s [`owned_freed`] hint again: a sweep that could not finish, or a give-back
+/// of a span the slab's own push left wholly free that found the slab's capacity lock busy or
+/// the thread moved (`percpu::owned::give_back_as`).
 pub fn set_owned_freed(id: usize) {
     OWNED_FREED.set(id);
 }

@@ -286,9 +286,11 @@ fn child_idle_class() {
     let cached = rseqmalloc::stats().class_cached[k];
     // Other classes' bursts, as a program whose sizes moved on: each burst's refills look at
     // one class's current span apiece, going round the owned classes several times, and the
-    // first bursts of the classes turn kept spans over. After the first rounds each class's
-    // bursts reuse its own spans, so a span taken in the later ones means a drain took the
-    // spans back (which empties the 400 B class's too: no proof).
+    // first bursts of the classes turn kept spans over. By the twentieth round each class's
+    // bursts reuse its own spans (one span was still taken after the tenth in every run), so a
+    // span taken in rounds 20-59 means a drain took the spans back (which empties the 400 B
+    // class's too: no proof). A drain in the first rounds goes unseen (the stats count none;
+    // such drains, a slab out of slots, are rare).
     let mut taken = 0;
     for round in 0..60 {
         if round == 20 {

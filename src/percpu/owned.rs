@@ -259,10 +259,12 @@ unsafe fn give_back_free(s: *mut Span) {
 /// ([`evict_oldest`]) while the kept ones hold more than [`keep_bytes`]; else (or with nothing
 /// to keep) it is given back itself ([`give_back_retired`]). Does nothing when `a` no longer
 /// owns the span; a give-back does nothing when the thread runs elsewhere: the span stays
-/// owned, to be reused or drained. When the lock is busy (a refill or a drain of `a` holds
-/// it), it sets `a`'s owned-freed hint instead, so that `a`'s next slow path sweeps the span
-/// ([`sweep_freed`]): before session 51 such a span stayed owned, wholly free, neither current
-/// nor kept, until its class ran again or the slab drained (found by review).
+/// owned, to be reused or drained. When the lock is busy (a refill, growth, sweep, drain or
+/// maintenance of `a` holds it), or the retire fails because the thread moved, it sets `a`'s
+/// owned-freed hint instead, so that a later slow path of `a` sweeps the span ([`sweep_freed`],
+/// one sweep a tick; a tick drains a slab whose hint stood a whole tick unswept): before
+/// session 51 such a span stayed owned, wholly free, neither current nor kept, until its class
+/// ran again or the slab drained (found by review).
 ///
 /// Why the owner is read again under the lock: between the look and the lock, `a` may have
 /// given the span up and another slab taken it; the retire section, run on that other slab's
@@ -295,6 +297,10 @@ unsafe fn give_back_as(a: usize, s: *mut Span) {
                 keep_bounded(slab, s);
             } else if arch::owned_retire(c, words_of(s)) {
                 give_back_retired(slab, s, c);
+            } else if !current {
+                // The thread moved off `a`: a later sweep there retires it, as a sweep whose
+                // retire fails leaves the hint too.
+                central::set_owned_freed(a);
             }
         }
     }
@@ -506,8 +512,9 @@ const OWNED_CLASSES: u32 = (MAX_CLASS - MIN_CLASS + 1) as u32;
 /// What the test cannot tell: a class whose objects between the two looks were all freed in
 /// the reverse order of their allocation shows the same list word (the pops and pushes undo
 /// each other), and its span is set aside while in use. That costs its next `malloc` one slow
-/// path (or a span, if another class turns the kept one over first), at most once per two
-/// rounds of the hand ([`OWNED_CLASSES`] refills each).
+/// path (or a span, if another class turns the kept one over first), at most once per round
+/// of the hand plus one refill ([`OWNED_CLASSES`] + 1 refills: making a span current clears
+/// what the hand saw, and the hand's first look may come at the next refill).
 ///
 /// Why: a wholly free current span is never kept ([`push`] skips it, so that a `malloc`/`free`
 /// pair on its last object does not give it back each time), and a class whose use ended kept
@@ -548,8 +555,8 @@ unsafe fn keep_idle_current(slab: Slab, c: usize) {
 /// spans ([`arch::owned_uncur`]) and keeps it ([`keep_bounded`]) if it is still wholly free. A
 /// pop of this slab between the caller's look and the section may have taken an object: then
 /// it is only no longer current, and the push that empties it keeps it (or, with the capacity
-/// lock busy, has the next slow path sweep it, [`give_back_as`]). Nothing changes when the
-/// section fails (the thread moved, or a drain is at work).
+/// lock busy, has a later slow path sweep it, [`give_back_as`]). Nothing changes when the
+/// section fails (the thread moved: a drain cannot be at work, it holds the capacity lock).
 ///
 /// # Safety
 /// As [`keep_idle_current`]; `s` is a span the slab owns, of class `k`.
@@ -1933,19 +1940,28 @@ mod tests {
         check::check_owned(id, slab).unwrap();
 
         // One back: still not wholly free. The other back while the lock is held: the push
-        // cannot keep it, and leaves the hint.
+        // cannot keep it, and leaves the hint (checked under the lock: only a sweep, which
+        // takes it, clears the hint).
         free_owned(a, s, c);
         assert!(!kept(s));
-        crate::central::clear_owned_freed(id);
         lock(slab);
+        crate::central::clear_owned_freed(id);
         free_owned(b, s, c);
+        let (kept_then, hint) = (kept(s), crate::central::owned_freed(id));
         slab.cap_lock().unlock();
-        assert!(!kept(s), "the push could not take the lock");
-        assert!(crate::central::owned_freed(id), "the push left the hint");
+        assert!(!kept_then, "the push could not take the lock");
+        assert!(hint, "the push left the hint");
 
-        // The next sweep (this tick's allowed) keeps it.
-        slab.owned_swept().store(0, Ordering::Relaxed);
-        sweep_freed(id);
+        // A sweep keeps it (tried until one ran: another test's growth may hold the lock, and
+        // a slow path of this slab may have swept first).
+        for _ in 0..1000 {
+            if kept(s) {
+                break;
+            }
+            slab.owned_swept().store(0, Ordering::Relaxed);
+            sweep_freed(id);
+            std::thread::yield_now();
+        }
         assert!(kept(s), "the sweep kept it");
         assert!(current(slab, c).is_null());
         check::check_owned(id, slab).unwrap();

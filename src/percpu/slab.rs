@@ -149,7 +149,8 @@ const REGION_ALIGN: usize = 8;
 ///
 /// The words sit at fixed byte offsets (checked below): the state and the fallback lock on the
 /// slab's first cache line, the region table after them, the owned-span stop word at byte 920
-/// (`arch::OWNED_STOP_AT`), the other words on the last line of the header's kilobyte.
+/// (`arch::OWNED_STOP_AT`) with the kept list's words after it on its line, the other words on
+/// the last line of the header's kilobyte.
 #[repr(C)]
 pub(super) struct SlabHeader {
     /// 0 (untouched) or [`SLAB_READY`] (drains and figures look at ready slabs only).
