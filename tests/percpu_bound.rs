@@ -1,8 +1,9 @@
 //! With 64 threads on this machine's CPUs, the per-CPU layer's memory is bounded by the number
 //! of CPUs (or concurrency ids), not by the number of threads; memory one CPU frees of what
 //! another allocated goes back, or is reused, whatever the other CPU's slab does; what a CPU
-//! gives the central lists comes back to it first. In the three rseq modes, each in a child
-//! process of its own (the mode is chosen once per process).
+//! gives the central lists comes back to it first; a class whose use ended does not keep its
+//! current owned span. In the three rseq modes, each in a child process of its own (the mode is
+//! chosen once per process).
 
 mod common;
 
