@@ -132,7 +132,7 @@ pub struct SpanExt {
     pub kept_next: *mut Span,
     /// While the span is its class's current span: `owned.local` as the owning slab's last
     /// look for idleness saw it wholly free, else 0 (`percpu::owned::keep_idle_current`, under
-    /// the slab's capacity lock; reset when the span is published or made current). A current
+    /// the slab's capacity lock; reset when a refill makes the span current). A current
     /// span seen wholly free twice with the same `local` is taken for unused and kept (pops and
     /// pushes that undo each other in between go unseen).
     pub idle_seen: u64,

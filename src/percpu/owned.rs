@@ -567,7 +567,6 @@ unsafe fn set_aside(slab: Slab, k: usize, s: *mut Span) {
         if !arch::owned_uncur(k, words_of(s)) {
             return;
         }
-        (*Span::ext(s)).idle_seen = 0;
         if wholly_free(s) {
             keep_bounded(slab, s);
         }
@@ -812,7 +811,6 @@ unsafe fn publish(slab: Slab, c: usize, id: usize, s: *mut Span) {
         (*Span::ext(s)).owned.start = (*s).start;
         (*Span::ext(s)).owned.end = (*s).end();
         (*Span::ext(s)).owned.local.store(0, Ordering::Relaxed);
-        (*Span::ext(s)).idle_seen = 0;
         list_push(slab, c, s);
         (*Span::ext(s))
             .owned
@@ -1901,6 +1899,23 @@ mod tests {
         );
     }
 
+    /// A sweep of slab `id` in a new tick (as far as the slab knows) with the hint set, tried
+    /// until it ran (it took the capacity lock, which another test's growth may hold, and
+    /// stamped the tick) and `done` holds.
+    #[track_caller]
+    fn sweep_until(slab: Slab, id: usize, done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            slab.owned_swept().store(0, Ordering::Relaxed);
+            central::set_owned_freed(id);
+            sweep_freed(id);
+            if slab.owned_swept().load(Ordering::Relaxed) != 0 && done() {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        panic!("the sweep never took the capacity lock");
+    }
+
     /// Takes the slab's capacity lock (another test's growth may hold it a moment).
     fn lock(slab: Slab) {
         while !slab.cap_lock().try_lock() {
@@ -1952,17 +1967,8 @@ mod tests {
         assert!(!kept_then, "the push could not take the lock");
         assert!(hint, "the push left the hint");
 
-        // A sweep keeps it (tried until one ran: another test's growth may hold the lock, and
-        // a slow path of this slab may have swept first).
-        for _ in 0..1000 {
-            if kept(s) {
-                break;
-            }
-            slab.owned_swept().store(0, Ordering::Relaxed);
-            sweep_freed(id);
-            std::thread::yield_now();
-        }
-        assert!(kept(s), "the sweep kept it");
+        // A sweep keeps it.
+        sweep_until(slab, id, || kept(s));
         assert!(current(slab, c).is_null());
         check::check_owned(id, slab).unwrap();
         drain(id);
@@ -2076,9 +2082,7 @@ mod tests {
         // SAFETY: a span record the slab owns.
         let listed = unsafe { listed_objects(s) };
         let reclassed = RECLASSED.load(Ordering::Relaxed);
-        while !slab.cap_lock().try_lock() {
-            std::thread::yield_now();
-        }
+        lock(slab);
         // SAFETY: we hold the slab's capacity lock; `id` is the slab's.
         let got = unsafe { reclass_oldest(slab, c, id) };
         slab.cap_lock().unlock();
@@ -2109,21 +2113,6 @@ mod tests {
         );
         // A class no other unit test uses (576 B).
         let c = class_of(520);
-        // A sweep in a new tick (as far as the slab knows) with the hint set, tried until it
-        // ran (it took the capacity lock, which another test's growth may hold, and stamped
-        // the tick) and `done` holds.
-        let sweep_until = |done: &dyn Fn() -> bool| {
-            for _ in 0..1000 {
-                slab.owned_swept().store(0, Ordering::Relaxed);
-                central::set_owned_freed(id);
-                sweep_freed(id);
-                if slab.owned_swept().load(Ordering::Relaxed) != 0 && done() {
-                    return;
-                }
-                std::thread::yield_now();
-            }
-            panic!("the sweep never took the capacity lock");
-        };
         let owner = |s: *mut Span| {
             // SAFETY: span records are pool memory, always readable.
             unsafe { (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) }
@@ -2131,7 +2120,7 @@ mod tests {
 
         // Neither current nor kept: kept, still owned, the hint cleared.
         let s = a_wholly_free_span(slab, id, c);
-        sweep_until(&|| kept(s));
+        sweep_until(slab, id, || kept(s));
         assert_eq!(owner(s), arch::owner_of(id));
         assert!(!central::owned_freed(id), "the hint cleared");
         check::check_owned(id, slab).unwrap();
@@ -2144,7 +2133,7 @@ mod tests {
         for q in objs {
             free_owned(q, s, c);
         }
-        sweep_until(&|| central::owned_freed(id));
+        sweep_until(slab, id, || central::owned_freed(id));
         // The tick the sweep saw, plus one.
         let stamp = slab.owned_swept().load(Ordering::Relaxed);
         assert_eq!(current(slab, c), s, "a current span stays");
@@ -2160,7 +2149,7 @@ mod tests {
             assert_eq!(owner(s), arch::owner_of(id), "one sweep a tick");
         }
         let given_back = GIVEN_BACK.load(Ordering::Relaxed);
-        sweep_until(&|| owner(s) == NO_OWNER);
+        sweep_until(slab, id, || owner(s) == NO_OWNER);
         assert_eq!(
             GIVEN_BACK.load(Ordering::Relaxed),
             given_back + 1,
