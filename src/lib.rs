@@ -234,21 +234,19 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
 /// of spans taken partly used from the central lists, and the slow path's refills from the
 /// transfer stack. Popped after the list, those objects waited while the slab carved its own
 /// spans further (`rounds`, two CPUs, peak RSS: 5,568 KB against 5,228 with owned spans off;
-/// stack first 5,316, in no more time: docs/benchmarks.md, "Session 47"). Where little
-/// reaches the stack its failed pop costs one short section.
+/// stack first 5,316, in no more time: docs/benchmarks.md, "Session 47"). The stack's test is
+/// inside the owned pop (`percpu::owned_pop_stack_first`): where little reaches the stack, an
+/// allocation runs one section, not a failed stack pop and then the owned pop (`mixed-bursts`
+/// on one CPU 0.985x [0.877-0.997] the time, 8 alternations: docs/benchmarks.md,
+/// "Session 52").
 #[inline(always)]
 fn alloc_owned(c: usize, slow: impl FnOnce() -> *mut u8) -> *mut u8 {
-    let mut p = percpu::pop(c);
+    let mut p = percpu::owned_pop_stack_first(c);
     if p.is_null() {
-        p = percpu::owned_pop(c);
+        p = slow();
         if p.is_null() {
-            p = slow();
-            if p.is_null() {
-                return p;
-            }
-            clear_link(p);
+            return p;
         }
-    } else {
         clear_link(p);
     }
     arch::note_alloc(p, c);

@@ -164,6 +164,15 @@ pub unsafe fn owned_pop(_c: usize, _key: usize) -> super::OwnedPop {
     super::OwnedPop::Fail
 }
 
+/// As [`owned_pop`]: always "nothing popped".
+///
+/// # Safety
+/// None; it touches no memory.
+#[inline(always)]
+pub unsafe fn owned_pop_stack_first(_c: usize, _key: usize) -> super::OwnedPop {
+    super::OwnedPop::Fail
+}
+
 /// As [`owned_pop`]: always "not pushed".
 ///
 /// # Safety

@@ -149,6 +149,11 @@ pub const SLOT_SHIFT: u32 = 3;
 /// section reads.
 pub const SLOTS_AT: usize = 4096;
 
+/// Byte offset in a slab of its class headers: class `c`'s [`ClassHeader`] at
+/// `CLASS_HEADERS_AT + 8 * c` (the per-CPU layer's `slab::header_offset`, which checks it is
+/// the same). Only `owned_pop_stack_first` computes it here; the other sections are given it.
+pub const CLASS_HEADERS_AT: usize = 1024;
+
 /// Byte offset in a slab of its owned-span table (owned spans, `owned_spans=on`; docs/design.md,
 /// "Owned spans"): class `c`'s current owned span,
 /// the address of its [`OwnedWords`] or 0, at `CUR_AT + 8 * c`. All zero in an untouched slab:
@@ -162,7 +167,7 @@ pub const CUR_AT: usize = 2048;
 pub const OWNED_STOP_AT: usize = 920;
 
 /// The words of a span a slab owns that its critical sections read and commit (`owned_pop`,
-/// `owned_push`, `owned_push_chain`, `owned_set_cur`, `owned_retire`, `owned_uncur`). Shared
+/// `owned_pop_stack_first`, `owned_push`, `owned_push_chain`, `owned_set_cur`, `owned_retire`, `owned_uncur`). Shared
 /// with the assembly through
 /// `offset_of!`, as [`ClassHeader`] is; 32 bytes, aligned to 32 so that they sit on one cache
 /// line of the span record's extension (`span::SpanExt::owned`).
@@ -398,6 +403,9 @@ pub enum OwnedPop {
     Object(*mut u8),
     /// Nothing popped: rseq off, the slab stopped, no current span, or its list empty.
     Fail,
+    /// Nothing popped: the class's per-CPU stack holds objects, which go first
+    /// (`owned_pop_stack_first` only).
+    Stacked,
     /// The list is corrupt at this object: it lacks its free tag, or its link decodes to an
     /// address outside the span (a write into a freed object).
     Corrupt(*mut u8),

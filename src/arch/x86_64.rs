@@ -6,8 +6,8 @@
 //! bytes never execute as anything but a trap.
 
 use super::{
-    ClassHeader, OwnedPop, OwnedWords, Push, Rseq, ThreadBlock, BATCH_RESTARTS, CUR_AT,
-    OWNED_STOP_AT, RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
+    ClassHeader, OwnedPop, OwnedWords, Push, Rseq, ThreadBlock, BATCH_RESTARTS, CLASS_HEADERS_AT,
+    CUR_AT, OWNED_STOP_AT, RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
 };
 use crate::sync::Ordering;
 use core::arch::asm;
@@ -423,6 +423,77 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
     obj
 }
 
+/// The owned pop section ([`owned_pop`]'s pseudocode) for class `c` with key `key`, with
+/// `stack_check` (and the operands it names, each followed by a comma) after the stop word's
+/// test; evaluates to the [`OwnedPop`] it found. Used inside `unsafe`.
+macro_rules! owned_pop_sequence {
+    (c: $c:expr, key: $key:expr, stack_check: [$($check:literal),* $(,)?] $(, $($operands:tt)*)?) => {{
+        let h: usize;
+        let bad: usize;
+        slab_sequence!(
+            body: [
+                "# (no slot is read here; slot 0 is at {slots})",
+                "xor {bad:e}, {bad:e}",
+                "xor {h:e}, {h:e}",
+                "cmp dword ptr [{slab} + {stop}], 0",
+                "jne 5f",
+                $($check,)*
+                "mov {s}, qword ptr [{slab} + {c} * 8 + {cur}]",
+                "test {s}, {s}",
+                "jz 5f",
+                "mov {w}, qword ptr [{s} + {local}]",
+                "mov {h}, {w}",
+                "shl {h}, 16",
+                "shr {h}, 16",
+                "jz 5f",
+                "mov {bad:e}, 1",
+                "mov {n}, {key}",
+                "xor {n}, {h}",
+                "cmp qword ptr [{h} + 8], {n}",
+                "jne 5f",
+                "mov {n}, qword ptr [{h}]",
+                "xor {n}, {key}",
+                "jz 20f",
+                "cmp {n}, qword ptr [{s} + {start}]",
+                "jb 5f",
+                "mov {t}, qword ptr [{s} + {end}]",
+                "sub {t}, 15",
+                "cmp {n}, {t}",
+                "jae 5f",
+                "20:",
+                "shr {w}, 48",
+                "dec {w}",
+                "shl {w}, 48",
+                "or {w}, {n}",
+                "xor {bad:e}, {bad:e}",
+                "mov qword ptr [{s} + {local}], {w}",
+            ],
+            // Nothing to add: `bad` and `h` already say why.
+            fail: "nop",
+            s = out(reg) _,
+            w = out(reg) _,
+            n = out(reg) _,
+            h = inout(reg) 0usize => h,
+            bad = inout(reg) 0usize => bad,
+            c = in(reg) $c,
+            key = in(reg) $key,
+            stop = const OWNED_STOP_AT,
+            cur = const CUR_AT,
+            local = const offset_of!(OwnedWords, local),
+            start = const offset_of!(OwnedWords, start),
+            end = const offset_of!(OwnedWords, end),
+            $($($operands)*)?
+            options(nostack),
+        );
+        match (bad, h) {
+            (0, 0) => OwnedPop::Fail,
+            (0, 1) => OwnedPop::Stacked,
+            (0, h) => OwnedPop::Object(h as *mut u8),
+            (_, h) => OwnedPop::Corrupt(h as *mut u8),
+        }
+    }};
+}
+
 /// Pops the first free object of the calling CPU's current owned span of class `c` (owned spans,
 /// `owned_spans=on`: docs/design.md, "Owned spans").
 ///
@@ -466,69 +537,47 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
 /// for a span of objects of at least 16 bytes.
 #[inline(always)]
 pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
-    let h: usize;
-    let bad: usize;
-    // SAFETY: the caller guarantees the slab layout and the owned words; the sequence follows
-    // the rseq ABI as `percpu_pop`'s does, with one committing store.
+    // SAFETY: the caller's contract, forwarded.
+    unsafe { owned_pop_sequence!(c: c, key: key, stack_check: []) }
+}
+
+/// [`owned_pop`] that leaves the list alone while class `c`'s per-CPU stack holds objects:
+/// then it fails with [`OwnedPop::Stacked`], and the caller pops the stack ([`percpu_pop`]).
+/// The C allocation of an owned class takes the stack first (objects that did not go onto an
+/// owned list: `lib.rs`, `alloc_owned`); with this test inside the owned pop, an allocation
+/// whose stack is empty (the common case) runs one section, not a failed stack pop and then
+/// the owned pop. Its pseudocode is [`owned_pop`]'s with one line after the stop word's test:
+///
+/// ```text
+///   if slab[hdr(c)].current > slab[hdr(c)].floor: h = 1; goto fail   // the stack first
+/// ```
+/// (`hdr(c)` is class `c`'s [`ClassHeader`], at [`CLASS_HEADERS_AT`]` + 8c`; `fail` returns
+/// `Stacked` for `bad == 0, h == 1`, which no object's address is.) Restart-safe as
+/// [`owned_pop`]: the line only loads, into registers reset on every run. A stack that a drain
+/// stopped reads as empty (its floor raised to its current), as for [`percpu_pop`].
+///
+/// # Safety
+/// As [`owned_pop`].
+#[inline(always)]
+pub unsafe fn owned_pop_stack_first(c: usize, key: usize) -> OwnedPop {
+    // SAFETY: the caller's contract, forwarded; the class header lies inside the slab
+    // (`c < 128`).
     unsafe {
-        slab_sequence!(
-            body: [
-                "# (no slot is read here; slot 0 is at {slots})",
-                "xor {bad:e}, {bad:e}",
-                "xor {h:e}, {h:e}",
-                "cmp dword ptr [{slab} + {stop}], 0",
-                "jne 5f",
-                "mov {s}, qword ptr [{slab} + {c} * 8 + {cur}]",
-                "test {s}, {s}",
-                "jz 5f",
-                "mov {w}, qword ptr [{s} + {local}]",
-                "mov {h}, {w}",
-                "shl {h}, 16",
-                "shr {h}, 16",
-                "jz 5f",
-                "mov {bad:e}, 1",
-                "mov {n}, {key}",
-                "xor {n}, {h}",
-                "cmp qword ptr [{h} + 8], {n}",
-                "jne 5f",
-                "mov {n}, qword ptr [{h}]",
-                "xor {n}, {key}",
-                "jz 20f",
-                "cmp {n}, qword ptr [{s} + {start}]",
-                "jb 5f",
-                "mov {t}, qword ptr [{s} + {end}]",
-                "sub {t}, 15",
-                "cmp {n}, {t}",
-                "jae 5f",
-                "20:",
-                "shr {w}, 48",
-                "dec {w}",
-                "shl {w}, 48",
-                "or {w}, {n}",
-                "xor {bad:e}, {bad:e}",
-                "mov qword ptr [{s} + {local}], {w}",
+        owned_pop_sequence!(
+            c: c,
+            key: key,
+            stack_check: [
+                "movzx {n:e}, word ptr [{slab} + {c} * 8 + {hdrs} + {current}]",
+                "cmp {n:x}, word ptr [{slab} + {c} * 8 + {hdrs} + {floor}]",
+                "jbe 21f",
+                "mov {h:e}, 1",
+                "jmp 5f",
+                "21:",
             ],
-            // Nothing to add: `bad` and `h` already say why.
-            fail: "nop",
-            s = out(reg) _,
-            w = out(reg) _,
-            n = out(reg) _,
-            h = inout(reg) 0usize => h,
-            bad = inout(reg) 0usize => bad,
-            c = in(reg) c,
-            key = in(reg) key,
-            stop = const OWNED_STOP_AT,
-            cur = const CUR_AT,
-            local = const offset_of!(OwnedWords, local),
-            start = const offset_of!(OwnedWords, start),
-            end = const offset_of!(OwnedWords, end),
-            options(nostack),
-        );
-    }
-    match (bad, h) {
-        (0, 0) => OwnedPop::Fail,
-        (0, h) => OwnedPop::Object(h as *mut u8),
-        (_, h) => OwnedPop::Corrupt(h as *mut u8),
+            hdrs = const CLASS_HEADERS_AT,
+            current = const offset_of!(ClassHeader, current),
+            floor = const offset_of!(ClassHeader, floor),
+        )
     }
 }
 

@@ -48,8 +48,8 @@ pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
 pub use owned::routes as owned_routes;
 pub use owned::{
-    pop as owned_pop, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK, OWNED_TAKEN,
-    RECLASSED as OWNED_RECLASSED,
+    pop_stack_first as owned_pop_stack_first, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK,
+    OWNED_TAKEN, RECLASSED as OWNED_RECLASSED,
 };
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;
@@ -536,7 +536,9 @@ fn pinned_in_both_rseq_modes(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod owned_tests {
     use super::*;
-    use crate::arch::{owned_pop, owned_push, owner_of, OwnedPop, OwnedWords, NO_OWNER};
+    use crate::arch::{
+        owned_pop, owned_pop_stack_first, owned_push, owner_of, OwnedPop, OwnedWords, NO_OWNER,
+    };
     use crate::free_tag;
     use crate::sync::{AtomicU32, AtomicU64};
     use std::boxed::Box;
@@ -638,6 +640,36 @@ mod owned_tests {
         unsafe { owned_pop(C, free_tag::key()) }
     }
 
+    /// [`pop`]'s twin for the section that leaves the list while the class's stack holds
+    /// objects.
+    #[inline(never)]
+    pub(super) fn pop_stack_first() -> OwnedPop {
+        // SAFETY: as in `pop`; class `C`'s header is inside every slab.
+        unsafe { owned_pop_stack_first(C, free_tag::key()) }
+    }
+
+    /// Takes every object off class `C`'s stack on the slab the thread runs on (objects other
+    /// tests of this process freed there, or a refill left), so that the stack is empty; they
+    /// go back with [`restack`].
+    pub(super) fn unstack() -> Vec<*mut u8> {
+        core::iter::from_fn(|| Some(super::pop(C)).filter(|p| !p.is_null())).collect()
+    }
+
+    /// The objects on class `C`'s stack on the slab the thread runs on.
+    fn stack_count() -> usize {
+        Slab::of(current_rseq_id()).count(C)
+    }
+
+    /// Puts back what [`unstack`] took, in its order.
+    pub(super) fn restack(objs: Vec<*mut u8>) {
+        for p in objs.into_iter().rev() {
+            if !super::push(C, p) {
+                // SAFETY: a free object of class `C` that [`unstack`] took off a stack.
+                unsafe { super::free_slow(C, p) };
+            }
+        }
+    }
+
     /// Pushes `obj` with the span owned by the slab the thread runs on; retries if the thread
     /// moved between naming the owner and the section.
     fn push_owned(f: &Fake, obj: *mut u8) {
@@ -689,6 +721,61 @@ mod owned_tests {
         let again: Vec<_> = (0..4).map(|_| pop()).collect();
         let want: Vec<_> = (0..4).map(|i| OwnedPop::Object(f.obj(i))).collect();
         assert_eq!(again, want, "pushed back, popped in the same order");
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    /// The stack-first pop (the C allocation's, `owned::pop_stack_first`) leaves the list alone
+    /// while the class's per-CPU stack holds objects, and pops the list's head in the same
+    /// section once the stack is empty.
+    #[test]
+    fn owned_pop_stack_first_leaves_the_list_while_the_classs_stack_holds_objects() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned_tests::owned_pop_stack_first_leaves_the_list_while_the_classs_stack_holds_objects",
+            64,
+        );
+        // An object of class `C` of the allocator's own (its pop may refill the stack: the
+        // refill's objects are taken off below with the rest).
+        let p = crate::malloc(crate::size_class::size_of(C));
+        assert!(!p.is_null());
+        let others = unstack();
+        let f = Fake::new(2);
+        set_cur(&*f.words);
+        let _cleanup = Cleanup;
+        assert_eq!(pop(), OwnedPop::Object(f.obj(0)), "the plain pop");
+        if !push(C, p) {
+            // SAFETY: ours, out of every cache (the slow path grows a stack without room).
+            unsafe { free_slow(C, p) };
+        }
+        assert_eq!(stack_count(), 1, "the object is on the stack");
+        assert_eq!(
+            pop_stack_first(),
+            OwnedPop::Stacked,
+            "the stack holds an object"
+        );
+        assert_eq!(f.free_count(), 1, "the list untouched");
+        assert_eq!(
+            pop(),
+            OwnedPop::Object(f.obj(1)),
+            "the plain pop ignores the stack"
+        );
+        assert_eq!(pop_stack_first(), OwnedPop::Stacked);
+        assert_eq!(
+            owned::pop_stack_first(C),
+            p,
+            "the stack's object, through the stack's pop"
+        );
+        assert_eq!(pop_stack_first(), OwnedPop::Fail, "both empty");
+        let f2 = Fake::new(1);
+        set_cur(&*f2.words);
+        assert_eq!(
+            owned::pop_stack_first(C),
+            f2.obj(0),
+            "the stack empty: the list's head, in one section"
+        );
+        set_cur(core::ptr::null());
+        restack(others);
+        // SAFETY: handed out by `malloc`, then only cached and taken back.
+        unsafe { crate::free(p) };
         assert!(crate::os::set_affinity(&saved));
     }
 
@@ -1010,7 +1097,9 @@ mod owned_tests {
 /// other threads' sections stay protected.
 #[cfg(all(test, target_arch = "x86_64"))]
 mod owned_every_point_tests {
-    use super::owned_tests::{pop, set_cur, set_stop, Cleanup, Fake};
+    use super::owned_tests::{
+        pop, pop_stack_first, restack, set_cur, set_stop, unstack, Cleanup, Fake,
+    };
     use super::*;
     use crate::arch::{
         owned_push, owned_push_chain, owner_of, OwnedPop, OwnedWords, NO_OWNER, RSEQ_SIG,
@@ -1140,6 +1229,25 @@ mod owned_every_point_tests {
     #[test]
     fn owned_pop_aborted_after_each_instruction_pops_once_or_fails_cleanly() {
         let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_pop_aborted_after_each_instruction_pops_once_or_fails_cleanly", 64);
+        every_pop_point(pop);
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    /// The same for the stack-first pop, its class's stack empty (the stack's test passes at
+    /// every point, so each run goes on to the list).
+    #[test]
+    fn owned_pop_stack_first_aborted_after_each_instruction_pops_once_or_fails_cleanly() {
+        let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_pop_stack_first_aborted_after_each_instruction_pops_once_or_fails_cleanly", 64);
+        let others = unstack();
+        every_pop_point(pop_stack_first);
+        restack(others);
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    /// Runs `pop`, one copy of an owned pop section, on a fresh three-object span, aborted
+    /// after each of its instructions in turn (and with the slabs stopped at the abort): every
+    /// point pops object 0 exactly once, or, stopped, fails with the list whole.
+    fn every_pop_point(pop: fn() -> OwnedPop) {
         let f = Fake::new(3);
         set_cur(&*f.words);
         let _cleanup = Cleanup;
@@ -1172,7 +1280,6 @@ mod owned_every_point_tests {
             }
         }
         assert!(points >= 30, "only {points} abort points");
-        assert!(crate::os::set_affinity(&saved));
     }
 
     /// Runs `push`, one copy of a push section that pushes objects 0 to `k - 1` of a fresh

@@ -257,6 +257,7 @@ const _: () = {
     assert!(offset_of!(SlabHeader, idle_ticks) == 1020);
     assert!(NUM_CLASSES <= 128, "the region table has 128 entries");
     assert!(HEADERS_AT + 8 * NUM_CLASSES <= crate::arch::CUR_AT);
+    assert!(HEADERS_AT == crate::arch::CLASS_HEADERS_AT);
     assert!(crate::arch::CUR_AT + 8 * NUM_CLASSES <= OWNED_LISTS_AT);
     assert!(OWNED_LISTS_AT + 8 * NUM_CLASSES <= SLOTS_AT);
     assert!(
