@@ -208,10 +208,11 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
         if TAG && percpu::owned_routes(c) {
-            // Owned spans (`owned_spans=on`, the classes of 288-960 B): all in `alloc_cold`,
-            // out of line, so that this path keeps needing no stack frame (inlined here, the
-            // owned pop cost the default build's one-thread churn 1.05x its time, session 45).
-            return cold();
+            // Owned spans (`owned_spans=on`, the classes of 288-960 B): all in
+            // `alloc_owned_out`, out of line, so that this path keeps needing no stack frame
+            // (inlined here, the owned pop cost the default build's one-thread churn 1.05x its
+            // time, session 45).
+            return alloc_owned_out(c);
         }
         let p = percpu::pop(c);
         if !p.is_null() {
@@ -222,6 +223,22 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
         }
     }
     cold()
+}
+
+/// [`alloc_owned`] out of line, with the slow path and its `ENOMEM`: what [`alloc_class`] calls
+/// for a class owned spans route. Apart from [`alloc_cold`] (where it lived until session 52)
+/// so that the class's range and the thread's owned flag, which `alloc_class` has just
+/// tested, are not tested again.
+#[inline(never)]
+fn alloc_owned_out(c: usize) -> *mut u8 {
+    alloc_owned(c, || {
+        let p = percpu::alloc_slow(c, true);
+        if p.is_null() {
+            oom()
+        } else {
+            p
+        }
+    })
 }
 
 /// A C allocation of class `c` with owned spans on (`percpu::owned_routes`): the stack, then the
@@ -283,16 +300,8 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     if c == 0 {
         return alloc_large(size, align);
     }
-    if TAG && percpu::owned_routes(c) {
-        return alloc_owned(c, || {
-            let p = percpu::alloc_slow(c, true);
-            if p.is_null() {
-                oom()
-            } else {
-                p
-            }
-        });
-    }
+    // `alloc_class` sent a class owned spans route to `alloc_owned_out`.
+    debug_assert!(!(TAG && percpu::owned_routes(c)));
     let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
     if p.is_null() {
         p = percpu::alloc_slow(c, false);
