@@ -226,9 +226,9 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
 }
 
 /// [`alloc_owned`] out of line, with the slow path and its `ENOMEM`: what [`alloc_class`] calls
-/// for a class owned spans route. Apart from [`alloc_cold`] (where it lived until session 52)
-/// so that the class's range and the thread's owned flag, which `alloc_class` has just
-/// tested, are not tested again.
+/// for a class owned spans route. Apart from [`alloc_cold`] (where it lived until session 52,
+/// behind a second test of the class's range and the thread's owned flag, which `alloc_class`
+/// has just tested).
 #[inline(never)]
 fn alloc_owned_out(c: usize) -> *mut u8 {
     alloc_owned(c, || {
@@ -300,8 +300,11 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     if c == 0 {
         return alloc_large(size, align);
     }
-    // `alloc_class` sent a class owned spans route to `alloc_owned_out`.
-    debug_assert!(!(TAG && percpu::owned_routes(c)));
+    if TAG && percpu::owned_routes(c) {
+        // `alloc_class` sends such a class to `alloc_owned_out`; it arrives here only when the
+        // thread's set-up ran between the two (a signal handler's first allocation).
+        return alloc_owned_out(c);
+    }
     let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
     if p.is_null() {
         p = percpu::alloc_slow(c, false);

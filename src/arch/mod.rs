@@ -150,8 +150,9 @@ pub const SLOT_SHIFT: u32 = 3;
 pub const SLOTS_AT: usize = 4096;
 
 /// Byte offset in a slab of its class headers: class `c`'s [`ClassHeader`] at
-/// `CLASS_HEADERS_AT + 8 * c` (the per-CPU layer's `slab::header_offset`, which checks it is
-/// the same). Only `owned_pop_stack_first` computes it here; the other sections are given it.
+/// `CLASS_HEADERS_AT + 8 * c`, as the per-CPU layer's `slab::header_offset` (a const assert in
+/// `slab.rs` checks the two agree). Only `owned_pop_stack_first` computes it here; the other
+/// sections are given the offset.
 pub const CLASS_HEADERS_AT: usize = 1024;
 
 /// Byte offset in a slab of its owned-span table (owned spans, `owned_spans=on`; docs/design.md,
@@ -167,7 +168,8 @@ pub const CUR_AT: usize = 2048;
 pub const OWNED_STOP_AT: usize = 920;
 
 /// The words of a span a slab owns that its critical sections read and commit (`owned_pop`,
-/// `owned_pop_stack_first`, `owned_push`, `owned_push_chain`, `owned_set_cur`, `owned_retire`, `owned_uncur`). Shared
+/// `owned_pop_stack_first`, `owned_push`, `owned_push_chain`, `owned_set_cur`, `owned_retire`,
+/// `owned_uncur`). Shared
 /// with the assembly through
 /// `offset_of!`, as [`ClassHeader`] is; 32 bytes, aligned to 32 so that they sit on one cache
 /// line of the span record's extension (`span::SpanExt::owned`).

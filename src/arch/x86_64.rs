@@ -537,7 +537,8 @@ macro_rules! owned_pop_sequence {
 /// for a span of objects of at least 16 bytes.
 #[inline(always)]
 pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
-    // SAFETY: the caller's contract, forwarded.
+    // SAFETY: the caller guarantees the slab layout and the owned words; the sequence follows
+    // the rseq ABI as `percpu_pop`'s does, with one committing store.
     unsafe { owned_pop_sequence!(c: c, key: key, stack_check: []) }
 }
 
@@ -560,8 +561,8 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
 /// As [`owned_pop`].
 #[inline(always)]
 pub unsafe fn owned_pop_stack_first(c: usize, key: usize) -> OwnedPop {
-    // SAFETY: the caller's contract, forwarded; the class header lies inside the slab
-    // (`c < 128`).
+    // SAFETY: as in `owned_pop`; the stack's test only loads class `c`'s header, which lies
+    // inside the slab (`c < 128`).
     unsafe {
         owned_pop_sequence!(
             c: c,

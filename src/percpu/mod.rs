@@ -532,7 +532,11 @@ fn pinned_in_both_rseq_modes(
 /// The owned-span sections (docs/design.md, "Owned spans"), on a span the test builds by hand:
 /// 32-byte objects in a buffer, linked and tagged as `arch::OwnedWords` requires. Class 7 is
 /// below the classes owned spans serve (`owned::MIN_CLASS`), so no allocation of the test
-/// process reads the owned-span table entry these tests write.
+/// process reads the owned-span table entry these tests write. The stack-first pop's tests
+/// also use class 7's per-CPU stack on the slab they are pinned to: they take what it holds
+/// off first ([`Unstacked`]) and assume, as the drain tests do, that nothing else pushes to it
+/// or drains that slab while they run (the serial lock; unit tests allocate through the system
+/// allocator).
 #[cfg(all(test, target_arch = "x86_64"))]
 mod owned_tests {
     use super::*;
@@ -544,7 +548,7 @@ mod owned_tests {
     use std::boxed::Box;
     use std::vec::Vec;
 
-    /// The class whose table entry the tests use (its stack is not touched).
+    /// The class whose table entry the tests use (its stack only by the stack-first pop's).
     pub(super) const C: usize = 7;
     /// Bytes per object of the hand-built span.
     const SIZE: usize = 32;
@@ -648,26 +652,44 @@ mod owned_tests {
         unsafe { owned_pop_stack_first(C, free_tag::key()) }
     }
 
-    /// Takes every object off class `C`'s stack on the slab the thread runs on (objects other
-    /// tests of this process freed there, or a refill left), so that the stack is empty; they
-    /// go back with [`restack`].
-    pub(super) fn unstack() -> Vec<*mut u8> {
-        core::iter::from_fn(|| Some(super::pop(C)).filter(|p| !p.is_null())).collect()
+    /// What class `C`'s stack on the slab the thread runs on held (objects other tests of this
+    /// process freed there, or a refill left), taken off so that the stack is empty; pushed
+    /// back, in their order, when dropped (also when an assertion fails).
+    pub(super) struct Unstacked(Vec<*mut u8>);
+
+    impl Unstacked {
+        pub(super) fn take() -> Unstacked {
+            Unstacked(
+                core::iter::from_fn(|| Some(super::pop(C)).filter(|p| !p.is_null())).collect(),
+            )
+        }
+    }
+
+    impl Drop for Unstacked {
+        fn drop(&mut self) {
+            for p in self.0.drain(..).rev() {
+                if !super::push(C, p) {
+                    // SAFETY: a free object of class `C` that `take` took off a stack.
+                    unsafe { super::free_slow(C, p) };
+                }
+            }
+        }
     }
 
     /// The objects on class `C`'s stack on the slab the thread runs on.
-    fn stack_count() -> usize {
+    pub(super) fn stack_count() -> usize {
         Slab::of(current_rseq_id()).count(C)
     }
 
-    /// Puts back what [`unstack`] took, in its order.
-    pub(super) fn restack(objs: Vec<*mut u8>) {
-        for p in objs.into_iter().rev() {
-            if !super::push(C, p) {
-                // SAFETY: a free object of class `C` that [`unstack`] took off a stack.
-                unsafe { super::free_slow(C, p) };
-            }
+    /// Puts `p`, an object of class `C` out of every cache, on class `C`'s stack on the slab
+    /// the thread runs on (the slow path grows a stack without room), which must be empty
+    /// before; it is then the only object there.
+    pub(super) fn stack_one(p: *mut u8) {
+        if !push(C, p) {
+            // SAFETY: the caller's: ours, out of every cache.
+            unsafe { free_slow(C, p) };
         }
+        assert_eq!(stack_count(), 1, "the object is on the stack");
     }
 
     /// Pushes `obj` with the span owned by the slab the thread runs on; retries if the thread
@@ -737,16 +759,15 @@ mod owned_tests {
         // refill's objects are taken off below with the rest).
         let p = crate::malloc(crate::size_class::size_of(C));
         assert!(!p.is_null());
-        let others = unstack();
+        let _others = Unstacked::take();
         let f = Fake::new(2);
         set_cur(&*f.words);
         let _cleanup = Cleanup;
         assert_eq!(pop(), OwnedPop::Object(f.obj(0)), "the plain pop");
-        if !push(C, p) {
-            // SAFETY: ours, out of every cache (the slow path grows a stack without room).
-            unsafe { free_slow(C, p) };
-        }
-        assert_eq!(stack_count(), 1, "the object is on the stack");
+        // A stale first word, which the pop must not hand out.
+        // SAFETY: `p` is ours, at least 16 bytes.
+        unsafe { p.cast::<usize>().write(0x5eed) };
+        stack_one(p);
         assert_eq!(
             pop_stack_first(),
             OwnedPop::Stacked,
@@ -764,16 +785,29 @@ mod owned_tests {
             p,
             "the stack's object, through the stack's pop"
         );
+        // SAFETY: `p` is ours again.
+        assert_eq!(
+            unsafe { p.cast::<usize>().read() },
+            0,
+            "its first word cleared"
+        );
         assert_eq!(pop_stack_first(), OwnedPop::Fail, "both empty");
         let f2 = Fake::new(1);
         set_cur(&*f2.words);
+        // SAFETY: object 0 of the hand-built span: its encoded link (0 ^ key) is not 0.
+        assert_ne!(unsafe { f2.obj(0).cast::<usize>().read() }, 0);
         assert_eq!(
             owned::pop_stack_first(C),
             f2.obj(0),
             "the stack empty: the list's head, in one section"
         );
+        // SAFETY: popped, ours.
+        assert_eq!(
+            unsafe { f2.obj(0).cast::<usize>().read() },
+            0,
+            "its link cleared"
+        );
         set_cur(core::ptr::null());
-        restack(others);
         // SAFETY: handed out by `malloc`, then only cached and taken back.
         unsafe { crate::free(p) };
         assert!(crate::os::set_affinity(&saved));
@@ -1098,7 +1132,7 @@ mod owned_tests {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod owned_every_point_tests {
     use super::owned_tests::{
-        pop, pop_stack_first, restack, set_cur, set_stop, unstack, Cleanup, Fake,
+        pop, pop_stack_first, set_cur, set_stop, stack_one, Cleanup, Fake, Unstacked, C,
     };
     use super::*;
     use crate::arch::{
@@ -1139,6 +1173,9 @@ mod owned_every_point_tests {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     static ARMED: AtomicBool = AtomicBool::new(false);
     static STOP_ON_ARM: AtomicBool = AtomicBool::new(false);
+    /// Whether arming also makes class `C`'s stack on the thread's slab read empty (its floor
+    /// raised to `u16::MAX`, a drain's stop; the test puts it back).
+    static UNSTACK_ON_ARM: AtomicBool = AtomicBool::new(false);
     /// The abort handler reached (its address), or 0.
     static ABORTED_AT: AtomicU64 = AtomicU64::new(0);
     static STEPS: AtomicUsize = AtomicUsize::new(0);
@@ -1176,6 +1213,13 @@ mod owned_every_point_tests {
                 ARMED.store(true, Ordering::Relaxed);
                 if STOP_ON_ARM.load(Ordering::Relaxed) {
                     set_stop(true);
+                }
+                if UNSTACK_ON_ARM.load(Ordering::Relaxed) {
+                    // Plain stores to the header: no section runs in the handler.
+                    Slab::of(current_rseq_id())
+                        .class(C)
+                        .floor
+                        .store(u16::MAX, Ordering::Relaxed);
                 }
             }
         }
@@ -1238,9 +1282,58 @@ mod owned_every_point_tests {
     #[test]
     fn owned_pop_stack_first_aborted_after_each_instruction_pops_once_or_fails_cleanly() {
         let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_pop_stack_first_aborted_after_each_instruction_pops_once_or_fails_cleanly", 64);
-        let others = unstack();
+        let others = Unstacked::take();
         every_pop_point(pop_stack_first);
-        restack(others);
+        drop(others);
+        assert!(crate::os::set_affinity(&saved));
+    }
+
+    /// The stack-first pop with its class's stack holding an object, aborted after each of its
+    /// instructions up to its `Stacked` exit, the stack made to read empty at the abort (its
+    /// floor raised, as a drain's stop raises it): every retry pops the list's head, so no run
+    /// reports a stale `Stacked`; armed at the exit itself, the section ends there, `Stacked`,
+    /// the list whole.
+    #[test]
+    fn owned_pop_stack_first_retried_after_the_stack_emptied_pops_the_list() {
+        let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_pop_stack_first_retried_after_the_stack_emptied_pops_the_list", 64);
+        let p = crate::malloc(crate::size_class::size_of(C));
+        assert!(!p.is_null());
+        let others = Unstacked::take();
+        stack_one(p);
+        let f = Fake::new(3);
+        set_cur(&*f.words);
+        let _cleanup = Cleanup;
+        let (first, aborted) = super::abort_tests::stepped_abort(pop_stack_first);
+        assert_eq!(first, OwnedPop::Stacked);
+        let target = descriptor_of(aborted);
+        let slab = Slab::of(current_rseq_id());
+        let class = slab.class(C);
+        let floor = class.floor.load(Ordering::Relaxed);
+        let (mut points, mut retried) = (0, 0);
+        UNSTACK_ON_ARM.store(true, Ordering::Relaxed);
+        for k in 1.. {
+            let f = Fake::new(3);
+            set_cur(&*f.words);
+            let run = at_point(target, k, false, pop_stack_first);
+            class.floor.store(floor, Ordering::Relaxed);
+            let Some((r, aborted)) = run else {
+                break;
+            };
+            let count = f.free_count();
+            if aborted {
+                assert_eq!((r, count), (OwnedPop::Object(f.obj(0)), 2), "k = {k}");
+                retried += 1;
+            } else {
+                assert_eq!((r, count), (OwnedPop::Stacked, 3), "k = {k}, at the exit");
+            }
+            points += 1;
+        }
+        UNSTACK_ON_ARM.store(false, Ordering::Relaxed);
+        assert!(retried >= 5, "only {retried} of {points} points aborted");
+        assert_eq!(super::pop(C), p, "the object still on the stack");
+        drop(others);
+        // SAFETY: handed out by `malloc`, then only cached and taken back.
+        unsafe { crate::free(p) };
         assert!(crate::os::set_affinity(&saved));
     }
 

@@ -174,14 +174,16 @@ pub fn corrupt(p: *mut u8) -> ! {
 
 /// Pops an object of class `c` for a C allocation, its link word cleared: from the calling
 /// CPU's per-CPU stack of the class when that holds objects (they go first, see `lib.rs`'s
-/// `alloc_owned`), else from the CPU's current owned span; null when neither has one. One
-/// section when the stack is empty ([`arch::owned_pop_stack_first`]), where the stack's pop
-/// first cost every owned allocation a failed section (`mixed-bursts` on one CPU: 0.975x
-/// [0.905-0.980] the time, docs/benchmarks.md, "Session 52"). Aborts on a corrupt list.
+/// `alloc_owned`), else from the CPU's current owned span. Null when neither gave one (both
+/// empty, rseq off, the slab stopped, or the thread moved between the two sections): the slow
+/// path then. One section when the stack is empty ([`arch::owned_pop_stack_first`]), where
+/// the stack's pop first cost every owned allocation a failed section (`mixed-bursts` on one
+/// CPU: 0.985x [0.877-0.997] the time, docs/benchmarks.md, "Session 52"). Aborts on a corrupt
+/// list.
 #[inline(always)]
 pub fn pop_stack_first(c: usize) -> *mut u8 {
-    // SAFETY: as in `pop`.
     let key = free_tag::key_raw();
+    // SAFETY: as in `pop`; class `c`'s header lies inside every slab (`c < NUM_CLASSES`).
     let p = match unsafe { arch::owned_pop_stack_first(c, key) } {
         OwnedPop::Object(p) => p,
         // SAFETY: the slabs are set up as `percpu::pop` needs and `header_offset(c)` is class
@@ -1497,8 +1499,10 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { listed_objects(s) }, listed, "the list untouched");
         // The stack empty again: the list's head (the stack-first pop's one section).
+        // SAFETY: a span record the slab owns; its words are readable.
+        let head = unsafe { (*words_of(s)).local.load(Ordering::Relaxed) & HEAD_MASK } as usize;
         let r = crate::malloc(size_of(c));
-        assert!(!r.is_null() && r != q);
+        assert_eq!(r as usize, head, "the list's head");
         // SAFETY: as above.
         assert_eq!(unsafe { listed_objects(s) }, listed - 1, "then the list");
         assert_eq!(current(slab, c), s, "the same span");
