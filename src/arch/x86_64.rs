@@ -555,7 +555,7 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
 /// (`hdr(c)` is class `c`'s [`ClassHeader`], at [`CLASS_HEADERS_AT`]` + 8c`; `fail` returns
 /// `Stacked` for `bad == 0, h == 1`, which no object's address is.) Restart-safe as
 /// [`owned_pop`]: the line only loads, into registers reset on every run. A stack that a drain
-/// stopped reads as empty (its floor raised to its current), as for [`percpu_pop`].
+/// stopped reads as empty (its floor raised to `u16::MAX`), as for [`percpu_pop`].
 ///
 /// # Safety
 /// As [`owned_pop`].

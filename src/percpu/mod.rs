@@ -759,7 +759,7 @@ mod owned_tests {
         // refill's objects are taken off below with the rest).
         let p = crate::malloc(crate::size_class::size_of(C));
         assert!(!p.is_null());
-        let _others = Unstacked::take();
+        let others = Unstacked::take();
         let f = Fake::new(2);
         set_cur(&*f.words);
         let _cleanup = Cleanup;
@@ -808,6 +808,7 @@ mod owned_tests {
             "its link cleared"
         );
         set_cur(core::ptr::null());
+        drop(others);
         // SAFETY: handed out by `malloc`, then only cached and taken back.
         unsafe { crate::free(p) };
         assert!(crate::os::set_affinity(&saved));
@@ -1135,11 +1136,12 @@ mod owned_every_point_tests {
         pop, pop_stack_first, set_cur, set_stop, stack_one, Cleanup, Fake, Unstacked, C,
     };
     use super::*;
+    use crate::arch::ClassHeader;
     use crate::arch::{
         owned_push, owned_push_chain, owner_of, OwnedPop, OwnedWords, NO_OWNER, RSEQ_SIG,
     };
     use crate::free_tag;
-    use crate::sync::{AtomicBool, AtomicU64, AtomicUsize};
+    use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
 
     extern "C" {
         static __start___rseq_cs: u8;
@@ -1173,9 +1175,38 @@ mod owned_every_point_tests {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     static ARMED: AtomicBool = AtomicBool::new(false);
     static STOP_ON_ARM: AtomicBool = AtomicBool::new(false);
-    /// Whether arming also makes class `C`'s stack on the thread's slab read empty (its floor
-    /// raised to `u16::MAX`, a drain's stop; the test puts it back).
-    static UNSTACK_ON_ARM: AtomicBool = AtomicBool::new(false);
+    /// The class header whose stack arming also makes read empty (its floor raised to
+    /// `u16::MAX`, as a drain's stop raises it), or null; set and undone by [`FloorRaised`].
+    static UNSTACK_ON_ARM: AtomicPtr<ClassHeader> = AtomicPtr::new(core::ptr::null_mut());
+
+    /// While it lives, arming raises the floor of class `C`'s stack on slab `slab`; dropped
+    /// (also when an assertion fails), it lowers the floor back and stops doing so.
+    struct FloorRaised {
+        header: &'static ClassHeader,
+        floor: u16,
+    }
+
+    impl FloorRaised {
+        fn on(slab: Slab) -> FloorRaised {
+            // SAFETY: slabs are never unmapped: the header lives as long as the process.
+            let header: &'static ClassHeader = unsafe { &*(slab.class(C) as *const ClassHeader) };
+            let floor = header.floor.load(Ordering::Relaxed);
+            UNSTACK_ON_ARM.store(header as *const _ as *mut _, Ordering::Relaxed);
+            FloorRaised { header, floor }
+        }
+
+        /// Lowers the floor back (after each run).
+        fn lower(&self) {
+            self.header.floor.store(self.floor, Ordering::Relaxed);
+        }
+    }
+
+    impl Drop for FloorRaised {
+        fn drop(&mut self) {
+            UNSTACK_ON_ARM.store(core::ptr::null_mut(), Ordering::Relaxed);
+            self.lower();
+        }
+    }
     /// The abort handler reached (its address), or 0.
     static ABORTED_AT: AtomicU64 = AtomicU64::new(0);
     static STEPS: AtomicUsize = AtomicUsize::new(0);
@@ -1214,12 +1245,10 @@ mod owned_every_point_tests {
                 if STOP_ON_ARM.load(Ordering::Relaxed) {
                     set_stop(true);
                 }
-                if UNSTACK_ON_ARM.load(Ordering::Relaxed) {
-                    // Plain stores to the header: no section runs in the handler.
-                    Slab::of(current_rseq_id())
-                        .class(C)
-                        .floor
-                        .store(u16::MAX, Ordering::Relaxed);
+                let h = UNSTACK_ON_ARM.load(Ordering::Relaxed);
+                if !h.is_null() {
+                    // A plain store to the header (no section runs in the handler).
+                    (*h).floor.store(u16::MAX, Ordering::Relaxed);
                 }
             }
         }
@@ -1290,9 +1319,12 @@ mod owned_every_point_tests {
 
     /// The stack-first pop with its class's stack holding an object, aborted after each of its
     /// instructions up to its `Stacked` exit, the stack made to read empty at the abort (its
-    /// floor raised, as a drain's stop raises it): every retry pops the list's head, so no run
-    /// reports a stale `Stacked`; armed at the exit itself, the section ends there, `Stacked`,
-    /// the list whole.
+    /// floor raised, as a drain's stop raises it): every retry pops the list's head; with the
+    /// owned stop word set at the abort too, every retry fails with `Fail`, not a `Stacked`
+    /// left from the run before the abort. Armed at the exit itself, the section ends there,
+    /// `Stacked`, the list whole. A point whose run moved to another slab proves nothing and
+    /// is skipped, as is one the kernel ended without the abort (a preemption can redirect it
+    /// past the trap that counts it).
     #[test]
     fn owned_pop_stack_first_retried_after_the_stack_emptied_pops_the_list() {
         let (_serial, saved) = pinned_in_both_rseq_modes("percpu::owned_every_point_tests::owned_pop_stack_first_retried_after_the_stack_emptied_pops_the_list", 64);
@@ -1306,30 +1338,53 @@ mod owned_every_point_tests {
         let (first, aborted) = super::abort_tests::stepped_abort(pop_stack_first);
         assert_eq!(first, OwnedPop::Stacked);
         let target = descriptor_of(aborted);
-        let slab = Slab::of(current_rseq_id());
-        let class = slab.class(C);
-        let floor = class.floor.load(Ordering::Relaxed);
-        let (mut points, mut retried) = (0, 0);
-        UNSTACK_ON_ARM.store(true, Ordering::Relaxed);
-        for k in 1.. {
-            let f = Fake::new(3);
-            set_cur(&*f.words);
-            let run = at_point(target, k, false, pop_stack_first);
-            class.floor.store(floor, Ordering::Relaxed);
-            let Some((r, aborted)) = run else {
-                break;
-            };
-            let count = f.free_count();
-            if aborted {
-                assert_eq!((r, count), (OwnedPop::Object(f.obj(0)), 2), "k = {k}");
-                retried += 1;
-            } else {
-                assert_eq!((r, count), (OwnedPop::Stacked, 3), "k = {k}, at the exit");
+        let id = current_rseq_id();
+        let raised = FloorRaised::on(Slab::of(id));
+        for stop in [false, true] {
+            let (mut retried, mut exits) = (0, 0);
+            for k in 1.. {
+                let f = Fake::new(3);
+                set_cur(&*f.words);
+                let run = at_point(target, k, stop, pop_stack_first);
+                raised.lower();
+                set_stop(false);
+                let Some((r, aborted)) = run else {
+                    break;
+                };
+                if current_rseq_id() != id {
+                    continue;
+                }
+                let count = f.free_count();
+                match (aborted, r) {
+                    (true, _) if stop => {
+                        assert_eq!((r, count), (OwnedPop::Fail, 3), "k = {k}, stopped");
+                        retried += 1;
+                    }
+                    (true, _) => {
+                        assert_eq!((r, count), (OwnedPop::Object(f.obj(0)), 2), "k = {k}");
+                        retried += 1;
+                    }
+                    (false, OwnedPop::Stacked) => {
+                        assert_eq!(count, 3, "k = {k}, at the exit");
+                        exits += 1;
+                    }
+                    // Not aborted, the stack read empty: the kernel redirected the run, which
+                    // then went on to the list.
+                    (false, r) => {
+                        assert_eq!(
+                            (r, count),
+                            (OwnedPop::Object(f.obj(0)), 2),
+                            "k = {k}, missed"
+                        );
+                    }
+                }
             }
-            points += 1;
+            assert!(
+                retried >= 5 && exits >= 1,
+                "stop {stop}: {retried} points aborted, {exits} at the exit"
+            );
         }
-        UNSTACK_ON_ARM.store(false, Ordering::Relaxed);
-        assert!(retried >= 5, "only {retried} of {points} points aborted");
+        drop(raised);
         assert_eq!(super::pop(C), p, "the object still on the stack");
         drop(others);
         // SAFETY: handed out by `malloc`, then only cached and taken back.
