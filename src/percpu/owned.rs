@@ -1926,7 +1926,7 @@ mod tests {
     /// Runs [`keep_idle_current`] for a refill of class `c` with the slab's hand on class
     /// `looked`, under the capacity lock.
     fn look_at(slab: Slab, looked: usize, c: usize) {
-        lock(slab);
+        slab.cap_lock().lock();
         slab.owned_hand()
             .store((looked - MIN_CLASS) as u32, Ordering::Relaxed);
         // SAFETY: we hold the slab's capacity lock, on the slab's CPU (pinned).
@@ -1957,13 +1957,6 @@ mod tests {
         panic!("the sweep never took the capacity lock");
     }
 
-    /// Takes the slab's capacity lock (another test's growth may hold it a moment).
-    fn lock(slab: Slab) {
-        while !slab.cap_lock().try_lock() {
-            std::thread::yield_now();
-        }
-    }
-
     /// A current span set aside while a pop had an object out of it (the race between the
     /// look and the section, played here in order) is only no longer current: not kept, since
     /// not wholly free. The push that empties it keeps it; when that push finds the capacity
@@ -1987,7 +1980,7 @@ mod tests {
         }
 
         // Set aside with two objects out: not current, not kept.
-        lock(slab);
+        slab.cap_lock().lock();
         // SAFETY: we hold the capacity lock; `s` is class `c`'s current span, the slab's.
         unsafe { set_aside(slab, c, s) };
         slab.cap_lock().unlock();
@@ -2000,7 +1993,7 @@ mod tests {
         // takes it, clears the hint).
         free_owned(a, s, c);
         assert!(!kept(s));
-        lock(slab);
+        slab.cap_lock().lock();
         crate::central::clear_owned_freed(id);
         free_owned(b, s, c);
         let (kept_then, hint) = (kept(s), crate::central::owned_freed(id));
@@ -2123,7 +2116,7 @@ mod tests {
         // SAFETY: a span record the slab owns.
         let listed = unsafe { listed_objects(s) };
         let reclassed = RECLASSED.load(Ordering::Relaxed);
-        lock(slab);
+        slab.cap_lock().lock();
         // SAFETY: we hold the slab's capacity lock; `id` is the slab's.
         let got = unsafe { reclass_oldest(slab, c, id) };
         slab.cap_lock().unlock();
