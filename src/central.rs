@@ -2,12 +2,12 @@
 //!
 //! Owns: for each class, a transfer stack of free object pointers (filled and drained in
 //! batches by the per-CPU caches, so a batch moves with a `memcpy` under a lock), split into
-//! shards, one per slab up to [`MAX_SHARDS`], each slab trying its own first ([`set_shards`]),
-//! and, under a second lock, the list of that class's spans that still have objects to give.
-//! When every shard is full — or the class's limit over them, or for classes above
-//! [`SHARED_ABOVE`] their shared budget, is spent — freed objects go back to their span; a
-//! span whose objects are all back returns to the page heap. The span lists are reached only
-//! when the stack is empty or full. Classes of a page or more remember the spans they gave back
+//! shards, one per slab up to [`MAX_SHARDS`], each slab pushing onto its own and taking from it
+//! first ([`set_shards`], [`alloc_batch_home`]), and, under a second lock, the list of that
+//! class's spans that still have objects to give. When the slab's shard is full — or the
+//! class's limit over all of them, or for classes above [`SHARED_ABOVE`] their shared budget,
+//! is spent — freed objects go back to their span; a span whose objects are all back returns
+//! to the page heap. The span lists are reached only when the slab's shard is empty or full. Classes of a page or more remember the spans they gave back
 //! ([`Hints`]) and take those pages back first when they need a span; smaller ones count the
 //! short spans they give back in each maintenance tick ([`CHURN_SPANS`]) and take long spans
 //! while they churn. For the per-CPU layer's owned spans it keeps two hints, a bit per slab
@@ -237,13 +237,14 @@ static SHARDS_IN_USE: AtomicUsize = AtomicUsize::new(1);
 
 /// Splits every class's transfer stack into `n` shards (1 to [`MAX_SHARDS`]; `n` is clamped).
 /// The per-CPU layer calls it once, when it maps its slabs, with their count: slab `i` then
-/// pushes its overflow onto shard `i % n` and takes its refills from there first, going to the
-/// other shards only when its own is full or empty, so a CPU mostly gets back the objects it
-/// gave up (lines its own cache holds) and two CPUs overflowing the same class meet on no lock
-/// (slabs `i` and `i + n` share a shard). With more than one shard each holds at most half the
-/// class's limit ([`shard_limit`]) and all of them together at most the limit
-/// (`Central::stacked`). Objects stacked before stay where they are; every shard is looked at
-/// before the spans.
+/// pushes its overflow onto shard `i % n` only (past it, onto the spans: [`put_on_stack`]) and
+/// takes its refills from there first; from the other shards it takes the objects of its own
+/// spans first, and the rest only where the alternative is new memory ([`alloc_batch_home`]).
+/// So a CPU gets back the objects it gave up (lines its own cache holds) and two CPUs
+/// overflowing the same class meet on no lock (slabs `i` and `i + n` share a shard). With more
+/// than one shard each holds at most half the class's limit ([`shard_limit`]) and all of them
+/// together at most the limit (`Central::stacked`). Objects stacked before stay where they
+/// are.
 ///
 /// Why (docs/design.md, "Central lists"): with one stack per class, two threads each
 /// overflowing and refilling the same classes swapped their objects through it, and a thread
@@ -611,22 +612,74 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
 /// [`alloc_batch`] for the refill of slab `near` (its index, or any key: its shard
 /// `near % shards` is tried first, [`set_shards`]): a span taken from the page heap gets `home`
 /// as its home.
+///
+/// Where the objects come from, in turn, for a slab with a home (owner return, `home` not
+/// `NO_HOME`; `home` is then the slab `near` names):
+/// 1. its own shard;
+/// 2. objects of its own spans, or of spans with no home, in the other shards (what another
+///    slab gave up of them: [`take_homed`]);
+/// 3. the class's listed spans whose home it is, among the first [`HOME_WALK`];
+/// 4. any listed span;
+/// 5. the other shards, whatever they hold, only when the page heap has no run with resident
+///    pages for a span of the class ([`PageHeap::has_resident_fit`](crate::page_heap)): taking
+///    another slab's objects then saves faulting in new memory;
+/// 6. a new span.
+///
+/// Why the other shards come so late: what a slab gave up is the memory its CPU wrote last,
+/// and a slab refilling from another's shard hands its program lines the other CPU's cache
+/// holds. Two threads bursting on two CPUs (`benches/c/burst_threads.c`, `mixed-bursts`) took
+/// each other's objects this way for 12-14 % of their allocations of 16-256 B, and ran 0.93x
+/// the time with steps 2-5 (docs/benchmarks.md, "Session 53"). Without step 5, `rounds`, whose
+/// threads free each other's objects, held 4 % more at its peak: one slab took new spans while
+/// the other's shard was full.
+///
+/// Without a home (the fallback, [`alloc_batch`]): every shard, own first, then the spans.
 pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32, near: usize) -> usize {
-    let central = &CENTRAL[c];
+    alloc_batch_with(c, out, home, near, has_resident_fit)
+}
+
+/// [`alloc_batch_home`] with `resident` deciding step 5 (whether the page heap would carve the
+/// class's next span from resident pages; the tests choose).
+fn alloc_batch_with(
+    c: usize,
+    out: &mut [*mut u8],
+    home: u32,
+    near: usize,
+    resident: impl Fn(&Spans, usize) -> bool,
+) -> usize {
     let want = out.len();
+    let homed = home != crate::span::NO_HOME;
     // Shards seen empty are not locked: a burst past the per-CPU caches takes every batch
     // from the spans, and each lock is an atomic exchange on the way in and out.
-    let from_stack = take_from_stack(c, out, near, true);
-    if from_stack == want {
+    let mut got = take_from_stack(c, out, near, true, if homed { 1 } else { MAX_SHARDS });
+    if homed && got < want {
+        got += take_homed(c, &mut out[got..], near, home);
+    }
+    if got == want {
         return want;
     }
-    let mut g = central.spans.lock();
-    let inner = &mut *g;
-    let mut got = from_stack;
+    let central = &CENTRAL[c];
     let size = size_of(c);
+    let mut from_spans = 0;
+    let mut g = central.spans.lock();
+    if homed {
+        // SAFETY: the class lock is held.
+        let n = unsafe { take_from_home_spans(&mut g, c, &mut out[got..], home) };
+        (got, from_spans) = (got + n, n);
+    }
+    let mut stole = !homed;
     while got < want {
+        let inner = &mut *g;
         let mut s = inner.list.first();
         if s.is_null() {
+            if !stole && !resident(inner, c) {
+                // Step 5: the other shards (their locks come before this one).
+                stole = true;
+                drop(g);
+                got += take_from_stack(c, &mut out[got..], near + 1, true, shards() - 1);
+                g = central.spans.lock();
+                continue;
+            }
             s = new_span(inner, c, home, false);
             if s.is_null() {
                 break;
@@ -640,7 +693,8 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32, near: usize) -
         // SAFETY: `s` is a listed span of this class; we hold the class lock that guards its
         // bitmap and counters.
         unsafe {
-            got += take_from_span(s, c, size, &mut out[got..]);
+            let n = take_from_span(s, c, size, &mut out[got..]);
+            (got, from_spans) = (got + n, from_spans + n);
             if (*s).in_use() == (*s).capacity {
                 inner.list.remove(s);
                 (*s).listed = false;
@@ -649,15 +703,63 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32, near: usize) -
     }
     central
         .out_of_spans
-        .fetch_add(got - from_stack, Ordering::Relaxed);
+        .fetch_add(from_spans, Ordering::Relaxed);
     if got == 0 {
         // The page heap found no memory for a span. The shards were seen empty without their
         // locks and may have been filled since: look under the locks before reporting
         // exhaustion.
         drop(g);
-        got = take_from_stack(c, out, near, false);
+        got = take_from_stack(c, out, near, false, MAX_SHARDS);
     }
     got
+}
+
+/// Listed spans of a class a refill looks at for one of its own home ([`alloc_batch_home`]'s
+/// step 3) before it takes any.
+const HOME_WALK: usize = 8;
+
+/// Entries of another slab's shard, from its top, that [`take_homed`] looks at.
+const HOMED_SCAN: usize = 64;
+
+/// [`alloc_batch_home`]'s step 3: up to `out.len()` objects of class `c` from the listed spans
+/// whose home is `home`, among the first [`HOME_WALK`] of the list; returns how many. A span
+/// left with nothing to give leaves the list.
+///
+/// # Safety
+/// `inner` is class `c`'s span list, its lock held.
+unsafe fn take_from_home_spans(
+    inner: &mut Spans,
+    c: usize,
+    out: &mut [*mut u8],
+    home: u32,
+) -> usize {
+    let (size, mut got) = (size_of(c), 0);
+    let mut s = inner.list.first();
+    for _ in 0..HOME_WALK {
+        if s.is_null() || got == out.len() {
+            break;
+        }
+        // SAFETY: the caller's contract: listed spans of the class, under its lock.
+        unsafe {
+            let next = (*s).next;
+            if (*s).home == home {
+                got += take_from_span(s, c, size, &mut out[got..]);
+                if (*s).in_use() == (*s).capacity {
+                    inner.list.remove(s);
+                    (*s).listed = false;
+                }
+            }
+            s = next;
+        }
+    }
+    got
+}
+
+/// Whether the page heap could carve class `c`'s next span (the length [`new_span`] would
+/// take) from a free run that may hold resident pages.
+fn has_resident_fit(inner: &Spans, c: usize) -> bool {
+    let heap = HEAP.lock();
+    heap.has_resident_fit(span_pages(inner, c, false, heap.stats().mapped) as usize)
 }
 
 /// A fresh span of class `c` from the page heap, with its bitmap, home `home`, unlisted; null
@@ -666,18 +768,10 @@ pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32, near: usize) -
 /// byte), or once the class has `LONG_SPANS_FROM` out or churns short spans (fewer page-heap
 /// operations a burst).
 fn new_span(inner: &mut Spans, c: usize, home: u32, long: bool) -> *mut Span {
-    let central = &CENTRAL[c];
     let size = size_of(c);
-    let busy = long
-        || central.out_of_spans.load(Ordering::Relaxed) * size >= LONG_SPANS_FROM
-        || inner.churning();
     let mut heap = HEAP.lock();
     let small_heap = heap.stats().mapped <= SMALL_HEAP_BYTES;
-    let pages = if small_heap && !busy {
-        CLASS_PAGES_SMALL_HEAP[c]
-    } else {
-        CLASS_PAGES[c]
-    };
+    let pages = span_pages(inner, c, long, heap.stats().mapped);
     let mut s = null_mut();
     // The pages of a span the class gave back first, where they are still free.
     for _ in 0..HINT_TRIES {
@@ -720,6 +814,20 @@ fn new_span(inner: &mut Spans, c: usize, home: u32, long: bool) -> *mut Span {
         (*s).home = home;
     }
     s
+}
+
+/// Pages of class `c`'s next span ([`new_span`]) with `mapped` bytes of heap mapped: the
+/// small heap's length while the heap is small, unless `long` is asked for, the class has
+/// [`LONG_SPANS_FROM`] out or it churns short spans.
+fn span_pages(inner: &Spans, c: usize, long: bool, mapped: usize) -> u16 {
+    let busy = long
+        || CENTRAL[c].out_of_spans.load(Ordering::Relaxed) * size_of(c) >= LONG_SPANS_FROM
+        || inner.churning();
+    if mapped <= SMALL_HEAP_BYTES && !busy {
+        CLASS_PAGES_SMALL_HEAP[c]
+    } else {
+        CLASS_PAGES[c]
+    }
 }
 
 /// Takes a span of class `c` for slab `home` to own (`percpu::owned`; docs/design.md, "Owned
@@ -913,12 +1021,63 @@ pub fn has_transfer(c: usize) -> bool {
     cached(c) != 0
 }
 
-/// Moves up to `out.len()` objects of class `c` from its transfer stack into `out`: from shard
-/// `near % shards` first, then from the others in turn, each under its own lock (one at a
-/// time), skipping those that look empty when `skip_empty`; returns how many.
-fn take_from_stack(c: usize, out: &mut [*mut u8], near: usize, skip_empty: bool) -> usize {
+/// [`alloc_batch_home`]'s step 2: moves into `out` up to `out.len()` objects of class `c` that
+/// the shards other than `near`'s hold and whose span's home is `home` or that have none
+/// (their page-map entries say), looking at the top [`HOMED_SCAN`] entries of each shard (the
+/// rest keep their order); returns how many. A slab whose objects another CPU freed and could
+/// not send home (its inbox was full: `percpu::remote`) gets them back here.
+fn take_homed(c: usize, out: &mut [*mut u8], near: usize, home: u32) -> usize {
+    let n = shards();
+    let mine = crate::pagemap::home_bits(home_field(home));
     let mut got = 0;
-    for k in shard_order(near, shards()) {
+    for k in shard_order(near, n).skip(1) {
+        let shard = &SHARDS[k][c];
+        if got == out.len() {
+            break;
+        }
+        if shard.cached.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let mut t = shard.transfer.lock();
+        let count = t.count;
+        let low = count.saturating_sub(HOMED_SCAN);
+        let mut kept = low;
+        for i in low..count {
+            let p = t.stack()[i];
+            // The entry of a free object of a live span of class `c` (objects in a shard are
+            // such): its home bits are the span's.
+            let bits = crate::pagemap::home_bits(PAGEMAP.get(p as usize));
+            if got < out.len() && (bits == 0 || bits == mine) {
+                out[got] = p;
+                got += 1;
+            } else {
+                t.stack()[kept] = p;
+                kept += 1;
+            }
+        }
+        stack_left(c, count - kept);
+        t.count = kept;
+        shard.cached.store(kept, Ordering::Relaxed);
+    }
+    got
+}
+
+/// Moves up to `out.len()` objects of class `c` from its transfer stack into `out`: from shard
+/// `near % shards` first, then from the others in turn, at most `most` shards, each under its
+/// own lock (one at a time), skipping those that look empty when `skip_empty`; returns how
+/// many.
+fn take_from_stack(
+    c: usize,
+    out: &mut [*mut u8],
+    near: usize,
+    skip_empty: bool,
+    most: usize,
+) -> usize {
+    let mut got = 0;
+    if out.is_empty() {
+        return 0;
+    }
+    for k in shard_order(near, shards()).take(most) {
         let shard = &SHARDS[k][c];
         if skip_empty && shard.cached.load(Ordering::Relaxed) == 0 {
             continue;
@@ -938,16 +1097,19 @@ fn take_from_stack(c: usize, out: &mut [*mut u8], near: usize, skip_empty: bool)
     got
 }
 
-/// Pushes a prefix of `objs` (free objects of class `c`) onto its transfer stack: onto shard
-/// `near % shards` first, then onto the others in turn, each up to its limit
-/// ([`shard_limit`]), while the class's limit over every shard and, for classes above
-/// [`SHARED_ABOVE`], the shared budget last ([`stack_room`]); shards that look full are not
-/// locked. Returns how many it took.
+/// Pushes a prefix of `objs` (free objects of class `c`) onto shard `near % shards` of its
+/// transfer stack, up to the shard's limit ([`shard_limit`]), while the class's limit over
+/// every shard and, for classes above [`SHARED_ABOVE`], the shared budget last
+/// ([`stack_room`]); a shard that looks full is not locked. Returns how many it took.
+///
+/// Only its own shard: what a slab gives up past it goes back to the spans, where its refills
+/// find it first among the spans of its home ([`alloc_batch_home`]), rather than onto another
+/// slab's shard, whose slab would take it first (on two CPUs, lines the other CPU wrote last).
 fn put_on_stack(c: usize, objs: &[*mut u8], near: usize) -> usize {
     let n = shards();
     let (limit, size) = (shard_limit(c, n), size_of(c));
     let mut put = 0;
-    for k in shard_order(near, n) {
+    for k in shard_order(near, n).take(1) {
         if CENTRAL[c].stacked.load(Ordering::Relaxed) >= transfer_limit(c)
             || (size > SHARED_ABOVE && SHARED_BYTES.load(Ordering::Relaxed) + size > SHARED_BUDGET)
         {
@@ -1398,6 +1560,7 @@ pub unsafe fn reset_all_in_child() {
 mod tests {
     use super::*;
     use crate::size_class::class_of;
+    use std::vec::Vec;
 
     /// Takes `bytes` worth of class `c` from the central list, then frees them all.
     fn take_and_free(c: usize, bytes: usize) {
@@ -1942,32 +2105,16 @@ mod tests {
 
     /// With two shards, what slab 1 gives the transfer stack goes back to slab 1 first, though
     /// slab 0 gave its objects after (one stack per class handed slab 1 slab 0's, the last
-    /// pushed); a batch past its shard's share goes onto the other shard, not back to the
-    /// spans, and a refill takes from the other shard once its own is empty. With four, the
-    /// shards together hold no more than the class's limit.
+    /// pushed); a batch past its shard's share goes back to the spans, not onto the other
+    /// shard, and a refill without a home takes from the other shard once its own is empty.
+    /// With four, the shards together hold no more than the class's limit.
     #[test]
-    fn each_slab_takes_back_its_own_shard_first_and_overflows_into_the_others() {
-        let _serial = crate::serial_test();
-        /// Puts the shard count back when the test ends, passed or not.
-        struct Restore(usize);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                SHARDS_IN_USE.store(self.0, Ordering::Relaxed);
-            }
-        }
-        let _restore = Restore(SHARDS_IN_USE.swap(2, Ordering::Relaxed));
-        // A class the other tests that reach the central lists use only while serialised.
-        let c = class_of(240);
-        flush_where(|_, k, _| k == c);
+    fn each_slab_takes_back_its_own_shard_first_and_overflows_to_the_spans() {
+        let (_shards, _serial, c) = two_shards();
         let limit = shard_limit(c, 2);
         let mut objs = std::vec![null_mut(); limit + 24];
         assert_eq!(alloc_batch(c, &mut objs), objs.len());
         let (ones, zeros, rest) = (&objs[..8], &objs[8..16], &objs[16..]);
-        let sorted = |v: &[*mut u8]| {
-            let mut v = v.to_vec();
-            v.sort_unstable();
-            v
-        };
         let out_of_spans = || CENTRAL[c].out_of_spans.load(Ordering::Relaxed);
         // SAFETY: objects from `alloc_batch`, never used (each freed once, taken again below).
         unsafe {
@@ -1983,29 +2130,26 @@ mod tests {
         );
         assert_eq!(alloc_batch_home(c, &mut back, crate::span::NO_HOME, 0), 8);
         assert_eq!(sorted(&back), sorted(zeros));
-        // Past shard 0's share: the rest onto shard 1, none back to the spans.
+        // Past shard 0's share: the rest back to the spans, none onto shard 1.
         let before = out_of_spans();
         // SAFETY: as above.
         unsafe { free_batch_from(c, rest, 0) };
         assert_eq!(SHARDS[0][c].cached.load(Ordering::Relaxed), limit);
-        assert_eq!(
-            SHARDS[1][c].cached.load(Ordering::Relaxed),
-            rest.len() - limit
-        );
-        assert_eq!(out_of_spans(), before);
-        let mut all = std::vec![null_mut(); rest.len()];
+        assert_eq!(SHARDS[1][c].cached.load(Ordering::Relaxed), 0);
+        assert_eq!(out_of_spans(), before - (rest.len() - limit));
+        let mut all = std::vec![null_mut(); limit];
         assert_eq!(
             alloc_batch_home(c, &mut all, crate::span::NO_HOME, 1),
-            rest.len()
+            limit
         );
-        assert_eq!(sorted(&all), sorted(rest));
+        assert_eq!(sorted(&all), sorted(&rest[..limit]));
         assert_eq!(cached(c), 0);
-        // SAFETY: as above.
-        unsafe { free_to_spans(c, &objs) };
+        // SAFETY: as above (`rest[limit..]` is back in its spans).
+        unsafe { free_to_spans(c, &objs[..16 + limit]) };
 
         // With four shards, each takes half the class's limit and all of them together the
-        // limit: what slab 0 gives alone fills its shard and the next; then slabs 0 and 1 fill
-        // theirs, and what slab 2 gives goes back to the spans.
+        // limit: what slab 0 gives alone fills its shard, the rest back to the spans; then
+        // slabs 0 and 1 fill theirs, and what slab 2 gives goes back to the spans.
         SHARDS_IN_USE.store(4, Ordering::Relaxed);
         let whole = transfer_limit(c);
         let mut objs = std::vec![null_mut(); whole + 16];
@@ -2015,12 +2159,17 @@ mod tests {
         let counts: std::vec::Vec<usize> = (0..4)
             .map(|k| SHARDS[k][c].cached.load(Ordering::Relaxed))
             .collect();
-        assert_eq!(counts, [whole.div_ceil(2), whole / 2, 0, 0]);
-        let mut all = std::vec![null_mut(); whole];
+        assert_eq!(counts, [whole.div_ceil(2), 0, 0, 0]);
+        let mut all = std::vec![null_mut(); whole.div_ceil(2)];
         assert_eq!(
             alloc_batch_home(c, &mut all, crate::span::NO_HOME, 0),
-            whole
+            all.len()
         );
+        assert_eq!(sorted(&all), sorted(&objs[..whole.div_ceil(2)]));
+        // Out again: `objs[whole.div_ceil(2)..whole]` went back to the spans.
+        let mut again = std::vec![null_mut(); whole / 2];
+        assert_eq!(alloc_batch(c, &mut again), again.len());
+        objs[whole.div_ceil(2)..whole].copy_from_slice(&again);
         let (half, more) = objs.split_at(whole / 2);
         let (other, extra) = more.split_at(whole - whole / 2);
         // SAFETY: as above.
@@ -2044,6 +2193,157 @@ mod tests {
         );
         assert_eq!(CENTRAL[c].stacked.load(Ordering::Relaxed), 0);
         // SAFETY: as above.
+        unsafe { free_to_spans(c, &all) };
+    }
+
+    /// Sets the shard count for a test and puts it back when the test ends, passed or not.
+    struct ShardCount(usize);
+    impl ShardCount {
+        fn set(n: usize) -> Self {
+            Self(SHARDS_IN_USE.swap(n, Ordering::Relaxed))
+        }
+    }
+    impl Drop for ShardCount {
+        fn drop(&mut self) {
+            SHARDS_IN_USE.store(self.0, Ordering::Relaxed);
+        }
+    }
+
+    /// Two shards (until the first value is dropped) for a test serialised with the others that
+    /// reach the central lists (until the second is), and the class it uses, flushed from the
+    /// transfer stack: one the other tests use only while serialised.
+    fn two_shards() -> (ShardCount, std::sync::MutexGuard<'static, ()>, usize) {
+        let serial = crate::serial_test();
+        let shards = ShardCount::set(2);
+        let c = class_of(240);
+        flush_where(|_, k, _| k == c);
+        (shards, serial, c)
+    }
+
+    /// `n` objects of class `c` whose spans' home is `home` (their page-map entries say so),
+    /// taken by refills of slab `home`; every object taken (those and any other the refills
+    /// gave) is added to `out`, to be freed at the end.
+    fn homed_objects(c: usize, home: u32, n: usize, out: &mut Vec<*mut u8>) -> Vec<*mut u8> {
+        let mine = crate::pagemap::home_bits(home_field(home));
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            let mut buf = [null_mut(); 16];
+            let k = alloc_batch_home(c, &mut buf, home, home as usize);
+            assert!(k > 0);
+            for &p in &buf[..k] {
+                out.push(p);
+                if got.len() < n && crate::pagemap::home_bits(PAGEMAP.get(p as usize)) == mine {
+                    got.push(p);
+                }
+            }
+            if got.len() == n {
+                return got;
+            }
+        }
+        panic!("no span of home {home} came");
+    }
+
+    /// Takes every object the class's listed spans hold, so that the next refill finds none
+    /// listed; returns them (out of their spans, to be freed at the end).
+    fn drain_listed(c: usize) -> Vec<*mut u8> {
+        let mut taken = Vec::new();
+        let mut g = CENTRAL[c].spans.lock();
+        loop {
+            let s = g.list.first();
+            if s.is_null() {
+                break;
+            }
+            let mut buf = [null_mut(); 64];
+            // SAFETY: a listed span of class `c`, under its lock.
+            unsafe {
+                let n = take_from_span(s, c, size_of(c), &mut buf);
+                taken.extend_from_slice(&buf[..n]);
+                if (*s).in_use() == (*s).capacity {
+                    g.list.remove(s);
+                    (*s).listed = false;
+                }
+            }
+        }
+        CENTRAL[c]
+            .out_of_spans
+            .fetch_add(taken.len(), Ordering::Relaxed);
+        taken
+    }
+
+    fn sorted(v: &[*mut u8]) -> Vec<*mut u8> {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v
+    }
+
+    /// A refill of a slab with a home takes, from another slab's shard, the objects of its own
+    /// spans that the other slab gave up, and leaves that slab's own there (before any span);
+    /// the other slab then takes its own back from its shard.
+    #[test]
+    fn a_homed_refill_takes_its_own_objects_from_another_shard_and_leaves_the_others() {
+        let (_shards, _serial, c) = two_shards();
+        let mut all = Vec::new();
+        let (zeros, ones) = (
+            homed_objects(c, 0, 8, &mut all),
+            homed_objects(c, 1, 16, &mut all),
+        );
+        // Slab 0's objects between slab 1's in slab 1's shard.
+        // SAFETY: objects out of their spans, each freed once here and taken again below.
+        unsafe {
+            free_batch_from(c, &ones[..8], 1);
+            free_batch_from(c, &zeros, 1);
+            free_batch_from(c, &ones[8..], 1);
+        }
+        assert_eq!(SHARDS[1][c].cached.load(Ordering::Relaxed), 24);
+        let mut back = [null_mut(); 8];
+        assert_eq!(alloc_batch_with(c, &mut back, 0, 0, |_, _| true), 8);
+        assert_eq!(
+            sorted(&back),
+            sorted(&zeros),
+            "slab 0 took slab 1's objects"
+        );
+        assert_eq!(SHARDS[1][c].cached.load(Ordering::Relaxed), 16);
+        let mut back = [null_mut(); 16];
+        assert_eq!(alloc_batch_with(c, &mut back, 1, 1, |_, _| true), 16);
+        assert_eq!(sorted(&back), sorted(&ones));
+        assert_eq!(cached(c), 0);
+        CENTRAL[c].check_invariants(c).unwrap();
+        // SAFETY: every object taken is out of its span once.
+        unsafe { free_to_spans(c, &all) };
+    }
+
+    /// With no span listed, a refill of a slab with a home takes another slab's objects from
+    /// its shard rather than a new span only when the page heap has no resident pages for the
+    /// span: with resident pages it carves a new span of its own home and leaves the shard.
+    #[test]
+    fn a_homed_refill_takes_another_slabs_objects_only_rather_than_new_memory() {
+        let (_shards, _serial, c) = two_shards();
+        let mut all = Vec::new();
+        let ones = homed_objects(c, 1, 8, &mut all);
+        // SAFETY: objects out of their spans, freed once here, taken again below.
+        unsafe { free_batch_from(c, &ones, 1) };
+        all.retain(|p| !ones.contains(p));
+        let mine = crate::pagemap::home_bits(home_field(0));
+        all.extend(drain_listed(c));
+        let mut fresh = [null_mut(); 8];
+        assert_eq!(alloc_batch_with(c, &mut fresh, 0, 0, |_, _| true), 8);
+        all.extend_from_slice(&fresh);
+        for &p in &fresh {
+            assert_eq!(crate::pagemap::home_bits(PAGEMAP.get(p as usize)), mine);
+        }
+        assert_eq!(
+            SHARDS[1][c].cached.load(Ordering::Relaxed),
+            8,
+            "the shard was left"
+        );
+        all.extend(drain_listed(c));
+        let mut back = [null_mut(); 8];
+        assert_eq!(alloc_batch_with(c, &mut back, 0, 0, |_, _| false), 8);
+        assert_eq!(sorted(&back), sorted(&ones));
+        assert_eq!(cached(c), 0);
+        all.extend_from_slice(&back);
+        CENTRAL[c].check_invariants(c).unwrap();
+        // SAFETY: every object taken is out of its span once.
         unsafe { free_to_spans(c, &all) };
     }
 

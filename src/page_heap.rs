@@ -325,6 +325,15 @@ impl PageHeap {
     /// spans on 31 MiB of fresh pages beside the 100 MiB the first one had freed (peak RSS
     /// 131 MiB against glibc's 102; with this and [`PageHeap::alloc_span_from`]'s placement,
     /// 103 MiB).
+    /// Whether a size class's span of `pages` pages would be carved from a free run that may
+    /// hold resident pages (a dirty range), by the rule [`PageHeap::alloc_span`] follows for
+    /// one (`find_dirty_first`); false when it would take clean pages or grow the heap.
+    pub fn has_resident_fit(&self, pages: usize) -> bool {
+        let s = self.find_dirty_first(pages);
+        // SAFETY: `find_dirty_first` returns null or a listed free span.
+        !s.is_null() && unsafe { (*s).dirty() } > 0
+    }
+
     fn find_dirty_first(&self, pages: usize) -> *mut Span {
         let mut clean: *mut Span = null_mut();
         for n in self.listed_lengths(pages) {
@@ -1261,6 +1270,33 @@ mod tests {
             let s = class_span(&mut heap);
             assert_eq!((*s).start, (*spans[0]).start);
             assert!((*s).zeroed);
+        }
+    }
+
+    /// `has_resident_fit` says whether a class's span would be carved from pages used before:
+    /// not on a fresh heap (it would grow), nor on pages never used, nor once the free runs'
+    /// pages went back to the kernel; yes while a freed span's pages may be resident.
+    #[test]
+    fn a_resident_fit_is_a_free_run_whose_pages_were_used() {
+        let mut heap = PageHeap::new();
+        assert!(!heap.has_resident_fit(8), "an empty heap");
+        // SAFETY: every span used below is live and owned by this test's heap.
+        unsafe {
+            // [dirty hole 8][used 4] in the first chunk, the rest of it clean.
+            let spans = [8, 4].map(|pages| large(&mut heap, pages));
+            assert!(!heap.has_resident_fit(8), "only pages never used are free");
+            heap.free_span(spans[0]);
+            assert!(heap.has_resident_fit(8));
+            assert!(
+                heap.has_resident_fit(4),
+                "a shorter span fits the dirty hole too"
+            );
+            heap.release_free(u64::MAX);
+            assert!(!heap.has_resident_fit(8), "the hole's pages went back");
+            heap.free_span(spans[1]);
+            assert!(heap.has_resident_fit(8), "a run holding the freed 4 pages");
+            heap.release_free(u64::MAX);
+            assert!(!heap.has_resident_fit(4), "every free page went back");
         }
     }
 

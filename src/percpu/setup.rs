@@ -63,8 +63,8 @@ fn init_process(block: *mut ThreadBlock) {
     };
     G.nslabs.store(n, Ordering::Relaxed);
     G.slabs.store(base as usize, Ordering::Relaxed);
-    // One transfer stack shard per slab, as far as they go: each slab overflows into and
-    // refills from its own first.
+    // One transfer stack shard per slab, as far as they go: each slab overflows into its own
+    // and refills from it first.
     crate::central::set_shards(n);
     super::remote::init(n, opts.owner_return && opts.rseq);
     // The rseq fence, unless told not to (`membarrier=off`).
