@@ -241,10 +241,11 @@ static SHARDS_IN_USE: AtomicUsize = AtomicUsize::new(1);
 /// takes its refills from there first; from the other shards it takes the objects of its own
 /// spans first, and the rest only where the alternative is new memory ([`alloc_batch_home`]).
 /// So a CPU gets back the objects it gave up (lines its own cache holds) and two CPUs
-/// overflowing the same class meet on no lock (slabs `i` and `i + n` share a shard). With more
-/// than one shard each holds at most half the class's limit ([`shard_limit`]) and all of them
-/// together at most the limit (`Central::stacked`). Objects stacked before stay where they
-/// are.
+/// overflowing the same class mostly meet on no lock (slabs `i` and `i + n` share a shard;
+/// another slab locks a shard only to take what it holds of that slab's spans, or when the
+/// alternative is new memory). With more than one shard each holds at most half the class's
+/// limit ([`shard_limit`]) and all of them together at most the limit (`Central::stacked`).
+/// Objects stacked before stay where they are.
 ///
 /// Why (docs/design.md, "Central lists"): with one stack per class, two threads each
 /// overflowing and refilling the same classes swapped their objects through it, and a thread
@@ -316,7 +317,9 @@ fn stack_left(c: usize, n: usize) {
 }
 
 /// One shard of a class's transfer stack: whole batches of free objects between the per-CPU
-/// caches, under a lock of its own that is held for a `memcpy` and nothing else. Its slots live
+/// caches, under a lock of its own that is held for a `memcpy` (or, for another slab's
+/// refill, a look at up to [`HOMED_SCAN`] entries' page-map homes: [`take_homed`]) and nothing
+/// else. Its slots live
 /// in [`STACKS`], apart from the locks and counts (see there); a `Transfer` exists only inside
 /// [`SHARDS`], and its position there names the shard and class whose slots it owns.
 struct Transfer {
@@ -562,9 +565,9 @@ impl Spans {
 ///
 /// Lock order: a transfer stack shard, then `spans`, then the page heap. A refill or an
 /// overflow that the transfer stack can serve takes only shard locks, one at a time; the span
-/// lists are reached only when every shard is empty (refill), or full or the shards together
-/// at the class's limit (overflow), so a producer on one CPU and a consumer on another never
-/// wait for a walk through spans.
+/// lists are reached only when the slab's shard (and, for a refill, what the others hold of its
+/// spans) is empty, or its shard full or the shards together at the class's limit (overflow;
+/// [`alloc_batch_home`], [`put_on_stack`]).
 #[repr(align(128))] // each class's span lock on cache lines of its own
 pub struct Central {
     spans: Mutex<Spans>,
@@ -628,10 +631,14 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
 /// Why the other shards come so late: what a slab gave up is the memory its CPU wrote last,
 /// and a slab refilling from another's shard hands its program lines the other CPU's cache
 /// holds. Two threads bursting on two CPUs (`benches/c/burst_threads.c`, `mixed-bursts`) took
-/// each other's objects this way for 12-14 % of their allocations of 16-256 B, and ran 0.93x
-/// the time with steps 2-5 (docs/benchmarks.md, "Session 53"). Without step 5, `rounds`, whose
-/// threads free each other's objects, held 4 % more at its peak: one slab took new spans while
-/// the other's shard was full.
+/// each other's objects this way for 12-14 % of their allocations of 16-256 B (3-4 % with
+/// this order), and took 0.94-0.955x the CPU time with it (docs/benchmarks.md, "Session 53").
+/// Without step 5, `rounds`, whose threads free each other's objects, held 2-4 % more at its
+/// peak (10 % without step 2 either): one slab took new spans while the other's shard was full.
+///
+/// `has_resident_fit` is a likely answer, not a certain one: any dirty range in the run the
+/// page heap would choose counts (a dirty range is a hull), and a class's remembered spans
+/// ([`Hints`], classes of a page or more) are not looked at.
 ///
 /// Without a home (the fallback, [`alloc_batch`]): every shard, own first, then the spans.
 pub fn alloc_batch_home(c: usize, out: &mut [*mut u8], home: u32, near: usize) -> usize {
@@ -663,8 +670,7 @@ fn alloc_batch_with(
     let mut from_spans = 0;
     let mut g = central.spans.lock();
     if homed {
-        // SAFETY: the class lock is held.
-        let n = unsafe { take_from_home_spans(&mut g, c, &mut out[got..], home) };
+        let n = take_from_home_spans(&mut g, &mut out[got..], home);
         (got, from_spans) = (got + n, n);
     }
     let mut stole = !homed;
@@ -672,7 +678,7 @@ fn alloc_batch_with(
         let inner = &mut *g;
         let mut s = inner.list.first();
         if s.is_null() {
-            if !stole && !resident(inner, c) {
+            if !stole && others_hold(c, near) && !resident(inner, c) {
                 // Step 5: the other shards (their locks come before this one).
                 stole = true;
                 drop(g);
@@ -721,25 +727,20 @@ const HOME_WALK: usize = 8;
 /// Entries of another slab's shard, from its top, that [`take_homed`] looks at.
 const HOMED_SCAN: usize = 64;
 
-/// [`alloc_batch_home`]'s step 3: up to `out.len()` objects of class `c` from the listed spans
-/// whose home is `home`, among the first [`HOME_WALK`] of the list; returns how many. A span
-/// left with nothing to give leaves the list.
-///
-/// # Safety
-/// `inner` is class `c`'s span list, its lock held.
-unsafe fn take_from_home_spans(
-    inner: &mut Spans,
-    c: usize,
-    out: &mut [*mut u8],
-    home: u32,
-) -> usize {
+/// [`alloc_batch_home`]'s step 3: up to `out.len()` objects from the listed spans of `inner`'s
+/// class (a `CENTRAL` entry's spans, borrowed through its lock) whose home is `home`, among
+/// the first [`HOME_WALK`] of the list; returns how many. A span left with nothing to give
+/// leaves the list.
+fn take_from_home_spans(inner: &mut Spans, out: &mut [*mut u8], home: u32) -> usize {
+    let c = inner.class();
     let (size, mut got) = (size_of(c), 0);
     let mut s = inner.list.first();
     for _ in 0..HOME_WALK {
         if s.is_null() || got == out.len() {
             break;
         }
-        // SAFETY: the caller's contract: listed spans of the class, under its lock.
+        // SAFETY: listed spans of class `c`, under its lock (held for as long as `inner` is
+        // borrowed): live small spans whose bitmaps and counters that lock guards.
         unsafe {
             let next = (*s).next;
             if (*s).home == home {
@@ -753,6 +754,14 @@ unsafe fn take_from_home_spans(
         }
     }
     got
+}
+
+/// Whether a shard other than slab `near`'s looks as if it held objects of class `c` (read
+/// without the locks).
+fn others_hold(c: usize, near: usize) -> bool {
+    shard_order(near, shards())
+        .skip(1)
+        .any(|k| SHARDS[k][c].cached.load(Ordering::Relaxed) != 0)
 }
 
 /// Whether the page heap could carve class `c`'s next span (the length [`new_span`] would
@@ -1051,13 +1060,19 @@ fn take_homed(c: usize, out: &mut [*mut u8], near: usize, home: u32) -> usize {
                 out[got] = p;
                 got += 1;
             } else {
-                t.stack()[kept] = p;
+                // Written only once an entry below was taken: a scan that takes nothing
+                // leaves the other slab's lines clean.
+                if kept != i {
+                    t.stack()[kept] = p;
+                }
                 kept += 1;
             }
         }
-        stack_left(c, count - kept);
-        t.count = kept;
-        shard.cached.store(kept, Ordering::Relaxed);
+        if kept != count {
+            stack_left(c, count - kept);
+            t.count = kept;
+            shard.cached.store(kept, Ordering::Relaxed);
+        }
     }
     got
 }
@@ -1255,7 +1270,7 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
 }
 
 /// Returns objects of class `c` (each obtained from [`alloc_batch`]), for a caller without a
-/// slab: the transfer stack's shard 0 first.
+/// slab: onto the transfer stack's shard 0 (past it, to the spans).
 ///
 /// # Safety
 /// Every pointer must be a live object of class `c` that nobody uses any more.
@@ -1264,8 +1279,8 @@ pub unsafe fn free_batch(c: usize, objs: &[*mut u8]) {
     unsafe { free_batch_from(c, objs, 0) }
 }
 
-/// [`free_batch`] from slab `near` (its index, or any key: its shard `near % shards` is tried
-/// first, [`set_shards`]). What no shard takes goes back to the spans.
+/// [`free_batch`] from slab `near` (its index, or any key: its shard is `near % shards`,
+/// [`set_shards`]). What that shard does not take goes back to the spans.
 ///
 /// # Safety
 /// As for [`free_batch`].
@@ -2196,19 +2211,6 @@ mod tests {
         unsafe { free_to_spans(c, &all) };
     }
 
-    /// Sets the shard count for a test and puts it back when the test ends, passed or not.
-    struct ShardCount(usize);
-    impl ShardCount {
-        fn set(n: usize) -> Self {
-            Self(SHARDS_IN_USE.swap(n, Ordering::Relaxed))
-        }
-    }
-    impl Drop for ShardCount {
-        fn drop(&mut self) {
-            SHARDS_IN_USE.store(self.0, Ordering::Relaxed);
-        }
-    }
-
     /// Two shards (until the first value is dropped) for a test serialised with the others that
     /// reach the central lists (until the second is), and the class it uses, flushed from the
     /// transfer stack: one the other tests use only while serialised.
@@ -2312,6 +2314,44 @@ mod tests {
         unsafe { free_to_spans(c, &all) };
     }
 
+    /// With spans of two homes listed and the shards empty, a refill of each slab takes the
+    /// objects of its own home's span, whichever is listed first.
+    #[test]
+    fn a_homed_refill_takes_its_own_homes_listed_span_first() {
+        let (_shards, _serial, c) = two_shards();
+        let mut all = drain_listed(c);
+        let home_of = |p: *mut u8| crate::pagemap::home_bits(PAGEMAP.get(p as usize));
+        // A span of home 0, taken whole (unlisted), then one of home 1, left listed.
+        let mut one = [null_mut(); 1];
+        assert_eq!(alloc_batch_with(c, &mut one, 0, 0, |_, _| true), 1);
+        all.push(one[0]);
+        let zeros = drain_listed(c);
+        assert_eq!(alloc_batch_with(c, &mut one, 1, 1, |_, _| true), 1);
+        all.push(one[0]);
+        assert_eq!(home_of(one[0]), home_of_slab(1));
+        // Home 0's span listed again, with 16 objects back: 8 remain after its own refill
+        // (below), whichever of the two refills comes to it first.
+        // SAFETY: objects out of their span, each freed once.
+        unsafe { free_to_spans(c, &zeros[..16]) };
+        all.extend_from_slice(&zeros[16..]);
+        for (home, near) in [(1, 1), (0, 0)] {
+            let mut got = [null_mut(); 8];
+            assert_eq!(alloc_batch_with(c, &mut got, home, near, |_, _| true), 8);
+            for &p in &got {
+                assert_eq!(home_of(p), home_of_slab(home), "slab {home} took another's");
+            }
+            all.extend_from_slice(&got);
+        }
+        CENTRAL[c].check_invariants(c).unwrap();
+        // SAFETY: every object taken is out of its span once.
+        unsafe { free_to_spans(c, &all) };
+    }
+
+    /// The page-map home bits of the spans of slab `home`.
+    fn home_of_slab(home: u32) -> usize {
+        crate::pagemap::home_bits(home_field(home))
+    }
+
     /// With no span listed, a refill of a slab with a home takes another slab's objects from
     /// its shard rather than a new span only when the page heap has no resident pages for the
     /// span: with resident pages it carves a new span of its own home and leaves the shard.
@@ -2350,8 +2390,10 @@ mod tests {
     #[test]
     fn stacks_above_256_bytes_share_one_budget_and_small_ones_keep_their_own() {
         // The per-CPU unit tests free objects of classes above 256 B here too: from an empty
-        // shared budget, with none of them running.
+        // shared budget, with none of them running. One shard, whose limit is the class's
+        // (they may have set the slab count's).
         let _serial = crate::serial_test();
+        let _shards = ShardCount::set(1);
         flush_transfer();
         let small = class_of(64);
         let big = [512, 1024, 4096, 16384].map(class_of);
@@ -2594,6 +2636,24 @@ pub mod check {
     }
 }
 
+/// Sets the shard count for a test and puts it back when the test ends, passed or not.
+#[cfg(test)]
+struct ShardCount(usize);
+
+#[cfg(test)]
+impl ShardCount {
+    fn set(n: usize) -> Self {
+        Self(SHARDS_IN_USE.swap(n, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+impl Drop for ShardCount {
+    fn drop(&mut self) {
+        SHARDS_IN_USE.store(self.0, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod check_tests {
     use super::check::{check_inner, Both};
@@ -2679,6 +2739,9 @@ mod check_tests {
     fn random_batches_keep_the_central_invariants() {
         // Another test flushes every transfer stack (`flush_transfer`) while it runs.
         let _serial = crate::serial_test();
+        // Two slabs' shards: refills of either slab, with a home or without, and pushes from
+        // either.
+        let _shards = ShardCount::set(2);
         let c = class_of(SIZE);
         assert_eq!(size_of(c), SIZE);
         let mut rng = Rng(0x5eed_0000_0000_0001);
@@ -2697,7 +2760,13 @@ mod check_tests {
             match kind {
                 0 => {
                     let mut buf = [null_mut(); 32];
-                    let got = alloc_batch(c, &mut buf[..n]);
+                    let (near, resident) = (rng.below(2), rng.below(2) == 0);
+                    let home = if rng.below(3) == 0 {
+                        crate::span::NO_HOME
+                    } else {
+                        near as u32
+                    };
+                    let got = alloc_batch_with(c, &mut buf[..n], home, near, |_, _| resident);
                     assert_eq!(got, n);
                     for &obj in &buf[..got] {
                         assert!(set.insert(obj as usize), "{obj:?} handed out twice");
@@ -2707,8 +2776,8 @@ mod check_tests {
                 }
                 1 => {
                     let objs = take(&mut rng, &mut held, &mut set, n);
-                    // SAFETY: objects of class `c` from `alloc_batch`, no longer used.
-                    unsafe { free_batch(c, &objs) };
+                    // SAFETY: objects of class `c` from `alloc_batch_with`, no longer used.
+                    unsafe { free_batch_from(c, &objs, rng.below(2)) };
                 }
                 2 => {
                     let objs = take(&mut rng, &mut held, &mut set, n);

@@ -312,6 +312,15 @@ impl PageHeap {
         })
     }
 
+    /// Whether a size class's span of `pages` pages would be carved from a free run that may
+    /// hold resident pages (a dirty range), by the rule [`PageHeap::alloc_span`] follows for
+    /// one (`find_dirty_first`); false when it would take clean pages or grow the heap.
+    pub fn has_resident_fit(&self, pages: usize) -> bool {
+        let s = self.find_dirty_first(pages);
+        // SAFETY: `find_dirty_first` returns null or a listed free span.
+        !s.is_null() && unsafe { (*s).dirty() } > 0
+    }
+
     /// The free span of at least `pages` pages for a size class's span: the tightest fit among
     /// the spans that may hold resident pages (a dirty range), else the tightest fit of all;
     /// null if none fits. Looks at no more than [`DIRTY_SCAN`] spans of each exact-length list
@@ -325,15 +334,6 @@ impl PageHeap {
     /// spans on 31 MiB of fresh pages beside the 100 MiB the first one had freed (peak RSS
     /// 131 MiB against glibc's 102; with this and [`PageHeap::alloc_span_from`]'s placement,
     /// 103 MiB).
-    /// Whether a size class's span of `pages` pages would be carved from a free run that may
-    /// hold resident pages (a dirty range), by the rule [`PageHeap::alloc_span`] follows for
-    /// one (`find_dirty_first`); false when it would take clean pages or grow the heap.
-    pub fn has_resident_fit(&self, pages: usize) -> bool {
-        let s = self.find_dirty_first(pages);
-        // SAFETY: `find_dirty_first` returns null or a listed free span.
-        !s.is_null() && unsafe { (*s).dirty() } > 0
-    }
-
     fn find_dirty_first(&self, pages: usize) -> *mut Span {
         let mut clean: *mut Span = null_mut();
         for n in self.listed_lengths(pages) {

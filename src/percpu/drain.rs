@@ -221,8 +221,8 @@ fn drain_pinned(cpus: impl Iterator<Item = usize>) -> usize {
 /// Callers then lower the drained slab's capacities to its counts (`slab::shrink_to_counts`):
 /// drained caches start small, as after the other protocols' restart, whatever the mode.
 ///
-/// `near` is the slab the caller expects to drain: the transfer stack shard tried first for
-/// what it gives back (`central::set_shards`).
+/// `near` is the slab the caller expects to drain: the transfer stack shard what it gives back
+/// goes onto (past it, to the spans: `central::set_shards`).
 pub(super) fn drain_current(near: usize) -> usize {
     let mut bytes = 0;
     let mut buf = [null_mut(); 64];

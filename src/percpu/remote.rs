@@ -411,7 +411,7 @@ fn take_class(b: &Inbox, c: usize, out: &mut [*mut u8; INBOX]) -> usize {
 }
 
 /// Puts `objs` (class `c`, taken from `b`, slab `id`'s inbox) back into `b`; what no longer
-/// fits goes to the central list (slab `id`'s transfer stack shard first).
+/// fits goes to the central list (slab `id`'s transfer stack shard, then the spans).
 fn give_back(b: &Inbox, id: usize, c: usize, objs: &[*mut u8]) {
     b.lock.lock();
     let n = b.count[c].load(Ordering::Relaxed) as usize;
