@@ -228,8 +228,8 @@ static TRANSFER_LIMIT: [u16; NUM_CLASSES] = {
     t
 };
 
-/// Shards each class's transfer stack has at most: slab `i` tries shard `i % shards` first
-/// ([`set_shards`]).
+/// Shards each class's transfer stack has at most: slab `i` pushes onto shard `i % shards` and
+/// refills from it first ([`set_shards`]).
 pub const MAX_SHARDS: usize = 8;
 
 /// Shards in use: 1 until the per-CPU layer calls [`set_shards`].
@@ -413,7 +413,9 @@ impl Transfer {
 }
 
 /// A class's spans that still have free or uncarved objects, under the span lock, and the
-/// spans it gave back to the page heap lately ([`Spans::hints`]).
+/// spans it gave back to the page heap lately ([`Spans::hints`]). A `Spans` exists only inside
+/// [`CENTRAL`] (built by its initialiser, never moved out), so its address names its class
+/// ([`Spans::class`]) and a `&mut Spans` is always borrowed through that class's lock.
 struct Spans {
     list: SpanList,
     /// How many of the class's [`HINTS`] slots hold a span given back (at most `HINTS`).
@@ -1052,11 +1054,19 @@ fn take_homed(c: usize, out: &mut [*mut u8], near: usize, home: u32) -> usize {
         let low = count.saturating_sub(HOMED_SCAN);
         let mut kept = low;
         for i in low..count {
+            if got == out.len() {
+                // Full: the rest stay, moved down behind what was kept (if anything was taken).
+                if kept != i {
+                    t.stack().copy_within(i..count, kept);
+                }
+                kept += count - i;
+                break;
+            }
             let p = t.stack()[i];
             // The entry of a free object of a live span of class `c` (objects in a shard are
             // such): its home bits are the span's.
             let bits = crate::pagemap::home_bits(PAGEMAP.get(p as usize));
-            if got < out.len() && (bits == 0 || bits == mine) {
+            if bits == 0 || bits == mine {
                 out[got] = p;
                 got += 1;
             } else {
@@ -2125,7 +2135,7 @@ mod tests {
     /// With four, the shards together hold no more than the class's limit.
     #[test]
     fn each_slab_takes_back_its_own_shard_first_and_overflows_to_the_spans() {
-        let (_shards, _serial, c) = two_shards();
+        let (_serial, _shards, c) = two_shards();
         let limit = shard_limit(c, 2);
         let mut objs = std::vec![null_mut(); limit + 24];
         assert_eq!(alloc_batch(c, &mut objs), objs.len());
@@ -2211,15 +2221,17 @@ mod tests {
         unsafe { free_to_spans(c, &all) };
     }
 
-    /// Two shards (until the first value is dropped) for a test serialised with the others that
-    /// reach the central lists (until the second is), and the class it uses, flushed from the
-    /// transfer stack: one the other tests use only while serialised.
-    fn two_shards() -> (ShardCount, std::sync::MutexGuard<'static, ()>, usize) {
+    /// A test serialised with the others that reach the central lists (until the first value
+    /// is dropped), with two shards (until the second is), and the class it uses, flushed
+    /// from the transfer stack: one the other tests use only while serialised. Bound as
+    /// `let (_serial, _shards, c)`, the shard count goes back before the lock is released
+    /// (bindings drop in reverse order).
+    fn two_shards() -> (std::sync::MutexGuard<'static, ()>, ShardCount, usize) {
         let serial = crate::serial_test();
         let shards = ShardCount::set(2);
         let c = class_of(240);
         flush_where(|_, k, _| k == c);
-        (shards, serial, c)
+        (serial, shards, c)
     }
 
     /// `n` objects of class `c` whose spans' home is `home` (their page-map entries say so),
@@ -2283,7 +2295,7 @@ mod tests {
     /// the other slab then takes its own back from its shard.
     #[test]
     fn a_homed_refill_takes_its_own_objects_from_another_shard_and_leaves_the_others() {
-        let (_shards, _serial, c) = two_shards();
+        let (_serial, _shards, c) = two_shards();
         let mut all = Vec::new();
         let (zeros, ones) = (
             homed_objects(c, 0, 8, &mut all),
@@ -2318,7 +2330,7 @@ mod tests {
     /// objects of its own home's span, whichever is listed first.
     #[test]
     fn a_homed_refill_takes_its_own_homes_listed_span_first() {
-        let (_shards, _serial, c) = two_shards();
+        let (_serial, _shards, c) = two_shards();
         let mut all = drain_listed(c);
         let home_of = |p: *mut u8| crate::pagemap::home_bits(PAGEMAP.get(p as usize));
         // A span of home 0, taken whole (unlisted), then one of home 1, left listed.
@@ -2357,7 +2369,7 @@ mod tests {
     /// span: with resident pages it carves a new span of its own home and leaves the shard.
     #[test]
     fn a_homed_refill_takes_another_slabs_objects_only_rather_than_new_memory() {
-        let (_shards, _serial, c) = two_shards();
+        let (_serial, _shards, c) = two_shards();
         let mut all = Vec::new();
         let ones = homed_objects(c, 1, 8, &mut all);
         // SAFETY: objects out of their spans, freed once here, taken again below.
@@ -2410,7 +2422,7 @@ mod tests {
             SHARED_BYTES.load(Ordering::Relaxed)
         );
         assert_eq!(SHARED_BYTES.load(Ordering::Relaxed), SHARED_BUDGET);
-        // A small class keeps its own stack, its shards together up to the class's limit,
+        // A small class keeps its own stack, up to the class's limit (one shard here),
         // whatever the shared budget.
         assert_eq!(cached(small), transfer_limit(small));
         flush_transfer();
