@@ -633,7 +633,7 @@ pub fn alloc_batch(c: usize, out: &mut [*mut u8]) -> usize {
 /// Why the other shards come so late: what a slab gave up is the memory its CPU wrote last,
 /// and a slab refilling from another's shard hands its program lines the other CPU's cache
 /// holds. Two threads bursting on two CPUs (`benches/c/burst_threads.c`, `mixed-bursts`) took
-/// each other's objects this way for 12-14 % of their allocations of 16-256 B (3-4 % with
+/// each other's objects this way for 13-14 % of their allocations of 16-256 B (3-4 % with
 /// this order), and took 0.94-0.955x the CPU time with it (docs/benchmarks.md, "Session 53").
 /// Without step 5, `rounds`, whose threads free each other's objects, held 2-4 % more at its
 /// peak (10 % without step 2 either): one slab took new spans while the other's shard was full.
