@@ -7,8 +7,9 @@
 //! class's spans that still have objects to give. When the slab's shard is full — or the
 //! class's limit over all of them, or for classes above [`SHARED_ABOVE`] their shared budget,
 //! is spent — freed objects go back to their span; a span whose objects are all back returns
-//! to the page heap. The span lists are reached only when the slab's shard is empty or full. Classes of a page or more remember the spans they gave back
-//! ([`Hints`]) and take those pages back first when they need a span; smaller ones count the
+//! to the page heap. The span lists are reached only when the slab's shard is empty or full.
+//! Classes of a page or more remember the spans they gave back ([`Hints`]) and take those
+//! pages back first when they need a span; smaller ones count the
 //! short spans they give back in each maintenance tick ([`CHURN_SPANS`]) and take long spans
 //! while they churn. For the per-CPU layer's owned spans it keeps two hints, a bit per slab
 //! ([`OWNED_FREED`], [`OWNED_SPARSE`]): which slabs own spans that frees from elsewhere left
