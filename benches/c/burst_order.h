@@ -1,8 +1,41 @@
-/* The order in which the runner's `mixed-bursts` reads and frees a burst, shared by the C
- * programs that reproduce it (`burst_phases.c`, `stack_distance.c bursts`): forwards,
- * backwards or evens-then-odds in turn, by round. */
+/* The runner's `mixed-bursts` pattern, shared by the C programs that reproduce it
+ * (`burst_phases.c`, `burst_threads.c`, `reuse_marker.c`, `stack_distance.c bursts`): the
+ * bursts' lengths, the band of sizes that moves 40 bytes a round over 16-896 B (modulo 881),
+ * and the order in which a burst is read and freed (forwards, backwards or evens-then-odds
+ * in turn, by round). */
 #ifndef RSEQMALLOC_BENCH_BURST_ORDER_H
 #define RSEQMALLOC_BENCH_BURST_ORDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A burst holds BURST_MIN to BURST_MIN + BURST_SPREAD - 1 objects. */
+#define BURST_MIN 1000
+#define BURST_SPREAD 3000
+
+/* One xorshift step of `*state` (never 0): the programs' random numbers. */
+static inline uint64_t burst_rand(uint64_t *state) {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+/* The length of a burst, from a random number. */
+static inline long burst_len(uint64_t rand) {
+    return BURST_MIN + (long)(rand % BURST_SPREAD);
+}
+
+/* The start of round r's band of sizes. */
+static inline size_t burst_start(long r) {
+    return 16 + (size_t)(r * 40) % 881;
+}
+
+/* A size in the band starting at `start`, from a random number: a multiple of 8 below
+ * start + 128. */
+static inline size_t burst_size(size_t start, uint64_t rand) {
+    return (start + rand % 128) & ~(size_t)7;
+}
 
 /* The index visited at step k of a burst of n objects in round r. */
 static inline long burst_order(long r, long k, long n) {

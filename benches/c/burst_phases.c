@@ -31,10 +31,7 @@
 static uint64_t state = 12345;
 
 static uint64_t next_rand(void) {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
+    return burst_rand(&state);
 }
 
 static double now_ms(void) {
@@ -71,11 +68,11 @@ int main(int argc, char **argv) {
     uint64_t id = 0;
     for (long r = 0; r < rounds; r++) {
         int n = burst_min + (int)(next_rand() % (uint64_t)spread);
-        size_t start = fixed ? (size_t)fixed_start : 16 + (size_t)(r * 40) % 881;
+        size_t start = fixed ? (size_t)fixed_start : burst_start(r);
         uint64_t first = id;
         double t0 = now_ms();
         for (int i = 0; i < n; i++) {
-            size_t z = (start + next_rand() % 128) & ~(size_t)7;
+            size_t z = burst_size(start, next_rand());
             uint64_t *o = malloc(z);
             if (!o) return 1;
             o[0] = ++id;

@@ -25,18 +25,8 @@
 
 #include "burst_order.h"
 
-#define BURST_MIN 1000
-#define BURST_SPREAD 3000
-
 static long rounds;
 static long fixed_start = -1;
-
-static uint64_t next_rand(uint64_t *state) {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    return *state;
-}
 
 static void *thread(void *arg) {
     long t = (long)(intptr_t)arg;
@@ -45,10 +35,10 @@ static void *thread(void *arg) {
     size_t *sz = malloc((BURST_MIN + BURST_SPREAD) * sizeof *sz);
     if (!p || !sz) abort();
     for (long r = 0; r < rounds; r++) {
-        long n = BURST_MIN + (long)(next_rand(&state) % BURST_SPREAD);
-        size_t start = fixed_start >= 0 ? (size_t)fixed_start : 16 + (size_t)(r * 40) % 881;
+        long n = burst_len(burst_rand(&state));
+        size_t start = fixed_start >= 0 ? (size_t)fixed_start : burst_start(r);
         for (long i = 0; i < n; i++) {
-            size_t z = (start + next_rand(&state) % 128) & ~(size_t)7;
+            size_t z = burst_size(start, burst_rand(&state));
             uint64_t *o = malloc(z);
             if (!o) abort();
             o[0] = (uint64_t)i;

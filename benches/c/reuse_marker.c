@@ -23,21 +23,12 @@
 
 #include "burst_order.h"
 
-#define BURST_MIN 1000
-#define BURST_SPREAD 3000
 #define MAX_THREADS 8
 #define MARK 0x5a5a000000000000ull
 
 static long rounds;
 /* Per thread, per size range: allocations that got its own memory [0] or another's [1]. */
 static long counts[MAX_THREADS][4][2];
-
-static uint64_t next_rand(uint64_t *state) {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    return *state;
-}
 
 static int range_of(size_t size) {
     return size <= 256 ? 0 : size <= 512 ? 1 : size <= 960 ? 2 : 3;
@@ -50,10 +41,10 @@ static void *thread(void *arg) {
     size_t *sz = malloc((BURST_MIN + BURST_SPREAD) * sizeof *sz);
     if (!p || !sz) abort();
     for (long r = 0; r < rounds; r++) {
-        long n = BURST_MIN + (long)(next_rand(&state) % BURST_SPREAD);
-        size_t start = 16 + (size_t)(r * 40) % 881;
+        long n = burst_len(burst_rand(&state));
+        size_t start = burst_start(r);
         for (long i = 0; i < n; i++) {
-            size_t size = (start + next_rand(&state) % 128) & ~(size_t)7;
+            size_t size = burst_size(start, burst_rand(&state));
             if (size < 24) size = 24;
             volatile uint64_t *o = malloc(size);
             if (!o) abort();

@@ -265,10 +265,10 @@ static int bursts(long rounds) {
     for (long r = 0; r < rounds; r++) {
         if (r == warm)
             end_warm_up();
-        long n = 1000 + (long)(next(&rng) % 3000);
-        size_t start = 16 + (size_t)(r * 40) % 881;
+        long n = burst_len(next(&rng));
+        size_t start = burst_start(r);
         for (long i = 0; i < n; i++) {
-            len[i] = (start + next(&rng) % 128) & ~(size_t)7;
+            len[i] = burst_size(start, next(&rng));
             obj[i] = malloc(len[i]);
             if (!obj[i]) {
                 fprintf(stderr, "stack_distance: malloc(%zu) failed\n", len[i]);
