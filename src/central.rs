@@ -516,6 +516,26 @@ unsafe impl Sync for Hints {}
 static HINT_SLOTS: Hints = Hints(UnsafeCell::new([[0; HINTS]; NUM_CLASSES]));
 
 impl Spans {
+    /// Takes up to `out.len()` objects of listed span `s` into `out` (lowest address first,
+    /// carving as needed: [`take_from_span`]) and unlists it once it has none left to give;
+    /// returns how many. `c` is this list's class.
+    ///
+    /// # Safety
+    /// `s` is a span of this list (a live small span of class `c`).
+    unsafe fn take_listed(&mut self, s: *mut Span, c: usize, out: &mut [*mut u8]) -> usize {
+        debug_assert_eq!(c, self.class());
+        // SAFETY: the caller's contract; `self` is borrowed through the class lock, which
+        // guards the span's bitmap, counters and list links.
+        unsafe {
+            let n = take_from_span(s, c, size_of(c), out);
+            if (*s).in_use() == (*s).capacity {
+                self.list.remove(s);
+                (*s).listed = false;
+            }
+            n
+        }
+    }
+
     /// The class whose spans these are: its place in `CENTRAL`. (The hint slots live apart,
     /// in [`HINT_SLOTS`], so that a class's 128-byte block in `CENTRAL` stays one line pair and
     /// the slots of classes that never remember cost no touched page.)
@@ -669,7 +689,6 @@ fn alloc_batch_with(
         return want;
     }
     let central = &CENTRAL[c];
-    let size = size_of(c);
     let mut from_spans = 0;
     let mut g = central.spans.lock();
     if homed {
@@ -699,16 +718,10 @@ fn alloc_batch_with(
                 inner.list.push(s);
             }
         }
-        // SAFETY: `s` is a listed span of this class; we hold the class lock that guards its
-        // bitmap and counters.
-        unsafe {
-            let n = take_from_span(s, c, size, &mut out[got..]);
-            (got, from_spans) = (got + n, from_spans + n);
-            if (*s).in_use() == (*s).capacity {
-                inner.list.remove(s);
-                (*s).listed = false;
-            }
-        }
+        // SAFETY: `s` is a listed span of this class (the list's first, or a fresh one just
+        // listed).
+        let n = unsafe { inner.take_listed(s, c, &mut out[got..]) };
+        (got, from_spans) = (got + n, from_spans + n);
     }
     central
         .out_of_spans
@@ -736,22 +749,18 @@ const HOMED_SCAN: usize = 64;
 /// leaves the list.
 fn take_from_home_spans(inner: &mut Spans, out: &mut [*mut u8], home: u32) -> usize {
     let c = inner.class();
-    let (size, mut got) = (size_of(c), 0);
+    let mut got = 0;
     let mut s = inner.list.first();
     for _ in 0..HOME_WALK {
         if s.is_null() || got == out.len() {
             break;
         }
         // SAFETY: listed spans of class `c`, under its lock (held for as long as `inner` is
-        // borrowed): live small spans whose bitmaps and counters that lock guards.
+        // borrowed): live small spans; `next` is read before `take_listed` may unlist `s`.
         unsafe {
             let next = (*s).next;
             if (*s).home == home {
-                got += take_from_span(s, c, size, &mut out[got..]);
-                if (*s).in_use() == (*s).capacity {
-                    inner.list.remove(s);
-                    (*s).listed = false;
-                }
+                got += inner.take_listed(s, c, &mut out[got..]);
             }
             s = next;
         }
@@ -2270,14 +2279,8 @@ mod tests {
             }
             let mut buf = [null_mut(); 64];
             // SAFETY: a listed span of class `c`, under its lock.
-            unsafe {
-                let n = take_from_span(s, c, size_of(c), &mut buf);
-                taken.extend_from_slice(&buf[..n]);
-                if (*s).in_use() == (*s).capacity {
-                    g.list.remove(s);
-                    (*s).listed = false;
-                }
-            }
+            let n = unsafe { g.take_listed(s, c, &mut buf) };
+            taken.extend_from_slice(&buf[..n]);
         }
         CENTRAL[c]
             .out_of_spans

@@ -668,11 +668,21 @@ mod owned_tests {
     impl Drop for Unstacked {
         fn drop(&mut self) {
             for p in self.0.drain(..).rev() {
-                if !super::push(C, p) {
-                    // SAFETY: a free object of class `C` that `take` took off a stack.
-                    unsafe { super::free_slow(C, p) };
-                }
+                // SAFETY: a free object of class `C` that `take` took off a stack.
+                unsafe { cache(p) };
             }
+        }
+    }
+
+    /// Caches `p` on class `C`'s stack on the slab the thread runs on, as a `free` does (the
+    /// slow path grows a stack without room).
+    ///
+    /// # Safety
+    /// `p` is a free object of class `C`, out of every cache, that nobody uses.
+    unsafe fn cache(p: *mut u8) {
+        if !push(C, p) {
+            // SAFETY: the caller's contract.
+            unsafe { free_slow(C, p) };
         }
     }
 
@@ -685,10 +695,8 @@ mod owned_tests {
     /// the thread runs on (the slow path grows a stack without room), which must be empty
     /// before; it is then the only object there.
     pub(super) fn stack_one(p: *mut u8) {
-        if !push(C, p) {
-            // SAFETY: the caller's: ours, out of every cache.
-            unsafe { free_slow(C, p) };
-        }
+        // SAFETY: the caller's: ours, out of every cache.
+        unsafe { cache(p) };
         assert_eq!(stack_count(), 1, "the object is on the stack");
     }
 
