@@ -852,9 +852,17 @@ fn span_pages(inner: &Spans, c: usize, long: bool, mapped: usize) -> u16 {
 }
 
 /// Takes a span of class `c` for slab `home` to own (`percpu::owned`; docs/design.md, "Owned
-/// spans"): the class's first listed span, else, if `fresh_ok`, a fresh one (whose home is
-/// `home`); unlisted and marked [`Span::in_slab`], so this list neither lists it nor returns
-/// it to the page heap until [`disown`]. Its owned words are left as they were (no owner): the
+/// spans"): the class's first listed span, else, if `fresh_ok`, a fresh one; either way with
+/// home `home`, unlisted and marked [`Span::in_slab`], so this list neither lists it nor returns
+/// it to the page heap until [`disown`].
+///
+/// A listed span of another home (or none) takes the owner's: its objects that are out come
+/// back to the owner when others free them (owner return), rather than the owner's own frees
+/// of the span's objects going to a home that no longer allocates from it. Kept, those frees
+/// found the span foreign on its owner's CPU and sent its objects to the old home, whose full
+/// inbox declined most of them: they stayed in the owner's stack and were foreign again at
+/// every free, and a burst of mixed sizes on two threads took up to 1.5x its time in about a
+/// third of the runs (docs/benchmarks.md, "Session 54"). Its owned words are left as they were (no owner): the
 /// caller publishes it. Null when no span is listed and `fresh_ok` is false, or the page heap
 /// found no memory.
 pub fn take_span_to_own(c: usize, home: u32, fresh_ok: bool) -> *mut Span {
@@ -874,6 +882,10 @@ pub fn take_span_to_own(c: usize, home: u32, fresh_ok: bool) -> *mut Span {
         } else {
             inner.list.remove(s);
             (*s).listed = false;
+            if (*s).home != home {
+                (*s).home = home;
+                PAGEMAP.set_home_carved((*s).start, (*s).pages, home_field(home));
+            }
         }
         debug_assert!(!(*s).in_slab);
         (*s).in_slab = true;
@@ -2066,6 +2078,61 @@ mod tests {
             take_span_to_own(c, 0, false).is_null(),
             "the span went back to the page heap"
         );
+    }
+
+    /// A listed span that another slab carved (or none did) takes the home of the slab that
+    /// takes it to own, in its record and in every carved page's entry, whose other bits stay:
+    /// the owner's frees of its objects then find them its own (`percpu::owned::push`) instead
+    /// of sending them to the old home, and the old home's frees send them to the owner.
+    #[test]
+    fn a_listed_span_taken_to_own_takes_its_owners_home() {
+        // A class no other test uses.
+        let c = class_of(1280);
+        let s = take_span_to_own(c, 0, true);
+        assert!(!s.is_null());
+        // Objects on more than one page, so that several entries are carved.
+        let mut out = [null_mut(); 8];
+        // SAFETY: a span just taken to own, which no slab owns or reaches: ours alone, as a
+        // slab's span under its capacity lock; given up with its objects out, it is listed.
+        let pages = unsafe {
+            assert_eq!(take_from_owned(s, c, &mut out), out.len());
+            disown(s, c, &[]);
+            (*s).pages
+        };
+        let entries = || {
+            // SAFETY: a span record (pool memory), its fields read while no other test
+            // touches the class.
+            let start = unsafe { (*s).start };
+            (0..pages)
+                .map(|i| PAGEMAP.get(start + i * PAGE))
+                .collect::<std::vec::Vec<_>>()
+        };
+        let before = entries();
+        let carved = before.iter().filter(|&&e| crate::pagemap::class_of(e) == c);
+        assert!(carved.count() >= 2, "objects on several pages");
+        assert_eq!(take_span_to_own(c, 1, false), s, "the listed span");
+        // SAFETY: as above.
+        assert_eq!(unsafe { (*s).home }, 1);
+        let home = |e| crate::pagemap::home_bits(e);
+        for (b, a) in before.iter().zip(entries()) {
+            if crate::pagemap::class_of(*b) == c {
+                assert_eq!(home(*b), home(home_field(0)), "carved for slab 0");
+                assert_eq!(home(a), home(home_field(1)), "now slab 1's");
+                assert_eq!(
+                    a & !home_field(1),
+                    b & !home_field(1),
+                    "nothing else changed"
+                );
+            } else {
+                assert_eq!(a, *b, "a page not carved stays as it was");
+            }
+        }
+        // SAFETY: as above; then the objects go back, and the span with them.
+        unsafe {
+            disown(s, c, &[]);
+            free_to_spans(c, &out);
+        }
+        CENTRAL[c].check_invariants(c).unwrap();
     }
 
     /// A batch whose objects come from several spans, in runs that break at every object or

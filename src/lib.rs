@@ -584,9 +584,9 @@ unsafe fn free_foreign(c: usize, ptr: *mut u8) {
     let e = PAGEMAP.get(ptr as usize);
     debug_assert!(pagemap::class_of(e) == c && pagemap::home_bits(e) != 0);
     let span = pagemap::span_of(e) as *const Span;
-    // SAFETY: forwarded contract: the entry names the object's live small span.
-    if unsafe { !percpu::send_home(c, ptr, span, pagemap::home_bits(e)) } {
-        // SAFETY: as above.
+    // SAFETY: forwarded contract.
+    if unsafe { !percpu::send_home(c, ptr, pagemap::home_bits(e)) } {
+        // SAFETY: forwarded contract: the entry names the object's live small span.
         unsafe { percpu::free_foreign(c, ptr, span) }
     }
 }

@@ -266,6 +266,23 @@ impl PageMap {
         }
     }
 
+    /// Gives the entries of `pages` pages starting at `addr` that name a class (a small span's
+    /// carved pages) the home field `home` ([`home_field`]), keeping their other bits; the
+    /// others stay as they are. The caller holds the lock that guards those entries' writers
+    /// (for a small span, its class lock).
+    pub fn set_home_carved(&self, addr: usize, pages: usize, home: usize) {
+        debug_assert!(home & !(HOME_MASK << HOME_SHIFT) == 0);
+        for i in 0..pages {
+            if let Some((leaf, l)) = self.reserved(addr + (i << PAGE_SHIFT)) {
+                let e = leaf.entries[l].load(Ordering::Relaxed);
+                if class_of(e) != 0 {
+                    let e = (e & !(HOME_MASK << HOME_SHIFT)) | home;
+                    leaf.entries[l].store(e, Ordering::Release);
+                }
+            }
+        }
+    }
+
     /// Sets the entries of `pages` pages starting at `addr` to `entry`.
     pub fn set_range(&self, addr: usize, pages: usize, entry: usize) {
         for i in 0..pages {

@@ -93,7 +93,10 @@ pub struct Span {
     /// spans adjacent chunks); large requests take the lowest (chunk, address) that fits.
     pub chunk: u32,
     /// `Small`: the per-CPU slab whose refill took the span from the page heap (its home), or
-    /// [`NO_HOME`]. A C `free` on another slab sends the object home (`percpu::remote`).
+    /// [`NO_HOME`]; a slab that takes a listed span to own becomes its home
+    /// (`central::take_span_to_own`). A C `free` on another slab sends the object home
+    /// (`percpu::remote`). Written under the class lock, with the home bits of the span's
+    /// page-map entries; `free` reads those without it, as a hint.
     pub home: u32,
     /// `Small`: objects taken out of the span (with a user, in a cache, or on its owned list),
     /// written under the class lock; an atomic, because `free` compares it, without the lock,

@@ -189,7 +189,7 @@ pub fn keeps_foreign(c: usize) -> bool {
 }
 
 /// [`free_foreign`]'s common case in a few instructions: appends `obj` (class `c`, tagged
-/// free, in span `span`, whose page-map entry has home bits `bits`) to the calling thread's
+/// free, whose page-map entry has home bits `bits`) to the calling thread's
 /// outbox when the entry names its home exactly (`pagemap::exact_home`: at most 64 slabs; the
 /// span record, which other CPUs' refills write, is not read) and the thread has an outbox with
 /// room. Returns false, doing nothing, otherwise: [`free_foreign`] decides then. The caller has
@@ -200,22 +200,18 @@ pub fn keeps_foreign(c: usize) -> bool {
 /// exit empties and forgets it before a later free could get here; checked in debug builds by
 /// `remote::append`), so a thread without one goes to [`free_foreign`]. Nor whether the home
 /// is still another slab: a thread that moved onto the home since the push found the object
-/// foreign sends it to its own inbox, which its next slow path takes — correct too.
+/// foreign sends it to its own inbox, which its next slow path takes — correct too. Nor
+/// whether the entry still names the span's home: a slab that takes the span to own gives it
+/// its own home meanwhile (`central::take_span_to_own`), and the object goes to the old home,
+/// which caches it like any object sent home.
 ///
 /// # Safety
 /// As [`free_foreign`]; `bits` are the home bits of `obj`'s page-map entry.
 #[inline(always)]
-pub unsafe fn send_home(
-    c: usize,
-    obj: *mut u8,
-    span: *const crate::span::Span,
-    bits: usize,
-) -> bool {
+pub unsafe fn send_home(c: usize, obj: *mut u8, bits: usize) -> bool {
     let Some(home) = crate::pagemap::exact_home(bits, G.nslabs.load(Ordering::Relaxed)) else {
         return false;
     };
-    // SAFETY: forwarded contract: a live span.
-    debug_assert!(home == unsafe { (*span).home });
     remote::append(c, obj, home)
 }
 

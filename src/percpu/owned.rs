@@ -228,10 +228,10 @@ pub fn pop(c: usize) -> *mut u8 {
 /// Pushes `obj` (a free object of class `c`, tagged free, of span `span`) onto its span's
 /// owned list when its page-map home bits `home` (`pagemap::home_bits_unmasked`) name the
 /// calling CPU's slab and that slab owns the span; false otherwise. The home test comes first,
-/// inside the section ([`arch::owned_push`]): a slab takes its fresh spans with itself as home,
-/// so a free of another slab's object fails before it reads the owner's line, which the owner's
-/// own pops and pushes write, and a span taken partly used, with another home or none, sends
-/// its objects the stack way (they come back through its bitmap). A push that leaves
+/// inside the section ([`arch::owned_push`]): a slab takes every span it owns with itself as
+/// home (a listed one is given it, `central::take_span_to_own`), so a free of another slab's
+/// object fails before it reads the owner's line, which the owner's own pops and pushes write.
+/// A push that leaves
 /// every object out of the span on its list (the span wholly free) gives the span back
 /// ([`give_back_free`]), unless it is its class's current span (a `malloc`/`free` pair on the
 /// current span's last object out would otherwise try it every time).
@@ -1414,24 +1414,40 @@ mod tests {
         assert!(current(slab, c).is_null(), "no current span");
     }
 
+    /// [`pinned_in_both_rseq_modes`] for a test that needs a second slab: the guard, the
+    /// affinity to restore, the thread's slab and another; `None` (the affinity restored, one
+    /// line said) when the process has one slab.
+    fn pinned_beside_another_slab(
+        test: &str,
+    ) -> Option<(
+        std::sync::MutexGuard<'static, ()>,
+        crate::os::CpuSet,
+        usize,
+        usize,
+    )> {
+        let (serial, saved) = pinned_in_both_rseq_modes(test, 64);
+        let id = current_rseq_id();
+        let slabs = super::super::state::G.nslabs.load(Ordering::Relaxed);
+        if slabs < 2 {
+            std::eprintln!("one slab: no other slab for {test}");
+            crate::os::set_affinity(&saved);
+            return None;
+        }
+        Some((serial, saved, id, (id + 1) % slabs))
+    }
+
     /// A free that looked at a span's owner, then found it given up by that slab and taken by
     /// the one it runs on now, must leave the span alone: `give_back_as` is handed another
     /// slab as the owner it saw, for a span this CPU's slab owns (not current, so the retire
     /// section would pass here).
     #[test]
     fn a_give_back_under_an_owner_gone_since_changes_nothing() {
-        let (_serial, saved) = pinned_in_both_rseq_modes(
+        let Some((_serial, saved, id, other)) = pinned_beside_another_slab(
             "percpu::owned::tests::a_give_back_under_an_owner_gone_since_changes_nothing",
-            64,
-        );
-        let id = current_rseq_id();
-        let slabs = super::super::state::G.nslabs.load(Ordering::Relaxed);
-        if slabs < 2 {
-            std::eprintln!("one slab: no other owner to name");
-            crate::os::set_affinity(&saved);
+        ) else {
             return;
-        }
-        let (slab, other) = (Slab::of(id), (id + 1) % slabs);
+        };
+        let slab = Slab::of(id);
         let c = class_of(SIZE);
         drain(id);
         let p = refill(c, id, true).object();
@@ -1462,6 +1478,54 @@ mod tests {
             crate::free(p);
         }
         drain(id);
+        crate::os::set_affinity(&saved);
+    }
+
+    /// A span the central lists hold that another slab carved becomes wholly this slab's when
+    /// its refill takes it to own: this slab's frees of the span's objects that were out when
+    /// it was taken go onto its owned list. Before session 54 the span kept the other home, so
+    /// those frees found it foreign and sent the objects there, where a full inbox left them in
+    /// this CPU's stack, foreign again at each later free.
+    #[test]
+    fn a_span_taken_from_another_home_takes_the_owners_frees() {
+        let Some((_serial, saved, id, other)) = pinned_beside_another_slab(
+            "percpu::owned::tests::a_span_taken_from_another_home_takes_the_owners_frees",
+        ) else {
+            return;
+        };
+        let slab = Slab::of(id);
+        // A class no other unit test allocates (the 416 B class).
+        let c = class_of(400);
+        drain(id);
+        // A span of the other slab's, listed with objects out, as that slab's drain leaves it.
+        let s = central::take_span_to_own(c, other as u32, true);
+        assert!(!s.is_null());
+        let mut out = [null_mut(); 4];
+        // SAFETY: a span just taken to own, which no slab owns or reaches: ours alone, as a
+        // slab's span under its capacity lock; given up with its objects out, it is listed.
+        unsafe {
+            assert_eq!(central::take_from_owned(s, c, &mut out), out.len());
+            central::disown(s, c, &[]);
+        }
+        let p = refill_until(c, id);
+        assert_eq!(current(slab, c), s, "the refill took the listed span");
+        // SAFETY: span records are pool memory, always readable.
+        assert_eq!(unsafe { (*s).home }, id as u32, "its home is the owner");
+        // SAFETY: a span record the slab owns.
+        let listed = unsafe { listed_objects(s) };
+        for (k, &q) in out.iter().enumerate() {
+            free_owned(q, s, c);
+            // SAFETY: as above.
+            assert_eq!(unsafe { listed_objects(s) }, listed + k + 1);
+        }
+        check::check_owned(id, slab).unwrap();
+        // SAFETY: handed out as `malloc` hands objects out, then freed as a C program would.
+        unsafe {
+            free_tag::clear(p);
+            crate::free(p);
+        }
+        drain(id);
+        crate::central::CENTRAL[c].check_invariants(c).unwrap();
         crate::os::set_affinity(&saved);
     }
 
