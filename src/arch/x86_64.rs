@@ -460,6 +460,7 @@ macro_rules! owned_pop_sequence {
                 "sub {t}, 15",
                 "cmp {n}, {t}",
                 "jae 5f",
+                "prefetcht0 byte ptr [{n}]",
                 "20:",
                 "shr {w}, 48",
                 "dec {w}",
@@ -513,6 +514,7 @@ macro_rules! owned_pop_sequence {
 ///   n    = h[0] ^ key                                    // the next free object, decoded
 ///   if n != 0 and not (s.start <= n < s.end - 15):       // a link bent out of the span, or
 ///       goto fail                                        // into its last 15 bytes
+///   if n != 0: prefetch n                                // the next pop's head line
 ///   bad  = 0
 ///   s.local = n | ((w >> 48) - 1) << 48                  // the one committing store
 /// post_commit:
@@ -528,7 +530,10 @@ macro_rules! owned_pop_sequence {
 /// lets through leaves the next pop's tag load inside the span. Whether it starts an object is
 /// not tested: a link into an object's middle fails the next pop's tag check unless the word
 /// 8 bytes past it holds `key ^ address` (docs/design.md, "Known weaknesses", where the exact
-/// test's cost is). The stop word is loaded first, as the protocol needs (a section that loaded
+/// test's cost is). The prefetch of the new head neither stores nor faults: the next pop's
+/// loads of that object's first two words missed the cache in most of a burst of mixed sizes'
+/// pops (they were a third of `alloc_owned_out`'s samples; with it a sixth, and one thread's
+/// `mixed-bursts` took 0.98x the CPU time, docs/benchmarks.md, "Session 54"). The stop word is loaded first, as the protocol needs (a section that loaded
 /// it before a drain's stop either ends before the drain's fence returns or restarts).
 ///
 /// # Safety
