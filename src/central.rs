@@ -33,7 +33,7 @@ use crate::size_class::{
     object_index, size_of, CLASS_PAGES, CLASS_PAGES_SMALL_HEAP, NUM_CLASSES, PAGE, PAGE_SHIFT,
 };
 use crate::span::{bitmap_words, Span, SpanExt, SpanList, SpanState};
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
@@ -80,7 +80,7 @@ pub const SHARED_BUDGET: usize = 256 << 10;
 
 /// Set when the page heap reports that the small-object heap shrank (see
 /// `PageHeap::take_shrunk`); whoever next leaves a class lock empties every transfer stack.
-static FLUSH_PENDING: AtomicBool = AtomicBool::new(false);
+static FLUSH_PENDING: CachePadded<AtomicBool> = CachePadded::new(AtomicBool::new(false));
 
 /// Empties every transfer stack if the page heap asked for it, then releases the free pages down
 /// to the shrinking heap's cushion (`PageHeap::release_shrunk`; call with no class lock held).
@@ -164,7 +164,7 @@ impl SlabBits {
 /// stood a whole tick unswept (`percpu::owned::freed_unswept`). Written only when such a free
 /// comes, and by the owner's own sweeps and give-backs that could not finish
 /// ([`set_owned_freed`]).
-static OWNED_FREED: SlabBits = SlabBits::new();
+static OWNED_FREED: CachePadded<SlabBits> = CachePadded::new(SlabBits::new());
 
 /// Whether slab `id` may own a span that frees from elsewhere left wholly free (a hint; see
 /// [`OWNED_FREED`]).
@@ -192,7 +192,7 @@ pub fn set_owned_freed(id: usize) {
 /// ([`owned_sparse_elsewhere`]), takes no fresh span while the hint names another slab, and
 /// when only a fresh one would do drains the slabs named first (`percpu::refill_owned`), after
 /// which these lists list their spans. Written only when such a free comes.
-static OWNED_SPARSE: SlabBits = SlabBits::new();
+static OWNED_SPARSE: CachePadded<SlabBits> = CachePadded::new(SlabBits::new());
 
 /// Whether a slab below `n` other than `id` may own a span frees from elsewhere left at least
 /// half free (a hint; see [`OWNED_SPARSE`]).
@@ -207,7 +207,7 @@ pub fn take_owned_sparse(id: usize) -> bool {
 }
 
 /// Bytes in the transfer stacks of classes above [`SHARED_ABOVE`].
-static SHARED_BYTES: AtomicUsize = AtomicUsize::new(0);
+static SHARED_BYTES: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// How many objects the transfer stack of class `c` may hold: about 256 KiB worth, at least
 /// one full batch, at most [`TRANSFER_SLOTS`]. A table: `free_batch` reads it on every
@@ -433,7 +433,7 @@ struct Spans {
 
 /// Maintenance ticks so far ([`new_tick`]): the window of the span churn counts, and the
 /// tick count `stats` reports ([`ticks`]).
-static TICK: AtomicU64 = AtomicU64::new(0);
+static TICK: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 /// Short spans (of the small heap's length) a class gives back to the page heap within one
 /// maintenance tick (a quarter of `decay_ms` within 10 ms to 1 s: 250 ms by default), after

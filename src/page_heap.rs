@@ -19,7 +19,7 @@ use crate::os;
 use crate::pagemap::{self, PAGEMAP};
 use crate::size_class::{PAGE, PAGE_SHIFT};
 use crate::span::{BitmapPool, Span, SpanList, SpanPool, SpanState};
-use crate::sync::Mutex;
+use crate::sync::{CachePadded, Mutex};
 use core::ptr::null_mut;
 
 /// Free spans up to this many pages sit in exact-length lists.
@@ -150,7 +150,7 @@ pub struct PageHeap {
 unsafe impl Send for PageHeap {}
 
 /// The process's page heap.
-pub static HEAP: Mutex<PageHeap> = Mutex::new(PageHeap::new());
+pub static HEAP: CachePadded<Mutex<PageHeap>> = CachePadded::new(Mutex::new(PageHeap::new()));
 
 /// The page-map entry of a free or large span's pages (no class, no page index).
 #[inline]

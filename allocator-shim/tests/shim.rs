@@ -161,6 +161,83 @@ fn exports_exactly_the_api() {
     );
 }
 
+/// Statics that more than one CPU writes after start-up, and the process-wide words every path
+/// reads (`percpu::state::G`), as `nm -C` names them in the release library.
+const LINE_OWNERS: &[&str] = &[
+    "rseqmalloc::percpu::state::G",
+    "rseqmalloc::arch::RESTARTS",
+    "rseqmalloc::arch::BATCH_RESTARTS",
+    "rseqmalloc::central::FLUSH_PENDING",
+    "rseqmalloc::central::OWNED_FREED",
+    "rseqmalloc::central::OWNED_SPARSE",
+    "rseqmalloc::central::SHARED_BYTES",
+    "rseqmalloc::central::TICK",
+    "rseqmalloc::page_heap::HEAP",
+    "rseqmalloc::percpu::drain::DRAIN",
+    "rseqmalloc::percpu::drain::DRAINS_SKIPPED",
+    "rseqmalloc::percpu::slab::EVICTED",
+    "rseqmalloc::percpu::slab::BURST_GROWTHS",
+    "rseqmalloc::percpu::storage::LIVE",
+    "rseqmalloc::percpu::remote::NO_OUTBOX",
+    "rseqmalloc::percpu::owned::OWNED_TAKEN",
+    "rseqmalloc::percpu::owned::GIVEN_BACK",
+    "rseqmalloc::percpu::owned::RECLASSED",
+    "rseqmalloc::percpu::maintenance::NEXT_TICK_MS",
+    "rseqmalloc::percpu::maintenance::BACKGROUND_TICKS",
+    "rseqmalloc::percpu::SPARSE_DRAINED",
+];
+
+/// Each of [`LINE_OWNERS`] is one symbol (not split into its fields) whose 64-byte cache lines
+/// hold no other static: a written counter next to a word the paths only read made every write
+/// a miss on another CPU (`sync`, "Statics and cache lines"; before, the owned spans' switch
+/// shared a line with three counters, and `G`'s fields lay apart, one beside the page heap's
+/// lock).
+#[test]
+fn written_statics_have_their_cache_lines_to_themselves() {
+    let so = &libs().release;
+    let out = Command::new(require("nm", "binutils"))
+        .args(["-C", "-S", "--defined-only"])
+        .arg(so)
+        .output()
+        .expect("running nm");
+    assert!(out.status.success(), "nm -C -S: {}", show(&out));
+    // (address, size, name) of every static with a size.
+    let mut statics: Vec<(u64, u64, String)> = stdout(&out)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let (a, s, kind, name) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            let data = matches!(kind, "b" | "B" | "d" | "D");
+            let parse = |x| u64::from_str_radix(x, 16).ok();
+            data.then_some((parse(a)?, parse(s)?, name.to_string()))
+        })
+        .filter(|&(_, size, _)| size > 0)
+        .collect();
+    statics.sort();
+    if std::env::var_os("RSEQMALLOC_SO").is_some()
+        && !statics.iter().any(|(_, _, n)| n.starts_with("rseqmalloc::"))
+    {
+        eprintln!("{}: no symbols (stripped), layout not checked", so.display());
+        return;
+    }
+    for &owner in LINE_OWNERS {
+        let mine: Vec<_> = statics.iter().filter(|(_, _, n)| n == owner).collect();
+        assert_eq!(mine.len(), 1, "{owner}: {} symbols, want one", mine.len());
+        let (at, size) = (mine[0].0, mine[0].1);
+        let (first, end) = (at & !63, (at + size).next_multiple_of(64));
+        assert_eq!(at, first, "{owner} at {at:#x} does not start a line");
+        let sharing: Vec<_> = statics
+            .iter()
+            .filter(|(a, s, n)| n != owner && *a < end && a + s > first)
+            .map(|(a, _, n)| format!("{n} at {a:#x}"))
+            .collect();
+        assert!(
+            sharing.is_empty(),
+            "{owner} at {at:#x} ({size} bytes) shares its lines with {sharing:?}"
+        );
+    }
+}
+
 #[test]
 fn header_compiles_as_c_and_cxx() {
     let header = include_dir().join("rseqmalloc.h");

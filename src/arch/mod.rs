@@ -24,7 +24,7 @@
 //!
 //! May call: `os`, `sync`.
 
-use crate::sync::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU16, AtomicU32, AtomicU64, CachePadded, Ordering};
 use core::arch::global_asm;
 use core::mem::{align_of, offset_of, size_of};
 
@@ -335,10 +335,10 @@ extern "C" {
 }
 
 /// Times the kernel aborted one of our critical sections (counted in the abort handlers).
-pub(crate) static RESTARTS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static RESTARTS: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 /// Of [`RESTARTS`], those of the batch sections (batch push and pop, relocation).
-pub(crate) static BATCH_RESTARTS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static BATCH_RESTARTS: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 /// Restarts observed so far, process-wide (every section).
 pub fn restarts() -> u64 {

@@ -59,14 +59,14 @@ use super::state::{mode, uses_mm_cid, RseqMode, G};
 use crate::central;
 use crate::os;
 use crate::size_class::{size_of, NUM_CLASSES};
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicUsize, CachePadded, Mutex, Ordering};
 use core::ptr::null_mut;
 
 /// One drain at a time (and none during a fork).
-pub(super) static DRAIN: Mutex<()> = Mutex::new(());
+pub(super) static DRAIN: CachePadded<Mutex<()>> = CachePadded::new(Mutex::new(()));
 
 /// Drains skipped because the kernel lacks the rseq membarrier (reported in statistics).
-pub static DRAINS_SKIPPED: AtomicUsize = AtomicUsize::new(0);
+pub static DRAINS_SKIPPED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab),
 /// with the protocol the mode allows (module documentation). Returns the bytes moved.

@@ -22,15 +22,15 @@ use crate::config;
 use crate::os;
 use crate::page_heap::HEAP;
 use crate::size_class::NUM_CLASSES;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, CachePadded, Ordering};
 use core::ffi::c_void;
 
 /// When the next maintenance tick is due (ms of the monotonic clock).
-static NEXT_TICK_MS: AtomicU64 = AtomicU64::new(0);
+static NEXT_TICK_MS: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 /// Of the maintenance ticks run so far (`central::ticks`: [`maintenance`] starts each one
 /// there), those the background thread ran.
-static BACKGROUND_TICKS: AtomicU64 = AtomicU64::new(0);
+static BACKGROUND_TICKS: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 /// Maintenance ticks run since the process started (a `fork` child's include its parent's
 /// before the fork), and of those the ones the background thread ran

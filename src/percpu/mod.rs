@@ -69,7 +69,7 @@ pub fn check_slabs() -> Result<(), crate::page_heap::check::Broken> {
 use crate::arch::{self, ThreadState};
 use crate::central;
 use crate::span::NO_HOME;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, CachePadded, Ordering};
 use core::ptr::null_mut;
 use drain::{drain_current, drain_where, grow_or_relayout, grow_or_relayout_for_arrivals};
 use setup::thread_state;
@@ -306,7 +306,7 @@ fn refill_owned(c: usize, id: usize) -> *mut u8 {
 
 /// The maintenance tick (plus one; 0: none yet) of the last drain of slabs holding spans that
 /// frees from elsewhere left half free ([`refill_owned`]).
-static SPARSE_DRAINED: AtomicU64 = AtomicU64::new(0);
+static SPARSE_DRAINED: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 // Every slab has its bit in the central lists' hints.
 const _: () = assert!(slab::MAX_SLABS <= central::HINTED_SLABS);

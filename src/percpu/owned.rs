@@ -38,7 +38,7 @@ use crate::free_tag;
 use crate::os;
 use crate::size_class::{size_of, NUM_CLASSES};
 use crate::span::{Span, SpanExt, EXT_OFFSET};
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, CachePadded, Ordering};
 use core::mem::offset_of;
 use core::ptr::null_mut;
 
@@ -46,17 +46,17 @@ use core::ptr::null_mut;
 static ON: AtomicBool = AtomicBool::new(false);
 
 /// Spans slabs took to own so far (statistics: `owned_spans_taken`).
-pub static OWNED_TAKEN: AtomicUsize = AtomicUsize::new(0);
+pub static OWNED_TAKEN: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// Wholly free owned spans given back whole to the page heap by a slow path: a free's when
 /// keeping is off (a bound of 0), the oldest kept span past the bound, a kept span no other
 /// class could take over, or a span the sweep found past the bound ([`sweep_freed`])
 /// (statistics: `owned_spans_given_back`).
-pub static GIVEN_BACK: AtomicUsize = AtomicUsize::new(0);
+pub static GIVEN_BACK: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// Kept spans a slab turned over to another class without the page heap
 /// (`central::reclass_owned`; statistics: `owned_spans_reclassed`).
-pub static RECLASSED: AtomicUsize = AtomicUsize::new(0);
+pub static RECLASSED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// Whether C allocations and frees use owned spans.
 #[inline(always)]

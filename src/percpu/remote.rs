@@ -41,7 +41,7 @@ use crate::arch;
 use crate::central;
 use crate::os;
 use crate::size_class::{size_of, NUM_CLASSES, PAGE};
-use crate::sync::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Ordering, SpinLock};
 use core::ptr::null_mut;
 
 /// Classes owner return covers: 1 up to this, exclusive (objects up to 1 KiB). Larger objects
@@ -143,7 +143,7 @@ static SLABS: AtomicUsize = AtomicUsize::new(0);
 /// the freeing thread had no outbox and no memory for one could be had — for the outbox, or
 /// for the C library's block that arms the thread's exit (`setup::give_outbox`; statistics).
 /// Counted where it happens, a path that has just failed for want of memory.
-pub static NO_OUTBOX: AtomicUsize = AtomicUsize::new(0);
+pub static NO_OUTBOX: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 /// Owner return is on (`owner_return=on` and the inboxes are mapped).
 static ON: AtomicBool = AtomicBool::new(false);
 /// Owner return's figures: objects sent home (delivered to an inbox), and objects declined

@@ -88,7 +88,9 @@ use crate::arch::{self, class_header_word, ClassHeader, SLAB_SHIFT, SLOTS_AT, SL
 use crate::central;
 use crate::config;
 use crate::size_class::{size_of, CLASS_BATCH, CLASS_BURST_CAPACITY, CLASS_CAPACITY, NUM_CLASSES};
-use crate::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{
+    AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Ordering, SpinLock,
+};
 use core::ptr::null_mut;
 
 /// A set of slab indices: the slabs a drain picked, the slabs whose locks a fork's prepare
@@ -665,7 +667,7 @@ pub(super) const STEAL_RETRY_AFTER: u8 = 16;
 
 /// Objects capacity steals moved from idle classes' stacks to the central lists ([`evict`];
 /// reported in statistics).
-pub static EVICTED: AtomicUsize = AtomicUsize::new(0);
+pub static EVICTED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// Doubles the capacity of class `c` in `slab` (up to its maximum): within the slab's byte
 /// budget if it allows, else, when `may_steal`, by taking spare capacity (above the count) from
@@ -794,7 +796,7 @@ fn thread_tag() -> u16 {
 }
 
 /// Growths into the burst tier ([`grow_burst`]; reported in statistics).
-pub static BURST_GROWTHS: AtomicUsize = AtomicUsize::new(0);
+pub static BURST_GROWTHS: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// [`grow_cap`] for objects arriving from other slabs (owner return's inboxes): like a free that
 /// finds the stack full, except that at the base maximum no tag is noted — the objects were

@@ -24,7 +24,8 @@ pub enum RseqMode {
     Fallback = 3,
 }
 
-/// The process-wide words, together in a cache line of their own ([`CachePadded`]).
+/// The process-wide words, together in a cache line of their own ([`CachePadded`]; kept whole by
+/// `#[used]` on [`G`], see `sync`, "Statics and cache lines").
 pub(super) struct Globals {
     /// Base of slab 0 (0 until mapped).
     pub slabs: AtomicUsize,
@@ -41,6 +42,7 @@ pub(super) struct Globals {
     pub key: AtomicU32,
 }
 
+#[used]
 pub(super) static G: CachePadded<Globals> = CachePadded::new(Globals {
     slabs: AtomicUsize::new(0),
     field: AtomicUsize::new(CPU_ID_OFFSET),

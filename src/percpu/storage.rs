@@ -13,7 +13,7 @@
 
 use crate::central;
 use crate::size_class::{class_of, CLASS_SIZE};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, CachePadded, Ordering};
 use core::ptr::null_mut;
 
 /// Bytes of one storage object at least (its class may round up).
@@ -25,7 +25,7 @@ pub(super) const STORAGE_CLASS: usize = class_of(STORAGE_BYTES);
 const _: () = assert!(CLASS_SIZE[STORAGE_CLASS] as usize >= STORAGE_BYTES);
 
 /// Storages alive.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+static LIVE: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// Per-thread storage alive, for statistics: its size class and how many objects of it.
 pub fn thread_storage() -> (usize, usize) {
