@@ -369,6 +369,9 @@ fn shard_order(near: usize, n: usize) -> impl Iterator<Item = usize> {
 /// beside its locks, a process touched one more page (a page fault) per class it used, even
 /// when it never stacked an object (about 45 of the ~120 page faults the library added to a
 /// short `git hash-object`). Zeroed (3.2 MiB of `.bss`): only the slots used are backed.
+/// Line-aligned, so that each (shard, class) row of 4 KiB, written under its own lock, has its
+/// cache lines to itself (`sync`, "Statics and cache lines").
+#[repr(align(64))]
 struct Stacks(UnsafeCell<[[[*mut u8; TRANSFER_SLOTS]; NUM_CLASSES]; MAX_SHARDS]>);
 
 // SAFETY: shard `k`'s slots of class `c` are reached only through `SHARDS[k][c]`'s `Transfer`,
@@ -508,6 +511,9 @@ const EPOCH_SHIFT: u32 = 48;
 /// nothing had touched (`benches/c/partial_buffers.c`: 33,800 page faults in 50 rounds and a
 /// resident peak of 137 MB, tcmalloc-minimal 18,100 and 78 MB). Class `c`'s slots are reached
 /// only through `CENTRAL[c]`'s `Spans`, that is under its span lock ([`Spans::hints`]).
+/// Line-aligned, so that each class's row (512 bytes), written under its own lock, has its
+/// cache lines to itself (`sync`, "Statics and cache lines").
+#[repr(align(64))]
 struct Hints(UnsafeCell<[[usize; HINTS]; NUM_CLASSES]>);
 
 // SAFETY: class `c`'s slots are reached only through `CENTRAL[c]`'s `Spans`, under its lock.
@@ -759,7 +765,7 @@ fn take_from_home_spans(inner: &mut Spans, out: &mut [*mut u8], home: u32) -> us
         // borrowed): live small spans; `next` is read before `take_listed` may unlist `s`.
         unsafe {
             let next = (*s).next;
-            if (*s).home == home {
+            if (*s).home() == home {
                 got += inner.take_listed(s, c, &mut out[got..]);
             }
             s = next;
@@ -832,7 +838,7 @@ fn new_span(inner: &mut Spans, c: usize, home: u32, long: bool) -> *mut Span {
         (*s).bits = bits;
         (*s).capacity = capacity as u32;
         (*s).populate_ahead = !small_heap && (*s).zeroed && size <= 1 << HALF_SHIFT;
-        (*s).home = home;
+        (*s).set_home(home);
     }
     s
 }
@@ -862,9 +868,12 @@ fn span_pages(inner: &Spans, c: usize, long: bool, mapped: usize) -> u16 {
 /// found the span foreign on its owner's CPU and sent its objects to the old home, whose full
 /// inbox declined most of them: they stayed in the owner's stack and were foreign again at
 /// every free, and a burst of mixed sizes on two threads took up to 1.5x its time in about a
-/// third of the runs (docs/benchmarks.md, "Session 54"). Its owned words are left as they were (no owner): the
-/// caller publishes it. Null when no span is listed and `fresh_ok` is false, or the page heap
-/// found no memory.
+/// third of the runs (docs/benchmarks.md, "Session 54"). The old home's frees of the objects it
+/// still has out are foreign now and go to the owner: a bounded set, where the owner's every
+/// free of the span's objects was foreign before.
+///
+/// Its owned words are left as they were (no owner): the caller publishes it. Null when no
+/// span is listed and `fresh_ok` is false, or the page heap found no memory.
 pub fn take_span_to_own(c: usize, home: u32, fresh_ok: bool) -> *mut Span {
     let mut g = CENTRAL[c].spans.lock();
     let inner = &mut *g;
@@ -882,8 +891,8 @@ pub fn take_span_to_own(c: usize, home: u32, fresh_ok: bool) -> *mut Span {
         } else {
             inner.list.remove(s);
             (*s).listed = false;
-            if (*s).home != home {
-                (*s).home = home;
+            if (*s).home() != home {
+                (*s).set_home(home);
                 PAGEMAP.set_home_carved((*s).start, (*s).pages, home_field(home));
             }
         }
@@ -946,7 +955,7 @@ pub unsafe fn reclass_owned(s: *mut Span, old: usize, listed: usize, c: usize, h
         (*s).scan = 0;
         (*s).zeroed = false;
         (*s).populate_ahead = false;
-        (*s).home = home;
+        (*s).set_home(home);
         // Every page uncarved again (`carve_page` names the class as it carves): the pages are
         // the span's, which its owner's lock and the retire make ours alone.
         PAGEMAP.set_range((*s).start, pages, entry(s as usize, 0, 0));
@@ -1295,7 +1304,7 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
         let second = if half & 1 == 1 { SECOND_HALF } else { 0 };
         PAGEMAP.set(
             (*s).start + (page << PAGE_SHIFT),
-            entry(s as usize, c, page) | home_field((*s).home) | last | second,
+            entry(s as usize, c, page) | home_field((*s).home()) | last | second,
         );
         true
     }
@@ -2082,8 +2091,8 @@ mod tests {
 
     /// A listed span that another slab carved (or none did) takes the home of the slab that
     /// takes it to own, in its record and in every carved page's entry, whose other bits stay:
-    /// the owner's frees of its objects then find them its own (`percpu::owned::push`) instead
-    /// of sending them to the old home, and the old home's frees send them to the owner.
+    /// those entries' home bits are what `free` tests, so the owner's frees of its objects find
+    /// them its own (`percpu::owned::push`) instead of sending them to the old home.
     #[test]
     fn a_listed_span_taken_to_own_takes_its_owners_home() {
         // A class no other test uses.
@@ -2112,15 +2121,15 @@ mod tests {
         assert!(carved.count() >= 2, "objects on several pages");
         assert_eq!(take_span_to_own(c, 1, false), s, "the listed span");
         // SAFETY: as above.
-        assert_eq!(unsafe { (*s).home }, 1);
+        assert_eq!(unsafe { (*s).home() }, 1);
         let home = |e| crate::pagemap::home_bits(e);
         for (b, a) in before.iter().zip(entries()) {
             if crate::pagemap::class_of(*b) == c {
                 assert_eq!(home(*b), home(home_field(0)), "carved for slab 0");
                 assert_eq!(home(a), home(home_field(1)), "now slab 1's");
                 assert_eq!(
-                    a & !home_field(1),
-                    b & !home_field(1),
+                    crate::pagemap::without_home(a),
+                    crate::pagemap::without_home(*b),
                     "nothing else changed"
                 );
             } else {

@@ -247,11 +247,12 @@ fn alloc_owned_out(c: usize) -> *mut u8 {
 ///
 /// The stack first: with owned spans on, a routed class's stack holds only what did not go onto
 /// an owned span's list: objects of other slabs' spans that owner return kept here, this
-/// slab's own objects sent home (the inbox), blocks `realloc` moved out, Rust's frees, frees
-/// of spans taken partly used from the central lists, and the slow path's refills from the
-/// transfer stack. Popped after the list, those objects waited while the slab carved its own
-/// spans further (`rounds`, two CPUs, peak RSS: 5,568 KB against 5,228 with owned spans off;
-/// stack first 5,316, in no more time: docs/benchmarks.md, "Session 47"). The stack's test is
+/// slab's own objects sent home (the inbox, among them those of a span taken partly used that
+/// its old home still had out), blocks `realloc` moved out, Rust's frees, and the slow path's
+/// refills from the transfer stack. Popped after the list, those objects waited while the slab
+/// carved its own spans further (`rounds`, two CPUs, peak RSS: 5,568 KB against 5,228 with
+/// owned spans off; stack first 5,316, in no more time: docs/benchmarks.md, "Session 47"). The
+/// stack's test is
 /// inside the owned pop (`percpu::owned_pop_stack_first`): where little reaches the stack, an
 /// allocation runs one section, not a failed stack pop and then the owned pop (`mixed-bursts`
 /// on one CPU 0.985x [0.877-0.997] the time, 8 alternations: docs/benchmarks.md,
@@ -584,7 +585,8 @@ unsafe fn free_foreign(c: usize, ptr: *mut u8) {
     let e = PAGEMAP.get(ptr as usize);
     debug_assert!(pagemap::class_of(e) == c && pagemap::home_bits(e) != 0);
     let span = pagemap::span_of(e) as *const Span;
-    // SAFETY: forwarded contract.
+    // SAFETY: forwarded contract; the bits come from the entry just read, which names a home
+    // (the push found the object another slab's).
     if unsafe { !percpu::send_home(c, ptr, pagemap::home_bits(e)) } {
         // SAFETY: forwarded contract: the entry names the object's live small span.
         unsafe { percpu::free_foreign(c, ptr, span) }

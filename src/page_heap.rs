@@ -1968,7 +1968,7 @@ pub mod check {
             unsafe { ((*s).start, (*s).pages, (*s).class, (*s).state) };
         let class = class as usize;
         // SAFETY: the caller's contract.
-        let home = unsafe { pagemap::home_field((*s).home) };
+        let home = unsafe { pagemap::home_field((*s).home()) };
         let page_entry = |i: usize| match state {
             SpanState::Small => pagemap::entry(at, class, i) | home,
             _ => entry(s),

@@ -15,9 +15,11 @@
 //! address inside it finds the run ([`PageMap::mark_at_or_below`]).
 //!
 //! Invariants: an entry is written only by the thread that owns the span's pages at that
-//! moment (under the page heap lock or while creating the span); entries are published with
-//! release stores and read with acquire loads; marks are written and read under the page heap
-//! lock only; leaves are never freed.
+//! moment: under the page heap lock or while creating the span, and for a small span's pages
+//! under its class lock (carving, a change of home) or while the span is unreachable (an
+//! owned span, retired, turned over to another class); entries are published with release
+//! stores and read with acquire loads; marks are written and read under the page heap lock
+//! only; leaves are never freed.
 //!
 //! May call: `os`, `size_class`, `sync`.
 
@@ -107,6 +109,12 @@ pub fn home_field(home: u32) -> usize {
     } else {
         (HOMED | (home as usize & (HOMED - 1))) << HOME_SHIFT
     }
+}
+
+/// Entry `e` without its home bits (every other field as it was).
+#[inline]
+pub fn without_home(e: usize) -> usize {
+    e & !(HOME_MASK << HOME_SHIFT)
 }
 
 /// An entry's home bits: 0 (no home), or [`HOMED`] plus the home slab's low 6 bits.
@@ -276,7 +284,7 @@ impl PageMap {
             if let Some((leaf, l)) = self.reserved(addr + (i << PAGE_SHIFT)) {
                 let e = leaf.entries[l].load(Ordering::Relaxed);
                 if class_of(e) != 0 {
-                    let e = (e & !(HOME_MASK << HOME_SHIFT)) | home;
+                    let e = without_home(e) | home;
                     leaf.entries[l].store(e, Ordering::Release);
                 }
             }

@@ -95,9 +95,12 @@ pub struct Span {
     /// `Small`: the per-CPU slab whose refill took the span from the page heap (its home), or
     /// [`NO_HOME`]; a slab that takes a listed span to own becomes its home
     /// (`central::take_span_to_own`). A C `free` on another slab sends the object home
-    /// (`percpu::remote`). Written under the class lock, with the home bits of the span's
-    /// page-map entries; `free` reads those without it, as a hint.
-    pub home: u32,
+    /// (`percpu::remote`). Changed, with the home bits of the span's carved pages' page-map
+    /// entries, under the class lock, or while the span is unreachable (a new span, a retired
+    /// owned span turned over to another class); read without the lock by `free`'s foreign
+    /// path, as a hint (either home is a correct answer), hence the atomic. Read it with
+    /// [`Span::home`].
+    pub home: AtomicU32,
     /// `Small`: objects taken out of the span (with a user, in a cache, or on its owned list),
     /// written under the class lock; an atomic, because `free` compares it, without the lock,
     /// with its owned list's count after a push (a span whose objects are all on the list goes
@@ -196,6 +199,20 @@ impl Span {
     #[inline(always)]
     pub fn set_in_use(&self, n: u32) {
         self.in_use.store(n, Ordering::Relaxed);
+    }
+
+    /// `Small`: the home slab, or [`NO_HOME`] ([`Span::home`]'s field; exact under the class
+    /// lock, a hint without it).
+    #[inline(always)]
+    pub fn home(&self) -> u32 {
+        self.home.load(Ordering::Relaxed)
+    }
+
+    /// Sets the home (under the class lock, or while the span is unreachable; the page-map
+    /// entries' home bits are the caller's to match).
+    #[inline(always)]
+    pub fn set_home(&self, home: u32) {
+        self.home.store(home, Ordering::Relaxed);
     }
     /// One past the last byte of the run.
     #[inline]
@@ -457,7 +474,7 @@ impl SpanPool {
                 reserved: 0,
                 listed: false,
                 chunk: 0,
-                home: NO_HOME,
+                home: AtomicU32::new(NO_HOME),
                 in_use: AtomicU32::new(0),
                 in_slab: false,
             })

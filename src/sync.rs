@@ -12,15 +12,18 @@
 //!   fallback and capacity locks): one atomic instruction to take, a plain store to release.
 //!
 //! ## Statics and cache lines
-//! A static that more than one CPU writes after start-up (a lock, a statistics counter, a
-//! hint, a tick) is a [`CachePadded`] of its own, so that its writes never evict the words the
-//! fast and slow paths only read (the options, `percpu::state::G`, owned spans' switch): the
-//! linker packs statics side by side, and two counters of the owned slow path once shared a
-//! line with its switch, which one of two threads bursting on two CPUs then missed on a fifth
-//! of its slow paths (docs/benchmarks.md, "Session 54"). A padded static of several fields is
-//! also `#[used]`: LLVM otherwise splits a static struct into one static per field (global
-//! scalar replacement) and places them apart, padding dropped. `allocator-shim/tests/shim.rs`
-//! checks the release library's layout.
+//! A scalar static that more than one CPU writes after start-up (a lock, a statistics counter,
+//! a hint word, a tick) is a [`CachePadded`] of its own, so that its writes never evict the
+//! words the fast and slow paths only read (the options, `percpu::state::G`, owned spans'
+//! switch): the linker packs statics side by side, and three counters of the owned slow path
+//! and two of the drains once shared a line with that switch, whose test then took a fifth of
+//! a two-thread burst's slow-path samples (docs/benchmarks.md, "Session 54"). Arrays written
+//! under different locks keep their elements apart themselves (`central`'s shards and classes
+//! are aligned per element). A padded struct whose fields are only ever reached at fixed
+//! offsets is also `#[used]`: LLVM otherwise splits such a static into one static per field
+//! (global scalar replacement) and places them apart, padding dropped. A new written static
+//! goes into `LINE_OWNERS` in `allocator-shim/tests/shim.rs`, which checks the release
+//! library's layout.
 //!
 //! ## What is model-checked
 //! A model checker such as loom cannot build the allocator itself: its atomics are not `const`

@@ -334,7 +334,9 @@ extern "C" {
     static rseqmalloc_glibc_rseq_size: *const u32;
 }
 
-/// Times the kernel aborted one of our critical sections (counted in the abort handlers).
+/// Times the kernel aborted one of our critical sections (counted in the abort handlers, which
+/// increment the counter through the static's symbol: `CachePadded` keeps its value at offset
+/// 0, `repr(C)` since crossbeam-utils 0.8.22; `tests::restart_counters_sit_at_their_symbols`).
 pub(crate) static RESTARTS: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 /// Of [`RESTARTS`], those of the batch sections (batch push and pop, relocation).
@@ -421,6 +423,24 @@ pub use x86_64::*;
 mod aarch64;
 #[cfg(target_arch = "aarch64")]
 pub use aarch64::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The abort handlers add to `[rip + RESTARTS]` and `[rip + BATCH_RESTARTS]`: each counter's
+    /// value must start at its static's address, inside its `CachePadded`.
+    #[test]
+    fn restart_counters_sit_at_their_symbols() {
+        for padded in [&RESTARTS, &BATCH_RESTARTS] {
+            let value: &AtomicU64 = padded;
+            assert_eq!(
+                value as *const AtomicU64 as usize,
+                padded as *const CachePadded<AtomicU64> as usize
+            );
+        }
+    }
+}
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("rseqmalloc supports x86_64 and (fallback mode only) aarch64 Linux so far (see src/arch/mod.rs)");

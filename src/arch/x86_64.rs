@@ -533,8 +533,9 @@ macro_rules! owned_pop_sequence {
 /// test's cost is). The prefetch of the new head neither stores nor faults: the next pop's
 /// loads of that object's first two words missed the cache in most of a burst of mixed sizes'
 /// pops (they were a third of `alloc_owned_out`'s samples; with it a sixth, and one thread's
-/// `mixed-bursts` took 0.98x the CPU time, docs/benchmarks.md, "Session 54"). The stop word is loaded first, as the protocol needs (a section that loaded
-/// it before a drain's stop either ends before the drain's fence returns or restarts).
+/// `mixed-bursts` took 0.98x the CPU time, docs/benchmarks.md, "Session 54"). The stop word
+/// is loaded first, as the protocol needs (a section that loaded it before a drain's stop
+/// either ends before the drain's fence returns or restarts).
 ///
 /// # Safety
 /// As [`percpu_pop`] for the slab layout; `c < 128`; every non-zero `cur[c]` of every slab

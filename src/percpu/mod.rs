@@ -206,7 +206,8 @@ pub fn keeps_foreign(c: usize) -> bool {
 /// which caches it like any object sent home.
 ///
 /// # Safety
-/// As [`free_foreign`]; `bits` are the home bits of `obj`'s page-map entry.
+/// `obj` is a free object of class `c`, tagged free, that nobody uses any more (it becomes the
+/// outbox's); `bits` are the home bits of `obj`'s page-map entry, naming a home.
 #[inline(always)]
 pub unsafe fn send_home(c: usize, obj: *mut u8, bits: usize) -> bool {
     let Some(home) = crate::pagemap::exact_home(bits, G.nslabs.load(Ordering::Relaxed)) else {
@@ -240,8 +241,9 @@ pub unsafe fn free_foreign(c: usize, obj: *mut u8, span: *const crate::span::Spa
         let _errno = crate::os::ErrnoKeeper::new();
         setup::give_outbox()
     };
-    // SAFETY: forwarded contract: a live span.
-    let home = unsafe { (*span).home };
+    // SAFETY: forwarded contract: a live span's record (pool memory); its home is an atomic,
+    // which a slab taking the span to own may change meanwhile: either home is correct.
+    let home = unsafe { (*span).home() };
     debug_assert!(home != NO_HOME);
     if thread_state() == ThreadState::Rseq
         && home as usize != current_rseq_id()

@@ -1414,40 +1414,24 @@ mod tests {
         assert!(current(slab, c).is_null(), "no current span");
     }
 
-    /// [`pinned_in_both_rseq_modes`] for a test that needs a second slab: the guard, the
-    /// affinity to restore, the thread's slab and another; `None` (the affinity restored, one
-    /// line said) when the process has one slab.
-    fn pinned_beside_another_slab(
-        test: &str,
-    ) -> Option<(
-        std::sync::MutexGuard<'static, ()>,
-        crate::os::CpuSet,
-        usize,
-        usize,
-    )> {
-        let (serial, saved) = pinned_in_both_rseq_modes(test, 64);
-        let id = current_rseq_id();
-        let slabs = super::super::state::G.nslabs.load(Ordering::Relaxed);
-        if slabs < 2 {
-            std::eprintln!("one slab: no other slab for {test}");
-            crate::os::set_affinity(&saved);
-            return None;
-        }
-        Some((serial, saved, id, (id + 1) % slabs))
-    }
-
     /// A free that looked at a span's owner, then found it given up by that slab and taken by
     /// the one it runs on now, must leave the span alone: `give_back_as` is handed another
     /// slab as the owner it saw, for a span this CPU's slab owns (not current, so the retire
     /// section would pass here).
     #[test]
     fn a_give_back_under_an_owner_gone_since_changes_nothing() {
-        let Some((_serial, saved, id, other)) = pinned_beside_another_slab(
+        let (_serial, saved) = pinned_in_both_rseq_modes(
             "percpu::owned::tests::a_give_back_under_an_owner_gone_since_changes_nothing",
-        ) else {
+            64,
+        );
+        let id = current_rseq_id();
+        let slabs = super::super::state::G.nslabs.load(Ordering::Relaxed);
+        if slabs < 2 {
+            std::eprintln!("one slab: no other owner to name");
+            crate::os::set_affinity(&saved);
             return;
-        };
-        let slab = Slab::of(id);
+        }
+        let (slab, other) = (Slab::of(id), (id + 1) % slabs);
         let c = class_of(SIZE);
         drain(id);
         let p = refill(c, id, true).object();
@@ -1488,17 +1472,24 @@ mod tests {
     /// this CPU's stack, foreign again at each later free.
     #[test]
     fn a_span_taken_from_another_home_takes_the_owners_frees() {
-        let Some((_serial, saved, id, other)) = pinned_beside_another_slab(
+        let (_serial, saved) = pinned_in_both_rseq_modes(
             "percpu::owned::tests::a_span_taken_from_another_home_takes_the_owners_frees",
-        ) else {
-            return;
-        };
+            64,
+        );
+        let id = current_rseq_id();
         let slab = Slab::of(id);
-        // A class no other unit test allocates (the 416 B class).
-        let c = class_of(400);
+        // Another slab's home, or none where the process has one slab: not this slab's either way.
+        let slabs = super::super::state::G.nslabs.load(Ordering::Relaxed);
+        let other = if slabs > 1 {
+            ((id + 1) % slabs) as u32
+        } else {
+            crate::span::NO_HOME
+        };
+        // A class no other unit test allocates (that of 312-byte requests).
+        let c = class_of(312);
         drain(id);
-        // A span of the other slab's, listed with objects out, as that slab's drain leaves it.
-        let s = central::take_span_to_own(c, other as u32, true);
+        // A span of another home, listed with objects out, as the other slab's drain leaves it.
+        let s = central::take_span_to_own(c, other, true);
         assert!(!s.is_null());
         let mut out = [null_mut(); 4];
         // SAFETY: a span just taken to own, which no slab owns or reaches: ours alone, as a
@@ -1510,7 +1501,7 @@ mod tests {
         let p = refill_until(c, id);
         assert_eq!(current(slab, c), s, "the refill took the listed span");
         // SAFETY: span records are pool memory, always readable.
-        assert_eq!(unsafe { (*s).home }, id as u32, "its home is the owner");
+        assert_eq!(unsafe { (*s).home() }, id as u32, "its home is the owner");
         // SAFETY: a span record the slab owns.
         let listed = unsafe { listed_objects(s) };
         for (k, &q) in out.iter().enumerate() {
