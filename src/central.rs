@@ -369,10 +369,16 @@ fn shard_order(near: usize, n: usize) -> impl Iterator<Item = usize> {
 /// beside its locks, a process touched one more page (a page fault) per class it used, even
 /// when it never stacked an object (about 45 of the ~120 page faults the library added to a
 /// short `git hash-object`). Zeroed (3.2 MiB of `.bss`): only the slots used are backed.
-/// Line-aligned, so that each (shard, class) row of 4 KiB, written under its own lock, has its
-/// cache lines to itself (`sync`, "Statics and cache lines").
-#[repr(align(64))]
+/// Aligned to 128 bytes (the pair of lines the adjacent-line prefetcher fetches), so that each
+/// (shard, class) row of 4 KiB, written under its own lock, has its cache lines to itself
+/// (`sync`, "Statics and cache lines").
+#[repr(align(128))]
 struct Stacks(UnsafeCell<[[[*mut u8; TRANSFER_SLOTS]; NUM_CLASSES]; MAX_SHARDS]>);
+
+const _: () = assert!(
+    core::mem::align_of::<Stacks>() == 128 && (TRANSFER_SLOTS * 8).is_multiple_of(128),
+    "every row of the transfer stacks' slots starts a 128-byte block"
+);
 
 // SAFETY: shard `k`'s slots of class `c` are reached only through `SHARDS[k][c]`'s `Transfer`,
 // that is under its lock ([`Transfer::stack`]).
@@ -511,10 +517,15 @@ const EPOCH_SHIFT: u32 = 48;
 /// nothing had touched (`benches/c/partial_buffers.c`: 33,800 page faults in 50 rounds and a
 /// resident peak of 137 MB, tcmalloc-minimal 18,100 and 78 MB). Class `c`'s slots are reached
 /// only through `CENTRAL[c]`'s `Spans`, that is under its span lock ([`Spans::hints`]).
-/// Line-aligned, so that each class's row (512 bytes), written under its own lock, has its
-/// cache lines to itself (`sync`, "Statics and cache lines").
-#[repr(align(64))]
+/// Aligned to 128 bytes, so that each class's row (512 bytes), written under its own lock, has
+/// its cache lines to itself (`sync`, "Statics and cache lines").
+#[repr(align(128))]
 struct Hints(UnsafeCell<[[usize; HINTS]; NUM_CLASSES]>);
+
+const _: () = assert!(
+    core::mem::align_of::<Hints>() == 128 && (HINTS * 8).is_multiple_of(128),
+    "every class's row of hint slots starts a 128-byte block"
+);
 
 // SAFETY: class `c`'s slots are reached only through `CENTRAL[c]`'s `Spans`, under its lock.
 unsafe impl Sync for Hints {}

@@ -252,11 +252,10 @@ fn alloc_owned_out(c: usize) -> *mut u8 {
 /// refills from the transfer stack. Popped after the list, those objects waited while the slab
 /// carved its own spans further (`rounds`, two CPUs, peak RSS: 5,568 KB against 5,228 with
 /// owned spans off; stack first 5,316, in no more time: docs/benchmarks.md, "Session 47"). The
-/// stack's test is
-/// inside the owned pop (`percpu::owned_pop_stack_first`): where little reaches the stack, an
-/// allocation runs one section, not a failed stack pop and then the owned pop (`mixed-bursts`
-/// on one CPU 0.985x [0.877-0.997] the time, 8 alternations: docs/benchmarks.md,
-/// "Session 52").
+/// stack's test is inside the owned pop (`percpu::owned_pop_stack_first`): where little
+/// reaches the stack, an allocation runs one section, not a failed stack pop and then the owned
+/// pop (`mixed-bursts` on one CPU 0.985x [0.877-0.997] the time, 8 alternations:
+/// docs/benchmarks.md, "Session 52").
 #[inline(always)]
 fn alloc_owned(c: usize, slow: impl FnOnce() -> *mut u8) -> *mut u8 {
     let mut p = percpu::owned_pop_stack_first(c);
@@ -585,8 +584,9 @@ unsafe fn free_foreign(c: usize, ptr: *mut u8) {
     let e = PAGEMAP.get(ptr as usize);
     debug_assert!(pagemap::class_of(e) == c && pagemap::home_bits(e) != 0);
     let span = pagemap::span_of(e) as *const Span;
-    // SAFETY: forwarded contract; the bits come from the entry just read, which names a home
-    // (the push found the object another slab's).
+    // SAFETY: forwarded contract; the bits come from the entry just read, which names a home:
+    // the push found one there, and a carved page's home bits change only from one home to
+    // another while objects are out (`central::take_span_to_own`, with a slab's id).
     if unsafe { !percpu::send_home(c, ptr, pagemap::home_bits(e)) } {
         // SAFETY: forwarded contract: the entry names the object's live small span.
         unsafe { percpu::free_foreign(c, ptr, span) }

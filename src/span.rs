@@ -438,7 +438,8 @@ impl SpanPool {
         self.chunks.mapped
     }
 
-    /// A fresh record (state `Dead`, all other fields zero), or null if the OS refused memory.
+    /// A fresh record (state `Dead`, no home, all other fields zero), or null if the OS refused
+    /// memory.
     pub fn take(&mut self) -> *mut Span {
         let s = if !self.recycled.is_null() {
             let s = self.recycled;

@@ -21,9 +21,9 @@
 //! under different locks keep their elements apart themselves (`central`'s shards and classes
 //! are aligned per element). A padded struct whose fields are only ever reached at fixed
 //! offsets is also `#[used]`: LLVM otherwise splits such a static into one static per field
-//! (global scalar replacement) and places them apart, padding dropped. A new written static
-//! goes into `LINE_OWNERS` in `allocator-shim/tests/shim.rs`, which checks the release
-//! library's layout.
+//! (global scalar replacement) and places them apart, padding dropped. A new written scalar
+//! static goes into `LINE_OWNERS` in `allocator-shim/tests/shim.rs`, which checks the release
+//! library's layout; the arrays' alignment is asserted where they are defined.
 //!
 //! ## What is model-checked
 //! A model checker such as loom cannot build the allocator itself: its atomics are not `const`

@@ -161,8 +161,9 @@ fn exports_exactly_the_api() {
     );
 }
 
-/// Statics that more than one CPU writes after start-up, and the process-wide words every path
-/// reads (`percpu::state::G`), as `nm -C` names them in the release library.
+/// Scalar statics that more than one CPU writes after start-up, and the process-wide words
+/// every path reads (`percpu::state::G`), as `nm -C` names them in the release library (the
+/// arrays written under per-element locks assert their alignment where they are defined).
 const LINE_OWNERS: &[&str] = &[
     "rseqmalloc::percpu::state::G",
     "rseqmalloc::arch::RESTARTS",
@@ -191,12 +192,14 @@ const LINE_OWNERS: &[&str] = &[
 /// pair of cache lines the adjacent-line prefetcher fetches together, `CachePadded`'s size on
 /// x86_64) hold no other static: a written counter next to a word the paths only read made
 /// every write a miss on another CPU (`sync`, "Statics and cache lines"; before, the owned
-/// spans' switch shared a line with three counters, and `G`'s fields lay apart, one beside the
-/// page heap's lock). A new static that several CPUs write belongs in the list.
+/// spans' switch shared a line with three owned-span counters and two drain counters, and `G`'s
+/// fields lay apart, one beside the page heap's lock). A new scalar static that several CPUs
+/// write belongs in the list.
 #[test]
 fn written_statics_have_their_cache_lines_to_themselves() {
     let so = &libs().release;
     let out = Command::new(require("nm", "binutils"))
+        .env("LC_ALL", "C")
         .args(["-C", "-S", "--defined-only"])
         .arg(so)
         .output()

@@ -1465,11 +1465,12 @@ mod tests {
         crate::os::set_affinity(&saved);
     }
 
-    /// A span the central lists hold that another slab carved becomes wholly this slab's when
-    /// its refill takes it to own: this slab's frees of the span's objects that were out when
-    /// it was taken go onto its owned list. Before session 54 the span kept the other home, so
-    /// those frees found it foreign and sent the objects there, where a full inbox left them in
-    /// this CPU's stack, foreign again at each later free.
+    /// A span the central lists hold that another slab carved (or none, in a process with one
+    /// slab) becomes wholly this slab's when its refill takes it to own: this slab's frees of
+    /// the span's objects that were out when it was taken go onto its owned list. Before
+    /// session 54 the span kept the other home, so those frees found it foreign and sent the
+    /// objects there, where a full inbox left them in this CPU's stack, foreign again at each
+    /// later free.
     #[test]
     fn a_span_taken_from_another_home_takes_the_owners_frees() {
         let (_serial, saved) = pinned_in_both_rseq_modes(
