@@ -8,10 +8,25 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 /* A burst holds BURST_MIN to BURST_MIN + BURST_SPREAD - 1 objects. */
 #define BURST_MIN 1000
 #define BURST_SPREAD 3000
+
+/* Thread t's first random state (never 0): every program draws the same bursts for it. */
+static inline uint64_t burst_seed(long t) {
+    return 12345 + 7777 * (uint64_t)t;
+}
+
+/* A thread's arrays of a burst's objects and their sizes, each long enough for the longest
+ * burst, from malloc (the allocator under test); aborts if it has no memory. Freed by the
+ * caller. */
+static inline void burst_arrays(void ***objs, size_t **sizes) {
+    *objs = malloc((BURST_MIN + BURST_SPREAD) * sizeof **objs);
+    *sizes = malloc((BURST_MIN + BURST_SPREAD) * sizeof **sizes);
+    if (!*objs || !*sizes) abort();
+}
 
 /* One xorshift step of `*state` (never 0): the programs' random numbers. */
 static inline uint64_t burst_rand(uint64_t *state) {

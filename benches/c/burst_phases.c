@@ -28,7 +28,8 @@
 
 #include "burst_order.h"
 
-static uint64_t state = 12345;
+/* One thread's random state: thread 0's of the other burst programs (set in main). */
+static uint64_t state;
 
 static uint64_t next_rand(void) {
     return burst_rand(&state);
@@ -41,6 +42,7 @@ static double now_ms(void) {
 }
 
 int main(int argc, char **argv) {
+    state = burst_seed(0);
     if (argc < 4) {
         fprintf(stderr, "usage: %s rounds burst_min burst_spread [fixed[=START]]\n", argv[0]);
         return 2;

@@ -30,10 +30,10 @@ static long fixed_start = -1;
 
 static void *thread(void *arg) {
     long t = (long)(intptr_t)arg;
-    uint64_t state = 12345 + 7777 * (uint64_t)t;
-    void **p = malloc((BURST_MIN + BURST_SPREAD) * sizeof *p);
-    size_t *sz = malloc((BURST_MIN + BURST_SPREAD) * sizeof *sz);
-    if (!p || !sz) abort();
+    uint64_t state = burst_seed(t);
+    void **p;
+    size_t *sz;
+    burst_arrays(&p, &sz);
     for (long r = 0; r < rounds; r++) {
         long n = burst_len(burst_rand(&state));
         size_t start = fixed_start >= 0 ? (size_t)fixed_start : burst_start(r);
