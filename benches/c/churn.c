@@ -19,8 +19,11 @@
  *
  * Arguments (all optional): threads T (default 8, at most 64), operations per thread OPS
  * (1,500,000), slots per thread S (6,250: `multi-churn`'s live set at scale 0.5 on two CPUs;
- * `1 8000000 50000` is `single-churn`'s). Time it with `/usr/bin/time` (user + system) and
- * alternate the libraries over several runs: single runs on a noisy machine spread by 30 %. */
+ * `1 8000000 50000` is `single-churn`'s), and prefetch P (0, or 1 to prefetch each
+ * operation's slot before its allocation: how much of an allocator's cost is the program's
+ * slot load waiting behind the allocator's code, docs/benchmarks.md, "Session 56"). Time it
+ * with `/usr/bin/time` (user + system) and alternate the libraries over several runs: single
+ * runs on a noisy machine spread by 30 %. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +40,7 @@ typedef struct {
 
 static int threads = 8;
 static long ops = 1500000, slots = 6250;
+static int prefetch;
 
 static uint8_t tag(uint64_t id) { return (uint8_t)mix(id) | 1; }
 
@@ -73,6 +77,8 @@ static void *run(void *arg) {
         ring[i] = fresh(&id, &rng);
     for (long k = 0; k < ops; k++) {
         long i = next(&rng) % slots;
+        if (prefetch)
+            __builtin_prefetch(&ring[i]);
         Obj o = fresh(&id, &rng);
         check(&ring[i]);
         free(ring[i].p);
@@ -93,8 +99,11 @@ int main(int argc, char **argv) {
         ops = atol(argv[2]);
     if (argc > 3)
         slots = atol(argv[3]);
-    if (threads < 1 || threads > 64 || ops < 0 || slots < 1) {
-        fprintf(stderr, "usage: churn [threads 1-64] [ops per thread] [slots per thread]\n");
+    if (argc > 4)
+        prefetch = atoi(argv[4]);
+    if (threads < 1 || threads > 64 || ops < 0 || slots < 1 || (prefetch != 0 && prefetch != 1)) {
+        fprintf(stderr,
+                "usage: churn [threads 1-64] [ops per thread] [slots per thread] [prefetch 0|1]\n");
         return 2;
     }
     pthread_t th[64];
