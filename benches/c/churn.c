@@ -19,11 +19,11 @@
  *
  * Arguments (all optional): threads T (default 8, at most 64), operations per thread OPS
  * (1,500,000), slots per thread S (6,250: `multi-churn`'s live set at scale 0.5 on two CPUs;
- * `1 8000000 50000` is `single-churn`'s), and prefetch P (0, or 1 to prefetch each
- * operation's slot before its allocation: how much of an allocator's cost is the program's
- * slot load waiting behind the allocator's code, docs/benchmarks.md, "Session 56"). Time it
- * with `/usr/bin/time` (user + system) and alternate the libraries over several runs: single
- * runs on a noisy machine spread by 30 %. */
+ * `1 8000000 50000` is `single-churn`'s), and prefetch P (0, or 1 to prefetch the first cache
+ * line of each operation's slot before its allocation: whether the program's slot load waits
+ * behind the allocator's code, docs/benchmarks.md, "Session 56"). Time it with
+ * `/usr/bin/time` (user + system) and alternate the libraries over several runs: single runs
+ * on a noisy machine spread by 30 %. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
