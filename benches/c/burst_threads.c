@@ -6,10 +6,14 @@
  * its complement into its last; then checks both words of every object and frees it, walking
  * the burst forwards, backwards or evens-then-odds in turn (`burst_order.h`). The band's start
  * moves up 40 bytes a round over 16-896 B (modulo 881), as in the runner, or stays at START
- * bytes (16-896) with a fourth argument. Fails unless every id reads back; prints nothing.
+ * bytes (16-896) with a fourth argument. Fails unless every id reads back. Prints the
+ * nanoseconds per object of the two phases, summed over the threads: the allocation (with the
+ * two writes) and the free (with the checks).
  *
  * Compare the CPU time of T threads with T times that of one thread, and with T processes of
  * one thread each (no state shared): what is left is what the threads share in the allocator.
+ * With PIN=1 in the environment thread t runs only on CPU t modulo the CPUs online, so that
+ * migrations play no part.
  *
  *   cc -O2 -pthread -o /tmp/burst_threads benches/c/burst_threads.c
  *   LD_PRELOAD=target/release/librseqmalloc.so taskset -c 0-1 /tmp/burst_threads 2000 2 100
@@ -17,26 +21,54 @@
  *
  * Arguments: rounds per thread, threads (1-64), and optionally START. Alternate the libraries
  * over several runs and compare CPU times (docs/benchmarks.md, "Session 50"). */
+#define _GNU_SOURCE /* pthread_setaffinity_np, CPU_SET */
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "burst_order.h"
 
 static long rounds;
 static long fixed_start = -1;
+static int pin;
+
+/* Nanoseconds in each phase and objects, summed over the threads under `sum_lock`. */
+static double alloc_ns, free_ns;
+static long objects;
+static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static double now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
 
 static void *thread(void *arg) {
     long t = (long)(intptr_t)arg;
+    if (pin) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(t % sysconf(_SC_NPROCESSORS_ONLN), &set);
+        if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) {
+            fprintf(stderr, "cannot pin thread %ld\n", t);
+            abort();
+        }
+    }
     uint64_t state = burst_seed(t);
+    double in_alloc = 0, in_free = 0;
+    long count = 0;
     void **p;
     size_t *sz;
     burst_arrays(&p, &sz);
     for (long r = 0; r < rounds; r++) {
         long n = burst_len(burst_rand(&state));
         size_t start = fixed_start >= 0 ? (size_t)fixed_start : burst_start(r);
+        double t0 = now_ns();
         for (long i = 0; i < n; i++) {
             size_t z = burst_size(start, burst_rand(&state));
             uint64_t *o = malloc(z);
@@ -46,6 +78,7 @@ static void *thread(void *arg) {
             p[i] = o;
             sz[i] = z;
         }
+        double t1 = now_ns();
         for (long k = 0; k < n; k++) {
             long i = burst_order(r, k, n);
             uint64_t *o = p[i];
@@ -55,9 +88,17 @@ static void *thread(void *arg) {
             }
             free(o);
         }
+        in_alloc += t1 - t0;
+        in_free += now_ns() - t1;
+        count += n;
     }
     free(p);
     free(sz);
+    pthread_mutex_lock(&sum_lock);
+    alloc_ns += in_alloc;
+    free_ns += in_free;
+    objects += count;
+    pthread_mutex_unlock(&sum_lock);
     return NULL;
 }
 
@@ -67,6 +108,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     rounds = atol(argv[1]);
+    pin = getenv("PIN") != NULL && strcmp(getenv("PIN"), "1") == 0;
     long threads = atol(argv[2]);
     if (argc > 3) {
         char *end = NULL;
@@ -84,5 +126,6 @@ int main(int argc, char **argv) {
     for (long t = 0; t < threads; t++)
         if (pthread_create(&th[t], NULL, thread, (void *)(intptr_t)t) != 0) return 1;
     for (long t = 0; t < threads; t++) pthread_join(th[t], NULL);
+    printf("ns/object: alloc %.2f free %.2f\n", alloc_ns / objects, free_ns / objects);
     return 0;
 }
