@@ -790,9 +790,10 @@ fn refill_locked(
         }
     }
     if s.is_null() {
-        // SAFETY: members of the list are owned spans of class `c` (module invariants).
+        // SAFETY: members of the list are spans the slab owns (module invariants), and we
+        // hold its capacity lock.
         s = find(slab, c, cur, |s| unsafe {
-            if central::owned_has_objects(s, c) {
+            if central::owned_has_objects(s) {
                 Found::Yes
             } else {
                 Found::No
