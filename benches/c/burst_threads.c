@@ -6,14 +6,15 @@
  * its complement into its last; then checks both words of every object and frees it, walking
  * the burst forwards, backwards or evens-then-odds in turn (`burst_order.h`). The band's start
  * moves up 40 bytes a round over 16-896 B (modulo 881), as in the runner, or stays at START
- * bytes (16-896) with a fourth argument. Fails unless every id reads back. Prints the
- * nanoseconds per object of the two phases, summed over the threads: the allocation (with the
- * two writes) and the free (with the checks).
+ * bytes (16-896) with a fourth argument. Fails unless every id reads back. Prints, for the
+ * two phases (the allocation with the two writes, the free with the checks), the wall time of
+ * that phase in all threads together divided by all their objects, in nanoseconds; with no
+ * more threads than CPUs (and nothing else running) that is each object's cost.
  *
  * Compare the CPU time of T threads with T times that of one thread, and with T processes of
  * one thread each (no state shared): what is left is what the threads share in the allocator.
- * With PIN=1 in the environment thread t runs only on CPU t modulo the CPUs online, so that
- * migrations play no part.
+ * With PIN=1 in the environment thread t runs only on the (t mod n)-th of the n CPUs the
+ * process may use (`pin_thread.h`), so that migrations play no part.
  *
  *   cc -O2 -pthread -o /tmp/burst_threads benches/c/burst_threads.c
  *   LD_PRELOAD=target/release/librseqmalloc.so taskset -c 0-1 /tmp/burst_threads 2000 2 100
@@ -21,43 +22,41 @@
  *
  * Arguments: rounds per thread, threads (1-64), and optionally START. Alternate the libraries
  * over several runs and compare CPU times (docs/benchmarks.md, "Session 50"). */
-#define _GNU_SOURCE /* pthread_setaffinity_np, CPU_SET */
+#define _GNU_SOURCE /* pthread_setaffinity_np, sched_getaffinity, CPU_SET */
 #include <pthread.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "burst_order.h"
+#include "pin_thread.h"
 
 static long rounds;
 static long fixed_start = -1;
-static int pin;
+static int pin, ncpus;
+static cpu_set_t allowed;
 
 /* Nanoseconds in each phase and objects, summed over the threads under `sum_lock`. */
 static double alloc_ns, free_ns;
 static long objects;
 static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The clock at start-up, so that the doubles above hold small differences. */
+static struct timespec origin;
+
 static double now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
+    return (double)(t.tv_sec - origin.tv_sec) * 1e9 + (double)(t.tv_nsec - origin.tv_nsec);
 }
 
 static void *thread(void *arg) {
     long t = (long)(intptr_t)arg;
-    if (pin) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(t % sysconf(_SC_NPROCESSORS_ONLN), &set);
-        if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) {
-            fprintf(stderr, "cannot pin thread %ld\n", t);
-            abort();
-        }
+    if (pin && pin_to_nth(&allowed, ncpus, t) != 0) {
+        fprintf(stderr, "cannot pin thread %ld\n", t);
+        abort();
     }
     uint64_t state = burst_seed(t);
     double in_alloc = 0, in_free = 0;
@@ -107,8 +106,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s rounds threads [START]\n", argv[0]);
         return 2;
     }
+    clock_gettime(CLOCK_MONOTONIC, &origin);
     rounds = atol(argv[1]);
     pin = getenv("PIN") != NULL && strcmp(getenv("PIN"), "1") == 0;
+    ncpus = allowed_cpus(&allowed);
+    if (pin && ncpus == 0) {
+        fprintf(stderr, "cannot read the CPUs allowed\n");
+        return 2;
+    }
     long threads = atol(argv[2]);
     if (argc > 3) {
         char *end = NULL;

@@ -1,31 +1,36 @@
 /* Rounds phases: the runner's `rounds` pattern in C, with each phase of a round timed apart.
  *
  * THREADS threads work in synchronised rounds. In each round every thread allocates a batch of
- * BATCH objects of the runner's small sizes (60 % 8-64 B, 30 % 65-256 B, 10 % 257-512 B) and
- * fills each with one byte; after a barrier, each thread reads the batch of the thread `round`
- * places after it (its own every THREADS rounds) with `memcmp`, then frees that batch; a
- * second barrier closes the round. Unlike the runner's workload, the read and the free are
- * two loops, so that the time of the reads and the time of the frees can be told apart.
+ * BATCH objects of the runner's small sizes (`small_sizes.h`: 60 % 8-64 B, 30 % 65-256 B, 10 %
+ * 257-512 B) and fills each with one byte; after a barrier, each thread reads the batch of the
+ * thread `round` places after it (its own every THREADS rounds) with `memcmp`, then frees that
+ * batch; a second barrier closes the round. Unlike the runner's workload, the read and the free
+ * are two loops, so that the time of the reads and the time of the frees can be told apart.
  *
  *   cc -O2 -pthread -o /tmp/rounds_phases benches/c/rounds_phases.c
  *   LD_PRELOAD=target/release/librseqmalloc.so /tmp/rounds_phases 8 600 1000
  *   PIN=1 LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /tmp/rounds_phases 8 600 1000
  *
- * Arguments: threads, rounds, objects a batch. With PIN=1 in the environment thread t runs on
- * CPU t % 2 only, so that with an even number of threads a reader shares its writer's CPU in
- * even rounds and not in odd ones (the figures name them "same" and "other"); unpinned, the
- * two columns are merely even and odd rounds. Prints nanoseconds per object of each phase
- * (allocation with its fill, read, free), summed over the threads, and the whole run's
- * milliseconds; fails unless every object reads back. Alternate the libraries over several
- * runs: docs/benchmarks.md, "Session 57". */
-#define _GNU_SOURCE /* pthread_setaffinity_np, CPU_SET */
+ * Arguments: threads, rounds, objects a batch. With PIN=1 in the environment thread t runs only
+ * on the (t mod n)-th of the n CPUs the process may use (`pin_thread.h`). With two CPUs and an
+ * even number of threads, a reader then shares its writer's CPU in even rounds and not in odd
+ * ones, and the two columns are labelled "same CPU" and "other CPU"; otherwise they are merely
+ * even and odd rounds. Prints, for each phase (allocation with its fill, read, free), the wall
+ * time of that phase in all threads together divided by all their objects, in nanoseconds,
+ * and the whole run's milliseconds; fails unless every object reads back. The times are wall
+ * times on shared CPUs: with more threads than CPUs a phase can include other threads' work
+ * while its thread waits for a CPU, so compare allocators in the same setting, alternating
+ * the libraries over several runs (docs/benchmarks.md, "Session 57"). */
+#define _GNU_SOURCE /* pthread_setaffinity_np, sched_getaffinity, CPU_SET */
 #include <pthread.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "pin_thread.h"
+#include "small_sizes.h"
 
 /* The largest object: the read compares against a buffer this long. */
 #define MAX_SIZE 512
@@ -35,7 +40,8 @@ struct obj {
     size_t n;
 };
 
-static int threads, rounds, batch, pin;
+static int threads, rounds, batch, pin, ncpus;
+static cpu_set_t allowed;
 static pthread_barrier_t barrier;
 static struct obj **published;
 
@@ -44,28 +50,13 @@ enum { ALLOC, READ, FREE, PHASES };
 static double sums[PHASES][2];
 static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The clock at start-up, so that the doubles below hold small differences. */
+static struct timespec origin;
+
 static double now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-/* SplitMix64. */
-static uint64_t next_rand(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* The runner's `Rng::small_size` distribution. */
-static size_t small_size(uint64_t *s) {
-    uint64_t bucket = next_rand(s) % 100;
-    if (bucket < 60)
-        return 8 + next_rand(s) % 57;
-    if (bucket < 90)
-        return 65 + next_rand(s) % 192;
-    return 257 + next_rand(s) % 256;
+    return (double)(t.tv_sec - origin.tv_sec) * 1e9 + (double)(t.tv_nsec - origin.tv_nsec);
 }
 
 /* The byte thread `t` fills its batch of round `r` with. */
@@ -82,14 +73,9 @@ static void add(int phase, int round, double ns) {
 static void *thread_main(void *arg) {
     int t = (int)(intptr_t)arg;
     uint64_t state = 0x5eed0000ull + (uint64_t)t;
-    if (pin) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(t % 2, &set);
-        if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) {
-            fprintf(stderr, "rounds_phases: cannot pin thread %d\n", t);
-            exit(2);
-        }
+    if (pin && pin_to_nth(&allowed, ncpus, t) != 0) {
+        fprintf(stderr, "rounds_phases: cannot pin thread %d\n", t);
+        exit(2);
     }
     for (int r = 0; r < rounds; r++) {
         struct obj *mine = malloc(sizeof *mine * (size_t)batch);
@@ -108,7 +94,7 @@ static void *thread_main(void *arg) {
             mine[i].n = n;
             memset(mine[i].p, fill_byte(t, r), n);
         }
-        add(ALLOC, r, now_ns() - t0);
+        double t1 = now_ns();
         published[t] = mine;
         pthread_barrier_wait(&barrier);
 
@@ -116,18 +102,20 @@ static void *thread_main(void *arg) {
         struct obj *theirs = published[from];
         unsigned char expect[MAX_SIZE];
         memset(expect, fill_byte(from, r), sizeof expect);
-        double t1 = now_ns();
+        double t2 = now_ns();
         for (int i = 0; i < batch; i++) {
             if (memcmp(theirs[i].p, expect, theirs[i].n) != 0) {
                 fprintf(stderr, "rounds_phases: object %d of thread %d overwritten\n", i, from);
                 exit(3);
             }
         }
-        double t2 = now_ns();
+        double t3 = now_ns();
         for (int i = 0; i < batch; i++)
             free(theirs[i].p);
-        add(READ, r, t2 - t1);
-        add(FREE, r, now_ns() - t2);
+        double t4 = now_ns();
+        add(ALLOC, r, t1 - t0);
+        add(READ, r, t3 - t2);
+        add(FREE, r, t4 - t3);
         free(theirs);
         pthread_barrier_wait(&barrier);
     }
@@ -135,6 +123,7 @@ static void *thread_main(void *arg) {
 }
 
 int main(int argc, char **argv) {
+    clock_gettime(CLOCK_MONOTONIC, &origin);
     if (argc != 4) {
         fprintf(stderr, "usage: rounds_phases THREADS ROUNDS BATCH\n");
         return 2;
@@ -145,6 +134,11 @@ int main(int argc, char **argv) {
     pin = getenv("PIN") != NULL && strcmp(getenv("PIN"), "1") == 0;
     if (threads < 1 || threads > 1024 || rounds < 2 || batch < 1) {
         fprintf(stderr, "rounds_phases: 1-1024 threads, at least 2 rounds, a batch >= 1\n");
+        return 2;
+    }
+    ncpus = allowed_cpus(&allowed);
+    if (pin && ncpus == 0) {
+        fprintf(stderr, "rounds_phases: cannot read the CPUs allowed\n");
         return 2;
     }
     published = calloc((size_t)threads, sizeof *published);
@@ -166,8 +160,9 @@ int main(int argc, char **argv) {
     /* Objects per round parity, over all threads. */
     double even = (double)threads * ((rounds + 1) / 2) * batch;
     double odd = (double)threads * (rounds / 2) * batch;
+    int by_cpu = pin && ncpus == 2 && threads % 2 == 0;
     printf("ns/object (%s): alloc+fill %.1f %.1f  read %.1f %.1f  free %.1f %.1f\n",
-           pin ? "same CPU, other CPU" : "even rounds, odd rounds", sums[ALLOC][0] / even,
+           by_cpu ? "same CPU, other CPU" : "even rounds, odd rounds", sums[ALLOC][0] / even,
            sums[ALLOC][1] / odd, sums[READ][0] / even, sums[READ][1] / odd, sums[FREE][0] / even,
            sums[FREE][1] / odd);
     printf("%.1f ms\n", total / 1e6);

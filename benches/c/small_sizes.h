@@ -1,6 +1,6 @@
 /* The runner's random numbers and small-size mix, shared by the C programs that reproduce its
  * churn and batches (`churn.c`, `stack_distance.c`, `thread_density.c`, `ab_churn.c`,
- * `batch_density.c`, `pinned_pair.c`): a splitmix-style generator and
+ * `batch_density.c`, `pinned_pair.c`, `rounds_phases.c`): a splitmix-style generator and
  * `small_size`, 60 % 8-64 B, 30 % 65-256 B, 10 % 257-512 B (the runner's `Rng::small_size`). */
 #ifndef RSEQMALLOC_BENCH_SMALL_SIZES_H
 #define RSEQMALLOC_BENCH_SMALL_SIZES_H
