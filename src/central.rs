@@ -997,13 +997,14 @@ pub unsafe fn take_from_owned(s: *mut Span, c: usize, out: &mut [*mut u8]) -> us
 ///
 /// No lock is needed for an answer the caller can act on: only the owning slab takes objects
 /// out of an owned span (under its capacity lock, which the caller holds; no other slab's
-/// refill reaches a span that is not listed), so `in_use` can only fall meanwhile, when other
-/// CPUs' frees return objects to the bitmap, and a yes stays true; a no may miss such a free,
-/// which the next slow path sees. `capacity` changes only when the slab turns the span over to
-/// another class, under the same capacity lock. Taking the class lock here cost a locked
-/// acquire and release for every span a refill walked (`percpu::owned`, the bitmap walk: 14 %
-/// of the refill's samples in one thread's `mixed-bursts`); without it the moving band's
-/// allocation took 11.47 ns an object against 11.64 (docs/benchmarks.md, "Session 57").
+/// refill reaches a span that is not listed), so `in_use` can only fall meanwhile, when frees
+/// return objects to the bitmap (under the class lock), and a yes stays true; a no may miss
+/// such a free, which the next slow path sees. `capacity` changes only when the slab turns the
+/// span over to another class, under the same capacity lock. Taking the class lock here cost a
+/// locked acquire and release for every span a refill walked (`percpu::owned`, the bitmap
+/// walk: 14 % of the refill's samples in one thread of `benches/c/burst_threads.c`); without
+/// it that program's moving band took 11.47 ns an allocation against 11.64
+/// (docs/benchmarks.md, "Session 57").
 ///
 /// # Safety
 /// `s` is a small span marked `in_slab`, owned by the slab whose capacity lock the caller

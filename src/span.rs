@@ -65,7 +65,11 @@ pub struct Span {
     /// been in the span's free bitmap at least once; the page-map entries of the other pages do
     /// not name the class yet (see `central::carve_page`).
     pub carved: u32,
-    /// `Small`: how many objects fit.
+    /// `Small`: how many objects fit. Written when the span is made (`central::new_span`), before
+    /// any slab owns it, and when its owning slab turns it over to another class
+    /// (`central::reclass_owned`, under that slab's capacity lock), never under the class lock
+    /// alone while a slab owns it: so the owner reads it without the class lock
+    /// (`central::owned_has_objects`).
     pub capacity: u32,
     /// `Small`: no word of `bits` below this one has a bit set (where a refill starts looking).
     pub scan: u32,
@@ -104,11 +108,14 @@ pub struct Span {
     /// `Small`: objects taken out of the span (with a user, in a cache, or on its owned list),
     /// written under the class lock; an atomic, because `free` compares it, without the lock,
     /// with its owned list's count after a push (a span whose objects are all on the list goes
-    /// back, `percpu::owned`). Read it with [`Span::in_use`].
+    /// back, `percpu::owned`), and an owned span's refill walk reads it without the lock
+    /// (`central::owned_has_objects`: for a span a slab owns only that slab raises it, under
+    /// its capacity lock). Read it with [`Span::in_use`].
     pub in_use: AtomicU32,
     /// `Small`: a slab owns the span, or is taking or giving it up (set and cleared under the
-    /// class lock, `central::take_span_to_own` and `central::disown`): the central list neither
-    /// lists it nor returns it to the page heap, whatever its counts.
+    /// class lock, `central::take_span_to_own` and `central::disown`; for a span in a slab's
+    /// list, only under that slab's capacity lock as well): the central list neither lists it
+    /// nor returns it to the page heap, whatever its counts.
     pub in_slab: bool,
 }
 
