@@ -17,8 +17,9 @@
 //!
 //! Invariants (under the span lock): a span is in `spans` iff it has a free object or an
 //! uncarved one and no per-CPU slab owns it (`Span::listed` mirrors membership, `Span::in_slab`
-//! marks an owned span, which [`take_span_to_own`], [`take_from_owned`] and [`disown`] manage); `in_use` counts the span's objects that are
-//! outside the span (with users, in caches or in this transfer stack). Lock order: a transfer
+//! marks an owned span, which [`take_span_to_own`], [`take_from_owned`], [`disown`] and
+//! [`disown_whole`] manage); `in_use` counts the span's objects that are outside the span (with
+//! users, in caches or in this transfer stack). Lock order: a transfer
 //! stack shard (never two at once, except [`lock_all`] and the checks, in shard order), spans,
 //! page heap.
 //!

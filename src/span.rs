@@ -112,10 +112,11 @@ pub struct Span {
     /// (`central::owned_has_objects`: for a span a slab owns only that slab raises it, under
     /// its capacity lock). Read it with [`Span::in_use`].
     pub in_use: AtomicU32,
-    /// `Small`: a slab owns the span, or is taking or giving it up (set and cleared under the
-    /// class lock, `central::take_span_to_own` and `central::disown`; for a span in a slab's
-    /// list, only under that slab's capacity lock as well): the central list neither lists it
-    /// nor returns it to the page heap, whatever its counts.
+    /// `Small`: a slab owns the span, or is taking or giving it up (set by
+    /// `central::take_span_to_own` and cleared by `central::disown` and `central::disown_whole`,
+    /// under the class lock; by a slab's refill, retire or drain, only under that slab's
+    /// capacity lock as well): the central list neither lists it nor returns it to the page
+    /// heap, whatever its counts.
     pub in_slab: bool,
 }
 

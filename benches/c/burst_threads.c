@@ -43,7 +43,8 @@ static double alloc_ns, free_ns;
 static long objects;
 static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* The clock at start-up, so that the doubles above hold small differences. */
+/* The clock at start-up: `now_ns` counts from it, so that its readings stay small and their
+ * differences keep every nanosecond in a double. */
 static struct timespec origin;
 
 static double now_ns(void) {

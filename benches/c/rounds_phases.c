@@ -50,7 +50,8 @@ enum { ALLOC, READ, FREE, PHASES };
 static double sums[PHASES][2];
 static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* The clock at start-up, so that the doubles below hold small differences. */
+/* The clock at start-up: `now_ns` counts from it, so that its readings stay small and their
+ * differences keep every nanosecond in a double. */
 static struct timespec origin;
 
 static double now_ns(void) {
