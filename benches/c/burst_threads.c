@@ -28,9 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "burst_order.h"
+#include "phase_clock.h"
 #include "pin_thread.h"
 
 static long rounds;
@@ -42,16 +42,6 @@ static cpu_set_t allowed;
 static double alloc_ns, free_ns;
 static long objects;
 static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* The clock at start-up: `now_ns` counts from it, so that its readings stay small and their
- * differences keep every nanosecond in a double. */
-static struct timespec origin;
-
-static double now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - origin.tv_sec) * 1e9 + (double)(t.tv_nsec - origin.tv_nsec);
-}
 
 static void *thread(void *arg) {
     long t = (long)(intptr_t)arg;
@@ -107,7 +97,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s rounds threads [START]\n", argv[0]);
         return 2;
     }
-    clock_gettime(CLOCK_MONOTONIC, &origin);
+    clock_start();
     rounds = atol(argv[1]);
     pin = getenv("PIN") != NULL && strcmp(getenv("PIN"), "1") == 0;
     ncpus = allowed_cpus(&allowed);

@@ -27,8 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "phase_clock.h"
 #include "pin_thread.h"
 #include "small_sizes.h"
 
@@ -49,16 +49,6 @@ static struct obj **published;
 enum { ALLOC, READ, FREE, PHASES };
 static double sums[PHASES][2];
 static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* The clock at start-up: `now_ns` counts from it, so that its readings stay small and their
- * differences keep every nanosecond in a double. */
-static struct timespec origin;
-
-static double now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - origin.tv_sec) * 1e9 + (double)(t.tv_nsec - origin.tv_nsec);
-}
 
 /* The byte thread `t` fills its batch of round `r` with. */
 static unsigned char fill_byte(int t, int r) {
@@ -124,7 +114,7 @@ static void *thread_main(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    clock_gettime(CLOCK_MONOTONIC, &origin);
+    clock_start();
     if (argc != 4) {
         fprintf(stderr, "usage: rounds_phases THREADS ROUNDS BATCH\n");
         return 2;
