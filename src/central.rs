@@ -1015,14 +1015,15 @@ pub unsafe fn owned_has_objects(s: *mut Span) -> bool {
     // `in_use` is atomic.
     unsafe {
         debug_assert!((*s).in_slab);
-        (*s).in_use() < (*s).capacity
+        has_objects(s)
     }
 }
 
 /// Whether span `s` has an object to give (free or never carved).
 ///
 /// # Safety
-/// `s` is a small span record whose class lock the caller holds.
+/// `s` is a small span record whose class lock the caller holds, or an owned span whose
+/// owner's capacity lock the caller holds ([`owned_has_objects`] says why that suffices).
 unsafe fn has_objects(s: *mut Span) -> bool {
     // SAFETY: the caller's contract.
     unsafe { (*s).in_use() < (*s).capacity }
