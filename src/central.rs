@@ -19,7 +19,8 @@
 //! uncarved one and no per-CPU slab owns it (`Span::listed` mirrors membership, `Span::in_slab`
 //! marks an owned span, which [`take_span_to_own`], [`take_from_owned`], [`disown`] and
 //! [`disown_whole`] manage); `in_use` counts the span's objects that are outside the span (with
-//! users, in caches or in this transfer stack). Lock order: a transfer
+//! users, in caches or in this transfer stack). An owned span's owner also carves it without
+//! the span lock ([`carve_owned`]), raising `carved` and `in_use` atomically. Lock order: a transfer
 //! stack shard (never two at once, except [`lock_all`] and the checks, in shard order), spans,
 //! page heap.
 //!
@@ -963,7 +964,7 @@ pub unsafe fn reclass_owned(s: *mut Span, old: usize, listed: usize, c: usize, h
         drop(g);
         (*s).class = c as u8;
         (*s).capacity = capacity as u32;
-        (*s).carved = 0;
+        (*s).set_carved(0);
         (*s).scan = 0;
         (*s).zeroed = false;
         (*s).populate_ahead = false;
@@ -1046,7 +1047,7 @@ pub unsafe fn disown_whole(s: *mut Span, c: usize, listed: usize) -> bool {
         if (*s).in_use() as usize != listed {
             return false;
         }
-        set_bits((*s).bits, 0, (*s).carved as usize);
+        set_bits((*s).bits, 0, (*s).carved() as usize);
         (*s).scan = 0;
         (*s).set_in_use(0);
         (*s).in_slab = false;
@@ -1239,7 +1240,7 @@ unsafe fn take_from_span(s: *mut Span, c: usize, size: usize, out: &mut [*mut u8
         let mut got = 0;
         let mut i = (*s).scan as usize;
         while got < out.len() {
-            if ((*s).carved - (*s).in_use()) as usize == got {
+            if ((*s).carved() - (*s).in_use()) as usize == got {
                 (*s).scan = i as u32;
                 if !carve_page(s, c, size) {
                     break;
@@ -1300,20 +1301,54 @@ unsafe fn set_bits(bits: *mut u64, from: usize, to: usize) {
 /// the rest of the span stays untouched (carving whole 8 KiB pages touched a second OS page
 /// per class in use: about 120 KiB more in a small program). In a span marked
 /// [`Span::populate_ahead`] (fresh pages, big heap), a carve at a multiple of
-/// [`POPULATE_HALVES`] first faults in that many half pages with one call, under the class lock
-/// as the faults of carving itself are.
+/// [`POPULATE_HALVES`] first faults in that many half pages with one call, under the lock that
+/// carving holds (the class lock here, the owner's capacity lock in [`carve_owned`]), as the
+/// faults of carving itself are.
 ///
 /// # Safety
 /// `s` is a live small span of class `c`; the caller holds the class lock.
 unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
     // SAFETY: the caller's contract: the span and its pages are this class's.
     unsafe {
-        let (first, cap) = ((*s).carved as usize, (*s).capacity as usize);
-        if first == cap {
+        let Some((first, end)) = next_half(s, size) else {
             return false;
-        }
+        };
+        set_bits((*s).bits, first, end);
+        (*s).scan = (*s).scan.min((first / 64) as u32);
+        carve_half(s, c, size, first, end);
+        true
+    }
+}
+
+/// The objects of span `s` (objects of `size` bytes) that start in its next half page not
+/// carved yet, `first..end`; none when the span is carved whole.
+///
+/// # Safety
+/// `s` is a live small span; the caller may carve it (see [`carve_half`]).
+unsafe fn next_half(s: *mut Span, size: usize) -> Option<(usize, usize)> {
+    // SAFETY: the caller's contract.
+    let (first, cap) = unsafe { ((*s).carved() as usize, (*s).capacity as usize) };
+    if first == cap {
+        return None;
+    }
+    let half = (first * size) >> HALF_SHIFT;
+    Some((first, (((half + 1) << HALF_SHIFT).div_ceil(size)).min(cap)))
+}
+
+/// Carves the objects `first..end` of span `s` (class `c`, objects of `size` bytes), the next
+/// half page ([`next_half`]): faults ahead first where [`Span::populate_ahead`] says so, tags
+/// each object free, raises `carved` to `end`, then publishes the page's entry naming the
+/// class (with [`SECOND_HALF`] for a second half), after which `free` accepts the objects.
+/// Neither the bitmap nor `in_use` changes: the caller puts the objects in one or the other.
+///
+/// # Safety
+/// `s` is a live small span of class `c`, and the caller is its only carver: it holds the
+/// class lock, or owns the span ([`carve_owned`]).
+unsafe fn carve_half(s: *mut Span, c: usize, size: usize, first: usize, end: usize) {
+    // SAFETY: the caller's contract: the span and its pages are this class's, and the objects
+    // `first..end` were never handed out (nobody else reads or writes them).
+    unsafe {
         let half = (first * size) >> HALF_SHIFT;
-        let end = (((half + 1) << HALF_SHIFT).div_ceil(size)).min(cap);
         if (*s).populate_ahead && half.is_multiple_of(POPULATE_HALVES) {
             let from = (*s).start + (half << HALF_SHIFT);
             let to = (from + (POPULATE_HALVES << HALF_SHIFT)).min((*s).start + (*s).bytes());
@@ -1324,9 +1359,7 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
         for i in first..end {
             free_tag::set(((*s).start + i * size) as *mut u8);
         }
-        set_bits((*s).bits, first, end);
-        (*s).scan = (*s).scan.min((first / 64) as u32);
-        (*s).carved = end as u32;
+        (*s).set_carved(end as u32);
         let page = half >> 1;
         let last = if page + 1 == (*s).pages { LAST_PAGE } else { 0 };
         let second = if half & 1 == 1 { SECOND_HALF } else { 0 };
@@ -1334,7 +1367,68 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
             (*s).start + (page << PAGE_SHIFT),
             entry(s as usize, c, page) | home_field((*s).home()) | last | second,
         );
-        true
+    }
+}
+
+/// The most objects of class `c` that start in one half page: the room [`carve_owned`] needs
+/// past what it is asked for.
+pub const fn half_objects(c: usize) -> usize {
+    (PAGE / 2).div_ceil(crate::size_class::CLASS_SIZE[c] as usize) + 1
+}
+
+/// Carves objects of span `s` (class `c`), which the calling slab owns, into `out` without the
+/// class lock: whole half pages, until at least `want` (or the span is carved whole); returns
+/// how many, which may exceed `want` by up to a half page's objects. Returns 0, with nothing
+/// done, when the span's bitmap may hold objects (remote frees returned some: `carved` above
+/// `in_use`; those only [`take_from_owned`] may take, under the lock) or it is carved whole.
+///
+/// Why no lock: objects not carved yet belong to nobody (no cache, list or user holds them),
+/// an owned span is carved only by its owner, under its capacity lock (the locked carve,
+/// [`take_from_owned`], as well), and the class lock's other users touch an owned span only
+/// through objects handed out earlier (remote frees into its bitmap). They read `carved` (an
+/// atomic; monotonic while the slab owns the span) and lower `in_use` (an atomic, lowered
+/// with a read-modify-write, [`give_back_all`]). `in_use` is raised first, before the objects
+/// are tagged: the span's readers (the owner's `free`, which gives the span back when all its
+/// objects are on its list; [`span_updated`]) then see it busy a moment early, never free too
+/// early, and the read-modify-write's fence finds few stores to wait for. In
+/// `benches/c/burst_threads.c`'s moving band, the class lock here cost two threads sharing a
+/// class a contended line on every collect (docs/benchmarks.md, "Session 58").
+///
+/// # Safety
+/// `s` is a small span of class `c` marked `in_slab`, owned by the slab whose capacity lock
+/// the caller holds; `out.len() >= want + half_objects(c)`.
+pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize, out: &mut [*mut u8]) -> usize {
+    let size = size_of(c);
+    debug_assert!(out.len() >= want + half_objects(c));
+    // SAFETY: the caller's contract: the record is live; `carved`, `capacity` and `start` change
+    // only under the capacity lock the caller holds, and `in_use` only falls meanwhile.
+    unsafe {
+        debug_assert!((*s).in_slab && (*s).class as usize == c);
+        let first = (*s).carved() as usize;
+        if (*s).in_use() as usize != first {
+            return 0;
+        }
+        // The halves to carve, then their objects counted out before any is tagged.
+        let (cap, mut end) = ((*s).capacity as usize, first);
+        while end < cap && end - first < want {
+            end = (((((end * size) >> HALF_SHIFT) + 1) << HALF_SHIFT).div_ceil(size)).min(cap);
+        }
+        let got = end - first;
+        if got == 0 {
+            return 0;
+        }
+        (*s).in_use.fetch_add(got as u32, Ordering::Relaxed);
+        while let Some((from, to)) = next_half(s, size) {
+            if from == end {
+                break;
+            }
+            carve_half(s, c, size, from, to);
+        }
+        for (i, o) in out[..got].iter_mut().enumerate() {
+            *o = ((*s).start + (first + i) * size) as *mut u8;
+        }
+        CENTRAL[c].out_of_spans.fetch_add(got, Ordering::Relaxed);
+        got
     }
 }
 
@@ -1428,7 +1522,7 @@ unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
             for &obj in &rest[..run] {
                 let i = object_index(obj as usize - lo, c);
                 let (word, bit) = (i / 64, 1u64 << (i % 64));
-                if i >= (*s).carved as usize || *bits.add(word) & bit != 0 {
+                if i >= (*s).carved() as usize || *bits.add(word) & bit != 0 {
                     back_twice(obj);
                 }
                 *bits.add(word) |= bit;
@@ -1438,7 +1532,9 @@ unsafe fn give_back_all(inner: &mut Spans, c: usize, objs: &[*mut u8]) {
             }
             (*s).scan = scan as u32;
             debug_assert!((*s).in_use() as usize >= run);
-            (*s).set_in_use((*s).in_use() - run as u32);
+            // A read-modify-write: the owner of a span a slab owns raises it without this
+            // lock ([`carve_owned`]).
+            (*s).in_use.fetch_sub(run as u32, Ordering::Relaxed);
             if span_updated(inner, s) {
                 if n_empty == empty.len() {
                     // SAFETY: as at the end below.
@@ -1535,7 +1631,7 @@ unsafe fn span_updated(inner: &mut Spans, s: *mut Span) -> bool {
                 if in_use == listed {
                     OWNED_FREED.set(id);
                 }
-                if (*s).carved == (*s).capacity
+                if (*s).carved() == (*s).capacity
                     && in_use.saturating_sub(listed) * 2 <= (*s).capacity
                 {
                     OWNED_SPARSE.set_once(id);
@@ -1928,7 +2024,7 @@ mod tests {
             "second half not carved yet"
         );
         // SAFETY: as above.
-        assert!(unsafe { (*(span_of(e) as *mut Span)).carved } as usize <= per_half);
+        assert!(unsafe { (*(span_of(e) as *mut Span)).carved() } as usize <= per_half);
         // Take the rest of the first half and one more object: the second half is carved.
         assert_eq!(alloc_batch(c, &mut objs[1..]), per_half - 1);
         let mut one = [null_mut(); 1];
@@ -2614,7 +2710,7 @@ pub mod check {
                 at,
             )?;
             ensure(
-                off / size_of(c) < (*s).carved as usize,
+                off / size_of(c) < (*s).carved() as usize,
                 "an object past its span's carved ones is handed around",
                 at,
             )?;
@@ -2693,8 +2789,8 @@ pub mod check {
                 )?;
                 ensure(
                     (*s).capacity as usize == (*s).bytes() / size
-                        && (*s).in_use() <= (*s).carved
-                        && (*s).carved <= (*s).capacity,
+                        && (*s).in_use() <= (*s).carved()
+                        && (*s).carved() <= (*s).capacity,
                     "a span's counts disagree (in_use <= carved <= capacity)",
                     at,
                 )?;
@@ -2715,7 +2811,7 @@ pub mod check {
                         free += 1;
                         let o = ((*s).start + i * size) as *mut u8;
                         ensure(
-                            i < (*s).carved as usize,
+                            i < (*s).carved() as usize,
                             "a span's bitmap holds an object not carved yet",
                             o as usize,
                         )?;
@@ -2732,7 +2828,7 @@ pub mod check {
                     }
                 }
                 ensure(
-                    free + (*s).in_use() == (*s).carved,
+                    free + (*s).in_use() == (*s).carved(),
                     "in_use plus the span's free objects differ from the carved ones",
                     at,
                 )?;
@@ -2996,7 +3092,7 @@ mod check_tests {
         // A bit set for an object not carved yet (the span's first half page is carved, the
         // rest of its 64 KiB or 8 KiB not).
         // SAFETY: as above; a bit of the span's own bitmap, cleared again below.
-        let (bits, carved) = unsafe { ((*span).bits, (*span).carved as usize) };
+        let (bits, carved) = unsafe { ((*span).bits, (*span).carved() as usize) };
         // SAFETY: as above.
         assert!(carved < unsafe { (*span).capacity } as usize);
         let (word, bit) = (carved / 64, 1u64 << (carved % 64));

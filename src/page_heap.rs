@@ -698,7 +698,7 @@ impl PageHeap {
             (*s).class = class as u8;
             (*s).clear_dirty();
             (*s).set_in_use(0);
-            (*s).carved = 0;
+            (*s).set_carved(0);
             (*s).scan = 0;
             (*s).bits = null_mut();
             (*s).listed = false;

@@ -277,7 +277,8 @@ impl PageMap {
     /// Gives the entries of `pages` pages starting at `addr` that name a class (a small span's
     /// carved pages) the home field `home` ([`home_field`]), keeping their other bits; the
     /// others stay as they are. The caller holds the lock that guards those entries' writers
-    /// (for a small span, its class lock).
+    /// (for a small span no slab owns, its class lock; an owned span's owner carves without it,
+    /// `central::carve_owned`).
     pub fn set_home_carved(&self, addr: usize, pages: usize, home: usize) {
         debug_assert!(home & !(HOME_MASK << HOME_SHIFT) == 0);
         for i in 0..pages {

@@ -63,8 +63,11 @@ pub struct Span {
     pub dirty_hi: usize,
     /// `Small`: objects `[0, carved)` — every object starting in the pages carved so far — have
     /// been in the span's free bitmap at least once; the page-map entries of the other pages do
-    /// not name the class yet (see `central::carve_page`).
-    pub carved: u32,
+    /// not name the class yet (see `central::carve_page`). Raised by carving: under the class
+    /// lock, or, for a span a slab owns, by that slab alone under its capacity lock
+    /// (`central::carve_owned`); an atomic, because the class lock's holders read it meanwhile
+    /// (a remote free's check, `central::give_back_all`). Read it with [`Span::carved`].
+    pub carved: AtomicU32,
     /// `Small`: how many objects fit. Written when the span is made (`central::new_span`), before
     /// any slab owns it, and when its owning slab turns it over to another class
     /// (`central::reclass_owned`, under that slab's capacity lock), never under the class lock
@@ -106,11 +109,13 @@ pub struct Span {
     /// [`Span::home`].
     pub home: AtomicU32,
     /// `Small`: objects taken out of the span (with a user, in a cache, or on its owned list),
-    /// written under the class lock; an atomic, because `free` compares it, without the lock,
-    /// with its owned list's count after a push (a span whose objects are all on the list goes
-    /// back, `percpu::owned`), and an owned span's refill walk reads it without the lock
-    /// (`central::owned_has_objects`: for a span a slab owns only that slab raises it, under
-    /// its capacity lock). Read it with [`Span::in_use`].
+    /// written under the class lock, except that the slab owning the span raises it without
+    /// that lock when it carves (`central::carve_owned`, under its capacity lock; the class
+    /// lock's holders then lower it with a read-modify-write); an atomic, because `free`
+    /// compares it, without the lock, with its owned list's count after a push (a span whose
+    /// objects are all on the list goes back, `percpu::owned`), and an owned span's refill walk
+    /// reads it without the lock (`central::owned_has_objects`: for a span a slab owns only
+    /// that slab raises it, under its capacity lock). Read it with [`Span::in_use`].
     pub in_use: AtomicU32,
     /// `Small`: a slab owns the span, or is taking or giving it up (set by
     /// `central::take_span_to_own` and cleared by `central::disown` and `central::disown_whole`,
@@ -195,6 +200,19 @@ impl Span {
     #[inline(always)]
     pub fn ext(s: *const Span) -> *mut SpanExt {
         (s as usize + EXT_OFFSET) as *mut SpanExt
+    }
+
+    /// `Small`: objects `[0, carved)` are carved ([`Span::carved`]'s field).
+    #[inline(always)]
+    pub fn carved(&self) -> u32 {
+        self.carved.load(Ordering::Relaxed)
+    }
+
+    /// Sets `carved` (under the class lock, by the owning slab of a span a slab owns, or while
+    /// the span is the caller's alone).
+    #[inline(always)]
+    pub fn set_carved(&self, n: u32) {
+        self.carved.store(n, Ordering::Relaxed);
     }
 
     /// `Small`: objects out of the span ([`Span::in_use`]'s field; exact under the class lock).
@@ -472,7 +490,7 @@ impl SpanPool {
                 populate_ahead: false,
                 dirty_lo: 0,
                 dirty_hi: 0,
-                carved: 0,
+                carved: AtomicU32::new(0),
                 capacity: 0,
                 scan: 0,
                 bits: null_mut(),

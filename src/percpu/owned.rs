@@ -136,6 +136,10 @@ const COLLECT_BYTES: usize = 16 << 10;
 /// "Session 47").
 const FIRST_COLLECT_BYTES: usize = 4 << 10;
 
+/// The most objects of an owned class that start in one half page: the room past [`COLLECT`]
+/// that [`central::carve_owned`] needs.
+const HALF_OBJECTS: usize = central::half_objects(MIN_CLASS);
+
 /// Spans the slow path looks at in a class's list before it takes a new one.
 const WALK: usize = 8;
 
@@ -891,20 +895,28 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
     h
 }
 
-/// Takes up to [`collect_count`] objects from span `s`'s bitmap (one half page's worth from a
-/// span not carved yet): returns one and pushes the rest onto its list (or, if the calling
-/// CPU's slab does not own it any more, to the central lists); null when the bitmap had none.
+/// Takes [`collect_count`] objects from span `s` (one half page's worth from a span not carved
+/// yet): returns one and pushes the rest onto its list (or, if the calling CPU's slab does not
+/// own it any more, to the central lists); null when the span had none. While nothing was
+/// freed into its bitmap, it carves without the class lock ([`central::carve_owned`]: whole
+/// half pages, up to a half page's objects more), else takes from the bitmap under the lock
+/// ([`central::take_from_owned`]).
 ///
 /// # Safety
 /// `s` is in the list of a slab whose capacity lock the caller holds.
 unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
-    let mut buf = [null_mut(); COLLECT];
+    let mut buf = [null_mut(); COLLECT + HALF_OBJECTS];
     // SAFETY: the caller's contract: the span is `in_slab`, its slab's lock held. Its
-    // `carved` changes only under the class lock, by carving, which for an owned span only
-    // this slab's collects do (under the lock we hold): stable here.
-    let fresh = unsafe { (*s).carved } == 0;
-    // SAFETY: as above.
-    let got = unsafe { central::take_from_owned(s, c, &mut buf[..collect_count(c, fresh)]) };
+    // `carved` changes only by carving, which for an owned span only this slab's collects do
+    // (under the lock we hold): stable here.
+    let fresh = unsafe { (*s).carved() } == 0;
+    let want = collect_count(c, fresh);
+    // SAFETY: as above; `buf` has room for `want` and one more half page of the class.
+    let mut got = unsafe { central::carve_owned(s, c, want, &mut buf) };
+    if got == 0 {
+        // SAFETY: as above.
+        got = unsafe { central::take_from_owned(s, c, &mut buf[..want]) };
+    }
     if got == 0 {
         return null_mut();
     }
@@ -1582,7 +1594,9 @@ mod tests {
     /// The first slow path on a span nothing was carved from collects one half page's worth of
     /// objects ([`FIRST_COLLECT_BYTES`]) and carves no further; the next one on that span
     /// collects about [`COLLECT_BYTES`] (session 47: a slab holds a span of each class its CPU
-    /// allocates, and 16 KiB carved at once per span kept most of it resident).
+    /// allocates, and 16 KiB carved at once per span kept most of it resident). Carving without
+    /// the class lock (`central::carve_owned`) collects whole half pages: every object that
+    /// starts in them, at most a half page's objects past the count.
     #[test]
     fn a_new_spans_first_collect_is_one_half_page() {
         let (_serial, saved) = pinned_in_both_rseq_modes(
@@ -1604,27 +1618,37 @@ mod tests {
         // thread (pinned, serial, the class no other test's).
         unsafe {
             assert_eq!(
-                (*s).carved as usize,
+                (*s).carved() as usize,
                 half_page.div_ceil(size_of(c)),
                 "only the first half page carved"
             );
+            assert!(half_page.div_ceil(size_of(c)) >= first);
             assert_eq!(
                 listed_objects(s) + 1,
-                first,
+                half_page.div_ceil(size_of(c)),
                 "one half page's objects collected"
             );
         }
         pop_all(c, &mut objs);
-        assert_eq!(objs.len(), first);
+        let first_got = objs.len();
 
-        // The span's second collect (nothing listed, nothing kept: its own bitmap) is the
-        // larger one.
+        // The span's second collect (nothing listed, nothing kept: not carved further) is the
+        // larger one: whole half pages, at least `later` objects.
         objs.push(refill_until(c, id));
         assert_eq!(current(slab, c), s, "the same span");
         // SAFETY: as above.
-        assert_eq!(unsafe { listed_objects(s) } + 1, later);
+        let (second, carved) = unsafe { (listed_objects(s) + 1, (*s).carved() as usize) };
+        assert!(
+            (later..later + central::half_objects(c)).contains(&second),
+            "{second} objects collected for {later}"
+        );
+        assert_eq!(
+            carved,
+            first_got + second,
+            "each collect carved what it took"
+        );
         pop_all(c, &mut objs);
-        assert_eq!(objs.len(), first + later);
+        assert_eq!(objs.len(), first_got + second);
         // SAFETY: as above.
         let (start, end) = unsafe { ((*s).start, (*s).end()) };
         for &p in &objs {
