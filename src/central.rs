@@ -20,7 +20,9 @@
 //! marks an owned span, which [`take_span_to_own`], [`take_from_owned`], [`disown`] and
 //! [`disown_whole`] manage); `in_use` counts the span's objects that are outside the span (with
 //! users, in caches or in this transfer stack). An owned span's owner also carves it without
-//! the span lock ([`carve_owned`]), raising `carved` and `in_use` atomically. Lock order: a transfer
+//! the span lock ([`carve_owned`], under its capacity lock): `in_use` first, then `carved` a
+//! half page at a time, so for a span a slab owns the counts agree only under both locks.
+//! Lock order: a transfer
 //! stack shard (never two at once, except [`lock_all`] and the checks, in shard order), spans,
 //! page heap.
 //!
@@ -1240,7 +1242,10 @@ unsafe fn take_from_span(s: *mut Span, c: usize, size: usize, out: &mut [*mut u8
         let mut got = 0;
         let mut i = (*s).scan as usize;
         while got < out.len() {
-            if ((*s).carved() - (*s).in_use()) as usize == got {
+            // Compared without subtracting, so that counts that disagree (`in_use` above
+            // `carved`, see `carve_owned`) can only end the walk, never lead it past the
+            // bitmap.
+            if (*s).carved() as usize <= (*s).in_use() as usize + got {
                 (*s).scan = i as u32;
                 if !carve_page(s, c, size) {
                     break;
@@ -1370,8 +1375,8 @@ unsafe fn carve_half(s: *mut Span, c: usize, size: usize, first: usize, end: usi
     }
 }
 
-/// The most objects of class `c` that start in one half page: the room [`carve_owned`] needs
-/// past what it is asked for.
+/// One more than the most objects of class `c` that start in one half page: room enough for
+/// what [`carve_owned`] takes past what it is asked for (at most that most, less one).
 pub const fn half_objects(c: usize) -> usize {
     (PAGE / 2).div_ceil(crate::size_class::CLASS_SIZE[c] as usize) + 1
 }
@@ -1386,13 +1391,14 @@ pub const fn half_objects(c: usize) -> usize {
 /// an owned span is carved only by its owner, under its capacity lock (the locked carve,
 /// [`take_from_owned`], as well), and the class lock's other users touch an owned span only
 /// through objects handed out earlier (remote frees into its bitmap). They read `carved` (an
-/// atomic; monotonic while the slab owns the span) and lower `in_use` (an atomic, lowered
-/// with a read-modify-write, [`give_back_all`]). `in_use` is raised first, before the objects
+/// atomic; it only rises while they can reach the span's objects) and lower `in_use` (an
+/// atomic, lowered with a read-modify-write, [`give_back_all`]). `in_use` is raised first, before the objects
 /// are tagged: the span's readers (the owner's `free`, which gives the span back when all its
 /// objects are on its list; [`span_updated`]) then see it busy a moment early, never free too
 /// early, and the read-modify-write's fence finds few stores to wait for. In
 /// `benches/c/burst_threads.c`'s moving band, the class lock here cost two threads sharing a
-/// class a contended line on every collect (docs/benchmarks.md, "Session 58").
+/// class a locked acquire and release of a contended line on every collect (the statistic
+/// `out_of_spans`, on that line, is still added to: docs/benchmarks.md, "Session 58").
 ///
 /// # Safety
 /// `s` is a small span of class `c` marked `in_slab`, owned by the slab whose capacity lock

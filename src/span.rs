@@ -62,11 +62,13 @@ pub struct Span {
     /// See `dirty_lo`.
     pub dirty_hi: usize,
     /// `Small`: objects `[0, carved)` — every object starting in the pages carved so far — have
-    /// been in the span's free bitmap at least once; the page-map entries of the other pages do
-    /// not name the class yet (see `central::carve_page`). Raised by carving: under the class
-    /// lock, or, for a span a slab owns, by that slab alone under its capacity lock
-    /// (`central::carve_owned`); an atomic, because the class lock's holders read it meanwhile
-    /// (a remote free's check, `central::give_back_all`). Read it with [`Span::carved`].
+    /// been in the span's free bitmap at least once, or (carved by the slab owning the span,
+    /// `central::carve_owned`) went straight to its owned list; the page-map entries of the
+    /// other pages do not name the class yet (see `central::carve_page`). Raised by carving:
+    /// under the class lock, or, for a span a slab owns, by that slab alone under its capacity
+    /// lock (`central::carve_owned`); an atomic, because the class lock's holders read it
+    /// meanwhile (a remote free's check, `central::give_back_all`). Read it with
+    /// [`Span::carved`].
     pub carved: AtomicU32,
     /// `Small`: how many objects fit. Written when the span is made (`central::new_span`), before
     /// any slab owns it, and when its owning slab turns it over to another class
@@ -78,7 +80,9 @@ pub struct Span {
     pub scan: u32,
     /// `Small`: the span's free bitmap, [`bitmap_words`]`(capacity)` words from the
     /// [`BitmapPool`]: bit `i` set when object `i` is in the span (free, not in any cache);
-    /// only objects below `carved` are ever set, and the set ones number `carved - in_use`.
+    /// only objects below `carved` are ever set, and the set ones number `carved - in_use`
+    /// (except while the owner of a span a slab owns carves it without the class lock: `in_use`
+    /// is raised first, so for that moment it may exceed `carved`, `central::carve_owned`).
     /// The objects themselves hold no link, so nothing written into a free object can make
     /// the span hand out a block twice or a wild pointer (but see `free_tag` for the lists of
     /// owned spans, `owned_spans=on`). Null for other states.
@@ -215,7 +219,8 @@ impl Span {
         self.carved.store(n, Ordering::Relaxed);
     }
 
-    /// `Small`: objects out of the span ([`Span::in_use`]'s field; exact under the class lock).
+    /// `Small`: objects out of the span ([`Span::in_use`]'s field; exact under the class lock,
+    /// but for a span a slab owns only under its capacity lock too, `central::carve_owned`).
     #[inline(always)]
     pub fn in_use(&self) -> u32 {
         self.in_use.load(Ordering::Relaxed)

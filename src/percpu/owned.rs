@@ -94,9 +94,10 @@ pub fn routes(c: usize) -> bool {
     (MIN_CLASS..=MAX_CLASS).contains(&c) && arch::owned_flag()
 }
 
-/// Objects a slow path takes from a span's bitmap at once for class `c`: up to [`COLLECT`],
-/// and about [`COLLECT_BYTES`] worth (at least 4); from a span nothing was carved from yet
-/// (`fresh`), one half page's worth ([`FIRST_COLLECT_BYTES`]).
+/// Objects a slow path asks of a span at once for class `c`: up to [`COLLECT`], and about
+/// [`COLLECT_BYTES`] worth (at least 4); from a span nothing was carved from yet (`fresh`), one
+/// half page's worth ([`FIRST_COLLECT_BYTES`]). A carve without the class lock takes whole half
+/// pages, so up to a half page's objects more ([`collect`]).
 fn collect_count(c: usize, fresh: bool) -> usize {
     let bytes = if fresh {
         FIRST_COLLECT_BYTES
@@ -116,12 +117,13 @@ pub(super) fn init(on: bool, keep_bytes: usize) {
 /// The low 48 bits of `OwnedWords::local`: the list's head.
 const HEAD_MASK: u64 = (1 << 48) - 1;
 
-/// Objects a slow path takes from a span's bitmap at once at most: the one it returns and the
-/// rest pushed onto the span's list (the lazy carving of the session-44 prototype).
+/// Objects a slow path asks of a span at once at most: the one it returns and the rest pushed
+/// onto the span's list (the lazy carving of the session-44 prototype); a carve without the
+/// class lock rounds up to whole half pages ([`HALF_OBJECTS`] more at most).
 const COLLECT: usize = 64;
 
-/// Bytes of objects a slow path takes from a span's bitmap at once, about (`collect_count`):
-/// 56 objects of 288 B, 17 of 960 B (32 KiB measured 0.95-0.98x `mixed-bursts`' time at up to
+/// Bytes of objects a slow path asks of a span at once, about (`collect_count`): 56 objects
+/// of 288 B, 17 of 960 B (carved without the class lock, whole half pages: 57 and 17) (32 KiB measured 0.95-0.98x `mixed-bursts`' time at up to
 /// 6 % more peak RSS on `rounds` and `larson`: docs/benchmarks.md, "Session 47").
 const COLLECT_BYTES: usize = 16 << 10;
 
@@ -905,6 +907,10 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
 /// # Safety
 /// `s` is in the list of a slab whose capacity lock the caller holds.
 unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
+    debug_assert!(
+        (MIN_CLASS..=MAX_CLASS).contains(&c),
+        "HALF_OBJECTS is sized for them"
+    );
     let mut buf = [null_mut(); COLLECT + HALF_OBJECTS];
     // SAFETY: the caller's contract: the span is `in_slab`, its slab's lock held. Its
     // `carved` changes only by carving, which for an owned span only this slab's collects do
@@ -1688,7 +1694,10 @@ mod tests {
         // partly used by other tests' allocations, had fewer left).
         // SAFETY: as above.
         let listed = unsafe { listed_objects(s) };
-        assert!(listed < collect_count(c, false), "{listed} listed");
+        assert!(
+            listed < collect_count(c, false) + central::half_objects(c),
+            "{listed} listed"
+        );
         check::check_owned(id, slab).unwrap();
 
         // Popped: every listed object once, its link word cleared; then nothing.

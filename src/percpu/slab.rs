@@ -540,14 +540,21 @@ pub(super) fn initial_cap(c: usize) -> usize {
         .min(CLASS_CAPACITY[c] as usize)
 }
 
-/// Makes slab `i` ready: it takes part in drains and figures from now on. Its memory is zero
-/// until a class grows (the empty layout, see the module documentation), so there is nothing
-/// to initialise: a thread whose fast path reached the slab first found every stack empty and
-/// full, and any thread may grow it at once.
+/// Makes slab `i` ready: it takes part in drains, figures and forks from now on. Its memory
+/// is zero until a class grows (the empty layout, see the module documentation), so there is
+/// nothing to initialise: a thread whose fast path reached the slab first found every stack
+/// empty and full, and any thread may grow it at once.
+///
+/// The first time, under the set-up lock (`setup::INIT`), which a fork's prepare handler takes
+/// before it locks the ready slabs (`fork::lock_percpu`): a slab made ready after prepare's look
+/// would let a thread work under its capacity lock (an owner's carve without the class lock,
+/// `central::carve_owned`) while the fork copies the process, and the child would inherit
+/// the work half done (found by review, session 58).
 pub(super) fn ensure_slab(i: usize) {
     let slab = Slab::of(i);
     let state = &slab.header().state;
     if state.load(Ordering::Relaxed) != SLAB_READY {
+        let _g = super::setup::INIT.lock();
         state.store(SLAB_READY, Ordering::Release);
     }
 }
