@@ -141,6 +141,13 @@ pub struct Row {
     /// rseqmalloc's rows only: against the smallest other allocator.
     pub rss_vs_best_peer: Option<f64>,
     pub rss_best_peer: Option<String>,
+    /// rseqmalloc's rows only: median CPU time (user + system) against the other allocator
+    /// whose median CPU time is lowest. Wall time is what the targets read, but on a shared
+    /// host a run's wall time also counts the time its threads waited for a CPU, which CPU time
+    /// does not (docs/benchmarks.md, "Session 57": `batch` read 1.16x its best peer's wall
+    /// time and 0.97x its CPU time).
+    pub cpu_vs_best_peer: Option<f64>,
+    pub cpu_best_peer: Option<String>,
     /// Single-threaded workloads only: median wall time / median user+system time,
     /// when above [`BUSY_FACTOR`] (the child waited for a CPU: the figure is noisy).
     pub busy: Option<f64>,
@@ -157,6 +164,9 @@ pub struct Geomean {
     pub best_peer_workloads: usize,
     pub time_vs_best_peer: Option<f64>,
     pub rss_vs_best_peer: Option<f64>,
+    /// Over the same workloads, the CPU time against each workload's best peer for CPU time
+    /// ([`Row::cpu_vs_best_peer`]).
+    pub cpu_vs_best_peer: Option<f64>,
 }
 
 /// Everything `--json` writes.
@@ -238,22 +248,24 @@ impl Report {
             .iter()
             .map(|cell| {
                 let glibc = ok(&cell.workload, GLIBC).filter(|_| cell.is_ok());
-                let (best_time, best_rss) = if cell.allocator == RSEQMALLOC && cell.is_ok() {
-                    let peers: Vec<&Cell> = cells
-                        .iter()
-                        .filter(|c| {
-                            c.workload == cell.workload
-                                && c.allocator != RSEQMALLOC
-                                && !setup.is_candidate(&c.allocator)
-                        })
-                        .collect();
-                    (
-                        best(&peers, |c| c.time_ms),
-                        best(&peers, |c| c.peak_rss_mib),
-                    )
-                } else {
-                    (None, None)
-                };
+                let (best_time, best_rss, best_cpu) =
+                    if cell.allocator == RSEQMALLOC && cell.is_ok() {
+                        let peers: Vec<&Cell> = cells
+                            .iter()
+                            .filter(|c| {
+                                c.workload == cell.workload
+                                    && c.allocator != RSEQMALLOC
+                                    && !setup.is_candidate(&c.allocator)
+                            })
+                            .collect();
+                        (
+                            best(&peers, |c| c.time_ms),
+                            best(&peers, |c| c.peak_rss_mib),
+                            best(&peers, |c| c.cpu_ms),
+                        )
+                    } else {
+                        (None, None, None)
+                    };
                 let single =
                     rseqmalloc_bench::find(&cell.workload).is_some_and(|w| w.single_threaded);
                 Row {
@@ -264,6 +276,8 @@ impl Report {
                     rss_vs_best_peer: best_rss
                         .and_then(|b| ratio(cell.peak_rss_mib, b.peak_rss_mib)),
                     rss_best_peer: best_rss.map(|b| b.allocator.clone()),
+                    cpu_vs_best_peer: best_cpu.and_then(|b| ratio(cell.cpu_ms, b.cpu_ms)),
+                    cpu_best_peer: best_cpu.map(|b| b.allocator.clone()),
                     busy: ratio(cell.time_ms, cell.cpu_ms).filter(|r| single && *r > BUSY_FACTOR),
                     cell: cell.clone(),
                 }
@@ -291,6 +305,9 @@ impl Report {
                     ),
                     rss_vs_best_peer: geometric_mean(
                         vs_best.iter().filter_map(|r| r.rss_vs_best_peer),
+                    ),
+                    cpu_vs_best_peer: geometric_mean(
+                        vs_best.iter().filter_map(|r| r.cpu_vs_best_peer),
                     ),
                 }
             })
@@ -493,6 +510,7 @@ impl Report {
             ("RSS/glibc", true),
             ("time/best peer", true),
             ("RSS/best peer", true),
+            ("CPU/best peer", true),
         ]);
         for g in &self.geomean {
             means.add_row(vec![
@@ -502,6 +520,7 @@ impl Report {
                 times(g.rss_vs_glibc),
                 times(g.time_vs_best_peer),
                 times(g.rss_vs_best_peer),
+                times(g.cpu_vs_best_peer),
             ]);
         }
         writeln!(out, "{}", means.trim_fmt())?;
@@ -524,6 +543,29 @@ impl Report {
                     "rseqmalloc vs the best peer of each workload: {} the time, {} the peak RSS",
                     times(Some(t)),
                     times(Some(r))
+                )?;
+            }
+            if let Some(c) = g.cpu_vs_best_peer {
+                let above: Vec<String> = self
+                    .cells
+                    .iter()
+                    .filter(|r| r.cell.allocator == RSEQMALLOC)
+                    .filter_map(|r| {
+                        let v = r.cpu_vs_best_peer.filter(|v| *v > ABOVE)?;
+                        Some(format!("{} {}", r.cell.workload, times(Some(v))))
+                    })
+                    .collect();
+                writeln!(
+                    out,
+                    "the same by CPU time (user + system, against each workload's lowest): {}; \
+                     above {ABOVE}x: {}{}",
+                    times(Some(c)),
+                    above.len(),
+                    if above.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", above.join(", "))
+                    }
                 )?;
             }
             let o = &self.vs_best_overall;
@@ -649,6 +691,8 @@ struct CsvRecord<'a> {
     time_best_peer: Option<&'a str>,
     rss_vs_best_peer: Option<f64>,
     rss_best_peer: Option<&'a str>,
+    cpu_vs_best_peer: Option<f64>,
+    cpu_best_peer: Option<&'a str>,
     busy: Option<f64>,
     detail: Option<&'a str>,
 }
@@ -682,6 +726,8 @@ impl<'a> From<&'a Row> for CsvRecord<'a> {
             time_best_peer: row.time_best_peer.as_deref(),
             rss_vs_best_peer: row.rss_vs_best_peer,
             rss_best_peer: row.rss_best_peer.as_deref(),
+            cpu_vs_best_peer: row.cpu_vs_best_peer,
+            cpu_best_peer: row.cpu_best_peer.as_deref(),
             busy: row.busy,
             detail: c.detail.as_deref(),
         }
@@ -1373,6 +1419,58 @@ pub mod tests {
         assert_eq!(json["commit"], "0123456789ab");
         assert_eq!(json["allocators"][2]["version"], "jemalloc-1.0");
         assert_eq!(json["load_after"][0], 1.5);
+    }
+
+    /// The best peer by CPU time is chosen apart from the best by wall time, and rseqmalloc's
+    /// geomean against it is printed beside the wall-time one, with its workloads above 1.1x.
+    #[test]
+    fn the_best_peer_by_cpu_time_is_its_own() {
+        let with_cpu = |workload: &str, allocator: &str, ms: f64, cpu: f64| {
+            let mut c = cell(workload, allocator, ms, 10.0);
+            c.cpu_ms = Some(cpu);
+            c
+        };
+        let report = Report::new(
+            setup(&["rseqmalloc", "glibc", "jemalloc"]),
+            vec![
+                with_cpu("a", "rseqmalloc", 110.0, 90.0),
+                with_cpu("a", "glibc", 120.0, 120.0),
+                with_cpu("a", "jemalloc", 100.0, 100.0),
+                with_cpu("b", "rseqmalloc", 100.0, 130.0),
+                with_cpu("b", "glibc", 150.0, 100.0),
+                with_cpu("b", "jemalloc", 140.0, 110.0),
+            ],
+        );
+        let (a, b) = (&report.cells[0], &report.cells[3]);
+        assert_eq!(a.cpu_vs_best_peer, Some(0.9));
+        assert_eq!(a.cpu_best_peer.as_deref(), Some("jemalloc"));
+        assert_eq!(a.time_vs_best_peer, Some(1.1));
+        assert_eq!(b.cpu_vs_best_peer, Some(1.3));
+        assert_eq!(b.cpu_best_peer.as_deref(), Some("glibc"));
+        assert_eq!(b.time_best_peer.as_deref(), Some("jemalloc"));
+        assert_eq!(
+            report.cells[1].cpu_vs_best_peer, None,
+            "only for rseqmalloc"
+        );
+        let g = &report.geomean[0];
+        assert!((g.cpu_vs_best_peer.unwrap() - (0.9f64 * 1.3).sqrt()).abs() < 1e-12);
+        assert_eq!(report.geomean[1].cpu_vs_best_peer, None);
+
+        let text = table_text(&report);
+        let expected = "the same by CPU time (user + system, against each workload's lowest): \
+                        1.08x; above 1.1x: 1 (b 1.30x)";
+        assert!(text.contains(expected), "no '{expected}' in\n{text}");
+        let mut csv = Vec::new();
+        report.write_csv(&mut csv).unwrap();
+        let csv = String::from_utf8(csv).unwrap();
+        assert!(
+            csv.lines()
+                .next()
+                .unwrap()
+                .contains("cpu_vs_best_peer,cpu_best_peer"),
+            "{csv}"
+        );
+        assert!(csv.contains(",1.3,glibc,"), "{csv}");
     }
 
     #[test]
