@@ -22,9 +22,8 @@
 //! users, in caches or in this transfer stack). An owned span's owner also carves it without
 //! the span lock ([`carve_owned`], under its capacity lock): `in_use` first, then `carved` a
 //! half page at a time, so for a span a slab owns the counts agree only under both locks.
-//! Lock order: a transfer
-//! stack shard (never two at once, except [`lock_all`] and the checks, in shard order), spans,
-//! page heap.
+//! Lock order: a transfer stack shard (never two at once, except [`lock_all`] and the checks,
+//! in shard order), spans, page heap.
 //!
 //! May call: `free_tag`, `os`, `size_class`, `span`, `page_heap`, `pagemap`, `sync`.
 
@@ -1243,8 +1242,8 @@ unsafe fn take_from_span(s: *mut Span, c: usize, size: usize, out: &mut [*mut u8
         let mut i = (*s).scan as usize;
         while got < out.len() {
             // Compared without subtracting, so that counts that disagree (`in_use` above
-            // `carved`, see `carve_owned`) can only end the walk, never lead it past the
-            // bitmap.
+            // `carved`, see `carve_owned`) make it carve on (or end at the span's end), never
+            // lead the walk past the bitmap.
             if (*s).carved() as usize <= (*s).in_use() as usize + got {
                 (*s).scan = i as u32;
                 if !carve_page(s, c, size) {
@@ -1336,8 +1335,14 @@ unsafe fn next_half(s: *mut Span, size: usize) -> Option<(usize, usize)> {
     if first == cap {
         return None;
     }
+    Some((first, half_end(first, size, cap)))
+}
+
+/// One past the last object (of `size` bytes, `cap` in the span) that starts in the half page
+/// where object `first` starts.
+fn half_end(first: usize, size: usize, cap: usize) -> usize {
     let half = (first * size) >> HALF_SHIFT;
-    Some((first, (((half + 1) << HALF_SHIFT).div_ceil(size)).min(cap)))
+    (((half + 1) << HALF_SHIFT).div_ceil(size)).min(cap)
 }
 
 /// Carves the objects `first..end` of span `s` (class `c`, objects of `size` bytes), the next
@@ -1389,16 +1394,16 @@ pub const fn half_objects(c: usize) -> usize {
 ///
 /// Why no lock: objects not carved yet belong to nobody (no cache, list or user holds them),
 /// an owned span is carved only by its owner, under its capacity lock (the locked carve,
-/// [`take_from_owned`], as well), and the class lock's other users touch an owned span only
-/// through objects handed out earlier (remote frees into its bitmap). They read `carved` (an
-/// atomic; it only rises while they can reach the span's objects) and lower `in_use` (an
-/// atomic, lowered with a read-modify-write, [`give_back_all`]). `in_use` is raised first, before the objects
-/// are tagged: the span's readers (the owner's `free`, which gives the span back when all its
-/// objects are on its list; [`span_updated`]) then see it busy a moment early, never free too
-/// early, and the read-modify-write's fence finds few stores to wait for. In
-/// `benches/c/burst_threads.c`'s moving band, the class lock here cost two threads sharing a
-/// class a locked acquire and release of a contended line on every collect (the statistic
-/// `out_of_spans`, on that line, is still added to: docs/benchmarks.md, "Session 58").
+/// [`take_from_owned`], as well), and the class lock's other users touch an owned span only through
+/// objects handed out earlier (remote frees into its bitmap). They read `carved` (an atomic; it
+/// only rises while they can reach the span's objects) and lower `in_use` (an atomic, lowered with
+/// a read-modify-write, [`give_back_all`]). `in_use` is raised first, before the objects are
+/// tagged: the span's readers (the owner's `free`, which gives the span back when all its objects
+/// are on its list; [`span_updated`]) then see it busy a moment early, never free too early, and
+/// the read-modify-write's fence finds few stores to wait for. In `benches/c/burst_threads.c`'s
+/// moving band, the class lock here cost two threads sharing a class a locked acquire and release
+/// of a contended line on every collect (the statistic `out_of_spans`, on that line, is still added
+/// to: docs/benchmarks.md, "Session 58").
 ///
 /// # Safety
 /// `s` is a small span of class `c` marked `in_slab`, owned by the slab whose capacity lock
@@ -1417,7 +1422,7 @@ pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize, out: &mut [*mut u
         // The halves to carve, then their objects counted out before any is tagged.
         let (cap, mut end) = ((*s).capacity as usize, first);
         while end < cap && end - first < want {
-            end = (((((end * size) >> HALF_SHIFT) + 1) << HALF_SHIFT).div_ceil(size)).min(cap);
+            end = half_end(end, size, cap);
         }
         let got = end - first;
         if got == 0 {

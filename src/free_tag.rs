@@ -7,8 +7,8 @@
 //! - **Free** (in a per-CPU cache, a magazine, a transfer stack or its span): its second word
 //!   holds `tag(addr) = key ^ addr`. Every path that takes an object back writes it: a C
 //!   `free`, a span's carving (all objects starting in a half page are carved at once, tagged,
-//!   into the span's free bitmap, or for a span a slab owns onto its owned list), and the
-//!   return of an object to its span.
+//!   into the span's free bitmap, or, carved by a span's owning slab without the class lock,
+//!   onto its owned list), and the return of an object to its span.
 //! - **Live** (handed to a C caller): the second word is anything but its tag. Every C
 //!   allocation path clears it when it hands the object out (`lib.rs`).
 //! - **Never carved**: the object lies in a page of its span whose page-map entry does not yet

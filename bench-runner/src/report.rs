@@ -145,7 +145,7 @@ pub struct Row {
     /// whose median CPU time is lowest. Wall time is what the targets read, but on a shared
     /// host a run's wall time also counts the time its threads waited for a CPU, which CPU time
     /// does not (docs/benchmarks.md, "Session 57": `batch` read 1.16x its best peer's wall
-    /// time and 0.97x its CPU time).
+    /// time and about 1.03x its CPU time).
     pub cpu_vs_best_peer: Option<f64>,
     pub cpu_best_peer: Option<String>,
     /// Single-threaded workloads only: median wall time / median user+system time,
@@ -546,26 +546,21 @@ impl Report {
                 )?;
             }
             if let Some(c) = g.cpu_vs_best_peer {
-                let above: Vec<String> = self
+                let above: Vec<(String, f64)> = self
                     .cells
                     .iter()
                     .filter(|r| r.cell.allocator == RSEQMALLOC)
                     .filter_map(|r| {
                         let v = r.cpu_vs_best_peer.filter(|v| *v > ABOVE)?;
-                        Some(format!("{} {}", r.cell.workload, times(Some(v))))
+                        Some((r.cell.workload.clone(), v))
                     })
                     .collect();
                 writeln!(
                     out,
                     "the same by CPU time (user + system, against each workload's lowest): {}; \
-                     above {ABOVE}x: {}{}",
+                     above {ABOVE}x: {}",
                     times(Some(c)),
-                    above.len(),
-                    if above.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", above.join(", "))
-                    }
+                    counted_list(&above)
                 )?;
             }
             let o = &self.vs_best_overall;
@@ -580,20 +575,10 @@ impl Report {
                     r.peer,
                     r.workloads
                 )?;
-                let above: Vec<String> = o
-                    .above
-                    .iter()
-                    .map(|(w, t)| format!("{w} {}", times(Some(*t))))
-                    .collect();
                 writeln!(
                     out,
-                    "workloads above {ABOVE}x their best peer's time: {}{}",
-                    above.len(),
-                    if above.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", above.join(", "))
-                    }
+                    "workloads above {ABOVE}x their best peer's time: {}",
+                    counted_list(&o.above)
                 )?;
                 write_paired_with_peers(out, &o.paired)?;
             }
@@ -943,6 +928,18 @@ fn write_paired_with_peers(out: &mut dyn Write, all: &[PairedWithPeer]) -> io::R
 }
 
 /// `0.97x [0.93-1.01, 94%]`, with `*` when the interval excludes 1.
+/// `N (name ratio, …)`, or `0`: workloads with their ratios, counted.
+fn counted_list(items: &[(String, f64)]) -> String {
+    if items.is_empty() {
+        return "0".into();
+    }
+    let named: Vec<String> = items
+        .iter()
+        .map(|(w, t)| format!("{w} {}", times(Some(*t))))
+        .collect();
+    format!("{} ({})", items.len(), named.join(", "))
+}
+
 fn interval(i: Option<paired::Interval>) -> String {
     i.map_or_else(String::new, |i| {
         format!(

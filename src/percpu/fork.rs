@@ -7,7 +7,8 @@
 //! `realloc`), then the allocator's own in the order it nests them — set-up, drain, fallback
 //! capacity locks and, in fallback mode, slab locks (this layer), the central classes, the
 //! page heap — so taking them for a fork cannot deadlock with a thread in the middle of a drain
-//! or of stdio. The capacity locks are taken so that no growth is half done in the child (a
+//! or of stdio. The capacity locks are taken so that no growth (and no owner's carve of an
+//! owned span without the class lock, `central::carve_owned`) is half done in the child (a
 //! class moved to a new region whose reservation was not yet recorded would let the next
 //! growth hand the same slots to another class); their holders take a slab lock (fallback
 //! mode's relocation and eviction) and, when a steal moves an idle class's objects to the
@@ -80,9 +81,9 @@ extern "C" fn child() {
     os::stdio_list_reset();
 }
 
-/// The slabs whose locks the running fork's prepare handler took: a slab can become ready
-/// while the fork runs (`ensure_slab` takes no lock), and the parent must release exactly what
-/// prepare took, never a lock another thread holds.
+/// The slabs whose locks the running fork's prepare handler took, which the parent releases:
+/// exactly the slabs ready when prepare looked (a slab turns ready under `INIT`, which prepare
+/// holds from before its look to the end of the fork, `slab::ensure_slab`).
 static TAKEN: SlabSet = SlabSet::new();
 
 /// This layer's part of prepare: takes the set-up and drain locks and, in fallback mode, every

@@ -122,9 +122,10 @@ const HEAD_MASK: u64 = (1 << 48) - 1;
 /// class lock rounds up to whole half pages ([`HALF_OBJECTS`] more at most).
 const COLLECT: usize = 64;
 
-/// Bytes of objects a slow path asks of a span at once, about (`collect_count`): 56 objects
-/// of 288 B, 17 of 960 B (carved without the class lock, whole half pages: 57 and 17) (32 KiB measured 0.95-0.98x `mixed-bursts`' time at up to
-/// 6 % more peak RSS on `rounds` and `larson`: docs/benchmarks.md, "Session 47").
+/// Bytes of objects a slow path asks of a span at once, about (`collect_count`): 56 objects of 288
+/// B, 17 of 960 B (carved without the class lock, whole half pages: 56-57 and 17-18) (32 KiB
+/// measured 0.95-0.98x `mixed-bursts`' time at up to 6 % more peak RSS on `rounds` and `larson`:
+/// docs/benchmarks.md, "Session 47").
 const COLLECT_BYTES: usize = 16 << 10;
 
 /// Bytes of objects the first slow path on a span nothing was carved from takes (one half page,
@@ -138,8 +139,8 @@ const COLLECT_BYTES: usize = 16 << 10;
 /// "Session 47").
 const FIRST_COLLECT_BYTES: usize = 4 << 10;
 
-/// The most objects of an owned class that start in one half page: the room past [`COLLECT`]
-/// that [`central::carve_owned`] needs.
+/// One more than the most objects of an owned class that start in one half page: the room past
+/// [`COLLECT`] that [`central::carve_owned`] needs.
 const HALF_OBJECTS: usize = central::half_objects(MIN_CLASS);
 
 /// Spans the slow path looks at in a class's list before it takes a new one.

@@ -40,7 +40,8 @@ use crate::sync::{Mutex, Ordering};
 /// `node_id` and `mm_cid`; absent (0) on older kernels.
 const AT_RSEQ_FEATURE_SIZE: u64 = 27;
 
-/// Held while the process is set up (and during a fork).
+/// Held while the process is set up, during a fork, and while a slab first turns ready
+/// (`slab::ensure_slab`).
 pub(super) static INIT: Mutex<()> = Mutex::new(());
 
 /// Chooses the process's mode and maps the slabs. Runs once, under `INIT`.

@@ -80,8 +80,8 @@
 //! used up, growth fails and the slab asks for a drain ([`take_full`]), which empties it and
 //! starts its layout again from slot 0 with every capacity at zero.
 //!
-//! May call: `arch`, `central`, `config`, `os` (the clock), `size_class`, `sync`, and `state` in
-//! this folder.
+//! May call: `arch`, `central`, `config`, `os` (the clock), `size_class`, `sync`, and `state`
+//! and `setup` (its `INIT`) in this folder.
 
 use super::state::{mode, RseqMode, G};
 use crate::arch::{self, class_header_word, ClassHeader, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT};
@@ -549,7 +549,10 @@ pub(super) fn initial_cap(c: usize) -> usize {
 /// before it locks the ready slabs (`fork::lock_percpu`): a slab made ready after prepare's look
 /// would let a thread work under its capacity lock (an owner's carve without the class lock,
 /// `central::carve_owned`) while the fork copies the process, and the child would inherit
-/// the work half done (found by review, session 58).
+/// the work half done (found by review, session 58). So a thread must not allocate between a
+/// fork's prepare and its parent or child handler (another library's atfork handler run in
+/// between): on a slab not yet ready it would wait for `INIT`, which its own fork holds, as it
+/// would for the central and capacity locks on any other slow path.
 pub(super) fn ensure_slab(i: usize) {
     let slab = Slab::of(i);
     let state = &slab.header().state;
