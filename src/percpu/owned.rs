@@ -122,10 +122,10 @@ const HEAD_MASK: u64 = (1 << 48) - 1;
 /// class lock rounds up to whole half pages ([`HALF_OBJECTS`] more at most).
 const COLLECT: usize = 64;
 
-/// Bytes of objects a slow path asks of a span at once, about (`collect_count`): 56 objects of 288
-/// B, 17 of 960 B (carved without the class lock, whole half pages: 56-57 and 17-18) (32 KiB
-/// measured 0.95-0.98x `mixed-bursts`' time at up to 6 % more peak RSS on `rounds` and `larson`:
-/// docs/benchmarks.md, "Session 47").
+/// Bytes of objects a slow path asks of a span at once, about (`collect_count`): 56 objects of
+/// 288 B, 17 of 960 B (carved without the class lock, whole half pages: 56-57 and 17-18). 32 KiB
+/// measured 0.95-0.98x `mixed-bursts`' time at up to 6 % more peak RSS on `rounds` and `larson`
+/// (docs/benchmarks.md, "Session 47").
 const COLLECT_BYTES: usize = 16 << 10;
 
 /// Bytes of objects the first slow path on a span nothing was carved from takes (one half page,
