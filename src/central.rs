@@ -1429,11 +1429,11 @@ pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize, out: &mut [*mut u
             return 0;
         }
         (*s).in_use.fetch_add(got as u32, Ordering::Relaxed);
-        while let Some((from, to)) = next_half(s, size) {
-            if from == end {
-                break;
-            }
+        let mut from = first;
+        while from < end {
+            let to = half_end(from, size, cap);
             carve_half(s, c, size, from, to);
+            from = to;
         }
         for (i, o) in out[..got].iter_mut().enumerate() {
             *o = ((*s).start + (first + i) * size) as *mut u8;
