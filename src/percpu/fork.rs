@@ -58,6 +58,7 @@ extern "C" fn parent() {
     if !LOCKED.load(Ordering::Relaxed) {
         return;
     }
+    debug_assert_taken_all();
     // SAFETY: `prepare` took these locks in this thread.
     unsafe {
         HEAP.force_unlock();
@@ -71,6 +72,7 @@ extern "C" fn child() {
     if !LOCKED.load(Ordering::Relaxed) {
         return;
     }
+    debug_assert_taken_all();
     // SAFETY: the child has one thread, and the parent's `prepare` left every structure
     // consistent before taking the locks.
     unsafe {
@@ -85,6 +87,15 @@ extern "C" fn child() {
 /// exactly the slabs ready when prepare looked (a slab turns ready under `INIT`, which prepare
 /// holds from before its look to the end of the fork, `slab::ensure_slab`).
 static TAKEN: SlabSet = SlabSet::new();
+
+/// Debug builds: every slab ready now, after the fork, is one whose locks prepare took (a
+/// slab turns ready only under `INIT`, which prepare still holds: `slab::ensure_slab`).
+fn debug_assert_taken_all() {
+    debug_assert!(
+        ready_slabs().all(|(i, _)| TAKEN.contains(i)),
+        "a slab turned ready during a fork, after prepare looked"
+    );
+}
 
 /// This layer's part of prepare: takes the set-up and drain locks and, in fallback mode, every
 /// slab lock (the order the allocator nests them: these before any central or heap lock).

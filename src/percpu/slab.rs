@@ -117,7 +117,7 @@ impl SlabSet {
     pub(super) fn insert(&self, i: usize) {
         self.bits[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
     }
-    fn contains(&self, i: usize) -> bool {
+    pub(super) fn contains(&self, i: usize) -> bool {
         self.bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
     }
     /// The slabs in the set, in index order.
@@ -554,7 +554,11 @@ pub(super) fn initial_cap(c: usize) -> usize {
 /// between): on a slab not yet ready it would wait for `INIT`, which its own fork holds, as it
 /// would for the central and capacity locks on any other slow path.
 pub(super) fn ensure_slab(i: usize) {
-    let slab = Slab::of(i);
+    make_ready(Slab::of(i));
+}
+
+/// [`ensure_slab`] of `slab` (one of the process's, or a test's own).
+fn make_ready(slab: Slab) {
     let state = &slab.header().state;
     if state.load(Ordering::Relaxed) != SLAB_READY {
         let _g = super::setup::INIT.lock();
@@ -1394,6 +1398,54 @@ mod check_tests {
         (0..slab.count(c))
             .map(|i| slab.slot(c, i).load(Ordering::Relaxed) as *mut u8)
             .collect()
+    }
+
+    /// A slab turns ready only under the set-up lock, which a fork's prepare handler holds from
+    /// before it looks for the ready slabs (whose capacity locks it takes) to the end of the
+    /// fork: so every slab ready in the copied process is one whose locks prepare took. Before
+    /// session 58 a slab turned ready without the lock, and a thread's first allocation on a
+    /// new slab could start an owner's carve (`central::carve_owned`, under only that slab's
+    /// capacity lock) in the middle of another thread's fork. Holding the lock as prepare
+    /// does, the test waits until the other thread either made the slab ready (the fault) or
+    /// sleeps waiting for the lock, read from `/proc` (the fix), then lets it go.
+    #[test]
+    fn a_slab_turns_ready_only_under_the_set_up_lock() {
+        use std::sync::atomic::AtomicI32;
+        use std::sync::Arc;
+        let slab = private_slab();
+        assert!(!slab.is_ready());
+        let tid = Arc::new(AtomicI32::new(0));
+        let guard = super::super::setup::INIT.lock();
+        let waiter = {
+            let tid = Arc::clone(&tid);
+            std::thread::spawn(move || {
+                // SAFETY: `gettid` has no preconditions.
+                tid.store(unsafe { libc::gettid() }, Ordering::Release);
+                make_ready(slab);
+            })
+        };
+        loop {
+            assert!(
+                !slab.is_ready(),
+                "a slab turned ready while the set-up lock was held"
+            );
+            // The other thread's scheduler state, `S` (sleeping) once it waits for the lock in
+            // `futex`: nothing else it runs after publishing its id sleeps.
+            let t = tid.load(Ordering::Acquire);
+            let stat = std::fs::read_to_string(std::format!("/proc/self/task/{t}/stat"));
+            if t != 0
+                && stat.is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+                })
+            {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        drop(guard);
+        waiter.join().unwrap();
+        assert!(slab.is_ready());
     }
 
     /// Pushes, pops, capacity growth with and without stealing, and emptying, on a private
