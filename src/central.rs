@@ -1400,10 +1400,14 @@ pub const fn half_objects(c: usize) -> usize {
 /// a read-modify-write, [`give_back_all`]). `in_use` is raised first, before the objects are
 /// tagged: the span's readers (the owner's `free`, which gives the span back when all its objects
 /// are on its list; [`span_updated`]) then see it busy a moment early, never free too early, and
-/// the read-modify-write's fence finds few stores to wait for. In `benches/c/burst_threads.c`'s
-/// moving band, the class lock here cost two threads sharing a class a locked acquire and release
-/// of a contended line on every collect (the statistic `out_of_spans`, on that line, is still added
-/// to: docs/benchmarks.md, "Session 58").
+/// the read-modify-write's fence finds few stores to wait for. The class's `out_of_spans` (a
+/// statistic, and what [`span_pages`] reads) is added to there too, before the tag stores, for
+/// the same reason: added after them, its locked add waited for every tag store of the carve
+/// to reach the cache (two thirds of `collect`'s samples); before them, the stores drain while
+/// the refill goes on (one thread's moving band 0.985x the time: docs/benchmarks.md, "Session
+/// 59"). In `benches/c/burst_threads.c`'s moving band, the class lock here cost two threads
+/// sharing a class a locked acquire and release of a contended line on every collect
+/// (`out_of_spans` is still on that line: docs/benchmarks.md, "Session 58").
 ///
 /// # Safety
 /// `s` is a small span of class `c` marked `in_slab`, owned by the slab whose capacity lock
@@ -1429,6 +1433,7 @@ pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize, out: &mut [*mut u
             return 0;
         }
         (*s).in_use.fetch_add(got as u32, Ordering::Relaxed);
+        CENTRAL[c].out_of_spans.fetch_add(got, Ordering::Relaxed);
         let mut from = first;
         while from < end {
             let to = half_end(from, size, cap);
@@ -1438,7 +1443,6 @@ pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize, out: &mut [*mut u
         for (i, o) in out[..got].iter_mut().enumerate() {
             *o = ((*s).start + (first + i) * size) as *mut u8;
         }
-        CENTRAL[c].out_of_spans.fetch_add(got, Ordering::Relaxed);
         got
     }
 }
