@@ -614,7 +614,8 @@ impl Spans {
 #[repr(align(128))] // each class's span lock on cache lines of its own
 pub struct Central {
     spans: Mutex<Spans>,
-    /// Objects of this class outside their spans (for statistics).
+    /// Objects of this class outside their spans: for statistics, and the hint by which
+    /// [`span_pages`] chooses long spans for a class with many out.
     pub out_of_spans: AtomicUsize,
     /// Objects in all shards of this class's transfer stack together, reserved before a push
     /// and released when objects leave (a take, a flush), each under the shard's lock: at most

@@ -120,6 +120,13 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// Whether the lock is held and a thread may be waiting for it (state 2, which only a
+    /// waiter that is about to sleep on the futex writes). Tests only.
+    #[cfg(test)]
+    pub fn may_have_waiters(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == 2
+    }
+
     /// Takes the lock, spinning briefly ([`Backoff`]) and then sleeping on the futex.
     #[inline]
     pub fn lock(&self) -> MutexGuard<'_, T> {

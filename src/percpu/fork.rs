@@ -58,7 +58,9 @@ extern "C" fn parent() {
     if !LOCKED.load(Ordering::Relaxed) {
         return;
     }
-    debug_assert_taken_all();
+    // Checked while no slab can turn ready (`INIT` held), reported once every lock is free:
+    // a failing assertion allocates.
+    let taken_all = taken_all();
     // SAFETY: `prepare` took these locks in this thread.
     unsafe {
         HEAP.force_unlock();
@@ -66,13 +68,18 @@ extern "C" fn parent() {
         unlock_percpu(false);
     }
     os::stdio_list_unlock();
+    debug_assert!(
+        taken_all,
+        "a slab turned ready during a fork, after prepare looked"
+    );
 }
 
 extern "C" fn child() {
     if !LOCKED.load(Ordering::Relaxed) {
         return;
     }
-    debug_assert_taken_all();
+    // The child's one thread: no slab turns ready meanwhile; reported once the locks are free.
+    let taken_all = taken_all();
     // SAFETY: the child has one thread, and the parent's `prepare` left every structure
     // consistent before taking the locks.
     unsafe {
@@ -81,6 +88,10 @@ extern "C" fn child() {
         unlock_percpu(true);
     }
     os::stdio_list_reset();
+    debug_assert!(
+        taken_all,
+        "a slab turned ready during a fork, after prepare looked"
+    );
 }
 
 /// The slabs whose locks the running fork's prepare handler took, which the parent releases:
@@ -88,13 +99,11 @@ extern "C" fn child() {
 /// holds from before its look to the end of the fork, `slab::ensure_slab`).
 static TAKEN: SlabSet = SlabSet::new();
 
-/// Debug builds: every slab ready now, after the fork, is one whose locks prepare took (a
-/// slab turns ready only under `INIT`, which prepare still holds: `slab::ensure_slab`).
-fn debug_assert_taken_all() {
-    debug_assert!(
-        ready_slabs().all(|(i, _)| TAKEN.contains(i)),
-        "a slab turned ready during a fork, after prepare looked"
-    );
+/// Debug builds: whether every slab ready now, after the fork, is one whose locks prepare took
+/// (a slab turns ready only under `INIT`, which prepare still holds: `slab::ensure_slab`); true
+/// in release builds, which do not look.
+fn taken_all() -> bool {
+    !cfg!(debug_assertions) || ready_slabs().all(|(i, _)| TAKEN.contains(i))
 }
 
 /// This layer's part of prepare: takes the set-up and drain locks and, in fallback mode, every

@@ -1407,7 +1407,8 @@ mod check_tests {
     /// new slab could start an owner's carve (`central::carve_owned`, under only that slab's
     /// capacity lock) in the middle of another thread's fork. Holding the lock as prepare
     /// does, the test waits until the other thread either made the slab ready (the fault) or
-    /// sleeps waiting for the lock, read from `/proc` (the fix), then lets it go.
+    /// sleeps waiting for the lock (its state in `/proc` and the lock word: the fix), then lets
+    /// it go.
     #[test]
     fn a_slab_turns_ready_only_under_the_set_up_lock() {
         use std::sync::atomic::AtomicI32;
@@ -1424,21 +1425,32 @@ mod check_tests {
                 make_ready(slab);
             })
         };
+        let init = &super::super::setup::INIT;
         loop {
+            // Whether the other thread sleeps waiting for the lock: its scheduler state is `S`
+            // and the lock word says a waiter went to sleep (2). Read before the slab's state,
+            // so that a slab made ready and a sleep for another reason afterwards still fail.
+            let t = tid.load(Ordering::Acquire);
+            let waiting = t != 0 && {
+                let path = std::format!("/proc/self/task/{t}/stat");
+                // (Gone when the thread finished: then it did not wait.)
+                let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                    assert!(
+                        !slab.is_ready(),
+                        "a slab turned ready while the set-up lock was held"
+                    );
+                    panic!("the test reads {path}: {e}");
+                });
+                let sleeping = stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'));
+                sleeping && init.may_have_waiters()
+            };
             assert!(
                 !slab.is_ready(),
                 "a slab turned ready while the set-up lock was held"
             );
-            // The other thread's scheduler state, `S` (sleeping) once it waits for the lock in
-            // `futex`: nothing else it runs after publishing its id sleeps.
-            let t = tid.load(Ordering::Acquire);
-            let stat = std::fs::read_to_string(std::format!("/proc/self/task/{t}/stat"));
-            if t != 0
-                && stat.is_ok_and(|s| {
-                    s.rsplit_once(')')
-                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
-                })
-            {
+            if waiting {
                 break;
             }
             std::thread::yield_now();
