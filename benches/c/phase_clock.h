@@ -1,6 +1,7 @@
 /* The clock of the C programs that time phases in nanoseconds and add them up in doubles
- * (`burst_threads.c`, `rounds_phases.c`): `now_ns` counts from `clock_start`, so that its
- * readings stay small and their differences keep every nanosecond in a double. */
+ * (`burst_threads.c`, `rounds_phases.c`, `placement_reads.c`): `now_ns` counts from
+ * `clock_start`, so that its readings stay small and their differences keep every nanosecond
+ * in a double. */
 #ifndef RSEQMALLOC_BENCH_PHASE_CLOCK_H
 #define RSEQMALLOC_BENCH_PHASE_CLOCK_H
 
