@@ -103,7 +103,20 @@ pub unsafe fn is_free(p: *mut u8) -> bool {
 /// (acquire) and checked; nobody uses it any more unless it is already free.
 #[inline(always)]
 pub unsafe fn mark_free(p: *mut u8) -> bool {
-    let t = tag(p as usize);
+    // SAFETY: the caller's contract.
+    unsafe { mark_free_with(p, key()) }
+}
+
+/// [`mark_free`] with the key its caller loaded ([`key`]) and keeps for the object's link (an
+/// owned span's list, `percpu::owned`): loaded once, not again after the tag's store, which the
+/// compiler cannot tell apart from a store to the key.
+///
+/// # Safety
+/// As [`mark_free`]; `key` is [`key`]'s value.
+#[inline(always)]
+pub unsafe fn mark_free_with(p: *mut u8, key: usize) -> bool {
+    debug_assert_eq!(key, self::key());
+    let t = key ^ p as usize;
     // SAFETY: the caller's contract: the second word is inside the object.
     unsafe {
         let w = p.cast::<usize>().add(1);

@@ -467,10 +467,10 @@ fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
 }
 
 /// Frees a small object of class `c` (checking and setting the double-free tag if `TAG`).
-/// `e` is its page-map entry, or 0 where the caller read none: for a C free (`TAG`) it names
-/// the span whose owned list takes the object when owned spans are on and this CPU's slab owns
-/// the span (`percpu::owned_push`), and its home bits send an object of another slab's span
-/// home (owner return, [`free_foreign`]), tested inside the push (`percpu::push_homed`).
+/// `e` is its page-map entry, or 0 where the caller read none: for a C free (`TAG`) its home
+/// bits send an object of another slab's span home (owner return, [`free_foreign`]), tested
+/// inside the push (`percpu::push_homed`). Owned spans' lists are `free`'s alone
+/// ([`free_inner`]): the callers here (`realloc`'s moves) push onto the stack.
 ///
 /// # Safety
 /// `ptr` is a live object of class `c`; a non-zero `e` is the entry `checked_class` read for
@@ -481,38 +481,50 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
         // SAFETY: forwarded contract.
         return unsafe { free_small_here::<TAG>(ptr, c, who) };
     }
-    if e != 0 && percpu::owned_routes(c) {
-        // Owned spans (`owned_spans=on`, the classes of 288-960 B): out of line, as in
-        // `alloc_class`.
-        // SAFETY: forwarded contract.
-        return unsafe { free_owned(ptr, c, e, who) };
-    }
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
     // SAFETY: forwarded contract.
     unsafe { free_marked(ptr, c, e) }
 }
 
-/// [`free_small`] with owned spans on, for a class they serve: onto the span's owned list when
-/// the page map names this slab as the span's home and this CPU's slab owns it, else as any
-/// C free.
+/// A C `free` of an object of a class owned spans serve (`percpu::owned_routes`), already
+/// tagged free by [`free_inner`] with `key` (the free tag's key, kept for the object's link):
+/// onto its span's owned list when the page map's entry `e` names this slab as the span's home
+/// and this CPU's slab owns it, else as any C free ([`free_marked`]).
+///
+/// Out of line (as the owned pop is in `alloc_class`), and given neither the class nor the
+/// caller's name: the tag is checked before the call, and the class is read from `e` only
+/// when the push fails, so that this function keeps few registers across the push and saves
+/// one. Together with the section's own cuts (`arch::owned_push`) and the tag check moved
+/// before the call, the free phase of `benches/c/burst_threads.c` held at 500 B took 0.89x
+/// the time (docs/benchmarks.md, "Session 61").
 ///
 /// # Safety
-/// As for [`free_small`], with a non-zero `e`.
+/// `ptr` is an object of a class owned spans serve, tagged free, that nobody uses; `e` is the
+/// entry `checked_class` read for it; `key` is the free tag's key.
 #[inline(never)]
-unsafe fn free_owned(ptr: *mut u8, c: usize, e: usize, who: &str) {
-    // SAFETY: forwarded contract.
-    unsafe { mark_freed::<true>(ptr, who) };
-    // SAFETY: a free object, tagged free; `e` names its span.
+unsafe fn free_owned(ptr: *mut u8, e: usize, key: usize) {
     let (span, home) = (
         pagemap::span_of(e) as *mut Span,
         pagemap::home_bits_unmasked(e),
     );
-    if unsafe { percpu::owned_push(ptr, span, c, home) } {
-        return;
+    // SAFETY: forwarded contract: a free object, tagged free, of the span `e` names.
+    if unsafe { !percpu::owned_push(ptr, span, home, key) } {
+        // SAFETY: forwarded contract.
+        unsafe { free_owned_declined(ptr, e) }
     }
+}
+
+/// [`free_owned`] when the owned push declined the object (another slab's span, a span this
+/// slab does not own, a drain at work, or rseq off): as any C free once tagged. Out of line, so
+/// that `free_owned` needs no registers for this path's calls.
+///
+/// # Safety
+/// As for [`free_owned`].
+#[inline(never)]
+unsafe fn free_owned_declined(ptr: *mut u8, e: usize) {
     // SAFETY: forwarded contract.
-    unsafe { free_marked(ptr, c, e) }
+    unsafe { free_marked(ptr, pagemap::class_of(e), e) }
 }
 
 /// The rest of a C [`free_small`] once the object is tagged free: the push with owner return's
@@ -705,7 +717,19 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     // (like every pointer that is not a small object) takes `free_not_small`.
     let (c, e) = checked_class(ptr, who);
     if c != 0 {
-        if TAG && arch::noted_ptr() == ptr as usize && !percpu::owned_routes(c) {
+        if TAG && percpu::owned_routes(c) {
+            // Owned spans (`owned_spans=on`, the classes of 288-960 B): tagged here, pushed
+            // out of line.
+            let key = free_tag::key();
+            // SAFETY: `checked_class` found `ptr` starts an object of class `c`, a small one;
+            // the entry was loaded (acquire) and checked, as `mark_free_with` asks.
+            if unsafe { !free_tag::mark_free_with(ptr, key) } {
+                bad_pointer(who, "double free detected", ptr);
+            }
+            // SAFETY: an object of class `c`, tagged free with `key`; `e` is its entry.
+            return unsafe { free_owned(ptr, e, key) };
+        }
+        if TAG && arch::noted_ptr() == ptr as usize {
             // Freeing what this thread allocated last (a temporary buffer): its class, noted
             // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
             // and chosen in one block of assembly) the push need not wait for the page-map
@@ -718,7 +742,8 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
             // `confirmed_class` returns.
             return unsafe { free_small_here::<TAG>(ptr, arch::confirmed_class(c), who) };
         }
-        // SAFETY: `checked_class` found `ptr` starts an object of class `c` (entry `e`).
+        // SAFETY: `checked_class` found `ptr` starts an object of class `c` (entry `e`), not
+        // one owned spans route.
         unsafe { free_small::<TAG>(ptr, c, e, who) }
     } else {
         free_not_small(ptr, e, who)

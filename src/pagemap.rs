@@ -47,7 +47,7 @@ const INDEX_MASK: usize = 0x7f;
 /// Where an entry keeps its span's home bits (see [`home_bits`]).
 const HOME_SHIFT: u32 = 55;
 /// The home bits: a flag (a span with a home) and the home slab's low 6 bits.
-const HOME_MASK: usize = 0x7f;
+pub const HOME_MASK: usize = 0x7f;
 /// In the home bits: the span has a home.
 pub const HOMED: usize = 0x40;
 

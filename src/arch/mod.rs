@@ -164,7 +164,16 @@ pub const CUR_AT: usize = 2048;
 /// words): non-zero while a drain takes the slab's owned spans back. Only drains write it;
 /// every owned-span section loads it first and fails while it is set (the protocol
 /// `tests/owned_span_model.rs` checks).
-pub const OWNED_STOP_AT: usize = 920;
+pub const OWNED_STOP_AT: usize = 924;
+
+/// Byte offset in a slab of its home word (a `u32`, just before the stop word): the home bits a
+/// page-map entry carries for a span whose home is this slab (`pagemap::HOMED` plus the slab's
+/// index modulo 64), written once when the slab is first made ready, 0 before. The owned push
+/// loads it and the stop word as one 8-byte word and compares that with the object's home
+/// bits: one test for "homed here" and "no drain at work" (`owned_push`).
+pub const OWNED_HOME_AT: usize = 920;
+
+const _: () = assert!(OWNED_STOP_AT == OWNED_HOME_AT + 4 && OWNED_HOME_AT.is_multiple_of(8));
 
 /// The words of a span a slab owns that its critical sections read and commit (`owned_pop`,
 /// `owned_pop_stack_first`, `owned_push`, `owned_push_chain`, `owned_set_cur`, `owned_retire`,

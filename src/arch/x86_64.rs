@@ -7,7 +7,7 @@
 
 use super::{
     ClassHeader, OwnedPop, OwnedWords, Push, Rseq, ThreadBlock, BATCH_RESTARTS, CLASS_HEADERS_AT,
-    CUR_AT, OWNED_STOP_AT, RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
+    CUR_AT, OWNED_HOME_AT, OWNED_STOP_AT, RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
 };
 use crate::sync::Ordering;
 use core::arch::asm;
@@ -268,15 +268,15 @@ macro_rules! slab_sequence {
 }
 
 /// The push section ([`percpu_push`]'s pseudocode) on the slab [`slab_sequence!`] finds, for
-/// `hdr` and `obj`; a failure (full, stopped, rseq off) runs the `full` block. An `id_check`
-/// (with the operands it names, each followed by a comma) runs between the id's load and the
+/// `hdr` and `obj`; a failure (full, stopped, rseq off) runs the `full` block. A `slab_check`
+/// (with the operands it names, each followed by a comma) runs first, with `{slab}` holding the
 /// slab's address: [`percpu_push_homed`].
 macro_rules! push_sequence {
     (hdr: $hdr:expr, obj: $obj:expr, full: $full:block
-     $(, id_check: [$($check:literal),* $(,)?], $($operands:tt)*)?) => {
+     $(, slab_check: [$($check:literal),* $(,)?], $($operands:tt)*)?) => {
         slab_sequence!(
-            $(id_check: [$($check),*],)?
             body: [
+                $($($check,)*)?
                 "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
                 "movzx {n:e}, {t:x}",
                 "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
@@ -640,12 +640,17 @@ macro_rules! owned_word_sequence {
 /// `home` is the object's page-map home field in bits 0-6 (`pagemap::home_bits_unmasked`:
 /// `HOMED` plus the home slab's low 6 bits, or 0; bits above 6 are ignored).
 ///
-/// The home test uses the id the section loads anyway: before it was built into the section
-/// (session 51), `free` tested the home first, loading the thread block's id pointer and the
-/// id again, and the push (a chain push of one, eleven registers besides the thread block's
-/// offset) made `free_owned` save five, where this section's eight make it save two; owned
-/// frees took
-/// 53 ms against 58 in `burst_phases` at 496 B (docs/benchmarks.md, "Session 51").
+/// Every instruction counts here: `free` of an owned class is bound by how many it runs, not by
+/// the list word's chain (four more ALU instructions, on the chain or beside it, cost the free
+/// phase of `benches/c/burst_threads.c` 1.04-1.05x its time, docs/benchmarks.md, "Session 61").
+/// So the home test and the stop word are one compare of the slab's home word and stop word,
+/// loaded as one 8-byte word (`OWNED_HOME_AT`, `OWNED_STOP_AT`), with `home` (masked to 7
+/// bits, so its upper half is 0: "not stopped"); and the list word's head mask comes from
+/// memory (`HEAD_MASK`), which turns the head's extraction and the count's increment from six
+/// shifts into an `and`, an `or` and a `lea`. Before session 51 the home test came before the
+/// section, loading the thread block's id pointer and the id again, and the push made
+/// `free_owned` save five registers (owned frees took 58 ms against 53 in `burst_phases` at
+/// 496 B, docs/benchmarks.md, "Session 51").
 ///
 /// ```text
 ///   area = tb.area
@@ -654,21 +659,26 @@ macro_rules! owned_word_sequence {
 ///   area.rseq_cs = &descriptor
 /// start:                                                 // ---- critical section ----
 ///   id   = *tb.id
-///   if (home ^ (id | HOMED)) & 0x7f != 0: goto fail      // homed elsewhere, or no home
 ///   slab = tb.slabs + id << SLAB_SHIFT
-///   if slab.owned_stop != 0: goto fail                   // a drain is at work
+///   if slab.home | slab.owned_stop << 32 != home & 0x7f:  // homed elsewhere or nowhere, or
+///       goto fail                                        // a drain is at work
 ///   if words.owner != id + 1: goto fail                  // not this slab's span
 ///   w    = words.local                                   // HEAD_MASK: (1 << 48) - 1
 ///   obj[0] = (w & HEAD_MASK) ^ key                       // the link, encoded (obj is ours)
-///   w    = obj | ((w >> 48) + 1) << 48
+///   w    = (w | HEAD_MASK) + obj + 1                     // obj | (count + 1) << 48
 ///   words.local = w                                      // the one committing store
 /// post_commit:
 ///   return w >> 48
 /// abort:  (preceded by RSEQ_SIG)  goto restart
 /// fail:   return 0
 /// ```
-/// Restart-safe as [`owned_push_chain`] for one object: the only store before the commit is
-/// into `obj`, which the caller owns; the home test fails before any store.
+/// `(w | HEAD_MASK) + 1` carries into the count: `(count + 1) << 48` (the count stays below
+/// 2^16: a span's capacity, at most 4,096), and `obj < 2^48` then fills the low bits. The stop
+/// word is still the first thing the section loads from the slab, as the drain protocol needs.
+/// A slab's home word is 0 until it is made ready, and no object's masked home bits with a
+/// home are 0, so a slab not yet ready takes no push. Restart-safe as [`owned_push_chain`] for
+/// one object: the only store before the commit is into `obj`, which the caller owns; the home
+/// and stop test fails before any store.
 ///
 /// # Safety
 /// As [`owned_push_chain`] with `first = last = obj` and `k = 1`.
@@ -679,33 +689,23 @@ pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize, hom
     // sequence follows the rseq ABI as `percpu_push`'s does, with one committing store.
     unsafe {
         slab_sequence!(
-            // `w` holds the home test's difference, then the owner word's id + 1, then the
-            // list word; `slab` is free once the stop word is read, and holds the link: eight
-            // registers besides `tb`, so that `free_owned` saves few.
-            id_check: [
-                "mov {w:e}, {slab:e}",
-                "or {w:e}, 64",
-                "xor {w:e}, {home:e}",
-                "test {w:e}, 127",
-                "jnz 5f",
-                "lea {w:e}, [{slab} + 1]",
-            ],
+            // `w` holds the owner word's id + 1, then the list word; `slab` is free once the
+            // home and stop word is compared, and holds the link: eight registers besides
+            // `tb`, so that `free_owned` saves few.
+            id_check: ["lea {w:e}, [{slab} + 1]"],
             body: [
                 "# (no slot is read here; slot 0 is at {slots})",
-                "cmp dword ptr [{slab} + {stop}], 0",
+                "cmp qword ptr [{slab} + {home_at}], {home}",
                 "jne 5f",
                 "cmp dword ptr [{wd} + {owner}], {w:e}",
                 "jne 5f",
                 "mov {w}, qword ptr [{wd} + {local}]",
-                "mov {slab}, {w}",
-                "shl {slab}, 16",
-                "shr {slab}, 16",
+                "mov {slab}, qword ptr [rip + {mask}]",
+                "and {slab}, {w}",
                 "xor {slab}, {key}",
                 "mov qword ptr [{obj}], {slab}",
-                "shr {w}, 48",
-                "inc {w}",
-                "shl {w}, 48",
-                "or {w}, {obj}",
+                "or {w}, qword ptr [rip + {mask}]",
+                "lea {w}, [{w} + {obj} + 1]",
                 "mov qword ptr [{wd} + {local}], {w}",
             ],
             fail: "xor {w:e}, {w:e}",
@@ -713,8 +713,9 @@ pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize, hom
             wd = in(reg) words,
             obj = in(reg) obj,
             key = in(reg) key,
-            home = in(reg) home,
-            stop = const OWNED_STOP_AT,
+            home = in(reg) home & crate::pagemap::HOME_MASK,
+            home_at = const OWNED_HOME_AT,
+            mask = sym HEAD_MASK,
             owner = const offset_of!(OwnedWords, owner),
             local = const offset_of!(OwnedWords, local),
             options(nostack),
@@ -722,6 +723,10 @@ pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize, hom
     }
     w >> 48
 }
+
+/// The owned list word's head mask, `(1 << 48) - 1`, in memory: [`owned_push`] takes it as a
+/// rip-relative operand (an immediate this wide does not fit an `and` or an `or`).
+static HEAD_MASK: u64 = (1 << 48) - 1;
 
 const _: () = assert!(
     crate::pagemap::HOMED == 64,
@@ -977,9 +982,11 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
 /// [`percpu_push`] for a C `free`, with owner return's test inside the section: `home` is the
 /// object's page-map home field in bits 0–6 (`pagemap::home_bits`: 0, or `HOMED` plus the
 /// home slab's low 6 bits; bits above it are ignored, so the caller need not mask them off).
-/// When bit 6 is set and the low bits are not those of the id the section reads, the
-/// object is not pushed ([`Push::Foreign`]): the test uses the id the push loads anyway,
-/// where a test before the section loaded the thread block's `id` pointer and the id again.
+/// When the object has a home and it is not the slab the section runs on, the object is not
+/// pushed ([`Push::Foreign`]): the test compares the home with the slab's home word
+/// ([`OWNED_HOME_AT`], `HOMED` plus the slab's index modulo 64, written when the slab was made
+/// ready), one compare where the id's low bits took five instructions (a `bt`/`sbb` mask, an
+/// `xor`, an `and` and a `test`) until session 61.
 ///
 /// ```text
 ///   area = tb.area
@@ -988,12 +995,14 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
 ///   area.rseq_cs = &descriptor
 /// start:                                                // ---- critical section ----
 ///   id   = *tb.id
-///   mask = home & HOMED != 0 ? 63 : 0
-///   if (id ^ home) & mask != 0: return Foreign           // leaves before any store
 ///   slab = tb.slabs + id << SLAB_SHIFT
+///   if home & 0x7f != slab.home and home & 0x7f != 0:     // homed on another slab:
+///       return Foreign                                   // leaves before any store
 ///   ... as percpu_push, Full where it fails
 /// ```
-/// Restart-safe as [`percpu_push`]; the early exit writes nothing.
+/// Restart-safe as [`percpu_push`]; the early exit writes nothing. A slab that is not ready yet
+/// has home word 0 and sends every homed object to `Foreign`; none can be homed on it (a slab
+/// takes spans only once it is ready).
 ///
 /// # Safety
 /// As for [`percpu_push`]; `home`'s bits 0–6 are 0 or `HOMED` (0x40) plus 6 bits.
@@ -1006,19 +1015,15 @@ pub unsafe fn percpu_push_homed(hdr: usize, obj: *mut u8, home: usize) -> Push {
             hdr: hdr,
             obj: obj,
             full: { return Push::Full },
-            // mask = -(HOMED bit) (all ones with the flag, else 0: `bt` puts the bit in the
-            // carry, `sbb` spreads it) in `t`, free once `rseq_cs` is stored: no register of
-            // its own, so `free` saves none. Neither instruction reads the bits above 6.
-            id_check: [
-                "bt {home:e}, 6",
-                "sbb {t:e}, {t:e}",
-                "mov {n:e}, {slab:e}",
-                "xor {n:e}, {home:e}",
-                "and {n:e}, {t:e}",
-                "test {n:e}, 63",
+            slab_check: [
+                "cmp {home:e}, dword ptr [{slab} + {home_at}]",
+                "je 22f",
+                "test {home:e}, {home:e}",
                 "jnz {foreign}",
+                "22:",
             ],
-            home = in(reg) home,
+            home = in(reg) home & crate::pagemap::HOME_MASK,
+            home_at = const OWNED_HOME_AT,
             foreign = label { return Push::Foreign },
         );
     }

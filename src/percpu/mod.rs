@@ -971,7 +971,9 @@ mod owned_tests {
     /// A free's push onto the slab's own span fails before it reads the owner unless the
     /// object's home bits name the slab it runs on: no home, another slab's home, or the flag
     /// missing; the bits above the home field are ignored (`free` passes the entry shifted,
-    /// unmasked).
+    /// unmasked). It also fails while the slab's stop word is set (a drain at work), which the
+    /// section compares with the slab's home word in one 8-byte compare (`arch::owned_push`);
+    /// each slab made ready carries its home word.
     #[test]
     fn owned_push_needs_the_objects_home_to_be_the_slab_it_runs_on() {
         let (_serial, saved) = pinned_in_both_rseq_modes(
@@ -986,12 +988,21 @@ mod owned_tests {
         let push = |home| unsafe { owned_push(&*f.words, f.obj(0), free_tag::key(), home) };
         for _ in 0..100 {
             let id = current_rseq_id();
+            let slab = Slab::of(id);
+            assert_eq!(
+                slab.header_owned_home() as usize,
+                home_of(id),
+                "slab {id}'s home word"
+            );
             f.words.owner.store(owner_of(id), Ordering::Relaxed);
             let other = crate::pagemap::HOMED | ((id + 1) & (crate::pagemap::HOMED - 1));
-            let refused = [0, home_of(id) & !crate::pagemap::HOMED, other]
+            let mut refused = [0, home_of(id) & !crate::pagemap::HOMED, other]
                 .into_iter()
                 .map(&push)
                 .collect::<Vec<_>>();
+            slab.set_owned_stop(true);
+            refused.push(push(home_of(id)));
+            slab.set_owned_stop(false);
             let pushed = push(home_of(id) | 0x5a80);
             if current_rseq_id() != id {
                 // Moved between the owner's store and the pushes: proves nothing. Take back
@@ -1001,7 +1012,11 @@ mod owned_tests {
                 }
                 continue;
             }
-            assert_eq!(refused, [0, 0, 0], "no home, no flag, another slab's home");
+            assert_eq!(
+                refused,
+                [0, 0, 0, 0],
+                "no home, no flag, another slab's home, the slab stopped"
+            );
             assert_eq!(pushed, 2, "the slab's own home, the bits above it ignored");
             assert_eq!(pop(), OwnedPop::Object(f.obj(0)), "pushed once, on top");
             assert!(crate::os::set_affinity(&saved));

@@ -232,43 +232,61 @@ pub fn pop(c: usize) -> *mut u8 {
     }
 }
 
-/// Pushes `obj` (a free object of class `c`, tagged free, of span `span`) onto its span's
-/// owned list when its page-map home bits `home` (`pagemap::home_bits_unmasked`) name the
-/// calling CPU's slab and that slab owns the span; false otherwise. The home test comes first,
-/// inside the section ([`arch::owned_push`]): a slab takes every span it owns with itself as
-/// home (a listed one is given it, `central::take_span_to_own`), so a free of another slab's
-/// object fails before it reads the owner's line, which the owner's own pops and pushes write.
-/// A push that leaves
+/// Pushes `obj` (a free object, tagged free, of span `span`) onto its span's owned list when
+/// its page-map home bits `home` (`pagemap::home_bits_unmasked`) name the calling CPU's slab
+/// and that slab owns the span; false otherwise. `key` is the free tag's key (`free_tag::key`),
+/// which the caller loaded to tag the object. The home test comes first, inside the section
+/// ([`arch::owned_push`]): a slab takes every span it owns with itself as home (a listed one is
+/// given it, `central::take_span_to_own`), so a free of another slab's object fails before it
+/// reads the owner's line, which the owner's own pops and pushes write. A push that leaves
 /// every object out of the span on its list (the span wholly free) gives the span back
-/// ([`give_back_free`]), unless it is its class's current span (a `malloc`/`free` pair on the
+/// ([`pushed_last`]), unless it is its class's current span (a `malloc`/`free` pair on the
 /// current span's last object out would otherwise try it every time).
 ///
 /// # Safety
-/// `obj` is a free object of class `c`, tagged free, that nobody uses; `span` is the span
-/// record its page-map entry names.
+/// `obj` is a free object of a class owned spans serve, tagged free, that nobody uses; `span`
+/// is the span record its page-map entry names; `key` is the free tag's key.
 #[inline(always)]
-pub unsafe fn push(obj: *mut u8, span: *mut Span, c: usize, home: usize) -> bool {
+pub unsafe fn push(obj: *mut u8, span: *mut Span, home: usize, key: usize) -> bool {
     let words = words_of(span);
     // SAFETY: the caller's contract; the span's words satisfy their invariants (module
     // invariants), and a span no slab owns has owner `NO_OWNER`, which no id equals.
-    let n = unsafe { arch::owned_push(words, obj, free_tag::key(), home) };
+    let n = unsafe { arch::owned_push(words, obj, key, home) };
     if n == 0 {
         return false;
     }
-    // SAFETY: span records are pool memory, always readable; `in_use` is an atomic. The owner
-    // was this slab a moment ago (the push committed), so its index names a slab; `span` is a
-    // record from the page map, as `give_back_free` asks.
-    unsafe {
-        if n == (*span).in_use() as usize {
-            let owner = (*words).owner.load(Ordering::Relaxed) as usize;
-            if owner != NO_OWNER as usize
-                && Slab::of(owner - 1).owned_cur(c).load(Ordering::Relaxed) != words as usize
-            {
-                give_back_free(span);
-            }
-        }
+    // SAFETY: span records are pool memory, always readable; `in_use` is an atomic.
+    if n == unsafe { (*span).in_use() } as usize {
+        // SAFETY: as above; `obj` was the span's a moment ago.
+        unsafe { pushed_last(obj, span) };
     }
     true
+}
+
+/// [`push`] of the last object out of span `span` (`obj`, on its list now): gives the span back
+/// ([`give_back_free`]) unless it is its class's current span. Out of line, with the class
+/// read from the page map again (the class of `obj`'s page, unchanged while the span is owned
+/// or has objects out, and a valid class whatever it reads), so that `free` need not keep the
+/// class across the push.
+///
+/// # Safety
+/// `span` is a record of the span pool; `obj` was an object of it when its push committed.
+#[cold]
+#[inline(never)]
+unsafe fn pushed_last(obj: *mut u8, span: *mut Span) {
+    let c = crate::pagemap::class_of(crate::pagemap::PAGEMAP.get(obj as usize));
+    let words = words_of(span);
+    // SAFETY: the caller's contract: span records and their extensions are pool memory. The
+    // owner was this slab a moment ago (the push committed), so its index names a slab;
+    // `span` is a record from the page map, as `give_back_free` asks.
+    unsafe {
+        let owner = (*words).owner.load(Ordering::Relaxed) as usize;
+        if owner != NO_OWNER as usize
+            && Slab::of(owner - 1).owned_cur(c).load(Ordering::Relaxed) != words as usize
+        {
+            give_back_free(span);
+        }
+    }
 }
 
 /// Gives span `s` back to the central lists when the calling CPU's slab owns it, it is not its
@@ -1810,12 +1828,15 @@ mod tests {
     /// Frees `p` (an object of class `c` of span `s`, handed out as `malloc` hands objects out)
     /// as `free` frees it: tagged, then pushed onto its owned list.
     fn free_owned(p: *mut u8, s: *mut Span, c: usize) {
+        let e = crate::pagemap::PAGEMAP.get(p as usize);
+        assert_eq!(crate::pagemap::class_of(e), c, "an object of class {c}");
         // SAFETY: our object, out of every list.
         unsafe {
             free_tag::clear(p);
-            assert!(free_tag::mark_free(p));
-            let home = crate::pagemap::home_bits_unmasked(crate::pagemap::PAGEMAP.get(p as usize));
-            assert!(push(p, s, c, home), "the owner's push succeeds");
+            let key = free_tag::key();
+            assert!(free_tag::mark_free_with(p, key));
+            let home = crate::pagemap::home_bits_unmasked(e);
+            assert!(push(p, s, home, key), "the owner's push succeeds");
         }
     }
 

@@ -151,8 +151,9 @@ const REGION_ALIGN: usize = 8;
 /// The slab-wide words, at the start of each slab.
 ///
 /// The words sit at fixed byte offsets (checked below): the state and the fallback lock on the
-/// slab's first cache line, the region table after them, the owned-span stop word at byte 920
-/// (`arch::OWNED_STOP_AT`) with the kept list's words after it on its line, the other words on
+/// slab's first cache line, the region table after them, the home word and the owned-span stop
+/// word at bytes 920 and 924 (`arch::OWNED_HOME_AT`, `arch::OWNED_STOP_AT`; the push sections
+/// load them as one word) with the kept list's words after them on their line, the other words on
 /// the last line of the header's kilobyte.
 #[repr(C)]
 pub(super) struct SlabHeader {
@@ -190,12 +191,15 @@ pub(super) struct SlabHeader {
     /// overflows that would need one (see [`grow_cap`]). Written by the slow paths without a
     /// lock (a heuristic: a lost or stale count costs a probe or delays one, never an object).
     steal_wait: [AtomicU8; 128],
+    /// The slab's home word (`arch::OWNED_HOME_AT`): the page-map home bits of a span whose
+    /// home is this slab (`pagemap::HOMED | index % 64`), written by [`make_ready`] before the
+    /// slab turns ready, 0 before (no object's home bits are 0 and match it). The owned push
+    /// loads it with the stop word after it as one word.
+    owned_home: AtomicU32,
     /// The owned-span stop word (`arch::OWNED_STOP_AT`): set while a drain takes the slab's
     /// owned spans back (under the capacity lock, [`Slab::set_owned_stop`]); the owned-span
     /// sections load it first and fail while it is set.
     owned_stop: AtomicU32,
-    /// Unused (aligns what follows).
-    _pad: u32,
     /// The head of the slab's list of kept spans (`percpu::owned`: wholly free owned spans it
     /// keeps for reuse, oldest first, linked through `SpanExt::kept_prev/next`), a span
     /// record's address or 0; under the capacity lock.
@@ -246,6 +250,7 @@ const _: () = {
     assert!(offset_of!(SlabHeader, tier_drain_ms) == 788);
     assert!(offset_of!(SlabHeader, steal_wait) == 792);
     assert!(offset_of!(SlabHeader, owned_stop) == crate::arch::OWNED_STOP_AT);
+    assert!(offset_of!(SlabHeader, owned_home) == crate::arch::OWNED_HOME_AT);
     assert!(offset_of!(SlabHeader, owned_kept) == 928);
     assert!(offset_of!(SlabHeader, owned_kept_bytes) == 936);
     assert!(
@@ -347,6 +352,12 @@ impl Slab {
     #[cfg(any(all(test, target_arch = "x86_64"), feature = "fuzzing"))]
     pub(super) fn header_owned_stop(&self) -> u32 {
         self.header().owned_stop.load(Ordering::Relaxed)
+    }
+
+    /// The slab's home word (checks).
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(super) fn header_owned_home(&self) -> u32 {
+        self.header().owned_home.load(Ordering::Relaxed)
     }
 
     /// The head of the slab's list of kept spans (`percpu::owned`): the oldest kept span's
@@ -562,6 +573,14 @@ fn make_ready(slab: Slab) {
     let state = &slab.header().state;
     if state.load(Ordering::Relaxed) != SLAB_READY {
         let _g = super::setup::INIT.lock();
+        if let Some(i) = slab.index() {
+            // Before the ready state's release store: a thread that finds the slab ready
+            // finds its home word too (a test's private slab keeps 0: no owned push there).
+            let home = crate::pagemap::home_bits(crate::pagemap::home_field(i as u32));
+            slab.header()
+                .owned_home
+                .store(home as u32, Ordering::Relaxed);
+        }
         state.store(SLAB_READY, Ordering::Release);
     }
 }
