@@ -493,11 +493,12 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
 /// and this CPU's slab owns it, else as any C free ([`free_marked`]).
 ///
 /// Out of line (as the owned pop is in `alloc_class`), and given neither the class nor the
-/// caller's name: the tag is checked before the call, and the class is read from `e` only
-/// when the push fails, so that this function keeps few registers across the push and saves
-/// one. Together with the section's own cuts (`arch::owned_push`) and the tag check moved
-/// before the call, the free phase of `benches/c/burst_threads.c` held at 500 B took 0.89x
-/// the time (docs/benchmarks.md, "Session 61").
+/// caller's name: the tag is checked before the call, and nothing but the push section's own
+/// operands stays live across it (the span record is derived from its owned words afterwards,
+/// the entry read again when the push declines), so that this function saves no register.
+/// Together with the section's own cuts (`arch::owned_push`) and the tag check moved before
+/// the call, the free phase of `benches/c/burst_threads.c` held at 500 B took 0.90x the time,
+/// and with no register saved 0.975x of that (docs/benchmarks.md, "Session 61").
 ///
 /// # Safety
 /// `ptr` is an object of a class owned spans serve, tagged free, that nobody uses; `e` is the
@@ -511,18 +512,21 @@ unsafe fn free_owned(ptr: *mut u8, e: usize, key: usize) {
     // SAFETY: forwarded contract: a free object, tagged free, of the span `e` names.
     if unsafe { !percpu::owned_push(ptr, span, home, key) } {
         // SAFETY: forwarded contract.
-        unsafe { free_owned_declined(ptr, e) }
+        unsafe { free_owned_declined(ptr) }
     }
 }
 
 /// [`free_owned`] when the owned push declined the object (another slab's span, a span this
-/// slab does not own, a drain at work, or rseq off): as any C free once tagged. Out of line, so
-/// that `free_owned` needs no registers for this path's calls.
+/// slab does not own, a drain at work, or rseq off): as any C free once tagged, with the
+/// page-map entry read again (kept across the push, it cost `free_owned` a saved register; the
+/// foreign frees of `rounds` and `larson`, which come here, took the same time either way).
+/// Out of line, so that `free_owned` needs no registers for this path's calls.
 ///
 /// # Safety
 /// As for [`free_owned`].
 #[inline(never)]
-unsafe fn free_owned_declined(ptr: *mut u8, e: usize) {
+unsafe fn free_owned_declined(ptr: *mut u8) {
+    let e = PAGEMAP.get(ptr as usize);
     // SAFETY: forwarded contract.
     unsafe { free_marked(ptr, pagemap::class_of(e), e) }
 }

@@ -67,6 +67,13 @@ pub fn confirmed_class(c: usize) -> usize {
     c
 }
 
+/// `x` (x86_64 hides it from the compiler for the owned push's register use; no owned span runs
+/// here).
+#[inline(always)]
+pub fn opaque(x: usize) -> usize {
+    x
+}
+
 /// The calling thread's block (initial-exec TLS: its offset from the thread pointer sits in
 /// the GOT).
 #[inline(always)]

@@ -136,6 +136,18 @@ pub fn confirmed_class(c: usize) -> usize {
     k
 }
 
+/// `x`, as a value the compiler cannot see through: it cannot replace the result with an
+/// earlier value it knows equal (and keep that one in a register meanwhile), nor fold it.
+/// `percpu::owned::push` derives a span's record from its owned words after the push section
+/// this way, so that `free_owned` keeps no register for the record across the section.
+#[inline(always)]
+pub fn opaque(x: usize) -> usize {
+    let mut x = x;
+    // SAFETY: an empty block: no instruction, no memory.
+    unsafe { asm!("/* {x} */", x = inout(reg) x, options(pure, nomem, nostack, preserves_flags)) };
+    x
+}
+
 /// The calling thread's block.
 #[inline(always)]
 pub fn thread_block() -> *mut ThreadBlock {

@@ -255,6 +255,9 @@ pub unsafe fn push(obj: *mut u8, span: *mut Span, home: usize, key: usize) -> bo
     if n == 0 {
         return false;
     }
+    // The record again from the words, which stay in their register across the section, so
+    // that `span` need not (`arch::opaque` keeps the compiler from reusing `span`).
+    let span = span_of_words(arch::opaque(words as usize));
     // SAFETY: span records are pool memory, always readable; `in_use` is an atomic.
     if n == unsafe { (*span).in_use() } as usize {
         // SAFETY: as above; `obj` was the span's a moment ago.
