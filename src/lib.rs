@@ -469,8 +469,9 @@ fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
 /// Frees a small object of class `c` (checking and setting the double-free tag if `TAG`).
 /// `e` is its page-map entry, or 0 where the caller read none: for a C free (`TAG`) its home
 /// bits send an object of another slab's span home (owner return, [`free_foreign`]), tested
-/// inside the push (`percpu::push_homed`). Owned spans' lists are `free`'s alone
-/// ([`free_inner`]): the callers here (`realloc`'s moves) push onto the stack.
+/// inside the push (`percpu::push_homed`). Owned spans' lists take only C `free`s
+/// ([`free_inner`]): the callers here (`free_inner` for the classes owned spans do not route,
+/// `realloc`'s moves, Rust's `dealloc`) push onto the stack.
 ///
 /// # Safety
 /// `ptr` is a live object of class `c`; a non-zero `e` is the entry `checked_class` read for
@@ -746,8 +747,7 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
             // `confirmed_class` returns.
             return unsafe { free_small_here::<TAG>(ptr, arch::confirmed_class(c), who) };
         }
-        // SAFETY: `checked_class` found `ptr` starts an object of class `c` (entry `e`), not
-        // one owned spans route.
+        // SAFETY: `checked_class` found `ptr` starts an object of class `c` (entry `e`).
         unsafe { free_small::<TAG>(ptr, c, e, who) }
     } else {
         free_not_small(ptr, e, who)

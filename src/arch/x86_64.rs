@@ -687,10 +687,11 @@ macro_rules! owned_word_sequence {
 /// `(w | HEAD_MASK) + 1` carries into the count: `(count + 1) << 48` (the count stays below
 /// 2^16: a span's capacity, at most 4,096), and `obj < 2^48` then fills the low bits. The stop
 /// word is still the first thing the section loads from the slab, as the drain protocol needs.
-/// A slab's home word is 0 until it is made ready, and no object's masked home bits with a
-/// home are 0, so a slab not yet ready takes no push. Restart-safe as [`owned_push_chain`] for
-/// one object: the only store before the commit is into `obj`, which the caller owns; the home
-/// and stop test fails before any store.
+/// A slab's home word is 0 until it is made ready: there only an object with no home passes
+/// the compare, and the owner check refuses it (a slab not yet ready owns no span, and an owned
+/// span always has a home), so a slab not yet ready takes no push. Restart-safe as
+/// [`owned_push_chain`] for one object: the only store before the commit is into `obj`, which
+/// the caller owns; the home and stop test fails before any store.
 ///
 /// # Safety
 /// As [`owned_push_chain`] with `first = last = obj` and `k = 1`.

@@ -152,8 +152,8 @@ const REGION_ALIGN: usize = 8;
 ///
 /// The words sit at fixed byte offsets (checked below): the state and the fallback lock on the
 /// slab's first cache line, the region table after them, the home word and the owned-span stop
-/// word at bytes 920 and 924 (`arch::OWNED_HOME_AT`, `arch::OWNED_STOP_AT`; the push sections
-/// load them as one word) with the kept list's words after them on their line, the other words on
+/// word at bytes 920 and 924 (`arch::OWNED_HOME_AT`, `arch::OWNED_STOP_AT`; the owned push
+/// loads them as one word) with the kept list's words after them on their line, the other words on
 /// the last line of the header's kilobyte.
 #[repr(C)]
 pub(super) struct SlabHeader {
@@ -193,8 +193,10 @@ pub(super) struct SlabHeader {
     steal_wait: [AtomicU8; 128],
     /// The slab's home word (`arch::OWNED_HOME_AT`): the page-map home bits of a span whose
     /// home is this slab (`pagemap::HOMED | index % 64`), written by [`make_ready`] before the
-    /// slab turns ready, 0 before (no object's home bits are 0 and match it). The owned push
-    /// loads it with the stop word after it as one word.
+    /// slab turns ready, 0 before (a test's private slab keeps 0). The owned push loads it with
+    /// the stop word after it as one word; on a slab not yet ready only an object with no home
+    /// matches 0, and the owner check that follows refuses it (such a slab owns no span, and
+    /// an owned span always has a home).
     owned_home: AtomicU32,
     /// The owned-span stop word (`arch::OWNED_STOP_AT`): set while a drain takes the slab's
     /// owned spans back (under the capacity lock, [`Slab::set_owned_stop`]); the owned-span
