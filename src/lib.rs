@@ -457,11 +457,9 @@ fn checked_class(ptr: *mut u8, who: &str) -> (usize, usize) {
 /// whose page-map entry is `e`.
 #[inline(always)]
 fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
-    let in_page = ptr as usize & (PAGE - 1);
-    let off = (pagemap::page_index(e) << size_class::PAGE_SHIFT) | in_page;
     // An object boundary, in the part of the page where objects of the class exist (carved,
-    // and ending inside the span). Non-short-circuit `|`: one branch for both.
-    if !size_class::starts_object(off, c) | (in_page >= pagemap::start_limit(e, c)) {
+    // and ending inside the span).
+    if !pagemap::is_object_start(ptr as usize, e, c) {
         bad_pointer(who, "invalid pointer", ptr);
     }
 }

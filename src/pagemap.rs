@@ -148,8 +148,36 @@ pub fn home_bits_unmasked(e: usize) -> usize {
 /// that the object ends inside the span. One table load instead of two tests on `free`'s path.
 #[inline(always)]
 pub fn start_limit(e: usize, c: usize) -> usize {
-    START_LIMIT[(e >> 62) * CLASS_FIELD_VALUES + c] as usize
+    START_CHECK.limit[(e >> 62) * CLASS_FIELD_VALUES + c] as usize
 }
+
+/// Whether `addr`, in a small-object page of class `c` (not 0) whose entry is `e`, starts an
+/// object that exists: an object boundary (`size_class::starts_object` of its offset in the
+/// span), in the part of the page where objects of the class exist ([`start_limit`]). Both
+/// tables are read from one object ([`START_CHECK`]), so `free` forms one address for them.
+#[inline(always)]
+pub fn is_object_start(addr: usize, e: usize, c: usize) -> bool {
+    let in_page = addr & (PAGE - 1);
+    let off = (page_index(e) << PAGE_SHIFT) | in_page;
+    // Non-short-circuit `&`: one branch for both tests.
+    crate::size_class::divides(off, START_CHECK.divisor[c]) & (in_page < start_limit(e, c))
+}
+
+/// The two tables of `free`'s object-start check together ([`is_object_start`]): a table each
+/// costs `free` the address of each (one instruction apiece), one object costs it one
+/// (docs/benchmarks.md, "Session 61").
+#[repr(C)]
+struct StartCheck {
+    /// `size_class::CLASS_DIVISOR`.
+    divisor: [u64; CLASS_FIELD_VALUES],
+    /// [`start_limit`]'s table, built by [`start_limits`].
+    limit: [u16; CLASS_FIELD_VALUES * 4],
+}
+
+const START_CHECK: StartCheck = StartCheck {
+    divisor: crate::size_class::CLASS_DIVISOR,
+    limit: start_limits(),
+};
 
 /// [`start_limit`]'s table, indexed by `(LAST_PAGE, SECOND_HALF as two bits) * 128 + class`, for
 /// every value of the class field (0 past the last class: nothing starts there), so `free`
@@ -157,7 +185,7 @@ pub fn start_limit(e: usize, c: usize) -> usize {
 /// bits with a shift and a mask; class first (`class * 4 + flags`) compiles to `shld`, which
 /// AMD's Zen 3 runs from microcode (in one process against the class-first build, 16-byte
 /// bursts of 64 took 0.98x the time; docs/benchmarks.md, "Session 21").
-const START_LIMIT: [u16; CLASS_FIELD_VALUES * 4] = {
+const fn start_limits() -> [u16; CLASS_FIELD_VALUES * 4] {
     let mut t = [0u16; CLASS_FIELD_VALUES * 4];
     let mut c = 1;
     while c < NUM_CLASSES {
@@ -177,7 +205,7 @@ const START_LIMIT: [u16; CLASS_FIELD_VALUES * 4] = {
         c += 1;
     }
     t
-};
+}
 
 struct Leaf {
     entries: [AtomicUsize; LEAF_LEN],
@@ -195,13 +223,19 @@ pub static PAGEMAP: PageMap = PageMap {
     root: [const { AtomicPtr::new(core::ptr::null_mut()) }; ROOT_LEN],
 };
 
+/// The root slot and the leaf index of `addr`'s page; `None` above the 48-bit address space.
+/// The bound is tested on the root slot, which `get` computes anyway: a shift and a compare,
+/// where a test of `addr >> 48` took two instructions more on `free`'s path (`arch::opaque`
+/// keeps the compiler from turning the compare back into that test; docs/benchmarks.md,
+/// "Session 61").
 #[inline(always)]
 fn split(addr: usize) -> Option<(usize, usize)> {
-    if addr >> ADDRESS_BITS != 0 {
+    const { assert!(ROOT_LEN << (PAGE_SHIFT + LEAF_BITS) == 1 << ADDRESS_BITS) };
+    let r = crate::arch::opaque(addr >> (PAGE_SHIFT + LEAF_BITS));
+    if r >= ROOT_LEN {
         return None;
     }
-    let page = addr >> PAGE_SHIFT;
-    Some((page >> LEAF_BITS, page & (LEAF_LEN - 1)))
+    Some((r, (addr >> PAGE_SHIFT) & (LEAF_LEN - 1)))
 }
 
 impl PageMap {
@@ -389,6 +423,29 @@ mod tests {
         }
     }
 
+    /// `free`'s one-table check is the two tests it stands for: an object boundary in the span
+    /// (`size_class::starts_object`) below the page's start limit, for every class, page flag
+    /// and in-page offset of a few pages.
+    #[test]
+    fn is_object_start_is_the_boundary_test_and_the_start_limit() {
+        for c in 1..CLASS_FIELD_VALUES {
+            for flags in 0..4usize {
+                for index in [0, 1, 5, 127] {
+                    let e = entry(128, c, index) | flags << 62;
+                    for in_page in (0..PAGE).step_by(8) {
+                        let addr = 0x7f00_0000_0000 + index * PAGE + in_page;
+                        let off = index * PAGE + in_page;
+                        assert_eq!(
+                            is_object_start(addr, e, c),
+                            crate::size_class::starts_object(off, c) && in_page < start_limit(e, c),
+                            "class {c}, flags {flags}, page {index}, at {in_page}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// A page-map entry whose class field names no class (a corrupted entry) admits no
     /// object: `free`'s check indexes both tables with the raw field, without a bounds check.
     #[test]
@@ -452,6 +509,11 @@ mod tests {
         let fake = entry(0x1000 * 128, 5, 0);
         PAGEMAP.set_range(base, 4, fake);
         assert_eq!(PAGEMAP.get(base), fake);
+        // The same page above the 48-bit address space is not ours (the bound `split` tests
+        // on the root slot).
+        for high in [1 << 48, 1 << 56, 1 << 63] {
+            assert_eq!(PAGEMAP.get(base | high), 0, "{:#x}", base | high);
+        }
         assert_eq!(PAGEMAP.get(base + 3 * (1 << PAGE_SHIFT) + 77), fake);
         assert_eq!(PAGEMAP.get(base + 4 * (1 << PAGE_SHIFT)), 0);
         for i in 0..4 {

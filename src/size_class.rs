@@ -252,10 +252,20 @@ const fn build_divisor() -> [u64; CLASS_FIELD_VALUES] {
 /// and Kurz, "Faster Remainder by Direct Computation", 2019: exact for every 32-bit `off` and
 /// divisor). `free` runs it on every small object; the division it replaces cost a
 /// multiplication, a shift and a second multiplication in a row.
+/// (`free` runs it through `pagemap::is_object_start`, which keeps these divisors beside its
+/// other table; this form is the tests'.)
+#[cfg(test)]
 #[inline(always)]
 pub fn starts_object(off: usize, c: usize) -> bool {
+    divides(off, CLASS_DIVISOR[c])
+}
+
+/// [`starts_object`] with the class's entry of [`CLASS_DIVISOR`] (`divisor`) given: for a
+/// caller that keeps the divisors in a table of its own (`pagemap::is_object_start`).
+#[inline(always)]
+pub fn divides(off: usize, divisor: u64) -> bool {
     debug_assert!(off < 1 << 32);
-    (off as u64).wrapping_mul(CLASS_DIVISOR[c]) < CLASS_DIVISOR[c]
+    (off as u64).wrapping_mul(divisor) < divisor
 }
 
 /// `off / size` for class `c` (`off` bytes from a span's start, below 2^32): the index of the
