@@ -21,7 +21,7 @@
 //! stores and read with acquire loads; marks are written and read under the page heap lock
 //! only; leaves are never freed.
 //!
-//! May call: `os`, `size_class`, `sync`.
+//! May call: `os`, `arch` (`opaque` only), `size_class`, `sync`.
 
 use crate::os;
 use crate::size_class::{CLASS_FIELD_VALUES, CLASS_SIZE, NUM_CLASSES, PAGE, PAGE_SHIFT};
@@ -152,20 +152,24 @@ pub fn start_limit(e: usize, c: usize) -> usize {
 }
 
 /// Whether `addr`, in a small-object page of class `c` (not 0) whose entry is `e`, starts an
-/// object that exists: an object boundary (`size_class::starts_object` of its offset in the
-/// span), in the part of the page where objects of the class exist ([`start_limit`]). Both
+/// object that exists: an object boundary (its offset in the span a multiple of the class
+/// size, `size_class::divides`), in the part of the page where objects of the class exist
+/// ([`start_limit`]). Both
 /// tables are read from one object ([`START_CHECK`]), so `free` forms one address for them.
 #[inline(always)]
 pub fn is_object_start(addr: usize, e: usize, c: usize) -> bool {
     let in_page = addr & (PAGE - 1);
     let off = (page_index(e) << PAGE_SHIFT) | in_page;
-    // Non-short-circuit `&`: one branch for both tests.
+    // Non-short-circuit `&` (the compiler still branches on each test, to the same place).
     crate::size_class::divides(off, START_CHECK.divisor[c]) & (in_page < start_limit(e, c))
 }
 
 /// The two tables of `free`'s object-start check together ([`is_object_start`]): a table each
 /// costs `free` the address of each (one instruction apiece), one object costs it one
-/// (docs/benchmarks.md, "Session 61").
+/// (docs/benchmarks.md, "Session 61"). A `const`, so that the shim addresses it rip-relative (a
+/// `static` of this crate would be reached through the GOT); the language does not promise that
+/// its two uses in one function name one object, but the compiler emits one (one `lea` in
+/// `free`, checked in the release library's disassembly).
 #[repr(C)]
 struct StartCheck {
     /// `size_class::CLASS_DIVISOR`.

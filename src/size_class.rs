@@ -73,10 +73,11 @@ const _: () = {
 /// up to twice its length for as long as it lives (one class below, about 1.27x, until
 /// session 27).
 const C_RANGE: [u64; CLASS_FIELD_VALUES] = build_c_range();
-/// `ceil(2^64 / size)`, for [`starts_object`]'s divisibility test.
+/// `ceil(2^64 / size)`, for the divisibility test ([`divides`]) and [`object_index`].
 ///
 /// One entry for every value a page-map entry's class field can hold (0 past the last class,
-/// which no object starts in), so `free`'s lookup indexes it without a bounds check.
+/// which no object starts in), so `free`'s check (which reads a copy of it,
+/// `pagemap::is_object_start`) indexes it without a bounds check.
 pub const CLASS_DIVISOR: [u64; CLASS_FIELD_VALUES] = build_divisor();
 /// Values of a page-map entry's 7-bit class field (`pagemap::CLASS_MASK + 1`).
 pub const CLASS_FIELD_VALUES: usize = 128;
@@ -260,7 +261,7 @@ pub fn starts_object(off: usize, c: usize) -> bool {
     divides(off, CLASS_DIVISOR[c])
 }
 
-/// [`starts_object`] with the class's entry of [`CLASS_DIVISOR`] (`divisor`) given: for a
+/// `starts_object` with the class's entry of [`CLASS_DIVISOR`] (`divisor`) given: for a
 /// caller that keeps the divisors in a table of its own (`pagemap::is_object_start`).
 #[inline(always)]
 pub fn divides(off: usize, divisor: u64) -> bool {
@@ -270,7 +271,7 @@ pub fn divides(off: usize, divisor: u64) -> bool {
 
 /// `off / size` for class `c` (`off` bytes from a span's start, below 2^32): the index of the
 /// object starting at `off`, with one multiplication — the high word of `off * ceil(2^64 /
-/// size)`, exact for every 32-bit `off` (the same paper as [`starts_object`]).
+/// size)`, exact for every 32-bit `off` (the same paper as [`divides`]).
 #[inline(always)]
 pub fn object_index(off: usize, c: usize) -> usize {
     debug_assert!(off < 1 << 32);

@@ -67,8 +67,8 @@ pub fn confirmed_class(c: usize) -> usize {
     c
 }
 
-/// `x` (x86_64 hides it from the compiler for the owned push's register use; no owned span runs
-/// here).
+/// `x` (x86_64 hides it from the compiler, for the owned push's register use and the page
+/// map's bound; here the identity serves both).
 #[inline(always)]
 pub fn opaque(x: usize) -> usize {
     x

@@ -139,7 +139,9 @@ pub fn confirmed_class(c: usize) -> usize {
 /// `x`, as a value the compiler cannot see through: it cannot replace the result with an
 /// earlier value it knows equal (and keep that one in a register meanwhile), nor fold it.
 /// `percpu::owned::push` derives a span's record from its owned words after the push section
-/// this way, so that `free_owned` keeps no register for the record across the section.
+/// this way, so that `free_owned` keeps no register for the record across the section, and
+/// `pagemap::split` tests its bound on the root slot, which the compiler would turn back into
+/// a test of the address's top bits.
 #[inline(always)]
 pub fn opaque(x: usize) -> usize {
     let mut x = x;
