@@ -94,25 +94,15 @@ pub unsafe fn is_free(p: *mut u8) -> bool {
 }
 
 /// `free`'s check and mark in one: false (nothing written) when the object at `p` already
-/// carries its free tag, else writes the tag and returns true.
-///
-/// Loads the key once ([`key`] says why it is visible: the caller's page-map load).
+/// carries its free tag, else writes the tag and returns true. `key` is the process's key,
+/// which the caller loads ([`key`] says why it is visible: the caller's page-map load) and
+/// keeps for an owned span's link (`percpu::owned`): loaded once, not again after the tag's
+/// store, which the compiler cannot tell apart from a store to the key.
 ///
 /// # Safety
 /// `p` is a small object (at least 16 bytes) whose page-map entry the caller has loaded
-/// (acquire) and checked; nobody uses it any more unless it is already free.
-#[inline(always)]
-pub unsafe fn mark_free(p: *mut u8) -> bool {
-    // SAFETY: the caller's contract.
-    unsafe { mark_free_with(p, key()) }
-}
-
-/// [`mark_free`] with the key its caller loaded ([`key`]) and keeps for the object's link (an
-/// owned span's list, `percpu::owned`): loaded once, not again after the tag's store, which the
-/// compiler cannot tell apart from a store to the key.
-///
-/// # Safety
-/// As [`mark_free`]; `key` is [`key`]'s value.
+/// (acquire) and checked; nobody uses it any more unless it is already free; `key` is
+/// [`key`]'s value.
 #[inline(always)]
 pub unsafe fn mark_free_with(p: *mut u8, key: usize) -> bool {
     debug_assert_eq!(key, self::key());

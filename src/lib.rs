@@ -616,12 +616,23 @@ unsafe fn free_foreign(c: usize, ptr: *mut u8) {
 #[inline(always)]
 unsafe fn mark_freed<const TAG: bool>(ptr: *mut u8, who: &str) {
     if TAG {
-        // SAFETY: the caller's contract: a small object, whose second word is ours once freed.
-        // The caller loaded (acquire) and checked the page-map entry (`checked_class`, on its
-        // own or through `lookup`), as `mark_free` asks.
-        if unsafe { !free_tag::mark_free(ptr) } {
-            bad_pointer(who, "double free detected", ptr);
-        }
+        // SAFETY: forwarded contract.
+        unsafe { mark_freed_with(ptr, free_tag::key(), who) };
+    }
+}
+
+/// [`mark_freed`] for a C free, with the free tag's key the caller loaded (and keeps, for an
+/// owned span's link: [`free_inner`]).
+///
+/// # Safety
+/// As for [`mark_freed`]; `key` is `free_tag::key()`.
+#[inline(always)]
+unsafe fn mark_freed_with(ptr: *mut u8, key: usize, who: &str) {
+    // SAFETY: the caller's contract: a small object, whose second word is ours once freed.
+    // The caller loaded (acquire) and checked the page-map entry (`checked_class`, on its own
+    // or through `lookup`), as `mark_free_with` asks.
+    if unsafe { !free_tag::mark_free_with(ptr, key) } {
+        bad_pointer(who, "double free detected", ptr);
     }
 }
 
@@ -724,11 +735,8 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
             // Owned spans (`owned_spans=on`, the classes of 288-960 B): tagged here, pushed
             // out of line.
             let key = free_tag::key();
-            // SAFETY: `checked_class` found `ptr` starts an object of class `c`, a small one;
-            // the entry was loaded (acquire) and checked, as `mark_free_with` asks.
-            if unsafe { !free_tag::mark_free_with(ptr, key) } {
-                bad_pointer(who, "double free detected", ptr);
-            }
+            // SAFETY: `checked_class` found `ptr` starts an object of class `c`, a small one.
+            unsafe { mark_freed_with(ptr, key, who) };
             // SAFETY: an object of class `c`, tagged free with `key`; `e` is its entry.
             return unsafe { free_owned(ptr, e, key) };
         }

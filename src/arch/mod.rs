@@ -206,6 +206,9 @@ pub struct OwnedWords {
     pub owner: AtomicU32,
 }
 
+/// The head's bits of [`OwnedWords::local`] (`head | free << 48`): its low 48.
+pub const OWNED_HEAD_MASK: u64 = (1 << 48) - 1;
+
 /// [`OwnedWords::owner`] of a span no slab owns.
 pub const NO_OWNER: u32 = 0;
 

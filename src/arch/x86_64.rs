@@ -741,7 +741,7 @@ pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize, hom
 
 /// The owned list word's head mask, `(1 << 48) - 1`, in memory: [`owned_push`] takes it as a
 /// rip-relative operand (an immediate this wide does not fit an `and` or an `or`).
-static HEAD_MASK: u64 = (1 << 48) - 1;
+static HEAD_MASK: u64 = super::OWNED_HEAD_MASK;
 
 const _: () = assert!(
     crate::pagemap::HOMED == 64,

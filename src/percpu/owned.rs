@@ -114,9 +114,6 @@ pub(super) fn init(on: bool, keep_bytes: usize) {
     KEEP_BYTES.store(keep_bytes, Ordering::Relaxed);
 }
 
-/// The low 48 bits of `OwnedWords::local`: the list's head.
-const HEAD_MASK: u64 = (1 << 48) - 1;
-
 /// Objects a slow path asks of a span at once at most: the one it returns and the rest pushed
 /// onto the span's list (the lazy carving of the session-44 prototype); a carve without the
 /// class lock rounds up to whole half pages ([`HALF_OBJECTS`] more at most).
@@ -1155,7 +1152,7 @@ unsafe fn disown(s: *mut Span, c: usize) -> usize {
     let size = size_of(c);
     let mut buf = [null_mut(); COLLECT];
     let mut k = 0;
-    let mut p = (local & HEAD_MASK) as usize;
+    let mut p = (local & arch::OWNED_HEAD_MASK) as usize;
     for i in 0..n {
         if p < start || p >= end || !(p - start).is_multiple_of(size) {
             corrupt(p as *mut u8);
@@ -1318,7 +1315,7 @@ pub mod check {
                         at,
                     )?;
                     let mut seen = [0usize; MAX_OBJECTS];
-                    let mut p = (local & HEAD_MASK) as usize;
+                    let mut p = (local & arch::OWNED_HEAD_MASK) as usize;
                     for slot in seen.iter_mut().take(n) {
                         ensure(
                             p >= (*s).start && p < (*s).end(),
@@ -1587,7 +1584,7 @@ mod tests {
         // the drain left without capacity).
         unsafe {
             free_tag::clear(p);
-            assert!(free_tag::mark_free(p));
+            assert!(free_tag::mark_free_with(p, free_tag::key()));
             super::super::free_slow(c, p);
         }
         assert_eq!(slab.count(c), 1, "the object is on the stack");
@@ -1597,7 +1594,8 @@ mod tests {
         assert_eq!(unsafe { listed_objects(s) }, listed, "the list untouched");
         // The stack empty again: the list's head (the stack-first pop's one section).
         // SAFETY: a span record the slab owns; its words are readable.
-        let head = unsafe { (*words_of(s)).local.load(Ordering::Relaxed) & HEAD_MASK } as usize;
+        let head = unsafe { (*words_of(s)).local.load(Ordering::Relaxed) & arch::OWNED_HEAD_MASK }
+            as usize;
         let r = crate::malloc(size_of(c));
         assert_eq!(r as usize, head, "the list's head");
         // SAFETY: as above.
