@@ -964,6 +964,8 @@ pub unsafe fn reclass_owned(s: *mut Span, old: usize, listed: usize, c: usize, h
             .out_of_spans
             .fetch_sub(listed, Ordering::Relaxed);
         drop(g);
+        // Carved whole, every page held an object's tag: resident, as one resident when taken.
+        (*s).resident |= (*s).carved() == (*s).capacity;
         (*s).class = c as u8;
         (*s).capacity = capacity as u32;
         (*s).set_carved(0);

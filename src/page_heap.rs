@@ -693,8 +693,10 @@ impl PageHeap {
                 return null_mut();
             }
             (*s).state = state;
-            // Pages outside a free run's dirty range read as zero (fresh or released).
+            // Pages outside a free run's dirty range read as zero (fresh or released); pages
+            // inside it held data (the range is cut with the run, so it lies inside `s`).
             (*s).zeroed = (*s).dirty() == 0;
+            (*s).resident = (*s).dirty() == (*s).bytes();
             (*s).class = class as u8;
             (*s).clear_dirty();
             (*s).set_in_use(0);
@@ -1265,11 +1267,13 @@ mod tests {
                 let s = class_span(&mut heap);
                 assert!(dirty.contains(&(*s).start) && (*s).end() <= dirty.end);
                 assert!(!(*s).zeroed, "its pages were used before");
+                assert!((*s).resident, "every page of it was used before");
             }
             // ...and then the tightest clean fit.
             let s = class_span(&mut heap);
             assert_eq!((*s).start, (*spans[0]).start);
             assert!((*s).zeroed);
+            assert!(!(*s).resident);
         }
     }
 
@@ -1375,6 +1379,7 @@ mod tests {
                 "at the dirty range, not the run's clean head"
             );
             assert!(!(*s).zeroed);
+            assert!(!(*s).resident, "two of its pages were released");
             heap.free_span(s);
             // Then only the run's last 6 pages dirty (taken and given back after the rest was
             // released), and a span of 10 asked for: it ends at the run's end.
@@ -1396,6 +1401,7 @@ mod tests {
                 "clamped to end at the run's end"
             );
             assert!(!(*v).zeroed);
+            assert!(!(*v).resident, "four of its pages were released");
         }
     }
 

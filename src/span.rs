@@ -53,6 +53,12 @@ pub struct Span {
     /// a heap past 32 MiB, so carving faults them in ahead of itself, a window at a time
     /// (`central::carve_page`). Set by the central list whenever it takes a span.
     pub populate_ahead: bool,
+    /// `Small`: every page of the span held data when the span was taken from the page heap
+    /// (the free run's dirty range covered it), or, for a span a slab turned over to another
+    /// class (`central::reclass_owned`), held it then or was carved whole before: carving it
+    /// faults in no page, so its owner collects more objects at once
+    /// (`percpu::owned::RESIDENT_COLLECT_BYTES`). Written with `zeroed` (never both true).
+    pub resident: bool,
     /// `Free`: every page that may be resident (or read as non-zero: handed out and not given
     /// back to the OS since) lies in `[dirty_lo, dirty_hi)`, inside the run; empty when equal.
     /// A freed span counts whole; a merge takes the hull of both ranges (with any clean pages
@@ -493,6 +499,7 @@ impl SpanPool {
                 state: SpanState::Dead,
                 zeroed: false,
                 populate_ahead: false,
+                resident: false,
                 dirty_lo: 0,
                 dirty_hi: 0,
                 carved: AtomicU32::new(0),

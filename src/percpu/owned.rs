@@ -95,11 +95,15 @@ pub fn routes(c: usize) -> bool {
 }
 
 /// Objects a slow path asks of a span at once for class `c`: up to [`COLLECT`], and about
-/// [`COLLECT_BYTES`] worth (at least 4); from a span nothing was carved from yet (`fresh`), one
-/// half page's worth ([`FIRST_COLLECT_BYTES`]). A carve without the class lock takes whole half
-/// pages, so up to a half page's objects more ([`collect`]).
-fn collect_count(c: usize, fresh: bool) -> usize {
-    let bytes = if fresh {
+/// [`RESIDENT_COLLECT_BYTES`] worth from a span whose pages are all resident (`resident`,
+/// `Span::resident`), else [`COLLECT_BYTES`] worth, or one half page's worth
+/// ([`FIRST_COLLECT_BYTES`]) from a span nothing was carved from yet (`fresh`); at least 4. A
+/// carve without the class lock takes whole half pages, so up to a half page's objects more
+/// ([`collect`]).
+fn collect_count(c: usize, fresh: bool, resident: bool) -> usize {
+    let bytes = if resident {
+        RESIDENT_COLLECT_BYTES
+    } else if fresh {
         FIRST_COLLECT_BYTES
     } else {
         COLLECT_BYTES
@@ -124,6 +128,17 @@ const COLLECT: usize = 64;
 /// measured 0.95-0.98x `mixed-bursts`' time at up to 6 % more peak RSS on `rounds` and `larson`
 /// (docs/benchmarks.md, "Session 47").
 const COLLECT_BYTES: usize = 16 << 10;
+
+/// Bytes of objects a slow path asks at once of a span whose pages are all resident (a span
+/// turned over, or one the page heap cut from pages that held data: `Span::resident`), about:
+/// 64 objects of 288-512 B ([`COLLECT`]), 34 of 960 B. The limits above are for the pages
+/// carving faults in; here it faults in none, and each collect costs a slow path, whose fixed
+/// part (the slab's lock, the walks, the sections) a moving band of sizes pays on every span
+/// it turns over: `benches/c/burst_threads.c`'s moving band took 82,874 refills where it took
+/// 151,648 (3,000 rounds), 0.93-0.94x the allocation phase's time, `mixed-bursts` on one CPU
+/// 0.958x [0.945-0.998] the CPU time at 1.008x the peak RSS, and the runner's peak RSS was
+/// level (docs/benchmarks.md, "Session 62").
+const RESIDENT_COLLECT_BYTES: usize = 32 << 10;
 
 /// Bytes of objects the first slow path on a span nothing was carved from takes (one half page,
 /// what carving touches at once on a small heap; a big heap's fresh spans populate eight half
@@ -917,7 +932,7 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
 }
 
 /// Takes [`collect_count`] objects from span `s` (one half page's worth from a span not carved
-/// yet): returns one and pushes the rest onto its list (or, if the calling CPU's slab does not
+/// yet, unless its pages are resident): returns one and pushes the rest onto its list (or, if the calling CPU's slab does not
 /// own it any more, to the central lists); null when the span had none. While nothing was
 /// freed into its bitmap, it carves without the class lock ([`central::carve_owned`]: whole
 /// half pages, up to a half page's objects more), else takes from the bitmap under the lock
@@ -933,9 +948,10 @@ unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
     let mut buf = [null_mut(); COLLECT + HALF_OBJECTS];
     // SAFETY: the caller's contract: the span is `in_slab`, its slab's lock held. Its
     // `carved` changes only by carving, which for an owned span only this slab's collects do
-    // (under the lock we hold): stable here.
-    let fresh = unsafe { (*s).carved() } == 0;
-    let want = collect_count(c, fresh);
+    // (under the lock we hold), and `resident` only when it is turned over (under that lock
+    // too): stable here.
+    let (fresh, resident) = unsafe { ((*s).carved() == 0, (*s).resident) };
+    let want = collect_count(c, fresh, resident);
     // SAFETY: as above; `buf` has room for `want` and one more half page of the class.
     let mut got = unsafe { central::carve_owned(s, c, want, &mut buf) };
     if got == 0 {
@@ -1625,49 +1641,92 @@ mod tests {
     /// starts in them, at most a half page's objects past the count.
     #[test]
     fn a_new_spans_first_collect_is_one_half_page() {
-        let (_serial, saved) = pinned_in_both_rseq_modes(
+        first_two_collects(
             "percpu::owned::tests::a_new_spans_first_collect_is_one_half_page",
-            64,
+            false,
         );
+    }
+
+    /// A span whose pages are all resident (`Span::resident`: cut from pages used before, or
+    /// turned over) gives each collect about [`RESIDENT_COLLECT_BYTES`] worth, the first one
+    /// too: carving it faults in no page, and each collect is a slow path (session 62).
+    #[test]
+    fn a_resident_spans_collects_are_the_larger_ones() {
+        first_two_collects(
+            "percpu::owned::tests::a_resident_spans_collects_are_the_larger_ones",
+            true,
+        );
+    }
+
+    /// The two tests above: a new span of class `FRESH_SIZE`'s, said `resident` or not, made
+    /// current on the thread's slab; its first two collects carve what [`collect_count`] asks
+    /// (rounded up to whole half pages), every object collected once.
+    fn first_two_collects(test: &str, resident: bool) {
+        let (_serial, saved) = pinned_in_both_rseq_modes(test, 64);
         let id = current_rseq_id();
         let slab = Slab::of(id);
         let c = class_of(FRESH_SIZE);
-        let (first, later) = (collect_count(c, true), collect_count(c, false));
-        assert!(first < later, "{first} objects first, {later} later");
-        // The drain leaves the slab no span, kept or owned: the refill takes a new one.
+        let (first, later) = (
+            collect_count(c, true, resident),
+            collect_count(c, false, resident),
+        );
+        if resident {
+            assert_eq!(first, later);
+            assert!(first > collect_count(c, false, false), "{first} objects");
+        } else {
+            assert!(first < later, "{first} objects first, {later} later");
+        }
+        // The drain leaves the slab no span, kept or owned.
         drain(id);
+        let s = own_new_span(slab, id, c, resident);
         let mut objs = std::vec![refill_until(c, id)];
-        let s = current(slab, c);
-        assert!(!s.is_null(), "the refill made a span current");
-        let half_page = crate::size_class::PAGE / 2;
+        assert_eq!(
+            current(slab, c),
+            s,
+            "the refill collected from the current span"
+        );
+        let half = |n: usize| n..n + central::half_objects(c);
         // SAFETY: a span record the slab owns; its list and `carved` change only on this
         // thread (pinned, serial, the class no other test's).
-        unsafe {
-            assert_eq!(
-                (*s).carved() as usize,
-                half_page.div_ceil(size_of(c)),
-                "only the first half page carved"
+        let (got, carved) = unsafe { (listed_objects(s) + 1, (*s).carved() as usize) };
+        assert_eq!(carved, got, "the collect carved what it took");
+        if resident {
+            assert!(
+                half(first).contains(&got),
+                "{got} objects collected for {first}"
             );
-            assert!(half_page.div_ceil(size_of(c)) >= first);
-            assert_eq!(
-                listed_objects(s) + 1,
-                half_page.div_ceil(size_of(c)),
-                "one half page's objects collected"
-            );
+        } else {
+            let half_page = (crate::size_class::PAGE / 2).div_ceil(size_of(c));
+            assert!(half_page >= first);
+            assert_eq!(got, half_page, "one half page's objects collected");
         }
         pop_all(c, &mut objs);
         let first_got = objs.len();
 
-        // The span's second collect (nothing listed, nothing kept: not carved further) is the
-        // larger one: whole half pages, at least `later` objects.
+        // The span's second collect (nothing listed, nothing kept: carved further), the rest
+        // of the span when that is less.
         objs.push(refill_until(c, id));
         assert_eq!(current(slab, c), s, "the same span");
         // SAFETY: as above.
-        let (second, carved) = unsafe { (listed_objects(s) + 1, (*s).carved() as usize) };
-        assert!(
-            (later..later + central::half_objects(c)).contains(&second),
-            "{second} objects collected for {later}"
-        );
+        let (second, carved, capacity) = unsafe {
+            (
+                listed_objects(s) + 1,
+                (*s).carved() as usize,
+                (*s).capacity as usize,
+            )
+        };
+        if capacity - first_got > later {
+            assert!(
+                half(later).contains(&second),
+                "{second} objects collected for {later}"
+            );
+        } else {
+            assert_eq!(
+                second,
+                capacity - first_got,
+                "the rest of the span collected"
+            );
+        }
         assert_eq!(
             carved,
             first_got + second,
@@ -1685,6 +1744,34 @@ mod tests {
         drain(id);
         assert_disowned(slab, c, s);
         crate::os::set_affinity(&saved);
+    }
+
+    /// Makes a new span of class `c` (one no other test allocates, so the central lists list
+    /// none of it) slab `id`'s current one, said `resident` (`Span::resident`) or not whatever
+    /// the page heap said: the pages it was cut from depend on the tests run before.
+    fn own_new_span(slab: Slab, id: usize, c: usize, resident: bool) -> *mut Span {
+        let s = central::take_span_to_own(c, id as u32, true);
+        assert!(!s.is_null(), "no memory");
+        for _ in 0..1000 {
+            slab.cap_lock().lock();
+            // SAFETY: a span taken for the slab (marked `in_slab`, nothing carved), which no
+            // section reaches until it is published; we hold the slab's capacity lock, on its
+            // CPU (pinned).
+            let made = unsafe {
+                if (*Span::ext(s)).owned.owner.load(Ordering::Relaxed) == NO_OWNER {
+                    assert_eq!((*s).carved(), 0, "a new span");
+                    (*s).resident = resident;
+                    publish(slab, c, id, s);
+                }
+                arch::owned_set_cur(c, words_of(s))
+            };
+            slab.cap_lock().unlock();
+            if made {
+                return s;
+            }
+            std::thread::yield_now();
+        }
+        panic!("the slab stayed stopped");
     }
 
     #[test]
@@ -1708,14 +1795,14 @@ mod tests {
         let s = current(slab, c);
         assert!(!s.is_null(), "the refill made the span current");
         // SAFETY: a span record the slab owns.
-        let (start, end) = unsafe { ((*s).start, (*s).end()) };
+        let (start, end, resident) = unsafe { ((*s).start, (*s).end(), (*s).resident) };
         assert!((start..end).contains(&(p0 as usize)));
         // A batch, less the object returned (fewer if the span, taken from the central list
         // partly used by other tests' allocations, had fewer left).
         // SAFETY: as above.
         let listed = unsafe { listed_objects(s) };
         assert!(
-            listed < collect_count(c, false) + central::half_objects(c),
+            listed < collect_count(c, false, resident) + central::half_objects(c),
             "{listed} listed"
         );
         check::check_owned(id, slab).unwrap();
@@ -2032,6 +2119,75 @@ mod tests {
         assert_eq!(slab.owned_kept_bytes().load(Ordering::Relaxed), 0);
         check::check_owned(id, slab).unwrap();
         for k in [c, c2, c3] {
+            crate::central::CENTRAL[k].check_invariants(k).unwrap();
+        }
+    }
+
+    /// A span turned over (`central::reclass_owned`) is resident when it was carved whole,
+    /// whatever the page heap found (every page held an object's tag), and its first collect
+    /// in the new class is then the larger one; one carved in part stays as the heap said.
+    #[test]
+    fn a_span_carved_whole_is_resident_once_turned_over() {
+        let (_setup, id, slab) =
+            kept_setup("percpu::owned::tests::a_span_carved_whole_is_resident_once_turned_over");
+        // The kept-span test's classes (64 KiB spans, 2-word bitmaps).
+        let (c, c2) = (class_of(700), class_of(760));
+        let s = own_new_span(slab, id, c, false);
+        // SAFETY (every block below): a span record the slab owns; its lists, `carved` and
+        // `resident` change only on this thread (pinned, serial, classes no other test's).
+        let (capacity, start, end) = unsafe { ((*s).capacity as usize, (*s).start, (*s).end()) };
+        let take = |k: usize, objs: &mut Vec<*mut u8>| {
+            objs.push(refill_until(k, id));
+            assert_eq!(current(slab, k), s, "collected from the span");
+            pop_all(k, objs);
+        };
+        let turn_over = |from: usize, to: usize, objs: &mut Vec<*mut u8>| {
+            for &p in objs.iter() {
+                assert!((start..end).contains(&(p as usize)));
+                free_owned(p, s, from);
+            }
+            objs.clear();
+            no_current(slab, from);
+            give_back_until(s, || kept(s));
+            let q = refill_until(to, id);
+            assert_turned_over(slab, id, s, to);
+            // SAFETY: as above.
+            let got = unsafe { listed_objects(s) } + 1;
+            objs.push(q);
+            pop_all(to, objs);
+            got
+        };
+
+        // Carved in part: not resident after the turnover, a half page first.
+        let mut objs = Vec::new();
+        take(c, &mut objs);
+        // SAFETY: as above.
+        assert!(unsafe { (*s).carved() as usize } < capacity);
+        let got = turn_over(c, c2, &mut objs);
+        // SAFETY: as above.
+        assert!(!unsafe { (*s).resident }, "carved in part");
+        let half_page = (crate::size_class::PAGE / 2).div_ceil(size_of(c2));
+        assert_eq!(got, half_page, "one half page's objects collected");
+
+        // Carved whole: resident after the turnover, the larger collect first.
+        // SAFETY: as above.
+        while unsafe { (*s).carved() as usize } < unsafe { (*s).capacity as usize } {
+            take(c2, &mut objs);
+        }
+        let got = turn_over(c2, c, &mut objs);
+        // SAFETY: as above.
+        assert!(unsafe { (*s).resident }, "carved whole");
+        let want = collect_count(c, true, true);
+        assert!(
+            (want..want + central::half_objects(c)).contains(&got),
+            "{got} objects collected for {want}"
+        );
+        for &p in &objs {
+            free_owned(p, s, c);
+        }
+        check::check_owned(id, slab).unwrap();
+        drain(id);
+        for k in [c, c2] {
             crate::central::CENTRAL[k].check_invariants(k).unwrap();
         }
     }
