@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* A burst holds BURST_MIN to BURST_MIN + BURST_SPREAD - 1 objects. */
@@ -60,6 +61,26 @@ static inline long burst_order(long r, long k, long n) {
     case 1: return n - 1 - k;
     default: return k < half ? 2 * k : 2 * (k - half) + 1;
     }
+}
+
+/* A new object of z bytes (a multiple of 8) for index i of a burst, stamped: i in its first
+ * word, its complement in its last. Aborts when malloc fails. */
+static inline uint64_t *burst_new(size_t z, long i) {
+    uint64_t *o = malloc(z);
+    if (!o) abort();
+    o[0] = (uint64_t)i;
+    o[z / 8 - 1] = ~(uint64_t)i;
+    return o;
+}
+
+/* Checks the stamps of object o (z bytes, index i of round r's burst, from `burst_new`) and
+ * frees it; aborts, naming the object, when either changed. */
+static inline void burst_check_free(uint64_t *o, size_t z, long i, long r) {
+    if (o[0] != (uint64_t)i || o[z / 8 - 1] != ~(uint64_t)i) {
+        fprintf(stderr, "object %ld of round %ld lost its id\n", i, r);
+        abort();
+    }
+    free(o);
 }
 
 #endif

@@ -61,22 +61,14 @@ static void *thread(void *arg) {
         double t0 = now_ns();
         for (long i = 0; i < n; i++) {
             size_t z = burst_size(start, burst_rand(&state));
-            uint64_t *o = malloc(z);
-            if (!o) abort();
-            o[0] = (uint64_t)i;
-            o[z / 8 - 1] = ~(uint64_t)i;
+            uint64_t *o = burst_new(z, i);
             p[i] = o;
             sz[i] = z;
         }
         double t1 = now_ns();
         for (long k = 0; k < n; k++) {
             long i = burst_order(r, k, n);
-            uint64_t *o = p[i];
-            if (o[0] != (uint64_t)i || o[sz[i] / 8 - 1] != ~(uint64_t)i) {
-                fprintf(stderr, "object %ld of round %ld lost its id\n", i, r);
-                abort();
-            }
-            free(o);
+            burst_check_free(p[i], sz[i], i, r);
         }
         in_alloc += t1 - t0;
         in_free += now_ns() - t1;
