@@ -694,7 +694,8 @@ impl PageHeap {
             }
             (*s).state = state;
             // Pages outside a free run's dirty range read as zero (fresh or released); pages
-            // inside it held data (the range is cut with the run, so it lies inside `s`).
+            // inside it may be resident (the range, a hull, is cut with the run, so it lies
+            // inside `s`): a span it covers whole most likely is.
             (*s).zeroed = (*s).dirty() == 0;
             (*s).resident = (*s).dirty() == (*s).bytes();
             (*s).class = class as u8;
@@ -1267,7 +1268,7 @@ mod tests {
                 let s = class_span(&mut heap);
                 assert!(dirty.contains(&(*s).start) && (*s).end() <= dirty.end);
                 assert!(!(*s).zeroed, "its pages were used before");
-                assert!((*s).resident, "every page of it was used before");
+                assert!((*s).resident, "every page of it was handed out before");
             }
             // ...and then the tightest clean fit.
             let s = class_span(&mut heap);

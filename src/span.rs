@@ -53,11 +53,13 @@ pub struct Span {
     /// a heap past 32 MiB, so carving faults them in ahead of itself, a window at a time
     /// (`central::carve_page`). Set by the central list whenever it takes a span.
     pub populate_ahead: bool,
-    /// `Small`: every page of the span held data when the span was taken from the page heap
-    /// (the free run's dirty range covered it), or, for a span a slab turned over to another
-    /// class (`central::reclass_owned`), held it then or was carved whole before: carving it
-    /// faults in no page, so its owner collects more objects at once
-    /// (`percpu::owned::RESIDENT_COLLECT_BYTES`). Written with `zeroed` (never both true).
+    /// `Small`: the span's pages are most likely resident: the free run's dirty range (an upper
+    /// bound on the pages that may be, see `dirty_lo`) covered the whole span when the page
+    /// heap handed it out, or, for a span a slab turned over to another class
+    /// (`central::reclass_owned`), it did then or the span was carved whole before. Carving
+    /// it then most likely faults in no page, so its owner collects more objects at once
+    /// (`percpu::owned::RESIDENT_COLLECT_BYTES`); a page the hull counts but the kernel took
+    /// back faults in one collect early. Written with `zeroed` (never both true).
     pub resident: bool,
     /// `Free`: every page that may be resident (or read as non-zero: handed out and not given
     /// back to the OS since) lies in `[dirty_lo, dirty_hi)`, inside the run; empty when equal.

@@ -95,8 +95,8 @@ pub fn routes(c: usize) -> bool {
 }
 
 /// Objects a slow path asks of a span at once for class `c`: up to [`COLLECT`], and about
-/// [`RESIDENT_COLLECT_BYTES`] worth from a span whose pages are all resident (`resident`,
-/// `Span::resident`), else [`COLLECT_BYTES`] worth, or one half page's worth
+/// [`RESIDENT_COLLECT_BYTES`] worth from a span whose pages are most likely resident
+/// (`resident`, `Span::resident`), else [`COLLECT_BYTES`] worth, or one half page's worth
 /// ([`FIRST_COLLECT_BYTES`]) from a span nothing was carved from yet (`fresh`); at least 4. A
 /// carve without the class lock takes whole half pages, so up to a half page's objects more
 /// ([`collect`]).
@@ -129,21 +129,24 @@ const COLLECT: usize = 64;
 /// (docs/benchmarks.md, "Session 47").
 const COLLECT_BYTES: usize = 16 << 10;
 
-/// Bytes of objects a slow path asks at once of a span whose pages are all resident (a span
-/// turned over, or one the page heap cut from pages that held data: `Span::resident`), about:
-/// 64 objects of 288-512 B ([`COLLECT`]), 34 of 960 B. The limits above are for the pages
-/// carving faults in; here it faults in none, and each collect costs a slow path, whose fixed
-/// part (the slab's lock, the walks, the sections) a moving band of sizes pays on every span
-/// it turns over: `benches/c/burst_threads.c`'s moving band took 82,874 refills where it took
-/// 151,648 (3,000 rounds), 0.93-0.94x the allocation phase's time, `mixed-bursts` on one CPU
-/// 0.958x [0.945-0.998] the CPU time at 1.008x the peak RSS, and the runner's peak RSS was
-/// level (docs/benchmarks.md, "Session 62").
+/// Bytes of objects a slow path asks at once of a span whose pages are most likely resident
+/// (`Span::resident`: the page heap's dirty range, an upper bound, covered it, or it was
+/// turned over after being carved whole), about: 64 objects of 288-512 B ([`COLLECT`]), 34 of
+/// 960 B. The limits above are for the pages carving faults in; here it most likely faults in
+/// none, and each collect costs a slow path, whose fixed part (the slab's lock, the walks, the
+/// sections) a moving band of sizes pays on every span it turns over:
+/// `benches/c/burst_threads.c`'s moving band took 82,907 refills where it took 151,648 (3,000
+/// rounds), its allocation phase 0.947x [0.885-0.998] the time (60 pairs), `mixed-bursts`
+/// 0.975x [0.889-1.006] the CPU time on one CPU (40) and 0.949x [0.889-1.015] on two (20), the
+/// peak RSS level (docs/benchmarks.md, "Session 62"). Sessions 47, 48 and 51 tried 32 KiB for
+/// every span, or a turned-over span's first collect at full size: more peak RSS, or nothing
+/// resolved.
 const RESIDENT_COLLECT_BYTES: usize = 32 << 10;
 
 /// Bytes of objects the first slow path on a span nothing was carved from takes (one half page,
 /// what carving touches at once on a small heap; a big heap's fresh spans populate eight half
-/// pages ahead, and a span turned over is resident already, so there it only costs one more
-/// slow path): a slab owns a span of each class its CPU allocates, and a program that
+/// pages ahead; a span most likely resident takes [`RESIDENT_COLLECT_BYTES`] instead): a slab
+/// owns a span of each class its CPU allocates, and a program that
 /// allocates a little of many classes on several CPUs kept most of 16 KiB carved per span
 /// resident (two CPUs, peak RSS: `server` 7,012 KB against 7,124-7,168, `rounds` 5,364 against
 /// 5,408-5,540, with owned spans off 6,788-6,840 and 5,260-5,264; `mixed-bursts` level, 0.99x;
@@ -932,8 +935,9 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
 }
 
 /// Takes [`collect_count`] objects from span `s` (one half page's worth from a span not carved
-/// yet, unless its pages are resident): returns one and pushes the rest onto its list (or, if the calling CPU's slab does not
-/// own it any more, to the central lists); null when the span had none. While nothing was
+/// yet, unless it is `resident`): returns one and pushes the rest onto its list (or, if the
+/// calling CPU's slab does not own it any more, to the central lists); null when the span had
+/// none. While nothing was
 /// freed into its bitmap, it carves without the class lock ([`central::carve_owned`]: whole
 /// half pages, up to a half page's objects more), else takes from the bitmap under the lock
 /// ([`central::take_from_owned`]).
@@ -1647,9 +1651,10 @@ mod tests {
         );
     }
 
-    /// A span whose pages are all resident (`Span::resident`: cut from pages used before, or
-    /// turned over) gives each collect about [`RESIDENT_COLLECT_BYTES`] worth, the first one
-    /// too: carving it faults in no page, and each collect is a slow path (session 62).
+    /// A span said resident (`Span::resident`: cut from pages the heap's dirty range covered,
+    /// or turned over after being carved whole) gives each collect about
+    /// [`RESIDENT_COLLECT_BYTES`] worth, the first one too: carving it most likely faults in
+    /// no page, and each collect is a slow path (session 62).
     #[test]
     fn a_resident_spans_collects_are_the_larger_ones() {
         first_two_collects(
