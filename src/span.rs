@@ -59,7 +59,8 @@ pub struct Span {
     /// (`central::reclass_owned`), it did then or the span was carved whole before. Carving
     /// it then most likely faults in no page, so its owner collects more objects at once
     /// (`percpu::owned::RESIDENT_COLLECT_BYTES`); a page the hull counts but the kernel took
-    /// back faults in one collect early. Written with `zeroed` (never both true).
+    /// back may be faulted in before the class needs it. Written with `zeroed` (never both
+    /// true).
     pub resident: bool,
     /// `Free`: every page that may be resident (or read as non-zero: handed out and not given
     /// back to the OS since) lies in `[dirty_lo, dirty_hi)`, inside the run; empty when equal.
