@@ -964,7 +964,8 @@ pub unsafe fn reclass_owned(s: *mut Span, old: usize, listed: usize, c: usize, h
             .out_of_spans
             .fetch_sub(listed, Ordering::Relaxed);
         drop(g);
-        // Carved whole, every page held an object's tag: resident, as one resident when taken.
+        // A span carved whole had a tag written on each of its pages: resident from now on,
+        // whatever the page heap found when the slab took it (`Span::resident`).
         (*s).resident |= (*s).carved() == (*s).capacity;
         (*s).class = c as u8;
         (*s).capacity = capacity as u32;
