@@ -248,21 +248,21 @@ const fn build_divisor() -> [u64; CLASS_FIELD_VALUES] {
     t
 }
 
-/// Whether `off` (bytes from a span's start, below 2^32) is a multiple of class `c`'s size:
-/// one multiplication, `off * ceil(2^64 / size) mod 2^64 < ceil(2^64 / size)` (Lemire, Kaser
-/// and Kurz, "Faster Remainder by Direct Computation", 2019: exact for every 32-bit `off` and
-/// divisor). `free` runs it on every small object; the division it replaces cost a
-/// multiplication, a shift and a second multiplication in a row.
-/// (`free` runs it through `pagemap::is_object_start`, which keeps these divisors beside its
-/// other table; this form is the tests'.)
+/// Whether `off` (bytes from a span's start, below 2^32) is a multiple of class `c`'s size
+/// ([`divides`] with the class's divisor): the tests' form of the check `free` runs through
+/// `pagemap::is_object_start`, which keeps the divisors beside its other table.
 #[cfg(test)]
 #[inline(always)]
 pub fn starts_object(off: usize, c: usize) -> bool {
     divides(off, CLASS_DIVISOR[c])
 }
 
-/// `starts_object` with the class's entry of [`CLASS_DIVISOR`] (`divisor`) given: for a
-/// caller that keeps the divisors in a table of its own (`pagemap::is_object_start`).
+/// Whether `off` (below 2^32) is a multiple of the size whose [`CLASS_DIVISOR`] entry is
+/// `divisor`: one multiplication, `off * ceil(2^64 / size) mod 2^64 < ceil(2^64 / size)`
+/// (Lemire, Kaser and Kurz, "Faster Remainder by Direct Computation", 2019: exact for every
+/// 32-bit `off` and divisor). `free` runs it on every small object
+/// (`pagemap::is_object_start`); the division it replaces cost a multiplication, a shift and a
+/// second multiplication in a row.
 #[inline(always)]
 pub fn divides(off: usize, divisor: u64) -> bool {
     debug_assert!(off < 1 << 32);

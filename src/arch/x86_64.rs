@@ -744,8 +744,8 @@ pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize, hom
 static HEAD_MASK: u64 = super::OWNED_HEAD_MASK;
 
 const _: () = assert!(
-    crate::pagemap::HOMED == 64,
-    "`owned_push` tests the home flag as bit 6"
+    crate::pagemap::HOMED == 64 && crate::pagemap::HOME_MASK == 0x7f,
+    "the sections' pseudocode gives the home field as bits 0-6, its flag as bit 6"
 );
 
 /// Pushes a chain of `k` free objects, `first` to `last`, each tagged free and each but `last`

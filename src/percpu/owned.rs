@@ -937,10 +937,9 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
 /// Takes [`collect_count`] objects from span `s` (one half page's worth from a span not carved
 /// yet, unless it is `resident`): returns one and pushes the rest onto its list (or, if the
 /// calling CPU's slab does not own it any more, to the central lists); null when the span had
-/// none. While nothing was
-/// freed into its bitmap, it carves without the class lock ([`central::carve_owned`]: whole
-/// half pages, up to a half page's objects more), else takes from the bitmap under the lock
-/// ([`central::take_from_owned`]).
+/// none. While nothing was freed into its bitmap, it carves without the class lock
+/// ([`central::carve_owned`]: whole half pages, up to a half page's objects more), else takes
+/// from the bitmap under the lock ([`central::take_from_owned`]).
 ///
 /// # Safety
 /// `s` is in the list of a slab whose capacity lock the caller holds.
