@@ -7,7 +7,12 @@
  * walk the burst forwards, backwards or evens-then-odds in turn. The band's start moves up 40
  * bytes a round over 16-896 B (modulo 881), as in the runner, or stays at 400 B with a fifth
  * argument "fixed" (or at START bytes, 16-896, with "fixed=START"). Prints the total
- * milliseconds of each phase and fails unless every id reads back.
+ * milliseconds of each phase and fails unless every id reads back, then the allocation and free
+ * phases' nanoseconds an object by the round's band of sizes, in four groups that follow
+ * rseqmalloc's split between its per-CPU stacks and its owned spans (`owned::MIN_CLASS`,
+ * `owned::MAX_CLASS`): every size up to 256 B (stacks only), the band across 256 B (both),
+ * every size in 257-960 B (owned spans only), and the band across 960 B (the 1 KiB class is on
+ * the stacks again). With "fixed" every round falls in one group.
  *
  *   cc -O2 -o /tmp/burst_phases benches/c/burst_phases.c
  *   LD_PRELOAD=target/release/librseqmalloc.so taskset -c 1 /tmp/burst_phases 4000 1000 3000
@@ -33,6 +38,18 @@ static uint64_t state;
 
 static uint64_t next_rand(void) {
     return burst_rand(&state);
+}
+
+/* The groups of bands the per-object figures are split into: a band [start, start + 128)
+ * gives sizes (start + rand % 128) & ~7, so every size is at most 256 B up to start 136, and
+ * at least 264 B (the class above 256 B) from start 257 on; every size is at most 960 B up to
+ * start 840. */
+#define GROUPS 4
+static const char *const group_name[GROUPS] = {
+    "sizes up to 256 B", "across 256 B", "sizes 257-960 B", "across 960 B"};
+
+static int group_of(size_t start) {
+    return start <= 136 ? 0 : start < 257 ? 1 : start <= 840 ? 2 : 3;
 }
 
 static double now_ms(void) {
@@ -67,6 +84,8 @@ int main(int argc, char **argv) {
     size_t *sz = malloc((size_t)(burst_min + spread) * sizeof *sz);
     if (!p || !sz) return 1;
     double alloc_ms = 0, read_ms = 0, free_ms = 0;
+    double group_alloc[GROUPS] = {0}, group_free[GROUPS] = {0};
+    long group_objects[GROUPS] = {0};
     uint64_t id = 0;
     for (long r = 0; r < rounds; r++) {
         int n = burst_min + (int)(next_rand() % (uint64_t)spread);
@@ -100,10 +119,20 @@ int main(int argc, char **argv) {
             free(p[i]);
         }
         double t3 = now_ms();
+        int g = group_of(start);
+        group_alloc[g] += t1 - t0;
+        group_free[g] += t3 - t2;
+        group_objects[g] += n;
         alloc_ms += t1 - t0;
         read_ms += t2 - t1;
         free_ms += t3 - t2;
     }
     printf("allocate+write %.0f ms  read %.0f ms  free %.0f ms\n", alloc_ms, read_ms, free_ms);
+    for (int g = 0; g < GROUPS; g++) {
+        if (group_objects[g] == 0) continue;
+        printf("%-17s  allocate+write %.1f ns  free %.1f ns an object (%ld objects)\n",
+               group_name[g], group_alloc[g] * 1e6 / (double)group_objects[g],
+               group_free[g] * 1e6 / (double)group_objects[g], group_objects[g]);
+    }
     return 0;
 }
