@@ -96,7 +96,8 @@ pub struct Options {
     /// carved sends it back there (rseq modes; docs/design.md, "Owner return").
     pub owner_return: bool,
     /// Owned spans (`owned_spans=on|off`, on by default): C allocations and frees of the classes
-    /// of 288 B to 960 B use spans each CPU's slab owns, one critical section per `malloc` and per
+    /// of 288 B to 960 B (and, on a thread, of 32-256 B once its CPU's stack of the class was
+    /// seen idle) use spans each CPU's slab owns, one critical section per `malloc` and per
     /// `free` on the owner's CPU (x86_64 rseq modes with the membarrier only; docs/design.md,
     /// "Owned spans").
     pub owned_spans: bool,
@@ -234,8 +235,8 @@ pub const KEYS: [Key; 14] = [
         accepts: "on|off",
         default: "on",
         meaning:
-            "C allocations and frees of the classes of 288-960 B use spans each CPU's cache owns \
-                  (x86_64 rseq modes with the membarrier; ignored elsewhere)",
+            "C allocations and frees of the classes of 288-960 B (of 32-256 B once idle) use spans \
+                  each CPU's cache owns (x86_64 rseq modes with the membarrier; ignored elsewhere)",
         runtime: false,
     },
 ];

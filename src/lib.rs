@@ -54,7 +54,7 @@
 //! | `membarrier` | `on` | `off`: drain as on a kernel without the rseq membarrier (testing) |
 //! | `deepbind` | `strip` | `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`; `keep` passes it on |
 //! | `owner_return` | `on` | a C `free` of an object another CPU's cache carved sends it back there (rseq modes) |
-//! | `owned_spans` | `on` | C allocations of the classes of 288–960 B use spans each CPU's cache owns (x86_64 rseq modes with the membarrier) |
+//! | `owned_spans` | `on` | C allocations of the classes of 288–960 B (32–256 B once idle) use spans each CPU's cache owns (x86_64 rseq modes with the membarrier) |
 //!
 //! ```
 //! // Defaults compiled into this program; RSEQMALLOC_OPTIONS still overrides them.
@@ -207,8 +207,9 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
-        if TAG && percpu::owned_routes(c) {
-            // Owned spans (`owned_spans=on`, the classes of 288-960 B): all in
+        if TAG && percpu::owned_routes_fixed(c) {
+            // Owned spans (`owned_spans=on`, the classes of 288-960 B; a routed small class
+            // comes after its stack pop fails, below): all in
             // `alloc_owned_out`, out of line, so that this path keeps needing no stack frame
             // (inlined here, the owned pop cost the default build's one-thread churn 1.05x its
             // time, session 45).
@@ -220,6 +221,11 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
                 arch::note_alloc(p, c);
             }
             return clear_tag::<TAG>(p);
+        }
+        if TAG && percpu::owned_routes(c) {
+            // A small class the thread routed once idle (`percpu::owned::route_idle`): its
+            // stack holds only what its owned pushes declined.
+            return alloc_owned_out(c);
         }
     }
     cold()
@@ -301,8 +307,11 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
         return alloc_large(size, align);
     }
     if TAG && percpu::owned_routes(c) {
-        // `alloc_class` sends such a class to `alloc_owned_out`; it arrives here only when the
-        // thread's set-up ran between the two (a signal handler's first allocation).
+        // A small class the thread routed once idle (`percpu::owned::route_idle`), whose stack
+        // `alloc_class` found empty: `alloc_class` tests only the classes every thread routes
+        // (`owned_routes_fixed`), which it sends to `alloc_owned_out` itself and which arrive
+        // here only when the thread's set-up ran between the two (a signal handler's first
+        // allocation).
         return alloc_owned_out(c);
     }
     let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
@@ -732,7 +741,8 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     let (c, e) = checked_class(ptr, who);
     if c != 0 {
         if TAG && percpu::owned_routes(c) {
-            // Owned spans (`owned_spans=on`, the classes of 288-960 B): tagged here, pushed
+            // Owned spans (`owned_spans=on`, the classes of 288-960 B, and the small classes
+            // this thread routed once idle): tagged here, pushed
             // out of line.
             let key = free_tag::key();
             // SAFETY: `checked_class` found `ptr` starts an object of class `c`, a small one.

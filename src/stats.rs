@@ -92,6 +92,10 @@ pub struct Stats {
     /// Kept owned spans a slab turned over to another of its classes without the page heap
     /// (docs/design.md, "Kept spans").
     pub owned_spans_reclassed: usize,
+    /// Small classes (32-256 B) threads routed to owned spans once their slab's stack of the
+    /// class was idle, one per thread and class (docs/design.md, "Small classes routed once
+    /// idle").
+    pub owned_classes_routed: usize,
     /// Maintenance ticks run so far (each drains the per-CPU caches that stayed idle, flushes
     /// idle transfer stacks and inboxes, and releases pages free for `decay_ms`): at most one
     /// per tick period, a quarter of `decay_ms` within 10 ms to 1 s, run by a slow path that
@@ -160,6 +164,7 @@ pub fn stats() -> Stats {
         owned_spans_taken: percpu::OWNED_TAKEN.load(Ordering::Relaxed),
         owned_spans_given_back: percpu::OWNED_GIVEN_BACK.load(Ordering::Relaxed),
         owned_spans_reclassed: percpu::OWNED_RECLASSED.load(Ordering::Relaxed),
+        owned_classes_routed: percpu::OWNED_ROUTED.load(Ordering::Relaxed),
         maintenance_ticks,
         background_ticks,
     };

@@ -44,11 +44,10 @@ pub fn noted_ptr() -> usize {
     unsafe { (*thread_block()).last_alloc }
 }
 
-/// Whether the calling thread's C allocations use owned spans: never here (the option is
-/// ignored without the sections).
+/// The calling thread's owned routes: none here (the option is ignored without the sections).
 #[inline(always)]
-pub fn owned_flag() -> bool {
-    false
+pub fn owned_routes() -> usize {
+    0
 }
 
 /// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before

@@ -94,10 +94,11 @@ pub fn noted_ptr() -> usize {
     block_word::<{ offset_of!(ThreadBlock, last_alloc) }>()
 }
 
-/// Whether the calling thread's C allocations use owned spans (`ThreadBlock::owned`).
+/// The calling thread's owned routes (`ThreadBlock::owned`): bit `i` set when its C
+/// allocations and frees of class `percpu::owned::MIN_CLASS + i` use owned spans.
 #[inline(always)]
-pub fn owned_flag() -> bool {
-    block_word::<{ offset_of!(ThreadBlock, owned) }>() != 0
+pub fn owned_routes() -> usize {
+    block_word::<{ offset_of!(ThreadBlock, owned) }>()
 }
 
 /// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before

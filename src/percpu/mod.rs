@@ -46,11 +46,11 @@ pub use drain::DRAINS_SKIPPED;
 pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
-pub use owned::routes as owned_routes;
 pub use owned::{
     pop_stack_first as owned_pop_stack_first, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK,
-    OWNED_TAKEN, RECLASSED as OWNED_RECLASSED,
+    OWNED_TAKEN, RECLASSED as OWNED_RECLASSED, ROUTED as OWNED_ROUTED,
 };
+pub use owned::{routes as owned_routes, routes_fixed as owned_routes_fixed};
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;
 pub use slab::{fallback_ops, slabs_in_use};
@@ -528,10 +528,11 @@ fn pinned_in_both_rseq_modes(
 }
 
 /// The owned-span sections (docs/design.md, "Owned spans"), on a span the test builds by hand:
-/// 32-byte objects in a buffer, linked and tagged as `arch::OwnedWords` requires. Class 7 is
-/// below the classes owned spans serve (`owned::MIN_CLASS`), so no allocation of the test
-/// process reads the owned-span table entry these tests write. The stack-first pop's tests
-/// also use class 7's per-CPU stack on the slab they are pinned to: they take what it holds
+/// 32-byte objects in a buffer, linked and tagged as `arch::OwnedWords` requires. Class 1 is
+/// below the classes owned spans serve (`owned::MIN_CLASS`, which no thread's routes reach),
+/// so no allocation of the test process reads the owned-span table entry these tests write.
+/// The stack-first pop's tests also use class 1's per-CPU stack on the slab they are pinned
+/// to: they take what it holds
 /// off first ([`Unstacked`]) and assume, as the drain tests do, that nothing else pushes to it
 /// or drains that slab while they run (the serial lock; unit tests allocate through the system
 /// allocator).
@@ -547,7 +548,8 @@ mod owned_tests {
     use std::vec::Vec;
 
     /// The class whose table entry the tests use (its stack only by the stack-first pop's).
-    pub(super) const C: usize = 7;
+    pub(super) const C: usize = 1;
+    const _: () = assert!(C < owned::MIN_CLASS);
     /// Bytes per object of the hand-built span.
     const SIZE: usize = 32;
 

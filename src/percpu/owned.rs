@@ -1,5 +1,7 @@
 //! Owned spans (`owned_spans=on`, the default; docs/design.md, "Owned spans"): for the classes
-//! of 288 B to 960 B ([`routes`]), each slab owns spans of the classes its CPU allocates, and a C
+//! of 288 B to 960 B, and on a thread the classes of 32-256 B once its slab's stack of the class
+//! was seen idle ([`routes`], [`route_idle`]), each slab owns spans of the classes its CPU
+//! allocates, and a C
 //! `malloc` pops an object from the class's current owned span while a C `free` on the owner's
 //! CPU pushes it back onto its span's list, one critical section each (`arch::owned_pop`,
 //! `arch::owned_push`; a collect pushes its objects with `arch::owned_push_chain`).
@@ -38,7 +40,7 @@ use crate::free_tag;
 use crate::os;
 use crate::size_class::{size_of, NUM_CLASSES};
 use crate::span::{Span, SpanExt, EXT_OFFSET};
-use crate::sync::{AtomicBool, AtomicUsize, CachePadded, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Ordering};
 use core::mem::offset_of;
 use core::ptr::null_mut;
 
@@ -58,6 +60,10 @@ pub static GIVEN_BACK: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::
 /// (`central::reclass_owned`; statistics: `owned_spans_reclassed`).
 pub static RECLASSED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
+/// Small classes threads routed to owned spans once their stacks were idle, one per thread and
+/// class ([`route_idle`]; statistics: `owned_classes_routed`).
+pub static ROUTED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
+
 /// Whether C allocations and frees use owned spans.
 #[inline(always)]
 pub fn enabled() -> bool {
@@ -72,26 +78,68 @@ pub fn enabled() -> bool {
 /// 0.92x [0.92-0.98] of that, `mixed-bursts` level (1.01x one thread, 0.97x two).
 pub const MAX_CLASS: usize = crate::size_class::class_of(960);
 
-/// The smallest class owned spans serve: the first above 256 B. Below it the per-CPU stacks
-/// serve C allocations too: a program's churn lives mostly there, where the stack hands back the
-/// object freed a moment ago and an owned span's list an older one (owned spans for every class
-/// up to 1 KiB cost one thread's churn 1.11-1.28x its CPU time and `larson` 1.14x, for objects
-/// from 129 B 1.08x `larson`; from 257 B level, with `mixed-bursts` as fast as with every
-/// class owned: docs/benchmarks.md, "Session 47").
-pub const MIN_CLASS: usize = crate::size_class::class_of(257);
+/// The smallest class owned spans serve: 32 B. The classes below [`FIXED_MIN`] only on a
+/// thread that routes them ([`route_idle`]); 16 B objects stay on the stacks.
+pub const MIN_CLASS: usize = crate::size_class::class_of(17);
+
+/// The smallest class every thread routes to owned spans from its set-up: the first above
+/// 256 B. Below it a class starts on the per-CPU stacks: a program's churn lives mostly there,
+/// where the stack hands back the object freed a moment ago and an owned span's list an older
+/// one (owned spans for every class up to 1 KiB cost one thread's churn 1.11-1.28x its CPU time
+/// and `larson` 1.14x, for objects from 129 B 1.08x `larson`; from 257 B level, with
+/// `mixed-bursts` as fast as with every class owned then: docs/benchmarks.md, "Session 47"; from
+/// 32 B `larson` 1.08x on one CPU and 1.14x on two, "Session 63"). A thread routes such a class
+/// once a slow path finds its slab's stack of it idle ([`route_idle`]).
+pub const FIXED_MIN: usize = crate::size_class::class_of(257);
 
 // The first class above 256 B: the one below it holds 256 B objects.
 const _: () = assert!(
-    crate::size_class::CLASS_SIZE[MIN_CLASS] > 256
-        && crate::size_class::CLASS_SIZE[MIN_CLASS - 1] == 256
+    crate::size_class::CLASS_SIZE[FIXED_MIN] > 256
+        && crate::size_class::CLASS_SIZE[FIXED_MIN - 1] == 256
 );
 
-/// Whether a C allocation or free of class `c` uses owned spans: on for the calling thread
-/// (`arch::owned_flag`, set at its set-up when the process has them on), and `c` in
-/// [`MIN_CLASS`]`..=`[`MAX_CLASS`].
+// A thread's routes hold one bit per class of `MIN_CLASS..=MAX_CLASS`.
+const _: () = assert!(MIN_CLASS < FIXED_MIN && MAX_CLASS - MIN_CLASS < usize::BITS as usize);
+
+/// The routes every thread starts with (`ThreadBlock::owned`, bit `c - MIN_CLASS` for class
+/// `c`): [`FIXED_MIN`]`..=`[`MAX_CLASS`].
+pub const FIXED_ROUTES: usize =
+    ((2 << (MAX_CLASS - MIN_CLASS)) - 1) & !((1 << (FIXED_MIN - MIN_CLASS)) - 1);
+
+/// The classes a thread routes once idle ([`route_idle`]): `MIN_CLASS..FIXED_MIN`, this many.
+const IDLE_ROUTED: usize = FIXED_MIN - MIN_CLASS;
+
+/// A new thread's routes (`ThreadBlock::owned`): [`FIXED_ROUTES`] when owned spans are on,
+/// else none.
+pub(super) fn initial_routes() -> usize {
+    if enabled() {
+        FIXED_ROUTES
+    } else {
+        0
+    }
+}
+
+/// Whether a C allocation or free of class `c` uses owned spans on the calling thread: `c` in
+/// [`MIN_CLASS`]`..=`[`MAX_CLASS`] with its bit set in the thread's routes
+/// (`arch::owned_routes`: [`FIXED_ROUTES`] from its set-up when the process has owned spans on,
+/// and the classes [`route_idle`] added since).
 #[inline(always)]
 pub fn routes(c: usize) -> bool {
-    (MIN_CLASS..=MAX_CLASS).contains(&c) && arch::owned_flag()
+    let i = c.wrapping_sub(MIN_CLASS);
+    i <= MAX_CLASS - MIN_CLASS && (arch::owned_routes() >> i) & 1 != 0
+}
+
+/// [`routes`] for the classes every thread routes ([`FIXED_MIN`]`..=`[`MAX_CLASS`]) only: false
+/// for a small class, routed or not, without reading the thread's routes. `malloc`'s fast path
+/// tests this before its stack pop, so a small class's pop costs no more than before small
+/// classes could be routed; a routed small class's stack is empty but for what its pushes
+/// declined, and its `malloc` tests [`routes`] once that pop fails. (Tested before the pop,
+/// [`routes`] took the stack classes' allocation phase in a held band of 96-224 B 1.04-1.06x
+/// the time; after it, 1.02x: docs/benchmarks.md, "Session 63".)
+#[inline(always)]
+pub fn routes_fixed(c: usize) -> bool {
+    c.wrapping_sub(FIXED_MIN) <= MAX_CLASS - FIXED_MIN
+        && (arch::owned_routes() >> (c - MIN_CLASS)) & 1 != 0
 }
 
 /// Objects a slow path asks of a span at once for class `c`: up to [`COLLECT`], and about
@@ -571,11 +619,12 @@ unsafe fn keep_bounded(slab: Slab, s: *mut Span) {
     }
 }
 
-/// Owned classes, which the hand of [`keep_idle_current`] goes round.
-const OWNED_CLASSES: u32 = (MAX_CLASS - MIN_CLASS + 1) as u32;
+/// The classes every thread routes ([`FIXED_MIN`]`..=`[`MAX_CLASS`]), which the hand of
+/// [`keep_idle_current`] goes round; [`route_idle`]'s goes round the others.
+const OWNED_CLASSES: u32 = (MAX_CLASS - FIXED_MIN + 1) as u32;
 
-/// Looks at the current span of one owned class, the next in turn (the slab's hand goes round
-/// the owned classes, one class a refill), and, unless it is class `c`'s, sets it aside
+/// Looks at the current span of one class every thread routes, the next in turn (the slab's
+/// hand goes round those classes, one class a refill), and, unless it is class `c`'s, sets it aside
 /// ([`set_aside`]) when it is *idle*: wholly free (every object out of it on its list) and with
 /// the same list word (`local`: head and count) as when the hand saw it wholly free the time
 /// before. Its class's next `malloc` then takes it back from the kept list as it is (the
@@ -604,9 +653,21 @@ unsafe fn keep_idle_current(slab: Slab, c: usize) {
     let hand = slab.owned_hand().load(Ordering::Relaxed) % OWNED_CLASSES;
     slab.owned_hand()
         .store((hand + 1) % OWNED_CLASSES, Ordering::Relaxed);
-    let k = MIN_CLASS + hand as usize;
+    let k = FIXED_MIN + hand as usize;
+    if k != c {
+        // SAFETY: forwarded contract.
+        unsafe { set_aside_if_idle(slab, k) };
+    }
+}
+
+/// [`keep_idle_current`]'s look at class `k`'s current span, if it has one (and
+/// [`route_idle`]'s, for the small classes).
+///
+/// # Safety
+/// As for [`keep_idle_current`].
+unsafe fn set_aside_if_idle(slab: Slab, k: usize) {
     let w = slab.owned_cur(k).load(Ordering::Relaxed);
-    if k == c || w == 0 || keep_bytes() == 0 {
+    if w == 0 || keep_bytes() == 0 {
         return;
     }
     let s = span_of_words(w);
@@ -621,6 +682,124 @@ unsafe fn keep_idle_current(slab: Slab, c: usize) {
         if free && seen == local {
             set_aside(slab, k, s);
         }
+    }
+}
+
+/// What the idle hand ([`route_idle`]) saw of a slab's stacks of the classes below
+/// [`FIXED_MIN`], in the slab's idle looks (`Slab::idle_looks_at`; all zero in a new slab).
+/// Written under the slab's capacity lock only.
+#[repr(C)]
+struct IdleLooks {
+    /// The next class to look at, less [`MIN_CLASS`] (taken modulo [`IDLE_ROUTED`]).
+    hand: AtomicU32,
+    /// Per class: looks in a row, since the one before them, that saw the same stack.
+    streak: [AtomicU8; IDLE_ROUTED],
+    /// Per class: the stack the last look saw, as its count (bits 48-63) and its top object's
+    /// address (bits 0-47; 0 when empty).
+    seen: [AtomicU64; IDLE_ROUTED],
+}
+
+const _: () = assert!(core::mem::size_of::<IdleLooks>() <= super::slab::IDLE_LOOKS_BYTES);
+
+/// Looks that must see a class's stack unchanged, in a row after a first one, before
+/// [`route_idle`] takes it for idle. With one, a churn's pushes and pops that happened to
+/// leave the same stack between two looks routed every small class of the runner's
+/// `single-churn` (docs/benchmarks.md, "Session 63"); `mixed-bursts` leaves a class for about
+/// 20 rounds, dozens of looks.
+const IDLE_LOOKS: u8 = 3;
+
+/// The slab's idle looks.
+fn idle_looks(slab: Slab) -> &'static IdleLooks {
+    // SAFETY: the slab's idle-looks bytes lie inside its mapping (which lives for the process),
+    // are 8-aligned, large enough (asserted above), zero until written (a valid `IdleLooks`
+    // of atomics), and used only through this type.
+    unsafe { &*(slab.idle_looks_at() as *const IdleLooks) }
+}
+
+/// Looks at the slab's stack of one class below [`FIXED_MIN`], the next in turn (the slab's
+/// idle hand goes round them, one class a refill), and when it is *idle* (not empty, with the
+/// same count and top object at [`IDLE_LOOKS`] looks in a row after a first one) moves its
+/// objects to their spans and routes the class to owned spans on the calling thread
+/// (`ThreadBlock::owned`). A class the thread routes already has its idle stack moved too:
+/// its stack holds what its owned pushes declined (or what it held before it was routed).
+/// The class's current span, if the slab has one, gets [`keep_idle_current`]'s look as well
+/// (unless it is class `c`'s, the refill's).
+///
+/// Why: a stack keeps its objects while its class is unused. In `mixed-bursts`, whose band of
+/// sizes leaves a class for about 20 rounds, a small class found its burst's objects there
+/// when it came back, cold and in nearly random order (docs/benchmarks.md, "Session 62"); owned
+/// spans hand it the memory other classes freed a moment ago (a kept span turned over) in
+/// address order. Routing the small classes from the start costs the churns and `larson`
+/// (1.08-1.14x), whose classes are never idle; routed once idle, `mixed-bursts` took
+/// 0.84-0.87x the CPU time and `larson` and `rounds` were level (docs/benchmarks.md,
+/// "Session 63").
+///
+/// The objects go past the transfer stacks to their spans (`central::free_to_spans`), which
+/// the page heap takes back once wholly free: cold memory that the class, now routed, would
+/// not ask the central lists for. Routes are per thread and only ever added: a thread that
+/// routed a class keeps it routed (its objects freed by others go home or to the stack, as
+/// those of every routed class).
+///
+/// What the test cannot tell: pushes and pops that leave the same stack at every look (a
+/// burst freed in reverse between looks). The class is then routed while in use, as if idle.
+///
+/// Does nothing when the thread routes no class (owned spans off).
+///
+/// # Safety
+/// The caller holds the slab's capacity lock (the looks are written under it only), for a
+/// refill of class `c`.
+unsafe fn route_idle(slab: Slab, c: usize) {
+    let routes = arch::owned_routes();
+    if routes == 0 {
+        return;
+    }
+    let looks = idle_looks(slab);
+    let i = looks.hand.load(Ordering::Relaxed) as usize % IDLE_ROUTED;
+    looks
+        .hand
+        .store(((i + 1) % IDLE_ROUTED) as u32, Ordering::Relaxed);
+    let k = MIN_CLASS + i;
+    if k != c {
+        // SAFETY: forwarded contract.
+        unsafe { set_aside_if_idle(slab, k) };
+    }
+    let n = slab.count(k);
+    let top = if n == 0 {
+        0
+    } else {
+        slab.slot(k, n - 1).load(Ordering::Relaxed) as u64
+    };
+    let stack = (n as u64) << 48 | top;
+    let same = looks.seen[i].swap(stack, Ordering::Relaxed) == stack;
+    let streak = if same && n != 0 {
+        looks.streak[i].load(Ordering::Relaxed) + 1
+    } else {
+        0
+    };
+    if streak < IDLE_LOOKS {
+        looks.streak[i].store(streak, Ordering::Relaxed);
+        return;
+    }
+    looks.streak[i].store(0, Ordering::Relaxed);
+    flush_stack(k);
+    if routes & 1 << i == 0 {
+        // SAFETY: the calling thread's own block, which only it writes.
+        unsafe { (*arch::thread_block()).owned = routes | 1 << i };
+        ROUTED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Moves every object of class `k`'s stack on the calling thread's slab to its span
+/// ([`route_idle`]), a batch at a time.
+fn flush_stack(k: usize) {
+    let mut buf = [null_mut(); 32];
+    loop {
+        let got = super::pop_batch(k, &mut buf);
+        if got == 0 {
+            break;
+        }
+        // SAFETY: free objects of class `k`, popped off a stack: ours now.
+        unsafe { central::free_to_spans(k, &buf[..got]) };
     }
 }
 
@@ -802,7 +981,10 @@ fn refill_locked(
 ) -> *mut u8 {
     let key = free_tag::key();
     // SAFETY: the caller holds the slab's capacity lock.
-    unsafe { keep_idle_current(slab, c) };
+    unsafe {
+        keep_idle_current(slab, c);
+        route_idle(slab, c);
+    }
     let cur = slab.owned_cur(c).load(Ordering::Relaxed);
     let cur_span = if cur == 0 {
         null_mut()
@@ -2127,6 +2309,104 @@ mod tests {
         }
     }
 
+    /// The idle hand ([`route_idle`]): a small class's stack it sees unchanged at
+    /// [`IDLE_LOOKS`] looks in a row after a first one goes back to its spans and the class is
+    /// routed on the calling thread (counted once); a stack that changes between looks stays,
+    /// its class not routed; a routed class's idle stack goes back too, counted no more; and a
+    /// thread that routes nothing (owned spans off) leaves stacks and routes alone.
+    #[test]
+    fn an_idle_small_stack_goes_to_its_spans_and_its_class_is_routed() {
+        let (_setup, _id, slab) = kept_setup(
+            "percpu::owned::tests::an_idle_small_stack_goes_to_its_spans_and_its_class_is_routed",
+        );
+        // Small classes no other unit test uses: 192 and 224 bytes.
+        let (idle, busy) = (class_of(192), class_of(224));
+        assert!(idle < FIXED_MIN && busy < FIXED_MIN && idle >= MIN_CLASS);
+        // SAFETY (every block below writing it): the thread's own block.
+        let saved = arch::owned_routes();
+        unsafe { (*arch::thread_block()).owned = FIXED_ROUTES };
+        let empty = |k: usize| {
+            let mut buf = [null_mut(); 32];
+            loop {
+                let got = super::super::pop_batch(k, &mut buf);
+                if got == 0 {
+                    break;
+                }
+                // SAFETY: free objects of class `k`, off this thread's stack.
+                unsafe { central::free_to_spans(k, &buf[..got]) };
+            }
+        };
+        let stack = |k: usize, n: usize| {
+            let (mut buf, before) = (std::vec![null_mut(); n], slab.count(k));
+            assert_eq!(central::alloc_batch(k, &mut buf), n);
+            while slab.room(k) < n && super::super::grow_or_relayout(slab, k, false) {}
+            for &p in &buf {
+                assert!(super::super::push(k, p), "room on the stack");
+            }
+            assert_eq!(slab.count(k), before + n);
+        };
+        let look = |k: usize| {
+            idle_looks(slab)
+                .hand
+                .store((k - MIN_CLASS) as u32, Ordering::Relaxed);
+            slab.cap_lock().lock();
+            // SAFETY: we hold the capacity lock.
+            unsafe { route_idle(slab, FIXED_MIN) };
+            slab.cap_lock().unlock();
+        };
+        for k in [idle, busy] {
+            empty(k);
+            look(k); // forget what an earlier look saw
+        }
+        let routed = ROUTED.load(Ordering::Relaxed);
+
+        // Idle: unchanged at the first look and `IDLE_LOOKS - 1` more, then gone and routed.
+        stack(idle, 8);
+        for _ in 0..IDLE_LOOKS {
+            look(idle);
+            assert_eq!(slab.count(idle), 8, "not idle yet");
+            assert!(!routes(idle));
+        }
+        look(idle);
+        assert_eq!(slab.count(idle), 0, "the idle stack went to its spans");
+        assert!(routes(idle), "the class is routed");
+        assert_eq!(ROUTED.load(Ordering::Relaxed), routed + 1);
+
+        // Busy: a different top object at every look.
+        stack(busy, 8);
+        for _ in 0..3 * IDLE_LOOKS {
+            look(busy);
+            let p = super::super::pop(busy);
+            assert!(!p.is_null());
+            stack(busy, 1);
+            assert_ne!(slab.slot(busy, 7).load(Ordering::Relaxed), p as usize);
+            // SAFETY: a free object of class `busy`, off the stack.
+            unsafe { central::free_to_spans(busy, &[p]) };
+            assert_eq!(slab.count(busy), 8, "the stack stays");
+        }
+        assert!(!routes(busy), "a class in use is not routed");
+
+        // A routed class's idle stack (what its pushes declined) goes back, counted once.
+        stack(idle, 4);
+        for _ in 0..=IDLE_LOOKS {
+            look(idle);
+        }
+        assert_eq!(slab.count(idle), 0);
+        assert_eq!(ROUTED.load(Ordering::Relaxed), routed + 1, "counted once");
+
+        // No routes (owned spans off): nothing moves, nothing is routed.
+        unsafe { (*arch::thread_block()).owned = 0 };
+        for _ in 0..=IDLE_LOOKS {
+            look(busy);
+        }
+        assert_eq!(slab.count(busy), 8);
+        assert_eq!(arch::owned_routes(), 0);
+        assert_eq!(ROUTED.load(Ordering::Relaxed), routed + 1);
+
+        empty(busy);
+        unsafe { (*arch::thread_block()).owned = saved };
+    }
+
     /// A span turned over (`central::reclass_owned`) is resident when it was carved whole,
     /// whatever the page heap found (every page held an object's tag), and its first collect
     /// in the new class is then the larger one; one carved in part stays as the heap said.
@@ -2201,14 +2481,14 @@ mod tests {
     fn look_at(slab: Slab, looked: usize, c: usize) {
         slab.cap_lock().lock();
         slab.owned_hand()
-            .store((looked - MIN_CLASS) as u32, Ordering::Relaxed);
+            .store((looked - FIXED_MIN) as u32, Ordering::Relaxed);
         // SAFETY: we hold the slab's capacity lock, on the slab's CPU (pinned).
         unsafe { keep_idle_current(slab, c) };
         let hand = slab.owned_hand().load(Ordering::Relaxed);
         slab.cap_lock().unlock();
         assert_eq!(
             hand,
-            (looked + 1 - MIN_CLASS) as u32 % OWNED_CLASSES,
+            (looked + 1 - FIXED_MIN) as u32 % OWNED_CLASSES,
             "the hand moves on one class"
         );
     }

@@ -213,7 +213,7 @@ fn init_thread(b: *mut ThreadBlock) -> ThreadState {
             RseqMode::Glibc => match arch::glibc_area() {
                 Some(a) if (*a).cpu_id >= 0 => {
                     use_area(b, a);
-                    (*b).owned = super::owned::enabled() as usize;
+                    (*b).owned = super::owned::initial_routes();
                     ThreadState::Rseq
                 }
                 _ => ThreadState::Bypass,
@@ -223,7 +223,7 @@ fn init_thread(b: *mut ThreadBlock) -> ThreadState {
             RseqMode::Own => match arch::register(&raw mut (*b).own) {
                 Ok(()) if arm_thread_exit() => {
                     use_area(b, &raw const (*b).own);
-                    (*b).owned = super::owned::enabled() as usize;
+                    (*b).owned = super::owned::initial_routes();
                     ThreadState::Rseq
                 }
                 Ok(()) => {

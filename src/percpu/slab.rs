@@ -10,6 +10,8 @@
 //!   byte 1024   ClassHeader of class c at 1024 + 8c (current, begin, floor, end)
 //!   byte 2048   the owned-span table (arch::CUR_AT): class c's current owned span at 2048 + 8c
 //!   byte 3072   the lists of owned spans (OWNED_LISTS_AT): class c's at 3072 + 8c (`owned`)
+//!   byte 3880   the idle looks (IDLE_LOOKS_AT, past the last class's list): what the idle
+//!               hand of `owned::route_idle` saw of the small classes' stacks
 //!   byte 4096   slot 0 (arch::SLOTS_AT): 65,024 slots of 8 bytes, the classes' regions
 //!               handed out in order from `next_free` as classes grow; class c caches its
 //!               objects in slots[begin..current], room up to end
@@ -145,6 +147,13 @@ const HEADERS_AT: usize = crate::arch::CLASS_HEADERS_AT;
 /// at `OWNED_LISTS_AT + 8 * c` (`percpu::owned`).
 const OWNED_LISTS_AT: usize = 3072;
 
+/// Byte offset of the idle looks (`percpu::owned::route_idle`): [`IDLE_LOOKS_BYTES`] bytes
+/// past the owned-span lists' last class, all zero in a slab nobody touched.
+const IDLE_LOOKS_AT: usize = OWNED_LISTS_AT + 8 * NUM_CLASSES;
+
+/// Bytes at [`IDLE_LOOKS_AT`]: up to the first slot.
+pub(super) const IDLE_LOOKS_BYTES: usize = SLOTS_AT - IDLE_LOOKS_AT;
+
 /// Regions are handed out in multiples of a cache line's slots.
 const REGION_ALIGN: usize = 8;
 
@@ -219,7 +228,7 @@ pub(super) struct SlabHeader {
     /// Unused (keeps the hand below off the stop word's line, which every owned section reads).
     _reserved_low: [u32; 2],
     /// The next owned class whose current span a refill looks at for idleness
-    /// (`percpu::owned::keep_idle_current`), less `owned::MIN_CLASS`; under the capacity lock.
+    /// (`percpu::owned::keep_idle_current`), less `owned::FIXED_MIN`; under the capacity lock.
     owned_hand: AtomicU32,
     /// Unused.
     _reserved: [u32; 9],
@@ -269,6 +278,7 @@ const _: () = {
     assert!(HEADERS_AT + 8 * NUM_CLASSES <= crate::arch::CUR_AT);
     assert!(crate::arch::CUR_AT + 8 * NUM_CLASSES <= OWNED_LISTS_AT);
     assert!(OWNED_LISTS_AT + 8 * NUM_CLASSES <= SLOTS_AT);
+    assert!(IDLE_LOOKS_AT.is_multiple_of(8) && IDLE_LOOKS_AT + IDLE_LOOKS_BYTES == SLOTS_AT);
     assert!(
         SLOTS < u16::MAX as usize,
         "slot indices are u16, u16::MAX the stopped floor"
@@ -334,6 +344,13 @@ impl Slab {
         unsafe { &*((self.0 + crate::arch::CUR_AT + 8 * c) as *const AtomicUsize) }
     }
 
+    /// The address of the slab's idle looks ([`IDLE_LOOKS_BYTES`] bytes, 8-aligned, zero until
+    /// written; `percpu::owned::route_idle` keeps them, under the capacity lock). No section
+    /// reads them.
+    pub(super) fn idle_looks_at(&self) -> usize {
+        self.0 + IDLE_LOOKS_AT
+    }
+
     /// Class `c`'s list of owned spans (`percpu::owned`): the head span's address, or 0.
     /// Written under the capacity lock only.
     pub(super) fn owned_list(&self, c: usize) -> &AtomicUsize {
@@ -380,7 +397,7 @@ impl Slab {
     }
 
     /// The next owned class a refill looks at for an idle current span
-    /// (`percpu::owned::keep_idle_current`), less `owned::MIN_CLASS`. Written under the
+    /// (`percpu::owned::keep_idle_current`), less `owned::FIXED_MIN`. Written under the
     /// capacity lock only.
     pub(super) fn owned_hand(&self) -> &AtomicU32 {
         &self.header().owned_hand

@@ -65,6 +65,21 @@ pub fn run_child_test(name: &str, env: &[(&str, &str)]) -> String {
     stdout
 }
 
+/// Runs this binary's test `name` in a child process with `marker` set and then `env`, as
+/// [`run_child_test`], and returns the fields of its `RESULT ` line, which it must print.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all print RESULT"
+)]
+pub fn child_result(name: &str, marker: &str, env: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut all = vec![(marker, "1")];
+    all.extend_from_slice(env);
+    let stdout = run_child_test(name, &all);
+    let r = result_fields(&stdout);
+    assert!(!r.is_empty(), "no RESULT line in:\n{stdout}");
+    r
+}
+
 /// The `key=value` fields of the child's `RESULT ` line (empty if it printed none).
 #[allow(
     dead_code,

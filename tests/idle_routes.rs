@@ -1,0 +1,189 @@
+//! Small classes routed to owned spans once idle (docs/design.md, "Small classes routed once
+//! idle"), in all three rseq modes.
+//!
+//! Each mode runs in a child process of this test binary (the mode is chosen once per process):
+//! two threads, each pinned to a CPU of its own where there are two, run the runner's
+//! `mixed-bursts` loop through the C API — bursts of objects whose sizes lie in a 128-byte band
+//! that moves 40 bytes a round over 16-1016 B, so each small class is used for a few rounds and
+//! then left for about twenty — and hand half of every burst to the other thread, which checks
+//! and frees it. Every object carries a unique id in its first word and the id's complement in
+//! its last, written at allocation and checked before the free, so an object handed out twice
+//! (or a routed class's list corrupted by a declined push) is caught.
+//!
+//! With the critical sections (glibc's area, our own registration) the threads' slow paths see
+//! the small classes' stacks idle while the band is elsewhere and route those classes: their
+//! later bursts come from owned spans, and the other thread's frees of their objects are
+//! declined by the owned push and go home or onto a stack. The forced fallback has no owned
+//! spans and routes nothing; neither does `owned_spans=off`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+
+/// Rounds per thread.
+const ROUNDS: usize = 3_000;
+/// A burst holds `BURST_MIN` to `BURST_MIN + BURST_SPREAD - 1` objects.
+const BURST_MIN: usize = 200;
+const BURST_SPREAD: usize = 400;
+
+/// One xorshift step of `*state` (never 0).
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// A new object of `size` bytes (a multiple of 8, at least 16) through the C API, with `id` in
+/// its first word and `!id` in its last.
+fn stamped(size: usize, id: u64) -> usize {
+    let p = rseqmalloc::malloc(size) as *mut u64;
+    assert!(!p.is_null(), "malloc({size}) failed");
+    // SAFETY: `p` holds `size` bytes, 8-aligned.
+    unsafe {
+        p.write(id);
+        p.add(size / 8 - 1).write(!id);
+    }
+    p as usize
+}
+
+/// Checks the stamps `stamped` wrote and frees the object through the C API.
+fn check_free((p, size, id): (usize, usize, u64)) {
+    let o = p as *mut u64;
+    // SAFETY: a live object of `size` bytes from `stamped`, which nobody else uses.
+    unsafe {
+        assert_eq!(o.read(), id, "object {p:#x} lost its id");
+        assert_eq!(
+            o.add(size / 8 - 1).read(),
+            !id,
+            "object {p:#x} lost its last word"
+        );
+        rseqmalloc::free(o as *mut u8);
+    }
+}
+
+/// Thread `t`'s rounds: each burst's even objects go to the other thread (`give`), which frees
+/// them; its odd ones, and what the other thread gave it, it frees itself, forwards or
+/// backwards by round.
+fn worker(
+    t: usize,
+    give: mpsc::Sender<Vec<(usize, usize, u64)>>,
+    take: mpsc::Receiver<Vec<(usize, usize, u64)>>,
+) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls take its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(t % cpus, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+    }
+    let mut state = 12345 + 7777 * t as u64;
+    let mut id = (t as u64) << 48;
+    for r in 0..ROUNDS {
+        let n = BURST_MIN + next(&mut state) as usize % BURST_SPREAD;
+        let start = 16 + (r * 40) % 881;
+        let mut mine = Vec::with_capacity(n);
+        let mut theirs = Vec::with_capacity(n / 2 + 1);
+        for i in 0..n {
+            let size = (start + next(&mut state) as usize % 128) & !7;
+            id += 1;
+            let o = (stamped(size, id), size, id);
+            if i % 2 == 0 {
+                theirs.push(o);
+            } else {
+                mine.push(o);
+            }
+        }
+        give.send(theirs).unwrap();
+        if r % 2 == 1 {
+            mine.reverse();
+        }
+        mine.into_iter().for_each(check_free);
+        take.recv().unwrap().into_iter().for_each(check_free);
+    }
+}
+
+/// The child: both workers, then one line with the mode and the figures.
+fn bursts() {
+    let (to_b, from_a) = mpsc::channel();
+    let (to_a, from_b) = mpsc::channel();
+    let a = std::thread::spawn(move || worker(0, to_b, from_b));
+    let b = std::thread::spawn(move || worker(1, to_a, from_a));
+    a.join().unwrap();
+    b.join().unwrap();
+    rseqmalloc::trim();
+    let s = rseqmalloc::stats();
+    println!(
+        "RESULT mode={:?} routed={} taken={} cached_after_trim={}",
+        s.rseq_mode,
+        s.owned_classes_routed,
+        s.owned_spans_taken,
+        s.cpu_cache_bytes.iter().sum::<usize>()
+    );
+}
+
+#[test]
+#[ignore = "run as a child by the per-mode tests"]
+fn child_bursts() {
+    if std::env::var_os("RSEQMALLOC_IDLE_ROUTES_CHILD").is_some() {
+        bursts();
+    }
+}
+
+/// Runs the child with `env` and returns its RESULT fields.
+fn run(env: &[(&str, &str)]) -> HashMap<String, String> {
+    common::child_result("child_bursts", "RSEQMALLOC_IDLE_ROUTES_CHILD", env)
+}
+
+fn num(r: &HashMap<String, String>, k: &str) -> u64 {
+    r[k].parse().unwrap()
+}
+
+/// In an rseq mode (`mode`, as `common::expected_mode` names it), the bursts route small
+/// classes, every object comes back as written (checked in the child), and the final trim
+/// leaves nothing cached; where the sections cannot run (aarch64) the child runs the fallback
+/// and routes nothing.
+fn assert_routed(r: &HashMap<String, String>, mode: &'static str) {
+    let expected = common::expected_mode(mode);
+    assert_eq!(r["mode"], expected, "{r:?}");
+    assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
+    if expected == "Fallback" {
+        assert_eq!(num(r, "routed"), 0, "{r:?}");
+    } else {
+        assert!(num(r, "taken") > 0, "no span owned: {r:?}");
+        assert!(
+            num(r, "routed") > 0,
+            "no small class routed once idle: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn bursts_route_idle_small_classes_with_glibc_area() {
+    assert_routed(&run(&[]), "Glibc");
+}
+
+#[test]
+fn bursts_route_idle_small_classes_with_own_registration() {
+    assert_routed(&run(&[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")]), "Own");
+}
+
+/// The fallback has no owned spans: nothing is routed, and the bursts come back whole.
+#[test]
+fn bursts_route_nothing_with_forced_fallback() {
+    let r = run(&[("RSEQMALLOC_OPTIONS", "rseq=off")]);
+    assert_eq!(r["mode"], "Fallback", "{r:?}");
+    assert_eq!(num(&r, "routed"), 0, "{r:?}");
+    assert_eq!(num(&r, "taken"), 0, "{r:?}");
+    assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
+}
+
+/// With owned spans off the stacks serve every C allocation: nothing is routed.
+#[test]
+fn bursts_route_nothing_without_owned_spans() {
+    let r = run(&[("RSEQMALLOC_OPTIONS", "owned_spans=off")]);
+    assert_eq!(r["mode"], common::expected_mode("Glibc"), "{r:?}");
+    assert_eq!(num(&r, "routed"), 0, "{r:?}");
+    assert_eq!(num(&r, "taken"), 0, "{r:?}");
+}
