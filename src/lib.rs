@@ -219,6 +219,7 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
         if !p.is_null() {
             if TAG {
                 arch::note_alloc(p, c);
+                clear_link(p);
             }
             return clear_tag::<TAG>(p);
         }
@@ -276,10 +277,12 @@ fn alloc_owned(c: usize, slow: impl FnOnce() -> *mut u8) -> *mut u8 {
     clear_tag::<true>(p)
 }
 
-/// Clears the first word of a small object being handed out by a C allocation with owned spans
-/// on (`percpu::owned_routes`): an object that was on an owned span's list and went back to
-/// its span's bitmap whole (a span given back, a drain) may still hold its encoded link, which
-/// would give the free tag's key away (the owned pop clears it itself).
+/// Clears the first word of a small object being handed out by a C allocation: an object that
+/// was on an owned span's list and went back to its span's bitmap whole (a span given back,
+/// turned over or drained) may still hold its encoded link, which would give the free tag's key
+/// away (the owned pop clears it itself). Every C path that hands out a small object clears
+/// it, whatever the class: since session 63 the classes of 32-256 B have owned spans on the
+/// threads that route them, and their objects reach every thread's stack (found by review).
 #[inline(always)]
 fn clear_link(p: *mut u8) {
     // SAFETY: a small object being handed out (every class is at least 16 bytes).
@@ -307,11 +310,10 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
         return alloc_large(size, align);
     }
     if TAG && percpu::owned_routes(c) {
-        // A small class the thread routed once idle (`percpu::owned::route_idle`), whose stack
-        // `alloc_class` found empty: `alloc_class` tests only the classes every thread routes
-        // (`owned_routes_fixed`), which it sends to `alloc_owned_out` itself and which arrive
-        // here only when the thread's set-up ran between the two (a signal handler's first
-        // allocation).
+        // `alloc_class` sends such a class to `alloc_owned_out` itself (a fixed one before its
+        // stack pop, a small one the thread routed once its pop failed); it arrives here only
+        // when the thread's routes changed between the two (its set-up, a signal handler's
+        // first allocation, or a route added by a handler's slow path).
         return alloc_owned_out(c);
     }
     let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
@@ -328,6 +330,7 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     // followed the wrong class (session 35).
     if TAG {
         arch::note_alloc(p, c);
+        clear_link(p);
     }
     clear_tag::<TAG>(p)
 }

@@ -23,6 +23,9 @@ use std::sync::mpsc;
 
 /// Rounds per thread.
 const ROUNDS: usize = 3_000;
+/// The classes a thread can route once idle: those of 32-256 B (`owned::MIN_CLASS` up to
+/// `owned::FIXED_MIN`).
+const SMALL_CLASSES: u64 = 19;
 /// A burst holds `BURST_MIN` to `BURST_MIN + BURST_SPREAD - 1` objects.
 const BURST_MIN: usize = 200;
 const BURST_SPREAD: usize = 400;
@@ -36,12 +39,15 @@ fn next(state: &mut u64) -> u64 {
 }
 
 /// A new object of `size` bytes (a multiple of 8, at least 16) through the C API, with `id` in
-/// its first word and `!id` in its last.
+/// its first word and `!id` in its last. Its first word must read 0: a C allocation clears it,
+/// so that no object that was on an owned span's list hands its encoded link (and with it the
+/// free tag's key) to the program.
 fn stamped(size: usize, id: u64) -> usize {
     let p = rseqmalloc::malloc(size) as *mut u64;
     assert!(!p.is_null(), "malloc({size}) failed");
     // SAFETY: `p` holds `size` bytes, 8-aligned.
     unsafe {
+        assert_eq!(p.read(), 0, "malloc({size}) = {p:?} kept a first word");
         p.write(id);
         p.add(size / 8 - 1).write(!id);
     }
@@ -156,6 +162,8 @@ fn assert_routed(r: &HashMap<String, String>, mode: &'static str) {
             num(r, "routed") > 0,
             "no small class routed once idle: {r:?}"
         );
+        // Each thread routes a class once.
+        assert!(num(r, "routed") <= 2 * SMALL_CLASSES, "{r:?}");
     }
 }
 

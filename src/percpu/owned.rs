@@ -746,9 +746,9 @@ fn idle_looks(slab: Slab) -> &'static IdleLooks {
 /// Does nothing when the thread routes no class (owned spans off).
 ///
 /// # Safety
-/// The caller holds the slab's capacity lock (the looks are written under it only), for a
-/// refill of class `c`.
-unsafe fn route_idle(slab: Slab, c: usize) {
+/// The caller holds the capacity lock of `slab`, slab `id` (the looks are written under it
+/// only), for a refill of class `c`.
+unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
     let routes = arch::owned_routes();
     if routes == 0 {
         return;
@@ -781,7 +781,9 @@ unsafe fn route_idle(slab: Slab, c: usize) {
         return;
     }
     looks.streak[i].store(0, Ordering::Relaxed);
-    flush_stack(k);
+    flush_stack(k, id);
+    // Read again: a signal handler's slow path on this thread may have added a route meanwhile.
+    let routes = arch::owned_routes();
     if routes & 1 << i == 0 {
         // SAFETY: the calling thread's own block, which only it writes.
         unsafe { (*arch::thread_block()).owned = routes | 1 << i };
@@ -789,12 +791,22 @@ unsafe fn route_idle(slab: Slab, c: usize) {
     }
 }
 
-/// Moves every object of class `k`'s stack on the calling thread's slab to its span
-/// ([`route_idle`]), a batch at a time.
-fn flush_stack(k: usize) {
+/// Moves every object of class `k`'s stack on slab `id` to its span ([`route_idle`]), a batch
+/// at a time, while the calling thread runs on that slab's CPU (a thread that moved off it
+/// leaves the rest, and the stack of the CPU it runs on now, alone).
+fn flush_stack(k: usize, id: usize) {
     let mut buf = [null_mut(); 32];
     loop {
-        let got = super::pop_batch(k, &mut buf);
+        // SAFETY: the slab layout is set up (the caller holds its capacity lock: it is ready);
+        // `buf` holds 32 pointers; the objects popped are ours.
+        let got = unsafe {
+            arch::percpu_pop_batch_on(
+                super::slab::header_offset(k),
+                id as u32,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
         if got == 0 {
             break;
         }
@@ -983,7 +995,7 @@ fn refill_locked(
     // SAFETY: the caller holds the slab's capacity lock.
     unsafe {
         keep_idle_current(slab, c);
-        route_idle(slab, c);
+        route_idle(slab, id, c);
     }
     let cur = slab.owned_cur(c).load(Ordering::Relaxed);
     let cur_span = if cur == 0 {
@@ -2316,25 +2328,18 @@ mod tests {
     /// thread that routes nothing (owned spans off) leaves stacks and routes alone.
     #[test]
     fn an_idle_small_stack_goes_to_its_spans_and_its_class_is_routed() {
-        let (_setup, _id, slab) = kept_setup(
+        let (_setup, id, slab) = kept_setup(
             "percpu::owned::tests::an_idle_small_stack_goes_to_its_spans_and_its_class_is_routed",
         );
         // Small classes no other unit test uses: 192 and 224 bytes.
         let (idle, busy) = (class_of(192), class_of(224));
         assert!(idle < FIXED_MIN && busy < FIXED_MIN && idle >= MIN_CLASS);
-        // SAFETY (every block below writing it): the thread's own block.
         let saved = arch::owned_routes();
+        // SAFETY: the thread's own block, which only it writes.
         unsafe { (*arch::thread_block()).owned = FIXED_ROUTES };
         let empty = |k: usize| {
-            let mut buf = [null_mut(); 32];
-            loop {
-                let got = super::super::pop_batch(k, &mut buf);
-                if got == 0 {
-                    break;
-                }
-                // SAFETY: free objects of class `k`, off this thread's stack.
-                unsafe { central::free_to_spans(k, &buf[..got]) };
-            }
+            flush_stack(k, id);
+            assert_eq!(slab.count(k), 0);
         };
         let stack = |k: usize, n: usize| {
             let (mut buf, before) = (std::vec![null_mut(); n], slab.count(k));
@@ -2351,7 +2356,7 @@ mod tests {
                 .store((k - MIN_CLASS) as u32, Ordering::Relaxed);
             slab.cap_lock().lock();
             // SAFETY: we hold the capacity lock.
-            unsafe { route_idle(slab, FIXED_MIN) };
+            unsafe { route_idle(slab, id, FIXED_MIN) };
             slab.cap_lock().unlock();
         };
         for k in [idle, busy] {
@@ -2395,6 +2400,7 @@ mod tests {
         assert_eq!(ROUTED.load(Ordering::Relaxed), routed + 1, "counted once");
 
         // No routes (owned spans off): nothing moves, nothing is routed.
+        // SAFETY: as above.
         unsafe { (*arch::thread_block()).owned = 0 };
         for _ in 0..=IDLE_LOOKS {
             look(busy);
@@ -2404,6 +2410,7 @@ mod tests {
         assert_eq!(ROUTED.load(Ordering::Relaxed), routed + 1);
 
         empty(busy);
+        // SAFETY: as above.
         unsafe { (*arch::thread_block()).owned = saved };
     }
 
