@@ -20,16 +20,16 @@
 //! another address look free. Rust's `dealloc` neither checks nor sets the tag (a double
 //! `dealloc` is ruled out by safe Rust); objects it frees are tagged when they reach a span.
 //!
-//! Which free objects a span holds is its bitmap's business (`central`), not the objects':
-//! nothing written into a free object can make the allocator hand out a block twice or a wild
-//! pointer; the tag only tells `free` that a block is already free. The exception is owned
-//! spans (`owned_spans=on`, the default, for C allocations of the classes of 288-960 B in the
-//! rseq modes; `percpu::owned`): an owned span's list is threaded through its free objects'
-//! first words, stored XOR this key, and a pop checks the popped object's tag and that the
-//! decoded link lies in the span. A write that decodes outside the span stops the
+//! Which free objects a span holds is its bitmap's business (`central`), not the objects': nothing
+//! written into a free object can make the allocator hand out a block twice or a wild pointer; the
+//! tag only tells `free` that a block is already free. The exception is owned spans
+//! (`owned_spans=on`, the default, for C allocations of the classes of 288-960 B in the rseq modes,
+//! and of 32-256 B on a thread once idle; `percpu::owned`): an owned span's list is threaded
+//! through its free objects' first words, stored XOR this key, and a pop checks the popped object's
+//! tag and that the decoded link lies in the span. A write that decodes outside the span stops the
 //! process; one that decodes to another free object of the span (forged with the key, or by a
-//! chance of about the span's length in 2^48) would hand that object out twice
-//! (docs/design.md, "Known weaknesses").
+//! chance of about the span's length in 2^48) would hand that object out twice (docs/design.md,
+//! "Known weaknesses").
 //!
 //! May call: `os`, `sync`.
 

@@ -208,11 +208,10 @@ fn alloc_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
 fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
     if c != 0 {
         if TAG && percpu::owned_routes_fixed(c) {
-            // Owned spans (`owned_spans=on`, the classes of 288-960 B; a routed small class
-            // comes after its stack pop fails, below): all in
-            // `alloc_owned_out`, out of line, so that this path keeps needing no stack frame
-            // (inlined here, the owned pop cost the default build's one-thread churn 1.05x its
-            // time, session 45).
+            // Owned spans (`owned_spans=on`, the classes of 288-960 B; a routed small class comes
+            // after its stack pop fails, below): all in `alloc_owned_out`, out of line, so that
+            // this path keeps needing no stack frame (inlined here, the owned pop cost the default
+            // build's one-thread churn 1.05x its time, session 45).
             return alloc_owned_out(c);
         }
         let p = percpu::pop(c);
@@ -744,9 +743,8 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     let (c, e) = checked_class(ptr, who);
     if c != 0 {
         if TAG && percpu::owned_routes(c) {
-            // Owned spans (`owned_spans=on`, the classes of 288-960 B, and the small classes
-            // this thread routed once idle): tagged here, pushed
-            // out of line.
+            // Owned spans (`owned_spans=on`, the classes of 288-960 B, and the small classes this
+            // thread routed once idle): tagged here, pushed out of line.
             let key = free_tag::key();
             // SAFETY: `checked_class` found `ptr` starts an object of class `c`, a small one.
             unsafe { mark_freed_with(ptr, key, who) };

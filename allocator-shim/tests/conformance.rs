@@ -970,7 +970,8 @@ fn kind11_small_overflow_never_crashes_or_hands_out_a_bad_pointer() {
     // their free objects in bitmaps and nothing reads a free object's first word, so the
     // program must simply keep working. With owned spans on (`owned_spans=on`, the default,
     // whose lists run through free objects' first words again) in the rseq modes, an overflow
-    // past a block of 257-960 B (the classes they serve) that reaches a free neighbour's
+    // past a block of 257-960 B (the classes every thread routes to them; a small class this
+    // program keeps busy is never routed) that reaches a free neighbour's
     // first word may instead stop the program with that one line (`malloc(): corrupted free
     // list at 0x…`), as the contract allows.
     let bin = program("overflow");

@@ -145,12 +145,12 @@ pub const SLAB_SHIFT: u32 = 19;
 /// Slots are 8-byte words: slot `i` of a slab is at byte [`SLOTS_AT`] `+ 8 * i`.
 pub const SLOT_SHIFT: u32 = 3;
 
-/// Byte offset of slot 0 in a slab: the first 4 KiB hold the slab's header (1 KiB), up to 128
-/// class headers, the owned-span table ([`CUR_AT`]) and the per-class lists of owned spans
-/// (`percpu::slab`, byte 3072). Indices count from here, so an all-zero class header — a slab
-/// nobody has touched yet — is already a valid empty stack (`current = begin = floor = end =
-/// 0`: every pop and push fails) at a valid slot, and making a slab ready writes nothing a
-/// section reads.
+/// Byte offset of slot 0 in a slab: the first 4 KiB hold the slab's header (1 KiB), up to 128 class
+/// headers, the owned-span table ([`CUR_AT`]), the per-class lists of owned spans (`percpu::slab`,
+/// byte 3072) and the small classes' idle looks (byte 3880). Indices count from here, so an
+/// all-zero class header — a slab nobody has touched yet — is already a valid empty stack (`current
+/// = begin = floor = end = 0`: every pop and push fails) at a valid slot, and making a slab ready
+/// writes nothing a section reads.
 pub const SLOTS_AT: usize = 4096;
 
 /// Byte offset in a slab of its class headers: class `c`'s [`ClassHeader`] at

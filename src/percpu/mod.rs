@@ -528,14 +528,13 @@ fn pinned_in_both_rseq_modes(
 }
 
 /// The owned-span sections (docs/design.md, "Owned spans"), on a span the test builds by hand:
-/// 32-byte objects in a buffer, linked and tagged as `arch::OwnedWords` requires. Class 1 is
-/// below the classes owned spans serve (`owned::MIN_CLASS`, which no thread's routes reach),
-/// so no allocation of the test process reads the owned-span table entry these tests write.
-/// The stack-first pop's tests also use class 1's per-CPU stack on the slab they are pinned
-/// to: they take what it holds
-/// off first ([`Unstacked`]) and assume, as the drain tests do, that nothing else pushes to it
-/// or drains that slab while they run (the serial lock; unit tests allocate through the system
-/// allocator).
+/// 32-byte objects in a buffer, linked and tagged as `arch::OwnedWords` requires. Class 1 is below
+/// the classes owned spans serve (`owned::MIN_CLASS`, which no thread's routes reach), so no
+/// allocation of the test process reads the owned-span table entry these tests write. The
+/// stack-first pop's tests also use class 1's per-CPU stack on the slab they are pinned to: they
+/// take what it holds off first ([`Unstacked`]) and assume, as the drain tests do, that nothing
+/// else pushes to it or drains that slab while they run (the serial lock; unit tests allocate
+/// through the system allocator).
 #[cfg(all(test, target_arch = "x86_64"))]
 mod owned_tests {
     use super::*;

@@ -1,9 +1,8 @@
-//! Owned spans (`owned_spans=on`, the default; docs/design.md, "Owned spans"): for the classes
-//! of 288 B to 960 B, and on a thread the classes of 32-256 B once its slab's stack of the class
-//! was seen idle ([`routes`], [`route_idle`]), each slab owns spans of the classes its CPU
-//! allocates, and a C
-//! `malloc` pops an object from the class's current owned span while a C `free` on the owner's
-//! CPU pushes it back onto its span's list, one critical section each (`arch::owned_pop`,
+//! Owned spans (`owned_spans=on`, the default; docs/design.md, "Owned spans"): for the classes of
+//! 288 B to 960 B, and on a thread the classes of 32-256 B once its slab's stack of the class was
+//! seen idle ([`routes`], [`route_idle`]), each slab owns spans of the classes its CPU allocates,
+//! and a C `malloc` pops an object from the class's current owned span while a C `free` on the
+//! owner's CPU pushes it back onto its span's list, one critical section each (`arch::owned_pop`,
 //! `arch::owned_push`; a collect pushes its objects with `arch::owned_push_chain`).
 //!
 //! Owns: whether owned spans are on, the slow path that gives a class a current span with
