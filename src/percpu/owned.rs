@@ -796,8 +796,9 @@ unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
 fn flush_stack(k: usize, id: usize) {
     let mut buf = [null_mut(); 32];
     loop {
-        // SAFETY: the slab layout is set up (the caller holds its capacity lock: it is ready);
-        // `buf` holds 32 pointers; the objects popped are ours.
+        // SAFETY: the slabs are mapped as the sections need: `route_idle` runs only in an owned
+        // refill, on the rseq path of `alloc_slow`, after `ensure_slab`; `buf` holds 32
+        // pointers; the objects popped are ours.
         let got = unsafe {
             arch::percpu_pop_batch_on(
                 super::slab::header_offset(k),
