@@ -216,11 +216,7 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
         }
         let p = percpu::pop(c);
         if !p.is_null() {
-            if TAG {
-                arch::note_alloc(p, c);
-                clear_link(p);
-            }
-            return clear_tag::<TAG>(p);
+            return handed_out::<TAG>(p, c);
         }
         if TAG && percpu::owned_routes(c) {
             // A small class the thread routed once idle (`percpu::owned::route_idle`): its
@@ -288,6 +284,18 @@ fn clear_link(p: *mut u8) {
     unsafe { p.cast::<usize>().write(0) };
 }
 
+/// A small object of class `c` off a stack, a magazine or the slow path, as it is handed out: for
+/// a C allocation (`TAG`) noted as the thread's last and its first word cleared
+/// ([`clear_link`]); its tag cleared ([`clear_tag`]).
+#[inline(always)]
+fn handed_out<const TAG: bool>(p: *mut u8, c: usize) -> *mut u8 {
+    if TAG {
+        arch::note_alloc(p, c);
+        clear_link(p);
+    }
+    clear_tag::<TAG>(p)
+}
+
 /// Clears the double-free tag of a small object being handed out (when `TAG`).
 #[inline(always)]
 fn clear_tag<const TAG: bool>(p: *mut u8) -> *mut u8 {
@@ -327,11 +335,7 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     // a class all refilled (its first on a slab, a class with no room there) kept the class
     // before as its note, and owner return's choice for that thread's next foreign frees
     // followed the wrong class (session 35).
-    if TAG {
-        arch::note_alloc(p, c);
-        clear_link(p);
-    }
-    clear_tag::<TAG>(p)
+    handed_out::<TAG>(p, c)
 }
 
 #[cold]

@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::num;
+
 use std::collections::HashMap;
 use std::sync::mpsc;
 
@@ -140,10 +142,6 @@ fn child_bursts() {
 /// Runs the child with `env` and returns its RESULT fields.
 fn run(env: &[(&str, &str)]) -> HashMap<String, String> {
     common::child_result("child_bursts", "RSEQMALLOC_IDLE_ROUTES_CHILD", env)
-}
-
-fn num(r: &HashMap<String, String>, k: &str) -> u64 {
-    r[k].parse().unwrap()
 }
 
 /// In an rseq mode (`mode`, as `common::expected_mode` names it), the bursts route small

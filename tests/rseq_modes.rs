@@ -19,6 +19,8 @@
 
 mod common;
 
+use common::num;
+
 use rseqmalloc::{RseqMalloc, RseqMode};
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
@@ -407,10 +409,6 @@ fn assert_invariants(r: &HashMap<String, String>) {
         "unchecked"
     };
     assert_eq!(r["invariants"], want, "{r:?}");
-}
-
-fn num(r: &HashMap<String, String>, k: &str) -> u64 {
-    r[k].parse().unwrap()
 }
 
 #[test]

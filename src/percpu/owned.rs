@@ -130,8 +130,8 @@ pub fn routes(c: usize) -> bool {
 
 /// [`routes`] for the classes every thread routes ([`FIXED_MIN`]`..=`[`MAX_CLASS`]) only: false
 /// for a small class, routed or not, without reading the thread's routes. `malloc`'s fast path
-/// tests this before its stack pop, so a small class's pop costs no more than before small
-/// classes could be routed; a routed small class's stack is empty but for what its pushes
+/// tests this before its stack pop, so a small class's pop pays no route test; a routed small
+/// class's stack is empty but for what its pushes
 /// declined, and its `malloc` tests [`routes`] once that pop fails. (Tested before the pop,
 /// [`routes`] took the stack classes' allocation phase in a held band of 96-224 B 1.04-1.06x
 /// the time; after it, 1.02x: docs/benchmarks.md, "Session 63".)
@@ -620,7 +620,7 @@ unsafe fn keep_bounded(slab: Slab, s: *mut Span) {
 
 /// The classes every thread routes ([`FIXED_MIN`]`..=`[`MAX_CLASS`]), which the hand of
 /// [`keep_idle_current`] goes round; [`route_idle`]'s goes round the others.
-const OWNED_CLASSES: u32 = (MAX_CLASS - FIXED_MIN + 1) as u32;
+const FIXED_CLASSES: u32 = (MAX_CLASS - FIXED_MIN + 1) as u32;
 
 /// Looks at the current span of one class every thread routes, the next in turn (the slab's
 /// hand goes round those classes, one class a refill), and, unless it is class `c`'s, sets it aside
@@ -634,7 +634,7 @@ const OWNED_CLASSES: u32 = (MAX_CLASS - FIXED_MIN + 1) as u32;
 /// the reverse order of their allocation shows the same list word (the pops and pushes undo
 /// each other), and its span is set aside while in use. That costs its next `malloc` one slow
 /// path (or a span, if another class turns the kept one over first), at most once per round
-/// of the hand plus one refill ([`OWNED_CLASSES`] + 1 refills: making a span current clears
+/// of the hand plus one refill ([`FIXED_CLASSES`] + 1 refills: making a span current clears
 /// what the hand saw, and the hand's first look may come at the next refill).
 ///
 /// Why: a wholly free current span is never kept ([`push`] skips it, so that a `malloc`/`free`
@@ -649,9 +649,9 @@ const OWNED_CLASSES: u32 = (MAX_CLASS - FIXED_MIN + 1) as u32;
 /// The caller holds the slab's capacity lock (so no refill there changes a current span, and
 /// only this slab's pops and pushes change its spans' lists).
 unsafe fn keep_idle_current(slab: Slab, c: usize) {
-    let hand = slab.owned_hand().load(Ordering::Relaxed) % OWNED_CLASSES;
+    let hand = slab.owned_hand().load(Ordering::Relaxed) % FIXED_CLASSES;
     slab.owned_hand()
-        .store((hand + 1) % OWNED_CLASSES, Ordering::Relaxed);
+        .store((hand + 1) % FIXED_CLASSES, Ordering::Relaxed);
     let k = FIXED_MIN + hand as usize;
     if k != c {
         // SAFETY: forwarded contract.
@@ -729,9 +729,9 @@ fn idle_looks(slab: Slab) -> &'static IdleLooks {
 /// when it came back, cold and in nearly random order (docs/benchmarks.md, "Session 62"); owned
 /// spans hand it the memory other classes freed a moment ago (a kept span turned over) in
 /// address order. Routing the small classes from the start costs the churns and `larson`
-/// (1.08-1.14x), whose classes are never idle; routed once idle, `mixed-bursts` took
-/// 0.84-0.87x the CPU time and `larson` and `rounds` were level (docs/benchmarks.md,
-/// "Session 63").
+/// (1.08-1.14x), whose classes are never idle; routed once idle, `mixed-bursts` took 0.94x the
+/// CPU time on two CPUs and 0.93x on one, and `larson`, `rounds` and `sqlite` were level
+/// (docs/benchmarks.md, "Session 63").
 ///
 /// The objects go past the transfer stacks to their spans (`central::free_to_spans`), which
 /// the page heap takes back once wholly free: cold memory that the class, now routed, would
@@ -2495,7 +2495,7 @@ mod tests {
         slab.cap_lock().unlock();
         assert_eq!(
             hand,
-            (looked + 1 - FIXED_MIN) as u32 % OWNED_CLASSES,
+            (looked + 1 - FIXED_MIN) as u32 % FIXED_CLASSES,
             "the hand moves on one class"
         );
     }

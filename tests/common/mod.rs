@@ -80,6 +80,15 @@ pub fn child_result(name: &str, marker: &str, env: &[(&str, &str)]) -> HashMap<S
     r
 }
 
+/// Field `k` of a child's `RESULT ` line ([`result_fields`]), a number.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all print RESULT"
+)]
+pub fn num(r: &HashMap<String, String>, k: &str) -> u64 {
+    r[k].parse().unwrap()
+}
+
 /// The `key=value` fields of the child's `RESULT ` line (empty if it printed none).
 #[allow(
     dead_code,
