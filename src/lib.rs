@@ -541,8 +541,19 @@ unsafe fn free_owned(ptr: *mut u8, e: usize, key: usize) {
 #[inline(never)]
 unsafe fn free_owned_declined(ptr: *mut u8) {
     let e = PAGEMAP.get(ptr as usize);
-    // SAFETY: forwarded contract.
-    unsafe { free_marked(ptr, pagemap::class_of(e), e) }
+    let c = pagemap::class_of(e);
+    // `free_marked`, with the foreign objects counted: a class whose owned pushes decline
+    // another slab's objects is churned across CPUs (`percpu::note_owned_declined`).
+    match percpu::push_homed(c, ptr, pagemap::home_bits_unmasked(e)) {
+        arch::Push::Done => {}
+        // SAFETY: forwarded contract.
+        arch::Push::Full => unsafe { free_small_cold(c, ptr) },
+        arch::Push::Foreign => {
+            percpu::note_owned_declined(c);
+            // SAFETY: forwarded contract; the object is tagged free.
+            unsafe { free_foreign(c, ptr) }
+        }
+    }
 }
 
 /// The rest of a C [`free_small`] once the object is tagged free: the push with owner return's

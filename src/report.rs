@@ -19,8 +19,8 @@ use crate::{RseqMode, VERSION};
 /// Version of the JSON report's layout: 2 added `schema`, `version`, `pid`, the peaks and
 /// `options` to the unversioned layout 1; 3 added `owned_spans_taken` and
 /// `owned_spans_given_back` (`owned_spans=on`); 4 added `owned_spans_reclassed`; 5 added
-/// `owned_classes_routed`.
-pub const JSON_SCHEMA: u32 = 5;
+/// `owned_classes_routed`; 6 added `owned_classes_unrouted`.
+pub const JSON_SCHEMA: u32 = 6;
 
 /// Where a report goes: the allocator's stderr channel, or a file of its own.
 #[derive(Clone, Copy)]
@@ -166,6 +166,9 @@ fn print_text(s: &Stats, to: Sink, classes: bool) {
         .dec(s.owned_spans_reclassed as u64)
         .str("), small classes routed to owned spans ")
         .dec(s.owned_classes_routed as u64)
+        .str(" (unrouted ")
+        .dec(s.owned_classes_unrouted as u64)
+        .str(")")
         .str(", maintenance ticks ")
         .dec(s.maintenance_ticks)
         .str(" (background thread ")
@@ -229,6 +232,7 @@ fn print_json(s: &Stats, to: Sink) {
         ("owned_spans_given_back", s.owned_spans_given_back as u64),
         ("owned_spans_reclassed", s.owned_spans_reclassed as u64),
         ("owned_classes_routed", s.owned_classes_routed as u64),
+        ("owned_classes_unrouted", s.owned_classes_unrouted as u64),
         ("maintenance_ticks", s.maintenance_ticks),
         ("background_ticks", s.background_ticks),
         ("slabs", s.slabs as u64),

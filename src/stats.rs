@@ -96,6 +96,10 @@ pub struct Stats {
     /// class was idle, one per thread and class (docs/design.md, "Small classes routed once
     /// idle").
     pub owned_classes_routed: usize,
+    /// Small classes threads stopped routing to owned spans because their owned pushes kept
+    /// declining (the class churned across CPUs), one per thread and class each time
+    /// (docs/design.md, "Small classes routed once idle").
+    pub owned_classes_unrouted: usize,
     /// Maintenance ticks run so far (each drains the per-CPU caches that stayed idle, flushes
     /// idle transfer stacks and inboxes, and releases pages free for `decay_ms`): at most one
     /// per tick period, a quarter of `decay_ms` within 10 ms to 1 s, run by a slow path that
@@ -165,6 +169,7 @@ pub fn stats() -> Stats {
         owned_spans_given_back: percpu::OWNED_GIVEN_BACK.load(Ordering::Relaxed),
         owned_spans_reclassed: percpu::OWNED_RECLASSED.load(Ordering::Relaxed),
         owned_classes_routed: percpu::OWNED_ROUTED.load(Ordering::Relaxed),
+        owned_classes_unrouted: percpu::OWNED_UNROUTED.load(Ordering::Relaxed),
         maintenance_ticks,
         background_ticks,
     };

@@ -15,6 +15,13 @@
 //! later bursts come from owned spans, and the other thread's frees of their objects are
 //! declined by the owned push and go home or onto a stack. The forced fallback has no owned
 //! spans and routes nothing; neither does `owned_spans=off`.
+//!
+//! Then the program changes its ways: each thread churns a ring of objects of 24-256 B (frees a
+//! random one, allocates another in its place) and the two threads swap rings after every step,
+//! so that most frees are of the other thread's objects, as in `larson`. A routed class's owned
+//! pushes now decline most frees, and the threads stop routing such classes (before session 64
+//! a routed class stayed routed and that churn took 1.2x the time: docs/benchmarks.md,
+//! "Session 64").
 
 mod common;
 
@@ -31,6 +38,13 @@ const SMALL_CLASSES: u64 = 19;
 /// A burst holds `BURST_MIN` to `BURST_MIN + BURST_SPREAD - 1` objects.
 const BURST_MIN: usize = 200;
 const BURST_SPREAD: usize = 400;
+/// The churn: objects in a ring, steps, and replacements a step (a thread's).
+const SLOTS: usize = 2_000;
+const STEPS: usize = 40;
+const STEP_OPS: usize = 20_000;
+
+/// An object through the C API, as `stamped` made it: address, size, id.
+type Obj = (usize, usize, u64);
 
 /// One xorshift step of `*state` (never 0).
 fn next(state: &mut u64) -> u64 {
@@ -74,11 +88,7 @@ fn check_free((p, size, id): (usize, usize, u64)) {
 /// Thread `t`'s rounds: each burst's even objects go to the other thread (`give`), which frees
 /// them; its odd ones, and what the other thread gave it, it frees itself, forwards or
 /// backwards by round.
-fn worker(
-    t: usize,
-    give: mpsc::Sender<Vec<(usize, usize, u64)>>,
-    take: mpsc::Receiver<Vec<(usize, usize, u64)>>,
-) {
+fn worker(t: usize, give: mpsc::Sender<Vec<Obj>>, take: mpsc::Receiver<Vec<Obj>>) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls take its size.
     unsafe {
@@ -110,6 +120,34 @@ fn worker(
         mine.into_iter().for_each(check_free);
         take.recv().unwrap().into_iter().for_each(check_free);
     }
+    churn(&mut state, &mut id, &give, &take);
+}
+
+/// The churn after the bursts: a ring of `SLOTS` objects of 24-256 B, `STEP_OPS` random
+/// replacements a step, and the ring handed to the other thread (and its ring taken) after
+/// every step; finally every object freed.
+fn churn(
+    state: &mut u64,
+    id: &mut u64,
+    give: &mpsc::Sender<Vec<Obj>>,
+    take: &mpsc::Receiver<Vec<Obj>>,
+) {
+    let mut new = |state: &mut u64| {
+        let size = (24 + next(state) as usize % 233) & !7;
+        *id += 1;
+        (stamped(size, *id), size, *id)
+    };
+    let mut ring: Vec<Obj> = (0..SLOTS).map(|_| new(state)).collect();
+    for _ in 0..STEPS {
+        for _ in 0..STEP_OPS {
+            let i = next(state) as usize % SLOTS;
+            check_free(ring[i]);
+            ring[i] = new(state);
+        }
+        give.send(ring).unwrap();
+        ring = take.recv().unwrap();
+    }
+    ring.into_iter().for_each(check_free);
 }
 
 /// The child: both workers, then one line with the mode and the figures.
@@ -123,9 +161,11 @@ fn bursts() {
     rseqmalloc::trim();
     let s = rseqmalloc::stats();
     println!(
-        "RESULT mode={:?} routed={} taken={} cached_after_trim={}",
+        "RESULT mode={:?} cpus={} routed={} unrouted={} taken={} cached_after_trim={}",
         s.rseq_mode,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
         s.owned_classes_routed,
+        s.owned_classes_unrouted,
         s.owned_spans_taken,
         s.cpu_cache_bytes.iter().sum::<usize>()
     );
@@ -145,23 +185,35 @@ fn run(env: &[(&str, &str)]) -> HashMap<String, String> {
 }
 
 /// In an rseq mode (`mode`, as `common::expected_mode` names it), the bursts route small
-/// classes, every object comes back as written (checked in the child), and the final trim
-/// leaves nothing cached; where the sections cannot run (aarch64) the child runs the fallback
-/// and routes nothing.
+/// classes and the churn (on two CPUs or more) unroutes some, every object comes back as written (checked in the
+/// child), and the final trim leaves nothing cached; where the sections cannot run (aarch64)
+/// the child runs the fallback and routes nothing.
 fn assert_routed(r: &HashMap<String, String>, mode: &'static str) {
     let expected = common::expected_mode(mode);
     assert_eq!(r["mode"], expected, "{r:?}");
     assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
     if expected == "Fallback" {
         assert_eq!(num(r, "routed"), 0, "{r:?}");
+        assert_eq!(num(r, "unrouted"), 0, "{r:?}");
     } else {
         assert!(num(r, "taken") > 0, "no span owned: {r:?}");
         assert!(
             num(r, "routed") > 0,
             "no small class routed once idle: {r:?}"
         );
-        // Each thread routes a class once.
-        assert!(num(r, "routed") <= 2 * SMALL_CLASSES, "{r:?}");
+        // On one CPU both threads share a slab and no owned push declines: routes stay.
+        if num(r, "cpus") >= 2 {
+            assert!(
+                num(r, "unrouted") > 0,
+                "no routed class unrouted by the churn across threads: {r:?}"
+            );
+        }
+        // A thread routes a class again only once it stopped routing it.
+        assert!(num(r, "unrouted") <= num(r, "routed"), "{r:?}");
+        assert!(
+            num(r, "routed") <= 2 * SMALL_CLASSES + num(r, "unrouted"),
+            "{r:?}"
+        );
     }
 }
 
@@ -181,6 +233,7 @@ fn bursts_route_nothing_with_forced_fallback() {
     let r = run(&[("RSEQMALLOC_OPTIONS", "rseq=off")]);
     assert_eq!(r["mode"], "Fallback", "{r:?}");
     assert_eq!(num(&r, "routed"), 0, "{r:?}");
+    assert_eq!(num(&r, "unrouted"), 0, "{r:?}");
     assert_eq!(num(&r, "taken"), 0, "{r:?}");
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }
@@ -191,5 +244,6 @@ fn bursts_route_nothing_without_owned_spans() {
     let r = run(&[("RSEQMALLOC_OPTIONS", "owned_spans=off")]);
     assert_eq!(r["mode"], common::expected_mode("Glibc"), "{r:?}");
     assert_eq!(num(&r, "routed"), 0, "{r:?}");
+    assert_eq!(num(&r, "unrouted"), 0, "{r:?}");
     assert_eq!(num(&r, "taken"), 0, "{r:?}");
 }

@@ -432,8 +432,9 @@ fn the_text_report_is_short_and_readable_and_the_json_exact() {
         );
         let json: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
         let r = &json["rseqmalloc"];
-        assert_eq!(r["schema"], 5, "{r}");
+        assert_eq!(r["schema"], 6, "{r}");
         assert!(r["owned_classes_routed"].as_u64().is_some(), "{r}");
+        assert!(r["owned_classes_unrouted"].as_u64().is_some(), "{r}");
         assert_eq!(r["version"], crate_version().as_str());
         assert!(r["pid"].as_u64().unwrap() > 0);
         assert!(r["allocated"].as_u64().unwrap() >= 500 * 112);

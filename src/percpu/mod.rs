@@ -47,10 +47,13 @@ pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
 pub use owned::{
-    pop_stack_first as owned_pop_stack_first, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK,
-    OWNED_TAKEN, RECLASSED as OWNED_RECLASSED, ROUTED as OWNED_ROUTED,
+    note_declined as note_owned_declined, routes as owned_routes,
+    routes_fixed as owned_routes_fixed,
 };
-pub use owned::{routes as owned_routes, routes_fixed as owned_routes_fixed};
+pub use owned::{
+    pop_stack_first as owned_pop_stack_first, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK,
+    OWNED_TAKEN, RECLASSED as OWNED_RECLASSED, ROUTED as OWNED_ROUTED, UNROUTED as OWNED_UNROUTED,
+};
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;
 pub use slab::{fallback_ops, slabs_in_use};

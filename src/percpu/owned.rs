@@ -63,6 +63,11 @@ pub static RECLASSED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::n
 /// class ([`route_idle`]; statistics: `owned_classes_routed`).
 pub static ROUTED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
+/// Small classes threads stopped routing to owned spans because their owned pushes kept
+/// declining (churned across CPUs, not idle between bursts), one per thread and class each time
+/// ([`route_idle`]; statistics: `owned_classes_unrouted`).
+pub static UNROUTED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
+
 /// Whether C allocations and frees use owned spans.
 #[inline(always)]
 pub fn enabled() -> bool {
@@ -685,14 +690,23 @@ unsafe fn set_aside_if_idle(slab: Slab, k: usize) {
 }
 
 /// What the idle hand ([`route_idle`]) saw of a slab's stacks of the classes below
-/// [`FIXED_MIN`], in the slab's idle looks (`Slab::idle_looks_at`; all zero in a new slab).
-/// Written under the slab's capacity lock only.
+/// [`FIXED_MIN`], in the slab's idle looks (`Slab::idle_looks_at`; all zero in a new slab),
+/// and what routed threads' frees saw of their owned pushes ([`note_declined`]). Written under
+/// the slab's capacity lock, but for `declined` and `busy`, which any thread on the slab's CPU
+/// writes from its `free` (atomics: a lost update costs the estimate one count).
 #[repr(C)]
 struct IdleLooks {
     /// The next class to look at, less [`MIN_CLASS`] (taken modulo [`IDLE_ROUTED`]).
     hand: AtomicU32,
     /// Per class: looks in a row, since the one before them, that saw the same stack.
     streak: [AtomicU8; IDLE_ROUTED],
+    /// Per class: owned pushes of the class that declined another slab's object on this slab
+    /// since the hand's last look at it or the last busy window ([`note_declined`]). An
+    /// estimate: the threads on the slab's CPU add to it with a plain load and store, and a
+    /// thread that moved may add to the slab it left.
+    declined: [AtomicU8; IDLE_ROUTED],
+    /// Per class: busy windows ([`BUSY_DECLINES`] such declines) with no calm look between.
+    busy: [AtomicU8; IDLE_ROUTED],
     /// Per class: the stack the last look saw, as its count (bits 48-63) and its top object's
     /// address (bits 0-47; 0 when empty).
     seen: [AtomicU64; IDLE_ROUTED],
@@ -706,6 +720,83 @@ const _: () = assert!(core::mem::size_of::<IdleLooks>() <= super::slab::IDLE_LOO
 /// `single-churn` (docs/benchmarks.md, "Session 63"); `mixed-bursts` leaves a class for about
 /// 20 rounds, dozens of looks.
 const IDLE_LOOKS: u8 = 3;
+
+/// Declined owned pushes of another slab's objects of one class on a slab that make a *busy
+/// window* ([`note_declined`]).
+const BUSY_DECLINES: u8 = 255;
+
+/// Busy windows in a row (with no calm look of the idle hand between them) after which a
+/// thread stops routing a class ([`note_declined`]).
+const BUSY_WINDOWS: u8 = 3;
+
+/// Fewer declines than this since the idle hand's last look at a class make the look *calm*:
+/// it ends a run of busy windows ([`route_idle`]).
+const CALM_DECLINES: u8 = 32;
+
+/// Counts a `free` of class `c` whose owned push declined an object of another slab's span
+/// (sent home or kept as any foreign free) on the calling thread's slab, and stops routing the
+/// class on the calling thread once [`BUSY_WINDOWS`] windows of [`BUSY_DECLINES`] such frees
+/// came with no calm look of the idle hand ([`route_idle`]) between them. Only for the classes
+/// a thread routes once idle, in the rseq state, on a slab set up already (elsewhere nothing is
+/// counted); the caller routes class `c` (only such a thread's `free` tries the owned push).
+///
+/// Why: a class routed once idle can be churned across CPUs later (a program's phase
+/// changes). Its owned pushes then decline most frees (the objects are other slabs' and go
+/// home), and each `free` pays the owned push before the stack's: in `benches/c/route_phases.c`
+/// such a churn took 1.23-1.27x the time it took with the class never routed. A class whose
+/// bursts come back on their own CPU declines almost none; a thread that moved declines a
+/// burst's worth once, and the hand's next calm look (every [`IDLE_ROUTED`] owned refills)
+/// forgives it. A class is routed again once its stack is idle again.
+///
+/// Inline, the test of the class: the foreign frees of the fixed classes (`larson`'s, `rounds'`)
+/// pay a compare, not a call.
+#[inline(always)]
+pub fn note_declined(c: usize) {
+    let i = c.wrapping_sub(MIN_CLASS);
+    if i < IDLE_ROUTED {
+        count_declined(i);
+    }
+}
+
+/// [`note_declined`] of class `MIN_CLASS + i`, a class routed once idle.
+#[inline(never)]
+fn count_declined(i: usize) {
+    if super::thread_state() != arch::ThreadState::Rseq {
+        return;
+    }
+    let slab = Slab::of(super::current_rseq_id());
+    if !slab.is_ready() {
+        return;
+    }
+    let looks = idle_looks(slab);
+    let n = looks.declined[i].load(Ordering::Relaxed);
+    if n < BUSY_DECLINES - 1 {
+        looks.declined[i].store(n + 1, Ordering::Relaxed);
+        return;
+    }
+    note_busy_window(looks, i);
+}
+
+/// [`note_declined`]'s end of a busy window of class `MIN_CLASS + i`: the window counted, and
+/// the class unrouted on the calling thread after [`BUSY_WINDOWS`] in a row.
+#[cold]
+#[inline(never)]
+fn note_busy_window(looks: &IdleLooks, i: usize) {
+    looks.declined[i].store(0, Ordering::Relaxed);
+    let busy = looks.busy[i].load(Ordering::Relaxed) + 1;
+    if busy < BUSY_WINDOWS {
+        looks.busy[i].store(busy, Ordering::Relaxed);
+        return;
+    }
+    looks.busy[i].store(0, Ordering::Relaxed);
+    looks.streak[i].store(0, Ordering::Relaxed);
+    let routes = arch::owned_routes();
+    if routes & 1 << i != 0 {
+        // SAFETY: the calling thread's own block, which only it writes.
+        unsafe { (*arch::thread_block()).owned = routes & !(1 << i) };
+        UNROUTED.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// The slab's idle looks.
 fn idle_looks(slab: Slab) -> &'static IdleLooks {
@@ -735,9 +826,11 @@ fn idle_looks(slab: Slab) -> &'static IdleLooks {
 ///
 /// The objects go past the transfer stacks to their spans (`central::free_to_spans`), which
 /// the page heap takes back once wholly free: cold memory that the class, now routed, would
-/// not ask the central lists for. Routes are per thread and only ever added: a thread that
-/// routed a class keeps it routed (its objects freed by others go home or to the stack, as
-/// those of every routed class).
+/// not ask the central lists for. Routes are per thread: a thread that routed a class keeps it
+/// routed (its objects freed by others go home or to the stack, as those of every routed
+/// class) until its owned pushes decline other slabs' objects for long ([`note_declined`]),
+/// and routes it again once its stack is idle again. The hand's look at a routed class also
+/// ends a run of busy windows when few frees declined since its last look.
 ///
 /// What the test cannot tell: pushes and pops that leave the same stack at every look (a
 /// burst freed in reverse between looks). The class is then routed while in use, as if idle.
@@ -761,6 +854,10 @@ unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
     if k != c {
         // SAFETY: forwarded contract.
         unsafe { set_aside_if_idle(slab, k) };
+    }
+    // A calm window (few foreign declines since the last look) ends a run of busy ones.
+    if looks.declined[i].swap(0, Ordering::Relaxed) < CALM_DECLINES {
+        looks.busy[i].store(0, Ordering::Relaxed);
     }
     let n = slab.count(k);
     let top = if n == 0 {
@@ -2410,6 +2507,61 @@ mod tests {
         assert_eq!(ROUTED.load(Ordering::Relaxed), routed + 1);
 
         empty(busy);
+        // SAFETY: as above.
+        unsafe { (*arch::thread_block()).owned = saved };
+    }
+
+    /// A routed small class whose owned pushes decline other slabs' objects for
+    /// [`BUSY_WINDOWS`] windows of [`BUSY_DECLINES`] frees with no calm look of the idle hand
+    /// between them is unrouted on the calling thread (counted once); a calm look ends a run of
+    /// busy windows, so declines spread over calm looks unroute nothing; the fixed classes are
+    /// never unrouted.
+    #[test]
+    fn a_routed_class_whose_pushes_keep_declining_is_unrouted() {
+        let (_setup, id, slab) = kept_setup(
+            "percpu::owned::tests::a_routed_class_whose_pushes_keep_declining_is_unrouted",
+        );
+        let k = class_of(160);
+        assert!((MIN_CLASS..FIXED_MIN).contains(&k));
+        let i = k - MIN_CLASS;
+        let saved = arch::owned_routes();
+        // SAFETY: the thread's own block, which only it writes.
+        unsafe { (*arch::thread_block()).owned = FIXED_ROUTES | 1 << i };
+        let look = || {
+            idle_looks(slab).hand.store(i as u32, Ordering::Relaxed);
+            slab.cap_lock().lock();
+            // SAFETY: we hold the capacity lock.
+            unsafe { route_idle(slab, id, FIXED_MIN) };
+            slab.cap_lock().unlock();
+        };
+        let declines = |n: usize| (0..n).for_each(|_| note_declined(k));
+        look(); // forget earlier declines
+        idle_looks(slab).busy[i].store(0, Ordering::Relaxed);
+        let unrouted = UNROUTED.load(Ordering::Relaxed);
+
+        // Busy windows with a calm look between each: the class stays routed.
+        for _ in 0..2 * BUSY_WINDOWS {
+            declines(BUSY_DECLINES as usize);
+            look();
+            assert!(routes(k), "a calm look forgives the window before");
+        }
+        // The fixed classes are never unrouted, however many declines.
+        declines(BUSY_WINDOWS as usize * BUSY_DECLINES as usize * 2);
+        let fixed = FIXED_MIN + 1;
+        (0..BUSY_WINDOWS as usize * BUSY_DECLINES as usize).for_each(|_| note_declined(fixed));
+        assert!(routes(fixed));
+        assert!(!routes(k), "busy windows in a row unroute the class");
+        assert_eq!(UNROUTED.load(Ordering::Relaxed), unrouted + 1);
+        assert_eq!(arch::owned_routes(), FIXED_ROUTES, "only that class");
+
+        // Declines of a class the thread no longer routes change nothing more.
+        declines(BUSY_WINDOWS as usize * BUSY_DECLINES as usize);
+        assert_eq!(
+            UNROUTED.load(Ordering::Relaxed),
+            unrouted + 1,
+            "counted once"
+        );
+        look();
         // SAFETY: as above.
         unsafe { (*arch::thread_block()).owned = saved };
     }

@@ -321,7 +321,7 @@ pub(super) fn ready_slabs() -> impl Iterator<Item = (usize, Slab)> {
 }
 
 impl Slab {
-    fn is_ready(&self) -> bool {
+    pub(super) fn is_ready(&self) -> bool {
         self.header().state.load(Ordering::Acquire) == SLAB_READY
     }
     /// Slab `i` (`i < slab_count()`).
