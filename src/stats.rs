@@ -93,8 +93,8 @@ pub struct Stats {
     /// (docs/design.md, "Kept spans").
     pub owned_spans_reclassed: usize,
     /// Small classes (32-256 B) threads routed to owned spans once their slab's stack of the
-    /// class was idle, one per thread and class (docs/design.md, "Small classes routed once
-    /// idle").
+    /// class was idle, one per thread and class each time (a class unrouted and routed again
+    /// counts again; docs/design.md, "Small classes routed once idle").
     pub owned_classes_routed: usize,
     /// Small classes threads stopped routing to owned spans because their owned pushes kept
     /// declining (the class churned across CPUs), one per thread and class each time

@@ -47,13 +47,10 @@ pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
 pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
 pub use owned::{
-    note_declined as note_owned_declined, routes as owned_routes,
-    routes_fixed as owned_routes_fixed,
-};
-pub use owned::{
     pop_stack_first as owned_pop_stack_first, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK,
     OWNED_TAKEN, RECLASSED as OWNED_RECLASSED, ROUTED as OWNED_ROUTED, UNROUTED as OWNED_UNROUTED,
 };
+pub use owned::{routes as owned_routes, routes_fixed as owned_routes_fixed};
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;
 pub use slab::{fallback_ops, slabs_in_use};
@@ -115,6 +112,29 @@ fn push_batch(c: usize, objs: &[*mut u8]) -> usize {
     }
     // SAFETY: as in `pop`; `objs` is valid for `objs.len()` reads.
     unsafe { arch::percpu_push_batch(header_offset(c), objs.as_ptr(), objs.len()) }
+}
+
+/// Counts a C `free` of class `c` whose owned push declined and whose stack push found the
+/// object another slab's (`Foreign`), on the slab the thread runs on, for a class routed once
+/// idle ([`owned::count_declined`], which unroutes a class whose pushes keep declining); for
+/// the other classes, a compare. The caller routes class `c`.
+#[inline(always)]
+pub fn note_owned_declined(c: usize) {
+    if owned::routed_once_idle(c) {
+        count_owned_declined(c);
+    }
+}
+
+/// [`note_owned_declined`] of a class routed once idle.
+#[inline(never)]
+fn count_owned_declined(c: usize) {
+    // Only a push that ran its section finds an object foreign: the thread runs the sections.
+    debug_assert!(thread_state() == ThreadState::Rseq);
+    let slab = Slab::of(current_rseq_id());
+    // A slab the thread moved to since may not be set up: nothing is counted there.
+    if slab.is_ready() {
+        owned::count_declined(slab, c);
+    }
 }
 
 /// The slab id the thread runs on now, as the rseq area reports it (a hint outside a section).

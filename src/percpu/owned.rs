@@ -60,12 +60,13 @@ pub static GIVEN_BACK: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::
 pub static RECLASSED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// Small classes threads routed to owned spans once their stacks were idle, one per thread and
-/// class ([`route_idle`]; statistics: `owned_classes_routed`).
+/// class each time (a class unrouted and routed again counts again; [`route_idle`];
+/// statistics: `owned_classes_routed`).
 pub static ROUTED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// Small classes threads stopped routing to owned spans because their owned pushes kept
 /// declining (churned across CPUs, not idle between bursts), one per thread and class each time
-/// ([`route_idle`]; statistics: `owned_classes_unrouted`).
+/// ([`count_declined`]; statistics: `owned_classes_unrouted`).
 pub static UNROUTED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 
 /// Whether C allocations and frees use owned spans.
@@ -691,21 +692,25 @@ unsafe fn set_aside_if_idle(slab: Slab, k: usize) {
 
 /// What the idle hand ([`route_idle`]) saw of a slab's stacks of the classes below
 /// [`FIXED_MIN`], in the slab's idle looks (`Slab::idle_looks_at`; all zero in a new slab),
-/// and what routed threads' frees saw of their owned pushes ([`note_declined`]). Written under
-/// the slab's capacity lock, but for `declined` and `busy`, which any thread on the slab's CPU
-/// writes from its `free` (atomics: a lost update costs the estimate one count).
+/// and what routed threads' frees saw of their owned pushes ([`count_declined`]). Written under
+/// the slab's capacity lock, but for `declined`, `busy` and (at an unroute) `streak`, which
+/// any thread on the slab's CPU also writes from its `free`. They are atomics written with
+/// plain loads and stores, so an update may be lost: a free's store that lands after the hand
+/// reset `declined` brings back up to a window's count, and the same goes for `busy`. The
+/// unroute is a heuristic; nothing else reads these bytes.
 #[repr(C)]
 struct IdleLooks {
     /// The next class to look at, less [`MIN_CLASS`] (taken modulo [`IDLE_ROUTED`]).
     hand: AtomicU32,
     /// Per class: looks in a row, since the one before them, that saw the same stack.
     streak: [AtomicU8; IDLE_ROUTED],
-    /// Per class: owned pushes of the class that declined another slab's object on this slab
-    /// since the hand's last look at it or the last busy window ([`note_declined`]). An
-    /// estimate: the threads on the slab's CPU add to it with a plain load and store, and a
-    /// thread that moved may add to the slab it left.
+    /// Per class: frees whose owned push declined another slab's object on this slab since the
+    /// hand's last look at the class or the last busy window's end ([`count_declined`]),
+    /// counted on the slab the freeing thread runs on.
     declined: [AtomicU8; IDLE_ROUTED],
-    /// Per class: busy windows ([`BUSY_DECLINES`] such declines) with no calm look between.
+    /// Per class: busy windows ([`BUSY_DECLINES`] such frees) with no calm look between, in
+    /// bits 0-6, and in bit 7 ([`WINDOW_SINCE_LOOK`]) whether one ended since the hand's last
+    /// look at the class.
     busy: [AtomicU8; IDLE_ROUTED],
     /// Per class: the stack the last look saw, as its count (bits 48-63) and its top object's
     /// address (bits 0-47; 0 when empty).
@@ -722,70 +727,66 @@ const _: () = assert!(core::mem::size_of::<IdleLooks>() <= super::slab::IDLE_LOO
 const IDLE_LOOKS: u8 = 3;
 
 /// Declined owned pushes of another slab's objects of one class on a slab that make a *busy
-/// window* ([`note_declined`]).
+/// window* ([`count_declined`]).
 const BUSY_DECLINES: u8 = 255;
 
 /// Busy windows in a row (with no calm look of the idle hand between them) after which a
-/// thread stops routing a class ([`note_declined`]).
+/// thread stops routing a class ([`count_declined`]).
 const BUSY_WINDOWS: u8 = 3;
 
-/// Fewer declines than this since the idle hand's last look at a class make the look *calm*:
-/// it ends a run of busy windows ([`route_idle`]).
+/// Fewer declines than this since the idle hand's last look at a class, and no busy window's
+/// end, make the look *calm*: it ends a run of busy windows ([`route_idle`]).
 const CALM_DECLINES: u8 = 32;
 
-/// Counts a `free` of class `c` whose owned push declined an object of another slab's span
-/// (sent home or kept as any foreign free) on the calling thread's slab, and stops routing the
-/// class on the calling thread once [`BUSY_WINDOWS`] windows of [`BUSY_DECLINES`] such frees
-/// came with no calm look of the idle hand ([`route_idle`]) between them. Only for the classes
-/// a thread routes once idle, in the rseq state, on a slab set up already (elsewhere nothing is
-/// counted); the caller routes class `c` (only such a thread's `free` tries the owned push).
+/// In `IdleLooks::busy`: a busy window ended since the hand's last look at the class.
+const WINDOW_SINCE_LOOK: u8 = 0x80;
+
+/// Whether class `c` is one a thread routes once idle ([`route_idle`]), whose declined frees
+/// [`count_declined`] counts: the test `free` makes before the call, so that the foreign frees
+/// of the fixed classes (`larson`'s, `rounds'`) pay a compare, not a call.
+#[inline(always)]
+pub fn routed_once_idle(c: usize) -> bool {
+    c.wrapping_sub(MIN_CLASS) < IDLE_ROUTED
+}
+
+/// Counts a `free` of class `c` (one [`routed_once_idle`]) whose owned push declined an object
+/// of another slab's span (sent home or kept as any foreign free) on `slab`, the slab the
+/// calling thread runs on, and stops routing the class on the calling thread once
+/// [`BUSY_WINDOWS`] windows of [`BUSY_DECLINES`] such frees came with no calm look of the idle
+/// hand ([`route_idle`]) between them. The caller routes class `c` (only such a thread's `free`
+/// tries the owned push). A decline of an object whose span's home is this slab or none (one
+/// carved before the route, going round through the stack) is not counted: `mixed-bursts`
+/// declines tens of thousands of those in a run, on one CPU as on two, and counted they
+/// unrouted most of its routes.
 ///
 /// Why: a class routed once idle can be churned across CPUs later (a program's phase
 /// changes). Its owned pushes then decline most frees (the objects are other slabs' and go
 /// home), and each `free` pays the owned push before the stack's: in `benches/c/route_phases.c`
-/// such a churn took 1.23-1.27x the time it took with the class never routed. A class whose
-/// bursts come back on their own CPU declines almost none; a thread that moved declines a
-/// burst's worth once, and the hand's next calm look (every [`IDLE_ROUTED`] owned refills)
-/// forgives it. A class is routed again once its stack is idle again.
-///
-/// Inline, the test of the class: the foreign frees of the fixed classes (`larson`'s, `rounds'`)
-/// pay a compare, not a call.
-#[inline(always)]
-pub fn note_declined(c: usize) {
-    let i = c.wrapping_sub(MIN_CLASS);
-    if i < IDLE_ROUTED {
-        count_declined(i);
-    }
-}
-
-/// [`note_declined`] of class `MIN_CLASS + i`, a class routed once idle.
-#[inline(never)]
-fn count_declined(i: usize) {
-    if super::thread_state() != arch::ThreadState::Rseq {
-        return;
-    }
-    let slab = Slab::of(super::current_rseq_id());
-    if !slab.is_ready() {
-        return;
-    }
-    let looks = idle_looks(slab);
+/// such a churn took 1.20-1.39x the time it took with the class never routed (docs/benchmarks.md,
+/// "Session 64"). A class whose bursts come back on their own CPU declines almost none; a
+/// thread that moved declines a burst's worth once, and the hand's next calm look (every
+/// [`IDLE_ROUTED`] owned refills) forgives it. A class is routed again once its stack is idle
+/// again.
+pub(super) fn count_declined(slab: Slab, c: usize) {
+    debug_assert!(routed_once_idle(c));
+    let (looks, i) = (idle_looks(slab), c - MIN_CLASS);
     let n = looks.declined[i].load(Ordering::Relaxed);
     if n < BUSY_DECLINES - 1 {
         looks.declined[i].store(n + 1, Ordering::Relaxed);
         return;
     }
-    note_busy_window(looks, i);
+    end_busy_window(looks, i);
 }
 
-/// [`note_declined`]'s end of a busy window of class `MIN_CLASS + i`: the window counted, and
+/// [`count_declined`]'s end of a busy window of class `MIN_CLASS + i`: the window counted, and
 /// the class unrouted on the calling thread after [`BUSY_WINDOWS`] in a row.
 #[cold]
 #[inline(never)]
-fn note_busy_window(looks: &IdleLooks, i: usize) {
+fn end_busy_window(looks: &IdleLooks, i: usize) {
     looks.declined[i].store(0, Ordering::Relaxed);
-    let busy = looks.busy[i].load(Ordering::Relaxed) + 1;
+    let busy = (looks.busy[i].load(Ordering::Relaxed) & !WINDOW_SINCE_LOOK) + 1;
     if busy < BUSY_WINDOWS {
-        looks.busy[i].store(busy, Ordering::Relaxed);
+        looks.busy[i].store(busy | WINDOW_SINCE_LOOK, Ordering::Relaxed);
         return;
     }
     looks.busy[i].store(0, Ordering::Relaxed);
@@ -828,7 +829,7 @@ fn idle_looks(slab: Slab) -> &'static IdleLooks {
 /// the page heap takes back once wholly free: cold memory that the class, now routed, would
 /// not ask the central lists for. Routes are per thread: a thread that routed a class keeps it
 /// routed (its objects freed by others go home or to the stack, as those of every routed
-/// class) until its owned pushes decline other slabs' objects for long ([`note_declined`]),
+/// class) until its owned pushes decline other slabs' objects for long ([`count_declined`]),
 /// and routes it again once its stack is idle again. The hand's look at a routed class also
 /// ends a run of busy windows when few frees declined since its last look.
 ///
@@ -838,8 +839,9 @@ fn idle_looks(slab: Slab) -> &'static IdleLooks {
 /// Does nothing when the thread routes no class (owned spans off).
 ///
 /// # Safety
-/// The caller holds the capacity lock of `slab`, slab `id` (the looks are written under it
-/// only), for a refill of class `c`.
+/// The caller holds the capacity lock of `slab`, slab `id` (the hand, the streaks and the
+/// stacks seen are written under it; see `IdleLooks` for what frees write too), for a refill of
+/// class `c`.
 unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
     let routes = arch::owned_routes();
     if routes == 0 {
@@ -855,10 +857,15 @@ unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
         // SAFETY: forwarded contract.
         unsafe { set_aside_if_idle(slab, k) };
     }
-    // A calm window (few foreign declines since the last look) ends a run of busy ones.
-    if looks.declined[i].swap(0, Ordering::Relaxed) < CALM_DECLINES {
-        looks.busy[i].store(0, Ordering::Relaxed);
-    }
+    // A calm look (few foreign declines since the last one, and no busy window's end) ends a
+    // run of busy windows.
+    let busy = looks.busy[i].load(Ordering::Relaxed);
+    let calm = looks.declined[i].swap(0, Ordering::Relaxed) < CALM_DECLINES
+        && busy & WINDOW_SINCE_LOOK == 0;
+    looks.busy[i].store(
+        if calm { 0 } else { busy & !WINDOW_SINCE_LOOK },
+        Ordering::Relaxed,
+    );
     let n = slab.count(k);
     let top = if n == 0 {
         0
@@ -2513,16 +2520,17 @@ mod tests {
 
     /// A routed small class whose owned pushes decline other slabs' objects for
     /// [`BUSY_WINDOWS`] windows of [`BUSY_DECLINES`] frees with no calm look of the idle hand
-    /// between them is unrouted on the calling thread (counted once); a calm look ends a run of
-    /// busy windows, so declines spread over calm looks unroute nothing; the fixed classes are
-    /// never unrouted.
+    /// between them is unrouted on the calling thread (counted once). A look is calm with few
+    /// declines since the last one and no window's end: windows each followed by a calm look
+    /// unroute nothing, a look right after a window forgives nothing. The fixed classes are
+    /// not counted.
     #[test]
     fn a_routed_class_whose_pushes_keep_declining_is_unrouted() {
         let (_setup, id, slab) = kept_setup(
             "percpu::owned::tests::a_routed_class_whose_pushes_keep_declining_is_unrouted",
         );
         let k = class_of(160);
-        assert!((MIN_CLASS..FIXED_MIN).contains(&k));
+        assert!(routed_once_idle(k) && !routed_once_idle(FIXED_MIN));
         let i = k - MIN_CLASS;
         let saved = arch::owned_routes();
         // SAFETY: the thread's own block, which only it writes.
@@ -2534,33 +2542,41 @@ mod tests {
             unsafe { route_idle(slab, id, FIXED_MIN) };
             slab.cap_lock().unlock();
         };
-        let declines = |n: usize| (0..n).for_each(|_| note_declined(k));
-        look(); // forget earlier declines
-        idle_looks(slab).busy[i].store(0, Ordering::Relaxed);
+        let window = || (0..BUSY_DECLINES).for_each(|_| count_declined(slab, k));
+        look();
+        look(); // two calm looks: earlier declines and windows forgotten
         let unrouted = UNROUTED.load(Ordering::Relaxed);
 
-        // Busy windows with a calm look between each: the class stays routed.
+        // Each busy window followed by a look (which sees the window's end) and a calm look.
         for _ in 0..2 * BUSY_WINDOWS {
-            declines(BUSY_DECLINES as usize);
+            window();
             look();
-            assert!(routes(k), "a calm look forgives the window before");
+            look();
+            assert!(routes(k), "a calm look forgives the windows before");
         }
-        // The fixed classes are never unrouted, however many declines.
-        declines(BUSY_WINDOWS as usize * BUSY_DECLINES as usize * 2);
-        let fixed = FIXED_MIN + 1;
-        (0..BUSY_WINDOWS as usize * BUSY_DECLINES as usize).for_each(|_| note_declined(fixed));
-        assert!(routes(fixed));
+        // The fixed classes are not counted, however many of their frees decline.
+        (0..3 * BUSY_DECLINES as usize).for_each(|_| super::super::note_owned_declined(FIXED_MIN));
+        assert_eq!(arch::owned_routes(), FIXED_ROUTES | 1 << i);
+
+        // Busy windows with only looks right after their ends between them.
+        for _ in 1..BUSY_WINDOWS {
+            window();
+            look();
+            assert!(routes(k), "not yet");
+        }
+        window();
         assert!(!routes(k), "busy windows in a row unroute the class");
         assert_eq!(UNROUTED.load(Ordering::Relaxed), unrouted + 1);
         assert_eq!(arch::owned_routes(), FIXED_ROUTES, "only that class");
 
-        // Declines of a class the thread no longer routes change nothing more.
-        declines(BUSY_WINDOWS as usize * BUSY_DECLINES as usize);
+        // Declines of a class the thread no longer routes unroute nothing more.
+        (0..BUSY_WINDOWS).for_each(|_| window());
         assert_eq!(
             UNROUTED.load(Ordering::Relaxed),
             unrouted + 1,
             "counted once"
         );
+        look();
         look();
         // SAFETY: as above.
         unsafe { (*arch::thread_block()).owned = saved };

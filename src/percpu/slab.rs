@@ -11,7 +11,8 @@
 //!   byte 2048   the owned-span table (arch::CUR_AT): class c's current owned span at 2048 + 8c
 //!   byte 3072   the lists of owned spans (OWNED_LISTS_AT): class c's at 3072 + 8c (`owned`)
 //!   byte 3880   the idle looks (IDLE_LOOKS_AT, past the last class's list): what the idle
-//!               hand of `owned::route_idle` saw of the small classes' stacks
+//!               hand of `owned::route_idle` saw of the small classes' stacks, and the
+//!               routed classes' declined frees (`owned::count_declined`)
 //!   byte 4096   slot 0 (arch::SLOTS_AT): 65,024 slots of 8 bytes, the classes' regions
 //!               handed out in order from `next_free` as classes grow; class c caches its
 //!               objects in slots[begin..current], room up to end
@@ -345,8 +346,8 @@ impl Slab {
     }
 
     /// The address of the slab's idle looks ([`IDLE_LOOKS_BYTES`] bytes, 8-aligned, zero until
-    /// written; `percpu::owned::route_idle` keeps them, under the capacity lock). No section
-    /// reads them.
+    /// written; `percpu::owned::route_idle` keeps them under the capacity lock, and frees add
+    /// their declined pushes, `percpu::owned::count_declined`). No section reads them.
     pub(super) fn idle_looks_at(&self) -> usize {
         self.0 + IDLE_LOOKS_AT
     }
