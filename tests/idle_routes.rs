@@ -20,8 +20,8 @@
 //! random one, allocates another in its place) and the two threads swap rings after every step,
 //! so that most frees are of the other thread's objects, as in `larson`. A routed class's owned
 //! pushes now decline most frees, and the threads stop routing such classes (before session 64
-//! a routed class stayed routed and that churn took 1.2x the time: docs/benchmarks.md,
-//! "Session 64").
+//! a routed class stayed routed, and a churn like this one in `benches/c/route_phases.c` took
+//! 1.2-1.4x the time: docs/benchmarks.md, "Session 64").
 //!
 //! A second child runs `mixed-bursts`' loop itself (bursts of 1,000-3,999 objects) on two
 //! threads pinned apart, each freeing its own objects: they route classes and unroute none,
@@ -297,7 +297,7 @@ fn assert_routed(r: &HashMap<String, String>, mode: &'static str) {
 /// Threads that free their own bursts route small classes and seldom unroute one, though their
 /// owned pushes decline many objects (those carved before the route, which go round through
 /// the stack): only declines of another slab's objects count towards an unroute. Counting
-/// every decline, this child unrouted 78-102 of 108-132 routings (docs/benchmarks.md,
+/// every decline, this child unrouted 78-102 of 108-132 routings alone (docs/benchmarks.md,
 /// "Session 64"); counting those only, none alone and 0-2 of 30-32 beside the other tests (a
 /// thread whose concurrency id changes while the CPUs are busy finds its own objects another
 /// slab's). Nothing is routed where the sections cannot run.

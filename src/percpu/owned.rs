@@ -753,7 +753,10 @@ pub fn routed_once_idle(c: usize) -> bool {
 /// of another slab's span (sent home or kept as any foreign free) on `slab`, the slab the
 /// calling thread runs on, and stops routing the class on the calling thread once
 /// [`BUSY_WINDOWS`] windows of [`BUSY_DECLINES`] such frees came with no calm look of the idle
-/// hand ([`route_idle`]) between them. The caller routes class `c` (only such a thread's `free`
+/// hand ([`route_idle`]) between them. Every look starts the count again, so a window is 255
+/// such frees between two looks at the class (the hand comes to it every [`IDLE_ROUTED`] owned
+/// refills of the slab): a rate, not a total. The counts are the slab's, the routes the
+/// thread's: the thread whose free ends the third window loses its route. The caller routes class `c` (only such a thread's `free`
 /// tries the owned push). A decline of an object whose span's home is this slab or none (one
 /// carved before the route, going round through the stack) is not counted: `mixed-bursts`
 /// declines tens of thousands of those in a run, on one CPU as on two, and counted they
@@ -762,7 +765,8 @@ pub fn routed_once_idle(c: usize) -> bool {
 /// Why: a class routed once idle can be churned across CPUs later (a program's phase
 /// changes). Its owned pushes then decline most frees (the objects are other slabs' and go
 /// home), and each `free` pays the owned push before the stack's: in `benches/c/route_phases.c`
-/// such a churn took 1.20-1.39x the time it took with the class never routed (docs/benchmarks.md,
+/// such a churn took 1.20-1.39x the time it took with the class never routed at 2 M replacements
+/// a thread, 1.14-1.16x at 6 M (docs/benchmarks.md,
 /// "Session 64"). A class whose bursts come back on their own CPU declines almost none; a
 /// thread that moved declines a burst's worth once, and the hand's next calm look (every
 /// [`IDLE_ROUTED`] owned refills) forgives it. A class is routed again once its stack is idle
@@ -885,7 +889,8 @@ unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
     }
     looks.streak[i].store(0, Ordering::Relaxed);
     flush_stack(k, id);
-    // Read again: a signal handler's slow path on this thread may have added a route meanwhile.
+    // Read again: a signal handler's slow path or free on this thread may have added or taken
+    // away a route meanwhile.
     let routes = arch::owned_routes();
     if routes & 1 << i == 0 {
         // SAFETY: the calling thread's own block, which only it writes.
@@ -2520,10 +2525,10 @@ mod tests {
 
     /// A routed small class whose owned pushes decline other slabs' objects for
     /// [`BUSY_WINDOWS`] windows of [`BUSY_DECLINES`] frees with no calm look of the idle hand
-    /// between them is unrouted on the calling thread (counted once). A look is calm with few
-    /// declines since the last one and no window's end: windows each followed by a calm look
-    /// unroute nothing, a look right after a window forgives nothing. The fixed classes are
-    /// not counted.
+    /// between them is unrouted on the calling thread (counted once). A look is calm with fewer
+    /// than [`CALM_DECLINES`] declines since the last one and no window's end: windows each
+    /// followed by a calm look unroute nothing; a look right after a window, or one after
+    /// [`CALM_DECLINES`] declines, forgives nothing. The fixed classes are not counted.
     #[test]
     fn a_routed_class_whose_pushes_keep_declining_is_unrouted() {
         let (_setup, id, slab) = kept_setup(
@@ -2542,15 +2547,17 @@ mod tests {
             unsafe { route_idle(slab, id, FIXED_MIN) };
             slab.cap_lock().unlock();
         };
-        let window = || (0..BUSY_DECLINES).for_each(|_| count_declined(slab, k));
+        let declines = |n: u8| (0..n).for_each(|_| count_declined(slab, k));
+        let window = || declines(BUSY_DECLINES);
         look();
         look(); // two calm looks: earlier declines and windows forgotten
         let unrouted = UNROUTED.load(Ordering::Relaxed);
 
-        // Each busy window followed by a look (which sees the window's end) and a calm look.
+        // Each busy window followed by a look (which sees the window's end) and a calm one.
         for _ in 0..2 * BUSY_WINDOWS {
             window();
             look();
+            declines(CALM_DECLINES - 1);
             look();
             assert!(routes(k), "a calm look forgives the windows before");
         }
@@ -2558,9 +2565,12 @@ mod tests {
         (0..3 * BUSY_DECLINES as usize).for_each(|_| super::super::note_owned_declined(FIXED_MIN));
         assert_eq!(arch::owned_routes(), FIXED_ROUTES | 1 << i);
 
-        // Busy windows with only looks right after their ends between them.
+        // Busy windows with only looks right after their ends, or after `CALM_DECLINES`
+        // declines, between them.
         for _ in 1..BUSY_WINDOWS {
             window();
+            look();
+            declines(CALM_DECLINES);
             look();
             assert!(routes(k), "not yet");
         }
