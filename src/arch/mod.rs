@@ -116,15 +116,14 @@ pub struct ThreadBlock {
     /// the allocator's own, owned by the per-CPU layer's owner return), or null.
     pub outbox: *mut u8,
     /// The classes whose C allocations and frees use owned spans on this thread
-    /// (`percpu::owned::routes`): bit `i` for class `percpu::owned::MIN_CLASS + i`. Set with
-    /// the rseq state at the thread's set-up, when the process has owned spans on, to the
-    /// classes every thread routes (`owned::FIXED_ROUTES`); a slow path of the thread adds a
-    /// small class once its slab's stack of it was seen idle (`owned::route_idle`), and a free
-    /// of the thread takes it away once its owned pushes keep declining other slabs' objects
-    /// (`owned::count_declined`). In the
-    /// block, so the C fast paths test a word of the block they already address instead of a
-    /// global (the test on a global, through the GOT, cost the default build's one-thread
-    /// churn about 1 %). Written by the thread itself only.
+    /// (`percpu::owned::routes`): bit `i` for class `percpu::owned::MIN_CLASS + i`. Set with the
+    /// rseq state at the thread's set-up, when the process has owned spans on, to the classes every
+    /// thread routes (`owned::FIXED_ROUTES`); a slow path of the thread adds a small class once its
+    /// slab's stack of it was seen idle (`owned::route_idle`), and a free of the thread takes it
+    /// away once its owned pushes keep declining other slabs' objects (`owned::count_declined`). In
+    /// the block, so the C fast paths test a word of the block they already address instead of a
+    /// global (the test on a global, through the GOT, cost the default build's one-thread churn
+    /// about 1 %). Written by the thread itself only.
     pub owned: usize,
 }
 

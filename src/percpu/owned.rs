@@ -761,15 +761,14 @@ pub fn routed_once_idle(c: usize) -> bool {
 /// route, going round through the stack) is not counted: `mixed-bursts` declines tens of thousands
 /// of those in a run, on one CPU as on two, and counted they unrouted most of its routes.
 ///
-/// Why: a class routed once idle can be churned across CPUs later (a program's phase
-/// changes). Its owned pushes then decline most frees (the objects are other slabs' and go
-/// home), and each `free` pays the owned push before the stack's: in `benches/c/route_phases.c`
-/// such a churn took 1.20-1.39x the time it took with the class never routed at 2 M replacements
-/// a thread, 1.14-1.16x at 6 M (docs/benchmarks.md,
-/// "Session 64"). A class whose bursts come back on their own CPU declines almost none; a
-/// thread that moved declines a burst's worth once, and the hand's next calm look (every
-/// [`IDLE_ROUTED`] owned refills) forgives it. A class is routed again once its stack is idle
-/// again.
+/// Why: a class routed once idle can be churned across CPUs later (a program's phase changes). Its
+/// owned pushes then decline most frees (the objects are other slabs' and go home), and each `free`
+/// pays the owned push before the stack's: in `benches/c/route_phases.c` such a churn took
+/// 1.20-1.39x the time it took with the class never routed at 2 M replacements a thread, 1.14-1.16x
+/// at 6 M (docs/benchmarks.md, "Session 64"). A class whose bursts come back on their own CPU
+/// declines almost none; a thread that moved declines a burst's worth once, and the hand's next
+/// calm look (every [`IDLE_ROUTED`] owned refills) forgives it. A class is routed again once its
+/// stack is idle again.
 pub(super) fn count_declined(slab: Slab, c: usize) {
     debug_assert!(routed_once_idle(c));
     let (looks, i) = (idle_looks(slab), c - MIN_CLASS);
