@@ -498,7 +498,7 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
     // SAFETY: forwarded contract.
-    unsafe { free_marked(ptr, c, e) }
+    unsafe { free_marked(ptr, c, e, || {}) }
 }
 
 /// A C `free` of an object of a class owned spans serve (`percpu::owned_routes`), already
@@ -542,33 +542,29 @@ unsafe fn free_owned(ptr: *mut u8, e: usize, key: usize) {
 unsafe fn free_owned_declined(ptr: *mut u8) {
     let e = PAGEMAP.get(ptr as usize);
     let c = pagemap::class_of(e);
-    // `free_marked`, with the foreign objects counted: a class whose owned pushes decline
-    // another slab's objects is churned across CPUs (`percpu::note_owned_declined`).
+    // The foreign objects counted: a class whose owned pushes decline another slab's objects
+    // is churned across CPUs (`percpu::note_owned_declined`).
+    // SAFETY: forwarded contract.
+    unsafe { free_marked(ptr, c, e, || percpu::note_owned_declined(c)) }
+}
+
+/// The rest of a C [`free_small`] once the object is tagged free: the push with owner return's
+/// home test, and what follows it; `foreign` runs first when the home test finds the object
+/// another slab's ([`free_owned_declined`] counts those).
+///
+/// # Safety
+/// `ptr` is an object of class `c`, tagged free, that nobody uses; `e` as for [`free_small`].
+#[inline(always)]
+unsafe fn free_marked(ptr: *mut u8, c: usize, e: usize, foreign: impl FnOnce()) {
     match percpu::push_homed(c, ptr, pagemap::home_bits_unmasked(e)) {
         arch::Push::Done => {}
         // SAFETY: forwarded contract.
         arch::Push::Full => unsafe { free_small_cold(c, ptr) },
         arch::Push::Foreign => {
-            percpu::note_owned_declined(c);
-            // SAFETY: forwarded contract; the object is tagged free.
+            foreign();
+            // SAFETY: forwarded contract; the object is tagged free now.
             unsafe { free_foreign(c, ptr) }
         }
-    }
-}
-
-/// The rest of a C [`free_small`] once the object is tagged free: the push with owner return's
-/// home test, and what follows it.
-///
-/// # Safety
-/// `ptr` is an object of class `c`, tagged free, that nobody uses; `e` as for [`free_small`].
-#[inline(always)]
-unsafe fn free_marked(ptr: *mut u8, c: usize, e: usize) {
-    match percpu::push_homed(c, ptr, pagemap::home_bits_unmasked(e)) {
-        arch::Push::Done => {}
-        // SAFETY: forwarded contract.
-        arch::Push::Full => unsafe { free_small_cold(c, ptr) },
-        // SAFETY: forwarded contract; the object is tagged free now.
-        arch::Push::Foreign => unsafe { free_foreign(c, ptr) },
     }
 }
 

@@ -135,36 +135,11 @@ fn burst(state: &mut u64, id: &mut u64, r: usize, (min, spread): (usize, usize))
         .collect()
 }
 
-/// The CPUs the process may run on, in order.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call takes its size and fills it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
-            0
-        );
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
 /// Pins the calling thread to the `t`-th CPU the process may run on (modulo their number), so
 /// that two threads with different `t` run on different CPUs where there are two.
 fn pin(t: usize) {
-    let cpus = allowed_cpus();
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call takes its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpus[t % cpus.len()], &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
-            0,
-            "cannot pin to CPU {}",
-            cpus[t % cpus.len()]
-        );
-    }
+    let cpus = common::allowed_cpus();
+    common::pin_to(cpus[t % cpus.len()]);
 }
 
 /// The churn after the bursts: a ring of `SLOTS` objects of 24-256 B, `STEP_OPS` random
@@ -232,7 +207,7 @@ fn bursts() {
     println!(
         "RESULT mode={:?} cpus={} routed={} unrouted={} taken={} cached_after_trim={}",
         s.rseq_mode,
-        allowed_cpus().len(),
+        common::allowed_cpus().len(),
         s.owned_classes_routed,
         s.owned_classes_unrouted,
         s.owned_spans_taken,

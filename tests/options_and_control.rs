@@ -134,21 +134,8 @@ fn checked_bursts(size: usize, n: usize, rounds: usize) {
 fn pin_to_this_cpu() -> usize {
     // SAFETY: no preconditions.
     let cpu = unsafe { libc::sched_getcpu() } as usize;
-    pin_to(cpu);
+    common::pin_to(cpu);
     cpu
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed `cpu_set_t` with one CPU set, applied to this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
 }
 
 #[test]
@@ -257,7 +244,7 @@ fn child_bursts() {
     rseqmalloc::ctl(b"flush", &mut [0u8; 32]).unwrap();
     let (to_consumer, from_producer) = std::sync::mpsc::sync_channel::<Vec<usize>>(1);
     let consumer = std::thread::spawn(move || {
-        pin_to(cpu);
+        common::pin_to(cpu);
         let mut next = 0u64;
         for batch in from_producer {
             for p in batch {

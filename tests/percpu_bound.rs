@@ -274,7 +274,7 @@ fn child_idle_class() {
         return;
     }
     const IDLE: usize = 400;
-    pin(allowed_cpus()[0]);
+    common::pin_to(allowed_cpus()[0]);
     let s = rseqmalloc::stats();
     let k = (1..s.class_size.len())
         .find(|&k| s.class_size[k] >= IDLE)
@@ -392,7 +392,7 @@ fn child_own_objects_back() {
     std::thread::scope(|s| {
         s.spawn(|| {
             let _guard = steps.guard();
-            pin(a);
+            common::pin_to(a);
             mine = alloc_blocks(l, N);
             steps.set(1);
             steps.wait_for(2);
@@ -411,7 +411,7 @@ fn child_own_objects_back() {
         });
         s.spawn(|| {
             let _guard = steps.guard();
-            pin(b);
+            common::pin_to(b);
             steps.wait_for(1);
             theirs = alloc_blocks(l, N);
             steps.set(2);
@@ -541,7 +541,7 @@ fn child_drain_only_when_fresh() {
     std::thread::scope(|s| {
         s.spawn(|| {
             let _guard = steps.guard();
-            pin(a);
+            common::pin_to(a);
             let mine = malloc_blocks(8 << 20, SIZE);
             ia_first = my_slab();
             owned = rseqmalloc::stats().owned_spans_taken > 0;
@@ -562,7 +562,7 @@ fn child_drain_only_when_fresh() {
         });
         s.spawn(|| {
             let _guard = steps.guard();
-            pin(b);
+            common::pin_to(b);
             steps.wait_for(1);
             ib[0] = my_slab();
             let mut mine = malloc_blocks(64 * OWN, OWN);
@@ -704,29 +704,10 @@ fn cpus_on_two_shards() -> Option<(usize, usize)> {
 /// The CPUs the calling thread may run on, in order, below `rseqmalloc::MAX_REPORTED_CPUS`
 /// (where slabs are by CPU, `stats` reports only those slabs' caches).
 fn allowed_cpus() -> Vec<usize> {
-    (0..(libc::CPU_SETSIZE as usize).min(rseqmalloc::MAX_REPORTED_CPUS))
-        .filter(|&c| {
-            // SAFETY: as in `pin`.
-            unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) == 0
-                    && libc::CPU_ISSET(c, &set)
-            }
-        })
+    common::allowed_cpus()
+        .into_iter()
+        .filter(|&c| c < rseqmalloc::MAX_REPORTED_CPUS)
         .collect()
-}
-
-/// Pins the calling thread to CPU `cpu`.
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed `cpu_set_t` is an empty set; the calls only read and write it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
-            0
-        );
-    }
 }
 
 /// Bytes in spans and caches that no object the program holds uses: `active - allocated`.
@@ -763,7 +744,7 @@ fn freed_elsewhere(busy: bool) {
     std::thread::scope(|s| {
         s.spawn(|| {
             let _guard = steps.guard();
-            pin(a);
+            common::pin_to(a);
             let mut mine = malloc_blocks(BYTES, SIZE);
             owned = rseqmalloc::stats().owned_spans_taken > 0;
             for p in mine.split_off(mine.len() - OWN) {
@@ -803,7 +784,7 @@ fn freed_elsewhere(busy: bool) {
         });
         s.spawn(|| {
             let _guard = steps.guard();
-            pin(b);
+            common::pin_to(b);
             steps.wait_for(1);
             let sent = |s: rseqmalloc::Stats| s.sent_home + s.sent_home_declined;
             let sent_before = sent(rseqmalloc::stats());
@@ -894,7 +875,7 @@ fn child_reuse_elsewhere() {
     std::thread::scope(|s| {
         s.spawn(|| {
             let _guard = steps.guard();
-            pin(a);
+            common::pin_to(a);
             let mine = malloc_blocks(BYTES, SIZE);
             *blocks.lock().unwrap() = mine;
             let s = rseqmalloc::stats();
@@ -904,7 +885,7 @@ fn child_reuse_elsewhere() {
         });
         s.spawn(|| {
             let _guard = steps.guard();
-            pin(b);
+            common::pin_to(b);
             steps.wait_for(1);
             let mut mine = std::mem::take(&mut *blocks.lock().unwrap());
             for (i, p) in mine.iter_mut().enumerate() {

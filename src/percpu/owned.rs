@@ -626,7 +626,7 @@ unsafe fn keep_bounded(slab: Slab, s: *mut Span) {
 
 /// The classes every thread routes ([`FIXED_MIN`]`..=`[`MAX_CLASS`]), which the hand of
 /// [`keep_idle_current`] goes round; [`route_idle`]'s goes round the others.
-const FIXED_CLASSES: u32 = (MAX_CLASS - FIXED_MIN + 1) as u32;
+const FIXED_CLASSES: usize = MAX_CLASS - FIXED_MIN + 1;
 
 /// Looks at the current span of one class every thread routes, the next in turn (the slab's
 /// hand goes round those classes, one class a refill), and, unless it is class `c`'s, sets it aside
@@ -655,14 +655,19 @@ const FIXED_CLASSES: u32 = (MAX_CLASS - FIXED_MIN + 1) as u32;
 /// The caller holds the slab's capacity lock (so no refill there changes a current span, and
 /// only this slab's pops and pushes change its spans' lists).
 unsafe fn keep_idle_current(slab: Slab, c: usize) {
-    let hand = slab.owned_hand().load(Ordering::Relaxed) % FIXED_CLASSES;
-    slab.owned_hand()
-        .store((hand + 1) % FIXED_CLASSES, Ordering::Relaxed);
-    let k = FIXED_MIN + hand as usize;
+    let k = FIXED_MIN + turn(slab.owned_hand(), FIXED_CLASSES);
     if k != c {
         // SAFETY: forwarded contract.
         unsafe { set_aside_if_idle(slab, k) };
     }
+}
+
+/// The class a hand over `n` classes points at (less the first class), moving it on to the next:
+/// the hands of [`keep_idle_current`] and [`route_idle`], written under the capacity lock.
+fn turn(hand: &AtomicU32, n: usize) -> usize {
+    let i = hand.load(Ordering::Relaxed) as usize % n;
+    hand.store(((i + 1) % n) as u32, Ordering::Relaxed);
+    i
 }
 
 /// [`keep_idle_current`]'s look at class `k`'s current span, if it has one (and
@@ -793,12 +798,23 @@ fn end_busy_window(looks: &IdleLooks, i: usize) {
     }
     looks.busy[i].store(0, Ordering::Relaxed);
     looks.streak[i].store(0, Ordering::Relaxed);
-    let routes = arch::owned_routes();
-    if routes & 1 << i != 0 {
-        // SAFETY: the calling thread's own block, which only it writes.
-        unsafe { (*arch::thread_block()).owned = routes & !(1 << i) };
+    if set_route(MIN_CLASS + i, false) {
         UNROUTED.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Routes class `c` (of [`MIN_CLASS`]`..=`[`MAX_CLASS`]) to owned spans on the calling thread
+/// (`routed`) or takes the route away; returns whether that changed the thread's routes. The
+/// routes are read here, at the change: a signal handler's slow path or free on this thread
+/// may have changed them since the caller last looked.
+fn set_route(c: usize, routed: bool) -> bool {
+    let (routes, bit) = (arch::owned_routes(), 1 << (c - MIN_CLASS));
+    if (routes & bit != 0) == routed {
+        return false;
+    }
+    // SAFETY: the calling thread's own block, which only it writes.
+    unsafe { (*arch::thread_block()).owned = routes ^ bit };
+    true
 }
 
 /// The slab's idle looks.
@@ -850,10 +866,7 @@ unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
         return;
     }
     let looks = idle_looks(slab);
-    let i = looks.hand.load(Ordering::Relaxed) as usize % IDLE_ROUTED;
-    looks
-        .hand
-        .store(((i + 1) % IDLE_ROUTED) as u32, Ordering::Relaxed);
+    let i = turn(&looks.hand, IDLE_ROUTED);
     let k = MIN_CLASS + i;
     if k != c {
         // SAFETY: forwarded contract.
@@ -887,12 +900,7 @@ unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
     }
     looks.streak[i].store(0, Ordering::Relaxed);
     flush_stack(k, id);
-    // Read again: a signal handler's slow path or free on this thread may have added or taken
-    // away a route meanwhile.
-    let routes = arch::owned_routes();
-    if routes & 1 << i == 0 {
-        // SAFETY: the calling thread's own block, which only it writes.
-        unsafe { (*arch::thread_block()).owned = routes | 1 << i };
+    if set_route(k, true) {
         ROUTED.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -2671,7 +2679,7 @@ mod tests {
         slab.cap_lock().unlock();
         assert_eq!(
             hand,
-            (looked + 1 - FIXED_MIN) as u32 % FIXED_CLASSES,
+            ((looked + 1 - FIXED_MIN) % FIXED_CLASSES) as u32,
             "the hand moves on one class"
         );
     }

@@ -224,3 +224,40 @@ pub fn in_child(marker: &str) -> bool {
 pub fn say_mode() {
     println!("rseq mode {:?}", rseqmalloc::rseq_mode());
 }
+
+/// The CPUs the calling thread may run on, in order.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all pin threads"
+)]
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set; the call takes its size and fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pins the calling thread to CPU `cpu`; fails the test when the kernel refuses.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all pin threads"
+)]
+pub fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed `cpu_set_t` with one CPU set, applied to this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0,
+            "cannot pin to CPU {cpu}"
+        );
+    }
+}
