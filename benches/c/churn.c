@@ -21,10 +21,15 @@
  * (1,500,000), slots per thread S (6,250: `multi-churn`'s live set at scale 0.5 on two CPUs;
  * `1 8000000 50000` is `single-churn`'s), and prefetch P (0, or 1 to prefetch the first cache
  * line of each operation's slot before its allocation: whether the program's slot load waits
- * behind the allocator's code, docs/benchmarks.md, "Session 56"). Time it with
+ * behind the allocator's code, docs/benchmarks.md, "Session 56"), sizes LO HI (0 0, the
+ * runner's mix; else uniform in LO..=HI bytes, 1 <= LO <= HI: `1 3000000 50000 0 300 500`
+ * takes the objects of 257-512 B apart, docs/benchmarks.md, "Session 65"), and ring R (0, or
+ * 1 to map each thread's ring with `mmap` instead of allocating it with `malloc`, so that every
+ * allocator's program reads its slots from the same kind of memory). Time it with
  * `/usr/bin/time` (user + system) and alternate the libraries over several runs: single runs
  * on a noisy machine spread by 30 %. */
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +45,15 @@ typedef struct {
 
 static int threads = 8;
 static long ops = 1500000, slots = 6250;
-static int prefetch;
+static int prefetch, ring_mapped;
+static long lo_size, hi_size;
+
+/* An object's size: the runner's mix, or uniform in lo_size..=hi_size when they are set. */
+static size_t pick_size(uint64_t *rng) {
+    if (lo_size == 0)
+        return small_size(rng);
+    return (size_t)lo_size + next(rng) % (uint64_t)(hi_size - lo_size + 1);
+}
 
 static uint8_t tag(uint64_t id) { return (uint8_t)mix(id) | 1; }
 
@@ -59,7 +72,7 @@ static void check(const Obj *o) {
 }
 
 static Obj fresh(uint64_t *id, uint64_t *rng) {
-    Obj o = {++*id, NULL, small_size(rng)};
+    Obj o = {++*id, NULL, pick_size(rng)};
     o.p = malloc(o.len);
     if (!o.p)
         abort();
@@ -70,9 +83,17 @@ static Obj fresh(uint64_t *id, uint64_t *rng) {
 static void *run(void *arg) {
     long t = (long)arg;
     uint64_t rng = (uint64_t)t * 7919 + 1, id = (uint64_t)t << 40;
-    Obj *ring = malloc(slots * sizeof(Obj));
-    if (!ring)
-        abort();
+    Obj *ring;
+    if (ring_mapped) {
+        ring = mmap(NULL, slots * sizeof(Obj), PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (ring == MAP_FAILED)
+            abort();
+    } else {
+        ring = malloc(slots * sizeof(Obj));
+        if (!ring)
+            abort();
+    }
     for (long i = 0; i < slots; i++)
         ring[i] = fresh(&id, &rng);
     for (long k = 0; k < ops; k++) {
@@ -88,7 +109,10 @@ static void *run(void *arg) {
         check(&ring[i]);
         free(ring[i].p);
     }
-    free(ring);
+    if (ring_mapped)
+        munmap(ring, slots * sizeof(Obj));
+    else
+        free(ring);
     return NULL;
 }
 
@@ -101,9 +125,17 @@ int main(int argc, char **argv) {
         slots = atol(argv[3]);
     if (argc > 4)
         prefetch = atoi(argv[4]);
-    if (threads < 1 || threads > 64 || ops < 0 || slots < 1 || (prefetch != 0 && prefetch != 1)) {
-        fprintf(stderr,
-                "usage: churn [threads 1-64] [ops per thread] [slots per thread] [prefetch 0|1]\n");
+    if (argc > 6) {
+        lo_size = atol(argv[5]);
+        hi_size = atol(argv[6]);
+    }
+    if (argc > 7)
+        ring_mapped = atoi(argv[7]);
+    if (threads < 1 || threads > 64 || ops < 0 || slots < 1 || (prefetch != 0 && prefetch != 1) ||
+        lo_size < 0 || hi_size < lo_size || (lo_size == 0 && hi_size != 0) ||
+        hi_size > (1 << 20) || (ring_mapped != 0 && ring_mapped != 1) || argc == 6 || argc > 8) {
+        fprintf(stderr, "usage: churn [threads 1-64] [ops per thread] [slots per thread] "
+                        "[prefetch 0|1] [sizes LO HI, 0 0 for the mix] [ring mapped 0|1]\n");
         return 2;
     }
     pthread_t th[64];
