@@ -343,13 +343,8 @@ fn child_write_after_free() {
     let size: usize = size.parse().unwrap();
     common::say_mode();
     // One CPU: the frees and the malloc below use the same slab's span.
-    // SAFETY: a zeroed cpu_set_t is valid; the CPU is the one the thread runs on.
-    unsafe {
-        let cpu = libc::sched_getcpu() as usize;
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    // SAFETY: no preconditions.
+    common::pin_to(unsafe { libc::sched_getcpu() } as usize);
     let blocks = blocks_past_the_stack(size);
     let (p, q) = (blocks[1998], blocks[1999]);
     // SAFETY: deliberately wrong: a write into a freed block (its first word), which a later
