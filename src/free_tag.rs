@@ -31,12 +31,11 @@
 //! chance of about the span's length in 2^48) would hand that object out twice (docs/design.md,
 //! "Known weaknesses").
 //!
-//! May call: `os`, `sync`.
+//! May call: `os`, `sync`, `arch` (the key's word, which the owned pop's section reads).
 
+use crate::arch::FREE_TAG_KEY as KEY;
 use crate::os;
-use crate::sync::{AtomicUsize, Ordering};
-
-static KEY: AtomicUsize = AtomicUsize::new(0);
+use crate::sync::Ordering;
 
 /// Makes sure the process's key exists: carving calls it before it tags its first object.
 #[inline]
@@ -63,8 +62,9 @@ pub fn key() -> usize {
 
 /// The process's key, or 0 before the first carve ([`init`]): for a caller that uses it only on
 /// objects that exist (every one was carved after the key was set), without [`key`]'s debug
-/// check, which would fire on the first allocation of a process that has carved nothing yet
-/// (owned spans' pop, which runs before any carve).
+/// check, which would fire in a process that has carved nothing yet (the owned-span invariant
+/// checks of tests and fuzzing; the owned pop reads the key's word itself, `arch::owned_pop`).
+#[cfg(any(all(test, target_arch = "x86_64"), feature = "fuzzing"))]
 #[inline(always)]
 pub fn key_raw() -> usize {
     KEY.load(Ordering::Relaxed)

@@ -227,25 +227,18 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
     cold()
 }
 
-/// [`alloc_owned`] out of line, with the slow path and its `ENOMEM`: what [`alloc_class`] calls
-/// for a class owned spans route. Apart from [`alloc_cold`] (where it lived until session 52,
-/// behind a second test of the class's range and the thread's owned flag, which `alloc_class`
-/// has just tested).
-#[inline(never)]
-fn alloc_owned_out(c: usize) -> *mut u8 {
-    alloc_owned(c, || {
-        let p = percpu::alloc_slow(c, true);
-        if p.is_null() {
-            oom()
-        } else {
-            p
-        }
-    })
-}
-
 /// A C allocation of class `c` with owned spans on (`percpu::owned_routes`): the stack, then the
-/// current owned span's list, then `slow` (the slow path, which refills from owned spans). The
-/// object's first word (its link, or a stale one) and its tag are cleared, and it is noted.
+/// current owned span's list, then the slow path (which refills from owned spans). The object
+/// is noted, then its first word (its link, or a stale one) and its tag are cleared, in one
+/// store after the note's ([`handed_out`]: the link's clearing in the pop, before the note's
+/// stores, and the tag's after them, cost one thread's `mixed-bursts` 1.03-1.04x the CPU time,
+/// docs/benchmarks.md, "Session 66"). What [`alloc_class`] calls for a class owned spans
+/// route, out of line; apart from [`alloc_cold`] (where it lived until session 52, behind a
+/// second test of the class's range and the thread's owned flag, which `alloc_class` has just
+/// tested). The slow path and its `ENOMEM` are a function of their own, which this one jumps
+/// to: with no call of its own, this one saves no register (it saved three; with the pop's one
+/// output and its key read from its symbol, one thread's `mixed-bursts` took a further
+/// 0.97-0.98x the CPU time).
 ///
 /// The stack first: with owned spans on, a routed class's stack holds only what did not go onto
 /// an owned span's list: objects of other slabs' spans that owner return kept here, this
@@ -258,35 +251,41 @@ fn alloc_owned_out(c: usize) -> *mut u8 {
 /// reaches the stack, an allocation runs one section, not a failed stack pop and then the owned
 /// pop (`mixed-bursts` on one CPU 0.985x [0.877-0.997] the time, 8 alternations:
 /// docs/benchmarks.md, "Session 52").
-#[inline(always)]
-fn alloc_owned(c: usize, slow: impl FnOnce() -> *mut u8) -> *mut u8 {
-    let mut p = percpu::owned_pop_stack_first(c);
+#[inline(never)]
+fn alloc_owned_out(c: usize) -> *mut u8 {
+    let p = percpu::owned_pop_stack_first(c);
     if p.is_null() {
-        p = slow();
-        if p.is_null() {
-            return p;
-        }
-        clear_link(p);
+        return alloc_owned_slow(c);
     }
-    arch::note_alloc(p, c);
-    clear_tag::<true>(p)
+    handed_out::<true>(p, c)
+}
+
+/// [`alloc_owned_out`] when the pop found nothing: the slow path, or `ENOMEM`.
+#[inline(never)]
+fn alloc_owned_slow(c: usize) -> *mut u8 {
+    let p = percpu::alloc_slow(c, true);
+    if p.is_null() {
+        return oom();
+    }
+    handed_out::<true>(p, c)
 }
 
 /// Clears the first word of a small object being handed out by a C allocation: an object that
 /// was on an owned span's list and went back to its span's bitmap whole (a span given back,
 /// turned over or drained) may still hold its encoded link, which would give the free tag's key
-/// away (the owned pop clears it itself). Every C path that hands out a small object clears
-/// it, whatever the class: since session 63 the classes of 32-256 B have owned spans on the
-/// threads that route them, and their objects reach every thread's stack (found by review).
+/// away, and one popped off a list holds its link. Every C path that hands out a small object
+/// clears it, whatever the class: since session 63 the classes of 32-256 B have owned spans on
+/// the threads that route them, and their objects reach every thread's stack (found by review).
 #[inline(always)]
 fn clear_link(p: *mut u8) {
     // SAFETY: a small object being handed out (every class is at least 16 bytes).
     unsafe { p.cast::<usize>().write(0) };
 }
 
-/// A small object of class `c` off a stack, a magazine or the slow path, as it is handed out: for
-/// a C allocation (`TAG`) noted as the thread's last and its first word cleared
-/// ([`clear_link`]); its tag cleared ([`clear_tag`]).
+/// A small object of class `c` off a stack, an owned span's list, a magazine or the slow path, as
+/// it is handed out: for a C allocation (`TAG`) noted as the thread's last and its first word
+/// cleared ([`clear_link`]); its tag cleared ([`clear_tag`]). The two clearing stores come
+/// after the note's and compile to one (the compiler merges them where nothing lies between).
 #[inline(always)]
 fn handed_out<const TAG: bool>(p: *mut u8, c: usize) -> *mut u8 {
     if TAG {
@@ -506,18 +505,22 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
 /// onto its span's owned list when the page map's entry `e` names this slab as the span's home
 /// and this CPU's slab owns it, else as any C free ([`free_marked`]).
 ///
-/// Out of line (as the owned pop is in `alloc_class`), and given neither the class nor the
-/// caller's name: the tag is checked before the call, and nothing but the push section's own
-/// operands stays live across it (the span record is derived from its owned words afterwards,
-/// the entry read again when the push declines), so that this function saves no register.
-/// Together with the section's own cuts (`arch::owned_push`) and the tag check moved before
-/// the call, the free phase of `benches/c/burst_threads.c` held at 500 B took 0.90x the time,
-/// and with no register saved 0.975x of that (docs/benchmarks.md, "Session 61").
+/// Given neither the class nor the caller's name: the tag is checked before, and nothing but
+/// the push section's own operands stays live across the section (the span record is derived
+/// from its owned words afterwards, the entry read again when the push declines), so that
+/// `free` saves no register for it. Together with the section's own cuts (`arch::owned_push`)
+/// and the tag check moved out of it, the free phase of `benches/c/burst_threads.c` held at
+/// 500 B took 0.90x the time, and with no register saved 0.975x of that (docs/benchmarks.md,
+/// "Session 61"). Out of line until session 66: since `free`'s aborts are jumps
+/// ([`free_rejected`]), `free` saves no register either, and inlined here its owned frees
+/// skip a jump through the GOT and a second load of the thread block's offset (with the aborts
+/// as jumps, one thread's `mixed-bursts` 0.98-0.99x the CPU time, docs/benchmarks.md,
+/// "Session 66").
 ///
 /// # Safety
 /// `ptr` is an object of a class owned spans serve, tagged free, that nobody uses; `e` is the
-/// entry `checked_class` read for it; `key` is the free tag's key.
-#[inline(never)]
+/// entry `free_inner` read for it; `key` is the free tag's key.
+#[inline(always)]
 unsafe fn free_owned(ptr: *mut u8, e: usize, key: usize) {
     let (span, home) = (
         pagemap::span_of(e) as *mut Span,
@@ -745,41 +748,65 @@ fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
 /// Frees `ptr` (any pointer this allocator returned), aborting with a one-line message naming
 /// `who` for a pointer it never returned or one freed twice.
 ///
+/// The checks abort through [`free_rejected`], which `free` jumps to: with a call there (the
+/// abort's, as `checked_class` and `mark_freed` make it), `free` set up a stack frame on every
+/// path. A C free checks and sets the free tag once, before it chooses its path.
+///
 /// # Safety
 /// Nothing may use the object afterwards.
 #[inline(always)]
 unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
     // Null needs no test of its own here: no page of a small class is at address 0, so null
     // (like every pointer that is not a small object) takes `free_not_small`.
-    let (c, e) = checked_class(ptr, who);
-    if c != 0 {
-        if TAG && percpu::owned_routes(c) {
-            // Owned spans (`owned_spans=on`, the classes of 288-960 B, and the small classes this
-            // thread routed once idle): tagged here, pushed out of line.
-            let key = free_tag::key();
-            // SAFETY: `checked_class` found `ptr` starts an object of class `c`, a small one.
-            unsafe { mark_freed_with(ptr, key, who) };
-            // SAFETY: an object of class `c`, tagged free with `key`; `e` is its entry.
-            return unsafe { free_owned(ptr, e, key) };
-        }
-        if TAG && arch::noted_ptr() == ptr as usize {
-            // Freeing what this thread allocated last (a temporary buffer): its class, noted
-            // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
-            // and chosen in one block of assembly) the push need not wait for the page-map
-            // loads (docs/design.md, "Fast path"). Owner return keeps an object of the class
-            // the thread allocated last where it is freed (`percpu::keeps_foreign`), so the
-            // push has no home test: an object of another slab's span goes here at once, not
-            // through `free_foreign` to the same end (a stale note's object stays too, see
-            // `keeps_foreign`).
-            // SAFETY: `checked_class` found `ptr` starts an object of class `c`, which
-            // `confirmed_class` returns.
-            return unsafe { free_small_here::<TAG>(ptr, arch::confirmed_class(c), who) };
-        }
-        // SAFETY: `checked_class` found `ptr` starts an object of class `c` (entry `e`).
-        unsafe { free_small::<TAG>(ptr, c, e, who) }
-    } else {
-        free_not_small(ptr, e, who)
+    let e = PAGEMAP.get(ptr as usize);
+    let c = pagemap::class_of(e);
+    if c == 0 {
+        return free_not_small(ptr, e, who);
     }
+    // An object boundary, in the part of the page where objects of the class exist
+    // (`check_object`'s test).
+    if !pagemap::is_object_start(ptr as usize, e, c) {
+        return free_rejected(who, "invalid pointer", ptr);
+    }
+    if !TAG {
+        // SAFETY: `ptr` starts an object of class `c` (entry `e`), checked above.
+        return unsafe { free_small::<TAG>(ptr, c, e, who) };
+    }
+    let key = free_tag::key();
+    // SAFETY: `ptr` starts an object of class `c`, checked above: a small one, whose second
+    // word is ours once freed; the entry was loaded (acquire) and checked, as
+    // `mark_free_with` asks.
+    if unsafe { !free_tag::mark_free_with(ptr, key) } {
+        return free_rejected(who, "double free detected", ptr);
+    }
+    if percpu::owned_routes(c) {
+        // Owned spans (`owned_spans=on`, the classes of 288-960 B, and the small classes this
+        // thread routed once idle).
+        // SAFETY: an object of class `c`, tagged free with `key`; `e` is its entry.
+        return unsafe { free_owned(ptr, e, key) };
+    }
+    if arch::noted_ptr() == ptr as usize {
+        // Freeing what this thread allocated last (a temporary buffer): its class, noted
+        // at allocation, is `c`; taken from the note (`confirmed_class`: compared with `c`
+        // and chosen in one block of assembly) the push need not wait for the page-map
+        // loads (docs/design.md, "Fast path"). Owner return keeps an object of the class
+        // the thread allocated last where it is freed (`percpu::keeps_foreign`), so the
+        // push has no home test: an object of another slab's span goes here at once, not
+        // through `free_foreign` to the same end (a stale note's object stays too, see
+        // `keeps_foreign`).
+        // SAFETY: an object of class `c` (which `confirmed_class` returns), tagged free.
+        return unsafe { push_here(arch::confirmed_class(c), ptr) };
+    }
+    // SAFETY: an object of class `c` (entry `e`), tagged free.
+    unsafe { free_marked(ptr, c, e, || {}) }
+}
+
+/// [`free_inner`]'s abort: `bad_pointer`, behind a function that returns nothing (it never
+/// returns), so that `free` reaches it with a jump and needs no stack frame for a call.
+#[cold]
+#[inline(never)]
+fn free_rejected(who: &str, what: &str, ptr: *mut u8) {
+    bad_pointer(who, what, ptr)
 }
 
 /// [`free_inner`] of a pointer whose page-map entry `e` names no size class: null (nothing

@@ -166,7 +166,7 @@ pub unsafe fn percpu_relocate(_hdr: usize, _id: u32, _word: u64) -> bool {
 /// # Safety
 /// None; it touches no memory.
 #[inline(always)]
-pub unsafe fn owned_pop(_c: usize, _key: usize) -> super::OwnedPop {
+pub unsafe fn owned_pop(_c: usize) -> super::OwnedPop {
     super::OwnedPop::Fail
 }
 
@@ -175,7 +175,7 @@ pub unsafe fn owned_pop(_c: usize, _key: usize) -> super::OwnedPop {
 /// # Safety
 /// None; it touches no memory.
 #[inline(always)]
-pub unsafe fn owned_pop_stack_first(_c: usize, _key: usize) -> super::OwnedPop {
+pub unsafe fn owned_pop_stack_first(_c: usize) -> super::OwnedPop {
     super::OwnedPop::Fail
 }
 

@@ -24,7 +24,7 @@
 //!
 //! May call: `os`, `sync`.
 
-use crate::sync::{AtomicU16, AtomicU32, AtomicU64, CachePadded, Ordering};
+use crate::sync::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, CachePadded, Ordering};
 use core::arch::global_asm;
 use core::mem::{align_of, offset_of, size_of};
 
@@ -350,6 +350,13 @@ extern "C" {
     static rseqmalloc_glibc_rseq_offset: *const isize;
     static rseqmalloc_glibc_rseq_size: *const u32;
 }
+
+/// The free tag's key (`free_tag`, which gives it its meaning and alone writes it, once, from 0
+/// to a random odd value, before any object is tagged). It lives here, below the critical
+/// sections, because the owned pop reads it inside its section from its symbol: passed in a
+/// register, with the loads of its address and value before the section, it made
+/// `alloc_owned_out` save and restore registers (docs/benchmarks.md, "Session 66").
+pub static FREE_TAG_KEY: AtomicUsize = AtomicUsize::new(0);
 
 /// Times the kernel aborted one of our critical sections (counted in the abort handlers, which
 /// increment the counter through the static's symbol: `CachePadded` keeps its value at offset

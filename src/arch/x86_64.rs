@@ -7,7 +7,7 @@
 
 use super::{
     ClassHeader, OwnedPop, OwnedWords, Push, Rseq, ThreadBlock, BATCH_RESTARTS, CLASS_HEADERS_AT,
-    CUR_AT, OWNED_HOME_AT, OWNED_STOP_AT, RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
+    CUR_AT, FREE_TAG_KEY, OWNED_HOME_AT, OWNED_STOP_AT, RESTARTS, SLAB_SHIFT, SLOTS_AT, SLOT_SHIFT,
 };
 use crate::sync::Ordering;
 use core::arch::asm;
@@ -438,17 +438,22 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
     obj
 }
 
-/// The owned pop section ([`owned_pop`]'s pseudocode) for class `c` with key `key`, with
-/// `stack_check` (and the operands it names, each followed by a comma) after the stop word's
-/// test; evaluates to the [`OwnedPop`] it found. Used inside `unsafe`.
+/// The owned pop section ([`owned_pop`]'s pseudocode) for class `c`, with `stack_check` (and
+/// the operands it names, each followed by a comma) after the stop word's test; evaluates to
+/// the [`OwnedPop`] it found. Used inside `unsafe`.
+///
+/// The section's one output says what it found: `h` is the object (at least 16, below 2^48),
+/// 0 (`Fail`), 1 (`Stacked`), or a corrupt list's head with bit 63 set (`Corrupt`), which the
+/// failure code sets on the way out (label 9). The key is read from [`FREE_TAG_KEY`]'s symbol.
+/// One register fewer than a separate "corrupt" flag and the key as operands, which made
+/// `alloc_owned_out` save three registers, and one compare and branch to tell an object from
+/// the rest where the flag took four (docs/benchmarks.md, "Session 66").
 macro_rules! owned_pop_sequence {
-    (c: $c:expr, key: $key:expr, stack_check: [$($check:literal),* $(,)?] $(, $($operands:tt)*)?) => {{
+    (c: $c:expr, stack_check: [$($check:literal),* $(,)?] $(, $($operands:tt)*)?) => {{
         let h: usize;
-        let bad: usize;
         slab_sequence!(
             body: [
                 "# (no slot is read here; slot 0 is at {slots})",
-                "xor {bad:e}, {bad:e}",
                 "xor {h:e}, {h:e}",
                 "cmp dword ptr [{slab} + {stop}], 0",
                 "jne 5f",
@@ -461,38 +466,36 @@ macro_rules! owned_pop_sequence {
                 "shl {h}, 16",
                 "shr {h}, 16",
                 "jz 5f",
-                "mov {bad:e}, 1",
-                "mov {n}, {key}",
+                "mov {n}, qword ptr [rip + {key}]",
                 "xor {n}, {h}",
                 "cmp qword ptr [{h} + 8], {n}",
-                "jne 5f",
+                "jne 9f",
                 "mov {n}, qword ptr [{h}]",
-                "xor {n}, {key}",
+                "xor {n}, qword ptr [rip + {key}]",
                 "jz 20f",
                 "cmp {n}, qword ptr [{s} + {start}]",
-                "jb 5f",
+                "jb 9f",
                 "mov {t}, qword ptr [{s} + {end}]",
                 "sub {t}, 15",
                 "cmp {n}, {t}",
-                "jae 5f",
+                "jae 9f",
                 "prefetcht0 byte ptr [{n}]",
                 "20:",
                 "shr {w}, 48",
                 "dec {w}",
                 "shl {w}, 48",
                 "or {w}, {n}",
-                "xor {bad:e}, {bad:e}",
                 "mov qword ptr [{s} + {local}], {w}",
             ],
-            // Nothing to add: `bad` and `h` already say why.
-            fail: "nop",
+            // Label 5 leaves `h` as it is (0, or 1 from the stack's test); label 9, a corrupt
+            // list, marks the head in bit 63 and leaves the same way.
+            fail: "jmp 8f\n9:\nbts {h}, 63",
             s = out(reg) _,
             w = out(reg) _,
             n = out(reg) _,
             h = inout(reg) 0usize => h,
-            bad = inout(reg) 0usize => bad,
             c = in(reg) $c,
-            key = in(reg) $key,
+            key = sym FREE_TAG_KEY,
             stop = const OWNED_STOP_AT,
             cur = const CUR_AT,
             local = const offset_of!(OwnedWords, local),
@@ -501,11 +504,15 @@ macro_rules! owned_pop_sequence {
             $($($operands)*)?
             options(nostack),
         );
-        match (bad, h) {
-            (0, 0) => OwnedPop::Fail,
-            (0, 1) => OwnedPop::Stacked,
-            (0, h) => OwnedPop::Object(h as *mut u8),
-            (_, h) => OwnedPop::Corrupt(h as *mut u8),
+        const CORRUPT: usize = 1 << 63;
+        if h.wrapping_sub(2) < CORRUPT - 2 {
+            OwnedPop::Object(h as *mut u8)
+        } else if h & CORRUPT != 0 {
+            OwnedPop::Corrupt((h & !CORRUPT) as *mut u8)
+        } else if h == 1 {
+            OwnedPop::Stacked
+        } else {
+            OwnedPop::Fail
         }
     }};
 }
@@ -519,26 +526,26 @@ macro_rules! owned_pop_sequence {
 /// restart:
 ///   area.rseq_cs = &descriptor
 /// start:                                                 // ---- critical section ----
-///   bad  = 0;  h = 0                                     // registers: reset on every restart
+///   h    = 0                                             // a register: reset on every restart
 ///   slab = tb.slabs + *tb.id << SLAB_SHIFT
 ///   if slab.owned_stop != 0: goto fail                   // a drain is at work
 ///   s    = slab.cur[c];  if s == 0: goto fail            // no current span
 ///   w    = s.local;  h = w & HEAD_MASK;  if h == 0: goto fail
-///   bad  = 1
-///   if h[1] != key ^ h: goto fail                        // h carries no free tag
+///   key  = FREE_TAG_KEY                                  // a load from its symbol
+///   if h[1] != key ^ h: goto corrupt                     // h carries no free tag
 ///   n    = h[0] ^ key                                    // the next free object, decoded
 ///   if n != 0 and not (s.start <= n < s.end - 15):       // a link bent out of the span, or
-///       goto fail                                        // into its last 15 bytes
+///       goto corrupt                                     // into its last 15 bytes
 ///   if n != 0: prefetch n                                // the next pop's head line
-///   bad  = 0
 ///   s.local = n | ((w >> 48) - 1) << 48                  // the one committing store
 /// post_commit:
 ///   return Object(h)
-/// abort:  (preceded by RSEQ_SIG)  goto restart
-/// fail:   return bad ? Corrupt(h) : Fail
+/// abort:    (preceded by RSEQ_SIG)  goto restart
+/// fail:     return Fail
+/// corrupt:  return Corrupt(h)                            // h | 1 << 63 in the register
 /// ```
 /// (`HEAD_MASK` is `(1 << 48) - 1`.) Restart-safe: nothing before the commit writes shared
-/// memory (`bad`, `h` and the loaded words are registers, reset at the start of every run, so
+/// memory (`h` and the loaded words are registers, `h` reset at the start of every run, so
 /// a retry that fails early reports `Fail`, never a stale object), and the commit is the
 /// section's last instruction; an abort leaves the span as it was and the retry reads the new
 /// id, stop word and current span. Every object is at least 16 bytes, so a link the range check
@@ -552,15 +559,23 @@ macro_rules! owned_pop_sequence {
 /// is loaded first, as the protocol needs (a section that loaded it before a drain's stop
 /// either ends before the drain's fence returns or restarts).
 ///
+/// The key is loaded after the list word that names the head, so it is never the 0 of a
+/// process that has not tagged an object yet: whoever tagged the head had read the key (or
+/// stored it) before storing the tag and publishing the head, and x86's stores are seen in
+/// one order by every CPU, so a load that sees the published head and, after it, the key's
+/// word sees the key. (When the key was an operand, loaded before the section, a thread
+/// could load 0 before the process's first carve and then meet a span made current since:
+/// its pop read as corrupt, and the caller compared the key again.)
+///
 /// # Safety
 /// As [`percpu_pop`] for the slab layout; `c < 128`; every non-zero `cur[c]` of every slab
-/// points at live [`OwnedWords`] that satisfy their invariants with `key`, the free tag's key,
-/// for a span of objects of at least 16 bytes.
+/// points at live [`OwnedWords`] that satisfy their invariants with [`FREE_TAG_KEY`], for a
+/// span of objects of at least 16 bytes.
 #[inline(always)]
-pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
+pub unsafe fn owned_pop(c: usize) -> OwnedPop {
     // SAFETY: the caller guarantees the slab layout and the owned words; the sequence follows
     // the rseq ABI as `percpu_pop`'s does, with one committing store.
-    unsafe { owned_pop_sequence!(c: c, key: key, stack_check: []) }
+    unsafe { owned_pop_sequence!(c: c, stack_check: []) }
 }
 
 /// [`owned_pop`] that leaves the list alone while class `c`'s per-CPU stack holds objects:
@@ -574,20 +589,19 @@ pub unsafe fn owned_pop(c: usize, key: usize) -> OwnedPop {
 ///   if slab[hdr(c)].current > slab[hdr(c)].floor: h = 1; goto fail   // the stack first
 /// ```
 /// (`hdr(c)` is class `c`'s [`ClassHeader`], at [`CLASS_HEADERS_AT`]` + 8c`; `fail` returns
-/// `Stacked` for `bad == 0, h == 1`, which no object's address is.) Restart-safe as
+/// `Stacked` for `h == 1`, which no object's address is.) Restart-safe as
 /// [`owned_pop`]: the line only loads, into registers reset on every run. A stack that a drain
 /// stopped reads as empty (its floor raised to `u16::MAX`), as for [`percpu_pop`].
 ///
 /// # Safety
 /// As [`owned_pop`].
 #[inline(always)]
-pub unsafe fn owned_pop_stack_first(c: usize, key: usize) -> OwnedPop {
+pub unsafe fn owned_pop_stack_first(c: usize) -> OwnedPop {
     // SAFETY: as in `owned_pop`; the stack's test only loads class `c`'s header, which lies
     // inside the slab (`c < 128`).
     unsafe {
         owned_pop_sequence!(
             c: c,
-            key: key,
             stack_check: [
                 "movzx {n:e}, word ptr [{slab} + {c} * 8 + {hdrs} + {current}]",
                 "cmp {n:x}, word ptr [{slab} + {c} * 8 + {hdrs} + {floor}]",

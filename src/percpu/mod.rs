@@ -662,8 +662,8 @@ mod owned_tests {
     #[inline(never)]
     pub(super) fn pop() -> OwnedPop {
         // SAFETY: the slabs are set up (`rseq_thread_pinned`), and every table entry of class
-        // `C` is 0 or the test's span, whose words hold their invariants with this key.
-        unsafe { owned_pop(C, free_tag::key()) }
+        // `C` is 0 or the test's span, whose words hold their invariants with the process's key.
+        unsafe { owned_pop(C) }
     }
 
     /// [`pop`]'s twin for the section that leaves the list while the class's stack holds
@@ -671,7 +671,7 @@ mod owned_tests {
     #[inline(never)]
     pub(super) fn pop_stack_first() -> OwnedPop {
         // SAFETY: as in `pop`; class `C`'s header is inside every slab.
-        unsafe { owned_pop_stack_first(C, free_tag::key()) }
+        unsafe { owned_pop_stack_first(C) }
     }
 
     /// What class `C`'s stack on the slab the thread runs on held (objects other tests of this
@@ -794,7 +794,9 @@ mod owned_tests {
         set_cur(&*f.words);
         let _cleanup = Cleanup;
         assert_eq!(pop(), OwnedPop::Object(f.obj(0)), "the plain pop");
-        // A stale first word, which the pop must not hand out.
+        // A stale first word, which the pop leaves for its caller to clear (with the tag, in
+        // one store: `lib.rs`'s `handed_out`, which `tests/idle_routes.rs` checks through
+        // `malloc` in the three modes).
         // SAFETY: `p` is ours, at least 16 bytes.
         unsafe { p.cast::<usize>().write(0x5eed) };
         stack_one(p);
@@ -818,14 +820,15 @@ mod owned_tests {
         // SAFETY: `p` is ours again.
         assert_eq!(
             unsafe { p.cast::<usize>().read() },
-            0,
-            "its first word cleared"
+            0x5eed,
+            "its first word left to the caller"
         );
         assert_eq!(pop_stack_first(), OwnedPop::Fail, "both empty");
         let f2 = Fake::new(1);
         set_cur(&*f2.words);
         // SAFETY: object 0 of the hand-built span: its encoded link (0 ^ key) is not 0.
-        assert_ne!(unsafe { f2.obj(0).cast::<usize>().read() }, 0);
+        let link = unsafe { f2.obj(0).cast::<usize>().read() };
+        assert_ne!(link, 0);
         assert_eq!(
             owned::pop_stack_first(C),
             f2.obj(0),
@@ -834,8 +837,8 @@ mod owned_tests {
         // SAFETY: popped, ours.
         assert_eq!(
             unsafe { f2.obj(0).cast::<usize>().read() },
-            0,
-            "its link cleared"
+            link,
+            "its link left to the caller"
         );
         set_cur(core::ptr::null());
         drop(others);

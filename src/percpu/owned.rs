@@ -247,34 +247,31 @@ pub fn corrupt(p: *mut u8) -> ! {
     os::abort_with(&m)
 }
 
-/// Pops an object of class `c` for a C allocation, its link word cleared: from the calling
-/// CPU's per-CPU stack of the class when that holds objects (they go first, see `lib.rs`'s
-/// `alloc_owned`), else from the CPU's current owned span. Null when neither gave one (both
-/// empty, rseq off, the slab stopped, or the thread moved between the two sections): the slow
-/// path then. One section when the stack is empty ([`arch::owned_pop_stack_first`]), where
-/// the stack's pop first cost every owned allocation a failed section (`mixed-bursts` on one
-/// CPU: 0.985x [0.877-0.997] the time, docs/benchmarks.md, "Session 52"). Aborts on a corrupt
-/// list.
+/// Pops an object of class `c` for a C allocation: from the calling CPU's per-CPU stack of the
+/// class when that holds objects (they go first, see `lib.rs`'s `alloc_owned`), else from the
+/// CPU's current owned span. Null when neither gave one (both empty, rseq off, the slab
+/// stopped, or the thread moved between the two sections): the slow path then. One section
+/// when the stack is empty ([`arch::owned_pop_stack_first`]), where the stack's pop first cost
+/// every owned allocation a failed section (`mixed-bursts` on one CPU: 0.985x [0.877-0.997]
+/// the time, docs/benchmarks.md, "Session 52"). Aborts on a corrupt list.
+///
+/// The object's first word is left as it is: a list's object holds its encoded link there, and
+/// a stack's object may hold a stale one (an object that was on a list and went back to its
+/// span whole). Neither may reach the program (it would give the key away): the caller clears
+/// the word with the free tag, in one store after its other stores (`lib.rs`, `alloc_owned`;
+/// one thread's `mixed-bursts` took 0.96x the CPU time with that store in place of the two,
+/// docs/benchmarks.md, "Session 66").
 #[inline(always)]
 pub fn pop_stack_first(c: usize) -> *mut u8 {
-    let key = free_tag::key_raw();
     // SAFETY: as in `pop`; class `c`'s header lies inside every slab (`c < NUM_CLASSES`).
-    let p = match unsafe { arch::owned_pop_stack_first(c, key) } {
+    match unsafe { arch::owned_pop_stack_first(c) } {
         OwnedPop::Object(p) => p,
         // SAFETY: the slabs are set up as `percpu::pop` needs and `header_offset(c)` is class
         // `c`'s header.
         OwnedPop::Stacked => unsafe { arch::percpu_pop(super::slab::header_offset(c)) },
-        OwnedPop::Fail => return null_mut(),
-        OwnedPop::Corrupt(_) if free_tag::key_raw() != key => return null_mut(),
+        OwnedPop::Fail => null_mut(),
         OwnedPop::Corrupt(p) => corrupt(p),
-    };
-    if !p.is_null() {
-        // SAFETY: the popped object is ours now; a list's object held its encoded link in its
-        // first word, and a stack's object may hold a stale one (an object that was on a list
-        // and went back to its span whole): neither may reach the program (the key).
-        unsafe { p.cast::<usize>().write(0) };
     }
-    p
 }
 
 /// Pops an object of class `c` from the calling CPU's current owned span, its link word
@@ -283,8 +280,7 @@ pub fn pop_stack_first(c: usize) -> *mut u8 {
 pub fn pop(c: usize) -> *mut u8 {
     // SAFETY: slabs are set up as `percpu::pop` needs; every non-zero `cur[c]` names the
     // owned words of a span its slab owns, with the process's key (module invariants).
-    let key = free_tag::key_raw();
-    match unsafe { arch::owned_pop(c, key) } {
+    match unsafe { arch::owned_pop(c) } {
         OwnedPop::Object(p) => {
             // SAFETY: the popped object is ours now; its first word held the encoded link,
             // which must not reach the program (it would give the key away).
@@ -292,10 +288,6 @@ pub fn pop(c: usize) -> *mut u8 {
             p
         }
         OwnedPop::Fail | OwnedPop::Stacked => null_mut(),
-        // A thread that loaded the key before the process's first carve set it (0), then
-        // found a span another thread had made current since, is not looking at a corrupt
-        // list: the slow path takes over (found by review).
-        OwnedPop::Corrupt(_) if free_tag::key_raw() != key => null_mut(),
         OwnedPop::Corrupt(p) => corrupt(p),
     }
 }
