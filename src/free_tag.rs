@@ -1,7 +1,8 @@
 //! The free tag: how a small object says "I am free".
 //!
-//! Owns: the per-process random key and the tag every free small object carries in its second
-//! word.
+//! Owns: the per-process random key (its word is `arch::FREE_TAG_KEY`, below the critical
+//! sections that read it; only this module writes it) and the tag every free small object
+//! carries in its second word.
 //!
 //! ## The representation of a small object's state (decided once, used by every path)
 //! - **Free** (in a per-CPU cache, a magazine, a transfer stack or its span): its second word

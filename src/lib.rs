@@ -209,9 +209,10 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
     if c != 0 {
         if TAG && percpu::owned_routes_fixed(c) {
             // Owned spans (`owned_spans=on`, the classes of 288-960 B; a routed small class comes
-            // after its stack pop fails, below): all in `alloc_owned_out`, out of line, so that
-            // this path keeps needing no stack frame (inlined here, the owned pop cost the default
-            // build's one-thread churn 1.05x its time, session 45).
+            // after its stack pop fails, below): in `alloc_owned_out` (the slow path in
+            // `alloc_owned_slow`), out of line, so that this path keeps needing no stack frame
+            // (inlined here, the owned pop cost the default build's one-thread churn 1.05x its
+            // time, session 45).
             return alloc_owned_out(c);
         }
         let p = percpu::pop(c);
@@ -237,8 +238,8 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
 /// second test of the class's range and the thread's owned flag, which `alloc_class` has just
 /// tested). The slow path and its `ENOMEM` are a function of their own, which this one jumps
 /// to: with no call of its own, this one saves no register (it saved three; with the pop's one
-/// output and its key read from its symbol, one thread's `mixed-bursts` took a further
-/// 0.97-0.98x the CPU time).
+/// output, its key read from its symbol, and `free`'s frame gone, one thread's `mixed-bursts`
+/// took 0.98-0.99x the CPU time, not resolved part by part).
 ///
 /// The stack first: with owned spans on, a routed class's stack holds only what did not go onto
 /// an owned span's list: objects of other slabs' spans that owner return kept here, this
@@ -455,8 +456,9 @@ fn lookup(ptr: *mut u8, who: &str) -> (usize, *mut Span) {
 
 /// The page map's entry `e` for `ptr` and the size class it names (0: none — null, a large
 /// or huge object, or not ours), as `(class, entry)`; when the class is not 0, `ptr` has been
-/// checked to start an object of it (else this aborts, naming `who`). The fast paths of
-/// `free` and `realloc` leave the entry-0 case to their cold paths; [`lookup`] aborts on it.
+/// checked to start an object of it (else this aborts, naming `who`). `realloc`'s fast path
+/// leaves the entry-0 case to its cold path; [`lookup`] aborts on it. (`free` makes the same
+/// checks itself, [`free_inner`], to abort through a jump.)
 #[inline(always)]
 fn checked_class(ptr: *mut u8, who: &str) -> (usize, usize) {
     let e = PAGEMAP.get(ptr as usize);
@@ -482,17 +484,19 @@ fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
 /// `e` is its page-map entry, or 0 where the caller read none: for a C free (`TAG`) its home
 /// bits send an object of another slab's span home (owner return, [`free_foreign`]), tested
 /// inside the push (`percpu::push_homed`). Owned spans' lists take only C `free`s
-/// ([`free_inner`]): the callers here (`free_inner` for the classes owned spans do not route,
-/// `realloc`'s moves, Rust's `dealloc`) push onto the stack.
+/// ([`free_inner`], which tags C frees itself): the callers here (`realloc`'s moves, Rust's
+/// `dealloc`, and `free_inner` for it) push onto the stack.
 ///
 /// # Safety
-/// `ptr` is a live object of class `c`; a non-zero `e` is the entry `checked_class` read for
-/// it.
+/// `ptr` is a live object of class `c`; a non-zero `e` is the entry the caller read for it
+/// (and checked: `checked_class`, `free_inner`).
 #[inline(always)]
 unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &str) {
     if !TAG {
-        // SAFETY: forwarded contract.
-        return unsafe { free_small_here::<TAG>(ptr, c, who) };
+        // No tag, and no home test: the object goes to this slab's cache whichever slab's
+        // span it is in.
+        // SAFETY: forwarded contract: a live object of class `c`, which nobody uses now.
+        return unsafe { push_here(c, ptr) };
     }
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
@@ -513,9 +517,9 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
 /// 500 B took 0.90x the time, and with no register saved 0.975x of that (docs/benchmarks.md,
 /// "Session 61"). Out of line until session 66: since `free`'s aborts are jumps
 /// ([`free_rejected`]), `free` saves no register either, and inlined here its owned frees
-/// skip a jump through the GOT and a second load of the thread block's offset (with the aborts
-/// as jumps, one thread's `mixed-bursts` 0.98-0.99x the CPU time, docs/benchmarks.md,
-/// "Session 66").
+/// skip a jump through the GOT and a second load of the thread block's offset (with the owned
+/// pop's changes, one thread's `mixed-bursts` 0.98-0.99x the CPU time, not resolved part by
+/// part: docs/benchmarks.md, "Session 66").
 ///
 /// # Safety
 /// `ptr` is an object of a class owned spans serve, tagged free, that nobody uses; `e` is the
@@ -568,20 +572,6 @@ unsafe fn free_marked(ptr: *mut u8, c: usize, e: usize, foreign: impl FnOnce()) 
             // SAFETY: forwarded contract; the object is tagged free now.
             unsafe { free_foreign(c, ptr) }
         }
-    }
-}
-
-/// [`free_small`] without owner return's home test: the object goes to this slab's cache
-/// whichever slab's span it is in.
-///
-/// # Safety
-/// `ptr` is a live object of class `c`.
-#[inline(always)]
-unsafe fn free_small_here<const TAG: bool>(ptr: *mut u8, c: usize, who: &str) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        mark_freed::<TAG>(ptr, who);
-        push_here(c, ptr);
     }
 }
 
@@ -640,23 +630,10 @@ unsafe fn free_foreign(c: usize, ptr: *mut u8) {
 /// `ptr` is an object of a small class (at least 16 bytes).
 #[inline(always)]
 unsafe fn mark_freed<const TAG: bool>(ptr: *mut u8, who: &str) {
-    if TAG {
-        // SAFETY: forwarded contract.
-        unsafe { mark_freed_with(ptr, free_tag::key(), who) };
-    }
-}
-
-/// [`mark_freed`] for a C free, with the free tag's key the caller loaded (and keeps, for an
-/// owned span's link: [`free_inner`]).
-///
-/// # Safety
-/// As for [`mark_freed`]; `key` is `free_tag::key()`.
-#[inline(always)]
-unsafe fn mark_freed_with(ptr: *mut u8, key: usize, who: &str) {
     // SAFETY: the caller's contract: a small object, whose second word is ours once freed.
     // The caller loaded (acquire) and checked the page-map entry (`checked_class`, on its own
     // or through `lookup`), as `mark_free_with` asks.
-    if unsafe { !free_tag::mark_free_with(ptr, key) } {
+    if TAG && unsafe { !free_tag::mark_free_with(ptr, free_tag::key()) } {
         bad_pointer(who, "double free detected", ptr);
     }
 }
@@ -802,7 +779,9 @@ unsafe fn free_inner<const TAG: bool>(ptr: *mut u8, who: &str) {
 }
 
 /// [`free_inner`]'s abort: `bad_pointer`, behind a function that returns nothing (it never
-/// returns), so that `free` reaches it with a jump and needs no stack frame for a call.
+/// returns), so that `free` reaches it with a jump and needs no stack frame for a call. Typed
+/// `()`, not `!`, on purpose: a call to a function that never returns is not a tail call, and
+/// brought `free`'s frame back (checked in the release library's disassembly; no test sees it).
 #[cold]
 #[inline(never)]
 fn free_rejected(who: &str, what: &str, ptr: *mut u8) {

@@ -8,7 +8,8 @@
 //!
 //! Here: what every architecture shares — the thread block's layout and its `.tdata` image,
 //! glibc's weak `__rseq_offset`/`__rseq_size`, `glibc_area`, `register`/`unregister`, the restart
-//! counter. Each architecture's file provides `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`,
+//! counter, and the free tag's key word (`FREE_TAG_KEY`, which the owned pop reads; `free_tag`
+//! gives it its meaning). Each architecture's file provides `RSEQ_SIG`, `HAS_CRITICAL_SECTIONS`,
 //! `thread_pointer`, `thread_block`, `current_cpu`, the allocation note (`note_alloc`,
 //! `noted_ptr`, `noted_class`, `confirmed_class`), `percpu_pop`/`percpu_push`,
 //! `percpu_push_homed` (a C `free`'s push with owner return's home test),

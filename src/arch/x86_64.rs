@@ -204,7 +204,9 @@ pub fn current_cpu() -> usize {
 /// in [`BATCH_RESTARTS`] too). The abort handler and the failure code
 /// live in a cold section, so a successful operation runs straight through, without a taken
 /// jump (the kernel only asks that the abort address lie outside the section and follow the
-/// signature). `fail` may instead leave through a Rust `label` operand.
+/// signature). `fail` may instead leave through a Rust `label` operand, and may define a
+/// second entry of its own after its first instructions (the owned pop's label 9, which the
+/// body jumps to, across into the cold section, and which the body itself must not define).
 macro_rules! rseq_sequence {
     ($(on_abort: [$($abort:literal),*],)? body: [$($body:literal),* $(,)?], fail: $fail:literal,
      $($operands:tt)*) => {
@@ -559,13 +561,16 @@ macro_rules! owned_pop_sequence {
 /// is loaded first, as the protocol needs (a section that loaded it before a drain's stop
 /// either ends before the drain's fence returns or restarts).
 ///
-/// The key is loaded after the list word that names the head, so it is never the 0 of a
-/// process that has not tagged an object yet: whoever tagged the head had read the key (or
-/// stored it) before storing the tag and publishing the head, and x86's stores are seen in
-/// one order by every CPU, so a load that sees the published head and, after it, the key's
-/// word sees the key. (When the key was an operand, loaded before the section, a thread
-/// could load 0 before the process's first carve and then meet a span made current since:
-/// its pop read as corrupt, and the caller compared the key again.)
+/// The key is loaded (twice, the same value: it changes once, from 0, before any object is
+/// tagged) after the list word that names the head, so it is never the 0 of a process that
+/// has not tagged an object yet: whoever tagged the head had read the key (or stored it)
+/// before storing the tag and publishing the head. On x86 a load is not reordered with a later
+/// load or store of the same CPU, and every CPU sees the stores in one order, so a load that
+/// sees the published head and, after it, the key's word sees the key. (When the key was an
+/// operand, loaded before the section, a thread could load 0 before the process's first carve
+/// and then meet a span made current since: its pop read as corrupt, and the caller compared
+/// the key again.) The argument is x86's: an architecture with weaker ordering needs an
+/// acquire between the two loads, or that second look.
 ///
 /// # Safety
 /// As [`percpu_pop`] for the slab layout; `c < 128`; every non-zero `cur[c]` of every slab
@@ -581,7 +586,7 @@ pub unsafe fn owned_pop(c: usize) -> OwnedPop {
 /// [`owned_pop`] that leaves the list alone while class `c`'s per-CPU stack holds objects:
 /// then it fails with [`OwnedPop::Stacked`], and the caller pops the stack ([`percpu_pop`]).
 /// The C allocation of an owned class takes the stack first (objects that did not go onto an
-/// owned list: `lib.rs`, `alloc_owned`); with this test inside the owned pop, an allocation
+/// owned list: `lib.rs`, `alloc_owned_out`); with this test inside the owned pop, an allocation
 /// whose stack is empty (the common case) runs one section, not a failed stack pop and then
 /// the owned pop. Its pseudocode is [`owned_pop`]'s with one line after the stop word's test:
 ///

@@ -202,7 +202,7 @@ pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
 /// of its last class from then on, and a pipeline stage that allocates a message of the size it
 /// frees keeps them too; both give up owner return's placement for that class, nothing more.
 ///
-/// `free` of the noted object itself skips the home test altogether (`lib::free_small_here`):
+/// `free` of the noted object itself skips the home test altogether (`lib::free_inner`'s push):
 /// it is of the noted class unless the note is stale (its address carved again for another
 /// class since), and then it stays here too, where this rule would send it home; either
 /// answer is correct.

@@ -248,7 +248,7 @@ pub fn corrupt(p: *mut u8) -> ! {
 }
 
 /// Pops an object of class `c` for a C allocation: from the calling CPU's per-CPU stack of the
-/// class when that holds objects (they go first, see `lib.rs`'s `alloc_owned`), else from the
+/// class when that holds objects (they go first, see `lib.rs`'s `alloc_owned_out`), else from the
 /// CPU's current owned span. Null when neither gave one (both empty, rseq off, the slab
 /// stopped, or the thread moved between the two sections): the slow path then. One section
 /// when the stack is empty ([`arch::owned_pop_stack_first`]), where the stack's pop first cost
@@ -258,7 +258,7 @@ pub fn corrupt(p: *mut u8) -> ! {
 /// The object's first word is left as it is: a list's object holds its encoded link there, and
 /// a stack's object may hold a stale one (an object that was on a list and went back to its
 /// span whole). Neither may reach the program (it would give the key away): the caller clears
-/// the word with the free tag, in one store after its other stores (`lib.rs`, `alloc_owned`;
+/// the word with the free tag, in one store after its other stores (`lib.rs`, `handed_out`;
 /// one thread's `mixed-bursts` took 0.96x the CPU time with that store in place of the two,
 /// docs/benchmarks.md, "Session 66").
 #[inline(always)]
@@ -1044,7 +1044,7 @@ unsafe fn push_all(s: *mut Span, objs: &[*mut u8], key: usize) -> bool {
 /// What [`refill`] got.
 pub(super) enum Refilled {
     /// An object (still tagged free; its first word may hold a stale link, which the C path
-    /// clears, `lib::alloc_owned`).
+    /// clears, `lib::handed_out`).
     Object(*mut u8),
     /// Nothing of the slab's own, no kept span to turn over and no span the central lists
     /// list: only a fresh span would do, which the caller did not allow (`fresh_ok` false).
@@ -1880,7 +1880,7 @@ mod tests {
     }
 
     /// A C `malloc` of a class owned spans serve takes what the CPU's stack holds of that class
-    /// before the current owned span's list (`alloc_owned`): only what did not go onto an owned
+    /// before the current owned span's list (`alloc_owned_out`): only what did not go onto an owned
     /// span's list reaches that stack, and popped last it waited while the slab carved further.
     #[test]
     fn a_routed_malloc_takes_the_stack_before_the_owned_list() {
