@@ -274,19 +274,16 @@ pub fn pop_stack_first(c: usize) -> *mut u8 {
     }
 }
 
-/// Pops an object of class `c` from the calling CPU's current owned span, its link word
-/// cleared; null when there is none. Aborts on a corrupt list.
+/// Pops an object of class `c` from the calling CPU's current owned span; null when there is
+/// none. Aborts on a corrupt list. The object's first word still holds its encoded link, as
+/// with [`pop_stack_first`]: [`refill`], the only caller, hands the object to the C
+/// allocation's slow path, which clears it with the free tag (`lib.rs`, `handed_out`).
 #[inline(always)]
 pub fn pop(c: usize) -> *mut u8 {
     // SAFETY: slabs are set up as `percpu::pop` needs; every non-zero `cur[c]` names the
     // owned words of a span its slab owns, with the process's key (module invariants).
     match unsafe { arch::owned_pop(c) } {
-        OwnedPop::Object(p) => {
-            // SAFETY: the popped object is ours now; its first word held the encoded link,
-            // which must not reach the program (it would give the key away).
-            unsafe { p.cast::<usize>().write(0) };
-            p
-        }
+        OwnedPop::Object(p) => p,
         OwnedPop::Fail | OwnedPop::Stacked => null_mut(),
         OwnedPop::Corrupt(p) => corrupt(p),
     }
@@ -1043,8 +1040,8 @@ unsafe fn push_all(s: *mut Span, objs: &[*mut u8], key: usize) -> bool {
 
 /// What [`refill`] got.
 pub(super) enum Refilled {
-    /// An object (still tagged free; its first word may hold a stale link, which the C path
-    /// clears, `lib::handed_out`).
+    /// An object (still tagged free; its first word may hold its link or a stale one, which the
+    /// C path clears, `lib::handed_out`).
     Object(*mut u8),
     /// Nothing of the slab's own, no kept span to turn over and no span the central lists
     /// list: only a fresh span would do, which the caller did not allow (`fresh_ok` false).
@@ -2112,20 +2109,21 @@ mod tests {
         );
         check::check_owned(id, slab).unwrap();
 
-        // Popped: every listed object once, its link word cleared; then nothing.
+        // Popped: every listed object once, in the list's order (each one's first word, left
+        // for the C path to clear, still names the next, encoded); then nothing.
         let mut objs = std::vec![p0];
+        let mut next = None;
         loop {
             let p = pop(c);
+            if let Some(n) = next {
+                assert_eq!(p as usize, n, "popped in the order the links name");
+            }
             if p.is_null() {
                 break;
             }
             assert!((start..end).contains(&(p as usize)));
             // SAFETY: an object just handed to us.
-            assert_eq!(
-                unsafe { (p as *const usize).read() },
-                0,
-                "the link is cleared"
-            );
+            next = Some(unsafe { (p as *const usize).read() } ^ free_tag::key());
             objs.push(p);
         }
         assert_eq!(objs.len(), listed + 1, "every listed object popped once");
