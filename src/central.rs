@@ -1323,7 +1323,7 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
         };
         set_bits((*s).bits, first, end);
         (*s).scan = (*s).scan.min((first / 64) as u32);
-        carve_half(s, c, size, first, end);
+        carve_half(s, c, size, first, end, false);
         true
     }
 }
@@ -1354,11 +1354,14 @@ fn half_end(first: usize, size: usize, cap: usize) -> usize {
 /// each object free, raises `carved` to `end`, then publishes the page's entry naming the
 /// class (with [`SECOND_HALF`] for a second half), after which `free` accepts the objects.
 /// Neither the bitmap nor `in_use` changes: the caller puts the objects in one or the other.
+/// With `link` (an owned span's carve, [`carve_owned`]) each object's first word also names
+/// the object after it, encoded with the free tag's key as an owned list's link is, written in
+/// the same pass as its tag (the two words share a line).
 ///
 /// # Safety
 /// `s` is a live small span of class `c`, and the caller is its only carver: it holds the
 /// class lock, or owns the span ([`carve_owned`]).
-unsafe fn carve_half(s: *mut Span, c: usize, size: usize, first: usize, end: usize) {
+unsafe fn carve_half(s: *mut Span, c: usize, size: usize, first: usize, end: usize, link: bool) {
     // SAFETY: the caller's contract: the span and its pages are this class's, and the objects
     // `first..end` were never handed out (nobody else reads or writes them).
     unsafe {
@@ -1370,8 +1373,20 @@ unsafe fn carve_half(s: *mut Span, c: usize, size: usize, first: usize, end: usi
             os::populate_write(from as *mut u8, to - from);
         }
         free_tag::init();
-        for i in first..end {
-            free_tag::set(((*s).start + i * size) as *mut u8);
+        // The start and the key in locals: the stores below could alias them for the
+        // compiler, which then loaded both again for every object.
+        let (start, key) = ((*s).start, free_tag::key());
+        if link {
+            for i in first..end {
+                let p = (start + i * size) as *mut usize;
+                p.add(1).write(key ^ p as usize);
+                p.write(key ^ (p as usize + size));
+            }
+        } else {
+            for i in first..end {
+                let p = (start + i * size) as *mut usize;
+                p.add(1).write(key ^ p as usize);
+            }
         }
         (*s).set_carved(end as u32);
         let page = half >> 1;
@@ -1390,9 +1405,13 @@ pub const fn half_objects(c: usize) -> usize {
     (PAGE / 2).div_ceil(crate::size_class::CLASS_SIZE[c] as usize) + 1
 }
 
-/// Carves objects of span `s` (class `c`), which the calling slab owns, into `out` without the
-/// class lock: whole half pages, until at least `want` (or the span is carved whole); returns
-/// how many, which may exceed `want` by up to a half page's objects. Returns 0, with nothing
+/// Carves objects of span `s` (class `c`), which the calling slab owns, without the class
+/// lock: whole half pages, until at least `want` (or the span is carved whole). Returns the
+/// first object and how many, which may exceed `want` by up to a half page's objects: a run of
+/// adjacent objects, each tagged free and, but the last, linked to the next as an owned list's
+/// objects are (the last's first word names the object past it; the push of the run writes
+/// it), so the caller hands out the first and pushes the rest as one chain
+/// (`percpu::owned`'s collect) with no array of pointers. Returns (null, 0), with nothing
 /// done, when the span's bitmap may hold objects (remote frees returned some: `carved` above
 /// `in_use`; those only [`take_from_owned`] may take, under the lock) or it is carved whole.
 ///
@@ -1415,17 +1434,16 @@ pub const fn half_objects(c: usize) -> usize {
 ///
 /// # Safety
 /// `s` is a small span of class `c` marked `in_slab`, owned by the slab whose capacity lock
-/// the caller holds; `out.len() >= want + half_objects(c)`.
-pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize, out: &mut [*mut u8]) -> usize {
+/// the caller holds.
+pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize) -> (*mut u8, usize) {
     let size = size_of(c);
-    debug_assert!(out.len() >= want + half_objects(c));
     // SAFETY: the caller's contract: the record is live; `carved`, `capacity` and `start` change
     // only under the capacity lock the caller holds, and `in_use` only falls meanwhile.
     unsafe {
         debug_assert!((*s).in_slab && (*s).class as usize == c);
         let first = (*s).carved() as usize;
         if (*s).in_use() as usize != first {
-            return 0;
+            return (null_mut(), 0);
         }
         // The halves to carve, then their objects counted out before any is tagged.
         let (cap, mut end) = ((*s).capacity as usize, first);
@@ -1434,20 +1452,17 @@ pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize, out: &mut [*mut u
         }
         let got = end - first;
         if got == 0 {
-            return 0;
+            return (null_mut(), 0);
         }
         (*s).in_use.fetch_add(got as u32, Ordering::Relaxed);
         CENTRAL[c].out_of_spans.fetch_add(got, Ordering::Relaxed);
         let mut from = first;
         while from < end {
             let to = half_end(from, size, cap);
-            carve_half(s, c, size, from, to);
+            carve_half(s, c, size, from, to, true);
             from = to;
         }
-        for (i, o) in out[..got].iter_mut().enumerate() {
-            *o = ((*s).start + (first + i) * size) as *mut u8;
-        }
-        got
+        (((*s).start + first * size) as *mut u8, got)
     }
 }
 

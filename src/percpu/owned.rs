@@ -207,8 +207,9 @@ const RESIDENT_COLLECT_BYTES: usize = 32 << 10;
 /// "Session 47").
 const FIRST_COLLECT_BYTES: usize = 4 << 10;
 
-/// One more than the most objects of an owned class that start in one half page: the room past
-/// [`COLLECT`] that [`central::carve_owned`] needs.
+/// One more than the most objects of an owned class that start in one half page: how far past
+/// [`COLLECT`] a carve's run may go ([`central::carve_owned`]), which [`give_carved_back`]'s
+/// array holds.
 const HALF_OBJECTS: usize = central::half_objects(MIN_CLASS);
 
 /// Spans the slow path looks at in a class's list before it takes a new one.
@@ -1236,8 +1237,9 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
 /// yet, unless it is `resident`): returns one and pushes the rest onto its list (or, if the
 /// calling CPU's slab does not own it any more, to the central lists); null when the span had
 /// none. While nothing was freed into its bitmap, it carves without the class lock
-/// ([`central::carve_owned`]: whole half pages, up to a half page's objects more), else takes
-/// from the bitmap under the lock ([`central::take_from_owned`]).
+/// ([`central::carve_owned`]: whole half pages, up to a half page's objects more, carved
+/// already linked, so the rest go onto the list as one chain with no array of pointers), else
+/// takes from the bitmap under the lock ([`collect_from_bitmap`]).
 ///
 /// # Safety
 /// `s` is in the list of a slab whose capacity lock the caller holds.
@@ -1246,19 +1248,45 @@ unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
         (MIN_CLASS..=MAX_CLASS).contains(&c),
         "HALF_OBJECTS is sized for them"
     );
-    let mut buf = [null_mut(); COLLECT + HALF_OBJECTS];
     // SAFETY: the caller's contract: the span is `in_slab`, its slab's lock held. Its
     // `carved` changes only by carving, which for an owned span only this slab's collects do
     // (under the lock we hold), and `resident` only when it is turned over (under that lock
     // too): stable here.
     let (fresh, resident) = unsafe { ((*s).carved() == 0, (*s).resident) };
     let want = collect_count(c, fresh, resident);
-    // SAFETY: as above; `buf` has room for `want` and one more half page of the class.
-    let mut got = unsafe { central::carve_owned(s, c, want, &mut buf) };
+    // SAFETY: as above.
+    let (first, got) = unsafe { central::carve_owned(s, c, want) };
     if got == 0 {
-        // SAFETY: as above.
-        got = unsafe { central::take_from_owned(s, c, &mut buf[..want]) };
+        // SAFETY: forwarded contract.
+        return unsafe { collect_from_bitmap(s, c, want, key) };
     }
+    if got > 1 {
+        let size = size_of(c);
+        let (next, last) = (
+            first.wrapping_add(size),
+            first.wrapping_add((got - 1) * size),
+        );
+        // SAFETY: the objects after `first`, carved just now: adjacent, tagged free, each but
+        // the last linked to the next with `key`, and ours.
+        if unsafe { arch::owned_push_chain(words_of(s), next, last, got - 1, key) } == 0 {
+            // SAFETY: as above.
+            unsafe { give_carved_back(c, next, got - 1) };
+        }
+    }
+    first
+}
+
+/// [`collect`] of objects freed into span `s`'s bitmap (by other CPUs), under the class lock
+/// ([`central::take_from_owned`]): out of line, so that the carve path does not clear the
+/// array of pointers this one fills (1.5 KiB).
+///
+/// # Safety
+/// As [`collect`]; `want` is at most [`COLLECT`].
+#[inline(never)]
+unsafe fn collect_from_bitmap(s: *mut Span, c: usize, want: usize, key: usize) -> *mut u8 {
+    let mut buf = [null_mut(); COLLECT];
+    // SAFETY: the caller's contract.
+    let got = unsafe { central::take_from_owned(s, c, &mut buf[..want]) };
     if got == 0 {
         return null_mut();
     }
@@ -1268,6 +1296,24 @@ unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
         unsafe { central::free_batch(c, &buf[1..got]) };
     }
     buf[0]
+}
+
+/// The `n` adjacent objects of class `c` from `first` on, carved by a collect whose push found
+/// the span no longer this slab's (a drain or a retire took it meanwhile), to the central lists.
+///
+/// # Safety
+/// The objects are free, tagged free, ours, and `n` is at most [`COLLECT`] plus
+/// [`HALF_OBJECTS`].
+#[cold]
+#[inline(never)]
+unsafe fn give_carved_back(c: usize, first: *mut u8, n: usize) {
+    let mut buf = [null_mut(); COLLECT + HALF_OBJECTS];
+    let size = size_of(c);
+    for (i, o) in buf[..n].iter_mut().enumerate() {
+        *o = first.wrapping_add(i * size);
+    }
+    // SAFETY: the caller's contract.
+    unsafe { central::free_batch(c, &buf[..n]) };
 }
 
 /// What [`find`] makes of a span.
@@ -2038,6 +2084,15 @@ mod tests {
         assert_eq!(objs.len(), first_got + second);
         // SAFETY: as above.
         let (start, end) = unsafe { ((*s).start, (*s).end()) };
+        // Both runs handed out forwards from the span's start: a carve threads its objects
+        // onto the list in address order (`central::carve_owned`).
+        for (i, &p) in objs.iter().enumerate() {
+            assert_eq!(
+                p as usize,
+                start + i * size_of(c),
+                "object {i} of the carved runs"
+            );
+        }
         for &p in &objs {
             assert!((start..end).contains(&(p as usize)));
             free_owned(p, s, c);
