@@ -1242,12 +1242,14 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
 /// takes from the bitmap under the lock ([`collect_from_bitmap`]).
 ///
 /// # Safety
-/// `s` is in the list of a slab whose capacity lock the caller holds.
+/// `s` is in the list of a slab whose capacity lock the caller holds; `key` is the free tag's
+/// key ([`free_tag::key`], with which the carve encodes its links).
 unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
     debug_assert!(
         (MIN_CLASS..=MAX_CLASS).contains(&c),
         "HALF_OBJECTS is sized for them"
     );
+    debug_assert_eq!(key, free_tag::key());
     // SAFETY: the caller's contract: the span is `in_slab`, its slab's lock held. Its
     // `carved` changes only by carving, which for an owned span only this slab's collects do
     // (under the lock we hold), and `resident` only when it is turned over (under that lock
@@ -1260,6 +1262,7 @@ unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
         // SAFETY: forwarded contract.
         return unsafe { collect_from_bitmap(s, c, want, key) };
     }
+    debug_assert!(got < COLLECT + HALF_OBJECTS, "{got} objects carved");
     if got > 1 {
         let size = size_of(c);
         let (next, last) = (
@@ -1269,7 +1272,7 @@ unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
         // SAFETY: the objects after `first`, carved just now: adjacent, tagged free, each but
         // the last linked to the next with `key`, and ours.
         if unsafe { arch::owned_push_chain(words_of(s), next, last, got - 1, key) } == 0 {
-            // SAFETY: as above.
+            // SAFETY: as above; `got - 1` is in bounds (asserted above, `give_carved_back`).
             unsafe { give_carved_back(c, next, got - 1) };
         }
     }
@@ -1278,7 +1281,7 @@ unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
 
 /// [`collect`] of objects freed into span `s`'s bitmap (by other CPUs), under the class lock
 /// ([`central::take_from_owned`]): out of line, so that the carve path does not clear the
-/// array of pointers this one fills (1.5 KiB).
+/// array of pointers this one fills (512 bytes).
 ///
 /// # Safety
 /// As [`collect`]; `want` is at most [`COLLECT`].
@@ -1298,12 +1301,15 @@ unsafe fn collect_from_bitmap(s: *mut Span, c: usize, want: usize, key: usize) -
     buf[0]
 }
 
-/// The `n` adjacent objects of class `c` from `first` on, carved by a collect whose push found
-/// the span no longer this slab's (a drain or a retire took it meanwhile), to the central lists.
+/// The `n` adjacent objects of class `c` from `first` on, carved by a collect whose push the
+/// section refused, to the central lists. The span stays the slab's (the capacity lock the
+/// collect holds keeps drains and retires out): the thread moved to a CPU whose slab does not
+/// own it, or rseq is off.
 ///
 /// # Safety
-/// The objects are free, tagged free, ours, and `n` is at most [`COLLECT`] plus
-/// [`HALF_OBJECTS`].
+/// The objects are free, tagged free and ours; `n` is less than [`COLLECT`] plus
+/// [`HALF_OBJECTS`] (a collect asks at most [`COLLECT`], and a carve adds less than a half
+/// page's objects).
 #[cold]
 #[inline(never)]
 unsafe fn give_carved_back(c: usize, first: *mut u8, n: usize) {
