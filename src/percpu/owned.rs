@@ -864,9 +864,13 @@ unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
     }
     // A calm look (few foreign declines since the last one, and no busy window's end) ends a
     // run of busy windows.
+    // Plain loads and stores, as `IdleLooks` says, not swaps: an atomic read-modify-write
+    // (`xchg`) waits for every store before it to reach the cache, here the carve's tag
+    // stores and the program's first writes to the objects it was just handed.
     let busy = looks.busy[i].load(Ordering::Relaxed);
-    let calm = looks.declined[i].swap(0, Ordering::Relaxed) < CALM_DECLINES
-        && busy & WINDOW_SINCE_LOOK == 0;
+    let declined = looks.declined[i].load(Ordering::Relaxed);
+    looks.declined[i].store(0, Ordering::Relaxed);
+    let calm = declined < CALM_DECLINES && busy & WINDOW_SINCE_LOOK == 0;
     looks.busy[i].store(
         if calm { 0 } else { busy & !WINDOW_SINCE_LOOK },
         Ordering::Relaxed,
@@ -878,7 +882,8 @@ unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
         slab.slot(k, n - 1).load(Ordering::Relaxed) as u64
     };
     let stack = (n as u64) << 48 | top;
-    let same = looks.seen[i].swap(stack, Ordering::Relaxed) == stack;
+    let same = looks.seen[i].load(Ordering::Relaxed) == stack;
+    looks.seen[i].store(stack, Ordering::Relaxed);
     let streak = if same && n != 0 {
         looks.streak[i].load(Ordering::Relaxed) + 1
     } else {
