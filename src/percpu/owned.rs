@@ -1991,6 +1991,64 @@ mod tests {
         }));
     }
 
+    /// A collect whose chain the push section refuses (the span is another slab's, as when the
+    /// thread moves to another CPU between the carve and the push) hands out the run's first
+    /// object and gives the rest to the central lists (`give_carved_back`): each once, each
+    /// tagged free, none left on the span's list; with the first given back too, a drain of the
+    /// span's slab and a flush of the transfer stacks return the span to the page heap.
+    #[test]
+    fn a_carve_whose_push_is_refused_goes_to_the_central_lists() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned::tests::a_carve_whose_push_is_refused_goes_to_the_central_lists",
+            64,
+        );
+        let id = current_rseq_id();
+        let n = super::super::slab_count();
+        assert!(
+            n >= 2,
+            "the test needs a slab other than the thread's ({n} slabs)"
+        );
+        let other = (id + 1) % n;
+        super::super::slab::ensure_slab(other);
+        let slab = Slab::of(other);
+        let c = class_of(FRESH_SIZE);
+        free_tag::init();
+        let s = central::take_span_to_own(c, other as u32, true);
+        assert!(!s.is_null(), "no memory");
+        slab.cap_lock().lock();
+        // SAFETY: a span just taken for slab `other` (marked `in_slab`, nothing carved, no
+        // owner), which no section reaches until published; we hold that slab's capacity lock.
+        // The collect's push runs on the thread's own slab, which does not own the span.
+        let (p, carved, listed, start) = unsafe {
+            publish(slab, c, other, s);
+            let p = collect(s, c, free_tag::key());
+            (p, (*s).carved() as usize, listed_objects(s), (*s).start)
+        };
+        slab.cap_lock().unlock();
+        assert_eq!(p as usize, start, "the run's first object handed out");
+        assert_eq!(listed, 0, "nothing on the other slab's list");
+        assert!(carved > 1, "{carved} objects carved");
+        for i in 1..carved {
+            let o = (start + i * size_of(c)) as *mut u8;
+            // SAFETY: an object of the span, carved: its second word is readable.
+            assert!(unsafe { free_tag::is_free(o) }, "object {i} tagged free");
+            assert_eq!(central::check::span_of_object(o, c).unwrap(), s);
+        }
+        // Each of them once in the transfer stacks or the span's bitmap.
+        central::CENTRAL[c].check_invariants(c).unwrap();
+
+        // SAFETY: the object handed out above, unused; tagged free before it goes back.
+        unsafe {
+            free_tag::set(p);
+            central::free_batch(c, &[p]);
+        }
+        drain(other);
+        central::flush_transfer();
+        assert_disowned(slab, c, s);
+        central::CENTRAL[c].check_invariants(c).unwrap();
+        crate::os::set_affinity(&saved);
+    }
+
     /// The first slow path on a span nothing was carved from collects one half page's worth of
     /// objects ([`FIRST_COLLECT_BYTES`]) and carves no further; the next one on that span
     /// collects about [`COLLECT_BYTES`] (session 47: a slab holds a span of each class its CPU
