@@ -1376,16 +1376,11 @@ unsafe fn carve_half(s: *mut Span, c: usize, size: usize, first: usize, end: usi
         // The start and the key in locals: the stores below could alias them for the
         // compiler, which then loaded both again for every object.
         let (start, key) = ((*s).start, free_tag::key());
-        if link {
-            for i in first..end {
-                let p = (start + i * size) as *mut usize;
-                p.add(1).write(key ^ p as usize);
-                p.write(key ^ (p as usize + size));
-            }
-        } else {
-            for i in first..end {
-                let p = (start + i * size) as *mut usize;
-                p.add(1).write(key ^ p as usize);
+        for i in first..end {
+            let p = (start + i * size) as *mut u8;
+            free_tag::set_with(p, key);
+            if link {
+                p.cast::<usize>().write(key ^ (p as usize + size));
             }
         }
         (*s).set_carved(end as u32);

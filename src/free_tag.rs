@@ -129,6 +129,18 @@ pub unsafe fn set(p: *mut u8) {
     unsafe { p.cast::<usize>().add(1).write(tag(p as usize)) };
 }
 
+/// [`set`] with the key the caller loaded ([`key`]): for a loop of stores, which would load the
+/// key again after each one (the compiler cannot tell the key's word from the object's).
+///
+/// # Safety
+/// As for [`set`]; `key` is [`key`]'s value.
+#[inline(always)]
+pub unsafe fn set_with(p: *mut u8, key: usize) {
+    debug_assert_eq!(key, self::key());
+    // SAFETY: the caller's contract.
+    unsafe { p.cast::<usize>().add(1).write(key ^ p as usize) };
+}
+
 /// Marks the object at `p` live (not free).
 ///
 /// # Safety

@@ -1826,6 +1826,17 @@ mod tests {
         assert!(current(slab, c).is_null(), "no current span");
     }
 
+    /// A slab other than slab `id`, or none (said on stderr) on a machine with one: the tests
+    /// that name another slab as a span's owner then have nothing to test.
+    fn other_slab(id: usize) -> Option<usize> {
+        let slabs = super::super::slab_count();
+        if slabs < 2 {
+            std::eprintln!("one slab: no other owner to name");
+            return None;
+        }
+        Some((id + 1) % slabs)
+    }
+
     /// A free that looked at a span's owner, then found it given up by that slab and taken by
     /// the one it runs on now, must leave the span alone: `give_back_as` is handed another
     /// slab as the owner it saw, for a span this CPU's slab owns (not current, so the retire
@@ -1837,13 +1848,11 @@ mod tests {
             64,
         );
         let id = current_rseq_id();
-        let slabs = super::super::state::G.nslabs.load(Ordering::Relaxed);
-        if slabs < 2 {
-            std::eprintln!("one slab: no other owner to name");
+        let Some(other) = other_slab(id) else {
             crate::os::set_affinity(&saved);
             return;
-        }
-        let (slab, other) = (Slab::of(id), (id + 1) % slabs);
+        };
+        let slab = Slab::of(id);
         let c = class_of(SIZE);
         drain(id);
         let p = refill(c, id, true).object();
@@ -2002,13 +2011,10 @@ mod tests {
             "percpu::owned::tests::a_carve_whose_push_is_refused_goes_to_the_central_lists",
             64,
         );
-        let id = current_rseq_id();
-        let n = super::super::slab_count();
-        assert!(
-            n >= 2,
-            "the test needs a slab other than the thread's ({n} slabs)"
-        );
-        let other = (id + 1) % n;
+        let Some(other) = other_slab(current_rseq_id()) else {
+            crate::os::set_affinity(&saved);
+            return;
+        };
         super::super::slab::ensure_slab(other);
         let slab = Slab::of(other);
         let c = class_of(FRESH_SIZE);
