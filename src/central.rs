@@ -1318,7 +1318,7 @@ unsafe fn set_bits(bits: *mut u64, from: usize, to: usize) {
 unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
     // SAFETY: the caller's contract: the span and its pages are this class's.
     unsafe {
-        let Some((first, end)) = next_half(s, size) else {
+        let Some((first, end)) = next_half(s, c) else {
             return false;
         };
         set_bits((*s).bits, first, end);
@@ -1328,25 +1328,33 @@ unsafe fn carve_page(s: *mut Span, c: usize, size: usize) -> bool {
     }
 }
 
-/// The objects of span `s` (objects of `size` bytes) that start in its next half page not
-/// carved yet, `first..end`; none when the span is carved whole.
+/// The objects of span `s` (class `c`) that start in its next half page not carved yet,
+/// `first..end`; none when the span is carved whole.
 ///
 /// # Safety
-/// `s` is a live small span; the caller may carve it (see [`carve_half`]).
-unsafe fn next_half(s: *mut Span, size: usize) -> Option<(usize, usize)> {
+/// `s` is a live small span of class `c`; the caller may carve it (see [`carve_half`]).
+unsafe fn next_half(s: *mut Span, c: usize) -> Option<(usize, usize)> {
     // SAFETY: the caller's contract.
     let (first, cap) = unsafe { ((*s).carved() as usize, (*s).capacity as usize) };
     if first == cap {
         return None;
     }
-    Some((first, half_end(first, size, cap)))
+    Some((first, half_end(first, c, cap)))
 }
 
-/// One past the last object (of `size` bytes, `cap` in the span) that starts in the half page
-/// where object `first` starts.
-fn half_end(first: usize, size: usize, cap: usize) -> usize {
-    let half = (first * size) >> HALF_SHIFT;
-    (((half + 1) << HALF_SHIFT).div_ceil(size)).min(cap)
+/// One past the last object (of class `c`, `cap` in the span) that starts in the half page
+/// where object `first` starts. Divides by the size with [`object_index`]'s multiplication:
+/// the `div`s here and in `owned::collect_count` held about a third of an owned collect's
+/// samples in `benches/c/burst_phases.c`'s moving band; without them the collect takes a fifth
+/// fewer and the phase reads level, bound by the carve's stores (docs/benchmarks.md,
+/// "Session 68").
+fn half_end(first: usize, c: usize, cap: usize) -> usize {
+    let size = size_of(c);
+    let next_half = ((first * size) >> HALF_SHIFT) + 1;
+    // The first object starting at or past the next half page: ceil(bytes / size).
+    let end = object_index((next_half << HALF_SHIFT) + size - 1, c);
+    debug_assert_eq!(end, (next_half << HALF_SHIFT).div_ceil(size));
+    end.min(cap)
 }
 
 /// Carves the objects `first..end` of span `s` (class `c`, objects of `size` bytes), the next
@@ -1443,7 +1451,7 @@ pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize) -> (*mut u8, usiz
         // The halves to carve, then their objects counted out before any is tagged.
         let (cap, mut end) = ((*s).capacity as usize, first);
         while end < cap && end - first < want {
-            end = half_end(end, size, cap);
+            end = half_end(end, c, cap);
         }
         let got = end - first;
         if got == 0 {
@@ -1453,7 +1461,7 @@ pub unsafe fn carve_owned(s: *mut Span, c: usize, want: usize) -> (*mut u8, usiz
         CENTRAL[c].out_of_spans.fetch_add(got, Ordering::Relaxed);
         let mut from = first;
         while from < end {
-            let to = half_end(from, size, cap);
+            let to = half_end(from, c, cap);
             carve_half(s, c, size, from, to, true);
             from = to;
         }

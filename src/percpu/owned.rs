@@ -37,7 +37,7 @@ use crate::arch::{self, OwnedPop, OwnedWords, NO_OWNER};
 use crate::central;
 use crate::free_tag;
 use crate::os;
-use crate::size_class::{size_of, NUM_CLASSES};
+use crate::size_class::{object_index, size_of, NUM_CLASSES};
 use crate::span::{Span, SpanExt, EXT_OFFSET};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Ordering};
 use core::mem::offset_of;
@@ -161,7 +161,8 @@ fn collect_count(c: usize, fresh: bool, resident: bool) -> usize {
     } else {
         COLLECT_BYTES
     };
-    (bytes / size_of(c)).clamp(4, COLLECT)
+    // `bytes / size_of(c)`, by multiplication (see `central::half_end`).
+    object_index(bytes, c).clamp(4, COLLECT)
 }
 
 /// Turns owned spans on or off at process set-up (`setup::init_process`): on only when asked
