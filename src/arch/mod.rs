@@ -195,7 +195,8 @@ const _: () = assert!(OWNED_STOP_AT == OWNED_HOME_AT + 4 && OWNED_HOME_AT.is_mul
 ///   the free tag's key (`free_tag::key`), 0 encoded for the last; every free object carries
 ///   its free tag. Only sections of the slab named by `owner`, a retiring thread after its
 ///   retire commit, and a drain after its fence touch it.
-/// - `[start, end)` is the span's bytes; every object of the list lies in it.
+/// - `[start, start + room + 16)` is the span's bytes ([`OwnedWords::end`]); every object of the
+///   list lies in it.
 /// - `owner` is the owning slab's index plus one ([`owner_of`]), or [`NO_OWNER`] (0, so that
 ///   memory never written reads as owned by nobody); it changes only as
 ///   docs/design.md describes (a section's commit on the owning CPU, or a drain after its
@@ -206,10 +207,27 @@ pub struct OwnedWords {
     pub local: AtomicU64,
     /// First byte of the span.
     pub start: usize,
-    /// One past the last byte of the span.
-    pub end: usize,
+    /// The span's length in bytes less 16: how far past `start` the last object of at least
+    /// 16 bytes may start. The owned pop's range check is one subtraction and one compare
+    /// with it (`n - start <= room`, unsigned).
+    pub room: usize,
     /// The owning slab's index plus one ([`owner_of`]), or [`NO_OWNER`].
     pub owner: AtomicU32,
+}
+
+impl OwnedWords {
+    /// The words' `room` for a span of bytes `[start, end)` (at least 16 of them).
+    #[inline]
+    pub fn room_of(start: usize, end: usize) -> usize {
+        debug_assert!(end >= start + 16, "a span of at least one 16-byte object");
+        end - start - 16
+    }
+
+    /// One past the span's last byte.
+    #[inline]
+    pub fn end(&self) -> usize {
+        self.start + self.room + 16
+    }
 }
 
 /// The head's bits of [`OwnedWords::local`] (`head | free << 48`): its low 48.

@@ -464,9 +464,8 @@ macro_rules! owned_pop_sequence {
                 "test {s}, {s}",
                 "jz 5f",
                 "mov {w}, qword ptr [{s} + {local}]",
-                "mov {h}, {w}",
-                "shl {h}, 16",
-                "shr {h}, 16",
+                "mov {h}, qword ptr [rip + {mask}]",
+                "and {h}, {w}",
                 "jz 5f",
                 "mov {n}, qword ptr [rip + {key}]",
                 "xor {n}, {h}",
@@ -475,17 +474,14 @@ macro_rules! owned_pop_sequence {
                 "mov {n}, qword ptr [{h}]",
                 "xor {n}, qword ptr [rip + {key}]",
                 "jz 20f",
-                "cmp {n}, qword ptr [{s} + {start}]",
-                "jb 9f",
-                "mov {t}, qword ptr [{s} + {end}]",
-                "sub {t}, 15",
-                "cmp {n}, {t}",
-                "jae 9f",
+                "mov {t}, {n}",
+                "sub {t}, qword ptr [{s} + {start}]",
+                "cmp {t}, qword ptr [{s} + {room}]",
+                "ja 9f",
                 "prefetcht0 byte ptr [{n}]",
                 "20:",
-                "shr {w}, 48",
-                "dec {w}",
-                "shl {w}, 48",
+                "sub {w}, {h}",
+                "sub {w}, qword ptr [rip + {one}]",
                 "or {w}, {n}",
                 "mov qword ptr [{s} + {local}], {w}",
             ],
@@ -498,11 +494,13 @@ macro_rules! owned_pop_sequence {
             h = inout(reg) 0usize => h,
             c = in(reg) $c,
             key = sym FREE_TAG_KEY,
+            mask = sym HEAD_MASK,
+            one = sym COUNT_ONE,
             stop = const OWNED_STOP_AT,
             cur = const CUR_AT,
             local = const offset_of!(OwnedWords, local),
             start = const offset_of!(OwnedWords, start),
-            end = const offset_of!(OwnedWords, end),
+            room = const offset_of!(OwnedWords, room),
             $($($operands)*)?
             options(nostack),
         );
@@ -536,17 +534,23 @@ macro_rules! owned_pop_sequence {
 ///   key  = FREE_TAG_KEY                                  // a load from its symbol
 ///   if h[1] != key ^ h: goto corrupt                     // h carries no free tag
 ///   n    = h[0] ^ key                                    // the next free object, decoded
-///   if n != 0 and not (s.start <= n < s.end - 15):       // a link bent out of the span, or
-///       goto corrupt                                     // into its last 15 bytes
+///   if n != 0 and n - s.start > s.room:                  // unsigned: a link bent out of
+///       goto corrupt                                     // the span, or into its last 15 bytes
 ///   if n != 0: prefetch n                                // the next pop's head line
-///   s.local = n | ((w >> 48) - 1) << 48                  // the one committing store
+///   s.local = (w - h - COUNT_ONE) | n                    // the one committing store
 /// post_commit:
 ///   return Object(h)
 /// abort:    (preceded by RSEQ_SIG)  goto restart
 /// fail:     return Fail
 /// corrupt:  return Corrupt(h)                            // h | 1 << 63 in the register
 /// ```
-/// (`HEAD_MASK` is `(1 << 48) - 1`.) Restart-safe: nothing before the commit writes shared
+/// (`HEAD_MASK` is `(1 << 48) - 1`, `COUNT_ONE` is `1 << 48`, both operands in memory: `w - h`
+/// is the count alone, `count - 1` then, and `n` fills the low bits; `s.room` is the span's
+/// length less 16, so one subtraction and one unsigned compare test `s.start <= n <= s.end -
+/// 16`. Extracting the head with two shifts, decrementing the count with three and testing
+/// the range with two compares took three instructions more, and one thread's allocation phase
+/// in `burst_phases`' moving band about 3 % longer: docs/benchmarks.md, "Session 68".)
+/// Restart-safe: nothing before the commit writes shared
 /// memory (`h` and the loaded words are registers, `h` reset at the start of every run, so
 /// a retry that fails early reports `Fail`, never a stale object), and the commit is the
 /// section's last instruction; an abort leaves the span as it was and the retry reads the new
@@ -759,9 +763,14 @@ pub unsafe fn owned_push(words: *const OwnedWords, obj: *mut u8, key: usize, hom
     w >> 48
 }
 
-/// The owned list word's head mask, `(1 << 48) - 1`, in memory: [`owned_push`] takes it as a
-/// rip-relative operand (an immediate this wide does not fit an `and` or an `or`).
+/// The owned list word's head mask, `(1 << 48) - 1`, in memory: [`owned_push`] and
+/// [`owned_pop`] take it as a rip-relative operand (an immediate this wide does not fit an
+/// `and` or an `or`).
 static HEAD_MASK: u64 = super::OWNED_HEAD_MASK;
+
+/// One in the owned list word's count, `1 << 48`, in memory: [`owned_pop`] subtracts it as a
+/// rip-relative operand (an immediate this wide does not fit a `sub`).
+static COUNT_ONE: u64 = 1 << 48;
 
 const _: () = assert!(
     crate::pagemap::HOMED == 64 && crate::pagemap::HOME_MASK == 0x7f,

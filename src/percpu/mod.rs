@@ -589,7 +589,7 @@ mod owned_tests {
             let words = Box::new(OwnedWords {
                 local: AtomicU64::new(0),
                 start,
-                end: start + n * SIZE,
+                room: OwnedWords::room_of(start, start + n * SIZE),
                 owner: AtomicU32::new(NO_OWNER),
             });
             let key = free_tag::key();
@@ -1110,7 +1110,7 @@ mod owned_tests {
         // load would read past the span (session 45 let those through). (The write stores a
         // plain address, which decodes to garbage; the tests store encoded ones to reach each
         // bound.)
-        let (start, end) = (f.words.start, f.words.end);
+        let (start, end) = (f.words.start, f.words.end());
         for bent in [
             start - SIZE,
             end,
@@ -1137,7 +1137,7 @@ mod owned_tests {
         // valid list there).
         for (f, bent) in [
             (&spans[1], spans[1].words.start + SIZE + 8),
-            (&spans[2], spans[2].words.end - 16),
+            (&spans[2], spans[2].words.end() - 16),
         ] {
             set_cur(&*f.words);
             // SAFETY: object 0 of the buffer, ours.

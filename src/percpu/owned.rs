@@ -1188,7 +1188,7 @@ unsafe fn publish(slab: Slab, c: usize, id: usize, s: *mut Span) {
     // SAFETY: the caller's contract.
     unsafe {
         (*Span::ext(s)).owned.start = (*s).start;
-        (*Span::ext(s)).owned.end = (*s).end();
+        (*Span::ext(s)).owned.room = OwnedWords::room_of((*s).start, (*s).end());
         (*Span::ext(s)).owned.local.store(0, Ordering::Relaxed);
         list_push(slab, c, s);
         (*Span::ext(s))
@@ -1520,7 +1520,7 @@ unsafe fn disown(s: *mut Span, c: usize) -> usize {
         (
             (*Span::ext(s)).owned.local.swap(0, Ordering::Relaxed),
             (*Span::ext(s)).owned.start,
-            (*Span::ext(s)).owned.end,
+            (*Span::ext(s)).owned.end(),
         )
     };
     let n = (local >> 48) as usize;
@@ -1654,7 +1654,7 @@ pub mod check {
                     )?;
                     ensure(
                         (*Span::ext(s)).owned.start == (*s).start
-                            && (*Span::ext(s)).owned.end == (*s).end(),
+                            && (*Span::ext(s)).owned.end() == (*s).end(),
                         "an owned span's words do not give its bytes",
                         at,
                     )?;
