@@ -148,7 +148,7 @@ pub struct Span {
 pub struct SpanExt {
     /// The words the owning slab's critical sections read and commit (`arch::owned_pop`,
     /// `arch::owned_push`, `arch::owned_push_chain`); `owner` is `arch::NO_OWNER` for a span no slab owns, and
-    /// `start`/`end` are the span's bytes while a slab owns it. Objects on the list count in
+    /// `start`/`room` give the span's bytes while a slab owns it. Objects on the list count in
     /// the record's `in_use` (they are out of the bitmap).
     pub owned: OwnedWords,
     /// Links in the owning slab's list of its owned spans of the class (`percpu::owned`, under

@@ -456,7 +456,6 @@ macro_rules! owned_pop_sequence {
         slab_sequence!(
             body: [
                 "# (no slot is read here; slot 0 is at {slots})",
-                "xor {h:e}, {h:e}",
                 "cmp dword ptr [{slab} + {stop}], 0",
                 "jne 5f",
                 $($check,)*
@@ -485,13 +484,14 @@ macro_rules! owned_pop_sequence {
                 "or {w}, {n}",
                 "mov qword ptr [{s} + {local}], {w}",
             ],
-            // Label 5 leaves `h` as it is (0, or 1 from the stack's test); label 9, a corrupt
-            // list, marks the head in bit 63 and leaves the same way.
-            fail: "jmp 8f\n9:\nbts {h}, 63",
+            // Label 5 (every failure, before the section too) sets `h` to 0; label 9, a
+            // corrupt list, marks the head in bit 63 and leaves past it. The stack's test sets
+            // 1 and leaves without them (`owned_pop_stack_first`).
+            fail: "xor {h:e}, {h:e}\njmp 8f\n9:\nbts {h}, 63",
             s = out(reg) _,
             w = out(reg) _,
             n = out(reg) _,
-            h = inout(reg) 0usize => h,
+            h = out(reg) h,
             c = in(reg) $c,
             key = sym FREE_TAG_KEY,
             mask = sym HEAD_MASK,
@@ -526,7 +526,6 @@ macro_rules! owned_pop_sequence {
 /// restart:
 ///   area.rseq_cs = &descriptor
 /// start:                                                 // ---- critical section ----
-///   h    = 0                                             // a register: reset on every restart
 ///   slab = tb.slabs + *tb.id << SLAB_SHIFT
 ///   if slab.owned_stop != 0: goto fail                   // a drain is at work
 ///   s    = slab.cur[c];  if s == 0: goto fail            // no current span
@@ -541,7 +540,7 @@ macro_rules! owned_pop_sequence {
 /// post_commit:
 ///   return Object(h)
 /// abort:    (preceded by RSEQ_SIG)  goto restart
-/// fail:     return Fail
+/// fail:     h = 0; return Fail                          // before the section too
 /// corrupt:  return Corrupt(h)                            // h | 1 << 63 in the register
 /// ```
 /// (`HEAD_MASK` is `(1 << 48) - 1`, `COUNT_ONE` is `1 << 48`, both operands in memory: `w - h`
@@ -551,8 +550,10 @@ macro_rules! owned_pop_sequence {
 /// the range with two compares took three instructions more, and one thread's allocation phase
 /// in `burst_phases`' moving band about 3 % longer: docs/benchmarks.md, "Session 68".)
 /// Restart-safe: nothing before the commit writes shared
-/// memory (`h` and the loaded words are registers, `h` reset at the start of every run, so
-/// a retry that fails early reports `Fail`, never a stale object), and the commit is the
+/// memory (`h` and the loaded words are registers; every way out sets `h`, `fail` to 0, so a
+/// retry that fails early reports `Fail`, never a stale object; set at the fail label and not
+/// at the start of every run, the section runs one instruction fewer, and the compiler no
+/// longer zeroes `h` before it either), and the commit is the
 /// section's last instruction; an abort leaves the span as it was and the retry reads the new
 /// id, stop word and current span. Every object is at least 16 bytes, so a link the range check
 /// lets through leaves the next pop's tag load inside the span. Whether it starts an object is
@@ -595,11 +596,12 @@ pub unsafe fn owned_pop(c: usize) -> OwnedPop {
 /// the owned pop. Its pseudocode is [`owned_pop`]'s with one line after the stop word's test:
 ///
 /// ```text
-///   if slab[hdr(c)].current > slab[hdr(c)].floor: h = 1; goto fail   // the stack first
+///   if slab[hdr(c)].current > slab[hdr(c)].floor: return Stacked    // the stack first
 /// ```
-/// (`hdr(c)` is class `c`'s [`ClassHeader`], at [`CLASS_HEADERS_AT`]` + 8c`; `fail` returns
-/// `Stacked` for `h == 1`, which no object's address is.) Restart-safe as
-/// [`owned_pop`]: the line only loads, into registers reset on every run. A stack that a drain
+/// (`hdr(c)` is class `c`'s [`ClassHeader`], at [`CLASS_HEADERS_AT`]` + 8c`; `Stacked` is
+/// `h == 1`, which no object's address is, set by the line itself, which leaves the section
+/// past `fail`.) Restart-safe as [`owned_pop`]: the line only loads, into registers set on
+/// every run. A stack that a drain
 /// stopped reads as empty (its floor raised to `u16::MAX`), as for [`percpu_pop`].
 ///
 /// # Safety
@@ -616,7 +618,7 @@ pub unsafe fn owned_pop_stack_first(c: usize) -> OwnedPop {
                 "cmp {n:x}, word ptr [{slab} + {c} * 8 + {hdrs} + {floor}]",
                 "jbe 21f",
                 "mov {h:e}, 1",
-                "jmp 5f",
+                "jmp 8f",
                 "21:",
             ],
             hdrs = const CLASS_HEADERS_AT,

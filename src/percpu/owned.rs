@@ -13,7 +13,7 @@
 //!
 //! Invariants, for every ready slab `i` and class `c`, outside the capacity lock:
 //! - a span whose `owned.owner` is `owner_of(i)` is in slab `i`'s list for its class, is marked
-//!   `in_slab`, and has `owned.start/end` set to its bytes; every span in the list is such a
+//!   `in_slab`, and has `owned.start/room` set to its bytes; every span in the list is such a
 //!   span (owner `i`), and its list's objects are free objects of it, tagged free, linked
 //!   through their first words encoded with the free tag's key (`arch::OwnedWords`);
 //! - `cur[c]` is 0 or the `OwnedWords` of a span in the list.
