@@ -117,7 +117,7 @@ pub struct ThreadBlock {
     /// the allocator's own, owned by the per-CPU layer's owner return), or null.
     pub outbox: *mut u8,
     /// The classes whose C allocations and frees use owned spans on this thread
-    /// (`percpu::owned::routes`): bit `i` for class `percpu::owned::MIN_CLASS + i`. Set with the
+    /// (`percpu::owned::routes`): bit `c` for class `c`. Set with the
     /// rseq state at the thread's set-up, when the process has owned spans on, to the classes every
     /// thread routes (`owned::FIXED_ROUTES`); a slow path of the thread adds a small class once its
     /// slab's stack of it was seen idle (`owned::route_idle`), and a free of the thread takes it

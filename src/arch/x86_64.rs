@@ -94,8 +94,8 @@ pub fn noted_ptr() -> usize {
     block_word::<{ offset_of!(ThreadBlock, last_alloc) }>()
 }
 
-/// The calling thread's owned routes (`ThreadBlock::owned`): bit `i` set when its C
-/// allocations and frees of class `percpu::owned::MIN_CLASS + i` use owned spans.
+/// The calling thread's owned routes (`ThreadBlock::owned`): bit `c` set when its C
+/// allocations and frees of class `c` use owned spans.
 #[inline(always)]
 pub fn owned_routes() -> usize {
     block_word::<{ offset_of!(ThreadBlock, owned) }>()

@@ -103,13 +103,12 @@ const _: () = assert!(
         && crate::size_class::CLASS_SIZE[FIXED_MIN - 1] == 256
 );
 
-// A thread's routes hold one bit per class of `MIN_CLASS..=MAX_CLASS`.
-const _: () = assert!(MIN_CLASS < FIXED_MIN && MAX_CLASS - MIN_CLASS < usize::BITS as usize);
+// A thread's routes hold bit `c` for class `c`, up to `MAX_CLASS`: one word.
+const _: () = assert!(MIN_CLASS < FIXED_MIN && MAX_CLASS < usize::BITS as usize);
 
-/// The routes every thread starts with (`ThreadBlock::owned`, bit `c - MIN_CLASS` for class
-/// `c`): [`FIXED_MIN`]`..=`[`MAX_CLASS`].
-pub const FIXED_ROUTES: usize =
-    ((2 << (MAX_CLASS - MIN_CLASS)) - 1) & !((1 << (FIXED_MIN - MIN_CLASS)) - 1);
+/// The routes every thread starts with (`ThreadBlock::owned`, bit `c` for class `c`):
+/// [`FIXED_MIN`]`..=`[`MAX_CLASS`].
+pub const FIXED_ROUTES: usize = ((2 << MAX_CLASS) - 1) & !((1 << FIXED_MIN) - 1);
 
 /// The classes a thread routes once idle ([`route_idle`]): `MIN_CLASS..FIXED_MIN`, this many.
 const IDLE_ROUTED: usize = FIXED_MIN - MIN_CLASS;
@@ -127,11 +126,12 @@ pub(super) fn initial_routes() -> usize {
 /// Whether a C allocation or free of class `c` uses owned spans on the calling thread: `c` in
 /// [`MIN_CLASS`]`..=`[`MAX_CLASS`] with its bit set in the thread's routes
 /// (`arch::owned_routes`: [`FIXED_ROUTES`] from its set-up when the process has owned spans on,
-/// and the classes [`route_idle`] added since).
+/// and the classes [`route_idle`] added since). Bit `c` stands for class `c`, so the fast paths
+/// test the class itself (`bt`), with no subtraction before (one instruction fewer in `free`, two
+/// in `malloc`); the routes never hold a bit below [`MIN_CLASS`].
 #[inline(always)]
 pub fn routes(c: usize) -> bool {
-    let i = c.wrapping_sub(MIN_CLASS);
-    i <= MAX_CLASS - MIN_CLASS && (arch::owned_routes() >> i) & 1 != 0
+    c <= MAX_CLASS && (arch::owned_routes() >> c) & 1 != 0
 }
 
 /// [`routes`] for the classes every thread routes ([`FIXED_MIN`]`..=`[`MAX_CLASS`]) only: false
@@ -143,8 +143,7 @@ pub fn routes(c: usize) -> bool {
 /// "Session 63"; again in session 65, `mixed-bursts` 0.985x against its control's 0.960x.)
 #[inline(always)]
 pub fn routes_fixed(c: usize) -> bool {
-    c.wrapping_sub(FIXED_MIN) <= MAX_CLASS - FIXED_MIN
-        && (arch::owned_routes() >> (c - MIN_CLASS)) & 1 != 0
+    c.wrapping_sub(FIXED_MIN) <= MAX_CLASS - FIXED_MIN && (arch::owned_routes() >> c) & 1 != 0
 }
 
 /// Objects a slow path asks of a span at once for class `c`: up to [`COLLECT`], and about
@@ -799,7 +798,7 @@ fn end_busy_window(looks: &IdleLooks, i: usize) {
 /// routes are read here, at the change: a signal handler's slow path or free on this thread
 /// may have changed them since the caller last looked.
 fn set_route(c: usize, routed: bool) -> bool {
-    let (routes, bit) = (arch::owned_routes(), 1 << (c - MIN_CLASS));
+    let (routes, bit) = (arch::owned_routes(), 1 << c);
     if (routes & bit != 0) == routed {
         return false;
     }
@@ -2666,7 +2665,7 @@ mod tests {
         let i = k - MIN_CLASS;
         let saved = arch::owned_routes();
         // SAFETY: the thread's own block, which only it writes.
-        unsafe { (*arch::thread_block()).owned = FIXED_ROUTES | 1 << i };
+        unsafe { (*arch::thread_block()).owned = FIXED_ROUTES | 1 << k };
         let look = || {
             idle_looks(slab).hand.store(i as u32, Ordering::Relaxed);
             slab.cap_lock().lock();
@@ -2690,7 +2689,7 @@ mod tests {
         }
         // The fixed classes are not counted, however many of their frees decline.
         (0..3 * BUSY_DECLINES as usize).for_each(|_| super::super::note_owned_declined(FIXED_MIN));
-        assert_eq!(arch::owned_routes(), FIXED_ROUTES | 1 << i);
+        assert_eq!(arch::owned_routes(), FIXED_ROUTES | 1 << k);
 
         // Busy windows with only looks right after their ends, or after `CALM_DECLINES`
         // declines, between them.
