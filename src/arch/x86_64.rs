@@ -186,7 +186,8 @@ pub fn current_cpu() -> usize {
 ///   tb = &thread_block (a constant offset from the thread pointer)
 ///   area = tb.area;  if area.cpu_id < 0 goto fail (5)              // the one "rseq off" branch
 /// restart (2):  area.rseq_cs = &descriptor (3)
-/// start (4):    body                                              // may `jmp 5f` to fail
+/// start (4):    body                                              // may `jmp 5f` to fail, or
+///                                                                 // `jmp 8f` to leave
 /// commit (6):   done (8)                                          // falls through: no jump
 ///
 ///   -- in .text.unlikely, out of the hot path's way --
@@ -207,6 +208,9 @@ pub fn current_cpu() -> usize {
 /// signature). `fail` may instead leave through a Rust `label` operand, and may define a
 /// second entry of its own after its first instructions (the owned pop's label 9, which the
 /// body jumps to, across into the cold section, and which the body itself must not define).
+/// A body may also leave by `jmp 8f` with nothing committed, skipping `fail` (the owned pop's
+/// stack test, whose result is not a failure's): label 8 lies past the commit, outside the
+/// section.
 macro_rules! rseq_sequence {
     ($(on_abort: [$($abort:literal),*],)? body: [$($body:literal),* $(,)?], fail: $fail:literal,
      $($operands:tt)*) => {
@@ -547,7 +551,8 @@ macro_rules! owned_pop_sequence {
 /// is the count alone, `count - 1` then, and `n` fills the low bits; `s.room` is the span's
 /// length less 16, so one subtraction and one unsigned compare test `s.start <= n <= s.end -
 /// 16`. Extracting the head with two shifts, decrementing the count with three and testing
-/// the range with two compares took three instructions more, and one thread's allocation phase
+/// the range with two compares took four instructions more (two more for the list's last
+/// object, whose range check is skipped), and one thread's allocation phase
 /// in `burst_phases`' moving band about 3 % longer: docs/benchmarks.md, "Session 68".)
 /// Restart-safe: nothing before the commit writes shared
 /// memory (`h` and the loaded words are registers; every way out sets `h`, `fail` to 0, so a
