@@ -102,7 +102,7 @@ pub fn current_cpu() -> usize {
 /// # Safety
 /// None beyond the x86_64 version's; it touches no memory.
 #[inline(always)]
-pub unsafe fn percpu_pop(_hdr: usize) -> *mut u8 {
+pub unsafe fn percpu_pop(_c: usize) -> *mut u8 {
     core::ptr::null_mut()
 }
 
@@ -111,7 +111,7 @@ pub unsafe fn percpu_pop(_hdr: usize) -> *mut u8 {
 /// # Safety
 /// None; it touches no memory.
 #[inline(always)]
-pub unsafe fn percpu_push(_hdr: usize, _obj: *mut u8) -> bool {
+pub unsafe fn percpu_push(_c: usize, _obj: *mut u8) -> bool {
     false
 }
 
@@ -120,7 +120,7 @@ pub unsafe fn percpu_push(_hdr: usize, _obj: *mut u8) -> bool {
 /// # Safety
 /// None; it touches no memory.
 #[inline(always)]
-pub unsafe fn percpu_push_homed(_hdr: usize, _obj: *mut u8, _home: usize) -> super::Push {
+pub unsafe fn percpu_push_homed(_c: usize, _obj: *mut u8, _home: usize) -> super::Push {
     super::Push::Full
 }
 

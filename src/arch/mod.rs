@@ -156,8 +156,9 @@ pub const SLOT_SHIFT: u32 = 3;
 pub const SLOTS_AT: usize = 4096;
 
 /// Byte offset in a slab of its class headers: class `c`'s [`ClassHeader`] at
-/// `CLASS_HEADERS_AT + 8 * c` (the per-CPU layer's `slab::header_offset` is built on it). Only
-/// `owned_pop_stack_first` computes a header's offset here; the other sections are given it.
+/// `CLASS_HEADERS_AT + 8 * c` (the per-CPU layer's `slab::header_offset` is built on it). The
+/// one-object sections (the pop, the pushes, `owned_pop_stack_first`) address a class's header
+/// from the class; the batch sections are given its offset.
 pub const CLASS_HEADERS_AT: usize = 1024;
 
 /// Byte offset in a slab of its owned-span table (owned spans, `owned_spans=on`; docs/design.md,

@@ -289,27 +289,28 @@ macro_rules! slab_sequence {
 }
 
 /// The push section ([`percpu_push`]'s pseudocode) on the slab [`slab_sequence!`] finds, for
-/// `hdr` and `obj`; a failure (full, stopped, rseq off) runs the `full` block. A `slab_check`
+/// class `c` and `obj`; a failure (full, stopped, rseq off) runs the `full` block. A `slab_check`
 /// (with the operands it names, each followed by a comma) runs first, with `{slab}` holding the
 /// slab's address: [`percpu_push_homed`].
 macro_rules! push_sequence {
-    (hdr: $hdr:expr, obj: $obj:expr, full: $full:block
+    (c: $c:expr, obj: $obj:expr, full: $full:block
      $(, slab_check: [$($check:literal),* $(,)?], $($operands:tt)*)?) => {
         slab_sequence!(
             body: [
                 $($($check,)*)?
-                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
+                "mov {t:e}, dword ptr [{slab} + {c} * 8 + {hdrs} + {current}]",
                 "movzx {n:e}, {t:x}",
-                "cmp {n:x}, word ptr [{slab} + {hdr} + {end}]",
+                "cmp {n:x}, word ptr [{slab} + {c} * 8 + {hdrs} + {end}]",
                 "jae 5f",
                 "mov qword ptr [{slab} + {n} * 8 + {slots}], {obj}",
                 "inc {t:e}",
-                "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
+                "mov dword ptr [{slab} + {c} * 8 + {hdrs} + {current}], {t:e}",
             ],
             fail: "jmp {full}",
             n = out(reg) _,
-            hdr = in(reg) $hdr,
+            c = in(reg) $c,
             obj = in(reg) $obj,
+            hdrs = const CLASS_HEADERS_AT,
             current = const offset_of!(ClassHeader, current),
             end = const offset_of!(ClassHeader, end),
             full = label $full,
@@ -378,12 +379,13 @@ const _: () = assert!(
 
 /// Pops an object from the calling CPU's stack of one size class.
 ///
-/// The slab of CPU (or concurrency id) `i` is at `slabs + i << SLAB_SHIFT`; inside it, the class
-/// has a [`ClassHeader`] at a fixed offset, which the caller passes as `hdr`, and slot `k` of
-/// the slab is at byte `SLOTS_AT + 8 * k`. The thread block holds `slabs` and a pointer `id` to the
-/// area's `cpu_id` or `mm_cid`, so everything the section needs is a constant offset from the
-/// thread pointer (no GOT load, no global); every offset below is a `const` operand taken from
-/// the header's layout or the thread block's.
+/// The slab of CPU (or concurrency id) `i` is at `slabs + i << SLAB_SHIFT`; inside it, class `c`
+/// has a [`ClassHeader`] at byte `hdr(c) = CLASS_HEADERS_AT + 8 * c`, which the sections address
+/// as `[slab + c * 8 + CLASS_HEADERS_AT]` (no instruction forms the offset; a `lea` did until
+/// session 68), and slot `k` of the slab is at byte `SLOTS_AT + 8 * k`. The thread block holds
+/// `slabs` and a pointer `id` to the area's `cpu_id` or `mm_cid`, so everything the section
+/// needs is a constant offset from the thread pointer (no GOT load, no global); every offset
+/// below is a `const` operand taken from the header's layout or the thread block's.
 ///
 /// ```text
 ///   area = tb.area
@@ -393,11 +395,11 @@ const _: () = assert!(
 /// start:                                                // ---- critical section ----
 ///   id   = *tb.id                                        // cpu_id or mm_cid, read here
 ///   slab = tb.slabs + id << SLAB_SHIFT                   // this CPU's slab
-///   w    = slab[hdr].current | slab[hdr].begin << 16    // one 32-bit load
+///   w    = slab[hdr(c)].current | slab[hdr(c)].begin << 16   // one 32-bit load
 ///   n    = w & 0xffff                                    // current
-///   if n <= slab[hdr].floor: goto fail                   // empty (or stopped by a drain)
+///   if n <= slab[hdr(c)].floor: goto fail                // empty (or stopped by a drain)
 ///   obj  = slot[n - 1]
-///   slab[hdr].(current, begin) = w - 1                   // the one committing store (32-bit)
+///   slab[hdr(c)].(current, begin) = w - 1                // the one committing store (32-bit)
 /// post_commit:                                          // --------------------------
 ///   return obj
 /// abort:  (preceded by RSEQ_SIG)  goto restart
@@ -413,10 +415,10 @@ const _: () = assert!(
 /// # Safety
 /// When the thread's area has a non-negative cpu id, the thread block's `slabs` must map one
 /// slab per possible id with initialised or zeroed headers whose indices lie inside the slab,
-/// its `id` must point at that area's `cpu_id` or `mm_cid`, and `hdr` must be a class header's
-/// offset inside a slab.
+/// its `id` must point at that area's `cpu_id` or `mm_cid`, and `c` must be below 128 (its
+/// header then lies inside the slab).
 #[inline(always)]
-pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
+pub unsafe fn percpu_pop(c: usize) -> *mut u8 {
     let obj: *mut u8;
     // SAFETY: the caller guarantees the slab layout; the sequence follows the rseq ABI: the
     // descriptor is registered before `start`, the section ends with one committing store, and
@@ -424,18 +426,19 @@ pub unsafe fn percpu_pop(hdr: usize) -> *mut u8 {
     unsafe {
         slab_sequence!(
             body: [
-                "mov {t:e}, dword ptr [{slab} + {hdr} + {current}]",
+                "mov {t:e}, dword ptr [{slab} + {c} * 8 + {hdrs} + {current}]",
                 "movzx {n:e}, {t:x}",
-                "cmp {n:x}, word ptr [{slab} + {hdr} + {floor}]",
+                "cmp {n:x}, word ptr [{slab} + {c} * 8 + {hdrs} + {floor}]",
                 "jbe 5f",
                 "mov {obj}, qword ptr [{slab} + {n} * 8 + {slots} - 8]",
                 "dec {t:e}",
-                "mov dword ptr [{slab} + {hdr} + {current}], {t:e}",
+                "mov dword ptr [{slab} + {c} * 8 + {hdrs} + {current}], {t:e}",
             ],
             fail: "xor {obj:e}, {obj:e}",
             n = out(reg) _,
             obj = out(reg) obj,
-            hdr = in(reg) hdr,
+            c = in(reg) c,
+            hdrs = const CLASS_HEADERS_AT,
             current = const offset_of!(ClassHeader, current),
             floor = const offset_of!(ClassHeader, floor),
             options(nostack),
@@ -1009,10 +1012,10 @@ pub unsafe fn owned_uncur(c: usize, words: *const OwnedWords) -> bool {
 /// start:                                                // ---- critical section ----
 ///   id   = *tb.id
 ///   slab = tb.slabs + id << SLAB_SHIFT
-///   n    = slab[hdr].current
-///   if n >= slab[hdr].end: goto fail                     // full (or stopped: end 0)
+///   n    = slab[hdr(c)].current
+///   if n >= slab[hdr(c)].end: goto fail                  // full (or stopped: end 0)
 ///   slot[n] = obj                                        // invisible until the commit
-///   slab[hdr].current = n + 1                            // the one committing store
+///   slab[hdr(c)].current = n + 1                         // the one committing store
 /// post_commit:                                          // --------------------------
 ///   return true
 /// abort:  (preceded by RSEQ_SIG)  goto restart
@@ -1024,9 +1027,9 @@ pub unsafe fn owned_uncur(c: usize, words: *const OwnedWords) -> bool {
 /// # Safety
 /// As for [`percpu_pop`]; `obj` is handed to the cache when this returns true.
 #[inline(always)]
-pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
+pub unsafe fn percpu_push(c: usize, obj: *mut u8) -> bool {
     // SAFETY: as in `percpu_pop`.
-    unsafe { push_sequence!(hdr: hdr, obj: obj, full: { return false }) };
+    unsafe { push_sequence!(c: c, obj: obj, full: { return false }) };
     true
 }
 
@@ -1058,12 +1061,12 @@ pub unsafe fn percpu_push(hdr: usize, obj: *mut u8) -> bool {
 /// # Safety
 /// As for [`percpu_push`]; `home`'s bits 0–6 are 0 or `HOMED` (0x40) plus 6 bits.
 #[inline(always)]
-pub unsafe fn percpu_push_homed(hdr: usize, obj: *mut u8, home: usize) -> Push {
+pub unsafe fn percpu_push_homed(c: usize, obj: *mut u8, home: usize) -> Push {
     debug_assert!(home & 0x7f == 0 || home & 0x40 != 0);
     // SAFETY: as in `percpu_pop`.
     unsafe {
         push_sequence!(
-            hdr: hdr,
+            c: c,
             obj: obj,
             full: { return Push::Full },
             slab_check: [
@@ -1108,8 +1111,8 @@ pub unsafe fn percpu_push_homed(hdr: usize, obj: *mut u8, home: usize) -> Push {
 /// slab as it was, and the retry copies again from what the slab holds then.
 ///
 /// # Safety
-/// As for [`percpu_pop`]; `out` is valid for `max` writes; the objects returned are the
-/// caller's.
+/// As for [`percpu_pop`], with `hdr` a class header's offset inside a slab in place of the class;
+/// `out` is valid for `max` writes; the objects returned are the caller's.
 #[inline(always)]
 pub unsafe fn percpu_pop_batch(hdr: usize, out: *mut *mut u8, max: usize) -> usize {
     let k: usize;
@@ -1171,8 +1174,8 @@ pub unsafe fn percpu_pop_batch_on(hdr: usize, id: u32, out: *mut *mut u8, max: u
 /// there, and the retry starts again from the `current` it reads.
 ///
 /// # Safety
-/// As for [`percpu_pop`]; `objs` is valid for `len` reads; the objects pushed (the first `k`)
-/// are handed to the cache.
+/// As for [`percpu_pop`], with `hdr` a class header's offset inside a slab in place of the class;
+/// `objs` is valid for `len` reads; the objects pushed (the first `k`) are handed to the cache.
 #[inline(always)]
 pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) -> usize {
     let k: usize;
@@ -1248,7 +1251,8 @@ pub unsafe fn percpu_push_batch(hdr: usize, objs: *const *mut u8, len: usize) ->
 /// from its stop to its restart.
 ///
 /// # Safety
-/// As for [`percpu_pop`]; the caller holds slab `id`'s capacity lock, and the region from
+/// As for [`percpu_pop`], with `hdr` a class header's offset inside a slab in place of the class;
+/// the caller holds slab `id`'s capacity lock, and the region from
 /// `word`'s `begin` to its `end` lies inside the slab, past every other class's region and
 /// the headers, and is large enough for the class's count.
 #[inline(always)]

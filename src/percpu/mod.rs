@@ -84,14 +84,14 @@ pub fn pop(c: usize) -> *mut u8 {
     // touched; set-up (`init_thread`) stores `slabs`, which maps a slab for every id the kernel
     // can report, whose class headers are zero (the empty layout: every index 0, every pop and
     // push fails) or laid out by `slab`, and `id` before the area.
-    unsafe { arch::percpu_pop(header_offset(c)) }
+    unsafe { arch::percpu_pop(c) }
 }
 
 /// Pushes a free object of class `c`; false when full, rseq is off or the thread is not set up.
 #[inline(always)]
 pub fn push(c: usize, obj: *mut u8) -> bool {
     // SAFETY: as in `pop`.
-    unsafe { arch::percpu_push(header_offset(c), obj) }
+    unsafe { arch::percpu_push(c, obj) }
 }
 
 /// Pops up to `out.len()` cached objects of class `c` into `out` in one critical section;
@@ -182,7 +182,7 @@ pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
 #[inline(always)]
 pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
     // SAFETY: as in `pop`; `home` comes from a page-map entry (`pagemap::home_bits_unmasked`).
-    unsafe { arch::percpu_push_homed(header_offset(c), obj, home) }
+    unsafe { arch::percpu_push_homed(c, obj, home) }
 }
 
 /// Owner return's policy for a C `free` of another slab's object of class `c`: true when the

@@ -269,7 +269,7 @@ pub fn pop_stack_first(c: usize) -> *mut u8 {
         OwnedPop::Object(p) => p,
         // SAFETY: the slabs are set up as `percpu::pop` needs and `header_offset(c)` is class
         // `c`'s header.
-        OwnedPop::Stacked => unsafe { arch::percpu_pop(super::slab::header_offset(c)) },
+        OwnedPop::Stacked => unsafe { arch::percpu_pop(c) },
         OwnedPop::Fail => null_mut(),
         OwnedPop::Corrupt(p) => corrupt(p),
     }
