@@ -126,9 +126,10 @@ pub(super) fn initial_routes() -> usize {
 /// Whether a C allocation or free of class `c` uses owned spans on the calling thread: `c` in
 /// [`MIN_CLASS`]`..=`[`MAX_CLASS`] with its bit set in the thread's routes
 /// (`arch::owned_routes`: [`FIXED_ROUTES`] from its set-up when the process has owned spans on,
-/// and the classes [`route_idle`] added since). Bit `c` stands for class `c`, so the fast paths
-/// test the class itself (`bt`), with no subtraction before (one instruction fewer in `free`, two
-/// in `malloc`); the routes never hold a bit below [`MIN_CLASS`].
+/// and the classes [`route_idle`] added since). Bit `c` stands for class `c`, so the fast paths'
+/// `bt` takes the class itself, with nothing formed before it (one instruction fewer here in
+/// `free`, two in `malloc`'s [`routes_fixed`]); the routes never hold a bit below
+/// [`MIN_CLASS`].
 #[inline(always)]
 pub fn routes(c: usize) -> bool {
     c <= MAX_CLASS && (arch::owned_routes() >> c) & 1 != 0
@@ -267,8 +268,8 @@ pub fn pop_stack_first(c: usize) -> *mut u8 {
     // SAFETY: as in `pop`; class `c`'s header lies inside every slab (`c < NUM_CLASSES`).
     match unsafe { arch::owned_pop_stack_first(c) } {
         OwnedPop::Object(p) => p,
-        // SAFETY: the slabs are set up as `percpu::pop` needs and `header_offset(c)` is class
-        // `c`'s header.
+        // SAFETY: the slabs are set up as `percpu::pop` needs; `c < NUM_CLASSES`, so class
+        // `c`'s header lies inside every slab.
         OwnedPop::Stacked => unsafe { arch::percpu_pop(c) },
         OwnedPop::Fail => null_mut(),
         OwnedPop::Corrupt(p) => corrupt(p),

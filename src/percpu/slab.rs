@@ -141,7 +141,8 @@ const SLOTS: usize = (SLAB_BYTES - SLOTS_AT) >> SLOT_SHIFT;
 pub const MAX_SLABS: usize = 4096;
 
 /// Byte offset of class 0's [`ClassHeader`] (class 0 is no class; its header is unused): the
-/// offset the stack-first owned pop computes class headers from (`arch::CLASS_HEADERS_AT`).
+/// offset the one-object sections (the pop, the pushes, the stack-first owned pop) compute class
+/// headers from (`arch::CLASS_HEADERS_AT`).
 const HEADERS_AT: usize = crate::arch::CLASS_HEADERS_AT;
 
 /// Byte offset of the owned-span lists: class `c`'s list head (a span record's address, or 0)
@@ -301,7 +302,8 @@ const _: () = {
     );
 };
 
-/// Offset of class `c`'s header inside a slab (what the critical sections take).
+/// Offset of class `c`'s header inside a slab (what the batch and relocation sections take; the
+/// one-object sections take the class).
 #[inline(always)]
 pub(super) const fn header_offset(c: usize) -> usize {
     HEADERS_AT + 8 * c
