@@ -77,9 +77,11 @@ use slab::{ensure_slab, header_offset, overflow_take, refill, Slab};
 use state::G;
 
 /// Pops a cached object of class `c`; null when the cache is empty, rseq is off, or the thread
-/// is not set up yet (all handled by [`alloc_slow`]).
+/// is not set up yet (all handled by [`alloc_slow`]). `c` is a size class, below `NUM_CLASSES`
+/// (debug-asserted): the section addresses the class's header from it.
 #[inline(always)]
 pub fn pop(c: usize) -> *mut u8 {
+    debug_assert!(c < crate::size_class::NUM_CLASSES);
     // SAFETY: before set-up the thread's area is DUMMY_AREA (cpu id -1) and the slabs are never
     // touched; set-up (`init_thread`) stores `slabs`, which maps a slab for every id the kernel
     // can report, whose class headers are zero (the empty layout: every index 0, every pop and
@@ -87,9 +89,11 @@ pub fn pop(c: usize) -> *mut u8 {
     unsafe { arch::percpu_pop(c) }
 }
 
-/// Pushes a free object of class `c`; false when full, rseq is off or the thread is not set up.
+/// Pushes a free object of class `c` (a size class, as for [`pop`]); false when full, rseq is off
+/// or the thread is not set up.
 #[inline(always)]
 pub fn push(c: usize, obj: *mut u8) -> bool {
+    debug_assert!(c < crate::size_class::NUM_CLASSES);
     // SAFETY: as in `pop`.
     unsafe { arch::percpu_push(c, obj) }
 }
@@ -181,6 +185,7 @@ pub fn cached_bytes_per_slab(out: &mut [usize]) -> usize {
 /// it: for the others the push fails on the "rseq off" branch first.
 #[inline(always)]
 pub fn push_homed(c: usize, obj: *mut u8, home: usize) -> arch::Push {
+    debug_assert!(c < crate::size_class::NUM_CLASSES);
     // SAFETY: as in `pop`; `home` comes from a page-map entry (`pagemap::home_bits_unmasked`).
     unsafe { arch::percpu_push_homed(c, obj, home) }
 }
