@@ -81,7 +81,13 @@ fn init_key() {
 /// The value a free object at `addr` carries in its second word.
 #[inline(always)]
 pub fn tag(addr: usize) -> usize {
-    key() ^ addr
+    tag_with(key(), addr)
+}
+
+/// [`tag`] with the key the caller loaded ([`key`]'s value): the tag's one formula.
+#[inline(always)]
+fn tag_with(key: usize, addr: usize) -> usize {
+    key ^ addr
 }
 
 /// True when the object at `p` carries its free tag.
@@ -107,7 +113,7 @@ pub unsafe fn is_free(p: *mut u8) -> bool {
 #[inline(always)]
 pub unsafe fn mark_free_with(p: *mut u8, key: usize) -> bool {
     debug_assert_eq!(key, self::key());
-    let t = key ^ p as usize;
+    let t = tag_with(key, p as usize);
     // SAFETY: the caller's contract: the second word is inside the object.
     unsafe {
         let w = p.cast::<usize>().add(1);
@@ -126,7 +132,7 @@ pub unsafe fn mark_free_with(p: *mut u8, key: usize) -> bool {
 #[inline(always)]
 pub unsafe fn set(p: *mut u8) {
     // SAFETY: the caller's contract.
-    unsafe { p.cast::<usize>().add(1).write(tag(p as usize)) };
+    unsafe { set_with(p, key()) };
 }
 
 /// [`set`] with the key the caller loaded ([`key`]): for a loop of stores, which would load the
@@ -138,7 +144,7 @@ pub unsafe fn set(p: *mut u8) {
 pub unsafe fn set_with(p: *mut u8, key: usize) {
     debug_assert_eq!(key, self::key());
     // SAFETY: the caller's contract.
-    unsafe { p.cast::<usize>().add(1).write(key ^ p as usize) };
+    unsafe { p.cast::<usize>().add(1).write(tag_with(key, p as usize)) };
 }
 
 /// Marks the object at `p` live (not free).
