@@ -209,7 +209,8 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
     if c != 0 {
         if TAG && percpu::owned_routes_fixed(c) {
             // Owned spans (`owned_spans=on`, the classes of 288-960 B; a routed small class comes
-            // after its stack pop fails, below): in `alloc_owned_out` (the slow path in
+            // after its stack pop fails, below; C requests up to 1 KiB test every route first,
+            // `alloc_c_table_class`): in `alloc_owned_out` (the slow path in
             // `alloc_owned_slow`), out of line, so that this path keeps needing no stack frame
             // (inlined here, the owned pop cost the default build's one-thread churn 1.05x its
             // time, session 45).
@@ -828,11 +829,39 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 
 /// `malloc`: at least `size` bytes aligned to 16 (8 for sizes ≤ 8); a unique pointer for 0;
 /// null with `errno = ENOMEM` when impossible.
-#[inline]
+#[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     let _g = guard::enter("malloc");
-    let c = size_class::c_class_for(size);
+    if size <= size_class::C_TABLE_MAX {
+        let c = size_class::c_table_class(size);
+        return alloc_c_table_class(c, || malloc_cold(size, c));
+    }
+    core::hint::cold_path();
+    let c = size_class::c_class_above_table(size);
     alloc_class::<true>(c, || malloc_cold(size, c))
+}
+
+/// [`alloc_class`] for a C request of class `c` from `size_class::c_table_class` (up to 1 KiB,
+/// so below 64): one test of the thread's owned routes for every class
+/// ([`percpu::owned_routes_small`]), before the stack pop, sends a class owned spans serve to
+/// [`alloc_owned_out`]. `alloc_class` tests the classes every thread routes by range before
+/// the pop, and a small class a thread routed once idle only after a stack pop that fails: a
+/// second section on each of its allocations. Here the stack classes run as many instructions
+/// as there (the routes word's load and bit test take the place of the range compare; the
+/// routed branch is marked cold, so the stack path runs straight through), and a routed
+/// class's allocation one section: one thread's `mixed-bursts` 0.955x the CPU time, the
+/// allocation phase of `burst_phases`' moving band 0.943x (docs/benchmarks.md, "Session 69").
+#[inline(always)]
+fn alloc_c_table_class(c: usize, cold: impl FnOnce() -> *mut u8) -> *mut u8 {
+    if percpu::owned_routes_small(c) {
+        core::hint::cold_path();
+        return alloc_owned_out(c);
+    }
+    let p = percpu::pop(c);
+    if !p.is_null() {
+        return handed_out::<true>(p, c);
+    }
+    cold()
 }
 
 /// `malloc` past its fast path ([`alloc_cold`] at `malloc`'s alignment); `c` is
@@ -840,6 +869,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn malloc_cold(size: usize, c: usize) -> *mut u8 {
+    debug_assert_eq!(c, size_class::c_class_for(size));
     alloc_cold::<true>(size, c_align(size), c)
 }
 
@@ -865,11 +895,17 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
         return oom();
     };
     let _g = guard::enter("calloc");
-    let c = size_class::c_class_for(total);
-    if c == 0 {
-        return calloc_cold(total);
-    }
-    let p = alloc_class::<true>(c, || malloc_cold(total, c));
+    let p = if total <= size_class::C_TABLE_MAX {
+        let c = size_class::c_table_class(total);
+        alloc_c_table_class(c, || malloc_cold(total, c))
+    } else {
+        core::hint::cold_path();
+        let c = size_class::c_class_above_table(total);
+        if c == 0 {
+            return calloc_cold(total);
+        }
+        alloc_class::<true>(c, || malloc_cold(total, c))
+    };
     if !p.is_null() {
         // SAFETY: `p` holds at least `total` bytes.
         unsafe { p.write_bytes(0, total) };

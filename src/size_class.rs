@@ -353,21 +353,37 @@ pub const fn c_class_for(size: usize) -> usize {
     if size <= C_TABLE_MAX {
         return c_table_class(size);
     }
-    // Not rare, but laid out after the pop: a request up to 1 KiB runs straight through. The
-    // formula is inlined (`class_for_rest_inlined`): a call from the cold block would cost
-    // `malloc` a stack frame.
+    // Not rare, but laid out after the pop: a request up to 1 KiB runs straight through.
     core::hint::cold_path();
-    class_for_rest_inlined(size, 16)
+    c_class_above_table(size)
 }
 
 /// The largest C request [`c_table_class`] answers.
-const C_TABLE_MAX: usize = 1024;
+pub const C_TABLE_MAX: usize = 1024;
 
-/// [`c_class_for`] of a request of at most [`C_TABLE_MAX`] bytes: one table load.
+/// [`c_class_for`] of a request of at most [`C_TABLE_MAX`] bytes: one table load. The class is
+/// below 64 (`percpu::pop_unless_routed` relies on it; checked at compile time).
 #[inline(always)]
-const fn c_table_class(size: usize) -> usize {
+pub const fn c_table_class(size: usize) -> usize {
     debug_assert!(size <= C_TABLE_MAX);
     C_SMALL_CLASS[(size + 15) >> 4] as usize
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < C_SMALL_CLASS.len() {
+        assert!(C_SMALL_CLASS[i] > 0 && C_SMALL_CLASS[i] < 64);
+        i += 1;
+    }
+};
+
+/// [`c_class_for`] of a request above [`C_TABLE_MAX`] bytes: the formula, inlined
+/// ([`class_for_rest_inlined`]), since a call from `malloc`'s cold block would cost `malloc` a
+/// stack frame.
+#[inline(always)]
+pub const fn c_class_above_table(size: usize) -> usize {
+    debug_assert!(size > C_TABLE_MAX);
+    class_for_rest_inlined(size, 16)
 }
 
 /// What `realloc` asks for when it moves a small C block of class `c` to grow it to `size`

@@ -50,7 +50,9 @@ pub use owned::{
     pop_stack_first as owned_pop_stack_first, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK,
     OWNED_TAKEN, RECLASSED as OWNED_RECLASSED, ROUTED as OWNED_ROUTED, UNROUTED as OWNED_UNROUTED,
 };
-pub use owned::{routes as owned_routes, routes_fixed as owned_routes_fixed};
+pub use owned::{
+    routes as owned_routes, routes_fixed as owned_routes_fixed, routes_small as owned_routes_small,
+};
 pub use remote::figures as owner_return_figures;
 pub use remote::NO_OUTBOX;
 pub use slab::{fallback_ops, slabs_in_use};

@@ -135,13 +135,31 @@ pub fn routes(c: usize) -> bool {
     c <= MAX_CLASS && (arch::owned_routes() >> c) & 1 != 0
 }
 
+/// [`routes`] for a class below 64 (`size_class::c_table_class`'s, C requests up to 1 KiB):
+/// bit `c` of the routes alone, since no bit above [`MAX_CLASS`] is ever set
+/// ([`FIXED_ROUTES`], [`set_route`]), so a class above it reads 0 there without a compare.
+/// `malloc` and `calloc` test it for every class before the stack pop (`alloc_c_table_class`
+/// in lib.rs): the routes' load and `bt` take the place of [`routes_fixed`]'s range compare,
+/// and a small class routed once idle no longer runs a stack pop that fails before its owned
+/// pop. With the stack path laid out straight through (the routed branch marked cold), one
+/// thread's `mixed-bursts` took 0.955x the CPU time and a held band of stack classes the same
+/// (docs/benchmarks.md, "Session 69"; session 66's test of every route before the pop, with
+/// the range compare kept for the fixed classes, cost the churns 1.02x).
+#[inline(always)]
+pub fn routes_small(c: usize) -> bool {
+    debug_assert!(c < 64);
+    (arch::owned_routes() >> (c & 63)) & 1 != 0
+}
+
 /// [`routes`] for the classes every thread routes ([`FIXED_MIN`]`..=`[`MAX_CLASS`]) only: false
-/// for a small class, routed or not, without reading the thread's routes. `malloc`'s fast path
-/// tests this before its stack pop, so a small class's pop pays no route test; a routed small
-/// class's stack is empty but for what its pushes declined, and its `malloc` tests [`routes`]
-/// once that pop fails. (Tested before the pop, [`routes`] took the stack classes' allocation
-/// phase in a held band of 96-224 B 1.04-1.06x the time; after it, 1.02x: docs/benchmarks.md,
-/// "Session 63"; again in session 65, `mixed-bursts` 0.985x against its control's 0.960x.)
+/// for a small class, routed or not, without reading the thread's routes. `alloc_class` tests
+/// this before its stack pop (the tagging allocations `malloc` and `calloc` do not take from
+/// the C table: aligned ones and `realloc`'s moves), so a small class's pop pays no route
+/// test; a routed small class's stack is empty but for what its pushes declined, and its
+/// allocation there tests [`routes`] once that pop fails. (Tested before the pop, [`routes`]
+/// took the stack classes' allocation phase in a held band of 96-224 B 1.04-1.06x the time;
+/// after it, 1.02x: docs/benchmarks.md, "Session 63". `malloc` now tests [`routes_small`]
+/// first, at no such cost.)
 #[inline(always)]
 pub fn routes_fixed(c: usize) -> bool {
     c.wrapping_sub(FIXED_MIN) <= MAX_CLASS - FIXED_MIN && (arch::owned_routes() >> c) & 1 != 0
@@ -799,6 +817,10 @@ fn end_busy_window(looks: &IdleLooks, i: usize) {
 /// routes are read here, at the change: a signal handler's slow path or free on this thread
 /// may have changed them since the caller last looked.
 fn set_route(c: usize, routed: bool) -> bool {
+    debug_assert!(
+        (MIN_CLASS..=MAX_CLASS).contains(&c),
+        "no route above MAX_CLASS (`routes_small`)"
+    );
     let (routes, bit) = (arch::owned_routes(), 1 << c);
     if (routes & bit != 0) == routed {
         return false;
@@ -1952,9 +1974,55 @@ mod tests {
             "percpu::owned::tests::a_routed_malloc_takes_the_stack_before_the_owned_list",
             64,
         );
+        stack_before_list(class_of(SIZE));
+        crate::os::set_affinity(&saved);
+    }
+
+    /// The same for a small class the thread routed once idle, whose route `malloc` tests before
+    /// any stack pop (`alloc_c_table_class`, one test for every class up to 1 KiB): the owned
+    /// pop still takes the stack first.
+    #[test]
+    fn a_routed_small_class_malloc_takes_the_stack_before_the_owned_list() {
+        let (_serial, saved) = pinned_in_both_rseq_modes(
+            "percpu::owned::tests::a_routed_small_class_malloc_takes_the_stack_before_the_owned_list",
+            64,
+        );
+        let k = class_of(160);
+        assert!(routed_once_idle(k));
+        let routes_before = arch::owned_routes();
+        // SAFETY: the thread's own block, which only it writes.
+        unsafe { (*arch::thread_block()).owned = FIXED_ROUTES | 1 << k };
+        stack_before_list(k);
+        // SAFETY: as above.
+        unsafe { (*arch::thread_block()).owned = routes_before };
+        crate::os::set_affinity(&saved);
+    }
+
+    /// For every class below 64 (those of C requests up to 1 KiB) and every routes word a thread
+    /// can hold, `routes_small` (bit `c` alone) says what `routes` says.
+    #[test]
+    fn routes_small_agrees_with_routes_below_64() {
+        let routes_before = arch::owned_routes();
+        let words = [0, FIXED_ROUTES]
+            .into_iter()
+            .chain((MIN_CLASS..FIXED_MIN).map(|k| FIXED_ROUTES | 1 << k))
+            .chain([FIXED_ROUTES | ((1 << FIXED_MIN) - (1 << MIN_CLASS))]);
+        for w in words {
+            // SAFETY: the thread's own block, which only it writes.
+            unsafe { (*arch::thread_block()).owned = w };
+            for c in 1..64.min(crate::size_class::NUM_CLASSES) {
+                assert_eq!(routes_small(c), routes(c), "class {c}, routes {w:#x}");
+            }
+        }
+        // SAFETY: as above.
+        unsafe { (*arch::thread_block()).owned = routes_before };
+    }
+
+    /// [`a_routed_malloc_takes_the_stack_before_the_owned_list`] for class `c`, which the thread
+    /// routes, on the slab it is pinned to.
+    fn stack_before_list(c: usize) {
         let id = current_rseq_id();
         let slab = Slab::of(id);
-        let c = class_of(SIZE);
         assert!(routes(c), "owned spans serve class {c} on this thread");
         drain(id);
         let p = refill_until(c, id);
@@ -1991,7 +2059,6 @@ mod tests {
             crate::free(q);
         }
         drain(id);
-        crate::os::set_affinity(&saved);
     }
 
     /// Pops every object on class `c`'s current list into `objs`.
