@@ -347,13 +347,14 @@ const C_SMALL_CLASS: [u8; C_TABLE_MAX / 16 + 1] = {
 
 /// The class for a C request of `size` bytes (aligned as `malloc` aligns: 8 up to 8 bytes, 16
 /// above), or 0 when it must be served as a whole span: `class_for(size, c_align(size))`, in
-/// one compare and one table load up to 1 KiB (`malloc`'s fast path).
+/// one compare and one table load up to 1 KiB. `malloc` and `calloc` make that compare
+/// themselves and call [`c_table_class`] or [`c_class_above_table`] (their paths differ past
+/// it); this is the definition they follow, which `malloc_cold` debug-asserts.
 #[inline(always)]
 pub const fn c_class_for(size: usize) -> usize {
     if size <= C_TABLE_MAX {
         return c_table_class(size);
     }
-    // Not rare, but laid out after the pop: a request up to 1 KiB runs straight through.
     core::hint::cold_path();
     c_class_above_table(size)
 }
@@ -362,7 +363,8 @@ pub const fn c_class_for(size: usize) -> usize {
 pub const C_TABLE_MAX: usize = 1024;
 
 /// [`c_class_for`] of a request of at most [`C_TABLE_MAX`] bytes: one table load. The class is
-/// below 64 (`percpu::pop_unless_routed` relies on it; checked at compile time).
+/// below 64 (`percpu::owned_routes_small`, which `malloc`'s fast path calls, relies on it;
+/// checked at compile time).
 #[inline(always)]
 pub const fn c_table_class(size: usize) -> usize {
     debug_assert!(size <= C_TABLE_MAX);

@@ -128,8 +128,8 @@ pub(super) fn initial_routes() -> usize {
 /// (`arch::owned_routes`: [`FIXED_ROUTES`] from its set-up when the process has owned spans on,
 /// and the classes [`route_idle`] added since). Bit `c` stands for class `c`, so the fast paths'
 /// `bt` takes the class itself, with nothing formed before it (one instruction fewer here in
-/// `free`, two in `malloc`'s [`routes_fixed`]); the routes never hold a bit below
-/// [`MIN_CLASS`].
+/// `free`, two in [`routes_fixed`], which `malloc` used before [`routes_small`]); the routes
+/// never hold a bit below [`MIN_CLASS`] or above [`MAX_CLASS`].
 #[inline(always)]
 pub fn routes(c: usize) -> bool {
     c <= MAX_CLASS && (arch::owned_routes() >> c) & 1 != 0
@@ -153,8 +153,9 @@ pub fn routes_small(c: usize) -> bool {
 
 /// [`routes`] for the classes every thread routes ([`FIXED_MIN`]`..=`[`MAX_CLASS`]) only: false
 /// for a small class, routed or not, without reading the thread's routes. `alloc_class` tests
-/// this before its stack pop (the tagging allocations `malloc` and `calloc` do not take from
-/// the C table: aligned ones and `realloc`'s moves), so a small class's pop pays no route
+/// this before its stack pop, for the tagging allocations that do not go through the C table's
+/// fast path (aligned requests, `realloc`'s moves and `realloc(NULL, n)`, and `malloc` and
+/// `calloc` above 1 KiB, whose classes no route names), so a small class's pop pays no route
 /// test; a routed small class's stack is empty but for what its pushes declined, and its
 /// allocation there tests [`routes`] once that pop fails. (Tested before the pop, [`routes`]
 /// took the stack classes' allocation phase in a held band of 96-224 B 1.04-1.06x the time;
