@@ -1990,12 +1990,9 @@ mod tests {
         );
         let k = class_of(160);
         assert!(routed_once_idle(k));
-        let routes_before = arch::owned_routes();
-        // SAFETY: the thread's own block, which only it writes.
-        unsafe { (*arch::thread_block()).owned = FIXED_ROUTES | 1 << k };
+        let routes = Routes::set(FIXED_ROUTES | 1 << k);
         stack_before_list(k);
-        // SAFETY: as above.
-        unsafe { (*arch::thread_block()).owned = routes_before };
+        drop(routes);
         crate::os::set_affinity(&saved);
     }
 
@@ -2003,20 +2000,42 @@ mod tests {
     /// can hold, `routes_small` (bit `c` alone) says what `routes` says.
     #[test]
     fn routes_small_agrees_with_routes_below_64() {
-        let routes_before = arch::owned_routes();
+        let _routes = Routes::set(0);
         let words = [0, FIXED_ROUTES]
             .into_iter()
             .chain((MIN_CLASS..FIXED_MIN).map(|k| FIXED_ROUTES | 1 << k))
             .chain([FIXED_ROUTES | ((1 << FIXED_MIN) - (1 << MIN_CLASS))]);
         for w in words {
-            // SAFETY: the thread's own block, which only it writes.
-            unsafe { (*arch::thread_block()).owned = w };
+            Routes::write(w);
             for c in 1..64.min(crate::size_class::NUM_CLASSES) {
                 assert_eq!(routes_small(c), routes(c), "class {c}, routes {w:#x}");
             }
         }
-        // SAFETY: as above.
-        unsafe { (*arch::thread_block()).owned = routes_before };
+    }
+
+    /// The calling thread's owned routes (`ThreadBlock::owned`) set for a test: what they were
+    /// before comes back when the guard is dropped, also when an assertion fails.
+    struct Routes(usize);
+
+    impl Routes {
+        /// Sets the routes to `w` until the guard is dropped.
+        fn set(w: usize) -> Routes {
+            let before = arch::owned_routes();
+            Routes::write(w);
+            Routes(before)
+        }
+
+        /// Sets the routes to `w` (inside a guard's life, which puts back its own word).
+        fn write(w: usize) {
+            // SAFETY: the calling thread's own block, which only it writes.
+            unsafe { (*arch::thread_block()).owned = w };
+        }
+    }
+
+    impl Drop for Routes {
+        fn drop(&mut self) {
+            Routes::write(self.0);
+        }
     }
 
     /// [`a_routed_malloc_takes_the_stack_before_the_owned_list`] for class `c`, which the thread
@@ -2638,9 +2657,7 @@ mod tests {
         // Small classes no other unit test uses: 192 and 224 bytes.
         let (idle, busy) = (class_of(192), class_of(224));
         assert!(idle < FIXED_MIN && busy < FIXED_MIN && idle >= MIN_CLASS);
-        let saved = arch::owned_routes();
-        // SAFETY: the thread's own block, which only it writes.
-        unsafe { (*arch::thread_block()).owned = FIXED_ROUTES };
+        let _routes = Routes::set(FIXED_ROUTES);
         let empty = |k: usize| {
             flush_stack(k, id);
             assert_eq!(slab.count(k), 0);
@@ -2704,8 +2721,7 @@ mod tests {
         assert_eq!(ROUTED.load(Ordering::Relaxed), routed + 1, "counted once");
 
         // No routes (owned spans off): nothing moves, nothing is routed.
-        // SAFETY: as above.
-        unsafe { (*arch::thread_block()).owned = 0 };
+        Routes::write(0);
         for _ in 0..=IDLE_LOOKS {
             look(busy);
         }
@@ -2714,8 +2730,6 @@ mod tests {
         assert_eq!(ROUTED.load(Ordering::Relaxed), routed + 1);
 
         empty(busy);
-        // SAFETY: as above.
-        unsafe { (*arch::thread_block()).owned = saved };
     }
 
     /// A routed small class whose owned pushes decline other slabs' objects for
@@ -2732,9 +2746,7 @@ mod tests {
         let k = class_of(160);
         assert!(routed_once_idle(k) && !routed_once_idle(FIXED_MIN));
         let i = k - MIN_CLASS;
-        let saved = arch::owned_routes();
-        // SAFETY: the thread's own block, which only it writes.
-        unsafe { (*arch::thread_block()).owned = FIXED_ROUTES | 1 << k };
+        let _routes = Routes::set(FIXED_ROUTES | 1 << k);
         let look = || {
             idle_looks(slab).hand.store(i as u32, Ordering::Relaxed);
             slab.cap_lock().lock();
@@ -2783,8 +2795,6 @@ mod tests {
         );
         look();
         look();
-        // SAFETY: as above.
-        unsafe { (*arch::thread_block()).owned = saved };
     }
 
     /// A span turned over (`central::reclass_owned`) is resident when it was carved whole,
