@@ -1885,40 +1885,13 @@ mod tests {
         }
     }
 
-    /// Runs this test binary's ignored test `test` alone in a child process, with `var` set to
-    /// `value` (the child's marker: a fresh heap, or an abort that must not end this process).
-    fn run_child(test: &str, var: &str, value: &str) -> std::process::Output {
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture", "--include-ignored"])
-            // No background thread or other option from the caller's environment.
-            .env_remove("RSEQMALLOC_OPTIONS")
-            .env(var, value)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs `test` in a fresh child ([`run_child`], with `var` set) and asserts it passed; a
-    /// no-op in that child, whose own copy of the calling test sees `var`.
-    fn passes_in_a_fresh_child(test: &str, var: &str) {
-        if std::env::var_os(var).is_some() {
-            return;
-        }
-        let out = run_child(test, var, "1");
-        let stdout = std::string::String::from_utf8_lossy(&out.stdout);
-        let stderr = std::string::String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "{stdout}\n{stderr}"
-        );
-    }
-
     /// While the heap is small, a class takes one-page spans until it has `LONG_SPANS_FROM`
     /// out of its spans, then spans of the big heap's length: a burst past every cache costs
     /// a page-heap operation per 64 KiB, not per 8 KiB. In a child process, whose heap is
     /// fresh and stays below 32 MiB (the lists are below the per-CPU layer: one mode).
     #[test]
     fn a_class_with_much_out_takes_long_spans_in_a_small_heap() {
-        passes_in_a_fresh_child("central::tests::child_long_spans", "RSEQMALLOC_LONG_SPANS");
+        crate::passes_in_a_fresh_child("central::tests::child_long_spans", "RSEQMALLOC_LONG_SPANS");
     }
 
     #[test]
@@ -1970,7 +1943,7 @@ mod tests {
     /// the per-CPU layer).
     #[test]
     fn a_class_churning_short_spans_takes_long_ones_in_a_small_heap() {
-        passes_in_a_fresh_child(
+        crate::passes_in_a_fresh_child(
             "central::tests::child_churn_spans",
             "RSEQMALLOC_CHURN_SPANS",
         );
@@ -2141,7 +2114,7 @@ mod tests {
             return;
         }
         for case in ["spans", "stack", "released"] {
-            let out = run_child(
+            let out = crate::run_child(
                 "central::tests::child_back_twice",
                 "RSEQMALLOC_BACK_TWICE",
                 case,

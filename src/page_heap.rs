@@ -424,8 +424,16 @@ impl PageHeap {
         // Unit tests run heaps of their own beside the process's: a guard on each side keeps
         // their chunks from ever being adjacent, so no heap merges another's free span.
         let guard = if cfg!(test) { os::HUGE_PAGE } else { 0 };
-        let Ok(base) = os::map(bytes + 2 * guard, os::HUGE_PAGE) else {
-            return false;
+        let (base, bytes) = match os::map(bytes + 2 * guard, os::HUGE_PAGE) {
+            Ok(base) => (base, bytes),
+            // Refused (an address-space limit, `RLIMIT_AS` or `RLIMIT_DATA`): the pages asked
+            // for alone, page-aligned, so that the room left below the limit still serves them
+            // when a whole chunk (and its alignment slack) no longer fits.
+            Err(_) if want < bytes => match os::map(want + 2 * guard, PAGE) {
+                Ok(base) => (base, want),
+                Err(_) => return false,
+            },
+            Err(_) => return false,
         };
         // SAFETY: `guard` bytes in, still inside the mapping just made.
         let base = unsafe { base.add(guard) };
@@ -1643,6 +1651,50 @@ mod tests {
             heap.free_huge(s);
         }
         assert_eq!(heap.stats().mapped, mapped);
+    }
+
+    /// Under an address-space limit that leaves room for less than a chunk (and its alignment
+    /// slack), the heap still grows by the pages a span asks for: `grow` maps them alone
+    /// (session 70; before, the span was refused while the room was there).
+    #[test]
+    fn a_heap_grows_by_the_pages_asked_for_when_a_chunk_no_longer_fits() {
+        crate::passes_in_a_fresh_child(
+            "page_heap::tests::child_grows_under_a_limit",
+            "RSEQMALLOC_GROW_LIMIT",
+        );
+    }
+
+    #[test]
+    #[ignore = "run as a child by a_heap_grows_by_the_pages_asked_for_when_a_chunk_no_longer_fits"]
+    fn child_grows_under_a_limit() {
+        if std::env::var_os("RSEQMALLOC_GROW_LIMIT").is_none() {
+            return;
+        }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmSize:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        // Room for the span record pool, a page-map leaf and the span (with the test build's
+        // guards), not for a chunk.
+        let limit = ((kb << 10) + (12 << 20)) as libc::rlim_t;
+        const { assert!(12 << 20 < GROW_BYTES) };
+        let rl = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        // SAFETY: a valid `rlimit` for the calling process.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+        let mut heap = PageHeap::new();
+        let s = heap.alloc_span(4, PAGE, 0, SpanState::Large);
+        assert!(
+            !s.is_null(),
+            "a 4-page span under a limit with 12 MiB of room"
+        );
+        assert!(heap.stats().mapped < GROW_BYTES);
+        // SAFETY: a live span of this heap, freed once.
+        unsafe { heap.free_span(s) };
     }
 
     #[test]

@@ -926,14 +926,16 @@ fn kind09_realloc_growth_moves_are_logarithmic() {
 // ---------------------------------------------------------------------------------------------
 // Item 10: exhaustion and recovery under limits
 
-fn rlimit_test(which: &str) {
-    let bin = program("rlimit");
+/// Runs conformance program `name` with argument `which` under glibc's malloc (the reference,
+/// which must pass too) and in the three modes; every run must print "`name` `which` ok ".
+fn rlimit_test(name: &str, which: &str) {
+    let bin = program(name);
     let mut failures = Vec::new();
     let out = run_under(&bin, &[which], Under::Glibc, 60, &[]);
     match check_ok(
         &out,
-        "rlimit (reference)",
-        &format!("rlimit {which} ok "),
+        &format!("{name} (reference)"),
+        &format!("{name} {which} ok "),
         "glibc-malloc",
     ) {
         Ok(s) => eprintln!("glibc's malloc: {}", s.trim_end()),
@@ -941,22 +943,32 @@ fn rlimit_test(which: &str) {
     }
     for u in modes() {
         let out = run_under(&bin, &[which], u, 60, &[]);
-        match check_ok(&out, "rlimit", &format!("rlimit {which} ok "), &u.name()) {
+        match check_ok(&out, name, &format!("{name} {which} ok "), &u.name()) {
             Ok(s) => eprintln!("{}", s.trim_end()),
             Err(e) => failures.push(e),
         }
     }
-    report(&format!("rlimit {which}"), failures);
+    report(&format!("{name} {which}"), failures);
 }
 
 #[test]
 fn kind10_rlimit_as_exhaustion_and_recovery() {
-    rlimit_test("as");
+    rlimit_test("rlimit", "as");
 }
 
 #[test]
 fn kind10_rlimit_data_exhaustion_and_recovery() {
-    rlimit_test("data");
+    rlimit_test("rlimit", "data");
+}
+
+#[test]
+fn kind10_rlimit_as_freed_fills_serve_a_big_block_untrimmed() {
+    rlimit_test("rlimit_fills", "as");
+}
+
+#[test]
+fn kind10_rlimit_data_freed_fills_serve_a_big_block_untrimmed() {
+    rlimit_test("rlimit_fills", "data");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 
 static const char *conf_name = "program";
 
@@ -99,6 +100,36 @@ static inline unsigned long conf_kept_for_want_of_outbox(void) {
 
 /* The rseq mode, or "glibc-malloc" in a baseline run. Call after the first allocation. */
 static inline const char *conf_mode(void) { return conf_glibc() ? "glibc-malloc" : shim_mode(); }
+
+/* What the process uses now of what limit `resource` bounds (bytes): VmSize for RLIMIT_AS,
+ * VmData (private writable + stack... as the kernel counts it) for RLIMIT_DATA, from
+ * /proc/self/status. */
+static inline size_t conf_in_use(int resource) {
+    FILE *f = fopen("/proc/self/status", "r");
+    CHECK(f);
+    char line[256];
+    size_t kb = 0, v;
+    const char *key = resource == RLIMIT_AS ? "VmSize: %zu kB" : "VmData: %zu kB";
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, key, &v) == 1) kb = v;
+    fclose(f);
+    CHECK(kb > 0);
+    return kb * 1024;
+}
+
+/* Sets the limit `which` names ("as": RLIMIT_AS, "data": RLIMIT_DATA) to `room` bytes above
+ * what the process uses now (after one allocation, so the allocator is set up); returns the
+ * resource. */
+static inline int conf_limit_room(const char *which, size_t room) {
+    int resource = strcmp(which, "as") == 0 ? RLIMIT_AS : RLIMIT_DATA;
+    CHECK(resource == RLIMIT_AS || strcmp(which, "data") == 0);
+    void *warm = malloc(100);
+    free(warm);
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = conf_in_use(resource) + room;
+    CHECK(setrlimit(resource, &rl) == 0);
+    return resource;
+}
 
 /* 1 when the run uses the critical sections (rseq mode glibc or own; not the fallback, not
  * the glibc baseline). Call after the first allocation. */

@@ -84,31 +84,10 @@ static size_t largest(void) {
     return lo;
 }
 
-static size_t in_use(int resource) {
-    /* VmSize for RLIMIT_AS; VmData (private writable + stack... as the kernel counts it) for
-     * RLIMIT_DATA, from /proc/self/status. */
-    FILE *f = fopen("/proc/self/status", "r");
-    CHECK(f);
-    char line[256];
-    size_t kb = 0, v;
-    const char *key = resource == RLIMIT_AS ? "VmSize: %zu kB" : "VmData: %zu kB";
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, key, &v) == 1) kb = v;
-    fclose(f);
-    CHECK(kb > 0);
-    return kb * 1024;
-}
-
 int main(int argc, char **argv) {
     conf_init("rlimit", 60);
     CHECK(argc == 2);
-    int resource = strcmp(argv[1], "as") == 0 ? RLIMIT_AS : RLIMIT_DATA;
-    CHECK(resource == RLIMIT_AS || strcmp(argv[1], "data") == 0);
-    void *warm = malloc(100);
-    free(warm);
-    struct rlimit rl;
-    rl.rlim_cur = rl.rlim_max = in_use(resource) + 512 * MiB;
-    CHECK(setrlimit(resource, &rl) == 0);
+    conf_limit_room(argv[1], 512 * MiB);
 
     /* 0. A huge block grown by realloc while the limit leaves no room for a second copy (or for
      * address space reserved ahead): glibc's mremap moves it; so must we. */
