@@ -381,23 +381,33 @@ fn oom() -> *mut u8 {
 }
 
 /// Called when a request found no memory (the OS refused a mapping: a chunk for the page heap,
-/// a huge block, a span record or a page-map leaf): gives back what the allocator holds free,
-/// as `malloc_trim(0)` does ([`trim_all`]), and returns whether that gave anything back
-/// (address space unmapped, or pages free in the heap that were not), so that the caller tries
-/// its request once more. Under an address-space limit (`RLIMIT_AS`, `RLIMIT_DATA`) the
-/// memory a program freed sat in the caches, in partly used spans and in free runs too short
-/// for a big block, and a request that glibc serves (it gives its heap's top back as blocks are
-/// freed) failed: a block of 120 MiB, under a limit 300 MiB above the program's use, after fills
-/// of small and mid-sized blocks, each freed, failed in every run (found by a breaker run in
-/// session 70, with 254 MiB of the 256 mapped free; `allocator-shim/tests/conformance/
-/// rlimit_fills.c`). Only requests that would otherwise fail pay for it. `errno` is kept: the
-/// caller sets `ENOMEM` if the retry fails too.
+/// a huge block, a span record or a page-map leaf): when giving memory back can make room
+/// (`os::memory_limited`: a finite `RLIMIT_AS` or `RLIMIT_DATA`, or strict overcommit), gives
+/// back what the allocator holds free, as `malloc_trim(0)` does but without moving the calling
+/// thread to other CPUs ([`trim_with`], `percpu::drain_all_in_place`) and unmapping every long
+/// free run, and returns whether that gave anything back (address space unmapped, or pages
+/// free in the heap that were not), so that the caller tries its request once more.
+///
+/// Why: under such a limit the memory a program freed sat in the caches, in partly used spans
+/// and in free runs too short for a big block, and a request glibc serves (it gives its heap's
+/// top back as blocks are freed) failed. A breaker run in session 70 found it (under
+/// `RLIMIT_AS` 300 MiB, a 150 MiB block after fills of small and mid-sized blocks, each freed,
+/// failed in every run in fallback mode and in about one of four in the rseq modes, with 254
+/// MiB of the 256 mapped free); `allocator-shim/tests/conformance/rlimit_fills.c` (a 120 MiB
+/// block 300 MiB above the program's use) failed in every run, in every mode. A refused request
+/// under a limit pays for the trim (the caches' objects back to their spans, every free page
+/// released: about 3 ms with 50 MiB freed, found by review); one without a limit (an impossible
+/// size) pays two `getrlimit` calls. `errno` is kept: the caller sets `ENOMEM` if the retry
+/// fails too.
 #[cold]
 #[inline(never)]
 fn gave_back_after_refusal() -> bool {
     let _errno = os::ErrnoKeeper::new();
+    if !os::memory_limited() {
+        return false;
+    }
     let before = HEAP.lock().stats();
-    trim_all();
+    trim_with(percpu::drain_all_in_place, 0);
     let after = HEAP.lock().stats();
     after.mapped < before.mapped || after.free > before.free
 }
@@ -1187,22 +1197,24 @@ unsafe fn realloc_move_small<const TAG: bool>(
 /// bytes released.
 pub fn trim() -> usize {
     let _g = guard::enter("malloc_trim");
-    trim_all()
+    // Whole free chunks go back as address space too (an `RLIMIT_AS` program that freed
+    // everything can then map a block of any size again).
+    trim_with(percpu::drain_all, page_heap::GROW_BYTES)
 }
 
-/// [`trim`]'s work, for callers already inside the allocator ([`gave_back_after_refusal`]).
-fn trim_all() -> usize {
+/// [`trim`]'s work, with the per-CPU caches emptied by `drain` and the free runs of
+/// `unmap_from` bytes or more unmapped; also for a caller already inside the allocator
+/// ([`gave_back_after_refusal`]). Returns the bytes released.
+fn trim_with(drain: fn() -> usize, unmap_from: usize) -> usize {
     // Spans emptied by the drains may be released as they come back (past the heap's dirty
     // bound), so count everything released from here on.
     let before = HEAP.lock().stats().released_total;
-    percpu::drain_all();
+    drain();
     central::flush_transfer();
     let mut heap = HEAP.lock();
     heap.release_free(u64::MAX);
     heap.note_trimmed();
-    // Whole free chunks go back as address space too (an `RLIMIT_AS` program that freed
-    // everything can then map a block of any size again).
-    heap.unmap_free(page_heap::GROW_BYTES);
+    heap.unmap_free(unmap_from);
     heap.stats().released_total - before
 }
 

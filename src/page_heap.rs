@@ -1,7 +1,8 @@
 //! The page heap: runs of pages for spans, large objects, and direct mappings for huge ones.
 //!
-//! Owns: every page the allocator mapped for spans (in chunks of at least [`GROW_BYTES`]; only
-//! `trim` unmaps free runs of that size again), the free spans among them — kept by length,
+//! Owns: every page the allocator mapped for spans (in chunks of at least [`GROW_BYTES`], or of
+//! the pages asked for when the OS refuses a whole chunk; only `trim` unmaps free runs again),
+//! the free spans among them — kept by length,
 //! coalesced with free neighbours on release — the span-record pool, and huge objects mapped one
 //! per request (with the address space they hold to grow into).
 //!
@@ -25,7 +26,8 @@ use core::ptr::null_mut;
 /// Free spans up to this many pages sit in exact-length lists.
 pub const MAX_LISTED: usize = 256;
 /// The page heap grows by at least this much address space at a time (2 MiB aligned, so
-/// transparent huge pages can back it).
+/// transparent huge pages can back it), unless the OS refuses it: then by the pages asked for
+/// ([`PageHeap::grow`]).
 pub const GROW_BYTES: usize = 32 << 20;
 /// With `huge_pages=auto`, the heap's chunks from this one on (counting from 0, in mapping
 /// order; chunks ever mapped, which `trim` does not lower) get `MADV_HUGEPAGE`. The first
@@ -428,12 +430,11 @@ impl PageHeap {
             Ok(base) => (base, bytes),
             // Refused (an address-space limit, `RLIMIT_AS` or `RLIMIT_DATA`): the pages asked
             // for alone, page-aligned, so that the room left below the limit still serves them
-            // when a whole chunk (and its alignment slack) no longer fits.
-            Err(_) if want < bytes => match os::map(want + 2 * guard, PAGE) {
+            // when a whole chunk, or its 2 MiB alignment slack, no longer fits.
+            Err(_) => match os::map(want + 2 * guard, PAGE) {
                 Ok(base) => (base, want),
                 Err(_) => return false,
             },
-            Err(_) => return false,
         };
         // SAFETY: `guard` bytes in, still inside the mapping just made.
         let base = unsafe { base.add(guard) };
@@ -449,8 +450,12 @@ impl PageHeap {
             return false;
         }
         self.stats.mapped += bytes;
-        if let Some(want) = chunk_advice(self.chunk_policy(), self.chunks) {
-            os::advise_huge(base, bytes, want);
+        // A chunk of the pages asked for alone (a limit refused a whole one) gets no advice:
+        // it need not be 2 MiB aligned.
+        if let Some(advice) = chunk_advice(self.chunk_policy(), self.chunks) {
+            if bytes >= GROW_BYTES {
+                os::advise_huge(base, bytes, advice);
+            }
         }
         // SAFETY: `s` is a fresh record we own.
         unsafe {

@@ -1,7 +1,7 @@
 //! Linux implementation of the OS layer: mmap/madvise/munmap, futex, auxv, environ, stderr.
 
 use super::{Msg, OsError};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 /// The kernel's page size this allocator is built for (x86_64 and most aarch64 kernels).
 pub const OS_PAGE: usize = 4096;
@@ -87,11 +87,17 @@ pub fn map_with(size: usize, align: usize, kind: Commit) -> Result<*mut u8, OsEr
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
         ),
     };
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
-    // existing memory; the result is checked for MAP_FAILED.
-    let p = unsafe { libc::mmap(core::ptr::null_mut(), total, prot, flags, -1, 0) };
+    // A refusal is answered by the caller (often by serving the request another way), so the
+    // calling thread's `errno` is left as it was; the kernel's code is in the `OsError`.
+    let (p, code) = {
+        let _errno = ErrnoKeeper::new();
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches
+        // no existing memory; the result is checked for MAP_FAILED.
+        let p = unsafe { libc::mmap(core::ptr::null_mut(), total, prot, flags, -1, 0) };
+        (p, errno())
+    };
     if p == libc::MAP_FAILED {
-        return Err(OsError(errno()));
+        return Err(OsError(code));
     }
     let base = p as usize;
     let aligned = (base + align - 1) & !(align - 1);
@@ -126,7 +132,8 @@ pub unsafe fn unmap(ptr: *mut u8, size: usize) {
 /// # Safety
 /// Both ranges must be ours and page-aligned; nothing may use `old` afterwards if it succeeds.
 pub unsafe fn move_pages(old: *mut u8, old_size: usize, dest: *mut u8, new_size: usize) -> bool {
-    // SAFETY: MREMAP_FIXED replaces our own mapping at `dest`; the caller owns both ranges.
+    let _errno = ErrnoKeeper::new(); // a refusal is the caller's to answer ([`map_with`])
+                                     // SAFETY: MREMAP_FIXED replaces our own mapping at `dest`; the caller owns both ranges.
     let r = unsafe {
         libc::mremap(
             old.cast(),
@@ -146,7 +153,8 @@ pub unsafe fn move_pages(old: *mut u8, old_size: usize, dest: *mut u8, new_size:
 /// # Safety
 /// The range must be ours, page-aligned, and hold nothing anyone needs.
 pub unsafe fn commit(ptr: *mut u8, size: usize) -> bool {
-    // SAFETY: MAP_FIXED replaces only our own range.
+    let _errno = ErrnoKeeper::new(); // a refusal is the caller's to answer ([`map_with`])
+                                     // SAFETY: MAP_FIXED replaces only our own range.
     let p = unsafe {
         libc::mmap(
             ptr.cast(),
@@ -170,8 +178,9 @@ pub unsafe fn commit(ptr: *mut u8, size: usize) -> bool {
 /// `[ptr + old_size, ptr + new_size)` must be part of a reservation of ours; the mapping must
 /// be a single read-write mapping of ours.
 pub unsafe fn grow_into_reservation(ptr: *mut u8, old_size: usize, new_size: usize) -> bool {
-    // SAFETY: the caller owns both ranges; without MREMAP_MAYMOVE the kernel only extends
-    // this mapping where the address space is free.
+    let _errno = ErrnoKeeper::new(); // a refusal is the caller's to answer ([`map_with`])
+                                     // SAFETY: the caller owns both ranges; without MREMAP_MAYMOVE the kernel only extends
+                                     // this mapping where the address space is free.
     unsafe {
         libc::munmap(ptr.add(old_size).cast(), new_size - old_size);
         libc::mremap(ptr.cast(), old_size, new_size, 0) == ptr.cast()
@@ -186,7 +195,8 @@ pub unsafe fn grow_into_reservation(ptr: *mut u8, old_size: usize, new_size: usi
 /// The range must be a whole read-write mapping of ours; nothing may use `ptr` afterwards if it
 /// moved.
 pub unsafe fn move_mapping(ptr: *mut u8, old_size: usize, new_size: usize) -> Option<*mut u8> {
-    // SAFETY: the caller owns the mapping; the kernel picks the destination.
+    let _errno = ErrnoKeeper::new(); // a refusal is the caller's to answer ([`map_with`])
+                                     // SAFETY: the caller owns the mapping; the kernel picks the destination.
     let r = unsafe { libc::mremap(ptr.cast(), old_size, new_size, libc::MREMAP_MAYMOVE) };
     (r != libc::MAP_FAILED).then_some(r.cast())
 }
@@ -380,6 +390,40 @@ core::arch::global_asm!(
     concat!(".asciz \"rseqmalloc ", env!("CARGO_PKG_VERSION"), "\""),
     ".popsection",
 );
+
+/// Whether giving memory back can make room for a mapping the kernel refused: the process has
+/// a finite `RLIMIT_AS` or `RLIMIT_DATA`, or the system strict overcommit
+/// (`vm.overcommit_memory` = 2, read once). Otherwise (the heuristic overcommit, the default)
+/// the kernel refuses a mapping only for a size past the system's memory and swap, which
+/// nothing a process frees changes. (A refusal for want of mappings, `vm.max_map_count`, is
+/// not told apart.)
+pub fn memory_limited() -> bool {
+    let finite = |resource| {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the calling process's limit into the struct we own.
+        unsafe { libc::getrlimit(resource, &mut rl) == 0 && rl.rlim_cur != libc::RLIM_INFINITY }
+    };
+    if finite(libc::RLIMIT_AS) || finite(libc::RLIMIT_DATA) {
+        return true;
+    }
+    // 0: not read yet; 1: strict; 2: not strict (or unreadable).
+    static STRICT: AtomicU8 = AtomicU8::new(0);
+    let mut known = STRICT.load(Ordering::Relaxed);
+    if known == 0 {
+        let mut buf = [0u8; 8];
+        let mode = read_small_file(c"/proc/sys/vm/overcommit_memory", &mut buf);
+        known = if mode.is_some_and(|n| n > 0 && buf[0] == b'2') {
+            1
+        } else {
+            2
+        };
+        STRICT.store(known, Ordering::Relaxed);
+    }
+    known == 1
+}
 
 /// Reads a small file (at most 4 KiB) into `buf` without allocating; returns the length.
 pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {

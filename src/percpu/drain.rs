@@ -71,10 +71,11 @@ pub static DRAINS_SKIPPED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsi
 /// Drains the slabs for which `pick(index, slab)` says so (evaluated once per ready slab),
 /// with the protocol the mode allows (module documentation). Returns the bytes moved.
 ///
-/// `may_pin`: without the rseq membarrier, asked (only then) whether the calling thread may
-/// drain by moving itself onto each picked CPU ([`drain_pinned`]); trim's thread may if it
-/// runs the critical sections, maintenance (which runs inside some thread's allocation) may
-/// not, and counts the drain as skipped.
+/// `may_pin`: without the rseq membarrier, asked (only then, and before the drain lock is
+/// taken) whether the calling thread may drain by moving itself onto each picked CPU
+/// ([`drain_pinned`]); trim's thread may if it runs the critical sections, maintenance and a
+/// refused allocation's trim (which run inside some thread's allocation) may not, and count
+/// the drain as skipped.
 pub(super) fn drain_where(
     may_pin: impl FnOnce() -> bool,
     mut pick: impl FnMut(usize, Slab) -> bool,
@@ -83,6 +84,14 @@ pub(super) fn drain_where(
     if nslabs == 0 {
         return 0;
     }
+    // Asked before the drain lock is taken: trim's `may_pin` sets up a new thread, whose set-up
+    // may allocate, and an allocation the OS refuses drains too (`lib.rs`,
+    // `gave_back_after_refusal`): asked under the lock, that nested drain waited for the lock
+    // its own thread held (found by review, session 70).
+    let pinned = matches!(mode(), RseqMode::Glibc | RseqMode::Own)
+        && !G.membarrier.load(Ordering::Relaxed)
+        && !uses_mm_cid()
+        && may_pin();
     let _g = DRAIN.lock();
     // Only the slabs picked (and, with rseq, stopped) here are emptied and restarted: one that
     // becomes ready meanwhile was never stopped and must not be touched.
@@ -102,7 +111,7 @@ pub(super) fn drain_where(
         RseqMode::Glibc | RseqMode::Own => {
             if G.membarrier.load(Ordering::Relaxed) {
                 drain_fenced(&picked)
-            } else if !uses_mm_cid() && may_pin() {
+            } else if pinned {
                 drain_pinned(picked.iter())
             } else {
                 DRAINS_SKIPPED.fetch_add(1, Ordering::Relaxed);

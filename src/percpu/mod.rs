@@ -446,6 +446,23 @@ pub fn drain_all() -> usize {
     drain_where(may_pin, |_, _| true)
 }
 
+/// [`drain_all`] from inside an allocation (one the OS refused memory for, `lib.rs`'s
+/// `gave_back_after_refusal`), which must not move the calling thread to other CPUs (as
+/// maintenance's drains): every ready slab where the protocol needs no move (fallback mode, or
+/// the rseq membarrier), else only the slab the thread runs on, through its own sections
+/// ([`flush_mine`]). Returns the bytes moved.
+pub fn drain_all_in_place() -> usize {
+    let fenced = G.membarrier.load(Ordering::Relaxed);
+    match state::mode() {
+        RseqMode::Fallback => {}
+        RseqMode::Glibc | RseqMode::Own if fenced => {}
+        _ => return flush_mine(),
+    }
+    flush_own_magazine();
+    remote::flush_outbox();
+    drain_where(|| false, |_, _| true)
+}
+
 /// Empties the caches the calling thread uses: its magazine (fallback mode), its outbox, and the
 /// slab of the CPU or concurrency id it runs on now with that slab's inbox, whose capacities
 /// start small again (lowered to the counts in the rseq state, reset by the locked drain in
