@@ -295,7 +295,7 @@ fn alloc_owned_out(c: usize) -> *mut u8 {
 #[inline(never)]
 fn alloc_owned_slow(c: usize) -> *mut u8 {
     let mut p = percpu::alloc_slow(c, true);
-    if p.is_null() && gave_back_after_refusal() {
+    if p.is_null() && gave_back_after_refusal(size_of(c)) {
         p = percpu::alloc_slow(c, true);
     }
     if p.is_null() {
@@ -359,7 +359,7 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
     if p.is_null() {
         p = percpu::alloc_slow(c, false);
-        if p.is_null() && gave_back_after_refusal() {
+        if p.is_null() && gave_back_after_refusal(size_of(c)) {
             p = percpu::alloc_slow(c, false);
         }
         if p.is_null() {
@@ -380,9 +380,10 @@ fn oom() -> *mut u8 {
     null_mut()
 }
 
-/// Called when a request found no memory (the OS refused a mapping: a chunk for the page heap,
-/// a huge block, a span record or a page-map leaf): when giving memory back can make room
-/// (`os::memory_limited`: a finite `RLIMIT_AS` or `RLIMIT_DATA`, or strict overcommit), gives
+/// Called when a request of `size` bytes found no memory (the OS refused a mapping: a chunk for
+/// the page heap, a huge block, a span record or a page-map leaf): when giving memory back can
+/// make room (`os::memory_limited`: a finite `RLIMIT_AS` or `RLIMIT_DATA` no smaller than
+/// `size`, or strict overcommit), gives
 /// back what the allocator holds free, as `malloc_trim(0)` does but without moving the calling
 /// thread to other CPUs ([`trim_with`], `percpu::drain_all_in_place`) and unmapping every long
 /// free run, and returns whether that gave anything back (address space unmapped, or pages
@@ -397,13 +398,13 @@ fn oom() -> *mut u8 {
 /// block 300 MiB above the program's use) failed in every run, in every mode. A refused request
 /// under a limit pays for the trim (the caches' objects back to their spans, every free page
 /// released: about 3 ms with 50 MiB freed, found by review); one without a limit (an impossible
-/// size) pays two `getrlimit` calls. `errno` is kept: the caller sets `ENOMEM` if the retry
-/// fails too.
+/// size, or one past the limit) pays two `getrlimit` calls. `errno` is kept: the caller sets
+/// `ENOMEM` if the retry fails too.
 #[cold]
 #[inline(never)]
-fn gave_back_after_refusal() -> bool {
+fn gave_back_after_refusal(size: usize) -> bool {
     let _errno = os::ErrnoKeeper::new();
-    if !os::memory_limited() {
+    if !os::memory_limited(size) {
         return false;
     }
     let before = HEAP.lock().stats();
@@ -429,7 +430,7 @@ fn alloc_large_with(size: usize, align: usize, reserve: usize) -> *mut u8 {
     let size = size.max(1);
     percpu::maybe_tick();
     let mut s = large_span(size, align, reserve);
-    if s.is_null() && gave_back_after_refusal() {
+    if s.is_null() && gave_back_after_refusal(size) {
         s = large_span(size, align, reserve);
     }
     if s.is_null() {

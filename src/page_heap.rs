@@ -426,13 +426,13 @@ impl PageHeap {
         // Unit tests run heaps of their own beside the process's: a guard on each side keeps
         // their chunks from ever being adjacent, so no heap merges another's free span.
         let guard = if cfg!(test) { os::HUGE_PAGE } else { 0 };
-        let (base, bytes) = match os::map(bytes + 2 * guard, os::HUGE_PAGE) {
-            Ok(base) => (base, bytes),
+        let (base, bytes, whole) = match os::map(bytes + 2 * guard, os::HUGE_PAGE) {
+            Ok(base) => (base, bytes, true),
             // Refused (an address-space limit, `RLIMIT_AS` or `RLIMIT_DATA`): the pages asked
             // for alone, page-aligned, so that the room left below the limit still serves them
             // when a whole chunk, or its 2 MiB alignment slack, no longer fits.
             Err(_) => match os::map(want + 2 * guard, PAGE) {
-                Ok(base) => (base, want),
+                Ok(base) => (base, want, false),
                 Err(_) => return false,
             },
         };
@@ -450,10 +450,10 @@ impl PageHeap {
             return false;
         }
         self.stats.mapped += bytes;
-        // A chunk of the pages asked for alone (a limit refused a whole one) gets no advice:
-        // it need not be 2 MiB aligned.
+        // A chunk of the pages asked for alone (a limit refused a whole one) need not be 2 MiB
+        // aligned: it gets `MADV_NOHUGEPAGE` (`huge_pages=never`) but no `MADV_HUGEPAGE`.
         if let Some(advice) = chunk_advice(self.chunk_policy(), self.chunks) {
-            if bytes >= GROW_BYTES {
+            if whole || !advice {
                 os::advise_huge(base, bytes, advice);
             }
         }

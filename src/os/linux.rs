@@ -132,8 +132,9 @@ pub unsafe fn unmap(ptr: *mut u8, size: usize) {
 /// # Safety
 /// Both ranges must be ours and page-aligned; nothing may use `old` afterwards if it succeeds.
 pub unsafe fn move_pages(old: *mut u8, old_size: usize, dest: *mut u8, new_size: usize) -> bool {
-    let _errno = ErrnoKeeper::new(); // a refusal is the caller's to answer ([`map_with`])
-                                     // SAFETY: MREMAP_FIXED replaces our own mapping at `dest`; the caller owns both ranges.
+    // A refusal is the caller's to answer ([`map_with`]): `errno` stays.
+    let _errno = ErrnoKeeper::new();
+    // SAFETY: MREMAP_FIXED replaces our own mapping at `dest`; the caller owns both ranges.
     let r = unsafe {
         libc::mremap(
             old.cast(),
@@ -153,8 +154,9 @@ pub unsafe fn move_pages(old: *mut u8, old_size: usize, dest: *mut u8, new_size:
 /// # Safety
 /// The range must be ours, page-aligned, and hold nothing anyone needs.
 pub unsafe fn commit(ptr: *mut u8, size: usize) -> bool {
-    let _errno = ErrnoKeeper::new(); // a refusal is the caller's to answer ([`map_with`])
-                                     // SAFETY: MAP_FIXED replaces only our own range.
+    // A refusal is the caller's to answer ([`map_with`]): `errno` stays.
+    let _errno = ErrnoKeeper::new();
+    // SAFETY: MAP_FIXED replaces only our own range.
     let p = unsafe {
         libc::mmap(
             ptr.cast(),
@@ -178,9 +180,10 @@ pub unsafe fn commit(ptr: *mut u8, size: usize) -> bool {
 /// `[ptr + old_size, ptr + new_size)` must be part of a reservation of ours; the mapping must
 /// be a single read-write mapping of ours.
 pub unsafe fn grow_into_reservation(ptr: *mut u8, old_size: usize, new_size: usize) -> bool {
-    let _errno = ErrnoKeeper::new(); // a refusal is the caller's to answer ([`map_with`])
-                                     // SAFETY: the caller owns both ranges; without MREMAP_MAYMOVE the kernel only extends
-                                     // this mapping where the address space is free.
+    // A refusal is the caller's to answer ([`map_with`]): `errno` stays.
+    let _errno = ErrnoKeeper::new();
+    // SAFETY: the caller owns both ranges; without MREMAP_MAYMOVE the kernel only extends
+    // this mapping where the address space is free.
     unsafe {
         libc::munmap(ptr.add(old_size).cast(), new_size - old_size);
         libc::mremap(ptr.cast(), old_size, new_size, 0) == ptr.cast()
@@ -195,8 +198,9 @@ pub unsafe fn grow_into_reservation(ptr: *mut u8, old_size: usize, new_size: usi
 /// The range must be a whole read-write mapping of ours; nothing may use `ptr` afterwards if it
 /// moved.
 pub unsafe fn move_mapping(ptr: *mut u8, old_size: usize, new_size: usize) -> Option<*mut u8> {
-    let _errno = ErrnoKeeper::new(); // a refusal is the caller's to answer ([`map_with`])
-                                     // SAFETY: the caller owns the mapping; the kernel picks the destination.
+    // A refusal is the caller's to answer ([`map_with`]): `errno` stays.
+    let _errno = ErrnoKeeper::new();
+    // SAFETY: the caller owns the mapping; the kernel picks the destination.
     let r = unsafe { libc::mremap(ptr.cast(), old_size, new_size, libc::MREMAP_MAYMOVE) };
     (r != libc::MAP_FAILED).then_some(r.cast())
 }
@@ -232,6 +236,8 @@ pub fn populate_write(ptr: *mut u8, size: usize) -> bool {
 
 /// Asks for (or refuses) transparent huge pages on a range; advisory, errors ignored.
 pub fn advise_huge(ptr: *mut u8, size: usize, want: bool) {
+    // Refused (a kernel without transparent huge pages: `EINVAL`) or not, `errno` stays.
+    let _errno = ErrnoKeeper::new();
     let advice = if want {
         libc::MADV_HUGEPAGE
     } else {
@@ -243,6 +249,8 @@ pub fn advise_huge(ptr: *mut u8, size: usize, want: bool) {
 
 /// Sleeps while `*word == expected` (or until woken / interrupted).
 pub fn futex_wait(word: &AtomicU32, expected: u32) {
+    // `EAGAIN` (the word changed) or `EINTR` is the lock's business, not the caller's `errno`.
+    let _errno = ErrnoKeeper::new();
     // SAFETY: FUTEX_WAIT only reads the aligned u32 behind a live reference.
     unsafe {
         libc::syscall(
@@ -257,6 +265,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32) {
 
 /// Wakes up to `n` waiters on `word`.
 pub fn futex_wake(word: &AtomicU32, n: i32) {
+    let _errno = ErrnoKeeper::new();
     // SAFETY: FUTEX_WAKE does not access memory beyond the word's address.
     unsafe {
         libc::syscall(
@@ -391,36 +400,40 @@ core::arch::global_asm!(
     ".popsection",
 );
 
-/// Whether giving memory back can make room for a mapping the kernel refused: the process has
-/// a finite `RLIMIT_AS` or `RLIMIT_DATA`, or the system strict overcommit
-/// (`vm.overcommit_memory` = 2, read once). Otherwise (the heuristic overcommit, the default)
-/// the kernel refuses a mapping only for a size past the system's memory and swap, which
-/// nothing a process frees changes. (A refusal for want of mappings, `vm.max_map_count`, is
-/// not told apart.)
-pub fn memory_limited() -> bool {
-    let finite = |resource| {
+/// Whether giving memory back can make room for a mapping of `size` bytes the kernel refused:
+/// the process has a finite `RLIMIT_AS` or `RLIMIT_DATA` at least `size` (a request past the
+/// limit cannot fit whatever is freed), or the system has strict overcommit
+/// (`vm.overcommit_memory` = 2, remembered once read). Otherwise (the heuristic overcommit, the
+/// default) the kernel refuses a mapping only for a size past the system's memory and swap,
+/// which nothing a process frees changes. (A refusal for want of mappings,
+/// `vm.max_map_count`, is not told apart.) `errno` is left as it was.
+pub fn memory_limited(size: usize) -> bool {
+    let _errno = ErrnoKeeper::new();
+    let limit = |resource| {
         let mut rl = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
         // SAFETY: getrlimit writes the calling process's limit into the struct we own.
-        unsafe { libc::getrlimit(resource, &mut rl) == 0 && rl.rlim_cur != libc::RLIM_INFINITY }
+        let ok = unsafe { libc::getrlimit(resource, &mut rl) } == 0;
+        (ok && rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
     };
-    if finite(libc::RLIMIT_AS) || finite(libc::RLIMIT_DATA) {
-        return true;
+    match (limit(libc::RLIMIT_AS), limit(libc::RLIMIT_DATA)) {
+        (None, None) => {}
+        (a, d) => return size as u64 <= a.unwrap_or(u64::MAX).min(d.unwrap_or(u64::MAX)),
     }
-    // 0: not read yet; 1: strict; 2: not strict (or unreadable).
+    // 0: not read yet (or unreadable, asked again next time); 1: strict; 2: not strict.
     static STRICT: AtomicU8 = AtomicU8::new(0);
     let mut known = STRICT.load(Ordering::Relaxed);
     if known == 0 {
         let mut buf = [0u8; 8];
-        let mode = read_small_file(c"/proc/sys/vm/overcommit_memory", &mut buf);
-        known = if mode.is_some_and(|n| n > 0 && buf[0] == b'2') {
-            1
-        } else {
-            2
-        };
-        STRICT.store(known, Ordering::Relaxed);
+        match read_small_file(c"/proc/sys/vm/overcommit_memory", &mut buf) {
+            Some(n) if n > 0 => {
+                known = if buf[0] == b'2' { 1 } else { 2 };
+                STRICT.store(known, Ordering::Relaxed);
+            }
+            _ => return false,
+        }
     }
     known == 1
 }

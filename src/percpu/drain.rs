@@ -73,9 +73,9 @@ pub static DRAINS_SKIPPED: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsi
 ///
 /// `may_pin`: without the rseq membarrier, asked (only then, and before the drain lock is
 /// taken) whether the calling thread may drain by moving itself onto each picked CPU
-/// ([`drain_pinned`]); trim's thread may if it runs the critical sections, maintenance and a
-/// refused allocation's trim (which run inside some thread's allocation) may not, and count
-/// the drain as skipped.
+/// ([`drain_pinned`]); trim's thread may if it runs the critical sections, maintenance (which
+/// runs inside some thread's allocation) may not, and counts the drain as skipped. (A refused
+/// allocation's trim does not come here without the membarrier: `drain_all_in_place`.)
 pub(super) fn drain_where(
     may_pin: impl FnOnce() -> bool,
     mut pick: impl FnMut(usize, Slab) -> bool,

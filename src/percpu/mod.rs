@@ -448,15 +448,18 @@ pub fn drain_all() -> usize {
 
 /// [`drain_all`] from inside an allocation (one the OS refused memory for, `lib.rs`'s
 /// `gave_back_after_refusal`), which must not move the calling thread to other CPUs (as
-/// maintenance's drains): every ready slab where the protocol needs no move (fallback mode, or
-/// the rseq membarrier), else only the slab the thread runs on, through its own sections
-/// ([`flush_mine`]). Returns the bytes moved.
+/// maintenance's drains) nor set it up: every ready slab where the protocol needs no move
+/// (fallback mode, or the rseq membarrier), else only the slab the thread runs on, through its
+/// own sections ([`flush_mine`]), if the thread runs them already. Returns the bytes moved.
 pub fn drain_all_in_place() -> usize {
     let fenced = G.membarrier.load(Ordering::Relaxed);
     match state::mode() {
         RseqMode::Fallback => {}
         RseqMode::Glibc | RseqMode::Own if fenced => {}
-        _ => return flush_mine(),
+        RseqMode::Glibc | RseqMode::Own if setup::thread_state_as_is() == ThreadState::Rseq => {
+            return flush_mine();
+        }
+        _ => return 0,
     }
     flush_own_magazine();
     remote::flush_outbox();

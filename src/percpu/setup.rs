@@ -202,6 +202,9 @@ unsafe fn arm_thread_exit() -> bool {
 /// nested allocation neither recurses into set-up nor waits for the process's set-up lock.
 #[cold]
 fn init_thread(b: *mut ThreadBlock) -> ThreadState {
+    // Set-up's system calls and its own allocations (refused ones set `ENOMEM`) must not show
+    // in the `errno` of the request that set the thread up (found by review, session 70).
+    let _errno = os::ErrnoKeeper::new();
     // SAFETY: `b` is the calling thread's own block.
     unsafe { (*b).state = ThreadState::Bypass };
     if G.mode.load(Ordering::Acquire) == 0 {
@@ -258,6 +261,13 @@ unsafe fn use_area(b: *mut ThreadBlock, area: *const arch::Rseq) {
             .cast();
         (*b).area = area;
     }
+}
+
+/// The calling thread's state as it is now, without setting a new thread up (what a trim
+/// inside an allocation asks, `percpu::drain_all_in_place`).
+pub(super) fn thread_state_as_is() -> ThreadState {
+    // SAFETY: the block is the calling thread's own.
+    unsafe { (*arch::thread_block()).state }
 }
 
 /// The calling thread's state, setting it up first if needed.
