@@ -383,11 +383,11 @@ fn oom() -> *mut u8 {
 /// Called when a request of `size` bytes found no memory (the OS refused a mapping: a chunk for
 /// the page heap, a huge block, a span record or a page-map leaf): when giving memory back can
 /// make room (`os::memory_limited`: a finite `RLIMIT_AS` or `RLIMIT_DATA` no smaller than
-/// `size`, or strict overcommit), gives
-/// back what the allocator holds free, as `malloc_trim(0)` does but without moving the calling
-/// thread to other CPUs ([`trim_with`], `percpu::drain_all_in_place`) and unmapping every long
-/// free run, and returns whether that gave anything back (address space unmapped, or pages
-/// free in the heap that were not), so that the caller tries its request once more.
+/// `size`, or strict overcommit), gives back what the allocator holds free, as `malloc_trim(0)`
+/// does but without moving the calling thread to other CPUs or setting it up ([`trim_with`],
+/// `percpu::drain_all_in_place`) and unmapping every long free run, and returns whether that
+/// gave anything back (address space unmapped, or pages free in the heap that were not), so
+/// that the caller tries its request once more.
 ///
 /// Why: under such a limit the memory a program freed sat in the caches, in partly used spans
 /// and in free runs too short for a big block, and a request glibc serves (it gives its heap's
