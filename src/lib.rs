@@ -294,10 +294,7 @@ fn alloc_owned_out(c: usize) -> *mut u8 {
 /// [`alloc_owned_out`] when the pop found nothing: the slow path, or `ENOMEM`.
 #[inline(never)]
 fn alloc_owned_slow(c: usize) -> *mut u8 {
-    let mut p = percpu::alloc_slow(c, true);
-    if p.is_null() && gave_back_after_refusal(size_of(c)) {
-        p = percpu::alloc_slow(c, true);
-    }
+    let p = retried_after_refusal(size_of(c), || percpu::alloc_slow(c, true));
     if p.is_null() {
         return oom();
     }
@@ -358,10 +355,7 @@ fn alloc_cold<const TAG: bool>(size: usize, align: usize, c: usize) -> *mut u8 {
     }
     let mut p = percpu::alloc_from_magazine(c); // fallback mode's common case
     if p.is_null() {
-        p = percpu::alloc_slow(c, false);
-        if p.is_null() && gave_back_after_refusal(size_of(c)) {
-            p = percpu::alloc_slow(c, false);
-        }
+        p = retried_after_refusal(size_of(c), || percpu::alloc_slow(c, false));
         if p.is_null() {
             return oom();
         }
@@ -413,6 +407,19 @@ fn gave_back_after_refusal(size: usize) -> bool {
     after.mapped < before.mapped || after.free > before.free
 }
 
+/// `attempt` (a slow path's request of `size` bytes, null when it found no memory), once more
+/// when it failed and [`gave_back_after_refusal`] gave something back: the one way every slow
+/// path that can be refused memory (a small class's, a large or huge block's) retries.
+#[inline(always)]
+fn retried_after_refusal<T>(size: usize, attempt: impl Fn() -> *mut T) -> *mut T {
+    let p = attempt();
+    if p.is_null() && gave_back_after_refusal(size) {
+        attempt()
+    } else {
+        p
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn alloc_large(size: usize, align: usize) -> *mut u8 {
@@ -429,10 +436,7 @@ fn alloc_large_with(size: usize, align: usize, reserve: usize) -> *mut u8 {
     }
     let size = size.max(1);
     percpu::maybe_tick();
-    let mut s = large_span(size, align, reserve);
-    if s.is_null() && gave_back_after_refusal(size) {
-        s = large_span(size, align, reserve);
-    }
+    let s = retried_after_refusal(size, || large_span(size, align, reserve));
     if s.is_null() {
         return oom();
     }

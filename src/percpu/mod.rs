@@ -441,6 +441,12 @@ fn may_pin() -> bool {
 /// Drains what trim may take from the per-CPU caches: the caller's magazine, then every ready
 /// slab (`drain` for the protocols). Returns the bytes moved.
 pub fn drain_all() -> usize {
+    drain_every_slab(may_pin)
+}
+
+/// The caller's magazine and outbox, then every ready slab, with `may_pin` as
+/// [`drain_where`] takes it: [`drain_all`]'s and [`drain_all_in_place`]'s drain.
+fn drain_every_slab(may_pin: impl FnOnce() -> bool) -> usize {
     flush_own_magazine();
     remote::flush_outbox();
     drain_where(may_pin, |_, _| true)
@@ -461,9 +467,7 @@ pub fn drain_all_in_place() -> usize {
         }
         _ => return 0,
     }
-    flush_own_magazine();
-    remote::flush_outbox();
-    drain_where(|| false, |_, _| true)
+    drain_every_slab(|| false)
 }
 
 /// Empties the caches the calling thread uses: its magazine (fallback mode), its outbox, and the
