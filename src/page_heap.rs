@@ -1681,15 +1681,11 @@ mod tests {
         if std::env::var_os("RSEQMALLOC_GROW_LIMIT").is_none() {
             return;
         }
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let kb: usize = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmSize:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
+        let in_use = os::status_bytes(b"VmSize:");
+        assert!(in_use > 0, "VmSize read from /proc/self/status");
         // Room for the span record pool, a page-map leaf and the span (with the test build's
         // guards), not for a chunk.
-        let limit = ((kb << 10) + (12 << 20)) as libc::rlim_t;
+        let limit = (in_use + (12 << 20)) as libc::rlim_t;
         const { assert!(12 << 20 < GROW_BYTES) };
         let rl = libc::rlimit {
             rlim_cur: limit,

@@ -212,19 +212,7 @@ pub fn resident_bytes() -> usize {
 
 /// The resident set size's high-water mark from `/proc/self/status` (`VmHWM:  1234 kB`).
 fn peak_resident_bytes() -> usize {
-    let mut buf = [0u8; 4096];
-    let Some(n) = os::read_small_file(c"/proc/self/status", &mut buf) else {
-        return 0;
-    };
-    buf[..n]
-        .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"VmHWM:"))
-        .map_or(0, |v| {
-            v.iter()
-                .filter(|b| b.is_ascii_digit())
-                .fold(0usize, |a, &d| a * 10 + (d - b'0') as usize)
-                * 1024
-        })
+    os::status_bytes(b"VmHWM:")
 }
 
 impl RseqMode {

@@ -438,6 +438,24 @@ pub fn memory_limited(size: usize) -> bool {
     known == 1
 }
 
+/// A size field of `/proc/self/status` (`key` with its colon, such as `b"VmHWM:"`; the file
+/// gives it in kB), in bytes; 0 if the file cannot be read or has no such field.
+pub fn status_bytes(key: &[u8]) -> usize {
+    let mut buf = [0u8; 4096];
+    let Some(n) = read_small_file(c"/proc/self/status", &mut buf) else {
+        return 0;
+    };
+    buf[..n]
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(key))
+        .map_or(0, |v| {
+            v.iter()
+                .filter(|b| b.is_ascii_digit())
+                .fold(0usize, |a, &d| a * 10 + (d - b'0') as usize)
+                * 1024
+        })
+}
+
 /// Reads a small file (at most 4 KiB) into `buf` without allocating; returns the length.
 pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: open/read/close on a path we own the string of, into a buffer we own.
