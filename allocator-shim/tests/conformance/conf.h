@@ -117,6 +117,15 @@ static inline size_t conf_in_use(int resource) {
     return kb * 1024;
 }
 
+/* Frees a chain of blocks linked through their first words (NULL ends it). */
+static inline void conf_free_chain(void *head) {
+    while (head) {
+        void *next = *(void **)head;
+        free(head);
+        head = next;
+    }
+}
+
 /* Sets the limit `which` names ("as": RLIMIT_AS, "data": RLIMIT_DATA) to `room` bytes above
  * what the process uses now (after one allocation, so the allocator is set up); returns the
  * resource. */

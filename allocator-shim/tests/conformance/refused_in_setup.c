@@ -79,11 +79,7 @@ int main(int argc, char **argv) {
     void *got;
     CHECK(pthread_join(t, &got) == 0);
     free(got);
-    while (head) {
-        void *next = *(void **)head;
-        free(head);
-        head = next;
-    }
+    conf_free_chain(head);
     if (small)
         for (int i = 1; i < 1000; i += 2) free(spare[i]);
     conf_say("refused_in_setup %s ok blocks=%ld got=%d mode=%s\n", argv[1], n, got != NULL,

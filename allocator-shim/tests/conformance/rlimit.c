@@ -45,14 +45,6 @@ static void *fill_until_null(size_t (*size_of)(long), long *count) {
     return head;
 }
 
-static void free_chain(void *head) {
-    while (head) {
-        void *next = *(void **)head;
-        free(head);
-        head = next;
-    }
-}
-
 static size_t hundred(long i) {
     (void)i;
     return 100;
@@ -138,7 +130,7 @@ int main(int argc, char **argv) {
     free(after_hole);
     free(left);
     free(right);
-    free_chain(chain);
+    conf_free_chain(chain);
     malloc_trim(0);
     size_t after_small = largest();
     void *big = malloc(256 * MiB);
@@ -150,7 +142,7 @@ int main(int argc, char **argv) {
     free(big);
 
     long mixed_blocks = 0;
-    free_chain(fill_until_null(mixed, &mixed_blocks));
+    conf_free_chain(fill_until_null(mixed, &mixed_blocks));
     malloc_trim(0);
     size_t after_mixed = largest();
     big = malloc(128 * MiB);
@@ -164,7 +156,7 @@ int main(int argc, char **argv) {
     void *refill = fill_until_null(hundred, &again);
     CHECKF(again >= blocks / 10 * 9, "the second 100-byte fill got %ld blocks, the first %ld",
            again, blocks);
-    free_chain(refill);
+    conf_free_chain(refill);
     conf_say("rlimit %s ok blocks=%ld largest=%zu MiB mixed_blocks=%ld largest_after_mixed=%zu "
              "MiB refill=%ld mode=%s\n",
              argv[1], blocks, after_small, mixed_blocks, after_mixed, again, conf_mode());

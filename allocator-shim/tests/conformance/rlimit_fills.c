@@ -37,11 +37,7 @@ static long fill_and_free(size_t size) {
         head = p;
         n++;
     }
-    while (head) {
-        void *next = *(void **)head;
-        free(head);
-        head = next;
-    }
+    conf_free_chain(head);
     return n;
 }
 
