@@ -1505,9 +1505,10 @@ mod tests {
         }
     }
 
-    /// Whether the mapping holding `addr` carries `MADV_HUGEPAGE` (`hg` in its `VmFlags`);
-    /// `None` when `/proc/self/smaps` does not list it (qemu-user shows the host's mappings).
-    fn advised_huge(addr: usize) -> Option<bool> {
+    /// The huge-page advice on the mapping holding `addr`, as its `VmFlags` show it:
+    /// (`MADV_HUGEPAGE`, `hg`; `MADV_NOHUGEPAGE`, `nh`). `None` when `/proc/self/smaps` does
+    /// not list it (qemu-user shows the host's mappings).
+    fn huge_advice(addr: usize) -> Option<(bool, bool)> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut inside = false;
         for line in smaps.lines() {
@@ -1522,7 +1523,8 @@ mod tests {
             }
             if inside {
                 if let Some(flags) = line.strip_prefix("VmFlags:") {
-                    return Some(flags.split_whitespace().any(|f| f == "hg"));
+                    let has = |f: &str| flags.split_whitespace().any(|g| g == f);
+                    return Some((has("hg"), has("nh")));
                 }
             }
         }
@@ -1536,7 +1538,7 @@ mod tests {
         let len = 4 << 20;
         let p = os::map(len, os::HUGE_PAGE).unwrap();
         os::advise_huge(p, len, true);
-        let seen = advised_huge(p as usize) == Some(true);
+        let seen = huge_advice(p as usize) == Some((true, false));
         // SAFETY: our own probe mapping, used no more.
         unsafe { os::unmap(p, len) };
         seen
@@ -1563,10 +1565,13 @@ mod tests {
             return;
         }
         let chunk_pages = GROW_BYTES / PAGE;
+        // Each chunk's (`MADV_HUGEPAGE`, `MADV_NOHUGEPAGE`).
+        let (none, huge, no_huge) = ((false, false), (true, false), (false, true));
         for (policy, want) in [
-            (HugePages::System, [false, false]),
-            (HugePages::Auto, [false, true]),
-            (HugePages::Always, [true, true]),
+            (HugePages::System, [none, none]),
+            (HugePages::Auto, [none, huge]),
+            (HugePages::Always, [huge, huge]),
+            (HugePages::Never, [no_huge, no_huge]),
         ] {
             let mut heap = PageHeap::new();
             heap.huge_policy = Some(policy);
@@ -1575,7 +1580,7 @@ mod tests {
                 let first = heap.alloc_span(chunk_pages, PAGE, 0, SpanState::Large);
                 let second = heap.alloc_span(chunk_pages, PAGE, 0, SpanState::Large);
                 assert_eq!(heap.chunks, 2);
-                let flags = [(*first).start, (*second).start].map(|a| advised_huge(a).unwrap());
+                let flags = [(*first).start, (*second).start].map(|a| huge_advice(a).unwrap());
                 assert_eq!(flags, want, "{policy:?}");
                 heap.free_span(first);
                 heap.free_span(second);
@@ -1683,25 +1688,40 @@ mod tests {
         }
         let in_use = os::status_bytes(b"VmSize:");
         assert!(in_use > 0, "VmSize read from /proc/self/status");
-        // Room for the span record pool, a page-map leaf and the span (with the test build's
-        // guards), not for a chunk.
-        let limit = (in_use + (12 << 20)) as libc::rlim_t;
-        const { assert!(12 << 20 < GROW_BYTES) };
+        // Room for two heaps' span record pools, a page-map leaf and a span each (with the
+        // test build's guards), not for a chunk.
+        let limit = (in_use + (20 << 20)) as libc::rlim_t;
+        const { assert!(20 << 20 < GROW_BYTES) };
         let rl = libc::rlimit {
             rlim_cur: limit,
             rlim_max: limit,
         };
         // SAFETY: a valid `rlimit` for the calling process.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
-        let mut heap = PageHeap::new();
-        let s = heap.alloc_span(4, PAGE, 0, SpanState::Large);
-        assert!(
-            !s.is_null(),
-            "a 4-page span under a limit with 12 MiB of room"
-        );
-        assert!(heap.stats().mapped < GROW_BYTES);
-        // SAFETY: a live span of this heap, freed once.
-        unsafe { heap.free_span(s) };
+        let check_advice = huge_advice_visible();
+        // Such a chunk of the pages asked for alone need not be 2 MiB aligned: `never` still
+        // advises it (`MADV_NOHUGEPAGE`), `always` does not (a review found `never`'s advice
+        // lost there, session 70).
+        for (policy, want) in [
+            (HugePages::Never, (false, true)),
+            (HugePages::Always, (false, false)),
+        ] {
+            let mut heap = PageHeap::new();
+            heap.huge_policy = Some(policy);
+            let s = heap.alloc_span(4, PAGE, 0, SpanState::Large);
+            assert!(
+                !s.is_null(),
+                "a 4-page span under a limit with 20 MiB of room ({policy:?})"
+            );
+            assert!(heap.stats().mapped < GROW_BYTES);
+            if check_advice {
+                // SAFETY: `s` is a live span of this heap.
+                let start = unsafe { (*s).start };
+                assert_eq!(huge_advice(start), Some(want), "{policy:?}");
+            }
+            // SAFETY: a live span of this heap, freed once.
+            unsafe { heap.free_span(s) };
+        }
     }
 
     #[test]
