@@ -593,3 +593,31 @@ pub unsafe fn rseq(area: *mut u8, len: u32, unregister: bool, sig: u32) -> Resul
         Err(errno())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the OS layer's calls answer is the allocator's business, not the caller's `errno`:
+    /// a futex wait that finds the word changed (`EAGAIN`, a contended lock's common case), a
+    /// wake, refused advice (`EINVAL`) and a refused mapping (`ENOMEM`) each leave it as it was.
+    /// Session 70's second review found a contended lock's `EAGAIN` in the `errno` of
+    /// successful `malloc` calls (conformance `errno_contended.c` checks the same end to end).
+    /// One mode only: the OS layer is below the per-CPU layer.
+    #[test]
+    fn system_calls_keep_errno() {
+        let word = AtomicU32::new(1);
+        set_errno(77);
+        // The word is not 0: the wait returns at once.
+        futex_wait(&word, 0);
+        assert_eq!(errno(), 77, "futex_wait");
+        futex_wake(&word, 1);
+        assert_eq!(errno(), 77, "futex_wake");
+        // Not page-aligned: refused.
+        advise_huge(12_345 as *mut u8, 4096, true);
+        assert_eq!(errno(), 77, "advise_huge");
+        // More than a 47-bit address space holds: refused.
+        assert!(map(1 << 48, OS_PAGE).is_err());
+        assert_eq!(errno(), 77, "map");
+    }
+}
