@@ -436,17 +436,20 @@ impl PageHeap {
                 Err(_) => return false,
             },
         };
+        // The mapping with its guards, for the failures below (nothing refers to it yet).
+        let unmap_all = || {
+            // SAFETY: the whole mapping just made, which nothing refers to yet.
+            unsafe { os::unmap(base, bytes + 2 * guard) }
+        };
         // SAFETY: `guard` bytes in, still inside the mapping just made.
         let base = unsafe { base.add(guard) };
         if !PAGEMAP.reserve(base as usize, bytes) {
-            // SAFETY: nothing refers to the mapping yet.
-            unsafe { os::unmap(base, bytes) };
+            unmap_all();
             return false;
         }
         let s = self.pool.take();
         if s.is_null() {
-            // SAFETY: as above.
-            unsafe { os::unmap(base, bytes) };
+            unmap_all();
             return false;
         }
         self.stats.mapped += bytes;
