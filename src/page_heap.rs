@@ -29,15 +29,16 @@ pub const MAX_LISTED: usize = 256;
 /// transparent huge pages can back it), unless the OS refuses it: then by the pages asked for
 /// ([`PageHeap::grow`]).
 pub const GROW_BYTES: usize = 32 << 20;
-/// With `huge_pages=auto`, the heap's chunks from this one on (counting from 0, in mapping
-/// order; chunks ever mapped, which `trim` does not lower) get `MADV_HUGEPAGE`. The first
-/// chunk keeps 4 KiB pages, so a program whose heap never outgrew 32 MiB pays nothing for huge
-/// pages (a 2 MiB page faulted for its first object would double a small program's resident
-/// memory); past it, a fault maps 2 MiB at once and partly used huge pages cost at most a few
-/// percent of the heap. Not the default: docs/design.md, "Huge pages", has the measurements on
-/// both sides.
+/// With `huge_pages=auto`, the heap's whole chunks from this one on (counting from 0, in
+/// mapping order; whole chunks ever mapped, which `trim` does not lower; a chunk of the pages
+/// asked for alone, under an address-space limit, gets no advice and is not counted) get
+/// `MADV_HUGEPAGE`. The first chunk keeps 4 KiB pages, so a program whose heap never outgrew
+/// 32 MiB pays nothing for huge pages (a 2 MiB page faulted for its first object would double
+/// a small program's resident memory); past it, a fault maps 2 MiB at once and partly used
+/// huge pages cost at most a few percent of the heap. Not the default: docs/design.md, "Huge
+/// pages", has the measurements on both sides.
 pub const HUGE_AUTO_FROM_CHUNK: u32 = 1;
-/// The advice for the heap's chunk number `chunk` under `policy`: `Some(true)` for
+/// The advice for the heap's whole chunk number `chunk` under `policy`: `Some(true)` for
 /// `MADV_HUGEPAGE`, `Some(false)` for `MADV_NOHUGEPAGE`, `None` for none.
 fn chunk_advice(policy: HugePages, chunk: u32) -> Option<bool> {
     match policy {
@@ -115,6 +116,10 @@ pub struct PageHeap {
     bitmaps: BitmapPool,
     /// Chunks mapped so far (the next chunk's sequence number).
     chunks: u32,
+    /// Whole chunks (at least [`GROW_BYTES`], 2 MiB aligned) mapped so far: what
+    /// `huge_pages=auto` counts ([`HUGE_AUTO_FROM_CHUNK`]). A chunk of the pages asked for
+    /// alone, mapped under a limit, is not counted.
+    whole_chunks: u32,
     /// Tests: the huge-page policy of this heap's chunks, instead of the process's option.
     #[cfg(test)]
     huge_policy: Option<HugePages>,
@@ -176,6 +181,7 @@ impl PageHeap {
             pool: SpanPool::new(),
             bitmaps: BitmapPool::new(),
             chunks: 0,
+            whole_chunks: 0,
             #[cfg(test)]
             huge_policy: None,
             #[cfg(test)]
@@ -455,7 +461,7 @@ impl PageHeap {
         self.stats.mapped += bytes;
         // A chunk of the pages asked for alone (a limit refused a whole one) need not be 2 MiB
         // aligned: it gets `MADV_NOHUGEPAGE` (`huge_pages=never`) but no `MADV_HUGEPAGE`.
-        if let Some(advice) = chunk_advice(self.chunk_policy(), self.chunks) {
+        if let Some(advice) = chunk_advice(self.chunk_policy(), self.whole_chunks) {
             if whole || !advice {
                 os::advise_huge(base, bytes, advice);
             }
@@ -468,6 +474,7 @@ impl PageHeap {
             (*s).chunk = self.chunks;
         }
         self.chunks = self.chunks.wrapping_add(1);
+        self.whole_chunks = self.whole_chunks.wrapping_add(u32::from(whole));
         self.insert_free(s);
         true
     }
@@ -1691,30 +1698,36 @@ mod tests {
         }
         let in_use = os::status_bytes(b"VmSize:");
         assert!(in_use > 0, "VmSize read from /proc/self/status");
-        // Room for two heaps' span record pools, a page-map leaf and a span each (with the
-        // test build's guards), not for a chunk.
-        let limit = (in_use + (20 << 20)) as libc::rlim_t;
-        const { assert!(20 << 20 < GROW_BYTES) };
-        let rl = libc::rlimit {
-            rlim_cur: limit,
-            rlim_max: limit,
+        // Room for three heaps' span record pools, a page-map leaf and a span each (with the
+        // test build's guards), not for a chunk. The hard limit stays, so the soft one can be
+        // raised again.
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
         };
+        // SAFETY: `rl` is a valid `rlimit` to fill.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rl) }, 0);
+        let unlimited = rl.rlim_cur;
+        const { assert!(28 << 20 < GROW_BYTES) };
+        rl.rlim_cur = (in_use + (28 << 20)) as libc::rlim_t;
         // SAFETY: a valid `rlimit` for the calling process.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
         let check_advice = huge_advice_visible();
         // Such a chunk of the pages asked for alone need not be 2 MiB aligned: `never` still
         // advises it (`MADV_NOHUGEPAGE`), `always` does not (a review found `never`'s advice
-        // lost there, session 70).
+        // lost there, session 70), nor `auto`.
+        let mut heaps = std::vec::Vec::new();
         for (policy, want) in [
             (HugePages::Never, (false, true)),
             (HugePages::Always, (false, false)),
+            (HugePages::Auto, (false, false)),
         ] {
             let mut heap = PageHeap::new();
             heap.huge_policy = Some(policy);
             let s = heap.alloc_span(4, PAGE, 0, SpanState::Large);
             assert!(
                 !s.is_null(),
-                "a 4-page span under a limit with 20 MiB of room ({policy:?})"
+                "a 4-page span under a limit with 28 MiB of room ({policy:?})"
             );
             assert!(heap.stats().mapped < GROW_BYTES);
             if check_advice {
@@ -1724,6 +1737,22 @@ mod tests {
             }
             // SAFETY: a live span of this heap, freed once.
             unsafe { heap.free_span(s) };
+            heaps.push(heap);
+        }
+        // `auto` counts whole chunks only: with the limit gone, the heap's first whole chunk
+        // keeps 4 KiB pages, as a heap's first chunk does, and its second is advised.
+        rl.rlim_cur = unlimited;
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+        let auto = heaps.last_mut().unwrap();
+        for want in [(false, false), (true, false)] {
+            let s = auto.alloc_span(GROW_BYTES / PAGE, PAGE, 0, SpanState::Large);
+            assert!(!s.is_null());
+            if check_advice {
+                // SAFETY: `s` is a live span of this heap.
+                let start = unsafe { (*s).start };
+                assert_eq!(huge_advice(start), Some(want), "auto, whole chunks");
+            }
         }
     }
 
