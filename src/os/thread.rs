@@ -21,11 +21,35 @@ pub fn thread_key_arm(key: u32) -> bool {
     unsafe { libc::pthread_setspecific(key, core::ptr::dangling::<c_void>()) == 0 }
 }
 
-/// Starts a thread running `run` (never joined); false if it could not be created.
+/// Starts a thread running `run` (never joined) with every signal blocked; false if it could
+/// not be created.
+///
+/// The thread is the allocator's, not the program's: a signal sent to the process must reach
+/// one of the program's threads, as it would without ours. A thread inherits its creator's
+/// signal mask, so the calling thread blocks every signal around `pthread_create` (the new
+/// thread never runs with one unblocked) and then takes its own mask back. jemalloc's
+/// background threads are started the same way. Without it (found in session 71 by a breaker
+/// run) a handler could run on our thread while the program's main thread forked
+/// (PostgreSQL's postmaster hung), and a signal the program blocked to read it from a
+/// `signalfd` killed the process instead (conformance `background_signals.c`).
 pub fn spawn(run: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
+    // SAFETY: an all-zero sigset_t is valid storage for sigfillset and pthread_sigmask to
+    // write.
+    let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+        unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
     let mut tid: libc::pthread_t = 0;
-    // SAFETY: a valid start routine with a null argument, default attributes.
-    unsafe { libc::pthread_create(&mut tid, core::ptr::null(), run, core::ptr::null_mut()) == 0 }
+    // SAFETY: `all` and `old` are sigsets we own; the start routine is valid, with a null
+    // argument and default attributes. The caller's mask is restored whatever the outcome
+    // (pthread_sigmask and pthread_create return their errors and leave errno alone).
+    unsafe {
+        libc::sigfillset(&mut all);
+        let masked = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0;
+        let made = libc::pthread_create(&mut tid, core::ptr::null(), run, core::ptr::null_mut());
+        if masked {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        }
+        made == 0
+    }
 }
 
 /// Registers fork handlers (`pthread_atfork`).

@@ -1,0 +1,112 @@
+/* Conformance: the allocator's own thread (`background_thread=on`) takes none of the program's
+ * signals. A signal sent to the process goes to a thread that does not block it; were ours such
+ * a thread, a signal the program blocked (to read it from a signalfd, or to keep it out of a
+ * fork) would reach it there instead, or kill the process with its default action, and a
+ * handler could run on our thread while the program's own forks. A breaker run found both in
+ * session 71 (PostgreSQL's postmaster hung; a single-threaded program reading SIGUSR1 and
+ * SIGTERM from a signalfd died of them): the thread blocked no signal.
+ *
+ * The program (single-threaded; the harness runs it with `background_thread=on`):
+ *  1. checks that every other thread of the process (ours) blocks SIGUSR1, SIGUSR2 and SIGTERM,
+ *     and counts them;
+ *  2. blocks SIGUSR1 and SIGTERM, sends itself SIGNALS of them (alternately) and reads each
+ *     from a signalfd: all must arrive there;
+ *  3. handles SIGUSR2, which a child sends it BURST times: the handler must run on the main
+ *     thread every time (and at least once).
+ *
+ * Prints "background_signals ok signals=N handled=H others=K mode=...", K the threads besides
+ * the main one (ours: 1 with the background thread, 0 under glibc's malloc). */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "conf.h"
+
+enum { SIGNALS = 200, BURST = 5000 };
+
+static pid_t main_tid;
+static volatile sig_atomic_t handled, elsewhere;
+
+static void on_usr2(int sig) {
+    (void)sig;
+    handled++;
+    if ((pid_t)syscall(SYS_gettid) != main_tid) elsewhere++;
+}
+
+/* The threads of this process besides the main one, each checked to block the three signals
+ * (its `SigBlk` in /proc). */
+static int others_blocking(void) {
+    const unsigned long long want =
+        1ull << (SIGUSR1 - 1) | 1ull << (SIGUSR2 - 1) | 1ull << (SIGTERM - 1);
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL);
+    int others = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == main_tid) continue;
+        others++;
+        char path[300], line[256];
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        FILE *f = fopen(path, "r");
+        CHECKF(f != NULL, "cannot read %s", path);
+        unsigned long long blocked = 0;
+        int found = 0;
+        while (!found && fgets(line, sizeof line, f)) found = sscanf(line, "SigBlk: %llx", &blocked);
+        fclose(f);
+        CHECKF(found == 1, "no SigBlk line in %s", path);
+        CHECKF((blocked & want) == want,
+               "thread %s of the allocator's blocks %#llx, not SIGUSR1, SIGUSR2 and SIGTERM",
+               e->d_name, blocked);
+    }
+    closedir(d);
+    return others;
+}
+
+int main(void) {
+    conf_init("background_signals", 60);
+    main_tid = (pid_t)syscall(SYS_gettid);
+    free(malloc(64));
+    int others = others_blocking();
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGTERM);
+    CHECK(sigprocmask(SIG_BLOCK, &set, NULL) == 0);
+    int fd = signalfd(-1, &set, 0);
+    CHECK(fd >= 0);
+    for (int i = 0; i < SIGNALS; i++) {
+        int sig = i % 2 ? SIGTERM : SIGUSR1;
+        CHECK(kill(getpid(), sig) == 0);
+        free(malloc(100 + (size_t)i));
+        struct signalfd_siginfo si;
+        CHECK(read(fd, &si, sizeof si) == (ssize_t)sizeof si);
+        CHECKF((int)si.ssi_signo == sig, "signal %d read as %u", sig, si.ssi_signo);
+    }
+    CHECK(close(fd) == 0);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr2;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGUSR2, &sa, NULL) == 0);
+    pid_t parent = getpid(), child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        for (int i = 0; i < BURST; i++) (void)kill(parent, SIGUSR2);
+        _exit(0);
+    }
+    int status;
+    pid_t w;
+    while ((w = waitpid(child, &status, WNOHANG)) == 0) free(malloc(100));
+    CHECK(w == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECKF(handled > 0, "no SIGUSR2 handled of %d sent", BURST);
+    CHECKF(elsewhere == 0, "%d of %d SIGUSR2 handler runs on a thread not the program's",
+           (int)elsewhere, (int)handled);
+    conf_say("background_signals ok signals=%d handled=%d others=%d mode=%s\n", SIGNALS,
+             (int)handled, others, conf_mode());
+    return 0;
+}
