@@ -191,6 +191,7 @@ use size_class::{class_for, size_of};
 pub use size_class::{MAX_SMALL, PAGE};
 use span::{Span, SpanState};
 pub use stats::{stats, Stats, MAX_REPORTED_CPUS};
+use sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// The allocator, for `#[global_allocator]`.
 pub struct RseqMalloc;
@@ -443,6 +444,9 @@ fn alloc_large_with(size: usize, align: usize, reserve: usize) -> *mut u8 {
     // SAFETY: `s` is a live span record just made for this block, which only this thread knows
     // about; its first page is ours to write.
     unsafe {
+        // A record may come back from a block freed another way (`realloc` moving it out):
+        // only `calloc` sets it, for the block it hands out.
+        (*s).calloc_probe = false;
         if !(*s).zeroed {
             // The pages may have held free small objects, whose free tag (docs/design.md, "A
             // small object's state") could sit at offset 8 of this block; `realloc` copies a
@@ -488,7 +492,7 @@ fn large_span(size: usize, align: usize, reserve: usize) -> *mut Span {
 
 /// Like `alloc_inner`, but the memory reads as zero.
 fn alloc_zeroed_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
-    if class_for(size, align) != 0 {
+    if class_for(size, align) != 0 && !(TAG && size > CALLOC_LAZY_ABOVE) {
         let p = alloc_inner::<TAG>(size, align);
         if !p.is_null() {
             // SAFETY: `p` holds at least `size` bytes.
@@ -496,6 +500,7 @@ fn alloc_zeroed_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
         }
         return p;
     }
+    measure_calloc_probe();
     let p = alloc_large(size, align);
     if !p.is_null() {
         let s = pagemap::span_of(PAGEMAP.get(p as usize)) as *mut Span;
@@ -503,14 +508,19 @@ fn alloc_zeroed_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
         unsafe {
             if !(*s).zeroed {
                 p.write_bytes(0, size);
-            } else if size < HUGE_MIN {
-                // Known zero, so nothing to clear; but a program reading its zeroed block
-                // before writing it takes two faults per page (the shared zero page, then the
-                // copy), which cost more than the clearing would: fault it in writable with one
-                // call instead. Blocks below 32 MiB only, the sizes glibc clears (and so makes
-                // resident) too; huge ones stay lazy, for sparse tables.
+            } else if size < HUGE_MIN && populates_zeroed() {
+                // Known zero, so nothing to clear; but a program that uses its zeroed block
+                // whole takes a fault per page (two if it reads before it writes), which cost
+                // more than the clearing would: fault it in writable with one call instead.
+                // Only while the program's zeroed blocks are seen used densely
+                // ([`populates_zeroed`]): a sparse table would be made resident whole.
                 let _errno = os::ErrnoKeeper::new();
                 os::populate_write(p, size.next_multiple_of(os::OS_PAGE));
+            } else if size < HUGE_MIN {
+                // Left lazy: the next zeroed block's `calloc`, or its free, measures how much
+                // of it the program touched.
+                (*s).calloc_probe = true;
+                CALLOC_PROBE.store(probe_word(p, size), Ordering::Relaxed);
             }
             (*s).zeroed = false;
         }
@@ -800,6 +810,16 @@ fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
             drop(heap);
             reject_large(s, ptr, who);
         }
+        if (*s).calloc_probe {
+            (*s).calloc_probe = false;
+            let bytes = (*s).pages * PAGE;
+            // No later `calloc` measures it once freed.
+            let w = probe_word(ptr, bytes);
+            let _ = CALLOC_PROBE.compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed);
+            if let Some(resident) = os::resident_pages(ptr, bytes) {
+                note_calloc_density(resident, bytes / os::OS_PAGE);
+            }
+        }
         if (*s).state == SpanState::Large {
             heap.free_span(s)
         } else {
@@ -886,6 +906,71 @@ fn free_not_small(ptr: *mut u8, e: usize, who: &str) {
         bad_pointer(who, "invalid pointer", ptr);
     }
     free_large(ptr, pagemap::span_of(e) as *mut Span, who)
+}
+
+/// A C `calloc` above this size takes a large span (whole pages, which the page heap knows to
+/// be zero when fresh or released) even where a size class would hold it, so that its
+/// untouched pages stay lazy, as glibc's `mmap`ped blocks above its threshold (128 KiB at
+/// start) do: a class's object is cleared with `memset`, which makes every page resident. A
+/// program that `calloc`s 2,000 blocks of 256 KiB and writes a byte of each reached 514 MB of
+/// peak RSS that way, glibc 9 MB (a breaker run, session 71). C only: Rust's sized `dealloc`
+/// takes the class from the layout, so its blocks must stay in their classes.
+const CALLOC_LAZY_ABOVE: usize = 128 << 10;
+
+/// Whether the last zeroed large block measured at its free (one `calloc` left lazy) had at
+/// least half its pages touched. Starts false: a program's first zeroed blocks stay lazy.
+static CALLOC_DENSE: AtomicBool = AtomicBool::new(false);
+/// Zeroed large blocks handed out while [`CALLOC_DENSE`] held: every [`CALLOC_PROBE_EVERY`]th
+/// of them is left lazy, to measure again.
+static CALLOC_SINCE_PROBE: AtomicU32 = AtomicU32::new(0);
+/// While the program's zeroed blocks are used densely, one in this many is still left lazy.
+const CALLOC_PROBE_EVERY: u32 = 8;
+
+/// Whether `calloc` (and Rust's `alloc_zeroed`) faults a fresh zeroed block below 32 MiB in
+/// writable at once (`MADV_POPULATE_WRITE`) rather than leaving its pages to fault in on first
+/// use. Populating is what made the runner's `calloc-big` (buffers written whole) 0.62-0.65x
+/// the CPU time of lazy pages (session 71; 0.81x its best peer in session 7, from 1.36x), but
+/// it makes every page resident: a program that `calloc`s 40 blocks of 16 MiB and writes a byte
+/// of each reached 658 MB of peak RSS against glibc's 1.7 MB, and Node.js workers passing
+/// `ArrayBuffer`s 1.7-1.9x glibc's (a breaker run, session 71). So a block is populated only
+/// while the last block left lazy was found, at its free, with at least half its pages
+/// resident ([`note_calloc_density`]), and even then one in [`CALLOC_PROBE_EVERY`] is left
+/// lazy to measure again. A heuristic over the whole process: either answer is correct.
+fn populates_zeroed() -> bool {
+    CALLOC_DENSE.load(Ordering::Relaxed)
+        && CALLOC_SINCE_PROBE.fetch_add(1, Ordering::Relaxed) % CALLOC_PROBE_EVERY
+            != CALLOC_PROBE_EVERY - 1
+}
+
+/// The last zeroed block left lazy and not measured yet ([`probe_word`]), or 0.
+static CALLOC_PROBE: AtomicU64 = AtomicU64::new(0);
+
+/// A zeroed block of `size` bytes at `p` (below 32 MiB) as one word: its address, and its OS
+/// pages above bit 48.
+fn probe_word(p: *mut u8, size: usize) -> u64 {
+    const { assert!(HUGE_MIN / os::OS_PAGE < 1 << 16) };
+    p as u64 | (size.div_ceil(os::OS_PAGE) as u64) << 48
+}
+
+/// Measures the last zeroed block left lazy, if it is still waiting ([`CALLOC_PROBE`]), before
+/// the next zeroed block is handed out: a program that writes each block whole before it asks
+/// for the next is seen dense after one block, not only at the first free. The block may have
+/// been freed since (its free clears the word first, but a race may lose that): `mincore` then
+/// reads whatever the range holds now, or refuses an unmapped one; the answer is a hint.
+fn measure_calloc_probe() {
+    let w = CALLOC_PROBE.swap(0, Ordering::Relaxed);
+    if w != 0 {
+        let (p, pages) = ((w & ((1 << 48) - 1)) as *const u8, (w >> 48) as usize);
+        if let Some(resident) = os::resident_pages(p, pages * os::OS_PAGE) {
+            note_calloc_density(resident, pages);
+        }
+    }
+}
+
+/// Records how densely the program used a zeroed block left lazy (`calloc_probe`): `resident`
+/// of its `pages` OS pages were resident when it was measured.
+fn note_calloc_density(resident: usize, pages: usize) {
+    CALLOC_DENSE.store(2 * resident >= pages, Ordering::Relaxed);
 }
 
 /// Bytes usable at `ptr` (at least what was requested).
@@ -986,7 +1071,7 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
     } else {
         core::hint::cold_path();
         let c = size_class::c_class_above_table(total);
-        if c == 0 {
+        if c == 0 || total > CALLOC_LAZY_ABOVE {
             return calloc_cold(total);
         }
         alloc_class::<true>(c, || malloc_cold(total, c))

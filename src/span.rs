@@ -62,6 +62,10 @@ pub struct Span {
     /// back may be faulted in before the class needs it. Written with `zeroed` (never both
     /// true).
     pub resident: bool,
+    /// `Large`: `calloc` handed the span out zeroed and left its pages lazy (not populated), so
+    /// its free counts the pages the program touched (`lib::note_calloc_density`). Cleared by
+    /// that free.
+    pub calloc_probe: bool,
     /// `Free`: every page that may be resident (or read as non-zero: handed out and not given
     /// back to the OS since) lies in `[dirty_lo, dirty_hi)`, inside the run; empty when equal.
     /// A freed span counts whole; a merge takes the hull of both ranges (with any clean pages
@@ -503,6 +507,7 @@ impl SpanPool {
                 zeroed: false,
                 populate_ahead: false,
                 resident: false,
+                calloc_probe: false,
                 dirty_lo: 0,
                 dirty_hi: 0,
                 carved: AtomicU32::new(0),

@@ -234,6 +234,35 @@ pub fn populate_write(ptr: *mut u8, size: usize) -> bool {
     false
 }
 
+/// How many of the OS pages of `[ptr, ptr + size)` are resident now (`mincore`), or None when
+/// the kernel refused (`ENOMEM`: part of the range is not mapped). `errno` is kept. `ptr` is
+/// page-aligned.
+pub fn resident_pages(ptr: *const u8, size: usize) -> Option<usize> {
+    let _errno = ErrnoKeeper::new();
+    // One byte a page, a window at a time: no allocation, a small stack buffer.
+    let mut v = [0u8; 512];
+    let pages = size.div_ceil(OS_PAGE);
+    let mut resident = 0;
+    let mut done = 0;
+    while done < pages {
+        let n = (pages - done).min(v.len());
+        // SAFETY: mincore only reads the page tables of the range and writes `n` bytes of `v`.
+        let r = unsafe {
+            libc::mincore(
+                ptr.wrapping_add(done * OS_PAGE) as *mut libc::c_void,
+                n * OS_PAGE,
+                v.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return None;
+        }
+        resident += v[..n].iter().filter(|&&b| b & 1 == 1).count();
+        done += n;
+    }
+    Some(resident)
+}
+
 /// Asks for (or refuses) transparent huge pages on a range; advisory, errors ignored.
 pub fn advise_huge(ptr: *mut u8, size: usize, want: bool) {
     // Refused (a kernel without transparent huge pages: `EINVAL`) or not, `errno` stays.
