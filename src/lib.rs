@@ -45,7 +45,7 @@
 //! | `decay_ms` | `1000` | free pages go back to the OS after this long (0: at once); *run time* |
 //! | `cpu_cache_bytes` | `512k` | byte bound of one per-CPU cache (`k`/`m`/`g`, at least `4k`); one thread's bursts may take twice as much more (the burst tier); *run time* |
 //! | `dirty_max` | `unbounded` | free pages kept resident at most; past it a freed span is released at once; *run time* |
-//! | `huge_pages` | `system` | `system`: no advice; `auto`: `madvise` HUGEPAGE on heap chunks after the first (once the heap has grown past 32 MiB); `always`/`never`: (NO)HUGEPAGE on every chunk; *run time* |
+//! | `huge_pages` | `system` | `system`: no advice; `auto`: `madvise` HUGEPAGE on whole heap chunks after the first (once the heap has mapped a second whole 32 MiB chunk); `always`/`never`: (NO)HUGEPAGE on every chunk; *run time* |
 //! | `stats` | `none` | `text`/`json`: statistics at exit; *run time* |
 //! | `stats_file` | unset | the statistics go to this file (`%p`: pid) instead of stderr |
 //! | `stats_classes` | `off` | the text report lists every size class in use; *run time* |

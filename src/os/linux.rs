@@ -628,8 +628,10 @@ mod tests {
     use super::*;
 
     /// What the OS layer's calls answer is the allocator's business, not the caller's `errno`:
-    /// a futex wait that finds the word changed (`EAGAIN`, a contended lock's common case), a
-    /// wake, refused advice (`EINVAL`) and a refused mapping (`ENOMEM`) each leave it as it was.
+    /// a futex wait that finds the word changed (`EAGAIN`, a contended lock's common case),
+    /// refused advice (`EINVAL`) and a refused mapping (`ENOMEM`) each leave it as it was. (The
+    /// wake is called too, but a wake on a valid word sets no `errno`, so its check cannot fail
+    /// here; under qemu-user `madvise` may do nothing, and its check then tests nothing.)
     /// Session 70's second review found a contended lock's `EAGAIN` in the `errno` of
     /// successful `malloc` calls (conformance `errno_contended.c` checks the same end to end).
     /// One mode only: the OS layer is below the per-CPU layer.

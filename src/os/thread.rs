@@ -38,9 +38,11 @@ pub fn spawn(run: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
     let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
         unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
     let mut tid: libc::pthread_t = 0;
+    // A refused `pthread_create` sets `errno` (`ENOMEM`, besides the error it returns), and
+    // this runs in the library's constructor, before `main`, whose `errno` must be 0.
+    let _errno = super::ErrnoKeeper::new();
     // SAFETY: `all` and `old` are sigsets we own; the start routine is valid, with a null
-    // argument and default attributes. The caller's mask is restored whatever the outcome
-    // (pthread_sigmask and pthread_create return their errors and leave errno alone).
+    // argument and default attributes. The caller's mask is restored whatever the outcome.
     unsafe {
         libc::sigfillset(&mut all);
         let masked = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0;
