@@ -813,9 +813,12 @@ fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
         if (*s).calloc_probe {
             (*s).calloc_probe = false;
             let bytes = (*s).pages * PAGE;
-            // No later `calloc` measures it once freed.
-            let w = probe_word(ptr, bytes);
-            let _ = CALLOC_PROBE.compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed);
+            // No later `calloc` measures it once freed (the word holds the size asked for,
+            // not the span's: compared by address).
+            let w = CALLOC_PROBE.load(Ordering::Relaxed);
+            if w & PROBE_ADDRESS == ptr as u64 {
+                let _ = CALLOC_PROBE.compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
             if let Some(resident) = os::resident_pages(ptr, bytes) {
                 note_calloc_density(resident, bytes / os::OS_PAGE);
             }
@@ -917,8 +920,9 @@ fn free_not_small(ptr: *mut u8, e: usize, who: &str) {
 /// takes the class from the layout, so its blocks must stay in their classes.
 const CALLOC_LAZY_ABOVE: usize = 128 << 10;
 
-/// Whether the last zeroed large block measured at its free (one `calloc` left lazy) had at
-/// least half its pages touched. Starts false: a program's first zeroed blocks stay lazy.
+/// Whether the last zeroed large block measured (one `calloc` left lazy, measured at the next
+/// zeroed `calloc` or at its free) had at least half its pages touched. Starts false: a
+/// program's first zeroed block stays lazy.
 static CALLOC_DENSE: AtomicBool = AtomicBool::new(false);
 /// Zeroed large blocks handed out while [`CALLOC_DENSE`] held: every [`CALLOC_PROBE_EVERY`]th
 /// of them is left lazy, to measure again.
@@ -927,15 +931,15 @@ static CALLOC_SINCE_PROBE: AtomicU32 = AtomicU32::new(0);
 const CALLOC_PROBE_EVERY: u32 = 8;
 
 /// Whether `calloc` (and Rust's `alloc_zeroed`) faults a fresh zeroed block below 32 MiB in
-/// writable at once (`MADV_POPULATE_WRITE`) rather than leaving its pages to fault in on first
-/// use. Populating is what made the runner's `calloc-big` (buffers written whole) 0.62-0.65x
-/// the CPU time of lazy pages (session 71; 0.81x its best peer in session 7, from 1.36x), but
-/// it makes every page resident: a program that `calloc`s 40 blocks of 16 MiB and writes a byte
-/// of each reached 658 MB of peak RSS against glibc's 1.7 MB, and Node.js workers passing
-/// `ArrayBuffer`s 1.7-1.9x glibc's (a breaker run, session 71). So a block is populated only
-/// while the last block left lazy was found, at its free, with at least half its pages
-/// resident ([`note_calloc_density`]), and even then one in [`CALLOC_PROBE_EVERY`] is left
-/// lazy to measure again. A heuristic over the whole process: either answer is correct.
+/// writable at once (`MADV_POPULATE_WRITE`) rather than leaving its pages to fault in on first use.
+/// Populating is what made the runner's `calloc-big` (buffers written whole) 0.62-0.65x the CPU
+/// time of lazy pages (session 71; 0.81x its best peer in session 7, from 1.36x), but it makes
+/// every page resident: a program that `calloc`s 40 blocks of 16 MiB and writes a byte of each
+/// reached 658 MB of peak RSS against glibc's 1.7 MB, and Node.js workers passing `ArrayBuffer`s
+/// 1.7-1.9x glibc's (a breaker run, session 71). So a block is populated only while the last block
+/// left lazy was found (at the next zeroed `calloc` or at its free) with at least half its pages
+/// resident ([`note_calloc_density`]), and even then one in [`CALLOC_PROBE_EVERY`] is left lazy to
+/// measure again. A heuristic over the whole process: either answer is correct.
 fn populates_zeroed() -> bool {
     CALLOC_DENSE.load(Ordering::Relaxed)
         && CALLOC_SINCE_PROBE.fetch_add(1, Ordering::Relaxed) % CALLOC_PROBE_EVERY
@@ -944,10 +948,13 @@ fn populates_zeroed() -> bool {
 
 /// The last zeroed block left lazy and not measured yet ([`probe_word`]), or 0.
 static CALLOC_PROBE: AtomicU64 = AtomicU64::new(0);
+/// The address bits of a [`probe_word`] (user addresses have 48 bits).
+const PROBE_ADDRESS: u64 = (1 << 48) - 1;
 
 /// A zeroed block of `size` bytes at `p` (below 32 MiB) as one word: its address, and its OS
 /// pages above bit 48.
 fn probe_word(p: *mut u8, size: usize) -> u64 {
+    debug_assert!(p as u64 & !PROBE_ADDRESS == 0);
     const { assert!(HUGE_MIN / os::OS_PAGE < 1 << 16) };
     p as u64 | (size.div_ceil(os::OS_PAGE) as u64) << 48
 }
@@ -960,7 +967,7 @@ fn probe_word(p: *mut u8, size: usize) -> u64 {
 fn measure_calloc_probe() {
     let w = CALLOC_PROBE.swap(0, Ordering::Relaxed);
     if w != 0 {
-        let (p, pages) = ((w & ((1 << 48) - 1)) as *const u8, (w >> 48) as usize);
+        let (p, pages) = ((w & PROBE_ADDRESS) as *const u8, (w >> 48) as usize);
         if let Some(resident) = os::resident_pages(p, pages * os::OS_PAGE) {
             note_calloc_density(resident, pages);
         }
