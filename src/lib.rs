@@ -508,19 +508,21 @@ fn alloc_zeroed_inner<const TAG: bool>(size: usize, align: usize) -> *mut u8 {
         unsafe {
             if !(*s).zeroed {
                 p.write_bytes(0, size);
-            } else if size < HUGE_MIN && populates_zeroed() {
-                // Known zero, so nothing to clear; but a program that uses its zeroed block
-                // whole takes a fault per page (two if it reads before it writes), which cost
-                // more than the clearing would: fault it in writable with one call instead.
-                // Only while the program's zeroed blocks are seen used densely
-                // ([`populates_zeroed`]): a sparse table would be made resident whole.
-                let _errno = os::ErrnoKeeper::new();
-                os::populate_write(p, size.next_multiple_of(os::OS_PAGE));
             } else if size < HUGE_MIN {
-                // Left lazy: the next zeroed block's `calloc`, or its free, measures how much
-                // of it the program touched.
-                (*s).calloc_probe = true;
-                CALLOC_PROBE.store(probe_word(p, size), Ordering::Relaxed);
+                if populates_zeroed() {
+                    // Known zero, so nothing to clear; but a program that uses its zeroed block
+                    // whole takes a fault per page (two if it reads before it writes), which
+                    // cost more than the clearing would: fault it in writable with one call
+                    // instead. Only while the program's zeroed blocks are seen used densely
+                    // ([`populates_zeroed`]): a sparse table would be made resident whole.
+                    let _errno = os::ErrnoKeeper::new();
+                    os::populate_write(p, size.next_multiple_of(os::OS_PAGE));
+                } else {
+                    // Left lazy: the next zeroed block's `calloc`, or its free, measures how
+                    // much of it the program touched.
+                    (*s).calloc_probe = true;
+                    CALLOC_PROBE.store(probe_word(p, size), Ordering::Relaxed);
+                }
             }
             (*s).zeroed = false;
         }
@@ -811,16 +813,23 @@ fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
             reject_large(s, ptr, who);
         }
         if (*s).calloc_probe {
+            // A `calloc` block left lazy: how much of it the program touched. No later `calloc`
+            // measures it once freed (the word holds the size asked for, not the span's:
+            // compared by address). `mincore` takes a call per 2 MiB, so it runs with the heap
+            // unlocked, and the block is checked again after: a second `free` of it may have
+            // come meanwhile.
             (*s).calloc_probe = false;
             let bytes = (*s).pages * PAGE;
-            // No later `calloc` measures it once freed (the word holds the size asked for,
-            // not the span's: compared by address).
             let w = CALLOC_PROBE.load(Ordering::Relaxed);
             if w & PROBE_ADDRESS == ptr as u64 {
                 let _ = CALLOC_PROBE.compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed);
             }
-            if let Some(resident) = os::resident_pages(ptr, bytes) {
-                note_calloc_density(resident, bytes / os::OS_PAGE);
+            drop(heap);
+            measure_zeroed_use(ptr, bytes);
+            heap = HEAP.lock();
+            if !is_live_large(s, ptr) {
+                drop(heap);
+                reject_large(s, ptr, who);
             }
         }
         if (*s).state == SpanState::Large {
@@ -938,7 +947,7 @@ const CALLOC_PROBE_EVERY: u32 = 8;
 /// reached 658 MB of peak RSS against glibc's 1.7 MB, and Node.js workers passing `ArrayBuffer`s
 /// 1.7-1.9x glibc's (a breaker run, session 71). So a block is populated only while the last block
 /// left lazy was found (at the next zeroed `calloc` or at its free) with at least half its pages
-/// resident ([`note_calloc_density`]), and even then one in [`CALLOC_PROBE_EVERY`] is left lazy to
+/// resident ([`measure_zeroed_use`]), and even then one in [`CALLOC_PROBE_EVERY`] is left lazy to
 /// measure again. A heuristic over the whole process: either answer is correct.
 fn populates_zeroed() -> bool {
     CALLOC_DENSE.load(Ordering::Relaxed)
@@ -968,16 +977,17 @@ fn measure_calloc_probe() {
     let w = CALLOC_PROBE.swap(0, Ordering::Relaxed);
     if w != 0 {
         let (p, pages) = ((w & PROBE_ADDRESS) as *const u8, (w >> 48) as usize);
-        if let Some(resident) = os::resident_pages(p, pages * os::OS_PAGE) {
-            note_calloc_density(resident, pages);
-        }
+        measure_zeroed_use(p, pages * os::OS_PAGE);
     }
 }
 
-/// Records how densely the program used a zeroed block left lazy (`calloc_probe`): `resident`
-/// of its `pages` OS pages were resident when it was measured.
-fn note_calloc_density(resident: usize, pages: usize) {
-    CALLOC_DENSE.store(2 * resident >= pages, Ordering::Relaxed);
+/// Records how densely the program used a zeroed block left lazy (`calloc_probe`), the
+/// `bytes` at `p`: dense when at least half its OS pages are resident now (`mincore`; nothing
+/// is recorded if the range is no longer mapped).
+fn measure_zeroed_use(p: *const u8, bytes: usize) {
+    if let Some(resident) = os::resident_pages(p, bytes) {
+        CALLOC_DENSE.store(2 * resident >= bytes / os::OS_PAGE, Ordering::Relaxed);
+    }
 }
 
 /// Bytes usable at `ptr` (at least what was requested).

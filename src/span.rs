@@ -63,7 +63,7 @@ pub struct Span {
     /// true).
     pub resident: bool,
     /// `Large`: `calloc` handed the span out zeroed and left its pages lazy (not populated), so
-    /// its free counts the pages the program touched (`lib::note_calloc_density`). Cleared by
+    /// its free counts the pages the program touched (`lib::measure_zeroed_use`). Cleared by
     /// that free.
     pub calloc_probe: bool,
     /// `Free`: every page that may be resident (or read as non-zero: handed out and not given
