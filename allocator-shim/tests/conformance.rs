@@ -1225,15 +1225,25 @@ fn pages_a_burst_freed_are_reused_before_fresh_ones() {
     // Four rounds of `count` objects of `size` bytes, each filled, then all freed; a later
     // round may peak at most 4 MiB above the first (the build before the fix: +31 MiB for
     // 1 KiB, +18 MiB for 40,000 B, +21 MiB for 256 KiB). glibc's malloc runs it too.
-    let bin = program("bursts_rss");
-    let cases: [[&str; 2]; 3] = [["1024", "100000"], ["40000", "2000"], ["262144", "300"]];
+    let failures = cases_under_glibc_and_modes(
+        ("bursts_rss", "bursts_rss ok"),
+        &[&["1024", "100000"], &["40000", "2000"], &["262144", "300"]],
+    );
+    report("pages_a_burst_freed_are_reused_before_fresh_ones", failures);
+}
+
+/// Runs the program `name` with each of `cases` (its arguments) under glibc's malloc and in the
+/// three modes; each run must end with a line starting with `prefix` (logged). Returns the
+/// failures, each naming its arguments.
+fn cases_under_glibc_and_modes((name, prefix): (&str, &str), cases: &[&[&str]]) -> Vec<String> {
+    let bin = program(name);
     let mut failures = Vec::new();
     for args in cases {
         for u in [Under::Glibc].into_iter().chain(modes()) {
-            let out = run_under(&bin, &args, u, 60, &[]);
-            match check_ok(&out, "bursts_rss", "bursts_rss ok", &u.name()) {
+            let out = run_under(&bin, args, u, 60, &[]);
+            match check_ok(&out, name, prefix, &u.name()) {
                 Ok(so) => eprintln!(
-                    "bursts_rss {args:?} [{}]: {}",
+                    "{name} {args:?} [{}]: {}",
                     u.name(),
                     so.lines().last().unwrap_or("")
                 ),
@@ -1241,7 +1251,7 @@ fn pages_a_burst_freed_are_reused_before_fresh_ones() {
             }
         }
     }
-    report("pages_a_burst_freed_are_reused_before_fresh_ones", failures);
+    failures
 }
 
 #[test]
@@ -1251,22 +1261,15 @@ fn zeroed_blocks_the_program_barely_touches_stay_lazy() {
     // may grow by a page a block (plus 8 MiB). Before the fix: +640 MiB for 40 of 16 MiB,
     // +500 MiB for 2,000 of 256 KiB (session 71's breaker). And a block written whole is
     // followed by one resident at once (where populating is honoured). glibc's malloc too.
-    let bin = program("calloc_sparse");
-    let cases: [&[&str]; 4] = [
-        &["sparse", "16777216", "40"],
-        &["sparse", "262144", "1000"],
-        &["sparse", "204800", "1000"],
-        &["dense", "16777216"],
-    ];
-    let mut failures = Vec::new();
-    for args in cases {
-        for u in [Under::Glibc].into_iter().chain(modes()) {
-            let out = run_under(&bin, args, u, 60, &[]);
-            if let Err(e) = check_ok(&out, "calloc_sparse", "calloc_sparse ok", &u.name()) {
-                failures.push(format!("{args:?}: {e}"));
-            }
-        }
-    }
+    let failures = cases_under_glibc_and_modes(
+        ("calloc_sparse", "calloc_sparse ok"),
+        &[
+            &["sparse", "16777216", "40"],
+            &["sparse", "262144", "1000"],
+            &["sparse", "204800", "1000"],
+            &["dense", "16777216"],
+        ],
+    );
     report(
         "zeroed_blocks_the_program_barely_touches_stay_lazy",
         failures,
