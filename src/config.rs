@@ -83,7 +83,8 @@ pub struct Options {
     pub stats_classes: bool,
     /// One line at start-up: version, rseq mode, id kind, options (`verbose=on`).
     pub verbose: bool,
-    /// Run maintenance (decay, idle drains) from a background thread (`background_thread=on`).
+    /// Run maintenance (decay, idle drains) from a background thread (`background_thread=on`),
+    /// started once the program has a second thread (docs/tuning.md).
     pub background_thread: bool,
     /// Use `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)` to drain other CPUs' caches
     /// (`membarrier=on|off`); `off` behaves as on a kernel without it.

@@ -50,7 +50,7 @@
 //! | `stats_file` | unset | the statistics go to this file (`%p`: pid) instead of stderr |
 //! | `stats_classes` | `off` | the text report lists every size class in use; *run time* |
 //! | `verbose` | `off` | one line at start-up: version, rseq mode, id kind, options |
-//! | `background_thread` | `off` | a thread runs the decay tick too, so an idle program gives memory back |
+//! | `background_thread` | `off` | a thread runs the decay tick too, so an idle program gives memory back (from the program's second thread on) |
 //! | `membarrier` | `on` | `off`: drain as on a kernel without the rseq membarrier (testing) |
 //! | `deepbind` | `strip` | `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`; `keep` passes it on |
 //! | `owner_return` | `on` | a C `free` of an object another CPU's cache carved sends it back there (rseq modes) |
@@ -436,6 +436,7 @@ fn alloc_large_with(size: usize, align: usize, reserve: usize) -> *mut u8 {
         return oom();
     }
     let size = size.max(1);
+    percpu::maybe_start_background();
     percpu::maybe_tick();
     let s = retried_after_refusal(size, || large_span(size, align, reserve));
     if s.is_null() {
@@ -1411,8 +1412,8 @@ unsafe fn dealloc_checked(ptr: *mut u8) {
 }
 
 /// Start-up, from the loader's constructors (`.init_array`), before `main`: registers the fork
-/// handlers, loads the options, prints the start-up line if asked, and starts the background
-/// thread if asked.
+/// handlers, loads the options, prints the start-up line if asked, and asks for the background
+/// thread if the options do (it starts once the program has a second thread).
 mod init {
     use super::*;
 
@@ -1421,7 +1422,7 @@ mod init {
         config::load();
         report::at_start();
         if config::get().background_thread {
-            percpu::start_background_thread();
+            percpu::want_background_thread();
         }
     }
 

@@ -473,6 +473,7 @@ fn child_background_ticks() {
         return;
     }
     let period = tick_period();
+    common::start_background_thread();
     // Each count is taken inside the window its clock times (`stats` may wait for a lock
     // a tick holds), so no tick is counted outside the time it is bounded by.
     // Idle: no allocator call for 20 periods, so only the background thread can tick.
@@ -515,12 +516,13 @@ fn child_background_ticks() {
     );
 }
 
-/// With `background_thread=on`, an idle program still gets its maintenance ticks (the thread
-/// runs them: this is what gives its memory back without another allocation), and the thread
-/// and the slow paths together run at most one tick a period (each tick claimed once, so the
-/// decay and the span churn window keep their length). A clock bound, so loose: an idle
-/// program gets at least a quarter of the periods it sleeps (a loaded machine wakes the thread
-/// late), and never more ticks than periods plus the one each end can add.
+/// With `background_thread=on`, an idle program still gets its maintenance ticks (the thread,
+/// which starts once the program has a second thread, runs them: this is what gives its memory
+/// back without another allocation), and the thread and the slow paths together run at most
+/// one tick a period (each tick claimed once, so the decay and the span churn window keep their
+/// length). A clock bound, so loose: an idle program gets at least a quarter of the periods it
+/// sleeps (a loaded machine wakes the thread late), and never more ticks than periods plus the
+/// one each end can add.
 #[test]
 fn the_background_thread_ticks_an_idle_program_once_a_period_in_every_mode() {
     for (mode, out) in common::run_in_modes(

@@ -117,6 +117,7 @@ fn child_decay() {
     if !is_child() {
         return;
     }
+    common::start_background_thread();
     let v = small_objects(64 << 10);
     free_all(v);
     rseqmalloc::trim();

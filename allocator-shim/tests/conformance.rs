@@ -166,6 +166,18 @@ fn report(test: &str, failures: Vec<String>) {
     }
 }
 
+/// [`report`] of the failed runs among `results` (a group of runs each).
+fn report_runs<R: IntoIterator<Item = Result<String, String>>>(test: &str, results: Vec<R>) {
+    report(
+        test,
+        results
+            .into_iter()
+            .flatten()
+            .filter_map(Result::err)
+            .collect(),
+    );
+}
+
 /// Field `key` of a program's output line (`key=value` among its words), parsed.
 fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
     line.split_whitespace()
@@ -572,6 +584,7 @@ fn kind01_stale_tag_copied_by_realloc_to_its_own_address() {
         "kind01_stale_tag_copied_by_realloc_to_its_own_address",
         "stale_tag",
         "stale_tag ok reached=",
+        &[""],
         |_| Vec::new(),
     );
 }
@@ -587,6 +600,7 @@ fn kind01_02_objects_sent_home_across_cpus_and_forks() {
         "kind01_02_objects_sent_home_across_cpus_and_forks",
         "owner_return",
         "owner_return ok objects=",
+        &[""],
         |_| Vec::new(),
     );
 }
@@ -641,12 +655,39 @@ fn free_keeps_errno_when_sending_home_fails_for_want_of_memory() {
 }
 
 #[test]
+fn the_background_thread_leaves_one_thread_alone_and_ends_with_the_last() {
+    // `background_thread=on`: a program with one thread keeps one (the kernel refused
+    // `unshare(CLONE_NEWUSER)` to every program when the thread started in the library's
+    // constructor), one with two gets ours, and so does a fork child once it has two of its
+    // own; a process whose main thread ended with `pthread_exit` ends, status 0 and stdio
+    // flushed, once its last worker ends (it never did). Session 71's breaker found both; the
+    // `single` and `mainexit` cases fail on the code before session 72's fix, `mainexit` by
+    // the 20 s timeout. glibc's malloc runs the same cases.
+    let failures = cases_under_glibc_and_modes_with(
+        ("background_lazy", "background_lazy ok"),
+        &[
+            &["single"],
+            &["threads"],
+            &["mainexit", "4"],
+            &["mainexit", "1"],
+        ],
+        "background_thread=on,decay_ms=10",
+        20,
+    );
+    report(
+        "the_background_thread_leaves_one_thread_alone_and_ends_with_the_last",
+        failures,
+    );
+}
+
+#[test]
 fn the_background_thread_takes_none_of_the_programs_signals() {
-    // `background_thread=on` starts a thread of ours in the library's constructor. It must
-    // block every signal: a signal the program blocked to read it from a signalfd killed the
-    // process, and PostgreSQL's postmaster hung with its handler run on our thread (session
-    // 71's breaker; the program below failed in every mode before the fix). Under glibc's
-    // malloc the program has no such thread and passes too.
+    // `background_thread=on` starts a thread of ours once the program has a second thread (the
+    // program starts one, which allocates, and joins it). Ours must block every signal: a
+    // signal the program blocked to read it from a signalfd killed the process, and
+    // PostgreSQL's postmaster hung with its handler run on our thread (session 71's breaker;
+    // the program below failed in every mode before the fix). Under glibc's malloc the
+    // program has no such thread and passes too.
     let bin = program("background_signals");
     let failures = std::iter::once(Under::Glibc)
         .chain(modes())
@@ -733,14 +774,7 @@ fn per_mode_and_options(
             Ok(so)
         })
     });
-    report(
-        test,
-        results
-            .into_iter()
-            .flatten()
-            .filter_map(Result::err)
-            .collect(),
-    );
+    report_runs(test, results);
 }
 
 /// True when two pinned threads' rseq slabs differ for certain in `mode` with `options`: an
@@ -765,22 +799,29 @@ fn two_slabs_for_certain(mode: &str, options: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Items 2 and 3: fork
 
-/// Runs `name args_for(mode)` in the three modes at once; each must print a last line
+/// Runs `name args_for(mode)` in the three modes at once, once with each of `options` (the
+/// modes' own options with these added; "" for none); each run must print a last line
 /// starting with `prefix`.
 fn parallel_ok(
     test: &str,
     name: &str,
     prefix: &str,
+    options: &[&str],
     args_for: impl Fn(Under) -> Vec<String> + Sync,
 ) {
     let bin = program(name);
     let results = in_parallel(|u| {
         let args = args_for(u);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = run_under(&bin, &args, u, 90, &[]);
-        check_ok(&out, name, prefix, &u.name())
+        options
+            .iter()
+            .map(|o| {
+                let out = run_under_with(&bin, &args, u, 90, &[], o);
+                check_ok(&out, &format!("{name} [{o}]"), prefix, &u.name())
+            })
+            .collect::<Vec<_>>()
     });
-    report(test, results.into_iter().filter_map(Result::err).collect());
+    report_runs(test, results);
 }
 
 #[test]
@@ -793,6 +834,7 @@ fn kind02_fork_against_stdio_locks() {
         "kind02_fork_against_stdio_locks",
         "fork_stdio",
         "fork_stdio ok forks=",
+        &[""],
         |u| {
             vec![dir
                 .join(&format!("line-{}.txt", u.name()))
@@ -806,11 +848,16 @@ fn kind02_fork_against_stdio_locks() {
 fn kind03_fork_from_a_signal_handler_interrupting_malloc() {
     // Single-threaded; SIGPROF every 200 us of CPU forks from whatever allocator call it
     // interrupted, 300 times; watchdog 60 s (glibc's malloc: about 1 s on a quiet machine,
-    // 10 s with the machine loaded 20 times over, so the deadline is generous).
+    // 10 s with the machine loaded 20 times over, so the deadline is generous). Also with
+    // `background_thread=on`: with our thread started in the library's constructor the
+    // program was no longer single-threaded, the fork handlers took the locks the interrupted
+    // call held, and it hung in every mode (session 71's breaker; session 72's fix starts the
+    // thread only once the program has a second thread).
     parallel_ok(
         "kind03_fork_from_a_signal_handler_interrupting_malloc",
         "fork_signal",
         "fork_signal ok forks=",
+        &["", "background_thread=on,decay_ms=10"],
         |_| vec!["300".into()],
     );
 }
@@ -823,6 +870,7 @@ fn kind02_03_fork_from_threads_children_with_threads_and_spawn() {
         "kind02_03_fork_from_threads_children_with_threads_and_spawn",
         "fork_more",
         "fork_more ok forks=30 ",
+        &[""],
         |_| vec!["10".into()],
     );
 }
@@ -1236,11 +1284,22 @@ fn pages_a_burst_freed_are_reused_before_fresh_ones() {
 /// three modes; each run must end with a line starting with `prefix` (logged). Returns the
 /// failures, each naming its arguments.
 fn cases_under_glibc_and_modes((name, prefix): (&str, &str), cases: &[&[&str]]) -> Vec<String> {
+    cases_under_glibc_and_modes_with((name, prefix), cases, "", 60)
+}
+
+/// [`cases_under_glibc_and_modes`] with `options` added to each mode's, each run killed after
+/// `secs`.
+fn cases_under_glibc_and_modes_with(
+    (name, prefix): (&str, &str),
+    cases: &[&[&str]],
+    options: &str,
+    secs: u32,
+) -> Vec<String> {
     let bin = program(name);
     let mut failures = Vec::new();
     for args in cases {
         for u in [Under::Glibc].into_iter().chain(modes()) {
-            let out = run_under(&bin, args, u, 60, &[]);
+            let out = run_under_with(&bin, args, u, secs, &[], options);
             match check_ok(&out, name, prefix, &u.name()) {
                 Ok(so) => eprintln!(
                     "{name} {args:?} [{}]: {}",

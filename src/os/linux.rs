@@ -499,6 +499,44 @@ pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> 
     }
 }
 
+/// Whether the calling thread is the process's only live thread and its main thread has ended
+/// (a zombie until the whole process ends), and if so the exit status the main thread left
+/// (`Some(status)`, 0-255); None while any other thread lives, or if `/proc` cannot tell.
+///
+/// From `/proc/self/stat` (proc(5)): the process's state is its main thread's (`Z` once that
+/// thread has ended by `pthread_exit` or a bare `SYS_exit`), `num_threads` (field 20) counts
+/// the zombie main thread as well, and `exit_code` (field 52, Linux ≥ 3.5) is its status in
+/// `waitpid`'s form. The caller must not be the main thread (then the answer is always None:
+/// a live main thread is not a zombie).
+pub fn main_thread_ended_alone() -> Option<i32> {
+    let _errno = ErrnoKeeper::new();
+    let mut buf = [0u8; 1024];
+    let n = read_small_file(c"/proc/self/stat", &mut buf)?;
+    parse_main_thread_ended_alone(&buf[..n])
+}
+
+/// [`main_thread_ended_alone`]'s reading of a `/proc/<pid>/stat` line.
+fn parse_main_thread_ended_alone(stat: &[u8]) -> Option<i32> {
+    // The command name (field 2) may hold spaces and parentheses: the fields after it start
+    // past its last ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat[close + 1..]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let number = |f: &[u8]| -> Option<u64> {
+        (!f.is_empty() && f.iter().all(u8::is_ascii_digit))
+            .then(|| f.iter().fold(0u64, |a, &d| a * 10 + u64::from(d - b'0')))
+    };
+    // Field 3 is the state; fields 20 and 52 are 17 and 32 fields further on.
+    let state = fields.next()?;
+    let threads = number(fields.nth(16)?)?;
+    if state != b"Z" || threads != 2 {
+        return None;
+    }
+    let status = fields.nth(31).and_then(number).unwrap_or(0);
+    Some(((status >> 8) & 0xff) as i32)
+}
+
 /// Writes the current directory, NUL-terminated, into `buf`; false if it does not fit.
 pub fn current_dir(buf: &mut [u8]) -> bool {
     // SAFETY: getcwd writes at most `buf.len()` bytes into the buffer we own.
@@ -650,5 +688,34 @@ mod tests {
         // More than a 47-bit address space holds: refused.
         assert!(map(1 << 48, OS_PAGE).is_err());
         assert_eq!(errno(), 77, "map");
+    }
+
+    /// `/proc/self/stat` lines as the kernel writes them: the state and thread count decide,
+    /// the exit status comes from the last field, and a command name holding spaces and
+    /// parentheses does not shift the fields. The first line was read on this machine from a
+    /// worker after `main` called `pthread_exit` (session 72).
+    #[test]
+    fn a_stat_line_tells_whether_the_main_thread_ended_alone() {
+        use std::{format, string::String};
+        let tail = "23317 23317 22619 0 -1 4227084 92 0 2 0 0 0 0 0 20 0 2 0 2050060 0 0 \
+                    18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0";
+        let line = |comm: &str, state: &str, threads: u32, code: u32| {
+            let t = tail.replacen(" 20 0 2 0 ", &format!(" 20 0 {threads} 0 "), 1);
+            format!("23325 ({comm}) {state} {t} {code}\n")
+        };
+        let read = |l: String| parse_main_thread_ended_alone(l.as_bytes());
+        assert_eq!(read(line("z", "Z", 2, 0)), Some(0));
+        assert_eq!(read(line("z", "Z", 2, 3 << 8)), Some(3));
+        assert_eq!(read(line("a) Z (b", "Z", 2, 7 << 8)), Some(7));
+        assert_eq!(read(line("z", "Z", 3, 0)), None, "another thread lives");
+        assert_eq!(read(line("z", "S", 2, 0)), None, "the main thread lives");
+        assert_eq!(
+            read(line("a) Z 1 (b", "R", 2, 0)),
+            None,
+            "the name's ')' misread"
+        );
+        assert_eq!(read("23325 (z) Z 1 2".into()), None, "a short line");
+        // Our own process: this test's thread is alive and not alone (the harness's main).
+        assert_eq!(main_thread_ended_alone(), None);
     }
 }

@@ -1,7 +1,8 @@
 //! Threads, through the C library: thread-exit keys, starting a thread, fork and exit
-//! handlers, the calling thread's CPU affinity, yielding and sleeping. None of them allocates
-//! through this allocator, except `pthread_setspecific` for a key past the first 32 (see
-//! [`thread_key_arm`]) and `pthread_create` (its caller runs outside every allocator lock).
+//! handlers, ending the process, the calling thread's CPU affinity, yielding and sleeping.
+//! None of them allocates through this allocator, except `pthread_setspecific` for a key past
+//! the first 32 (see [`thread_key_arm`]), `pthread_create` (its caller runs outside every
+//! allocator lock) and `exit` (the program's handlers).
 
 use core::ffi::c_void;
 
@@ -64,6 +65,13 @@ pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern 
 pub fn at_exit(f: extern "C" fn()) {
     // SAFETY: registering a valid function pointer.
     unsafe { libc::atexit(f) };
+}
+
+/// Ends the process as the C library's `exit(status)` does: the `atexit` handlers and the
+/// destructors run (in the calling thread), stdio's buffers are flushed, every thread ends.
+pub fn exit_process(status: i32) -> ! {
+    // SAFETY: exit has no preconditions; it does not return.
+    unsafe { libc::exit(status) }
 }
 
 /// Gives the calling thread's CPU to another runnable thread (`sched_yield`).

@@ -22,7 +22,8 @@
 //! outermost: every lock below (central, page heap) is reachable from here.
 //!
 //! May call: `central`, `os`, `page_heap`, `sync`, and in this folder `drain` (its lock),
-//! `remote` (the inbox locks), `setup` (its lock), `slab`, `state`.
+//! `maintenance` (the background thread is not copied), `remote` (the inbox locks), `setup`
+//! (its lock), `slab`, `state`.
 
 use super::drain::DRAIN;
 use super::remote;
@@ -75,9 +76,14 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
-    if !LOCKED.load(Ordering::Relaxed) {
-        return;
+    if LOCKED.load(Ordering::Relaxed) {
+        reset_in_child();
     }
+    super::maintenance::background_after_fork_in_child();
+}
+
+/// [`child`]'s part when [`prepare`] took the locks.
+fn reset_in_child() {
     // The child's one thread: no slab turns ready meanwhile; reported once the locks are free.
     let taken_all = taken_all();
     // SAFETY: the child has one thread, and the parent's `prepare` left every structure

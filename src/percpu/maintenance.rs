@@ -12,17 +12,18 @@
 //! `decay_ms` (`PageHeap::release_free`): each layer decides what is idle in what it owns; this
 //! file only says when.
 //!
-//! May call: `central`, `config`, `guard`, `os`, `page_heap`, `size_class`, `sync`, and in this
-//! folder `drain`, `owned`, `remote`, `slab`.
+//! May call: `arch` (the thread block), `central`, `config`, `guard`, `os`, `page_heap`,
+//! `size_class`, `sync`, and in this folder `drain`, `owned`, `remote`, `slab`.
 
 use super::drain::drain_where;
 use super::slab::Slab;
+use crate::arch;
 use crate::central;
 use crate::config;
 use crate::os;
 use crate::page_heap::HEAP;
 use crate::size_class::NUM_CLASSES;
-use crate::sync::{AtomicU64, CachePadded, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Ordering};
 use core::ffi::c_void;
 
 /// When the next maintenance tick is due (ms of the monotonic clock).
@@ -120,11 +121,117 @@ pub fn drain_idle() -> usize {
     )
 }
 
-/// Starts the optional maintenance thread (`background_thread=on`): it claims each tick as it
-/// falls due ([`claim_tick`], as the slow paths do, so one of them runs each tick) and runs
-/// [`maintenance`], so an idle program gives memory back without making another allocation.
-/// Called once, from the start-up constructor, outside any allocator lock.
-pub fn start_background_thread() {
+/// Where the background thread (`background_thread=on`) is in its life: [`OFF`] (the option is
+/// off, or the thread could not be created), [`WANTED`] (the program has had one thread so
+/// far), [`DUE`] (a second thread was set up: the next allocation slow path starts ours),
+/// [`RUNNING`].
+static BACKGROUND: AtomicU8 = AtomicU8::new(OFF);
+const OFF: u8 = 0;
+const WANTED: u8 = 1;
+const DUE: u8 = 2;
+const RUNNING: u8 = 3;
+
+/// The thread block (its address) of the thread the process began with, or of the one that
+/// forked it in a fork child: a thread set up with another block is a second thread.
+static FIRST_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+/// The thread-specific key (plus one; 0 for none) whose destructor [`first_thread_ended`]
+/// runs when the first thread ends by `pthread_exit`: armed for that thread only.
+static FIRST_KEY: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the first thread (the process's main thread) may have ended while the process goes
+/// on: set by [`first_thread_ended`], and from the start if the key could not be made. Only
+/// then does the background thread look whether it is the last ([`start_background`]): the
+/// look reads `/proc`, which a sandboxed program may forbid.
+static FIRST_ENDED: AtomicBool = AtomicBool::new(false);
+
+/// [`FIRST_KEY`]'s destructor: glibc runs it when the main thread calls `pthread_exit` (or is
+/// cancelled), not when the process exits.
+extern "C" fn first_thread_ended(_: *mut c_void) {
+    FIRST_ENDED.store(true, Ordering::Release);
+}
+
+/// Makes the calling thread the first: a thread set up with another block is a second one, and
+/// this one's `pthread_exit` sets [`FIRST_ENDED`]. Call it with no allocator lock held (arming a
+/// key past the first 32 allocates).
+fn become_first_thread() {
+    FIRST_THREAD.store(arch::thread_block() as usize, Ordering::Relaxed);
+    FIRST_ENDED.store(false, Ordering::Relaxed);
+    let mut key = FIRST_KEY.load(Ordering::Relaxed);
+    if key == 0 {
+        key = os::thread_key_create(first_thread_ended).map_or(0, |k| k + 1);
+        FIRST_KEY.store(key, Ordering::Relaxed);
+    }
+    if key == 0 || !os::thread_key_arm(key - 1) {
+        FIRST_ENDED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Asks for the background thread (`background_thread=on`), from the start-up constructor: it
+/// starts once the program has a second thread ([`note_thread_set_up`],
+/// [`maybe_start_background`]).
+///
+/// Why not at once: our thread would make every program multi-threaded, and a program with one
+/// thread may rely on being one (session 71's breaker found all three): a `fork` from a signal
+/// handler that interrupted `malloc` deadlocks once the process has had a second thread (the
+/// fork handlers then take the allocator's locks, as glibc's own malloc does), the kernel
+/// refuses `unshare(CLONE_NEWUSER)` to a multi-threaded process, and a program whose main
+/// thread ends with `pthread_exit` would never end while our thread runs (see
+/// [`start_background`]'s loop). A program with one thread gets its ticks from its slow paths,
+/// as without the option.
+pub fn want_background_thread() {
+    become_first_thread();
+    BACKGROUND.store(WANTED, Ordering::Release);
+}
+
+/// Thread set-up's word to maintenance: the thread of block `b` is set up. When it is not the
+/// first thread, the program has a second thread, and the background thread falls due.
+#[inline]
+pub(super) fn note_thread_set_up(b: *mut arch::ThreadBlock) {
+    if BACKGROUND.load(Ordering::Relaxed) == WANTED
+        && b as usize != FIRST_THREAD.load(Ordering::Relaxed)
+    {
+        let _ = BACKGROUND.compare_exchange(WANTED, DUE, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Starts the background thread if it is due: one relaxed load unless it is. Call it only from
+/// allocation slow paths, outside every allocator lock: `pthread_create` allocates, and it
+/// takes glibc's stack-cache lock, which glibc holds around some of its `free` calls but
+/// around no allocation (glibc 2.36's `nptl-stack.c`), so a `free` must never start it.
+#[inline]
+pub fn maybe_start_background() {
+    if BACKGROUND.load(Ordering::Relaxed) == DUE {
+        start_background();
+    }
+}
+
+/// The fork child's part, once the allocator's locks are free: the background thread is not
+/// copied into the child, and the child has one thread, like a new program, whose main thread
+/// is the one that forked; it gets ours once it has a second. (glibc keeps
+/// `__libc_single_threaded` false in the child of a multi-threaded parent, so the threads set
+/// up are what tells.)
+pub(super) fn background_after_fork_in_child() {
+    if BACKGROUND.load(Ordering::Relaxed) != OFF {
+        become_first_thread();
+        BACKGROUND.store(WANTED, Ordering::Relaxed);
+    }
+}
+
+/// Starts the maintenance thread: it claims each tick as it falls due ([`claim_tick`], as the
+/// slow paths do, so one of them runs each tick) and runs [`maintenance`], so an idle program
+/// gives memory back without making another allocation.
+///
+/// Once the program's threads have all ended but ours (its main thread ended with
+/// `pthread_exit` first, and a zombie until the process ends), the thread ends the process
+/// with the main thread's status (0 after `pthread_exit`), as glibc's last thread would have:
+/// glibc counts our thread among the program's, so the last of those no longer calls `exit`.
+/// It looks at each wake once the main thread has ended ([`FIRST_ENDED`];
+/// `os::main_thread_ended_alone`), so such a process ends within a tick period (at most a
+/// second) after its last thread. (A main thread that ended by a bare `SYS_exit` runs no
+/// destructor: that process keeps running while ours does.)
+#[cold]
+fn start_background() {
     extern "C" fn run(_: *mut c_void) -> *mut c_void {
         loop {
             let now = os::now_ms();
@@ -143,9 +250,24 @@ pub fn start_background_thread() {
                 .saturating_sub(os::now_ms())
                 .clamp(1, period);
             os::sleep_ms(wait + COARSE_CLOCK_SLACK_MS);
+            if FIRST_ENDED.load(Ordering::Acquire) {
+                if let Some(status) = os::main_thread_ended_alone() {
+                    os::exit_process(status);
+                }
+            }
         }
     }
-    os::spawn(run);
+    if BACKGROUND
+        .compare_exchange(DUE, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    // `pthread_create` allocates (the new thread's TLS), here inside an allocation.
+    let _nested = crate::guard::allow_nested();
+    if !os::spawn(run) {
+        BACKGROUND.store(OFF, Ordering::Relaxed);
+    }
 }
 
 /// Milliseconds the background thread sleeps past a tick's due time. The coarse clock

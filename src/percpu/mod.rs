@@ -45,7 +45,9 @@ mod storage;
 pub use drain::DRAINS_SKIPPED;
 pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
-pub use maintenance::{maintenance, maybe_tick, start_background_thread, tick_counts};
+pub use maintenance::{
+    maintenance, maybe_start_background, maybe_tick, tick_counts, want_background_thread,
+};
 pub use owned::{
     pop_stack_first as owned_pop_stack_first, push as owned_push, GIVEN_BACK as OWNED_GIVEN_BACK,
     OWNED_TAKEN, RECLASSED as OWNED_RECLASSED, ROUTED as OWNED_ROUTED, UNROUTED as OWNED_UNROUTED,
@@ -353,6 +355,7 @@ const _: () = assert!(slab::MAX_SLABS <= central::HINTED_SLABS);
 pub fn alloc_slow(c: usize, owned: bool) -> *mut u8 {
     match thread_state() {
         ThreadState::Rseq => {
+            maintenance::maybe_start_background();
             maintenance::maybe_tick();
             let id = current_rseq_id();
             ensure_slab(id);

@@ -21,7 +21,8 @@
 //! membarrier is registered, else by `cpu_id` (see [`init_process`]).
 //!
 //! May call: `arch`, `config`, `guard`, `os`, `sync`, and in this folder `fallback`
-//! (magazines), `remote` (its mapping, outboxes), `slab`, `state`, `storage`.
+//! (magazines), `maintenance` (a second thread set up), `remote` (its mapping, outboxes),
+//! `slab`, `state`, `storage`.
 
 use super::fallback;
 use super::remote;
@@ -242,6 +243,7 @@ fn init_thread(b: *mut ThreadBlock) -> ThreadState {
             _ => ThreadState::Bypass,
         };
         (*b).state = state;
+        super::maintenance::note_thread_set_up(b);
         state
     }
 }

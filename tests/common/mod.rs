@@ -216,6 +216,20 @@ pub fn in_child(marker: &str) -> bool {
     child
 }
 
+/// Makes sure the background thread (`background_thread=on`) runs: it starts at an
+/// allocation's slow path once the program has had a second thread (session 72), and a thread
+/// whose first call frees, or whose allocations a warm cache serves, leaves it to a later one.
+/// A thread that allocates a large block (always a slow path) starts it at once.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not all start the background thread"
+)]
+pub fn start_background_thread() {
+    std::thread::spawn(|| drop(std::hint::black_box(vec![1u8; 1 << 20])))
+        .join()
+        .unwrap();
+}
+
 /// Prints the line [`run_in_modes`] checks (for a child that is not started by marker).
 #[allow(
     dead_code,

@@ -6,7 +6,9 @@
  * session 71 (PostgreSQL's postmaster hung; a single-threaded program reading SIGUSR1 and
  * SIGTERM from a signalfd died of them): the thread blocked no signal.
  *
- * The program (single-threaded; the harness runs it with `background_thread=on`):
+ * The program (the harness runs it with `background_thread=on`):
+ *  0. starts and joins a thread that allocates: ours starts once the program has a second
+ *     thread (session 72), and the program then has its main thread again, and ours;
  *  1. checks that every other thread of the process (ours) blocks SIGUSR1, SIGUSR2 and SIGTERM
  *     once it has set its mask, and not glibc's own two signals, and counts them;
  *  2. blocks SIGUSR1 and SIGTERM, sends itself SIGNALS of them (alternately) and reads each
@@ -18,6 +20,7 @@
  * the main one (ours: 1 with the background thread, 0 under glibc's malloc). */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <pthread.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -81,10 +84,21 @@ static int others_blocking(void) {
     return others;
 }
 
+/* A thread's allocation the compiler may not remove (it drops a bare free(malloc(n)) pair). */
+static void *allocate(void *arg) {
+    char *volatile p = malloc(64);
+    CHECK(p != NULL);
+    free(p);
+    return arg;
+}
+
 int main(void) {
     conf_init("background_signals", 60);
     main_tid = (pid_t)syscall(SYS_gettid);
     free(malloc(64));
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, allocate, NULL) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
     int others = others_blocking();
 
     sigset_t set;

@@ -1,0 +1,174 @@
+/* Conformance: the allocator's own thread (`background_thread=on`) leaves a program with one
+ * thread one thread, starts once the program has a second, and never keeps a process alive
+ * after the program's last thread ends. Session 71's breaker found, with the thread started in
+ * the library's constructor: the kernel refused `unshare(CLONE_NEWUSER)` (EINVAL) to every
+ * program; a fork from a signal handler that interrupted malloc deadlocked (the fork handlers
+ * take the allocator's locks once the process has had two threads: kind03's program runs with
+ * the option too); and a program whose main thread ended with `pthread_exit` never exited.
+ *
+ * usage (the harness runs each under glibc's malloc and the three modes, with
+ * `background_thread=on,decay_ms=10`; under glibc's malloc nothing of ours runs):
+ *  background_lazy single      one thread allocating and idling for many tick periods: still
+ *                              one thread; unshare(CLONE_NEWUSER) not refused with EINVAL.
+ *  background_lazy threads     a second thread allocates: ours starts (2 threads once it is
+ *                              joined) and ticks while the program idles; a fork child of
+ *                              that process has one thread, keeps it while it allocates,
+ *                              unshares a user namespace, and gets ours once it has a
+ *                              second thread of its own.
+ *  background_lazy mainexit N  N workers allocate; main ends with pthread_exit; the last
+ *                              worker prints the final line into stdio's buffer: the process
+ *                              must exit 0 with the line flushed, as glibc's last thread's
+ *                              exit(0) does. (A hang is ended by the harness's timeout: the
+ *                              watchdog's SIGALRM would find no thread to take it.)
+ *
+ * Prints "background_lazy ok case=<case> threads=<n> ... mode=<mode>". */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+
+#include "conf.h"
+
+/* Threads of this process, zombie main thread included (/proc/self/task). */
+static int tasks(void) {
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Small, mid-sized and large blocks, so allocation slow paths run (where ours would start). */
+static void churn(int rounds) {
+    static __thread void *keep[64];
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < 64; i++) {
+            free(keep[i]);
+            size_t size = i % 16 == 0 ? (size_t)(256 << 10) + (size_t)r : 16 + (size_t)(i * 40);
+            keep[i] = malloc(size);
+            CHECK(keep[i] != NULL);
+            memset(keep[i], r, 16);
+        }
+    }
+}
+
+/* Idles for `ms` ms, allocating every 10 ms (ticks fall due every 10 ms at decay_ms=10). */
+static void idle_allocating(int ms) {
+    for (int i = 0; i < ms / 10; i++) {
+        usleep(10000);
+        churn(1);
+    }
+}
+
+/* 0, or the errno of a refused unshare(CLONE_NEWUSER): the kernel answers EINVAL to a
+ * multi-threaded caller (an environment may refuse with EPERM or ENOSPC instead). */
+static int unshare_user(void) { return unshare(CLONE_NEWUSER) == 0 ? 0 : errno; }
+
+static void *allocate_once(void *arg) {
+    churn(2);
+    return arg;
+}
+
+static void second_thread(void) {
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, allocate_once, NULL) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+}
+
+/* Ours plus the main one with the library, the main one alone under glibc's malloc. */
+static int with_ours(void) { return conf_glibc() ? 1 : 2; }
+
+static void case_single(void) {
+    churn(50);
+    idle_allocating(300);
+    int n = tasks(), refused = unshare_user();
+    CHECKF(n == 1, "a program with one thread has %d", n);
+    CHECKF(refused != EINVAL, "unshare(CLONE_NEWUSER) refused with EINVAL: not one thread");
+    conf_say("background_lazy ok case=single threads=%d unshare=%d mode=%s\n", n, refused,
+             conf_mode());
+}
+
+static void case_threads(void) {
+    churn(5);
+    second_thread();
+    int n = tasks();
+    CHECKF(n == with_ours(), "%d threads after a second one ended, not %d", n, with_ours());
+    unsigned long ticks = 0;
+    for (int i = 0; i < 200 && !conf_glibc() && ticks < 3; i++) {
+        usleep(10000);
+        ticks = conf_ctl_count("stats.background_ticks");
+    }
+    CHECKF(conf_glibc() || ticks >= 3, "%lu background ticks in 2 s of idling", ticks);
+
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        churn(50);
+        idle_allocating(100);
+        int alone = tasks(), refused = unshare_user();
+        if (alone != 1 || refused == EINVAL) {
+            fprintf(stderr, "fork child: %d threads, unshare(CLONE_NEWUSER) errno %d\n", alone,
+                    refused);
+            _exit(1);
+        }
+        second_thread();
+        churn(1);
+        int again = tasks();
+        if (again != with_ours()) {
+            fprintf(stderr, "fork child: %d threads after its second one, not %d\n", again,
+                    with_ours());
+            _exit(2);
+        }
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(child, &status, 0) == child);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fork child failed: status %#x",
+           status);
+    conf_say("background_lazy ok case=threads threads=%d ticks_seen=%d mode=%s\n", n,
+             ticks >= 3, conf_mode());
+}
+
+static atomic_int workers_left;
+static int workers;
+
+static void *worker(void *arg) {
+    (void)arg;
+    churn(20);
+    if (atomic_fetch_sub(&workers_left, 1) == 1) {
+        /* Into stdio's buffer (stdout is a pipe): only an exit() flushes it. */
+        printf("background_lazy ok case=mainexit workers=%d mode=%s\n", workers, conf_mode());
+    }
+    return NULL;
+}
+
+static void case_mainexit(int n) {
+    workers = n;
+    atomic_store(&workers_left, n);
+    churn(5);
+    for (int i = 0; i < n; i++) {
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, worker, NULL) == 0);
+        CHECK(pthread_detach(t) == 0);
+    }
+    pthread_exit(NULL);
+}
+
+int main(int argc, char **argv) {
+    conf_init("background_lazy", 30);
+    CHECKF(argc >= 2, "usage: background_lazy single|threads|mainexit N");
+    if (strcmp(argv[1], "single") == 0) {
+        case_single();
+    } else if (strcmp(argv[1], "threads") == 0) {
+        case_threads();
+    } else if (strcmp(argv[1], "mainexit") == 0 && argc == 3) {
+        case_mainexit(atoi(argv[2]));
+    } else {
+        CHECKF(0, "unknown case %s", argv[1]);
+    }
+    return 0;
+}
