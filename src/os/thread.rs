@@ -22,8 +22,14 @@ pub fn thread_key_arm(key: u32) -> bool {
     unsafe { libc::pthread_setspecific(key, core::ptr::dangling::<c_void>()) == 0 }
 }
 
-/// Starts a thread running `run` (never joined) with every signal blocked; false if it could
-/// not be created.
+/// Starts a thread running `run` (never joined) with every signal blocked and a stack of
+/// [`SPAWN_STACK_BYTES`]; false if it could not be created.
+///
+/// The attributes are the caller's own, not the process's defaults: with none, glibc copies
+/// the defaults under its lock of them, and a program that set defaults with a CPU set
+/// (`pthread_setattr_default_np`) makes that copy `calloc` while holding the lock; a thread
+/// whose allocation there starts ours would wait for its own lock (found by review, session
+/// 72). With the stack size set, `pthread_create` does not read the defaults at all.
 ///
 /// The thread is the allocator's, not the program's: a signal sent to the process must reach
 /// one of the program's threads, as it would without ours. A thread inherits its creator's
@@ -40,20 +46,33 @@ pub fn spawn(run: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
         unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
     let mut tid: libc::pthread_t = 0;
     // A refused `pthread_create` sets `errno` (`ENOMEM`, besides the error it returns), and
-    // this runs in the library's constructor, before `main`, whose `errno` must be 0.
+    // the caller (an allocation) must leave `errno` as it was.
     let _errno = super::ErrnoKeeper::new();
-    // SAFETY: `all` and `old` are sigsets we own; the start routine is valid, with a null
-    // argument and default attributes. The caller's mask is restored whatever the outcome.
+    // SAFETY: an all-zero pthread_attr_t is valid storage for pthread_attr_init to write.
+    let mut attr: libc::pthread_attr_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `all`, `old` and `attr` are ours; `attr` is initialised before use and destroyed
+    // after; the start routine is valid, with a null argument. The caller's mask is restored
+    // whatever the outcome.
     unsafe {
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        let sized = libc::pthread_attr_setstacksize(&mut attr, SPAWN_STACK_BYTES) == 0;
         libc::sigfillset(&mut all);
         let masked = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0;
-        let made = libc::pthread_create(&mut tid, core::ptr::null(), run, core::ptr::null_mut());
+        let made = sized && libc::pthread_create(&mut tid, &attr, run, core::ptr::null_mut()) == 0;
         if masked {
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         }
-        made == 0
+        libc::pthread_attr_destroy(&mut attr);
+        made
     }
 }
+
+/// The stack of a thread [`spawn`] starts: 8 MiB, glibc's usual default (the soft stack
+/// limit), mapped lazily. The background thread's own work needs little, but when it ends the
+/// process it runs the program's `atexit` handlers and destructors.
+pub const SPAWN_STACK_BYTES: usize = 8 << 20;
 
 /// Registers fork handlers (`pthread_atfork`).
 pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {

@@ -84,7 +84,6 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
         return obj;
     }
     slab.unlock();
-    maintenance::maybe_start_background();
     maintenance::maybe_tick();
     grow_or_relayout(slab, c, false);
     refill(c, slab, |c, objs| locked_push_many(slab, c, objs))

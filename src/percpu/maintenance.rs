@@ -151,12 +151,14 @@ extern "C" fn first_thread_ended(_: *mut c_void) {
     FIRST_ENDED.store(true, Ordering::Release);
 }
 
-/// Makes the calling thread the first: a thread set up with another block is a second one, and
-/// this one's `pthread_exit` sets [`FIRST_ENDED`]. Call it with no allocator lock held (arming a
-/// key past the first 32 allocates).
-fn become_first_thread() {
+/// Makes the calling thread the first (a thread with another block is a second one, and this
+/// one's `pthread_exit` sets [`FIRST_ENDED`]) and asks for the background thread. Call it with
+/// no allocator lock held: arming a key past the first 32 allocates, which must find this
+/// thread first already, so that it cannot start ours.
+fn become_first_and_want() {
     FIRST_THREAD.store(arch::thread_block() as usize, Ordering::Relaxed);
     FIRST_ENDED.store(false, Ordering::Relaxed);
+    BACKGROUND.store(WANTED, Ordering::Release);
     let mut key = FIRST_KEY.load(Ordering::Relaxed);
     if key == 0 {
         key = os::thread_key_create(first_thread_ended).map_or(0, |k| k + 1);
@@ -180,8 +182,7 @@ fn become_first_thread() {
 /// [`start_background`]'s loop). A program with one thread gets its ticks from its slow paths,
 /// as without the option.
 pub fn want_background_thread() {
-    become_first_thread();
-    BACKGROUND.store(WANTED, Ordering::Release);
+    become_first_and_want();
 }
 
 /// Thread set-up's word to maintenance: the thread of block `b` is set up. When it is not the
@@ -195,15 +196,34 @@ pub(super) fn note_thread_set_up(b: *mut arch::ThreadBlock) {
     }
 }
 
-/// Starts the background thread if it is due: one relaxed load unless it is. Call it only from
-/// allocation slow paths, outside every allocator lock: `pthread_create` allocates, and it
-/// takes glibc's stack-cache lock, which glibc holds around some of its `free` calls but
-/// around no allocation (glibc 2.36's `nptl-stack.c`), so a `free` must never start it.
+/// Starts the background thread if it is due, or if it is wanted and the caller is not the
+/// first thread (a thread that allocates only large blocks is never set up, so only this
+/// tells): one relaxed load unless the option is on.
+///
+/// Call it only from allocation slow paths, outside every allocator lock and outside a
+/// thread's set-up: `pthread_create` allocates, and it takes glibc's stack-cache lock, which
+/// glibc holds around some of its `free` calls (a thread's TLS, `nptl-stack.c`) but around no
+/// allocation (glibc 2.36), so a `free` must never start it; nor may an allocation nested in
+/// a `free` (`setup::give_outbox` runs its nested allocation in bypass for that). It takes no
+/// other glibc lock that glibc holds around an allocation: `os::spawn` passes its own
+/// attributes, so the defaults' lock is not taken, and the TLS lock is recursive.
 #[inline]
 pub fn maybe_start_background() {
-    if BACKGROUND.load(Ordering::Relaxed) == DUE {
-        start_background();
+    match BACKGROUND.load(Ordering::Relaxed) {
+        OFF | RUNNING => {}
+        _ => start_if_second(),
     }
+}
+
+/// [`maybe_start_background`]'s cold part.
+#[cold]
+fn start_if_second() {
+    if BACKGROUND.load(Ordering::Relaxed) == WANTED
+        && arch::thread_block() as usize != FIRST_THREAD.load(Ordering::Relaxed)
+    {
+        let _ = BACKGROUND.compare_exchange(WANTED, DUE, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    start_background();
 }
 
 /// The fork child's part, once the allocator's locks are free: the background thread is not
@@ -213,8 +233,7 @@ pub fn maybe_start_background() {
 /// up are what tells.)
 pub(super) fn background_after_fork_in_child() {
     if BACKGROUND.load(Ordering::Relaxed) != OFF {
-        become_first_thread();
-        BACKGROUND.store(WANTED, Ordering::Relaxed);
+        become_first_and_want();
     }
 }
 
@@ -230,7 +249,6 @@ pub(super) fn background_after_fork_in_child() {
 /// `os::main_thread_ended_alone`), so such a process ends within a tick period (at most a
 /// second) after its last thread. (A main thread that ended by a bare `SYS_exit` runs no
 /// destructor: that process keeps running while ours does.)
-#[cold]
 fn start_background() {
     extern "C" fn run(_: *mut c_void) -> *mut c_void {
         loop {

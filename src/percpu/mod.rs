@@ -353,9 +353,13 @@ const _: () = assert!(slab::MAX_SLABS <= central::HINTED_SLABS);
 #[cold]
 #[inline(never)]
 pub fn alloc_slow(c: usize, owned: bool) -> *mut u8 {
-    match thread_state() {
+    let state = thread_state();
+    if state != ThreadState::Bypass {
+        // Not in a thread's set-up, whose nested allocations run in bypass.
+        maintenance::maybe_start_background();
+    }
+    match state {
         ThreadState::Rseq => {
-            maintenance::maybe_start_background();
             maintenance::maybe_tick();
             let id = current_rseq_id();
             ensure_slab(id);

@@ -160,9 +160,18 @@ pub(super) fn give_outbox() -> bool {
         return false;
     }
     // A glibc-mode thread arms its exit now (own mode did at set-up): an outbox whose exit is
-    // not armed would strand its objects when the thread ends.
-    // SAFETY: no allocator lock held: called from `free_foreign` outside any lock.
-    let armed = mode() != RseqMode::Glibc || unsafe { arm_thread_exit() };
+    // not armed would strand its objects when the thread ends. In bypass meanwhile: arming
+    // may allocate, inside this `free`, where the background thread must not start
+    // (`maintenance::maybe_start_background`); bypass serves from the central lists.
+    let armed = mode() != RseqMode::Glibc || {
+        // SAFETY: the calling thread's own block.
+        unsafe { (*b).state = ThreadState::Bypass };
+        // SAFETY: no allocator lock held: called from `free_foreign` outside any lock.
+        let armed = unsafe { arm_thread_exit() };
+        // SAFETY: as above; the thread was in the rseq state (`remote::is_on` asks for it).
+        unsafe { (*b).state = ThreadState::Rseq };
+        armed
+    };
     let out = if armed {
         new_storage()
     } else {

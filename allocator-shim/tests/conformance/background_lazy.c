@@ -15,6 +15,11 @@
  *                              that process has one thread, keeps it while it allocates,
  *                              unshares a user namespace, and gets ours once it has a
  *                              second thread of its own.
+ *  background_lazy large       a second thread allocates only blocks of 1 MiB (never set up,
+ *                              found by review): ours starts all the same.
+ *  background_lazy defattr     default thread attributes with a CPU set: a thread's first
+ *                              allocation is made under glibc's lock of the defaults, and
+ *                              starting ours there must not wait for it (found by review).
  *  background_lazy mainexit N  N workers allocate; main ends with pthread_exit; the last
  *                              worker prints the final line into stdio's buffer: the process
  *                              must exit 0 with the line flushed, as glibc's last thread's
@@ -39,6 +44,18 @@ static int tasks(void) {
     struct dirent *e;
     while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
     closedir(d);
+    return n;
+}
+
+/* The thread count once it is `want`, or what it still is after 5 s: a thread `pthread_join`
+ * returned for may still be listed for a moment (glibc's join waits for the kernel's clearing
+ * of its tid, which comes before the task is gone). */
+static int tasks_settled(int want) {
+    int n = tasks();
+    for (int i = 0; i < 500 && n != want; i++) {
+        usleep(10000);
+        n = tasks();
+    }
     return n;
 }
 
@@ -73,11 +90,24 @@ static void *allocate_once(void *arg) {
     return arg;
 }
 
-static void second_thread(void) {
+/* Large blocks only: a thread that allocates nothing smaller is never set up. */
+static void *allocate_large(void *arg) {
+    for (int i = 0; i < 20; i++) {
+        char *volatile p = malloc((size_t)(1 << 20));
+        CHECK(p != NULL);
+        p[i] = 1;
+        free(p);
+    }
+    return arg;
+}
+
+static void second_thread_running(void *(*body)(void *)) {
     pthread_t t;
-    CHECK(pthread_create(&t, NULL, allocate_once, NULL) == 0);
+    CHECK(pthread_create(&t, NULL, body, NULL) == 0);
     CHECK(pthread_join(t, NULL) == 0);
 }
+
+static void second_thread(void) { second_thread_running(allocate_once); }
 
 /* Ours plus the main one with the library, the main one alone under glibc's malloc. */
 static int with_ours(void) { return conf_glibc() ? 1 : 2; }
@@ -95,7 +125,7 @@ static void case_single(void) {
 static void case_threads(void) {
     churn(5);
     second_thread();
-    int n = tasks();
+    int n = tasks_settled(with_ours());
     CHECKF(n == with_ours(), "%d threads after a second one ended, not %d", n, with_ours());
     unsigned long ticks = 0;
     for (int i = 0; i < 200 && !conf_glibc() && ticks < 3; i++) {
@@ -117,7 +147,7 @@ static void case_threads(void) {
         }
         second_thread();
         churn(1);
-        int again = tasks();
+        int again = tasks_settled(with_ours());
         if (again != with_ours()) {
             fprintf(stderr, "fork child: %d threads after its second one, not %d\n", again,
                     with_ours());
@@ -131,6 +161,38 @@ static void case_threads(void) {
            status);
     conf_say("background_lazy ok case=threads threads=%d ticks_seen=%d mode=%s\n", n,
              ticks >= 3, conf_mode());
+}
+
+static void case_large(void) {
+    churn(5);
+    second_thread_running(allocate_large);
+    int n = tasks_settled(with_ours());
+    CHECKF(n == with_ours(), "%d threads after one that allocated large blocks, not %d", n,
+           with_ours());
+    conf_say("background_lazy ok case=large threads=%d mode=%s\n", n, conf_mode());
+}
+
+static void *create_another(void *arg) {
+    /* This thread's first allocation is glibc's copy of the default attributes' CPU set, made
+     * under its lock of the defaults: a start of ours there that read the defaults again
+     * waited for that lock forever. */
+    second_thread();
+    return arg;
+}
+
+static void case_defattr(void) {
+    cpu_set_t cpus;
+    CHECK(sched_getaffinity(0, sizeof cpus, &cpus) == 0);
+    pthread_attr_t attr;
+    CHECK(pthread_attr_init(&attr) == 0);
+    CHECK(pthread_attr_setaffinity_np(&attr, sizeof cpus, &cpus) == 0);
+    CHECK(pthread_setattr_default_np(&attr) == 0);
+    CHECK(pthread_attr_destroy(&attr) == 0);
+    churn(5);
+    second_thread_running(create_another);
+    int n = tasks_settled(with_ours());
+    CHECKF(n == with_ours(), "%d threads, not %d", n, with_ours());
+    conf_say("background_lazy ok case=defattr threads=%d mode=%s\n", n, conf_mode());
 }
 
 static atomic_int workers_left;
@@ -160,11 +222,15 @@ static void case_mainexit(int n) {
 
 int main(int argc, char **argv) {
     conf_init("background_lazy", 30);
-    CHECKF(argc >= 2, "usage: background_lazy single|threads|mainexit N");
+    CHECKF(argc >= 2, "usage: background_lazy single|threads|large|defattr|mainexit N");
     if (strcmp(argv[1], "single") == 0) {
         case_single();
     } else if (strcmp(argv[1], "threads") == 0) {
         case_threads();
+    } else if (strcmp(argv[1], "large") == 0) {
+        case_large();
+    } else if (strcmp(argv[1], "defattr") == 0) {
+        case_defattr();
     } else if (strcmp(argv[1], "mainexit") == 0 && argc == 3) {
         case_mainexit(atoi(argv[2]));
     } else {
