@@ -923,12 +923,17 @@ fn free_not_small(ptr: *mut u8, e: usize, who: &str) {
 
 /// A C `calloc` above this size takes a large span (whole pages, which the page heap knows to
 /// be zero when fresh or released) even where a size class would hold it, so that its
-/// untouched pages stay lazy, as glibc's `mmap`ped blocks above its threshold (128 KiB at
-/// start) do: a class's object is cleared with `memset`, which makes every page resident. A
-/// program that `calloc`s 2,000 blocks of 256 KiB and writes a byte of each reached 514 MB of
-/// peak RSS that way, glibc 9 MB (a breaker run, session 71). C only: Rust's sized `dealloc`
+/// untouched pages stay lazy, as glibc's blocks from fresh memory do (above its `mmap`
+/// threshold, and those it carves from a heap top it just grew): a class's object is cleared
+/// with `memset`, which makes every page resident. A program that `calloc`s 2,000 blocks of
+/// 256 KiB and writes a byte of each reached 514 MB of peak RSS that way, glibc 9 MB (a breaker
+/// run, session 71); Node.js's `ArrayBuffer`s, mostly above 64 KiB and barely written, peaked
+/// at 1.31x glibc's RSS with 128 KiB here and 1.13x with 64 KiB (session 72). Lower costs
+/// time: 8 threads `calloc`ing and freeing blocks of 16-64 KiB took 1.24x the CPU time with
+/// 16 KiB here (the page heap's lock; with 64 KiB, level), and blocks of 64-128 KiB are
+/// level with either (the clearing costs more than the lock). C only: Rust's sized `dealloc`
 /// takes the class from the layout, so its blocks must stay in their classes.
-const CALLOC_LAZY_ABOVE: usize = 128 << 10;
+const CALLOC_LAZY_ABOVE: usize = 64 << 10;
 
 /// Whether the last zeroed large block measured (one `calloc` left lazy, measured at the next
 /// zeroed `calloc` or at its free) had at least half its pages touched. Starts false: a
