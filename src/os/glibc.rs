@@ -1,13 +1,18 @@
-//! What the allocator needs to know of glibc's own state around `fork`: whether the process is
+//! What the allocator needs to know of glibc's own state: whether the process is
 //! single-threaded, and the stdio list lock that glibc's `fork` takes before its own malloc's
-//! locks. Every symbol is referenced weakly, so another C library (or an old glibc) still
-//! links and loads; each function then does nothing (or answers "not known to be single").
+//! locks (both around `fork`), and how many threads glibc counts (the background thread's
+//! exit). Every symbol is referenced weakly, so another C library (or an old glibc) still
+//! links and loads; each function then does nothing (or answers "not known").
 
 use core::arch::global_asm;
+// glibc's own word, never loom's model of one.
+use core::sync::atomic::{AtomicU32, Ordering};
 
 // Weak references, resolved by the dynamic linker when libc.so.6 exports them:
 // `__libc_single_threaded` (glibc ≥ 2.32), `_IO_list_lock`/`_IO_list_unlock`/
-// `_IO_list_resetlock` (glibc's public libio symbols since 2.2.5).
+// `_IO_list_resetlock` (glibc's public libio symbols since 2.2.5), `__nptl_nthreads` (glibc's
+// count of threads, in libc.so.6 since 2.34, exported for its thread debugging library as
+// GLIBC_PRIVATE; absent before).
 global_asm!(
     ".pushsection .data.rel.ro.rseqmalloc_glibc_fork,\"aw\",%progbits",
     ".balign 8",
@@ -15,6 +20,10 @@ global_asm!(
     ".weak _IO_list_lock",
     ".weak _IO_list_unlock",
     ".weak _IO_list_resetlock",
+    ".weak __nptl_nthreads",
+    ".globl rseqmalloc_nptl_nthreads",
+    ".hidden rseqmalloc_nptl_nthreads",
+    "rseqmalloc_nptl_nthreads: .quad __nptl_nthreads",
     ".globl rseqmalloc_libc_single_threaded",
     ".hidden rseqmalloc_libc_single_threaded",
     "rseqmalloc_libc_single_threaded: .quad __libc_single_threaded",
@@ -31,6 +40,7 @@ global_asm!(
 );
 
 extern "C" {
+    static rseqmalloc_nptl_nthreads: *const AtomicU32;
     static rseqmalloc_libc_single_threaded: *const u8;
     static rseqmalloc_io_list_lock: Option<unsafe extern "C" fn()>;
     static rseqmalloc_io_list_unlock: Option<unsafe extern "C" fn()>;
@@ -45,6 +55,21 @@ pub fn single_threaded() -> bool {
     unsafe {
         let p = rseqmalloc_libc_single_threaded;
         !p.is_null() && p.read_volatile() != 0
+    }
+}
+
+/// The threads glibc counts as running (`__nptl_nthreads`: every thread `pthread_create`
+/// made, and the main thread, until each has ended through glibc — `pthread_exit`, or returned
+/// from its start routine, or, for the main thread, `pthread_exit` from `main`), or None where
+/// glibc does not export the count. When a thread's end takes the count to 0, glibc calls
+/// `exit(0)` in that thread: that is how a process whose main thread called `pthread_exit`
+/// ends (glibc 2.36's `nptl/pthread_create.c` and `csu/libc_start_call_main.h`).
+pub fn glibc_thread_count() -> Option<u32> {
+    // SAFETY: null (symbol absent) or glibc's counter, a 32-bit word valid for the process's
+    // life, which glibc changes atomically.
+    unsafe {
+        let p = rseqmalloc_nptl_nthreads;
+        (!p.is_null()).then(|| (*p).load(Ordering::Acquire))
     }
 }
 

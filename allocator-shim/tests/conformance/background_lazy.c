@@ -25,13 +25,22 @@
  *                              must exit 0 with the line flushed, as glibc's last thread's
  *                              exit(0) does. (A hang is ended by the harness's timeout: the
  *                              watchdog's SIGALRM would find no thread to take it.)
+ *  background_lazy mainexit_sandboxed N   the same under a seccomp filter that refuses every
+ *                              open with EPERM, so /proc cannot be read (a breaker run found
+ *                              it hung).
  *
  * Prints "background_lazy ok case=<case> threads=<n> ... mode=<mode>". */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <dlfcn.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "conf.h"
@@ -208,6 +217,24 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+/* A sandbox that refuses every open (EPERM), as some do: /proc cannot be read. glibc's
+ * pthread_exit loads libgcc_s for its unwinding, so that is loaded first. */
+static void refuse_open(void) {
+    CHECKF(dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_GLOBAL) != NULL, "no libgcc_s: %s", dlerror());
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_open, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+    CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
+    CHECKF(fopen("/proc/self/stat", "r") == NULL && errno == EPERM, "open not refused");
+}
+
 static void case_mainexit(int n) {
     workers = n;
     atomic_store(&workers_left, n);
@@ -222,7 +249,8 @@ static void case_mainexit(int n) {
 
 int main(int argc, char **argv) {
     conf_init("background_lazy", 30);
-    CHECKF(argc >= 2, "usage: background_lazy single|threads|large|defattr|mainexit N");
+    CHECKF(argc >= 2,
+           "usage: background_lazy single|threads|large|defattr|mainexit N|mainexit_sandboxed N");
     if (strcmp(argv[1], "single") == 0) {
         case_single();
     } else if (strcmp(argv[1], "threads") == 0) {
@@ -232,6 +260,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[1], "defattr") == 0) {
         case_defattr();
     } else if (strcmp(argv[1], "mainexit") == 0 && argc == 3) {
+        case_mainexit(atoi(argv[2]));
+    } else if (strcmp(argv[1], "mainexit_sandboxed") == 0 && argc == 3) {
+        refuse_open();
         case_mainexit(atoi(argv[2]));
     } else {
         CHECKF(0, "unknown case %s", argv[1]);
