@@ -665,7 +665,8 @@ fn the_background_thread_leaves_one_thread_alone_and_ends_with_the_last() {
     // the 20 s timeout. Its review found the `large` case (a thread allocating only large
     // blocks started nothing) and the `defattr` one (a hang, when ours was started with the
     // process's default attributes), and a breaker run the `mainexit_sandboxed` one (a hang:
-    // /proc could not be read). glibc's malloc runs the same cases.
+    // /proc could not be read) and the `mainexit_atexit` one (the program's exit handlers ran
+    // on our thread with every signal blocked). glibc's malloc runs the same cases.
     let failures = cases_under_glibc_and_modes_with(
         ("background_lazy", "background_lazy ok"),
         &[
@@ -676,6 +677,7 @@ fn the_background_thread_leaves_one_thread_alone_and_ends_with_the_last() {
             &["mainexit", "4"],
             &["mainexit", "1"],
             &["mainexit_sandboxed", "3"],
+            &["mainexit_atexit", "2"],
         ],
         "background_thread=on,decay_ms=10",
         20,

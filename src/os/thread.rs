@@ -74,6 +74,29 @@ pub fn spawn(run: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
 /// process it runs the program's `atexit` handlers and destructors.
 pub const SPAWN_STACK_BYTES: usize = 8 << 20;
 
+/// A thread's signal mask (`pthread_sigmask`).
+#[derive(Clone, Copy)]
+pub struct SignalMask(libc::sigset_t);
+
+impl SignalMask {
+    /// The calling thread's mask.
+    pub fn current() -> Self {
+        // SAFETY: an all-zero sigset_t is valid storage for pthread_sigmask to write; no
+        // change is asked (null new set).
+        unsafe {
+            let mut m: libc::sigset_t = core::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut m);
+            SignalMask(m)
+        }
+    }
+
+    /// Makes this the calling thread's mask.
+    pub fn set(&self) {
+        // SAFETY: a mask `current` read; the old mask is not asked for.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
+    }
+}
+
 /// Registers fork handlers (`pthread_atfork`).
 pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
     // SAFETY: registering valid function pointers.

@@ -23,7 +23,9 @@ use crate::config;
 use crate::os;
 use crate::page_heap::HEAP;
 use crate::size_class::NUM_CLASSES;
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Ordering};
+use crate::sync::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Mutex, Ordering,
+};
 use core::ffi::c_void;
 
 /// When the next maintenance tick is due (ms of the monotonic clock).
@@ -145,9 +147,16 @@ static FIRST_KEY: AtomicU32 = AtomicU32::new(0);
 /// look reads `/proc`, which a sandboxed program may forbid.
 static FIRST_ENDED: AtomicBool = AtomicBool::new(false);
 
+/// The first thread's signal mask when it ended ([`first_thread_ended`]): the background thread
+/// takes it before it ends the process, so that the program's `atexit` handlers and
+/// destructors run with a program thread's mask, not ours, which blocks every signal (a
+/// handler's `raise` or `kill` of the process must act: found by a breaker run, session 72).
+static FIRST_MASK: Mutex<Option<os::SignalMask>> = Mutex::new(None);
+
 /// [`FIRST_KEY`]'s destructor: glibc runs it when the main thread calls `pthread_exit` (or is
 /// cancelled), not when the process exits.
 extern "C" fn first_thread_ended(_: *mut c_void) {
+    *FIRST_MASK.lock() = Some(os::SignalMask::current());
     FIRST_ENDED.store(true, Ordering::Release);
 }
 
@@ -270,6 +279,9 @@ fn start_background() {
             os::sleep_ms(wait + COARSE_CLOCK_SLACK_MS);
             if FIRST_ENDED.load(Ordering::Acquire) {
                 if let Some(status) = program_ended() {
+                    if let Some(mask) = *FIRST_MASK.lock() {
+                        mask.set();
+                    }
                     os::exit_process(status);
                 }
             }

@@ -28,6 +28,9 @@
  *  background_lazy mainexit_sandboxed N   the same under a seccomp filter that refuses every
  *                              open with EPERM, so /proc cannot be read (a breaker run found
  *                              it hung).
+ *  background_lazy mainexit_atexit N   the same, with an atexit handler that raises SIGUSR1:
+ *                              it must be handled there (a breaker run found it blocked, on
+ *                              our thread, which ran the handler).
  *
  * Prints "background_lazy ok case=<case> threads=<n> ... mode=<mode>". */
 #define _GNU_SOURCE
@@ -205,12 +208,12 @@ static void case_defattr(void) {
 }
 
 static atomic_int workers_left;
-static int workers;
+static int workers, ok_at_exit;
 
 static void *worker(void *arg) {
     (void)arg;
     churn(20);
-    if (atomic_fetch_sub(&workers_left, 1) == 1) {
+    if (atomic_fetch_sub(&workers_left, 1) == 1 && !ok_at_exit) {
         /* Into stdio's buffer (stdout is a pipe): only an exit() flushes it. */
         printf("background_lazy ok case=mainexit workers=%d mode=%s\n", workers, conf_mode());
     }
@@ -235,6 +238,24 @@ static void refuse_open(void) {
     CHECKF(fopen("/proc/self/stat", "r") == NULL && errno == EPERM, "open not refused");
 }
 
+static volatile sig_atomic_t got_usr1;
+
+static void on_usr1(int sig) {
+    (void)sig;
+    got_usr1 = 1;
+}
+
+/* Runs in whichever thread calls exit(): a signal it raises must be handled at once, as on the
+ * program's own last thread (ours blocked every signal, and the raise went nowhere). */
+static void raise_at_exit(void) {
+    CHECK(raise(SIGUSR1) == 0);
+    if (got_usr1)
+        printf("background_lazy ok case=mainexit_atexit workers=%d mode=%s\n", workers,
+               conf_mode());
+    else
+        fprintf(stderr, "an atexit handler's raise(SIGUSR1) was not handled\n");
+}
+
 static void case_mainexit(int n) {
     workers = n;
     atomic_store(&workers_left, n);
@@ -250,7 +271,7 @@ static void case_mainexit(int n) {
 int main(int argc, char **argv) {
     conf_init("background_lazy", 30);
     CHECKF(argc >= 2,
-           "usage: background_lazy single|threads|large|defattr|mainexit N|mainexit_sandboxed N");
+           "usage: background_lazy single|threads|large|defattr|mainexit[_atexit|_sandboxed] N");
     if (strcmp(argv[1], "single") == 0) {
         case_single();
     } else if (strcmp(argv[1], "threads") == 0) {
@@ -260,6 +281,11 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[1], "defattr") == 0) {
         case_defattr();
     } else if (strcmp(argv[1], "mainexit") == 0 && argc == 3) {
+        case_mainexit(atoi(argv[2]));
+    } else if (strcmp(argv[1], "mainexit_atexit") == 0 && argc == 3) {
+        conf_handle(SIGUSR1, on_usr1);
+        ok_at_exit = 1;
+        CHECK(atexit(raise_at_exit) == 0);
         case_mainexit(atoi(argv[2]));
     } else if (strcmp(argv[1], "mainexit_sandboxed") == 0 && argc == 3) {
         refuse_open();
