@@ -143,8 +143,8 @@ static FIRST_KEY: AtomicU32 = AtomicU32::new(0);
 
 /// Whether the first thread (the process's main thread) may have ended while the process goes
 /// on: set by [`first_thread_ended`], and from the start if the key could not be made. Only
-/// then does the background thread look whether it is the last ([`start_background`]): the
-/// look reads `/proc`, which a sandboxed program may forbid.
+/// then does the background thread look whether it is the last ([`program_ended`]; without
+/// glibc's count of threads that look reads `/proc`, which a sandboxed program may forbid).
 static FIRST_ENDED: AtomicBool = AtomicBool::new(false);
 
 /// The first thread's signal mask when it ended ([`first_thread_ended`]): the background thread
