@@ -873,12 +873,14 @@ fn kind03_fork_from_a_signal_handler_interrupting_malloc() {
 #[test]
 fn kind02_03_fork_from_threads_children_with_threads_and_spawn() {
     // 3 threads fork 10 times each while others allocate, trim, start threads and
-    // posix_spawn; children use threads, trim and fork grandchildren (see fork_more.c).
+    // posix_spawn; children use threads, trim and fork grandchildren (see fork_more.c). Also
+    // with `background_thread=on`: our thread runs in the parent while it forks, and each
+    // child with threads starts its own (session 72).
     parallel_ok(
         "kind02_03_fork_from_threads_children_with_threads_and_spawn",
         "fork_more",
         "fork_more ok forks=30 ",
-        &[""],
+        &["", "background_thread=on,decay_ms=10"],
         |_| vec!["10".into()],
     );
 }
