@@ -836,13 +836,14 @@ fn parallel_ok(
 fn kind02_fork_against_stdio_locks() {
     // 4 forking threads, 8 getline threads on a 50,000-character line, 1 fflush(NULL)
     // thread, 3 s; the program's watchdog (45 s: generous for a loaded machine) turns a
-    // deadlock into a failure.
+    // deadlock into a failure. Also with `background_thread=on`, whose thread takes
+    // allocator locks of its own while the program forks.
     let dir = TempDir::new("fork_stdio");
     parallel_ok(
         "kind02_fork_against_stdio_locks",
         "fork_stdio",
         "fork_stdio ok forks=",
-        &[""],
+        &["", "background_thread=on,decay_ms=10"],
         |u| {
             vec![dir
                 .join(&format!("line-{}.txt", u.name()))
