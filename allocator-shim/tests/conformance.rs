@@ -678,6 +678,7 @@ fn the_background_thread_leaves_one_thread_alone_and_ends_with_the_last() {
             &["mainexit", "1"],
             &["mainexit_sandboxed", "3"],
             &["mainexit_atexit", "2"],
+            &["mainexit_lastmask"],
         ],
         "background_thread=on,decay_ms=10",
         20,

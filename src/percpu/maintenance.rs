@@ -137,27 +137,46 @@ const RUNNING: u8 = 3;
 /// forked it in a fork child: a thread set up with another block is a second thread.
 static FIRST_THREAD: AtomicUsize = AtomicUsize::new(0);
 
-/// The thread-specific key (plus one; 0 for none) whose destructor [`first_thread_ended`]
-/// runs when the first thread ends by `pthread_exit`: armed for that thread only.
-static FIRST_KEY: AtomicU32 = AtomicU32::new(0);
+/// The thread-specific key (plus one; 0 for none) whose destructor [`thread_ended`] runs when a
+/// thread ends through glibc (for the first thread, by `pthread_exit`): armed for the first
+/// thread and for every thread set up while the option is on ([`note_thread_set_up`]).
+static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
 
 /// Whether the first thread (the process's main thread) may have ended while the process goes
-/// on: set by [`first_thread_ended`], and from the start if the key could not be made. Only
+/// on: set by [`thread_ended`], and from the start if the key could not be made. Only
 /// then does the background thread look whether it is the last ([`program_ended`]; without
 /// glibc's count of threads that look reads `/proc`, which a sandboxed program may forbid).
 static FIRST_ENDED: AtomicBool = AtomicBool::new(false);
 
-/// The first thread's signal mask when it ended ([`first_thread_ended`]): the background thread
-/// takes it before it ends the process, so that the program's `atexit` handlers and
-/// destructors run with a program thread's mask, not ours, which blocks every signal (a
-/// handler's `raise` or `kill` of the process must act: found by a breaker run, session 72).
-static FIRST_MASK: Mutex<Option<os::SignalMask>> = Mutex::new(None);
+/// The signal mask of the program thread that ended last since the first one did
+/// ([`thread_ended`]; the first one's own): the background thread takes it before it ends the
+/// process, so that the program's `atexit` handlers and destructors run with the mask of the
+/// thread glibc would have run them on, its last, not with ours, which blocks every signal (a
+/// handler's `raise` or `kill` of the process must act: found by a breaker run, session 72;
+/// the last thread's rather than the main thread's: found by review). A thread never set up
+/// (it never called the allocator) leaves no mask.
+static EXIT_MASK: Mutex<Option<os::SignalMask>> = Mutex::new(None);
 
-/// [`FIRST_KEY`]'s destructor: glibc runs it when the main thread calls `pthread_exit` (or is
-/// cancelled), not when the process exits.
-extern "C" fn first_thread_ended(_: *mut c_void) {
-    *FIRST_MASK.lock() = Some(os::SignalMask::current());
-    FIRST_ENDED.store(true, Ordering::Release);
+/// [`EXIT_KEY`]'s destructor: glibc runs it when a thread that armed the key ends (the main
+/// thread: when it calls `pthread_exit` or is cancelled, not when the process exits), before
+/// it takes the thread off its count of threads.
+extern "C" fn thread_ended(_: *mut c_void) {
+    let first = arch::thread_block() as usize == FIRST_THREAD.load(Ordering::Relaxed);
+    if first || FIRST_ENDED.load(Ordering::Acquire) {
+        *EXIT_MASK.lock() = Some(os::SignalMask::current());
+    }
+    if first {
+        FIRST_ENDED.store(true, Ordering::Release);
+    }
+}
+
+/// Arms [`EXIT_KEY`] for the calling thread; false if there is no key or the C library
+/// refused. Arming a key past the first 32 allocates: call it with no allocator lock held and
+/// where that allocation cannot start the background thread (the first thread's making, or a
+/// thread's set-up, which runs in bypass).
+fn arm_exit_key() -> bool {
+    let key = EXIT_KEY.load(Ordering::Relaxed);
+    key != 0 && os::thread_key_arm(key - 1)
 }
 
 /// Makes the calling thread the first (a thread with another block is a second one, and this
@@ -168,12 +187,11 @@ fn become_first_and_want() {
     FIRST_THREAD.store(arch::thread_block() as usize, Ordering::Relaxed);
     FIRST_ENDED.store(false, Ordering::Relaxed);
     BACKGROUND.store(WANTED, Ordering::Release);
-    let mut key = FIRST_KEY.load(Ordering::Relaxed);
-    if key == 0 {
-        key = os::thread_key_create(first_thread_ended).map_or(0, |k| k + 1);
-        FIRST_KEY.store(key, Ordering::Relaxed);
+    if EXIT_KEY.load(Ordering::Relaxed) == 0 {
+        let key = os::thread_key_create(thread_ended).map_or(0, |k| k + 1);
+        EXIT_KEY.store(key, Ordering::Relaxed);
     }
-    if key == 0 || !os::thread_key_arm(key - 1) {
+    if !arm_exit_key() {
         FIRST_ENDED.store(true, Ordering::Relaxed);
     }
 }
@@ -194,15 +212,20 @@ pub fn want_background_thread() {
     become_first_and_want();
 }
 
-/// Thread set-up's word to maintenance: the thread of block `b` is set up. When it is not the
-/// first thread, the program has a second thread, and the background thread falls due.
+/// Thread set-up's word to maintenance, while the thread of block `b` (the caller) is still in
+/// bypass: it is being set up. When it is not the first thread, the program has a second
+/// thread, and the background thread falls due. With the option on, the thread arms
+/// [`EXIT_KEY`]: it may be the program's last ([`EXIT_MASK`]).
 #[inline]
 pub(super) fn note_thread_set_up(b: *mut arch::ThreadBlock) {
-    if BACKGROUND.load(Ordering::Relaxed) == WANTED
-        && b as usize != FIRST_THREAD.load(Ordering::Relaxed)
-    {
+    let state = BACKGROUND.load(Ordering::Relaxed);
+    if state == OFF {
+        return;
+    }
+    if state == WANTED && b as usize != FIRST_THREAD.load(Ordering::Relaxed) {
         let _ = BACKGROUND.compare_exchange(WANTED, DUE, Ordering::Relaxed, Ordering::Relaxed);
     }
+    arm_exit_key();
 }
 
 /// Starts the background thread if it is due, or if it is wanted and the caller is not the
@@ -279,7 +302,7 @@ fn start_background() {
             os::sleep_ms(wait + COARSE_CLOCK_SLACK_MS);
             if FIRST_ENDED.load(Ordering::Acquire) {
                 if let Some(status) = program_ended() {
-                    if let Some(mask) = *FIRST_MASK.lock() {
+                    if let Some(mask) = *EXIT_MASK.lock() {
                         mask.set();
                     }
                     os::exit_process(status);

@@ -251,8 +251,9 @@ fn init_thread(b: *mut ThreadBlock) -> ThreadState {
             }
             _ => ThreadState::Bypass,
         };
-        (*b).state = state;
+        // Still in bypass: arming a key there may allocate (see `note_thread_set_up`).
         super::maintenance::note_thread_set_up(b);
+        (*b).state = state;
         state
     }
 }

@@ -31,6 +31,10 @@
  *  background_lazy mainexit_atexit N   the same, with an atexit handler that raises SIGUSR1:
  *                              it must be handled there (a breaker run found it blocked, on
  *                              our thread, which ran the handler).
+ *  background_lazy mainexit_lastmask   the main thread blocks SIGUSR1 before it ends, its one
+ *                              worker, which does not, ends last: the handler's SIGUSR1 is
+ *                              handled, as on that worker under glibc (review found the main
+ *                              thread's mask used).
  *
  * Prints "background_lazy ok case=<case> threads=<n> ... mode=<mode>". */
 #define _GNU_SOURCE
@@ -239,6 +243,7 @@ static void refuse_open(void) {
 }
 
 static volatile sig_atomic_t got_usr1;
+static const char *exit_case = "mainexit_atexit";
 
 static void on_usr1(int sig) {
     (void)sig;
@@ -250,10 +255,52 @@ static void on_usr1(int sig) {
 static void raise_at_exit(void) {
     CHECK(raise(SIGUSR1) == 0);
     if (got_usr1)
-        printf("background_lazy ok case=mainexit_atexit workers=%d mode=%s\n", workers,
+        printf("background_lazy ok case=%s workers=%d mode=%s\n", exit_case, workers,
                conf_mode());
     else
         fprintf(stderr, "an atexit handler's raise(SIGUSR1) was not handled\n");
+}
+
+static pid_t main_tid;
+
+/* Whether the main thread has ended (a zombie until the process ends), or /proc says nothing. */
+static int main_ended(void) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)main_tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return 1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *close = strrchr(buf, ')');
+    return close == NULL || (close[1] == ' ' && close[2] == 'Z');
+}
+
+/* Allocates, then waits (5 s at most) for the main thread to end: it ends last. */
+static void *last_worker(void *arg) {
+    churn(20);
+    for (int i = 0; i < 500 && !main_ended(); i++) usleep(10000);
+    return arg;
+}
+
+/* The main thread blocks SIGUSR1 and ends; the worker, which does not block it, ends last:
+ * glibc runs the exit handlers on it, and raise_at_exit's signal is handled there. */
+static void case_mainexit_lastmask(void) {
+    main_tid = (pid_t)syscall(SYS_gettid);
+    conf_handle(SIGUSR1, on_usr1);
+    ok_at_exit = 1;
+    exit_case = "mainexit_lastmask";
+    workers = 1;
+    CHECK(atexit(raise_at_exit) == 0);
+    churn(5);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, last_worker, NULL) == 0);
+    CHECK(pthread_detach(t) == 0);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    CHECK(pthread_sigmask(SIG_BLOCK, &usr1, NULL) == 0);
+    pthread_exit(NULL);
 }
 
 static void case_mainexit(int n) {
@@ -271,7 +318,8 @@ static void case_mainexit(int n) {
 int main(int argc, char **argv) {
     conf_init("background_lazy", 30);
     CHECKF(argc >= 2,
-           "usage: background_lazy single|threads|large|defattr|mainexit[_atexit|_sandboxed] N");
+           "usage: background_lazy single|threads|large|defattr|mainexit_lastmask|"
+           "mainexit[_atexit|_sandboxed] N");
     if (strcmp(argv[1], "single") == 0) {
         case_single();
     } else if (strcmp(argv[1], "threads") == 0) {
@@ -287,6 +335,8 @@ int main(int argc, char **argv) {
         ok_at_exit = 1;
         CHECK(atexit(raise_at_exit) == 0);
         case_mainexit(atoi(argv[2]));
+    } else if (strcmp(argv[1], "mainexit_lastmask") == 0) {
+        case_mainexit_lastmask();
     } else if (strcmp(argv[1], "mainexit_sandboxed") == 0 && argc == 3) {
         refuse_open();
         case_mainexit(atoi(argv[2]));
