@@ -179,11 +179,22 @@ fn arm_exit_key() -> bool {
     key != 0 && os::thread_key_arm(key - 1)
 }
 
-/// Makes the calling thread the first (a thread with another block is a second one, and this
-/// one's `pthread_exit` sets [`FIRST_ENDED`]) and asks for the background thread. Call it with
+/// Asks for the background thread (`background_thread=on`), from the start-up constructor and
+/// in a fork child: it starts once the program has a second thread ([`note_thread_set_up`],
+/// [`maybe_start_background`]). The calling thread becomes the first (a thread with another
+/// block is a second one, and this one's `pthread_exit` sets [`FIRST_ENDED`]). Call it with
 /// no allocator lock held: arming a key past the first 32 allocates, which must find this
 /// thread first already, so that it cannot start ours.
-fn become_first_and_want() {
+///
+/// Why not at once: our thread would make every program multi-threaded, and a program with one
+/// thread may rely on being one (session 71's breaker found all three): a `fork` from a signal
+/// handler that interrupted `malloc` deadlocks once the process has had a second thread (the
+/// fork handlers then take the allocator's locks, as glibc's own malloc does), the kernel
+/// refuses `unshare(CLONE_NEWUSER)` to a multi-threaded process, and a program whose main
+/// thread ends with `pthread_exit` would never end while our thread runs (see
+/// [`start_background`]'s loop). A program with one thread gets its ticks from its slow paths,
+/// as without the option.
+pub fn want_background_thread() {
     FIRST_THREAD.store(arch::thread_block() as usize, Ordering::Relaxed);
     FIRST_ENDED.store(false, Ordering::Relaxed);
     BACKGROUND.store(WANTED, Ordering::Release);
@@ -196,22 +207,6 @@ fn become_first_and_want() {
     }
 }
 
-/// Asks for the background thread (`background_thread=on`), from the start-up constructor: it
-/// starts once the program has a second thread ([`note_thread_set_up`],
-/// [`maybe_start_background`]).
-///
-/// Why not at once: our thread would make every program multi-threaded, and a program with one
-/// thread may rely on being one (session 71's breaker found all three): a `fork` from a signal
-/// handler that interrupted `malloc` deadlocks once the process has had a second thread (the
-/// fork handlers then take the allocator's locks, as glibc's own malloc does), the kernel
-/// refuses `unshare(CLONE_NEWUSER)` to a multi-threaded process, and a program whose main
-/// thread ends with `pthread_exit` would never end while our thread runs (see
-/// [`start_background`]'s loop). A program with one thread gets its ticks from its slow paths,
-/// as without the option.
-pub fn want_background_thread() {
-    become_first_and_want();
-}
-
 /// Thread set-up's word to maintenance, while the thread of block `b` (the caller) is still in
 /// bypass: it is being set up. When it is not the first thread, the program has a second
 /// thread, and the background thread falls due. With the option on, the thread arms
@@ -222,10 +217,17 @@ pub(super) fn note_thread_set_up(b: *mut arch::ThreadBlock) {
     if state == OFF {
         return;
     }
-    if state == WANTED && b as usize != FIRST_THREAD.load(Ordering::Relaxed) {
-        let _ = BACKGROUND.compare_exchange(WANTED, DUE, Ordering::Relaxed, Ordering::Relaxed);
+    if state == WANTED {
+        due_if_second(b);
     }
     arm_exit_key();
+}
+
+/// Makes the background thread due if it is wanted and `b` is not the first thread's block.
+fn due_if_second(b: *mut arch::ThreadBlock) {
+    if b as usize != FIRST_THREAD.load(Ordering::Relaxed) {
+        let _ = BACKGROUND.compare_exchange(WANTED, DUE, Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
 /// Starts the background thread if it is due, or if it is wanted and the caller is not the
@@ -250,11 +252,7 @@ pub fn maybe_start_background() {
 /// [`maybe_start_background`]'s cold part.
 #[cold]
 fn start_if_second() {
-    if BACKGROUND.load(Ordering::Relaxed) == WANTED
-        && arch::thread_block() as usize != FIRST_THREAD.load(Ordering::Relaxed)
-    {
-        let _ = BACKGROUND.compare_exchange(WANTED, DUE, Ordering::Relaxed, Ordering::Relaxed);
-    }
+    due_if_second(arch::thread_block());
     start_background();
 }
 
@@ -265,7 +263,7 @@ fn start_if_second() {
 /// up are what tells.)
 pub(super) fn background_after_fork_in_child() {
     if BACKGROUND.load(Ordering::Relaxed) != OFF {
-        become_first_and_want();
+        want_background_thread();
     }
 }
 

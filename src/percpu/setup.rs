@@ -160,18 +160,9 @@ pub(super) fn give_outbox() -> bool {
         return false;
     }
     // A glibc-mode thread arms its exit now (own mode did at set-up): an outbox whose exit is
-    // not armed would strand its objects when the thread ends. In bypass meanwhile: arming
-    // may allocate, inside this `free`, where the background thread must not start
-    // (`maintenance::maybe_start_background`); bypass serves from the central lists.
-    let armed = mode() != RseqMode::Glibc || {
-        // SAFETY: the calling thread's own block.
-        unsafe { (*b).state = ThreadState::Bypass };
-        // SAFETY: no allocator lock held: called from `free_foreign` outside any lock.
-        let armed = unsafe { arm_thread_exit() };
-        // SAFETY: as above; the thread was in the rseq state (`remote::is_on` asks for it).
-        unsafe { (*b).state = ThreadState::Rseq };
-        armed
-    };
+    // not armed would strand its objects when the thread ends.
+    // SAFETY: no allocator lock held: called from `free_foreign` outside any lock.
+    let armed = mode() != RseqMode::Glibc || unsafe { arm_thread_exit() };
     let out = if armed {
         new_storage()
     } else {
@@ -192,6 +183,10 @@ pub(super) fn give_outbox() -> bool {
 /// library found no memory for it), and then the thread must keep nothing that only
 /// `thread_exit` would give back.
 ///
+/// Arming a key past the first 32 allocates; that allocation runs in bypass (the central
+/// lists), whatever the thread's state: it may be nested in a `free` (`give_outbox`), where
+/// the background thread must not start (`maintenance::maybe_start_background`).
+///
 /// # Safety
 /// Called with no allocator lock held (arming may allocate).
 unsafe fn arm_thread_exit() -> bool {
@@ -199,9 +194,17 @@ unsafe fn arm_thread_exit() -> bool {
     if key == 0 {
         return false;
     }
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block; its state is put back below.
+    let state = unsafe { core::mem::replace(&mut (*b).state, ThreadState::Bypass) };
     // May allocate for keys ≥ 32; no lock is held here, so that is safe.
-    let _nested = crate::guard::allow_nested();
-    os::thread_key_arm(key - 1)
+    let armed = {
+        let _nested = crate::guard::allow_nested();
+        os::thread_key_arm(key - 1)
+    };
+    // SAFETY: as above.
+    unsafe { (*b).state = state };
+    armed
 }
 
 /// Sets up the calling thread; returns its state.
