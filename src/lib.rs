@@ -275,10 +275,11 @@ fn alloc_class<const TAG: bool>(c: usize, cold: impl FnOnce() -> *mut u8) -> *mu
 /// The stack first: with owned spans on, a routed class's stack holds only what did not go onto
 /// an owned span's list: objects of other slabs' spans that owner return kept here, this
 /// slab's own objects sent home (the inbox, among them those of a span taken partly used that
-/// its old home still had out), blocks `realloc` moved out, Rust's frees, and the slow path's
-/// refills from the transfer stack. Popped after the list, those objects waited while the slab
-/// carved its own spans further (`rounds`, two CPUs, peak RSS: 5,568 KB against 5,228 with
-/// owned spans off; stack first 5,316, in no more time: docs/benchmarks.md, "Session 47"). The
+/// its old home still had out), Rust's frees, and the slow path's refills from the transfer
+/// stack (blocks `realloc` moved out too, until session 73). Popped after the list, those
+/// objects waited while the slab carved its own spans further (`rounds`, two CPUs, peak RSS:
+/// 5,568 KB against 5,228 with owned spans off; stack first 5,316, in no more time:
+/// docs/benchmarks.md, "Session 47"). The
 /// stack's test is inside the owned pop (`percpu::owned_pop_stack_first`): where little
 /// reaches the stack, an allocation runs one section, not a failed stack pop and then the owned
 /// pop (`mixed-bursts` on one CPU 0.985x [0.877-0.997] the time, 8 alternations:
@@ -582,9 +583,19 @@ fn check_object(ptr: *mut u8, e: usize, c: usize, who: &str) {
 /// Frees a small object of class `c` (checking and setting the double-free tag if `TAG`).
 /// `e` is its page-map entry, or 0 where the caller read none: for a C free (`TAG`) its home
 /// bits send an object of another slab's span home (owner return, [`free_foreign`]), tested
-/// inside the push (`percpu::push_homed`). Owned spans' lists take only C `free`s
-/// ([`free_inner`], which tags C frees itself): the callers here (`realloc`'s moves, Rust's
-/// `dealloc`, and `free_inner` for it) push onto the stack.
+/// inside the push (`percpu::push_homed`). A C free here (`realloc`'s moves; [`free_inner`]
+/// tags and routes C `free`s itself) of a class owned spans serve goes onto its span's owned
+/// list, as `free` puts it ([`free_owned`]); Rust's `dealloc` (and `free_inner` for it) pushes
+/// onto the stack.
+///
+/// Why `realloc`'s moves take the owned list: the owner's push of a span's last object out
+/// gives the span back (or keeps it for reuse) at once. On the stack, a block moved out reached
+/// its span only through an overflow, and a span so emptied waited for its owner's sweep, at
+/// most one a maintenance tick. 20,000 buffers grown by realloc a few bytes a round for 48
+/// rounds (30 MB live at the end) peaked at 96 MB, every owned class they passed through
+/// keeping its spans; 59 MB this way (glibc's malloc 36, mimalloc 2.0 52, jemalloc 76), and
+/// perl appending to 20,000 strings 86 MB, now 63 (conformance `regrow.c`; docs/benchmarks.md,
+/// "Session 73").
 ///
 /// # Safety
 /// `ptr` is a live object of class `c`; a non-zero `e` is the entry the caller read for it
@@ -599,6 +610,11 @@ unsafe fn free_small<const TAG: bool>(ptr: *mut u8, c: usize, e: usize, who: &st
     }
     // SAFETY: forwarded contract.
     unsafe { mark_freed::<TAG>(ptr, who) };
+    if percpu::owned_routes(c) {
+        // SAFETY: forwarded contract: an object of class `c`, tagged free with the key; the
+        // entry is read again, since the callers here may have read none.
+        return unsafe { free_owned(ptr, PAGEMAP.get(ptr as usize), free_tag::key()) };
+    }
     // SAFETY: forwarded contract.
     unsafe { free_marked(ptr, c, e, || {}) }
 }
