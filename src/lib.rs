@@ -1297,11 +1297,19 @@ unsafe fn realloc_move_small<const TAG: bool>(
         TAG || request == size,
         "a Rust block must keep its size's class"
     );
+    // A refused headroom sets `errno`, which a `realloc` that then succeeds at the exact size
+    // must not show (a review found ENOMEM left after a success, session 73).
+    let errno = (request != size).then(os::errno);
     let mut new = alloc_inner::<TAG>(request, align);
-    if new.is_null() && request != size {
-        // No memory for the headroom (an address-space limit): the exact size may still fit,
-        // as the large path's margin falls back too (`alloc_large_with`).
-        new = alloc_inner::<TAG>(size, align);
+    if new.is_null() {
+        if let Some(errno) = errno {
+            // No memory for the headroom (an address-space limit): the exact size may still
+            // fit, as the large path's margin falls back too (`alloc_large_with`).
+            new = alloc_inner::<TAG>(size, align);
+            if !new.is_null() {
+                os::set_errno(errno);
+            }
+        }
     }
     if !new.is_null() {
         // SAFETY: both blocks are live and distinct; we copy what both can hold; the caller

@@ -1090,6 +1090,18 @@ fn rlimit_test(name: &str, which: &str) {
 }
 
 #[test]
+fn a_realloc_that_succeeds_after_a_refused_headroom_keeps_errno() {
+    // Under an address-space limit, a realloc whose quarter of headroom is refused and whose
+    // exact size still fits must succeed with errno as it was: before the fix (session 73's
+    // review) it left ENOMEM, in every mode. glibc's malloc too.
+    let failures = cases_under_glibc_and_modes(("rlimit_realloc", "rlimit_realloc ok"), &[&[]]);
+    report(
+        "a_realloc_that_succeeds_after_a_refused_headroom_keeps_errno",
+        failures,
+    );
+}
+
+#[test]
 fn kind10_rlimit_as_exhaustion_and_recovery() {
     rlimit_test("rlimit", "as");
 }

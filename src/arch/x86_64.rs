@@ -680,11 +680,12 @@ macro_rules! owned_word_sequence {
     }};
 }
 
-/// A C `free`'s push of `obj`, a free object tagged free, onto the list of the owned span whose
-/// words are `words`, when the object's page-map home bits name the calling CPU's slab and that
-/// slab owns the span; returns the list's new count, or 0 when the home is another slab or
-/// none, the slab does not own the span, the slab is stopped, or rseq is off (nothing written
-/// then, but `obj`'s link when a restart after the link's store failed: `obj` is the caller's).
+/// A C `free`'s push (or `realloc`'s, of a block it moved out) of `obj`, a free object tagged free,
+/// onto the list of the owned span whose words are `words`, when the object's page-map home bits
+/// name the calling CPU's slab and that slab owns the span; returns the list's new count, or 0 when
+/// the home is another slab or none, the slab does not own the span, the slab is stopped, or rseq
+/// is off (nothing written then, but `obj`'s link when a restart after the link's store failed:
+/// `obj` is the caller's).
 /// `home` is the object's page-map home field in bits 0-6 (`pagemap::home_bits_unmasked`:
 /// `HOMED` plus the home slab's low 6 bits, or 0; bits above 6 are ignored).
 ///

@@ -122,10 +122,10 @@ fn push_batch(c: usize, objs: &[*mut u8]) -> usize {
     unsafe { arch::percpu_push_batch(header_offset(c), objs.as_ptr(), objs.len()) }
 }
 
-/// Counts a C `free` of class `c` whose owned push declined and whose stack push found the
-/// object another slab's (`Foreign`), on the slab the thread runs on, for a class routed once
-/// idle ([`owned::count_declined`], which unroutes a class whose pushes keep declining); for
-/// the other classes, a compare. The caller routes class `c`.
+/// Counts a C `free` (or a block `realloc` moved out) of class `c` whose owned push declined and
+/// whose stack push found the object another slab's (`Foreign`), on the slab the thread runs on,
+/// for a class routed once idle ([`owned::count_declined`], which unroutes a class whose pushes
+/// keep declining); for the other classes, a compare. The caller routes class `c`.
 #[inline(always)]
 pub fn note_owned_declined(c: usize) {
     if owned::routed_once_idle(c) {

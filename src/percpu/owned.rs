@@ -764,17 +764,18 @@ pub fn routed_once_idle(c: usize) -> bool {
     c.wrapping_sub(MIN_CLASS) < IDLE_ROUTED
 }
 
-/// Counts a `free` of class `c` (one [`routed_once_idle`]) whose owned push declined an object of
-/// another slab's span (sent home or kept as any foreign free) on `slab`, the slab the calling
-/// thread runs on, and stops routing the class on the calling thread once [`BUSY_WINDOWS`] windows
-/// of [`BUSY_DECLINES`] such frees came with no calm look of the idle hand ([`route_idle`]) between
-/// them. Every look starts the count again, so a window is 255 such frees between two looks at the
-/// class (the hand comes to it every [`IDLE_ROUTED`] owned refills of the slab): a rate, not a
-/// total. The counts are the slab's, the routes the thread's: the thread whose free ends the third
-/// window loses its route. The caller routes class `c` (only such a thread's `free` tries the owned
-/// push). A decline of an object whose span's home is this slab or none (one carved before the
-/// route, going round through the stack) is not counted: `mixed-bursts` declines tens of thousands
-/// of those in a run, on one CPU as on two, and counted they unrouted most of its routes.
+/// Counts a C `free` (or a block `realloc` moved out) of class `c` (one [`routed_once_idle`]) whose
+/// owned push declined an object of another slab's span (sent home or kept as any foreign free) on
+/// `slab`, the slab the calling thread runs on, and stops routing the class on the calling thread
+/// once [`BUSY_WINDOWS`] windows of [`BUSY_DECLINES`] such frees came with no calm look of the idle
+/// hand ([`route_idle`]) between them. Every look starts the count again, so a window is 255 such
+/// frees between two looks at the class (the hand comes to it every [`IDLE_ROUTED`] owned refills
+/// of the slab): a rate, not a total. The counts are the slab's, the routes the thread's: the
+/// thread whose free ends the third window loses its route. The caller routes class `c` (only such
+/// a thread's `free` and `realloc` try the owned push). A decline of an object whose span's home is
+/// this slab or none (one carved before the route, going round through the stack) is not counted:
+/// `mixed-bursts` declines tens of thousands of those in a run, on one CPU as on two, and counted
+/// they unrouted most of its routes.
 ///
 /// Why: a class routed once idle can be churned across CPUs later (a program's phase changes). Its
 /// owned pushes then decline most frees (the objects are other slabs' and go home), and each `free`
