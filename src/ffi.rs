@@ -4,7 +4,7 @@
 //! `librseqmalloc.so` (the `allocator-shim` crate) is written against this module and the
 //! crate's other public functions only.
 //!
-//! May call: `os`.
+//! May call: `os`, `percpu` (the thread block around `vfork`).
 
 use crate::os;
 pub use crate::os::{ErrnoKeeper, Msg};
@@ -19,6 +19,20 @@ pub fn errno() -> i32 {
 #[inline]
 pub fn set_errno(e: i32) {
     os::set_errno(e)
+}
+
+/// Sets the calling thread's allocator state aside for a `vfork` child: call right before the
+/// `vfork` system call, and [`vfork_leave`] in the parent once it returns (or failed). Until
+/// then the thread (and the child, which runs on the parent's thread-local storage but not on
+/// its rseq registration) allocates through locks instead of its CPU's cache. For a `vfork`
+/// wrapper only: between the two calls the thread's allocations are slower.
+pub fn vfork_enter() {
+    crate::percpu::vfork_enter()
+}
+
+/// Undoes [`vfork_enter`], in the parent.
+pub fn vfork_leave() {
+    crate::percpu::vfork_leave()
 }
 
 /// The kernel's page size (`getauxval(AT_PAGESZ)`, 4096 if the kernel did not say).

@@ -74,6 +74,7 @@ pub mod cxx;
 pub mod dlopen;
 pub mod glibc;
 pub mod own;
+pub mod vfork;
 
 /// Everything the Rust standard library, where it is linked in (unwinding builds), allocates
 /// goes straight to the core, not through the exported `malloc`.

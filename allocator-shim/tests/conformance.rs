@@ -1090,6 +1090,25 @@ fn rlimit_test(name: &str, which: &str) {
 }
 
 #[test]
+fn a_vfork_child_that_allocates_leaves_the_other_threads_blocks_alone() {
+    // vfork children that allocate (or call setenv before exec) while other threads allocate:
+    // every child exits 0 and no block changes. Before the fix (session 73's breaker) both
+    // rseq modes aborted in every run ("corrupted free list", "double free detected"), the
+    // child running the per-CPU critical sections on its parent's unregistered rseq area.
+    // glibc's malloc too.
+    let failures = cases_under_glibc_and_modes_with(
+        ("vfork_child", "vfork_child ok"),
+        &[&["alloc", "2000", "3"], &["setenv", "3000", "1"]],
+        "",
+        120,
+    );
+    report(
+        "a_vfork_child_that_allocates_leaves_the_other_threads_blocks_alone",
+        failures,
+    );
+}
+
+#[test]
 fn a_realloc_that_succeeds_after_a_refused_headroom_keeps_errno() {
     // Under an address-space limit, a realloc whose quarter of headroom is refused and whose
     // exact size still fits must succeed with errno as it was: before the fix (session 73's

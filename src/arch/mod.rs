@@ -126,6 +126,14 @@ pub struct ThreadBlock {
     /// global (the test on a global, through the GOT, cost the default build's one-thread churn
     /// about 1 %). Written by the thread itself only.
     pub owned: usize,
+    /// While a `vfork` child runs on this block (`percpu::fork::vfork_enter`): the `area` the
+    /// thread had, restored when the parent resumes.
+    pub vfork_area: *const Rseq,
+    /// `vfork` calls into which this block has been set aside (0: none; more than 1: a child
+    /// that called `vfork` itself).
+    pub vfork_depth: u32,
+    /// While `vfork_depth` is not 0: the `state` the thread had.
+    pub vfork_state: ThreadState,
 }
 
 /// The area every thread starts with: cpu id -1, so the fast path's one sign test fails.

@@ -21,19 +21,24 @@
 //! The handlers live here, at the top of the per-CPU layer, because this layer's locks are the
 //! outermost: every lock below (central, page heap) is reachable from here.
 //!
-//! May call: `central`, `os`, `page_heap`, `sync`, and in this folder `drain` (its lock),
-//! `maintenance` (the background thread is not copied), `remote` (the inbox locks), `setup`
-//! (its lock), `slab`, `state`.
+//! Also `vfork`: a child that runs on its parent's thread block is kept off the rseq paths
+//! ([`vfork_enter`]).
+//!
+//! May call: `arch` (the thread block), `central`, `os`, `page_heap`, `sync`, and in this
+//! folder `drain` (its lock), `maintenance` (the background thread is not copied), `remote`
+//! (the inbox locks), `setup` (its lock), `slab`, `state`.
 
 use super::drain::DRAIN;
 use super::remote;
 use super::setup::INIT;
 use super::slab::{ready_slabs, Slab, SlabSet};
 use super::state::{mode, RseqMode};
+use crate::arch::{self, ThreadState};
 use crate::central;
 use crate::os;
 use crate::page_heap::HEAP;
 use crate::sync::{AtomicBool, Ordering};
+use core::sync::atomic::compiler_fence;
 
 /// Whether the running fork's prepare handler took the locks.
 static LOCKED: AtomicBool = AtomicBool::new(false);
@@ -161,6 +166,65 @@ unsafe fn unlock_percpu(child: bool) {
         } else {
             DRAIN.force_unlock();
             INIT.force_unlock();
+        }
+    }
+}
+
+/// Sets the calling thread's block aside before it calls `vfork`: the fast path's `area` points
+/// at `arch::DUMMY_AREA` (cpu id -1) and the thread runs in bypass (the central lists, under
+/// their locks) until [`vfork_leave`].
+///
+/// Why: a `vfork` child shares the parent's memory, its thread block and rseq area included,
+/// but the kernel does not register the child's rseq (`CLONE_VM`): the area keeps the parent's
+/// last cpu and concurrency ids, and nothing restarts the child's critical sections. A child
+/// that allocates before `exec` (POSIX leaves that undefined, but `setenv` there is common and
+/// glibc's malloc and its peers run it) would run the sections unprotected on a slab another
+/// thread may use or drain: a breaker run (session 73) saw "corrupted free list" and "double
+/// free" aborts in one run in two of a program whose child calls `setenv` while another thread
+/// allocates. In bypass the child takes locks, which is safe whichever thread runs.
+///
+/// Only a thread in the rseq state (or not set up yet, whose child would set the block up on
+/// the parent's area) is set aside; fallback mode's locked slabs are safe already. The parent
+/// is suspended while the child runs, so only the child uses the block meanwhile. A child that
+/// calls `vfork` itself counts one level deeper and leaves the block as it is.
+pub fn vfork_enter() {
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block. A signal handler may interrupt between the
+    // stores: the state goes to bypass before the area changes (and comes back after it), so
+    // a handler sees either the thread's own registered area (its sections are restarted as
+    // ever) or bypass.
+    unsafe {
+        if (*b).vfork_depth > 0 {
+            (*b).vfork_depth += 1;
+            return;
+        }
+        let state = (*b).state;
+        if !matches!(state, ThreadState::Rseq | ThreadState::New) {
+            return;
+        }
+        (*b).vfork_state = state;
+        (*b).vfork_area = (*b).area;
+        (*b).vfork_depth = 1;
+        (*b).state = ThreadState::Bypass;
+        compiler_fence(Ordering::SeqCst);
+        (*b).area = &raw const arch::DUMMY_AREA;
+    }
+}
+
+/// Undoes [`vfork_enter`] in the parent once `vfork` returned there (or failed).
+pub fn vfork_leave() {
+    let b = arch::thread_block();
+    // SAFETY: the calling thread's own block; the order is `vfork_enter`'s, reversed.
+    unsafe {
+        match (*b).vfork_depth {
+            0 => {}
+            1 => {
+                (*b).area = (*b).vfork_area;
+                compiler_fence(Ordering::SeqCst);
+                (*b).state = (*b).vfork_state;
+                (*b).vfork_depth = 0;
+            }
+            _ => (*b).vfork_depth -= 1,
         }
     }
 }

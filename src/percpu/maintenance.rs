@@ -55,7 +55,7 @@ fn tick_period_ms() -> u64 {
 #[inline]
 pub fn maybe_tick() {
     let now = os::now_ms();
-    if claim_tick(&NEXT_TICK_MS, now, tick_period_ms) {
+    if !set_aside_for_vfork() && claim_tick(&NEXT_TICK_MS, now, tick_period_ms) {
         maintenance(now);
     }
 }
@@ -87,6 +87,14 @@ pub fn maintenance(now_ms: u64) {
     central::new_tick();
     let decay = config::get().decay_ms;
     HEAP.lock().release_free(now_ms.saturating_sub(decay));
+}
+
+/// Whether the calling thread's block is set aside for a `vfork` child (`fork::vfork_enter`):
+/// such a child, another process on its parent's memory, must neither start the background
+/// thread (a `pthread_create` there would give the child a thread) nor run a tick's drains.
+fn set_aside_for_vfork() -> bool {
+    // SAFETY: the calling thread's own block, always valid.
+    unsafe { (*arch::thread_block()).vfork_depth != 0 }
 }
 
 /// A slab's contents in one number: changes whenever any stack moves (almost surely).
@@ -252,6 +260,9 @@ pub fn maybe_start_background() {
 /// [`maybe_start_background`]'s cold part.
 #[cold]
 fn start_if_second() {
+    if set_aside_for_vfork() {
+        return;
+    }
     due_if_second(arch::thread_block());
     start_background();
 }

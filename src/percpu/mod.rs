@@ -45,6 +45,7 @@ mod storage;
 pub use drain::DRAINS_SKIPPED;
 pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
 pub use fork::install as install_fork_handlers;
+pub use fork::{vfork_enter, vfork_leave};
 pub use maintenance::{
     maintenance, maybe_start_background, maybe_tick, tick_counts, want_background_thread,
 };
