@@ -819,6 +819,12 @@ unsafe fn reject_large(s: *mut Span, ptr: *mut u8, who: &str) -> ! {
 #[cold]
 #[inline(never)]
 fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
+    free_large_with(ptr, s, who, false)
+}
+
+/// [`free_large`]; with `outgrown`, a large span's pages go back to the OS at once
+/// (`PageHeap::free_span_released`: `realloc` moved the block into a huge mapping).
+fn free_large_with(ptr: *mut u8, s: *mut Span, who: &str, outgrown: bool) {
     let _errno = os::ErrnoKeeper::new();
     percpu::maybe_tick();
     let mut heap = HEAP.lock();
@@ -849,10 +855,14 @@ fn free_large(ptr: *mut u8, s: *mut Span, who: &str) {
                 reject_large(s, ptr, who);
             }
         }
-        if (*s).state == SpanState::Large {
-            heap.free_span(s)
-        } else {
-            heap.free_huge(s)
+        match (*s).state {
+            SpanState::Large if outgrown => {
+                heap.free_span_released(s);
+            }
+            SpanState::Large => {
+                heap.free_span(s);
+            }
+            _ => heap.free_huge(s),
         }
     }
 }
@@ -1260,11 +1270,14 @@ unsafe fn realloc_inner<const TAG: bool>(
         alloc_inner::<TAG>(size, align)
     };
     if !new.is_null() {
+        // A block grown out of the heap into a huge mapping leaves its span's pages behind for
+        // good: they go back to the OS now (`PageHeap::free_span_released` says why).
+        let outgrown = size >= HUGE_MIN;
         // SAFETY: both blocks are live and distinct; we copy what both can hold. The old block
         // was looked up and checked above, so it is freed without a second lookup.
         unsafe {
             core::ptr::copy_nonoverlapping(ptr, new, old_usable.min(size));
-            free_large(ptr, s, who);
+            free_large_with(ptr, s, who, outgrown);
         }
     }
     new

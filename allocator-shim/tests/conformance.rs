@@ -1090,6 +1090,22 @@ fn rlimit_test(name: &str, which: &str) {
 }
 
 #[test]
+fn buffers_grown_past_the_heap_give_back_the_spans_they_leave() {
+    // Four buffers grown by realloc 100 bytes at a time to 40 MiB, into huge mappings of their
+    // own: the resident set may peak at 1.6 times the live bytes (plus 16 MiB). Before the fix
+    // (session 73's breaker) the large spans they left behind stayed resident for decay_ms:
+    // 2.2x in every mode (glibc's malloc 1.0x, now 1.4x).
+    let failures = cases_under_glibc_and_modes(
+        ("grow_past_huge", "grow_past_huge ok"),
+        &[&["40", "100", "4", "16"]],
+    );
+    report(
+        "buffers_grown_past_the_heap_give_back_the_spans_they_leave",
+        failures,
+    );
+}
+
+#[test]
 fn a_vfork_child_that_allocates_leaves_the_other_threads_blocks_alone() {
     // vfork children that allocate (or call setenv before exec) while other threads allocate:
     // every child exits 0 and no block changes. Before the fix (session 73's breaker) both
