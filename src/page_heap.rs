@@ -428,12 +428,25 @@ impl PageHeap {
         let Some(want) = pages.checked_mul(PAGE) else {
             return false;
         };
-        let bytes = want.max(GROW_BYTES).next_multiple_of(os::HUGE_PAGE);
+        // Under an address-space limit the heap grows 2 MiB at a time, not by whole chunks: a
+        // chunk takes 32 MiB of the limit at the first `malloc`, which the program may need for
+        // mappings of its own. A breaker run (session 73) found `malloc(100)` and then
+        // `pthread_create` failing with EAGAIN at `ulimit -v` 48-70 MB (and `-d` 44-64 MB) where
+        // glibc's malloc, jemalloc and tcmalloc run: the 8 MiB thread stacks no longer fit.
+        // Such a step is mapped page-aligned: its 2 MiB alignment's slack counted against the
+        // limit too.
+        let limited = os::address_space_limit().is_some();
+        let (step, align) = if limited {
+            (os::HUGE_PAGE, PAGE)
+        } else {
+            (GROW_BYTES, os::HUGE_PAGE)
+        };
+        let bytes = want.max(step).next_multiple_of(align);
         // Unit tests run heaps of their own beside the process's: a guard on each side keeps
         // their chunks from ever being adjacent, so no heap merges another's free span.
         let guard = if cfg!(test) { os::HUGE_PAGE } else { 0 };
-        let (base, bytes, whole) = match os::map(bytes + 2 * guard, os::HUGE_PAGE) {
-            Ok(base) => (base, bytes, true),
+        let (base, bytes, whole) = match os::map(bytes + 2 * guard, align) {
+            Ok(base) => (base, bytes, !limited),
             // Refused (an address-space limit, `RLIMIT_AS` or `RLIMIT_DATA`): the pages asked
             // for alone, page-aligned, so that the room left below the limit still serves them
             // when a whole chunk, or its 2 MiB alignment slack, no longer fits.

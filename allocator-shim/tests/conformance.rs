@@ -1106,6 +1106,22 @@ fn buffers_grown_past_the_heap_give_back_the_spans_they_leave() {
 }
 
 #[test]
+fn a_memory_limit_leaves_room_for_the_programs_thread_stacks() {
+    // malloc(100), then 3 threads with default (8 MiB) stacks, under RLIMIT_AS of 50 and 68
+    // MiB and RLIMIT_DATA of 48 MiB set before the program starts. Before the fix (session
+    // 73's breaker) pthread_create failed with EAGAIN in every mode: the heap's first chunk
+    // took 32 MiB of the limit. glibc's malloc too.
+    let failures = cases_under_glibc_and_modes(
+        ("rlimit_threads", "rlimit_threads ok"),
+        &[&["as", "50", "3"], &["as", "68", "3"], &["data", "48", "3"]],
+    );
+    report(
+        "a_memory_limit_leaves_room_for_the_programs_thread_stacks",
+        failures,
+    );
+}
+
+#[test]
 fn a_vfork_child_that_allocates_leaves_the_other_threads_blocks_alone() {
     // vfork children that allocate (or call setenv before exec) while other threads allocate:
     // every child exits 0 and no block changes. Before the fix (session 73's breaker) both

@@ -429,14 +429,10 @@ core::arch::global_asm!(
     ".popsection",
 );
 
-/// Whether giving memory back can make room for a mapping of `size` bytes the kernel refused:
-/// the process has a finite `RLIMIT_AS` or `RLIMIT_DATA` at least `size` (a request past the
-/// limit cannot fit whatever is freed), or the system has strict overcommit
-/// (`vm.overcommit_memory` = 2, remembered once read). Otherwise (the heuristic overcommit, the
-/// default) the kernel refuses a mapping only for a size past the system's memory and swap,
-/// which nothing a process frees changes. (A refusal for want of mappings,
-/// `vm.max_map_count`, is not told apart.) `errno` is left as it was.
-pub fn memory_limited(size: usize) -> bool {
+/// The process's address-space limit in bytes: the lower of a finite `RLIMIT_AS` and
+/// `RLIMIT_DATA` (which counts private writable mappings, as ours are), or `None` when both are
+/// unlimited. `errno` is left as it was.
+pub fn address_space_limit() -> Option<u64> {
     let _errno = ErrnoKeeper::new();
     let limit = |resource| {
         let mut rl = libc::rlimit {
@@ -448,8 +444,21 @@ pub fn memory_limited(size: usize) -> bool {
         (ok && rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
     };
     match (limit(libc::RLIMIT_AS), limit(libc::RLIMIT_DATA)) {
-        (None, None) => {}
-        (a, d) => return size as u64 <= a.unwrap_or(u64::MAX).min(d.unwrap_or(u64::MAX)),
+        (None, None) => None,
+        (a, d) => Some(a.unwrap_or(u64::MAX).min(d.unwrap_or(u64::MAX))),
+    }
+}
+
+/// Whether giving memory back can make room for a mapping of `size` bytes the kernel refused:
+/// the process has a finite `RLIMIT_AS` or `RLIMIT_DATA` at least `size` (a request past the
+/// limit cannot fit whatever is freed), or the system has strict overcommit
+/// (`vm.overcommit_memory` = 2, remembered once read). Otherwise (the heuristic overcommit, the
+/// default) the kernel refuses a mapping only for a size past the system's memory and swap,
+/// which nothing a process frees changes. (A refusal for want of mappings,
+/// `vm.max_map_count`, is not told apart.) `errno` is left as it was.
+pub fn memory_limited(size: usize) -> bool {
+    if let Some(limit) = address_space_limit() {
+        return size as u64 <= limit;
     }
     // 0: not read yet (or unreadable, asked again next time); 1: strict; 2: not strict.
     static STRICT: AtomicU8 = AtomicU8::new(0);
