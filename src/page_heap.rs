@@ -29,6 +29,12 @@ pub const MAX_LISTED: usize = 256;
 /// transparent huge pages can back it), unless the OS refuses it: then by the pages asked for
 /// ([`PageHeap::grow`]).
 pub const GROW_BYTES: usize = 32 << 20;
+
+/// An address-space limit (`RLIMIT_AS` or `RLIMIT_DATA`) below which the heap grows 2 MiB at a
+/// time instead of by [`GROW_BYTES`] chunks (`PageHeap::grow`). Above it a chunk is a small
+/// part of the limit, and whole chunks keep their 2 MiB alignment and `huge_pages`' advice (a
+/// review found `always` advising nothing under any finite limit, session 73).
+const TIGHT_LIMIT: u64 = 1 << 30;
 /// With `huge_pages=auto`, the heap's whole chunks from this one on (counting from 0, in
 /// mapping order; whole chunks ever mapped, which `trim` does not lower; a chunk of the pages
 /// asked for alone, under an address-space limit, gets no advice and is not counted) get
@@ -428,14 +434,14 @@ impl PageHeap {
         let Some(want) = pages.checked_mul(PAGE) else {
             return false;
         };
-        // Under an address-space limit the heap grows 2 MiB at a time, not by whole chunks: a
-        // chunk takes 32 MiB of the limit at the first `malloc`, which the program may need for
-        // mappings of its own. A breaker run (session 73) found `malloc(100)` and then
-        // `pthread_create` failing with EAGAIN at `ulimit -v` 48-70 MB (and `-d` 44-64 MB) where
-        // glibc's malloc, jemalloc and tcmalloc run: the 8 MiB thread stacks no longer fit.
-        // Such a step is mapped page-aligned: its 2 MiB alignment's slack counted against the
-        // limit too.
-        let limited = os::address_space_limit().is_some();
+        // Under an address-space limit below [`TIGHT_LIMIT`] the heap grows 2 MiB at a time,
+        // not by whole chunks: a chunk takes 32 MiB of the limit at the first `malloc`, which
+        // the program may need for mappings of its own. A breaker run (session 73) found
+        // `malloc(100)` and then `pthread_create` failing with EAGAIN at `ulimit -v` 46-70 MB
+        // (and `-d` 44-68 MB) where glibc's malloc, jemalloc and tcmalloc run: the 8 MiB thread
+        // stacks no longer fit. Such a step is mapped page-aligned: its 2 MiB alignment's slack
+        // counted against the limit too.
+        let limited = os::address_space_limit().is_some_and(|l| l < TIGHT_LIMIT);
         let (step, align) = if limited {
             (os::HUGE_PAGE, PAGE)
         } else {

@@ -180,49 +180,53 @@ unsafe fn unlock_percpu(child: bool) {
 /// that allocates before `exec` (POSIX leaves that undefined, but `setenv` there is common and
 /// glibc's malloc and its peers run it) would run the sections unprotected on a slab another
 /// thread may use or drain: a breaker run (session 73) saw "corrupted free list" and "double
-/// free" aborts in one run in two of a program whose child calls `setenv` while another thread
-/// allocates. In bypass the child takes locks, which is safe whichever thread runs.
+/// free" aborts in every run of a program whose children allocate while another thread does.
+/// In bypass the child takes locks, which is safe whichever thread runs.
 ///
-/// Only a thread in the rseq state (or not set up yet, whose child would set the block up on
-/// the parent's area) is set aside; fallback mode's locked slabs are safe already. The parent
-/// is suspended while the child runs, so only the child uses the block meanwhile. A child that
-/// calls `vfork` itself counts one level deeper and leaves the block as it is.
+/// Every state is set aside: a thread in bypass may still have a live area (glibc mode, after
+/// the allocator's thread-exit destructor, a review found in session 73: a later key destructor
+/// that called `vfork` corrupted the heap), and one in fallback mode must not tick or start the
+/// background thread in the child either (`maintenance::set_aside_for_vfork`). The parent is
+/// suspended while the child runs, so only the child uses the block meanwhile; a child that
+/// calls `vfork` itself counts one level deeper.
+///
+/// The stores are ordered for a signal handler that calls `vfork` itself between them (handlers
+/// nest, so its calls are balanced before the interrupted one goes on): the saved words before
+/// the depth, the depth before the block is set aside, and a nested call sets the block aside
+/// again (it may come before the outer call did).
 pub fn vfork_enter() {
     let b = arch::thread_block();
-    // SAFETY: the calling thread's own block. A signal handler may interrupt between the
-    // stores: the state goes to bypass before the area changes (and comes back after it), so
-    // a handler sees either the thread's own registered area (its sections are restarted as
-    // ever) or bypass.
+    // SAFETY: the calling thread's own block.
     unsafe {
-        if (*b).vfork_depth > 0 {
-            (*b).vfork_depth += 1;
-            return;
+        if (*b).vfork_depth == 0 {
+            (*b).vfork_state = (*b).state;
+            (*b).vfork_area = (*b).area;
         }
-        let state = (*b).state;
-        if !matches!(state, ThreadState::Rseq | ThreadState::New) {
-            return;
-        }
-        (*b).vfork_state = state;
-        (*b).vfork_area = (*b).area;
-        (*b).vfork_depth = 1;
+        compiler_fence(Ordering::SeqCst);
+        (*b).vfork_depth += 1;
+        compiler_fence(Ordering::SeqCst);
         (*b).state = ThreadState::Bypass;
         compiler_fence(Ordering::SeqCst);
         (*b).area = &raw const arch::DUMMY_AREA;
     }
 }
 
-/// Undoes [`vfork_enter`] in the parent once `vfork` returned there (or failed).
+/// Undoes [`vfork_enter`] in the parent once `vfork` returned there (or failed): the outermost
+/// call puts the area and the state back, after the depth (a handler's `vfork` in between then
+/// saves and restores the block as set aside).
 pub fn vfork_leave() {
     let b = arch::thread_block();
-    // SAFETY: the calling thread's own block; the order is `vfork_enter`'s, reversed.
+    // SAFETY: the calling thread's own block.
     unsafe {
         match (*b).vfork_depth {
             0 => {}
             1 => {
-                (*b).area = (*b).vfork_area;
-                compiler_fence(Ordering::SeqCst);
-                (*b).state = (*b).vfork_state;
+                let (area, state) = ((*b).vfork_area, (*b).vfork_state);
                 (*b).vfork_depth = 0;
+                compiler_fence(Ordering::SeqCst);
+                (*b).area = area;
+                compiler_fence(Ordering::SeqCst);
+                (*b).state = state;
             }
             _ => (*b).vfork_depth -= 1,
         }

@@ -14,6 +14,13 @@
  *   block lost its bytes). Every child must exit 0, and no worker may find a block changed.
  * usage: vfork_child setenv CHILDREN THREADS
  *   The same workers; each child calls setenv twice and execs /bin/true.
+ * usage: vfork_child keydtor ROUNDS THREADS
+ *   The same workers; in each round a thread frees 64 blocks another thread allocated on the
+ *   other CPU (so the allocator arms its thread-exit destructor for it) and exits, and a
+ *   pthread key destructor of the program, run again after the allocator's, makes 10 vfork
+ *   children that allocate. After the allocator's destructor the thread is in bypass but its
+ *   rseq area is still glibc's: a review (session 73) found such children corrupting the heap
+ *   when only threads in the rseq state were set aside.
  *
  * Prints "vfork_child ok children=<n> mode=..." */
 #include "conf.h"
@@ -24,8 +31,11 @@
 static volatile int stop;
 static long changed;
 
-/* Allocates, checks and frees blocks of 1-600 B until `stop`; counts blocks found changed. */
+/* Allocates, checks and frees blocks of 1-600 B until `stop` (pinned to CPU `arg` where the
+ * machine has it, when `pinned`); counts blocks found changed. */
+static int pinned;
 static void *worker(void *arg) {
+    if (pinned) (void)conf_pin((int)(uintptr_t)arg);
     unsigned seed = (unsigned)(uintptr_t)arg * 7919 + 1;
     unsigned char *keep[256] = {0};
     size_t size[256];
@@ -65,9 +75,82 @@ static int child_allocates(void) {
     return ok ? 0 : 3;
 }
 
+/* Makes one vfork child that allocates (child_allocates, 40 times over, on CPU 1) and checks
+ * its status. */
+static void vfork_allocating_child(int n) {
+    pid_t pid = vfork();
+    if (pid == 0) {
+        (void)conf_pin(1);
+        int e = 0;
+        for (int i = 0; i < 40 && e == 0; i++) e = child_allocates();
+        _exit(e);
+    }
+    CHECKF(pid > 0, "vfork failed: %s", strerror(errno));
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d: status %#x", n, status);
+}
+
+static pthread_key_t key;
+static __thread int destructor_rounds;
+static void **foreign;
+
+/* The key's destructor: asks for a second round, which runs after the allocator's own
+ * destructor (whose key was made first), and makes the children there. */
+static void destructor(void *value) {
+    (void)value;
+    if (destructor_rounds++ == 0) {
+        CHECK(pthread_setspecific(key, (void *)1) == 0);
+        return;
+    }
+    for (int n = 0; n < 10; n++) vfork_allocating_child(n);
+}
+
+/* Allocates the blocks the exiting thread frees, on CPU 1. */
+static void *allocate_foreign(void *arg) {
+    (void)conf_pin(1);
+    foreign = malloc(64 * sizeof *foreign);
+    CHECK(foreign != NULL);
+    for (int i = 0; i < 64; i++) CHECK((foreign[i] = malloc(64)) != NULL);
+    return arg;
+}
+
+/* Frees them on CPU 0 and exits with the key set. */
+static void *exiting(void *arg) {
+    (void)conf_pin(0);
+    CHECK(pthread_setspecific(key, (void *)1) == 0);
+    void *mine = malloc(200);
+    for (int i = 0; i < 64; i++) free(foreign[i]);
+    free(foreign);
+    free(mine);
+    return arg;
+}
+
 int main(int argc, char **argv) {
     conf_init("vfork_child", 120);
     CHECK(argc == 4);
+    if (strcmp(argv[1], "keydtor") == 0) {
+        int rounds = atoi(argv[2]), threads = atoi(argv[3]);
+        CHECK(rounds > 0 && threads > 0 && threads <= 8);
+        free(malloc(16));
+        CHECK(pthread_key_create(&key, destructor) == 0);
+        pinned = 1;
+        pthread_t t[8];
+        for (int i = 0; i < threads; i++)
+            CHECK(pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)i) == 0);
+        for (int r = 0; r < rounds; r++) {
+            pthread_t a, b;
+            CHECK(pthread_create(&a, NULL, allocate_foreign, NULL) == 0);
+            CHECK(pthread_join(a, NULL) == 0);
+            CHECK(pthread_create(&b, NULL, exiting, NULL) == 0);
+            CHECK(pthread_join(b, NULL) == 0);
+        }
+        stop = 1;
+        for (int i = 0; i < threads; i++) CHECK(pthread_join(t[i], NULL) == 0);
+        CHECKF(changed == 0, "workers found %ld blocks changed", changed);
+        conf_say("vfork_child ok children=%d mode=%s\n", rounds * 10, conf_mode());
+        return 0;
+    }
     int exec = strcmp(argv[1], "setenv") == 0;
     CHECK(exec || strcmp(argv[1], "alloc") == 0);
     int children = atoi(argv[2]), threads = atoi(argv[3]);
