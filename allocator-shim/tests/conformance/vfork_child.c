@@ -75,6 +75,14 @@ static int child_allocates(void) {
     return ok ? 0 : 3;
 }
 
+/* Waits for child `n` (`pid`, the result of vfork) and checks that it exited 0. */
+static void await_child(pid_t pid, int n) {
+    CHECKF(pid > 0, "vfork failed: %s", strerror(errno));
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d: status %#x", n, status);
+}
+
 /* Makes one vfork child that allocates (child_allocates, 40 times over, on CPU 1) and checks
  * its status. */
 static void vfork_allocating_child(int n) {
@@ -85,10 +93,23 @@ static void vfork_allocating_child(int n) {
         for (int i = 0; i < 40 && e == 0; i++) e = child_allocates();
         _exit(e);
     }
-    CHECKF(pid > 0, "vfork failed: %s", strerror(errno));
-    int status;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d: status %#x", n, status);
+    await_child(pid, n);
+}
+
+static pthread_t workers[8];
+
+/* Starts `threads` workers (at most 8). */
+static void start_workers(int threads) {
+    CHECK(threads > 0 && threads <= 8);
+    for (int i = 0; i < threads; i++)
+        CHECK(pthread_create(&workers[i], NULL, worker, (void *)(uintptr_t)i) == 0);
+}
+
+/* Stops and joins the `threads` workers, and checks that none found a block changed. */
+static void stop_workers(int threads) {
+    stop = 1;
+    for (int i = 0; i < threads; i++) CHECK(pthread_join(workers[i], NULL) == 0);
+    CHECKF(changed == 0, "workers found %ld blocks changed", changed);
 }
 
 static pthread_key_t key;
@@ -131,13 +152,11 @@ int main(int argc, char **argv) {
     CHECK(argc == 4);
     if (strcmp(argv[1], "keydtor") == 0) {
         int rounds = atoi(argv[2]), threads = atoi(argv[3]);
-        CHECK(rounds > 0 && threads > 0 && threads <= 8);
+        CHECK(rounds > 0);
         free(malloc(16));
         CHECK(pthread_key_create(&key, destructor) == 0);
         pinned = 1;
-        pthread_t t[8];
-        for (int i = 0; i < threads; i++)
-            CHECK(pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)i) == 0);
+        start_workers(threads);
         for (int r = 0; r < rounds; r++) {
             pthread_t a, b;
             CHECK(pthread_create(&a, NULL, allocate_foreign, NULL) == 0);
@@ -145,19 +164,15 @@ int main(int argc, char **argv) {
             CHECK(pthread_create(&b, NULL, exiting, NULL) == 0);
             CHECK(pthread_join(b, NULL) == 0);
         }
-        stop = 1;
-        for (int i = 0; i < threads; i++) CHECK(pthread_join(t[i], NULL) == 0);
-        CHECKF(changed == 0, "workers found %ld blocks changed", changed);
+        stop_workers(threads);
         conf_say("vfork_child ok children=%d mode=%s\n", rounds * 10, conf_mode());
         return 0;
     }
     int exec = strcmp(argv[1], "setenv") == 0;
     CHECK(exec || strcmp(argv[1], "alloc") == 0);
     int children = atoi(argv[2]), threads = atoi(argv[3]);
-    CHECK(children > 0 && threads > 0 && threads <= 8);
-    pthread_t t[8];
-    for (int i = 0; i < threads; i++)
-        CHECK(pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)i) == 0);
+    CHECK(children > 0);
+    start_workers(threads);
     for (int n = 0; n < children; n++) {
         pid_t pid = vfork();
         if (pid == 0) {
@@ -169,14 +184,9 @@ int main(int argc, char **argv) {
             execl("/bin/true", "true", (char *)NULL);
             _exit(127);
         }
-        CHECKF(pid > 0, "vfork failed: %s", strerror(errno));
-        int status;
-        CHECK(waitpid(pid, &status, 0) == pid);
-        CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d: status %#x", n, status);
+        await_child(pid, n);
     }
-    stop = 1;
-    for (int i = 0; i < threads; i++) CHECK(pthread_join(t[i], NULL) == 0);
-    CHECKF(changed == 0, "workers found %ld blocks changed", changed);
+    stop_workers(threads);
     conf_say("vfork_child ok children=%d mode=%s\n", children, conf_mode());
     return 0;
 }
