@@ -1712,7 +1712,8 @@ mod tests {
 
     /// Under an address-space limit that leaves room for less than a chunk (and its alignment
     /// slack), the heap still grows by the pages a span asks for: `grow` maps them alone
-    /// (session 70; before, the span was refused while the room was there). x86_64 only:
+    /// (session 70; before, the span was refused while the room was there). Under a roomy one,
+    /// whole chunks and their huge-page advice stay (session 74). x86_64 only:
     /// qemu-user, where aarch64 runs its tests, does not hold the guest's mappings to its
     /// `RLIMIT_AS` (the chunk is mapped there under the limit).
     #[test]
@@ -1776,12 +1777,40 @@ mod tests {
             unsafe { heap.free_span(s) };
             heaps.push(heap);
         }
+        // A roomy limit (at least `TIGHT_LIMIT` above what the process maps) leaves whole chunks
+        // and their advice as without one: `always` advises the first chunk (3611b12 dropped the
+        // advice under any finite limit, found by review in session 73; checked by hand then).
+        rl.rlim_cur = (in_use as u64 + 4 * TIGHT_LIMIT).min(rl.rlim_max) as libc::rlim_t;
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+        assert!(os::address_space_limit().is_some());
+        let mut roomy = PageHeap::new();
+        roomy.huge_policy = Some(HugePages::Always);
+        let s = roomy.alloc_span(4, PAGE, 0, SpanState::Large);
+        assert!(!s.is_null(), "a 4-page span under a roomy limit");
+        assert_eq!(
+            roomy.stats().mapped,
+            GROW_BYTES,
+            "a whole chunk under a roomy limit"
+        );
+        if check_advice {
+            // SAFETY: `s` is a live span of this heap.
+            let start = unsafe { (*s).start };
+            assert_eq!(
+                huge_advice(start),
+                Some((true, false)),
+                "always, roomy limit"
+            );
+        }
+        // SAFETY: a live span of this heap, freed once.
+        unsafe { roomy.free_span(s) };
+        heaps.push(roomy);
         // `auto` counts whole chunks only: with the limit gone, the heap's first whole chunk
         // keeps 4 KiB pages, as a heap's first chunk does, and its second is advised.
         rl.rlim_cur = unlimited;
         // SAFETY: as above.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
-        let auto = heaps.last_mut().unwrap();
+        let auto = &mut heaps[2];
         for want in [(false, false), (true, false)] {
             let s = auto.alloc_span(GROW_BYTES / PAGE, PAGE, 0, SpanState::Large);
             assert!(!s.is_null());
