@@ -69,6 +69,7 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     rseq::ffi::abort_with(&m)
 }
 
+pub mod aliases;
 pub mod c_api;
 pub mod cxx;
 pub mod dlopen;

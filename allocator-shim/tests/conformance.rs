@@ -1147,6 +1147,16 @@ fn a_vfork_child_that_allocates_leaves_the_other_threads_blocks_alone() {
 }
 
 #[test]
+fn glibcs_other_names_for_malloc_are_ours() {
+    // A block from `__libc_malloc` (or `__libc_calloc`, `__libc_memalign`, `__libc_valloc`,
+    // `__libc_pvalloc`) is grown, measured and freed by the standard names, and one from
+    // `malloc` by `__libc_realloc`, `__libc_free` and `cfree`, at four sizes. Before session 74
+    // they were glibc's own: the first `malloc_usable_size` aborted, in every mode.
+    let failures = cases_under_glibc_and_modes(("libc_names", "libc_names ok"), &[&[]]);
+    report("glibcs_other_names_for_malloc_are_ours", failures);
+}
+
+#[test]
 fn a_realloc_that_succeeds_after_a_refused_headroom_keeps_errno() {
     // Under an address-space limit, a realloc whose quarter of headroom is refused and whose
     // exact size still fits must succeed with errno as it was: before the fix (session 73's
