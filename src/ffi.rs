@@ -4,7 +4,7 @@
 //! `librseqmalloc.so` (the `allocator-shim` crate) is written against this module and the
 //! crate's other public functions only.
 //!
-//! May call: `os`, `percpu` (the thread block around `vfork`).
+//! May call: `os`, `percpu` (the thread block around `vfork`, the fork handlers).
 
 use crate::os;
 pub use crate::os::{ErrnoKeeper, Msg};
@@ -33,6 +33,14 @@ pub fn vfork_enter() {
 /// Undoes [`vfork_enter`], in the parent.
 pub fn vfork_leave() {
     crate::percpu::vfork_leave()
+}
+
+/// Registers the allocator's fork handlers now, if they are not yet (they are once the
+/// library's constructor ran): for a `__register_atfork` wrapper, before it registers anyone
+/// else's, so that the allocator's locks are taken after every other prepare handler and
+/// released before every other parent and child handler (see `percpu::fork::install`).
+pub fn install_fork_handlers() {
+    crate::percpu::install_fork_handlers()
 }
 
 /// The kernel's page size (`getauxval(AT_PAGESZ)`, 4096 if the kernel did not say).

@@ -70,6 +70,7 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 }
 
 pub mod aliases;
+pub mod atfork;
 pub mod c_api;
 pub mod cxx;
 pub mod dlopen;

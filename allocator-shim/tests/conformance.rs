@@ -15,6 +15,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -1147,6 +1148,41 @@ fn a_vfork_child_that_allocates_leaves_the_other_threads_blocks_alone() {
 }
 
 #[test]
+fn fork_handlers_registered_before_the_allocators_may_allocate() {
+    // A library the program links (its constructor runs before a preloaded library's) and the
+    // program's `.preinit_array` register fork handlers that allocate; two threads allocate
+    // while the main thread forks. Before session 74 the allocator's handlers, registered from
+    // its constructor after these, held its locks while they ran: `fork` hung in every mode
+    // (session 74's breaker run). glibc's malloc too.
+    let dir = profile_dir().join("conformance-programs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pic = [OsStr::new("-shared"), OsStr::new("-fPIC")];
+    compile_in(
+        &conf_dir(),
+        &["atfork_early_lib.c"],
+        &dir.join("libatfork_early.so"),
+        &pic,
+    );
+    let (search, rpath) = (
+        format!("-L{}", dir.display()),
+        format!("-Wl,-rpath,{}", dir.display()),
+    );
+    let link = [
+        OsStr::new(&search),
+        OsStr::new("-Wl,--no-as-needed"),
+        OsStr::new("-latfork_early"),
+        OsStr::new(&rpath),
+    ];
+    let bin = dir.join("atfork_early");
+    compile_in(&conf_dir(), &["atfork_early.c"], &bin, &link);
+    let failures = cases_of_binary(&bin, ("atfork_early", "atfork_early ok"), &[&[]], "", 40);
+    report(
+        "fork_handlers_registered_before_the_allocators_may_allocate",
+        failures,
+    );
+}
+
+#[test]
 fn glibcs_other_names_for_malloc_are_ours() {
     // A block from `__libc_malloc` (or `__libc_calloc`, `__libc_memalign`, `__libc_valloc`,
     // `__libc_pvalloc`) is grown, measured and freed by the standard names, and one from
@@ -1386,11 +1422,21 @@ fn cases_under_glibc_and_modes_with(
     options: &str,
     secs: u32,
 ) -> Vec<String> {
-    let bin = program(name);
+    cases_of_binary(&program(name), (name, prefix), cases, options, secs)
+}
+
+/// [`cases_under_glibc_and_modes_with`] for a program built some other way (`bin`).
+fn cases_of_binary(
+    bin: &Path,
+    (name, prefix): (&str, &str),
+    cases: &[&[&str]],
+    options: &str,
+    secs: u32,
+) -> Vec<String> {
     let mut failures = Vec::new();
     for args in cases {
         for u in [Under::Glibc].into_iter().chain(modes()) {
-            let out = run_under_with(&bin, args, u, secs, &[], options);
+            let out = run_under_with(bin, args, u, secs, &[], options);
             match check_ok(&out, name, prefix, &u.name()) {
                 Ok(so) => eprintln!(
                     "{name} {args:?} [{}]: {}",

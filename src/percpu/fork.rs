@@ -43,8 +43,25 @@ use core::sync::atomic::compiler_fence;
 /// Whether the running fork's prepare handler took the locks.
 static LOCKED: AtomicBool = AtomicBool::new(false);
 
-/// Registers the handlers (once, from the start-up constructor).
+/// Whether [`install`] registered the handlers.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the handlers, once: from the start-up constructor, or earlier from the shim's
+/// `__register_atfork`, before the first handlers anyone else registers.
+///
+/// Why first: glibc runs the prepare handlers in the reverse order of their registration and
+/// the parent and child handlers in that order, so the first registered prepare runs last and
+/// the first registered parent and child run first. Registered last, ours took every lock
+/// before the prepare handlers registered earlier ran, and released them after their parent and
+/// child handlers: a handler of those that allocated waited on a lock its own thread held, and
+/// `fork` hung (a breaker run in session 74: a library the program links registers allocating
+/// handlers from its constructor, which the loader runs before a preloaded library's). glibc's
+/// own malloc takes its locks inside `fork`, after every prepare handler, and releases them
+/// before any parent or child handler; the first registration is as close as a library gets.
 pub fn install() {
+    if INSTALLED.swap(true, Ordering::Relaxed) {
+        return;
+    }
     os::at_fork(prepare, parent, child);
 }
 
