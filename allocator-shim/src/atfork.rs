@@ -5,7 +5,7 @@
 //! `libc_nonshared.a`): it calls `__register_atfork`, which this library exports. The first
 //! call, from whoever makes it, registers the allocator's handlers first
 //! (`rseq::ffi::install_fork_handlers`), then the caller's; every call is then passed to libc's
-//! `__register_atfork`, found with `dlsym(RTLD_NEXT)`.
+//! `__register_atfork` (`crate::next`).
 //!
 //! Why: glibc runs prepare handlers in the reverse order of registration and parent and child
 //! handlers in that order. The loader runs the constructors of the libraries a program links
@@ -16,7 +16,7 @@
 //! other parent and child handler, as glibc's own malloc does inside `fork`.
 
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::AtomicUsize;
 
 /// libc's `__register_atfork` (0 until the first call resolves it).
 static REAL: AtomicUsize = AtomicUsize::new(0);
@@ -27,21 +27,10 @@ type Handler = Option<unsafe extern "C" fn()>;
 /// libc's `__register_atfork`: its signature.
 type Register = unsafe extern "C" fn(Handler, Handler, Handler, *mut c_void) -> c_int;
 
-/// libc's `__register_atfork` (the next definition after this library), found on the first
-/// call. Aborts if there is none: the caller called it.
+/// libc's `__register_atfork` (the next definition after this library).
 fn real() -> Register {
-    let mut real = REAL.load(Ordering::Acquire);
-    if real == 0 {
-        // SAFETY: dlsym with the RTLD_NEXT pseudo-handle and a NUL-terminated name.
-        real = unsafe { libc::dlsym(libc::RTLD_NEXT, c"__register_atfork".as_ptr()) } as usize;
-        if real == 0 {
-            let mut m = rseq::ffi::Msg::new();
-            m.str("rseqmalloc: __register_atfork called but libc's not found; aborting");
-            rseq::ffi::abort_with(&m)
-        }
-        REAL.store(real, Ordering::Release);
-    }
-    // SAFETY: a non-zero `real` is libc's `__register_atfork`, of this signature.
+    let real = crate::next::next_symbol(&REAL, c"__register_atfork");
+    // SAFETY: `real` is libc's `__register_atfork`, of this signature.
     unsafe { core::mem::transmute::<usize, Register>(real) }
 }
 

@@ -31,15 +31,7 @@ static STRIP: AtomicBool = AtomicBool::new(true);
 /// first `dlopen` call does this. Aborts if there is none: the caller called `dlopen`.
 extern "C" fn resolve() -> usize {
     STRIP.store(rseq::options().strip_deepbind, Ordering::Relaxed);
-    // SAFETY: dlsym with the RTLD_NEXT pseudo-handle and a NUL-terminated name.
-    let real = unsafe { libc::dlsym(libc::RTLD_NEXT, c"dlopen".as_ptr()) } as usize;
-    if real == 0 {
-        let mut m = rseq::ffi::Msg::new();
-        m.str("rseqmalloc: dlopen called but libc's dlopen not found; aborting");
-        rseq::ffi::abort_with(&m)
-    }
-    REAL.store(real, Ordering::Release);
-    real
+    crate::next::next_symbol(&REAL, c"dlopen")
 }
 
 #[cfg(target_arch = "x86_64")]

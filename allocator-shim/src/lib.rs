@@ -75,6 +75,7 @@ pub mod c_api;
 pub mod cxx;
 pub mod dlopen;
 pub mod glibc;
+pub mod next;
 pub mod own;
 pub mod vfork;
 

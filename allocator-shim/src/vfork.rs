@@ -14,8 +14,14 @@
 //! child runs on the parent's stack and overwrites whatever lies below the caller's frame
 //! before the parent resumes; registers are the parent's own again when it does.
 //!
+//! `clone` (x86_64) does the same around libc's `clone` when it makes such a child: shared
+//! memory (`CLONE_VM`), the parent suspended until the child execs or exits (`CLONE_VFORK`),
+//! and no thread-local storage of its own (no `CLONE_SETTLS`). A breaker run in session 74
+//! found that path corrupting the heap as `vfork` did (conformance `vfork_child.c`, `clone`
+//! cases). Not covered: the `clone` and `clone3` system calls made directly.
+//!
 //! Other architectures run fallback mode (locked slabs, safe in a `vfork` child) and keep
-//! libc's `vfork`.
+//! libc's `vfork` and `clone`.
 
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
@@ -83,3 +89,71 @@ extern "C" fn leave(result: i64) -> i64 {
         result
     }
 }
+
+/// libc's `clone` (0 until the first call resolves it).
+#[cfg(target_arch = "x86_64")]
+static REAL_CLONE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// libc's `clone`: variadic after `arg` (`parent_tid`, `tls`, `child_tid`).
+#[cfg(target_arch = "x86_64")]
+type Clone = unsafe extern "C" fn(usize, usize, core::ffi::c_int, usize, ...) -> core::ffi::c_int;
+
+/// libc's `clone` (the next definition after this library).
+#[cfg(target_arch = "x86_64")]
+fn real_clone() -> Clone {
+    let real = crate::next::next_symbol(&REAL_CLONE, c"clone");
+    // SAFETY: `real` is libc's `clone`, of this signature.
+    unsafe { core::mem::transmute::<usize, Clone>(real) }
+}
+
+/// `clone(fn, stack, flags, arg, parent_tid, tls, child_tid)` (x86_64): libc's, with the
+/// calling thread set aside around it ([`rseq::ffi::vfork_enter`] and `vfork_leave`) when the
+/// child runs on this thread's memory and thread-local storage while the thread waits
+/// (`CLONE_VM | CLONE_VFORK` without `CLONE_SETTLS`), as [`vfork`](self)'s child does.
+///
+/// libc declares it variadic after `arg`; the three later arguments are read as fixed ones
+/// (x86_64 passes the sixth in a register, the seventh on the stack) and passed on unchanged,
+/// as libc's `clone` reads them, only when `flags` asks for them. A caller that passed fewer
+/// leaves whatever its registers and its stack frame hold there, which libc then ignores too.
+///
+/// # Safety
+/// As for libc's `clone`.
+#[cfg(target_arch = "x86_64")]
+#[no_mangle]
+pub unsafe extern "C" fn clone(
+    f: usize,
+    stack: usize,
+    flags: core::ffi::c_int,
+    arg: usize,
+    parent_tid: usize,
+    tls: usize,
+    child_tid: usize,
+) -> core::ffi::c_int {
+    let real = real_clone();
+    let shares = libc::CLONE_VM | libc::CLONE_VFORK;
+    let aside = flags & (shares | libc::CLONE_SETTLS) == shares;
+    if aside {
+        rseq::ffi::vfork_enter();
+    }
+    // SAFETY: forwarded contract: libc's `clone` with the caller's arguments.
+    let pid = unsafe { real(f, stack, flags, arg, parent_tid, tls, child_tid) };
+    if aside {
+        let _errno = rseq::ffi::ErrnoKeeper::new();
+        rseq::ffi::vfork_leave();
+    }
+    pid
+}
+
+// glibc's `__clone`: a jump to [`clone`].
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .text.rseqmalloc_clone,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl __clone",
+    ".type __clone,@function",
+    "__clone:",
+    "jmp {clone}",
+    ".size __clone, . - __clone",
+    ".popsection",
+    clone = sym clone,
+);

@@ -1128,6 +1128,8 @@ fn a_vfork_child_that_allocates_leaves_the_other_threads_blocks_alone() {
     // every child exits 0 and no block changes. Before the fix (session 73's breaker) both
     // rseq modes aborted in every run ("corrupted free list", "double free detected"), the
     // child running the per-CPU critical sections on its parent's unregistered rseq area.
+    // `clone-alloc` and `clone-setenv`: the same children made by glibc's `clone` with
+    // `CLONE_VM | CLONE_VFORK`; both failed in both rseq modes before session 74 (its breaker).
     // `keydtor`: children of a key destructor run after the allocator's own, whose thread is
     // in bypass with glibc's area still live; it failed in glibc mode while only threads in
     // the rseq state were set aside (the session's review). glibc's malloc too.
@@ -1137,6 +1139,8 @@ fn a_vfork_child_that_allocates_leaves_the_other_threads_blocks_alone() {
             &["alloc", "2000", "3"],
             &["setenv", "3000", "1"],
             &["keydtor", "30", "2"],
+            &["clone-alloc", "2000", "3"],
+            &["clone-setenv", "3000", "1"],
         ],
         "",
         120,

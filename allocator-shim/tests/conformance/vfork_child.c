@@ -14,6 +14,10 @@
  *   block lost its bytes). Every child must exit 0, and no worker may find a block changed.
  * usage: vfork_child setenv CHILDREN THREADS
  *   The same workers; each child calls setenv twice and execs /bin/true.
+ * usage: vfork_child clone-alloc CHILDREN THREADS, vfork_child clone-setenv CHILDREN THREADS
+ *   The same two, with children made by glibc's clone() with CLONE_VM | CLONE_VFORK (what vfork
+ *   is) on a stack of their own: the same fault through another door (session 74's breaker
+ *   run: aborts, and children dying inside setenv, in both rseq modes).
  * usage: vfork_child keydtor ROUNDS THREADS
  *   The same workers; in each round a thread frees 64 blocks another thread allocated on the
  *   other CPU (so the allocator arms its thread-exit destructor for it) and exits, and a
@@ -75,9 +79,27 @@ static int child_allocates(void) {
     return ok ? 0 : 3;
 }
 
-/* Waits for child `n` (`pid`, the result of vfork) and checks that it exited 0. */
+/* Whether the children of `alloc` and `setenv` (and their clone forms) exec. */
+static int do_exec;
+
+/* What child `n` does: allocates (child_allocates, returning its status), or calls setenv
+ * twice and execs /bin/true (returning only if exec failed). */
+static int child_body(int n) {
+    if (!do_exec) return child_allocates();
+    char v[32];
+    snprintf(v, sizeof v, "%d", n);
+    setenv("VFORK_CHILD_INDEX", v, 1);
+    setenv("VFORK_CHILD_NAME", "a child with a value longer than a small block", 1);
+    execl("/bin/true", "true", (char *)NULL);
+    return 127;
+}
+
+/* A clone child's function: child_body for child `arg`. */
+static int clone_child(void *arg) { _exit(child_body((int)(uintptr_t)arg)); }
+
+/* Waits for child `n` (`pid`, the result of vfork or clone) and checks that it exited 0. */
 static void await_child(pid_t pid, int n) {
-    CHECKF(pid > 0, "vfork failed: %s", strerror(errno));
+    CHECKF(pid > 0, "vfork or clone failed: %s", strerror(errno));
     int status;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d: status %#x", n, status);
@@ -168,22 +190,23 @@ int main(int argc, char **argv) {
         conf_say("vfork_child ok children=%d mode=%s\n", rounds * 10, conf_mode());
         return 0;
     }
-    int exec = strcmp(argv[1], "setenv") == 0;
-    CHECK(exec || strcmp(argv[1], "alloc") == 0);
+    int use_clone = strncmp(argv[1], "clone-", 6) == 0;
+    const char *what = argv[1] + (use_clone ? 6 : 0);
+    do_exec = strcmp(what, "setenv") == 0;
+    CHECK(do_exec || strcmp(what, "alloc") == 0);
     int children = atoi(argv[2]), threads = atoi(argv[3]);
     CHECK(children > 0);
     start_workers(threads);
+    static char stack[1 << 16] __attribute__((aligned(16)));
     for (int n = 0; n < children; n++) {
-        pid_t pid = vfork();
-        if (pid == 0) {
-            if (!exec) _exit(child_allocates());
-            char v[32];
-            snprintf(v, sizeof v, "%d", n);
-            setenv("VFORK_CHILD_INDEX", v, 1);
-            setenv("VFORK_CHILD_NAME", "a child with a value longer than a small block", 1);
-            execl("/bin/true", "true", (char *)NULL);
-            _exit(127);
+        if (use_clone) {
+            pid_t pid = clone(clone_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                              (void *)(uintptr_t)n);
+            await_child(pid, n);
+            continue;
         }
+        pid_t pid = vfork();
+        if (pid == 0) _exit(child_body(n));
         await_child(pid, n);
     }
     stop_workers(threads);
