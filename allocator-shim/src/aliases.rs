@@ -6,7 +6,7 @@
 //! a program that calls one of them reached glibc's allocator beside ours: a block from
 //! `__libc_malloc` handed to `free` aborted as "invalid pointer", and one of ours handed to
 //! `__libc_free` or `cfree` went into glibc's heap (found in session 74; conformance
-//! `libc_names.c`). mimalloc and gperftools' tcmalloc export the same names.
+//! `libc_names.c`). mimalloc and gperftools' tcmalloc export the allocation ones among them.
 //!
 //! Each is its standard counterpart, called: these are rare, so a call (a jump once
 //! optimized) beside each keeps one copy of the paths.

@@ -5,7 +5,9 @@
 //! `libc_nonshared.a`): it calls `__register_atfork`, which this library exports. The first
 //! call, from whoever makes it, registers the allocator's handlers first
 //! (`rseq::ffi::install_fork_handlers`), then the caller's; every call is then passed to libc's
-//! `__register_atfork` (`crate::next`).
+//! `__register_atfork` (`crate::next`). Not covered: binaries linked against glibc before 2.3.2,
+//! whose `pthread_atfork` is libc's old-version one, which jumps to libc's `__register_atfork`
+//! directly.
 //!
 //! Why: glibc runs prepare handlers in the reverse order of registration and parent and child
 //! handlers in that order. The loader runs the constructors of the libraries a program links

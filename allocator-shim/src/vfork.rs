@@ -18,7 +18,8 @@
 //! memory (`CLONE_VM`), the parent suspended until the child execs or exits (`CLONE_VFORK`),
 //! and no thread-local storage of its own (no `CLONE_SETTLS`). A breaker run in session 74
 //! found that path corrupting the heap as `vfork` did (conformance `vfork_child.c`, `clone`
-//! cases). Not covered: the `clone` and `clone3` system calls made directly.
+//! cases). Not covered: the `vfork`, `clone` and `clone3` system calls made directly, and libc's
+//! own `vfork` or `clone` looked up in libc's handle (`dlsym` on `dlopen("libc.so.6")`).
 //!
 //! Other architectures run fallback mode (locked slabs, safe in a `vfork` child) and keep
 //! libc's `vfork` and `clone`.
@@ -106,12 +107,32 @@ fn real_clone() -> Clone {
     unsafe { core::mem::transmute::<usize, Clone>(real) }
 }
 
-/// `clone(fn, stack, flags, arg, parent_tid, tls, child_tid)` (x86_64): libc's, with the
-/// calling thread set aside around it ([`rseq::ffi::vfork_enter`] and `vfork_leave`) when the
-/// child runs on this thread's memory and thread-local storage while the thread waits
-/// (`CLONE_VM | CLONE_VFORK` without `CLONE_SETTLS`), as [`vfork`](self)'s child does.
+// `clone(fn, stack, flags, arg, parent_tid, tls, child_tid)` and glibc's `__clone` (x86_64):
+// both jump to `clone_aside`.
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .text.rseqmalloc_clone,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl clone",
+    ".type clone,@function",
+    ".globl __clone",
+    ".type __clone,@function",
+    "clone:",
+    "__clone:",
+    "jmp {aside}",
+    ".size clone, . - clone",
+    ".size __clone, . - __clone",
+    ".popsection",
+    aside = sym clone_aside,
+);
+
+/// `clone` and `__clone`: libc's `clone`, with the calling thread set aside around it
+/// ([`rseq::ffi::vfork_enter`] and `vfork_leave`) when the child runs on this thread's memory
+/// and thread-local storage while the thread waits (`CLONE_VM | CLONE_VFORK` without
+/// `CLONE_SETTLS`), as [`vfork`](self)'s child does. Reached by a jump, not exported itself: a
+/// program that defines a function named `clone` of its own does not take `__clone`'s calls.
 ///
-/// libc declares it variadic after `arg`; the three later arguments are read as fixed ones
+/// libc declares `clone` variadic after `arg`; the three later arguments are read as fixed ones
 /// (x86_64 passes the sixth in a register, the seventh on the stack) and passed on unchanged,
 /// as libc's `clone` reads them, only when `flags` asks for them. A caller that passed fewer
 /// leaves whatever its registers and its stack frame hold there, which libc then ignores too.
@@ -119,8 +140,7 @@ fn real_clone() -> Clone {
 /// # Safety
 /// As for libc's `clone`.
 #[cfg(target_arch = "x86_64")]
-#[no_mangle]
-pub unsafe extern "C" fn clone(
+unsafe extern "C" fn clone_aside(
     f: usize,
     stack: usize,
     flags: core::ffi::c_int,
@@ -143,17 +163,3 @@ pub unsafe extern "C" fn clone(
     }
     pid
 }
-
-// glibc's `__clone`: a jump to [`clone`].
-#[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(
-    ".pushsection .text.rseqmalloc_clone,\"ax\",@progbits",
-    ".p2align 4",
-    ".globl __clone",
-    ".type __clone,@function",
-    "__clone:",
-    "jmp {clone}",
-    ".size __clone, . - __clone",
-    ".popsection",
-    clone = sym clone,
-);

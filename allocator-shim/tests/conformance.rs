@@ -1129,7 +1129,8 @@ fn a_vfork_child_that_allocates_leaves_the_other_threads_blocks_alone() {
     // rseq modes aborted in every run ("corrupted free list", "double free detected"), the
     // child running the per-CPU critical sections on its parent's unregistered rseq area.
     // `clone-alloc` and `clone-setenv`: the same children made by glibc's `clone` with
-    // `CLONE_VM | CLONE_VFORK`; both failed in both rseq modes before session 74 (its breaker).
+    // `CLONE_VM | CLONE_VFORK`; before session 74 both failed in the rseq modes (the breaker's
+    // runs: every run in both; the review's: `clone-alloc` in both, `clone-setenv` in own).
     // `keydtor`: children of a key destructor run after the allocator's own, whose thread is
     // in bypass with glibc's area still live; it failed in glibc mode while only threads in
     // the rseq state were set aside (the session's review). glibc's malloc too.

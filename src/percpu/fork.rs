@@ -37,14 +37,19 @@ use crate::arch::{self, ThreadState};
 use crate::central;
 use crate::os;
 use crate::page_heap::HEAP;
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use core::sync::atomic::compiler_fence;
 
 /// Whether the running fork's prepare handler took the locks.
 static LOCKED: AtomicBool = AtomicBool::new(false);
 
-/// Whether [`install`] registered the handlers.
-static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// [`install`]'s progress: [`NOT_INSTALLED`], [`INSTALLING`] or [`INSTALLED`].
+static INSTALL: AtomicU8 = AtomicU8::new(NOT_INSTALLED);
+/// The thread block of the thread registering the handlers (while [`INSTALLING`]).
+static INSTALLER: AtomicUsize = AtomicUsize::new(0);
+const NOT_INSTALLED: u8 = 0;
+const INSTALLING: u8 = 1;
+const INSTALLED: u8 = 2;
 
 /// Registers the handlers, once: from the start-up constructor, or earlier from the shim's
 /// `__register_atfork`, before the first handlers anyone else registers.
@@ -58,11 +63,32 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// handlers from its constructor, which the loader runs before a preloaded library's). glibc's
 /// own malloc takes its locks inside `fork`, after every prepare handler, and releases them
 /// before any parent or child handler; the first registration is as close as a library gets.
+///
+/// Returns once the handlers are registered. Another thread's call meanwhile waits (else its
+/// registration, passed on at once, could come before ours: a review found `fork` hanging in 1-3
+/// of 10 runs of a program whose library constructor registers handlers while a thread it
+/// started does). The registering thread's own call comes back here (`pthread_atfork` calls
+/// the shim's `__register_atfork`) and returns at once, so that its registration goes on.
 pub fn install() {
-    if INSTALLED.swap(true, Ordering::Relaxed) {
-        return;
+    let me = arch::thread_block() as usize;
+    match INSTALL.compare_exchange(
+        NOT_INSTALLED,
+        INSTALLING,
+        Ordering::Acquire,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => {
+            INSTALLER.store(me, Ordering::Relaxed);
+            os::at_fork(prepare, parent, child);
+            INSTALL.store(INSTALLED, Ordering::Release);
+        }
+        Err(_) if INSTALLER.load(Ordering::Relaxed) == me => {}
+        Err(_) => {
+            while INSTALL.load(Ordering::Acquire) != INSTALLED {
+                os::yield_now();
+            }
+        }
     }
-    os::at_fork(prepare, parent, child);
 }
 
 extern "C" fn prepare() {
