@@ -1188,6 +1188,16 @@ fn fork_handlers_registered_before_the_allocators_may_allocate() {
 }
 
 #[test]
+fn a_program_with_its_own_mmap_runs() {
+    // The program defines mmap and munmap (logging into malloc'd blocks); the loader binds
+    // libc's callers to them. Before session 74 the allocator's own mappings went through them,
+    // and the first one allocated under the page heap's lock: malloc hung in every mode.
+    // glibc's malloc too.
+    let failures = cases_under_glibc_and_modes(("own_mmap", "own_mmap ok"), &[&[]]);
+    report("a_program_with_its_own_mmap_runs", failures);
+}
+
+#[test]
 fn glibcs_other_names_for_malloc_are_ours() {
     // A block from `__libc_malloc` (or `__libc_calloc`, `__libc_memalign`, `__libc_valloc`,
     // `__libc_pvalloc`) is grown, measured and freed by the standard names, and one from

@@ -8,6 +8,91 @@ pub const OS_PAGE: usize = 4096;
 /// Transparent huge page size on x86_64.
 pub const HUGE_PAGE: usize = 2 << 20;
 
+/// The memory system calls, made through `syscall(2)`, not through libc's `mmap`, `munmap`,
+/// `mremap`, `madvise` and `mincore`: a program may define functions of those names (a tracker
+/// of its own mappings), and the loader then binds every caller of libc's, this library
+/// included, to the program's. One that allocates ran inside the allocator: under the page
+/// heap's lock, and `malloc` hung in every mode (session 74; conformance `own_mmap.c`). glibc's
+/// malloc and tcmalloc call the kernel directly; jemalloc hangs and mimalloc crashes on such a
+/// program. Each returns what the kernel did, as libc's wrapper does: -1 (`MAP_FAILED` for the
+/// mappings) with `errno` set on failure. Every argument is widened to the kernel's `long`.
+mod sys {
+    use core::ffi::{c_int, c_long, c_void};
+
+    /// `mmap(addr, len, prot, flags, -1, 0)`: an anonymous mapping.
+    ///
+    /// # Safety
+    /// As for `mmap(2)`; with `MAP_FIXED`, `[addr, addr + len)` must be ours to replace.
+    pub unsafe fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int) -> *mut c_void {
+        // SAFETY: forwarded contract; the arguments are the system call's.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mmap,
+                addr,
+                len,
+                prot as c_long,
+                flags as c_long,
+                -1 as c_long,
+                0 as c_long,
+            )
+        };
+        r as *mut c_void
+    }
+
+    /// `munmap(addr, len)`.
+    ///
+    /// # Safety
+    /// As for `munmap(2)`: nothing may use the range afterwards.
+    pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
+        // SAFETY: forwarded contract.
+        unsafe { libc::syscall(libc::SYS_munmap, addr, len) as c_int }
+    }
+
+    /// `mremap(old, old_len, new_len, flags, new_addr)` (`new_addr` read with `MREMAP_FIXED`).
+    ///
+    /// # Safety
+    /// As for `mremap(2)`.
+    pub unsafe fn mremap(
+        old: *mut c_void,
+        old_len: usize,
+        new_len: usize,
+        flags: c_int,
+        new_addr: *mut c_void,
+    ) -> *mut c_void {
+        // SAFETY: forwarded contract.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mremap,
+                old,
+                old_len,
+                new_len,
+                flags as c_long,
+                new_addr,
+            )
+        };
+        r as *mut c_void
+    }
+
+    /// `madvise(addr, len, advice)`.
+    ///
+    /// # Safety
+    /// As for `madvise(2)`: the range is ours, and an advice that drops contents
+    /// (`MADV_DONTNEED`) only where nothing is needed.
+    pub unsafe fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int {
+        // SAFETY: forwarded contract.
+        unsafe { libc::syscall(libc::SYS_madvise, addr, len, advice as c_long) as c_int }
+    }
+
+    /// `mincore(addr, len, vec)`.
+    ///
+    /// # Safety
+    /// As for `mincore(2)`: `vec` holds a byte for each page of the range.
+    pub unsafe fn mincore(addr: *mut c_void, len: usize, vec: *mut u8) -> c_int {
+        // SAFETY: forwarded contract.
+        unsafe { libc::syscall(libc::SYS_mincore, addr, len, vec) as c_int }
+    }
+}
+
 /// The calling thread's `errno`.
 pub fn errno() -> i32 {
     // SAFETY: `__errno_location` always returns the calling thread's valid errno slot.
@@ -93,7 +178,7 @@ pub fn map_with(size: usize, align: usize, kind: Commit) -> Result<*mut u8, OsEr
         let _errno = ErrnoKeeper::new();
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches
         // no existing memory; the result is checked for MAP_FAILED.
-        let p = unsafe { libc::mmap(core::ptr::null_mut(), total, prot, flags, -1, 0) };
+        let p = unsafe { sys::mmap(core::ptr::null_mut(), total, prot, flags) };
         (p, errno())
     };
     if p == libc::MAP_FAILED {
@@ -107,10 +192,10 @@ pub fn map_with(size: usize, align: usize, kind: Commit) -> Result<*mut u8, OsEr
     // part of the returned range.
     unsafe {
         if head > 0 {
-            libc::munmap(base as *mut _, head);
+            sys::munmap(base as *mut _, head);
         }
         if tail > 0 {
-            libc::munmap((aligned + size) as *mut _, tail);
+            sys::munmap((aligned + size) as *mut _, tail);
         }
     }
     Ok(aligned as *mut u8)
@@ -123,7 +208,7 @@ pub fn map_with(size: usize, align: usize, kind: Commit) -> Result<*mut u8, OsEr
 pub unsafe fn unmap(ptr: *mut u8, size: usize) {
     // SAFETY: the caller gives up the range; munmap of our own mapping cannot fail in a way
     // that matters (an error would leave the mapping in place, which is only a leak).
-    unsafe { libc::munmap(ptr.cast(), size) };
+    unsafe { sys::munmap(ptr.cast(), size) };
 }
 
 /// Moves the pages of mapping `[old, old + old_size)` to `dest` (a mapping of `new_size`
@@ -136,7 +221,7 @@ pub unsafe fn move_pages(old: *mut u8, old_size: usize, dest: *mut u8, new_size:
     let _errno = ErrnoKeeper::new();
     // SAFETY: MREMAP_FIXED replaces our own mapping at `dest`; the caller owns both ranges.
     let r = unsafe {
-        libc::mremap(
+        sys::mremap(
             old.cast(),
             old_size,
             new_size,
@@ -158,13 +243,11 @@ pub unsafe fn commit(ptr: *mut u8, size: usize) -> bool {
     let _errno = ErrnoKeeper::new();
     // SAFETY: MAP_FIXED replaces only our own range.
     let p = unsafe {
-        libc::mmap(
+        sys::mmap(
             ptr.cast(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
         )
     };
     p == ptr.cast()
@@ -185,8 +268,8 @@ pub unsafe fn grow_into_reservation(ptr: *mut u8, old_size: usize, new_size: usi
     // SAFETY: the caller owns both ranges; without MREMAP_MAYMOVE the kernel only extends
     // this mapping where the address space is free.
     unsafe {
-        libc::munmap(ptr.add(old_size).cast(), new_size - old_size);
-        libc::mremap(ptr.cast(), old_size, new_size, 0) == ptr.cast()
+        sys::munmap(ptr.add(old_size).cast(), new_size - old_size);
+        sys::mremap(ptr.cast(), old_size, new_size, 0, core::ptr::null_mut()) == ptr.cast()
     }
 }
 
@@ -201,7 +284,15 @@ pub unsafe fn move_mapping(ptr: *mut u8, old_size: usize, new_size: usize) -> Op
     // A refusal is the caller's to answer ([`map_with`]): `errno` stays.
     let _errno = ErrnoKeeper::new();
     // SAFETY: the caller owns the mapping; the kernel picks the destination.
-    let r = unsafe { libc::mremap(ptr.cast(), old_size, new_size, libc::MREMAP_MAYMOVE) };
+    let r = unsafe {
+        sys::mremap(
+            ptr.cast(),
+            old_size,
+            new_size,
+            libc::MREMAP_MAYMOVE,
+            core::ptr::null_mut(),
+        )
+    };
     (r != libc::MAP_FAILED).then_some(r.cast())
 }
 
@@ -212,7 +303,7 @@ pub unsafe fn move_mapping(ptr: *mut u8, old_size: usize, new_size: usize) -> Op
 /// The range must be ours, page-aligned, and hold nothing anyone still needs.
 pub unsafe fn decommit(ptr: *mut u8, size: usize) -> bool {
     // SAFETY: the caller guarantees the range is ours and dead.
-    unsafe { libc::madvise(ptr.cast(), size, libc::MADV_DONTNEED) == 0 }
+    unsafe { sys::madvise(ptr.cast(), size, libc::MADV_DONTNEED) == 0 }
 }
 
 /// Faults a range in, writable, with one call (`MADV_POPULATE_WRITE`, Linux 5.14+): what the
@@ -225,7 +316,7 @@ pub fn populate_write(ptr: *mut u8, size: usize) -> bool {
         return false;
     }
     // SAFETY: populating changes no contents; the range is the caller's read-write mapping.
-    if unsafe { libc::madvise(ptr.cast(), size, libc::MADV_POPULATE_WRITE) } == 0 {
+    if unsafe { sys::madvise(ptr.cast(), size, libc::MADV_POPULATE_WRITE) } == 0 {
         return true;
     }
     if errno() == libc::EINVAL {
@@ -248,7 +339,7 @@ pub fn resident_pages(ptr: *const u8, size: usize) -> Option<usize> {
         let n = (pages - done).min(v.len());
         // SAFETY: mincore only reads the page tables of the range and writes `n` bytes of `v`.
         let r = unsafe {
-            libc::mincore(
+            sys::mincore(
                 ptr.wrapping_add(done * OS_PAGE) as *mut libc::c_void,
                 n * OS_PAGE,
                 v.as_mut_ptr(),
@@ -273,7 +364,7 @@ pub fn advise_huge(ptr: *mut u8, size: usize, want: bool) {
         libc::MADV_NOHUGEPAGE
     };
     // SAFETY: madvise with (NO)HUGEPAGE changes no contents; the range is the caller's mapping.
-    unsafe { libc::madvise(ptr.cast(), size, advice) };
+    unsafe { sys::madvise(ptr.cast(), size, advice) };
 }
 
 /// Sleeps while `*word == expected` (or until woken / interrupted).
