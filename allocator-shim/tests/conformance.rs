@@ -27,8 +27,16 @@ fn conf_dir() -> PathBuf {
     manifest_dir().join("tests/conformance")
 }
 
+/// Where the conformance programs are compiled: `<target>/<profile>/conformance-programs/`,
+/// made if missing.
+fn programs_dir() -> PathBuf {
+    let dir = profile_dir().join("conformance-programs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// The compiled program `name` (`name.c` or `name.cc` in `tests/conformance/`), compiled once
-/// per test process into `<target>/<profile>/conformance-programs/`.
+/// per test process into [`programs_dir`].
 fn program(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
@@ -36,8 +44,7 @@ fn program(name: &str) -> PathBuf {
     if let Some(p) = built.get(name) {
         return p.clone();
     }
-    let dir = profile_dir().join("conformance-programs");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = programs_dir();
     let src = if conf_dir().join(format!("{name}.cc")).is_file() {
         format!("{name}.cc")
     } else {
@@ -1159,8 +1166,7 @@ fn fork_handlers_registered_before_the_allocators_may_allocate() {
     // while the main thread forks. Before session 74 the allocator's handlers, registered from
     // its constructor after these, held its locks while they ran: `fork` hung in every mode
     // (session 74's breaker run). glibc's malloc too.
-    let dir = profile_dir().join("conformance-programs");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = programs_dir();
     let pic = [OsStr::new("-shared"), OsStr::new("-fPIC")];
     compile_in(
         &conf_dir(),
