@@ -11,7 +11,10 @@
 //! the page map; every page of a large span maps to it; a class span's page maps to it with its
 //! class (and its index) once carved, without one before; a huge span's first page maps to it;
 //! two free spans are never adjacent (they are merged as soon as the second is freed); the page
-//! map's mark is set on the first page of every free span and on no other page of it.
+//! map's mark is set on the first page of every free span and on no other page of it; every
+//! page of a span in use is read-write, while a free span's pages in a chunk whose steps are
+//! tracked (`PageHeap::lazy`) may still be inaccessible, and no tracked chunk has a step
+//! partly unmapped.
 //!
 //! May call: `config`, `os`, `size_class`, `pagemap`, `span`, `sync`.
 
@@ -29,6 +32,39 @@ pub const MAX_LISTED: usize = 256;
 /// transparent huge pages can back it), unless the OS refuses it: then by the pages asked for
 /// ([`PageHeap::grow`]).
 pub const GROW_BYTES: usize = 32 << 20;
+
+/// A chunk is reserved inaccessible (`PROT_NONE`) and made read-write this much at a time, the
+/// steps a span is carved from when it is carved ([`PageHeap::open_for`]). Read-write pages
+/// cost nothing until touched, unless the program locks its memory: `mlockall(MCL_CURRENT)`
+/// faults in every page of every readable mapping, and with `MCL_FUTURE` every new one whole.
+/// A chunk read-write whole made a program using a few kilobytes hold 32 MiB of it resident
+/// and locked (session 75; docs/design.md, "Huge pages"). The free lists see a chunk whole, as
+/// before: where spans go does not change.
+pub const STEP_BYTES: usize = 2 << 20;
+/// Chunks whose steps are tracked at once ([`LazyChunk`]): when a new chunk needs a slot, the
+/// oldest one's remaining steps are made read-write.
+const LAZY_CHUNKS: usize = 4;
+
+/// A chunk not yet read-write whole: which of its [`STEP_BYTES`] steps are.
+#[derive(Clone, Copy)]
+struct LazyChunk {
+    /// Its first byte; 0 for a free slot.
+    base: usize,
+    /// Its steps (at most 64).
+    steps: u32,
+    /// Bit `i`: step `i` (`[base + i * STEP_BYTES, + STEP_BYTES)`) is read-write.
+    open: u64,
+    /// The chunk's sequence number (`PageHeap::chunks` when it was mapped): the oldest gives
+    /// its slot up first.
+    seq: u32,
+}
+
+impl LazyChunk {
+    /// The byte after the chunk.
+    fn end(&self) -> usize {
+        self.base + self.steps as usize * STEP_BYTES
+    }
+}
 
 /// An address-space limit (`RLIMIT_AS` or `RLIMIT_DATA`) below which the heap grows 2 MiB at a
 /// time instead of by [`GROW_BYTES`] chunks (`PageHeap::grow`). Above it a chunk is a small
@@ -126,6 +162,8 @@ pub struct PageHeap {
     /// `huge_pages=auto` counts ([`HUGE_AUTO_FROM_CHUNK`]). A chunk of the pages asked for
     /// alone, mapped under a limit, is not counted.
     whole_chunks: u32,
+    /// The chunks not yet read-write whole (slots with `base` 0 are free).
+    lazy: [LazyChunk; LAZY_CHUNKS],
     /// Tests: the huge-page policy of this heap's chunks, instead of the process's option.
     #[cfg(test)]
     huge_policy: Option<HugePages>,
@@ -188,6 +226,12 @@ impl PageHeap {
             bitmaps: BitmapPool::new(),
             chunks: 0,
             whole_chunks: 0,
+            lazy: [LazyChunk {
+                base: 0,
+                steps: 0,
+                open: 0,
+                seq: 0,
+            }; LAZY_CHUNKS],
             #[cfg(test)]
             huge_policy: None,
             #[cfg(test)]
@@ -451,7 +495,15 @@ impl PageHeap {
         // Unit tests run heaps of their own beside the process's: a guard on each side keeps
         // their chunks from ever being adjacent, so no heap merges another's free span.
         let guard = if cfg!(test) { os::HUGE_PAGE } else { 0 };
-        let (base, bytes, whole) = match os::map(bytes + 2 * guard, align) {
+        // A whole chunk is reserved and made read-write a step at a time as spans are carved
+        // from it ([`STEP_BYTES`]); with more steps than a `LazyChunk` tracks, read-write now.
+        let lazy = !limited && bytes / STEP_BYTES <= 64;
+        let kind = if lazy {
+            os::Commit::Reserve
+        } else {
+            os::Commit::Lazy
+        };
+        let (base, bytes, whole) = match os::map_with(bytes + 2 * guard, align, kind) {
             Ok(base) => (base, bytes, !limited),
             // Refused (an address-space limit, `RLIMIT_AS` or `RLIMIT_DATA`): the pages asked
             // for alone, page-aligned, so that the room left below the limit still serves them
@@ -477,6 +529,12 @@ impl PageHeap {
             unmap_all();
             return false;
         }
+        if lazy && whole && !self.track_lazy(base as usize, bytes) {
+            // SAFETY: a record just taken, referred to nowhere.
+            unsafe { self.pool.give(s) };
+            unmap_all();
+            return false;
+        }
         self.stats.mapped += bytes;
         // A chunk of the pages asked for alone (a limit refused a whole one) need not be 2 MiB
         // aligned: it gets `MADV_NOHUGEPAGE` (`huge_pages=never`) but no `MADV_HUGEPAGE`.
@@ -496,6 +554,73 @@ impl PageHeap {
         self.whole_chunks = self.whole_chunks.wrapping_add(u32::from(whole));
         self.insert_free(s);
         true
+    }
+
+    /// Starts tracking the steps of chunk `[base, base + bytes)`, reserved inaccessible: in a
+    /// free slot, or in the oldest one's, whose remaining steps are made read-write first.
+    /// False if the kernel refused those (the new chunk must then not be used).
+    fn track_lazy(&mut self, base: usize, bytes: usize) -> bool {
+        debug_assert!(bytes.is_multiple_of(STEP_BYTES) && bytes / STEP_BYTES <= 64);
+        let slot = match self.lazy.iter().position(|c| c.base == 0) {
+            Some(i) => i,
+            None => {
+                let oldest = (0..LAZY_CHUNKS)
+                    .max_by_key(|&i| self.chunks.wrapping_sub(self.lazy[i].seq))
+                    .unwrap_or(0);
+                let (lo, hi) = (self.lazy[oldest].base, self.lazy[oldest].end());
+                // Refused (out of mappings): its steps stay as they are, untracked, and a span
+                // carved there would fault. So the slot is taken only once they are open.
+                if !self.open_steps(oldest, lo, hi) {
+                    return false;
+                }
+                oldest
+            }
+        };
+        self.lazy[slot] = LazyChunk {
+            base,
+            steps: (bytes / STEP_BYTES) as u32,
+            open: 0,
+            seq: self.chunks,
+        };
+        true
+    }
+
+    /// Makes read-write every step of the chunks not yet read-write whole that holds a page of
+    /// `[start, start + bytes)` (a span about to be carved; its pages are ours). False if the
+    /// kernel refused (out of mappings): nothing may then be carved there.
+    fn open_for(&mut self, start: usize, bytes: usize) -> bool {
+        let end = start + bytes;
+        (0..LAZY_CHUNKS).all(|i| {
+            let c = self.lazy[i];
+            c.base == 0 || end <= c.base || start >= c.end() || self.open_steps(i, start, end)
+        })
+    }
+
+    /// Makes read-write the steps of `self.lazy[i]` that hold a page of `[lo, hi)`, and frees
+    /// the slot once the chunk is read-write whole. False if the kernel refused a step.
+    fn open_steps(&mut self, i: usize, lo: usize, hi: usize) -> bool {
+        let c = &mut self.lazy[i];
+        let first = (lo.max(c.base) - c.base) / STEP_BYTES;
+        let last = (hi.min(c.end()) - 1 - c.base) / STEP_BYTES;
+        for step in first..=last {
+            if c.open & (1 << step) == 0 {
+                let at = (c.base + step * STEP_BYTES) as *mut u8;
+                // SAFETY: a step of a chunk the heap reserved and still holds whole.
+                if !unsafe { os::open_up(at, STEP_BYTES) } {
+                    return false;
+                }
+                c.open |= 1 << step;
+            }
+        }
+        if c.open.count_ones() == c.steps {
+            self.forget_lazy(i);
+        }
+        true
+    }
+
+    /// Stops tracking `self.lazy[i]` (read-write whole, or unmapped whole).
+    fn forget_lazy(&mut self, i: usize) {
+        self.lazy[i].base = 0;
     }
 
     /// Marks `s` free, merges it with free neighbours and lists the result, which it returns.
@@ -712,6 +837,10 @@ impl PageHeap {
         class: usize,
         state: SpanState,
     ) -> *mut Span {
+        if !self.open_for(aligned, pages * PAGE) {
+            self.list_insert(s);
+            return null_mut();
+        }
         // SAFETY: the caller's contract.
         unsafe {
             if aligned != (*s).start {
@@ -987,6 +1116,7 @@ impl PageHeap {
                 || (*right).state != SpanState::Free
                 || (*right).start != (*s).end()
                 || (*right).pages < need
+                || !self.open_for((*right).start, need * PAGE)
             {
                 return false;
             }
@@ -1194,6 +1324,19 @@ impl PageHeap {
             unsafe {
                 let next = (*s).next;
                 if (*s).bytes() >= min_bytes {
+                    let (lo, hi) = ((*s).start, (*s).end());
+                    // A chunk not yet read-write whole: forgotten if the run holds all of it;
+                    // otherwise made read-write first, so that no step is left half unmapped.
+                    for i in (0..LAZY_CHUNKS).rev() {
+                        let c = self.lazy[i];
+                        if c.base != 0 && lo < c.end() && hi > c.base {
+                            if lo <= c.base && hi >= c.end() {
+                                self.forget_lazy(i);
+                            } else {
+                                self.open_steps(i, c.base, c.end());
+                            }
+                        }
+                    }
                     let dirty = (*s).dirty();
                     self.list_remove(s);
                     PAGEMAP.set_range((*s).start, (*s).pages, 0);
@@ -1632,6 +1775,84 @@ mod tests {
                 heap.free_span(first);
                 heap.free_span(second);
             }
+        }
+    }
+
+    /// The protection of the mapping holding `addr` as `/proc/self/maps` shows it (`rw-p`,
+    /// `---p`), or `None` if no mapping holds it.
+    fn protection(addr: usize) -> Option<std::string::String> {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().find_map(|line| {
+            let mut fields = line.split(' ');
+            let (lo, hi) = fields.next()?.split_once('-')?;
+            let lo = usize::from_str_radix(lo, 16).ok()?;
+            let hi = usize::from_str_radix(hi, 16).ok()?;
+            (lo..hi)
+                .contains(&addr)
+                .then(|| fields.next().unwrap_or("").into())
+        })
+    }
+
+    /// A chunk is reserved inaccessible and made read-write 2 MiB at a time as spans are
+    /// carved from it, so that a program that locks its memory (`mlockall`) holds little more
+    /// than its heap uses; the free lists see the chunk whole, so spans go where they went.
+    /// The heap tracks the steps of 4 chunks at once: a fifth makes the oldest read-write
+    /// whole. `trim` unmapping a chunk whole forgets it.
+    #[test]
+    fn a_chunk_is_made_read_write_step_by_step() {
+        let rw = |addr: usize| protection(addr).map(|p| p == "rw-p");
+        if rw(&rw as *const _ as usize).is_none() {
+            std::eprintln!("/proc/self/maps does not show this test's stack (emulated?)");
+            return;
+        }
+        let mut heap = PageHeap::new();
+        let step_pages = STEP_BYTES / PAGE;
+        // SAFETY: every span used below is live and owned by this test's heap.
+        unsafe {
+            let first = heap.alloc_span(8, PAGE, 0, SpanState::Large);
+            let base = (*first).start;
+            assert_eq!(heap.stats().mapped, GROW_BYTES);
+            assert_eq!(
+                heap.stats().free,
+                GROW_BYTES - 8 * PAGE,
+                "the chunk is free whole"
+            );
+            assert_eq!((rw(base), rw(base + STEP_BYTES)), (Some(true), Some(false)));
+            // A span across a step's end opens the next step, and only that.
+            let across = heap.alloc_span(step_pages, PAGE, 0, SpanState::Large);
+            assert_eq!((*across).start, (*first).end());
+            assert_eq!(rw(base + STEP_BYTES), Some(true));
+            assert_eq!(rw(base + 2 * STEP_BYTES), Some(false));
+            // Five chunks, each with its last step never carved: 3 spans of 9 MiB fill 27 MiB
+            // of each (the fourth does not fit beside them).
+            let nine = (9 << 20) / PAGE;
+            let mut spans = std::vec![first, across];
+            let mut chunk_ends = std::vec::Vec::new();
+            for _ in 0..5 {
+                let s = heap.alloc_span(nine, PAGE, 0, SpanState::Large);
+                spans.push(s);
+                // The chunk's last step: the first span of each new chunk (lowest-first) is at
+                // its start, the chunk 32 MiB long and 2 MiB aligned.
+                chunk_ends.push(((*s).start & !(STEP_BYTES - 1)) + GROW_BYTES);
+                spans.push(heap.alloc_span(nine, PAGE, 0, SpanState::Large));
+                spans.push(heap.alloc_span(nine, PAGE, 0, SpanState::Large));
+            }
+            // The first chunk (carved by `first` and `across` too) is excluded: its spans
+            // shifted the fill. Chunks 2 to 4 keep their last step inaccessible...
+            for &end in &chunk_ends[1..4] {
+                assert_eq!(rw(end - STEP_BYTES), Some(false));
+            }
+            // ...while the fifth chunk took the slot of the oldest, now read-write whole.
+            assert_eq!(rw(base + GROW_BYTES - STEP_BYTES), Some(true));
+            for s in spans {
+                heap.free_span(s);
+            }
+            heap.unmap_free(GROW_BYTES);
+            assert_eq!(heap.stats().mapped, 0);
+            assert!(
+                heap.lazy.iter().all(|c| c.base == 0),
+                "unmapped chunks are forgotten"
+            );
         }
     }
 

@@ -73,6 +73,15 @@ mod sys {
         r as *mut c_void
     }
 
+    /// `mprotect(addr, len, prot)`.
+    ///
+    /// # Safety
+    /// As for `mprotect(2)`: the range is ours, and nothing relies on access being refused.
+    pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int {
+        // SAFETY: forwarded contract.
+        unsafe { libc::syscall(libc::SYS_mprotect, addr, len, prot as c_long) as c_int }
+    }
+
     /// `madvise(addr, len, advice)`.
     ///
     /// # Safety
@@ -142,7 +151,8 @@ pub enum Commit {
     Charged,
     /// Inaccessible address space held for growth (`PROT_NONE`, `MAP_NORESERVE`): neither
     /// resident nor charged. [`commit`] replaces its start with a charged mapping, and
-    /// [`grow_into_reservation`] extends that mapping over it.
+    /// [`grow_into_reservation`] extends that mapping over it (huge objects); [`open_up`] makes
+    /// part of it read-write, uncharged (the page heap's chunks).
     Reserve,
 }
 
@@ -251,6 +261,21 @@ pub unsafe fn commit(ptr: *mut u8, size: usize) -> bool {
         )
     };
     p == ptr.cast()
+}
+
+/// Makes `[ptr, ptr + size)`, part of a [`Commit::Reserve`] mapping of ours, read-write: its
+/// pages cost nothing until touched and are not charged (the reservation's `MAP_NORESERVE`
+/// stays), and the mapping's huge-page advice stays. In a process that locked its future
+/// mappings (`mlockall(MCL_FUTURE)`) the kernel faults them in now. False if the kernel refused
+/// (out of mappings); the range is then unchanged.
+///
+/// # Safety
+/// The range must be ours, page-aligned, and inside one reservation.
+pub unsafe fn open_up(ptr: *mut u8, size: usize) -> bool {
+    // A refusal is the caller's to answer ([`map_with`]): `errno` stays.
+    let _errno = ErrnoKeeper::new();
+    // SAFETY: the caller owns the range, which holds nothing yet.
+    unsafe { sys::mprotect(ptr.cast(), size, libc::PROT_READ | libc::PROT_WRITE) == 0 }
 }
 
 /// Grows the read-write mapping `[ptr, ptr + old_size)` in place to `new_size` bytes over the
