@@ -596,6 +596,21 @@ impl PageHeap {
         })
     }
 
+    /// Whether every page of `[start, start + bytes)` is read-write as far as the tracked
+    /// chunks tell (pages outside them always are): the invariant of a span in use, checked in
+    /// debug builds.
+    fn read_write(&self, start: usize, bytes: usize) -> bool {
+        let end = start + bytes;
+        self.lazy.iter().all(|c| {
+            if c.base == 0 || end <= c.base || start >= c.end() {
+                return true;
+            }
+            let first = (start.max(c.base) - c.base) / STEP_BYTES;
+            let last = (end.min(c.end()) - 1 - c.base) / STEP_BYTES;
+            (first..=last).all(|step| c.open & (1 << step) != 0)
+        })
+    }
+
     /// Makes read-write the steps of `self.lazy[i]` that hold a page of `[lo, hi)`, and frees
     /// the slot once the chunk is read-write whole. False if the kernel refused a step.
     fn open_steps(&mut self, i: usize, lo: usize, hi: usize) -> bool {
@@ -863,6 +878,7 @@ impl PageHeap {
                 self.insert_free(s);
                 return null_mut();
             }
+            debug_assert!(self.read_write(aligned, pages * PAGE));
             (*s).state = state;
             // Pages outside a free run's dirty range read as zero (fresh or released); pages
             // inside it may be resident (the range, a hull, is cut with the run, so it lies
@@ -1125,6 +1141,7 @@ impl PageHeap {
                 return false;
             }
             (*s).pages = pages;
+            debug_assert!(self.read_write((*s).start, pages * PAGE));
             PAGEMAP.set_range((*right).start, need, entry(s));
             self.stats.large_in_use += need * PAGE;
             self.note_peak();
