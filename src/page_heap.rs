@@ -42,8 +42,8 @@ pub const GROW_BYTES: usize = 32 << 20;
 /// before: where spans go does not change.
 pub const STEP_BYTES: usize = 2 << 20;
 /// Chunks whose steps are tracked at once ([`LazyChunk`]): when a new chunk needs a slot, the
-/// oldest one's remaining steps are made read-write.
-const LAZY_CHUNKS: usize = 4;
+/// oldest one's remaining steps are made read-write (a heap of 512 MiB and more).
+const LAZY_CHUNKS: usize = 16;
 
 /// A chunk not yet read-write whole: which of its [`STEP_BYTES`] steps are.
 #[derive(Clone, Copy)]
@@ -170,6 +170,9 @@ pub struct PageHeap {
     /// Tests: the time `free_span` reads, instead of the clock.
     #[cfg(test)]
     clock: Option<u64>,
+    /// Tests: steps made read-write so far.
+    #[cfg(test)]
+    steps_opened: usize,
     /// High-water mark of `stats.small_spans` since the shrinking rule's last step (a release,
     /// or pages left to the decay: [`PageHeap::shrink_rule`]).
     small_peak: usize,
@@ -236,6 +239,8 @@ impl PageHeap {
             huge_policy: None,
             #[cfg(test)]
             clock: None,
+            #[cfg(test)]
+            steps_opened: 0,
             small_peak: 0,
             small_high: 0,
             large_placed: 0,
@@ -625,12 +630,47 @@ impl PageHeap {
                     return false;
                 }
                 c.open |= 1 << step;
+                #[cfg(test)]
+                {
+                    self.steps_opened += 1;
+                }
             }
         }
         if c.open.count_ones() == c.steps {
             self.forget_lazy(i);
         }
         true
+    }
+
+    /// Tells the tracked chunks that free run `[lo, hi)` is about to be unmapped: each step of
+    /// theirs it holds part of is marked read-write, as a step gone needs no opening. A closed
+    /// step the run holds part of it holds whole (a closed step has no page in use, and two free
+    /// runs are never adjacent), so no step is left with part of it unmapped and the rest still
+    /// to open. A chunk every step of which is so marked is forgotten. Before, a run holding
+    /// part of a chunk first made the whole chunk read-write, ignoring a refusal, and unmapped
+    /// the run anyway: under `RLIMIT_DATA`, near the limit (when a refused request trims), the
+    /// chunk stayed tracked with closed steps that no longer existed, and once it was the
+    /// oldest no chunk could be added again (a review, session 75).
+    fn let_go(&mut self, lo: usize, hi: usize) {
+        for i in 0..LAZY_CHUNKS {
+            let c = &mut self.lazy[i];
+            if c.base == 0 || hi <= c.base || lo >= c.end() {
+                continue;
+            }
+            let first = (lo.max(c.base) - c.base) / STEP_BYTES;
+            let last = (hi.min(c.end()) - 1 - c.base) / STEP_BYTES;
+            for step in first..=last {
+                let (s_lo, s_hi) = (c.base + step * STEP_BYTES, c.base + (step + 1) * STEP_BYTES);
+                debug_assert!(
+                    c.open & (1 << step) != 0 || (lo <= s_lo && hi >= s_hi),
+                    "a closed step partly in a free run"
+                );
+                c.open |= 1 << step;
+            }
+            if c.open.count_ones() == c.steps {
+                self.forget_lazy(i);
+            }
+        }
     }
 
     /// Stops tracking `self.lazy[i]` (read-write whole, or unmapped whole).
@@ -1341,19 +1381,7 @@ impl PageHeap {
             unsafe {
                 let next = (*s).next;
                 if (*s).bytes() >= min_bytes {
-                    let (lo, hi) = ((*s).start, (*s).end());
-                    // A chunk not yet read-write whole: forgotten if the run holds all of it;
-                    // otherwise made read-write first, so that no step is left half unmapped.
-                    for i in (0..LAZY_CHUNKS).rev() {
-                        let c = self.lazy[i];
-                        if c.base != 0 && lo < c.end() && hi > c.base {
-                            if lo <= c.base && hi >= c.end() {
-                                self.forget_lazy(i);
-                            } else {
-                                self.open_steps(i, c.base, c.end());
-                            }
-                        }
-                    }
+                    self.let_go((*s).start, (*s).end());
                     let dirty = (*s).dirty();
                     self.list_remove(s);
                     PAGEMAP.set_range((*s).start, (*s).pages, 0);
@@ -1813,7 +1841,7 @@ mod tests {
     /// A chunk is reserved inaccessible and made read-write 2 MiB at a time as spans are
     /// carved from it, so that a program that locks its memory (`mlockall`) holds little more
     /// than its heap uses; the free lists see the chunk whole, so spans go where they went.
-    /// The heap tracks the steps of 4 chunks at once: a fifth makes the oldest read-write
+    /// The heap tracks the steps of 16 chunks at once: one more makes the oldest read-write
     /// whole. `trim` unmapping a chunk whole forgets it.
     #[test]
     fn a_chunk_is_made_read_write_step_by_step() {
@@ -1840,12 +1868,12 @@ mod tests {
             assert_eq!((*across).start, (*first).end());
             assert_eq!(rw(base + STEP_BYTES), Some(true));
             assert_eq!(rw(base + 2 * STEP_BYTES), Some(false));
-            // Five chunks, each with its last step never carved: 3 spans of 9 MiB fill 27 MiB
-            // of each (the fourth does not fit beside them).
+            // One chunk more than are tracked, each with its last step never carved: 3 spans of
+            // 9 MiB fill 27 MiB of each (the fourth does not fit beside them).
             let nine = (9 << 20) / PAGE;
             let mut spans = std::vec![first, across];
             let mut chunk_ends = std::vec::Vec::new();
-            for _ in 0..5 {
+            for _ in 0..=LAZY_CHUNKS {
                 let s = heap.alloc_span(nine, PAGE, 0, SpanState::Large);
                 spans.push(s);
                 // The chunk's last step: the first span of each new chunk (lowest-first) is at
@@ -1855,11 +1883,11 @@ mod tests {
                 spans.push(heap.alloc_span(nine, PAGE, 0, SpanState::Large));
             }
             // The first chunk (carved by `first` and `across` too) is excluded: its spans
-            // shifted the fill. Chunks 2 to 4 keep their last step inaccessible...
-            for &end in &chunk_ends[1..4] {
+            // shifted the fill. The others but the last keep their last step inaccessible...
+            for &end in &chunk_ends[1..LAZY_CHUNKS] {
                 assert_eq!(rw(end - STEP_BYTES), Some(false));
             }
-            // ...while the fifth chunk took the slot of the oldest, now read-write whole.
+            // ...while the last took the slot of the oldest, now read-write whole.
             assert_eq!(rw(base + GROW_BYTES - STEP_BYTES), Some(true));
             for s in spans {
                 heap.free_span(s);
@@ -1870,6 +1898,48 @@ mod tests {
                 heap.lazy.iter().all(|c| c.base == 0),
                 "unmapped chunks are forgotten"
             );
+        }
+    }
+
+    /// `trim` unmapping a free run that holds part of a tracked chunk marks the steps it takes
+    /// and makes nothing read-write, and the chunk's other steps still open as spans are carved
+    /// from them. Before (a review, session 75), the whole chunk was made read-write first, a
+    /// refusal ignored (under `RLIMIT_DATA`, near the limit), and the chunk stayed tracked with
+    /// closed steps that were gone: once it was the oldest, no chunk could be added again.
+    #[test]
+    fn unmapping_part_of_a_chunk_leaves_its_steps_consistent() {
+        let mut heap = PageHeap::new();
+        let step_pages = STEP_BYTES / PAGE;
+        // SAFETY: every span used below is live and owned by this test's heap.
+        unsafe {
+            // [in use: 8 pages][free: 9 MiB carved and freed, then the untouched rest].
+            let kept = heap.alloc_span(8, PAGE, 0, SpanState::Large);
+            let gone = heap.alloc_span((9 << 20) / PAGE, PAGE, 0, SpanState::Large);
+            heap.free_span(gone);
+            let opened = heap.steps_opened;
+            heap.unmap_free(STEP_BYTES);
+            // The run past `kept` is gone; every step of the chunk is now accounted for (open,
+            // or gone), so the chunk is no longer tracked, and no step was opened to get there.
+            assert_eq!(heap.stats().mapped, 8 * PAGE);
+            assert!(heap.lazy.iter().all(|c| c.base == 0));
+            assert_eq!(
+                heap.steps_opened, opened,
+                "steps opened only to be unmapped"
+            );
+            // New chunks keep coming, tracked, more than the slots hold.
+            let mut spans = std::vec![kept];
+            for _ in 0..=LAZY_CHUNKS {
+                let s = heap.alloc_span(GROW_BYTES / PAGE - step_pages, PAGE, 0, SpanState::Large);
+                assert!(!s.is_null());
+                spans.push(s);
+            }
+            for s in spans {
+                heap.free_span(s);
+            }
+            heap.unmap_free(STEP_BYTES);
+            // `kept`'s 8 pages stay (`unmap_free` takes runs longer than 2 MiB).
+            assert_eq!(heap.stats().mapped, 8 * PAGE);
+            assert!(heap.lazy.iter().all(|c| c.base == 0));
         }
     }
 
