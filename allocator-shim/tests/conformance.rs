@@ -1246,6 +1246,19 @@ fn kind10_rlimit_data_freed_fills_serve_a_big_block_untrimmed() {
 }
 
 #[test]
+fn the_programs_own_c_library_functions_never_run_inside_the_allocator() {
+    // A program's (or a preloaded library's) `syscall`, `clock_gettime`, `getrlimit`, `fstat`,
+    // `fcntl`, `write`, `sched_yield` and `nanosleep`, each allocating: the allocator must call
+    // none of them. Crashed (SIGSEGV) in every mode before session 75's system calls made
+    // directly; `faketime` hung even `/bin/true` then.
+    let failures = cases_under_glibc_and_modes(("own_libc", "own_libc ok"), &[&[]]);
+    report(
+        "the_programs_own_c_library_functions_never_run_inside_the_allocator",
+        failures,
+    );
+}
+
+#[test]
 fn kind10_rlimit_data_above_a_gib_refills_every_round() {
     // Under an RLIMIT_DATA above 1 GiB chunks open 2 MiB at a time: fills until refused,
     // freed whole, six rounds, then every size up to 31 MiB and 20 blocks of 30 MiB with

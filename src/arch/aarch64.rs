@@ -90,10 +90,10 @@ pub fn thread_block() -> *mut ThreadBlock {
     thread_pointer().wrapping_add(off) as *mut ThreadBlock
 }
 
-/// The current CPU without rseq (`sched_getcpu`).
+/// The current CPU without our rseq sections: glibc's rseq area, else the `getcpu` system call.
 #[inline]
 pub fn current_cpu() -> usize {
-    crate::os::current_cpu()
+    super::cpu_from_glibc_area_or_kernel()
 }
 
 /// No critical section on this architecture yet: the area's cpu id is always -1 here, and

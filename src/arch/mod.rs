@@ -418,6 +418,21 @@ pub fn glibc_area() -> Option<*const Rseq> {
     }
 }
 
+/// The calling thread's CPU as the kernel last wrote it into glibc's rseq area (one load, as
+/// glibc's `sched_getcpu` reads it), if glibc registered the area; else the `getcpu` system
+/// call. For fallback mode's CPU hint, where rseq runs no critical section of ours.
+pub fn cpu_from_glibc_area_or_kernel() -> usize {
+    if let Some(a) = glibc_area() {
+        // SAFETY: glibc's area for this thread is valid for the thread's life; `cpu_id` is the
+        // kernel's to write, read here with a volatile load.
+        let c = unsafe { core::ptr::read_volatile(&raw const (*a).cpu_id) };
+        if c >= 0 {
+            return c as usize;
+        }
+    }
+    crate::os::current_cpu()
+}
+
 /// Registers `area` as the calling thread's rseq area, with glibc's signature for this
 /// architecture.
 ///

@@ -158,7 +158,7 @@ pub fn thread_block() -> *mut ThreadBlock {
 }
 
 /// The current CPU without rseq: `rdpid` where the CPU has it (Linux keeps the CPU number in
-/// the low 12 bits of TSC_AUX), else `sched_getcpu`.
+/// the low 12 bits of TSC_AUX), else glibc's rseq area or the `getcpu` system call.
 #[inline]
 pub fn current_cpu() -> usize {
     use crate::sync::AtomicU8;
@@ -175,7 +175,7 @@ pub fn current_cpu() -> usize {
         unsafe { asm!("rdpid {}", out(reg) aux, options(nostack, nomem, preserves_flags)) };
         (aux & 0xfff) as usize
     } else {
-        crate::os::current_cpu()
+        super::cpu_from_glibc_area_or_kernel()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Linux implementation of the OS layer: mmap/madvise/munmap, futex, auxv, environ, stderr.
 
-use super::{Msg, OsError};
+use super::{syscall6, Msg, OsError};
+use core::ffi::c_long;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 /// The kernel's page size this allocator is built for (x86_64 and most aarch64 kernels).
@@ -8,15 +9,18 @@ pub const OS_PAGE: usize = 4096;
 /// Transparent huge page size on x86_64.
 pub const HUGE_PAGE: usize = 2 << 20;
 
-/// The memory system calls, made through `syscall(2)`, not through libc's `mmap`, `munmap`,
-/// `mremap`, `madvise` and `mincore`: a program may define functions of those names (a tracker
-/// of its own mappings), and the loader then binds every caller of libc's, this library
-/// included, to the program's. One that allocates ran inside the allocator: under the page
-/// heap's lock, and `malloc` hung in every mode (session 74; conformance `own_mmap.c`). glibc's
-/// malloc and tcmalloc call the kernel directly; jemalloc hangs and mimalloc crashes on such a
-/// program. Each returns what the kernel did, as libc's wrapper does: -1 (`MAP_FAILED` for the
-/// mappings) with `errno` set on failure. Every argument is widened to the kernel's `long`.
+/// The memory system calls, made directly ([`syscall6`]), not through libc's `mmap`, `munmap`,
+/// `mremap`, `mprotect`, `madvise` and `mincore`: a program may define functions of those
+/// names (a tracker of its own mappings), and the loader then binds every caller of libc's,
+/// this library included, to the program's. One that allocates ran inside the allocator: under
+/// the page heap's lock, and `malloc` hung in every mode (session 74; conformance
+/// `own_mmap.c`). glibc's malloc and tcmalloc call the kernel directly; jemalloc hangs and
+/// mimalloc crashes on such a program. (Session 74 went through libc's `syscall`, which a
+/// program may define too: session 75, conformance `own_libc.c`.) Each returns what the kernel
+/// did, as libc's wrapper does: -1 (`MAP_FAILED` for the mappings) with `errno` set on failure.
+/// Every argument is widened to the kernel's `long`.
 mod sys {
+    use super::syscall6;
     use core::ffi::{c_int, c_long, c_void};
 
     /// `mmap(addr, len, prot, flags, -1, 0)`: an anonymous mapping.
@@ -24,18 +28,16 @@ mod sys {
     /// # Safety
     /// As for `mmap(2)`; with `MAP_FIXED`, `[addr, addr + len)` must be ours to replace.
     pub unsafe fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int) -> *mut c_void {
+        let a = [
+            addr as c_long,
+            len as c_long,
+            prot as c_long,
+            flags as c_long,
+            -1,
+            0,
+        ];
         // SAFETY: forwarded contract; the arguments are the system call's.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mmap,
-                addr,
-                len,
-                prot as c_long,
-                flags as c_long,
-                -1 as c_long,
-                0 as c_long,
-            )
-        };
+        let r = unsafe { syscall6(libc::SYS_mmap, a) };
         r as *mut c_void
     }
 
@@ -45,7 +47,12 @@ mod sys {
     /// As for `munmap(2)`: nothing may use the range afterwards.
     pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
         // SAFETY: forwarded contract.
-        unsafe { libc::syscall(libc::SYS_munmap, addr, len) as c_int }
+        unsafe {
+            syscall6(
+                libc::SYS_munmap,
+                [addr as c_long, len as c_long, 0, 0, 0, 0],
+            ) as c_int
+        }
     }
 
     /// `mremap(old, old_len, new_len, flags, new_addr)` (`new_addr` read with `MREMAP_FIXED`).
@@ -60,16 +67,15 @@ mod sys {
         new_addr: *mut c_void,
     ) -> *mut c_void {
         // SAFETY: forwarded contract.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mremap,
-                old,
-                old_len,
-                new_len,
-                flags as c_long,
-                new_addr,
-            )
-        };
+        let a = [
+            old as c_long,
+            old_len as c_long,
+            new_len as c_long,
+            flags as c_long,
+        ];
+        let a = [a[0], a[1], a[2], a[3], new_addr as c_long, 0];
+        // SAFETY: forwarded contract.
+        let r = unsafe { syscall6(libc::SYS_mremap, a) };
         r as *mut c_void
     }
 
@@ -79,7 +85,9 @@ mod sys {
     /// As for `mprotect(2)`: the range is ours, and nothing relies on access being refused.
     pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int {
         // SAFETY: forwarded contract.
-        unsafe { libc::syscall(libc::SYS_mprotect, addr, len, prot as c_long) as c_int }
+        let a = [addr as c_long, len as c_long, prot as c_long, 0, 0, 0];
+        // SAFETY: forwarded contract.
+        unsafe { syscall6(libc::SYS_mprotect, a) as c_int }
     }
 
     /// `madvise(addr, len, advice)`.
@@ -89,7 +97,9 @@ mod sys {
     /// (`MADV_DONTNEED`) only where nothing is needed.
     pub unsafe fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int {
         // SAFETY: forwarded contract.
-        unsafe { libc::syscall(libc::SYS_madvise, addr, len, advice as c_long) as c_int }
+        let a = [addr as c_long, len as c_long, advice as c_long, 0, 0, 0];
+        // SAFETY: forwarded contract.
+        unsafe { syscall6(libc::SYS_madvise, a) as c_int }
     }
 
     /// `mincore(addr, len, vec)`.
@@ -98,7 +108,9 @@ mod sys {
     /// As for `mincore(2)`: `vec` holds a byte for each page of the range.
     pub unsafe fn mincore(addr: *mut c_void, len: usize, vec: *mut u8) -> c_int {
         // SAFETY: forwarded contract.
-        unsafe { libc::syscall(libc::SYS_mincore, addr, len, vec) as c_int }
+        let a = [addr as c_long, len as c_long, vec as c_long, 0, 0, 0];
+        // SAFETY: forwarded contract.
+        unsafe { syscall6(libc::SYS_mincore, a) as c_int }
     }
 }
 
@@ -398,13 +410,9 @@ pub fn futex_wait(word: &AtomicU32, expected: u32) {
     let _errno = ErrnoKeeper::new();
     // SAFETY: FUTEX_WAIT only reads the aligned u32 behind a live reference.
     unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            core::ptr::null::<libc::timespec>(),
-        )
+        let op = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as c_long;
+        let a = [word.as_ptr() as c_long, op, expected as c_long, 0, 0, 0];
+        syscall6(libc::SYS_futex, a)
     };
 }
 
@@ -413,12 +421,9 @@ pub fn futex_wake(word: &AtomicU32, n: i32) {
     let _errno = ErrnoKeeper::new();
     // SAFETY: FUTEX_WAKE does not access memory beyond the word's address.
     unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            n,
-        )
+        let op = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as c_long;
+        let a = [word.as_ptr() as c_long, op, n as c_long, 0, 0, 0];
+        syscall6(libc::SYS_futex, a)
     };
 }
 
@@ -449,8 +454,8 @@ pub fn now_ms() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    // Not libc's: a preloaded library's `clock_gettime` (libfaketime) allocates (`vdso`).
+    super::vdso::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
@@ -555,8 +560,10 @@ pub fn address_space_limit() -> Option<u64> {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        // SAFETY: getrlimit writes the calling process's limit into the struct we own.
-        let ok = unsafe { libc::getrlimit(resource, &mut rl) } == 0;
+        let a = [0, resource as c_long, 0, &raw mut rl as c_long, 0, 0];
+        // SAFETY: prlimit64 of the calling process (pid 0) with no new limit writes the limit
+        // into the struct we own (the layout of `struct rlimit64` on 64-bit Linux).
+        let ok = unsafe { syscall6(libc::SYS_prlimit64, a) } == 0;
         (ok && rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
     };
     match (limit(libc::RLIMIT_AS), limit(libc::RLIMIT_DATA)) {
@@ -612,16 +619,33 @@ pub fn status_bytes(key: &[u8]) -> usize {
 
 /// Reads a small file (at most 4 KiB) into `buf` without allocating; returns the length.
 pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
-    // SAFETY: open/read/close on a path we own the string of, into a buffer we own.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return None;
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        (n >= 0).then_some(n as usize)
-    }
+    let _errno = ErrnoKeeper::new();
+    let fd = open_at(path, libc::O_RDONLY | libc::O_CLOEXEC, 0)?;
+    let a = [
+        fd as c_long,
+        buf.as_mut_ptr() as c_long,
+        buf.len() as c_long,
+        0,
+        0,
+        0,
+    ];
+    // SAFETY: read into the buffer we own, at most its length.
+    let n = unsafe { syscall6(libc::SYS_read, a) };
+    close(fd);
+    (n >= 0).then_some(n as usize)
+}
+
+/// `openat(AT_FDCWD, path, flags, mode)`: the descriptor, or None (`errno` set).
+fn open_at(path: &core::ffi::CStr, flags: i32, mode: u32) -> Option<i32> {
+    let a = [
+        libc::AT_FDCWD as c_long,
+        path.as_ptr() as c_long,
+        flags as c_long,
+    ];
+    let a = [a[0], a[1], a[2], mode as c_long, 0, 0];
+    // SAFETY: openat reads the NUL-terminated path we own.
+    let fd = unsafe { syscall6(libc::SYS_openat, a) };
+    (fd >= 0).then_some(fd as i32)
 }
 
 /// Whether the calling thread is the process's only live thread and its main thread has ended
@@ -664,35 +688,31 @@ fn parse_main_thread_ended_alone(stat: &[u8]) -> Option<i32> {
 
 /// Writes the current directory, NUL-terminated, into `buf`; false if it does not fit.
 pub fn current_dir(buf: &mut [u8]) -> bool {
-    // SAFETY: getcwd writes at most `buf.len()` bytes into the buffer we own.
-    !buf.is_empty() && !unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) }.is_null()
+    let _errno = ErrnoKeeper::new();
+    let a = [buf.as_mut_ptr() as c_long, buf.len() as c_long, 0, 0, 0, 0];
+    // SAFETY: getcwd writes at most `buf.len()` bytes into the buffer we own; the kernel's
+    // returns the length written, NUL included (libc's, the buffer).
+    !buf.is_empty() && unsafe { syscall6(libc::SYS_getcwd, a) } > 0
 }
 
 /// Creates (or truncates) `path` for writing, close-on-exec; the descriptor, or None.
 pub fn create_file(path: &core::ffi::CStr) -> Option<i32> {
     let _errno = ErrnoKeeper::new();
-    // SAFETY: open with a NUL-terminated path we own.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    (fd >= 0).then_some(fd)
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+    open_at(path, flags, 0o644)
 }
 
 /// Closes a descriptor this layer opened.
 pub fn close(fd: i32) {
     let _errno = ErrnoKeeper::new();
     // SAFETY: the caller owns `fd`.
-    unsafe { libc::close(fd) };
+    unsafe { syscall6(libc::SYS_close, [fd as c_long, 0, 0, 0, 0, 0]) };
 }
 
 /// The process id.
 pub fn pid() -> u32 {
     // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() as u32 }
+    unsafe { syscall6(libc::SYS_getpid, [0; 6]) as u32 }
 }
 
 /// Number of CPU ids the kernel may ever report: one past the highest id in
@@ -742,14 +762,16 @@ pub fn abort_with<const N: usize>(m: &Msg<N>) -> ! {
     unsafe { libc::abort() }
 }
 
-/// The calling thread's CPU, from the vDSO/syscall (`sched_getcpu`); 0 if unknown.
+/// The calling thread's CPU (the `getcpu` system call); 0 if unknown.
 pub fn current_cpu() -> usize {
-    // SAFETY: sched_getcpu has no preconditions.
-    let c = unsafe { libc::sched_getcpu() };
-    if c < 0 {
+    let _errno = ErrnoKeeper::new();
+    let mut cpu: u32 = 0;
+    // SAFETY: getcpu writes the CPU number into the u32 we own; the node pointer is null.
+    let r = unsafe { syscall6(libc::SYS_getcpu, [&raw mut cpu as c_long, 0, 0, 0, 0, 0]) };
+    if r < 0 {
         0
     } else {
-        c as usize
+        cpu as usize
     }
 }
 
@@ -758,7 +780,7 @@ pub fn current_cpu() -> usize {
 /// Linux 5.10).
 pub fn membarrier_register_rseq() -> bool {
     // SAFETY: a registration command with no memory arguments.
-    unsafe { libc::syscall(libc::SYS_membarrier, 1 << 8, 0, 0) == 0 }
+    unsafe { syscall6(libc::SYS_membarrier, [1 << 8, 0, 0, 0, 0, 0]) == 0 }
 }
 
 /// The rseq fence, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns, every
@@ -767,7 +789,7 @@ pub fn membarrier_register_rseq() -> bool {
 /// restart. Only after [`membarrier_register_rseq`] succeeded.
 pub fn membarrier_rseq() {
     // SAFETY: a command with no memory arguments.
-    unsafe { libc::syscall(libc::SYS_membarrier, 1 << 7, 0, 0) };
+    unsafe { syscall6(libc::SYS_membarrier, [1 << 7, 0, 0, 0, 0, 0]) };
 }
 
 /// The `rseq` system call: registers (`unregister` false) or unregisters the calling thread's
@@ -778,7 +800,16 @@ pub fn membarrier_rseq() {
 /// unregistered or the thread exits. Unregistering: the same area, length and signature.
 pub unsafe fn rseq(area: *mut u8, len: u32, unregister: bool, sig: u32) -> Result<(), i32> {
     // SAFETY: forwarded contract.
-    let r = unsafe { libc::syscall(libc::SYS_rseq, area, len, unregister as i32, sig) };
+    let a = [
+        area as c_long,
+        len as c_long,
+        unregister as c_long,
+        sig as c_long,
+        0,
+        0,
+    ];
+    // SAFETY: forwarded contract.
+    let r = unsafe { syscall6(libc::SYS_rseq, a) };
     if r == 0 {
         Ok(())
     } else {

@@ -19,6 +19,8 @@
 //! stderr with `dup2` expects it there), and what the program asked for (`malloc_stats`).
 
 use super::linux::ErrnoKeeper;
+use super::syscall6;
+use core::ffi::c_long;
 use core::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 
 /// Descriptor 2 not looked at yet.
@@ -42,8 +44,11 @@ const HIGH_FD: i32 = 1000;
 fn identity(fd: i32) -> Option<(u64, u64)> {
     // SAFETY: an all-zero `stat` is a valid buffer for fstat to fill.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: fstat writes the buffer we own.
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+    let a = [fd as c_long, c"".as_ptr() as c_long, &raw mut st as c_long];
+    let a = [a[0], a[1], a[2], libc::AT_EMPTY_PATH as c_long, 0, 0];
+    // SAFETY: fstatat of `fd` itself (an empty path) writes the buffer we own, laid out as the
+    // kernel's `struct stat` on this target (libc's).
+    (unsafe { syscall6(libc::SYS_newfstatat, a) } == 0).then_some((st.st_dev, st.st_ino))
 }
 
 /// Whether `fd` names the file descriptor 2 named at start-up.
@@ -74,12 +79,15 @@ pub fn keep_stderr() {
         return;
     }
     let _errno = ErrnoKeeper::new();
-    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor; no memory is involved.
-    let mut fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, HIGH_FD) };
+    let dup_from = |low: i32| {
+        let a = [2, libc::F_DUPFD_CLOEXEC as c_long, low as c_long, 0, 0, 0];
+        // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor; no memory is involved.
+        unsafe { syscall6(libc::SYS_fcntl, a) as i32 }
+    };
+    let mut fd = dup_from(HIGH_FD);
     if fd < 0 {
         // Fewer descriptors allowed than HIGH_FD: take the lowest free one above stdio.
-        // SAFETY: as above.
-        fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+        fd = dup_from(3);
     }
     if fd >= 0 && is_original(fd) {
         DUP.store(fd, Ordering::Relaxed);
@@ -124,13 +132,29 @@ pub fn write_fd(fd: i32, bytes: &[u8]) {
         let mut pending: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut pipe);
         libc::sigaddset(&mut pipe, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
-        libc::sigpending(&mut pending);
+        // The kernel's signal sets are the first 8 bytes of libc's.
+        let set = |s: &libc::sigset_t| s as *const libc::sigset_t as c_long;
+        let how = libc::SIG_BLOCK as c_long;
+        let old_at = &raw mut old as c_long;
+        syscall6(libc::SYS_rt_sigprocmask, [how, set(&pipe), old_at, 8, 0, 0]);
+        syscall6(
+            libc::SYS_rt_sigpending,
+            [&raw mut pending as c_long, 8, 0, 0, 0, 0],
+        );
         let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
         let mut done = 0;
         let mut epipe = false;
         while done < bytes.len() {
-            let n = libc::write(fd, bytes[done..].as_ptr().cast(), bytes.len() - done);
+            let rest = &bytes[done..];
+            let a = [
+                fd as c_long,
+                rest.as_ptr() as c_long,
+                rest.len() as c_long,
+                0,
+                0,
+                0,
+            ];
+            let n = syscall6(libc::SYS_write, a);
             if n > 0 {
                 done += n as usize;
                 continue;
@@ -147,8 +171,17 @@ pub fn write_fd(fd: i32, bytes: &[u8]) {
                 tv_sec: 0,
                 tv_nsec: 0,
             };
-            libc::sigtimedwait(&pipe, core::ptr::null_mut(), &zero);
+            let a = [
+                set(&pipe),
+                0,
+                &zero as *const libc::timespec as c_long,
+                8,
+                0,
+                0,
+            ];
+            syscall6(libc::SYS_rt_sigtimedwait, a);
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        let how = libc::SIG_SETMASK as c_long;
+        syscall6(libc::SYS_rt_sigprocmask, [how, set(&old), 0, 8, 0, 0]);
     }
 }

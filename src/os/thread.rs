@@ -1,10 +1,12 @@
-//! Threads, through the C library: thread-exit keys, starting a thread, fork and exit
-//! handlers, ending the process, the calling thread's CPU affinity, yielding and sleeping.
+//! Threads: thread-exit keys, starting a thread, fork and exit handlers and ending the process
+//! through the C library; the calling thread's CPU affinity, yielding and sleeping through
+//! system calls made directly (`syscall6`: a program's own `sched_yield` or `nanosleep` never
+//! runs inside the allocator).
 //! None of them allocates through this allocator, except `pthread_setspecific` for a key past
 //! the first 32 (see [`thread_key_arm`]), `pthread_create` (its caller runs outside every
 //! allocator lock) and `exit` (the program's handlers).
 
-use core::ffi::c_void;
+use core::ffi::{c_long, c_void};
 
 /// Creates a thread-specific key whose destructor `dtor` runs at the exit of every thread that
 /// armed it ([`thread_key_arm`]); None if the C library has no key left.
@@ -119,7 +121,7 @@ pub fn exit_process(status: i32) -> ! {
 /// Gives the calling thread's CPU to another runnable thread (`sched_yield`).
 pub fn yield_now() {
     // SAFETY: sched_yield has no preconditions.
-    unsafe { libc::sched_yield() };
+    unsafe { super::syscall6(libc::SYS_sched_yield, [0; 6]) };
 }
 
 /// Sleeps for about `ms` milliseconds (`nanosleep`; a signal may end it early).
@@ -128,8 +130,14 @@ pub fn sleep_ms(ms: u64) {
         tv_sec: (ms / 1000) as i64,
         tv_nsec: ((ms % 1000) * 1_000_000) as i64,
     };
+    let _errno = super::ErrnoKeeper::new();
     // SAFETY: nanosleep reads the timespec we own.
-    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+    unsafe {
+        super::syscall6(
+            libc::SYS_nanosleep,
+            [&ts as *const _ as c_long, 0, 0, 0, 0, 0],
+        )
+    };
 }
 
 /// A CPU affinity mask.
@@ -139,15 +147,32 @@ pub struct CpuSet(libc::cpu_set_t);
 pub fn affinity() -> Option<CpuSet> {
     // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
     let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-    // SAFETY: `set` is a writable cpu_set_t of the size passed.
-    let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
-    (r == 0).then_some(CpuSet(set))
+    let a = [
+        0,
+        size_of::<libc::cpu_set_t>() as c_long,
+        &raw mut set as c_long,
+        0,
+        0,
+        0,
+    ];
+    // SAFETY: `set` is a writable cpu_set_t of the size passed; the kernel returns the bytes
+    // it wrote (the rest stays empty), where libc's wrapper returns 0.
+    let r = unsafe { super::syscall6(libc::SYS_sched_getaffinity, a) };
+    (r >= 0).then_some(CpuSet(set))
 }
 
 /// Sets the calling thread's CPU affinity mask (a mask read by [`affinity`]).
 pub fn set_affinity(set: &CpuSet) -> bool {
+    let a = [
+        0,
+        size_of::<libc::cpu_set_t>() as c_long,
+        &set.0 as *const _ as c_long,
+        0,
+        0,
+        0,
+    ];
     // SAFETY: a valid set of the size passed.
-    unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set.0) == 0 }
+    unsafe { super::syscall6(libc::SYS_sched_setaffinity, a) == 0 }
 }
 
 /// Restricts the calling thread to CPU `cpu`; when this returns true, the thread runs there
