@@ -277,7 +277,8 @@ pub unsafe fn commit(ptr: *mut u8, size: usize) -> bool {
 
 /// Makes `[ptr, ptr + size)`, part of a [`Commit::Reserve`] mapping of ours, read-write: its
 /// pages cost nothing until touched and are not charged (the reservation's `MAP_NORESERVE`
-/// stays), and the mapping's huge-page advice stays. In a process that locked its future
+/// stays; under strict overcommit, which ignores it, the range is charged now, and under
+/// `RLIMIT_DATA` it counts from now), and the mapping's huge-page advice stays. In a process that locked its future
 /// mappings (`mlockall(MCL_FUTURE)`) the kernel faults them in now. False if the kernel refused
 /// (out of mappings); the range is then unchanged.
 ///
