@@ -1,6 +1,6 @@
 //! Linux implementation of the OS layer: mmap/madvise/munmap, futex, auxv, environ, stderr.
 
-use super::{syscall6, Msg, OsError};
+use super::{system_call, Msg, OsError};
 use core::ffi::c_long;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
@@ -9,9 +9,9 @@ pub const OS_PAGE: usize = 4096;
 /// Transparent huge page size on x86_64.
 pub const HUGE_PAGE: usize = 2 << 20;
 
-/// The memory system calls, made directly ([`syscall6`]), not through libc's `mmap`, `munmap`,
-/// `mremap`, `mprotect`, `madvise` and `mincore`: a program may define functions of those
-/// names (a tracker of its own mappings), and the loader then binds every caller of libc's,
+/// The memory system calls, made directly ([`system_call`]), not through libc's `mmap`,
+/// `munmap`, `mremap`, `mprotect`, `madvise` and `mincore`: a program may define functions of
+/// those names (a tracker of its own mappings), and the loader then binds every caller of libc's,
 /// this library included, to the program's. One that allocates ran inside the allocator: under
 /// the page heap's lock, and `malloc` hung in every mode (session 74; conformance
 /// `own_mmap.c`). glibc's malloc and tcmalloc call the kernel directly; jemalloc hangs and
@@ -20,7 +20,7 @@ pub const HUGE_PAGE: usize = 2 << 20;
 /// did, as libc's wrapper does: -1 (`MAP_FAILED` for the mappings) with `errno` set on failure.
 /// Every argument is widened to the kernel's `long`.
 mod sys {
-    use super::syscall6;
+    use super::system_call;
     use core::ffi::{c_int, c_long, c_void};
 
     /// `mmap(addr, len, prot, flags, -1, 0)`: an anonymous mapping.
@@ -34,10 +34,9 @@ mod sys {
             prot as c_long,
             flags as c_long,
             -1,
-            0,
         ];
         // SAFETY: forwarded contract; the arguments are the system call's.
-        let r = unsafe { syscall6(libc::SYS_mmap, a) };
+        let r = unsafe { system_call(libc::SYS_mmap, &a) };
         r as *mut c_void
     }
 
@@ -47,12 +46,7 @@ mod sys {
     /// As for `munmap(2)`: nothing may use the range afterwards.
     pub unsafe fn munmap(addr: *mut c_void, len: usize) -> c_int {
         // SAFETY: forwarded contract.
-        unsafe {
-            syscall6(
-                libc::SYS_munmap,
-                [addr as c_long, len as c_long, 0, 0, 0, 0],
-            ) as c_int
-        }
+        unsafe { system_call(libc::SYS_munmap, &[addr as c_long, len as c_long]) as c_int }
     }
 
     /// `mremap(old, old_len, new_len, flags, new_addr)` (`new_addr` read with `MREMAP_FIXED`).
@@ -66,16 +60,15 @@ mod sys {
         flags: c_int,
         new_addr: *mut c_void,
     ) -> *mut c_void {
-        // SAFETY: forwarded contract.
         let a = [
             old as c_long,
             old_len as c_long,
             new_len as c_long,
             flags as c_long,
+            new_addr as c_long,
         ];
-        let a = [a[0], a[1], a[2], a[3], new_addr as c_long, 0];
         // SAFETY: forwarded contract.
-        let r = unsafe { syscall6(libc::SYS_mremap, a) };
+        let r = unsafe { system_call(libc::SYS_mremap, &a) };
         r as *mut c_void
     }
 
@@ -84,10 +77,9 @@ mod sys {
     /// # Safety
     /// As for `mprotect(2)`: the range is ours, and nothing relies on access being refused.
     pub unsafe fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int {
+        let a = [addr as c_long, len as c_long, prot as c_long];
         // SAFETY: forwarded contract.
-        let a = [addr as c_long, len as c_long, prot as c_long, 0, 0, 0];
-        // SAFETY: forwarded contract.
-        unsafe { syscall6(libc::SYS_mprotect, a) as c_int }
+        unsafe { system_call(libc::SYS_mprotect, &a) as c_int }
     }
 
     /// `madvise(addr, len, advice)`.
@@ -96,10 +88,9 @@ mod sys {
     /// As for `madvise(2)`: the range is ours, and an advice that drops contents
     /// (`MADV_DONTNEED`) only where nothing is needed.
     pub unsafe fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int {
+        let a = [addr as c_long, len as c_long, advice as c_long];
         // SAFETY: forwarded contract.
-        let a = [addr as c_long, len as c_long, advice as c_long, 0, 0, 0];
-        // SAFETY: forwarded contract.
-        unsafe { syscall6(libc::SYS_madvise, a) as c_int }
+        unsafe { system_call(libc::SYS_madvise, &a) as c_int }
     }
 
     /// `mincore(addr, len, vec)`.
@@ -107,10 +98,9 @@ mod sys {
     /// # Safety
     /// As for `mincore(2)`: `vec` holds a byte for each page of the range.
     pub unsafe fn mincore(addr: *mut c_void, len: usize, vec: *mut u8) -> c_int {
+        let a = [addr as c_long, len as c_long, vec as c_long];
         // SAFETY: forwarded contract.
-        let a = [addr as c_long, len as c_long, vec as c_long, 0, 0, 0];
-        // SAFETY: forwarded contract.
-        unsafe { syscall6(libc::SYS_mincore, a) as c_int }
+        unsafe { system_call(libc::SYS_mincore, &a) as c_int }
     }
 }
 
@@ -278,9 +268,9 @@ pub unsafe fn commit(ptr: *mut u8, size: usize) -> bool {
 /// Makes `[ptr, ptr + size)`, part of a [`Commit::Reserve`] mapping of ours, read-write: its
 /// pages cost nothing until touched and are not charged (the reservation's `MAP_NORESERVE`
 /// stays; under strict overcommit, which ignores it, the range is charged now, and under
-/// `RLIMIT_DATA` it counts from now), and the mapping's huge-page advice stays. In a process that locked its future
-/// mappings (`mlockall(MCL_FUTURE)`) the kernel faults them in now. False if the kernel refused
-/// (out of mappings); the range is then unchanged.
+/// `RLIMIT_DATA` it counts from now), and the mapping's huge-page advice stays. In a process
+/// that locked its future mappings (`mlockall(MCL_FUTURE)`) the kernel faults them in now.
+/// False if the kernel refused (out of mappings, or the limit); the range is then unchanged.
 ///
 /// # Safety
 /// The range must be ours, page-aligned, and inside one reservation.
@@ -412,8 +402,8 @@ pub fn futex_wait(word: &AtomicU32, expected: u32) {
     // SAFETY: FUTEX_WAIT only reads the aligned u32 behind a live reference.
     unsafe {
         let op = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as c_long;
-        let a = [word.as_ptr() as c_long, op, expected as c_long, 0, 0, 0];
-        syscall6(libc::SYS_futex, a)
+        let a = [word.as_ptr() as c_long, op, expected as c_long];
+        system_call(libc::SYS_futex, &a)
     };
 }
 
@@ -423,8 +413,8 @@ pub fn futex_wake(word: &AtomicU32, n: i32) {
     // SAFETY: FUTEX_WAKE does not access memory beyond the word's address.
     unsafe {
         let op = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as c_long;
-        let a = [word.as_ptr() as c_long, op, n as c_long, 0, 0, 0];
-        syscall6(libc::SYS_futex, a)
+        let a = [word.as_ptr() as c_long, op, n as c_long];
+        system_call(libc::SYS_futex, &a)
     };
 }
 
@@ -561,10 +551,10 @@ pub fn address_space_limit() -> Option<u64> {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        let a = [0, resource as c_long, 0, &raw mut rl as c_long, 0, 0];
+        let a = [0, resource as c_long, 0, &raw mut rl as c_long];
         // SAFETY: prlimit64 of the calling process (pid 0) with no new limit writes the limit
         // into the struct we own (the layout of `struct rlimit64` on 64-bit Linux).
-        let ok = unsafe { syscall6(libc::SYS_prlimit64, a) } == 0;
+        let ok = unsafe { system_call(libc::SYS_prlimit64, &a) } == 0;
         (ok && rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
     };
     match (limit(libc::RLIMIT_AS), limit(libc::RLIMIT_DATA)) {
@@ -626,12 +616,9 @@ pub fn read_small_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> 
         fd as c_long,
         buf.as_mut_ptr() as c_long,
         buf.len() as c_long,
-        0,
-        0,
-        0,
     ];
     // SAFETY: read into the buffer we own, at most its length.
-    let n = unsafe { syscall6(libc::SYS_read, a) };
+    let n = unsafe { system_call(libc::SYS_read, &a) };
     close(fd);
     (n >= 0).then_some(n as usize)
 }
@@ -642,10 +629,10 @@ fn open_at(path: &core::ffi::CStr, flags: i32, mode: u32) -> Option<i32> {
         libc::AT_FDCWD as c_long,
         path.as_ptr() as c_long,
         flags as c_long,
+        mode as c_long,
     ];
-    let a = [a[0], a[1], a[2], mode as c_long, 0, 0];
     // SAFETY: openat reads the NUL-terminated path we own.
-    let fd = unsafe { syscall6(libc::SYS_openat, a) };
+    let fd = unsafe { system_call(libc::SYS_openat, &a) };
     (fd >= 0).then_some(fd as i32)
 }
 
@@ -690,10 +677,10 @@ fn parse_main_thread_ended_alone(stat: &[u8]) -> Option<i32> {
 /// Writes the current directory, NUL-terminated, into `buf`; false if it does not fit.
 pub fn current_dir(buf: &mut [u8]) -> bool {
     let _errno = ErrnoKeeper::new();
-    let a = [buf.as_mut_ptr() as c_long, buf.len() as c_long, 0, 0, 0, 0];
+    let a = [buf.as_mut_ptr() as c_long, buf.len() as c_long];
     // SAFETY: getcwd writes at most `buf.len()` bytes into the buffer we own; the kernel's
     // returns the length written, NUL included (libc's, the buffer).
-    !buf.is_empty() && unsafe { syscall6(libc::SYS_getcwd, a) } > 0
+    !buf.is_empty() && unsafe { system_call(libc::SYS_getcwd, &a) } > 0
 }
 
 /// Creates (or truncates) `path` for writing, close-on-exec; the descriptor, or None.
@@ -707,13 +694,13 @@ pub fn create_file(path: &core::ffi::CStr) -> Option<i32> {
 pub fn close(fd: i32) {
     let _errno = ErrnoKeeper::new();
     // SAFETY: the caller owns `fd`.
-    unsafe { syscall6(libc::SYS_close, [fd as c_long, 0, 0, 0, 0, 0]) };
+    unsafe { system_call(libc::SYS_close, &[fd as c_long]) };
 }
 
 /// The process id.
 pub fn pid() -> u32 {
     // SAFETY: getpid has no preconditions.
-    unsafe { syscall6(libc::SYS_getpid, [0; 6]) as u32 }
+    unsafe { system_call(libc::SYS_getpid, &[]) as u32 }
 }
 
 /// Number of CPU ids the kernel may ever report: one past the highest id in
@@ -768,7 +755,7 @@ pub fn current_cpu() -> usize {
     let _errno = ErrnoKeeper::new();
     let mut cpu: u32 = 0;
     // SAFETY: getcpu writes the CPU number into the u32 we own; the node pointer is null.
-    let r = unsafe { syscall6(libc::SYS_getcpu, [&raw mut cpu as c_long, 0, 0, 0, 0, 0]) };
+    let r = unsafe { system_call(libc::SYS_getcpu, &[&raw mut cpu as c_long]) };
     if r < 0 {
         0
     } else {
@@ -781,7 +768,7 @@ pub fn current_cpu() -> usize {
 /// Linux 5.10).
 pub fn membarrier_register_rseq() -> bool {
     // SAFETY: a registration command with no memory arguments.
-    unsafe { syscall6(libc::SYS_membarrier, [1 << 8, 0, 0, 0, 0, 0]) == 0 }
+    unsafe { system_call(libc::SYS_membarrier, &[1 << 8]) == 0 }
 }
 
 /// The rseq fence, `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns, every
@@ -790,7 +777,7 @@ pub fn membarrier_register_rseq() -> bool {
 /// restart. Only after [`membarrier_register_rseq`] succeeded.
 pub fn membarrier_rseq() {
     // SAFETY: a command with no memory arguments.
-    unsafe { syscall6(libc::SYS_membarrier, [1 << 7, 0, 0, 0, 0, 0]) };
+    unsafe { system_call(libc::SYS_membarrier, &[1 << 7]) };
 }
 
 /// The `rseq` system call: registers (`unregister` false) or unregisters the calling thread's
@@ -800,17 +787,14 @@ pub fn membarrier_rseq() {
 /// Registering: `area` must stay valid, and be used only as the kernel's ABI says, until it is
 /// unregistered or the thread exits. Unregistering: the same area, length and signature.
 pub unsafe fn rseq(area: *mut u8, len: u32, unregister: bool, sig: u32) -> Result<(), i32> {
-    // SAFETY: forwarded contract.
     let a = [
         area as c_long,
         len as c_long,
         unregister as c_long,
         sig as c_long,
-        0,
-        0,
     ];
     // SAFETY: forwarded contract.
-    let r = unsafe { syscall6(libc::SYS_rseq, a) };
+    let r = unsafe { system_call(libc::SYS_rseq, &a) };
     if r == 0 {
         Ok(())
     } else {

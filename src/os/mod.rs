@@ -6,7 +6,7 @@
 //! affinity, yielding, sleeping), the raw environment, the allocator's output (`output`: where
 //! its lines go and how they are written) and aborts — all without allocating.
 //! Failure is an [`OsError`] value, never a panic. One file per platform; only Linux exists.
-//! System calls go through [`syscall6`] (the instruction itself), so that a program's own
+//! System calls go through [`system_call`] (the instruction itself), so that a program's own
 //! `syscall`, `mmap` or the like never runs inside the allocator.
 //!
 //! May call: `libc` only.
@@ -19,7 +19,7 @@ pub use linux::*;
 mod msg;
 pub use msg::Msg;
 mod syscall;
-pub(crate) use syscall::syscall6;
+pub(crate) use syscall::system_call;
 pub mod output;
 mod vdso;
 

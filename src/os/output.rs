@@ -19,7 +19,7 @@
 //! stderr with `dup2` expects it there), and what the program asked for (`malloc_stats`).
 
 use super::linux::ErrnoKeeper;
-use super::syscall6;
+use super::system_call;
 use core::ffi::c_long;
 use core::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 
@@ -44,11 +44,15 @@ const HIGH_FD: i32 = 1000;
 fn identity(fd: i32) -> Option<(u64, u64)> {
     // SAFETY: an all-zero `stat` is a valid buffer for fstat to fill.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    let a = [fd as c_long, c"".as_ptr() as c_long, &raw mut st as c_long];
-    let a = [a[0], a[1], a[2], libc::AT_EMPTY_PATH as c_long, 0, 0];
+    let a = [
+        fd as c_long,
+        c"".as_ptr() as c_long,
+        &raw mut st as c_long,
+        libc::AT_EMPTY_PATH as c_long,
+    ];
     // SAFETY: fstatat of `fd` itself (an empty path) writes the buffer we own, laid out as the
     // kernel's `struct stat` on this target (libc's).
-    (unsafe { syscall6(libc::SYS_newfstatat, a) } == 0).then_some((st.st_dev, st.st_ino))
+    (unsafe { system_call(libc::SYS_newfstatat, &a) } == 0).then_some((st.st_dev, st.st_ino))
 }
 
 /// Whether `fd` names the file descriptor 2 named at start-up.
@@ -80,9 +84,9 @@ pub fn keep_stderr() {
     }
     let _errno = ErrnoKeeper::new();
     let dup_from = |low: i32| {
-        let a = [2, libc::F_DUPFD_CLOEXEC as c_long, low as c_long, 0, 0, 0];
+        let a = [2, libc::F_DUPFD_CLOEXEC as c_long, low as c_long];
         // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor; no memory is involved.
-        unsafe { syscall6(libc::SYS_fcntl, a) as i32 }
+        unsafe { system_call(libc::SYS_fcntl, &a) as i32 }
     };
     let mut fd = dup_from(HIGH_FD);
     if fd < 0 {
@@ -136,25 +140,15 @@ pub fn write_fd(fd: i32, bytes: &[u8]) {
         let set = |s: &libc::sigset_t| s as *const libc::sigset_t as c_long;
         let how = libc::SIG_BLOCK as c_long;
         let old_at = &raw mut old as c_long;
-        syscall6(libc::SYS_rt_sigprocmask, [how, set(&pipe), old_at, 8, 0, 0]);
-        syscall6(
-            libc::SYS_rt_sigpending,
-            [&raw mut pending as c_long, 8, 0, 0, 0, 0],
-        );
+        system_call(libc::SYS_rt_sigprocmask, &[how, set(&pipe), old_at, 8]);
+        system_call(libc::SYS_rt_sigpending, &[&raw mut pending as c_long, 8]);
         let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
         let mut done = 0;
         let mut epipe = false;
         while done < bytes.len() {
             let rest = &bytes[done..];
-            let a = [
-                fd as c_long,
-                rest.as_ptr() as c_long,
-                rest.len() as c_long,
-                0,
-                0,
-                0,
-            ];
-            let n = syscall6(libc::SYS_write, a);
+            let a = [fd as c_long, rest.as_ptr() as c_long, rest.len() as c_long];
+            let n = system_call(libc::SYS_write, &a);
             if n > 0 {
                 done += n as usize;
                 continue;
@@ -171,17 +165,10 @@ pub fn write_fd(fd: i32, bytes: &[u8]) {
                 tv_sec: 0,
                 tv_nsec: 0,
             };
-            let a = [
-                set(&pipe),
-                0,
-                &zero as *const libc::timespec as c_long,
-                8,
-                0,
-                0,
-            ];
-            syscall6(libc::SYS_rt_sigtimedwait, a);
+            let a = [set(&pipe), 0, &zero as *const libc::timespec as c_long, 8];
+            system_call(libc::SYS_rt_sigtimedwait, &a);
         }
         let how = libc::SIG_SETMASK as c_long;
-        syscall6(libc::SYS_rt_sigprocmask, [how, set(&old), 0, 8, 0, 0]);
+        system_call(libc::SYS_rt_sigprocmask, &[how, set(&old), 0, 8]);
     }
 }

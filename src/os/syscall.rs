@@ -15,12 +15,15 @@
 
 use core::ffi::c_long;
 
-/// `syscall(nr, a[0], ..., a[5])`, the unused arguments 0.
+/// `syscall(nr, args...)`: system call `nr` with `args` (at most 6; the rest are 0).
 ///
 /// # Safety
 /// As for the system call `nr` with these arguments.
 #[inline]
-pub unsafe fn syscall6(nr: c_long, a: [c_long; 6]) -> c_long {
+pub unsafe fn system_call(nr: c_long, args: &[c_long]) -> c_long {
+    debug_assert!(args.len() <= 6, "a system call takes at most 6 arguments");
+    let mut a = [0; 6];
+    a[..args.len()].copy_from_slice(args);
     // SAFETY: forwarded contract.
     let r = unsafe { raw(nr, a) };
     if (-4095..0).contains(&r) {
@@ -112,9 +115,9 @@ mod tests {
     fn results_and_errors_read_as_libc_gives_them() {
         // SAFETY: getpid and close take no memory.
         unsafe {
-            assert_eq!(syscall6(libc::SYS_getpid, [0; 6]), libc::getpid() as c_long);
+            assert_eq!(system_call(libc::SYS_getpid, &[]), libc::getpid() as c_long);
             super::super::set_errno(0);
-            assert_eq!(syscall6(libc::SYS_close, [-1, 0, 0, 0, 0, 0]), -1);
+            assert_eq!(system_call(libc::SYS_close, &[-1]), -1);
         }
         assert_eq!(super::super::errno(), libc::EBADF);
     }

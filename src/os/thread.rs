@@ -1,7 +1,7 @@
 //! Threads: thread-exit keys, starting a thread, fork and exit handlers and ending the process
 //! through the C library; the calling thread's CPU affinity, yielding and sleeping through
-//! system calls made directly (`syscall6`: a program's own `sched_yield` or `nanosleep` never
-//! runs inside the allocator).
+//! system calls made directly (`system_call`: a program's own `sched_yield` or `nanosleep`
+//! never runs inside the allocator).
 //! None of them allocates through this allocator, except `pthread_setspecific` for a key past
 //! the first 32 (see [`thread_key_arm`]), `pthread_create` (its caller runs outside every
 //! allocator lock) and `exit` (the program's handlers).
@@ -121,7 +121,7 @@ pub fn exit_process(status: i32) -> ! {
 /// Gives the calling thread's CPU to another runnable thread (`sched_yield`).
 pub fn yield_now() {
     // SAFETY: sched_yield has no preconditions.
-    unsafe { super::syscall6(libc::SYS_sched_yield, [0; 6]) };
+    unsafe { super::system_call(libc::SYS_sched_yield, &[]) };
 }
 
 /// Sleeps for about `ms` milliseconds (`nanosleep`; a signal may end it early).
@@ -132,12 +132,7 @@ pub fn sleep_ms(ms: u64) {
     };
     let _errno = super::ErrnoKeeper::new();
     // SAFETY: nanosleep reads the timespec we own.
-    unsafe {
-        super::syscall6(
-            libc::SYS_nanosleep,
-            [&ts as *const _ as c_long, 0, 0, 0, 0, 0],
-        )
-    };
+    unsafe { super::system_call(libc::SYS_nanosleep, &[&ts as *const _ as c_long]) };
 }
 
 /// A CPU affinity mask.
@@ -151,13 +146,10 @@ pub fn affinity() -> Option<CpuSet> {
         0,
         size_of::<libc::cpu_set_t>() as c_long,
         &raw mut set as c_long,
-        0,
-        0,
-        0,
     ];
     // SAFETY: `set` is a writable cpu_set_t of the size passed; the kernel returns the bytes
     // it wrote (the rest stays empty), where libc's wrapper returns 0.
-    let r = unsafe { super::syscall6(libc::SYS_sched_getaffinity, a) };
+    let r = unsafe { super::system_call(libc::SYS_sched_getaffinity, &a) };
     (r >= 0).then_some(CpuSet(set))
 }
 
@@ -167,12 +159,9 @@ pub fn set_affinity(set: &CpuSet) -> bool {
         0,
         size_of::<libc::cpu_set_t>() as c_long,
         &set.0 as *const _ as c_long,
-        0,
-        0,
-        0,
     ];
     // SAFETY: a valid set of the size passed.
-    unsafe { super::syscall6(libc::SYS_sched_setaffinity, a) == 0 }
+    unsafe { super::system_call(libc::SYS_sched_setaffinity, &a) == 0 }
 }
 
 /// Restricts the calling thread to CPU `cpu`; when this returns true, the thread runs there

@@ -12,7 +12,7 @@
 //! program headers (the load bias and the dynamic section), the dynamic section (the symbol
 //! and string tables, and the symbol count from the SysV hash table), then each symbol's name.
 
-use super::{auxval, syscall6};
+use super::{auxval, system_call};
 use core::ffi::{c_int, c_long, CStr};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -58,16 +58,9 @@ pub fn clock_gettime(clock: c_int, ts: &mut libc::timespec) -> c_int {
         // the same address), called with the C ABI and a timespec we own.
         unsafe { core::mem::transmute::<usize, ClockGettime>(f)(clock, ts) }
     } else {
-        let a = [
-            clock as c_long,
-            ts as *mut libc::timespec as c_long,
-            0,
-            0,
-            0,
-            0,
-        ];
+        let a = [clock as c_long, ts as *mut libc::timespec as c_long];
         // SAFETY: clock_gettime writes the timespec we own.
-        unsafe { syscall6(libc::SYS_clock_gettime, a) as c_int }
+        unsafe { system_call(libc::SYS_clock_gettime, &a) as c_int }
     }
 }
 
