@@ -64,6 +64,27 @@ impl LazyChunk {
     fn end(&self) -> usize {
         self.base + self.steps as usize * STEP_BYTES
     }
+
+    /// The steps of this tracked chunk that hold a page of `[lo, hi)`; empty for a free slot
+    /// or a range outside the chunk.
+    fn steps_in(&self, lo: usize, hi: usize) -> core::ops::Range<usize> {
+        if self.base == 0 || hi <= self.base || lo >= self.end() {
+            return 0..0;
+        }
+        let first = (lo.max(self.base) - self.base) / STEP_BYTES;
+        let last = (hi.min(self.end()) - 1 - self.base) / STEP_BYTES;
+        first..last + 1
+    }
+
+    /// Whether step `step` is read-write.
+    fn is_open(&self, step: usize) -> bool {
+        self.open & (1 << step) != 0
+    }
+
+    /// Whether every step is read-write (the slot can then be freed).
+    fn all_open(&self) -> bool {
+        self.open.count_ones() == self.steps
+    }
 }
 
 /// An address-space limit (`RLIMIT_AS` or `RLIMIT_DATA`) below which the heap grows 2 MiB at a
@@ -594,11 +615,7 @@ impl PageHeap {
     /// `[start, start + bytes)` (a span about to be carved; its pages are ours). False if the
     /// kernel refused (out of mappings): nothing may then be carved there.
     fn open_for(&mut self, start: usize, bytes: usize) -> bool {
-        let end = start + bytes;
-        (0..LAZY_CHUNKS).all(|i| {
-            let c = self.lazy[i];
-            c.base == 0 || end <= c.base || start >= c.end() || self.open_steps(i, start, end)
-        })
+        (0..LAZY_CHUNKS).all(|i| self.open_steps(i, start, start + bytes))
     }
 
     /// Whether every page of `[start, start + bytes)` is read-write as far as the tracked
@@ -606,24 +623,22 @@ impl PageHeap {
     /// debug builds.
     fn read_write(&self, start: usize, bytes: usize) -> bool {
         let end = start + bytes;
-        self.lazy.iter().all(|c| {
-            if c.base == 0 || end <= c.base || start >= c.end() {
-                return true;
-            }
-            let first = (start.max(c.base) - c.base) / STEP_BYTES;
-            let last = (end.min(c.end()) - 1 - c.base) / STEP_BYTES;
-            (first..=last).all(|step| c.open & (1 << step) != 0)
-        })
+        self.lazy
+            .iter()
+            .all(|c| c.steps_in(start, end).all(|step| c.is_open(step)))
     }
 
-    /// Makes read-write the steps of `self.lazy[i]` that hold a page of `[lo, hi)`, and frees
-    /// the slot once the chunk is read-write whole. False if the kernel refused a step.
+    /// Makes read-write the steps of `self.lazy[i]` that hold a page of `[lo, hi)` (none for a
+    /// free slot or a range outside the chunk), and frees the slot once the chunk is read-write
+    /// whole. False if the kernel refused a step.
     fn open_steps(&mut self, i: usize, lo: usize, hi: usize) -> bool {
         let c = &mut self.lazy[i];
-        let first = (lo.max(c.base) - c.base) / STEP_BYTES;
-        let last = (hi.min(c.end()) - 1 - c.base) / STEP_BYTES;
-        for step in first..=last {
-            if c.open & (1 << step) == 0 {
+        let steps = c.steps_in(lo, hi);
+        if steps.is_empty() {
+            return true;
+        }
+        for step in steps {
+            if !c.is_open(step) {
                 let at = (c.base + step * STEP_BYTES) as *mut u8;
                 // SAFETY: a step of a chunk the heap reserved and still holds whole.
                 if !unsafe { os::open_up(at, STEP_BYTES) } {
@@ -636,7 +651,7 @@ impl PageHeap {
                 }
             }
         }
-        if c.open.count_ones() == c.steps {
+        if c.all_open() {
             self.forget_lazy(i);
         }
         true
@@ -654,20 +669,19 @@ impl PageHeap {
     fn let_go(&mut self, lo: usize, hi: usize) {
         for i in 0..LAZY_CHUNKS {
             let c = &mut self.lazy[i];
-            if c.base == 0 || hi <= c.base || lo >= c.end() {
+            let steps = c.steps_in(lo, hi);
+            if steps.is_empty() {
                 continue;
             }
-            let first = (lo.max(c.base) - c.base) / STEP_BYTES;
-            let last = (hi.min(c.end()) - 1 - c.base) / STEP_BYTES;
-            for step in first..=last {
+            for step in steps {
                 let (s_lo, s_hi) = (c.base + step * STEP_BYTES, c.base + (step + 1) * STEP_BYTES);
                 debug_assert!(
-                    c.open & (1 << step) != 0 || (lo <= s_lo && hi >= s_hi),
+                    c.is_open(step) || (lo <= s_lo && hi >= s_hi),
                     "a closed step partly in a free run"
                 );
                 c.open |= 1 << step;
             }
-            if c.open.count_ones() == c.steps {
+            if c.all_open() {
                 self.forget_lazy(i);
             }
         }
