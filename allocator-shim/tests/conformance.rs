@@ -1262,7 +1262,7 @@ fn the_programs_own_c_library_functions_never_run_inside_the_allocator() {
 fn kind10_rlimit_data_above_a_gib_refills_every_round() {
     // Under an RLIMIT_DATA above 1 GiB chunks open 2 MiB at a time: fills until refused,
     // freed whole, six rounds, then every size up to 31 MiB and 20 blocks of 30 MiB with
-    // nothing live. Failed in 7 of 9 runs across the three modes before the fix (session 75:
+    // nothing live. Failed in 9 of 9 runs across the three modes before the fix (session 75:
     // `trim` made part of a chunk read-write before unmapping it, a refusal ignored, and the
     // chunk's slot then refused every later chunk).
     let failures =

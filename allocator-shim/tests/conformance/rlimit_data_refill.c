@@ -21,14 +21,6 @@
 
 #define MAX_BLOCKS 4096
 
-static unsigned long long state = 0x2545f4914f6cdd1dull;
-static unsigned long long next(void) {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-}
-
 static void touch(char *p, size_t n) {
     for (size_t i = 0; i < n; i += 4096) p[i] = 1;
 }
@@ -38,11 +30,8 @@ int main(int argc, char **argv) {
     CHECK(argc == 2);
     int rounds = atoi(argv[1]);
     CHECK(rounds > 0);
-    struct rlimit rl;
-    CHECK(getrlimit(RLIMIT_DATA, &rl) == 0);
-    rl.rlim_cur = conf_in_use(RLIMIT_DATA) + (1200ull << 20);
-    CHECK(rl.rlim_max == RLIM_INFINITY || rl.rlim_cur <= rl.rlim_max);
-    CHECK(setrlimit(RLIMIT_DATA, &rl) == 0);
+    conf_limit_room("data", 1200u << 20);
+    rng_t rng = {0x2545f4914f6cdd1dull};
     static char *blocks[MAX_BLOCKS];
     static size_t sizes[MAX_BLOCKS];
     size_t peak = 0;
@@ -50,8 +39,8 @@ int main(int argc, char **argv) {
         int n = 0, refused = 0;
         size_t live = 0;
         while (n < MAX_BLOCKS && refused < 20) {
-            size_t size = (64u << 10) + next() % ((31u << 20) - (64u << 10));
-            char *p = next() % 3 == 0 ? calloc(1, size) : malloc(size);
+            size_t size = (64u << 10) + rng_below(&rng, (31u << 20) - (64u << 10));
+            char *p = rng_below(&rng, 3) == 0 ? calloc(1, size) : malloc(size);
             if (p == NULL) {
                 CHECK(errno == ENOMEM);
                 refused++;
@@ -62,8 +51,8 @@ int main(int argc, char **argv) {
             sizes[n++] = size;
             live += size;
             if (live > peak) peak = live;
-            if (next() % 3 == 0) {
-                int k = (int)(next() % (unsigned)n);
+            if (rng_below(&rng, 3) == 0) {
+                int k = (int)rng_below(&rng, (uint64_t)n);
                 free(blocks[k]);
                 live -= sizes[k];
                 blocks[k] = blocks[--n];
