@@ -210,9 +210,10 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
     if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
         return;
     }
-    // Blocks of 100 B (a class the per-CPU stacks serve) and of 400 B (one owned spans serve
-    // in the rseq modes, `percpu::owned::MIN_CLASS`: a C free of an object of a span the CPU's
-    // slab owns goes onto that span's list, not onto a stack), those also with owned spans off.
+    // Blocks of 100 B (a class the per-CPU stacks serve) and of 400 B (one owned spans serve,
+    // `percpu::owned::FIXED_MIN`: a C free of an object of a span a slab owns goes onto that
+    // span's list, not onto a stack; in fallback mode too since session 76), those also with
+    // owned spans off.
     for (mode, options, tunables) in common::MODES {
         for (case, needle, extra) in [
             ("foreign", "free(): invalid pointer 0x", ""),
@@ -237,10 +238,9 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
             let what = format!("{case} [{mode}, {extra}]");
             assert_aborted_with_one_line(&out, needle, &what);
             common::assert_ran_in(&what, mode, &stdout);
-            // The 400 B block came from an owned span where owned spans serve it.
-            let owned = common::expected_mode(mode) != "Fallback"
-                && extra.is_empty()
-                && case.ends_with(":400");
+            // The 400 B block came from an owned span where owned spans serve it (every mode on
+            // x86_64; aarch64 has no sections and no owned spans).
+            let owned = cfg!(target_arch = "x86_64") && extra.is_empty() && case.ends_with(":400");
             assert_eq!(owned_spans_taken(&stdout, &what) > 0, owned, "{what}");
         }
     }
@@ -296,11 +296,12 @@ fn child_bad_free() {
 
 /// With owned spans on (the default), a write into a freed block's first word (where its span's
 /// list keeps the next free object's address, encoded) makes the `malloc` that would hand the
-/// block out again stop the process with one line naming `malloc` and the block, in both rseq
-/// modes: the link no longer decodes to an object of the span. Fallback mode ignores
-/// `owned_spans` and reads nothing in a free block (`free_tag.rs`: nothing written into one can
-/// make the allocator hand out a block twice), so the same program runs on there; so does any
-/// mode with owned spans off, and a block of a class the stacks serve (100 B).
+/// block out again stop the process with one line naming `malloc` and the block, in every mode
+/// (fallback mode's owned spans, since session 76, pop under the slab's lock with the same
+/// checks): the link no longer decodes to an object of the span. With owned spans off, and
+/// for a block of a class the stacks serve (100 B), nothing reads a free block (`free_tag.rs`:
+/// nothing written into one can make the allocator hand out a block twice), so the same
+/// program runs on.
 #[test]
 fn a_write_into_a_freed_block_stops_the_next_malloc_with_one_line() {
     if std::env::var_os("RSEQMALLOC_CHILD").is_some() {
@@ -317,10 +318,8 @@ fn a_write_into_a_freed_block_stops_the_next_malloc_with_one_line() {
             let stdout = String::from_utf8_lossy(&out.stdout);
             let what = format!("write after free, {case} [{mode}, {extra}]");
             common::assert_ran_in(&what, mode, &stdout);
-            // Owned spans serve the 400 B blocks only, in the rseq modes with the option on.
-            let owned = common::expected_mode(mode) != "Fallback"
-                && extra.is_empty()
-                && case == "write:400";
+            // Owned spans serve the 400 B blocks only, with the option on (and on x86_64).
+            let owned = cfg!(target_arch = "x86_64") && extra.is_empty() && case == "write:400";
             assert_eq!(owned_spans_taken(&stdout, &what) > 0, owned, "{what}");
             if !owned {
                 let stderr = String::from_utf8_lossy(&out.stderr);
@@ -349,7 +348,7 @@ fn child_write_after_free() {
     let (p, q) = (blocks[1998], blocks[1999]);
     // SAFETY: deliberately wrong: a write into a freed block (its first word), which a later
     // malloc of its size must catch (owned spans: `p` is its span's list head, popped once its
-    // span is current) or never read (fallback).
+    // span is current) or never read (the stacks).
     unsafe {
         rseqmalloc::free(q);
         rseqmalloc::free(p);

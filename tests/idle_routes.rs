@@ -13,8 +13,8 @@
 //! With the critical sections (glibc's area, our own registration) the threads' slow paths see
 //! the small classes' stacks idle while the band is elsewhere and route those classes: their
 //! later bursts come from owned spans, and the other thread's frees of their objects are
-//! declined by the owned push and go home or onto a stack. The forced fallback has no owned
-//! spans and routes nothing; neither does `owned_spans=off`.
+//! declined by the owned push and go home or onto a stack. The forced fallback routes nothing
+//! (its owned spans serve the fixed classes alone); neither does `owned_spans=off`.
 //!
 //! Then the program changes its ways: each thread churns a ring of objects of 24-256 B (frees a
 //! random one, allocates another in its place) and the two threads swap rings after every step,
@@ -320,14 +320,15 @@ fn bursts_route_idle_small_classes_with_own_registration() {
     assert_routed(&run(&[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")]), "Own");
 }
 
-/// The fallback has no owned spans: nothing is routed, and the bursts come back whole.
+/// The fallback routes no small class (its owned spans, since session 76, serve the fixed
+/// classes of 288-960 B alone, and only on x86_64), and the bursts come back whole.
 #[test]
 fn bursts_route_nothing_with_forced_fallback() {
     let r = run(&[("RSEQMALLOC_OPTIONS", "rseq=off")]);
     assert_eq!(r["mode"], "Fallback", "{r:?}");
     assert_eq!(num(&r, "routed"), 0, "{r:?}");
     assert_eq!(num(&r, "unrouted"), 0, "{r:?}");
-    assert_eq!(num(&r, "taken"), 0, "{r:?}");
+    assert_eq!(num(&r, "taken") > 0, cfg!(target_arch = "x86_64"), "{r:?}");
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }
 

@@ -151,9 +151,13 @@ fn relayout_unless(slab: Slab, grown: bool) -> bool {
 }
 
 /// Fallback mode: empties each picked slab under its lock and starts its layout again (under
-/// its capacity lock too, taken first as growth does, so no relocation is half done).
+/// its capacity lock too, taken first as growth does, so no relocation is half done). With
+/// owned spans on, the owned stop word is set under the lock too: every locked section and
+/// push of the slab takes that lock and tests the word first, so once the lock is released
+/// none of them touches the slab's owned spans (the hold is the fenced drain's fence), and
+/// they go back to the central lists without the lock held (the central lists and the page
+/// heap take locks of their own, which no holder of a fallback lock takes).
 fn drain_locked(picked: &SlabSet) -> usize {
-    debug_assert!(!owned::enabled(), "owned spans need the fenced drain");
     let mut bytes = 0;
     for i in picked.iter() {
         let slab = Slab::of(i);
@@ -161,7 +165,15 @@ fn drain_locked(picked: &SlabSet) -> usize {
         slab.lock();
         bytes += empty_slab(slab);
         reset_layout(slab);
+        let owned = owned::enabled() && owned::owns_any(slab);
+        slab.set_owned_stop(owned);
         slab.unlock();
+        if owned {
+            bytes += owned::give_back_stopped(slab);
+            slab.lock();
+            slab.set_owned_stop(false);
+            slab.unlock();
+        }
         slab.cap_lock().unlock();
     }
     bytes

@@ -17,10 +17,11 @@
 
 use super::drain::grow_or_relayout;
 use super::maintenance;
+use super::owned;
 use super::slab::{ensure_slab, overflow_take, refill, Slab};
 use super::state::G;
 use super::storage::{drop_storage, new_storage, STORAGE_BYTES};
-use crate::arch::{self, ThreadBlock};
+use crate::arch::{self, OwnedPop, ThreadBlock};
 use crate::central;
 use crate::size_class::{class_of, CLASS_SIZE};
 use crate::sync::Ordering;
@@ -50,6 +51,14 @@ pub(super) fn locked_slab() -> Slab {
         (*b).hint_left -= 1;
         Slab::of((*b).cpu_hint as usize)
     }
+}
+
+/// [`locked_slab`] with the CPU number read now (a slow path's: it costs more than the lock,
+/// nothing beside a refill).
+fn current_slab() -> Slab {
+    // SAFETY: the calling thread's own block; only this thread touches these fields.
+    unsafe { (*arch::thread_block()).hint_left = 0 };
+    locked_slab()
 }
 
 pub(super) fn alloc_locked(c: usize) -> *mut u8 {
@@ -85,8 +94,81 @@ pub(super) fn alloc_locked(c: usize) -> *mut u8 {
     }
     slab.unlock();
     maintenance::maybe_tick();
+    if let Some(id) = slab.index() {
+        super::sweep_if_freed(id);
+    }
     grow_or_relayout(slab, c, false);
     refill(c, slab, |c, objs| locked_push_many(slab, c, objs))
+}
+
+/// Fallback mode's C allocation of a class owned spans serve (`owned::routes`), once the fast
+/// path's owned pop failed (every section fails in this mode): the thread's magazine (what a
+/// Rust free or a push no slab took left there), then, under one hold of its slab's lock, the
+/// stack and the current owned span's list (`owned::sec::pop_held`); then the owned refill
+/// (`refill_owned`, as the rseq modes' slow path runs it, its sections under the slab's lock),
+/// and, failing that, the stack path ([`alloc_locked`]).
+pub(super) fn alloc_owned_locked(c: usize) -> *mut u8 {
+    let p = alloc_from_magazine(c);
+    if !p.is_null() {
+        return p;
+    }
+    let slab = locked_slab();
+    slab.lock();
+    let n = slab.count(c);
+    if n > 0 {
+        let obj = slab.slot(c, n - 1).load(Ordering::Relaxed) as *mut u8;
+        slab.set_count(c, n - 1);
+        slab.unlock();
+        return obj;
+    }
+    // SAFETY: we hold the slab's lock.
+    let popped = unsafe { owned::sec::pop_held(slab, c) };
+    slab.unlock();
+    match popped {
+        OwnedPop::Object(p) => return p,
+        OwnedPop::Corrupt(p) => owned::corrupt(p),
+        OwnedPop::Fail | OwnedPop::Stacked => {}
+    }
+    maintenance::maybe_tick();
+    // The refill takes spans for the slab of the CPU the thread runs on now, not the hint's
+    // (up to `CPU_HINT_OPS` operations old): a thread that moved would otherwise own spans on
+    // the slab it left, and its frees there, declined on its new slab, went onto stacks.
+    if let Some(id) = current_slab().index() {
+        super::sweep_if_freed(id);
+        if !central::has_transfer(c) {
+            let p = super::refill_owned(c, id);
+            if !p.is_null() {
+                return p;
+            }
+        }
+    }
+    alloc_locked(c)
+}
+
+/// Fallback mode's C free of an object of a class owned spans serve, tagged free, once the fast
+/// path's owned push declined it (as every section does in this mode): onto its span's owned
+/// list, under the slab's lock, when the thread's slab owns the span (`owned::push_locked`),
+/// as the rseq modes' push takes it only on the owner's CPU. False (nothing done) in the rseq
+/// modes, and when another slab or none owns the span, or the slab is draining: the caller
+/// then frees it as any C free (onto this slab's stack, whence the central lists give it back
+/// to its span, which tells the owner: `central::owned_freed`). Pushed onto the owner's list
+/// from any CPU, the objects a thread frees of what another CPU's thread allocated stayed on
+/// that slab's partly used spans while this slab took fresh ones (1.85x `active` in
+/// `tests/percpu_bound.rs`' `memory_freed_on_another_cpu_is_reused_there_while_its_owner_stays`).
+///
+/// # Safety
+/// `obj` is a free object, tagged free with the free tag's key, of the span its page-map entry
+/// names, and nobody uses it.
+pub unsafe fn free_owned_locked(obj: *mut u8) -> bool {
+    if !owned::locked() {
+        return false;
+    }
+    let span = crate::pagemap::span_of(crate::pagemap::PAGEMAP.get(obj as usize));
+    let Some(id) = locked_slab().index() else {
+        return false;
+    };
+    // SAFETY: forwarded contract; the entry of a live small object names its span.
+    unsafe { owned::push_locked(obj, span as *mut crate::span::Span, id) }
 }
 
 /// # Safety
@@ -330,6 +412,9 @@ unsafe fn put_locked(c: usize, objs: &[*mut u8]) {
     let rest = &objs[done..];
     let Some(&obj) = rest.first() else { return };
     maintenance::maybe_tick();
+    if let Some(id) = slab.index() {
+        super::sweep_if_freed(id);
+    }
     let mut buf = [null_mut(); 32];
     slab.lock();
     let n = slab.count(c);

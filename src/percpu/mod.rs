@@ -43,7 +43,7 @@ mod state;
 mod storage;
 
 pub use drain::DRAINS_SKIPPED;
-pub use fallback::{alloc_from_magazine, flush_own_magazine, free_to_magazine};
+pub use fallback::{alloc_from_magazine, flush_own_magazine, free_owned_locked, free_to_magazine};
 pub use fork::install as install_fork_handlers;
 pub use fork::{vfork_enter, vfork_leave};
 pub use maintenance::{
@@ -395,6 +395,7 @@ pub fn alloc_slow(c: usize, owned: bool) -> *mut u8 {
             grow_or_relayout(slab, c, false);
             refill(c, slab, push_batch)
         }
+        ThreadState::Locked if owned => fallback::alloc_owned_locked(c),
         ThreadState::Locked => fallback::alloc_locked(c),
         _ => {
             let mut one = [null_mut(); 1];

@@ -25,9 +25,11 @@
 //! off the slab while it held the lock only fails its sections: the span it took stays listed
 //! and owned, found by the slab's next slow path or its next drain.
 //!
-//! On only where the sections exist and a drain can stop them: x86_64, an rseq mode, and the
-//! rseq membarrier (so every drain is `drain_fenced`). Rust's `GlobalAlloc` path does not use
-//! owned spans (its frees carry no free tag, which the pop checks).
+//! On only where the sections exist (x86_64) and a drain can stop them: in an rseq mode with the
+//! rseq membarrier (every drain is `drain_fenced`), and since session 76 in fallback mode, where
+//! the same steps run under the slab's fallback lock ([`sec`], `percpu::fallback`) and a drain
+//! takes that lock (`drain_locked`). Rust's `GlobalAlloc` path does not use owned spans (its
+//! frees carry no free tag, which the pop checks).
 //!
 //! May call: `arch`, `central`, `free_tag`, `os`, `size_class`, `span`, `sync`, and in this
 //! folder `slab`.
@@ -186,8 +188,12 @@ fn collect_count(c: usize, fresh: bool, resident: bool) -> usize {
 
 /// Turns owned spans on or off at process set-up (`setup::init_process`): on only when asked
 /// for, in an rseq mode with the rseq membarrier, on an architecture with the sections.
-pub(super) fn init(on: bool, keep_bytes: usize) {
+pub(super) fn init(on: bool, locked: bool, keep_bytes: usize) {
     ON.store(on && arch::HAS_CRITICAL_SECTIONS, Ordering::Relaxed);
+    LOCKED.store(
+        on && locked && arch::HAS_CRITICAL_SECTIONS,
+        Ordering::Relaxed,
+    );
     KEEP_BYTES.store(keep_bytes, Ordering::Relaxed);
 }
 
@@ -255,6 +261,202 @@ unsafe fn listed_objects(s: *mut Span) -> usize {
     unsafe { SpanExt::listed(Span::ext(s)) as usize }
 }
 
+/// Fallback mode: the owned-span sections run under the slabs' fallback locks ([`sec`]). Set
+/// once at process set-up, with [`ON`].
+static LOCKED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the owned-span sections run under the slabs' fallback locks (fallback mode) rather
+/// than as rseq critical sections.
+#[inline(always)]
+pub(super) fn locked() -> bool {
+    LOCKED.load(Ordering::Relaxed)
+}
+
+/// The owned-span sections for the process's mode. The rseq modes run the critical sections
+/// (`arch::owned_*`, each with its pseudocode there), which act on the calling CPU's slab and
+/// fail when that slab is not the one meant. Fallback mode runs the same steps on the slab
+/// meant, under its fallback lock ([`Slab::lock`]), which every locked section, locked push
+/// and pop and drain of the slab takes: the lock orders them as running on the slab's CPU
+/// orders the rseq sections, and a drain's hold of it is the fence (docs/design.md, "Owned
+/// spans in fallback mode"). A locked section never fails for want of being on the right CPU,
+/// only for a drain's stop word, an owner or current span that changed, or an empty list.
+pub(super) mod sec {
+    use super::*;
+
+    /// The steps of `arch::owned_pop` on `slab`, whose fallback lock the caller holds.
+    ///
+    /// # Safety
+    /// The caller holds `slab`'s fallback lock; the module invariants hold for `slab`.
+    pub(in super::super) unsafe fn pop_held(slab: Slab, c: usize) -> OwnedPop {
+        if slab.owned_stopped() {
+            return OwnedPop::Fail;
+        }
+        let w = slab.owned_cur(c).load(Ordering::Relaxed) as *const OwnedWords;
+        if w.is_null() {
+            return OwnedPop::Fail;
+        }
+        // SAFETY: a current span's words (module invariants), which only holders of this lock
+        // (or a drain after its stop) change; its list's objects are free objects of the
+        // span, at least 16 bytes each, ours while we hold the lock.
+        unsafe {
+            let local = (*w).local.load(Ordering::Relaxed);
+            let h = (local & arch::OWNED_HEAD_MASK) as usize;
+            if h == 0 {
+                return OwnedPop::Fail;
+            }
+            let key = free_tag::key();
+            if !free_tag::is_free(h as *mut u8) {
+                return OwnedPop::Corrupt(h as *mut u8);
+            }
+            let n = (h as *const usize).read() ^ key;
+            if n != 0 && n.wrapping_sub((*w).start) > (*w).room {
+                return OwnedPop::Corrupt(h as *mut u8);
+            }
+            (*w).local
+                .store((local - h as u64 - (1 << 48)) | n as u64, Ordering::Relaxed);
+            OwnedPop::Object(h as *mut u8)
+        }
+    }
+
+    /// Pops an object of class `c` from `slab`'s current owned span (`arch::owned_pop` on the
+    /// calling CPU's slab in the rseq modes).
+    ///
+    /// # Safety
+    /// As `arch::owned_pop`.
+    pub(super) unsafe fn pop(slab: Slab, c: usize) -> OwnedPop {
+        if !locked() {
+            // SAFETY: forwarded contract.
+            return unsafe { arch::owned_pop(c) };
+        }
+        slab.lock();
+        // SAFETY: we hold the lock.
+        let r = unsafe { pop_held(slab, c) };
+        slab.unlock();
+        r
+    }
+
+    /// Pushes the chain `first..=last` of `k` objects onto the list of the owned span whose
+    /// words are `words` (`arch::owned_push_chain` on the calling CPU's slab in the rseq modes;
+    /// here under the lock of the slab that owns the span, whichever it is); the list's new
+    /// count, or 0 (nothing written but `last`'s link) when no slab owns it or its owner is
+    /// stopped.
+    ///
+    /// # Safety
+    /// As `arch::owned_push_chain`.
+    pub(in super::super) unsafe fn push_chain(
+        words: *const OwnedWords,
+        first: *mut u8,
+        last: *mut u8,
+        k: usize,
+        key: usize,
+    ) -> usize {
+        if !locked() {
+            // SAFETY: forwarded contract.
+            return unsafe { arch::owned_push_chain(words, first, last, k, key) };
+        }
+        // SAFETY: the caller's contract: live owned words.
+        let owner = unsafe { (*words).owner.load(Ordering::Relaxed) };
+        if owner == NO_OWNER
+            || owner as usize > super::super::state::G.nslabs.load(Ordering::Relaxed)
+        {
+            return 0;
+        }
+        let slab = Slab::of(owner as usize - 1);
+        slab.lock();
+        // SAFETY: under the lock of the slab the owner word named, read again: if it still
+        // names it, the list is that slab's and ours to change while we hold the lock.
+        let n = unsafe {
+            if slab.owned_stopped() || (*words).owner.load(Ordering::Relaxed) != owner {
+                0
+            } else {
+                let w = (*words).local.load(Ordering::Relaxed);
+                last.cast::<usize>()
+                    .write((w & arch::OWNED_HEAD_MASK) as usize ^ key);
+                let w = first as u64 | ((w >> 48) + k as u64) << 48;
+                (*words).local.store(w, Ordering::Relaxed);
+                (w >> 48) as usize
+            }
+        };
+        slab.unlock();
+        n
+    }
+
+    /// The locked form of a one-store section on `slab`: under its fallback lock, fails while
+    /// it is stopped or `words` (when not null) is not its span, else runs `step` with the
+    /// class's current-span entry and returns what it says.
+    fn word_section(
+        slab: Slab,
+        c: usize,
+        words: *const OwnedWords,
+        step: impl FnOnce(&AtomicUsize) -> bool,
+    ) -> bool {
+        let Some(id) = slab.index() else {
+            return false;
+        };
+        slab.lock();
+        // SAFETY: live owned words when not null (the callers' contracts).
+        let ours = words.is_null()
+            || unsafe { (*words).owner.load(Ordering::Relaxed) } == arch::owner_of(id);
+        let ok = !slab.owned_stopped() && ours && step(slab.owned_cur(c));
+        slab.unlock();
+        ok
+    }
+
+    /// Makes `words` (null: none) class `c`'s current span on `slab` when `slab` owns it
+    /// (`arch::owned_set_cur` on the calling CPU's slab in the rseq modes).
+    ///
+    /// # Safety
+    /// As `arch::owned_set_cur`.
+    pub(super) unsafe fn set_cur(slab: Slab, c: usize, words: *const OwnedWords) -> bool {
+        if !locked() {
+            // SAFETY: forwarded contract.
+            return unsafe { arch::owned_set_cur(c, words) };
+        }
+        word_section(slab, c, words, |cur| {
+            cur.store(words as usize, Ordering::Relaxed);
+            true
+        })
+    }
+
+    /// Gives up `slab`'s ownership of the span whose words are `words` (class `c`) when `slab`
+    /// owns it and it is not current there (`arch::owned_retire` in the rseq modes).
+    ///
+    /// # Safety
+    /// As `arch::owned_retire`.
+    pub(super) unsafe fn retire(slab: Slab, c: usize, words: *const OwnedWords) -> bool {
+        if !locked() {
+            // SAFETY: forwarded contract.
+            return unsafe { arch::owned_retire(c, words) };
+        }
+        debug_assert!(!words.is_null());
+        word_section(slab, c, words, |cur| {
+            if cur.load(Ordering::Relaxed) == words as usize {
+                return false;
+            }
+            // SAFETY: live owned words (the contract), owned by `slab` (tested above).
+            unsafe { (*words).owner.store(NO_OWNER, Ordering::Relaxed) };
+            true
+        })
+    }
+
+    /// Takes the span whose words are `words` off `slab`'s current spans (class `c`) when
+    /// `slab` owns it and it is current there (`arch::owned_uncur` in the rseq modes).
+    ///
+    /// # Safety
+    /// As `arch::owned_uncur`.
+    pub(super) unsafe fn uncur(slab: Slab, c: usize, words: *const OwnedWords) -> bool {
+        if !locked() {
+            // SAFETY: forwarded contract.
+            return unsafe { arch::owned_uncur(c, words) };
+        }
+        debug_assert!(!words.is_null());
+        word_section(slab, c, words, |cur| {
+            cur.compare_exchange(words as usize, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+}
+
 /// Aborts: the owned list of a span is corrupt at `p` (it lacks its free tag, or its link
 /// leads out of the span): a write into a freed block, or a block freed twice through a path
 /// the tag did not see.
@@ -297,13 +499,26 @@ pub fn pop_stack_first(c: usize) -> *mut u8 {
 
 /// Pops an object of class `c` from the calling CPU's current owned span; null when there is
 /// none. Aborts on a corrupt list. The object's first word still holds its encoded link, as
-/// with [`pop_stack_first`]: [`refill`], the only caller, hands the object to the C
-/// allocation's slow path, which clears it with the free tag (`lib.rs`, `handed_out`).
+/// with [`pop_stack_first`]: the tests' pop ([`refill`] pops with [`pop_on`], and hands the
+/// object to the C allocation's slow path, which clears it with the free tag: `lib.rs`,
+/// `handed_out`).
+#[cfg(test)]
 #[inline(always)]
 pub fn pop(c: usize) -> *mut u8 {
     // SAFETY: slabs are set up as `percpu::pop` needs; every non-zero `cur[c]` names the
     // owned words of a span its slab owns, with the process's key (module invariants).
     match unsafe { arch::owned_pop(c) } {
+        OwnedPop::Object(p) => p,
+        OwnedPop::Fail | OwnedPop::Stacked => null_mut(),
+        OwnedPop::Corrupt(p) => corrupt(p),
+    }
+}
+
+/// [`pop`] for a refill of `slab`: in fallback mode from `slab` itself, under its lock
+/// ([`sec::pop`]).
+fn pop_on(slab: Slab, c: usize) -> *mut u8 {
+    // SAFETY: as in `pop`.
+    match unsafe { sec::pop(slab, c) } {
         OwnedPop::Object(p) => p,
         OwnedPop::Fail | OwnedPop::Stacked => null_mut(),
         OwnedPop::Corrupt(p) => corrupt(p),
@@ -336,6 +551,35 @@ pub unsafe fn push(obj: *mut u8, span: *mut Span, home: usize, key: usize) -> bo
     // The record again from the words, which stay in their register across the section, so
     // that `span` need not (`arch::opaque` keeps the compiler from reusing `span`).
     let span = span_of_words(arch::opaque(words as usize));
+    // SAFETY: span records are pool memory, always readable; `in_use` is an atomic.
+    if n == unsafe { (*span).in_use() } as usize {
+        // SAFETY: as above; `obj` was the span's a moment ago.
+        unsafe { pushed_last(obj, span) };
+    }
+    true
+}
+
+/// Fallback mode's [`push`] (`percpu::fallback::free_owned_locked`): `obj` onto its span's list
+/// when slab `id` owns the span, under that slab's lock ([`sec::push_chain`]), and the span
+/// given back when that left it wholly free ([`pushed_last`]); false (nothing done but, when
+/// the owner changed under the lock, `obj`'s link) when another slab or none owns it, or slab
+/// `id` is draining.
+///
+/// # Safety
+/// As [`push`], in fallback mode; `id` is a slab index.
+pub(super) unsafe fn push_locked(obj: *mut u8, span: *mut Span, id: usize) -> bool {
+    debug_assert!(locked());
+    let words = words_of(span);
+    // SAFETY: span records are pool memory, always readable; the owner is read again under the
+    // lock by the push.
+    if unsafe { (*words).owner.load(Ordering::Relaxed) } != arch::owner_of(id) {
+        return false;
+    }
+    // SAFETY: the caller's contract; the span's words satisfy their invariants.
+    let n = unsafe { sec::push_chain(words, obj, obj, 1, free_tag::key()) };
+    if n == 0 {
+        return false;
+    }
     // SAFETY: span records are pool memory, always readable; `in_use` is an atomic.
     if n == unsafe { (*span).in_use() } as usize {
         // SAFETY: as above; `obj` was the span's a moment ago.
@@ -431,7 +675,7 @@ unsafe fn give_back_as(a: usize, s: *mut Span) {
             let current = slab.owned_cur(c).load(Ordering::Relaxed) == words_of(s) as usize;
             if !current && listed_objects(s) == (*s).in_use() as usize && keep_bytes() > 0 {
                 keep_bounded(slab, s);
-            } else if arch::owned_retire(c, words_of(s)) {
+            } else if sec::retire(slab, c, words_of(s)) {
                 give_back_retired(slab, s, c);
             } else if !current {
                 // The thread moved off `a`: a later sweep there retires it, as a sweep whose
@@ -478,7 +722,7 @@ pub(super) fn sweep_freed(id: usize) {
             {
                 keep(slab, s);
                 true
-            } else if arch::owned_retire(c, words_of(s)) {
+            } else if sec::retire(slab, c, words_of(s)) {
                 give_back_retired(slab, s, c);
                 true
             } else {
@@ -877,7 +1121,9 @@ fn idle_looks(slab: Slab) -> &'static IdleLooks {
 /// class `c`.
 unsafe fn route_idle(slab: Slab, id: usize, c: usize) {
     let routes = arch::owned_routes();
-    if routes == 0 {
+    // Fallback mode routes the fixed classes only: flushing a stack here takes its objects
+    // with a batch section (`flush_stack`).
+    if routes == 0 || locked() {
         return;
     }
     let looks = idle_looks(slab);
@@ -963,7 +1209,7 @@ unsafe fn set_aside(slab: Slab, k: usize, s: *mut Span) {
     // SAFETY: the caller's contract; once not current the span only gains objects (no pop can
     // reach it), so a wholly free span seen after the section stays so for `keep`.
     unsafe {
-        if !arch::owned_uncur(k, words_of(s)) {
+        if !sec::uncur(slab, k, words_of(s)) {
             return;
         }
         if wholly_free(s) {
@@ -1011,7 +1257,7 @@ unsafe fn evict_oldest(slab: Slab) -> bool {
     // never current (a refill unkeeps a span it makes current, under this lock).
     unsafe {
         let c = (*h).class as usize;
-        if !arch::owned_retire(c, words_of(h)) {
+        if !sec::retire(slab, c, words_of(h)) {
             return false;
         }
         unkeep(slab, h);
@@ -1066,7 +1312,7 @@ unsafe fn push_all(s: *mut Span, objs: &[*mut u8], key: usize) -> bool {
     }
     let (first, last) = (objs[0], objs[objs.len() - 1]);
     // SAFETY: forwarded contract.
-    unsafe { arch::owned_push_chain(words_of(s), first, last, objs.len(), key) != 0 }
+    unsafe { sec::push_chain(words_of(s), first, last, objs.len(), key) != 0 }
 }
 
 /// What [`refill`] got.
@@ -1141,7 +1387,7 @@ fn refill_locked(
     // SAFETY: `cur[c]` names a span the slab owns (module invariants; only drains and
     // retires, which hold this lock, end that); span records are always readable.
     if !cur_span.is_null() && unsafe { listed_objects(cur_span) } > 0 {
-        return pop(c);
+        return pop_on(slab, c);
     }
     // SAFETY: as above; a kept span's links change only under the lock we hold. A span in use
     // is preferred to a kept one, which stays whole for any class to take over.
@@ -1188,7 +1434,7 @@ fn refill_locked(
     }
     // SAFETY: `s` is a span in the slab's list (module invariants).
     unsafe {
-        if !arch::owned_set_cur(c, words_of(s)) {
+        if !sec::set_cur(slab, c, words_of(s)) {
             return null_mut(); // moved, or rseq off: the span stays listed and owned
         }
         (*Span::ext(s)).idle_seen = 0;
@@ -1196,7 +1442,7 @@ fn refill_locked(
             unkeep(slab, s); // found by the bitmap walk: current now, so no longer kept
         }
         if listed_objects(s) > 0 {
-            return pop(c);
+            return pop_on(slab, c);
         }
         collect(s, c, key)
     }
@@ -1246,7 +1492,7 @@ unsafe fn reclass_oldest(slab: Slab, c: usize, id: usize) -> *mut Span {
             // as_it_is`).
             return h;
         }
-        if !arch::owned_retire(old, words_of(h)) {
+        if !sec::retire(slab, old, words_of(h)) {
             return null_mut();
         }
         unkeep(slab, h);
@@ -1301,7 +1547,7 @@ unsafe fn collect(s: *mut Span, c: usize, key: usize) -> *mut u8 {
         );
         // SAFETY: the objects after `first`, carved just now: adjacent, tagged free, each but
         // the last linked to the next with `key`, and ours.
-        if unsafe { arch::owned_push_chain(words_of(s), next, last, got - 1, key) } == 0 {
+        if unsafe { sec::push_chain(words_of(s), next, last, got - 1, key) } == 0 {
             // SAFETY: as above; `got - 1` is in bounds (asserted above, `give_carved_back`).
             unsafe { give_carved_back(c, next, got - 1) };
         }

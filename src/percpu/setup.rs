@@ -109,9 +109,10 @@ fn init_process(block: *mut ThreadBlock) {
     }
     G.membarrier
         .store(membarrier && mode != RseqMode::Fallback, Ordering::Relaxed);
-    // Owned spans need the sections and the fenced drain (`owned`).
+    // Owned spans need the sections and the fenced drain, or fallback mode's locks (`owned`).
     super::owned::init(
-        opts.owned_spans && membarrier && mode != RseqMode::Fallback,
+        opts.owned_spans && (membarrier || mode == RseqMode::Fallback),
+        mode == RseqMode::Fallback,
         opts.cpu_cache_bytes as usize * super::owned::KEEP_PER_CACHE,
     );
     G.mode.store(mode as u8, Ordering::Release);
@@ -250,6 +251,7 @@ fn init_thread(b: *mut ThreadBlock) -> ThreadState {
             },
             RseqMode::Fallback if G.nslabs.load(Ordering::Relaxed) > 0 && arm_thread_exit() => {
                 (*b).magazine = fallback::new_magazine();
+                (*b).owned = super::owned::initial_routes();
                 ThreadState::Locked
             }
             _ => ThreadState::Bypass,

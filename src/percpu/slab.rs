@@ -412,6 +412,12 @@ impl Slab {
         &self.header().owned_freed_seen
     }
 
+    /// Whether the owned-span stop word is set (a drain is taking the slab's owned spans back):
+    /// what the locked sections test first (`percpu::owned::sec`, fallback mode).
+    pub(super) fn owned_stopped(&self) -> bool {
+        self.header().owned_stop.load(Ordering::Relaxed) != 0
+    }
+
     /// Sets or clears the owned-span stop word (drains, under the capacity lock; tests).
     pub(super) fn set_owned_stop(&self, on: bool) {
         self.header().owned_stop.store(on as u32, Ordering::Relaxed);
