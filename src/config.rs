@@ -99,8 +99,8 @@ pub struct Options {
     /// Owned spans (`owned_spans=on|off`, on by default): C allocations and frees of the classes
     /// of 288 B to 960 B (and, on a thread, of 32-256 B once its CPU's stack of the class was
     /// seen idle) use spans each CPU's slab owns, one critical section per `malloc` and per
-    /// `free` on the owner's CPU (x86_64: the rseq modes with the membarrier, and fallback mode,
-    /// which runs the sections' steps under the slab's lock; docs/design.md, "Owned spans").
+    /// `free` on the owner's CPU (the rseq modes with the membarrier, and fallback mode, which
+    /// runs the sections' steps under the slab's lock; docs/design.md, "Owned spans").
     pub owned_spans: bool,
 }
 
@@ -237,7 +237,7 @@ pub const KEYS: [Key; 14] = [
         default: "on",
         meaning:
             "C allocations and frees of the classes of 288-960 B (of 32-256 B once idle) use spans \
-                  each CPU's cache owns (x86_64: rseq modes with the membarrier, fallback mode; \
+                  each CPU's cache owns (rseq modes with the membarrier, fallback mode; \
                   ignored elsewhere)",
         runtime: false,
     },

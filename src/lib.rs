@@ -54,7 +54,7 @@
 //! | `membarrier` | `on` | `off`: drain as on a kernel without the rseq membarrier (testing) |
 //! | `deepbind` | `strip` | `librseqmalloc.so` only: `dlopen` drops `RTLD_DEEPBIND`; `keep` passes it on |
 //! | `owner_return` | `on` | a C `free` of an object another CPU's cache carved sends it back there (rseq modes) |
-//! | `owned_spans` | `on` | C allocations of the classes of 288–960 B (32–256 B once idle) use spans each CPU's cache owns (x86_64: rseq modes with the membarrier, fallback mode) |
+//! | `owned_spans` | `on` | C allocations of the classes of 288–960 B (32–256 B once idle) use spans each CPU's cache owns (rseq modes with the membarrier, fallback mode) |
 //!
 //! ```
 //! // Defaults compiled into this program; RSEQMALLOC_OPTIONS still overrides them.

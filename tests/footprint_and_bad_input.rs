@@ -238,9 +238,9 @@ fn freeing_foreign_pointers_aborts_with_one_line() {
             let what = format!("{case} [{mode}, {extra}]");
             assert_aborted_with_one_line(&out, needle, &what);
             common::assert_ran_in(&what, mode, &stdout);
-            // The 400 B block came from an owned span where owned spans serve it (every mode on
-            // x86_64; aarch64 has no sections and no owned spans).
-            let owned = cfg!(target_arch = "x86_64") && extra.is_empty() && case.ends_with(":400");
+            // The 400 B block came from an owned span where owned spans serve it (every mode: the
+            // rseq modes' sections, fallback mode's locks).
+            let owned = extra.is_empty() && case.ends_with(":400");
             assert_eq!(owned_spans_taken(&stdout, &what) > 0, owned, "{what}");
         }
     }
@@ -318,8 +318,8 @@ fn a_write_into_a_freed_block_stops_the_next_malloc_with_one_line() {
             let stdout = String::from_utf8_lossy(&out.stdout);
             let what = format!("write after free, {case} [{mode}, {extra}]");
             common::assert_ran_in(&what, mode, &stdout);
-            // Owned spans serve the 400 B blocks only, with the option on (and on x86_64).
-            let owned = cfg!(target_arch = "x86_64") && extra.is_empty() && case == "write:400";
+            // Owned spans serve the 400 B blocks only, with the option on.
+            let owned = extra.is_empty() && case == "write:400";
             assert_eq!(owned_spans_taken(&stdout, &what) > 0, owned, "{what}");
             if !owned {
                 let stderr = String::from_utf8_lossy(&out.stderr);

@@ -321,14 +321,14 @@ fn bursts_route_idle_small_classes_with_own_registration() {
 }
 
 /// The fallback routes no small class (its owned spans, since session 76, serve the fixed
-/// classes of 288-960 B alone, and only on x86_64), and the bursts come back whole.
+/// classes of 288-960 B alone), and the bursts come back whole.
 #[test]
 fn bursts_route_nothing_with_forced_fallback() {
     let r = run(&[("RSEQMALLOC_OPTIONS", "rseq=off")]);
     assert_eq!(r["mode"], "Fallback", "{r:?}");
     assert_eq!(num(&r, "routed"), 0, "{r:?}");
     assert_eq!(num(&r, "unrouted"), 0, "{r:?}");
-    assert_eq!(num(&r, "taken") > 0, cfg!(target_arch = "x86_64"), "{r:?}");
+    assert!(num(&r, "taken") > 0, "{r:?}");
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }
 

@@ -501,8 +501,7 @@ fn run_c_stress(mode: RseqMode, options: &str) -> HashMap<String, String> {
 /// show: the mode, every operation, nothing cached after the final trim, the invariants; and
 /// where the critical sections run, the fork, drains, the signal storm, restarts and no
 /// fallback operation. Where they cannot (aarch64, qemu: `common::expected_mode`), the child
-/// runs the fallback, which ignores `owned_spans`: nothing owned. Returns whether the critical
-/// sections ran.
+/// runs the fallback, which routes no small class. Returns whether the critical sections ran.
 fn assert_c_stress_ran(r: &HashMap<String, String>, mode: RseqMode) -> bool {
     let name = format!("{mode:?}");
     let expected = common::expected_mode(if mode == RseqMode::Glibc {
@@ -515,7 +514,6 @@ fn assert_c_stress_ran(r: &HashMap<String, String>, mode: RseqMode) -> bool {
     assert_eq!(num(r, "cached_after_trim"), 0, "{r:?}");
     assert_invariants(r);
     if expected == "Fallback" {
-        assert_eq!(num(r, "owned_taken"), 0, "{r:?}");
         assert_eq!(num(r, "owned_routed"), 0, "{r:?}");
         return false;
     }
@@ -533,9 +531,8 @@ fn assert_c_stress_ran(r: &HashMap<String, String>, mode: RseqMode) -> bool {
 /// empty the stacks too often for a small class to be seen idle: `tests/idle_routes.rs`
 /// routes them.
 fn assert_owned_stress(r: &HashMap<String, String>, mode: RseqMode) {
-    if !assert_c_stress_ran(r, mode) {
-        return;
-    }
+    // Where the sections cannot run, fallback mode's owned spans (under the slabs' locks) serve.
+    assert_c_stress_ran(r, mode);
     assert!(num(r, "owned_taken") > 0, "no span owned: {r:?}");
     assert!(
         num(r, "owned_given_back") > 0,
@@ -578,10 +575,9 @@ fn stress_without_owned_spans_with_own_registration() {
     assert_c_stress_without_owned_spans(&r, RseqMode::Own);
 }
 
-/// Fallback mode runs owned spans under the slabs' locks (since session 76; x86_64, where the
-/// rseq modes have them): the same stress, with spans owned, given back whole and turned over
-/// to other classes, the drains (locked) taking every owned span back, and no class routed
-/// once idle (fallback mode routes the fixed classes only).
+/// Fallback mode runs owned spans under the slabs' locks (since session 76): the same stress, with
+/// spans owned, given back whole and turned over to other classes, the drains (locked) taking every
+/// owned span back, and no class routed once idle (fallback mode routes the fixed classes only).
 #[test]
 fn stress_owned_spans_with_forced_fallback() {
     let r = run_mode(&[
@@ -591,29 +587,26 @@ fn stress_owned_spans_with_forced_fallback() {
     assert_eq!(r["mode"], format!("{:?}", RseqMode::Fallback));
     assert!(num(&r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
     assert_eq!(num(&r, "forks"), 1);
-    if cfg!(target_arch = "x86_64") {
-        assert!(num(&r, "owned_taken") > 0, "no span owned: {r:?}");
-        assert!(
-            num(&r, "owned_given_back") > 0,
-            "no span given back whole: {r:?}"
-        );
-        assert!(
-            num(&r, "owned_reclassed") > 0,
-            "no kept span taken over: {r:?}"
-        );
-        assert!(num(&r, "fallback_ops") > 0, "{r:?}");
-        assert!(num(&r, "drains") > 10, "{r:?}");
-    } else {
-        assert_eq!(num(&r, "owned_taken"), 0, "{r:?}");
-    }
+    assert!(num(&r, "owned_taken") > 0, "no span owned: {r:?}");
+    assert!(
+        num(&r, "owned_given_back") > 0,
+        "no span given back whole: {r:?}"
+    );
+    assert!(
+        num(&r, "owned_reclassed") > 0,
+        "no kept span taken over: {r:?}"
+    );
+    assert!(num(&r, "fallback_ops") > 0, "{r:?}");
+    assert!(num(&r, "drains") > 10, "{r:?}");
     assert_eq!(num(&r, "owned_routed"), 0, "{r:?}");
     assert_eq!(num(&r, "restarts"), 0);
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
     assert_invariants(&r);
 }
 
-/// Without the rseq membarrier a drain cannot stop owned spans (docs/design.md, "Owned
-/// spans"), so `owned_spans=on` is ignored there too.
+/// Without the rseq membarrier a drain cannot stop owned spans' sections (docs/design.md,
+/// "Owned spans"), so `owned_spans=on` is ignored there too. (Where the sections cannot run,
+/// the child runs the fallback, whose owned spans need no membarrier: they serve.)
 #[test]
 fn stress_owned_spans_without_membarrier_owns_nothing() {
     let r = run_mode(&[
@@ -622,7 +615,7 @@ fn stress_owned_spans_without_membarrier_owns_nothing() {
     ]);
     assert_eq!(r["mode"], common::expected_mode("Glibc"));
     assert!(num(&r, "ops") >= OPS_PER_MODE as u64, "{r:?}");
-    assert_eq!(num(&r, "owned_taken"), 0, "{r:?}");
+    assert_eq!(num(&r, "owned_taken") > 0, r["mode"] == "Fallback", "{r:?}");
     assert_eq!(num(&r, "owned_routed"), 0, "{r:?}");
     assert_eq!(num(&r, "cached_after_trim"), 0, "{r:?}");
 }

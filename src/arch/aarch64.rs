@@ -44,10 +44,13 @@ pub fn noted_ptr() -> usize {
     unsafe { (*thread_block()).last_alloc }
 }
 
-/// The calling thread's owned routes: none here (the option is ignored without the sections).
+/// The calling thread's owned routes (`ThreadBlock::owned`): bit `c` set when its C allocations
+/// and frees of class `c` use owned spans, which here (no sections) run under the slabs' locks
+/// (fallback mode, `percpu::owned::sec`).
 #[inline(always)]
 pub fn owned_routes() -> usize {
-    0
+    // SAFETY: the calling thread's own block; written by its own set-up and slow paths only.
+    unsafe { (*thread_block()).owned }
 }
 
 /// The class of the calling thread's last small allocation, as [`note_alloc`] left it (0 before
@@ -160,8 +163,8 @@ pub unsafe fn percpu_relocate(_hdr: usize, _id: u32, _word: u64) -> bool {
     false
 }
 
-/// No owned-span sections on this architecture: always "nothing popped" (owned spans are
-/// never enabled here; see `percpu::owned`).
+/// No owned-span sections on this architecture: always "nothing popped" (owned spans run under
+/// the slabs' locks here, fallback mode; see `percpu::owned::sec`).
 ///
 /// # Safety
 /// None; it touches no memory.

@@ -25,10 +25,10 @@
 //! off the slab while it held the lock only fails its sections: the span it took stays listed
 //! and owned, found by the slab's next slow path or its next drain.
 //!
-//! On only where the sections exist (x86_64) and a drain can stop them: in an rseq mode with the
-//! rseq membarrier (every drain is `drain_fenced`), and since session 76 in fallback mode, where
-//! the same steps run under the slab's fallback lock ([`sec`], `percpu::fallback`) and a drain
-//! takes that lock (`drain_locked`). Rust's `GlobalAlloc` path does not use owned spans (its
+//! On where a drain can stop the sections: in an rseq mode with the rseq membarrier (x86_64;
+//! every drain is `drain_fenced`), and since session 76 in fallback mode (every architecture),
+//! where the same steps run under the slab's fallback lock ([`sec`], `percpu::fallback`) and a
+//! drain takes that lock (`drain_locked`). Rust's `GlobalAlloc` path does not use owned spans (its
 //! frees carry no free tag, which the pop checks).
 //!
 //! May call: `arch`, `central`, `free_tag`, `os`, `size_class`, `span`, `sync`, and in this
@@ -189,11 +189,11 @@ fn collect_count(c: usize, fresh: bool, resident: bool) -> usize {
 /// Turns owned spans on or off at process set-up (`setup::init_process`): on only when asked
 /// for, in an rseq mode with the rseq membarrier, on an architecture with the sections.
 pub(super) fn init(on: bool, locked: bool, keep_bytes: usize) {
-    ON.store(on && arch::HAS_CRITICAL_SECTIONS, Ordering::Relaxed);
-    LOCKED.store(
-        on && locked && arch::HAS_CRITICAL_SECTIONS,
+    ON.store(
+        on && (locked || arch::HAS_CRITICAL_SECTIONS),
         Ordering::Relaxed,
     );
+    LOCKED.store(on && locked, Ordering::Relaxed);
     KEEP_BYTES.store(keep_bytes, Ordering::Relaxed);
 }
 
@@ -502,7 +502,7 @@ pub fn pop_stack_first(c: usize) -> *mut u8 {
 /// with [`pop_stack_first`]: the tests' pop ([`refill`] pops with [`pop_on`], and hands the
 /// object to the C allocation's slow path, which clears it with the free tag: `lib.rs`,
 /// `handed_out`).
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 #[inline(always)]
 pub fn pop(c: usize) -> *mut u8 {
     // SAFETY: slabs are set up as `percpu::pop` needs; every non-zero `cur[c]` names the
