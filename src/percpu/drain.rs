@@ -155,8 +155,9 @@ fn relayout_unless(slab: Slab, grown: bool) -> bool {
 /// owned spans on, the owned stop word is set under the lock too: every locked section and
 /// push of the slab takes that lock and tests the word first, so once the lock is released
 /// none of them touches the slab's owned spans (the hold is the fenced drain's fence), and
-/// they go back to the central lists without the lock held (the central lists and the page
-/// heap take locks of their own, which no holder of a fallback lock takes).
+/// they go back to the central lists without the lock held. (The stacks' objects go to the
+/// central lists under it, as before: the order is capacity lock, slab lock, central locks,
+/// and the central lists never call back into this layer.)
 fn drain_locked(picked: &SlabSet) -> usize {
     let mut bytes = 0;
     for i in picked.iter() {
