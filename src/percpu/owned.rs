@@ -28,8 +28,8 @@
 //! On where a drain can stop the sections: in an rseq mode with the rseq membarrier (x86_64;
 //! every drain is `drain_fenced`), and since session 76 in fallback mode (every architecture),
 //! where the same steps run under the slab's fallback lock ([`sec`], `percpu::fallback`) and a
-//! drain takes that lock (`drain_locked`). Rust's `GlobalAlloc` path does not use owned spans (its
-//! frees carry no free tag, which the pop checks).
+//! drain takes that lock (`drain_locked`). Rust's `GlobalAlloc` path does not use owned spans
+//! (its frees carry no free tag, which the pop checks).
 //!
 //! May call: `arch`, `central`, `free_tag`, `os`, `size_class`, `span`, `sync`, and in this
 //! folder `slab`.
@@ -187,7 +187,9 @@ fn collect_count(c: usize, fresh: bool, resident: bool) -> usize {
 }
 
 /// Turns owned spans on or off at process set-up (`setup::init_process`): on only when asked
-/// for, in an rseq mode with the rseq membarrier, on an architecture with the sections.
+/// for (`on`, which the caller clears in an rseq mode without the rseq membarrier), in fallback
+/// mode (`locked`: the sections' steps under the slabs' locks, [`sec`]) or on an architecture
+/// with the sections.
 pub(super) fn init(on: bool, locked: bool, keep_bytes: usize) {
     ON.store(
         on && (locked || arch::HAS_CRITICAL_SECTIONS),
@@ -278,7 +280,7 @@ pub(super) fn locked() -> bool {
 /// meant, under its fallback lock ([`Slab::lock`]), which every locked section, locked push
 /// and pop and drain of the slab takes: the lock orders them as running on the slab's CPU
 /// orders the rseq sections, and a drain's hold of it is the fence (docs/design.md, "Owned
-/// spans in fallback mode"). A locked section never fails for want of being on the right CPU,
+/// spans", "In fallback mode"). A locked section never fails for want of being on the right CPU,
 /// only for a drain's stop word, an owner or current span that changed, or an empty list.
 pub(super) mod sec {
     use super::*;
