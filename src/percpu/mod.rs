@@ -319,12 +319,28 @@ fn sweep_if_freed(id: usize) {
 /// the central lists hold can serve, or that failed otherwise (the capacity lock busy, the
 /// thread moved), drains nobody.
 fn refill_owned(c: usize, id: usize) -> *mut u8 {
+    let n = G.nslabs.load(Ordering::Relaxed);
     let sparse = SPARSE_DRAINED.load(Ordering::Relaxed) != central::ticks().wrapping_add(1)
-        && central::owned_sparse_elsewhere(G.nslabs.load(Ordering::Relaxed), id);
-    match owned::refill(c, id, !sparse) {
+        && central::owned_sparse_elsewhere(n, id);
+    // Fallback mode: other slabs' spans that frees from elsewhere left wholly free go back
+    // before a fresh span is taken (below). Their owners' sweeps wait for a slow path there,
+    // which a thread that moved off that CPU never runs: a thread that allocated on one CPU,
+    // freed it all on another and allocated as much there again took fresh spans for it
+    // while the first slab kept the old ones (2x the peak RSS of the build before, a breaker
+    // run in session 76).
+    let freed_elsewhere = owned::locked() && (0..n).any(|i| i != id && central::owned_freed(i));
+    match owned::refill(c, id, !sparse && !freed_elsewhere) {
         owned::Refilled::Object(p) => return p,
         owned::Refilled::Nothing => return null_mut(),
         owned::Refilled::WantsFresh => {}
+    }
+    if freed_elsewhere {
+        for i in (0..n).filter(|&i| i != id && central::owned_freed(i)) {
+            owned::sweep_freed_elsewhere(i);
+        }
+        if !sparse {
+            return owned::refill(c, id, true).object();
+        }
     }
     // The tick read again: one that moved on since is this drain's (`fetch_max`: a thread with
     // the older tick cannot claim the newer one's drain back).

@@ -704,9 +704,25 @@ unsafe fn give_back_as(a: usize, s: *mut Span) {
 /// it may no longer be current) and when a retire fails (the thread moved off the slab; the
 /// sweep stops there).
 pub(super) fn sweep_freed(id: usize) {
+    sweep(id, true);
+}
+
+/// Fallback mode: [`sweep_freed`] of slab `id` by a thread on another slab, whatever the tick
+/// (a locked retire runs on any slab, so the spans need not wait for the owner's own slow path,
+/// which a thread that moved off the owner's CPU never runs: `percpu::refill_owned` calls it
+/// before a fresh span would be taken, when it is worth a walk of the owner's lists).
+pub(super) fn sweep_freed_elsewhere(id: usize) {
+    debug_assert!(locked());
+    sweep(id, false);
+}
+
+/// [`sweep_freed`]; at most once a tick for the slab when `once_a_tick`.
+fn sweep(id: usize, once_a_tick: bool) {
     let slab = Slab::of(id);
     let tick = sweep_stamp();
-    if slab.owned_swept().load(Ordering::Relaxed) == tick || !slab.cap_lock().try_lock() {
+    if (once_a_tick && slab.owned_swept().load(Ordering::Relaxed) == tick)
+        || !slab.cap_lock().try_lock()
+    {
         return;
     }
     slab.owned_swept().store(tick, Ordering::Relaxed);
