@@ -662,12 +662,12 @@ unsafe fn free_owned(ptr: *mut u8, e: usize, key: usize) {
 /// As for [`free_owned`].
 #[inline(never)]
 unsafe fn free_owned_declined(ptr: *mut u8) {
+    let e = PAGEMAP.get(ptr as usize);
     // Fallback mode: onto its span's list under the owning slab's lock.
-    // SAFETY: forwarded contract.
-    if unsafe { percpu::free_owned_locked(ptr) } {
+    // SAFETY: forwarded contract; `e` is the object's entry, which names its span.
+    if unsafe { percpu::free_owned_locked(ptr, pagemap::span_of(e) as *mut Span) } {
         return;
     }
-    let e = PAGEMAP.get(ptr as usize);
     let c = pagemap::class_of(e);
     // The foreign objects counted: a class whose owned pushes decline another slab's objects
     // is churned across CPUs (`percpu::note_owned_declined`).

@@ -157,18 +157,17 @@ pub(super) fn alloc_owned_locked(c: usize) -> *mut u8 {
 /// `tests/percpu_bound.rs`' `memory_freed_on_another_cpu_is_reused_there_while_its_owner_stays`).
 ///
 /// # Safety
-/// `obj` is a free object, tagged free with the free tag's key, of the span its page-map entry
-/// names, and nobody uses it.
-pub unsafe fn free_owned_locked(obj: *mut u8) -> bool {
+/// `obj` is a free object, tagged free with the free tag's key, of span `span` (the record its
+/// page-map entry names), and nobody uses it.
+pub unsafe fn free_owned_locked(obj: *mut u8, span: *mut crate::span::Span) -> bool {
     if !owned::locked() {
         return false;
     }
-    let span = crate::pagemap::span_of(crate::pagemap::PAGEMAP.get(obj as usize));
     let Some(id) = locked_slab().index() else {
         return false;
     };
-    // SAFETY: forwarded contract; the entry of a live small object names its span.
-    unsafe { owned::push_locked(obj, span as *mut crate::span::Span, id) }
+    // SAFETY: forwarded contract.
+    unsafe { owned::push_locked(obj, span, id) }
 }
 
 /// # Safety
