@@ -74,7 +74,7 @@ pub fn check_slabs() -> Result<(), crate::page_heap::check::Broken> {
 use crate::arch::{self, ThreadState};
 use crate::central;
 use crate::span::NO_HOME;
-use crate::sync::{AtomicU64, CachePadded, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, CachePadded, Ordering};
 use core::ptr::null_mut;
 use drain::{drain_current, drain_where, grow_or_relayout, grow_or_relayout_for_arrivals};
 use setup::thread_state;
@@ -307,21 +307,26 @@ fn sweep_if_freed(id: usize) {
 
 /// The owned part of slab `id`'s allocation slow path for class `c` ([`owned::refill`]). While
 /// another slab may hold spans that frees from elsewhere left at least half free
-/// (`central::owned_sparse_elsewhere`) and no drain of such slabs ran in this maintenance tick
-/// ([`SPARSE_DRAINED`]), the refill may not take a fresh span; when only a fresh span would do
-/// ([`owned::Refilled::WantsFresh`]), those slabs are drained (at most once a tick in the
-/// process) and the refill runs again, fresh spans allowed: their spans went back to the
-/// central lists, which list them, and it takes one of them rather than fresh memory. A thread
-/// that frees most of what a thread on another CPU allocated and allocates as much again
-/// otherwise took fresh spans for all of it while the other thread kept its CPU's slab
+/// (`central::owned_sparse_elsewhere`), the refill may not take a fresh span at first; when
+/// only a fresh span would do ([`owned::Refilled::WantsFresh`]), those slabs are drained and
+/// the refill runs again, fresh spans allowed: their spans went back to the central lists,
+/// which list them, and it takes one of them rather than fresh memory. A thread that frees
+/// most of what a thread on another CPU allocated and allocates as much again otherwise took
+/// fresh spans for all of it while the other thread kept its CPU's slab
 /// (`benches/c/reuse_elsewhere.c`: 23 MB resident after the first allocation, 41 MB at the
 /// end, docs/benchmarks.md, "Session 49"). A refill that its own spans, a kept one or a span
 /// the central lists hold can serve, or that failed otherwise (the capacity lock busy, the
 /// thread moved), drains nobody.
+///
+/// Such drains are rationed ([`sparse_drain_due`]): one a maintenance tick, and one more each
+/// time the refills that found the hint set have taken [`SPARSE_DRAIN_BYTES`] of fresh spans
+/// since the last. With the tick alone, a thread whose slab changed under it (its concurrency
+/// id, when it moved CPU) left what it freed in its old slab's spans for the rest of the tick,
+/// however much it allocated meanwhile: twice the memory (`percpu_bound`'s
+/// `a_thread_that_moves_reuses_what_it_freed`, docs/benchmarks.md, "Session 77").
 fn refill_owned(c: usize, id: usize) -> *mut u8 {
     let n = G.nslabs.load(Ordering::Relaxed);
-    let sparse = SPARSE_DRAINED.load(Ordering::Relaxed) != central::ticks().wrapping_add(1)
-        && central::owned_sparse_elsewhere(n, id);
+    let sparse = central::owned_sparse_elsewhere(n, id);
     // Fallback mode: other slabs' spans that frees from elsewhere left wholly free go back
     // before a fresh span is taken (below). Their owners' sweeps wait for a slow path there,
     // which a thread that moved off that CPU never runs: a thread that allocated on one CPU,
@@ -342,10 +347,7 @@ fn refill_owned(c: usize, id: usize) -> *mut u8 {
             return owned::refill(c, id, true).object();
         }
     }
-    // The tick read again: one that moved on since is this drain's (`fetch_max`: a thread with
-    // the older tick cannot claim the newer one's drain back).
-    let tick = central::ticks().wrapping_add(1);
-    if SPARSE_DRAINED.fetch_max(tick, Ordering::Relaxed) < tick {
+    if sparse_drain_due(c) {
         let _errno = crate::os::ErrnoKeeper::new();
         drain_where(
             || false,
@@ -355,9 +357,44 @@ fn refill_owned(c: usize, id: usize) -> *mut u8 {
     owned::refill(c, id, true).object()
 }
 
+/// Whether a refill of class `c` that only a fresh span would serve, while the hint names
+/// other slabs ([`refill_owned`]), drains them: the first such refill of a maintenance tick
+/// does, and then one each time such refills have taken [`SPARSE_DRAIN_BYTES`] of fresh spans
+/// since the last drain. Counts the fresh span this refill takes when it does not drain.
+fn sparse_drain_due(c: usize) -> bool {
+    // The tick read anew: one that moved on since is this drain's (`fetch_max`: a thread with
+    // the older tick cannot claim the newer one's drain back).
+    let tick = central::ticks().wrapping_add(1);
+    if SPARSE_DRAINED.load(Ordering::Relaxed) != tick
+        && SPARSE_DRAINED.fetch_max(tick, Ordering::Relaxed) < tick
+    {
+        SPARSE_FRESH.store(0, Ordering::Relaxed);
+        return true;
+    }
+    let bytes = (crate::size_class::CLASS_PAGES[c] as usize) << crate::size_class::PAGE_SHIFT;
+    let before = SPARSE_FRESH.fetch_add(bytes, Ordering::Relaxed);
+    // One of the refills that crossed the budget (the one whose add crossed it) drains.
+    if before < SPARSE_DRAIN_BYTES && before + bytes >= SPARSE_DRAIN_BYTES {
+        SPARSE_FRESH.store(0, Ordering::Relaxed);
+        return true;
+    }
+    false
+}
+
 /// The maintenance tick (plus one; 0: none yet) of the last drain of slabs holding spans that
 /// frees from elsewhere left half free ([`refill_owned`]).
 static SPARSE_DRAINED: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
+
+/// Bytes of fresh spans that owned refills took since the last drain of slabs holding spans
+/// that frees from elsewhere left half free, while the hint named such slabs
+/// ([`sparse_drain_due`]).
+static SPARSE_FRESH: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
+
+/// Fresh spans that owned refills may take while the hint names other slabs before those are
+/// drained again within a maintenance tick ([`sparse_drain_due`]): twice what a slab keeps of
+/// wholly free owned spans by default (`owned::keep_bytes`), so that such a drain costs its
+/// slabs' owners a refill or two per several megabytes handed out.
+const SPARSE_DRAIN_BYTES: usize = 4 << 20;
 
 // Every slab has its bit in the central lists' hints.
 const _: () = assert!(slab::MAX_SLABS <= central::HINTED_SLABS);
