@@ -192,9 +192,11 @@ pub fn set_owned_freed(id: usize) {
 /// Slabs that may own a span frees from elsewhere left at least half free (carved whole, at
 /// most half its objects out other than those on the owner's list: [`span_updated`]): other
 /// slabs cannot allocate from it while its owner keeps it, so an owned refill asks
-/// ([`owned_sparse_elsewhere`]), takes no fresh span while the hint names another slab, and
-/// when only a fresh one would do drains the slabs named first (`percpu::refill_owned`), after
-/// which these lists list their spans. Written only when such a free comes.
+/// ([`owned_sparse_elsewhere`]), looks for a span other than a fresh one first while the hint
+/// names another slab, and when only a fresh one would do drains the slabs named, if a drain
+/// is due (`percpu::refill_owned`: once a tick, and once per 4 MiB of fresh spans), after
+/// which these lists list their spans. Written only when such a free comes; cleared slab by
+/// slab by that drain ([`take_owned_sparse`]).
 static OWNED_SPARSE: CachePadded<SlabBits> = CachePadded::new(SlabBits::new());
 
 /// Whether a slab below `n` other than `id` may own a span frees from elsewhere left at least

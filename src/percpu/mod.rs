@@ -360,7 +360,10 @@ fn refill_owned(c: usize, id: usize) -> *mut u8 {
 /// Whether a refill of class `c` that only a fresh span would serve, while the hint names
 /// other slabs ([`refill_owned`]), drains them: the first such refill of a maintenance tick
 /// does, and then one each time such refills have taken [`SPARSE_DRAIN_BYTES`] of fresh spans
-/// since the last drain. Counts the fresh span this refill takes when it does not drain.
+/// since the last drain. Counts the fresh span this refill takes when it does not drain, at the
+/// class's full span length (`CLASS_PAGES`): while the heap is small its spans may be shorter,
+/// and the refill may still find a listed span or nothing, so drains may come sooner than every
+/// 4 MiB of memory really taken, never later.
 fn sparse_drain_due(c: usize) -> bool {
     // The tick read anew: one that moved on since is this drain's (`fetch_max`: a thread with
     // the older tick cannot claim the newer one's drain back).
